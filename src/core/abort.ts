@@ -1,0 +1,12 @@
+import { AbortedError } from './errors.js';
+
+/** Throws AbortedError if `signal` is aborted. Call before starting any unit of work. */
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw new AbortedError(abortMessage(signal));
+}
+
+function abortMessage(signal: AbortSignal): string {
+  const r = signal.reason as unknown;
+  if (r instanceof Error && r.name !== 'AbortError') return `aborted: ${r.message}`;
+  return 'operation aborted';
+}

@@ -1,0 +1,188 @@
+/**
+ * Every error xfer raises on purpose is an XferError with a stable `code`.
+ * Codes are part of the public contract: the CLI maps them to exit codes and the
+ * server maps them to HTTP statuses, each in exactly one table (EXIT_CODES, HTTP_STATUS).
+ * Messages are single lines meant for people; they name the thing that is wrong.
+ */
+
+export type ErrorCode =
+  | 'XFER_INVALID_ARGUMENT'
+  | 'XFER_NOT_FOUND'
+  | 'XFER_PERMISSION_DENIED'
+  | 'XFER_ALREADY_EXISTS'
+  | 'XFER_CHUNK_MISSING'
+  | 'XFER_CHUNK_CORRUPT'
+  | 'XFER_MANIFEST_CORRUPT'
+  | 'XFER_MANIFEST_MISMATCH'
+  | 'XFER_VERIFY_FAILED'
+  | 'XFER_SOURCE_CHANGED'
+  | 'XFER_IO'
+  | 'XFER_ABORTED'
+  | 'XFER_INTERNAL';
+
+export class XferError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = 'XferError';
+  }
+}
+
+/** A caller passed something that can never work (bad size, min > avg, unknown digest). */
+export class InvalidArgumentError extends XferError {
+  constructor(message: string) {
+    super('XFER_INVALID_ARGUMENT', message);
+    this.name = 'InvalidArgumentError';
+  }
+}
+
+export class NotFoundError extends XferError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('XFER_NOT_FOUND', message, options);
+    this.name = 'NotFoundError';
+  }
+}
+
+export class PermissionDeniedError extends XferError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('XFER_PERMISSION_DENIED', message, options);
+    this.name = 'PermissionDeniedError';
+  }
+}
+
+export class AlreadyExistsError extends XferError {
+  constructor(message: string) {
+    super('XFER_ALREADY_EXISTS', message);
+    this.name = 'AlreadyExistsError';
+  }
+}
+
+/** A store was asked for a chunk it does not hold. Routers and retries switch on this. */
+export class ChunkMissingError extends XferError {
+  readonly digest: string;
+  constructor(digest: string, where?: string) {
+    super('XFER_CHUNK_MISSING', `chunk ${digest} is missing${where ? ` from ${where}` : ''}`);
+    this.name = 'ChunkMissingError';
+    this.digest = digest;
+  }
+}
+
+/** Chunk bytes do not hash to the digest they are stored or sent under. Never retried silently. */
+export class ChunkCorruptError extends XferError {
+  readonly digest: string;
+  constructor(digest: string, detail: string) {
+    super('XFER_CHUNK_CORRUPT', `chunk ${digest} is corrupt: ${detail}`);
+    this.name = 'ChunkCorruptError';
+    this.digest = digest;
+  }
+}
+
+export class ManifestCorruptError extends XferError {
+  constructor(message: string) {
+    super('XFER_MANIFEST_CORRUPT', message);
+    this.name = 'ManifestCorruptError';
+  }
+}
+
+/** Data chunked or hashed with other parameters than a manifest declares. */
+export class ManifestMismatchError extends XferError {
+  constructor(message: string) {
+    super('XFER_MANIFEST_MISMATCH', message);
+    this.name = 'ManifestMismatchError';
+  }
+}
+
+/** A reconstructed file or tree does not match its manifest. */
+export class VerifyFailedError extends XferError {
+  constructor(message: string) {
+    super('XFER_VERIFY_FAILED', message);
+    this.name = 'VerifyFailedError';
+  }
+}
+
+/** The source file changed size or content while it was being read. */
+export class SourceChangedError extends XferError {
+  constructor(message: string) {
+    super('XFER_SOURCE_CHANGED', message);
+    this.name = 'SourceChangedError';
+  }
+}
+
+export class IoError extends XferError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('XFER_IO', message, options);
+    this.name = 'IoError';
+  }
+}
+
+export class AbortedError extends XferError {
+  constructor(message = 'operation aborted') {
+    super('XFER_ABORTED', message);
+    this.name = 'AbortedError';
+  }
+}
+
+/** Process exit codes by error code; documented in README "Exit codes". */
+export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
+  XFER_INVALID_ARGUMENT: 2,
+  XFER_NOT_FOUND: 3,
+  XFER_PERMISSION_DENIED: 4,
+  XFER_ALREADY_EXISTS: 5,
+  XFER_CHUNK_MISSING: 6,
+  XFER_CHUNK_CORRUPT: 7,
+  XFER_MANIFEST_CORRUPT: 8,
+  XFER_MANIFEST_MISMATCH: 8,
+  XFER_VERIFY_FAILED: 9,
+  XFER_SOURCE_CHANGED: 10,
+  XFER_IO: 11,
+  XFER_ABORTED: 130,
+  XFER_INTERNAL: 70,
+};
+
+/** HTTP status by error code, used by the server and reversed by the HTTP client. */
+export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
+  XFER_INVALID_ARGUMENT: 400,
+  XFER_NOT_FOUND: 404,
+  XFER_PERMISSION_DENIED: 403,
+  XFER_ALREADY_EXISTS: 409,
+  XFER_CHUNK_MISSING: 404,
+  XFER_CHUNK_CORRUPT: 422,
+  XFER_MANIFEST_CORRUPT: 400,
+  XFER_MANIFEST_MISMATCH: 409,
+  XFER_VERIFY_FAILED: 500,
+  XFER_SOURCE_CHANGED: 409,
+  XFER_IO: 500,
+  XFER_ABORTED: 499,
+  XFER_INTERNAL: 500,
+};
+
+/**
+ * Turns a Node.js system error into an XferError naming `path`, so that no errno text
+ * or stack trace reaches a user. Anything already an XferError passes through.
+ */
+export function fromSystemError(err: unknown, path: string, action: string): XferError {
+  if (err instanceof XferError) return err;
+  const e = err as NodeJS.ErrnoException;
+  switch (e?.code) {
+    case 'ENOENT':
+      return new NotFoundError(`${path}: no such file or directory`, { cause: err });
+    case 'EACCES':
+    case 'EPERM':
+      return new PermissionDeniedError(`${path}: permission denied (${action})`, { cause: err });
+    case 'ENOTDIR':
+      return new NotFoundError(`${path}: a component of the path is not a directory`, { cause: err });
+    case 'EISDIR':
+      return new InvalidArgumentError(`${path}: is a directory`);
+    case 'ENOSPC':
+      return new IoError(`${path}: no space left on device (${action})`, { cause: err });
+    case 'ABORT_ERR':
+      return new AbortedError();
+    default:
+      return new IoError(`${path}: ${action} failed: ${e?.message ?? String(err)}`, { cause: err });
+  }
+}
+
+export function isXferError(err: unknown, code?: ErrorCode): err is XferError {
+  return err instanceof XferError && (code === undefined || err.code === code);
+}

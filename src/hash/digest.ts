@@ -1,0 +1,39 @@
+import { createHash } from 'node:crypto';
+import { blake3, Blake3Hasher } from '@napi-rs/blake-hash';
+import type { DigestAlgorithm } from '../core/ids.js';
+
+/** One-shot digest of `data` (32 bytes). */
+export function digestOf(algorithm: DigestAlgorithm, data: Uint8Array): Buffer {
+  if (algorithm === 'blake3') return blake3(data);
+  return createHash('sha256').update(data).digest();
+}
+
+/** Incremental digest; `digest()` may be called once. */
+export interface Hasher {
+  update(data: Uint8Array): void;
+  digest(): Buffer;
+}
+
+export function createHasher(algorithm: DigestAlgorithm): Hasher {
+  if (algorithm === 'blake3') {
+    const h = new Blake3Hasher();
+    return {
+      update(data) {
+        h.update(data);
+      },
+      digest: () => h.digestBuffer(),
+    };
+  }
+  const h = createHash('sha256');
+  return {
+    update(data) {
+      h.update(data);
+    },
+    digest: () => h.digest(),
+  };
+}
+
+/** Constant-free equality of two digests (they are not secrets). */
+export function digestEquals(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.compare(a, b) === 0;
+}
