@@ -6,6 +6,7 @@ import { createChunker } from '../src/chunker/index.js';
 import type { Chunker } from '../src/chunker/chunker.js';
 import { GEAR, GEAR_LS } from '../src/chunker/gear.js';
 import { loadNativeBinding, nativeLoadError } from '../src/chunker/native.js';
+import { cutAll } from './helpers/chunks.js';
 import { generate, type VectorKind } from './helpers/gen.js';
 
 interface Vector {
@@ -22,22 +23,6 @@ interface Vector {
 const vectors: Vector[] = JSON.parse(
   readFileSync(new URL('../../test/fixtures/fastcdc-vectors.json', import.meta.url), 'utf8'),
 );
-
-/** Cuts a whole in-memory input with one chunker, in one buffer. */
-export function cutAll(chunker: Chunker, data: Uint8Array): number[] {
-  const out = new Uint32Array(1024);
-  const lengths: number[] = [];
-  let pos = 0;
-  while (pos < data.length) {
-    const n = chunker.cut(data, pos, data.length, true, Infinity, out);
-    assert.ok(n > 0, 'chunker made no progress');
-    for (let i = 0; i < n; i++) {
-      lengths.push(out[i]!);
-      pos += out[i]!;
-    }
-  }
-  return lengths;
-}
 
 /** Feeds the input in small pieces, as a stream would, to prove calls do not change cuts. */
 function cutStreamed(chunker: Chunker, data: Uint8Array, piece: number): number[] {

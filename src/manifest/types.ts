@@ -34,7 +34,11 @@ export interface EntryMeta {
   readonly mode: number;
   /** Modification time in milliseconds since the epoch (integer). */
   readonly mtimeMs: number;
-  /** File size in bytes; 0 for dirs and symlinks. */
+  /**
+   * File size in bytes as declared when the entry starts: from stat for files on disk,
+   * -1 when not known in advance (stdin). The authoritative size of a file entry is the
+   * one in its 'entryEnd' event (the sum of its chunk lengths). 0 for dirs and symlinks.
+   */
   readonly size: number;
   /** Symlink target, verbatim; only for symlinks. */
   readonly linkTarget?: string;
@@ -46,7 +50,7 @@ export interface ChunkRecord {
   readonly digest: Uint8Array;
 }
 
-/** A fully materialized entry; only for small manifests and tests. */
+/** A fully materialized entry (size is the final size); only for small manifests and tests. */
 export interface ManifestEntry extends EntryMeta {
   readonly chunks: readonly ChunkRecord[];
   /** Whole-file digest; file entries only. */
@@ -62,4 +66,4 @@ export interface ManifestEntry extends EntryMeta {
 export type ManifestEvent =
   | { readonly kind: 'entry'; readonly meta: EntryMeta }
   | { readonly kind: 'chunks'; readonly records: readonly ChunkRecord[] }
-  | { readonly kind: 'entryEnd'; readonly digest: Uint8Array };
+  | { readonly kind: 'entryEnd'; readonly size: number; readonly digest: Uint8Array };
