@@ -1,0 +1,391 @@
+import { createReadStream } from 'node:fs';
+import { throwIfAborted } from '../core/abort.js';
+import { InvalidArgumentError, ManifestCorruptError, fromSystemError } from '../core/errors.js';
+import { DIGEST_BYTES, maxChunkBytes } from '../core/ids.js';
+import { KiB } from '../core/sizes.js';
+import { validateChunkerSpec } from '../chunker/params.js';
+import { createHasher, digestEquals } from '../hash/digest.js';
+import { loadXxh64, type Xxh64 } from './checksum.js';
+import {
+  CHUNK_TERMINATOR_BYTES,
+  END_MARKER,
+  ENTRY_END_BYTES,
+  ENTRY_DECLARED_SIZE_OFFSET,
+  ENTRY_FIXED_BYTES,
+  ENTRY_MODE_OFFSET,
+  ENTRY_MTIME_OFFSET,
+  ENTRY_PATH_LENGTH_OFFSET,
+  FORMAT_VERSION,
+  HEADER_BYTES,
+  HEADER_CHECKSUM_OFFSET,
+  HEADER_VERSION_OFFSET,
+  MAGIC,
+  MAX_LINK_TARGET_BYTES,
+  MAX_PATH_BYTES,
+  STRING_LENGTH_BYTES,
+  TRAILER_BYTES,
+  decodeHeaderFields,
+  entryTypeFromCode,
+  headerChecksum,
+  readInt64,
+  readUint64,
+} from './format.js';
+import { EntryOrder, describeEntry, metaProblem, pathProblem } from './rules.js';
+import type { ChunkRecord, EntryMeta, ManifestEvent, ManifestHeader } from './types.js';
+
+/** A 'chunks' event carries at most this many records. */
+export const READ_BATCH_RECORDS = 4096;
+/** openManifestFile reads the file in pieces of this size. */
+export const FILE_READ_CHUNK_BYTES = 256 * KiB;
+/** The largest field read in one piece (header, path, symlink target). */
+const MAX_FIELD_BYTES = Math.max(HEADER_BYTES, MAX_PATH_BYTES, MAX_LINK_TARGET_BYTES);
+
+export interface ManifestReaderOptions {
+  /** Checked before each entry and each batch of chunk records. */
+  readonly signal?: AbortSignal;
+}
+
+const EMPTY = Buffer.alloc(0);
+/** Strict: invalid UTF-8 is corruption, and a leading U+FEFF is part of a name. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/**
+ * Pulls bytes from an async iterable of arbitrary pieces. Fields that lie within the
+ * current piece are read in place; one that spans pieces is assembled in a scratch buffer.
+ * While a tap is set, every consumed byte is passed to it exactly once, in order, in large
+ * slices (a piece at a time), which keeps checksumming cheap.
+ */
+class ByteSource {
+  /** Holds the bytes of the last read, at the offset that read returned. */
+  buf: Buffer = EMPTY;
+  private piece: Buffer = EMPTY;
+  private pos = 0;
+  private readonly scratch = Buffer.allocUnsafe(MAX_FIELD_BYTES);
+  private tap: ((bytes: Buffer) => void) | null = null;
+  private tapStart = 0;
+
+  constructor(
+    private readonly it: AsyncIterator<Uint8Array>,
+    private readonly truncated: (where: string) => Error,
+  ) {}
+
+  /**
+   * Consumes n bytes if the current piece holds them: returns their offset in `buf`, or -1
+   * (nothing consumed) if the asynchronous read() is needed. Avoids an await per field.
+   */
+  readNow(n: number): number {
+    if (this.piece.length - this.pos < n) return -1;
+    this.buf = this.piece;
+    const at = this.pos;
+    this.pos += n;
+    return at;
+  }
+
+  /**
+   * Consumes n (<= MAX_FIELD_BYTES) bytes and returns their offset in `buf`; they stay
+   * there until the next read. Throws truncated(where) if the stream ends first.
+   */
+  async read(n: number, where: string): Promise<number> {
+    const now = this.readNow(n);
+    if (now >= 0) return now;
+    let have = this.piece.copy(this.scratch, 0, this.pos);
+    this.pos = this.piece.length;
+    while (have < n) {
+      if (!(await this.nextPiece())) throw this.truncated(where);
+      const take = Math.min(n - have, this.piece.length);
+      have += this.piece.copy(this.scratch, have, 0, take);
+      this.pos = take;
+    }
+    this.buf = this.scratch;
+    return 0;
+  }
+
+  /** True if every byte has been consumed and the stream has ended. */
+  async atEnd(): Promise<boolean> {
+    return this.pos === this.piece.length && !(await this.nextPiece());
+  }
+
+  /** Passes every byte consumed from now on to `tap`. */
+  startTap(tap: (bytes: Buffer) => void): void {
+    this.tap = tap;
+    this.tapStart = this.pos;
+  }
+
+  /** Passes the bytes consumed so far, except the last `exceptLast`, and stops tapping. */
+  stopTap(exceptLast: number): void {
+    const end = this.pos - exceptLast;
+    if (this.tap && end > this.tapStart) this.tap(this.piece.subarray(this.tapStart, end));
+    this.tap = null;
+  }
+
+  /** Releases the underlying iterator (closes a file stream). Idempotent. */
+  async close(): Promise<void> {
+    await this.it.return?.();
+  }
+
+  /** Moves to the next non-empty piece; false at the end of the stream. */
+  private async nextPiece(): Promise<boolean> {
+    if (this.tap && this.piece.length > this.tapStart) this.tap(this.piece.subarray(this.tapStart));
+    this.piece = EMPTY;
+    this.pos = 0;
+    this.tapStart = 0;
+    for (;;) {
+      const r = await this.it.next();
+      if (r.done) return false;
+      const v: unknown = r.value;
+      if (!(v instanceof Uint8Array)) throw new InvalidArgumentError('a manifest source must yield Uint8Array pieces');
+      if (v.length === 0) continue;
+      this.piece = Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+      return true;
+    }
+  }
+}
+
+/**
+ * A manifest being read as a stream: the header has been read and validated when it is
+ * opened (openManifest, openManifestFile); events() then yields the body. Memory stays
+ * bounded whatever the manifest's size.
+ */
+export interface ManifestReader {
+  readonly header: ManifestHeader;
+  /**
+   * Yields the body as events ('entry'; for files then 'chunks' batches of up to
+   * READ_BATCH_RECORDS records and 'entryEnd'), validating as it goes: entry rules,
+   * order, chunk lengths, sizes, header totals, and after the last entry the trailer
+   * checksum and the end of the stream. Any malformation or truncation throws
+   * ManifestCorruptError. Nothing is valid until iteration completes without throwing.
+   * Digests in events are fresh copies that stay valid. May be called once (a second
+   * call throws InvalidArgumentError); ending the iteration early (break) closes the
+   * source.
+   */
+  events(): AsyncGenerator<ManifestEvent, void, undefined>;
+  /** Releases the source without reading the body; events() does this itself when done. */
+  close(): Promise<void>;
+}
+
+class StreamingManifestReader implements ManifestReader {
+  private started = false;
+
+  constructor(
+    readonly header: ManifestHeader,
+    private readonly source: ByteSource,
+    private readonly xxh64: Xxh64,
+    private readonly signal: AbortSignal | undefined,
+    private readonly corrupt: (message: string) => ManifestCorruptError,
+  ) {}
+
+  events(): AsyncGenerator<ManifestEvent, void, undefined> {
+    if (this.started) throw new InvalidArgumentError('ManifestReader.events() may be called only once');
+    this.started = true;
+    return this.readBody();
+  }
+
+  async close(): Promise<void> {
+    await this.source.close();
+  }
+
+  private async *readBody(): AsyncGenerator<ManifestEvent, void, undefined> {
+    const { source: src, header, signal, corrupt } = this;
+    const bodyChecksum = this.xxh64.create();
+    const bodyDigest = header.kind === 'tree' ? createHasher(header.digestAlgorithm) : null;
+    src.startTap((bytes) => {
+      bodyChecksum.update(bytes);
+      bodyDigest?.update(bytes);
+    });
+    const order = new EntryOrder();
+    const maxChunk = maxChunkBytes(header.chunker);
+    const lengths = new Uint32Array(READ_BATCH_RECORDS);
+    const digests = Buffer.allocUnsafe(READ_BATCH_RECORDS * DIGEST_BYTES);
+    let entryCount = 0;
+    let chunkCount = 0;
+    let totalBytes = 0;
+    let previous = 'the header';
+
+    const utf8 = (at: number, length: number, what: string): string => {
+      try {
+        return UTF8.decode(src.buf.subarray(at, at + length));
+      } catch {
+        throw corrupt(`${what} is not valid UTF-8`);
+      }
+    };
+
+    try {
+      for (;;) {
+        throwIfAborted(signal);
+        const number = entryCount + 1;
+        let at = src.readNow(1);
+        if (at < 0) at = await src.read(1, `the entry after ${previous}`);
+        const typeByte = src.buf[at]!;
+        if (typeByte === END_MARKER) break;
+        const type = entryTypeFromCode(typeByte);
+        if (type === undefined) throw corrupt(`unknown entry type byte 0x${typeByte.toString(16).padStart(2, '0')} after ${previous}`);
+        if (entryCount === header.entryCount) throw corrupt(`manifest has more entries than its header declares (${header.entryCount})`);
+
+        // The type byte is consumed: the rest of the entry start begins one byte later.
+        const start = (await src.read(ENTRY_FIXED_BYTES - 1, `the start of entry ${number}`)) - 1;
+        const mode = src.buf.readUInt32LE(start + ENTRY_MODE_OFFSET);
+        const mtimeMs = readInt64(src.buf, start + ENTRY_MTIME_OFFSET);
+        const size = readInt64(src.buf, start + ENTRY_DECLARED_SIZE_OFFSET);
+        const pathLength = src.buf.readUInt16LE(start + ENTRY_PATH_LENGTH_OFFSET);
+        if (mtimeMs === undefined) throw corrupt(`entry ${number} has a modification time out of range`);
+        if (size === undefined) throw corrupt(`entry ${number} has a declared size out of range`);
+        if (pathLength > MAX_PATH_BYTES) throw corrupt(`entry ${number} has a path of ${pathLength} bytes (at most ${MAX_PATH_BYTES})`);
+        at = await src.read(pathLength, `the path of entry ${number}`);
+        const path = utf8(at, pathLength, `the path of entry ${number}`);
+        if (header.kind === 'tree') {
+          // Checked before the next read, while the path's bytes are still in src.buf.
+          const problem = pathProblem(path) ?? order.check(path, src.buf.subarray(at, at + pathLength), type === 'dir');
+          if (problem !== null) throw corrupt(problem);
+        }
+        let meta: EntryMeta = { type, path, mode, mtimeMs, size };
+        if (type === 'symlink') {
+          at = await src.read(STRING_LENGTH_BYTES, `the symlink target of ${describeEntry(path)}`);
+          const targetLength = src.buf.readUInt16LE(at);
+          if (targetLength > MAX_LINK_TARGET_BYTES) {
+            throw corrupt(`${describeEntry(path)} has a symlink target of ${targetLength} bytes (at most ${MAX_LINK_TARGET_BYTES})`);
+          }
+          at = await src.read(targetLength, `the symlink target of ${describeEntry(path)}`);
+          meta = { ...meta, linkTarget: utf8(at, targetLength, `the symlink target of ${describeEntry(path)}`) };
+        }
+        const problem = metaProblem(meta, header.kind);
+        if (problem !== null) throw corrupt(problem);
+        entryCount++;
+        previous = describeEntry(path);
+        yield { kind: 'entry', meta };
+        if (type !== 'file') continue;
+
+        const inChunks = `chunk records of ${previous}`;
+        let entryBytes = 0;
+        let batched = 0;
+        let index = 0;
+        for (;; index++) {
+          at = src.readNow(CHUNK_TERMINATOR_BYTES);
+          if (at < 0) at = await src.read(CHUNK_TERMINATOR_BYTES, inChunks);
+          const length = src.buf.readUInt32LE(at);
+          if (length === 0) break;
+          if (length > maxChunk) throw corrupt(`chunk ${index} of ${previous} has length ${length}, more than the chunker's maximum ${maxChunk}`);
+          at = src.readNow(DIGEST_BYTES);
+          if (at < 0) at = await src.read(DIGEST_BYTES, inChunks);
+          src.buf.copy(digests, batched * DIGEST_BYTES, at, at + DIGEST_BYTES);
+          lengths[batched++] = length;
+          entryBytes += length;
+          if (batched === READ_BATCH_RECORDS) {
+            checkRunningTotals(chunkCount + index + 1, totalBytes + entryBytes);
+            yield chunksEvent(batched);
+            batched = 0;
+            throwIfAborted(signal);
+          }
+        }
+        if (batched > 0) {
+          checkRunningTotals(chunkCount + index, totalBytes + entryBytes);
+          yield chunksEvent(batched);
+        }
+        chunkCount += index;
+
+        at = await src.read(ENTRY_END_BYTES, `the end of ${previous}`);
+        const finalSize = readUint64(src.buf, at);
+        const digest = Buffer.from(src.buf.subarray(at + 8, at + ENTRY_END_BYTES));
+        if (finalSize < 0) throw corrupt(`${previous} has a final size out of range`);
+        if (finalSize !== entryBytes) throw corrupt(`${previous} has size ${finalSize} but its chunks add up to ${entryBytes}`);
+        if (size !== -1 && size !== finalSize) throw corrupt(`${previous} has size ${finalSize} but was declared with size ${size}`);
+        if (header.kind === 'file' && !digestEquals(digest, header.digest)) {
+          throw corrupt('manifest header digest does not match the digest of its file entry');
+        }
+        totalBytes += finalSize;
+        yield { kind: 'entryEnd', size: finalSize, digest };
+      }
+
+      src.stopTap(1); // the end marker is not part of the body
+      const at = await src.read(TRAILER_BYTES - 1, 'the trailer');
+      if (src.buf.readBigUInt64LE(at) !== bodyChecksum.digest()) throw corrupt('manifest checksum mismatch');
+      if (!(await src.atEnd())) throw corrupt('manifest has trailing bytes after its trailer');
+      if (entryCount !== header.entryCount) throw corrupt(`manifest header declares ${header.entryCount} entries but the body has ${entryCount}`);
+      if (chunkCount !== header.chunkCount) throw corrupt(`manifest header declares ${header.chunkCount} chunks but the body has ${chunkCount}`);
+      if (totalBytes !== header.totalBytes) throw corrupt(`manifest header declares ${header.totalBytes} bytes but the body has ${totalBytes}`);
+      if (bodyDigest !== null && !digestEquals(bodyDigest.digest(), header.digest)) {
+        throw corrupt('manifest header digest does not match the digest of its body');
+      }
+    } finally {
+      await src.close();
+    }
+
+    /** Fails as soon as the body has more chunks or bytes than the header declares. */
+    function checkRunningTotals(chunks: number, bytes: number): void {
+      if (chunks > header.chunkCount) throw corrupt(`manifest has more chunks than its header declares (${header.chunkCount})`);
+      if (bytes > header.totalBytes) throw corrupt(`manifest has more bytes than its header declares (${header.totalBytes})`);
+    }
+
+    /** One copy of the batch's digests per event: records view it and stay valid. */
+    function chunksEvent(count: number): ManifestEvent {
+      const copy = Buffer.allocUnsafeSlow(count * DIGEST_BYTES);
+      digests.copy(copy, 0, 0, count * DIGEST_BYTES);
+      const records = new Array<ChunkRecord>(count);
+      for (let i = 0; i < count; i++) {
+        records[i] = { length: lengths[i]!, digest: copy.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES) };
+      }
+      return { kind: 'chunks', records };
+    }
+  }
+}
+
+/**
+ * Reads and validates a manifest's header from `source` (magic, format version, header
+ * checksum, kind, algorithms, chunker parameters via validateChunkerSpec) and returns a
+ * reader for the body. Throws ManifestCorruptError for anything malformed or truncated.
+ * The reader owns the source from then on: events() or close() releases it.
+ */
+export function openManifest(source: AsyncIterable<Uint8Array>, options: ManifestReaderOptions = {}): Promise<ManifestReader> {
+  return openSource(source, options, (message) => new ManifestCorruptError(message));
+}
+
+/**
+ * openManifest on the file at `path`, read in FILE_READ_CHUNK_BYTES pieces. File system
+ * errors go through fromSystemError; corruption messages start with the path.
+ */
+export function openManifestFile(path: string, options: ManifestReaderOptions = {}): Promise<ManifestReader> {
+  return openSource(readFile(path, options.signal), options, (message) => new ManifestCorruptError(`${path}: ${message}`));
+}
+
+async function* readFile(path: string, signal: AbortSignal | undefined): AsyncGenerator<Uint8Array, void, undefined> {
+  const stream = createReadStream(path, { highWaterMark: FILE_READ_CHUNK_BYTES, signal });
+  try {
+    for await (const piece of stream) yield piece as Buffer;
+  } catch (err) {
+    throw fromSystemError(err, path, 'read manifest');
+  } finally {
+    stream.destroy();
+  }
+}
+
+async function openSource(
+  source: AsyncIterable<Uint8Array>,
+  options: ManifestReaderOptions,
+  corrupt: (message: string) => ManifestCorruptError,
+): Promise<ManifestReader> {
+  throwIfAborted(options.signal);
+  const xxh64 = await loadXxh64();
+  const src = new ByteSource(source[Symbol.asyncIterator](), (where) => corrupt(`manifest truncated in ${where}`));
+  try {
+    if (await src.atEnd()) throw corrupt('manifest is empty');
+    const at = await src.read(HEADER_BYTES, 'the header');
+    const bytes = Buffer.from(src.buf.subarray(at, at + HEADER_BYTES));
+    if (!bytes.subarray(0, MAGIC.length).equals(MAGIC)) throw corrupt('not an xfer manifest (wrong magic bytes)');
+    const version = bytes.readUInt16LE(HEADER_VERSION_OFFSET);
+    if (version !== FORMAT_VERSION) {
+      throw corrupt(`unsupported manifest format version ${version} (this xfer reads version ${FORMAT_VERSION})`);
+    }
+    if (headerChecksum(bytes, xxh64) !== bytes.readBigUInt64LE(HEADER_CHECKSUM_OFFSET)) throw corrupt('manifest header checksum mismatch');
+    const header = decodeHeaderFields(bytes);
+    if (typeof header === 'string') throw corrupt(header);
+    try {
+      validateChunkerSpec(header.chunker);
+    } catch (err) {
+      if (err instanceof InvalidArgumentError) throw corrupt(`invalid chunker parameters in manifest header: ${err.message}`);
+      throw err;
+    }
+    return new StreamingManifestReader(header, src, xxh64, options.signal, corrupt);
+  } catch (err) {
+    await src.close().catch(() => undefined);
+    throw err;
+  }
+}

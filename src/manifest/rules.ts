@@ -1,0 +1,136 @@
+/**
+ * The validity rules of manifest entries, shared by the writer (where a violation is the
+ * caller's mistake: InvalidArgumentError) and the reader (where it means the bytes are
+ * corrupt: ManifestCorruptError). Every check returns a one-line message naming what is
+ * wrong, or null; the caller picks the error class.
+ */
+import { MAX_LINK_TARGET_BYTES, MAX_MODE, MAX_PATH_BYTES } from './format.js';
+import type { EntryMeta, ManifestKind } from './types.js';
+
+const SLASH = 0x2f;
+
+/** `entry "a/b"`, or `the file entry` for the single entry of a file manifest. */
+export function describeEntry(path: string): string {
+  return path === '' ? 'the file entry' : `entry ${JSON.stringify(path)}`;
+}
+
+/** Lone UTF-16 surrogates cannot be encoded as UTF-8 and would not survive a round trip. */
+const LONE_SURROGATE_RE = /\p{Cs}/u;
+
+/**
+ * Problems of a tree entry path: '/'-separated, relative, 1..MAX_PATH_BYTES UTF-8 bytes,
+ * every segment non-empty and neither '.' nor '..', no NUL, no backslash.
+ */
+export function pathProblem(path: string): string | null {
+  const q = JSON.stringify(path);
+  if (path === '') return 'entry path is empty';
+  if (LONE_SURROGATE_RE.test(path)) return `entry path ${q} is not valid Unicode`;
+  if (Buffer.byteLength(path, 'utf8') > MAX_PATH_BYTES) return `entry path ${q} is longer than ${MAX_PATH_BYTES} bytes`;
+  if (path.includes('\0')) return `entry path ${q} contains a NUL byte`;
+  if (path.includes('\\')) return `entry path ${q} contains a backslash`;
+  if (path.startsWith('/')) return `entry path ${q} is absolute`;
+  if (path.endsWith('/')) return `entry path ${q} ends with '/'`;
+  for (const segment of path.split('/')) {
+    if (segment === '') return `entry path ${q} has an empty segment`;
+    if (segment === '.' || segment === '..') return `entry path ${q} has a '${segment}' segment`;
+  }
+  return null;
+}
+
+/**
+ * Problems of an entry's metadata in a manifest of `kind`, except, in a tree manifest, the
+ * path's own rules (pathProblem) and its place in the order (EntryOrder).
+ * `meta.size` is the declared size.
+ */
+export function metaProblem(meta: EntryMeta, kind: ManifestKind): string | null {
+  const { type, path, mode, mtimeMs, size, linkTarget } = meta;
+  if (type !== 'file' && type !== 'dir' && type !== 'symlink') return `unknown entry type ${JSON.stringify(type)}`;
+  if (typeof path !== 'string') return 'entry path must be a string';
+  const what = describeEntry(path);
+  if (kind === 'file') {
+    if (type !== 'file') return `the entry of a file manifest must be a file, not a ${type}`;
+    if (path !== '') return `the entry of a file manifest must have the path "", not ${JSON.stringify(path)}`;
+  }
+  if (!Number.isInteger(mode) || mode < 0 || mode > MAX_MODE) return `${what} has mode ${mode} outside 0..0o7777`;
+  if (!Number.isSafeInteger(mtimeMs)) return `${what} has a modification time ${mtimeMs} that is not a safe integer`;
+  if (type === 'file') {
+    if (size !== -1 && !(Number.isSafeInteger(size) && size >= 0)) return `${what} has an invalid declared size ${size}`;
+  } else if (size !== 0) {
+    return `${what} is a ${type} with size ${size} (must be 0)`;
+  }
+  if (type === 'symlink') {
+    if (typeof linkTarget !== 'string' || linkTarget === '') return `${what} is a symlink without a target`;
+    if (LONE_SURROGATE_RE.test(linkTarget)) return `${what} has a symlink target that is not valid Unicode`;
+    if (Buffer.byteLength(linkTarget, 'utf8') > MAX_LINK_TARGET_BYTES) {
+      return `${what} has a symlink target longer than ${MAX_LINK_TARGET_BYTES} bytes`;
+    }
+    if (linkTarget.includes('\0')) return `${what} has a symlink target containing a NUL byte`;
+  } else if (linkTarget !== undefined) {
+    return `${what} is a ${type} and cannot have a link target`;
+  }
+  return null;
+}
+
+/**
+ * Orders UTF-8 path bytes the way a tree manifest lists entries: segment by segment, each
+ * segment by its bytes, a path before every path below it. That is a pre-order walk with
+ * siblings sorted by name bytes. It equals plain byte order with '/' counted as lower than
+ * any other byte (segments cannot contain NUL, the only lower byte).
+ */
+export function comparePathBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a[i]!;
+    const y = b[i]!;
+    if (x !== y) return (x === SLASH ? 0 : x) - (y === SLASH ? 0 : y);
+  }
+  return a.length - b.length;
+}
+
+/** comparePathBytes for strings: sorts a tree's paths into the order a manifest needs. */
+export function comparePaths(a: string, b: string): number {
+  return comparePathBytes(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+/**
+ * Checks, entry by entry, that a tree manifest's paths are unique, sorted (comparePathBytes)
+ * and that each entry's parent directory came before it. Because the order is a pre-order
+ * walk, the only directories a new entry may be placed in are those on the path of the
+ * previous entry, so this needs the previous path only: memory stays O(path length)
+ * however many entries a tree has.
+ */
+export class EntryOrder {
+  private readonly prev = Buffer.alloc(MAX_PATH_BYTES);
+  private prevLength = -1;
+  private prevIsDir = false;
+
+  /** `bytes` is the UTF-8 encoding of `path`, a path that passed pathProblem. */
+  check(path: string, bytes: Uint8Array, isDir: boolean): string | null {
+    const problem = this.problem(path, bytes);
+    if (problem !== null) return problem;
+    this.prev.set(bytes);
+    this.prevLength = bytes.length;
+    this.prevIsDir = isDir;
+    return null;
+  }
+
+  private problem(path: string, bytes: Uint8Array): string | null {
+    const prev = this.prev.subarray(0, Math.max(this.prevLength, 0));
+    if (this.prevLength >= 0) {
+      const order = comparePathBytes(bytes, prev);
+      if (order === 0) return `duplicate entry path ${JSON.stringify(path)}`;
+      if (order < 0) {
+        return `entry ${JSON.stringify(path)} is out of order after ${JSON.stringify(prev.toString('utf8'))} (entries are sorted by path, parents first)`;
+      }
+    }
+    const parentLength = bytes.lastIndexOf(SLASH);
+    if (parentLength < 0) return null;
+    const samePrefix = prev.length >= parentLength && prev.compare(bytes, 0, parentLength, 0, parentLength) === 0;
+    const insidePrev = samePrefix && prev.length > parentLength && prev[parentLength] === SLASH;
+    const isPrev = samePrefix && prev.length === parentLength;
+    if (insidePrev || (isPrev && this.prevIsDir)) return null;
+    const parent = JSON.stringify(path.slice(0, path.lastIndexOf('/')));
+    if (isPrev) return `entry ${JSON.stringify(path)} is inside ${parent}, which is not a directory`;
+    return `parent directory ${parent} of entry ${JSON.stringify(path)} is not listed before it`;
+  }
+}
