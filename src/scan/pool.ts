@@ -17,6 +17,7 @@ export interface ScanPoolOptions {
 export class ScanPool {
   readonly threads: number;
   private readonly piscina: Piscina;
+  private readonly free: ArrayBuffer[] = [];
 
   constructor(options: ScanPoolOptions = {}) {
     const threads = options.threads ?? availableParallelism();
@@ -30,10 +31,15 @@ export class ScanPool {
     });
   }
 
-  async run(task: SegmentTask, signal?: AbortSignal): Promise<SegmentResult> {
+  /**
+   * Runs a segment task. If the pool holds a recycled buffer of at least `bufferBytes`, it
+   * travels with the task (transferred) so the worker reads into it instead of allocating.
+   */
+  async run(task: SegmentTask, signal?: AbortSignal, bufferBytes = 0): Promise<SegmentResult> {
     let reply: WorkerReply;
+    const buffer = this.takeBuffer(bufferBytes);
     try {
-      reply = (await this.piscina.run(task, { signal })) as WorkerReply;
+      reply = (await this.piscina.run(buffer ? { ...task, buffer } : task, { signal, transferList: buffer ? [buffer] : undefined })) as WorkerReply;
     } catch (err) {
       if (signal?.aborted || (err as Error)?.name === 'AbortError') throw new AbortedError();
       throw err;
@@ -42,7 +48,22 @@ export class ScanPool {
     return reply.result;
   }
 
+  /**
+   * Gives a segment buffer back for reuse. The caller guarantees nothing will read or write
+   * any view of it again: it is transferred to a worker (and detached here) on next use.
+   */
+  recycle(buffer: ArrayBuffer): void {
+    if (this.free.length < this.threads * 2 + 2 && buffer.byteLength > 0) this.free.push(buffer);
+  }
+
+  private takeBuffer(bytes: number): ArrayBuffer | undefined {
+    if (bytes <= 0) return undefined;
+    const i = this.free.findIndex((b) => b.byteLength >= bytes);
+    return i < 0 ? undefined : this.free.splice(i, 1)[0];
+  }
+
   async close(): Promise<void> {
+    this.free.length = 0;
     await this.piscina.destroy();
   }
 }

@@ -10,7 +10,7 @@ import type { ScanPool } from './pool.js';
 import { chunkerFor, ChunkColumns, cutAndHash, type SegmentResult } from './segment.js';
 
 /** Segments are at least this large, and at least 4x the largest chunk (see stitch()). */
-export const SEGMENT_BYTES = 16 * MiB;
+export const SEGMENT_BYTES = 8 * MiB;
 /** Bytes read from a non-seekable stream per buffer. */
 export const STREAM_BUFFER_BYTES = 8 * MiB;
 
@@ -26,7 +26,9 @@ export interface ScanOptions {
 /**
  * Consecutive chunks of one file, columnar: chunk i has lengths[i] bytes and digest
  * digests[i*32, i*32+32). `data` holds their bytes; data[0] is at file offset `offset`.
- * The batch owns its buffers: a consumer may keep them as long as it likes.
+ * The consumer owns the batch. When it will never touch `data` again it may call release()
+ * so the buffer is reused for a later segment (saving allocation and page faults); a
+ * consumer that keeps views of `data` must not release. Releasing is optional.
  */
 export interface ChunkBatch {
   readonly offset: number;
@@ -34,7 +36,10 @@ export interface ChunkBatch {
   readonly lengths: Uint32Array;
   readonly digests: Uint8Array;
   readonly data: Uint8Array;
+  release(): void;
 }
+
+const NO_RELEASE = () => {};
 
 export interface FileScanResult {
   readonly size: number;
@@ -85,7 +90,7 @@ export class FileScan {
     const max = maxChunkBytes(options.chunker);
     this.segmentBytes = Math.max(options.segmentBytes ?? SEGMENT_BYTES, 4 * max);
     this.segmentCount = Math.max(1, Math.ceil(size / this.segmentBytes));
-    this.ahead = pool.threads * 2;
+    this.ahead = pool.threads + 1;
     if (size > 0) this.dispatch();
   }
 
@@ -99,11 +104,12 @@ export class FileScan {
     while (this.nextToDispatch < this.segmentCount && this.nextToDispatch < this.consumed + this.ahead) {
       const k = this.nextToDispatch++;
       const start = k * this.segmentBytes;
+      const end = Math.min(this.size, start + this.segmentBytes);
       const p = this.pool.run(
         {
           path: this.path,
           start,
-          end: Math.min(this.size, start + this.segmentBytes),
+          end,
           fileSize: this.size,
           chunker: this.options.chunker,
           implementation: this.options.implementation ?? 'auto',
@@ -111,6 +117,7 @@ export class FileScan {
           wholeFile: this.segmentCount === 1,
         },
         this.options.signal,
+        Math.min(this.size, end + maxChunkBytes(this.options.chunker)) - start,
       );
       p.catch(() => {}); // observed when awaited in order; avoid unhandled rejections meanwhile
       this.pending[k] = p;
@@ -168,7 +175,14 @@ export class FileScan {
       if (this.segmentCount === 1) fileDigest = r.fileDigest;
       pos = end;
       chunkCount += lengths.length;
-      if (lengths.length > 0) yield { offset: batchStart, count: lengths.length, lengths, digests, data };
+      const buffer = r.data.buffer as ArrayBuffer;
+      let released = false;
+      const release = () => {
+        if (!released) this.pool.recycle(buffer);
+        released = true;
+      };
+      if (lengths.length > 0) yield { offset: batchStart, count: lengths.length, lengths, digests, data, release };
+      else release();
     }
     if (pos !== this.size) throw new XferError('XFER_INTERNAL', `${this.path}: scan ended at ${pos} of ${this.size} bytes`);
     await this.checkUnchanged();
@@ -268,6 +282,7 @@ export class StreamScan {
           lengths: cols.lengths.subarray(0, cols.count),
           digests: cols.digests.subarray(0, cols.count * DIGEST_BYTES),
           data,
+          release: NO_RELEASE,
         };
         chunkCount += cols.count;
       }

@@ -21,6 +21,8 @@ export interface SegmentTask {
   readonly digestAlgorithm: DigestAlgorithm;
   /** The task covers the whole file: also return the whole-file digest. */
   readonly wholeFile: boolean;
+  /** A recycled buffer to read into (transferred with the task), if large enough. */
+  readonly buffer?: ArrayBuffer;
 }
 
 /** Chunk lengths and digests (columnar), and the bytes read, which the caller now owns. */
@@ -102,7 +104,8 @@ export function cutAndHash(
 export function scanSegment(task: SegmentTask): SegmentResult {
   const chunker = chunkerFor(task.chunker, task.implementation);
   const readEnd = Math.min(task.fileSize, task.end + chunker.maxChunkBytes);
-  const data = new Uint8Array(new ArrayBuffer(readEnd - task.start));
+  const need = readEnd - task.start;
+  const data = task.buffer && task.buffer.byteLength >= need ? new Uint8Array(task.buffer, 0, need) : new Uint8Array(new ArrayBuffer(need));
   let fd: number;
   try {
     fd = openSync(task.path, 'r');

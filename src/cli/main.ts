@@ -1,0 +1,61 @@
+import { Command, CommanderError } from 'commander';
+import { registerChunk } from './chunk.js';
+import { registerManifest } from './manifest.js';
+import { EXIT_OK, EXIT_USAGE, reportError } from './output.js';
+import { registerPull } from './pull.js';
+import { registerPush } from './push.js';
+import { registerVerify } from './verify.js';
+
+const EXIT_HELP = `
+Exit codes:
+  0    success
+  1    verify found missing or corrupt chunks
+  2    invalid arguments or options
+  3    a path, target or manifest does not exist
+  4    permission denied
+  5    the destination exists and cannot be replaced by this kind of source
+  6    a chunk is missing from the store
+  7    a chunk is corrupt
+  8    a manifest is corrupt or does not match
+  9    a rebuilt file does not match its manifest
+  10   the source changed while it was being read
+  11   other I/O error
+  70   internal error
+  130  interrupted
+`;
+
+/** Builds the program; exported for in-process tests. */
+export async function main(argv: readonly string[]): Promise<number> {
+  const controller = new AbortController();
+  const onSignal = () => controller.abort(new Error('interrupted'));
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  let exitCode = EXIT_OK;
+  const program = new Command()
+    .name('xfer')
+    .description('Chunked, deduplicating, verified file transfer (FastCDC 2020 + BLAKE3)')
+    .version('0.1.0')
+    .exitOverride()
+    .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') })
+    .addHelpText('after', EXIT_HELP)
+    .showHelpAfterError('(run xfer --help for usage)');
+  registerChunk(program);
+  registerPush(program, controller.signal);
+  registerPull(program, controller.signal);
+  registerVerify(program, controller.signal, (c) => (exitCode = c));
+  registerManifest(program, controller.signal);
+  for (const c of program.commands) c.exitOverride().configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
+  try {
+    await program.parseAsync(argv as string[], { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.code === 'commander.help') return EXIT_OK;
+      return EXIT_USAGE;
+    }
+    return reportError(err);
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+  return exitCode;
+}

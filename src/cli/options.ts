@@ -1,0 +1,44 @@
+import { Option } from 'commander';
+import { DEFAULT_AVG_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MIN_BYTES, validateChunkerSpec } from '../chunker/params.js';
+import { InvalidArgumentError } from '../core/errors.js';
+import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
+import { parseDigestAlgorithm } from '../core/ids.js';
+import { parseSize } from '../core/sizes.js';
+
+export interface ChunkerFlags {
+  min?: string;
+  avg?: string;
+  max?: string;
+  fixed?: string;
+  digest?: string;
+}
+
+export function chunkerOptions(): Option[] {
+  return [
+    new Option('--min <size>', 'minimum chunk size (bytes, or K/M/G)').default('16K'),
+    new Option('--avg <size>', 'average chunk size').default('64K'),
+    new Option('--max <size>', 'maximum chunk size').default('256K'),
+    new Option('--fixed <size>', 'fixed-size chunks instead of FastCDC (disk images), e.g. 64K'),
+    new Option('--digest <algorithm>', 'chunk digest: blake3 or sha256').default('blake3'),
+  ];
+}
+
+/** Turns --min/--avg/--max/--fixed into a validated spec; mixing --fixed with CDC sizes is an error. */
+export function chunkerSpecFrom(flags: ChunkerFlags, explicit: (name: string) => boolean): ChunkerSpec {
+  if (flags.fixed !== undefined) {
+    if (explicit('min') || explicit('avg') || explicit('max')) {
+      throw new InvalidArgumentError('--fixed cannot be combined with --min, --avg or --max');
+    }
+    return validateChunkerSpec({ algorithm: 'fixed', sizeBytes: parseSize(flags.fixed, '--fixed size') });
+  }
+  return validateChunkerSpec({
+    algorithm: 'fastcdc2020',
+    minBytes: flags.min ? parseSize(flags.min, '--min size') : DEFAULT_MIN_BYTES,
+    avgBytes: flags.avg ? parseSize(flags.avg, '--avg size') : DEFAULT_AVG_BYTES,
+    maxBytes: flags.max ? parseSize(flags.max, '--max size') : DEFAULT_MAX_BYTES,
+  });
+}
+
+export function digestFrom(flags: ChunkerFlags): DigestAlgorithm {
+  return parseDigestAlgorithm(flags.digest ?? 'blake3');
+}

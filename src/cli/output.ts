@@ -1,0 +1,60 @@
+import { EXIT_CODES, isXferError } from '../core/errors.js';
+import { formatBytes } from '../core/sizes.js';
+
+/** Exit codes besides those of EXIT_CODES: success, and "verify found damage". */
+export const EXIT_OK = 0;
+export const EXIT_DAMAGED = 1;
+export const EXIT_USAGE = 2;
+
+/** The one place an error becomes a line on stderr and an exit code. No stack traces. */
+export function reportError(err: unknown): number {
+  if (isXferError(err)) {
+    process.stderr.write(`xfer: ${err.message}\n`);
+    return EXIT_CODES[err.code] ?? 1;
+  }
+  const e = err as { code?: string; message?: string };
+  if (e?.code === 'ERR_STREAM_PREMATURE_CLOSE' || e?.code === 'EPIPE') return EXIT_OK;
+  process.stderr.write(`xfer: internal error: ${e?.message ?? String(err)}\n`);
+  if (process.env.XFER_DEBUG === '1' && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+  return EXIT_CODES.XFER_INTERNAL;
+}
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+export function rate(bytes: number, seconds: number): string {
+  return seconds > 0 ? `${formatBytes(bytes / seconds)}/s` : '-';
+}
+
+/**
+ * A one-line progress display on stderr when it is a TTY, redrawn at most 4 times a second.
+ * Silent otherwise (pipes, CI, --quiet, --json).
+ */
+export class Progress {
+  private last = 0;
+  private readonly started = performance.now();
+  private shown = false;
+  constructor(private readonly enabled: boolean) {}
+
+  static for(opts: { quiet?: boolean; json?: boolean }): Progress {
+    return new Progress(!opts.quiet && !opts.json && process.stderr.isTTY === true);
+  }
+
+  update(done: number, total: number, extra: string): void {
+    if (!this.enabled) return;
+    const now = performance.now();
+    if (now - this.last < 250) return;
+    this.last = now;
+    const secs = (now - this.started) / 1000;
+    const r = secs > 0 ? done / secs : 0;
+    const eta = r > 0 && total > done ? `, ETA ${Math.ceil((total - done) / r)}s` : '';
+    const pct = total > 0 ? ` ${((100 * done) / total).toFixed(1)}%` : '';
+    process.stderr.write(`\r\x1b[K${formatBytes(done)}${total > 0 ? ` of ${formatBytes(total)}` : ''}${pct}, ${formatBytes(r)}/s${eta}${extra}`);
+    this.shown = true;
+  }
+
+  done(): void {
+    if (this.shown) process.stderr.write('\r\x1b[K');
+  }
+}

@@ -1,0 +1,53 @@
+import type { Command } from 'commander';
+import { InvalidArgumentError } from '../core/errors.js';
+import { formatBytes } from '../core/sizes.js';
+import { LocalDestination, localTargetOf, resolveCopyTarget, sourceBaseName } from '../endpoint/local.js';
+import { push } from '../transfer/push.js';
+import { chunkerOptions, chunkerSpecFrom, digestFrom, type ChunkerFlags } from './options.js';
+import { printJson, Progress, rate } from './output.js';
+
+interface PushFlags extends ChunkerFlags {
+  json?: boolean;
+  quiet?: boolean;
+}
+
+export function registerPush(program: Command, signal: AbortSignal): void {
+  const cmd = program
+    .command('push')
+    .description('store a file or tree in a destination directory and rebuild it there, sending only new chunks')
+    .argument('<path>', 'file or directory to push, or - for standard input')
+    .argument('<dest>', 'target path; an existing directory or a path ending in / means "inside it, under the source name"')
+    .option('--json', 'print the result as one JSON object')
+    .option('-q, --quiet', 'no progress display');
+  for (const o of chunkerOptions()) cmd.addOption(o);
+  cmd.action(async (source: string, dest: string, flags: PushFlags) => {
+    const chunker = chunkerSpecFrom(flags, (n) => cmd.getOptionValueSource(n) === 'cli');
+    const digestAlgorithm = digestFrom(flags);
+    const isStdin = source === '-';
+    if (isStdin && (dest.endsWith('/'))) throw new InvalidArgumentError('pushing standard input needs a destination file name, not a directory');
+    const target = await resolveCopyTarget(isStdin ? 'stdin' : sourceBaseName(source), dest);
+    const destination = await LocalDestination.open(localTargetOf(target), { signal });
+    const progress = Progress.for(flags);
+    try {
+      const r = await push(isStdin ? { stream: process.stdin } : source, destination, {
+        chunker,
+        digestAlgorithm,
+        signal,
+        onProgress: (p) => progress.update(p.bytesScanned, p.bytesTotal, `, ${formatBytes(p.bytesSent)} new`),
+        onSkip: (s) => process.stderr.write(`xfer: skipped ${s.path}: ${s.reason}\n`),
+      });
+      progress.done();
+      if (flags.json) {
+        printJson({ bytesTotal: r.bytesTotal, bytesSent: r.bytesSent, chunksTotal: r.chunksTotal, chunksSent: r.chunksSent, chunksReused: r.chunksReused, seconds: r.seconds });
+      } else if (!flags.quiet) {
+        process.stdout.write(
+          `pushed ${target}: ${formatBytes(r.bytesTotal)} in ${r.chunksTotal} chunks; ` +
+            `${r.chunksSent} new (${formatBytes(r.bytesSent)}), ${r.chunksReused} reused; ${r.seconds.toFixed(2)} s, ${rate(r.bytesTotal, r.seconds)}\n`,
+        );
+      }
+    } finally {
+      progress.done();
+      await destination.close();
+    }
+  });
+}

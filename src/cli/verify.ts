@@ -1,0 +1,64 @@
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Command } from 'commander';
+import { NotFoundError } from '../core/errors.js';
+import { formatBytes } from '../core/sizes.js';
+import { localTargetOf, openLocalSource, STORE_DIR_NAME } from '../endpoint/local.js';
+import type { LocalStore } from '../store/local.js';
+import { verifyManifests } from '../transfer/verify.js';
+import { EXIT_DAMAGED, printJson } from './output.js';
+
+/**
+ * `xfer verify <dir>` checks every manifest of <dir>/.xfer; `xfer verify <dir>/<name>` one.
+ * A directory that holds a store is taken as the whole store, anything else as a target.
+ */
+export function registerVerify(program: Command, signal: AbortSignal, setExit: (code: number) => void): void {
+  program
+    .command('verify')
+    .description('check that every chunk the manifests refer to is present and intact; exit 1 on damage')
+    .argument('<dest>', 'a destination directory (all its targets) or <dest-dir>/<name> (one)')
+    .option('--json', 'print the report as one JSON object')
+    .action(async (dest: string, flags: { json?: boolean }) => {
+      let store: LocalStore;
+      let names: string[];
+      const whole = await isStoreDir(dest);
+      if (whole) {
+        const opened = await openLocalSource(join(dest, 'x'), { signal });
+        store = opened.store;
+        names = (await store.listManifests('', { signal })).map((m) => m.name);
+      } else {
+        const opened = await openLocalSource(dest, { signal });
+        store = opened.store;
+        names = [opened.name];
+      }
+      try {
+        const r = await verifyManifests(store, store, names, { signal });
+        if (flags.json) printJson(r);
+        else {
+          for (const d of r.damaged) {
+            process.stdout.write(`DAMAGED ${d.manifest}${d.path ? `/${d.path}` : ''}: ${d.kind}${d.digest ? ` chunk ${d.digest}` : ''}: ${d.message}\n`);
+          }
+          process.stdout.write(
+            `${r.damaged.length ? 'FAILED' : 'ok'}: ${r.manifests} manifests, ${r.files} files, ${r.chunks} chunk references (${formatBytes(r.bytes)}) checked` +
+              `${r.damaged.length ? `, ${r.damaged.length} problems` : ''}\n`,
+          );
+        }
+        if (r.damaged.length) setExit(EXIT_DAMAGED);
+      } finally {
+        await store.close();
+      }
+    });
+}
+
+async function isStoreDir(p: string): Promise<boolean> {
+  try {
+    return (await stat(join(p, STORE_DIR_NAME))).isDirectory() && (await stat(p)).isDirectory();
+  } catch {
+    try {
+      await stat(localTargetOf(p).storeDir);
+      return false;
+    } catch {
+      throw new NotFoundError(`${p}: no xfer store here or beside it`);
+    }
+  }
+}

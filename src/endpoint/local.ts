@@ -1,0 +1,105 @@
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve, sep } from 'node:path';
+import { fromSystemError, InvalidArgumentError, NotFoundError } from '../core/errors.js';
+import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
+import { Staging, type StagedFile } from '../reconstruct/staging.js';
+import { LocalStore } from '../store/local.js';
+import type { OpOptions } from '../store/store.js';
+import type { FileSink, PushDestination, PushSession } from '../transfer/destination.js';
+
+/** The directory, inside the one holding a target, where a local destination keeps chunks and manifests. */
+export const STORE_DIR_NAME = '.xfer';
+
+/** A target in a local directory: <dir>/<name>, with its store at <dir>/.xfer. */
+export interface LocalTarget {
+  readonly target: string;
+  readonly dir: string;
+  readonly name: string;
+  readonly storeDir: string;
+}
+
+export function localTargetOf(target: string): LocalTarget {
+  const abs = resolve(target);
+  const name = basename(abs);
+  if (name === STORE_DIR_NAME || name === '' || abs === sep) throw new InvalidArgumentError(`${target}: not a valid target name`);
+  const dir = dirname(abs);
+  return { target: abs, dir, name, storeDir: join(dir, STORE_DIR_NAME) };
+}
+
+/**
+ * cp's rule for where a copy goes: into `dest` under the source's base name if `dest` is an
+ * existing directory or ends with '/', else `dest` itself.
+ */
+export async function resolveCopyTarget(sourceName: string, dest: string): Promise<string> {
+  if (dest.endsWith('/') || dest.endsWith(sep)) return join(dest, sourceName);
+  try {
+    const st = await stat(dest);
+    if (st.isDirectory()) return join(dest, sourceName);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(err, dest, 'stat');
+  }
+  return dest;
+}
+
+/** The base name a source is copied under (cp semantics); '.' and '/' resolve first. */
+export function sourceBaseName(source: string): string {
+  const name = basename(resolve(source));
+  if (!name) throw new InvalidArgumentError(`${source}: cannot copy the root directory by name; name a destination`);
+  return name;
+}
+
+/**
+ * A push into a local directory: chunks and manifest go to <dir>/.xfer, and the target is
+ * built from the scanned bytes in a staging copy beside it, swapped in at commit.
+ */
+export class LocalDestination implements PushDestination {
+  readonly description: string;
+  private constructor(readonly chunks: LocalStore, private readonly t: LocalTarget) {
+    this.description = t.target;
+  }
+
+  static async open(target: LocalTarget, options: OpOptions = {}): Promise<LocalDestination> {
+    const store = await LocalStore.open(target.storeDir, { create: true, signal: options.signal });
+    return new LocalDestination(store, target);
+  }
+
+  async begin(kind: ManifestKind, options: OpOptions = {}): Promise<PushSession> {
+    const staging = await Staging.create(this.t.target, kind, options);
+    const store = this.chunks;
+    const name = this.t.name;
+    return {
+      async entry(meta: EntryMeta): Promise<FileSink | undefined> {
+        if (meta.type === 'dir') await staging.mkdir(meta);
+        else if (meta.type === 'symlink') await staging.symlink(meta);
+        else {
+          const f: StagedFile = await staging.openFile(meta);
+          return { write: (data, position) => f.write(data, position), finish: (size) => f.finish(size) };
+        }
+        return undefined;
+      },
+      async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
+        await store.putManifest(name, createReadStream(manifestPath), opts);
+        await staging.commit(opts);
+      },
+      abort: () => staging.abort(),
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.chunks.close();
+  }
+}
+
+/** Opens the store that holds a local target's manifest; NotFoundError if there is none. */
+export async function openLocalSource(target: string, options: OpOptions = {}): Promise<{ store: LocalStore; name: string; t: LocalTarget }> {
+  const t = localTargetOf(target);
+  let store: LocalStore;
+  try {
+    store = await LocalStore.open(t.storeDir, { create: false, signal: options.signal });
+  } catch (err) {
+    if ((err as { code?: string }).code === 'XFER_NOT_FOUND') throw new NotFoundError(`${target}: no xfer store at ${t.storeDir} (was it pushed with xfer?)`);
+    throw err;
+  }
+  return { store, name: t.name, t };
+}

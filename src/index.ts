@@ -1,0 +1,47 @@
+/**
+ * xfer's public API. Everything a library user may rely on is listed here, by name;
+ * anything not exported here is internal and may change.
+ */
+export {
+  XferError,
+  InvalidArgumentError,
+  NotFoundError,
+  PermissionDeniedError,
+  AlreadyExistsError,
+  ChunkMissingError,
+  ChunkCorruptError,
+  ManifestCorruptError,
+  ManifestMismatchError,
+  VerifyFailedError,
+  SourceChangedError,
+  IoError,
+  AbortedError,
+  EXIT_CODES,
+  HTTP_STATUS,
+  type ErrorCode,
+} from './core/errors.js';
+export { type ChunkId, type ChunkerSpec, type DigestAlgorithm, digestToHex, digestFromHex } from './core/ids.js';
+export { parseSize } from './core/sizes.js';
+
+export { createChunker, type Chunker } from './chunker/index.js';
+export { DEFAULT_CHUNKER, validateChunkerSpec } from './chunker/params.js';
+export { digestOf, createHasher, type Hasher } from './hash/digest.js';
+
+export { ScanPool, type ScanPoolOptions } from './scan/pool.js';
+export { FileScan, StreamScan, scanFile, chunkDigest, type ChunkBatch, type FileScanResult, type ScanOptions } from './scan/scanner.js';
+export { analyze, type AnalyzeOptions, type AnalyzeResult } from './scan/analyze.js';
+
+export { ManifestWriter } from './manifest/writer.js';
+export { openManifest, openManifestFile, type ManifestReader } from './manifest/reader.js';
+export type { ManifestHeader, ManifestKind, EntryMeta, EntryType, ChunkRecord, ManifestEvent, ManifestEntry } from './manifest/types.js';
+
+export type { ChunkStore, ManifestStore, ManifestInfo, OpOptions, PutOptions } from './store/store.js';
+export { LocalStore } from './store/local.js';
+export { MemoryStore } from './store/memory.js';
+
+export { push, type PushOptions, type PushResult, type PushProgress, type PushSource } from './transfer/push.js';
+export type { PushDestination, PushSession, FileSink } from './transfer/destination.js';
+export { verifyManifests, type VerifyReport, type Damage } from './transfer/verify.js';
+export { reconstruct, type ReconstructOptions, type PullResult, type PullProgress } from './reconstruct/reconstruct.js';
+
+export { LocalDestination, localTargetOf, resolveCopyTarget, openLocalSource, type LocalTarget } from './endpoint/local.js';

@@ -1,0 +1,190 @@
+import { join } from 'node:path';
+import { throwIfAborted } from '../core/abort.js';
+import { VerifyFailedError } from '../core/errors.js';
+import type { ChunkId } from '../core/ids.js';
+import { digestToHex } from '../core/ids.js';
+import { MiB } from '../core/sizes.js';
+import { createHasher, type Hasher } from '../hash/digest.js';
+import type { ManifestReader } from '../manifest/reader.js';
+import type { ChunkRecord, EntryMeta, ManifestKind } from '../manifest/types.js';
+import type { ScanPool } from '../scan/pool.js';
+import type { ChunkStore } from '../store/store.js';
+import { Window } from '../transfer/window.js';
+import { SeedIndex } from './seeds.js';
+import { Staging, type StagedFile } from './staging.js';
+
+export interface ReconstructOptions {
+  readonly signal?: AbortSignal;
+  /** Extra local files whose chunks may be reused (like casync/desync --seed). */
+  readonly seeds?: readonly string[];
+  /** Reuse chunks of the existing target (default true). */
+  readonly reuseTarget?: boolean;
+  /** Chunk fetches in flight. */
+  readonly concurrency?: number;
+  readonly pool: ScanPool;
+  readonly onProgress?: (p: PullProgress) => void;
+}
+
+export interface PullProgress {
+  readonly bytesTotal: number;
+  readonly bytesDone: number;
+  readonly bytesReceived: number;
+  readonly bytesReused: number;
+}
+
+export interface PullResult {
+  readonly kind: ManifestKind;
+  readonly bytesTotal: number;
+  readonly bytesReceived: number;
+  readonly bytesReused: number;
+  readonly chunksTotal: number;
+  readonly seconds: number;
+  readonly digest: string;
+}
+
+export const DEFAULT_FETCH_CONCURRENCY = 32;
+export const MAX_FETCH_INFLIGHT_BYTES = 96 * MiB;
+
+/**
+ * Rebuilds a manifest's file or tree at `target` from a chunk store, reusing chunks found in
+ * seeds (the existing target and any --seed files). Every chunk is verified (the store
+ * verifies what it returns, seeds are re-hashed), every file's whole-content digest is
+ * checked in order as chunks complete, and the result replaces the target atomically
+ * (see Staging). On any error the target is left as it was.
+ */
+export async function reconstruct(reader: ManifestReader, store: ChunkStore, target: string, options: ReconstructOptions): Promise<PullResult> {
+  const started = performance.now();
+  const { signal, pool } = options;
+  const header = reader.header;
+  const algorithm = header.digestAlgorithm;
+  const staging = await Staging.create(target, header.kind, { signal });
+  const globalSeeds = new SeedIndex(header.chunker, algorithm);
+  for (const s of options.seeds ?? []) await globalSeeds.add(s, pool, signal);
+  const window = new Window(options.concurrency ?? DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES);
+  let bytesReceived = 0;
+  let bytesReused = 0;
+  let bytesDone = 0;
+  const progress = () => options.onProgress?.({ bytesTotal: header.totalBytes, bytesDone, bytesReceived, bytesReused });
+
+  let file: OpenFile | undefined;
+  try {
+    for await (const ev of reader.events()) {
+      throwIfAborted(signal);
+      if (ev.kind === 'entry') {
+        const meta = ev.meta;
+        if (meta.type === 'dir') await staging.mkdir(meta);
+        else if (meta.type === 'symlink') await staging.symlink(meta);
+        else {
+          const local = new SeedIndex(header.chunker, algorithm);
+          if (options.reuseTarget !== false) await local.add(meta.path === '' ? target : join(target, ...meta.path.split('/')), pool, signal);
+          file = new OpenFile(meta, await staging.openFile(meta), createHasher(algorithm), [local, globalSeeds]);
+        }
+      } else if (ev.kind === 'chunks') {
+        const f = file!;
+        for (const rec of ev.records) {
+          const seq = f.nextSeq++;
+          const offset = f.offset;
+          f.offset += rec.length;
+          const id: ChunkId = { algorithm, digest: rec.digest };
+          await window.run(rec.length, async () => {
+            let data = await f.fromSeed(rec);
+            if (data) bytesReused += rec.length;
+            else {
+              data = await store.get(id, { signal });
+              if (data.length !== rec.length) throw new VerifyFailedError(`chunk ${digestToHex(rec.digest)} has ${data.length} bytes, manifest says ${rec.length}`);
+              bytesReceived += rec.length;
+            }
+            await f.staged.write(data, offset);
+            f.completed(seq, data);
+            bytesDone += rec.length;
+            progress();
+          });
+        }
+      } else {
+        const f = file!;
+        file = undefined;
+        await window.drain();
+        const digest = f.hasher.digest();
+        if (!digest.equals(ev.digest)) {
+          throw new VerifyFailedError(`${f.describe()}: content digest ${digest.toString('hex')} does not match the manifest's ${digestToHex(ev.digest)}`);
+        }
+        if (f.offset !== ev.size) throw new VerifyFailedError(`${f.describe()}: ${f.offset} bytes written, manifest says ${ev.size}`);
+        await f.staged.finish(ev.size);
+        await f.closeSeeds();
+      }
+    }
+    await window.drain();
+    await staging.commit({ signal });
+  } catch (err) {
+    await window.drain().catch(() => {});
+    if (file) {
+      await file.staged.close();
+      await file.closeSeeds();
+    }
+    await staging.abort();
+    throw err;
+  } finally {
+    await globalSeeds.close();
+  }
+  return {
+    kind: header.kind,
+    bytesTotal: header.totalBytes,
+    bytesReceived,
+    bytesReused,
+    chunksTotal: header.chunkCount,
+    seconds: (performance.now() - started) / 1000,
+    digest: digestToHex(header.digest),
+  };
+}
+
+/**
+ * A file being rebuilt. Chunks complete out of order; the whole-file hasher must see them
+ * in order, so completions wait in `done` until their predecessors are hashed (bounded
+ * by the fetch window).
+ */
+class OpenFile {
+  nextSeq = 0;
+  offset = 0;
+  private hashedSeq = 0;
+  private readonly done = new Map<number, Uint8Array>();
+
+  constructor(
+    private readonly meta: EntryMeta,
+    readonly staged: StagedFile,
+    readonly hasher: Hasher,
+    private readonly seeds: readonly SeedIndex[],
+  ) {}
+
+  describe(): string {
+    return this.meta.path === '' ? this.staged.path : this.meta.path;
+  }
+
+  async fromSeed(rec: ChunkRecord): Promise<Buffer | undefined> {
+    for (const s of this.seeds) {
+      if (!s.has(rec.digest)) continue;
+      const data = await s.read(rec.digest);
+      if (data) return data;
+    }
+    return undefined;
+  }
+
+  completed(seq: number, data: Uint8Array): void {
+    if (seq !== this.hashedSeq) {
+      this.done.set(seq, data);
+      return;
+    }
+    this.hasher.update(data);
+    this.hashedSeq++;
+    for (let d = this.done.get(this.hashedSeq); d; d = this.done.get(this.hashedSeq)) {
+      this.done.delete(this.hashedSeq);
+      this.hasher.update(d);
+      this.hashedSeq++;
+    }
+  }
+
+  async closeSeeds(): Promise<void> {
+    // the first seed index is this file's own (the previous version); the rest are shared
+    await this.seeds[0]?.close();
+  }
+}
+

@@ -1,0 +1,38 @@
+import type { ManifestHeader, ManifestKind, EntryMeta } from '../manifest/types.js';
+import type { ChunkStore, OpOptions } from '../store/store.js';
+
+/**
+ * Where a push goes: a chunk store plus a way to commit a manifest. Implemented by each
+ * kind of destination (local directory now, HTTP server and S3 later); push.ts knows
+ * only this interface.
+ */
+export interface PushDestination {
+  readonly chunks: ChunkStore;
+  /** A human-readable name of the target, for messages. */
+  readonly description: string;
+  begin(kind: ManifestKind, options?: OpOptions): Promise<PushSession>;
+  close(): Promise<void>;
+}
+
+/** Receives a file's bytes in order while it is scanned (see PushSession.entry). */
+export interface FileSink {
+  write(data: Uint8Array, position: number): Promise<void>;
+  finish(size: number): Promise<void>;
+}
+
+export interface PushSession {
+  /**
+   * Called for each entry in manifest order. A destination that builds its copy from the
+   * scanned bytes (a local directory) returns a FileSink for files; others return undefined
+   * and rebuild from chunks at commit.
+   */
+  entry(meta: EntryMeta, options?: OpOptions): Promise<FileSink | undefined>;
+  /**
+   * Makes the push visible: the chunks are durable, the manifest (a complete, verified file
+   * at manifestPath) is stored under the target's name, and the target is replaced
+   * atomically. Nothing is visible before this resolves.
+   */
+  commit(manifestPath: string, header: ManifestHeader, options?: OpOptions): Promise<void>;
+  /** Discards everything staged; the previous version stays as it was. */
+  abort(): Promise<void>;
+}

@@ -1,0 +1,262 @@
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { DEFAULT_CHUNKER, validateChunkerSpec } from '../chunker/params.js';
+import { throwIfAborted } from '../core/abort.js';
+import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
+import type { ChunkerSpec, ChunkId, DigestAlgorithm } from '../core/ids.js';
+import { digestToHex } from '../core/ids.js';
+import { MiB } from '../core/sizes.js';
+import { ManifestWriter } from '../manifest/writer.js';
+import type { ChunkRecord, EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
+import { ScanPool } from '../scan/pool.js';
+import { chunkDigest, FileScan, StreamScan, type ChunkBatch } from '../scan/scanner.js';
+import { walkTree, type SourceEntry, type WalkSkip } from '../scan/walk.js';
+import type { FileSink, PushDestination } from './destination.js';
+import { Window } from './window.js';
+
+export interface PushOptions {
+  readonly chunker?: ChunkerSpec;
+  readonly digestAlgorithm?: DigestAlgorithm;
+  readonly signal?: AbortSignal;
+  /** A pool shared with other work; by default push makes one and closes it. */
+  readonly pool?: ScanPool;
+  /** Chunk uploads in flight at once. */
+  readonly concurrency?: number;
+  readonly onProgress?: (p: PushProgress) => void;
+  readonly onSkip?: (s: WalkSkip) => void;
+}
+
+export interface PushProgress {
+  readonly bytesTotal: number;
+  readonly bytesScanned: number;
+  readonly bytesSent: number;
+  readonly chunksSent: number;
+}
+
+/** The final figures of a push; `bytesSent`/`chunksSent` count chunks newly stored. */
+export interface PushResult {
+  readonly kind: ManifestKind;
+  readonly bytesTotal: number;
+  readonly bytesSent: number;
+  readonly chunksTotal: number;
+  readonly chunksSent: number;
+  readonly chunksReused: number;
+  readonly seconds: number;
+  readonly digest: string;
+}
+
+export const DEFAULT_PUT_CONCURRENCY = 32;
+/** Bytes of chunk data held by uploads in flight, at most. */
+export const MAX_INFLIGHT_BYTES = 96 * MiB;
+/** Files scanned ahead of the one being committed to the manifest (small-file parallelism). */
+export const LOOKAHEAD_FILES = 64;
+export const LOOKAHEAD_BYTES = 64 * MiB;
+/**
+ * Digests known present in this push, so repeats (zero blocks, duplicated files) cost no
+ * round trip. Bounded: cleared when full, which only costs extra `has` queries.
+ */
+export const SEEN_CACHE_ENTRIES = 1 << 17;
+
+/** A source to push: a path (file or directory) or a stream (stdin). */
+export type PushSource = string | { readonly stream: Readable | AsyncIterable<Uint8Array>; readonly name?: string };
+
+/**
+ * Pushes a file, a directory tree or a stream to a destination: scans it (parallel
+ * chunking and hashing), sends the chunks the destination lacks, writes the manifest,
+ * then commits. The destination is unchanged unless the whole push succeeds.
+ */
+export async function push(source: PushSource, destination: PushDestination, options: PushOptions = {}): Promise<PushResult> {
+  const started = performance.now();
+  const chunker = validateChunkerSpec(options.chunker ?? DEFAULT_CHUNKER);
+  const algorithm = options.digestAlgorithm ?? 'blake3';
+  const signal = options.signal;
+  throwIfAborted(signal);
+
+  let kind: ManifestKind;
+  let bytesTotal = 0;
+  if (typeof source === 'string') {
+    let st;
+    try {
+      st = await stat(source);
+    } catch (err) {
+      throw fromSystemError(err, source, 'stat');
+    }
+    if (st.isDirectory()) kind = 'tree';
+    else if (st.isFile()) {
+      kind = 'file';
+      bytesTotal = st.size;
+    } else throw new InvalidArgumentError(`${source}: not a regular file or directory`);
+  } else kind = 'file';
+
+  const ownPool = !options.pool;
+  const pool = options.pool ?? new ScanPool();
+  const tmp = await mkdtemp(join(tmpdir(), 'xfer-push-'));
+  const manifestPath = join(tmp, 'manifest');
+  const session = await destination.begin(kind, { signal });
+  let writer: ManifestWriter | undefined;
+  try {
+    writer = await ManifestWriter.create(manifestPath, { kind, digestAlgorithm: algorithm, chunker }, { signal });
+    const sender = new ChunkSender(destination, algorithm, options, () => bytesTotal);
+    const scanOpts = { chunker, digestAlgorithm: algorithm, signal };
+
+    const handleFile = async (meta: EntryMeta, scan: FileScan | StreamScan): Promise<void> => {
+      await writer!.beginEntry(meta);
+      const sink = await session.entry(meta, { signal });
+      for await (const batch of scan.batches()) {
+        throwIfAborted(signal);
+        await Promise.all([sender.send(batch), sink?.write(batch.data, batch.offset)]);
+        await writer!.addChunks(records(batch));
+      }
+      await sink?.finish(scan.result.size);
+      await writer!.endEntry(scan.result.size, scan.result.digest);
+    };
+
+    if (typeof source !== 'string') {
+      const meta: EntryMeta = { type: 'file', path: '', mode: 0o644, mtimeMs: Date.now(), size: -1 };
+      await handleFile(meta, new StreamScan(source.stream, scanOpts));
+    } else if (kind === 'file') {
+      const st = await stat(source);
+      const meta: EntryMeta = { type: 'file', path: '', mode: st.mode & 0o7777, mtimeMs: Math.trunc(st.mtimeMs), size: st.size };
+      await handleFile(meta, new FileScan(source, st.size, st.mtimeMs, pool, scanOpts));
+    } else {
+      // Tree: scans of the next files start while earlier ones are still being sent.
+      const ahead: { entry: SourceEntry; scan?: FileScan }[] = [];
+      let aheadBytes = 0;
+      const walker = walkTree(source, { signal, onSkip: options.onSkip });
+      let walkDone = false;
+      const fill = async () => {
+        while (!walkDone && ahead.length < LOOKAHEAD_FILES && aheadBytes < LOOKAHEAD_BYTES) {
+          const n = await walker.next();
+          if (n.done) {
+            walkDone = true;
+            break;
+          }
+          const e = n.value;
+          let scan: FileScan | undefined;
+          if (e.meta.type === 'file') {
+            scan = new FileScan(e.absPath, e.meta.size, e.meta.mtimeMs, pool, scanOpts);
+            aheadBytes += e.meta.size;
+            bytesTotal += e.meta.size;
+          }
+          ahead.push({ entry: e, scan });
+        }
+      };
+      for (;;) {
+        await fill();
+        const next = ahead.shift();
+        if (!next) break;
+        if (next.scan) {
+          await handleFile(next.entry.meta, next.scan);
+          aheadBytes -= next.entry.meta.size;
+        } else {
+          await writer.beginEntry(next.entry.meta);
+          await session.entry(next.entry.meta, { signal });
+        }
+      }
+    }
+    await sender.drain();
+    await destination.chunks.flush({ signal });
+    const header: ManifestHeader = await writer.finish();
+    writer = undefined;
+    await session.commit(manifestPath, header, { signal });
+    const s = sender.stats();
+    return {
+      kind,
+      bytesTotal: header.totalBytes,
+      bytesSent: s.bytesSent,
+      chunksTotal: header.chunkCount,
+      chunksSent: s.chunksSent,
+      chunksReused: header.chunkCount - s.chunksSent,
+      seconds: (performance.now() - started) / 1000,
+      digest: digestToHex(header.digest),
+    };
+  } catch (err) {
+    await writer?.abort().catch(() => {});
+    await session.abort().catch(() => {});
+    throw err;
+  } finally {
+    await rm(tmp, { recursive: true, force: true }).catch(() => {});
+    if (ownPool) await pool.close();
+  }
+}
+
+function records(batch: ChunkBatch): ChunkRecord[] {
+  const out: ChunkRecord[] = new Array(batch.count);
+  for (let i = 0; i < batch.count; i++) out[i] = { length: batch.lengths[i]!, digest: chunkDigest(batch, i) };
+  return out;
+}
+
+/**
+ * Sends the chunks of each batch that the destination lacks: one batched `has` per batch,
+ * then puts with bounded concurrency and bounded bytes in flight. Batches are not awaited
+ * to completion, so scanning overlaps with uploading; drain() waits for the rest.
+ */
+class ChunkSender {
+  private readonly window: Window;
+  private readonly seen = new Set<string>();
+  private bytesSent = 0;
+  private chunksSent = 0;
+  private bytesScanned = 0;
+
+  constructor(
+    private readonly destination: PushDestination,
+    private readonly algorithm: DigestAlgorithm,
+    private readonly options: PushOptions,
+    private readonly total: () => number,
+  ) {
+    this.window = new Window(options.concurrency ?? DEFAULT_PUT_CONCURRENCY, MAX_INFLIGHT_BYTES);
+  }
+
+  async send(batch: ChunkBatch): Promise<void> {
+    const signal = this.options.signal;
+    const ids: ChunkId[] = [];
+    const index: number[] = [];
+    const batchKeys = new Set<string>();
+    for (let i = 0; i < batch.count; i++) {
+      const d = chunkDigest(batch, i);
+      const key = Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('latin1');
+      if (this.seen.has(key) || batchKeys.has(key)) continue;
+      batchKeys.add(key);
+      ids.push({ algorithm: this.algorithm, digest: d });
+      index.push(i);
+    }
+    const present = ids.length ? await this.destination.chunks.has(ids, { signal }) : [];
+    const offsets = new Float64Array(batch.count);
+    for (let i = 0, o = 0; i < batch.count; i++) {
+      offsets[i] = o;
+      o += batch.lengths[i]!;
+    }
+    for (let k = 0; k < ids.length; k++) {
+      const key = Buffer.from(ids[k]!.digest).toString('latin1');
+      this.remember(key);
+      if (present[k]) continue;
+      const i = index[k]!;
+      const len = batch.lengths[i]!;
+      const data = batch.data.subarray(offsets[i]!, offsets[i]! + len);
+      await this.window.run(len, async () => {
+        const wrote = await this.destination.chunks.put(ids[k]!, data, { signal, trusted: true });
+        if (wrote) {
+          this.bytesSent += len;
+          this.chunksSent++;
+        }
+      });
+    }
+    this.bytesScanned += batch.data.length;
+    this.options.onProgress?.({ bytesTotal: this.total(), bytesScanned: this.bytesScanned, bytesSent: this.bytesSent, chunksSent: this.chunksSent });
+  }
+
+  private remember(key: string): void {
+    if (this.seen.size >= SEEN_CACHE_ENTRIES) this.seen.clear();
+    this.seen.add(key);
+  }
+
+  async drain(): Promise<void> {
+    await this.window.drain();
+  }
+
+  stats(): { bytesSent: number; chunksSent: number } {
+    return { bytesSent: this.bytesSent, chunksSent: this.chunksSent };
+  }
+}

@@ -1,0 +1,236 @@
+import { strict as assert } from 'node:assert';
+import { lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { pseudoRandom } from './helpers/gen.js';
+import { isOneLineError, runCli, sha256File, writeRandomFile } from './helpers/cli.js';
+
+const MiB = 1024 * 1024;
+
+interface PushJson {
+  bytesTotal: number;
+  bytesSent: number;
+  chunksTotal: number;
+  chunksSent: number;
+  chunksReused: number;
+  seconds: number;
+}
+
+describe('xfer push / pull / verify to a local directory', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xfer-cli-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function roundTrip(name: string, data: Buffer): Promise<PushJson> {
+    const src = join(dir, 'src', name);
+    await mkdir(join(dir, 'src'), { recursive: true });
+    await writeFile(src, data);
+    const backup = join(dir, `backup-${name}`);
+    await mkdir(backup, { recursive: true });
+    const p = await runCli(['push', src, backup, '--json']);
+    assert.equal(p.code, 0, p.stderr);
+    const r = JSON.parse(p.stdout) as PushJson;
+    assert.equal(r.bytesTotal, data.length);
+    assert.ok((await readFile(join(backup, name))).equals(data), 'target rebuilt bit-identically');
+    const out = join(dir, 'restored', name);
+    await mkdir(join(dir, 'restored'), { recursive: true });
+    const q = await runCli(['pull', join(backup, name), out, '--json']);
+    assert.equal(q.code, 0, q.stderr);
+    assert.ok((await readFile(out)).equals(data), 'pulled bit-identically');
+    const v = await runCli(['verify', backup]);
+    assert.equal(v.code, 0, v.stdout + v.stderr);
+    return r;
+  }
+
+  const sizes: [string, number][] = [
+    ['empty', 0], ['one-byte', 1], ['below-min', 16 * 1024 - 1], ['exactly-min', 16 * 1024], ['exactly-max', 256 * 1024],
+    ['max-plus-one', 256 * 1024 + 1], ['segment-minus-one', 16 * MiB - 1], ['segment', 16 * MiB], ['segment-plus-one', 16 * MiB + 1],
+    ['three-segments', 48 * MiB + 12345],
+  ];
+  for (const [name, size] of sizes) {
+    it(`round-trips a ${name} file (${size} bytes)`, async () => {
+      const r = await roundTrip(name, pseudoRandom(size, size + 1));
+      if (size === 0) assert.equal(r.chunksTotal, 0);
+      else assert.ok(r.chunksTotal >= 1);
+      assert.equal(r.chunksSent + r.chunksReused, r.chunksTotal);
+    });
+  }
+
+  it('round-trips a 1 GiB file and removes it afterwards', async () => {
+    const big = join(dir, 'big');
+    await mkdir(big);
+    try {
+      const src = join(big, 'one-gib.bin');
+      await writeRandomFile(src, 1024 * MiB, 42);
+      const want = await sha256File(src);
+      const p = await runCli(['push', src, join(big, 'backup/'), '--json']);
+      assert.equal(p.code, 0, p.stderr);
+      assert.equal(JSON.parse(p.stdout).bytesTotal, 1024 * MiB);
+      assert.equal(await sha256File(join(big, 'backup', 'one-gib.bin')), want);
+      const q = await runCli(['pull', join(big, 'backup', 'one-gib.bin'), join(big, 'pulled.bin'), '--json']);
+      assert.equal(q.code, 0, q.stderr);
+      assert.equal(await sha256File(join(big, 'pulled.bin')), want);
+    } finally {
+      await rm(big, { recursive: true, force: true });
+    }
+  });
+
+  it('after one 4 KiB overwrite in a 256 MiB file, a second push writes at most 3 new chunks', async () => {
+    const src = join(dir, 'dedup.bin');
+    await writeRandomFile(src, 256 * MiB, 7);
+    const backup = join(dir, 'dedup-backup');
+    const first = await runCli(['push', src, `${backup}/`, '--json']);
+    assert.equal(first.code, 0, first.stderr);
+    const r1 = JSON.parse(first.stdout) as PushJson;
+    assert.equal(r1.chunksSent, r1.chunksTotal);
+    const fh = await open(src, 'r+');
+    await fh.write(pseudoRandom(4096, 999), 0, 4096, 100 * MiB + 777);
+    await fh.close();
+    const second = await runCli(['push', src, `${backup}/`, '--json']);
+    assert.equal(second.code, 0, second.stderr);
+    const r2 = JSON.parse(second.stdout) as PushJson;
+    assert.ok(r2.chunksSent >= 1 && r2.chunksSent <= 3, `sent ${r2.chunksSent} chunks`);
+    assert.ok(r2.bytesSent <= 3 * 256 * 1024);
+    assert.equal(r2.chunksReused, r2.chunksTotal - r2.chunksSent);
+    assert.equal(await sha256File(join(backup, 'dedup.bin')), await sha256File(src));
+  });
+
+  it('round-trips a tree with nested dirs, symlinks, empty files and empty dirs', async () => {
+    const tree = join(dir, 'tree');
+    await mkdir(join(tree, 'a', 'b', 'c'), { recursive: true });
+    await mkdir(join(tree, 'empty-dir'));
+    await writeFile(join(tree, 'a', 'b', 'c', 'deep.bin'), pseudoRandom(300_000, 5));
+    await writeFile(join(tree, 'a', 'empty.txt'), '');
+    await writeFile(join(tree, 'top.txt'), 'hello\n');
+    await writeFile(join(tree, 'a', 'dup.bin'), pseudoRandom(300_000, 5));
+    await symlink('a/b/c/deep.bin', join(tree, 'link-to-deep'));
+    await symlink('does-not-exist', join(tree, 'dangling'));
+    const backup = join(dir, 'tree-backup');
+    await mkdir(backup);
+    const p = await runCli(['push', tree, backup, '--json']);
+    assert.equal(p.code, 0, p.stderr);
+    const r = JSON.parse(p.stdout) as PushJson;
+    assert.ok(r.chunksReused > 0, 'the duplicate file reuses chunks');
+    const check = async (root: string) => {
+      assert.ok((await readFile(join(root, 'a', 'b', 'c', 'deep.bin'))).equals(pseudoRandom(300_000, 5)));
+      assert.equal((await readFile(join(root, 'a', 'empty.txt'))).length, 0);
+      assert.equal(await readFile(join(root, 'top.txt'), 'utf8'), 'hello\n');
+      assert.deepEqual(await readdir(join(root, 'empty-dir')), []);
+      assert.equal(await readlink(join(root, 'link-to-deep')), 'a/b/c/deep.bin');
+      assert.equal(await readlink(join(root, 'dangling')), 'does-not-exist');
+      assert.ok((await lstat(join(root, 'dangling'))).isSymbolicLink());
+    };
+    await check(join(backup, 'tree'));
+    const q = await runCli(['pull', join(backup, 'tree'), join(dir, 'tree-restored')]);
+    assert.equal(q.code, 0, q.stderr);
+    await check(join(dir, 'tree-restored'));
+    // a second push of the unchanged tree sends nothing
+    const again = JSON.parse((await runCli(['push', tree, backup, '--json'])).stdout) as PushJson;
+    assert.equal(again.chunksSent, 0);
+  });
+
+  it('pull of an existing identical file reuses every chunk locally', async () => {
+    const data = pseudoRandom(3 * MiB, 77);
+    await roundTrip('reuse.bin', data);
+    const q = await runCli(['pull', join(dir, 'backup-reuse.bin', 'reuse.bin'), join(dir, 'restored', 'reuse.bin'), '--json']);
+    assert.equal(q.code, 0, q.stderr);
+    const r = JSON.parse(q.stdout);
+    assert.equal(r.bytesReceived, 0);
+    assert.equal(r.bytesReused, data.length);
+  });
+
+  it('a flipped byte in a stored chunk is detected by pull and by verify', async () => {
+    const data = pseudoRandom(2 * MiB, 1234);
+    await roundTrip('flip.bin', data);
+    const backup = join(dir, 'backup-flip.bin');
+    const chunkRoot = join(backup, '.xfer', 'chunks', 'blake3');
+    const fan = (await readdir(chunkRoot)).sort()[0]!;
+    const victim = join(chunkRoot, fan, (await readdir(join(chunkRoot, fan)))[0]!);
+    const bytes = await readFile(victim);
+    bytes[bytes.length >> 1] ^= 0x40;
+    await writeFile(victim, bytes);
+    const v = await runCli(['verify', backup]);
+    assert.equal(v.code, 1);
+    assert.match(v.stdout, /DAMAGED flip\.bin: corrupt chunk [0-9a-f]{64}/);
+    const vj = await runCli(['verify', join(backup, 'flip.bin'), '--json']);
+    assert.equal(vj.code, 1);
+    assert.equal(JSON.parse(vj.stdout).damaged[0].kind, 'corrupt');
+    const out = join(dir, 'flip-out.bin');
+    const q = await runCli(['pull', join(backup, 'flip.bin'), out]);
+    assert.equal(q.code, 7, q.stderr);
+    assert.ok(isOneLineError(q.stderr), q.stderr);
+    assert.match(q.stderr, /corrupt/);
+    await assert.rejects(stat(out), /ENOENT/, 'no partial destination is left');
+  });
+
+  it('xfer chunk --json reports sizes, dedup and the whole-file digest', async () => {
+    const f = join(dir, 'chunk-me.bin');
+    const block = pseudoRandom(MiB, 3);
+    await writeFile(f, Buffer.concat([block, block, block]));
+    const c = await runCli(['chunk', f, '--json']);
+    assert.equal(c.code, 0, c.stderr);
+    const j = JSON.parse(c.stdout);
+    assert.equal(j.size, 3 * MiB);
+    assert.ok(j.chunks > j.distinctChunks, 'repeated blocks dedup');
+    assert.ok(j.distinctBytes < 2 * MiB);
+    assert.match(j.digest, /^[0-9a-f]{64}$/);
+    assert.equal(typeof j.seconds, 'number');
+    const l = await runCli(['chunk', f, '--json', '--list', '--fixed', '64K', '--digest', 'sha256']);
+    assert.equal(l.code, 0, l.stderr);
+    const lj = JSON.parse(l.stdout);
+    assert.equal(lj.list.length, 48);
+    assert.deepEqual(lj.list[1], { offset: 65536, length: 65536, digest: lj.list[17].digest });
+    assert.equal(lj.digest, (await sha256File(f)));
+    const s = await runCli(['chunk', '-', '--json'], { input: Buffer.concat([block, block, block]) });
+    assert.equal(JSON.parse(s.stdout).digest, j.digest, 'stdin gives the same digest as the file');
+  });
+
+  describe('bad input gets one clear line and a non-zero exit', () => {
+    const cases: [string, string[], number, RegExp][] = [
+      ['missing source', ['push', '/nonexistent/file', '/tmp/x'], 3, /nonexistent\/file: no such file/],
+      ['min larger than avg', ['chunk', '/etc/hostname', '--min', '128K', '--avg', '64K'], 2, /minimum 131072 is larger than average 65536/],
+      ['invalid size', ['chunk', '/etc/hostname', '--avg', '12Q'], 2, /invalid --avg size "12Q"/],
+      ['unknown digest', ['chunk', '/etc/hostname', '--digest', 'md5'], 2, /unknown digest "md5"/],
+      ['fixed with cdc sizes', ['chunk', '/etc/hostname', '--fixed', '64K', '--min', '4K'], 2, /--fixed cannot be combined/],
+      ['pull from nowhere', ['pull', '/nonexistent/dir/name', '/tmp/y'], 3, /no xfer store/],
+    ];
+    for (const [name, args, code, re] of cases) {
+      it(name, async () => {
+        const r = await runCli(args);
+        assert.equal(r.code, code, r.stderr);
+        assert.ok(isOneLineError(r.stderr), r.stderr);
+        assert.match(r.stderr, re);
+      });
+    }
+
+    it('unreadable source (permission denied)', async (t) => {
+      if (process.getuid?.() === 0) return t.skip('root reads everything');
+      const f = join(dir, 'secret.bin');
+      await writeFile(f, 'x', { mode: 0o000 });
+      const r = await runCli(['push', f, join(dir, 'perm/')]);
+      assert.equal(r.code, 4);
+      assert.ok(isOneLineError(r.stderr));
+    });
+
+    it('a corrupt manifest', async () => {
+      await roundTrip('manifest-victim.bin', pseudoRandom(100_000, 9));
+      const m = join(dir, 'backup-manifest-victim.bin', '.xfer', 'manifests', 'manifest-victim.bin');
+      const bytes = await readFile(m);
+      bytes[bytes.length - 3] ^= 1;
+      await writeFile(m, bytes);
+      const q = await runCli(['pull', join(dir, 'backup-manifest-victim.bin', 'manifest-victim.bin'), join(dir, 'mv-out')]);
+      assert.equal(q.code, 8, q.stderr);
+      assert.ok(isOneLineError(q.stderr), q.stderr);
+      const s = await runCli(['manifest', 'show', m]);
+      assert.equal(s.code, 8);
+      const v = await runCli(['verify', join(dir, 'backup-manifest-victim.bin')]);
+      assert.equal(v.code, 1);
+      assert.match(v.stdout, /manifest/);
+    });
+  });
+});

@@ -1,0 +1,58 @@
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { pseudoRandom } from './gen.js';
+
+export const BIN = fileURLToPath(new URL('../../src/cli/bin.js', import.meta.url));
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real CLI in a child process, as a user would. */
+export function runCli(args: string[], options: { input?: Buffer; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], {
+      cwd: options.cwd,
+      env: { ...process.env, ...options.env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
+    child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    if (options.input) child.stdin.end(options.input);
+    else child.stdin.end();
+  });
+}
+
+export async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const b of createReadStream(path)) h.update(b as Buffer);
+  return h.digest('hex');
+}
+
+/** Writes `size` deterministic pseudo-random bytes without holding them all in memory. */
+export async function writeRandomFile(path: string, size: number, seed = 1): Promise<void> {
+  const fh = await open(path, 'w');
+  try {
+    const piece = 16 * 1024 * 1024;
+    for (let o = 0, k = 0; o < size; o += piece, k++) {
+      await fh.write(pseudoRandom(Math.min(piece, size - o), seed * 7919 + k));
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Asserts the shape of a one-line user error: "xfer: ...", no stack trace. */
+export function isOneLineError(stderr: string): boolean {
+  const lines = stderr.trim().split('\n');
+  return lines.length === 1 && lines[0]!.startsWith('xfer: ') && !stderr.includes('    at ');
+}
