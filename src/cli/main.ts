@@ -1,9 +1,12 @@
+import { setMaxListeners } from 'node:events';
 import { Command, CommanderError } from 'commander';
 import { registerChunk } from './chunk.js';
+import { registerLs } from './ls.js';
 import { registerManifest } from './manifest.js';
 import { EXIT_OK, EXIT_USAGE, reportError } from './output.js';
 import { registerPull } from './pull.js';
 import { registerPush } from './push.js';
+import { registerServe } from './serve.js';
 import { registerVerify } from './verify.js';
 
 const EXIT_HELP = `
@@ -20,6 +23,9 @@ Exit codes:
   9    a rebuilt file does not match its manifest
   10   the source changed while it was being read
   11   other I/O error
+  12   the server refused the token
+  13   a request was over the server's limits
+  14   the server or connection broke the protocol
   70   internal error
   130  interrupted
 `;
@@ -27,6 +33,7 @@ Exit codes:
 /** Builds the program; exported for in-process tests. */
 export async function main(argv: readonly string[]): Promise<number> {
   const controller = new AbortController();
+  setMaxListeners(0, controller.signal); // every in-flight operation of a command listens on it
   const onSignal = () => controller.abort(new Error('interrupted'));
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -44,6 +51,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   registerPull(program, controller.signal);
   registerVerify(program, controller.signal, (c) => (exitCode = c));
   registerManifest(program, controller.signal);
+  registerServe(program, controller.signal);
+  registerLs(program, controller.signal);
   for (const c of program.commands) c.exitOverride().configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
   try {
     await program.parseAsync(argv as string[], { from: 'user' });

@@ -42,3 +42,22 @@ export function chunkerSpecFrom(flags: ChunkerFlags, explicit: (name: string) =>
 export function digestFrom(flags: ChunkerFlags): DigestAlgorithm {
   return parseDigestAlgorithm(flags.digest ?? 'blake3');
 }
+
+export interface RemoteFlags {
+  token?: string;
+  ca?: string;
+  insecure?: boolean;
+}
+
+/** Options of commands that may talk to an `xfer serve` server. */
+export function remoteOptions(): Option[] {
+  return [
+    new Option('--token <token>', 'bearer token for the server').env('XFER_TOKEN'),
+    new Option('--ca <file>', 'PEM CA certificate to trust (self-signed servers)'),
+    new Option('--insecure', 'accept any server certificate (testing only)'),
+  ];
+}
+
+export function remoteFrom(flags: RemoteFlags, signal: AbortSignal): { token?: string; caFile?: string; insecure?: boolean; signal: AbortSignal } {
+  return { token: flags.token, caFile: flags.ca, insecure: !!flags.insecure, signal };
+}

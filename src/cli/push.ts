@@ -1,12 +1,14 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from '../core/errors.js';
 import { formatBytes } from '../core/sizes.js';
+import { connectRemote, HttpDestination, isRemote, parseRemote, resolveRemoteTarget } from '../endpoint/http.js';
 import { LocalDestination, localTargetOf, resolveCopyTarget, sourceBaseName } from '../endpoint/local.js';
+import type { PushDestination } from '../transfer/destination.js';
 import { push } from '../transfer/push.js';
-import { chunkerOptions, chunkerSpecFrom, digestFrom, type ChunkerFlags } from './options.js';
+import { chunkerOptions, chunkerSpecFrom, digestFrom, remoteOptions, remoteFrom, type ChunkerFlags, type RemoteFlags } from './options.js';
 import { printJson, Progress, rate } from './output.js';
 
-interface PushFlags extends ChunkerFlags {
+interface PushFlags extends ChunkerFlags, RemoteFlags {
   json?: boolean;
   quiet?: boolean;
 }
@@ -16,17 +18,33 @@ export function registerPush(program: Command, signal: AbortSignal): void {
     .command('push')
     .description('store a file or tree in a destination directory and rebuild it there, sending only new chunks')
     .argument('<path>', 'file or directory to push, or - for standard input')
-    .argument('<dest>', 'target path; an existing directory or a path ending in / means "inside it, under the source name"')
+    .argument('<dest>', 'target: a local path or http(s)://host:port/<remote-path>; an existing directory or a trailing / means "inside it, under the source name"')
     .option('--json', 'print the result as one JSON object')
     .option('-q, --quiet', 'no progress display');
-  for (const o of chunkerOptions()) cmd.addOption(o);
+  for (const o of [...chunkerOptions(), ...remoteOptions()]) cmd.addOption(o);
   cmd.action(async (source: string, dest: string, flags: PushFlags) => {
     const chunker = chunkerSpecFrom(flags, (n) => cmd.getOptionValueSource(n) === 'cli');
     const digestAlgorithm = digestFrom(flags);
     const isStdin = source === '-';
     if (isStdin && (dest.endsWith('/'))) throw new InvalidArgumentError('pushing standard input needs a destination file name, not a directory');
-    const target = await resolveCopyTarget(isStdin ? 'stdin' : sourceBaseName(source), dest);
-    const destination = await LocalDestination.open(localTargetOf(target), { signal });
+    const sourceName = isStdin ? 'stdin' : sourceBaseName(source);
+    let destination: PushDestination;
+    let target: string;
+    if (isRemote(dest)) {
+      const r = parseRemote(dest);
+      const store = await connectRemote(r.base, remoteFrom(flags, signal));
+      try {
+        const name = await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal });
+        destination = new HttpDestination(store, name);
+        target = destination.description;
+      } catch (err) {
+        await store.close();
+        throw err;
+      }
+    } else {
+      target = await resolveCopyTarget(sourceName, dest);
+      destination = await LocalDestination.open(localTargetOf(target), { signal });
+    }
     const progress = Progress.for(flags);
     try {
       const r = await push(isStdin ? { stream: process.stdin } : source, destination, {

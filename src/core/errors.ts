@@ -14,9 +14,13 @@ export type ErrorCode =
   | 'XFER_CHUNK_CORRUPT'
   | 'XFER_MANIFEST_CORRUPT'
   | 'XFER_MANIFEST_MISMATCH'
+  | 'XFER_MANIFEST_INCOMPLETE'
   | 'XFER_VERIFY_FAILED'
   | 'XFER_SOURCE_CHANGED'
   | 'XFER_IO'
+  | 'XFER_UNAUTHORIZED'
+  | 'XFER_TOO_LARGE'
+  | 'XFER_PROTOCOL'
   | 'XFER_ABORTED'
   | 'XFER_INTERNAL';
 
@@ -93,6 +97,14 @@ export class ManifestMismatchError extends XferError {
   }
 }
 
+/** A manifest refers to chunks the store does not hold, so it cannot be committed. */
+export class ManifestIncompleteError extends XferError {
+  constructor(message: string) {
+    super('XFER_MANIFEST_INCOMPLETE', message);
+    this.name = 'ManifestIncompleteError';
+  }
+}
+
 /** A reconstructed file or tree does not match its manifest. */
 export class VerifyFailedError extends XferError {
   constructor(message: string) {
@@ -116,6 +128,30 @@ export class IoError extends XferError {
   }
 }
 
+/** The server requires a token and none or a wrong one was given. */
+export class UnauthorizedError extends XferError {
+  constructor(message = 'missing or wrong token') {
+    super('XFER_UNAUTHORIZED', message);
+    this.name = 'UnauthorizedError';
+  }
+}
+
+/** A request body or header over the server's limits. */
+export class TooLargeError extends XferError {
+  constructor(message: string) {
+    super('XFER_TOO_LARGE', message);
+    this.name = 'TooLargeError';
+  }
+}
+
+/** The other side broke the protocol (unexpected status, malformed answer, dropped connection). */
+export class ProtocolError extends XferError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('XFER_PROTOCOL', message, options);
+    this.name = 'ProtocolError';
+  }
+}
+
 export class AbortedError extends XferError {
   constructor(message = 'operation aborted') {
     super('XFER_ABORTED', message);
@@ -133,9 +169,13 @@ export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
   XFER_CHUNK_CORRUPT: 7,
   XFER_MANIFEST_CORRUPT: 8,
   XFER_MANIFEST_MISMATCH: 8,
+  XFER_MANIFEST_INCOMPLETE: 6,
   XFER_VERIFY_FAILED: 9,
   XFER_SOURCE_CHANGED: 10,
   XFER_IO: 11,
+  XFER_UNAUTHORIZED: 12,
+  XFER_TOO_LARGE: 13,
+  XFER_PROTOCOL: 14,
   XFER_ABORTED: 130,
   XFER_INTERNAL: 70,
 };
@@ -150,9 +190,13 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   XFER_CHUNK_CORRUPT: 422,
   XFER_MANIFEST_CORRUPT: 400,
   XFER_MANIFEST_MISMATCH: 409,
+  XFER_MANIFEST_INCOMPLETE: 409,
   XFER_VERIFY_FAILED: 500,
   XFER_SOURCE_CHANGED: 409,
   XFER_IO: 500,
+  XFER_UNAUTHORIZED: 401,
+  XFER_TOO_LARGE: 413,
+  XFER_PROTOCOL: 502,
   XFER_ABORTED: 499,
   XFER_INTERNAL: 500,
 };

@@ -21,7 +21,10 @@ export interface ReconstructOptions {
   readonly reuseTarget?: boolean;
   /** Chunk fetches in flight. */
   readonly concurrency?: number;
-  readonly pool: ScanPool;
+  /** Needed to index seeds (chunking them); without one, seeds and target reuse are skipped. */
+  readonly pool?: ScanPool;
+  /** Runs after everything is written and verified, just before the target is swapped in. */
+  readonly beforeCommit?: () => Promise<void>;
   readonly onProgress?: (p: PullProgress) => void;
 }
 
@@ -59,7 +62,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   const algorithm = header.digestAlgorithm;
   const staging = await Staging.create(target, header.kind, { signal });
   const globalSeeds = new SeedIndex(header.chunker, algorithm);
-  for (const s of options.seeds ?? []) await globalSeeds.add(s, pool, signal);
+  if (pool) for (const s of options.seeds ?? []) await globalSeeds.add(s, pool, signal);
   const window = new Window(options.concurrency ?? DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES);
   let bytesReceived = 0;
   let bytesReused = 0;
@@ -76,7 +79,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
         else if (meta.type === 'symlink') await staging.symlink(meta);
         else {
           const local = new SeedIndex(header.chunker, algorithm);
-          if (options.reuseTarget !== false) await local.add(meta.path === '' ? target : join(target, ...meta.path.split('/')), pool, signal);
+          if (pool && options.reuseTarget !== false) await local.add(meta.path === '' ? target : join(target, ...meta.path.split('/')), pool, signal);
           file = new OpenFile(meta, await staging.openFile(meta), createHasher(algorithm), [local, globalSeeds]);
         }
       } else if (ev.kind === 'chunks') {
@@ -114,6 +117,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
       }
     }
     await window.drain();
+    await options.beforeCommit?.();
     await staging.commit({ signal });
   } catch (err) {
     await window.drain().catch(() => {});

@@ -1,0 +1,90 @@
+import { createReadStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
+import type { ManifestHeader, ManifestKind } from '../manifest/types.js';
+import { HttpStore, type HttpStoreOptions } from '../store/http.js';
+import { validateManifestName } from '../store/names.js';
+import type { OpOptions } from '../store/store.js';
+import type { FileSink, PushDestination, PushSession } from '../transfer/destination.js';
+
+export interface RemoteOptions {
+  readonly token?: string;
+  /** Path of a PEM CA file to trust. */
+  readonly caFile?: string;
+  readonly insecure?: boolean;
+  readonly signal?: AbortSignal;
+}
+
+export function isRemote(spec: string): boolean {
+  return /^https?:\/\//i.test(spec);
+}
+
+/** Splits `http(s)://host:port/<remote-path>` into the server URL and the (decoded) remote path. */
+export function parseRemote(spec: string): { base: URL; path: string; trailingSlash: boolean } {
+  let url: URL;
+  try {
+    url = new URL(spec);
+  } catch {
+    throw new InvalidArgumentError(`invalid URL "${spec}"`);
+  }
+  const raw = url.pathname.replace(/^\/+/, '');
+  const trailingSlash = raw.endsWith('/') || raw === '';
+  const segments = raw.split('/').filter((s) => s !== '');
+  let path: string;
+  try {
+    path = segments.map((s) => decodeURIComponent(s)).join('/');
+  } catch {
+    throw new InvalidArgumentError(`invalid percent-encoding in "${spec}"`);
+  }
+  return { base: new URL(url.origin), path, trailingSlash };
+}
+
+export async function connectRemote(base: URL, options: RemoteOptions): Promise<HttpStore> {
+  let ca: Buffer | undefined;
+  if (options.caFile) {
+    try {
+      ca = await readFile(options.caFile);
+    } catch (err) {
+      throw fromSystemError(err, options.caFile, 'read CA file');
+    }
+  }
+  const o: HttpStoreOptions = { token: options.token, ca, insecure: options.insecure, signal: options.signal };
+  return HttpStore.connect(base, o);
+}
+
+/**
+ * cp semantics on a server: "inside it, under the source's base name" when the remote path
+ * ends with '/', is empty, or names a pushed tree or a directory of targets.
+ */
+export async function resolveRemoteTarget(store: HttpStore, path: string, trailingSlash: boolean, sourceName: string, options: OpOptions = {}): Promise<string> {
+  if (trailingSlash || path === '') return validateManifestName(path ? `${path}/${sourceName}` : sourceName);
+  const type = await store.stat(validateManifestName(path), options);
+  return type === 'tree' || type === 'dir' ? validateManifestName(`${path}/${sourceName}`) : path;
+}
+
+/**
+ * A push to an `xfer serve` server: chunks go up in batches; at commit the manifest is
+ * uploaded and the server rebuilds and verifies the target (nothing is built here).
+ */
+export class HttpDestination implements PushDestination {
+  readonly description: string;
+  constructor(readonly chunks: HttpStore, private readonly name: string) {
+    this.description = `${chunks.base.origin}/${name}`;
+  }
+
+  async begin(_kind: ManifestKind): Promise<PushSession> {
+    const store = this.chunks;
+    const name = this.name;
+    return {
+      entry: async (): Promise<FileSink | undefined> => undefined,
+      async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
+        await store.commitManifest(name, createReadStream(manifestPath), opts);
+      },
+      abort: async () => {},
+    };
+  }
+
+  async close(): Promise<void> {
+    await this.chunks.close();
+  }
+}

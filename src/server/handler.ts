@@ -1,0 +1,304 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { HTTP_STATUS, InvalidArgumentError, isXferError, ManifestIncompleteError, NotFoundError, TooLargeError, UnauthorizedError, XferError } from '../core/errors.js';
+import { DIGEST_BYTES, digestToHex, parseDigestAlgorithm, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
+import { openManifest, openManifestFile, type ManifestReader } from '../manifest/reader.js';
+import { reconstruct } from '../reconstruct/reconstruct.js';
+import type { LocalStore } from '../store/local.js';
+import { validateManifestPrefix } from '../store/names.js';
+import { FETCH_READ_AHEAD, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_QUERY_DIGESTS, MAX_SMALL_BODY_BYTES } from './limits.js';
+import { remotePathToName } from './paths.js';
+
+export const PROTOCOL_VERSION = 1;
+const PREFIX = '/v1/';
+/** Digests checked per `has` call while validating an uploaded manifest. */
+const MANIFEST_CHECK_BATCH = 4096;
+/** Missing digests named in a 409 answer, at most. */
+const MISSING_NAMED_MAX = 5;
+
+export interface HandlerContext {
+  readonly store: LocalStore;
+  /** `<root>/files`: where pushed files and trees are materialized. */
+  readonly filesDir: string;
+  readonly tmpDir: string;
+  readonly token?: string;
+  readonly signal: AbortSignal;
+}
+
+/**
+ * The request handler of `xfer serve` (docs/PROTOCOL.md). Every failure becomes a JSON
+ * `{ code, message }` with the status from HTTP_STATUS; nothing is printed.
+ */
+export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, res: Http2ServerResponse) => void {
+  const tokenDigest = ctx.token === undefined ? undefined : sha256(ctx.token);
+  const commits = new Map<string, Promise<unknown>>();
+
+  return (req, res) => {
+    handle(req, res).catch((err) => sendError(res, err));
+  };
+
+  async function handle(req: Http2ServerRequest, res: Http2ServerResponse): Promise<void> {
+    if (tokenDigest) {
+      const auth = req.headers.authorization ?? '';
+      const given = auth.startsWith('Bearer ') ? auth.slice(7) : '';
+      if (!timingSafeEqual(sha256(given), tokenDigest)) throw new UnauthorizedError();
+    }
+    const url = new URL(req.url, 'http://x');
+    const path = url.pathname;
+    if (!path.startsWith(PREFIX)) throw new NotFoundError(`no such endpoint: ${path}`);
+    const rest = path.slice(PREFIX.length);
+    const method = req.method;
+    if (method === 'GET' && rest === 'info') {
+      return sendJson(res, 200, { protocol: PROTOCOL_VERSION, maxBatchBytes: MAX_BATCH_BYTES, maxQueryDigests: MAX_QUERY_DIGESTS, maxChunkBytes: MAX_CHUNK_BYTES });
+    }
+    if (method === 'POST' && rest === 'chunks/missing') return missing(req, res, algorithmOf(url));
+    if (method === 'POST' && rest === 'chunks') return upload(req, res, algorithmOf(url));
+    if (method === 'POST' && rest === 'chunks/fetch') return fetchChunks(req, res, algorithmOf(url));
+    if (rest.startsWith('manifests/')) {
+      const name = remotePathToName(rest.slice('manifests/'.length));
+      if (method === 'GET') return getManifest(res, name);
+      if (method === 'PUT') return putManifest(req, res, name);
+    }
+    if (method === 'GET' && rest.startsWith('stat/')) return stat(res, remotePathToName(rest.slice('stat/'.length)));
+    if (method === 'GET' && rest === 'list') return list(res, url.searchParams.get('prefix') ?? '');
+    throw new NotFoundError(`no such endpoint: ${method} ${path}`);
+  }
+
+  async function missing(req: Http2ServerRequest, res: Http2ServerResponse, algorithm: DigestAlgorithm): Promise<void> {
+    const body = await readBody(req, MAX_QUERY_DIGESTS * DIGEST_BYTES);
+    const ids = digestList(body, algorithm);
+    const present = await ctx.store.has(ids, { signal: ctx.signal });
+    const bitmap = Buffer.alloc(Math.ceil(ids.length / 8));
+    for (let i = 0; i < ids.length; i++) if (!present[i]) bitmap[i >> 3]! |= 1 << (i & 7);
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    res.end(bitmap);
+  }
+
+  /** Parses records as they arrive, holding at most one chunk's bytes beyond what is parsed. */
+  async function upload(req: Http2ServerRequest, res: Http2ServerResponse, algorithm: DigestAlgorithm): Promise<void> {
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (declared > MAX_BATCH_BYTES) throw new TooLargeError(`chunk batch of ${declared} bytes is over the limit of ${MAX_BATCH_BYTES}`);
+    let stored = 0;
+    let present = 0;
+    let total = 0;
+    let pending: Buffer = Buffer.alloc(0);
+    const puts: Promise<void>[] = [];
+    let failure: { error: unknown } | undefined;
+    for await (const piece of req) {
+      if (failure) throw failure.error;
+      total += (piece as Buffer).length;
+      if (total > MAX_BATCH_BYTES) throw new TooLargeError(`chunk batch is over the limit of ${MAX_BATCH_BYTES} bytes`);
+      pending = pending.length ? Buffer.concat([pending, piece as Buffer]) : (piece as Buffer);
+      let o = 0;
+      while (pending.length - o >= 4 + DIGEST_BYTES) {
+        const len = pending.readUInt32LE(o);
+        if (len > MAX_CHUNK_BYTES) throw new InvalidArgumentError(`chunk record of ${len} bytes is over the limit of ${MAX_CHUNK_BYTES}`);
+        if (pending.length - o < 4 + DIGEST_BYTES + len) break;
+        const digest = Buffer.from(pending.subarray(o + 4, o + 4 + DIGEST_BYTES));
+        const data = pending.subarray(o + 4 + DIGEST_BYTES, o + 4 + DIGEST_BYTES + len);
+        o += 4 + DIGEST_BYTES + len;
+        // put() re-hashes the bytes (not trusted): a mismatch is ChunkCorruptError naming the digest.
+        puts.push(
+          ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal }).then(
+            (wrote) => {
+              if (wrote) stored++;
+              else present++;
+            },
+            (error) => {
+              failure ??= { error };
+            },
+          ),
+        );
+      }
+      pending = o === pending.length ? Buffer.alloc(0) : Buffer.from(pending.subarray(o));
+    }
+    await Promise.all(puts);
+    if (failure) throw failure.error;
+    if (pending.length) throw new InvalidArgumentError('chunk batch ends inside a record');
+    sendJson(res, 200, { stored, present });
+  }
+
+  async function fetchChunks(req: Http2ServerRequest, res: Http2ServerResponse, algorithm: DigestAlgorithm): Promise<void> {
+    const ids = digestList(await readBody(req, MAX_QUERY_DIGESTS * DIGEST_BYTES), algorithm);
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    const reads: Promise<Buffer | undefined>[] = [];
+    const start = (i: number) => {
+      if (i < ids.length) {
+        reads[i] = ctx.store.get(ids[i]!, { signal: ctx.signal }).catch((err) => {
+          if (isXferError(err, 'XFER_CHUNK_MISSING')) return undefined;
+          throw err;
+        });
+        reads[i]!.catch(() => {});
+      }
+    };
+    for (let i = 0; i < FETCH_READ_AHEAD; i++) start(i);
+    for (let i = 0; i < ids.length; i++) {
+      const data = await reads[i]!;
+      reads[i] = undefined as unknown as Promise<Buffer | undefined>;
+      start(i + FETCH_READ_AHEAD);
+      const head = Buffer.alloc(4 + DIGEST_BYTES);
+      head.writeUInt32LE(data ? data.length : 0xffffffff, 0);
+      head.set(ids[i]!.digest, 4);
+      const ok = res.write(data ? Buffer.concat([head, data]) : head);
+      if (!ok) await new Promise<void>((r) => res.once('drain', () => r()));
+    }
+    res.end();
+  }
+
+  async function getManifest(res: Http2ServerResponse, name: string): Promise<void> {
+    const body = await ctx.store.getManifest(name, { signal: ctx.signal });
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    for await (const piece of body) {
+      if (!res.write(piece)) await new Promise<void>((r) => res.once('drain', () => r()));
+    }
+    res.end();
+  }
+
+  /**
+   * The commit point of a push: validate the manifest, refuse it if any chunk is missing,
+   * rebuild and verify the target in a staging copy, store the manifest, swap the target in.
+   * Commits to the same name are serialized.
+   */
+  async function putManifest(req: Http2ServerRequest, res: Http2ServerResponse, name: string): Promise<void> {
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (declared > MAX_MANIFEST_BYTES) throw new TooLargeError(`manifest of ${declared} bytes is over the limit of ${MAX_MANIFEST_BYTES}`);
+    const tmp = await mkdtemp(join(ctx.tmpDir, 'manifest-'));
+    try {
+      const file = join(tmp, 'manifest');
+      let total = 0;
+      await pipeline(
+        req,
+        async function* (source: AsyncIterable<Buffer>) {
+          for await (const piece of source) {
+            total += piece.length;
+            if (total > MAX_MANIFEST_BYTES) throw new TooLargeError(`manifest is over the limit of ${MAX_MANIFEST_BYTES} bytes`);
+            yield piece;
+          }
+        },
+        createWriteStream(file),
+      );
+      await checkChunksPresent(await openManifestFile(file, { signal: ctx.signal }));
+      const previous = commits.get(name) ?? Promise.resolve();
+      const run = previous.catch(() => {}).then(async () => {
+        await ctx.store.flush({ signal: ctx.signal });
+        const reader = await openManifestFile(file, { signal: ctx.signal });
+        return reconstruct(reader, ctx.store, join(ctx.filesDir, ...name.split('/')), {
+          signal: ctx.signal,
+          reuseTarget: false,
+          beforeCommit: () => ctx.store.putManifest(name, createReadStream(file), { signal: ctx.signal }),
+        });
+      });
+      commits.set(name, run);
+      try {
+        const r = await run;
+        sendJson(res, 200, { kind: r.kind, totalBytes: r.bytesTotal, digest: r.digest });
+      } finally {
+        if (commits.get(name) === run) commits.delete(name);
+      }
+    } finally {
+      await rm(tmp, { recursive: true, force: true });
+    }
+  }
+
+  async function checkChunksPresent(reader: ManifestReader): Promise<void> {
+    const algorithm = reader.header.digestAlgorithm;
+    let batch: ChunkId[] = [];
+    const missingHex: string[] = [];
+    let missingCount = 0;
+    const check = async () => {
+      const present = await ctx.store.has(batch, { signal: ctx.signal });
+      present.forEach((p, i) => {
+        if (p) return;
+        missingCount++;
+        if (missingHex.length < MISSING_NAMED_MAX) missingHex.push(digestToHex(batch[i]!.digest));
+      });
+      batch = [];
+    };
+    for await (const ev of reader.events()) {
+      if (ev.kind !== 'chunks') continue;
+      for (const r of ev.records) {
+        batch.push({ algorithm, digest: r.digest });
+        if (batch.length === MANIFEST_CHECK_BATCH) await check();
+      }
+    }
+    if (batch.length) await check();
+    if (missingCount > 0) {
+      throw new ManifestIncompleteError(
+        `manifest refers to ${missingCount} chunks the server does not have (${missingHex.join(', ')}${missingCount > missingHex.length ? ', ...' : ''})`,
+      );
+    }
+  }
+
+  async function stat(res: Http2ServerResponse, name: string): Promise<void> {
+    try {
+      const reader = await openManifest(await ctx.store.getManifest(name, { signal: ctx.signal }), { signal: ctx.signal });
+      const type = reader.header.kind;
+      await reader.close();
+      return sendJson(res, 200, { type });
+    } catch (err) {
+      if (!isXferError(err, 'XFER_NOT_FOUND')) throw err;
+    }
+    const under = await ctx.store.listManifests(`${name}/`, { signal: ctx.signal });
+    sendJson(res, 200, { type: under.length > 0 ? 'dir' : 'none' });
+  }
+
+  async function list(res: Http2ServerResponse, prefixRaw: string): Promise<void> {
+    const prefix = validateManifestPrefix(prefixRaw);
+    const entries = [];
+    for (const m of await ctx.store.listManifests(prefix, { signal: ctx.signal })) {
+      const reader = await openManifest(await ctx.store.getManifest(m.name, { signal: ctx.signal }), { signal: ctx.signal });
+      const h = reader.header;
+      await reader.close();
+      entries.push({ path: m.name, kind: h.kind, bytes: h.totalBytes, mtimeMs: m.mtimeMs, digest: digestToHex(h.digest) });
+    }
+    sendJson(res, 200, { entries });
+  }
+}
+
+function algorithmOf(url: URL): DigestAlgorithm {
+  return parseDigestAlgorithm(url.searchParams.get('algorithm') ?? '');
+}
+
+function digestList(body: Buffer, algorithm: DigestAlgorithm): ChunkId[] {
+  if (body.length === 0 || body.length % DIGEST_BYTES !== 0) throw new InvalidArgumentError(`body must be a non-empty list of ${DIGEST_BYTES}-byte digests`);
+  const ids: ChunkId[] = [];
+  for (let o = 0; o < body.length; o += DIGEST_BYTES) ids.push({ algorithm, digest: body.subarray(o, o + DIGEST_BYTES) });
+  return ids;
+}
+
+async function readBody(req: Http2ServerRequest, limit: number = MAX_SMALL_BODY_BYTES): Promise<Buffer> {
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (declared > limit) throw new TooLargeError(`request body of ${declared} bytes is over the limit of ${limit}`);
+  const pieces: Buffer[] = [];
+  let total = 0;
+  for await (const p of req) {
+    total += (p as Buffer).length;
+    if (total > limit) throw new TooLargeError(`request body is over the limit of ${limit} bytes`);
+    pieces.push(p as Buffer);
+  }
+  return Buffer.concat(pieces);
+}
+
+function sha256(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+function sendJson(res: Http2ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** The one place a server-side error becomes a response. */
+function sendError(res: Http2ServerResponse, err: unknown): void {
+  const e = isXferError(err) ? err : new XferError('XFER_INTERNAL', `internal error: ${(err as Error)?.message ?? String(err)}`);
+  if (res.headersSent || res.stream?.destroyed) {
+    res.stream?.close?.(0x2); // INTERNAL_ERROR: the client sees a reset, never a truncated success
+    return;
+  }
+  sendJson(res, HTTP_STATUS[e.code] ?? 500, { code: e.code, message: e.message });
+}

@@ -1,0 +1,319 @@
+import { Client, H2CClient, type Dispatcher } from 'undici';
+import { throwIfAborted } from '../core/abort.js';
+import {
+  AbortedError, ChunkCorruptError, ChunkMissingError, InvalidArgumentError, ProtocolError, XferError, type ErrorCode,
+} from '../core/errors.js';
+import { DIGEST_BYTES, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
+import { MiB } from '../core/sizes.js';
+import { digestOf } from '../hash/digest.js';
+import type { ChunkStore, ManifestInfo, ManifestStore, OpOptions, PutOptions } from './store.js';
+
+export interface HttpStoreOptions {
+  /** Bearer token for a server started with --token. */
+  readonly token?: string;
+  /** PEM CA certificate(s) to trust (self-signed servers). */
+  readonly ca?: string | Buffer;
+  /** Accept any certificate (testing only). */
+  readonly insecure?: boolean;
+  readonly signal?: AbortSignal;
+}
+
+/** Bytes of chunk data per upload request (many requests run in parallel on one connection). */
+export const UPLOAD_BATCH_BYTES = 4 * MiB;
+/** Chunks per fetch request. */
+export const FETCH_BATCH_CHUNKS = 64;
+/** Upload requests in flight at once. */
+export const MAX_UPLOADS_IN_FLIGHT = 8;
+export const STREAM_WINDOW_BYTES = 16 * MiB;
+export const CONNECTION_WINDOW_BYTES = 256 * MiB;
+
+interface ServerInfo {
+  protocol: number;
+  maxBatchBytes: number;
+  maxQueryDigests: number;
+  maxChunkBytes: number;
+}
+
+interface PendingPut {
+  id: ChunkId;
+  data: Uint8Array;
+  resolve: (wrote: boolean) => void;
+  reject: (err: unknown) => void;
+}
+
+interface PendingGet {
+  id: ChunkId;
+  resolve: (data: Buffer) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * A ChunkStore and ManifestStore on an `xfer serve` server over HTTP/2 (docs/PROTOCOL.md),
+ * with undici (`Client` with allowH2 for https, `H2CClient` for http).
+ *
+ * Single put() and get() calls are coalesced into batched requests (one request body
+ * carries many chunks), sent on concurrent streams of one connection. put() resolves true
+ * once the batch holding the chunk was accepted by the server (it re-hashes every chunk).
+ * get() verifies every chunk it receives against its digest: the server is not trusted.
+ */
+export class HttpStore implements ChunkStore, ManifestStore {
+  private readonly headers: Record<string, string>;
+  private puts: PendingPut[] = [];
+  private putBytes = 0;
+  private putTimer: NodeJS.Immediate | undefined;
+  private readonly uploads = new Set<Promise<void>>();
+  private gets: PendingGet[] = [];
+  private getTimer: NodeJS.Immediate | undefined;
+
+  private constructor(readonly base: URL, private readonly client: Dispatcher, readonly info: ServerInfo, token?: string) {
+    this.headers = token ? { authorization: `Bearer ${token}` } : {};
+  }
+
+  static async connect(url: string | URL, options: HttpStoreOptions = {}): Promise<HttpStore> {
+    const base = new URL(url);
+    if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new InvalidArgumentError(`${url}: expected an http:// or https:// URL`);
+    const windows = { initialWindowSize: STREAM_WINDOW_BYTES, connectionWindowSize: CONNECTION_WINDOW_BYTES, maxConcurrentStreams: 128 };
+    const client: Dispatcher =
+      base.protocol === 'https:'
+        ? new Client(base.origin, { allowH2: true, ...windows, connect: { ca: options.ca, rejectUnauthorized: !options.insecure, ALPNProtocols: ['h2'] } })
+        : new H2CClient(base.origin, { ...windows, pipelining: 100 } as ConstructorParameters<typeof H2CClient>[1]);
+    const headers: Record<string, string> = options.token ? { authorization: `Bearer ${options.token}` } : {};
+    let info: ServerInfo;
+    try {
+      info = (await json(await call(client, base, { method: 'GET', path: '/v1/info', headers, signal: options.signal }))) as ServerInfo;
+    } catch (err) {
+      await client.close().catch(() => {});
+      throw err;
+    }
+    if (info.protocol !== 1) {
+      await client.close().catch(() => {});
+      throw new ProtocolError(`${base.origin} speaks xfer protocol ${info.protocol}; this client speaks 1`);
+    }
+    return new HttpStore(base, client, info, options.token);
+  }
+
+  private request(opts: { method: Dispatcher.HttpMethod; path: string; body?: Dispatcher.DispatchOptions['body']; signal?: AbortSignal; headers?: Record<string, string> }) {
+    return call(this.client, this.base, { ...opts, headers: { ...this.headers, ...opts.headers } });
+  }
+
+  async has(ids: readonly ChunkId[], options: OpOptions = {}): Promise<boolean[]> {
+    throwIfAborted(options.signal);
+    const out = new Array<boolean>(ids.length);
+    const byAlgorithm = new Map<DigestAlgorithm, number[]>();
+    ids.forEach((id, i) => {
+      const list = byAlgorithm.get(id.algorithm) ?? [];
+      list.push(i);
+      byAlgorithm.set(id.algorithm, list);
+    });
+    const jobs: Promise<void>[] = [];
+    for (const [algorithm, idx] of byAlgorithm) {
+      for (let s = 0; s < idx.length; s += this.info.maxQueryDigests) {
+        const part = idx.slice(s, s + this.info.maxQueryDigests);
+        const body = Buffer.allocUnsafe(part.length * DIGEST_BYTES);
+        part.forEach((i, k) => body.set(ids[i]!.digest, k * DIGEST_BYTES));
+        jobs.push(
+          (async () => {
+            const res = await this.request({ method: 'POST', path: `/v1/chunks/missing?algorithm=${algorithm}`, body, signal: options.signal });
+            const bitmap = Buffer.from(await res.body.arrayBuffer());
+            if (bitmap.length !== Math.ceil(part.length / 8)) throw new ProtocolError('malformed chunks/missing answer');
+            part.forEach((i, k) => (out[i] = (bitmap[k >> 3]! & (1 << (k & 7))) === 0));
+          })(),
+        );
+      }
+    }
+    await Promise.all(jobs);
+    return out;
+  }
+
+  put(id: ChunkId, data: Uint8Array, options: PutOptions = {}): Promise<boolean> {
+    throwIfAborted(options.signal);
+    if (data.length > this.info.maxChunkBytes) return Promise.reject(new InvalidArgumentError(`chunk of ${data.length} bytes is larger than the server accepts`));
+    return new Promise<boolean>((resolve, reject) => {
+      this.puts.push({ id, data, resolve, reject });
+      this.putBytes += data.length + 4 + DIGEST_BYTES;
+      if (this.putBytes >= Math.min(UPLOAD_BATCH_BYTES, this.info.maxBatchBytes - this.info.maxChunkBytes - 64)) this.sendPuts(options.signal);
+      else this.putTimer ??= setImmediate(() => this.sendPuts(options.signal));
+    }).then(async (wrote) => {
+      // back-pressure: a caller awaiting put() waits while too many uploads are in flight
+      while (this.uploads.size > MAX_UPLOADS_IN_FLIGHT) await Promise.race(this.uploads);
+      return wrote;
+    });
+  }
+
+  private sendPuts(signal?: AbortSignal): void {
+    if (this.putTimer) clearImmediate(this.putTimer);
+    this.putTimer = undefined;
+    const batch = this.puts;
+    this.puts = [];
+    this.putBytes = 0;
+    if (!batch.length) return;
+    const byAlgorithm = new Map<DigestAlgorithm, PendingPut[]>();
+    for (const p of batch) byAlgorithm.set(p.id.algorithm, [...(byAlgorithm.get(p.id.algorithm) ?? []), p]);
+    for (const [algorithm, list] of byAlgorithm) {
+      const parts: Uint8Array[] = [];
+      for (const p of list) {
+        const head = Buffer.allocUnsafe(4 + DIGEST_BYTES);
+        head.writeUInt32LE(p.data.length, 0);
+        head.set(p.id.digest, 4);
+        parts.push(head, p.data);
+      }
+      const body = Buffer.concat(parts);
+      const upload = (async () => {
+        try {
+          const res = await this.request({ method: 'POST', path: `/v1/chunks?algorithm=${algorithm}`, body, signal });
+          await res.body.dump();
+          for (const p of list) p.resolve(true);
+        } catch (err) {
+          for (const p of list) p.reject(err);
+        }
+      })();
+      this.uploads.add(upload);
+      void upload.finally(() => this.uploads.delete(upload));
+    }
+  }
+
+  get(id: ChunkId, options: OpOptions = {}): Promise<Buffer> {
+    throwIfAborted(options.signal);
+    return new Promise<Buffer>((resolve, reject) => {
+      this.gets.push({ id, resolve, reject });
+      if (this.gets.length >= FETCH_BATCH_CHUNKS) this.sendGets(options.signal);
+      else this.getTimer ??= setImmediate(() => this.sendGets(options.signal));
+    });
+  }
+
+  private sendGets(signal?: AbortSignal): void {
+    if (this.getTimer) clearImmediate(this.getTimer);
+    this.getTimer = undefined;
+    const batch = this.gets;
+    this.gets = [];
+    const byAlgorithm = new Map<DigestAlgorithm, PendingGet[]>();
+    for (const g of batch) byAlgorithm.set(g.id.algorithm, [...(byAlgorithm.get(g.id.algorithm) ?? []), g]);
+    for (const [algorithm, list] of byAlgorithm) {
+      void this.fetchBatch(algorithm, list, signal).catch((err) => {
+        for (const g of list) g.reject(err);
+      });
+    }
+  }
+
+  /** Parses the streamed records, verifying and resolving each chunk as it completes. */
+  private async fetchBatch(algorithm: DigestAlgorithm, list: PendingGet[], signal?: AbortSignal): Promise<void> {
+    const body = Buffer.allocUnsafe(list.length * DIGEST_BYTES);
+    list.forEach((g, i) => body.set(g.id.digest, i * DIGEST_BYTES));
+    const res = await this.request({ method: 'POST', path: `/v1/chunks/fetch?algorithm=${algorithm}`, body, signal });
+    let pending: Buffer = Buffer.alloc(0);
+    let next = 0;
+    for await (const piece of res.body) {
+      pending = pending.length ? Buffer.concat([pending, piece as Buffer]) : (piece as Buffer);
+      let o = 0;
+      while (next < list.length && pending.length - o >= 4 + DIGEST_BYTES) {
+        const len = pending.readUInt32LE(o);
+        const g = list[next]!;
+        const digest = pending.subarray(o + 4, o + 4 + DIGEST_BYTES);
+        if (!digest.equals(g.id.digest)) throw new ProtocolError('chunks/fetch answered out of order');
+        if (len === 0xffffffff) {
+          o += 4 + DIGEST_BYTES;
+          next++;
+          g.reject(new ChunkMissingError(digestToHex(g.id.digest), this.base.origin));
+          continue;
+        }
+        if (len > this.info.maxChunkBytes) throw new ProtocolError(`chunks/fetch record of ${len} bytes`);
+        if (pending.length - o < 4 + DIGEST_BYTES + len) break;
+        const data = Buffer.from(pending.subarray(o + 4 + DIGEST_BYTES, o + 4 + DIGEST_BYTES + len));
+        o += 4 + DIGEST_BYTES + len;
+        next++;
+        if (digestOf(algorithm, data).equals(g.id.digest)) g.resolve(data);
+        else g.reject(new ChunkCorruptError(digestToHex(g.id.digest), `received from ${this.base.origin} with other content`));
+      }
+      pending = o === pending.length ? Buffer.alloc(0) : Buffer.from(pending.subarray(o));
+    }
+    if (next !== list.length) throw new ProtocolError('chunks/fetch answer ended early');
+  }
+
+  async flush(options: OpOptions = {}): Promise<void> {
+    throwIfAborted(options.signal);
+    this.sendPuts(options.signal);
+    while (this.uploads.size) await Promise.all([...this.uploads]);
+  }
+
+  async putManifest(name: string, source: AsyncIterable<Uint8Array>, options: OpOptions = {}): Promise<void> {
+    await this.commitManifest(name, source, options);
+  }
+
+  /** Uploads a manifest: the server checks it, rebuilds the target and answers with what it committed. */
+  async commitManifest(name: string, source: AsyncIterable<Uint8Array>, options: OpOptions = {}): Promise<{ kind: string; totalBytes: number; digest: string }> {
+    const res = await this.request({ method: 'PUT', path: `/v1/manifests/${encodePath(name)}`, body: source as Dispatcher.DispatchOptions['body'], signal: options.signal });
+    return (await json(res)) as { kind: string; totalBytes: number; digest: string };
+  }
+
+  async getManifest(name: string, options: OpOptions = {}): Promise<AsyncIterable<Uint8Array>> {
+    const res = await this.request({ method: 'GET', path: `/v1/manifests/${encodePath(name)}`, signal: options.signal });
+    return res.body;
+  }
+
+  async listManifests(prefix: string, options: OpOptions = {}): Promise<ManifestInfo[]> {
+    const r = await this.list(prefix, options);
+    return r.map((e) => ({ name: e.path, bytes: e.bytes, mtimeMs: e.mtimeMs }));
+  }
+
+  /** The server's listing with kinds and digests (for `xfer ls`). */
+  async list(prefix: string, options: OpOptions = {}): Promise<{ path: string; kind: string; bytes: number; mtimeMs: number; digest: string }[]> {
+    const res = await this.request({ method: 'GET', path: `/v1/list?prefix=${encodeURIComponent(prefix)}`, signal: options.signal });
+    return ((await json(res)) as { entries: { path: string; kind: string; bytes: number; mtimeMs: number; digest: string }[] }).entries;
+  }
+
+  async stat(name: string, options: OpOptions = {}): Promise<'file' | 'tree' | 'dir' | 'none'> {
+    const res = await this.request({ method: 'GET', path: `/v1/stat/${encodePath(name)}`, signal: options.signal });
+    return ((await json(res)) as { type: 'file' | 'tree' | 'dir' | 'none' }).type;
+  }
+
+  async deleteManifest(): Promise<void> {
+    throw new InvalidArgumentError('deleting remote manifests is not supported');
+  }
+
+  async close(): Promise<void> {
+    await this.flush().catch(() => {});
+    await this.client.close().catch(() => {});
+  }
+}
+
+function encodePath(name: string): string {
+  return name.split('/').map(encodeURIComponent).join('/');
+}
+
+/** One request; a non-2xx answer becomes the XferError the server described. */
+async function call(
+  client: Dispatcher, base: URL,
+  opts: { method: Dispatcher.HttpMethod; path: string; body?: Dispatcher.DispatchOptions['body']; signal?: AbortSignal; headers?: Record<string, string> },
+): Promise<Dispatcher.ResponseData> {
+  let res: Dispatcher.ResponseData;
+  try {
+    res = await client.request({ method: opts.method, path: opts.path, body: opts.body, headers: opts.headers, signal: opts.signal });
+  } catch (err) {
+    throw transportError(err, base, opts.signal);
+  }
+  if (res.statusCode >= 200 && res.statusCode < 300) return res;
+  let body: { code?: string; message?: string } = {};
+  try {
+    body = (await res.body.json()) as typeof body;
+  } catch {
+    /* not JSON: described by status below */
+  }
+  if (typeof body.code === 'string' && typeof body.message === 'string') throw new XferError(body.code as ErrorCode, `${base.origin}: ${body.message}`);
+  throw new ProtocolError(`${base.origin} answered ${opts.method} ${opts.path.split('?')[0]} with status ${res.statusCode}`);
+}
+
+async function json(res: Dispatcher.ResponseData): Promise<unknown> {
+  try {
+    return await res.body.json();
+  } catch (err) {
+    throw new ProtocolError(`malformed JSON answer: ${(err as Error).message}`);
+  }
+}
+
+function transportError(err: unknown, base: URL, signal?: AbortSignal): XferError {
+  if (err instanceof XferError) return err;
+  if (signal?.aborted || (err as Error)?.name === 'AbortError') return new AbortedError();
+  const e = err as { code?: string; message?: string };
+  const what = e.code === 'ECONNREFUSED' ? 'connection refused' : e.code ?? e.message ?? String(err);
+  return new ProtocolError(`cannot reach ${base.origin}: ${what}`, { cause: err });
+}
