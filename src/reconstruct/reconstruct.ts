@@ -1,10 +1,11 @@
+import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { VerifyFailedError } from '../core/errors.js';
-import type { ChunkId } from '../core/ids.js';
+import type { ChunkId, DigestAlgorithm } from '../core/ids.js';
 import { digestToHex } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
-import { createHasher, type Hasher } from '../hash/digest.js';
+import { createHasher, digestOf, type Hasher } from '../hash/digest.js';
 import type { ManifestReader } from '../manifest/reader.js';
 import type { ChunkRecord, EntryMeta, ManifestKind } from '../manifest/types.js';
 import type { ScanPool } from '../scan/pool.js';
@@ -23,6 +24,11 @@ export interface ReconstructOptions {
   readonly concurrency?: number;
   /** Needed to index seeds (chunking them); without one, seeds and target reuse are skipped. */
   readonly pool?: ScanPool;
+  /**
+   * Keep an interrupted run's partial result beside the target and resume from it
+   * (default true). The server, which rebuilds from its own store, turns this off.
+   */
+  readonly resumable?: boolean;
   /** Runs after everything is written and verified, just before the target is swapped in. */
   readonly beforeCommit?: () => Promise<void>;
   readonly onProgress?: (p: PullProgress) => void;
@@ -60,7 +66,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   const { signal, pool } = options;
   const header = reader.header;
   const algorithm = header.digestAlgorithm;
-  const staging = await Staging.create(target, header.kind, { signal });
+  const staging = await Staging.create(target, header.kind, { signal, resumable: options.resumable ?? true });
   const globalSeeds = new SeedIndex(header.chunker, algorithm);
   if (pool) for (const s of options.seeds ?? []) await globalSeeds.add(s, pool, signal);
   const window = new Window(options.concurrency ?? DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES);
@@ -80,7 +86,8 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
         else {
           const local = new SeedIndex(header.chunker, algorithm);
           if (pool && options.reuseTarget !== false) await local.add(meta.path === '' ? target : join(target, ...meta.path.split('/')), pool, signal);
-          file = new OpenFile(meta, await staging.openFile(meta), createHasher(algorithm), [local, globalSeeds]);
+          const staged = await staging.openFile(meta);
+          file = new OpenFile(meta, staged, createHasher(algorithm), [local, globalSeeds], await InPlace.open(staging.previousPathOf(meta.path), staged, algorithm));
         }
       } else if (ev.kind === 'chunks') {
         const f = file!;
@@ -90,14 +97,17 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
           f.offset += rec.length;
           const id: ChunkId = { algorithm, digest: rec.digest };
           await window.run(rec.length, async () => {
-            let data = await f.fromSeed(rec);
+            // 1. already in place (an interrupted run), 2. a local seed, 3. the store.
+            let data = await f.inPlace?.match(rec, offset);
+            const inPlace = data !== undefined && f.inPlace!.isTarget;
+            if (!data) data = await f.fromSeed(rec);
             if (data) bytesReused += rec.length;
             else {
               data = await store.get(id, { signal });
               if (data.length !== rec.length) throw new VerifyFailedError(`chunk ${digestToHex(rec.digest)} has ${data.length} bytes, manifest says ${rec.length}`);
               bytesReceived += rec.length;
             }
-            await f.staged.write(data, offset);
+            if (!inPlace) await f.staged.write(data, offset);
             f.completed(seq, data);
             bytesDone += rec.length;
             progress();
@@ -157,6 +167,7 @@ class OpenFile {
     readonly staged: StagedFile,
     readonly hasher: Hasher,
     private readonly seeds: readonly SeedIndex[],
+    readonly inPlace: InPlace | undefined,
   ) {}
 
   describe(): string {
@@ -189,6 +200,53 @@ class OpenFile {
   async closeSeeds(): Promise<void> {
     // the first seed index is this file's own (the previous version); the rest are shared
     await this.seeds[0]?.close();
+    await this.inPlace?.close();
+  }
+}
+
+/**
+ * What an interrupted run left at a file's final offsets: the resumable partial file
+ * itself (isTarget: a match needs no write) or the file of the previous partial tree.
+ * A chunk counts only if the bytes at its offset hash to its digest.
+ */
+class InPlace {
+  private constructor(
+    readonly isTarget: boolean,
+    private readonly sizeBytes: number,
+    private readonly read: (length: number, position: number) => Promise<Buffer>,
+    private readonly algorithm: DigestAlgorithm,
+    private readonly release: () => Promise<void>,
+  ) {}
+
+  static async open(path: string | undefined, staged: StagedFile, algorithm: DigestAlgorithm): Promise<InPlace | undefined> {
+    if (path === undefined) return undefined;
+    if (path === staged.path) {
+      const size = await staged.size();
+      return size > 0 ? new InPlace(true, size, (l, p) => staged.readAt(l, p), algorithm, async () => {}) : undefined;
+    }
+    let fh: FileHandle;
+    try {
+      fh = await open(path, 'r');
+    } catch {
+      return undefined;
+    }
+    const size = (await fh.stat()).size;
+    const read = async (length: number, position: number) => {
+      const buf = Buffer.allocUnsafe(length);
+      const { bytesRead } = await fh.read(buf, 0, length, position);
+      return buf.subarray(0, bytesRead);
+    };
+    return new InPlace(false, size, read, algorithm, () => fh.close());
+  }
+
+  async match(rec: ChunkRecord, offset: number): Promise<Buffer | undefined> {
+    if (offset + rec.length > this.sizeBytes) return undefined;
+    const data = await this.read(rec.length, offset);
+    return data.length === rec.length && digestOf(this.algorithm, data).equals(rec.digest) ? data : undefined;
+  }
+
+  async close(): Promise<void> {
+    await this.release().catch(() => {});
   }
 }
 

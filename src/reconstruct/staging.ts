@@ -4,7 +4,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { chmod, lstat, lutimes, mkdir, open, rename, rm, symlink, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
-import { AlreadyExistsError, fromSystemError, InvalidArgumentError, VerifyFailedError } from '../core/errors.js';
+import { AlreadyExistsError, fromSystemError, InvalidArgumentError } from '../core/errors.js';
 import type { EntryMeta, ManifestKind } from '../manifest/types.js';
 
 /** Temp names beside the target start with this, so they are recognisable and ignorable. */
@@ -12,6 +12,11 @@ export const STAGING_PREFIX = '.xfer-';
 
 /**
  * Builds a new version of a target (a file or a whole tree) beside it, then swaps it in.
+ *
+ * A resumable staging (pulls) has a stable name, `.xfer-<name>.partial`, that survives an
+ * interrupted run: a file is reopened as it was (its chunks are checked in place and only
+ * the missing ones are fetched); a tree is moved to `<partial>.prev` and serves as an
+ * in-place seed for the new partial tree. abort() keeps a resumable partial.
  *
  * Contract: until commit() resolves, the target is untouched; after it resolves, the target
  * is the complete new version, fsynced. A file replaces a file with one rename (atomic).
@@ -23,16 +28,21 @@ export class Staging {
   readonly target: string;
   readonly kind: ManifestKind;
   private readonly root: string;
+  /** The previous partial tree of an interrupted resumable run, if any. */
+  readonly previous: string | undefined;
+  private readonly resumable: boolean;
   private readonly dirs: EntryMeta[] = [];
   private committed = false;
 
-  private constructor(target: string, kind: ManifestKind, root: string) {
+  private constructor(target: string, kind: ManifestKind, root: string, resumable: boolean, previous: string | undefined) {
     this.target = target;
     this.kind = kind;
     this.root = root;
+    this.resumable = resumable;
+    this.previous = previous;
   }
 
-  static async create(target: string, kind: ManifestKind, options: { signal?: AbortSignal } = {}): Promise<Staging> {
+  static async create(target: string, kind: ManifestKind, options: { signal?: AbortSignal; resumable?: boolean } = {}): Promise<Staging> {
     throwIfAborted(options.signal);
     await checkReplaceable(target, kind);
     const parent = dirname(target);
@@ -41,15 +51,37 @@ export class Staging {
     } catch (err) {
       throw fromSystemError(err, parent, 'create directory');
     }
-    const root = join(parent, `${STAGING_PREFIX}${basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
+    const resumable = options.resumable ?? false;
+    const root = resumable
+      ? join(parent, `${STAGING_PREFIX}${basename(target)}.partial`)
+      : join(parent, `${STAGING_PREFIX}${basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
+    let previous: string | undefined;
     if (kind === 'tree') {
       try {
+        if (resumable) {
+          const st = await lstat(root).catch(() => undefined);
+          if (st) {
+            previous = `${root}.prev`;
+            await rm(previous, { recursive: true, force: true });
+            if (st.isDirectory()) await rename(root, previous);
+            else await rm(root, { force: true });
+          }
+        }
         await mkdir(root, { mode: 0o700 });
       } catch (err) {
         throw fromSystemError(err, root, 'create directory');
       }
+    } else if (resumable) {
+      const st = await lstat(root).catch(() => undefined);
+      if (st && !st.isFile()) await rm(root, { recursive: true, force: true });
     }
-    return new Staging(target, kind, root);
+    return new Staging(target, kind, root, resumable, previous);
+  }
+
+  /** Where an interrupted run may have left this entry's bytes at their final offsets. */
+  previousPathOf(rel: string): string | undefined {
+    if (this.kind === 'file') return this.resumable ? this.root : undefined;
+    return this.previous === undefined ? undefined : join(this.previous, ...rel.split('/'));
   }
 
   /** Where an entry's staged copy lives ('' is the file of a file manifest). */
@@ -81,7 +113,9 @@ export class Staging {
     const p = this.pathOf(meta.path);
     let fh: FileHandle;
     try {
-      fh = await open(p, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
+      // A resumable file keeps what an interrupted run wrote; everything else starts empty.
+      const flags = this.resumable && this.kind === 'file' ? constants.O_CREAT | constants.O_RDWR : constants.O_CREAT | constants.O_EXCL | constants.O_RDWR;
+      fh = await open(p, flags, 0o600);
     } catch (err) {
       throw fromSystemError(err, p, 'create file');
     }
@@ -125,11 +159,14 @@ export class Staging {
     }
     await fsyncPath(parent, true);
     this.committed = true;
+    if (this.previous) await rm(this.previous, { recursive: true, force: true });
   }
 
+  /** Removes what was staged; a resumable staging keeps its partial for the next run. */
   async abort(): Promise<void> {
     if (this.committed) return;
-    await rm(this.root, { recursive: true, force: true }).catch(() => {});
+    if (this.previous) await rm(this.previous, { recursive: true, force: true }).catch(() => {});
+    if (!this.resumable) await rm(this.root, { recursive: true, force: true }).catch(() => {});
   }
 }
 
@@ -161,11 +198,9 @@ export class StagedFile {
   async finish(size: number): Promise<void> {
     try {
       const st = await this.fh.stat();
-      if (st.size !== size) {
-        // Only a trailing sparse region can be short (never written); anything else is a bug.
-        if (st.size > size) throw new VerifyFailedError(`${this.path}: staged file is larger than its manifest says`);
-        await this.fh.truncate(size);
-      }
+      // Every byte below `size` was written or verified in place; a resumed partial of an
+      // older, longer version may have bytes beyond it.
+      if (st.size !== size) await this.fh.truncate(size);
       await this.fh.chmod(this.meta.mode);
       await this.fh.utimes(this.meta.mtimeMs / 1000, this.meta.mtimeMs / 1000);
       await this.fh.datasync();
@@ -174,6 +209,17 @@ export class StagedFile {
     } finally {
       await this.fh.close().catch(() => {});
     }
+  }
+
+  async size(): Promise<number> {
+    return (await this.fh.stat()).size;
+  }
+
+  /** Reads `length` bytes at `position`; fewer if the file is shorter. */
+  async readAt(length: number, position: number): Promise<Buffer> {
+    const buf = Buffer.allocUnsafe(length);
+    const { bytesRead } = await this.fh.read(buf, 0, length, position);
+    return bytesRead === length ? buf : buf.subarray(0, bytesRead);
   }
 
   async close(): Promise<void> {
@@ -215,8 +261,4 @@ export async function fsyncPath(p: string, isDir: boolean): Promise<void> {
   } finally {
     await fh?.close();
   }
-}
-
-export function assertRelative(rel: string): void {
-  if (rel.startsWith('/') || rel.split('/').includes('..')) throw new InvalidArgumentError(`unsafe path in manifest: ${rel}`);
 }

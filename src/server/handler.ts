@@ -47,8 +47,11 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       const given = auth.startsWith('Bearer ') ? auth.slice(7) : '';
       if (!timingSafeEqual(sha256(given), tokenDigest)) throw new UnauthorizedError();
     }
-    const url = new URL(req.url, 'http://x');
-    const path = url.pathname;
+    // The raw path, never URL-normalized: `new URL` would resolve `%2e%2e` and `..` before
+    // remotePathToName could refuse them.
+    const q = req.url.indexOf('?');
+    const path = q < 0 ? req.url : req.url.slice(0, q);
+    const url = new URL(`http://x/?${q < 0 ? '' : req.url.slice(q + 1)}`);
     if (!path.startsWith(PREFIX)) throw new NotFoundError(`no such endpoint: ${path}`);
     const rest = path.slice(PREFIX.length);
     const method = req.method;
@@ -189,6 +192,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         return reconstruct(reader, ctx.store, join(ctx.filesDir, ...name.split('/')), {
           signal: ctx.signal,
           reuseTarget: false,
+          resumable: false,
           beforeCommit: () => ctx.store.putManifest(name, createReadStream(file), { signal: ctx.signal }),
         });
       });

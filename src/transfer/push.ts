@@ -49,7 +49,7 @@ export interface PushResult {
 
 export const DEFAULT_PUT_CONCURRENCY = 32;
 /** Bytes of chunk data held by uploads in flight, at most. */
-export const MAX_INFLIGHT_BYTES = 96 * MiB;
+export const MAX_INFLIGHT_BYTES = 32 * MiB;
 /** Files scanned ahead of the one being committed to the manifest (small-file parallelism). */
 export const LOOKAHEAD_FILES = 64;
 export const LOOKAHEAD_BYTES = 64 * MiB;
@@ -106,7 +106,10 @@ export async function push(source: PushSource, destination: PushDestination, opt
       const sink = await session.entry(meta, { signal });
       for await (const batch of scan.batches()) {
         throwIfAborted(signal);
-        await Promise.all([sender.send(batch), sink?.write(batch.data, batch.offset)]);
+        // The batch's buffer is reused once its last put and the target write are done.
+        const lease = new Lease(() => batch.release());
+        await Promise.all([sender.send(batch, lease), sink?.write(batch.data, batch.offset)]);
+        lease.drop();
         await writer!.addChunks(records(batch));
       }
       await sink?.finish(scan.result.size);
@@ -182,6 +185,18 @@ export async function push(source: PushSource, destination: PushDestination, opt
   }
 }
 
+/** Counts holders of a resource; runs `free` when the last one drops it. Starts with one holder. */
+class Lease {
+  private holders = 1;
+  constructor(private readonly free: () => void) {}
+  take(): void {
+    this.holders++;
+  }
+  drop(): void {
+    if (--this.holders === 0) this.free();
+  }
+}
+
 function records(batch: ChunkBatch): ChunkRecord[] {
   const out: ChunkRecord[] = new Array(batch.count);
   for (let i = 0; i < batch.count; i++) out[i] = { length: batch.lengths[i]!, digest: chunkDigest(batch, i) };
@@ -209,7 +224,8 @@ class ChunkSender {
     this.window = new Window(options.concurrency ?? DEFAULT_PUT_CONCURRENCY, MAX_INFLIGHT_BYTES);
   }
 
-  async send(batch: ChunkBatch): Promise<void> {
+  /** Starts the puts of `batch`'s missing chunks; each holds `lease` until it completes. */
+  async send(batch: ChunkBatch, lease: Lease): Promise<void> {
     const signal = this.options.signal;
     const ids: ChunkId[] = [];
     const index: number[] = [];
@@ -235,11 +251,16 @@ class ChunkSender {
       const i = index[k]!;
       const len = batch.lengths[i]!;
       const data = batch.data.subarray(offsets[i]!, offsets[i]! + len);
+      lease.take();
       await this.window.run(len, async () => {
-        const wrote = await this.destination.chunks.put(ids[k]!, data, { signal, trusted: true });
-        if (wrote) {
-          this.bytesSent += len;
-          this.chunksSent++;
+        try {
+          const wrote = await this.destination.chunks.put(ids[k]!, data, { signal, trusted: true });
+          if (wrote) {
+            this.bytesSent += len;
+            this.chunksSent++;
+          }
+        } finally {
+          lease.drop();
         }
       });
     }

@@ -1,0 +1,100 @@
+import { InvalidArgumentError } from '../core/errors.js';
+import { DIGEST_ALGORITHMS, DIGEST_BYTES, digestToHex, type ChunkId } from '../core/ids.js';
+
+/** Longest manifest name accepted, in UTF-8 bytes. */
+export const MAX_MANIFEST_NAME_BYTES = 4096;
+
+/**
+ * Longest single '/'-separated segment, in UTF-8 bytes: the NAME_MAX of common local
+ * filesystems, enforced for every store so a name accepted by one store works in all.
+ */
+export const MAX_MANIFEST_SEGMENT_BYTES = 255;
+
+/** Reserved segment: a store directory is `<backup-dir>/.xfer`, never a manifest. */
+const RESERVED_SEGMENT = '.xfer';
+
+/** How much of an offending name an error message quotes, in characters. */
+const QUOTED_NAME_MAX_CHARS = 200;
+
+/**
+ * Checks a manifest name and returns it unchanged. A name is a '/'-separated relative
+ * path of non-empty segments; no segment is '.', '..' or '.xfer'; it contains no NUL and
+ * no backslash, does not start or end with '/', and is at most MAX_MANIFEST_NAME_BYTES
+ * bytes long (each segment at most MAX_MANIFEST_SEGMENT_BYTES). Otherwise throws
+ * InvalidArgumentError with a one-line message naming it.
+ *
+ * Pure (no I/O): every store and the HTTP server validate names with it, so a name can
+ * never escape a store's manifest directory or mean different things to different stores.
+ */
+export function validateManifestName(name: string): string {
+  const reason = problemWith(name);
+  if (reason !== undefined) throw new InvalidArgumentError(`invalid manifest name ${quoteName(name)}: ${reason}`);
+  return name;
+}
+
+/** A manifest name in quotes with control characters escaped, so messages stay one line. */
+export function quoteName(name: string): string {
+  const text = String(name);
+  return text.length > QUOTED_NAME_MAX_CHARS
+    ? `${JSON.stringify(text.slice(0, QUOTED_NAME_MAX_CHARS))}...`
+    : JSON.stringify(text);
+}
+
+/**
+ * Checks a listing prefix and returns it unchanged. Prefixes match names as strings
+ * ('daily/' lists everything under daily/, 'daily/2024-' the names starting so, '' all),
+ * but the part before the last '/' must itself be a valid manifest name, so a prefix
+ * can never reach outside a store's manifests. Otherwise throws InvalidArgumentError.
+ */
+export function validateManifestPrefix(prefix: string): string {
+  if (typeof prefix !== 'string') throw new InvalidArgumentError('invalid manifest prefix: not a string');
+  const slash = prefix.lastIndexOf('/');
+  const reason =
+    prefix.includes('\0') || prefix.includes('\\')
+      ? 'contains a NUL or backslash'
+      : slash >= 0
+        ? problemWith(prefix.slice(0, slash))
+        : undefined;
+  if (reason !== undefined) throw new InvalidArgumentError(`invalid manifest prefix ${quoteName(prefix)}: ${reason}`);
+  return prefix;
+}
+
+/** The order of every listing: by UTF-8 bytes, as S3 and most servers sort keys. */
+export function compareManifestNames(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+}
+
+/**
+ * Checks that a chunk id names something a store could hold (a known algorithm, a digest
+ * of DIGEST_BYTES bytes) and returns the digest as hex. Stores build keys and paths from
+ * ids, so ids from outside (an untyped caller, a request) are checked before use.
+ */
+export function checkChunkId(id: ChunkId): string {
+  if (!DIGEST_ALGORITHMS.includes(id.algorithm)) {
+    throw new InvalidArgumentError(`invalid chunk id: unknown digest algorithm "${String(id.algorithm)}"`);
+  }
+  if (!(id.digest instanceof Uint8Array) || id.digest.length !== DIGEST_BYTES) {
+    throw new InvalidArgumentError(`invalid chunk id: the digest must be ${DIGEST_BYTES} bytes`);
+  }
+  return digestToHex(id.digest);
+}
+
+function problemWith(name: string): string | undefined {
+  if (typeof name !== 'string') return 'not a string';
+  if (name === '') return 'empty';
+  const bytes = Buffer.byteLength(name, 'utf8');
+  if (bytes > MAX_MANIFEST_NAME_BYTES) return `${bytes} bytes long, the limit is ${MAX_MANIFEST_NAME_BYTES}`;
+  if (name.includes('\0')) return 'contains a NUL character';
+  if (name.includes('\\')) return "contains a backslash (use '/' to separate segments)";
+  if (name.startsWith('/')) return "starts with '/' (names are relative)";
+  if (name.endsWith('/')) return "ends with '/'";
+  for (const segment of name.split('/')) {
+    if (segment === '') return "contains an empty segment ('//')";
+    if (segment === '.' || segment === '..') return `contains a '${segment}' segment`;
+    if (segment === RESERVED_SEGMENT) return `contains the reserved segment '${RESERVED_SEGMENT}'`;
+    if (Buffer.byteLength(segment, 'utf8') > MAX_MANIFEST_SEGMENT_BYTES) {
+      return `a segment is longer than ${MAX_MANIFEST_SEGMENT_BYTES} bytes`;
+    }
+  }
+  return undefined;
+}

@@ -1,0 +1,54 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { connect, type ClientHttp2Session } from 'node:http2';
+import { BIN } from './cli.js';
+
+/** Starts `xfer serve` as a child process and waits for its "listening on <url>" line. */
+export async function startServeProcess(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ url: string; child: ChildProcess; stop(signal?: NodeJS.Signals): Promise<number | null> }> {
+  const child = spawn(process.execPath, [BIN, 'serve', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`serve did not start: ${err}`)), 15_000);
+    child.stdout!.setEncoding('utf8').on('data', (d) => {
+      out += d;
+      const m = /^listening on (\S+)$/m.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]!);
+      }
+    });
+    child.stderr!.setEncoding('utf8').on('data', (d) => (err += d));
+    child.on('exit', (code) => reject(new Error(`serve exited ${code}: ${err}`)));
+  });
+  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+  return {
+    url,
+    child,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** One raw HTTP/2 request (for protocol-level tests that the CLI would never send). */
+export async function rawRequest(
+  url: string, method: string, path: string, body?: Buffer, headers: Record<string, string> = {},
+): Promise<{ status: number; body: Buffer }> {
+  const session: ClientHttp2Session = connect(url);
+  try {
+    return await new Promise((resolve, reject) => {
+      session.on('error', reject);
+      const req = session.request({ ':method': method, ':path': path, ...headers });
+      let status = 0;
+      const parts: Buffer[] = [];
+      req.on('response', (h) => (status = Number(h[':status'])));
+      req.on('data', (d: Buffer) => parts.push(d));
+      req.on('end', () => resolve({ status, body: Buffer.concat(parts) }));
+      req.on('error', reject);
+      req.end(body);
+    });
+  } finally {
+    session.close();
+  }
+}

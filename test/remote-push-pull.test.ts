@@ -1,0 +1,225 @@
+import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createChunker } from '../src/chunker/index.js';
+import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
+import { digestOf } from '../src/hash/digest.js';
+import { createServer, type XferServer } from '../src/server/server.js';
+import { cutAll } from './helpers/chunks.js';
+import { isOneLineError, runCli, sha256File } from './helpers/cli.js';
+import { pseudoRandom } from './helpers/gen.js';
+import { rawRequest } from './helpers/server.js';
+
+const MiB = 1024 * 1024;
+
+/** Chunk digests (hex) and lengths of a buffer, as push would cut it. */
+function chunksOf(data: Buffer): Map<string, number> {
+  const m = new Map<string, number>();
+  let o = 0;
+  for (const len of cutAll(createChunker(DEFAULT_CHUNKER), data)) {
+    m.set(digestOf('blake3', data.subarray(o, o + len)).toString('hex'), len);
+    o += len;
+  }
+  return m;
+}
+
+describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
+  let dir: string;
+  let server: XferServer;
+  let root: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xfer-remote-'));
+    root = join(dir, 'root');
+    server = await createServer({ root, port: 0 });
+  });
+  after(async () => {
+    await server.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('first push sends every chunk; an incremental push sends exactly the changed chunks', async () => {
+    const src = join(dir, 'volume.bin');
+    const v1 = pseudoRandom(32 * MiB, 5);
+    await writeFile(src, v1);
+    const p1 = await runCli(['push', src, `${server.url}/imaging/`, '--json']);
+    assert.equal(p1.code, 0, p1.stderr);
+    const r1 = JSON.parse(p1.stdout);
+    assert.equal(r1.bytesSent, v1.length);
+    assert.equal(r1.chunksSent, r1.chunksTotal);
+    assert.ok((await readFile(join(root, 'files', 'imaging', 'volume.bin'))).equals(v1), 'server rebuilt the file bit-identically');
+
+    const v2 = Buffer.from(v1);
+    for (const off of [1 * MiB + 5, 9 * MiB + 100_000, 20 * MiB + 3, 31 * MiB]) pseudoRandom(4096, off).copy(v2, off);
+    await writeFile(src, v2);
+    const before1 = chunksOf(v1);
+    let expectedBytes = 0;
+    let expectedChunks = 0;
+    for (const [d, len] of chunksOf(v2)) {
+      if (!before1.has(d)) {
+        expectedBytes += len;
+        expectedChunks++;
+      }
+    }
+    const p2 = await runCli(['push', src, `${server.url}/imaging/volume.bin`, '--json']);
+    assert.equal(p2.code, 0, p2.stderr);
+    const r2 = JSON.parse(p2.stdout);
+    assert.equal(r2.bytesSent, expectedBytes, 'bytes sent are exactly the changed chunks');
+    assert.equal(r2.chunksSent, expectedChunks);
+    assert.ok(expectedChunks >= 4 && expectedChunks <= 12);
+    assert.ok((await readFile(join(root, 'files', 'imaging', 'volume.bin'))).equals(v2));
+
+    const l = await runCli(['ls', `${server.url}/imaging/`, '--json']);
+    assert.equal(l.code, 0, l.stderr);
+    const entries = JSON.parse(l.stdout).entries;
+    assert.equal(entries.length, 1);
+    assert.equal(entries[0].path, 'imaging/volume.bin');
+    assert.equal(entries[0].bytes, v2.length);
+    assert.equal(entries[0].digest, digestOf('blake3', v2).toString('hex'));
+
+    // pull into an empty destination, then pull again: the unchanged file receives nothing
+    const out = join(dir, 'pulled.bin');
+    const q1 = await runCli(['pull', `${server.url}/imaging/volume.bin`, out, '--json']);
+    assert.equal(q1.code, 0, q1.stderr);
+    assert.equal(JSON.parse(q1.stdout).bytesReceived, v2.length);
+    assert.ok((await readFile(out)).equals(v2));
+    const q2 = await runCli(['pull', `${server.url}/imaging/volume.bin`, out, '--json']);
+    assert.equal(JSON.parse(q2.stdout).bytesReceived, 0, 'an unchanged file receives 0 chunk bytes');
+    // a seed: the old version lets a fresh pull fetch only the changed chunks
+    const seed = join(dir, 'old.bin');
+    await writeFile(seed, v1);
+    const q3 = await runCli(['pull', `${server.url}/imaging/volume.bin`, join(dir, 'fresh.bin'), '--seed', seed, '--json']);
+    assert.equal(q3.code, 0, q3.stderr);
+    assert.equal(JSON.parse(q3.stdout).bytesReceived, expectedBytes);
+    assert.ok((await readFile(join(dir, 'fresh.bin'))).equals(v2));
+  });
+
+  it('a tree of 200 small files plus large ones, pushed and pulled', async () => {
+    const tree = join(dir, 'series');
+    await mkdir(join(tree, 'frames'), { recursive: true });
+    for (let i = 0; i < 200; i++) await writeFile(join(tree, 'frames', `IM${String(i).padStart(4, '0')}.dcm`), pseudoRandom(2000 + i * 37, i + 1));
+    await writeFile(join(tree, 'volume-a.bin'), pseudoRandom(20 * MiB, 1));
+    await writeFile(join(tree, 'volume-b.bin'), pseudoRandom(9 * MiB + 1, 2));
+    await writeFile(join(tree, 'empty'), '');
+    const p = await runCli(['push', tree, `${server.url}/studies/`, '--json']);
+    assert.equal(p.code, 0, p.stderr);
+    const same = async (a: string, b: string) => {
+      const names = (await readdir(join(a, 'frames'))).sort();
+      assert.deepEqual((await readdir(join(b, 'frames'))).sort(), names);
+      for (const n of names) assert.ok((await readFile(join(a, 'frames', n))).equals(await readFile(join(b, 'frames', n))), n);
+      for (const n of ['volume-a.bin', 'volume-b.bin', 'empty']) assert.equal(await sha256File(join(b, n)), await sha256File(join(a, n)), n);
+    };
+    await same(tree, join(root, 'files', 'studies', 'series'));
+    const q = await runCli(['pull', `${server.url}/studies/series`, join(dir, 'series-copy'), '--json']);
+    assert.equal(q.code, 0, q.stderr);
+    await same(tree, join(dir, 'series-copy'));
+  });
+
+  it('refuses a chunk whose bytes do not match its digest, and stores nothing', async () => {
+    const data = pseudoRandom(10_000, 3);
+    const wrong = digestOf('blake3', pseudoRandom(10_000, 4));
+    const head = Buffer.alloc(36);
+    head.writeUInt32LE(data.length, 0);
+    wrong.copy(head, 4);
+    const r = await rawRequest(server.url, 'POST', '/v1/chunks?algorithm=blake3', Buffer.concat([head, data]));
+    assert.equal(r.status, 422);
+    const body = JSON.parse(r.body.toString());
+    assert.equal(body.code, 'XFER_CHUNK_CORRUPT');
+    assert.match(body.message, new RegExp(wrong.toString('hex')));
+    const m = await rawRequest(server.url, 'POST', '/v1/chunks/missing?algorithm=blake3', wrong);
+    assert.equal(m.body[0]! & 1, 1, 'the corrupt chunk was not stored');
+  });
+
+  it('refuses a manifest that references chunks it does not have (409)', async () => {
+    const src = join(dir, 'local-only.bin');
+    await writeFile(src, pseudoRandom(300_000, 8));
+    const local = join(dir, 'local-backup');
+    assert.equal((await runCli(['push', src, `${local}/`])).code, 0);
+    const manifest = await readFile(join(local, '.xfer', 'manifests', 'local-only.bin'));
+    const r = await rawRequest(server.url, 'PUT', '/v1/manifests/sneaky.bin', manifest);
+    assert.equal(r.status, 409);
+    assert.equal(JSON.parse(r.body.toString()).code, 'XFER_MANIFEST_INCOMPLETE');
+    await assert.rejects(stat(join(root, 'files', 'sneaky.bin')), /ENOENT/);
+    const bad = await rawRequest(server.url, 'PUT', '/v1/manifests/garbage.bin', Buffer.from('not a manifest at all'));
+    assert.equal(bad.status, 400);
+    assert.equal(JSON.parse(bad.body.toString()).code, 'XFER_MANIFEST_CORRUPT');
+  });
+
+  it('rejects traversal attempts before touching the file system', async () => {
+    for (const p of ['/v1/manifests/../escape', '/v1/manifests/a/%2e%2e/b', '/v1/manifests/%2e%2e%2fescape', '/v1/manifests/a%5cb', '/v1/manifests/a%00b', '/v1/manifests//abs', '/v1/stat/..', '/v1/manifests/.xfer/x']) {
+      const r = await rawRequest(server.url, 'PUT', p, Buffer.from('x'));
+      assert.ok(r.status === 400 || r.status === 404, `${p}: status ${r.status}`);
+      if (r.status === 400) assert.equal(JSON.parse(r.body.toString()).code, 'XFER_INVALID_ARGUMENT', p);
+    }
+    const list = await rawRequest(server.url, 'GET', '/v1/list?prefix=../');
+    assert.equal(list.status, 400);
+    assert.deepEqual((await readdir(dir)).filter((n) => n.includes('escape')), []);
+  });
+
+  it('limits request sizes', async () => {
+    const r = await rawRequest(server.url, 'POST', '/v1/chunks/missing?algorithm=blake3', Buffer.alloc(32 * 65537));
+    assert.equal(r.status, 413);
+    assert.equal(JSON.parse(r.body.toString()).code, 'XFER_TOO_LARGE');
+    const odd = await rawRequest(server.url, 'POST', '/v1/chunks/missing?algorithm=blake3', Buffer.alloc(33));
+    assert.equal(odd.status, 400);
+  });
+});
+
+describe('authentication and TLS', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xfer-auth-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('with a token, every endpoint needs Authorization: Bearer <token>', async () => {
+    const server = await createServer({ root: join(dir, 'root'), port: 0, token: 's3cret' });
+    try {
+      const src = join(dir, 'a.bin');
+      await writeFile(src, pseudoRandom(100_000, 1));
+      const none = await runCli(['push', src, `${server.url}/a.bin`], { env: { XFER_TOKEN: '' } });
+      assert.equal(none.code, 12, none.stderr);
+      assert.ok(isOneLineError(none.stderr), none.stderr);
+      const wrong = await runCli(['push', src, `${server.url}/a.bin`, '--token', 'nope']);
+      assert.equal(wrong.code, 12);
+      const ok = await runCli(['push', src, `${server.url}/a.bin`], { env: { XFER_TOKEN: 's3cret' } });
+      assert.equal(ok.code, 0, ok.stderr);
+      for (const [m, p] of [['GET', '/v1/info'], ['GET', '/v1/list'], ['GET', '/v1/manifests/a.bin'], ['POST', '/v1/chunks/missing?algorithm=blake3']]) {
+        const r = await rawRequest(server.url, m!, p!, m === 'POST' ? Buffer.alloc(32) : undefined);
+        assert.equal(r.status, 401, `${m} ${p}`);
+        assert.equal(JSON.parse(r.body.toString()).code, 'XFER_UNAUTHORIZED');
+      }
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('serves TLS with ALPN h2; the client trusts --ca, refuses an unknown certificate, or accepts it with --insecure', async () => {
+    const key = join(dir, 'key.pem');
+    const cert = join(dir, 'cert.pem');
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-out', cert, '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1'], { stdio: 'ignore' });
+    const server = await createServer({ root: join(dir, 'tls-root'), port: 0, tlsCertFile: cert, tlsKeyFile: key });
+    try {
+      assert.match(server.url, /^https:\/\/127\.0\.0\.1:\d+$/);
+      const src = join(dir, 'b.bin');
+      const data = pseudoRandom(3 * MiB, 2);
+      await writeFile(src, data);
+      const untrusted = await runCli(['push', src, `${server.url}/b.bin`]);
+      assert.notEqual(untrusted.code, 0);
+      assert.ok(isOneLineError(untrusted.stderr), untrusted.stderr);
+      const trusted = await runCli(['push', src, `${server.url}/b.bin`, '--ca', cert, '--json']);
+      assert.equal(trusted.code, 0, trusted.stderr);
+      const out = join(dir, 'b-out.bin');
+      const pulled = await runCli(['pull', `${server.url}/b.bin`, out, '--insecure', '--json']);
+      assert.equal(pulled.code, 0, pulled.stderr);
+      assert.ok((await readFile(out)).equals(data));
+    } finally {
+      await server.close();
+    }
+  });
+});
+

@@ -1,0 +1,152 @@
+import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
+import { analyze } from '../src/scan/analyze.js';
+import { createServer, type XferServer } from '../src/server/server.js';
+import { BIN, isOneLineError, runCli, sha256File, writeRandomFile } from './helpers/cli.js';
+import { rawRequest, startServeProcess } from './helpers/server.js';
+
+const MiB = 1024 * 1024;
+const BIG = 192 * MiB;
+
+/** The chunks push would send for a file: digests with lengths. */
+async function chunkList(path: string): Promise<{ digest: Buffer; length: number }[]> {
+  const list: { digest: Buffer; length: number }[] = [];
+  await analyze(path, { chunker: DEFAULT_CHUNKER, onChunk: (_p, _o, length, digest) => list.push({ digest: Buffer.from(digest), length }) });
+  return list;
+}
+
+/** Bytes of `chunks` the server already holds (chunks/missing in batches). */
+async function presentBytes(url: string, chunks: { digest: Buffer; length: number }[]): Promise<number> {
+  let bytes = 0;
+  for (let s = 0; s < chunks.length; s += 4096) {
+    const part = chunks.slice(s, s + 4096);
+    const r = await rawRequest(url, 'POST', '/v1/chunks/missing?algorithm=blake3', Buffer.concat(part.map((c) => c.digest)));
+    part.forEach((c, i) => {
+      if ((r.body[i >> 3]! & (1 << (i & 7))) === 0) bytes += c.length;
+    });
+  }
+  return bytes;
+}
+
+/** Starts the CLI and kills it with SIGKILL as soon as `ready()` says so (or it ends). */
+async function killWhen(args: string[], ready: () => Promise<boolean>): Promise<{ killed: boolean }> {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: 'ignore' });
+  const exited = new Promise<void>((r) => child.on('exit', () => r()));
+  let done = false;
+  void exited.then(() => (done = true));
+  for (let i = 0; i < 600 && !done; i++) {
+    if (await ready()) {
+      child.kill('SIGKILL');
+      await exited;
+      return { killed: true };
+    }
+    await sleep(20);
+  }
+  await exited;
+  return { killed: false };
+}
+
+describe('interrupted transfers resume and send only what is missing', () => {
+  let dir: string;
+  let src: string;
+  let chunks: { digest: Buffer; length: number }[];
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xfer-resume-'));
+    src = join(dir, 'big.bin');
+    await writeRandomFile(src, BIG, 31);
+    chunks = await chunkList(src);
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  describe('with an in-process server', () => {
+    let server: XferServer;
+    before(async () => {
+      server = await createServer({ root: join(dir, 'root'), port: 0 });
+    });
+    after(async () => {
+      await server.close();
+    });
+
+    it('a push killed mid-way completes when run again, resending no stored chunk', async () => {
+      let seen = 0;
+      const { killed } = await killWhen(['push', src, `${server.url}/big.bin`], async () => {
+        seen = await presentBytes(server.url, chunks.slice(0, 400));
+        return seen >= 8 * MiB;
+      });
+      assert.ok(killed, 'the first push was interrupted');
+      const stored = await presentBytes(server.url, chunks);
+      assert.ok(stored > 0 && stored < BIG, `stored ${stored} bytes before the kill`);
+      const again = await runCli(['push', src, `${server.url}/big.bin`, '--json']);
+      assert.equal(again.code, 0, again.stderr);
+      const r = JSON.parse(again.stdout);
+      assert.ok(r.bytesSent <= BIG - stored, `resent ${r.bytesSent} bytes though ${stored} were stored`);
+      assert.equal(await sha256File(join(dir, 'root', 'files', 'big.bin')), await sha256File(src));
+    });
+
+    it('a pull killed mid-way keeps its partial file and completes from it', async () => {
+      const out = join(dir, 'pulled.bin');
+      const partial = join(dir, '.xfer-pulled.bin.partial');
+      const { killed } = await killWhen(['pull', `${server.url}/big.bin`, out], async () => {
+        const st = await stat(partial).catch(() => undefined);
+        return (st?.size ?? 0) >= 48 * MiB;
+      });
+      assert.ok(killed, 'the first pull was interrupted');
+      await assert.rejects(stat(out), /ENOENT/, 'no destination before the pull completes');
+      assert.ok((await stat(partial)).size > 0);
+      const again = await runCli(['pull', `${server.url}/big.bin`, out, '--json']);
+      assert.equal(again.code, 0, again.stderr);
+      const r = JSON.parse(again.stdout);
+      assert.ok(r.bytesReused > 0, 'chunks already in the partial file were kept');
+      assert.ok(r.bytesReceived < BIG);
+      assert.equal(r.bytesReceived + r.bytesReused, BIG);
+      assert.equal(await sha256File(out), await sha256File(src));
+      await assert.rejects(stat(partial), /ENOENT/, 'the partial file became the destination');
+    });
+  });
+
+  it('a server restart during a push: the client fails with one line, a second push completes', async () => {
+    const root = join(dir, 'restart-root');
+    let srv = await startServeProcess(['--root', root, '--port', '0']);
+    const port = new URL(srv.url).port;
+    const push = spawn(process.execPath, [BIN, 'push', src, `${srv.url}/again.bin`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    push.stderr!.setEncoding('utf8').on('data', (d) => (stderr += d));
+    const pushExit = new Promise<number | null>((r) => push.on('exit', (c) => r(c)));
+    for (let i = 0; i < 500; i++) {
+      if ((await presentBytes(srv.url, chunks.slice(0, 200))) >= 4 * MiB) break;
+      await sleep(20);
+    }
+    await srv.stop('SIGKILL');
+    const code = await pushExit;
+    assert.notEqual(code, 0, 'the interrupted push fails');
+    assert.ok(isOneLineError(stderr), stderr);
+    srv = await startServeProcess(['--root', root, '--port', port]);
+    try {
+      const again = await runCli(['push', src, `${srv.url}/again.bin`, '--json']);
+      assert.equal(again.code, 0, again.stderr);
+      assert.equal(await sha256File(join(root, 'files', 'again.bin')), await sha256File(src));
+    } finally {
+      await srv.stop();
+    }
+  });
+
+  it('SIGTERM stops the server cleanly and leaves no partial files', async () => {
+    const root = join(dir, 'term-root');
+    const srv = await startServeProcess(['--root', root, '--port', '0']);
+    const push = runCli(['push', src, `${srv.url}/term.bin`]);
+    await sleep(300);
+    const code = await srv.stop('SIGTERM');
+    assert.equal(code, 0, 'the server exits 0 on SIGTERM');
+    await push;
+    const files = await readdir(join(root, 'files')).catch(() => []);
+    assert.deepEqual(files.filter((n) => n.startsWith('.xfer-')), [], 'no staging leftovers');
+  });
+});
