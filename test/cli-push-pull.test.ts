@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -208,13 +208,22 @@ describe('xfer push / pull / verify to a local directory', () => {
       });
     }
 
-    it('unreadable source (permission denied)', async (t) => {
-      if (process.getuid?.() === 0) return t.skip('root reads everything');
-      const f = join(dir, 'secret.bin');
-      await writeFile(f, 'x', { mode: 0o000 });
-      const r = await runCli(['push', f, join(dir, 'perm/')]);
-      assert.equal(r.code, 4);
-      assert.ok(isOneLineError(r.stderr));
+    it('unreadable source (permission denied)', async () => {
+      // root reads everything, so as root the CLI runs as nobody (uid/gid 65534)
+      const asNobody = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+      const open = await mkdtemp(join(tmpdir(), 'xfer-perm-'));
+      try {
+        await chmod(open, 0o777);
+        const f = join(open, 'secret.bin');
+        await writeFile(f, 'x', { mode: 0o000 });
+        await chmod(f, 0o000);
+        const r = await runCli(['push', f, join(open, 'perm/')], asNobody);
+        assert.equal(r.code, 4, r.stderr);
+        assert.ok(isOneLineError(r.stderr), r.stderr);
+        assert.match(r.stderr, /secret\.bin: permission denied/);
+      } finally {
+        await rm(open, { recursive: true, force: true });
+      }
     });
 
     it('a corrupt manifest', async () => {

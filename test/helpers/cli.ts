@@ -14,12 +14,14 @@ export interface CliResult {
 }
 
 /** Runs the real CLI in a child process, as a user would. */
-export function runCli(args: string[], options: { input?: Buffer; env?: NodeJS.ProcessEnv; cwd?: string } = {}): Promise<CliResult> {
+export function runCli(args: string[], options: { input?: Buffer; env?: NodeJS.ProcessEnv; cwd?: string; uid?: number; gid?: number } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], {
       cwd: options.cwd,
       env: { ...process.env, ...options.env },
       stdio: ['pipe', 'pipe', 'pipe'],
+      uid: options.uid,
+      gid: options.gid,
     });
     let stdout = '';
     let stderr = '';
