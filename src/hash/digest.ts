@@ -2,9 +2,14 @@ import { createHash } from 'node:crypto';
 import { blake3, Blake3Hasher } from '@napi-rs/blake-hash';
 import type { DigestAlgorithm } from '../core/ids.js';
 
+/** A Buffer view of the same memory (no copy): the BLAKE3 binding's typings ask for Buffers. */
+function asBuffer(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
 /** One-shot digest of `data` (32 bytes). */
 export function digestOf(algorithm: DigestAlgorithm, data: Uint8Array): Buffer {
-  if (algorithm === 'blake3') return blake3(data);
+  if (algorithm === 'blake3') return blake3(asBuffer(data));
   return createHash('sha256').update(data).digest();
 }
 
@@ -19,7 +24,7 @@ export function createHasher(algorithm: DigestAlgorithm): Hasher {
     const h = new Blake3Hasher();
     return {
       update(data) {
-        h.update(data);
+        h.update(asBuffer(data));
       },
       digest: () => h.digestBuffer(),
     };
