@@ -1,11 +1,8 @@
 import type { Command } from 'commander';
+import { push } from '../api.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { formatBytes } from '../core/sizes.js';
-import { connectRemote, HttpDestination, isRemote, parseRemote, resolveRemoteTarget } from '../endpoint/http.js';
-import { LocalDestination, localTargetOf, resolveCopyTarget, sourceBaseName } from '../endpoint/local.js';
-import type { PushDestination } from '../transfer/destination.js';
-import { push } from '../transfer/push.js';
-import { chunkerOptions, chunkerSpecFrom, digestFrom, remoteOptions, remoteFrom, type ChunkerFlags, type RemoteFlags } from './options.js';
+import { chunkerOptions, chunkerSpecFrom, digestFrom, remoteFrom, remoteOptions, type ChunkerFlags, type RemoteFlags } from './options.js';
 import { printJson, Progress, rate } from './output.js';
 
 interface PushFlags extends ChunkerFlags, RemoteFlags {
@@ -16,7 +13,7 @@ interface PushFlags extends ChunkerFlags, RemoteFlags {
 export function registerPush(program: Command, signal: AbortSignal): void {
   const cmd = program
     .command('push')
-    .description('store a file or tree in a destination directory and rebuild it there, sending only new chunks')
+    .description('store a file or tree at a destination and rebuild it there, sending only chunks the destination lacks')
     .argument('<path>', 'file or directory to push, or - for standard input')
     .argument('<dest>', 'target: a local path or http(s)://host:port/<remote-path>; an existing directory or a trailing / means "inside it, under the source name"')
     .option('--json', 'print the result as one JSON object')
@@ -26,32 +23,14 @@ export function registerPush(program: Command, signal: AbortSignal): void {
     const chunker = chunkerSpecFrom(flags, (n) => cmd.getOptionValueSource(n) === 'cli');
     const digestAlgorithm = digestFrom(flags);
     const isStdin = source === '-';
-    if (isStdin && (dest.endsWith('/'))) throw new InvalidArgumentError('pushing standard input needs a destination file name, not a directory');
-    const sourceName = isStdin ? 'stdin' : sourceBaseName(source);
-    let destination: PushDestination;
-    let target: string;
-    if (isRemote(dest)) {
-      const r = parseRemote(dest);
-      const store = await connectRemote(r.base, remoteFrom(flags, signal));
-      try {
-        const name = await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal });
-        destination = new HttpDestination(store, name);
-        target = destination.description;
-      } catch (err) {
-        await store.close();
-        throw err;
-      }
-    } else {
-      target = await resolveCopyTarget(sourceName, dest);
-      destination = await LocalDestination.open(localTargetOf(target), { signal });
-    }
+    if (isStdin && dest.endsWith('/')) throw new InvalidArgumentError('pushing standard input needs a destination file name, not a directory');
     const progress = Progress.for(flags);
     try {
-      const r = await push(isStdin ? { stream: process.stdin } : source, destination, {
+      const r = await push(isStdin ? { stream: process.stdin, name: 'stdin' } : source, dest, {
+        ...remoteFrom(flags, signal),
         chunker,
         digestAlgorithm,
-        signal,
-        onProgress: (p) => progress.update(p.bytesScanned, p.bytesTotal, `, ${formatBytes(p.bytesSent)} new`),
+        onProgress: (p) => progress.update(p.bytesScanned, p.bytesTotal, `, ${formatBytes(p.bytesSent)} sent`),
         onSkip: (s) => process.stderr.write(`xfer: skipped ${s.path}: ${s.reason}\n`),
       });
       progress.done();
@@ -59,13 +38,12 @@ export function registerPush(program: Command, signal: AbortSignal): void {
         printJson({ bytesTotal: r.bytesTotal, bytesSent: r.bytesSent, chunksTotal: r.chunksTotal, chunksSent: r.chunksSent, chunksReused: r.chunksReused, seconds: r.seconds });
       } else if (!flags.quiet) {
         process.stdout.write(
-          `pushed ${target}: ${formatBytes(r.bytesTotal)} in ${r.chunksTotal} chunks; ` +
-            `${r.chunksSent} new (${formatBytes(r.bytesSent)}), ${r.chunksReused} reused; ${r.seconds.toFixed(2)} s, ${rate(r.bytesTotal, r.seconds)}\n`,
+          `pushed ${r.target}: ${formatBytes(r.bytesTotal)} in ${r.chunksTotal} chunks; ` +
+            `${r.chunksSent} sent (${formatBytes(r.bytesSent)}), ${r.chunksReused} reused; ${r.seconds.toFixed(2)} s, ${rate(r.bytesTotal, r.seconds)}\n`,
         );
       }
     } finally {
       progress.done();
-      await destination.close();
     }
   });
 }

@@ -32,6 +32,8 @@ export class Staging {
   readonly previous: string | undefined;
   private readonly resumable: boolean;
   private readonly dirs: EntryMeta[] = [];
+  /** Files opened and not yet finished: abort() closes them. */
+  private readonly open = new Set<StagedFile>();
   private committed = false;
 
   private constructor(target: string, kind: ManifestKind, root: string, resumable: boolean, previous: string | undefined) {
@@ -119,7 +121,9 @@ export class Staging {
     } catch (err) {
       throw fromSystemError(err, p, 'create file');
     }
-    return new StagedFile(fh, p, meta);
+    const f = new StagedFile(fh, p, meta, () => this.open.delete(f));
+    this.open.add(f);
+    return f;
   }
 
   /** Swaps the staged version in (see the class contract). */
@@ -165,6 +169,7 @@ export class Staging {
   /** Removes what was staged; a resumable staging keeps its partial for the next run. */
   async abort(): Promise<void> {
     if (this.committed) return;
+    for (const f of [...this.open]) await f.close();
     if (this.previous) await rm(this.previous, { recursive: true, force: true }).catch(() => {});
     if (!this.resumable) await rm(this.root, { recursive: true, force: true }).catch(() => {});
   }
@@ -175,11 +180,13 @@ export class StagedFile {
   readonly path: string;
   private readonly fh: FileHandle;
   private readonly meta: EntryMeta;
+  private readonly onClose: () => void;
 
-  constructor(fh: FileHandle, path: string, meta: EntryMeta) {
+  constructor(fh: FileHandle, path: string, meta: EntryMeta, onClose: () => void) {
     this.fh = fh;
     this.path = path;
     this.meta = meta;
+    this.onClose = onClose;
   }
 
   async write(data: Uint8Array, position: number): Promise<void> {
@@ -207,7 +214,7 @@ export class StagedFile {
     } catch (err) {
       throw fromSystemError(err, this.path, 'finish');
     } finally {
-      await this.fh.close().catch(() => {});
+      await this.close();
     }
   }
 
@@ -223,6 +230,7 @@ export class StagedFile {
   }
 
   async close(): Promise<void> {
+    this.onClose();
     await this.fh.close().catch(() => {});
   }
 }

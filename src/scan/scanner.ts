@@ -229,13 +229,16 @@ export async function scanFile(path: string, pool: ScanPool, options: ScanOption
   return new FileScan(path, st.size, st.mtimeMs, pool, options);
 }
 
+/** What a stream scan reads: a Node stream, or any sync or async iterable of byte pieces. */
+export type StreamSource = Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+
 /**
  * Scans a non-seekable stream (stdin, a pipe) sequentially on this thread. Yields the same
  * chunks a file scan of the same bytes would. `result` is set when the generator completes.
  */
 export class StreamScan {
   private outcome?: FileScanResult;
-  constructor(private readonly source: Readable | AsyncIterable<Uint8Array>, private readonly options: ScanOptions) {}
+  constructor(private readonly source: StreamSource, private readonly options: ScanOptions) {}
 
   get result(): FileScanResult {
     if (!this.outcome) throw new XferError('XFER_INTERNAL', 'StreamScan.result read before the scan completed');
@@ -251,7 +254,8 @@ export class StreamScan {
     let fill = 0; // bytes in buf
     let offset = 0; // stream offset of buf[0]
     let chunkCount = 0;
-    const it = (this.source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
+    const src = this.source as Partial<AsyncIterable<Uint8Array> & Iterable<Uint8Array>>;
+    const it: AsyncIterator<Uint8Array> | Iterator<Uint8Array> = src[Symbol.asyncIterator]?.() ?? src[Symbol.iterator]!();
     let pending: Uint8Array | undefined;
     let eof = false;
     while (!eof || fill > 0) {

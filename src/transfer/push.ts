@@ -1,7 +1,6 @@
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { DEFAULT_CHUNKER, validateChunkerSpec } from '../chunker/params.js';
 import { throwIfAborted } from '../core/abort.js';
 import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
@@ -11,7 +10,7 @@ import { MiB } from '../core/sizes.js';
 import { ManifestWriter } from '../manifest/writer.js';
 import type { ChunkRecord, EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { ScanPool } from '../scan/pool.js';
-import { chunkDigest, FileScan, StreamScan, type ChunkBatch } from '../scan/scanner.js';
+import { chunkDigest, FileScan, StreamScan, type ChunkBatch, type StreamSource } from '../scan/scanner.js';
 import { walkTree, type SourceEntry, type WalkSkip } from '../scan/walk.js';
 import type { FileSink, PushDestination } from './destination.js';
 import { Window } from './window.js';
@@ -60,7 +59,7 @@ export const LOOKAHEAD_BYTES = 64 * MiB;
 export const SEEN_CACHE_ENTRIES = 1 << 17;
 
 /** A source to push: a path (file or directory) or a stream (stdin). */
-export type PushSource = string | { readonly stream: Readable | AsyncIterable<Uint8Array>; readonly name?: string };
+export type PushSource = string | { readonly stream: StreamSource; readonly name?: string };
 
 /**
  * Pushes a file, a directory tree or a stream to a destination: scans it (parallel

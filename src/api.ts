@@ -1,0 +1,84 @@
+import { posix } from 'node:path';
+import type { StreamSource } from './scan/scanner.js';
+import { InvalidArgumentError } from './core/errors.js';
+import { connectRemote, HttpDestination, isRemote, parseRemote, resolveRemoteTarget, type RemoteOptions } from './endpoint/http.js';
+import { LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, sourceBaseName } from './endpoint/local.js';
+import { openManifest } from './manifest/reader.js';
+import { reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
+import { ScanPool } from './scan/pool.js';
+import type { ChunkStore, ManifestStore } from './store/store.js';
+import type { PushDestination } from './transfer/destination.js';
+import { push as pushToDestination, type PushOptions as TransferPushOptions, type PushResult } from './transfer/push.js';
+
+export type PushSource = string | { readonly stream: StreamSource; readonly name: string };
+
+export interface PushOptions extends TransferPushOptions, Omit<RemoteOptions, 'signal'> {}
+
+export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
+  readonly signal?: AbortSignal;
+  /** Local files whose chunks may be reused instead of fetched. */
+  readonly seeds?: readonly string[];
+  readonly pool?: ScanPool;
+  readonly onProgress?: (p: PullProgress) => void;
+}
+
+/**
+ * Pushes a file, a tree or a stream to a destination: a local path (the store goes to
+ * `.xfer/` beside the target) or `http(s)://host:port/<remote-path>`. Destinations follow
+ * cp: an existing directory or a trailing '/' means "inside it, under the source's name".
+ * Resolves with the figures of the push and the target it wrote.
+ */
+export async function push(source: PushSource, destination: string, options: PushOptions = {}): Promise<PushResult & { target: string }> {
+  const sourceName = typeof source === 'string' ? sourceBaseName(source) : source.name;
+  let dest: PushDestination;
+  if (isRemote(destination)) {
+    const r = parseRemote(destination);
+    const store = await connectRemote(r.base, { ...options, signal: options.signal });
+    try {
+      dest = new HttpDestination(store, await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal: options.signal }));
+    } catch (err) {
+      await store.close();
+      throw err;
+    }
+  } else {
+    dest = await LocalDestination.open(localTargetOf(await resolveCopyTarget(sourceName, destination)), { signal: options.signal });
+  }
+  try {
+    const result = await pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, options);
+    return { ...result, target: dest.description };
+  } finally {
+    await dest.close();
+  }
+}
+
+/**
+ * Rebuilds a pushed file or tree (`<dest-dir>/<name>` or `http(s)://host:port/<remote-path>`)
+ * at a local path (cp semantics), reusing chunks already there and in seeds, verifying
+ * everything, replacing atomically; an interrupted pull resumes from its partial file.
+ */
+export async function pull(source: string, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string }> {
+  const { signal } = options;
+  let store: ChunkStore & ManifestStore & { close(): Promise<void> };
+  let name: string;
+  if (isRemote(source)) {
+    const r = parseRemote(source);
+    if (!r.path) throw new InvalidArgumentError(`${source}: name a remote path to pull`);
+    store = await connectRemote(r.base, { ...options, signal });
+    name = r.path;
+  } else {
+    const opened = await openLocalSource(source, { signal });
+    store = opened.store;
+    name = opened.name;
+  }
+  const ownPool = !options.pool;
+  const pool = options.pool ?? new ScanPool();
+  try {
+    const reader = await openManifest(await store.getManifest(name, { signal }), { signal });
+    const target = await resolveCopyTarget(posix.basename(name), destination);
+    const result = await reconstruct(reader, store, target, { signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress });
+    return { ...result, target };
+  } finally {
+    if (ownPool) await pool.close();
+    await store.close();
+  }
+}
