@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 /**
  * The FastCDC Gear table: GEAR[i] is the first 8 bytes (big-endian) of MD5 over 64 bytes
  * all equal to i. GEAR_LS[i] = GEAR[i] << 1 (mod 2^64). Derived here rather than pasted,
- * so the table cannot be mistyped; test/chunker-gear pins known entries, and
+ * so the table cannot be mistyped; test/chunker-vectors pins known entries, and
  * native/gear.h is generated from this definition by native/gen-gear.mjs.
  */
 function buildGear(): bigint[] {
@@ -18,14 +18,3 @@ function buildGear(): bigint[] {
 const MASK64 = (1n << 64n) - 1n;
 export const GEAR: readonly bigint[] = buildGear();
 export const GEAR_LS: readonly bigint[] = GEAR.map((g) => (g << 1n) & MASK64);
-
-/** The tables split into 32-bit halves for the TypeScript scan loop. */
-export function splitTable(table: readonly bigint[]): { hi: Uint32Array; lo: Uint32Array } {
-  const hi = new Uint32Array(256);
-  const lo = new Uint32Array(256);
-  for (let i = 0; i < 256; i++) {
-    hi[i] = Number(table[i]! >> 32n);
-    lo[i] = Number(table[i]! & 0xffffffffn);
-  }
-  return { hi, lo };
-}
