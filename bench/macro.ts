@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeRandomFile } from '../test/helpers/cli.js';
 import { median, timed, type Run } from './measure.js';
+import { runRemote } from './remote.js';
 
 const XFER = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
 
@@ -23,6 +24,8 @@ export interface MacroOptions {
   readonly runs: number;
   readonly tools: Set<string>;
   readonly log: (s: string) => void;
+  /** Also run the loopback scenarios (xfer serve vs rsync daemon, restores). */
+  readonly remote: boolean;
 }
 
 function row(scenario: string, tool: string, runs: Run[], bytes: number): MacroRow {
@@ -128,5 +131,6 @@ export async function runMacro(o: MacroOptions): Promise<MacroRow[]> {
   }
   rows.push(...(await alternate('push to empty', firstCopy, o.runs, o.sizeBytes, o.log)));
   for (const p of ['xfer-dest', 'casync', 'restic', 'borg']) await rm(dest(p), { recursive: true, force: true });
+  if (o.remote) rows.push(...(await runRemote({ work: o.work, src, sizeBytes: o.sizeBytes, runs: o.runs, tools: o.tools, log: o.log })));
   return rows;
 }

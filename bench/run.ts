@@ -1,5 +1,6 @@
 /**
- * `npm run bench [-- --micro | --macro] [--size 2G] [--runs 3] [--work DIR]`
+ * `npm run bench [-- --micro | --macro [--local]] [--size 2G] [--runs 3] [--work DIR]`
+ * --local skips the loopback scenarios (xfer serve, rsync daemon, restores).
  * Micro suites (benny) and macro scenarios against peers; prints tables and writes
  * bench/results/<timestamp>.json. Never part of npm test.
  */
@@ -17,6 +18,7 @@ const { values } = parseArgs({
   options: {
     micro: { type: 'boolean', default: false },
     macro: { type: 'boolean', default: false },
+    local: { type: 'boolean', default: false },
     size: { type: 'string', default: '2G' },
     runs: { type: 'string', default: '3' },
     work: { type: 'string', default: join(tmpdir(), 'xfer-bench') },
@@ -36,7 +38,7 @@ if (values.micro || both) {
 if (values.macro || both) {
   const tools = ensureTools(log);
   log(`macro benchmarks (${values.size}, ${values.runs} runs each, alternating; peers: ${[...tools].join(', ') || 'none'})`);
-  results.macro = await runMacro({ work: values.work!, sizeBytes: parseSize(values.size!, '--size'), runs: Number(values.runs), tools, log });
+  results.macro = await runMacro({ work: values.work!, sizeBytes: parseSize(values.size!, '--size'), runs: Number(values.runs), tools, log, remote: !values.local });
 }
 const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
 await mkdir(dir, { recursive: true });

@@ -1,9 +1,14 @@
-import { posix } from 'node:path';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, posix } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import type { StreamSource } from './scan/scanner.js';
 import { InvalidArgumentError } from './core/errors.js';
 import { connectRemote, HttpDestination, isRemote, parseRemote, resolveRemoteTarget, type RemoteOptions } from './endpoint/http.js';
 import { LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, sourceBaseName } from './endpoint/local.js';
-import { openManifest } from './manifest/reader.js';
+import { openManifestFile } from './manifest/reader.js';
 import { reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
 import { ScanPool } from './scan/pool.js';
 import type { ChunkStore, ManifestStore } from './store/store.js';
@@ -72,12 +77,18 @@ export async function pull(source: string, destination: string, options: PullOpt
   }
   const ownPool = !options.pool;
   const pool = options.pool ?? new ScanPool();
+  const tmp = await mkdtemp(join(tmpdir(), 'xfer-pull-'));
   try {
-    const reader = await openManifest(await store.getManifest(name, { signal }), { signal });
+    // The manifest is fetched whole before any chunk: a manifest stream left half-read while
+    // chunks are fetched on the same HTTP/2 connection could hold its flow-control window.
+    const manifestPath = join(tmp, 'manifest');
+    await pipeline(Readable.from(await store.getManifest(name, { signal })), createWriteStream(manifestPath), { signal });
+    const reader = await openManifestFile(manifestPath, { signal });
     const target = await resolveCopyTarget(posix.basename(name), destination);
     const result = await reconstruct(reader, store, target, { signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress });
     return { ...result, target };
   } finally {
+    await rm(tmp, { recursive: true, force: true }).catch(() => {});
     if (ownPool) await pool.close();
     await store.close();
   }

@@ -168,6 +168,26 @@ describe('xfer push / pull / verify to a local directory', () => {
     await assert.rejects(stat(out), /ENOENT/, 'no partial destination is left');
   });
 
+  it('xfer manifest show prints a pushed target, as text and as JSON', async () => {
+    const data = pseudoRandom(700_000, 21);
+    await roundTrip('shown.bin', data);
+    const target = join(dir, 'backup-shown.bin', 'shown.bin');
+    const j = await runCli(['manifest', 'show', target, '--json']);
+    assert.equal(j.code, 0, j.stderr);
+    const m = JSON.parse(j.stdout);
+    assert.equal(m.kind, 'file');
+    assert.equal(m.totalBytes, data.length);
+    assert.equal(m.digestAlgorithm, 'blake3');
+    assert.equal(m.chunker.algorithm, 'fastcdc2020');
+    assert.equal(m.entries[0].chunks.reduce((n: number, c: { length: number }) => n + c.length, 0), data.length);
+    assert.equal(m.entries[0].chunks[1].offset, m.entries[0].chunks[0].length);
+    const t = await runCli(['manifest', 'show', join(dir, 'backup-shown.bin', '.xfer', 'manifests', 'shown.bin')]);
+    assert.equal(t.code, 0, t.stderr);
+    assert.match(t.stdout, /fastcdc2020/);
+    assert.match(t.stdout, new RegExp(m.digest));
+    assert.ok(t.stdout.split('\n').length > m.chunkCount, 'one line per chunk');
+  });
+
   it('xfer chunk --json reports sizes, dedup and the whole-file digest', async () => {
     const f = join(dir, 'chunk-me.bin');
     const block = pseudoRandom(MiB, 3);

@@ -51,7 +51,8 @@ export interface PullResult {
   readonly digest: string;
 }
 
-export const DEFAULT_FETCH_CONCURRENCY = 32;
+/** Chunks being fetched at once: enough to keep several batched fetch requests in flight. */
+export const DEFAULT_FETCH_CONCURRENCY = 256;
 export const MAX_FETCH_INFLIGHT_BYTES = 96 * MiB;
 
 /**

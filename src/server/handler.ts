@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { ByteQueue } from '../core/bytes.js';
 import { HTTP_STATUS, InvalidArgumentError, isXferError, ManifestIncompleteError, NotFoundError, TooLargeError, UnauthorizedError, XferError } from '../core/errors.js';
 import { DIGEST_BYTES, digestToHex, parseDigestAlgorithm, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { openManifest, openManifestFile, type ManifestReader } from '../manifest/reader.js';
@@ -88,22 +89,21 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     let stored = 0;
     let present = 0;
     let total = 0;
-    let pending: Buffer = Buffer.alloc(0);
+    const queue = new ByteQueue();
     const puts: Promise<void>[] = [];
     let failure: { error: unknown } | undefined;
     for await (const piece of req) {
       if (failure) throw failure.error;
       total += (piece as Buffer).length;
       if (total > MAX_BATCH_BYTES) throw new TooLargeError(`chunk batch is over the limit of ${MAX_BATCH_BYTES} bytes`);
-      pending = pending.length ? Buffer.concat([pending, piece as Buffer]) : (piece as Buffer);
-      let o = 0;
-      while (pending.length - o >= 4 + DIGEST_BYTES) {
-        const len = pending.readUInt32LE(o);
+      queue.push(piece as Buffer);
+      while (queue.length >= 4 + DIGEST_BYTES) {
+        const len = queue.readUInt32LE(0);
         if (len > MAX_CHUNK_BYTES) throw new InvalidArgumentError(`chunk record of ${len} bytes is over the limit of ${MAX_CHUNK_BYTES}`);
-        if (pending.length - o < 4 + DIGEST_BYTES + len) break;
-        const digest = Buffer.from(pending.subarray(o + 4, o + 4 + DIGEST_BYTES));
-        const data = pending.subarray(o + 4 + DIGEST_BYTES, o + 4 + DIGEST_BYTES + len);
-        o += 4 + DIGEST_BYTES + len;
+        if (queue.length < 4 + DIGEST_BYTES + len) break;
+        queue.take(4);
+        const digest = Buffer.from(queue.take(DIGEST_BYTES));
+        const data = queue.take(len);
         // put() re-hashes the bytes (not trusted): a mismatch is ChunkCorruptError naming the digest.
         puts.push(
           ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal }).then(
@@ -117,11 +117,10 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
           ),
         );
       }
-      pending = o === pending.length ? Buffer.alloc(0) : Buffer.from(pending.subarray(o));
     }
     await Promise.all(puts);
     if (failure) throw failure.error;
-    if (pending.length) throw new InvalidArgumentError('chunk batch ends inside a record');
+    if (queue.length) throw new InvalidArgumentError('chunk batch ends inside a record');
     sendJson(res, 200, { stored, present });
   }
 

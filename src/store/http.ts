@@ -3,6 +3,7 @@ import { throwIfAborted } from '../core/abort.js';
 import {
   AbortedError, ChunkCorruptError, ChunkMissingError, InvalidArgumentError, ProtocolError, XferError, type ErrorCode,
 } from '../core/errors.js';
+import { ByteQueue } from '../core/bytes.js';
 import { DIGEST_BYTES, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import { digestOf } from '../hash/digest.js';
@@ -23,7 +24,7 @@ export const UPLOAD_BATCH_BYTES = 4 * MiB;
 /** Chunks per fetch request. */
 export const FETCH_BATCH_CHUNKS = 64;
 /** Upload requests in flight at once. */
-export const MAX_UPLOADS_IN_FLIGHT = 8;
+export const MAX_UPLOADS_IN_FLIGHT = 6;
 export const STREAM_WINDOW_BYTES = 16 * MiB;
 export const CONNECTION_WINDOW_BYTES = 256 * MiB;
 
@@ -34,11 +35,10 @@ interface ServerInfo {
   maxChunkBytes: number;
 }
 
-interface PendingPut {
-  id: ChunkId;
-  data: Uint8Array;
-  resolve: (wrote: boolean) => void;
-  reject: (err: unknown) => void;
+/** A request body being filled with upload records. */
+interface UploadBatch {
+  body: Buffer;
+  used: number;
 }
 
 interface PendingGet {
@@ -52,21 +52,26 @@ interface PendingGet {
  * with undici (`Client` with allowH2 for https, `H2CClient` for http).
  *
  * Single put() and get() calls are coalesced into batched requests (one request body
- * carries many chunks), sent on concurrent streams of one connection. put() resolves true
- * once the batch holding the chunk was accepted by the server (it re-hashes every chunk).
+ * carries many chunks), sent on concurrent streams of one connection. put() resolves once
+ * the chunk is queued; flush() resolves once every queued chunk was accepted by the server
+ * (which re-hashes every chunk).
  * get() verifies every chunk it receives against its digest: the server is not trusted.
  */
 export class HttpStore implements ChunkStore, ManifestStore {
   private readonly headers: Record<string, string>;
-  private puts: PendingPut[] = [];
-  private putBytes = 0;
+  private readonly batches = new Map<DigestAlgorithm, UploadBatch>();
   private putTimer: NodeJS.Immediate | undefined;
   private readonly uploads = new Set<Promise<void>>();
+  private uploadFailure: { error: unknown } | undefined;
   private gets: PendingGet[] = [];
   private getTimer: NodeJS.Immediate | undefined;
 
+  /** Bytes of records per upload request: UPLOAD_BATCH_BYTES, within the server's limit. */
+  private readonly batchBytes: number;
+
   private constructor(readonly base: URL, private readonly client: Dispatcher, readonly info: ServerInfo, token?: string) {
     this.headers = token ? { authorization: `Bearer ${token}` } : {};
+    this.batchBytes = Math.max(1, Math.min(UPLOAD_BATCH_BYTES, info.maxBatchBytes - info.maxChunkBytes - 4 - DIGEST_BYTES));
   }
 
   static async connect(url: string | URL, options: HttpStoreOptions = {}): Promise<HttpStore> {
@@ -125,51 +130,64 @@ export class HttpStore implements ChunkStore, ManifestStore {
     return out;
   }
 
-  put(id: ChunkId, data: Uint8Array, options: PutOptions = {}): Promise<boolean> {
+  /**
+   * Queues the chunk for a batched upload and resolves once it is queued (true: it will be
+   * sent), waiting first while MAX_UPLOADS_IN_FLIGHT uploads are running (back-pressure).
+   * An upload that fails makes the next put() and flush() reject with its error, so a push
+   * never commits a manifest over chunks that did not arrive.
+   */
+  async put(id: ChunkId, data: Uint8Array, options: PutOptions = {}): Promise<boolean> {
     throwIfAborted(options.signal);
-    if (data.length > this.info.maxChunkBytes) return Promise.reject(new InvalidArgumentError(`chunk of ${data.length} bytes is larger than the server accepts`));
-    return new Promise<boolean>((resolve, reject) => {
-      this.puts.push({ id, data, resolve, reject });
-      this.putBytes += data.length + 4 + DIGEST_BYTES;
-      if (this.putBytes >= Math.min(UPLOAD_BATCH_BYTES, this.info.maxBatchBytes - this.info.maxChunkBytes - 64)) this.sendPuts(options.signal);
-      else this.putTimer ??= setImmediate(() => this.sendPuts(options.signal));
-    }).then(async (wrote) => {
-      // back-pressure: a caller awaiting put() waits while too many uploads are in flight
-      while (this.uploads.size > MAX_UPLOADS_IN_FLIGHT) await Promise.race(this.uploads);
-      return wrote;
-    });
+    this.throwUploadFailure();
+    if (data.length > this.info.maxChunkBytes) throw new InvalidArgumentError(`chunk of ${data.length} bytes is larger than the server accepts`);
+    // The bytes are copied into the request body now (the one copy an upload needs), so the
+    // caller may reuse its buffer as soon as put() resolves.
+    const need = 4 + DIGEST_BYTES + data.length;
+    let batch = this.batches.get(id.algorithm);
+    if (batch && batch.used + need > batch.body.length) {
+      this.sendBatch(id.algorithm, options.signal);
+      batch = undefined;
+    }
+    if (!batch) {
+      batch = { body: Buffer.allocUnsafe(Math.max(this.batchBytes, need)), used: 0 };
+      this.batches.set(id.algorithm, batch);
+    }
+    batch.body.writeUInt32LE(data.length, batch.used);
+    batch.body.set(id.digest, batch.used + 4);
+    batch.body.set(data, batch.used + 4 + DIGEST_BYTES);
+    batch.used += need;
+    if (batch.used >= this.batchBytes) this.sendBatch(id.algorithm, options.signal);
+    else this.putTimer ??= setImmediate(() => this.sendAll(options.signal));
+    while (this.uploads.size >= MAX_UPLOADS_IN_FLIGHT) await Promise.race(this.uploads);
+    this.throwUploadFailure();
+    return true;
   }
 
-  private sendPuts(signal?: AbortSignal): void {
+  private throwUploadFailure(): void {
+    if (this.uploadFailure) throw this.uploadFailure.error;
+  }
+
+  private sendAll(signal?: AbortSignal): void {
     if (this.putTimer) clearImmediate(this.putTimer);
     this.putTimer = undefined;
-    const batch = this.puts;
-    this.puts = [];
-    this.putBytes = 0;
-    if (!batch.length) return;
-    const byAlgorithm = new Map<DigestAlgorithm, PendingPut[]>();
-    for (const p of batch) byAlgorithm.set(p.id.algorithm, [...(byAlgorithm.get(p.id.algorithm) ?? []), p]);
-    for (const [algorithm, list] of byAlgorithm) {
-      const parts: Uint8Array[] = [];
-      for (const p of list) {
-        const head = Buffer.allocUnsafe(4 + DIGEST_BYTES);
-        head.writeUInt32LE(p.data.length, 0);
-        head.set(p.id.digest, 4);
-        parts.push(head, p.data);
+    for (const algorithm of [...this.batches.keys()]) this.sendBatch(algorithm, signal);
+  }
+
+  private sendBatch(algorithm: DigestAlgorithm, signal?: AbortSignal): void {
+    const batch = this.batches.get(algorithm);
+    this.batches.delete(algorithm);
+    if (!batch || batch.used === 0) return;
+    const body = batch.body.subarray(0, batch.used);
+    const upload = (async () => {
+      try {
+        const res = await this.request({ method: 'POST', path: `/v1/chunks?algorithm=${algorithm}`, body, signal });
+        await res.body.dump();
+      } catch (error) {
+        this.uploadFailure ??= { error };
       }
-      const body = Buffer.concat(parts);
-      const upload = (async () => {
-        try {
-          const res = await this.request({ method: 'POST', path: `/v1/chunks?algorithm=${algorithm}`, body, signal });
-          await res.body.dump();
-          for (const p of list) p.resolve(true);
-        } catch (err) {
-          for (const p of list) p.reject(err);
-        }
-      })();
-      this.uploads.add(upload);
-      void upload.finally(() => this.uploads.delete(upload));
-    }
+    })();
+    this.uploads.add(upload);
+    void upload.finally(() => this.uploads.delete(upload));
   }
 
   get(id: ChunkId, options: OpOptions = {}): Promise<Buffer> {
@@ -200,39 +218,38 @@ export class HttpStore implements ChunkStore, ManifestStore {
     const body = Buffer.allocUnsafe(list.length * DIGEST_BYTES);
     list.forEach((g, i) => body.set(g.id.digest, i * DIGEST_BYTES));
     const res = await this.request({ method: 'POST', path: `/v1/chunks/fetch?algorithm=${algorithm}`, body, signal });
-    let pending: Buffer = Buffer.alloc(0);
+    const queue = new ByteQueue();
     let next = 0;
     for await (const piece of res.body) {
-      pending = pending.length ? Buffer.concat([pending, piece as Buffer]) : (piece as Buffer);
-      let o = 0;
-      while (next < list.length && pending.length - o >= 4 + DIGEST_BYTES) {
-        const len = pending.readUInt32LE(o);
+      queue.push(piece as Buffer);
+      while (next < list.length && queue.length >= 4 + DIGEST_BYTES) {
+        const len = queue.readUInt32LE(0);
         const g = list[next]!;
-        const digest = pending.subarray(o + 4, o + 4 + DIGEST_BYTES);
-        if (!digest.equals(g.id.digest)) throw new ProtocolError('chunks/fetch answered out of order');
+        if (!queue.peek(4 + DIGEST_BYTES).subarray(4).equals(g.id.digest)) throw new ProtocolError('chunks/fetch answered out of order');
         if (len === 0xffffffff) {
-          o += 4 + DIGEST_BYTES;
+          queue.take(4 + DIGEST_BYTES);
           next++;
           g.reject(new ChunkMissingError(digestToHex(g.id.digest), this.base.origin));
           continue;
         }
         if (len > this.info.maxChunkBytes) throw new ProtocolError(`chunks/fetch record of ${len} bytes`);
-        if (pending.length - o < 4 + DIGEST_BYTES + len) break;
-        const data = Buffer.from(pending.subarray(o + 4 + DIGEST_BYTES, o + 4 + DIGEST_BYTES + len));
-        o += 4 + DIGEST_BYTES + len;
+        if (queue.length < 4 + DIGEST_BYTES + len) break;
+        queue.take(4 + DIGEST_BYTES);
+        const data = queue.take(len);
         next++;
         if (digestOf(algorithm, data).equals(g.id.digest)) g.resolve(data);
         else g.reject(new ChunkCorruptError(digestToHex(g.id.digest), `received from ${this.base.origin} with other content`));
       }
-      pending = o === pending.length ? Buffer.alloc(0) : Buffer.from(pending.subarray(o));
     }
     if (next !== list.length) throw new ProtocolError('chunks/fetch answer ended early');
   }
 
+  /** Sends what is queued and waits for every upload; rejects with the first upload failure. */
   async flush(options: OpOptions = {}): Promise<void> {
     throwIfAborted(options.signal);
-    this.sendPuts(options.signal);
+    this.sendAll(options.signal);
     while (this.uploads.size) await Promise.all([...this.uploads]);
+    this.throwUploadFailure();
   }
 
   async putManifest(name: string, source: AsyncIterable<Uint8Array>, options: OpOptions = {}): Promise<void> {

@@ -1,9 +1,8 @@
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createCipheriv, createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
-import { pseudoRandom } from './gen.js';
 
 export const BIN = fileURLToPath(new URL('../../src/cli/bin.js', import.meta.url));
 
@@ -40,14 +39,19 @@ export async function sha256File(path: string): Promise<string> {
   return h.digest('hex');
 }
 
-/** Writes `size` deterministic pseudo-random bytes without holding them all in memory. */
+/**
+ * Writes `size` deterministic pseudo-random bytes without holding them all in memory: an
+ * AES-128-CTR keystream keyed by the seed, so no two pieces of a file repeat (a per-piece
+ * reseeded small PRNG can land on overlapping stretches of its cycle and dedup for real).
+ */
 export async function writeRandomFile(path: string, size: number, seed = 1): Promise<void> {
+  const key = createHash('sha256').update(`xfer-test-${seed}`).digest().subarray(0, 16);
+  const cipher = createCipheriv('aes-128-ctr', key, Buffer.alloc(16));
   const fh = await open(path, 'w');
   try {
     const piece = 16 * 1024 * 1024;
-    for (let o = 0, k = 0; o < size; o += piece, k++) {
-      await fh.write(pseudoRandom(Math.min(piece, size - o), seed * 7919 + k));
-    }
+    const zeros = Buffer.alloc(piece);
+    for (let o = 0; o < size; o += piece) await fh.write(cipher.update(zeros.subarray(0, Math.min(piece, size - o))));
   } finally {
     await fh.close();
   }

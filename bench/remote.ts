@@ -1,0 +1,194 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { copyFile, mkdir, open, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { pseudoRandom } from '../test/helpers/gen.js';
+import { median, timed, type Run } from './measure.js';
+import type { MacroRow } from './macro.js';
+
+const XFER = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
+const EDITS = 200;
+const EDIT_BYTES = 4096;
+
+export interface RemoteOptions {
+  readonly work: string;
+  readonly src: string;
+  readonly sizeBytes: number;
+  readonly runs: number;
+  readonly tools: Set<string>;
+  readonly log: (s: string) => void;
+}
+
+interface Sample {
+  readonly run: Run;
+  /** Bytes the tool says it sent (chunk payload for xfer, literal data for rsync). */
+  readonly sentBytes?: number;
+}
+
+function summarize(scenario: string, tool: string, samples: Sample[], bytes: number, log: (s: string) => void): MacroRow & { sentBytesMedian?: number } {
+  const walls = samples.map((s) => s.run.wallSeconds);
+  const m = median(walls);
+  const sent = samples.filter((s) => s.sentBytes !== undefined).map((s) => s.sentBytes!);
+  const row = {
+    scenario,
+    tool,
+    runs: samples.length,
+    wallSeconds: { median: m, min: Math.min(...walls), max: Math.max(...walls) },
+    cpuSecondsMedian: median(samples.map((s) => s.run.cpuSeconds)),
+    maxRssMiB: Math.max(...samples.map((s) => s.run.maxRssMiB)),
+    mbPerSecond: bytes / m / 1e6,
+    ...(sent.length ? { sentBytesMedian: median(sent) } : {}),
+  };
+  log(`  ${scenario.padEnd(22)} ${tool.padEnd(26)} ${m.toFixed(2).padStart(7)} s (min ${row.wallSeconds.min.toFixed(2)}, max ${row.wallSeconds.max.toFixed(2)})  ${row.mbPerSecond.toFixed(0).padStart(6)} MB/s${sent.length ? `  sent ${(median(sent) / 1e6).toFixed(2)} MB` : ''}  rss ${row.maxRssMiB.toFixed(0)} MiB`);
+  return row;
+}
+
+async function startServe(root: string): Promise<{ url: string; child: ChildProcess }> {
+  const child = spawn(process.execPath, [XFER, 'serve', '--root', root, '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout!.setEncoding('utf8').on('data', (d) => {
+      out += d;
+      const m = /listening on (\S+)/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    child.on('exit', (c) => reject(new Error(`xfer serve exited ${c}`)));
+  });
+  return { url, child };
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  const exited = new Promise((r) => child.on('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+async function startRsyncd(dir: string): Promise<{ url: string; child: ChildProcess }> {
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const conf = join(dir, 'rsyncd.conf');
+  await mkdir(join(dir, 'module'), { recursive: true });
+  await writeFile(conf, `use chroot = no\nuid = root\ngid = root\n[m]\npath = ${join(dir, 'module')}\nread only = no\n`);
+  const child = spawn('rsync', ['--daemon', '--no-detach', `--config=${conf}`, `--port=${port}`, '--address=127.0.0.1'], { stdio: 'ignore' });
+  for (let i = 0; i < 100; i++) {
+    if (spawnSync('rsync', [`rsync://127.0.0.1:${port}/`], { stdio: 'ignore' }).status === 0) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return { url: `rsync://127.0.0.1:${port}/m`, child };
+}
+
+/** A copy of `src` with EDITS scattered 4 KiB overwrites at deterministic 4 KiB-aligned offsets. */
+async function makeEdited(src: string, dst: string, size: number): Promise<void> {
+  await copyFile(src, dst);
+  const fh = await open(dst, 'r+');
+  const blocks = Math.floor(size / EDIT_BYTES);
+  for (let i = 0; i < EDITS; i++) {
+    const block = Math.floor(((i + 0.5) / EDITS) * blocks);
+    await fh.write(pseudoRandom(EDIT_BYTES, 1000 + i), 0, EDIT_BYTES, block * EDIT_BYTES);
+  }
+  await fh.close();
+}
+
+const rsyncLiteral = (out: string): number => Number((/Literal data: ([\d,.]+)/.exec(out)?.[1] ?? '0').replace(/[,.]/g, ''));
+
+export async function runRemote(o: RemoteOptions): Promise<MacroRow[]> {
+  const rows: MacroRow[] = [];
+  const w = (n: string) => join(o.work, n);
+  const edited = w('edited.bin');
+  await makeEdited(o.src, edited, o.sizeBytes);
+  const warm = () => spawnSync('sh', ['-c', `cat '${o.src}' '${edited}' > /dev/null`]);
+
+  // b. first copy over loopback: xfer serve vs rsync daemon
+  o.log('first copy over loopback (xfer serve, rsync daemon)');
+  const xs: Sample[] = [];
+  const rs: Sample[] = [];
+  for (let i = 0; i < o.runs; i++) {
+    await rm(w('serve-root'), { recursive: true, force: true });
+    const s = await startServe(w('serve-root'));
+    warm();
+    const r = await timed(process.execPath, [XFER, 'push', o.src, `${s.url}/first.bin`, '--json']);
+    xs.push({ run: r, sentBytes: JSON.parse(r.stdout).bytesSent });
+    await stop(s.child);
+    if (o.tools.has('rsync')) {
+      await rm(w('rsyncd'), { recursive: true, force: true });
+      const d = await startRsyncd(w('rsyncd'));
+      warm();
+      const rr = await timed('rsync', ['-a', '--stats', o.src, `${d.url}/first.bin`]);
+      rs.push({ run: rr, sentBytes: rsyncLiteral(rr.stdout) });
+      await stop(d.child);
+    }
+  }
+  rows.push(summarize('first copy (loopback)', 'xfer push -> xfer serve', xs, o.sizeBytes, o.log));
+  if (rs.length) rows.push(summarize('first copy (loopback)', 'rsync -> rsync daemon', rs, o.sizeBytes, o.log));
+
+  // c. incremental: every run starts from a destination holding only the original (a
+  // content-addressed store keeps every version it saw, so runs must not share one)
+  o.log(`incremental copy after ${EDITS} scattered 4 KiB overwrites`);
+  const xi: Sample[] = [];
+  const ri: Sample[] = [];
+  let s: { url: string; child: ChildProcess } | undefined;
+  for (let i = 0; i < o.runs; i++) {
+    if (s) await stop(s.child);
+    await rm(w('serve-root'), { recursive: true, force: true });
+    s = await startServe(w('serve-root'));
+    await timed(process.execPath, [XFER, 'push', o.src, `${s.url}/inc.bin`, '--json']);
+    warm();
+    const r = await timed(process.execPath, [XFER, 'push', edited, `${s.url}/inc.bin`, '--json']);
+    xi.push({ run: r, sentBytes: JSON.parse(r.stdout).bytesSent });
+    if (o.tools.has('rsync')) {
+      await rm(w('rsyncd'), { recursive: true, force: true });
+      const d = await startRsyncd(w('rsyncd'));
+      await copyFile(o.src, join(w('rsyncd'), 'module', 'inc.bin'));
+      spawnSync('touch', [edited]); // rsync skips files whose size and mtime match
+      warm();
+      const rr = await timed('rsync', ['-a', '--stats', '--no-whole-file', edited, `${d.url}/inc.bin`]);
+      ri.push({ run: rr, sentBytes: rsyncLiteral(rr.stdout) });
+      await stop(d.child);
+    }
+  }
+  rows.push(summarize('incremental (loopback)', 'xfer push -> xfer serve', xi, o.sizeBytes, o.log));
+  if (ri.length) rows.push(summarize('incremental (loopback)', 'rsync --no-whole-file', ri, o.sizeBytes, o.log));
+  s = s!;
+
+  // d. restore into an empty destination
+  o.log('restore into an empty destination');
+  const xp: Sample[] = [];
+  const cp: Sample[] = [];
+  const rp: Sample[] = [];
+  const env = { RESTIC_PASSWORD: 'bench' };
+  if (o.tools.has('casync')) {
+    await rm(w('casync'), { recursive: true, force: true });
+    await mkdir(w('casync'));
+    spawnSync('casync', ['make', `--store=${w('casync')}/store`, `${w('casync')}/index.caibx`, o.src], { stdio: 'ignore' });
+  }
+  if (o.tools.has('restic')) {
+    await rm(w('restic'), { recursive: true, force: true });
+    spawnSync('restic', ['init', '--repo', w('restic')], { env: { ...process.env, ...env }, stdio: 'ignore' });
+    spawnSync('restic', ['backup', '--repo', w('restic'), '--no-cache', '--quiet', o.src], { env: { ...process.env, ...env }, stdio: 'ignore' });
+  }
+  for (let i = 0; i < o.runs; i++) {
+    await rm(w('restore'), { recursive: true, force: true });
+    await mkdir(w('restore'));
+    const r = await timed(process.execPath, [XFER, 'pull', `${s.url}/inc.bin`, w('restore/x.bin'), '--json']);
+    xp.push({ run: r, sentBytes: JSON.parse(r.stdout).bytesReceived });
+    if (o.tools.has('casync')) {
+      await rm(w('restore'), { recursive: true, force: true });
+      await mkdir(w('restore'));
+      cp.push({ run: await timed('casync', ['extract', `--store=${w('casync')}/store`, `${w('casync')}/index.caibx`, w('restore/x.bin')]) });
+    }
+    if (o.tools.has('restic')) {
+      await rm(w('restore'), { recursive: true, force: true });
+      rp.push({ run: await timed('restic', ['restore', 'latest', '--repo', w('restic'), '--no-cache', '--target', w('restore')], env) });
+    }
+  }
+  rows.push(summarize('restore (empty dest)', 'xfer pull <- xfer serve', xp, o.sizeBytes, o.log));
+  if (cp.length) rows.push(summarize('restore (empty dest)', 'casync extract', cp, o.sizeBytes, o.log));
+  if (rp.length) rows.push(summarize('restore (empty dest)', 'restic restore', rp, o.sizeBytes, o.log));
+  await rm(w('restore'), { recursive: true, force: true });
+  await mkdir(w('restore'));
+  await timed(process.execPath, [XFER, 'pull', `${s.url}/inc.bin`, w('restore/x.bin'), '--json']);
+  const again = await timed(process.execPath, [XFER, 'pull', `${s.url}/inc.bin`, w('restore/x.bin'), '--json']);
+  rows.push(summarize('pull unchanged file', 'xfer pull (dest up to date)', [{ run: again, sentBytes: JSON.parse(again.stdout).bytesReceived }], o.sizeBytes, o.log));
+  await stop(s.child);
+  for (const n of ['serve-root', 'rsyncd', 'casync', 'restic', 'restore', 'edited.bin']) await rm(w(n), { recursive: true, force: true });
+  return rows;
+}
