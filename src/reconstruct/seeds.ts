@@ -52,6 +52,7 @@ export class SeedIndex {
           if (this.map.size < MAX_SEED_CHUNKS && !this.map.has(key)) this.map.set(key, { path, offset: o, length: len });
           o += len;
         }
+        b.release(); // only offsets are kept; the segment buffer goes back to the pool
       }
     } catch (err) {
       // A seed that changes or fails to read while indexed is simply a worse seed.
