@@ -26,6 +26,8 @@ export interface MacroOptions {
   readonly log: (s: string) => void;
   /** Also run the loopback scenarios (xfer serve vs rsync daemon, restores). */
   readonly remote: boolean;
+  /** Only the loopback scenarios. */
+  readonly remoteOnly: boolean;
 }
 
 function row(scenario: string, tool: string, runs: Run[], bytes: number): MacroRow {
@@ -84,6 +86,7 @@ export async function runMacro(o: MacroOptions): Promise<MacroRow[]> {
   }
   warm(src);
   const rows: MacroRow[] = [];
+  if (o.remoteOnly) return runRemote({ work: o.work, src, sizeBytes: o.sizeBytes, runs: o.runs, tools: o.tools, log: o.log });
   const dest = (name: string) => join(o.work, name);
   const fresh = (p: string) => async () => {
     await rm(p, { recursive: true, force: true });

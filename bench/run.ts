@@ -1,6 +1,7 @@
 /**
  * `npm run bench [-- --micro | --macro [--local]] [--size 2G] [--runs 3] [--work DIR]`
- * --local skips the loopback scenarios (xfer serve, rsync daemon, restores).
+ * --local skips the loopback scenarios (xfer serve, rsync daemon, restores); --remote-only
+ * runs only those.
  * Micro suites (benny) and macro scenarios against peers; prints tables and writes
  * bench/results/<timestamp>.json. Never part of npm test.
  */
@@ -19,6 +20,7 @@ const { values } = parseArgs({
     micro: { type: 'boolean', default: false },
     macro: { type: 'boolean', default: false },
     local: { type: 'boolean', default: false },
+    'remote-only': { type: 'boolean', default: false },
     size: { type: 'string', default: '2G' },
     runs: { type: 'string', default: '3' },
     work: { type: 'string', default: join(tmpdir(), 'xfer-bench') },
@@ -38,7 +40,7 @@ if (values.micro || both) {
 if (values.macro || both) {
   const tools = ensureTools(log);
   log(`macro benchmarks (${values.size}, ${values.runs} runs each, alternating; peers: ${[...tools].join(', ') || 'none'})`);
-  results.macro = await runMacro({ work: values.work!, sizeBytes: parseSize(values.size!, '--size'), runs: Number(values.runs), tools, log, remote: !values.local });
+  results.macro = await runMacro({ work: values.work!, sizeBytes: parseSize(values.size!, '--size'), runs: Number(values.runs), tools, log, remote: !values.local, remoteOnly: values['remote-only']! });
 }
 const dir = fileURLToPath(new URL('../../bench/results/', import.meta.url));
 await mkdir(dir, { recursive: true });

@@ -21,8 +21,10 @@ export interface HttpStoreOptions {
 
 /** Bytes of chunk data per upload request (many requests run in parallel on one connection). */
 export const UPLOAD_BATCH_BYTES = 4 * MiB;
-/** Chunks per fetch request. */
+/** Chunks per fetch request, at most. */
 export const FETCH_BATCH_CHUNKS = 64;
+/** Fetch requests in flight at once. */
+export const MAX_FETCHES_IN_FLIGHT = 4;
 /** Upload requests in flight at once. */
 export const MAX_UPLOADS_IN_FLIGHT = 6;
 export const STREAM_WINDOW_BYTES = 16 * MiB;
@@ -63,7 +65,8 @@ export class HttpStore implements ChunkStore, ManifestStore {
   private putTimer: NodeJS.Immediate | undefined;
   private readonly uploads = new Set<Promise<void>>();
   private uploadFailure: { error: unknown } | undefined;
-  private gets: PendingGet[] = [];
+  private readonly gets: PendingGet[] = [];
+  private fetchesInFlight = 0;
   private getTimer: NodeJS.Immediate | undefined;
 
   /** Bytes of records per upload request: UPLOAD_BATCH_BYTES, within the server's limit. */
@@ -190,26 +193,43 @@ export class HttpStore implements ChunkStore, ManifestStore {
     void upload.finally(() => this.uploads.delete(upload));
   }
 
+  /**
+   * Queues a chunk fetch. Fetches go out in batched requests, at most MAX_FETCHES_IN_FLIGHT
+   * at a time: while they run, new gets accumulate, so a steady stream of single gets still
+   * travels in requests of up to FETCH_BATCH_CHUNKS chunks instead of one request each.
+   */
   get(id: ChunkId, options: OpOptions = {}): Promise<Buffer> {
     throwIfAborted(options.signal);
     return new Promise<Buffer>((resolve, reject) => {
       this.gets.push({ id, resolve, reject });
-      if (this.gets.length >= FETCH_BATCH_CHUNKS) this.sendGets(options.signal);
-      else this.getTimer ??= setImmediate(() => this.sendGets(options.signal));
+      // gather what this turn of the event loop asks for before sending
+      this.getTimer ??= setImmediate(() => {
+        this.getTimer = undefined;
+        this.pumpGets(options.signal);
+      });
     });
   }
 
-  private sendGets(signal?: AbortSignal): void {
-    if (this.getTimer) clearImmediate(this.getTimer);
-    this.getTimer = undefined;
-    const batch = this.gets;
-    this.gets = [];
-    const byAlgorithm = new Map<DigestAlgorithm, PendingGet[]>();
-    for (const g of batch) byAlgorithm.set(g.id.algorithm, [...(byAlgorithm.get(g.id.algorithm) ?? []), g]);
-    for (const [algorithm, list] of byAlgorithm) {
-      void this.fetchBatch(algorithm, list, signal).catch((err) => {
-        for (const g of list) g.reject(err);
-      });
+  private pumpGets(signal?: AbortSignal): void {
+    while (this.fetchesInFlight < MAX_FETCHES_IN_FLIGHT && this.gets.length > 0) {
+      const batch = this.gets.splice(0, FETCH_BATCH_CHUNKS);
+      const byAlgorithm = new Map<DigestAlgorithm, PendingGet[]>();
+      for (const g of batch) {
+        const list = byAlgorithm.get(g.id.algorithm);
+        if (list) list.push(g);
+        else byAlgorithm.set(g.id.algorithm, [g]);
+      }
+      for (const [algorithm, list] of byAlgorithm) {
+        this.fetchesInFlight++;
+        void this.fetchBatch(algorithm, list, signal)
+          .catch((err) => {
+            for (const g of list) g.reject(err);
+          })
+          .finally(() => {
+            this.fetchesInFlight--;
+            this.pumpGets(signal);
+          });
+      }
     }
   }
 

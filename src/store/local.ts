@@ -50,7 +50,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access as accessCallback, writeFile as writeFileCallback, type ReadStream } from 'node:fs';
+import { access as accessCallback, readFile as readFileCallback, writeFile as writeFileCallback, type ReadStream } from 'node:fs';
 import { lstat, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -111,6 +111,12 @@ const RENAME_ATTEMPTS = 3;
  */
 const access = promisify(accessCallback);
 const writeFile = promisify(writeFileCallback);
+/**
+ * Chunk reads likewise: fs/promises readFile spends ~35 us of main-thread JS on each of
+ * open, fstat, read and close (measured: ~3.8 s per 2 GiB of 64 KiB chunks served), the
+ * callback readFile runs the sequence in C++.
+ */
+const readChunkFile = promisify(readFileCallback) as (path: string, options: { signal?: AbortSignal }) => Promise<Buffer>;
 
 const STORE_FILE = 'store.json';
 const FAN_OUT_RE = /^[0-9a-f]{2}$/;
@@ -231,7 +237,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
     const tempPath = this.pending.get(`${id.algorithm}:${hex}`)?.tempPath;
     let data: Buffer;
     try {
-      data = await readFile(tempPath ?? finalPath, { signal });
+      data = await readChunkFile(tempPath ?? finalPath, { signal });
     } catch (err) {
       if (!isMissing(err)) throw fromSystemError(err, tempPath ?? finalPath, 'read chunk');
       // A pending chunk may have been published (renamed) since the lookup above.
@@ -689,7 +695,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
 
   private async readPublished(finalPath: string, hex: string, signal: AbortSignal | undefined): Promise<Buffer> {
     try {
-      return await readFile(finalPath, { signal });
+      return await readChunkFile(finalPath, { signal });
     } catch (err) {
       if (isMissing(err)) throw new ChunkMissingError(hex, this.dir);
       throw fromSystemError(err, finalPath, 'read chunk');
