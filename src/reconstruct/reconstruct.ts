@@ -85,10 +85,23 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
         if (meta.type === 'dir') await staging.mkdir(meta);
         else if (meta.type === 'symlink') await staging.symlink(meta);
         else {
-          const local = new SeedIndex(header.chunker, algorithm);
-          if (pool && options.reuseTarget !== false) await local.add(meta.path === '' ? target : join(target, ...meta.path.split('/')), pool, signal);
+          const existing = meta.path === '' ? target : join(target, ...meta.path.split('/'));
           const staged = await staging.openFile(meta);
-          file = new OpenFile(meta, staged, createHasher(algorithm), [local, globalSeeds], await InPlace.open(staging.previousPathOf(meta.path), staged, algorithm));
+          // In place first (an interrupted run's partial, then the existing file at the same
+          // offsets: cheap, and enough for overwrites); the existing file is chunked as a
+          // content-defined seed only when a chunk is not found in place (insertions).
+          const inPlace = [
+            await InPlace.open(staging.previousPathOf(meta.path), staged, algorithm),
+            await InPlace.open(existing, staged, algorithm),
+          ].filter((x): x is InPlace => x !== undefined);
+          const indexExisting = pool && options.reuseTarget !== false
+            ? async () => {
+                const local = new SeedIndex(header.chunker, algorithm);
+                await local.add(existing, pool, signal);
+                return local;
+              }
+            : undefined;
+          file = new OpenFile(meta, staged, createHasher(algorithm), globalSeeds, indexExisting, inPlace);
         }
       } else if (ev.kind === 'chunks') {
         const f = file!;
@@ -99,8 +112,15 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
           const id: ChunkId = { algorithm, digest: rec.digest };
           await window.run(rec.length, async () => {
             // 1. already in place (an interrupted run), 2. a local seed, 3. the store.
-            let data = await f.inPlace?.match(rec, offset);
-            const inPlace = data !== undefined && f.inPlace!.isTarget;
+            let data: Buffer | undefined;
+            let inPlace = false;
+            for (const p of f.inPlace) {
+              data = await p.match(rec, offset);
+              if (data) {
+                inPlace = p.isTarget;
+                break;
+              }
+            }
             if (!data) data = await f.fromSeed(rec);
             if (data) bytesReused += rec.length;
             else {
@@ -167,21 +187,27 @@ class OpenFile {
     private readonly meta: EntryMeta,
     readonly staged: StagedFile,
     readonly hasher: Hasher,
-    private readonly seeds: readonly SeedIndex[],
-    readonly inPlace: InPlace | undefined,
+    private readonly seeds: SeedIndex,
+    private readonly indexExisting: (() => Promise<SeedIndex>) | undefined,
+    readonly inPlace: readonly InPlace[],
   ) {}
+
+  /** The existing file chunked as a seed, built at most once, on the first miss in place. */
+  private existing: Promise<SeedIndex> | undefined;
 
   describe(): string {
     return this.meta.path === '' ? this.staged.path : this.meta.path;
   }
 
   async fromSeed(rec: ChunkRecord): Promise<Buffer | undefined> {
-    for (const s of this.seeds) {
-      if (!s.has(rec.digest)) continue;
-      const data = await s.read(rec.digest);
+    if (this.seeds.has(rec.digest)) {
+      const data = await this.seeds.read(rec.digest);
       if (data) return data;
     }
-    return undefined;
+    if (!this.indexExisting) return undefined;
+    this.existing ??= this.indexExisting();
+    const local = await this.existing;
+    return local.has(rec.digest) ? local.read(rec.digest) : undefined;
   }
 
   completed(seq: number, data: Uint8Array): void {
@@ -198,10 +224,10 @@ class OpenFile {
     }
   }
 
+  /** Closes this file's own sources; the global seeds are shared and closed by reconstruct. */
   async closeSeeds(): Promise<void> {
-    // the first seed index is this file's own (the previous version); the rest are shared
-    await this.seeds[0]?.close();
-    await this.inPlace?.close();
+    if (this.existing) await (await this.existing.catch(() => undefined))?.close();
+    for (const p of this.inPlace) await p.close();
   }
 }
 
@@ -231,7 +257,12 @@ class InPlace {
     } catch {
       return undefined;
     }
-    const size = (await fh.stat()).size;
+    const st = await fh.stat().catch(() => undefined);
+    if (!st?.isFile() || st.size === 0) {
+      await fh.close().catch(() => {});
+      return undefined;
+    }
+    const size = st.size;
     const read = async (length: number, position: number) => {
       const buf = Buffer.allocUnsafe(length);
       const { bytesRead } = await fh.read(buf, 0, length, position);
@@ -240,10 +271,11 @@ class InPlace {
     return new InPlace(false, size, read, algorithm, () => fh.close());
   }
 
+  /** The chunk's bytes if they are at `offset`; undefined if not there or unreadable. */
   async match(rec: ChunkRecord, offset: number): Promise<Buffer | undefined> {
     if (offset + rec.length > this.sizeBytes) return undefined;
-    const data = await this.read(rec.length, offset);
-    return data.length === rec.length && digestOf(this.algorithm, data).equals(rec.digest) ? data : undefined;
+    const data = await this.read(rec.length, offset).catch(() => undefined);
+    return data && data.length === rec.length && digestOf(this.algorithm, data).equals(rec.digest) ? data : undefined;
   }
 
   async close(): Promise<void> {
