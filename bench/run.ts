@@ -13,7 +13,7 @@ import { parseArgs } from 'node:util';
 import { parseSize } from '../src/core/sizes.js';
 import { runMacro } from './macro.js';
 import { ensureTools } from './measure.js';
-import { runMicro } from './micro.js';
+import { runMicro, runMicroStorage } from './micro.js';
 
 const { values } = parseArgs({
   options: {
@@ -35,7 +35,7 @@ const results: Record<string, unknown> = {
 };
 if (values.micro || both) {
   log('micro benchmarks');
-  results.micro = await runMicro(log);
+  results.micro = [...(await runMicro(log)), ...(await runMicroStorage(log))];
 }
 if (values.macro || both) {
   const tools = ensureTools(log);
