@@ -134,14 +134,27 @@ describe('xfer push / pull / verify to a local directory', () => {
     assert.equal(again.chunksSent, 0);
   });
 
-  it('pull of an existing identical file reuses every chunk locally', async () => {
+  it('pull of an existing identical file keeps it; a damaged one is rebuilt from what is intact', async () => {
     const data = pseudoRandom(3 * MiB, 77);
     await roundTrip('reuse.bin', data);
-    const q = await runCli(['pull', join(dir, 'backup-reuse.bin', 'reuse.bin'), join(dir, 'restored', 'reuse.bin'), '--json']);
+    const dest = join(dir, 'restored', 'reuse.bin');
+    const before = await stat(dest);
+    const q = await runCli(['pull', join(dir, 'backup-reuse.bin', 'reuse.bin'), dest, '--json']);
     assert.equal(q.code, 0, q.stderr);
     const r = JSON.parse(q.stdout);
     assert.equal(r.bytesReceived, 0);
     assert.equal(r.bytesReused, data.length);
+    assert.equal((await stat(dest)).ino, before.ino, 'an identical destination is not rewritten');
+    // same size, one byte different: rebuilt, with every other chunk taken from the old file
+    const damaged = Buffer.from(data);
+    damaged[MiB] ^= 1;
+    await writeFile(dest, damaged);
+    const q2 = await runCli(['pull', join(dir, 'backup-reuse.bin', 'reuse.bin'), dest, '--json']);
+    assert.equal(q2.code, 0, q2.stderr);
+    const r2 = JSON.parse(q2.stdout);
+    assert.ok(r2.bytesReceived > 0 && r2.bytesReceived <= 256 * 1024, `received ${r2.bytesReceived}`);
+    assert.equal(r2.bytesReceived + r2.bytesReused, data.length);
+    assert.ok((await readFile(dest)).equals(data));
   });
 
   it('a flipped byte in a stored chunk is detected by pull and by verify', async () => {
