@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { NotFoundError } from '../core/errors.js';
 import { formatBytes } from '../core/sizes.js';
-import { localTargetOf, openLocalSource, STORE_DIR_NAME } from '../endpoint/local.js';
+import { localTargetOf, openLocalSource, openLocalStore, STORE_DIR_NAME } from '../endpoint/local.js';
 import type { LocalStore } from '../store/local.js';
 import { verifyManifests } from '../transfer/verify.js';
 import { EXIT_DAMAGED, printJson } from './output.js';
@@ -23,8 +23,7 @@ export function registerVerify(program: Command, signal: AbortSignal, setExit: (
       let names: string[];
       const whole = await isStoreDir(dest);
       if (whole) {
-        const opened = await openLocalSource(join(dest, 'x'), { signal });
-        store = opened.store;
+        store = await openLocalStore(dest, { signal });
         names = (await store.listManifests('', { signal })).map((m) => m.name);
       } else {
         const opened = await openLocalSource(dest, { signal });

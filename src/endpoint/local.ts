@@ -94,12 +94,16 @@ export class LocalDestination implements PushDestination {
 /** Opens the store that holds a local target's manifest; NotFoundError if there is none. */
 export async function openLocalSource(target: string, options: OpOptions = {}): Promise<{ store: LocalStore; name: string; t: LocalTarget }> {
   const t = localTargetOf(target);
-  let store: LocalStore;
+  return { store: await openLocalStore(t.dir, options, target), name: t.name, t };
+}
+
+/** Opens the store of a destination directory (`<dir>/.xfer`); NotFoundError naming `what` if absent. */
+export async function openLocalStore(dir: string, options: OpOptions = {}, what = dir): Promise<LocalStore> {
+  const storeDir = join(resolve(dir), STORE_DIR_NAME);
   try {
-    store = await LocalStore.open(t.storeDir, { create: false, signal: options.signal });
+    return await LocalStore.open(storeDir, { create: false, signal: options.signal });
   } catch (err) {
-    if ((err as { code?: string }).code === 'XFER_NOT_FOUND') throw new NotFoundError(`${target}: no xfer store at ${t.storeDir} (was it pushed with xfer?)`);
+    if ((err as { code?: string }).code === 'XFER_NOT_FOUND') throw new NotFoundError(`${what}: no xfer store at ${storeDir} (was it pushed with xfer?)`);
     throw err;
   }
-  return { store, name: t.name, t };
 }

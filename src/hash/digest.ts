@@ -38,7 +38,7 @@ export function createHasher(algorithm: DigestAlgorithm): Hasher {
   };
 }
 
-/** Constant-free equality of two digests (they are not secrets). */
+/** Equality of two digests; not constant-time, as digests are not secrets. */
 export function digestEquals(a: Uint8Array, b: Uint8Array): boolean {
   return Buffer.compare(a, b) === 0;
 }

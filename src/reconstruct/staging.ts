@@ -4,7 +4,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { chmod, lstat, lutimes, mkdir, open, rename, rm, symlink, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
-import { AlreadyExistsError, fromSystemError, InvalidArgumentError } from '../core/errors.js';
+import { AlreadyExistsError, fromSystemError } from '../core/errors.js';
 import type { EntryMeta, ManifestKind } from '../manifest/types.js';
 
 /** Temp names beside the target start with this, so they are recognisable and ignorable. */

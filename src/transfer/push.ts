@@ -1,3 +1,4 @@
+import type { Stats } from 'node:fs';
 import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +13,7 @@ import type { ChunkRecord, EntryMeta, ManifestHeader, ManifestKind } from '../ma
 import { ScanPool } from '../scan/pool.js';
 import { chunkDigest, FileScan, StreamScan, type ChunkBatch, type StreamSource } from '../scan/scanner.js';
 import { walkTree, type SourceEntry, type WalkSkip } from '../scan/walk.js';
-import type { FileSink, PushDestination } from './destination.js';
+import type { PushDestination } from './destination.js';
 import { Window } from './window.js';
 
 export interface PushOptions {
@@ -75,8 +76,8 @@ export async function push(source: PushSource, destination: PushDestination, opt
 
   let kind: ManifestKind;
   let bytesTotal = 0;
+  let st: Stats | undefined;
   if (typeof source === 'string') {
-    let st;
     try {
       st = await stat(source);
     } catch (err) {
@@ -119,9 +120,9 @@ export async function push(source: PushSource, destination: PushDestination, opt
       const meta: EntryMeta = { type: 'file', path: '', mode: 0o644, mtimeMs: Date.now(), size: -1 };
       await handleFile(meta, new StreamScan(source.stream, scanOpts));
     } else if (kind === 'file') {
-      const st = await stat(source);
-      const meta: EntryMeta = { type: 'file', path: '', mode: st.mode & 0o7777, mtimeMs: Math.trunc(st.mtimeMs), size: st.size };
-      await handleFile(meta, new FileScan(source, st.size, st.mtimeMs, pool, scanOpts));
+      const s = st!;
+      const meta: EntryMeta = { type: 'file', path: '', mode: s.mode & 0o7777, mtimeMs: Math.trunc(s.mtimeMs), size: s.size };
+      await handleFile(meta, new FileScan(source, s.size, s.mtimeMs, pool, scanOpts));
     } else {
       // Tree: scans of the next files start while earlier ones are still being sent.
       const ahead: { entry: SourceEntry; scan?: FileScan }[] = [];
@@ -228,12 +229,14 @@ class ChunkSender {
     const signal = this.options.signal;
     const ids: ChunkId[] = [];
     const index: number[] = [];
+    const keys: string[] = [];
     const batchKeys = new Set<string>();
     for (let i = 0; i < batch.count; i++) {
       const d = chunkDigest(batch, i);
       const key = Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('latin1');
       if (this.seen.has(key) || batchKeys.has(key)) continue;
       batchKeys.add(key);
+      keys.push(key);
       ids.push({ algorithm: this.algorithm, digest: d });
       index.push(i);
     }
@@ -244,8 +247,7 @@ class ChunkSender {
       o += batch.lengths[i]!;
     }
     for (let k = 0; k < ids.length; k++) {
-      const key = Buffer.from(ids[k]!.digest).toString('latin1');
-      this.remember(key);
+      this.remember(keys[k]!);
       if (present[k]) continue;
       const i = index[k]!;
       const len = batch.lengths[i]!;
