@@ -113,9 +113,35 @@ static napi_value js_cut(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * addressMod(buf: Uint8Array, align: number) -> number: the address of buf[0] modulo align
+ * (a power of two). JavaScript cannot see addresses; O_DIRECT I/O needs buffers aligned
+ * to the device's block size, so src/io/direct.ts over-allocates and takes the aligned
+ * subarray this tells it where to find.
+ */
+static napi_value js_address_mod(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 2) { napi_throw_type_error(env, NULL, "addressMod expects 2 arguments"); return NULL; }
+  napi_typedarray_type type;
+  size_t len, byte_offset;
+  void *data;
+  napi_value ab;
+  CHECK(napi_get_typedarray_info(env, argv[0], &type, &len, &data, &ab, &byte_offset));
+  uint32_t align;
+  CHECK(napi_get_value_uint32(env, argv[1], &align));
+  if (align == 0 || (align & (align - 1)) != 0) { napi_throw_range_error(env, NULL, "addressMod: align must be a power of two"); return NULL; }
+  napi_value result;
+  CHECK(napi_create_uint32(env, (uint32_t)((uintptr_t)data & (uintptr_t)(align - 1)), &result));
+  return result;
+}
+
 NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   napi_value fn;
   if (napi_create_function(env, "cut", NAPI_AUTO_LENGTH, js_cut, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "cut", fn) != napi_ok) return NULL;
+  if (napi_create_function(env, "addressMod", NAPI_AUTO_LENGTH, js_address_mod, NULL, &fn) != napi_ok) return NULL;
+  if (napi_set_named_property(env, exports, "addressMod", fn) != napi_ok) return NULL;
   return exports;
 }

@@ -133,7 +133,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
               if (data.length !== rec.length) throw new VerifyFailedError(`chunk ${digestToHex(rec.digest)} has ${data.length} bytes, manifest says ${rec.length}`);
               bytesReceived += rec.length;
             }
-            if (!inPlace) await f.staged.write(data, offset);
+            await f.staged.write(data, offset, inPlace);
             f.completed(seq, data);
             bytesDone += rec.length;
             progress();

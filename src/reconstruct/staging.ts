@@ -5,6 +5,7 @@ import { chmod, lstat, lutimes, mkdir, open, rename, rm, symlink, utimes } from 
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { AlreadyExistsError, fromSystemError } from '../core/errors.js';
+import { DirectBlockWriter, DIRECT_MIN_FILE_BYTES, openDirect } from '../io/direct.js';
 import type { EntryMeta, ManifestKind } from '../manifest/types.js';
 
 /** Temp names beside the target start with this, so they are recognisable and ignorable. */
@@ -121,7 +122,19 @@ export class Staging {
     } catch (err) {
       throw fromSystemError(err, p, 'create file');
     }
-    const f = new StagedFile(fh, p, meta, () => this.open.delete(f));
+    // Bulk data goes to disk through O_DIRECT (see io/direct.ts); small files and files of
+    // unknown size (stdin) through the page cache.
+    let direct: DirectBlockWriter | undefined;
+    if (meta.size >= DIRECT_MIN_FILE_BYTES) {
+      try {
+        const dfh = await openDirect(p);
+        if (dfh) direct = new DirectBlockWriter(dfh, meta.size);
+      } catch (err) {
+        await fh.close().catch(() => {});
+        throw fromSystemError(err, p, 'open file');
+      }
+    }
+    const f = new StagedFile(fh, p, meta, direct, () => this.open.delete(f));
     this.open.add(f);
     return f;
   }
@@ -175,21 +188,40 @@ export class Staging {
   }
 }
 
-/** A file being written into the staging area; positional writes in any order. */
+/**
+ * A file being written into the staging area; positional writes in any order. Every byte
+ * of the file must be passed to write() once, including bytes found already in place
+ * (`inPlace`): a direct writer needs them to complete its blocks, a buffered one skips them.
+ */
 export class StagedFile {
   readonly path: string;
   private readonly fh: FileHandle;
   private readonly meta: EntryMeta;
+  private readonly direct: DirectBlockWriter | undefined;
   private readonly onClose: () => void;
 
-  constructor(fh: FileHandle, path: string, meta: EntryMeta, onClose: () => void) {
+  constructor(fh: FileHandle, path: string, meta: EntryMeta, direct: DirectBlockWriter | undefined, onClose: () => void) {
     this.fh = fh;
     this.path = path;
     this.meta = meta;
+    this.direct = direct;
     this.onClose = onClose;
   }
 
-  async write(data: Uint8Array, position: number): Promise<void> {
+  /** Whether writes bypass the page cache (O_DIRECT). */
+  get isDirect(): boolean {
+    return this.direct !== undefined;
+  }
+
+  async write(data: Uint8Array, position: number, inPlace = false): Promise<void> {
+    if (this.direct) {
+      try {
+        return await this.direct.write(data, position);
+      } catch (err) {
+        throw fromSystemError(err, this.path, 'write');
+      }
+    }
+    if (inPlace) return;
     let done = 0;
     try {
       while (done < data.length) {
@@ -204,6 +236,7 @@ export class StagedFile {
   /** Sets the final size, mode and mtime, fsyncs and closes. */
   async finish(size: number): Promise<void> {
     try {
+      await this.direct?.finish();
       const st = await this.fh.stat();
       // Every byte below `size` was written or verified in place; a resumed partial of an
       // older, longer version may have bytes beyond it.
@@ -231,6 +264,7 @@ export class StagedFile {
 
   async close(): Promise<void> {
     this.onClose();
+    await this.direct?.close();
     await this.fh.close().catch(() => {});
   }
 }

@@ -1,0 +1,149 @@
+/**
+ * Durable writes through O_DIRECT.
+ *
+ * Why: on the project's machine (ext4 on a virtio disk) page-cache writeback is the
+ * bottleneck of every durable write: `dd bs=4M conv=fdatasync` of 2 GiB runs at 313-457
+ * MB/s, the same with `oflag=direct` at 1.4-1.5 GB/s. A push or pull must make what it
+ * writes durable, so big sequential files are written in aligned blocks with O_DIRECT
+ * (and still fdatasync'ed, which then only flushes the device cache and the metadata).
+ *
+ * O_DIRECT needs buffers, file offsets and lengths aligned to the device's logical block
+ * size; DIRECT_ALIGN_BYTES (4 KiB) satisfies every common device. JavaScript cannot see a
+ * buffer's address, so the native addon tells it (addressMod) and alignedBuffer takes an
+ * aligned view of a slightly larger allocation. Without the addon, off Linux, on a
+ * filesystem that refuses O_DIRECT (tmpfs), or with XFER_NO_DIRECT_IO=1, callers fall back
+ * to ordinary buffered writes: same results, slower to make durable.
+ */
+import { constants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { VerifyFailedError, XferError } from '../core/errors.js';
+import { MiB } from '../core/sizes.js';
+import { loadAddon } from '../native/addon.js';
+
+/** Alignment of O_DIRECT buffers, offsets and lengths. */
+export const DIRECT_ALIGN_BYTES = 4096;
+/** Size of one O_DIRECT write of a DirectBlockWriter. */
+export const DIRECT_BLOCK_BYTES = 4 * MiB;
+/** Files smaller than this are written buffered: O_DIRECT only pays off for bulk data. */
+export const DIRECT_MIN_FILE_BYTES = 8 * MiB;
+
+/** Whether O_DIRECT writes can be used here (the filesystem may still refuse: see openDirect). */
+export function directIoAvailable(): boolean {
+  return (
+    process.platform === 'linux' &&
+    constants.O_DIRECT !== undefined &&
+    process.env.XFER_NO_DIRECT_IO !== '1' &&
+    typeof loadAddon()?.addressMod === 'function'
+  );
+}
+
+export function alignUp(n: number): number {
+  return Math.ceil(n / DIRECT_ALIGN_BYTES) * DIRECT_ALIGN_BYTES;
+}
+
+/** A Buffer of `bytes` (a multiple of DIRECT_ALIGN_BYTES) whose first byte is aligned. */
+export function alignedBuffer(bytes: number): Buffer {
+  const addressMod = loadAddon()?.addressMod;
+  if (!addressMod) throw new XferError('XFER_INTERNAL', 'alignedBuffer needs the native addon');
+  const raw = Buffer.allocUnsafeSlow(bytes + DIRECT_ALIGN_BYTES);
+  const mod = addressMod(raw, DIRECT_ALIGN_BYTES);
+  const start = mod === 0 ? 0 : DIRECT_ALIGN_BYTES - mod;
+  return raw.subarray(start, start + bytes);
+}
+
+/**
+ * Opens an existing file for O_DIRECT writes; undefined when the filesystem refuses
+ * O_DIRECT (EINVAL) or direct I/O is unavailable. Other errors are thrown as they are.
+ */
+export async function openDirect(path: string): Promise<FileHandle | undefined> {
+  if (!directIoAvailable()) return undefined;
+  try {
+    return await open(path, constants.O_WRONLY | constants.O_DIRECT);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EINVAL') return undefined;
+    throw err;
+  }
+}
+
+interface Block {
+  readonly buf: Buffer;
+  /** Bytes of the block that belong to the file (DIRECT_BLOCK_BYTES but for the last one). */
+  readonly length: number;
+  filled: number;
+}
+
+/**
+ * Writes a file of known size through O_DIRECT from positional writes that arrive in any
+ * order (chunks completing out of order). Each write is copied into its
+ * DIRECT_BLOCK_BYTES block; a block goes to disk, in one aligned write, once every byte of
+ * it has been written. The contract that makes this safe: every byte of [0, size) is
+ * written exactly once (callers write chunks they found already in place, too), so a
+ * block never reaches the disk with a hole. The last block is padded with zeros to the
+ * alignment; the caller truncates the file to its size afterwards. Memory: one block per
+ * block with writes in progress (the writes in flight bound that), buffers are reused.
+ */
+export class DirectBlockWriter {
+  private readonly blocks = new Map<number, Block>();
+  private readonly free: Buffer[] = [];
+
+  constructor(
+    private readonly fh: FileHandle,
+    private readonly sizeBytes: number,
+  ) {}
+
+  /** Copies `data` into its blocks; resolves once the blocks it completed are on disk. */
+  async write(data: Uint8Array, position: number): Promise<void> {
+    if (position + data.length > this.sizeBytes) {
+      throw new VerifyFailedError(`${data.length} bytes at offset ${position} are beyond the file's declared size ${this.sizeBytes}`);
+    }
+    const full: number[] = [];
+    for (let done = 0; done < data.length; ) {
+      const pos = position + done;
+      const index = Math.floor(pos / DIRECT_BLOCK_BYTES);
+      const block = this.blockAt(index);
+      const at = pos - index * DIRECT_BLOCK_BYTES;
+      const n = Math.min(data.length - done, block.length - at);
+      block.buf.set(data.subarray(done, done + n), at);
+      block.filled += n;
+      done += n;
+      if (block.filled === block.length) full.push(index);
+    }
+    for (const index of full) await this.flush(index);
+  }
+
+  /** Checks that every block went to disk (the write-once contract held) and closes. */
+  async finish(): Promise<void> {
+    const holes = [...this.blocks.keys()];
+    await this.close();
+    if (holes.length > 0) throw new XferError('XFER_INTERNAL', `direct writer: block ${holes[0]} was never completely written`);
+  }
+
+  async close(): Promise<void> {
+    this.blocks.clear();
+    this.free.length = 0;
+    await this.fh.close().catch(() => {});
+  }
+
+  private blockAt(index: number): Block {
+    let block = this.blocks.get(index);
+    if (!block) {
+      const length = Math.min(DIRECT_BLOCK_BYTES, this.sizeBytes - index * DIRECT_BLOCK_BYTES);
+      block = { buf: this.free.pop() ?? alignedBuffer(DIRECT_BLOCK_BYTES), length, filled: 0 };
+      this.blocks.set(index, block);
+    }
+    return block;
+  }
+
+  private async flush(index: number): Promise<void> {
+    const block = this.blocks.get(index)!;
+    this.blocks.delete(index);
+    const padded = alignUp(block.length);
+    block.buf.fill(0, block.length, padded);
+    for (let done = 0; done < padded; ) {
+      const { bytesWritten } = await this.fh.write(block.buf, done, padded - done, index * DIRECT_BLOCK_BYTES + done);
+      if (bytesWritten === 0) throw new XferError('XFER_IO', `direct write made no progress at ${index * DIRECT_BLOCK_BYTES + done}`);
+      done += bytesWritten;
+    }
+    this.free.push(block.buf);
+  }
+}

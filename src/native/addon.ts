@@ -1,0 +1,38 @@
+/**
+ * The native addon (native/, built by node-gyp at `npm install`): the FastCDC hot loop
+ * and the one thing JavaScript cannot do for O_DIRECT I/O, telling a buffer's alignment.
+ * Loaded at most once; every user has a pure TypeScript fallback for when it is absent.
+ */
+import { createRequire } from 'node:module';
+
+export type NativeCut = (
+  buf: Uint8Array, pos: number, end: number, eof: boolean, startLimit: number,
+  min: number, avg: number, max: number, out: Uint32Array,
+) => number;
+
+export interface NativeAddon {
+  readonly cut: NativeCut;
+  /** The address of buf[0] modulo `align` (a power of two). */
+  readonly addressMod?: (buf: Uint8Array, align: number) => number;
+}
+
+let addon: NativeAddon | null | undefined;
+let loadError: string | undefined;
+
+/** native/build/Release/xfer_native.node, or null (and addonLoadError() says why). */
+export function loadAddon(): NativeAddon | null {
+  if (addon !== undefined) return addon;
+  try {
+    const require = createRequire(import.meta.url);
+    addon = require('../../../native/build/Release/xfer_native.node') as NativeAddon;
+  } catch (err) {
+    loadError = `not built: ${(err as Error).message.split('\n')[0]}`;
+    addon = null;
+  }
+  return addon;
+}
+
+export function addonLoadError(): string | undefined {
+  loadAddon();
+  return loadError;
+}

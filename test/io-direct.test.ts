@@ -1,0 +1,110 @@
+import { strict as assert } from 'node:assert';
+import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { alignedBuffer, DIRECT_ALIGN_BYTES, DIRECT_BLOCK_BYTES, DIRECT_MIN_FILE_BYTES, DirectBlockWriter, directIoAvailable, openDirect } from '../src/io/direct.js';
+import { loadAddon } from '../src/native/addon.js';
+import { Staging } from '../src/reconstruct/staging.js';
+import type { EntryMeta } from '../src/manifest/types.js';
+import { pseudoRandom } from './helpers/gen.js';
+
+/** Writes `data` to `w` as pieces of the given lengths, in a shuffled (but fixed) order. */
+async function writeShuffled(write: (d: Uint8Array, pos: number) => Promise<void>, data: Buffer, lengths: number[]): Promise<void> {
+  const pieces: [number, number][] = [];
+  for (let pos = 0, k = 0; pos < data.length; k++) {
+    const n = Math.min(lengths[k % lengths.length]!, data.length - pos);
+    pieces.push([pos, n]);
+    pos += n;
+  }
+  // A deterministic shuffle within windows of 16 pieces: out of order, as chunks complete.
+  for (let i = 0; i < pieces.length; i++) {
+    const j = i + ((i * 7919) % Math.min(16, pieces.length - i));
+    [pieces[i], pieces[j]] = [pieces[j]!, pieces[i]!];
+  }
+  await Promise.all(pieces.map(([pos, n]) => write(data.subarray(pos, pos + n), pos)));
+}
+
+describe('direct I/O (O_DIRECT block writes)', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xfer-direct-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('is available where CI requires the native addon (the bench and CI machines)', (t) => {
+    if (process.env.XFER_REQUIRE_NATIVE === '1') assert.ok(directIoAvailable(), 'direct I/O must be available when the addon is required');
+    else if (!directIoAvailable()) t.skip('native addon not built or not Linux');
+  });
+
+  it('alignedBuffer returns buffers of the requested length starting on the alignment', (t) => {
+    if (!directIoAvailable()) return t.skip('direct I/O unavailable');
+    for (const n of [DIRECT_ALIGN_BYTES, 3 * DIRECT_ALIGN_BYTES, DIRECT_BLOCK_BYTES]) {
+      const b = alignedBuffer(n);
+      assert.equal(b.length, n);
+      assert.equal(loadAddon()!.addressMod!(b, DIRECT_ALIGN_BYTES), 0);
+    }
+    assert.equal(loadAddon()!.addressMod!(Buffer.alloc(DIRECT_ALIGN_BYTES * 2).subarray(1), 1), 0);
+  });
+
+  it('rebuilds a file from out-of-order writes of any length, byte for byte', async (t) => {
+    if (!directIoAvailable()) return t.skip('direct I/O unavailable');
+    const size = 3 * DIRECT_BLOCK_BYTES + 12_345;
+    const data = pseudoRandom(size, 3);
+    const p = join(dir, 'rebuilt.bin');
+    await writeFile(p, '');
+    const fh = await openDirect(p);
+    assert.ok(fh, 'the test filesystem accepts O_DIRECT');
+    const w = new DirectBlockWriter(fh, size);
+    await writeShuffled((d, pos) => w.write(d, pos), data, [65_536, 1, 300_001, 17, 4096, 1_000_000]);
+    await w.finish();
+    // The last block went out padded to the alignment; the owner truncates.
+    assert.equal((await stat(p)).size, Math.ceil(size / DIRECT_ALIGN_BYTES) * DIRECT_ALIGN_BYTES);
+    const h = await open(p, 'r+');
+    await h.truncate(size);
+    await h.close();
+    assert.ok((await readFile(p)).equals(data));
+  });
+
+  it('refuses to finish a file with a hole, and a write beyond the declared size', async (t) => {
+    if (!directIoAvailable()) return t.skip('direct I/O unavailable');
+    const size = DIRECT_BLOCK_BYTES + 100;
+    const p = join(dir, 'holes.bin');
+    await writeFile(p, '');
+    const w = new DirectBlockWriter((await openDirect(p))!, size);
+    await w.write(pseudoRandom(DIRECT_BLOCK_BYTES, 1), 0);
+    await w.write(pseudoRandom(50, 2), DIRECT_BLOCK_BYTES); // 50 of the last 100 bytes
+    await assert.rejects(w.write(Buffer.alloc(51), DIRECT_BLOCK_BYTES + 50), { code: 'XFER_VERIFY_FAILED' });
+    await assert.rejects(w.finish(), { code: 'XFER_INTERNAL' });
+  });
+
+  it('a staged file of bulk size is written directly and ends identical to a buffered one', async (t) => {
+    if (!directIoAvailable()) return t.skip('direct I/O unavailable');
+    const size = DIRECT_MIN_FILE_BYTES + 777;
+    const data = pseudoRandom(size, 9);
+    const meta: EntryMeta = { path: '', type: 'file', mode: 0o640, mtimeMs: 1_700_000_000_000, size };
+    const results: Buffer[] = [];
+    for (const disable of ['0', '1']) {
+      process.env.XFER_NO_DIRECT_IO = disable;
+      try {
+        const target = join(dir, `staged-${disable}.bin`);
+        const staging = await Staging.create(target, 'file');
+        const f = await staging.openFile(meta);
+        assert.equal(f.isDirect, disable === '0');
+        await writeShuffled((d, pos) => f.write(d, pos), data, [70_000, 123, 250_000]);
+        await f.finish(size);
+        await staging.commit();
+        const st = await stat(target);
+        assert.equal(st.size, size);
+        assert.equal(st.mode & 0o777, 0o640);
+        results.push(await readFile(target));
+      } finally {
+        delete process.env.XFER_NO_DIRECT_IO;
+      }
+    }
+    assert.ok(results[0]!.equals(data));
+    assert.ok(results[1]!.equals(data));
+  });
+});
