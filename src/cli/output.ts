@@ -27,12 +27,16 @@ export function rate(bytes: number, seconds: number): string {
   return seconds > 0 ? `${formatBytes(bytes / seconds)}/s` : '-';
 }
 
+/** Least time between two redraws of the progress line. */
+export const PROGRESS_INTERVAL_MS = 250;
+
 /**
  * A one-line progress display on stderr when it is a TTY, redrawn at most 4 times a second.
  * Silent otherwise (pipes, CI, --quiet, --json).
  */
 export class Progress {
-  private last = 0;
+  /** The first update draws at once (a short transfer still shows one line). */
+  private last = -Infinity;
   private readonly started = performance.now();
   private shown = false;
   constructor(private readonly enabled: boolean) {}
@@ -44,7 +48,7 @@ export class Progress {
   update(done: number, total: number, extra: string): void {
     if (!this.enabled) return;
     const now = performance.now();
-    if (now - this.last < 250) return;
+    if (now - this.last < PROGRESS_INTERVAL_MS) return;
     this.last = now;
     const secs = (now - this.started) / 1000;
     const r = secs > 0 ? done / secs : 0;
