@@ -11,6 +11,7 @@ import type { ChunkRecord, EntryMeta, ManifestKind } from '../manifest/types.js'
 import type { ScanPool } from '../scan/pool.js';
 import type { ChunkStore } from '../store/store.js';
 import { Window } from '../transfer/window.js';
+import { RecentChunks } from './recent.js';
 import { SeedIndex } from './seeds.js';
 import { Staging, type StagedFile } from './staging.js';
 
@@ -76,6 +77,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   const globalSeeds = new SeedIndex(header.chunker, algorithm);
   if (pool) for (const s of options.seeds ?? []) await globalSeeds.add(s, pool, signal);
   const window = new Window(options.concurrency ?? DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES);
+  const recent = new RecentChunks();
   let bytesReceived = 0;
   let bytesReused = 0;
   let bytesDone = 0;
@@ -129,9 +131,12 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
             if (!data) data = await f.fromSeed(rec);
             if (data) bytesReused += rec.length;
             else {
-              data = await store.get(id, { signal });
+              // 3. the store, once per distinct chunk (repeats come from RecentChunks)
+              const got = await recent.get(rec.digest, () => store.get(id, { signal }));
+              data = got.data;
               if (data.length !== rec.length) throw new VerifyFailedError(`chunk ${digestToHex(rec.digest)} has ${data.length} bytes, manifest says ${rec.length}`);
-              bytesReceived += rec.length;
+              if (got.fetched) bytesReceived += rec.length;
+              else bytesReused += rec.length;
             }
             await f.staged.write(data, offset, inPlace);
             f.completed(seq, data);

@@ -1,0 +1,59 @@
+import { strict as assert } from 'node:assert';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { RecentChunks } from '../src/reconstruct/recent.js';
+import { runCli } from './helpers/cli.js';
+import { pseudoRandom } from './helpers/gen.js';
+
+const MiB = 1024 * 1024;
+
+describe('a chunk that occurs several times is fetched once', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xfer-repeats-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('pull receives each distinct chunk once: zero runs and a block repeated 4 times', async () => {
+    const block = pseudoRandom(3 * MiB, 21);
+    const data = Buffer.concat([Buffer.alloc(8 * MiB), block, pseudoRandom(2 * MiB, 22), block, Buffer.alloc(4 * MiB), block, block]);
+    const src = join(dir, 'image.bin');
+    await writeFile(src, data);
+    const chunked = JSON.parse((await runCli(['chunk', src, '--json'])).stdout) as { distinctBytes: number; size: number };
+    assert.ok(chunked.distinctBytes < chunked.size / 2, 'the input really repeats');
+    assert.equal((await runCli(['push', src, join(dir, 'store') + '/'])).code, 0);
+    const r = await runCli(['pull', join(dir, 'store', 'image.bin'), join(dir, 'out.bin'), '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const j = JSON.parse(r.stdout) as { bytesTotal: number; bytesReceived: number; bytesReused: number };
+    assert.equal(j.bytesReceived, chunked.distinctBytes);
+    assert.equal(j.bytesReceived + j.bytesReused, j.bytesTotal);
+    assert.ok((await readFile(join(dir, 'out.bin'))).equals(data));
+  });
+
+  it('RecentChunks joins a fetch in flight, serves repeats from memory and evicts the least recently used', async () => {
+    const cache = new RecentChunks(10);
+    let fetches = 0;
+    const fetch = (n: number) => async () => {
+      fetches++;
+      await new Promise((r) => setTimeout(r, 5));
+      return Buffer.alloc(n, fetches);
+    };
+    const d = (b: number) => new Uint8Array([b]);
+    const [a1, a2] = await Promise.all([cache.get(d(1), fetch(4)), cache.get(d(1), fetch(4))]);
+    assert.equal(fetches, 1);
+    assert.deepEqual([a1.fetched, a2.fetched], [true, false]);
+    assert.equal(a1.data, a2.data);
+    await cache.get(d(2), fetch(4)); // 8 bytes held
+    await cache.get(d(1), fetch(4)); // a hit: 1 becomes the most recent
+    assert.equal(fetches, 2);
+    await cache.get(d(3), fetch(4)); // 12 > 10: evicts 2, the least recently used
+    assert.equal((await cache.get(d(1), fetch(4))).fetched, false);
+    assert.equal((await cache.get(d(2), fetch(4))).fetched, true);
+    await assert.rejects(cache.get(d(9), async () => { throw new Error('boom'); }), /boom/);
+    assert.equal((await cache.get(d(9), fetch(1))).fetched, true, 'a failed fetch is not remembered');
+  });
+});
