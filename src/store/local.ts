@@ -48,13 +48,13 @@
  * busybox), the 'fsync' durability mode does the same with an fsync of each pending temp
  * file, then of tmp/ and every chunk directory.
  */
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { access as accessCallback, readFile as readFileCallback, writeFile as writeFileCallback, type ReadStream } from 'node:fs';
 import { lstat, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { throwIfAborted } from '../core/abort.js';
+import { syncFilesystem } from '../io/sync.js';
 import {
   AlreadyExistsError,
   ChunkCorruptError,
@@ -662,14 +662,11 @@ export class LocalStore implements ChunkStore, ManifestStore {
    * error, which fsync then reports itself) the store switches to 'fsync' mode for good
    * and returns false, as it does in 'fsync' mode: the caller then fsyncs.
    */
-  private syncFilesystem(): Promise<boolean> {
-    if (this.durability !== 'syncfs') return Promise.resolve(false);
-    return new Promise((resolve) => {
-      execFile('sync', ['-f', this.dir], (err) => {
-        if (err) this.durability = 'fsync';
-        resolve(!err);
-      });
-    });
+  private async syncFilesystem(): Promise<boolean> {
+    if (this.durability !== 'syncfs') return false;
+    const ok = await syncFilesystem(this.dir);
+    if (!ok) this.durability = 'fsync';
+    return ok;
   }
 
   /**
