@@ -186,14 +186,25 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       await checkChunksPresent(await openManifestFile(file, { signal: ctx.signal }));
       const previous = commits.get(name) ?? Promise.resolve();
       const run = previous.catch(() => {}).then(async () => {
-        await ctx.store.flush({ signal: ctx.signal });
+        // The chunks' publish (making them durable) overlaps the rebuild, which reads
+        // pending chunks just as well; the manifest is stored, and the target swapped in,
+        // only once both are done.
+        const flushed = ctx.store.flush({ signal: ctx.signal });
+        flushed.catch(() => {}); // awaited below; a rebuild failure must not leave it unhandled
         const reader = await openManifestFile(file, { signal: ctx.signal });
-        return reconstruct(reader, ctx.store, join(ctx.filesDir, ...name.split('/')), {
-          signal: ctx.signal,
-          reuseTarget: false,
-          resumable: false,
-          beforeCommit: () => ctx.store.putManifest(name, createReadStream(file), { signal: ctx.signal }),
-        });
+        try {
+          return await reconstruct(reader, ctx.store, join(ctx.filesDir, ...name.split('/')), {
+            signal: ctx.signal,
+            reuseTarget: false,
+            resumable: false,
+            beforeCommit: async () => {
+              await flushed;
+              await ctx.store.putManifest(name, createReadStream(file), { signal: ctx.signal });
+            },
+          });
+        } finally {
+          await flushed.catch(() => {});
+        }
       });
       commits.set(name, run);
       try {
