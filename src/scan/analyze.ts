@@ -70,7 +70,7 @@ export async function analyze(source: string | Readable, options: AnalyzeOptions
   };
   try {
     let digest: Uint8Array;
-    if (typeof source !== 'string') digest = await consume('-', new StreamScan(source, scanOpts));
+    if (typeof source !== 'string') digest = await consume('-', new StreamScan(source, { ...scanOpts, pool }));
     else {
       let st;
       try {

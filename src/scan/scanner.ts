@@ -1,18 +1,17 @@
 import { stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { throwIfAborted } from '../core/abort.js';
-import { fromSystemError, SourceChangedError, XferError } from '../core/errors.js';
+import { AbortedError, fromSystemError, SourceChangedError, XferError } from '../core/errors.js';
 import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
 import { DIGEST_BYTES, maxChunkBytes } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
-import { createHasher, digestOf } from '../hash/digest.js';
+import type { Chunker } from '../chunker/chunker.js';
+import { createHasher, digestOf, type Hasher } from '../hash/digest.js';
 import type { ScanPool } from './pool.js';
-import { chunkerFor, ChunkColumns, cutAndHash, type SegmentResult } from './segment.js';
+import { chunkerFor, ChunkColumns, cutAndHash, type BytesSegmentTask, type SegmentResult } from './segment.js';
 
 /** Segments are at least this large, and at least 4x the largest chunk (see stitch()). */
 export const SEGMENT_BYTES = 8 * MiB;
-/** Bytes read from a non-seekable stream per buffer. */
-export const STREAM_BUFFER_BYTES = 8 * MiB;
 
 export interface ScanOptions {
   readonly chunker: ChunkerSpec;
@@ -21,6 +20,11 @@ export interface ScanOptions {
   readonly signal?: AbortSignal;
   /** For tests: a smaller segment size (still >= 4x max chunk). */
   readonly segmentBytes?: number;
+  /**
+   * StreamScan only: the workers to chunk and hash segments in. Without it a stream is
+   * scanned on the calling thread. (FileScan always takes its pool as an argument.)
+   */
+  readonly pool?: ScanPool;
 }
 
 /**
@@ -39,8 +43,6 @@ export interface ChunkBatch {
   release(): void;
 }
 
-const NO_RELEASE = () => {};
-
 export interface FileScanResult {
   readonly size: number;
   readonly chunkCount: number;
@@ -53,17 +55,92 @@ export function chunkDigest(batch: ChunkBatch, i: number): Uint8Array {
 }
 
 /**
- * Scans a regular file in parallel segments and yields its chunks in order, with exactly
- * the boundaries of one sequential pass.
+ * Joins segment results, in order, into the one chain of chunks a sequential pass cuts.
+ * Shared by FileScan and StreamScan.
  *
  * Why stitching is exact: FastCDC's cut after a chunk start depends only on the bytes from
  * that start. Each worker chunks its segment as if a chunk started at the segment start.
  * The true chain enters segment k at `pos` (the end of the last true chunk, which started
  * in segment k-1). If pos is one of the worker's chunk starts, the two chains are the same
  * from there on. If not, the stitcher cuts from pos itself, chunk by chunk, until it lands
- * on one of the worker's starts (usually within a chunk or two; long zero runs cut at max
- * may take the whole segment) or passes the segment end. Every chunk starting in a segment
- * ends within the worker's read of segment + max bytes, so no extra I/O is ever needed.
+ * on one of the worker's starts (usually within a chunk or two; inside a long zero run,
+ * where every chunk is cut at max, not before the run ends: cheap, see cutAndHash) or
+ * passes the segment end. Every chunk starting in a segment
+ * ends within the segment's bytes plus max chunk bytes (or at the end of the input), which
+ * is what every segment result holds, so the stitcher never needs other bytes.
+ *
+ * A result with no chunks (count 0) is valid: the stitcher then cuts the whole segment
+ * itself, which is how a stream is scanned without a pool.
+ */
+class Stitcher {
+  /** Input offset where the next chunk starts: the end of everything stitched so far. */
+  pos = 0;
+  chunkCount = 0;
+
+  constructor(
+    private readonly chunker: Chunker,
+    private readonly algorithm: DigestAlgorithm,
+    /** Fed every stitched byte in order, when the caller needs the whole-content digest. */
+    private readonly hasher: Hasher | undefined,
+    /** Takes back a segment buffer once its batch is released (or has no chunks). */
+    private readonly recycle: (buffer: ArrayBuffer) => void,
+  ) {}
+
+  /**
+   * Stitches the result of the segment that starts at input offset `start` and whose
+   * chunk starts lie before `end`; `eof` says r.data reaches the end of the input.
+   * Returns the segment's chunks as a batch, or undefined when none start in it.
+   */
+  stitch(r: SegmentResult, start: number, end: number, eof: boolean): ChunkBatch | undefined {
+    const batchStart = this.pos;
+    // Walk the worker's chunk starts (c) up to pos; cut ourselves until they coincide.
+    let j = 0;
+    let c = start;
+    const advanceTo = (p: number): boolean => {
+      while (j < r.count && c < p) c += r.lengths[j++]!;
+      return c === p && j < r.count;
+    };
+    const fix = new ChunkColumns();
+    let pos = this.pos;
+    if (!advanceTo(pos)) {
+      const stopAt = r.count > 0 ? (p: number) => advanceTo(p + start) : undefined;
+      pos = start + cutAndHash(this.chunker, this.algorithm, r.data, pos - start, r.data.length, eof, end - start, fix, stopAt);
+      if (!advanceTo(pos)) j = r.count; // passed the segment end without meeting the worker's chain
+    }
+    let lengths = r.lengths.subarray(j, r.count);
+    let digests = r.digests.subarray(j * DIGEST_BYTES, r.count * DIGEST_BYTES);
+    if (fix.count > 0) {
+      const fixLengths = fix.lengths.subarray(0, fix.count);
+      const fixDigests = fix.digests.subarray(0, fix.count * DIGEST_BYTES);
+      lengths = lengths.length > 0 ? concatU32(fixLengths, lengths) : fixLengths;
+      digests = digests.length > 0 ? concatU8(fixDigests, digests) : fixDigests;
+    }
+    let batchEnd = batchStart;
+    for (let i = 0; i < lengths.length; i++) batchEnd += lengths[i]!;
+    const data = r.data.subarray(batchStart - start, batchEnd - start);
+    this.hasher?.update(data);
+    this.pos = batchEnd;
+    this.chunkCount += lengths.length;
+    const buffer = r.data.buffer as ArrayBuffer;
+    let released = false;
+    const release = () => {
+      if (!released) this.recycle(buffer);
+      released = true;
+    };
+    if (lengths.length === 0) {
+      release();
+      return undefined;
+    }
+    return { offset: batchStart, count: lengths.length, lengths, digests, data, release };
+  }
+}
+
+/**
+ * Scans a regular file in parallel segments and yields its chunks in order, with exactly
+ * the boundaries of one sequential pass.
+ *
+ * Each worker reads its segment plus max chunk bytes, so stitching (see Stitcher) never
+ * needs extra I/O.
  *
  * Segment tasks are dispatched as soon as the scan is created (up to `ahead` in flight),
  * so creating several FileScans at once overlaps small files across workers.
@@ -107,6 +184,7 @@ export class FileScan {
       const end = Math.min(this.size, start + this.segmentBytes);
       const p = this.pool.run(
         {
+          kind: 'file',
           path: this.path,
           start,
           end,
@@ -134,9 +212,9 @@ export class FileScan {
       return;
     }
     const chunker = chunkerFor(this.options.chunker, this.options.implementation ?? 'auto');
+    // One segment: the worker hashed the whole file; more: hash it here, in order.
     const hasher = this.segmentCount > 1 ? createHasher(algorithm) : undefined;
-    let pos = 0;
-    let chunkCount = 0;
+    const stitcher = new Stitcher(chunker, algorithm, hasher, (b) => this.pool.recycle(b));
     let fileDigest: Uint8Array | undefined;
     for (let k = 0; k < this.segmentCount; k++) {
       throwIfAborted(signal);
@@ -144,49 +222,15 @@ export class FileScan {
       this.pending[k] = undefined;
       this.consumed = k + 1;
       this.dispatch();
-      const S = k * this.segmentBytes;
-      const E = Math.min(this.size, S + this.segmentBytes);
-      const eof = S + r.data.length === this.size;
-      const batchStart = pos;
-
-      // Walk the worker's chunk starts (c) up to pos; cut ourselves until they coincide.
-      let j = 0;
-      let c = S;
-      const advanceTo = (p: number): boolean => {
-        while (j < r.count && c < p) c += r.lengths[j++]!;
-        return c === p && j < r.count;
-      };
-      const fix = new ChunkColumns();
-      if (!advanceTo(pos)) {
-        const rel = cutAndHash(chunker, algorithm, r.data, pos - S, r.data.length, eof, E - S, fix, (p) => advanceTo(p + S));
-        pos = S + rel;
-        if (!advanceTo(pos)) j = r.count; // passed the segment end without meeting the worker's chain
-      }
-      let lengths = r.lengths.subarray(j, r.count);
-      let digests = r.digests.subarray(j * DIGEST_BYTES, r.count * DIGEST_BYTES);
-      if (fix.count > 0) {
-        lengths = concatU32(fix.lengths.subarray(0, fix.count), lengths);
-        digests = concatU8(fix.digests.subarray(0, fix.count * DIGEST_BYTES), digests);
-      }
-      let end = batchStart;
-      for (let i = 0; i < lengths.length; i++) end += lengths[i]!;
-      const data = r.data.subarray(batchStart - S, end - S);
-      hasher?.update(data);
+      const start = k * this.segmentBytes;
+      const end = Math.min(this.size, start + this.segmentBytes);
       if (this.segmentCount === 1) fileDigest = r.fileDigest;
-      pos = end;
-      chunkCount += lengths.length;
-      const buffer = r.data.buffer as ArrayBuffer;
-      let released = false;
-      const release = () => {
-        if (!released) this.pool.recycle(buffer);
-        released = true;
-      };
-      if (lengths.length > 0) yield { offset: batchStart, count: lengths.length, lengths, digests, data, release };
-      else release();
+      const batch = stitcher.stitch(r, start, end, start + r.data.length === this.size);
+      if (batch) yield batch;
     }
-    if (pos !== this.size) throw new XferError('XFER_INTERNAL', `${this.path}: scan ended at ${pos} of ${this.size} bytes`);
+    if (stitcher.pos !== this.size) throw new XferError('XFER_INTERNAL', `${this.path}: scan ended at ${stitcher.pos} of ${this.size} bytes`);
     await this.checkUnchanged();
-    this.outcome = { size: this.size, chunkCount, digest: hasher ? hasher.digest() : fileDigest! };
+    this.outcome = { size: this.size, chunkCount: stitcher.chunkCount, digest: hasher ? hasher.digest() : fileDigest! };
   }
 
   /** A file that changed while it was read would produce a manifest of no real version of it. */
@@ -233,8 +277,23 @@ export async function scanFile(path: string, pool: ScanPool, options: ScanOption
 export type StreamSource = Readable | AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 
 /**
- * Scans a non-seekable stream (stdin, a pipe) sequentially on this thread. Yields the same
- * chunks a file scan of the same bytes would. `result` is set when the generator completes.
+ * Scans a non-seekable stream (stdin, a pipe, a generated source) and yields the same
+ * chunks, with the same digests, as one sequential pass or a FileScan of the same bytes.
+ * `result` is set when the generator completes.
+ *
+ * With `options.pool`, segments are chunked and hashed in the pool's workers: this thread
+ * copies the stream's pieces into segment buffers of segment + max chunk bytes (the next
+ * segment's first max bytes are copied again at the head of the next buffer: the lookahead
+ * every chunk starting in the segment may need), transfers each full buffer to a worker
+ * (no copy) and stitches the results in order (Stitcher), exactly as FileScan does with
+ * file segments. At most `pool.threads + 1` segments are read ahead of the consumer and
+ * released buffers are recycled, so memory is bounded whatever the stream's length.
+ * Without a pool, this thread cuts each segment itself, the same way.
+ *
+ * The whole-stream digest is computed on this thread, in order, over the stitched bytes.
+ * When batches() settles (done, thrown, or abandoned by the consumer), no task of this
+ * scan is still running in the pool, and an unfinished source has been closed
+ * (`return()` on its iterator, which destroys a Readable).
  */
 export class StreamScan {
   private outcome?: FileScanResult;
@@ -246,58 +305,196 @@ export class StreamScan {
   }
 
   async *batches(): AsyncGenerator<ChunkBatch> {
-    const { digestAlgorithm: algorithm, signal } = this.options;
-    const chunker = chunkerFor(this.options.chunker, this.options.implementation ?? 'auto');
+    const { digestAlgorithm: algorithm, signal, pool } = this.options;
+    const implementation = this.options.implementation ?? 'auto';
+    const chunker = chunkerFor(this.options.chunker, implementation);
+    const max = chunker.maxChunkBytes;
+    const segmentBytes = Math.max(this.options.segmentBytes ?? SEGMENT_BYTES, 4 * max);
+    const capacity = segmentBytes + max;
     const hasher = createHasher(algorithm);
-    const cap = STREAM_BUFFER_BYTES + chunker.maxChunkBytes;
-    let buf = new Uint8Array(cap);
-    let fill = 0; // bytes in buf
-    let offset = 0; // stream offset of buf[0]
-    let chunkCount = 0;
-    const src = this.source as Partial<AsyncIterable<Uint8Array> & Iterable<Uint8Array>>;
-    const it: AsyncIterator<Uint8Array> | Iterator<Uint8Array> = src[Symbol.asyncIterator]?.() ?? src[Symbol.iterator]!();
-    let pending: Uint8Array | undefined;
-    let eof = false;
-    while (!eof || fill > 0) {
-      throwIfAborted(signal);
-      // Fill the buffer to capacity or end of stream.
-      while (!eof && fill < cap) {
-        if (!pending || pending.length === 0) {
-          const n = await it.next();
-          if (n.done) {
-            eof = true;
-            break;
-          }
-          pending = n.value instanceof Uint8Array ? n.value : Buffer.from(n.value as string);
+    const stitcher = new Stitcher(chunker, algorithm, hasher, (b) => pool?.recycle(b));
+    const reader = new PieceReader(this.source, signal);
+    const ahead = pool ? pool.threads + 1 : 1;
+    /** Dispatched segments, in stream order; the head leaves once its result has settled. */
+    const queue: { start: number; end: number; eof: boolean; result: Promise<SegmentResult> }[] = [];
+    const acquire = () => new Uint8Array(pool ? pool.acquire(capacity) : new ArrayBuffer(capacity), 0, capacity);
+    let buf = acquire(); // the segment being filled: stream bytes [start, start + fill)
+    let fill = 0;
+    let start = 0;
+
+    /** Hands buf[0, length) to a worker (or, without a pool, to the stitcher as is). */
+    const dispatch = (length: number, eof: boolean) => {
+      const startLimit = eof ? length : segmentBytes;
+      const task: BytesSegmentTask = {
+        kind: 'bytes', bytes: buf.buffer as ArrayBuffer, length, startLimit, eof, chunker: this.options.chunker, implementation, digestAlgorithm: algorithm,
+      };
+      const result = pool ? pool.run(task, signal) : Promise.resolve(unchunked(buf.subarray(0, length)));
+      result.catch(() => {}); // observed when awaited in order; avoid unhandled rejections meanwhile
+      queue.push({ start, end: start + startLimit, eof, result });
+    };
+
+    // The producer reads the stream into segment buffers and dispatches them, at most
+    // `ahead` at a time, filling the next buffer while it waits for room: reading (from a
+    // pipe, or generating) overlaps with the workers and with the consumer. It never throws;
+    // a failure is kept for the consumer. `stopped` is checked before every dispatch.
+    let stopped = false;
+    let producing = true;
+    let failure: { error: unknown } | undefined;
+    let wakeConsumer = () => {};
+    let wakeProducer = () => {};
+    const producer = (async () => {
+      try {
+        while (!reader.done && !stopped) {
+          fill = await reader.fill(buf, fill);
+          if (fill === 0) break; // empty stream
+          while (queue.length >= ahead && !stopped) await new Promise<void>((r) => (wakeProducer = r));
+          if (stopped) break;
+          if (fill === capacity) {
+            // Full: the next segment starts segmentBytes in; its head is this one's lookahead.
+            // Copy it before dispatch detaches buf.
+            const next = acquire();
+            next.set(buf.subarray(segmentBytes, capacity));
+            dispatch(capacity, false);
+            buf = next;
+            fill = max;
+            start += segmentBytes;
+          } else dispatch(fill, true); // the last segment: reader.done
+          wakeConsumer();
         }
-        const take = Math.min(pending.length, cap - fill);
-        buf.set(pending.subarray(0, take), fill);
-        fill += take;
-        pending = pending.subarray(take);
+      } catch (err) {
+        failure = { error: err };
+      } finally {
+        producing = false;
+        wakeConsumer();
       }
-      const cols = new ChunkColumns();
-      const used = cutAndHash(chunker, algorithm, buf, 0, fill, eof, Infinity, cols);
-      if (cols.count > 0) {
-        const data = buf.subarray(0, used);
-        hasher.update(data);
-        yield {
-          offset,
-          count: cols.count,
-          lengths: cols.lengths.subarray(0, cols.count),
-          digests: cols.digests.subarray(0, cols.count * DIGEST_BYTES),
-          data,
-          release: NO_RELEASE,
-        };
-        chunkCount += cols.count;
+    })();
+
+    try {
+      for (;;) {
+        throwIfAborted(signal);
+        while (queue.length === 0 && producing && !failure) await new Promise<void>((r) => (wakeConsumer = r));
+        if (failure) throw failure.error;
+        const seg = queue[0];
+        if (!seg) break;
+        const r = await seg.result;
+        queue.shift();
+        wakeProducer();
+        const batch = stitcher.stitch(r, seg.start, seg.end, seg.eof);
+        if (batch) yield batch;
       }
-      // The batch owns buf[0, used): continue in a fresh buffer with the remainder.
-      const next = new Uint8Array(cap);
-      next.set(buf.subarray(used, fill));
-      fill -= used;
-      offset += used;
-      buf = next;
-      if (eof && used === 0 && fill > 0) throw new XferError('XFER_INTERNAL', 'stream scan made no progress');
+    } finally {
+      // Done, failed or abandoned: dispatch nothing more, let tasks already handed to workers
+      // finish (an aborted signal drops them from piscina's queue) and recycle their buffers,
+      // close an unfinished source. A producer blocked on a source that never answers is not
+      // waited for (it dispatches nothing once stopped).
+      stopped = true;
+      wakeProducer();
+      if (!reader.reading) await producer;
+      for (const s of await Promise.allSettled(queue.map((s) => s.result))) {
+        if (s.status === 'fulfilled') pool?.recycle(s.value.data.buffer as ArrayBuffer);
+      }
+      if (!reader.done) await reader.close();
     }
-    this.outcome = { size: offset, chunkCount, digest: hasher.digest() };
+    const size = start + fill; // the last segment: [start, start + fill), or nothing at all
+    if (size === 0) pool?.recycle(buf.buffer as ArrayBuffer); // never dispatched
+    if (stitcher.pos !== size) throw new XferError('XFER_INTERNAL', `stream scan ended at ${stitcher.pos} of ${size} bytes`);
+    this.outcome = { size, chunkCount: stitcher.chunkCount, digest: hasher.digest() };
+  }
+}
+
+/** A segment result with no chunks: the stitcher cuts all of it (StreamScan without a pool). */
+function unchunked(data: Uint8Array): SegmentResult {
+  return { count: 0, lengths: new Uint32Array(0), digests: new Uint8Array(0), data };
+}
+
+/**
+ * Copies a stream's pieces into caller buffers. Pieces may have any size; a piece that does
+ * not fit is split across buffers. Strings (a Readable with an encoding) become bytes.
+ */
+class PieceReader {
+  /** The source has ended (or failed, or was closed): fill() will add nothing more. */
+  done = false;
+  /** A read of the source is pending. */
+  reading = false;
+  private readonly it: AsyncIterator<Uint8Array> | Iterator<Uint8Array>;
+  private rest: Uint8Array = new Uint8Array(0);
+
+  constructor(source: StreamSource, private readonly signal: AbortSignal | undefined) {
+    const src = source as Partial<AsyncIterable<Uint8Array> & Iterable<Uint8Array>>;
+    this.it = src[Symbol.asyncIterator]?.() ?? src[Symbol.iterator]!();
+  }
+
+  /** Fills buf from `from` until it is full or the source ends; returns the new fill. */
+  async fill(buf: Uint8Array, from: number): Promise<number> {
+    let fill = from;
+    while (fill < buf.length) {
+      if (this.rest.length === 0) {
+        if (this.done) break;
+        let n: IteratorResult<Uint8Array>;
+        this.reading = true;
+        try {
+          n = await this.next();
+        } finally {
+          this.reading = false;
+        }
+        if (n.done) {
+          this.done = true;
+          break;
+        }
+        this.rest = n.value instanceof Uint8Array ? n.value : Buffer.from(n.value as unknown as string);
+        continue;
+      }
+      const take = Math.min(this.rest.length, buf.length - fill);
+      buf.set(take === this.rest.length ? this.rest : this.rest.subarray(0, take), fill);
+      fill += take;
+      this.rest = this.rest.subarray(take);
+    }
+    return fill;
+  }
+
+  /**
+   * The next piece; a pending read of an async source gives way to an abort. A source
+   * that throws is finished (done: nothing to close); after an abort it is still open.
+   */
+  private next(): IteratorResult<Uint8Array> | Promise<IteratorResult<Uint8Array>> {
+    let n: IteratorResult<Uint8Array> | Promise<IteratorResult<Uint8Array>>;
+    try {
+      n = this.it.next();
+    } catch (err) {
+      this.done = true;
+      throw err;
+    }
+    if (!(n instanceof Promise)) return n;
+    n = n.catch((err: unknown) => {
+      this.done = true;
+      throw err;
+    });
+    if (!this.signal) return n;
+    throwIfAborted(this.signal);
+    const signal = this.signal;
+    let onAbort!: () => void;
+    const aborted = new Promise<never>((_, reject) => {
+      onAbort = () => reject(new AbortedError());
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    return Promise.race([n, aborted]).finally(() => signal.removeEventListener('abort', onAbort));
+  }
+
+  /**
+   * Ends an unfinished source early (a generator's finally runs; a Readable is destroyed).
+   * With a read still pending, return() is called but not waited for: an async generator
+   * would only answer after that read.
+   */
+  async close(): Promise<void> {
+    this.done = true;
+    try {
+      const closing = this.it.return?.();
+      if (closing instanceof Promise) {
+        closing.catch(() => {});
+        if (!this.reading) await closing;
+      }
+    } catch {
+      // closing is best effort: the scan already failed or was abandoned
+    }
   }
 }

@@ -58,6 +58,10 @@ export const LOOKAHEAD_BYTES = 64 * MiB;
  * round trip. Bounded: cleared when full, which only costs extra `has` queries.
  */
 export const SEEN_CACHE_ENTRIES = 1 << 17;
+/** Digests per coalesced `has` query, at most (the server's limit is MAX_QUERY_DIGESTS). */
+export const MAX_HAS_QUERY_IDS = 4096;
+/** Bytes of scanned batches waiting for a `has` answer beyond which send() waits. */
+export const QUEUED_BATCH_BYTES = 64 * MiB;
 
 /** A source to push: a path (file or directory) or a stream (stdin). */
 export type PushSource = string | { readonly stream: StreamSource; readonly name?: string };
@@ -118,7 +122,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
 
     if (typeof source !== 'string') {
       const meta: EntryMeta = { type: 'file', path: '', mode: 0o644, mtimeMs: Date.now(), size: -1 };
-      await handleFile(meta, new StreamScan(source.stream, scanOpts));
+      await handleFile(meta, new StreamScan(source.stream, { ...scanOpts, pool }));
     } else if (kind === 'file') {
       const s = st!;
       const meta: EntryMeta = { type: 'file', path: '', mode: s.mode & 0o7777, mtimeMs: Math.trunc(s.mtimeMs), size: s.size };
@@ -203,10 +207,23 @@ function records(batch: ChunkBatch): ChunkRecord[] {
   return out;
 }
 
+/** A batch whose new chunks wait for the destination's answer to "which are missing". */
+interface Queued {
+  readonly batch: ChunkBatch;
+  readonly lease: Lease;
+  readonly ids: ChunkId[];
+  /** Index in the batch of each id. */
+  readonly index: number[];
+}
+
 /**
- * Sends the chunks of each batch that the destination lacks: one batched `has` per batch,
- * then puts with bounded concurrency and bounded bytes in flight. Batches are not awaited
- * to completion, so scanning overlaps with uploading; drain() waits for the rest.
+ * Sends the chunks of each batch that the destination lacks. `has` queries are coalesced
+ * across batches and files: one query is in flight at a time, and the batches queued
+ * meanwhile (a tree's small files, typically one batch each) share the next one, up to
+ * MAX_HAS_QUERY_IDS. Without that, a tree of thousands of small files costs one round trip
+ * per file. Puts then run with bounded concurrency and bytes in flight. send() returns once
+ * its batch is queued (waiting only when QUEUED_BATCH_BYTES are already queued), so
+ * scanning overlaps with querying and uploading; drain() waits for the rest.
  */
 class ChunkSender {
   private readonly window: Window;
@@ -214,6 +231,11 @@ class ChunkSender {
   private bytesSent = 0;
   private chunksSent = 0;
   private bytesScanned = 0;
+  private queue: Queued[] = [];
+  private queuedBytes = 0;
+  /** The running query-and-put loop, if any. */
+  private querying: Promise<void> | undefined;
+  private failure: { error: unknown } | undefined;
 
   constructor(
     private readonly destination: PushDestination,
@@ -224,49 +246,89 @@ class ChunkSender {
     this.window = new Window(options.concurrency ?? DEFAULT_PUT_CONCURRENCY, MAX_INFLIGHT_BYTES);
   }
 
-  /** Starts the puts of `batch`'s missing chunks; each holds `lease` until it completes. */
+  /** Queues `batch`'s chunks not seen before; the puts of missing ones hold `lease` until done. */
   async send(batch: ChunkBatch, lease: Lease): Promise<void> {
-    const signal = this.options.signal;
+    if (this.failure) throw this.failure.error;
     const ids: ChunkId[] = [];
     const index: number[] = [];
-    const keys: string[] = [];
-    const batchKeys = new Set<string>();
     for (let i = 0; i < batch.count; i++) {
       const d = chunkDigest(batch, i);
       const key = Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('latin1');
-      if (this.seen.has(key) || batchKeys.has(key)) continue;
-      batchKeys.add(key);
-      keys.push(key);
+      if (this.seen.has(key)) continue; // earlier in this push: queried, and put if missing
+      this.remember(key);
       ids.push({ algorithm: this.algorithm, digest: d });
       index.push(i);
     }
-    const present = ids.length ? await this.destination.chunks.has(ids, { signal }) : [];
+    if (ids.length > 0) {
+      lease.take();
+      this.queue.push({ batch, lease, ids, index });
+      this.queuedBytes += batch.data.length;
+      this.querying ??= this.queryLoop().finally(() => (this.querying = undefined));
+      if (this.queuedBytes >= QUEUED_BATCH_BYTES) await this.querying;
+    }
+    this.bytesScanned += batch.data.length;
+    this.options.onProgress?.({ bytesTotal: this.total(), bytesScanned: this.bytesScanned, bytesSent: this.bytesSent, chunksSent: this.chunksSent });
+  }
+
+  /** Queries and starts the puts of queued batches until the queue is empty. */
+  private async queryLoop(): Promise<void> {
+    const signal = this.options.signal;
+    try {
+      // Let the current send() return first, so that batches produced meanwhile join.
+      await Promise.resolve();
+      while (this.queue.length > 0) {
+        const group: Queued[] = [];
+        let n = 0;
+        while (this.queue.length > 0 && (group.length === 0 || n + this.queue[0]!.ids.length <= MAX_HAS_QUERY_IDS)) {
+          const q = this.queue.shift()!;
+          group.push(q);
+          n += q.ids.length;
+          this.queuedBytes -= q.batch.data.length;
+        }
+        const present = await this.destination.chunks.has(group.flatMap((q) => q.ids), { signal });
+        let k = 0;
+        for (const q of group) {
+          try {
+            await this.startPuts(q, present, k);
+          } finally {
+            q.lease.drop();
+          }
+          k += q.ids.length;
+        }
+      }
+    } catch (error) {
+      this.failure ??= { error };
+      for (const q of this.queue) q.lease.drop();
+      this.queue = [];
+    }
+  }
+
+  private async startPuts(q: Queued, present: boolean[], first: number): Promise<void> {
+    const signal = this.options.signal;
+    const { batch } = q;
     const offsets = new Float64Array(batch.count);
     for (let i = 0, o = 0; i < batch.count; i++) {
       offsets[i] = o;
       o += batch.lengths[i]!;
     }
-    for (let k = 0; k < ids.length; k++) {
-      this.remember(keys[k]!);
-      if (present[k]) continue;
-      const i = index[k]!;
+    for (let j = 0; j < q.ids.length; j++) {
+      if (present[first + j]) continue;
+      const i = q.index[j]!;
       const len = batch.lengths[i]!;
       const data = batch.data.subarray(offsets[i]!, offsets[i]! + len);
-      lease.take();
+      q.lease.take();
       await this.window.run(len, async () => {
         try {
-          const wrote = await this.destination.chunks.put(ids[k]!, data, { signal, trusted: true });
+          const wrote = await this.destination.chunks.put(q.ids[j]!, data, { signal, trusted: true });
           if (wrote) {
             this.bytesSent += len;
             this.chunksSent++;
           }
         } finally {
-          lease.drop();
+          q.lease.drop();
         }
       });
     }
-    this.bytesScanned += batch.data.length;
-    this.options.onProgress?.({ bytesTotal: this.total(), bytesScanned: this.bytesScanned, bytesSent: this.bytesSent, chunksSent: this.chunksSent });
   }
 
   private remember(key: string): void {
@@ -275,7 +337,9 @@ class ChunkSender {
   }
 
   async drain(): Promise<void> {
+    while (this.querying) await this.querying;
     await this.window.drain();
+    if (this.failure) throw this.failure.error;
   }
 
   stats(): { bytesSent: number; chunksSent: number } {

@@ -1,0 +1,63 @@
+import { strict as assert } from 'node:assert';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import type { ChunkId } from '../src/core/ids.js';
+import { MemoryStore } from '../src/store/memory.js';
+import type { OpOptions } from '../src/store/store.js';
+import type { PushDestination } from '../src/transfer/destination.js';
+import { push } from '../src/transfer/push.js';
+import { pseudoRandom } from './helpers/gen.js';
+
+/** Round trip of a `has` query: a remote destination's, during which later files queue up. */
+const QUERY_LATENCY_MS = 20;
+
+/** A destination that keeps chunks in memory and records every `has` query. */
+function countingDestination(): { destination: PushDestination; store: MemoryStore; queries: number[] } {
+  const store = new MemoryStore();
+  const queries: number[] = [];
+  const chunks = Object.create(store) as MemoryStore;
+  chunks.has = async (ids: readonly ChunkId[], options?: OpOptions) => {
+    queries.push(ids.length);
+    await new Promise((r) => setTimeout(r, QUERY_LATENCY_MS));
+    return store.has(ids, options);
+  };
+  const destination: PushDestination = {
+    chunks,
+    description: 'memory',
+    begin: async () => ({ entry: async () => undefined, commit: async () => {}, abort: async () => {} }),
+    close: async () => {},
+  };
+  return { destination, store, queries };
+}
+
+describe('push asks the destination which chunks it lacks in few, large queries', () => {
+  let dir: string;
+  const FILES = 400;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xfer-queries-'));
+    await mkdir(join(dir, 'tree'));
+    for (let i = 0; i < FILES; i++) await writeFile(join(dir, 'tree', `f${i}.bin`), pseudoRandom(2000 + i, i));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a tree of 400 small files costs a handful of queries, not one per file, and every chunk arrives', async () => {
+    const { destination, store, queries } = countingDestination();
+    const r = await push(join(dir, 'tree'), destination);
+    assert.equal(r.chunksTotal, FILES);
+    assert.equal(r.chunksSent, FILES);
+    assert.ok(queries.length <= FILES / 10, `${queries.length} queries for ${FILES} files`);
+    assert.equal(queries.reduce((a, b) => a + b, 0), FILES, 'each distinct chunk is asked about once');
+  });
+
+  it('a second push of the same tree sends nothing', async () => {
+    const { destination, queries } = countingDestination();
+    await push(join(dir, 'tree'), destination);
+    const again = await push(join(dir, 'tree'), destination);
+    assert.equal(again.chunksSent, 0);
+    assert.ok(queries.length <= (2 * FILES) / 10);
+  });
+});
