@@ -1,79 +1,17 @@
 import { spawnSync } from 'node:child_process';
 import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { writeRandomFile } from '../test/helpers/cli.js';
-import { median, timed, type Run } from './measure.js';
+import { alternate, warm, XFER, type Contender, type MacroRow, type ScenarioOptions } from './harness.js';
 import { runRemote } from './remote.js';
 
-const XFER = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
+export type { MacroRow } from './harness.js';
 
-export interface MacroRow {
-  readonly scenario: string;
-  readonly tool: string;
-  readonly runs: number;
-  readonly wallSeconds: { median: number; min: number; max: number };
-  readonly cpuSecondsMedian: number;
-  readonly maxRssMiB: number;
-  readonly mbPerSecond: number;
-}
-
-export interface MacroOptions {
-  readonly work: string;
-  readonly sizeBytes: number;
-  readonly runs: number;
-  readonly tools: Set<string>;
-  readonly log: (s: string) => void;
+export interface MacroOptions extends ScenarioOptions {
   /** Also run the loopback scenarios (xfer serve vs rsync daemon, restores). */
   readonly remote: boolean;
   /** Only the loopback scenarios. */
   readonly remoteOnly: boolean;
-}
-
-function row(scenario: string, tool: string, runs: Run[], bytes: number): MacroRow {
-  const walls = runs.map((r) => r.wallSeconds);
-  const m = median(walls);
-  return {
-    scenario,
-    tool,
-    runs: runs.length,
-    wallSeconds: { median: m, min: Math.min(...walls), max: Math.max(...walls) },
-    cpuSecondsMedian: median(runs.map((r) => r.cpuSeconds)),
-    maxRssMiB: Math.max(...runs.map((r) => r.maxRssMiB)),
-    mbPerSecond: bytes / m / 1e6,
-  };
-}
-
-/** A way to run one tool in one scenario: prepare() (untimed) then the timed command. */
-interface Contender {
-  readonly tool: string;
-  prepare(): Promise<void>;
-  command(): [string, string[], NodeJS.ProcessEnv?];
-}
-
-/**
- * Runs contenders alternately (xfer, peer, xfer, peer, ...) so drift in the machine's state
- * affects all alike; returns one row per contender.
- */
-async function alternate(scenario: string, contenders: Contender[], runs: number, bytes: number, log: (s: string) => void): Promise<MacroRow[]> {
-  const results = new Map<string, Run[]>(contenders.map((c) => [c.tool, []]));
-  for (let i = 0; i < runs; i++) {
-    for (const c of contenders) {
-      await c.prepare();
-      const [cmd, args, env] = c.command();
-      results.get(c.tool)!.push(await timed(cmd, args, env));
-    }
-  }
-  const rows = contenders.map((c) => row(scenario, c.tool, results.get(c.tool)!, bytes));
-  for (const r of rows) {
-    log(`  ${scenario.padEnd(22)} ${r.tool.padEnd(22)} ${r.wallSeconds.median.toFixed(2).padStart(7)} s (min ${r.wallSeconds.min.toFixed(2)}, max ${r.wallSeconds.max.toFixed(2)})  ${r.mbPerSecond.toFixed(0).padStart(6)} MB/s  cpu ${r.cpuSecondsMedian.toFixed(2)} s  rss ${r.maxRssMiB.toFixed(0)} MiB`);
-  }
-  return rows;
-}
-
-/** Warm the page cache: the bar is measured with the file in page cache. */
-function warm(path: string): void {
-  spawnSync('sh', ['-c', `cat '${path}' > /dev/null`]);
 }
 
 export async function runMacro(o: MacroOptions): Promise<MacroRow[]> {

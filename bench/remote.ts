@@ -1,12 +1,9 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { copyFile, mkdir, open, rm, writeFile } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { copyFile, mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { pseudoRandom } from '../test/helpers/gen.js';
-import { median, timed, type Run } from './measure.js';
-import type { MacroRow } from './macro.js';
-
-const XFER = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
+import { logRow, rsyncLiteral, startRsyncd, startServe, stop, summarize, XFER, type MacroRow, type Served } from './harness.js';
+import { timed, type Run } from './measure.js';
 const EDITS = 200;
 const EDIT_BYTES = 4096;
 
@@ -25,55 +22,11 @@ interface Sample {
   readonly sentBytes?: number;
 }
 
-function summarize(scenario: string, tool: string, samples: Sample[], bytes: number, log: (s: string) => void): MacroRow & { sentBytesMedian?: number } {
-  const walls = samples.map((s) => s.run.wallSeconds);
-  const m = median(walls);
+function row(scenario: string, tool: string, samples: Sample[], bytes: number, log: (s: string) => void, sentLabel?: string): MacroRow {
   const sent = samples.filter((s) => s.sentBytes !== undefined).map((s) => s.sentBytes!);
-  const row = {
-    scenario,
-    tool,
-    runs: samples.length,
-    wallSeconds: { median: m, min: Math.min(...walls), max: Math.max(...walls) },
-    cpuSecondsMedian: median(samples.map((s) => s.run.cpuSeconds)),
-    maxRssMiB: Math.max(...samples.map((s) => s.run.maxRssMiB)),
-    mbPerSecond: bytes / m / 1e6,
-    ...(sent.length ? { sentBytesMedian: median(sent) } : {}),
-  };
-  log(`  ${scenario.padEnd(22)} ${tool.padEnd(26)} ${m.toFixed(2).padStart(7)} s (min ${row.wallSeconds.min.toFixed(2)}, max ${row.wallSeconds.max.toFixed(2)})  ${row.mbPerSecond.toFixed(0).padStart(6)} MB/s${sent.length ? `  sent ${(median(sent) / 1e6).toFixed(2)} MB` : ''}  rss ${row.maxRssMiB.toFixed(0)} MiB`);
-  return row;
-}
-
-async function startServe(root: string): Promise<{ url: string; child: ChildProcess }> {
-  const child = spawn(process.execPath, [XFER, 'serve', '--root', root, '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.setEncoding('utf8').on('data', (d) => {
-      out += d;
-      const m = /listening on (\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.on('exit', (c) => reject(new Error(`xfer serve exited ${c}`)));
-  });
-  return { url, child };
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  const exited = new Promise((r) => child.on('exit', r));
-  child.kill('SIGTERM');
-  await exited;
-}
-
-async function startRsyncd(dir: string): Promise<{ url: string; child: ChildProcess }> {
-  const port = 20000 + Math.floor(Math.random() * 20000);
-  const conf = join(dir, 'rsyncd.conf');
-  await mkdir(join(dir, 'module'), { recursive: true });
-  await writeFile(conf, `use chroot = no\nuid = root\ngid = root\n[m]\npath = ${join(dir, 'module')}\nread only = no\n`);
-  const child = spawn('rsync', ['--daemon', '--no-detach', `--config=${conf}`, `--port=${port}`, '--address=127.0.0.1'], { stdio: 'ignore' });
-  for (let i = 0; i < 100; i++) {
-    if (spawnSync('rsync', [`rsync://127.0.0.1:${port}/`], { stdio: 'ignore' }).status === 0) break;
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return { url: `rsync://127.0.0.1:${port}/m`, child };
+  const r = summarize(scenario, tool, samples.map((s) => s.run), bytes, sent, sentLabel);
+  logRow(r, log);
+  return r;
 }
 
 /** A copy of `src` with EDITS scattered 4 KiB overwrites at deterministic 4 KiB-aligned offsets. */
@@ -87,8 +40,6 @@ async function makeEdited(src: string, dst: string, size: number): Promise<void>
   }
   await fh.close();
 }
-
-const rsyncLiteral = (out: string): number => Number((/Literal data: ([\d,.]+)/.exec(out)?.[1] ?? '0').replace(/[,.]/g, ''));
 
 export async function runRemote(o: RemoteOptions): Promise<MacroRow[]> {
   const rows: MacroRow[] = [];
@@ -117,15 +68,15 @@ export async function runRemote(o: RemoteOptions): Promise<MacroRow[]> {
       await stop(d.child);
     }
   }
-  rows.push(summarize('first copy (loopback)', 'xfer push -> xfer serve', xs, o.sizeBytes, o.log));
-  if (rs.length) rows.push(summarize('first copy (loopback)', 'rsync -> rsync daemon', rs, o.sizeBytes, o.log));
+  rows.push(row('first copy (loopback)', 'xfer push -> xfer serve', xs, o.sizeBytes, o.log, 'chunk bytes sent'));
+  if (rs.length) rows.push(row('first copy (loopback)', 'rsync -> rsync daemon', rs, o.sizeBytes, o.log, 'literal data'));
 
   // c. incremental: every run starts from a destination holding only the original (a
   // content-addressed store keeps every version it saw, so runs must not share one)
   o.log(`incremental copy after ${EDITS} scattered 4 KiB overwrites`);
   const xi: Sample[] = [];
   const ri: Sample[] = [];
-  let s: { url: string; child: ChildProcess } | undefined;
+  let s: Served | undefined;
   for (let i = 0; i < o.runs; i++) {
     if (s) await stop(s.child);
     await rm(w('serve-root'), { recursive: true, force: true });
@@ -145,8 +96,8 @@ export async function runRemote(o: RemoteOptions): Promise<MacroRow[]> {
       await stop(d.child);
     }
   }
-  rows.push(summarize('incremental (loopback)', 'xfer push -> xfer serve', xi, o.sizeBytes, o.log));
-  if (ri.length) rows.push(summarize('incremental (loopback)', 'rsync --no-whole-file', ri, o.sizeBytes, o.log));
+  rows.push(row('incremental (loopback)', 'xfer push -> xfer serve', xi, o.sizeBytes, o.log, 'chunk bytes sent'));
+  if (ri.length) rows.push(row('incremental (loopback)', 'rsync --no-whole-file', ri, o.sizeBytes, o.log, 'literal data'));
   s = s!;
 
   // d. restore into an empty destination
@@ -180,14 +131,14 @@ export async function runRemote(o: RemoteOptions): Promise<MacroRow[]> {
       rp.push({ run: await timed('restic', ['restore', 'latest', '--repo', w('restic'), '--no-cache', '--target', w('restore')], env) });
     }
   }
-  rows.push(summarize('restore (empty dest)', 'xfer pull <- xfer serve', xp, o.sizeBytes, o.log));
-  if (cp.length) rows.push(summarize('restore (empty dest)', 'casync extract', cp, o.sizeBytes, o.log));
-  if (rp.length) rows.push(summarize('restore (empty dest)', 'restic restore', rp, o.sizeBytes, o.log));
+  rows.push(row('restore (empty dest)', 'xfer pull <- xfer serve', xp, o.sizeBytes, o.log));
+  if (cp.length) rows.push(row('restore (empty dest)', 'casync extract', cp, o.sizeBytes, o.log));
+  if (rp.length) rows.push(row('restore (empty dest)', 'restic restore', rp, o.sizeBytes, o.log));
   await rm(w('restore'), { recursive: true, force: true });
   await mkdir(w('restore'));
   await timed(process.execPath, [XFER, 'pull', `${s.url}/inc.bin`, w('restore/x.bin'), '--json']);
   const again = await timed(process.execPath, [XFER, 'pull', `${s.url}/inc.bin`, w('restore/x.bin'), '--json']);
-  rows.push(summarize('pull unchanged file', 'xfer pull (dest up to date)', [{ run: again, sentBytes: JSON.parse(again.stdout).bytesReceived }], o.sizeBytes, o.log));
+  rows.push(row('pull unchanged file', 'xfer pull (dest up to date)', [{ run: again, sentBytes: JSON.parse(again.stdout).bytesReceived }], o.sizeBytes, o.log));
   await stop(s.child);
   for (const n of ['serve-root', 'rsyncd', 'casync', 'restic', 'restore', 'edited.bin']) await rm(w(n), { recursive: true, force: true });
   return rows;
