@@ -61,7 +61,7 @@ export const SEEN_CACHE_ENTRIES = 1 << 17;
 /** Digests per coalesced `has` query, at most (the server's limit is MAX_QUERY_DIGESTS). */
 export const MAX_HAS_QUERY_IDS = 4096;
 /** Bytes of scanned batches waiting for a `has` answer beyond which send() waits. */
-export const QUEUED_BATCH_BYTES = 64 * MiB;
+export const QUEUED_BATCH_BYTES = 16 * MiB;
 
 /** A source to push: a path (file or directory) or a stream (stdin). */
 export type PushSource = string | { readonly stream: StreamSource; readonly name?: string };
