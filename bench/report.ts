@@ -579,13 +579,18 @@ export function scaleSamples(scale: unknown): ScaleSample[] {
     .sort((a, b) => a.seconds - b.seconds);
 }
 
-/** The scalar top-level fields of a scale result (numbers, strings, booleans), in their order. */
+/**
+ * The scalar top-level fields of a scale result (numbers, strings, booleans), in their
+ * order. Integers (sizes, counts, seeds) are exact; fractions get six significant digits.
+ */
 export function scaleScalars(scale: unknown): [string, string][] {
   if (!isRecord(scale)) return [];
   return Object.entries(scale)
     .filter(([, v]) => ['number', 'string', 'boolean'].includes(typeof v))
-    .map(([k, v]) => [k, typeof v === 'number' ? String(Number(v.toPrecision(6))) : String(v)]);
+    .map(([k, v]) => [k, typeof v === 'number' ? formatScalar(v) : String(v)]);
 }
+
+const formatScalar = (v: number): string => (Number.isInteger(v) ? String(v) : String(Number(v.toPrecision(6))));
 
 const MICRO_CHART_UNIT = 'MB/s';
 

@@ -220,14 +220,16 @@ describe('SVG charts', () => {
   });
 
   it('draws throughput and RSS over time for scale samples and prints scale scalars', () => {
-    const scale = { sizeBytes: 1e12, mode: 'push', samples: [0, 1, 2].map((i) => ({ bytes: i * 1e9, seconds: i * 5, mbPerSecond: 200 + i, rssMiB: 150 })) };
+    const scale = { sizeBytes: 1099511627776, seed: 20261122, rssFlatness: 1.1378123, mode: 'push', samples: [0, 1, 2].map((i) => ({ bytes: i * 1e9, seconds: i * 5, mbPerSecond: 200 + i, rssMiB: 150 })) };
     const { markdown, charts: cs } = renderReport({ date: '2026-11-23T00:00:00.000Z', command: 'npm run bench -- --scale 1T', scale });
     assert.deepEqual(
       cs.map((c) => c.name),
       ['scale-throughput.svg', 'scale-rss.svg'],
     );
     assert.equal(count(cs[0]!.svg.match(/points="([^"]*)"/)![1]!, ','), 3);
-    assert.match(markdown, /\| sizeBytes \| 1000000000000 \|/);
+    assert.match(markdown, /\| sizeBytes \| 1099511627776 \|/, 'integers exact');
+    assert.match(markdown, /\| seed \| 20261122 \|/);
+    assert.match(markdown, /\| rssFlatness \| 1\.13781 \|/, 'fractions to six significant digits');
     assert.match(markdown, /\| mode \| push \|/);
   });
 });
