@@ -263,11 +263,24 @@ class ChunkSender {
       lease.take();
       this.queue.push({ batch, lease, ids, index });
       this.queuedBytes += batch.data.length;
-      this.querying ??= this.queryLoop().finally(() => (this.querying = undefined));
+      this.startQuerying();
       if (this.queuedBytes >= QUEUED_BATCH_BYTES) await this.querying;
     }
     this.bytesScanned += batch.data.length;
     this.options.onProgress?.({ bytesTotal: this.total(), bytesScanned: this.bytesScanned, bytesSent: this.bytesSent, chunksSent: this.chunksSent });
+  }
+
+  /**
+   * Runs queryLoop unless it is running. A batch queued after the loop saw an empty queue
+   * but before its promise settled would be stranded, so a settled loop restarts itself
+   * while anything is queued.
+   */
+  private startQuerying(): void {
+    if (this.querying) return;
+    this.querying = this.queryLoop().finally(() => {
+      this.querying = undefined;
+      if (this.queue.length > 0 && !this.failure) this.startQuerying();
+    });
   }
 
   /** Queries and starts the puts of queued batches until the queue is empty. */
