@@ -13,7 +13,7 @@ import type { ChunkRecord, EntryMeta, ManifestHeader, ManifestKind } from '../ma
 import { ScanPool } from '../scan/pool.js';
 import { chunkDigest, FileScan, StreamScan, type ChunkBatch, type StreamSource } from '../scan/scanner.js';
 import { walkTree, type SourceEntry, type WalkSkip } from '../scan/walk.js';
-import type { PushDestination } from './destination.js';
+import type { FileSink, PushDestination } from './destination.js';
 import { Window } from './window.js';
 
 export interface PushOptions {
@@ -58,6 +58,8 @@ export const LOOKAHEAD_BYTES = 64 * MiB;
  * round trip. Bounded: cleared when full, which only costs extra `has` queries.
  */
 export const SEEN_CACHE_ENTRIES = 1 << 17;
+/** Files whose finish (attributes, close) may run while later files are pushed. */
+export const FINISHES_IN_FLIGHT = 16;
 /** Digests per coalesced `has` query, at most (the server's limit is MAX_QUERY_DIGESTS). */
 export const MAX_HAS_QUERY_IDS = 4096;
 /** Bytes of scanned batches waiting for a `has` answer beyond which send() waits. */
@@ -100,14 +102,18 @@ export async function push(source: PushSource, destination: PushDestination, opt
   const manifestPath = join(tmp, 'manifest');
   const session = await destination.begin(kind, { signal });
   let writer: ManifestWriter | undefined;
+  let finishing: Window | undefined;
   try {
     writer = await ManifestWriter.create(manifestPath, { kind, digestAlgorithm: algorithm, chunker }, { signal });
     const sender = new ChunkSender(destination, algorithm, options, () => bytesTotal);
+    // A file's finish (size, mode, times, close: several sequential fs calls) overlaps the
+    // next files: awaited one by one, it dominated pushes of trees of small files.
+    const finishes = (finishing = new Window(FINISHES_IN_FLIGHT, Infinity));
     const scanOpts = { chunker, digestAlgorithm: algorithm, signal };
 
-    const handleFile = async (meta: EntryMeta, scan: FileScan | StreamScan): Promise<void> => {
+    const handleFile = async (meta: EntryMeta, scan: FileScan | StreamScan, opened?: Promise<FileSink | undefined>): Promise<void> => {
       await writer!.beginEntry(meta);
-      const sink = await session.entry(meta, { signal });
+      const sink = await (opened ?? session.entry(meta, { signal }));
       for await (const batch of scan.batches()) {
         throwIfAborted(signal);
         // The batch's buffer is reused once its last put and the target write are done.
@@ -116,8 +122,9 @@ export async function push(source: PushSource, destination: PushDestination, opt
         lease.drop();
         await writer!.addChunks(records(batch));
       }
-      await sink?.finish(scan.result.size);
-      await writer!.endEntry(scan.result.size, scan.result.digest);
+      const size = scan.result.size;
+      if (sink) await finishes.run(0, () => sink.finish(size));
+      await writer!.endEntry(size, scan.result.digest);
     };
 
     if (typeof source !== 'string') {
@@ -128,8 +135,10 @@ export async function push(source: PushSource, destination: PushDestination, opt
       const meta: EntryMeta = { type: 'file', path: '', mode: s.mode & 0o7777, mtimeMs: Math.trunc(s.mtimeMs), size: s.size };
       await handleFile(meta, new FileScan(source, s.size, s.mtimeMs, pool, scanOpts));
     } else {
-      // Tree: scans of the next files start while earlier ones are still being sent.
-      const ahead: { entry: SourceEntry; scan?: FileScan }[] = [];
+      // Tree: scans of the next files start while earlier ones are still being sent, and
+      // their destination files are opened meanwhile. Entries reach the session in walk
+      // order; a directory's is awaited before anything after it (its files) starts.
+      const ahead: { entry: SourceEntry; scan?: FileScan; opened?: Promise<FileSink | undefined> }[] = [];
       let aheadBytes = 0;
       const walker = walkTree(source, { signal, onSkip: options.onSkip });
       let walkDone = false;
@@ -142,12 +151,15 @@ export async function push(source: PushSource, destination: PushDestination, opt
           }
           const e = n.value;
           let scan: FileScan | undefined;
+          let opened: Promise<FileSink | undefined> | undefined;
           if (e.meta.type === 'file') {
             scan = new FileScan(e.absPath, e.meta.size, e.meta.mtimeMs, pool, scanOpts);
             aheadBytes += e.meta.size;
             bytesTotal += e.meta.size;
-          }
-          ahead.push({ entry: e, scan });
+            opened = session.entry(e.meta, { signal });
+            opened.catch(() => {}); // awaited by handleFile; until then, not unhandled
+          } else await session.entry(e.meta, { signal });
+          ahead.push({ entry: e, scan, opened });
         }
       };
       for (;;) {
@@ -155,15 +167,13 @@ export async function push(source: PushSource, destination: PushDestination, opt
         const next = ahead.shift();
         if (!next) break;
         if (next.scan) {
-          await handleFile(next.entry.meta, next.scan);
+          await handleFile(next.entry.meta, next.scan, next.opened);
           aheadBytes -= next.entry.meta.size;
-        } else {
-          await writer.beginEntry(next.entry.meta);
-          await session.entry(next.entry.meta, { signal });
-        }
+        } else await writer.beginEntry(next.entry.meta);
       }
     }
     await sender.drain();
+    await finishes.drain();
     await destination.chunks.flush({ signal });
     const header: ManifestHeader = await writer.finish();
     writer = undefined;
@@ -180,6 +190,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
       digest: digestToHex(header.digest),
     };
   } catch (err) {
+    await finishing?.drain().catch(() => {});
     await writer?.abort().catch(() => {});
     await session.abort().catch(() => {});
     throw err;
