@@ -115,6 +115,15 @@ describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
     const q = await runCli(['pull', `${server.url}/studies/series`, join(dir, 'series-copy'), '--json']);
     assert.equal(q.code, 0, q.stderr);
     await same(tree, join(dir, 'series-copy'));
+    // Into the existing tree itself, cp would nest series/series, which a pushed tree cannot
+    // hold: refused at once with what to do, before anything is uploaded.
+    const nested = await runCli(['push', tree, `${server.url}/studies/series`]);
+    assert.equal(nested.code, 5, nested.stderr);
+    assert.ok(isOneLineError(nested.stderr), nested.stderr);
+    assert.match(nested.stderr, /studies\/series is a pushed tree: a copy cannot go inside it\. To replace it, push a source named series to http:\/\/[^ ]+\/studies\//);
+    const again = await runCli(['push', tree, `${server.url}/studies/`, '--json']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(JSON.parse(again.stdout).bytesSent, 0);
   });
 
   it('refuses a chunk whose bytes do not match its digest, and stores nothing', async () => {

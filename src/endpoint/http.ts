@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
+import { AlreadyExistsError, fromSystemError, InvalidArgumentError } from '../core/errors.js';
 import type { ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { HttpStore, type HttpStoreOptions } from '../store/http.js';
 import { validateManifestName } from '../store/names.js';
@@ -59,7 +59,15 @@ export async function connectRemote(base: URL, options: RemoteOptions): Promise<
 export async function resolveRemoteTarget(store: HttpStore, path: string, trailingSlash: boolean, sourceName: string, options: OpOptions = {}): Promise<string> {
   if (trailingSlash || path === '') return validateManifestName(path ? `${path}/${sourceName}` : sourceName);
   const type = await store.stat(validateManifestName(path), options);
-  return type === 'tree' || type === 'dir' ? validateManifestName(`${path}/${sourceName}`) : path;
+  // cp would copy into an existing directory, but a pushed tree cannot hold another pushed
+  // copy inside it (the server refuses the name at commit). Say so before uploading anything.
+  if (type === 'tree') {
+    const parent = path.includes('/') ? `${path.slice(0, path.lastIndexOf('/'))}/` : '';
+    throw new AlreadyExistsError(
+      `${store.base.origin}/${path} is a pushed tree: a copy cannot go inside it. To replace it, push a source named ${path.slice(path.lastIndexOf('/') + 1)} to ${store.base.origin}/${parent}, or push to a new path`,
+    );
+  }
+  return type === 'dir' ? validateManifestName(`${path}/${sourceName}`) : path;
 }
 
 /**
