@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -34,9 +34,13 @@ async function presentBytes(url: string, chunks: { digest: Buffer; length: numbe
   return bytes;
 }
 
-/** Starts the CLI and kills it with SIGKILL as soon as `ready()` says so (or it ends). */
-async function killWhen(args: string[], ready: () => Promise<boolean>): Promise<{ killed: boolean }> {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: 'ignore' });
+/**
+ * Starts the CLI and kills it with SIGKILL as soon as `ready()` says so (or it ends). A
+ * killed client cannot remove its temp directory, so its TMPDIR is `tmp` (the test's own).
+ */
+async function killWhen(args: string[], tmp: string, ready: () => Promise<boolean>): Promise<{ killed: boolean }> {
+  await mkdir(tmp, { recursive: true });
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: 'ignore', env: { ...process.env, TMPDIR: tmp } });
   const exited = new Promise<void>((r) => child.on('exit', () => r()));
   let done = false;
   void exited.then(() => (done = true));
@@ -77,7 +81,7 @@ describe('interrupted transfers resume and send only what is missing', () => {
 
     it('a push killed mid-way completes when run again, resending no stored chunk', async () => {
       let seen = 0;
-      const { killed } = await killWhen(['push', src, `${server.url}/big.bin`], async () => {
+      const { killed } = await killWhen(['push', src, `${server.url}/big.bin`], join(dir, 'tmp'), async () => {
         seen = await presentBytes(server.url, chunks.slice(0, 400));
         return seen >= 8 * MiB;
       });
@@ -94,7 +98,7 @@ describe('interrupted transfers resume and send only what is missing', () => {
     it('a pull killed mid-way keeps its partial file and completes from it', async () => {
       const out = join(dir, 'pulled.bin');
       const partial = join(dir, '.xfer-pulled.bin.partial');
-      const { killed } = await killWhen(['pull', `${server.url}/big.bin`, out], async () => {
+      const { killed } = await killWhen(['pull', `${server.url}/big.bin`, out], join(dir, 'tmp'), async () => {
         const st = await stat(partial).catch(() => undefined);
         return (st?.size ?? 0) >= 48 * MiB;
       });
@@ -116,7 +120,8 @@ describe('interrupted transfers resume and send only what is missing', () => {
     const root = join(dir, 'restart-root');
     let srv = await startServeProcess(['--root', root, '--port', '0']);
     const port = new URL(srv.url).port;
-    const push = spawn(process.execPath, [BIN, 'push', src, `${srv.url}/again.bin`], { stdio: ['ignore', 'ignore', 'pipe'] });
+    await mkdir(join(dir, 'tmp'), { recursive: true });
+    const push = spawn(process.execPath, [BIN, 'push', src, `${srv.url}/again.bin`], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, TMPDIR: join(dir, 'tmp') } });
     let stderr = '';
     push.stderr!.setEncoding('utf8').on('data', (d) => (stderr += d));
     const pushExit = new Promise<number | null>((r) => push.on('exit', (c) => r(c)));
