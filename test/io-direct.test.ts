@@ -55,7 +55,7 @@ describe('direct I/O (O_DIRECT block writes)', () => {
     const data = pseudoRandom(size, 3);
     const p = join(dir, 'rebuilt.bin');
     await writeFile(p, '');
-    const fh = await openDirect(p);
+    const fh = await openDirect(p, 'w');
     assert.ok(fh, 'the test filesystem accepts O_DIRECT');
     const w = new DirectBlockWriter(fh, size);
     await writeShuffled((d, pos) => w.write(d, pos), data, [65_536, 1, 300_001, 17, 4096, 1_000_000]);
@@ -73,7 +73,7 @@ describe('direct I/O (O_DIRECT block writes)', () => {
     const size = DIRECT_BLOCK_BYTES + 100;
     const p = join(dir, 'holes.bin');
     await writeFile(p, '');
-    const w = new DirectBlockWriter((await openDirect(p))!, size);
+    const w = new DirectBlockWriter((await openDirect(p, 'w'))!, size);
     await w.write(pseudoRandom(DIRECT_BLOCK_BYTES, 1), 0);
     await w.write(pseudoRandom(50, 2), DIRECT_BLOCK_BYTES); // 50 of the last 100 bytes
     await assert.rejects(w.write(Buffer.alloc(51), DIRECT_BLOCK_BYTES + 50), { code: 'XFER_VERIFY_FAILED' });

@@ -32,6 +32,11 @@ export function digestFromHex(hex: string): Buffer {
   return Buffer.from(hex, 'hex');
 }
 
+/** A digest as a Map/Set key (its bytes as a latin1 string; no copy of the digest). */
+export function digestKey(digest: Uint8Array): string {
+  return Buffer.from(digest.buffer, digest.byteOffset, digest.byteLength).toString('latin1');
+}
+
 export function chunkIdKey(id: ChunkId): string {
   return `${id.algorithm}:${digestToHex(id.digest)}`;
 }

@@ -52,28 +52,15 @@ export function alignedBuffer(bytes: number): Buffer {
 }
 
 /**
- * Opens an existing file for O_DIRECT writes; undefined when the filesystem refuses
- * O_DIRECT (EINVAL) or direct I/O is unavailable. Other errors are thrown as they are.
- */
-export async function openDirect(path: string): Promise<FileHandle | undefined> {
-  if (!directIoAvailable()) return undefined;
-  try {
-    return await open(path, constants.O_WRONLY | constants.O_DIRECT);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EINVAL') return undefined;
-    throw err;
-  }
-}
-
-/**
- * Opens a file for O_DIRECT reads; undefined when direct I/O is unavailable or the
- * filesystem refuses it. (Cold reads on the project's VM: 556 MB/s through the page cache,
+ * Opens an existing file with O_DIRECT, for writing ('w') or reading ('r'); undefined when
+ * direct I/O is unavailable or the filesystem refuses O_DIRECT (EINVAL). Other errors are
+ * thrown as they are. (Cold reads on the project's VM: 556 MB/s through the page cache,
  * 1.8 GB/s with O_DIRECT; a file already cached reads faster buffered, ~9 GB/s.)
  */
-export async function openDirectRead(path: string): Promise<FileHandle | undefined> {
+export async function openDirect(path: string, mode: 'r' | 'w'): Promise<FileHandle | undefined> {
   if (!directIoAvailable()) return undefined;
   try {
-    return await open(path, constants.O_RDONLY | constants.O_DIRECT);
+    return await open(path, (mode === 'w' ? constants.O_WRONLY : constants.O_RDONLY) | constants.O_DIRECT);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'EINVAL') return undefined;
     throw err;
@@ -83,10 +70,10 @@ export async function openDirectRead(path: string): Promise<FileHandle | undefin
 /**
  * Reads a whole file sequentially in DIRECT_BLOCK_BYTES pieces, the next read in flight
  * while the caller consumes the current piece (valid until the next iteration). O_DIRECT
- * when available (see openDirectRead), buffered otherwise. Yields nothing past `size`.
+ * when available (see openDirect), buffered otherwise. Yields nothing past `size`.
  */
 export async function* readSequential(path: string, size: number): AsyncGenerator<Uint8Array> {
-  const direct = await openDirectRead(path);
+  const direct = await openDirect(path, 'r');
   const fh = direct ?? (await open(path, 'r'));
   const bufs = direct ? [alignedBuffer(DIRECT_BLOCK_BYTES), alignedBuffer(DIRECT_BLOCK_BYTES)] : [Buffer.allocUnsafe(DIRECT_BLOCK_BYTES), Buffer.allocUnsafe(DIRECT_BLOCK_BYTES)];
   const readAt = (i: number, pos: number) => fh.read(bufs[i]!, 0, DIRECT_BLOCK_BYTES, pos).then((r) => r.bytesRead);

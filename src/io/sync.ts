@@ -1,4 +1,19 @@
 import { execFile } from 'node:child_process';
+import { open, type FileHandle } from 'node:fs/promises';
+import { fromSystemError } from '../core/errors.js';
+
+/** fsync of a file or directory by path (a directory's: makes names inside it durable). */
+export async function fsyncPath(p: string): Promise<void> {
+  let fh: FileHandle | undefined;
+  try {
+    fh = await open(p, 'r');
+    await fh.sync();
+  } catch (err) {
+    throw fromSystemError(err, p, 'sync to disk');
+  } finally {
+    await fh?.close();
+  }
+}
 
 /**
  * syncfs(2) of the filesystem holding `dir`, by running `sync -f <dir>` (coreutils >= 8.24,

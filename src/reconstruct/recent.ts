@@ -5,6 +5,7 @@
  * first), and the most recently fetched chunks, least recently used evicted beyond
  * RECENT_CHUNK_CACHE_BYTES. Data here has been verified by whoever fetched it.
  */
+import { digestKey } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 
 /** Memory for recently fetched chunks: repeats in disk images are mostly near or frequent. */
@@ -22,7 +23,7 @@ export class RecentChunks {
    * `fetched` tells whether this call did the fetching (for byte counts).
    */
   async get(digest: Uint8Array, fetch: () => Promise<Buffer>): Promise<{ data: Buffer; fetched: boolean }> {
-    const key = Buffer.from(digest.buffer, digest.byteOffset, digest.byteLength).toString('latin1');
+    const key = digestKey(digest);
     const hit = this.recent.get(key);
     if (hit) {
       this.recent.delete(key); // re-insert: most recently used last

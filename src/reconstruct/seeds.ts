@@ -1,6 +1,7 @@
 import { open, stat } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
+import { digestKey } from '../core/ids.js';
 import { digestOf } from '../hash/digest.js';
 import type { ScanPool } from '../scan/pool.js';
 import { chunkDigest, FileScan } from '../scan/scanner.js';
@@ -48,7 +49,7 @@ export class SeedIndex {
         let o = b.offset;
         for (let i = 0; i < b.count; i++) {
           const len = b.lengths[i]!;
-          const key = Buffer.from(chunkDigest(b, i)).toString('latin1');
+          const key = digestKey(chunkDigest(b, i));
           if (this.map.size < MAX_SEED_CHUNKS && !this.map.has(key)) this.map.set(key, { path, offset: o, length: len });
           o += len;
         }
@@ -61,12 +62,12 @@ export class SeedIndex {
   }
 
   has(digest: Uint8Array): boolean {
-    return this.map.has(Buffer.from(digest).toString('latin1'));
+    return this.map.has(digestKey(digest));
   }
 
   /** The chunk's bytes from a seed, verified; undefined if absent or no longer matching. */
   async read(digest: Uint8Array): Promise<Buffer | undefined> {
-    const loc = this.map.get(Buffer.from(digest).toString('latin1'));
+    const loc = this.map.get(digestKey(digest));
     if (!loc) return undefined;
     try {
       let h = this.handles.get(loc.path);

@@ -6,7 +6,7 @@ import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { AlreadyExistsError, fromSystemError } from '../core/errors.js';
 import { DirectBlockWriter, DIRECT_MIN_FILE_BYTES, openDirect } from '../io/direct.js';
-import { syncFilesystem } from '../io/sync.js';
+import { fsyncPath, syncFilesystem } from '../io/sync.js';
 import type { EntryMeta, ManifestKind } from '../manifest/types.js';
 
 /** Temp names beside the target start with this, so they are recognisable and ignorable. */
@@ -134,7 +134,7 @@ export class Staging {
     let direct: DirectBlockWriter | undefined;
     if (meta.size >= DIRECT_MIN_FILE_BYTES) {
       try {
-        const dfh = await openDirect(p);
+        const dfh = await openDirect(p, 'w');
         if (dfh) direct = new DirectBlockWriter(dfh, meta.size);
       } catch (err) {
         await fh.close().catch(() => {});
@@ -163,10 +163,10 @@ export class Staging {
     }
     if (this.kind === 'tree') {
       if (!(await syncFilesystem(this.root))) {
-        for (const f of this.unsynced) await fsyncPath(f, false);
-        for (const d of this.dirs) await fsyncPath(this.pathOf(d.path), true);
+        for (const f of this.unsynced) await fsyncPath(f);
+        for (const d of this.dirs) await fsyncPath(this.pathOf(d.path));
       }
-      await fsyncPath(this.root, true);
+      await fsyncPath(this.root);
     }
     await checkReplaceable(this.target, this.kind);
     const parent = dirname(this.target);
@@ -185,10 +185,10 @@ export class Staging {
       } catch (err) {
         throw fromSystemError(err, this.target, 'replace');
       }
-      await fsyncPath(parent, true);
+      await fsyncPath(parent);
       if (old) await rm(aside, { recursive: true, force: true });
     }
-    await fsyncPath(parent, true);
+    await fsyncPath(parent);
     this.committed = true;
     if (this.previous) await rm(this.previous, { recursive: true, force: true });
   }
@@ -309,17 +309,4 @@ async function checkReplaceable(target: string, kind: ManifestKind): Promise<voi
   }
   if (kind === 'file' && st.isDirectory()) throw new AlreadyExistsError(`${target}: cannot overwrite a directory with a file`);
   if (kind === 'tree' && !st.isDirectory()) throw new AlreadyExistsError(`${target}: cannot overwrite a non-directory with a directory`);
-}
-
-/** fsync a file or directory by path (directories: makes renames inside them durable). */
-export async function fsyncPath(p: string, isDir: boolean): Promise<void> {
-  let fh: FileHandle | undefined;
-  try {
-    fh = await open(p, isDir ? constants.O_RDONLY | constants.O_DIRECTORY : constants.O_RDONLY);
-    await fh.sync();
-  } catch (err) {
-    throw fromSystemError(err, p, 'fsync');
-  } finally {
-    await fh?.close();
-  }
 }

@@ -54,7 +54,7 @@ import { lstat, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, typ
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { throwIfAborted } from '../core/abort.js';
-import { syncFilesystem } from '../io/sync.js';
+import { fsyncPath, syncFilesystem } from '../io/sync.js';
 import {
   AlreadyExistsError,
   ChunkCorruptError,
@@ -750,19 +750,6 @@ async function isDirectory(p: string): Promise<boolean> {
     (s) => s.isDirectory(),
     () => false,
   );
-}
-
-/** fsync of a file or directory, as durability requires. */
-async function fsyncPath(p: string): Promise<void> {
-  let file: FileHandle | undefined;
-  try {
-    file = await open(p, 'r');
-    await file.sync();
-  } catch (err) {
-    throw fromSystemError(err, p, 'sync to disk');
-  } finally {
-    await file?.close();
-  }
 }
 
 /**
