@@ -189,9 +189,8 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         // The chunks' publish (making them durable) overlaps the rebuild, which reads
         // pending chunks just as well; the manifest is stored, and the target swapped in,
         // only once both are done.
-        const flushed = ctx.store.flush({ signal: ctx.signal });
-        flushed.catch(() => {}); // awaited below; a rebuild failure must not leave it unhandled
         const reader = await openManifestFile(file, { signal: ctx.signal });
+        const flushed = ctx.store.flush({ signal: ctx.signal });
         try {
           return await reconstruct(reader, ctx.store, join(ctx.filesDir, ...name.split('/')), {
             signal: ctx.signal,

@@ -6,7 +6,7 @@ import { DEFAULT_CHUNKER, validateChunkerSpec } from '../chunker/params.js';
 import { throwIfAborted } from '../core/abort.js';
 import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
 import type { ChunkerSpec, ChunkId, DigestAlgorithm } from '../core/ids.js';
-import { digestToHex } from '../core/ids.js';
+import { digestKey, digestToHex } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import { ManifestWriter } from '../manifest/writer.js';
 import type { ChunkRecord, EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
@@ -102,13 +102,12 @@ export async function push(source: PushSource, destination: PushDestination, opt
   const manifestPath = join(tmp, 'manifest');
   const session = await destination.begin(kind, { signal });
   let writer: ManifestWriter | undefined;
-  let finishing: Window | undefined;
+  // A file's finish (size, mode, times, close: several sequential fs calls) overlaps the
+  // next files: awaited one by one, it dominated pushes of trees of small files.
+  const finishes = new Window(FINISHES_IN_FLIGHT, Infinity);
   try {
     writer = await ManifestWriter.create(manifestPath, { kind, digestAlgorithm: algorithm, chunker }, { signal });
     const sender = new ChunkSender(destination, algorithm, options, () => bytesTotal);
-    // A file's finish (size, mode, times, close: several sequential fs calls) overlaps the
-    // next files: awaited one by one, it dominated pushes of trees of small files.
-    const finishes = (finishing = new Window(FINISHES_IN_FLIGHT, Infinity));
     const scanOpts = { chunker, digestAlgorithm: algorithm, signal };
 
     const handleFile = async (meta: EntryMeta, scan: FileScan | StreamScan, opened?: Promise<FileSink | undefined>): Promise<void> => {
@@ -190,7 +189,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
       digest: digestToHex(header.digest),
     };
   } catch (err) {
-    await finishing?.drain().catch(() => {});
+    await finishes.drain().catch(() => {});
     await writer?.abort().catch(() => {});
     await session.abort().catch(() => {});
     throw err;
@@ -264,7 +263,7 @@ class ChunkSender {
     const index: number[] = [];
     for (let i = 0; i < batch.count; i++) {
       const d = chunkDigest(batch, i);
-      const key = Buffer.from(d.buffer, d.byteOffset, d.byteLength).toString('latin1');
+      const key = digestKey(d);
       if (this.seen.has(key)) continue; // earlier in this push: queried, and put if missing
       this.remember(key);
       ids.push({ algorithm: this.algorithm, digest: d });
@@ -309,7 +308,13 @@ class ChunkSender {
           n += q.ids.length;
           this.queuedBytes -= q.batch.data.length;
         }
-        const present = await this.destination.chunks.has(group.flatMap((q) => q.ids), { signal });
+        let present: boolean[];
+        try {
+          present = await this.destination.chunks.has(group.flatMap((q) => q.ids), { signal });
+        } catch (error) {
+          for (const q of group) q.lease.drop(); // their buffers go back to the pool
+          throw error;
+        }
         let k = 0;
         for (const q of group) {
           try {
