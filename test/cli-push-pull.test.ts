@@ -3,6 +3,8 @@ import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, st
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import type { ChunkId } from '../src/core/ids.js';
+import { LocalStore } from '../src/store/local.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { isOneLineError, runCli, sha256File, writeRandomFile } from './helpers/cli.js';
 
@@ -161,12 +163,17 @@ describe('xfer push / pull / verify to a local directory', () => {
     const data = pseudoRandom(2 * MiB, 1234);
     await roundTrip('flip.bin', data);
     const backup = join(dir, 'backup-flip.bin');
-    const chunkRoot = join(backup, '.xfer', 'chunks', 'blake3');
-    const fan = (await readdir(chunkRoot)).sort()[0]!;
-    const victim = join(chunkRoot, fan, (await readdir(join(chunkRoot, fan)))[0]!);
-    const bytes = await readFile(victim);
-    bytes[bytes.length >> 1] ^= 0x40;
-    await writeFile(victim, bytes);
+    const store = await LocalStore.open(join(backup, '.xfer'), { create: false });
+    let first: ChunkId | undefined;
+    for await (const id of store.listChunks()) {
+      first = id;
+      break;
+    }
+    const loc = (await store.chunkLocation(first!))!;
+    await store.close();
+    const bytes = await readFile(loc.file);
+    bytes[loc.offset + (loc.length >> 1)] ^= 0x40;
+    await writeFile(loc.file, bytes);
     const v = await runCli(['verify', backup]);
     assert.equal(v.code, 1);
     assert.match(v.stdout, /DAMAGED flip\.bin: corrupt chunk [0-9a-f]{64}/);

@@ -2,59 +2,47 @@
  * LocalStore: chunks and manifests in a directory on a local filesystem. Users see the
  * directory as `<backup-dir>/.xfer`.
  *
- * On-disk format (stable; version 1):
+ * On-disk format (stable; version 2):
  *
- *   <dir>/store.json                          {"format":"xfer-local-store","version":1}
- *   <dir>/chunks/<algorithm>/<hh>/<64 hex>    raw chunk bytes; <hh> = first 2 hex digits
- *   <dir>/manifests/<name>                    one file per manifest; '/' in a name makes
- *                                             subdirectories
- *   <dir>/tmp/                                temporary files, never read by name; ones
- *                                             older than STALE_TEMP_AGE_MS are leftovers of
- *                                             a crash and are removed at open
+ *   <dir>/store.json                  {"format":"xfer-local-store","version":2}
+ *   <dir>/packs/<name>.pack           chunks, appended by one writer (format: pack.ts)
+ *   <dir>/packs/<name>.idx            where each durable chunk of <name>.pack is
+ *   <dir>/chunks/<alg>/<hh>/<64 hex>  version 1's chunk files: still read, never written
+ *   <dir>/manifests/<name>            one file per manifest; '/' in a name makes
+ *                                     subdirectories
+ *   <dir>/tmp/                        temporary files, never read by name; ones older than
+ *                                     STALE_TEMP_AGE_MS are leftovers of a crash and are
+ *                                     removed at open
  *
- * Readers must ignore other files: anything under chunks/ not named like the above is
- * not a chunk. A file under chunks/ with a chunk's name is always the complete chunk,
- * durable before it got that name (see "Durability").
+ * Readers ignore other files. A version 1 store (chunk files only) opens as it is; its
+ * store.json becomes version 2 when the first pack is written, so that an older xfer,
+ * which would not see packed chunks, refuses it instead of misreading it.
  *
- * Durability ("deferred publish"). put writes the chunk to a temp file in tmp/ and
- * resolves; the chunk is then pending: has/get of this LocalStore see it, other openers
- * of the directory do not yet. Publishing makes pending chunks visible to everyone:
- * first their data is made durable (one syncfs of the filesystem, by running
- * `sync -f <dir>`), then they are renamed to their final names, then the names are made
- * durable (a second syncfs). A publish starts in the background every
- * PUBLISH_BATCH_BYTES / PUBLISH_BATCH_CHUNKS put (or MAX_PENDING_AGE_MS); puts wait for
- * it only beyond MAX_PENDING_BYTES / MAX_PENDING_CHUNKS. flush publishes the rest and
- * waits; close does the same. A crash loses pending chunks (their temp files are
- * leftovers), but can never leave an empty or short file under a chunk's name, so has()
- * can trust a name: a push never skips a chunk that is not really stored.
+ * Chunks. Each LocalStore appends to packs of its own (a new one per opener, and after
+ * PACK_TARGET_BYTES), so several openers, in one process or many, can share a directory.
+ * A put is "pending" until a commit writes it to disk, fdatasyncs the pack and appends its
+ * index record (pack.ts); has/get of this LocalStore see pending chunks at once. A commit
+ * starts in the background every COMMIT_BATCH_BYTES put; flush commits the rest and
+ * waits. A crash loses pending chunks only (unindexed pack bytes are ignored), so has()
+ * can trust the index: a push never skips a chunk that is not really stored.
  *
- * Why (measured on this project's 2-core ext4 VM: 32,768 x 64 KiB puts with 48 in
- * flight, then flush; page cache dropped before each run; medians of 3-4 runs):
- *   no durability at all (upper bound)                         637 MB/s
- *   (a) fdatasync each temp file before its rename             366 MB/s
- *   (b) flush fsyncs every chunk file and fan-out directory    327 MB/s
- *   (c) rename at put, flush runs one syncfs                   533 MB/s
- *   (c) plus a background syncfs every 256 MiB                 582 MB/s
- *   deferred publish, all at flush                             492 MB/s
- *   deferred publish, background batches of 1 GiB (this)       ~510 MB/s
- * (c) is 5-10% faster, but a crash after a rename and before the syncfs can leave the
- * chunk empty or short under its final name (the rename is journaled, the data is not
- * yet written), which has() would report present and every later push would skip; a
- * size check cannot tell a short chunk from a small one. Deferred publish is the fastest
- * measured scheme that rules this out; its extra cost is the renames (~0.35 s per 32,768
- * chunks, serialized by the kernel) done after the first syncfs instead of during puts.
+ * The index of every pack is loaded at open into a DigestIndex (56 bytes per chunk in
+ * memory). Chunks another opener commits later are found by get() (a miss re-reads the
+ * index files); has() may not see them and report them missing, which at worst stores a
+ * chunk twice, never loses one.
  *
- * Where `sync -f` is missing or fails (it works on Linux with coreutils >= 8.24 or
- * busybox), the 'fsync' durability mode does the same with an fsync of each pending temp
- * file, then of tmp/ and every chunk directory.
+ * Why packs (measured on the project's 2-core ext4 VM, 32,768 x 64 KiB chunks): a file
+ * per chunk, made durable by syncfs, put at ~450-510 MB/s and cost open, fstat, read and
+ * close per chunk read; packs written in 4 MiB O_DIRECT blocks (pack.ts) skip the page
+ * cache and its writeback, and a chunk read is one pread.
  */
 import { randomBytes } from 'node:crypto';
-import { access as accessCallback, readFile as readFileCallback, writeFile as writeFileCallback, type ReadStream } from 'node:fs';
+import { access as accessCallback, readFile as readFileCallback, type ReadStream } from 'node:fs';
 import { lstat, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { throwIfAborted } from '../core/abort.js';
-import { fsyncPath, syncFilesystem } from '../io/sync.js';
+import { fsyncPath } from '../io/sync.js';
 import {
   AlreadyExistsError,
   ChunkCorruptError,
@@ -63,11 +51,11 @@ import {
   IoError,
   NotFoundError,
   fromSystemError,
-  isXferError,
 } from '../core/errors.js';
-import { DIGEST_ALGORITHMS, digestFromHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
-import { GiB } from '../core/sizes.js';
+import { DIGEST_ALGORITHMS, digestFromHex, digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
+import { MiB } from '../core/sizes.js';
 import { digestEquals, digestOf } from '../hash/digest.js';
+import { DigestIndex } from './digest-index.js';
 import {
   checkChunkId,
   compareManifestNames,
@@ -75,47 +63,48 @@ import {
   validateManifestName,
   validateManifestPrefix,
 } from './names.js';
+import {
+  decodeIndexRecords,
+  IDX_MAGIC,
+  openPackForReading,
+  PACK_NAME_RE,
+  PACK_TARGET_BYTES,
+  PackWriter,
+  readPackRange,
+  type PackEntry,
+} from './pack.js';
 import type { ChunkStore, ManifestInfo, ManifestStore, OpOptions, PutOptions } from './store.js';
 
 export const STORE_FORMAT = 'xfer-local-store';
-export const STORE_VERSION = 1;
+export const STORE_VERSION = 2;
+/** Versions this code opens: 1 (chunk files only) and 2 (packs). */
+const READABLE_VERSIONS = [1, 2];
 
 /** Temp files older than this are crash leftovers; open removes them. */
 export const STALE_TEMP_AGE_MS = 60 * 60 * 1000;
 
 /**
- * A publish starts in the background once this many bytes were put since the last one
- * started, so that writing to disk overlaps with the puts instead of all waiting for
- * flush. Measured: batches of 1 GiB beat 64 and 256 MiB (more syncs) and none.
+ * A commit starts in the background once this many bytes were put since the last one, so
+ * that a crash or kill loses at most about this much (a resumed push sends it again).
+ * With O_DIRECT the data is on disk already; a commit adds two fdatasyncs.
  */
-export const PUBLISH_BATCH_BYTES = 1 * GiB;
-/** ...or this many chunks (small chunks cost more per byte to publish and to remember)... */
-export const PUBLISH_BATCH_CHUNKS = 16_384;
-/** ...or the oldest of them is this old, far below STALE_TEMP_AGE_MS so no opener removes it. */
-export const MAX_PENDING_AGE_MS = 10 * 60 * 1000;
-/** Beyond this many pending bytes or chunks, puts wait for publishing (the disk is behind). */
-export const MAX_PENDING_BYTES = 4 * GiB;
-export const MAX_PENDING_CHUNKS = 65_536;
+export const COMMIT_BATCH_BYTES = 256 * MiB;
+/** ...or this many chunks... */
+export const COMMIT_BATCH_CHUNKS = 16_384;
+/** ...or the oldest uncommitted put is this old. */
+export const MAX_UNCOMMITTED_AGE_MS = 60 * 1000;
 
-/** Existence checks in flight per has() call. */
-const HAS_CONCURRENCY = 64;
-/** Renames, fsyncs and stats in flight while publishing, listing or cleaning up. */
+/** Packs kept open for reading at once (least recently used ones are closed). */
+const MAX_OPEN_PACKS = 64;
+/** Stats and unlinks in flight while listing or cleaning up. */
 const FS_CONCURRENCY = 16;
+/** Existence checks of version 1 chunk files in flight per has() call. */
+const LOOSE_CONCURRENCY = 64;
 /** A rename whose target directory vanished (removed as empty meanwhile) is retried. */
 const RENAME_ATTEMPTS = 3;
 
-/**
- * The per-chunk hot path (put, has) uses the callback fs API, promisified: measured here,
- * an access() of an absent file costs ~6 us that way and ~15 us through fs/promises
- * (which builds a costlier error), and small writes are cheaper too.
- */
+/** Version 1 chunk files: the callback API costs far less per call than fs/promises. */
 const access = promisify(accessCallback);
-const writeFile = promisify(writeFileCallback);
-/**
- * Chunk reads likewise: fs/promises readFile spends ~35 us of main-thread JS on each of
- * open, fstat, read and close (measured: ~3.8 s per 2 GiB of 64 KiB chunks served), the
- * callback readFile runs the sequence in C++.
- */
 const readChunkFile = promisify(readFileCallback) as (path: string, options: { signal?: AbortSignal }) => Promise<Buffer>;
 
 const STORE_FILE = 'store.json';
@@ -129,28 +118,39 @@ const CHUNK_NAME_RE = /^[0-9a-f]{64}$/;
 const TEMP_PREFIX = `${process.pid}-${randomBytes(6).toString('hex')}`;
 let tempCounter = 0;
 
-/**
- * How flush makes data durable: 'syncfs' runs `sync -f <dir>` (Linux; fastest),
- * 'fsync' fsyncs files and directories one by one (portable).
- */
-export type Durability = 'syncfs' | 'fsync';
-
 export interface LocalStoreOpenOptions {
   /** Create the store if `dir` holds none; otherwise a missing store is NotFoundError. */
   readonly create: boolean;
   readonly signal?: AbortSignal;
-  /** Default: 'syncfs' on Linux, 'fsync' elsewhere. */
-  readonly durability?: Durability;
+  /** Size at which a pack takes no more chunks; default PACK_TARGET_BYTES. */
+  readonly packTargetBytes?: number;
+  /** Write and read packs with O_DIRECT where the filesystem allows; default true (see io/direct.ts). */
+  readonly directIo?: boolean;
 }
 
-/** A chunk written to tmp/ and not yet renamed to its final name (see "Durability"). */
+/** A put chunk not yet committed: in `writer`'s memory or on disk, not yet indexed. */
 interface PendingChunk {
-  readonly key: string;
-  readonly algorithm: DigestAlgorithm;
-  readonly hex: string;
-  readonly tempPath: string;
-  readonly finalPath: string;
-  readonly bytes: number;
+  readonly writer: PackWriter;
+  /** The writer's pack number, for reads of what is on disk already. */
+  readonly pack: number;
+  readonly offset: number;
+  readonly length: number;
+}
+
+/** A pack open for reading. */
+interface OpenPack {
+  readonly fh: FileHandle;
+  readonly direct: boolean;
+  users: number;
+  closing: boolean;
+}
+
+/** Where a stored chunk is: for tests and tools that inspect the files. */
+export interface ChunkLocation {
+  readonly file: string;
+  /** Offset of the chunk's bytes in `file`. */
+  readonly offset: number;
+  readonly length: number;
 }
 
 /**
@@ -158,135 +158,176 @@ interface PendingChunk {
  * Several LocalStores, in one process or many, may share a directory.
  */
 export class LocalStore implements ChunkStore, ManifestStore {
-  /** `<dir>/chunks`: chunks live in `<algorithm>/<hh>/<64 hex>` below it. */
-  readonly chunkDir: string;
+  /** `<dir>/packs`: pack and index files. */
+  readonly packDir: string;
+  /** `<dir>/chunks`: version 1 chunk files, `<algorithm>/<hh>/<64 hex>` below it. */
+  private readonly chunkDir: string;
   private readonly manifestDir: string;
   private readonly tempDir: string;
+  private version = STORE_VERSION;
   /** Directories known to exist, so hot paths do not mkdir per chunk. */
   private readonly knownDirs = new Set<string>();
-  /** Puts in progress by chunk key: a second put of the same id waits for the first. */
-  private readonly putsInFlight = new Map<string, Promise<boolean>>();
+  /** Committed chunks of every pack, per algorithm. */
+  private readonly index = new Map<DigestAlgorithm, DigestIndex>(DIGEST_ALGORITHMS.map((a) => [a, new DigestIndex()]));
+  /** Pack names by number (the number is what the index stores). */
+  private readonly packNames: string[] = [];
+  private readonly packNumbers = new Map<string, number>();
+  /** Bytes of each index file read so far (refreshIndex reads only what was added since). */
+  private readonly indexRead = new Map<string, number>();
+  /** Packs this LocalStore wrote: their entries are added as they commit, never re-read. */
+  private readonly ownPacks = new Set<string>();
+  private readonly openPacks = new Map<number, OpenPack>();
+  private refreshing: Promise<void> | undefined;
+  /** Whether chunks/ holds version 1 chunk files (looked for only then). */
+  private hasLooseChunks = false;
+  /** Pending chunks by algorithm + digestKey. */
   private readonly pending = new Map<string, PendingChunk>();
-  private pendingBytes = 0;
-  /** Put since the last publish took its batch: what makes the next one due. */
+  private writer: PackWriter | undefined;
+  private creatingWriter: Promise<PackWriter> | undefined;
+  /** Writers with uncommitted chunks that take no more appends (full packs). */
+  private readonly retired: PackWriter[] = [];
+  /** Put since the last commit took its batch: what makes the next one due. */
   private batchBytes = 0;
   private batchChunks = 0;
   private batchStartedMs = 0;
-  /** The last publish asked for; publishes run one at a time, in order. */
-  private lastPublish: Promise<void> = Promise.resolve();
-  /** A publish asked for that has not taken its batch yet: later callers join it. */
-  private queuedPublish: Promise<void> | undefined;
-  /** The first error of a background publish, reported by the next flush. */
+  /** The last commit asked for; commits run one at a time, in order. */
+  private lastCommit: Promise<void> = Promise.resolve();
+  /** A commit asked for that has not taken its batch yet: later callers join it. */
+  private queuedCommit: Promise<void> | undefined;
+  /** The first error of a background commit, reported by the next flush. */
   private backgroundFailure: unknown;
+  private closed = false;
 
   private constructor(
     readonly dir: string,
-    private durability: Durability,
+    private readonly packTargetBytes: number,
+    private readonly directIo: boolean,
   ) {
+    this.packDir = path.join(dir, 'packs');
     this.chunkDir = path.join(dir, 'chunks');
     this.manifestDir = path.join(dir, 'manifests');
     this.tempDir = path.join(dir, 'tmp');
   }
 
   /**
-   * Opens the store in `dir`, creating it when `create` is set and it does not exist.
-   * Refuses a directory whose store.json declares another format or version.
+   * Opens the store in `dir`, creating it when `create` is set and it does not exist, and
+   * loads its index. Refuses a directory whose store.json declares another format or an
+   * unknown version.
    */
   static async open(dir: string, options: LocalStoreOpenOptions): Promise<LocalStore> {
     throwIfAborted(options.signal);
     const root = path.resolve(dir);
-    const store = new LocalStore(root, options.durability ?? (process.platform === 'linux' ? 'syncfs' : 'fsync'));
-    const exists = await store.readStoreFile();
-    if (!exists) {
+    const store = new LocalStore(root, options.packTargetBytes ?? PACK_TARGET_BYTES, options.directIo ?? true);
+    const version = await store.readStoreFile();
+    if (version === undefined) {
       if (!options.create) throw new NotFoundError(`no xfer store at ${root}`);
       throwIfAborted(options.signal);
       await store.createLayout();
-    }
+    } else store.version = version;
     throwIfAborted(options.signal);
     await store.removeStaleTempFiles(options.signal);
+    await store.refreshIndex();
+    store.hasLooseChunks = await store.findLooseChunks();
     return store;
   }
 
-  /** Where the chunk `id` lives once published (pending chunks are in tmp/). */
-  chunkPath(id: ChunkId): string {
-    return this.publishedPath(id.algorithm, checkChunkId(id));
+  /** Where the stored chunk `id` is, or undefined if it is not stored. */
+  async chunkLocation(id: ChunkId): Promise<ChunkLocation | undefined> {
+    const hex = checkChunkId(id);
+    const p = this.pending.get(pendingKey(id));
+    if (p) return { file: p.writer.packPath, offset: p.offset, length: p.length };
+    const index = this.index.get(id.algorithm)!;
+    const e = index.find(id.digest);
+    if (e >= 0) return { file: this.packPath(index.pack(e)), offset: index.offset(e), length: index.length(e) };
+    if (!this.hasLooseChunks) return undefined;
+    const file = this.loosePath(id.algorithm, hex);
+    const s = await stat(file).catch(() => undefined);
+    return s?.isFile() ? { file, offset: 0, length: s.size } : undefined;
   }
 
   async has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]> {
     const signal = options?.signal;
     throwIfAborted(signal);
-    return mapBounded(ids, HAS_CONCURRENCY, signal, async (id) => {
-      const hex = checkChunkId(id);
-      if (this.pending.has(`${id.algorithm}:${hex}`)) return true;
-      const finalPath = this.publishedPath(id.algorithm, hex);
-      try {
-        await access(finalPath);
-        return true;
-      } catch (err) {
-        if (isMissing(err)) return false;
-        throw fromSystemError(err, finalPath, 'check chunk');
-      }
-    });
+    const out = new Array<boolean>(ids.length);
+    const loose: number[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      checkChunkId(id);
+      out[i] = this.pending.has(pendingKey(id)) || this.index.get(id.algorithm)!.find(id.digest) >= 0;
+      if (!out[i] && this.hasLooseChunks) loose.push(i);
+    }
+    if (loose.length > 0) {
+      const found = await mapBounded(loose, LOOSE_CONCURRENCY, signal, async (i) => {
+        const file = this.loosePath(ids[i]!.algorithm, digestToHex(ids[i]!.digest));
+        try {
+          await access(file);
+          return true;
+        } catch (err) {
+          if (isMissing(err)) return false;
+          throw fromSystemError(err, file, 'check chunk');
+        }
+      });
+      loose.forEach((i, k) => (out[i] = found[k]!));
+    }
+    return out;
   }
 
   async get(id: ChunkId, options?: OpOptions): Promise<Buffer> {
     const signal = options?.signal;
     throwIfAborted(signal);
     const hex = checkChunkId(id);
-    const finalPath = this.publishedPath(id.algorithm, hex);
-    const tempPath = this.pending.get(`${id.algorithm}:${hex}`)?.tempPath;
-    let data: Buffer;
-    try {
-      data = await readChunkFile(tempPath ?? finalPath, { signal });
-    } catch (err) {
-      if (!isMissing(err)) throw fromSystemError(err, tempPath ?? finalPath, 'read chunk');
-      // A pending chunk may have been published (renamed) since the lookup above.
-      if (tempPath === undefined) throw new ChunkMissingError(hex, this.dir);
-      data = await this.readPublished(finalPath, hex, signal);
+    let data = await this.readChunk(id, hex);
+    if (data === undefined) {
+      await this.refreshIndex(); // another opener may have committed it since
+      data = await this.readChunk(id, hex);
     }
-    if (!digestEquals(digestOf(id.algorithm, data), id.digest)) {
-      throw new ChunkCorruptError(hex, `the stored file ${finalPath} does not hash to it`);
+    if (data === undefined) throw new ChunkMissingError(hex, this.dir);
+    throwIfAborted(signal);
+    if (!digestEquals(digestOf(id.algorithm, data.bytes), id.digest)) {
+      throw new ChunkCorruptError(hex, `the stored copy in ${data.file} does not hash to it`);
     }
-    return data;
+    return data.bytes;
   }
 
   async put(id: ChunkId, data: Uint8Array, options?: PutOptions): Promise<boolean> {
     const signal = options?.signal;
     throwIfAborted(signal);
-    const hex = checkChunkId(id);
-    const key = `${id.algorithm}:${hex}`;
-    for (let inFlight = this.putsInFlight.get(key); inFlight; inFlight = this.putsInFlight.get(key)) {
-      // Its outcome is its caller's; this put re-checks afterwards.
-      await inFlight.catch(() => undefined);
-      throwIfAborted(signal);
+    checkChunkId(id);
+    if (this.closed) throw new IoError(`the store at ${this.dir} is closed`);
+    const key = pendingKey(id);
+    if (this.pending.has(key) || this.index.get(id.algorithm)!.find(id.digest) >= 0) return false;
+    if (this.hasLooseChunks && (await this.has([id], options))[0]) return false;
+    if (options?.trusted !== true && !digestEquals(digestOf(id.algorithm, data), id.digest)) {
+      throw new ChunkCorruptError(digestToHex(id.digest), 'the bytes to store do not hash to it');
     }
+    let writer = this.writer;
+    if (writer === undefined || writer.broken) writer = await this.newWriter();
+    // Another put of the same chunk may have got in while the writer was being made.
     if (this.pending.has(key)) return false;
-    const work = this.writeChunk(id.algorithm, hex, id.digest, data, options);
-    this.putsInFlight.set(key, work);
-    let wrote: boolean;
-    try {
-      wrote = await work;
-    } finally {
-      this.putsInFlight.delete(key);
+    if (writer.bytes >= this.packTargetBytes) {
+      this.retired.push(writer);
+      this.writer = undefined;
+      writer = await this.newWriter();
+      if (this.pending.has(key)) return false;
     }
-    if (wrote) {
-      if (this.queuedPublish === undefined && this.batchIsDue()) this.publishInBackground();
-      if (this.pendingBytes >= MAX_PENDING_BYTES || this.pending.size >= MAX_PENDING_CHUNKS) {
-        await untilAborted(this.publish(), signal);
-      }
-    }
-    return wrote;
+    const { offset, written } = writer.append(id.algorithm, id.digest, data);
+    this.pending.set(key, { writer, pack: this.packNumber(writer.name), offset, length: data.length });
+    if (this.batchChunks === 0) this.batchStartedMs = Date.now();
+    this.batchChunks += 1;
+    this.batchBytes += data.length;
+    if (this.queuedCommit === undefined && this.commitIsDue()) this.commitInBackground();
+    await untilAborted(written, signal);
+    return true;
   }
 
   /**
-   * Publishes every pending chunk and makes it durable (see "Durability" above). An
-   * abort rejects at once; the publish itself runs to its end, as other callers may be
-   * waiting for it too.
+   * Commits every pending chunk (see "Chunks" above). An abort rejects at once; the
+   * commit itself runs to its end, as other callers may be waiting for it too.
    */
   async flush(options?: OpOptions): Promise<void> {
     throwIfAborted(options?.signal);
-    await untilAborted(this.publish(), options?.signal);
-    // Whatever a background publish failed on was retried just now, except a lost chunk;
+    await untilAborted(this.commit(), options?.signal);
+    // Whatever a background commit failed on was retried just now, except lost chunks;
     // either way the caller must not take every put for durable.
     const failure = this.backgroundFailure;
     if (failure !== undefined) {
@@ -295,12 +336,26 @@ export class LocalStore implements ChunkStore, ManifestStore {
     }
   }
 
-  /** Flushes if anything is pending. The store holds no open files, so nothing else to release. */
+  /** Commits what is pending, then closes the pack files. */
   async close(): Promise<void> {
-    if (this.pending.size > 0 || this.backgroundFailure !== undefined) await this.flush();
+    if (this.closed) return;
+    try {
+      if (this.pending.size > 0 || this.backgroundFailure !== undefined) await this.flush();
+    } finally {
+      this.closed = true;
+      await this.lastCommit.catch(() => {});
+      for (const w of [...this.retired, ...(this.writer ? [this.writer] : [])]) await w.close();
+      this.retired.length = 0;
+      this.writer = undefined;
+      for (const p of this.openPacks.values()) {
+        p.closing = true;
+        if (p.users === 0) await p.fh.close().catch(() => {});
+      }
+      this.openPacks.clear();
+    }
   }
 
-  /** Yields every published chunk (of `algorithm`, or of all) and this store's pending ones; unordered. */
+  /** Yields every committed chunk (of `algorithm`, or of all) and this store's pending ones; unordered. */
   async *listChunks(algorithm?: DigestAlgorithm, options?: OpOptions): AsyncGenerator<ChunkId> {
     const signal = options?.signal;
     throwIfAborted(signal);
@@ -308,20 +363,33 @@ export class LocalStore implements ChunkStore, ManifestStore {
       throw new InvalidArgumentError(`unknown digest algorithm "${String(algorithm)}"`);
     }
     const algorithms = algorithm === undefined ? DIGEST_ALGORITHMS : [algorithm];
-    // Pending chunks first; remembered so that one published meanwhile is not listed twice.
-    const pendingKeys = new Set<string>();
-    for (const chunk of [...this.pending.values()]) {
-      if (!algorithms.includes(chunk.algorithm)) continue;
-      pendingKeys.add(chunk.key);
-      yield { algorithm: chunk.algorithm, digest: digestFromHex(chunk.hex) };
+    const listed = new Set<string>();
+    for (const [key] of [...this.pending]) {
+      const alg = key.slice(0, key.indexOf(':')) as DigestAlgorithm;
+      if (!algorithms.includes(alg)) continue;
+      listed.add(key);
+      yield { algorithm: alg, digest: Buffer.from(key.slice(alg.length + 1), 'latin1') };
     }
     for (const alg of algorithms) {
+      const index = this.index.get(alg)!;
+      for (let e = 0; e < index.size; e++) {
+        if (e % 4096 === 0) throwIfAborted(signal);
+        const digest = index.digest(e);
+        if (listed.has(`${alg}:${digestKey(digest)}`)) continue;
+        yield { algorithm: alg, digest };
+      }
+    }
+    if (!this.hasLooseChunks) return;
+    for (const alg of algorithms) {
       const algDir = path.join(this.chunkDir, alg);
+      const index = this.index.get(alg)!;
       for (const fanOut of await this.readDirNames(algDir, signal)) {
         if (!FAN_OUT_RE.test(fanOut)) continue;
         for (const name of await this.readDirNames(path.join(algDir, fanOut), signal)) {
-          if (!CHUNK_NAME_RE.test(name) || !name.startsWith(fanOut) || pendingKeys.has(`${alg}:${name}`)) continue;
-          yield { algorithm: alg, digest: digestFromHex(name) };
+          if (!CHUNK_NAME_RE.test(name) || !name.startsWith(fanOut)) continue;
+          const digest = digestFromHex(name);
+          if (listed.has(`${alg}:${digestKey(digest)}`) || index.find(digest) >= 0) continue;
+          yield { algorithm: alg, digest };
         }
       }
     }
@@ -453,14 +521,14 @@ export class LocalStore implements ChunkStore, ManifestStore {
     }
   }
 
-  /** True if store.json exists and is ours; throws if it is someone else's or a newer version. */
-  private async readStoreFile(): Promise<boolean> {
+  /** store.json's version, or undefined if there is none; throws if it is someone else's or unknown. */
+  private async readStoreFile(): Promise<number | undefined> {
     const file = path.join(this.dir, STORE_FILE);
     let text: string;
     try {
       text = await readFile(file, 'utf8');
     } catch (err) {
-      if (isMissing(err)) return false;
+      if (isMissing(err)) return undefined;
       throw fromSystemError(err, file, 'read store description');
     }
     let parsed: unknown;
@@ -473,12 +541,12 @@ export class LocalStore implements ChunkStore, ManifestStore {
     if (format !== STORE_FORMAT) {
       throw new InvalidArgumentError(`${file}: not an xfer local store (format ${JSON.stringify(format)})`);
     }
-    if (version !== STORE_VERSION) {
+    if (typeof version !== 'number' || !READABLE_VERSIONS.includes(version)) {
       throw new InvalidArgumentError(
-        `${file}: store version ${JSON.stringify(version)} is not supported (this xfer reads version ${STORE_VERSION})`,
+        `${file}: store version ${JSON.stringify(version)} is not supported (this xfer reads versions ${READABLE_VERSIONS.join(' and ')})`,
       );
     }
-    return true;
+    return version;
   }
 
   /** Makes the directories, then store.json last: a store without it is not a store yet. */
@@ -486,29 +554,40 @@ export class LocalStore implements ChunkStore, ManifestStore {
     const firstCreated = await mkdir(this.dir, { recursive: true }).catch((err: unknown) => {
       throw fromSystemError(err, this.dir, 'create store');
     });
-    for (const d of [this.chunkDir, this.manifestDir, this.tempDir]) {
+    for (const d of [this.packDir, this.manifestDir, this.tempDir]) {
       await mkdir(d, { recursive: true }).catch((err: unknown) => {
         throw fromSystemError(err, d, 'create store');
       });
       this.knownDirs.add(d);
     }
+    // Concurrent creators write identical descriptions; either rename wins.
+    await this.writeStoreFile();
+    for (let d = this.dir; firstCreated !== undefined && d !== path.dirname(firstCreated); d = path.dirname(d)) {
+      await fsyncPath(path.dirname(d));
+    }
+  }
+
+  /** A version 1 store gets packs: store.json says version 2 first (see the top of this file). */
+  private async upgradeStoreFile(): Promise<void> {
+    await this.writeStoreFile();
+    this.version = STORE_VERSION;
+  }
+
+  /** Replaces store.json, durably, with this version's description. */
+  private async writeStoreFile(): Promise<void> {
     const description = `${JSON.stringify({ format: STORE_FORMAT, version: STORE_VERSION })}\n`;
     const tempPath = this.newTempPath();
     const file = path.join(this.dir, STORE_FILE);
     try {
       await writeDurably(tempPath, [Buffer.from(description)], undefined);
-      // Concurrent creators write identical descriptions; either rename wins.
       await rename(tempPath, file).catch((err: unknown) => {
-        throw fromSystemError(err, file, 'create store');
+        throw fromSystemError(err, file, 'write store description');
       });
     } catch (err) {
       await unlink(tempPath).catch(() => undefined); // renamed, or never created
       throw err;
     }
     await fsyncPath(this.dir);
-    for (let d = this.dir; firstCreated !== undefined && d !== path.dirname(firstCreated); d = path.dirname(d)) {
-      await fsyncPath(path.dirname(d));
-    }
   }
 
   /**
@@ -532,143 +611,6 @@ export class LocalStore implements ChunkStore, ManifestStore {
     });
   }
 
-  private async writeChunk(
-    algorithm: DigestAlgorithm,
-    hex: string,
-    digest: Uint8Array,
-    data: Uint8Array,
-    options: PutOptions | undefined,
-  ): Promise<boolean> {
-    const finalPath = this.publishedPath(algorithm, hex);
-    try {
-      await access(finalPath);
-      return false;
-    } catch (err) {
-      if (!isMissing(err)) throw fromSystemError(err, finalPath, 'check chunk');
-    }
-    if (options?.trusted !== true && !digestEquals(digestOf(algorithm, data), digest)) {
-      throw new ChunkCorruptError(hex, 'the bytes to store do not hash to it');
-    }
-    throwIfAborted(options?.signal);
-    const tempPath = this.newTempPath();
-    try {
-      await writeFile(tempPath, data, { flag: 'wx', signal: options?.signal });
-    } catch (err) {
-      await unlink(tempPath).catch(() => undefined); // may not exist
-      throw fromSystemError(err, tempPath, 'write chunk');
-    }
-    if (this.batchChunks === 0) this.batchStartedMs = Date.now();
-    this.batchChunks += 1;
-    this.batchBytes += data.length;
-    const key = `${algorithm}:${hex}`;
-    this.pending.set(key, { key, algorithm, hex, tempPath, finalPath, bytes: data.length });
-    this.pendingBytes += data.length;
-    return true;
-  }
-
-  private batchIsDue(): boolean {
-    return (
-      this.batchBytes >= PUBLISH_BATCH_BYTES ||
-      this.batchChunks >= PUBLISH_BATCH_CHUNKS ||
-      Date.now() - this.batchStartedMs >= MAX_PENDING_AGE_MS
-    );
-  }
-
-  private publishInBackground(): void {
-    this.publish().catch((err: unknown) => {
-      this.backgroundFailure ??= err;
-    });
-  }
-
-  /** Resolves once every chunk pending now is published and durable (see publishPending). */
-  private publish(): Promise<void> {
-    if (this.queuedPublish !== undefined) return this.queuedPublish;
-    const run = this.lastPublish
-      .catch(() => undefined) // the previous caller got that error
-      .then(() => {
-        this.queuedPublish = undefined;
-        return this.publishPending();
-      });
-    this.queuedPublish = run;
-    this.lastPublish = run;
-    return run;
-  }
-
-  /**
-   * Makes every chunk pending when it starts durable under its final name, and any chunk
-   * published earlier (by this store or another opener of the directory) durable too:
-   * has() may have reported one that another process renamed but has not synced yet.
-   * A chunk that fails to publish stays pending, for the next publish to retry.
-   */
-  private async publishPending(): Promise<void> {
-    const batch = [...this.pending.values()];
-    this.batchBytes = 0;
-    this.batchChunks = 0;
-    if (batch.length > 0) {
-      await this.syncData(batch);
-      await mapBounded(batch, FS_CONCURRENCY, undefined, async (chunk) => {
-        try {
-          await this.renameIntoPlace(chunk.tempPath, chunk.finalPath, path.dirname(chunk.finalPath));
-        } catch (err) {
-          throw errorCode(err) === 'ENOENT' ? this.lost(chunk) : fromSystemError(err, chunk.finalPath, 'publish chunk');
-        }
-        this.forgetPending(chunk);
-      });
-    }
-    await this.syncNames();
-  }
-
-  /** Forgets a pending chunk whose temp file vanished (so that has() says so and it is put again). */
-  private lost(chunk: PendingChunk): IoError {
-    this.forgetPending(chunk);
-    return new IoError(
-      `chunk ${chunk.hex} was lost before ${this.dir} made it durable: its temp file ${chunk.tempPath} was removed`,
-    );
-  }
-
-  private forgetPending(chunk: PendingChunk): void {
-    this.pending.delete(chunk.key);
-    this.pendingBytes -= chunk.bytes;
-  }
-
-  /** Makes the bytes of `batch` durable. */
-  private async syncData(batch: readonly PendingChunk[]): Promise<void> {
-    if (await this.syncFilesystem()) return;
-    await mapBounded(batch, FS_CONCURRENCY, undefined, async (chunk) => {
-      try {
-        await fsyncPath(chunk.tempPath);
-      } catch (err) {
-        throw isXferError(err, 'XFER_NOT_FOUND') ? this.lost(chunk) : err;
-      }
-    });
-  }
-
-  /** Makes every name in chunks/ and tmp/ durable. */
-  private async syncNames(): Promise<void> {
-    if (await this.syncFilesystem()) return;
-    const dirs = [this.tempDir, this.chunkDir];
-    for (const alg of DIGEST_ALGORITHMS) {
-      const algDir = path.join(this.chunkDir, alg);
-      const fanOuts = await this.readDirNames(algDir, undefined);
-      if (fanOuts.length > 0) dirs.push(algDir);
-      for (const fanOut of fanOuts) if (FAN_OUT_RE.test(fanOut)) dirs.push(path.join(algDir, fanOut));
-    }
-    await mapBounded(dirs, FS_CONCURRENCY, undefined, fsyncPath);
-  }
-
-  /**
-   * In 'syncfs' mode, syncfs(2) of the store's filesystem by `sync -f` (coreutils >= 8.24,
-   * busybox); true if it succeeded. If it fails (no such program, one too old, or an I/O
-   * error, which fsync then reports itself) the store switches to 'fsync' mode for good
-   * and returns false, as it does in 'fsync' mode: the caller then fsyncs.
-   */
-  private async syncFilesystem(): Promise<boolean> {
-    if (this.durability !== 'syncfs') return false;
-    const ok = await syncFilesystem(this.dir);
-    if (!ok) this.durability = 'fsync';
-    return ok;
-  }
-
   /**
    * Renames `from` to `to`, making `dir` (the parent of `to`) first unless known to
    * exist. Returns the top-most directory it created, if any. Raw fs errors escape.
@@ -690,15 +632,6 @@ export class LocalStore implements ChunkStore, ManifestStore {
     }
   }
 
-  private async readPublished(finalPath: string, hex: string, signal: AbortSignal | undefined): Promise<Buffer> {
-    try {
-      return await readChunkFile(finalPath, { signal });
-    } catch (err) {
-      if (isMissing(err)) throw new ChunkMissingError(hex, this.dir);
-      throw fromSystemError(err, finalPath, 'read chunk');
-    }
-  }
-
   /** Names in `dir`, or none if it does not exist. */
   private async readDirNames(dir: string, signal: AbortSignal | undefined): Promise<string[]> {
     throwIfAborted(signal);
@@ -710,8 +643,245 @@ export class LocalStore implements ChunkStore, ManifestStore {
     }
   }
 
-  private publishedPath(algorithm: DigestAlgorithm, hex: string): string {
-    // Plain concatenation: path.join would re-normalize on every chunk.
+  /** The chunk's bytes (unverified) and where they came from, or undefined if not found. */
+  private async readChunk(id: ChunkId, hex: string): Promise<{ bytes: Buffer; file: string } | undefined> {
+    const p = this.pending.get(pendingKey(id));
+    if (p) {
+      const w = p.writer;
+      return { bytes: await w.read(p.offset, p.length, (o, n) => this.readPacked(p.pack, o, n)), file: w.packPath };
+    }
+    const index = this.index.get(id.algorithm)!;
+    const e = index.find(id.digest);
+    if (e >= 0) {
+      const pack = index.pack(e);
+      const length = index.length(e);
+      const bytes = await this.readPacked(pack, index.offset(e), length);
+      if (bytes.length !== length) {
+        throw new ChunkCorruptError(hex, `pack ${this.packPath(pack)} ends before the chunk does (truncated)`);
+      }
+      return { bytes, file: this.packPath(pack) };
+    }
+    if (!this.hasLooseChunks) return undefined;
+    const file = this.loosePath(id.algorithm, hex);
+    try {
+      return { bytes: await readChunkFile(file, {}), file };
+    } catch (err) {
+      if (isMissing(err)) return undefined;
+      throw fromSystemError(err, file, 'read chunk');
+    }
+  }
+
+  /** Reads from a committed pack through a cached read handle. */
+  private async readPacked(pack: number, offset: number, length: number): Promise<Buffer> {
+    let p = this.openPacks.get(pack);
+    if (p === undefined) {
+      const file = this.packPath(pack);
+      let opened: { fh: FileHandle; direct: boolean };
+      try {
+        opened = await openPackForReading(file, this.directIo);
+      } catch (err) {
+        throw fromSystemError(err, file, 'open pack');
+      }
+      p = this.openPacks.get(pack); // opened by a concurrent read meanwhile
+      if (p) await opened.fh.close().catch(() => {});
+      else {
+        p = { ...opened, users: 0, closing: false };
+        this.openPacks.set(pack, p);
+        this.closeIdlePacks();
+      }
+    } else {
+      // Most recently used last.
+      this.openPacks.delete(pack);
+      this.openPacks.set(pack, p);
+    }
+    p.users++;
+    try {
+      return await readPackRange(p.fh, p.direct, offset, length);
+    } catch (err) {
+      throw fromSystemError(err, this.packPath(pack), 'read pack');
+    } finally {
+      p.users--;
+      if (p.closing && p.users === 0) await p.fh.close().catch(() => {});
+    }
+  }
+
+  private closeIdlePacks(): void {
+    for (const [n, p] of this.openPacks) {
+      if (this.openPacks.size <= MAX_OPEN_PACKS) break;
+      this.openPacks.delete(n);
+      p.closing = true;
+      if (p.users === 0) void p.fh.close().catch(() => {});
+    }
+  }
+
+  private async newWriter(): Promise<PackWriter> {
+    this.creatingWriter ??= (async () => {
+      try {
+        if (this.version < STORE_VERSION) await this.upgradeStoreFile();
+        if (!this.knownDirs.has(this.packDir)) {
+          await mkdir(this.packDir, { recursive: true }).catch((err: unknown) => {
+            throw fromSystemError(err, this.packDir, 'create store');
+          });
+          this.knownDirs.add(this.packDir);
+        }
+        const w = await PackWriter.create(this.packDir, this.directIo);
+        this.ownPacks.add(w.name);
+        if (this.writer?.broken === false) this.retired.push(this.writer);
+        this.writer = w;
+        return w;
+      } finally {
+        this.creatingWriter = undefined;
+      }
+    })();
+    return this.creatingWriter;
+  }
+
+  private commitIsDue(): boolean {
+    return (
+      this.batchBytes >= COMMIT_BATCH_BYTES ||
+      this.batchChunks >= COMMIT_BATCH_CHUNKS ||
+      Date.now() - this.batchStartedMs >= MAX_UNCOMMITTED_AGE_MS
+    );
+  }
+
+  private commitInBackground(): void {
+    this.commit().catch((err: unknown) => {
+      this.backgroundFailure ??= err;
+    });
+  }
+
+  /** Resolves once every chunk pending now is committed (see commitPending). */
+  private commit(): Promise<void> {
+    if (this.queuedCommit !== undefined) return this.queuedCommit;
+    const run = this.lastCommit
+      .catch(() => undefined) // the previous caller got that error
+      .then(() => {
+        this.queuedCommit = undefined;
+        return this.commitPending();
+      });
+    this.queuedCommit = run;
+    this.lastCommit = run;
+    return run;
+  }
+
+  /**
+   * Commits the chunks of every writer that has any; a full writer, once committed, is
+   * closed. A writer that fails is dropped with its pending chunks (has() then reports
+   * them missing and they are put again); the error names what was lost.
+   */
+  private async commitPending(): Promise<void> {
+    this.batchBytes = 0;
+    this.batchChunks = 0;
+    const writers = [...this.retired, ...(this.writer ? [this.writer] : [])];
+    let failure: unknown;
+    for (const w of writers) {
+      if (w.uncommittedEntries === 0 && w !== this.writer) {
+        this.retire(w);
+        await w.close();
+        continue;
+      }
+      if (w.uncommittedEntries === 0) continue;
+      let entries: PackEntry[];
+      try {
+        entries = await w.commit();
+      } catch (err) {
+        const lost = this.dropWriter(w);
+        failure ??= new IoError(`${lost} chunks were lost before ${this.dir} made them durable: ${(err as Error).message}`, { cause: err });
+        continue;
+      }
+      const pack = this.packNumber(w.name);
+      for (const e of entries) {
+        this.index.get(e.algorithm)!.add(e.digest, pack, e.offset, e.length);
+        const key = `${e.algorithm}:${digestKey(e.digest)}`;
+        if (this.pending.get(key)?.writer === w) this.pending.delete(key);
+      }
+      if (w !== this.writer && w.uncommittedEntries === 0) {
+        this.retire(w);
+        await w.close();
+      }
+    }
+    if (failure !== undefined) throw failure;
+  }
+
+  private retire(w: PackWriter): void {
+    const i = this.retired.indexOf(w);
+    if (i >= 0) this.retired.splice(i, 1);
+  }
+
+  /** Forgets a failed writer and its pending chunks; returns how many were lost. */
+  private dropWriter(w: PackWriter): number {
+    let lost = 0;
+    for (const [key, p] of this.pending) {
+      if (p.writer !== w) continue;
+      this.pending.delete(key);
+      lost++;
+    }
+    this.retire(w);
+    if (this.writer === w) this.writer = undefined;
+    void w.close();
+    return lost;
+  }
+
+  private packNumber(name: string): number {
+    let n = this.packNumbers.get(name);
+    if (n === undefined) {
+      n = this.packNames.length;
+      this.packNames.push(name);
+      this.packNumbers.set(name, n);
+    }
+    return n;
+  }
+
+  private packPath(pack: number): string {
+    return path.join(this.packDir, `${this.packNames[pack]!}.pack`);
+  }
+
+  /**
+   * Reads what was added to the index files since the last call (all of them at open).
+   * Our own packs' indexes are skipped: their entries are added as they commit. A
+   * damaged or torn record ends what is read of that file.
+   */
+  private refreshIndex(): Promise<void> {
+    this.refreshing ??= (async () => {
+      try {
+        for (const file of await this.readDirNames(this.packDir, undefined)) {
+          if (!file.endsWith('.idx')) continue;
+          const name = file.slice(0, -'.idx'.length);
+          if (!PACK_NAME_RE.test(name) || this.ownPacks.has(name)) continue;
+          const done = this.indexRead.get(name) ?? 0;
+          const idxPath = path.join(this.packDir, file);
+          let bytes: Buffer;
+          try {
+            bytes = await readFile(idxPath);
+          } catch (err) {
+            if (isMissing(err)) continue;
+            throw fromSystemError(err, idxPath, 'read pack index');
+          }
+          if (done === 0 && !bytes.subarray(0, IDX_MAGIC.length).equals(IDX_MAGIC)) continue; // not (yet) an index
+          const from = Math.max(done, IDX_MAGIC.length);
+          if (bytes.length <= from) continue;
+          const { entries, usedBytes } = decodeIndexRecords(bytes.subarray(from));
+          this.indexRead.set(name, from + usedBytes);
+          const pack = this.packNumber(name);
+          for (const e of entries) this.index.get(e.algorithm)!.add(e.digest, pack, e.offset, e.length);
+        }
+      } finally {
+        this.refreshing = undefined;
+      }
+    })();
+    return this.refreshing;
+  }
+
+  /** Whether chunks/ holds any version 1 chunk directory. */
+  private async findLooseChunks(): Promise<boolean> {
+    for (const alg of DIGEST_ALGORITHMS) {
+      const fanOuts = await this.readDirNames(path.join(this.chunkDir, alg), undefined);
+      if (fanOuts.some((f) => FAN_OUT_RE.test(f))) return true;
+    }
+    return false;
+  }
+
+  private loosePath(algorithm: DigestAlgorithm, hex: string): string {
     return `${this.chunkDir}${path.sep}${algorithm}${path.sep}${hex.slice(0, 2)}${path.sep}${hex}`;
   }
 
@@ -727,6 +897,11 @@ export class LocalStore implements ChunkStore, ManifestStore {
   private noManifest(name: string): NotFoundError {
     return new NotFoundError(`no manifest named ${quoteName(name)} in ${this.dir}`);
   }
+}
+
+/** The key of `pending`: algorithm and digest bytes. */
+function pendingKey(id: ChunkId): string {
+  return `${id.algorithm}:${digestKey(id.digest)}`;
 }
 
 function errorCode(err: unknown): string | undefined {

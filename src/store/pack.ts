@@ -1,0 +1,358 @@
+/**
+ * Pack files: a LocalStore's chunks, appended to large files written with O_DIRECT, and
+ * the index files that make them findable (layout in local.ts).
+ *
+ *   <name>.pack   PACK_MAGIC, then records: [PACK_RECORD_HEADER_BYTES header][data].
+ *                 Header: 'XCHK', algorithm code (u8), 3 zero bytes, data length (u32),
+ *                 4 zero bytes, digest (32 bytes). The headers let a pack be read, and an
+ *                 index rebuilt, without its .idx.
+ *   <name>.idx    IDX_MAGIC, then IDX_RECORD_BYTES records: algorithm code (u8), 3 zero
+ *                 bytes, data length (u32), data offset in the pack (u64), digest (32
+ *                 bytes), CRC-32 of the preceding 48 bytes (u32), 4 zero bytes.
+ *
+ * Integers are little-endian. Durability: a record is appended to the .idx only after the
+ * pack bytes it points to were written and fdatasync'ed, and the .idx is fdatasync'ed
+ * before the chunks count as stored, so every complete, checksummed index record points to
+ * durable data. A crash can leave pack bytes no record points to (ignored) and a torn last
+ * index record (its checksum fails; readers stop there).
+ *
+ * Why packs (measured on the project's 2-core ext4 VM): one file per chunk costs a create,
+ * a rename and page-cache writeback per chunk, and writeback ran at 313-457 MB/s, while
+ * O_DIRECT writes of 4 MiB blocks run at 1.4-1.5 GB/s; reading a chunk back is one pread
+ * instead of open, fstat, read and close.
+ */
+import { randomBytes } from 'node:crypto';
+import { open, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { crc32 } from 'node:zlib';
+import { fromSystemError, IoError } from '../core/errors.js';
+import type { DigestAlgorithm } from '../core/ids.js';
+import { MiB } from '../core/sizes.js';
+import { alignedBuffer, alignUp, DIRECT_ALIGN_BYTES, openDirect } from '../io/direct.js';
+import { fsyncPath } from '../io/sync.js';
+
+export const PACK_MAGIC = Buffer.from('XFERPAK1');
+export const IDX_MAGIC = Buffer.from('XFERIDX1');
+export const PACK_RECORD_HEADER_BYTES = 48;
+export const IDX_RECORD_BYTES = 56;
+const CHUNK_MAGIC = Buffer.from('XCHK');
+
+/** A pack takes no more chunks once it is this large; the next put starts a new one. */
+export const PACK_TARGET_BYTES = 512 * MiB;
+/** Bytes of one pack write (a multiple of the O_DIRECT alignment). */
+export const PACK_BLOCK_BYTES = 4 * MiB;
+/** Full blocks being written at once per pack; appends wait beyond it (the disk is behind). */
+export const PACK_WRITES_IN_FLIGHT = 4;
+
+const ALGORITHM_CODES: Record<DigestAlgorithm, number> = { blake3: 1, sha256: 2 };
+const ALGORITHMS_BY_CODE: (DigestAlgorithm | undefined)[] = [undefined, 'blake3', 'sha256'];
+
+/** A chunk's place in a pack: its data (not its header) starts at `offset`. */
+export interface PackEntry {
+  readonly algorithm: DigestAlgorithm;
+  readonly digest: Uint8Array;
+  readonly offset: number;
+  readonly length: number;
+}
+
+/** A name no other writer, in this process or another, will pick. */
+export function newPackName(): string {
+  return `${Date.now().toString(36).padStart(9, '0')}-${randomBytes(8).toString('hex')}`;
+}
+
+export const PACK_NAME_RE = /^[0-9a-z]{9,}-[0-9a-f]{16}$/;
+
+export function encodeIndexRecords(entries: readonly PackEntry[]): Buffer {
+  const out = Buffer.alloc(entries.length * IDX_RECORD_BYTES);
+  entries.forEach((e, i) => {
+    const at = i * IDX_RECORD_BYTES;
+    out[at] = ALGORITHM_CODES[e.algorithm];
+    out.writeUInt32LE(e.length, at + 4);
+    out.writeUIntLE(e.offset, at + 8, 6);
+    out.set(e.digest, at + 16);
+    out.writeUInt32LE(crc32(out.subarray(at, at + 48)), at + 48);
+  });
+  return out;
+}
+
+/**
+ * Decodes index records from `bytes` (an .idx file without its magic, or a later part of
+ * one), stopping at the first incomplete or damaged record: `usedBytes` says how far the
+ * records were good.
+ */
+export function decodeIndexRecords(bytes: Uint8Array): { entries: PackEntry[]; usedBytes: number } {
+  const buf = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const entries: PackEntry[] = [];
+  let at = 0;
+  for (; at + IDX_RECORD_BYTES <= buf.length; at += IDX_RECORD_BYTES) {
+    if (buf.readUInt32LE(at + 48) !== crc32(buf.subarray(at, at + 48))) break;
+    const algorithm = ALGORITHMS_BY_CODE[buf[at]!];
+    if (algorithm === undefined) break;
+    entries.push({
+      algorithm,
+      length: buf.readUInt32LE(at + 4),
+      offset: buf.readUIntLE(at + 8, 6),
+      digest: Buffer.from(buf.subarray(at + 16, at + 48)),
+    });
+  }
+  return { entries, usedBytes: at };
+}
+
+/** Writes all of buf[0, length) at `position`. */
+async function writeFully(fh: FileHandle, buf: Buffer, length: number, position: number): Promise<void> {
+  for (let done = 0; done < length; ) {
+    const { bytesWritten } = await fh.write(buf, done, length - done, position + done);
+    if (bytesWritten === 0) throw new IoError(`write made no progress at offset ${position + done}`);
+    done += bytesWritten;
+  }
+}
+
+/**
+ * Reads [offset, offset + length) of a pack through `fh` into a new Buffer; with O_DIRECT
+ * (`direct`), through an aligned buffer covering the range. Returns fewer bytes if the
+ * file ends first.
+ */
+export async function readPackRange(fh: FileHandle, direct: boolean, offset: number, length: number): Promise<Buffer> {
+  if (!direct) {
+    const out = Buffer.allocUnsafe(length);
+    let got = 0;
+    while (got < length) {
+      const { bytesRead } = await fh.read(out, got, length - got, offset + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return out.subarray(0, got);
+  }
+  const start = offset - (offset % DIRECT_ALIGN_BYTES);
+  const span = alignUp(offset + length) - start;
+  const buf = alignedBuffer(span);
+  let got = 0;
+  while (got < span) {
+    const { bytesRead } = await fh.read(buf, got, span - got, start + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  const skip = offset - start;
+  return buf.subarray(skip, Math.max(skip, Math.min(got, skip + length)));
+}
+
+/** Opens a pack for reading, with O_DIRECT where possible (see io/direct.ts). */
+export async function openPackForReading(file: string, directIo = true): Promise<{ fh: FileHandle; direct: boolean }> {
+  const direct = directIo ? await openDirect(file, 'r') : undefined;
+  return direct ? { fh: direct, direct: true } : { fh: await open(file, 'r'), direct: false };
+}
+
+interface BlockWrite {
+  readonly buf: Buffer;
+  readonly done: Promise<void>;
+}
+
+/**
+ * Appends chunk records to one new pack and writes its index. Appends copy into a
+ * PACK_BLOCK_BYTES block; a full block goes to disk in one write (O_DIRECT when the
+ * filesystem allows it) while the next fills. commit() writes the partial last block
+ * (padded to the alignment; later appends rewrite that block whole, so the pack never has
+ * gaps), fdatasyncs the pack, then appends the index records of everything appended before
+ * it and fdatasyncs the index. Chunks not yet on disk are read from memory (read()).
+ *
+ * Not safe for concurrent commits: the caller serializes them. After any write failure
+ * the writer is broken: every later call rejects with the first error.
+ */
+export class PackWriter {
+  private end: number;
+  private block: Buffer;
+  private blockStart = 0;
+  /** Full blocks being written, by their offset. */
+  private readonly writing = new Map<number, BlockWrite>();
+  /** The padded partial block a commit wrote last, which a later full write of that block must follow. */
+  private tailWrite: { start: number; done: Promise<void> } | undefined;
+  private readonly free: Buffer[] = [];
+  private unindexed: PackEntry[] = [];
+  private indexBytes = IDX_MAGIC.length;
+  private failure: { error: unknown } | undefined;
+  private closed = false;
+
+  private constructor(
+    readonly name: string,
+    readonly packPath: string,
+    readonly indexPath: string,
+    private readonly fh: FileHandle,
+    private readonly direct: boolean,
+    private readonly indexFh: FileHandle,
+  ) {
+    this.block = this.newBlock();
+    PACK_MAGIC.copy(this.block, 0);
+    this.end = PACK_MAGIC.length;
+  }
+
+  /** Creates `<dir>/<name>.pack` and `.idx` and makes their names durable; O_DIRECT if `directIo` and possible. */
+  static async create(dir: string, directIo = true, name = newPackName()): Promise<PackWriter> {
+    const packPath = path.join(dir, `${name}.pack`);
+    const indexPath = path.join(dir, `${name}.idx`);
+    let fh: FileHandle | undefined;
+    let indexFh: FileHandle | undefined;
+    try {
+      fh = await open(packPath, 'wx');
+      const d = directIo ? await openDirect(packPath, 'w') : undefined;
+      if (d) {
+        await fh.close();
+        fh = d;
+      }
+      const direct = d !== undefined;
+      indexFh = await open(indexPath, 'wx');
+      await writeFully(indexFh, Buffer.from(IDX_MAGIC), IDX_MAGIC.length, 0);
+      await indexFh.datasync();
+      await fsyncPath(dir);
+      return new PackWriter(name, packPath, indexPath, fh, direct, indexFh);
+    } catch (err) {
+      await fh?.close().catch(() => {});
+      await indexFh?.close().catch(() => {});
+      throw fromSystemError(err, packPath, 'create pack');
+    }
+  }
+
+  /** Bytes appended so far (the pack's logical size). */
+  get bytes(): number {
+    return this.end;
+  }
+
+  /** Bytes of chunk data appended since the last commit took its entries. */
+  get uncommittedEntries(): number {
+    return this.unindexed.length;
+  }
+
+  get broken(): boolean {
+    return this.failure !== undefined;
+  }
+
+  /**
+   * Appends a record synchronously and returns the offset of its data; the returned
+   * promise waits only while PACK_WRITES_IN_FLIGHT full blocks are being written.
+   */
+  append(algorithm: DigestAlgorithm, digest: Uint8Array, data: Uint8Array): { offset: number; written: Promise<void> } {
+    if (this.failure) throw this.failure.error;
+    const header = Buffer.alloc(PACK_RECORD_HEADER_BYTES);
+    CHUNK_MAGIC.copy(header, 0);
+    header[4] = ALGORITHM_CODES[algorithm];
+    header.writeUInt32LE(data.length, 8);
+    header.set(digest, 16);
+    this.copyIn(header);
+    const offset = this.end;
+    this.copyIn(data);
+    this.unindexed.push({ algorithm, digest: Buffer.from(digest), offset, length: data.length });
+    return { offset, written: this.backPressure() };
+  }
+
+  /** The bytes [offset, offset + length) of this pack, from memory where not yet written. */
+  async read(offset: number, length: number, fromDisk: (offset: number, length: number) => Promise<Buffer>): Promise<Buffer> {
+    const out = Buffer.allocUnsafe(length);
+    const onDisk: [number, number][] = [];
+    for (let pos = offset; pos < offset + length; ) {
+      const start = pos - (pos % PACK_BLOCK_BYTES);
+      const n = Math.min(offset + length - pos, start + PACK_BLOCK_BYTES - pos);
+      const mem = start === this.blockStart ? this.block : this.writing.get(start)?.buf;
+      if (mem) mem.copy(out, pos - offset, pos - start, pos - start + n);
+      else onDisk.push([pos, n]);
+      pos += n;
+    }
+    for (const [pos, n] of onDisk) {
+      const part = await fromDisk(pos, n);
+      if (part.length !== n) throw new IoError(`pack ${this.packPath} is shorter than its own appends`);
+      part.copy(out, pos - offset);
+    }
+    return out;
+  }
+
+  /**
+   * Makes everything appended before this call durable and indexed, and returns those
+   * entries. Appends may continue meanwhile.
+   */
+  async commit(): Promise<PackEntry[]> {
+    if (this.failure) throw this.failure.error;
+    const entries = this.unindexed;
+    this.unindexed = [];
+    try {
+      const waits = [...this.writing.values()].map((w) => w.done);
+      const tail = this.end - this.blockStart;
+      if (tail > 0) {
+        const padded = alignUp(tail);
+        const copy = this.direct ? alignedBuffer(padded) : Buffer.allocUnsafe(padded);
+        this.block.copy(copy, 0, 0, tail);
+        copy.fill(0, tail, padded);
+        const start = this.blockStart;
+        const previous = this.tailWrite?.start === start ? this.tailWrite.done : Promise.resolve();
+        const done = previous.catch(() => {}).then(() => writeFully(this.fh, copy, padded, start));
+        this.tailWrite = { start, done };
+        waits.push(done);
+      }
+      await Promise.all(waits);
+      await this.fh.datasync();
+      if (entries.length > 0) {
+        const records = encodeIndexRecords(entries);
+        // At an explicit position: a failed attempt's partial record is overwritten by the next.
+        await writeFully(this.indexFh, records, records.length, this.indexBytes);
+        await this.indexFh.datasync();
+        this.indexBytes += records.length;
+      }
+      return entries;
+    } catch (err) {
+      this.fail(err);
+      throw this.failure!.error;
+    }
+  }
+
+  /** Closes the files; appends and commits are refused from now on. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.allSettled([...this.writing.values()].map((w) => w.done));
+    await this.tailWrite?.done.catch(() => {});
+    this.failure ??= { error: new IoError(`pack ${this.packPath} is closed`) };
+    await this.fh.close().catch(() => {});
+    await this.indexFh.close().catch(() => {});
+  }
+
+  private copyIn(src: Uint8Array): void {
+    for (let done = 0; done < src.length; ) {
+      const at = this.end - this.blockStart;
+      const n = Math.min(src.length - done, PACK_BLOCK_BYTES - at);
+      this.block.set(src.subarray(done, done + n), at);
+      done += n;
+      this.end += n;
+      if (at + n === PACK_BLOCK_BYTES) this.submitBlock();
+    }
+  }
+
+  private submitBlock(): void {
+    const buf = this.block;
+    const start = this.blockStart;
+    const previous = this.tailWrite?.start === start ? this.tailWrite.done.catch(() => {}) : Promise.resolve();
+    const done = previous.then(() => writeFully(this.fh, buf, PACK_BLOCK_BYTES, start));
+    this.writing.set(start, { buf, done });
+    done.then(
+      () => {
+        this.writing.delete(start);
+        this.free.push(buf);
+      },
+      (err: unknown) => this.fail(err),
+    );
+    this.block = this.newBlock();
+    this.blockStart = start + PACK_BLOCK_BYTES;
+  }
+
+  private async backPressure(): Promise<void> {
+    while (this.writing.size > PACK_WRITES_IN_FLIGHT && !this.failure) {
+      await Promise.race([...this.writing.values()].map((w) => w.done)).catch(() => {});
+    }
+    if (this.failure) throw this.failure.error;
+  }
+
+  private newBlock(): Buffer {
+    return this.free.pop() ?? (this.direct ? alignedBuffer(PACK_BLOCK_BYTES) : Buffer.allocUnsafeSlow(PACK_BLOCK_BYTES));
+  }
+
+  private fail(err: unknown): void {
+    this.failure ??= { error: fromSystemError(err, this.packPath, 'write pack') };
+  }
+}
+
