@@ -31,4 +31,23 @@ describe('ByteQueue: records taken from arbitrarily split pieces', () => {
     assert.deepEqual([...q.take(5)], [1, 2, 0, 0, 9]);
     assert.equal(q.length, 0);
   });
+
+  it('take with a scratch buffer assembles a record spanning pieces in it; one piece stays a view', () => {
+    const q = new ByteQueue();
+    const a = Buffer.from([1, 2, 3]);
+    q.push(a);
+    q.push(Buffer.from([4, 5, 6]));
+    const scratch = Buffer.alloc(8);
+    const one = q.take(2, scratch);
+    assert.deepEqual([...one], [1, 2]);
+    assert.equal(one.buffer, a.buffer, 'within one piece: a view of it');
+    const spanning = q.take(3, scratch);
+    assert.deepEqual([...spanning], [3, 4, 5]);
+    assert.equal(spanning.buffer, scratch.buffer, 'across pieces: copied into scratch');
+    q.push(Buffer.from([7, 8]));
+    const tooSmall = Buffer.alloc(1);
+    const fresh = q.take(3, tooSmall);
+    assert.deepEqual([...fresh], [6, 7, 8]);
+    assert.notEqual(fresh.buffer, tooSmall.buffer, 'a scratch too small is not used');
+  });
 });

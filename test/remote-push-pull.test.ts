@@ -1,12 +1,14 @@
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createChunker } from '../src/chunker/index.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
+import type { ChunkId } from '../src/core/ids.js';
 import { digestOf } from '../src/hash/digest.js';
+import { LocalStore } from '../src/store/local.js';
 import { createServer, type XferServer } from '../src/server/server.js';
 import { cutAll } from './helpers/chunks.js';
 import { isOneLineError, runCli, sha256File } from './helpers/cli.js';
@@ -139,6 +141,43 @@ describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
     assert.match(body.message, new RegExp(wrong.toString('hex')));
     const m = await rawRequest(server.url, 'POST', '/v1/chunks/missing?algorithm=blake3', wrong);
     assert.equal(m.body[0]! & 1, 1, 'the corrupt chunk was not stored');
+  });
+
+  it("a chunk damaged in the server's store fails the pull with one line naming it; no destination is left", async () => {
+    const ownRoot = join(dir, 'root-damaged');
+    let srv = await createServer({ root: ownRoot, port: 0 });
+    const src = join(dir, 'damaged-src.bin');
+    await writeFile(src, pseudoRandom(3 * MiB, 77));
+    try {
+      const p = await runCli(['push', src, `${srv.url}/d.bin`]);
+      assert.equal(p.code, 0, p.stderr);
+    } finally {
+      await srv.close();
+    }
+    // Damage the middle chunk where the server keeps it (a fresh server: no cached reads).
+    const store = await LocalStore.open(join(ownRoot, 'store'), { create: false });
+    const ids: ChunkId[] = [];
+    for await (const id of store.listChunks()) ids.push(id);
+    const victim = ids[ids.length >> 1]!;
+    const loc = (await store.chunkLocation(victim))!;
+    await store.close();
+    const fh = await open(loc.file, 'r+');
+    const one = Buffer.alloc(1);
+    await fh.read(one, 0, 1, loc.offset + 100);
+    one[0] ^= 0x10;
+    await fh.write(one, 0, 1, loc.offset + 100);
+    await fh.close();
+    srv = await createServer({ root: ownRoot, port: 0 });
+    try {
+      const out = join(dir, 'damaged-out.bin');
+      const q = await runCli(['pull', `${srv.url}/d.bin`, out]);
+      assert.equal(q.code, 7, q.stderr);
+      assert.ok(isOneLineError(q.stderr), q.stderr);
+      assert.match(q.stderr, new RegExp(`chunk ${Buffer.from(victim.digest).toString('hex')} is corrupt`));
+      await assert.rejects(stat(out), /ENOENT/);
+    } finally {
+      await srv.close();
+    }
   });
 
   it('refuses a manifest that references chunks it does not have (409)', async () => {

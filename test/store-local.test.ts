@@ -86,6 +86,9 @@ describe('LocalStore', () => {
       await fh.write(one, 0, 1, loc.offset + 1234);
       await fh.close();
       await rejectsWith(store.get(id), 'XFER_CHUNK_CORRUPT', digestToHex(id.digest));
+      const unchecked = await store.get(id, { unverified: true });
+      assert.equal(unchecked.length, data.length);
+      assert.ok(!unchecked.equals(data), 'unverified: the damaged bytes, as stored');
       const reopened = await LocalStore.open(dir, { create: false, directIo });
       await rejectsWith(reopened.get(id), 'XFER_CHUNK_CORRUPT', digestToHex(id.digest));
     });

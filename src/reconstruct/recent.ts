@@ -26,9 +26,13 @@ export class RecentChunks {
     const key = digestKey(digest);
     const hit = this.recent.get(key);
     if (hit) {
-      this.recent.delete(key); // re-insert: most recently used last
-      this.recent.set(key, hit);
-      return { data: hit, fetched: false };
+      // Re-inserted, most recently used last, as a copy of its own: a chunk that keeps
+      // recurring may stay for long, and the buffer it came in may be a view of a slab
+      // (SlabAllocator) that it would keep alive.
+      const own = hit.byteLength === hit.buffer.byteLength ? hit : Buffer.from(hit);
+      this.recent.delete(key);
+      this.recent.set(key, own);
+      return { data: own, fetched: false };
     }
     const pending = this.inFlight.get(key);
     if (pending) return { data: await pending, fetched: false };

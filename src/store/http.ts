@@ -3,7 +3,7 @@ import { throwIfAborted } from '../core/abort.js';
 import {
   AbortedError, ChunkCorruptError, ChunkMissingError, InvalidArgumentError, ProtocolError, XferError, type ErrorCode,
 } from '../core/errors.js';
-import { ByteQueue } from '../core/bytes.js';
+import { ByteQueue, SlabAllocator } from '../core/bytes.js';
 import { DIGEST_BYTES, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import { digestOf } from '../hash/digest.js';
@@ -21,10 +21,16 @@ export interface HttpStoreOptions {
 
 /** Bytes of chunk data per upload request (many requests run in parallel on one connection). */
 export const UPLOAD_BATCH_BYTES = 4 * MiB;
-/** Chunks per fetch request, at most. */
-export const FETCH_BATCH_CHUNKS = 64;
-/** Fetch requests in flight at once. */
-export const MAX_FETCHES_IN_FLIGHT = 4;
+/** Slabs received chunks are carved from (see SlabAllocator). */
+const FETCH_SLAB_BYTES = 4 * MiB;
+/**
+ * Chunks per fetch request, at most, and fetch requests in flight. Measured pulling 2 GiB
+ * over loopback (medians of 2-3): 4 x 64 chunks 7.4 s, 8 x 64 8.7 s, 16 x 32 10.0 s,
+ * 2 x 256 6.7 s, 1 x 256 6.5 s. Fewer, longer responses keep the server reading each
+ * pack in order; two in flight hide the round trip between batches on real networks.
+ */
+export const FETCH_BATCH_CHUNKS = 256;
+export const MAX_FETCHES_IN_FLIGHT = 2;
 /** Upload requests in flight at once. */
 export const MAX_UPLOADS_IN_FLIGHT = 6;
 export const STREAM_WINDOW_BYTES = 16 * MiB;
@@ -74,6 +80,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
   private uploadFailure: { error: unknown } | undefined;
   private readonly gets: PendingGet[] = [];
   private fetchesInFlight = 0;
+  private readonly fetched = new SlabAllocator(FETCH_SLAB_BYTES);
   /** Bodies of finished uploads, `batchBytes` each, for the next batches. */
   private readonly freeBodies: Buffer[] = [];
   private getTimer: NodeJS.Immediate | undefined;
@@ -267,7 +274,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
         if (len > this.info.maxChunkBytes) throw new ProtocolError(`chunks/fetch record of ${len} bytes`);
         if (queue.length < 4 + DIGEST_BYTES + len) break;
         queue.take(4 + DIGEST_BYTES);
-        const data = queue.take(len);
+        const data = queue.take(len, this.fetched.alloc(len));
         next++;
         if (digestOf(algorithm, data).equals(g.id.digest)) g.resolve(data);
         else g.reject(new ChunkCorruptError(digestToHex(g.id.digest), `received from ${this.base.origin} with other content`));

@@ -54,6 +54,7 @@ import {
 } from '../core/errors.js';
 import { DIGEST_ALGORITHMS, digestFromHex, digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
+import { DIRECT_ALIGN_BYTES } from '../io/direct.js';
 import { digestEquals, digestOf } from '../hash/digest.js';
 import { DigestIndex } from './digest-index.js';
 import {
@@ -68,12 +69,13 @@ import {
   IDX_MAGIC,
   openPackForReading,
   PACK_NAME_RE,
+  PACK_RECORD_HEADER_BYTES,
   PACK_TARGET_BYTES,
   PackWriter,
   readPackRange,
   type PackEntry,
 } from './pack.js';
-import type { ChunkStore, ManifestInfo, ManifestStore, OpOptions, PutOptions } from './store.js';
+import type { ChunkStore, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions } from './store.js';
 
 export const STORE_FORMAT = 'xfer-local-store';
 export const STORE_VERSION = 2;
@@ -94,6 +96,18 @@ export const COMMIT_BATCH_CHUNKS = 16_384;
 /** ...or the oldest uncommitted put is this old. */
 export const MAX_UNCOMMITTED_AGE_MS = 60 * 1000;
 
+/**
+ * Reads that go through a pack in order (a rebuild of what was pushed in one go, a pull)
+ * read this much at once and serve the following chunks from it: measured on 2 GiB of 64
+ * KiB chunks, chunk-sized O_DIRECT reads gave 920 MB/s, ...
+ */
+const PACK_READ_AHEAD_BYTES = 4 * MiB;
+/** Read-ahead windows kept (over all packs). */
+const READ_AHEAD_WINDOWS = 8;
+/** Readers going through one pack in order at once that are told apart. */
+const READ_STREAMS = 16;
+/** A read this close after the previous one's end still counts as in order (a record header). */
+const READ_AHEAD_GAP_BYTES = PACK_RECORD_HEADER_BYTES;
 /** Packs kept open for reading at once (least recently used ones are closed). */
 const MAX_OPEN_PACKS = 64;
 /** Stats and unlinks in flight while listing or cleaning up. */
@@ -177,6 +191,11 @@ export class LocalStore implements ChunkStore, ManifestStore {
   /** Packs this LocalStore wrote: their entries are added as they commit, never re-read. */
   private readonly ownPacks = new Set<string>();
   private readonly openPacks = new Map<number, OpenPack>();
+  /** Writers not yet closed, by pack number: reads ahead stop where their bytes are still changing. */
+  private readonly liveWriters = new Map<number, PackWriter>();
+  private readonly readAhead: { readonly pack: number; readonly start: number; readonly end: number; readonly data: Promise<Buffer> }[] = [];
+  /** Where the latest reads of each pack ended (oldest first), to tell reads in order. */
+  private readonly recentReadEnds = new Map<number, number[]>();
   private refreshing: Promise<void> | undefined;
   /** Whether chunks/ holds version 1 chunk files (looked for only then). */
   private hasLooseChunks = false;
@@ -272,7 +291,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
     return out;
   }
 
-  async get(id: ChunkId, options?: OpOptions): Promise<Buffer> {
+  async get(id: ChunkId, options?: GetOptions): Promise<Buffer> {
     const signal = options?.signal;
     throwIfAborted(signal);
     const hex = checkChunkId(id);
@@ -283,7 +302,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
     }
     if (data === undefined) throw new ChunkMissingError(hex, this.dir);
     throwIfAborted(signal);
-    if (!digestEquals(digestOf(id.algorithm, data.bytes), id.digest)) {
+    if (options?.unverified !== true && !digestEquals(digestOf(id.algorithm, data.bytes), id.digest)) {
       throw new ChunkCorruptError(hex, `the stored copy in ${data.file} does not hash to it`);
     }
     return data.bytes;
@@ -344,7 +363,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
     } finally {
       this.closed = true;
       await this.lastCommit.catch(() => {});
-      for (const w of [...this.retired, ...(this.writer ? [this.writer] : [])]) await w.close();
+      for (const w of [...this.retired, ...(this.writer ? [this.writer] : [])]) await this.closeWriter(w);
       this.retired.length = 0;
       this.writer = undefined;
       for (const p of this.openPacks.values()) {
@@ -673,6 +692,51 @@ export class LocalStore implements ChunkStore, ManifestStore {
 
   /** Reads from a committed pack through a cached read handle. */
   private async readPacked(pack: number, offset: number, length: number): Promise<Buffer> {
+    const end = offset + length;
+    const inOrder = this.followsRecentRead(pack, offset, end);
+    for (const w of this.readAhead) {
+      if (w.pack !== pack || w.start > offset || end > w.end) continue;
+      const data = await w.data;
+      if (data.length < end - w.start) break; // the pack ends early: the exact read below says so
+      return Buffer.from(data.subarray(offset - w.start, end - w.start));
+    }
+    // In order (the next record right after the last one read): read ahead in one big read.
+    if (inOrder) {
+      const start = offset - (offset % DIRECT_ALIGN_BYTES);
+      const settled = this.liveWriters.get(pack)?.settledBytes ?? Infinity;
+      const windowEnd = Math.min(start + PACK_READ_AHEAD_BYTES, settled - (settled % DIRECT_ALIGN_BYTES));
+      if (windowEnd >= end) {
+        const w = { pack, start, end: windowEnd, data: this.readPackedExactly(pack, start, windowEnd - start) };
+        w.data.catch(() => {}); // awaited below, and by any read it covers
+        this.readAhead.push(w);
+        if (this.readAhead.length > READ_AHEAD_WINDOWS) this.readAhead.shift();
+        const data = await w.data;
+        if (data.length >= end - start) return Buffer.from(data.subarray(offset - start, end - start));
+      }
+    }
+    return this.readPackedExactly(pack, offset, length);
+  }
+
+  /**
+   * Whether [offset, end) starts where a recent read of the pack ended (give or take a
+   * record header), remembering where this one ends. Several readers may go through a
+   * pack in order at once (a pull's concurrent fetch batches), so READ_STREAMS ends are
+   * kept per pack.
+   */
+  private followsRecentRead(pack: number, offset: number, end: number): boolean {
+    let ends = this.recentReadEnds.get(pack);
+    if (ends === undefined) {
+      ends = [];
+      this.recentReadEnds.set(pack, ends);
+    }
+    const i = ends.findIndex((e) => offset >= e && offset - e <= READ_AHEAD_GAP_BYTES);
+    if (i >= 0) ends.splice(i, 1);
+    else if (ends.length >= READ_STREAMS) ends.shift();
+    ends.push(end);
+    return i >= 0;
+  }
+
+  private async readPackedExactly(pack: number, offset: number, length: number): Promise<Buffer> {
     let p = this.openPacks.get(pack);
     if (p === undefined) {
       const file = this.packPath(pack);
@@ -726,6 +790,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
         }
         const w = await PackWriter.create(this.packDir, this.directIo);
         this.ownPacks.add(w.name);
+        this.liveWriters.set(this.packNumber(w.name), w);
         if (this.writer?.broken === false) this.retired.push(this.writer);
         this.writer = w;
         return w;
@@ -777,7 +842,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
     for (const w of writers) {
       if (w.uncommittedEntries === 0 && w !== this.writer) {
         this.retire(w);
-        await w.close();
+        await this.closeWriter(w);
         continue;
       }
       if (w.uncommittedEntries === 0) continue;
@@ -797,7 +862,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
       }
       if (w !== this.writer && w.uncommittedEntries === 0) {
         this.retire(w);
-        await w.close();
+        await this.closeWriter(w);
       }
     }
     if (failure !== undefined) throw failure;
@@ -818,8 +883,14 @@ export class LocalStore implements ChunkStore, ManifestStore {
     }
     this.retire(w);
     if (this.writer === w) this.writer = undefined;
-    void w.close();
+    void this.closeWriter(w);
     return lost;
+  }
+
+  /** Closes a writer; only then do reads of its pack read ahead freely. */
+  private async closeWriter(w: PackWriter): Promise<void> {
+    await w.close();
+    this.liveWriters.delete(this.packNumber(w.name));
   }
 
   private packNumber(name: string): number {

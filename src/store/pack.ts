@@ -221,6 +221,16 @@ export class PackWriter {
     return this.unindexed.length;
   }
 
+  /**
+   * Bytes below this offset are on disk and never change again (later appends and the
+   * tail rewrite only touch the block being filled and blocks being written).
+   */
+  get settledBytes(): number {
+    let settled = this.blockStart;
+    for (const start of this.writing.keys()) settled = Math.min(settled, start);
+    return settled;
+  }
+
   get broken(): boolean {
     return this.failure !== undefined;
   }

@@ -13,6 +13,16 @@ export interface PutOptions extends OpOptions {
   readonly trusted?: boolean;
 }
 
+export interface GetOptions extends OpOptions {
+  /**
+   * The caller re-hashes the bytes itself, so the store may skip its own check. Only for
+   * a caller that passes the bytes on to someone who verifies every chunk: the server
+   * answering a fetch (its client re-hashes what it receives, a trust boundary). A
+   * store that verifies anyway (HttpStore) ignores it.
+   */
+  readonly unverified?: boolean;
+}
+
 /**
  * A content-addressed chunk store. Every implementation (local directory, HTTP, S3,
  * memory) satisfies test/store-conformance.ts.
@@ -22,7 +32,8 @@ export interface PutOptions extends OpOptions {
  *   stored. Batches of any size are accepted; implementations split them as they need.
  * - get: returns the chunk's bytes after checking they hash to the id. A chunk that is
  *   not stored throws ChunkMissingError; bytes that do not match throw ChunkCorruptError
- *   naming the digest. Never returns unverified data.
+ *   naming the digest. Never returns unverified data, unless the caller asks for it
+ *   (GetOptions.unverified) because it has them verified downstream.
  * - put: stores bytes under id unless already present. Verifies the bytes against the id
  *   unless `trusted`; a mismatch throws ChunkCorruptError and stores nothing. Idempotent:
  *   concurrent puts of the same id are safe. Returns true if this call wrote the chunk.
@@ -34,7 +45,7 @@ export interface PutOptions extends OpOptions {
  */
 export interface ChunkStore {
   has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]>;
-  get(id: ChunkId, options?: OpOptions): Promise<Buffer>;
+  get(id: ChunkId, options?: GetOptions): Promise<Buffer>;
   put(id: ChunkId, data: Uint8Array, options?: PutOptions): Promise<boolean>;
   flush(options?: OpOptions): Promise<void>;
   close(): Promise<void>;
