@@ -40,7 +40,7 @@ export async function push(source: PushSource, destination: string, options: Pus
     const r = parseRemote(destination);
     const store = await connectRemote(r.base, { ...options, signal: options.signal });
     try {
-      dest = new HttpDestination(store, await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal: options.signal }));
+      dest = new HttpDestination(store, await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal: options.signal }), { delta: options.delta });
     } catch (err) {
       await store.close();
       throw err;

@@ -65,11 +65,12 @@ describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
         expectedChunks++;
       }
     }
-    const p2 = await runCli(['push', src, `${server.url}/imaging/volume.bin`, '--json']);
+    const p2 = await runCli(['push', src, `${server.url}/imaging/volume.bin`, '--json', '--no-delta']);
     assert.equal(p2.code, 0, p2.stderr);
     const r2 = JSON.parse(p2.stdout);
     assert.equal(r2.bytesSent, expectedBytes, 'bytes sent are exactly the changed chunks');
     assert.equal(r2.chunksSent, expectedChunks);
+    assert.equal(r2.chunksDelta, 0);
     assert.ok(expectedChunks >= 4 && expectedChunks <= 12);
     assert.ok((await readFile(join(root, 'files', 'imaging', 'volume.bin'))).equals(v2));
 
@@ -96,6 +97,139 @@ describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
     assert.equal(q3.code, 0, q3.stderr);
     assert.equal(JSON.parse(q3.stdout).bytesReceived, expectedBytes);
     assert.ok((await readFile(join(dir, 'fresh.bin'))).equals(v2));
+  });
+
+  it('sends a changed chunk as the blocks that differ from the chunk it replaces (delta uploads)', async () => {
+    const src = join(dir, 'disk.img');
+    const v1 = pseudoRandom(24 * MiB, 51);
+    await writeFile(src, v1);
+    assert.equal((await runCli(['push', src, `${server.url}/vm/disk.img`])).code, 0);
+    // Overwrites in place, as a VM or an anonymizer does: 4 KiB at arbitrary offsets, and
+    // 100 bytes near a chunk boundary's neighbourhood (the start of the file).
+    const edits = [5 * MiB + 123, 11 * MiB + 7, 17 * MiB + 4096, 23 * MiB + 999];
+    const v2 = Buffer.from(v1);
+    for (const off of edits) pseudoRandom(4096, off).copy(v2, off);
+    pseudoRandom(100, 9).copy(v2, 10);
+    await writeFile(src, v2);
+    const before1 = chunksOf(v1);
+    let changedBytes = 0;
+    let changedChunks = 0;
+    for (const [d, len] of chunksOf(v2)) {
+      if (before1.has(d)) continue;
+      changedBytes += len;
+      changedChunks++;
+    }
+    const p = await runCli(['push', src, `${server.url}/vm/disk.img`, '--json']);
+    assert.equal(p.code, 0, p.stderr);
+    const r = JSON.parse(p.stdout);
+    assert.equal(r.chunksSent, changedChunks, 'the same chunks are stored as without deltas');
+    assert.equal(r.chunksDelta, changedChunks, 'each went as a delta');
+    // Each 4 KiB edit touches at most three 2 KiB blocks (plus header and bitmap per chunk),
+    // in at most two chunks; the 100 bytes one block.
+    const bound = edits.length * 2 * (3 * 2048 + 120) + 2048 + 120;
+    assert.ok(r.bytesSent >= edits.length * 4096 + 100 && r.bytesSent <= bound, `sent ${r.bytesSent} bytes (changed chunks: ${changedBytes})`);
+    assert.ok(r.bytesSent < changedBytes / 5);
+    assert.ok((await readFile(join(root, 'files', 'vm', 'disk.img'))).equals(v2), 'rebuilt bit-identically');
+    const out = join(dir, 'disk-pulled.img');
+    assert.equal((await runCli(['pull', `${server.url}/vm/disk.img`, out])).code, 0);
+    assert.ok((await readFile(out)).equals(v2));
+  });
+
+  it('a tree pushed again after its files changed in place sends deltas, per file', async () => {
+    const tree = join(dir, 'series-delta');
+    await mkdir(tree, { recursive: true });
+    const files = Array.from({ length: 6 }, (_, i) => pseudoRandom(300_000 + i * 1000, 60 + i));
+    for (const [i, f] of files.entries()) await writeFile(join(tree, `IM${i}.dcm`), f);
+    assert.equal((await runCli(['push', tree, `${server.url}/pacs/`])).code, 0);
+    // "Anonymized": the same bytes rewritten near the start of every file.
+    for (const [i, f] of files.entries()) {
+      Buffer.from('ANONYMIZED^PATIENT'.padEnd(64, ' ')).copy(f, 200);
+      await writeFile(join(tree, `IM${i}.dcm`), f);
+    }
+    const p = await runCli(['push', tree, `${server.url}/pacs/`, '--json']);
+    assert.equal(p.code, 0, p.stderr);
+    const r = JSON.parse(p.stdout);
+    assert.equal(r.chunksDelta, files.length);
+    assert.ok(r.bytesSent <= files.length * (2048 + 120), `sent ${r.bytesSent}`);
+    for (const [i, f] of files.entries()) assert.ok((await readFile(join(root, 'files', 'pacs', 'series-delta', `IM${i}.dcm`))).equals(f));
+  });
+
+  it('sends a chunk whole when the server cannot give its base (damaged there)', async () => {
+    const ownRoot = join(dir, 'root-base-damaged');
+    let srv = await createServer({ root: ownRoot, port: 0 });
+    const src = join(dir, 'base-damaged.bin');
+    const v1 = pseudoRandom(4 * MiB, 81);
+    await writeFile(src, v1);
+    try {
+      assert.equal((await runCli(['push', src, `${srv.url}/b.bin`])).code, 0);
+    } finally {
+      await srv.close();
+    }
+    // Damage, in the server's store, the old chunk that the edit below replaces.
+    const edit = 2 * MiB;
+    let start = 0;
+    let baseDigest = '';
+    for (const [d, len] of chunksOf(v1)) {
+      if (edit < start + len) {
+        baseDigest = d;
+        break;
+      }
+      start += len;
+    }
+    const store = await LocalStore.open(join(ownRoot, 'store'), { create: false });
+    const loc = (await store.chunkLocation({ algorithm: 'blake3', digest: Buffer.from(baseDigest, 'hex') }))!;
+    await store.close();
+    const fh = await open(loc.file, 'r+');
+    await fh.write(Buffer.from([0xee]), 0, 1, loc.offset + 1);
+    await fh.close();
+    const v2 = Buffer.from(v1);
+    pseudoRandom(4096, 82).copy(v2, edit);
+    await writeFile(src, v2);
+    srv = await createServer({ root: ownRoot, port: 0 });
+    try {
+      const p = await runCli(['push', src, `${srv.url}/b.bin`, '--json']);
+      assert.equal(p.code, 0, p.stderr);
+      const r = JSON.parse(p.stdout);
+      assert.ok(r.chunksSent >= 1);
+      assert.equal(r.chunksDelta, 0, 'no delta against a base the server cannot read');
+      assert.ok((await readFile(join(ownRoot, 'files', 'b.bin'))).equals(v2));
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('refuses a delta that does not rebuild its chunk, and one whose base it lacks', async () => {
+    const base = pseudoRandom(20_000, 70);
+    const baseDigest = digestOf('blake3', base);
+    const head = Buffer.alloc(36);
+    head.writeUInt32LE(base.length, 0);
+    baseDigest.copy(head, 4);
+    assert.equal((await rawRequest(server.url, 'POST', '/v1/chunks?algorithm=blake3', Buffer.concat([head, base]))).status, 200);
+    const target = Buffer.from(base);
+    target[5000] ^= 1;
+    const claimed = digestOf('blake3', pseudoRandom(20_000, 71)); // not what the delta makes
+    const record = (digest: Buffer, baseOf: Buffer): Buffer => {
+      const h = Buffer.alloc(72);
+      digest.copy(h, 0);
+      baseOf.copy(h, 32);
+      h.writeInt32LE(0, 64);
+      h.writeUInt32LE(target.length, 68);
+      const blocks = Math.ceil(target.length / 2048);
+      const bitmap = Buffer.alloc(Math.ceil(blocks / 8), 0xff);
+      bitmap[0] &= ~(1 << 2); // block 2 (bytes 4096..6143) is literal
+      return Buffer.concat([h, bitmap, target.subarray(4096, 6144)]);
+    };
+    const bad = await rawRequest(server.url, 'POST', '/v1/chunks/delta?algorithm=blake3', record(claimed, baseDigest));
+    assert.equal(bad.status, 422);
+    assert.equal(JSON.parse(bad.body.toString()).code, 'XFER_CHUNK_CORRUPT');
+    const m = await rawRequest(server.url, 'POST', '/v1/chunks/missing?algorithm=blake3', claimed);
+    assert.equal(m.body[0]! & 1, 1, 'nothing was stored under the claimed digest');
+    const noBase = await rawRequest(server.url, 'POST', '/v1/chunks/delta?algorithm=blake3', record(digestOf('blake3', target), digestOf('blake3', Buffer.from('no such base'))));
+    assert.equal(noBase.status, 404);
+    assert.equal(JSON.parse(noBase.body.toString()).code, 'XFER_CHUNK_MISSING');
+    const good = await rawRequest(server.url, 'POST', '/v1/chunks/delta?algorithm=blake3', record(digestOf('blake3', target), baseDigest));
+    assert.equal(good.status, 200, good.body.toString());
+    assert.deepEqual(JSON.parse(good.body.toString()), { stored: 1, present: 0 });
   });
 
   it('a tree of 200 small files plus large ones, pushed and pulled', async () => {

@@ -8,6 +8,7 @@ import { printJson, Progress, rate } from './output.js';
 interface PushFlags extends ChunkerFlags, RemoteFlags {
   json?: boolean;
   quiet?: boolean;
+  delta: boolean;
 }
 
 export function registerPush(program: Command, signal: AbortSignal): void {
@@ -17,7 +18,8 @@ export function registerPush(program: Command, signal: AbortSignal): void {
     .argument('<path>', 'file or directory to push, or - for standard input')
     .argument('<dest>', 'target: a local path or http(s)://host:port/<remote-path>; an existing directory or a trailing / means "inside it, under the source name"')
     .option('--json', 'print the result as one JSON object')
-    .option('-q, --quiet', 'no progress display');
+    .option('-q, --quiet', 'no progress display')
+    .option('--no-delta', 'to a server: send changed chunks whole, not as the blocks that differ from the chunk they replace');
   for (const o of [...chunkerOptions(), ...remoteOptions()]) cmd.addOption(o);
   cmd.action(async (source: string, dest: string, flags: PushFlags) => {
     const chunker = chunkerSpecFrom(flags, (n) => cmd.getOptionValueSource(n) === 'cli');
@@ -28,6 +30,7 @@ export function registerPush(program: Command, signal: AbortSignal): void {
     try {
       const r = await push(isStdin ? { stream: process.stdin, name: 'stdin' } : source, dest, {
         ...remoteFrom(flags, signal),
+        delta: flags.delta,
         chunker,
         digestAlgorithm,
         onProgress: (p) => progress.update(p.bytesScanned, p.bytesTotal, `, ${formatBytes(p.bytesSent)} sent`),
@@ -35,11 +38,20 @@ export function registerPush(program: Command, signal: AbortSignal): void {
       });
       progress.done();
       if (flags.json) {
-        printJson({ bytesTotal: r.bytesTotal, bytesSent: r.bytesSent, chunksTotal: r.chunksTotal, chunksSent: r.chunksSent, chunksReused: r.chunksReused, seconds: r.seconds });
+        printJson({
+          bytesTotal: r.bytesTotal,
+          bytesSent: r.bytesSent,
+          chunksTotal: r.chunksTotal,
+          chunksSent: r.chunksSent,
+          chunksDelta: r.chunksDelta,
+          chunksReused: r.chunksReused,
+          seconds: r.seconds,
+        });
       } else if (!flags.quiet) {
         process.stdout.write(
           `pushed ${r.target}: ${formatBytes(r.bytesTotal)} in ${r.chunksTotal} chunks; ` +
-            `${r.chunksSent} sent (${formatBytes(r.bytesSent)}), ${r.chunksReused} reused; ${r.seconds.toFixed(2)} s, ${rate(r.bytesTotal, r.seconds)}\n`,
+            `${r.chunksSent} sent (${formatBytes(r.bytesSent)}${r.chunksDelta > 0 ? `, ${r.chunksDelta} as deltas` : ''}), ${r.chunksReused} reused; ` +
+            `${r.seconds.toFixed(2)} s, ${rate(r.bytesTotal, r.seconds)}\n`,
         );
       }
     } finally {

@@ -1,6 +1,8 @@
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { AlreadyExistsError, fromSystemError, InvalidArgumentError } from '../core/errors.js';
+import { AlreadyExistsError, fromSystemError, InvalidArgumentError, isXferError } from '../core/errors.js';
+import { BaseIndex } from '../manifest/bases.js';
+import { openManifest } from '../manifest/reader.js';
 import type { ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { HttpStore, type HttpStoreOptions } from '../store/http.js';
 import { validateManifestName } from '../store/names.js';
@@ -9,6 +11,8 @@ import type { FileSink, PushDestination, PushSession } from '../transfer/destina
 
 export interface RemoteOptions {
   readonly token?: string;
+  /** Send a changed chunk as the blocks that differ from the old chunk at its place (default true). */
+  readonly delta?: boolean;
   /** Path of a PEM CA file to trust. */
   readonly caFile?: string;
   readonly insecure?: boolean;
@@ -76,13 +80,18 @@ export async function resolveRemoteTarget(store: HttpStore, path: string, traili
  */
 export class HttpDestination implements PushDestination {
   readonly description: string;
-  constructor(readonly chunks: HttpStore, private readonly name: string) {
+  constructor(
+    readonly chunks: HttpStore,
+    private readonly name: string,
+    private readonly options: { readonly delta?: boolean } = {},
+  ) {
     this.description = `${chunks.base.origin}/${name}`;
   }
 
-  async begin(_kind: ManifestKind): Promise<PushSession> {
+  async begin(kind: ManifestKind, opts: OpOptions = {}): Promise<PushSession> {
     const store = this.chunks;
     const name = this.name;
+    if (this.options.delta !== false) store.useBases(await this.previousVersion(kind, opts));
     return {
       entry: async (): Promise<FileSink | undefined> => undefined,
       async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
@@ -92,7 +101,26 @@ export class HttpDestination implements PushDestination {
     };
   }
 
+  deltaStats(): { chunks: number; savedBytes: number } {
+    return this.chunks.deltaStats();
+  }
+
   async close(): Promise<void> {
     await this.chunks.close();
+  }
+
+  /**
+   * Where the chunks of the target's current version are, if it is a `kind` the server
+   * has: the bases of delta uploads. Best effort: without it, changed chunks go whole.
+   */
+  private async previousVersion(kind: ManifestKind, opts: OpOptions): Promise<BaseIndex | undefined> {
+    try {
+      if ((await this.chunks.stat(this.name, opts)) !== kind) return undefined;
+      const reader = await openManifest(await this.chunks.getManifest(this.name, opts), { signal: opts.signal });
+      return await BaseIndex.load(reader, { signal: opts.signal });
+    } catch (err) {
+      if (isXferError(err, 'XFER_ABORTED')) throw err;
+      return undefined;
+    }
   }
 }

@@ -10,6 +10,7 @@ import { DIGEST_BYTES, digestToHex, parseDigestAlgorithm, type ChunkId, type Dig
 import { openManifest, openManifestFile, type ManifestReader } from '../manifest/reader.js';
 import { reconstruct } from '../reconstruct/reconstruct.js';
 import type { LocalStore } from '../store/local.js';
+import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, deltaBitmapBytes, deltaLiteralBytes, SUMS_REQUEST_RECORD_BYTES } from '../store/delta.js';
 import { validateManifestPrefix } from '../store/names.js';
 import { FETCH_READ_AHEAD, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_QUERY_DIGESTS, MAX_SMALL_BODY_BYTES } from './limits.js';
 import { remotePathToName } from './paths.js';
@@ -57,11 +58,19 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     const rest = path.slice(PREFIX.length);
     const method = req.method;
     if (method === 'GET' && rest === 'info') {
-      return sendJson(res, 200, { protocol: PROTOCOL_VERSION, maxBatchBytes: MAX_BATCH_BYTES, maxQueryDigests: MAX_QUERY_DIGESTS, maxChunkBytes: MAX_CHUNK_BYTES });
+      return sendJson(res, 200, {
+        protocol: PROTOCOL_VERSION,
+        maxBatchBytes: MAX_BATCH_BYTES,
+        maxQueryDigests: MAX_QUERY_DIGESTS,
+        maxChunkBytes: MAX_CHUNK_BYTES,
+        deltaBlockBytes: DELTA_BLOCK_BYTES,
+      });
     }
     if (method === 'POST' && rest === 'chunks/missing') return missing(req, res, algorithmOf(url));
     if (method === 'POST' && rest === 'chunks') return upload(req, res, algorithmOf(url));
     if (method === 'POST' && rest === 'chunks/fetch') return fetchChunks(req, res, algorithmOf(url));
+    if (method === 'POST' && rest === 'chunks/sums') return blockSums(req, res, algorithmOf(url));
+    if (method === 'POST' && rest === 'chunks/delta') return uploadDeltas(req, res, algorithmOf(url));
     if (rest.startsWith('manifests/')) {
       const name = remotePathToName(rest.slice('manifests/'.length));
       if (method === 'GET') return getManifest(res, name);
@@ -115,6 +124,73 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       }
     }
     if (queue.length) throw new InvalidArgumentError('chunk batch ends inside a record');
+    sendJson(res, 200, { stored, present });
+  }
+
+  /** Block sums of base chunks, for delta uploads (store/delta.ts). A missing base is answered [0]. */
+  async function blockSums(req: Http2ServerRequest, res: Http2ServerResponse, algorithm: DigestAlgorithm): Promise<void> {
+    const body = await readBody(req, MAX_QUERY_DIGESTS * SUMS_REQUEST_RECORD_BYTES);
+    if (body.length === 0 || body.length % SUMS_REQUEST_RECORD_BYTES !== 0) {
+      throw new InvalidArgumentError(`body must be a non-empty list of ${SUMS_REQUEST_RECORD_BYTES}-byte records`);
+    }
+    const parts: Buffer[] = [];
+    for (let o = 0; o < body.length; o += SUMS_REQUEST_RECORD_BYTES) {
+      const digest = body.subarray(o, o + DIGEST_BYTES);
+      const shift = body.readInt32LE(o + DIGEST_BYTES);
+      const length = body.readUInt32LE(o + DIGEST_BYTES + 4);
+      if (length === 0 || length > MAX_CHUNK_BYTES) throw new InvalidArgumentError(`block sums asked for a chunk of ${length} bytes`);
+      let base: Buffer;
+      try {
+        base = await ctx.store.get({ algorithm, digest }, { signal: ctx.signal });
+      } catch (err) {
+        if (!isXferError(err, 'XFER_CHUNK_MISSING')) throw err;
+        parts.push(Buffer.from([0]));
+        continue;
+      }
+      parts.push(Buffer.from([1]), baseBlockSums(algorithm, base, shift, length));
+    }
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    res.end(Buffer.concat(parts));
+  }
+
+  /**
+   * Delta records (store/delta.ts): each chunk is rebuilt from its base (read verified from
+   * the store) and its literal blocks, then stored like an upload, re-hashed: a chunk that
+   * does not come out as its digest is 422 XFER_CHUNK_CORRUPT, a missing base 404
+   * XFER_CHUNK_MISSING. Records before a failing one stay stored.
+   */
+  async function uploadDeltas(req: Http2ServerRequest, res: Http2ServerResponse, algorithm: DigestAlgorithm): Promise<void> {
+    const declared = Number(req.headers['content-length'] ?? NaN);
+    if (declared > MAX_BATCH_BYTES) throw new TooLargeError(`delta batch of ${declared} bytes is over the limit of ${MAX_BATCH_BYTES}`);
+    let stored = 0;
+    let present = 0;
+    let total = 0;
+    const queue = new ByteQueue();
+    for await (const piece of req) {
+      total += (piece as Buffer).length;
+      if (total > MAX_BATCH_BYTES) throw new TooLargeError(`delta batch is over the limit of ${MAX_BATCH_BYTES} bytes`);
+      queue.push(piece as Buffer);
+      while (queue.length >= DELTA_HEADER_BYTES) {
+        const head = queue.peek(DELTA_HEADER_BYTES);
+        const length = head.readUInt32LE(2 * DIGEST_BYTES + 4);
+        if (length === 0 || length > MAX_CHUNK_BYTES) throw new InvalidArgumentError(`delta record of a ${length}-byte chunk`);
+        const bitmapBytes = deltaBitmapBytes(length);
+        if (queue.length < DELTA_HEADER_BYTES + bitmapBytes) break;
+        const bitmap = queue.peek(DELTA_HEADER_BYTES + bitmapBytes).subarray(DELTA_HEADER_BYTES);
+        const literalBytes = deltaLiteralBytes(length, bitmap);
+        if (queue.length < DELTA_HEADER_BYTES + bitmapBytes + literalBytes) break;
+        const header = Buffer.from(queue.take(DELTA_HEADER_BYTES));
+        const map = Buffer.from(queue.take(bitmapBytes));
+        const literals = literalBytes > 0 ? queue.take(literalBytes) : Buffer.alloc(0);
+        const digest = header.subarray(0, DIGEST_BYTES);
+        const base = await ctx.store.get({ algorithm, digest: header.subarray(DIGEST_BYTES, 2 * DIGEST_BYTES) }, { signal: ctx.signal });
+        const data = applyDelta(base, header.readInt32LE(2 * DIGEST_BYTES), length, map, literals);
+        // put() re-hashes (not trusted): a wrong rebuild is ChunkCorruptError naming the digest.
+        if (await ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal })) stored++;
+        else present++;
+      }
+    }
+    if (queue.length) throw new InvalidArgumentError('delta batch ends inside a record');
     sendJson(res, 200, { stored, present });
   }
 

@@ -7,6 +7,8 @@ import { ByteQueue, SlabAllocator } from '../core/bytes.js';
 import { DIGEST_BYTES, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import { digestOf } from '../hash/digest.js';
+import type { BaseChunk, BaseIndex } from '../manifest/bases.js';
+import { BLOCK_SUM_BYTES, blockCount, DELTA_BLOCK_BYTES, encodeDelta, SUMS_REQUEST_RECORD_BYTES } from './delta.js';
 import type { ChunkStore, ManifestInfo, ManifestStore, OpOptions, PutOptions } from './store.js';
 
 export interface HttpStoreOptions {
@@ -21,6 +23,12 @@ export interface HttpStoreOptions {
 
 /** Bytes of chunk data per upload request (many requests run in parallel on one connection). */
 export const UPLOAD_BATCH_BYTES = 4 * MiB;
+/** Chunks smaller than this are always sent whole (a delta's sums and header would not pay). */
+const MIN_DELTA_CHUNK_BYTES = 8 * 1024;
+/** A delta record must be at most this fraction of its chunk's bytes, or the chunk goes whole. */
+const DELTA_WORTH_RATIO = 0.75;
+/** Delta candidates per sums request, at most. */
+const DELTA_BATCH_CHUNKS = 256;
 /** Slabs received chunks are carved from (see SlabAllocator). */
 const FETCH_SLAB_BYTES = 4 * MiB;
 /**
@@ -41,6 +49,8 @@ interface ServerInfo {
   maxBatchBytes: number;
   maxQueryDigests: number;
   maxChunkBytes: number;
+  /** Servers that take delta uploads say their block size (store/delta.ts). */
+  deltaBlockBytes?: number;
 }
 
 /** A request body being filled with upload records. */
@@ -55,6 +65,15 @@ interface UploadBatch {
  * push to a server that discards chunks).
  */
 const FREE_UPLOAD_BODIES = MAX_UPLOADS_IN_FLIGHT + 1;
+
+/** A chunk to send as a delta against `base`, which held its first byte at `shift` into it... */
+interface DeltaCandidate {
+  readonly id: ChunkId;
+  /** Our own copy: put() has returned. */
+  readonly data: Buffer;
+  readonly base: BaseChunk;
+  readonly shift: number;
+}
 
 interface PendingGet {
   id: ChunkId;
@@ -81,6 +100,12 @@ export class HttpStore implements ChunkStore, ManifestStore {
   private readonly gets: PendingGet[] = [];
   private fetchesInFlight = 0;
   private readonly fetched = new SlabAllocator(FETCH_SLAB_BYTES);
+  private bases: BaseIndex | undefined;
+  /** Chunks waiting to go as deltas, and their bytes. */
+  private deltas: DeltaCandidate[] = [];
+  private deltaBytes = 0;
+  private deltaChunks = 0;
+  private deltaSavedBytes = 0;
   /** Bodies of finished uploads, `batchBytes` each, for the next batches. */
   private readonly freeBodies: Buffer[] = [];
   private getTimer: NodeJS.Immediate | undefined;
@@ -153,18 +178,49 @@ export class HttpStore implements ChunkStore, ManifestStore {
    * Queues the chunk for a batched upload and resolves once it is queued (true: it will be
    * sent), waiting first while MAX_UPLOADS_IN_FLIGHT uploads are running (back-pressure).
    * An upload that fails makes the next put() and flush() reject with its error, so a push
-   * never commits a manifest over chunks that did not arrive.
+   * never commits a manifest over chunks that did not arrive. With base chunks known
+   * (useBases) and a placement given, a chunk that replaces an old one goes as a delta
+   * against it when that saves bytes (see store/delta.ts).
    */
   async put(id: ChunkId, data: Uint8Array, options: PutOptions = {}): Promise<boolean> {
     throwIfAborted(options.signal);
     this.throwUploadFailure();
     if (data.length > this.info.maxChunkBytes) throw new InvalidArgumentError(`chunk of ${data.length} bytes is larger than the server accepts`);
-    // The bytes are copied into the request body now (the one copy an upload needs), so the
-    // caller may reuse its buffer as soon as put() resolves.
+    const base = this.baseFor(id, data.length, options.placement);
+    if (base) this.queueDelta({ id: { algorithm: id.algorithm, digest: Buffer.from(id.digest) }, data: Buffer.from(data), ...base }, options.signal);
+    else this.queueWhole(id, data, options.signal);
+    while (this.uploads.size >= MAX_UPLOADS_IN_FLIGHT) await Promise.race(this.uploads);
+    this.throwUploadFailure();
+    return true;
+  }
+
+  /**
+   * Bases for delta uploads: the chunks of the target's previous version (BaseIndex). Only
+   * used if the server speaks delta uploads with the same block size.
+   */
+  useBases(bases: BaseIndex | undefined): void {
+    this.bases = this.info.deltaBlockBytes === DELTA_BLOCK_BYTES ? bases : undefined;
+  }
+
+  /** Chunks sent as deltas so far, and the chunk bytes that did not travel thanks to them. */
+  deltaStats(): { chunks: number; savedBytes: number } {
+    return { chunks: this.deltaChunks, savedBytes: this.deltaSavedBytes };
+  }
+
+  private baseFor(id: ChunkId, length: number, placement: PutOptions['placement']): { base: BaseChunk; shift: number } | undefined {
+    if (!this.bases || !placement || id.algorithm !== this.bases.algorithm || length < MIN_DELTA_CHUNK_BYTES) return undefined;
+    const base = this.bases.find(placement.path, placement.offset);
+    if (!base || Buffer.compare(base.digest, id.digest) === 0) return undefined;
+    const shift = placement.offset - base.start;
+    return Math.abs(shift) > this.info.maxChunkBytes ? undefined : { base, shift };
+  }
+
+  /** Copies the record into the current upload batch (the one copy an upload needs). */
+  private queueWhole(id: ChunkId, data: Uint8Array, signal: AbortSignal | undefined): void {
     const need = 4 + DIGEST_BYTES + data.length;
     let batch = this.batches.get(id.algorithm);
     if (batch && batch.used + need > batch.body.length) {
-      this.sendBatch(id.algorithm, options.signal);
+      this.sendBatch(id.algorithm, signal);
       batch = undefined;
     }
     if (!batch) {
@@ -176,11 +232,92 @@ export class HttpStore implements ChunkStore, ManifestStore {
     batch.body.set(id.digest, batch.used + 4);
     batch.body.set(data, batch.used + 4 + DIGEST_BYTES);
     batch.used += need;
-    if (batch.used >= this.batchBytes) this.sendBatch(id.algorithm, options.signal);
-    else this.putTimer ??= setImmediate(() => this.sendAll(options.signal));
-    while (this.uploads.size >= MAX_UPLOADS_IN_FLIGHT) await Promise.race(this.uploads);
-    this.throwUploadFailure();
-    return true;
+    if (batch.used >= this.batchBytes) this.sendBatch(id.algorithm, signal);
+    else this.putTimer ??= setImmediate(() => this.sendAll(signal));
+  }
+
+  private queueDelta(c: DeltaCandidate, signal: AbortSignal | undefined): void {
+    this.deltas.push(c);
+    this.deltaBytes += c.data.length;
+    if (this.deltas.length >= DELTA_BATCH_CHUNKS || this.deltaBytes >= this.batchBytes) this.sendDeltas(signal);
+    else this.putTimer ??= setImmediate(() => this.sendAll(signal));
+  }
+
+  private sendDeltas(signal: AbortSignal | undefined): void {
+    const list = this.deltas;
+    if (list.length === 0) return;
+    this.deltas = [];
+    this.deltaBytes = 0;
+    const run = this.runDeltas(list, signal).catch((error) => {
+      this.uploadFailure ??= { error };
+    });
+    this.uploads.add(run);
+    void run.finally(() => this.uploads.delete(run));
+  }
+
+  /**
+   * Asks for the bases' block sums, sends the chunks that are worth it as delta records and
+   * the rest whole. If the server refuses a delta request (a base gone, say), its chunks
+   * are sent whole; only a transport failure fails the upload.
+   */
+  private async runDeltas(list: DeltaCandidate[], signal: AbortSignal | undefined): Promise<void> {
+    const byAlgorithm = new Map<DigestAlgorithm, DeltaCandidate[]>();
+    for (const c of list) byAlgorithm.set(c.id.algorithm, [...(byAlgorithm.get(c.id.algorithm) ?? []), c]);
+    const whole: DeltaCandidate[] = [];
+    for (const [algorithm, cands] of byAlgorithm) {
+      const ask = Buffer.alloc(cands.length * SUMS_REQUEST_RECORD_BYTES);
+      cands.forEach((c, i) => {
+        const o = i * SUMS_REQUEST_RECORD_BYTES;
+        ask.set(c.base.digest, o);
+        ask.writeInt32LE(c.shift, o + DIGEST_BYTES);
+        ask.writeUInt32LE(c.data.length, o + DIGEST_BYTES + 4);
+      });
+      let sums: Buffer;
+      try {
+        const res = await this.request({ method: 'POST', path: `/v1/chunks/sums?algorithm=${algorithm}`, body: ask, signal });
+        sums = Buffer.from(await res.body.arrayBuffer());
+      } catch (err) {
+        if (!(err instanceof XferError) || err.code === 'XFER_PROTOCOL' || err.code === 'XFER_ABORTED') throw err;
+        whole.push(...cands);
+        continue;
+      }
+      const records: Buffer[] = [];
+      const sent: DeltaCandidate[] = [];
+      let saved = 0;
+      let at = 0;
+      for (const c of cands) {
+        const found = sums[at];
+        at += 1;
+        if (found !== 1) {
+          if (found !== 0) throw new ProtocolError('malformed chunks/sums answer');
+          whole.push(c);
+          continue;
+        }
+        const n = blockCount(c.data.length) * BLOCK_SUM_BYTES;
+        if (at + n > sums.length) throw new ProtocolError('chunks/sums answer ended early');
+        const { record } = encodeDelta(algorithm, c.id.digest, c.base.digest, c.shift, c.data, sums.subarray(at, at + n));
+        at += n;
+        if (record.length > c.data.length * DELTA_WORTH_RATIO) whole.push(c);
+        else {
+          records.push(record);
+          sent.push(c);
+          saved += c.data.length - record.length;
+        }
+      }
+      if (at !== sums.length) throw new ProtocolError('chunks/sums answer is longer than asked');
+      if (records.length === 0) continue;
+      try {
+        const res = await this.request({ method: 'POST', path: `/v1/chunks/delta?algorithm=${algorithm}`, body: Buffer.concat(records), signal });
+        await res.body.dump();
+        this.deltaChunks += sent.length;
+        this.deltaSavedBytes += saved;
+      } catch (err) {
+        if (!(err instanceof XferError) || err.code === 'XFER_PROTOCOL' || err.code === 'XFER_ABORTED') throw err;
+        whole.push(...sent); // those already stored are reported present, not stored twice
+      }
+    }
+    for (const c of whole) this.queueWhole(c.id, c.data, signal);
+    this.sendAll(signal);
   }
 
   private throwUploadFailure(): void {
@@ -190,6 +327,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
   private sendAll(signal?: AbortSignal): void {
     if (this.putTimer) clearImmediate(this.putTimer);
     this.putTimer = undefined;
+    this.sendDeltas(signal);
     for (const algorithm of [...this.batches.keys()]) this.sendBatch(algorithm, signal);
   }
 

@@ -11,6 +11,12 @@ export interface PutOptions extends OpOptions {
    * (network, another process) is re-hashed by the store.
    */
   readonly trusted?: boolean;
+  /**
+   * Where the chunk lies in what is being pushed: entry path ('' for a single file) and
+   * byte offset. A store that knows the target's previous version may send the chunk as a
+   * delta against the old chunk at that place (HttpStore); others ignore it.
+   */
+  readonly placement?: { readonly path: string; readonly offset: number };
 }
 
 export interface GetOptions extends OpOptions {

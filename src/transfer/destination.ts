@@ -11,6 +11,11 @@ export interface PushDestination {
   /** A human-readable name of the target, for messages. */
   readonly description: string;
   begin(kind: ManifestKind, options?: OpOptions): Promise<PushSession>;
+  /**
+   * Destinations that send changed chunks as deltas (HttpDestination): how many went so,
+   * and how many chunk bytes did not travel thanks to them.
+   */
+  deltaStats?(): { chunks: number; savedBytes: number };
   close(): Promise<void>;
 }
 

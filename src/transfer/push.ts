@@ -35,13 +35,18 @@ export interface PushProgress {
   readonly chunksSent: number;
 }
 
-/** The final figures of a push; `bytesSent`/`chunksSent` count chunks newly stored. */
+/**
+ * The final figures of a push. `chunksSent` counts chunks newly stored; `bytesSent` the
+ * chunk bytes that travelled for them: their size, less what delta uploads did not have to
+ * send (`chunksDelta` of them went as deltas).
+ */
 export interface PushResult {
   readonly kind: ManifestKind;
   readonly bytesTotal: number;
   readonly bytesSent: number;
   readonly chunksTotal: number;
   readonly chunksSent: number;
+  readonly chunksDelta: number;
   readonly chunksReused: number;
   readonly seconds: number;
   readonly digest: string;
@@ -117,7 +122,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
         throwIfAborted(signal);
         // The batch's buffer is reused once its last put and the target write are done.
         const lease = new Lease(() => batch.release());
-        await Promise.all([sender.send(batch, lease), sink?.write(batch.data, batch.offset)]);
+        await Promise.all([sender.send(batch, lease, meta.path), sink?.write(batch.data, batch.offset)]);
         lease.drop();
         await writer!.addChunks(records(batch));
       }
@@ -178,12 +183,14 @@ export async function push(source: PushSource, destination: PushDestination, opt
     writer = undefined;
     await session.commit(manifestPath, header, { signal });
     const s = sender.stats();
+    const delta = destination.deltaStats?.() ?? { chunks: 0, savedBytes: 0 };
     return {
       kind,
       bytesTotal: header.totalBytes,
-      bytesSent: s.bytesSent,
+      bytesSent: s.bytesSent - delta.savedBytes,
       chunksTotal: header.chunkCount,
       chunksSent: s.chunksSent,
+      chunksDelta: delta.chunks,
       chunksReused: header.chunkCount - s.chunksSent,
       seconds: (performance.now() - started) / 1000,
       digest: digestToHex(header.digest),
@@ -221,6 +228,8 @@ function records(batch: ChunkBatch): ChunkRecord[] {
 interface Queued {
   readonly batch: ChunkBatch;
   readonly lease: Lease;
+  /** The entry the batch belongs to, for put placements. */
+  readonly path: string;
   readonly ids: ChunkId[];
   /** Index in the batch of each id. */
   readonly index: number[];
@@ -257,7 +266,7 @@ class ChunkSender {
   }
 
   /** Queues `batch`'s chunks not seen before; the puts of missing ones hold `lease` until done. */
-  async send(batch: ChunkBatch, lease: Lease): Promise<void> {
+  async send(batch: ChunkBatch, lease: Lease, path: string): Promise<void> {
     if (this.failure) throw this.failure.error;
     const ids: ChunkId[] = [];
     const index: number[] = [];
@@ -271,7 +280,7 @@ class ChunkSender {
     }
     if (ids.length > 0) {
       lease.take();
-      this.queue.push({ batch, lease, ids, index });
+      this.queue.push({ batch, lease, path, ids, index });
       this.queuedBytes += batch.data.length;
       this.startQuerying();
       if (this.queuedBytes >= QUEUED_BATCH_BYTES) await this.querying;
@@ -348,7 +357,8 @@ class ChunkSender {
       q.lease.take();
       await this.window.run(len, async () => {
         try {
-          const wrote = await this.destination.chunks.put(q.ids[j]!, data, { signal, trusted: true });
+          const placement = { path: q.path, offset: batch.offset + offsets[i]! };
+          const wrote = await this.destination.chunks.put(q.ids[j]!, data, { signal, trusted: true, placement });
           if (wrote) {
             this.bytesSent += len;
             this.chunksSent++;
