@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { ChunkId } from '../src/core/ids.js';
+import { digestOf } from '../src/hash/digest.js';
 import { LocalStore } from '../src/store/local.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { isOneLineError, runCli, sha256File, writeRandomFile } from './helpers/cli.js';
@@ -157,6 +158,35 @@ describe('xfer push / pull / verify to a local directory', () => {
     assert.ok(r2.bytesReceived > 0 && r2.bytesReceived <= 256 * 1024, `received ${r2.bytesReceived}`);
     assert.equal(r2.bytesReceived + r2.bytesReused, data.length);
     assert.ok((await readFile(dest)).equals(data));
+  });
+
+  it('a damaged chunk in the middle of a tree fails its pull cleanly while other files are in flight', async () => {
+    const tree = join(dir, 'many');
+    await mkdir(tree, { recursive: true });
+    const files = Array.from({ length: 60 }, (_, i) => pseudoRandom(3000 + i * 500, 300 + i));
+    for (const [i, f] of files.entries()) await writeFile(join(tree, `f${String(i).padStart(2, '0')}.bin`), f);
+    const backup = join(dir, 'backup-many');
+    const p = await runCli(['push', tree, `${backup}/`]);
+    assert.equal(p.code, 0, p.stderr);
+    // Damage the chunk of the 31st file (each file is one chunk).
+    const victim = digestOf('blake3', files[30]!);
+    const store = await LocalStore.open(join(backup, '.xfer'), { create: false });
+    const loc = (await store.chunkLocation({ algorithm: 'blake3', digest: victim }))!;
+    await store.close();
+    const fh = await open(loc.file, 'r+');
+    await fh.write(Buffer.from([0x55]), 0, 1, loc.offset + 7);
+    await fh.close();
+    const outParent = join(dir, 'many-out');
+    await mkdir(outParent);
+    const q = await runCli(['pull', join(backup, 'many'), join(outParent, 'copy')]);
+    assert.equal(q.code, 7, q.stderr);
+    assert.ok(isOneLineError(q.stderr), q.stderr);
+    assert.match(q.stderr, new RegExp(`chunk ${victim.toString('hex')} is corrupt`));
+    // No destination; only the partial a pull keeps for resuming.
+    assert.deepEqual(await readdir(outParent), ['.xfer-copy.partial']);
+    const again = await runCli(['pull', join(backup, 'many'), join(outParent, 'copy')]);
+    assert.equal(again.code, 7, again.stderr);
+    assert.deepEqual(await readdir(outParent), ['.xfer-copy.partial']);
   });
 
   it('a flipped byte in a stored chunk is detected by pull and by verify', async () => {

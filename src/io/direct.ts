@@ -175,3 +175,111 @@ export class DirectBlockWriter {
     this.free.push(block.buf);
   }
 }
+
+/** Windows a DirectRangeReader keeps (the one being read, the next, and a few behind). */
+const RANGE_READER_WINDOWS = 6;
+
+interface RangeWindow {
+  readonly buf: Buffer;
+  /** Resolves to the bytes read (fewer than the window at the end of the file). */
+  readonly data: Promise<Buffer>;
+  /** Reads copying out of it right now; an evicted window is reused only at zero. */
+  users: number;
+  evicted: boolean;
+}
+
+/**
+ * Positional reads of a file that is mostly read in order (an old version of a target,
+ * compared chunk by chunk with the new one): reads DIRECT_BLOCK_BYTES windows with O_DIRECT
+ * where possible (a file written with O_DIRECT is not in the page cache, and cold reads run
+ * 3x faster direct), starts reading the next window as soon as one is used, and copies the
+ * asked-for bytes out. Window buffers are recycled: allocating a fresh one per window cost
+ * ~1 s of allocation and GC per 2 GiB compared. Out-of-order reads work too, at the cost
+ * of a window each.
+ */
+export class DirectRangeReader {
+  private readonly windows = new Map<number, RangeWindow>();
+  private readonly free: Buffer[] = [];
+
+  private constructor(
+    private readonly fh: FileHandle,
+    private readonly direct: boolean,
+    readonly size: number,
+  ) {}
+
+  /** Opens `path` (a regular file; its size is taken now). Errors are thrown as they are. */
+  static async open(path: string, size: number): Promise<DirectRangeReader> {
+    const direct = await openDirect(path, 'r');
+    return new DirectRangeReader(direct ?? (await open(path, 'r')), direct !== undefined, size);
+  }
+
+  /** Up to `length` bytes at `position` (fewer at the end of the file), in a new Buffer. */
+  async read(length: number, position: number): Promise<Buffer> {
+    const end = Math.min(this.size, position + length);
+    if (end <= position) return Buffer.alloc(0);
+    const out = Buffer.allocUnsafe(end - position);
+    const first = Math.floor(position / DIRECT_BLOCK_BYTES);
+    const last = Math.floor((end - 1) / DIRECT_BLOCK_BYTES);
+    if (last + 1 < Math.ceil(this.size / DIRECT_BLOCK_BYTES)) this.window(last + 1); // read ahead
+    for (let w = first; w <= last; w++) {
+      const win = this.window(w);
+      win.users++;
+      try {
+        const data = await win.data;
+        const from = Math.max(position, w * DIRECT_BLOCK_BYTES);
+        const to = Math.min(end, (w + 1) * DIRECT_BLOCK_BYTES);
+        if (data.length < to - w * DIRECT_BLOCK_BYTES) return out.subarray(0, from - position); // the file shrank
+        data.copy(out, from - position, from - w * DIRECT_BLOCK_BYTES, to - w * DIRECT_BLOCK_BYTES);
+      } finally {
+        win.users--;
+        this.recycle(win);
+      }
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([...this.windows.values()].map((w) => w.data));
+    this.windows.clear();
+    this.free.length = 0;
+    await this.fh.close().catch(() => {});
+  }
+
+  private window(w: number): RangeWindow {
+    const known = this.windows.get(w);
+    if (known) return known;
+    const buf = this.free.pop() ?? (this.direct ? alignedBuffer(DIRECT_BLOCK_BYTES) : Buffer.allocUnsafe(DIRECT_BLOCK_BYTES));
+    const data = (async () => {
+      let got = 0;
+      while (got < DIRECT_BLOCK_BYTES) {
+        const { bytesRead } = await this.fh.read(buf, got, DIRECT_BLOCK_BYTES - got, w * DIRECT_BLOCK_BYTES + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      return buf.subarray(0, got);
+    })();
+    data.catch(() => {}); // the reader that needs it sees the error
+    const win: RangeWindow = { buf, data, users: 0, evicted: false };
+    this.windows.set(w, win);
+    for (const [k, old] of this.windows) {
+      if (this.windows.size <= RANGE_READER_WINDOWS) break;
+      if (k === w) continue;
+      this.windows.delete(k);
+      old.evicted = true;
+      this.recycle(old);
+    }
+    return win;
+  }
+
+  /** An evicted window's buffer goes back to the free list once its read is done and nobody copies from it. */
+  private recycle(win: RangeWindow): void {
+    if (!win.evicted || win.users > 0) return;
+    win.evicted = false; // recycled once
+    void win.data.then(
+      () => {
+        if (win.users === 0) this.free.push(win.buf);
+      },
+      () => {},
+    );
+  }
+}

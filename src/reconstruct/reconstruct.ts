@@ -6,7 +6,7 @@ import type { ChunkId, DigestAlgorithm } from '../core/ids.js';
 import { digestToHex } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import { createHasher, digestOf, type Hasher } from '../hash/digest.js';
-import { readSequential } from '../io/direct.js';
+import { DirectRangeReader, readSequential } from '../io/direct.js';
 import type { ManifestReader } from '../manifest/reader.js';
 import type { ChunkRecord, EntryMeta, ManifestKind } from '../manifest/types.js';
 import type { ScanPool } from '../scan/pool.js';
@@ -31,6 +31,12 @@ export interface ReconstructOptions {
    * (default true). The server, which rebuilds from its own store, turns this off.
    */
   readonly resumable?: boolean;
+  /**
+   * The whole-content digest the existing target is known to have, if the caller knows it
+   * (the server: the manifest it last committed there). When it differs from the manifest's,
+   * the target is not read through to check whether it is unchanged.
+   */
+  readonly targetDigest?: Uint8Array;
   /** Runs after everything is written and verified, just before the target is swapped in. */
   readonly beforeCommit?: () => Promise<void>;
   readonly onProgress?: (p: PullProgress) => void;
@@ -56,6 +62,8 @@ export interface PullResult {
 /** Chunks being fetched at once: enough to keep several batched fetch requests in flight. */
 export const DEFAULT_FETCH_CONCURRENCY = 256;
 export const MAX_FETCH_INFLIGHT_BYTES = 96 * MiB;
+/** Files being verified and closed while later files are rebuilt. */
+export const FILES_IN_FLIGHT = 16;
 
 /**
  * Rebuilds a manifest's file or tree at `target` from a chunk store, reusing chunks found in
@@ -69,7 +77,11 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   const { signal, pool } = options;
   const header = reader.header;
   const algorithm = header.digestAlgorithm;
-  if (header.kind === 'file' && (await fileHasDigest(target, header.totalBytes, algorithm, header.digest, signal))) {
+  // Reading a large target whole to learn it is unchanged costs as much as rebuilding it: the
+  // server, which knows the digest its target has (its stored manifest's), skips that when
+  // the digests differ.
+  const maybeUnchanged = options.targetDigest === undefined || Buffer.compare(options.targetDigest, header.digest) === 0;
+  if (header.kind === 'file' && maybeUnchanged && (await fileHasDigest(target, header.totalBytes, algorithm, header.digest, signal))) {
     return keepUnchanged(reader, target, options, started);
   }
   const staging = await Staging.create(target, header.kind, { signal, resumable: options.resumable ?? true });
@@ -82,6 +94,15 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   let bytesDone = 0;
   const progress = () => options.onProgress?.({ bytesTotal: header.totalBytes, bytesDone, bytesReceived, bytesReused });
 
+  // Files are pipelined: a file's chunks are fetched while earlier files are still being
+  // verified and closed (FILES_IN_FLIGHT at once), and the next file is opened without
+  // waiting for them. One at a time, trees of thousands of small files spent most of
+  // their time waiting on per-file opens, fstats and closes (a server rebuilt 15,287 files
+  // in 12.7 s, idle three quarters of it).
+  const finishes = new Window(FILES_IN_FLIGHT, Infinity);
+  // Without a target (a first copy) no file of it can be reused: skip a stat per file.
+  const targetExists = await stat(target).then(() => true, () => false);
+  const open = new Set<OpenFile>();
   let file: OpenFile | undefined;
   try {
     for await (const ev of reader.events()) {
@@ -92,22 +113,28 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
         else if (meta.type === 'symlink') await staging.symlink(meta);
         else {
           const existing = meta.path === '' ? target : join(target, ...meta.path.split('/'));
-          const staged = await staging.openFile(meta);
-          // In place first (an interrupted run's partial, then the existing file at the same
-          // offsets: cheap, and enough for overwrites); the existing file is chunked as a
-          // content-defined seed only when a chunk is not found in place (insertions).
-          const inPlace = [
-            await InPlace.open(staging.previousPathOf(meta.path), staged, algorithm),
-            await InPlace.open(existing, staged, algorithm),
-          ].filter((x): x is InPlace => x !== undefined);
-          const indexExisting = pool && options.reuseTarget !== false
+          // Opened without waiting: the chunk jobs and the finish wait for it, the next
+          // entries need not.
+          const ready = (async () => {
+            const staged = await staging.openFile(meta);
+            // In place first (an interrupted run's partial, then the existing file at the
+            // same offsets: cheap, and enough for overwrites); the existing file is chunked
+            // as a content-defined seed only when a chunk is not found in place (insertions).
+            const inPlace = [
+              await InPlace.open(staging.previousPathOf(meta.path), staged, algorithm),
+              targetExists ? await InPlace.open(existing, staged, algorithm) : undefined,
+            ].filter((x): x is InPlace => x !== undefined);
+            return { staged, inPlace };
+          })();
+          const indexExisting = pool && options.reuseTarget !== false && targetExists
             ? async () => {
                 const local = new SeedIndex(header.chunker, algorithm);
                 await local.add(existing, pool, signal);
                 return local;
               }
             : undefined;
-          file = new OpenFile(meta, staged, createHasher(algorithm), globalSeeds, indexExisting, inPlace);
+          file = new OpenFile(meta, existing, ready, createHasher(algorithm), globalSeeds, indexExisting);
+          open.add(file);
         }
       } else if (ev.kind === 'chunks') {
         const f = file!;
@@ -116,54 +143,69 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
           const offset = f.offset;
           f.offset += rec.length;
           const id: ChunkId = { algorithm, digest: rec.digest };
+          f.started();
           await window.run(rec.length, async () => {
-            // 1. already in place (an interrupted run), 2. a local seed, 3. the store.
-            let data: Buffer | undefined;
-            let inPlace = false;
-            for (const p of f.inPlace) {
-              data = await p.match(rec, offset);
-              if (data) {
-                inPlace = p.isTarget;
-                break;
+            try {
+              const { staged, inPlace: places } = await f.ready;
+              // 1. already in place (an interrupted run), 2. a local seed, 3. the store.
+              let data: Buffer | undefined;
+              let inPlace = false;
+              for (const p of places) {
+                data = await p.match(rec, offset);
+                if (data) {
+                  inPlace = p.isTarget;
+                  break;
+                }
               }
+              if (!data) data = await f.fromSeed(rec);
+              if (data) bytesReused += rec.length;
+              else {
+                // 3. the store, once per distinct chunk (repeats come from RecentChunks)
+                const got = await recent.get(rec.digest, () => store.get(id, { signal }));
+                data = got.data;
+                if (data.length !== rec.length) throw new VerifyFailedError(`chunk ${digestToHex(rec.digest)} has ${data.length} bytes, manifest says ${rec.length}`);
+                if (got.fetched) bytesReceived += rec.length;
+                else bytesReused += rec.length;
+              }
+              await staged.write(data, offset, inPlace);
+              f.completed(seq, data);
+              bytesDone += rec.length;
+              progress();
+            } finally {
+              f.settled();
             }
-            if (!data) data = await f.fromSeed(rec);
-            if (data) bytesReused += rec.length;
-            else {
-              // 3. the store, once per distinct chunk (repeats come from RecentChunks)
-              const got = await recent.get(rec.digest, () => store.get(id, { signal }));
-              data = got.data;
-              if (data.length !== rec.length) throw new VerifyFailedError(`chunk ${digestToHex(rec.digest)} has ${data.length} bytes, manifest says ${rec.length}`);
-              if (got.fetched) bytesReceived += rec.length;
-              else bytesReused += rec.length;
-            }
-            await f.staged.write(data, offset, inPlace);
-            f.completed(seq, data);
-            bytesDone += rec.length;
-            progress();
           });
         }
       } else {
         const f = file!;
         file = undefined;
-        await window.drain();
-        const digest = f.hasher.digest();
-        if (!digest.equals(ev.digest)) {
-          throw new VerifyFailedError(`${f.describe()}: content digest ${digest.toString('hex')} does not match the manifest's ${digestToHex(ev.digest)}`);
-        }
-        if (f.offset !== ev.size) throw new VerifyFailedError(`${f.describe()}: ${f.offset} bytes written, manifest says ${ev.size}`);
-        await f.staged.finish(ev.size);
-        await f.closeSeeds();
+        const end = ev;
+        await finishes.run(0, async () => {
+          const { staged } = await f.ready;
+          await f.idle();
+          // A chunk job of this file failed: the window reports it; only close here.
+          if (f.nextSeq !== f.hashedCount()) return;
+          const digest = f.hasher.digest();
+          if (!digest.equals(end.digest)) {
+            throw new VerifyFailedError(`${f.describe()}: content digest ${digest.toString('hex')} does not match the manifest's ${digestToHex(end.digest)}`);
+          }
+          if (f.offset !== end.size) throw new VerifyFailedError(`${f.describe()}: ${f.offset} bytes written, manifest says ${end.size}`);
+          await staged.finish(end.size);
+          open.delete(f);
+          await f.closeSeeds();
+        });
       }
     }
     await window.drain();
+    await finishes.drain();
     await options.beforeCommit?.();
     await staging.commit({ signal });
   } catch (err) {
     await window.drain().catch(() => {});
-    if (file) {
-      await file.staged.close();
-      await file.closeSeeds();
+    await finishes.drain().catch(() => {});
+    for (const f of open) {
+      await f.ready.then(({ staged }) => staged.close(), () => {});
+      await f.closeSeeds();
     }
     await staging.abort();
     throw err;
@@ -243,21 +285,28 @@ class OpenFile {
   offset = 0;
   private hashedSeq = 0;
   private readonly done = new Map<number, Uint8Array>();
+  /** Chunk jobs started and not yet settled, and who waits for them all. */
+  private running = 0;
+  private onIdle: (() => void) | undefined;
 
   constructor(
     private readonly meta: EntryMeta,
-    readonly staged: StagedFile,
+    /** Where the file goes, for messages. */
+    private readonly target: string,
+    /** The staged file once open, and the in-place sources found for it. */
+    readonly ready: Promise<{ readonly staged: StagedFile; readonly inPlace: readonly InPlace[] }>,
     readonly hasher: Hasher,
     private readonly seeds: SeedIndex,
     private readonly indexExisting: (() => Promise<SeedIndex>) | undefined,
-    readonly inPlace: readonly InPlace[],
-  ) {}
+  ) {
+    ready.catch(() => {}); // awaited by the chunk jobs and the finish, which report it
+  }
 
   /** The existing file chunked as a seed, built at most once, on the first miss in place. */
   private existing: Promise<SeedIndex> | undefined;
 
   describe(): string {
-    return this.meta.path === '' ? this.staged.path : this.meta.path;
+    return this.meta.path === '' ? this.target : this.meta.path;
   }
 
   async fromSeed(rec: ChunkRecord): Promise<Buffer | undefined> {
@@ -269,6 +318,26 @@ class OpenFile {
     this.existing ??= this.indexExisting();
     const local = await this.existing;
     return local.has(rec.digest) ? local.read(rec.digest) : undefined;
+  }
+
+  started(): void {
+    this.running++;
+  }
+
+  /** A chunk job ended, done or failed. */
+  settled(): void {
+    if (--this.running === 0) this.onIdle?.();
+  }
+
+  /** Resolves once every chunk job started so far has settled. */
+  idle(): Promise<void> {
+    if (this.running === 0) return Promise.resolve();
+    return new Promise((resolve) => (this.onIdle = resolve));
+  }
+
+  /** Chunks hashed into the whole-file digest so far (all of them once the file is complete). */
+  hashedCount(): number {
+    return this.hashedSeq;
   }
 
   completed(seq: number, data: Uint8Array): void {
@@ -288,7 +357,8 @@ class OpenFile {
   /** Closes this file's own sources; the global seeds are shared and closed by reconstruct. */
   async closeSeeds(): Promise<void> {
     if (this.existing) await (await this.existing.catch(() => undefined))?.close();
-    for (const p of this.inPlace) await p.close();
+    const places = await this.ready.then((r) => r.inPlace, () => []);
+    for (const p of places) await p.close();
   }
 }
 
@@ -312,24 +382,17 @@ class InPlace {
       const size = await staged.size();
       return size > 0 ? new InPlace(true, size, (l, p) => staged.readAt(l, p), algorithm, async () => {}) : undefined;
     }
-    let fh: FileHandle;
+    const st = await stat(path).catch(() => undefined);
+    if (!st?.isFile() || st.size === 0) return undefined;
+    // Compared in order, chunk by chunk: read in big O_DIRECT windows (an old target was
+    // written with O_DIRECT, so it is not in the page cache).
+    let reader: DirectRangeReader;
     try {
-      fh = await open(path, 'r');
+      reader = await DirectRangeReader.open(path, st.size);
     } catch {
       return undefined;
     }
-    const st = await fh.stat().catch(() => undefined);
-    if (!st?.isFile() || st.size === 0) {
-      await fh.close().catch(() => {});
-      return undefined;
-    }
-    const size = st.size;
-    const read = async (length: number, position: number) => {
-      const buf = Buffer.allocUnsafe(length);
-      const { bytesRead } = await fh.read(buf, 0, length, position);
-      return buf.subarray(0, bytesRead);
-    };
-    return new InPlace(false, size, read, algorithm, () => fh.close());
+    return new InPlace(false, st.size, (l, p) => reader.read(l, p), algorithm, () => reader.close());
   }
 
   /** The chunk's bytes if they are at `offset`; undefined if not there or unreadable. */

@@ -142,7 +142,8 @@ export class Staging {
       }
     }
     const deferSync = this.kind === 'tree' ? (path: string) => void this.unsynced.push(path) : undefined;
-    const f = new StagedFile(fh, p, meta, direct, () => this.open.delete(f), deferSync);
+    const resumed = this.resumable && this.kind === 'file';
+    const f = new StagedFile(fh, p, meta, direct, () => this.open.delete(f), deferSync, resumed);
     this.open.add(f);
     return f;
   }
@@ -217,7 +218,11 @@ export class StagedFile {
   /** When set, finish() does not fsync but hands the path over (see Staging.unsynced). */
   private readonly deferSync: ((path: string) => void) | undefined;
 
-  constructor(fh: FileHandle, path: string, meta: EntryMeta, direct: DirectBlockWriter | undefined, onClose: () => void, deferSync?: (path: string) => void) {
+  /** Opened over what an interrupted run left (may hold bytes beyond the new size). */
+  private readonly resumed: boolean;
+
+  constructor(fh: FileHandle, path: string, meta: EntryMeta, direct: DirectBlockWriter | undefined, onClose: () => void, deferSync?: (path: string) => void, resumed = true) {
+    this.resumed = resumed;
     this.fh = fh;
     this.path = path;
     this.meta = meta;
@@ -254,11 +259,13 @@ export class StagedFile {
   /** Sets the final size, mode and mtime, fsyncs (or defers that to the tree's commit) and closes. */
   async finish(size: number): Promise<void> {
     try {
-      await this.direct?.finish();
-      const st = await this.fh.stat();
-      // Every byte below `size` was written or verified in place; a resumed partial of an
-      // older, longer version may have bytes beyond it.
-      if (st.size !== size) await this.fh.truncate(size);
+      // Every byte below `size` was written or verified in place. A direct writer pads its
+      // last block; a resumed partial of an older, longer version may have bytes beyond it;
+      // a fresh buffered file is exactly `size` (no fstat per file for those).
+      if (this.direct) {
+        await this.direct.finish();
+        await this.fh.truncate(size);
+      } else if (this.resumed && (await this.fh.stat()).size !== size) await this.fh.truncate(size);
       await this.fh.chmod(this.meta.mode);
       await this.fh.utimes(this.meta.mtimeMs / 1000, this.meta.mtimeMs / 1000);
       if (this.deferSync) this.deferSync(this.path);

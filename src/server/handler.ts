@@ -265,12 +265,14 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         // pending chunks just as well; the manifest is stored, and the target swapped in,
         // only once both are done.
         const reader = await openManifestFile(file, { signal: ctx.signal });
+        const targetDigest = await committedDigest(name);
         const flushed = ctx.store.flush({ signal: ctx.signal });
         try {
           return await reconstruct(reader, ctx.store, join(ctx.filesDir, ...name.split('/')), {
             signal: ctx.signal,
             reuseTarget: false,
             resumable: false,
+            targetDigest,
             beforeCommit: async () => {
               await flushed;
               await ctx.store.putManifest(name, createReadStream(file), { signal: ctx.signal });
@@ -289,6 +291,22 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       }
     } finally {
       await rm(tmp, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * The digest of what is committed under `name` (its stored manifest's header), or
+   * undefined if nothing is: what the rebuild may assume the target holds.
+   */
+  async function committedDigest(name: string): Promise<Uint8Array | undefined> {
+    try {
+      const previous = await openManifest(await ctx.store.getManifest(name, { signal: ctx.signal }), { signal: ctx.signal });
+      const digest = previous.header.digest;
+      await previous.close();
+      return digest;
+    } catch (err) {
+      if (isXferError(err, 'XFER_ABORTED')) throw err;
+      return undefined;
     }
   }
 
