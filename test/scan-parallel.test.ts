@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -8,7 +8,7 @@ import { createChunker } from '../src/chunker/index.js';
 import type { ChunkerSpec } from '../src/core/ids.js';
 import { digestOf } from '../src/hash/digest.js';
 import { ScanPool } from '../src/scan/pool.js';
-import { chunkDigest, scanFile, StreamScan, type ChunkBatch } from '../src/scan/scanner.js';
+import { chunkDigest, FileScan, scanFile, StreamScan, type ChunkBatch } from '../src/scan/scanner.js';
 import { generate, pseudoRandom } from './helpers/gen.js';
 import { cutAll } from './helpers/chunks.js';
 
@@ -119,6 +119,38 @@ describe('parallel segment scanning gives exactly the boundaries of one sequenti
       const lengths = cutAll(createChunker(SMALL), data);
       assert.deepEqual(got.lengths, lengths, `size ${size}`);
       assert.equal(Buffer.from(scan.result.digest).toString('hex'), digestOf('sha256', data).toString('hex'));
+    }
+  });
+
+  it('many small files scanned at once (grouped into shared worker tasks) each get their own chunks', async () => {
+    const files = Array.from({ length: 150 }, (_, i) => pseudoRandom(100 + i * 997, 500 + i));
+    const paths = files.map((_, i) => join(dir, `small-${i}.bin`));
+    await Promise.all(files.map((f, i) => writeFile(paths[i]!, f)));
+    const scans = await Promise.all(paths.map((p) => scanFile(p, pool, { chunker: SMALL, digestAlgorithm: 'blake3' })));
+    const results = await Promise.all(scans.map((s, i) => collect(s.batches(), files[i]!)));
+    results.forEach((got, i) => {
+      const expected = sequential(SMALL, files[i]!);
+      assert.deepEqual(got.lengths, expected.lengths, `file ${i}`);
+      assert.deepEqual(got.digests, expected.digests, `file ${i}`);
+      assert.ok(Buffer.from(scans[i]!.result.digest).equals(digestOf('blake3', files[i]!)));
+    });
+  });
+
+  it('a file that changed after its scan began is refused, small (checked in the worker) or large', async () => {
+    for (const [name, size] of [['small', 5000], ['large', 400_000]] as const) {
+      const path = join(dir, `changing-${name}.bin`);
+      const data = pseudoRandom(size, 9);
+      await writeFile(path, data);
+      const before = await stat(path);
+      // Same size, new mtime, between the stat that began the scan and the reads: what an
+      // editor saving in place leaves.
+      await utimes(path, new Date(), new Date(before.mtimeMs + 5000));
+      const scan = new FileScan(path, before.size, before.mtimeMs, pool, { chunker: SMALL, digestAlgorithm: 'blake3', segmentBytes: 64 * 1024 });
+      await assert.rejects(collect(scan.batches(), data), (err: Error) => {
+        assert.equal((err as { code?: string }).code, 'XFER_SOURCE_CHANGED', `${name}: ${err.message}`);
+        assert.match(err.message, /changed while it was being read/);
+        return true;
+      });
     }
   });
 

@@ -193,6 +193,8 @@ export class FileScan {
           implementation: this.options.implementation ?? 'auto',
           digestAlgorithm: this.options.digestAlgorithm,
           wholeFile: this.segmentCount === 1,
+          // One segment: the worker checks, with the file still open, that it did not change.
+          ...(this.segmentCount === 1 ? { expectMtimeMs: this.mtimeMs } : {}),
         },
         this.options.signal,
         Math.min(this.size, end + maxChunkBytes(this.options.chunker)) - start,
@@ -229,7 +231,7 @@ export class FileScan {
       if (batch) yield batch;
     }
     if (stitcher.pos !== this.size) throw new XferError('XFER_INTERNAL', `${this.path}: scan ended at ${stitcher.pos} of ${this.size} bytes`);
-    await this.checkUnchanged();
+    if (this.segmentCount > 1) await this.checkUnchanged();
     this.outcome = { size: this.size, chunkCount: stitcher.chunkCount, digest: hasher ? hasher.digest() : fileDigest! };
   }
 

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import type { Chunker } from '../chunker/chunker.js';
 import { createChunker } from '../chunker/index.js';
 import { fromSystemError, SourceChangedError } from '../core/errors.js';
@@ -27,6 +27,11 @@ export interface FileSegmentTask extends SegmentTaskBase {
   readonly fileSize: number;
   /** The task covers the whole file: also return the whole-file digest. */
   readonly wholeFile: boolean;
+  /**
+   * The file's mtime when its scan began: after reading, the worker checks (fstat of the
+   * still-open file) that size and mtime are unchanged, else SourceChangedError.
+   */
+  readonly expectMtimeMs?: number;
   /** A recycled buffer to read into (transferred with the task), if large enough. */
   readonly buffer?: ArrayBuffer;
 }
@@ -260,7 +265,14 @@ function readSegment(task: FileSegmentTask, need: number): Uint8Array {
   }
   try {
     readFully(fd, data, task.start, task.path);
+    if (task.expectMtimeMs !== undefined) {
+      const st = fstatSync(fd);
+      if (st.size !== task.fileSize || Math.trunc(st.mtimeMs) !== Math.trunc(task.expectMtimeMs)) {
+        throw new SourceChangedError(`${task.path}: file changed while it was being read; run again`);
+      }
+    }
   } catch (err) {
+    if (err instanceof SourceChangedError) throw err;
     throw fromSystemError(err, task.path, 'read');
   } finally {
     closeSync(fd);

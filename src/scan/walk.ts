@@ -29,6 +29,9 @@ function metaOf(st: Stats, path: string, type: EntryMeta['type'], linkTarget?: s
   };
 }
 
+/** lstat calls in flight ahead of the walk's position in a directory. */
+const STAT_AHEAD = 32;
+
 const byteOrder = (a: Dirent, b: Dirent): number => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name));
 
 /**
@@ -46,13 +49,26 @@ export async function* walkTree(root: string, options: { signal?: AbortSignal; o
       throw fromSystemError(err, dirAbs, 'read directory');
     }
     names.sort(byteOrder);
-    for (const d of names) {
+    // lstat runs up to STAT_AHEAD entries ahead of the one yielded: one at a time, a tree of
+    // many small files waited a thread-pool round trip per entry.
+    const stats: (Promise<Stats> | undefined)[] = new Array(names.length);
+    const statFrom = (i: number): void => {
+      for (let k = i; k < Math.min(names.length, i + STAT_AHEAD); k++) {
+        if (stats[k]) continue;
+        const p = lstat(join(dirAbs, names[k]!.name));
+        p.catch(() => {}); // awaited in order below
+        stats[k] = p;
+      }
+    };
+    for (const [i, d] of names.entries()) {
       const abs = join(dirAbs, d.name);
       const rel = dirRel ? `${dirRel}/${d.name}` : d.name;
       if (d.name.includes('\\')) throw new InvalidArgumentError(`${abs}: names containing a backslash are not supported`);
+      statFrom(i);
       let st: Stats;
       try {
-        st = await lstat(abs);
+        st = await stats[i]!;
+        stats[i] = undefined;
       } catch (err) {
         throw fromSystemError(err, abs, 'stat');
       }

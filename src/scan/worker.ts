@@ -1,5 +1,5 @@
 import { Piscina } from 'piscina';
-import { scanSegment, type SegmentResult, type SegmentTask } from './segment.js';
+import { scanSegment, type FileSegmentTask, type SegmentResult, type SegmentTask } from './segment.js';
 
 /** What crosses back from a worker: a result, or an error reduced to its code and message. */
 export type WorkerReply =
@@ -11,23 +11,33 @@ export type WorkerReply =
  * (transferred, not cloned). Errors are returned as { code, message } because structured
  * cloning drops an Error's `code`; pool.ts turns them back into XferErrors.
  */
-export default function run(task: SegmentTask): unknown {
-  let result: SegmentResult;
+/** Several small whole files in one message (ScanPool.runGrouped); answered by one reply each, in order. */
+export interface FilesTask {
+  readonly kind: 'files';
+  readonly tasks: readonly FileSegmentTask[];
+}
+
+function scanOne(task: SegmentTask): WorkerReply {
   try {
-    result = scanSegment(task);
+    return { ok: true, result: scanSegment(task) };
   } catch (err) {
     const e = err as { code?: unknown; message?: unknown };
-    const reply: WorkerReply = {
+    return {
       ok: false,
       code: typeof e?.code === 'string' ? e.code : 'XFER_INTERNAL',
       message: typeof e?.message === 'string' ? e.message : String(err),
     };
-    return reply;
   }
-  const reply: WorkerReply = { ok: true, result };
-  const buffers = new Set<ArrayBuffer>([
-    result.lengths.buffer as ArrayBuffer, result.digests.buffer as ArrayBuffer, result.data.buffer as ArrayBuffer,
-  ]);
+}
+
+export default function run(task: SegmentTask | FilesTask): unknown {
+  const replies = task.kind === 'files' ? task.tasks.map(scanOne) : [scanOne(task)];
+  const buffers = new Set<ArrayBuffer>();
+  for (const r of replies) {
+    if (!r.ok) continue;
+    for (const b of [r.result.lengths.buffer, r.result.digests.buffer, r.result.data.buffer]) buffers.add(b as ArrayBuffer);
+  }
+  const reply = task.kind === 'files' ? replies : replies[0]!;
   const movable = {
     get [Piscina.transferableSymbol]() {
       return [...buffers];
