@@ -3,9 +3,8 @@ import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, st
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import type { ChunkId } from '../src/core/ids.js';
 import { digestOf } from '../src/hash/digest.js';
-import { LocalStore } from '../src/store/local.js';
+import { damageStoredChunk, storedChunks } from './helpers/damage.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { isOneLineError, runCli, sha256File, writeRandomFile } from './helpers/cli.js';
 
@@ -170,12 +169,7 @@ describe('xfer push / pull / verify to a local directory', () => {
     assert.equal(p.code, 0, p.stderr);
     // Damage the chunk of the 31st file (each file is one chunk).
     const victim = digestOf('blake3', files[30]!);
-    const store = await LocalStore.open(join(backup, '.xfer'), { create: false });
-    const loc = (await store.chunkLocation({ algorithm: 'blake3', digest: victim }))!;
-    await store.close();
-    const fh = await open(loc.file, 'r+');
-    await fh.write(Buffer.from([0x55]), 0, 1, loc.offset + 7);
-    await fh.close();
+    await damageStoredChunk(join(backup, '.xfer'), { algorithm: 'blake3', digest: victim }, 7);
     const outParent = join(dir, 'many-out');
     await mkdir(outParent);
     const q = await runCli(['pull', join(backup, 'many'), join(outParent, 'copy')]);
@@ -193,17 +187,8 @@ describe('xfer push / pull / verify to a local directory', () => {
     const data = pseudoRandom(2 * MiB, 1234);
     await roundTrip('flip.bin', data);
     const backup = join(dir, 'backup-flip.bin');
-    const store = await LocalStore.open(join(backup, '.xfer'), { create: false });
-    let first: ChunkId | undefined;
-    for await (const id of store.listChunks()) {
-      first = id;
-      break;
-    }
-    const loc = (await store.chunkLocation(first!))!;
-    await store.close();
-    const bytes = await readFile(loc.file);
-    bytes[loc.offset + (loc.length >> 1)] ^= 0x40;
-    await writeFile(loc.file, bytes);
+    const [victim] = await storedChunks(join(backup, '.xfer'));
+    await damageStoredChunk(join(backup, '.xfer'), victim!, 1000);
     const v = await runCli(['verify', backup]);
     assert.equal(v.code, 1);
     assert.match(v.stdout, /DAMAGED flip\.bin: corrupt chunk [0-9a-f]{64}/);

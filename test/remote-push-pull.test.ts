@@ -1,14 +1,13 @@
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { createChunker } from '../src/chunker/index.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
-import type { ChunkId } from '../src/core/ids.js';
 import { digestOf } from '../src/hash/digest.js';
-import { LocalStore } from '../src/store/local.js';
+import { damageStoredChunk, storedChunks } from './helpers/damage.js';
 import { createServer, type XferServer } from '../src/server/server.js';
 import { cutAll } from './helpers/chunks.js';
 import { isOneLineError, runCli, sha256File } from './helpers/cli.js';
@@ -176,12 +175,7 @@ describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
       }
       start += len;
     }
-    const store = await LocalStore.open(join(ownRoot, 'store'), { create: false });
-    const loc = (await store.chunkLocation({ algorithm: 'blake3', digest: Buffer.from(baseDigest, 'hex') }))!;
-    await store.close();
-    const fh = await open(loc.file, 'r+');
-    await fh.write(Buffer.from([0xee]), 0, 1, loc.offset + 1);
-    await fh.close();
+    await damageStoredChunk(join(ownRoot, 'store'), { algorithm: 'blake3', digest: Buffer.from(baseDigest, 'hex') });
     const v2 = Buffer.from(v1);
     pseudoRandom(4096, 82).copy(v2, edit);
     await writeFile(src, v2);
@@ -289,18 +283,9 @@ describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
       await srv.close();
     }
     // Damage the middle chunk where the server keeps it (a fresh server: no cached reads).
-    const store = await LocalStore.open(join(ownRoot, 'store'), { create: false });
-    const ids: ChunkId[] = [];
-    for await (const id of store.listChunks()) ids.push(id);
+    const ids = await storedChunks(join(ownRoot, 'store'));
     const victim = ids[ids.length >> 1]!;
-    const loc = (await store.chunkLocation(victim))!;
-    await store.close();
-    const fh = await open(loc.file, 'r+');
-    const one = Buffer.alloc(1);
-    await fh.read(one, 0, 1, loc.offset + 100);
-    one[0] ^= 0x10;
-    await fh.write(one, 0, 1, loc.offset + 100);
-    await fh.close();
+    await damageStoredChunk(join(ownRoot, 'store'), victim, 100);
     srv = await createServer({ root: ownRoot, port: 0 });
     try {
       const out = join(dir, 'damaged-out.bin');

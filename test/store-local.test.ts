@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { appendFile, mkdir, mkdtemp, open, readdir, readFile, rm, truncate, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readdir, readFile, rm, truncate, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -7,6 +7,7 @@ import { digestToHex, type ChunkId } from '../src/core/ids.js';
 import { MiB } from '../src/core/sizes.js';
 import { COMMIT_BATCH_CHUNKS, LocalStore, STALE_TEMP_AGE_MS } from '../src/store/local.js';
 import { PACK_BLOCK_BYTES } from '../src/store/pack.js';
+import { damageStoredChunk } from './helpers/damage.js';
 import { bytesSource, makeChunk, readAll, rejectsWith, runStoreConformance } from './store-conformance.js';
 
 /** How long a test waits for a background commit to show. */
@@ -78,13 +79,7 @@ describe('LocalStore', () => {
       const { id, data } = makeChunk('blake3', 65_536, 2);
       await store.put(id, data);
       await store.flush();
-      const loc = (await store.chunkLocation(id))!;
-      const fh = await open(loc.file, 'r+');
-      const one = Buffer.alloc(1);
-      await fh.read(one, 0, 1, loc.offset + 1234);
-      one[0] ^= 0x01;
-      await fh.write(one, 0, 1, loc.offset + 1234);
-      await fh.close();
+      await damageStoredChunk(dir, id, 1234);
       await rejectsWith(store.get(id), 'XFER_CHUNK_CORRUPT', digestToHex(id.digest));
       const unchecked = await store.get(id, { unverified: true });
       assert.equal(unchecked.length, data.length);

@@ -55,7 +55,8 @@ export class ScanPool {
     if (!Number.isInteger(threads) || threads < 1) throw new XferError('XFER_INVALID_ARGUMENT', 'threads must be a positive integer');
     this.threads = threads;
     this.piscina = new Piscina({
-      filename: new URL('./worker.js', import.meta.url).href,
+      // A CommonJS entry that imports worker.js: see worker-entry.cts for why.
+      filename: new URL('./worker-entry.cjs', import.meta.url).href,
       minThreads: threads,
       maxThreads: threads,
       idleTimeout: 5_000,
