@@ -6,7 +6,7 @@ import type { ChunkId, DigestAlgorithm } from '../core/ids.js';
 import { digestToHex } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import { createHasher, digestOf, type Hasher } from '../hash/digest.js';
-import { DirectRangeReader, readSequential } from '../io/direct.js';
+import { DIRECT_MIN_FILE_BYTES, DirectRangeReader, readSequential } from '../io/direct.js';
 import type { ManifestReader } from '../manifest/reader.js';
 import type { ChunkRecord, EntryMeta, ManifestKind } from '../manifest/types.js';
 import type { ScanPool } from '../scan/pool.js';
@@ -384,15 +384,30 @@ class InPlace {
     }
     const st = await stat(path).catch(() => undefined);
     if (!st?.isFile() || st.size === 0) return undefined;
-    // Compared in order, chunk by chunk: read in big O_DIRECT windows (an old target was
-    // written with O_DIRECT, so it is not in the page cache).
-    let reader: DirectRangeReader;
+    if (st.size >= DIRECT_MIN_FILE_BYTES) {
+      // Compared in order, chunk by chunk: read in big O_DIRECT windows (a bulk target was
+      // written with O_DIRECT, so it is not in the page cache).
+      let reader: DirectRangeReader;
+      try {
+        reader = await DirectRangeReader.open(path, st.size);
+      } catch {
+        return undefined;
+      }
+      return new InPlace(false, st.size, (l, p) => reader.read(l, p), algorithm, () => reader.close());
+    }
+    // A small file (most of a tree's): a 4 MiB window each would cost far more than it saves.
+    let fh: FileHandle;
     try {
-      reader = await DirectRangeReader.open(path, st.size);
+      fh = await open(path, 'r');
     } catch {
       return undefined;
     }
-    return new InPlace(false, st.size, (l, p) => reader.read(l, p), algorithm, () => reader.close());
+    const read = async (length: number, position: number) => {
+      const buf = Buffer.allocUnsafe(length);
+      const { bytesRead } = await fh.read(buf, 0, length, position);
+      return buf.subarray(0, bytesRead);
+    };
+    return new InPlace(false, st.size, read, algorithm, () => fh.close());
   }
 
   /** The chunk's bytes if they are at `offset`; undefined if not there or unreadable. */
