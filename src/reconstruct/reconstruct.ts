@@ -59,8 +59,12 @@ export interface PullResult {
   readonly digest: string;
 }
 
-/** Chunks being fetched at once: enough to keep several batched fetch requests in flight. */
-export const DEFAULT_FETCH_CONCURRENCY = 256;
+/**
+ * Chunks being fetched at once: enough to keep two batched fetch requests (of up to 256
+ * chunks, store/http.ts) in flight. Measured pulling 2 GiB over loopback: 256 6.1-6.6 s,
+ * 512 5.8-6.0 s, 1024 6.0 s.
+ */
+export const DEFAULT_FETCH_CONCURRENCY = 512;
 export const MAX_FETCH_INFLIGHT_BYTES = 96 * MiB;
 /** Files being verified and closed while later files are rebuilt. */
 export const FILES_IN_FLIGHT = 16;
