@@ -319,23 +319,30 @@ export class LocalStore implements ChunkStore, ManifestStore {
     if (options?.trusted !== true && !digestEquals(digestOf(id.algorithm, data), id.digest)) {
       throw new ChunkCorruptError(digestToHex(id.digest), 'the bytes to store do not hash to it');
     }
-    let writer = this.writer;
-    if (writer === undefined || writer.broken) writer = await this.newWriter();
-    // Another put of the same chunk may have got in while the writer was being made.
-    if (this.pending.has(key)) return false;
-    if (writer.bytes >= this.packTargetBytes) {
-      this.retired.push(writer);
-      this.writer = undefined;
-      writer = await this.newWriter();
+    // A writer with room: made if there is none, a new one past packTargetBytes, and a
+    // wait while the disk is behind (bounding the memory of many concurrent puts). Each
+    // wait may let another put of the same chunk in first.
+    let writer: PackWriter;
+    for (;;) {
+      const current = this.writer;
+      if (current === undefined || current.broken) await this.newWriter();
+      else if (current.bytes >= this.packTargetBytes) {
+        this.retired.push(current);
+        this.writer = undefined;
+        await this.newWriter();
+      } else if (!current.hasRoom) await untilAborted(current.room(), signal);
+      else {
+        writer = current;
+        break;
+      }
       if (this.pending.has(key)) return false;
     }
-    const { offset, written } = writer.append(id.algorithm, id.digest, data);
+    const offset = writer.append(id.algorithm, id.digest, data);
     this.pending.set(key, { writer, pack: this.packNumber(writer.name), offset, length: data.length });
     if (this.batchChunks === 0) this.batchStartedMs = Date.now();
     this.batchChunks += 1;
     this.batchBytes += data.length;
     if (this.queuedCommit === undefined && this.commitIsDue()) this.commitInBackground();
-    await untilAborted(written, signal);
     return true;
   }
 

@@ -167,6 +167,7 @@ export class PackWriter {
   /** The padded partial block a commit wrote last, which a later full write of that block must follow. */
   private tailWrite: { start: number; done: Promise<void> } | undefined;
   private readonly free: Buffer[] = [];
+  private readonly roomWaiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
   private unindexed: PackEntry[] = [];
   private indexBytes = IDX_MAGIC.length;
   private failure: { error: unknown } | undefined;
@@ -235,11 +236,26 @@ export class PackWriter {
     return this.failure !== undefined;
   }
 
+  /** Whether fewer than PACK_WRITES_IN_FLIGHT full blocks are being written (see room()). */
+  get hasRoom(): boolean {
+    return this.writing.size < PACK_WRITES_IN_FLIGHT || this.failure !== undefined;
+  }
+
   /**
-   * Appends a record synchronously and returns the offset of its data; the returned
-   * promise waits only while PACK_WRITES_IN_FLIGHT full blocks are being written.
+   * Resolves once hasRoom (or rejects once the writer failed). Callers wait here before
+   * appending, so that a burst of appends holds at most a few blocks in memory.
    */
-  append(algorithm: DigestAlgorithm, digest: Uint8Array, data: Uint8Array): { offset: number; written: Promise<void> } {
+  room(): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure.error);
+    if (this.hasRoom) return Promise.resolve();
+    return new Promise<void>((resolve, reject) => this.roomWaiters.push({ resolve, reject }));
+  }
+
+  /**
+   * Appends a record synchronously and returns the offset of its data. Appending more than
+   * a block's worth without waiting for room() is allowed, but holds the blocks in memory.
+   */
+  append(algorithm: DigestAlgorithm, digest: Uint8Array, data: Uint8Array): number {
     if (this.failure) throw this.failure.error;
     const header = Buffer.alloc(PACK_RECORD_HEADER_BYTES);
     CHUNK_MAGIC.copy(header, 0);
@@ -250,7 +266,7 @@ export class PackWriter {
     const offset = this.end;
     this.copyIn(data);
     this.unindexed.push({ algorithm, digest: Buffer.from(digest), offset, length: data.length });
-    return { offset, written: this.backPressure() };
+    return offset;
   }
 
   /** The bytes [offset, offset + length) of this pack, from memory where not yet written. */
@@ -343,18 +359,28 @@ export class PackWriter {
       () => {
         this.writing.delete(start);
         this.free.push(buf);
+        this.wakeRoomWaiters();
       },
-      (err: unknown) => this.fail(err),
+      (err: unknown) => {
+        this.fail(err);
+        this.wakeRoomWaiters();
+      },
     );
     this.block = this.newBlock();
     this.blockStart = start + PACK_BLOCK_BYTES;
   }
 
-  private async backPressure(): Promise<void> {
-    while (this.writing.size > PACK_WRITES_IN_FLIGHT && !this.failure) {
-      await Promise.race([...this.writing.values()].map((w) => w.done)).catch(() => {});
+  /**
+   * Wakes every waiter of room() once there is room (with the error once failed). Each
+   * re-checks when it resumes, and waits again if the puts before it filled the room: no
+   * waiter can be left behind by one that was woken and did not append.
+   */
+  private wakeRoomWaiters(): void {
+    if (!this.hasRoom) return;
+    for (const w of this.roomWaiters.splice(0)) {
+      if (this.failure) w.reject(this.failure.error);
+      else w.resolve();
     }
-    if (this.failure) throw this.failure.error;
   }
 
   private newBlock(): Buffer {
