@@ -10,7 +10,7 @@ import { DIGEST_BYTES, digestToHex, parseDigestAlgorithm, type ChunkId, type Dig
 import { openManifest, openManifestFile, type ManifestReader } from '../manifest/reader.js';
 import { reconstruct } from '../reconstruct/reconstruct.js';
 import type { LocalStore } from '../store/local.js';
-import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, deltaBitmapBytes, deltaLiteralBytes, SUMS_REQUEST_RECORD_BYTES } from '../store/delta.js';
+import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES } from '../store/delta.js';
 import { validateManifestPrefix } from '../store/names.js';
 import { FETCH_READ_AHEAD, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_QUERY_DIGESTS, MAX_SMALL_BODY_BYTES } from './limits.js';
 import { remotePathToName } from './paths.js';
@@ -153,8 +153,8 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     const parts: Buffer[] = [];
     for (let o = 0; o < body.length; o += SUMS_REQUEST_RECORD_BYTES) {
       const digest = body.subarray(o, o + DIGEST_BYTES);
-      const shift = body.readInt32LE(o + DIGEST_BYTES);
-      const length = body.readUInt32LE(o + DIGEST_BYTES + 4);
+      const shifts = [body.readInt32LE(o + DIGEST_BYTES), body.readInt32LE(o + DIGEST_BYTES + 4)] as const;
+      const length = body.readUInt32LE(o + DIGEST_BYTES + 8);
       if (length === 0 || length > MAX_CHUNK_BYTES) throw new InvalidArgumentError(`block sums asked for a chunk of ${length} bytes`);
       let base: Buffer;
       try {
@@ -164,7 +164,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         parts.push(Buffer.from([0]));
         continue;
       }
-      parts.push(Buffer.from([1]), baseBlockSums(algorithm, base, shift, length));
+      parts.push(Buffer.from([1]), baseBlockSums(algorithm, base, shifts, length));
     }
     res.writeHead(200, { 'content-type': 'application/octet-stream' });
     res.end(Buffer.concat(parts));
@@ -179,19 +179,19 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   async function uploadDeltas(req: Http2ServerRequest, res: Http2ServerResponse, algorithm: DigestAlgorithm): Promise<void> {
     await receiveRecords(req, res, 'delta batch', (queue) => {
       if (queue.length < DELTA_HEADER_BYTES) return undefined;
-      const length = queue.peek(DELTA_HEADER_BYTES).readUInt32LE(2 * DIGEST_BYTES + 4);
+      const { shifts, length } = deltaHeader(queue.peek(DELTA_HEADER_BYTES));
       if (length === 0 || length > MAX_CHUNK_BYTES) throw new InvalidArgumentError(`delta record of a ${length}-byte chunk`);
-      const bitmapBytes = deltaBitmapBytes(length);
-      if (queue.length < DELTA_HEADER_BYTES + bitmapBytes) return undefined;
-      const literalBytes = deltaLiteralBytes(length, queue.peek(DELTA_HEADER_BYTES + bitmapBytes).subarray(DELTA_HEADER_BYTES));
-      if (queue.length < DELTA_HEADER_BYTES + bitmapBytes + literalBytes) return undefined;
+      const mapBytes = deltaMapBytes(length);
+      if (queue.length < DELTA_HEADER_BYTES + mapBytes) return undefined;
+      const literalBytes = deltaLiteralBytes(length, queue.peek(DELTA_HEADER_BYTES + mapBytes).subarray(DELTA_HEADER_BYTES));
+      if (queue.length < DELTA_HEADER_BYTES + mapBytes + literalBytes) return undefined;
       const header = Buffer.from(queue.take(DELTA_HEADER_BYTES));
-      const bitmap = Buffer.from(queue.take(bitmapBytes));
+      const map = Buffer.from(queue.take(mapBytes));
       const literals = literalBytes > 0 ? Buffer.from(queue.take(literalBytes)) : Buffer.alloc(0);
       return (async () => {
         const digest = header.subarray(0, DIGEST_BYTES);
         const base = await ctx.store.get({ algorithm, digest: header.subarray(DIGEST_BYTES, 2 * DIGEST_BYTES) }, { signal: ctx.signal });
-        const data = applyDelta(base, header.readInt32LE(2 * DIGEST_BYTES), length, bitmap, literals);
+        const data = applyDelta(base, shifts, length, map, literals);
         // put() re-hashes (not trusted): a wrong rebuild is ChunkCorruptError naming the digest.
         return ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal });
       })();

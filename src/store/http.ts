@@ -8,7 +8,7 @@ import { DIGEST_BYTES, digestToHex, type ChunkId, type DigestAlgorithm } from '.
 import { MiB } from '../core/sizes.js';
 import { digestOf } from '../hash/digest.js';
 import type { BaseChunk, BaseIndex } from '../manifest/bases.js';
-import { BLOCK_SUM_BYTES, blockCount, DELTA_BLOCK_BYTES, encodeDelta, SUMS_REQUEST_RECORD_BYTES } from './delta.js';
+import { DELTA_BLOCK_BYTES, encodeDelta, SUMS_REQUEST_RECORD_BYTES, sumsBytes, type Shifts } from './delta.js';
 import type { ChunkStore, ManifestInfo, ManifestStore, OpOptions, PutOptions } from './store.js';
 
 export interface HttpStoreOptions {
@@ -66,13 +66,13 @@ interface UploadBatch {
  */
 const FREE_UPLOAD_BODIES = MAX_UPLOADS_IN_FLIGHT + 1;
 
-/** A chunk to send as a delta against `base`, which held its first byte at `shift` into it... */
+/** A chunk to send as a delta against `base`, compared at two alignments (store/delta.ts). */
 interface DeltaCandidate {
   readonly id: ChunkId;
   /** Our own copy: put() has returned. */
   readonly data: Buffer;
   readonly base: BaseChunk;
-  readonly shift: number;
+  readonly shifts: Shifts;
 }
 
 interface PendingGet {
@@ -207,12 +207,13 @@ export class HttpStore implements ChunkStore, ManifestStore {
     return { chunks: this.deltaChunks, savedBytes: this.deltaSavedBytes };
   }
 
-  private baseFor(id: ChunkId, length: number, placement: PutOptions['placement']): { base: BaseChunk; shift: number } | undefined {
+  private baseFor(id: ChunkId, length: number, placement: PutOptions['placement']): { base: BaseChunk; shifts: Shifts } | undefined {
     if (!this.bases || !placement || id.algorithm !== this.bases.algorithm || length < MIN_DELTA_CHUNK_BYTES) return undefined;
     const base = this.bases.find(placement.path, placement.offset);
     if (!base || Buffer.compare(base.digest, id.digest) === 0) return undefined;
-    const shift = placement.offset - base.start;
-    return Math.abs(shift) > this.info.maxChunkBytes ? undefined : { base, shift };
+    // Same file offset, and the chunks' ends aligned (store/delta.ts).
+    const shifts = [placement.offset - base.start, base.length - length] as const;
+    return Math.abs(shifts[0]) > this.info.maxChunkBytes ? undefined : { base, shifts };
   }
 
   /** Copies the record into the current upload batch (the one copy an upload needs). */
@@ -269,8 +270,9 @@ export class HttpStore implements ChunkStore, ManifestStore {
       cands.forEach((c, i) => {
         const o = i * SUMS_REQUEST_RECORD_BYTES;
         ask.set(c.base.digest, o);
-        ask.writeInt32LE(c.shift, o + DIGEST_BYTES);
-        ask.writeUInt32LE(c.data.length, o + DIGEST_BYTES + 4);
+        ask.writeInt32LE(c.shifts[0], o + DIGEST_BYTES);
+        ask.writeInt32LE(c.shifts[1], o + DIGEST_BYTES + 4);
+        ask.writeUInt32LE(c.data.length, o + DIGEST_BYTES + 8);
       });
       let sums: Buffer;
       try {
@@ -293,9 +295,9 @@ export class HttpStore implements ChunkStore, ManifestStore {
           whole.push(c);
           continue;
         }
-        const n = blockCount(c.data.length) * BLOCK_SUM_BYTES;
+        const n = sumsBytes(c.data.length);
         if (at + n > sums.length) throw new ProtocolError('chunks/sums answer ended early');
-        const { record } = encodeDelta(algorithm, c.id.digest, c.base.digest, c.shift, c.data, sums.subarray(at, at + n));
+        const { record } = encodeDelta(algorithm, c.id.digest, c.base.digest, c.shifts, c.data, sums.subarray(at, at + n));
         at += n;
         if (record.length > c.data.length * DELTA_WORTH_RATIO) whole.push(c);
         else {
