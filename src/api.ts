@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import type { StreamSource } from './scan/scanner.js';
 import { InvalidArgumentError } from './core/errors.js';
 import { connectRemote, HttpDestination, isRemote, parseRemote, resolveRemoteTarget, type RemoteOptions } from './endpoint/http.js';
-import { LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, sourceBaseName } from './endpoint/local.js';
+import { LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName } from './endpoint/local.js';
 import { openManifestFile } from './manifest/reader.js';
 import { reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
 import { ScanPool } from './scan/pool.js';
@@ -46,7 +46,7 @@ export async function push(source: PushSource, destination: string, options: Pus
       throw err;
     }
   } else {
-    dest = await LocalDestination.open(localTargetOf(await resolveCopyTarget(sourceName, destination)), { signal: options.signal });
+    dest = await LocalDestination.open(localTargetOf(await resolvePushTarget(sourceName, destination)), { signal: options.signal });
   }
   try {
     const result = await pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, options);

@@ -159,6 +159,25 @@ describe('xfer push / pull / verify to a local directory', () => {
     assert.ok((await readFile(dest)).equals(data));
   });
 
+  it('refuses, before any work, a push that would put a copy inside a pushed tree', async () => {
+    const tree = join(dir, 'study');
+    await mkdir(join(tree, 'series'), { recursive: true });
+    await writeFile(join(tree, 'series', 'a.dcm'), pseudoRandom(5000, 1));
+    const backup = join(dir, 'backup-nest');
+    assert.equal((await runCli(['push', tree, `${backup}/`])).code, 0);
+    const before = (await readdir(join(backup, 'study'))).sort();
+    // cp would nest study/study; a file pushed into the tree would get a store inside it.
+    for (const [src, dest] of [[tree, join(backup, 'study')], [join(tree, 'series', 'a.dcm'), join(backup, 'study', 'x.dcm')]] as const) {
+      const r = await runCli(['push', src, dest]);
+      assert.equal(r.code, 5, r.stderr);
+      assert.ok(isOneLineError(r.stderr), r.stderr);
+      assert.match(r.stderr, /study is a pushed tree: a copy cannot go inside it\. To replace it, push a source named study to /);
+    }
+    assert.deepEqual((await readdir(join(backup, 'study'))).sort(), before, 'nothing was written inside the pushed tree');
+    const replace = await runCli(['push', tree, `${backup}/`, '--json']);
+    assert.equal(replace.code, 0, replace.stderr);
+  });
+
   it('a damaged chunk in the middle of a tree fails its pull cleanly while other files are in flight', async () => {
     const tree = join(dir, 'many');
     await mkdir(tree, { recursive: true });

@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
-import { fromSystemError, InvalidArgumentError, NotFoundError } from '../core/errors.js';
+import { AlreadyExistsError, fromSystemError, InvalidArgumentError, NotFoundError } from '../core/errors.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { Staging, type StagedFile } from '../reconstruct/staging.js';
 import { LocalStore } from '../store/local.js';
@@ -40,6 +40,25 @@ export async function resolveCopyTarget(sourceName: string, dest: string): Promi
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(err, dest, 'stat');
   }
   return dest;
+}
+
+/**
+ * resolveCopyTarget for a push. cp would copy into an existing directory, but a pushed
+ * tree cannot hold another pushed copy inside it (with its own .xfer/): say so before
+ * anything is scanned or written, as a push to a server does.
+ */
+export async function resolvePushTarget(sourceName: string, dest: string): Promise<string> {
+  const target = await resolveCopyTarget(sourceName, dest);
+  const into = dirname(resolve(target));
+  const parent = dirname(into);
+  const manifest = join(parent, STORE_DIR_NAME, 'manifests', basename(into));
+  const pushedHere = (await stat(manifest).then((s) => s.isFile(), () => false)) && (await stat(into).then((s) => s.isDirectory(), () => false));
+  if (pushedHere) {
+    throw new AlreadyExistsError(
+      `${into} is a pushed tree: a copy cannot go inside it. To replace it, push a source named ${basename(into)} to ${parent}${sep}, or push to a new path`,
+    );
+  }
+  return target;
 }
 
 /** The base name a source is copied under (cp semantics); '.' and '/' resolve first. */
