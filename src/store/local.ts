@@ -928,18 +928,19 @@ export class LocalStore implements ChunkStore, ManifestStore {
           if (!PACK_NAME_RE.test(name) || this.ownPacks.has(name)) continue;
           const done = this.indexRead.get(name) ?? 0;
           const idxPath = path.join(this.packDir, file);
+          // Only what was appended since the last read (all of it the first time).
           let bytes: Buffer;
           try {
-            bytes = await readFile(idxPath);
+            bytes = await readFrom(idxPath, done);
           } catch (err) {
             if (isMissing(err)) continue;
             throw fromSystemError(err, idxPath, 'read pack index');
           }
           if (done === 0 && !bytes.subarray(0, IDX_MAGIC.length).equals(IDX_MAGIC)) continue; // not (yet) an index
-          const from = Math.max(done, IDX_MAGIC.length);
-          if (bytes.length <= from) continue;
-          const { entries, usedBytes } = decodeIndexRecords(bytes.subarray(from));
-          this.indexRead.set(name, from + usedBytes);
+          const skip = done === 0 ? IDX_MAGIC.length : 0;
+          if (bytes.length <= skip) continue;
+          const { entries, usedBytes } = decodeIndexRecords(bytes.subarray(skip));
+          this.indexRead.set(name, Math.max(done, IDX_MAGIC.length) + usedBytes);
           const pack = this.packNumber(name);
           for (const e of entries) this.index.get(e.algorithm)!.add(e.digest, pack, e.offset, e.length);
         }
@@ -974,6 +975,25 @@ export class LocalStore implements ChunkStore, ManifestStore {
 
   private noManifest(name: string): NotFoundError {
     return new NotFoundError(`no manifest named ${quoteName(name)} in ${this.dir}`);
+  }
+}
+
+/** The bytes of `file` from `position` to its end. */
+async function readFrom(file: string, position: number): Promise<Buffer> {
+  if (position === 0) return readFile(file);
+  const fh = await open(file, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    const out = Buffer.allocUnsafe(Math.max(0, size - position));
+    let got = 0;
+    while (got < out.length) {
+      const { bytesRead } = await fh.read(out, got, out.length - got, position + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return out.subarray(0, got);
+  } finally {
+    await fh.close();
   }
 }
 
