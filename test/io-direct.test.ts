@@ -68,6 +68,27 @@ describe('direct I/O (O_DIRECT block writes)', () => {
     assert.ok((await readFile(p)).equals(data));
   });
 
+  it('writes a stream of unknown size in order, learning the size at finish', async (t) => {
+    if (!directIoAvailable()) return t.skip('direct I/O unavailable');
+    for (const size of [0, 1, DIRECT_ALIGN_BYTES + 3, DIRECT_BLOCK_BYTES - 1, DIRECT_BLOCK_BYTES, 2 * DIRECT_BLOCK_BYTES + 777]) {
+      const data = pseudoRandom(size, 30 + size % 97);
+      const p = join(dir, `stream-${size}.bin`);
+      await writeFile(p, '');
+      const w = new DirectBlockWriter((await openDirect(p, 'w'))!, Infinity);
+      for (let pos = 0; pos < size; pos += 65_537) await w.write(data.subarray(pos, pos + 65_537), pos);
+      await w.finish(size);
+      const h = await open(p, 'r+');
+      await h.truncate(size);
+      await h.close();
+      assert.ok((await readFile(p)).equals(data), `size ${size}`);
+    }
+    // A stream that ends inside a block it never filled up to its end is a hole.
+    await writeFile(join(dir, 'stream-hole.bin'), '');
+    const w = new DirectBlockWriter((await openDirect(join(dir, 'stream-hole.bin'), 'w'))!, Infinity);
+    await w.write(Buffer.alloc(100, 1), 0);
+    await assert.rejects(w.finish(200), /never completely written/);
+  });
+
   it('refuses to finish a file with a hole, and a write beyond the declared size', async (t) => {
     if (!directIoAvailable()) return t.skip('direct I/O unavailable');
     const size = DIRECT_BLOCK_BYTES + 100;

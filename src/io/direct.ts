@@ -95,8 +95,11 @@ export async function* readSequential(path: string, size: number): AsyncGenerato
 
 interface Block {
   readonly buf: Buffer;
-  /** Bytes of the block that belong to the file (DIRECT_BLOCK_BYTES but for the last one). */
-  readonly length: number;
+  /**
+   * Bytes of the block that belong to the file (DIRECT_BLOCK_BYTES but for the last one;
+   * of a file of unknown size, set when finish() learns it).
+   */
+  length: number;
   filled: number;
 }
 
@@ -109,6 +112,8 @@ interface Block {
  * block never reaches the disk with a hole. The last block is padded with zeros to the
  * alignment; the caller truncates the file to its size afterwards. Memory: one block per
  * block with writes in progress (the writes in flight bound that), buffers are reused.
+ * A stream's size is not known until it ends: made with size Infinity, the writer learns
+ * it at finish().
  */
 export class DirectBlockWriter {
   private readonly blocks = new Map<number, Block>();
@@ -139,8 +144,26 @@ export class DirectBlockWriter {
     for (const index of full) await this.flush(index);
   }
 
-  /** Checks that every block went to disk (the write-once contract held) and closes. */
-  async finish(): Promise<void> {
+  /**
+   * Checks that every block went to disk (the write-once contract held) and closes. A
+   * writer made for a size not known in advance (Infinity: a stream) learns it here
+   * (`finalSize`) and writes its last, partial block.
+   */
+  async finish(finalSize?: number): Promise<void> {
+    if (finalSize !== undefined && this.sizeBytes === Infinity) {
+      const last = Math.floor(finalSize / DIRECT_BLOCK_BYTES);
+      const tail = this.blocks.get(last);
+      const tailBytes = finalSize - last * DIRECT_BLOCK_BYTES;
+      if (tail && tail.filled === tailBytes) {
+        tail.length = tailBytes;
+        try {
+          await this.flush(last);
+        } catch (err) {
+          await this.close();
+          throw err;
+        }
+      }
+    }
     const holes = [...this.blocks.keys()];
     await this.close();
     if (holes.length > 0) throw new XferError('XFER_INTERNAL', `direct writer: block ${holes[0]} was never completely written`);

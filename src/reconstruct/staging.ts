@@ -132,10 +132,11 @@ export class Staging {
     // Bulk data goes to disk through O_DIRECT (see io/direct.ts); small files and files of
     // unknown size (stdin) through the page cache.
     let direct: DirectBlockWriter | undefined;
-    if (meta.size >= DIRECT_MIN_FILE_BYTES) {
+    // A stream (size -1, unknown until it ends) may be any size: written directly too.
+    if (meta.size >= DIRECT_MIN_FILE_BYTES || meta.size < 0) {
       try {
         const dfh = await openDirect(p, 'w');
-        if (dfh) direct = new DirectBlockWriter(dfh, meta.size);
+        if (dfh) direct = new DirectBlockWriter(dfh, meta.size < 0 ? Infinity : meta.size);
       } catch (err) {
         await fh.close().catch(() => {});
         throw fromSystemError(err, p, 'open file');
@@ -263,7 +264,7 @@ export class StagedFile {
       // last block; a resumed partial of an older, longer version may have bytes beyond it;
       // a fresh buffered file is exactly `size` (no fstat per file for those).
       if (this.direct) {
-        await this.direct.finish();
+        await this.direct.finish(size);
         await this.fh.truncate(size);
       } else if (this.resumed && (await this.fh.stat()).size !== size) await this.fh.truncate(size);
       await this.fh.chmod(this.meta.mode);
