@@ -1,7 +1,9 @@
 import type { Command } from 'commander';
+import { createReadStream, fstatSync } from 'node:fs';
+import type { Readable } from 'node:stream';
 import { push } from '../api.js';
 import { InvalidArgumentError } from '../core/errors.js';
-import { formatBytes } from '../core/sizes.js';
+import { formatBytes, MiB } from '../core/sizes.js';
 import { chunkerOptions, chunkerSpecFrom, digestFrom, remoteFrom, remoteOptions, type ChunkerFlags, type RemoteFlags } from './options.js';
 import { printJson, Progress, rate } from './output.js';
 
@@ -28,7 +30,7 @@ export function registerPush(program: Command, signal: AbortSignal): void {
     if (isStdin && dest.endsWith('/')) throw new InvalidArgumentError('pushing standard input needs a destination file name, not a directory');
     const progress = Progress.for(flags);
     try {
-      const r = await push(isStdin ? { stream: process.stdin, name: 'stdin' } : source, dest, {
+      const r = await push(isStdin ? { stream: stdinStream(), name: 'stdin' } : source, dest, {
         ...remoteFrom(flags, signal),
         delta: flags.delta,
         chunker,
@@ -58,4 +60,23 @@ export function registerPush(program: Command, signal: AbortSignal): void {
       progress.done();
     }
   });
+}
+
+/** Bytes per read of standard input when it is a regular file (`xfer push - dest < file`). */
+const STDIN_FILE_READ_BYTES = 4 * MiB;
+
+/**
+ * Standard input to push. A regular file (a redirect) is read in STDIN_FILE_READ_BYTES
+ * pieces: process.stdin reads it 64 KiB at a time (a 2 GiB push into a local directory:
+ * 7.1-8.3 s against 4.6-4.8 s). A pipe stays process.stdin: reads from a pipe return what
+ * it holds (64 KiB), and reading one through the fs thread pool measured 2.4x slower.
+ */
+function stdinStream(): Readable {
+  let regular = false;
+  try {
+    regular = fstatSync(0).isFile();
+  } catch {
+    // not a file descriptor we can stat: treat it as a pipe
+  }
+  return regular ? createReadStream('', { fd: 0, highWaterMark: STDIN_FILE_READ_BYTES, autoClose: false }) : process.stdin;
 }

@@ -13,23 +13,28 @@ export interface CliResult {
 }
 
 /** Runs the real CLI in a child process, as a user would. */
-export function runCli(args: string[], options: { input?: Buffer; env?: NodeJS.ProcessEnv; cwd?: string; uid?: number; gid?: number } = {}): Promise<CliResult> {
+/**
+ * Runs the CLI. Standard input is a pipe carrying `input` (or nothing), or, with
+ * `inputFd`, that open file descriptor (a redirect from a file: `xfer ... < file`).
+ */
+export function runCli(args: string[], options: { input?: Buffer; inputFd?: number; env?: NodeJS.ProcessEnv; cwd?: string; uid?: number; gid?: number } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [BIN, ...args], {
       cwd: options.cwd,
       env: { ...process.env, ...options.env },
-      stdio: ['pipe', 'pipe', 'pipe'],
+      stdio: [options.inputFd ?? 'pipe', 'pipe', 'pipe'],
       uid: options.uid,
       gid: options.gid,
     });
     let stdout = '';
     let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d) => (stderr += d));
+    child.stdout!.setEncoding('utf8').on('data', (d) => (stdout += d));
+    child.stderr!.setEncoding('utf8').on('data', (d) => (stderr += d));
     child.on('error', reject);
     child.on('close', (code) => resolve({ code: code ?? -1, stdout, stderr }));
-    if (options.input) child.stdin.end(options.input);
-    else child.stdin.end();
+    if (options.inputFd !== undefined) return;
+    if (options.input) child.stdin!.end(options.input);
+    else child.stdin!.end();
   });
 }
 
