@@ -156,6 +156,34 @@ describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
     for (const [i, f] of files.entries()) assert.ok((await readFile(join(root, 'files', 'pacs', 'series-delta', `IM${i}.dcm`))).equals(f));
   });
 
+  it("a chunk damaged in the server's store fails a commit that needs it, naming the chunk; nothing is replaced", async () => {
+    const ownRoot = join(dir, 'root-commit-damaged');
+    let srv = await createServer({ root: ownRoot, port: 0 });
+    const src = join(dir, 'commit-damaged.bin');
+    const data = pseudoRandom(3 * MiB, 91);
+    await writeFile(src, data);
+    try {
+      assert.equal((await runCli(['push', src, `${srv.url}/one.bin`])).code, 0);
+    } finally {
+      await srv.close();
+    }
+    const ids = await storedChunks(join(ownRoot, 'store'));
+    const victim = ids[ids.length >> 1]!;
+    await damageStoredChunk(join(ownRoot, 'store'), victim, 50);
+    srv = await createServer({ root: ownRoot, port: 0 });
+    try {
+      // Every chunk is stored already: the server rebuilds two.bin from its store alone.
+      const p = await runCli(['push', src, `${srv.url}/two.bin`]);
+      assert.equal(p.code, 7, p.stderr);
+      assert.ok(isOneLineError(p.stderr), p.stderr);
+      assert.match(p.stderr, new RegExp(`chunk ${Buffer.from(victim.digest).toString('hex')} is corrupt`));
+      await assert.rejects(stat(join(ownRoot, 'files', 'two.bin')), /ENOENT/);
+      assert.ok((await readFile(join(ownRoot, 'files', 'one.bin'))).equals(data), 'the committed file is untouched');
+    } finally {
+      await srv.close();
+    }
+  });
+
   it('sends a chunk whole when the server cannot give its base (damaged there)', async () => {
     const ownRoot = join(dir, 'root-base-damaged');
     let srv = await createServer({ root: ownRoot, port: 0 });

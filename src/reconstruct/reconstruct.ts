@@ -22,6 +22,13 @@ export interface ReconstructOptions {
   readonly seeds?: readonly string[];
   /** Reuse chunks of the existing target (default true). */
   readonly reuseTarget?: boolean;
+  /**
+   * Re-hash every chunk read from the store (default true). False only where the store is
+   * the caller's own and the whole-file digests, always checked, are proof enough: a
+   * damaged stored chunk then fails its file's digest (VerifyFailedError), and a caller
+   * that wants the chunk named runs again verifying (the server does).
+   */
+  readonly verifyStoreChunks?: boolean;
   /** Chunk fetches in flight. */
   readonly concurrency?: number;
   /** Needed to index seeds (chunking them); without one, seeds and target reuse are skipped. */
@@ -165,7 +172,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
               if (data) bytesReused += rec.length;
               else {
                 // 3. the store, once per distinct chunk (repeats come from RecentChunks)
-                const got = await recent.get(rec.digest, () => store.get(id, { signal }));
+                const got = await recent.get(rec.digest, () => store.get(id, { signal, unverified: options.verifyStoreChunks === false }));
                 data = got.data;
                 if (data.length !== rec.length) throw new VerifyFailedError(`chunk ${digestToHex(rec.digest)} has ${data.length} bytes, manifest says ${rec.length}`);
                 if (got.fetched) bytesReceived += rec.length;

@@ -268,20 +268,31 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         // The chunks' publish (making them durable) overlaps the rebuild, which reads
         // pending chunks just as well; the manifest is stored, and the target swapped in,
         // only once both are done.
-        const reader = await openManifestFile(file, { signal: ctx.signal });
         const targetDigest = await committedDigest(name);
         const flushed = ctx.store.flush({ signal: ctx.signal });
-        try {
-          return await reconstruct(reader, ctx.store, join(ctx.filesDir, ...name.split('/')), {
+        const rebuild = async (verifyStoreChunks: boolean) =>
+          reconstruct(await openManifestFile(file, { signal: ctx.signal }), ctx.store, join(ctx.filesDir, ...name.split('/')), {
             signal: ctx.signal,
             reuseTarget: false,
             resumable: false,
             targetDigest,
+            verifyStoreChunks,
             beforeCommit: async () => {
               await flushed;
               await ctx.store.putManifest(name, createReadStream(file), { signal: ctx.signal });
             },
           });
+        try {
+          // The store is this server's own and every chunk in it was verified when it
+          // arrived: the rebuilt files' digests (always checked) prove the chunks read back.
+          // Measured: a 2 GiB commit 3.6-4.1 s -> 3.1-3.2 s. If a digest fails, a stored
+          // chunk is damaged: the second, verifying run names it (ChunkCorruptError).
+          try {
+            return await rebuild(false);
+          } catch (err) {
+            if (!isXferError(err, 'XFER_VERIFY_FAILED')) throw err;
+            return await rebuild(true);
+          }
         } finally {
           await flushed.catch(() => {});
         }
