@@ -1,6 +1,7 @@
 import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
 import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { digestOf } from '../src/hash/digest.js';
@@ -157,6 +158,28 @@ describe('xfer push / pull / verify to a local directory', () => {
     assert.ok(r2.bytesReceived > 0 && r2.bytesReceived <= 256 * 1024, `received ${r2.bytesReceived}`);
     assert.equal(r2.bytesReceived + r2.bytesReused, data.length);
     assert.ok((await readFile(dest)).equals(data));
+  });
+
+  it("removes a killed push's staging copy beside the target at the next push, and no one else's", async () => {
+    const backup = join(dir, 'backup-orphans');
+    await mkdir(backup, { recursive: true });
+    const host = hostname().replace(/[^A-Za-z0-9_.-]/g, '_');
+    // A pid that was alive and is not any more.
+    const dead = await new Promise<number>((resolve) => {
+      const child = spawn(process.execPath, ['-e', '']);
+      child.on('exit', () => resolve(child.pid!));
+    });
+    const orphan = join(backup, `.xfer-orph.bin.${host}~${dead}-0a1b2c3d4e5f.tmp`);
+    const live = join(backup, `.xfer-orph.bin.${host}~${process.pid}-0a1b2c3d4e5f.tmp`);
+    const elsewhere = join(backup, `.xfer-orph.bin.other-host~${dead}-0a1b2c3d4e5f.tmp`);
+    for (const f of [orphan, live, elsewhere]) await writeFile(f, 'partial copy');
+    const src = join(dir, 'orph.bin');
+    await writeFile(src, pseudoRandom(100_000, 5));
+    const p = await runCli(['push', src, `${backup}/`]);
+    assert.equal(p.code, 0, p.stderr);
+    await assert.rejects(stat(orphan), /ENOENT/, 'the dead process\'s staging copy is gone');
+    await stat(live); // a live process's stays
+    await stat(elsewhere); // and so does another host's
   });
 
   it('pushes standard input (size unknown until it ends) and pulls it back identical', async () => {

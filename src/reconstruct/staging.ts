@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { chmod, lstat, lutimes, mkdir, open, rename, rm, symlink, utimes } from 'node:fs/promises';
+import { chmod, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, utimes } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { AlreadyExistsError, fromSystemError } from '../core/errors.js';
@@ -11,6 +12,44 @@ import type { EntryMeta, ManifestKind } from '../manifest/types.js';
 
 /** Temp names beside the target start with this, so they are recognisable and ignorable. */
 export const STAGING_PREFIX = '.xfer-';
+
+/**
+ * Who owns a non-resumable staging: `<host>~<pid>`, in its name. A process killed
+ * mid-push (kill -9, power loss) cannot remove its staging copy, which may be as large as
+ * the target; the next staging of the same target on the same host removes those whose
+ * process is gone. Another host's (a shared volume) are never touched; a live process
+ * that reuses a dead one's pid only delays the removal.
+ */
+const OWNER_TAG = `${hostname().replace(/[^A-Za-z0-9_.-]/g, '_')}~${process.pid}`;
+
+/** Removes `.xfer-<name>.<host>~<pid>-<random>.tmp` beside a target whose owner on this host is dead. */
+async function removeOrphanedStagings(parent: string, name: string): Promise<void> {
+  const head = `${STAGING_PREFIX}${name}.`;
+  const host = OWNER_TAG.slice(0, OWNER_TAG.indexOf('~') + 1);
+  let entries: string[];
+  try {
+    entries = await readdir(parent);
+  } catch {
+    return; // best effort: a leftover is harmless
+  }
+  for (const entry of entries) {
+    if (!entry.startsWith(head) || !entry.endsWith('.tmp')) continue;
+    const owner = entry.slice(head.length, -'.tmp'.length);
+    if (!owner.startsWith(host)) continue;
+    const pid = Number(owner.slice(host.length, owner.lastIndexOf('-')));
+    if (!Number.isSafeInteger(pid) || pid <= 0 || processAlive(pid)) continue;
+    await rm(join(parent, entry), { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // alive, someone else's
+  }
+}
 
 /**
  * Builds a new version of a target (a file or a whole tree) beside it, then swaps it in.
@@ -62,9 +101,10 @@ export class Staging {
       throw fromSystemError(err, parent, 'create directory');
     }
     const resumable = options.resumable ?? false;
+    if (!resumable) await removeOrphanedStagings(parent, basename(target));
     const root = resumable
       ? join(parent, `${STAGING_PREFIX}${basename(target)}.partial`)
-      : join(parent, `${STAGING_PREFIX}${basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
+      : join(parent, `${STAGING_PREFIX}${basename(target)}.${OWNER_TAG}-${randomBytes(6).toString('hex')}.tmp`);
     let previous: string | undefined;
     if (kind === 'tree') {
       try {
