@@ -8,6 +8,7 @@ import { ByteQueue } from '../core/bytes.js';
 import { HTTP_STATUS, InvalidArgumentError, isXferError, ManifestIncompleteError, NotFoundError, TooLargeError, UnauthorizedError, XferError } from '../core/errors.js';
 import { DIGEST_BYTES, digestToHex, parseDigestAlgorithm, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { openManifest, openManifestFile, type ManifestReader } from '../manifest/reader.js';
+import type { ManifestHeader } from '../manifest/types.js';
 import { reconstruct } from '../reconstruct/reconstruct.js';
 import type { LocalStore } from '../store/local.js';
 import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES } from '../store/delta.js';
@@ -315,14 +316,18 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
    */
   async function committedDigest(name: string): Promise<Uint8Array | undefined> {
     try {
-      const previous = await openManifest(await ctx.store.getManifest(name, { signal: ctx.signal }), { signal: ctx.signal });
-      const digest = previous.header.digest;
-      await previous.close();
-      return digest;
+      return (await storedHeader(name)).digest;
     } catch (err) {
       if (isXferError(err, 'XFER_ABORTED')) throw err;
       return undefined;
     }
+  }
+
+  /** The header of the manifest stored under `name` (NotFoundError if none), read without its body. */
+  async function storedHeader(name: string): Promise<ManifestHeader> {
+    const reader = await openManifest(await ctx.store.getManifest(name, { signal: ctx.signal }), { signal: ctx.signal });
+    await reader.close();
+    return reader.header;
   }
 
   async function checkChunksPresent(reader: ManifestReader): Promise<void> {
@@ -356,10 +361,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
 
   async function stat(res: Http2ServerResponse, name: string): Promise<void> {
     try {
-      const reader = await openManifest(await ctx.store.getManifest(name, { signal: ctx.signal }), { signal: ctx.signal });
-      const type = reader.header.kind;
-      await reader.close();
-      return sendJson(res, 200, { type });
+      return sendJson(res, 200, { type: (await storedHeader(name)).kind });
     } catch (err) {
       if (!isXferError(err, 'XFER_NOT_FOUND')) throw err;
     }
@@ -371,9 +373,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     const prefix = validateManifestPrefix(prefixRaw);
     const entries = [];
     for (const m of await ctx.store.listManifests(prefix, { signal: ctx.signal })) {
-      const reader = await openManifest(await ctx.store.getManifest(m.name, { signal: ctx.signal }), { signal: ctx.signal });
-      const h = reader.header;
-      await reader.close();
+      const h = await storedHeader(m.name);
       entries.push({ path: m.name, kind: h.kind, bytes: h.totalBytes, mtimeMs: m.mtimeMs, digest: digestToHex(h.digest) });
     }
     sendJson(res, 200, { entries });

@@ -263,7 +263,11 @@ export class HttpStore implements ChunkStore, ManifestStore {
    */
   private async runDeltas(list: DeltaCandidate[], signal: AbortSignal | undefined): Promise<void> {
     const byAlgorithm = new Map<DigestAlgorithm, DeltaCandidate[]>();
-    for (const c of list) byAlgorithm.set(c.id.algorithm, [...(byAlgorithm.get(c.id.algorithm) ?? []), c]);
+    for (const c of list) {
+      const group = byAlgorithm.get(c.id.algorithm);
+      if (group) group.push(c);
+      else byAlgorithm.set(c.id.algorithm, [c]);
+    }
     const whole: DeltaCandidate[] = [];
     for (const [algorithm, cands] of byAlgorithm) {
       const ask = Buffer.alloc(cands.length * SUMS_REQUEST_RECORD_BYTES);
