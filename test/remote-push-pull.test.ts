@@ -27,6 +27,16 @@ function chunksOf(data: Buffer): Map<string, number> {
   return m;
 }
 
+/** Runs `fn` with a server of its own on `root`, started for it and closed after (a fresh one: no cached reads). */
+async function withServer<T>(root: string, fn: (url: string) => Promise<T>): Promise<T> {
+  const srv = await createServer({ root, port: 0 });
+  try {
+    return await fn(srv.url);
+  } finally {
+    await srv.close();
+  }
+}
+
 describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
   let dir: string;
   let server: XferServer;
@@ -158,43 +168,34 @@ describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
 
   it("a chunk damaged in the server's store fails a commit that needs it, naming the chunk; nothing is replaced", async () => {
     const ownRoot = join(dir, 'root-commit-damaged');
-    let srv = await createServer({ root: ownRoot, port: 0 });
     const src = join(dir, 'commit-damaged.bin');
     const data = pseudoRandom(3 * MiB, 91);
     await writeFile(src, data);
-    try {
-      assert.equal((await runCli(['push', src, `${srv.url}/one.bin`])).code, 0);
-    } finally {
-      await srv.close();
-    }
+    await withServer(ownRoot, async (url) => {
+      assert.equal((await runCli(['push', src, `${url}/one.bin`])).code, 0);
+    });
     const ids = await storedChunks(join(ownRoot, 'store'));
     const victim = ids[ids.length >> 1]!;
     await damageStoredChunk(join(ownRoot, 'store'), victim, 50);
-    srv = await createServer({ root: ownRoot, port: 0 });
-    try {
+    await withServer(ownRoot, async (url) => {
       // Every chunk is stored already: the server rebuilds two.bin from its store alone.
-      const p = await runCli(['push', src, `${srv.url}/two.bin`]);
+      const p = await runCli(['push', src, `${url}/two.bin`]);
       assert.equal(p.code, 7, p.stderr);
       assert.ok(isOneLineError(p.stderr), p.stderr);
       assert.match(p.stderr, new RegExp(`chunk ${Buffer.from(victim.digest).toString('hex')} is corrupt`));
       await assert.rejects(stat(join(ownRoot, 'files', 'two.bin')), /ENOENT/);
       assert.ok((await readFile(join(ownRoot, 'files', 'one.bin'))).equals(data), 'the committed file is untouched');
-    } finally {
-      await srv.close();
-    }
+    });
   });
 
   it('sends a chunk whole when the server cannot give its base (damaged there)', async () => {
     const ownRoot = join(dir, 'root-base-damaged');
-    let srv = await createServer({ root: ownRoot, port: 0 });
     const src = join(dir, 'base-damaged.bin');
     const v1 = pseudoRandom(4 * MiB, 81);
     await writeFile(src, v1);
-    try {
-      assert.equal((await runCli(['push', src, `${srv.url}/b.bin`])).code, 0);
-    } finally {
-      await srv.close();
-    }
+    await withServer(ownRoot, async (url) => {
+      assert.equal((await runCli(['push', src, `${url}/b.bin`])).code, 0);
+    });
     // Damage, in the server's store, the old chunk that the edit below replaces.
     const edit = 2 * MiB;
     let start = 0;
@@ -210,17 +211,14 @@ describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
     const v2 = Buffer.from(v1);
     pseudoRandom(4096, 82).copy(v2, edit);
     await writeFile(src, v2);
-    srv = await createServer({ root: ownRoot, port: 0 });
-    try {
-      const p = await runCli(['push', src, `${srv.url}/b.bin`, '--json']);
+    await withServer(ownRoot, async (url) => {
+      const p = await runCli(['push', src, `${url}/b.bin`, '--json']);
       assert.equal(p.code, 0, p.stderr);
       const r = JSON.parse(p.stdout);
       assert.ok(r.chunksSent >= 1);
       assert.equal(r.chunksDelta, 0, 'no delta against a base the server cannot read');
       assert.ok((await readFile(join(ownRoot, 'files', 'b.bin'))).equals(v2));
-    } finally {
-      await srv.close();
-    }
+    });
   });
 
   it('refuses a delta that does not rebuild its chunk, and one whose base it lacks', async () => {
@@ -305,30 +303,24 @@ describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
 
   it("a chunk damaged in the server's store fails the pull with one line naming it; no destination is left", async () => {
     const ownRoot = join(dir, 'root-damaged');
-    let srv = await createServer({ root: ownRoot, port: 0 });
     const src = join(dir, 'damaged-src.bin');
     await writeFile(src, pseudoRandom(3 * MiB, 77));
-    try {
-      const p = await runCli(['push', src, `${srv.url}/d.bin`]);
+    await withServer(ownRoot, async (url) => {
+      const p = await runCli(['push', src, `${url}/d.bin`]);
       assert.equal(p.code, 0, p.stderr);
-    } finally {
-      await srv.close();
-    }
+    });
     // Damage the middle chunk where the server keeps it (a fresh server: no cached reads).
     const ids = await storedChunks(join(ownRoot, 'store'));
     const victim = ids[ids.length >> 1]!;
     await damageStoredChunk(join(ownRoot, 'store'), victim, 100);
-    srv = await createServer({ root: ownRoot, port: 0 });
-    try {
+    await withServer(ownRoot, async (url) => {
       const out = join(dir, 'damaged-out.bin');
-      const q = await runCli(['pull', `${srv.url}/d.bin`, out]);
+      const q = await runCli(['pull', `${url}/d.bin`, out]);
       assert.equal(q.code, 7, q.stderr);
       assert.ok(isOneLineError(q.stderr), q.stderr);
       assert.match(q.stderr, new RegExp(`chunk ${Buffer.from(victim.digest).toString('hex')} is corrupt`));
       await assert.rejects(stat(out), /ENOENT/);
-    } finally {
-      await srv.close();
-    }
+    });
   });
 
   it('refuses a manifest that references chunks it does not have (409)', async () => {
