@@ -209,16 +209,17 @@ interface RangeWindow {
   /** Reads copying out of it right now; an evicted window is reused only at zero. */
   users: number;
   evicted: boolean;
+  /** A view of it was handed out: never recycled. */
+  lent?: boolean;
 }
 
 /**
  * Positional reads of a file that is mostly read in order (an old version of a target,
  * compared chunk by chunk with the new one): reads DIRECT_BLOCK_BYTES windows with O_DIRECT
  * where possible (a file written with O_DIRECT is not in the page cache, and cold reads run
- * 3x faster direct), starts reading the next window as soon as one is used, and copies the
- * asked-for bytes out. Window buffers are recycled: allocating a fresh one per window cost
- * ~1 s of allocation and GC per 2 GiB compared. Out-of-order reads work too, at the cost
- * of a window each.
+ * 3x faster direct), starts reading the next window as soon as one is used, and hands out
+ * views of it (see read()). Window buffers no view was taken of are recycled. Out-of-order
+ * reads work too, at the cost of a window each.
  */
 export class DirectRangeReader {
   private readonly windows = new Map<number, RangeWindow>();
@@ -236,14 +237,26 @@ export class DirectRangeReader {
     return new DirectRangeReader(direct ?? (await open(path, 'r')), direct !== undefined, size);
   }
 
-  /** Up to `length` bytes at `position` (fewer at the end of the file), in a new Buffer. */
+  /**
+   * Up to `length` bytes at `position` (fewer at the end of the file). Bytes within one
+   * window come as a view of it (the window is then never recycled: the caller may keep the
+   * view); bytes spanning windows are copied into a new Buffer. Copying every read cost a
+   * 2 GiB in-place rebuild 0.6 s of CPU on the server.
+   */
   async read(length: number, position: number): Promise<Buffer> {
     const end = Math.min(this.size, position + length);
     if (end <= position) return Buffer.alloc(0);
-    const out = Buffer.allocUnsafe(end - position);
     const first = Math.floor(position / DIRECT_BLOCK_BYTES);
     const last = Math.floor((end - 1) / DIRECT_BLOCK_BYTES);
     if (last + 1 < Math.ceil(this.size / DIRECT_BLOCK_BYTES)) this.window(last + 1); // read ahead
+    if (first === last) {
+      const win = this.window(first);
+      win.lent = true;
+      const data = await win.data;
+      const from = position - first * DIRECT_BLOCK_BYTES;
+      return data.subarray(from, Math.min(data.length, end - first * DIRECT_BLOCK_BYTES));
+    }
+    const out = Buffer.allocUnsafe(end - position);
     for (let w = first; w <= last; w++) {
       const win = this.window(w);
       win.users++;
@@ -296,11 +309,11 @@ export class DirectRangeReader {
 
   /** An evicted window's buffer goes back to the free list once its read is done and nobody copies from it. */
   private recycle(win: RangeWindow): void {
-    if (!win.evicted || win.users > 0) return;
+    if (!win.evicted || win.users > 0 || win.lent) return;
     win.evicted = false; // recycled once
     void win.data.then(
       () => {
-        if (win.users === 0) this.free.push(win.buf);
+        if (win.users === 0 && !win.lent) this.free.push(win.buf);
       },
       () => {},
     );

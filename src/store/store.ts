@@ -39,7 +39,9 @@ export interface GetOptions extends OpOptions {
  * - get: returns the chunk's bytes after checking they hash to the id. A chunk that is
  *   not stored throws ChunkMissingError; bytes that do not match throw ChunkCorruptError
  *   naming the digest. Never returns unverified data, unless the caller asks for it
- *   (GetOptions.unverified) because it has them verified downstream.
+ *   (GetOptions.unverified) because it has them verified downstream. The bytes may be a
+ *   view of a larger buffer the store read (or received) them in: callers read them and
+ *   must not write to them.
  * - put: stores bytes under id unless already present. Verifies the bytes against the id
  *   unless `trusted`; a mismatch throws ChunkCorruptError and stores nothing. Idempotent:
  *   concurrent puts of the same id are safe. Returns true if this call wrote the chunk.
