@@ -48,4 +48,4 @@ export { reconstruct, type ReconstructOptions, type PullResult, type PullProgres
 export { LocalDestination, localTargetOf, resolveCopyTarget, openLocalSource, type LocalTarget } from './endpoint/local.js';
 export { HttpDestination } from './endpoint/http.js';
 export { HttpStore, type HttpStoreOptions } from './store/http.js';
-export { createServer, type ServerOptions, type XferServer } from './server/server.js';
+export { createServer, type ServerOptions, type ServerStats, type XferServer } from './server/server.js';

@@ -3,11 +3,11 @@ import { readFile } from 'node:fs/promises';
 import { AlreadyExistsError, fromSystemError, InvalidArgumentError, isXferError } from '../core/errors.js';
 import { BaseIndex } from '../manifest/bases.js';
 import { openManifest } from '../manifest/reader.js';
-import type { ManifestHeader, ManifestKind } from '../manifest/types.js';
-import { HttpStore, type HttpStoreOptions } from '../store/http.js';
+import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
+import { HttpStore, type HttpStoreOptions, type StageUpload } from '../store/http.js';
 import { validateManifestName } from '../store/names.js';
 import type { OpOptions } from '../store/store.js';
-import type { FileSink, PushDestination, PushSession } from '../transfer/destination.js';
+import type { BeginOptions, FileSink, PushDestination, PushSession } from '../transfer/destination.js';
 
 export interface RemoteOptions {
   readonly token?: string;
@@ -76,28 +76,50 @@ export async function resolveRemoteTarget(store: HttpStore, path: string, traili
 
 /**
  * A push to an `xfer serve` server: chunks go up in batches; at commit the manifest is
- * uploaded and the server rebuilds and verifies the target (nothing is built here).
+ * uploaded and the server swaps in the verified target. A single file is also staged:
+ * its chunk list streams to the server while the chunks go up, so the server rebuilds it
+ * as they arrive instead of reading them all back after the upload (server/stage.ts).
  */
 export class HttpDestination implements PushDestination {
   readonly description: string;
   constructor(
     readonly chunks: HttpStore,
     private readonly name: string,
-    private readonly options: { readonly delta?: boolean } = {},
+    private readonly options: { readonly delta?: boolean; readonly stage?: boolean } = {},
   ) {
     this.description = `${chunks.base.origin}/${name}`;
   }
 
-  async begin(kind: ManifestKind, opts: OpOptions = {}): Promise<PushSession> {
+  async begin(kind: ManifestKind, opts: BeginOptions = {}): Promise<PushSession> {
     const store = this.chunks;
     const name = this.name;
     if (this.options.delta !== false) store.useBases(await this.previousVersion(kind, opts));
+    const staging = kind === 'file' && this.options.stage !== false && store.info.stage === true;
+    let stage: StageUpload | undefined;
     return {
-      entry: async (): Promise<FileSink | undefined> => undefined,
-      async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
-        await store.commitManifest(name, createReadStream(manifestPath), opts);
+      entry: async (meta: EntryMeta): Promise<FileSink | undefined> => {
+        // A stream's size is not known up front: it is rebuilt at commit.
+        if (!staging || meta.type !== 'file' || meta.size < 0 || stage) return undefined;
+        const s = store.openStage(name, opts.digestAlgorithm ?? 'blake3', meta, opts.signal);
+        s.done.catch(() => {}); // awaited at commit; a failed stage only costs the server time
+        stage = s;
+        return {
+          chunks: (records) => s.list.add(records),
+          finish: async (size, digest) => s.list.end(size, digest),
+        };
       },
-      abort: async () => {},
+      async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
+        try {
+          await store.commitManifest(name, createReadStream(manifestPath), opts);
+        } finally {
+          stage?.list.stop();
+        }
+        await stage?.done.catch(() => {});
+      },
+      abort: async () => {
+        stage?.list.stop();
+        await stage?.done.catch(() => {});
+      },
     };
   }
 

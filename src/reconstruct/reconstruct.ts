@@ -44,6 +44,12 @@ export interface ReconstructOptions {
    * the target is not read through to check whether it is unchanged.
    */
   readonly targetDigest?: Uint8Array;
+  /**
+   * The caller knows the result differs from the existing target, or cannot know the
+   * manifest's digest yet (a server stage, whose header digest is a placeholder): skip the
+   * read-through that checks whether the target is already the manifest's file.
+   */
+  readonly assumeChanged?: boolean;
   /** Runs after everything is written and verified, just before the target is swapped in. */
   readonly beforeCommit?: () => Promise<void>;
   readonly onProgress?: (p: PullProgress) => void;
@@ -91,7 +97,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   // Reading a large target whole to learn it is unchanged costs as much as rebuilding it: the
   // server, which knows the digest its target has (its stored manifest's), skips that when
   // the digests differ.
-  const maybeUnchanged = options.targetDigest === undefined || Buffer.compare(options.targetDigest, header.digest) === 0;
+  const maybeUnchanged = options.assumeChanged !== true && (options.targetDigest === undefined || Buffer.compare(options.targetDigest, header.digest) === 0);
   if (header.kind === 'file' && maybeUnchanged && (await fileHasDigest(target, header.totalBytes, algorithm, header.digest, signal))) {
     return keepUnchanged(reader, target, options, started);
   }

@@ -5,16 +5,17 @@ import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { ByteQueue } from '../core/bytes.js';
-import { HTTP_STATUS, InvalidArgumentError, isXferError, ManifestIncompleteError, NotFoundError, TooLargeError, UnauthorizedError, XferError } from '../core/errors.js';
+import { AbortedError, HTTP_STATUS, InvalidArgumentError, isXferError, ManifestIncompleteError, NotFoundError, TooLargeError, UnauthorizedError, XferError } from '../core/errors.js';
 import { DIGEST_BYTES, digestToHex, parseDigestAlgorithm, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { openManifest, openManifestFile, type ManifestReader } from '../manifest/reader.js';
-import type { ManifestHeader } from '../manifest/types.js';
+import type { EntryMeta, ManifestHeader } from '../manifest/types.js';
 import { reconstruct } from '../reconstruct/reconstruct.js';
 import type { LocalStore } from '../store/local.js';
 import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES } from '../store/delta.js';
 import { validateManifestPrefix } from '../store/names.js';
 import { FETCH_READ_AHEAD, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_QUERY_DIGESTS, MAX_SMALL_BODY_BYTES } from './limits.js';
 import { remotePathToName } from './paths.js';
+import { StageHub } from './stage.js';
 
 export const PROTOCOL_VERSION = 1;
 const PREFIX = '/v1/';
@@ -30,6 +31,8 @@ export interface HandlerContext {
   readonly tmpDir: string;
   readonly token?: string;
   readonly signal: AbortSignal;
+  /** Counted here (see ServerStats). */
+  readonly stats?: { commits: number; commitsStaged: number };
 }
 
 /**
@@ -39,6 +42,7 @@ export interface HandlerContext {
 export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, res: Http2ServerResponse) => void {
   const tokenDigest = ctx.token === undefined ? undefined : sha256(ctx.token);
   const commits = new Map<string, Promise<unknown>>();
+  const stages = new StageHub(ctx.store);
 
   return (req, res) => {
     handle(req, res).catch((err) => sendError(res, err));
@@ -65,6 +69,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         maxQueryDigests: MAX_QUERY_DIGESTS,
         maxChunkBytes: MAX_CHUNK_BYTES,
         deltaBlockBytes: DELTA_BLOCK_BYTES,
+        stage: true,
       });
     }
     if (method === 'POST' && rest === 'chunks/missing') return missing(req, res, algorithmOf(url));
@@ -72,6 +77,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     if (method === 'POST' && rest === 'chunks/fetch') return fetchChunks(req, res, algorithmOf(url));
     if (method === 'POST' && rest === 'chunks/sums') return blockSums(req, res, algorithmOf(url));
     if (method === 'POST' && rest === 'chunks/delta') return uploadDeltas(req, res, algorithmOf(url));
+    if (method === 'POST' && rest.startsWith('stage/')) return stageFile(req, res, remotePathToName(rest.slice('stage/'.length)), url);
     if (rest.startsWith('manifests/')) {
       const name = remotePathToName(rest.slice('manifests/'.length));
       if (method === 'GET') return getManifest(res, name);
@@ -141,8 +147,46 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       const digest = Buffer.from(queue.take(DIGEST_BYTES));
       const data = queue.take(len, scratch);
       // put() re-hashes the bytes (not trusted): a mismatch is ChunkCorruptError naming the digest.
-      return ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal });
+      return handOn(algorithm, digest, data, ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal }));
     });
+  }
+
+  /**
+   * Passes a chunk a put() just stored to the stages waiting for it. Only a chunk this put
+   * stored was re-hashed: one already present is not (put returns false without reading
+   * it), and stages waiting for it find it in the store.
+   */
+  async function handOn(algorithm: DigestAlgorithm, digest: Uint8Array, data: Uint8Array, put: Promise<boolean>): Promise<boolean> {
+    const stored = await put;
+    if (stored && stages.active) stages.arrived(algorithm, digest, data);
+    return stored;
+  }
+
+  /**
+   * POST /v1/stage/<path>: the chunk list of a file being pushed, streamed while its chunks
+   * are uploaded; the file is rebuilt as the list comes (server/stage.ts). Answers once the
+   * manifest commit of the same path has swapped the staged file in, or with why the stage
+   * was discarded (the commit then rebuilds the ordinary way).
+   */
+  async function stageFile(req: Http2ServerRequest, res: Http2ServerResponse, name: string, url: URL): Promise<void> {
+    const meta: EntryMeta = {
+      type: 'file',
+      path: '',
+      mode: intParam(url, 'mode', 0o7777),
+      mtimeMs: intParam(url, 'mtimeMs', Number.MAX_SAFE_INTEGER),
+      size: intParam(url, 'size', Number.MAX_SAFE_INTEGER),
+    };
+    const stage = stages.begin({ name, algorithm: algorithmOf(url), meta, target: join(ctx.filesDir, ...name.split('/')) }, req as AsyncIterable<Buffer>, ctx.signal);
+    let settled = false;
+    res.once('close', () => {
+      if (!settled) stage.abort(new AbortedError('the client closed the stage'));
+    });
+    try {
+      const r = await stage.result;
+      sendJson(res, 200, { digest: r.digest });
+    } finally {
+      settled = true;
+    }
   }
 
   /** Block sums of base chunks, for delta uploads (store/delta.ts). A missing base is answered [0]. */
@@ -194,7 +238,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         const base = await ctx.store.get({ algorithm, digest: header.subarray(DIGEST_BYTES, 2 * DIGEST_BYTES) }, { signal: ctx.signal });
         const data = applyDelta(base, shifts, length, map, literals);
         // put() re-hashes (not trusted): a wrong rebuild is ChunkCorruptError naming the digest.
-        return ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal });
+        return handOn(algorithm, digest, data, ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal }));
       })();
     });
   }
@@ -269,8 +313,27 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         // The chunks' publish (making them durable) overlaps the rebuild, which reads
         // pending chunks just as well; the manifest is stored, and the target swapped in,
         // only once both are done.
-        const targetDigest = await committedDigest(name);
         const flushed = ctx.store.flush({ signal: ctx.signal });
+        const beforeCommit = async () => {
+          await flushed;
+          await ctx.store.putManifest(name, createReadStream(file), { signal: ctx.signal });
+        };
+        // A stage that built this very file while the chunks arrived: swap it in. Any
+        // failure of the stage leaves the target as it was, and the rebuild below runs.
+        const stage = stages.take(name);
+        if (stage) {
+          const { header, entry } = await firstEntry(file);
+          if (await stage.matches(header, entry)) {
+            try {
+              const r = await stage.commit(beforeCommit);
+              if (ctx.stats) ctx.stats.commitsStaged++;
+              return r;
+            } catch (err) {
+              if (ctx.signal.aborted) throw err;
+            }
+          } else stage.abort(new AbortedError('the committed manifest is not the staged file'));
+        }
+        const targetDigest = await committedDigest(name);
         const rebuild = async (verifyStoreChunks: boolean) =>
           reconstruct(await openManifestFile(file, { signal: ctx.signal }), ctx.store, join(ctx.filesDir, ...name.split('/')), {
             signal: ctx.signal,
@@ -278,10 +341,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
             resumable: false,
             targetDigest,
             verifyStoreChunks,
-            beforeCommit: async () => {
-              await flushed;
-              await ctx.store.putManifest(name, createReadStream(file), { signal: ctx.signal });
-            },
+            beforeCommit,
           });
         try {
           // The store is this server's own and every chunk in it was verified when it
@@ -301,6 +361,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       commits.set(name, run);
       try {
         const r = await run;
+        if (ctx.stats) ctx.stats.commits++;
         sendJson(res, 200, { kind: r.kind, totalBytes: r.bytesTotal, digest: r.digest });
       } finally {
         if (commits.get(name) === run) commits.delete(name);
@@ -308,6 +369,15 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }
+  }
+
+  /** A stored-to-be manifest's header and its first entry (a file manifest's only one). */
+  async function firstEntry(file: string): Promise<{ header: ManifestHeader; entry: EntryMeta | undefined }> {
+    const reader = await openManifestFile(file, { signal: ctx.signal });
+    for await (const ev of reader.events()) {
+      if (ev.kind === 'entry') return { header: reader.header, entry: ev.meta };
+    }
+    return { header: reader.header, entry: undefined };
   }
 
   /**
@@ -378,6 +448,14 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     }
     sendJson(res, 200, { entries });
   }
+}
+
+/** A required integer query parameter in [0, max]. */
+function intParam(url: URL, key: string, max: number): number {
+  const raw = url.searchParams.get(key);
+  const n = raw === null || !/^\d+$/.test(raw) ? NaN : Number(raw);
+  if (!Number.isSafeInteger(n) || n > max) throw new InvalidArgumentError(`query parameter ${key} must be an integer from 0 to ${max}`);
+  return n;
 }
 
 function algorithmOf(url: URL): DigestAlgorithm {

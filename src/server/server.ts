@@ -30,6 +30,15 @@ export interface XferServer {
    * aborts the rest (their staging files are removed; no target is ever left half-written).
    */
   close(graceMs?: number): Promise<void>;
+  /** Counters since start, for operators and tests. */
+  stats(): ServerStats;
+}
+
+export interface ServerStats {
+  /** Manifests committed (targets swapped in or kept unchanged). */
+  readonly commits: number;
+  /** Of those, files rebuilt by a stage while their chunks arrived (server/stage.ts). */
+  readonly commitsStaged: number;
 }
 
 export const DEFAULT_PORT = 7373;
@@ -53,7 +62,8 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   const store = await LocalStore.open(join(root, 'store'), { create: true });
   const controller = new AbortController();
   setMaxListeners(0, controller.signal); // every in-flight store operation listens on it
-  const handler = createHandler({ store, filesDir, tmpDir, token: options.token, signal: controller.signal });
+  const stats = { commits: 0, commitsStaged: 0 };
+  const handler = createHandler({ store, filesDir, tmpDir, token: options.token, signal: controller.signal, stats });
   const settings = { initialWindowSize: STREAM_WINDOW_BYTES, maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: MAX_HEADER_LIST_BYTES };
   let server: Http2Server | Http2SecureServer;
   const tls = options.tlsCertFile !== undefined;
@@ -92,6 +102,7 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   let closing: Promise<void> | undefined;
   return {
     url,
+    stats: () => ({ ...stats }),
     close(graceMs = DEFAULT_GRACE_MS) {
       closing ??= (async () => {
         const closed = new Promise<void>((r) => server.close(() => r()));

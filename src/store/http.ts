@@ -1,3 +1,4 @@
+import { Readable } from 'node:stream';
 import { Client, H2CClient, type Dispatcher } from 'undici';
 import { throwIfAborted } from '../core/abort.js';
 import {
@@ -8,6 +9,7 @@ import { DIGEST_BYTES, digestToHex, type ChunkId, type DigestAlgorithm } from '.
 import { MiB } from '../core/sizes.js';
 import { digestOf } from '../hash/digest.js';
 import type { BaseChunk, BaseIndex } from '../manifest/bases.js';
+import type { EntryMeta } from '../manifest/types.js';
 import { DELTA_BLOCK_BYTES, encodeDelta, SUMS_REQUEST_RECORD_BYTES, sumsBytes, type Shifts } from './delta.js';
 import type { ChunkStore, ManifestInfo, ManifestStore, OpOptions, PutOptions } from './store.js';
 
@@ -51,6 +53,8 @@ interface ServerInfo {
   maxChunkBytes: number;
   /** Servers that take delta uploads say their block size (store/delta.ts). */
   deltaBlockBytes?: number;
+  /** Servers that rebuild a pushed file while its chunks arrive (POST /v1/stage/<path>). */
+  stage?: boolean;
 }
 
 /** A request body being filled with upload records. */
@@ -113,7 +117,16 @@ export class HttpStore implements ChunkStore, ManifestStore {
   /** Bytes of records per upload request: UPLOAD_BATCH_BYTES, within the server's limit. */
   private readonly batchBytes: number;
 
-  private constructor(readonly base: URL, private readonly client: Dispatcher, readonly info: ServerInfo, token?: string) {
+  /** The connection of stages (see openStage), made on first use. */
+  private stageClient: Dispatcher | undefined;
+
+  private constructor(
+    readonly base: URL,
+    private readonly client: Dispatcher,
+    readonly info: ServerInfo,
+    token: string | undefined,
+    private readonly connectAgain: () => Dispatcher,
+  ) {
     this.headers = token ? { authorization: `Bearer ${token}` } : {};
     this.batchBytes = Math.max(1, Math.min(UPLOAD_BATCH_BYTES, info.maxBatchBytes - info.maxChunkBytes - 4 - DIGEST_BYTES));
   }
@@ -121,11 +134,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
   static async connect(url: string | URL, options: HttpStoreOptions = {}): Promise<HttpStore> {
     const base = new URL(url);
     if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new InvalidArgumentError(`${url}: expected an http:// or https:// URL`);
-    const windows = { initialWindowSize: STREAM_WINDOW_BYTES, connectionWindowSize: CONNECTION_WINDOW_BYTES, maxConcurrentStreams: 128 };
-    const client: Dispatcher =
-      base.protocol === 'https:'
-        ? new Client(base.origin, { allowH2: true, ...windows, connect: { ca: options.ca, rejectUnauthorized: !options.insecure, ALPNProtocols: ['h2'] } })
-        : new H2CClient(base.origin, { ...windows, pipelining: 100 } as ConstructorParameters<typeof H2CClient>[1]);
+    const client = makeClient(base, options);
     const headers: Record<string, string> = options.token ? { authorization: `Bearer ${options.token}` } : {};
     let info: ServerInfo;
     try {
@@ -138,10 +147,10 @@ export class HttpStore implements ChunkStore, ManifestStore {
       await client.close().catch(() => {});
       throw new ProtocolError(`${base.origin} speaks xfer protocol ${info.protocol}; this client speaks 1`);
     }
-    return new HttpStore(base, client, info, options.token);
+    return new HttpStore(base, client, info, options.token, () => makeClient(base, options));
   }
 
-  private request(opts: { method: Dispatcher.HttpMethod; path: string; body?: Dispatcher.DispatchOptions['body']; signal?: AbortSignal; headers?: Record<string, string> }) {
+  private request(opts: Parameters<typeof call>[2]) {
     return call(this.client, this.base, { ...opts, headers: { ...this.headers, ...opts.headers } });
   }
 
@@ -439,6 +448,34 @@ export class HttpStore implements ChunkStore, ManifestStore {
     await this.commitManifest(name, source, options);
   }
 
+  /**
+   * Opens a stage (docs/PROTOCOL.md): the server rebuilds `name` from the chunk list
+   * streamed through the returned handle while the chunks are uploaded, and swaps it in at
+   * the manifest commit. `done` settles with the stage's answer, after the commit. The
+   * stage only saves the server work: callers ignore its failures.
+   */
+  openStage(name: string, algorithm: DigestAlgorithm, meta: EntryMeta, signal?: AbortSignal): StageUpload {
+    const query = `algorithm=${algorithm}&mode=${meta.mode}&mtimeMs=${meta.mtimeMs}&size=${meta.size}`;
+    const list = new StageList(signal);
+    // A connection of its own: undici sends nothing else on a connection while a streamed
+    // request body is open, and the uploads this list describes must go meanwhile.
+    this.stageClient ??= this.connectAgain();
+    const done = call(this.stageClient, this.base, {
+      headers: this.headers,
+      method: 'POST',
+      path: `/v1/stage/${encodePath(name)}?${query}`,
+      body: Readable.from(list.body(), { objectMode: false }),
+      signal: list.signal,
+      // The answer comes after the commit, however long the push takes.
+      headersTimeout: 0,
+      bodyTimeout: 0,
+    }).then(async (res) => {
+      await res.body.dump();
+    });
+    done.catch(() => list.stop()); // refused (an older server) or reset: stop queueing
+    return { list, done };
+  }
+
   /** Uploads a manifest: the server checks it, rebuilds the target and answers with what it committed. */
   async commitManifest(name: string, source: AsyncIterable<Uint8Array>, options: OpOptions = {}): Promise<{ kind: string; totalBytes: number; digest: string }> {
     const res = await this.request({ method: 'PUT', path: `/v1/manifests/${encodePath(name)}`, body: source as Dispatcher.DispatchOptions['body'], signal: options.signal });
@@ -473,21 +510,107 @@ export class HttpStore implements ChunkStore, ManifestStore {
   async close(): Promise<void> {
     await this.flush().catch(() => {});
     await this.client.close().catch(() => {});
+    await this.stageClient?.destroy().catch(() => {});
   }
+}
+
+function makeClient(base: URL, options: HttpStoreOptions): Dispatcher {
+  const windows = { initialWindowSize: STREAM_WINDOW_BYTES, connectionWindowSize: CONNECTION_WINDOW_BYTES, maxConcurrentStreams: 128 };
+  return base.protocol === 'https:'
+    ? new Client(base.origin, { allowH2: true, ...windows, connect: { ca: options.ca, rejectUnauthorized: !options.insecure, ALPNProtocols: ['h2'] } })
+    : new H2CClient(base.origin, { ...windows, pipelining: 100 } as ConstructorParameters<typeof H2CClient>[1]);
 }
 
 function encodePath(name: string): string {
   return name.split('/').map(encodeURIComponent).join('/');
 }
 
+export interface StageUpload {
+  readonly list: StageList;
+  /** The stage's answer; rejects if the server refused or discarded it. */
+  readonly done: Promise<void>;
+}
+
+/**
+ * A stage's request body: chunk records (u32 length BE + digest) as the scan produces
+ * them, then the end record (u32 0 + u64 size BE + whole-file digest).
+ */
+export class StageList {
+  private readonly queue: Buffer[] = [];
+  private wake: (() => void) | undefined;
+  private ended = false;
+  private stopped = false;
+  private readonly controller = new AbortController();
+
+  constructor(signal?: AbortSignal) {
+    if (signal) {
+      if (signal.aborted) this.stop();
+      else signal.addEventListener('abort', () => this.stop(), { once: true });
+    }
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  add(records: readonly { readonly length: number; readonly digest: Uint8Array }[]): void {
+    if (this.stopped || this.ended || records.length === 0) return;
+    const out = Buffer.allocUnsafe(records.length * (4 + DIGEST_BYTES));
+    records.forEach((r, i) => {
+      out.writeUInt32BE(r.length, i * (4 + DIGEST_BYTES));
+      out.set(r.digest, i * (4 + DIGEST_BYTES) + 4);
+    });
+    this.push(out);
+  }
+
+  end(size: number, digest: Uint8Array): void {
+    if (this.stopped || this.ended) return;
+    const out = Buffer.alloc(4 + 8 + DIGEST_BYTES);
+    out.writeBigUInt64BE(BigInt(size), 4);
+    out.set(digest, 12);
+    this.push(out);
+    this.ended = true;
+    this.wake?.();
+  }
+
+  /** Abandons the stage: the request is reset, and the server discards what it staged. */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.queue.length = 0;
+    this.controller.abort();
+    this.wake?.();
+  }
+
+  async *body(): AsyncGenerator<Buffer> {
+    for (;;) {
+      while (this.queue.length) yield this.queue.shift()!;
+      if (this.stopped) return;
+      if (this.ended) return;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+      this.wake = undefined;
+    }
+  }
+
+  private push(piece: Buffer): void {
+    this.queue.push(piece);
+    this.wake?.();
+  }
+}
+
 /** One request; a non-2xx answer becomes the XferError the server described. */
 async function call(
   client: Dispatcher, base: URL,
-  opts: { method: Dispatcher.HttpMethod; path: string; body?: Dispatcher.DispatchOptions['body']; signal?: AbortSignal; headers?: Record<string, string> },
+  opts: {
+    method: Dispatcher.HttpMethod; path: string; body?: Dispatcher.DispatchOptions['body']; signal?: AbortSignal; headers?: Record<string, string>;
+    headersTimeout?: number; bodyTimeout?: number;
+  },
 ): Promise<Dispatcher.ResponseData> {
   let res: Dispatcher.ResponseData;
   try {
-    res = await client.request({ method: opts.method, path: opts.path, body: opts.body, headers: opts.headers, signal: opts.signal });
+    res = await client.request({
+      method: opts.method, path: opts.path, body: opts.body, headers: opts.headers, signal: opts.signal, headersTimeout: opts.headersTimeout, bodyTimeout: opts.bodyTimeout,
+    });
   } catch (err) {
     throw transportError(err, base, opts.signal);
   }

@@ -1,5 +1,11 @@
-import type { ManifestHeader, ManifestKind, EntryMeta } from '../manifest/types.js';
+import type { DigestAlgorithm } from '../core/ids.js';
+import type { ChunkRecord, ManifestHeader, ManifestKind, EntryMeta } from '../manifest/types.js';
 import type { ChunkStore, OpOptions } from '../store/store.js';
+
+export interface BeginOptions extends OpOptions {
+  /** The digest algorithm of the push's chunks (default blake3). */
+  readonly digestAlgorithm?: DigestAlgorithm;
+}
 
 /**
  * Where a push goes: a chunk store plus a way to commit a manifest. Implemented by each
@@ -10,7 +16,7 @@ export interface PushDestination {
   readonly chunks: ChunkStore;
   /** A human-readable name of the target, for messages. */
   readonly description: string;
-  begin(kind: ManifestKind, options?: OpOptions): Promise<PushSession>;
+  begin(kind: ManifestKind, options?: BeginOptions): Promise<PushSession>;
   /**
    * Destinations that send changed chunks as deltas (HttpDestination): how many went so,
    * and how many chunk bytes did not travel thanks to them.
@@ -19,17 +25,24 @@ export interface PushDestination {
   close(): Promise<void>;
 }
 
-/** Receives a file's bytes in order while it is scanned (see PushSession.entry). */
+/**
+ * Follows a file while it is scanned (see PushSession.entry), in one of two ways: a
+ * destination that copies the scanned bytes (a local directory) takes write(); one that
+ * rebuilds from chunks while the push runs (a server stage) takes chunks().
+ */
 export interface FileSink {
-  write(data: Uint8Array, position: number): Promise<void>;
-  finish(size: number): Promise<void>;
+  write?(data: Uint8Array, position: number): Promise<void>;
+  /** The file's next chunk records, in order; called before their chunks are sent. */
+  chunks?(records: readonly ChunkRecord[]): void;
+  /** The file's final size and whole-content digest. */
+  finish(size: number, digest: Uint8Array): Promise<void>;
 }
 
 export interface PushSession {
   /**
-   * Called for each entry in manifest order. A destination that builds its copy from the
-   * scanned bytes (a local directory) returns a FileSink for files; others return undefined
-   * and rebuild from chunks at commit.
+   * Called for each entry in manifest order. A destination that follows files while they
+   * are scanned returns a FileSink for them; others return undefined and rebuild from
+   * chunks at commit.
    */
   entry(meta: EntryMeta, options?: OpOptions): Promise<FileSink | undefined>;
   /**

@@ -105,7 +105,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
   const pool = options.pool ?? new ScanPool();
   const tmp = await mkdtemp(join(tmpdir(), 'xfer-push-'));
   const manifestPath = join(tmp, 'manifest');
-  const session = await destination.begin(kind, { signal });
+  const session = await destination.begin(kind, { signal, digestAlgorithm: algorithm });
   let writer: ManifestWriter | undefined;
   // A file's finish (size, mode, times, close: several sequential fs calls) overlaps the
   // next files: awaited one by one, it dominated pushes of trees of small files.
@@ -122,12 +122,14 @@ export async function push(source: PushSource, destination: PushDestination, opt
         throwIfAborted(signal);
         // The batch's buffer is reused once its last put and the target write are done.
         const lease = new Lease(() => batch.release());
-        await Promise.all([sender.send(batch, lease, meta.path), sink?.write(batch.data, batch.offset)]);
+        const list = records(batch);
+        sink?.chunks?.(list); // before the chunks go: a server stage then waits for them
+        await Promise.all([sender.send(batch, lease, meta.path), sink?.write?.(batch.data, batch.offset)]);
         lease.drop();
-        await writer!.addChunks(records(batch));
+        await writer!.addChunks(list);
       }
-      const size = scan.result.size;
-      if (sink) await finishes.run(0, () => sink.finish(size));
+      const { size, digest } = scan.result;
+      if (sink) await finishes.run(0, () => sink.finish(size, digest));
       await writer!.endEntry(size, scan.result.digest);
     };
 

@@ -1,0 +1,323 @@
+/**
+ * Early rebuilds ("stages") of pushed files, while their chunks are still arriving.
+ *
+ * Without a stage, the server rebuilds a pushed file only once its manifest is committed:
+ * after the whole upload, reading every new chunk back from the packs it was just written
+ * to. A client pushing one file opens a stage first (POST /v1/stage/<path>) and streams the
+ * file's chunk list in scan order while it uploads; the server rebuilds the file in a
+ * staging copy as the list comes, taking each new chunk from the upload that brings it
+ * (still in memory) and the others from the old target in place or the store.
+ *
+ * A stage never makes anything visible by itself. It ends verified against the whole-file
+ * digest the client sent at the end of the list, then waits for the manifest commit of the
+ * same name: a manifest with that digest, size and entry gets the staged file swapped in
+ * (after the usual checks, flush and manifest store); anything else, a failed stage or a
+ * stage that is not there falls back to the ordinary rebuild. A stage whose client goes
+ * away (stream reset), or whose commit does not come within STAGE_HANDOVER_MS, is
+ * discarded with its staging copy.
+ */
+import { setMaxListeners } from 'node:events';
+import { DEFAULT_CHUNKER } from '../chunker/params.js';
+import { AbortedError, InvalidArgumentError, ProtocolError, TooLargeError } from '../core/errors.js';
+import { SlabAllocator } from '../core/bytes.js';
+import { DIGEST_BYTES, digestKey, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
+import { MiB } from '../core/sizes.js';
+import type { ManifestReader } from '../manifest/reader.js';
+import type { ChunkRecord, EntryMeta, ManifestEvent, ManifestHeader } from '../manifest/types.js';
+import { reconstruct, type PullResult } from '../reconstruct/reconstruct.js';
+import type { LocalStore } from '../store/local.js';
+import type { ChunkStore, GetOptions, OpOptions, PutOptions } from '../store/store.js';
+import { MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES } from './limits.js';
+
+/** One chunk of the list: u32 length (1..MAX_CHUNK_BYTES) + digest. */
+export const STAGE_RECORD_BYTES = 4 + DIGEST_BYTES;
+/** The end of the list: u32 0 + u64 file size + whole-file digest. */
+export const STAGE_END_BYTES = 4 + 8 + DIGEST_BYTES;
+/** How long a finished stage waits for its manifest commit before it is discarded. */
+export const STAGE_HANDOVER_MS = 60_000;
+/** Slabs the copies of arrived chunks are carved from. */
+const ARRIVAL_SLAB_BYTES = 4 * MiB;
+/** Records handed to the rebuild per event. */
+const STAGE_BATCH_RECORDS = 1024;
+
+/** What the commit of a manifest hands a matching stage: run before the swap. */
+export type BeforeSwap = () => Promise<void>;
+
+export interface StageSpec {
+  readonly name: string;
+  readonly algorithm: DigestAlgorithm;
+  readonly meta: EntryMeta;
+  /** Where the file is materialized (`<root>/files/<name>`). */
+  readonly target: string;
+  /** The digest of what is committed at the target now, if anything. */
+  readonly targetDigest?: Uint8Array;
+}
+
+/**
+ * The stages in progress (one per name) and the chunks they wait for. Uploads report
+ * every chunk they store through arrived(); a stage waiting for it gets a copy.
+ */
+export class StageHub {
+  private readonly stages = new Map<string, Stage>();
+  private readonly waiting = new Map<string, Set<(data: Buffer) => void>>();
+  /** Copies of arrived chunks are carved from slabs: one allocation per chunk cost GC time. */
+  private readonly copies = new SlabAllocator(ARRIVAL_SLAB_BYTES);
+
+  constructor(private readonly store: LocalStore) {}
+
+  /** Whether any stage waits for chunks (uploads skip the lookup otherwise). */
+  get active(): boolean {
+    return this.waiting.size > 0;
+  }
+
+  /** A verified chunk was stored (or was already there): hand it to stages waiting for it. */
+  arrived(algorithm: DigestAlgorithm, digest: Uint8Array, data: Uint8Array): void {
+    const key = waitKey(algorithm, digest);
+    const waiters = this.waiting.get(key);
+    if (!waiters) return;
+    this.waiting.delete(key);
+    // The caller's buffer is reused for the next record: the stage gets its own copy.
+    const copy = this.copies.alloc(data.length);
+    copy.set(data);
+    for (const w of waiters) w(copy);
+  }
+
+  /**
+   * Starts a stage for `spec` that reads its chunk list from `body`. A stage already
+   * running under the name (an earlier push of the same target) is discarded.
+   */
+  begin(spec: StageSpec, body: AsyncIterable<Buffer>, signal: AbortSignal): Stage {
+    this.stages.get(spec.name)?.abort(new AbortedError('a newer push of the same target started'));
+    const stage = new Stage(spec, signal, () => {
+      if (this.stages.get(spec.name) === stage) this.stages.delete(spec.name);
+    });
+    this.stages.set(spec.name, stage);
+    stage.run(body, new WaitingStore(this.store, this, stage.signal));
+    return stage;
+  }
+
+  /** Takes the stage of `name` out for its commit, if there is one. */
+  take(name: string): Stage | undefined {
+    const s = this.stages.get(name);
+    this.stages.delete(name);
+    return s;
+  }
+
+  /** Registers a waiter; returns its cancel. Called by WaitingStore only. */
+  wait(algorithm: DigestAlgorithm, digest: Uint8Array, deliver: (data: Buffer) => void): () => void {
+    const key = waitKey(algorithm, digest);
+    let set = this.waiting.get(key);
+    if (!set) this.waiting.set(key, (set = new Set()));
+    set.add(deliver);
+    return () => {
+      set!.delete(deliver);
+      if (set!.size === 0 && this.waiting.get(key) === set) this.waiting.delete(key);
+    };
+  }
+}
+
+function waitKey(algorithm: DigestAlgorithm, digest: Uint8Array): string {
+  return `${algorithm}${digestKey(digest)}`;
+}
+
+/** One early rebuild. */
+export class Stage {
+  private readonly controller = new AbortController();
+  /** Size and digest the client announced at the end of the list, once it has. */
+  private announced: { size: number; digest: Buffer } | undefined;
+  private handoverTimer: NodeJS.Timeout | undefined;
+  private deliverSwap!: (run: BeforeSwap) => void;
+  private listEnded!: () => void;
+  /** Resolves once the whole chunk list has been read (the end record parsed). */
+  private readonly listEnd = new Promise<void>((resolve) => (this.listEnded = resolve));
+  private readonly swap = new Promise<BeforeSwap>((resolve) => (this.deliverSwap = resolve));
+  /** The rebuild's outcome: settles after the swap, or with the reason it was discarded. */
+  result!: Promise<PullResult>;
+
+  constructor(
+    readonly spec: StageSpec,
+    serverSignal: AbortSignal,
+    private readonly done: () => void,
+  ) {
+    // Every chunk the rebuild waits for listens for the abort (up to its fetch window).
+    setMaxListeners(0, this.controller.signal);
+    const onServerAbort = () => this.abort(new AbortedError('the server is stopping'));
+    serverSignal.addEventListener('abort', onServerAbort, { once: true });
+    this.controller.signal.addEventListener('abort', () => serverSignal.removeEventListener('abort', onServerAbort), { once: true });
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  abort(reason: Error): void {
+    if (!this.controller.signal.aborted) this.controller.abort(reason);
+  }
+
+  run(body: AsyncIterable<Buffer>, store: ChunkStore): void {
+    const signal = this.controller.signal;
+    const header: ManifestHeader = {
+      formatVersion: 1,
+      kind: 'file',
+      digestAlgorithm: this.spec.algorithm,
+      chunker: DEFAULT_CHUNKER, // used for seeds only, and a stage has none
+      totalBytes: Math.max(0, this.spec.meta.size),
+      entryCount: 1,
+      chunkCount: 0,
+      digest: Buffer.alloc(DIGEST_BYTES),
+    };
+    const reader: ManifestReader = {
+      header,
+      events: () => this.events(body),
+      close: async () => {},
+    };
+    this.result = reconstruct(reader, store, this.spec.target, {
+      signal,
+      reuseTarget: false,
+      resumable: false,
+      targetDigest: this.spec.targetDigest,
+      assumeChanged: true,
+      // Chunks from the store were verified when they arrived and those from uploads just
+      // now; the whole-file digest checks what was read back (as in the ordinary rebuild).
+      verifyStoreChunks: false,
+      beforeCommit: async () => {
+        this.handoverTimer = setTimeout(() => this.abort(new AbortedError('no manifest commit came for the staged file')), STAGE_HANDOVER_MS);
+        const run = await Promise.race([this.swap, aborted(signal)]);
+        clearTimeout(this.handoverTimer);
+        await run();
+      },
+    });
+    this.result.then(
+      () => this.done(),
+      () => {
+        clearTimeout(this.handoverTimer);
+        this.done();
+      },
+    );
+  }
+
+  /**
+   * Whether this stage builds exactly the file a committed manifest describes: its header
+   * (kind, size, digest) and its entry (mode, mtime) match what the stage was given. Waits
+   * until the stage has read its whole list (the rebuild may lag behind the upload); false
+   * if the stage fails first.
+   */
+  async matches(header: ManifestHeader, entry: EntryMeta | undefined): Promise<boolean> {
+    const failed = this.result.then(() => false, () => false);
+    if (!(await Promise.race([this.listEnd.then(() => true), failed]))) return false;
+    const a = this.announced;
+    return (
+      a !== undefined && header.kind === 'file' && header.digestAlgorithm === this.spec.algorithm && header.totalBytes === a.size &&
+      a.digest.equals(header.digest) && entry !== undefined && entry.mode === this.spec.meta.mode && entry.mtimeMs === this.spec.meta.mtimeMs
+    );
+  }
+
+  /** The commit's part: runs `beforeSwap` once the staged file is verified, then swaps it in. */
+  commit(beforeSwap: BeforeSwap): Promise<PullResult> {
+    this.deliverSwap(beforeSwap);
+    return this.result;
+  }
+
+  /** Parses the chunk list (see STAGE_RECORD_BYTES, STAGE_END_BYTES) into rebuild events. */
+  private async *events(body: AsyncIterable<Buffer>): AsyncGenerator<ManifestEvent, void, undefined> {
+    const meta = this.spec.meta;
+    yield { kind: 'entry', meta };
+    let pending: Buffer = Buffer.alloc(0);
+    let records: ChunkRecord[] = [];
+    let total = 0;
+    let listBytes = 0;
+    let ended = false;
+    for await (const piece of body) {
+      listBytes += piece.length;
+      if (listBytes > MAX_MANIFEST_BYTES) throw new TooLargeError(`stage list is over the limit of ${MAX_MANIFEST_BYTES} bytes`);
+      if (ended) throw new InvalidArgumentError('stage list has bytes after its end record');
+      pending = pending.length ? Buffer.concat([pending, piece]) : piece;
+      let at = 0;
+      while (!ended && pending.length - at >= 4) {
+        const length = pending.readUInt32BE(at);
+        if (length === 0) {
+          if (pending.length - at < STAGE_END_BYTES) break;
+          const size = Number(pending.readBigUInt64BE(at + 4));
+          if (size !== total) throw new InvalidArgumentError(`stage list ends with size ${size}, its chunks sum to ${total}`);
+          this.announced = { size, digest: Buffer.from(pending.subarray(at + 12, at + STAGE_END_BYTES)) };
+          this.listEnded();
+          at += STAGE_END_BYTES;
+          ended = true;
+          break;
+        }
+        if (pending.length - at < STAGE_RECORD_BYTES) break;
+        if (length > MAX_CHUNK_BYTES) throw new InvalidArgumentError(`stage list has a chunk of ${length} bytes (limit ${MAX_CHUNK_BYTES})`);
+        records.push({ length, digest: Buffer.from(pending.subarray(at + 4, at + STAGE_RECORD_BYTES)) });
+        total += length;
+        at += STAGE_RECORD_BYTES;
+        if (records.length === STAGE_BATCH_RECORDS) {
+          yield { kind: 'chunks', records };
+          records = [];
+        }
+      }
+      if (ended && at < pending.length) throw new InvalidArgumentError('stage list has bytes after its end record');
+      pending = pending.subarray(at);
+      if (records.length) {
+        yield { kind: 'chunks', records };
+        records = [];
+      }
+    }
+    if (!ended) throw new ProtocolError('stage list ended without its end record (the client went away?)');
+    yield { kind: 'entryEnd', size: this.announced!.size, digest: this.announced!.digest };
+  }
+}
+
+function aborted(signal: AbortSignal): Promise<never> {
+  return new Promise((_, reject) => {
+    const fail = () => reject(signal.reason ?? new AbortedError());
+    if (signal.aborted) fail();
+    else signal.addEventListener('abort', fail, { once: true });
+  });
+}
+
+/**
+ * The store as a stage sees it: get() of a chunk that is not stored yet waits for the
+ * upload that brings it (registered before the store is asked, so an upload landing in
+ * between is not missed). Everything else goes to the store.
+ */
+class WaitingStore implements ChunkStore {
+  constructor(
+    private readonly store: LocalStore,
+    private readonly hub: StageHub,
+    private readonly signal: AbortSignal,
+  ) {}
+
+  has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]> {
+    return this.store.has(ids, options);
+  }
+
+  async get(id: ChunkId, options?: GetOptions): Promise<Buffer> {
+    let cancel: () => void = () => {};
+    let onAbort: () => void = () => {};
+    const arrival = new Promise<Buffer>((resolve, reject) => {
+      cancel = this.hub.wait(id.algorithm, id.digest, resolve);
+      onAbort = () => reject(this.signal.reason ?? new AbortedError());
+      if (this.signal.aborted) onAbort();
+      else this.signal.addEventListener('abort', onAbort, { once: true });
+    });
+    try {
+      if ((await this.store.has([id], options))[0]) return await this.store.get(id, options);
+      return await arrival;
+    } finally {
+      cancel();
+      this.signal.removeEventListener('abort', onAbort);
+      arrival.catch(() => {});
+    }
+  }
+
+  put(id: ChunkId, data: Uint8Array, options?: PutOptions): Promise<boolean> {
+    return this.store.put(id, data, options);
+  }
+
+  flush(options?: OpOptions): Promise<void> {
+    return this.store.flush(options);
+  }
+
+  /** The store is the server's; closing a stage's view of it closes nothing. */
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,197 @@
+import { strict as assert } from 'node:assert';
+import { connect } from 'node:http2';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { createChunker } from '../src/chunker/index.js';
+import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
+import { digestOf } from '../src/hash/digest.js';
+import { createServer, type XferServer } from '../src/server/server.js';
+import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../src/server/stage.js';
+import { cutAll } from './helpers/chunks.js';
+import { runCli } from './helpers/cli.js';
+import { pseudoRandom } from './helpers/gen.js';
+import { rawRequest } from './helpers/server.js';
+
+const MiB = 1024 * 1024;
+
+/** The stage list of `data` as push would send it; `digest` overrides the end record's. */
+function stageList(data: Buffer, digest = digestOf('blake3', data)): Buffer {
+  const parts: Buffer[] = [];
+  let o = 0;
+  for (const len of cutAll(createChunker(DEFAULT_CHUNKER), data)) {
+    const r = Buffer.alloc(STAGE_RECORD_BYTES);
+    r.writeUInt32BE(len, 0);
+    digestOf('blake3', data.subarray(o, o + len)).copy(r, 4);
+    parts.push(r);
+    o += len;
+  }
+  const end = Buffer.alloc(STAGE_END_BYTES);
+  end.writeBigUInt64BE(BigInt(data.length), 4);
+  Buffer.from(digest).copy(end, 12);
+  return Buffer.concat([...parts, end]);
+}
+
+function stagePath(name: string, size: number): string {
+  return `/v1/stage/${name}?algorithm=blake3&mode=420&mtimeMs=1700000000000&size=${size}`;
+}
+
+/** Files in `dir` whose names mark them as staging copies (`.xfer-...`). */
+async function stagingLeftovers(dir: string): Promise<string[]> {
+  return (await readdir(dir).catch(() => [] as string[])).filter((n) => n.startsWith('.xfer-'));
+}
+
+async function eventually(what: string, check: () => Promise<boolean>, ms = 5000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > until) assert.fail(`timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+describe('server stages: a pushed file is rebuilt while its chunks arrive', () => {
+  let dir: string;
+  let root: string;
+  let server: XferServer;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xfer-stage-'));
+    root = join(dir, 'root');
+    server = await createServer({ root, port: 0 });
+  });
+  after(async () => {
+    await server.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('first and incremental pushes of a file are built by their stages and swapped in at commit', async () => {
+    const src = join(dir, 'volume.bin');
+    const v1 = pseudoRandom(24 * MiB, 71);
+    await writeFile(src, v1);
+    await utimes(src, 1_600_000_000, 1_600_000_000);
+    const before0 = server.stats();
+    const p1 = await runCli(['push', src, `${server.url}/ct/volume.bin`, '--json']);
+    assert.equal(p1.code, 0, p1.stderr);
+    const target = join(root, 'files', 'ct', 'volume.bin');
+    assert.ok((await readFile(target)).equals(v1));
+    assert.equal((await stat(target)).mtimeMs, 1_600_000_000_000, 'the entry mtime is kept');
+    let s = server.stats();
+    assert.equal(s.commits - before0.commits, 1);
+    assert.equal(s.commitsStaged - before0.commitsStaged, 1, 'the commit swapped in the staged file');
+
+    // Overwrites and an insertion: the stage reuses the old target in place and takes the
+    // new chunks from their (delta) uploads.
+    const v2 = Buffer.concat([v1.subarray(0, 7 * MiB), pseudoRandom(5000, 3), v1.subarray(7 * MiB)]);
+    for (const off of [MiB + 17, 15 * MiB, 23 * MiB + 5]) pseudoRandom(4096, off).copy(v2, off);
+    await writeFile(src, v2);
+    const p2 = await runCli(['push', src, `${server.url}/ct/volume.bin`, '--json']);
+    assert.equal(p2.code, 0, p2.stderr);
+    assert.ok(JSON.parse(p2.stdout).chunksSent < 20);
+    assert.ok((await readFile(target)).equals(v2));
+    s = server.stats();
+    assert.equal(s.commitsStaged - before0.commitsStaged, 2);
+    assert.deepEqual(await stagingLeftovers(join(root, 'files', 'ct')), []);
+
+    // Pushing the same content again also goes through a stage and changes nothing.
+    const p3 = await runCli(['push', src, `${server.url}/ct/volume.bin`, '--json']);
+    assert.equal(p3.code, 0, p3.stderr);
+    assert.equal(JSON.parse(p3.stdout).chunksSent, 0);
+    assert.ok((await readFile(target)).equals(v2));
+  });
+
+  it('trees and standard input are not staged: their commit rebuilds them as before', async () => {
+    const tree = join(dir, 'series');
+    await mkdir(tree, { recursive: true });
+    for (let i = 0; i < 5; i++) await writeFile(join(tree, `im${i}.dcm`), pseudoRandom(300_000 + i, 80 + i));
+    const before0 = server.stats();
+    const p = await runCli(['push', tree, `${server.url}/series`, '--json']);
+    assert.equal(p.code, 0, p.stderr);
+    const data = pseudoRandom(3 * MiB, 90);
+    const q = await runCli(['push', '-', `${server.url}/stdin.bin`, '--json'], { input: data });
+    assert.equal(q.code, 0, q.stderr);
+    assert.ok((await readFile(join(root, 'files', 'stdin.bin'))).equals(data));
+    const s = server.stats();
+    assert.equal(s.commits - before0.commits, 2);
+    assert.equal(s.commitsStaged - before0.commitsStaged, 0);
+  });
+
+  it('a stage whose file does not hash to the announced digest is refused and leaves the target as it was', async () => {
+    const src = join(dir, 'a.bin');
+    const v1 = pseudoRandom(6 * MiB, 72);
+    await writeFile(src, v1);
+    assert.equal((await runCli(['push', src, `${server.url}/a.bin`])).code, 0);
+    // Every chunk is present; the end record claims another digest.
+    const r = await rawRequest(server.url, 'POST', stagePath('a.bin', v1.length), stageList(v1, Buffer.alloc(32, 0xaa)));
+    assert.equal(r.status, 500, r.body.toString()); // XFER_VERIFY_FAILED maps to 500 (core/errors.ts)
+    assert.equal(JSON.parse(r.body.toString()).code, 'XFER_VERIFY_FAILED');
+    assert.ok((await readFile(join(root, 'files', 'a.bin'))).equals(v1));
+    assert.deepEqual(await stagingLeftovers(join(root, 'files')), []);
+  });
+
+  it('malformed stage lists and parameters get 400 with a clear code', async () => {
+    const data = pseudoRandom(MiB, 73);
+    const tooLong = Buffer.alloc(STAGE_RECORD_BYTES);
+    tooLong.writeUInt32BE(64 * MiB, 0);
+    const list = stageList(data);
+    const badSize = Buffer.from(list);
+    badSize.writeBigUInt64BE(BigInt(data.length + 1), list.length - STAGE_END_BYTES + 4);
+    const cases: [string, Buffer][] = [
+      [stagePath('m1.bin', data.length), tooLong],
+      [stagePath('m2.bin', data.length), badSize],
+      [stagePath('m3.bin', data.length), Buffer.concat([list, Buffer.alloc(4)])],
+      ['/v1/stage/m4.bin?algorithm=blake3&mode=420&size=5', list],
+      ['/v1/stage/m5.bin?algorithm=md5&mode=420&mtimeMs=0&size=5', list],
+      [stagePath('../m6.bin', data.length), list],
+    ];
+    for (const [path, body] of cases) {
+      const r = await rawRequest(server.url, 'POST', path, body);
+      assert.equal(r.status, 400, `${path}: ${r.status} ${r.body}`);
+      assert.equal(JSON.parse(r.body.toString()).code, 'XFER_INVALID_ARGUMENT', path);
+    }
+    assert.deepEqual(await stagingLeftovers(join(root, 'files')), []);
+  });
+
+  it('a stage whose client goes away is discarded with its staging copy', async () => {
+    const src = join(dir, 'b.bin');
+    const v1 = pseudoRandom(4 * MiB, 74);
+    await writeFile(src, v1);
+    assert.equal((await runCli(['push', src, `${server.url}/b.bin`])).code, 0);
+    const v2 = pseudoRandom(4 * MiB, 75); // chunks the server does not have: the stage waits for them
+    const session = connect(server.url);
+    try {
+      const req = session.request({ ':method': 'POST', ':path': stagePath('b.bin', v2.length) });
+      req.on('error', () => {});
+      const list = stageList(v2);
+      req.write(list.subarray(0, list.length - STAGE_END_BYTES));
+      await eventually('the stage has opened its staging copy', async () => (await stagingLeftovers(join(root, 'files'))).length > 0);
+      req.close(0x8); // CANCEL, as a killed client's reset
+      await eventually('the staging copy is gone', async () => (await stagingLeftovers(join(root, 'files'))).length === 0);
+    } finally {
+      session.destroy();
+    }
+    assert.ok((await readFile(join(root, 'files', 'b.bin'))).equals(v1), 'the target is untouched');
+    // and the next push of the target works as usual
+    await writeFile(src, v2);
+    const p = await runCli(['push', src, `${server.url}/b.bin`]);
+    assert.equal(p.code, 0, p.stderr);
+    assert.ok((await readFile(join(root, 'files', 'b.bin'))).equals(v2));
+  });
+
+  it('a newer push of the same target takes over from a stage still waiting for its chunks', async () => {
+    const waiting = pseudoRandom(2 * MiB, 76);
+    const stale = rawRequest(server.url, 'POST', stagePath('c.bin', waiting.length), stageList(waiting));
+    await eventually('the first stage has opened its staging copy', async () => (await stagingLeftovers(join(root, 'files'))).length > 0);
+    const src = join(dir, 'c.bin');
+    const data = pseudoRandom(3 * MiB, 77);
+    await writeFile(src, data);
+    const before0 = server.stats();
+    const p = await runCli(['push', src, `${server.url}/c.bin`]);
+    assert.equal(p.code, 0, p.stderr);
+    const r = await stale;
+    assert.ok(r.status >= 400, `the stale stage was answered ${r.status}`);
+    assert.equal(JSON.parse(r.body.toString()).code, 'XFER_ABORTED');
+    assert.equal(server.stats().commitsStaged - before0.commitsStaged, 1);
+    assert.ok((await readFile(join(root, 'files', 'c.bin'))).equals(data));
+    assert.deepEqual(await stagingLeftovers(join(root, 'files')), []);
+  });
+});
