@@ -92,11 +92,27 @@ describe('server stages: a pushed file is rebuilt while its chunks arrive', () =
     assert.equal(s.commitsStaged - before0.commitsStaged, 2);
     assert.deepEqual(await stagingLeftovers(join(root, 'files', 'ct')), []);
 
-    // Pushing the same content again also goes through a stage and changes nothing.
+    // Pushing the same content again: the stage finds the committed chunk list repeated and
+    // builds nothing; the commit keeps the very file (same inode).
+    const inode = (await stat(target)).ino;
     const p3 = await runCli(['push', src, `${server.url}/ct/volume.bin`, '--json']);
     assert.equal(p3.code, 0, p3.stderr);
     assert.equal(JSON.parse(p3.stdout).chunksSent, 0);
     assert.ok((await readFile(target)).equals(v2));
+    assert.equal((await stat(target)).ino, inode, 'the unchanged target was not rewritten');
+    s = server.stats();
+    assert.equal(s.commits - before0.commits, 3);
+    assert.equal(s.commitsStaged - before0.commitsStaged, 2);
+
+    // A change in the last chunk only: the stage holds back until it, then builds it all.
+    const v3 = Buffer.from(v2);
+    v3[v3.length - 1] ^= 0xff;
+    await writeFile(src, v3);
+    const p4 = await runCli(['push', src, `${server.url}/ct/volume.bin`, '--json']);
+    assert.equal(p4.code, 0, p4.stderr);
+    assert.ok((await readFile(target)).equals(v3));
+    assert.equal(server.stats().commitsStaged - before0.commitsStaged, 3);
+    assert.deepEqual(await stagingLeftovers(join(root, 'files', 'ct')), []);
   });
 
   it('trees and standard input are not staged: their commit rebuilds them as before', async () => {
@@ -115,15 +131,19 @@ describe('server stages: a pushed file is rebuilt while its chunks arrive', () =
     assert.equal(s.commitsStaged - before0.commitsStaged, 0);
   });
 
-  it('a stage whose file does not hash to the announced digest is refused and leaves the target as it was', async () => {
+  it('a stage whose file does not hash to the announced digest is refused and leaves nothing behind', async () => {
     const src = join(dir, 'a.bin');
     const v1 = pseudoRandom(6 * MiB, 72);
     await writeFile(src, v1);
     assert.equal((await runCli(['push', src, `${server.url}/a.bin`])).code, 0);
-    // Every chunk is present; the end record claims another digest.
-    const r = await rawRequest(server.url, 'POST', stagePath('a.bin', v1.length), stageList(v1, Buffer.alloc(32, 0xaa)));
+    // Every chunk is present; the end record claims another digest. (Under the same name
+    // the list would repeat the committed one, and the stage would build nothing.)
+    const r = await rawRequest(server.url, 'POST', stagePath('a2.bin', v1.length), stageList(v1, Buffer.alloc(32, 0xaa)));
     assert.equal(r.status, 500, r.body.toString()); // XFER_VERIFY_FAILED maps to 500 (core/errors.ts)
     assert.equal(JSON.parse(r.body.toString()).code, 'XFER_VERIFY_FAILED');
+    await assert.rejects(stat(join(root, 'files', 'a2.bin')), { code: 'ENOENT' });
+    const same = await rawRequest(server.url, 'POST', stagePath('a.bin', v1.length), stageList(v1, Buffer.alloc(32, 0xaa)));
+    assert.deepEqual(JSON.parse(same.body.toString()), { unchanged: true });
     assert.ok((await readFile(join(root, 'files', 'a.bin'))).equals(v1));
     assert.deepEqual(await stagingLeftovers(join(root, 'files')), []);
   });

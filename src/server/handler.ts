@@ -15,7 +15,7 @@ import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, delta
 import { validateManifestPrefix } from '../store/names.js';
 import { FETCH_READ_AHEAD, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_QUERY_DIGESTS, MAX_SMALL_BODY_BYTES } from './limits.js';
 import { remotePathToName } from './paths.js';
-import { StageHub } from './stage.js';
+import { StageHub, UnchangedError } from './stage.js';
 
 export const PROTOCOL_VERSION = 1;
 const PREFIX = '/v1/';
@@ -176,14 +176,18 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       mtimeMs: intParam(url, 'mtimeMs', Number.MAX_SAFE_INTEGER),
       size: intParam(url, 'size', Number.MAX_SAFE_INTEGER),
     };
-    const stage = stages.begin({ name, algorithm: algorithmOf(url), meta, target: join(ctx.filesDir, ...name.split('/')) }, req as AsyncIterable<Buffer>, ctx.signal);
+    const algorithm = algorithmOf(url);
+    const stage = stages.begin({ name, algorithm, meta, target: join(ctx.filesDir, ...name.split('/')) }, req as AsyncIterable<Buffer>, ctx.signal, await committedFile(name));
     let settled = false;
     res.once('close', () => {
       if (!settled) stage.abort(new AbortedError('the client closed the stage'));
     });
     try {
-      const r = await stage.result;
-      sendJson(res, 200, { digest: r.digest });
+      const r = await stage.result.catch((err) => {
+        if (err instanceof UnchangedError) return undefined;
+        throw err;
+      });
+      sendJson(res, 200, r ? { digest: r.digest } : { unchanged: true });
     } finally {
       settled = true;
     }
@@ -369,6 +373,20 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     } finally {
       await rm(tmp, { recursive: true, force: true });
     }
+  }
+
+  /** The manifest committed under `name` if it is a file's, to read through; else undefined. */
+  async function committedFile(name: string): Promise<ManifestReader | undefined> {
+    let reader: ManifestReader;
+    try {
+      reader = await openManifest(await ctx.store.getManifest(name, { signal: ctx.signal }), { signal: ctx.signal });
+    } catch (err) {
+      if (isXferError(err, 'XFER_ABORTED')) throw err;
+      return undefined;
+    }
+    if (reader.header.kind === 'file') return reader;
+    await reader.close();
+    return undefined;
   }
 
   /** A stored-to-be manifest's header and its first entry (a file manifest's only one). */

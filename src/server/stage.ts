@@ -86,13 +86,13 @@ export class StageHub {
    * Starts a stage for `spec` that reads its chunk list from `body`. A stage already
    * running under the name (an earlier push of the same target) is discarded.
    */
-  begin(spec: StageSpec, body: AsyncIterable<Buffer>, signal: AbortSignal): Stage {
+  begin(spec: StageSpec, body: AsyncIterable<Buffer>, signal: AbortSignal, previous?: ManifestReader): Stage {
     this.stages.get(spec.name)?.abort(new AbortedError('a newer push of the same target started'));
     const stage = new Stage(spec, signal, () => {
       if (this.stages.get(spec.name) === stage) this.stages.delete(spec.name);
     });
     this.stages.set(spec.name, stage);
-    stage.run(body, new WaitingStore(this.store, this, stage.signal));
+    stage.run(body, new WaitingStore(this.store, this, stage.signal), previous);
     return stage;
   }
 
@@ -154,7 +154,7 @@ export class Stage {
     if (!this.controller.signal.aborted) this.controller.abort(reason);
   }
 
-  run(body: AsyncIterable<Buffer>, store: ChunkStore): void {
+  run(body: AsyncIterable<Buffer>, store: ChunkStore, previous?: ManifestReader): void {
     const signal = this.controller.signal;
     const header: ManifestHeader = {
       formatVersion: 1,
@@ -168,7 +168,7 @@ export class Stage {
     };
     const reader: ManifestReader = {
       header,
-      events: () => this.events(body),
+      events: () => this.deferWhileUnchanged(this.events(body), previous),
       close: async () => {},
     };
     this.result = reconstruct(reader, store, this.spec.target, {
@@ -218,6 +218,43 @@ export class Stage {
     return this.result;
   }
 
+  /**
+   * Holds the rebuild back while the list repeats the committed version's chunk list
+   * (`previous`, a file manifest) record for record: a push of an unchanged file then
+   * rebuilds nothing, and ends with UnchangedError; its commit keeps the target as it is
+   * (the ordinary path checks it). At the first difference the held records go to the
+   * rebuild, which finds them in place in the old target, and the rest follows as it comes.
+   */
+  private async *deferWhileUnchanged(events: AsyncGenerator<ManifestEvent>, previous: ManifestReader | undefined): AsyncGenerator<ManifestEvent, void, undefined> {
+    if (!previous) return yield* events;
+    const old = recordsOf(previous);
+    const held: ManifestEvent[] = [];
+    let same = true;
+    try {
+      for await (const ev of events) {
+        if (same && ev.kind === 'chunks') {
+          for (const r of ev.records) {
+            const o = await old.next();
+            if (o.done || o.value.length !== r.length || !Buffer.from(o.value.digest).equals(r.digest)) {
+              same = false;
+              break;
+            }
+          }
+        } else if (same && ev.kind === 'entryEnd') {
+          if ((await old.next()).done) throw new UnchangedError();
+          same = false;
+        }
+        if (same) held.push(ev);
+        else {
+          yield* held.splice(0);
+          yield ev;
+        }
+      }
+    } finally {
+      await old.return(undefined);
+    }
+  }
+
   /** Parses the chunk list (see STAGE_RECORD_BYTES, STAGE_END_BYTES) into rebuild events. */
   private async *events(body: AsyncIterable<Buffer>): AsyncGenerator<ManifestEvent, void, undefined> {
     const meta = this.spec.meta;
@@ -265,6 +302,17 @@ export class Stage {
     if (!ended) throw new ProtocolError('stage list ended without its end record (the client went away?)');
     yield { kind: 'entryEnd', size: this.announced!.size, digest: this.announced!.digest };
   }
+}
+
+/** A stage's list is the committed version's: nothing to rebuild (see deferWhileUnchanged). */
+export class UnchangedError extends AbortedError {
+  constructor() {
+    super('the staged file is the committed version');
+  }
+}
+
+async function* recordsOf(reader: ManifestReader): AsyncGenerator<ChunkRecord, void, undefined> {
+  for await (const ev of reader.events()) if (ev.kind === 'chunks') yield* ev.records;
 }
 
 function aborted(signal: AbortSignal): Promise<never> {
