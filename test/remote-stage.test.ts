@@ -214,4 +214,30 @@ describe('server stages: a pushed file is rebuilt while its chunks arrive', () =
     assert.ok((await readFile(join(root, 'files', 'c.bin'))).equals(data));
     assert.deepEqual(await stagingLeftovers(join(root, 'files')), []);
   });
+
+  it('a tree pushed again keeps its unchanged files as they are (hard links), and rebuilds the others', async () => {
+    const tree = join(dir, 'study');
+    await mkdir(join(tree, 'series1'), { recursive: true });
+    const files = ['series1/a.dcm', 'series1/b.dcm', 'series1/c.dcm', 'd.dcm', 'e.dcm'];
+    for (const [i, f] of files.entries()) await writeFile(join(tree, f), pseudoRandom(200_000 + i * 1000, 100 + i));
+    assert.equal((await runCli(['push', tree, `${server.url}/`])).code, 0);
+    const served = (f: string) => join(root, 'files', 'study', f);
+    const inode = async (f: string) => (await stat(served(f))).ino;
+    const before1 = new Map<string, number>();
+    for (const f of files) before1.set(f, await inode(f));
+
+    // a.dcm: content changed; b.dcm: same content, new mtime; c.dcm: damaged on the server
+    // (its size changed there); d.dcm, e.dcm: untouched.
+    await writeFile(join(tree, 'series1/a.dcm'), pseudoRandom(200_000, 555));
+    await utimes(join(tree, 'series1/b.dcm'), 1_650_000_000, 1_650_000_000);
+    await writeFile(served('series1/c.dcm'), 'tampered');
+    const p = await runCli(['push', tree, `${server.url}/`, '--json']);
+    assert.equal(p.code, 0, p.stderr);
+    for (const f of files) assert.ok((await readFile(served(f))).equals(await readFile(join(tree, f))), `${f} is the source's`);
+    assert.equal(await inode('d.dcm'), before1.get('d.dcm'), 'an unchanged file is kept, not rewritten');
+    assert.equal(await inode('e.dcm'), before1.get('e.dcm'));
+    for (const f of ['series1/a.dcm', 'series1/b.dcm', 'series1/c.dcm']) assert.notEqual(await inode(f), before1.get(f), `${f} is rebuilt`);
+    assert.equal((await stat(served('series1/b.dcm'))).mtimeMs, 1_650_000_000_000);
+    assert.equal((await stat(served('d.dcm'))).nlink, 1, 'the old tree is gone: no second link remains');
+  });
 });

@@ -1,4 +1,4 @@
-import { chmod, open, stat, utimes, type FileHandle } from 'node:fs/promises';
+import { chmod, lstat, open, stat, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { VerifyFailedError } from '../core/errors.js';
@@ -8,7 +8,7 @@ import { MiB } from '../core/sizes.js';
 import { createHasher, digestOf, type Hasher } from '../hash/digest.js';
 import { DIRECT_MIN_FILE_BYTES, DirectRangeReader, readSequential } from '../io/direct.js';
 import type { ManifestReader } from '../manifest/reader.js';
-import type { ChunkRecord, EntryMeta, ManifestKind } from '../manifest/types.js';
+import type { ChunkRecord, EntryMeta, ManifestEvent, ManifestKind } from '../manifest/types.js';
 import type { ScanPool } from '../scan/pool.js';
 import type { ChunkStore } from '../store/store.js';
 import { Window } from '../transfer/window.js';
@@ -50,9 +50,24 @@ export interface ReconstructOptions {
    * read-through that checks whether the target is already the manifest's file.
    */
   readonly assumeChanged?: boolean;
+  /**
+   * The files of the tree the target holds now, by entry path, as its manifest describes
+   * them (the server: its committed manifest). A file whose new entry has the same size,
+   * mode, mtime and whole-file digest, and whose file at the target still has that size
+   * and mtime (the quick check rsync makes), is hard-linked into the staging tree instead
+   * of being rebuilt.
+   */
+  readonly previousFiles?: ReadonlyMap<string, PreviousFile>;
   /** Runs after everything is written and verified, just before the target is swapped in. */
   readonly beforeCommit?: () => Promise<void>;
   readonly onProgress?: (p: PullProgress) => void;
+}
+
+export interface PreviousFile {
+  readonly size: number;
+  readonly mode: number;
+  readonly mtimeMs: number;
+  readonly digest: Uint8Array;
 }
 
 export interface PullProgress {
@@ -122,95 +137,124 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   const open = new Set<OpenFile>();
   let file: OpenFile | undefined;
   try {
-    for await (const ev of reader.events()) {
+    // A file that may be linked from the old tree (options.previousFiles): its chunk
+    // events are held until its end says whether its digest is the old one.
+    let linkable: { meta: EntryMeta; previous: PreviousFile; held: ManifestEvent[] } | undefined;
+    for await (const event of reader.events()) {
       throwIfAborted(signal);
-      if (ev.kind === 'entry') {
-        const meta = ev.meta;
-        if (meta.type === 'dir') await staging.mkdir(meta);
-        else if (meta.type === 'symlink') await staging.symlink(meta);
-        else {
-          const existing = meta.path === '' ? target : join(target, ...meta.path.split('/'));
-          // Opened without waiting: the chunk jobs and the finish wait for it, the next
-          // entries need not.
-          const ready = (async () => {
-            const staged = await staging.openFile(meta);
-            // In place first (an interrupted run's partial, then the existing file at the
-            // same offsets: cheap, and enough for overwrites); the existing file is chunked
-            // as a content-defined seed only when a chunk is not found in place (insertions).
-            const inPlace = [
-              await InPlace.open(staging.previousPathOf(meta.path), staged, algorithm),
-              targetExists ? await InPlace.open(existing, staged, algorithm) : undefined,
-            ].filter((x): x is InPlace => x !== undefined);
-            return { staged, inPlace };
-          })();
-          const indexExisting = pool && options.reuseTarget !== false && targetExists
-            ? async () => {
-                const local = new SeedIndex(header.chunker, algorithm);
-                await local.add(existing, pool, signal);
-                return local;
-              }
-            : undefined;
-          file = new OpenFile(meta, existing, ready, createHasher(algorithm), globalSeeds, indexExisting);
-          open.add(file);
+      if (linkable && event.kind !== 'entryEnd') {
+        linkable.held.push(event);
+        continue;
+      }
+      let events: ManifestEvent[] = [event];
+      if (linkable && event.kind === 'entryEnd') {
+        const { meta, previous, held } = linkable;
+        linkable = undefined;
+        const existing = join(target, ...meta.path.split('/'));
+        if (Buffer.compare(previous.digest, event.digest) === 0 && previous.size === event.size && (await sameFile(existing, previous)) && (await staging.linkFile(meta, existing))) {
+          bytesReused += event.size;
+          bytesDone += event.size;
+          progress();
+          continue;
         }
-      } else if (ev.kind === 'chunks') {
-        const f = file!;
-        for (const rec of ev.records) {
-          const seq = f.nextSeq++;
-          const offset = f.offset;
-          f.offset += rec.length;
-          const id: ChunkId = { algorithm, digest: rec.digest };
-          f.started();
-          await window.run(rec.length, async () => {
-            try {
-              const { staged, inPlace: places } = await f.ready;
-              // 1. already in place (an interrupted run), 2. a local seed, 3. the store.
-              let data: Buffer | undefined;
-              let inPlace = false;
-              for (const p of places) {
-                data = await p.match(rec, offset);
-                if (data) {
-                  inPlace = p.isTarget;
-                  break;
+        events = [{ kind: 'entry', meta }, ...held, event];
+      } else if (event.kind === 'entry' && event.meta.type === 'file' && targetExists) {
+        const previous = options.previousFiles?.get(event.meta.path);
+        const m = event.meta;
+        if (previous && previous.size === m.size && previous.mode === m.mode && previous.mtimeMs === m.mtimeMs) {
+          linkable = { meta: m, previous, held: [] };
+          continue;
+        }
+      }
+      for (const ev of events) {
+        if (ev.kind === 'entry') {
+          const meta = ev.meta;
+          if (meta.type === 'dir') await staging.mkdir(meta);
+          else if (meta.type === 'symlink') await staging.symlink(meta);
+          else {
+            const existing = meta.path === '' ? target : join(target, ...meta.path.split('/'));
+            // Opened without waiting: the chunk jobs and the finish wait for it, the next
+            // entries need not.
+            const ready = (async () => {
+              const staged = await staging.openFile(meta);
+              // In place first (an interrupted run's partial, then the existing file at the
+              // same offsets: cheap, and enough for overwrites); the existing file is chunked
+              // as a content-defined seed only when a chunk is not found in place (insertions).
+              const inPlace = [
+                await InPlace.open(staging.previousPathOf(meta.path), staged, algorithm),
+                targetExists ? await InPlace.open(existing, staged, algorithm) : undefined,
+              ].filter((x): x is InPlace => x !== undefined);
+              return { staged, inPlace };
+            })();
+            const indexExisting = pool && options.reuseTarget !== false && targetExists
+              ? async () => {
+                  const local = new SeedIndex(header.chunker, algorithm);
+                  await local.add(existing, pool, signal);
+                  return local;
                 }
+              : undefined;
+            file = new OpenFile(meta, existing, ready, createHasher(algorithm), globalSeeds, indexExisting);
+            open.add(file);
+          }
+        } else if (ev.kind === 'chunks') {
+          const f = file!;
+          for (const rec of ev.records) {
+            const seq = f.nextSeq++;
+            const offset = f.offset;
+            f.offset += rec.length;
+            const id: ChunkId = { algorithm, digest: rec.digest };
+            f.started();
+            await window.run(rec.length, async () => {
+              try {
+                const { staged, inPlace: places } = await f.ready;
+                // 1. already in place (an interrupted run), 2. a local seed, 3. the store.
+                let data: Buffer | undefined;
+                let inPlace = false;
+                for (const p of places) {
+                  data = await p.match(rec, offset);
+                  if (data) {
+                    inPlace = p.isTarget;
+                    break;
+                  }
+                }
+                if (!data) data = await f.fromSeed(rec);
+                if (data) bytesReused += rec.length;
+                else {
+                  // 3. the store, once per distinct chunk (repeats come from RecentChunks)
+                  const got = await recent.get(rec.digest, () => store.get(id, { signal, unverified: options.verifyStoreChunks === false }));
+                  data = got.data;
+                  if (data.length !== rec.length) throw new VerifyFailedError(`chunk ${digestToHex(rec.digest)} has ${data.length} bytes, manifest says ${rec.length}`);
+                  if (got.fetched) bytesReceived += rec.length;
+                  else bytesReused += rec.length;
+                }
+                await staged.write(data, offset, inPlace);
+                f.completed(seq, data);
+                bytesDone += rec.length;
+                progress();
+              } finally {
+                f.settled();
               }
-              if (!data) data = await f.fromSeed(rec);
-              if (data) bytesReused += rec.length;
-              else {
-                // 3. the store, once per distinct chunk (repeats come from RecentChunks)
-                const got = await recent.get(rec.digest, () => store.get(id, { signal, unverified: options.verifyStoreChunks === false }));
-                data = got.data;
-                if (data.length !== rec.length) throw new VerifyFailedError(`chunk ${digestToHex(rec.digest)} has ${data.length} bytes, manifest says ${rec.length}`);
-                if (got.fetched) bytesReceived += rec.length;
-                else bytesReused += rec.length;
-              }
-              await staged.write(data, offset, inPlace);
-              f.completed(seq, data);
-              bytesDone += rec.length;
-              progress();
-            } finally {
-              f.settled();
+            });
+          }
+        } else {
+          const f = file!;
+          file = undefined;
+          const end = ev;
+          await finishes.run(0, async () => {
+            const { staged } = await f.ready;
+            await f.idle();
+            // A chunk job of this file failed: the window reports it; only close here.
+            if (f.nextSeq !== f.hashedCount()) return;
+            const digest = f.hasher.digest();
+            if (!digest.equals(end.digest)) {
+              throw new VerifyFailedError(`${f.describe()}: content digest ${digest.toString('hex')} does not match the manifest's ${digestToHex(end.digest)}`);
             }
+            if (f.offset !== end.size) throw new VerifyFailedError(`${f.describe()}: ${f.offset} bytes written, manifest says ${end.size}`);
+            await staged.finish(end.size);
+            open.delete(f);
+            await f.closeSeeds();
           });
         }
-      } else {
-        const f = file!;
-        file = undefined;
-        const end = ev;
-        await finishes.run(0, async () => {
-          const { staged } = await f.ready;
-          await f.idle();
-          // A chunk job of this file failed: the window reports it; only close here.
-          if (f.nextSeq !== f.hashedCount()) return;
-          const digest = f.hasher.digest();
-          if (!digest.equals(end.digest)) {
-            throw new VerifyFailedError(`${f.describe()}: content digest ${digest.toString('hex')} does not match the manifest's ${digestToHex(end.digest)}`);
-          }
-          if (f.offset !== end.size) throw new VerifyFailedError(`${f.describe()}: ${f.offset} bytes written, manifest says ${end.size}`);
-          await staged.finish(end.size);
-          open.delete(f);
-          await f.closeSeeds();
-        });
       }
     }
     await window.drain();
@@ -238,6 +282,13 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     seconds: (performance.now() - started) / 1000,
     digest: digestToHex(header.digest),
   };
+}
+
+/** Whether `path` is still the file a manifest entry describes: a regular file of its size and mtime. */
+async function sameFile(path: string, entry: PreviousFile): Promise<boolean> {
+  const st = await lstat(path).catch(() => undefined);
+  // Rounded: the mtime was set from whole milliseconds, and reads back as a float of them.
+  return st !== undefined && st.isFile() && st.size === entry.size && Math.round(st.mtimeMs) === entry.mtimeMs;
 }
 
 /**

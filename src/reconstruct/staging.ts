@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { chmod, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, utimes } from 'node:fs/promises';
+import { chmod, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
@@ -156,6 +156,22 @@ export class Staging {
       await lutimes(p, meta.mtimeMs / 1000, meta.mtimeMs / 1000);
     } catch (err) {
       throw fromSystemError(err, p, 'create symlink');
+    }
+  }
+
+  /**
+   * Puts `existing` (a file of the version being replaced, known to hold exactly this entry:
+   * same content, size, mode and mtime) into a staging tree as a hard link: nothing is
+   * read or written, and the inode is untouched, so the old version stays as it was until
+   * the swap. False if the link cannot be made (another filesystem, say): rebuild instead.
+   */
+  async linkFile(meta: EntryMeta, existing: string): Promise<boolean> {
+    if (this.kind !== 'tree') return false;
+    try {
+      await link(existing, this.pathOf(meta.path));
+      return true;
+    } catch {
+      return false;
     }
   }
 

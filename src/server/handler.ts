@@ -9,7 +9,7 @@ import { AbortedError, HTTP_STATUS, InvalidArgumentError, isXferError, ManifestI
 import { DIGEST_BYTES, digestToHex, parseDigestAlgorithm, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { openManifest, openManifestFile, type ManifestReader } from '../manifest/reader.js';
 import type { EntryMeta, ManifestHeader } from '../manifest/types.js';
-import { reconstruct } from '../reconstruct/reconstruct.js';
+import { reconstruct, type PreviousFile } from '../reconstruct/reconstruct.js';
 import type { LocalStore } from '../store/local.js';
 import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES } from '../store/delta.js';
 import { validateManifestPrefix } from '../store/names.js';
@@ -21,6 +21,8 @@ export const PROTOCOL_VERSION = 1;
 const PREFIX = '/v1/';
 /** Digests checked per `has` call while validating an uploaded manifest. */
 const MANIFEST_CHECK_BATCH = 4096;
+/** Files of a committed tree remembered for linking unchanged ones (~150 bytes each). */
+const MAX_PREVIOUS_FILES = 1_000_000;
 /** Missing digests named in a 409 answer, at most. */
 const MISSING_NAMED_MAX = 5;
 
@@ -338,12 +340,14 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
           } else stage.abort(new AbortedError('the committed manifest is not the staged file'));
         }
         const targetDigest = await committedDigest(name);
+        const previousFiles = await committedFiles(name);
         const rebuild = async (verifyStoreChunks: boolean) =>
           reconstruct(await openManifestFile(file, { signal: ctx.signal }), ctx.store, join(ctx.filesDir, ...name.split('/')), {
             signal: ctx.signal,
             reuseTarget: false,
             resumable: false,
             targetDigest,
+            previousFiles,
             verifyStoreChunks,
             beforeCommit,
           });
@@ -387,6 +391,31 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     if (reader.header.kind === 'file') return reader;
     await reader.close();
     return undefined;
+  }
+
+  /**
+   * The files of the tree committed under `name` (undefined if it is not a tree, or a tree
+   * of more than MAX_PREVIOUS_FILES files): unchanged ones are linked, not rebuilt.
+   */
+  async function committedFiles(name: string): Promise<Map<string, PreviousFile> | undefined> {
+    let reader: ManifestReader;
+    try {
+      reader = await openManifest(await ctx.store.getManifest(name, { signal: ctx.signal }), { signal: ctx.signal });
+    } catch (err) {
+      if (isXferError(err, 'XFER_ABORTED')) throw err;
+      return undefined;
+    }
+    if (reader.header.kind !== 'tree' || reader.header.entryCount > MAX_PREVIOUS_FILES) {
+      await reader.close();
+      return undefined;
+    }
+    const files = new Map<string, PreviousFile>();
+    let meta: EntryMeta | undefined;
+    for await (const ev of reader.events()) {
+      if (ev.kind === 'entry') meta = ev.meta;
+      else if (ev.kind === 'entryEnd' && meta) files.set(meta.path, { size: ev.size, mode: meta.mode, mtimeMs: meta.mtimeMs, digest: ev.digest });
+    }
+    return files;
   }
 
   /** A stored-to-be manifest's header and its first entry (a file manifest's only one). */
