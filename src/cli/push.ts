@@ -11,6 +11,7 @@ interface PushFlags extends ChunkerFlags, RemoteFlags {
   json?: boolean;
   quiet?: boolean;
   delta: boolean;
+  checksum?: boolean;
 }
 
 export function registerPush(program: Command, signal: AbortSignal): void {
@@ -21,7 +22,8 @@ export function registerPush(program: Command, signal: AbortSignal): void {
     .argument('<dest>', 'target: a local path or http(s)://host:port/<remote-path>; an existing directory or a trailing / means "inside it, under the source name"')
     .option('--json', 'print the result as one JSON object')
     .option('-q, --quiet', 'no progress display')
-    .option('--no-delta', 'to a server: send changed chunks whole, not as the blocks that differ from the chunk they replace');
+    .option('--no-delta', 'to a server: send changed chunks whole, not as the blocks that differ from the chunk they replace')
+    .option('-c, --checksum', 'to a server: read every file, also those whose size and mtime are unchanged since the last push (rsync --checksum)');
   for (const o of [...chunkerOptions(), ...remoteOptions()]) cmd.addOption(o);
   cmd.action(async (source: string, dest: string, flags: PushFlags) => {
     const chunker = chunkerSpecFrom(flags, (n) => cmd.getOptionValueSource(n) === 'cli');
@@ -33,6 +35,7 @@ export function registerPush(program: Command, signal: AbortSignal): void {
       const r = await push(isStdin ? { stream: stdinStream(), name: 'stdin' } : source, dest, {
         ...remoteFrom(flags, signal),
         delta: flags.delta,
+        checksum: flags.checksum === true,
         chunker,
         digestAlgorithm,
         onProgress: (p) => progress.update(p.bytesScanned, p.bytesTotal, `, ${formatBytes(p.bytesSent)} sent`),

@@ -7,7 +7,8 @@ import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.
 import { HttpStore, type HttpStoreOptions, type StageUpload } from '../store/http.js';
 import { validateManifestName } from '../store/names.js';
 import type { OpOptions } from '../store/store.js';
-import type { BeginOptions, FileSink, PushDestination, PushSession } from '../transfer/destination.js';
+import { chunkerSpecEquals, digestKey } from '../core/ids.js';
+import type { BeginOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
 
 export interface RemoteOptions {
   readonly token?: string;
@@ -90,10 +91,21 @@ export class HttpDestination implements PushDestination {
     this.description = `${chunks.base.origin}/${name}`;
   }
 
+  /** The target's current version, read at begin() (see previousVersion). */
+  private previous: BaseIndex | undefined;
+  private quickCheck = false;
+  /** Digests of `previous` the server no longer has, asked once, on the first quick check. */
+  private missing: Promise<Set<string>> | undefined;
+
   async begin(kind: ManifestKind, opts: BeginOptions = {}): Promise<PushSession> {
     const store = this.chunks;
     const name = this.name;
-    if (this.options.delta !== false) store.useBases(await this.previousVersion(kind, opts));
+    this.previous = await this.previousVersion(kind, opts);
+    if (this.options.delta !== false) store.useBases(this.previous);
+    // Known files are reused as the previous version cut and hashed them: only if this push
+    // would cut and hash them the same way.
+    const p = this.previous;
+    this.quickCheck = p !== undefined && p.algorithm === (opts.digestAlgorithm ?? 'blake3') && opts.chunker !== undefined && chunkerSpecEquals(p.chunker, opts.chunker);
     const staging = kind === 'file' && this.options.stage !== false && store.info.stage === true;
     let stage: StageUpload | undefined;
     return {
@@ -121,6 +133,22 @@ export class HttpDestination implements PushDestination {
         await stage?.done.catch(() => {});
       },
     };
+  }
+
+  async knownFile(meta: EntryMeta, opts: OpOptions = {}): Promise<KnownFile | undefined> {
+    const f = this.quickCheck ? this.previous?.file(meta.path) : undefined;
+    if (!f || meta.type !== 'file' || f.size !== meta.size || f.mtimeMs !== meta.mtimeMs) return undefined;
+    this.missing ??= this.missingOfPrevious(opts);
+    const missing = await this.missing;
+    return f.records.some((r) => missing.has(digestKey(r.digest))) ? undefined : f;
+  }
+
+  /** One `has` query for every chunk of the previous version (a damaged store may lack some). */
+  private async missingOfPrevious(opts: OpOptions): Promise<Set<string>> {
+    const digests = this.previous!.distinctDigests();
+    const algorithm = this.previous!.algorithm;
+    const present = await this.chunks.has(digests.map((digest) => ({ algorithm, digest })), opts);
+    return new Set(digests.filter((_, i) => !present[i]).map(digestKey));
   }
 
   deltaStats(): { chunks: number; savedBytes: number } {

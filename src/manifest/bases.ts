@@ -5,8 +5,9 @@
  * chunk changed, only that part needs to travel (delta uploads, docs/PROTOCOL.md).
  */
 import { throwIfAborted } from '../core/abort.js';
-import { DIGEST_BYTES, type DigestAlgorithm } from '../core/ids.js';
+import { DIGEST_BYTES, digestKey, type ChunkerSpec, type DigestAlgorithm } from '../core/ids.js';
 import type { ManifestReader } from './reader.js';
+import type { ChunkRecord } from './types.js';
 
 /**
  * Chunks a BaseIndex holds at most (44 bytes each: 2^20 chunks is 44 MiB, a 64 GiB file at
@@ -27,11 +28,25 @@ interface EntryChunks {
   lengths: Uint32Array;
   digests: Uint8Array;
   count: number;
+  /** The entry's facts, for the quick check (see file()). */
+  mtimeMs: number;
+  size: number;
+  digest?: Uint8Array;
+}
+
+/** A file of the previous version, whole: what a push may reuse without reading it. */
+export interface BaseFile {
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly digest: Uint8Array;
+  readonly records: readonly ChunkRecord[];
 }
 
 export class BaseIndex {
   private constructor(
     readonly algorithm: DigestAlgorithm,
+    /** The chunker the previous version was cut with. */
+    readonly chunker: ChunkerSpec,
     private readonly entries: Map<string, EntryChunks>,
   ) {}
 
@@ -51,7 +66,7 @@ export class BaseIndex {
         current = undefined;
         offset = 0;
         if (ev.meta.type === 'file') {
-          current = { starts: new Float64Array(16), lengths: new Uint32Array(16), digests: new Uint8Array(16 * DIGEST_BYTES), count: 0 };
+          current = { starts: new Float64Array(16), lengths: new Uint32Array(16), digests: new Uint8Array(16 * DIGEST_BYTES), count: 0, mtimeMs: ev.meta.mtimeMs, size: 0 };
           entries.set(ev.meta.path, current);
         }
       } else if (ev.kind === 'chunks' && current) {
@@ -64,9 +79,37 @@ export class BaseIndex {
           e.count++;
           offset += r.length;
         }
+      } else if (ev.kind === 'entryEnd' && current) {
+        current.size = ev.size;
+        current.digest = ev.digest;
       }
     }
-    return new BaseIndex(reader.header.digestAlgorithm, entries);
+    return new BaseIndex(reader.header.digestAlgorithm, reader.header.chunker, entries);
+  }
+
+  /** Every chunk digest of the previous version, once each. */
+  distinctDigests(): Uint8Array[] {
+    const seen = new Set<string>();
+    const out: Uint8Array[] = [];
+    for (const e of this.entries.values()) {
+      for (let i = 0; i < e.count; i++) {
+        const d = e.digests.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES);
+        const k = digestKey(d);
+        if (seen.has(k)) continue;
+        seen.add(k);
+        out.push(d);
+      }
+    }
+    return out;
+  }
+
+  /** File entry `path` of the previous version, with its chunk list, if it had one. */
+  file(path: string): BaseFile | undefined {
+    const e = this.entries.get(path);
+    if (!e?.digest) return undefined;
+    const records: ChunkRecord[] = new Array(e.count);
+    for (let i = 0; i < e.count; i++) records[i] = { length: e.lengths[i]!, digest: e.digests.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES) };
+    return { size: e.size, mtimeMs: e.mtimeMs, digest: e.digest, records };
   }
 
   /** The old chunk of entry `path` that held byte `offset`, if any. */

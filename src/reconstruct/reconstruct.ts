@@ -51,11 +51,11 @@ export interface ReconstructOptions {
    */
   readonly assumeChanged?: boolean;
   /**
-   * The files of the tree the target holds now, by entry path, as its manifest describes
-   * them (the server: its committed manifest). A file whose new entry has the same size,
-   * mode, mtime and whole-file digest, and whose file at the target still has that size
-   * and mtime (the quick check rsync makes), is hard-linked into the staging tree instead
-   * of being rebuilt.
+   * The files the target holds now, by entry path ('' for a single file), as its manifest
+   * describes them (the server: its committed manifest). A tree file whose new entry has
+   * the same size, mode, mtime and whole-file digest, and whose file at the target still
+   * has that size and mtime (the quick check rsync makes), is hard-linked into the staging
+   * tree instead of being rebuilt; a single file in that state is kept without being read.
    */
   readonly previousFiles?: ReadonlyMap<string, PreviousFile>;
   /** Runs after everything is written and verified, just before the target is swapped in. */
@@ -113,8 +113,12 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   // server, which knows the digest its target has (its stored manifest's), skips that when
   // the digests differ.
   const maybeUnchanged = options.assumeChanged !== true && (options.targetDigest === undefined || Buffer.compare(options.targetDigest, header.digest) === 0);
-  if (header.kind === 'file' && maybeUnchanged && (await fileHasDigest(target, header.totalBytes, algorithm, header.digest, signal))) {
-    return keepUnchanged(reader, target, options, started);
+  if (header.kind === 'file' && maybeUnchanged) {
+    // The target is the committed version (its digest is the manifest's) and still has the
+    // size and mtime it was committed with: kept without reading it through.
+    const committed = options.targetDigest !== undefined ? options.previousFiles?.get('') : undefined;
+    if (committed && Buffer.compare(committed.digest, header.digest) === 0 && (await sameFile(target, committed))) return keepUnchanged(reader, target, options, started);
+    if (await fileHasDigest(target, header.totalBytes, algorithm, header.digest, signal)) return keepUnchanged(reader, target, options, started);
   }
   const staging = await Staging.create(target, header.kind, { signal, resumable: options.resumable ?? true });
   const globalSeeds = new SeedIndex(header.chunker, algorithm);

@@ -394,8 +394,9 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   }
 
   /**
-   * The files of the tree committed under `name` (undefined if it is not a tree, or a tree
-   * of more than MAX_PREVIOUS_FILES files): unchanged ones are linked, not rebuilt.
+   * The files committed under `name` by entry path ('' for a file manifest's; undefined if
+   * nothing is, or a tree of more than MAX_PREVIOUS_FILES entries): reconstruct keeps or
+   * links those that are unchanged instead of rebuilding them.
    */
   async function committedFiles(name: string): Promise<Map<string, PreviousFile> | undefined> {
     let reader: ManifestReader;
@@ -405,7 +406,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       if (isXferError(err, 'XFER_ABORTED')) throw err;
       return undefined;
     }
-    if (reader.header.kind !== 'tree' || reader.header.entryCount > MAX_PREVIOUS_FILES) {
+    if (reader.header.entryCount > MAX_PREVIOUS_FILES) {
       await reader.close();
       return undefined;
     }

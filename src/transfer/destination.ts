@@ -1,10 +1,12 @@
-import type { DigestAlgorithm } from '../core/ids.js';
+import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
 import type { ChunkRecord, ManifestHeader, ManifestKind, EntryMeta } from '../manifest/types.js';
 import type { ChunkStore, OpOptions } from '../store/store.js';
 
 export interface BeginOptions extends OpOptions {
   /** The digest algorithm of the push's chunks (default blake3). */
   readonly digestAlgorithm?: DigestAlgorithm;
+  /** The push's chunker: a known file (knownFile) must have been cut by the same one. */
+  readonly chunker?: ChunkerSpec;
 }
 
 /**
@@ -18,11 +20,25 @@ export interface PushDestination {
   readonly description: string;
   begin(kind: ManifestKind, options?: BeginOptions): Promise<PushSession>;
   /**
+   * The quick check (rsync's): the destination's current version of file entry `meta`, if
+   * it had the same size and mtime there and every chunk of it is still stored; the push
+   * then reuses its chunk list and digest without reading the file. Destinations that
+   * cannot tell leave it out, and every file is read.
+   */
+  knownFile?(meta: EntryMeta, options?: OpOptions): Promise<KnownFile | undefined>;
+  /**
    * Destinations that send changed chunks as deltas (HttpDestination): how many went so,
    * and how many chunk bytes did not travel thanks to them.
    */
   deltaStats?(): { chunks: number; savedBytes: number };
   close(): Promise<void>;
+}
+
+/** A file as the destination already has it (see PushDestination.knownFile). */
+export interface KnownFile {
+  readonly size: number;
+  readonly digest: Uint8Array;
+  readonly records: readonly ChunkRecord[];
 }
 
 /**

@@ -13,7 +13,7 @@ import type { ChunkRecord, EntryMeta, ManifestHeader, ManifestKind } from '../ma
 import { ScanPool } from '../scan/pool.js';
 import { chunkDigest, FileScan, StreamScan, type ChunkBatch, type StreamSource } from '../scan/scanner.js';
 import { walkTree, type SourceEntry, type WalkSkip } from '../scan/walk.js';
-import type { FileSink, PushDestination } from './destination.js';
+import type { FileSink, KnownFile, PushDestination } from './destination.js';
 import { Window } from './window.js';
 
 export interface PushOptions {
@@ -26,6 +26,13 @@ export interface PushOptions {
   readonly concurrency?: number;
   readonly onProgress?: (p: PushProgress) => void;
   readonly onSkip?: (s: WalkSkip) => void;
+  /**
+   * Read every file (rsync's --checksum). By default a file whose size and mtime are what
+   * the destination's current version recorded, with all its chunks still there, is
+   * reused from that version without being read (the quick check; see
+   * PushDestination.knownFile).
+   */
+  readonly checksum?: boolean;
 }
 
 export interface PushProgress {
@@ -67,6 +74,8 @@ export const SEEN_CACHE_ENTRIES = 1 << 17;
 export const FINISHES_IN_FLIGHT = 16;
 /** Digests per coalesced `has` query, at most (the server's limit is MAX_QUERY_DIGESTS). */
 export const MAX_HAS_QUERY_IDS = 4096;
+/** Chunk records of a known file passed to the manifest writer per call. */
+const KNOWN_RECORDS_PER_CALL = 4096;
 /** Bytes of scanned batches waiting for a `has` answer beyond which send() waits. */
 export const QUEUED_BATCH_BYTES = 16 * MiB;
 
@@ -105,7 +114,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
   const pool = options.pool ?? new ScanPool();
   const tmp = await mkdtemp(join(tmpdir(), 'xfer-push-'));
   const manifestPath = join(tmp, 'manifest');
-  const session = await destination.begin(kind, { signal, digestAlgorithm: algorithm });
+  const session = await destination.begin(kind, { signal, digestAlgorithm: algorithm, chunker });
   let writer: ManifestWriter | undefined;
   // A file's finish (size, mode, times, close: several sequential fs calls) overlaps the
   // next files: awaited one by one, it dominated pushes of trees of small files.
@@ -133,18 +142,29 @@ export async function push(source: PushSource, destination: PushDestination, opt
       await writer!.endEntry(size, scan.result.digest);
     };
 
+    // The quick check: a file the destination already has as it is now is not read.
+    const known = options.checksum || !destination.knownFile ? async () => undefined : (meta: EntryMeta) => destination.knownFile!(meta, { signal });
+    const reuseKnown = async (meta: EntryMeta, file: KnownFile): Promise<void> => {
+      await writer!.beginEntry(meta);
+      for (let i = 0; i < file.records.length; i += KNOWN_RECORDS_PER_CALL) await writer!.addChunks(file.records.slice(i, i + KNOWN_RECORDS_PER_CALL));
+      await writer!.endEntry(file.size, file.digest);
+      sender.skipped(file.size);
+    };
+
     if (typeof source !== 'string') {
       const meta: EntryMeta = { type: 'file', path: '', mode: 0o644, mtimeMs: Date.now(), size: -1 };
       await handleFile(meta, new StreamScan(source.stream, { ...scanOpts, pool }));
     } else if (kind === 'file') {
       const s = st!;
       const meta: EntryMeta = { type: 'file', path: '', mode: s.mode & 0o7777, mtimeMs: Math.trunc(s.mtimeMs), size: s.size };
-      await handleFile(meta, new FileScan(source, s.size, s.mtimeMs, pool, scanOpts));
+      const file = await known(meta);
+      if (file) await reuseKnown(meta, file);
+      else await handleFile(meta, new FileScan(source, s.size, s.mtimeMs, pool, scanOpts));
     } else {
       // Tree: scans of the next files start while earlier ones are still being sent, and
       // their destination files are opened meanwhile. Entries reach the session in walk
       // order; a directory's is awaited before anything after it (its files) starts.
-      const ahead: { entry: SourceEntry; scan?: FileScan; opened?: Promise<FileSink | undefined> }[] = [];
+      const ahead: { entry: SourceEntry; scan?: FileScan; opened?: Promise<FileSink | undefined>; known?: KnownFile }[] = [];
       let aheadBytes = 0;
       const walker = walkTree(source, { signal, onSkip: options.onSkip });
       let walkDone = false;
@@ -158,6 +178,12 @@ export async function push(source: PushSource, destination: PushDestination, opt
           const e = n.value;
           let scan: FileScan | undefined;
           let opened: Promise<FileSink | undefined> | undefined;
+          const file = e.meta.type === 'file' ? await known(e.meta) : undefined;
+          if (file) {
+            bytesTotal += e.meta.size;
+            ahead.push({ entry: e, known: file });
+            continue;
+          }
           if (e.meta.type === 'file') {
             scan = new FileScan(e.absPath, e.meta.size, e.meta.mtimeMs, pool, scanOpts);
             aheadBytes += e.meta.size;
@@ -172,7 +198,8 @@ export async function push(source: PushSource, destination: PushDestination, opt
         await fill();
         const next = ahead.shift();
         if (!next) break;
-        if (next.scan) {
+        if (next.known) await reuseKnown(next.entry.meta, next.known);
+        else if (next.scan) {
           await handleFile(next.entry.meta, next.scan, next.opened);
           aheadBytes -= next.entry.meta.size;
         } else await writer.beginEntry(next.entry.meta);
@@ -370,6 +397,12 @@ class ChunkSender {
         }
       });
     }
+  }
+
+  /** A file reused without reading it (the quick check): counts as scanned, sends nothing. */
+  skipped(bytes: number): void {
+    this.bytesScanned += bytes;
+    this.options.onProgress?.({ bytesTotal: this.total(), bytesScanned: this.bytesScanned, bytesSent: this.bytesSent, chunksSent: this.chunksSent });
   }
 
   private remember(key: string): void {
