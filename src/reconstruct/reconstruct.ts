@@ -141,9 +141,102 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   const open = new Set<OpenFile>();
   let file: OpenFile | undefined;
   try {
+    /** One manifest event: a directory, symlink or file entry, a file's chunks, its end. */
+    const handle = async (ev: ManifestEvent): Promise<void> => {
+      if (ev.kind === 'entry') {
+        const meta = ev.meta;
+        if (meta.type === 'dir') await staging.mkdir(meta);
+        else if (meta.type === 'symlink') await staging.symlink(meta);
+        else {
+          const existing = meta.path === '' ? target : join(target, ...meta.path.split('/'));
+          // Opened without waiting: the chunk jobs and the finish wait for it, the next
+          // entries need not.
+          const ready = (async () => {
+            const staged = await staging.openFile(meta);
+            // In place first (an interrupted run's partial, then the existing file at the
+            // same offsets: cheap, and enough for overwrites); the existing file is chunked
+            // as a content-defined seed only when a chunk is not found in place (insertions).
+            const inPlace = [
+              await InPlace.open(staging.previousPathOf(meta.path), staged, algorithm),
+              targetExists ? await InPlace.open(existing, staged, algorithm) : undefined,
+            ].filter((x): x is InPlace => x !== undefined);
+            return { staged, inPlace };
+          })();
+          const indexExisting = pool && options.reuseTarget !== false && targetExists
+            ? async () => {
+                const local = new SeedIndex(header.chunker, algorithm);
+                await local.add(existing, pool, signal);
+                return local;
+              }
+            : undefined;
+          file = new OpenFile(meta, existing, ready, createHasher(algorithm), globalSeeds, indexExisting);
+          open.add(file);
+        }
+      } else if (ev.kind === 'chunks') {
+        const f = file!;
+        for (const rec of ev.records) {
+          const seq = f.nextSeq++;
+          const offset = f.offset;
+          f.offset += rec.length;
+          const id: ChunkId = { algorithm, digest: rec.digest };
+          f.started();
+          await window.run(rec.length, async () => {
+            try {
+              const { staged, inPlace: places } = await f.ready;
+              // 1. already in place (an interrupted run), 2. a local seed, 3. the store.
+              let data: Buffer | undefined;
+              let inPlace = false;
+              for (const p of places) {
+                data = await p.match(rec, offset);
+                if (data) {
+                  inPlace = p.isTarget;
+                  break;
+                }
+              }
+              if (!data) data = await f.fromSeed(rec);
+              if (data) bytesReused += rec.length;
+              else {
+                // 3. the store, once per distinct chunk (repeats come from RecentChunks)
+                const got = await recent.get(rec.digest, () => store.get(id, { signal, unverified: options.verifyStoreChunks === false }));
+                data = got.data;
+                if (data.length !== rec.length) throw new VerifyFailedError(`chunk ${digestToHex(rec.digest)} has ${data.length} bytes, manifest says ${rec.length}`);
+                if (got.fetched) bytesReceived += rec.length;
+                else bytesReused += rec.length;
+              }
+              await staged.write(data, offset, inPlace);
+              f.completed(seq, data);
+              bytesDone += rec.length;
+              progress();
+            } finally {
+              f.settled();
+            }
+          });
+        }
+      } else {
+        const f = file!;
+        file = undefined;
+        const end = ev;
+        await finishes.run(0, async () => {
+          const { staged } = await f.ready;
+          await f.idle();
+          // A chunk job of this file failed: the window reports it; only close here.
+          if (f.nextSeq !== f.hashedCount()) return;
+          const digest = f.hasher.digest();
+          if (!digest.equals(end.digest)) {
+            throw new VerifyFailedError(`${f.describe()}: content digest ${digest.toString('hex')} does not match the manifest's ${digestToHex(end.digest)}`);
+          }
+          if (f.offset !== end.size) throw new VerifyFailedError(`${f.describe()}: ${f.offset} bytes written, manifest says ${end.size}`);
+          await staged.finish(end.size);
+          open.delete(f);
+          await f.closeSeeds();
+        });
+      }
+    };
     // A file that may be linked from the old tree (options.previousFiles): its chunk
     // events are held until its end says whether its digest is the old one.
     let linkable: { meta: EntryMeta; previous: PreviousFile; held: ManifestEvent[] } | undefined;
+    /** Files that could not be linked after all: rebuilt after the last entry. */
+    const relink: ManifestEvent[][] = [];
     for await (const event of reader.events()) {
       throwIfAborted(signal);
       if (linkable && event.kind !== 'entryEnd') {
@@ -155,13 +248,22 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
         const { meta, previous, held } = linkable;
         linkable = undefined;
         const existing = join(target, ...meta.path.split('/'));
-        if (Buffer.compare(previous.digest, event.digest) === 0 && previous.size === event.size && (await sameFile(existing, previous)) && (await staging.linkFile(meta, existing))) {
-          bytesReused += event.size;
-          bytesDone += event.size;
-          progress();
+        const replay: ManifestEvent[] = [{ kind: 'entry', meta }, ...held, event];
+        if (Buffer.compare(previous.digest, event.digest) === 0 && previous.size === event.size) {
+          // Checked and linked while later entries go on (a link is two round trips to the
+          // thread pool; one by one, they were most of a tree's commit); a file that fails
+          // the check is rebuilt after the last entry.
+          const size = event.size;
+          await finishes.run(0, async () => {
+            if ((await sameFile(existing, previous)) && (await staging.linkFile(meta, existing))) {
+              bytesReused += size;
+              bytesDone += size;
+              progress();
+            } else relink.push(replay);
+          });
           continue;
         }
-        events = [{ kind: 'entry', meta }, ...held, event];
+        events = replay;
       } else if (event.kind === 'entry' && event.meta.type === 'file' && targetExists) {
         const previous = options.previousFiles?.get(event.meta.path);
         const m = event.meta;
@@ -170,97 +272,10 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
           continue;
         }
       }
-      for (const ev of events) {
-        if (ev.kind === 'entry') {
-          const meta = ev.meta;
-          if (meta.type === 'dir') await staging.mkdir(meta);
-          else if (meta.type === 'symlink') await staging.symlink(meta);
-          else {
-            const existing = meta.path === '' ? target : join(target, ...meta.path.split('/'));
-            // Opened without waiting: the chunk jobs and the finish wait for it, the next
-            // entries need not.
-            const ready = (async () => {
-              const staged = await staging.openFile(meta);
-              // In place first (an interrupted run's partial, then the existing file at the
-              // same offsets: cheap, and enough for overwrites); the existing file is chunked
-              // as a content-defined seed only when a chunk is not found in place (insertions).
-              const inPlace = [
-                await InPlace.open(staging.previousPathOf(meta.path), staged, algorithm),
-                targetExists ? await InPlace.open(existing, staged, algorithm) : undefined,
-              ].filter((x): x is InPlace => x !== undefined);
-              return { staged, inPlace };
-            })();
-            const indexExisting = pool && options.reuseTarget !== false && targetExists
-              ? async () => {
-                  const local = new SeedIndex(header.chunker, algorithm);
-                  await local.add(existing, pool, signal);
-                  return local;
-                }
-              : undefined;
-            file = new OpenFile(meta, existing, ready, createHasher(algorithm), globalSeeds, indexExisting);
-            open.add(file);
-          }
-        } else if (ev.kind === 'chunks') {
-          const f = file!;
-          for (const rec of ev.records) {
-            const seq = f.nextSeq++;
-            const offset = f.offset;
-            f.offset += rec.length;
-            const id: ChunkId = { algorithm, digest: rec.digest };
-            f.started();
-            await window.run(rec.length, async () => {
-              try {
-                const { staged, inPlace: places } = await f.ready;
-                // 1. already in place (an interrupted run), 2. a local seed, 3. the store.
-                let data: Buffer | undefined;
-                let inPlace = false;
-                for (const p of places) {
-                  data = await p.match(rec, offset);
-                  if (data) {
-                    inPlace = p.isTarget;
-                    break;
-                  }
-                }
-                if (!data) data = await f.fromSeed(rec);
-                if (data) bytesReused += rec.length;
-                else {
-                  // 3. the store, once per distinct chunk (repeats come from RecentChunks)
-                  const got = await recent.get(rec.digest, () => store.get(id, { signal, unverified: options.verifyStoreChunks === false }));
-                  data = got.data;
-                  if (data.length !== rec.length) throw new VerifyFailedError(`chunk ${digestToHex(rec.digest)} has ${data.length} bytes, manifest says ${rec.length}`);
-                  if (got.fetched) bytesReceived += rec.length;
-                  else bytesReused += rec.length;
-                }
-                await staged.write(data, offset, inPlace);
-                f.completed(seq, data);
-                bytesDone += rec.length;
-                progress();
-              } finally {
-                f.settled();
-              }
-            });
-          }
-        } else {
-          const f = file!;
-          file = undefined;
-          const end = ev;
-          await finishes.run(0, async () => {
-            const { staged } = await f.ready;
-            await f.idle();
-            // A chunk job of this file failed: the window reports it; only close here.
-            if (f.nextSeq !== f.hashedCount()) return;
-            const digest = f.hasher.digest();
-            if (!digest.equals(end.digest)) {
-              throw new VerifyFailedError(`${f.describe()}: content digest ${digest.toString('hex')} does not match the manifest's ${digestToHex(end.digest)}`);
-            }
-            if (f.offset !== end.size) throw new VerifyFailedError(`${f.describe()}: ${f.offset} bytes written, manifest says ${end.size}`);
-            await staged.finish(end.size);
-            open.delete(f);
-            await f.closeSeeds();
-          });
-        }
-      }
+      for (const ev of events) await handle(ev);
     }
+    await finishes.drain();
+    for (const events of relink) for (const ev of events) await handle(ev);
     await window.drain();
     await finishes.drain();
     await options.beforeCommit?.();
