@@ -23,7 +23,7 @@ export function registerPush(program: Command, signal: AbortSignal): void {
     .option('--json', 'print the result as one JSON object')
     .option('-q, --quiet', 'no progress display')
     .option('--no-delta', 'to a server: send changed chunks whole, not as the blocks that differ from the chunk they replace')
-    .option('-c, --checksum', 'to a server: read every file, also those whose size and mtime are unchanged since the last push (rsync --checksum)');
+    .option('-c, --checksum', 'read every file, also those whose size and mtime are unchanged since the last push to the target (rsync --checksum)');
   for (const o of [...chunkerOptions(), ...remoteOptions()]) cmd.addOption(o);
   cmd.action(async (source: string, dest: string, flags: PushFlags) => {
     const chunker = chunkerSpecFrom(flags, (n) => cmd.getOptionValueSource(n) === 'cli');

@@ -7,8 +7,8 @@ import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.
 import { HttpStore, type HttpStoreOptions, type StageUpload } from '../store/http.js';
 import { validateManifestName } from '../store/names.js';
 import type { OpOptions } from '../store/store.js';
-import { chunkerSpecEquals, digestKey } from '../core/ids.js';
-import type { BeginOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
+import { KnownFiles } from '../transfer/known.js';
+import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
 
 export interface RemoteOptions {
   readonly token?: string;
@@ -93,25 +93,21 @@ export class HttpDestination implements PushDestination {
 
   /** The target's current version, read at begin() (see previousVersion). */
   private previous: BaseIndex | undefined;
-  private quickCheck = false;
-  /** Digests of `previous` the server no longer has, asked once, on the first quick check. */
-  private missing: Promise<Set<string>> | undefined;
+  private known: KnownFiles | undefined;
 
   async begin(kind: ManifestKind, opts: BeginOptions = {}): Promise<PushSession> {
     const store = this.chunks;
     const name = this.name;
     this.previous = await this.previousVersion(kind, opts);
     if (this.options.delta !== false) store.useBases(this.previous);
-    // Known files are reused as the previous version cut and hashed them: only if this push
-    // would cut and hash them the same way.
-    const p = this.previous;
-    this.quickCheck = p !== undefined && p.algorithm === (opts.digestAlgorithm ?? 'blake3') && opts.chunker !== undefined && chunkerSpecEquals(p.chunker, opts.chunker);
+    this.known = KnownFiles.for(this.previous, store, opts);
     const staging = kind === 'file' && this.options.stage !== false && store.info.stage === true;
     let stage: StageUpload | undefined;
     return {
-      entry: async (meta: EntryMeta): Promise<FileSink | undefined> => {
-        // A stream's size is not known up front: it is rebuilt at commit.
-        if (!staging || meta.type !== 'file' || meta.size < 0 || stage) return undefined;
+      entry: async (meta: EntryMeta, o: EntryOptions = {}): Promise<FileSink | undefined> => {
+        // A stream's size is not known up front: it is rebuilt at commit. A known file the
+        // server keeps as it is.
+        if (!staging || meta.type !== 'file' || meta.size < 0 || stage || o.known) return undefined;
         const s = store.openStage(name, opts.digestAlgorithm ?? 'blake3', meta, opts.signal);
         s.done.catch(() => {}); // awaited at commit; a failed stage only costs the server time
         stage = s;
@@ -135,20 +131,8 @@ export class HttpDestination implements PushDestination {
     };
   }
 
-  async knownFile(meta: EntryMeta, opts: OpOptions = {}): Promise<KnownFile | undefined> {
-    const f = this.quickCheck ? this.previous?.file(meta.path) : undefined;
-    if (!f || meta.type !== 'file' || f.size !== meta.size || f.mtimeMs !== meta.mtimeMs) return undefined;
-    this.missing ??= this.missingOfPrevious(opts);
-    const missing = await this.missing;
-    return f.records.some((r) => missing.has(digestKey(r.digest))) ? undefined : f;
-  }
-
-  /** One `has` query for every chunk of the previous version (a damaged store may lack some). */
-  private async missingOfPrevious(opts: OpOptions): Promise<Set<string>> {
-    const digests = this.previous!.distinctDigests();
-    const algorithm = this.previous!.algorithm;
-    const present = await this.chunks.has(digests.map((digest) => ({ algorithm, digest })), opts);
-    return new Set(digests.filter((_, i) => !present[i]).map(digestKey));
+  knownFile(meta: EntryMeta, opts: OpOptions = {}): Promise<KnownFile | undefined> {
+    return this.known?.find(meta, opts) ?? Promise.resolve(undefined);
   }
 
   deltaStats(): { chunks: number; savedBytes: number } {

@@ -1,12 +1,15 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
-import { AlreadyExistsError, fromSystemError, InvalidArgumentError, NotFoundError } from '../core/errors.js';
+import { AlreadyExistsError, fromSystemError, InvalidArgumentError, isXferError, NotFoundError } from '../core/errors.js';
+import { BaseIndex } from '../manifest/bases.js';
+import { openManifest } from '../manifest/reader.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
-import { Staging, type StagedFile } from '../reconstruct/staging.js';
+import { sameFile, Staging, type StagedFile } from '../reconstruct/staging.js';
 import { LocalStore } from '../store/local.js';
 import type { OpOptions } from '../store/store.js';
-import type { FileSink, PushDestination, PushSession } from '../transfer/destination.js';
+import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
+import { KnownFiles } from '../transfer/known.js';
 
 /** The directory, inside the one holding a target, where a local destination keeps chunks and manifests. */
 export const STORE_DIR_NAME = '.xfer';
@@ -70,10 +73,15 @@ export function sourceBaseName(source: string): string {
 
 /**
  * A push into a local directory: chunks and manifest go to <dir>/.xfer, and the target is
- * built from the scanned bytes in a staging copy beside it, swapped in at commit.
+ * built from the scanned bytes in a staging copy beside it, swapped in at commit. A file
+ * the target already holds as it is (the quick check: same size and mtime as the last
+ * push recorded, in the manifest and on disk) is not read: its current copy is linked
+ * into the staging copy.
  */
 export class LocalDestination implements PushDestination {
   readonly description: string;
+  private known: KnownFiles | undefined;
+
   private constructor(readonly chunks: LocalStore, private readonly t: LocalTarget) {
     this.description = t.target;
   }
@@ -83,14 +91,17 @@ export class LocalDestination implements PushDestination {
     return new LocalDestination(store, target);
   }
 
-  async begin(kind: ManifestKind, options: OpOptions = {}): Promise<PushSession> {
+  async begin(kind: ManifestKind, options: BeginOptions = {}): Promise<PushSession> {
     const staging = await Staging.create(this.t.target, kind, options);
     const store = this.chunks;
     const name = this.t.name;
+    this.known = KnownFiles.for(await this.previousVersion(kind, options), store, options);
+    const existing = (path: string) => (path === '' ? this.t.target : join(this.t.target, ...path.split('/')));
     return {
-      async entry(meta: EntryMeta): Promise<FileSink | undefined> {
+      async entry(meta: EntryMeta, o: EntryOptions = {}): Promise<FileSink | undefined> {
         if (meta.type === 'dir') await staging.mkdir(meta);
         else if (meta.type === 'symlink') await staging.symlink(meta);
+        else if (o.known) await staging.keepFile(meta, existing(meta.path));
         else {
           const f: StagedFile = await staging.openFile(meta);
           return { write: (data, position) => f.write(data, position), finish: (size) => f.finish(size) };
@@ -105,8 +116,30 @@ export class LocalDestination implements PushDestination {
     };
   }
 
+  async knownFile(meta: EntryMeta, options: OpOptions = {}): Promise<KnownFile | undefined> {
+    const f = await this.known?.find(meta, options);
+    // The copy at the target must still be the one the manifest describes: it is linked.
+    const path = meta.path === '' ? this.t.target : join(this.t.target, ...meta.path.split('/'));
+    return f && (await sameFile(path, { size: f.size, mtimeMs: meta.mtimeMs })) ? f : undefined;
+  }
+
   async close(): Promise<void> {
     await this.chunks.close();
+  }
+
+  /** The manifest last pushed to the target, if it is a `kind`, as a BaseIndex (best effort). */
+  private async previousVersion(kind: ManifestKind, options: OpOptions): Promise<BaseIndex | undefined> {
+    try {
+      const reader = await openManifest(await this.chunks.getManifest(this.t.name, options), { signal: options.signal });
+      if (reader.header.kind !== kind) {
+        await reader.close();
+        return undefined;
+      }
+      return await BaseIndex.load(reader, { signal: options.signal });
+    } catch (err) {
+      if (isXferError(err, 'XFER_ABORTED')) throw err;
+      return undefined;
+    }
   }
 }
 

@@ -1,4 +1,4 @@
-import { chmod, lstat, open, stat, utimes, type FileHandle } from 'node:fs/promises';
+import { chmod, open, stat, utimes, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { VerifyFailedError } from '../core/errors.js';
@@ -14,7 +14,7 @@ import type { ChunkStore } from '../store/store.js';
 import { Window } from '../transfer/window.js';
 import { RecentChunks } from './recent.js';
 import { SeedIndex } from './seeds.js';
-import { Staging, type StagedFile } from './staging.js';
+import { sameFile, Staging, type StagedFile } from './staging.js';
 
 export interface ReconstructOptions {
   readonly signal?: AbortSignal;
@@ -301,13 +301,6 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     seconds: (performance.now() - started) / 1000,
     digest: digestToHex(header.digest),
   };
-}
-
-/** Whether `path` is still the file a manifest entry describes: a regular file of its size and mtime. */
-async function sameFile(path: string, entry: PreviousFile): Promise<boolean> {
-  const st = await lstat(path).catch(() => undefined);
-  // Rounded: the mtime was set from whole milliseconds, and reads back as a float of them.
-  return st !== undefined && st.isFile() && st.size === entry.size && Math.round(st.mtimeMs) === entry.mtimeMs;
 }
 
 /**

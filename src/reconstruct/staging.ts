@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { chmod, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, utimes } from 'node:fs/promises';
+import { chmod, copyFile, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
@@ -161,17 +161,34 @@ export class Staging {
 
   /**
    * Puts `existing` (a file of the version being replaced, known to hold exactly this entry:
-   * same content, size, mode and mtime) into a staging tree as a hard link: nothing is
-   * read or written, and the inode is untouched, so the old version stays as it was until
-   * the swap. False if the link cannot be made (another filesystem, say): rebuild instead.
+   * same content, size and mtime) into the staging area as a hard link: nothing is read or
+   * written, and the old version stays as it was until the swap. False if the link cannot
+   * be made (a filesystem without hard links, say); the caller rebuilds or copies instead.
    */
   async linkFile(meta: EntryMeta, existing: string): Promise<boolean> {
-    if (this.kind !== 'tree') return false;
     try {
       await link(existing, this.pathOf(meta.path));
       return true;
     } catch {
       return false;
+    }
+  }
+
+  /**
+   * linkFile, or where links cannot be made, a copy of `existing` with the entry's mode and
+   * mtime (made durable at commit, like written files).
+   */
+  async keepFile(meta: EntryMeta, existing: string): Promise<void> {
+    if (await this.linkFile(meta, existing)) return;
+    const p = this.pathOf(meta.path);
+    try {
+      await copyFile(existing, p, constants.COPYFILE_EXCL);
+      await chmod(p, meta.mode);
+      await utimes(p, meta.mtimeMs / 1000, meta.mtimeMs / 1000);
+      if (this.kind === 'tree') this.unsynced.push(p);
+      else await fsyncPath(p);
+    } catch (err) {
+      throw fromSystemError(err, p, 'copy unchanged file');
     }
   }
 
@@ -373,4 +390,14 @@ async function checkReplaceable(target: string, kind: ManifestKind): Promise<voi
   }
   if (kind === 'file' && st.isDirectory()) throw new AlreadyExistsError(`${target}: cannot overwrite a directory with a file`);
   if (kind === 'tree' && !st.isDirectory()) throw new AlreadyExistsError(`${target}: cannot overwrite a non-directory with a directory`);
+}
+
+/**
+ * Whether `path` is still the file a manifest entry describes: a regular file of its size
+ * and mtime (the quick check; the mtime was set from whole milliseconds and reads back as
+ * a float of them, hence the rounding).
+ */
+export async function sameFile(path: string, entry: { readonly size: number; readonly mtimeMs: number }): Promise<boolean> {
+  const st = await lstat(path).catch(() => undefined);
+  return st !== undefined && st.isFile() && st.size === entry.size && Math.round(st.mtimeMs) === entry.mtimeMs;
 }

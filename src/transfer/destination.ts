@@ -22,8 +22,9 @@ export interface PushDestination {
   /**
    * The quick check (rsync's): the destination's current version of file entry `meta`, if
    * it had the same size and mtime there and every chunk of it is still stored; the push
-   * then reuses its chunk list and digest without reading the file. Destinations that
-   * cannot tell leave it out, and every file is read.
+   * then reuses its chunk list and digest without reading the file, and passes it to
+   * PushSession.entry as `known`. Destinations that cannot tell leave it out, and every
+   * file is read.
    */
   knownFile?(meta: EntryMeta, options?: OpOptions): Promise<KnownFile | undefined>;
   /**
@@ -54,13 +55,21 @@ export interface FileSink {
   finish(size: number, digest: Uint8Array): Promise<void>;
 }
 
+export interface EntryOptions extends OpOptions {
+  /**
+   * The file is one the destination already has as it is (knownFile): it is not read, and
+   * the destination keeps its current copy (no sink is returned).
+   */
+  readonly known?: KnownFile;
+}
+
 export interface PushSession {
   /**
    * Called for each entry in manifest order. A destination that follows files while they
    * are scanned returns a FileSink for them; others return undefined and rebuild from
    * chunks at commit.
    */
-  entry(meta: EntryMeta, options?: OpOptions): Promise<FileSink | undefined>;
+  entry(meta: EntryMeta, options?: EntryOptions): Promise<FileSink | undefined>;
   /**
    * Makes the push visible: the chunks are durable, the manifest (a complete, verified file
    * at manifestPath) is stored under the target's name, and the target is replaced

@@ -158,8 +158,10 @@ export async function push(source: PushSource, destination: PushDestination, opt
       const s = st!;
       const meta: EntryMeta = { type: 'file', path: '', mode: s.mode & 0o7777, mtimeMs: Math.trunc(s.mtimeMs), size: s.size };
       const file = await known(meta);
-      if (file) await reuseKnown(meta, file);
-      else await handleFile(meta, new FileScan(source, s.size, s.mtimeMs, pool, scanOpts));
+      if (file) {
+        await session.entry(meta, { signal, known: file });
+        await reuseKnown(meta, file);
+      } else await handleFile(meta, new FileScan(source, s.size, s.mtimeMs, pool, scanOpts));
     } else {
       // Tree: scans of the next files start while earlier ones are still being sent, and
       // their destination files are opened meanwhile. Entries reach the session in walk
@@ -181,7 +183,9 @@ export async function push(source: PushSource, destination: PushDestination, opt
           const file = e.meta.type === 'file' ? await known(e.meta) : undefined;
           if (file) {
             bytesTotal += e.meta.size;
-            ahead.push({ entry: e, known: file });
+            opened = session.entry(e.meta, { signal, known: file });
+            opened.catch(() => {}); // awaited below; until then, not unhandled
+            ahead.push({ entry: e, known: file, opened });
             continue;
           }
           if (e.meta.type === 'file') {
@@ -198,7 +202,10 @@ export async function push(source: PushSource, destination: PushDestination, opt
         await fill();
         const next = ahead.shift();
         if (!next) break;
-        if (next.known) await reuseKnown(next.entry.meta, next.known);
+        if (next.known) {
+          await next.opened;
+          await reuseKnown(next.entry.meta, next.known);
+        }
         else if (next.scan) {
           await handleFile(next.entry.meta, next.scan, next.opened);
           aheadBytes -= next.entry.meta.size;

@@ -18,7 +18,7 @@ async function sneakyEdit(path: string, data: Buffer): Promise<void> {
   await utimes(path, st.atime, st.mtime);
 }
 
-describe('pushes to a server skip files whose size and mtime are unchanged (the quick check)', () => {
+describe('pushes skip files whose size and mtime are unchanged since the last push (the quick check)', () => {
   let dir: string;
   let root: string;
   let server: XferServer;
@@ -90,5 +90,39 @@ describe('pushes to a server skip files whose size and mtime are unchanged (the 
     assert.equal(other.code, 0, other.stderr);
     assert.ok((await readFile(served('b.dcm'))).equals(b2), 'b.dcm was read this time');
     for (const n of names) assert.ok((await readFile(served(n))).equals(await readFile(join(tree, n))), n);
+  });
+
+  it('local pushes too: unchanged files are linked from the current copy, not read; --checksum reads them', async () => {
+    const tree = join(dir, 'local-src', 'scans');
+    await mkdir(join(tree, 'sub'), { recursive: true });
+    const names = ['a.bin', 'sub/b.bin', 'sub/c.bin'];
+    for (const [i, n] of names.entries()) {
+      await writeFile(join(tree, n), pseudoRandom(120_000 + i, 40 + i));
+      await utimes(join(tree, n), MTIME_S, MTIME_S);
+    }
+    const backup = join(dir, 'backup');
+    assert.equal((await runCli(['push', tree, `${backup}/`])).code, 0);
+    const copy = (n: string) => join(backup, 'scans', n);
+    const inode = (await stat(copy('a.bin'))).ino;
+
+    const a2 = pseudoRandom(120_000, 77);
+    await sneakyEdit(join(tree, 'a.bin'), a2);
+    const c2 = pseudoRandom(5000, 78);
+    await writeFile(join(tree, 'sub/c.bin'), c2);
+    const damaged = pseudoRandom(3000, 79);
+    await writeFile(copy('sub/b.bin'), damaged); // the backup copy changed behind xfer's back
+    const p = await runCli(['push', tree, `${backup}/`, '--json']);
+    assert.equal(p.code, 0, p.stderr);
+    assert.ok(!(await readFile(copy('a.bin'))).equals(a2), 'a.bin was not read');
+    assert.equal((await stat(copy('a.bin'))).ino, inode, 'its copy is kept (linked into the new version)');
+    assert.equal((await stat(copy('a.bin'))).nlink, 1);
+    assert.ok((await readFile(copy('sub/c.bin'))).equals(c2));
+    assert.ok((await readFile(copy('sub/b.bin'))).equals(await readFile(join(tree, 'sub/b.bin'))), 'a damaged copy is not reused');
+
+    const full = await runCli(['push', tree, `${backup}/`, '--checksum']);
+    assert.equal(full.code, 0, full.stderr);
+    for (const n of names) assert.ok((await readFile(copy(n))).equals(await readFile(join(tree, n))), n);
+    const v = await runCli(['verify', backup]);
+    assert.equal(v.code, 0, v.stdout + v.stderr);
   });
 });

@@ -1,0 +1,45 @@
+/**
+ * The quick check's bookkeeping, shared by destinations (PushDestination.knownFile): the
+ * target's previous version, read once at begin(), and which of its chunks the store
+ * still has, asked once, on the first candidate.
+ */
+import { chunkerSpecEquals, digestKey } from '../core/ids.js';
+import type { BaseIndex } from '../manifest/bases.js';
+import type { EntryMeta } from '../manifest/types.js';
+import type { ChunkStore, OpOptions } from '../store/store.js';
+import type { BeginOptions, KnownFile } from './destination.js';
+
+export class KnownFiles {
+  private missing: Promise<Set<string>> | undefined;
+
+  private constructor(
+    private readonly previous: BaseIndex,
+    private readonly chunks: ChunkStore,
+  ) {}
+
+  /**
+   * Known files come as the previous version cut and hashed them: usable only by a push
+   * that cuts and hashes the same way (undefined otherwise, or without a previous version).
+   */
+  static for(previous: BaseIndex | undefined, chunks: ChunkStore, push: BeginOptions): KnownFiles | undefined {
+    if (!previous || previous.algorithm !== (push.digestAlgorithm ?? 'blake3') || !push.chunker || !chunkerSpecEquals(previous.chunker, push.chunker)) return undefined;
+    return new KnownFiles(previous, chunks);
+  }
+
+  /** The previous version's file `meta.path` if it had meta's size and mtime and all its chunks are stored. */
+  async find(meta: EntryMeta, options: OpOptions = {}): Promise<KnownFile | undefined> {
+    const f = meta.type === 'file' ? this.previous.file(meta.path) : undefined;
+    if (!f || f.size !== meta.size || f.mtimeMs !== meta.mtimeMs) return undefined;
+    this.missing ??= this.missingChunks(options);
+    const missing = await this.missing;
+    return f.records.some((r) => missing.has(digestKey(r.digest))) ? undefined : f;
+  }
+
+  /** One `has` query for every chunk of the previous version (a damaged store may lack some). */
+  private async missingChunks(options: OpOptions): Promise<Set<string>> {
+    const digests = this.previous.distinctDigests();
+    const algorithm = this.previous.algorithm;
+    const present = await this.chunks.has(digests.map((digest) => ({ algorithm, digest })), options);
+    return new Set(digests.filter((_, i) => !present[i]).map(digestKey));
+  }
+}
