@@ -379,17 +379,21 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     }
   }
 
-  /** The manifest committed under `name` if it is a file's, to read through; else undefined. */
-  async function committedFile(name: string): Promise<ManifestReader | undefined> {
-    let reader: ManifestReader;
+  /** The manifest committed under `name`, opened to read through; undefined if there is none. */
+  async function openCommitted(name: string): Promise<ManifestReader | undefined> {
     try {
-      reader = await openManifest(await ctx.store.getManifest(name, { signal: ctx.signal }), { signal: ctx.signal });
+      return await openManifest(await ctx.store.getManifest(name, { signal: ctx.signal }), { signal: ctx.signal });
     } catch (err) {
       if (isXferError(err, 'XFER_ABORTED')) throw err;
       return undefined;
     }
-    if (reader.header.kind === 'file') return reader;
-    await reader.close();
+  }
+
+  /** The manifest committed under `name` if it is a file's, to read through; else undefined. */
+  async function committedFile(name: string): Promise<ManifestReader | undefined> {
+    const reader = await openCommitted(name);
+    if (reader?.header.kind === 'file') return reader;
+    await reader?.close();
     return undefined;
   }
 
@@ -399,13 +403,8 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
    * links those that are unchanged instead of rebuilding them.
    */
   async function committedFiles(name: string): Promise<Map<string, PreviousFile> | undefined> {
-    let reader: ManifestReader;
-    try {
-      reader = await openManifest(await ctx.store.getManifest(name, { signal: ctx.signal }), { signal: ctx.signal });
-    } catch (err) {
-      if (isXferError(err, 'XFER_ABORTED')) throw err;
-      return undefined;
-    }
+    const reader = await openCommitted(name);
+    if (!reader) return undefined;
     if (reader.header.entryCount > MAX_PREVIOUS_FILES) {
       await reader.close();
       return undefined;

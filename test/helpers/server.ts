@@ -1,6 +1,29 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, type ClientHttp2Session } from 'node:http2';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before } from 'node:test';
+import { createServer, type XferServer } from '../../src/server/server.js';
 import { BIN } from './cli.js';
+
+/**
+ * For a describe(): a temporary directory and an in-process server on `<dir>/root`, made
+ * before its tests and removed after them. The fields are set once `before` has run.
+ */
+export function useServer(prefix: string): { readonly dir: string; readonly root: string; readonly server: XferServer } {
+  const f = {} as { dir: string; root: string; server: XferServer };
+  before(async () => {
+    f.dir = await mkdtemp(join(tmpdir(), prefix));
+    f.root = join(f.dir, 'root');
+    f.server = await createServer({ root: f.root, port: 0 });
+  });
+  after(async () => {
+    await f.server?.close();
+    if (f.dir) await rm(f.dir, { recursive: true, force: true });
+  });
+  return f;
+}
 
 /** Starts `xfer serve` as a child process and waits for its "listening on <url>" line. */
 export async function startServeProcess(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ url: string; child: ChildProcess; stop(signal?: NodeJS.Signals): Promise<number | null> }> {
