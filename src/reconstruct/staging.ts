@@ -1,11 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { constants } from 'node:fs';
+import { closeSync, constants, fchmodSync, futimesSync, openSync, writeSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { chmod, copyFile, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
-import { AlreadyExistsError, fromSystemError } from '../core/errors.js';
+import { AlreadyExistsError, fromSystemError, VerifyFailedError } from '../core/errors.js';
 import { DirectBlockWriter, DIRECT_MIN_FILE_BYTES, openDirect } from '../io/direct.js';
 import { fsyncPath, syncFilesystem } from '../io/sync.js';
 import type { EntryMeta, ManifestKind } from '../manifest/types.js';
@@ -194,6 +194,14 @@ export class Staging {
 
   async openFile(meta: EntryMeta): Promise<StagedFile> {
     const p = this.pathOf(meta.path);
+    // A small file of a tree is assembled in memory and written at finish() in a few
+    // synchronous calls: through FileHandle, the open, write, chmod, utimes and close of
+    // each file cost the main thread about 0.3 ms (a tree of 7,643 files: 2.5 s).
+    if (this.kind === 'tree' && meta.size >= 0 && meta.size <= SMALL_STAGED_FILE_BYTES) {
+      const f: StagedFile = new SmallStagedFile(p, meta, () => this.open.delete(f), (path) => void this.unsynced.push(path));
+      this.open.add(f);
+      return f;
+    }
     let fh: FileHandle;
     try {
       // A resumable file keeps what an interrupted run wrote; everything else starts empty.
@@ -217,7 +225,7 @@ export class Staging {
     }
     const deferSync = this.kind === 'tree' ? (path: string) => void this.unsynced.push(path) : undefined;
     const resumed = this.resumable && this.kind === 'file';
-    const f = new StagedFile(fh, p, meta, direct, () => this.open.delete(f), deferSync, resumed);
+    const f: StagedFile = new HandleStagedFile(fh, p, meta, direct, () => this.open.delete(f), deferSync, resumed);
     this.open.add(f);
     return f;
   }
@@ -282,7 +290,83 @@ export class Staging {
  * of the file must be passed to write() once, including bytes found already in place
  * (`inPlace`): a direct writer needs them to complete its blocks, a buffered one skips them.
  */
-export class StagedFile {
+export interface StagedFile {
+  readonly path: string;
+  /** Whether writes bypass the page cache (O_DIRECT). */
+  readonly isDirect: boolean;
+  write(data: Uint8Array, position: number, inPlace?: boolean): Promise<void>;
+  /** Sets the final size, mode and mtime, fsyncs (or defers that to the tree's commit) and closes. */
+  finish(size: number): Promise<void>;
+  /** The size on disk so far (an interrupted run's partial). */
+  size(): Promise<number>;
+  /** Reads `length` bytes at `position`; fewer if the file is shorter. */
+  readAt(length: number, position: number): Promise<Buffer>;
+  close(): Promise<void>;
+}
+
+/** Files of a tree up to this size are staged in memory (SmallStagedFile). */
+export const SMALL_STAGED_FILE_BYTES = 1 << 20;
+
+/**
+ * A small file of a tree: its bytes are assembled in memory and the file is created,
+ * written, given its mode and mtime and closed in one go at finish(), with synchronous
+ * calls (each a few microseconds for a file this small). Its fsync is left to the tree's
+ * commit. Nothing exists on disk before finish().
+ */
+class SmallStagedFile implements StagedFile {
+  readonly isDirect = false;
+  private readonly data: Buffer;
+
+  constructor(
+    readonly path: string,
+    private readonly meta: EntryMeta,
+    private readonly onClose: () => void,
+    private readonly deferSync: (path: string) => void,
+  ) {
+    this.data = Buffer.allocUnsafe(meta.size);
+  }
+
+  async write(data: Uint8Array, position: number): Promise<void> {
+    if (position + data.length > this.data.length) {
+      throw new VerifyFailedError(`${data.length} bytes at offset ${position} are beyond the file's declared size ${this.data.length}`);
+    }
+    this.data.set(data, position);
+  }
+
+  async finish(size: number): Promise<void> {
+    try {
+      if (size > this.data.length) throw new VerifyFailedError(`${this.path}: ${size} bytes, declared ${this.data.length}`);
+      let fd: number | undefined;
+      try {
+        fd = openSync(this.path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
+        for (let done = 0; done < size; ) done += writeSync(fd, this.data, done, size - done, done);
+        fchmodSync(fd, this.meta.mode);
+        futimesSync(fd, this.meta.mtimeMs / 1000, this.meta.mtimeMs / 1000);
+      } catch (err) {
+        throw fromSystemError(err, this.path, 'write');
+      } finally {
+        if (fd !== undefined) closeSync(fd);
+      }
+      this.deferSync(this.path);
+    } finally {
+      await this.close();
+    }
+  }
+
+  async size(): Promise<number> {
+    return 0;
+  }
+
+  async readAt(): Promise<Buffer> {
+    return Buffer.alloc(0);
+  }
+
+  async close(): Promise<void> {
+    this.onClose();
+  }
+}
+
+class HandleStagedFile implements StagedFile {
   readonly path: string;
   private readonly fh: FileHandle;
   private readonly meta: EntryMeta;
