@@ -37,6 +37,12 @@ export const STAGE_END_BYTES = 4 + 8 + DIGEST_BYTES;
 export const STAGE_HANDOVER_MS = 60_000;
 /** Slabs the copies of arrived chunks are carved from. */
 const ARRIVAL_SLAB_BYTES = 4 * MiB;
+/**
+ * Records a stage holds back while its list repeats the committed one (see
+ * deferWhileUnchanged): about 100 bytes each, the first 16 GiB of a file at the default
+ * chunk size. Beyond, it builds.
+ */
+export const STAGE_HELD_RECORDS_MAX = 1 << 18;
 /** Records handed to the rebuild per event. */
 const STAGE_BATCH_RECORDS = 1024;
 
@@ -229,6 +235,7 @@ export class Stage {
     if (!previous) return yield* events;
     const old = recordsOf(previous);
     const held: ManifestEvent[] = [];
+    let heldRecords = 0;
     let same = true;
     try {
       for await (const ev of events) {
@@ -240,6 +247,9 @@ export class Stage {
               break;
             }
           }
+          // A long unchanged prefix (a big file appended to) is not held without bound.
+          heldRecords += ev.records.length;
+          if (heldRecords > STAGE_HELD_RECORDS_MAX) same = false;
         } else if (same && ev.kind === 'entryEnd') {
           if ((await old.next()).done) throw new UnchangedError();
           same = false;
