@@ -14,6 +14,7 @@ const FILES: { name: string; size: number; mode: number; mtimeS: number }[] = [
   { name: 'run.sh', size: 10_000, mode: 0o755, mtimeS: 1_500_000_001.25 },
   { name: 'sub/secret.key', size: 700, mode: 0o600, mtimeS: 1_500_000_002 },
   { name: 'sub/mid.bin', size: 2 * MiB + 3, mode: 0o640, mtimeS: 1_500_000_003 },
+  { name: 'sub/edge.bin', size: 64 * 1024, mode: 0o640, mtimeS: 1_500_000_005 },
   { name: 'sub/big.img', size: 9 * MiB + 5, mode: 0o444, mtimeS: 1_500_000_004 },
 ];
 
