@@ -1,12 +1,17 @@
 import { strict as assert } from 'node:assert';
 import { connect } from 'node:http2';
-import { mkdir, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { createChunker } from '../src/chunker/index.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import { digestOf } from '../src/hash/digest.js';
-import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../src/server/stage.js';
+import { ManifestWriter } from '../src/manifest/writer.js';
+import { openManifestFile } from '../src/manifest/reader.js';
+import type { ChunkRecord, EntryMeta } from '../src/manifest/types.js';
+import { STAGE_END_BYTES, STAGE_RECORD_BYTES, StageHub, UnchangedError } from '../src/server/stage.js';
+import { LocalStore } from '../src/store/local.js';
 import { cutAll } from './helpers/chunks.js';
 import { runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
@@ -226,5 +231,56 @@ describe('server stages: a pushed file is rebuilt while its chunks arrive', () =
     for (const f of ['series1/a.dcm', 'series1/b.dcm', 'series1/c.dcm']) assert.notEqual(await inode(f), before1.get(f), `${f} is rebuilt`);
     assert.equal((await stat(served('series1/b.dcm'))).mtimeMs, 1_650_000_000_000);
     assert.equal((await stat(served('d.dcm'))).nlink, 1, 'the old tree is gone: no second link remains');
+  });
+});
+
+describe('StageHub: holding back while the list repeats the committed one', () => {
+  /** A committed file of `data` (store + manifest) and a stage of the same list, holding back at most `max` records. */
+  async function stageSameAs(dir: string, data: Buffer, max: number) {
+    const store = await LocalStore.open(join(dir, 'store'), { create: true });
+    const records: ChunkRecord[] = [];
+    let o = 0;
+    for (const len of cutAll(createChunker(DEFAULT_CHUNKER), data)) {
+      const digest = digestOf('blake3', data.subarray(o, o + len));
+      await store.put({ algorithm: 'blake3', digest }, data.subarray(o, o + len));
+      records.push({ length: len, digest });
+      o += len;
+    }
+    await store.flush();
+    const manifest = join(dir, 'manifest');
+    const w = await ManifestWriter.create(manifest, { kind: 'file', digestAlgorithm: 'blake3', chunker: DEFAULT_CHUNKER });
+    const meta: EntryMeta = { type: 'file', path: '', mode: 0o644, mtimeMs: 1_700_000_000_000, size: data.length };
+    await w.beginEntry(meta);
+    await w.addChunks(records);
+    await w.endEntry(data.length, digestOf('blake3', data));
+    await w.finish();
+    const target = join(dir, 'target.bin');
+    await writeFile(target, data);
+    const hub = new StageHub(store, max);
+    const stage = hub.begin({ name: 'target.bin', algorithm: 'blake3', meta, target }, (async function* () {
+      yield stageList(data);
+    })(), new AbortController().signal, await openManifestFile(manifest));
+    return { store, stage, records, target };
+  }
+
+  it('an unchanged list within the bound builds nothing; beyond it, the file is built', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'xfer-hold-'));
+    try {
+      const data = pseudoRandom(3 * MiB, 61);
+      const small = await stageSameAs(join(dir, 'a'), data, 1 << 18);
+      await assert.rejects(small.stage.result, UnchangedError);
+      await small.store.close();
+
+      const bounded = await stageSameAs(join(dir, 'b'), data, 4);
+      assert.ok(bounded.records.length > 8);
+      const inode = (await stat(bounded.target)).ino;
+      const r = await bounded.stage.commit(async () => {});
+      assert.equal(r.bytesTotal, data.length);
+      assert.ok((await readFile(bounded.target)).equals(data));
+      assert.notEqual((await stat(bounded.target)).ino, inode, 'built and swapped in, not held back to the end');
+      await bounded.store.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -69,7 +69,11 @@ export class StageHub {
   /** Copies of arrived chunks are carved from slabs: one allocation per chunk cost GC time. */
   private readonly copies = new SlabAllocator(ARRIVAL_SLAB_BYTES);
 
-  constructor(private readonly store: LocalStore) {}
+  constructor(
+    private readonly store: LocalStore,
+    /** See STAGE_HELD_RECORDS_MAX (tests make it small). */
+    private readonly heldRecordsMax = STAGE_HELD_RECORDS_MAX,
+  ) {}
 
   /** Whether any stage waits for chunks (uploads skip the lookup otherwise). */
   get active(): boolean {
@@ -94,7 +98,7 @@ export class StageHub {
    */
   begin(spec: StageSpec, body: AsyncIterable<Buffer>, signal: AbortSignal, previous?: ManifestReader): Stage {
     this.stages.get(spec.name)?.abort(new AbortedError('a newer push of the same target started'));
-    const stage = new Stage(spec, signal, () => {
+    const stage = new Stage(spec, signal, this.heldRecordsMax, () => {
       if (this.stages.get(spec.name) === stage) this.stages.delete(spec.name);
     });
     this.stages.set(spec.name, stage);
@@ -143,6 +147,7 @@ export class Stage {
   constructor(
     readonly spec: StageSpec,
     serverSignal: AbortSignal,
+    private readonly heldRecordsMax: number,
     private readonly done: () => void,
   ) {
     // Every chunk the rebuild waits for listens for the abort (up to its fetch window).
@@ -249,7 +254,7 @@ export class Stage {
           }
           // A long unchanged prefix (a big file appended to) is not held without bound.
           heldRecords += ev.records.length;
-          if (heldRecords > STAGE_HELD_RECORDS_MAX) same = false;
+          if (heldRecords > this.heldRecordsMax) same = false;
         } else if (same && ev.kind === 'entryEnd') {
           if ((await old.next()).done) throw new UnchangedError();
           same = false;
