@@ -80,7 +80,10 @@ export class StageHub {
     return this.waiting.size > 0;
   }
 
-  /** A verified chunk was stored (or was already there): hand it to stages waiting for it. */
+  /**
+   * A put() just stored this chunk (so it was re-hashed): hand it to the stages waiting for
+   * it. Chunks that were already stored are not reported; waiters find those in the store.
+   */
   arrived(algorithm: DigestAlgorithm, digest: Uint8Array, data: Uint8Array): void {
     const key = waitKey(algorithm, digest);
     const waiters = this.waiting.get(key);
