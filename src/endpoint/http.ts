@@ -1,13 +1,11 @@
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { AlreadyExistsError, fromSystemError, InvalidArgumentError, isXferError } from '../core/errors.js';
-import { BaseIndex } from '../manifest/bases.js';
-import { openManifest } from '../manifest/reader.js';
+import { AlreadyExistsError, fromSystemError, InvalidArgumentError } from '../core/errors.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { HttpStore, type HttpStoreOptions, type StageUpload } from '../store/http.js';
 import { validateManifestName } from '../store/names.js';
 import type { OpOptions } from '../store/store.js';
-import { KnownFiles } from '../transfer/known.js';
+import { KnownFiles, previousVersion } from '../transfer/known.js';
 import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
 
 export interface RemoteOptions {
@@ -91,16 +89,14 @@ export class HttpDestination implements PushDestination {
     this.description = `${chunks.base.origin}/${name}`;
   }
 
-  /** The target's current version, read at begin() (see previousVersion). */
-  private previous: BaseIndex | undefined;
   private known: KnownFiles | undefined;
 
   async begin(kind: ManifestKind, opts: BeginOptions = {}): Promise<PushSession> {
     const store = this.chunks;
     const name = this.name;
-    this.previous = await this.previousVersion(kind, opts);
-    if (this.options.delta !== false) store.useBases(this.previous);
-    this.known = KnownFiles.for(this.previous, store, opts);
+    const previous = await previousVersion(store, name, kind, opts);
+    if (this.options.delta !== false) store.useBases(previous);
+    this.known = KnownFiles.for(previous, store, opts);
     const staging = kind === 'file' && this.options.stage !== false && store.info.stage === true;
     let stage: StageUpload | undefined;
     return {
@@ -141,20 +137,5 @@ export class HttpDestination implements PushDestination {
 
   async close(): Promise<void> {
     await this.chunks.close();
-  }
-
-  /**
-   * Where the chunks of the target's current version are, if it is a `kind` the server
-   * has: the bases of delta uploads. Best effort: without it, changed chunks go whole.
-   */
-  private async previousVersion(kind: ManifestKind, opts: OpOptions): Promise<BaseIndex | undefined> {
-    try {
-      if ((await this.chunks.stat(this.name, opts)) !== kind) return undefined;
-      const reader = await openManifest(await this.chunks.getManifest(this.name, opts), { signal: opts.signal });
-      return await BaseIndex.load(reader, { signal: opts.signal });
-    } catch (err) {
-      if (isXferError(err, 'XFER_ABORTED')) throw err;
-      return undefined;
-    }
   }
 }

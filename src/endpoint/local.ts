@@ -1,15 +1,13 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
-import { AlreadyExistsError, fromSystemError, InvalidArgumentError, isXferError, NotFoundError } from '../core/errors.js';
-import { BaseIndex } from '../manifest/bases.js';
-import { openManifest } from '../manifest/reader.js';
+import { AlreadyExistsError, fromSystemError, InvalidArgumentError, NotFoundError } from '../core/errors.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { sameFile, Staging, type StagedFile } from '../reconstruct/staging.js';
 import { LocalStore } from '../store/local.js';
 import type { OpOptions } from '../store/store.js';
 import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
-import { KnownFiles } from '../transfer/known.js';
+import { KnownFiles, previousVersion } from '../transfer/known.js';
 
 /** The directory, inside the one holding a target, where a local destination keeps chunks and manifests. */
 export const STORE_DIR_NAME = '.xfer';
@@ -95,13 +93,13 @@ export class LocalDestination implements PushDestination {
     const staging = await Staging.create(this.t.target, kind, options);
     const store = this.chunks;
     const name = this.t.name;
-    this.known = KnownFiles.for(await this.previousVersion(kind, options), store, options);
-    const existing = (path: string) => (path === '' ? this.t.target : join(this.t.target, ...path.split('/')));
+    this.known = KnownFiles.for(await previousVersion(store, name, kind, options), store, options);
+    const current = (path: string) => this.currentCopy(path);
     return {
       async entry(meta: EntryMeta, o: EntryOptions = {}): Promise<FileSink | undefined> {
         if (meta.type === 'dir') await staging.mkdir(meta);
         else if (meta.type === 'symlink') await staging.symlink(meta);
-        else if (o.known) await staging.keepFile(meta, existing(meta.path));
+        else if (o.known) await staging.keepFile(meta, current(meta.path));
         else {
           const f: StagedFile = await staging.openFile(meta);
           return { write: (data, position) => f.write(data, position), finish: (size) => f.finish(size) };
@@ -119,27 +117,16 @@ export class LocalDestination implements PushDestination {
   async knownFile(meta: EntryMeta, options: OpOptions = {}): Promise<KnownFile | undefined> {
     const f = await this.known?.find(meta, options);
     // The copy at the target must still be the one the manifest describes: it is linked.
-    const path = meta.path === '' ? this.t.target : join(this.t.target, ...meta.path.split('/'));
-    return f && (await sameFile(path, { size: f.size, mtimeMs: meta.mtimeMs })) ? f : undefined;
+    return f && (await sameFile(this.currentCopy(meta.path), { size: f.size, mtimeMs: meta.mtimeMs })) ? f : undefined;
+  }
+
+  /** Where entry `path` of the target's current version is ('' is a file target itself). */
+  private currentCopy(path: string): string {
+    return path === '' ? this.t.target : join(this.t.target, ...path.split('/'));
   }
 
   async close(): Promise<void> {
     await this.chunks.close();
-  }
-
-  /** The manifest last pushed to the target, if it is a `kind`, as a BaseIndex (best effort). */
-  private async previousVersion(kind: ManifestKind, options: OpOptions): Promise<BaseIndex | undefined> {
-    try {
-      const reader = await openManifest(await this.chunks.getManifest(this.t.name, options), { signal: options.signal });
-      if (reader.header.kind !== kind) {
-        await reader.close();
-        return undefined;
-      }
-      return await BaseIndex.load(reader, { signal: options.signal });
-    } catch (err) {
-      if (isXferError(err, 'XFER_ABORTED')) throw err;
-      return undefined;
-    }
   }
 }
 

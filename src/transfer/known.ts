@@ -3,10 +3,12 @@
  * target's previous version, read once at begin(), and which of its chunks the store
  * still has, asked once, on the first candidate.
  */
+import { isXferError } from '../core/errors.js';
 import { chunkerSpecEquals, digestKey } from '../core/ids.js';
-import type { BaseIndex } from '../manifest/bases.js';
-import type { EntryMeta } from '../manifest/types.js';
-import type { ChunkStore, OpOptions } from '../store/store.js';
+import { BaseIndex } from '../manifest/bases.js';
+import { openManifest } from '../manifest/reader.js';
+import type { EntryMeta, ManifestKind } from '../manifest/types.js';
+import type { ChunkStore, ManifestStore, OpOptions } from '../store/store.js';
 import type { BeginOptions, KnownFile } from './destination.js';
 
 export class KnownFiles {
@@ -41,5 +43,24 @@ export class KnownFiles {
     const algorithm = this.previous.algorithm;
     const present = await this.chunks.has(digests.map((digest) => ({ algorithm, digest })), options);
     return new Set(digests.filter((_, i) => !present[i]).map(digestKey));
+  }
+}
+
+/**
+ * The version committed under `name`, if it is a `kind`, as a BaseIndex (the bases of
+ * delta uploads and the quick check's source). Best effort: undefined if there is none,
+ * it is another kind, or it cannot be read.
+ */
+export async function previousVersion(manifests: ManifestStore, name: string, kind: ManifestKind, options: OpOptions = {}): Promise<BaseIndex | undefined> {
+  try {
+    const reader = await openManifest(await manifests.getManifest(name, options), { signal: options.signal });
+    if (reader.header.kind !== kind) {
+      await reader.close();
+      return undefined;
+    }
+    return await BaseIndex.load(reader, { signal: options.signal });
+  } catch (err) {
+    if (isXferError(err, 'XFER_ABORTED')) throw err;
+    return undefined;
   }
 }
