@@ -339,15 +339,14 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
             }
           } else stage.abort(new AbortedError('the committed manifest is not the staged file'));
         }
-        const targetDigest = await committedDigest(name);
-        const previousFiles = await committedFiles(name);
+        const committed = await committedVersion(name);
         const rebuild = async (verifyStoreChunks: boolean) =>
           reconstruct(await openManifestFile(file, { signal: ctx.signal }), ctx.store, join(ctx.filesDir, ...name.split('/')), {
             signal: ctx.signal,
             reuseTarget: false,
             resumable: false,
-            targetDigest,
-            previousFiles,
+            targetDigest: committed?.digest,
+            previousFiles: committed?.files,
             verifyStoreChunks,
             beforeCommit,
           });
@@ -398,24 +397,32 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   }
 
   /**
-   * The files committed under `name` by entry path ('' for a file manifest's; undefined if
-   * nothing is, or a tree of more than MAX_PREVIOUS_FILES entries): reconstruct keeps or
-   * links those that are unchanged instead of rebuilding them.
+   * What is committed under `name`, read once: its digest (what the rebuild may assume the
+   * target holds) and its files by entry path ('' for a file manifest's; left out for a
+   * tree of more than MAX_PREVIOUS_FILES entries), which reconstruct keeps or links instead
+   * of rebuilding when unchanged. Undefined if nothing is committed, or what is cannot be read.
    */
-  async function committedFiles(name: string): Promise<Map<string, PreviousFile> | undefined> {
+  async function committedVersion(name: string): Promise<{ digest: Uint8Array; files?: Map<string, PreviousFile> } | undefined> {
     const reader = await openCommitted(name);
     if (!reader) return undefined;
+    const digest = reader.header.digest;
     if (reader.header.entryCount > MAX_PREVIOUS_FILES) {
       await reader.close();
-      return undefined;
+      return { digest };
     }
     const files = new Map<string, PreviousFile>();
     let meta: EntryMeta | undefined;
-    for await (const ev of reader.events()) {
-      if (ev.kind === 'entry') meta = ev.meta;
-      else if (ev.kind === 'entryEnd' && meta) files.set(meta.path, { size: ev.size, mode: meta.mode, mtimeMs: meta.mtimeMs, digest: ev.digest });
+    try {
+      for await (const ev of reader.events()) {
+        if (ev.kind === 'entry') meta = ev.meta;
+        else if (ev.kind === 'entryEnd' && meta) files.set(meta.path, { size: ev.size, mode: meta.mode, mtimeMs: meta.mtimeMs, digest: ev.digest });
+      }
+    } catch (err) {
+      // A damaged committed manifest tells nothing about the target: assume nothing.
+      if (isXferError(err, 'XFER_ABORTED')) throw err;
+      return undefined;
     }
-    return files;
+    return { digest, files };
   }
 
   /** A stored-to-be manifest's header and its first entry (a file manifest's only one). */
@@ -425,19 +432,6 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       if (ev.kind === 'entry') return { header: reader.header, entry: ev.meta };
     }
     return { header: reader.header, entry: undefined };
-  }
-
-  /**
-   * The digest of what is committed under `name` (its stored manifest's header), or
-   * undefined if nothing is: what the rebuild may assume the target holds.
-   */
-  async function committedDigest(name: string): Promise<Uint8Array | undefined> {
-    try {
-      return (await storedHeader(name)).digest;
-    } catch (err) {
-      if (isXferError(err, 'XFER_ABORTED')) throw err;
-      return undefined;
-    }
   }
 
   /** The header of the manifest stored under `name` (NotFoundError if none), read without its body. */
