@@ -26,13 +26,10 @@ import type { ManifestReader } from '../manifest/reader.js';
 import type { ChunkRecord, EntryMeta, ManifestEvent, ManifestHeader } from '../manifest/types.js';
 import { reconstruct, type PullResult } from '../reconstruct/reconstruct.js';
 import type { LocalStore } from '../store/local.js';
+import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../store/stage-format.js';
 import type { ChunkStore, GetOptions, OpOptions, PutOptions } from '../store/store.js';
 import { MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES } from './limits.js';
 
-/** One chunk of the list: u32 length (1..MAX_CHUNK_BYTES) + digest. */
-export const STAGE_RECORD_BYTES = 4 + DIGEST_BYTES;
-/** The end of the list: u32 0 + u64 file size + whole-file digest. */
-export const STAGE_END_BYTES = 4 + 8 + DIGEST_BYTES;
 /** How long a finished stage waits for its manifest commit before it is discarded. */
 export const STAGE_HANDOVER_MS = 60_000;
 /** Slabs the copies of arrived chunks are carved from. */

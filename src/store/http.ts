@@ -11,6 +11,7 @@ import { digestOf } from '../hash/digest.js';
 import type { BaseChunk, BaseIndex } from '../manifest/bases.js';
 import type { EntryMeta } from '../manifest/types.js';
 import { DELTA_BLOCK_BYTES, encodeDelta, SUMS_REQUEST_RECORD_BYTES, sumsBytes, type Shifts } from './delta.js';
+import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from './stage-format.js';
 import type { ChunkStore, ManifestInfo, ManifestStore, OpOptions, PutOptions } from './store.js';
 
 export interface HttpStoreOptions {
@@ -555,17 +556,17 @@ export class StageList {
 
   add(records: readonly { readonly length: number; readonly digest: Uint8Array }[]): void {
     if (this.stopped || this.ended || records.length === 0) return;
-    const out = Buffer.allocUnsafe(records.length * (4 + DIGEST_BYTES));
+    const out = Buffer.allocUnsafe(records.length * STAGE_RECORD_BYTES);
     records.forEach((r, i) => {
-      out.writeUInt32BE(r.length, i * (4 + DIGEST_BYTES));
-      out.set(r.digest, i * (4 + DIGEST_BYTES) + 4);
+      out.writeUInt32BE(r.length, i * STAGE_RECORD_BYTES);
+      out.set(r.digest, i * STAGE_RECORD_BYTES + 4);
     });
     this.push(out);
   }
 
   end(size: number, digest: Uint8Array): void {
     if (this.stopped || this.ended) return;
-    const out = Buffer.alloc(4 + 8 + DIGEST_BYTES);
+    const out = Buffer.alloc(STAGE_END_BYTES);
     out.writeBigUInt64BE(BigInt(size), 4);
     out.set(digest, 12);
     this.push(out);
