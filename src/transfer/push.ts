@@ -74,8 +74,6 @@ export const SEEN_CACHE_ENTRIES = 1 << 17;
 export const FINISHES_IN_FLIGHT = 16;
 /** Digests per coalesced `has` query, at most (the server's limit is MAX_QUERY_DIGESTS). */
 export const MAX_HAS_QUERY_IDS = 4096;
-/** Chunk records of a known file passed to the manifest writer per call. */
-const KNOWN_RECORDS_PER_CALL = 4096;
 /** Bytes of scanned batches waiting for a `has` answer beyond which send() waits. */
 export const QUEUED_BATCH_BYTES = 16 * MiB;
 
@@ -146,7 +144,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
     const known = options.checksum || !destination.knownFile ? async () => undefined : (meta: EntryMeta) => destination.knownFile!(meta, { signal });
     const reuseKnown = async (meta: EntryMeta, file: KnownFile): Promise<void> => {
       await writer!.beginEntry(meta);
-      for (let i = 0; i < file.records.length; i += KNOWN_RECORDS_PER_CALL) await writer!.addChunks(file.records.slice(i, i + KNOWN_RECORDS_PER_CALL));
+      await writer!.addChunks(file.records);
       await writer!.endEntry(file.size, file.digest);
       sender.skipped(file.size);
     };
