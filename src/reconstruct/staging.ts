@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, constants, fchmodSync, futimesSync, openSync, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, futimesSync, open as openCallback, writeSync } from 'node:fs';
+import { promisify } from 'node:util';
 import type { FileHandle } from 'node:fs/promises';
 import { chmod, copyFile, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
@@ -194,9 +195,9 @@ export class Staging {
 
   async openFile(meta: EntryMeta): Promise<StagedFile> {
     const p = this.pathOf(meta.path);
-    // A small file of a tree is assembled in memory and written at finish() in a few
-    // synchronous calls: through FileHandle, the open, write, chmod, utimes and close of
-    // each file cost the main thread about 0.3 ms.
+    // A small file of a tree is assembled in memory and written at finish(): opened on the
+    // thread pool, then a few synchronous calls. Through FileHandle, the open, write, chmod,
+    // utimes and close of each file cost the main thread about 0.3 ms.
     if (this.kind === 'tree' && meta.size >= 0 && meta.size <= SMALL_STAGED_FILE_BYTES) {
       const f: StagedFile = new SmallStagedFile(p, meta, () => this.open.delete(f), (path) => void this.unsynced.push(path));
       this.open.add(f);
@@ -315,10 +316,12 @@ export const SMALL_STAGED_FILE_BYTES = 64 * 1024;
 
 /**
  * A small file of a tree: its bytes are assembled in memory and the file is created,
- * written, given its mode and mtime and closed in one go at finish(), with synchronous
- * calls (each a few microseconds for a file this small). Its fsync is left to the tree's
- * commit. Nothing exists on disk before finish().
+ * written, given its mode and mtime and closed in one go at finish(): created on the thread
+ * pool, the rest with synchronous calls (each a few microseconds for a file this small).
+ * Its fsync is left to the tree's commit. Nothing exists on disk before finish().
  */
+const openFd = promisify(openCallback);
+
 class SmallStagedFile implements StagedFile {
   readonly isDirect = false;
   private readonly data: Buffer;
@@ -344,7 +347,10 @@ class SmallStagedFile implements StagedFile {
       if (size > this.data.length) throw new VerifyFailedError(`${this.path}: ${size} bytes, declared ${this.data.length}`);
       let fd: number | undefined;
       try {
-        fd = openSync(this.path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
+        // Opened on the thread pool: creating a file is the one expensive call (ext4 looks for a
+        // free inode, which took 0.1-0.3 ms per file after many deletions, 0.9 s of a 7,643-file
+        // tree on this thread). The rest is cheap, and one round trip costs less than four.
+        fd = await openFd(this.path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
         for (let done = 0; done < size; ) done += writeSync(fd, this.data, done, size - done, done);
         fchmodSync(fd, this.meta.mode);
         futimesSync(fd, this.meta.mtimeMs / 1000, this.meta.mtimeMs / 1000);
