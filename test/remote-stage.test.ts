@@ -1,17 +1,18 @@
 import { strict as assert } from 'node:assert';
 import { connect } from 'node:http2';
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { createChunker } from '../src/chunker/index.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import { digestOf } from '../src/hash/digest.js';
+import { HEADER_BYTES, TRAILER_BYTES } from '../src/manifest/format.js';
 import { ManifestWriter } from '../src/manifest/writer.js';
 import { openManifestFile } from '../src/manifest/reader.js';
 import type { ChunkRecord, EntryMeta } from '../src/manifest/types.js';
 import { StageHub, UnchangedError } from '../src/server/stage.js';
-import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../src/store/stage-format.js';
+import { chunkerQuery, STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../src/store/stage-format.js';
 import { LocalStore } from '../src/store/local.js';
 import { cutAll } from './helpers/chunks.js';
 import { runCli } from './helpers/cli.js';
@@ -35,6 +36,15 @@ function stageList(data: Buffer, digest = digestOf('blake3', data)): Buffer {
   end.writeBigUInt64BE(BigInt(data.length), 4);
   Buffer.from(digest).copy(end, 12);
   return Buffer.concat([...parts, end]);
+}
+
+/** The body of a manifest (what a tree stage streams): between the header and the trailer. */
+function manifestBody(manifest: Buffer): Buffer {
+  return manifest.subarray(HEADER_BYTES, manifest.length - TRAILER_BYTES);
+}
+
+function treeStagePath(name: string): string {
+  return `/v1/stage/${name}?algorithm=blake3&kind=tree&${chunkerQuery(DEFAULT_CHUNKER)}`;
 }
 
 function stagePath(name: string, size: number): string {
@@ -108,20 +118,144 @@ describe('server stages: a pushed file is rebuilt while its chunks arrive', () =
     assert.deepEqual(await stagingLeftovers(join(fx.root, 'files', 'ct')), []);
   });
 
-  it('trees and standard input are not staged: their commit rebuilds them as before', async () => {
-    const tree = join(fx.dir, 'series');
-    await mkdir(tree, { recursive: true });
-    for (let i = 0; i < 5; i++) await writeFile(join(tree, `im${i}.dcm`), pseudoRandom(300_000 + i, 80 + i));
+  it('standard input is not staged (its size is unknown): its commit rebuilds it as before', async () => {
     const before0 = fx.server.stats();
-    const p = await runCli(['push', tree, `${fx.server.url}/series`, '--json']);
-    assert.equal(p.code, 0, p.stderr);
     const data = pseudoRandom(3 * MiB, 90);
     const q = await runCli(['push', '-', `${fx.server.url}/stdin.bin`, '--json'], { input: data });
     assert.equal(q.code, 0, q.stderr);
     assert.ok((await readFile(join(fx.root, 'files', 'stdin.bin'))).equals(data));
     const s = fx.server.stats();
-    assert.equal(s.commits - before0.commits, 2);
+    assert.equal(s.commits - before0.commits, 1);
     assert.equal(s.commitsStaged - before0.commitsStaged, 0);
+  });
+
+  it('a tree is built by its stage from its manifest body as the push writes it, and swapped in at commit', async () => {
+    const tree = join(fx.dir, 'exam');
+    await mkdir(join(tree, 'series1', 'empty-dir'), { recursive: true });
+    await mkdir(join(tree, 'series2'), { recursive: true });
+    const contents = new Map<string, Buffer>([
+      ['series1/im0.dcm', pseudoRandom(40_000, 81)], // staged in memory on the server
+      ['series1/im1.dcm', pseudoRandom(300_000, 82)],
+      ['series2/volume.dcm', pseudoRandom(3 * MiB, 83)],
+      ['empty.txt', Buffer.alloc(0)],
+    ]);
+    for (const [f, data] of contents) await writeFile(join(tree, f), data);
+    await symlink('series2/volume.dcm', join(tree, 'latest'));
+    await chmod(join(tree, 'series1/im1.dcm'), 0o640);
+    await utimes(join(tree, 'series1/im0.dcm'), 1_600_000_000, 1_600_000_000);
+    const before0 = fx.server.stats();
+    const p = await runCli(['push', tree, `${fx.server.url}/`, '--json']);
+    assert.equal(p.code, 0, p.stderr);
+    const served = (f: string) => join(fx.root, 'files', 'exam', f);
+    for (const [f, data] of contents) assert.ok((await readFile(served(f))).equals(data), f);
+    assert.equal(await readlink(served('latest')), 'series2/volume.dcm');
+    assert.ok((await stat(served('series1/empty-dir'))).isDirectory());
+    assert.equal((await stat(served('series1/im1.dcm'))).mode & 0o777, 0o640);
+    assert.equal((await stat(served('series1/im0.dcm'))).mtimeMs, 1_600_000_000_000);
+    let s = fx.server.stats();
+    assert.equal(s.commits - before0.commits, 1);
+    assert.equal(s.commitsStaged - before0.commitsStaged, 1, 'the commit swapped in the staged tree');
+    assert.deepEqual(await stagingLeftovers(join(fx.root, 'files')), []);
+
+    // Again with a change: staged again, the unchanged files linked from the committed tree.
+    const inode = (await stat(served('series2/volume.dcm'))).ino;
+    const changed = pseudoRandom(300_000, 84);
+    await writeFile(join(tree, 'series1/im1.dcm'), changed);
+    const p2 = await runCli(['push', tree, `${fx.server.url}/`, '--json']);
+    assert.equal(p2.code, 0, p2.stderr);
+    assert.ok((await readFile(served('series1/im1.dcm'))).equals(changed));
+    assert.equal((await stat(served('series2/volume.dcm'))).ino, inode, 'an unchanged file is linked, not rewritten');
+    s = fx.server.stats();
+    assert.equal(s.commitsStaged - before0.commitsStaged, 2);
+    assert.deepEqual(await stagingLeftovers(join(fx.root, 'files')), []);
+  });
+
+  it('a tree stage is swapped in only for the manifest whose body it read; any other commit rebuilds', async () => {
+    // Two trees pushed (so every chunk is stored), their manifests as the server keeps them.
+    for (const [name, seed] of [['t1', 91], ['t2', 92]] as const) {
+      const dir = join(fx.dir, 'raw', name);
+      await mkdir(join(dir, 'sub'), { recursive: true });
+      await writeFile(join(dir, 'sub', 'a.bin'), pseudoRandom(150_000, seed));
+      await writeFile(join(dir, 'b.bin'), pseudoRandom(2 * MiB, seed + 10));
+      assert.equal((await runCli(['push', dir, `${fx.server.url}/`])).code, 0);
+    }
+    const m1 = (await rawRequest(fx.server.url, 'GET', '/v1/manifests/t1')).body;
+    const m2 = (await rawRequest(fx.server.url, 'GET', '/v1/manifests/t2')).body;
+    const body1 = Buffer.concat([manifestBody(m1), Buffer.from([0xff])]);
+
+    // The body of t1 staged under r1, then t1's manifest committed there: swapped in.
+    let before0 = fx.server.stats();
+    const staged = rawRequest(fx.server.url, 'POST', treeStagePath('r1'), body1);
+    await eventually('the stage has built its tree', async () => (await stagingLeftovers(join(fx.root, 'files'))).length > 0);
+    const c1 = await rawRequest(fx.server.url, 'PUT', '/v1/manifests/r1', m1);
+    assert.equal(c1.status, 200, c1.body.toString());
+    assert.equal((await staged).status, 200);
+    assert.equal(fx.server.stats().commitsStaged - before0.commitsStaged, 1);
+    assert.ok((await readFile(join(fx.root, 'files', 'r1', 'b.bin'))).equals(await readFile(join(fx.dir, 'raw', 't1', 'b.bin'))));
+
+    // The body of t1 staged under r2, t2's manifest committed there: the stage is dropped
+    // and the commit rebuilds t2.
+    before0 = fx.server.stats();
+    const wrong = rawRequest(fx.server.url, 'POST', treeStagePath('r2'), body1);
+    await eventually('the stage has built its tree', async () => (await stagingLeftovers(join(fx.root, 'files'))).length > 0);
+    const c2 = await rawRequest(fx.server.url, 'PUT', '/v1/manifests/r2', m2);
+    assert.equal(c2.status, 200, c2.body.toString());
+    const w = await wrong;
+    assert.equal(JSON.parse(w.body.toString()).code, 'XFER_ABORTED');
+    const s = fx.server.stats();
+    assert.equal(s.commits - before0.commits, 1);
+    assert.equal(s.commitsStaged - before0.commitsStaged, 0);
+    assert.ok((await readFile(join(fx.root, 'files', 'r2', 'b.bin'))).equals(await readFile(join(fx.dir, 'raw', 't2', 'b.bin'))));
+    assert.ok((await readFile(join(fx.root, 'files', 'r2', 'sub', 'a.bin'))).equals(await readFile(join(fx.dir, 'raw', 't2', 'sub', 'a.bin'))));
+    assert.deepEqual(await stagingLeftovers(join(fx.root, 'files')), []);
+  });
+
+  it('a tree stage whose client goes away is discarded with its staging tree', async () => {
+    // A manifest whose chunks the server lacks (pushed to a local directory): its stage
+    // builds what it can and waits for the rest.
+    const dir = join(fx.dir, 'raw', 't4');
+    await mkdir(join(dir, 'sub'), { recursive: true });
+    await writeFile(join(dir, 'sub', 'a.bin'), pseudoRandom(100_000, 94));
+    await writeFile(join(dir, 'b.bin'), pseudoRandom(MiB, 95));
+    const local = join(fx.dir, 'raw', 'local');
+    await mkdir(local, { recursive: true });
+    assert.equal((await runCli(['push', dir, `${local}/`])).code, 0);
+    const body = manifestBody(await readFile(join(local, '.xfer', 'manifests', 't4')));
+    const session = connect(fx.server.url);
+    try {
+      const req = session.request({ ':method': 'POST', ':path': treeStagePath('t4') });
+      req.on('error', () => {});
+      req.write(body);
+      await eventually('the stage has made its staging tree', async () => (await stagingLeftovers(join(fx.root, 'files'))).length > 0);
+      req.close(0x8); // CANCEL, as a killed client's reset
+      await eventually('the staging tree is gone', async () => (await stagingLeftovers(join(fx.root, 'files'))).length === 0);
+    } finally {
+      session.destroy();
+    }
+    await assert.rejects(stat(join(fx.root, 'files', 't4')), { code: 'ENOENT' });
+  });
+
+  it('malformed tree stages get 400 with a clear code and leave nothing behind', async () => {
+    const dir = join(fx.dir, 'raw', 't3');
+    await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, 'x.bin'), pseudoRandom(100_000, 93));
+    assert.equal((await runCli(['push', dir, `${fx.server.url}/`])).code, 0);
+    const body = manifestBody((await rawRequest(fx.server.url, 'GET', '/v1/manifests/t3')).body);
+    const end = Buffer.from([0xff]);
+    const cases: [string, Buffer, string][] = [
+      ['/v1/stage/q1?algorithm=blake3&kind=tree', Buffer.concat([body, end]), 'XFER_INVALID_ARGUMENT'], // no chunker
+      ['/v1/stage/q2?algorithm=blake3&kind=tree&chunker=fastcdc2020&min=9&avg=8&max=7', Buffer.concat([body, end]), 'XFER_INVALID_ARGUMENT'],
+      ['/v1/stage/q3?algorithm=blake3&kind=directory', Buffer.concat([body, end]), 'XFER_INVALID_ARGUMENT'],
+      [treeStagePath('q4'), Buffer.concat([Buffer.from([0x07]), body, end]), 'XFER_MANIFEST_CORRUPT'], // unknown entry type
+      [treeStagePath('q5'), Buffer.concat([body, end, Buffer.alloc(3)]), 'XFER_MANIFEST_CORRUPT'], // bytes after the end
+      [treeStagePath('q6'), body.subarray(0, body.length - 5), 'XFER_MANIFEST_CORRUPT'], // ends inside an entry
+    ];
+    for (const [path, b, code] of cases) {
+      const r = await rawRequest(fx.server.url, 'POST', path, b);
+      assert.equal(r.status, 400, `${path}: ${r.status} ${r.body}`);
+      assert.equal(JSON.parse(r.body.toString()).code, code, path);
+    }
+    assert.deepEqual(await stagingLeftovers(join(fx.root, 'files')), []);
   });
 
   it('a stage whose file does not hash to the announced digest is refused and leaves nothing behind', async () => {
@@ -258,7 +392,7 @@ describe('StageHub: holding back while the list repeats the committed one', () =
     const target = join(dir, 'target.bin');
     await writeFile(target, data);
     const hub = new StageHub(store, max);
-    const stage = hub.begin({ name: 'target.bin', algorithm: 'blake3', meta, target }, (async function* () {
+    const stage = hub.begin({ kind: 'file', name: 'target.bin', algorithm: 'blake3', meta, target }, (async function* () {
       yield stageList(data);
     })(), new AbortController().signal, await openManifestFile(manifest));
     return { store, stage, records, target };

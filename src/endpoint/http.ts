@@ -94,17 +94,22 @@ export class HttpDestination implements PushDestination {
   async begin(kind: ManifestKind, opts: BeginOptions = {}): Promise<PushSession> {
     const store = this.chunks;
     const name = this.name;
+    const algorithm = opts.digestAlgorithm ?? 'blake3';
     const previous = await previousVersion(store, name, kind, opts);
     if (this.options.delta !== false) store.useBases(previous);
     this.known = KnownFiles.for(previous, store, opts);
-    const staging = kind === 'file' && this.options.stage !== false && store.info.stage === true;
-    let stage: StageUpload | undefined;
+    const staging = this.options.stage !== false && (kind === 'file' ? store.info.stage === true : store.info.stageTrees === true && opts.chunker !== undefined);
+    // A tree is staged from the start: its stage reads the manifest's body as it is written.
+    let stage: StageUpload | undefined = staging && kind === 'tree' ? store.openStage(name, algorithm, { tree: opts.chunker! }, opts.signal) : undefined;
+    stage?.done.catch(() => {}); // awaited at commit; a failed stage only costs the server time
+    const treeStage = stage;
     return {
+      manifestBody: treeStage ? (bytes) => treeStage.list.addBytes(bytes) : undefined,
       entry: async (meta: EntryMeta, o: EntryOptions = {}): Promise<FileSink | undefined> => {
         // A stream's size is not known up front: it is rebuilt at commit. A known file the
         // server keeps as it is.
-        if (!staging || meta.type !== 'file' || meta.size < 0 || stage || o.known) return undefined;
-        const s = store.openStage(name, opts.digestAlgorithm ?? 'blake3', meta, opts.signal);
+        if (!staging || kind !== 'file' || meta.type !== 'file' || meta.size < 0 || stage || o.known) return undefined;
+        const s = store.openStage(name, algorithm, meta, opts.signal);
         s.done.catch(() => {}); // awaited at commit; a failed stage only costs the server time
         stage = s;
         return {
@@ -113,6 +118,7 @@ export class HttpDestination implements PushDestination {
         };
       },
       async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
+        treeStage?.list.endBody();
         try {
           await store.commitManifest(name, createReadStream(manifestPath), opts);
         } finally {

@@ -172,6 +172,11 @@ class StreamingManifestReader implements ManifestReader {
     private readonly xxh64: Xxh64,
     private readonly signal: AbortSignal | undefined,
     private readonly corrupt: (message: string) => ManifestCorruptError,
+    /**
+     * A body without header or trailer (openManifestBody): no totals to check against,
+     * it ends at the end marker, and its digest goes here.
+     */
+    private readonly bodyOnly?: (digest: Buffer) => void,
   ) {}
 
   events(): AsyncGenerator<ManifestEvent, void, undefined> {
@@ -185,7 +190,7 @@ class StreamingManifestReader implements ManifestReader {
   }
 
   private async *readBody(): AsyncGenerator<ManifestEvent, void, undefined> {
-    const { source: src, header, signal, corrupt } = this;
+    const { source: src, header, signal, corrupt, bodyOnly } = this;
     const bodyChecksum = this.xxh64.create();
     const bodyDigest = header.kind === 'tree' ? createHasher(header.digestAlgorithm) : null;
     src.startTap((bytes) => {
@@ -219,7 +224,7 @@ class StreamingManifestReader implements ManifestReader {
         if (typeByte === END_MARKER) break;
         const type = entryTypeFromCode(typeByte);
         if (type === undefined) throw corrupt(`unknown entry type byte 0x${typeByte.toString(16).padStart(2, '0')} after ${previous}`);
-        if (entryCount === header.entryCount) throw corrupt(`manifest has more entries than its header declares (${header.entryCount})`);
+        if (!bodyOnly && entryCount === header.entryCount) throw corrupt(`manifest has more entries than its header declares (${header.entryCount})`);
 
         // The type byte is consumed: the rest of the entry start begins one byte later.
         const start = (await src.read(ENTRY_FIXED_BYTES - 1, `the start of entry ${number}`)) - 1;
@@ -296,6 +301,11 @@ class StreamingManifestReader implements ManifestReader {
       }
 
       src.stopTap(1); // the end marker is not part of the body
+      if (bodyOnly) {
+        if (!(await src.atEnd())) throw corrupt('manifest body has bytes after its end marker');
+        bodyOnly(bodyDigest!.digest());
+        return;
+      }
       const at = await src.read(TRAILER_BYTES - 1, 'the trailer');
       if (src.buf.readBigUInt64LE(at) !== bodyChecksum.digest()) throw corrupt('manifest checksum mismatch');
       if (!(await src.atEnd())) throw corrupt('manifest has trailing bytes after its trailer');
@@ -311,6 +321,7 @@ class StreamingManifestReader implements ManifestReader {
 
     /** Fails as soon as the body has more chunks or bytes than the header declares. */
     function checkRunningTotals(chunks: number, bytes: number): void {
+      if (bodyOnly) return;
       if (chunks > header.chunkCount) throw corrupt(`manifest has more chunks than its header declares (${header.chunkCount})`);
       if (bytes > header.totalBytes) throw corrupt(`manifest has more bytes than its header declares (${header.totalBytes})`);
     }
@@ -336,6 +347,23 @@ class StreamingManifestReader implements ManifestReader {
  */
 export function openManifest(source: AsyncIterable<Uint8Array>, options: ManifestReaderOptions = {}): Promise<ManifestReader> {
   return openSource(source, options, (message) => new ManifestCorruptError(message));
+}
+
+/**
+ * Reads a tree manifest's body alone, as a server stage receives it while the push runs:
+ * the entries, then the end marker, nothing after (server/stage.ts). `header` stands in for
+ * the header to come: its kind (tree), digest algorithm and chunker apply, its totals and
+ * digest are not checked. Every entry is validated as in a whole manifest; once the end
+ * marker is read, `onEnd` gets the body's digest, which equals the header digest of a
+ * manifest with exactly this body.
+ */
+export async function openManifestBody(source: AsyncIterable<Uint8Array>, header: ManifestHeader, onEnd: (digest: Buffer) => void, options: ManifestReaderOptions = {}): Promise<ManifestReader> {
+  if (header.kind !== 'tree') throw new InvalidArgumentError('openManifestBody reads tree bodies');
+  validateChunkerSpec(header.chunker);
+  const xxh64 = await loadXxh64();
+  const corrupt = (message: string) => new ManifestCorruptError(message);
+  const src = new ByteSource(source[Symbol.asyncIterator](), (where) => corrupt(`manifest body truncated in ${where}`));
+  return new StreamingManifestReader(header, src, xxh64, options.signal, corrupt, onEnd);
 }
 
 /**

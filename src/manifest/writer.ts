@@ -44,6 +44,12 @@ export interface ManifestInit {
 export interface ManifestWriterOptions {
   /** Checked at the start of every call; an aborted writer should then be abort()ed. */
   readonly signal?: AbortSignal;
+  /**
+   * Receives the body's bytes in order as each call appends them (a server stage of a tree
+   * streams them, see server/stage.ts): every body byte once, not the header or trailer.
+   * The view is valid only during the call: copy what you keep.
+   */
+  readonly onBody?: (bytes: Buffer) => void;
 }
 
 type State = 'between-entries' | 'in-file' | 'finished' | 'failed' | 'aborted';
@@ -66,6 +72,8 @@ type State = 'between-entries' | 'in-file' | 'finished' | 'failed' | 'aborted';
 export class ManifestWriter {
   private readonly buf = Buffer.allocUnsafe(WRITE_BUFFER_BYTES);
   private bufLength = 0;
+  /** Bytes of buf already passed to onBody. */
+  private tapped = 0;
   /** File offset where buf[0] goes. */
   private filePosition = HEADER_BYTES;
   private readonly bodyChecksum: ReturnType<Xxh64['create']>;
@@ -92,6 +100,7 @@ export class ManifestWriter {
     private readonly init: ManifestInit,
     private readonly xxh64: Xxh64,
     private readonly signal: AbortSignal | undefined,
+    private readonly onBody: ((bytes: Buffer) => void) | undefined,
   ) {
     this.bodyChecksum = xxh64.create();
     this.bodyDigest = init.kind === 'tree' ? createHasher(init.digestAlgorithm) : null;
@@ -118,7 +127,7 @@ export class ManifestWriter {
       throw fromSystemError(err, path, 'create manifest');
     }
     const { kind, digestAlgorithm, chunker } = init;
-    const writer = new ManifestWriter(fh, path, { kind, digestAlgorithm, chunker }, xxh64, options.signal);
+    const writer = new ManifestWriter(fh, path, { kind, digestAlgorithm, chunker }, xxh64, options.signal, options.onBody);
     try {
       await writer.run(() => writer.writeHeader(writer.headerWith(0, 0, 0, Buffer.alloc(DIGEST_BYTES)), false));
     } catch (err) {
@@ -273,7 +282,9 @@ export class ManifestWriter {
     throwIfAborted(this.signal);
     this.busy = true;
     try {
-      return await body();
+      const result = await body();
+      if ((this.state as State) !== 'finished') this.tap(); // finish() may have changed it
+      return result;
     } catch (err) {
       if (!(err instanceof InvalidArgumentError)) this.state = 'failed';
       throw err;
@@ -295,17 +306,25 @@ export class ManifestWriter {
     if (this.bufLength + bytes > WRITE_BUFFER_BYTES) await this.flush();
   }
 
+  /** Passes the body bytes appended since the last tap to onBody. */
+  private tap(): void {
+    if (this.onBody && this.bufLength > this.tapped) this.onBody(this.buf.subarray(this.tapped, this.bufLength));
+    this.tapped = this.bufLength;
+  }
+
   /** Writes the buffered bytes at the end of the file; body bytes also feed the checksums. */
   private async flush(body = true): Promise<void> {
     if (this.bufLength === 0) return;
     const bytes = this.buf.subarray(0, this.bufLength);
     if (body) {
+      this.tap();
       this.bodyChecksum.update(bytes);
       this.bodyDigest?.update(bytes);
     }
     await this.writeAt(bytes, this.filePosition);
     this.filePosition += bytes.length;
     this.bufLength = 0;
+    this.tapped = 0;
   }
 
   /** Writes the header at offset 0; the final one is also made durable and the file closed. */

@@ -4,6 +4,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { validateChunkerSpec } from '../chunker/params.js';
 import { ByteQueue } from '../core/bytes.js';
 import { AbortedError, HTTP_STATUS, InvalidArgumentError, isXferError, ManifestIncompleteError, NotFoundError, TooLargeError, UnauthorizedError, XferError } from '../core/errors.js';
 import { DIGEST_BYTES, digestToHex, parseDigestAlgorithm, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
@@ -13,9 +14,10 @@ import { reconstruct, type PreviousFile } from '../reconstruct/reconstruct.js';
 import type { LocalStore } from '../store/local.js';
 import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES } from '../store/delta.js';
 import { validateManifestPrefix } from '../store/names.js';
+import { chunkerOfQuery } from '../store/stage-format.js';
 import { FETCH_READ_AHEAD, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_QUERY_DIGESTS, MAX_SMALL_BODY_BYTES } from './limits.js';
 import { remotePathToName } from './paths.js';
-import { StageHub, UnchangedError } from './stage.js';
+import { StageHub, UnchangedError, type Stage } from './stage.js';
 
 export const PROTOCOL_VERSION = 1;
 const PREFIX = '/v1/';
@@ -72,6 +74,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         maxChunkBytes: MAX_CHUNK_BYTES,
         deltaBlockBytes: DELTA_BLOCK_BYTES,
         stage: true,
+        stageTrees: true,
       });
     }
     if (method === 'POST' && rest === 'chunks/missing') return missing(req, res, algorithmOf(url));
@@ -165,21 +168,33 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   }
 
   /**
-   * POST /v1/stage/<path>: the chunk list of a file being pushed, streamed while its chunks
-   * are uploaded; the file is rebuilt as the list comes (server/stage.ts). Answers once the
-   * manifest commit of the same path has swapped the staged file in, or with why the stage
-   * was discarded (the commit then rebuilds the ordinary way).
+   * POST /v1/stage/<path>: what a push of a file (its chunk list) or a tree (its manifest's
+   * body) streams while its chunks are uploaded; the target is rebuilt as it comes
+   * (server/stage.ts). Answers once the manifest commit of the same path has swapped the
+   * staged copy in, or with why the stage was discarded (the commit then rebuilds the
+   * ordinary way).
    */
   async function stageFile(req: Http2ServerRequest, res: Http2ServerResponse, name: string, url: URL): Promise<void> {
-    const meta: EntryMeta = {
-      type: 'file',
-      path: '',
-      mode: intParam(url, 'mode', 0o7777),
-      mtimeMs: intParam(url, 'mtimeMs', Number.MAX_SAFE_INTEGER),
-      size: intParam(url, 'size', Number.MAX_SAFE_INTEGER),
-    };
     const algorithm = algorithmOf(url);
-    const stage = stages.begin({ name, algorithm, meta, target: join(ctx.filesDir, ...name.split('/')) }, req as AsyncIterable<Buffer>, ctx.signal, await committedFile(name));
+    const target = join(ctx.filesDir, ...name.split('/'));
+    const kind = url.searchParams.get('kind') ?? 'file';
+    let stage: Stage;
+    if (kind === 'tree') {
+      const chunker = chunkerOfQuery(url.searchParams);
+      if (!chunker) throw new InvalidArgumentError('a tree stage needs chunker=fastcdc2020&min=&avg=&max= or chunker=fixed&size=');
+      validateChunkerSpec(chunker);
+      const committed = await committedVersion(name);
+      stage = stages.begin({ kind, name, algorithm, target, chunker, targetDigest: committed?.digest, previousFiles: committed?.files }, req as AsyncIterable<Buffer>, ctx.signal);
+    } else if (kind === 'file') {
+      const meta: EntryMeta = {
+        type: 'file',
+        path: '',
+        mode: intParam(url, 'mode', 0o7777),
+        mtimeMs: intParam(url, 'mtimeMs', Number.MAX_SAFE_INTEGER),
+        size: intParam(url, 'size', Number.MAX_SAFE_INTEGER),
+      };
+      stage = stages.begin({ kind, name, algorithm, meta, target }, req as AsyncIterable<Buffer>, ctx.signal, await committedFile(name));
+    } else throw new InvalidArgumentError(`unknown stage kind "${kind}" (file or tree)`);
     let settled = false;
     res.once('close', () => {
       if (!settled) stage.abort(new AbortedError('the client closed the stage'));

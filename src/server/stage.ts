@@ -20,11 +20,11 @@ import { setMaxListeners } from 'node:events';
 import { DEFAULT_CHUNKER } from '../chunker/params.js';
 import { AbortedError, InvalidArgumentError, ProtocolError, TooLargeError } from '../core/errors.js';
 import { SlabAllocator } from '../core/bytes.js';
-import { DIGEST_BYTES, digestKey, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
+import { chunkerSpecEquals, DIGEST_BYTES, digestKey, type ChunkerSpec, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
-import type { ManifestReader } from '../manifest/reader.js';
+import { openManifestBody, type ManifestReader } from '../manifest/reader.js';
 import type { ChunkRecord, EntryMeta, ManifestEvent, ManifestHeader } from '../manifest/types.js';
-import { reconstruct, type PullResult } from '../reconstruct/reconstruct.js';
+import { reconstruct, type PreviousFile, type PullResult } from '../reconstruct/reconstruct.js';
 import type { LocalStore } from '../store/local.js';
 import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../store/stage-format.js';
 import type { ChunkStore, GetOptions, OpOptions, PutOptions } from '../store/store.js';
@@ -46,15 +46,22 @@ const STAGE_BATCH_RECORDS = 1024;
 /** What the commit of a manifest hands a matching stage: run before the swap. */
 export type BeforeSwap = () => Promise<void>;
 
-export interface StageSpec {
+interface StageCommon {
   readonly name: string;
   readonly algorithm: DigestAlgorithm;
-  readonly meta: EntryMeta;
-  /** Where the file is materialized (`<root>/files/<name>`). */
+  /** Where the file or tree is materialized (`<root>/files/<name>`). */
   readonly target: string;
   /** The digest of what is committed at the target now, if anything. */
   readonly targetDigest?: Uint8Array;
 }
+
+/**
+ * A file's stage reads a chunk list (store/stage-format.ts); a tree's reads its manifest's
+ * body as the client writes it, and links the committed files it repeats unchanged.
+ */
+export type StageSpec =
+  | (StageCommon & { readonly kind: 'file'; readonly meta: EntryMeta })
+  | (StageCommon & { readonly kind: 'tree'; readonly chunker: ChunkerSpec; readonly previousFiles?: ReadonlyMap<string, PreviousFile> });
 
 /**
  * The stages in progress (one per name) and the chunks they wait for. Uploads report
@@ -167,26 +174,29 @@ export class Stage {
 
   run(body: AsyncIterable<Buffer>, store: ChunkStore, previous?: ManifestReader): void {
     const signal = this.controller.signal;
+    const spec = this.spec;
     const header: ManifestHeader = {
       formatVersion: 1,
-      kind: 'file',
-      digestAlgorithm: this.spec.algorithm,
-      chunker: DEFAULT_CHUNKER, // used for seeds only, and a stage has none
-      totalBytes: Math.max(0, this.spec.meta.size),
-      entryCount: 1,
+      kind: spec.kind,
+      digestAlgorithm: spec.algorithm,
+      // Used for seeds only, and a stage has none; a tree's body is parsed with its own.
+      chunker: spec.kind === 'tree' ? spec.chunker : DEFAULT_CHUNKER,
+      totalBytes: spec.kind === 'file' ? Math.max(0, spec.meta.size) : 0,
+      entryCount: spec.kind === 'file' ? 1 : 0,
       chunkCount: 0,
       digest: Buffer.alloc(DIGEST_BYTES),
     };
     const reader: ManifestReader = {
       header,
-      events: () => this.deferWhileUnchanged(this.events(body), previous),
+      events: () => (spec.kind === 'file' ? this.deferWhileUnchanged(this.events(body, spec.meta), previous) : this.treeEvents(body, header)),
       close: async () => {},
     };
-    this.result = reconstruct(reader, store, this.spec.target, {
+    this.result = reconstruct(reader, store, spec.target, {
       signal,
       reuseTarget: false,
       resumable: false,
-      targetDigest: this.spec.targetDigest,
+      targetDigest: spec.targetDigest,
+      previousFiles: spec.kind === 'tree' ? spec.previousFiles : undefined,
       assumeChanged: true,
       // Chunks from the store were verified when they arrived and those from uploads just
       // now; the whole-file digest checks what was read back (as in the ordinary rebuild).
@@ -208,19 +218,21 @@ export class Stage {
   }
 
   /**
-   * Whether this stage builds exactly the file a committed manifest describes: its header
-   * (kind, size, digest) and its entry (mode, mtime) match what the stage was given. Waits
-   * until the stage has read its whole list (the rebuild may lag behind the upload); false
-   * if the stage fails first.
+   * Whether this stage builds exactly what a committed manifest describes. A file: the
+   * header (kind, size, digest) and entry (mode, mtime) match what the stage was given. A
+   * tree: the manifest's digest, which is the digest of its body, is the digest of the body
+   * the stage read, so both list the same entries, chunks and attributes byte for byte.
+   * Waits until the stage has read its whole list (the rebuild may lag behind the upload);
+   * false if the stage fails first.
    */
   async matches(header: ManifestHeader, entry: EntryMeta | undefined): Promise<boolean> {
     const failed = this.result.then(() => false, () => false);
     if (!(await Promise.race([this.listEnd.then(() => true), failed]))) return false;
     const a = this.announced;
-    return (
-      a !== undefined && header.kind === 'file' && header.digestAlgorithm === this.spec.algorithm && header.totalBytes === a.size &&
-      a.digest.equals(header.digest) && entry !== undefined && entry.mode === this.spec.meta.mode && entry.mtimeMs === this.spec.meta.mtimeMs
-    );
+    const spec = this.spec;
+    if (a === undefined || header.kind !== spec.kind || header.digestAlgorithm !== spec.algorithm || !a.digest.equals(header.digest)) return false;
+    if (spec.kind === 'tree') return chunkerSpecEquals(header.chunker, spec.chunker);
+    return header.totalBytes === a.size && entry !== undefined && entry.mode === spec.meta.mode && entry.mtimeMs === spec.meta.mtimeMs;
   }
 
   /** The commit's part: runs `beforeSwap` once the staged file is verified, then swaps it in. */
@@ -270,9 +282,21 @@ export class Stage {
     }
   }
 
+  /**
+   * A tree's manifest body, parsed and validated as a manifest's (openManifestBody), into
+   * rebuild events; its digest, once the end marker is read, is what matches() compares.
+   */
+  private async *treeEvents(body: AsyncIterable<Buffer>, header: ManifestHeader): AsyncGenerator<ManifestEvent, void, undefined> {
+    const onEnd = (digest: Buffer) => {
+      this.announced = { size: 0, digest };
+      this.listEnded();
+    };
+    const reader = await openManifestBody(limited(body), header, onEnd, { signal: this.controller.signal });
+    yield* reader.events();
+  }
+
   /** Parses the chunk list (see STAGE_RECORD_BYTES, STAGE_END_BYTES) into rebuild events. */
-  private async *events(body: AsyncIterable<Buffer>): AsyncGenerator<ManifestEvent, void, undefined> {
-    const meta = this.spec.meta;
+  private async *events(body: AsyncIterable<Buffer>, meta: EntryMeta): AsyncGenerator<ManifestEvent, void, undefined> {
     yield { kind: 'entry', meta };
     let pending: Buffer = Buffer.alloc(0);
     let records: ChunkRecord[] = [];
@@ -328,6 +352,16 @@ export class UnchangedError extends AbortedError {
 
 async function* recordsOf(reader: ManifestReader): AsyncGenerator<ChunkRecord, void, undefined> {
   for await (const ev of reader.events()) if (ev.kind === 'chunks') yield* ev.records;
+}
+
+/** A stage's body, refused past MAX_MANIFEST_BYTES (a tree's is a manifest body). */
+async function* limited(body: AsyncIterable<Buffer>): AsyncGenerator<Buffer, void, undefined> {
+  let bytes = 0;
+  for await (const piece of body) {
+    bytes += piece.length;
+    if (bytes > MAX_MANIFEST_BYTES) throw new TooLargeError(`stage body is over the limit of ${MAX_MANIFEST_BYTES} bytes`);
+    yield piece;
+  }
 }
 
 function aborted(signal: AbortSignal): Promise<never> {

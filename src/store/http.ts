@@ -5,13 +5,14 @@ import {
   AbortedError, ChunkCorruptError, ChunkMissingError, InvalidArgumentError, ProtocolError, XferError, type ErrorCode,
 } from '../core/errors.js';
 import { ByteQueue, SlabAllocator } from '../core/bytes.js';
-import { DIGEST_BYTES, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
+import { DIGEST_BYTES, digestToHex, type ChunkerSpec, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import { digestOf } from '../hash/digest.js';
 import type { BaseChunk, BaseIndex } from '../manifest/bases.js';
 import type { EntryMeta } from '../manifest/types.js';
 import { DELTA_BLOCK_BYTES, encodeDelta, SUMS_REQUEST_RECORD_BYTES, sumsBytes, type Shifts } from './delta.js';
-import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from './stage-format.js';
+import { END_MARKER } from '../manifest/format.js';
+import { chunkerQuery, STAGE_END_BYTES, STAGE_RECORD_BYTES } from './stage-format.js';
 import type { ChunkStore, ManifestInfo, ManifestStore, OpOptions, PutOptions } from './store.js';
 
 export interface HttpStoreOptions {
@@ -56,6 +57,8 @@ interface ServerInfo {
   deltaBlockBytes?: number;
   /** Servers that rebuild a pushed file while its chunks arrive (POST /v1/stage/<path>). */
   stage?: boolean;
+  /** Servers that take stages of trees too (kind=tree). */
+  stageTrees?: boolean;
 }
 
 /** A request body being filled with upload records. */
@@ -450,13 +453,15 @@ export class HttpStore implements ChunkStore, ManifestStore {
   }
 
   /**
-   * Opens a stage (docs/PROTOCOL.md): the server rebuilds `name` from the chunk list
-   * streamed through the returned handle while the chunks are uploaded, and swaps it in at
-   * the manifest commit. `done` settles with the stage's answer, after the commit. The
-   * stage only saves the server work: callers ignore its failures.
+   * Opens a stage (docs/PROTOCOL.md): the server rebuilds `name` from what is streamed
+   * through the returned handle while the chunks are uploaded, and swaps it in at the
+   * manifest commit. For a file (`meta`), the stream is its chunk list (StageList.add,
+   * end); for a tree, the body of its manifest as it is written (StageList.addBytes,
+   * endBody). `done` settles with the stage's answer, after the commit. The stage only
+   * saves the server work: callers ignore its failures.
    */
-  openStage(name: string, algorithm: DigestAlgorithm, meta: EntryMeta, signal?: AbortSignal): StageUpload {
-    const query = `algorithm=${algorithm}&mode=${meta.mode}&mtimeMs=${meta.mtimeMs}&size=${meta.size}`;
+  openStage(name: string, algorithm: DigestAlgorithm, what: EntryMeta | { readonly tree: ChunkerSpec }, signal?: AbortSignal): StageUpload {
+    const query = 'tree' in what ? `algorithm=${algorithm}&kind=tree&${chunkerQuery(what.tree)}` : `algorithm=${algorithm}&mode=${what.mode}&mtimeMs=${what.mtimeMs}&size=${what.size}`;
     const list = new StageList(signal);
     // A connection of its own: undici sends nothing else on a connection while a streamed
     // request body is open, and the uploads this list describes must go meanwhile.
@@ -533,8 +538,9 @@ export interface StageUpload {
 }
 
 /**
- * A stage's request body: chunk records (u32 length BE + digest) as the scan produces
- * them, then the end record (u32 0 + u64 size BE + whole-file digest).
+ * A stage's request body. A file's: chunk records (u32 length BE + digest) as the scan
+ * produces them, then the end record (u32 0 + u64 size BE + whole-file digest). A tree's:
+ * its manifest's body bytes as they are written, then the end marker.
  */
 export class StageList {
   private readonly queue: Buffer[] = [];
@@ -562,6 +568,20 @@ export class StageList {
       out.set(r.digest, i * STAGE_RECORD_BYTES + 4);
     });
     this.push(out);
+  }
+
+  /** A tree's manifest body bytes (copied: the caller may reuse its buffer). */
+  addBytes(bytes: Uint8Array): void {
+    if (this.stopped || this.ended || bytes.length === 0) return;
+    this.push(Buffer.from(bytes));
+  }
+
+  /** Ends a tree's body with the end marker, as the manifest ends it. */
+  endBody(): void {
+    if (this.stopped || this.ended) return;
+    this.push(Buffer.from([END_MARKER]));
+    this.ended = true;
+    this.wake?.();
   }
 
   end(size: number, digest: Uint8Array): void {

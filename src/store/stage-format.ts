@@ -2,9 +2,33 @@
  * The body of POST /v1/stage/<path> (docs/PROTOCOL.md), shared by the client that writes
  * it (store/http.ts) and the server that reads it (server/stage.ts). Integers big-endian.
  */
-import { DIGEST_BYTES } from '../core/ids.js';
+import { DIGEST_BYTES, type ChunkerSpec } from '../core/ids.js';
 
 /** One chunk of the list: u32 length (1..maxChunkBytes) + digest. */
 export const STAGE_RECORD_BYTES = 4 + DIGEST_BYTES;
 /** The end of the list: u32 0 + u64 file size + whole-file digest. */
 export const STAGE_END_BYTES = 4 + 8 + DIGEST_BYTES;
+
+/**
+ * A tree stage's chunker, as query parameters: `chunker=fastcdc2020&min=&avg=&max=` or
+ * `chunker=fixed&size=` (bytes). The server reads them back with chunkerOfQuery.
+ */
+export function chunkerQuery(spec: ChunkerSpec): string {
+  return spec.algorithm === 'fixed' ? `chunker=fixed&size=${spec.sizeBytes}` : `chunker=fastcdc2020&min=${spec.minBytes}&avg=${spec.avgBytes}&max=${spec.maxBytes}`;
+}
+
+/** The chunker chunkerQuery wrote, or undefined if the parameters are not one (unvalidated sizes). */
+export function chunkerOfQuery(params: URLSearchParams): ChunkerSpec | undefined {
+  const int = (name: string): number => {
+    const v = params.get(name);
+    return v !== null && /^[0-9]{1,9}$/.test(v) ? Number(v) : NaN;
+  };
+  const algorithm = params.get('chunker');
+  if (algorithm === 'fixed') {
+    const sizeBytes = int('size');
+    return Number.isNaN(sizeBytes) ? undefined : { algorithm, sizeBytes };
+  }
+  if (algorithm !== 'fastcdc2020') return undefined;
+  const [minBytes, avgBytes, maxBytes] = [int('min'), int('avg'), int('max')];
+  return [minBytes, avgBytes, maxBytes].some(Number.isNaN) ? undefined : { algorithm, minBytes, avgBytes, maxBytes };
+}

@@ -71,6 +71,12 @@ export interface PushSession {
    */
   entry(meta: EntryMeta, options?: EntryOptions): Promise<FileSink | undefined>;
   /**
+   * A destination that follows a tree's manifest while it is written (a server stage)
+   * receives its body bytes here, in order (ManifestWriterOptions.onBody); the view is
+   * valid only during the call.
+   */
+  readonly manifestBody?: (bytes: Uint8Array) => void;
+  /**
    * Makes the push visible: the chunks are durable, the manifest (a complete, verified file
    * at manifestPath) is stored under the target's name, and the target is replaced
    * atomically. Nothing is visible before this resolves.

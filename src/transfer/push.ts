@@ -118,7 +118,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
   // next files: awaited one by one, it dominated pushes of trees of small files.
   const finishes = new Window(FINISHES_IN_FLIGHT, Infinity);
   try {
-    writer = await ManifestWriter.create(manifestPath, { kind, digestAlgorithm: algorithm, chunker }, { signal });
+    writer = await ManifestWriter.create(manifestPath, { kind, digestAlgorithm: algorithm, chunker }, { signal, onBody: session.manifestBody });
     const sender = new ChunkSender(destination, algorithm, options, () => bytesTotal);
     const scanOpts = { chunker, digestAlgorithm: algorithm, signal };
 
