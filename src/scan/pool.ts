@@ -22,6 +22,14 @@ export const SMALL_FILE_BYTES = 1024 * 1024;
 /** Files and bytes in one group, at most. */
 const GROUP_FILES = 64;
 const GROUP_BYTES = 8 * 1024 * 1024;
+/**
+ * While a group is out, the next goes only once it has this many files or bytes (or when
+ * the pool runs dry). Sent as soon as a thread was free, groups of a tree of small files
+ * held two files on average: the workers finish a group faster than the main thread finds
+ * files, and each message costs the main thread more than the files' scan costs a worker.
+ */
+const GROUP_MIN_FILES = 8;
+const GROUP_MIN_BYTES = 1024 * 1024;
 
 interface GroupedTask {
   readonly task: FileSegmentTask;
@@ -102,8 +110,9 @@ export class ScanPool {
    * Small whole files travel to the workers in groups, one message for many files: a
    * message per file cost more than scanning the file (a tree of 15,287 files: main-thread
    * messaging and GC dominated, the workers idle 90% of the time). Adaptive, like a
-   * Nagle: a group goes at once while fewer than `threads` groups are out, and files that
-   * arrive meanwhile wait for the next, so an idle pool adds no latency.
+   * Nagle: a group goes at once when none is out, so an idle pool adds no latency; while
+   * one is out, files wait until they make a group of GROUP_MIN_FILES or GROUP_MIN_BYTES
+   * (or the pool is idle again) and fewer than `threads` groups are out.
    */
   private runGrouped(task: FileSegmentTask, signal: AbortSignal | undefined): Promise<SegmentResult> {
     if (signal?.aborted) return Promise.reject(new AbortedError());
@@ -115,7 +124,10 @@ export class ScanPool {
   }
 
   private sendGroups(): void {
-    while (this.waiting.length > 0 && (this.groupsOut < this.threads || this.waiting.length >= GROUP_FILES || this.waitingBytes >= GROUP_BYTES)) {
+    for (;;) {
+      const full = this.waiting.length >= GROUP_FILES || this.waitingBytes >= GROUP_BYTES;
+      const enough = this.waiting.length >= GROUP_MIN_FILES || this.waitingBytes >= GROUP_MIN_BYTES;
+      if (this.waiting.length === 0 || !(this.groupsOut === 0 || full || (enough && this.groupsOut < this.threads))) break;
       let bytes = 0;
       let n = 0;
       while (n < this.waiting.length && n < GROUP_FILES && (n === 0 || bytes + this.waiting[n]!.task.fileSize <= GROUP_BYTES)) bytes += this.waiting[n++]!.task.fileSize;
@@ -140,7 +152,6 @@ export class ScanPool {
           this.running -= group.length;
           this.sendGroups();
         });
-      if (this.groupsOut >= this.threads && this.waiting.length < GROUP_FILES && this.waitingBytes < GROUP_BYTES) break;
     }
   }
 
