@@ -138,8 +138,12 @@ export async function runRemote(o: RemoteOptions): Promise<MacroRow[]> {
   await rm(w('restore'), { recursive: true, force: true });
   await mkdir(w('restore'));
   await timed(process.execPath, [XFER, 'pull', `${s.url}/inc.bin`, w('restore/x.bin'), '--json']);
+  // By default the destination passes the quick check (size, mtime, mode) and is kept
+  // unread; --checksum reads and hashes it all.
   const again = await timed(process.execPath, [XFER, 'pull', `${s.url}/inc.bin`, w('restore/x.bin'), '--json']);
   rows.push(row('pull unchanged file', 'xfer pull (dest up to date)', [{ run: again, sentBytes: JSON.parse(again.stdout).bytesReceived }], o.sizeBytes, o.log));
+  const checked = await timed(process.execPath, [XFER, 'pull', `${s.url}/inc.bin`, w('restore/x.bin'), '--json', '--checksum']);
+  rows.push(row('pull unchanged file', 'xfer pull --checksum (dest up to date)', [{ run: checked, sentBytes: JSON.parse(checked.stdout).bytesReceived }], o.sizeBytes, o.log));
   await stop(s.child);
   for (const n of ['serve-root', 'rsyncd', 'casync', 'restic', 'restore', 'edited.bin']) await rm(w(n), { recursive: true, force: true });
   return rows;

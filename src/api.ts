@@ -9,7 +9,7 @@ import { InvalidArgumentError } from './core/errors.js';
 import { connectRemote, HttpDestination, isRemote, parseRemote, resolveRemoteTarget, type RemoteOptions } from './endpoint/http.js';
 import { LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName } from './endpoint/local.js';
 import { openManifestFile } from './manifest/reader.js';
-import { reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
+import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
 import { ScanPool } from './scan/pool.js';
 import type { ChunkStore, ManifestStore } from './store/store.js';
 import type { PushDestination } from './transfer/destination.js';
@@ -23,6 +23,12 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
   readonly signal?: AbortSignal;
   /** Local files whose chunks may be reused instead of fetched. */
   readonly seeds?: readonly string[];
+  /**
+   * Read every file already at the destination (rsync's --checksum). By default a file
+   * there with the size, mtime and mode the manifest gives it is taken as the manifest's
+   * (rsync's quick check): kept, or linked into the new tree, without being read.
+   */
+  readonly checksum?: boolean;
   readonly pool?: ScanPool;
   readonly onProgress?: (p: PullProgress) => void;
 }
@@ -85,7 +91,9 @@ export async function pull(source: string, destination: string, options: PullOpt
     await pipeline(Readable.from(await store.getManifest(name, { signal })), createWriteStream(manifestPath), { signal });
     const reader = await openManifestFile(manifestPath, { signal });
     const target = await resolveCopyTarget(posix.basename(name), destination);
-    const result = await reconstruct(reader, store, target, { signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress });
+    // The quick check: the manifest's own files, as reconstruct's previous version.
+    const quick = options.checksum ? undefined : { targetDigest: reader.header.digest, previousFiles: await filesOf(await openManifestFile(manifestPath, { signal }), signal) };
+    const result = await reconstruct(reader, store, target, { signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, ...quick });
     return { ...result, target };
   } finally {
     await rm(tmp, { recursive: true, force: true }).catch(() => {});

@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { mkdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { runCli } from './helpers/cli.js';
@@ -112,5 +112,76 @@ describe('pushes skip files whose size and mtime are unchanged since the last pu
     for (const n of names) assert.ok((await readFile(copy(n))).equals(await readFile(join(tree, n))), n);
     const v = await runCli(['verify', backup]);
     assert.equal(v.code, 0, v.stdout + v.stderr);
+  });
+});
+
+describe('pulls keep files whose size, mtime and mode are the manifest\'s (the quick check)', () => {
+  const fx = useServer('xfer-quick-pull-');
+
+  it('a single file: kept without being read; --checksum reads and repairs it; a new mtime is read', async () => {
+    const src = join(fx.dir, 'disk.img');
+    const v1 = pseudoRandom(6 * MiB, 11);
+    await writeFile(src, v1);
+    await utimes(src, MTIME_S, MTIME_S);
+    assert.equal((await runCli(['push', src, `${fx.server.url}/disk.img`])).code, 0);
+    const dest = join(fx.dir, 'restore', 'disk.img');
+    await mkdir(join(fx.dir, 'restore'));
+    assert.equal((await runCli(['pull', `${fx.server.url}/disk.img`, dest])).code, 0);
+    assert.ok((await readFile(dest)).equals(v1));
+
+    // The pulled copy edited behind xfer's back, size and mtime put back: trusted, as rsync would.
+    const edited = Buffer.from(v1);
+    pseudoRandom(4096, 12).copy(edited, 2 * MiB);
+    await sneakyEdit(dest, edited);
+    const inode = (await stat(dest)).ino;
+    const quick = await runCli(['pull', `${fx.server.url}/disk.img`, dest, '--json']);
+    assert.equal(quick.code, 0, quick.stderr);
+    assert.equal(JSON.parse(quick.stdout).bytesReceived, 0);
+    assert.ok((await readFile(dest)).equals(edited), 'the file was taken as the manifest\'s');
+    assert.equal((await stat(dest)).ino, inode);
+
+    const full = await runCli(['pull', `${fx.server.url}/disk.img`, dest, '--json', '--checksum']);
+    assert.equal(full.code, 0, full.stderr);
+    assert.ok(JSON.parse(full.stdout).bytesReceived > 0);
+    assert.ok((await readFile(dest)).equals(v1), '--checksum reads the file and repairs it');
+
+    await sneakyEdit(dest, edited);
+    await utimes(dest, MTIME_S + 60, MTIME_S + 60); // another mtime: read, and repaired
+    const again = await runCli(['pull', `${fx.server.url}/disk.img`, dest, '--json']);
+    assert.equal(again.code, 0, again.stderr);
+    assert.ok((await readFile(dest)).equals(v1));
+    assert.equal((await stat(dest)).mtimeMs, MTIME_S * 1000);
+  });
+
+  it('a tree (from a local store): matching files are linked into the new tree; others rebuilt; --checksum reads all', async () => {
+    const tree = join(fx.dir, 'src', 'study');
+    await mkdir(join(tree, 'sub'), { recursive: true });
+    const names = ['a.dcm', 'sub/b.dcm', 'sub/c.dcm'];
+    for (const [i, n] of names.entries()) {
+      await writeFile(join(tree, n), pseudoRandom(90_000 + i, 20 + i));
+      await utimes(join(tree, n), MTIME_S, MTIME_S);
+    }
+    const backup = join(fx.dir, 'backup');
+    assert.equal((await runCli(['push', tree, `${backup}/`])).code, 0);
+    const out = join(fx.dir, 'out');
+    await mkdir(out);
+    assert.equal((await runCli(['pull', join(backup, 'study'), `${out}/`])).code, 0);
+    const got = (n: string) => join(out, 'study', n);
+
+    const a2 = pseudoRandom(90_000, 30);
+    await sneakyEdit(got('a.dcm'), a2); // not seen by the quick check
+    const inode = (await stat(got('a.dcm'))).ino;
+    await chmod(got('sub/b.dcm'), 0o600); // another mode: rebuilt with the manifest's
+    await writeFile(got('sub/c.dcm'), 'damaged'); // another size: rebuilt
+    const p = await runCli(['pull', join(backup, 'study'), `${out}/`, '--json']);
+    assert.equal(p.code, 0, p.stderr);
+    assert.ok((await readFile(got('a.dcm'))).equals(a2), 'a.dcm was kept as it is');
+    assert.equal((await stat(got('a.dcm'))).ino, inode, 'linked into the new tree');
+    assert.equal((await stat(got('sub/b.dcm'))).mode & 0o777, (await stat(join(tree, 'sub/b.dcm'))).mode & 0o777);
+    assert.ok((await readFile(got('sub/c.dcm'))).equals(await readFile(join(tree, 'sub/c.dcm'))));
+
+    const full = await runCli(['pull', join(backup, 'study'), `${out}/`, '--checksum']);
+    assert.equal(full.code, 0, full.stderr);
+    for (const n of names) assert.ok((await readFile(got(n))).equals(await readFile(join(tree, n))), n);
   });
 });

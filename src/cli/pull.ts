@@ -8,6 +8,7 @@ interface PullFlags extends RemoteFlags {
   json?: boolean;
   quiet?: boolean;
   seed?: string[];
+  checksum?: boolean;
 }
 
 export function registerPull(program: Command, signal: AbortSignal): void {
@@ -17,6 +18,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
     .argument('<target>', 'a pushed target: <dest-dir>/<name> or http(s)://host:port/<remote-path>')
     .argument('<path>', 'where to put it; an existing directory or a path ending in / means "inside it"')
     .option('--seed <file...>', 'local files whose chunks may be reused')
+    .option('-c, --checksum', 'read every file already at the destination, also those whose size, mtime and mode match the manifest (rsync --checksum)')
     .option('--json', 'print the result as one JSON object')
     .option('-q, --quiet', 'no progress display');
   for (const o of remoteOptions()) cmd.addOption(o);
@@ -26,6 +28,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
       const r = await pull(source, dest, {
         ...remoteFrom(flags, signal),
         seeds: flags.seed ?? [],
+        checksum: flags.checksum === true,
         onProgress: (p) => progress.update(p.bytesDone, p.bytesTotal, `, ${formatBytes(p.bytesReused)} reused`),
       });
       progress.done();

@@ -51,11 +51,12 @@ export interface ReconstructOptions {
    */
   readonly assumeChanged?: boolean;
   /**
-   * The files the target holds now, by entry path ('' for a single file), as its manifest
-   * describes them (the server: its committed manifest). A tree file whose new entry has
-   * the same size, mode, mtime and whole-file digest, and whose file at the target still
-   * has that size and mtime (the quick check rsync makes), is hard-linked into the staging
-   * tree instead of being rebuilt; a single file in that state is kept without being read.
+   * The files the target holds now, by entry path ('' for a single file), as a manifest
+   * describes them (the server: its committed manifest; a pull: the manifest being pulled,
+   * see filesOf). A tree file whose new entry has the same size, mode, mtime and whole-file
+   * digest, and whose file at the target still has that size, mtime and mode (the quick
+   * check rsync makes), is hard-linked into the staging tree instead of being rebuilt; a
+   * single file with that size and mtime is kept without being read (given targetDigest).
    */
   readonly previousFiles?: ReadonlyMap<string, PreviousFile>;
   /** Runs after everything is written and verified, just before the target is swapped in. */
@@ -68,6 +69,28 @@ export interface PreviousFile {
   readonly mode: number;
   readonly mtimeMs: number;
   readonly digest: Uint8Array;
+}
+
+/** Manifests of more entries than this are not indexed for the quick check (~150 bytes an entry). */
+export const MAX_PREVIOUS_FILES = 1_000_000;
+
+/**
+ * A manifest's files by entry path, for ReconstructOptions.previousFiles; read through (and
+ * closed). Undefined for a manifest of more than MAX_PREVIOUS_FILES entries.
+ */
+export async function filesOf(reader: ManifestReader, signal?: AbortSignal): Promise<Map<string, PreviousFile> | undefined> {
+  if (reader.header.entryCount > MAX_PREVIOUS_FILES) {
+    await reader.close();
+    return undefined;
+  }
+  const files = new Map<string, PreviousFile>();
+  let meta: EntryMeta | undefined;
+  for await (const ev of reader.events()) {
+    throwIfAborted(signal);
+    if (ev.kind === 'entry') meta = ev.meta;
+    else if (ev.kind === 'entryEnd' && meta) files.set(meta.path, { size: ev.size, mode: meta.mode, mtimeMs: meta.mtimeMs, digest: ev.digest });
+  }
+  return files;
 }
 
 export interface PullProgress {
@@ -117,7 +140,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     // The target is the committed version (its digest is the manifest's) and still has the
     // size and mtime it was committed with: kept without reading it through.
     const committed = options.targetDigest !== undefined ? options.previousFiles?.get('') : undefined;
-    if (committed && Buffer.compare(committed.digest, header.digest) === 0 && (await sameFile(target, committed))) return keepUnchanged(reader, target, options, started);
+    if (committed && Buffer.compare(committed.digest, header.digest) === 0 && (await sameFile(target, { size: committed.size, mtimeMs: committed.mtimeMs }))) return keepUnchanged(reader, target, options, started);
     if (await fileHasDigest(target, header.totalBytes, algorithm, header.digest, signal)) return keepUnchanged(reader, target, options, started);
   }
   const staging = await Staging.create(target, header.kind, { signal, resumable: options.resumable ?? true });
@@ -252,7 +275,8 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
         if (Buffer.compare(previous.digest, event.digest) === 0 && previous.size === event.size) {
           // Checked and linked while later entries go on (a link is two round trips to the
           // thread pool; one by one, they were most of a tree's commit); a file that fails
-          // the check is rebuilt after the last entry.
+          // the check is rebuilt after the last entry. The mode is checked too: a link
+          // keeps the file's own.
           const size = event.size;
           await finishes.run(0, async () => {
             if ((await sameFile(existing, previous)) && (await staging.linkFile(meta, existing))) {

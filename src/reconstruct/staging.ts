@@ -490,10 +490,10 @@ async function checkReplaceable(target: string, kind: ManifestKind): Promise<voi
 
 /**
  * Whether `path` is still the file a manifest entry describes: a regular file of its size
- * and mtime (the quick check; the mtime was set from whole milliseconds and reads back as
- * a float of them, hence the rounding).
+ * and mtime, and its permission bits if `mode` is given (the quick check; the mtime was set
+ * from whole milliseconds and reads back as a float of them, hence the rounding).
  */
-export async function sameFile(path: string, entry: { readonly size: number; readonly mtimeMs: number }): Promise<boolean> {
+export async function sameFile(path: string, entry: { readonly size: number; readonly mtimeMs: number; readonly mode?: number }): Promise<boolean> {
   const st = await lstat(path).catch(() => undefined);
-  return st !== undefined && st.isFile() && st.size === entry.size && Math.round(st.mtimeMs) === entry.mtimeMs;
+  return st !== undefined && st.isFile() && st.size === entry.size && Math.round(st.mtimeMs) === entry.mtimeMs && (entry.mode === undefined || (st.mode & 0o7777) === entry.mode);
 }

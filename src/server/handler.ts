@@ -10,7 +10,7 @@ import { AbortedError, HTTP_STATUS, InvalidArgumentError, isXferError, ManifestI
 import { DIGEST_BYTES, digestToHex, parseDigestAlgorithm, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { openManifest, openManifestFile, type ManifestReader } from '../manifest/reader.js';
 import type { EntryMeta, ManifestHeader } from '../manifest/types.js';
-import { reconstruct, type PreviousFile } from '../reconstruct/reconstruct.js';
+import { filesOf, reconstruct, type PreviousFile } from '../reconstruct/reconstruct.js';
 import type { LocalStore } from '../store/local.js';
 import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES } from '../store/delta.js';
 import { validateManifestPrefix } from '../store/names.js';
@@ -23,8 +23,6 @@ export const PROTOCOL_VERSION = 1;
 const PREFIX = '/v1/';
 /** Digests checked per `has` call while validating an uploaded manifest. */
 const MANIFEST_CHECK_BATCH = 4096;
-/** Files of a committed tree remembered for linking unchanged ones (~150 bytes each). */
-const MAX_PREVIOUS_FILES = 1_000_000;
 /** Missing digests named in a 409 answer, at most. */
 const MISSING_NAMED_MAX = 5;
 
@@ -414,30 +412,20 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   /**
    * What is committed under `name`, read once: its digest (what the rebuild may assume the
    * target holds) and its files by entry path ('' for a file manifest's; left out for a
-   * tree of more than MAX_PREVIOUS_FILES entries), which reconstruct keeps or links instead
+   * tree of more than MAX_PREVIOUS_FILES entries, see filesOf), which reconstruct keeps or links instead
    * of rebuilding when unchanged. Undefined if nothing is committed, or what is cannot be read.
    */
   async function committedVersion(name: string): Promise<{ digest: Uint8Array; files?: Map<string, PreviousFile> } | undefined> {
     const reader = await openCommitted(name);
     if (!reader) return undefined;
     const digest = reader.header.digest;
-    if (reader.header.entryCount > MAX_PREVIOUS_FILES) {
-      await reader.close();
-      return { digest };
-    }
-    const files = new Map<string, PreviousFile>();
-    let meta: EntryMeta | undefined;
     try {
-      for await (const ev of reader.events()) {
-        if (ev.kind === 'entry') meta = ev.meta;
-        else if (ev.kind === 'entryEnd' && meta) files.set(meta.path, { size: ev.size, mode: meta.mode, mtimeMs: meta.mtimeMs, digest: ev.digest });
-      }
+      return { digest, files: await filesOf(reader, ctx.signal) };
     } catch (err) {
       // A damaged committed manifest tells nothing about the target: assume nothing.
       if (isXferError(err, 'XFER_ABORTED')) throw err;
       return undefined;
     }
-    return { digest, files };
   }
 
   /** A stored-to-be manifest's header and its first entry (a file manifest's only one). */
