@@ -1,5 +1,5 @@
-import type { Dirent, Stats } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { lstat as lstatCallback, type Dirent, type Stats } from 'node:fs';
+import { readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
@@ -34,61 +34,84 @@ const STAT_AHEAD = 32;
 
 const byteOrder = (a: Dirent, b: Dirent): number => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name));
 
+/** lstat through the callback API: about half the main-thread cost of fs/promises' (measured on 8,600 entries). */
+function lstatCb(path: string): Promise<Stats> {
+  return new Promise((resolve, reject) => lstatCallback(path, (err, st) => (err ? reject(err) : resolve(st))));
+}
+
+/** A directory being walked: its sorted entries, the lstats started ahead, the position. */
+interface DirFrame {
+  readonly abs: string;
+  readonly rel: string;
+  readonly names: Dirent[];
+  readonly stats: (Promise<Stats> | undefined)[];
+  next: number;
+}
+
 /**
  * Walks a directory tree depth-first, parents before children, siblings in byte order of
  * their names: the manifest order. Symlinks are recorded, never followed. The root itself is
- * not an entry. Memory is bounded by the depth times the widest directory.
+ * not an entry. Memory is bounded by the depth times the widest directory. One generator
+ * with an explicit stack: nested generators (yield* per level) cost every entry a resumption
+ * per level of depth.
  */
 export async function* walkTree(root: string, options: { signal?: AbortSignal; onSkip?: (s: WalkSkip) => void } = {}): AsyncGenerator<SourceEntry> {
-  async function* walk(dirAbs: string, dirRel: string): AsyncGenerator<SourceEntry> {
+  const open = async (abs: string, rel: string): Promise<DirFrame> => {
     throwIfAborted(options.signal);
     let names: Dirent[];
     try {
-      names = await readdir(dirAbs, { withFileTypes: true });
+      names = await readdir(abs, { withFileTypes: true });
     } catch (err) {
-      throw fromSystemError(err, dirAbs, 'read directory');
+      throw fromSystemError(err, abs, 'read directory');
     }
     names.sort(byteOrder);
-    // lstat runs up to STAT_AHEAD entries ahead of the one yielded: one at a time, a tree of
-    // many small files waited a thread-pool round trip per entry.
-    const stats: (Promise<Stats> | undefined)[] = new Array(names.length);
-    const statFrom = (i: number): void => {
-      for (let k = i; k < Math.min(names.length, i + STAT_AHEAD); k++) {
-        if (stats[k]) continue;
-        const p = lstat(join(dirAbs, names[k]!.name));
-        p.catch(() => {}); // awaited in order below
-        stats[k] = p;
-      }
-    };
-    for (const [i, d] of names.entries()) {
-      const abs = join(dirAbs, d.name);
-      const rel = dirRel ? `${dirRel}/${d.name}` : d.name;
-      if (d.name.includes('\\')) throw new InvalidArgumentError(`${abs}: names containing a backslash are not supported`);
-      statFrom(i);
-      let st: Stats;
+    return { abs, rel, names, stats: new Array(names.length), next: 0 };
+  };
+  // lstat runs up to STAT_AHEAD entries ahead of the one yielded: one at a time, a tree of
+  // many small files waited a thread-pool round trip per entry.
+  const statFrom = (f: DirFrame, i: number): void => {
+    for (let k = i; k < Math.min(f.names.length, i + STAT_AHEAD); k++) {
+      if (f.stats[k]) continue;
+      const p = lstatCb(join(f.abs, f.names[k]!.name));
+      p.catch(() => {}); // awaited in order below
+      f.stats[k] = p;
+    }
+  };
+  const stack: DirFrame[] = [await open(root, '')];
+  while (stack.length > 0) {
+    const f = stack[stack.length - 1]!;
+    if (f.next === f.names.length) {
+      stack.pop();
+      continue;
+    }
+    const i = f.next++;
+    const d = f.names[i]!;
+    const abs = join(f.abs, d.name);
+    const rel = f.rel ? `${f.rel}/${d.name}` : d.name;
+    if (d.name.includes('\\')) throw new InvalidArgumentError(`${abs}: names containing a backslash are not supported`);
+    statFrom(f, i);
+    let st: Stats;
+    try {
+      st = await f.stats[i]!;
+      f.stats[i] = undefined;
+    } catch (err) {
+      throw fromSystemError(err, abs, 'stat');
+    }
+    if (st.isDirectory()) {
+      yield { meta: metaOf(st, rel, 'dir'), absPath: abs };
+      stack.push(await open(abs, rel));
+    } else if (st.isFile()) {
+      yield { meta: metaOf(st, rel, 'file'), absPath: abs };
+    } else if (st.isSymbolicLink()) {
+      let target: string;
       try {
-        st = await stats[i]!;
-        stats[i] = undefined;
+        target = await readlink(abs);
       } catch (err) {
-        throw fromSystemError(err, abs, 'stat');
+        throw fromSystemError(err, abs, 'read link');
       }
-      if (st.isDirectory()) {
-        yield { meta: metaOf(st, rel, 'dir'), absPath: abs };
-        yield* walk(abs, rel);
-      } else if (st.isFile()) {
-        yield { meta: metaOf(st, rel, 'file'), absPath: abs };
-      } else if (st.isSymbolicLink()) {
-        let target: string;
-        try {
-          target = await readlink(abs);
-        } catch (err) {
-          throw fromSystemError(err, abs, 'read link');
-        }
-        yield { meta: metaOf(st, rel, 'symlink', target), absPath: abs };
-      } else {
-        options.onSkip?.({ path: abs, reason: 'not a regular file, directory or symlink' });
-      }
+      yield { meta: metaOf(st, rel, 'symlink', target), absPath: abs };
+    } else {
+      options.onSkip?.({ path: abs, reason: 'not a regular file, directory or symlink' });
     }
   }
-  yield* walk(root, '');
 }
