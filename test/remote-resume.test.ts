@@ -114,6 +114,27 @@ describe('interrupted transfers resume and send only what is missing', () => {
       assert.equal(await sha256File(out), await sha256File(src));
       await assert.rejects(stat(partial), /ENOENT/, 'the partial file became the destination');
     });
+
+    it('a tree push killed while its stage builds: the staging tree is discarded, a second push completes staged', async () => {
+      const tree = join(dir, 'tree-src');
+      await mkdir(join(tree, 'sub'), { recursive: true });
+      for (let i = 0; i < 4; i++) await writeRandomFile(join(tree, i % 2 ? 'sub' : '', `part${i}.bin`), 40 * MiB, 60 + i);
+      const files = join(dir, 'root', 'files');
+      const staging = async () => (await readdir(files).catch(() => [] as string[])).filter((n) => n.startsWith('.xfer-tree-src'));
+      const { killed } = await killWhen(['push', tree, `${server.url}/`], join(dir, 'tmp'), async () => (await staging()).length > 0);
+      assert.ok(killed, 'the first push was interrupted while staged');
+      for (let i = 0; i < 250 && (await staging()).length > 0; i++) await sleep(20);
+      assert.deepEqual(await staging(), [], 'the stage of the killed push is gone');
+      await assert.rejects(stat(join(files, 'tree-src')), /ENOENT/, 'nothing was committed');
+      const before0 = server.stats();
+      const again = await runCli(['push', tree, `${server.url}/`, '--json']);
+      assert.equal(again.code, 0, again.stderr);
+      assert.equal(server.stats().commitsStaged - before0.commitsStaged, 1);
+      for (let i = 0; i < 4; i++) {
+        const rel = join(i % 2 ? 'sub' : '', `part${i}.bin`);
+        assert.equal(await sha256File(join(files, 'tree-src', rel)), await sha256File(join(tree, rel)), rel);
+      }
+    });
   });
 
   it('a server restart during a push: the client fails with one line, a second push completes', async () => {
