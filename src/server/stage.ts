@@ -202,7 +202,7 @@ export class Stage {
       // now; the whole-file digest checks what was read back (as in the ordinary rebuild).
       verifyStoreChunks: false,
       beforeCommit: async () => {
-        this.handoverTimer = setTimeout(() => this.abort(new AbortedError('no manifest commit came for the staged file')), STAGE_HANDOVER_MS);
+        this.handoverTimer = setTimeout(() => this.abort(new AbortedError('no manifest commit came for the staged copy')), STAGE_HANDOVER_MS);
         const run = await Promise.race([this.swap, aborted(signal)]);
         clearTimeout(this.handoverTimer);
         await run();
