@@ -2,9 +2,14 @@ import { strict as assert } from 'node:assert';
 import { chmod, mkdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { runCli } from './helpers/cli.js';
+import { spawn } from 'node:child_process';
+import { createChunker } from '../src/chunker/index.js';
+import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
+import { digestOf } from '../src/hash/digest.js';
+import { cutAll } from './helpers/chunks.js';
+import { BIN, isOneLineError, runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
-import { useServer } from './helpers/server.js';
+import { rawRequest, useServer } from './helpers/server.js';
 
 const MiB = 1024 * 1024;
 const MTIME_S = 1_700_000_000;
@@ -184,4 +189,53 @@ describe('pulls keep files whose size, mtime and mode are the manifest\'s (the q
     assert.equal(full.code, 0, full.stderr);
     for (const n of names) assert.ok((await readFile(got(n))).equals(await readFile(join(tree, n))), n);
   });
+});
+
+describe('files written again right after a push read them (racily clean) are caught before the commit', () => {
+  const fx = useServer('xfer-racy-');
+
+  // Within the same millisecond (another sub-millisecond mtime), or within the same clock
+  // tick (Linux stamps files from a clock that moves once per jiffy: the very same mtime).
+  for (const [what, laterMs] of [['millisecond', 0.5], ['clock tick', 0]] as const) {
+    it(`a same-size write within the recorded mtime's ${what} fails the push (run again), so no later quick check trusts it`, async () => {
+      const name = `db-${laterMs}.img`;
+      const src = join(fx.dir, name);
+      const v1 = pseudoRandom(2 * MiB, 51 + laterMs * 10);
+      await writeFile(src, v1);
+      // An mtime just ahead of the clock (as a file written while it is read has): the push
+      // must wait until the clock has left it, then look at the file again.
+      const mtimeMs = Date.now() + 1500.25;
+      await utimes(src, mtimeMs / 1000, mtimeMs / 1000);
+      const digests: Buffer[] = [];
+      let o = 0;
+      for (const len of cutAll(createChunker(DEFAULT_CHUNKER), v1)) {
+        digests.push(digestOf('blake3', v1.subarray(o, o + len)));
+        o += len;
+      }
+      const child = spawn(process.execPath, [BIN, 'push', src, `${fx.server.url}/${name}`], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      child.stderr!.setEncoding('utf8').on('data', (d) => (stderr += d));
+      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      // Once every chunk is on the server, the file has been read: write it again, same size,
+      // with an mtime in the same millisecond (a write within the same clock tick).
+      for (let i = 0; i < 300; i++) {
+        const r = await rawRequest(fx.server.url, 'POST', '/v1/chunks/missing?algorithm=blake3', Buffer.concat(digests));
+        if (r.body.every((b) => b === 0)) break;
+        await new Promise((res) => setTimeout(res, 10));
+      }
+      const v2 = pseudoRandom(2 * MiB, 52);
+      await writeFile(src, v2);
+      await utimes(src, (mtimeMs + laterMs) / 1000, (mtimeMs + laterMs) / 1000);
+      const code = await exited;
+      assert.equal(code, 10, `the push fails with XFER_SOURCE_CHANGED's exit code: ${stderr}`);
+      assert.ok(isOneLineError(stderr) && /changed right after it was read; run again/.test(stderr), stderr);
+      await assert.rejects(stat(join(fx.root, 'files', name)), { code: 'ENOENT' }, 'nothing was committed');
+
+      const again = await runCli(['push', src, `${fx.server.url}/${name}`]);
+      assert.equal(again.code, 0, again.stderr);
+      const quick = await runCli(['push', src, `${fx.server.url}/${name}`, '--json']);
+      assert.equal(quick.code, 0, quick.stderr);
+      assert.ok((await readFile(join(fx.root, 'files', name))).equals(v2), 'the server has what the file holds');
+    });
+  }
 });

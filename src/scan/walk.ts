@@ -10,6 +10,8 @@ export interface SourceEntry {
   readonly meta: EntryMeta;
   /** Absolute path on disk. */
   readonly absPath: string;
+  /** The mtime as lstat gave it, at full precision (meta's is whole milliseconds). */
+  readonly mtimeExactMs: number;
 }
 
 /** Something a walk passed over (sockets, FIFOs, devices inside a tree), for the caller to report. */
@@ -98,10 +100,10 @@ export async function* walkTree(root: string, options: { signal?: AbortSignal; o
       throw fromSystemError(err, abs, 'stat');
     }
     if (st.isDirectory()) {
-      yield { meta: metaOf(st, rel, 'dir'), absPath: abs };
+      yield { meta: metaOf(st, rel, 'dir'), absPath: abs, mtimeExactMs: st.mtimeMs };
       stack.push(await open(abs, rel));
     } else if (st.isFile()) {
-      yield { meta: metaOf(st, rel, 'file'), absPath: abs };
+      yield { meta: metaOf(st, rel, 'file'), absPath: abs, mtimeExactMs: st.mtimeMs };
     } else if (st.isSymbolicLink()) {
       let target: string;
       try {
@@ -109,7 +111,7 @@ export async function* walkTree(root: string, options: { signal?: AbortSignal; o
       } catch (err) {
         throw fromSystemError(err, abs, 'read link');
       }
-      yield { meta: metaOf(st, rel, 'symlink', target), absPath: abs };
+      yield { meta: metaOf(st, rel, 'symlink', target), absPath: abs, mtimeExactMs: st.mtimeMs };
     } else {
       options.onSkip?.({ path: abs, reason: 'not a regular file, directory or symlink' });
     }

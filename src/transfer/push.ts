@@ -14,6 +14,7 @@ import { ScanPool } from '../scan/pool.js';
 import { chunkDigest, FileScan, StreamScan, type ChunkBatch, type StreamSource } from '../scan/scanner.js';
 import { walkTree, type SourceEntry, type WalkSkip } from '../scan/walk.js';
 import type { FileSink, KnownFile, PushDestination } from './destination.js';
+import { RacyFiles } from './racy.js';
 import { Window } from './window.js';
 
 export interface PushOptions {
@@ -122,7 +123,11 @@ export async function push(source: PushSource, destination: PushDestination, opt
     const sender = new ChunkSender(destination, algorithm, options, () => bytesTotal);
     const scanOpts = { chunker, digestAlgorithm: algorithm, signal };
 
-    const handleFile = async (meta: EntryMeta, scan: FileScan | StreamScan, opened?: Promise<FileSink | undefined>): Promise<void> => {
+    // Files read within their mtime's window: checked again before the commit (racy.ts).
+    const racy = new RacyFiles(algorithm);
+    /** Where a scanned file was read: its path, full-precision mtime and when reading began. */
+    type ReadFrom = { readonly path: string; readonly mtimeExactMs: number; readonly atMs: number };
+    const handleFile = async (meta: EntryMeta, scan: FileScan | StreamScan, opened?: Promise<FileSink | undefined>, from?: ReadFrom): Promise<void> => {
       await writer!.beginEntry(meta);
       const sink = await (opened ?? session.entry(meta, { signal }));
       for await (const batch of scan.batches()) {
@@ -138,6 +143,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
       const { size, digest } = scan.result;
       if (sink) await finishes.run(0, () => sink.finish(size, digest));
       await writer!.endEntry(size, scan.result.digest);
+      if (from) racy.note(from.path, size, from.mtimeExactMs, digest, from.atMs);
     };
 
     // The quick check: a file the destination already has as it is now is not read.
@@ -159,12 +165,15 @@ export async function push(source: PushSource, destination: PushDestination, opt
       if (file) {
         await session.entry(meta, { signal, known: file });
         await reuseKnown(meta, file);
-      } else await handleFile(meta, new FileScan(source, s.size, s.mtimeMs, pool, scanOpts));
+      } else {
+        const from = { path: source, mtimeExactMs: s.mtimeMs, atMs: Date.now() };
+        await handleFile(meta, new FileScan(source, s.size, s.mtimeMs, pool, scanOpts), undefined, from);
+      }
     } else {
       // Tree: scans of the next files start while earlier ones are still being sent, and
       // their destination files are opened meanwhile. Entries reach the session in walk
       // order; a directory's is awaited before anything after it (its files) starts.
-      const ahead: { entry: SourceEntry; scan?: FileScan; opened?: Promise<FileSink | undefined>; known?: KnownFile }[] = [];
+      const ahead: { entry: SourceEntry; scan?: FileScan; opened?: Promise<FileSink | undefined>; known?: KnownFile; readFromMs?: number }[] = [];
       let aheadBytes = 0;
       const walker = walkTree(source, { signal, onSkip: options.onSkip });
       let walkDone = false;
@@ -178,6 +187,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
           const e = n.value;
           let scan: FileScan | undefined;
           let opened: Promise<FileSink | undefined> | undefined;
+          let readFromMs: number | undefined;
           const file = e.meta.type === 'file' ? await known(e.meta) : undefined;
           if (file) {
             bytesTotal += e.meta.size;
@@ -187,13 +197,14 @@ export async function push(source: PushSource, destination: PushDestination, opt
             continue;
           }
           if (e.meta.type === 'file') {
+            readFromMs = Date.now();
             scan = new FileScan(e.absPath, e.meta.size, e.meta.mtimeMs, pool, scanOpts);
             aheadBytes += e.meta.size;
             bytesTotal += e.meta.size;
             opened = session.entry(e.meta, { signal });
             opened.catch(() => {}); // awaited by handleFile; until then, not unhandled
           } else await session.entry(e.meta, { signal });
-          ahead.push({ entry: e, scan, opened });
+          ahead.push({ entry: e, scan, opened, readFromMs });
         }
       };
       for (;;) {
@@ -205,13 +216,15 @@ export async function push(source: PushSource, destination: PushDestination, opt
           await reuseKnown(next.entry.meta, next.known);
         }
         else if (next.scan) {
-          await handleFile(next.entry.meta, next.scan, next.opened);
+          const e = next.entry;
+          await handleFile(e.meta, next.scan, next.opened, { path: e.absPath, mtimeExactMs: e.mtimeExactMs, atMs: next.readFromMs! });
           aheadBytes -= next.entry.meta.size;
         } else await writer.beginEntry(next.entry.meta);
       }
     }
     await sender.drain();
     await finishes.drain();
+    await racy.settle(signal);
     await destination.chunks.flush({ signal });
     const header: ManifestHeader = await writer.finish();
     writer = undefined;
