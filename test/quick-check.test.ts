@@ -112,9 +112,17 @@ describe('pushes skip files whose size and mtime are unchanged since the last pu
     assert.ok((await readFile(copy('sub/c.bin'))).equals(c2));
     assert.ok((await readFile(copy('sub/b.bin'))).equals(await readFile(join(tree, 'sub/b.bin'))), 'a damaged copy is not reused');
 
+    const cInode = (await stat(copy('sub/c.bin'))).ino;
+    await utimes(join(tree, 'sub/b.bin'), MTIME_S + 5, MTIME_S + 5); // same content, a new mtime
+    const bInode = (await stat(copy('sub/b.bin'))).ino;
     const full = await runCli(['push', tree, `${backup}/`, '--checksum']);
     assert.equal(full.code, 0, full.stderr);
     for (const n of names) assert.ok((await readFile(copy(n))).equals(await readFile(join(tree, n))), n);
+    // Read, and found to be what the copy holds, with its size, mtime and mode: linked, not
+    // written again; the same content under a new mtime is written with that mtime.
+    assert.equal((await stat(copy('sub/c.bin'))).ino, cInode, 'an unchanged file read with --checksum keeps its copy');
+    assert.notEqual((await stat(copy('sub/b.bin'))).ino, bInode);
+    assert.equal((await stat(copy('sub/b.bin'))).mtimeMs, (MTIME_S + 5) * 1000);
     const v = await runCli(['verify', backup]);
     assert.equal(v.code, 0, v.stdout + v.stderr);
   });

@@ -93,7 +93,7 @@ export class LocalDestination implements PushDestination {
     const staging = await Staging.create(this.t.target, kind, options);
     const store = this.chunks;
     const name = this.t.name;
-    this.known = KnownFiles.for(await previousVersion(store, name, kind, options), store, options);
+    const known = (this.known = KnownFiles.for(await previousVersion(store, name, kind, options), store, options));
     const current = (path: string) => this.currentCopy(path);
     return {
       async entry(meta: EntryMeta, o: EntryOptions = {}): Promise<FileSink | undefined> {
@@ -102,7 +102,21 @@ export class LocalDestination implements PushDestination {
         else if (o.known) await staging.keepFile(meta, current(meta.path));
         else {
           const f: StagedFile = await staging.openFile(meta);
-          return { write: (data, position) => f.write(data, position), finish: (size) => f.finish(size) };
+          const previous = known?.previousFile(meta.path);
+          return {
+            write: (data, position) => f.write(data, position),
+            finish: async (size, digest) => {
+              // Read (--checksum, or a new mtime) and found to be the content the current copy
+              // holds: the copy is linked if it also has the entry's size, mtime and mode, instead
+              // of writing the file again. A small file is written only at finish, so nothing is
+              // wasted; a larger one is already in the staging copy, the link fails, and it stays.
+              if (previous && previous.size === size && Buffer.compare(previous.digest, digest) === 0) {
+                const copy = current(meta.path);
+                if ((await sameFile(copy, { size, mtimeMs: meta.mtimeMs, mode: meta.mode })) && (await staging.linkFile(meta, copy))) return f.close();
+              }
+              await f.finish(size);
+            },
+          };
         }
         return undefined;
       },

@@ -28,6 +28,11 @@ export class KnownFiles {
     return new KnownFiles(previous, chunks);
   }
 
+  /** The previous version's file entry `path`, whatever its size and mtime. */
+  previousFile(path: string): { readonly size: number; readonly digest: Uint8Array } | undefined {
+    return this.previous.file(path);
+  }
+
   /** The previous version's file `meta.path` if it had meta's size and mtime and all its chunks are stored. */
   async find(meta: EntryMeta, options: OpOptions = {}): Promise<KnownFile | undefined> {
     const f = meta.type === 'file' ? this.previous.file(meta.path) : undefined;
