@@ -11,10 +11,10 @@
  *
  * Every version lives at its own path (with the same base name), so no tool can skip a file
  * by its metadata: restic finds no parent snapshot for the path, borg's files cache has no
- * entry for it, and rsync runs with --ignore-times (unchanged files keep their size and
- * modification time across versions, see BASE_MTIME_SECONDS, so its quick check would skip
- * them). All of them, like xfer (which has no stat cache), compare content: what is timed
- * is content-defined (or rsync's rolling) delta transfer, the same work for everyone.
+ * entry for it, and rsync runs with --ignore-times and xfer with --checksum (unchanged files
+ * keep their size and modification time across versions, see BASE_MTIME_SECONDS, so their
+ * quick checks would skip them). All of them compare content: what is timed is
+ * content-defined (or rsync's rolling) delta transfer, the same work for everyone.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
@@ -113,7 +113,7 @@ const xferLocal: Tool = {
   sentLabel: XFER_SENT_LABEL,
   sent: XFER_SENT,
   init: makeDir,
-  command: (c) => [process.execPath, [XFER, 'push', c.version.path, `${c.dir}/`, '--json']],
+  command: (c) => [process.execPath, [XFER, 'push', c.version.path, `${c.dir}/`, '--json', ...(c.update ? ['--checksum'] : [])]],
 };
 
 const xferServe: Tool = {
@@ -125,7 +125,7 @@ const xferServe: Tool = {
   serve: startServe,
   // Into the root under the source's name, as the local push: `<url>/<name>` would mean
   // "inside <name>" once a tree of that name exists (cp semantics).
-  command: (c) => [process.execPath, [XFER, 'push', c.version.path, `${c.url}/`, '--json']],
+  command: (c) => [process.execPath, [XFER, 'push', c.version.path, `${c.url}/`, '--json', ...(c.update ? ['--checksum'] : [])]],
 };
 
 /**
