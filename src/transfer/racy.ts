@@ -36,8 +36,6 @@ interface RacyFile {
   /** The mtime as stat gave it before the read, at full precision. */
   readonly mtimeMs: number;
   readonly digest: Uint8Array;
-  /** When it is safe to look again: the clock has left the file's window. */
-  readonly settledAtMs: number;
 }
 
 function windowOf(mtimeMs: number): number {
@@ -46,6 +44,8 @@ function windowOf(mtimeMs: number): number {
 
 export class RacyFiles {
   private readonly files: RacyFile[] = [];
+  /** When it is safe to look at every noted file again: the clock has left their windows. */
+  private settledAtMs = 0;
 
   constructor(private readonly algorithm: DigestAlgorithm) {}
 
@@ -57,7 +57,8 @@ export class RacyFiles {
   note(path: string, size: number, mtimeMs: number, digest: Uint8Array, readFromMs: number): void {
     const window = windowOf(mtimeMs);
     if (mtimeMs < readFromMs - window) return;
-    this.files.push({ path, size, mtimeMs, digest, settledAtMs: Math.trunc(mtimeMs) + window + 1 });
+    this.files.push({ path, size, mtimeMs, digest });
+    this.settledAtMs = Math.max(this.settledAtMs, Math.trunc(mtimeMs) + window + 1);
   }
 
   get count(): number {
@@ -71,8 +72,7 @@ export class RacyFiles {
    */
   async settle(signal?: AbortSignal): Promise<void> {
     if (this.files.length === 0) return;
-    const until = Math.max(...this.files.map((f) => f.settledAtMs));
-    const wait = Math.min(until - Date.now(), RACY_COARSE_WINDOW_MS);
+    const wait = Math.min(this.settledAtMs - Date.now(), RACY_COARSE_WINDOW_MS);
     if (wait > 0) await sleep(wait, undefined, { signal }).catch(() => throwIfAborted(signal));
     for (const f of this.files) {
       throwIfAborted(signal);
