@@ -100,9 +100,9 @@ export class HttpDestination implements PushDestination {
     this.known = KnownFiles.for(previous, store, opts);
     const staging = this.options.stage !== false && (kind === 'file' ? store.info.stage === true : store.info.stageTrees === true && opts.chunker !== undefined);
     // A tree is staged from the start: its stage reads the manifest's body as it is written.
-    let stage: StageUpload | undefined = staging && kind === 'tree' ? store.openStage(name, algorithm, { tree: opts.chunker! }, opts.signal) : undefined;
-    stage?.done.catch(() => {}); // awaited at commit; a failed stage only costs the server time
-    const treeStage = stage;
+    const treeStage = staging && kind === 'tree' ? store.openStage(name, algorithm, { tree: opts.chunker! }, opts.signal) : undefined;
+    treeStage?.done.catch(() => {}); // awaited at commit; a failed stage only costs the server time
+    let stage: StageUpload | undefined = treeStage;
     return {
       manifestBody: treeStage ? (bytes) => treeStage.list.addBytes(bytes) : undefined,
       entry: async (meta: EntryMeta, o: EntryOptions = {}): Promise<FileSink | undefined> => {
