@@ -13,7 +13,7 @@ import { filesOf, reconstruct, type PullProgress, type PullResult } from './reco
 import { ScanPool } from './scan/pool.js';
 import type { ChunkStore, ManifestStore } from './store/store.js';
 import type { PushDestination } from './transfer/destination.js';
-import { push as pushToDestination, type PushOptions as TransferPushOptions, type PushResult } from './transfer/push.js';
+import { push as pushToDestination, statSource, type PushOptions as TransferPushOptions, type PushResult } from './transfer/push.js';
 
 export type PushSource = string | { readonly stream: StreamSource; readonly name: string };
 
@@ -41,6 +41,8 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
  */
 export async function push(source: PushSource, destination: string, options: PushOptions = {}): Promise<PushResult & { target: string }> {
   const sourceName = typeof source === 'string' ? sourceBaseName(source) : source.name;
+  // A missing source is the error to report, not what the destination would make of it.
+  if (typeof source === 'string') await statSource(source);
   let dest: PushDestination;
   if (isRemote(destination)) {
     const r = parseRemote(destination);

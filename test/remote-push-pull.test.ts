@@ -356,6 +356,32 @@ describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
     const odd = await rawRequest(server.url, 'POST', '/v1/chunks/missing?algorithm=blake3', Buffer.alloc(33));
     assert.equal(odd.status, 400);
   });
+
+  it("errors name what is missing without telling clients where the server's root is", async () => {
+    const raw = await rawRequest(server.url, 'GET', '/v1/manifests/nowhere/nothing');
+    assert.equal(raw.status, 404);
+    const body = JSON.parse(raw.body.toString());
+    assert.equal(body.code, 'XFER_NOT_FOUND');
+    assert.match(body.message, /no manifest named "nowhere\/nothing" in the server's store/);
+    assert.ok(!body.message.includes(root), body.message);
+    const r = await runCli(['pull', `${server.url}/nowhere/nothing`, join(dir, 'nothing')]);
+    assert.equal(r.code, 3);
+    assert.ok(isOneLineError(r.stderr), r.stderr);
+    assert.ok(!r.stderr.includes(root), r.stderr);
+  });
+
+  it('a missing source is reported as missing, whatever the destination would make of it', async () => {
+    const tree = join(dir, 'existing-tree');
+    await mkdir(tree);
+    await writeFile(join(tree, 'f'), 'x');
+    assert.equal((await runCli(['push', tree, `${server.url}/pushed-tree`])).code, 0);
+    // The destination names a pushed tree, which refuses copies inside it (exit 5): the
+    // missing source must be what the user hears about.
+    const r = await runCli(['push', join(dir, 'no-such-source'), `${server.url}/pushed-tree`]);
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(r.stderr, /no-such-source: no such file or directory/);
+    assert.ok(isOneLineError(r.stderr), r.stderr);
+  });
 });
 
 describe('authentication and TLS', () => {

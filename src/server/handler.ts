@@ -2,7 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { validateChunkerSpec } from '../chunker/params.js';
 import { ByteQueue } from '../core/bytes.js';
@@ -46,8 +46,12 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   const commits = new Map<string, Promise<unknown>>();
   const stages = new StageHub(ctx.store);
 
+  // Messages name paths under the server's root: clients are not told where that is.
+  const root = dirname(ctx.filesDir);
+  const hidePaths = (message: string) => message.split(join(root, 'store')).join("the server's store").split(root).join("the server's root");
+
   return (req, res) => {
-    handle(req, res).catch((err) => sendError(res, err));
+    handle(req, res).catch((err) => sendError(res, err, hidePaths));
   };
 
   async function handle(req: Http2ServerRequest, res: Http2ServerResponse): Promise<void> {
@@ -537,11 +541,11 @@ function sendJson(res: Http2ServerResponse, status: number, body: unknown): void
 }
 
 /** The one place a server-side error becomes a response. */
-function sendError(res: Http2ServerResponse, err: unknown): void {
+function sendError(res: Http2ServerResponse, err: unknown, hidePaths: (message: string) => string): void {
   const e = isXferError(err) ? err : new XferError('XFER_INTERNAL', `internal error: ${(err as Error)?.message ?? String(err)}`);
   if (res.headersSent || res.stream?.destroyed) {
     res.stream?.close?.(0x2); // INTERNAL_ERROR: the client sees a reset, never a truncated success
     return;
   }
-  sendJson(res, HTTP_STATUS[e.code] ?? 500, { code: e.code, message: e.message });
+  sendJson(res, HTTP_STATUS[e.code] ?? 500, { code: e.code, message: hidePaths(e.message) });
 }

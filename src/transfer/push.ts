@@ -81,6 +81,15 @@ export const QUEUED_BATCH_BYTES = 16 * MiB;
 /** A source to push: a path (file or directory) or a stream (stdin). */
 export type PushSource = string | { readonly stream: StreamSource; readonly name?: string };
 
+/** stat() of a push source, failing with the error a user expects for a missing or unreadable path. */
+export async function statSource(source: string): Promise<Stats> {
+  try {
+    return await stat(source);
+  } catch (err) {
+    throw fromSystemError(err, source, 'stat');
+  }
+}
+
 /**
  * Pushes a file, a directory tree or a stream to a destination: scans it (parallel
  * chunking and hashing), sends the chunks the destination lacks, writes the manifest,
@@ -97,11 +106,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
   let bytesTotal = 0;
   let st: Stats | undefined;
   if (typeof source === 'string') {
-    try {
-      st = await stat(source);
-    } catch (err) {
-      throw fromSystemError(err, source, 'stat');
-    }
+    st = await statSource(source);
     if (st.isDirectory()) kind = 'tree';
     else if (st.isFile()) {
       kind = 'file';
