@@ -6,7 +6,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { StreamSource } from './scan/scanner.js';
 import { InvalidArgumentError } from './core/errors.js';
-import { connectRemote, HttpDestination, isRemote, parseRemote, resolveRemoteTarget, type RemoteOptions } from './endpoint/http.js';
+import type { RemoteOptions } from './endpoint/http.js';
+import { isRemote, parseRemote } from './endpoint/remote.js';
 import { LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName } from './endpoint/local.js';
 import { openManifestFile } from './manifest/reader.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
@@ -46,6 +47,7 @@ export async function push(source: PushSource, destination: string, options: Pus
   let dest: PushDestination;
   if (isRemote(destination)) {
     const r = parseRemote(destination);
+    const { connectRemote, HttpDestination, resolveRemoteTarget } = await import('./endpoint/http.js');
     const store = await connectRemote(r.base, { ...options, signal: options.signal });
     try {
       dest = new HttpDestination(store, await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal: options.signal }), { delta: options.delta });
@@ -76,6 +78,7 @@ export async function pull(source: string, destination: string, options: PullOpt
   if (isRemote(source)) {
     const r = parseRemote(source);
     if (!r.path) throw new InvalidArgumentError(`${source}: name a remote path to pull`);
+    const { connectRemote } = await import('./endpoint/http.js');
     store = await connectRemote(r.base, { ...options, signal });
     name = r.path;
   } else {

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from '../core/errors.js';
 import { formatBytes } from '../core/sizes.js';
-import { connectRemote, isRemote, parseRemote } from '../endpoint/http.js';
+import { isRemote, parseRemote } from '../endpoint/remote.js';
 import { remoteFrom, remoteOptions, type RemoteFlags } from './options.js';
 import { printJson } from './output.js';
 
@@ -15,6 +15,7 @@ export function registerLs(program: Command, signal: AbortSignal): void {
   cmd.action(async (spec: string, flags: RemoteFlags & { json?: boolean }) => {
     if (!isRemote(spec)) throw new InvalidArgumentError(`${spec}: ls takes an http:// or https:// URL`);
     const r = parseRemote(spec);
+    const { connectRemote } = await import('../endpoint/http.js');
     const store = await connectRemote(r.base, remoteFrom(flags, signal));
     try {
       const prefix = r.path && r.trailingSlash ? `${r.path}/` : r.path;

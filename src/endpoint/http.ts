@@ -1,6 +1,6 @@
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { AlreadyExistsError, fromSystemError, InvalidArgumentError } from '../core/errors.js';
+import { AlreadyExistsError, fromSystemError } from '../core/errors.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { HttpStore, type HttpStoreOptions, type StageUpload } from '../store/http.js';
 import { validateManifestName } from '../store/names.js';
@@ -16,30 +16,6 @@ export interface RemoteOptions {
   readonly caFile?: string;
   readonly insecure?: boolean;
   readonly signal?: AbortSignal;
-}
-
-export function isRemote(spec: string): boolean {
-  return /^https?:\/\//i.test(spec);
-}
-
-/** Splits `http(s)://host:port/<remote-path>` into the server URL and the (decoded) remote path. */
-export function parseRemote(spec: string): { base: URL; path: string; trailingSlash: boolean } {
-  let url: URL;
-  try {
-    url = new URL(spec);
-  } catch {
-    throw new InvalidArgumentError(`invalid URL "${spec}"`);
-  }
-  const raw = url.pathname.replace(/^\/+/, '');
-  const trailingSlash = raw.endsWith('/') || raw === '';
-  const segments = raw.split('/').filter((s) => s !== '');
-  let path: string;
-  try {
-    path = segments.map((s) => decodeURIComponent(s)).join('/');
-  } catch {
-    throw new InvalidArgumentError(`invalid percent-encoding in "${spec}"`);
-  }
-  return { base: new URL(url.origin), path, trailingSlash };
 }
 
 export async function connectRemote(base: URL, options: RemoteOptions): Promise<HttpStore> {
