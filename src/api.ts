@@ -1,20 +1,23 @@
 import { createWriteStream } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { StreamSource } from './scan/scanner.js';
-import { InvalidArgumentError } from './core/errors.js';
+import { InvalidArgumentError, isXferError } from './core/errors.js';
 import type { RemoteOptions } from './endpoint/http.js';
 import { isRemote, parseRemote } from './endpoint/remote.js';
 import { LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName } from './endpoint/local.js';
+import { makeTempDir } from './io/temp.js';
 import { openManifestFile } from './manifest/reader.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
 import { ScanPool } from './scan/pool.js';
 import type { ChunkStore, ManifestStore } from './store/store.js';
 import type { PushDestination } from './transfer/destination.js';
-import { push as pushToDestination, statSource, type PushOptions as TransferPushOptions, type PushResult } from './transfer/push.js';
+import { push as pushToDestination, statSource, type PushOptions as TransferPushOptions, type PushProgress, type PushResult } from './transfer/push.js';
+
+/** Runs of a push, at most, when a server restart lost chunks it had taken (see push). */
+const MAX_PUSH_ROUNDS = 3;
 
 export type PushSource = string | { readonly stream: StreamSource; readonly name: string };
 
@@ -45,12 +48,15 @@ export async function push(source: PushSource, destination: string, options: Pus
   // A missing source is the error to report, not what the destination would make of it.
   if (typeof source === 'string') await statSource(source);
   let dest: PushDestination;
+  /** Retries the remote store made so far (none for a local destination). */
+  let retriesMade = () => 0;
   if (isRemote(destination)) {
     const r = parseRemote(destination);
     const { connectRemote, HttpDestination, resolveRemoteTarget } = await import('./endpoint/http.js');
     const store = await connectRemote(r.base, { ...options, signal: options.signal });
     try {
       dest = new HttpDestination(store, await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal: options.signal }), { delta: options.delta });
+      retriesMade = () => store.retriesMade;
     } catch (err) {
       await store.close();
       throw err;
@@ -58,9 +64,39 @@ export async function push(source: PushSource, destination: string, options: Pus
   } else {
     dest = await LocalDestination.open(localTargetOf(await resolvePushTarget(sourceName, destination)), { signal: options.signal });
   }
+  const started = performance.now();
+  // What earlier runs sent (see below), as their last progress reports said.
+  let earlier = { bytesSent: 0, chunksSent: 0 };
+  let latest = earlier;
+  const onProgress = (p: PushProgress) => {
+    latest = { bytesSent: p.bytesSent, chunksSent: p.chunksSent };
+    options.onProgress?.({ ...p, bytesSent: earlier.bytesSent + p.bytesSent });
+  };
   try {
-    const result = await pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, options);
-    return { ...result, target: dest.description };
+    for (let round = 1; ; round++) {
+      const retriesBefore = retriesMade();
+      try {
+        const result = await pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, { ...options, onProgress });
+        if (round === 1) return { ...result, target: dest.description };
+        return {
+          ...result,
+          bytesSent: earlier.bytesSent + result.bytesSent,
+          chunksSent: earlier.chunksSent + result.chunksSent,
+          seconds: (performance.now() - started) / 1000,
+          target: dest.description,
+        };
+      } catch (err) {
+        // A server makes the chunks it took durable at the commit, so one that crashed
+        // (and came back while requests were retried) may have lost some: the commit then
+        // finds them missing. A push that saw the connection break runs again, as a user
+        // would run it again: only the chunks the server lacks go up. A stream cannot be
+        // read twice.
+        const lost = isXferError(err) && err.code === 'XFER_MANIFEST_INCOMPLETE' && retriesMade() > retriesBefore;
+        if (!lost || typeof source !== 'string' || round >= MAX_PUSH_ROUNDS || options.signal?.aborted) throw err;
+        earlier = { bytesSent: earlier.bytesSent + latest.bytesSent, chunksSent: earlier.chunksSent + latest.chunksSent };
+        latest = { bytesSent: 0, chunksSent: 0 };
+      }
+    }
   } finally {
     await dest.close();
   }
@@ -88,7 +124,7 @@ export async function pull(source: string, destination: string, options: PullOpt
   }
   const ownPool = !options.pool;
   const pool = options.pool ?? new ScanPool();
-  const tmp = await mkdtemp(join(tmpdir(), 'xfer-pull-'));
+  const tmp = await makeTempDir('xfer-pull-');
   try {
     // The manifest is fetched whole before any chunk: a manifest stream left half-read while
     // chunks are fetched on the same HTTP/2 connection could hold its flow-control window.

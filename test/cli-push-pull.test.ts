@@ -320,6 +320,9 @@ describe('xfer push / pull / verify to a local directory', () => {
       ['unknown digest', ['chunk', '/etc/hostname', '--digest', 'md5'], 2, /unknown digest "md5"/],
       ['fixed with cdc sizes', ['chunk', '/etc/hostname', '--fixed', '64K', '--min', '4K'], 2, /--fixed cannot be combined/],
       ['pull from nowhere', ['pull', '/nonexistent/dir/name', '/tmp/y'], 3, /no xfer store/],
+      ['retries not a count', ['push', '/etc/hostname', 'http://127.0.0.1:9/x', '--retries', 'many'], 2, /--retries: expected a whole number from 0 to 999, got "many"/],
+      ['negative retries', ['pull', 'http://127.0.0.1:9/x', '/tmp/y', '--retries', '-1'], 2, /--retries: expected a whole number/],
+      ['no server at first contact: no retries', ['push', '/etc/hostname', 'http://127.0.0.1:9/x'], 14, /cannot reach http:\/\/127\.0\.0\.1:9: connection refused$/m],
     ];
     for (const [name, args, code, re] of cases) {
       it(name, async () => {
@@ -329,6 +332,18 @@ describe('xfer push / pull / verify to a local directory', () => {
         assert.match(r.stderr, re);
       });
     }
+
+    it('a missing temp directory (TMPDIR)', async () => {
+      const d = await mkdtemp(join(tmpdir(), 'xfer-notmp-'));
+      try {
+        const r = await runCli(['push', '/etc/hostname', join(d, 'dest/')], { env: { ...process.env, TMPDIR: join(d, 'no-such-tmp') } });
+        assert.equal(r.code, 3, r.stderr);
+        assert.ok(isOneLineError(r.stderr), r.stderr);
+        assert.match(r.stderr, /no-such-tmp: no such file or directory/);
+      } finally {
+        await rm(d, { recursive: true, force: true });
+      }
+    });
 
     it('unreadable source (permission denied)', async () => {
       // root reads everything, so as root the CLI runs as nobody (uid/gid 65534)

@@ -1,6 +1,7 @@
 import { Option } from 'commander';
 import { DEFAULT_AVG_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MIN_BYTES, validateChunkerSpec } from '../chunker/params.js';
 import { InvalidArgumentError } from '../core/errors.js';
+import { DEFAULT_RETRIES } from '../core/retry.js';
 import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
 import { parseDigestAlgorithm } from '../core/ids.js';
 import { parseSize } from '../core/sizes.js';
@@ -47,6 +48,7 @@ export interface RemoteFlags {
   token?: string;
   ca?: string;
   insecure?: boolean;
+  retries?: string;
 }
 
 /** Options of commands that may talk to an `xfer serve` server. */
@@ -55,9 +57,15 @@ export function remoteOptions(): Option[] {
     new Option('--token <token>', 'bearer token for the server').env('XFER_TOKEN'),
     new Option('--ca <file>', 'PEM CA certificate to trust (self-signed servers)'),
     new Option('--insecure', 'accept any server certificate (testing only)'),
+    new Option('--retries <n>', 'times a request is tried again after the connection broke or the server restarted, waiting 0.25 s, then twice as long each time').default(String(DEFAULT_RETRIES)),
   ];
 }
 
-export function remoteFrom(flags: RemoteFlags, signal: AbortSignal): { token?: string; caFile?: string; insecure?: boolean; signal: AbortSignal } {
-  return { token: flags.token, caFile: flags.ca, insecure: !!flags.insecure, signal };
+export function remoteFrom(flags: RemoteFlags, signal: AbortSignal): { token?: string; caFile?: string; insecure?: boolean; retries?: number; signal: AbortSignal } {
+  return { token: flags.token, caFile: flags.ca, insecure: !!flags.insecure, retries: flags.retries === undefined ? undefined : parseCount(flags.retries, '--retries'), signal };
+}
+
+function parseCount(text: string, what: string): number {
+  if (!/^\d{1,3}$/.test(text.trim())) throw new InvalidArgumentError(`${what}: expected a whole number from 0 to 999, got "${text}"`);
+  return Number(text.trim());
 }

@@ -1,6 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { AlreadyExistsError, fromSystemError } from '../core/errors.js';
+import { DEFAULT_RETRY_POLICY, type RetryEvent } from '../core/retry.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { HttpStore, type HttpStoreOptions, type StageUpload } from '../store/http.js';
 import { validateManifestName } from '../store/names.js';
@@ -12,6 +13,10 @@ export interface RemoteOptions {
   readonly token?: string;
   /** Send a changed chunk as the blocks that differ from the old chunk at its place (default true). */
   readonly delta?: boolean;
+  /** Times a request is tried again after a passing failure (core/retry.ts); DEFAULT_RETRIES if not given. */
+  readonly retries?: number;
+  /** Told before each retry waits. */
+  readonly onRetry?: (event: RetryEvent) => void;
   /** Path of a PEM CA file to trust. */
   readonly caFile?: string;
   readonly insecure?: boolean;
@@ -27,7 +32,8 @@ export async function connectRemote(base: URL, options: RemoteOptions): Promise<
       throw fromSystemError(err, options.caFile, 'read CA file');
     }
   }
-  const o: HttpStoreOptions = { token: options.token, ca, insecure: options.insecure, signal: options.signal };
+  const retry = options.retries === undefined ? DEFAULT_RETRY_POLICY : { ...DEFAULT_RETRY_POLICY, retries: options.retries };
+  const o: HttpStoreOptions = { token: options.token, ca, insecure: options.insecure, signal: options.signal, retry, onRetry: options.onRetry };
   return HttpStore.connect(base, o);
 }
 
@@ -96,7 +102,7 @@ export class HttpDestination implements PushDestination {
       async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
         treeStage?.list.endBody();
         try {
-          await store.commitManifest(name, createReadStream(manifestPath), opts);
+          await store.commitManifest(name, () => createReadStream(manifestPath), opts);
         } finally {
           stage?.list.stop();
         }

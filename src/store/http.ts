@@ -5,6 +5,7 @@ import {
   AbortedError, ChunkCorruptError, ChunkMissingError, InvalidArgumentError, ProtocolError, XferError, type ErrorCode,
 } from '../core/errors.js';
 import { ByteQueue, SlabAllocator } from '../core/bytes.js';
+import { DEFAULT_RETRY_POLICY, retrying, type RetryEvent, type RetryPolicy } from '../core/retry.js';
 import { DIGEST_BYTES, digestToHex, type ChunkerSpec, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import { digestOf } from '../hash/digest.js';
@@ -23,6 +24,15 @@ export interface HttpStoreOptions {
   /** Accept any certificate (testing only). */
   readonly insecure?: boolean;
   readonly signal?: AbortSignal;
+  /**
+   * How requests that fail for a passing reason (the connection broke, the server stopped
+   * or restarted) are tried again: DEFAULT_RETRY_POLICY unless given. The first contact
+   * (connect) is never retried: a server that is not there at the start is most likely
+   * the wrong address.
+   */
+  readonly retry?: RetryPolicy;
+  /** Told before each retry waits (the library never prints; the CLI may). */
+  readonly onRetry?: (event: RetryEvent) => void;
 }
 
 /** Bytes of chunk data per upload request (many requests run in parallel on one connection). */
@@ -121,6 +131,9 @@ export class HttpStore implements ChunkStore, ManifestStore {
   /** Bytes of records per upload request: UPLOAD_BATCH_BYTES, within the server's limit. */
   private readonly batchBytes: number;
 
+  /** Requests tried again so far: each one followed a broken connection or a stopping server. */
+  retriesMade = 0;
+
   /** The connection of stages (see openStage), made on first use. */
   private stageClient: Dispatcher | undefined;
 
@@ -130,6 +143,8 @@ export class HttpStore implements ChunkStore, ManifestStore {
     readonly info: ServerInfo,
     token: string | undefined,
     private readonly connectAgain: () => Dispatcher,
+    private readonly retry: RetryPolicy = DEFAULT_RETRY_POLICY,
+    private readonly onRetry?: (event: RetryEvent) => void,
   ) {
     this.headers = token ? { authorization: `Bearer ${token}` } : {};
     this.batchBytes = Math.max(1, Math.min(UPLOAD_BATCH_BYTES, info.maxBatchBytes - info.maxChunkBytes - 4 - DIGEST_BYTES));
@@ -151,11 +166,28 @@ export class HttpStore implements ChunkStore, ManifestStore {
       await client.close().catch(() => {});
       throw new ProtocolError(`${base.origin} speaks xfer protocol ${info.protocol}; this client speaks 1`);
     }
-    return new HttpStore(base, client, info, options.token, () => makeClient(base, options));
+    return new HttpStore(base, client, info, options.token, () => makeClient(base, options), options.retry, options.onRetry);
   }
 
-  private request(opts: Parameters<typeof call>[2]) {
-    return call(this.client, this.base, { ...opts, headers: { ...this.headers, ...opts.headers } });
+  /**
+   * One request, tried again (see HttpStoreOptions.retry) while it fails for a passing
+   * reason before its answer arrives, if its body can be sent again: none, bytes, or a
+   * function that opens it anew for each attempt.
+   */
+  private request(opts: Omit<CallOptions, 'body'> & { body?: CallOptions['body'] | (() => CallOptions['body']) }): Promise<Dispatcher.ResponseData> {
+    const { body } = opts;
+    const once = () => call(this.client, this.base, { ...opts, body: typeof body === 'function' ? body() : body, headers: { ...this.headers, ...opts.headers } });
+    if (body !== undefined && typeof body !== 'function' && !(body instanceof Uint8Array)) return once();
+    return this.retrying(once, opts.signal);
+  }
+
+  /** Runs `op` under this store's retry policy; see core/retry.ts. */
+  private retrying<T>(op: (attempt: number) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const onRetry = (event: RetryEvent) => {
+      this.retriesMade++;
+      this.onRetry?.(event);
+    };
+    return retrying(op, { policy: this.retry, transient: isTransient, signal, onRetry, exhausted: gaveUp });
   }
 
   async has(ids: readonly ChunkId[], options: OpOptions = {}): Promise<boolean[]> {
@@ -339,6 +371,14 @@ export class HttpStore implements ChunkStore, ManifestStore {
     this.sendAll(signal);
   }
 
+  /** The records of an upload body whose chunks the server does not hold (a new body). */
+  private async stillMissing(algorithm: DigestAlgorithm, body: Buffer, signal: AbortSignal | undefined): Promise<Buffer> {
+    const records: Buffer[] = [];
+    for (let o = 0; o < body.length; o += 4 + DIGEST_BYTES + body.readUInt32LE(o)) records.push(body.subarray(o, o + 4 + DIGEST_BYTES + body.readUInt32LE(o)));
+    const present = await this.has(records.map((r) => ({ algorithm, digest: r.subarray(4, 4 + DIGEST_BYTES) })), { signal });
+    return Buffer.concat(records.filter((_, i) => !present[i]));
+  }
+
   private throwUploadFailure(): void {
     if (this.uploadFailure) throw this.uploadFailure.error;
   }
@@ -357,8 +397,14 @@ export class HttpStore implements ChunkStore, ManifestStore {
     const body = batch.body.subarray(0, batch.used);
     const upload = (async () => {
       try {
-        const res = await this.request({ method: 'POST', path: `/v1/chunks?algorithm=${algorithm}`, body, signal });
-        await res.body.dump();
+        // Tried again after a break, a batch first asks which of its chunks the server
+        // stored before the break: those are not sent twice.
+        await this.retrying(async (attempt) => {
+          const rest = attempt === 0 ? body : await this.stillMissing(algorithm, body, signal);
+          if (rest.length === 0) return;
+          const res = await call(this.client, this.base, { method: 'POST', path: `/v1/chunks?algorithm=${algorithm}`, body: rest, headers: this.headers, signal });
+          await res.body.dump();
+        }, signal);
         // A 2xx answer comes after the server read the whole body: the buffer is free.
         if (batch.body.length === this.batchBytes && this.freeBodies.length < FREE_UPLOAD_BODIES) this.freeBodies.push(batch.body);
       } catch (error) {
@@ -409,35 +455,48 @@ export class HttpStore implements ChunkStore, ManifestStore {
     }
   }
 
-  /** Parses the streamed records, verifying and resolving each chunk as it completes. */
+  /**
+   * Fetches a batch, verifying and resolving each chunk as it completes. A break in the
+   * middle of the answer asks again for the chunks not yet received.
+   */
   private async fetchBatch(algorithm: DigestAlgorithm, list: PendingGet[], signal?: AbortSignal): Promise<void> {
-    const body = Buffer.allocUnsafe(list.length * DIGEST_BYTES);
-    list.forEach((g, i) => body.set(g.id.digest, i * DIGEST_BYTES));
-    const res = await this.request({ method: 'POST', path: `/v1/chunks/fetch?algorithm=${algorithm}`, body, signal });
+    const cursor = { next: 0 };
+    await this.retrying(() => this.fetchFrom(algorithm, list, cursor, signal), signal);
+  }
+
+  /** Fetches list[cursor.next...], advancing the cursor past every record it settles. */
+  private async fetchFrom(algorithm: DigestAlgorithm, list: PendingGet[], cursor: { next: number }, signal?: AbortSignal): Promise<void> {
+    const first = cursor.next;
+    const body = Buffer.allocUnsafe((list.length - first) * DIGEST_BYTES);
+    for (let i = first; i < list.length; i++) body.set(list[i]!.id.digest, (i - first) * DIGEST_BYTES);
+    const res = await call(this.client, this.base, { method: 'POST', path: `/v1/chunks/fetch?algorithm=${algorithm}`, body, headers: this.headers, signal });
     const queue = new ByteQueue();
-    let next = 0;
-    for await (const piece of res.body) {
-      queue.push(piece as Buffer);
-      while (next < list.length && queue.length >= 4 + DIGEST_BYTES) {
-        const len = queue.readUInt32LE(0);
-        const g = list[next]!;
-        if (!queue.peek(4 + DIGEST_BYTES).subarray(4).equals(g.id.digest)) throw new ProtocolError('chunks/fetch answered out of order');
-        if (len === 0xffffffff) {
+    try {
+      for await (const piece of res.body) {
+        queue.push(piece as Buffer);
+        while (cursor.next < list.length && queue.length >= 4 + DIGEST_BYTES) {
+          const len = queue.readUInt32LE(0);
+          const g = list[cursor.next]!;
+          if (!queue.peek(4 + DIGEST_BYTES).subarray(4).equals(g.id.digest)) throw new ProtocolError('chunks/fetch answered out of order');
+          if (len === 0xffffffff) {
+            queue.take(4 + DIGEST_BYTES);
+            cursor.next++;
+            g.reject(new ChunkMissingError(digestToHex(g.id.digest), this.base.origin));
+            continue;
+          }
+          if (len > this.info.maxChunkBytes) throw new ProtocolError(`chunks/fetch record of ${len} bytes`);
+          if (queue.length < 4 + DIGEST_BYTES + len) break;
           queue.take(4 + DIGEST_BYTES);
-          next++;
-          g.reject(new ChunkMissingError(digestToHex(g.id.digest), this.base.origin));
-          continue;
+          const data = queue.take(len, this.fetched.alloc(len));
+          cursor.next++;
+          if (digestOf(algorithm, data).equals(g.id.digest)) g.resolve(data);
+          else g.reject(new ChunkCorruptError(digestToHex(g.id.digest), `received from ${this.base.origin} with other content`));
         }
-        if (len > this.info.maxChunkBytes) throw new ProtocolError(`chunks/fetch record of ${len} bytes`);
-        if (queue.length < 4 + DIGEST_BYTES + len) break;
-        queue.take(4 + DIGEST_BYTES);
-        const data = queue.take(len, this.fetched.alloc(len));
-        next++;
-        if (digestOf(algorithm, data).equals(g.id.digest)) g.resolve(data);
-        else g.reject(new ChunkCorruptError(digestToHex(g.id.digest), `received from ${this.base.origin} with other content`));
       }
+    } catch (err) {
+      throw transportError(err, this.base, signal);
     }
-    if (next !== list.length) throw new ProtocolError('chunks/fetch answer ended early');
+    if (cursor.next !== list.length) throw new ProtocolError('chunks/fetch answer ended early');
   }
 
   /** Sends what is queued and waits for every upload; rejects with the first upload failure. */
@@ -482,9 +541,17 @@ export class HttpStore implements ChunkStore, ManifestStore {
     return { list, done };
   }
 
-  /** Uploads a manifest: the server checks it, rebuilds the target and answers with what it committed. */
-  async commitManifest(name: string, source: AsyncIterable<Uint8Array>, options: OpOptions = {}): Promise<{ kind: string; totalBytes: number; digest: string }> {
-    const res = await this.request({ method: 'PUT', path: `/v1/manifests/${encodePath(name)}`, body: source as Dispatcher.DispatchOptions['body'], signal: options.signal });
+  /**
+   * Uploads a manifest: the server checks it, rebuilds the target and answers with what it
+   * committed. Given as a function that opens it, it is sent again after a break: the same
+   * manifest committed twice is harmless, should the first attempt have been committed
+   * and only its answer lost. A stream is sent once.
+   */
+  async commitManifest(
+    name: string, source: AsyncIterable<Uint8Array> | (() => AsyncIterable<Uint8Array>), options: OpOptions = {},
+  ): Promise<{ kind: string; totalBytes: number; digest: string }> {
+    const body = typeof source === 'function' ? () => source() as CallOptions['body'] : (source as CallOptions['body']);
+    const res = await this.request({ method: 'PUT', path: `/v1/manifests/${encodePath(name)}`, body, signal: options.signal });
     return (await json(res)) as { kind: string; totalBytes: number; digest: string };
   }
 
@@ -619,14 +686,29 @@ export class StageList {
   }
 }
 
+interface CallOptions {
+  method: Dispatcher.HttpMethod; path: string; body?: Dispatcher.DispatchOptions['body']; signal?: AbortSignal; headers?: Record<string, string>;
+  headersTimeout?: number; bodyTimeout?: number;
+}
+
+/**
+ * A failure another attempt may not meet: the connection broke, or the server was
+ * stopping or could not answer for now (502, 503, 504). Same code as any protocol error.
+ */
+class TransientError extends ProtocolError {}
+
+function isTransient(err: unknown): boolean {
+  return err instanceof TransientError;
+}
+
+/** The error of a request whose retries are spent: the last failure, saying so. */
+function gaveUp(err: unknown, retries: number): unknown {
+  if (!(err instanceof XferError)) return err;
+  return new ProtocolError(`${err.message} (gave up after ${retries} ${retries === 1 ? 'retry' : 'retries'})`, { cause: err });
+}
+
 /** One request; a non-2xx answer becomes the XferError the server described. */
-async function call(
-  client: Dispatcher, base: URL,
-  opts: {
-    method: Dispatcher.HttpMethod; path: string; body?: Dispatcher.DispatchOptions['body']; signal?: AbortSignal; headers?: Record<string, string>;
-    headersTimeout?: number; bodyTimeout?: number;
-  },
-): Promise<Dispatcher.ResponseData> {
+async function call(client: Dispatcher, base: URL, opts: CallOptions): Promise<Dispatcher.ResponseData> {
   let res: Dispatcher.ResponseData;
   try {
     res = await client.request({
@@ -642,8 +724,14 @@ async function call(
   } catch {
     /* not JSON: described by status below */
   }
-  if (typeof body.code === 'string' && typeof body.message === 'string') throw new XferError(body.code as ErrorCode, `${base.origin}: ${body.message}`);
-  throw new ProtocolError(`${base.origin} answered ${opts.method} ${opts.path.split('?')[0]} with status ${res.statusCode}`);
+  if (typeof body.code === 'string' && typeof body.message === 'string') {
+    // The server stopping aborts what it was doing: for this client, a passing failure.
+    if (body.code === 'XFER_ABORTED') throw new TransientError(`${base.origin} stopped while answering ${opts.method} ${opts.path.split('?')[0]}`);
+    throw new XferError(body.code as ErrorCode, `${base.origin}: ${body.message}`);
+  }
+  const what = `${base.origin} answered ${opts.method} ${opts.path.split('?')[0]} with status ${res.statusCode}`;
+  if (res.statusCode === 502 || res.statusCode === 503 || res.statusCode === 504) throw new TransientError(what);
+  throw new ProtocolError(what);
 }
 
 async function json(res: Dispatcher.ResponseData): Promise<unknown> {
@@ -654,10 +742,14 @@ async function json(res: Dispatcher.ResponseData): Promise<unknown> {
   }
 }
 
+/** Error codes of a connection that could not be made (as opposed to one that broke). */
+const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT']);
+
 function transportError(err: unknown, base: URL, signal?: AbortSignal): XferError {
   if (err instanceof XferError) return err;
   if (signal?.aborted || (err as Error)?.name === 'AbortError') return new AbortedError();
   const e = err as { code?: string; message?: string };
   const what = e.code === 'ECONNREFUSED' ? 'connection refused' : e.code ?? e.message ?? String(err);
-  return new ProtocolError(`cannot reach ${base.origin}: ${what}`, { cause: err });
+  const reaching = e.code !== undefined && CONNECT_FAILURES.has(e.code);
+  return new TransientError(reaching ? `cannot reach ${base.origin}: ${what}` : `the connection to ${base.origin} broke: ${what}`, { cause: err });
 }

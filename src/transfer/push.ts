@@ -1,6 +1,5 @@
 import type { Stats } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULT_CHUNKER, validateChunkerSpec } from '../chunker/params.js';
 import { throwIfAborted } from '../core/abort.js';
@@ -8,6 +7,7 @@ import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
 import type { ChunkerSpec, ChunkId, DigestAlgorithm } from '../core/ids.js';
 import { digestKey, digestToHex } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
+import { makeTempDir } from '../io/temp.js';
 import { ManifestWriter } from '../manifest/writer.js';
 import type { ChunkRecord, EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { ScanPool } from '../scan/pool.js';
@@ -116,7 +116,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
 
   const ownPool = !options.pool;
   const pool = options.pool ?? new ScanPool();
-  const tmp = await mkdtemp(join(tmpdir(), 'xfer-push-'));
+  const tmp = await makeTempDir('xfer-push-');
   const manifestPath = join(tmp, 'manifest');
   const session = await destination.begin(kind, { signal, digestAlgorithm: algorithm, chunker });
   let writer: ManifestWriter | undefined;
@@ -231,6 +231,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
     await finishes.drain();
     await racy.settle(signal);
     await destination.chunks.flush({ signal });
+    sender.report(); // every chunk is up: the figures before the commit, final unless it fails
     const header: ManifestHeader = await writer.finish();
     writer = undefined;
     await session.commit(manifestPath, header, { signal });
@@ -338,7 +339,7 @@ class ChunkSender {
       if (this.queuedBytes >= QUEUED_BATCH_BYTES) await this.querying;
     }
     this.bytesScanned += batch.data.length;
-    this.options.onProgress?.({ bytesTotal: this.total(), bytesScanned: this.bytesScanned, bytesSent: this.bytesSent, chunksSent: this.chunksSent });
+    this.report();
   }
 
   /**
@@ -425,6 +426,10 @@ class ChunkSender {
   /** A file reused without reading it (the quick check): counts as scanned, sends nothing. */
   skipped(bytes: number): void {
     this.bytesScanned += bytes;
+    this.report();
+  }
+
+  report(): void {
     this.options.onProgress?.({ bytesTotal: this.total(), bytesScanned: this.bytesScanned, bytesSent: this.bytesSent, chunksSent: this.chunksSent });
   }
 

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, type ClientHttp2Session } from 'node:http2';
+import { connect as netConnect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
@@ -74,4 +75,41 @@ export async function rawRequest(
   } finally {
     session.close();
   }
+}
+
+/**
+ * A TCP relay to a server on 127.0.0.1 that counts the bytes clients send through it and
+ * can cut every connection it carries at once (a network break; the server lives on).
+ */
+export async function startRelay(target: string): Promise<{ url: string; bytesUp: () => number; cut: () => void; close: () => Promise<void> }> {
+  const port = Number(new URL(target).port);
+  const sockets = new Set<Socket>();
+  let up = 0;
+  const relay = createNetServer((inbound) => {
+    const outbound = netConnect(port, '127.0.0.1');
+    for (const s of [inbound, outbound]) {
+      sockets.add(s);
+      s.on('error', () => {});
+      s.on('close', () => {
+        sockets.delete(s);
+        inbound.destroy();
+        outbound.destroy();
+      });
+    }
+    inbound.on('data', (d: Buffer) => (up += d.length));
+    inbound.pipe(outbound);
+    outbound.pipe(inbound);
+  });
+  await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()));
+  return {
+    url: `http://127.0.0.1:${(relay.address() as AddressInfo).port}`,
+    bytesUp: () => up,
+    cut: () => {
+      for (const s of sockets) s.destroy();
+    },
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => relay.close(() => r()));
+    },
+  };
 }

@@ -1,0 +1,71 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { AbortedError } from './errors.js';
+
+/**
+ * How an operation that failed for a passing reason (a dropped connection, a server
+ * restarting) is tried again: up to `retries` more times, waiting firstDelayMs, then twice
+ * as long each time up to maxDelayMs, each wait spread by ±20% so that many operations
+ * failing together do not come back together.
+ */
+export interface RetryPolicy {
+  /** Attempts after the first; 0 tries once. */
+  readonly retries: number;
+  readonly firstDelayMs: number;
+  readonly maxDelayMs: number;
+}
+
+/** Retries after the first attempt, by default: about 8 s of waiting in all, long enough for a server restart. */
+export const DEFAULT_RETRIES = 5;
+export const RETRY_FIRST_DELAY_MS = 250;
+export const RETRY_MAX_DELAY_MS = 8_000;
+const RETRY_JITTER = 0.2;
+
+export const DEFAULT_RETRY_POLICY: RetryPolicy = { retries: DEFAULT_RETRIES, firstDelayMs: RETRY_FIRST_DELAY_MS, maxDelayMs: RETRY_MAX_DELAY_MS };
+
+/** What a retry is told before it waits. */
+export interface RetryEvent {
+  /** 1 for the first retry. */
+  readonly retry: number;
+  readonly delayMs: number;
+  readonly error: unknown;
+}
+
+/** The wait before retry number `retry` (1-based), jitter aside. */
+export function retryDelayMs(policy: RetryPolicy, retry: number): number {
+  return Math.min(policy.maxDelayMs, policy.firstDelayMs * 2 ** (retry - 1));
+}
+
+/**
+ * Runs `op` (given the attempt number, 0 first) until it succeeds, fails with an error
+ * `transient` rejects, or the policy's retries are spent; then rejects with the last
+ * error, passed through `exhausted` when there were retries. An abort of `signal` during a
+ * wait rejects with AbortedError at once.
+ */
+export async function retrying<T>(
+  op: (attempt: number) => Promise<T>,
+  options: {
+    readonly policy: RetryPolicy;
+    readonly transient: (error: unknown) => boolean;
+    readonly signal?: AbortSignal;
+    readonly onRetry?: (event: RetryEvent) => void;
+    /** The error to report once retries are spent (e.g. one saying how many were made). */
+    readonly exhausted?: (error: unknown, retries: number) => unknown;
+  },
+): Promise<T> {
+  const { policy, signal } = options;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await op(attempt);
+    } catch (error) {
+      if (signal?.aborted || !options.transient(error)) throw error;
+      if (attempt >= policy.retries) throw attempt > 0 && options.exhausted ? options.exhausted(error, attempt) : error;
+      const delayMs = Math.round(retryDelayMs(policy, attempt + 1) * (1 - RETRY_JITTER + 2 * RETRY_JITTER * Math.random()));
+      options.onRetry?.({ retry: attempt + 1, delayMs, error });
+      try {
+        await sleep(delayMs, undefined, { signal });
+      } catch {
+        throw new AbortedError();
+      }
+    }
+  }
+}
