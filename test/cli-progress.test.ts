@@ -4,7 +4,10 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createServer } from '../src/server/server.js';
 import { BIN, runCli, writeRandomFile } from './helpers/cli.js';
+import { startRelay } from './helpers/server.js';
 
 const MiB = 1024 * 1024;
 const ERASE_LINE = '\r\x1b[K';
@@ -52,6 +55,27 @@ describe('progress display on a terminal', () => {
     const r = await runOnTty(['pull', join(dir, 'dest2', 'src.bin'), join(dir, 'pulled.bin')]);
     assert.equal(r.code, 0, r.output);
     assert.match(r.output, /of 64\.00 MiB [\d.]+%, [\d.]+ \S+\/s(, ETA \d+s)?, [\d.]+ \S+ reused/);
+  });
+
+  it('a broken connection shows why the transfer stalls and when it is tried again', async () => {
+    const server = await createServer({ root: join(dir, 'root'), port: 0 });
+    const relay = await startRelay(server.url);
+    try {
+      const big = join(dir, 'big.bin');
+      await writeRandomFile(big, 160 * MiB, 78);
+      const run = runOnTty(['push', big, `${relay.url}/big.bin`]);
+      for (let i = 0; i < 2000 && relay.bytesUp() < 16 * MiB; i++) await sleep(2);
+      relay.cut();
+      const r = await run;
+      assert.equal(r.code, 0, r.output);
+      const notices = r.output.split(ERASE_LINE).filter((l) => l.includes('retry'));
+      assert.ok(notices.length > 0, JSON.stringify(r.output.slice(-500)));
+      assert.match(notices[0]!, /^the connection to http:\/\/127\.0\.0\.1:\d+ broke: \S+; retry 1 in [\d.]+ s$/);
+      assert.match(r.output, /pushed http:\/\/127\.0\.0\.1:\d+\/big\.bin: 160\.00 MiB/);
+    } finally {
+      await relay.close();
+      await server.close();
+    }
   });
 
   it('--quiet and --json draw nothing, and neither does a non-terminal stderr', async () => {

@@ -1,4 +1,5 @@
 import { EXIT_CODES, isXferError } from '../core/errors.js';
+import type { RetryEvent } from '../core/retry.js';
 import { formatBytes } from '../core/sizes.js';
 
 /** Exit codes besides those of EXIT_CODES: success, and "verify found damage". */
@@ -56,6 +57,20 @@ export class Progress {
     const pct = total > 0 ? ` ${((100 * done) / total).toFixed(1)}%` : '';
     process.stderr.write(`\r\x1b[K${formatBytes(done)}${total > 0 ? ` of ${formatBytes(total)}` : ''}${pct}, ${formatBytes(r)}/s${eta}${extra}`);
     this.shown = true;
+  }
+
+  /** Shows `text` in place of the progress line until the next update (a stall explained). */
+  notice(text: string): void {
+    if (!this.enabled) return;
+    process.stderr.write(`\r\x1b[K${text}`);
+    this.shown = true;
+    this.last = -Infinity; // the next update redraws at once
+  }
+
+  /** What the display says before a retry waits (see core/retry.ts). */
+  retrying(event: RetryEvent): void {
+    const why = event.error instanceof Error ? event.error.message : String(event.error);
+    this.notice(`${why}; retry ${event.retry} in ${(event.delayMs / 1000).toFixed(1)} s`);
   }
 
   done(): void {

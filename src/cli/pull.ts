@@ -30,6 +30,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
         seeds: flags.seed ?? [],
         checksum: flags.checksum === true,
         onProgress: (p) => progress.update(p.bytesDone, p.bytesTotal, `, ${formatBytes(p.bytesReused)} reused`),
+        onRetry: (e) => progress.retrying(e),
       });
       progress.done();
       if (flags.json) {

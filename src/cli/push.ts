@@ -39,6 +39,7 @@ export function registerPush(program: Command, signal: AbortSignal): void {
         chunker,
         digestAlgorithm,
         onProgress: (p) => progress.update(p.bytesScanned, p.bytesTotal, `, ${formatBytes(p.bytesSent)} sent`),
+        onRetry: (e) => progress.retrying(e),
         onSkip: (s) => process.stderr.write(`xfer: skipped ${s.path}: ${s.reason}\n`),
       });
       progress.done();
