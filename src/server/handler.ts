@@ -149,23 +149,27 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       const len = queue.readUInt32LE(0);
       if (len > MAX_CHUNK_BYTES) throw new InvalidArgumentError(`chunk record of ${len} bytes is over the limit of ${MAX_CHUNK_BYTES}`);
       if (queue.length < 4 + DIGEST_BYTES + len) return undefined;
-      if (scratch.length < len) scratch = Buffer.allocUnsafeSlow(Math.max(len, 2 * scratch.length));
       queue.take(4);
       const digest = Buffer.from(queue.take(DIGEST_BYTES));
-      const data = queue.take(len, scratch);
+      // A chunk a stage waits for is assembled in a buffer of its own that the stage then
+      // keeps: one copy of it instead of two (scratch, then the stage's).
+      const forStage = stages.active && stages.waitsFor(algorithm, digest);
+      if (!forStage && scratch.length < len) scratch = Buffer.allocUnsafeSlow(Math.max(len, 2 * scratch.length));
+      const data = queue.take(len, forStage ? stages.buffer(len) : scratch);
       // put() re-hashes the bytes (not trusted): a mismatch is ChunkCorruptError naming the digest.
-      return handOn(algorithm, digest, data, ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal }));
+      return handOn(algorithm, digest, data, forStage, ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal }));
     });
   }
 
   /**
-   * Passes a chunk a put() just stored to the stages waiting for it. Only a chunk this put
-   * stored was re-hashed: one already present is not (put returns false without reading
-   * it), and stages waiting for it find it in the store.
+   * Passes a chunk a put() just stored to the stages waiting for it (`owned`: `data` is
+   * not reused after, so they may keep it). Only a chunk this put stored was re-hashed:
+   * one already present is not (put returns false without reading it), and stages waiting
+   * for it find it in the store.
    */
-  async function handOn(algorithm: DigestAlgorithm, digest: Uint8Array, data: Uint8Array, put: Promise<boolean>): Promise<boolean> {
+  async function handOn(algorithm: DigestAlgorithm, digest: Uint8Array, data: Buffer, owned: boolean, put: Promise<boolean>): Promise<boolean> {
     const stored = await put;
-    if (stored && stages.active) stages.arrived(algorithm, digest, data);
+    if (stored && stages.active) stages.arrived(algorithm, digest, data, owned);
     return stored;
   }
 
@@ -261,7 +265,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         const base = await ctx.store.get({ algorithm, digest: header.subarray(DIGEST_BYTES, 2 * DIGEST_BYTES) }, { signal: ctx.signal });
         const data = applyDelta(base, shifts, length, map, literals);
         // put() re-hashes (not trusted): a wrong rebuild is ChunkCorruptError naming the digest.
-        return handOn(algorithm, digest, data, ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal }));
+        return handOn(algorithm, digest, data, true, ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal }));
       })();
     });
   }

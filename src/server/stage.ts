@@ -84,19 +84,32 @@ export class StageHub {
     return this.waiting.size > 0;
   }
 
+  /** Whether a stage waits for this chunk now (an upload may then assemble it in buffer()). */
+  waitsFor(algorithm: DigestAlgorithm, digest: Uint8Array): boolean {
+    return this.waiting.has(waitKey(algorithm, digest));
+  }
+
+  /** A buffer for a chunk that stages will keep (see arrived, `owned`). */
+  buffer(bytes: number): Buffer {
+    return this.copies.alloc(bytes);
+  }
+
   /**
    * A put() just stored this chunk (so it was re-hashed): hand it to the stages waiting for
    * it. Chunks that were already stored are not reported; waiters find those in the store.
+   * The stages keep `data` if `owned` (nothing reuses it after), or else a copy.
    */
-  arrived(algorithm: DigestAlgorithm, digest: Uint8Array, data: Uint8Array): void {
+  arrived(algorithm: DigestAlgorithm, digest: Uint8Array, data: Buffer, owned: boolean): void {
     const key = waitKey(algorithm, digest);
     const waiters = this.waiting.get(key);
     if (!waiters) return;
     this.waiting.delete(key);
-    // The caller's buffer is reused for the next record: the stage gets its own copy.
-    const copy = this.copies.alloc(data.length);
-    copy.set(data);
-    for (const w of waiters) w(copy);
+    let kept = data;
+    if (!owned) {
+      kept = this.copies.alloc(data.length);
+      kept.set(data);
+    }
+    for (const w of waiters) w(kept);
   }
 
   /**
