@@ -160,7 +160,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
       info = (await json(await call(client, base, { method: 'GET', path: '/v1/info', headers, signal: options.signal }))) as ServerInfo;
     } catch (err) {
       await client.close().catch(() => {});
-      throw err;
+      throw transportError(err, base, options.signal);
     }
     if (info.protocol !== 1) {
       await client.close().catch(() => {});
@@ -170,15 +170,28 @@ export class HttpStore implements ChunkStore, ManifestStore {
   }
 
   /**
-   * One request, tried again (see HttpStoreOptions.retry) while it fails for a passing
-   * reason before its answer arrives, if its body can be sent again: none, bytes, or a
-   * function that opens it anew for each attempt.
+   * One request and the reading of its answer by `read`, tried again (see
+   * HttpStoreOptions.retry) while either fails for a passing reason, if its body can be
+   * sent again: none, bytes, or a function that opens it anew for each attempt.
    */
-  private request(opts: Omit<CallOptions, 'body'> & { body?: CallOptions['body'] | (() => CallOptions['body']) }): Promise<Dispatcher.ResponseData> {
+  private request<T>(
+    opts: Omit<CallOptions, 'body'> & { body?: CallOptions['body'] | (() => CallOptions['body']) },
+    read: (res: Dispatcher.ResponseData) => Promise<T>,
+  ): Promise<T> {
     const { body } = opts;
-    const once = () => call(this.client, this.base, { ...opts, body: typeof body === 'function' ? body() : body, headers: { ...this.headers, ...opts.headers } });
+    const once = () => this.exchange({ ...opts, body: typeof body === 'function' ? body() : body }, read);
     if (body !== undefined && typeof body !== 'function' && !(body instanceof Uint8Array)) return once();
     return this.retrying(once, opts.signal);
+  }
+
+  /** One request and the reading of its answer, once; any failure is an XferError (a break a TransientError). */
+  private async exchange<T>(opts: CallOptions, read: (res: Dispatcher.ResponseData) => Promise<T>): Promise<T> {
+    const res = await call(this.client, this.base, { ...opts, headers: { ...this.headers, ...opts.headers } });
+    try {
+      return await read(res);
+    } catch (err) {
+      throw transportError(err, this.base, opts.signal);
+    }
   }
 
   /** Runs `op` under this store's retry policy; see core/retry.ts. */
@@ -207,8 +220,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
         part.forEach((i, k) => body.set(ids[i]!.digest, k * DIGEST_BYTES));
         jobs.push(
           (async () => {
-            const res = await this.request({ method: 'POST', path: `/v1/chunks/missing?algorithm=${algorithm}`, body, signal: options.signal });
-            const bitmap = Buffer.from(await res.body.arrayBuffer());
+            const bitmap = await this.request({ method: 'POST', path: `/v1/chunks/missing?algorithm=${algorithm}`, body, signal: options.signal }, bytesOf);
             if (bitmap.length !== Math.ceil(part.length / 8)) throw new ProtocolError('malformed chunks/missing answer');
             part.forEach((i, k) => (out[i] = (bitmap[k >> 3]! & (1 << (k & 7))) === 0));
           })(),
@@ -325,8 +337,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
       });
       let sums: Buffer;
       try {
-        const res = await this.request({ method: 'POST', path: `/v1/chunks/sums?algorithm=${algorithm}`, body: ask, signal });
-        sums = Buffer.from(await res.body.arrayBuffer());
+        sums = await this.request({ method: 'POST', path: `/v1/chunks/sums?algorithm=${algorithm}`, body: ask, signal }, bytesOf);
       } catch (err) {
         if (!(err instanceof XferError) || err.code === 'XFER_PROTOCOL' || err.code === 'XFER_ABORTED') throw err;
         whole.push(...cands);
@@ -358,8 +369,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
       if (at !== sums.length) throw new ProtocolError('chunks/sums answer is longer than asked');
       if (records.length === 0) continue;
       try {
-        const res = await this.request({ method: 'POST', path: `/v1/chunks/delta?algorithm=${algorithm}`, body: Buffer.concat(records), signal });
-        await res.body.dump();
+        await this.request({ method: 'POST', path: `/v1/chunks/delta?algorithm=${algorithm}`, body: Buffer.concat(records), signal }, drain);
         this.deltaChunks += sent.length;
         this.deltaSavedBytes += saved;
       } catch (err) {
@@ -402,8 +412,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
         await this.retrying(async (attempt) => {
           const rest = attempt === 0 ? body : await this.stillMissing(algorithm, body, signal);
           if (rest.length === 0) return;
-          const res = await call(this.client, this.base, { method: 'POST', path: `/v1/chunks?algorithm=${algorithm}`, body: rest, headers: this.headers, signal });
-          await res.body.dump();
+          await this.exchange({ method: 'POST', path: `/v1/chunks?algorithm=${algorithm}`, body: rest, signal }, drain);
         }, signal);
         // A 2xx answer comes after the server read the whole body: the buffer is free.
         if (batch.body.length === this.batchBytes && this.freeBodies.length < FREE_UPLOAD_BODIES) this.freeBodies.push(batch.body);
@@ -551,13 +560,14 @@ export class HttpStore implements ChunkStore, ManifestStore {
     name: string, source: AsyncIterable<Uint8Array> | (() => AsyncIterable<Uint8Array>), options: OpOptions = {},
   ): Promise<{ kind: string; totalBytes: number; digest: string }> {
     const body = typeof source === 'function' ? () => source() as CallOptions['body'] : (source as CallOptions['body']);
-    const res = await this.request({ method: 'PUT', path: `/v1/manifests/${encodePath(name)}`, body, signal: options.signal });
-    return (await json(res)) as { kind: string; totalBytes: number; digest: string };
+    return (await this.request({ method: 'PUT', path: `/v1/manifests/${encodePath(name)}`, body, signal: options.signal }, json)) as { kind: string; totalBytes: number; digest: string };
   }
 
   async getManifest(name: string, options: OpOptions = {}): Promise<AsyncIterable<Uint8Array>> {
-    const res = await this.request({ method: 'GET', path: `/v1/manifests/${encodePath(name)}`, signal: options.signal });
-    return res.body;
+    // The manifest streams to the caller, past the retries: a break while it is read is
+    // still an XferError.
+    const body = await this.request({ method: 'GET', path: `/v1/manifests/${encodePath(name)}`, signal: options.signal }, async (res) => res.body);
+    return mapErrors(body, this.base, options.signal);
   }
 
   async listManifests(prefix: string, options: OpOptions = {}): Promise<ManifestInfo[]> {
@@ -567,13 +577,11 @@ export class HttpStore implements ChunkStore, ManifestStore {
 
   /** The server's listing with kinds and digests (for `xfer ls`). */
   async list(prefix: string, options: OpOptions = {}): Promise<{ path: string; kind: string; bytes: number; mtimeMs: number; digest: string }[]> {
-    const res = await this.request({ method: 'GET', path: `/v1/list?prefix=${encodeURIComponent(prefix)}`, signal: options.signal });
-    return ((await json(res)) as { entries: { path: string; kind: string; bytes: number; mtimeMs: number; digest: string }[] }).entries;
+    return ((await this.request({ method: 'GET', path: `/v1/list?prefix=${encodeURIComponent(prefix)}`, signal: options.signal }, json)) as { entries: { path: string; kind: string; bytes: number; mtimeMs: number; digest: string }[] }).entries;
   }
 
   async stat(name: string, options: OpOptions = {}): Promise<'file' | 'tree' | 'dir' | 'none'> {
-    const res = await this.request({ method: 'GET', path: `/v1/stat/${encodePath(name)}`, signal: options.signal });
-    return ((await json(res)) as { type: 'file' | 'tree' | 'dir' | 'none' }).type;
+    return ((await this.request({ method: 'GET', path: `/v1/stat/${encodePath(name)}`, signal: options.signal }, json)) as { type: 'file' | 'tree' | 'dir' | 'none' }).type;
   }
 
   async deleteManifest(): Promise<void> {
@@ -734,11 +742,30 @@ async function call(client: Dispatcher, base: URL, opts: CallOptions): Promise<D
   throw new ProtocolError(what);
 }
 
+/** A JSON answer; one that does not parse is a ProtocolError (a break while reading it is left to the caller). */
 async function json(res: Dispatcher.ResponseData): Promise<unknown> {
+  const text = await res.body.text();
   try {
-    return await res.body.json();
+    return JSON.parse(text);
   } catch (err) {
     throw new ProtocolError(`malformed JSON answer: ${(err as Error).message}`);
+  }
+}
+
+async function bytesOf(res: Dispatcher.ResponseData): Promise<Buffer> {
+  return Buffer.from(await res.body.arrayBuffer());
+}
+
+async function drain(res: Dispatcher.ResponseData): Promise<void> {
+  await res.body.dump();
+}
+
+/** A response body whose failures are XferErrors (see transportError). */
+async function* mapErrors(body: AsyncIterable<Uint8Array>, base: URL, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  try {
+    yield* body;
+  } catch (err) {
+    throw transportError(err, base, signal);
   }
 }
 
