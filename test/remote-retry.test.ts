@@ -1,0 +1,88 @@
+import { strict as assert } from 'node:assert';
+import { createServer, type Http2Server, type ServerHttp2Stream } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { isOneLineError, runCli } from './helpers/cli.js';
+
+const INFO = { protocol: 1, maxBatchBytes: 64 << 20, maxQueryDigests: 65536, maxChunkBytes: 4 << 20 };
+const ENTRY = { path: 'study/series', kind: 'tree', bytes: 1234, mtimeMs: Date.UTC(2026, 0, 2), digest: '00'.repeat(32) };
+
+/**
+ * A stand-in server whose `GET /v1/list` misbehaves as told for its first answers, then
+ * answers properly: what retries are for, made to happen on cue.
+ */
+type Misstep = 'break-after-headers' | 'reset' | '503' | '404';
+
+describe('requests that fail for a passing reason are tried again', () => {
+  let server: Http2Server;
+  let url: string;
+  let plan: Misstep[] = [];
+  let listRequests = 0;
+
+  before(async () => {
+    server = createServer();
+    server.on('stream', (stream: ServerHttp2Stream, headers) => {
+      stream.on('error', () => {}); // the resets and breaks this server makes itself
+      const path = String(headers[':path']);
+      if (path === '/v1/info') return json(stream, 200, INFO);
+      if (!path.startsWith('/v1/list')) return json(stream, 404, { code: 'XFER_NOT_FOUND', message: `no such endpoint: ${path}` });
+      listRequests++;
+      const step = plan.shift();
+      if (step === 'break-after-headers') {
+        stream.respond({ ':status': 200, 'content-type': 'application/json' });
+        stream.write('{"entries":[');
+        setTimeout(() => stream.session?.destroy(), 20);
+      } else if (step === 'reset') stream.close(0x2);
+      else if (step === '503') {
+        stream.respond({ ':status': 503 });
+        stream.end('busy');
+      } else if (step === '404') json(stream, 404, { code: 'XFER_NOT_FOUND', message: 'nothing here' });
+      else json(stream, 200, { entries: [ENTRY] });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  after(async () => {
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+
+  const cases: [string, Misstep[]][] = [
+    ['a connection that breaks while the answer is read', ['break-after-headers', 'break-after-headers']],
+    ['a stream reset before any answer', ['reset']],
+    ['a 503 answer', ['503', '503']],
+  ];
+  for (const [name, steps] of cases) {
+    it(`${name}: the request is sent again and the command succeeds`, async () => {
+      plan = [...steps];
+      listRequests = 0;
+      const r = await runCli(['ls', `${url}/`, '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(JSON.parse(r.stdout).entries, [ENTRY]);
+      assert.equal(listRequests, steps.length + 1);
+    });
+  }
+
+  it('a lasting failure (404) is not sent again', async () => {
+    plan = ['404'];
+    listRequests = 0;
+    const r = await runCli(['ls', `${url}/`]);
+    assert.equal(r.code, 3, r.stderr);
+    assert.ok(isOneLineError(r.stderr), r.stderr);
+    assert.equal(listRequests, 1);
+  });
+
+  it('retries spent: one line saying so, with the last failure', async () => {
+    plan = ['break-after-headers', 'break-after-headers', 'break-after-headers'];
+    listRequests = 0;
+    const r = await runCli(['ls', `${url}/`, '--retries', '2']);
+    assert.equal(r.code, 14, r.stderr);
+    assert.ok(isOneLineError(r.stderr), r.stderr);
+    assert.match(r.stderr, /the connection to http:\/\/127\.0\.0\.1:\d+ broke: .* \(gave up after 2 retries\)$/m);
+    assert.equal(listRequests, 3);
+  });
+});
+
+function json(stream: ServerHttp2Stream, status: number, body: unknown): void {
+  stream.respond({ ':status': status, 'content-type': 'application/json' });
+  stream.end(JSON.stringify(body));
+}
