@@ -62,6 +62,7 @@ export async function push(source: PushSource, destination: string, options: Pus
       throw err;
     }
   } else {
+    refuseLocalLimit(options);
     dest = await LocalDestination.open(localTargetOf(await resolvePushTarget(sourceName, destination)), { signal: options.signal });
   }
   const started = performance.now();
@@ -118,6 +119,7 @@ export async function pull(source: string, destination: string, options: PullOpt
     store = await connectRemote(r.base, { ...options, signal });
     name = r.path;
   } else {
+    refuseLocalLimit(options);
     const opened = await openLocalSource(source, { signal });
     store = opened.store;
     name = opened.name;
@@ -141,4 +143,9 @@ export async function pull(source: string, destination: string, options: PullOpt
     if (ownPool) await pool.close();
     await store.close();
   }
+}
+
+/** A rate limit applies to the wire: a local destination or source has none. */
+function refuseLocalLimit(options: { readonly bwlimitBytesPerSecond?: number }): void {
+  if (options.bwlimitBytesPerSecond !== undefined) throw new InvalidArgumentError('--bwlimit applies to transfers to or from a server (http:// or https://)');
 }

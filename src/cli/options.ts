@@ -1,6 +1,7 @@
 import { Option } from 'commander';
 import { DEFAULT_AVG_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MIN_BYTES, validateChunkerSpec } from '../chunker/params.js';
 import { InvalidArgumentError } from '../core/errors.js';
+import { checkRate } from '../core/rate.js';
 import { DEFAULT_RETRIES } from '../core/retry.js';
 import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
 import { parseDigestAlgorithm } from '../core/ids.js';
@@ -49,6 +50,7 @@ export interface RemoteFlags {
   ca?: string;
   insecure?: boolean;
   retries?: string;
+  bwlimit?: string;
 }
 
 /** Options of commands that may talk to an `xfer serve` server. */
@@ -57,12 +59,22 @@ export function remoteOptions(): Option[] {
     new Option('--token <token>', 'bearer token for the server').env('XFER_TOKEN'),
     new Option('--ca <file>', 'PEM CA certificate to trust (self-signed servers)'),
     new Option('--insecure', 'accept any server certificate (testing only)'),
+    new Option('--bwlimit <rate>', 'to or from a server: at most RATE bytes of chunk data per second each way (K/M/G suffixes, e.g. 10M)'),
     new Option('--retries <n>', 'times a request is tried again after the connection broke or the server restarted, waiting 0.25 s, then twice as long each time').default(String(DEFAULT_RETRIES)),
   ];
 }
 
-export function remoteFrom(flags: RemoteFlags, signal: AbortSignal): { token?: string; caFile?: string; insecure?: boolean; retries?: number; signal: AbortSignal } {
-  return { token: flags.token, caFile: flags.ca, insecure: !!flags.insecure, retries: flags.retries === undefined ? undefined : parseCount(flags.retries, '--retries'), signal };
+export function remoteFrom(
+  flags: RemoteFlags, signal: AbortSignal,
+): { token?: string; caFile?: string; insecure?: boolean; retries?: number; bwlimitBytesPerSecond?: number; signal: AbortSignal } {
+  return {
+    token: flags.token,
+    caFile: flags.ca,
+    insecure: !!flags.insecure,
+    retries: flags.retries === undefined ? undefined : parseCount(flags.retries, '--retries'),
+    bwlimitBytesPerSecond: flags.bwlimit === undefined ? undefined : checkRate(parseSize(flags.bwlimit, '--bwlimit rate')),
+    signal,
+  };
 }
 
 function parseCount(text: string, what: string): number {

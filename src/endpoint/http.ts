@@ -17,6 +17,8 @@ export interface RemoteOptions {
   readonly retries?: number;
   /** Told before each retry waits. */
   readonly onRetry?: (event: RetryEvent) => void;
+  /** Chunk data per second, at most, each way (HttpStoreOptions.bwlimitBytesPerSecond). */
+  readonly bwlimitBytesPerSecond?: number;
   /** Path of a PEM CA file to trust. */
   readonly caFile?: string;
   readonly insecure?: boolean;
@@ -33,7 +35,7 @@ export async function connectRemote(base: URL, options: RemoteOptions): Promise<
     }
   }
   const retry = options.retries === undefined ? DEFAULT_RETRY_POLICY : { ...DEFAULT_RETRY_POLICY, retries: options.retries };
-  const o: HttpStoreOptions = { token: options.token, ca, insecure: options.insecure, signal: options.signal, retry, onRetry: options.onRetry };
+  const o: HttpStoreOptions = { token: options.token, ca, insecure: options.insecure, signal: options.signal, retry, onRetry: options.onRetry, bwlimitBytesPerSecond: options.bwlimitBytesPerSecond };
   return HttpStore.connect(base, o);
 }
 

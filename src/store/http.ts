@@ -5,6 +5,7 @@ import {
   AbortedError, ChunkCorruptError, ChunkMissingError, InvalidArgumentError, ProtocolError, XferError, type ErrorCode,
 } from '../core/errors.js';
 import { ByteQueue, SlabAllocator } from '../core/bytes.js';
+import { checkRate, paced, RateLimiter } from '../core/rate.js';
 import { DEFAULT_RETRY_POLICY, retrying, type RetryEvent, type RetryPolicy } from '../core/retry.js';
 import { DIGEST_BYTES, digestToHex, type ChunkerSpec, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
@@ -33,6 +34,12 @@ export interface HttpStoreOptions {
   readonly retry?: RetryPolicy;
   /** Told before each retry waits (the library never prints; the CLI may). */
   readonly onRetry?: (event: RetryEvent) => void;
+  /**
+   * Chunk data per second, at most, in each direction (uploads and fetches apart), like
+   * rsync's and rclone's --bwlimit; unlimited if not given. Queries, manifests and HTTP/2
+   * framing are not counted: they are a few bytes per chunk.
+   */
+  readonly bwlimitBytesPerSecond?: number;
 }
 
 /** Bytes of chunk data per upload request (many requests run in parallel on one connection). */
@@ -57,6 +64,16 @@ export const MAX_FETCHES_IN_FLIGHT = 2;
 export const MAX_UPLOADS_IN_FLIGHT = 6;
 export const STREAM_WINDOW_BYTES = 16 * MiB;
 export const CONNECTION_WINDOW_BYTES = 256 * MiB;
+/** Pieces a rate-limited upload body is sent in, each waiting for the limiter. */
+const PACED_PIECE_BYTES = 64 * 1024;
+/**
+ * Under a rate limit the flow-control windows shrink to about what arrives in
+ * LIMITED_WINDOW_SECONDS, so that the server does not send far ahead of the limit into
+ * the client's memory; never below these.
+ */
+const LIMITED_WINDOW_SECONDS = 0.5;
+const MIN_LIMITED_STREAM_WINDOW_BYTES = 256 * 1024;
+const MIN_LIMITED_CONNECTION_WINDOW_BYTES = 1 * MiB;
 
 interface ServerInfo {
   protocol: number;
@@ -134,6 +151,10 @@ export class HttpStore implements ChunkStore, ManifestStore {
   /** Requests tried again so far: each one followed a broken connection or a stopping server. */
   retriesMade = 0;
 
+  /** Rate limits of chunk data, uploads and fetches apart (HttpStoreOptions.bwlimitBytesPerSecond). */
+  private readonly upLimit: RateLimiter | undefined;
+  private readonly downLimit: RateLimiter | undefined;
+
   /** The connection of stages (see openStage), made on first use. */
   private stageClient: Dispatcher | undefined;
 
@@ -145,14 +166,20 @@ export class HttpStore implements ChunkStore, ManifestStore {
     private readonly connectAgain: () => Dispatcher,
     private readonly retry: RetryPolicy = DEFAULT_RETRY_POLICY,
     private readonly onRetry?: (event: RetryEvent) => void,
+    bwlimitBytesPerSecond?: number,
   ) {
     this.headers = token ? { authorization: `Bearer ${token}` } : {};
+    if (bwlimitBytesPerSecond !== undefined) {
+      this.upLimit = new RateLimiter(bwlimitBytesPerSecond);
+      this.downLimit = new RateLimiter(bwlimitBytesPerSecond);
+    }
     this.batchBytes = Math.max(1, Math.min(UPLOAD_BATCH_BYTES, info.maxBatchBytes - info.maxChunkBytes - 4 - DIGEST_BYTES));
   }
 
   static async connect(url: string | URL, options: HttpStoreOptions = {}): Promise<HttpStore> {
     const base = new URL(url);
     if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new InvalidArgumentError(`${url}: expected an http:// or https:// URL`);
+    if (options.bwlimitBytesPerSecond !== undefined) checkRate(options.bwlimitBytesPerSecond);
     const client = makeClient(base, options);
     const headers: Record<string, string> = options.token ? { authorization: `Bearer ${options.token}` } : {};
     let info: ServerInfo;
@@ -166,7 +193,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
       await client.close().catch(() => {});
       throw new ProtocolError(`${base.origin} speaks xfer protocol ${info.protocol}; this client speaks 1`);
     }
-    return new HttpStore(base, client, info, options.token, () => makeClient(base, options), options.retry, options.onRetry);
+    return new HttpStore(base, client, info, options.token, () => makeClient(base, options), options.retry, options.onRetry, options.bwlimitBytesPerSecond);
   }
 
   /**
@@ -412,7 +439,9 @@ export class HttpStore implements ChunkStore, ManifestStore {
         await this.retrying(async (attempt) => {
           const rest = attempt === 0 ? body : await this.stillMissing(algorithm, body, signal);
           if (rest.length === 0) return;
-          await this.exchange({ method: 'POST', path: `/v1/chunks?algorithm=${algorithm}`, body: rest, signal }, drain);
+          const limit = this.upLimit;
+          const upload = limit ? Readable.from(paced(rest, limit, PACED_PIECE_BYTES, signal), { objectMode: false }) : rest;
+          await this.exchange({ method: 'POST', path: `/v1/chunks?algorithm=${algorithm}`, body: upload, signal }, drain);
         }, signal);
         // A 2xx answer comes after the server read the whole body: the buffer is free.
         if (batch.body.length === this.batchBytes && this.freeBodies.length < FREE_UPLOAD_BODIES) this.freeBodies.push(batch.body);
@@ -482,6 +511,8 @@ export class HttpStore implements ChunkStore, ManifestStore {
     const queue = new ByteQueue();
     try {
       for await (const piece of res.body) {
+        // Under a rate limit, reading slower holds the server back through flow control.
+        if (this.downLimit) await this.downLimit.take((piece as Buffer).length, signal);
         queue.push(piece as Buffer);
         while (cursor.next < list.length && queue.length >= 4 + DIGEST_BYTES) {
           const len = queue.readUInt32LE(0);
@@ -596,10 +627,19 @@ export class HttpStore implements ChunkStore, ManifestStore {
 }
 
 function makeClient(base: URL, options: HttpStoreOptions): Dispatcher {
-  const windows = { initialWindowSize: STREAM_WINDOW_BYTES, connectionWindowSize: CONNECTION_WINDOW_BYTES, maxConcurrentStreams: 128 };
+  const limit = options.bwlimitBytesPerSecond;
+  const windows = {
+    initialWindowSize: limit ? clamp(limit * LIMITED_WINDOW_SECONDS, MIN_LIMITED_STREAM_WINDOW_BYTES, STREAM_WINDOW_BYTES) : STREAM_WINDOW_BYTES,
+    connectionWindowSize: limit ? clamp(limit * LIMITED_WINDOW_SECONDS, MIN_LIMITED_CONNECTION_WINDOW_BYTES, CONNECTION_WINDOW_BYTES) : CONNECTION_WINDOW_BYTES,
+    maxConcurrentStreams: 128,
+  };
   return base.protocol === 'https:'
     ? new Client(base.origin, { allowH2: true, ...windows, connect: { ca: options.ca, rejectUnauthorized: !options.insecure, ALPNProtocols: ['h2'] } })
     : new H2CClient(base.origin, { ...windows, pipelining: 100 } as ConstructorParameters<typeof H2CClient>[1]);
+}
+
+function clamp(n: number, min: number, max: number): number {
+  return Math.floor(Math.min(max, Math.max(min, n)));
 }
 
 function encodePath(name: string): string {
