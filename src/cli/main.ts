@@ -25,7 +25,8 @@ Exit codes:
   11   other I/O error
   12   the server refused the token
   13   a request was over the server's limits
-  14   the server or connection broke the protocol
+  14   the server was unreachable, the connection broke (after --retries) or the
+       server broke the protocol
   70   internal error
   130  interrupted
 `;
