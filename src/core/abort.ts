@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { AbortedError } from './errors.js';
 
 /** Throws AbortedError if `signal` is aborted. Call before starting any unit of work. */
@@ -9,4 +10,14 @@ function abortMessage(signal: AbortSignal): string {
   const r = signal.reason as unknown;
   if (r instanceof Error && r.name !== 'AbortError') return `aborted: ${r.message}`;
   return 'operation aborted';
+}
+
+/** Waits `ms`; rejects with AbortedError as soon as `signal` fires. */
+export async function sleepUnlessAborted(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  try {
+    await sleep(ms, undefined, { signal });
+  } catch (err) {
+    throwIfAborted(signal);
+    throw err;
+  }
 }

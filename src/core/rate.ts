@@ -1,5 +1,5 @@
-import { setTimeout as sleep } from 'node:timers/promises';
-import { AbortedError, InvalidArgumentError } from './errors.js';
+import { sleepUnlessAborted } from './abort.js';
+import { InvalidArgumentError } from './errors.js';
 
 /** Bytes a limiter lets through at once after a pause: a quarter of a second at its rate. */
 const BURST_SECONDS = 0.25;
@@ -38,11 +38,7 @@ export class RateLimiter {
     this.updatedMs = now;
     this.available -= bytes;
     if (this.available >= 0) return;
-    try {
-      await sleep((-this.available / this.bytesPerSecond) * 1000, undefined, { signal });
-    } catch {
-      throw new AbortedError();
-    }
+    await sleepUnlessAborted((-this.available / this.bytesPerSecond) * 1000, signal);
   }
 }
 

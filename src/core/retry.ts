@@ -1,5 +1,4 @@
-import { setTimeout as sleep } from 'node:timers/promises';
-import { AbortedError } from './errors.js';
+import { sleepUnlessAborted } from './abort.js';
 
 /**
  * How an operation that failed for a passing reason (a dropped connection, a server
@@ -61,11 +60,7 @@ export async function retrying<T>(
       if (attempt >= policy.retries) throw attempt > 0 && options.exhausted ? options.exhausted(error, attempt) : error;
       const delayMs = Math.round(retryDelayMs(policy, attempt + 1) * (1 - RETRY_JITTER + 2 * RETRY_JITTER * Math.random()));
       options.onRetry?.({ retry: attempt + 1, delayMs, error });
-      try {
-        await sleep(delayMs, undefined, { signal });
-      } catch {
-        throw new AbortedError();
-      }
+      await sleepUnlessAborted(delayMs, signal);
     }
   }
 }

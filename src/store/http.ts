@@ -148,8 +148,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
   /** Bytes of records per upload request: UPLOAD_BATCH_BYTES, within the server's limit. */
   private readonly batchBytes: number;
 
-  /** Requests tried again so far: each one followed a broken connection or a stopping server. */
-  retriesMade = 0;
+  private retries = 0;
 
   /** Rate limits of chunk data, uploads and fetches apart (HttpStoreOptions.bwlimitBytesPerSecond). */
   private readonly upLimit: RateLimiter | undefined;
@@ -221,10 +220,15 @@ export class HttpStore implements ChunkStore, ManifestStore {
     }
   }
 
+  /** Requests tried again so far: each one followed a broken connection or a stopping server. */
+  get retriesMade(): number {
+    return this.retries;
+  }
+
   /** Runs `op` under this store's retry policy; see core/retry.ts. */
   private retrying<T>(op: (attempt: number) => Promise<T>, signal?: AbortSignal): Promise<T> {
     const onRetry = (event: RetryEvent) => {
-      this.retriesMade++;
+      this.retries++;
       this.onRetry?.(event);
     };
     return retrying(op, { policy: this.retry, transient: isTransient, signal, onRetry, exhausted: gaveUp });

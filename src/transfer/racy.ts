@@ -16,8 +16,7 @@
  */
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { throwIfAborted } from '../core/abort.js';
+import { sleepUnlessAborted, throwIfAborted } from '../core/abort.js';
 import { fromSystemError, SourceChangedError } from '../core/errors.js';
 import type { DigestAlgorithm } from '../core/ids.js';
 import { createHasher } from '../hash/digest.js';
@@ -73,7 +72,7 @@ export class RacyFiles {
   async settle(signal?: AbortSignal): Promise<void> {
     if (this.files.length === 0) return;
     const wait = Math.min(this.settledAtMs - Date.now(), RACY_COARSE_WINDOW_MS);
-    if (wait > 0) await sleep(wait, undefined, { signal }).catch(() => throwIfAborted(signal));
+    if (wait > 0) await sleepUnlessAborted(wait, signal);
     for (const f of this.files) {
       throwIfAborted(signal);
       let st;
