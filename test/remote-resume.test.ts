@@ -196,6 +196,24 @@ describe('interrupted transfers resume and send only what is missing', () => {
     }
   });
 
+  it('a server stopped (SIGTERM) and started again during a push: the push completes by itself', async () => {
+    const root = join(dir, 'term-restart-root');
+    let srv = await startServeProcess(['--root', root, '--port', '0']);
+    const port = new URL(srv.url).port;
+    await mkdir(join(dir, 'tmp'), { recursive: true });
+    const push = startCli(['push', src, `${srv.url}/term-again.bin`, '--json'], join(dir, 'tmp'));
+    await storedAtLeast(srv.url, 4 * MiB);
+    assert.equal(await srv.stop('SIGTERM'), 0, 'the server stops cleanly');
+    srv = await startServeProcess(['--root', root, '--port', port]);
+    try {
+      assert.equal(await push.exit, 0, push.stderr());
+      assert.equal(JSON.parse(push.stdout()).bytesTotal, BIG);
+      assert.equal(await sha256File(join(root, 'files', 'term-again.bin')), await sha256File(src));
+    } finally {
+      await srv.stop();
+    }
+  });
+
   it('with --retries 0 a push fails at once with one line when the server dies; run again, it completes', async () => {
     const root = join(dir, 'noretry-root');
     let srv = await startServeProcess(['--root', root, '--port', '0']);
