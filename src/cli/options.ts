@@ -51,6 +51,7 @@ export interface RemoteFlags {
   insecure?: boolean;
   retries?: string;
   bwlimit?: string;
+  timeout?: string;
 }
 
 /** Options of commands that may talk to an `xfer serve` server. */
@@ -60,19 +61,21 @@ export function remoteOptions(): Option[] {
     new Option('--ca <file>', 'PEM CA certificate to trust (self-signed servers)'),
     new Option('--insecure', 'accept any server certificate (testing only)'),
     new Option('--bwlimit <rate>', 'to or from a server: at most RATE bytes of chunk data per second each way (K/M/G suffixes, e.g. 10M)'),
+    new Option('--timeout <seconds>', 'to or from a server: how long to wait for an answer before the connection counts as broken (a commit waits as long as the server works)').default('300'),
     new Option('--retries <n>', 'times a request is tried again after the connection broke or the server restarted, waiting 0.25 s, then twice as long each time').default(String(DEFAULT_RETRIES)),
   ];
 }
 
 export function remoteFrom(
   flags: RemoteFlags, signal: AbortSignal,
-): { token?: string; caFile?: string; insecure?: boolean; retries?: number; bwlimitBytesPerSecond?: number; signal: AbortSignal } {
+): { token?: string; caFile?: string; insecure?: boolean; retries?: number; bwlimitBytesPerSecond?: number; answerTimeoutMs?: number; signal: AbortSignal } {
   return {
     token: flags.token,
     caFile: flags.ca,
     insecure: !!flags.insecure,
     retries: flags.retries === undefined ? undefined : parseCount(flags.retries, '--retries'),
     bwlimitBytesPerSecond: flags.bwlimit === undefined ? undefined : checkRate(parseSize(flags.bwlimit, '--bwlimit rate')),
+    answerTimeoutMs: flags.timeout === undefined ? undefined : parseSeconds(flags.timeout, '--timeout') * 1000,
     signal,
   };
 }
@@ -80,4 +83,12 @@ export function remoteFrom(
 function parseCount(text: string, what: string): number {
   if (!/^\d{1,3}$/.test(text.trim())) throw new InvalidArgumentError(`${what}: expected a whole number from 0 to 999, got "${text}"`);
   return Number(text.trim());
+}
+
+function parseSeconds(text: string, what: string): number {
+  const seconds = Number(text.trim());
+  if (!/^\d+(\.\d+)?$/.test(text.trim()) || seconds <= 0 || seconds > 86_400) {
+    throw new InvalidArgumentError(`${what}: expected seconds, more than 0 and at most 86400, got "${text}"`);
+  }
+  return seconds;
 }

@@ -19,6 +19,8 @@ export interface RemoteOptions {
   readonly onRetry?: (event: RetryEvent) => void;
   /** Chunk data per second, at most, each way (HttpStoreOptions.bwlimitBytesPerSecond). */
   readonly bwlimitBytesPerSecond?: number;
+  /** How long to wait for an answer before the connection counts as broken (HttpStoreOptions.answerTimeoutMs). */
+  readonly answerTimeoutMs?: number;
   /** Path of a PEM CA file to trust. */
   readonly caFile?: string;
   readonly insecure?: boolean;
@@ -35,7 +37,9 @@ export async function connectRemote(base: URL, options: RemoteOptions): Promise<
     }
   }
   const retry = options.retries === undefined ? DEFAULT_RETRY_POLICY : { ...DEFAULT_RETRY_POLICY, retries: options.retries };
-  const o: HttpStoreOptions = { token: options.token, ca, insecure: options.insecure, signal: options.signal, retry, onRetry: options.onRetry, bwlimitBytesPerSecond: options.bwlimitBytesPerSecond };
+  const o: HttpStoreOptions = { token: options.token, ca, insecure: options.insecure, signal: options.signal, retry, onRetry: options.onRetry, bwlimitBytesPerSecond: options.bwlimitBytesPerSecond,
+    answerTimeoutMs: options.answerTimeoutMs,
+  };
   return HttpStore.connect(base, o);
 }
 

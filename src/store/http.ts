@@ -40,7 +40,18 @@ export interface HttpStoreOptions {
    * framing are not counted: they are a few bytes per chunk.
    */
   readonly bwlimitBytesPerSecond?: number;
+  /**
+   * How long a request waits for the server's answer, and for each next piece of it,
+   * before the connection counts as broken (and the request is retried): like rclone's
+   * --timeout. ANSWER_TIMEOUT_MS unless given. The manifest commit waits for its answer
+   * without limit: it comes once the server has rebuilt and verified the target, which
+   * takes as long as the data.
+   */
+  readonly answerTimeoutMs?: number;
 }
+
+/** The default of HttpStoreOptions.answerTimeoutMs: undici's own, 5 minutes. */
+export const ANSWER_TIMEOUT_MS = 300_000;
 
 /** Bytes of chunk data per upload request (many requests run in parallel on one connection). */
 export const UPLOAD_BATCH_BYTES = 4 * MiB;
@@ -166,6 +177,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
     private readonly retry: RetryPolicy = DEFAULT_RETRY_POLICY,
     private readonly onRetry?: (event: RetryEvent) => void,
     bwlimitBytesPerSecond?: number,
+    private readonly answerTimeoutMs = ANSWER_TIMEOUT_MS,
   ) {
     this.headers = token ? { authorization: `Bearer ${token}` } : {};
     if (bwlimitBytesPerSecond !== undefined) {
@@ -192,7 +204,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
       await client.close().catch(() => {});
       throw new ProtocolError(`${base.origin} speaks xfer protocol ${info.protocol}; this client speaks 1`);
     }
-    return new HttpStore(base, client, info, options.token, () => makeClient(base, options), options.retry, options.onRetry, options.bwlimitBytesPerSecond);
+    return new HttpStore(base, client, info, options.token, () => makeClient(base, options), options.retry, options.onRetry, options.bwlimitBytesPerSecond, options.answerTimeoutMs);
   }
 
   /**
@@ -212,7 +224,12 @@ export class HttpStore implements ChunkStore, ManifestStore {
 
   /** One request and the reading of its answer, once; any failure is an XferError (a break a TransientError). */
   private async exchange<T>(opts: CallOptions, read: (res: Dispatcher.ResponseData) => Promise<T>): Promise<T> {
-    const res = await call(this.client, this.base, { ...opts, headers: { ...this.headers, ...opts.headers } });
+    const res = await call(this.client, this.base, {
+      headersTimeout: this.answerTimeoutMs,
+      bodyTimeout: this.answerTimeoutMs,
+      ...opts,
+      headers: { ...this.headers, ...opts.headers },
+    });
     try {
       return await read(res);
     } catch (err) {
@@ -511,7 +528,9 @@ export class HttpStore implements ChunkStore, ManifestStore {
     const first = cursor.next;
     const body = Buffer.allocUnsafe((list.length - first) * DIGEST_BYTES);
     for (let i = first; i < list.length; i++) body.set(list[i]!.id.digest, (i - first) * DIGEST_BYTES);
-    const res = await call(this.client, this.base, { method: 'POST', path: `/v1/chunks/fetch?algorithm=${algorithm}`, body, headers: this.headers, signal });
+    const res = await call(this.client, this.base, {
+      method: 'POST', path: `/v1/chunks/fetch?algorithm=${algorithm}`, body, headers: this.headers, signal, headersTimeout: this.answerTimeoutMs, bodyTimeout: this.answerTimeoutMs,
+    });
     const queue = new ByteQueue();
     try {
       for await (const piece of res.body) {
@@ -595,7 +614,9 @@ export class HttpStore implements ChunkStore, ManifestStore {
     name: string, source: AsyncIterable<Uint8Array> | (() => AsyncIterable<Uint8Array>), options: OpOptions = {},
   ): Promise<{ kind: string; totalBytes: number; digest: string }> {
     const body = typeof source === 'function' ? () => source() as CallOptions['body'] : (source as CallOptions['body']);
-    return (await this.request({ method: 'PUT', path: `/v1/manifests/${encodePath(name)}`, body, signal: options.signal }, json)) as { kind: string; totalBytes: number; digest: string };
+    // No limit on the wait for the answer: see HttpStoreOptions.answerTimeoutMs.
+    const put = { method: 'PUT', path: `/v1/manifests/${encodePath(name)}`, body, signal: options.signal, headersTimeout: 0 } as const;
+    return (await this.request(put, json)) as { kind: string; totalBytes: number; digest: string };
   }
 
   async getManifest(name: string, options: OpOptions = {}): Promise<AsyncIterable<Uint8Array>> {
@@ -821,6 +842,7 @@ function transportError(err: unknown, base: URL, signal?: AbortSignal): XferErro
   if (signal?.aborted || (err as Error)?.name === 'AbortError') return new AbortedError();
   const e = err as { code?: string; message?: string };
   const what = e.code === 'ECONNREFUSED' ? 'connection refused' : e.code ?? e.message ?? String(err);
+  if (e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT') return new TransientError(`${base.origin} stopped answering (${e.code})`, { cause: err });
   const reaching = e.code !== undefined && CONNECT_FAILURES.has(e.code);
   return new TransientError(reaching ? `cannot reach ${base.origin}: ${what}` : `the connection to ${base.origin} broke: ${what}`, { cause: err });
 }
