@@ -6,6 +6,7 @@ import { spawn } from 'node:child_process';
 import { createChunker } from '../src/chunker/index.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import { digestOf } from '../src/hash/digest.js';
+import { RACY_COARSE_WINDOW_MS } from '../src/transfer/racy.js';
 import { cutAll } from './helpers/chunks.js';
 import { BIN, isOneLineError, runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
@@ -211,8 +212,10 @@ describe('files written again right after a push read them (racily clean) are ca
       const v1 = pseudoRandom(2 * MiB, 51 + laterMs * 10);
       await writeFile(src, v1);
       // An mtime just ahead of the clock (as a file written while it is read has): the push
-      // must wait until the clock has left it, then look at the file again.
-      const mtimeMs = Date.now() + 1500.25;
+      // must wait until the clock has left it, then look at the file again. As far ahead as
+      // the push waits at most, less 50 ms: the test's rewrite below must land in that wait,
+      // after the push's start, read and upload (1.5 s ahead was once too short in CI).
+      const mtimeMs = Date.now() + RACY_COARSE_WINDOW_MS - 50 + 0.25;
       await utimes(src, mtimeMs / 1000, mtimeMs / 1000);
       const digests: Buffer[] = [];
       let o = 0;
