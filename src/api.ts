@@ -78,12 +78,11 @@ export async function push(source: PushSource, destination: string, options: Pus
       const retriesBefore = retriesMade();
       try {
         const result = await pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, { ...options, onProgress });
-        if (round === 1) return { ...result, target: dest.description };
         return {
           ...result,
           bytesSent: earlier.bytesSent + result.bytesSent,
           chunksSent: earlier.chunksSent + result.chunksSent,
-          seconds: (performance.now() - started) / 1000,
+          seconds: round === 1 ? result.seconds : (performance.now() - started) / 1000,
           target: dest.description,
         };
       } catch (err) {

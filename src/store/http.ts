@@ -528,11 +528,9 @@ export class HttpStore implements ChunkStore, ManifestStore {
     const first = cursor.next;
     const body = Buffer.allocUnsafe((list.length - first) * DIGEST_BYTES);
     for (let i = first; i < list.length; i++) body.set(list[i]!.id.digest, (i - first) * DIGEST_BYTES);
-    const res = await call(this.client, this.base, {
-      method: 'POST', path: `/v1/chunks/fetch?algorithm=${algorithm}`, body, headers: this.headers, signal, headersTimeout: this.answerTimeoutMs, bodyTimeout: this.answerTimeoutMs,
-    });
-    const queue = new ByteQueue();
-    try {
+    const path = `/v1/chunks/fetch?algorithm=${algorithm}`;
+    await this.exchange({ method: 'POST', path, body, signal }, async (res) => {
+      const queue = new ByteQueue();
       for await (const piece of res.body) {
         // Under a rate limit, reading slower holds the server back through flow control.
         if (this.downLimit) await this.downLimit.take((piece as Buffer).length, signal);
@@ -556,9 +554,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
           else g.reject(new ChunkCorruptError(digestToHex(g.id.digest), `received from ${this.base.origin} with other content`));
         }
       }
-    } catch (err) {
-      throw transportError(err, this.base, signal);
-    }
+    });
     if (cursor.next !== list.length) throw new ProtocolError('chunks/fetch answer ended early');
   }
 
