@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
-import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lstat, mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -268,6 +268,39 @@ describe('xfer push / pull / verify to a local directory', () => {
     assert.ok(isOneLineError(q.stderr), q.stderr);
     assert.match(q.stderr, /corrupt/);
     await assert.rejects(stat(out), /ENOENT/, 'no partial destination is left');
+  });
+
+  it('verify reads every rebuilt file: a byte flipped in the copy (mtime kept) or a deleted file of a tree is damage', async () => {
+    const data = pseudoRandom(1 * MiB, 4321);
+    await roundTrip('copyflip.bin', data);
+    const backup = join(dir, 'backup-copyflip.bin');
+    const copy = join(backup, 'copyflip.bin');
+    const before = await stat(copy);
+    const fh = await open(copy, 'r+');
+    await fh.write(Buffer.from([data[5000]! ^ 0xff]), 0, 1, 5000);
+    await fh.close();
+    await utimes(copy, before.atime, before.mtime);
+    const v = await runCli(['verify', backup]);
+    assert.equal(v.code, 1, v.stdout);
+    assert.match(v.stdout, /DAMAGED copyflip\.bin: file: the rebuilt file's content differs from its manifest/);
+    assert.match(v.stdout, /1 rebuilt file checked, 1 problem$/m);
+    // The chunks themselves are intact: --chunks-only says ok.
+    assert.equal((await runCli(['verify', backup, '--chunks-only'])).code, 0);
+
+    const tree = join(dir, 'src', 'vtree');
+    await mkdir(join(tree, 'sub'), { recursive: true });
+    await writeFile(join(tree, 'a.txt'), 'alpha');
+    await writeFile(join(tree, 'sub', 'b.txt'), 'beta');
+    const tb = join(dir, 'backup-vtree');
+    await mkdir(tb);
+    assert.equal((await runCli(['push', tree, tb])).code, 0);
+    assert.equal((await runCli(['verify', tb])).code, 0);
+    await rm(join(tb, 'vtree', 'sub', 'b.txt'));
+    const vt = await runCli(['verify', join(tb, 'vtree'), '--json']);
+    assert.equal(vt.code, 1);
+    const r = JSON.parse(vt.stdout);
+    assert.deepEqual(r.damaged.map((d: { path: string; kind: string }) => [d.path, d.kind]), [['sub/b.txt', 'file']]);
+    assert.match(r.damaged[0].message, /missing/);
   });
 
   it('xfer manifest show prints a pushed target, as text and as JSON', async () => {

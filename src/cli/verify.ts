@@ -1,5 +1,5 @@
 import { stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { NotFoundError } from '../core/errors.js';
 import { formatBytes } from '../core/sizes.js';
@@ -15,31 +15,38 @@ import { EXIT_DAMAGED, printJson } from './output.js';
 export function registerVerify(program: Command, signal: AbortSignal, setExit: (code: number) => void): void {
   program
     .command('verify')
-    .description('check that every chunk the manifests refer to is present and intact; exit 1 on damage')
+    .description('check that every chunk the manifests refer to is present and intact, and every rebuilt file matches its manifest; exit 1 on damage')
     .argument('<dest>', 'a destination directory (all its targets) or <dest-dir>/<name> (one)')
+    .option('--chunks-only', 'check the stored chunks only, not the rebuilt files')
     .option('--json', 'print the report as one JSON object')
-    .action(async (dest: string, flags: { json?: boolean }) => {
+    .action(async (dest: string, flags: { json?: boolean; chunksOnly?: boolean }) => {
       let store: LocalStore;
       let names: string[];
+      let dir: string;
       const whole = await isStoreDir(dest);
       if (whole) {
         store = await openLocalStore(dest, { signal });
         names = (await store.listManifests('', { signal })).map((m) => m.name);
+        dir = resolve(dest);
       } else {
         const opened = await openLocalSource(dest, { signal });
         store = opened.store;
         names = [opened.name];
+        dir = opened.t.dir;
       }
+      // A local destination's targets are rebuilt beside its store: <dir>/<name>.
+      const targetOf = flags.chunksOnly ? undefined : (name: string) => join(dir, ...name.split('/'));
       try {
-        const r = await verifyManifests(store, store, names, { signal });
+        const r = await verifyManifests(store, store, names, { signal, targetOf });
         if (flags.json) printJson(r);
         else {
           for (const d of r.damaged) {
             process.stdout.write(`DAMAGED ${d.manifest}${d.path ? `/${d.path}` : ''}: ${d.kind}${d.digest ? ` chunk ${d.digest}` : ''}: ${d.message}\n`);
           }
           process.stdout.write(
-            `${r.damaged.length ? 'FAILED' : 'ok'}: ${r.manifests} manifests, ${r.files} files, ${r.chunks} chunk references (${formatBytes(r.bytes)}) checked` +
-              `${r.damaged.length ? `, ${r.damaged.length} problems` : ''}\n`,
+            `${r.damaged.length ? 'FAILED' : 'ok'}: ${r.manifests} manifests, ${r.files} files, ${r.chunks} chunk references (${formatBytes(r.bytes)})` +
+              `${targetOf ? `, ${r.filesChecked} rebuilt ${r.filesChecked === 1 ? 'file' : 'files'}` : ''} checked` +
+              `${r.damaged.length ? `, ${r.damaged.length} ${r.damaged.length === 1 ? 'problem' : 'problems'}` : ''}\n`,
           );
         }
         if (r.damaged.length) setExit(EXIT_DAMAGED);

@@ -1,11 +1,19 @@
+import { lstat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { isXferError } from '../core/errors.js';
-import { digestToHex, type ChunkId } from '../core/ids.js';
+import { digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
+import { createHasher } from '../hash/digest.js';
+import { readSequential } from '../io/direct.js';
 import { openManifest } from '../manifest/reader.js';
 import type { ChunkStore, ManifestStore } from '../store/store.js';
 import { Window } from './window.js';
 
-export type DamageKind = 'missing' | 'corrupt' | 'manifest';
+/**
+ * missing/corrupt: a stored chunk; manifest: a manifest that does not parse; file: a
+ * rebuilt file that is gone, of another type or size, or does not hash to its digest.
+ */
+export type DamageKind = 'missing' | 'corrupt' | 'manifest' | 'file';
 
 export interface Damage {
   readonly manifest: string;
@@ -21,7 +29,20 @@ export interface VerifyReport {
   readonly files: number;
   readonly chunks: number;
   readonly bytes: number;
+  /** Rebuilt files read and re-hashed (0 unless `files` was given). */
+  readonly filesChecked: number;
   readonly damaged: readonly Damage[];
+}
+
+export interface VerifyOptions {
+  readonly signal?: AbortSignal;
+  /**
+   * Where each manifest's target is rebuilt (a local destination's directory, a server's
+   * `files/`): when given, every file entry's rebuilt copy is read and re-hashed against the
+   * manifest's whole-file digest, so a copy damaged on disk (even with its mtime kept) is
+   * found. A target that is not there at all is reported as damage too.
+   */
+  readonly targetOf?: (name: string) => string;
 }
 
 export const VERIFY_CONCURRENCY = 16;
@@ -35,9 +56,10 @@ export const MAX_DAMAGE_REPORTED = 10_000;
  * and re-hashed by the store). Never throws for damage: it is collected in the report.
  */
 export async function verifyManifests(
-  manifests: ManifestStore, chunks: ChunkStore, names: readonly string[], options: { signal?: AbortSignal } = {},
+  manifests: ManifestStore, chunks: ChunkStore, names: readonly string[], options: VerifyOptions = {},
 ): Promise<VerifyReport> {
   const { signal } = options;
+  let filesChecked = 0;
   const damaged: Damage[] = [];
   const verified = new Set<string>();
   const window = new Window(VERIFY_CONCURRENCY, Number.MAX_SAFE_INTEGER);
@@ -53,10 +75,23 @@ export async function verifyManifests(
     try {
       const reader = await openManifest(await manifests.getManifest(name, { signal }), { signal });
       const algorithm = reader.header.digestAlgorithm;
+      const target = options.targetOf?.(name);
       for await (const ev of reader.events()) {
         if (ev.kind === 'entry') {
           path = ev.meta.path;
           if (ev.meta.type === 'file') files++;
+          continue;
+        }
+        if (ev.kind === 'entryEnd') {
+          if (target === undefined) continue;
+          const filePath = path;
+          const file = filePath === '' ? target : join(target, ...filePath.split('/'));
+          const { size, digest } = ev;
+          filesChecked++;
+          await window.run(Math.max(size, 1), async () => {
+            const problem = await rebuiltFileProblem(file, size, algorithm, digest, signal);
+            if (problem) report({ manifest: name, path: filePath, kind: 'file', message: problem });
+          });
           continue;
         }
         if (ev.kind !== 'chunks') continue;
@@ -90,5 +125,25 @@ export async function verifyManifests(
     }
   }
   await window.drain();
-  return { manifests: names.length, files, chunks: chunkCount, bytes, damaged };
+  return { manifests: names.length, files, chunks: chunkCount, bytes, filesChecked, damaged };
+}
+
+/** Why the rebuilt copy at `path` is not the manifest's file, or undefined if it is. */
+async function rebuiltFileProblem(path: string, size: number, algorithm: DigestAlgorithm, digest: Uint8Array, signal?: AbortSignal): Promise<string | undefined> {
+  const st = await lstat(path).catch((err: NodeJS.ErrnoException) => err);
+  if (st instanceof Error) return st.code === 'ENOENT' ? 'the rebuilt file is missing' : `the rebuilt file cannot be read (${st.code ?? st.message})`;
+  if (!st.isFile()) return 'the rebuilt copy is not a regular file';
+  if (st.size !== size) return `the rebuilt file has ${st.size} bytes, the manifest says ${size}`;
+  const hasher = createHasher(algorithm);
+  try {
+    for await (const piece of readSequential(path, size)) {
+      throwIfAborted(signal);
+      hasher.update(piece);
+    }
+  } catch (err) {
+    if (isXferError(err, 'XFER_ABORTED')) throw err;
+    return `the rebuilt file cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
+  }
+  const got = hasher.digest();
+  return got.equals(digest) ? undefined : `the rebuilt file's content differs from its manifest (digest ${digestToHex(got)}, expected ${digestToHex(digest)})`;
 }
