@@ -21,7 +21,13 @@ const MAX_PUSH_ROUNDS = 3;
 
 export type PushSource = string | { readonly stream: StreamSource; readonly name: string };
 
-export interface PushOptions extends TransferPushOptions, Omit<RemoteOptions, 'signal'> {}
+export interface PushOptions extends TransferPushOptions, Omit<RemoteOptions, 'signal'> {
+  /**
+   * To a local target: told when another process is pushing to the same target (its
+   * `<host>~<pid>`), and this push waits for it to finish (see LocalDestination.begin).
+   */
+  readonly onLockWait?: (holder: string) => void;
+}
 
 export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
   readonly signal?: AbortSignal;
@@ -63,7 +69,7 @@ export async function push(source: PushSource, destination: string, options: Pus
     }
   } else {
     refuseLocalLimit(options);
-    dest = await LocalDestination.open(localTargetOf(await resolvePushTarget(sourceName, destination)), { signal: options.signal });
+    dest = await LocalDestination.open(localTargetOf(await resolvePushTarget(sourceName, destination)), { signal: options.signal, onLockWait: options.onLockWait });
   }
   const started = performance.now();
   // What earlier runs sent (see below), as their last progress reports said.

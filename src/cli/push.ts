@@ -41,6 +41,9 @@ export function registerPush(program: Command, signal: AbortSignal): void {
         onProgress: (p) => progress.update(p.bytesScanned, p.bytesTotal, `, ${formatBytes(p.bytesSent)} sent`),
         onRetry: (e) => progress.retrying(e),
         onSkip: (s) => process.stderr.write(`xfer: skipped ${s.path}: ${s.reason}\n`),
+        onLockWait: (holder) => {
+          if (!flags.quiet) process.stderr.write(`xfer: waiting for another push to the same target to finish (${holder})\n`);
+        },
       });
       progress.done();
       if (flags.json) {
