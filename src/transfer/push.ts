@@ -1,5 +1,5 @@
 import type { Stats } from 'node:fs';
-import { rm, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULT_CHUNKER, validateChunkerSpec } from '../chunker/params.js';
 import { throwIfAborted } from '../core/abort.js';
@@ -7,7 +7,7 @@ import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
 import type { ChunkerSpec, ChunkId, DigestAlgorithm } from '../core/ids.js';
 import { digestKey, digestToHex } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
-import { makeTempDir } from '../io/temp.js';
+import { makeTempDir, removeTempDir } from '../io/temp.js';
 import { ManifestWriter } from '../manifest/writer.js';
 import type { ChunkRecord, EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { ScanPool } from '../scan/pool.js';
@@ -254,7 +254,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
     await session.abort().catch(() => {});
     throw err;
   } finally {
-    await rm(tmp, { recursive: true, force: true }).catch(() => {});
+    await removeTempDir(tmp);
     if (ownPool) await pool.close();
   }
 }
