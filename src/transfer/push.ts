@@ -58,6 +58,11 @@ export interface PushResult {
   readonly chunksReused: number;
   readonly seconds: number;
   readonly digest: string;
+  /**
+   * Entries of the tree the copy lacks (WalkSkip.lost: names or symlink targets that are
+   * not valid UTF-8), each reported through onSkip: the push is partial if this is not 0.
+   */
+  readonly entriesLost: number;
 }
 
 export const DEFAULT_PUT_CONCURRENCY = 32;
@@ -104,6 +109,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
 
   let kind: ManifestKind;
   let bytesTotal = 0;
+  let entriesLost = 0;
   let st: Stats | undefined;
   if (typeof source === 'string') {
     st = await statSource(source);
@@ -180,7 +186,11 @@ export async function push(source: PushSource, destination: PushDestination, opt
       // order; a directory's is awaited before anything after it (its files) starts.
       const ahead: { entry: SourceEntry; scan?: FileScan; opened?: Promise<FileSink | undefined>; known?: KnownFile; readFromMs?: number }[] = [];
       let aheadBytes = 0;
-      const walker = walkTree(source, { signal, onSkip: options.onSkip });
+      const onSkip = (s: WalkSkip) => {
+        if (s.lost) entriesLost++;
+        options.onSkip?.(s);
+      };
+      const walker = walkTree(source, { signal, onSkip });
       let walkDone = false;
       const fill = async () => {
         while (!walkDone && ahead.length < LOOKAHEAD_FILES && aheadBytes < LOOKAHEAD_BYTES) {
@@ -247,6 +257,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
       chunksReused: header.chunkCount - s.chunksSent,
       seconds: (performance.now() - started) / 1000,
       digest: digestToHex(header.digest),
+      entriesLost,
     };
   } catch (err) {
     await finishes.drain().catch(() => {});
