@@ -1,4 +1,3 @@
-import { Readable } from 'node:stream';
 import { Client, H2CClient, type Dispatcher } from 'undici';
 import { abortedError, throwIfAborted } from '../core/abort.js';
 import {
@@ -190,11 +189,12 @@ export class HttpStore implements ChunkStore, ManifestStore {
     }
     this.batchBytes = Math.max(1, Math.min(UPLOAD_BATCH_BYTES, info.maxBatchBytes - info.maxChunkBytes - 4 - DIGEST_BYTES));
     // An abort of the store's signal tears its connections down at once, before undici
-    // resets its streams one by one (it listens later, per request): resetting streams
-    // whose request bodies were being written (paced uploads under --bwlimit) sent Node's
-    // HTTP/2 session (v20.20) into an endless native loop (Http2Session::SendPendingData,
-    // gigabytes of frames per second) that no signal handler could interrupt. Nothing is
-    // sent after an abort, so the connections have nothing left to finish.
+    // resets its streams one by one (it listens later, per request): nothing is sent after
+    // an abort, so the connections have nothing left to finish. Resetting streams whose
+    // request bodies were being piped in (paced uploads under --bwlimit, as Readables then)
+    // sent Node's HTTP/2 session (v20.20) into an endless native loop
+    // (Http2Session::SendPendingData, gigabytes per second) that no signal handler could
+    // interrupt; streamed bodies are now async iterables as well (see sendBatch).
     const onAbort = () => this.destroyConnections();
     if (signal?.aborted) onAbort();
     else signal?.addEventListener('abort', onAbort, { once: true });
@@ -481,7 +481,11 @@ export class HttpStore implements ChunkStore, ManifestStore {
           const rest = attempt === 0 ? body : await this.stillMissing(algorithm, body, signal);
           if (rest.length === 0) return;
           const limit = this.upLimit;
-          const upload = limit ? Readable.from(paced(rest, limit, PACED_PIECE_BYTES, signal), { objectMode: false }) : rest;
+          // Paced, the body is an async iterable, which undici writes piece by piece, waiting
+          // for each to drain; as a Readable it was piped into the HTTP/2 stream, and a reset
+          // of such a stream mid-body (an abort, a timeout) could spin Node's session (see the
+          // constructor).
+          const upload = limit ? (paced(rest, limit, PACED_PIECE_BYTES, signal) as unknown as CallOptions['body']) : rest;
           await this.exchange({ method: 'POST', path: `/v1/chunks?algorithm=${algorithm}`, body: upload, signal }, drain);
         }, signal);
         // A 2xx answer comes after the server read the whole body: the buffer is free.
@@ -608,7 +612,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
       headers: this.headers,
       method: 'POST',
       path: `/v1/stage/${encodePath(name)}?${query}`,
-      body: Readable.from(list.body(), { objectMode: false }),
+      body: list.body() as unknown as CallOptions['body'], // an async iterable: see sendBatch
       signal: list.signal,
       // The answer comes after the commit, however long the push takes.
       headersTimeout: 0,
