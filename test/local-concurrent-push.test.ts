@@ -81,7 +81,7 @@ describe('two pushes to one local target at once', () => {
     assert.deepEqual(await readdir(join(backup, '.xfer', 'locks')), [], 'no lock is left behind');
   });
 
-  it('a lock left by a dead process is broken; a live holder is waited for', async () => {
+  it('a lock left by a dead process is broken, with its drafts; a live holder is waited for', { timeout: 5_000 }, async () => {
     const file = join(dir, 'locks', 't');
     await mkdir(join(dir, 'locks'));
     // A pid that is not running: a child that has exited.
@@ -90,7 +90,14 @@ describe('two pushes to one local target at once', () => {
       c.on('exit', () => resolve(c.pid!));
     });
     await writeFile(file, `${OWNER_HOST}~${dead} 0123456789abcdef\n`);
+    // The draft of a process killed while it waited, and a live process's (this one's).
+    const deadDraft = `t.${OWNER_HOST}~${dead}-0a1b2c.new`;
+    const liveDraft = `t.${OWNER_HOST}~${process.pid}-3d4e5f.new`;
+    await writeFile(join(dir, 'locks', deadDraft), 'x');
+    await writeFile(join(dir, 'locks', liveDraft), 'x');
     const lock = await acquireLock(file);
+    assert.deepEqual((await readdir(join(dir, 'locks'))).sort(), [liveDraft, 't'].sort(), 'the dead draft is removed');
+    await rm(join(dir, 'locks', liveDraft));
     assert.match(await readFile(file, 'utf8'), new RegExp(`^${OWNER_HOST}~${process.pid} `));
     let waitedFor: string | undefined;
     const controller = new AbortController();

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { link, mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
 import { sleepUnlessAborted, throwIfAborted } from '../core/abort.js';
 import { fromSystemError } from '../core/errors.js';
 import { OWNER_TAG, ownerGone } from '../io/owner.js';
@@ -38,6 +38,7 @@ export async function acquireLock(file: string, options: LockOptions = {}): Prom
   let pollMs = LOCK_FIRST_POLL_MS;
   try {
     await writeDraft(draft, content);
+    await removeDeadDrafts(file);
     for (;;) {
       throwIfAborted(signal);
       try {
@@ -70,6 +71,23 @@ export async function acquireLock(file: string, options: LockOptions = {}): Prom
       if ((await readHolder(file))?.text === content) await unlink(file).catch(() => {});
     },
   };
+}
+
+/** `<lock>.<host>~<pid>-<random>.new` or `.stale`: a draft or a lock moved aside, with its owner. */
+const SIDE_FILE_RE = /^\.([^~]+~\d+)-[0-9a-f]+\.(?:new|stale)$/;
+
+/**
+ * Removes the drafts (and stale locks moved aside) of `file` left by processes of this host
+ * that were killed while they waited or broke a lock. Best effort: a leftover is harmless.
+ */
+async function removeDeadDrafts(file: string): Promise<void> {
+  const dir = dirname(file);
+  const base = basename(file);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  for (const name of names) {
+    const owner = name.startsWith(base) ? SIDE_FILE_RE.exec(name.slice(base.length))?.[1] : undefined;
+    if (owner && ownerGone(owner)) await unlink(join(dir, name)).catch(() => {});
+  }
 }
 
 async function writeDraft(draft: string, content: string): Promise<void> {
