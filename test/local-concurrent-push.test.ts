@@ -10,8 +10,8 @@ import { OWNER_HOST } from '../src/io/owner.js';
 import { acquireLock } from '../src/store/lock.js';
 import { runCli } from './helpers/cli.js';
 
-const API_ROUNDS = 20;
-const CLI_ROUNDS = 3;
+const API_ROUNDS = 12;
+const CLI_ROUNDS = 2;
 
 /** Every file under `root`, by relative path, with its content. */
 async function treeContents(root: string): Promise<Map<string, string>> {
