@@ -1,5 +1,4 @@
 import { createWriteStream } from 'node:fs';
-import { rm } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -8,7 +7,7 @@ import { InvalidArgumentError, isXferError } from './core/errors.js';
 import type { RemoteOptions } from './endpoint/http.js';
 import { isRemote, parseRemote } from './endpoint/remote.js';
 import { LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName } from './endpoint/local.js';
-import { makeTempDir } from './io/temp.js';
+import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifestFile } from './manifest/reader.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
 import { ScanPool } from './scan/pool.js';
@@ -21,7 +20,13 @@ const MAX_PUSH_ROUNDS = 3;
 
 export type PushSource = string | { readonly stream: StreamSource; readonly name: string };
 
-export interface PushOptions extends TransferPushOptions, Omit<RemoteOptions, 'signal'> {}
+export interface PushOptions extends TransferPushOptions, Omit<RemoteOptions, 'signal'> {
+  /**
+   * To a local target: told when another process is pushing to the same target (its
+   * `<host>~<pid>`), and this push waits for it to finish (see LocalDestination.begin).
+   */
+  readonly onLockWait?: (holder: string) => void;
+}
 
 export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
   readonly signal?: AbortSignal;
@@ -63,7 +68,7 @@ export async function push(source: PushSource, destination: string, options: Pus
     }
   } else {
     refuseLocalLimit(options);
-    dest = await LocalDestination.open(localTargetOf(await resolvePushTarget(sourceName, destination)), { signal: options.signal });
+    dest = await LocalDestination.open(localTargetOf(await resolvePushTarget(sourceName, destination)), { signal: options.signal, onLockWait: options.onLockWait });
   }
   const started = performance.now();
   // What earlier runs sent (see below), as their last progress reports said.
@@ -138,7 +143,7 @@ export async function pull(source: string, destination: string, options: PullOpt
     const result = await reconstruct(reader, store, target, { signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, ...quick });
     return { ...result, target };
   } finally {
-    await rm(tmp, { recursive: true, force: true }).catch(() => {});
+    await removeTempDir(tmp);
     if (ownPool) await pool.close();
     await store.close();
   }

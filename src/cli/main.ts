@@ -27,6 +27,8 @@ Exit codes:
   13   a request was over the server's limits
   14   the server was unreachable, the connection broke (after --retries) or the
        server broke the protocol
+  23   partial transfer: some entries could not be copied (names or symlink
+       targets that are not valid UTF-8, each reported); the rest was
   70   internal error
   130  interrupted
 `;
@@ -48,7 +50,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     .addHelpText('after', EXIT_HELP)
     .showHelpAfterError('(run xfer --help for usage)');
   registerChunk(program);
-  registerPush(program, controller.signal);
+  registerPush(program, controller.signal, (c) => (exitCode = c));
   registerPull(program, controller.signal);
   registerVerify(program, controller.signal, (c) => (exitCode = c));
   registerManifest(program, controller.signal);

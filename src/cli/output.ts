@@ -6,6 +6,8 @@ import { formatBytes } from '../core/sizes.js';
 export const EXIT_OK = 0;
 export const EXIT_DAMAGED = 1;
 export const EXIT_USAGE = 2;
+/** Some entries of a tree could not be copied (each reported on stderr); the rest was. rsync's code. */
+export const EXIT_PARTIAL = 23;
 
 /** The one place an error becomes a line on stderr and an exit code. No stack traces. */
 export function reportError(err: unknown): number {

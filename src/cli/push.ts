@@ -5,7 +5,7 @@ import { push } from '../api.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { formatBytes, MiB } from '../core/sizes.js';
 import { chunkerOptions, chunkerSpecFrom, digestFrom, remoteFrom, remoteOptions, type ChunkerFlags, type RemoteFlags } from './options.js';
-import { printJson, Progress, rate } from './output.js';
+import { EXIT_PARTIAL, printJson, Progress, rate } from './output.js';
 
 interface PushFlags extends ChunkerFlags, RemoteFlags {
   json?: boolean;
@@ -14,7 +14,7 @@ interface PushFlags extends ChunkerFlags, RemoteFlags {
   checksum?: boolean;
 }
 
-export function registerPush(program: Command, signal: AbortSignal): void {
+export function registerPush(program: Command, signal: AbortSignal, setExitCode: (code: number) => void): void {
   const cmd = program
     .command('push')
     .description('store a file or tree at a destination and rebuild it there, sending only chunks the destination lacks')
@@ -41,6 +41,9 @@ export function registerPush(program: Command, signal: AbortSignal): void {
         onProgress: (p) => progress.update(p.bytesScanned, p.bytesTotal, `, ${formatBytes(p.bytesSent)} sent`),
         onRetry: (e) => progress.retrying(e),
         onSkip: (s) => process.stderr.write(`xfer: skipped ${s.path}: ${s.reason}\n`),
+        onLockWait: (holder) => {
+          if (!flags.quiet) process.stderr.write(`xfer: waiting for another push to the same target to finish (${holder})\n`);
+        },
       });
       progress.done();
       if (flags.json) {
@@ -52,6 +55,7 @@ export function registerPush(program: Command, signal: AbortSignal): void {
           chunksDelta: r.chunksDelta,
           chunksReused: r.chunksReused,
           seconds: r.seconds,
+          entriesLost: r.entriesLost,
         });
       } else if (!flags.quiet) {
         process.stdout.write(
@@ -59,6 +63,10 @@ export function registerPush(program: Command, signal: AbortSignal): void {
             `${r.chunksSent} sent (${formatBytes(r.bytesSent)}${r.chunksDelta > 0 ? `, ${r.chunksDelta} as deltas` : ''}), ${r.chunksReused} reused; ` +
             `${r.seconds.toFixed(2)} s, ${rate(r.bytesTotal, r.seconds)}\n`,
         );
+      }
+      if (r.entriesLost > 0) {
+        process.stderr.write(`xfer: partial transfer: ${r.entriesLost} ${r.entriesLost === 1 ? 'entry' : 'entries'} could not be copied (see above)\n`);
+        setExitCode(EXIT_PARTIAL);
       }
     } finally {
       progress.done();

@@ -6,6 +6,11 @@ export function throwIfAborted(signal: AbortSignal | undefined): void {
   if (signal?.aborted) throw new AbortedError(abortMessage(signal));
 }
 
+/** The AbortedError for `signal`, saying why it fired (e.g. "aborted: interrupted"), if it has. */
+export function abortedError(signal: AbortSignal | undefined): AbortedError {
+  return signal?.aborted ? new AbortedError(abortMessage(signal)) : new AbortedError();
+}
+
 function abortMessage(signal: AbortSignal): string {
   const r = signal.reason as unknown;
   if (r instanceof Error && r.name !== 'AbortError') return `aborted: ${r.message}`;

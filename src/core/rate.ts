@@ -1,4 +1,4 @@
-import { sleepUnlessAborted } from './abort.js';
+import { sleepUnlessAborted, throwIfAborted } from './abort.js';
 import { InvalidArgumentError } from './errors.js';
 
 /** Bytes a limiter lets through at once after a pause: a quarter of a second at its rate. */
@@ -33,6 +33,7 @@ export class RateLimiter {
 
   /** Waits until `bytes` may go; rejects with AbortedError if `signal` fires meanwhile. */
   async take(bytes: number, signal?: AbortSignal): Promise<void> {
+    throwIfAborted(signal); // an aborted taker leaves no debt for the others
     const now = performance.now();
     this.available = Math.min(this.burstBytes, this.available + ((now - this.updatedMs) / 1000) * this.bytesPerSecond);
     this.updatedMs = now;

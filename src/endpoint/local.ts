@@ -5,6 +5,7 @@ import { AlreadyExistsError, fromSystemError, InvalidArgumentError, NotFoundErro
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { sameFile, Staging, type StagedFile } from '../reconstruct/staging.js';
 import { LocalStore } from '../store/local.js';
+import type { HeldLock } from '../store/lock.js';
 import type { OpOptions } from '../store/store.js';
 import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
 import { KnownFiles, previousVersion } from '../transfer/known.js';
@@ -80,20 +81,42 @@ export class LocalDestination implements PushDestination {
   readonly description: string;
   private known: KnownFiles | undefined;
 
-  private constructor(readonly chunks: LocalStore, private readonly t: LocalTarget) {
+  private lock: HeldLock | undefined;
+
+  private constructor(readonly chunks: LocalStore, private readonly t: LocalTarget, private readonly onLockWait?: (holder: string) => void) {
     this.description = t.target;
   }
 
-  static async open(target: LocalTarget, options: OpOptions = {}): Promise<LocalDestination> {
+  /** `onLockWait` is told when another process is pushing to the same target, and this push waits for it. */
+  static async open(target: LocalTarget, options: OpOptions & { onLockWait?: (holder: string) => void } = {}): Promise<LocalDestination> {
     const store = await LocalStore.open(target.storeDir, { create: true, signal: options.signal });
-    return new LocalDestination(store, target);
+    return new LocalDestination(store, target, options.onLockWait);
   }
 
+  /**
+   * Takes the target's lock (LocalStore.lockTarget) for the whole session, until commit or
+   * abort: two pushes to one target run one after the other, from reading the current
+   * version (which files to link instead of writing) to the swap and the manifest, so the
+   * tree on disk and the stored manifest are always the same push's.
+   */
   async begin(kind: ManifestKind, options: BeginOptions = {}): Promise<PushSession> {
-    const staging = await Staging.create(this.t.target, kind, options);
+    const lock = (this.lock = await this.chunks.lockTarget(this.t.name, { signal: options.signal, onWait: this.onLockWait }));
+    let staging: Staging;
+    let known: KnownFiles | undefined;
     const store = this.chunks;
     const name = this.t.name;
-    const known = (this.known = KnownFiles.for(await previousVersion(store, name, kind, options), store, options));
+    try {
+      staging = await Staging.create(this.t.target, kind, options);
+      try {
+        known = this.known = KnownFiles.for(await previousVersion(store, name, kind, options), store, options);
+      } catch (err) {
+        await staging.abort().catch(() => {});
+        throw err;
+      }
+    } catch (err) {
+      await lock.release();
+      throw err;
+    }
     const current = (path: string) => this.currentCopy(path);
     return {
       async entry(meta: EntryMeta, o: EntryOptions = {}): Promise<FileSink | undefined> {
@@ -121,10 +144,20 @@ export class LocalDestination implements PushDestination {
         return undefined;
       },
       async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
-        await store.putManifest(name, createReadStream(manifestPath), opts);
-        await staging.commit(opts);
+        try {
+          await store.putManifest(name, createReadStream(manifestPath), opts);
+          await staging.commit(opts);
+        } finally {
+          await lock.release();
+        }
       },
-      abort: () => staging.abort(),
+      async abort() {
+        try {
+          await staging.abort();
+        } finally {
+          await lock.release();
+        }
+      },
     };
   }
 
@@ -140,6 +173,7 @@ export class LocalDestination implements PushDestination {
   }
 
   async close(): Promise<void> {
+    await this.lock?.release();
     await this.chunks.close();
   }
 }

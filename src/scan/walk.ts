@@ -1,9 +1,10 @@
-import { lstat as lstatCallback, type Dirent, type Stats } from 'node:fs';
+import { lstat as lstatCallback, type Stats } from 'node:fs';
 import { readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
 import type { EntryMeta } from '../manifest/types.js';
+import { escapeName, strictUtf8 } from './names.js';
 
 /** An entry of a source with where to read it. */
 export interface SourceEntry {
@@ -14,10 +15,17 @@ export interface SourceEntry {
   readonly mtimeExactMs: number;
 }
 
-/** Something a walk passed over (sockets, FIFOs, devices inside a tree), for the caller to report. */
+/**
+ * Something a walk passed over, for the caller to report: a socket, FIFO or device inside
+ * a tree (as rsync skips them), or an entry that cannot be carried (`lost`): a name, or a
+ * symlink target, that is not valid UTF-8. A transfer that lost entries is partial.
+ */
 export interface WalkSkip {
+  /** The path on disk, invalid bytes escaped (scan/names.ts escapeName). */
   readonly path: string;
   readonly reason: string;
+  /** True if the entry is a file, directory or symlink that the copy will lack. */
+  readonly lost: boolean;
 }
 
 function metaOf(st: Stats, path: string, type: EntryMeta['type'], linkTarget?: string): EntryMeta {
@@ -34,7 +42,13 @@ function metaOf(st: Stats, path: string, type: EntryMeta['type'], linkTarget?: s
 /** lstat calls in flight ahead of the walk's position in a directory. */
 const STAT_AHEAD = 32;
 
-const byteOrder = (a: Dirent, b: Dirent): number => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name));
+/** A directory entry: its name's bytes, and the name if they are valid UTF-8. */
+interface DirName {
+  readonly raw: Buffer;
+  readonly name: string | undefined;
+}
+
+const byteOrder = (a: DirName, b: DirName): number => Buffer.compare(a.raw, b.raw);
 
 /** lstat through the callback API: about half the main-thread cost of fs/promises' (measured on 8,600 entries). */
 function lstatCb(path: string): Promise<Stats> {
@@ -45,7 +59,7 @@ function lstatCb(path: string): Promise<Stats> {
 interface DirFrame {
   readonly abs: string;
   readonly rel: string;
-  readonly names: Dirent[];
+  readonly names: DirName[];
   readonly stats: (Promise<Stats> | undefined)[];
   next: number;
 }
@@ -60,12 +74,14 @@ interface DirFrame {
 export async function* walkTree(root: string, options: { signal?: AbortSignal; onSkip?: (s: WalkSkip) => void } = {}): AsyncGenerator<SourceEntry> {
   const open = async (abs: string, rel: string): Promise<DirFrame> => {
     throwIfAborted(options.signal);
-    let names: Dirent[];
+    let raw: Buffer[];
     try {
-      names = await readdir(abs, { withFileTypes: true });
+      // As bytes: a name that is not valid UTF-8 would come back altered (see names.ts).
+      raw = await readdir(abs, { encoding: 'buffer' });
     } catch (err) {
       throw fromSystemError(err, abs, 'read directory');
     }
+    const names = raw.map((r) => ({ raw: r, name: strictUtf8(r) }));
     names.sort(byteOrder);
     return { abs, rel, names, stats: new Array(names.length), next: 0 };
   };
@@ -73,8 +89,9 @@ export async function* walkTree(root: string, options: { signal?: AbortSignal; o
   // many small files waited a thread-pool round trip per entry.
   const statFrom = (f: DirFrame, i: number): void => {
     for (let k = i; k < Math.min(f.names.length, i + STAT_AHEAD); k++) {
-      if (f.stats[k]) continue;
-      const p = lstatCb(join(f.abs, f.names[k]!.name));
+      const name = f.names[k]!.name;
+      if (f.stats[k] || name === undefined) continue;
+      const p = lstatCb(join(f.abs, name));
       p.catch(() => {}); // awaited in order below
       f.stats[k] = p;
     }
@@ -87,10 +104,14 @@ export async function* walkTree(root: string, options: { signal?: AbortSignal; o
       continue;
     }
     const i = f.next++;
-    const d = f.names[i]!;
-    const abs = join(f.abs, d.name);
-    const rel = f.rel ? `${f.rel}/${d.name}` : d.name;
-    if (d.name.includes('\\')) throw new InvalidArgumentError(`${abs}: names containing a backslash are not supported`);
+    const { raw, name } = f.names[i]!;
+    if (name === undefined) {
+      options.onSkip?.({ path: join(f.abs, escapeName(raw)), reason: 'its name is not valid UTF-8, which a manifest cannot hold', lost: true });
+      continue;
+    }
+    const abs = join(f.abs, name);
+    const rel = f.rel ? `${f.rel}/${name}` : name;
+    if (name.includes('\\')) throw new InvalidArgumentError(`${abs}: names containing a backslash are not supported`);
     statFrom(f, i);
     let st: Stats;
     try {
@@ -105,15 +126,20 @@ export async function* walkTree(root: string, options: { signal?: AbortSignal; o
     } else if (st.isFile()) {
       yield { meta: metaOf(st, rel, 'file'), absPath: abs, mtimeExactMs: st.mtimeMs };
     } else if (st.isSymbolicLink()) {
-      let target: string;
+      let targetBytes: Buffer;
       try {
-        target = await readlink(abs);
+        targetBytes = await readlink(abs, { encoding: 'buffer' });
       } catch (err) {
         throw fromSystemError(err, abs, 'read link');
       }
+      const target = strictUtf8(targetBytes);
+      if (target === undefined) {
+        options.onSkip?.({ path: abs, reason: `its target ${escapeName(targetBytes)} is not valid UTF-8, which a manifest cannot hold`, lost: true });
+        continue;
+      }
       yield { meta: metaOf(st, rel, 'symlink', target), absPath: abs, mtimeExactMs: st.mtimeMs };
     } else {
-      options.onSkip?.({ path: abs, reason: 'not a regular file, directory or symlink' });
+      options.onSkip?.({ path: abs, reason: 'not a regular file, directory or symlink', lost: false });
     }
   }
 }

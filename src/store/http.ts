@@ -1,8 +1,7 @@
-import { Readable } from 'node:stream';
 import { Client, H2CClient, type Dispatcher } from 'undici';
-import { throwIfAborted } from '../core/abort.js';
+import { abortedError, throwIfAborted } from '../core/abort.js';
 import {
-  AbortedError, ChunkCorruptError, ChunkMissingError, InvalidArgumentError, ProtocolError, XferError, type ErrorCode,
+  ChunkCorruptError, ChunkMissingError, InvalidArgumentError, ProtocolError, XferError, type ErrorCode,
 } from '../core/errors.js';
 import { ByteQueue, SlabAllocator } from '../core/bytes.js';
 import { checkRate, paced, RateLimiter } from '../core/rate.js';
@@ -168,6 +167,9 @@ export class HttpStore implements ChunkStore, ManifestStore {
   /** The connection of stages (see openStage), made on first use. */
   private stageClient: Dispatcher | undefined;
 
+  /** Stops listening to the store's signal (HttpStoreOptions.signal). */
+  private readonly unlisten: () => void;
+
   private constructor(
     readonly base: URL,
     private readonly client: Dispatcher,
@@ -178,6 +180,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
     private readonly onRetry?: (event: RetryEvent) => void,
     bwlimitBytesPerSecond?: number,
     private readonly answerTimeoutMs = ANSWER_TIMEOUT_MS,
+    private readonly signal?: AbortSignal,
   ) {
     this.headers = token ? { authorization: `Bearer ${token}` } : {};
     if (bwlimitBytesPerSecond !== undefined) {
@@ -185,6 +188,17 @@ export class HttpStore implements ChunkStore, ManifestStore {
       this.downLimit = new RateLimiter(bwlimitBytesPerSecond);
     }
     this.batchBytes = Math.max(1, Math.min(UPLOAD_BATCH_BYTES, info.maxBatchBytes - info.maxChunkBytes - 4 - DIGEST_BYTES));
+    // An abort of the store's signal tears its connections down at once, before undici
+    // resets its streams one by one (it listens later, per request): nothing is sent after
+    // an abort, so the connections have nothing left to finish. Resetting streams whose
+    // request bodies were being piped in (paced uploads under --bwlimit, as Readables then)
+    // sent Node's HTTP/2 session (v20.20) into an endless native loop
+    // (Http2Session::SendPendingData, gigabytes per second) that no signal handler could
+    // interrupt; streamed bodies are now async iterables as well (see sendBatch).
+    const onAbort = () => this.destroyConnections();
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+    this.unlisten = () => signal?.removeEventListener('abort', onAbort);
   }
 
   static async connect(url: string | URL, options: HttpStoreOptions = {}): Promise<HttpStore> {
@@ -204,7 +218,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
       await client.close().catch(() => {});
       throw new ProtocolError(`${base.origin} speaks xfer protocol ${info.protocol}; this client speaks 1`);
     }
-    return new HttpStore(base, client, info, options.token, () => makeClient(base, options), options.retry, options.onRetry, options.bwlimitBytesPerSecond, options.answerTimeoutMs);
+    return new HttpStore(base, client, info, options.token, () => makeClient(base, options), options.retry, options.onRetry, options.bwlimitBytesPerSecond, options.answerTimeoutMs, options.signal);
   }
 
   /**
@@ -224,16 +238,19 @@ export class HttpStore implements ChunkStore, ManifestStore {
 
   /** One request and the reading of its answer, once; any failure is an XferError (a break a TransientError). */
   private async exchange<T>(opts: CallOptions, read: (res: Dispatcher.ResponseData) => Promise<T>): Promise<T> {
+    const signal = opts.signal ?? this.signal;
+    throwIfAborted(signal);
     const res = await call(this.client, this.base, {
       headersTimeout: this.answerTimeoutMs,
       bodyTimeout: this.answerTimeoutMs,
       ...opts,
+      signal,
       headers: { ...this.headers, ...opts.headers },
     });
     try {
       return await read(res);
     } catch (err) {
-      throw transportError(err, this.base, opts.signal);
+      throw transportError(err, this.base, signal);
     }
   }
 
@@ -242,13 +259,16 @@ export class HttpStore implements ChunkStore, ManifestStore {
     return this.retries;
   }
 
-  /** Runs `op` under this store's retry policy; see core/retry.ts. */
+  /**
+   * Runs `op` under this store's retry policy; see core/retry.ts. An abort, of `signal` or
+   * of the store's own, is never retried.
+   */
   private retrying<T>(op: (attempt: number) => Promise<T>, signal?: AbortSignal): Promise<T> {
     const onRetry = (event: RetryEvent) => {
       this.retries++;
       this.onRetry?.(event);
     };
-    return retrying(op, { policy: this.retry, transient: isTransient, signal, onRetry, exhausted: gaveUp });
+    return retrying(op, { policy: this.retry, transient: isTransient, signal: signal ?? this.signal, onRetry, exhausted: gaveUp });
   }
 
   async has(ids: readonly ChunkId[], options: OpOptions = {}): Promise<boolean[]> {
@@ -461,7 +481,11 @@ export class HttpStore implements ChunkStore, ManifestStore {
           const rest = attempt === 0 ? body : await this.stillMissing(algorithm, body, signal);
           if (rest.length === 0) return;
           const limit = this.upLimit;
-          const upload = limit ? Readable.from(paced(rest, limit, PACED_PIECE_BYTES, signal), { objectMode: false }) : rest;
+          // Paced, the body is an async iterable, which undici writes piece by piece, waiting
+          // for each to drain; as a Readable it was piped into the HTTP/2 stream, and a reset
+          // of such a stream mid-body (an abort, a timeout) could spin Node's session (see the
+          // constructor).
+          const upload = limit ? (paced(rest, limit, PACED_PIECE_BYTES, signal) as unknown as CallOptions['body']) : rest;
           await this.exchange({ method: 'POST', path: `/v1/chunks?algorithm=${algorithm}`, body: upload, signal }, drain);
         }, signal);
         // A 2xx answer comes after the server read the whole body: the buffer is free.
@@ -588,7 +612,7 @@ export class HttpStore implements ChunkStore, ManifestStore {
       headers: this.headers,
       method: 'POST',
       path: `/v1/stage/${encodePath(name)}?${query}`,
-      body: Readable.from(list.body(), { objectMode: false }),
+      body: list.body() as unknown as CallOptions['body'], // an async iterable: see sendBatch
       signal: list.signal,
       // The answer comes after the commit, however long the push takes.
       headersTimeout: 0,
@@ -640,10 +664,27 @@ export class HttpStore implements ChunkStore, ManifestStore {
     throw new InvalidArgumentError('deleting remote manifests is not supported');
   }
 
+  /** Sends what is queued (unless the store's signal was aborted) and closes the connections. */
   async close(): Promise<void> {
+    this.unlisten();
+    if (this.signal?.aborted) {
+      this.destroyConnections();
+      return;
+    }
     await this.flush().catch(() => {});
     await this.client.close().catch(() => {});
     await this.stageClient?.destroy().catch(() => {});
+  }
+
+  /** Drops the connections and whatever they carry; requests on them fail (see onAbort in the constructor). */
+  private destroyConnections(): void {
+    if (this.putTimer) clearImmediate(this.putTimer);
+    this.putTimer = undefined;
+    this.batches.clear();
+    this.deltas = [];
+    this.deltaBytes = 0;
+    void this.client.destroy().catch(() => {});
+    void this.stageClient?.destroy().catch(() => {});
   }
 }
 
@@ -835,7 +876,7 @@ const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHO
 
 function transportError(err: unknown, base: URL, signal?: AbortSignal): XferError {
   if (err instanceof XferError) return err;
-  if (signal?.aborted || (err as Error)?.name === 'AbortError') return new AbortedError();
+  if (signal?.aborted || (err as Error)?.name === 'AbortError') return abortedError(signal);
   const e = err as { code?: string; message?: string };
   const what = e.code === 'ECONNREFUSED' ? 'connection refused' : e.code ?? e.message ?? String(err);
   if (e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT') return new TransientError(`${base.origin} stopped answering (${e.code})`, { cause: err });

@@ -13,6 +13,8 @@
  *   <dir>/tmp/                        temporary files, never read by name; ones older than
  *                                     STALE_TEMP_AGE_MS are leftovers of a crash and are
  *                                     removed at open
+ *   <dir>/locks/<name>                held while a push rebuilds and commits target
+ *                                     <name> (lockTarget); a dead process's is broken
  *
  * Readers ignore other files. A version 1 store (chunk files only) opens as it is; its
  * store.json becomes version 2 when the first pack is written, so that an older xfer,
@@ -76,6 +78,7 @@ import {
   type PackEntry,
 } from './pack.js';
 import type { ChunkStore, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions } from './store.js';
+import { acquireLock, type HeldLock, type LockOptions } from './lock.js';
 
 export const STORE_FORMAT = 'xfer-local-store';
 export const STORE_VERSION = 2;
@@ -379,6 +382,17 @@ export class LocalStore implements ChunkStore, ManifestStore {
       }
       this.openPacks.clear();
     }
+  }
+
+  /**
+   * Takes the lock of target `name`, `<dir>/locks/<name>` (store/lock.ts), waiting while
+   * another process holds it. A destination holds it from the rebuild of a target to the
+   * swap and the manifest's commit, so that the target on disk and its stored manifest
+   * are always of the same push.
+   */
+  lockTarget(name: string, options: LockOptions = {}): Promise<HeldLock> {
+    validateManifestName(name);
+    return acquireLock(path.join(this.dir, 'locks', ...name.split('/')), options);
   }
 
   /** Yields every committed chunk (of `algorithm`, or of all) and this store's pending ones; unordered. */

@@ -1,5 +1,5 @@
 import type { Stats } from 'node:fs';
-import { rm, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULT_CHUNKER, validateChunkerSpec } from '../chunker/params.js';
 import { throwIfAborted } from '../core/abort.js';
@@ -7,7 +7,7 @@ import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
 import type { ChunkerSpec, ChunkId, DigestAlgorithm } from '../core/ids.js';
 import { digestKey, digestToHex } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
-import { makeTempDir } from '../io/temp.js';
+import { makeTempDir, removeTempDir } from '../io/temp.js';
 import { ManifestWriter } from '../manifest/writer.js';
 import type { ChunkRecord, EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { ScanPool } from '../scan/pool.js';
@@ -58,6 +58,11 @@ export interface PushResult {
   readonly chunksReused: number;
   readonly seconds: number;
   readonly digest: string;
+  /**
+   * Entries of the tree the copy lacks (WalkSkip.lost: names or symlink targets that are
+   * not valid UTF-8), each reported through onSkip: the push is partial if this is not 0.
+   */
+  readonly entriesLost: number;
 }
 
 export const DEFAULT_PUT_CONCURRENCY = 32;
@@ -104,6 +109,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
 
   let kind: ManifestKind;
   let bytesTotal = 0;
+  let entriesLost = 0;
   let st: Stats | undefined;
   if (typeof source === 'string') {
     st = await statSource(source);
@@ -180,7 +186,11 @@ export async function push(source: PushSource, destination: PushDestination, opt
       // order; a directory's is awaited before anything after it (its files) starts.
       const ahead: { entry: SourceEntry; scan?: FileScan; opened?: Promise<FileSink | undefined>; known?: KnownFile; readFromMs?: number }[] = [];
       let aheadBytes = 0;
-      const walker = walkTree(source, { signal, onSkip: options.onSkip });
+      const onSkip = (s: WalkSkip) => {
+        if (s.lost) entriesLost++;
+        options.onSkip?.(s);
+      };
+      const walker = walkTree(source, { signal, onSkip });
       let walkDone = false;
       const fill = async () => {
         while (!walkDone && ahead.length < LOOKAHEAD_FILES && aheadBytes < LOOKAHEAD_BYTES) {
@@ -247,6 +257,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
       chunksReused: header.chunkCount - s.chunksSent,
       seconds: (performance.now() - started) / 1000,
       digest: digestToHex(header.digest),
+      entriesLost,
     };
   } catch (err) {
     await finishes.drain().catch(() => {});
@@ -254,7 +265,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
     await session.abort().catch(() => {});
     throw err;
   } finally {
-    await rm(tmp, { recursive: true, force: true }).catch(() => {});
+    await removeTempDir(tmp);
     if (ownPool) await pool.close();
   }
 }
