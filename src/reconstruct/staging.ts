@@ -273,7 +273,7 @@ export class Staging {
       await chmod(p, meta.mode);
       await utimes(p, meta.mtimeMs / 1000, meta.mtimeMs / 1000);
       if (this.kind === 'tree') this.unsynced.push(p);
-      else await fsyncPath(p);
+      else await fsyncPath(p, this.shown(meta.path));
     } catch (err) {
       throw fromSystemError(err, this.shown(meta.path), 'copy unchanged file');
     }
@@ -333,10 +333,10 @@ export class Staging {
     }
     if (this.kind === 'tree') {
       if (!(await syncFilesystem(this.root))) {
-        for (const f of this.unsynced) await fsyncPath(f);
-        for (const d of this.dirs) await fsyncPath(this.pathOf(d.path));
+        for (const f of this.unsynced) await fsyncPath(f, this.target);
+        for (const d of this.dirs) await fsyncPath(this.pathOf(d.path), this.shown(d.path));
       }
-      await fsyncPath(this.root);
+      await fsyncPath(this.root, this.target);
     }
     // The renames go by name: the way to the target is checked again just before them.
     if (this.confineTo) await checkConfined(this.confineTo.root, this.confineTo.segments);
