@@ -111,3 +111,36 @@ export function segmentsBelow(root: string, target: string): string[] {
   }
   return rel.split(sep);
 }
+
+/**
+ * Answers whether a path below `root` is reached through real directories only (every
+ * component before the last lstat'ed as a directory, none a symlink), caching each
+ * directory's answer: a tree's files come in pre-order, so this costs an lstat per
+ * directory, not per file. For reading or linking the files of an existing tree by the
+ * paths of a manifest: the tree's own symlinks (or a directory a user swapped for one)
+ * must not lead there to files outside it.
+ */
+export class RealDirs {
+  private readonly known = new Map<string, Promise<boolean>>();
+
+  constructor(private readonly root: string) {}
+
+  /** `rel`: a '/'-separated path below the root; '' and single segments are always inside. */
+  async reaches(rel: string): Promise<boolean> {
+    const slash = rel.lastIndexOf('/');
+    return slash < 0 ? true : this.isRealDir(rel.slice(0, slash));
+  }
+
+  private isRealDir(dir: string): Promise<boolean> {
+    let answer = this.known.get(dir);
+    if (answer === undefined) {
+      answer = (async () => {
+        if (!(await this.reaches(dir))) return false;
+        const st = await lstat(join(this.root, ...dir.split('/'))).catch(() => undefined);
+        return st !== undefined && st.isDirectory();
+      })();
+      this.known.set(dir, answer);
+    }
+    return answer;
+  }
+}

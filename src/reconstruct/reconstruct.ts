@@ -7,7 +7,7 @@ import { digestToHex } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import { createHasher, digestOf, type Hasher } from '../hash/digest.js';
 import { DIRECT_MIN_FILE_BYTES, DirectRangeReader, readSequential } from '../io/direct.js';
-import { checkConfined, segmentsBelow } from '../io/safe-path.js';
+import { checkConfined, RealDirs, segmentsBelow } from '../io/safe-path.js';
 import type { ManifestReader } from '../manifest/reader.js';
 import type { ChunkRecord, EntryMeta, ManifestEvent, ManifestKind } from '../manifest/types.js';
 import type { ScanPool } from '../scan/pool.js';
@@ -182,6 +182,10 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   const finishes = new Window(FILES_IN_FLIGHT, Infinity);
   // Without a target (a first copy) no file of it can be reused: skip a stat per file.
   const targetExists = await stat(target).then(() => true, () => false);
+  // The existing tree's files are read and linked by the manifest's paths: never through a
+  // symlink of that tree (an old version's `l -> /elsewhere` where the new one has a
+  // directory `l`), which would read, or worse hard-link, a file outside the target.
+  const realDirs = new RealDirs(target);
   const open = new Set<OpenFile>();
   let file: OpenFile | undefined;
   try {
@@ -202,14 +206,14 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
             // as a content-defined seed only when a chunk is not found in place (insertions).
             const inPlace = [
               await InPlace.open(staging.previousPathOf(meta.path), staged, algorithm),
-              targetExists ? await InPlace.open(existing, staged, algorithm) : undefined,
+              targetExists && (await realDirs.reaches(meta.path)) ? await InPlace.open(existing, staged, algorithm) : undefined,
             ].filter((x): x is InPlace => x !== undefined);
             return { staged, inPlace };
           })();
           const indexExisting = pool && options.reuseTarget !== false && targetExists
             ? async () => {
                 const local = new SeedIndex(header.chunker, algorithm);
-                await local.add(existing, pool, signal);
+                if (await realDirs.reaches(meta.path)) await local.add(existing, pool, signal);
                 return local;
               }
             : undefined;
@@ -300,7 +304,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
           // keeps the file's own.
           const size = event.size;
           await finishes.run(0, async () => {
-            if ((await sameFile(existing, { ...previous, mode: diskMode(previous.mode) })) && (await staging.linkFile(meta, existing))) {
+            if ((await realDirs.reaches(meta.path)) && (await sameFile(existing, { ...previous, mode: diskMode(previous.mode) })) && (await staging.linkFile(meta, existing))) {
               bytesReused += size;
               bytesDone += size;
               progress();
