@@ -1,9 +1,10 @@
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { Staging } from '../src/reconstruct/staging.js';
 import { createServer } from '../src/server/server.js';
 import { runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
@@ -88,6 +89,31 @@ describe('staging leftovers: none is left behind, none blocks a later run, none 
     const r = await runCli(['push', src, `${dst}/`]);
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(await stagings(dst), [...users].sort());
+  });
+
+  it('directories made for a failed staging stay while another staging uses them, and go with the last of them', async () => {
+    const root = join(dir, 'made');
+    await mkdir(root);
+    const meta = { type: 'file' as const, path: '', mode: 0o644, mtimeMs: 0, size: 1 };
+    // A stage made n1/n2 and is discarded while the commit of a neighbour is about to write there.
+    const s1 = await Staging.create(join(root, 'n1', 'n2', 'a'), 'file', { confineTo: root });
+    const s2 = await Staging.create(join(root, 'n1', 'n2', 'b'), 'file', { confineTo: root });
+    await s1.abort();
+    assert.ok((await stat(join(root, 'n1', 'n2'))).isDirectory(), 'the directories in use were removed');
+    const f = await s2.openFile(meta);
+    await f.write(Buffer.from('b'), 0);
+    await f.finish(1);
+    await s2.abort();
+    assert.deepEqual(await readdir(root), [], 'the last failed staging removes them');
+
+    const s3 = await Staging.create(join(root, 'm1', 'a'), 'file', { confineTo: root });
+    const s4 = await Staging.create(join(root, 'm1', 'b'), 'file', { confineTo: root });
+    await s3.abort();
+    const g = await s4.openFile(meta);
+    await g.write(Buffer.from('b'), 0);
+    await g.finish(1);
+    await s4.commit();
+    assert.deepEqual(await readdir(join(root, 'm1')), ['b']);
   });
 
   it('a server start empties its own tmp directory', async () => {

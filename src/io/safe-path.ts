@@ -11,7 +11,7 @@
  * directory for a symlink between the check and the use, which a name-based API cannot
  * close (and which needs write access to the root itself).
  */
-import { lstat, mkdir, rmdir } from 'node:fs/promises';
+import { lstat, mkdir } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import { AlreadyExistsError, fromSystemError, InvalidArgumentError } from '../core/errors.js';
 
@@ -22,7 +22,7 @@ export const NAME_MAX_BYTES = 255;
 
 /**
  * What confinedParent made: directories created for a target, outermost first, so a failed
- * staging can remove them again (removeCreatedDirs).
+ * staging can remove them again.
  */
 export type CreatedDirs = string[];
 
@@ -81,20 +81,6 @@ async function lstatOrUndefined(p: string, rel: string) {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw fromSystemError(err, rel, 'stat');
-  }
-}
-
-/**
- * Removes the directories a failed staging created (innermost first), each only if it is
- * empty: a concurrent commit that put something in one keeps it. Best effort.
- */
-export async function removeCreatedDirs(created: CreatedDirs): Promise<void> {
-  for (let i = created.length - 1; i >= 0; i--) {
-    try {
-      await rmdir(created[i]!);
-    } catch {
-      return; // not empty (someone else's now) or gone: the ones above stay too
-    }
   }
 }
 

@@ -2,13 +2,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, constants, fchmodSync, futimesSync, open as openCallback, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { FileHandle } from 'node:fs/promises';
-import { chmod, copyFile, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, unlink, utimes } from 'node:fs/promises';
+import { chmod, copyFile, link, lstat, lutimes, mkdir, open, readdir, rename, rm, rmdir, symlink, unlink, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { AlreadyExistsError, fromSystemError, VerifyFailedError } from '../core/errors.js';
 import { DirectBlockWriter, DIRECT_MIN_FILE_BYTES, openDirect } from '../io/direct.js';
-import { checkConfined, confinedParent, removeCreatedDirs, segmentsBelow, type CreatedDirs } from '../io/safe-path.js';
+import { checkConfined, confinedParent, segmentsBelow, type CreatedDirs } from '../io/safe-path.js';
 import { fsyncPath, syncFilesystem } from '../io/sync.js';
 import type { EntryMeta, ManifestKind } from '../manifest/types.js';
 
@@ -85,6 +85,48 @@ async function removeOrphanedStagings(parent: string, name: string): Promise<voi
   }
 }
 
+/**
+ * The directories on the way to the targets of the stagings alive in this process, with
+ * how many use each; and of those, the ones a staging made. A staging that fails removes
+ * the directories made for it (or for another failed staging) that no live staging uses:
+ * a server's stage discarded while the commit of the same path rebuilds in the directories
+ * the stage made must not lose them, and the last of the two to fail removes them.
+ */
+const dirsInUse = new Map<string, number>();
+const madeDirs = new Set<string>();
+
+/** See madeDirs: `chain` is a staging's parent directory and those above it, innermost first. */
+async function removeMadeDirs(chain: readonly string[]): Promise<void> {
+  for (const d of chain) {
+    if (!madeDirs.has(d) || dirsInUse.has(d)) return;
+    madeDirs.delete(d);
+    try {
+      await rmdir(d);
+    } catch {
+      return; // not empty: it holds something else now, and so do the ones above
+    }
+  }
+}
+
+function useDirs(dirs: readonly string[]): void {
+  for (const d of dirs) dirsInUse.set(d, (dirsInUse.get(d) ?? 0) + 1);
+}
+
+function releaseDirs(dirs: readonly string[]): void {
+  for (const d of dirs) {
+    const n = (dirsInUse.get(d) ?? 1) - 1;
+    if (n > 0) dirsInUse.set(d, n);
+    else dirsInUse.delete(d);
+  }
+}
+
+/** `dir` and every directory above it. */
+function ancestorsOf(dir: string): string[] {
+  const out = [dir];
+  for (let d = dir; d !== dirname(d); d = dirname(d)) out.push(dirname(d));
+  return out;
+}
+
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -133,10 +175,10 @@ export class Staging {
    */
   private readonly unsynced: string[] = [];
   private committed = false;
-  /** Directories made for the target's parent, outermost first: abort() removes them. */
-  private readonly createdDirs: CreatedDirs;
   /** See the class comment; the target's path below it, by segment. */
   private readonly confineTo: { readonly root: string; readonly segments: readonly string[] } | undefined;
+  /** The directories this staging holds in use (see dirsInUse) until it is committed or aborted. */
+  private usedDirs: readonly string[];
 
   private constructor(
     target: string,
@@ -144,15 +186,15 @@ export class Staging {
     root: string,
     resumable: boolean,
     previous: string | undefined,
-    createdDirs: CreatedDirs,
     confineTo: Staging['confineTo'],
+    usedDirs: readonly string[],
   ) {
+    this.usedDirs = usedDirs;
     this.target = target;
     this.kind = kind;
     this.root = root;
     this.resumable = resumable;
     this.previous = previous;
-    this.createdDirs = createdDirs;
     this.confineTo = confineTo;
   }
 
@@ -164,26 +206,31 @@ export class Staging {
     await checkReplaceable(target, kind);
     const parent = dirname(target);
     const createdDirs: CreatedDirs = [];
-    if (confineTo) await confinedParent(confineTo.root, confineTo.segments, createdDirs);
-    else {
-      try {
-        const first = await mkdir(parent, { recursive: true });
-        if (first !== undefined) for (let d = parent; ; d = dirname(d)) {
-          createdDirs.unshift(d);
-          if (d === first || d === dirname(d)) break;
-        }
-      } catch (err) {
-        throw fromSystemError(err, parent, 'create directory');
-      }
-    }
+    // In use before they are looked at: another staging's abort must not remove them
+    // between this one's check and its first file in them.
+    const usedDirs = ancestorsOf(parent);
+    useDirs(usedDirs);
     const resumable = options.resumable ?? false;
     const stem = `${STAGING_PREFIX}${stagingStem(basename(target))}`;
-    if (!resumable) await removeOrphanedStagings(parent, basename(target));
     const root = resumable
       ? join(parent, `${stem}.partial`)
       : join(parent, `${stem}.${OWNER_TAG}-${randomBytes(STAGING_RANDOM_HEX_CHARS / 2).toString('hex')}.tmp`);
     let previous: string | undefined;
     try {
+      if (confineTo) await confinedParent(confineTo.root, confineTo.segments, createdDirs);
+      else {
+        try {
+          const first = await mkdir(parent, { recursive: true });
+          if (first !== undefined) for (let d = parent; ; d = dirname(d)) {
+            createdDirs.unshift(d);
+            if (d === first || d === dirname(d)) break;
+          }
+        } catch (err) {
+          throw fromSystemError(err, parent, 'create directory');
+        }
+      }
+      for (const d of createdDirs) madeDirs.add(d);
+      if (!resumable) await removeOrphanedStagings(parent, basename(target));
       if (kind === 'tree') {
         try {
           if (resumable) {
@@ -204,10 +251,12 @@ export class Staging {
         if (st && !st.isFile()) await rm(root, { recursive: true, force: true });
       }
     } catch (err) {
-      await removeCreatedDirs(createdDirs);
+      releaseDirs(usedDirs);
+      for (const d of createdDirs) madeDirs.add(d);
+      await removeMadeDirs(usedDirs);
       throw err;
     }
-    return new Staging(target, kind, root, resumable, previous, createdDirs, confineTo);
+    return new Staging(target, kind, root, resumable, previous, confineTo, usedDirs);
   }
 
   /** Where an entry goes in the target, for messages ('' is the target itself). */
@@ -370,7 +419,18 @@ export class Staging {
     }
     await fsyncPath(parent);
     this.committed = true;
+    // The directories on the way now hold a target: no longer anyone's to remove.
+    for (const d of this.usedDirs) madeDirs.delete(d);
+    this.release();
     if (this.previous) await rm(this.previous, { recursive: true, force: true });
+  }
+
+  /** Lets go of the directories held in use (once); returns them. */
+  private release(): readonly string[] {
+    const used = this.usedDirs;
+    releaseDirs(used);
+    this.usedDirs = [];
+    return used;
   }
 
   /** Removes what was staged; a resumable staging keeps its partial for the next run. */
@@ -378,10 +438,9 @@ export class Staging {
     if (this.committed) return;
     for (const f of [...this.open]) await f.close();
     if (this.previous) await rm(this.previous, { recursive: true, force: true }).catch(() => {});
-    if (!this.resumable) {
-      await rm(this.root, { recursive: true, force: true }).catch(() => {});
-      await removeCreatedDirs(this.createdDirs);
-    }
+    if (!this.resumable) await rm(this.root, { recursive: true, force: true }).catch(() => {});
+    const used = this.release();
+    if (!this.resumable) await removeMadeDirs(used);
   }
 }
 
