@@ -47,18 +47,23 @@ describe('long names: valid names of up to 255 bytes work, over-long paths are r
     assert.deepEqual((await readdir(join(fx.root, 'files', 'long'))).filter((n) => n.startsWith('.xfer-')), []);
   });
 
-  it('a remote path too long for the server is a 400 before anything is created', async () => {
+  it('a remote path too long for the server is a 400 before anything is created; one just short enough works', async () => {
     const src = join(fx.dir, 'small');
     await writeFile(src, pseudoRandom(1000, 40));
     assert.equal((await runCli(['push', src, `${fx.server.url}/small`])).code, 0);
     const manifest = (await rawRequest(fx.server.url, 'GET', '/v1/manifests/small')).body;
-    // A valid manifest name whose path on the server fits in PATH_MAX (4095 bytes and a NUL),
-    // but not the path of a staging copy beside it (its name is longer than the last segment).
+    // Valid manifest names whose paths on the server fit in PATH_MAX (4095 bytes and a NUL).
     const nameBytes = 4095 - 20 - Buffer.byteLength(join(fx.root, 'files')) - 1;
-    const segments = Array.from({ length: Math.floor(nameBytes / 201) }, (_, i) => `${i}`.padStart(200, 'p'));
-    segments.push('q'.repeat(nameBytes - segments.length * 201));
-    const long = segments.join('/');
-    assert.equal(Buffer.byteLength(long), nameBytes);
+    const nameEndingIn = (last: string) => {
+      const segments: string[] = [];
+      let rest = nameBytes - last.length - 1;
+      for (let i = 0; rest > 201; i++, rest -= 201) segments.push(`${i}`.padStart(200, 'p'));
+      const name = [...segments, 'r'.repeat(rest), last].join('/');
+      assert.equal(Buffer.byteLength(name), nameBytes);
+      return name;
+    };
+    // A short last segment: the staging copy's name beside it is longer, and does not fit.
+    const long = nameEndingIn('short');
     const before = await readdir(join(fx.root, 'files'));
     const put = await rawRequest(fx.server.url, 'PUT', `/v1/manifests/${long}`, manifest);
     assert.equal(put.status, 400, put.body.toString());
@@ -66,6 +71,11 @@ describe('long names: valid names of up to 255 bytes work, over-long paths are r
     const stage = await rawRequest(fx.server.url, 'POST', `/v1/stage/${long}?algorithm=blake3&mode=420&mtimeMs=0&size=0`, Buffer.alloc(0));
     assert.equal(stage.status, 400, stage.body.toString());
     assert.deepEqual(await readdir(join(fx.root, 'files')), before, 'no directory was made for it');
+    // A 200-byte last segment: its staging name (a cut of it and a hash) is no longer: it fits.
+    const fits = nameEndingIn('s'.repeat(200));
+    const ok = await rawRequest(fx.server.url, 'PUT', `/v1/manifests/${fits}`, manifest);
+    assert.equal(ok.status, 200, ok.body.toString());
+    assert.ok((await readFile(join(fx.root, 'files', ...fits.split('/')))).equals(await readFile(src)));
   });
 
   it('a tree whose entries overflow PATH_MAX on the server fails with a clean error naming no staging copy, and leaves nothing', async () => {

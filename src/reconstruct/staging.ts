@@ -56,6 +56,16 @@ export function stagingStem(name: string): string {
   return `${cut}~${hash}`;
 }
 
+/**
+ * The longest name a staging copy of target `name` (its last segment) can have beside it:
+ * a tree's `.tmp.old` with this process's owner tag (a resumable `.partial.prev` is shorter).
+ */
+export function maxStagingNameBytes(name: string): number {
+  const owned = `${STAGING_PREFIX}${stagingStem(name)}.${OWNER_TAG}-${'0'.repeat(STAGING_RANDOM_HEX_CHARS)}.tmp.old`;
+  const resumable = `${STAGING_PREFIX}${stagingStem(name)}.partial.prev`;
+  return Math.max(Buffer.byteLength(owned, 'utf8'), Buffer.byteLength(resumable, 'utf8'));
+}
+
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }

@@ -1,7 +1,8 @@
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AlreadyExistsError, fromSystemError, InvalidArgumentError, isXferError } from '../core/errors.js';
-import { byteLength, checkConfined, NAME_MAX_BYTES, PATH_MAX_BYTES } from '../io/safe-path.js';
+import { byteLength, checkConfined, PATH_MAX_BYTES } from '../io/safe-path.js';
+import { maxStagingNameBytes } from '../reconstruct/staging.js';
 import { quoteName, validateManifestName } from '../store/names.js';
 import type { ManifestStore } from '../store/store.js';
 
@@ -38,9 +39,8 @@ export function nameToRemotePath(name: string): string {
  * Where the server materializes the target `name` (a valid manifest name): `<filesDir>/<name>`,
  * checked before anything is created for it.
  *
- * - Its path must fit PATH_MAX with room for a staging name beside it: `name` is at most
- *   maxTargetNameBytes(filesDir) bytes (each segment is at most NAME_MAX already), else
- *   InvalidArgumentError.
+ * - Its path, and the path of its staging copy beside it, must fit PATH_MAX (each segment
+ *   is at most NAME_MAX already, and staging names are too), else InvalidArgumentError.
  * - It must not lie inside another committed target (a pushed tree `t` holds `t/x` as one
  *   of its entries, not as a target of its own; the store would refuse the manifest at
  *   commit anyway): AlreadyExistsError.
@@ -52,10 +52,14 @@ export function nameToRemotePath(name: string): string {
  * once more before its final rename (Staging, `confineTo`).
  */
 export async function materializedPath(filesDir: string, name: string, manifests: Pick<ManifestStore, 'getManifest'>, signal?: AbortSignal): Promise<string> {
-  const limit = maxTargetNameBytes(filesDir);
-  const bytes = byteLength(name);
-  if (bytes > limit) throw new InvalidArgumentError(`remote path of ${bytes} bytes is too long for this server (at most ${limit} bytes)`);
   const segments = name.split('/');
+  const last = segments[segments.length - 1]!;
+  // The longer of the two paths: the target's, or its staging copy's in its place.
+  const onDisk = byteLength(join(filesDir, name)) + Math.max(0, maxStagingNameBytes(last) - byteLength(last));
+  if (onDisk > PATH_MAX_BYTES - 1) {
+    const limit = byteLength(name) - (onDisk - (PATH_MAX_BYTES - 1));
+    throw new InvalidArgumentError(`remote path of ${byteLength(name)} bytes is too long for this server (at most ${limit} bytes with this last segment)`);
+  }
   for (let i = 1; i < segments.length; i++) {
     const outer = segments.slice(0, i).join('/');
     if (await isCommitted(manifests, outer, signal)) {
@@ -64,15 +68,6 @@ export async function materializedPath(filesDir: string, name: string, manifests
   }
   await checkConfined(filesDir, segments);
   return join(filesDir, ...segments);
-}
-
-/**
- * The longest target name a server with this files directory takes, in bytes: its path,
- * and the path of a staging copy (whose name is at most NAME_MAX) in the place of its last
- * segment, stay within PATH_MAX.
- */
-export function maxTargetNameBytes(filesDir: string): number {
-  return PATH_MAX_BYTES - 1 - byteLength(filesDir) - 1 - NAME_MAX_BYTES;
 }
 
 async function isCommitted(manifests: Pick<ManifestStore, 'getManifest'>, name: string, signal?: AbortSignal): Promise<boolean> {
