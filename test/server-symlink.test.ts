@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import { createChunker } from '../src/chunker/index.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import { digestOf } from '../src/hash/digest.js';
+import { HEADER_BYTES, TRAILER_BYTES } from '../src/manifest/format.js';
 import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../src/store/stage-format.js';
 import { cutAll } from './helpers/chunks.js';
 import { runCli } from './helpers/cli.js';
@@ -165,6 +166,11 @@ describe('the server never writes through a symlink on the way to a target', () 
     const res = await rawRequest(fx.server.url, 'PUT', '/v1/manifests/crafted', manifest);
     assert.equal(res.status, 400, res.body.toString());
     assert.equal(JSON.parse(res.body.toString()).code, 'XFER_MANIFEST_CORRUPT');
+    // The same body as a tree stage streams it.
+    const body = manifest.subarray(HEADER_BYTES, manifest.length - TRAILER_BYTES);
+    const stage = await rawRequest(fx.server.url, 'POST', '/v1/stage/crafted?algorithm=sha256&kind=tree&chunker=fixed&size=4096', body);
+    assert.equal(stage.status, 400, stage.body.toString());
+    assert.equal(JSON.parse(stage.body.toString()).code, 'XFER_MANIFEST_CORRUPT');
     assert.deepEqual(await listAll(outside), []);
     await assert.rejects(lstat(join(fx.root, 'files', 'crafted')));
   });
