@@ -218,6 +218,8 @@ export function fromSystemError(err: unknown, path: string, action: string): Xfe
       return new NotFoundError(`${path}: a component of the path is not a directory`, { cause: err });
     case 'EISDIR':
       return new InvalidArgumentError(`${path}: is a directory`);
+    case 'ENAMETOOLONG':
+      return new InvalidArgumentError(`${path}: file name too long (${action})`);
     case 'ENOSPC':
       return new IoError(`${path}: no space left on device (${action})`, { cause: err });
     case 'ABORT_ERR':

@@ -2,14 +2,17 @@ import { execFile } from 'node:child_process';
 import { open, type FileHandle } from 'node:fs/promises';
 import { fromSystemError } from '../core/errors.js';
 
-/** fsync of a file or directory by path (a directory's: makes names inside it durable). */
-export async function fsyncPath(p: string): Promise<void> {
+/**
+ * fsync of a file or directory by path (a directory's: makes names inside it durable).
+ * Errors name `shown` (default `p`): a staging copy is reported as the target it becomes.
+ */
+export async function fsyncPath(p: string, shown = p): Promise<void> {
   let fh: FileHandle | undefined;
   try {
     fh = await open(p, 'r');
     await fh.sync();
   } catch (err) {
-    throw fromSystemError(err, p, 'sync to disk');
+    throw fromSystemError(err, shown, 'sync to disk');
   } finally {
     await fh?.close();
   }

@@ -7,6 +7,7 @@ import { digestToHex } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import { createHasher, digestOf, type Hasher } from '../hash/digest.js';
 import { DIRECT_MIN_FILE_BYTES, DirectRangeReader, readSequential } from '../io/direct.js';
+import { checkConfined, RealDirs, segmentsBelow } from '../io/safe-path.js';
 import type { ManifestReader } from '../manifest/reader.js';
 import type { ChunkRecord, EntryMeta, ManifestEvent, ManifestKind } from '../manifest/types.js';
 import type { ScanPool } from '../scan/pool.js';
@@ -15,6 +16,9 @@ import { Window } from '../transfer/window.js';
 import { RecentChunks } from './recent.js';
 import { SeedIndex } from './seeds.js';
 import { sameFile, Staging, type StagedFile } from './staging.js';
+
+/** The set-user-ID and set-group-ID permission bits (see ReconstructOptions.clearSetId). */
+export const SET_ID_BITS = 0o6000;
 
 export interface ReconstructOptions {
   readonly signal?: AbortSignal;
@@ -61,6 +65,19 @@ export interface ReconstructOptions {
   readonly previousFiles?: ReadonlyMap<string, PreviousFile>;
   /** Runs after everything is written and verified, just before the target is swapped in. */
   readonly beforeCommit?: () => Promise<void>;
+  /**
+   * A directory the target lies below and must be reached in without following any symlink
+   * (the server's `<root>/files`, see Staging and io/safe-path.ts). Refused with
+   * InvalidArgumentError (a symlink) or AlreadyExistsError (a non-directory on the way)
+   * before anything is read or created.
+   */
+  readonly confineTo?: string;
+  /**
+   * Clear the set-user-ID and set-group-ID bits of the files written (the server: a remote
+   * client must not be able to make setuid files owned by the server's user). The manifest
+   * keeps the bits; the quick check expects them cleared on disk.
+   */
+  readonly clearSetId?: boolean;
   readonly onProgress?: (p: PullProgress) => void;
 }
 
@@ -132,6 +149,10 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   const { signal, pool } = options;
   const header = reader.header;
   const algorithm = header.digestAlgorithm;
+  // Before the target is read (a kept target is chmod'ed, and chmod follows symlinks).
+  if (options.confineTo !== undefined) await checkConfined(options.confineTo, segmentsBelow(options.confineTo, target));
+  /** A file entry's mode as written to disk (see clearSetId). */
+  const diskMode = (mode: number) => (options.clearSetId ? mode & ~SET_ID_BITS : mode);
   // Reading a large target whole to learn it is unchanged costs as much as rebuilding it: the
   // server, which knows the digest its target has (its stored manifest's), skips that when
   // the digests differ.
@@ -140,10 +161,10 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     // The target is the committed version (its digest is the manifest's) and still has the
     // size and mtime it was committed with: kept without reading it through.
     const committed = options.targetDigest !== undefined ? options.previousFiles?.get('') : undefined;
-    if (committed && Buffer.compare(committed.digest, header.digest) === 0 && (await sameFile(target, { size: committed.size, mtimeMs: committed.mtimeMs }))) return keepUnchanged(reader, target, options, started);
-    if (await fileHasDigest(target, header.totalBytes, algorithm, header.digest, signal)) return keepUnchanged(reader, target, options, started);
+    if (committed && Buffer.compare(committed.digest, header.digest) === 0 && (await sameFile(target, { size: committed.size, mtimeMs: committed.mtimeMs }))) return keepUnchanged(reader, target, options, diskMode, started);
+    if (await fileHasDigest(target, header.totalBytes, algorithm, header.digest, signal)) return keepUnchanged(reader, target, options, diskMode, started);
   }
-  const staging = await Staging.create(target, header.kind, { signal, resumable: options.resumable ?? true });
+  const staging = await Staging.create(target, header.kind, { signal, resumable: options.resumable ?? true, confineTo: options.confineTo });
   const globalSeeds = new SeedIndex(header.chunker, algorithm);
   if (pool) for (const s of options.seeds ?? []) await globalSeeds.add(s, pool, signal);
   const window = new Window(options.concurrency ?? DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES);
@@ -161,13 +182,17 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   const finishes = new Window(FILES_IN_FLIGHT, Infinity);
   // Without a target (a first copy) no file of it can be reused: skip a stat per file.
   const targetExists = await stat(target).then(() => true, () => false);
+  // The existing tree's files are read and linked by the manifest's paths: never through a
+  // symlink of that tree (an old version's `l -> /elsewhere` where the new one has a
+  // directory `l`), which would read, or worse hard-link, a file outside the target.
+  const realDirs = new RealDirs(target);
   const open = new Set<OpenFile>();
   let file: OpenFile | undefined;
   try {
     /** One manifest event: a directory, symlink or file entry, a file's chunks, its end. */
     const handle = async (ev: ManifestEvent): Promise<void> => {
       if (ev.kind === 'entry') {
-        const meta = ev.meta;
+        const meta = ev.meta.type === 'file' && diskMode(ev.meta.mode) !== ev.meta.mode ? { ...ev.meta, mode: diskMode(ev.meta.mode) } : ev.meta;
         if (meta.type === 'dir') await staging.mkdir(meta);
         else if (meta.type === 'symlink') await staging.symlink(meta);
         else {
@@ -181,14 +206,14 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
             // as a content-defined seed only when a chunk is not found in place (insertions).
             const inPlace = [
               await InPlace.open(staging.previousPathOf(meta.path), staged, algorithm),
-              targetExists ? await InPlace.open(existing, staged, algorithm) : undefined,
+              targetExists && (await realDirs.reaches(meta.path)) ? await InPlace.open(existing, staged, algorithm) : undefined,
             ].filter((x): x is InPlace => x !== undefined);
             return { staged, inPlace };
           })();
           const indexExisting = pool && options.reuseTarget !== false && targetExists
             ? async () => {
                 const local = new SeedIndex(header.chunker, algorithm);
-                await local.add(existing, pool, signal);
+                if (await realDirs.reaches(meta.path)) await local.add(existing, pool, signal);
                 return local;
               }
             : undefined;
@@ -279,7 +304,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
           // keeps the file's own.
           const size = event.size;
           await finishes.run(0, async () => {
-            if ((await sameFile(existing, previous)) && (await staging.linkFile(meta, existing))) {
+            if ((await realDirs.reaches(meta.path)) && (await sameFile(existing, { ...previous, mode: diskMode(previous.mode) })) && (await staging.linkFile(meta, existing))) {
               bytesReused += size;
               bytesDone += size;
               progress();
@@ -355,7 +380,7 @@ async function fileHasDigest(path: string, size: number, algorithm: DigestAlgori
  * The target already is the manifest's file: read the manifest through (so a corrupt one is
  * still refused), set the entry's mode and mtime, keep the file. Nothing is fetched.
  */
-async function keepUnchanged(reader: ManifestReader, target: string, options: ReconstructOptions, started: number): Promise<PullResult> {
+async function keepUnchanged(reader: ManifestReader, target: string, options: ReconstructOptions, diskMode: (mode: number) => number, started: number): Promise<PullResult> {
   const header = reader.header;
   let meta: EntryMeta | undefined;
   for await (const ev of reader.events()) {
@@ -364,7 +389,7 @@ async function keepUnchanged(reader: ManifestReader, target: string, options: Re
   }
   await options.beforeCommit?.();
   if (meta) {
-    await chmod(target, meta.mode);
+    await chmod(target, diskMode(meta.mode));
     await utimes(target, meta.mtimeMs / 1000, meta.mtimeMs / 1000);
   }
   options.onProgress?.({ bytesTotal: header.totalBytes, bytesDone: header.totalBytes, bytesReceived: 0, bytesReused: header.totalBytes });

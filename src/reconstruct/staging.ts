@@ -1,13 +1,14 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, constants, fchmodSync, futimesSync, open as openCallback, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { FileHandle } from 'node:fs/promises';
-import { chmod, copyFile, link, lstat, lutimes, mkdir, open, readdir, rename, rm, symlink, utimes } from 'node:fs/promises';
+import { chmod, copyFile, link, lstat, lutimes, mkdir, open, readdir, rename, rm, rmdir, symlink, unlink, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { AlreadyExistsError, fromSystemError, VerifyFailedError } from '../core/errors.js';
 import { DirectBlockWriter, DIRECT_MIN_FILE_BYTES, openDirect } from '../io/direct.js';
+import { checkConfined, confinedParent, segmentsBelow, type CreatedDirs } from '../io/safe-path.js';
 import { fsyncPath, syncFilesystem } from '../io/sync.js';
 import type { EntryMeta, ManifestKind } from '../manifest/types.js';
 
@@ -19,14 +20,66 @@ export const STAGING_PREFIX = '.xfer-';
  * mid-push (kill -9, power loss) cannot remove its staging copy, which may be as large as
  * the target; the next staging of the same target on the same host removes those whose
  * process is gone. Another host's (a shared volume) are never touched; a live process
- * that reuses a dead one's pid only delays the removal.
+ * that reuses a dead one's pid only delays the removal. The tag never appears in error
+ * messages (they name the target): a server's clients are not told its host name or pid.
  */
-const OWNER_TAG = `${hostname().replace(/[^A-Za-z0-9_.-]/g, '_')}~${process.pid}`;
+const HOST_TAG = hostname().replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 64);
+const OWNER_TAG = `${HOST_TAG}~${process.pid}`;
 
-/** Removes `.xfer-<name>.<host>~<pid>-<random>.tmp` beside a target whose owner on this host is dead. */
+/**
+ * Target names up to this many UTF-8 bytes appear whole in staging names; longer ones are
+ * cut and given a hash of the whole name (stagingStem), so that every staging name fits in
+ * NAME_MAX (255 bytes) whatever the target's: `.xfer-` (6) + stem (<= 100) + owner part
+ * (`.` host <= 64 `~` pid <= 10 `-` 12 hex `.tmp.old`: <= 97) = 203 at most.
+ */
+const STAGING_STEM_MAX_BYTES = 100;
+/** Hex digits of the hash that stands for the cut part of a long name. */
+const STAGING_STEM_HASH_CHARS = 16;
+/** Random hex digits that keep concurrent stagings of one target apart. */
+const STAGING_RANDOM_HEX_CHARS = 12;
+
+/**
+ * The part of a staging name that stands for target name `name`: the name itself, or for a
+ * long one its first bytes (whole characters), `~` and a hash of the whole name.
+ */
+export function stagingStem(name: string): string {
+  if (Buffer.byteLength(name, 'utf8') <= STAGING_STEM_MAX_BYTES) return name;
+  const hash = createHash('sha256').update(name, 'utf8').digest('hex').slice(0, STAGING_STEM_HASH_CHARS);
+  let cut = '';
+  let bytes = 0;
+  for (const ch of name) {
+    const b = Buffer.byteLength(ch, 'utf8');
+    if (bytes + b > STAGING_STEM_MAX_BYTES - 1 - STAGING_STEM_HASH_CHARS) break;
+    cut += ch;
+    bytes += b;
+  }
+  return `${cut}~${hash}`;
+}
+
+/**
+ * The longest name a staging copy of target `name` (its last segment) can have beside it:
+ * a tree's `.tmp.old` with this process's owner tag (a resumable `.partial.prev` is shorter).
+ */
+export function maxStagingNameBytes(name: string): number {
+  const owned = `${STAGING_PREFIX}${stagingStem(name)}.${OWNER_TAG}-${'0'.repeat(STAGING_RANDOM_HEX_CHARS)}.tmp.old`;
+  const resumable = `${STAGING_PREFIX}${stagingStem(name)}.partial.prev`;
+  return Math.max(Buffer.byteLength(owned, 'utf8'), Buffer.byteLength(resumable, 'utf8'));
+}
+
+function escapeRegExp(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/**
+ * Removes the non-resumable stagings of target `name` beside it whose owner on this host is
+ * dead: exactly `.xfer-<stem>.<host>~<pid>-<12 hex>.tmp`, or the same with `.old` (the old
+ * tree of an interrupted commit). Anything else, such as a user's file that merely looks
+ * similar, is never touched.
+ */
 async function removeOrphanedStagings(parent: string, name: string): Promise<void> {
-  const head = `${STAGING_PREFIX}${name}.`;
-  const host = OWNER_TAG.slice(0, OWNER_TAG.indexOf('~') + 1);
+  const ours = new RegExp(
+    `^${escapeRegExp(`${STAGING_PREFIX}${stagingStem(name)}.${HOST_TAG}~`)}([1-9][0-9]{0,9})-[0-9a-f]{${STAGING_RANDOM_HEX_CHARS}}\\.tmp(?:\\.old)?$`,
+  );
   let entries: string[];
   try {
     entries = await readdir(parent);
@@ -34,13 +87,54 @@ async function removeOrphanedStagings(parent: string, name: string): Promise<voi
     return; // best effort: a leftover is harmless
   }
   for (const entry of entries) {
-    if (!entry.startsWith(head) || !entry.endsWith('.tmp')) continue;
-    const owner = entry.slice(head.length, -'.tmp'.length);
-    if (!owner.startsWith(host)) continue;
-    const pid = Number(owner.slice(host.length, owner.lastIndexOf('-')));
-    if (!Number.isSafeInteger(pid) || pid <= 0 || processAlive(pid)) continue;
+    const m = ours.exec(entry);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    if (!Number.isSafeInteger(pid) || pid === process.pid || processAlive(pid)) continue;
     await rm(join(parent, entry), { recursive: true, force: true }).catch(() => {});
   }
+}
+
+/**
+ * The directories on the way to the targets of the stagings alive in this process, with
+ * how many use each; and of those, the ones a staging made. A staging that fails removes
+ * the directories made for it (or for another failed staging) that no live staging uses:
+ * a server's stage discarded while the commit of the same path rebuilds in the directories
+ * the stage made must not lose them, and the last of the two to fail removes them.
+ */
+const dirsInUse = new Map<string, number>();
+const madeDirs = new Set<string>();
+
+/** See madeDirs: `chain` is a staging's parent directory and those above it, innermost first. */
+async function removeMadeDirs(chain: readonly string[]): Promise<void> {
+  for (const d of chain) {
+    if (!madeDirs.has(d) || dirsInUse.has(d)) return;
+    madeDirs.delete(d);
+    try {
+      await rmdir(d);
+    } catch {
+      return; // not empty: it holds something else now, and so do the ones above
+    }
+  }
+}
+
+function useDirs(dirs: readonly string[]): void {
+  for (const d of dirs) dirsInUse.set(d, (dirsInUse.get(d) ?? 0) + 1);
+}
+
+function releaseDirs(dirs: readonly string[]): void {
+  for (const d of dirs) {
+    const n = (dirsInUse.get(d) ?? 1) - 1;
+    if (n > 0) dirsInUse.set(d, n);
+    else dirsInUse.delete(d);
+  }
+}
+
+/** `dir` and every directory above it. */
+function ancestorsOf(dir: string): string[] {
+  const out = [dir];
+  for (let d = dir; d !== dirname(d); d = dirname(d)) out.push(dirname(d));
+  return out;
 }
 
 function processAlive(pid: number): boolean {
@@ -64,7 +158,15 @@ function processAlive(pid: number): boolean {
  * is the complete new version, fsynced. A file replaces a file with one rename (atomic).
  * A tree replaces a tree with two renames (old aside, new in), then the old one is removed;
  * a crash between the renames leaves both versions complete beside the target, never a
- * mix. abort() removes everything staged.
+ * mix. abort() removes everything staged, and the directories made for the target.
+ *
+ * Staging names never exceed NAME_MAX (see stagingStem), and error messages name the target
+ * (and an entry's place in it), never the staging copy.
+ *
+ * `confineTo` (the server's `<root>/files`): the target lies under that directory and is
+ * reached without following any symlink (io/safe-path.ts): its parent directories are
+ * checked and made one level at a time at create(), checked again before the swap, and the
+ * target itself must not be a symlink.
  */
 export class Staging {
   readonly target: string;
@@ -83,50 +185,93 @@ export class Staging {
    */
   private readonly unsynced: string[] = [];
   private committed = false;
+  /** See the class comment; the target's path below it, by segment. */
+  private readonly confineTo: { readonly root: string; readonly segments: readonly string[] } | undefined;
+  /** The directories this staging holds in use (see dirsInUse) until it is committed or aborted. */
+  private usedDirs: readonly string[];
 
-  private constructor(target: string, kind: ManifestKind, root: string, resumable: boolean, previous: string | undefined) {
+  private constructor(
+    target: string,
+    kind: ManifestKind,
+    root: string,
+    resumable: boolean,
+    previous: string | undefined,
+    confineTo: Staging['confineTo'],
+    usedDirs: readonly string[],
+  ) {
+    this.usedDirs = usedDirs;
     this.target = target;
     this.kind = kind;
     this.root = root;
     this.resumable = resumable;
     this.previous = previous;
+    this.confineTo = confineTo;
   }
 
-  static async create(target: string, kind: ManifestKind, options: { signal?: AbortSignal; resumable?: boolean } = {}): Promise<Staging> {
+  static async create(target: string, kind: ManifestKind, options: { signal?: AbortSignal; resumable?: boolean; confineTo?: string } = {}): Promise<Staging> {
     throwIfAborted(options.signal);
+    const confineTo = options.confineTo === undefined ? undefined : { root: options.confineTo, segments: segmentsBelow(options.confineTo, target) };
+    // Checked before anything is created: a symlink on the way is refused, not followed.
+    if (confineTo) await checkConfined(confineTo.root, confineTo.segments);
     await checkReplaceable(target, kind);
     const parent = dirname(target);
-    try {
-      await mkdir(parent, { recursive: true });
-    } catch (err) {
-      throw fromSystemError(err, parent, 'create directory');
-    }
+    const createdDirs: CreatedDirs = [];
+    // In use before they are looked at: another staging's abort must not remove them
+    // between this one's check and its first file in them.
+    const usedDirs = ancestorsOf(parent);
+    useDirs(usedDirs);
     const resumable = options.resumable ?? false;
-    if (!resumable) await removeOrphanedStagings(parent, basename(target));
+    const stem = `${STAGING_PREFIX}${stagingStem(basename(target))}`;
     const root = resumable
-      ? join(parent, `${STAGING_PREFIX}${basename(target)}.partial`)
-      : join(parent, `${STAGING_PREFIX}${basename(target)}.${OWNER_TAG}-${randomBytes(6).toString('hex')}.tmp`);
+      ? join(parent, `${stem}.partial`)
+      : join(parent, `${stem}.${OWNER_TAG}-${randomBytes(STAGING_RANDOM_HEX_CHARS / 2).toString('hex')}.tmp`);
     let previous: string | undefined;
-    if (kind === 'tree') {
-      try {
-        if (resumable) {
-          const st = await lstat(root).catch(() => undefined);
-          if (st) {
-            previous = `${root}.prev`;
-            await rm(previous, { recursive: true, force: true });
-            if (st.isDirectory()) await rename(root, previous);
-            else await rm(root, { force: true });
+    try {
+      if (confineTo) await confinedParent(confineTo.root, confineTo.segments, createdDirs);
+      else {
+        try {
+          const first = await mkdir(parent, { recursive: true });
+          if (first !== undefined) for (let d = parent; ; d = dirname(d)) {
+            createdDirs.unshift(d);
+            if (d === first || d === dirname(d)) break;
           }
+        } catch (err) {
+          throw fromSystemError(err, parent, 'create directory');
         }
-        await mkdir(root, { mode: 0o700 });
-      } catch (err) {
-        throw fromSystemError(err, root, 'create directory');
       }
-    } else if (resumable) {
-      const st = await lstat(root).catch(() => undefined);
-      if (st && !st.isFile()) await rm(root, { recursive: true, force: true });
+      for (const d of createdDirs) madeDirs.add(d);
+      if (!resumable) await removeOrphanedStagings(parent, basename(target));
+      if (kind === 'tree') {
+        try {
+          if (resumable) {
+            const st = await lstat(root).catch(() => undefined);
+            if (st) {
+              previous = `${root}.prev`;
+              await rm(previous, { recursive: true, force: true });
+              if (st.isDirectory()) await rename(root, previous);
+              else await rm(root, { force: true });
+            }
+          }
+          await mkdir(root, { mode: 0o700 });
+        } catch (err) {
+          throw fromSystemError(err, target, 'create staging directory for');
+        }
+      } else if (resumable) {
+        const st = await lstat(root).catch(() => undefined);
+        if (st && !st.isFile()) await rm(root, { recursive: true, force: true });
+      }
+    } catch (err) {
+      releaseDirs(usedDirs);
+      for (const d of createdDirs) madeDirs.add(d);
+      await removeMadeDirs(usedDirs);
+      throw err;
     }
-    return new Staging(target, kind, root, resumable, previous);
+    return new Staging(target, kind, root, resumable, previous, confineTo, usedDirs);
+  }
+
+  /** Where an entry goes in the target, for messages ('' is the target itself). */
+  private shown(rel: string): string {
+    return rel === '' ? this.target : join(this.target, ...rel.split('/'));
   }
 
   /** Where an interrupted run may have left this entry's bytes at their final offsets. */
@@ -145,7 +290,7 @@ export class Staging {
     try {
       await mkdir(p, { mode: 0o700 });
     } catch (err) {
-      throw fromSystemError(err, p, 'create directory');
+      throw fromSystemError(err, this.shown(meta.path), 'create directory');
     }
     this.dirs.push(meta);
   }
@@ -156,7 +301,7 @@ export class Staging {
       await symlink(meta.linkTarget ?? '', p);
       await lutimes(p, meta.mtimeMs / 1000, meta.mtimeMs / 1000);
     } catch (err) {
-      throw fromSystemError(err, p, 'create symlink');
+      throw fromSystemError(err, this.shown(meta.path), 'create symlink');
     }
   }
 
@@ -187,9 +332,9 @@ export class Staging {
       await chmod(p, meta.mode);
       await utimes(p, meta.mtimeMs / 1000, meta.mtimeMs / 1000);
       if (this.kind === 'tree') this.unsynced.push(p);
-      else await fsyncPath(p);
+      else await fsyncPath(p, this.shown(meta.path));
     } catch (err) {
-      throw fromSystemError(err, p, 'copy unchanged file');
+      throw fromSystemError(err, this.shown(meta.path), 'copy unchanged file');
     }
   }
 
@@ -199,7 +344,7 @@ export class Staging {
     // thread pool, then a few synchronous calls. Through FileHandle, the open, write, chmod,
     // utimes and close of each file cost the main thread about 0.3 ms.
     if (this.kind === 'tree' && meta.size >= 0 && meta.size <= SMALL_STAGED_FILE_BYTES) {
-      const f: StagedFile = new SmallStagedFile(p, meta, () => this.open.delete(f), (path) => void this.unsynced.push(path));
+      const f: StagedFile = new SmallStagedFile(p, this.shown(meta.path), meta, () => this.open.delete(f), (path) => void this.unsynced.push(path));
       this.open.add(f);
       return f;
     }
@@ -209,7 +354,7 @@ export class Staging {
       const flags = this.resumable && this.kind === 'file' ? constants.O_CREAT | constants.O_RDWR : constants.O_CREAT | constants.O_EXCL | constants.O_RDWR;
       fh = await open(p, flags, 0o600);
     } catch (err) {
-      throw fromSystemError(err, p, 'create file');
+      throw fromSystemError(err, this.shown(meta.path), 'create file');
     }
     // Bulk data goes to disk through O_DIRECT (see io/direct.ts); small files and files of
     // unknown size (stdin) through the page cache.
@@ -221,12 +366,12 @@ export class Staging {
         if (dfh) direct = new DirectBlockWriter(dfh, meta.size < 0 ? Infinity : meta.size);
       } catch (err) {
         await fh.close().catch(() => {});
-        throw fromSystemError(err, p, 'open file');
+        throw fromSystemError(err, this.shown(meta.path), 'open file');
       }
     }
     const deferSync = this.kind === 'tree' ? (path: string) => void this.unsynced.push(path) : undefined;
     const resumed = this.resumable && this.kind === 'file';
-    const f: StagedFile = new HandleStagedFile(fh, p, meta, direct, () => this.open.delete(f), deferSync, resumed);
+    const f: StagedFile = new HandleStagedFile(fh, p, this.shown(meta.path), meta, direct, () => this.open.delete(f), deferSync, resumed);
     this.open.add(f);
     return f;
   }
@@ -242,21 +387,27 @@ export class Staging {
         await utimes(p, d.mtimeMs / 1000, d.mtimeMs / 1000);
         await chmod(p, d.mode);
       } catch (err) {
-        throw fromSystemError(err, p, 'set directory attributes');
+        throw fromSystemError(err, this.shown(d.path), 'set directory attributes');
       }
     }
     if (this.kind === 'tree') {
       if (!(await syncFilesystem(this.root))) {
-        for (const f of this.unsynced) await fsyncPath(f);
-        for (const d of this.dirs) await fsyncPath(this.pathOf(d.path));
+        for (const f of this.unsynced) await fsyncPath(f, this.target);
+        for (const d of this.dirs) await fsyncPath(this.pathOf(d.path), this.shown(d.path));
       }
-      await fsyncPath(this.root);
+      await fsyncPath(this.root, this.target);
     }
+    // The renames go by name: the way to the target is checked again just before them.
+    if (this.confineTo) await checkConfined(this.confineTo.root, this.confineTo.segments);
     await checkReplaceable(this.target, this.kind);
     const parent = dirname(this.target);
     if (this.kind === 'file') {
       try {
-        await rename(this.root, this.target);
+        // A staged file that is a hard link of the target itself (an unchanged file kept by
+        // keepFile): rename(2) of two links to one file does nothing and would leave the
+        // staging name behind. The target already is the file: drop the staging name.
+        if (await sameInode(this.root, this.target)) await unlink(this.root);
+        else await rename(this.root, this.target);
       } catch (err) {
         throw fromSystemError(err, this.target, 'replace');
       }
@@ -264,6 +415,10 @@ export class Staging {
       const old = await exists(this.target);
       const aside = `${this.root}.old`;
       try {
+        // An earlier run of this staging (a resumable one keeps its name) killed while its
+        // old tree was being removed leaves that old tree here; it would block the rename
+        // (ENOTEMPTY) forever. It is ours and superseded by the verified tree being swapped in.
+        await rm(aside, { recursive: true, force: true });
         if (old) await rename(this.target, aside);
         await rename(this.root, this.target);
       } catch (err) {
@@ -274,7 +429,18 @@ export class Staging {
     }
     await fsyncPath(parent);
     this.committed = true;
+    // The directories on the way now hold a target: no longer anyone's to remove.
+    for (const d of this.usedDirs) madeDirs.delete(d);
+    this.release();
     if (this.previous) await rm(this.previous, { recursive: true, force: true });
+  }
+
+  /** Lets go of the directories held in use (once); returns them. */
+  private release(): readonly string[] {
+    const used = this.usedDirs;
+    releaseDirs(used);
+    this.usedDirs = [];
+    return used;
   }
 
   /** Removes what was staged; a resumable staging keeps its partial for the next run. */
@@ -283,6 +449,8 @@ export class Staging {
     for (const f of [...this.open]) await f.close();
     if (this.previous) await rm(this.previous, { recursive: true, force: true }).catch(() => {});
     if (!this.resumable) await rm(this.root, { recursive: true, force: true }).catch(() => {});
+    const used = this.release();
+    if (!this.resumable) await removeMadeDirs(used);
   }
 }
 
@@ -328,6 +496,8 @@ class SmallStagedFile implements StagedFile {
 
   constructor(
     readonly path: string,
+    /** Where the file goes in the target: what messages name. */
+    private readonly shown: string,
     private readonly meta: EntryMeta,
     private readonly onClose: () => void,
     private readonly deferSync: (path: string) => void,
@@ -344,7 +514,7 @@ class SmallStagedFile implements StagedFile {
 
   async finish(size: number): Promise<void> {
     try {
-      if (size > this.data.length) throw new VerifyFailedError(`${this.path}: ${size} bytes, declared ${this.data.length}`);
+      if (size > this.data.length) throw new VerifyFailedError(`${this.shown}: ${size} bytes, declared ${this.data.length}`);
       let fd: number | undefined;
       try {
         // Opened on the thread pool: creating a file is the one expensive call (ext4 looks for a
@@ -355,7 +525,7 @@ class SmallStagedFile implements StagedFile {
         fchmodSync(fd, this.meta.mode);
         futimesSync(fd, this.meta.mtimeMs / 1000, this.meta.mtimeMs / 1000);
       } catch (err) {
-        throw fromSystemError(err, this.path, 'write');
+        throw fromSystemError(err, this.shown, 'write');
       } finally {
         if (fd !== undefined) closeSync(fd);
       }
@@ -391,10 +561,14 @@ class HandleStagedFile implements StagedFile {
   /** Opened over what an interrupted run left (may hold bytes beyond the new size). */
   private readonly resumed: boolean;
 
-  constructor(fh: FileHandle, path: string, meta: EntryMeta, direct: DirectBlockWriter | undefined, onClose: () => void, deferSync?: (path: string) => void, resumed = true) {
+  /** Where the file goes in the target: what messages name. */
+  private readonly shown: string;
+
+  constructor(fh: FileHandle, path: string, shown: string, meta: EntryMeta, direct: DirectBlockWriter | undefined, onClose: () => void, deferSync?: (path: string) => void, resumed = true) {
     this.resumed = resumed;
     this.fh = fh;
     this.path = path;
+    this.shown = shown;
     this.meta = meta;
     this.direct = direct;
     this.onClose = onClose;
@@ -411,7 +585,7 @@ class HandleStagedFile implements StagedFile {
       try {
         return await this.direct.write(data, position);
       } catch (err) {
-        throw fromSystemError(err, this.path, 'write');
+        throw fromSystemError(err, this.shown, 'write');
       }
     }
     if (inPlace) return;
@@ -422,7 +596,7 @@ class HandleStagedFile implements StagedFile {
         done += bytesWritten;
       }
     } catch (err) {
-      throw fromSystemError(err, this.path, 'write');
+      throw fromSystemError(err, this.shown, 'write');
     }
   }
 
@@ -441,7 +615,7 @@ class HandleStagedFile implements StagedFile {
       if (this.deferSync) this.deferSync(this.path);
       else await this.fh.datasync();
     } catch (err) {
-      throw fromSystemError(err, this.path, 'finish');
+      throw fromSystemError(err, this.shown, 'finish');
     } finally {
       await this.close();
     }
@@ -473,6 +647,12 @@ async function exists(p: string): Promise<boolean> {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw fromSystemError(err, p, 'stat');
   }
+}
+
+/** Whether two paths are links to one file (both exist, same device and inode). */
+async function sameInode(a: string, b: string): Promise<boolean> {
+  const [x, y] = await Promise.all([lstat(a).catch(() => undefined), lstat(b).catch(() => undefined)]);
+  return x !== undefined && y !== undefined && x.dev === y.dev && x.ino === y.ino;
 }
 
 /** cp's rules: a file never replaces a directory, a tree never replaces a non-directory. */

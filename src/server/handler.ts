@@ -16,7 +16,7 @@ import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, delta
 import { validateManifestPrefix } from '../store/names.js';
 import { chunkerOfQuery } from '../store/stage-format.js';
 import { FETCH_READ_AHEAD, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_QUERY_DIGESTS, MAX_SMALL_BODY_BYTES } from './limits.js';
-import { remotePathToName } from './paths.js';
+import { materializedPath, remotePathToName } from './paths.js';
 import { StageHub, UnchangedError, type Stage } from './stage.js';
 
 export const PROTOCOL_VERSION = 1;
@@ -182,7 +182,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
    */
   async function stageFile(req: Http2ServerRequest, res: Http2ServerResponse, name: string, url: URL): Promise<void> {
     const algorithm = algorithmOf(url);
-    const target = join(ctx.filesDir, ...name.split('/'));
+    const target = await materializedPath(ctx.filesDir, name, ctx.store, ctx.signal);
     const kind = url.searchParams.get('kind') ?? 'file';
     let stage: Stage;
     if (kind === 'tree') {
@@ -190,7 +190,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       if (!chunker) throw new InvalidArgumentError('a tree stage needs chunker=fastcdc2020&min=&avg=&max= or chunker=fixed&size=');
       validateChunkerSpec(chunker);
       const committed = await committedVersion(name);
-      stage = stages.begin({ kind, name, algorithm, target, chunker, targetDigest: committed?.digest, previousFiles: committed?.files }, req as AsyncIterable<Buffer>, ctx.signal);
+      stage = stages.begin({ kind, name, algorithm, target, confineTo: ctx.filesDir, chunker, targetDigest: committed?.digest, previousFiles: committed?.files }, req as AsyncIterable<Buffer>, ctx.signal);
     } else if (kind === 'file') {
       const meta: EntryMeta = {
         type: 'file',
@@ -199,7 +199,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         mtimeMs: intParam(url, 'mtimeMs', Number.MAX_SAFE_INTEGER),
         size: intParam(url, 'size', Number.MAX_SAFE_INTEGER),
       };
-      stage = stages.begin({ kind, name, algorithm, meta, target }, req as AsyncIterable<Buffer>, ctx.signal, await committedFile(name));
+      stage = stages.begin({ kind, name, algorithm, meta, target, confineTo: ctx.filesDir }, req as AsyncIterable<Buffer>, ctx.signal, await committedFile(name));
     } else throw new InvalidArgumentError(`unknown stage kind "${kind}" (file or tree)`);
     let settled = false;
     res.once('close', () => {
@@ -317,6 +317,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
    * Commits to the same name are serialized.
    */
   async function putManifest(req: Http2ServerRequest, res: Http2ServerResponse, name: string): Promise<void> {
+    const target = await materializedPath(ctx.filesDir, name, ctx.store, ctx.signal);
     const declared = Number(req.headers['content-length'] ?? NaN);
     if (declared > MAX_MANIFEST_BYTES) throw new TooLargeError(`manifest of ${declared} bytes is over the limit of ${MAX_MANIFEST_BYTES}`);
     const tmp = await mkdtemp(join(ctx.tmpDir, 'manifest-'));
@@ -362,8 +363,10 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         }
         const committed = await committedVersion(name);
         const rebuild = async (verifyStoreChunks: boolean) =>
-          reconstruct(await openManifestFile(file, { signal: ctx.signal }), ctx.store, join(ctx.filesDir, ...name.split('/')), {
+          reconstruct(await openManifestFile(file, { signal: ctx.signal }), ctx.store, target, {
             signal: ctx.signal,
+            confineTo: ctx.filesDir,
+            clearSetId: true,
             reuseTarget: false,
             resumable: false,
             targetDigest: committed?.digest,

@@ -7,6 +7,7 @@ import { mkdir } from 'node:fs/promises';
 import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
 import { LocalStore } from '../store/local.js';
 import { createHandler } from './handler.js';
+import { clearServerTemp } from './paths.js';
 import { MAX_CONCURRENT_STREAMS, MAX_HEADER_LIST_BYTES, SESSION_WINDOW_BYTES, STREAM_WINDOW_BYTES } from './limits.js';
 
 export interface ServerOptions {
@@ -59,6 +60,7 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
       throw fromSystemError(err, d, 'create directory');
     }
   }
+  await clearServerTemp(tmpDir);
   const store = await LocalStore.open(join(root, 'store'), { create: true });
   const controller = new AbortController();
   setMaxListeners(0, controller.signal); // every in-flight store operation listens on it

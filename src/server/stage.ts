@@ -51,6 +51,8 @@ interface StageCommon {
   readonly algorithm: DigestAlgorithm;
   /** Where the file or tree is materialized (`<root>/files/<name>`). */
   readonly target: string;
+  /** The server's `<root>/files`: the target is reached without following symlinks (ReconstructOptions.confineTo). */
+  readonly confineTo?: string;
   /** The digest of what is committed at the target now, if anything. */
   readonly targetDigest?: Uint8Array;
 }
@@ -206,6 +208,9 @@ export class Stage {
     };
     this.result = reconstruct(reader, store, spec.target, {
       signal,
+      confineTo: spec.confineTo,
+      // The server's files: see ReconstructOptions.clearSetId.
+      clearSetId: true,
       reuseTarget: false,
       resumable: false,
       targetDigest: spec.targetDigest,
