@@ -421,13 +421,15 @@ class WaitingStore implements ChunkStore {
       if (this.signal.aborted) reject(this.signal.reason ?? new AbortedError());
       else this.waiting.add(reject);
     });
+    // An abort rejects `arrival` at once, possibly while the store read below is still
+    // running and nothing awaits it yet: handled here, or the process would exit.
+    arrival.catch(() => {});
     try {
       if ((await this.store.has([id], options))[0]) return await this.store.get(id, options);
       return await arrival;
     } finally {
       cancel();
       this.waiting.delete(fail);
-      arrival.catch(() => {});
     }
   }
 
