@@ -191,7 +191,7 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   XFER_MANIFEST_CORRUPT: 400,
   XFER_MANIFEST_MISMATCH: 409,
   XFER_MANIFEST_INCOMPLETE: 409,
-  XFER_VERIFY_FAILED: 500,
+  XFER_VERIFY_FAILED: 422, // what the client sent does not rebuild into what it announced
   XFER_SOURCE_CHANGED: 409,
   XFER_IO: 500,
   XFER_UNAUTHORIZED: 401,

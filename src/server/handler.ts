@@ -57,7 +57,8 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   async function handle(req: Http2ServerRequest, res: Http2ServerResponse): Promise<void> {
     if (tokenDigest) {
       const auth = req.headers.authorization ?? '';
-      const given = auth.startsWith('Bearer ') ? auth.slice(7) : '';
+      // The scheme is case-insensitive (RFC 7235 section 2.1); the token is not.
+      const given = /^bearer /i.test(auth) ? auth.slice(7) : '';
       if (!timingSafeEqual(sha256(given), tokenDigest)) throw new UnauthorizedError();
     }
     // The raw path, never URL-normalized: `new URL` would resolve `%2e%2e` and `..` before
@@ -147,7 +148,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     await receiveRecords(req, res, 'chunk batch', (queue) => {
       if (queue.length < 4 + DIGEST_BYTES) return undefined;
       const len = queue.readUInt32LE(0);
-      if (len > MAX_CHUNK_BYTES) throw new InvalidArgumentError(`chunk record of ${len} bytes is over the limit of ${MAX_CHUNK_BYTES}`);
+      if (len === 0 || len > MAX_CHUNK_BYTES) throw new InvalidArgumentError(`chunk record of ${len} bytes (a chunk has 1 to ${MAX_CHUNK_BYTES})`);
       if (queue.length < 4 + DIGEST_BYTES + len) return undefined;
       queue.take(4);
       const digest = Buffer.from(queue.take(DIGEST_BYTES));

@@ -49,6 +49,8 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   if ((options.tlsCertFile === undefined) !== (options.tlsKeyFile === undefined)) {
     throw new InvalidArgumentError('--tls-cert and --tls-key must be given together');
   }
+  // An empty token would let every request in while the operator believes a token guards it.
+  if (options.token === '') throw new InvalidArgumentError('the token is empty: give a non-empty --token (or XFER_TOKEN), or none to serve without authentication');
   const root = options.root;
   const filesDir = join(root, 'files');
   const tmpDir = join(root, 'tmp');

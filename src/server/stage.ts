@@ -18,7 +18,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { DEFAULT_CHUNKER } from '../chunker/params.js';
-import { AbortedError, InvalidArgumentError, ProtocolError, TooLargeError } from '../core/errors.js';
+import { AbortedError, InvalidArgumentError, TooLargeError } from '../core/errors.js';
 import { SlabAllocator } from '../core/bytes.js';
 import { chunkerSpecEquals, DIGEST_BYTES, digestKey, type ChunkerSpec, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
@@ -201,7 +201,7 @@ export class Stage {
     };
     const reader: ManifestReader = {
       header,
-      events: () => (spec.kind === 'file' ? this.deferWhileUnchanged(this.events(body, spec.meta), previous) : this.treeEvents(body, header)),
+      events: () => this.abortOnFailure(spec.kind === 'file' ? this.deferWhileUnchanged(this.events(body, spec.meta), previous) : this.treeEvents(body, header)),
       close: async () => {},
     };
     this.result = reconstruct(reader, store, spec.target, {
@@ -252,6 +252,19 @@ export class Stage {
   commit(beforeSwap: BeforeSwap): Promise<PullResult> {
     this.deliverSwap(beforeSwap);
     return this.result;
+  }
+
+  /**
+   * The rebuild's events; a list that fails (malformed, cut short) aborts the stage, so
+   * that the chunks it already waits for stop waiting and the stage is answered at once.
+   */
+  private async *abortOnFailure(events: AsyncGenerator<ManifestEvent>): AsyncGenerator<ManifestEvent, void, undefined> {
+    try {
+      yield* events;
+    } catch (err) {
+      this.abort(err instanceof Error ? err : new AbortedError(String(err)));
+      throw err;
+    }
   }
 
   /**
@@ -351,7 +364,7 @@ export class Stage {
         records = [];
       }
     }
-    if (!ended) throw new ProtocolError('stage list ended without its end record (the client went away?)');
+    if (!ended) throw new InvalidArgumentError('stage list ended without its end record');
     yield { kind: 'entryEnd', size: this.announced!.size, digest: this.announced!.digest };
   }
 }
