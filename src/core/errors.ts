@@ -22,6 +22,8 @@ export type ErrorCode =
   | 'XFER_TOO_LARGE'
   | 'XFER_PROTOCOL'
   | 'XFER_ABORTED'
+  | 'XFER_TIMEOUT'
+  | 'XFER_BUSY'
   | 'XFER_INTERNAL';
 
 export class XferError extends Error {
@@ -159,6 +161,25 @@ export class AbortedError extends XferError {
   }
 }
 
+/**
+ * A peer was too slow for the server's timeouts: no request came on a connection, a request
+ * body stalled, or a stage stopped making progress (a chunk it waits for never came).
+ */
+export class TimeoutError extends XferError {
+  constructor(message: string) {
+    super('XFER_TIMEOUT', message);
+    this.name = 'TimeoutError';
+  }
+}
+
+/** The server is at one of its limits (connections, concurrent requests): try again later. */
+export class BusyError extends XferError {
+  constructor(message: string) {
+    super('XFER_BUSY', message);
+    this.name = 'BusyError';
+  }
+}
+
 /** Process exit codes by error code; documented in README "Exit codes". */
 export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
   XFER_INVALID_ARGUMENT: 2,
@@ -177,6 +198,8 @@ export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
   XFER_TOO_LARGE: 13,
   XFER_PROTOCOL: 14,
   XFER_ABORTED: 130,
+  XFER_TIMEOUT: 14,
+  XFER_BUSY: 14,
   XFER_INTERNAL: 70,
 };
 
@@ -198,6 +221,8 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   XFER_TOO_LARGE: 413,
   XFER_PROTOCOL: 502,
   XFER_ABORTED: 499,
+  XFER_TIMEOUT: 408,
+  XFER_BUSY: 503, // sent with Retry-After; clients retry it
   XFER_INTERNAL: 500,
 };
 

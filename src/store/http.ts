@@ -796,6 +796,8 @@ async function call(client: Dispatcher, base: URL, opts: CallOptions): Promise<D
   if (typeof body.code === 'string' && typeof body.message === 'string') {
     // The server stopping aborts what it was doing: for this client, a passing failure.
     if (body.code === 'XFER_ABORTED') throw new TransientError(`${base.origin} stopped while answering ${opts.method} ${opts.path.split('?')[0]}`);
+    // At a limit (503 XFER_BUSY, with Retry-After): for now.
+    if (res.statusCode === 503) throw new TransientError(`${base.origin}: ${body.message}`);
     throw new XferError(body.code as ErrorCode, `${base.origin}: ${body.message}`);
   }
   const what = `${base.origin} answered ${opts.method} ${opts.path.split('?')[0]} with status ${res.statusCode}`;
