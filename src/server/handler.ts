@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { validateChunkerSpec } from '../chunker/params.js';
@@ -600,6 +601,25 @@ function sendJson(res: Http2ServerResponse, status: number, body: unknown): void
   res.end(text);
 }
 
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+/**
+ * Staging names hold `<host>~<pid>` (reconstruct/staging.ts), store temp names `<pid>-<hex>`
+ * (store/local.ts). The host name is matched only there: a short one ("vm") may be part of
+ * any word.
+ */
+const IDENTITY_PATTERN = new RegExp(
+  `(?:${[...new Set([hostname(), hostname().replace(/[^A-Za-z0-9_.-]/g, '_')])].map(escapeRegExp).join('|')})~\\d+|~${process.pid}\\b|\\b${process.pid}-(?=[0-9a-f]{12})`,
+  'g',
+);
+
+/**
+ * A message without the server's host name or process id, which name its staging and temp
+ * files: clients are not told which machine or process serves them.
+ */
+export function scrubIdentity(message: string): string {
+  return message.replace(IDENTITY_PATTERN, (m) => (m.endsWith('-') ? '<pid>-' : m.startsWith('~') ? '~<pid>' : '<host>~<pid>'));
+}
+
 /** The error each failed request was answered with (for the request log). */
 const failures = new WeakMap<Http2ServerResponse, XferError>();
 
@@ -619,7 +639,7 @@ export function sendErrorAnswer(res: Http2ServerResponse, err: unknown, headers:
       res.stream?.close?.(0x2); // INTERNAL_ERROR: the client sees a reset, never a truncated success
       return;
     }
-    const text = JSON.stringify({ code: e.code, message: hidePaths(e.message) });
+    const text = JSON.stringify({ code: e.code, message: scrubIdentity(hidePaths(e.message)) });
     res.writeHead(HTTP_STATUS[e.code] ?? 500, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
     res.end(text);
   } catch {
