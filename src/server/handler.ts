@@ -522,7 +522,16 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     const prefix = validateManifestPrefix(prefixRaw);
     const entries = [];
     for (const m of await ctx.store.listManifests(prefix, { signal: ctx.signal })) {
-      const h = await storedHeader(m.name);
+      let h: ManifestHeader;
+      try {
+        h = await storedHeader(m.name);
+      } catch (err) {
+        // One unreadable manifest does not hide the others: it is listed as damaged, saying why.
+        if (!isXferError(err) || err.code === 'XFER_ABORTED') throw err;
+        log.warn({ path: m.name, code: err.code, error: err.message }, 'a stored manifest is damaged');
+        entries.push({ path: m.name, kind: 'damaged', bytes: 0, mtimeMs: m.mtimeMs, digest: '', error: scrubIdentity(hidePaths(err.message)) });
+        continue;
+      }
       entries.push({ path: m.name, kind: h.kind, bytes: h.totalBytes, mtimeMs: m.mtimeMs, digest: digestToHex(h.digest) });
     }
     sendJson(res, 200, { entries });

@@ -627,9 +627,9 @@ export class HttpStore implements ChunkStore, ManifestStore {
     return r.map((e) => ({ name: e.path, bytes: e.bytes, mtimeMs: e.mtimeMs }));
   }
 
-  /** The server's listing with kinds and digests (for `xfer ls`). */
-  async list(prefix: string, options: OpOptions = {}): Promise<{ path: string; kind: string; bytes: number; mtimeMs: number; digest: string }[]> {
-    return ((await this.request({ method: 'GET', path: `/v1/list?prefix=${encodeURIComponent(prefix)}`, signal: options.signal }, json)) as { entries: { path: string; kind: string; bytes: number; mtimeMs: number; digest: string }[] }).entries;
+  /** The server's listing with kinds and digests (for `xfer ls`); a manifest it cannot read is kind `damaged`, with its `error`. */
+  async list(prefix: string, options: OpOptions = {}): Promise<{ path: string; kind: string; bytes: number; mtimeMs: number; digest: string; error?: string }[]> {
+    return ((await this.request({ method: 'GET', path: `/v1/list?prefix=${encodeURIComponent(prefix)}`, signal: options.signal }, json)) as { entries: { path: string; kind: string; bytes: number; mtimeMs: number; digest: string; error?: string }[] }).entries;
   }
 
   async stat(name: string, options: OpOptions = {}): Promise<'file' | 'tree' | 'dir' | 'none'> {
