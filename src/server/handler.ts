@@ -366,6 +366,9 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         // pending chunks just as well; the manifest is stored, and the target swapped in,
         // only once both are done.
         const flushed = ctx.store.flush({ signal: ctx.signal });
+        // Awaited later (beforeCommit, or the finally below), perhaps only after a stage's
+        // list ends: a failure meanwhile must not count as unhandled, which exits the process.
+        flushed.catch(() => {});
         const beforeCommit = async () => {
           await flushed;
           await ctx.store.putManifest(name, createReadStream(file), { signal: ctx.signal });

@@ -145,8 +145,17 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   const keyOf = (s: { remoteAddress?: string; remotePort?: number }) => `${s.remoteAddress}|${s.remotePort}`;
   let activeRequests = 0;
 
-  /** Every request: refused 503 at a limit, its body watched, its answer logged. */
+  /** Every request: refused 503 at a limit, its body watched, its answer logged. Never throws. */
   const serve = (req: Http2ServerRequest, res: Http2ServerResponse): void => {
+    try {
+      admit(req, res);
+    } catch (err) {
+      log.error({ code: 'XFER_INTERNAL', error: (err as Error)?.message ?? String(err) }, 'request failed before its handler');
+      sendErrorAnswer(res, err);
+    }
+  };
+
+  const admit = (req: Http2ServerRequest, res: Http2ServerResponse): void => {
     const started = performance.now();
     const conn = connections.get(keyOf(req.stream.session?.socket ?? {}));
     const stream = req.stream;
