@@ -116,6 +116,35 @@ describe('connections are bounded in time', () => {
   });
 });
 
+describe('an answer the client stops reading', () => {
+  const fx = useLimitedServer({ bodyTimeoutMs: 400 });
+
+  it('is reset once it has taken nothing for the body timeout', { timeout: 8000 }, async () => {
+    const chunks = [1, 2, 3, 4].map((seed) => pseudoRandom(256 * 1024, 600 + seed));
+    const records = chunks.map((c) => {
+      const head = Buffer.alloc(36);
+      head.writeUInt32LE(c.length, 0);
+      digestOf('blake3', c).copy(head, 4);
+      return Buffer.concat([head, c]);
+    });
+    assert.equal((await rawRequest(fx.server.url, 'POST', '/v1/chunks?algorithm=blake3', Buffer.concat(records))).status, 200);
+    const session = connect(fx.server.url);
+    session.on('error', () => {});
+    try {
+      const req = session.request({ ':method': 'POST', ':path': '/v1/chunks/fetch?algorithm=blake3' });
+      req.on('error', () => {});
+      req.pause(); // reads nothing: the server's flow-control window stays shut
+      req.end(Buffer.concat(chunks.map((c) => digestOf('blake3', c))));
+      const t0 = Date.now();
+      const code = await new Promise<number>((r) => req.on('close', () => r(req.rstCode ?? -1)));
+      assert.equal(code, 8, 'reset with CANCEL');
+      assert.ok(Date.now() - t0 < 4000);
+    } finally {
+      session.destroy();
+    }
+  });
+});
+
 describe('a stage waiting for a chunk that never comes', () => {
   const fx = useLimitedServer({ stageTimeoutMs: 300 });
 
