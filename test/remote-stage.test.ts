@@ -266,7 +266,7 @@ describe('server stages: a pushed file is rebuilt while its chunks arrive', () =
     // Every chunk is present; the end record claims another digest. (Under the same name
     // the list would repeat the committed one, and the stage would build nothing.)
     const r = await rawRequest(fx.server.url, 'POST', stagePath('a2.bin', v1.length), stageList(v1, Buffer.alloc(32, 0xaa)));
-    assert.equal(r.status, 500, r.body.toString()); // XFER_VERIFY_FAILED maps to 500 (core/errors.ts)
+    assert.equal(r.status, 422, r.body.toString()); // XFER_VERIFY_FAILED: the client's data is wrong (core/errors.ts)
     assert.equal(JSON.parse(r.body.toString()).code, 'XFER_VERIFY_FAILED');
     await assert.rejects(stat(join(fx.root, 'files', 'a2.bin')), { code: 'ENOENT' });
     const same = await rawRequest(fx.server.url, 'POST', stagePath('a.bin', v1.length), stageList(v1, Buffer.alloc(32, 0xaa)));

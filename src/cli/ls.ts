@@ -22,7 +22,9 @@ export function registerLs(program: Command, signal: AbortSignal): void {
       const entries = await store.list(prefix, { signal });
       if (flags.json) return printJson({ entries });
       for (const e of entries) {
-        process.stdout.write(`${e.kind.padEnd(4)} ${formatBytes(e.bytes).padStart(11)}  ${new Date(e.mtimeMs).toISOString()}  ${e.path}\n`);
+        // A manifest the server cannot read is listed as `damaged`, with the server's reason.
+        const size = e.kind === 'damaged' ? '-' : formatBytes(e.bytes);
+        process.stdout.write(`${e.kind.padEnd(4)} ${size.padStart(11)}  ${new Date(e.mtimeMs).toISOString()}  ${e.path}${e.error ? `  (${e.error})` : ''}\n`);
       }
     } finally {
       await store.close();

@@ -1,5 +1,15 @@
 import type { Command } from 'commander';
-import { InvalidArgumentError } from '../core/errors.js';
+import { Option } from 'commander';
+import { pino, type Level, type Logger } from 'pino';
+import { InvalidArgumentError, isXferError } from '../core/errors.js';
+import {
+  BODY_TIMEOUT_MS,
+  HEADERS_TIMEOUT_MS,
+  IDLE_TIMEOUT_MS,
+  MAX_CONNECTIONS,
+  MAX_STREAMS_TOTAL,
+  STAGE_IDLE_TIMEOUT_MS,
+} from '../server/limits.js';
 import { createServer, DEFAULT_PORT } from '../server/server.js';
 
 interface ServeFlags {
@@ -9,7 +19,18 @@ interface ServeFlags {
   tlsCert?: string;
   tlsKey?: string;
   token?: string;
+  idleTimeout: string;
+  headersTimeout: string;
+  bodyTimeout: string;
+  stageTimeout: string;
+  maxConnections: string;
+  maxStreams: string;
+  logFormat: string;
+  logLevel: string;
+  quiet?: boolean;
 }
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 export function registerServe(program: Command, signal: AbortSignal): void {
   program
@@ -20,23 +41,92 @@ export function registerServe(program: Command, signal: AbortSignal): void {
     .option('--port <port>', 'port (0 picks a free one)', String(DEFAULT_PORT))
     .option('--tls-cert <file>', 'PEM certificate: serve TLS with ALPN h2')
     .option('--tls-key <file>', 'PEM private key for --tls-cert')
-    .option('--token <token>', 'require Authorization: Bearer <token> (or set XFER_TOKEN)')
+    .option('--token <token>', 'require Authorization: Bearer <token> (or set XFER_TOKEN); must not be empty')
+    .addOption(new Option('--idle-timeout <seconds>', 'close a connection with no request open for this long (0: never)').default(String(IDLE_TIMEOUT_MS / 1000)))
+    .addOption(new Option('--headers-timeout <seconds>', 'close a new connection that sent no request headers in this time (0: never)').default(String(HEADERS_TIMEOUT_MS / 1000)))
+    .addOption(new Option('--body-timeout <seconds>', 'cut (408) a request body bringing under 1 KiB, or an answer not read, for this long (0: never)').default(String(BODY_TIMEOUT_MS / 1000)))
+    .addOption(new Option('--stage-timeout <seconds>', 'discard (408) a stage that makes no progress for this long (0: never)').default(String(STAGE_IDLE_TIMEOUT_MS / 1000)))
+    .addOption(new Option('--max-connections <n>', 'connections served at once; beyond, 503 with Retry-After').default(String(MAX_CONNECTIONS)))
+    .addOption(new Option('--max-streams <n>', 'requests in progress on the whole server; beyond, 503 with Retry-After').default(String(MAX_STREAMS_TOTAL)))
+    .addOption(new Option('--log-format <format>', 'log lines on stderr: text or json').choices(['text', 'json']).default('text'))
+    .addOption(new Option('--log-level <level>', 'least severe level logged').choices(LOG_LEVELS).default('info'))
+    .option('-q, --quiet', 'log warnings and errors only (same as --log-level warn)')
     .action(async (flags: ServeFlags) => {
       const port = Number(flags.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidArgumentError(`invalid port "${flags.port}"`);
-      const server = await createServer({
-        root: flags.root,
-        host: flags.host,
-        port,
-        tlsCertFile: flags.tlsCert,
-        tlsKeyFile: flags.tlsKey,
-        token: flags.token ?? process.env.XFER_TOKEN,
-      });
-      process.stdout.write(`listening on ${server.url}\n`);
-      await new Promise<void>((resolve) => {
-        if (signal.aborted) resolve();
-        signal.addEventListener('abort', () => resolve(), { once: true });
-      });
-      await server.close();
+      const logger = serverLogger(flags.logFormat, flags.quiet ? 'warn' : flags.logLevel);
+      // The last line of defence: a failure that escaped its request is logged, and the
+      // server goes on serving its other clients (each request's state is its own).
+      const onUnhandled = (err: unknown) => logger.error({ code: isXferError(err) ? err.code : 'XFER_INTERNAL', error: (err as Error)?.message ?? String(err) }, 'unhandled rejection (kept serving)');
+      process.on('unhandledRejection', onUnhandled);
+      try {
+        const server = await createServer({
+          root: flags.root,
+          host: flags.host,
+          port,
+          tlsCertFile: flags.tlsCert,
+          tlsKeyFile: flags.tlsKey,
+          token: flags.token ?? process.env.XFER_TOKEN,
+          idleTimeoutMs: secondsFlag(flags.idleTimeout, '--idle-timeout'),
+          headersTimeoutMs: secondsFlag(flags.headersTimeout, '--headers-timeout'),
+          bodyTimeoutMs: secondsFlag(flags.bodyTimeout, '--body-timeout'),
+          stageTimeoutMs: secondsFlag(flags.stageTimeout, '--stage-timeout'),
+          maxConnections: countFlag(flags.maxConnections, '--max-connections'),
+          maxStreams: countFlag(flags.maxStreams, '--max-streams'),
+          logger,
+        });
+        process.stdout.write(`listening on ${server.url}\n`);
+        logger.info({ url: server.url }, 'listening');
+        await new Promise<void>((resolve) => {
+          if (signal.aborted) resolve();
+          signal.addEventListener('abort', () => resolve(), { once: true });
+        });
+        logger.info({}, 'stopping');
+        await server.close();
+      } finally {
+        process.off('unhandledRejection', onUnhandled);
+        logger.flush();
+      }
     });
+}
+
+/** Seconds (decimals allowed) as whole milliseconds. */
+function secondsFlag(raw: string, flag: string): number {
+  const s = /^\d+(\.\d+)?$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isFinite(s) || s > 2_000_000) throw new InvalidArgumentError(`${flag} must be a number of seconds (0 to turn it off), got "${raw}"`);
+  return Math.round(s * 1000);
+}
+
+function countFlag(raw: string, flag: string): number {
+  const n = /^\d+$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(n) || n < 1) throw new InvalidArgumentError(`${flag} must be a positive integer, got "${raw}"`);
+  return n;
+}
+
+/**
+ * The server's log on stderr: pino's JSON lines, or the same records as one readable line
+ * each (`<time> <LEVEL> <message> key=value ...`). Tokens and Authorization headers are
+ * never logged (the server does not pass them; the redaction is a second guard).
+ */
+function serverLogger(format: string, level: string): Logger {
+  const options = {
+    level,
+    base: undefined,
+    redact: { paths: ['token', 'authorization', 'headers.authorization', '*.token', '*.authorization'], censor: '[redacted]' },
+  };
+  if (format === 'json') return pino(options, pino.destination({ dest: 2, sync: true }));
+  return pino(options, { write: (line: string) => process.stderr.write(textLine(line)) });
+}
+
+function textLine(json: string): string {
+  let record: Record<string, unknown>;
+  try {
+    record = JSON.parse(json) as Record<string, unknown>;
+  } catch {
+    return json;
+  }
+  const { time, level, msg, ...fields } = record;
+  const name = (pino.levels.labels[Number(level)] ?? String(level)).toUpperCase() as Uppercase<Level>;
+  const pairs = Object.entries(fields).map(([k, v]) => `${k}=${typeof v === 'string' && !/\s|"/.test(v) ? v : JSON.stringify(v)}`);
+  return `${new Date(Number(time)).toISOString()} ${name} ${String(msg ?? '')}${pairs.length ? ` ${pairs.join(' ')}` : ''}\n`;
 }

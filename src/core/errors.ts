@@ -22,6 +22,8 @@ export type ErrorCode =
   | 'XFER_TOO_LARGE'
   | 'XFER_PROTOCOL'
   | 'XFER_ABORTED'
+  | 'XFER_TIMEOUT'
+  | 'XFER_BUSY'
   | 'XFER_INTERNAL';
 
 export class XferError extends Error {
@@ -159,6 +161,25 @@ export class AbortedError extends XferError {
   }
 }
 
+/**
+ * A peer was too slow for the server's timeouts: no request came on a connection, a request
+ * body stalled, or a stage stopped making progress (a chunk it waits for never came).
+ */
+export class TimeoutError extends XferError {
+  constructor(message: string) {
+    super('XFER_TIMEOUT', message);
+    this.name = 'TimeoutError';
+  }
+}
+
+/** The server is at one of its limits (connections, concurrent requests): try again later. */
+export class BusyError extends XferError {
+  constructor(message: string) {
+    super('XFER_BUSY', message);
+    this.name = 'BusyError';
+  }
+}
+
 /** Process exit codes by error code; documented in README "Exit codes". */
 export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
   XFER_INVALID_ARGUMENT: 2,
@@ -177,6 +198,8 @@ export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
   XFER_TOO_LARGE: 13,
   XFER_PROTOCOL: 14,
   XFER_ABORTED: 130,
+  XFER_TIMEOUT: 14,
+  XFER_BUSY: 14,
   XFER_INTERNAL: 70,
 };
 
@@ -191,13 +214,15 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   XFER_MANIFEST_CORRUPT: 400,
   XFER_MANIFEST_MISMATCH: 409,
   XFER_MANIFEST_INCOMPLETE: 409,
-  XFER_VERIFY_FAILED: 500,
+  XFER_VERIFY_FAILED: 422, // what the client sent does not rebuild into what it announced
   XFER_SOURCE_CHANGED: 409,
   XFER_IO: 500,
   XFER_UNAUTHORIZED: 401,
   XFER_TOO_LARGE: 413,
   XFER_PROTOCOL: 502,
   XFER_ABORTED: 499,
+  XFER_TIMEOUT: 408,
+  XFER_BUSY: 503, // sent with Retry-After; clients retry it
   XFER_INTERNAL: 500,
 };
 

@@ -2,20 +2,22 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import { hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { validateChunkerSpec } from '../chunker/params.js';
 import { ByteQueue } from '../core/bytes.js';
-import { AbortedError, HTTP_STATUS, InvalidArgumentError, isXferError, ManifestIncompleteError, NotFoundError, TooLargeError, UnauthorizedError, XferError } from '../core/errors.js';
+import { AbortedError, HTTP_STATUS, InvalidArgumentError, isXferError, ManifestIncompleteError, NotFoundError, TimeoutError, TooLargeError, UnauthorizedError, XferError } from '../core/errors.js';
 import { DIGEST_BYTES, digestToHex, parseDigestAlgorithm, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { openManifest, openManifestFile, type ManifestReader } from '../manifest/reader.js';
 import type { EntryMeta, ManifestHeader } from '../manifest/types.js';
 import { filesOf, reconstruct, type PreviousFile } from '../reconstruct/reconstruct.js';
 import type { LocalStore } from '../store/local.js';
-import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES } from '../store/delta.js';
+import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES, sumsBytes } from '../store/delta.js';
 import { validateManifestPrefix } from '../store/names.js';
 import { chunkerOfQuery } from '../store/stage-format.js';
-import { FETCH_READ_AHEAD, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_QUERY_DIGESTS, MAX_SMALL_BODY_BYTES } from './limits.js';
+import { BODY_TIMEOUT_MS, FETCH_READ_AHEAD, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_QUERY_DIGESTS, MAX_SMALL_BODY_BYTES, MAX_SUMS_ANSWER_BYTES } from './limits.js';
+import { silentLogger, type ServerLogger } from './log.js';
 import { materializedPath, remotePathToName } from './paths.js';
 import { StageHub, UnchangedError, type Stage } from './stage.js';
 
@@ -35,6 +37,11 @@ export interface HandlerContext {
   readonly signal: AbortSignal;
   /** Counted here (see ServerStats). */
   readonly stats?: { commits: number; commitsStaged: number };
+  /** See STAGE_IDLE_TIMEOUT_MS. */
+  readonly stageTimeoutMs?: number;
+  /** An answer the client takes nothing of for this long is reset (BODY_TIMEOUT_MS). 0: none. */
+  readonly sendTimeoutMs?: number;
+  readonly log?: ServerLogger;
 }
 
 /**
@@ -44,20 +51,23 @@ export interface HandlerContext {
 export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, res: Http2ServerResponse) => void {
   const tokenDigest = ctx.token === undefined ? undefined : sha256(ctx.token);
   const commits = new Map<string, Promise<unknown>>();
-  const stages = new StageHub(ctx.store);
+  const stages = new StageHub(ctx.store, undefined, ctx.stageTimeoutMs);
+  const log = ctx.log ?? silentLogger;
+  const sendTimeoutMs = ctx.sendTimeoutMs ?? BODY_TIMEOUT_MS;
 
   // Messages name paths under the server's root: clients are not told where that is.
   const root = dirname(ctx.filesDir);
   const hidePaths = (message: string) => message.split(join(root, 'store')).join("the server's store").split(root).join("the server's root");
 
   return (req, res) => {
-    handle(req, res).catch((err) => sendError(res, err, hidePaths));
+    handle(req, res).catch((err) => sendErrorAnswer(res, err, {}, hidePaths));
   };
 
   async function handle(req: Http2ServerRequest, res: Http2ServerResponse): Promise<void> {
     if (tokenDigest) {
       const auth = req.headers.authorization ?? '';
-      const given = auth.startsWith('Bearer ') ? auth.slice(7) : '';
+      // The scheme is case-insensitive (RFC 7235 section 2.1); the token is not.
+      const given = /^bearer /i.test(auth) ? auth.slice(7) : '';
       if (!timingSafeEqual(sha256(given), tokenDigest)) throw new UnauthorizedError();
     }
     // The raw path, never URL-normalized: `new URL` would resolve `%2e%2e` and `..` before
@@ -74,6 +84,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         maxBatchBytes: MAX_BATCH_BYTES,
         maxQueryDigests: MAX_QUERY_DIGESTS,
         maxChunkBytes: MAX_CHUNK_BYTES,
+        maxSumsAnswerBytes: MAX_SUMS_ANSWER_BYTES,
         deltaBlockBytes: DELTA_BLOCK_BYTES,
         stage: true,
         stageTrees: true,
@@ -147,7 +158,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     await receiveRecords(req, res, 'chunk batch', (queue) => {
       if (queue.length < 4 + DIGEST_BYTES) return undefined;
       const len = queue.readUInt32LE(0);
-      if (len > MAX_CHUNK_BYTES) throw new InvalidArgumentError(`chunk record of ${len} bytes is over the limit of ${MAX_CHUNK_BYTES}`);
+      if (len === 0 || len > MAX_CHUNK_BYTES) throw new InvalidArgumentError(`chunk record of ${len} bytes (a chunk has 1 to ${MAX_CHUNK_BYTES})`);
       if (queue.length < 4 + DIGEST_BYTES + len) return undefined;
       queue.take(4);
       const digest = Buffer.from(queue.take(DIGEST_BYTES));
@@ -216,30 +227,43 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     }
   }
 
-  /** Block sums of base chunks, for delta uploads (store/delta.ts). A missing base is answered [0]. */
+  /** Block sums of base chunks, for delta uploads (store/delta.ts). A missing or damaged base is answered [0]. */
   async function blockSums(req: Http2ServerRequest, res: Http2ServerResponse, algorithm: DigestAlgorithm): Promise<void> {
     const body = await readBody(req, MAX_QUERY_DIGESTS * SUMS_REQUEST_RECORD_BYTES);
     if (body.length === 0 || body.length % SUMS_REQUEST_RECORD_BYTES !== 0) {
       throw new InvalidArgumentError(`body must be a non-empty list of ${SUMS_REQUEST_RECORD_BYTES}-byte records`);
     }
-    const parts: Buffer[] = [];
+    // The answer is bounded before any work: its size (and the hashing behind it) grows with
+    // the lengths asked for, not with the request's size. `answerBytes` is its size if every
+    // base is found (a missing one takes 1 byte).
+    let answerBytes = 0;
+    for (let o = 0; o < body.length; o += SUMS_REQUEST_RECORD_BYTES) {
+      const length = body.readUInt32LE(o + DIGEST_BYTES + 8);
+      if (length === 0 || length > MAX_CHUNK_BYTES) throw new InvalidArgumentError(`block sums asked for a chunk of ${length} bytes`);
+      answerBytes += 1 + sumsBytes(length);
+    }
+    if (answerBytes > MAX_SUMS_ANSWER_BYTES) {
+      throw new TooLargeError(`block sums request would be answered with ${answerBytes} bytes, over the limit of ${MAX_SUMS_ANSWER_BYTES}: ask for fewer chunks at once`);
+    }
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
     for (let o = 0; o < body.length; o += SUMS_REQUEST_RECORD_BYTES) {
       const digest = body.subarray(o, o + DIGEST_BYTES);
       const shifts = [body.readInt32LE(o + DIGEST_BYTES), body.readInt32LE(o + DIGEST_BYTES + 4)] as const;
       const length = body.readUInt32LE(o + DIGEST_BYTES + 8);
-      if (length === 0 || length > MAX_CHUNK_BYTES) throw new InvalidArgumentError(`block sums asked for a chunk of ${length} bytes`);
-      let base: Buffer;
+      let base: Buffer | undefined;
       try {
         base = await ctx.store.get({ algorithm, digest }, { signal: ctx.signal });
       } catch (err) {
-        if (!isXferError(err, 'XFER_CHUNK_MISSING')) throw err;
-        parts.push(Buffer.from([0]));
-        continue;
+        // A damaged base is no base: answered as missing (the client sends the chunk whole),
+        // since the answer has started and a status can no longer say so.
+        if (isXferError(err, 'XFER_CHUNK_CORRUPT')) log.warn({ code: err.code, error: err.message }, 'a delta base in the store is damaged');
+        else if (!isXferError(err, 'XFER_CHUNK_MISSING')) throw err;
       }
-      parts.push(Buffer.from([1]), baseBlockSums(algorithm, base, shifts, length));
+      // Streamed record by record: at most one record's sums are held at a time.
+      const ok = res.write(base ? Buffer.concat([Buffer.from([1]), baseBlockSums(algorithm, base, shifts, length)]) : Buffer.from([0]));
+      if (!ok) await drained(res, sendTimeoutMs);
     }
-    res.writeHead(200, { 'content-type': 'application/octet-stream' });
-    res.end(Buffer.concat(parts));
+    res.end();
   }
 
   /**
@@ -297,7 +321,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       // and 2 GiB of garbage per 2 GiB pulled. The stream frames both the same way.
       let ok = res.write(head);
       if (data) ok = res.write(data);
-      if (!ok) await new Promise<void>((r) => res.once('drain', () => r()));
+      if (!ok) await drained(res, sendTimeoutMs);
     }
     res.end();
   }
@@ -306,7 +330,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     const body = await ctx.store.getManifest(name, { signal: ctx.signal });
     res.writeHead(200, { 'content-type': 'application/octet-stream' });
     for await (const piece of body) {
-      if (!res.write(piece)) await new Promise<void>((r) => res.once('drain', () => r()));
+      if (!res.write(piece)) await drained(res, sendTimeoutMs);
     }
     res.end();
   }
@@ -337,11 +361,15 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       );
       await checkChunksPresent(await openManifestFile(file, { signal: ctx.signal }));
       const previous = commits.get(name) ?? Promise.resolve();
+      let staged = false;
       const run = previous.catch(() => {}).then(async () => {
         // The chunks' publish (making them durable) overlaps the rebuild, which reads
         // pending chunks just as well; the manifest is stored, and the target swapped in,
         // only once both are done.
         const flushed = ctx.store.flush({ signal: ctx.signal });
+        // Awaited later (beforeCommit, or the finally below), perhaps only after a stage's
+        // list ends: a failure meanwhile must not count as unhandled, which exits the process.
+        flushed.catch(() => {});
         const beforeCommit = async () => {
           await flushed;
           await ctx.store.putManifest(name, createReadStream(file), { signal: ctx.signal });
@@ -355,6 +383,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
             try {
               const r = await stage.commit(beforeCommit);
               if (ctx.stats) ctx.stats.commitsStaged++;
+              staged = true;
               return r;
             } catch (err) {
               if (ctx.signal.aborted) throw err;
@@ -393,6 +422,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       try {
         const r = await run;
         if (ctx.stats) ctx.stats.commits++;
+        log.info({ path: name, kind: r.kind, bytes: r.bytesTotal, digest: r.digest, staged }, 'commit');
         sendJson(res, 200, { kind: r.kind, totalBytes: r.bytesTotal, digest: r.digest });
       } finally {
         if (commits.get(name) === run) commits.delete(name);
@@ -498,7 +528,16 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     const prefix = validateManifestPrefix(prefixRaw);
     const entries = [];
     for (const m of await ctx.store.listManifests(prefix, { signal: ctx.signal })) {
-      const h = await storedHeader(m.name);
+      let h: ManifestHeader;
+      try {
+        h = await storedHeader(m.name);
+      } catch (err) {
+        // One unreadable manifest does not hide the others: it is listed as damaged, saying why.
+        if (!isXferError(err) || err.code === 'XFER_ABORTED') throw err;
+        log.warn({ path: m.name, code: err.code, error: err.message }, 'a stored manifest is damaged');
+        entries.push({ path: m.name, kind: 'damaged', bytes: 0, mtimeMs: m.mtimeMs, digest: '', error: scrubIdentity(hidePaths(err.message)) });
+        continue;
+      }
       entries.push({ path: m.name, kind: h.kind, bytes: h.totalBytes, mtimeMs: m.mtimeMs, digest: digestToHex(h.digest) });
     }
     sendJson(res, 200, { entries });
@@ -537,6 +576,36 @@ async function readBody(req: Http2ServerRequest, limit: number = MAX_SMALL_BODY_
   return Buffer.concat(pieces);
 }
 
+/**
+ * Resolves when the response can take more. Rejects when its stream closes (the client went
+ * away) or when the client takes nothing for `timeoutMs` (it stopped reading: its stream is
+ * reset, so it holds no read-ahead and no stream for ever).
+ */
+function drained(res: Http2ServerResponse, timeoutMs: number): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const timer = timeoutMs > 0 ? setTimeout(() => {
+      settle();
+      reject(new TimeoutError(`the client took none of the answer for ${timeoutMs / 1000} s`));
+      res.stream?.close(0x8); // CANCEL
+    }, timeoutMs) : undefined;
+    const settle = () => {
+      clearTimeout(timer);
+      res.off('drain', onDrain);
+      res.off('close', onClose);
+    };
+    const onDrain = () => {
+      settle();
+      resolve();
+    };
+    const onClose = () => {
+      settle();
+      reject(new AbortedError('the client went away'));
+    };
+    res.once('drain', onDrain);
+    res.once('close', onClose);
+  });
+}
+
 function sha256(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
@@ -547,12 +616,48 @@ function sendJson(res: Http2ServerResponse, status: number, body: unknown): void
   res.end(text);
 }
 
-/** The one place a server-side error becomes a response. */
-function sendError(res: Http2ServerResponse, err: unknown, hidePaths: (message: string) => string): void {
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+/**
+ * Staging names hold `<host>~<pid>` (reconstruct/staging.ts), store temp names `<pid>-<hex>`
+ * (store/local.ts). The host name is matched only there: a short one ("vm") may be part of
+ * any word.
+ */
+const IDENTITY_PATTERN = new RegExp(
+  `(?:${[...new Set([hostname(), hostname().replace(/[^A-Za-z0-9_.-]/g, '_')])].map(escapeRegExp).join('|')})~\\d+|~${process.pid}\\b|\\b${process.pid}-(?=[0-9a-f]{12})`,
+  'g',
+);
+
+/**
+ * A message without the server's host name or process id, which name its staging and temp
+ * files: clients are not told which machine or process serves them.
+ */
+export function scrubIdentity(message: string): string {
+  return message.replace(IDENTITY_PATTERN, (m) => (m.endsWith('-') ? '<pid>-' : m.startsWith('~') ? '~<pid>' : '<host>~<pid>'));
+}
+
+/** The error each failed request was answered with (for the request log). */
+const failures = new WeakMap<Http2ServerResponse, XferError>();
+
+export function failureOf(res: Http2ServerResponse): XferError | undefined {
+  return failures.get(res);
+}
+
+/**
+ * The one place a server-side error becomes a response: `{ code, message }` with the status
+ * from HTTP_STATUS, or a reset if the answer had started. Never throws.
+ */
+export function sendErrorAnswer(res: Http2ServerResponse, err: unknown, headers: Record<string, string> = {}, hidePaths: (message: string) => string = (m) => m): void {
   const e = isXferError(err) ? err : new XferError('XFER_INTERNAL', `internal error: ${(err as Error)?.message ?? String(err)}`);
-  if (res.headersSent || res.stream?.destroyed) {
-    res.stream?.close?.(0x2); // INTERNAL_ERROR: the client sees a reset, never a truncated success
-    return;
+  if (!failures.has(res)) failures.set(res, e);
+  try {
+    if (res.headersSent || res.stream?.destroyed || res.stream?.closed) {
+      res.stream?.close?.(0x2); // INTERNAL_ERROR: the client sees a reset, never a truncated success
+      return;
+    }
+    const text = JSON.stringify({ code: e.code, message: scrubIdentity(hidePaths(e.message)) });
+    res.writeHead(HTTP_STATUS[e.code] ?? 500, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+    res.end(text);
+  } catch {
+    // The stream went away meanwhile: nobody is left to answer.
   }
-  sendJson(res, HTTP_STATUS[e.code] ?? 500, { code: e.code, message: hidePaths(e.message) });
 }

@@ -19,3 +19,43 @@ export const SESSION_WINDOW_BYTES = 256 * MiB;
 export const MAX_CONCURRENT_STREAMS = 128;
 /** Chunks read ahead of the response writer in `chunks/fetch` (64 measured ~5% faster than 16). */
 export const FETCH_READ_AHEAD = 64;
+/**
+ * Bytes of one `chunks/sums` answer, at most: each record may ask for the sums of a chunk of
+ * up to MAX_CHUNK_BYTES (8192 blocks x 16 bytes), so without a bound a 2.8 MiB request could
+ * make a 512 GiB answer. This holds the sums of 256 largest chunks (the client asks for at
+ * most 256 per request); a request asking for more is refused with 413.
+ */
+export const MAX_SUMS_ANSWER_BYTES = 48 * MiB;
+
+/** Connections served at once; beyond, requests are answered 503 (see MAX_BUSY_CONNECTIONS). */
+export const MAX_CONNECTIONS = 256;
+/**
+ * Connections beyond MAX_CONNECTIONS that are still accepted, only to answer their first
+ * request 503 with Retry-After and close; past these, new connections are closed at once.
+ */
+export const MAX_BUSY_CONNECTIONS = 64;
+/** Requests in progress on the whole server; beyond, a request is answered 503 with Retry-After. */
+export const MAX_STREAMS_TOTAL = 1024;
+/** Seconds a client is told to wait (Retry-After) when the server is at a limit. */
+export const BUSY_RETRY_AFTER_S = 2;
+
+/** A connection with no request open for this long is closed (GOAWAY). */
+export const IDLE_TIMEOUT_MS = 120_000;
+/**
+ * A new connection must have sent its first request's headers within this (TLS handshake
+ * and HTTP/2 preface included), or it is closed.
+ */
+export const HEADERS_TIMEOUT_MS = 20_000;
+/**
+ * A request body that, while the server is ready for it, brings fewer than
+ * BODY_MIN_PROGRESS_BYTES in this long is cut with 408 (a stalled or trickling upload).
+ * Stage bodies are exempt: they are paced by the push and bounded by STAGE_IDLE_TIMEOUT_MS.
+ */
+export const BODY_TIMEOUT_MS = 60_000;
+export const BODY_MIN_PROGRESS_BYTES = 1 * KiB;
+/**
+ * A stage that makes no progress (no list bytes read, no chunk received or read) for this
+ * long is discarded with its staging copy and answered 408; the commit then rebuilds the
+ * ordinary way. Bounds a stage waiting for a chunk that never comes.
+ */
+export const STAGE_IDLE_TIMEOUT_MS = 120_000;

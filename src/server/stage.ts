@@ -18,7 +18,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { DEFAULT_CHUNKER } from '../chunker/params.js';
-import { AbortedError, InvalidArgumentError, ProtocolError, TooLargeError } from '../core/errors.js';
+import { AbortedError, InvalidArgumentError, isXferError, TimeoutError, TooLargeError } from '../core/errors.js';
 import { SlabAllocator } from '../core/bytes.js';
 import { chunkerSpecEquals, DIGEST_BYTES, digestKey, type ChunkerSpec, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
@@ -28,7 +28,7 @@ import { reconstruct, type PreviousFile, type PullResult } from '../reconstruct/
 import type { LocalStore } from '../store/local.js';
 import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../store/stage-format.js';
 import type { ChunkStore, GetOptions, OpOptions, PutOptions } from '../store/store.js';
-import { MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES } from './limits.js';
+import { MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, STAGE_IDLE_TIMEOUT_MS } from './limits.js';
 
 /** How long a finished stage waits for its manifest commit before it is discarded. */
 export const STAGE_HANDOVER_MS = 60_000;
@@ -79,6 +79,8 @@ export class StageHub {
     private readonly store: LocalStore,
     /** See STAGE_HELD_RECORDS_MAX (tests make it small). */
     private readonly heldRecordsMax = STAGE_HELD_RECORDS_MAX,
+    /** See STAGE_IDLE_TIMEOUT_MS; 0: none. */
+    private readonly idleTimeoutMs = STAGE_IDLE_TIMEOUT_MS,
   ) {}
 
   /** Whether any stage waits for chunks (uploads skip the lookup otherwise). */
@@ -122,9 +124,9 @@ export class StageHub {
     this.stages.get(spec.name)?.abort(new AbortedError('a newer push of the same target started'));
     const stage = new Stage(spec, signal, this.heldRecordsMax, () => {
       if (this.stages.get(spec.name) === stage) this.stages.delete(spec.name);
-    });
+    }, this.idleTimeoutMs);
     this.stages.set(spec.name, stage);
-    stage.run(body, new WaitingStore(this.store, this, stage.signal), previous);
+    stage.run(body, new WaitingStore(this.store, this, stage.signal, () => stage.progress()), previous);
     return stage;
   }
 
@@ -158,6 +160,8 @@ export class Stage {
   /** Size and digest the client announced at the end of the list, once it has. */
   private announced: { size: number; digest: Buffer } | undefined;
   private handoverTimer: NodeJS.Timeout | undefined;
+  /** Fires after idleTimeoutMs without progress(); stopped for the handover and at the end. */
+  private idleTimer: NodeJS.Timeout | undefined;
   private deliverSwap!: (run: BeforeSwap) => void;
   private listEnded!: () => void;
   /** Resolves once the whole chunk list has been read (the end record parsed). */
@@ -171,6 +175,7 @@ export class Stage {
     serverSignal: AbortSignal,
     private readonly heldRecordsMax: number,
     private readonly done: () => void,
+    private readonly idleTimeoutMs = STAGE_IDLE_TIMEOUT_MS,
   ) {
     // Every chunk the rebuild waits for listens for the abort (up to its fetch window).
     setMaxListeners(0, this.controller.signal);
@@ -187,9 +192,25 @@ export class Stage {
     if (!this.controller.signal.aborted) this.controller.abort(reason);
   }
 
-  run(body: AsyncIterable<Buffer>, store: ChunkStore, previous?: ManifestReader): void {
+  /** The stage moved on (list bytes read, a chunk received or read): restarts its idle timer. */
+  progress(): void {
+    this.idleTimer?.refresh();
+  }
+
+  private stopIdleTimer(): void {
+    clearTimeout(this.idleTimer);
+    this.idleTimer = undefined;
+  }
+
+  run(listBody: AsyncIterable<Buffer>, store: ChunkStore, previous?: ManifestReader): void {
     const signal = this.controller.signal;
     const spec = this.spec;
+    if (this.idleTimeoutMs > 0) {
+      const seconds = this.idleTimeoutMs / 1000;
+      this.idleTimer = setTimeout(() => this.abort(new TimeoutError(`the stage made no progress for ${seconds} s (a chunk it waits for never came?)`)), this.idleTimeoutMs);
+      this.idleTimer.unref();
+    }
+    const body = this.progressing(listBody);
     const header: ManifestHeader = {
       formatVersion: 1,
       kind: spec.kind,
@@ -203,10 +224,10 @@ export class Stage {
     };
     const reader: ManifestReader = {
       header,
-      events: () => (spec.kind === 'file' ? this.deferWhileUnchanged(this.events(body, spec.meta), previous) : this.treeEvents(body, header)),
+      events: () => this.abortOnFailure(spec.kind === 'file' ? this.deferWhileUnchanged(this.events(body, spec.meta), previous) : this.treeEvents(body, header)),
       close: async () => {},
     };
-    this.result = reconstruct(reader, store, spec.target, {
+    const rebuilt = reconstruct(reader, store, spec.target, {
       signal,
       confineTo: spec.confineTo,
       // The server's files: see ReconstructOptions.clearSetId.
@@ -220,15 +241,27 @@ export class Stage {
       // now; the whole-file digest checks what was read back (as in the ordinary rebuild).
       verifyStoreChunks: false,
       beforeCommit: async () => {
+        this.stopIdleTimer(); // from here on, STAGE_HANDOVER_MS bounds the wait
         this.handoverTimer = setTimeout(() => this.abort(new AbortedError('no manifest commit came for the staged copy')), STAGE_HANDOVER_MS);
         const run = await Promise.race([this.swap, aborted(signal)]);
         clearTimeout(this.handoverTimer);
         await run();
       },
     });
+    // An abort surfaces inside the rebuild as a plain AbortedError; a stage aborted for a
+    // reason of its own (a timeout, a malformed list) is answered with that reason.
+    this.result = rebuilt.catch((err: unknown) => {
+      const reason = signal.reason as unknown;
+      if (isXferError(err, 'XFER_ABORTED') && isXferError(reason) && !isXferError(reason, 'XFER_ABORTED')) throw reason;
+      throw err;
+    });
     this.result.then(
-      () => this.done(),
       () => {
+        this.stopIdleTimer();
+        this.done();
+      },
+      () => {
+        this.stopIdleTimer();
         clearTimeout(this.handoverTimer);
         this.done();
       },
@@ -257,6 +290,27 @@ export class Stage {
   commit(beforeSwap: BeforeSwap): Promise<PullResult> {
     this.deliverSwap(beforeSwap);
     return this.result;
+  }
+
+  /** The stage's body, each piece counted as progress. */
+  private async *progressing(body: AsyncIterable<Buffer>): AsyncGenerator<Buffer, void, undefined> {
+    for await (const piece of body) {
+      this.progress();
+      yield piece;
+    }
+  }
+
+  /**
+   * The rebuild's events; a list that fails (malformed, cut short) aborts the stage, so
+   * that the chunks it already waits for stop waiting and the stage is answered at once.
+   */
+  private async *abortOnFailure(events: AsyncGenerator<ManifestEvent>): AsyncGenerator<ManifestEvent, void, undefined> {
+    try {
+      yield* events;
+    } catch (err) {
+      this.abort(err instanceof Error ? err : new AbortedError(String(err)));
+      throw err;
+    }
   }
 
   /**
@@ -356,7 +410,7 @@ export class Stage {
         records = [];
       }
     }
-    if (!ended) throw new ProtocolError('stage list ended without its end record (the client went away?)');
+    if (!ended) throw new InvalidArgumentError('stage list ended without its end record');
     yield { kind: 'entryEnd', size: this.announced!.size, digest: this.announced!.digest };
   }
 }
@@ -407,6 +461,8 @@ class WaitingStore implements ChunkStore {
     private readonly store: LocalStore,
     private readonly hub: StageHub,
     private readonly signal: AbortSignal,
+    /** Called when a get() returns: the stage moved on. */
+    private readonly onProgress: () => void = () => {},
   ) {
     signal.addEventListener('abort', () => {
       for (const reject of this.waiting) reject(signal.reason ?? new AbortedError());
@@ -426,13 +482,16 @@ class WaitingStore implements ChunkStore {
       if (this.signal.aborted) reject(this.signal.reason ?? new AbortedError());
       else this.waiting.add(reject);
     });
+    // An abort rejects `arrival` at once, possibly while the store read below is still
+    // running and nothing awaits it yet: handled here, or the process would exit.
+    arrival.catch(() => {});
     try {
-      if ((await this.store.has([id], options))[0]) return await this.store.get(id, options);
-      return await arrival;
+      const data = (await this.store.has([id], options))[0] ? await this.store.get(id, options) : await arrival;
+      this.onProgress();
+      return data;
     } finally {
       cancel();
       this.waiting.delete(fail);
-      arrival.catch(() => {});
     }
   }
 

@@ -651,9 +651,9 @@ export class HttpStore implements ChunkStore, ManifestStore {
     return r.map((e) => ({ name: e.path, bytes: e.bytes, mtimeMs: e.mtimeMs }));
   }
 
-  /** The server's listing with kinds and digests (for `xfer ls`). */
-  async list(prefix: string, options: OpOptions = {}): Promise<{ path: string; kind: string; bytes: number; mtimeMs: number; digest: string }[]> {
-    return ((await this.request({ method: 'GET', path: `/v1/list?prefix=${encodeURIComponent(prefix)}`, signal: options.signal }, json)) as { entries: { path: string; kind: string; bytes: number; mtimeMs: number; digest: string }[] }).entries;
+  /** The server's listing with kinds and digests (for `xfer ls`); a manifest it cannot read is kind `damaged`, with its `error`. */
+  async list(prefix: string, options: OpOptions = {}): Promise<{ path: string; kind: string; bytes: number; mtimeMs: number; digest: string; error?: string }[]> {
+    return ((await this.request({ method: 'GET', path: `/v1/list?prefix=${encodeURIComponent(prefix)}`, signal: options.signal }, json)) as { entries: { path: string; kind: string; bytes: number; mtimeMs: number; digest: string; error?: string }[] }).entries;
   }
 
   async stat(name: string, options: OpOptions = {}): Promise<'file' | 'tree' | 'dir' | 'none'> {
@@ -837,6 +837,8 @@ async function call(client: Dispatcher, base: URL, opts: CallOptions): Promise<D
   if (typeof body.code === 'string' && typeof body.message === 'string') {
     // The server stopping aborts what it was doing: for this client, a passing failure.
     if (body.code === 'XFER_ABORTED') throw new TransientError(`${base.origin} stopped while answering ${opts.method} ${opts.path.split('?')[0]}`);
+    // At a limit (503 XFER_BUSY, with Retry-After): for now.
+    if (res.statusCode === 503) throw new TransientError(`${base.origin}: ${body.message}`);
     throw new XferError(body.code as ErrorCode, `${base.origin}: ${body.message}`);
   }
   const what = `${base.origin} answered ${opts.method} ${opts.path.split('?')[0]} with status ${res.statusCode}`;

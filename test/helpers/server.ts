@@ -27,7 +27,7 @@ export function useServer(prefix: string): { readonly dir: string; readonly root
 }
 
 /** Starts `xfer serve` as a child process and waits for its "listening on <url>" line. */
-export async function startServeProcess(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ url: string; child: ChildProcess; stop(signal?: NodeJS.Signals): Promise<number | null> }> {
+export async function startServeProcess(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ url: string; child: ChildProcess; stderr(): string; stop(signal?: NodeJS.Signals): Promise<number | null> }> {
   const child = spawn(process.execPath, [BIN, 'serve', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
@@ -48,6 +48,7 @@ export async function startServeProcess(args: string[], env: NodeJS.ProcessEnv =
   return {
     url,
     child,
+    stderr: () => err,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
       return exited;
