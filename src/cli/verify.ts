@@ -6,7 +6,7 @@ import { formatBytes } from '../core/sizes.js';
 import { localTargetOf, openLocalSource, openLocalStore, STORE_DIR_NAME } from '../endpoint/local.js';
 import type { LocalStore } from '../store/local.js';
 import { verifyManifests } from '../transfer/verify.js';
-import { EXIT_DAMAGED, printJson } from './output.js';
+import { count, EXIT_DAMAGED, printJson } from './output.js';
 
 /**
  * `xfer verify <dir>` checks every manifest of <dir>/.xfer; `xfer verify <dir>/<name>` one.
@@ -44,9 +44,9 @@ export function registerVerify(program: Command, signal: AbortSignal, setExit: (
             process.stdout.write(`DAMAGED ${d.manifest}${d.path ? `/${d.path}` : ''}: ${d.kind}${d.digest ? ` chunk ${d.digest}` : ''}: ${d.message}\n`);
           }
           process.stdout.write(
-            `${r.damaged.length ? 'FAILED' : 'ok'}: ${r.manifests} manifests, ${r.files} files, ${r.chunks} chunk references (${formatBytes(r.bytes)})` +
-              `${targetOf ? `, ${r.filesChecked} rebuilt ${r.filesChecked === 1 ? 'file' : 'files'}` : ''} checked` +
-              `${r.damaged.length ? `, ${r.damaged.length} ${r.damaged.length === 1 ? 'problem' : 'problems'}` : ''}\n`,
+            `${r.damaged.length ? 'FAILED' : 'ok'}: ${count(r.manifests, 'manifest')}, ${count(r.files, 'file')}, ${count(r.chunks, 'chunk reference')} (${formatBytes(r.bytes)})` +
+              `${targetOf ? `, ${count(r.filesChecked, 'rebuilt file')}` : ''} checked` +
+              `${r.damaged.length ? `, ${count(r.damaged.length, 'problem')}` : ''}\n`,
           );
         }
         if (r.damaged.length) setExit(EXIT_DAMAGED);
