@@ -355,7 +355,7 @@ describe('xfer push / pull / verify to a local directory', () => {
       ['pull from nowhere', ['pull', '/nonexistent/dir/name', '/tmp/y'], 3, /no xfer store/],
       ['retries not a count', ['push', '/etc/hostname', 'http://127.0.0.1:9/x', '--retries', 'many'], 2, /--retries: expected a whole number from 0 to 999, got "many"/],
       ['negative retries', ['pull', 'http://127.0.0.1:9/x', '/tmp/y', '--retries', '-1'], 2, /--retries: expected a whole number/],
-      ['no server at first contact: no retries', ['push', '/etc/hostname', 'http://127.0.0.1:9/x'], 14, /cannot reach http:\/\/127\.0\.0\.1:9: connection refused$/m],
+      ['no server at first contact: no retries', ['push', '/etc/hostname', 'http://127.0.0.1:9/x'], 14, /cannot reach http:\/\/127\.0\.0\.1:9: connection refused \(is xfer serve running there, on that port\?\)$/m],
     ];
     for (const [name, args, code, re] of cases) {
       it(name, async () => {
