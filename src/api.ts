@@ -5,7 +5,7 @@ import { pipeline } from 'node:stream/promises';
 import type { StreamSource } from './scan/scanner.js';
 import { InvalidArgumentError, isXferError } from './core/errors.js';
 import type { RemoteOptions } from './endpoint/http.js';
-import { isRemote, parseRemote } from './endpoint/remote.js';
+import { checkLocalPath, isRemote, parseRemote } from './endpoint/remote.js';
 import { LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName } from './endpoint/local.js';
 import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifestFile } from './manifest/reader.js';
@@ -49,6 +49,7 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
  * Resolves with the figures of the push and the target it wrote.
  */
 export async function push(source: PushSource, destination: string, options: PushOptions = {}): Promise<PushResult & { target: string }> {
+  if (typeof source === 'string') checkLocalPath(source, 'the source of a push');
   const sourceName = typeof source === 'string' ? sourceBaseName(source) : source.name;
   // A missing source is the error to report, not what the destination would make of it.
   if (typeof source === 'string') await statSource(source);
@@ -114,6 +115,7 @@ export async function push(source: PushSource, destination: string, options: Pus
  */
 export async function pull(source: string, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string }> {
   const { signal } = options;
+  checkLocalPath(destination, 'the destination of a pull');
   let store: ChunkStore & ManifestStore & { close(): Promise<void> };
   let name: string;
   if (isRemote(source)) {

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { nativeLoadError } from '../chunker/native.js';
 import { digestToHex } from '../core/ids.js';
 import { formatBytes } from '../core/sizes.js';
+import { checkLocalPath } from '../endpoint/remote.js';
 import { analyze } from '../scan/analyze.js';
 import { chunkerOptions, chunkerSpecFrom, digestFrom, type ChunkerFlags } from './options.js';
 import { count, rate } from './output.js';
@@ -20,6 +21,7 @@ export function registerChunk(program: Command): void {
     .option('--list', 'also list every chunk (offset, length, digest)');
   for (const o of chunkerOptions()) cmd.addOption(o);
   cmd.action(async (path: string, flags: ChunkFlags) => {
+    if (path !== '-') checkLocalPath(path, 'what chunk reads');
     const chunker = chunkerSpecFrom(flags, (n) => cmd.getOptionValueSource(n) === 'cli');
     const digestAlgorithm = digestFrom(flags);
     const out = process.stdout;

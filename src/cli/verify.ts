@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { NotFoundError } from '../core/errors.js';
 import { formatBytes } from '../core/sizes.js';
+import { checkLocalPath } from '../endpoint/remote.js';
 import { localTargetOf, openLocalSource, openLocalStore, STORE_DIR_NAME } from '../endpoint/local.js';
 import type { LocalStore } from '../store/local.js';
 import { verifyManifests } from '../transfer/verify.js';
@@ -20,6 +21,7 @@ export function registerVerify(program: Command, signal: AbortSignal, setExit: (
     .option('--chunks-only', 'check the stored chunks only, not the rebuilt files')
     .option('--json', 'print the report as one JSON object')
     .action(async (dest: string, flags: { json?: boolean; chunksOnly?: boolean }) => {
+      checkLocalPath(dest, 'what verify checks');
       let store: LocalStore;
       let names: string[];
       let dir: string;
