@@ -52,7 +52,7 @@ export async function push(source: PushSource, destination: string, options: Pus
   if (typeof source === 'string') checkLocalPath(source, 'the source of a push');
   const sourceName = typeof source === 'string' ? sourceBaseName(source) : source.name;
   // A missing source is the error to report, not what the destination would make of it.
-  if (typeof source === 'string') await statSource(source);
+  const sourceIsTree = typeof source === 'string' && (await statSource(source)).isDirectory();
   let dest: PushDestination;
   /** Retries the remote store made so far (none for a local destination). */
   let retriesMade = () => 0;
@@ -61,7 +61,7 @@ export async function push(source: PushSource, destination: string, options: Pus
     const { connectRemote, HttpDestination, resolveRemoteTarget } = await import('./endpoint/http.js');
     const store = await connectRemote(r.base, { ...options, signal: options.signal });
     try {
-      dest = new HttpDestination(store, await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal: options.signal }), { delta: options.delta });
+      dest = new HttpDestination(store, await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal: options.signal, sourceIsTree }), { delta: options.delta });
       retriesMade = () => store.retriesMade;
     } catch (err) {
       await store.close();
@@ -69,7 +69,7 @@ export async function push(source: PushSource, destination: string, options: Pus
     }
   } else {
     refuseLocalLimit(options);
-    dest = await LocalDestination.open(localTargetOf(await resolvePushTarget(sourceName, destination)), { signal: options.signal, onLockWait: options.onLockWait });
+    dest = await LocalDestination.open(localTargetOf(await resolvePushTarget(sourceName, destination, sourceIsTree)), { signal: options.signal, onLockWait: options.onLockWait });
   }
   const started = performance.now();
   // What earlier runs sent (see below), as their last progress reports said.
