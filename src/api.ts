@@ -6,7 +6,7 @@ import type { StreamSource } from './scan/scanner.js';
 import { InvalidArgumentError, isXferError } from './core/errors.js';
 import type { RemoteOptions } from './endpoint/http.js';
 import { checkLocalPath, isRemote, parseRemote } from './endpoint/remote.js';
-import { LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName } from './endpoint/local.js';
+import { destinationPathsIn, LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName } from './endpoint/local.js';
 import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifestFile } from './manifest/reader.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
@@ -56,6 +56,7 @@ export async function push(source: PushSource, destination: string, options: Pus
   let dest: PushDestination;
   /** Retries the remote store made so far (none for a local destination). */
   let retriesMade = () => 0;
+  let exclude: ((absPath: string) => boolean) | undefined;
   if (isRemote(destination)) {
     const r = parseRemote(destination);
     const { connectRemote, HttpDestination, resolveRemoteTarget } = await import('./endpoint/http.js');
@@ -69,7 +70,10 @@ export async function push(source: PushSource, destination: string, options: Pus
     }
   } else {
     refuseLocalLimit(options);
-    dest = await LocalDestination.open(localTargetOf(await resolvePushTarget(sourceName, destination, sourceIsTree)), { signal: options.signal, onLockWait: options.onLockWait });
+    const t = localTargetOf(await resolvePushTarget(sourceName, destination, sourceIsTree));
+    // A destination inside the source tree is left out of what is read (see destinationPathsIn).
+    if (sourceIsTree) exclude = destinationPathsIn(source as string, t);
+    dest = await LocalDestination.open(t, { signal: options.signal, onLockWait: options.onLockWait });
   }
   const started = performance.now();
   // What earlier runs sent (see below), as their last progress reports said.
@@ -83,7 +87,7 @@ export async function push(source: PushSource, destination: string, options: Pus
     for (let round = 1; ; round++) {
       const retriesBefore = retriesMade();
       try {
-        const result = await pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, { ...options, onProgress });
+        const result = await pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, { ...options, exclude, onProgress });
         return {
           ...result,
           bytesSent: earlier.bytesSent + result.bytesSent,

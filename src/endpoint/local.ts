@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { AlreadyExistsError, fromSystemError, InvalidArgumentError, NotFoundError } from '../core/errors.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
-import { sameFile, Staging, type StagedFile } from '../reconstruct/staging.js';
+import { sameFile, Staging, STAGING_PREFIX, type StagedFile } from '../reconstruct/staging.js';
 import { LocalStore } from '../store/local.js';
 import type { HeldLock } from '../store/lock.js';
 import type { OpOptions } from '../store/store.js';
@@ -70,6 +70,24 @@ export async function resolvePushTarget(sourceName: string, dest: string, source
 async function isPushedTree(dir: string): Promise<boolean> {
   const manifest = join(dirname(dir), STORE_DIR_NAME, 'manifests', basename(dir));
   return (await stat(manifest).then((s) => s.isFile(), () => false)) && (await stat(dir).then((s) => s.isDirectory(), () => false));
+}
+
+/**
+ * What a push to `t` writes in t's directory: the target, the store (.xfer) and staging
+ * copies (`.xfer-<name>.*`, see reconstruct/staging.ts). A push whose destination is inside
+ * the tree it reads (`xfer push . ./backup/`) leaves these out of its scan: they change
+ * while it runs, so reading them failed every such push with "file changed while it was
+ * being read". undefined if `t` is not inside `sourceTree` (nothing to leave out).
+ */
+export function destinationPathsIn(sourceTree: string, t: LocalTarget): ((absPath: string) => boolean) | undefined {
+  const root = resolve(sourceTree);
+  if (t.dir !== root && !t.dir.startsWith(root.endsWith(sep) ? root : root + sep)) return undefined;
+  const staging = `${STAGING_PREFIX}${t.name}.`;
+  return (absPath) => {
+    if (dirname(absPath) !== t.dir) return false;
+    const name = basename(absPath);
+    return name === t.name || name === STORE_DIR_NAME || name.startsWith(staging);
+  };
 }
 
 /** The base name a source is copied under (cp semantics); '.' and '/' resolve first. */
