@@ -97,7 +97,7 @@ describe('figures for people', () => {
     assert.equal(formatBytes(6.9196953730742425), '7 B');
   });
 
-  it('a push of one small file: rounded rate, "1 chunk", and verify says "1 manifest, 1 file"', async () => {
+  it('one small file: rounded rate, "1 chunk", "1 manifest, 1 file", "1 byte"', async () => {
     const src = join(f.dir, 'one');
     await writeFile(src, 'abc');
     const dest = join(f.dir, 'local-dest/');
@@ -114,6 +114,11 @@ describe('figures for people', () => {
     await writeFile(one, 'x');
     const c1 = await runCli(['chunk', one]);
     assert.match(c1.stdout, /^size: +1 B \(1 byte\)\n/);
+    const p1 = await runCli(['push', one, dest]);
+    assert.equal(p1.code, 0, p1.stderr);
+    const m = await runCli(['manifest', 'show', join(dest, 'byte')]);
+    assert.equal(m.code, 0, m.stderr);
+    assert.match(m.stdout, /^total size: +1 byte\n/m);
   });
 
   it('--bwlimit takes 1.5M, and 0 for no limit (rsync)', async () => {
