@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { formatBytes, parseSize } from '../src/core/sizes.js';
+import { describeNetFailure } from '../src/store/net-errors.js';
 import { createServer } from '../src/server/server.js';
 import { isOneLineError, runCli } from './helpers/cli.js';
 import { useServer } from './helpers/server.js';
@@ -131,5 +132,39 @@ describe('figures for people', () => {
     // 0 is no limit, so it does not ask for a server either.
     const local = await runCli(['push', src, join(f.dir, 'local-0/'), '--bwlimit', '0']);
     assert.equal(local.code, 0, local.stderr);
+  });
+});
+
+describe('describeNetFailure', () => {
+  const base = new URL('https://backup.example.net:7373');
+  const table: [string, RegExp, boolean][] = [
+    ['ENOTFOUND', /^cannot resolve host backup\.example\.net$/, true],
+    ['EAI_AGAIN', /^cannot resolve host backup\.example\.net/, true],
+    ['ECONNREFUSED', /^connection refused/, true],
+    ['EHOSTUNREACH', /^no route to host$/, true],
+    ['ENETUNREACH', /^network unreachable$/, true],
+    ['ETIMEDOUT', /^connection timed out$/, true],
+    ['UND_ERR_CONNECT_TIMEOUT', /^connection timed out$/, true],
+    ['DEPTH_ZERO_SELF_SIGNED_CERT', /^certificate not trusted: pass --ca FILE/, true],
+    ['SELF_SIGNED_CERT_IN_CHAIN', /^certificate not trusted: pass --ca FILE/, true],
+    ['UNABLE_TO_VERIFY_LEAF_SIGNATURE', /^certificate not trusted: pass --ca FILE/, true],
+    ['CERT_HAS_EXPIRED', /expired/, true],
+    ['ERR_TLS_CERT_ALTNAME_INVALID', /not for backup\.example\.net/, true],
+    ['ERR_SSL_WRONG_VERSION_NUMBER', /does not speak TLS: use http:\/\//, true],
+    ['ECONNRESET', /^connection reset$/, false],
+    ['UND_ERR_SOCKET', /^the server closed the connection$/, false],
+    ['UND_ERR_HEADERS_TIMEOUT', /^no answer within the --timeout$/, false],
+    ['UND_ERR_BODY_TIMEOUT', /^no answer within the --timeout$/, false],
+  ];
+  for (const [code, text, reaching] of table) {
+    it(`${code} in words`, () => {
+      const f = describeNetFailure(Object.assign(new Error('raw'), { code }), base);
+      assert.match(f.text, text);
+      assert.ok(!f.text.includes(code), f.text);
+      assert.equal(f.reaching, reaching);
+    });
+  }
+  it('an unknown failure keeps its own words', () => {
+    assert.equal(describeNetFailure(new Error('something odd'), base).text, 'something odd');
   });
 });

@@ -879,8 +879,6 @@ async function* mapErrors(body: AsyncIterable<Uint8Array>, base: URL, signal?: A
 function transportError(err: unknown, base: URL, signal?: AbortSignal): XferError {
   if (err instanceof XferError) return err;
   if (signal?.aborted || (err as Error)?.name === 'AbortError') return abortedError(signal);
-  const e = err as { code?: string };
-  if (e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT') return new TransientError(`${base.origin} stopped answering (${e.code})`, { cause: err });
   const f = describeNetFailure(err, base);
   const message = f.reaching ? `cannot reach ${base.origin}: ${f.text}` : `the connection to ${base.origin} broke: ${f.text}`;
   return f.permanent ? new ProtocolError(message, { cause: err }) : new TransientError(message, { cause: err });

@@ -57,6 +57,9 @@ export function describeNetFailure(err: unknown, base: URL): NetFailure {
     case 'ERR_SSL_WRONG_VERSION_NUMBER':
     case 'ERR_SSL_PACKET_LENGTH_TOO_LONG':
       return reach('it does not speak TLS: use http://', true);
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
+      return broke('no answer within the --timeout');
     case 'ECONNRESET':
       return broke('connection reset');
     case 'EPIPE':
