@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -54,4 +54,20 @@ describe('a reader that closes the pipe early (| head -1)', () => {
       assert.equal(r.code, 0);
     });
   }
+
+  it('verify | head -1 on a damaged store still exits 1: the damage is not hidden', async () => {
+    const damaged = join(dir, 'damaged');
+    const p = await runCli(['push', join(dir, 'data'), `${damaged}/`, '-q', ...small]);
+    assert.equal(p.code, 0, p.stderr);
+    // Every chunk corrupt: thousands of DAMAGED lines, more than the pipe holds.
+    const packs = join(damaged, '.xfer', 'packs');
+    for (const name of (await readdir(packs)).filter((n) => n.endsWith('.pack'))) {
+      const size = (await stat(join(packs, name))).size;
+      await writeFile(join(packs, name), Buffer.alloc(size));
+    }
+    const r = await runIntoHead(['verify', '--chunks-only', damaged]);
+    assert.match(r.first, /^DAMAGED data/);
+    assert.equal(r.stderr, '');
+    assert.equal(r.code, 1);
+  });
 });

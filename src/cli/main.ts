@@ -3,7 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { registerChunk } from './chunk.js';
 import { registerLs } from './ls.js';
 import { registerManifest } from './manifest.js';
-import { EXIT_OK, EXIT_USAGE, reportError } from './output.js';
+import { EXIT_OK, EXIT_USAGE, noteExitCode, reportError } from './output.js';
 import { registerPull } from './pull.js';
 import { registerPush } from './push.js';
 import { registerServe } from './serve.js';
@@ -50,6 +50,10 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   let exitCode = EXIT_OK;
+  const setExit = (c: number) => {
+    exitCode = c;
+    noteExitCode(c);
+  };
   const program = new Command()
     .name('xfer')
     .description('Chunked, deduplicating, verified file transfer (FastCDC 2020 + BLAKE3)')
@@ -58,9 +62,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     .configureOutput({ outputError: (str, write) => write(usageErrorLine(str)) })
     .addHelpText('after', EXIT_HELP);
   registerChunk(program);
-  registerPush(program, controller.signal, (c) => (exitCode = c));
+  registerPush(program, controller.signal, setExit);
   registerPull(program, controller.signal);
-  registerVerify(program, controller.signal, (c) => (exitCode = c));
+  registerVerify(program, controller.signal, setExit);
   registerManifest(program, controller.signal);
   registerServe(program, controller.signal);
   registerLs(program, controller.signal);

@@ -46,6 +46,7 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
         },
       });
       progress.done();
+      if (r.entriesLost > 0) setExitCode(EXIT_PARTIAL);
       if (flags.json) {
         printJson({
           bytesTotal: r.bytesTotal,
@@ -66,7 +67,6 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
       }
       if (r.entriesLost > 0) {
         process.stderr.write(`xfer: partial transfer: ${count(r.entriesLost, 'entry', 'entries')} could not be copied (see above)\n`);
-        setExitCode(EXIT_PARTIAL);
       }
     } finally {
       progress.done();

@@ -40,6 +40,7 @@ export function registerVerify(program: Command, signal: AbortSignal, setExit: (
       const targetOf = flags.chunksOnly ? undefined : (name: string) => join(dir, ...name.split('/'));
       try {
         const r = await verifyManifests(store, store, names, { signal, targetOf });
+        if (r.damaged.length) setExit(EXIT_DAMAGED);
         if (flags.json) printJson(r);
         else {
           for (const d of r.damaged) {
@@ -51,7 +52,6 @@ export function registerVerify(program: Command, signal: AbortSignal, setExit: (
               `${r.damaged.length ? `, ${count(r.damaged.length, 'problem')}` : ''}\n`,
           );
         }
-        if (r.damaged.length) setExit(EXIT_DAMAGED);
       } finally {
         await store.close();
       }
