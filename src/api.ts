@@ -5,8 +5,8 @@ import { pipeline } from 'node:stream/promises';
 import type { StreamSource } from './scan/scanner.js';
 import { InvalidArgumentError, isXferError } from './core/errors.js';
 import type { RemoteOptions } from './endpoint/http.js';
-import { isRemote, parseRemote } from './endpoint/remote.js';
-import { LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName } from './endpoint/local.js';
+import { checkLocalPath, isRemote, parseRemote } from './endpoint/remote.js';
+import { destinationPathsIn, LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName } from './endpoint/local.js';
 import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifestFile } from './manifest/reader.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
@@ -49,18 +49,20 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
  * Resolves with the figures of the push and the target it wrote.
  */
 export async function push(source: PushSource, destination: string, options: PushOptions = {}): Promise<PushResult & { target: string }> {
+  if (typeof source === 'string') checkLocalPath(source, 'the source of a push');
   const sourceName = typeof source === 'string' ? sourceBaseName(source) : source.name;
   // A missing source is the error to report, not what the destination would make of it.
-  if (typeof source === 'string') await statSource(source);
+  const sourceIsTree = typeof source === 'string' && (await statSource(source)).isDirectory();
   let dest: PushDestination;
   /** Retries the remote store made so far (none for a local destination). */
   let retriesMade = () => 0;
+  let exclude: ((absPath: string) => boolean) | undefined;
   if (isRemote(destination)) {
     const r = parseRemote(destination);
     const { connectRemote, HttpDestination, resolveRemoteTarget } = await import('./endpoint/http.js');
     const store = await connectRemote(r.base, { ...options, signal: options.signal });
     try {
-      dest = new HttpDestination(store, await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal: options.signal }), { delta: options.delta });
+      dest = new HttpDestination(store, await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal: options.signal, sourceIsTree }), { delta: options.delta });
       retriesMade = () => store.retriesMade;
     } catch (err) {
       await store.close();
@@ -68,7 +70,10 @@ export async function push(source: PushSource, destination: string, options: Pus
     }
   } else {
     refuseLocalLimit(options);
-    dest = await LocalDestination.open(localTargetOf(await resolvePushTarget(sourceName, destination)), { signal: options.signal, onLockWait: options.onLockWait });
+    const t = localTargetOf(await resolvePushTarget(sourceName, destination, sourceIsTree));
+    // A destination inside the source tree is left out of what is read (see destinationPathsIn).
+    if (sourceIsTree) exclude = destinationPathsIn(source as string, t);
+    dest = await LocalDestination.open(t, { signal: options.signal, onLockWait: options.onLockWait });
   }
   const started = performance.now();
   // What earlier runs sent (see below), as their last progress reports said.
@@ -82,7 +87,7 @@ export async function push(source: PushSource, destination: string, options: Pus
     for (let round = 1; ; round++) {
       const retriesBefore = retriesMade();
       try {
-        const result = await pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, { ...options, onProgress });
+        const result = await pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, { ...options, exclude, onProgress });
         return {
           ...result,
           bytesSent: earlier.bytesSent + result.bytesSent,
@@ -114,6 +119,7 @@ export async function push(source: PushSource, destination: string, options: Pus
  */
 export async function pull(source: string, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string }> {
   const { signal } = options;
+  checkLocalPath(destination, 'the destination of a pull');
   let store: ChunkStore & ManifestStore & { close(): Promise<void> };
   let name: string;
   if (isRemote(source)) {

@@ -214,12 +214,13 @@ describe('xfer push / pull / verify to a local directory', () => {
     const backup = join(dir, 'backup-nest');
     assert.equal((await runCli(['push', tree, `${backup}/`])).code, 0);
     const before = (await readdir(join(backup, 'study'))).sort();
-    // cp would nest study/study; a file pushed into the tree would get a store inside it.
-    for (const [src, dest] of [[tree, join(backup, 'study')], [join(tree, 'series', 'a.dcm'), join(backup, 'study', 'x.dcm')]] as const) {
+    // A file pushed into the tree would get a store inside it; so would a tree pushed to
+    // study/ (a tree pushed to study itself updates it: test/cli-repush.test.ts).
+    for (const [src, dest] of [[join(tree, 'series', 'a.dcm'), join(backup, 'study', 'x.dcm')], [tree, `${join(backup, 'study')}/`]] as const) {
       const r = await runCli(['push', src, dest]);
       assert.equal(r.code, 5, r.stderr);
       assert.ok(isOneLineError(r.stderr), r.stderr);
-      assert.match(r.stderr, /study is a pushed tree: a copy cannot go inside it\. To replace it, push a source named study to /);
+      assert.match(r.stderr, /study is a pushed tree: a copy cannot go inside it\. To replace it, push a tree to .*study \(no trailing \/\)/);
     }
     assert.deepEqual((await readdir(join(backup, 'study'))).sort(), before, 'nothing was written inside the pushed tree');
     const replace = await runCli(['push', tree, `${backup}/`, '--json']);
@@ -355,7 +356,7 @@ describe('xfer push / pull / verify to a local directory', () => {
       ['pull from nowhere', ['pull', '/nonexistent/dir/name', '/tmp/y'], 3, /no xfer store/],
       ['retries not a count', ['push', '/etc/hostname', 'http://127.0.0.1:9/x', '--retries', 'many'], 2, /--retries: expected a whole number from 0 to 999, got "many"/],
       ['negative retries', ['pull', 'http://127.0.0.1:9/x', '/tmp/y', '--retries', '-1'], 2, /--retries: expected a whole number/],
-      ['no server at first contact: no retries', ['push', '/etc/hostname', 'http://127.0.0.1:9/x'], 14, /cannot reach http:\/\/127\.0\.0\.1:9: connection refused$/m],
+      ['no server at first contact: no retries', ['push', '/etc/hostname', 'http://127.0.0.1:9/x'], 14, /cannot reach http:\/\/127\.0\.0\.1:9: connection refused \(is xfer serve running there, on that port\?\)$/m],
     ];
     for (const [name, args, code, re] of cases) {
       it(name, async () => {

@@ -275,12 +275,12 @@ describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
     const q = await runCli(['pull', `${server.url}/studies/series`, join(dir, 'series-copy'), '--json']);
     assert.equal(q.code, 0, q.stderr);
     await same(tree, join(dir, 'series-copy'));
-    // Into the existing tree itself, cp would nest series/series, which a pushed tree cannot
-    // hold: refused at once with what to do, before anything is uploaded.
-    const nested = await runCli(['push', tree, `${server.url}/studies/series`]);
+    // Into the existing tree (studies/series/) cp would nest series/series, which a pushed
+    // tree cannot hold: refused at once with what to do, before anything is uploaded.
+    const nested = await runCli(['push', tree, `${server.url}/studies/series/`]);
     assert.equal(nested.code, 5, nested.stderr);
     assert.ok(isOneLineError(nested.stderr), nested.stderr);
-    assert.match(nested.stderr, /studies\/series is a pushed tree: a copy cannot go inside it\. To replace it, push a source named series to http:\/\/[^ ]+\/studies\//);
+    assert.match(nested.stderr, /studies\/series is a pushed tree: a copy cannot go inside it\. To replace it, push a tree to http:\/\/[^ ]+\/studies\/series \(no trailing \/\)/);
     const again = await runCli(['push', tree, `${server.url}/studies/`, '--json']);
     assert.equal(again.code, 0, again.stderr);
     assert.equal(JSON.parse(again.stdout).bytesSent, 0);
@@ -375,8 +375,8 @@ describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
     await mkdir(tree);
     await writeFile(join(tree, 'f'), 'x');
     assert.equal((await runCli(['push', tree, `${server.url}/pushed-tree`])).code, 0);
-    // The destination names a pushed tree, which refuses copies inside it (exit 5): the
-    // missing source must be what the user hears about.
+    // The destination names a pushed tree, which a tree would update and a file could not
+    // go into (exit 5): the missing source must be what the user hears about.
     const r = await runCli(['push', join(dir, 'no-such-source'), `${server.url}/pushed-tree`]);
     assert.equal(r.code, 3, r.stderr);
     assert.match(r.stderr, /no-such-source: no such file or directory/);

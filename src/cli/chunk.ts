@@ -2,9 +2,10 @@ import type { Command } from 'commander';
 import { nativeLoadError } from '../chunker/native.js';
 import { digestToHex } from '../core/ids.js';
 import { formatBytes } from '../core/sizes.js';
+import { checkLocalPath } from '../endpoint/remote.js';
 import { analyze } from '../scan/analyze.js';
 import { chunkerOptions, chunkerSpecFrom, digestFrom, type ChunkerFlags } from './options.js';
-import { rate } from './output.js';
+import { count, rate } from './output.js';
 
 interface ChunkFlags extends ChunkerFlags {
   json?: boolean;
@@ -20,6 +21,7 @@ export function registerChunk(program: Command): void {
     .option('--list', 'also list every chunk (offset, length, digest)');
   for (const o of chunkerOptions()) cmd.addOption(o);
   cmd.action(async (path: string, flags: ChunkFlags) => {
+    if (path !== '-') checkLocalPath(path, 'what chunk reads');
     const chunker = chunkerSpecFrom(flags, (n) => cmd.getOptionValueSource(n) === 'cli');
     const digestAlgorithm = digestFrom(flags);
     const out = process.stdout;
@@ -49,10 +51,10 @@ export function registerChunk(program: Command): void {
     const dedup = r.distinctBytes !== null && r.distinctBytes > 0 ? (r.size / r.distinctBytes).toFixed(2) : '-';
     out.write(
       [
-        `size:            ${formatBytes(r.size)} (${r.size} bytes)${r.files > 1 ? ` in ${r.files} files` : ''}`,
+        `size:            ${formatBytes(r.size)} (${count(r.size, 'byte')})${r.files > 1 ? ` in ${count(r.files, 'file')}` : ''}`,
         `chunks:          ${r.chunks}`,
         `distinct chunks: ${r.distinctChunks ?? 'not tracked (too many chunks)'}`,
-        `distinct bytes:  ${r.distinctBytes === null ? '-' : `${formatBytes(r.distinctBytes)} (${r.distinctBytes} bytes)`}`,
+        `distinct bytes:  ${r.distinctBytes === null ? '-' : `${formatBytes(r.distinctBytes)} (${count(r.distinctBytes, 'byte')})`}`,
         `dedup ratio:     ${dedup}`,
         `${`${digestAlgorithm}:`.padEnd(17)}${r.digest}`,
         `throughput:      ${rate(r.size, r.seconds)} (${r.seconds.toFixed(3)} s, ${implementation} chunker)`,

@@ -3,7 +3,7 @@ import { Command, CommanderError } from 'commander';
 import { registerChunk } from './chunk.js';
 import { registerLs } from './ls.js';
 import { registerManifest } from './manifest.js';
-import { EXIT_OK, EXIT_USAGE, reportError } from './output.js';
+import { EXIT_OK, EXIT_USAGE, noteExitCode, reportError } from './output.js';
 import { registerPull } from './pull.js';
 import { registerPush } from './push.js';
 import { registerServe } from './serve.js';
@@ -33,6 +33,15 @@ Exit codes:
   130  interrupted
 `;
 
+/**
+ * Commander's usage errors ("error: unknown option '--x'", a suggestion on the next line)
+ * as every other failure is reported: one line starting "xfer: ", with where to find usage.
+ */
+export function usageErrorLine(commanderMessage: string): string {
+  const text = commanderMessage.replace(/^error:\s*/, '').split('\n').map((l) => l.trim()).filter((l) => l !== '').join(' ');
+  return `xfer: ${text} (run xfer --help for usage)\n`;
+}
+
 /** Builds the program; exported for in-process tests. */
 export async function main(argv: readonly string[]): Promise<number> {
   const controller = new AbortController();
@@ -41,22 +50,25 @@ export async function main(argv: readonly string[]): Promise<number> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   let exitCode = EXIT_OK;
+  const setExit = (c: number) => {
+    exitCode = c;
+    noteExitCode(c);
+  };
   const program = new Command()
     .name('xfer')
     .description('Chunked, deduplicating, verified file transfer (FastCDC 2020 + BLAKE3)')
     .version('0.1.0')
     .exitOverride()
-    .configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') })
-    .addHelpText('after', EXIT_HELP)
-    .showHelpAfterError('(run xfer --help for usage)');
+    .configureOutput({ outputError: (str, write) => write(usageErrorLine(str)) })
+    .addHelpText('after', EXIT_HELP);
   registerChunk(program);
-  registerPush(program, controller.signal, (c) => (exitCode = c));
+  registerPush(program, controller.signal, setExit);
   registerPull(program, controller.signal);
-  registerVerify(program, controller.signal, (c) => (exitCode = c));
+  registerVerify(program, controller.signal, setExit);
   registerManifest(program, controller.signal);
   registerServe(program, controller.signal);
   registerLs(program, controller.signal);
-  for (const c of program.commands) c.exitOverride().configureOutput({ outputError: (str, write) => write(str.split('\n')[0] + '\n') });
+  for (const c of program.commands) c.exitOverride().configureOutput({ outputError: (str, write) => write(usageErrorLine(str)) });
   try {
     await program.parseAsync(argv as string[], { from: 'user' });
   } catch (err) {

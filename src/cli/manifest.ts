@@ -2,6 +2,7 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Command } from 'commander';
 import { localTargetOf } from '../endpoint/local.js';
+import { checkLocalPath } from '../endpoint/remote.js';
 import { openManifest, openManifestFile } from '../manifest/reader.js';
 import type { ManifestReader } from '../manifest/reader.js';
 import { renderManifest } from '../manifest/render.js';
@@ -15,6 +16,7 @@ export function registerManifest(program: Command, signal: AbortSignal): void {
     .argument('<file>', 'a manifest file, or a pushed target <dest-dir>/<name>')
     .option('--json', 'print one JSON object')
     .action(async (file: string, flags: { json?: boolean }) => {
+      checkLocalPath(file, 'the manifest to show');
       let reader: ManifestReader;
       let store: LocalStore | undefined;
       if (await isPushedTarget(file)) {

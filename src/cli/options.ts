@@ -60,7 +60,7 @@ export function remoteOptions(): Option[] {
     new Option('--token <token>', 'bearer token for the server').env('XFER_TOKEN'),
     new Option('--ca <file>', 'PEM CA certificate to trust (self-signed servers)'),
     new Option('--insecure', 'accept any server certificate (testing only)'),
-    new Option('--bwlimit <rate>', 'to or from a server: at most RATE bytes of chunk data per second each way (K/M/G suffixes, e.g. 10M)'),
+    new Option('--bwlimit <rate>', 'to or from a server: at most RATE bytes of chunk data per second each way (K/M/G suffixes, e.g. 10M or 1.5M; 0 for no limit)'),
     new Option('--timeout <seconds>', 'to or from a server: how long to wait for an answer before the connection counts as broken (a commit waits as long as the server works)').default('300'),
     new Option('--retries <n>', 'times a request is tried again after the connection broke or the server restarted, waiting 0.25 s, then twice as long each time').default(String(DEFAULT_RETRIES)),
   ];
@@ -74,10 +74,17 @@ export function remoteFrom(
     caFile: flags.ca,
     insecure: !!flags.insecure,
     retries: flags.retries === undefined ? undefined : parseCount(flags.retries, '--retries'),
-    bwlimitBytesPerSecond: flags.bwlimit === undefined ? undefined : checkRate(parseSize(flags.bwlimit, '--bwlimit rate')),
+    bwlimitBytesPerSecond: parseBwlimit(flags.bwlimit),
     answerTimeoutMs: flags.timeout === undefined ? undefined : parseSeconds(flags.timeout, '--timeout') * 1000,
     signal,
   };
+}
+
+/** --bwlimit: a rate like 10M or 1.5M; 0 means no limit, as in rsync. */
+function parseBwlimit(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const bytesPerSecond = parseSize(text, '--bwlimit rate');
+  return bytesPerSecond === 0 ? undefined : checkRate(bytesPerSecond);
 }
 
 function parseCount(text: string, what: string): number {

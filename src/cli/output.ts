@@ -9,6 +9,21 @@ export const EXIT_USAGE = 2;
 /** Some entries of a tree could not be copied (each reported on stderr); the rest was. rsync's code. */
 export const EXIT_PARTIAL = 23;
 
+let exitCodeSoFar = EXIT_OK;
+
+/**
+ * The exit code a command has decided on before it finishes (verify found damage, a push
+ * is partial). Told when it is decided, before the report is printed: a reader that closes
+ * the pipe early (`xfer verify dir | head -1`, see bin.ts) must not turn "damaged" into 0.
+ */
+export function noteExitCode(code: number): void {
+  exitCodeSoFar = code;
+}
+
+export function exitCodeDecided(): number {
+  return exitCodeSoFar;
+}
+
 /** The one place an error becomes a line on stderr and an exit code. No stack traces. */
 export function reportError(err: unknown): number {
   if (isXferError(err)) {
@@ -24,6 +39,11 @@ export function reportError(err: unknown): number {
 
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value)}\n`);
+}
+
+/** "1 chunk", "2 chunks": a count and its noun in the right number. */
+export function count(n: number, one: string, many = `${one}s`): string {
+  return `${n} ${n === 1 ? one : many}`;
 }
 
 export function rate(bytes: number, seconds: number): string {

@@ -5,7 +5,7 @@ import { push } from '../api.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { formatBytes, MiB } from '../core/sizes.js';
 import { chunkerOptions, chunkerSpecFrom, digestFrom, remoteFrom, remoteOptions, type ChunkerFlags, type RemoteFlags } from './options.js';
-import { EXIT_PARTIAL, printJson, Progress, rate } from './output.js';
+import { count, EXIT_PARTIAL, printJson, Progress, rate } from './output.js';
 
 interface PushFlags extends ChunkerFlags, RemoteFlags {
   json?: boolean;
@@ -46,6 +46,7 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
         },
       });
       progress.done();
+      if (r.entriesLost > 0) setExitCode(EXIT_PARTIAL);
       if (flags.json) {
         printJson({
           bytesTotal: r.bytesTotal,
@@ -59,14 +60,13 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
         });
       } else if (!flags.quiet) {
         process.stdout.write(
-          `pushed ${r.target}: ${formatBytes(r.bytesTotal)} in ${r.chunksTotal} chunks; ` +
-            `${r.chunksSent} sent (${formatBytes(r.bytesSent)}${r.chunksDelta > 0 ? `, ${r.chunksDelta} as deltas` : ''}), ${r.chunksReused} reused; ` +
+          `pushed ${r.target}: ${formatBytes(r.bytesTotal)} in ${count(r.chunksTotal, 'chunk')}; ` +
+            `${r.chunksSent} sent (${formatBytes(r.bytesSent)}${r.chunksDelta > 0 ? `, ${r.chunksDelta} as ${r.chunksDelta === 1 ? 'a delta' : 'deltas'}` : ''}), ${r.chunksReused} reused; ` +
             `${r.seconds.toFixed(2)} s, ${rate(r.bytesTotal, r.seconds)}\n`,
         );
       }
       if (r.entriesLost > 0) {
-        process.stderr.write(`xfer: partial transfer: ${r.entriesLost} ${r.entriesLost === 1 ? 'entry' : 'entries'} could not be copied (see above)\n`);
-        setExitCode(EXIT_PARTIAL);
+        process.stderr.write(`xfer: partial transfer: ${count(r.entriesLost, 'entry', 'entries')} could not be copied (see above)\n`);
       }
     } finally {
       progress.done();

@@ -3,10 +3,11 @@ import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { NotFoundError } from '../core/errors.js';
 import { formatBytes } from '../core/sizes.js';
+import { checkLocalPath } from '../endpoint/remote.js';
 import { localTargetOf, openLocalSource, openLocalStore, STORE_DIR_NAME } from '../endpoint/local.js';
 import type { LocalStore } from '../store/local.js';
 import { verifyManifests } from '../transfer/verify.js';
-import { EXIT_DAMAGED, printJson } from './output.js';
+import { count, EXIT_DAMAGED, printJson } from './output.js';
 
 /**
  * `xfer verify <dir>` checks every manifest of <dir>/.xfer; `xfer verify <dir>/<name>` one.
@@ -20,6 +21,7 @@ export function registerVerify(program: Command, signal: AbortSignal, setExit: (
     .option('--chunks-only', 'check the stored chunks only, not the rebuilt files')
     .option('--json', 'print the report as one JSON object')
     .action(async (dest: string, flags: { json?: boolean; chunksOnly?: boolean }) => {
+      checkLocalPath(dest, 'what verify checks');
       let store: LocalStore;
       let names: string[];
       let dir: string;
@@ -38,18 +40,18 @@ export function registerVerify(program: Command, signal: AbortSignal, setExit: (
       const targetOf = flags.chunksOnly ? undefined : (name: string) => join(dir, ...name.split('/'));
       try {
         const r = await verifyManifests(store, store, names, { signal, targetOf });
+        if (r.damaged.length) setExit(EXIT_DAMAGED);
         if (flags.json) printJson(r);
         else {
           for (const d of r.damaged) {
             process.stdout.write(`DAMAGED ${d.manifest}${d.path ? `/${d.path}` : ''}: ${d.kind}${d.digest ? ` chunk ${d.digest}` : ''}: ${d.message}\n`);
           }
           process.stdout.write(
-            `${r.damaged.length ? 'FAILED' : 'ok'}: ${r.manifests} manifests, ${r.files} files, ${r.chunks} chunk references (${formatBytes(r.bytes)})` +
-              `${targetOf ? `, ${r.filesChecked} rebuilt ${r.filesChecked === 1 ? 'file' : 'files'}` : ''} checked` +
-              `${r.damaged.length ? `, ${r.damaged.length} ${r.damaged.length === 1 ? 'problem' : 'problems'}` : ''}\n`,
+            `${r.damaged.length ? 'FAILED' : 'ok'}: ${count(r.manifests, 'manifest')}, ${count(r.files, 'file')}, ${count(r.chunks, 'chunk reference')} (${formatBytes(r.bytes)})` +
+              `${targetOf ? `, ${count(r.filesChecked, 'rebuilt file')}` : ''} checked` +
+              `${r.damaged.length ? `, ${count(r.damaged.length, 'problem')}` : ''}\n`,
           );
         }
-        if (r.damaged.length) setExit(EXIT_DAMAGED);
       } finally {
         await store.close();
       }

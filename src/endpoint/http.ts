@@ -45,20 +45,24 @@ export async function connectRemote(base: URL, options: RemoteOptions): Promise<
 
 /**
  * cp semantics on a server: "inside it, under the source's base name" when the remote path
- * ends with '/', is empty, or names a pushed tree or a directory of targets.
+ * ends with '/', is empty, or names a directory of targets. A path that names a pushed
+ * tree is that target when the source is a tree (`sourceIsTree`): the push updates it, as
+ * running the same push again must (see resolvePushTarget in local.ts).
  */
-export async function resolveRemoteTarget(store: HttpStore, path: string, trailingSlash: boolean, sourceName: string, options: OpOptions = {}): Promise<string> {
-  if (trailingSlash || path === '') return validateManifestName(path ? `${path}/${sourceName}` : sourceName);
+export async function resolveRemoteTarget(
+  store: HttpStore, path: string, trailingSlash: boolean, sourceName: string, options: OpOptions & { readonly sourceIsTree?: boolean } = {},
+): Promise<string> {
+  if (path === '') return validateManifestName(sourceName);
   const type = await store.stat(validateManifestName(path), options);
-  // cp would copy into an existing directory, but a pushed tree cannot hold another pushed
-  // copy inside it (the server refuses the name at commit). Say so before uploading anything.
+  if (type === 'tree' && options.sourceIsTree && !trailingSlash) return path;
+  // A pushed tree cannot hold another pushed copy inside it (the server refuses the name at
+  // commit). Say so before uploading anything.
   if (type === 'tree') {
-    const parent = path.includes('/') ? `${path.slice(0, path.lastIndexOf('/'))}/` : '';
     throw new AlreadyExistsError(
-      `${store.base.origin}/${path} is a pushed tree: a copy cannot go inside it. To replace it, push a source named ${path.slice(path.lastIndexOf('/') + 1)} to ${store.base.origin}/${parent}, or push to a new path`,
+      `${store.base.origin}/${path} is a pushed tree: a copy cannot go inside it. To replace it, push a tree to ${store.base.origin}/${path} (no trailing /), or push to a new path`,
     );
   }
-  return type === 'dir' ? validateManifestName(`${path}/${sourceName}`) : path;
+  return type === 'dir' || trailingSlash ? validateManifestName(`${path}/${sourceName}`) : path;
 }
 
 /**

@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { AlreadyExistsError, fromSystemError, InvalidArgumentError, NotFoundError } from '../core/errors.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
-import { sameFile, Staging, type StagedFile } from '../reconstruct/staging.js';
+import { sameFile, Staging, STAGING_PREFIX, type StagedFile } from '../reconstruct/staging.js';
 import { LocalStore } from '../store/local.js';
 import type { HeldLock } from '../store/lock.js';
 import type { OpOptions } from '../store/store.js';
@@ -45,22 +45,49 @@ export async function resolveCopyTarget(sourceName: string, dest: string): Promi
 }
 
 /**
- * resolveCopyTarget for a push. cp would copy into an existing directory, but a pushed
- * tree cannot hold another pushed copy inside it (with its own .xfer/): say so before
- * anything is scanned or written, as a push to a server does.
+ * resolveCopyTarget for a push. A destination that names a pushed tree, without a trailing
+ * '/', is that target when the source is a tree: the push updates it. Running a push again
+ * is how a copy is brought up to date (rsync), and `push ./tree backup/tree` made that
+ * target the first time; cp's "into the existing directory" would now nest tree/tree.
+ * Otherwise cp's rule holds, but a pushed tree cannot hold another pushed copy inside it
+ * (with its own .xfer/): say so before anything is scanned or written, as a push to a
+ * server does.
  */
-export async function resolvePushTarget(sourceName: string, dest: string): Promise<string> {
+export async function resolvePushTarget(sourceName: string, dest: string, sourceIsTree = false): Promise<string> {
+  const slash = dest.endsWith('/') || dest.endsWith(sep);
+  if (sourceIsTree && !slash && (await isPushedTree(resolve(dest)))) return dest;
   const target = await resolveCopyTarget(sourceName, dest);
   const into = dirname(resolve(target));
-  const parent = dirname(into);
-  const manifest = join(parent, STORE_DIR_NAME, 'manifests', basename(into));
-  const pushedHere = (await stat(manifest).then((s) => s.isFile(), () => false)) && (await stat(into).then((s) => s.isDirectory(), () => false));
-  if (pushedHere) {
+  if (await isPushedTree(into)) {
     throw new AlreadyExistsError(
-      `${into} is a pushed tree: a copy cannot go inside it. To replace it, push a source named ${basename(into)} to ${parent}${sep}, or push to a new path`,
+      `${into} is a pushed tree: a copy cannot go inside it. To replace it, push a tree to ${into} (no trailing /), or push to a new path`,
     );
   }
   return target;
+}
+
+/** Whether `dir` is a tree a push rebuilt: a directory with a manifest of its name in the store beside it. */
+async function isPushedTree(dir: string): Promise<boolean> {
+  const manifest = join(dirname(dir), STORE_DIR_NAME, 'manifests', basename(dir));
+  return (await stat(manifest).then((s) => s.isFile(), () => false)) && (await stat(dir).then((s) => s.isDirectory(), () => false));
+}
+
+/**
+ * What a push to `t` writes in t's directory: the target, the store (.xfer) and staging
+ * copies (`.xfer-<name>.*`, see reconstruct/staging.ts). A push whose destination is inside
+ * the tree it reads (`xfer push . ./backup/`) leaves these out of its scan: they change
+ * while it runs, so reading them failed every such push with "file changed while it was
+ * being read". undefined if `t` is not inside `sourceTree` (nothing to leave out).
+ */
+export function destinationPathsIn(sourceTree: string, t: LocalTarget): ((absPath: string) => boolean) | undefined {
+  const root = resolve(sourceTree);
+  if (t.dir !== root && !t.dir.startsWith(root.endsWith(sep) ? root : root + sep)) return undefined;
+  const staging = `${STAGING_PREFIX}${t.name}.`;
+  return (absPath) => {
+    if (dirname(absPath) !== t.dir) return false;
+    const name = basename(absPath);
+    return name === t.name || name === STORE_DIR_NAME || name.startsWith(staging);
+  };
 }
 
 /** The base name a source is copied under (cp semantics); '.' and '/' resolve first. */

@@ -73,7 +73,8 @@ const SIZE_WIDTH = 12;
 const TYPE_WIDTH = 7;
 
 function textHeader(h: ManifestHeader): string {
-  const size = h.totalBytes < KiB ? `${h.totalBytes} bytes` : `${h.totalBytes} bytes (${formatBytes(h.totalBytes)})`;
+  const bytes = `${h.totalBytes} ${h.totalBytes === 1 ? 'byte' : 'bytes'}`;
+  const size = h.totalBytes < KiB ? bytes : `${bytes} (${formatBytes(h.totalBytes)})`;
   const digestName = h.kind === 'file' ? 'file digest' : 'body digest';
   return [
     `format version:   ${h.formatVersion}`,

@@ -1,6 +1,6 @@
 import { lstat as lstatCallback, type Stats } from 'node:fs';
 import { readdir, readlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
 import type { EntryMeta } from '../manifest/types.js';
@@ -64,6 +64,17 @@ interface DirFrame {
   next: number;
 }
 
+export interface WalkOptions {
+  readonly signal?: AbortSignal;
+  readonly onSkip?: (s: WalkSkip) => void;
+  /**
+   * Entries to leave out, with everything under them, asked with the entry's absolute
+   * path: a push's own destination inside the tree it reads (its target, store and staging
+   * copies change while the walk reads them). Left out silently, as an rsync --exclude.
+   */
+  readonly exclude?: (absPath: string) => boolean;
+}
+
 /**
  * Walks a directory tree depth-first, parents before children, siblings in byte order of
  * their names: the manifest order. Symlinks are recorded, never followed. The root itself is
@@ -71,7 +82,9 @@ interface DirFrame {
  * with an explicit stack: nested generators (yield* per level) cost every entry a resumption
  * per level of depth.
  */
-export async function* walkTree(root: string, options: { signal?: AbortSignal; onSkip?: (s: WalkSkip) => void } = {}): AsyncGenerator<SourceEntry> {
+export async function* walkTree(root: string, options: WalkOptions = {}): AsyncGenerator<SourceEntry> {
+  const { exclude } = options;
+  const rootAbs = exclude ? resolve(root) : '';
   const open = async (abs: string, rel: string): Promise<DirFrame> => {
     throwIfAborted(options.signal);
     let raw: Buffer[];
@@ -111,6 +124,7 @@ export async function* walkTree(root: string, options: { signal?: AbortSignal; o
     }
     const abs = join(f.abs, name);
     const rel = f.rel ? `${f.rel}/${name}` : name;
+    if (exclude?.(join(rootAbs, rel))) continue;
     if (name.includes('\\')) throw new InvalidArgumentError(`${abs}: names containing a backslash are not supported`);
     statFrom(f, i);
     let st: Stats;

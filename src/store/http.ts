@@ -13,6 +13,7 @@ import type { BaseChunk, BaseIndex } from '../manifest/bases.js';
 import type { EntryMeta } from '../manifest/types.js';
 import { DELTA_BLOCK_BYTES, encodeDelta, SUMS_REQUEST_RECORD_BYTES, sumsBytes, type Shifts } from './delta.js';
 import { END_MARKER } from '../manifest/format.js';
+import { describeNetFailure } from './net-errors.js';
 import { chunkerQuery, STAGE_END_BYTES, STAGE_RECORD_BYTES } from './stage-format.js';
 import type { ChunkStore, ManifestInfo, ManifestStore, OpOptions, PutOptions } from './store.js';
 
@@ -873,15 +874,14 @@ async function* mapErrors(body: AsyncIterable<Uint8Array>, base: URL, signal?: A
   }
 }
 
-/** Error codes of a connection that could not be made (as opposed to one that broke). */
-const CONNECT_FAILURES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT']);
-
+/**
+ * A failed request as an XferError: a broken or failed connection in words (net-errors.ts),
+ * a TransientError unless trying again cannot help (an untrusted certificate).
+ */
 function transportError(err: unknown, base: URL, signal?: AbortSignal): XferError {
   if (err instanceof XferError) return err;
   if (signal?.aborted || (err as Error)?.name === 'AbortError') return abortedError(signal);
-  const e = err as { code?: string; message?: string };
-  const what = e.code === 'ECONNREFUSED' ? 'connection refused' : e.code ?? e.message ?? String(err);
-  if (e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT') return new TransientError(`${base.origin} stopped answering (${e.code})`, { cause: err });
-  const reaching = e.code !== undefined && CONNECT_FAILURES.has(e.code);
-  return new TransientError(reaching ? `cannot reach ${base.origin}: ${what}` : `the connection to ${base.origin} broke: ${what}`, { cause: err });
+  const f = describeNetFailure(err, base);
+  const message = f.reaching ? `cannot reach ${base.origin}: ${f.text}` : `the connection to ${base.origin} broke: ${f.text}`;
+  return f.permanent ? new ProtocolError(message, { cause: err }) : new TransientError(message, { cause: err });
 }

@@ -27,6 +27,8 @@ export interface PushOptions {
   readonly concurrency?: number;
   readonly onProgress?: (p: PushProgress) => void;
   readonly onSkip?: (s: WalkSkip) => void;
+  /** Entries of a source tree to leave out (WalkOptions.exclude): a local destination inside it. */
+  readonly exclude?: (absPath: string) => boolean;
   /**
    * Read every file (rsync's --checksum). By default a file whose size and mtime are what
    * the destination's current version recorded, with all its chunks still there, is
@@ -190,7 +192,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
         if (s.lost) entriesLost++;
         options.onSkip?.(s);
       };
-      const walker = walkTree(source, { signal, onSkip });
+      const walker = walkTree(source, { signal, onSkip, exclude: options.exclude });
       let walkDone = false;
       const fill = async () => {
         while (!walkDone && ahead.length < LOOKAHEAD_FILES && aheadBytes < LOOKAHEAD_BYTES) {

@@ -1,0 +1,72 @@
+/*
+ * Network and TLS failures in words. undici and Node report a failed or broken connection
+ * by a raw code (ENOTFOUND, UND_ERR_SOCKET, DEPTH_ZERO_SELF_SIGNED_CERT); a user needs what
+ * happened and what to do about it. The HTTP client (http.ts) asks here for the sentence and
+ * for whether trying again can help. Kept apart from http.ts so that the table is the one
+ * place to read, and testable without a network.
+ */
+
+export interface NetFailure {
+  /** One line, without the server's name: "connection refused (is xfer serve running there?)". */
+  readonly text: string;
+  /** No connection was made (as opposed to one that broke). */
+  readonly reaching: boolean;
+  /** Trying again cannot help (a certificate not trusted, a wrong scheme): not retried. */
+  readonly permanent: boolean;
+}
+
+/** Certificate checks that fail because the client does not trust the issuer (self-signed, private CA). */
+const UNTRUSTED_CERT = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'CERT_UNTRUSTED', 'CERT_SIGNATURE_FAILURE',
+]);
+
+/**
+ * Describes a transport failure of a request to `base`. An error without a known code keeps
+ * its own message (or code), so nothing is hidden; it counts as a broken connection.
+ */
+export function describeNetFailure(err: unknown, base: URL): NetFailure {
+  const e = err as { code?: string; message?: string; cause?: { code?: string } };
+  const code = e?.code ?? e?.cause?.code;
+  const host = base.hostname;
+  const reach = (text: string, permanent = false): NetFailure => ({ text, reaching: true, permanent });
+  const broke = (text: string): NetFailure => ({ text, reaching: false, permanent: false });
+  if (code !== undefined && UNTRUSTED_CERT.has(code)) {
+    return reach('certificate not trusted: pass --ca FILE with the certificate of its CA (or --insecure for tests)', true);
+  }
+  switch (code) {
+    case 'ENOTFOUND':
+      return reach(`cannot resolve host ${host}`);
+    case 'EAI_AGAIN':
+      return reach(`cannot resolve host ${host} (name server not answering)`);
+    case 'ECONNREFUSED':
+      return reach('connection refused (is xfer serve running there, on that port?)');
+    case 'EHOSTUNREACH':
+      return reach('no route to host');
+    case 'ENETUNREACH':
+      return reach('network unreachable');
+    case 'ETIMEDOUT':
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return reach('connection timed out');
+    case 'CERT_HAS_EXPIRED':
+      return reach('its certificate has expired', true);
+    case 'CERT_NOT_YET_VALID':
+      return reach('its certificate is not valid yet (check the clocks)', true);
+    case 'ERR_TLS_CERT_ALTNAME_INVALID':
+      return reach(`its certificate is not for ${host}: use a host name the certificate names`, true);
+    case 'ERR_SSL_WRONG_VERSION_NUMBER':
+    case 'ERR_SSL_PACKET_LENGTH_TOO_LONG':
+      return reach('it does not speak TLS: use http://', true);
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
+      return broke('no answer within the --timeout');
+    case 'ECONNRESET':
+      return broke('connection reset');
+    case 'EPIPE':
+    case 'UND_ERR_SOCKET':
+    case 'UND_ERR_CLOSED':
+      return broke('the server closed the connection');
+    default:
+      return broke(code ?? e?.message ?? String(err));
+  }
+}
