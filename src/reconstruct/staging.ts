@@ -6,7 +6,7 @@ import { chmod, copyFile, link, lstat, lutimes, mkdir, open, readdir, rename, rm
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
-import { AlreadyExistsError, fromSystemError, VerifyFailedError } from '../core/errors.js';
+import { AlreadyExistsError, fromSystemError, SpecialFileError, VerifyFailedError } from '../core/errors.js';
 import { DirectBlockWriter, DIRECT_MIN_FILE_BYTES, openDirect } from '../io/direct.js';
 import { checkConfined, confinedParent, segmentsBelow, type CreatedDirs } from '../io/safe-path.js';
 import { fsyncPath, syncFilesystem } from '../io/sync.js';
@@ -655,7 +655,13 @@ async function sameInode(a: string, b: string): Promise<boolean> {
   return x !== undefined && y !== undefined && x.dev === y.dev && x.ino === y.ino;
 }
 
-/** cp's rules: a file never replaces a directory, a tree never replaces a non-directory. */
+/**
+ * cp's rules: a file never replaces a directory, a tree never replaces a non-directory.
+ * And a device node, FIFO or socket is never replaced at all (SpecialFileError): a rename
+ * over `/dev/sdb` would swap the node for a regular file and report success while the
+ * device was never written. (A symlink target is replaced, as cp --remove-destination
+ * would: the rename does not follow it.)
+ */
 async function checkReplaceable(target: string, kind: ManifestKind): Promise<void> {
   let st;
   try {
@@ -664,6 +670,8 @@ async function checkReplaceable(target: string, kind: ManifestKind): Promise<voi
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw fromSystemError(err, target, 'stat');
   }
+  const special = st.isBlockDevice() ? 'a block device' : st.isCharacterDevice() ? 'a character device' : st.isFIFO() ? 'a FIFO' : st.isSocket() ? 'a socket' : undefined;
+  if (special) throw new SpecialFileError(`${target}: is ${special}; xfer replaces only regular files and directories`);
   if (kind === 'file' && st.isDirectory()) throw new AlreadyExistsError(`${target}: cannot overwrite a directory with a file`);
   if (kind === 'tree' && !st.isDirectory()) throw new AlreadyExistsError(`${target}: cannot overwrite a non-directory with a directory`);
 }
