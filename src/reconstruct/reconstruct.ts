@@ -15,7 +15,7 @@ import type { ChunkStore } from '../store/store.js';
 import { Window } from '../transfer/window.js';
 import { RecentChunks } from './recent.js';
 import { SeedIndex } from './seeds.js';
-import { sameFile, Staging, type StagedFile } from './staging.js';
+import { sameFile, Staging, utimeArg, type StagedFile } from './staging.js';
 
 /** The set-user-ID and set-group-ID permission bits (see ReconstructOptions.clearSetId). */
 export const SET_ID_BITS = 0o6000;
@@ -390,7 +390,7 @@ async function keepUnchanged(reader: ManifestReader, target: string, options: Re
   await options.beforeCommit?.();
   if (meta) {
     await chmod(target, diskMode(meta.mode));
-    await utimes(target, meta.mtimeMs / 1000, meta.mtimeMs / 1000);
+    await utimes(target, utimeArg(meta.mtimeMs), utimeArg(meta.mtimeMs));
   }
   options.onProgress?.({ bytesTotal: header.totalBytes, bytesDone: header.totalBytes, bytesReceived: 0, bytesReused: header.totalBytes });
   return {

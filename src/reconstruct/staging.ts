@@ -66,6 +66,25 @@ export function maxStagingNameBytes(name: string): number {
   return Math.max(Buffer.byteLength(owned, 'utf8'), Buffer.byteLength(resumable, 'utf8'));
 }
 
+/**
+ * What to give fs.utimes (and futimes, lutimes) so that the time stored is exactly `ms`
+ * whole milliseconds. `ms / 1000` is rarely exact in binary, and libuv truncates the
+ * nanoseconds it derives from it to whole microseconds, toward zero: 1700000000.123 s was
+ * stored as ...122.999 ms, 1 µs early. A pull's quick check rounds that back, but a push
+ * of the pulled copy truncates it to ...122 ms, a new mtime: every such file was read
+ * again, rewritten at the destination and given a time 1 ms off. Half a microsecond away
+ * from zero makes the truncation land on the millisecond (the double's own error is under
+ * 0.25 µs for any time before 2^33 s, the year 2242). Node takes a negative number as
+ * "now", but a numeric string as that number: a time before 1970 is passed as one.
+ */
+export function utimeArg(ms: number): number | string {
+  const s = ms / 1000 + (ms < 0 ? -UTIME_NUDGE_S : UTIME_NUDGE_S);
+  return ms < 0 ? String(s) : s;
+}
+
+/** Half a microsecond (see utimeArg). */
+const UTIME_NUDGE_S = 0.5e-6;
+
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
@@ -299,7 +318,7 @@ export class Staging {
     const p = this.pathOf(meta.path);
     try {
       await symlink(meta.linkTarget ?? '', p);
-      await lutimes(p, meta.mtimeMs / 1000, meta.mtimeMs / 1000);
+      await lutimes(p, utimeArg(meta.mtimeMs), utimeArg(meta.mtimeMs));
     } catch (err) {
       throw fromSystemError(err, this.shown(meta.path), 'create symlink');
     }
@@ -330,7 +349,7 @@ export class Staging {
     try {
       await copyFile(existing, p, constants.COPYFILE_EXCL);
       await chmod(p, meta.mode);
-      await utimes(p, meta.mtimeMs / 1000, meta.mtimeMs / 1000);
+      await utimes(p, utimeArg(meta.mtimeMs), utimeArg(meta.mtimeMs));
       if (this.kind === 'tree') this.unsynced.push(p);
       else await fsyncPath(p, this.shown(meta.path));
     } catch (err) {
@@ -384,7 +403,7 @@ export class Staging {
       const d = this.dirs[i]!;
       const p = this.pathOf(d.path);
       try {
-        await utimes(p, d.mtimeMs / 1000, d.mtimeMs / 1000);
+        await utimes(p, utimeArg(d.mtimeMs), utimeArg(d.mtimeMs));
         await chmod(p, d.mode);
       } catch (err) {
         throw fromSystemError(err, this.shown(d.path), 'set directory attributes');
@@ -523,7 +542,7 @@ class SmallStagedFile implements StagedFile {
         fd = await openFd(this.path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
         for (let done = 0; done < size; ) done += writeSync(fd, this.data, done, size - done, done);
         fchmodSync(fd, this.meta.mode);
-        futimesSync(fd, this.meta.mtimeMs / 1000, this.meta.mtimeMs / 1000);
+        futimesSync(fd, utimeArg(this.meta.mtimeMs), utimeArg(this.meta.mtimeMs));
       } catch (err) {
         throw fromSystemError(err, this.shown, 'write');
       } finally {
@@ -611,7 +630,7 @@ class HandleStagedFile implements StagedFile {
         await this.fh.truncate(size);
       } else if (this.resumed && (await this.fh.stat()).size !== size) await this.fh.truncate(size);
       await this.fh.chmod(this.meta.mode);
-      await this.fh.utimes(this.meta.mtimeMs / 1000, this.meta.mtimeMs / 1000);
+      await this.fh.utimes(utimeArg(this.meta.mtimeMs), utimeArg(this.meta.mtimeMs));
       if (this.deferSync) this.deferSync(this.path);
       else await this.fh.datasync();
     } catch (err) {
@@ -678,8 +697,8 @@ async function checkReplaceable(target: string, kind: ManifestKind): Promise<voi
 
 /**
  * Whether `path` is still the file a manifest entry describes: a regular file of its size
- * and mtime, and its permission bits if `mode` is given (the quick check; the mtime was set
- * from whole milliseconds and reads back as a float of them, hence the rounding).
+ * and mtime, and its permission bits if `mode` is given (the quick check). Times are written
+ * exactly (utimeArg); the rounding accepts copies written by earlier versions, 1 µs early.
  */
 export async function sameFile(path: string, entry: { readonly size: number; readonly mtimeMs: number; readonly mode?: number }): Promise<boolean> {
   const st = await lstat(path).catch(() => undefined);
