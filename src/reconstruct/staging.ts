@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, constants, fchmodSync, futimesSync, open as openCallback, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { FileHandle } from 'node:fs/promises';
-import { chmod, copyFile, link, lstat, lutimes, mkdir, open, readdir, rename, rm, rmdir, symlink, unlink, utimes } from 'node:fs/promises';
+import { chmod, copyFile, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, rm, rmdir, symlink, unlink, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
@@ -179,6 +179,18 @@ function processAlive(pid: number): boolean {
  * a crash between the renames leaves both versions complete beside the target, never a
  * mix. abort() removes everything staged, and the directories made for the target.
  *
+ * Entries of the existing tree that the new version lacks are kept, as rsync keeps them
+ * without --delete: just before the swap they are carried over into the staged tree, files
+ * (and symlinks, FIFOs, ...) as hard links of themselves, directories made again with their
+ * mode, owner and times around their carried-over contents (carryOver). Nothing is copied,
+ * so nothing can be lost: until the swap they are in both trees, after it only the old
+ * tree's names go. The staged-tree swap is kept over an update in place because it keeps
+ * everything else true: the target is one version or the other, never a mix of files from
+ * both, and an interrupted pull resumes from its partial tree. What it cannot keep: an
+ * entry created in the existing tree by someone else between the carry-over and the swap
+ * (milliseconds for a small tree) is in the old tree only, and removed with it. With
+ * `deleteExtra` (--delete) the extras are not carried over but listed (commit's `deleted`).
+ *
  * Staging names never exceed NAME_MAX (see stagingStem), and error messages name the target
  * (and an entry's place in it), never the staging copy.
  *
@@ -204,6 +216,8 @@ export class Staging {
    */
   private readonly unsynced: string[] = [];
   private committed = false;
+  /** See the class comment: whether entries the new version lacks are removed. */
+  private readonly deleteExtra: boolean;
   /** See the class comment; the target's path below it, by segment. */
   private readonly confineTo: { readonly root: string; readonly segments: readonly string[] } | undefined;
   /** The directories this staging holds in use (see dirsInUse) until it is committed or aborted. */
@@ -217,7 +231,9 @@ export class Staging {
     previous: string | undefined,
     confineTo: Staging['confineTo'],
     usedDirs: readonly string[],
+    deleteExtra: boolean,
   ) {
+    this.deleteExtra = deleteExtra;
     this.usedDirs = usedDirs;
     this.target = target;
     this.kind = kind;
@@ -227,7 +243,7 @@ export class Staging {
     this.confineTo = confineTo;
   }
 
-  static async create(target: string, kind: ManifestKind, options: { signal?: AbortSignal; resumable?: boolean; confineTo?: string } = {}): Promise<Staging> {
+  static async create(target: string, kind: ManifestKind, options: { signal?: AbortSignal; resumable?: boolean; confineTo?: string; deleteExtra?: boolean } = {}): Promise<Staging> {
     throwIfAborted(options.signal);
     const confineTo = options.confineTo === undefined ? undefined : { root: options.confineTo, segments: segmentsBelow(options.confineTo, target) };
     // Checked before anything is created: a symlink on the way is refused, not followed.
@@ -285,7 +301,7 @@ export class Staging {
       await removeMadeDirs(usedDirs);
       throw err;
     }
-    return new Staging(target, kind, root, resumable, previous, confineTo, usedDirs);
+    return new Staging(target, kind, root, resumable, previous, confineTo, usedDirs, options.deleteExtra ?? false);
   }
 
   /** Where an entry goes in the target, for messages ('' is the target itself). */
@@ -395,9 +411,20 @@ export class Staging {
     return f;
   }
 
-  /** Swaps the staged version in (see the class contract). */
-  async commit(options: { signal?: AbortSignal } = {}): Promise<void> {
+  /**
+   * Swaps the staged version in (see the class contract). Resolves with the entries of the
+   * existing tree that the new version lacks and that were removed (`deleteExtra`), by path
+   * in the tree, each directory after its contents; empty without deleteExtra (they are kept).
+   */
+  async commit(options: { signal?: AbortSignal } = {}): Promise<CommitResult> {
     throwIfAborted(options.signal);
+    const extra: Extra = { deleted: [], dirs: [] };
+    // Before the directories get their modes (a read-only one would refuse the links) and times.
+    if (this.kind === 'tree' && (await exists(this.target))) {
+      if (this.confineTo) await checkConfined(this.confineTo.root, this.confineTo.segments);
+      await checkReplaceable(this.target, this.kind);
+      await carryOver(this.target, this.root, '', this.deleteExtra, extra, options.signal);
+    }
     // Directory modes and times last, deepest first, so writing children does not disturb them.
     for (let i = this.dirs.length - 1; i >= 0; i--) {
       const d = this.dirs[i]!;
@@ -413,6 +440,7 @@ export class Staging {
       if (!(await syncFilesystem(this.root))) {
         for (const f of this.unsynced) await fsyncPath(f, this.target);
         for (const d of this.dirs) await fsyncPath(this.pathOf(d.path), this.shown(d.path));
+        for (const d of extra.dirs) await fsyncPath(this.pathOf(d), this.shown(d));
       }
       await fsyncPath(this.root, this.target);
     }
@@ -452,6 +480,7 @@ export class Staging {
     for (const d of this.usedDirs) madeDirs.delete(d);
     this.release();
     if (this.previous) await rm(this.previous, { recursive: true, force: true });
+    return { deleted: extra.deleted };
   }
 
   /** Lets go of the directories held in use (once); returns them. */
@@ -655,6 +684,76 @@ class HandleStagedFile implements StagedFile {
     this.onClose();
     await this.direct?.close();
     await this.fh.close().catch(() => {});
+  }
+}
+
+export interface CommitResult {
+  /** Entries of the existing tree removed because the new version lacks them (deleteExtra). */
+  readonly deleted: readonly string[];
+}
+
+/** What carryOver found: entries removed (deleteExtra), directories it made in the staged tree. */
+interface Extra {
+  readonly deleted: string[];
+  readonly dirs: string[];
+}
+
+/**
+ * Carries the entries of existing directory `from` that staged directory `to` lacks into
+ * `to` (see the Staging class comment), or with `del` lists them in `extra.deleted`. An entry
+ * the new version has replaces the old one whatever its type (a file where a directory was,
+ * say); a directory in both is gone through. Only real directories are entered (readdir's
+ * types are lstat's): a symlink is carried over as itself, never followed.
+ */
+async function carryOver(from: string, to: string, rel: string, del: boolean, extra: Extra, signal?: AbortSignal): Promise<void> {
+  let entries;
+  try {
+    entries = await readdir(from, { withFileTypes: true });
+  } catch (err) {
+    throw fromSystemError(err, from, 'read directory');
+  }
+  for (const e of entries) {
+    throwIfAborted(signal);
+    const src = join(from, e.name);
+    const dst = join(to, e.name);
+    const path = rel === '' ? e.name : `${rel}/${e.name}`;
+    const staged = await lstat(dst).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined;
+      throw fromSystemError(err, src, 'stat');
+    });
+    if (staged) {
+      if (staged.isDirectory() && e.isDirectory()) await carryOver(src, dst, path, del, extra, signal);
+      continue;
+    }
+    if (del) {
+      if (e.isDirectory()) await listAll(src, path, extra.deleted);
+      extra.deleted.push(path);
+      continue;
+    }
+    try {
+      if (!e.isDirectory()) {
+        await link(src, dst);
+        continue;
+      }
+      const st = await lstat(src);
+      await mkdir(dst, { mode: 0o700 });
+      extra.dirs.push(path);
+      await carryOver(src, dst, path, false, extra, signal);
+      if (process.getuid?.() === 0) await lchown(dst, st.uid, st.gid);
+      await chmod(dst, st.mode & 0o7777);
+      await utimes(dst, utimeArg(st.atimeMs), utimeArg(st.mtimeMs));
+    } catch (err) {
+      throw fromSystemError(err, src, 'keep (an entry the new version lacks)');
+    }
+  }
+}
+
+/** Every entry below directory `dir` (at `rel`), each directory after its contents. */
+async function listAll(dir: string, rel: string, out: string[]): Promise<void> {
+  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const path = `${rel}/${e.name}`;
+    if (e.isDirectory()) await listAll(join(dir, e.name), path, out);
+    out.push(path);
   }
 }
 
