@@ -1,7 +1,8 @@
 import { strict as assert } from 'node:assert';
-import { lstat, lutimes, mkdir, symlink, utimes, writeFile } from 'node:fs/promises';
+import { chmod, lstat, lutimes, mkdir, readlink, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { utimeArg } from '../src/reconstruct/staging.js';
 import { runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { useServer } from './helpers/server.js';
@@ -13,7 +14,6 @@ import { useServer } from './helpers/server.js';
 const TIMES_MS = [1_700_000_000_123, 1_700_000_000_457, 1_700_000_000_999, 1_700_000_001_001, 1_700_000_002_314, 1_700_000_003_777];
 
 /** Paths of the test tree: a large file (written with O_DIRECT), a small one, subdirectories, a symlink (the root's own time is not in a manifest). */
-const FILES = ['big.bin', 'sub/small.bin', 'sub/deeper/tiny.txt'];
 const ALL = ['big.bin', 'sub', 'sub/small.bin', 'sub/deeper', 'sub/deeper/tiny.txt', 'link'];
 
 async function makeTree(root: string): Promise<void> {
@@ -42,8 +42,16 @@ async function assertExactTimes(source: string, copy: string): Promise<void> {
   }
 }
 
+/** The inodes of the tree's root and every entry: unchanged when nothing was rewritten. */
 async function inodes(root: string): Promise<number[]> {
-  return Promise.all(FILES.map(async (rel) => (await lstat(join(root, rel))).ino));
+  return Promise.all(['', ...ALL].map(async (rel) => (await lstat(join(root, rel))).ino));
+}
+
+/** A pull that fetches nothing (its --json bytesReceived is 0). */
+async function pullNothingNew(source: string, dest: string): Promise<void> {
+  const r = await runCli(['pull', source, dest, '--json']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout).bytesReceived, 0);
 }
 
 describe('a pulled or pushed copy has its manifest\'s mtimes exactly, so nothing unchanged is fetched, read or rewritten again', () => {
@@ -64,14 +72,33 @@ describe('a pulled or pushed copy has its manifest\'s mtimes exactly, so nothing
     const second = await runCli(['pull', join(backup, 'tree'), `${out}/`, '--json']);
     assert.equal(second.code, 0, second.stderr);
     assert.equal(JSON.parse(second.stdout).bytesReceived, 0);
-    assert.deepEqual(await inodes(join(out, 'tree')), pulled, 'every file kept as it was');
+    assert.deepEqual(await inodes(join(out, 'tree')), pulled, 'every file and directory kept as it was');
+
+    // A directory's mode or a symlink's target changed at the destination (times kept
+    // exactly) is not "unchanged": the next pull puts the manifest's back. One at a time.
+    const sub = join(out, 'tree', 'sub');
+    const subTime = utimeArg((await lstat(sub)).mtimeMs);
+    await chmod(sub, 0o700);
+    await utimes(sub, subTime, subTime);
+    assert.equal((await lstat(sub, { bigint: true })).mtimeNs, await manifestTimeNs(join(src, 'sub')), 'time kept exactly');
+    await pullNothingNew(join(backup, 'tree'), `${out}/`);
+    assert.equal((await lstat(sub)).mode & 0o7777, (await lstat(join(src, 'sub'))).mode & 0o7777);
+
+    const link = join(out, 'tree', 'link');
+    const linkTime = utimeArg((await lstat(link)).mtimeMs);
+    await unlink(link);
+    await symlink('big.bin', link);
+    await lutimes(link, linkTime, linkTime);
+    await pullNothingNew(join(backup, 'tree'), `${out}/`);
+    assert.equal(await readlink(link), 'sub/small.bin');
+    await assertExactTimes(src, join(out, 'tree'));
 
     // The pulled copy is the backup's tree, times and all: pushing it back changes nothing.
     const kept = await inodes(join(backup, 'tree'));
     const back = await runCli(['push', join(out, 'tree'), `${backup}/`, '--json']);
     assert.equal(back.code, 0, back.stderr);
     assert.equal(JSON.parse(back.stdout).chunksSent, 0);
-    assert.deepEqual(await inodes(join(backup, 'tree')), kept, 'the backup\'s files were not written again');
+    assert.deepEqual(await inodes(join(backup, 'tree')), kept, 'the backup\'s files and directories were not written again');
     await assertExactTimes(src, join(backup, 'tree'));
   });
 

@@ -2,7 +2,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, constants, fchmodSync, futimesSync, open as openCallback, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { FileHandle } from 'node:fs/promises';
-import { chmod, copyFile, lchown, link, lstat, lutimes, mkdir, open, readdir, rename, rm, rmdir, symlink, unlink, utimes } from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
+import { chmod, copyFile, lchown, link, lstat, lutimes, mkdir, open, readdir, readlink, rename, rm, rmdir, symlink, unlink, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
@@ -81,6 +82,8 @@ export function utimeArg(ms: number): number | string {
   const s = ms / 1000 + (ms < 0 ? -UTIME_NUDGE_S : UTIME_NUDGE_S);
   return ms < 0 ? String(s) : s;
 }
+
+const NS_PER_MS = 1_000_000n;
 
 /** Half a microsecond (see utimeArg). */
 const UTIME_NUDGE_S = 0.5e-6;
@@ -218,6 +221,14 @@ export class Staging {
   private committed = false;
   /** See the class comment: whether entries the new version lacks are removed. */
   private readonly deleteExtra: boolean;
+  /**
+   * Whether the staged tree differs from the existing one: set by every entry that is not
+   * already at the target as it is (a directory or symlink with other attributes, a file
+   * written or copied rather than linked from its own path). A tree commit with nothing
+   * changed keeps the existing tree and discards the staged one: a second pull of an
+   * unchanged tree rewrites nothing, not even its directories.
+   */
+  private changed = false;
   /** See the class comment; the target's path below it, by segment. */
   private readonly confineTo: { readonly root: string; readonly segments: readonly string[] } | undefined;
   /** The directories this staging holds in use (see dirsInUse) until it is committed or aborted. */
@@ -315,12 +326,31 @@ export class Staging {
     return this.previous === undefined ? undefined : join(this.previous, ...rel.split('/'));
   }
 
+  /** Where an entry of the existing target is ('' is the target itself). */
+  private targetPathOf(rel: string): string {
+    return rel === '' ? this.target : join(this.target, ...rel.split('/'));
+  }
+
+  /**
+   * Whether the existing target holds entry `meta` as it is: of the right type (`is`), its
+   * mode and its mtime to the nanosecond (a time 1 µs off, as earlier versions wrote them,
+   * counts as a change: rewritten once, exactly). Entries are made parents first, so a
+   * parent found a real directory is not a symlink by the time its children are looked at.
+   */
+  private async isAtTarget(meta: EntryMeta, is: (st: BigIntStats) => boolean): Promise<boolean> {
+    if (this.kind !== 'tree') return false;
+    const st = await lstat(this.targetPathOf(meta.path), { bigint: true }).catch(() => undefined);
+    if (!st || !is(st) || st.mtimeNs !== BigInt(meta.mtimeMs) * NS_PER_MS) return false;
+    return st.isSymbolicLink() || Number(st.mode & 0o7777n) === meta.mode;
+  }
+
   /** Where an entry's staged copy lives ('' is the file of a file manifest). */
   pathOf(rel: string): string {
     return rel === '' ? this.root : join(this.root, ...rel.split('/'));
   }
 
   async mkdir(meta: EntryMeta): Promise<void> {
+    if (!this.changed && !(await this.isAtTarget(meta, (st) => st.isDirectory()))) this.changed = true;
     const p = this.pathOf(meta.path);
     try {
       await mkdir(p, { mode: 0o700 });
@@ -331,6 +361,10 @@ export class Staging {
   }
 
   async symlink(meta: EntryMeta): Promise<void> {
+    if (!this.changed) {
+      const same = await this.isAtTarget(meta, (st) => st.isSymbolicLink());
+      if (!same || (await readlink(this.targetPathOf(meta.path)).catch(() => undefined)) !== meta.linkTarget) this.changed = true;
+    }
     const p = this.pathOf(meta.path);
     try {
       await symlink(meta.linkTarget ?? '', p);
@@ -361,6 +395,7 @@ export class Staging {
    */
   async keepFile(meta: EntryMeta, existing: string): Promise<void> {
     if (await this.linkFile(meta, existing)) return;
+    this.changed = true;
     const p = this.pathOf(meta.path);
     try {
       await copyFile(existing, p, constants.COPYFILE_EXCL);
@@ -374,6 +409,7 @@ export class Staging {
   }
 
   async openFile(meta: EntryMeta): Promise<StagedFile> {
+    this.changed = true;
     const p = this.pathOf(meta.path);
     // A small file of a tree is assembled in memory and written at finish(): opened on the
     // thread pool, then a few synchronous calls. Through FileHandle, the open, write, chmod,
@@ -419,6 +455,17 @@ export class Staging {
   async commit(options: { signal?: AbortSignal } = {}): Promise<CommitResult> {
     throwIfAborted(options.signal);
     const extra: Extra = { deleted: [], dirs: [] };
+    // Every entry is at the target as it is (files linked from their own paths): keep the
+    // existing tree, unless --delete finds entries to remove. (A file replaced at the target
+    // since it was linked is kept as it now is, as if replaced just after the swap.)
+    if (this.kind === 'tree' && !this.changed && (await lstat(this.target).then((st) => st.isDirectory(), () => false))) {
+      if (this.deleteExtra) await carryOver(this.target, this.root, '', true, extra, options.signal);
+      if (extra.deleted.length === 0) {
+        await rm(this.root, { recursive: true, force: true });
+        return this.finishCommit();
+      }
+      extra.deleted.length = 0;
+    }
     // Before the directories get their modes (a read-only one would refuse the links) and times.
     if (this.kind === 'tree' && (await exists(this.target))) {
       if (this.confineTo) await checkConfined(this.confineTo.root, this.confineTo.segments);
@@ -475,12 +522,17 @@ export class Staging {
       if (old) await rm(aside, { recursive: true, force: true });
     }
     await fsyncPath(parent);
+    return this.finishCommit(extra.deleted);
+  }
+
+  /** The target is the new version: let go of what the staging held. */
+  private async finishCommit(deleted: readonly string[] = []): Promise<CommitResult> {
     this.committed = true;
     // The directories on the way now hold a target: no longer anyone's to remove.
     for (const d of this.usedDirs) madeDirs.delete(d);
     this.release();
     if (this.previous) await rm(this.previous, { recursive: true, force: true });
-    return { deleted: extra.deleted };
+    return { deleted };
   }
 
   /** Lets go of the directories held in use (once); returns them. */
