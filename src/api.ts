@@ -26,6 +26,12 @@ export interface PushOptions extends TransferPushOptions, Omit<RemoteOptions, 's
    * `<host>~<pid>`), and this push waits for it to finish (see LocalDestination.begin).
    */
   readonly onLockWait?: (holder: string) => void;
+  /**
+   * To a local target: remove the entries of the existing target tree that the source
+   * lacks (rsync --delete), listed in the result's `deleted`. By default they are kept.
+   * Not for a server (InvalidArgumentError): a server keeps them.
+   */
+  readonly delete?: boolean;
 }
 
 export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
@@ -40,6 +46,11 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
   readonly checksum?: boolean;
   readonly pool?: ScanPool;
   readonly onProgress?: (p: PullProgress) => void;
+  /**
+   * Remove the entries of an existing destination tree that the pulled tree lacks (rsync
+   * --delete), listed in the result's `deleted`. By default they are kept.
+   */
+  readonly delete?: boolean;
 }
 
 /**
@@ -58,6 +69,7 @@ export async function push(source: PushSource, destination: string, options: Pus
   let retriesMade = () => 0;
   let exclude: ((absPath: string) => boolean) | undefined;
   if (isRemote(destination)) {
+    if (options.delete) throw new InvalidArgumentError('--delete applies to pulls and to pushes into a local directory; a server keeps what its copy holds beside the pushed tree');
     const r = parseRemote(destination);
     const { connectRemote, HttpDestination, resolveRemoteTarget } = await import('./endpoint/http.js');
     const store = await connectRemote(r.base, { ...options, signal: options.signal });
@@ -73,7 +85,7 @@ export async function push(source: PushSource, destination: string, options: Pus
     const t = localTargetOf(await resolvePushTarget(sourceName, destination, sourceIsTree));
     // A destination inside the source tree is left out of what is read (see destinationPathsIn).
     if (sourceIsTree) exclude = destinationPathsIn(source as string, t);
-    dest = await LocalDestination.open(t, { signal: options.signal, onLockWait: options.onLockWait });
+    dest = await LocalDestination.open(t, { signal: options.signal, onLockWait: options.onLockWait, deleteExtra: options.delete === true });
   }
   const started = performance.now();
   // What earlier runs sent (see below), as their last progress reports said.
@@ -146,7 +158,7 @@ export async function pull(source: string, destination: string, options: PullOpt
     const target = await resolveCopyTarget(posix.basename(name), destination);
     // The quick check: the manifest's own files, as reconstruct's previous version.
     const quick = options.checksum ? undefined : { targetDigest: reader.header.digest, previousFiles: await filesOf(await openManifestFile(manifestPath, { signal }), signal) };
-    const result = await reconstruct(reader, store, target, { signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, ...quick });
+    const result = await reconstruct(reader, store, target, { signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, deleteExtra: options.delete === true, ...quick });
     return { ...result, target };
   } finally {
     await removeTempDir(tmp);

@@ -8,6 +8,7 @@ export {
   NotFoundError,
   PermissionDeniedError,
   AlreadyExistsError,
+  SpecialFileError,
   ChunkMissingError,
   ChunkCorruptError,
   ManifestCorruptError,

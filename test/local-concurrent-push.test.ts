@@ -62,7 +62,9 @@ describe('two pushes to one local target at once', () => {
     const backup = join(dir, 'backup-api');
     await mkdir(backup);
     for (let round = 1; round <= API_ROUNDS; round++) {
-      await Promise.all([push(sources.a, `${backup}/`, { pool }), push(sources.b, `${backup}/`, { pool })]);
+      // With delete: each push makes the target exactly its tree (by default the other's
+      // files, which this one lacks, would be kept).
+      await Promise.all([push(sources.a, `${backup}/`, { pool, delete: true }), push(sources.b, `${backup}/`, { pool, delete: true })]);
       await assertConsistent(join(backup, 't'), expected, `round ${round}`);
     }
     assert.deepEqual(await readdir(join(backup, '.xfer', 'locks')), [], 'no lock is left behind');
@@ -73,7 +75,7 @@ describe('two pushes to one local target at once', () => {
     const backup = join(dir, 'backup-cli');
     await mkdir(backup);
     for (let round = 1; round <= CLI_ROUNDS; round++) {
-      const [ra, rb] = await Promise.all([runCli(['push', sources.a, `${backup}/`, '-q']), runCli(['push', sources.b, `${backup}/`, '-q'])]);
+      const [ra, rb] = await Promise.all([runCli(['push', sources.a, `${backup}/`, '-q', '--delete']), runCli(['push', sources.b, `${backup}/`, '-q', '--delete'])]);
       assert.equal(ra.code, 0, ra.stderr);
       assert.equal(rb.code, 0, rb.stderr);
       await assertConsistent(join(backup, 't'), expected, `round ${round}`);

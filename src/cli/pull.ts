@@ -9,6 +9,7 @@ interface PullFlags extends RemoteFlags {
   quiet?: boolean;
   seed?: string[];
   checksum?: boolean;
+  delete?: boolean;
 }
 
 export function registerPull(program: Command, signal: AbortSignal): void {
@@ -19,6 +20,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
     .argument('<path>', 'where to put it; an existing directory or a path ending in / means "inside it"')
     .option('--seed <file...>', 'local files whose chunks may be reused')
     .option('-c, --checksum', 'read every file already at the destination, also those whose size, mtime and mode match the manifest (rsync --checksum)')
+    .option('--delete', 'remove entries of an existing destination tree that the pulled tree lacks (by default they are kept, as rsync keeps them)')
     .option('--json', 'print the result as one JSON object')
     .option('-q, --quiet', 'no progress display');
   for (const o of remoteOptions()) cmd.addOption(o);
@@ -29,12 +31,13 @@ export function registerPull(program: Command, signal: AbortSignal): void {
         ...remoteFrom(flags, signal),
         seeds: flags.seed ?? [],
         checksum: flags.checksum === true,
+        delete: flags.delete === true,
         onProgress: (p) => progress.update(p.bytesDone, p.bytesTotal, `, ${formatBytes(p.bytesReused)} reused`),
         onRetry: (e) => progress.retrying(e),
       });
       progress.done();
       if (flags.json) {
-        printJson({ bytesTotal: r.bytesTotal, bytesReceived: r.bytesReceived, bytesReused: r.bytesReused, seconds: r.seconds });
+        printJson({ bytesTotal: r.bytesTotal, bytesReceived: r.bytesReceived, bytesReused: r.bytesReused, seconds: r.seconds, deleted: r.deleted });
       } else if (!flags.quiet) {
         process.stdout.write(
           `pulled ${r.target}: ${formatBytes(r.bytesTotal)}; ${formatBytes(r.bytesReceived)} received, ` +

@@ -12,6 +12,7 @@ interface PushFlags extends ChunkerFlags, RemoteFlags {
   quiet?: boolean;
   delta: boolean;
   checksum?: boolean;
+  delete?: boolean;
 }
 
 export function registerPush(program: Command, signal: AbortSignal, setExitCode: (code: number) => void): void {
@@ -23,6 +24,7 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
     .option('--json', 'print the result as one JSON object')
     .option('-q, --quiet', 'no progress display')
     .option('--no-delta', 'to a server: send changed chunks whole, not as the blocks that differ from the chunk they replace')
+    .option('--delete', 'into a local directory: remove entries of the existing target tree that the source lacks (by default they are kept, as rsync keeps them)')
     .option('-c, --checksum', 'read every file, also those whose size and mtime are unchanged since the last push to the target (rsync --checksum)');
   for (const o of [...chunkerOptions(), ...remoteOptions()]) cmd.addOption(o);
   cmd.action(async (source: string, dest: string, flags: PushFlags) => {
@@ -36,6 +38,7 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
         ...remoteFrom(flags, signal),
         delta: flags.delta,
         checksum: flags.checksum === true,
+        delete: flags.delete === true,
         chunker,
         digestAlgorithm,
         onProgress: (p) => progress.update(p.bytesScanned, p.bytesTotal, `, ${formatBytes(p.bytesSent)} sent`),
@@ -57,6 +60,7 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
           chunksReused: r.chunksReused,
           seconds: r.seconds,
           entriesLost: r.entriesLost,
+          deleted: r.deleted,
         });
       } else if (!flags.quiet) {
         process.stdout.write(

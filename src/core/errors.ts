@@ -10,6 +10,7 @@ export type ErrorCode =
   | 'XFER_NOT_FOUND'
   | 'XFER_PERMISSION_DENIED'
   | 'XFER_ALREADY_EXISTS'
+  | 'XFER_SPECIAL_FILE'
   | 'XFER_CHUNK_MISSING'
   | 'XFER_CHUNK_CORRUPT'
   | 'XFER_MANIFEST_CORRUPT'
@@ -61,6 +62,18 @@ export class AlreadyExistsError extends XferError {
   constructor(message: string) {
     super('XFER_ALREADY_EXISTS', message);
     this.name = 'AlreadyExistsError';
+  }
+}
+
+/**
+ * The destination is a block or character device, a FIFO or a socket: xfer replaces only
+ * regular files and directories (a rename over a device node would silently swap the node
+ * for a file, and the device would never be written).
+ */
+export class SpecialFileError extends XferError {
+  constructor(message: string) {
+    super('XFER_SPECIAL_FILE', message);
+    this.name = 'SpecialFileError';
   }
 }
 
@@ -186,6 +199,7 @@ export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
   XFER_NOT_FOUND: 3,
   XFER_PERMISSION_DENIED: 4,
   XFER_ALREADY_EXISTS: 5,
+  XFER_SPECIAL_FILE: 15,
   XFER_CHUNK_MISSING: 6,
   XFER_CHUNK_CORRUPT: 7,
   XFER_MANIFEST_CORRUPT: 8,
@@ -209,6 +223,7 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   XFER_NOT_FOUND: 404,
   XFER_PERMISSION_DENIED: 403,
   XFER_ALREADY_EXISTS: 409,
+  XFER_SPECIAL_FILE: 409,
   XFER_CHUNK_MISSING: 404,
   XFER_CHUNK_CORRUPT: 422,
   XFER_MANIFEST_CORRUPT: 400,

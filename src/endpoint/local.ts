@@ -110,14 +110,23 @@ export class LocalDestination implements PushDestination {
 
   private lock: HeldLock | undefined;
 
-  private constructor(readonly chunks: LocalStore, private readonly t: LocalTarget, private readonly onLockWait?: (holder: string) => void) {
+  private constructor(
+    readonly chunks: LocalStore,
+    private readonly t: LocalTarget,
+    private readonly onLockWait?: (holder: string) => void,
+    private readonly deleteExtra = false,
+  ) {
     this.description = t.target;
   }
 
-  /** `onLockWait` is told when another process is pushing to the same target, and this push waits for it. */
-  static async open(target: LocalTarget, options: OpOptions & { onLockWait?: (holder: string) => void } = {}): Promise<LocalDestination> {
+  /**
+   * `onLockWait` is told when another process is pushing to the same target, and this push
+   * waits for it. `deleteExtra`: entries of the existing target tree that the pushed tree
+   * lacks are removed (rsync --delete) and listed by commit; by default they are kept.
+   */
+  static async open(target: LocalTarget, options: OpOptions & { onLockWait?: (holder: string) => void; deleteExtra?: boolean } = {}): Promise<LocalDestination> {
     const store = await LocalStore.open(target.storeDir, { create: true, signal: options.signal });
-    return new LocalDestination(store, target, options.onLockWait);
+    return new LocalDestination(store, target, options.onLockWait, options.deleteExtra);
   }
 
   /**
@@ -133,7 +142,7 @@ export class LocalDestination implements PushDestination {
     const store = this.chunks;
     const name = this.t.name;
     try {
-      staging = await Staging.create(this.t.target, kind, options);
+      staging = await Staging.create(this.t.target, kind, { ...options, deleteExtra: this.deleteExtra });
       try {
         known = this.known = KnownFiles.for(await previousVersion(store, name, kind, options), store, options);
       } catch (err) {
@@ -170,10 +179,10 @@ export class LocalDestination implements PushDestination {
         }
         return undefined;
       },
-      async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
+      async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<{ deleted: readonly string[] }> {
         try {
           await store.putManifest(name, createReadStream(manifestPath), opts);
-          await staging.commit(opts);
+          return await staging.commit(opts);
         } finally {
           await lock.release();
         }

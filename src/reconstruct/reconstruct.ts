@@ -15,7 +15,7 @@ import type { ChunkStore } from '../store/store.js';
 import { Window } from '../transfer/window.js';
 import { RecentChunks } from './recent.js';
 import { SeedIndex } from './seeds.js';
-import { sameFile, Staging, type StagedFile } from './staging.js';
+import { sameFile, Staging, utimeArg, type StagedFile } from './staging.js';
 
 /** The set-user-ID and set-group-ID permission bits (see ReconstructOptions.clearSetId). */
 export const SET_ID_BITS = 0o6000;
@@ -79,6 +79,11 @@ export interface ReconstructOptions {
    */
   readonly clearSetId?: boolean;
   readonly onProgress?: (p: PullProgress) => void;
+  /**
+   * Remove the entries of an existing target tree that the manifest lacks (rsync --delete);
+   * by default they are kept (see Staging). Listed in the result's `deleted`.
+   */
+  readonly deleteExtra?: boolean;
 }
 
 export interface PreviousFile {
@@ -125,6 +130,8 @@ export interface PullResult {
   readonly chunksTotal: number;
   readonly seconds: number;
   readonly digest: string;
+  /** Entries of the existing tree removed because the manifest lacks them (deleteExtra), by path in the tree. */
+  readonly deleted: readonly string[];
 }
 
 /**
@@ -164,7 +171,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     if (committed && Buffer.compare(committed.digest, header.digest) === 0 && (await sameFile(target, { size: committed.size, mtimeMs: committed.mtimeMs }))) return keepUnchanged(reader, target, options, diskMode, started);
     if (await fileHasDigest(target, header.totalBytes, algorithm, header.digest, signal)) return keepUnchanged(reader, target, options, diskMode, started);
   }
-  const staging = await Staging.create(target, header.kind, { signal, resumable: options.resumable ?? true, confineTo: options.confineTo });
+  const staging = await Staging.create(target, header.kind, { signal, resumable: options.resumable ?? true, confineTo: options.confineTo, deleteExtra: options.deleteExtra });
   const globalSeeds = new SeedIndex(header.chunker, algorithm);
   if (pool) for (const s of options.seeds ?? []) await globalSeeds.add(s, pool, signal);
   const window = new Window(options.concurrency ?? DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES);
@@ -188,6 +195,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   const realDirs = new RealDirs(target);
   const open = new Set<OpenFile>();
   let file: OpenFile | undefined;
+  let deleted: readonly string[] = [];
   try {
     /** One manifest event: a directory, symlink or file entry, a file's chunks, its end. */
     const handle = async (ev: ManifestEvent): Promise<void> => {
@@ -328,7 +336,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     await window.drain();
     await finishes.drain();
     await options.beforeCommit?.();
-    await staging.commit({ signal });
+    ({ deleted } = await staging.commit({ signal }));
   } catch (err) {
     await window.drain().catch(() => {});
     await finishes.drain().catch(() => {});
@@ -349,6 +357,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     chunksTotal: header.chunkCount,
     seconds: (performance.now() - started) / 1000,
     digest: digestToHex(header.digest),
+    deleted,
   };
 }
 
@@ -390,7 +399,7 @@ async function keepUnchanged(reader: ManifestReader, target: string, options: Re
   await options.beforeCommit?.();
   if (meta) {
     await chmod(target, diskMode(meta.mode));
-    await utimes(target, meta.mtimeMs / 1000, meta.mtimeMs / 1000);
+    await utimes(target, utimeArg(meta.mtimeMs), utimeArg(meta.mtimeMs));
   }
   options.onProgress?.({ bytesTotal: header.totalBytes, bytesDone: header.totalBytes, bytesReceived: 0, bytesReused: header.totalBytes });
   return {
@@ -401,6 +410,7 @@ async function keepUnchanged(reader: ManifestReader, target: string, options: Re
     chunksTotal: header.chunkCount,
     seconds: (performance.now() - started) / 1000,
     digest: digestToHex(header.digest),
+    deleted: [],
   };
 }
 

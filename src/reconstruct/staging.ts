@@ -2,11 +2,12 @@ import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, constants, fchmodSync, futimesSync, open as openCallback, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { FileHandle } from 'node:fs/promises';
-import { chmod, copyFile, link, lstat, lutimes, mkdir, open, readdir, rename, rm, rmdir, symlink, unlink, utimes } from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
+import { chmod, copyFile, lchown, link, lstat, lutimes, mkdir, open, readdir, readlink, rename, rm, rmdir, symlink, unlink, utimes } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
-import { AlreadyExistsError, fromSystemError, VerifyFailedError } from '../core/errors.js';
+import { AlreadyExistsError, fromSystemError, SpecialFileError, VerifyFailedError } from '../core/errors.js';
 import { DirectBlockWriter, DIRECT_MIN_FILE_BYTES, openDirect } from '../io/direct.js';
 import { checkConfined, confinedParent, segmentsBelow, type CreatedDirs } from '../io/safe-path.js';
 import { fsyncPath, syncFilesystem } from '../io/sync.js';
@@ -65,6 +66,27 @@ export function maxStagingNameBytes(name: string): number {
   const resumable = `${STAGING_PREFIX}${stagingStem(name)}.partial.prev`;
   return Math.max(Buffer.byteLength(owned, 'utf8'), Buffer.byteLength(resumable, 'utf8'));
 }
+
+/**
+ * What to give fs.utimes (and futimes, lutimes) so that the time stored is exactly `ms`
+ * whole milliseconds. `ms / 1000` is rarely exact in binary, and libuv truncates the
+ * nanoseconds it derives from it to whole microseconds, toward zero: 1700000000.123 s was
+ * stored as ...122.999 ms, 1 µs early. A pull's quick check rounds that back, but a push
+ * of the pulled copy truncates it to ...122 ms, a new mtime: every such file was read
+ * again, rewritten at the destination and given a time 1 ms off. Half a microsecond away
+ * from zero makes the truncation land on the millisecond (the double's own error is under
+ * 0.25 µs for any time before 2^33 s, the year 2242). Node takes a negative number as
+ * "now", but a numeric string as that number: a time before 1970 is passed as one.
+ */
+export function utimeArg(ms: number): number | string {
+  const s = ms / 1000 + (ms < 0 ? -UTIME_NUDGE_S : UTIME_NUDGE_S);
+  return ms < 0 ? String(s) : s;
+}
+
+const NS_PER_MS = 1_000_000n;
+
+/** Half a microsecond (see utimeArg). */
+const UTIME_NUDGE_S = 0.5e-6;
 
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -160,6 +182,18 @@ function processAlive(pid: number): boolean {
  * a crash between the renames leaves both versions complete beside the target, never a
  * mix. abort() removes everything staged, and the directories made for the target.
  *
+ * Entries of the existing tree that the new version lacks are kept, as rsync keeps them
+ * without --delete: just before the swap they are carried over into the staged tree, files
+ * (and symlinks, FIFOs, ...) as hard links of themselves, directories made again with their
+ * mode, owner and times around their carried-over contents (carryOver). Nothing is copied,
+ * so nothing can be lost: until the swap they are in both trees, after it only the old
+ * tree's names go. The staged-tree swap is kept over an update in place because it keeps
+ * everything else true: the target is one version or the other, never a mix of files from
+ * both, and an interrupted pull resumes from its partial tree. What it cannot keep: an
+ * entry created in the existing tree by someone else between the carry-over and the swap
+ * (milliseconds for a small tree) is in the old tree only, and removed with it. With
+ * `deleteExtra` (--delete) the extras are not carried over but listed (commit's `deleted`).
+ *
  * Staging names never exceed NAME_MAX (see stagingStem), and error messages name the target
  * (and an entry's place in it), never the staging copy.
  *
@@ -185,6 +219,16 @@ export class Staging {
    */
   private readonly unsynced: string[] = [];
   private committed = false;
+  /** See the class comment: whether entries the new version lacks are removed. */
+  private readonly deleteExtra: boolean;
+  /**
+   * Whether the staged tree differs from the existing one: set by every entry that is not
+   * already at the target as it is (a directory or symlink with other attributes, a file
+   * written or copied rather than linked from its own path). A tree commit with nothing
+   * changed keeps the existing tree and discards the staged one: a second pull of an
+   * unchanged tree rewrites nothing, not even its directories.
+   */
+  private changed = false;
   /** See the class comment; the target's path below it, by segment. */
   private readonly confineTo: { readonly root: string; readonly segments: readonly string[] } | undefined;
   /** The directories this staging holds in use (see dirsInUse) until it is committed or aborted. */
@@ -198,7 +242,9 @@ export class Staging {
     previous: string | undefined,
     confineTo: Staging['confineTo'],
     usedDirs: readonly string[],
+    deleteExtra: boolean,
   ) {
+    this.deleteExtra = deleteExtra;
     this.usedDirs = usedDirs;
     this.target = target;
     this.kind = kind;
@@ -208,7 +254,7 @@ export class Staging {
     this.confineTo = confineTo;
   }
 
-  static async create(target: string, kind: ManifestKind, options: { signal?: AbortSignal; resumable?: boolean; confineTo?: string } = {}): Promise<Staging> {
+  static async create(target: string, kind: ManifestKind, options: { signal?: AbortSignal; resumable?: boolean; confineTo?: string; deleteExtra?: boolean } = {}): Promise<Staging> {
     throwIfAborted(options.signal);
     const confineTo = options.confineTo === undefined ? undefined : { root: options.confineTo, segments: segmentsBelow(options.confineTo, target) };
     // Checked before anything is created: a symlink on the way is refused, not followed.
@@ -266,7 +312,7 @@ export class Staging {
       await removeMadeDirs(usedDirs);
       throw err;
     }
-    return new Staging(target, kind, root, resumable, previous, confineTo, usedDirs);
+    return new Staging(target, kind, root, resumable, previous, confineTo, usedDirs, options.deleteExtra ?? false);
   }
 
   /** Where an entry goes in the target, for messages ('' is the target itself). */
@@ -280,12 +326,31 @@ export class Staging {
     return this.previous === undefined ? undefined : join(this.previous, ...rel.split('/'));
   }
 
+  /** Where an entry of the existing target is ('' is the target itself). */
+  private targetPathOf(rel: string): string {
+    return rel === '' ? this.target : join(this.target, ...rel.split('/'));
+  }
+
+  /**
+   * Whether the existing target holds entry `meta` as it is: of the right type (`is`), its
+   * mode and its mtime to the nanosecond (a time 1 µs off, as earlier versions wrote them,
+   * counts as a change: rewritten once, exactly). Entries are made parents first, so a
+   * parent found a real directory is not a symlink by the time its children are looked at.
+   */
+  private async isAtTarget(meta: EntryMeta, is: (st: BigIntStats) => boolean): Promise<boolean> {
+    if (this.kind !== 'tree') return false;
+    const st = await lstat(this.targetPathOf(meta.path), { bigint: true }).catch(() => undefined);
+    if (!st || !is(st) || st.mtimeNs !== BigInt(meta.mtimeMs) * NS_PER_MS) return false;
+    return st.isSymbolicLink() || Number(st.mode & 0o7777n) === meta.mode;
+  }
+
   /** Where an entry's staged copy lives ('' is the file of a file manifest). */
   pathOf(rel: string): string {
     return rel === '' ? this.root : join(this.root, ...rel.split('/'));
   }
 
   async mkdir(meta: EntryMeta): Promise<void> {
+    if (!this.changed && !(await this.isAtTarget(meta, (st) => st.isDirectory()))) this.changed = true;
     const p = this.pathOf(meta.path);
     try {
       await mkdir(p, { mode: 0o700 });
@@ -296,10 +361,14 @@ export class Staging {
   }
 
   async symlink(meta: EntryMeta): Promise<void> {
+    if (!this.changed) {
+      const same = await this.isAtTarget(meta, (st) => st.isSymbolicLink());
+      if (!same || (await readlink(this.targetPathOf(meta.path)).catch(() => undefined)) !== meta.linkTarget) this.changed = true;
+    }
     const p = this.pathOf(meta.path);
     try {
       await symlink(meta.linkTarget ?? '', p);
-      await lutimes(p, meta.mtimeMs / 1000, meta.mtimeMs / 1000);
+      await lutimes(p, utimeArg(meta.mtimeMs), utimeArg(meta.mtimeMs));
     } catch (err) {
       throw fromSystemError(err, this.shown(meta.path), 'create symlink');
     }
@@ -326,11 +395,12 @@ export class Staging {
    */
   async keepFile(meta: EntryMeta, existing: string): Promise<void> {
     if (await this.linkFile(meta, existing)) return;
+    this.changed = true;
     const p = this.pathOf(meta.path);
     try {
       await copyFile(existing, p, constants.COPYFILE_EXCL);
       await chmod(p, meta.mode);
-      await utimes(p, meta.mtimeMs / 1000, meta.mtimeMs / 1000);
+      await utimes(p, utimeArg(meta.mtimeMs), utimeArg(meta.mtimeMs));
       if (this.kind === 'tree') this.unsynced.push(p);
       else await fsyncPath(p, this.shown(meta.path));
     } catch (err) {
@@ -339,6 +409,7 @@ export class Staging {
   }
 
   async openFile(meta: EntryMeta): Promise<StagedFile> {
+    this.changed = true;
     const p = this.pathOf(meta.path);
     // A small file of a tree is assembled in memory and written at finish(): opened on the
     // thread pool, then a few synchronous calls. Through FileHandle, the open, write, chmod,
@@ -376,15 +447,37 @@ export class Staging {
     return f;
   }
 
-  /** Swaps the staged version in (see the class contract). */
-  async commit(options: { signal?: AbortSignal } = {}): Promise<void> {
+  /**
+   * Swaps the staged version in (see the class contract). Resolves with the entries of the
+   * existing tree that the new version lacks and that were removed (`deleteExtra`), by path
+   * in the tree, each directory after its contents; empty without deleteExtra (they are kept).
+   */
+  async commit(options: { signal?: AbortSignal } = {}): Promise<CommitResult> {
     throwIfAborted(options.signal);
+    const extra: Extra = { deleted: [], dirs: [] };
+    // Every entry is at the target as it is (files linked from their own paths): keep the
+    // existing tree, unless --delete finds entries to remove. (A file replaced at the target
+    // since it was linked is kept as it now is, as if replaced just after the swap.)
+    if (this.kind === 'tree' && !this.changed && (await lstat(this.target).then((st) => st.isDirectory(), () => false))) {
+      if (this.deleteExtra) await carryOver(this.target, this.root, '', true, extra, options.signal);
+      if (extra.deleted.length === 0) {
+        await rm(this.root, { recursive: true, force: true });
+        return this.finishCommit();
+      }
+      extra.deleted.length = 0;
+    }
+    // Before the directories get their modes (a read-only one would refuse the links) and times.
+    if (this.kind === 'tree' && (await exists(this.target))) {
+      if (this.confineTo) await checkConfined(this.confineTo.root, this.confineTo.segments);
+      await checkReplaceable(this.target, this.kind);
+      await carryOver(this.target, this.root, '', this.deleteExtra, extra, options.signal);
+    }
     // Directory modes and times last, deepest first, so writing children does not disturb them.
     for (let i = this.dirs.length - 1; i >= 0; i--) {
       const d = this.dirs[i]!;
       const p = this.pathOf(d.path);
       try {
-        await utimes(p, d.mtimeMs / 1000, d.mtimeMs / 1000);
+        await utimes(p, utimeArg(d.mtimeMs), utimeArg(d.mtimeMs));
         await chmod(p, d.mode);
       } catch (err) {
         throw fromSystemError(err, this.shown(d.path), 'set directory attributes');
@@ -394,6 +487,7 @@ export class Staging {
       if (!(await syncFilesystem(this.root))) {
         for (const f of this.unsynced) await fsyncPath(f, this.target);
         for (const d of this.dirs) await fsyncPath(this.pathOf(d.path), this.shown(d.path));
+        for (const d of extra.dirs) await fsyncPath(this.pathOf(d), this.shown(d));
       }
       await fsyncPath(this.root, this.target);
     }
@@ -428,11 +522,17 @@ export class Staging {
       if (old) await rm(aside, { recursive: true, force: true });
     }
     await fsyncPath(parent);
+    return this.finishCommit(extra.deleted);
+  }
+
+  /** The target is the new version: let go of what the staging held. */
+  private async finishCommit(deleted: readonly string[] = []): Promise<CommitResult> {
     this.committed = true;
     // The directories on the way now hold a target: no longer anyone's to remove.
     for (const d of this.usedDirs) madeDirs.delete(d);
     this.release();
     if (this.previous) await rm(this.previous, { recursive: true, force: true });
+    return { deleted };
   }
 
   /** Lets go of the directories held in use (once); returns them. */
@@ -523,7 +623,7 @@ class SmallStagedFile implements StagedFile {
         fd = await openFd(this.path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
         for (let done = 0; done < size; ) done += writeSync(fd, this.data, done, size - done, done);
         fchmodSync(fd, this.meta.mode);
-        futimesSync(fd, this.meta.mtimeMs / 1000, this.meta.mtimeMs / 1000);
+        futimesSync(fd, utimeArg(this.meta.mtimeMs), utimeArg(this.meta.mtimeMs));
       } catch (err) {
         throw fromSystemError(err, this.shown, 'write');
       } finally {
@@ -611,7 +711,7 @@ class HandleStagedFile implements StagedFile {
         await this.fh.truncate(size);
       } else if (this.resumed && (await this.fh.stat()).size !== size) await this.fh.truncate(size);
       await this.fh.chmod(this.meta.mode);
-      await this.fh.utimes(this.meta.mtimeMs / 1000, this.meta.mtimeMs / 1000);
+      await this.fh.utimes(utimeArg(this.meta.mtimeMs), utimeArg(this.meta.mtimeMs));
       if (this.deferSync) this.deferSync(this.path);
       else await this.fh.datasync();
     } catch (err) {
@@ -639,6 +739,76 @@ class HandleStagedFile implements StagedFile {
   }
 }
 
+export interface CommitResult {
+  /** Entries of the existing tree removed because the new version lacks them (deleteExtra). */
+  readonly deleted: readonly string[];
+}
+
+/** What carryOver found: entries removed (deleteExtra), directories it made in the staged tree. */
+interface Extra {
+  readonly deleted: string[];
+  readonly dirs: string[];
+}
+
+/**
+ * Carries the entries of existing directory `from` that staged directory `to` lacks into
+ * `to` (see the Staging class comment), or with `del` lists them in `extra.deleted`. An entry
+ * the new version has replaces the old one whatever its type (a file where a directory was,
+ * say); a directory in both is gone through. Only real directories are entered (readdir's
+ * types are lstat's): a symlink is carried over as itself, never followed.
+ */
+async function carryOver(from: string, to: string, rel: string, del: boolean, extra: Extra, signal?: AbortSignal): Promise<void> {
+  let entries;
+  try {
+    entries = await readdir(from, { withFileTypes: true });
+  } catch (err) {
+    throw fromSystemError(err, from, 'read directory');
+  }
+  for (const e of entries) {
+    throwIfAborted(signal);
+    const src = join(from, e.name);
+    const dst = join(to, e.name);
+    const path = rel === '' ? e.name : `${rel}/${e.name}`;
+    const staged = await lstat(dst).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT') return undefined;
+      throw fromSystemError(err, src, 'stat');
+    });
+    if (staged) {
+      if (staged.isDirectory() && e.isDirectory()) await carryOver(src, dst, path, del, extra, signal);
+      continue;
+    }
+    if (del) {
+      if (e.isDirectory()) await listAll(src, path, extra.deleted);
+      extra.deleted.push(path);
+      continue;
+    }
+    try {
+      if (!e.isDirectory()) {
+        await link(src, dst);
+        continue;
+      }
+      const st = await lstat(src);
+      await mkdir(dst, { mode: 0o700 });
+      extra.dirs.push(path);
+      await carryOver(src, dst, path, false, extra, signal);
+      if (process.getuid?.() === 0) await lchown(dst, st.uid, st.gid);
+      await chmod(dst, st.mode & 0o7777);
+      await utimes(dst, utimeArg(st.atimeMs), utimeArg(st.mtimeMs));
+    } catch (err) {
+      throw fromSystemError(err, src, 'keep (an entry the new version lacks)');
+    }
+  }
+}
+
+/** Every entry below directory `dir` (at `rel`), each directory after its contents. */
+async function listAll(dir: string, rel: string, out: string[]): Promise<void> {
+  for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+    const path = `${rel}/${e.name}`;
+    if (e.isDirectory()) await listAll(join(dir, e.name), path, out);
+    out.push(path);
+  }
+}
+
 async function exists(p: string): Promise<boolean> {
   try {
     await lstat(p);
@@ -655,7 +825,13 @@ async function sameInode(a: string, b: string): Promise<boolean> {
   return x !== undefined && y !== undefined && x.dev === y.dev && x.ino === y.ino;
 }
 
-/** cp's rules: a file never replaces a directory, a tree never replaces a non-directory. */
+/**
+ * cp's rules: a file never replaces a directory, a tree never replaces a non-directory.
+ * And a device node, FIFO or socket is never replaced at all (SpecialFileError): a rename
+ * over `/dev/sdb` would swap the node for a regular file and report success while the
+ * device was never written. (A symlink target is replaced, as cp --remove-destination
+ * would: the rename does not follow it.)
+ */
 async function checkReplaceable(target: string, kind: ManifestKind): Promise<void> {
   let st;
   try {
@@ -664,14 +840,16 @@ async function checkReplaceable(target: string, kind: ManifestKind): Promise<voi
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
     throw fromSystemError(err, target, 'stat');
   }
+  const special = st.isBlockDevice() ? 'a block device' : st.isCharacterDevice() ? 'a character device' : st.isFIFO() ? 'a FIFO' : st.isSocket() ? 'a socket' : undefined;
+  if (special) throw new SpecialFileError(`${target}: is ${special}; xfer replaces only regular files and directories`);
   if (kind === 'file' && st.isDirectory()) throw new AlreadyExistsError(`${target}: cannot overwrite a directory with a file`);
   if (kind === 'tree' && !st.isDirectory()) throw new AlreadyExistsError(`${target}: cannot overwrite a non-directory with a directory`);
 }
 
 /**
  * Whether `path` is still the file a manifest entry describes: a regular file of its size
- * and mtime, and its permission bits if `mode` is given (the quick check; the mtime was set
- * from whole milliseconds and reads back as a float of them, hence the rounding).
+ * and mtime, and its permission bits if `mode` is given (the quick check). Times are written
+ * exactly (utimeArg); the rounding accepts copies written by earlier versions, 1 µs early.
  */
 export async function sameFile(path: string, entry: { readonly size: number; readonly mtimeMs: number; readonly mode?: number }): Promise<boolean> {
   const st = await lstat(path).catch(() => undefined);

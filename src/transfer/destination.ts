@@ -79,9 +79,11 @@ export interface PushSession {
   /**
    * Makes the push visible: the chunks are durable, the manifest (a complete, verified file
    * at manifestPath) is stored under the target's name, and the target is replaced
-   * atomically. Nothing is visible before this resolves.
+   * atomically. Nothing is visible before this resolves. Entries of an existing target tree
+   * that the pushed tree lacks are kept, unless the destination was opened to delete them: it
+   * then resolves with those it removed (`deleted`, by path in the tree).
    */
-  commit(manifestPath: string, header: ManifestHeader, options?: OpOptions): Promise<void>;
+  commit(manifestPath: string, header: ManifestHeader, options?: OpOptions): Promise<{ readonly deleted?: readonly string[] } | void>;
   /** Discards everything staged; the previous version stays as it was. */
   abort(): Promise<void>;
 }

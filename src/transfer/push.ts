@@ -65,6 +65,8 @@ export interface PushResult {
    * not valid UTF-8), each reported through onSkip: the push is partial if this is not 0.
    */
   readonly entriesLost: number;
+  /** Entries of the existing target tree removed because the source lacks them (a local push with delete). */
+  readonly deleted: readonly string[];
 }
 
 export const DEFAULT_PUT_CONCURRENCY = 32;
@@ -246,7 +248,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
     sender.report(); // every chunk is up: the figures before the commit, final unless it fails
     const header: ManifestHeader = await writer.finish();
     writer = undefined;
-    await session.commit(manifestPath, header, { signal });
+    const committed = await session.commit(manifestPath, header, { signal });
     const s = sender.stats();
     const delta = destination.deltaStats?.() ?? { chunks: 0, savedBytes: 0 };
     return {
@@ -260,6 +262,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
       seconds: (performance.now() - started) / 1000,
       digest: digestToHex(header.digest),
       entriesLost,
+      deleted: committed?.deleted ?? [],
     };
   } catch (err) {
     await finishes.drain().catch(() => {});
