@@ -5,32 +5,35 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { runFuzz } from './harness/fuzz.js';
 import { DECODER_PARSERS, HTTP_PARSERS } from './harness/fuzz-inputs.js';
-import { reportAgainstKnown } from './harness/known.js';
+import { reportAgainstKnown, type KnownIssue } from './harness/known.js';
 import { seedFrom } from './harness/rng.js';
 
 const PER_PARSER = 2000;
 
 /**
- * Known failures of this short run on the current code (check id -> what and a minimal
- * repro). See test/harness/known.ts; the long run is `npm run fuzz`.
+ * Known failures of this short run on the current code, with what and a minimal repro
+ * (test/harness/known.ts). The long run is `npm run fuzz`.
  */
-const KNOWN = new Map<string, string>([
-  [
-    'server-alive',
-    'xfer serve dies (exit 1) on an unhandled AbortedError "a newer push of the same target started" (StageHub.begin aborting an earlier stage of the same path). ' +
-      'Repro: npm run fuzz -- --seed 1 --count 300 (about 1 crash per 50 stage requests when stage-file and manifest-put requests run together on 64 streams)',
-  ],
-  [
-    'no-5xx:stage-file:XFER_PROTOCOL',
-    'a stage list that ends without its end record is answered 502 XFER_PROTOCOL, a client error (should be 400). ' +
-      'Repro: POST /v1/stage/x?algorithm=blake3&mode=420&mtimeMs=0&size=100 with one 36-byte record and a body end',
-  ],
-  ['no-5xx:stage-file:XFER_VERIFY_FAILED', 'a stage whose chunks do not hash to the announced whole-file digest is answered 500 XFER_VERIFY_FAILED: the client sent a wrong digest (4xx)'],
-  ['no-5xx:stage-tree:XFER_VERIFY_FAILED', 'a tree stage whose entry digest does not match its chunks is answered 500 XFER_VERIFY_FAILED (a client error: 4xx)'],
-  ['no-5xx:manifest-put:XFER_VERIFY_FAILED', 'PUT of a manifest whose whole-file digest does not match its stored chunks is answered 500 XFER_VERIFY_FAILED (a client error: 4xx)'],
-  ['server-tmp-empty', 'a server killed (here: crashed) during PUT /v1/manifests leaves <root>/tmp/manifest-* behind; nothing removes them at the next start'],
-  ['no-staging-leftovers', 'a crashed server leaves staging copies (files/**/.xfer-*.tmp) whose names carry its pid; a restarted server removes them only when the same target is staged again'],
-]);
+const KNOWN: readonly KnownIssue[] = [
+  {
+    check: 'server-alive',
+    match: /a newer push of the same target started/,
+    why:
+      'xfer serve dies (exit 1) on an unhandled AbortedError "a newer push of the same target started" (created in StageHub.begin, which aborts an earlier stage of the same path). ' +
+      'Repro: npm run fuzz -- --seed 1 --count 300 (a crash per ~50 stage requests when stage and manifest requests run together on 64 streams; no two-request repro found yet)',
+  },
+  {
+    check: 'no-5xx:stage-file:XFER_PROTOCOL',
+    why:
+      'a stage list that ends without its end record is answered 502 XFER_PROTOCOL, though the client broke the format (400). ' +
+      'Repro: POST /v1/stage/x?algorithm=blake3&mode=420&mtimeMs=0&size=100 whose body is one 36-byte record and 20 bytes of an end record',
+  },
+  { check: 'no-5xx:stage-file:XFER_VERIFY_FAILED', why: 'a stage whose chunks do not hash to the announced whole-file digest is answered 500 XFER_VERIFY_FAILED: the client announced a wrong digest (4xx)' },
+  { check: 'no-5xx:stage-tree:XFER_VERIFY_FAILED', why: 'a tree stage whose entry digest does not match its stored chunks is answered 500 XFER_VERIFY_FAILED (a client error: 4xx)' },
+  { check: 'no-5xx:manifest-put:XFER_VERIFY_FAILED', why: 'PUT of a manifest whose whole-file digest does not match its stored chunks is answered 500 XFER_VERIFY_FAILED (a client error: 4xx)' },
+  { check: 'server-tmp-empty', why: 'a server that died during PUT /v1/manifests leaves <root>/tmp/manifest-*; nothing removes them at the next start' },
+  { check: 'no-staging-leftovers', why: 'a server that died leaves staging copies (files/**/.xfer-*.tmp, named with its pid); a restarted server removes them only when the same target is staged again' },
+];
 
 describe('fuzz (short): every body the server parses, and the manifest decoder', () => {
   it(`${PER_PARSER} random and mutated inputs per parser: no 5xx, no crash, no hang, bounded memory, nothing left behind`, { timeout: 120_000 }, async (t) => {

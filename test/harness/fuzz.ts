@@ -193,18 +193,20 @@ function send(conn: Connection, req: FuzzRequest, timeoutMs: number, stageGraceM
       }
       return { kind: 'answer', status, code, message };
     };
-    const timer = setTimeout(
-      () => {
-        if (req.stage && status === 0) {
-          stream.close(h2.NGHTTP2_CANCEL);
-          finish({ kind: 'cancelled' });
-        } else {
-          stream.close(h2.NGHTTP2_CANCEL);
-          finish({ kind: 'timeout' });
-        }
-      },
-      req.stage ? stageGraceMs : timeoutMs,
-    );
+    const started = Date.now();
+    const expire = () => {
+      if (req.stage && status === 0) {
+        stream.close(h2.NGHTTP2_CANCEL);
+        finish({ kind: 'cancelled' });
+      } else if (Date.now() - started < timeoutMs) {
+        // A stage whose answer has begun: it gets the full time to end, like any request.
+        timer = setTimeout(expire, timeoutMs - (Date.now() - started));
+      } else {
+        stream.close(h2.NGHTTP2_CANCEL);
+        finish({ kind: 'timeout' });
+      }
+    };
+    let timer = setTimeout(expire, req.stage ? stageGraceMs : timeoutMs);
     stream.on('response', (h) => (status = Number(h[':status'])));
     stream.on('data', (d: Buffer) => {
       if (keptBytes < ANSWER_KEPT_BYTES) {
