@@ -37,6 +37,8 @@ export interface FuzzOptions {
   readonly seed: number;
   /** Inputs per parser. */
   readonly perParser: number;
+  /** Inputs per HTTP parser, if not perParser. */
+  readonly httpPerParser?: number;
   readonly httpParsers?: readonly HttpParser[];
   readonly decoderParsers?: readonly DecoderParser[];
   /** Concurrent streams on the connection (the server allows 128). */
@@ -72,16 +74,24 @@ export async function runFuzz(options: FuzzOptions): Promise<Summary> {
     summary.fail(kind, n < FINDINGS_KEPT_PER_CHECK ? [f] : []);
   };
   const wanted = (parser: string, i: number) => !options.only || (options.only.parser === parser && options.only.index === i);
-  const count = (parser: string) => (options.only ? (options.only.parser === parser ? options.only.index + 1 : 0) : options.perParser);
+  const count = (parser: string) => {
+    if (options.only) return options.only.parser === parser ? options.only.index + 1 : 0;
+    return (HTTP_PARSERS as readonly string[]).includes(parser) ? (options.httpPerParser ?? options.perParser) : options.perParser;
+  };
   try {
     log(`fuzz: seed ${options.seed}, ${options.perParser} inputs per parser, ${options.concurrency} streams`);
+    const t0 = Date.now();
     for (const parser of options.decoderParsers ?? DECODER_PARSERS) {
       await fuzzDecoder(parser, rng.fork(parser), world, count(parser), scratch, wanted, summary, fail, options.seed);
       log(`decoder ${parser}: ${describe(summary, parser)}`);
     }
+    summary.figures.decoderSeconds = (Date.now() - t0) / 1000;
+    const t1 = Date.now();
     const parsers = options.httpParsers ?? HTTP_PARSERS;
     if (parsers.length) await fuzzHttp(parsers, rng, world, options, count, wanted, summary, fail, log);
+    summary.figures.httpSeconds = (Date.now() - t1) / 1000;
     summary.figures.perParser = options.perParser;
+    summary.figures.httpPerParser = options.httpPerParser ?? options.perParser;
     for (const [check, n] of kept) summary.figures[`findings:${check}`] = n;
     return summary;
   } finally {
@@ -333,7 +343,15 @@ async function fuzzHttp(
     // Afterwards: alive, answering, and nothing left behind by the cancelled stages and failed commits.
     conn.close();
     const after = new Connection(() => server.url);
-    const info = await send(after, { method: 'GET', path: '/v1/info', headers: {}, body: Buffer.alloc(0), stage: false, how: 'check' }, REQUEST_TIMEOUT_MS, 0);
+    let info: Outcome = { kind: 'not-sent', error: 'not asked' };
+    for (let attempt = 0; attempt < 2; attempt++) {
+      // A crash in the last moments is reported as server-alive (by checkServer), not here.
+      await new Promise((r) => setTimeout(r, 500));
+      await checkServer();
+      if (restarting) await restarting;
+      info = await send(after, { method: 'GET', path: '/v1/info', headers: {}, body: Buffer.alloc(0), stage: false, how: 'check' }, REQUEST_TIMEOUT_MS, 0);
+      if (info.kind === 'answer' && info.status === 200) break;
+    }
     after.close();
     const end: Omit<Finding, 'kind'>[] = [];
     if (info.kind !== 'answer' || info.status !== 200) end.push({ check: 'server-answers', message: `after the run GET /v1/info gave ${JSON.stringify(info)}` });
