@@ -32,6 +32,12 @@ const KNOWN: readonly KnownIssue[] = [
       'a local push of a file the target already holds (unchanged, e.g. the re-run after a kill that came after the swap) leaves its staging copy .xfer-<name>.<host>~<pid>-<hex>.tmp beside the target; ' +
       'the next push that changes the target sweeps it (its pid is dead). Repro: xfer push f dest/; xfer push f dest/; ls -a dest',
   },
+  {
+    check: 'local-store-tmp-empty',
+    why:
+      'a local push killed while storing chunks leaves <dest>/.xfer/tmp/<pid>-<hex>-<n>.tmp; the store removes such files only once they are an hour old (STALE_TEMP_AGE_MS), though the name says its writer is dead. ' +
+      'Repro: xfer push <4 MiB file> dest/ & sleep 0.5; kill -9 $!; xfer push <same> dest/; ls dest/.xfer/tmp',
+  },
   { check: 'server-tmp-empty', why: 'a server killed (SIGKILL) during PUT /v1/manifests leaves <root>/tmp/manifest-*; the restarted server does not remove it' },
 ];
 

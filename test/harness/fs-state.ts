@@ -12,8 +12,23 @@ import { join } from 'node:path';
  * `link:<target>`; a single file is the path ''. Undefined if the target does not exist.
  */
 export async function snapshot(target: string): Promise<Map<string, string> | undefined> {
-  const st = await lstat(target).catch(() => undefined);
-  if (!st) return undefined;
+  // A tree is swapped in by renaming its directory: a walk that straddles the swap reads
+  // some files of each version. Such a walk is taken again (the target's inode changed
+  // under it); what is compared is what one path resolution at a time could see.
+  for (let attempt = 0; ; attempt++) {
+    const before = await lstat(target).catch(() => undefined);
+    if (!before) return undefined;
+    const snap = await walk(target).catch((err: NodeJS.ErrnoException) => {
+      if (err.code === 'ENOENT' && attempt < 10) return undefined; // moved aside mid-walk
+      throw err;
+    });
+    const after = await lstat(target).catch(() => undefined);
+    if (snap && after && after.ino === before.ino && after.dev === before.dev) return snap;
+    if (attempt >= 10) return snap;
+  }
+}
+
+async function walk(target: string): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   const visit = async (path: string, rel: string): Promise<void> => {
     const s = await lstat(path);

@@ -154,7 +154,8 @@ export async function runSoak(options: SoakOptions): Promise<Summary> {
       if (left.length) f.push({ check: 'tmpdir-empty', message: `left in the runs' TMPDIR: ${left.join(', ')}` });
       if (lane.where === 'remote') f.push(...(await serverChecks(server, reported)));
       if (lane.where === 'local' && lane.op === 'push') {
-        const storeTmp = await entriesOf(join(dests.localPush, '.xfer', 'tmp'));
+        const storeTmp = (await entriesOf(join(dests.localPush, '.xfer', 'tmp'))).filter((n) => !reported.has(`store-tmp/${n}`));
+        for (const n of storeTmp) reported.add(`store-tmp/${n}`);
         if (storeTmp.length) f.push({ check: 'local-store-tmp-empty', message: `left in the local store's tmp/: ${storeTmp.join(', ')}` });
       }
       return f;
