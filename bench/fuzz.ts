@@ -1,6 +1,7 @@
 /**
  * `npm run fuzz`: the long fuzz run (test/harness/fuzz.ts). Flags (or environment):
  *   --count N          inputs per parser (FUZZ_COUNT, default 100000)
+ *   --http-count N     inputs per HTTP parser, if not --count (FUZZ_HTTP_COUNT)
  *   --seed S           (FUZZ_SEED; default from the clock, printed)
  *   --concurrency N    concurrent HTTP/2 streams (default 96)
  *   --parser P --index I   replay one input (a finding's repro)
@@ -30,6 +31,7 @@ async function main(argv: string[]): Promise<number> {
     dir: join(dir, 'run'),
     seed,
     perParser: intFlag(argv, 'count', 'FUZZ_COUNT', 100_000),
+    httpPerParser: flagValue(argv, 'http-count', 'FUZZ_HTTP_COUNT') === undefined ? undefined : intFlag(argv, 'http-count', 'FUZZ_HTTP_COUNT', 0),
     concurrency: intFlag(argv, 'concurrency', 'FUZZ_CONCURRENCY', 96),
     stageGraceMs: 1000,
     only,

@@ -45,7 +45,7 @@ describe('soak (short): kills, broken connections and a full disk', () => {
   it(`${KILL_POINTS} kill points, ${PROXY_RUNS} proxy runs, disk full: old or new version, a re-run completes, nothing left behind`, { timeout: 180_000 }, async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'xfer-soak-test-'));
     try {
-      const summary = await runSoak({ dir: join(dir, 'run'), seed: seedFrom(process.env.SOAK_SEED ?? '20261206'), killPoints: KILL_POINTS, proxyRuns: PROXY_RUNS, diskFull: true, diskFullBytes: { tmpfs: 8 * MiB, source: 12 * MiB }, fileBytes: 4 * MiB });
+      const summary = await runSoak({ dir: join(dir, 'run'), seed: seedFrom(process.env.SOAK_SEED ?? '20261206'), killPoints: KILL_POINTS, proxyRuns: PROXY_RUNS, proxyMaxFaults: 1, diskFull: true, diskFullBytes: { tmpfs: 8 * MiB, source: 12 * MiB }, fileBytes: 4 * MiB });
       let cases = 0;
       for (const [kind, tally] of summary.kinds) if (kind.startsWith('kill-')) cases += tally.count;
       assert.equal(cases, KILL_POINTS);

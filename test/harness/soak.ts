@@ -40,6 +40,8 @@ export interface SoakOptions {
   readonly killPoints: number;
   /** Runs through the fault proxy. */
   readonly proxyRuns: number;
+  /** Connections the proxy breaks per run, at most (default 3). */
+  readonly proxyMaxFaults?: number;
   /** Run the disk-full cases (need root for mount -t tmpfs; skipped with a note otherwise). */
   readonly diskFull: boolean;
   /** Size of that tmpfs and of the file pushed into it (default DISK_FULL_TMPFS_BYTES, DISK_FULL_SOURCE_BYTES). */
@@ -73,6 +75,7 @@ export async function runSoak(options: SoakOptions): Promise<Summary> {
   const summary = new Summary('soak', options.seed);
   const log = options.log ?? (() => {});
   const base = options.dir;
+  const started = Date.now();
   await mkdir(base, { recursive: true });
   const tmpRoot = join(base, 'tmp');
   await mkdir(tmpRoot, { recursive: true });
@@ -172,6 +175,8 @@ export async function runSoak(options: SoakOptions): Promise<Summary> {
       if (r.code !== 0) log(`  repair of ${lane.op}:${lane.where}:${lane.shape} failed: ${r.stderr.trim()}`);
     };
 
+    summary.figures.setupSeconds = (Date.now() - started) / 1000;
+    let phase = Date.now();
     // ---- kill points ----
     const kinds: { lane: Lane; victim: Victim }[] = [];
     for (const lane of lanes) {
@@ -241,6 +246,8 @@ export async function runSoak(options: SoakOptions): Promise<Summary> {
       await rm(tmp, { recursive: true, force: true });
     }
 
+    summary.figures.killSeconds = (Date.now() - phase) / 1000;
+    phase = Date.now();
     // ---- broken connections ----
     const proxyRng = rng.fork('proxy');
     const remoteLanes = lanes.filter((l) => l.where === 'remote');
@@ -253,7 +260,7 @@ export async function runSoak(options: SoakOptions): Promise<Summary> {
       const proxy = new FaultProxy(server.port, proxyRng.fork(i), {
         fault,
         probability: 0.7,
-        maxFaults: 3,
+        maxFaults: options.proxyMaxFaults ?? 3,
         withinBytes: Math.max(1, Math.min(options.fileBytes, 8 * MiB)),
         stallMs: proxyRng.range(300, 2000),
       });
@@ -281,8 +288,11 @@ export async function runSoak(options: SoakOptions): Promise<Summary> {
       await rm(tmp, { recursive: true, force: true });
     }
 
+    summary.figures.proxySeconds = (Date.now() - phase) / 1000;
+    phase = Date.now();
     if (options.diskFull) await diskFullCases(base, server, summary, log, options.diskFullBytes ?? { tmpfs: DISK_FULL_TMPFS_BYTES, source: DISK_FULL_SOURCE_BYTES });
 
+    summary.figures.diskFullSeconds = (Date.now() - phase) / 1000;
     summary.figures.killPoints = options.killPoints;
     summary.figures.struck ??= 0;
     summary.figures.proxyRuns = options.proxyRuns;
