@@ -66,7 +66,7 @@ export class FaultProxy {
         if (!p.to.destroyed) p.to.write(p.data);
       }
     };
-    const strike = (toClient: boolean) => {
+    const strike = () => {
       broken = true;
       switch (this.options.fault) {
         case 'drop':
@@ -87,18 +87,17 @@ export class FaultProxy {
         case 'truncate':
           // The server side goes; the client's side stays open and silent.
           outbound.destroy();
-          void toClient;
           break;
       }
     };
-    const forward = (from: Socket, to: Socket, toClient: boolean) => {
+    const forward = (from: Socket, to: Socket) => {
       from.on('data', (d: Buffer) => {
         if (broken && this.options.fault !== 'stall') return;
         if (!broken && d.length > budget) {
           const head = d.subarray(0, budget);
           if (head.length) to.write(head);
           budget = Infinity;
-          strike(toClient);
+          strike();
           if (this.options.fault === 'stall') pending.push({ to, data: d.subarray(head.length) });
           return;
         }
@@ -107,8 +106,8 @@ export class FaultProxy {
         else to.write(d);
       });
     };
-    forward(inbound, outbound, false);
-    forward(outbound, inbound, true);
+    forward(inbound, outbound);
+    forward(outbound, inbound);
   }
 
   async close(): Promise<void> {
