@@ -190,7 +190,10 @@ export async function runSoak(options: SoakOptions): Promise<Summary> {
       const kind = `kill-${victim}:${lane.op}:${lane.where}:${lane.shape}`;
       const from = lane.current;
       const to = (1 - from) as 0 | 1;
-      const delayMs = Math.round(startupMs + killRng.float() * Math.max(0, lane.durationMs - startupMs));
+      // Within the run's duration, mostly after start-up (a lane faster than the start-up
+      // measured under load still gets its whole second half).
+      const from0 = Math.min(startupMs, lane.durationMs / 2);
+      const delayMs = Math.round(from0 + killRng.float() * (lane.durationMs - from0));
       const tmp = await mkdtemp(join(tmpRoot, 'k-'));
       const repro = `seed=${options.seed} case=${i} kind=${kind} delayMs=${delayMs} from=v${from} to=v${to}: xfer ${args(lane, to).join(' ')}`;
       const findings: Omit<Finding, 'kind'>[] = [];
@@ -233,10 +236,11 @@ export async function runSoak(options: SoakOptions): Promise<Summary> {
         if (!sameSnapshot(snap, expected[lane.shape][to])) findings.push({ check: 'success-is-new', message: `exit 0 but the target is not the new version: ${describeDifference(snap, expected[lane.shape][to])}`, repro });
       }
       const struck = victim === 'client' ? run.killed : run.acted;
-      // A run the kill came too late for is a measurement of the operation as it is now
-      // (incremental, from the other version): the next kill moment is drawn within it.
+      // A run the kill came too late for measures the operation as it is now: the duration
+      // moves halfway to it (not all the way: only runs shorter than the drawn moment end
+      // before it, and following them alone would shrink the window case by case).
       if (struck) summary.figures.struck = (summary.figures.struck ?? 0) + 1;
-      else if (run.code === 0) lane.durationMs = run.ms;
+      else if (run.code === 0) lane.durationMs = (lane.durationMs + run.ms) / 2;
       const rerun = await runXfer(args(lane, to), { tmp, timeoutMs: RUN_TIMEOUT_MS });
       findings.push(...(await afterRerun(lane, tmp, rerun, to)).map((f) => ({ ...f, repro })));
       lane.current = to;
