@@ -379,7 +379,7 @@ async function fuzzHttp(
 }
 
 /** The lines of a crashed server's stderr that say what happened: the error and its first frames. */
-function crashLines(stderr: string): string {
+export function crashLines(stderr: string): string {
   const lines = stderr.split('\n').map((l) => l.trim()).filter(Boolean);
   const at = lines.findIndex((l) => /Error|error:/.test(l));
   return (at >= 0 ? lines.slice(at, at + 4) : lines.slice(-4)).join(' / ');

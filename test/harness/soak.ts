@@ -19,6 +19,7 @@ import { mkdir, mkdtemp, rm, rmdir, symlink, writeFile } from 'node:fs/promises'
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { writeRandomFile } from '../helpers/cli.js';
+import { crashLines } from './fuzz.js';
 import { describeDifference, entriesOf, sameSnapshot, snapshot, stagingNames } from './fs-state.js';
 import { isOneLineError, runXfer, ServeProcess, type RunResult } from './procs.js';
 import { FaultProxy, PROXY_FAULTS, type ProxyFault } from './proxy.js';
@@ -323,7 +324,7 @@ async function mustRun(args: string[], tmpRoot: string): Promise<RunResult> {
 async function serverChecks(server: ServeProcess, reported = new Set<string>()): Promise<Omit<Finding, 'kind'>[]> {
   const f: Omit<Finding, 'kind'>[] = [];
   if (!server.alive) {
-    f.push({ check: 'server-alive', message: `the server ${server.exitDescription}: ${server.stderr.trim().split('\n').slice(-1)[0] ?? ''}` });
+    f.push({ check: 'server-alive', message: `the server ${server.exitDescription}: ${crashLines(server.stderr)}` });
     await server.start();
   }
   const tmp = (await entriesOf(join(server.root, 'tmp'))).filter((n) => !reported.has(`${server.root}/tmp/${n}`));
