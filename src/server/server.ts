@@ -251,18 +251,11 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   } else {
     server = createH2Server({ settings, maxSessionMemory: 512 }, serve);
   }
-  // Past the busy ones, connections are closed at once by net.Server itself. Evicted
-  // connections count there until their close event: a burst of openers may meet that bound
-  // before the evictions are through, and is closed at once, which is what it deserves.
+  // Past the busy ones, connections are closed at once by net.Server itself.
   server.maxConnections = maxConnections + MAX_BUSY_CONNECTIONS;
   // Ahead of http2's own listener, which makes a cleartext connection's session (and emits
   // 'session') synchronously: the connection is known by then.
   server.prependListener('connection', (socket: Socket) => {
-    // At the limit, a connection with no request open makes room: one that never sent a
-    // request first, else the longest idle. Idle connections cost the server a descriptor
-    // and nothing else, so a crowd of them (or of slow openers) must not lock out a client
-    // that has work to do; only when every connection is working is the newcomer refused.
-    if (connections.size >= maxConnections) evictIdle();
     const conn: Connection = { socket, busy: connections.size >= maxConnections, requests: 0, open: 0 };
     const key = keyOf(socket);
     connections.set(key, conn);
@@ -282,24 +275,6 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
       conn.timer.unref();
     }
   });
-  /** Cuts one connection with no request open, if there is one (see the 'connection' listener). */
-  const evictIdle = (): void => {
-    let victim: Connection | undefined;
-    for (const c of connections.values()) {
-      if (c.open !== 0) continue;
-      if (c.requests === 0) {
-        victim = c;
-        break;
-      }
-      victim ??= c; // Map order is arrival order: the first found is the oldest
-    }
-    if (!victim) return;
-    const key = keyOf(victim.socket);
-    log.debug({ remote: key, connections: connections.size }, 'closing an idle connection to make room');
-    connections.delete(key);
-    clearTimeout(victim.timer);
-    destroyConnection(victim);
-  };
   const sessions = new Set<Http2Session>();
   server.on('session', (session: Http2Session) => {
     sessions.add(session);
