@@ -11,6 +11,7 @@ import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../src/store/stage-format.j
 import { createServer, type ServerOptions, type XferServer } from '../src/server/server.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { rawRequest } from './helpers/server.js';
+import { defaultMaxConnections, MAX_BUSY_CONNECTIONS, MAX_CONNECTIONS, RESERVED_DESCRIPTORS } from '../src/server/limits.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -208,5 +209,16 @@ describe('answers are bounded by their requests', () => {
     const r = await rawRequest(fx.server.url, 'POST', '/v1/chunks/sums?algorithm=blake3', body);
     assert.equal(r.status, 413, `${r.status}, ${r.body.length} bytes`);
     assert.equal(JSON.parse(r.body.toString()).code, 'XFER_TOO_LARGE');
+  });
+});
+
+describe('the default connection cap', () => {
+  it('fits the open-files limit with descriptors to spare, and is MAX_CONNECTIONS where the limit is high or unreadable', () => {
+    const limits = (soft: string) => `Limit                     Soft Limit           Hard Limit           Units\nMax open files            ${soft}                 524288               files\n`;
+    assert.equal(defaultMaxConnections(limits('1024')), 1024 - RESERVED_DESCRIPTORS - MAX_BUSY_CONNECTIONS);
+    assert.equal(defaultMaxConnections(limits('1048576')), MAX_CONNECTIONS);
+    assert.equal(defaultMaxConnections(limits('unlimited')), MAX_CONNECTIONS);
+    assert.equal(defaultMaxConnections(limits('100')), 16);
+    assert.equal(defaultMaxConnections('nothing here'), MAX_CONNECTIONS);
   });
 });

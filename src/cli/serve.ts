@@ -23,7 +23,7 @@ interface ServeFlags {
   headersTimeout: string;
   bodyTimeout: string;
   stageTimeout: string;
-  maxConnections: string;
+  maxConnections?: string;
   maxStreams: string;
   logFormat: string;
   logLevel: string;
@@ -46,7 +46,7 @@ export function registerServe(program: Command, signal: AbortSignal): void {
     .addOption(new Option('--headers-timeout <seconds>', 'close a new connection that sent no request headers in this time (0: never)').default(String(HEADERS_TIMEOUT_MS / 1000)))
     .addOption(new Option('--body-timeout <seconds>', 'cut (408) a request body bringing under 1 KiB, or an answer not read, for this long (0: never)').default(String(BODY_TIMEOUT_MS / 1000)))
     .addOption(new Option('--stage-timeout <seconds>', 'discard (408) a stage that makes no progress for this long (0: never)').default(String(STAGE_IDLE_TIMEOUT_MS / 1000)))
-    .addOption(new Option('--max-connections <n>', 'connections served at once; beyond, 503 with Retry-After').default(String(MAX_CONNECTIONS)))
+    .addOption(new Option('--max-connections <n>', `connections served at once; beyond, 503 with Retry-After (default ${MAX_CONNECTIONS}, less if the open-files limit is lower)`))
     .addOption(new Option('--max-streams <n>', 'requests in progress on the whole server; beyond, 503 with Retry-After').default(String(MAX_STREAMS_TOTAL)))
     .addOption(new Option('--log-format <format>', 'log lines on stderr: text or json').choices(['text', 'json']).default('text'))
     .addOption(new Option('--log-level <level>', 'least severe level logged').choices(LOG_LEVELS).default('info'))
@@ -71,7 +71,7 @@ export function registerServe(program: Command, signal: AbortSignal): void {
           headersTimeoutMs: secondsFlag(flags.headersTimeout, '--headers-timeout'),
           bodyTimeoutMs: secondsFlag(flags.bodyTimeout, '--body-timeout'),
           stageTimeoutMs: secondsFlag(flags.stageTimeout, '--stage-timeout'),
-          maxConnections: countFlag(flags.maxConnections, '--max-connections'),
+          maxConnections: flags.maxConnections === undefined ? undefined : countFlag(flags.maxConnections, '--max-connections'),
           maxStreams: countFlag(flags.maxStreams, '--max-streams'),
           logger,
         });

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { KiB, MiB, GiB } from '../core/sizes.js';
 
 /** Digests in one `chunks/missing` or `chunks/fetch` request, at most. */
@@ -27,8 +28,15 @@ export const FETCH_READ_AHEAD = 64;
  */
 export const MAX_SUMS_ANSWER_BYTES = 48 * MiB;
 
-/** Connections served at once; beyond, requests are answered 503 (see MAX_BUSY_CONNECTIONS). */
-export const MAX_CONNECTIONS = 256;
+/**
+ * Connections served at once; beyond, requests are answered 503 (see MAX_BUSY_CONNECTIONS).
+ * Idle and slow connections are shed by the timeouts; the cap stays far above what a crowd
+ * of them held at once in `npm run siege` (1,200), and below the process's descriptor limit
+ * (defaultMaxConnections), so a flood meets a 503, never EMFILE.
+ */
+export const MAX_CONNECTIONS = 4096;
+/** Descriptors kept free of connections for the store, staging files and the listener. */
+export const RESERVED_DESCRIPTORS = 256;
 /**
  * Connections beyond MAX_CONNECTIONS that are still accepted, only to answer their first
  * request 503 with Retry-After and close; past these, new connections are closed at once.
@@ -59,3 +67,22 @@ export const BODY_MIN_PROGRESS_BYTES = 1 * KiB;
  * ordinary way. Bounds a stage waiting for a chunk that never comes.
  */
 export const STAGE_IDLE_TIMEOUT_MS = 120_000;
+
+/**
+ * MAX_CONNECTIONS, lowered to fit the process's soft limit of open files (Linux:
+ * /proc/self/limits) with RESERVED_DESCRIPTORS and MAX_BUSY_CONNECTIONS to spare, and
+ * at least 16. Where the limit cannot be read, MAX_CONNECTIONS.
+ */
+export function defaultMaxConnections(limitsText?: string): number {
+  let text = limitsText;
+  if (text === undefined) {
+    try {
+      text = readFileSync('/proc/self/limits', 'utf8');
+    } catch {
+      return MAX_CONNECTIONS;
+    }
+  }
+  const m = /^Max open files\s+(\d+|unlimited)/m.exec(text);
+  if (!m || m[1] === 'unlimited') return MAX_CONNECTIONS;
+  return Math.max(16, Math.min(MAX_CONNECTIONS, Number(m[1]) - RESERVED_DESCRIPTORS - MAX_BUSY_CONNECTIONS));
+}

@@ -25,7 +25,7 @@ import {
   IDLE_TIMEOUT_MS,
   MAX_BUSY_CONNECTIONS,
   MAX_CONCURRENT_STREAMS,
-  MAX_CONNECTIONS,
+  defaultMaxConnections,
   MAX_HEADER_LIST_BYTES,
   MAX_STREAMS_TOTAL,
   SESSION_WINDOW_BYTES,
@@ -114,7 +114,7 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   const headersTimeoutMs = options.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
   const bodyTimeoutMs = options.bodyTimeoutMs ?? BODY_TIMEOUT_MS;
   const stageTimeoutMs = options.stageTimeoutMs ?? STAGE_IDLE_TIMEOUT_MS;
-  const maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
+  const maxConnections = options.maxConnections ?? defaultMaxConnections();
   const maxStreams = options.maxStreams ?? MAX_STREAMS_TOTAL;
   for (const [name, v] of Object.entries({ idleTimeoutMs, headersTimeoutMs, bodyTimeoutMs, stageTimeoutMs })) {
     if (!isNonNegativeInteger(v)) throw new InvalidArgumentError(`${name} must be a non-negative integer of milliseconds`);
