@@ -69,7 +69,7 @@ export async function push(source: PushSource, destination: string, options: Pus
   let retriesMade = () => 0;
   let exclude: ((absPath: string) => boolean) | undefined;
   if (isRemote(destination)) {
-    if (options.delete) throw new InvalidArgumentError('--delete applies to pulls and to pushes into a local directory; a server keeps what its copy holds beside the pushed tree');
+    if (options.delete) throw new InvalidArgumentError('--delete applies to pulls and to pushes into a local directory; a server\'s copy of a pushed tree always mirrors it');
     const r = parseRemote(destination);
     const { connectRemote, HttpDestination, resolveRemoteTarget } = await import('./endpoint/http.js');
     const store = await connectRemote(r.base, { ...options, signal: options.signal });

@@ -9,35 +9,14 @@ import { reportAgainstKnown, type KnownIssue } from './harness/known.js';
 import { seedFrom } from './harness/rng.js';
 
 const PER_PARSER = 2000;
-/**
- * Fewer over HTTP while the server crash below is open: each crash costs a restart (about
- * a second on a loaded machine) and about 40 of them in 2,000 inputs per parser took the file over 60 s.
- * Raise to PER_PARSER once it is fixed.
- */
-const HTTP_PER_PARSER = 1200;
+/** As many over HTTP as for the decoders (the stage crash that once cost a restart per ~50 inputs is fixed). */
+const HTTP_PER_PARSER = PER_PARSER;
 
 /**
  * Known failures of this short run on the current code, with what and a minimal repro
  * (test/harness/known.ts). The long run is `npm run fuzz`.
  */
 const KNOWN: readonly KnownIssue[] = [
-  {
-    check: 'server-alive',
-    match: /AbortedError/,
-    why:
-      'xfer serve dies (exit 1) on an unhandled rejection of a stage\'s AbortedError: "a newer push of the same target started" (StageHub.begin) or "the client closed the stage" (the stage request\'s close handler). ' +
-      'Repro: npm run fuzz -- --seed 1 --count 300 (about one crash per 50 stage requests when stage and manifest requests run together on 64 streams; no two-request repro found yet)',
-  },
-  {
-    check: 'no-5xx:stage-file:XFER_PROTOCOL',
-    why:
-      'a stage list that ends without its end record is answered 502 XFER_PROTOCOL, though the client broke the format (400). ' +
-      'Repro: POST /v1/stage/x?algorithm=blake3&mode=420&mtimeMs=0&size=100 whose body is one 36-byte record and 20 bytes of an end record',
-  },
-  { check: 'no-5xx:stage-file:XFER_VERIFY_FAILED', why: 'a stage whose chunks do not hash to the announced whole-file digest is answered 500 XFER_VERIFY_FAILED: the client announced a wrong digest (4xx)' },
-  { check: 'no-5xx:stage-tree:XFER_VERIFY_FAILED', why: 'a tree stage whose entry digest does not match its stored chunks is answered 500 XFER_VERIFY_FAILED (a client error: 4xx)' },
-  { check: 'no-5xx:manifest-put:XFER_VERIFY_FAILED', why: 'PUT of a manifest whose whole-file digest does not match its stored chunks is answered 500 XFER_VERIFY_FAILED (a client error: 4xx)' },
-  { check: 'server-tmp-empty', why: 'a server that died during PUT /v1/manifests leaves <root>/tmp/manifest-*; nothing removes them at the next start' },
   { check: 'no-staging-leftovers', why: 'a server that died leaves staging copies (files/**/.xfer-*.tmp, named with its pid); a restarted server removes them only when the same target is staged again' },
 ];
 

@@ -14,37 +14,11 @@ const PROXY_RUNS = 4;
 /** Known failures of this short run on the current code (see test/harness/known.ts). */
 const KNOWN: readonly KnownIssue[] = [
   {
-    check: 'tmpdir-empty',
-    why:
-      'a client killed (SIGKILL) mid-push or mid-pull leaves its $TMPDIR/xfer-push-* or xfer-pull-* directory, and the next run in the same TMPDIR does not remove it. ' +
-      'Repro: export TMPDIR=$(mktemp -d); xfer push <4 MiB file> <dir>/ & sleep 0.5; kill -9 $!; xfer push <same file> <dir>/; ls $TMPDIR',
-  },
-  {
-    check: 'rerun-completes',
-    match: /ENOTEMPTY.*\.xfer-[^']*\.partial\.old/,
-    why:
-      'a tree pull killed between its two renames (target -> .xfer-<name>.partial.old, staged -> target) or before removing the .old leaves .xfer-<name>.partial.old; every later pull of that tree then fails with exit 11 ENOTEMPTY. ' +
-      'Repro: xfer pull <tree v1> out/; mkdir -p out/.xfer-tree.partial.old/a; touch out/.xfer-tree.partial.old/a/f; xfer pull <tree v2> out/',
-  },
-  {
-    check: 'no-staging-leftovers',
-    why:
-      'a local push of a file the target already holds (unchanged, e.g. the re-run after a kill that came after the swap) leaves its staging copy .xfer-<name>.<host>~<pid>-<hex>.tmp beside the target; ' +
-      'the next push that changes the target sweeps it (its pid is dead). Repro: xfer push f dest/; xfer push f dest/; ls -a dest',
-  },
-  {
     check: 'local-store-tmp-empty',
     why:
       'a local push killed while storing chunks leaves <dest>/.xfer/tmp/<pid>-<hex>-<n>.tmp; the store removes such files only once they are an hour old (STALE_TEMP_AGE_MS), though the name says its writer is dead. ' +
       'Repro: xfer push <4 MiB file> dest/ & sleep 0.5; kill -9 $!; xfer push <same> dest/; ls dest/.xfer/tmp',
   },
-  {
-    check: 'server-alive',
-    why:
-      'a client killed mid tree push once took the server down with it (seed 424243, case 88 of 200, kill at 447 ms): the stage crash of test/fuzz.test.ts (an unhandled AbortedError, here "the client closed the stage"); the re-run then finds no server',
-  },
-  { check: 'rerun-completes', match: /cannot reach/, why: 'the re-run after the server crash above: nothing listens any more' },
-  { check: 'server-tmp-empty', why: 'a server killed (SIGKILL) during PUT /v1/manifests leaves <root>/tmp/manifest-*; the restarted server does not remove it' },
 ];
 
 describe('soak (short): kills, broken connections and a full disk', () => {

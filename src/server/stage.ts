@@ -230,8 +230,9 @@ export class Stage {
     const rebuilt = reconstruct(reader, store, spec.target, {
       signal,
       confineTo: spec.confineTo,
-      // The server's files: see ReconstructOptions.clearSetId.
+      // The server's files: see ReconstructOptions.clearSetId; its copy mirrors the manifest.
       clearSetId: true,
+      deleteExtra: true,
       reuseTarget: false,
       resumable: false,
       targetDigest: spec.targetDigest,

@@ -110,9 +110,11 @@ export async function runSoak(options: SoakOptions): Promise<Summary> {
 
     const args = (lane: Lane, version: 0 | 1, url = server.url): string[] => {
       const name = NAME[lane.shape];
-      if (lane.op === 'push') return ['push', join(src[version], name), lane.where === 'local' ? `${dests.localPush}/` : `${url}/push/`];
+      // Each version must replace the other exactly: --delete where the destination would
+      // otherwise keep the other version's extra entries (a server's copy always mirrors).
+      if (lane.op === 'push') return lane.where === 'local' ? ['push', join(src[version], name), `${dests.localPush}/`, '--delete'] : ['push', join(src[version], name), `${url}/push/`];
       const from = lane.where === 'local' ? join(localRepo, `v${version}`, name) : `${url}/v${version}/${name}`;
-      return ['pull', from, `${lane.where === 'local' ? dests.localPull : dests.remotePull}/`];
+      return ['pull', from, `${lane.where === 'local' ? dests.localPull : dests.remotePull}/`, '--delete'];
     };
     /** Where the lane's target lies, and the directory whose `.xfer-*` names must not outlive a run. */
     const targetOf = (lane: Lane): { target: string; parent: string; recursive: boolean } => {
