@@ -18,25 +18,10 @@ import { cutAll } from './helpers/chunks.js';
 import { runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { rawRequest, useServer } from './helpers/server.js';
+import { stageList } from './helpers/stage.js';
 
 const MiB = 1024 * 1024;
 
-/** The stage list of `data` as push would send it; `digest` overrides the end record's. */
-function stageList(data: Buffer, digest = digestOf('blake3', data)): Buffer {
-  const parts: Buffer[] = [];
-  let o = 0;
-  for (const len of cutAll(createChunker(DEFAULT_CHUNKER), data)) {
-    const r = Buffer.alloc(STAGE_RECORD_BYTES);
-    r.writeUInt32BE(len, 0);
-    digestOf('blake3', data.subarray(o, o + len)).copy(r, 4);
-    parts.push(r);
-    o += len;
-  }
-  const end = Buffer.alloc(STAGE_END_BYTES);
-  end.writeBigUInt64BE(BigInt(data.length), 4);
-  Buffer.from(digest).copy(end, 12);
-  return Buffer.concat([...parts, end]);
-}
 
 /** The body of a manifest (what a tree stage streams): between the header and the trailer. */
 function manifestBody(manifest: Buffer): Buffer {

@@ -1,36 +1,16 @@
 import { strict as assert } from 'node:assert';
 import { connect } from 'node:http2';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { createChunker } from '../src/chunker/index.js';
-import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
-import { digestOf } from '../src/hash/digest.js';
-import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../src/store/stage-format.js';
-import { cutAll } from './helpers/chunks.js';
 import { runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { rawRequest, startServeProcess } from './helpers/server.js';
+import { stageList } from './helpers/stage.js';
 
 const MiB = 1024 * 1024;
 
-/** The stage list of `data` as push would send it (store/stage-format.ts). */
-function stageList(data: Buffer): Buffer {
-  const parts: Buffer[] = [];
-  let o = 0;
-  for (const len of cutAll(createChunker(DEFAULT_CHUNKER), data)) {
-    const r = Buffer.alloc(STAGE_RECORD_BYTES);
-    r.writeUInt32BE(len, 0);
-    digestOf('blake3', data.subarray(o, o + len)).copy(r, 4);
-    parts.push(r);
-    o += len;
-  }
-  const end = Buffer.alloc(STAGE_END_BYTES);
-  end.writeBigUInt64BE(BigInt(data.length), 4);
-  digestOf('blake3', data).copy(end, 12);
-  return Buffer.concat([...parts, end]);
-}
 
 function stagePath(name: string, size: number): string {
   return `/v1/stage/${name}?algorithm=blake3&mode=420&mtimeMs=1700000000000&size=${size}`;

@@ -3,16 +3,13 @@ import { connect } from 'node:http2';
 import { chmod, lstat, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { createChunker } from '../src/chunker/index.js';
-import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import { digestOf } from '../src/hash/digest.js';
 import { HEADER_BYTES, TRAILER_BYTES } from '../src/manifest/format.js';
-import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../src/store/stage-format.js';
-import { cutAll } from './helpers/chunks.js';
 import { runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { rawRequest, useServer } from './helpers/server.js';
 import { buildRaw, RAW_FILE, RAW_SYMLINK } from './manifest-helpers.js';
+import { stageList } from './helpers/stage.js';
 
 /** Everything below `dir`, as relative paths (what a write through a symlink would leave). */
 async function listAll(dir: string, rel = ''): Promise<string[]> {
@@ -25,22 +22,6 @@ async function listAll(dir: string, rel = ''): Promise<string[]> {
   return out;
 }
 
-/** The stage list of `data` as push would send it (server/stage.ts). */
-function stageList(data: Buffer): Buffer {
-  const parts: Buffer[] = [];
-  let o = 0;
-  for (const len of cutAll(createChunker(DEFAULT_CHUNKER), data)) {
-    const r = Buffer.alloc(STAGE_RECORD_BYTES);
-    r.writeUInt32BE(len, 0);
-    digestOf('blake3', data.subarray(o, o + len)).copy(r, 4);
-    parts.push(r);
-    o += len;
-  }
-  const end = Buffer.alloc(STAGE_END_BYTES);
-  end.writeBigUInt64BE(BigInt(data.length), 4);
-  digestOf('blake3', data).copy(end, 12);
-  return Buffer.concat([...parts, end]);
-}
 
 /**
  * Opens a stage of `data` at `remotePath` (its chunks never uploaded, so a stage that starts

@@ -532,6 +532,10 @@ export class Staging {
     for (const d of this.usedDirs) madeDirs.delete(d);
     this.release();
     if (this.previous) await rm(this.previous, { recursive: true, force: true });
+    // An earlier run killed between its two renames left its old tree aside: the target is
+    // now the verified new version, also where this run kept the existing tree unchanged
+    // and never reached the swap (soak seed 424243, case 132).
+    if (this.kind === 'tree') await rm(`${this.root}.old`, { recursive: true, force: true });
     return { deleted };
   }
 
