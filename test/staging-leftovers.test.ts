@@ -55,6 +55,23 @@ describe('staging leftovers: none is left behind, none blocks a later run, none 
     assert.deepEqual(await stagings(dst), []);
   });
 
+  it('a .partial.old left by a killed pull goes also when the next pull finds the tree already as pulled', async () => {
+    const src = join(dir, 'k2', 't');
+    await mkdir(join(src, 'd'), { recursive: true });
+    await writeFile(join(src, 'd', 'a'), pseudoRandom(10_000, 5));
+    const repo = join(dir, 'k2', 'repo');
+    const dst = join(dir, 'k2', 'dst');
+    await mkdir(repo);
+    await mkdir(dst);
+    assert.equal((await runCli(['push', src, `${repo}/`])).code, 0);
+    assert.equal((await runCli(['pull', join(repo, 't'), `${dst}/`])).code, 0);
+    await mkdir(join(dst, '.xfer-t.partial.old', 'sub'), { recursive: true });
+    await writeFile(join(dst, '.xfer-t.partial.old', 'sub', 'f'), 'old');
+    const again = await runCli(['pull', join(repo, 't'), `${dst}/`]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.deepEqual(await stagings(dst), []);
+  });
+
   it('an unchanged local re-push of a file leaves no hard-linked staging copy beside it', async () => {
     const src = join(dir, 'u', 'f.bin');
     await mkdir(join(dir, 'u', 'dst'), { recursive: true });
