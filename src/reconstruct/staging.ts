@@ -4,12 +4,12 @@ import { promisify } from 'node:util';
 import type { FileHandle } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import { chmod, copyFile, lchown, link, lstat, lutimes, mkdir, open, readdir, readlink, rename, rm, rmdir, symlink, unlink, utimes } from 'node:fs/promises';
-import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { AlreadyExistsError, fromSystemError, SpecialFileError, VerifyFailedError } from '../core/errors.js';
 import { DirectBlockWriter, DIRECT_MIN_FILE_BYTES, openDirect } from '../io/direct.js';
 import { checkConfined, confinedParent, segmentsBelow, type CreatedDirs } from '../io/safe-path.js';
+import { OWNER_HOST, processAlive } from '../io/owner.js';
 import { fsyncPath, syncFilesystem } from '../io/sync.js';
 import type { EntryMeta, ManifestKind } from '../manifest/types.js';
 
@@ -24,7 +24,7 @@ export const STAGING_PREFIX = '.xfer-';
  * that reuses a dead one's pid only delays the removal. The tag never appears in error
  * messages (they name the target): a server's clients are not told its host name or pid.
  */
-const HOST_TAG = hostname().replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 64);
+const HOST_TAG = OWNER_HOST.slice(0, 64);
 const OWNER_TAG = `${HOST_TAG}~${process.pid}`;
 
 /**
@@ -157,15 +157,6 @@ function ancestorsOf(dir: string): string[] {
   const out = [dir];
   for (let d = dir; d !== dirname(d); d = dirname(d)) out.push(dirname(d));
   return out;
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'; // alive, someone else's
-  }
 }
 
 /**

@@ -3,6 +3,7 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { hostname } from 'node:os';
+import { OWNER_HOST } from '../io/owner.js';
 import { dirname, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { validateChunkerSpec } from '../chunker/params.js';
@@ -626,7 +627,7 @@ const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
  * any word.
  */
 const IDENTITY_PATTERN = new RegExp(
-  `(?:${[...new Set([hostname(), hostname().replace(/[^A-Za-z0-9_.-]/g, '_')])].map(escapeRegExp).join('|')})~\\d+|~${process.pid}\\b|\\b${process.pid}-(?=[0-9a-f]{12})`,
+  `(?:${[...new Set([hostname(), OWNER_HOST])].map(escapeRegExp).join('|')})~\\d+|~${process.pid}\\b|\\b${process.pid}-(?=[0-9a-f]{12})`,
   'g',
 );
 
