@@ -1,0 +1,234 @@
+/**
+ * The system calls Node.js lacks and a faithful copy needs (rsync -aHAX): extended
+ * attributes, device and FIFO nodes, nanosecond timestamps, an atomic exchange of two
+ * paths, and user/group name lookups.
+ *
+ * Contract: every function here has two implementations giving identical results, the
+ * native addon's (native/sys.c, used when it is built) and a TypeScript twin (this file),
+ * which uses the standard tools `getfattr`/`setfattr` (Debian's attr), `mknod`, `touch`
+ * and /etc/passwd, /etc/group. XFER_NO_NATIVE=1 forces the twin (tests compare the two).
+ * None of them follows a symlink in the last component: they act on the link itself.
+ * All are synchronous: each is one short system call (the twin's are one child process).
+ * Errors are Node-style (err.code = 'ENOENT', 'ENOTSUP', 'EPERM', ...), thrown as is;
+ * callers decide what is fatal.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync, renameSync } from 'node:fs';
+import { loadAddon } from '../native/addon.js';
+
+/** One extended attribute: its full name (with namespace, e.g. 'user.mime') and raw value. */
+export interface Xattr {
+  readonly name: string;
+  readonly value: Buffer;
+}
+
+export type NodeKind = 'fifo' | 'char' | 'block';
+
+/** What the native addon exports for this module (native/sys.c). All optional: an old build lacks them. */
+export interface NativeSys {
+  /** llistxattr + lgetxattr of each; [] when the file system has no xattr support (ENOTSUP). */
+  readonly listXattrs?: (path: string) => Array<{ name: string; value: Buffer }>;
+  /** lsetxattr(name, value, 0). */
+  readonly setXattr?: (path: string, name: string, value: Buffer) => void;
+  /** lremovexattr. */
+  readonly removeXattr?: (path: string, name: string) => void;
+  /** mknod(path, type | mode, makedev(major, minor)); type 0 = fifo, 1 = char, 2 = block. */
+  readonly mknod?: (path: string, type: number, mode: number, major: number, minor: number) => void;
+  /** utimensat(AT_FDCWD, path, {atime, mtime}, AT_SYMLINK_NOFOLLOW); times as [sec, nsec] pairs. */
+  readonly lutimesNs?: (path: string, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number) => void;
+  /** renameat2(RENAME_EXCHANGE); throws ENOSYS/EINVAL where unsupported. */
+  readonly exchange?: (a: string, b: string) => void;
+  /** getpwuid_r / getgrgid_r / getpwnam_r / getgrnam_r; null when there is no such entry. */
+  readonly userName?: (uid: number) => string | null;
+  readonly groupName?: (gid: number) => string | null;
+  readonly userId?: (name: string) => number | null;
+  readonly groupId?: (name: string) => number | null;
+}
+
+function native(): NativeSys | null {
+  if (process.env.XFER_NO_NATIVE === '1') return null;
+  return loadAddon() as NativeSys | null;
+}
+
+/** Whether the native implementation of these calls is in use (for `--json` reports and tests). */
+export function sysIsNative(): boolean {
+  return typeof native()?.listXattrs === 'function';
+}
+
+function errnoError(code: string, syscall: string, path: string, detail?: string): NodeJS.ErrnoException {
+  const err = new Error(`${code}: ${syscall} '${path}'${detail ? `: ${detail}` : ''}`) as NodeJS.ErrnoException;
+  err.code = code;
+  err.syscall = syscall;
+  err.path = path;
+  return err;
+}
+
+/** Runs a tool of the twin; a missing tool is ENOTSUP, its failure mapped to an errno where its message says one. */
+function run(tool: string, args: readonly string[], path: string, input?: Buffer): Buffer {
+  try {
+    return execFileSync(tool, args, { input, stdio: ['pipe', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException & { stderr?: Buffer };
+    if (e.code === 'ENOENT') throw errnoError('ENOTSUP', tool, path, `${tool} is not installed and the native addon is not built`);
+    const msg = e.stderr?.toString() ?? e.message;
+    const code = /No such file/.test(msg) ? 'ENOENT'
+      : /Operation not supported/.test(msg) ? 'ENOTSUP'
+      : /Permission denied/.test(msg) ? 'EACCES'
+      : /Operation not permitted/.test(msg) ? 'EPERM'
+      : /File exists/.test(msg) ? 'EEXIST'
+      : /No data available|No such attribute/.test(msg) ? 'ENODATA'
+      : 'EIO';
+    throw errnoError(code, tool, path, msg.trim().split('\n')[0]);
+  }
+}
+
+/**
+ * The extended attributes of `path` itself (not a symlink's target), every namespace the
+ * caller may read (user.* always; trusted.* and security.* as root), sorted by name.
+ * [] on a file system without xattrs.
+ */
+export function listXattrs(path: string): Xattr[] {
+  const n = native();
+  let out: Xattr[];
+  if (n?.listXattrs) {
+    out = n.listXattrs(path).map((x) => ({ name: x.name, value: Buffer.from(x.value) }));
+  } else {
+    let text: string;
+    try {
+      // -h: the link itself; -m '': every namespace; -e base64: values exactly.
+      text = run('getfattr', ['-h', '-d', '-m', '', '-e', 'base64', '--absolute-names', '--', path], path).toString('utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOTSUP' && !/not installed/.test((err as Error).message)) return [];
+      throw err;
+    }
+    out = [];
+    for (const line of text.split('\n')) {
+      const eq = line.indexOf('=');
+      if (line.startsWith('#') || eq <= 0) continue;
+      const name = line.slice(0, eq);
+      const raw = line.slice(eq + 1);
+      out.push({ name, value: raw.startsWith('0s') ? Buffer.from(raw.slice(2), 'base64') : raw.startsWith('"') ? Buffer.from(JSON.parse(raw) as string, 'utf8') : Buffer.alloc(0) });
+    }
+  }
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** Sets one extended attribute on `path` itself, creating or replacing it. */
+export function setXattr(path: string, name: string, value: Buffer): void {
+  const n = native();
+  if (n?.setXattr) return n.setXattr(path, name, value);
+  run('setfattr', ['-h', '-n', name, '-v', `0s${value.toString('base64')}`, '--', path], path);
+}
+
+/** Removes one extended attribute from `path` itself. */
+export function removeXattr(path: string, name: string): void {
+  const n = native();
+  if (n?.removeXattr) return n.removeXattr(path, name);
+  run('setfattr', ['-h', '-x', name, '--', path], path);
+}
+
+const NODE_TYPES: Readonly<Record<NodeKind, number>> = { fifo: 0, char: 1, block: 2 };
+
+/** Creates a FIFO or device node (devices need root); `mode` is the permission bits. Never replaces: EEXIST. */
+export function makeNode(path: string, kind: NodeKind, mode: number, major = 0, minor = 0): void {
+  const n = native();
+  if (n?.mknod) return n.mknod(path, NODE_TYPES[kind], mode & 0o7777, major, minor);
+  const type = kind === 'fifo' ? ['p'] : [kind === 'char' ? 'c' : 'b', String(major), String(minor)];
+  run('mknod', ['-m', (mode & 0o7777).toString(8), '--', path, ...type], path);
+}
+
+/** Splits nanoseconds since the epoch into whole seconds and the nanosecond remainder (0..999,999,999). */
+export function splitNs(ns: bigint): [number, number] {
+  const NS_PER_S = 1_000_000_000n;
+  let sec = ns / NS_PER_S;
+  let nsec = ns % NS_PER_S;
+  if (nsec < 0n) { nsec += NS_PER_S; sec -= 1n; }
+  return [Number(sec), Number(nsec)];
+}
+
+/** Sets the access and modification times of `path` itself (a symlink's own times), to the nanosecond. */
+export function setTimesNs(path: string, atimeNs: bigint, mtimeNs: bigint): void {
+  const [as, an] = splitNs(atimeNs);
+  const [ms, mn] = splitNs(mtimeNs);
+  const n = native();
+  if (n?.lutimesNs) return n.lutimesNs(path, as, an, ms, mn);
+  // touch reads '@-1.5' as -(1.5) s: write the signed value, not the floor and remainder.
+  const stamp = (ns: bigint) => {
+    const abs = ns < 0n ? -ns : ns;
+    return `@${ns < 0n ? '-' : ''}${abs / 1_000_000_000n}.${String(abs % 1_000_000_000n).padStart(9, '0')}`;
+  };
+  run('touch', ['-h', '-a', '-d', stamp(atimeNs), '--', path], path);
+  run('touch', ['-h', '-m', '-d', stamp(mtimeNs), '--', path], path);
+}
+
+/**
+ * Swaps the two paths atomically (renameat2 RENAME_EXCHANGE): both must exist; afterwards
+ * each name refers to what the other did, and no moment exists in which either is missing.
+ * Returns false, changing nothing, when the kernel, the file system or a missing addon
+ * cannot do it; the caller then falls back to two renames.
+ */
+export function exchangePaths(a: string, b: string): boolean {
+  const n = native();
+  if (!n?.exchange) return false;
+  try {
+    n.exchange(a, b);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOSYS' || code === 'EINVAL' || code === 'ENOTSUP' || code === 'EOPNOTSUPP') return false;
+    throw err;
+  }
+}
+
+/** Exchange when possible, else the classic two renames (b aside to `aside`, a to b). Used by tests of both paths. */
+export function exchangeOrRename(a: string, b: string, aside: string): 'exchanged' | 'renamed' {
+  if (exchangePaths(a, b)) return 'exchanged';
+  renameSync(b, aside);
+  renameSync(a, b);
+  return 'renamed';
+}
+
+type Db = { byId: Map<number, string>; byName: Map<string, number> };
+const dbs = new Map<string, Db>();
+function db(file: '/etc/passwd' | '/etc/group'): Db {
+  let d = dbs.get(file);
+  if (!d) {
+    d = { byId: new Map(), byName: new Map() };
+    let text = '';
+    try { text = readFileSync(file, 'utf8'); } catch { /* no database: no names */ }
+    for (const line of text.split('\n')) {
+      const [name, , id] = line.split(':');
+      const n = Number(id);
+      if (!name || !Number.isInteger(n)) continue;
+      if (!d.byId.has(n)) d.byId.set(n, name);
+      if (!d.byName.has(name)) d.byName.set(name, n);
+    }
+    dbs.set(file, d);
+  }
+  return d;
+}
+
+/** The name of user `uid` on this machine, or undefined. */
+export function userName(uid: number): string | undefined {
+  const n = native();
+  if (n?.userName) return n.userName(uid) ?? undefined;
+  return db('/etc/passwd').byId.get(uid);
+}
+/** The name of group `gid` on this machine, or undefined. */
+export function groupName(gid: number): string | undefined {
+  const n = native();
+  if (n?.groupName) return n.groupName(gid) ?? undefined;
+  return db('/etc/group').byId.get(gid);
+}
+/** The uid of user `name` on this machine, or undefined. */
+export function userId(name: string): number | undefined {
+  const n = native();
+  if (n?.userId) return n.userId(name) ?? undefined;
+  return db('/etc/passwd').byName.get(name);
+}
+/** The gid of group `name` on this machine, or undefined. */
+export function groupId(name: string): number | undefined {
+  const n = native();
+  if (n?.groupId) return n.groupId(name) ?? undefined;
+  return db('/etc/group').byName.get(name);
+}
