@@ -13,7 +13,8 @@
  * callers decide what is fatal.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync, renameSync } from 'node:fs';
+import { chmodSync, closeSync, constants, fstatSync, openSync, readFileSync, renameSync } from 'node:fs';
+import { getSystemErrorMap } from 'node:util';
 import { loadAddon } from '../native/addon.js';
 
 /** One extended attribute: its full name (with namespace, e.g. 'user.mime') and raw value. */
@@ -55,31 +56,52 @@ export function sysIsNative(): boolean {
   return typeof native()?.listXattrs === 'function';
 }
 
+/** errno name -> [negative errno, libuv's message], the wording of Node's own fs errors. */
+const SYSTEM_ERRORS = new Map([...getSystemErrorMap()].map(([no, [name, message]]) => [name, [no, message] as const]));
+
+/** A Node-shaped system error (as fs throws, and as the native addon throws): code, errno, syscall, path. */
 function errnoError(code: string, syscall: string, path: string, detail?: string): NodeJS.ErrnoException {
-  const err = new Error(`${code}: ${syscall} '${path}'${detail ? `: ${detail}` : ''}`) as NodeJS.ErrnoException;
+  const known = SYSTEM_ERRORS.get(code);
+  const err = new Error(`${code}: ${known?.[1] ?? 'unknown error'}, ${syscall} '${path}'${detail ? ` (${detail})` : ''}`) as NodeJS.ErrnoException;
   err.code = code;
+  if (known) err.errno = known[0];
   err.syscall = syscall;
   err.path = path;
   return err;
 }
 
-/** Runs a tool of the twin; a missing tool is ENOTSUP, its failure mapped to an errno where its message says one. */
-function run(tool: string, args: readonly string[], path: string, input?: Buffer): Buffer {
+/** glibc's strerror texts, as the tools print them, and their errno names. */
+const TOOL_MESSAGES: ReadonlyArray<readonly [RegExp, string]> = [
+  [/No such file/, 'ENOENT'], [/Operation not supported/, 'ENOTSUP'], [/Permission denied/, 'EACCES'],
+  [/Operation not permitted/, 'EPERM'], [/File exists/, 'EEXIST'], [/No data available|No such attribute/, 'ENODATA'],
+  [/Argument list too long/, 'E2BIG'], [/No space left/, 'ENOSPC'], [/Not a directory/, 'ENOTDIR'],
+  [/Numerical result out of range/, 'ERANGE'], [/Read-only file system/, 'EROFS'], [/Too many levels of symbolic links/, 'ELOOP'],
+  [/File name too long/, 'ENAMETOOLONG'], [/Invalid argument/, 'EINVAL'], [/Disk quota exceeded/, 'EDQUOT'],
+];
+
+/**
+ * Runs a tool of the twin. Its failure is thrown as the error the native call `syscall`
+ * would throw (the errno its message names); a missing tool is ENOTSUP, an unrecognised
+ * message EIO with the tool's words.
+ */
+function run(tool: string, args: readonly string[], path: string, syscall: string): Buffer {
   try {
-    return execFileSync(tool, args, { input, stdio: ['pipe', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
+    return execFileSync(tool, args, { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: Buffer };
-    if (e.code === 'ENOENT') throw errnoError('ENOTSUP', tool, path, `${tool} is not installed and the native addon is not built`);
+    // A path with a NUL byte: the same TypeError (ERR_INVALID_ARG_VALUE) the native call throws.
+    if (e.code === 'ERR_INVALID_ARG_VALUE') throw err;
+    if (e.code === 'ENOENT') throw errnoError('ENOTSUP', syscall, path, `${tool} is not installed and the native addon is not built`);
     const msg = e.stderr?.toString() ?? e.message;
-    const code = /No such file/.test(msg) ? 'ENOENT'
-      : /Operation not supported/.test(msg) ? 'ENOTSUP'
-      : /Permission denied/.test(msg) ? 'EACCES'
-      : /Operation not permitted/.test(msg) ? 'EPERM'
-      : /File exists/.test(msg) ? 'EEXIST'
-      : /No data available|No such attribute/.test(msg) ? 'ENODATA'
-      : 'EIO';
-    throw errnoError(code, tool, path, msg.trim().split('\n')[0]);
+    const code = TOOL_MESSAGES.find(([re]) => re.test(msg))?.[1];
+    throw code ? errnoError(code, syscall, path) : errnoError('EIO', syscall, path, msg.trim().split('\n')[0]);
   }
+}
+
+/** getfattr writes a name's '=', '\\', control and space bytes as \ooo (octal); this undoes that. */
+function unescapeName(latin1: string): string {
+  const bytes = latin1.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+  return Buffer.from(bytes, 'latin1').toString('utf8');
 }
 
 /**
@@ -96,7 +118,8 @@ export function listXattrs(path: string): Xattr[] {
     let text: string;
     try {
       // -h: the link itself; -m '': every namespace; -e base64: values exactly.
-      text = run('getfattr', ['-h', '-d', '-m', '', '-e', 'base64', '--absolute-names', '--', path], path).toString('utf8');
+      // latin1: byte for byte, so escaped names are rebuilt from their bytes (unescapeName).
+      text = run('getfattr', ['-h', '-d', '-m', '', '-e', 'base64', '--absolute-names', '--', path], path, 'llistxattr').toString('latin1');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOTSUP' && !/not installed/.test((err as Error).message)) return [];
       throw err;
@@ -105,9 +128,10 @@ export function listXattrs(path: string): Xattr[] {
     for (const line of text.split('\n')) {
       const eq = line.indexOf('=');
       if (line.startsWith('#') || eq <= 0) continue;
-      const name = line.slice(0, eq);
+      const name = unescapeName(line.slice(0, eq));
       const raw = line.slice(eq + 1);
-      out.push({ name, value: raw.startsWith('0s') ? Buffer.from(raw.slice(2), 'base64') : raw.startsWith('"') ? Buffer.from(JSON.parse(raw) as string, 'utf8') : Buffer.alloc(0) });
+      // -e base64 writes every non-empty value as 0s<base64>; an empty one as "".
+      out.push({ name, value: raw.startsWith('0s') ? Buffer.from(raw.slice(2), 'base64') : Buffer.alloc(0) });
     }
   }
   return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
@@ -117,15 +141,20 @@ export function listXattrs(path: string): Xattr[] {
 export function setXattr(path: string, name: string, value: Buffer): void {
   const n = native();
   if (n?.setXattr) return n.setXattr(path, name, value);
-  run('setfattr', ['-h', '-n', name, '-v', `0s${value.toString('base64')}`, '--', path], path);
+  // An empty value goes without -v: setfattr silently sets nothing for `-v 0s`.
+  const v = value.length > 0 ? ['-v', `0s${Buffer.from(value).toString('base64')}`] : [];
+  run('setfattr', ['-h', '-n', name, ...v, '--', path], path, 'lsetxattr');
 }
 
 /** Removes one extended attribute from `path` itself. */
 export function removeXattr(path: string, name: string): void {
   const n = native();
   if (n?.removeXattr) return n.removeXattr(path, name);
-  run('setfattr', ['-h', '-x', name, '--', path], path);
+  run('setfattr', ['-h', '-x', name, '--', path], path, 'lremovexattr');
 }
+
+/** Linux's O_PATH (asm-generic/fcntl.h), which Node's fs.constants lacks: a descriptor naming a file without opening it. */
+const O_PATH = 0o10000000;
 
 const NODE_TYPES: Readonly<Record<NodeKind, number>> = { fifo: 0, char: 1, block: 2 };
 
@@ -134,7 +163,19 @@ export function makeNode(path: string, kind: NodeKind, mode: number, major = 0, 
   const n = native();
   if (n?.mknod) return n.mknod(path, NODE_TYPES[kind], mode & 0o7777, major, minor);
   const type = kind === 'fifo' ? ['p'] : [kind === 'char' ? 'c' : 'b', String(major), String(minor)];
-  run('mknod', ['-m', (mode & 0o7777).toString(8), '--', path, ...type], path);
+  run('mknod', ['-m', (mode & 0o777).toString(8), '--', path, ...type], path, 'mknod');
+  // The tool refuses setuid/setgid/sticky bits: set them as the native call does, through
+  // an O_PATH descriptor of the node just made (never a name swapped for a symlink meanwhile).
+  if ((mode & 0o7000) === 0) return;
+  const fd = openSync(path, O_PATH | constants.O_NOFOLLOW);
+  try {
+    if ((fstatSync(fd).mode & constants.S_IFMT) !== (kind === 'fifo' ? constants.S_IFIFO : kind === 'char' ? constants.S_IFCHR : constants.S_IFBLK)) {
+      throw errnoError('EEXIST', 'mknod', path);
+    }
+    chmodSync(`/proc/self/fd/${fd}`, mode & 0o7777);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Splits nanoseconds since the epoch into whole seconds and the nanosecond remainder (0..999,999,999). */
@@ -157,8 +198,8 @@ export function setTimesNs(path: string, atimeNs: bigint, mtimeNs: bigint): void
     const abs = ns < 0n ? -ns : ns;
     return `@${ns < 0n ? '-' : ''}${abs / 1_000_000_000n}.${String(abs % 1_000_000_000n).padStart(9, '0')}`;
   };
-  run('touch', ['-h', '-a', '-d', stamp(atimeNs), '--', path], path);
-  run('touch', ['-h', '-m', '-d', stamp(mtimeNs), '--', path], path);
+  run('touch', ['-h', '-a', '-d', stamp(atimeNs), '--', path], path, 'utimensat');
+  run('touch', ['-h', '-m', '-d', stamp(mtimeNs), '--', path], path, 'utimensat');
 }
 
 /**

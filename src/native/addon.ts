@@ -1,7 +1,10 @@
 /**
  * The native addon (native/, built by node-gyp at `npm install`): the FastCDC hot loop
- * and the one thing JavaScript cannot do for O_DIRECT I/O, telling a buffer's alignment.
- * Loaded at most once; every user has a pure TypeScript fallback for when it is absent.
+ * (fastcdc.c), the one thing JavaScript cannot do for O_DIRECT I/O, telling a buffer's
+ * alignment, and the system calls Node lacks (sys.c: xattrs, mknod, nanosecond times of
+ * a symlink, RENAME_EXCHANGE, user/group names), whose contract and TypeScript twin are
+ * src/io/sys.ts (NativeSys). Loaded at most once; every user has a pure TypeScript
+ * fallback for when it is absent.
  */
 import { createRequire } from 'node:module';
 
