@@ -11,6 +11,7 @@ import { DirectBlockWriter, DIRECT_MIN_FILE_BYTES, openDirect } from '../io/dire
 import { checkConfined, confinedParent, segmentsBelow, type CreatedDirs } from '../io/safe-path.js';
 import { OWNER_HOST, processAlive } from '../io/owner.js';
 import { fsyncPath, syncFilesystem } from '../io/sync.js';
+import { exchangePaths } from '../io/sys.js';
 import type { EntryMeta, ManifestKind } from '../manifest/types.js';
 
 /** Temp names beside the target start with this, so they are recognisable and ignorable. */
@@ -160,6 +161,13 @@ function ancestorsOf(dir: string): string[] {
 }
 
 /**
+ * For tests only: runs just after the first step of a tree swap (the exchange, or the
+ * fallback's rename of the old tree aside), where a test kills the process to check that
+ * the target is still a complete tree.
+ */
+export const treeSwapTestSeam: { afterFirstStep?: () => void | Promise<void> } = {};
+
+/**
  * Builds a new version of a target (a file or a whole tree) beside it, then swaps it in.
  *
  * A resumable staging (pulls) has a stable name, `.xfer-<name>.partial`, that survives an
@@ -169,9 +177,10 @@ function ancestorsOf(dir: string): string[] {
  *
  * Contract: until commit() resolves, the target is untouched; after it resolves, the target
  * is the complete new version, fsynced. A file replaces a file with one rename (atomic).
- * A tree replaces a tree with two renames (old aside, new in), then the old one is removed;
- * a crash between the renames leaves both versions complete beside the target, never a
- * mix. abort() removes everything staged, and the directories made for the target.
+ * A tree replaces a tree in one atomic exchange of the two names (io/sys.ts exchangePaths),
+ * then the old one is removed. Where exchange is unsupported, with two renames (old aside,
+ * new in): a crash between them leaves both versions complete beside the target, never a
+ * mix, but no tree at the target. abort() removes everything staged, and the directories made for the target.
  *
  * Entries of the existing tree that the new version lacks are kept, as rsync keeps them
  * without --delete: just before the swap they are carried over into the staged tree, files
@@ -499,18 +508,27 @@ export class Staging {
     } else {
       const old = await exists(this.target);
       const aside = `${this.root}.old`;
+      let exchanged = false;
       try {
         // An earlier run of this staging (a resumable one keeps its name) killed while its
         // old tree was being removed leaves that old tree here; it would block the rename
         // (ENOTEMPTY) forever. It is ours and superseded by the verified tree being swapped in.
         await rm(aside, { recursive: true, force: true });
-        if (old) await rename(this.target, aside);
-        await rename(this.root, this.target);
+        // One step (renameat2 RENAME_EXCHANGE): the target is the old tree, then the new
+        // one, never missing. The old tree is left at the staging name, removed below, or
+        // after a kill as a dead owner's staging (removeOrphanedStagings, the server's
+        // start-up sweep; a resumable partial is reused as a verified seed, then removed).
+        // Two renames only where the kernel or file system cannot exchange.
+        if (old) exchanged = exchangePaths(this.root, this.target);
+        if (old && !exchanged) await rename(this.target, aside);
+        await treeSwapTestSeam.afterFirstStep?.();
+        if (!exchanged) await rename(this.root, this.target);
       } catch (err) {
         throw fromSystemError(err, this.target, 'replace');
       }
       await fsyncPath(parent);
-      if (old) await rm(aside, { recursive: true, force: true });
+      if (exchanged) await rm(this.root, { recursive: true, force: true });
+      else if (old) await rm(aside, { recursive: true, force: true });
     }
     await fsyncPath(parent);
     return this.finishCommit(extra.deleted);
