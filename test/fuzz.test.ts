@@ -16,9 +16,7 @@ const HTTP_PER_PARSER = PER_PARSER;
  * Known failures of this short run on the current code, with what and a minimal repro
  * (test/harness/known.ts). The long run is `npm run fuzz`.
  */
-const KNOWN: readonly KnownIssue[] = [
-  { check: 'no-staging-leftovers', why: 'a server that died leaves staging copies (files/**/.xfer-*.tmp, named with its pid); a restarted server removes them only when the same target is staged again' },
-];
+const KNOWN: readonly KnownIssue[] = [];
 
 describe('fuzz (short): every body the server parses, and the manifest decoder', () => {
   it(`${PER_PARSER} random and mutated inputs per decoder, ${HTTP_PER_PARSER} per HTTP parser: no 5xx, no crash, no hang, bounded memory, nothing left behind`, { timeout: 120_000 }, async (t) => {

@@ -118,6 +118,17 @@ async function removeOrphanedStagings(parent: string, name: string): Promise<voi
   }
 }
 
+/** A non-resumable staging name of this host, of any target (see removeOrphanedStagings). */
+const ANY_OWNED_STAGING = new RegExp(
+  `^${escapeRegExp(STAGING_PREFIX)}.+\\.${escapeRegExp(HOST_TAG)}~([1-9][0-9]{0,9})-[0-9a-f]{${STAGING_RANDOM_HEX_CHARS}}\\.tmp(?:\\.old)?$`,
+);
+
+/** The pid of the process of this host whose staging copy `entry` (a name) is, if it is one. */
+export function stagingOwnerPid(entry: string): number | undefined {
+  const m = ANY_OWNED_STAGING.exec(entry);
+  return m ? Number(m[1]) : undefined;
+}
+
 /**
  * The directories on the way to the targets of the stagings alive in this process, with
  * how many use each; and of those, the ones a staging made. A staging that fails removes

@@ -17,6 +17,7 @@ import { BusyError, fromSystemError, InvalidArgumentError, TimeoutError } from '
 import { LocalStore } from '../store/local.js';
 import { createHandler, failureOf, sendErrorAnswer } from './handler.js';
 import { clearServerTemp } from './paths.js';
+import { sweepDeadStagings } from './sweep.js';
 import {
   BODY_MIN_PROGRESS_BYTES,
   BODY_TIMEOUT_MS,
@@ -297,6 +298,9 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   server.on('error', (err) => log.error({ error: (err as Error).message }, 'server error'));
   const port = (server.address() as AddressInfo).port;
   const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
+  // Staging copies that dead server processes left under files/ go in the background (server/sweep.ts).
+  const sweepController = new AbortController();
+  const swept = sweepDeadStagings(filesDir, { signal: sweepController.signal, log });
   let closing: Promise<void> | undefined;
   return {
     url,
@@ -313,6 +317,8 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
           for (const s of sessions) s.destroy();
           await closed;
         }
+        sweepController.abort();
+        await swept;
         await store.close();
       })();
       return closing;
