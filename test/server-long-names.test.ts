@@ -79,12 +79,21 @@ describe('long names: valid names of up to 255 bytes work, over-long paths are r
   });
 
   it('a tree whose entries overflow PATH_MAX on the server fails with a clean error naming no staging copy, and leaves nothing', async () => {
-    // Entries as long as the source side allows (its paths stay under 4096 bytes); the
-    // server's root and staging name make them too long there.
+    // The file's path at the source is 4090 bytes (under PATH_MAX, 4096 with its NUL); on
+    // the server the root and the staging name (`.xfer-deep.<host>~<pid>-<hex>.tmp` in place
+    // of `deep`) add at least 44 bytes, whatever the length of the host name or the pid.
+    // (Cut by whole 200-byte segments, the path once fell up to 200 bytes short, and a pid
+    // of 3 digits or fewer, frequent where pid_max is 32768, made the tree fit: exit 0.)
     const tree = join(fx.dir, 'deep');
-    const budget = 4090 - Buffer.byteLength(tree) - 1 - 2;
+    const SOURCE_FILE_PATH_BYTES = 4090;
     const segments: string[] = [];
-    for (let used = 0; used + 201 <= budget; used += 201) segments.push('d'.repeat(200));
+    for (let rest = SOURCE_FILE_PATH_BYTES - Buffer.byteLength(tree) - '/f'.length; rest > 0;) {
+      let n = Math.min(200, rest - 1);
+      if (rest - (n + 1) === 1) n--; // never leave a 1-byte rest: it cannot hold '/' and a name
+      segments.push('d'.repeat(n));
+      rest -= n + 1;
+    }
+    assert.equal(Buffer.byteLength(join(tree, ...segments, 'f')), SOURCE_FILE_PATH_BYTES);
     await mkdir(join(tree, ...segments), { recursive: true });
     await writeFile(join(tree, ...segments, 'f'), 'f');
     const p = await runCli(['push', tree, `${fx.server.url}/n1/n2/deep`]);
