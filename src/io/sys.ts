@@ -130,7 +130,7 @@ export function listXattrs(path: string): Xattr[] {
       if (line.startsWith('#') || eq <= 0) continue;
       const name = unescapeName(line.slice(0, eq));
       const raw = line.slice(eq + 1);
-      // -e base64 writes every non-empty value as 0s<base64>; an empty one as "".
+      // -e base64 writes every value as 0s<base64> (an empty one as a bare 0s).
       out.push({ name, value: raw.startsWith('0s') ? Buffer.from(raw.slice(2), 'base64') : Buffer.alloc(0) });
     }
   }
