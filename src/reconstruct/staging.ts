@@ -191,7 +191,8 @@ export const treeSwapTestSeam: { afterFirstStep?: () => void | Promise<void> } =
  * A tree replaces a tree in one atomic exchange of the two names (io/sys.ts exchangePaths),
  * then the old one is removed. Where exchange is unsupported, with two renames (old aside,
  * new in): a crash between them leaves both versions complete beside the target, never a
- * mix, but no tree at the target. abort() removes everything staged, and the directories made for the target.
+ * mix, but no tree at the target. abort() removes everything staged, and the directories
+ * made for the target.
  *
  * Entries of the existing tree that the new version lacks are kept, as rsync keeps them
  * without --delete: just before the swap they are carried over into the staged tree, files
