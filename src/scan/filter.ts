@@ -63,7 +63,19 @@ function compile(rule: FilterRule): Compiled {
   if (p === '') throw new InvalidArgumentError(`--${rule.include ? 'include' : 'exclude'}: an empty pattern matches nothing; give a name or a glob`);
   const nameOnly = !anchored && !p.includes('/') && !p.includes('**');
   const glob = nameOnly || anchored ? p : `**/${p}`;
-  return { include: rule.include, dirOnly, nameOnly, test: picomatch(glob, { dot: true }) };
+  return { include: rule.include, dirOnly, nameOnly, test: picomatch(globstars(glob), { dot: true }) };
+}
+
+/**
+ * rsync's `**` crosses '/' wherever it stands (`src/**.c` matches `src/a/b.c`); picomatch's
+ * only as a whole path segment. Each `**` inside a segment becomes the two globs it stands
+ * for there: `*` (within the segment) and `*` + `/**` + `/*` (across segments).
+ */
+function globstars(glob: string): string[] {
+  const i = [...glob.matchAll(/\*\*/g)].map((m) => m.index!).find((at) => !((at === 0 || glob[at - 1] === '/') && (at + 2 === glob.length || glob[at + 2] === '/')));
+  if (i === undefined) return [glob];
+  const [before, after] = [glob.slice(0, i), glob.slice(i + 2)];
+  return [...globstars(`${before}*${after}`), ...globstars(`${before}*/**/*${after}`)];
 }
 
 /**
