@@ -266,6 +266,7 @@ describe('rsync habits: a trailing / on a source directory means its contents', 
     assert.notEqual(refused.code, 0, 'a directory holding pushed targets does not take a tree\'s contents');
     assert.match(refused.stderr, /^xfer: .*holds pushed targets/);
     const out = join(fx.dir, 't1', 'out');
+    await mkdir(out); // an existing directory: without the trailing / on the source, the tree would go to out/dir
     ok(await runCli(['pull', `${join(into, 'dir')}/`, out, '-q']));
     assert.deepEqual(await names(out), ['a.txt', 'sub', 'sub/b.txt']);
   });
@@ -280,6 +281,7 @@ describe('rsync habits: a trailing / on a source directory means its contents', 
     assert.notEqual(bare.code, 0);
     assert.match(bare.stderr, /^xfer: .*name the target in the URL/);
     const out = join(fx.dir, 't2', 'out');
+    await mkdir(out);
     ok(await runCli(['pull', `${fx.server.url}/named/`, out, '-q']));
     assert.deepEqual(await names(out), ['a.txt']);
   });
