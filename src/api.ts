@@ -17,7 +17,7 @@ import type { PushDestination } from './transfer/destination.js';
 import { push as pushToDestination, statSource, type PushOptions as TransferPushOptions, type PushProgress, type PushResult } from './transfer/push.js';
 import { DryRunDestination, entryPaths, extrasOnDisk, planPull, type PullPlan } from './transfer/dry-run.js';
 import { previousVersion } from './transfer/known.js';
-import { selectEntries } from './transfer/select.js';
+import { excludedEntries, selectEntries, type CarriedEntry } from './transfer/select.js';
 import { LocalStore } from './store/local.js';
 import { openManifest } from './manifest/reader.js';
 import { validateManifestName } from './store/names.js';
@@ -97,6 +97,8 @@ export async function push(source: PushSource, destination: string, options: Pus
   let exclude: ((absPath: string) => boolean) | undefined;
   /** A server's current tree (its entries) and the entries pushed over it, for `deleted`. */
   let mirrored: { before: Map<string, boolean>; pushed: Set<string> } | undefined;
+  /** The server's excluded entries, kept in the pushed manifest (PushOptions.carry). */
+  let carry: CarriedEntry[] | undefined;
   if (options.dryRun) return dryPush(source, destination, sourceName, sourceIsTree, contents, options);
   if (isRemote(destination)) {
     if (options.delete) throw new InvalidArgumentError('--delete applies to pulls and to pushes into a local directory; a server\'s copy of a pushed tree always mirrors it');
@@ -109,14 +111,11 @@ export async function push(source: PushSource, destination: string, options: Pus
       // A server's copy mirrors the pushed tree: the entries of its current version that the
       // push lacks go at the commit. Listed (the result's `deleted`) from that version's manifest.
       if (sourceIsTree) {
-        const before = await store.getManifest(name, { signal: options.signal }).then(
-          async (m) => entryPaths(await openManifest(m, { signal: options.signal }), options.signal),
-          (err) => {
-            if (isXferError(err, 'XFER_NOT_FOUND')) return undefined;
-            throw err;
-          },
-        );
-        if (before) mirrored = { before, pushed: new Set() };
+        const state = await remoteTree(store, name, options.excludes, options.signal);
+        if (state) {
+          mirrored = { before: state.before, pushed: new Set() };
+          carry = state.carry;
+        }
       }
       retriesMade = () => store.retriesMade;
     } catch (err) {
@@ -147,7 +146,7 @@ export async function push(source: PushSource, destination: string, options: Pus
           mirrored?.pushed.add(meta.path);
           options.onEntry?.(meta);
         };
-        const result = await pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, { ...options, exclude, onProgress, onEntry });
+        const result = await pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, { ...options, exclude, onProgress, onEntry, carry });
         const m = mirrored;
         return {
           ...result,
@@ -283,12 +282,11 @@ async function dryPush(
     try {
       const name = contents ? contentsTarget(r.path, destination) : await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal, sourceIsTree });
       const previous = await previousVersion(store, name, kind, { signal });
-      // A server's copy mirrors the pushed tree: what its current version has and the push lacks goes.
-      const wouldDelete = async (paths: ReadonlyMap<string, boolean>) => {
-        if (!previous) return [];
-        const before = await entryPaths(await openManifest(await store.getManifest(name, { signal }), { signal }), signal);
-        return [...before.keys()].filter((p) => !paths.has(p));
-      };
+      const state = sourceIsTree ? await remoteTree(store, name, options.excludes, signal) : undefined;
+      const kept = new Set(state?.carry.map((c) => c.meta.path));
+      // A server's copy mirrors the pushed tree: what its current version has and the push lacks
+      // goes, but for the excluded entries the push carries over.
+      const wouldDelete = async (paths: ReadonlyMap<string, boolean>) => [...(state?.before.keys() ?? [])].filter((p) => !paths.has(p) && !kept.has(p));
       return await go(new DryRunDestination({ description: `${store.base.origin}/${name}`, has: (ids, o) => store.has(ids, o), previous, wouldDelete }));
     } finally {
       await store.close();
@@ -315,4 +313,24 @@ async function dryPush(
   } finally {
     await store?.close();
   }
+}
+
+/**
+ * A server's current tree at `name`, if there is one: its entries, and those `excludes`
+ * matches (with what is below them), which a push carries over so that the server's copy,
+ * a mirror of the pushed manifest, keeps them (rsync keeps excluded entries at the receiver).
+ */
+async function remoteTree(
+  store: ManifestStore, name: string, excludes: ((path: string, isDir: boolean) => boolean) | undefined, signal?: AbortSignal,
+): Promise<{ before: Map<string, boolean>; carry: CarriedEntry[] } | undefined> {
+  const open = () => store.getManifest(name, { signal }).then(async (m) => openManifest(m, { signal }));
+  let reader;
+  try {
+    reader = await open();
+  } catch (err) {
+    if (isXferError(err, 'XFER_NOT_FOUND')) return undefined;
+    throw err;
+  }
+  const before = await entryPaths(reader, signal);
+  return { before, carry: excludes && before.size > 0 ? await excludedEntries(await open(), excludes, signal) : [] };
 }

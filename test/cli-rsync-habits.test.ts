@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { createHash } from 'node:crypto';
-import { lstat, mkdir, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, readdir, readFile, readlink, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { runCli } from './helpers/cli.js';
@@ -80,6 +80,31 @@ describe('rsync habits: --exclude, --include and --exclude-from', () => {
     ok(del);
     assert.deepEqual(JSON.parse(del.stdout).deleted, ['extra.txt']);
     assert.deepEqual(await names(join(out, 'tree')), ['a.txt', 'mine.log']);
+  });
+
+  it('a server\'s copy keeps the entries a push excludes, though it mirrors the pushed tree', async () => {
+    const src = join(fx.dir, 'f4', 'tree');
+    await mkdir(join(src, 'logs'), { recursive: true });
+    await writeFile(join(src, 'a.txt'), 'a\n');
+    await writeFile(join(src, 'gone.txt'), 'gone\n');
+    await writeFile(join(src, 'x.log'), 'x\n');
+    await writeFile(join(src, 'logs', 'y.txt'), 'y\n');
+    ok(await runCli(['push', src, `${fx.server.url}/kept`, '-q']));
+    await rm(join(src, 'x.log'));
+    await rm(join(src, 'logs'), { recursive: true });
+    await rm(join(src, 'gone.txt'));
+    await writeFile(join(src, 'a.txt'), 'a2\n');
+    const dry = await runCli(['push', src, `${fx.server.url}/kept`, '-n', '--json', '--exclude', '*.log', '--exclude', 'logs/']);
+    ok(dry);
+    assert.deepEqual(JSON.parse(dry.stdout).deleted, ['gone.txt']);
+    const r = await runCli(['push', src, `${fx.server.url}/kept`, '--json', '--exclude', '*.log', '--exclude', 'logs/']);
+    ok(r);
+    assert.deepEqual(JSON.parse(r.stdout).deleted, ['gone.txt']);
+    assert.deepEqual(await names(join(fx.root, 'files', 'kept')), ['a.txt', 'logs', 'logs/y.txt', 'x.log']);
+    const out = join(fx.dir, 'f4', 'out');
+    ok(await runCli(['pull', `${fx.server.url}/kept`, out, '-q']));
+    assert.equal(await readFile(join(out, 'logs', 'y.txt'), 'utf8'), 'y\n');
+    assert.equal(await readFile(join(out, 'a.txt'), 'utf8'), 'a2\n');
   });
 
   it('a local push with --delete keeps excluded entries of the target', async () => {

@@ -16,6 +16,8 @@ import { walkTree, type SourceEntry, type WalkSkip } from '../scan/walk.js';
 import type { FileSink, KnownFile, PushDestination } from './destination.js';
 import { RacyFiles } from './racy.js';
 import { Window } from './window.js';
+import type { CarriedEntry } from './select.js';
+import { comparePaths } from '../manifest/rules.js';
 
 export interface PushOptions {
   readonly chunker?: ChunkerSpec;
@@ -39,6 +41,15 @@ export interface PushOptions {
   readonly onFile?: (file: { readonly path: string; readonly size: number }) => void;
   /** Told of every entry as it goes into the manifest, in manifest order. */
   readonly onEntry?: (meta: EntryMeta) => void;
+  /**
+   * Entries of the destination's current tree to keep as they are (select.ts
+   * excludedEntries: those the user's rules exclude, which a server's copy, a mirror of the
+   * manifest, would otherwise lose), in manifest order. They are merged into the manifest
+   * with their chunk lists, not read, not sent, and not given to the session (for
+   * destinations that rebuild from the manifest). One the source now has, or whose
+   * directory the source no longer has, is dropped with what is below it.
+   */
+  readonly carry?: readonly CarriedEntry[];
   /**
    * Read every file (rsync's --checksum). By default a file whose size and mtime are what
    * the destination's current version recorded, with all its chunks still there, is
@@ -166,9 +177,10 @@ export async function push(source: PushSource, destination: PushDestination, opt
     const racy = new RacyFiles(algorithm);
     /** Where a scanned file was read: its path, full-precision mtime and when reading began. */
     type ReadFrom = { readonly path: string; readonly mtimeExactMs: number; readonly atMs: number };
-    const begin = async (meta: EntryMeta): Promise<void> => {
+    const begin = async (meta: EntryMeta, carried = false): Promise<void> => {
       await writer!.beginEntry(meta);
       options.onEntry?.(meta);
+      if (carried) return;
       if (meta.type === 'file') entries.files++;
       else if (meta.type === 'dir') entries.dirs++;
       else entries.symlinks++;
@@ -263,10 +275,36 @@ export async function push(source: PushSource, destination: PushDestination, opt
           ahead.push({ entry: e, scan, opened, readFromMs });
         }
       };
+      // Carried entries go in before the walked entry they sort before (PushOptions.carry).
+      const carry = options.carry ?? [];
+      let carried = 0;
+      const dirs = new Set<string>(['']);
+      let dropBelow: string | undefined;
+      const carryBefore = async (path: string | undefined): Promise<void> => {
+        while (carried < carry.length && (path === undefined || comparePaths(carry[carried]!.meta.path, path) <= 0)) {
+          const c = carry[carried++]!;
+          const p = c.meta.path;
+          if (dropBelow !== undefined && p.startsWith(`${dropBelow}/`)) continue;
+          dropBelow = undefined;
+          const slash = p.lastIndexOf('/');
+          if (p === path || !dirs.has(slash < 0 ? '' : p.slice(0, slash))) {
+            dropBelow = p;
+            continue;
+          }
+          await begin(c.meta, true);
+          if (c.meta.type === 'dir') dirs.add(p);
+          else if (c.meta.type === 'file') {
+            await writer!.addChunks(c.records);
+            await writer!.endEntry(c.size, c.digest!);
+          }
+        }
+      };
       for (;;) {
         await fill();
         const next = ahead.shift();
         if (!next) break;
+        await carryBefore(next.entry.meta.path);
+        if (next.entry.meta.type === 'dir') dirs.add(next.entry.meta.path);
         if (next.known) {
           await next.opened;
           await reuseKnown(next.entry.meta, next.known);
@@ -277,6 +315,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
           aheadBytes -= next.entry.meta.size;
         } else await begin(next.entry.meta);
       }
+      await carryBefore(undefined);
     }
     await sender.drain();
     await finishes.drain();

@@ -1,6 +1,6 @@
 import { throwIfAborted } from '../core/abort.js';
 import type { ManifestReader } from '../manifest/reader.js';
-import type { ManifestHeader } from '../manifest/types.js';
+import type { ChunkRecord, EntryMeta, ManifestHeader } from '../manifest/types.js';
 import { ManifestWriter } from '../manifest/writer.js';
 
 /**
@@ -42,4 +42,48 @@ export async function selectEntries(
     await writer.abort().catch(() => {});
     throw err;
   }
+}
+
+/** An entry of a destination's current tree that a push keeps as it is (PushOptions.carry). */
+export interface CarriedEntry {
+  readonly meta: EntryMeta;
+  /** A file's chunks, size and whole-content digest, as the current version has them. */
+  readonly records: readonly ChunkRecord[];
+  readonly size: number;
+  readonly digest?: Uint8Array;
+}
+
+/**
+ * The entries of tree manifest `reader` that `excludes` matches, with everything below an
+ * excluded directory, in manifest order: what a push with those rules must carry over from
+ * a server's current version, whose copy mirrors the pushed manifest (rsync keeps excluded
+ * entries at the receiver). Reads `reader` through; none for a file manifest.
+ */
+export async function excludedEntries(reader: ManifestReader, excludes: (path: string, isDir: boolean) => boolean, signal?: AbortSignal): Promise<CarriedEntry[]> {
+  const out: CarriedEntry[] = [];
+  if (reader.header.kind !== 'tree') {
+    await reader.close();
+    return out;
+  }
+  let below: string | undefined;
+  let current: { meta: EntryMeta; records: ChunkRecord[] } | undefined;
+  for await (const ev of reader.events()) {
+    throwIfAborted(signal);
+    if (ev.kind === 'entry') {
+      current = undefined;
+      const { path, type } = ev.meta;
+      if (below !== undefined && !path.startsWith(`${below}/`)) below = undefined;
+      if (below === undefined && !excludes(path, type === 'dir')) continue;
+      if (type === 'dir') below ??= path;
+      if (type === 'file') current = { meta: ev.meta, records: [] };
+      else out.push({ meta: ev.meta, records: [], size: 0 });
+    } else if (!current) continue;
+    // The reader's digests may be views of a buffer it reuses: copied.
+    else if (ev.kind === 'chunks') for (const r of ev.records) current.records.push({ length: r.length, digest: Uint8Array.from(r.digest) });
+    else {
+      out.push({ meta: current.meta, records: current.records, size: ev.size, digest: Uint8Array.from(ev.digest) });
+      current = undefined;
+    }
+  }
+  return out;
 }
