@@ -1,5 +1,6 @@
 import { createWriteStream } from 'node:fs';
-import { join, posix, sep } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { basename, dirname, join, posix, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { StreamSource } from './scan/scanner.js';
@@ -9,7 +10,7 @@ import type { RemoteOptions } from './endpoint/http.js';
 import { checkLocalPath, isRemote, parseRemote } from './endpoint/remote.js';
 import { destinationPathsIn, LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName, STORE_DIR_NAME } from './endpoint/local.js';
 import { makeTempDir, removeTempDir } from './io/temp.js';
-import { openManifestFile } from './manifest/reader.js';
+import { openManifest, openManifestFile } from './manifest/reader.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
 import { ScanPool } from './scan/pool.js';
 import type { ChunkStore, ManifestStore } from './store/store.js';
@@ -19,10 +20,7 @@ import { DryRunDestination, entryPaths, extrasOnDisk, planPull, type PullPlan } 
 import { previousVersion } from './transfer/known.js';
 import { excludedEntries, selectEntries, type CarriedEntry } from './transfer/select.js';
 import { LocalStore } from './store/local.js';
-import { openManifest } from './manifest/reader.js';
 import { validateManifestName } from './store/names.js';
-import { basename, dirname, resolve } from 'node:path';
-import { stat } from 'node:fs/promises';
 
 /** Runs of a push, at most, when a server restart lost chunks it had taken (see push). */
 const MAX_PUSH_ROUNDS = 3;

@@ -247,8 +247,9 @@ describe('rsync habits: -v, --stats, -P', () => {
     assert.match(r.stdout, /^Matched data: 6 bytes/m);
     assert.match(r.stdout, /^total size is 12 bytes {2}speedup is 2\.00$/m);
     const out = join(fx.dir, 's1', 'out');
-    const p = await runCli(['pull', join(backup, 'tree'), `${out}/`, '--stats', '--json']);
+    const p = await runCli(['pull', join(backup, 'tree'), `${out}/`, '--stats', '--json', '-v']);
     ok(p);
+    assert.deepEqual(JSON.parse(p.stdout).transferred, [{ path: 'a.txt', size: 6 }, { path: 'sub/copy.txt', size: 6 }]);
     const s = JSON.parse(p.stdout).stats;
     assert.deepEqual(
       { files: s.files, dirs: s.dirs, filesTransferred: s.filesTransferred, bytesTotal: s.bytesTotal, bytesReceived: s.bytesReceived, literalBytes: s.literalBytes, matchedBytes: s.matchedBytes },
