@@ -1,19 +1,26 @@
 import { createWriteStream } from 'node:fs';
-import { join, posix } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { basename, dirname, join, posix, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { StreamSource } from './scan/scanner.js';
-import { InvalidArgumentError, isXferError } from './core/errors.js';
+import type { EntryMeta } from './manifest/types.js';
+import { AlreadyExistsError, InvalidArgumentError, isXferError } from './core/errors.js';
 import type { RemoteOptions } from './endpoint/http.js';
 import { checkLocalPath, isRemote, parseRemote } from './endpoint/remote.js';
-import { destinationPathsIn, LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName } from './endpoint/local.js';
+import { destinationPathsIn, LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName, STORE_DIR_NAME } from './endpoint/local.js';
 import { makeTempDir, removeTempDir } from './io/temp.js';
-import { openManifestFile } from './manifest/reader.js';
+import { openManifest, openManifestFile } from './manifest/reader.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
 import { ScanPool } from './scan/pool.js';
 import type { ChunkStore, ManifestStore } from './store/store.js';
 import type { PushDestination } from './transfer/destination.js';
 import { push as pushToDestination, statSource, type PushOptions as TransferPushOptions, type PushProgress, type PushResult } from './transfer/push.js';
+import { DryRunDestination, entryPaths, extrasOnDisk, planPull, type PullPlan } from './transfer/dry-run.js';
+import { previousVersion } from './transfer/known.js';
+import { excludedEntries, selectEntries, type CarriedEntry } from './transfer/select.js';
+import { LocalStore } from './store/local.js';
+import { validateManifestName } from './store/names.js';
 
 /** Runs of a push, at most, when a server restart lost chunks it had taken (see push). */
 const MAX_PUSH_ROUNDS = 3;
@@ -32,6 +39,13 @@ export interface PushOptions extends TransferPushOptions, Omit<RemoteOptions, 's
    * Not for a server (InvalidArgumentError): a server keeps them.
    */
   readonly delete?: boolean;
+  /**
+   * Find what the push would send and delete without writing anything anywhere (rsync -n):
+   * files are read, chunked and hashed, and the destination is asked which chunks it has.
+   * The result's bytesSent and chunksSent are those of the chunks it lacks, `deleted` what
+   * the commit would remove.
+   */
+  readonly dryRun?: boolean;
 }
 
 export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
@@ -51,6 +65,15 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
    * --delete), listed in the result's `deleted`. By default they are kept.
    */
   readonly delete?: boolean;
+  /**
+   * The user's --exclude/--include rules (scan/filter.ts): entries of the pulled tree they
+   * match are not pulled, and entries at the destination they match are never deleted.
+   */
+  readonly excludes?: (path: string, isDir: boolean) => boolean;
+  /** Find what the pull would fetch and delete without writing anything (rsync -n); see PullResult's plan. */
+  readonly dryRun?: boolean;
+  /** Work out the plan (which files go) also for a real pull, for -v and --stats. */
+  readonly plan?: boolean;
 }
 
 /**
@@ -61,20 +84,37 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
  */
 export async function push(source: PushSource, destination: string, options: PushOptions = {}): Promise<PushResult & { target: string }> {
   if (typeof source === 'string') checkLocalPath(source, 'the source of a push');
-  const sourceName = typeof source === 'string' ? sourceBaseName(source) : source.name;
   // A missing source is the error to report, not what the destination would make of it.
   const sourceIsTree = typeof source === 'string' && (await statSource(source)).isDirectory();
+  // rsync's trailing '/': a directory's contents go to the destination itself.
+  const contents = sourceIsTree && endsWithSlash(source as string);
+  const sourceName = typeof source === 'string' ? (contents ? '' : sourceBaseName(source)) : source.name;
   let dest: PushDestination;
   /** Retries the remote store made so far (none for a local destination). */
   let retriesMade = () => 0;
   let exclude: ((absPath: string) => boolean) | undefined;
+  /** A server's current tree (its entries) and the entries pushed over it, for `deleted`. */
+  let mirrored: { before: Map<string, boolean>; pushed: Set<string> } | undefined;
+  /** The server's excluded entries, kept in the pushed manifest (PushOptions.carry). */
+  let carry: CarriedEntry[] | undefined;
+  if (options.dryRun) return dryPush(source, destination, sourceName, sourceIsTree, contents, options);
   if (isRemote(destination)) {
     if (options.delete) throw new InvalidArgumentError('--delete applies to pulls and to pushes into a local directory; a server\'s copy of a pushed tree always mirrors it');
     const r = parseRemote(destination);
     const { connectRemote, HttpDestination, resolveRemoteTarget } = await import('./endpoint/http.js');
     const store = await connectRemote(r.base, { ...options, signal: options.signal });
     try {
-      dest = new HttpDestination(store, await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal: options.signal, sourceIsTree }), { delta: options.delta });
+      const name = contents ? contentsTarget(r.path, destination) : await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal: options.signal, sourceIsTree });
+      dest = new HttpDestination(store, name, { delta: options.delta });
+      // A server's copy mirrors the pushed tree: the entries of its current version that the
+      // push lacks go at the commit. Listed (the result's `deleted`) from that version's manifest.
+      if (sourceIsTree) {
+        const state = await remoteTree(store, name, options.excludes, options.signal);
+        if (state) {
+          mirrored = { before: state.before, pushed: new Set() };
+          carry = state.carry;
+        }
+      }
       retriesMade = () => store.retriesMade;
     } catch (err) {
       await store.close();
@@ -82,10 +122,10 @@ export async function push(source: PushSource, destination: string, options: Pus
     }
   } else {
     refuseLocalLimit(options);
-    const t = localTargetOf(await resolvePushTarget(sourceName, destination, sourceIsTree));
+    const t = localTargetOf(contents ? await resolveContentsTarget(destination) : await resolvePushTarget(sourceName, destination, sourceIsTree));
     // A destination inside the source tree is left out of what is read (see destinationPathsIn).
     if (sourceIsTree) exclude = destinationPathsIn(source as string, t);
-    dest = await LocalDestination.open(t, { signal: options.signal, onLockWait: options.onLockWait, deleteExtra: options.delete === true });
+    dest = await LocalDestination.open(t, { signal: options.signal, onLockWait: options.onLockWait, deleteExtra: options.delete === true, protect: options.excludes });
   }
   const started = performance.now();
   // What earlier runs sent (see below), as their last progress reports said.
@@ -99,9 +139,16 @@ export async function push(source: PushSource, destination: string, options: Pus
     for (let round = 1; ; round++) {
       const retriesBefore = retriesMade();
       try {
-        const result = await pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, { ...options, exclude, onProgress });
+        mirrored?.pushed.clear();
+        const onEntry = (meta: EntryMeta) => {
+          mirrored?.pushed.add(meta.path);
+          options.onEntry?.(meta);
+        };
+        const result = await pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, { ...options, exclude, onProgress, onEntry, carry });
+        const m = mirrored;
         return {
           ...result,
+          deleted: m && result.kind === 'tree' ? [...m.before.keys()].filter((p) => !m.pushed.has(p)) : result.deleted,
           bytesSent: earlier.bytesSent + result.bytesSent,
           chunksSent: earlier.chunksSent + result.chunksSent,
           seconds: round === 1 ? result.seconds : (performance.now() - started) / 1000,
@@ -129,7 +176,7 @@ export async function push(source: PushSource, destination: string, options: Pus
  * at a local path (cp semantics), reusing chunks already there and in seeds, verifying
  * everything, replacing atomically; an interrupted pull resumes from its partial file.
  */
-export async function pull(source: string, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string }> {
+export async function pull(source: string, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string; plan?: PullPlan }> {
   const { signal } = options;
   checkLocalPath(destination, 'the destination of a pull');
   let store: ChunkStore & ManifestStore & { close(): Promise<void> };
@@ -152,14 +199,36 @@ export async function pull(source: string, destination: string, options: PullOpt
   try {
     // The manifest is fetched whole before any chunk: a manifest stream left half-read while
     // chunks are fetched on the same HTTP/2 connection could hold its flow-control window.
-    const manifestPath = join(tmp, 'manifest');
+    let manifestPath = join(tmp, 'manifest');
     await pipeline(Readable.from(await store.getManifest(name, { signal })), createWriteStream(manifestPath), { signal });
-    const reader = await openManifestFile(manifestPath, { signal });
-    const target = await resolveCopyTarget(posix.basename(name), destination);
+    let reader = await openManifestFile(manifestPath, { signal });
+    if (options.excludes && reader.header.kind === 'tree') {
+      // The pushed manifest less the excluded entries: what is rebuilt and verified.
+      const selected = join(tmp, 'selected');
+      await selectEntries(reader, selected, options.excludes, signal);
+      manifestPath = selected;
+      reader = await openManifestFile(manifestPath, { signal });
+    }
+    // rsync's trailing '/' on a tree: its contents go to the destination itself.
+    const contents = reader.header.kind === 'tree' && endsWithSlash(source);
+    const target = contents ? destination.replace(/(?<=.)[/\\]+$/, '') : await resolveCopyTarget(posix.basename(name), destination);
+    const plan = options.dryRun || options.plan
+      ? await planPull(await openManifestFile(manifestPath, { signal }), target, { signal, delete: options.delete, excludes: options.excludes })
+      : undefined;
+    if (options.dryRun) {
+      await reader.close();
+      const p = plan!;
+      return {
+        kind: reader.header.kind, bytesTotal: p.bytesTotal, bytesReceived: p.chunkBytes, bytesReused: p.bytesTotal - p.chunkBytes,
+        chunksTotal: reader.header.chunkCount, seconds: 0, digest: '', deleted: p.deleted, target, plan: p,
+      };
+    }
     // The quick check: the manifest's own files, as reconstruct's previous version.
     const quick = options.checksum ? undefined : { targetDigest: reader.header.digest, previousFiles: await filesOf(await openManifestFile(manifestPath, { signal }), signal) };
-    const result = await reconstruct(reader, store, target, { signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, deleteExtra: options.delete === true, ...quick });
-    return { ...result, target };
+    const result = await reconstruct(reader, store, target, {
+      signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, deleteExtra: options.delete === true, protect: options.excludes, ...quick,
+    });
+    return { ...result, target, plan };
   } finally {
     await removeTempDir(tmp);
     if (ownPool) await pool.close();
@@ -170,4 +239,96 @@ export async function pull(source: string, destination: string, options: PullOpt
 /** A rate limit applies to the wire: a local destination or source has none. */
 function refuseLocalLimit(options: { readonly bwlimitBytesPerSecond?: number }): void {
   if (options.bwlimitBytesPerSecond !== undefined) throw new InvalidArgumentError('--bwlimit applies to transfers to or from a server (http:// or https://)');
+}
+
+function endsWithSlash(spec: string): boolean {
+  return spec.endsWith('/') || spec.endsWith(sep);
+}
+
+/**
+ * The target of a local push of a tree's contents (`xfer push dir/ dest`): `dest` itself,
+ * whether or not it exists or ends with '/'. Not a directory that holds pushed targets (its
+ * own .xfer/ store): their names would become entries of the tree, for --delete to remove.
+ */
+async function resolveContentsTarget(destination: string): Promise<string> {
+  const abs = resolve(destination);
+  if (await stat(join(abs, STORE_DIR_NAME)).then(() => true, () => false)) {
+    throw new AlreadyExistsError(`${destination} holds pushed targets (${STORE_DIR_NAME}/): a tree's contents cannot go into it; push to a new directory, or without the trailing / on the source`);
+  }
+  return resolvePushTarget(basename(abs), `${dirname(abs)}/`, true);
+}
+
+/** The target of a push of a tree's contents to a server: the URL's path itself. */
+function contentsTarget(path: string, destination: string): string {
+  if (path === '') throw new InvalidArgumentError(`${destination}: name the target in the URL; a source ending in / puts its contents at that path`);
+  return validateManifestName(path);
+}
+
+/** A dry push (PushOptions.dryRun): the push itself, into a DryRunDestination. */
+async function dryPush(
+  source: PushSource, destination: string, sourceName: string, sourceIsTree: boolean, contents: boolean, options: PushOptions,
+): Promise<PushResult & { target: string }> {
+  const { signal } = options;
+  const kind = sourceIsTree ? 'tree' : 'file';
+  const go = (dest: DryRunDestination, exclude?: (absPath: string) => boolean) =>
+    pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, { ...options, exclude }).then((r) => ({ ...r, target: dest.description }));
+  if (isRemote(destination)) {
+    if (options.delete) throw new InvalidArgumentError('--delete applies to pulls and to pushes into a local directory; a server\'s copy of a pushed tree always mirrors it');
+    const r = parseRemote(destination);
+    const { connectRemote, resolveRemoteTarget } = await import('./endpoint/http.js');
+    const store = await connectRemote(r.base, { ...options, signal });
+    try {
+      const name = contents ? contentsTarget(r.path, destination) : await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal, sourceIsTree });
+      const previous = await previousVersion(store, name, kind, { signal });
+      const state = sourceIsTree ? await remoteTree(store, name, options.excludes, signal) : undefined;
+      const kept = new Set(state?.carry.map((c) => c.meta.path));
+      // A server's copy mirrors the pushed tree: what its current version has and the push lacks
+      // goes, but for the excluded entries the push carries over.
+      const wouldDelete = async (paths: ReadonlyMap<string, boolean>) => [...(state?.before.keys() ?? [])].filter((p) => !paths.has(p) && !kept.has(p));
+      return await go(new DryRunDestination({ description: `${store.base.origin}/${name}`, has: (ids, o) => store.has(ids, o), previous, wouldDelete }));
+    } finally {
+      await store.close();
+    }
+  }
+  refuseLocalLimit(options);
+  const t = localTargetOf(contents ? await resolveContentsTarget(destination) : await resolvePushTarget(sourceName, destination, sourceIsTree));
+  const store = await LocalStore.open(t.storeDir, { create: false, signal }).catch((err) => {
+    if ((err as { code?: string }).code === 'XFER_NOT_FOUND') return undefined;
+    throw err;
+  });
+  try {
+    const previous = store ? await previousVersion(store, t.name, kind, { signal }) : undefined;
+    return await go(
+      new DryRunDestination({
+        description: t.target,
+        has: store ? (ids, o) => store.has(ids, o) : undefined,
+        previous,
+        currentCopy: (path) => (path === '' ? t.target : join(t.target, ...path.split('/'))),
+        wouldDelete: (paths) => (options.delete ? extrasOnDisk(t.target, paths, options.excludes, { signal }) : Promise.resolve([])),
+      }),
+      sourceIsTree ? destinationPathsIn(source as string, t) : undefined,
+    );
+  } finally {
+    await store?.close();
+  }
+}
+
+/**
+ * A server's current tree at `name`, if there is one: its entries, and those `excludes`
+ * matches (with what is below them), which a push carries over so that the server's copy,
+ * a mirror of the pushed manifest, keeps them (rsync keeps excluded entries at the receiver).
+ */
+async function remoteTree(
+  store: ManifestStore, name: string, excludes: ((path: string, isDir: boolean) => boolean) | undefined, signal?: AbortSignal,
+): Promise<{ before: Map<string, boolean>; carry: CarriedEntry[] } | undefined> {
+  const open = () => store.getManifest(name, { signal }).then(async (m) => openManifest(m, { signal }));
+  let reader;
+  try {
+    reader = await open();
+  } catch (err) {
+    if (isXferError(err, 'XFER_NOT_FOUND')) return undefined;
+    throw err;
+  }
+  const before = await entryPaths(reader, signal);
+  return { before, carry: excludes && before.size > 0 ? await excludedEntries(await open(), excludes, signal) : [] };
 }

@@ -1,6 +1,8 @@
 import { Option } from 'commander';
 import { DEFAULT_AVG_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MIN_BYTES, validateChunkerSpec } from '../chunker/params.js';
-import { InvalidArgumentError } from '../core/errors.js';
+import { readFile } from 'node:fs/promises';
+import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
+import { parseRuleFile, PathFilter, type FilterRule } from '../scan/filter.js';
 import { checkRate } from '../core/rate.js';
 import { DEFAULT_RETRIES } from '../core/retry.js';
 import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
@@ -98,4 +100,60 @@ function parseSeconds(text: string, what: string): number {
     throw new InvalidArgumentError(`${what}: expected seconds, more than 0 and at most 86400, got "${text}"`);
   }
   return seconds;
+}
+
+/**
+ * rsync's habits, shared by push and pull, with rsync's spelling and meaning. The filter
+ * options are collected in command-line order into one list (commander keeps each option's
+ * values apart), since the first matching rule wins.
+ */
+export function syncOptions(rules: FilterArg[]): Option[] {
+  const collect = (kind: FilterArg['kind']) => (value: string, previous: unknown) => {
+    rules.push({ kind, value });
+    return previous;
+  };
+  return [
+    new Option('-n, --dry-run', 'show what would be sent and deleted, with byte counts, and write nothing anywhere (the destination is asked which chunks it has)'),
+    new Option('-v, --verbose', 'one line per file transferred (">f path") and per entry deleted ("*deleting path"), on stdout'),
+    new Option('--exclude <pattern>', 'leave out entries matching PATTERN (rsync rules; repeatable; first matching --include/--exclude wins)').argParser(collect('exclude')),
+    new Option('--include <pattern>', 'keep entries matching PATTERN even if a later --exclude matches them (repeatable)').argParser(collect('include')),
+    new Option('--exclude-from <file>', 'read exclude patterns from FILE, one per line ("+ " starts an include; # and ; start comments)').argParser(collect('exclude-from')),
+    new Option('--stats', 'print rsync-style transfer statistics at the end (with --json: a "stats" object)'),
+    new Option('-P, --progress', 'show the progress line even when stderr is not a terminal (the default on one); rsync\'s --partial, the other half of its -P, is what xfer always does: an interrupted transfer resumes when run again'),
+  ];
+}
+
+/** An --exclude, --include or --exclude-from argument, in command-line order. */
+export interface FilterArg {
+  readonly kind: 'exclude' | 'include' | 'exclude-from';
+  readonly value: string;
+}
+
+export interface SyncFlags {
+  dryRun?: boolean;
+  verbose?: boolean;
+  stats?: boolean;
+  progress?: boolean;
+}
+
+/**
+ * The user's filter rules as one test (true: left out), or undefined if none were given.
+ * An --exclude-from file is read here (its rules take its place in the order).
+ */
+export async function filterFrom(args: readonly FilterArg[]): Promise<((path: string, isDir: boolean) => boolean) | undefined> {
+  if (args.length === 0) return undefined;
+  const rules: FilterRule[] = [];
+  for (const a of args) {
+    if (a.kind === 'exclude-from') {
+      let text: string;
+      try {
+        text = await readFile(a.value, 'utf8');
+      } catch (err) {
+        throw fromSystemError(err, a.value, 'read exclude file');
+      }
+      rules.push(...parseRuleFile(text));
+    } else rules.push({ include: a.kind === 'include', pattern: a.value });
+  }
+  const filter = PathFilter.from(rules);
+  return filter.empty ? undefined : (path, isDir) => filter.excludes(path, isDir);
 }

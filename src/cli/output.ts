@@ -54,8 +54,8 @@ export function rate(bytes: number, seconds: number): string {
 export const PROGRESS_INTERVAL_MS = 250;
 
 /**
- * A one-line progress display on stderr when it is a TTY, redrawn at most 4 times a second.
- * Silent otherwise (pipes, CI, --quiet, --json).
+ * A one-line progress display on stderr when it is a TTY (or -P/--progress asks for it),
+ * redrawn at most 4 times a second. Silent otherwise (pipes, CI, --quiet, --json).
  */
 export class Progress {
   /** The first update draws at once (a short transfer still shows one line). */
@@ -64,8 +64,18 @@ export class Progress {
   private shown = false;
   constructor(private readonly enabled: boolean) {}
 
-  static for(opts: { quiet?: boolean; json?: boolean }): Progress {
-    return new Progress(!opts.quiet && !opts.json && process.stderr.isTTY === true);
+  static for(opts: { quiet?: boolean; json?: boolean; progress?: boolean }): Progress {
+    return new Progress(!opts.quiet && !opts.json && (process.stderr.isTTY === true || opts.progress === true));
+  }
+
+  /** Prints a line of a listing on stdout, erasing the progress line first (it is redrawn at the next update). */
+  println(text: string): void {
+    if (this.shown) {
+      process.stderr.write('\r\x1b[K');
+      this.shown = false;
+      this.last = -Infinity;
+    }
+    process.stdout.write(text);
   }
 
   update(done: number, total: number, extra: string): void {

@@ -1,10 +1,12 @@
 import type { Command } from 'commander';
 import { pull } from '../api.js';
 import { formatBytes } from '../core/sizes.js';
-import { remoteFrom, remoteOptions, type RemoteFlags } from './options.js';
-import { printJson, Progress, rate } from './output.js';
+import { posix } from 'node:path';
+import { filterFrom, remoteFrom, remoteOptions, syncOptions, type FilterArg, type RemoteFlags, type SyncFlags } from './options.js';
+import { count, printJson, Progress, rate } from './output.js';
+import { deletedLine, fileLine, makeStats, statsText } from './report.js';
 
-interface PullFlags extends RemoteFlags {
+interface PullFlags extends RemoteFlags, SyncFlags {
   json?: boolean;
   quiet?: boolean;
   seed?: string[];
@@ -16,18 +18,25 @@ export function registerPull(program: Command, signal: AbortSignal): void {
   const cmd = program
     .command('pull')
     .description('rebuild a pushed file or tree at a local path, reusing chunks already there')
-    .argument('<target>', 'a pushed target: <dest-dir>/<name> or http(s)://host:port/<remote-path>')
+    .argument('<target>', 'a pushed target: <dest-dir>/<name> or http(s)://host:port/<remote-path>; a tree with a trailing / means its contents (rsync): they go to <path> itself')
     .argument('<path>', 'where to put it; an existing directory or a path ending in / means "inside it"')
     .option('--seed <file...>', 'local files whose chunks may be reused')
     .option('-c, --checksum', 'read every file already at the destination, also those whose size, mtime and mode match the manifest (rsync --checksum)')
-    .option('--delete', 'remove entries of an existing destination tree that the pulled tree lacks (by default they are kept, as rsync keeps them)')
+    .option('--delete', 'remove entries of an existing destination tree that the pulled tree lacks, except excluded ones (by default they are kept, as rsync keeps them)')
     .option('--json', 'print the result as one JSON object')
     .option('-q, --quiet', 'no progress display');
-  for (const o of remoteOptions()) cmd.addOption(o);
+  const filterArgs: FilterArg[] = [];
+  for (const o of [...syncOptions(filterArgs), ...remoteOptions()]) cmd.addOption(o);
   cmd.action(async (source: string, dest: string, flags: PullFlags) => {
+    const excludes = await filterFrom(filterArgs);
     const progress = Progress.for(flags);
+    const dryRun = flags.dryRun === true;
+    const listing = (flags.verbose || dryRun) && !flags.json;
     try {
       const r = await pull(source, dest, {
+        dryRun,
+        excludes,
+        plan: flags.verbose === true || flags.stats === true,
         ...remoteFrom(flags, signal),
         seeds: flags.seed ?? [],
         checksum: flags.checksum === true,
@@ -36,14 +45,38 @@ export function registerPull(program: Command, signal: AbortSignal): void {
         onRetry: (e) => progress.retrying(e),
       });
       progress.done();
+      const plan = r.plan;
+      const transferred = (plan?.files ?? []).map((f) => ({ path: f.path === '' ? posix.basename(r.target) : f.path, size: f.size }));
+      if (listing) {
+        for (const f of transferred) process.stdout.write(fileLine(f));
+        for (const d of r.deleted) process.stdout.write(deletedLine(d));
+      }
+      const stats = flags.stats && plan
+        ? makeStats({
+            files: plan.entries.files, dirs: plan.entries.dirs, symlinks: plan.entries.symlinks, deleted: r.deleted.length,
+            filesTransferred: plan.files.length, bytesTotal: r.bytesTotal, bytesTransferred: plan.bytesTransferred,
+            literalBytes: r.bytesReceived, bytesSent: 0, bytesReceived: r.bytesReceived,
+          })
+        : undefined;
       if (flags.json) {
-        printJson({ bytesTotal: r.bytesTotal, bytesReceived: r.bytesReceived, bytesReused: r.bytesReused, seconds: r.seconds, deleted: r.deleted });
+        printJson({
+          ...(dryRun ? { dryRun: true } : {}),
+          bytesTotal: r.bytesTotal, bytesReceived: r.bytesReceived, bytesReused: r.bytesReused, seconds: r.seconds, deleted: r.deleted,
+          ...(flags.verbose || dryRun ? { transferred } : {}),
+          ...(stats ? { stats } : {}),
+        });
+      } else if (dryRun) {
+        process.stdout.write(
+          `dry run, nothing written: would pull ${r.target}: ${count(transferred.length, 'file')} of ${plan!.entries.files} (${formatBytes(plan!.bytesTransferred)} of ${formatBytes(r.bytesTotal)}), ` +
+            `up to ${formatBytes(r.bytesReceived)} of chunks to fetch; ${count(r.deleted.length, 'entry', 'entries')} deleted\n`,
+        );
       } else if (!flags.quiet) {
         process.stdout.write(
           `pulled ${r.target}: ${formatBytes(r.bytesTotal)}; ${formatBytes(r.bytesReceived)} received, ` +
             `${formatBytes(r.bytesReused)} reused locally; ${r.seconds.toFixed(2)} s, ${rate(r.bytesTotal, r.seconds)}\n`,
         );
       }
+      if (stats && !flags.json) process.stdout.write(statsText(stats));
     } finally {
       progress.done();
     }

@@ -4,10 +4,12 @@ import type { Readable } from 'node:stream';
 import { push } from '../api.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { formatBytes, MiB } from '../core/sizes.js';
-import { chunkerOptions, chunkerSpecFrom, digestFrom, remoteFrom, remoteOptions, type ChunkerFlags, type RemoteFlags } from './options.js';
+import { basename } from 'node:path';
+import { chunkerOptions, chunkerSpecFrom, digestFrom, filterFrom, remoteFrom, remoteOptions, syncOptions, type ChunkerFlags, type FilterArg, type RemoteFlags, type SyncFlags } from './options.js';
 import { count, EXIT_PARTIAL, printJson, Progress, rate } from './output.js';
+import { deletedLine, fileLine, makeStats, statsText, type ItemFile } from './report.js';
 
-interface PushFlags extends ChunkerFlags, RemoteFlags {
+interface PushFlags extends ChunkerFlags, RemoteFlags, SyncFlags {
   json?: boolean;
   quiet?: boolean;
   delta: boolean;
@@ -19,26 +21,40 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
   const cmd = program
     .command('push')
     .description('store a file or tree at a destination and rebuild it there, sending only chunks the destination lacks')
-    .argument('<path>', 'file or directory to push, or - for standard input')
+    .argument('<path>', 'file or directory to push, or - for standard input; a directory with a trailing / means its contents (rsync): they go to <dest> itself')
     .argument('<dest>', 'target: a local path or http(s)://host:port/<remote-path>; an existing directory or a trailing / means "inside it, under the source name"')
     .option('--json', 'print the result as one JSON object')
     .option('-q, --quiet', 'no progress display')
     .option('--no-delta', 'to a server: send changed chunks whole, not as the blocks that differ from the chunk they replace')
-    .option('--delete', 'into a local directory: remove entries of the existing target tree that the source lacks (by default they are kept, as rsync keeps them)')
+    .option('--delete', 'into a local directory: remove entries of the existing target tree that the source lacks, except excluded ones (by default they are kept, as rsync keeps them)')
     .option('-c, --checksum', 'read every file, also those whose size and mtime are unchanged since the last push to the target (rsync --checksum)');
-  for (const o of [...chunkerOptions(), ...remoteOptions()]) cmd.addOption(o);
+  const filterArgs: FilterArg[] = [];
+  for (const o of [...syncOptions(filterArgs), ...chunkerOptions(), ...remoteOptions()]) cmd.addOption(o);
   cmd.action(async (source: string, dest: string, flags: PushFlags) => {
+    const excludes = await filterFrom(filterArgs);
     const chunker = chunkerSpecFrom(flags, (n) => cmd.getOptionValueSource(n) === 'cli');
     const digestAlgorithm = digestFrom(flags);
     const isStdin = source === '-';
     if (isStdin && dest.endsWith('/')) throw new InvalidArgumentError('pushing standard input needs a destination file name, not a directory');
     const progress = Progress.for(flags);
+    const dryRun = flags.dryRun === true;
+    /** Files listed (-v, -n) as they go; a single file by its name. */
+    const listing = (flags.verbose || dryRun) && !flags.json;
+    const transferred: ItemFile[] = [];
+    const itemName = (path: string) => (path !== '' ? path : isStdin ? basename(dest) : basename(source));
     try {
       const r = await push(isStdin ? { stream: stdinStream(), name: 'stdin' } : source, dest, {
         ...remoteFrom(flags, signal),
         delta: flags.delta,
         checksum: flags.checksum === true,
         delete: flags.delete === true,
+        dryRun,
+        excludes,
+        onFile: (f) => {
+          const item = { path: itemName(f.path), size: f.size };
+          transferred.push(item);
+          if (listing) progress.println(fileLine(item));
+        },
         chunker,
         digestAlgorithm,
         onProgress: (p) => progress.update(p.bytesScanned, p.bytesTotal, `, ${formatBytes(p.bytesSent)} sent`),
@@ -50,8 +66,17 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
       });
       progress.done();
       if (r.entriesLost > 0) setExitCode(EXIT_PARTIAL);
+      if (listing) for (const d of r.deleted) process.stdout.write(deletedLine(d));
+      const stats = flags.stats
+        ? makeStats({
+            files: r.entries.files, dirs: r.entries.dirs, symlinks: r.entries.symlinks, deleted: r.deleted.length,
+            filesTransferred: r.filesTransferred, bytesTotal: r.bytesTotal, bytesTransferred: r.bytesTransferred,
+            literalBytes: r.bytesSent, bytesSent: r.bytesSent, bytesReceived: 0,
+          })
+        : undefined;
       if (flags.json) {
         printJson({
+          ...(dryRun ? { dryRun: true } : {}),
           bytesTotal: r.bytesTotal,
           bytesSent: r.bytesSent,
           chunksTotal: r.chunksTotal,
@@ -61,7 +86,14 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
           seconds: r.seconds,
           entriesLost: r.entriesLost,
           deleted: r.deleted,
+          ...(flags.verbose || dryRun ? { transferred } : {}),
+          ...(stats ? { stats } : {}),
         });
+      } else if (dryRun) {
+        process.stdout.write(
+          `dry run, nothing written: would push ${r.target}: ${count(r.filesTransferred, 'file')} of ${r.entries.files} (${formatBytes(r.bytesTransferred)} of ${formatBytes(r.bytesTotal)}), ` +
+            `${formatBytes(r.bytesSent)} in ${count(r.chunksSent, 'chunk')} the destination lacks; ${count(r.deleted.length, 'entry', 'entries')} deleted\n`,
+        );
       } else if (!flags.quiet) {
         process.stdout.write(
           `pushed ${r.target}: ${formatBytes(r.bytesTotal)} in ${count(r.chunksTotal, 'chunk')}; ` +
@@ -69,6 +101,7 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
             `${r.seconds.toFixed(2)} s, ${rate(r.bytesTotal, r.seconds)}\n`,
         );
       }
+      if (stats && !flags.json) process.stdout.write(statsText(stats));
       if (r.entriesLost > 0) {
         process.stderr.write(`xfer: partial transfer: ${count(r.entriesLost, 'entry', 'entries')} could not be copied (see above)\n`);
       }

@@ -133,6 +133,10 @@ export class HttpDestination implements PushDestination {
     return this.chunks.deltaStats();
   }
 
+  previousFile(path: string): { readonly size: number; readonly digest: Uint8Array } | undefined {
+    return this.known?.previousFile(path);
+  }
+
   async close(): Promise<void> {
     await this.chunks.close();
   }

@@ -115,6 +115,7 @@ export class LocalDestination implements PushDestination {
     private readonly t: LocalTarget,
     private readonly onLockWait?: (holder: string) => void,
     private readonly deleteExtra = false,
+    private readonly protect?: (path: string, isDir: boolean) => boolean,
   ) {
     this.description = t.target;
   }
@@ -123,10 +124,13 @@ export class LocalDestination implements PushDestination {
    * `onLockWait` is told when another process is pushing to the same target, and this push
    * waits for it. `deleteExtra`: entries of the existing target tree that the pushed tree
    * lacks are removed (rsync --delete) and listed by commit; by default they are kept.
+   * `protect`: extras kept all the same (the user's excluded entries, see Staging.create).
    */
-  static async open(target: LocalTarget, options: OpOptions & { onLockWait?: (holder: string) => void; deleteExtra?: boolean } = {}): Promise<LocalDestination> {
+  static async open(
+    target: LocalTarget, options: OpOptions & { onLockWait?: (holder: string) => void; deleteExtra?: boolean; protect?: (path: string, isDir: boolean) => boolean } = {},
+  ): Promise<LocalDestination> {
     const store = await LocalStore.open(target.storeDir, { create: true, signal: options.signal });
-    return new LocalDestination(store, target, options.onLockWait, options.deleteExtra);
+    return new LocalDestination(store, target, options.onLockWait, options.deleteExtra, options.protect);
   }
 
   /**
@@ -142,7 +146,7 @@ export class LocalDestination implements PushDestination {
     const store = this.chunks;
     const name = this.t.name;
     try {
-      staging = await Staging.create(this.t.target, kind, { ...options, deleteExtra: this.deleteExtra });
+      staging = await Staging.create(this.t.target, kind, { ...options, deleteExtra: this.deleteExtra, protect: this.protect });
       try {
         known = this.known = KnownFiles.for(await previousVersion(store, name, kind, options), store, options);
       } catch (err) {
@@ -206,6 +210,10 @@ export class LocalDestination implements PushDestination {
   /** Where entry `path` of the target's current version is ('' is a file target itself). */
   private currentCopy(path: string): string {
     return path === '' ? this.t.target : join(this.t.target, ...path.split('/'));
+  }
+
+  previousFile(path: string): { readonly size: number; readonly digest: Uint8Array } | undefined {
+    return this.known?.previousFile(path);
   }
 
   async close(): Promise<void> {

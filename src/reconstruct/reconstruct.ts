@@ -84,6 +84,8 @@ export interface ReconstructOptions {
    * by default they are kept (see Staging). Listed in the result's `deleted`.
    */
   readonly deleteExtra?: boolean;
+  /** Extras that deleteExtra keeps all the same: the user's excluded entries (Staging.create's `protect`). */
+  readonly protect?: (path: string, isDir: boolean) => boolean;
 }
 
 export interface PreviousFile {
@@ -171,7 +173,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     if (committed && Buffer.compare(committed.digest, header.digest) === 0 && (await sameFile(target, { size: committed.size, mtimeMs: committed.mtimeMs }))) return keepUnchanged(reader, target, options, diskMode, started);
     if (await fileHasDigest(target, header.totalBytes, algorithm, header.digest, signal)) return keepUnchanged(reader, target, options, diskMode, started);
   }
-  const staging = await Staging.create(target, header.kind, { signal, resumable: options.resumable ?? true, confineTo: options.confineTo, deleteExtra: options.deleteExtra });
+  const staging = await Staging.create(target, header.kind, { signal, resumable: options.resumable ?? true, confineTo: options.confineTo, deleteExtra: options.deleteExtra, protect: options.protect });
   const globalSeeds = new SeedIndex(header.chunker, algorithm);
   if (pool) for (const s of options.seeds ?? []) await globalSeeds.add(s, pool, signal);
   const window = new Window(options.concurrency ?? DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES);

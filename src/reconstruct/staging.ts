@@ -255,6 +255,7 @@ export class Staging {
     confineTo: Staging['confineTo'],
     usedDirs: readonly string[],
     deleteExtra: boolean,
+    private readonly protect?: (path: string, isDir: boolean) => boolean,
   ) {
     this.deleteExtra = deleteExtra;
     this.usedDirs = usedDirs;
@@ -266,7 +267,14 @@ export class Staging {
     this.confineTo = confineTo;
   }
 
-  static async create(target: string, kind: ManifestKind, options: { signal?: AbortSignal; resumable?: boolean; confineTo?: string; deleteExtra?: boolean } = {}): Promise<Staging> {
+  /**
+   * `protect`: extras that --delete keeps all the same (rsync's protection of excluded
+   * entries), asked with the path in the tree; a protected directory is kept whole.
+   */
+  static async create(
+    target: string, kind: ManifestKind,
+    options: { signal?: AbortSignal; resumable?: boolean; confineTo?: string; deleteExtra?: boolean; protect?: (path: string, isDir: boolean) => boolean } = {},
+  ): Promise<Staging> {
     throwIfAborted(options.signal);
     const confineTo = options.confineTo === undefined ? undefined : { root: options.confineTo, segments: segmentsBelow(options.confineTo, target) };
     // Checked before anything is created: a symlink on the way is refused, not followed.
@@ -324,7 +332,7 @@ export class Staging {
       await removeMadeDirs(usedDirs);
       throw err;
     }
-    return new Staging(target, kind, root, resumable, previous, confineTo, usedDirs, options.deleteExtra ?? false);
+    return new Staging(target, kind, root, resumable, previous, confineTo, usedDirs, options.deleteExtra ?? false, options.protect);
   }
 
   /** Where an entry goes in the target, for messages ('' is the target itself). */
@@ -464,6 +472,12 @@ export class Staging {
    * existing tree that the new version lacks and that were removed (`deleteExtra`), by path
    * in the tree, each directory after its contents; empty without deleteExtra (they are kept).
    */
+  /** With deleteExtra: which extras go (all but the protected ones). */
+  private mayDelete(): (path: string, isDir: boolean) => boolean {
+    const protect = this.protect;
+    return protect ? (path, isDir) => !protect(path, isDir) : () => true;
+  }
+
   async commit(options: { signal?: AbortSignal } = {}): Promise<CommitResult> {
     throwIfAborted(options.signal);
     const extra: Extra = { deleted: [], dirs: [] };
@@ -471,7 +485,7 @@ export class Staging {
     // existing tree, unless --delete finds entries to remove. (A file replaced at the target
     // since it was linked is kept as it now is, as if replaced just after the swap.)
     if (this.kind === 'tree' && !this.changed && (await lstat(this.target).then((st) => st.isDirectory(), () => false))) {
-      if (this.deleteExtra) await carryOver(this.target, this.root, '', true, extra, options.signal);
+      if (this.deleteExtra) await carryOver(this.target, this.root, '', this.mayDelete(), extra, options.signal);
       if (extra.deleted.length === 0) {
         await rm(this.root, { recursive: true, force: true });
         return this.finishCommit();
@@ -482,7 +496,7 @@ export class Staging {
     if (this.kind === 'tree' && (await exists(this.target))) {
       if (this.confineTo) await checkConfined(this.confineTo.root, this.confineTo.segments);
       await checkReplaceable(this.target, this.kind);
-      await carryOver(this.target, this.root, '', this.deleteExtra, extra, options.signal);
+      await carryOver(this.target, this.root, '', this.deleteExtra && this.mayDelete(), extra, options.signal);
     }
     // Directory modes and times last, deepest first, so writing children does not disturb them.
     for (let i = this.dirs.length - 1; i >= 0; i--) {
@@ -782,7 +796,7 @@ interface Extra {
  * say); a directory in both is gone through. Only real directories are entered (readdir's
  * types are lstat's): a symlink is carried over as itself, never followed.
  */
-async function carryOver(from: string, to: string, rel: string, del: boolean, extra: Extra, signal?: AbortSignal): Promise<void> {
+async function carryOver(from: string, to: string, rel: string, del: false | ((path: string, isDir: boolean) => boolean), extra: Extra, signal?: AbortSignal): Promise<void> {
   let entries;
   try {
     entries = await readdir(from, { withFileTypes: true });
@@ -802,7 +816,7 @@ async function carryOver(from: string, to: string, rel: string, del: boolean, ex
       if (staged.isDirectory() && e.isDirectory()) await carryOver(src, dst, path, del, extra, signal);
       continue;
     }
-    if (del) {
+    if (del && del(path, e.isDirectory())) {
       if (e.isDirectory()) await listAll(src, path, extra.deleted);
       extra.deleted.push(path);
       continue;

@@ -73,6 +73,11 @@ export interface WalkOptions {
    * copies change while the walk reads them). Left out silently, as an rsync --exclude.
    */
   readonly exclude?: (absPath: string) => boolean;
+  /**
+   * The user's --exclude/--include rules (scan/filter.ts), asked with the entry's path in
+   * the tree once its type is known: true leaves it out, and a directory's contents with it.
+   */
+  readonly excludes?: (path: string, isDir: boolean) => boolean;
 }
 
 /**
@@ -134,6 +139,7 @@ export async function* walkTree(root: string, options: WalkOptions = {}): AsyncG
     } catch (err) {
       throw fromSystemError(err, abs, 'stat');
     }
+    if (options.excludes?.(rel, st.isDirectory())) continue;
     if (st.isDirectory()) {
       yield { meta: metaOf(st, rel, 'dir'), absPath: abs, mtimeExactMs: st.mtimeMs };
       stack.push(await open(abs, rel));

@@ -32,6 +32,12 @@ export interface PushDestination {
    * and how many chunk bytes did not travel thanks to them.
    */
   deltaStats?(): { chunks: number; savedBytes: number };
+  /**
+   * The size and whole-content digest of file `path` in the target's current version, if the
+   * destination knows them (after begin): a pushed file with both is not counted as
+   * transferred (PushOptions.onFile).
+   */
+  previousFile?(path: string): { readonly size: number; readonly digest: Uint8Array } | undefined;
   close(): Promise<void>;
 }
 

@@ -16,6 +16,8 @@ import { walkTree, type SourceEntry, type WalkSkip } from '../scan/walk.js';
 import type { FileSink, KnownFile, PushDestination } from './destination.js';
 import { RacyFiles } from './racy.js';
 import { Window } from './window.js';
+import type { CarriedEntry } from './select.js';
+import { comparePaths } from '../manifest/rules.js';
 
 export interface PushOptions {
   readonly chunker?: ChunkerSpec;
@@ -29,6 +31,25 @@ export interface PushOptions {
   readonly onSkip?: (s: WalkSkip) => void;
   /** Entries of a source tree to leave out (WalkOptions.exclude): a local destination inside it. */
   readonly exclude?: (absPath: string) => boolean;
+  /** The user's --exclude/--include rules (WalkOptions.excludes): left out of a tree's scan. */
+  readonly excludes?: (path: string, isDir: boolean) => boolean;
+  /**
+   * Told of each file whose content goes to the destination: read, and not the content the
+   * destination's current version has at that path (a file the quick check reuses is not
+   * told). For `-v` listings; `path` is '' for a single file.
+   */
+  readonly onFile?: (file: { readonly path: string; readonly size: number }) => void;
+  /** Told of every entry as it goes into the manifest, in manifest order. */
+  readonly onEntry?: (meta: EntryMeta) => void;
+  /**
+   * Entries of the destination's current tree to keep as they are (select.ts
+   * excludedEntries: those the user's rules exclude, which a server's copy, a mirror of the
+   * manifest, would otherwise lose), in manifest order. They are merged into the manifest
+   * with their chunk lists, not read, not sent, and not given to the session (for
+   * destinations that rebuild from the manifest). One the source now has, or whose
+   * directory the source no longer has, is dropped with what is below it.
+   */
+  readonly carry?: readonly CarriedEntry[];
   /**
    * Read every file (rsync's --checksum). By default a file whose size and mtime are what
    * the destination's current version recorded, with all its chunks still there, is
@@ -67,6 +88,17 @@ export interface PushResult {
   readonly entriesLost: number;
   /** Entries of the existing target tree removed because the source lacks them (a local push with delete). */
   readonly deleted: readonly string[];
+  /** Entries pushed, by type (a single file or stream counts as one file). */
+  readonly entries: EntryCounts;
+  /** Files whose content went (see PushOptions.onFile), and their bytes. */
+  readonly filesTransferred: number;
+  readonly bytesTransferred: number;
+}
+
+export interface EntryCounts {
+  readonly files: number;
+  readonly dirs: number;
+  readonly symlinks: number;
 }
 
 export const DEFAULT_PUT_CONCURRENCY = 32;
@@ -114,6 +146,9 @@ export async function push(source: PushSource, destination: PushDestination, opt
   let kind: ManifestKind;
   let bytesTotal = 0;
   let entriesLost = 0;
+  const entries = { files: 0, dirs: 0, symlinks: 0 };
+  let filesTransferred = 0;
+  let bytesTransferred = 0;
   let st: Stats | undefined;
   if (typeof source === 'string') {
     st = await statSource(source);
@@ -142,8 +177,16 @@ export async function push(source: PushSource, destination: PushDestination, opt
     const racy = new RacyFiles(algorithm);
     /** Where a scanned file was read: its path, full-precision mtime and when reading began. */
     type ReadFrom = { readonly path: string; readonly mtimeExactMs: number; readonly atMs: number };
-    const handleFile = async (meta: EntryMeta, scan: FileScan | StreamScan, opened?: Promise<FileSink | undefined>, from?: ReadFrom): Promise<void> => {
+    const begin = async (meta: EntryMeta, carried = false): Promise<void> => {
       await writer!.beginEntry(meta);
+      options.onEntry?.(meta);
+      if (carried) return;
+      if (meta.type === 'file') entries.files++;
+      else if (meta.type === 'dir') entries.dirs++;
+      else entries.symlinks++;
+    };
+    const handleFile = async (meta: EntryMeta, scan: FileScan | StreamScan, opened?: Promise<FileSink | undefined>, from?: ReadFrom): Promise<void> => {
+      await begin(meta);
       const sink = await (opened ?? session.entry(meta, { signal }));
       for await (const batch of scan.batches()) {
         throwIfAborted(signal);
@@ -159,12 +202,18 @@ export async function push(source: PushSource, destination: PushDestination, opt
       if (sink) await finishes.run(0, () => sink.finish(size, digest));
       await writer!.endEntry(size, scan.result.digest);
       if (from) racy.note(from.path, size, from.mtimeExactMs, digest, from.atMs);
+      const previous = destination.previousFile?.(meta.path);
+      if (!previous || previous.size !== size || Buffer.compare(previous.digest, digest) !== 0) {
+        filesTransferred++;
+        bytesTransferred += size;
+        options.onFile?.({ path: meta.path, size });
+      }
     };
 
     // The quick check: a file the destination already has as it is now is not read.
     const known = options.checksum || !destination.knownFile ? async () => undefined : (meta: EntryMeta) => destination.knownFile!(meta, { signal });
     const reuseKnown = async (meta: EntryMeta, file: KnownFile): Promise<void> => {
-      await writer!.beginEntry(meta);
+      await begin(meta);
       await writer!.addChunks(file.records);
       await writer!.endEntry(file.size, file.digest);
       sender.skipped(file.size);
@@ -194,7 +243,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
         if (s.lost) entriesLost++;
         options.onSkip?.(s);
       };
-      const walker = walkTree(source, { signal, onSkip, exclude: options.exclude });
+      const walker = walkTree(source, { signal, onSkip, exclude: options.exclude, excludes: options.excludes });
       let walkDone = false;
       const fill = async () => {
         while (!walkDone && ahead.length < LOOKAHEAD_FILES && aheadBytes < LOOKAHEAD_BYTES) {
@@ -226,10 +275,36 @@ export async function push(source: PushSource, destination: PushDestination, opt
           ahead.push({ entry: e, scan, opened, readFromMs });
         }
       };
+      // Carried entries go in before the walked entry they sort before (PushOptions.carry).
+      const carry = options.carry ?? [];
+      let carried = 0;
+      const dirs = new Set<string>(['']);
+      let dropBelow: string | undefined;
+      const carryBefore = async (path: string | undefined): Promise<void> => {
+        while (carried < carry.length && (path === undefined || comparePaths(carry[carried]!.meta.path, path) <= 0)) {
+          const c = carry[carried++]!;
+          const p = c.meta.path;
+          if (dropBelow !== undefined && p.startsWith(`${dropBelow}/`)) continue;
+          dropBelow = undefined;
+          const slash = p.lastIndexOf('/');
+          if (p === path || !dirs.has(slash < 0 ? '' : p.slice(0, slash))) {
+            dropBelow = p;
+            continue;
+          }
+          await begin(c.meta, true);
+          if (c.meta.type === 'dir') dirs.add(p);
+          else if (c.meta.type === 'file') {
+            await writer!.addChunks(c.records);
+            await writer!.endEntry(c.size, c.digest!);
+          }
+        }
+      };
       for (;;) {
         await fill();
         const next = ahead.shift();
         if (!next) break;
+        await carryBefore(next.entry.meta.path);
+        if (next.entry.meta.type === 'dir') dirs.add(next.entry.meta.path);
         if (next.known) {
           await next.opened;
           await reuseKnown(next.entry.meta, next.known);
@@ -238,8 +313,9 @@ export async function push(source: PushSource, destination: PushDestination, opt
           const e = next.entry;
           await handleFile(e.meta, next.scan, next.opened, { path: e.absPath, mtimeExactMs: e.mtimeExactMs, atMs: next.readFromMs! });
           aheadBytes -= next.entry.meta.size;
-        } else await writer.beginEntry(next.entry.meta);
+        } else await begin(next.entry.meta);
       }
+      await carryBefore(undefined);
     }
     await sender.drain();
     await finishes.drain();
@@ -263,6 +339,9 @@ export async function push(source: PushSource, destination: PushDestination, opt
       digest: digestToHex(header.digest),
       entriesLost,
       deleted: committed?.deleted ?? [],
+      entries,
+      filesTransferred,
+      bytesTransferred,
     };
   } catch (err) {
     await finishes.drain().catch(() => {});
