@@ -188,7 +188,8 @@ class Connection {
       const session = connect(this.url());
       const state: SessionState = { malformed: 0, closedForInvalidFrames: false };
       session.on('error', () => {});
-      // Emitted before the session's streams are destroyed (and their 'close' events).
+      // The server resets the session's open streams (INTERNAL_ERROR) just before this
+      // GOAWAY: the workers judge such resets after a pause (fuzzHttp), once it has come.
       session.on('goaway', (code: number) => {
         if (code === h2.NGHTTP2_INTERNAL_ERROR && state.malformed >= NODE_MAX_SESSION_INVALID_FRAMES) {
           state.closedForInvalidFrames = true;
