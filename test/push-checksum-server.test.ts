@@ -45,7 +45,7 @@ describe('push --checksum to a server decides by content: a materialized copy da
 
   it('a single file: a plain push keeps the damaged copy (the quick check), push --checksum rewrites it', async () => {
     const src = join(fx.dir, 'disk.img');
-    const data = pseudoRandom(3 * MiB, 11);
+    const data = pseudoRandom(MiB + 300_000, 11);
     await writeFile(src, data);
     await utimes(src, MTIME_S, MTIME_S);
     const url = `${fx.server.url}/disk.img`;
@@ -53,7 +53,7 @@ describe('push --checksum to a server decides by content: a materialized copy da
     const served = join(fx.root, 'files', 'disk.img');
     assert.ok((await readFile(served)).equals(data));
 
-    await damageKeepingMetadata(served, MiB + 100, 5000);
+    await damageKeepingMetadata(served, MiB / 2, 5000);
     assert.deepEqual(await damagedOnServer(fx.root, 'disk.img'), ['(file): file']);
 
     const plain = await runCli(['push', src, url]);
@@ -65,10 +65,6 @@ describe('push --checksum to a server decides by content: a materialized copy da
     assert.ok((await readFile(served)).equals(data), '--checksum: the server re-read its copy and rewrote it');
     assert.deepEqual(await damagedOnServer(fx.root, 'disk.img'), []);
     assert.equal((await stat(served)).mtimeMs, MTIME_S * 1000);
-
-    const back = join(fx.dir, 'disk.back');
-    assert.equal((await runCli(['pull', url, back])).code, 0);
-    assert.ok((await readFile(back)).equals(data));
   });
 
   it('a tree: a plain push keeps a damaged file, push --checksum rewrites it and keeps the others right', async () => {
@@ -98,10 +94,6 @@ describe('push --checksum to a server decides by content: a materialized copy da
     assert.equal(checked.code, 0, checked.stderr);
     for (const [n, d] of files) assert.ok((await readFile(served(n))).equals(d), `${n} is the source's`);
     assert.deepEqual(await damagedOnServer(fx.root, 't'), []);
-
-    const back = join(fx.dir, 'series.back');
-    assert.equal((await runCli(['pull', url, back])).code, 0);
-    for (const [n, d] of files) assert.ok((await readFile(join(back, ...n.split('/')))).equals(d));
   });
 
   it('checksum takes 0 or 1 only', async () => {
