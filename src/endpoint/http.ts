@@ -87,12 +87,13 @@ export class HttpDestination implements PushDestination {
     const store = this.chunks;
     const name = this.name;
     const algorithm = opts.digestAlgorithm ?? 'blake3';
+    const checksum = opts.checksum === true;
     const previous = await previousVersion(store, name, kind, opts);
     if (this.options.delta !== false) store.useBases(previous);
     this.known = KnownFiles.for(previous, store, opts);
     const staging = this.options.stage !== false && (kind === 'file' ? store.info.stage === true : store.info.stageTrees === true && opts.chunker !== undefined);
     // A tree is staged from the start: its stage reads the manifest's body as it is written.
-    const treeStage = staging && kind === 'tree' ? store.openStage(name, algorithm, { tree: opts.chunker! }, opts.signal) : undefined;
+    const treeStage = staging && kind === 'tree' ? store.openStage(name, algorithm, { tree: opts.chunker! }, opts.signal, { checksum }) : undefined;
     treeStage?.done.catch(() => {}); // awaited at commit; a failed stage only costs the server time
     let stage: StageUpload | undefined = treeStage;
     return {
@@ -101,7 +102,7 @@ export class HttpDestination implements PushDestination {
         // A stream's size is not known up front: it is rebuilt at commit. A known file the
         // server keeps as it is.
         if (!staging || kind !== 'file' || meta.type !== 'file' || meta.size < 0 || stage || o.known) return undefined;
-        const s = store.openStage(name, algorithm, meta, opts.signal);
+        const s = store.openStage(name, algorithm, meta, opts.signal, { checksum });
         s.done.catch(() => {}); // awaited at commit; a failed stage only costs the server time
         stage = s;
         return {
@@ -112,7 +113,7 @@ export class HttpDestination implements PushDestination {
       async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
         treeStage?.list.endBody();
         try {
-          await store.commitManifest(name, () => createReadStream(manifestPath), opts);
+          await store.commitManifest(name, () => createReadStream(manifestPath), { ...opts, checksum });
         } finally {
           stage?.list.stop();
         }

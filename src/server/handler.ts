@@ -53,6 +53,8 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   const tokenDigest = ctx.token === undefined ? undefined : sha256(ctx.token);
   const commits = new Map<string, Promise<unknown>>();
   const stages = new StageHub(ctx.store, undefined, ctx.stageTimeoutMs);
+  /** Stages opened with checksum=1: the only ones a commit with checksum=1 swaps in. */
+  const checksumStages = new WeakSet<Stage>();
   const log = ctx.log ?? silentLogger;
   const sendTimeoutMs = ctx.sendTimeoutMs ?? BODY_TIMEOUT_MS;
 
@@ -96,11 +98,11 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     if (method === 'POST' && rest === 'chunks/fetch') return fetchChunks(req, res, algorithmOf(url));
     if (method === 'POST' && rest === 'chunks/sums') return blockSums(req, res, algorithmOf(url));
     if (method === 'POST' && rest === 'chunks/delta') return uploadDeltas(req, res, algorithmOf(url));
-    if (method === 'POST' && rest.startsWith('stage/')) return stageFile(req, res, remotePathToName(rest.slice('stage/'.length)), url);
+    if (method === 'POST' && rest.startsWith('stage/')) return stageFile(req, res, remotePathToName(rest.slice('stage/'.length)), url, checksumParam(url));
     if (rest.startsWith('manifests/')) {
       const name = remotePathToName(rest.slice('manifests/'.length));
       if (method === 'GET') return getManifest(res, name);
-      if (method === 'PUT') return putManifest(req, res, name);
+      if (method === 'PUT') return putManifest(req, res, name, checksumParam(url));
     }
     if (method === 'GET' && rest.startsWith('stat/')) return stat(res, remotePathToName(rest.slice('stat/'.length)));
     if (method === 'GET' && rest === 'list') return list(res, url.searchParams.get('prefix') ?? '');
@@ -190,9 +192,12 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
    * body) streams while its chunks are uploaded; the target is rebuilt as it comes
    * (server/stage.ts). Answers once the manifest commit of the same path has swapped the
    * staged copy in, or with why the stage was discarded (the commit then rebuilds the
-   * ordinary way).
+   * ordinary way). With `checksum` (checksumParam) a tree's stage links no file of the
+   * committed tree by its size and mtime. A file's stage trusts no metadata either way: it
+   * compares its list with the committed one by digests, and what it builds is verified
+   * whole; an unchanged list leaves the target to the commit, which re-hashes it.
    */
-  async function stageFile(req: Http2ServerRequest, res: Http2ServerResponse, name: string, url: URL): Promise<void> {
+  async function stageFile(req: Http2ServerRequest, res: Http2ServerResponse, name: string, url: URL, checksum: boolean): Promise<void> {
     const algorithm = algorithmOf(url);
     const target = await materializedPath(ctx.filesDir, name, ctx.store, ctx.signal);
     const kind = url.searchParams.get('kind') ?? 'file';
@@ -201,7 +206,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       const chunker = chunkerOfQuery(url.searchParams);
       if (!chunker) throw new InvalidArgumentError('a tree stage needs chunker=fastcdc2020&min=&avg=&max= or chunker=fixed&size=');
       validateChunkerSpec(chunker);
-      const committed = await committedVersion(name);
+      const committed = checksum ? undefined : await committedVersion(name);
       stage = stages.begin({ kind, name, algorithm, target, confineTo: ctx.filesDir, chunker, targetDigest: committed?.digest, previousFiles: committed?.files }, req as AsyncIterable<Buffer>, ctx.signal);
     } else if (kind === 'file') {
       const meta: EntryMeta = {
@@ -213,6 +218,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       };
       stage = stages.begin({ kind, name, algorithm, meta, target, confineTo: ctx.filesDir }, req as AsyncIterable<Buffer>, ctx.signal, await committedFile(name));
     } else throw new InvalidArgumentError(`unknown stage kind "${kind}" (file or tree)`);
+    if (checksum) checksumStages.add(stage);
     let settled = false;
     res.once('close', () => {
       if (!settled) stage.abort(new AbortedError('the client closed the stage'));
@@ -339,9 +345,11 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   /**
    * The commit point of a push: validate the manifest, refuse it if any chunk is missing,
    * rebuild and verify the target in a staging copy, store the manifest, swap the target in.
-   * Commits to the same name are serialized.
+   * Commits to the same name are serialized. With `checksum` (checksumParam) the target's
+   * files are read and re-hashed instead of being kept or linked by their size and mtime,
+   * and rewritten where they differ: a copy damaged on disk behind its metadata is repaired.
    */
-  async function putManifest(req: Http2ServerRequest, res: Http2ServerResponse, name: string): Promise<void> {
+  async function putManifest(req: Http2ServerRequest, res: Http2ServerResponse, name: string, checksum: boolean): Promise<void> {
     const target = await materializedPath(ctx.filesDir, name, ctx.store, ctx.signal);
     const declared = Number(req.headers['content-length'] ?? NaN);
     if (declared > MAX_MANIFEST_BYTES) throw new TooLargeError(`manifest of ${declared} bytes is over the limit of ${MAX_MANIFEST_BYTES}`);
@@ -378,7 +386,9 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         // A stage that built this very file while the chunks arrived: swap it in. Any
         // failure of the stage leaves the target as it was, and the rebuild below runs.
         const stage = stages.take(name);
-        if (stage) {
+        // A tree's stage opened without checksum=1 may have linked files by their metadata.
+        if (stage && checksum && stage.spec.kind === 'tree' && !checksumStages.has(stage)) stage.abort(new AbortedError('the commit reads every file (checksum=1), the stage did not'));
+        else if (stage) {
           const { header, entry } = await firstEntry(file);
           if (await stage.matches(header, entry)) {
             try {
@@ -391,7 +401,10 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
             }
           } else stage.abort(new AbortedError('the committed manifest is not the staged file'));
         }
-        const committed = await committedVersion(name);
+        // Without what is committed, reconstruct trusts no size or mtime: a file target is
+        // read through and kept only if it hashes to the manifest's digest, a tree's files
+        // are rebuilt, each chunk taken from the old file in place only if it hashes right.
+        const committed = checksum ? undefined : await committedVersion(name);
         const rebuild = async (verifyStoreChunks: boolean) =>
           reconstruct(await openManifestFile(file, { signal: ctx.signal }), ctx.store, target, {
             signal: ctx.signal,
@@ -546,6 +559,17 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     }
     sendJson(res, 200, { entries });
   }
+}
+
+/**
+ * `checksum=1` on a stage or a manifest commit (a push with --checksum): decide by content
+ * only. The server then trusts no size or mtime of its own materialized copy (the quick
+ * check) and re-hashes what it would otherwise keep. Absent or `0`: the quick check.
+ */
+function checksumParam(url: URL): boolean {
+  const raw = url.searchParams.get('checksum');
+  if (raw !== null && raw !== '0' && raw !== '1') throw new InvalidArgumentError('query parameter checksum must be 0 or 1');
+  return raw === '1';
 }
 
 /** A required integer query parameter in [0, max]. */

@@ -99,6 +99,15 @@ interface ServerInfo {
   stageTrees?: boolean;
 }
 
+/** How a stage or a manifest commit is to treat what the server already has. */
+export interface CommitOptions {
+  /**
+   * A push with --checksum: the server re-hashes its materialized copy instead of keeping
+   * (or linking) files by their size and mtime (`checksum=1`, docs/PROTOCOL.md).
+   */
+  readonly checksum?: boolean;
+}
+
 /** A request body being filled with upload records. */
 interface UploadBatch {
   body: Buffer;
@@ -603,8 +612,8 @@ export class HttpStore implements ChunkStore, ManifestStore {
    * endBody). `done` settles with the stage's answer, after the commit. The stage only
    * saves the server work: callers ignore its failures.
    */
-  openStage(name: string, algorithm: DigestAlgorithm, what: EntryMeta | { readonly tree: ChunkerSpec }, signal?: AbortSignal): StageUpload {
-    const query = 'tree' in what ? `algorithm=${algorithm}&kind=tree&${chunkerQuery(what.tree)}` : `algorithm=${algorithm}&mode=${what.mode}&mtimeMs=${what.mtimeMs}&size=${what.size}`;
+  openStage(name: string, algorithm: DigestAlgorithm, what: EntryMeta | { readonly tree: ChunkerSpec }, signal?: AbortSignal, options: CommitOptions = {}): StageUpload {
+    const query = ('tree' in what ? `algorithm=${algorithm}&kind=tree&${chunkerQuery(what.tree)}` : `algorithm=${algorithm}&mode=${what.mode}&mtimeMs=${what.mtimeMs}&size=${what.size}`) + (options.checksum ? '&checksum=1' : '');
     const list = new StageList(signal);
     // A connection of its own: undici sends nothing else on a connection while a streamed
     // request body is open, and the uploads this list describes must go meanwhile.
@@ -632,11 +641,11 @@ export class HttpStore implements ChunkStore, ManifestStore {
    * and only its answer lost. A stream is sent once.
    */
   async commitManifest(
-    name: string, source: AsyncIterable<Uint8Array> | (() => AsyncIterable<Uint8Array>), options: OpOptions = {},
+    name: string, source: AsyncIterable<Uint8Array> | (() => AsyncIterable<Uint8Array>), options: OpOptions & CommitOptions = {},
   ): Promise<{ kind: string; totalBytes: number; digest: string }> {
     const body = typeof source === 'function' ? () => source() as CallOptions['body'] : (source as CallOptions['body']);
     // No limit on the wait for the answer: see HttpStoreOptions.answerTimeoutMs.
-    const put = { method: 'PUT', path: `/v1/manifests/${encodePath(name)}`, body, signal: options.signal, headersTimeout: 0 } as const;
+    const put = { method: 'PUT', path: `/v1/manifests/${encodePath(name)}${options.checksum ? '?checksum=1' : ''}`, body, signal: options.signal, headersTimeout: 0 } as const;
     return (await this.request(put, json)) as { kind: string; totalBytes: number; digest: string };
   }
 

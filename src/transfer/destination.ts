@@ -7,6 +7,11 @@ export interface BeginOptions extends OpOptions {
   readonly digestAlgorithm?: DigestAlgorithm;
   /** The push's chunker: a known file (knownFile) must have been cut by the same one. */
   readonly chunker?: ChunkerSpec;
+  /**
+   * The push reads every file (--checksum): a destination that keeps its current copy by
+   * size and mtime re-hashes it instead (a server is told so, see docs/PROTOCOL.md).
+   */
+  readonly checksum?: boolean;
 }
 
 /**

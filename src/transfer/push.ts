@@ -163,7 +163,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
   const pool = options.pool ?? new ScanPool();
   const tmp = await makeTempDir('xfer-push-');
   const manifestPath = join(tmp, 'manifest');
-  const session = await destination.begin(kind, { signal, digestAlgorithm: algorithm, chunker });
+  const session = await destination.begin(kind, { signal, digestAlgorithm: algorithm, chunker, checksum: options.checksum });
   let writer: ManifestWriter | undefined;
   // A file's finish (size, mode, times, close: several sequential fs calls) overlaps the
   // next files: awaited one by one, it dominated pushes of trees of small files.

@@ -2,7 +2,9 @@
  * The fuzzer: every body `xfer serve` parses, sent over HTTP/2 to a child-process server
  * (many concurrent streams on one connection), and the manifest decoder in-process; random
  * bytes and mutations of valid inputs (test/harness/fuzz-inputs.ts). Checks:
- *   - no 5xx answer and no stream reset with INTERNAL_ERROR (each is a finding, with the request);
+ *   - no 5xx answer and no stream reset with INTERNAL_ERROR (each is a finding, with the request),
+ *     except the resets of a session Node's http2 closed for its client's invalid frames
+ *     (see NODE_MAX_SESSION_INVALID_FRAMES: counted as skipped, and as a figure);
  *   - no crash: the server's pid stays alive throughout;
  *   - no hang: every request answered within REQUEST_TIMEOUT_MS (a stage, which may wait
  *     for chunks and a commit by design, is cancelled after a grace instead);
@@ -31,6 +33,20 @@ const FINDINGS_KEPT_PER_CHECK = 3;
 const ANSWER_KEPT_BYTES = 64 * 1024;
 /** Request bodies up to this size are written into a finding (base64); larger ones by seed and index. */
 const FINDING_BODY_BYTES = 4096;
+/**
+ * Node's http2 ends a session whose peer has sent more invalid frames than this over the
+ * session's life (its `maxSessionInvalidFrames`, default 1000; xfer serve keeps the
+ * default): GOAWAY with INTERNAL_ERROR (ERR_HTTP2_TOO_MANY_INVALID_FRAMES on the server),
+ * which resets every stream of the session. Each malformed request (RFC 9113 section 8.1.1:
+ * a space in :path, a :path not starting with '/', a header value with leading or trailing
+ * whitespace, a body its content-length does not match), which the fuzzer sends on purpose,
+ * is one such frame, and the server resets its stream with PROTOCOL_ERROR. The fuzzer sends
+ * thousands on one connection: a GOAWAY with INTERNAL_ERROR on a session after at least this
+ * many PROTOCOL_ERROR resets is Node defending itself against the fuzzer, not a failure of
+ * the server; the streams it resets are counted as skipped (figure
+ * streamsResetByInvalidFrameLimit). A GOAWAY with INTERNAL_ERROR before that stays a finding.
+ */
+export const NODE_MAX_SESSION_INVALID_FRAMES = 1000;
 
 export interface FuzzOptions {
   readonly dir: string;
@@ -150,19 +166,42 @@ async function* pieces(bytes: Buffer, size: number): AsyncGenerator<Uint8Array> 
   for (let i = 0; i < bytes.length; i += size) yield bytes.subarray(i, i + size);
 }
 
+/** What the fuzzer knows of one HTTP/2 session: see NODE_MAX_SESSION_INVALID_FRAMES. */
+interface SessionState {
+  /** Streams the server reset with PROTOCOL_ERROR: malformed requests. */
+  malformed: number;
+  /** The server closed the session for its invalid frames. */
+  closedForInvalidFrames: boolean;
+}
+
 /** One HTTP/2 connection, replaced when the server closes it (or was restarted). */
 class Connection {
   private session?: ClientHttp2Session;
+  private state: SessionState = { malformed: 0, closedForInvalidFrames: false };
   opened = 0;
-  constructor(private url: () => string) {}
+  /** Sessions the server closed for their invalid frames. */
+  closedForInvalidFrames = 0;
+  constructor(private url: () => string, private log: (line: string) => void = () => {}) {}
 
-  get(): ClientHttp2Session {
+  get(): { session: ClientHttp2Session; state: SessionState } {
     if (!this.session || this.session.closed || this.session.destroyed) {
-      this.session = connect(this.url());
-      this.session.on('error', () => {});
+      const session = connect(this.url());
+      const state: SessionState = { malformed: 0, closedForInvalidFrames: false };
+      session.on('error', () => {});
+      // The server resets the session's open streams (INTERNAL_ERROR) just before this
+      // GOAWAY: the workers judge such resets after a pause (fuzzHttp), once it has come.
+      session.on('goaway', (code: number) => {
+        if (code === h2.NGHTTP2_INTERNAL_ERROR && state.malformed >= NODE_MAX_SESSION_INVALID_FRAMES) {
+          state.closedForInvalidFrames = true;
+          this.closedForInvalidFrames++;
+        }
+        if (code !== h2.NGHTTP2_NO_ERROR) this.log(`  the server closed connection ${this.opened} (GOAWAY code ${code}) after ${state.malformed} malformed requests on it${state.closedForInvalidFrames ? ": Node's invalid-frame limit" : ''}`);
+      });
+      this.session = session;
+      this.state = state;
       this.opened++;
     }
-    return this.session;
+    return { session: this.session, state: this.state };
   }
 
   close(): void {
@@ -170,11 +209,17 @@ class Connection {
   }
 }
 
-function send(conn: Connection, req: FuzzRequest, timeoutMs: number, stageGraceMs: number): Promise<Outcome> {
+/** What became of a request, and the state of the session it went on (if it was sent). */
+type Sent = Outcome & { readonly session?: SessionState };
+
+function send(conn: Connection, req: FuzzRequest, timeoutMs: number, stageGraceMs: number): Promise<Sent> {
   return new Promise((resolve) => {
     let stream;
+    let session: SessionState;
     try {
-      stream = conn.get().request({ ':method': req.method, ':path': req.path, ...req.headers });
+      const c = conn.get();
+      session = c.state;
+      stream = c.session.request({ ':method': req.method, ':path': req.path, ...req.headers });
     } catch (err) {
       resolve({ kind: 'not-sent', error: (err as Error).message });
       return;
@@ -187,7 +232,7 @@ function send(conn: Connection, req: FuzzRequest, timeoutMs: number, stageGraceM
       if (done) return;
       done = true;
       clearTimeout(timer);
-      resolve(o);
+      resolve({ ...o, session });
     };
     const answer = (): Outcome => {
       let code: string | undefined;
@@ -228,6 +273,7 @@ function send(conn: Connection, req: FuzzRequest, timeoutMs: number, stageGraceM
     stream.on('error', () => {});
     stream.on('close', () => {
       const rstCode = stream.rstCode ?? 0;
+      if (rstCode === h2.NGHTTP2_PROTOCOL_ERROR) session.malformed++;
       if (status && rstCode === h2.NGHTTP2_NO_ERROR) finish(answer());
       else if (status) finish({ ...(answer() as Extract<Outcome, { kind: 'answer' }>), rstCode });
       else finish({ kind: 'reset', rstCode });
@@ -256,7 +302,7 @@ async function fuzzHttp(
   const root = join(options.dir, 'root');
   const server = new ServeProcess(root);
   await server.start();
-  const conn = new Connection(() => server.url);
+  const conn = new Connection(() => server.url, log);
   const inFlight = new Set<string>();
   let peakRss = 0;
   let restarts = 0;
@@ -299,6 +345,7 @@ async function fuzzHttp(
     let notSent = 0;
     let cancelled = 0;
     let lost = 0;
+    let sessionLimit = 0;
     const worker = async () => {
       for (let item = await nextRequest(); item; item = await nextRequest()) {
         const { parser, index, req } = item;
@@ -310,10 +357,17 @@ async function fuzzHttp(
         inFlight.delete(label);
         if (o.kind === 'reset' || o.kind === 'timeout' || (o.kind === 'answer' && o.rstCode)) {
           // A server that just died resets every stream: those are its crash's (reported
-          // once, as server-alive), not each request's.
+          // once, as server-alive), not each request's. Node's http2 closing a session for
+          // its invalid frames resets its streams (INTERNAL_ERROR) before the GOAWAY that
+          // says so: judged once that has come.
           await new Promise((r) => setTimeout(r, 300));
           if (server.pid !== pid || !server.alive) {
             lost++;
+            continue;
+          }
+          if (o.session?.closedForInvalidFrames && (o.kind === 'reset' || o.kind === 'answer') && o.rstCode === h2.NGHTTP2_INTERNAL_ERROR) {
+            sessionLimit++;
+            summary.skip(parser, `streams reset when Node's http2 closed the session for its client's invalid frames (over ${NODE_MAX_SESSION_INVALID_FRAMES})`);
             continue;
           }
         }
@@ -339,6 +393,8 @@ async function fuzzHttp(
     summary.figures.stagesCancelled = cancelled;
     summary.figures.requestsLostToCrashes = lost;
     summary.figures.connections = conn.opened;
+    summary.figures.sessionsClosedForInvalidFrames = conn.closedForInvalidFrames;
+    summary.figures.streamsResetByInvalidFrameLimit = sessionLimit;
     await checkServer();
     // Afterwards: alive, answering, and nothing left behind by the cancelled stages and failed commits.
     conn.close();

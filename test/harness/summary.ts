@@ -54,9 +54,11 @@ export class Summary {
     for (const f of findings) this.findings.push({ kind, ...f });
   }
 
+  /** One case of `kind` that could not be judged; each distinct `why` is noted once. */
   skip(kind: string, why: string): void {
     this.tally(kind).skipped++;
-    this.notes.push(`${kind}: skipped: ${why}`);
+    const note = `${kind}: skipped: ${why}`;
+    if (!this.notes.includes(note)) this.notes.push(note);
   }
 
   get failed(): number {
