@@ -19,9 +19,9 @@ async function nextThreadId(): Promise<number> {
   return id;
 }
 
-it('a scan pool starts its threads with its first task, not when made (a pull with nothing to fetch starts none)', async () => {
+it('a scan pool made to start on its first task (a pull\'s, which often scans nothing) starts no thread before it', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'xfer-pool-start-'));
-  const pool = new ScanPool({ threads: 2 });
+  const pool = new ScanPool({ threads: 2, startOnFirstTask: true });
   try {
     const first = await nextThreadId();
     assert.equal(await nextThreadId(), first + 1, 'no thread started while the pool had no task');
@@ -36,5 +36,15 @@ it('a scan pool starts its threads with its first task, not when made (a pull wi
   } finally {
     await pool.close();
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+it('a scan pool otherwise starts its threads when made, to boot while its caller walks the source', async () => {
+  const first = await nextThreadId();
+  const pool = new ScanPool({ threads: 2 });
+  try {
+    assert.ok((await nextThreadId()) >= first + 1 + 2, 'the two threads started with the pool');
+  } finally {
+    await pool.close();
   }
 });
