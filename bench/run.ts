@@ -16,6 +16,9 @@
  *      (c and d: bench/scenario-disk.ts)
  *   e  DICOM series and volume, original then anonymized (bench/scenario-dicom.ts)
  *   f  a tree with a few changes (bench/scenario-tree.ts)
+ *   g  the tree's base version pulled again, unchanged, from xfer serve vs an rsync daemon
+ *      (bench/scenario-tree.ts; loopback, so not with --local; not in the default set:
+ *      `--only g --size 256M` is the 7,643-file tree of the issue 13 bar)
  * --local skips everything over loopback; --remote-only runs only the loopback part of b.
  * --scale SIZE runs only the streaming scale run (bench/scale.ts) on a generated source.
  */
@@ -33,7 +36,7 @@ import { writeReport } from './report.js';
 import { runScale } from './scale.js';
 import { runDicom } from './scenario-dicom.js';
 import { runDisk } from './scenario-disk.js';
-import { runTree } from './scenario-tree.js';
+import { runTree, runTreePullUnchanged } from './scenario-tree.js';
 
 const { values } = parseArgs({
   options: {
@@ -77,6 +80,7 @@ if (values.scale) {
       if (only.has('c') || only.has('d')) rows.push(...(await runDisk({ ...o, incremental: only.has('c'), restore: only.has('d'), remote: !values.local })));
       if (only.has('e')) rows.push(...(await runDicom({ ...o, remote: !values.local })));
       if (only.has('f')) rows.push(...(await runTree({ ...o, remote: !values.local })));
+      if (only.has('g') && !values.local) rows.push(...(await runTreePullUnchanged(o)));
     }
     results.macro = rows;
   }

@@ -331,8 +331,8 @@ function changedPaths(root: string, c: TreeChanges): string[] {
   return [...files, ...dirs];
 }
 
-/** Scenario f: a tree of o.sizeBytes (many small files, some large), first copy and a few changes. */
-export async function runTree(o: VersionScenarioOptions): Promise<MacroRow[]> {
+/** The generated tree inputs of o.sizeBytes (every version), made once and reused; each version's InputVersion. */
+async function treeInputs(o: ScenarioOptions): Promise<(v: TreeVersion) => InputVersion> {
   const inputs = join(o.work, 'tree', 'inputs');
   const options: TreeOptions = { sizeBytes: o.sizeBytes, seed: TREE_SEED };
   const path = (v: TreeVersion) => join(inputs, v, TREE_NAME);
@@ -343,6 +343,89 @@ export async function runTree(o: VersionScenarioOptions): Promise<MacroRow[]> {
       setMtime(changedPaths(path(v), written.changes), CHANGED_MTIME_SECONDS);
     }
   }, o.log);
-  const version = (v: TreeVersion): InputVersion => ({ step: TREE_STEPS[v], id: v, path: path(v), bytes: tree({ ...options, version: v }).totalBytes });
+  return (v) => ({ step: TREE_STEPS[v], id: v, path: path(v), bytes: tree({ ...options, version: v }).totalBytes });
+}
+
+/** Scenario f: a tree of o.sizeBytes (many small files, some large), first copy and a few changes. */
+export async function runTree(o: VersionScenarioOptions): Promise<MacroRow[]> {
+  const version = await treeInputs(o);
   return copyVersions(o, { label: 'tree', name: TREE_NAME, isDir: true, versions: [version('base'), version('changed')] }, join(o.work, 'tree', 'dest'));
+}
+
+/** Inode number of every entry under `dir`, by path: a rewritten (replaced) file gets a new one. */
+function inodes(dir: string): Map<string, string> {
+  const r = spawnSync('find', [dir, '-mindepth', '1', '-printf', '%i %P\\n'], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+  if (r.status !== 0) throw new Error(`find ${dir}: ${r.stderr}`);
+  const out = new Map<string, string>();
+  for (const line of r.stdout.split('\n')) {
+    const space = line.indexOf(' ');
+    if (space > 0) out.set(line.slice(space + 1), line.slice(0, space));
+  }
+  return out;
+}
+
+/** Paths of `before` whose entry is gone or has another inode in `after`. */
+function replaced(before: Map<string, string>, after: Map<string, string>): string[] {
+  return [...before].filter(([path, ino]) => after.get(path) !== ino).map(([path]) => path);
+}
+
+/**
+ * Scenario g: the base tree (7,643 files at --size 256M) pulled a second time, unchanged,
+ * onto the copy the first pull made: `xfer pull` from `xfer serve` against `rsync -a` from
+ * an rsync daemon, alternating, each onto its own first copy. The bar (issue 13): xfer
+ * receives 0 bytes, rewrites no file (every inode stays), and takes at most 1.5x rsync's
+ * wall time. Every xfer run is checked: one that receives bytes or replaces an entry
+ * throws, naming what it replaced, since its time would not be that of a no-op.
+ */
+export async function runTreePullUnchanged(o: ScenarioOptions): Promise<MacroRow[]> {
+  const input = (await treeInputs(o))('base');
+  const dir = join(o.work, 'tree', 'pull-unchanged');
+  await rm(dir, { recursive: true, force: true });
+  const xferDest = join(dir, 'xfer-dest');
+  const rsyncDest = join(dir, 'rsync-dest');
+  const served: Served[] = [];
+  try {
+    const xs = await startServe(join(dir, 'serve-root'));
+    served.push(xs);
+    mustRun(process.execPath, [XFER, 'push', input.path, `${xs.url}/`, '--quiet']);
+    const xferArgs = ['pull', `${xs.url}/${TREE_NAME}`, `${xferDest}/`, '--json'];
+    mustRun(process.execPath, [XFER, ...xferArgs.slice(0, -1), '--quiet']);
+    const contenders: Contender[] = [];
+    let before = new Map<string, string>();
+    contenders.push({
+      tool: 'xfer pull <- xfer serve',
+      sentLabel: 'bytes received',
+      prepare: async () => {
+        warm(join(xferDest, TREE_NAME));
+        before = inodes(join(xferDest, TREE_NAME));
+      },
+      command: () => [process.execPath, [XFER, ...xferArgs]],
+      sent: (run) => {
+        const received = xferSent(run);
+        const gone = replaced(before, inodes(join(xferDest, TREE_NAME)));
+        if (received !== 0 || gone.length) throw new Error(`the unchanged pull received ${received} bytes and replaced ${gone.length} of ${before.size} entries (${gone.slice(0, 5).join(', ')})`);
+        return received;
+      },
+    });
+    if (o.tools.has('rsync')) {
+      const rd = await startRsyncd(join(dir, 'rsyncd'));
+      served.push(rd);
+      mustRun('cp', ['-a', input.path, join(dir, 'rsyncd', 'module', TREE_NAME)]);
+      const rsyncArgs = ['-a', '--stats', `${rd.url}/${TREE_NAME}/`, `${join(rsyncDest, TREE_NAME)}/`];
+      await mkdir(rsyncDest, { recursive: true });
+      mustRun('rsync', rsyncArgs);
+      contenders.push({
+        tool: 'rsync -a <- rsync daemon',
+        sentLabel: 'literal data',
+        prepare: async () => warm(join(rsyncDest, TREE_NAME)),
+        command: () => ['rsync', rsyncArgs],
+        sent: (run) => rsyncLiteral(run.stdout),
+      });
+    }
+    o.log(`tree: pull unchanged (${(input.bytes / 1e6).toFixed(1)} MB, onto the first pull's copy)`);
+    return await alternate('tree: pull unchanged', contenders, o.runs, input.bytes, o.log);
+  } finally {
+    for (const s of served) await stop(s.child);
+    await rm(dir, { recursive: true, force: true });
+  }
 }

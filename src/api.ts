@@ -194,7 +194,8 @@ export async function pull(source: string, destination: string, options: PullOpt
     name = opened.name;
   }
   const ownPool = !options.pool;
-  const pool = options.pool ?? new ScanPool();
+  // A pull scans only to reuse local chunks (seeds, a changed file at the target): often nothing.
+  const pool = options.pool ?? new ScanPool({ startOnFirstTask: true });
   const tmp = await makeTempDir('xfer-pull-');
   try {
     // The manifest is fetched whole before any chunk: a manifest stream left half-read while

@@ -1,0 +1,92 @@
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { BIN, runCli } from './helpers/cli.js';
+import { pseudoRandom } from './helpers/gen.js';
+
+/**
+ * Module resolution hooks (node:module register) that append every module URL the process
+ * resolves to the file named by XFER_TEST_MODULE_LOG: what a command line loads.
+ */
+const HOOKS = `import { appendFileSync } from 'node:fs';
+export async function resolve(specifier, context, next) {
+  const r = await next(specifier, context);
+  appendFileSync(process.env.XFER_TEST_MODULE_LOG, r.url + '\\n');
+  return r;
+}
+`;
+
+/**
+ * Preloaded with the hooks: every worker thread the process starts (through
+ * worker_threads.Worker, as the scan pool's Piscina does) adds a line `worker-thread` to
+ * the same log, when it is made (a thread ended before it ran anything still counts).
+ */
+const COUNT_THREADS = `import { appendFileSync } from 'node:fs';
+import threads from 'node:worker_threads';
+const Worker = threads.Worker;
+threads.Worker = class extends Worker {
+  constructor(...args) {
+    super(...args);
+    appendFileSync(process.env.XFER_TEST_MODULE_LOG, 'worker-thread\\n');
+  }
+};
+`;
+
+/** Modules only commands that move or serve data need: the library, the HTTP client and server, the logger, the worker pool, hashing. */
+const HEAVY = /\/node_modules\/(undici|pino|piscina|@napi-rs|xxhash-wasm)\/|\/dist\/src\/(api|index)\.js$|\/dist\/src\/(server|store|scan|transfer|reconstruct|manifest|endpoint|chunker|hash)\/|\/dist\/src\/cli\/(chunk|push|pull|verify|manifest|serve|ls)\.js$/;
+
+describe('the CLI loads only what its command line needs', () => {
+  let dir: string;
+  let register: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xfer-startup-'));
+    await writeFile(join(dir, 'hooks.mjs'), HOOKS);
+    register = join(dir, 'register.mjs');
+    await writeFile(register, `import { register } from 'node:module';\n${COUNT_THREADS}register(${JSON.stringify(pathToFileURL(join(dir, 'hooks.mjs')).href)});\n`);
+  });
+  after(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Runs the CLI with `args`; its exit code, stdout and every module URL it resolved (and `worker-thread` per thread started). */
+  async function loaded(args: string[]): Promise<{ code: number | null; stdout: string; modules: string[] }> {
+    const log = join(dir, `modules-${args.join('_').replace(/\W/g, '')}.log`);
+    const r = spawnSync(process.execPath, ['--import', register, BIN, ...args], { encoding: 'utf8', env: { ...process.env, XFER_TEST_MODULE_LOG: log } });
+    const modules = (await readFile(log, 'utf8').catch(() => '')).split('\n').filter((u) => u !== '');
+    return { code: r.status, stdout: r.stdout, modules };
+  }
+
+  it('xfer --version loads no command module, library module or heavy dependency (issue 13: under 0.3 s)', async () => {
+    const r = await loaded(['--version']);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /^\d+\.\d+\.\d+\n$/);
+    assert.ok(r.modules.some((u) => u.endsWith('/dist/src/cli/main.js')), `the hooks saw the CLI load: ${r.modules.join(' ')}`);
+    assert.deepEqual(r.modules.filter((u) => HEAVY.test(u)), []);
+  });
+
+  it('a pull that finds every file up to date starts no worker thread (it has nothing to scan)', async () => {
+    const src = join(dir, 'tree');
+    await mkdir(join(src, 'sub'), { recursive: true });
+    for (const [i, name] of ['a.bin', 'sub/b.bin', 'sub/c.bin'].entries()) await writeFile(join(src, name), pseudoRandom(50_000, 60 + i));
+    const backup = join(dir, 'backup');
+    const out = join(dir, 'out');
+    assert.equal((await runCli(['push', src, `${backup}/`])).code, 0);
+    assert.equal((await runCli(['pull', join(backup, 'tree'), `${out}/`])).code, 0);
+    const again = await loaded(['pull', join(backup, 'tree'), `${out}/`, '--json']);
+    assert.equal(again.code, 0);
+    assert.equal(JSON.parse(again.stdout).bytesReceived, 0);
+    assert.ok(again.modules.some((u) => u.endsWith('/dist/src/api.js')), 'the hooks saw the pull');
+    assert.deepEqual(again.modules.filter((u) => u === 'worker-thread'), [], 'no worker thread was started');
+  });
+
+  it('xfer pull loads neither the server nor its logger, nor other commands\' modules', async () => {
+    const r = await loaded(['pull', '--help']);
+    assert.equal(r.code, 0);
+    assert.ok(r.modules.some((u) => u.endsWith('/dist/src/cli/pull.js')), 'pull\'s own module is loaded');
+    assert.deepEqual(r.modules.filter((u) => /\/node_modules\/pino\/|\/dist\/src\/server\/|\/dist\/src\/cli\/(chunk|push|verify|manifest|serve|ls)\.js$/.test(u)), []);
+  });
+});

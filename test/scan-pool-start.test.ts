@@ -1,0 +1,50 @@
+import { strict as assert } from 'node:assert';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { it } from 'node:test';
+import { Worker } from 'node:worker_threads';
+import type { ChunkerSpec } from '../src/core/ids.js';
+import { ScanPool } from '../src/scan/pool.js';
+import { scanFile } from '../src/scan/scanner.js';
+import { pseudoRandom } from './helpers/gen.js';
+
+const SMALL: ChunkerSpec = { algorithm: 'fastcdc2020', minBytes: 1024, avgBytes: 4096, maxBytes: 16384 };
+
+/** The id the process's next thread gets: ids count every thread started so far. */
+async function nextThreadId(): Promise<number> {
+  const w = new Worker('', { eval: true });
+  const id = w.threadId;
+  await w.terminate();
+  return id;
+}
+
+it('a scan pool made to start on its first task (a pull\'s, which often scans nothing) starts no thread before it', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'xfer-pool-start-'));
+  const pool = new ScanPool({ threads: 2, startOnFirstTask: true });
+  try {
+    const first = await nextThreadId();
+    assert.equal(await nextThreadId(), first + 1, 'no thread started while the pool had no task');
+    const path = join(dir, 'f.bin');
+    const data = pseudoRandom(100_000, 7);
+    await writeFile(path, data);
+    const scan = await scanFile(path, pool, { chunker: SMALL, digestAlgorithm: 'blake3' });
+    let bytes = 0;
+    for await (const b of scan.batches()) bytes += b.lengths.slice(0, b.count).reduce((a, n) => a + n, 0);
+    assert.equal(bytes, data.length, 'the file was scanned');
+    assert.ok((await nextThreadId()) >= first + 2 + 2, 'the first task started the pool\'s two threads');
+  } finally {
+    await pool.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+it('a scan pool otherwise starts its threads when made, to boot while its caller walks the source', async () => {
+  const first = await nextThreadId();
+  const pool = new ScanPool({ threads: 2 });
+  try {
+    assert.ok((await nextThreadId()) >= first + 1 + 2, 'the two threads started with the pool');
+  } finally {
+    await pool.close();
+  }
+});
