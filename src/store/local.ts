@@ -10,9 +10,9 @@
  *   <dir>/chunks/<alg>/<hh>/<64 hex>  version 1's chunk files: still read, never written
  *   <dir>/manifests/<name>            one file per manifest; '/' in a name makes
  *                                     subdirectories
- *   <dir>/tmp/                        temporary files, never read by name; ones older than
- *                                     STALE_TEMP_AGE_MS are leftovers of a crash and are
- *                                     removed at open
+ *   <dir>/tmp/                        temporary files, never read by name; open removes
+ *                                     those of a dead writer (named by owner tag) and any
+ *                                     older than STALE_TEMP_AGE_MS: leftovers of a crash
  *   <dir>/locks/<name>                held while a push rebuilds and commits target
  *                                     <name> (lockTarget); a dead process's is broken
  *
@@ -44,6 +44,7 @@ import { lstat, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, typ
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { throwIfAborted } from '../core/abort.js';
+import { ownerGone, OWNER_TAG } from '../io/owner.js';
 import { fsyncPath } from '../io/sync.js';
 import {
   AlreadyExistsError,
@@ -129,10 +130,14 @@ const FAN_OUT_RE = /^[0-9a-f]{2}$/;
 const CHUNK_NAME_RE = /^[0-9a-f]{64}$/;
 
 /**
- * Unique per process, so that processes sharing a store (even with equal pids, in
- * containers) never pick the same temp name; 'wx' opens would fail loudly if they did.
+ * Temp names are `<host>~<pid>-<12 hex>-<n>.tmp`: the owner tag (io/owner.ts) says whose
+ * they are, so that open removes a dead writer's at once (removeStaleTempFiles); the
+ * random part keeps processes sharing a store (even with equal pids, in containers) from
+ * picking the same name; 'wx' opens would fail loudly if they did.
  */
-const TEMP_PREFIX = `${process.pid}-${randomBytes(6).toString('hex')}`;
+const TEMP_PREFIX = `${OWNER_TAG}-${randomBytes(6).toString('hex')}`;
+/** A temp name of ours; group 1 is its owner tag. */
+const TEMP_NAME_RE = /^([A-Za-z0-9_.-]+~[0-9]+)-[0-9a-f]{12}-[0-9]+\.tmp$/;
 let tempCounter = 0;
 
 export interface LocalStoreOpenOptions {
@@ -631,7 +636,9 @@ export class LocalStore implements ChunkStore, ManifestStore {
   }
 
   /**
-   * Removes temp files older than STALE_TEMP_AGE_MS: crash leftovers. Best effort: a
+   * Removes crash leftovers: temp files whose name says their writer is a dead process of
+   * this host (ownerGone), at once, and any other temp file (another host's, a live
+   * process's, a name not ours) once older than STALE_TEMP_AGE_MS. Best effort: a
    * leftover is harmless (never read by name), so a file that cannot be removed, as in
    * a read-only store, is left alone.
    */
@@ -644,7 +651,9 @@ export class LocalStore implements ChunkStore, ManifestStore {
       const file = path.join(this.tempDir, name);
       try {
         const s = await lstat(file);
-        if (s.isFile() && s.mtimeMs < cutoffMs) await unlink(file);
+        const owner = TEMP_NAME_RE.exec(name)?.[1];
+        const writerGone = owner !== undefined && ownerGone(owner);
+        if (s.isFile() && (writerGone || s.mtimeMs < cutoffMs)) await unlink(file);
       } catch {
         // See above: leaving a leftover in place is always safe.
       }
