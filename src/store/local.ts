@@ -43,7 +43,8 @@ import { access as accessCallback, readFile as readFileCallback, type ReadStream
 import { lstat, mkdir, open, readdir, readFile, rename, rmdir, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { throwIfAborted } from '../core/abort.js';
+import { throwIfAborted, untilAborted } from '../core/abort.js';
+import { mapBounded } from '../core/window.js';
 import { ownerGone, OWNER_TAG } from '../io/owner.js';
 import { fsyncPath } from '../io/sync.js';
 import {
@@ -1108,50 +1109,4 @@ async function* readStream(
   } finally {
     stream.destroy();
   }
-}
-
-/** `promise`, or AbortedError as soon as `signal` fires, whichever comes first. */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => {
-      try {
-        throwIfAborted(signal);
-      } catch (err) {
-        reject(err);
-      }
-    };
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-  });
-}
-
-/**
- * Runs `fn` on every item with at most `limit` calls in flight and returns the results
- * in item order. Checks `signal` before each call; after the first failure no further
- * calls start, and the first error is thrown once the running ones have settled.
- */
-async function mapBounded<T, R>(
-  items: readonly T[],
-  limit: number,
-  signal: AbortSignal | undefined,
-  fn: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const results = new Array<R>(items.length);
-  let next = 0;
-  let failure: { err: unknown } | undefined;
-  const worker = async (): Promise<void> => {
-    while (failure === undefined && next < items.length) {
-      const i = next++;
-      try {
-        throwIfAborted(signal);
-        results[i] = await fn(items[i]!);
-      } catch (err) {
-        failure ??= { err };
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  if (failure !== undefined) throw failure.err;
-  return results;
 }
