@@ -68,17 +68,8 @@ import {
   validateManifestName,
   validateManifestPrefix,
 } from './names.js';
-import {
-  decodeIndexRecords,
-  IDX_MAGIC,
-  openPackForReading,
-  PACK_NAME_RE,
-  PACK_RECORD_HEADER_BYTES,
-  PACK_TARGET_BYTES,
-  PackWriter,
-  readPackRange,
-  type PackEntry,
-} from './pack.js';
+import { decodeIndexRecords, IDX_MAGIC, PACK_NAME_RE, PACK_RECORD_HEADER_BYTES, PACK_TARGET_BYTES, type PackEntry } from './pack.js';
+import { openPackForReading, PackWriter, readPackRange } from './local/pack-file.js';
 import type { ChunkStore, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions } from './store.js';
 import { acquireLock, type HeldLock, type LockOptions } from './lock.js';
 
