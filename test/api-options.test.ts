@@ -88,6 +88,15 @@ describe('library options are checked at the public edge', () => {
     }
   });
 
+  it('LocalStore.open refuses a pack size that would never rotate packs, and other bad options', async () => {
+    const open = (options: Record<string, unknown>) => () => xfer.LocalStore.open(join(dir, 'store-never'), bad({ create: true, ...options }));
+    await refused(open({ packTargetBytes: NaN }), 'options.packTargetBytes must be a positive integer');
+    await refused(open({ packTargetBytes: 0 }), 'options.packTargetBytes must be a positive integer');
+    await refused(open({ directIo: 'no' }), 'options.directIo must be a boolean');
+    await refused(open({ create: 1 }), 'options.create must be a boolean');
+    await assert.rejects(readdir(join(dir, 'store-never')), { code: 'ENOENT' }, 'no store was created');
+  });
+
   it('good options pass: a push with every numeric option set completes', async () => {
     const r = await push(src, join(dir, 'ok/'), { concurrency: 1, retries: 0, digestAlgorithm: 'sha256', delete: false });
     assert.equal(r.bytesTotal, 6);

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { throwIfAborted } from '../../core/abort.js';
 import { ChunkCorruptError, ChunkMissingError, InvalidArgumentError, IoError, NotFoundError } from '../../core/errors.js';
 import { DIGEST_ALGORITHMS, digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../../core/ids.js';
+import { checkBoolean, checkPositiveInteger, checkSignal } from '../../core/options.js';
 import { digestEquals, digestOf } from '../../hash/digest.js';
 import { acquireLock, type HeldLock, type LockOptions } from '../lock.js';
 import { checkChunkId, validateManifestName } from '../names.js';
@@ -78,6 +79,10 @@ export class LocalStore implements ChunkStore, ManifestStore {
    * unknown version.
    */
   static async open(dir: string, options: LocalStoreOpenOptions): Promise<LocalStore> {
+    checkBoolean(options, 'create');
+    checkPositiveInteger(options, 'packTargetBytes');
+    checkBoolean(options, 'directIo');
+    checkSignal(options);
     throwIfAborted(options.signal);
     const root = path.resolve(dir);
     const store = new LocalStore(root, options.packTargetBytes ?? PACK_TARGET_BYTES, options.directIo ?? true);
