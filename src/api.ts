@@ -5,7 +5,9 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { StreamSource } from './scan/scanner.js';
 import type { EntryMeta } from './manifest/types.js';
-import { AlreadyExistsError, InvalidArgumentError, isXferError } from './core/errors.js';
+import { AlreadyExistsError, InvalidArgumentError, InvalidOptionError, isXferError } from './core/errors.js';
+import { checkBoolean, checkFunction, checkNonNegativeInteger, checkPositiveNumber, checkSignal } from './core/options.js';
+import { MIN_RATE_BYTES_PER_SECOND } from './core/rate.js';
 import type { RemoteOptions } from './endpoint/http.js';
 import { checkLocalPath, isRemote, parseRemote } from './endpoint/remote.js';
 import { destinationPathsIn, LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName, STORE_DIR_NAME } from './endpoint/local.js';
@@ -15,7 +17,7 @@ import { filesOf, reconstruct, type PullProgress, type PullResult } from './reco
 import { ScanPool } from './scan/pool.js';
 import type { ChunkStore, ManifestStore } from './store/store.js';
 import type { PushDestination } from './transfer/destination.js';
-import { push as pushToDestination, statSource, type PushOptions as TransferPushOptions, type PushProgress, type PushResult } from './transfer/push.js';
+import { checkPushOptions, push as pushToDestination, statSource, type PushOptions as TransferPushOptions, type PushProgress, type PushResult } from './transfer/push.js';
 import { DryRunDestination, entryPaths, extrasOnDisk, planPull, type PullPlan } from './transfer/dry-run.js';
 import { previousVersion } from './transfer/known.js';
 import { excludedEntries, selectEntries, type CarriedEntry } from './transfer/select.js';
@@ -83,6 +85,10 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
  * Resolves with the figures of the push and the target it wrote.
  */
 export async function push(source: PushSource, destination: string, options: PushOptions = {}): Promise<PushResult & { target: string }> {
+  checkPushOptions(options);
+  checkRemoteOptions(options);
+  for (const name of ['delete', 'dryRun']) checkBoolean(options, name);
+  for (const name of ['onLockWait', 'excludes', 'onEntry']) checkFunction(options, name);
   if (typeof source === 'string') checkLocalPath(source, 'the source of a push');
   // A missing source is the error to report, not what the destination would make of it.
   const sourceIsTree = typeof source === 'string' && (await statSource(source)).isDirectory();
@@ -177,6 +183,13 @@ export async function push(source: PushSource, destination: string, options: Pus
  * everything, replacing atomically; an interrupted pull resumes from its partial file.
  */
 export async function pull(source: string, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string; plan?: PullPlan }> {
+  checkRemoteOptions(options);
+  checkSignal(options);
+  for (const name of ['checksum', 'delete', 'dryRun', 'plan']) checkBoolean(options, name);
+  for (const name of ['onProgress', 'excludes']) checkFunction(options, name);
+  if (options.seeds !== undefined && !(Array.isArray(options.seeds) && options.seeds.every((s) => typeof s === 'string'))) {
+    throw new InvalidOptionError('seeds', 'an array of paths');
+  }
   const { signal } = options;
   checkLocalPath(destination, 'the destination of a pull');
   let store: ChunkStore & ManifestStore & { close(): Promise<void> };
@@ -235,6 +248,18 @@ export async function pull(source: string, destination: string, options: PullOpt
     if (ownPool) await pool.close();
     await store.close();
   }
+}
+
+/**
+ * The options of a transfer to or from a server (RemoteOptions), checked whatever the
+ * location: a bad value is a bug of the caller's even where it would not be used.
+ */
+function checkRemoteOptions(options: Omit<RemoteOptions, 'signal'>): void {
+  checkNonNegativeInteger(options, 'retries');
+  checkPositiveNumber(options, 'bwlimitBytesPerSecond', MIN_RATE_BYTES_PER_SECOND);
+  checkPositiveNumber(options, 'answerTimeoutMs');
+  for (const name of ['delta', 'insecure']) checkBoolean(options, name);
+  checkFunction(options, 'onRetry');
 }
 
 /** A rate limit applies to the wire: a local destination or source has none. */

@@ -1,10 +1,11 @@
 import { strict as assert } from 'node:assert';
+import { constants } from 'node:fs';
 import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { alignedBuffer, DIRECT_ALIGN_BYTES, DIRECT_BLOCK_BYTES, DIRECT_MIN_FILE_BYTES, DirectBlockWriter, directIoAvailable, DirectRangeReader, openDirect, readSequential } from '../src/io/direct.js';
-import { loadAddon } from '../src/native/addon.js';
+import { addonLoadError, loadAddon } from '../src/native/addon.js';
 import { Staging } from '../src/reconstruct/staging.js';
 import type { EntryMeta } from '../src/manifest/types.js';
 import { pseudoRandom } from './helpers/gen.js';
@@ -34,9 +35,30 @@ describe('direct I/O (O_DIRECT block writes)', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('is available where CI requires the native addon (the bench and CI machines)', (t) => {
-    if (process.env.XFER_REQUIRE_NATIVE === '1') assert.ok(directIoAvailable(), 'direct I/O must be available when the addon is required');
-    else if (!directIoAvailable()) t.skip('native addon not built or not Linux');
+  it('is on exactly on Linux with the native addon loaded (required in CI), off with XFER_NO_DIRECT_IO=1; its files are opened with O_DIRECT', async () => {
+    const possible = process.platform === 'linux' && typeof loadAddon()?.addressMod === 'function';
+    if (process.env.XFER_REQUIRE_NATIVE === '1') assert.ok(possible, `the native addon is required: ${addonLoadError() ?? 'it lacks addressMod'}`);
+    assert.equal(directIoAvailable(), possible);
+    const p = join(dir, 'flags.bin');
+    await writeFile(p, Buffer.alloc(DIRECT_ALIGN_BYTES));
+    const fh = await openDirect(p, 'r');
+    try {
+      if (possible) {
+        assert.ok(fh, 'the test filesystem accepts O_DIRECT');
+        // The kernel's own word on the open file's flags (octal), not what we asked for.
+        const flags = parseInt(/^flags:\s*([0-7]+)$/m.exec(await readFile(`/proc/self/fdinfo/${fh.fd}`, 'utf8'))![1]!, 8);
+        assert.notEqual(flags & constants.O_DIRECT, 0, 'the file is open with O_DIRECT');
+      } else assert.equal(fh, undefined);
+    } finally {
+      await fh?.close();
+    }
+    process.env.XFER_NO_DIRECT_IO = '1';
+    try {
+      assert.equal(directIoAvailable(), false);
+      assert.equal(await openDirect(p, 'r'), undefined);
+    } finally {
+      delete process.env.XFER_NO_DIRECT_IO;
+    }
   });
 
   it('alignedBuffer returns buffers of the requested length starting on the alignment', (t) => {

@@ -339,10 +339,26 @@ describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
   });
 
   it('rejects traversal attempts before touching the file system', async () => {
-    for (const p of ['/v1/manifests/../escape', '/v1/manifests/a/%2e%2e/b', '/v1/manifests/%2e%2e%2fescape', '/v1/manifests/a%5cb', '/v1/manifests/a%00b', '/v1/manifests//abs', '/v1/stat/..', '/v1/manifests/.xfer/x']) {
-      const r = await rawRequest(server.url, 'PUT', p, Buffer.from('x'));
-      assert.ok(r.status === 400 || r.status === 404, `${p}: status ${r.status}`);
-      if (r.status === 400) assert.equal(JSON.parse(r.body.toString()).code, 'XFER_INVALID_ARGUMENT', p);
+    // Each is a real endpoint (PUT and GET of a manifest, GET of stat) named by a path that
+    // would leave the server's folders or reach its store: refused as such (400), never
+    // "no such endpoint" or "no such manifest" (404).
+    const attempts: [string, string][] = [
+      ['PUT', '/v1/manifests/../escape'],
+      ['PUT', '/v1/manifests/a/%2e%2e/b'],
+      ['PUT', '/v1/manifests/%2e%2e%2fescape'],
+      ['PUT', '/v1/manifests/a%5cb'],
+      ['PUT', '/v1/manifests/a%00b'],
+      ['PUT', '/v1/manifests//abs'],
+      ['PUT', '/v1/manifests/.xfer/x'],
+      ['GET', '/v1/manifests/../escape'],
+      ['GET', '/v1/manifests/a/%2e%2e/%2e%2e/etc'],
+      ['GET', '/v1/stat/..'],
+      ['GET', '/v1/stat/a/%2e%2e/%2e%2e'],
+    ];
+    for (const [method, p] of attempts) {
+      const r = await rawRequest(server.url, method, p, method === 'PUT' ? Buffer.from('x') : undefined);
+      assert.equal(r.status, 400, `${method} ${p}: ${r.body.toString()}`);
+      assert.equal(JSON.parse(r.body.toString()).code, 'XFER_INVALID_ARGUMENT', `${method} ${p}`);
     }
     const list = await rawRequest(server.url, 'GET', '/v1/list?prefix=../');
     assert.equal(list.status, 400);

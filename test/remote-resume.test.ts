@@ -57,13 +57,34 @@ async function killWhen(args: string[], tmp: string, ready: () => Promise<boolea
 }
 
 /** Starts a CLI child in the test's TMPDIR, collecting its stderr. */
-function startCli(args: string[], tmp: string): { exit: Promise<number | null>; stderr: () => string; stdout: () => string } {
+function startCli(args: string[], tmp: string): { exit: Promise<number | null>; running: () => boolean; stderr: () => string; stdout: () => string } {
   const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: tmp } });
   let out = '';
   let err = '';
+  let running = true;
   child.stdout!.setEncoding('utf8').on('data', (d) => (out += d));
   child.stderr!.setEncoding('utf8').on('data', (d) => (err += d));
-  return { exit: new Promise((r) => child.on('exit', (c) => r(c))), stderr: () => err, stdout: () => out };
+  const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  void exit.then(() => (running = false));
+  return { exit, running: () => running, stderr: () => err, stdout: () => out };
+}
+
+/** How long a test waits for a transfer to reach the point where it is interrupted. */
+const REACH_TIMEOUT_MS = 60_000;
+
+/**
+ * Polls `reached` until it holds; fails the test if `child` ends first or REACH_TIMEOUT_MS
+ * pass, so that an interruption meant to strike mid-transfer never silently misses.
+ */
+async function waitUntil(what: string, child: { running: () => boolean; stderr: () => string }, reached: () => boolean | Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + REACH_TIMEOUT_MS;
+  for (;;) {
+    if (await reached()) break;
+    if (!child.running()) assert.fail(`the transfer ended before ${what}: ${child.stderr()}`);
+    if (Date.now() > deadline) assert.fail(`no ${what} within ${REACH_TIMEOUT_MS} ms`);
+    await sleep(5);
+  }
+  assert.ok(child.running(), `the transfer was still running when ${what}`);
 }
 
 describe('interrupted transfers resume and send only what is missing', () => {
@@ -106,18 +127,28 @@ describe('interrupted transfers resume and send only what is missing', () => {
     });
 
     it('a connection cut during a push: requests are tried again, and no chunk the server stored goes twice', async () => {
+      // A file of its own: the server holds big.bin's chunks already, and a push that sends
+      // none would be over before any cut.
+      const cutSrc = join(dir, 'cut-src.bin');
+      const size = 64 * MiB;
+      await writeRandomFile(cutSrc, size, 37);
+      const cutChunks = await chunkList(cutSrc);
+      assert.equal(await presentBytes(server.url, cutChunks), 0, 'the server holds none of its chunks yet');
       const relay = await startRelay(server.url);
       await mkdir(join(dir, 'tmp'), { recursive: true });
       try {
-        const push = startCli(['push', src, `${relay.url}/cut.bin`, '--json'], join(dir, 'tmp'));
-        for (let i = 0; i < 1000 && relay.bytesUp() < BIG / 4; i++) await sleep(5);
-        relay.cut();
+        const push = startCli(['push', cutSrc, `${relay.url}/cut.bin`, '--json'], join(dir, 'tmp'));
+        await waitUntil('a quarter of the file went up', push, () => relay.bytesUp() >= size / 4);
+        const connectionsBefore = relay.connections();
+        assert.ok(relay.cut() > 0, 'the cut broke open connections');
         assert.equal(await push.exit, 0, push.stderr());
-        assert.equal(await sha256File(join(dir, 'root', 'files', 'cut.bin')), await sha256File(src));
+        // The push could only complete over a new connection: its requests were tried again.
+        assert.ok(relay.connections() > connectionsBefore, 'the push connected again after the cut');
+        assert.equal(await sha256File(join(dir, 'root', 'files', 'cut.bin')), await sha256File(cutSrc));
         // Chunk bytes, their record headers, the queries and the manifest: nothing resent
         // whole. Uploads in flight at the cut ask first which of their chunks arrived.
-        const overhead = chunks.length * (4 + 32 + 32 + 32) + 1 * MiB;
-        assert.ok(relay.bytesUp() <= BIG + overhead, `${relay.bytesUp() - BIG} bytes over the file's size went up`);
+        const overhead = cutChunks.length * (4 + 32 + 32 + 32) + 1 * MiB;
+        assert.ok(relay.bytesUp() <= size + overhead, `${relay.bytesUp() - size} bytes over the file's size went up`);
       } finally {
         await relay.close();
       }
@@ -165,12 +196,12 @@ describe('interrupted transfers resume and send only what is missing', () => {
     });
   });
 
-  /** Waits until the server at `url` holds at least `bytes` of the first chunks of src. */
-  async function storedAtLeast(url: string, bytes: number): Promise<void> {
-    for (let i = 0; i < 500; i++) {
-      if ((await presentBytes(url, chunks.slice(0, 200))) >= bytes) return;
-      await sleep(20);
-    }
+  /**
+   * Waits until the server at `url` holds at least `bytes` of the first chunks of src,
+   * with `push` still running; fails the test otherwise (see waitUntil).
+   */
+  async function storedAtLeast(url: string, bytes: number, push: { running: () => boolean; stderr: () => string }): Promise<void> {
+    await waitUntil(`the server stored ${bytes} bytes`, push, async () => (await presentBytes(url, chunks.slice(0, 200))) >= bytes);
   }
 
   it('a server killed and restarted during a push: the push retries and completes by itself', async () => {
@@ -179,7 +210,7 @@ describe('interrupted transfers resume and send only what is missing', () => {
     const port = new URL(srv.url).port;
     await mkdir(join(dir, 'tmp'), { recursive: true });
     const push = startCli(['push', src, `${srv.url}/again.bin`, '--json'], join(dir, 'tmp'));
-    await storedAtLeast(srv.url, 4 * MiB);
+    await storedAtLeast(srv.url, 4 * MiB, push);
     await srv.stop('SIGKILL');
     await sleep(300); // the client meets a refused connection before the server is back
     srv = await startServeProcess(['--root', root, '--port', port]);
@@ -202,7 +233,7 @@ describe('interrupted transfers resume and send only what is missing', () => {
     const port = new URL(srv.url).port;
     await mkdir(join(dir, 'tmp'), { recursive: true });
     const push = startCli(['push', src, `${srv.url}/term-again.bin`, '--json'], join(dir, 'tmp'));
-    await storedAtLeast(srv.url, 4 * MiB);
+    await storedAtLeast(srv.url, 4 * MiB, push);
     assert.equal(await srv.stop('SIGTERM'), 0, 'the server stops cleanly');
     srv = await startServeProcess(['--root', root, '--port', port]);
     try {
@@ -220,7 +251,7 @@ describe('interrupted transfers resume and send only what is missing', () => {
     const port = new URL(srv.url).port;
     await mkdir(join(dir, 'tmp'), { recursive: true });
     const push = startCli(['push', src, `${srv.url}/again.bin`, '--retries', '0'], join(dir, 'tmp'));
-    await storedAtLeast(srv.url, 4 * MiB);
+    await storedAtLeast(srv.url, 4 * MiB, push);
     await srv.stop('SIGKILL');
     const code = await push.exit;
     assert.equal(code, 14, push.stderr());
@@ -243,7 +274,7 @@ describe('interrupted transfers resume and send only what is missing', () => {
     const out = join(dir, 'pulled-restart.bin');
     const partial = join(dir, '.xfer-pulled-restart.bin.partial');
     const pull = startCli(['pull', `${srv.url}/big.bin`, out, '--json'], join(dir, 'tmp'));
-    for (let i = 0; i < 500 && ((await stat(partial).catch(() => undefined))?.size ?? 0) < 16 * MiB; i++) await sleep(10);
+    await waitUntil('16 MiB were pulled', pull, async () => ((await stat(partial).catch(() => undefined))?.size ?? 0) >= 16 * MiB);
     await srv.stop('SIGKILL');
     await sleep(300);
     srv = await startServeProcess(['--root', root, '--port', port]);
@@ -260,12 +291,15 @@ describe('interrupted transfers resume and send only what is missing', () => {
   it('SIGTERM stops the server cleanly and leaves no partial files', async () => {
     const root = join(dir, 'term-root');
     const srv = await startServeProcess(['--root', root, '--port', '0']);
-    const push = runCli(['push', src, `${srv.url}/term.bin`]);
-    await sleep(300);
+    await mkdir(join(dir, 'tmp'), { recursive: true });
+    const push = startCli(['push', src, `${srv.url}/term.bin`], join(dir, 'tmp'));
+    // The server builds the file in a staging copy while chunks arrive: stop it then.
+    const staging = async () => (await readdir(join(root, 'files'))).filter((n) => n.startsWith('.xfer-'));
+    await waitUntil('the server made its staging copy', push, async () => (await staging()).length > 0);
     const code = await srv.stop('SIGTERM');
     assert.equal(code, 0, 'the server exits 0 on SIGTERM');
-    await push;
-    const files = await readdir(join(root, 'files')).catch(() => []);
-    assert.deepEqual(files.filter((n) => n.startsWith('.xfer-')), [], 'no staging leftovers');
+    await push.exit;
+    assert.deepEqual(await staging(), [], 'no staging leftovers');
+    assert.deepEqual(await readdir(join(root, 'tmp')), [], "nothing left in the server's tmp/");
   });
 });

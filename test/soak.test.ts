@@ -12,14 +12,7 @@ const KILL_POINTS = 20;
 const PROXY_RUNS = 4;
 
 /** Known failures of this short run on the current code (see test/harness/known.ts). */
-const KNOWN: readonly KnownIssue[] = [
-  {
-    check: 'local-store-tmp-empty',
-    why:
-      'a local push killed while storing chunks leaves <dest>/.xfer/tmp/<pid>-<hex>-<n>.tmp; the store removes such files only once they are an hour old (STALE_TEMP_AGE_MS), though the name says its writer is dead. ' +
-      'Repro: xfer push <4 MiB file> dest/ & sleep 0.5; kill -9 $!; xfer push <same> dest/; ls dest/.xfer/tmp',
-  },
-];
+const KNOWN: readonly KnownIssue[] = [];
 
 describe('soak (short): kills, broken connections and a full disk', () => {
   it(`${KILL_POINTS} kill points, ${PROXY_RUNS} proxy runs, disk full: old or new version, a re-run completes, nothing left behind`, { timeout: 180_000 }, async (t) => {

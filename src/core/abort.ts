@@ -26,3 +26,22 @@ export async function sleepUnlessAborted(ms: number, signal: AbortSignal | undef
     throw err;
   }
 }
+
+/**
+ * `promise`, or AbortedError (as throwIfAborted's) as soon as `signal` fires, whichever
+ * comes first; the listener is removed once either happens. The work behind `promise` is
+ * not stopped: the caller stops waiting for it. xfer's one abort race: use it rather than
+ * a Promise.race of one's own.
+ */
+export function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(abortedError(signal));
+    if (signal.aborted) {
+      promise.catch(() => {}); // nobody waits for it now
+      return onAbort();
+    }
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+  });
+}

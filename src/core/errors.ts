@@ -7,6 +7,7 @@
 
 export type ErrorCode =
   | 'XFER_INVALID_ARGUMENT'
+  | 'XFER_INVALID_OPTION'
   | 'XFER_NOT_FOUND'
   | 'XFER_PERMISSION_DENIED'
   | 'XFER_ALREADY_EXISTS'
@@ -41,6 +42,20 @@ export class InvalidArgumentError extends XferError {
   constructor(message: string) {
     super('XFER_INVALID_ARGUMENT', message);
     this.name = 'InvalidArgumentError';
+  }
+}
+
+/**
+ * A library caller passed an option outside its domain (`options.concurrency must be a
+ * positive integer`): checked at the public edge (core/options.ts), before any work, so
+ * that no bad value reaches a loop it would never let end. `option` names it.
+ */
+export class InvalidOptionError extends XferError {
+  readonly option: string;
+  constructor(option: string, rule: string) {
+    super('XFER_INVALID_OPTION', `options.${option} must be ${rule}`);
+    this.name = 'InvalidOptionError';
+    this.option = option;
   }
 }
 
@@ -196,6 +211,7 @@ export class BusyError extends XferError {
 /** Process exit codes by error code; documented in README "Exit codes". */
 export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
   XFER_INVALID_ARGUMENT: 2,
+  XFER_INVALID_OPTION: 2,
   XFER_NOT_FOUND: 3,
   XFER_PERMISSION_DENIED: 4,
   XFER_ALREADY_EXISTS: 5,
@@ -220,6 +236,7 @@ export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {
 /** HTTP status by error code, used by the server and reversed by the HTTP client. */
 export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   XFER_INVALID_ARGUMENT: 400,
+  XFER_INVALID_OPTION: 400, // a client-side code: the server takes no options
   XFER_NOT_FOUND: 404,
   XFER_PERMISSION_DENIED: 403,
   XFER_ALREADY_EXISTS: 409,

@@ -1,4 +1,5 @@
 import { sleepUnlessAborted } from './abort.js';
+import { InvalidArgumentError } from './errors.js';
 
 /**
  * How an operation that failed for a passing reason (a dropped connection, a server
@@ -52,6 +53,8 @@ export async function retrying<T>(
   },
 ): Promise<T> {
   const { policy, signal } = options;
+  // NaN or Infinity would retry without end (`attempt >= NaN` is never true).
+  if (!Number.isSafeInteger(policy.retries) || policy.retries < 0) throw new InvalidArgumentError(`retries must be a non-negative integer, got ${policy.retries}`);
   for (let attempt = 0; ; attempt++) {
     try {
       return await op(attempt);

@@ -12,7 +12,7 @@ import type { ManifestReader } from '../manifest/reader.js';
 import type { ChunkRecord, EntryMeta, ManifestEvent, ManifestKind } from '../manifest/types.js';
 import type { ScanPool } from '../scan/pool.js';
 import type { ChunkStore } from '../store/store.js';
-import { Window } from '../transfer/window.js';
+import { Window } from '../core/window.js';
 import { RecentChunks } from './recent.js';
 import { SeedIndex } from './seeds.js';
 import { sameFile, Staging, utimeArg, type StagedFile } from './staging.js';

@@ -1,6 +1,6 @@
 import { stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
-import { throwIfAborted } from '../core/abort.js';
+import { throwIfAborted, untilAborted } from '../core/abort.js';
 import { AbortedError, fromSystemError, SourceChangedError, XferError } from '../core/errors.js';
 import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
 import { DIGEST_BYTES, maxChunkBytes } from '../core/ids.js';
@@ -471,15 +471,8 @@ class PieceReader {
       this.done = true;
       throw err;
     });
-    if (!this.signal) return n;
     throwIfAborted(this.signal);
-    const signal = this.signal;
-    let onAbort!: () => void;
-    const aborted = new Promise<never>((_, reject) => {
-      onAbort = () => reject(new AbortedError());
-      signal.addEventListener('abort', onAbort, { once: true });
-    });
-    return Promise.race([n, aborted]).finally(() => signal.removeEventListener('abort', onAbort));
+    return untilAborted(n, this.signal);
   }
 
   /**

@@ -18,6 +18,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { DEFAULT_CHUNKER } from '../chunker/params.js';
+import { untilAborted } from '../core/abort.js';
 import { AbortedError, InvalidArgumentError, isXferError, TimeoutError, TooLargeError } from '../core/errors.js';
 import { SlabAllocator } from '../core/bytes.js';
 import { chunkerSpecEquals, DIGEST_BYTES, digestKey, type ChunkerSpec, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
@@ -244,7 +245,7 @@ export class Stage {
       beforeCommit: async () => {
         this.stopIdleTimer(); // from here on, STAGE_HANDOVER_MS bounds the wait
         this.handoverTimer = setTimeout(() => this.abort(new AbortedError('no manifest commit came for the staged copy')), STAGE_HANDOVER_MS);
-        const run = await Promise.race([this.swap, aborted(signal)]);
+        const run = await untilAborted(this.swap, signal);
         clearTimeout(this.handoverTimer);
         await run();
       },
@@ -435,14 +436,6 @@ async function* limited(body: AsyncIterable<Buffer>): AsyncGenerator<Buffer, voi
     if (bytes > MAX_MANIFEST_BYTES) throw new TooLargeError(`stage body is over the limit of ${MAX_MANIFEST_BYTES} bytes`);
     yield piece;
   }
-}
-
-function aborted(signal: AbortSignal): Promise<never> {
-  return new Promise((_, reject) => {
-    const fail = () => reject(signal.reason ?? new AbortedError());
-    if (signal.aborted) fail();
-    else signal.addEventListener('abort', fail, { once: true });
-  });
 }
 
 /**

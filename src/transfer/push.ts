@@ -3,9 +3,10 @@ import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULT_CHUNKER, validateChunkerSpec } from '../chunker/params.js';
 import { throwIfAborted } from '../core/abort.js';
-import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
+import { fromSystemError, InvalidArgumentError, InvalidOptionError } from '../core/errors.js';
 import type { ChunkerSpec, ChunkId, DigestAlgorithm } from '../core/ids.js';
-import { digestKey, digestToHex } from '../core/ids.js';
+import { DIGEST_ALGORITHMS, digestKey, digestToHex } from '../core/ids.js';
+import { checkBoolean, checkFunction, checkOneOf, checkPositiveInteger, checkSignal } from '../core/options.js';
 import { MiB } from '../core/sizes.js';
 import { makeTempDir, removeTempDir } from '../io/temp.js';
 import { ManifestWriter } from '../manifest/writer.js';
@@ -15,7 +16,7 @@ import { chunkDigest, FileScan, StreamScan, type ChunkBatch, type StreamSource }
 import { walkTree, type SourceEntry, type WalkSkip } from '../scan/walk.js';
 import type { FileSink, KnownFile, PushDestination } from './destination.js';
 import { RacyFiles } from './racy.js';
-import { Window } from './window.js';
+import { Window } from '../core/window.js';
 import type { CarriedEntry } from './select.js';
 import { comparePaths } from '../manifest/rules.js';
 
@@ -132,11 +133,27 @@ export async function statSource(source: string): Promise<Stats> {
 }
 
 /**
+ * Checks the options push takes (InvalidOptionError naming the first bad one; see
+ * core/options.ts). The chunker spec is checked in full by push itself (validateChunkerSpec).
+ */
+export function checkPushOptions(options: PushOptions): void {
+  if (options.chunker !== undefined && (typeof options.chunker !== 'object' || options.chunker === null)) {
+    throw new InvalidOptionError('chunker', 'a chunker spec object');
+  }
+  checkOneOf(options, 'digestAlgorithm', DIGEST_ALGORITHMS);
+  checkPositiveInteger(options, 'concurrency');
+  checkSignal(options);
+  checkBoolean(options, 'checksum');
+  for (const name of ['onProgress', 'onSkip', 'exclude']) checkFunction(options, name);
+}
+
+/**
  * Pushes a file, a directory tree or a stream to a destination: scans it (parallel
  * chunking and hashing), sends the chunks the destination lacks, writes the manifest,
  * then commits. The destination is unchanged unless the whole push succeeds.
  */
 export async function push(source: PushSource, destination: PushDestination, options: PushOptions = {}): Promise<PushResult> {
+  checkPushOptions(options);
   const started = performance.now();
   const chunker = validateChunkerSpec(options.chunker ?? DEFAULT_CHUNKER);
   const algorithm = options.digestAlgorithm ?? 'blake3';

@@ -7,7 +7,7 @@ import { createHasher } from '../hash/digest.js';
 import { readSequential } from '../io/direct.js';
 import { openManifest } from '../manifest/reader.js';
 import type { ChunkStore, ManifestStore } from '../store/store.js';
-import { Window } from './window.js';
+import { Window } from '../core/window.js';
 
 /**
  * missing/corrupt: a stored chunk; manifest: a manifest that does not parse; file: a

@@ -80,13 +80,19 @@ export async function rawRequest(
 
 /**
  * A TCP relay to a server on 127.0.0.1 that counts the bytes clients send through it and
- * can cut every connection it carries at once (a network break; the server lives on).
+ * the connections they open, and can cut every connection it carries at once (a network
+ * break; the server lives on): cut() says how many client connections it broke.
  */
-export async function startRelay(target: string): Promise<{ url: string; bytesUp: () => number; cut: () => void; close: () => Promise<void> }> {
+export async function startRelay(target: string): Promise<{ url: string; bytesUp: () => number; connections: () => number; cut: () => number; close: () => Promise<void> }> {
   const port = Number(new URL(target).port);
   const sockets = new Set<Socket>();
+  const inbounds = new Set<Socket>();
   let up = 0;
+  let connections = 0;
   const relay = createNetServer((inbound) => {
+    connections++;
+    inbounds.add(inbound);
+    inbound.on('close', () => inbounds.delete(inbound));
     const outbound = netConnect(port, '127.0.0.1');
     for (const s of [inbound, outbound]) {
       sockets.add(s);
@@ -105,8 +111,11 @@ export async function startRelay(target: string): Promise<{ url: string; bytesUp
   return {
     url: `http://127.0.0.1:${(relay.address() as AddressInfo).port}`,
     bytesUp: () => up,
+    connections: () => connections,
     cut: () => {
+      const broken = inbounds.size;
       for (const s of sockets) s.destroy();
+      return broken;
     },
     close: async () => {
       for (const s of sockets) s.destroy();

@@ -1,0 +1,154 @@
+/**
+ * Reads of committed pack bytes: a cache of open pack files (least recently used closed
+ * past MAX_OPEN_PACKS) and read-ahead for readers that go through a pack in order.
+ */
+import type { FileHandle } from 'node:fs/promises';
+import { fromSystemError } from '../../core/errors.js';
+import { MiB } from '../../core/sizes.js';
+import { DIRECT_ALIGN_BYTES } from '../../io/direct.js';
+import { PACK_RECORD_HEADER_BYTES } from '../pack.js';
+import { openPackForReading, readPackRange } from './pack-file.js';
+import type { PackIndex } from './pack-index.js';
+
+/**
+ * Reads that go through a pack in order (a rebuild of what was pushed in one go, a pull)
+ * read this much at once and serve the following chunks from it: measured on 2 GiB of 64
+ * KiB chunks, chunk-sized O_DIRECT reads gave 920 MB/s, ...
+ */
+const PACK_READ_AHEAD_BYTES = 4 * MiB;
+/** Read-ahead windows kept (over all packs). */
+const READ_AHEAD_WINDOWS = 8;
+/** Readers going through one pack in order at once that are told apart. */
+const READ_STREAMS = 16;
+/** A read this close after the previous one's end still counts as in order (a record header). */
+const READ_AHEAD_GAP_BYTES = PACK_RECORD_HEADER_BYTES;
+/** Packs kept open for reading at once (least recently used ones are closed). */
+const MAX_OPEN_PACKS = 64;
+
+/** A pack open for reading. */
+interface OpenPack {
+  readonly fh: FileHandle;
+  readonly direct: boolean;
+  users: number;
+  closing: boolean;
+}
+
+export class PackReader {
+  private readonly openPacks = new Map<number, OpenPack>();
+  private readonly readAhead: { readonly pack: number; readonly start: number; readonly end: number; readonly data: Promise<Buffer> }[] = [];
+  /** Where the latest reads of each pack ended (oldest first), to tell reads in order. */
+  private readonly recentReadEnds = new Map<number, number[]>();
+
+  constructor(
+    private readonly packs: PackIndex,
+    private readonly directIo: boolean,
+    /**
+     * Bytes of pack `pack` that never change again (PackWriter.settledBytes while a writer
+     * of this store still appends to it, else Infinity): reads ahead stop there.
+     */
+    private readonly settledBytes: (pack: number) => number,
+  ) {}
+
+  /**
+   * Reads from a committed pack through a cached read handle. A read inside a read-ahead
+   * window returns a view of the window, not a copy: windows are never reused, and copying
+   * every chunk out cost a server's 2 GiB rebuild 0.4 s of allocation and as much again in
+   * garbage collection. The view keeps its window (PACK_READ_AHEAD_BYTES) alive for as long
+   * as the caller holds it.
+   */
+  async read(pack: number, offset: number, length: number): Promise<Buffer> {
+    const end = offset + length;
+    const inOrder = this.followsRecentRead(pack, offset, end);
+    for (const w of this.readAhead) {
+      if (w.pack !== pack || w.start > offset || end > w.end) continue;
+      const data = await w.data;
+      if (data.length < end - w.start) break; // the pack ends early: the exact read below says so
+      return data.subarray(offset - w.start, end - w.start);
+    }
+    // In order (the next record right after the last one read): read ahead in one big read.
+    if (inOrder) {
+      const start = offset - (offset % DIRECT_ALIGN_BYTES);
+      const settled = this.settledBytes(pack);
+      const windowEnd = Math.min(start + PACK_READ_AHEAD_BYTES, settled - (settled % DIRECT_ALIGN_BYTES));
+      if (windowEnd >= end) {
+        const w = { pack, start, end: windowEnd, data: this.readExactly(pack, start, windowEnd - start) };
+        w.data.catch(() => {}); // awaited below, and by any read it covers
+        this.readAhead.push(w);
+        if (this.readAhead.length > READ_AHEAD_WINDOWS) this.readAhead.shift();
+        const data = await w.data;
+        if (data.length >= end - start) return data.subarray(offset - start, end - start);
+      }
+    }
+    return this.readExactly(pack, offset, length);
+  }
+
+  /**
+   * Whether [offset, end) starts where a recent read of the pack ended (give or take a
+   * record header), remembering where this one ends. Several readers may go through a
+   * pack in order at once (a pull's concurrent fetch batches), so READ_STREAMS ends are
+   * kept per pack.
+   */
+  private followsRecentRead(pack: number, offset: number, end: number): boolean {
+    let ends = this.recentReadEnds.get(pack);
+    if (ends === undefined) {
+      ends = [];
+      this.recentReadEnds.set(pack, ends);
+    }
+    const i = ends.findIndex((e) => offset >= e && offset - e <= READ_AHEAD_GAP_BYTES);
+    if (i >= 0) ends.splice(i, 1);
+    else if (ends.length >= READ_STREAMS) ends.shift();
+    ends.push(end);
+    return i >= 0;
+  }
+
+  private async readExactly(pack: number, offset: number, length: number): Promise<Buffer> {
+    let p = this.openPacks.get(pack);
+    if (p === undefined) {
+      const file = this.packs.packPath(pack);
+      let opened: { fh: FileHandle; direct: boolean };
+      try {
+        opened = await openPackForReading(file, this.directIo);
+      } catch (err) {
+        throw fromSystemError(err, file, 'open pack');
+      }
+      p = this.openPacks.get(pack); // opened by a concurrent read meanwhile
+      if (p) await opened.fh.close().catch(() => {});
+      else {
+        p = { ...opened, users: 0, closing: false };
+        this.openPacks.set(pack, p);
+        this.closeIdlePacks();
+      }
+    } else {
+      // Most recently used last.
+      this.openPacks.delete(pack);
+      this.openPacks.set(pack, p);
+    }
+    p.users++;
+    try {
+      return await readPackRange(p.fh, p.direct, offset, length);
+    } catch (err) {
+      throw fromSystemError(err, this.packs.packPath(pack), 'read pack');
+    } finally {
+      p.users--;
+      if (p.closing && p.users === 0) await p.fh.close().catch(() => {});
+    }
+  }
+
+  private closeIdlePacks(): void {
+    for (const [n, p] of this.openPacks) {
+      if (this.openPacks.size <= MAX_OPEN_PACKS) break;
+      this.openPacks.delete(n);
+      p.closing = true;
+      if (p.users === 0) void p.fh.close().catch(() => {});
+    }
+  }
+
+  /** Closes every pack file (each once no read uses it). */
+  async close(): Promise<void> {
+    for (const p of this.openPacks.values()) {
+      p.closing = true;
+      if (p.users === 0) await p.fh.close().catch(() => {});
+    }
+    this.openPacks.clear();
+  }
+}

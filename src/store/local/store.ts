@@ -1,0 +1,271 @@
+/**
+ * LocalStore: the class that composes the local store's parts, one file per job beside
+ * this one (layout and format: ../local.ts).
+ */
+import path from 'node:path';
+import { throwIfAborted } from '../../core/abort.js';
+import { ChunkCorruptError, ChunkMissingError, InvalidArgumentError, IoError, NotFoundError } from '../../core/errors.js';
+import { DIGEST_ALGORITHMS, digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../../core/ids.js';
+import { checkBoolean, checkPositiveInteger, checkSignal } from '../../core/options.js';
+import { digestEquals, digestOf } from '../../hash/digest.js';
+import { acquireLock, type HeldLock, type LockOptions } from '../lock.js';
+import { checkChunkId, validateManifestName } from '../names.js';
+import { PACK_TARGET_BYTES } from '../pack.js';
+import type { ChunkStore, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions } from '../store.js';
+import { CommitPipeline } from './commit.js';
+import { createLayout, readStoreFile, STORE_VERSION, storePaths, writeStoreFile, type StorePaths } from './layout.js';
+import { LooseChunks } from './loose.js';
+import { LocalManifests } from './manifests.js';
+import { PackIndex } from './pack-index.js';
+import { PackReader } from './pack-reader.js';
+import { removeStaleTempFiles } from './temp.js';
+import { PackWriterPool } from './writer-pool.js';
+
+export interface LocalStoreOpenOptions {
+  /** Create the store if `dir` holds none; otherwise a missing store is NotFoundError. */
+  readonly create: boolean;
+  readonly signal?: AbortSignal;
+  /** Size at which a pack takes no more chunks; default PACK_TARGET_BYTES. */
+  readonly packTargetBytes?: number;
+  /** Write and read packs with O_DIRECT where the filesystem allows; default true (see io/direct.ts). */
+  readonly directIo?: boolean;
+}
+
+/** Where a stored chunk is: for tests and tools that inspect the files. */
+export interface ChunkLocation {
+  readonly file: string;
+  /** Offset of the chunk's bytes in `file`. */
+  readonly offset: number;
+  readonly length: number;
+}
+
+/**
+ * A store in a local directory (layout and durability described in ../local.ts).
+ * Several LocalStores, in one process or many, may share a directory.
+ */
+export class LocalStore implements ChunkStore, ManifestStore {
+  /** `<dir>/packs`: pack and index files. */
+  readonly packDir: string;
+  private readonly paths: StorePaths;
+  private version = STORE_VERSION;
+  /** Directories known to exist, so hot paths do not mkdir per chunk. */
+  private readonly knownDirs = new Set<string>();
+  private readonly packs: PackIndex;
+  private readonly writers: PackWriterPool;
+  private readonly pipeline: CommitPipeline;
+  private readonly reader: PackReader;
+  private readonly manifests: LocalManifests;
+  /** Version 1 chunk files (set at open). */
+  private loose!: LooseChunks;
+  private closed = false;
+
+  private constructor(
+    readonly dir: string,
+    packTargetBytes: number,
+    directIo: boolean,
+  ) {
+    this.paths = storePaths(dir);
+    this.packDir = this.paths.packDir;
+    this.packs = new PackIndex(this.packDir);
+    this.writers = new PackWriterPool(this.packDir, directIo, packTargetBytes, this.packs, this.knownDirs, () => this.upgradeStoreFile());
+    this.pipeline = new CommitPipeline(dir, this.writers, this.packs);
+    this.reader = new PackReader(this.packs, directIo, (pack) => this.writers.settledBytes(pack));
+    this.manifests = new LocalManifests(dir, this.paths.manifestDir, this.paths.tempDir, this.knownDirs);
+  }
+
+  /**
+   * Opens the store in `dir`, creating it when `create` is set and it does not exist, and
+   * loads its index. Refuses a directory whose store.json declares another format or an
+   * unknown version.
+   */
+  static async open(dir: string, options: LocalStoreOpenOptions): Promise<LocalStore> {
+    checkBoolean(options, 'create');
+    checkPositiveInteger(options, 'packTargetBytes');
+    checkBoolean(options, 'directIo');
+    checkSignal(options);
+    throwIfAborted(options.signal);
+    const root = path.resolve(dir);
+    const store = new LocalStore(root, options.packTargetBytes ?? PACK_TARGET_BYTES, options.directIo ?? true);
+    const version = await readStoreFile(root);
+    if (version === undefined) {
+      if (!options.create) throw new NotFoundError(`no xfer store at ${root}`);
+      throwIfAborted(options.signal);
+      await createLayout(store.paths, store.knownDirs);
+    } else store.version = version;
+    throwIfAborted(options.signal);
+    await removeStaleTempFiles(store.paths.tempDir, options.signal);
+    await store.packs.refresh();
+    store.loose = await LooseChunks.find(store.paths.chunkDir);
+    return store;
+  }
+
+  /** Where the stored chunk `id` is, or undefined if it is not stored. */
+  async chunkLocation(id: ChunkId): Promise<ChunkLocation | undefined> {
+    const hex = checkChunkId(id);
+    const p = this.pipeline.find(id);
+    if (p) return { file: p.writer.packPath, offset: p.offset, length: p.length };
+    const index = this.packs.of(id.algorithm);
+    const e = index.find(id.digest);
+    if (e >= 0) return { file: this.packs.packPath(index.pack(e)), offset: index.offset(e), length: index.length(e) };
+    const size = await this.loose.size(id, hex);
+    return size === undefined ? undefined : { file: this.loose.path(id.algorithm, hex), offset: 0, length: size };
+  }
+
+  async has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]> {
+    const signal = options?.signal;
+    throwIfAborted(signal);
+    const out = new Array<boolean>(ids.length);
+    const loose: number[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      checkChunkId(id);
+      out[i] = this.pipeline.has(id) || this.packs.of(id.algorithm).find(id.digest) >= 0;
+      if (!out[i] && this.loose.present) loose.push(i);
+    }
+    if (loose.length > 0) {
+      const found = await this.loose.has(loose.map((i) => ids[i]!), signal);
+      loose.forEach((i, k) => (out[i] = found[k]!));
+    }
+    return out;
+  }
+
+  async get(id: ChunkId, options?: GetOptions): Promise<Buffer> {
+    const signal = options?.signal;
+    throwIfAborted(signal);
+    const hex = checkChunkId(id);
+    let data = await this.readChunk(id, hex);
+    if (data === undefined) {
+      await this.packs.refresh(); // another opener may have committed it since
+      data = await this.readChunk(id, hex);
+    }
+    if (data === undefined) throw new ChunkMissingError(hex, this.dir);
+    throwIfAborted(signal);
+    if (options?.unverified !== true && !digestEquals(digestOf(id.algorithm, data.bytes), id.digest)) {
+      throw new ChunkCorruptError(hex, `the stored copy in ${data.file} does not hash to it`);
+    }
+    return data.bytes;
+  }
+
+  async put(id: ChunkId, data: Uint8Array, options?: PutOptions): Promise<boolean> {
+    const signal = options?.signal;
+    throwIfAborted(signal);
+    checkChunkId(id);
+    if (this.closed) throw new IoError(`the store at ${this.dir} is closed`);
+    if (this.pipeline.has(id) || this.packs.of(id.algorithm).find(id.digest) >= 0) return false;
+    if (this.loose.present && (await this.has([id], options))[0]) return false;
+    if (options?.trusted !== true && !digestEquals(digestOf(id.algorithm, data), id.digest)) {
+      throw new ChunkCorruptError(digestToHex(id.digest), 'the bytes to store do not hash to it');
+    }
+    return this.pipeline.put(id, data, signal);
+  }
+
+  /**
+   * Commits every pending chunk (see "Chunks" in ../local.ts). An abort rejects at once;
+   * the commit itself runs to its end, as other callers may be waiting for it too.
+   */
+  async flush(options?: OpOptions): Promise<void> {
+    throwIfAborted(options?.signal);
+    await this.pipeline.flush(options?.signal);
+  }
+
+  /** Commits what is pending, then closes the pack files. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (this.pipeline.unsettled) await this.flush();
+    } finally {
+      this.closed = true;
+      await this.pipeline.close();
+      await this.reader.close();
+    }
+  }
+
+  /**
+   * Takes the lock of target `name`, `<dir>/locks/<name>` (store/lock.ts), waiting while
+   * another process holds it. A destination holds it from the rebuild of a target to the
+   * swap and the manifest's commit, so that the target on disk and its stored manifest
+   * are always of the same push.
+   */
+  lockTarget(name: string, options: LockOptions = {}): Promise<HeldLock> {
+    validateManifestName(name);
+    return acquireLock(path.join(this.dir, 'locks', ...name.split('/')), options);
+  }
+
+  /** Yields every committed chunk (of `algorithm`, or of all) and this store's pending ones; unordered. */
+  async *listChunks(algorithm?: DigestAlgorithm, options?: OpOptions): AsyncGenerator<ChunkId> {
+    const signal = options?.signal;
+    throwIfAborted(signal);
+    if (algorithm !== undefined && !DIGEST_ALGORITHMS.includes(algorithm)) {
+      throw new InvalidArgumentError(`unknown digest algorithm "${String(algorithm)}"`);
+    }
+    const algorithms = algorithm === undefined ? DIGEST_ALGORITHMS : [algorithm];
+    const listed = new Set<string>();
+    for (const { key, id } of this.pipeline.ids(algorithms)) {
+      listed.add(key);
+      yield id;
+    }
+    for (const alg of algorithms) {
+      const index = this.packs.of(alg);
+      for (let e = 0; e < index.size; e++) {
+        if (e % 4096 === 0) throwIfAborted(signal);
+        const digest = index.digest(e);
+        if (listed.has(`${alg}:${digestKey(digest)}`)) continue;
+        yield { algorithm: alg, digest };
+      }
+    }
+    for (const alg of algorithms) {
+      const index = this.packs.of(alg);
+      const skip = (digest: Uint8Array): boolean => listed.has(`${alg}:${digestKey(digest)}`) || index.find(digest) >= 0;
+      for await (const digest of this.loose.list(alg, skip, signal)) yield { algorithm: alg, digest };
+    }
+  }
+
+  putManifest(name: string, source: AsyncIterable<Uint8Array>, options?: OpOptions): Promise<void> {
+    return this.manifests.putManifest(name, source, options);
+  }
+
+  /**
+   * The manifest's bytes as a stream. The file is opened before this resolves, so the
+   * caller reads this version even if it is replaced meanwhile; it stays open until the
+   * stream is read to its end or the loop reading it exits.
+   */
+  getManifest(name: string, options?: OpOptions): Promise<AsyncIterable<Uint8Array>> {
+    return this.manifests.getManifest(name, options);
+  }
+
+  listManifests(prefix: string, options?: OpOptions): Promise<ManifestInfo[]> {
+    return this.manifests.listManifests(prefix, options);
+  }
+
+  deleteManifest(name: string, options?: OpOptions): Promise<void> {
+    return this.manifests.deleteManifest(name, options);
+  }
+
+  /** A version 1 store gets packs: store.json says version 2 first (see ../local.ts). */
+  private async upgradeStoreFile(): Promise<void> {
+    if (this.version >= STORE_VERSION) return;
+    await writeStoreFile(this.paths);
+    this.version = STORE_VERSION;
+  }
+
+  /** The chunk's bytes (unverified) and where they came from, or undefined if not found. */
+  private async readChunk(id: ChunkId, hex: string): Promise<{ bytes: Buffer; file: string } | undefined> {
+    const p = this.pipeline.find(id);
+    if (p) {
+      const w = p.writer;
+      return { bytes: await w.read(p.offset, p.length, (o, n) => this.reader.read(p.pack, o, n)), file: w.packPath };
+    }
+    const index = this.packs.of(id.algorithm);
+    const e = index.find(id.digest);
+    if (e >= 0) {
+      const pack = index.pack(e);
+      const length = index.length(e);
+      const bytes = await this.reader.read(pack, index.offset(e), length);
+      if (bytes.length !== length) {
+        throw new ChunkCorruptError(hex, `pack ${this.packs.packPath(pack)} ends before the chunk does (truncated)`);
+      }
+      return { bytes, file: this.packs.packPath(pack) };
+    }
+    return this.loose.read(id, hex);
+  }
+}
