@@ -51,6 +51,8 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
    * --delete), listed in the result's `deleted`. By default they are kept.
    */
   readonly delete?: boolean;
+  /** rsync --numeric-ids: owners and groups applied by number, never mapped through their names. */
+  readonly numericIds?: boolean;
 }
 
 /**
@@ -85,7 +87,7 @@ export async function push(source: PushSource, destination: string, options: Pus
     const t = localTargetOf(await resolvePushTarget(sourceName, destination, sourceIsTree));
     // A destination inside the source tree is left out of what is read (see destinationPathsIn).
     if (sourceIsTree) exclude = destinationPathsIn(source as string, t);
-    dest = await LocalDestination.open(t, { signal: options.signal, onLockWait: options.onLockWait, deleteExtra: options.delete === true });
+    dest = await LocalDestination.open(t, { signal: options.signal, onLockWait: options.onLockWait, deleteExtra: options.delete === true, numericIds: options.numericIds === true });
   }
   const started = performance.now();
   // What earlier runs sent (see below), as their last progress reports said.
@@ -158,7 +160,7 @@ export async function pull(source: string, destination: string, options: PullOpt
     const target = await resolveCopyTarget(posix.basename(name), destination);
     // The quick check: the manifest's own files, as reconstruct's previous version.
     const quick = options.checksum ? undefined : { targetDigest: reader.header.digest, previousFiles: await filesOf(await openManifestFile(manifestPath, { signal }), signal) };
-    const result = await reconstruct(reader, store, target, { signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, deleteExtra: options.delete === true, ...quick });
+    const result = await reconstruct(reader, store, target, { signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, deleteExtra: options.delete === true, attributes: { numericIds: options.numericIds === true }, ...quick });
     return { ...result, target };
   } finally {
     await removeTempDir(tmp);

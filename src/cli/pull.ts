@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { pull } from '../api.js';
 import { formatBytes } from '../core/sizes.js';
-import { remoteFrom, remoteOptions, type RemoteFlags } from './options.js';
+import { remoteFrom, numericIdsOption, remoteOptions, type RemoteFlags } from './options.js';
 import { printJson, Progress, rate } from './output.js';
 
 interface PullFlags extends RemoteFlags {
@@ -10,6 +10,7 @@ interface PullFlags extends RemoteFlags {
   seed?: string[];
   checksum?: boolean;
   delete?: boolean;
+  numericIds?: boolean;
 }
 
 export function registerPull(program: Command, signal: AbortSignal): void {
@@ -23,7 +24,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
     .option('--delete', 'remove entries of an existing destination tree that the pulled tree lacks (by default they are kept, as rsync keeps them)')
     .option('--json', 'print the result as one JSON object')
     .option('-q, --quiet', 'no progress display');
-  for (const o of remoteOptions()) cmd.addOption(o);
+  for (const o of [numericIdsOption(), ...remoteOptions()]) cmd.addOption(o);
   cmd.action(async (source: string, dest: string, flags: PullFlags) => {
     const progress = Progress.for(flags);
     try {
@@ -32,6 +33,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
         seeds: flags.seed ?? [],
         checksum: flags.checksum === true,
         delete: flags.delete === true,
+        numericIds: flags.numericIds === true,
         onProgress: (p) => progress.update(p.bytesDone, p.bytesTotal, `, ${formatBytes(p.bytesReused)} reused`),
         onRetry: (e) => progress.retrying(e),
       });

@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import { push } from '../api.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { formatBytes, MiB } from '../core/sizes.js';
-import { chunkerOptions, chunkerSpecFrom, digestFrom, remoteFrom, remoteOptions, type ChunkerFlags, type RemoteFlags } from './options.js';
+import { chunkerOptions, chunkerSpecFrom, digestFrom, numericIdsOption, remoteFrom, remoteOptions, type ChunkerFlags, type RemoteFlags } from './options.js';
 import { count, EXIT_PARTIAL, printJson, Progress, rate } from './output.js';
 
 interface PushFlags extends ChunkerFlags, RemoteFlags {
@@ -13,6 +13,7 @@ interface PushFlags extends ChunkerFlags, RemoteFlags {
   delta: boolean;
   checksum?: boolean;
   delete?: boolean;
+  numericIds?: boolean;
 }
 
 export function registerPush(program: Command, signal: AbortSignal, setExitCode: (code: number) => void): void {
@@ -26,7 +27,7 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
     .option('--no-delta', 'to a server: send changed chunks whole, not as the blocks that differ from the chunk they replace')
     .option('--delete', 'into a local directory: remove entries of the existing target tree that the source lacks (by default they are kept, as rsync keeps them)')
     .option('-c, --checksum', 'read every file, also those whose size and mtime are unchanged since the last push to the target (rsync --checksum)');
-  for (const o of [...chunkerOptions(), ...remoteOptions()]) cmd.addOption(o);
+  for (const o of [numericIdsOption(), ...chunkerOptions(), ...remoteOptions()]) cmd.addOption(o);
   cmd.action(async (source: string, dest: string, flags: PushFlags) => {
     const chunker = chunkerSpecFrom(flags, (n) => cmd.getOptionValueSource(n) === 'cli');
     const digestAlgorithm = digestFrom(flags);
@@ -39,6 +40,7 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
         delta: flags.delta,
         checksum: flags.checksum === true,
         delete: flags.delete === true,
+        numericIds: flags.numericIds === true,
         chunker,
         digestAlgorithm,
         onProgress: (p) => progress.update(p.bytesScanned, p.bytesTotal, `, ${formatBytes(p.bytesSent)} sent`),

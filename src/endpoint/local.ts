@@ -115,6 +115,7 @@ export class LocalDestination implements PushDestination {
     private readonly t: LocalTarget,
     private readonly onLockWait?: (holder: string) => void,
     private readonly deleteExtra = false,
+    private readonly numericIds = false,
   ) {
     this.description = t.target;
   }
@@ -124,9 +125,9 @@ export class LocalDestination implements PushDestination {
    * waits for it. `deleteExtra`: entries of the existing target tree that the pushed tree
    * lacks are removed (rsync --delete) and listed by commit; by default they are kept.
    */
-  static async open(target: LocalTarget, options: OpOptions & { onLockWait?: (holder: string) => void; deleteExtra?: boolean } = {}): Promise<LocalDestination> {
+  static async open(target: LocalTarget, options: OpOptions & { onLockWait?: (holder: string) => void; deleteExtra?: boolean; numericIds?: boolean } = {}): Promise<LocalDestination> {
     const store = await LocalStore.open(target.storeDir, { create: true, signal: options.signal });
-    return new LocalDestination(store, target, options.onLockWait, options.deleteExtra);
+    return new LocalDestination(store, target, options.onLockWait, options.deleteExtra, options.numericIds);
   }
 
   /**
@@ -142,7 +143,7 @@ export class LocalDestination implements PushDestination {
     const store = this.chunks;
     const name = this.t.name;
     try {
-      staging = await Staging.create(this.t.target, kind, { ...options, deleteExtra: this.deleteExtra });
+      staging = await Staging.create(this.t.target, kind, { ...options, deleteExtra: this.deleteExtra, attributes: { numericIds: this.numericIds } });
       try {
         known = this.known = KnownFiles.for(await previousVersion(store, name, kind, options), store, options);
       } catch (err) {
@@ -158,6 +159,8 @@ export class LocalDestination implements PushDestination {
       async entry(meta: EntryMeta, o: EntryOptions = {}): Promise<FileSink | undefined> {
         if (meta.type === 'dir') await staging.mkdir(meta);
         else if (meta.type === 'symlink') await staging.symlink(meta);
+        else if (meta.type === 'hardlink') await staging.hardlink(meta);
+        else if (meta.type !== 'file') await staging.node(meta);
         else if (o.known) await staging.keepFile(meta, current(meta.path));
         else {
           const f: StagedFile = await staging.openFile(meta);
@@ -171,7 +174,7 @@ export class LocalDestination implements PushDestination {
               // wasted; a larger one is already in the staging copy, the link fails, and it stays.
               if (previous && previous.size === size && Buffer.compare(previous.digest, digest) === 0) {
                 const copy = current(meta.path);
-                if ((await sameFile(copy, { size, mtimeMs: meta.mtimeMs, mode: meta.mode })) && (await staging.linkFile(meta, copy))) return f.close();
+                if ((await sameFile(copy, { size, mtimeMs: meta.mtimeMs, mtimeExtraNs: meta.mtimeExtraNs, mode: meta.mode })) && (await staging.linkFile(meta, copy))) return f.close();
               }
               await f.finish(size);
             },
@@ -200,7 +203,7 @@ export class LocalDestination implements PushDestination {
   async knownFile(meta: EntryMeta, options: OpOptions = {}): Promise<KnownFile | undefined> {
     const f = await this.known?.find(meta, options);
     // The copy at the target must still be the one the manifest describes: it is linked.
-    return f && (await sameFile(this.currentCopy(meta.path), { size: f.size, mtimeMs: meta.mtimeMs })) ? f : undefined;
+    return f && (await sameFile(this.currentCopy(meta.path), { size: f.size, mtimeMs: meta.mtimeMs, mtimeExtraNs: meta.mtimeExtraNs })) ? f : undefined;
   }
 
   /** Where entry `path` of the target's current version is ('' is a file target itself). */

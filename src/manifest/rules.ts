@@ -51,6 +51,15 @@ export function pathProblem(path: string): string | null {
   return null;
 }
 
+/**
+ * Whether a scan records an xattr of this name: `user.*`, `security.*`, `trusted.*` and the
+ * POSIX ACLs (`system.posix_acl_access`, `system.posix_acl_default`), as rsync -AX does. Other
+ * `system.*` names are the file system's own views (NFSv4 ACLs, ...), not carried.
+ */
+export function recordedXattr(name: string): boolean {
+  return /^(user\.|security\.|trusted\.|system\.posix_acl_(access|default)$)/.test(name);
+}
+
 const V1_TYPES: ReadonlySet<string> = new Set(['file', 'dir', 'symlink']);
 const V2_TYPES: ReadonlySet<string> = new Set(['file', 'dir', 'symlink', 'hardlink', 'fifo', 'char', 'block']);
 

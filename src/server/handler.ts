@@ -397,6 +397,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
             signal: ctx.signal,
             confineTo: ctx.filesDir,
             clearSetId: true,
+            attributes: { untrusted: true },
             // The server's copy of a pushed tree is its own materialization of the committed
             // manifest: what the new version lacks goes (it was the previous version's).
             deleteExtra: true,

@@ -233,6 +233,8 @@ export class Stage {
       confineTo: spec.confineTo,
       // The server's files: see ReconstructOptions.clearSetId; its copy mirrors the manifest.
       clearSetId: true,
+      // A trust boundary: no security.* or trusted.* xattrs, no device nodes (reconstruct/attributes.ts).
+      attributes: { untrusted: true },
       deleteExtra: true,
       reuseTarget: false,
       resumable: false,
