@@ -184,6 +184,8 @@ export class Staging {
   readonly previous: string | undefined;
   private readonly resumable: boolean;
   private readonly dirs: EntryMeta[] = [];
+  /** Files of the existing tree whose link into the staged tree waits (see linkFile). */
+  private readonly unlinked: { readonly meta: EntryMeta; readonly existing: string }[] = [];
   /** Hard links, made at commit once every file they name is on disk (small files are written at their finish). */
   private readonly hardlinks: EntryMeta[] = [];
   /** What of the manifest's attributes this staging applies (owners as root, xattr namespaces, devices). */
@@ -428,8 +430,25 @@ export class Staging {
    * same content, size and mtime) into the staging area as a hard link: nothing is read or
    * written, and the old version stays as it was until the swap. False if the link cannot
    * be made (a filesystem without hard links, say); the caller rebuilds or copies instead.
+   *
+   * While nothing of the tree has changed, and the file at its own path already has every
+   * attribute of the entry, the link waits (`unlinked`): a commit that keeps the existing
+   * tree then touches nothing (a link would change the file's ctime); one that swaps makes
+   * it first, or a copy where links cannot be made.
    */
   async linkFile(meta: EntryMeta, existing: string, mode = meta.mode): Promise<boolean> {
+    if (this.kind === 'tree' && !this.changed && existing === this.targetPathOf(meta.path)) {
+      const st = await lstat(existing, { bigint: true }).catch(() => undefined);
+      if (st?.isFile() && hasAttributes(existing, st, meta, this.policy, mode)) {
+        this.unlinked.push({ meta: { ...meta, mode }, existing });
+        return true;
+      }
+    }
+    return this.linkNow(meta, existing, mode);
+  }
+
+  /** linkFile without waiting. */
+  private async linkNow(meta: EntryMeta, existing: string, mode = meta.mode): Promise<boolean> {
     const p = this.pathOf(meta.path);
     try {
       await link(existing, p);
@@ -452,6 +471,11 @@ export class Staging {
    */
   async keepFile(meta: EntryMeta, existing: string): Promise<void> {
     if (await this.linkFile(meta, existing)) return;
+    await this.copyFile(meta, existing);
+  }
+
+  /** keepFile's copy, where a link cannot be made. */
+  private async copyFile(meta: EntryMeta, existing: string): Promise<void> {
     this.changed = true;
     const p = this.pathOf(meta.path);
     try {
@@ -515,12 +539,26 @@ export class Staging {
     // existing tree, unless --delete finds entries to remove. (A file replaced at the target
     // since it was linked is kept as it now is, as if replaced just after the swap.)
     if (this.kind === 'tree' && !this.changed && (await lstat(this.target).then((st) => st.isDirectory(), () => false))) {
-      if (this.deleteExtra) await carryOver(this.target, this.root, '', true, extra, options.signal);
+      if (this.deleteExtra) {
+        await carryOver(this.target, this.root, '', true, extra, options.signal);
+        // Files whose links wait are in the new version, not extras.
+        const waiting = new Set(this.unlinked.map((u) => u.meta.path));
+        const kept = extra.deleted.filter((p) => !waiting.has(p));
+        extra.deleted.splice(0, extra.deleted.length, ...kept);
+      }
       if (extra.deleted.length === 0) {
         await rm(this.root, { recursive: true, force: true });
         return this.finishCommit();
       }
       extra.deleted.length = 0;
+    }
+    // The waiting links (see linkFile): the new tree has these files, so before extras are
+    // carried over or listed.
+    for (const { meta, existing } of this.unlinked.splice(0)) {
+      if (!(await sameFile(existing, meta))) {
+        throw new VerifyFailedError(`${this.shown(meta.path)}: changed while the tree was being updated; run again`);
+      }
+      if (!(await this.linkNow(meta, existing))) await this.copyFile(meta, existing);
     }
     // Before the directories get their modes (a read-only one would refuse the links) and times.
     if (this.kind === 'tree' && (await exists(this.target))) {
