@@ -14,6 +14,7 @@ import { before, describe, it } from 'node:test';
 import { setTimesNs, listXattrs, setXattr, makeNode, userId, groupId } from '../src/io/sys.js';
 import { attributePolicy, localOwner } from '../src/reconstruct/attributes.js';
 import { deviceNumber } from '../src/reconstruct/staging.js';
+import { pull, push } from '../src/api.js';
 import { runCli } from './helpers/cli.js';
 import { useServer } from './helpers/server.js';
 
@@ -96,12 +97,13 @@ describe('trees keep what rsync -aHAX keeps, locally, through a server and back'
     at.pushStderr = (await ok(['push', '-q', at.src, `${join(fx.dir, 'backup')}/`])).stderr;
     at.local = join(fx.dir, 'backup', 'tree');
     // Pulled into a directory (cp's rule: <dir>/tree), so that the same command updates it again.
+    // The rest through the API, in this process: the same code, without a CLI start each.
     at.pulledLocal = join(fx.dir, 'pulled-local', 'tree');
-    await ok(['pull', '-q', at.local, `${join(fx.dir, 'pulled-local')}/`]);
-    await ok(['push', '-q', at.src, `${fx.server.url}/`]);
+    await pull(at.local, `${join(fx.dir, 'pulled-local')}/`);
+    await push(at.src, `${fx.server.url}/`);
     at.served = join(fx.root, 'files', 'tree');
     at.pulledRemote = join(fx.dir, 'pulled-remote', 'tree');
-    await ok(['pull', '-q', `${fx.server.url}/tree`, `${join(fx.dir, 'pulled-remote')}/`]);
+    await pull(`${fx.server.url}/tree`, `${join(fx.dir, 'pulled-remote')}/`);
   });
 
   it('rsync -aHAX --itemize-changes --checksum finds no difference between the source and a local push, its pull, or a pull from a server', () => {
@@ -128,7 +130,7 @@ describe('trees keep what rsync -aHAX keeps, locally, through a server and back'
     const nobody = shown.entries.find((e: { path: string }) => e.path === 'nobody.txt');
     assert.deepEqual([nobody.uid, nobody.gid, nobody.owner, nobody.group], [NOBODY, NOGROUP, undefined, undefined]);
     const pulled = join(fx.dir, 'numeric-pulled');
-    await ok(['pull', '-q', '--numeric-ids', join(fx.dir, 'numeric', 'tree'), pulled]);
+    await pull(join(fx.dir, 'numeric', 'tree'), pulled, { numericIds: true });
     assert.equal((await lstat(join(pulled, 'owned'))).uid, 1234);
   });
 
@@ -198,8 +200,7 @@ describe('trees keep what rsync -aHAX keeps, locally, through a server and back'
     for (const [source, copy] of [[at.local, at.pulledLocal], [`${fx.server.url}/tree`, at.pulledRemote]] as const) {
       const into = `${join(copy, '..')}/`;
       const before = await Promise.all(paths.map(async (p) => { const s = await lstat(join(copy, p), { bigint: true }); return `${p} ${s.ino} ${s.ctimeNs}`; }));
-      const r = await ok(['pull', '-q', '--json', source, into]);
-      assert.equal(JSON.parse(r.stdout).bytesReceived, 0);
+      assert.equal((await pull(source, into)).bytesReceived, 0);
       const after = await Promise.all(paths.map(async (p) => { const s = await lstat(join(copy, p), { bigint: true }); return `${p} ${s.ino} ${s.ctimeNs}`; }));
       assert.deepEqual(after, before, copy);
     }
