@@ -58,6 +58,8 @@ async function makeTree(src: string): Promise<void> {
   makeNode(join(src, 'blk'), 'block', 0o660, 7, 200);
   execFileSync(process.execPath, ['-e', 'require("net").createServer().listen(process.argv[1], () => process.exit(0))', join(src, 'sock')]);
   await symlink('sub/a', join(src, 'link'));
+  await lchown(join(src, 'link'), 1234, 5678);
+  await lchown(join(src, 'other'), 4321, 8765);
   await writeFile(join(src, 'whole-ms'), 'x');
   await chmod(join(src, 'sub'), 0o750);
   await chmod(src, 0o751);
@@ -110,12 +112,16 @@ describe('trees keep what rsync -aHAX keeps, locally, through a server and back'
     for (const copy of [at.local, at.pulledLocal, at.pulledRemote]) assert.deepEqual(rsyncDifferences(at.src, copy), [], copy);
   });
 
-  it('owner and group ids are kept, numeric ones and named ones (nobody:nogroup)', async () => {
+  it('owner and group ids are kept, numeric ones and named ones (nobody:nogroup), on files, directories and symlinks', async () => {
     for (const copy of [at.local, at.pulledLocal, at.served, at.pulledRemote]) {
       const owned = await lstat(join(copy, 'owned'));
       assert.deepEqual([owned.uid, owned.gid], [1234, 5678], copy);
       const nobody = await lstat(join(copy, 'nobody.txt'));
       assert.deepEqual([nobody.uid, nobody.gid], [NOBODY, NOGROUP], copy);
+      const dir = await lstat(join(copy, 'other'));
+      assert.deepEqual([dir.uid, dir.gid], [4321, 8765], `directory in ${copy}`);
+      const link = await lstat(join(copy, 'link'));
+      assert.deepEqual([link.uid, link.gid], [1234, 5678], `symlink in ${copy}`);
     }
   });
 
