@@ -211,4 +211,20 @@ describe('trees keep what rsync -aHAX keeps, locally, through a server and back'
       assert.deepEqual(after, before, copy);
     }
   });
+
+  it('a single file keeps its owner, xattrs and nanosecond mtime: local push, the server\'s (staged) copy and a pull', async () => {
+    const file = join(fx.dir, 'single.bin');
+    await writeFile(file, Buffer.alloc(300_000, 7));
+    await lchown(file, 1234, 5678);
+    setXattr(file, 'user.note', BINARY);
+    setTimesNs(file, NS.file, NS.file);
+    await push(file, `${join(fx.dir, 'single-backup')}/`);
+    await push(file, `${fx.server.url}/`);
+    await pull(`${fx.server.url}/single.bin`, join(fx.dir, 'single-pulled.bin'));
+    for (const copy of [join(fx.dir, 'single-backup', 'single.bin'), join(fx.root, 'files', 'single.bin'), join(fx.dir, 'single-pulled.bin')]) {
+      const st = await lstat(copy, { bigint: true });
+      assert.deepEqual([st.uid, st.gid, st.mtimeNs], [1234n, 5678n, NS.file], copy);
+      assert.equal(listXattrs(copy).find((x) => x.name === 'user.note')?.value.toString('hex'), BINARY.toString('hex'), copy);
+    }
+  });
 });
