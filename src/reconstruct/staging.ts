@@ -3,7 +3,7 @@ import { closeSync, constants, fchmodSync, fchownSync, futimesSync, open as open
 import { promisify } from 'node:util';
 import type { FileHandle } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
-import { chmod, copyFile, lchown, link, lstat, lutimes, mkdir, open, readdir, readlink, rename, rm, rmdir, symlink, unlink, utimes } from 'node:fs/promises';
+import { chmod, copyFile, lchown, link, lstat, mkdir, open, readdir, readlink, rename, rm, rmdir, symlink, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { AlreadyExistsError, fromSystemError, InvalidArgumentError, SpecialFileError, VerifyFailedError } from '../core/errors.js';
@@ -11,7 +11,7 @@ import { DirectBlockWriter, DIRECT_MIN_FILE_BYTES, openDirect } from '../io/dire
 import { checkConfined, confinedParent, segmentsBelow, type CreatedDirs } from '../io/safe-path.js';
 import { OWNER_HOST, processAlive } from '../io/owner.js';
 import { fsyncPath, syncFilesystem } from '../io/sync.js';
-import { makeNode, setTimesNs } from '../io/sys.js';
+import { listXattrs, makeNode, setTimesNs, setXattr } from '../io/sys.js';
 import { mtimeNsOf, type EntryMeta, type ManifestKind } from '../manifest/types.js';
 import { applyAttributes, applyXattrs, attributePolicy, hasAttributes, localOwner, setTimes, utimeArg, type AttributeOptions, type AttributePolicy } from './attributes.js';
 
@@ -915,13 +915,15 @@ async function carryOver(from: string, to: string, rel: string, del: boolean, ex
         await link(src, dst);
         continue;
       }
-      const st = await lstat(src);
+      const st = await lstat(src, { bigint: true });
       await mkdir(dst, { mode: 0o700 });
       extra.dirs.push(path);
       await carryOver(src, dst, path, false, extra, signal);
-      if (process.getuid?.() === 0) await lchown(dst, st.uid, st.gid);
-      await chmod(dst, st.mode & 0o7777);
-      await utimes(dst, utimeArg(st.atimeMs), utimeArg(st.mtimeMs));
+      // Made again as it was: owner (as root), xattrs and ACLs, mode, times to the ns.
+      if (process.getuid?.() === 0) await lchown(dst, Number(st.uid), Number(st.gid));
+      for (const x of listXattrs(src)) setXattr(dst, x.name, x.value);
+      await chmod(dst, Number(st.mode & 0o7777n));
+      setTimesNs(dst, st.atimeNs, st.mtimeNs);
     } catch (err) {
       throw fromSystemError(err, src, 'keep (an entry the new version lacks)');
     }
