@@ -76,6 +76,8 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
   readonly dryRun?: boolean;
   /** Work out the plan (which files go) also for a real pull, for -v and --stats. */
   readonly plan?: boolean;
+  /** rsync --numeric-ids: owners and groups applied by number, never mapped through their names. */
+  readonly numericIds?: boolean;
 }
 
 /**
@@ -131,7 +133,7 @@ export async function push(source: PushSource, destination: string, options: Pus
     const t = localTargetOf(contents ? await resolveContentsTarget(destination) : await resolvePushTarget(sourceName, destination, sourceIsTree));
     // A destination inside the source tree is left out of what is read (see destinationPathsIn).
     if (sourceIsTree) exclude = destinationPathsIn(source as string, t);
-    dest = await LocalDestination.open(t, { signal: options.signal, onLockWait: options.onLockWait, deleteExtra: options.delete === true, protect: options.excludes });
+    dest = await LocalDestination.open(t, { signal: options.signal, onLockWait: options.onLockWait, deleteExtra: options.delete === true, protect: options.excludes, numericIds: options.numericIds === true });
   }
   const started = performance.now();
   // What earlier runs sent (see below), as their last progress reports said.
@@ -240,7 +242,8 @@ export async function pull(source: string, destination: string, options: PullOpt
     // The quick check: the manifest's own files, as reconstruct's previous version.
     const quick = options.checksum ? undefined : { targetDigest: reader.header.digest, previousFiles: await filesOf(await openManifestFile(manifestPath, { signal }), signal) };
     const result = await reconstruct(reader, store, target, {
-      signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, deleteExtra: options.delete === true, protect: options.excludes, ...quick,
+      signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, deleteExtra: options.delete === true, protect: options.excludes,
+      attributes: { numericIds: options.numericIds === true }, ...quick,
     });
     return { ...result, target, plan };
   } finally {

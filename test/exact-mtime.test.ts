@@ -13,8 +13,8 @@ import { useServer } from './helpers/server.js';
  */
 const TIMES_MS = [1_700_000_000_123, 1_700_000_000_457, 1_700_000_000_999, 1_700_000_001_001, 1_700_000_002_314, 1_700_000_003_777];
 
-/** Paths of the test tree: a large file (written with O_DIRECT), a small one, subdirectories, a symlink (the root's own time is not in a manifest). */
-const ALL = ['big.bin', 'sub', 'sub/small.bin', 'sub/deeper', 'sub/deeper/tiny.txt', 'link'];
+/** Paths of the test tree: its root (a version 2 manifest records the root's own time), a large file (written with O_DIRECT), a small one, subdirectories, a symlink. */
+const ALL = ['', 'big.bin', 'sub', 'sub/small.bin', 'sub/deeper', 'sub/deeper/tiny.txt', 'link'];
 
 async function makeTree(root: string): Promise<void> {
   await mkdir(join(root, 'sub', 'deeper'), { recursive: true });
@@ -29,9 +29,9 @@ async function makeTree(root: string): Promise<void> {
   }
 }
 
-/** The time a manifest records for the source entry (whole milliseconds, truncated), in ns. */
+/** The time a manifest records for the source entry: its mtime to the nanosecond (format version 2). */
 async function manifestTimeNs(path: string): Promise<bigint> {
-  return BigInt(Math.trunc((await lstat(path)).mtimeMs)) * 1_000_000n;
+  return (await lstat(path, { bigint: true })).mtimeNs;
 }
 
 /** Every entry of `copy` has exactly the mtime the manifest of `source` gives it. */
@@ -44,7 +44,7 @@ async function assertExactTimes(source: string, copy: string): Promise<void> {
 
 /** The inodes of the tree's root and every entry: unchanged when nothing was rewritten. */
 async function inodes(root: string): Promise<number[]> {
-  return Promise.all(['', ...ALL].map(async (rel) => (await lstat(join(root, rel))).ino));
+  return Promise.all(ALL.map(async (rel) => (await lstat(join(root, rel))).ino));
 }
 
 /** A pull that fetches nothing (its --json bytesReceived is 0). */

@@ -11,8 +11,10 @@ import { ManifestCorruptError, NotFoundError } from '../src/core/errors.js';
 import { digestOf } from '../src/hash/digest.js';
 import { HEADER_BYTES, openManifestFile } from '../src/manifest/index.js';
 import {
+  RAW_CHAR,
   RAW_DIR,
   RAW_FILE,
+  RAW_HARDLINK,
   RAW_SYMLINK,
   TREE_SHA256,
   assertCorrupt,
@@ -40,8 +42,10 @@ async function smallTree(): Promise<Buffer> {
   return bytes;
 }
 
+/** Bytes of a version 2 attribute block with nothing recorded: ns, uid, gid, two empty names, no xattrs. */
+const EMPTY_ATTRIBUTES_BYTES = 12 + 1 + 1 + 2;
 /** Offset of the first chunk record of "d/f" in smallTree(). */
-const FIRST_CHUNK_OFFSET = HEADER_BYTES + (23 + 1) + (23 + 3);
+const FIRST_CHUNK_OFFSET = HEADER_BYTES + (23 + 1 + EMPTY_ATTRIBUTES_BYTES) + (23 + 3 + EMPTY_ATTRIBUTES_BYTES);
 
 function flip(bytes: Buffer, offset: number, mask = 0x01): Buffer {
   const out = Buffer.from(bytes);
@@ -70,7 +74,7 @@ describe('manifest corruption is detected', () => {
   it('wrong magic, unknown version, non-zero reserved bytes, unknown codes', async () => {
     const body: RawEntry[] = [{ type: RAW_DIR, path: 'x' }];
     await assertCorrupt(await buildRaw(body, { magic: Buffer.from('XFERMAM\0') }), /^not an xfer manifest \(wrong magic bytes\)$/);
-    await assertCorrupt(await buildRaw(body, { version: 2 }), /^unsupported manifest format version 2 /);
+    await assertCorrupt(await buildRaw(body, { version: 3 }), /^unsupported manifest format version 3 \(this xfer reads versions 1 and 2\)$/);
     await assertCorrupt(await buildRaw(body, { version: 0 }), /unsupported manifest format version 0/);
     await assertCorrupt(await buildRaw(body, { reserved: 1 }), /reserved bytes/);
     await assertCorrupt(await buildRaw(body, { kind: 3 }), /unknown manifest kind 3/);
@@ -111,7 +115,7 @@ describe('manifest corruption is detected', () => {
     await assertCorrupt(flip(bytes, FIRST_CHUNK_OFFSET + 4 + 17), /^manifest checksum mismatch$/);
     // Same for a whole-file digest (the last byte of "e"'s, before symlink "l" and the
     // trailer) and for metadata that stays valid (a byte of the first entry's mtime).
-    const symlinkEntryBytes = 23 + 'l'.length + 2 + 'd/f'.length;
+    const symlinkEntryBytes = 23 + 'l'.length + 2 + 'd/f'.length + EMPTY_ATTRIBUTES_BYTES;
     await assertCorrupt(flip(bytes, bytes.length - 9 - symlinkEntryBytes - 1), /^manifest checksum mismatch$/);
     await assertCorrupt(flip(bytes, HEADER_BYTES + 6), /^manifest checksum mismatch$/);
   });
@@ -232,5 +236,25 @@ describe('manifest corruption is detected', () => {
       );
       await assert.rejects(openManifestFile(join(dir, 'missing.xfm')), NotFoundError);
     });
+  });
+
+  it('version 2: attribute values out of range, a misplaced root entry and a hardlink to a later path', async () => {
+    const v2 = (...entries: RawEntry[]) => buildRaw(entries, { version: 2 });
+    const dir = (path: string, attrs: RawEntry['attrs'] = {}): RawEntry => ({ type: RAW_DIR, path, attrs });
+    await readEvents(await v2(dir(''), dir('a', { extraNs: 999_999, uid: 0, owner: 'root', xattrs: [['user.a', Buffer.alloc(65_536)]] }))); // valid
+    await assertCorrupt(await v2(dir('a', { extraNs: 1_000_000 })), /^entry "a" has mtime nanoseconds 1000000 outside 0\.\.999999$/);
+    await assertCorrupt(await v2(dir('a', { xattrs: [['user.a', Buffer.alloc(65_537)]] })), /^xattr "user\.a" of entry "a" has 65537 bytes \(at most 65536\)$/);
+    await assertCorrupt(await v2(dir('a', { xattrs: [['', Buffer.alloc(1)]] })), /^xattr 0 of entry "a" has a name of 0 bytes/);
+    await assertCorrupt(await v2(dir('a', { xattrCount: 1025 })), /^entry "a" has 1025 xattrs \(at most 1024\)$/);
+    await assertCorrupt(await v2(dir('a', { xattrs: [['user.b', Buffer.alloc(0)], ['user.a', Buffer.alloc(0)]] })), /not sorted by name or repeated/);
+    await assertCorrupt(await v2(dir('a', { xattrs: Array.from({ length: 5 }, (_, i) => [`user.${i}`, Buffer.alloc(65_536)] as const) })), /more than 262144 bytes of xattrs/);
+    await assertCorrupt(await v2(dir('a', { owner: Buffer.of(0xff) })), /^the owner name of entry "a" is not valid UTF-8$/);
+    await assertCorrupt(await v2(dir('a'), dir('')), /^the root entry \(path ""\) must be the first entry$/);
+    await assertCorrupt(await v2({ type: RAW_FILE, path: '' }), /^the root entry \(path ""\) must be a dir, not a file$/);
+    await assertCorrupt(await v2(dir('a'), { type: RAW_HARDLINK, path: 'b', target: 'c' }), /^entry "b" is a hardlink to "c", which is not listed before it$/);
+    await assertCorrupt(await v2({ type: RAW_HARDLINK, path: 'b', target: '/etc/passwd' }), /^entry "b" is a hardlink to an invalid path: entry path "\/etc\/passwd" is absolute$/);
+    // Version 1 knows neither the new types nor a root entry.
+    await assertCorrupt(await buildRaw([{ type: RAW_CHAR, path: 'a' }]), /^unknown entry type byte 0x06 after the header$/);
+    await assertCorrupt(await buildRaw([dir('')]), /^entry path is empty$/);
   });
 });

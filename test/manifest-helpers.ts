@@ -122,6 +122,21 @@ export interface RawEntry {
   readonly finalSize?: bigint;
   /** Defaults to 32 bytes of 0xdd. */
   readonly digest?: Uint8Array;
+  /** Version 2's attribute block (written when the manifest's version is 2); all fields default to "not recorded". */
+  readonly attrs?: RawAttributes;
+}
+
+export interface RawAttributes {
+  readonly extraNs?: number;
+  readonly uid?: number;
+  readonly gid?: number;
+  readonly owner?: string | Uint8Array;
+  readonly group?: string | Uint8Array;
+  /** Written for types 6 and 7 (char, block) only, as docs/FORMAT.md says; [0, 0] if absent. */
+  readonly device?: readonly [number, number];
+  readonly xattrs?: readonly (readonly [string | Uint8Array, Uint8Array])[];
+  /** Overrides the xattr count field. */
+  readonly xattrCount?: number;
 }
 
 export interface RawOptions {
@@ -143,14 +158,48 @@ export interface RawOptions {
 export const RAW_FILE = 1;
 export const RAW_DIR = 2;
 export const RAW_SYMLINK = 3;
+export const RAW_HARDLINK = 4;
+export const RAW_FIFO = 5;
+export const RAW_CHAR = 6;
+export const RAW_BLOCK = 7;
 const FILLER_DIGEST = Buffer.alloc(32, 0xdd);
 
 function bytesOf(v: string | Uint8Array): Buffer {
   return typeof v === 'string' ? Buffer.from(v, 'utf8') : Buffer.from(v);
 }
 
-/** Encodes one entry exactly as docs/FORMAT.md lays it out. */
-export function rawEntryBytes(e: RawEntry): Buffer {
+/** The version 2 attribute block, exactly as docs/FORMAT.md lays it out. */
+export function rawAttributeBytes(type: number, a: RawAttributes = {}): Buffer {
+  const fixed = Buffer.alloc(12);
+  fixed.writeUInt32LE(a.extraNs ?? 0, 0);
+  fixed.writeUInt32LE(a.uid ?? 0xffffffff, 4);
+  fixed.writeUInt32LE(a.gid ?? 0xffffffff, 8);
+  const parts: Buffer[] = [fixed];
+  for (const name of [a.owner ?? '', a.group ?? '']) {
+    const b = bytesOf(name);
+    parts.push(Buffer.of(b.length), b);
+  }
+  if (type === RAW_CHAR || type === RAW_BLOCK) {
+    const dev = Buffer.alloc(8);
+    dev.writeUInt32LE(a.device?.[0] ?? 0, 0);
+    dev.writeUInt32LE(a.device?.[1] ?? 0, 4);
+    parts.push(dev);
+  }
+  const xattrs = a.xattrs ?? [];
+  const count = Buffer.alloc(2);
+  count.writeUInt16LE(a.xattrCount ?? xattrs.length);
+  parts.push(count);
+  for (const [name, value] of xattrs) {
+    const n = bytesOf(name);
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(value.length);
+    parts.push(Buffer.of(n.length), n, len, Buffer.from(value));
+  }
+  return Buffer.concat(parts);
+}
+
+/** Encodes one entry exactly as docs/FORMAT.md lays it out for format `version`. */
+export function rawEntryBytes(e: RawEntry, version = 1): Buffer {
   const parts: Buffer[] = [];
   const path = bytesOf(e.path);
   const start = Buffer.alloc(23);
@@ -166,6 +215,7 @@ export function rawEntryBytes(e: RawEntry): Buffer {
     len.writeUInt16LE(target.length);
     parts.push(len, target);
   }
+  if (version >= 2) parts.push(rawAttributeBytes(e.type, e.attrs));
   if (e.type === RAW_FILE) {
     let sum = 0n;
     for (const c of e.chunks ?? []) {
@@ -189,7 +239,7 @@ export function rawEntryBytes(e: RawEntry): Buffer {
  */
 export async function buildRaw(entries: readonly RawEntry[], opts: RawOptions = {}): Promise<Buffer> {
   const { h64Raw } = await xxhash();
-  const body = Buffer.concat(entries.map(rawEntryBytes));
+  const body = Buffer.concat(entries.map((e) => rawEntryBytes(e, opts.version ?? 1)));
   const kind = opts.kind ?? 2;
   const algorithm = opts.digestAlgorithm ?? 'sha256';
   const files = entries.filter((e) => e.type === RAW_FILE);

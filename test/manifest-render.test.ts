@@ -33,22 +33,22 @@ describe('renderManifest', () => {
   it('text: a header block, then one line per entry and indented chunk lines', async () => {
     const text = (await render(TREE_SHA256, TREE, false)).join('');
     assert.equal(text, [
-      'format version:   1',
+      'format version:   2',
       'kind:             tree',
       'digest algorithm: sha256',
       'chunker:          fixed 4096',
       'total size:       12 bytes',
       'entries:          4',
       'chunks:           1',
-      'body digest:      d2cc166ed36712c6a9e97d2f35d59cd111ce7e7b89dd49c5fa26a4ce16a8d7e4',
+      'body digest:      6bb68da04f09c3e008a63c8bce3f6dafae352d41124b719c3423e2e971035237',
       '',
-      'dir     0755            - 2023-11-14T22:13:20.000Z docs',
-      'file    0644           12 2023-11-14T22:13:21.000Z docs/a.txt',
+      'dir     0755            - 2023-11-14T22:13:20.000000000Z -:- docs',
+      'file    0644           12 2023-11-14T22:13:21.000000000Z -:- docs/a.txt',
       `               0       12 ${HW}`,
       `    size 12 digest ${HW}`,
-      'file    0600            0 2023-11-14T22:13:22.000Z empty',
+      'file    0600            0 2023-11-14T22:13:22.000000000Z -:- empty',
       `    size 0 digest ${EMPTY}`,
-      'symlink 0777            - 2023-11-14T22:13:23.000Z link -> docs/a.txt',
+      'symlink 0777            - 2023-11-14T22:13:23.000000000Z -:- link -> docs/a.txt',
       '',
     ].join('\n'));
   });
@@ -59,7 +59,7 @@ describe('renderManifest', () => {
     const text = file.join('');
     assert.match(text, /^total size: {7}5000 bytes \(4\.88 KiB\)$/m);
     assert.match(text, /^file digest: {6}[0-9a-f]{64}$/m);
-    assert.match(text, /^file    0644            \? 1970-01-01T00:00:00\.000Z ""$/m);
+    assert.match(text, /^file    0644            \? 1970-01-01T00:00:00\.000000000Z -:- ""$/m);
     assert.match(text, /^ {12}4000 {5}1000 [0-9a-f]{64}$/m);
 
     const odd = (await render(TREE_SHA256, [dirEntry('line\nbreak')], false)).join('');
@@ -70,14 +70,14 @@ describe('renderManifest', () => {
     const writes = await render(TREE_SHA256, TREE, true);
     assert.ok(writes.length > 1, 'written in pieces');
     assert.deepEqual(JSON.parse(writes.join('')), {
-      formatVersion: 1,
+      formatVersion: 2,
       kind: 'tree',
       digestAlgorithm: 'sha256',
       chunker: { algorithm: 'fixed', sizeBytes: 4096 },
       totalBytes: 12,
       entryCount: 4,
       chunkCount: 1,
-      digest: 'd2cc166ed36712c6a9e97d2f35d59cd111ce7e7b89dd49c5fa26a4ce16a8d7e4',
+      digest: '6bb68da04f09c3e008a63c8bce3f6dafae352d41124b719c3423e2e971035237',
       entries: [
         { type: 'dir', path: 'docs', mode: 0o755, mtimeMs: 1_700_000_000_000, size: 0 },
         { type: 'file', path: 'docs/a.txt', mode: 0o644, mtimeMs: 1_700_000_001_000, size: 12, digest: HW, chunks: [{ offset: 0, length: 12, digest: HW }] },
@@ -85,6 +85,30 @@ describe('renderManifest', () => {
         { type: 'symlink', path: 'link', mode: 0o777, mtimeMs: 1_700_000_003_000, size: 0, linkTarget: 'docs/a.txt' },
       ],
     });
+  });
+
+  it('version 2 attributes: nanoseconds, owners, device numbers, hard links and xattrs, as text and JSON', async () => {
+    const attrs = { mtimeExtraNs: 123_456, uid: 1234, gid: 5678, owner: 'alice', group: 'staff', xattrs: [{ name: 'user.bin', value: Buffer.of(0, 0xff) }, { name: 'user.text', value: Buffer.from('hi') }] };
+    const entries: ManifestEntry[] = [
+      { ...dirEntry('', 0o750, 1_700_000_000_000), uid: 0, gid: 0 },
+      { ...fileEntry('a', Buffer.from('x'), 'sha256'), ...attrs },
+      { type: 'hardlink', path: 'b', mode: 0o644, mtimeMs: 1_700_000_000_000, size: 0, linkTarget: 'a', chunks: [] },
+      { type: 'char', path: 'null', mode: 0o666, mtimeMs: 1_700_000_000_000, size: 0, devMajor: 1, devMinor: 3, chunks: [] },
+      { type: 'fifo', path: 'pipe', mode: 0o600, mtimeMs: 1_700_000_000_000, size: 0, chunks: [] },
+    ];
+    const text = (await render(TREE_SHA256, entries, false)).join('');
+    assert.match(text, /^dir     0750            - 2023-11-14T22:13:20\.000000000Z 0:0 ""$/m);
+    assert.match(text, /^file    0644            1 2023-11-14T22:13:20\.000123456Z alice\(1234\):staff\(5678\) a\n {4}xattr user\.bin = 0x00ff\n {4}xattr user\.text = "hi"\n/m);
+    assert.match(text, /^hardlink 0644            - 2023-11-14T22:13:20\.000000000Z -:- b => a$/m);
+    assert.match(text, /^char    0666          1,3 2023-11-14T22:13:20\.000000000Z -:- null$/m);
+    assert.match(text, /^fifo    0600            - 2023-11-14T22:13:20\.000000000Z -:- pipe$/m);
+    const json = JSON.parse((await render(TREE_SHA256, entries, true)).join(''));
+    assert.deepEqual({ ...json.entries[1], chunks: undefined, digest: undefined }, {
+      type: 'file', path: 'a', mode: 0o644, mtimeMs: 1_700_000_000_000, mtimeExtraNs: 123_456, uid: 1234, gid: 5678, owner: 'alice', group: 'staff',
+      xattrs: [{ name: 'user.bin', value: 'AP8=' }, { name: 'user.text', value: 'aGk=' }], size: 1, chunks: undefined, digest: undefined,
+    });
+    assert.deepEqual(json.entries[2], { type: 'hardlink', path: 'b', mode: 0o644, mtimeMs: 1_700_000_000_000, size: 0, linkTarget: 'a' });
+    assert.deepEqual(json.entries[3], { type: 'char', path: 'null', mode: 0o666, mtimeMs: 1_700_000_000_000, devMajor: 1, devMinor: 3, size: 0 });
   });
 
   it('JSON: an empty tree, and unicode that needs escaping', async () => {

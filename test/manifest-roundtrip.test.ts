@@ -99,7 +99,7 @@ describe('manifest round trips', () => {
     const entry = fileEntry('', content, 'blake3', { lengths: [100, 400, 500] });
     const { bytes, header } = await encode(FILE_BLAKE3, [entry]);
     assert.deepEqual(header, {
-      formatVersion: 1,
+      formatVersion: 2,
       kind: 'file',
       digestAlgorithm: 'blake3',
       chunker: CDC_DEFAULT,

@@ -55,7 +55,7 @@ describe('manifest streaming', () => {
       const header = await writer.finish();
       assert.equal(header.chunkCount, RECORDS);
       assert.equal(header.totalBytes, expectedBytes);
-      assert.equal((await stat(path)).size, 96 + 23 + RECORDS * 36 + 4 + 40 + 9);
+      assert.equal((await stat(path)).size, 96 + 23 + 16 + RECORDS * 36 + 4 + 40 + 9);
 
       const reader = await openManifestFile(path);
       let count = 0;

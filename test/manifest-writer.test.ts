@@ -96,7 +96,6 @@ describe('ManifestWriter', () => {
   it('rejects bad paths, duplicates, wrong order and children before parents', async () => {
     await withWriter(TREE_SHA256, async (w) => {
       for (const [path, message] of [
-        ['', /^entry path is empty$/],
         ['..', /'\.\.' segment/],
         ['a/./b', /'\.' segment/],
         ['/etc', /is absolute/],
@@ -112,6 +111,7 @@ describe('ManifestWriter', () => {
       await assert.rejects(w.beginEntry(dir('a/b')), misuse(/^parent directory "a" of entry "a\/b" is not listed before it$/));
       await w.beginEntry(dir('b'));
       await assert.rejects(w.beginEntry(dir('b')), misuse(/^duplicate entry path "b"$/));
+      await assert.rejects(w.beginEntry(dir('')), misuse(/^the root entry \(path ""\) must be the first entry$/));
       await assert.rejects(w.beginEntry(dir('a')), misuse(/^entry "a" is out of order after "b"/));
       await w.beginEntry({ type: 'symlink', path: 'c', mode: 0o777, mtimeMs: 0, size: 0, linkTarget: 'b' });
       await assert.rejects(w.beginEntry(dir('c/d')), misuse(/inside "c", which is not a directory/));
@@ -122,7 +122,19 @@ describe('ManifestWriter', () => {
   it('rejects bad metadata', async () => {
     await withWriter(TREE_SHA256, async (w) => {
       const bad: [EntryMeta, RegExp][] = [
-        [{ ...dir('a'), type: 'fifo' as never }, /unknown entry type "fifo"/],
+        [{ ...dir('a'), type: 'socket' as never }, /unknown entry type "socket"/],
+        [{ ...dir('a'), mtimeExtraNs: 1_000_000 }, /mtime nanoseconds 1000000 outside 0\.\.999999/],
+        [{ ...dir('a'), uid: 0xffff_ffff }, /uid 4294967295 outside/],
+        [{ ...dir('a'), gid: -1 }, /gid -1 outside/],
+        [{ ...dir('a'), owner: 'x'.repeat(256) }, /owner name that is longer than 255 bytes/],
+        [{ ...dir('a'), group: '' }, /group name that is empty/],
+        [{ ...dir('a'), devMajor: 1, devMinor: 3 }, /dir and cannot have a device number/],
+        [{ ...dir('a'), type: 'char' }, /char device without a valid device number/],
+        [{ ...dir('a'), xattrs: [{ name: 'user.b', value: Buffer.alloc(0) }, { name: 'user.a', value: Buffer.alloc(0) }] }, /not sorted by name or repeated/],
+        [{ ...dir('a'), xattrs: [{ name: 'user.a', value: Buffer.alloc(65_537) }] }, /of 65537 bytes \(at most 65536\)/],
+        [{ ...dir('a'), xattrs: [{ name: 'user.\0', value: Buffer.alloc(1) }] }, /xattr name that contains a NUL/],
+        [{ ...dir('a'), type: 'hardlink', linkTarget: 'b' }, /hardlink to "b", which is not listed before it/],
+        [{ ...dir('a'), type: 'hardlink', linkTarget: '../etc/passwd' }, /hardlink to an invalid path/],
         [{ ...dir('a'), mode: 0o10000 }, /mode 4096 outside/],
         [{ ...dir('a'), mode: 1.5 }, /mode 1.5 outside/],
         [{ ...dir('a'), mtimeMs: 1.5 }, /modification time 1.5/],

@@ -36,6 +36,7 @@ describe('walkTree', () => {
       const paths = entries.map((e) => e.path);
       const deepPaths = Array.from({ length: 40 }, (_, i) => ['d', ...Array.from({ length: i + 1 }, (_, k) => `l${k}`)].join('/'));
       assert.deepEqual(paths, [
+        '', // the root's own entry
         'B.txt', 'a', 'b', 'b/e.txt', 'b/inner', 'b/inner/z.bin', 'b/é.txt',
         'd', ...deepPaths, `${deepPaths[39]}/leaf`, 'link',
       ]);
@@ -49,16 +50,19 @@ describe('walkTree', () => {
     }
   });
 
-  it('reports what it skips (a FIFO) and refuses names with a backslash', async () => {
+  it('reports what it skips (a socket, as rsync does; FIFOs are entries) and refuses names with a backslash', async () => {
     const root = await mkdtemp(join(tmpdir(), 'xfer-walk-'));
     try {
       await writeFile(join(root, 'a.txt'), 'a');
       execFileSync('mkfifo', [join(root, 'pipe')]);
+      execFileSync(process.execPath, ['-e', 'require("net").createServer().listen(process.argv[1], () => process.exit(0))', join(root, 'sock')]);
       const skipped: WalkSkip[] = [];
       const entries = await walkAll(root, (s) => skipped.push(s));
-      assert.deepEqual(entries.map((e) => e.path), ['a.txt']);
+      assert.deepEqual(entries.map((e) => [e.path, e.type]), [['', 'dir'], ['a.txt', 'file'], ['pipe', 'fifo']]);
       assert.equal(skipped.length, 1);
-      assert.equal(skipped[0]!.path, join(root, 'pipe'));
+      assert.equal(skipped[0]!.path, join(root, 'sock'));
+      assert.match(skipped[0]!.reason, /socket/);
+      assert.equal(skipped[0]!.lost, false);
       await mkdir(join(root, 'sub'));
       await writeFile(join(root, 'sub', 'x\\y'), '');
       await assert.rejects(walkAll(root), (err: unknown) => err instanceof InvalidArgumentError && /backslash/.test(err.message));

@@ -56,6 +56,11 @@ export interface RemoteFlags {
   timeout?: string;
 }
 
+/** rsync's --numeric-ids, for push and pull: owners and groups by number, never mapped by name. */
+export function numericIdsOption(): Option {
+  return new Option('--numeric-ids', 'owners and groups by their numbers, not mapped through user and group names (rsync --numeric-ids)');
+}
+
 /** Options of commands that may talk to an `xfer serve` server. */
 export function remoteOptions(): Option[] {
   return [

@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { pull } from '../api.js';
 import { formatBytes } from '../core/sizes.js';
 import { posix } from 'node:path';
-import { filterFrom, remoteFrom, remoteOptions, syncOptions, type FilterArg, type RemoteFlags, type SyncFlags } from './options.js';
+import { filterFrom, numericIdsOption, remoteFrom, remoteOptions, syncOptions, type FilterArg, type RemoteFlags, type SyncFlags } from './options.js';
 import { count, printJson, Progress, rate } from './output.js';
 import { deletedLine, fileLine, makeStats, statsText } from './report.js';
 
@@ -12,6 +12,7 @@ interface PullFlags extends RemoteFlags, SyncFlags {
   seed?: string[];
   checksum?: boolean;
   delete?: boolean;
+  numericIds?: boolean;
 }
 
 export function registerPull(program: Command, signal: AbortSignal): void {
@@ -26,7 +27,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
     .option('--json', 'print the result as one JSON object')
     .option('-q, --quiet', 'no progress display');
   const filterArgs: FilterArg[] = [];
-  for (const o of [...syncOptions(filterArgs), ...remoteOptions()]) cmd.addOption(o);
+  for (const o of [...syncOptions(filterArgs), numericIdsOption(), ...remoteOptions()]) cmd.addOption(o);
   cmd.action(async (source: string, dest: string, flags: PullFlags) => {
     const excludes = await filterFrom(filterArgs);
     const progress = Progress.for(flags);
@@ -41,6 +42,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
         seeds: flags.seed ?? [],
         checksum: flags.checksum === true,
         delete: flags.delete === true,
+        numericIds: flags.numericIds === true,
         onProgress: (p) => progress.update(p.bytesDone, p.bytesTotal, `, ${formatBytes(p.bytesReused)} reused`),
         onRetry: (e) => progress.retrying(e),
       });

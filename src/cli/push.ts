@@ -5,7 +5,7 @@ import { push } from '../api.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { formatBytes, MiB } from '../core/sizes.js';
 import { basename } from 'node:path';
-import { chunkerOptions, chunkerSpecFrom, digestFrom, filterFrom, remoteFrom, remoteOptions, syncOptions, type ChunkerFlags, type FilterArg, type RemoteFlags, type SyncFlags } from './options.js';
+import { chunkerOptions, chunkerSpecFrom, digestFrom, filterFrom, numericIdsOption, remoteFrom, remoteOptions, syncOptions, type ChunkerFlags, type FilterArg, type RemoteFlags, type SyncFlags } from './options.js';
 import { count, EXIT_PARTIAL, printJson, Progress, rate } from './output.js';
 import { deletedLine, fileLine, makeStats, statsText, type ItemFile } from './report.js';
 
@@ -15,6 +15,7 @@ interface PushFlags extends ChunkerFlags, RemoteFlags, SyncFlags {
   delta: boolean;
   checksum?: boolean;
   delete?: boolean;
+  numericIds?: boolean;
 }
 
 export function registerPush(program: Command, signal: AbortSignal, setExitCode: (code: number) => void): void {
@@ -29,7 +30,7 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
     .option('--delete', 'into a local directory: remove entries of the existing target tree that the source lacks, except excluded ones (by default they are kept, as rsync keeps them)')
     .option('-c, --checksum', 'read every file, also those whose size and mtime are unchanged since the last push to the target (rsync --checksum)');
   const filterArgs: FilterArg[] = [];
-  for (const o of [...syncOptions(filterArgs), ...chunkerOptions(), ...remoteOptions()]) cmd.addOption(o);
+  for (const o of [...syncOptions(filterArgs), numericIdsOption(), ...chunkerOptions(), ...remoteOptions()]) cmd.addOption(o);
   cmd.action(async (source: string, dest: string, flags: PushFlags) => {
     const excludes = await filterFrom(filterArgs);
     const chunker = chunkerSpecFrom(flags, (n) => cmd.getOptionValueSource(n) === 'cli');
@@ -55,6 +56,7 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
           transferred.push(item);
           if (listing) progress.println(fileLine(item));
         },
+        numericIds: flags.numericIds === true,
         chunker,
         digestAlgorithm,
         onProgress: (p) => progress.update(p.bytesScanned, p.bytesTotal, `, ${formatBytes(p.bytesSent)} sent`),

@@ -116,6 +116,7 @@ export class LocalDestination implements PushDestination {
     private readonly onLockWait?: (holder: string) => void,
     private readonly deleteExtra = false,
     private readonly protect?: (path: string, isDir: boolean) => boolean,
+    private readonly numericIds = false,
   ) {
     this.description = t.target;
   }
@@ -127,10 +128,10 @@ export class LocalDestination implements PushDestination {
    * `protect`: extras kept all the same (the user's excluded entries, see Staging.create).
    */
   static async open(
-    target: LocalTarget, options: OpOptions & { onLockWait?: (holder: string) => void; deleteExtra?: boolean; protect?: (path: string, isDir: boolean) => boolean } = {},
+    target: LocalTarget, options: OpOptions & { onLockWait?: (holder: string) => void; deleteExtra?: boolean; protect?: (path: string, isDir: boolean) => boolean; numericIds?: boolean } = {},
   ): Promise<LocalDestination> {
     const store = await LocalStore.open(target.storeDir, { create: true, signal: options.signal });
-    return new LocalDestination(store, target, options.onLockWait, options.deleteExtra, options.protect);
+    return new LocalDestination(store, target, options.onLockWait, options.deleteExtra, options.protect, options.numericIds);
   }
 
   /**
@@ -146,7 +147,7 @@ export class LocalDestination implements PushDestination {
     const store = this.chunks;
     const name = this.t.name;
     try {
-      staging = await Staging.create(this.t.target, kind, { ...options, deleteExtra: this.deleteExtra, protect: this.protect });
+      staging = await Staging.create(this.t.target, kind, { ...options, deleteExtra: this.deleteExtra, protect: this.protect, attributes: { numericIds: this.numericIds } });
       try {
         known = this.known = KnownFiles.for(await previousVersion(store, name, kind, options), store, options);
       } catch (err) {
@@ -162,6 +163,8 @@ export class LocalDestination implements PushDestination {
       async entry(meta: EntryMeta, o: EntryOptions = {}): Promise<FileSink | undefined> {
         if (meta.type === 'dir') await staging.mkdir(meta);
         else if (meta.type === 'symlink') await staging.symlink(meta);
+        else if (meta.type === 'hardlink') await staging.hardlink(meta);
+        else if (meta.type !== 'file') await staging.node(meta);
         else if (o.known) await staging.keepFile(meta, current(meta.path));
         else {
           const f: StagedFile = await staging.openFile(meta);
@@ -175,7 +178,7 @@ export class LocalDestination implements PushDestination {
               // wasted; a larger one is already in the staging copy, the link fails, and it stays.
               if (previous && previous.size === size && Buffer.compare(previous.digest, digest) === 0) {
                 const copy = current(meta.path);
-                if ((await sameFile(copy, { size, mtimeMs: meta.mtimeMs, mode: meta.mode })) && (await staging.linkFile(meta, copy))) return f.close();
+                if ((await sameFile(copy, { size, mtimeMs: meta.mtimeMs, mtimeExtraNs: meta.mtimeExtraNs, mode: meta.mode })) && (await staging.linkFile(meta, copy))) return f.close();
               }
               await f.finish(size);
             },
@@ -204,7 +207,7 @@ export class LocalDestination implements PushDestination {
   async knownFile(meta: EntryMeta, options: OpOptions = {}): Promise<KnownFile | undefined> {
     const f = await this.known?.find(meta, options);
     // The copy at the target must still be the one the manifest describes: it is linked.
-    return f && (await sameFile(this.currentCopy(meta.path), { size: f.size, mtimeMs: meta.mtimeMs })) ? f : undefined;
+    return f && (await sameFile(this.currentCopy(meta.path), { size: f.size, mtimeMs: meta.mtimeMs, mtimeExtraNs: meta.mtimeExtraNs })) ? f : undefined;
   }
 
   /** Where entry `path` of the target's current version is ('' is a file target itself). */

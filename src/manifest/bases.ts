@@ -30,6 +30,8 @@ interface EntryChunks {
   count: number;
   /** The entry's facts, for the quick check (see file()). */
   mtimeMs: number;
+  /** Nanoseconds past mtimeMs (version 2; 0 when not recorded). */
+  mtimeExtraNs: number;
   size: number;
   digest?: Uint8Array;
 }
@@ -38,6 +40,7 @@ interface EntryChunks {
 export interface BaseFile {
   readonly size: number;
   readonly mtimeMs: number;
+  readonly mtimeExtraNs: number;
   readonly digest: Uint8Array;
   readonly records: readonly ChunkRecord[];
 }
@@ -66,7 +69,7 @@ export class BaseIndex {
         current = undefined;
         offset = 0;
         if (ev.meta.type === 'file') {
-          current = { starts: new Float64Array(16), lengths: new Uint32Array(16), digests: new Uint8Array(16 * DIGEST_BYTES), count: 0, mtimeMs: ev.meta.mtimeMs, size: 0 };
+          current = { starts: new Float64Array(16), lengths: new Uint32Array(16), digests: new Uint8Array(16 * DIGEST_BYTES), count: 0, mtimeMs: ev.meta.mtimeMs, mtimeExtraNs: ev.meta.mtimeExtraNs ?? 0, size: 0 };
           entries.set(ev.meta.path, current);
         }
       } else if (ev.kind === 'chunks' && current) {
@@ -109,7 +112,7 @@ export class BaseIndex {
     if (!e?.digest) return undefined;
     const records: ChunkRecord[] = new Array(e.count);
     for (let i = 0; i < e.count; i++) records[i] = { length: e.lengths[i]!, digest: e.digests.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES) };
-    return { size: e.size, mtimeMs: e.mtimeMs, digest: e.digest, records };
+    return { size: e.size, mtimeMs: e.mtimeMs, mtimeExtraNs: e.mtimeExtraNs, digest: e.digest, records };
   }
 
   /** The old chunk of entry `path` that held byte `offset`, if any. */

@@ -1,15 +1,21 @@
 /**
- * Constants and header codec of the manifest binary format, version 1. docs/FORMAT.md is
+ * Constants and header codec of the manifest binary format, versions 1 and 2 (written:
+ * 2; read: both). docs/FORMAT.md is
  * the normative description; every number here appears there. All integers are
  * little-endian. Nothing in this module does I/O.
  */
 import { DIGEST_BYTES, type ChunkerSpec, type DigestAlgorithm } from '../core/ids.js';
 import type { Xxh64 } from './checksum.js';
-import type { EntryType, ManifestHeader, ManifestKind } from './types.js';
+import type { EntryMeta, EntryType, ManifestHeader, ManifestKind } from './types.js';
 
 /** "XFERMAN\0": the first 8 bytes of every manifest. */
 export const MAGIC = Buffer.from('XFERMAN\0', 'latin1');
-export const FORMAT_VERSION = 1;
+/** The version writers write. */
+export const FORMAT_VERSION = 2;
+/** Version 1: no attribute block, types file/dir/symlink only, no root entry. Still read. */
+export const FORMAT_VERSION_1 = 1;
+/** The versions a reader accepts. */
+export const READABLE_FORMAT_VERSIONS: readonly number[] = [FORMAT_VERSION_1, FORMAT_VERSION];
 
 // ---- header layout (offsets in bytes from the start of the manifest) ----
 export const HEADER_MAGIC_OFFSET = 0;
@@ -53,6 +59,25 @@ export const TRAILER_BYTES = 1 + 8;
 export const ENTRY_TYPE_FILE = 1;
 export const ENTRY_TYPE_DIR = 2;
 export const ENTRY_TYPE_SYMLINK = 3;
+/** Version 2 types. */
+export const ENTRY_TYPE_HARDLINK = 4;
+export const ENTRY_TYPE_FIFO = 5;
+export const ENTRY_TYPE_CHAR = 6;
+export const ENTRY_TYPE_BLOCK = 7;
+
+// ---- version 2 attribute block (after the path, and a symlink's or hardlink's target) ----
+/** mtime nanoseconds past mtimeMs u32, uid u32, gid u32. */
+export const ATTR_FIXED_BYTES = 12;
+/** A u8 length before the owner and group names and before each xattr name. */
+export const SHORT_LENGTH_BYTES = 1;
+/** Device number of a char or block entry: major u32, minor u32. */
+export const DEVICE_BYTES = 8;
+/** The number of xattrs: u16. */
+export const XATTR_COUNT_BYTES = 2;
+/** The length of an xattr value: u32. */
+export const XATTR_VALUE_LENGTH_BYTES = 4;
+/** uid or gid not recorded: (uid_t)-1, which chown(2) also reads as "leave unchanged". */
+export const NO_ID = 0xffff_ffff;
 /** Where the next entry's type byte would be, this byte says the body has ended. */
 export const END_MARKER = 0xff;
 
@@ -63,6 +88,18 @@ export const MAX_PATH_BYTES = 4096;
 export const MAX_LINK_TARGET_BYTES = 4096;
 /** Entry modes are permission bits only (setuid/setgid/sticky included). */
 export const MAX_MODE = 0o7777;
+/** Nanoseconds past the millisecond, at most (version 2). */
+export const MAX_MTIME_EXTRA_NS = 999_999;
+/** Longest user or group name, in UTF-8 bytes (LOGIN_NAME_MAX less its NUL). */
+export const MAX_OWNER_NAME_BYTES = 255;
+/** Longest xattr name, namespace included, in UTF-8 bytes (Linux XATTR_NAME_MAX). */
+export const MAX_XATTR_NAME_BYTES = 255;
+/** Largest xattr value, in bytes (Linux XATTR_SIZE_MAX: 64 KiB). */
+export const MAX_XATTR_VALUE_BYTES = 65_536;
+/** Most xattrs one entry may carry. */
+export const MAX_XATTRS_PER_ENTRY = 1024;
+/** Most bytes of xattr names and values one entry may carry, together (bounds a reader's memory per entry). */
+export const MAX_ENTRY_XATTR_BYTES = 256 * 1024;
 
 const KIND_CODES: Readonly<Record<ManifestKind, number>> = { file: 1, tree: 2 };
 const DIGEST_CODES: Readonly<Record<DigestAlgorithm, number>> = { blake3: 1, sha256: 2 };
@@ -71,6 +108,10 @@ const ENTRY_TYPE_CODES: Readonly<Record<EntryType, number>> = {
   file: ENTRY_TYPE_FILE,
   dir: ENTRY_TYPE_DIR,
   symlink: ENTRY_TYPE_SYMLINK,
+  hardlink: ENTRY_TYPE_HARDLINK,
+  fifo: ENTRY_TYPE_FIFO,
+  char: ENTRY_TYPE_CHAR,
+  block: ENTRY_TYPE_BLOCK,
 };
 
 function invert<K extends string>(table: Readonly<Record<K, number>>): ReadonlyMap<number, K> {
@@ -85,9 +126,23 @@ export function entryTypeCode(type: EntryType): number {
   return ENTRY_TYPE_CODES[type];
 }
 
-/** The entry type for a type byte, or undefined for any other byte (including END_MARKER). */
-export function entryTypeFromCode(code: number): EntryType | undefined {
+/**
+ * The entry type for a type byte in a manifest of `version`, or undefined for any other byte
+ * (including END_MARKER, and version 2's types in version 1).
+ */
+export function entryTypeFromCode(code: number, version = FORMAT_VERSION): EntryType | undefined {
+  if (version === FORMAT_VERSION_1 && code > ENTRY_TYPE_SYMLINK) return undefined;
   return ENTRY_TYPES_BY_CODE.get(code);
+}
+
+/** Whether entries of this type carry a path after their path (a symlink's target, a hardlink's file). */
+export function hasLinkTarget(type: EntryType): boolean {
+  return type === 'symlink' || type === 'hardlink';
+}
+
+/** Whether entries of this type carry a device number (version 2). */
+export function isDevice(type: EntryType): boolean {
+  return type === 'char' || type === 'block';
 }
 
 const TWO_POW_32 = 0x1_0000_0000;
@@ -150,6 +205,7 @@ export function headerChecksum(buf: Buffer, xxh64: Xxh64): bigint {
  * returned as decoded; the caller validates its ranges (validateChunkerSpec).
  */
 export function decodeHeaderFields(buf: Buffer): ManifestHeader | string {
+  const formatVersion = buf.readUInt16LE(HEADER_VERSION_OFFSET);
   if (buf[HEADER_RESERVED1_OFFSET] !== 0 || buf[HEADER_RESERVED1_OFFSET + 1] !== 0 || buf[HEADER_RESERVED1_OFFSET + 2] !== 0 ||
       buf.readUInt32LE(HEADER_RESERVED2_OFFSET) !== 0) {
     return 'manifest header has non-zero reserved bytes';
@@ -181,5 +237,55 @@ export function decodeHeaderFields(buf: Buffer): ManifestHeader | string {
   if (totalBytes < 0 || entryCount < 0 || chunkCount < 0) return 'manifest header totals are out of range';
   if (kind === 'file' && entryCount !== 1) return `file manifest header declares ${entryCount} entries (must be 1)`;
   const digest = Buffer.from(buf.subarray(HEADER_DIGEST_OFFSET, HEADER_DIGEST_OFFSET + DIGEST_BYTES));
-  return { formatVersion: FORMAT_VERSION, kind, digestAlgorithm, chunker, totalBytes, entryCount, chunkCount, digest };
+  return { formatVersion, kind, digestAlgorithm, chunker, totalBytes, entryCount, chunkCount, digest };
+}
+
+/** The UTF-8 bytes of the optional owner or group name ('' when absent). */
+function nameBytes(name: string | undefined): Buffer {
+  return Buffer.from(name ?? '', 'utf8');
+}
+
+/**
+ * The size of `meta`'s version 2 attribute block. `meta` must have passed metaProblem
+ * (names and xattrs within their limits).
+ */
+export function attributeBlockBytes(meta: EntryMeta): number {
+  let n = ATTR_FIXED_BYTES + SHORT_LENGTH_BYTES + Buffer.byteLength(meta.owner ?? '', 'utf8') + SHORT_LENGTH_BYTES + Buffer.byteLength(meta.group ?? '', 'utf8');
+  if (isDevice(meta.type)) n += DEVICE_BYTES;
+  n += XATTR_COUNT_BYTES;
+  for (const x of meta.xattrs ?? []) n += SHORT_LENGTH_BYTES + Buffer.byteLength(x.name, 'utf8') + XATTR_VALUE_LENGTH_BYTES + x.value.length;
+  return n;
+}
+
+/**
+ * Writes `meta`'s version 2 attribute block at buf[at] (room for attributeBlockBytes(meta)
+ * bytes is the caller's) and returns the offset after it. Absent fields are written as
+ * "not recorded": 0 ns, NO_ID, empty names, no xattrs.
+ */
+export function encodeAttributeBlock(meta: EntryMeta, buf: Buffer, at: number): number {
+  buf.writeUInt32LE(meta.mtimeExtraNs ?? 0, at);
+  buf.writeUInt32LE(meta.uid ?? NO_ID, at + 4);
+  buf.writeUInt32LE(meta.gid ?? NO_ID, at + 8);
+  at += ATTR_FIXED_BYTES;
+  for (const name of [nameBytes(meta.owner), nameBytes(meta.group)]) {
+    buf[at] = name.length;
+    at += SHORT_LENGTH_BYTES + name.copy(buf, at + SHORT_LENGTH_BYTES);
+  }
+  if (isDevice(meta.type)) {
+    buf.writeUInt32LE(meta.devMajor ?? 0, at);
+    buf.writeUInt32LE(meta.devMinor ?? 0, at + 4);
+    at += DEVICE_BYTES;
+  }
+  const xattrs = meta.xattrs ?? [];
+  buf.writeUInt16LE(xattrs.length, at);
+  at += XATTR_COUNT_BYTES;
+  for (const x of xattrs) {
+    const len = buf.write(x.name, at + SHORT_LENGTH_BYTES, 'utf8');
+    buf[at] = len;
+    at += SHORT_LENGTH_BYTES + len;
+    buf.writeUInt32LE(x.value.length, at);
+    buf.set(x.value, at + XATTR_VALUE_LENGTH_BYTES);
+    at += XATTR_VALUE_LENGTH_BYTES + x.value.length;
+  }
+  return at;
 }

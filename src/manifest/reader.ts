@@ -15,30 +15,43 @@ import {
   ENTRY_MODE_OFFSET,
   ENTRY_MTIME_OFFSET,
   ENTRY_PATH_LENGTH_OFFSET,
-  FORMAT_VERSION,
+  ATTR_FIXED_BYTES,
+  DEVICE_BYTES,
+  FORMAT_VERSION_1,
   HEADER_BYTES,
   HEADER_CHECKSUM_OFFSET,
   HEADER_VERSION_OFFSET,
   MAGIC,
   MAX_LINK_TARGET_BYTES,
+  MAX_ENTRY_XATTR_BYTES,
   MAX_PATH_BYTES,
+  MAX_XATTR_NAME_BYTES,
+  MAX_XATTR_VALUE_BYTES,
+  MAX_XATTRS_PER_ENTRY,
+  NO_ID,
+  READABLE_FORMAT_VERSIONS,
+  SHORT_LENGTH_BYTES,
   STRING_LENGTH_BYTES,
   TRAILER_BYTES,
+  XATTR_COUNT_BYTES,
+  XATTR_VALUE_LENGTH_BYTES,
   decodeHeaderFields,
   entryTypeFromCode,
+  hasLinkTarget,
   headerChecksum,
+  isDevice,
   readInt64,
   readUint64,
 } from './format.js';
-import { EntryOrder, describeEntry, metaProblem, pathProblem } from './rules.js';
-import type { ChunkRecord, EntryMeta, ManifestEvent, ManifestHeader } from './types.js';
+import { EntryOrder, describeEntry, metaProblem, pathProblem, rootProblem } from './rules.js';
+import type { ChunkRecord, EntryMeta, EntryXattr, ManifestEvent, ManifestHeader } from './types.js';
 
 /** A 'chunks' event carries at most this many records. */
 export const READ_BATCH_RECORDS = 4096;
 /** openManifestFile reads the file in pieces of this size. */
 export const FILE_READ_CHUNK_BYTES = 256 * KiB;
-/** The largest field read in one piece (header, path, symlink target). */
-const MAX_FIELD_BYTES = Math.max(HEADER_BYTES, MAX_PATH_BYTES, MAX_LINK_TARGET_BYTES);
+/** The largest field read in one piece (header, path, link target, xattr value). */
+const MAX_FIELD_BYTES = Math.max(HEADER_BYTES, MAX_PATH_BYTES, MAX_LINK_TARGET_BYTES, MAX_XATTR_VALUE_BYTES);
 
 export interface ManifestReaderOptions {
   /** Checked before each entry and each batch of chunk records. */
@@ -205,6 +218,7 @@ class StreamingManifestReader implements ManifestReader {
     let chunkCount = 0;
     let totalBytes = 0;
     let previous = 'the header';
+    const version = header.formatVersion;
 
     const utf8 = (at: number, length: number, what: string): string => {
       try {
@@ -212,6 +226,57 @@ class StreamingManifestReader implements ManifestReader {
       } catch {
         throw corrupt(`${what} is not valid UTF-8`);
       }
+    };
+
+    /** A version 2 attribute block (docs/FORMAT.md), every length checked before it is read. */
+    const readAttributes = async (meta: EntryMeta): Promise<EntryMeta> => {
+      const what = `the attributes of ${describeEntry(meta.path)}`;
+      let at = await src.read(ATTR_FIXED_BYTES, what);
+      const mtimeExtraNs = src.buf.readUInt32LE(at);
+      const uid = src.buf.readUInt32LE(at + 4);
+      const gid = src.buf.readUInt32LE(at + 8);
+      const names: (string | undefined)[] = [];
+      for (const field of ['owner', 'group']) {
+        at = await src.read(SHORT_LENGTH_BYTES, what);
+        const length = src.buf[at]!;
+        at = await src.read(length, what);
+        names.push(length === 0 ? undefined : utf8(at, length, `the ${field} name of ${describeEntry(meta.path)}`));
+      }
+      let device: { devMajor: number; devMinor: number } | undefined;
+      if (isDevice(meta.type)) {
+        at = await src.read(DEVICE_BYTES, what);
+        device = { devMajor: src.buf.readUInt32LE(at), devMinor: src.buf.readUInt32LE(at + 4) };
+      }
+      at = await src.read(XATTR_COUNT_BYTES, what);
+      const count = src.buf.readUInt16LE(at);
+      if (count > MAX_XATTRS_PER_ENTRY) throw corrupt(`${describeEntry(meta.path)} has ${count} xattrs (at most ${MAX_XATTRS_PER_ENTRY})`);
+      const xattrs: EntryXattr[] = [];
+      let total = 0;
+      for (let i = 0; i < count; i++) {
+        at = await src.read(SHORT_LENGTH_BYTES, what);
+        const nameLength = src.buf[at]!;
+        if (nameLength === 0 || nameLength > MAX_XATTR_NAME_BYTES) throw corrupt(`xattr ${i} of ${describeEntry(meta.path)} has a name of ${nameLength} bytes (1..${MAX_XATTR_NAME_BYTES})`);
+        at = await src.read(nameLength, what);
+        const name = utf8(at, nameLength, `xattr ${i} of ${describeEntry(meta.path)}`);
+        at = await src.read(XATTR_VALUE_LENGTH_BYTES, what);
+        const valueLength = src.buf.readUInt32LE(at);
+        if (valueLength > MAX_XATTR_VALUE_BYTES) throw corrupt(`xattr ${JSON.stringify(name)} of ${describeEntry(meta.path)} has ${valueLength} bytes (at most ${MAX_XATTR_VALUE_BYTES})`);
+        total += nameLength + valueLength;
+        if (total > MAX_ENTRY_XATTR_BYTES) throw corrupt(`${describeEntry(meta.path)} has more than ${MAX_ENTRY_XATTR_BYTES} bytes of xattrs`);
+        at = await src.read(valueLength, what);
+        xattrs.push({ name, value: Buffer.from(src.buf.subarray(at, at + valueLength)) });
+      }
+      // Zero nanoseconds and no xattrs are left out, as a writer's caller leaves them out.
+      return {
+        ...meta,
+        ...(mtimeExtraNs !== 0 ? { mtimeExtraNs } : {}),
+        ...(uid !== NO_ID ? { uid } : {}),
+        ...(gid !== NO_ID ? { gid } : {}),
+        ...(names[0] !== undefined ? { owner: names[0] } : {}),
+        ...(names[1] !== undefined ? { group: names[1] } : {}),
+        ...device,
+        ...(xattrs.length > 0 ? { xattrs } : {}),
+      };
     };
 
     try {
@@ -222,7 +287,7 @@ class StreamingManifestReader implements ManifestReader {
         if (at < 0) at = await src.read(1, `the entry after ${previous}`);
         const typeByte = src.buf[at]!;
         if (typeByte === END_MARKER) break;
-        const type = entryTypeFromCode(typeByte);
+        const type = entryTypeFromCode(typeByte, version);
         if (type === undefined) throw corrupt(`unknown entry type byte 0x${typeByte.toString(16).padStart(2, '0')} after ${previous}`);
         if (!bodyOnly && entryCount === header.entryCount) throw corrupt(`manifest has more entries than its header declares (${header.entryCount})`);
 
@@ -237,22 +302,22 @@ class StreamingManifestReader implements ManifestReader {
         if (pathLength > MAX_PATH_BYTES) throw corrupt(`entry ${number} has a path of ${pathLength} bytes (at most ${MAX_PATH_BYTES})`);
         at = await src.read(pathLength, `the path of entry ${number}`);
         const path = utf8(at, pathLength, `the path of entry ${number}`);
+        let meta: EntryMeta = { type, path, mode, mtimeMs, size };
         if (header.kind === 'tree') {
           // Checked before the next read, while the path's bytes are still in src.buf.
-          const problem = pathProblem(path) ?? order.check(path, src.buf.subarray(at, at + pathLength), type === 'dir');
+          const problem = path === '' ? rootProblem(meta, 'tree', version, entryCount) : pathProblem(path) ?? order.check(path, src.buf.subarray(at, at + pathLength), type === 'dir');
           if (problem !== null) throw corrupt(problem);
         }
-        let meta: EntryMeta = { type, path, mode, mtimeMs, size };
-        if (type === 'symlink') {
-          at = await src.read(STRING_LENGTH_BYTES, `the symlink target of ${describeEntry(path)}`);
+        if (hasLinkTarget(type)) {
+          const which = `the ${type === 'symlink' ? 'symlink target' : 'linked path'} of ${describeEntry(path)}`;
+          at = await src.read(STRING_LENGTH_BYTES, which);
           const targetLength = src.buf.readUInt16LE(at);
-          if (targetLength > MAX_LINK_TARGET_BYTES) {
-            throw corrupt(`${describeEntry(path)} has a symlink target of ${targetLength} bytes (at most ${MAX_LINK_TARGET_BYTES})`);
-          }
-          at = await src.read(targetLength, `the symlink target of ${describeEntry(path)}`);
-          meta = { ...meta, linkTarget: utf8(at, targetLength, `the symlink target of ${describeEntry(path)}`) };
+          if (targetLength > MAX_LINK_TARGET_BYTES) throw corrupt(`${which} has ${targetLength} bytes (at most ${MAX_LINK_TARGET_BYTES})`);
+          at = await src.read(targetLength, which);
+          meta = { ...meta, linkTarget: utf8(at, targetLength, which) };
         }
-        const problem = metaProblem(meta, header.kind);
+        if (version !== FORMAT_VERSION_1) meta = await readAttributes(meta);
+        const problem = metaProblem(meta, header.kind, version);
         if (problem !== null) throw corrupt(problem);
         entryCount++;
         previous = describeEntry(path);
@@ -399,8 +464,8 @@ async function openSource(
     const bytes = Buffer.from(src.buf.subarray(at, at + HEADER_BYTES));
     if (!bytes.subarray(0, MAGIC.length).equals(MAGIC)) throw corrupt('not an xfer manifest (wrong magic bytes)');
     const version = bytes.readUInt16LE(HEADER_VERSION_OFFSET);
-    if (version !== FORMAT_VERSION) {
-      throw corrupt(`unsupported manifest format version ${version} (this xfer reads version ${FORMAT_VERSION})`);
+    if (!READABLE_FORMAT_VERSIONS.includes(version)) {
+      throw corrupt(`unsupported manifest format version ${version} (this xfer reads versions ${READABLE_FORMAT_VERSIONS.join(' and ')})`);
     }
     if (headerChecksum(bytes, xxh64) !== bytes.readBigUInt64LE(HEADER_CHECKSUM_OFFSET)) throw corrupt('manifest header checksum mismatch');
     const header = decodeHeaderFields(bytes);

@@ -4,7 +4,21 @@
  * corrupt: ManifestCorruptError). Every check returns a one-line message naming what is
  * wrong, or null; the caller picks the error class.
  */
-import { MAX_LINK_TARGET_BYTES, MAX_MODE, MAX_PATH_BYTES } from './format.js';
+import {
+  FORMAT_VERSION,
+  FORMAT_VERSION_1,
+  MAX_ENTRY_XATTR_BYTES,
+  MAX_LINK_TARGET_BYTES,
+  MAX_MODE,
+  MAX_MTIME_EXTRA_NS,
+  MAX_OWNER_NAME_BYTES,
+  MAX_PATH_BYTES,
+  MAX_XATTR_NAME_BYTES,
+  MAX_XATTR_VALUE_BYTES,
+  MAX_XATTRS_PER_ENTRY,
+  NO_ID,
+  isDevice,
+} from './format.js';
 import type { EntryMeta, ManifestKind } from './types.js';
 
 const SLASH = 0x2f;
@@ -38,13 +52,86 @@ export function pathProblem(path: string): string | null {
 }
 
 /**
- * Problems of an entry's metadata in a manifest of `kind`, except, in a tree manifest, the
- * path's own rules (pathProblem) and its place in the order (EntryOrder).
- * `meta.size` is the declared size.
+ * Whether a scan records an xattr of this name: `user.*`, `security.*`, `trusted.*` and the
+ * POSIX ACLs (`system.posix_acl_access`, `system.posix_acl_default`), as rsync -AX does. Other
+ * `system.*` names are the file system's own views (NFSv4 ACLs, ...), not carried.
  */
-export function metaProblem(meta: EntryMeta, kind: ManifestKind): string | null {
+export function recordedXattr(name: string): boolean {
+  return /^(user\.|security\.|trusted\.|system\.posix_acl_(access|default)$)/.test(name);
+}
+
+const V1_TYPES: ReadonlySet<string> = new Set(['file', 'dir', 'symlink']);
+const V2_TYPES: ReadonlySet<string> = new Set(['file', 'dir', 'symlink', 'hardlink', 'fifo', 'char', 'block']);
+
+/**
+ * Problems of the root entry of a tree manifest (version 2: type dir, path '', first), given
+ * how many entries came before it; null also for any entry that is not at path ''.
+ */
+export function rootProblem(meta: EntryMeta, kind: ManifestKind, version: number, entriesBefore: number): string | null {
+  if (kind !== 'tree' || meta.path !== '') return null;
+  if (version === FORMAT_VERSION_1) return 'entry path is empty';
+  if (entriesBefore > 0) return 'the root entry (path "") must be the first entry';
+  if (meta.type !== 'dir') return `the root entry (path "") must be a dir, not a ${meta.type}`;
+  return null;
+}
+
+/** Whether `s` is a string that UTF-8 can carry whole, without NUL, of 1..max bytes. */
+function nameProblem(s: unknown, max: number): string | null {
+  if (typeof s !== 'string' || s === '') return 'is empty or not a string';
+  if (LONE_SURROGATE_RE.test(s)) return 'is not valid Unicode';
+  if (s.includes('\0')) return 'contains a NUL byte';
+  if (Buffer.byteLength(s, 'utf8') > max) return `is longer than ${max} bytes`;
+  return null;
+}
+
+const isU32 = (v: unknown): boolean => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0xffff_ffff;
+
+/** Problems of the version 2 attributes of an entry (all optional). */
+function attributeProblem(meta: EntryMeta, what: string): string | null {
+  const { type, mtimeExtraNs, uid, gid, owner, group, devMajor, devMinor, xattrs } = meta;
+  if (mtimeExtraNs !== undefined && !(Number.isInteger(mtimeExtraNs) && mtimeExtraNs >= 0 && mtimeExtraNs <= MAX_MTIME_EXTRA_NS)) {
+    return `${what} has mtime nanoseconds ${mtimeExtraNs} outside 0..${MAX_MTIME_EXTRA_NS}`;
+  }
+  for (const [field, id] of [['uid', uid], ['gid', gid]] as const) {
+    if (id !== undefined && !(isU32(id) && id !== NO_ID)) return `${what} has ${field} ${id} outside 0..${NO_ID - 1}`;
+  }
+  for (const [field, name] of [['owner', owner], ['group', group]] as const) {
+    const p = name === undefined ? null : nameProblem(name, MAX_OWNER_NAME_BYTES);
+    if (p !== null) return `${what} has an ${field} name that ${p}`;
+  }
+  if (isDevice(type)) {
+    if (!isU32(devMajor) || !isU32(devMinor)) return `${what} is a ${type} device without a valid device number`;
+  } else if (devMajor !== undefined || devMinor !== undefined) {
+    return `${what} is a ${type} and cannot have a device number`;
+  }
+  if (xattrs !== undefined) {
+    if (!Array.isArray(xattrs)) return `${what} has xattrs that are not a list`;
+    if (xattrs.length > MAX_XATTRS_PER_ENTRY) return `${what} has ${xattrs.length} xattrs (at most ${MAX_XATTRS_PER_ENTRY})`;
+    let total = 0;
+    let previous: Buffer | undefined;
+    for (const x of xattrs) {
+      const p = nameProblem(x?.name, MAX_XATTR_NAME_BYTES);
+      if (p !== null) return `${what} has an xattr name that ${p}`;
+      if (!(x.value instanceof Uint8Array)) return `${what} has xattr ${JSON.stringify(x.name)} without a byte value`;
+      if (x.value.length > MAX_XATTR_VALUE_BYTES) return `${what} has xattr ${JSON.stringify(x.name)} of ${x.value.length} bytes (at most ${MAX_XATTR_VALUE_BYTES})`;
+      const name = Buffer.from(x.name, 'utf8');
+      if (previous !== undefined && Buffer.compare(previous, name) >= 0) return `${what} has xattrs not sorted by name or repeated (${JSON.stringify(x.name)})`;
+      previous = name;
+      total += name.length + x.value.length;
+    }
+    if (total > MAX_ENTRY_XATTR_BYTES) return `${what} has ${total} bytes of xattrs (at most ${MAX_ENTRY_XATTR_BYTES})`;
+  }
+  return null;
+}
+
+/**
+ * Problems of an entry's metadata in a manifest of `kind` and format `version`, except, in
+ * a tree manifest, the path's own rules (pathProblem), its place in the order (EntryOrder)
+ * and the root entry's (rootProblem). `meta.size` is the declared size.
+ */
+export function metaProblem(meta: EntryMeta, kind: ManifestKind, version = FORMAT_VERSION): string | null {
   const { type, path, mode, mtimeMs, size, linkTarget } = meta;
-  if (type !== 'file' && type !== 'dir' && type !== 'symlink') return `unknown entry type ${JSON.stringify(type)}`;
+  if (!(version === FORMAT_VERSION_1 ? V1_TYPES : V2_TYPES).has(type)) return `unknown entry type ${JSON.stringify(type)}`;
   if (typeof path !== 'string') return 'entry path must be a string';
   const what = describeEntry(path);
   if (kind === 'file') {
@@ -65,10 +152,17 @@ export function metaProblem(meta: EntryMeta, kind: ManifestKind): string | null 
       return `${what} has a symlink target longer than ${MAX_LINK_TARGET_BYTES} bytes`;
     }
     if (linkTarget.includes('\0')) return `${what} has a symlink target containing a NUL byte`;
+  } else if (type === 'hardlink') {
+    // Only within the tree, to a name listed before: a consumer links to what it made itself.
+    if (typeof linkTarget !== 'string') return `${what} is a hardlink without the path of its file`;
+    const p = pathProblem(linkTarget);
+    if (p !== null) return `${what} is a hardlink to an invalid path: ${p}`;
+    if (comparePaths(linkTarget, path) >= 0) return `${what} is a hardlink to ${JSON.stringify(linkTarget)}, which is not listed before it`;
   } else if (linkTarget !== undefined) {
     return `${what} is a ${type} and cannot have a link target`;
   }
-  return null;
+  if (version === FORMAT_VERSION_1) return null;
+  return attributeProblem(meta, what);
 }
 
 /**

@@ -3,12 +3,25 @@ import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
 /**
  * The in-memory model of a manifest (docs/FORMAT.md is the byte-level contract).
  * A manifest is a header followed by entries. A `file` manifest has exactly one entry,
- * of type file, with path ''. A `tree` manifest has one entry per directory, file and
- * symlink below the tree's root (the root itself is not an entry), parents before
- * children, in a deterministic order (sorted by path bytes within each directory).
+ * of type file, with path ''. A `tree` manifest has one entry per directory, file,
+ * symlink, hard link, FIFO and device node below the tree's root, parents before
+ * children, in a deterministic order (sorted by path bytes within each directory); from
+ * format version 2 it may begin with the root's own entry (type dir, path ''), whose
+ * attributes a consumer applies to the target directory itself and never lists as a child.
  */
 export type ManifestKind = 'file' | 'tree';
-export type EntryType = 'file' | 'dir' | 'symlink';
+/**
+ * 'hardlink' (version 2): a further name of a file listed earlier in the same tree, whose
+ * path is its linkTarget; it has no content or attributes of its own (they are the file's).
+ * 'fifo', 'char', 'block' (version 2): a named pipe, a character or block device node.
+ */
+export type EntryType = 'file' | 'dir' | 'symlink' | 'hardlink' | 'fifo' | 'char' | 'block';
+
+/** One extended attribute: its full name, namespace included ('user.mime'), and raw value. */
+export interface EntryXattr {
+  readonly name: string;
+  readonly value: Uint8Array;
+}
 
 export interface ManifestHeader {
   readonly formatVersion: number;
@@ -40,8 +53,30 @@ export interface EntryMeta {
    * one in its 'entryEnd' event (the sum of its chunk lengths). 0 for dirs and symlinks.
    */
   readonly size: number;
-  /** Symlink target, verbatim; only for symlinks. */
+  /**
+   * Symlink target, verbatim; only for symlinks. For a hardlink: the path of the file entry,
+   * earlier in the same tree, whose file this entry is another name of.
+   */
   readonly linkTarget?: string;
+  // ---- format version 2; absent when read from a version 1 manifest ----
+  /** Nanoseconds past mtimeMs (0..999,999): the mtime is mtimeMs * 10^6 + this, in ns. */
+  readonly mtimeExtraNs?: number;
+  /** Numeric owner and group; absent when not recorded (stdin, version 1). */
+  readonly uid?: number;
+  readonly gid?: number;
+  /** The owner's user and group names where the source knew them (mapped back by name when applied). */
+  readonly owner?: string;
+  readonly group?: string;
+  /** Device number of a char or block entry. */
+  readonly devMajor?: number;
+  readonly devMinor?: number;
+  /** Extended attributes, sorted by name bytes, names unique (POSIX ACLs are system.posix_acl_*). */
+  readonly xattrs?: readonly EntryXattr[];
+}
+
+/** The entry's mtime in nanoseconds since the epoch, at the precision the manifest has. */
+export function mtimeNsOf(meta: Pick<EntryMeta, 'mtimeMs' | 'mtimeExtraNs'>): bigint {
+  return BigInt(meta.mtimeMs) * 1_000_000n + BigInt(meta.mtimeExtraNs ?? 0);
 }
 
 /** One chunk of a file: its length and digest. Offsets are implied by the running sum. */

@@ -23,16 +23,23 @@ import {
   MAX_PATH_BYTES,
   STRING_LENGTH_BYTES,
   TRAILER_BYTES,
+  attributeBlockBytes,
+  encodeAttributeBlock,
   encodeHeader,
   entryTypeCode,
+  hasLinkTarget,
   writeInt64,
 } from './format.js';
-import { EntryOrder, describeEntry, metaProblem, pathProblem } from './rules.js';
+import { EntryOrder, describeEntry, metaProblem, pathProblem, rootProblem } from './rules.js';
 import type { ChunkRecord, EntryMeta, ManifestHeader, ManifestKind } from './types.js';
 
 /** Body bytes are collected in memory up to this size, then written with one syscall. */
 export const WRITE_BUFFER_BYTES = 1 * MiB;
-/** The largest entry start: fixed fields, path and symlink target with their lengths. */
+/**
+ * The largest entry start: fixed fields, path, link target and attribute block. Below
+ * WRITE_BUFFER_BYTES (the attribute block is bounded by MAX_ENTRY_XATTR_BYTES and names of
+ * at most 255 bytes), so every entry start fits the buffer whole.
+ */
 const MAX_ENTRY_START_BYTES = ENTRY_FIXED_BYTES + MAX_PATH_BYTES + STRING_LENGTH_BYTES + MAX_LINK_TARGET_BYTES;
 
 export interface ManifestInit {
@@ -139,21 +146,23 @@ export class ManifestWriter {
 
   /**
    * Starts an entry. `meta.size` is the declared size: -1 if unknown, else the size the
-   * entry must turn out to have (0 for dirs and symlinks). A file entry stays open until
-   * endEntry(); a dir or symlink is complete on return.
+   * entry must turn out to have (0 for every type but file). A file entry stays open until
+   * endEntry(); any other is complete on return. A tree's first entry may be its root's own
+   * (type dir, path ''). Version 2 attributes that `meta` lacks are written as not recorded.
    */
   async beginEntry(meta: EntryMeta): Promise<void> {
     await this.run(async () => {
       this.expect('between-entries', 'beginEntry() while a file entry is open (call endEntry() first)');
       if (this.init.kind === 'file' && this.entryCount > 0) throw new InvalidArgumentError('a file manifest has exactly one entry');
-      const problem = metaProblem(meta, this.init.kind) ?? (this.init.kind === 'tree' ? pathProblem(meta.path) : null);
+      const isRoot = this.init.kind === 'tree' && meta.path === '';
+      const problem = metaProblem(meta, this.init.kind) ?? (isRoot ? rootProblem(meta, 'tree', FORMAT_VERSION, this.entryCount) : this.init.kind === 'tree' ? pathProblem(meta.path) : null);
       if (problem !== null) throw new InvalidArgumentError(problem);
       const pathBytes = Buffer.from(meta.path, 'utf8');
-      if (this.init.kind === 'tree') {
+      if (this.init.kind === 'tree' && !isRoot) {
         const orderProblem = this.order.check(meta.path, pathBytes, meta.type === 'dir');
         if (orderProblem !== null) throw new InvalidArgumentError(orderProblem);
       }
-      await this.reserve(MAX_ENTRY_START_BYTES);
+      await this.reserve(MAX_ENTRY_START_BYTES + attributeBlockBytes(meta));
       const b = this.buf;
       let at = this.bufLength;
       b[at] = entryTypeCode(meta.type);
@@ -163,11 +172,12 @@ export class ManifestWriter {
       b.writeUInt16LE(pathBytes.length, at + ENTRY_PATH_LENGTH_OFFSET);
       at += ENTRY_FIXED_BYTES;
       at += pathBytes.copy(b, at);
-      if (meta.type === 'symlink') {
+      if (hasLinkTarget(meta.type)) {
         const targetLength = b.write(meta.linkTarget!, at + STRING_LENGTH_BYTES, 'utf8');
         b.writeUInt16LE(targetLength, at);
         at += STRING_LENGTH_BYTES + targetLength;
       }
+      at = encodeAttributeBlock(meta, b, at);
       this.bufLength = at;
       this.entryCount++;
       if (meta.type === 'file') {

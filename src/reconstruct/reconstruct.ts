@@ -1,4 +1,4 @@
-import { chmod, open, stat, utimes, type FileHandle } from 'node:fs/promises';
+import { open, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { VerifyFailedError } from '../core/errors.js';
@@ -15,7 +15,8 @@ import type { ChunkStore } from '../store/store.js';
 import { Window } from '../core/window.js';
 import { RecentChunks } from './recent.js';
 import { SeedIndex } from './seeds.js';
-import { sameFile, Staging, utimeArg, type StagedFile } from './staging.js';
+import { applyAttributes, attributePolicy, type AttributeOptions } from './attributes.js';
+import { sameFile, Staging, type StagedFile } from './staging.js';
 
 /** The set-user-ID and set-group-ID permission bits (see ReconstructOptions.clearSetId). */
 export const SET_ID_BITS = 0o6000;
@@ -78,6 +79,11 @@ export interface ReconstructOptions {
    * keeps the bits; the quick check expects them cleared on disk.
    */
   readonly clearSetId?: boolean;
+  /**
+   * Which recorded attributes are applied (see reconstruct/attributes.ts): --numeric-ids,
+   * and `untrusted` for the server's copy (no security.* or trusted.* xattrs, no devices).
+   */
+  readonly attributes?: AttributeOptions;
   readonly onProgress?: (p: PullProgress) => void;
   /**
    * Remove the entries of an existing target tree that the manifest lacks (rsync --delete);
@@ -92,6 +98,8 @@ export interface PreviousFile {
   readonly size: number;
   readonly mode: number;
   readonly mtimeMs: number;
+  /** Nanoseconds past mtimeMs (version 2). */
+  readonly mtimeExtraNs?: number;
   readonly digest: Uint8Array;
 }
 
@@ -112,7 +120,7 @@ export async function filesOf(reader: ManifestReader, signal?: AbortSignal): Pro
   for await (const ev of reader.events()) {
     throwIfAborted(signal);
     if (ev.kind === 'entry') meta = ev.meta;
-    else if (ev.kind === 'entryEnd' && meta) files.set(meta.path, { size: ev.size, mode: meta.mode, mtimeMs: meta.mtimeMs, digest: ev.digest });
+    else if (ev.kind === 'entryEnd' && meta) files.set(meta.path, { size: ev.size, mode: meta.mode, mtimeMs: meta.mtimeMs, mtimeExtraNs: meta.mtimeExtraNs, digest: ev.digest });
   }
   return files;
 }
@@ -170,10 +178,10 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     // The target is the committed version (its digest is the manifest's) and still has the
     // size and mtime it was committed with: kept without reading it through.
     const committed = options.targetDigest !== undefined ? options.previousFiles?.get('') : undefined;
-    if (committed && Buffer.compare(committed.digest, header.digest) === 0 && (await sameFile(target, { size: committed.size, mtimeMs: committed.mtimeMs }))) return keepUnchanged(reader, target, options, diskMode, started);
+    if (committed && Buffer.compare(committed.digest, header.digest) === 0 && (await sameFile(target, { size: committed.size, mtimeMs: committed.mtimeMs, mtimeExtraNs: committed.mtimeExtraNs }))) return keepUnchanged(reader, target, options, diskMode, started);
     if (await fileHasDigest(target, header.totalBytes, algorithm, header.digest, signal)) return keepUnchanged(reader, target, options, diskMode, started);
   }
-  const staging = await Staging.create(target, header.kind, { signal, resumable: options.resumable ?? true, confineTo: options.confineTo, deleteExtra: options.deleteExtra, protect: options.protect });
+  const staging = await Staging.create(target, header.kind, { signal, resumable: options.resumable ?? true, confineTo: options.confineTo, deleteExtra: options.deleteExtra, protect: options.protect, attributes: options.attributes });
   const globalSeeds = new SeedIndex(header.chunker, algorithm);
   if (pool) for (const s of options.seeds ?? []) await globalSeeds.add(s, pool, signal);
   const window = new Window(options.concurrency ?? DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES);
@@ -205,6 +213,8 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
         const meta = ev.meta.type === 'file' && diskMode(ev.meta.mode) !== ev.meta.mode ? { ...ev.meta, mode: diskMode(ev.meta.mode) } : ev.meta;
         if (meta.type === 'dir') await staging.mkdir(meta);
         else if (meta.type === 'symlink') await staging.symlink(meta);
+        else if (meta.type === 'hardlink') await staging.hardlink(meta);
+        else if (meta.type !== 'file') await staging.node(meta);
         else {
           const existing = meta.path === '' ? target : join(target, ...meta.path.split('/'));
           // Opened without waiting: the chunk jobs and the finish wait for it, the next
@@ -314,7 +324,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
           // keeps the file's own.
           const size = event.size;
           await finishes.run(0, async () => {
-            if ((await realDirs.reaches(meta.path)) && (await sameFile(existing, { ...previous, mode: diskMode(previous.mode) })) && (await staging.linkFile(meta, existing))) {
+            if ((await realDirs.reaches(meta.path)) && (await sameFile(existing, { ...previous, mode: diskMode(previous.mode) })) && (await staging.linkFile(meta, existing, diskMode(meta.mode)))) {
               bytesReused += size;
               bytesDone += size;
               progress();
@@ -326,7 +336,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
       } else if (event.kind === 'entry' && event.meta.type === 'file' && targetExists) {
         const previous = options.previousFiles?.get(event.meta.path);
         const m = event.meta;
-        if (previous && previous.size === m.size && previous.mode === m.mode && previous.mtimeMs === m.mtimeMs) {
+        if (previous && previous.size === m.size && previous.mode === m.mode && previous.mtimeMs === m.mtimeMs && (previous.mtimeExtraNs ?? 0) === (m.mtimeExtraNs ?? 0)) {
           linkable = { meta: m, previous, held: [] };
           continue;
         }
@@ -399,10 +409,7 @@ async function keepUnchanged(reader: ManifestReader, target: string, options: Re
     if (ev.kind === 'entry') meta = ev.meta;
   }
   await options.beforeCommit?.();
-  if (meta) {
-    await chmod(target, diskMode(meta.mode));
-    await utimes(target, utimeArg(meta.mtimeMs), utimeArg(meta.mtimeMs));
-  }
+  if (meta) await applyAttributes(target, { ...meta, mode: diskMode(meta.mode) }, attributePolicy(options.attributes), target, { existing: true });
   options.onProgress?.({ bytesTotal: header.totalBytes, bytesDone: header.totalBytes, bytesReceived: 0, bytesReused: header.totalBytes });
   return {
     kind: header.kind,

@@ -1,18 +1,19 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { closeSync, constants, fchmodSync, futimesSync, open as openCallback, writeSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fchownSync, futimesSync, open as openCallback, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { FileHandle } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
-import { chmod, copyFile, lchown, link, lstat, lutimes, mkdir, open, readdir, readlink, rename, rm, rmdir, symlink, unlink, utimes } from 'node:fs/promises';
+import { chmod, copyFile, lchown, link, lstat, mkdir, open, readdir, readlink, rename, rm, rmdir, symlink, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
-import { AlreadyExistsError, fromSystemError, SpecialFileError, VerifyFailedError } from '../core/errors.js';
+import { AlreadyExistsError, fromSystemError, InvalidArgumentError, SpecialFileError, VerifyFailedError } from '../core/errors.js';
 import { DirectBlockWriter, DIRECT_MIN_FILE_BYTES, openDirect } from '../io/direct.js';
 import { checkConfined, confinedParent, segmentsBelow, type CreatedDirs } from '../io/safe-path.js';
 import { OWNER_HOST, processAlive } from '../io/owner.js';
 import { fsyncPath, syncFilesystem } from '../io/sync.js';
-import { exchangePaths } from '../io/sys.js';
-import type { EntryMeta, ManifestKind } from '../manifest/types.js';
+import { exchangePaths, listXattrs, makeNode, setTimesNs, setXattr } from '../io/sys.js';
+import { mtimeNsOf, type EntryMeta, type ManifestKind } from '../manifest/types.js';
+import { applyAttributes, applyXattrs, attributePolicy, hasAttributes, localOwner, setTimes, utimeArg, type AttributeOptions, type AttributePolicy } from './attributes.js';
 
 /** Temp names beside the target start with this, so they are recognisable and ignorable. */
 export const STAGING_PREFIX = '.xfer-';
@@ -68,26 +69,7 @@ export function maxStagingNameBytes(name: string): number {
   return Math.max(Buffer.byteLength(owned, 'utf8'), Buffer.byteLength(resumable, 'utf8'));
 }
 
-/**
- * What to give fs.utimes (and futimes, lutimes) so that the time stored is exactly `ms`
- * whole milliseconds. `ms / 1000` is rarely exact in binary, and libuv truncates the
- * nanoseconds it derives from it to whole microseconds, toward zero: 1700000000.123 s was
- * stored as ...122.999 ms, 1 µs early. A pull's quick check rounds that back, but a push
- * of the pulled copy truncates it to ...122 ms, a new mtime: every such file was read
- * again, rewritten at the destination and given a time 1 ms off. Half a microsecond away
- * from zero makes the truncation land on the millisecond (the double's own error is under
- * 0.25 µs for any time before 2^33 s, the year 2242). Node takes a negative number as
- * "now", but a numeric string as that number: a time before 1970 is passed as one.
- */
-export function utimeArg(ms: number): number | string {
-  const s = ms / 1000 + (ms < 0 ? -UTIME_NUDGE_S : UTIME_NUDGE_S);
-  return ms < 0 ? String(s) : s;
-}
-
-const NS_PER_MS = 1_000_000n;
-
-/** Half a microsecond (see utimeArg). */
-const UTIME_NUDGE_S = 0.5e-6;
+export { utimeArg } from './attributes.js';
 
 function escapeRegExp(s: string): string {
   return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -222,6 +204,12 @@ export class Staging {
   readonly previous: string | undefined;
   private readonly resumable: boolean;
   private readonly dirs: EntryMeta[] = [];
+  /** Files of the existing tree whose link into the staged tree waits (see linkFile). */
+  private readonly unlinked: { readonly meta: EntryMeta; readonly existing: string }[] = [];
+  /** Hard links, made at commit once every file they name is on disk (small files are written at their finish). */
+  private readonly hardlinks: EntryMeta[] = [];
+  /** What of the manifest's attributes this staging applies (owners as root, xattr namespaces, devices). */
+  readonly policy: AttributePolicy;
   /** Files opened and not yet finished: abort() closes them. */
   private readonly open = new Set<StagedFile>();
   /**
@@ -255,8 +243,10 @@ export class Staging {
     confineTo: Staging['confineTo'],
     usedDirs: readonly string[],
     deleteExtra: boolean,
+    policy: AttributePolicy,
     private readonly protect?: (path: string, isDir: boolean) => boolean,
   ) {
+    this.policy = policy;
     this.deleteExtra = deleteExtra;
     this.usedDirs = usedDirs;
     this.target = target;
@@ -273,7 +263,7 @@ export class Staging {
    */
   static async create(
     target: string, kind: ManifestKind,
-    options: { signal?: AbortSignal; resumable?: boolean; confineTo?: string; deleteExtra?: boolean; protect?: (path: string, isDir: boolean) => boolean } = {},
+    options: { signal?: AbortSignal; resumable?: boolean; confineTo?: string; deleteExtra?: boolean; protect?: (path: string, isDir: boolean) => boolean; attributes?: AttributeOptions } = {},
   ): Promise<Staging> {
     throwIfAborted(options.signal);
     const confineTo = options.confineTo === undefined ? undefined : { root: options.confineTo, segments: segmentsBelow(options.confineTo, target) };
@@ -332,7 +322,7 @@ export class Staging {
       await removeMadeDirs(usedDirs);
       throw err;
     }
-    return new Staging(target, kind, root, resumable, previous, confineTo, usedDirs, options.deleteExtra ?? false, options.protect);
+    return new Staging(target, kind, root, resumable, previous, confineTo, usedDirs, options.deleteExtra ?? false, attributePolicy(options.attributes), options.protect);
   }
 
   /** Where an entry goes in the target, for messages ('' is the target itself). */
@@ -352,16 +342,17 @@ export class Staging {
   }
 
   /**
-   * Whether the existing target holds entry `meta` as it is: of the right type (`is`), its
-   * mode and its mtime to the nanosecond (a time 1 µs off, as earlier versions wrote them,
-   * counts as a change: rewritten once, exactly). Entries are made parents first, so a
-   * parent found a real directory is not a symlink by the time its children are looked at.
+   * Whether the existing target holds entry `meta` as it is: of the right type (`is`), with
+   * its attributes as this staging applies them (hasAttributes: mode, mtime to the
+   * nanosecond, owner, xattrs; a time 1 µs off, as earlier versions wrote them, counts as a
+   * change: rewritten once, exactly). Entries are made parents first, so a parent found a
+   * real directory is not a symlink by the time its children are looked at.
    */
   private async isAtTarget(meta: EntryMeta, is: (st: BigIntStats) => boolean): Promise<boolean> {
     if (this.kind !== 'tree') return false;
-    const st = await lstat(this.targetPathOf(meta.path), { bigint: true }).catch(() => undefined);
-    if (!st || !is(st) || st.mtimeNs !== BigInt(meta.mtimeMs) * NS_PER_MS) return false;
-    return st.isSymbolicLink() || Number(st.mode & 0o7777n) === meta.mode;
+    const path = this.targetPathOf(meta.path);
+    const st = await lstat(path, { bigint: true }).catch(() => undefined);
+    return st !== undefined && is(st) && hasAttributes(path, st, meta, this.policy);
   }
 
   /** Where an entry's staged copy lives ('' is the file of a file manifest). */
@@ -369,8 +360,13 @@ export class Staging {
     return rel === '' ? this.root : join(this.root, ...rel.split('/'));
   }
 
+  /** A directory entry; the root's own (path '') gives its attributes to the staged tree's root. */
   async mkdir(meta: EntryMeta): Promise<void> {
     if (!this.changed && !(await this.isAtTarget(meta, (st) => st.isDirectory()))) this.changed = true;
+    if (meta.path === '') {
+      this.dirs.push(meta); // the staged root exists; its attributes come at commit, last
+      return;
+    }
     const p = this.pathOf(meta.path);
     try {
       await mkdir(p, { mode: 0o700 });
@@ -388,9 +384,72 @@ export class Staging {
     const p = this.pathOf(meta.path);
     try {
       await symlink(meta.linkTarget ?? '', p);
-      await lutimes(p, utimeArg(meta.mtimeMs), utimeArg(meta.mtimeMs));
     } catch (err) {
       throw fromSystemError(err, this.shown(meta.path), 'create symlink');
+    }
+    await applyAttributes(p, meta, this.policy, this.shown(meta.path));
+  }
+
+  /**
+   * A FIFO or device node (mknod). Devices only where the policy makes them (root, and not at
+   * a trust boundary): elsewhere the entry is passed over, and counts as unchanged, since
+   * the target never holds it (the manifest keeps it for a pull).
+   */
+  async node(meta: EntryMeta): Promise<void> {
+    const kind = meta.type;
+    if (kind !== 'fifo' && kind !== 'char' && kind !== 'block') throw new Error(`not a node entry: ${kind}`);
+    if (kind !== 'fifo' && !this.policy.devices) return;
+    if (!this.changed) {
+      const same = await this.isAtTarget(meta, (st) => {
+        if (kind === 'fifo') return st.isFIFO();
+        const dev = (kind === 'char' ? st.isCharacterDevice() : st.isBlockDevice());
+        return dev && deviceNumber(st.rdev) === `${meta.devMajor},${meta.devMinor}`;
+      });
+      if (!same) this.changed = true;
+    }
+    const p = this.pathOf(meta.path);
+    try {
+      makeNode(p, kind, meta.mode, meta.devMajor ?? 0, meta.devMinor ?? 0);
+    } catch (err) {
+      throw fromSystemError(err, this.shown(meta.path), `create ${kind === 'fifo' ? 'FIFO' : `${kind} device`}`);
+    }
+    await applyAttributes(p, meta, this.policy, this.shown(meta.path));
+  }
+
+  /**
+   * A further name of a file of this tree (meta.linkTarget, listed before it): made at
+   * commit, when every file is on disk. Unchanged if the existing target has both names as
+   * links to one regular file.
+   */
+  async hardlink(meta: EntryMeta): Promise<void> {
+    if (!this.changed) {
+      const [a, b] = await Promise.all([
+        lstat(this.targetPathOf(meta.path)).catch(() => undefined),
+        lstat(this.targetPathOf(meta.linkTarget!)).catch(() => undefined),
+      ]);
+      if (!(a?.isFile() && b?.isFile() && a.ino === b.ino && a.dev === b.dev)) this.changed = true;
+    }
+    this.hardlinks.push(meta);
+  }
+
+  /**
+   * Makes the hard links: each to the regular file this staging made for its linkTarget,
+   * reached without following a symlink (checkConfined), never to anything else: a manifest
+   * naming a path under one of its own symlinks cannot link a file outside the tree.
+   */
+  private async makeHardlinks(): Promise<void> {
+    for (const meta of this.hardlinks) {
+      const file = this.pathOf(meta.linkTarget!);
+      const shown = this.shown(meta.path);
+      const segments = meta.linkTarget!.split('/');
+      try {
+        await checkConfined(this.root, segments.slice(0, -1));
+        const st = await lstat(file);
+        if (!st.isFile()) throw new InvalidArgumentError(`${shown}: is a hard link to ${JSON.stringify(meta.linkTarget)}, which is not a regular file of the tree`);
+        await link(file, this.pathOf(meta.path));
+      } catch (err) {
+        throw fromSystemError(err, shown, 'create hard link');
+      }
     }
   }
 
@@ -399,14 +458,39 @@ export class Staging {
    * same content, size and mtime) into the staging area as a hard link: nothing is read or
    * written, and the old version stays as it was until the swap. False if the link cannot
    * be made (a filesystem without hard links, say); the caller rebuilds or copies instead.
+   *
+   * While nothing of the tree has changed, and the file at its own path already has every
+   * attribute of the entry, the link waits (`unlinked`): a commit that keeps the existing
+   * tree then touches nothing (a link would change the file's ctime); one that swaps makes
+   * it first, or a copy where links cannot be made.
    */
-  async linkFile(meta: EntryMeta, existing: string): Promise<boolean> {
+  async linkFile(meta: EntryMeta, existing: string, mode = meta.mode): Promise<boolean> {
+    if (this.kind === 'tree' && !this.changed && existing === this.targetPathOf(meta.path)) {
+      const st = await lstat(existing, { bigint: true }).catch(() => undefined);
+      if (st?.isFile() && hasAttributes(existing, st, meta, this.policy, mode)) {
+        this.unlinked.push({ meta: { ...meta, mode }, existing });
+        return true;
+      }
+    }
+    return this.linkNow(meta, existing, mode);
+  }
+
+  /** linkFile without waiting. */
+  private async linkNow(meta: EntryMeta, existing: string, mode = meta.mode): Promise<boolean> {
+    const p = this.pathOf(meta.path);
     try {
-      await link(existing, this.pathOf(meta.path));
-      return true;
+      await link(existing, p);
     } catch {
       return false;
     }
+    // The content is the entry's; its other attributes (owner, xattrs, mode, a time off by
+    // nanoseconds) are brought to the entry's where they differ, in place (rsync does the same).
+    const st = await lstat(p, { bigint: true });
+    if (!hasAttributes(p, st, meta, this.policy, mode)) {
+      this.changed = true;
+      await applyAttributes(p, { ...meta, mode }, this.policy, this.shown(meta.path), { existing: true });
+    }
+    return true;
   }
 
   /**
@@ -415,12 +499,16 @@ export class Staging {
    */
   async keepFile(meta: EntryMeta, existing: string): Promise<void> {
     if (await this.linkFile(meta, existing)) return;
+    await this.copyFile(meta, existing);
+  }
+
+  /** keepFile's copy, where a link cannot be made. */
+  private async copyFile(meta: EntryMeta, existing: string): Promise<void> {
     this.changed = true;
     const p = this.pathOf(meta.path);
     try {
       await copyFile(existing, p, constants.COPYFILE_EXCL);
-      await chmod(p, meta.mode);
-      await utimes(p, utimeArg(meta.mtimeMs), utimeArg(meta.mtimeMs));
+      await applyAttributes(p, meta, this.policy, this.shown(meta.path));
       if (this.kind === 'tree') this.unsynced.push(p);
       else await fsyncPath(p, this.shown(meta.path));
     } catch (err) {
@@ -435,7 +523,7 @@ export class Staging {
     // thread pool, then a few synchronous calls. Through FileHandle, the open, write, chmod,
     // utimes and close of each file cost the main thread about 0.3 ms.
     if (this.kind === 'tree' && meta.size >= 0 && meta.size <= SMALL_STAGED_FILE_BYTES) {
-      const f: StagedFile = new SmallStagedFile(p, this.shown(meta.path), meta, () => this.open.delete(f), (path) => void this.unsynced.push(path));
+      const f: StagedFile = new SmallStagedFile(p, this.shown(meta.path), meta, this.policy, () => this.open.delete(f), (path) => void this.unsynced.push(path));
       this.open.add(f);
       return f;
     }
@@ -462,9 +550,15 @@ export class Staging {
     }
     const deferSync = this.kind === 'tree' ? (path: string) => void this.unsynced.push(path) : undefined;
     const resumed = this.resumable && this.kind === 'file';
-    const f: StagedFile = new HandleStagedFile(fh, p, this.shown(meta.path), meta, direct, () => this.open.delete(f), deferSync, resumed);
+    const f: StagedFile = new HandleStagedFile(fh, p, this.shown(meta.path), meta, this.policy, direct, () => this.open.delete(f), deferSync, resumed);
     this.open.add(f);
     return f;
+  }
+
+  /** With deleteExtra: which extras go (all but the protected ones). */
+  private mayDelete(): (path: string, isDir: boolean) => boolean {
+    const protect = this.protect;
+    return protect ? (path, isDir) => !protect(path, isDir) : () => true;
   }
 
   /**
@@ -472,12 +566,6 @@ export class Staging {
    * existing tree that the new version lacks and that were removed (`deleteExtra`), by path
    * in the tree, each directory after its contents; empty without deleteExtra (they are kept).
    */
-  /** With deleteExtra: which extras go (all but the protected ones). */
-  private mayDelete(): (path: string, isDir: boolean) => boolean {
-    const protect = this.protect;
-    return protect ? (path, isDir) => !protect(path, isDir) : () => true;
-  }
-
   async commit(options: { signal?: AbortSignal } = {}): Promise<CommitResult> {
     throwIfAborted(options.signal);
     const extra: Extra = { deleted: [], dirs: [] };
@@ -485,12 +573,26 @@ export class Staging {
     // existing tree, unless --delete finds entries to remove. (A file replaced at the target
     // since it was linked is kept as it now is, as if replaced just after the swap.)
     if (this.kind === 'tree' && !this.changed && (await lstat(this.target).then((st) => st.isDirectory(), () => false))) {
-      if (this.deleteExtra) await carryOver(this.target, this.root, '', this.mayDelete(), extra, options.signal);
+      if (this.deleteExtra) {
+        await carryOver(this.target, this.root, '', this.mayDelete(), extra, options.signal);
+        // Files whose links wait are in the new version, not extras.
+        const waiting = new Set(this.unlinked.map((u) => u.meta.path));
+        const kept = extra.deleted.filter((p) => !waiting.has(p));
+        extra.deleted.splice(0, extra.deleted.length, ...kept);
+      }
       if (extra.deleted.length === 0) {
         await rm(this.root, { recursive: true, force: true });
         return this.finishCommit();
       }
       extra.deleted.length = 0;
+    }
+    // The waiting links (see linkFile): the new tree has these files, so before extras are
+    // carried over or listed.
+    for (const { meta, existing } of this.unlinked.splice(0)) {
+      if (!(await sameFile(existing, meta))) {
+        throw new VerifyFailedError(`${this.shown(meta.path)}: changed while the tree was being updated; run again`);
+      }
+      if (!(await this.linkNow(meta, existing))) await this.copyFile(meta, existing);
     }
     // Before the directories get their modes (a read-only one would refuse the links) and times.
     if (this.kind === 'tree' && (await exists(this.target))) {
@@ -498,16 +600,13 @@ export class Staging {
       await checkReplaceable(this.target, this.kind);
       await carryOver(this.target, this.root, '', this.deleteExtra && this.mayDelete(), extra, options.signal);
     }
-    // Directory modes and times last, deepest first, so writing children does not disturb them.
+    // Hard links before the directories get their modes (a read-only one would refuse them).
+    await this.makeHardlinks();
+    // Directory attributes last, deepest first (the root's own last of all), so writing
+    // children does not disturb their times.
     for (let i = this.dirs.length - 1; i >= 0; i--) {
       const d = this.dirs[i]!;
-      const p = this.pathOf(d.path);
-      try {
-        await utimes(p, utimeArg(d.mtimeMs), utimeArg(d.mtimeMs));
-        await chmod(p, d.mode);
-      } catch (err) {
-        throw fromSystemError(err, this.shown(d.path), 'set directory attributes');
-      }
+      await applyAttributes(this.pathOf(d.path), d, this.policy, this.shown(d.path));
     }
     if (this.kind === 'tree') {
       if (!(await syncFilesystem(this.root))) {
@@ -638,6 +737,7 @@ class SmallStagedFile implements StagedFile {
     /** Where the file goes in the target: what messages name. */
     private readonly shown: string,
     private readonly meta: EntryMeta,
+    private readonly policy: AttributePolicy,
     private readonly onClose: () => void,
     private readonly deferSync: (path: string) => void,
   ) {
@@ -661,6 +761,9 @@ class SmallStagedFile implements StagedFile {
         // tree on this thread). The rest is cheap, and one round trip costs less than four.
         fd = await openFd(this.path, constants.O_CREAT | constants.O_EXCL | constants.O_WRONLY, 0o600);
         for (let done = 0; done < size; ) done += writeSync(fd, this.data, done, size - done, done);
+        // Owner before mode: chown clears the set-user-ID and set-group-ID bits.
+        const { uid, gid } = localOwner(this.meta, this.policy);
+        if (uid !== -1 || gid !== -1) fchownSync(fd, uid, gid);
         fchmodSync(fd, this.meta.mode);
         futimesSync(fd, utimeArg(this.meta.mtimeMs), utimeArg(this.meta.mtimeMs));
       } catch (err) {
@@ -668,6 +771,7 @@ class SmallStagedFile implements StagedFile {
       } finally {
         if (fd !== undefined) closeSync(fd);
       }
+      await finishAttributes(this.path, this.meta, this.policy, this.shown);
       this.deferSync(this.path);
     } finally {
       await this.close();
@@ -703,7 +807,10 @@ class HandleStagedFile implements StagedFile {
   /** Where the file goes in the target: what messages name. */
   private readonly shown: string;
 
-  constructor(fh: FileHandle, path: string, shown: string, meta: EntryMeta, direct: DirectBlockWriter | undefined, onClose: () => void, deferSync?: (path: string) => void, resumed = true) {
+  private readonly policy: AttributePolicy;
+
+  constructor(fh: FileHandle, path: string, shown: string, meta: EntryMeta, policy: AttributePolicy, direct: DirectBlockWriter | undefined, onClose: () => void, deferSync?: (path: string) => void, resumed = true) {
+    this.policy = policy;
     this.resumed = resumed;
     this.fh = fh;
     this.path = path;
@@ -749,8 +856,11 @@ class HandleStagedFile implements StagedFile {
         await this.direct.finish(size);
         await this.fh.truncate(size);
       } else if (this.resumed && (await this.fh.stat()).size !== size) await this.fh.truncate(size);
+      const { uid, gid } = localOwner(this.meta, this.policy);
+      if (uid !== -1 || gid !== -1) await this.fh.chown(uid, gid);
       await this.fh.chmod(this.meta.mode);
       await this.fh.utimes(utimeArg(this.meta.mtimeMs), utimeArg(this.meta.mtimeMs));
+      await finishAttributes(this.path, this.meta, this.policy, this.shown, this.resumed);
       if (this.deferSync) this.deferSync(this.path);
       else await this.fh.datasync();
     } catch (err) {
@@ -776,6 +886,28 @@ class HandleStagedFile implements StagedFile {
     await this.direct?.close();
     await this.fh.close().catch(() => {});
   }
+}
+
+/**
+ * What a staged file gets after its content, mode and millisecond time (set through its
+ * descriptor): its xattrs, and its time to the nanosecond where it has nanoseconds past the
+ * millisecond. `existing`: the file may hold xattrs of an earlier run (a resumed partial).
+ */
+async function finishAttributes(path: string, meta: EntryMeta, policy: AttributePolicy, shown: string, existing = false): Promise<void> {
+  try {
+    if (meta.xattrs?.length || existing) applyXattrs(path, meta, policy, existing);
+    if ((meta.mtimeExtraNs ?? 0) !== 0) await setTimes(path, meta);
+  } catch (err) {
+    throw fromSystemError(err, shown, 'set attributes of');
+  }
+}
+
+/** "major,minor" of a device number as glibc's gnu_dev_major/minor decode it. */
+export function deviceNumber(rdev: bigint | number): string {
+  const r = BigInt(rdev);
+  const major = ((r >> 8n) & 0xfffn) | ((r >> 32n) & ~0xfffn);
+  const minor = (r & 0xffn) | ((r >> 12n) & ~0xffn);
+  return `${major},${minor}`;
 }
 
 export interface CommitResult {
@@ -826,13 +958,15 @@ async function carryOver(from: string, to: string, rel: string, del: false | ((p
         await link(src, dst);
         continue;
       }
-      const st = await lstat(src);
+      const st = await lstat(src, { bigint: true });
       await mkdir(dst, { mode: 0o700 });
       extra.dirs.push(path);
       await carryOver(src, dst, path, false, extra, signal);
-      if (process.getuid?.() === 0) await lchown(dst, st.uid, st.gid);
-      await chmod(dst, st.mode & 0o7777);
-      await utimes(dst, utimeArg(st.atimeMs), utimeArg(st.mtimeMs));
+      // Made again as it was: owner (as root), xattrs and ACLs, mode, times to the ns.
+      if (process.getuid?.() === 0) await lchown(dst, Number(st.uid), Number(st.gid));
+      for (const x of listXattrs(src)) setXattr(dst, x.name, x.value);
+      await chmod(dst, Number(st.mode & 0o7777n));
+      setTimesNs(dst, st.atimeNs, st.mtimeNs);
     } catch (err) {
       throw fromSystemError(err, src, 'keep (an entry the new version lacks)');
     }
@@ -890,7 +1024,11 @@ async function checkReplaceable(target: string, kind: ManifestKind): Promise<voi
  * and mtime, and its permission bits if `mode` is given (the quick check). Times are written
  * exactly (utimeArg); the rounding accepts copies written by earlier versions, 1 µs early.
  */
-export async function sameFile(path: string, entry: { readonly size: number; readonly mtimeMs: number; readonly mode?: number }): Promise<boolean> {
-  const st = await lstat(path).catch(() => undefined);
-  return st !== undefined && st.isFile() && st.size === entry.size && Math.round(st.mtimeMs) === entry.mtimeMs && (entry.mode === undefined || (st.mode & 0o7777) === entry.mode);
+export async function sameFile(path: string, entry: { readonly size: number; readonly mtimeMs: number; readonly mtimeExtraNs?: number; readonly mode?: number }): Promise<boolean> {
+  const st = await lstat(path, { bigint: true }).catch(() => undefined);
+  if (st === undefined || !st.isFile() || st.size !== BigInt(entry.size)) return false;
+  if (entry.mode !== undefined && Number(st.mode & 0o7777n) !== entry.mode) return false;
+  // With nanoseconds recorded (version 2, where not 0), the full time; else the millisecond.
+  if ((entry.mtimeExtraNs ?? 0) !== 0) return st.mtimeNs === mtimeNsOf(entry);
+  return Number((st.mtimeNs + 500_000n) / 1_000_000n) === entry.mtimeMs;
 }

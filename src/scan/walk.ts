@@ -1,9 +1,12 @@
-import { lstat as lstatCallback, type Stats } from 'node:fs';
-import { readdir, readlink } from 'node:fs/promises';
+import { lstat as lstatCallback, type BigIntStats } from 'node:fs';
+import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
-import type { EntryMeta } from '../manifest/types.js';
+import { groupName, listXattrs, userName } from '../io/sys.js';
+import { MAX_ENTRY_XATTR_BYTES, MAX_XATTR_NAME_BYTES, MAX_XATTR_VALUE_BYTES, MAX_XATTRS_PER_ENTRY } from '../manifest/format.js';
+import type { EntryMeta, EntryXattr } from '../manifest/types.js';
+import { recordedXattr } from '../manifest/rules.js';
 import { escapeName, strictUtf8 } from './names.js';
 
 /** An entry of a source with where to read it. */
@@ -28,15 +31,85 @@ export interface WalkSkip {
   readonly lost: boolean;
 }
 
-function metaOf(st: Stats, path: string, type: EntryMeta['type'], linkTarget?: string): EntryMeta {
+const NS_PER_MS = 1_000_000n;
+
+/** Names of ids, looked up once each per process (a tree has few owners). */
+const userNames = new Map<bigint, string | undefined>();
+const groupNames = new Map<bigint, string | undefined>();
+
+/**
+ * The xattrs of `abs` a manifest records (user.*, and as root security.*, trusted.* and
+ * the POSIX ACLs: whatever listXattrs may read), sorted by name bytes. One that a manifest
+ * cannot hold (a name of invalid UTF-8, beyond the format's limits) fails the scan with a
+ * message naming it: leaving it out silently would lose it.
+ */
+function xattrsOf(abs: string): EntryXattr[] {
+  let all;
+  try {
+    all = listXattrs(abs);
+  } catch (err) {
+    throw fromSystemError(err, abs, 'read extended attributes');
+  }
+  const out: EntryXattr[] = [];
+  let total = 0;
+  for (const x of all) {
+    if (!recordedXattr(x.name)) continue;
+    const nameBytes = Buffer.byteLength(x.name, 'utf8');
+    if (nameBytes > MAX_XATTR_NAME_BYTES || x.value.length > MAX_XATTR_VALUE_BYTES) {
+      throw new InvalidArgumentError(`${abs}: extended attribute ${JSON.stringify(x.name)} is larger than a manifest holds (${MAX_XATTR_NAME_BYTES}-byte names, ${MAX_XATTR_VALUE_BYTES}-byte values)`);
+    }
+    total += nameBytes + x.value.length;
+    out.push({ name: x.name, value: x.value });
+  }
+  if (out.length > MAX_XATTRS_PER_ENTRY || total > MAX_ENTRY_XATTR_BYTES) {
+    throw new InvalidArgumentError(`${abs}: has more extended attributes than a manifest holds (${MAX_XATTRS_PER_ENTRY}, ${MAX_ENTRY_XATTR_BYTES} bytes)`);
+  }
+  return out.sort((a, b) => Buffer.compare(Buffer.from(a.name, 'utf8'), Buffer.from(b.name, 'utf8')));
+}
+
+/**
+ * An entry's metadata from its lstat (bigint: nanoseconds and full ids): permission bits,
+ * mtime to the nanosecond, owner and group with their names, a device's number, and its
+ * xattrs (read from `abs`). Used for every entry of a tree, its root and a single file.
+ */
+export function entryMetaOf(abs: string, st: BigIntStats, path: string, type: EntryMeta['type'], linkTarget?: string, numericIds = false): EntryMeta {
+  let ms = st.mtimeNs / NS_PER_MS;
+  if (ms * NS_PER_MS > st.mtimeNs) ms -= 1n; // floor, also before 1970
+  const extraNs = Number(st.mtimeNs - ms * NS_PER_MS);
+  if (!userNames.has(st.uid)) userNames.set(st.uid, userName(Number(st.uid)));
+  if (!groupNames.has(st.gid)) groupNames.set(st.gid, groupName(Number(st.gid)));
+  const owner = numericIds ? undefined : userNames.get(st.uid);
+  const group = numericIds ? undefined : groupNames.get(st.gid);
+  const xattrs = type === 'hardlink' ? [] : xattrsOf(abs);
+  let device = {};
+  if (type === 'char' || type === 'block') {
+    const r = st.rdev;
+    device = { devMajor: Number(((r >> 8n) & 0xfffn) | ((r >> 32n) & ~0xfffn)), devMinor: Number((r & 0xffn) | ((r >> 12n) & ~0xffn)) };
+  }
   return {
     type,
     path,
-    mode: st.mode & 0o7777,
-    mtimeMs: Math.trunc(st.mtimeMs),
-    size: type === 'file' ? st.size : 0,
+    mode: Number(st.mode & 0o7777n),
+    mtimeMs: Number(ms),
+    size: type === 'file' ? Number(st.size) : 0,
     ...(linkTarget !== undefined ? { linkTarget } : {}),
+    ...(extraNs !== 0 ? { mtimeExtraNs: extraNs } : {}),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    ...(owner !== undefined ? { owner } : {}),
+    ...(group !== undefined ? { group } : {}),
+    ...device,
+    ...(xattrs.length > 0 ? { xattrs } : {}),
   };
+}
+
+/** lstat of a source path as entryMetaOf needs it. */
+export async function lstatExact(abs: string): Promise<BigIntStats> {
+  try {
+    return await lstat(abs, { bigint: true });
+  } catch (err) {
+    throw fromSystemError(err, abs, 'stat');
+  }
 }
 
 /** lstat calls in flight ahead of the walk's position in a directory. */
@@ -51,8 +124,8 @@ interface DirName {
 const byteOrder = (a: DirName, b: DirName): number => Buffer.compare(a.raw, b.raw);
 
 /** lstat through the callback API: about half the main-thread cost of fs/promises' (measured on 8,600 entries). */
-function lstatCb(path: string): Promise<Stats> {
-  return new Promise((resolve, reject) => lstatCallback(path, (err, st) => (err ? reject(err) : resolve(st))));
+function lstatCb(path: string): Promise<BigIntStats> {
+  return new Promise((resolve, reject) => lstatCallback(path, { bigint: true }, (err, st) => (err ? reject(err) : resolve(st))));
 }
 
 /** A directory being walked: its sorted entries, the lstats started ahead, the position. */
@@ -60,7 +133,7 @@ interface DirFrame {
   readonly abs: string;
   readonly rel: string;
   readonly names: DirName[];
-  readonly stats: (Promise<Stats> | undefined)[];
+  readonly stats: (Promise<BigIntStats> | undefined)[];
   next: number;
 }
 
@@ -78,17 +151,27 @@ export interface WalkOptions {
    * the tree once its type is known: true leaves it out, and a directory's contents with it.
    */
   readonly excludes?: (path: string, isDir: boolean) => boolean;
+  /** rsync --numeric-ids: record owners and groups by number only, without their names. */
+  readonly numericIds?: boolean;
 }
 
 /**
  * Walks a directory tree depth-first, parents before children, siblings in byte order of
- * their names: the manifest order. Symlinks are recorded, never followed. The root itself is
- * not an entry. Memory is bounded by the depth times the widest directory. One generator
- * with an explicit stack: nested generators (yield* per level) cost every entry a resumption
- * per level of depth.
+ * their names: the manifest order. The first entry is the root's own (type dir, path '').
+ * Symlinks are recorded, never followed; FIFOs and device nodes are entries; sockets are
+ * skipped (onSkip), as rsync skips them. The second and later names of a file with several
+ * links in the tree are hardlink entries naming the first (rsync -H); only files whose
+ * link count is above 1 are remembered, each until all its names are seen. Memory is
+ * bounded by the depth times the widest directory, plus those files. One generator with an
+ * explicit stack: nested generators (yield* per level) cost every entry a resumption per
+ * level of depth.
  */
 export async function* walkTree(root: string, options: WalkOptions = {}): AsyncGenerator<SourceEntry> {
-  const { exclude } = options;
+  const { exclude, numericIds } = options;
+  /** Files with more links than seen so far, by device and inode: their first path and the names still to come. */
+  const linked = new Map<string, { path: string; left: bigint }>();
+  const rootSt = await lstatExact(root);
+  yield { meta: entryMetaOf(root, rootSt, '', 'dir', undefined, numericIds), absPath: root, mtimeExactMs: Number(rootSt.mtimeNs) / 1e6 };
   const rootAbs = exclude ? resolve(root) : '';
   const open = async (abs: string, rel: string): Promise<DirFrame> => {
     throwIfAborted(options.signal);
@@ -132,7 +215,7 @@ export async function* walkTree(root: string, options: WalkOptions = {}): AsyncG
     if (exclude?.(join(rootAbs, rel))) continue;
     if (name.includes('\\')) throw new InvalidArgumentError(`${abs}: names containing a backslash are not supported`);
     statFrom(f, i);
-    let st: Stats;
+    let st: BigIntStats;
     try {
       st = await f.stats[i]!;
       f.stats[i] = undefined;
@@ -140,11 +223,22 @@ export async function* walkTree(root: string, options: WalkOptions = {}): AsyncG
       throw fromSystemError(err, abs, 'stat');
     }
     if (options.excludes?.(rel, st.isDirectory())) continue;
+    const mtimeExactMs = Number(st.mtimeNs) / 1e6;
     if (st.isDirectory()) {
-      yield { meta: metaOf(st, rel, 'dir'), absPath: abs, mtimeExactMs: st.mtimeMs };
+      yield { meta: entryMetaOf(abs, st, rel, 'dir', undefined, numericIds), absPath: abs, mtimeExactMs };
       stack.push(await open(abs, rel));
     } else if (st.isFile()) {
-      yield { meta: metaOf(st, rel, 'file'), absPath: abs, mtimeExactMs: st.mtimeMs };
+      if (st.nlink > 1n) {
+        const key = `${st.dev}:${st.ino}`;
+        const first = linked.get(key);
+        if (first) {
+          if (--first.left === 0n) linked.delete(key);
+          yield { meta: entryMetaOf(abs, st, rel, 'hardlink', first.path, numericIds), absPath: abs, mtimeExactMs };
+          continue;
+        }
+        linked.set(key, { path: rel, left: st.nlink - 1n });
+      }
+      yield { meta: entryMetaOf(abs, st, rel, 'file', undefined, numericIds), absPath: abs, mtimeExactMs };
     } else if (st.isSymbolicLink()) {
       let targetBytes: Buffer;
       try {
@@ -157,9 +251,13 @@ export async function* walkTree(root: string, options: WalkOptions = {}): AsyncG
         options.onSkip?.({ path: abs, reason: `its target ${escapeName(targetBytes)} is not valid UTF-8, which a manifest cannot hold`, lost: true });
         continue;
       }
-      yield { meta: metaOf(st, rel, 'symlink', target), absPath: abs, mtimeExactMs: st.mtimeMs };
+      yield { meta: entryMetaOf(abs, st, rel, 'symlink', target, numericIds), absPath: abs, mtimeExactMs };
+    } else if (st.isFIFO()) {
+      yield { meta: entryMetaOf(abs, st, rel, 'fifo', undefined, numericIds), absPath: abs, mtimeExactMs };
+    } else if (st.isCharacterDevice() || st.isBlockDevice()) {
+      yield { meta: entryMetaOf(abs, st, rel, st.isCharacterDevice() ? 'char' : 'block', undefined, numericIds), absPath: abs, mtimeExactMs };
     } else {
-      options.onSkip?.({ path: abs, reason: 'not a regular file, directory or symlink', lost: false });
+      options.onSkip?.({ path: abs, reason: st.isSocket() ? 'a socket, which cannot be copied (rsync skips them too)' : 'not a file, directory, symlink, FIFO or device', lost: false });
     }
   }
 }

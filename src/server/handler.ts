@@ -12,7 +12,8 @@ import { AbortedError, HTTP_STATUS, InvalidArgumentError, isXferError, ManifestI
 import { DIGEST_BYTES, digestToHex, parseDigestAlgorithm, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { openManifest, openManifestFile, type ManifestReader } from '../manifest/reader.js';
 import type { EntryMeta, ManifestHeader } from '../manifest/types.js';
-import { filesOf, reconstruct, type PreviousFile } from '../reconstruct/reconstruct.js';
+import { applyAttributes, attributePolicy } from '../reconstruct/attributes.js';
+import { filesOf, reconstruct, SET_ID_BITS, type PreviousFile } from '../reconstruct/reconstruct.js';
 import type { LocalStore } from '../store/local.js';
 import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES, sumsBytes } from '../store/delta.js';
 import { validateManifestPrefix } from '../store/names.js';
@@ -393,6 +394,11 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
           if (await stage.matches(header, entry)) {
             try {
               const r = await stage.commit(beforeCommit);
+              // The stage knew the file's mode and mtime only: the rest of the entry's
+              // attributes (owner, xattrs, ns time) as for any copy of the server's.
+              if (entry && header.kind === 'file') {
+                await applyAttributes(target, { ...entry, mode: entry.mode & ~SET_ID_BITS }, attributePolicy({ untrusted: true }), name, { existing: true });
+              }
               if (ctx.stats) ctx.stats.commitsStaged++;
               staged = true;
               return r;
@@ -410,6 +416,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
             signal: ctx.signal,
             confineTo: ctx.filesDir,
             clearSetId: true,
+            attributes: { untrusted: true },
             // The server's copy of a pushed tree is its own materialization of the committed
             // manifest: what the new version lacks goes (it was the previous version's).
             deleteExtra: true,

@@ -23,6 +23,7 @@ import { AbortedError, InvalidArgumentError, isXferError, TimeoutError, TooLarge
 import { SlabAllocator } from '../core/bytes.js';
 import { chunkerSpecEquals, DIGEST_BYTES, digestKey, type ChunkerSpec, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
+import { FORMAT_VERSION } from '../manifest/format.js';
 import { openManifestBody, type ManifestReader } from '../manifest/reader.js';
 import type { ChunkRecord, EntryMeta, ManifestEvent, ManifestHeader } from '../manifest/types.js';
 import { reconstruct, type PreviousFile, type PullResult } from '../reconstruct/reconstruct.js';
@@ -213,7 +214,7 @@ export class Stage {
     }
     const body = this.progressing(listBody);
     const header: ManifestHeader = {
-      formatVersion: 1,
+      formatVersion: FORMAT_VERSION,
       kind: spec.kind,
       digestAlgorithm: spec.algorithm,
       // Used for seeds only, and a stage has none; a tree's body is parsed with its own.
@@ -233,6 +234,8 @@ export class Stage {
       confineTo: spec.confineTo,
       // The server's files: see ReconstructOptions.clearSetId; its copy mirrors the manifest.
       clearSetId: true,
+      // A trust boundary: no security.* or trusted.* xattrs, no device nodes (reconstruct/attributes.ts).
+      attributes: { untrusted: true },
       deleteExtra: true,
       reuseTarget: false,
       resumable: false,

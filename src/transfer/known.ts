@@ -36,7 +36,7 @@ export class KnownFiles {
   /** The previous version's file `meta.path` if it had meta's size and mtime and all its chunks are stored. */
   async find(meta: EntryMeta, options: OpOptions = {}): Promise<KnownFile | undefined> {
     const f = meta.type === 'file' ? this.previous.file(meta.path) : undefined;
-    if (!f || f.size !== meta.size || f.mtimeMs !== meta.mtimeMs) return undefined;
+    if (!f || f.size !== meta.size || f.mtimeMs !== meta.mtimeMs || f.mtimeExtraNs !== (meta.mtimeExtraNs ?? 0)) return undefined;
     this.missing ??= this.missingChunks(options);
     const missing = await this.missing;
     return f.records.some((r) => missing.has(digestKey(r.digest))) ? undefined : f;

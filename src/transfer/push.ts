@@ -1,5 +1,5 @@
 import type { Stats } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULT_CHUNKER, validateChunkerSpec } from '../chunker/params.js';
 import { throwIfAborted } from '../core/abort.js';
@@ -13,7 +13,7 @@ import { ManifestWriter } from '../manifest/writer.js';
 import type { ChunkRecord, EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { ScanPool } from '../scan/pool.js';
 import { chunkDigest, FileScan, StreamScan, type ChunkBatch, type StreamSource } from '../scan/scanner.js';
-import { walkTree, type SourceEntry, type WalkSkip } from '../scan/walk.js';
+import { entryMetaOf, walkTree, type SourceEntry, type WalkSkip } from '../scan/walk.js';
 import type { FileSink, KnownFile, PushDestination } from './destination.js';
 import { RacyFiles } from './racy.js';
 import { Window } from '../core/window.js';
@@ -58,6 +58,11 @@ export interface PushOptions {
    * PushDestination.knownFile).
    */
   readonly checksum?: boolean;
+  /**
+   * rsync --numeric-ids: the manifest records owners and groups by number only (no names),
+   * so that the receiver applies the numbers; a local destination applies numbers too.
+   */
+  readonly numericIds?: boolean;
 }
 
 export interface PushProgress {
@@ -241,7 +246,8 @@ export async function push(source: PushSource, destination: PushDestination, opt
       await handleFile(meta, new StreamScan(source.stream, { ...scanOpts, pool }));
     } else if (kind === 'file') {
       const s = st!;
-      const meta: EntryMeta = { type: 'file', path: '', mode: s.mode & 0o7777, mtimeMs: Math.trunc(s.mtimeMs), size: s.size };
+      // Its attributes as a tree entry has them (owner, xattrs, mtime to the ns), of the file itself.
+      const meta: EntryMeta = entryMetaOf(await realpath(source), await stat(source, { bigint: true }), '', 'file', undefined, options.numericIds);
       const file = await known(meta);
       if (file) {
         await session.entry(meta, { signal, known: file });
@@ -260,7 +266,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
         if (s.lost) entriesLost++;
         options.onSkip?.(s);
       };
-      const walker = walkTree(source, { signal, onSkip, exclude: options.exclude, excludes: options.excludes });
+      const walker = walkTree(source, { signal, onSkip, exclude: options.exclude, excludes: options.excludes, numericIds: options.numericIds });
       let walkDone = false;
       const fill = async () => {
         while (!walkDone && ahead.length < LOOKAHEAD_FILES && aheadBytes < LOOKAHEAD_BYTES) {
