@@ -594,14 +594,16 @@ export class Staging {
       }
       if (!(await this.linkNow(meta, existing))) await this.copyFile(meta, existing);
     }
+    // Hard links before the extras are carried over (an extra must not take a name the new
+    // version gives a link) and before the directories get their modes (a read-only one
+    // would refuse them).
+    await this.makeHardlinks();
     // Before the directories get their modes (a read-only one would refuse the links) and times.
     if (this.kind === 'tree' && (await exists(this.target))) {
       if (this.confineTo) await checkConfined(this.confineTo.root, this.confineTo.segments);
       await checkReplaceable(this.target, this.kind);
       await carryOver(this.target, this.root, '', this.deleteExtra && this.mayDelete(), extra, options.signal);
     }
-    // Hard links before the directories get their modes (a read-only one would refuse them).
-    await this.makeHardlinks();
     // Directory attributes last, deepest first (the root's own last of all), so writing
     // children does not disturb their times.
     for (let i = this.dirs.length - 1; i >= 0; i--) {
