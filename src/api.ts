@@ -359,5 +359,5 @@ async function remoteTree(
     throw err;
   }
   const before = await entryPaths(reader, signal);
-  return { before, carry: excludes && before.size > 0 ? await excludedEntries(await open(), excludes, signal) : [] };
+  return { before, carry: excludes && before.size > 0 ? await excludedEntries(await open(), excludes, signal, open) : [] };
 }
