@@ -55,7 +55,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
       }
       const stats = flags.stats && plan
         ? makeStats({
-            files: plan.entries.files, dirs: plan.entries.dirs, symlinks: plan.entries.symlinks, deleted: r.deleted.length,
+            ...plan.entries, deleted: r.deleted.length,
             filesTransferred: plan.files.length, bytesTotal: r.bytesTotal, bytesTransferred: plan.bytesTransferred,
             literalBytes: r.bytesReceived, bytesSent: 0, bytesReceived: r.bytesReceived,
           })

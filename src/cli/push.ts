@@ -71,7 +71,7 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
       if (listing) for (const d of r.deleted) process.stdout.write(deletedLine(d));
       const stats = flags.stats
         ? makeStats({
-            files: r.entries.files, dirs: r.entries.dirs, symlinks: r.entries.symlinks, deleted: r.deleted.length,
+            ...r.entries, deleted: r.deleted.length,
             filesTransferred: r.filesTransferred, bytesTotal: r.bytesTotal, bytesTransferred: r.bytesTransferred,
             literalBytes: r.bytesSent, bytesSent: r.bytesSent, bytesReceived: 0,
           })

@@ -29,6 +29,8 @@ export interface TransferStats {
   readonly files: number;
   readonly dirs: number;
   readonly symlinks: number;
+  readonly devices: number;
+  readonly specials: number;
   readonly deleted: number;
   readonly filesTransferred: number;
   /** Logical size of every file of the source. */
@@ -54,13 +56,19 @@ export function makeStats(s: Omit<TransferStats, 'matchedBytes' | 'speedup'>): T
   };
 }
 
+/** rsync's "reg: 2, dir: 1": the kinds there are, in its order; kinds with none are left out. */
+function kinds(s: TransferStats): string {
+  const parts: [string, number][] = [['reg', s.files], ['dir', s.dirs], ['link', s.symlinks], ['dev', s.devices], ['special', s.specials]];
+  return parts.filter(([, n]) => n > 0).map(([k, n]) => `${k}: ${n.toLocaleString('en-US')}`).join(', ');
+}
+
 const exact = (n: number) => `${n.toLocaleString('en-US')} bytes`;
 
 /** rsync's --stats block, with xfer's meaning of each line (chunk data; manifests and protocol not counted). */
 export function statsText(s: TransferStats): string {
   return [
     '',
-    `Number of files: ${s.files + s.dirs + s.symlinks} (reg: ${s.files}, dir: ${s.dirs}, link: ${s.symlinks})`,
+    `Number of files: ${s.files + s.dirs + s.symlinks + s.devices + s.specials} (${kinds(s)})`,
     `Number of deleted files: ${s.deleted}`,
     `Number of regular files transferred: ${s.filesTransferred}`,
     `Total file size: ${exact(s.bytesTotal)}`,

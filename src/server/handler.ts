@@ -653,9 +653,9 @@ function sendJson(res: Http2ServerResponse, status: number, body: unknown): void
 
 const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 /**
- * Staging names hold `<host>~<pid>` (reconstruct/staging.ts), store temp names `<pid>-<hex>`
- * (store/local.ts). The host name is matched only there: a short one ("vm") may be part of
- * any word.
+ * Staging names and store temp names hold `<host>~<pid>` (reconstruct/staging.ts,
+ * store/local/temp.ts); temp names written before that held `<pid>-<hex>`. The host name is
+ * matched only before `~`: a short one ("vm") may be part of any word.
  */
 const IDENTITY_PATTERN = new RegExp(
   `(?:${[...new Set([hostname(), OWNER_HOST])].map(escapeRegExp).join('|')})~\\d+|~${process.pid}\\b|\\b${process.pid}-(?=[0-9a-f]{12})`,

@@ -14,6 +14,7 @@ import type { BaseIndex } from '../manifest/bases.js';
 import type { ManifestReader } from '../manifest/reader.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { sameFile } from '../reconstruct/staging.js';
+import { countEntry, type EntryCounts } from './push.js';
 import { walkTree } from '../scan/walk.js';
 import type { ChunkStore, OpOptions } from '../store/store.js';
 import type { BeginOptions, FileSink, KnownFile, PushDestination, PushSession } from './destination.js';
@@ -73,7 +74,7 @@ export class DryRunDestination implements PushDestination {
   async knownFile(meta: EntryMeta, options: OpOptions = {}): Promise<KnownFile | undefined> {
     const f = await this.known?.find(meta, options);
     if (!f || !this.t.currentCopy) return f;
-    return (await sameFile(this.t.currentCopy(meta.path), { size: f.size, mtimeMs: meta.mtimeMs })) ? f : undefined;
+    return (await sameFile(this.t.currentCopy(meta.path), { size: f.size, mtimeMs: meta.mtimeMs, mtimeExtraNs: meta.mtimeExtraNs })) ? f : undefined;
   }
 
   previousFile(path: string): { readonly size: number; readonly digest: Uint8Array } | undefined {
@@ -137,7 +138,7 @@ export async function entryPaths(reader: ManifestReader, signal?: AbortSignal): 
 
 /** What a pull would do at its destination (see planPull). */
 export interface PullPlan {
-  readonly entries: { files: number; dirs: number; symlinks: number };
+  readonly entries: EntryCounts;
   /** Files the destination lacks or has otherwise (size, mtime or mode), with their sizes. */
   readonly files: { readonly path: string; readonly size: number }[];
   readonly bytesTotal: number;
@@ -156,7 +157,7 @@ export interface PullPlan {
 export async function planPull(
   reader: ManifestReader, target: string, options: OpOptions & { readonly delete?: boolean; readonly excludes?: (path: string, isDir: boolean) => boolean } = {},
 ): Promise<PullPlan> {
-  const entries = { files: 0, dirs: 0, symlinks: 0 };
+  const entries = { files: 0, dirs: 0, symlinks: 0, devices: 0, specials: 0 };
   const files: { path: string; size: number }[] = [];
   const paths = new Map<string, boolean>();
   const keptChunks = new Set<string>();
@@ -170,17 +171,13 @@ export async function planPull(
     if (ev.kind === 'entry') {
       meta = ev.meta;
       paths.set(meta.path, meta.type === 'dir');
-      if (meta.type === 'dir') entries.dirs++;
-      else if (meta.type === 'symlink') entries.symlinks++;
-      else {
-        entries.files++;
-        records = [];
-      }
+      countEntry(entries, meta.type);
+      if (meta.type === 'file') records = [];
     } else if (ev.kind === 'chunks') {
       for (const r of ev.records) records.push({ key: digestKey(r.digest), length: r.length });
     } else if (meta) {
       const at = meta.path === '' ? target : join(target, ...meta.path.split('/'));
-      const sending = !(await sameFile(at, { size: ev.size, mtimeMs: meta.mtimeMs, mode: meta.mode }));
+      const sending = !(await sameFile(at, { size: ev.size, mtimeMs: meta.mtimeMs, mtimeExtraNs: meta.mtimeExtraNs, mode: meta.mode }));
       bytesTotal += ev.size;
       if (sending) {
         files.push({ path: meta.path, size: ev.size });

@@ -101,10 +101,24 @@ export interface PushResult {
   readonly bytesTransferred: number;
 }
 
+/** Entries by kind, as rsync's --stats counts them (a hard link's further names are files). */
 export interface EntryCounts {
   readonly files: number;
   readonly dirs: number;
   readonly symlinks: number;
+  /** Character and block device nodes. */
+  readonly devices: number;
+  /** FIFOs. */
+  readonly specials: number;
+}
+
+/** Counts one entry of type `type` into `c`. */
+export function countEntry(c: { -readonly [K in keyof EntryCounts]: number }, type: EntryMeta['type']): void {
+  if (type === 'file' || type === 'hardlink') c.files++;
+  else if (type === 'dir') c.dirs++;
+  else if (type === 'symlink') c.symlinks++;
+  else if (type === 'char' || type === 'block') c.devices++;
+  else c.specials++;
 }
 
 export const DEFAULT_PUT_CONCURRENCY = 32;
@@ -168,7 +182,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
   let kind: ManifestKind;
   let bytesTotal = 0;
   let entriesLost = 0;
-  const entries = { files: 0, dirs: 0, symlinks: 0 };
+  const entries = { files: 0, dirs: 0, symlinks: 0, devices: 0, specials: 0 };
   let filesTransferred = 0;
   let bytesTransferred = 0;
   let st: Stats | undefined;
@@ -203,9 +217,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
       await writer!.beginEntry(meta);
       options.onEntry?.(meta);
       if (carried) return;
-      if (meta.type === 'file') entries.files++;
-      else if (meta.type === 'dir') entries.dirs++;
-      else entries.symlinks++;
+      countEntry(entries, meta.type);
     };
     const handleFile = async (meta: EntryMeta, scan: FileScan | StreamScan, opened?: Promise<FileSink | undefined>, from?: ReadFrom): Promise<void> => {
       await begin(meta);
