@@ -239,8 +239,13 @@ export async function pull(source: string, destination: string, options: PullOpt
         chunksTotal: reader.header.chunkCount, seconds: 0, digest: '', deleted: p.deleted, target, plan: p,
       };
     }
-    // The quick check: the manifest's own files, as reconstruct's previous version.
-    const quick = options.checksum ? undefined : { targetDigest: reader.header.digest, previousFiles: await filesOf(await openManifestFile(manifestPath, { signal }), signal) };
+    // The quick check: the manifest's own files, as reconstruct's previous version (a tree's
+    // compared entry by entry as they are read, without a second reading of the manifest).
+    const quick = options.checksum
+      ? undefined
+      : reader.header.kind === 'tree'
+        ? { targetDigest: reader.header.digest, previousIsManifest: true }
+        : { targetDigest: reader.header.digest, previousFiles: await filesOf(await openManifestFile(manifestPath, { signal }), signal) };
     const result = await reconstruct(reader, store, target, {
       signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, deleteExtra: options.delete === true, protect: options.excludes,
       attributes: { numericIds: options.numericIds === true }, ...quick,

@@ -1,4 +1,4 @@
-import { open, stat, type FileHandle } from 'node:fs/promises';
+import { lstat, open, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { VerifyFailedError } from '../core/errors.js';
@@ -17,6 +17,7 @@ import { RecentChunks } from './recent.js';
 import { SeedIndex } from './seeds.js';
 import { applyAttributes, attributePolicy, type AttributeOptions } from './attributes.js';
 import { sameFile, Staging, type StagedFile } from './staging.js';
+import { checkUnchanged } from './unchanged.js';
 
 /** The set-user-ID and set-group-ID permission bits (see ReconstructOptions.clearSetId). */
 export const SET_ID_BITS = 0o6000;
@@ -64,6 +65,12 @@ export interface ReconstructOptions {
    * single file with that size and mtime is kept without being read (given targetDigest).
    */
   readonly previousFiles?: ReadonlyMap<string, PreviousFile>;
+  /**
+   * The quick check compares a tree's files with their own manifest entries (a pull: rsync
+   * compares the destination with the source's entries), as previousFiles would if it were
+   * built from this manifest, without reading the manifest twice to build it.
+   */
+  readonly previousIsManifest?: boolean;
   /** Runs after everything is written and verified, just before the target is swapped in. */
   readonly beforeCommit?: () => Promise<void>;
   /**
@@ -102,6 +109,9 @@ export interface PreviousFile {
   readonly mtimeExtraNs?: number;
   readonly digest: Uint8Array;
 }
+
+/** A file's previous version for the quick check; without a digest, the entry's own (previousIsManifest). */
+export type QuickCheckFile = Omit<PreviousFile, 'digest'> & { readonly digest?: Uint8Array };
 
 /** Manifests of more entries than this are not indexed for the quick check (~150 bytes an entry). */
 export const MAX_PREVIOUS_FILES = 1_000_000;
@@ -181,7 +191,40 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     if (committed && Buffer.compare(committed.digest, header.digest) === 0 && (await sameFile(target, { size: committed.size, mtimeMs: committed.mtimeMs, mtimeExtraNs: committed.mtimeExtraNs }))) return keepUnchanged(reader, target, options, diskMode, started);
     if (await fileHasDigest(target, header.totalBytes, algorithm, header.digest, signal)) return keepUnchanged(reader, target, options, diskMode, started);
   }
-  const staging = await Staging.create(target, header.kind, { signal, resumable: options.resumable ?? true, confineTo: options.confineTo, deleteExtra: options.deleteExtra, protect: options.protect, attributes: options.attributes });
+  // A tree pull onto the tree it already is: checked entry by entry before anything is
+  // staged (see unchanged.ts); then nothing is made, linked or renamed at all.
+  /** A tree file's previous version (see previousFiles, previousIsManifest). */
+  const previousOf = (m: EntryMeta): QuickCheckFile | undefined =>
+    options.previousIsManifest ? { size: m.size, mode: m.mode, mtimeMs: m.mtimeMs, mtimeExtraNs: m.mtimeExtraNs } : options.previousFiles?.get(m.path);
+  const events = reader.events();
+  let held: ManifestEvent[] = [];
+  if (header.kind === 'tree' && maybeUnchanged && (options.previousFiles || options.previousIsManifest) && (await isDirectory(target)) && !((options.resumable ?? true) && (await Staging.hasLeftovers(target)))) {
+    const protect = options.protect;
+    let check;
+    try {
+      check = await checkUnchanged(events, target, {
+        policy: attributePolicy(options.attributes), previousOf, diskMode, signal,
+        deletable: options.deleteExtra ? (path, isDir) => !protect?.(path, isDir) : undefined,
+      });
+    } catch (err) {
+      await events.return(undefined).catch(() => {});
+      throw err;
+    }
+    if (check.unchanged) {
+      await options.beforeCommit?.();
+      options.onProgress?.({ bytesTotal: header.totalBytes, bytesDone: check.fileBytes, bytesReceived: 0, bytesReused: check.fileBytes });
+      return {
+        kind: header.kind, bytesTotal: header.totalBytes, bytesReceived: 0, bytesReused: check.fileBytes, chunksTotal: header.chunkCount,
+        seconds: (performance.now() - started) / 1000, digest: digestToHex(header.digest), deleted: [],
+      };
+    }
+    held = check.held;
+  }
+  // A partly read manifest (the check above) is closed if staging cannot begin.
+  const staging = await Staging.create(target, header.kind, { signal, resumable: options.resumable ?? true, confineTo: options.confineTo, deleteExtra: options.deleteExtra, protect: options.protect, attributes: options.attributes }).catch(async (err: unknown) => {
+    await events.return(undefined).catch(() => {});
+    throw err;
+  });
   const globalSeeds = new SeedIndex(header.chunker, algorithm);
   if (pool) for (const s of options.seeds ?? []) await globalSeeds.add(s, pool, signal);
   const window = new Window(options.concurrency ?? DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES);
@@ -302,10 +345,10 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     };
     // A file that may be linked from the old tree (options.previousFiles): its chunk
     // events are held until its end says whether its digest is the old one.
-    let linkable: { meta: EntryMeta; previous: PreviousFile; held: ManifestEvent[] } | undefined;
+    let linkable: { meta: EntryMeta; previous: QuickCheckFile; held: ManifestEvent[] } | undefined;
     /** Files that could not be linked after all: rebuilt after the last entry. */
     const relink: ManifestEvent[][] = [];
-    for await (const event of reader.events()) {
+    for await (const event of resume(held, events)) {
       throwIfAborted(signal);
       if (linkable && event.kind !== 'entryEnd') {
         linkable.held.push(event);
@@ -317,7 +360,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
         linkable = undefined;
         const existing = join(target, ...meta.path.split('/'));
         const replay: ManifestEvent[] = [{ kind: 'entry', meta }, ...held, event];
-        if (Buffer.compare(previous.digest, event.digest) === 0 && previous.size === event.size) {
+        if ((previous.digest === undefined || Buffer.compare(previous.digest, event.digest) === 0) && previous.size === event.size) {
           // Checked and linked while later entries go on (a link is two round trips to the
           // thread pool; one by one, they were most of a tree's commit); a file that fails
           // the check is rebuilt after the last entry. The mode is checked too: a link
@@ -334,7 +377,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
         }
         events = replay;
       } else if (event.kind === 'entry' && event.meta.type === 'file' && targetExists) {
-        const previous = options.previousFiles?.get(event.meta.path);
+        const previous = previousOf(event.meta);
         const m = event.meta;
         if (previous && previous.size === m.size && previous.mode === m.mode && previous.mtimeMs === m.mtimeMs && (previous.mtimeExtraNs ?? 0) === (m.mtimeExtraNs ?? 0)) {
           linkable = { meta: m, previous, held: [] };
@@ -371,6 +414,21 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     digest: digestToHex(header.digest),
     deleted,
   };
+}
+
+/** `held` (events already read), then the rest of `events`; ending early closes `events`. */
+async function* resume(held: readonly ManifestEvent[], events: AsyncIterator<ManifestEvent>): AsyncGenerator<ManifestEvent, void, undefined> {
+  try {
+    yield* held;
+    for (let next = await events.next(); !next.done; next = await events.next()) yield next.value;
+  } finally {
+    await events.return?.(undefined);
+  }
+}
+
+/** Whether `path` itself (not followed if a symlink) is a directory. */
+async function isDirectory(path: string): Promise<boolean> {
+  return lstat(path).then((st) => st.isDirectory(), () => false);
 }
 
 /**

@@ -325,6 +325,17 @@ export class Staging {
     return new Staging(target, kind, root, resumable, previous, confineTo, usedDirs, options.deleteExtra ?? false, attributePolicy(options.attributes), options.protect);
   }
 
+  /**
+   * Whether an earlier run of a resumable staging of `target` left anything beside it (its
+   * partial tree, the previous one, an old tree aside): create() and commit() take those
+   * over and remove them, so a caller that would skip staging stages instead.
+   */
+  static async hasLeftovers(target: string): Promise<boolean> {
+    const root = join(dirname(target), `${STAGING_PREFIX}${stagingStem(basename(target))}.partial`);
+    for (const p of [root, `${root}.prev`, `${root}.old`]) if (await exists(p)) return true;
+    return false;
+  }
+
   /** Where an entry goes in the target, for messages ('' is the target itself). */
   private shown(rel: string): string {
     return rel === '' ? this.target : join(this.target, ...rel.split('/'));
