@@ -61,6 +61,8 @@ export interface FuzzOptions {
   readonly concurrency: number;
   /** How long a stage may stay unanswered before the fuzzer cancels it. */
   readonly stageGraceMs: number;
+  /** A request not answered in full within this is a hang (default REQUEST_TIMEOUT_MS, the long run's bar). */
+  readonly requestTimeoutMs?: number;
   /** Replay one input: only the `index`-th of `parser` is run. */
   readonly only?: { readonly parser: string; readonly index: number };
   readonly keep?: boolean;
@@ -353,7 +355,7 @@ async function fuzzHttp(
         const label = `${parser}#${index} ${req.method} ${req.path.slice(0, 80)}`;
         inFlight.add(label);
         const pid = server.pid;
-        const o = await send(conn, req, REQUEST_TIMEOUT_MS, options.stageGraceMs);
+        const o = await send(conn, req, options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS, options.stageGraceMs);
         inFlight.delete(label);
         if (o.kind === 'reset' || o.kind === 'timeout' || (o.kind === 'answer' && o.rstCode)) {
           // A server that just died resets every stream: those are its crash's (reported
@@ -379,7 +381,7 @@ async function fuzzHttp(
           continue;
         }
         if (o.kind === 'cancelled') cancelled++;
-        if (o.kind === 'timeout') fail(parser, { check: `no-hang:${parser}`, message: `no complete answer within ${REQUEST_TIMEOUT_MS} ms`, repro });
+        if (o.kind === 'timeout') fail(parser, { check: `no-hang:${parser}`, message: `no complete answer within ${options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS} ms`, repro });
         else if (o.kind === 'answer' && o.status >= 500) fail(parser, { check: `no-5xx:${parser}:${o.code ?? o.status}`, message: `${o.status} ${o.code ?? ''}: ${o.message ?? ''}`, repro });
         else if ((o.kind === 'answer' || o.kind === 'reset') && o.rstCode === h2.NGHTTP2_INTERNAL_ERROR && server.alive && !restarting) {
           fail(parser, { check: `no-internal-reset:${parser}`, message: `stream reset with INTERNAL_ERROR${o.kind === 'answer' ? ` after status ${o.status}` : ' before any answer'}`, repro });
