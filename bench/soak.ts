@@ -31,14 +31,7 @@ async function main(argv: string[]): Promise<number> {
     keep: hasFlag(argv, 'keep'),
     log: (line) => console.log(line),
   });
-  console.log('');
-  console.log(summary.table());
-  for (const f of summary.findings) console.log(`FINDING ${f.kind} [${f.check}] ${f.message}${f.repro ? `\n  repro: ${f.repro}` : ''}`);
-  for (const n of summary.notes) console.log(`note: ${n}`);
-  for (const [k, v] of Object.entries(summary.figures)) console.log(`${k}: ${v}`);
-  await summary.writeJson(json);
-  console.log(`seed ${seed}; summary written to ${json}`);
-  return summary.failed > 0 ? 1 : 0;
+  return summary.report(json);
 }
 
 main(process.argv.slice(2)).then(

@@ -7,6 +7,7 @@ import { chmod, copyFile, lchown, link, lstat, mkdir, open, readdir, readlink, r
 import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { AlreadyExistsError, fromSystemError, InvalidArgumentError, SpecialFileError, VerifyFailedError } from '../core/errors.js';
+import { escapeRegExp } from '../core/regexp.js';
 import { DirectBlockWriter, DIRECT_MIN_FILE_BYTES, openDirect } from '../io/direct.js';
 import { checkConfined, confinedParent, segmentsBelow, type CreatedDirs } from '../io/safe-path.js';
 import { OWNER_HOST, processAlive } from '../io/owner.js';
@@ -70,10 +71,6 @@ export function maxStagingNameBytes(name: string): number {
 }
 
 export { utimeArg } from './attributes.js';
-
-function escapeRegExp(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-}
 
 /**
  * Removes the non-resumable stagings of target `name` beside it whose owner on this host is

@@ -21,6 +21,7 @@ import { chunkerOfQuery } from '../store/stage-format.js';
 import { BODY_TIMEOUT_MS, FETCH_READ_AHEAD, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_QUERY_DIGESTS, MAX_SMALL_BODY_BYTES, MAX_SUMS_ANSWER_BYTES } from './limits.js';
 import { silentLogger, type ServerLogger } from './log.js';
 import { materializedPath, remotePathToName } from './paths.js';
+import { escapeRegExp } from '../core/regexp.js';
 import { StageHub, UnchangedError, type Stage } from './stage.js';
 
 export const PROTOCOL_VERSION = 1;
@@ -651,7 +652,6 @@ function sendJson(res: Http2ServerResponse, status: number, body: unknown): void
   res.end(text);
 }
 
-const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 /**
  * Staging names and store temp names hold `<host>~<pid>` (reconstruct/staging.ts,
  * store/local/temp.ts); temp names written before that held `<pid>-<hex>`. The host name is

@@ -105,4 +105,20 @@ export class Summary {
   async writeJson(path: string): Promise<void> {
     await writeFile(path, JSON.stringify(this.toJSON(), null, 2) + '\n');
   }
+
+  /**
+   * What `npm run soak` / `npm run fuzz` print at the end: the table, each finding with its
+   * repro, the notes and figures; then the JSON is written to `json`. Resolves with the exit
+   * code: 1 if anything failed.
+   */
+  async report(json: string, print: (line: string) => void = (line) => console.log(line)): Promise<number> {
+    print('');
+    print(this.table());
+    for (const f of this.findings) print(`FINDING ${f.kind} [${f.check}] ${f.message}${f.repro ? `\n  repro: ${f.repro}` : ''}`);
+    for (const n of this.notes) print(`note: ${n}`);
+    for (const [k, v] of Object.entries(this.figures)) print(`${k}: ${v}`);
+    await this.writeJson(json);
+    print(`seed ${this.seed}; summary written to ${json}`);
+    return this.failed > 0 ? 1 : 0;
+  }
 }
