@@ -28,12 +28,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+
+#ifndef BLKGETSIZE64
+#define BLKGETSIZE64 _IOR(0x12, 114, size_t) /* linux/fs.h */
+#endif
 
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1 << 1) /* linux/fs.h; glibc < 2.28 does not define it */
@@ -81,6 +86,7 @@ static const struct { int no; const char *name; const char *msg; } ERRNOS[] = {
   { ENODATA, "ENODATA", "no data available" },
   { ENOTSUP, "ENOTSUP", "operation not supported on socket" }, /* == EOPNOTSUPP on Linux */
   { ENXIO, "ENXIO", "no such device or address" },
+  { ENOTTY, "ENOTTY", "inappropriate ioctl for device" },
 };
 
 /* Throws the Node-style error for errno `no` from `syscall` on `path` (and `dest`, or NULL). */
@@ -379,11 +385,79 @@ static napi_value js_group_name(napi_env env, napi_callback_info info) { return 
 static napi_value js_user_id(napi_env env, napi_callback_info info) { return lookup(env, info, USER_ID); }
 static napi_value js_group_id(napi_env env, napi_callback_info info) { return lookup(env, info, GROUP_ID); }
 
+/* A file descriptor argument: a non-negative 32-bit integer. */
+static bool get_fd(napi_env env, napi_value value, int *out) {
+  uint32_t fd;
+  if (!get_u32(env, value, &fd) || fd > INT32_MAX) return false;
+  *out = (int)fd;
+  return true;
+}
+
+/* A file offset: a non-negative integer a double holds exactly (< 2^53). */
+static bool get_offset(napi_env env, napi_value value, off_t *out) {
+  int64_t v;
+  if (!get_i64(env, value, &v) || v < 0) return false;
+  *out = (off_t)v;
+  return true;
+}
+
+/*
+ * seekData(fd, offset) / seekHole(fd, offset): lseek(SEEK_DATA / SEEK_HOLE). The first data
+ * byte (or hole) at or after `offset`; -1 when there is no data from `offset` on (ENXIO: the
+ * rest of the file is a hole, or offset is at or past its end). A file system without the
+ * feature reports the whole file as data (the kernel's generic fallback does the same).
+ * The descriptor's file position changes: callers read with pread.
+ */
+static napi_value seek_whence(napi_env env, napi_callback_info info, int whence, const char *fn) {
+  napi_value argv[2], result = NULL;
+  int fd;
+  off_t offset;
+  if (!get_args(env, info, 2, argv, fn)) return NULL;
+  if (!get_fd(env, argv[0], &fd) || !get_offset(env, argv[1], &offset)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "fd must be a descriptor, offset a non-negative integer");
+    return NULL;
+  }
+  off_t at = lseek(fd, offset, whence);
+  if (at < 0 && errno == ENXIO) at = -1;
+  else if (at < 0) {
+    char path[32];
+    snprintf(path, sizeof path, "fd %d", fd);
+    throw_errno(env, errno, "lseek", path, NULL);
+    return NULL;
+  }
+  napi_create_double(env, (double)at, &result);
+  return result;
+}
+
+static napi_value js_seek_data(napi_env env, napi_callback_info info) { return seek_whence(env, info, SEEK_DATA, "seekData"); }
+static napi_value js_seek_hole(napi_env env, napi_callback_info info) { return seek_whence(env, info, SEEK_HOLE, "seekHole"); }
+
+/* blockDeviceSize(fd): ioctl(BLKGETSIZE64), the size in bytes of the block device open as fd. */
+static napi_value js_block_device_size(napi_env env, napi_callback_info info) {
+  napi_value argv[1], result = NULL;
+  int fd;
+  if (!get_args(env, info, 1, argv, "blockDeviceSize")) return NULL;
+  if (!get_fd(env, argv[0], &fd)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "fd must be a descriptor");
+    return NULL;
+  }
+  uint64_t bytes = 0;
+  if (ioctl(fd, BLKGETSIZE64, &bytes) != 0) {
+    char path[32];
+    snprintf(path, sizeof path, "fd %d", fd);
+    throw_errno(env, errno, "ioctl", path, NULL);
+    return NULL;
+  }
+  napi_create_double(env, (double)bytes, &result);
+  return result;
+}
+
 napi_status init_sys(napi_env env, napi_value exports) {
   static const struct { const char *name; napi_callback fn; } FNS[] = {
     { "listXattrs", js_list_xattrs }, { "setXattr", js_set_xattr }, { "removeXattr", js_remove_xattr },
     { "mknod", js_mknod }, { "lutimesNs", js_lutimes_ns }, { "exchange", js_exchange },
     { "userName", js_user_name }, { "groupName", js_group_name }, { "userId", js_user_id }, { "groupId", js_group_id },
+    { "seekData", js_seek_data }, { "seekHole", js_seek_hole }, { "blockDeviceSize", js_block_device_size },
   };
   for (size_t i = 0; i < sizeof FNS / sizeof FNS[0]; i++) {
     napi_value fn;

@@ -14,6 +14,7 @@
  * filesystem that refuses O_DIRECT (tmpfs), or with XFER_NO_DIRECT_IO=1, callers fall back
  * to ordinary buffered writes: same results, slower to make durable.
  */
+import { nonZeroRuns } from '../chunker/zero.js';
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { VerifyFailedError, XferError } from '../core/errors.js';
@@ -122,6 +123,12 @@ export class DirectBlockWriter {
   constructor(
     private readonly fh: FileHandle,
     private readonly sizeBytes: number,
+    /**
+     * From this file offset on the file is a hole (nothing written there yet: a new file,
+     * or beyond what an interrupted run left): all-zero 4 KiB pieces of blocks there are
+     * not written, so zeros stay holes (a sparse result; the caller truncates to the size).
+     */
+    private readonly sparseFrom = Infinity,
   ) {}
 
   /** Copies `data` into its blocks; resolves once the blocks it completed are on disk. */
@@ -190,10 +197,15 @@ export class DirectBlockWriter {
     this.blocks.delete(index);
     const padded = alignUp(block.length);
     block.buf.fill(0, block.length, padded);
-    for (let done = 0; done < padded; ) {
-      const { bytesWritten } = await this.fh.write(block.buf, done, padded - done, index * DIRECT_BLOCK_BYTES + done);
-      if (bytesWritten === 0) throw new XferError('XFER_IO', `direct write made no progress at ${index * DIRECT_BLOCK_BYTES + done}`);
-      done += bytesWritten;
+    const at = index * DIRECT_BLOCK_BYTES;
+    // Runs start and end on 4 KiB file offsets (block starts are aligned): still O_DIRECT-aligned.
+    const runs: Array<[number, number]> = at >= this.sparseFrom ? nonZeroRuns(block.buf.subarray(0, padded), at) : [[0, padded]];
+    for (const [from, to] of runs) {
+      for (let done = from; done < to; ) {
+        const { bytesWritten } = await this.fh.write(block.buf, done, to - done, at + done);
+        if (bytesWritten === 0) throw new XferError('XFER_IO', `direct write made no progress at ${at + done}`);
+        done += bytesWritten;
+      }
     }
     this.free.push(block.buf);
   }

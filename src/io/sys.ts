@@ -1,7 +1,8 @@
 /**
  * The system calls Node.js lacks and a faithful copy needs (rsync -aHAX): extended
  * attributes, device and FIFO nodes, nanosecond timestamps, an atomic exchange of two
- * paths, and user/group name lookups.
+ * paths, user/group name lookups, and for disk images: where a file's data and holes are
+ * (SEEK_DATA/SEEK_HOLE) and a block device's size.
  *
  * Contract: every function here has two implementations giving identical results, the
  * native addon's (native/sys.c, used when it is built) and a TypeScript twin (this file),
@@ -44,6 +45,11 @@ export interface NativeSys {
   readonly groupName?: (gid: number) => string | null;
   readonly userId?: (name: string) => number | null;
   readonly groupId?: (name: string) => number | null;
+  /** lseek(fd, offset, SEEK_DATA / SEEK_HOLE); -1 for ENXIO (no data at or after offset). */
+  readonly seekData?: (fd: number, offset: number) => number;
+  readonly seekHole?: (fd: number, offset: number) => number;
+  /** ioctl(fd, BLKGETSIZE64): a block device's size in bytes. */
+  readonly blockDeviceSize?: (fd: number) => number;
 }
 
 function native(): NativeSys | null {
@@ -272,4 +278,56 @@ export function groupId(name: string): number | undefined {
   const n = native();
   if (n?.groupId) return n.groupId(name) ?? undefined;
   return db('/etc/group').byName.get(name);
+}
+
+/**
+ * The size in bytes of the block device open as `fd` (ioctl BLKGETSIZE64: st_size of a
+ * device node is 0). The twin reads the kernel's count of 512-byte sectors from
+ * /sys/dev/block/<major>:<minor>/size. ENOTTY for a descriptor that is not a block device.
+ */
+export function blockDeviceSize(fd: number): number {
+  const n = native();
+  if (n?.blockDeviceSize) return n.blockDeviceSize(fd);
+  const st = fstatSync(fd, { bigint: true });
+  if (!st.isBlockDevice()) throw errnoError('ENOTTY', 'ioctl', `fd ${fd}`);
+  const r = st.rdev;
+  const major = ((r >> 8n) & 0xfffn) | ((r >> 32n) & ~0xfffn);
+  const minor = (r & 0xffn) | ((r >> 12n) & ~0xffn);
+  const SECTOR_BYTES = 512;
+  try {
+    return Number(readFileSync(`/sys/dev/block/${major}:${minor}/size`, 'utf8').trim()) * SECTOR_BYTES;
+  } catch {
+    throw errnoError('ENOTSUP', 'ioctl', `fd ${fd}`, 'no /sys/dev/block entry and the native addon is not built');
+  }
+}
+
+/** The size of what `fd` reads: a regular file's st_size, a block device's size. */
+function readableSize(fd: number): number {
+  const st = fstatSync(fd);
+  return st.isBlockDevice() ? blockDeviceSize(fd) : st.size;
+}
+
+/**
+ * Where the next data of the file open as `fd` begins at or after `offset` (lseek
+ * SEEK_DATA), or -1 when there is none (the rest is a hole, or offset is at the end).
+ * Holes are ranges the file system holds no blocks for and that read as zeros; a reader
+ * may skip them. The twin (and a file system without the feature) reports every byte as
+ * data: always correct, only slower. Moves the descriptor's position: read with pread.
+ */
+export function seekData(fd: number, offset: number): number {
+  const n = native();
+  if (n?.seekData) return n.seekData(fd, offset);
+  return offset < readableSize(fd) ? offset : -1;
+}
+
+/**
+ * Where the next hole of the file open as `fd` begins at or after `offset` (lseek
+ * SEEK_HOLE): the end of the file counts as a hole, so this is the end of the data that
+ * begins at `offset`; -1 when offset is at or past the end. See seekData.
+ */
+export function seekHole(fd: number, offset: number): number {
+  const n = native();
+  if (n?.seekHole) return n.seekHole(fd, offset);
+  const size = readableSize(fd);
+  return offset < size ? size : -1;
 }

@@ -1,5 +1,6 @@
 import { lstat, open, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { isZeroChunk, zeroBytes } from '../chunker/zero.js';
 import { throwIfAborted } from '../core/abort.js';
 import { VerifyFailedError } from '../core/errors.js';
 import type { ChunkId, DigestAlgorithm } from '../core/ids.js';
@@ -294,17 +295,22 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
           await window.run(rec.length, async () => {
             try {
               const { staged, inPlace: places } = await f.ready;
-              // 1. already in place (an interrupted run), 2. a local seed, 3. the store.
+              // 0. a zero chunk: synthesised, never fetched (chunker/zero.ts), written as a
+              // hole; 1. already in place (an interrupted run), 2. a local seed, 3. the store.
               let data: Buffer | undefined;
               let inPlace = false;
-              for (const p of places) {
-                data = await p.match(rec, offset);
-                if (data) {
-                  inPlace = p.isTarget;
-                  break;
+              // Zero chunks count as reused: not received.
+              if (isZeroChunk(algorithm, rec.length, rec.digest)) data = zeroBytes(rec.length);
+              else {
+                for (const p of places) {
+                  data = await p.match(rec, offset);
+                  if (data) {
+                    inPlace = p.isTarget;
+                    break;
+                  }
                 }
+                if (!data) data = await f.fromSeed(rec);
               }
-              if (!data) data = await f.fromSeed(rec);
               if (data) bytesReused += rec.length;
               else {
                 // 3. the store, once per distinct chunk (repeats come from RecentChunks)
@@ -315,9 +321,13 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
                 else bytesReused += rec.length;
               }
               await staged.write(data, offset, inPlace);
-              f.completed(seq, data);
               bytesDone += rec.length;
               progress();
+              // The job (and its window slot) lasts until its bytes are hashed: see completed().
+              await f.completed(seq, data);
+            } catch (err) {
+              f.abandon();
+              throw err;
             } finally {
               f.settled();
             }
@@ -491,6 +501,9 @@ class OpenFile {
   offset = 0;
   private hashedSeq = 0;
   private readonly done = new Map<number, Uint8Array>();
+  /** Chunk jobs waiting for their chunk to be hashed (see completed()), by sequence number. */
+  private readonly waiting = new Map<number, () => void>();
+  private abandoned = false;
   /** Chunk jobs started and not yet settled, and who waits for them all. */
   private running = 0;
   private onIdle: (() => void) | undefined;
@@ -546,18 +559,39 @@ class OpenFile {
     return this.hashedSeq;
   }
 
-  completed(seq: number, data: Uint8Array): void {
+  /**
+   * Hashes chunk `seq` into the whole-file digest once every chunk before it is; resolves
+   * when it has been. The chunk job awaits this, so a chunk that completed early holds its
+   * fetch window slot (and its bytes) meanwhile: what waits here is bounded by the window.
+   * Without that, chunks that complete at once (repeats from RecentChunks, zero chunks)
+   * piled up behind one slow fetch without limit: a 20 GiB sparse image pulled at 1.8 GB
+   * of RSS. The earliest unhashed chunk of a file always started before the later ones,
+   * so it holds a slot and the wait ends.
+   */
+  completed(seq: number, data: Uint8Array): Promise<void> {
+    if (this.abandoned) return Promise.resolve();
     if (seq !== this.hashedSeq) {
       this.done.set(seq, data);
-      return;
+      return new Promise((resolve) => this.waiting.set(seq, resolve));
     }
     this.hasher.update(data);
     this.hashedSeq++;
     for (let d = this.done.get(this.hashedSeq); d; d = this.done.get(this.hashedSeq)) {
       this.done.delete(this.hashedSeq);
       this.hasher.update(d);
+      this.waiting.get(this.hashedSeq)?.();
+      this.waiting.delete(this.hashedSeq);
       this.hashedSeq++;
     }
+    return Promise.resolve();
+  }
+
+  /** A chunk job failed: the file will not complete; release the jobs waiting to be hashed. */
+  abandon(): void {
+    this.abandoned = true;
+    for (const resolve of this.waiting.values()) resolve();
+    this.waiting.clear();
+    this.done.clear();
   }
 
   /** Closes this file's own sources; the global seeds are shared and closed by reconstruct. */

@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { nonZeroRuns } from '../chunker/zero.js';
 import { closeSync, constants, fchmodSync, fchownSync, futimesSync, open as openCallback, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { FileHandle } from 'node:fs/promises';
@@ -543,6 +544,17 @@ export class Staging {
     } catch (err) {
       throw fromSystemError(err, this.shown(meta.path), 'create file');
     }
+    // Zeros are not written where the file is still a hole (a sparse result, see
+    // HandleStagedFile.write): all of a new file, beyond what an interrupted run left of a resumed one.
+    let sparseFrom = 0;
+    if (this.resumable && this.kind === 'file') {
+      try {
+        sparseFrom = (await fh.stat()).size;
+      } catch (err) {
+        await fh.close().catch(() => {});
+        throw fromSystemError(err, this.shown(meta.path), 'stat');
+      }
+    }
     // Bulk data goes to disk through O_DIRECT (see io/direct.ts); small files and files of
     // unknown size (stdin) through the page cache.
     let direct: DirectBlockWriter | undefined;
@@ -550,7 +562,7 @@ export class Staging {
     if (meta.size >= DIRECT_MIN_FILE_BYTES || meta.size < 0) {
       try {
         const dfh = await openDirect(p, 'w');
-        if (dfh) direct = new DirectBlockWriter(dfh, meta.size < 0 ? Infinity : meta.size);
+        if (dfh) direct = new DirectBlockWriter(dfh, meta.size < 0 ? Infinity : meta.size, sparseFrom);
       } catch (err) {
         await fh.close().catch(() => {});
         throw fromSystemError(err, this.shown(meta.path), 'open file');
@@ -558,7 +570,7 @@ export class Staging {
     }
     const deferSync = this.kind === 'tree' ? (path: string) => void this.unsynced.push(path) : undefined;
     const resumed = this.resumable && this.kind === 'file';
-    const f: StagedFile = new HandleStagedFile(fh, p, this.shown(meta.path), meta, this.policy, direct, () => this.open.delete(f), deferSync, resumed);
+    const f: StagedFile = new HandleStagedFile(fh, p, this.shown(meta.path), meta, this.policy, direct, () => this.open.delete(f), deferSync, resumed, sparseFrom);
     this.open.add(f);
     return f;
   }
@@ -819,7 +831,11 @@ class HandleStagedFile implements StagedFile {
 
   private readonly policy: AttributePolicy;
 
-  constructor(fh: FileHandle, path: string, shown: string, meta: EntryMeta, policy: AttributePolicy, direct: DirectBlockWriter | undefined, onClose: () => void, deferSync?: (path: string) => void, resumed = true) {
+  /** From this offset on the file is a hole: zeros written there are skipped (see write()). */
+  private readonly sparseFrom: number;
+
+  constructor(fh: FileHandle, path: string, shown: string, meta: EntryMeta, policy: AttributePolicy, direct: DirectBlockWriter | undefined, onClose: () => void, deferSync?: (path: string) => void, resumed = true, sparseFrom = Infinity) {
+    this.sparseFrom = sparseFrom;
     this.policy = policy;
     this.resumed = resumed;
     this.fh = fh;
@@ -845,11 +861,15 @@ class HandleStagedFile implements StagedFile {
       }
     }
     if (inPlace) return;
-    let done = 0;
+    // Where the file is still a hole, all-zero 4 KiB pieces are not written: they stay
+    // holes (a sparse image lands sparse; finish() truncates to the size).
+    const runs: Array<[number, number]> = position >= this.sparseFrom ? nonZeroRuns(data, position) : [[0, data.length]];
     try {
-      while (done < data.length) {
-        const { bytesWritten } = await this.fh.write(data, done, data.length - done, position + done);
-        done += bytesWritten;
+      for (const [from, to] of runs) {
+        for (let done = from; done < to; ) {
+          const { bytesWritten } = await this.fh.write(data, done, to - done, position + done);
+          done += bytesWritten;
+        }
       }
     } catch (err) {
       throw fromSystemError(err, this.shown, 'write');
@@ -862,10 +882,11 @@ class HandleStagedFile implements StagedFile {
       // Every byte below `size` was written or verified in place. A direct writer pads its
       // last block; a resumed partial of an older, longer version may have bytes beyond it;
       // a fresh buffered file is exactly `size` (no fstat per file for those).
+      // Zeros left as holes at the end: the size comes from the truncate.
       if (this.direct) {
         await this.direct.finish(size);
         await this.fh.truncate(size);
-      } else if (this.resumed && (await this.fh.stat()).size !== size) await this.fh.truncate(size);
+      } else if ((this.resumed || this.sparseFrom < size) && (await this.fh.stat()).size !== size) await this.fh.truncate(size);
       const { uid, gid } = localOwner(this.meta, this.policy);
       if (uid !== -1 || gid !== -1) await this.fh.chown(uid, gid);
       await this.fh.chmod(this.meta.mode);

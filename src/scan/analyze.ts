@@ -8,7 +8,7 @@ import { createHasher } from '../hash/digest.js';
 import { walkTree } from './walk.js';
 import { DigestSet } from './digest-set.js';
 import { ScanPool } from './pool.js';
-import { chunkDigest, FileScan, StreamScan } from './scanner.js';
+import { chunkDigest, FileScan, scannableSize, StreamScan } from './scanner.js';
 
 /** Distinct chunks are counted exactly up to this many (64 MiB of table); see DigestSet. */
 export const DISTINCT_TRACK_MAX_CHUNKS = 4 * 1024 * 1024;
@@ -78,7 +78,7 @@ export async function analyze(source: string | Readable, options: AnalyzeOptions
       } catch (err) {
         throw fromSystemError(err, source, 'stat');
       }
-      if (st.isFile()) digest = await consume(source, new FileScan(source, st.size, st.mtimeMs, pool, scanOpts));
+      if (st.isFile() || st.isBlockDevice()) digest = await consume(source, new FileScan(source, await scannableSize(source, st), st.mtimeMs, pool, scanOpts));
       else if (st.isDirectory()) {
         const tree = createHasher(digestAlgorithm);
         for await (const e of walkTree(source, { signal: options.signal })) {
@@ -86,7 +86,7 @@ export async function analyze(source: string | Readable, options: AnalyzeOptions
           tree.update(await consume(e.meta.path, new FileScan(e.absPath, e.meta.size, e.meta.mtimeMs, pool, scanOpts)));
         }
         digest = tree.digest();
-      } else throw new InvalidArgumentError(`${source}: not a regular file or directory`);
+      } else throw new InvalidArgumentError(`${source}: not a regular file, block device or directory`);
     }
     return {
       size,

@@ -1,4 +1,5 @@
-import { stat } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { open, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { throwIfAborted, untilAborted } from '../core/abort.js';
 import { AbortedError, fromSystemError, SourceChangedError, XferError } from '../core/errors.js';
@@ -7,6 +8,7 @@ import { DIGEST_BYTES, maxChunkBytes } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import type { Chunker } from '../chunker/chunker.js';
 import { createHasher, digestOf, type Hasher } from '../hash/digest.js';
+import { blockDeviceSize } from '../io/sys.js';
 import type { ScanPool } from './pool.js';
 import { chunkerFor, ChunkColumns, cutAndHash, type BytesSegmentTask, type SegmentResult } from './segment.js';
 
@@ -48,6 +50,8 @@ export interface FileScanResult {
   readonly chunkCount: number;
   /** Digest of the whole content, as b3sum/sha256sum would print it. */
   readonly digest: Uint8Array;
+  /** Bytes read: the size less the holes skipped (see segment.ts readSegment); a stream's size. */
+  readonly dataBytes: number;
 }
 
 export function chunkDigest(batch: ChunkBatch, i: number): Uint8Array {
@@ -210,7 +214,7 @@ export class FileScan {
     const { digestAlgorithm: algorithm, signal } = this.options;
     if (this.size === 0) {
       await this.checkUnchanged();
-      this.outcome = { size: 0, chunkCount: 0, digest: digestOf(algorithm, new Uint8Array(0)) };
+      this.outcome = { size: 0, chunkCount: 0, digest: digestOf(algorithm, new Uint8Array(0)), dataBytes: 0 };
       return;
     }
     const chunker = chunkerFor(this.options.chunker, this.options.implementation ?? 'auto');
@@ -218,6 +222,7 @@ export class FileScan {
     const hasher = this.segmentCount > 1 ? createHasher(algorithm) : undefined;
     const stitcher = new Stitcher(chunker, algorithm, hasher, (b) => this.pool.recycle(b));
     let fileDigest: Uint8Array | undefined;
+    let dataBytes = 0;
     for (let k = 0; k < this.segmentCount; k++) {
       throwIfAborted(signal);
       const r = await this.pending[k]!;
@@ -227,12 +232,13 @@ export class FileScan {
       const start = k * this.segmentBytes;
       const end = Math.min(this.size, start + this.segmentBytes);
       if (this.segmentCount === 1) fileDigest = r.fileDigest;
+      dataBytes += r.dataBytes;
       const batch = stitcher.stitch(r, start, end, start + r.data.length === this.size);
       if (batch) yield batch;
     }
     if (stitcher.pos !== this.size) throw new XferError('XFER_INTERNAL', `${this.path}: scan ended at ${stitcher.pos} of ${this.size} bytes`);
     if (this.segmentCount > 1) await this.checkUnchanged();
-    this.outcome = { size: this.size, chunkCount: stitcher.chunkCount, digest: hasher ? hasher.digest() : fileDigest! };
+    this.outcome = { size: this.size, chunkCount: stitcher.chunkCount, digest: hasher ? hasher.digest() : fileDigest!, dataBytes };
   }
 
   /** A file that changed while it was read would produce a manifest of no real version of it. */
@@ -243,6 +249,7 @@ export class FileScan {
     } catch (err) {
       throw fromSystemError(err, this.path, 'stat');
     }
+    if (st.isBlockDevice()) return; // no size or mtime of its content to compare (st_size is 0)
     if (st.size !== this.size || Math.trunc(st.mtimeMs) !== Math.trunc(this.mtimeMs)) {
       throw new SourceChangedError(`${this.path}: file changed while it was being read; run again`);
     }
@@ -263,7 +270,25 @@ function concatU8(a: Uint8Array, b: Uint8Array): Uint8Array {
   return out;
 }
 
-/** Opens a regular file for scanning (stat first, so the scan can detect changes). */
+/**
+ * The bytes a scan of `path` (stat()ed as `st`) reads: a regular file's size, or a block
+ * device's (asked of the device: its st_size is 0). A block device is scanned like a file
+ * of that size and recorded as one (a disk or partition pushed as an image).
+ */
+export async function scannableSize(path: string, st: Stats): Promise<number> {
+  if (!st.isBlockDevice()) return st.size;
+  let fh;
+  try {
+    fh = await open(path, 'r');
+    return blockDeviceSize(fh.fd);
+  } catch (err) {
+    throw fromSystemError(err, path, 'read the size of');
+  } finally {
+    await fh?.close();
+  }
+}
+
+/** Opens a regular file or block device for scanning (stat first, so the scan can detect changes). */
 export async function scanFile(path: string, pool: ScanPool, options: ScanOptions): Promise<FileScan> {
   let st;
   try {
@@ -271,8 +296,8 @@ export async function scanFile(path: string, pool: ScanPool, options: ScanOption
   } catch (err) {
     throw fromSystemError(err, path, 'stat');
   }
-  if (!st.isFile()) throw new XferError('XFER_INVALID_ARGUMENT', `${path}: not a regular file`);
-  return new FileScan(path, st.size, st.mtimeMs, pool, options);
+  if (!st.isFile() && !st.isBlockDevice()) throw new XferError('XFER_INVALID_ARGUMENT', `${path}: not a regular file or block device`);
+  return new FileScan(path, await scannableSize(path, st), st.mtimeMs, pool, options);
 }
 
 /** What a stream scan reads: a Node stream, or any sync or async iterable of byte pieces. */
@@ -400,13 +425,13 @@ export class StreamScan {
     const size = start + fill; // the last segment: [start, start + fill), or nothing at all
     if (size === 0) pool?.recycle(buf.buffer as ArrayBuffer); // never dispatched
     if (stitcher.pos !== size) throw new XferError('XFER_INTERNAL', `stream scan ended at ${stitcher.pos} of ${size} bytes`);
-    this.outcome = { size, chunkCount: stitcher.chunkCount, digest: hasher.digest() };
+    this.outcome = { size, chunkCount: stitcher.chunkCount, digest: hasher.digest(), dataBytes: size };
   }
 }
 
 /** A segment result with no chunks: the stitcher cuts all of it (StreamScan without a pool). */
 function unchunked(data: Uint8Array): SegmentResult {
-  return { count: 0, lengths: new Uint32Array(0), digests: new Uint8Array(0), data };
+  return { count: 0, lengths: new Uint32Array(0), digests: new Uint8Array(0), data, dataBytes: data.length };
 }
 
 /**

@@ -6,6 +6,7 @@ import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
 import { DIGEST_BYTES } from '../core/ids.js';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { digestOf } from '../hash/digest.js';
+import { seekData, seekHole } from '../io/sys.js';
 
 /** What every segment task shares: how to chunk and hash. */
 interface SegmentTaskBase {
@@ -62,6 +63,11 @@ export interface SegmentResult {
   /** The segment's bytes from its start on: file bytes [start, start + data.length), or the task's bytes. */
   readonly data: Uint8Array;
   readonly fileDigest?: Uint8Array;
+  /**
+   * File tasks: the bytes of [start, end) that were read, not holes (see readSegment);
+   * bytes tasks: the task's startLimit (a stream has no holes).
+   */
+  readonly dataBytes: number;
 }
 
 /**
@@ -232,13 +238,15 @@ export function scanSegment(task: SegmentTask): SegmentResult {
   let eof: boolean;
   let startLimit: number;
   let wholeFile = false;
+  let dataBytes: number;
   if (task.kind === 'bytes') {
     data = new Uint8Array(task.bytes, 0, task.length);
     eof = task.eof;
     startLimit = task.startLimit;
+    dataBytes = Math.min(task.length, task.startLimit);
   } else {
     const readEnd = Math.min(task.fileSize, task.end + chunker.maxChunkBytes);
-    data = readSegment(task, readEnd - task.start);
+    ({ data, dataBytes } = readSegment(task, readEnd - task.start));
     eof = readEnd === task.fileSize;
     startLimit = task.end - task.start;
     wholeFile = task.wholeFile;
@@ -251,11 +259,17 @@ export function scanSegment(task: SegmentTask): SegmentResult {
     digests: cols.digests,
     data,
     fileDigest: wholeFile ? digestOf(task.digestAlgorithm, data) : undefined,
+    dataBytes,
   };
 }
 
-/** Reads file bytes [start, start + need), into the task's recycled buffer when it is large enough. */
-function readSegment(task: FileSegmentTask, need: number): Uint8Array {
+/**
+ * Reads file bytes [start, start + need), into the task's recycled buffer when it is large
+ * enough. Holes (SEEK_DATA/SEEK_HOLE, io/sys.ts) are not read: their bytes are zeroed in
+ * the buffer, which is what reading them would give. A 20 GiB disk image holding 100 MB
+ * is read as 100 MB. Also returns how many bytes of [start, end) were read, not holes.
+ */
+function readSegment(task: FileSegmentTask, need: number): { data: Uint8Array; dataBytes: number } {
   const data = task.buffer && task.buffer.byteLength >= need ? new Uint8Array(task.buffer, 0, need) : new Uint8Array(new ArrayBuffer(need));
   let fd: number;
   try {
@@ -263,11 +277,13 @@ function readSegment(task: FileSegmentTask, need: number): Uint8Array {
   } catch (err) {
     throw fromSystemError(err, task.path, 'open');
   }
+  let dataBytes = 0;
   try {
-    readFully(fd, data, task.start, task.path);
+    dataBytes = readData(fd, data, task.start, task.end, task.path);
     if (task.expectMtimeMs !== undefined) {
       const st = fstatSync(fd);
-      if (st.size !== task.fileSize || Math.trunc(st.mtimeMs) !== Math.trunc(task.expectMtimeMs)) {
+      // A block device has no size or mtime of its content to check (st_size is 0).
+      if (!st.isBlockDevice() && st.size !== task.fileSize || Math.trunc(st.mtimeMs) !== Math.trunc(task.expectMtimeMs)) {
         throw new SourceChangedError(`${task.path}: file changed while it was being read; run again`);
       }
     }
@@ -277,5 +293,31 @@ function readSegment(task: FileSegmentTask, need: number): Uint8Array {
   } finally {
     closeSync(fd);
   }
-  return data;
+  return { data, dataBytes };
+}
+
+/**
+ * Fills `data` with file bytes from `position` on: the data extents are read, the holes
+ * between them zeroed. Returns the bytes read below `countEnd` (the segment's own part).
+ * A file that shrank meanwhile reads as a hole here; the size and mtime checks after the
+ * scan (expectMtimeMs, FileScan.checkUnchanged) report it.
+ */
+function readData(fd: number, data: Uint8Array, position: number, countEnd: number, path: string): number {
+  const end = position + data.length;
+  let pos = position;
+  let read = 0;
+  while (pos < end) {
+    const at = seekData(fd, pos);
+    if (at < 0 || at >= end) {
+      data.fill(0, pos - position);
+      break;
+    }
+    if (at > pos) data.fill(0, pos - position, at - position);
+    const hole = seekHole(fd, at);
+    const stop = hole < 0 ? end : Math.min(hole, end);
+    readFully(fd, data.subarray(at - position, stop - position), at, path);
+    read += Math.max(0, Math.min(stop, countEnd) - at);
+    pos = stop;
+  }
+  return read;
 }

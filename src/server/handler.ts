@@ -1,4 +1,5 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { isZeroChunk } from '../chunker/zero.js';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
@@ -527,6 +528,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     for await (const ev of reader.events()) {
       if (ev.kind !== 'chunks') continue;
       for (const r of ev.records) {
+        if (isZeroChunk(algorithm, r.length, r.digest)) continue; // in no store: synthesised (chunker/zero.ts)
         batch.push({ algorithm, digest: r.digest });
         if (batch.length === MANIFEST_CHECK_BATCH) await check();
       }

@@ -1,3 +1,4 @@
+import { isZeroChunk } from '../chunker/zero.js';
 import { Client, H2CClient, type Dispatcher } from 'undici';
 import { abortedError, throwIfAborted } from '../core/abort.js';
 import {
@@ -346,6 +347,8 @@ export class HttpStore implements ChunkStore, ManifestStore {
     if (!this.bases || !placement || id.algorithm !== this.bases.algorithm || length < MIN_DELTA_CHUNK_BYTES) return undefined;
     const base = this.bases.find(placement.path, placement.offset);
     if (!base || Buffer.compare(base.digest, id.digest) === 0) return undefined;
+    // A zero chunk is in no store (chunker/zero.ts): the server could not read it as a base.
+    if (isZeroChunk(id.algorithm, base.length, base.digest)) return undefined;
     // Same file offset, and the chunks' ends aligned (store/delta.ts).
     const shifts = [placement.offset - base.start, base.length - length] as const;
     return Math.abs(shifts[0]) > this.info.maxChunkBytes ? undefined : { base, shifts };

@@ -7,6 +7,7 @@
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
+import { isZeroChunk } from '../chunker/zero.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import type { ChunkId } from '../core/ids.js';
 import { digestKey } from '../core/ids.js';
@@ -174,7 +175,8 @@ export async function planPull(
       countEntry(entries, meta.type);
       if (meta.type === 'file') records = [];
     } else if (ev.kind === 'chunks') {
-      for (const r of ev.records) records.push({ key: digestKey(r.digest), length: r.length });
+      // Zero chunks are synthesised, not fetched (chunker/zero.ts).
+      for (const r of ev.records) if (!isZeroChunk(reader.header.digestAlgorithm, r.length, r.digest)) records.push({ key: digestKey(r.digest), length: r.length });
     } else if (meta) {
       const at = meta.path === '' ? target : join(target, ...meta.path.split('/'));
       const sending = !(await sameFile(at, { size: ev.size, mtimeMs: meta.mtimeMs, mtimeExtraNs: meta.mtimeExtraNs, mode: meta.mode }));

@@ -3,6 +3,7 @@
  * target's previous version, read once at begin(), and which of its chunks the store
  * still has, asked once, on the first candidate.
  */
+import { isZeroChunk } from '../chunker/zero.js';
 import { isXferError } from '../core/errors.js';
 import { chunkerSpecEquals, digestKey } from '../core/ids.js';
 import { BaseIndex } from '../manifest/bases.js';
@@ -39,7 +40,9 @@ export class KnownFiles {
     if (!f || f.size !== meta.size || f.mtimeMs !== meta.mtimeMs || f.mtimeExtraNs !== (meta.mtimeExtraNs ?? 0)) return undefined;
     this.missing ??= this.missingChunks(options);
     const missing = await this.missing;
-    return f.records.some((r) => missing.has(digestKey(r.digest))) ? undefined : f;
+    // Zero chunks are in no store (chunker/zero.ts): never missing.
+    const algorithm = this.previous.algorithm;
+    return f.records.some((r) => !isZeroChunk(algorithm, r.length, r.digest) && missing.has(digestKey(r.digest))) ? undefined : f;
   }
 
   /** One `has` query for every chunk of the previous version (a damaged store may lack some). */

@@ -2,6 +2,7 @@ import type { Stats } from 'node:fs';
 import { realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULT_CHUNKER, validateChunkerSpec } from '../chunker/params.js';
+import { isZeroChunk } from '../chunker/zero.js';
 import { throwIfAborted } from '../core/abort.js';
 import { fromSystemError, InvalidArgumentError, InvalidOptionError } from '../core/errors.js';
 import type { ChunkerSpec, ChunkId, DigestAlgorithm } from '../core/ids.js';
@@ -12,7 +13,7 @@ import { makeTempDir, removeTempDir } from '../io/temp.js';
 import { ManifestWriter } from '../manifest/writer.js';
 import type { ChunkRecord, EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { ScanPool } from '../scan/pool.js';
-import { chunkDigest, FileScan, StreamScan, type ChunkBatch, type StreamSource } from '../scan/scanner.js';
+import { chunkDigest, FileScan, scannableSize, StreamScan, type ChunkBatch, type StreamSource } from '../scan/scanner.js';
 import { entryMetaOf, walkTree, type SourceEntry, type WalkSkip } from '../scan/walk.js';
 import type { FileSink, KnownFile, PushDestination } from './destination.js';
 import { RacyFiles } from './racy.js';
@@ -189,10 +190,11 @@ export async function push(source: PushSource, destination: PushDestination, opt
   if (typeof source === 'string') {
     st = await statSource(source);
     if (st.isDirectory()) kind = 'tree';
-    else if (st.isFile()) {
+    else if (st.isFile() || st.isBlockDevice()) {
+      // A block device is read as a file of the device's size (a disk image; see scannableSize).
       kind = 'file';
-      bytesTotal = st.size;
-    } else throw new InvalidArgumentError(`${source}: not a regular file or directory`);
+      bytesTotal = await scannableSize(source, st);
+    } else throw new InvalidArgumentError(`${source}: not a regular file, block device or directory`);
   } else kind = 'file';
 
   const ownPool = !options.pool;
@@ -259,14 +261,16 @@ export async function push(source: PushSource, destination: PushDestination, opt
     } else if (kind === 'file') {
       const s = st!;
       // Its attributes as a tree entry has them (owner, xattrs, mtime to the ns), of the file itself.
-      const meta: EntryMeta = entryMetaOf(await realpath(source), await stat(source, { bigint: true }), '', 'file', undefined, options.numericIds);
-      const file = await known(meta);
+      const device = s.isBlockDevice();
+      const meta: EntryMeta = { ...entryMetaOf(await realpath(source), await stat(source, { bigint: true }), '', 'file', undefined, options.numericIds), size: bytesTotal };
+      // A device's mtime does not change when its content does: no quick check, no racy check.
+      const file = device ? undefined : await known(meta);
       if (file) {
         await session.entry(meta, { signal, known: file });
         await reuseKnown(meta, file);
       } else {
-        const from = { path: source, mtimeExactMs: s.mtimeMs, atMs: Date.now() };
-        await handleFile(meta, new FileScan(source, s.size, s.mtimeMs, pool, scanOpts), undefined, from);
+        const from = device ? undefined : { path: source, mtimeExactMs: s.mtimeMs, atMs: Date.now() };
+        await handleFile(meta, new FileScan(source, bytesTotal, s.mtimeMs, pool, scanOpts), undefined, from);
       }
     } else {
       // Tree: scans of the next files start while earlier ones are still being sent, and
@@ -455,6 +459,8 @@ class ChunkSender {
     const index: number[] = [];
     for (let i = 0; i < batch.count; i++) {
       const d = chunkDigest(batch, i);
+      // Zero chunks are never queried or sent: readers synthesise them (chunker/zero.ts).
+      if (isZeroChunk(this.algorithm, batch.lengths[i]!, d)) continue;
       const key = digestKey(d);
       if (this.seen.has(key)) continue; // earlier in this push: queried, and put if missing
       this.remember(key);

@@ -1,6 +1,7 @@
 import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
+import { isZeroChunk } from '../chunker/zero.js';
 import { isXferError } from '../core/errors.js';
 import { digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { createHasher } from '../hash/digest.js';
@@ -99,6 +100,8 @@ export async function verifyManifests(
         for (const rec of ev.records) {
           chunkCount++;
           bytes += rec.length;
+          // A zero chunk is in no store: its bytes are known (chunker/zero.ts).
+          if (isZeroChunk(algorithm, rec.length, rec.digest)) continue;
           const key = `${algorithm}:${digestToHex(rec.digest)}`;
           if (verified.has(key)) continue;
           if (verified.size >= VERIFIED_CACHE_ENTRIES) verified.clear();
