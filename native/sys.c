@@ -405,7 +405,8 @@ static bool get_offset(napi_env env, napi_value value, off_t *out) {
  * seekData(fd, offset) / seekHole(fd, offset): lseek(SEEK_DATA / SEEK_HOLE). The first data
  * byte (or hole) at or after `offset`; -1 when there is no data from `offset` on (ENXIO: the
  * rest of the file is a hole, or offset is at or past its end). A file system without the
- * feature reports the whole file as data (the kernel's generic fallback does the same).
+ * feature reports the whole file as data (the kernel's generic fallback does the same), and
+ * so does a file that refuses the two (EINVAL: a block device).
  * The descriptor's file position changes: callers read with pread.
  */
 static napi_value seek_whence(napi_env env, napi_callback_info info, int whence, const char *fn) {
@@ -418,6 +419,12 @@ static napi_value seek_whence(napi_env env, napi_callback_info info, int whence,
     return NULL;
   }
   off_t at = lseek(fd, offset, whence);
+  if (at < 0 && errno == EINVAL) {
+    /* No SEEK_DATA/SEEK_HOLE for this file (a block device): all of it is data. */
+    off_t end = lseek(fd, 0, SEEK_END);
+    if (end >= 0) at = offset >= end ? -1 : whence == SEEK_DATA ? offset : end;
+    else errno = EINVAL;
+  }
   if (at < 0 && errno == ENXIO) at = -1;
   else if (at < 0) {
     char path[32];

@@ -236,6 +236,7 @@ export async function pull(source: string, destination: string, options: PullOpt
       const p = plan!;
       return {
         kind: reader.header.kind, bytesTotal: p.bytesTotal, bytesReceived: p.chunkBytes, bytesReused: p.bytesTotal - p.chunkBytes,
+        bytesZero: 0, bytesAllocated: 0, // a dry run writes nothing
         chunksTotal: reader.header.chunkCount, seconds: 0, digest: '', deleted: p.deleted, target, plan: p,
       };
     }

@@ -18,7 +18,7 @@ describe('a chunk that occurs several times is fetched once', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('pull receives each distinct chunk once: zero runs and a block repeated 4 times', async () => {
+  it('pull receives each distinct chunk once, zero chunks never: zero runs and a block repeated 4 times', async () => {
     const block = pseudoRandom(3 * MiB, 21);
     const data = Buffer.concat([Buffer.alloc(8 * MiB), block, pseudoRandom(2 * MiB, 22), block, Buffer.alloc(4 * MiB), block, block]);
     const src = join(dir, 'image.bin');
@@ -29,7 +29,9 @@ describe('a chunk that occurs several times is fetched once', () => {
     const r = await runCli(['pull', join(dir, 'store', 'image.bin'), join(dir, 'out.bin'), '--json']);
     assert.equal(r.code, 0, r.stderr);
     const j = JSON.parse(r.stdout) as { bytesTotal: number; bytesReceived: number; bytesReused: number };
-    assert.equal(j.bytesReceived, chunked.distinctBytes);
+    // The zero runs are cut into 256 KiB zero chunks (the default maximum), which no pull
+    // receives: they are synthesised (chunker/zero.ts). Every other distinct chunk comes once.
+    assert.equal(j.bytesReceived, chunked.distinctBytes - 256 * 1024);
     assert.equal(j.bytesReceived + j.bytesReused, j.bytesTotal);
     assert.ok((await readFile(join(dir, 'out.bin'))).equals(data));
   });

@@ -43,7 +43,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
         checksum: flags.checksum === true,
         delete: flags.delete === true,
         numericIds: flags.numericIds === true,
-        onProgress: (p) => progress.update(p.bytesDone, p.bytesTotal, `, ${formatBytes(p.bytesReused)} reused`),
+        onProgress: (p) => progress.update(p.bytesDone, p.bytesTotal, `, ${formatBytes(p.bytesReused)} reused${p.bytesZero > 0 ? ` (${formatBytes(p.bytesZero)} zero, left as holes)` : ''}`),
         onRetry: (e) => progress.retrying(e),
       });
       progress.done();
@@ -63,7 +63,8 @@ export function registerPull(program: Command, signal: AbortSignal): void {
       if (flags.json) {
         printJson({
           ...(dryRun ? { dryRun: true } : {}),
-          bytesTotal: r.bytesTotal, bytesReceived: r.bytesReceived, bytesReused: r.bytesReused, seconds: r.seconds, deleted: r.deleted,
+          bytesTotal: r.bytesTotal, bytesReceived: r.bytesReceived, bytesReused: r.bytesReused,
+          bytesZero: r.bytesZero, bytesAllocated: r.bytesAllocated, seconds: r.seconds, deleted: r.deleted,
           ...(flags.verbose || dryRun ? { transferred } : {}),
           ...(stats ? { stats } : {}),
         });

@@ -59,7 +59,8 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
         numericIds: flags.numericIds === true,
         chunker,
         digestAlgorithm,
-        onProgress: (p) => progress.update(p.bytesScanned, p.bytesTotal, `, ${formatBytes(p.bytesSent)} sent`),
+        // Zero chunks (holes, zero runs) are not sent: shown apart from the data.
+        onProgress: (p) => progress.update(p.bytesScanned, p.bytesTotal, `, ${formatBytes(p.bytesSent)} sent${p.bytesZero > 0 ? `, ${formatBytes(p.bytesZero)} zero` : ''}`),
         onRetry: (e) => progress.retrying(e),
         onSkip: (s) => process.stderr.write(`xfer: skipped ${s.path}: ${s.reason}\n`),
         onLockWait: (holder) => {
@@ -85,6 +86,8 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
           chunksSent: r.chunksSent,
           chunksDelta: r.chunksDelta,
           chunksReused: r.chunksReused,
+          bytesZero: r.bytesZero,
+          bytesAllocated: r.bytesAllocated,
           seconds: r.seconds,
           entriesLost: r.entriesLost,
           deleted: r.deleted,

@@ -141,6 +141,8 @@ export interface PullProgress {
   readonly bytesDone: number;
   readonly bytesReceived: number;
   readonly bytesReused: number;
+  /** Of bytesReused, the bytes of zero chunks: synthesised, left as holes (chunker/zero.ts). */
+  readonly bytesZero: number;
 }
 
 export interface PullResult {
@@ -148,6 +150,13 @@ export interface PullResult {
   readonly bytesTotal: number;
   readonly bytesReceived: number;
   readonly bytesReused: number;
+  /** Of bytesReused, the bytes of zero chunks: synthesised, not fetched, written as holes. */
+  readonly bytesZero: number;
+  /**
+   * Disk space the rebuilt files take (st_blocks): less than bytesTotal where zeros were
+   * left as holes. Files kept or linked as they were count their size.
+   */
+  readonly bytesAllocated: number;
   readonly chunksTotal: number;
   readonly seconds: number;
   readonly digest: string;
@@ -213,9 +222,9 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     }
     if (check.unchanged) {
       await options.beforeCommit?.();
-      options.onProgress?.({ bytesTotal: header.totalBytes, bytesDone: check.fileBytes, bytesReceived: 0, bytesReused: check.fileBytes });
+      options.onProgress?.({ bytesTotal: header.totalBytes, bytesDone: check.fileBytes, bytesReceived: 0, bytesReused: check.fileBytes, bytesZero: 0 });
       return {
-        kind: header.kind, bytesTotal: header.totalBytes, bytesReceived: 0, bytesReused: check.fileBytes, chunksTotal: header.chunkCount,
+        kind: header.kind, bytesTotal: header.totalBytes, bytesReceived: 0, bytesReused: check.fileBytes, bytesZero: 0, bytesAllocated: check.fileBytes, chunksTotal: header.chunkCount,
         seconds: (performance.now() - started) / 1000, digest: digestToHex(header.digest), deleted: [],
       };
     }
@@ -233,7 +242,9 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   let bytesReceived = 0;
   let bytesReused = 0;
   let bytesDone = 0;
-  const progress = () => options.onProgress?.({ bytesTotal: header.totalBytes, bytesDone, bytesReceived, bytesReused });
+  let bytesZero = 0;
+  let bytesAllocated = 0;
+  const progress = () => options.onProgress?.({ bytesTotal: header.totalBytes, bytesDone, bytesReceived, bytesReused, bytesZero });
 
   // Files are pipelined: a file's chunks are fetched while earlier files are still being
   // verified and closed (FILES_IN_FLIGHT at once), and the next file is opened without
@@ -300,8 +311,10 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
               let data: Buffer | undefined;
               let inPlace = false;
               // Zero chunks count as reused: not received.
-              if (isZeroChunk(algorithm, rec.length, rec.digest)) data = zeroBytes(rec.length);
-              else {
+              if (isZeroChunk(algorithm, rec.length, rec.digest)) {
+                data = zeroBytes(rec.length);
+                bytesZero += rec.length;
+              } else {
                 for (const p of places) {
                   data = await p.match(rec, offset);
                   if (data) {
@@ -347,7 +360,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
             throw new VerifyFailedError(`${f.describe()}: content digest ${digest.toString('hex')} does not match the manifest's ${digestToHex(end.digest)}`);
           }
           if (f.offset !== end.size) throw new VerifyFailedError(`${f.describe()}: ${f.offset} bytes written, manifest says ${end.size}`);
-          await staged.finish(end.size);
+          bytesAllocated += await staged.finish(end.size);
           open.delete(f);
           await f.closeSeeds();
         });
@@ -380,6 +393,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
             if ((await realDirs.reaches(meta.path)) && (await sameFile(existing, { ...previous, mode: diskMode(previous.mode) })) && (await staging.linkFile(meta, existing, diskMode(meta.mode)))) {
               bytesReused += size;
               bytesDone += size;
+              bytesAllocated += size;
               progress();
             } else relink.push(replay);
           });
@@ -419,6 +433,8 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     bytesTotal: header.totalBytes,
     bytesReceived,
     bytesReused,
+    bytesZero,
+    bytesAllocated,
     chunksTotal: header.chunkCount,
     seconds: (performance.now() - started) / 1000,
     digest: digestToHex(header.digest),
@@ -478,12 +494,15 @@ async function keepUnchanged(reader: ManifestReader, target: string, options: Re
   }
   await options.beforeCommit?.();
   if (meta) await applyAttributes(target, { ...meta, mode: diskMode(meta.mode) }, attributePolicy(options.attributes), target, { existing: true });
-  options.onProgress?.({ bytesTotal: header.totalBytes, bytesDone: header.totalBytes, bytesReceived: 0, bytesReused: header.totalBytes });
+  options.onProgress?.({ bytesTotal: header.totalBytes, bytesDone: header.totalBytes, bytesReceived: 0, bytesReused: header.totalBytes, bytesZero: 0 });
+  const allocated = await stat(target).then((st) => st.blocks * 512, () => header.totalBytes);
   return {
     kind: header.kind,
     bytesTotal: header.totalBytes,
     bytesReceived: 0,
     bytesReused: header.totalBytes,
+    bytesZero: 0,
+    bytesAllocated: allocated,
     chunksTotal: header.chunkCount,
     seconds: (performance.now() - started) / 1000,
     digest: digestToHex(header.digest),

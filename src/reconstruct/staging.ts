@@ -724,8 +724,11 @@ export interface StagedFile {
   /** Whether writes bypass the page cache (O_DIRECT). */
   readonly isDirect: boolean;
   write(data: Uint8Array, position: number, inPlace?: boolean): Promise<void>;
-  /** Sets the final size, mode and mtime, fsyncs (or defers that to the tree's commit) and closes. */
-  finish(size: number): Promise<void>;
+  /**
+   * Sets the final size, mode and mtime, fsyncs (or defers that to the tree's commit) and
+   * closes. Resolves with the disk space the file takes (st_blocks; its size if unknown).
+   */
+  finish(size: number): Promise<number>;
   /** The size on disk so far (an interrupted run's partial). */
   size(): Promise<number>;
   /** Reads `length` bytes at `position`; fewer if the file is shorter. */
@@ -773,7 +776,7 @@ class SmallStagedFile implements StagedFile {
     this.data.set(data, position);
   }
 
-  async finish(size: number): Promise<void> {
+  async finish(size: number): Promise<number> {
     try {
       if (size > this.data.length) throw new VerifyFailedError(`${this.shown}: ${size} bytes, declared ${this.data.length}`);
       let fd: number | undefined;
@@ -795,6 +798,7 @@ class SmallStagedFile implements StagedFile {
       }
       await finishAttributes(this.path, this.meta, this.policy, this.shown);
       this.deferSync(this.path);
+      return size;
     } finally {
       await this.close();
     }
@@ -876,8 +880,8 @@ class HandleStagedFile implements StagedFile {
     }
   }
 
-  /** Sets the final size, mode and mtime, fsyncs (or defers that to the tree's commit) and closes. */
-  async finish(size: number): Promise<void> {
+  /** Sets the final size, mode and mtime, fsyncs (or defers that to the tree's commit) and closes; resolves with st_blocks in bytes. */
+  async finish(size: number): Promise<number> {
     try {
       // Every byte below `size` was written or verified in place. A direct writer pads its
       // last block; a resumed partial of an older, longer version may have bytes beyond it;
@@ -894,6 +898,8 @@ class HandleStagedFile implements StagedFile {
       await finishAttributes(this.path, this.meta, this.policy, this.shown, this.resumed);
       if (this.deferSync) this.deferSync(this.path);
       else await this.fh.datasync();
+      // After the data is on its way: delayed allocation is counted by then (ext4, xfs).
+      return (await this.fh.stat()).blocks * 512;
     } catch (err) {
       throw fromSystemError(err, this.shown, 'finish');
     } finally {

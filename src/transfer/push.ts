@@ -71,6 +71,8 @@ export interface PushProgress {
   readonly bytesScanned: number;
   readonly bytesSent: number;
   readonly chunksSent: number;
+  /** Of bytesScanned, the bytes of zero chunks: neither queried nor sent (chunker/zero.ts). */
+  readonly bytesZero: number;
 }
 
 /**
@@ -86,6 +88,13 @@ export interface PushResult {
   readonly chunksSent: number;
   readonly chunksDelta: number;
   readonly chunksReused: number;
+  /** Bytes of zero chunks (holes and zero runs): neither queried nor sent; holes at the target. */
+  readonly bytesZero: number;
+  /**
+   * Bytes of the source that are data: what was read, the holes skipped (a sparse file's
+   * allocated bytes, about). A file the quick check did not read counts its size.
+   */
+  readonly bytesAllocated: number;
   readonly seconds: number;
   readonly digest: string;
   /**
@@ -186,6 +195,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
   const entries = { files: 0, dirs: 0, symlinks: 0, devices: 0, specials: 0 };
   let filesTransferred = 0;
   let bytesTransferred = 0;
+  let bytesAllocated = 0;
   let st: Stats | undefined;
   if (typeof source === 'string') {
     st = await statSource(source);
@@ -234,7 +244,8 @@ export async function push(source: PushSource, destination: PushDestination, opt
         lease.drop();
         await writer!.addChunks(list);
       }
-      const { size, digest } = scan.result;
+      const { size, digest, dataBytes } = scan.result;
+      bytesAllocated += dataBytes;
       if (sink) await finishes.run(0, () => sink.finish(size, digest));
       await writer!.endEntry(size, scan.result.digest);
       if (from) racy.note(from.path, size, from.mtimeExactMs, digest, from.atMs);
@@ -253,6 +264,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
       await writer!.addChunks(file.records);
       await writer!.endEntry(file.size, file.digest);
       sender.skipped(file.size);
+      bytesAllocated += file.size;
     };
 
     if (typeof source !== 'string') {
@@ -374,6 +386,8 @@ export async function push(source: PushSource, destination: PushDestination, opt
       chunksSent: s.chunksSent,
       chunksDelta: delta.chunks,
       chunksReused: header.chunkCount - s.chunksSent,
+      bytesZero: s.bytesZero,
+      bytesAllocated,
       seconds: (performance.now() - started) / 1000,
       digest: digestToHex(header.digest),
       entriesLost,
@@ -437,6 +451,7 @@ class ChunkSender {
   private bytesSent = 0;
   private chunksSent = 0;
   private bytesScanned = 0;
+  private bytesZero = 0;
   private queue: Queued[] = [];
   private queuedBytes = 0;
   /** The running query-and-put loop, if any. */
@@ -460,7 +475,10 @@ class ChunkSender {
     for (let i = 0; i < batch.count; i++) {
       const d = chunkDigest(batch, i);
       // Zero chunks are never queried or sent: readers synthesise them (chunker/zero.ts).
-      if (isZeroChunk(this.algorithm, batch.lengths[i]!, d)) continue;
+      if (isZeroChunk(this.algorithm, batch.lengths[i]!, d)) {
+        this.bytesZero += batch.lengths[i]!;
+        continue;
+      }
       const key = digestKey(d);
       if (this.seen.has(key)) continue; // earlier in this push: queried, and put if missing
       this.remember(key);
@@ -566,7 +584,7 @@ class ChunkSender {
   }
 
   report(): void {
-    this.options.onProgress?.({ bytesTotal: this.total(), bytesScanned: this.bytesScanned, bytesSent: this.bytesSent, chunksSent: this.chunksSent });
+    this.options.onProgress?.({ bytesTotal: this.total(), bytesScanned: this.bytesScanned, bytesSent: this.bytesSent, chunksSent: this.chunksSent, bytesZero: this.bytesZero });
   }
 
   private remember(key: string): void {
@@ -580,7 +598,7 @@ class ChunkSender {
     if (this.failure) throw this.failure.error;
   }
 
-  stats(): { bytesSent: number; chunksSent: number } {
-    return { bytesSent: this.bytesSent, chunksSent: this.chunksSent };
+  stats(): { bytesSent: number; chunksSent: number; bytesZero: number } {
+    return { bytesSent: this.bytesSent, chunksSent: this.chunksSent, bytesZero: this.bytesZero };
   }
 }
