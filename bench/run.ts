@@ -16,6 +16,8 @@
  *      (c and d: bench/scenario-disk.ts)
  *   e  DICOM series and volume, original then anonymized (bench/scenario-dicom.ts)
  *   f  a tree with a few changes (bench/scenario-tree.ts)
+ *   h  CDC against --fixed 64K on the disk image and its edits: bytes sent and throughput
+ *      (bench/scenario-chunkers.ts; local; not in the default set: `--only h --size 256M`)
  *   g  the tree's base version pulled again, unchanged, from xfer serve vs an rsync daemon
  *      (bench/scenario-tree.ts; loopback, so not with --local; not in the default set:
  *      `--only g --size 256M` is the 7,643-file tree of the issue 13 bar)
@@ -35,6 +37,7 @@ import { runMicro, runMicroStorage } from './micro.js';
 import { writeReport } from './report.js';
 import { runScale } from './scale.js';
 import { runDicom } from './scenario-dicom.js';
+import { runChunkers } from './scenario-chunkers.js';
 import { runDisk } from './scenario-disk.js';
 import { runTree, runTreePullUnchanged } from './scenario-tree.js';
 
@@ -81,6 +84,7 @@ if (values.scale) {
       if (only.has('e')) rows.push(...(await runDicom({ ...o, remote: !values.local })));
       if (only.has('f')) rows.push(...(await runTree({ ...o, remote: !values.local })));
       if (only.has('g') && !values.local) rows.push(...(await runTreePullUnchanged(o)));
+      if (only.has('h')) rows.push(...(await runChunkers(o)));
     }
     results.macro = rows;
   }

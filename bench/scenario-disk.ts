@@ -125,7 +125,7 @@ type Inputs = Partial<Record<DiskImageVersion, string>>;
  * Writes one version to `<work>/disk/<size>/<version>/disk.img`, unless a file of the
  * version's size is already there (it was written through a rename, so it is complete).
  */
-async function writeVersion(o: DiskScenarioOptions, version: DiskImageVersion): Promise<string> {
+export async function writeVersion(o: ScenarioOptions, version: DiskImageVersion): Promise<string> {
   const image = diskImage({ sizeBytes: o.sizeBytes, seed: DISK_SEED, version });
   const path = resolve(o.work, 'disk', String(o.sizeBytes), version, IMAGE_NAME);
   if (await stat(path).then((s) => s.size === image.sizeBytes, () => false)) return path;
