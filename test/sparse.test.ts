@@ -10,7 +10,7 @@ import { isZeroChunk, nonZeroRuns, zeroDigest } from '../src/chunker/zero.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import type { ChunkId } from '../src/core/ids.js';
 import { digestOf } from '../src/hash/digest.js';
-import { seekData, seekHole, sysIsNative } from '../src/io/sys.js';
+import { blockDeviceSize, seekData, seekHole, sysIsNative } from '../src/io/sys.js';
 import { ScanPool } from '../src/scan/pool.js';
 import { scanFile } from '../src/scan/scanner.js';
 import { createServer, type XferServer } from '../src/server/server.js';
@@ -242,6 +242,16 @@ describe('a block device is a source: read whole, recorded as a regular file of 
     if (skip || !loop) return t.skip(skip || 'no loop device');
     const backing = join(dir, 'backing.img');
     const digest = await b3sum(backing);
+    // The device's size, not its st_size (0): the ioctl (native) and /sys/dev/block (twin) agree.
+    const fd = openSync(loop, 'r');
+    try {
+      assert.equal(blockDeviceSize(fd), 48 * MiB);
+      process.env.XFER_NO_NATIVE = '1';
+      assert.equal(blockDeviceSize(fd), 48 * MiB, 'the twin');
+    } finally {
+      delete process.env.XFER_NO_NATIVE;
+      closeSync(fd);
+    }
     const chunked = JSON.parse((await runCli(['chunk', loop, '--json'])).stdout) as { size: number; digest: string };
     assert.deepEqual(chunked, { ...chunked, size: 48 * MiB, digest });
 
