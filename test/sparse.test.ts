@@ -21,9 +21,9 @@ import { storedChunks } from './helpers/damage.js';
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-/** The disk image of these tests: 128 MiB, of which 2 MiB of data in two extents, the rest holes. */
-const IMAGE_BYTES = 128 * MiB;
-const EXTENTS = [{ at: 20 * MiB + 123, bytes: MiB }, { at: 90 * MiB, bytes: MiB }];
+/** The disk image of these tests: 64 MiB, of which 2 MiB of data in two extents, the rest holes. */
+const IMAGE_BYTES = 64 * MiB;
+const EXTENTS = [{ at: 10 * MiB + 123, bytes: MiB }, { at: 45 * MiB, bytes: MiB }];
 const DATA_BYTES = 2 * MiB;
 /** Disk space a sparse copy may take: the data, plus a file system block per extent edge and slack. */
 const SPARSE_SLACK_BYTES = 4 * MiB;
