@@ -13,6 +13,7 @@ import { checkLocalPath, isRemote, parseRemote } from './endpoint/remote.js';
 import { destinationPathsIn, LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName, STORE_DIR_NAME } from './endpoint/local.js';
 import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifest, openManifestFile } from './manifest/reader.js';
+import { inPlaceKind, inPlaceRebuild } from './reconstruct/in-place.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
 import { ScanPool } from './scan/pool.js';
 import type { ChunkStore, ManifestStore } from './store/store.js';
@@ -78,6 +79,16 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
   readonly plan?: boolean;
   /** rsync --numeric-ids: owners and groups applied by number, never mapped through their names. */
   readonly numericIds?: boolean;
+  /**
+   * Rewrite an existing regular file at the destination where it is, only in the ranges
+   * whose chunks differ (reconstruct/in-place.ts), instead of rebuilding it beside and
+   * renaming it over: the file is inconsistent until the pull completes (onInconsistent).
+   * A block device destination is always written so, without this option. A missing
+   * destination is made atomically as usual.
+   */
+  readonly inPlace?: boolean;
+  /** Told, before the first in-place write, that the destination is inconsistent until the pull completes. */
+  readonly onInconsistent?: (target: string) => void;
 }
 
 /**
@@ -184,11 +195,11 @@ export async function push(source: PushSource, destination: string, options: Pus
  * at a local path (cp semantics), reusing chunks already there and in seeds, verifying
  * everything, replacing atomically; an interrupted pull resumes from its partial file.
  */
-export async function pull(source: string, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string; plan?: PullPlan }> {
+export async function pull(source: string, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string; plan?: PullPlan; bytesWritten?: number }> {
   checkRemoteOptions(options);
   checkSignal(options);
-  for (const name of ['checksum', 'delete', 'dryRun', 'plan']) checkBoolean(options, name);
-  for (const name of ['onProgress', 'excludes']) checkFunction(options, name);
+  for (const name of ['checksum', 'delete', 'dryRun', 'plan', 'inPlace']) checkBoolean(options, name);
+  for (const name of ['onProgress', 'excludes', 'onInconsistent']) checkFunction(options, name);
   if (options.seeds !== undefined && !(Array.isArray(options.seeds) && options.seeds.every((s) => typeof s === 'string'))) {
     throw new InvalidOptionError('seeds', 'an array of paths');
   }
@@ -238,6 +249,20 @@ export async function pull(source: string, destination: string, options: PullOpt
         kind: reader.header.kind, bytesTotal: p.bytesTotal, bytesReceived: p.chunkBytes, bytesReused: p.bytesTotal - p.chunkBytes,
         chunksTotal: reader.header.chunkCount, seconds: 0, digest: '', deleted: p.deleted, target, plan: p,
       };
+    }
+    // In place: a block device always (a rename cannot replace a device node), a regular
+    // file when asked (--in-place).
+    const inPlace = await inPlaceKind(target);
+    if (inPlace === 'device' || (inPlace === 'file' && options.inPlace)) {
+      const result = await inPlaceRebuild(reader, store, target, {
+        signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, onInconsistent: options.onInconsistent,
+        attributes: { numericIds: options.numericIds === true },
+      });
+      return { ...result, target, plan };
+    }
+    if (options.inPlace && reader.header.kind === 'tree') {
+      await reader.close();
+      throw new InvalidArgumentError(`${source}: --in-place applies to a single file or a block device; this is a tree`);
     }
     // The quick check: the manifest's own files, as reconstruct's previous version (a tree's
     // compared entry by entry as they are read, without a second reading of the manifest).
