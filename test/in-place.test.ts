@@ -53,10 +53,12 @@ describe('pull --in-place onto a regular file', () => {
   });
 
   it('copies chunks that moved within the file from their old place before overwriting it', async () => {
-    // Fixed 4 KiB blocks, swapped in pairs: each block's source is another's destination.
-    const blocks = Array.from({ length: 64 }, () => randomBytes(4 * KiB));
+    // Fixed 4 KiB blocks in reverse order: each block's source is another's destination,
+    // and half of them lie where earlier writes go (more blocks than the chunks written at
+    // once, so a late block's old place has been overwritten unless it was read first).
+    const blocks = Array.from({ length: 2048 }, () => randomBytes(4 * KiB));
     const old = Buffer.concat(blocks);
-    const swapped = Buffer.concat(blocks.map((_, i) => blocks[i ^ 1]!));
+    const swapped = Buffer.concat([...blocks].reverse());
     const source = await pushed(swapped, { chunker: FIXED_4K });
     const dest = join(dir, 'dest-moved.img');
     await writeFile(dest, old);
@@ -81,8 +83,9 @@ describe('pull --in-place onto a regular file', () => {
   });
 
   it('an interrupted in-place pull is completed by running it again', async () => {
-    const old = randomBytes(2 * MiB);
-    const changed = randomBytes(2 * MiB); // every chunk differs
+    // Every 4 KiB chunk differs, and there are more of them (1,024) than a pull writes at once.
+    const old = randomBytes(4 * MiB);
+    const changed = randomBytes(4 * MiB);
     const source = await pushed(changed, { chunker: FIXED_4K });
     const dest = join(dir, 'dest-resume.img');
     await writeFile(dest, old);

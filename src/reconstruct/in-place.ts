@@ -253,7 +253,7 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
           if (data.length !== length) throw new VerifyFailedError(`chunk ${digestToHex(digest)} has ${data.length} bytes, manifest says ${length}`);
           bytesReceived += length;
         }
-        throwIfAborted(signal); // an aborted run stops writing at once, not after the window's chunks
+        throwIfAborted(signal); // an aborted run starts no more writes (not even of chunks already fetched)
         await writeAll(fh, data, wanted.offsets[i]!, target);
         bytesWritten += length;
         bytesDone += length;
