@@ -49,6 +49,13 @@ export interface PushOptions extends TransferPushOptions, Omit<RemoteOptions, 's
    * the commit would remove.
    */
   readonly dryRun?: boolean;
+  /**
+   * To a server: ask it to rewrite a file target larger than its threshold (`xfer serve
+   * --in-place-above`) where it is, only the chunks that changed, instead of rebuilding it
+   * and swapping it in; its copy is inconsistent until the commit ends (server/in-place.ts).
+   * Not for a local target (InvalidArgumentError).
+   */
+  readonly inPlace?: boolean;
 }
 
 export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
@@ -100,7 +107,7 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
 export async function push(source: PushSource, destination: string, options: PushOptions = {}): Promise<PushResult & { target: string }> {
   checkPushOptions(options);
   checkRemoteOptions(options);
-  for (const name of ['delete', 'dryRun']) checkBoolean(options, name);
+  for (const name of ['delete', 'dryRun', 'inPlace']) checkBoolean(options, name);
   for (const name of ['onLockWait', 'excludes', 'onEntry']) checkFunction(options, name);
   if (typeof source === 'string') checkLocalPath(source, 'the source of a push');
   // A missing source is the error to report, not what the destination would make of it.
@@ -124,7 +131,7 @@ export async function push(source: PushSource, destination: string, options: Pus
     const store = await connectRemote(r.base, { ...options, signal: options.signal });
     try {
       const name = contents ? contentsTarget(r.path, destination) : await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal: options.signal, sourceIsTree });
-      dest = new HttpDestination(store, name, { delta: options.delta });
+      dest = new HttpDestination(store, name, { delta: options.delta, inPlace: options.inPlace });
       // A server's copy mirrors the pushed tree: the entries of its current version that the
       // push lacks go at the commit. Listed (the result's `deleted`) from that version's manifest.
       if (sourceIsTree) {
@@ -141,6 +148,7 @@ export async function push(source: PushSource, destination: string, options: Pus
     }
   } else {
     refuseLocalLimit(options);
+    if (options.inPlace) throw new InvalidArgumentError('push --in-place applies to a push to a server; to rewrite a local copy in place, pull it with --in-place');
     const t = localTargetOf(contents ? await resolveContentsTarget(destination) : await resolvePushTarget(sourceName, destination, sourceIsTree));
     // A destination inside the source tree is left out of what is read (see destinationPathsIn).
     if (sourceIsTree) exclude = destinationPathsIn(source as string, t);

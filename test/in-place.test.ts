@@ -5,7 +5,7 @@
  * interrupted run is completed by the next one.
  */
 import { strict as assert } from 'node:assert';
-import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import { after, before, describe, it } from 'node:test';
 import { pull, push } from '../src/api.js';
 import { EXIT_CODES } from '../src/core/errors.js';
 import { KiB, MiB } from '../src/core/sizes.js';
+import { createServer, type XferServer } from '../src/server/server.js';
 import { isOneLineError, runCli } from './helpers/cli.js';
 
 const FIXED_4K = { algorithm: 'fixed', sizeBytes: 4 * KiB } as const;
@@ -122,5 +123,68 @@ describe('pull --in-place onto a regular file', () => {
     const t = await runCli(['pull', join(store, 'tree'), join(dir, 'tree-copy'), '--in-place']);
     assert.equal(t.code, EXIT_CODES.XFER_INVALID_ARGUMENT, t.stderr);
     assert.ok(isOneLineError(t.stderr), t.stderr);
+  });
+});
+
+describe('push --in-place to a server', () => {
+  let dir = '';
+  let server: XferServer;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xfer-in-place-server-'));
+    server = await createServer({ root: join(dir, 'root'), port: 0, inPlaceAboveBytes: 1 * MiB });
+  });
+  after(async () => {
+    await server?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** Pushes `content` as `name` to the server; returns the server's copy's path. */
+  async function pushAs(name: string, content: Buffer, inPlace: boolean): Promise<string> {
+    const src = join(dir, name);
+    await writeFile(src, content);
+    await push(src, `${server.url}/${name}`, { inPlace });
+    return join(dir, 'root', 'files', name);
+  }
+
+  it('rewrites a copy over the threshold where it is when asked, and rebuilds it atomically when not', async () => {
+    const v1 = randomBytes(4 * MiB);
+    const copy = await pushAs('big.img', v1, false);
+    const v2 = Buffer.from(v1);
+    randomBytes(4 * KiB).copy(v2, 1 * MiB + 7);
+    const ino = (await stat(copy)).ino;
+    await pushAs('big.img', v2, true);
+    assert.ok((await readFile(copy)).equals(v2), 'the server has the new content');
+    assert.equal((await stat(copy)).ino, ino, 'the same file, rewritten in place');
+    // Without the flag: rebuilt beside and swapped in (a new file).
+    const v3 = Buffer.from(v2);
+    v3[5] ^= 1;
+    await pushAs('big.img', v3, false);
+    assert.ok((await readFile(copy)).equals(v3));
+    assert.notEqual((await stat(copy)).ino, ino, 'rebuilt atomically without --in-place');
+  });
+
+  it('keeps the atomic rebuild for a copy at or under the threshold, and never writes through a symlink in the files directory', async () => {
+    const small = randomBytes(512 * KiB);
+    const copy = await pushAs('small.img', small, false);
+    const ino = (await stat(copy)).ino;
+    small[9] ^= 1;
+    await pushAs('small.img', small, true);
+    assert.ok((await readFile(copy)).equals(small));
+    assert.notEqual((await stat(copy)).ino, ino, 'under the threshold: rebuilt and swapped in');
+
+    const outside = join(dir, 'outside.img');
+    const was = randomBytes(2 * MiB);
+    await writeFile(outside, was);
+    await symlink(outside, join(dir, 'root', 'files', 'link.img'));
+    await assert.rejects(pushAs('link.img', randomBytes(2 * MiB), true), /symbolic link on the server/);
+    assert.ok((await readFile(outside)).equals(was), 'the file the symlink points to is untouched');
+  });
+
+  it('a local push refuses --in-place with a one-line error', async () => {
+    const src = join(dir, 'local.bin');
+    await writeFile(src, 'x');
+    const r = await runCli(['push', src, join(dir, 'localdest') + '/', '--in-place']);
+    assert.equal(r.code, EXIT_CODES.XFER_INVALID_ARGUMENT, r.stderr);
+    assert.ok(isOneLineError(r.stderr), r.stderr);
   });
 });

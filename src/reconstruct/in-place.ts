@@ -27,7 +27,8 @@ import type { ScanPool } from '../scan/pool.js';
 import { StreamScan } from '../scan/scanner.js';
 import type { ChunkStore } from '../store/store.js';
 import { applyAttributes, attributePolicy, type AttributeOptions } from './attributes.js';
-import { DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES, type PullProgress, type PullResult } from './reconstruct.js';
+import { checkConfined, segmentsBelow } from '../io/safe-path.js';
+import { DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES, SET_ID_BITS, type PullProgress, type PullResult } from './reconstruct.js';
 import { SeedIndex } from './seeds.js';
 
 /**
@@ -50,8 +51,14 @@ export interface InPlaceOptions {
   readonly onInconsistent?: (target: string) => void;
   /** Which recorded attributes are applied to a regular file (a device keeps its own). */
   readonly attributes?: AttributeOptions;
-  /** Test hook: called after each chunk written (to interrupt a run at a known point). */
-  readonly afterWrite?: (written: number) => void;
+  /**
+   * The server's copy: only a regular file, never through a symlink (not even its last
+   * component: O_NOFOLLOW), never a device; and reached below this directory without
+   * following any symlink (see ReconstructOptions.confineTo).
+   */
+  readonly confineTo?: string;
+  /** Clear the set-user-ID and set-group-ID bits of the mode applied (ReconstructOptions.clearSetId). */
+  readonly clearSetId?: boolean;
 }
 
 /** What an in-place rebuild changed, beyond PullResult: the bytes it wrote and where. */
@@ -140,10 +147,13 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
   const total = header.totalBytes;
   if (offset !== total) throw new VerifyFailedError(`${target}: the manifest's chunks add up to ${offset} bytes, its header says ${total}`);
 
+  if (options.confineTo !== undefined) await checkConfined(options.confineTo, segmentsBelow(options.confineTo, target));
   const st = await lstat(target).catch((err: unknown) => {
     throw fromSystemError(err, target, 'stat');
   });
-  const isDevice = st.isSymbolicLink() ? (await stat(target)).isBlockDevice() : st.isBlockDevice();
+  // A device named through a symlink (/dev/disk/by-id/...) is the device; the server's copy
+  // is never a device and never followed.
+  const isDevice = options.confineTo === undefined && (st.isSymbolicLink() ? (await stat(target)).isBlockDevice() : st.isBlockDevice());
   // A device is opened exclusively: Linux refuses (EBUSY) while it is mounted or held by
   // another exclusive user, and refuses them while this runs. A mounted filesystem written
   // under its kernel driver would be destroyed.
@@ -257,7 +267,6 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
         await writeAll(fh, data, wanted.offsets[i]!, target);
         bytesWritten += length;
         bytesDone += length;
-        options.afterWrite?.(bytesWritten);
         progress();
       });
     }
@@ -275,7 +284,10 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
       throw new VerifyFailedError(`${target}: content digest after writing in place ${digest.toString('hex')} does not match the manifest's ${digestToHex(header.digest)}`);
     }
     await fh.close();
-    if (!isDevice && meta) await applyAttributes(target, meta, attributePolicy(options.attributes), target, { existing: true });
+    if (!isDevice && meta) {
+      const mode = options.clearSetId ? meta.mode & ~SET_ID_BITS : meta.mode;
+      await applyAttributes(target, { ...meta, mode }, attributePolicy(options.attributes), target, { existing: true });
+    }
     return {
       kind: 'file', bytesTotal: total, bytesReceived, bytesReused, chunksTotal: header.chunkCount,
       seconds: (performance.now() - started) / 1000, digest: digestToHex(header.digest), deleted: [],
