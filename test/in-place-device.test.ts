@@ -114,6 +114,34 @@ describe('in-place pulls onto a block device', () => {
     });
   });
 
+  it('a mounted device is refused (device busy) and nothing is written to it', async (t) => {
+    requireTools('mke2fs');
+    const d = join(dir, 'mounted');
+    await mkdir(join(d, 'store'), { recursive: true });
+    await mkdir(join(d, 'mnt'));
+    await writeRandomFile(join(d, 'img'), 1 * MiB, 17);
+    await push(join(d, 'img'), `${join(d, 'store')}/`);
+    const backing = join(d, 'backing');
+    execFileSync('mke2fs', ['-q', '-F', '-t', 'ext4', backing, '8M'], { stdio: 'pipe' });
+    await withLoop(t, backing, async (device) => {
+      const m = spawnSync('mount', [device, join(d, 'mnt')], { encoding: 'utf8' });
+      if (m.status !== 0) {
+        t.skip(`mount refused: ${(m.stderr || '').trim()}`);
+        return;
+      }
+      try {
+        const before = await bytesWrittenTo(device);
+        const r = await runCli(['pull', join(d, 'store', 'img'), device]);
+        assert.equal(r.code, EXIT_CODES.XFER_BUSY, r.stderr);
+        assert.ok(isOneLineError(r.stderr), r.stderr);
+        assert.match(r.stderr, /device is in use/);
+        assert.equal((await bytesWrittenTo(device)) - before, 0, 'nothing written');
+      } finally {
+        spawnSync('umount', [join(d, 'mnt')]);
+      }
+    });
+  });
+
   it('an ext4 image edited with debugfs and pushed again is pulled in place onto a device and a file: e2fsck finds both clean, both equal the image', async (t) => {
     requireTools('mke2fs', 'debugfs', 'e2fsck');
     const d = join(dir, 'ext4');
