@@ -264,7 +264,7 @@ export async function pull(source: string, destination: string, options: PullOpt
     if (inPlace === 'device' || (inPlace === 'file' && options.inPlace)) {
       const result = await inPlaceRebuild(reader, store, target, {
         signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, onInconsistent: options.onInconsistent,
-        attributes: { numericIds: options.numericIds === true },
+        attributes: { numericIds: options.numericIds === true }, quickCheck: !options.checksum,
       });
       return { ...result, target, plan };
     }

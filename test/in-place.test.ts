@@ -14,6 +14,7 @@ import { pull, push } from '../src/api.js';
 import { EXIT_CODES } from '../src/core/errors.js';
 import { KiB, MiB } from '../src/core/sizes.js';
 import { createServer, type XferServer } from '../src/server/server.js';
+import { setTimesNs } from '../src/io/sys.js';
 import { isOneLineError, runCli } from './helpers/cli.js';
 
 const FIXED_4K = { algorithm: 'fixed', sizeBytes: 4 * KiB } as const;
@@ -100,6 +101,26 @@ describe('pull --in-place onto a regular file', () => {
     const r = await pull(source, dest, { inPlace: true });
     assert.ok((await readFile(dest)).equals(changed), 'completed');
     assert.ok(r.bytesWritten! < changed.length, `only what the first run left (${r.bytesWritten} bytes written)`);
+  });
+
+  it('keeps a file whose size, mtime and mode are the manifest\'s without reading it (quick check); --checksum compares it', async () => {
+    const content = randomBytes(512 * KiB);
+    const source = await pushed(content);
+    const dest = join(dir, 'dest-quick.img');
+    await writeFile(dest, randomBytes(512 * KiB));
+    await pull(source, dest, { inPlace: true });
+    // Damaged behind unchanged metadata: the quick check cannot see it, as rsync's cannot.
+    const st = await stat(dest, { bigint: true });
+    const damaged = Buffer.from(content);
+    damaged[70_000] ^= 0xff;
+    await writeFile(dest, damaged);
+    setTimesNs(dest, st.atimeNs, st.mtimeNs);
+    const quick = await pull(source, dest, { inPlace: true });
+    assert.equal(quick.bytesWritten, 0);
+    assert.ok((await readFile(dest)).equals(damaged), 'kept as it is, unread');
+    const full = await pull(source, dest, { inPlace: true, checksum: true });
+    assert.ok(full.bytesWritten! > 0 && full.bytesWritten! <= 256 * KiB, `one chunk rewritten: ${full.bytesWritten}`);
+    assert.ok((await readFile(dest)).equals(content), 'repaired');
   });
 
   it('says on stderr that the file is inconsistent until the pull completes; a tree is refused', async () => {

@@ -30,6 +30,7 @@ import { applyAttributes, attributePolicy, type AttributeOptions } from './attri
 import { checkConfined, segmentsBelow } from '../io/safe-path.js';
 import { DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES, SET_ID_BITS, type PullProgress, type PullResult } from './reconstruct.js';
 import { SeedIndex } from './seeds.js';
+import { sameFile } from './staging.js';
 
 /**
  * Chunks that moved within the target and whose old place is overwritten by this run are
@@ -59,6 +60,12 @@ export interface InPlaceOptions {
   readonly confineTo?: string;
   /** Clear the set-user-ID and set-group-ID bits of the mode applied (ReconstructOptions.clearSetId). */
   readonly clearSetId?: boolean;
+  /**
+   * rsync's quick check: a regular file with the size, mtime and mode of the manifest's
+   * entry is taken as the manifest's and kept without being read (a pull without
+   * --checksum). A device has no such metadata: it is always compared.
+   */
+  readonly quickCheck?: boolean;
 }
 
 /** What an in-place rebuild changed, beyond PullResult: the bytes it wrote and where. */
@@ -168,6 +175,12 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
   try {
     const st2 = await fh.stat();
     if (!isDevice && !st2.isFile()) throw new InvalidArgumentError(`${target}: not a regular file or a block device`);
+    if (!isDevice && options.quickCheck && meta && (await sameFile(target, { size: total, mtimeMs: meta.mtimeMs, mtimeExtraNs: meta.mtimeExtraNs, mode: options.clearSetId ? meta.mode & ~SET_ID_BITS : meta.mode }))) {
+      return {
+        kind: 'file', bytesTotal: total, bytesReceived: 0, bytesReused: total, chunksTotal: header.chunkCount,
+        seconds: (performance.now() - started) / 1000, digest: digestToHex(header.digest), deleted: [], bytesWritten: 0, chunksWritten: 0, chunksMoved: 0,
+      };
+    }
     const targetBytes = isDevice ? await deviceBytes(fh) : st2.size;
     if (isDevice && targetBytes < total) {
       throw new TooLargeError(`${target}: device holds ${targetBytes} bytes (${formatBytes(targetBytes)}), the content is ${total} bytes (${formatBytes(total)}); nothing written`);

@@ -391,7 +391,11 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         // in-place=1 (push --in-place): a large file target is rewritten where it is, only
         // the chunks that changed (server/in-place.ts); else the atomic rebuild below.
         if (inPlace) {
-          const r = await commitInPlace(file, ctx.store, target, { signal: ctx.signal, confineTo: ctx.filesDir, aboveBytes: ctx.inPlaceAboveBytes ?? IN_PLACE_ABOVE_BYTES, beforeCommit });
+          const current = checksum ? undefined : await openCommitted(name);
+          await current?.close();
+          const r = await commitInPlace(file, ctx.store, target, {
+            signal: ctx.signal, confineTo: ctx.filesDir, aboveBytes: ctx.inPlaceAboveBytes ?? IN_PLACE_ABOVE_BYTES, beforeCommit, committedDigest: current?.header.digest,
+          });
           if (r) return r;
         }
         // A stage that built this very file while the chunks arrived: swap it in. Any

@@ -29,19 +29,26 @@ export interface InPlaceCommitOptions {
   readonly aboveBytes: number;
   /** Stores the manifest (after the chunks are durable): run once the copy is verified. */
   readonly beforeCommit: () => Promise<void>;
+  /**
+   * The digest of the manifest committed at the target now (none with checksum=1). The same
+   * as the new one: not applicable; the atomic path's quick check keeps an unchanged copy
+   * without reading it, where this would chunk all of it.
+   */
+  readonly committedDigest?: Uint8Array;
 }
 
 /**
  * Commits the manifest at `manifestFile` by rewriting `target` in place, if that applies:
  * the manifest is a single file's and the target is now a regular file (not a symlink, not
- * a device) of more than `aboveBytes` bytes. Undefined when it does not apply (the caller
+ * a device) of more than `aboveBytes` bytes, and not the version committed now. Undefined when it does not apply (the caller
  * rebuilds atomically, as without the flag).
  */
 export async function commitInPlace(manifestFile: string, store: ChunkStore, target: string, options: InPlaceCommitOptions): Promise<InPlaceResult | undefined> {
   const { signal } = options;
   const reader = await openManifestFile(manifestFile, { signal });
   const st = await lstat(target).catch(() => undefined);
-  if (reader.header.kind !== 'file' || !st?.isFile() || st.size <= options.aboveBytes) {
+  const same = options.committedDigest !== undefined && Buffer.compare(options.committedDigest, reader.header.digest) === 0;
+  if (reader.header.kind !== 'file' || !st?.isFile() || st.size <= options.aboveBytes || same) {
     await reader.close();
     return undefined;
   }
