@@ -258,32 +258,38 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
     progress();
     if (changed.length > 0 || (!isDevice && targetBytes !== total)) options.onInconsistent?.(target);
     const window = new Window(DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES);
-    for (const i of changed) {
-      throwIfAborted(signal);
-      const length = wanted.lengths[i]!;
-      await window.run(length, async () => {
-        const digest = wanted.digest(i);
-        let data = staged.get(i);
-        staged.delete(i);
-        const from = moved.get(i);
-        if (!data && from !== undefined) data = await readVerified(fh, from, length, digest, algorithm);
-        if (data) chunksMoved++;
-        else data = await seeds.read(digest);
-        if (data) bytesReused += length;
-        else {
-          const id: ChunkId = { algorithm, digest };
-          data = await store.get(id, { signal });
-          if (data.length !== length) throw new VerifyFailedError(`chunk ${digestToHex(digest)} has ${data.length} bytes, manifest says ${length}`);
-          bytesReceived += length;
-        }
-        throwIfAborted(signal); // an aborted run starts no more writes (not even of chunks already fetched)
-        await writeAll(fh, data, wanted.offsets[i]!, target);
-        bytesWritten += length;
-        bytesDone += length;
-        progress();
-      });
+    try {
+      for (const i of changed) {
+        throwIfAborted(signal);
+        const length = wanted.lengths[i]!;
+        await window.run(length, async () => {
+          const digest = wanted.digest(i);
+          let data = staged.get(i);
+          staged.delete(i);
+          const from = moved.get(i);
+          if (!data && from !== undefined) data = await readVerified(fh, from, length, digest, algorithm);
+          if (data) chunksMoved++;
+          else data = await seeds.read(digest);
+          if (data) bytesReused += length;
+          else {
+            const id: ChunkId = { algorithm, digest };
+            data = await store.get(id, { signal });
+            if (data.length !== length) throw new VerifyFailedError(`chunk ${digestToHex(digest)} has ${data.length} bytes, manifest says ${length}`);
+            bytesReceived += length;
+          }
+          throwIfAborted(signal); // an aborted run starts no more writes (not even of chunks already fetched)
+          await writeAll(fh, data, wanted.offsets[i]!, target);
+          bytesWritten += length;
+          bytesDone += length;
+          progress();
+        });
+      }
+      await window.drain();
+    } catch (err) {
+      // No write may still be running when the file is closed (finally, below).
+      await window.drain().catch(() => {});
+      throw err;
     }
-    await window.drain();
     // A file takes the content's size (cut or extended at its end); a device keeps its own.
     if (!isDevice && targetBytes !== total) await fh.truncate(total).catch((err: unknown) => {
       throw fromSystemError(err, target, 'truncate');
