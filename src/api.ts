@@ -258,9 +258,10 @@ export async function pull(source: string, destination: string, options: PullOpt
         chunksTotal: reader.header.chunkCount, seconds: 0, digest: '', deleted: p.deleted, target, plan: p,
       };
     }
-    // In place: a block device always (a rename cannot replace a device node), a regular
-    // file when asked (--in-place).
-    const inPlace = await inPlaceKind(target);
+    // In place: a single file onto a block device always (a rename cannot replace a device
+    // node), onto a regular file when asked (--in-place). A tree onto a device is refused by
+    // Staging (SpecialFileError), as any special file is.
+    const inPlace = reader.header.kind === 'file' ? await inPlaceKind(target) : undefined;
     if (inPlace === 'device' || (inPlace === 'file' && options.inPlace)) {
       const result = await inPlaceRebuild(reader, store, target, {
         signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, onInconsistent: options.onInconsistent,
