@@ -13,6 +13,7 @@ import { checkLocalPath, isRemote, parseRemote } from './endpoint/remote.js';
 import { destinationPathsIn, LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName, STORE_DIR_NAME } from './endpoint/local.js';
 import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifest, openManifestFile } from './manifest/reader.js';
+import { inPlaceKind, inPlaceRebuild } from './reconstruct/in-place.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
 import { ScanPool } from './scan/pool.js';
 import type { ChunkStore, ManifestStore } from './store/store.js';
@@ -48,6 +49,13 @@ export interface PushOptions extends TransferPushOptions, Omit<RemoteOptions, 's
    * the commit would remove.
    */
   readonly dryRun?: boolean;
+  /**
+   * To a server: ask it to rewrite a file target larger than its threshold (`xfer serve
+   * --in-place-above`) where it is, only the chunks that changed, instead of rebuilding it
+   * and swapping it in; its copy is inconsistent until the commit ends (server/in-place.ts).
+   * Not for a local target (InvalidArgumentError).
+   */
+  readonly inPlace?: boolean;
 }
 
 export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
@@ -78,6 +86,16 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
   readonly plan?: boolean;
   /** rsync --numeric-ids: owners and groups applied by number, never mapped through their names. */
   readonly numericIds?: boolean;
+  /**
+   * Rewrite an existing regular file at the destination where it is, only in the ranges
+   * whose chunks differ (reconstruct/in-place.ts), instead of rebuilding it beside and
+   * renaming it over: the file is inconsistent until the pull completes (onInconsistent).
+   * A block device destination is always written so, without this option. A missing
+   * destination is made atomically as usual.
+   */
+  readonly inPlace?: boolean;
+  /** Told, before the first in-place write, that the destination is inconsistent until the pull completes. */
+  readonly onInconsistent?: (target: string) => void;
 }
 
 /**
@@ -89,7 +107,7 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
 export async function push(source: PushSource, destination: string, options: PushOptions = {}): Promise<PushResult & { target: string }> {
   checkPushOptions(options);
   checkRemoteOptions(options);
-  for (const name of ['delete', 'dryRun']) checkBoolean(options, name);
+  for (const name of ['delete', 'dryRun', 'inPlace']) checkBoolean(options, name);
   for (const name of ['onLockWait', 'excludes', 'onEntry']) checkFunction(options, name);
   if (typeof source === 'string') checkLocalPath(source, 'the source of a push');
   // A missing source is the error to report, not what the destination would make of it.
@@ -113,7 +131,7 @@ export async function push(source: PushSource, destination: string, options: Pus
     const store = await connectRemote(r.base, { ...options, signal: options.signal });
     try {
       const name = contents ? contentsTarget(r.path, destination) : await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal: options.signal, sourceIsTree });
-      dest = new HttpDestination(store, name, { delta: options.delta });
+      dest = new HttpDestination(store, name, { delta: options.delta, inPlace: options.inPlace });
       // A server's copy mirrors the pushed tree: the entries of its current version that the
       // push lacks go at the commit. Listed (the result's `deleted`) from that version's manifest.
       if (sourceIsTree) {
@@ -130,6 +148,7 @@ export async function push(source: PushSource, destination: string, options: Pus
     }
   } else {
     refuseLocalLimit(options);
+    if (options.inPlace) throw new InvalidArgumentError('push --in-place applies to a push to a server; to rewrite a local copy in place, pull it with --in-place');
     const t = localTargetOf(contents ? await resolveContentsTarget(destination) : await resolvePushTarget(sourceName, destination, sourceIsTree));
     // A destination inside the source tree is left out of what is read (see destinationPathsIn).
     if (sourceIsTree) exclude = destinationPathsIn(source as string, t);
@@ -184,11 +203,11 @@ export async function push(source: PushSource, destination: string, options: Pus
  * at a local path (cp semantics), reusing chunks already there and in seeds, verifying
  * everything, replacing atomically; an interrupted pull resumes from its partial file.
  */
-export async function pull(source: string, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string; plan?: PullPlan }> {
+export async function pull(source: string, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string; plan?: PullPlan; bytesWritten?: number }> {
   checkRemoteOptions(options);
   checkSignal(options);
-  for (const name of ['checksum', 'delete', 'dryRun', 'plan']) checkBoolean(options, name);
-  for (const name of ['onProgress', 'excludes']) checkFunction(options, name);
+  for (const name of ['checksum', 'delete', 'dryRun', 'plan', 'inPlace']) checkBoolean(options, name);
+  for (const name of ['onProgress', 'excludes', 'onInconsistent']) checkFunction(options, name);
   if (options.seeds !== undefined && !(Array.isArray(options.seeds) && options.seeds.every((s) => typeof s === 'string'))) {
     throw new InvalidOptionError('seeds', 'an array of paths');
   }
@@ -239,6 +258,21 @@ export async function pull(source: string, destination: string, options: PullOpt
         bytesZero: 0, bytesAllocated: 0, // a dry run writes nothing
         chunksTotal: reader.header.chunkCount, seconds: 0, digest: '', deleted: p.deleted, target, plan: p,
       };
+    }
+    // In place: a single file onto a block device always (a rename cannot replace a device
+    // node), onto a regular file when asked (--in-place). A tree onto a device is refused by
+    // Staging (SpecialFileError), as any special file is.
+    const inPlace = reader.header.kind === 'file' ? await inPlaceKind(target) : undefined;
+    if (inPlace === 'device' || (inPlace === 'file' && options.inPlace)) {
+      const result = await inPlaceRebuild(reader, store, target, {
+        signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, onInconsistent: options.onInconsistent,
+        attributes: { numericIds: options.numericIds === true }, quickCheck: !options.checksum,
+      });
+      return { ...result, target, plan };
+    }
+    if (options.inPlace && reader.header.kind === 'tree') {
+      await reader.close();
+      throw new InvalidArgumentError(`${source}: --in-place applies to a single file or a block device; this is a tree`);
     }
     // The quick check: the manifest's own files, as reconstruct's previous version (a tree's
     // compared entry by entry as they are read, without a second reading of the manifest).

@@ -13,6 +13,7 @@ interface PullFlags extends RemoteFlags, SyncFlags {
   checksum?: boolean;
   delete?: boolean;
   numericIds?: boolean;
+  inPlace?: boolean;
 }
 
 export function registerPull(program: Command, signal: AbortSignal): void {
@@ -24,6 +25,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
     .option('--seed <file...>', 'local files whose chunks may be reused')
     .option('-c, --checksum', 'read every file already at the destination, also those whose size, mtime and mode match the manifest (rsync --checksum)')
     .option('--delete', 'remove entries of an existing destination tree that the pulled tree lacks, except excluded ones (by default they are kept, as rsync keeps them)')
+    .option('--in-place', 'rewrite an existing file where it is, only the ranges that differ, instead of replacing it atomically (a block device is always written so); it is inconsistent until the pull completes, and running the pull again completes it')
     .option('--json', 'print the result as one JSON object')
     .option('-q, --quiet', 'no progress display');
   const filterArgs: FilterArg[] = [];
@@ -43,6 +45,12 @@ export function registerPull(program: Command, signal: AbortSignal): void {
         checksum: flags.checksum === true,
         delete: flags.delete === true,
         numericIds: flags.numericIds === true,
+        inPlace: flags.inPlace === true,
+        // A warning, shown even with --quiet or --json: the user must know not to use the target.
+        onInconsistent: (target) => {
+          progress.done();
+          process.stderr.write(`xfer: writing ${target} in place: it is inconsistent until this pull completes (if interrupted, run it again to complete it)\n`);
+        },
         onProgress: (p) => progress.update(p.bytesDone, p.bytesTotal, `, ${formatBytes(p.bytesReused)} reused${p.bytesZero > 0 ? ` (${formatBytes(p.bytesZero)} zero, left as holes)` : ''}`),
         onRetry: (e) => progress.retrying(e),
       });
@@ -65,6 +73,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
           ...(dryRun ? { dryRun: true } : {}),
           bytesTotal: r.bytesTotal, bytesReceived: r.bytesReceived, bytesReused: r.bytesReused,
           bytesZero: r.bytesZero, bytesAllocated: r.bytesAllocated, seconds: r.seconds, deleted: r.deleted,
+          ...(r.bytesWritten !== undefined ? { bytesWritten: r.bytesWritten } : {}),
           ...(flags.verbose || dryRun ? { transferred } : {}),
           ...(stats ? { stats } : {}),
         });
@@ -76,7 +85,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
       } else if (!flags.quiet) {
         process.stdout.write(
           `pulled ${r.target}: ${formatBytes(r.bytesTotal)}; ${formatBytes(r.bytesReceived)} received, ` +
-            `${formatBytes(r.bytesReused)} reused locally; ${r.seconds.toFixed(2)} s, ${rate(r.bytesTotal, r.seconds)}\n`,
+            `${formatBytes(r.bytesReused)} reused locally; ${r.bytesWritten !== undefined ? `${formatBytes(r.bytesWritten)} written in place; ` : ''}${r.seconds.toFixed(2)} s, ${rate(r.bytesTotal, r.seconds)}\n`,
         );
       }
       if (stats && !flags.json) process.stdout.write(statsText(stats));

@@ -16,6 +16,7 @@ interface PushFlags extends ChunkerFlags, RemoteFlags, SyncFlags {
   checksum?: boolean;
   delete?: boolean;
   numericIds?: boolean;
+  inPlace?: boolean;
 }
 
 export function registerPush(program: Command, signal: AbortSignal, setExitCode: (code: number) => void): void {
@@ -28,7 +29,8 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
     .option('-q, --quiet', 'no progress display')
     .option('--no-delta', 'to a server: send changed chunks whole, not as the blocks that differ from the chunk they replace')
     .option('--delete', 'into a local directory: remove entries of the existing target tree that the source lacks, except excluded ones (by default they are kept, as rsync keeps them)')
-    .option('-c, --checksum', 'read every file, also those whose size and mtime are unchanged since the last push to the target (rsync --checksum)');
+    .option('-c, --checksum', 'read every file, also those whose size and mtime are unchanged since the last push to the target (rsync --checksum)')
+    .option('--in-place', "to a server: have it rewrite a file target larger than its --in-place-above threshold where it is, only the changed chunks, instead of rebuilding it whole and swapping it in (the server's copy is inconsistent until the push completes)");
   const filterArgs: FilterArg[] = [];
   for (const o of [...syncOptions(filterArgs), numericIdsOption(), ...chunkerOptions(), ...remoteOptions()]) cmd.addOption(o);
   cmd.action(async (source: string, dest: string, flags: PushFlags) => {
@@ -48,6 +50,7 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
         ...remoteFrom(flags, signal),
         delta: flags.delta,
         checksum: flags.checksum === true,
+        inPlace: flags.inPlace === true,
         delete: flags.delete === true,
         dryRun,
         excludes,

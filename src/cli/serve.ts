@@ -11,6 +11,8 @@ import {
   STAGE_IDLE_TIMEOUT_MS,
 } from '../server/limits.js';
 import { createServer, DEFAULT_PORT } from '../server/server.js';
+import { IN_PLACE_ABOVE_BYTES } from '../server/in-place.js';
+import { parseSize } from '../core/sizes.js';
 
 interface ServeFlags {
   root: string;
@@ -28,6 +30,7 @@ interface ServeFlags {
   logFormat: string;
   logLevel: string;
   quiet?: boolean;
+  inPlaceAbove: string;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -50,6 +53,7 @@ export function registerServe(program: Command, signal: AbortSignal): void {
     .addOption(new Option('--max-streams <n>', 'requests in progress on the whole server; beyond, 503 with Retry-After').default(String(MAX_STREAMS_TOTAL)))
     .addOption(new Option('--log-format <format>', 'log lines on stderr: text or json').choices(['text', 'json']).default('text'))
     .addOption(new Option('--log-level <level>', 'least severe level logged').choices(LOG_LEVELS).default('info'))
+    .addOption(new Option('--in-place-above <size>', 'a push with --in-place rewrites a file target larger than this where it is, only the changed chunks (smaller ones are rebuilt and swapped in atomically)').default(`${IN_PLACE_ABOVE_BYTES / 1024 ** 3}G`))
     .option('-q, --quiet', 'log warnings and errors only (same as --log-level warn)')
     .action(async (flags: ServeFlags) => {
       const port = Number(flags.port);
@@ -74,6 +78,7 @@ export function registerServe(program: Command, signal: AbortSignal): void {
           maxConnections: flags.maxConnections === undefined ? undefined : countFlag(flags.maxConnections, '--max-connections'),
           maxStreams: countFlag(flags.maxStreams, '--max-streams'),
           logger,
+          inPlaceAboveBytes: parseSize(flags.inPlaceAbove, '--in-place-above size'),
         });
         process.stdout.write(`listening on ${server.url}\n`);
         logger.info({ url: server.url }, 'listening');

@@ -76,7 +76,12 @@ export class HttpDestination implements PushDestination {
   constructor(
     readonly chunks: HttpStore,
     private readonly name: string,
-    private readonly options: { readonly delta?: boolean; readonly stage?: boolean } = {},
+    /**
+     * inPlace (push --in-place): the commit asks the server to rewrite a large file target
+     * in place (in-place=1, server/in-place.ts); no stage is opened for a file, which would
+     * rebuild it whole beside the target while the chunks arrive.
+     */
+    private readonly options: { readonly delta?: boolean; readonly stage?: boolean; readonly inPlace?: boolean } = {},
   ) {
     this.description = `${chunks.base.origin}/${name}`;
   }
@@ -88,6 +93,7 @@ export class HttpDestination implements PushDestination {
     const name = this.name;
     const algorithm = opts.digestAlgorithm ?? 'blake3';
     const checksum = opts.checksum === true;
+    const inPlace = this.options.inPlace === true;
     const previous = await previousVersion(store, name, kind, opts);
     if (this.options.delta !== false) store.useBases(previous);
     this.known = KnownFiles.for(previous, store, opts);
@@ -101,7 +107,7 @@ export class HttpDestination implements PushDestination {
       entry: async (meta: EntryMeta, o: EntryOptions = {}): Promise<FileSink | undefined> => {
         // A stream's size is not known up front: it is rebuilt at commit. A known file the
         // server keeps as it is.
-        if (!staging || kind !== 'file' || meta.type !== 'file' || meta.size < 0 || stage || o.known) return undefined;
+        if (!staging || kind !== 'file' || meta.type !== 'file' || meta.size < 0 || stage || o.known || inPlace) return undefined;
         const s = store.openStage(name, algorithm, meta, opts.signal, { checksum });
         s.done.catch(() => {}); // awaited at commit; a failed stage only costs the server time
         stage = s;
@@ -113,7 +119,7 @@ export class HttpDestination implements PushDestination {
       async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
         treeStage?.list.endBody();
         try {
-          await store.commitManifest(name, () => createReadStream(manifestPath), { ...opts, checksum });
+          await store.commitManifest(name, () => createReadStream(manifestPath), { ...opts, checksum, inPlace });
         } finally {
           stage?.list.stop();
         }

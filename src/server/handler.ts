@@ -19,6 +19,7 @@ import type { LocalStore } from '../store/local.js';
 import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES, sumsBytes } from '../store/delta.js';
 import { validateManifestPrefix } from '../store/names.js';
 import { chunkerOfQuery } from '../store/stage-format.js';
+import { commitInPlace, IN_PLACE_ABOVE_BYTES } from './in-place.js';
 import { BODY_TIMEOUT_MS, FETCH_READ_AHEAD, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_QUERY_DIGESTS, MAX_SMALL_BODY_BYTES, MAX_SUMS_ANSWER_BYTES } from './limits.js';
 import { silentLogger, type ServerLogger } from './log.js';
 import { materializedPath, remotePathToName } from './paths.js';
@@ -46,6 +47,8 @@ export interface HandlerContext {
   /** An answer the client takes nothing of for this long is reset (BODY_TIMEOUT_MS). 0: none. */
   readonly sendTimeoutMs?: number;
   readonly log?: ServerLogger;
+  /** See IN_PLACE_ABOVE_BYTES (server/in-place.ts). */
+  readonly inPlaceAboveBytes?: number;
 }
 
 /**
@@ -105,7 +108,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     if (rest.startsWith('manifests/')) {
       const name = remotePathToName(rest.slice('manifests/'.length));
       if (method === 'GET') return getManifest(res, name);
-      if (method === 'PUT') return putManifest(req, res, name, checksumParam(url));
+      if (method === 'PUT') return putManifest(req, res, name, checksumParam(url), flagParam(url, 'in-place'));
     }
     if (method === 'GET' && rest.startsWith('stat/')) return stat(res, remotePathToName(rest.slice('stat/'.length)));
     if (method === 'GET' && rest === 'list') return list(res, url.searchParams.get('prefix') ?? '');
@@ -352,7 +355,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
    * files are read and re-hashed instead of being kept or linked by their size and mtime,
    * and rewritten where they differ: a copy damaged on disk behind its metadata is repaired.
    */
-  async function putManifest(req: Http2ServerRequest, res: Http2ServerResponse, name: string, checksum: boolean): Promise<void> {
+  async function putManifest(req: Http2ServerRequest, res: Http2ServerResponse, name: string, checksum: boolean, inPlace: boolean): Promise<void> {
     const target = await materializedPath(ctx.filesDir, name, ctx.store, ctx.signal);
     const declared = Number(req.headers['content-length'] ?? NaN);
     if (declared > MAX_MANIFEST_BYTES) throw new TooLargeError(`manifest of ${declared} bytes is over the limit of ${MAX_MANIFEST_BYTES}`);
@@ -386,6 +389,16 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
           await flushed;
           await ctx.store.putManifest(name, createReadStream(file), { signal: ctx.signal });
         };
+        // in-place=1 (push --in-place): a large file target is rewritten where it is, only
+        // the chunks that changed (server/in-place.ts); else the atomic rebuild below.
+        if (inPlace) {
+          const current = checksum ? undefined : await openCommitted(name);
+          await current?.close();
+          const r = await commitInPlace(file, ctx.store, target, {
+            signal: ctx.signal, confineTo: ctx.filesDir, aboveBytes: ctx.inPlaceAboveBytes ?? IN_PLACE_ABOVE_BYTES, beforeCommit, committedDigest: current?.header.digest,
+          });
+          if (r) return r;
+        }
         // A stage that built this very file while the chunks arrived: swap it in. Any
         // failure of the stage leaves the target as it was, and the rebuild below runs.
         const stage = stages.take(name);
@@ -577,8 +590,13 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
  * check) and re-hashes what it would otherwise keep. Absent or `0`: the quick check.
  */
 function checksumParam(url: URL): boolean {
-  const raw = url.searchParams.get('checksum');
-  if (raw !== null && raw !== '0' && raw !== '1') throw new InvalidArgumentError('query parameter checksum must be 0 or 1');
+  return flagParam(url, 'checksum');
+}
+
+/** A query flag: absent or 0 (false), 1 (true); anything else is refused. */
+function flagParam(url: URL, key: string): boolean {
+  const raw = url.searchParams.get(key);
+  if (raw !== null && raw !== '0' && raw !== '1') throw new InvalidArgumentError(`query parameter ${key} must be 0 or 1`);
   return raw === '1';
 }
 

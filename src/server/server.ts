@@ -60,6 +60,8 @@ export interface ServerOptions {
   readonly maxStreams?: number;
   /** Where requests, commits and errors are reported (server/log.ts). Default: nowhere. */
   readonly logger?: ServerLogger;
+  /** A push asking for it (in-place=1) rewrites a file target of more bytes than this in place (IN_PLACE_ABOVE_BYTES). */
+  readonly inPlaceAboveBytes?: number;
 }
 
 export interface XferServer {
@@ -123,6 +125,7 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   for (const [name, v] of Object.entries({ maxConnections, maxStreams })) {
     if (!isNonNegativeInteger(v) || v < 1) throw new InvalidArgumentError(`${name} must be a positive integer`);
   }
+  if (options.inPlaceAboveBytes !== undefined && !isNonNegativeInteger(options.inPlaceAboveBytes)) throw new InvalidArgumentError('inPlaceAboveBytes must be a non-negative integer of bytes');
   const log = options.logger ?? silentLogger;
   // Absolute, so that messages naming paths under it are recognized and hidden (handler.ts),
   // whatever the working directory.
@@ -141,7 +144,7 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   const controller = new AbortController();
   setMaxListeners(0, controller.signal); // every in-flight store operation listens on it
   const stats = { commits: 0, commitsStaged: 0 };
-  const handler = createHandler({ store, filesDir, tmpDir, token: options.token, signal: controller.signal, stats, stageTimeoutMs, sendTimeoutMs: bodyTimeoutMs, log });
+  const handler = createHandler({ store, filesDir, tmpDir, token: options.token, signal: controller.signal, stats, stageTimeoutMs, sendTimeoutMs: bodyTimeoutMs, log, inPlaceAboveBytes: options.inPlaceAboveBytes });
   const settings = { initialWindowSize: STREAM_WINDOW_BYTES, maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: MAX_HEADER_LIST_BYTES };
 
   const connections = new Map<string, Connection>();

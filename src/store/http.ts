@@ -107,6 +107,8 @@ export interface CommitOptions {
    * (or linking) files by their size and mtime (`checksum=1`, docs/PROTOCOL.md).
    */
   readonly checksum?: boolean;
+  /** A push with --in-place: a large file target may be rewritten where it is (`in-place=1` on the commit, docs/PROTOCOL.md). */
+  readonly inPlace?: boolean;
 }
 
 /** A request body being filled with upload records. */
@@ -648,7 +650,8 @@ export class HttpStore implements ChunkStore, ManifestStore {
   ): Promise<{ kind: string; totalBytes: number; digest: string }> {
     const body = typeof source === 'function' ? () => source() as CallOptions['body'] : (source as CallOptions['body']);
     // No limit on the wait for the answer: see HttpStoreOptions.answerTimeoutMs.
-    const put = { method: 'PUT', path: `/v1/manifests/${encodePath(name)}${options.checksum ? '?checksum=1' : ''}`, body, signal: options.signal, headersTimeout: 0 } as const;
+    const query = [options.checksum ? 'checksum=1' : '', options.inPlace ? 'in-place=1' : ''].filter((q) => q !== '').join('&');
+    const put = { method: 'PUT', path: `/v1/manifests/${encodePath(name)}${query ? `?${query}` : ''}`, body, signal: options.signal, headersTimeout: 0 } as const;
     return (await this.request(put, json)) as { kind: string; totalBytes: number; digest: string };
   }
 

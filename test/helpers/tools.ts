@@ -7,6 +7,9 @@ const PACKAGE_OF: Readonly<Record<string, string>> = {
   setfattr: 'attr',
   getfacl: 'acl',
   setfacl: 'acl',
+  mke2fs: 'e2fsprogs',
+  debugfs: 'e2fsprogs',
+  e2fsck: 'e2fsprogs',
 };
 
 /**
