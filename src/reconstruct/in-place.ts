@@ -29,6 +29,7 @@ import { StreamScan } from '../scan/scanner.js';
 import type { ChunkStore } from '../store/store.js';
 import { applyAttributes, attributePolicy, type AttributeOptions } from './attributes.js';
 import { checkConfined, segmentsBelow } from '../io/safe-path.js';
+import { blockDeviceSize } from '../io/sys.js';
 import { DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES, SET_ID_BITS, type PullProgress, type PullResult } from './reconstruct.js';
 import { SeedIndex } from './seeds.js';
 import { sameFile } from './staging.js';
@@ -183,7 +184,7 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
         bytesZero: 0, bytesAllocated: st2.blocks * 512,
       };
     }
-    const targetBytes = isDevice ? await deviceBytes(fh) : st2.size;
+    const targetBytes = isDevice ? blockDeviceSize(fh.fd) : st2.size;
     if (isDevice && targetBytes < total) {
       throw new TooLargeError(`${target}: device holds ${targetBytes} bytes (${formatBytes(targetBytes)}), the content is ${total} bytes (${formatBytes(total)}); nothing written`);
     }
@@ -388,27 +389,4 @@ async function writeAll(fh: FileHandle, data: Uint8Array, position: number, targ
   } catch (err) {
     throw fromSystemError(err, target, 'write in place');
   }
-}
-
-/**
- * A block device's size (its st_size is 0): the first offset at which a read returns
- * nothing, found by doubling then bisecting (about 2 log2(size) one-byte reads).
- */
-export async function deviceBytes(fh: FileHandle): Promise<number> {
-  const one = Buffer.alloc(1);
-  const readable = async (pos: number) => (await fh.read(one, 0, 1, pos)).bytesRead === 1;
-  if (!(await readable(0))) return 0;
-  let lo = 0; // readable
-  let hi = 4096;
-  while (await readable(hi)) {
-    lo = hi;
-    hi *= 2;
-  }
-  // lo is readable, hi is not: the size is in (lo, hi].
-  while (hi - lo > 1) {
-    const mid = Math.floor((lo + hi) / 2);
-    if (await readable(mid)) lo = mid;
-    else hi = mid;
-  }
-  return hi;
 }
