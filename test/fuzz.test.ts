@@ -26,9 +26,11 @@ describe('fuzz (short): every body the server parses, and the manifest decoder',
     const dir = await mkdtemp(join(tmpdir(), 'xfer-fuzz-test-'));
     try {
       const summary = await runFuzz({ dir: join(dir, 'run'), seed: seedFrom(process.env.FUZZ_SEED ?? '20261206'), perParser: PER_PARSER, httpPerParser: HTTP_PER_PARSER, concurrency: 96, stageGraceMs: 300,
-        // In npm test the fuzzer shares two cores with other test files: a fetch of many
-        // large chunks then took over 10 s now and then (replayed alone, milliseconds). A hang
-        // is an answer that never comes; 30 s still finds it. The long run keeps 10 s, its bar.
+        // In npm test the fuzzer shares two cores with other test files. A hang is an answer
+        // without progress (harness/fuzz.ts): a large fetch that keeps coming is none, but
+        // commits to one name queue behind each other, and on a loaded machine the last of a
+        // queue saw no headers for over 10 s (measured beside two busy loops). 30 s still
+        // finds an answer that never comes. The long run keeps 10 s, its bar.
         requestTimeoutMs: 30_000,
       });
       for (const p of DECODER_PARSERS) assert.equal(summary.kinds.get(p)?.count, PER_PARSER, `${p} ran every input`);
