@@ -510,8 +510,8 @@ async function fuzzHttp(
         if (o.kind === 'reset' || o.kind === 'timeout' || (o.kind === 'answer' && o.rstCode)) {
           // A server that just died resets every stream: those are its crash's (reported
           // once, as server-alive), not each request's. Node's http2 closing a session for
-          // its invalid frames resets its streams (INTERNAL_ERROR) before the GOAWAY that
-          // says so: judged once that has come.
+          // its invalid frames resets its streams (INTERNAL_ERROR): judged by the server's
+          // word on that session (SessionVerdicts), which may come a moment later.
           await new Promise((r) => setTimeout(r, 300));
           if (server.pid !== pid || !server.alive) {
             lost++;
