@@ -5,6 +5,9 @@
  *   --seed S           (FUZZ_SEED; default from the clock, printed)
  *   --concurrency N    concurrent HTTP/2 streams (default 96)
  *   --parser P --index I   replay one input (a finding's repro)
+ *   --from I           start each HTTP parser at input I (with --http-count N: inputs I..N-1)
+ *   --server-log PATH  append the server's log there (debug level: every request, and why
+ *                      each connection ended)
  *   --json PATH        summary file (default fuzz-summary.json)
  *   --dir PATH         working directory (default under TMPDIR), --keep to keep it
  * Prints a table per parser; exits 1 if any input failed.
@@ -35,6 +38,8 @@ async function main(argv: string[]): Promise<number> {
     concurrency: intFlag(argv, 'concurrency', 'FUZZ_CONCURRENCY', 96),
     stageGraceMs: 1000,
     only,
+    from: intFlag(argv, 'from', undefined, 0),
+    serverLogFile: flagValue(argv, 'server-log') === undefined ? undefined : resolve(flagValue(argv, 'server-log')!),
     keep: hasFlag(argv, 'keep'),
     log: (line) => console.log(line),
   });

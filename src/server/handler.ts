@@ -20,7 +20,7 @@ import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, delta
 import { validateManifestPrefix } from '../store/names.js';
 import { chunkerOfQuery } from '../store/stage-format.js';
 import { commitInPlace, IN_PLACE_ABOVE_BYTES } from './in-place.js';
-import { BODY_TIMEOUT_MS, FETCH_READ_AHEAD, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_QUERY_DIGESTS, MAX_SMALL_BODY_BYTES, MAX_SUMS_ANSWER_BYTES } from './limits.js';
+import { BODY_TIMEOUT_MS, FETCH_READ_AHEAD, FETCH_READ_AHEAD_BYTES, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_QUERY_DIGESTS, MAX_SMALL_BODY_BYTES, MAX_SUMS_ANSWER_BYTES } from './limits.js';
 import { silentLogger, type ServerLogger } from './log.js';
 import { materializedPath, remotePathToName } from './paths.js';
 import { escapeRegExp } from '../core/regexp.js';
@@ -307,26 +307,53 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     });
   }
 
+  /**
+   * Streams the chunks asked for, reading ahead of the writer at most FETCH_READ_AHEAD
+   * chunks and FETCH_READ_AHEAD_BYTES (sizes from the store's index, before reading), so a
+   * client that reads slowly, or not at all, holds a bounded part of the server's memory.
+   */
   async function fetchChunks(req: Http2ServerRequest, res: Http2ServerResponse, algorithm: DigestAlgorithm): Promise<void> {
     const ids = digestList(await readBody(req, MAX_QUERY_DIGESTS * DIGEST_BYTES), algorithm);
     res.writeHead(200, { 'content-type': 'application/octet-stream' });
-    const reads: Promise<Buffer | undefined>[] = [];
-    const start = (i: number) => {
-      if (i < ids.length) {
+    const reads: (Promise<Buffer | undefined> | undefined)[] = [];
+    const lengths: number[] = [];
+    let started = 0;
+    let written = 0;
+    let aheadBytes = 0;
+    /** Sizes of the chunks from `from` on, FETCH_READ_AHEAD at a time (one wait, not one per chunk). */
+    const lookUp = async (from: number) => {
+      const locations = await Promise.all(ids.slice(from, from + FETCH_READ_AHEAD).map((id) => ctx.store.chunkLocation(id)));
+      locations.forEach((l, k) => (lengths[from + k] = l?.length ?? 0));
+    };
+    const fill = async () => {
+      while (started < ids.length && started - written < FETCH_READ_AHEAD) {
+        const i = started;
+        if (lengths[i] === undefined) await lookUp(i);
+        const length = lengths[i]!;
+        if (i > written && aheadBytes + length > FETCH_READ_AHEAD_BYTES) return;
+        started++;
+        aheadBytes += length;
         // Unverified: the client re-hashes every chunk it receives (the bytes cross a trust
         // boundary there), so a second hash here would only double the CPU per byte served.
-        reads[i] = ctx.store.get(ids[i]!, { signal: ctx.signal, unverified: true }).catch((err) => {
+        const read = ctx.store.get(ids[i]!, { signal: ctx.signal, unverified: true }).catch((err) => {
           if (isXferError(err, 'XFER_CHUNK_MISSING')) return undefined;
           throw err;
         });
-        reads[i]!.catch(() => {});
+        read.catch(() => {});
+        reads[i] = read;
       }
     };
-    for (let i = 0; i < FETCH_READ_AHEAD; i++) start(i);
-    for (let i = 0; i < ids.length; i++) {
+    // One fill at a time; the writer does not wait for it unless its next chunk is not started.
+    let filling: Promise<void> | undefined;
+    const readAhead = () => (filling ??= fill().finally(() => (filling = undefined)));
+    while (written < ids.length) {
+      const i = written;
+      while (!reads[i]) await readAhead(); // the chunk next to write is always started (i === written)
       const data = await reads[i]!;
-      reads[i] = undefined as unknown as Promise<Buffer | undefined>;
-      start(i + FETCH_READ_AHEAD);
+      reads[i] = undefined;
+      aheadBytes -= lengths[i]!;
+      written++;
+      readAhead().catch(() => {}); // a failure shows again where the writer waits for it
       const head = Buffer.allocUnsafe(4 + DIGEST_BYTES);
       head.writeUInt32LE(data ? data.length : 0xffffffff, 0);
       head.set(ids[i]!.digest, 4);

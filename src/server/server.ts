@@ -284,8 +284,20 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
     sessions.add(session);
     const conn = connections.get(keyOf(session.socket));
     if (conn) conn.session = session;
-    session.on('close', () => sessions.delete(session));
-    session.on('error', () => {});
+    // Why a session ends, at debug level: an error (e.g. ERR_HTTP2_TOO_MANY_INVALID_FRAMES,
+    // after which Node sends GOAWAY INTERNAL_ERROR and resets every stream), a GOAWAY from
+    // the client, a frame nghttp2 could not send. Without these a burst of resets on one
+    // connection cannot be told apart from a server fault.
+    const remote = keyOf(session.socket ?? {});
+    let requests = 0;
+    session.on('stream', () => requests++);
+    session.on('close', () => {
+      sessions.delete(session);
+      log.debug({ remote, requests }, 'session closed');
+    });
+    session.on('error', (err: NodeJS.ErrnoException) => log.debug({ remote, requests, code: err.code, error: err.message }, 'session error'));
+    session.on('goaway', (errorCode: number, lastStreamId: number) => log.debug({ remote, requests, errorCode, lastStreamId }, 'GOAWAY from the client'));
+    session.on('frameError', (frameType: number, errorCode: number, streamId: number) => log.debug({ remote, frameType, errorCode, streamId }, 'a frame could not be sent'));
     try {
       session.setLocalWindowSize(SESSION_WINDOW_BYTES);
     } catch {

@@ -6,8 +6,8 @@
  *     except the resets of a session Node's http2 closed for its client's invalid frames
  *     (see NODE_MAX_SESSION_INVALID_FRAMES: counted as skipped, and as a figure);
  *   - no crash: the server's pid stays alive throughout;
- *   - no hang: every request answered within REQUEST_TIMEOUT_MS (a stage, which may wait
- *     for chunks and a commit by design, is cancelled after a grace instead);
+ *   - no hang: no request's answer stops making progress for REQUEST_TIMEOUT_MS (a stage,
+ *     which may wait for chunks and a commit by design, is cancelled after a grace instead);
  *   - the server's RSS stays under RSS_LIMIT_BYTES (VmRSS sampled throughout);
  *   - afterwards: no `.xfer-*` staging left under files/, nothing in tmp/;
  *   - the decoder throws nothing but ManifestCorruptError, and ends every input.
@@ -19,14 +19,25 @@ import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isXferError } from '../../src/core/errors.js';
 import { openManifest, openManifestFile } from '../../src/manifest/index.js';
+import { CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES } from '../../src/store/http.js';
 import { entriesOf, stagingNames } from './fs-state.js';
 import { buildWorld, DECODER_PARSERS, httpInput, HTTP_PARSERS, manifestInput, type DecoderParser, type FuzzRequest, type HttpParser, type World } from './fuzz-inputs.js';
 import { ServeProcess } from './procs.js';
 import { Rng } from './rng.js';
 import { Summary, type Finding } from './summary.js';
 
+/**
+ * A request whose answer makes no progress (no headers, no data, no end) for this long is a
+ * hang. Not a bound on the whole answer: a fetch of many large chunks, shared fairly with 95
+ * other streams on a loaded machine, may take longer while it keeps coming (measured: 263 KB
+ * in 8.8 s with a longest pause of 0.9 s, beside two busy loops; docs/RELIABILITY.md).
+ */
 export const REQUEST_TIMEOUT_MS = 10_000;
 export const RSS_LIMIT_BYTES = 500 * 1024 * 1024;
+/** Answers slower than this are logged with their timing (not a failure). */
+const SLOW_ANSWER_MS = 2000;
+/** How often the server's RSS and liveness (and the fuzzer's own event loop) are sampled. */
+const SAMPLE_MS = 200;
 /** Findings kept in full per distinct check; the rest are counted. */
 const FINDINGS_KEPT_PER_CHECK = 3;
 /** Bytes of an answer kept to read its error code; the rest is counted and dropped. */
@@ -41,12 +52,24 @@ const FINDING_BODY_BYTES = 4096;
  * a space in :path, a :path not starting with '/', a header value with leading or trailing
  * whitespace, a body its content-length does not match), which the fuzzer sends on purpose,
  * is one such frame, and the server resets its stream with PROTOCOL_ERROR. The fuzzer sends
- * thousands on one connection: a GOAWAY with INTERNAL_ERROR on a session after at least this
- * many PROTOCOL_ERROR resets is Node defending itself against the fuzzer, not a failure of
- * the server; the streams it resets are counted as skipped (figure
- * streamsResetByInvalidFrameLimit). A GOAWAY with INTERNAL_ERROR before that stays a finding.
+ * thousands on one connection: that is Node defending itself against the fuzzer, not a
+ * failure of the server, and the streams it resets are counted as skipped (figure
+ * streamsResetByInvalidFrameLimit).
+ *
+ * Which sessions ended so is taken from the server's own log (its debug line `session error
+ * ... code=ERR_HTTP2_TOO_MANY_INVALID_FRAMES`, naming the client's port), not from the
+ * GOAWAY: Node's server sends it, ends the socket and destroys it a moment later, which
+ * resets the connection if the client's requests are still arriving; a client that writes
+ * before it has read the GOAWAY then fails with ECONNRESET, its streams closed with
+ * INTERNAL_ERROR, and never sees the GOAWAY (seed 424245 lost one so, 40 streams in one
+ * burst; reproduced with a client that falls behind reading, docs/RELIABILITY.md). Any
+ * other INTERNAL_ERROR reset stays a finding.
  */
 export const NODE_MAX_SESSION_INVALID_FRAMES = 1000;
+/** The server log line that says why a session ended with an error: the client's port, the code. */
+const SESSION_ERROR_LINE = /\bsession error remote=\S*\|(\d+)\b.*\bcode=(\S+)/;
+/** How long to wait, after a session ended, for the server's log line saying why. */
+const SERVER_VERDICT_WAIT_MS = 5000;
 
 export interface FuzzOptions {
   readonly dir: string;
@@ -61,19 +84,33 @@ export interface FuzzOptions {
   readonly concurrency: number;
   /** How long a stage may stay unanswered before the fuzzer cancels it. */
   readonly stageGraceMs: number;
-  /** A request not answered in full within this is a hang (default REQUEST_TIMEOUT_MS, the long run's bar). */
+  /** An answer without progress for this long is a hang (default REQUEST_TIMEOUT_MS, the long run's bar). */
   readonly requestTimeoutMs?: number;
   /** Replay one input: only the `index`-th of `parser` is run. */
   readonly only?: { readonly parser: string; readonly index: number };
+  /** First input of each HTTP parser (default 0): a range is replayed with `from` and httpPerParser. */
+  readonly from?: number;
+  /** The server's log (debug level: every request, and why each session ended) goes here too. */
+  readonly serverLogFile?: string;
   readonly keep?: boolean;
   readonly log?: (line: string) => void;
+  /** Called with each HTTP input as it is sent. */
+  readonly onInput?: (parser: HttpParser, index: number, req: FuzzRequest) => void;
+}
+
+/** How an answer came: from the request's start, in ms; `stallMs` is the longest wait for anything (headers, data, end). */
+interface Timing {
+  readonly ms: number;
+  readonly headersMs?: number;
+  readonly bytes: number;
+  readonly stallMs: number;
 }
 
 type Outcome =
-  | { kind: 'answer'; status: number; code?: string; message?: string; rstCode?: number }
+  | { kind: 'answer'; status: number; code?: string; message?: string; rstCode?: number; timing?: Timing }
   | { kind: 'reset'; rstCode: number }
   | { kind: 'not-sent'; error: string }
-  | { kind: 'timeout' }
+  | { kind: 'timeout'; timing: Timing }
   | { kind: 'cancelled' };
 
 export async function runFuzz(options: FuzzOptions): Promise<Summary> {
@@ -169,35 +206,87 @@ async function* pieces(bytes: Buffer, size: number): AsyncGenerator<Uint8Array> 
 }
 
 /** What the fuzzer knows of one HTTP/2 session: see NODE_MAX_SESSION_INVALID_FRAMES. */
-interface SessionState {
+export interface SessionState {
   /** Streams the server reset with PROTOCOL_ERROR: malformed requests. */
   malformed: number;
-  /** The server closed the session for its invalid frames. */
-  closedForInvalidFrames: boolean;
+  /** The client's side of the session has closed. */
+  ended: boolean;
+  /** Streams opened on it. */
+  requests: number;
+  /** The GOAWAY code the server sent, if it sent one. */
+  goaway?: number;
+  /** The error the client's session ended with, if one (`code: message`). */
+  error?: string;
+  /** The client's port: the server's log names the connection by it. */
+  localPort?: number;
+}
+
+/** The server's arguments beyond its root: its debug lines say why each session ended (SessionVerdicts). */
+export const SERVE_ARGS = ['--log-level', 'debug'] as const;
+
+/**
+ * What the server's log (SERVE_ARGS) says ended each session with an error, by the client's
+ * port: the word on which resets are Node's invalid-frame limit (NODE_MAX_SESSION_INVALID_FRAMES).
+ */
+export class SessionVerdicts {
+  private readonly byPort = new Map<number, string>();
+  constructor(private readonly log: (line: string) => void = () => {}) {}
+
+  /** Feed each line of the server's stderr. */
+  onLine(line: string): void {
+    const m = SESSION_ERROR_LINE.exec(line);
+    if (!m) return;
+    this.byPort.set(Number(m[1]), m[2]!);
+    this.log(`  the server ended the session of port ${m[1]}: ${m[2]}`);
+  }
+
+  get closedForInvalidFramesCount(): number {
+    return [...this.byPort.values()].filter((v) => v === 'ERR_HTTP2_TOO_MANY_INVALID_FRAMES').length;
+  }
+
+  /**
+   * Whether the server closed the session for its client's invalid frames. Waits for the
+   * server's line (up to SERVER_VERDICT_WAIT_MS) if the session has ended; a session still
+   * open after a second was not ended by the server.
+   */
+  async closedForInvalidFrames(state: SessionState): Promise<boolean> {
+    for (let waited = 0; waited <= SERVER_VERDICT_WAIT_MS; waited += 50) {
+      const verdict = state.localPort === undefined ? undefined : this.byPort.get(state.localPort);
+      if (verdict !== undefined) return verdict === 'ERR_HTTP2_TOO_MANY_INVALID_FRAMES';
+      if (!state.ended && waited >= 1000) return false;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return false;
+  }
 }
 
 /** One HTTP/2 connection, replaced when the server closes it (or was restarted). */
-class Connection {
+export class Connection {
   private session?: ClientHttp2Session;
-  private state: SessionState = { malformed: 0, closedForInvalidFrames: false };
+  private state: SessionState = { malformed: 0, ended: false, requests: 0 };
   opened = 0;
-  /** Sessions the server closed for their invalid frames. */
-  closedForInvalidFrames = 0;
   constructor(private url: () => string, private log: (line: string) => void = () => {}) {}
 
   get(): { session: ClientHttp2Session; state: SessionState } {
     if (!this.session || this.session.closed || this.session.destroyed) {
-      const session = connect(this.url());
-      const state: SessionState = { malformed: 0, closedForInvalidFrames: false };
-      session.on('error', () => {});
-      // The server resets the session's open streams (INTERNAL_ERROR) just before this
-      // GOAWAY: the workers judge such resets after a pause (fuzzHttp), once it has come.
-      session.on('goaway', (code: number) => {
-        if (code === h2.NGHTTP2_INTERNAL_ERROR && state.malformed >= NODE_MAX_SESSION_INVALID_FRAMES) {
-          state.closedForInvalidFrames = true;
-          this.closedForInvalidFrames++;
-        }
-        if (code !== h2.NGHTTP2_NO_ERROR) this.log(`  the server closed connection ${this.opened} (GOAWAY code ${code}) after ${state.malformed} malformed requests on it${state.closedForInvalidFrames ? ": Node's invalid-frame limit" : ''}`);
+      // The flow-control windows of xfer's own client (store/http.ts): with Node's default
+      // of 64 KiB per connection, every 32 KiB of answers waits for the fuzzer's event loop
+      // to acknowledge it, and under load a 2.5 MiB answer took over 10 s while progressing.
+      const session = connect(this.url(), { settings: { initialWindowSize: STREAM_WINDOW_BYTES } });
+      session.once('connect', () => {
+        state.localPort = session.socket?.localPort;
+        if (!session.destroyed) session.setLocalWindowSize(CONNECTION_WINDOW_BYTES);
+      });
+      const state: SessionState = { malformed: 0, ended: false, requests: 0 };
+      const n = this.opened + 1;
+      session.on('error', (err: NodeJS.ErrnoException) => (state.error ??= `${err.code ?? err.name}: ${err.message}`));
+      session.on('frameError', (type: number, code: number, id: number) => this.log(`  connection ${n}: a frame of type ${type} on stream ${id} could not be sent (code ${code})`));
+      session.on('goaway', (code: number) => (state.goaway = code));
+      session.on('close', () => {
+        state.ended = true;
+        if (this.closing && state.goaway === undefined && state.error === undefined) return;
+        const why = `${state.goaway === undefined ? 'no GOAWAY from the server' : `GOAWAY code ${state.goaway} from the server`}${state.error ? `; the client's session failed: ${state.error}` : ''}`;
+        this.log(`  connection ${n} (port ${state.localPort}) ended after ${state.requests} requests (${state.malformed} malformed): ${why}`);
       });
       this.session = session;
       this.state = state;
@@ -206,21 +295,25 @@ class Connection {
     return { session: this.session, state: this.state };
   }
 
+  private closing = false;
+
   close(): void {
+    this.closing = true;
     this.session?.close();
   }
 }
 
-/** What became of a request, and the state of the session it went on (if it was sent). */
-type Sent = Outcome & { readonly session?: SessionState };
+/** What became of a request, and the state of the session it went on (if it was sent). Exported for tests of the fuzzer's judgement. */
+export type Sent = Outcome & { readonly session?: SessionState };
 
-function send(conn: Connection, req: FuzzRequest, timeoutMs: number, stageGraceMs: number): Promise<Sent> {
+export function send(conn: Connection, req: FuzzRequest, timeoutMs: number, stageGraceMs: number): Promise<Sent> {
   return new Promise((resolve) => {
     let stream;
     let session: SessionState;
     try {
       const c = conn.get();
       session = c.state;
+      session.requests++;
       stream = c.session.request({ ':method': req.method, ':path': req.path, ...req.headers });
     } catch (err) {
       resolve({ kind: 'not-sent', error: (err as Error).message });
@@ -248,24 +341,52 @@ function send(conn: Connection, req: FuzzRequest, timeoutMs: number, stageGraceM
           /* not JSON: reported by status */
         }
       }
-      return { kind: 'answer', status, code, message };
+      return { kind: 'answer', status, code, message, timing: timing() };
     };
     const started = Date.now();
+    let headersAt: number | undefined;
+    let bytes = 0;
+    let lastProgress = started;
+    let stallMs = 0;
+    const progress = () => {
+      const now = Date.now();
+      stallMs = Math.max(stallMs, now - lastProgress);
+      lastProgress = now;
+    };
+    const timing = (): Timing => {
+      progress();
+      return { ms: lastProgress - started, headersMs: headersAt === undefined ? undefined : headersAt - started, bytes, stallMs };
+    };
+    // A hang is an answer that makes no progress (headers, data, its end) for timeoutMs: a
+    // large answer that keeps coming is not one, however long it takes in all (see
+    // REQUEST_TIMEOUT_MS). Judged after the poll phase (setImmediate), so that what arrived
+    // while the fuzzer's own event loop was held up counts before the timer does.
     const expire = () => {
+      if (done) return;
       if (req.stage && status === 0) {
         stream.close(h2.NGHTTP2_CANCEL);
         finish({ kind: 'cancelled' });
-      } else if (Date.now() - started < timeoutMs) {
-        // A stage whose answer has begun: it gets the full time to end, like any request.
-        timer = setTimeout(expire, timeoutMs - (Date.now() - started));
-      } else {
-        stream.close(h2.NGHTTP2_CANCEL);
-        finish({ kind: 'timeout' });
+        return;
       }
+      const quiet = Date.now() - lastProgress;
+      if (quiet < timeoutMs) timer = setTimeout(expire, timeoutMs - quiet);
+      else
+        setImmediate(() => {
+          if (done) return;
+          if (Date.now() - lastProgress < timeoutMs) return expire();
+          stream.close(h2.NGHTTP2_CANCEL);
+          finish({ kind: 'timeout', timing: timing() });
+        });
     };
     let timer = setTimeout(expire, req.stage ? stageGraceMs : timeoutMs);
-    stream.on('response', (h) => (status = Number(h[':status'])));
+    stream.on('response', (h) => {
+      status = Number(h[':status']);
+      progress();
+      headersAt = lastProgress;
+    });
     stream.on('data', (d: Buffer) => {
+      progress();
+      bytes += d.length;
       if (keptBytes < ANSWER_KEPT_BYTES) {
         kept.push(d);
         keptBytes += d.length;
@@ -280,8 +401,15 @@ function send(conn: Connection, req: FuzzRequest, timeoutMs: number, stageGraceM
       else if (status) finish({ ...(answer() as Extract<Outcome, { kind: 'answer' }>), rstCode });
       else finish({ kind: 'reset', rstCode });
     });
-    stream.end(req.body);
+    // Node ends a GET's or HEAD's stream itself: writing even an empty body after that is an
+    // error that stops the answer's 'data' events (its body would go unread, its progress unseen).
+    if (req.body.length) stream.end(req.body);
+    else stream.end();
   });
+}
+
+function describeTiming(t: Timing): string {
+  return `${t.ms} ms: headers ${t.headersMs === undefined ? 'never' : `after ${t.headersMs} ms`}, ${t.bytes} bytes of body, longest wait for progress ${t.stallMs} ms`;
 }
 
 function describeRequest(req: FuzzRequest): string {
@@ -302,7 +430,9 @@ async function fuzzHttp(
   log: (line: string) => void,
 ): Promise<void> {
   const root = join(options.dir, 'root');
-  const server = new ServeProcess(root);
+  const verdicts = new SessionVerdicts(log);
+  // At debug level: the server logs why each session ended (see NODE_MAX_SESSION_INVALID_FRAMES).
+  const server = new ServeProcess(root, SERVE_ARGS, { logFile: options.serverLogFile, onLine: (line) => verdicts.onLine(line) });
   await server.start();
   const conn = new Connection(() => server.url, log);
   const inFlight = new Set<string>();
@@ -310,7 +440,15 @@ async function fuzzHttp(
   let restarts = 0;
   let stopped = false;
   let restarting: Promise<void> | undefined;
+  // The fuzzer's own event loop: a timer that fires late means every answer was seen late.
+  let lastSample = Date.now();
+  let maxLoopLagMs = 0;
   const checkServer = async () => {
+    const now = Date.now();
+    const lag = now - lastSample - SAMPLE_MS;
+    lastSample = now;
+    if (lag > maxLoopLagMs) maxLoopLagMs = lag;
+    if (lag >= SLOW_ANSWER_MS) log(`  the fuzzer's event loop was blocked for ${lag} ms`);
     const rss = await server.rssBytes();
     if (rss !== undefined) {
       if (rss > peakRss) peakRss = rss;
@@ -322,7 +460,9 @@ async function fuzzHttp(
       restarting = server.start().finally(() => (restarting = undefined));
     }
   };
-  const sampler = setInterval(() => void checkServer(), 200);
+  const sampler = setInterval(() => void checkServer(), SAMPLE_MS);
+  /** The slowest complete answer per parser. */
+  const slowest = new Map<string, Timing>();
   try {
     for (const batch of world.uploads) {
       const r = await send(conn, { method: 'POST', path: '/v1/chunks?algorithm=blake3', headers: {}, body: batch, stage: false, how: 'setup' }, REQUEST_TIMEOUT_MS, 0);
@@ -330,15 +470,19 @@ async function fuzzHttp(
     }
     // Inputs are made in order per parser (deterministic); parsers are interleaved so that
     // stages, uploads and commits race as they would under real load.
-    const streams = parsers.map((p) => ({ parser: p, rng: rng.fork(p), next: 0, n: count(p) }));
+    const streams = parsers.map((p) => ({ parser: p, rng: rng.fork(p), next: options.only ? 0 : (options.from ?? 0), n: count(p) }));
     let turn = 0;
     const nextRequest = async (): Promise<{ parser: HttpParser; index: number; req: FuzzRequest } | undefined> => {
       for (let tries = 0; tries < streams.length; tries++) {
         const s = streams[turn++ % streams.length]!;
         while (s.next < s.n) {
           const index = s.next++;
-          const req = await httpInput(s.parser, s.rng, world);
-          if (wanted(s.parser, index)) return { parser: s.parser, index, req };
+          if (!wanted(s.parser, index)) continue;
+          // A generator of its own per input: workers draw inputs concurrently (httpInput
+          // awaits), and the i-th input must not depend on which worker drew which when
+          // (a shared generator made replays by index send other inputs than the run had).
+          const req = await httpInput(s.parser, s.rng.fork(index), world);
+          return { parser: s.parser, index, req };
         }
       }
       return undefined;
@@ -351,23 +495,29 @@ async function fuzzHttp(
     const worker = async () => {
       for (let item = await nextRequest(); item; item = await nextRequest()) {
         const { parser, index, req } = item;
+        options.onInput?.(parser, index, req);
         if (restarting) await restarting;
         const label = `${parser}#${index} ${req.method} ${req.path.slice(0, 80)}`;
         inFlight.add(label);
         const pid = server.pid;
         const o = await send(conn, req, options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS, options.stageGraceMs);
         inFlight.delete(label);
+        if ((o.kind === 'answer' || o.kind === 'timeout') && o.timing) {
+          const t = o.timing;
+          if (t.ms > (slowest.get(parser)?.ms ?? -1)) slowest.set(parser, t);
+          if (t.ms >= SLOW_ANSWER_MS) log(`  slow: ${label}: ${o.kind === 'timeout' ? 'timed out' : `status ${o.status}`} after ${describeTiming(t)}`);
+        }
         if (o.kind === 'reset' || o.kind === 'timeout' || (o.kind === 'answer' && o.rstCode)) {
           // A server that just died resets every stream: those are its crash's (reported
           // once, as server-alive), not each request's. Node's http2 closing a session for
-          // its invalid frames resets its streams (INTERNAL_ERROR) before the GOAWAY that
-          // says so: judged once that has come.
+          // its invalid frames resets its streams (INTERNAL_ERROR): judged by the server's
+          // word on that session (SessionVerdicts), which may come a moment later.
           await new Promise((r) => setTimeout(r, 300));
           if (server.pid !== pid || !server.alive) {
             lost++;
             continue;
           }
-          if (o.session?.closedForInvalidFrames && (o.kind === 'reset' || o.kind === 'answer') && o.rstCode === h2.NGHTTP2_INTERNAL_ERROR) {
+          if ((o.kind === 'reset' || o.kind === 'answer') && o.rstCode === h2.NGHTTP2_INTERNAL_ERROR && o.session && (await verdicts.closedForInvalidFrames(o.session))) {
             sessionLimit++;
             summary.skip(parser, `streams reset when Node's http2 closed the session for its client's invalid frames (over ${NODE_MAX_SESSION_INVALID_FRAMES})`);
             continue;
@@ -381,7 +531,7 @@ async function fuzzHttp(
           continue;
         }
         if (o.kind === 'cancelled') cancelled++;
-        if (o.kind === 'timeout') fail(parser, { check: `no-hang:${parser}`, message: `no complete answer within ${options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS} ms`, repro });
+        if (o.kind === 'timeout') fail(parser, { check: `no-hang:${parser}`, message: `the answer made no progress for ${options.requestTimeoutMs ?? REQUEST_TIMEOUT_MS} ms (${describeTiming(o.timing)})`, repro });
         else if (o.kind === 'answer' && o.status >= 500) fail(parser, { check: `no-5xx:${parser}:${o.code ?? o.status}`, message: `${o.status} ${o.code ?? ''}: ${o.message ?? ''}`, repro });
         else if ((o.kind === 'answer' || o.kind === 'reset') && o.rstCode === h2.NGHTTP2_INTERNAL_ERROR && server.alive && !restarting) {
           fail(parser, { check: `no-internal-reset:${parser}`, message: `stream reset with INTERNAL_ERROR${o.kind === 'answer' ? ` after status ${o.status}` : ' before any answer'}`, repro });
@@ -395,8 +545,14 @@ async function fuzzHttp(
     summary.figures.stagesCancelled = cancelled;
     summary.figures.requestsLostToCrashes = lost;
     summary.figures.connections = conn.opened;
-    summary.figures.sessionsClosedForInvalidFrames = conn.closedForInvalidFrames;
+    summary.figures.sessionsClosedForInvalidFrames = verdicts.closedForInvalidFramesCount;
     summary.figures.streamsResetByInvalidFrameLimit = sessionLimit;
+    summary.figures.fuzzerMaxEventLoopLagMs = maxLoopLagMs;
+    for (const [p, t] of slowest) {
+      summary.figures[`slowest:${p}:ms`] = t.ms;
+      summary.figures[`slowest:${p}:bytes`] = t.bytes;
+      summary.figures[`slowest:${p}:stallMs`] = t.stallMs;
+    }
     await checkServer();
     // Afterwards: alive, answering, and nothing left behind by the cancelled stages and failed commits.
     conn.close();

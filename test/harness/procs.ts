@@ -4,6 +4,7 @@
  * way a user runs them: nothing is mocked.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, type WriteStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { BIN } from '../helpers/cli.js';
 
@@ -89,14 +90,31 @@ export function isOneLineError(stderr: string): boolean {
   return lines.length === 1 && lines[0]!.startsWith('xfer: ') && !stderr.includes('    at ');
 }
 
+/**
+ * Characters of a server's stderr kept in memory (its end): enough for a crash's error and
+ * stack. A long run at info level writes a line per request (about 150 MB in a long fuzz
+ * run), which the harness must not hold; ServeOptions.logFile keeps all of it on disk.
+ */
+const STDERR_KEPT_CHARS = 256 * 1024;
+
+export interface ServeOptions {
+  /** Every line the server writes to stderr is appended here too. */
+  readonly logFile?: string;
+  /** Called with each whole line the server writes to stderr. */
+  readonly onLine?: (line: string) => void;
+}
+
 /** `xfer serve` as a child process; kill() and start() again keep its root and port. */
 export class ServeProcess {
   private child?: ChildProcess;
   private exited?: Promise<void>;
+  private log?: WriteStream;
+  private partialLine = '';
   port = 0;
+  /** The end of its stderr since the last start (STDERR_KEPT_CHARS). */
   stderr = '';
 
-  constructor(readonly root: string, private readonly extraArgs: readonly string[] = []) {}
+  constructor(readonly root: string, private readonly extraArgs: readonly string[] = [], private readonly options: ServeOptions = {}) {}
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
@@ -133,7 +151,8 @@ export class ServeProcess {
     const child = spawn(process.execPath, [BIN, 'serve', '--root', this.root, '--port', String(this.port), ...this.extraArgs], { stdio: ['ignore', 'pipe', 'pipe'] });
     this.child = child;
     this.stderr = '';
-    this.exited = new Promise((r) => child.on('exit', () => r()));
+    // 'close': exited, and its stderr read to the end (into the log file too).
+    this.exited = new Promise((r) => child.on('close', () => r()));
     let out = '';
     return new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`serve did not start: ${this.stderr}`)), 15_000);
@@ -146,7 +165,16 @@ export class ServeProcess {
           resolve();
         }
       });
-      child.stderr!.setEncoding('utf8').on('data', (d) => (this.stderr += d));
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => {
+        this.stderr += d;
+        if (this.stderr.length > 2 * STDERR_KEPT_CHARS) this.stderr = this.stderr.slice(-STDERR_KEPT_CHARS);
+        if (this.options.logFile) (this.log ??= createWriteStream(this.options.logFile, { flags: 'a' })).write(d);
+        if (this.options.onLine) {
+          const lines = (this.partialLine + d).split('\n');
+          this.partialLine = lines.pop()!;
+          for (const line of lines) this.options.onLine(line);
+        }
+      });
       child.on('exit', (code) => {
         clearTimeout(timer);
         reject(new Error(`serve exited ${code}: ${this.stderr.trim()}`));
@@ -158,6 +186,9 @@ export class ServeProcess {
   async stop(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     if (this.alive) this.child!.kill(signal);
     await this.exited;
+    const log = this.log;
+    this.log = undefined;
+    if (log) await new Promise((r) => log.end(r));
   }
 
   /** Resident memory of the server process in bytes (VmRSS), or undefined if it is gone. */
