@@ -5,23 +5,27 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { StreamSource } from './scan/scanner.js';
 import type { EntryMeta } from './manifest/types.js';
-import { AlreadyExistsError, InvalidArgumentError, InvalidOptionError, isXferError } from './core/errors.js';
+import { AlreadyExistsError, InvalidArgumentError, InvalidOptionError, isXferError, NotFoundError } from './core/errors.js';
 import { checkBoolean, checkFunction, checkNonNegativeInteger, checkPositiveNumber, checkSignal } from './core/options.js';
 import { MIN_RATE_BYTES_PER_SECOND } from './core/rate.js';
 import type { RemoteOptions } from './endpoint/http.js';
-import { checkLocalPath, isRemote, parseRemote } from './endpoint/remote.js';
-import { destinationPathsIn, LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName, STORE_DIR_NAME } from './endpoint/local.js';
+import { checkLocalPath, openStoreLocation, parseLocation, refuseWireOptions, type LocationSpec, type StoreLocation } from './endpoint/open.js';
+import { listTargets, resolveStoreTarget } from './endpoint/store.js';
+import type { TargetInfo } from './endpoint/registry.js';
+import { destinationPathsIn, holdsStore, isPushedTarget, LocalDestination, localTargetOf, openLocalSource, openLocalStore, resolveCopyTarget, resolvePushTarget, sourceBaseName, STORE_DIR_NAME } from './endpoint/local.js';
 import { makeTempDir, removeTempDir } from './io/temp.js';
-import { openManifest, openManifestFile } from './manifest/reader.js';
+import { openManifest, openManifestFile, type ManifestReader } from './manifest/reader.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
 import { ScanPool } from './scan/pool.js';
 import type { ChunkStore, ManifestStore } from './store/store.js';
 import type { PushDestination } from './transfer/destination.js';
+import type { Location } from './endpoint/registry.js';
 import { checkPushOptions, push as pushToDestination, statSource, type PushOptions as TransferPushOptions, type PushProgress, type PushResult } from './transfer/push.js';
 import { DryRunDestination, entryPaths, extrasOnDisk, planPull, type PullPlan } from './transfer/dry-run.js';
 import { previousVersion } from './transfer/known.js';
 import { excludedEntries, selectEntries, type CarriedEntry } from './transfer/select.js';
-import { LocalStore } from './store/local.js';
+import { LocalStore, localManifests } from './store/local.js';
+import { verifyManifests, type VerifyReport } from './transfer/verify.js';
 import { validateManifestName } from './store/names.js';
 
 /** Runs of a push, at most, when a server restart lost chunks it had taken (see push). */
@@ -82,11 +86,12 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
 
 /**
  * Pushes a file, a tree or a stream to a destination: a local path (the store goes to
- * `.xfer/` beside the target) or `http(s)://host:port/<remote-path>`. Destinations follow
- * cp: an existing directory or a trailing '/' means "inside it, under the source's name".
+ * `.xfer/` beside the target), a URL of a registered scheme (`http(s)://host:port/<remote-path>`)
+ * or a store object (LocationSpec). Destinations follow cp: an existing directory, a
+ * trailing '/' or a store's root means "inside it, under the source's name".
  * Resolves with the figures of the push and the target it wrote.
  */
-export async function push(source: PushSource, destination: string, options: PushOptions = {}): Promise<PushResult & { target: string }> {
+export async function push(source: PushSource, destination: LocationSpec, options: PushOptions = {}): Promise<PushResult & { target: string }> {
   checkPushOptions(options);
   checkRemoteOptions(options);
   for (const name of ['delete', 'dryRun']) checkBoolean(options, name);
@@ -105,32 +110,31 @@ export async function push(source: PushSource, destination: string, options: Pus
   let mirrored: { before: Map<string, boolean>; pushed: Set<string> } | undefined;
   /** The server's excluded entries, kept in the pushed manifest (PushOptions.carry). */
   let carry: CarriedEntry[] | undefined;
-  if (options.dryRun) return dryPush(source, destination, sourceName, sourceIsTree, contents, options);
-  if (isRemote(destination)) {
-    if (options.delete) throw new InvalidArgumentError('--delete applies to pulls and to pushes into a local directory; a server\'s copy of a pushed tree always mirrors it');
-    const r = parseRemote(destination);
-    const { connectRemote, HttpDestination, resolveRemoteTarget } = await import('./endpoint/http.js');
-    const store = await connectRemote(r.base, { ...options, signal: options.signal });
+  const location = parseLocation(destination, 'the destination of a push');
+  if (options.dryRun) return dryPush(source, location, sourceName, sourceIsTree, contents, options);
+  if (location.kind === 'store') {
+    if (options.delete) throw new InvalidArgumentError(DELETE_IN_STORE);
+    const endpoint = await openStoreLocation(location, options);
     try {
-      const name = contents ? contentsTarget(r.path, destination) : await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal: options.signal, sourceIsTree });
-      dest = new HttpDestination(store, name, { delta: options.delta });
-      // A server's copy mirrors the pushed tree: the entries of its current version that the
-      // push lacks go at the commit. Listed (the result's `deleted`) from that version's manifest.
+      const name = contents ? contentsTarget(location) : await resolveStoreTarget(endpoint, location.path, location.trailingSlash, sourceName, { signal: options.signal, sourceIsTree });
+      dest = endpoint.destination(name, { delta: options.delta });
+      // A store's copy (a server's tree, a manifest) mirrors the pushed tree: the entries of
+      // its current version that the push lacks go at the commit. Listed (the result's `deleted`) from that version's manifest.
       if (sourceIsTree) {
-        const state = await remoteTree(store, name, options.excludes, options.signal);
+        const state = await remoteTree(endpoint.store, name, options.excludes, options.signal);
         if (state) {
           mirrored = { before: state.before, pushed: new Set() };
           carry = state.carry;
         }
       }
-      retriesMade = () => store.retriesMade;
+      retriesMade = () => endpoint.retriesMade;
     } catch (err) {
-      await store.close();
+      await endpoint.close();
       throw err;
     }
   } else {
-    refuseLocalLimit(options);
-    const t = localTargetOf(contents ? await resolveContentsTarget(destination) : await resolvePushTarget(sourceName, destination, sourceIsTree));
+    refuseWireOptions(location, options);
+    const t = localTargetOf(contents ? await resolveContentsTarget(location.path) : await resolvePushTarget(sourceName, location.path, sourceIsTree));
     // A destination inside the source tree is left out of what is read (see destinationPathsIn).
     if (sourceIsTree) exclude = destinationPathsIn(source as string, t);
     dest = await LocalDestination.open(t, { signal: options.signal, onLockWait: options.onLockWait, deleteExtra: options.delete === true, protect: options.excludes, numericIds: options.numericIds === true });
@@ -180,11 +184,12 @@ export async function push(source: PushSource, destination: string, options: Pus
 }
 
 /**
- * Rebuilds a pushed file or tree (`<dest-dir>/<name>` or `http(s)://host:port/<remote-path>`)
- * at a local path (cp semantics), reusing chunks already there and in seeds, verifying
- * everything, replacing atomically; an interrupted pull resumes from its partial file.
+ * Rebuilds a pushed file or tree (`<dest-dir>/<name>`, `http(s)://host:port/<remote-path>`,
+ * any LocationSpec naming a target) at a local path (cp semantics), reusing chunks already
+ * there and in seeds, verifying everything, replacing atomically; an interrupted pull
+ * resumes from its partial file.
  */
-export async function pull(source: string, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string; plan?: PullPlan }> {
+export async function pull(source: LocationSpec, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string; plan?: PullPlan }> {
   checkRemoteOptions(options);
   checkSignal(options);
   for (const name of ['checksum', 'delete', 'dryRun', 'plan']) checkBoolean(options, name);
@@ -194,19 +199,23 @@ export async function pull(source: string, destination: string, options: PullOpt
   }
   const { signal } = options;
   checkLocalPath(destination, 'the destination of a pull');
-  let store: ChunkStore & ManifestStore & { close(): Promise<void> };
+  const location = parseLocation(source, 'the source of a pull');
+  let store: ChunkStore & ManifestStore;
   let name: string;
-  if (isRemote(source)) {
-    const r = parseRemote(source);
-    if (!r.path) throw new InvalidArgumentError(`${source}: name a remote path to pull`);
-    const { connectRemote } = await import('./endpoint/http.js');
-    store = await connectRemote(r.base, { ...options, signal });
-    name = r.path;
+  /** Closes the store (a store object the caller passed stays open). */
+  let close: () => Promise<void>;
+  if (location.kind === 'store') {
+    if (!location.path) throw new InvalidArgumentError(`${location.text}: name a remote path to pull`);
+    const endpoint = await openStoreLocation(location, options);
+    store = endpoint.store;
+    name = location.path;
+    close = () => endpoint.close();
   } else {
-    refuseLocalLimit(options);
-    const opened = await openLocalSource(source, { signal });
+    refuseWireOptions(location, options);
+    const opened = await openLocalSource(location.path, { signal });
     store = opened.store;
     name = opened.name;
+    close = () => opened.store.close();
   }
   const ownPool = !options.pool;
   // A pull scans only to reuse local chunks (seeds, a changed file at the target): often nothing.
@@ -226,7 +235,7 @@ export async function pull(source: string, destination: string, options: PullOpt
       reader = await openManifestFile(manifestPath, { signal });
     }
     // rsync's trailing '/' on a tree: its contents go to the destination itself.
-    const contents = reader.header.kind === 'tree' && endsWithSlash(source);
+    const contents = reader.header.kind === 'tree' && (location.kind === 'store' ? location.trailingSlash : endsWithSlash(location.path));
     const target = contents ? destination.replace(/(?<=.)[/\\]+$/, '') : await resolveCopyTarget(posix.basename(name), destination);
     const plan = options.dryRun || options.plan
       ? await planPull(await openManifestFile(manifestPath, { signal }), target, { signal, delete: options.delete, excludes: options.excludes })
@@ -254,8 +263,148 @@ export async function pull(source: string, destination: string, options: PullOpt
   } finally {
     await removeTempDir(tmp);
     if (ownPool) await pool.close();
+    await close();
+  }
+}
+
+/** Options of list, verify and readManifest: the signal, and a server's (RemoteOptions). */
+export interface LocationOptions extends Omit<RemoteOptions, 'signal' | 'delta'> {
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * The targets at a location, sorted by name: a server's or a store's under the location's
+ * path (a prefix: `backups/` what is inside the folder `backups`); a local destination
+ * directory's (it holds `.xfer/`), or, for another local path, the targets of the store
+ * beside it whose names start with the path's base name.
+ */
+export async function list(location: LocationSpec, options: LocationOptions = {}): Promise<TargetInfo[]> {
+  checkLocationOptions(options);
+  const { signal } = options;
+  const parsed = parseLocation(location, 'what list reads');
+  if (parsed.kind === 'store') {
+    const endpoint = await openStoreLocation(parsed, options);
+    try {
+      return await endpoint.list(parsed.path && parsed.trailingSlash ? `${parsed.path}/` : parsed.path, { signal });
+    } finally {
+      await endpoint.close();
+    }
+  }
+  refuseWireOptions(parsed, options);
+  if (await holdsStore(parsed.path)) return listTargets(localManifests(join(parsed.path, STORE_DIR_NAME)), '', { signal });
+  const t = localTargetOf(parsed.path);
+  return listTargets(localManifests(t.storeDir), endsWithSlash(parsed.path) ? `${t.name}/` : t.name, { signal });
+}
+
+export interface VerifyOptions extends LocationOptions {
+  /** Check the stored chunks only, not the files a local destination rebuilt. */
+  readonly chunksOnly?: boolean;
+}
+
+/**
+ * Checks that every chunk the manifests at a location refer to is present and intact, and
+ * (a local destination, unless chunksOnly) that every rebuilt file is still its manifest's
+ * file. A local destination directory (it holds `.xfer/`) is checked whole, any other local
+ * path as a target; a store location's path names a target or a folder of them ('' all).
+ * Damage is reported, never thrown. `rebuilt`: rebuilt files were read.
+ */
+export async function verify(location: LocationSpec, options: VerifyOptions = {}): Promise<VerifyReport & { readonly rebuilt: boolean }> {
+  checkLocationOptions(options);
+  checkBoolean(options, 'chunksOnly');
+  const { signal } = options;
+  const parsed = parseLocation(location, 'what verify checks');
+  if (parsed.kind === 'store') {
+    const endpoint = await openStoreLocation(parsed, options);
+    try {
+      if (!endpoint.verify) throw new InvalidArgumentError(`${parsed.text}: verify is not supported yet for ${parsed.scheme?.name ?? 'these'} locations`);
+      const type = parsed.path === '' ? 'dir' : await endpoint.stat(parsed.path, { signal });
+      if (type === 'none') throw new NotFoundError(`${endpoint.describe(parsed.path)}: no such target`);
+      const names = type === 'dir' ? (await endpoint.store.listManifests(parsed.path ? `${parsed.path}/` : '', { signal })).map((m) => m.name) : [parsed.path];
+      return { ...(await endpoint.verify(names, { signal })), rebuilt: false };
+    } finally {
+      await endpoint.close();
+    }
+  }
+  refuseWireOptions(parsed, options);
+  let store: LocalStore;
+  let names: string[];
+  let dir: string;
+  if (await holdsStore(parsed.path)) {
+    store = await openLocalStore(parsed.path, { signal });
+    dir = resolve(parsed.path);
+  } else {
+    const opened = await openLocalSource(parsed.path, { signal });
+    store = opened.store;
+    names = [opened.name];
+    dir = opened.t.dir;
+  }
+  try {
+    names ??= (await store.listManifests('', { signal })).map((m) => m.name);
+    // A local destination's targets are rebuilt beside its store: <dir>/<name>.
+    const targetOf = options.chunksOnly ? undefined : (name: string) => join(dir, ...name.split('/'));
+    return { ...(await verifyManifests(store, store, names, { signal, targetOf })), rebuilt: targetOf !== undefined };
+  } finally {
     await store.close();
   }
+}
+
+/**
+ * The manifest of a pushed target (a local `<dest-dir>/<name>`, or a location of a store
+ * naming one), or a manifest file at a local path. The reader holds what it reads from:
+ * read its events() to the end, or close() it.
+ */
+export async function readManifest(location: LocationSpec, options: LocationOptions = {}): Promise<ManifestReader> {
+  checkLocationOptions(options);
+  const { signal } = options;
+  const parsed = parseLocation(location, 'the manifest to show');
+  if (parsed.kind === 'local') {
+    refuseWireOptions(parsed, options);
+    if (!(await isPushedTarget(parsed.path))) return openManifestFile(parsed.path, { signal });
+    const t = localTargetOf(parsed.path);
+    return openManifest(await localManifests(t.storeDir).getManifest(t.name, { signal }), { signal });
+  }
+  if (!parsed.path) throw new InvalidArgumentError(`${parsed.text}: name the target whose manifest to show`);
+  const endpoint = await openStoreLocation(parsed, options);
+  try {
+    const reader = await openManifest(await endpoint.store.getManifest(parsed.path, { signal }), { signal });
+    return closingWith(reader, () => endpoint.close());
+  } catch (err) {
+    await endpoint.close();
+    throw err;
+  }
+}
+
+/** `reader`, which also runs `done` (once) when its events end or it is closed. */
+function closingWith(reader: ManifestReader, done: () => Promise<void>): ManifestReader {
+  let finished: Promise<void> | undefined;
+  const finish = () => (finished ??= done());
+  return {
+    header: reader.header,
+    async *events() {
+      try {
+        yield* reader.events();
+      } finally {
+        await finish();
+      }
+    },
+    async close() {
+      try {
+        await reader.close();
+      } finally {
+        await finish();
+      }
+    },
+  };
+}
+
+/** A location's options: a server's, checked whatever the location (a bad value is the caller's bug). */
+function checkLocationOptions(options: LocationOptions): void {
+  checkSignal(options);
+  checkNonNegativeInteger(options, 'retries');
+  checkPositiveNumber(options, 'bwlimitBytesPerSecond', MIN_RATE_BYTES_PER_SECOND);
+  checkPositiveNumber(options, 'answerTimeoutMs');
+  checkBoolean(options, 'insecure');
+  checkFunction(options, 'onRetry');
 }
 
 /**
@@ -270,10 +419,7 @@ function checkRemoteOptions(options: Omit<RemoteOptions, 'signal'>): void {
   checkFunction(options, 'onRetry');
 }
 
-/** A rate limit applies to the wire: a local destination or source has none. */
-function refuseLocalLimit(options: { readonly bwlimitBytesPerSecond?: number }): void {
-  if (options.bwlimitBytesPerSecond !== undefined) throw new InvalidArgumentError('--bwlimit applies to transfers to or from a server (http:// or https://)');
-}
+const DELETE_IN_STORE = '--delete applies to pulls and to pushes into a local directory; a server\'s copy of a pushed tree always mirrors it';
 
 function endsWithSlash(spec: string): boolean {
   return spec.endsWith('/') || spec.endsWith(sep);
@@ -292,40 +438,39 @@ async function resolveContentsTarget(destination: string): Promise<string> {
   return resolvePushTarget(basename(abs), `${dirname(abs)}/`, true);
 }
 
-/** The target of a push of a tree's contents to a server: the URL's path itself. */
-function contentsTarget(path: string, destination: string): string {
-  if (path === '') throw new InvalidArgumentError(`${destination}: name the target in the URL; a source ending in / puts its contents at that path`);
-  return validateManifestName(path);
+/** The target of a push of a tree's contents into a store: the location's path itself. */
+function contentsTarget(location: StoreLocation): string {
+  if (location.path === '') throw new InvalidArgumentError(`${location.text}: name the target ${location.given ? 'as its path ({ store, path })' : 'in the URL'}; a source ending in / puts its contents at that path`);
+  return validateManifestName(location.path);
 }
 
 /** A dry push (PushOptions.dryRun): the push itself, into a DryRunDestination. */
 async function dryPush(
-  source: PushSource, destination: string, sourceName: string, sourceIsTree: boolean, contents: boolean, options: PushOptions,
+  source: PushSource, location: Location, sourceName: string, sourceIsTree: boolean, contents: boolean, options: PushOptions,
 ): Promise<PushResult & { target: string }> {
   const { signal } = options;
   const kind = sourceIsTree ? 'tree' : 'file';
   const go = (dest: DryRunDestination, exclude?: (absPath: string) => boolean) =>
     pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, { ...options, exclude }).then((r) => ({ ...r, target: dest.description }));
-  if (isRemote(destination)) {
-    if (options.delete) throw new InvalidArgumentError('--delete applies to pulls and to pushes into a local directory; a server\'s copy of a pushed tree always mirrors it');
-    const r = parseRemote(destination);
-    const { connectRemote, resolveRemoteTarget } = await import('./endpoint/http.js');
-    const store = await connectRemote(r.base, { ...options, signal });
+  if (location.kind === 'store') {
+    if (options.delete) throw new InvalidArgumentError(DELETE_IN_STORE);
+    const endpoint = await openStoreLocation(location, options);
+    const store = endpoint.store;
     try {
-      const name = contents ? contentsTarget(r.path, destination) : await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal, sourceIsTree });
+      const name = contents ? contentsTarget(location) : await resolveStoreTarget(endpoint, location.path, location.trailingSlash, sourceName, { signal, sourceIsTree });
       const previous = await previousVersion(store, name, kind, { signal });
       const state = sourceIsTree ? await remoteTree(store, name, options.excludes, signal) : undefined;
       const kept = new Set(state?.carry.map((c) => c.meta.path));
-      // A server's copy mirrors the pushed tree: what its current version has and the push lacks
+      // A store's copy mirrors the pushed tree: what its current version has and the push lacks
       // goes, but for the excluded entries the push carries over.
       const wouldDelete = async (paths: ReadonlyMap<string, boolean>) => [...(state?.before.keys() ?? [])].filter((p) => !paths.has(p) && !kept.has(p));
-      return await go(new DryRunDestination({ description: `${store.base.origin}/${name}`, has: (ids, o) => store.has(ids, o), previous, wouldDelete }));
+      return await go(new DryRunDestination({ description: endpoint.describe(name), has: (ids, o) => store.has(ids, o), previous, wouldDelete }));
     } finally {
-      await store.close();
+      await endpoint.close();
     }
   }
-  refuseLocalLimit(options);
-  const t = localTargetOf(contents ? await resolveContentsTarget(destination) : await resolvePushTarget(sourceName, destination, sourceIsTree));
+  refuseWireOptions(location, options);
+  const t = localTargetOf(contents ? await resolveContentsTarget(location.path) : await resolvePushTarget(sourceName, location.path, sourceIsTree));
   const store = await LocalStore.open(t.storeDir, { create: false, signal }).catch((err) => {
     if ((err as { code?: string }).code === 'XFER_NOT_FOUND') return undefined;
     throw err;
