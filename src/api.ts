@@ -9,9 +9,8 @@ import { AlreadyExistsError, InvalidArgumentError, InvalidOptionError, isXferErr
 import { checkBoolean, checkFunction, checkNonNegativeInteger, checkPositiveNumber, checkSignal } from './core/options.js';
 import { MIN_RATE_BYTES_PER_SECOND } from './core/rate.js';
 import type { RemoteOptions } from './endpoint/http.js';
-import { checkLocalPath, openStoreLocation, parseLocation, refuseWireOptions, type LocationSpec, type StoreLocation } from './endpoint/open.js';
+import { checkLocalPath, openStoreLocation, parseLocation, refuseWireOptions, type Location, type LocationSpec, type StoreLocation, type TargetInfo } from './endpoint/open.js';
 import { listTargets, resolveStoreTarget } from './endpoint/store.js';
-import type { TargetInfo } from './endpoint/registry.js';
 import { destinationPathsIn, holdsStore, isPushedTarget, LocalDestination, localTargetOf, openLocalSource, openLocalStore, resolveCopyTarget, resolvePushTarget, sourceBaseName, STORE_DIR_NAME } from './endpoint/local.js';
 import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifest, openManifestFile, type ManifestReader } from './manifest/reader.js';
@@ -19,7 +18,6 @@ import { filesOf, reconstruct, type PullProgress, type PullResult } from './reco
 import { ScanPool } from './scan/pool.js';
 import type { ChunkStore, ManifestStore } from './store/store.js';
 import type { PushDestination } from './transfer/destination.js';
-import type { Location } from './endpoint/registry.js';
 import { checkPushOptions, push as pushToDestination, statSource, type PushOptions as TransferPushOptions, type PushProgress, type PushResult } from './transfer/push.js';
 import { DryRunDestination, entryPaths, extrasOnDisk, planPull, type PullPlan } from './transfer/dry-run.js';
 import { previousVersion } from './transfer/known.js';
