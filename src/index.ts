@@ -48,7 +48,8 @@ export type { ChunkStore, ManifestStore, ManifestInfo, OpOptions, PutOptions } f
 export { LocalStore } from './store/local.js';
 export { MemoryStore } from './store/memory.js';
 
-export { push, pull, list, verify, readManifest, type PushOptions, type PullOptions, type PushSource, type LocationOptions, type VerifyOptions } from './api.js';
+export { push, pull, type PushOptions, type PullOptions, type PushSource } from './api.js';
+export { list, verify, readManifest, type LocationOptions, type VerifyOptions } from './inspect.js';
 export {
   registerScheme,
   unregisterScheme,

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { list } from '../api.js';
+import { list } from '../inspect.js';
 import { formatBytes } from '../core/sizes.js';
 import { remoteFrom, remoteOptions, type RemoteFlags } from './options.js';
 import { printJson } from './output.js';

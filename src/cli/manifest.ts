@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { readManifest } from '../api.js';
+import { readManifest } from '../inspect.js';
 import { renderManifest } from '../manifest/render.js';
 import { remoteFrom, remoteOptions, type RemoteFlags } from './options.js';
 

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { verify } from '../api.js';
+import { verify } from '../inspect.js';
 import { formatBytes } from '../core/sizes.js';
 import { remoteFrom, remoteOptions, type RemoteFlags } from './options.js';
 import { count, EXIT_DAMAGED, printJson } from './output.js';
