@@ -115,8 +115,9 @@ export async function push(source: PushSource, destination: LocationSpec, option
     try {
       const name = contents ? contentsTarget(location) : await resolveStoreTarget(endpoint, location.path, location.trailingSlash, sourceName, { signal: options.signal, sourceIsTree });
       dest = endpoint.destination(name, { delta: options.delta });
-      // A store's copy (a server's tree, a manifest) mirrors the pushed tree: the entries of
-      // its current version that the push lacks go at the commit. Listed (the result's `deleted`) from that version's manifest.
+      // A store's copy (a server's tree, a stored manifest) mirrors the pushed tree: the
+      // entries of its current version that the push lacks go at the commit. Listed (the
+      // result's `deleted`) from that version's manifest.
       if (sourceIsTree) {
         const state = await remoteTree(endpoint.store, name, options.excludes, options.signal);
         if (state) {

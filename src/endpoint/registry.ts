@@ -8,8 +8,8 @@ import { parseRemote } from './remote.js';
 
 /*
  * The one place where a location becomes a store. A location is a local path, a URL of a
- * registered scheme (`http://`, `https://`; `s3://` once its store is registered, see
- * open.ts), or, from the library, a store object. Each scheme says how to parse its
+ * registered scheme (`http://`, `https://`; `s3://` once its store is in the `schemes`
+ * table below), or, from the library, a store object. Each scheme says how to parse its
  * locations and how to open the store behind them (a StoreEndpoint); every command and the
  * library API go through parseLocation and openStoreLocation (open.ts), never through a
  * test of their own.
@@ -110,8 +110,8 @@ export interface StoreEndpoint {
 }
 
 /**
- * A kind of location. Adding a store to xfer is its store file in src/store/, one
- * registerScheme call (open.ts: built-in schemes), and one line running
+ * A kind of location. Adding a store to xfer is its store file in src/store/, one entry
+ * in the `schemes` table below (storeScheme), and one line running
  * test/store-conformance.ts against the store.
  */
 export interface Scheme {
@@ -169,8 +169,8 @@ const schemes: Scheme[] = [
 ];
 
 /**
- * Adds a kind of location (the built-in ones are registered by open.ts; a library user or
- * a test may add its own, in-process). A prefix already claimed is refused.
+ * Adds a kind of location, matched after the built-in ones (the `schemes` table): a
+ * library user or a test may add its own, in-process. A prefix already claimed is refused.
  */
 export function registerScheme(scheme: Scheme): void {
   for (const prefix of scheme.prefixes) {
