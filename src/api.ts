@@ -9,7 +9,8 @@ import { AlreadyExistsError, InvalidArgumentError, InvalidOptionError, isXferErr
 import { checkBoolean, checkFunction, checkNonNegativeInteger, checkPositiveNumber, checkSignal } from './core/options.js';
 import { MIN_RATE_BYTES_PER_SECOND } from './core/rate.js';
 import type { RemoteOptions } from './endpoint/http.js';
-import { checkLocalPath, isRemote, parseRemote } from './endpoint/remote.js';
+import { checkLocalPath, openStoreLocation, parseLocation, refuseWireOptions, type Location, type LocationSpec, type StoreLocation } from './endpoint/open.js';
+import { resolveStoreTarget } from './endpoint/store.js';
 import { destinationPathsIn, LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName, STORE_DIR_NAME } from './endpoint/local.js';
 import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifest, openManifestFile } from './manifest/reader.js';
@@ -100,11 +101,12 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
 
 /**
  * Pushes a file, a tree or a stream to a destination: a local path (the store goes to
- * `.xfer/` beside the target) or `http(s)://host:port/<remote-path>`. Destinations follow
- * cp: an existing directory or a trailing '/' means "inside it, under the source's name".
+ * `.xfer/` beside the target), a URL of a registered scheme (`http(s)://host:port/<remote-path>`)
+ * or a store object (LocationSpec). Destinations follow cp: an existing directory, a
+ * trailing '/' or a store's root means "inside it, under the source's name".
  * Resolves with the figures of the push and the target it wrote.
  */
-export async function push(source: PushSource, destination: string, options: PushOptions = {}): Promise<PushResult & { target: string }> {
+export async function push(source: PushSource, destination: LocationSpec, options: PushOptions = {}): Promise<PushResult & { target: string }> {
   checkPushOptions(options);
   checkRemoteOptions(options);
   for (const name of ['delete', 'dryRun', 'inPlace']) checkBoolean(options, name);
@@ -123,33 +125,33 @@ export async function push(source: PushSource, destination: string, options: Pus
   let mirrored: { before: Map<string, boolean>; pushed: Set<string> } | undefined;
   /** The server's excluded entries, kept in the pushed manifest (PushOptions.carry). */
   let carry: CarriedEntry[] | undefined;
-  if (options.dryRun) return dryPush(source, destination, sourceName, sourceIsTree, contents, options);
-  if (isRemote(destination)) {
-    if (options.delete) throw new InvalidArgumentError('--delete applies to pulls and to pushes into a local directory; a server\'s copy of a pushed tree always mirrors it');
-    const r = parseRemote(destination);
-    const { connectRemote, HttpDestination, resolveRemoteTarget } = await import('./endpoint/http.js');
-    const store = await connectRemote(r.base, { ...options, signal: options.signal });
+  const location = parseLocation(destination, 'the destination of a push');
+  if (options.dryRun) return dryPush(source, location, sourceName, sourceIsTree, contents, options);
+  if (location.kind === 'store') {
+    if (options.delete) throw new InvalidArgumentError(DELETE_IN_STORE);
+    const endpoint = await openStoreLocation(location, options);
     try {
-      const name = contents ? contentsTarget(r.path, destination) : await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal: options.signal, sourceIsTree });
-      dest = new HttpDestination(store, name, { delta: options.delta, inPlace: options.inPlace });
-      // A server's copy mirrors the pushed tree: the entries of its current version that the
-      // push lacks go at the commit. Listed (the result's `deleted`) from that version's manifest.
+      const name = contents ? contentsTarget(location) : await resolveStoreTarget(endpoint, location.path, location.trailingSlash, sourceName, { signal: options.signal, sourceIsTree });
+      dest = endpoint.destination(name, { delta: options.delta, inPlace: options.inPlace });
+      // A store's copy (a server's tree, a stored manifest) mirrors the pushed tree: the
+      // entries of its current version that the push lacks go at the commit. Listed (the
+      // result's `deleted`) from that version's manifest.
       if (sourceIsTree) {
-        const state = await remoteTree(store, name, options.excludes, options.signal);
+        const state = await remoteTree(endpoint.store, name, options.excludes, options.signal);
         if (state) {
           mirrored = { before: state.before, pushed: new Set() };
           carry = state.carry;
         }
       }
-      retriesMade = () => store.retriesMade;
+      retriesMade = () => endpoint.retriesMade;
     } catch (err) {
-      await store.close();
+      await endpoint.close();
       throw err;
     }
   } else {
-    refuseLocalLimit(options);
+    refuseWireOptions(location, options);
     if (options.inPlace) throw new InvalidArgumentError('push --in-place applies to a push to a server; to rewrite a local copy in place, pull it with --in-place');
-    const t = localTargetOf(contents ? await resolveContentsTarget(destination) : await resolvePushTarget(sourceName, destination, sourceIsTree));
+    const t = localTargetOf(contents ? await resolveContentsTarget(location.path) : await resolvePushTarget(sourceName, location.path, sourceIsTree));
     // A destination inside the source tree is left out of what is read (see destinationPathsIn).
     if (sourceIsTree) exclude = destinationPathsIn(source as string, t);
     dest = await LocalDestination.open(t, { signal: options.signal, onLockWait: options.onLockWait, deleteExtra: options.delete === true, protect: options.excludes, numericIds: options.numericIds === true });
@@ -199,11 +201,12 @@ export async function push(source: PushSource, destination: string, options: Pus
 }
 
 /**
- * Rebuilds a pushed file or tree (`<dest-dir>/<name>` or `http(s)://host:port/<remote-path>`)
- * at a local path (cp semantics), reusing chunks already there and in seeds, verifying
- * everything, replacing atomically; an interrupted pull resumes from its partial file.
+ * Rebuilds a pushed file or tree (`<dest-dir>/<name>`, `http(s)://host:port/<remote-path>`,
+ * any LocationSpec naming a target) at a local path (cp semantics), reusing chunks already
+ * there and in seeds, verifying everything, replacing atomically; an interrupted pull
+ * resumes from its partial file.
  */
-export async function pull(source: string, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string; plan?: PullPlan; bytesWritten?: number }> {
+export async function pull(source: LocationSpec, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string; plan?: PullPlan; bytesWritten?: number }> {
   checkRemoteOptions(options);
   checkSignal(options);
   for (const name of ['checksum', 'delete', 'dryRun', 'plan', 'inPlace']) checkBoolean(options, name);
@@ -213,19 +216,23 @@ export async function pull(source: string, destination: string, options: PullOpt
   }
   const { signal } = options;
   checkLocalPath(destination, 'the destination of a pull');
-  let store: ChunkStore & ManifestStore & { close(): Promise<void> };
+  const location = parseLocation(source, 'the source of a pull');
+  let store: ChunkStore & ManifestStore;
   let name: string;
-  if (isRemote(source)) {
-    const r = parseRemote(source);
-    if (!r.path) throw new InvalidArgumentError(`${source}: name a remote path to pull`);
-    const { connectRemote } = await import('./endpoint/http.js');
-    store = await connectRemote(r.base, { ...options, signal });
-    name = r.path;
+  /** Closes the store (a store object the caller passed stays open). */
+  let close: () => Promise<void>;
+  if (location.kind === 'store') {
+    if (!location.path) throw new InvalidArgumentError(`${location.text}: name a remote path to pull`);
+    const endpoint = await openStoreLocation(location, options);
+    store = endpoint.store;
+    name = location.path;
+    close = () => endpoint.close();
   } else {
-    refuseLocalLimit(options);
-    const opened = await openLocalSource(source, { signal });
+    refuseWireOptions(location, options);
+    const opened = await openLocalSource(location.path, { signal });
     store = opened.store;
     name = opened.name;
+    close = () => opened.store.close();
   }
   const ownPool = !options.pool;
   // A pull scans only to reuse local chunks (seeds, a changed file at the target): often nothing.
@@ -245,7 +252,7 @@ export async function pull(source: string, destination: string, options: PullOpt
       reader = await openManifestFile(manifestPath, { signal });
     }
     // rsync's trailing '/' on a tree: its contents go to the destination itself.
-    const contents = reader.header.kind === 'tree' && endsWithSlash(source);
+    const contents = reader.header.kind === 'tree' && (location.kind === 'store' ? location.trailingSlash : endsWithSlash(location.path));
     const target = contents ? destination.replace(/(?<=.)[/\\]+$/, '') : await resolveCopyTarget(posix.basename(name), destination);
     const plan = options.dryRun || options.plan
       ? await planPull(await openManifestFile(manifestPath, { signal }), target, { signal, delete: options.delete, excludes: options.excludes })
@@ -289,7 +296,7 @@ export async function pull(source: string, destination: string, options: PullOpt
   } finally {
     await removeTempDir(tmp);
     if (ownPool) await pool.close();
-    await store.close();
+    await close();
   }
 }
 
@@ -305,10 +312,7 @@ function checkRemoteOptions(options: Omit<RemoteOptions, 'signal'>): void {
   checkFunction(options, 'onRetry');
 }
 
-/** A rate limit applies to the wire: a local destination or source has none. */
-function refuseLocalLimit(options: { readonly bwlimitBytesPerSecond?: number }): void {
-  if (options.bwlimitBytesPerSecond !== undefined) throw new InvalidArgumentError('--bwlimit applies to transfers to or from a server (http:// or https://)');
-}
+const DELETE_IN_STORE = '--delete applies to pulls and to pushes into a local directory; a server\'s copy of a pushed tree always mirrors it';
 
 function endsWithSlash(spec: string): boolean {
   return spec.endsWith('/') || spec.endsWith(sep);
@@ -327,40 +331,39 @@ async function resolveContentsTarget(destination: string): Promise<string> {
   return resolvePushTarget(basename(abs), `${dirname(abs)}/`, true);
 }
 
-/** The target of a push of a tree's contents to a server: the URL's path itself. */
-function contentsTarget(path: string, destination: string): string {
-  if (path === '') throw new InvalidArgumentError(`${destination}: name the target in the URL; a source ending in / puts its contents at that path`);
-  return validateManifestName(path);
+/** The target of a push of a tree's contents into a store: the location's path itself. */
+function contentsTarget(location: StoreLocation): string {
+  if (location.path === '') throw new InvalidArgumentError(`${location.text}: name the target ${location.given ? 'as its path ({ store, path })' : 'in the URL'}; a source ending in / puts its contents at that path`);
+  return validateManifestName(location.path);
 }
 
 /** A dry push (PushOptions.dryRun): the push itself, into a DryRunDestination. */
 async function dryPush(
-  source: PushSource, destination: string, sourceName: string, sourceIsTree: boolean, contents: boolean, options: PushOptions,
+  source: PushSource, location: Location, sourceName: string, sourceIsTree: boolean, contents: boolean, options: PushOptions,
 ): Promise<PushResult & { target: string }> {
   const { signal } = options;
   const kind = sourceIsTree ? 'tree' : 'file';
   const go = (dest: DryRunDestination, exclude?: (absPath: string) => boolean) =>
     pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, { ...options, exclude }).then((r) => ({ ...r, target: dest.description }));
-  if (isRemote(destination)) {
-    if (options.delete) throw new InvalidArgumentError('--delete applies to pulls and to pushes into a local directory; a server\'s copy of a pushed tree always mirrors it');
-    const r = parseRemote(destination);
-    const { connectRemote, resolveRemoteTarget } = await import('./endpoint/http.js');
-    const store = await connectRemote(r.base, { ...options, signal });
+  if (location.kind === 'store') {
+    if (options.delete) throw new InvalidArgumentError(DELETE_IN_STORE);
+    const endpoint = await openStoreLocation(location, options);
+    const store = endpoint.store;
     try {
-      const name = contents ? contentsTarget(r.path, destination) : await resolveRemoteTarget(store, r.path, r.trailingSlash, sourceName, { signal, sourceIsTree });
+      const name = contents ? contentsTarget(location) : await resolveStoreTarget(endpoint, location.path, location.trailingSlash, sourceName, { signal, sourceIsTree });
       const previous = await previousVersion(store, name, kind, { signal });
       const state = sourceIsTree ? await remoteTree(store, name, options.excludes, signal) : undefined;
       const kept = new Set(state?.carry.map((c) => c.meta.path));
-      // A server's copy mirrors the pushed tree: what its current version has and the push lacks
+      // A store's copy mirrors the pushed tree: what its current version has and the push lacks
       // goes, but for the excluded entries the push carries over.
       const wouldDelete = async (paths: ReadonlyMap<string, boolean>) => [...(state?.before.keys() ?? [])].filter((p) => !paths.has(p) && !kept.has(p));
-      return await go(new DryRunDestination({ description: `${store.base.origin}/${name}`, has: (ids, o) => store.has(ids, o), previous, wouldDelete }));
+      return await go(new DryRunDestination({ description: endpoint.describe(name), has: (ids, o) => store.has(ids, o), previous, wouldDelete }));
     } finally {
-      await store.close();
+      await endpoint.close();
     }
   }
-  refuseLocalLimit(options);
-  const t = localTargetOf(contents ? await resolveContentsTarget(destination) : await resolvePushTarget(sourceName, destination, sourceIsTree));
+  refuseWireOptions(location, options);
+  const t = localTargetOf(contents ? await resolveContentsTarget(location.path) : await resolvePushTarget(sourceName, location.path, sourceIsTree));
   const store = await LocalStore.open(t.storeDir, { create: false, signal }).catch((err) => {
     if ((err as { code?: string }).code === 'XFER_NOT_FOUND') return undefined;
     throw err;

@@ -49,12 +49,28 @@ export { LocalStore } from './store/local.js';
 export { MemoryStore } from './store/memory.js';
 
 export { push, pull, type PushOptions, type PullOptions, type PushSource } from './api.js';
+export { list, verify, readManifest, type LocationOptions, type VerifyOptions } from './inspect.js';
+export {
+  registerScheme,
+  unregisterScheme,
+  storeScheme,
+  supportedLocations,
+  type LocationSpec,
+  type Scheme,
+  type Store,
+  type StoreEndpoint,
+  type StoreLocation,
+  type OpenOptions,
+  type TargetInfo,
+  type TargetType,
+} from './endpoint/registry.js';
+export { storeEndpoint } from './endpoint/store.js';
 export { push as pushToDestination, type PushResult, type PushProgress } from './transfer/push.js';
 export type { PushDestination, PushSession, FileSink } from './transfer/destination.js';
 export { verifyManifests, type VerifyReport, type Damage } from './transfer/verify.js';
 export { reconstruct, type ReconstructOptions, type PullResult, type PullProgress } from './reconstruct/reconstruct.js';
 
 export { LocalDestination, localTargetOf, resolveCopyTarget, openLocalSource, type LocalTarget } from './endpoint/local.js';
-export { HttpDestination } from './endpoint/http.js';
+export { HttpDestination, httpEndpoint } from './endpoint/http.js';
 export { HttpStore, type HttpStoreOptions } from './store/http.js';
 export { createServer, type ServerOptions, type ServerStats, type XferServer } from './server/server.js';

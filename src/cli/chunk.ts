@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { nativeLoadError } from '../chunker/native.js';
 import { digestToHex } from '../core/ids.js';
 import { formatBytes } from '../core/sizes.js';
-import { checkLocalPath } from '../endpoint/remote.js';
+import { checkLocalPath } from '../endpoint/registry.js';
 import { analyze } from '../scan/analyze.js';
 import { chunkerOptions, chunkerSpecFrom, digestFrom, type ChunkerFlags } from './options.js';
 import { count, rate } from './output.js';

@@ -1,13 +1,13 @@
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { AlreadyExistsError, fromSystemError } from '../core/errors.js';
+import { fromSystemError } from '../core/errors.js';
 import { DEFAULT_RETRY_POLICY, type RetryEvent } from '../core/retry.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { HttpStore, type HttpStoreOptions, type StageUpload } from '../store/http.js';
-import { validateManifestName } from '../store/names.js';
 import type { OpOptions } from '../store/store.js';
 import { KnownFiles, previousVersion } from '../transfer/known.js';
 import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
+import type { StoreEndpoint } from './registry.js';
 
 export interface RemoteOptions {
   readonly token?: string;
@@ -44,25 +44,23 @@ export async function connectRemote(base: URL, options: RemoteOptions): Promise<
 }
 
 /**
- * cp semantics on a server: "inside it, under the source's base name" when the remote path
- * ends with '/', is empty, or names a directory of targets. A path that names a pushed
- * tree is that target when the source is a tree (`sourceIsTree`): the push updates it, as
- * running the same push again must (see resolvePushTarget in local.ts).
+ * A server as a location: its own stat and listing (the server reads its manifests'
+ * headers), pushes staged and sent as deltas (HttpDestination). Verify is not offered:
+ * checking a server's chunks from here would fetch them all (a server-side verify is to
+ * come).
  */
-export async function resolveRemoteTarget(
-  store: HttpStore, path: string, trailingSlash: boolean, sourceName: string, options: OpOptions & { readonly sourceIsTree?: boolean } = {},
-): Promise<string> {
-  if (path === '') return validateManifestName(sourceName);
-  const type = await store.stat(validateManifestName(path), options);
-  if (type === 'tree' && options.sourceIsTree && !trailingSlash) return path;
-  // A pushed tree cannot hold another pushed copy inside it (the server refuses the name at
-  // commit). Say so before uploading anything.
-  if (type === 'tree') {
-    throw new AlreadyExistsError(
-      `${store.base.origin}/${path} is a pushed tree: a copy cannot go inside it. To replace it, push a tree to ${store.base.origin}/${path} (no trailing /), or push to a new path`,
-    );
-  }
-  return type === 'dir' || trailingSlash ? validateManifestName(`${path}/${sourceName}`) : path;
+export function httpEndpoint(store: HttpStore): StoreEndpoint {
+  return {
+    store,
+    describe: (name) => `${store.base.origin}/${name}`,
+    stat: (name, options) => store.stat(name, options),
+    list: (prefix, options) => store.list(prefix, options),
+    destination: (name, options = {}) => new HttpDestination(store, name, { delta: options.delta, inPlace: options.inPlace }),
+    get retriesMade() {
+      return store.retriesMade;
+    },
+    close: () => store.close(),
+  };
 }
 
 /**

@@ -1,10 +1,11 @@
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
-import { AlreadyExistsError, fromSystemError, InvalidArgumentError, NotFoundError } from '../core/errors.js';
+import { AlreadyExistsError, fromSystemError, InvalidArgumentError, isXferError, NotFoundError } from '../core/errors.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { sameFile, Staging, STAGING_PREFIX, type StagedFile } from '../reconstruct/staging.js';
-import { LocalStore } from '../store/local.js';
+import { LocalStore, localManifests } from '../store/local.js';
+import { validateManifestName } from '../store/names.js';
 import type { HeldLock } from '../store/lock.js';
 import type { OpOptions } from '../store/store.js';
 import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
@@ -68,8 +69,47 @@ export async function resolvePushTarget(sourceName: string, dest: string, source
 
 /** Whether `dir` is a tree a push rebuilt: a directory with a manifest of its name in the store beside it. */
 async function isPushedTree(dir: string): Promise<boolean> {
-  const manifest = join(dirname(dir), STORE_DIR_NAME, 'manifests', basename(dir));
-  return (await stat(manifest).then((s) => s.isFile(), () => false)) && (await stat(dir).then((s) => s.isDirectory(), () => false));
+  return (await isPushedTarget(dir)) && (await stat(dir).then((s) => s.isDirectory(), () => false));
+}
+
+/**
+ * Whether `path` names a target a push made: the store beside it (`.xfer/`) has a manifest
+ * of its name. Asked of the store's manifests (no chunk index is loaded).
+ */
+export async function isPushedTarget(path: string): Promise<boolean> {
+  let t: LocalTarget;
+  try {
+    t = localTargetOf(path);
+  } catch {
+    return false;
+  }
+  let body: AsyncIterable<Uint8Array>;
+  try {
+    body = await localManifests(t.storeDir).getManifest(validateManifestName(t.name));
+  } catch (err) {
+    if (isXferError(err, 'XFER_NOT_FOUND') || isXferError(err, 'XFER_INVALID_ARGUMENT')) return false;
+    throw err;
+  }
+  for await (const _ of body) break; // leaving the loop closes the manifest's file
+  return true;
+}
+
+/**
+ * Whether `path` is a destination directory that holds a store (`<path>/.xfer`), as
+ * opposed to a target (or a folder of targets) in the store beside it. NotFoundError if
+ * neither store exists.
+ */
+export async function holdsStore(path: string): Promise<boolean> {
+  const isDir = (p: string) => stat(p).then((s) => s.isDirectory(), () => false);
+  if ((await isDir(join(path, STORE_DIR_NAME))) && (await isDir(path))) return true;
+  let beside: string | undefined;
+  try {
+    beside = localTargetOf(path).storeDir;
+  } catch {
+    // the root, or a name no target can have
+  }
+  if (beside !== undefined && (await stat(beside).then(() => true, () => false))) return false;
+  throw new NotFoundError(`${path}: no xfer store here or beside it`);
 }
 
 /**

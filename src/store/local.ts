@@ -45,7 +45,23 @@
  * pack-index.ts (index loading and refresh), loose.ts (version 1 chunk files), fs.ts.
  * The pack format itself is pack.ts, apart, for any backend to reuse.
  */
+import { resolve } from 'node:path';
+import { storePaths } from './local/layout.js';
+import { LocalManifests } from './local/manifests.js';
+import type { ManifestStore } from './store.js';
+
 export { LocalStore, type ChunkLocation, type LocalStoreOpenOptions } from './local/store.js';
 export { STORE_FORMAT, STORE_VERSION } from './local/layout.js';
 export { STALE_TEMP_AGE_MS } from './local/temp.js';
 export { COMMIT_BATCH_BYTES, COMMIT_BATCH_CHUNKS, MAX_UNCOMMITTED_AGE_MS } from './local/commit.js';
+
+/**
+ * The manifests of the local store in `dir` alone, without opening its chunks (no pack
+ * index is loaded): for callers that only look at targets (is a name a pushed target,
+ * what does a store list). Reads see what a LocalStore would; a store that does not exist
+ * has no manifests (getManifest: NotFoundError, listManifests: none).
+ */
+export function localManifests(dir: string): ManifestStore {
+  const paths = storePaths(resolve(dir));
+  return new LocalManifests(paths.dir, paths.manifestDir, paths.tempDir, new Set());
+}

@@ -1,0 +1,24 @@
+import { InvalidArgumentError } from '../core/errors.js';
+import type { OpenOptions, StoreEndpoint, StoreLocation } from './registry.js';
+import { storeEndpoint } from './store.js';
+
+export { checkLocalPath, parseLocation, registerScheme, storeScheme, supportedLocations, unregisterScheme } from './registry.js';
+export type { Location, LocationSpec, LocalLocation, Scheme, Store, StoreEndpoint, StoreLocation, TargetInfo, TargetType } from './registry.js';
+
+/**
+ * Opens the store behind a store location: a store object the caller passed as it is
+ * (never closed by xfer), anything else through its scheme (registry.ts), which composes
+ * the store's decorators. Every command and the library open stores here.
+ */
+export async function openStoreLocation(location: StoreLocation, options: OpenOptions): Promise<StoreEndpoint> {
+  refuseWireOptions(location, options);
+  if (location.given) return storeEndpoint(location.given, (name) => name, false);
+  return location.scheme!.open(location, options);
+}
+
+/** A rate limit applies to a wire: a local path, a store object or a scheme without a network has none. */
+export function refuseWireOptions(location: { readonly kind: string; readonly scheme?: { readonly wire: boolean } }, options: { readonly bwlimitBytesPerSecond?: number }): void {
+  if (options.bwlimitBytesPerSecond !== undefined && !(location.kind === 'store' && location.scheme?.wire)) {
+    throw new InvalidArgumentError('--bwlimit applies to transfers to or from a server (http:// or https://)');
+  }
+}

@@ -1,0 +1,289 @@
+import { InvalidArgumentError } from '../core/errors.js';
+import type { RetryEvent } from '../core/retry.js';
+import type { ManifestKind } from '../manifest/types.js';
+import type { ChunkStore, ManifestStore, OpOptions } from '../store/store.js';
+import type { PushDestination } from '../transfer/destination.js';
+import type { VerifyReport } from '../transfer/verify.js';
+import { parseRemote } from './remote.js';
+
+/*
+ * The one place where a location becomes a store. A location is a local path, a URL of a
+ * registered scheme (`http://`, `https://`; `s3://` once its store is in the `schemes`
+ * table below), or, from the library, a store object. Each scheme says how to parse its
+ * locations and how to open the store behind them (a StoreEndpoint); every command and the
+ * library API go through parseLocation and openStoreLocation (open.ts), never through a
+ * test of their own.
+ *
+ * This module holds the vocabulary and the table, and imports no store: a command that
+ * touches no server never loads the HTTP client (about 90 ms of start-up).
+ */
+
+/** Anything that stores chunks and manifests: every store of src/store satisfies it. */
+export type Store = ChunkStore & ManifestStore;
+
+/**
+ * A location as the library takes it: a local path or a URL (a string); a store object,
+ * whose root is the location (a push goes into it under the source's name); or a store
+ * object and a path inside it (`{ store, path: 'backups/photos' }`), as a URL's path.
+ * A store object stays the caller's: xfer never closes it.
+ */
+export type LocationSpec = string | Store | { readonly store: Store; readonly path?: string };
+
+/** A local path: its store is `.xfer/` beside the target (endpoint/local.ts). */
+export interface LocalLocation {
+  readonly kind: 'local';
+  /** As given, for messages. */
+  readonly text: string;
+  readonly path: string;
+}
+
+/** A location in a store that holds targets by name (a server, an object store, a store object). */
+export interface StoreLocation {
+  readonly kind: 'store';
+  /** As given, for messages. */
+  readonly text: string;
+  /** The scheme that parsed it (undefined for a store object the caller passed). */
+  readonly scheme?: Scheme;
+  /** Which store of the scheme: a server's origin, a bucket, a memory store's name. */
+  readonly where: string;
+  /** The path inside the store, '/'-separated and decoded ('' is the store's root). */
+  readonly path: string;
+  /** The location ends with '/' (or names the root): "inside it" (cp), or a tree's contents (rsync). */
+  readonly trailingSlash: boolean;
+  /** The store object the caller passed, if any. */
+  readonly given?: Store;
+}
+
+export type Location = LocalLocation | StoreLocation;
+
+/** What a name is in a store: a pushed file or tree, a folder of targets, or nothing. */
+export type TargetType = ManifestKind | 'dir' | 'none';
+
+/** One target as a listing gives it; a manifest that cannot be read is kind `damaged`, with its `error`. */
+export interface TargetInfo {
+  readonly path: string;
+  readonly kind: string;
+  readonly bytes: number;
+  readonly mtimeMs: number;
+  /** The whole target's digest (hex), '' when damaged. */
+  readonly digest: string;
+  readonly error?: string;
+}
+
+/**
+ * The options of opening a store, whatever the scheme: each scheme takes those that apply
+ * to it. The wire's (token, retries, timeouts, bwlimit, TLS) go to schemes with `wire`.
+ */
+export interface OpenOptions {
+  readonly signal?: AbortSignal;
+  readonly token?: string;
+  readonly retries?: number;
+  readonly onRetry?: (event: RetryEvent) => void;
+  readonly bwlimitBytesPerSecond?: number;
+  readonly answerTimeoutMs?: number;
+  readonly caFile?: string;
+  readonly insecure?: boolean;
+}
+
+/**
+ * An opened store location: the store and what commands need of it. Generic over any
+ * Store (endpoint/store.ts, storeEndpoint); a scheme whose store does some of this
+ * itself (a server: stat, list, staged pushes) gives its own (endpoint/http.ts).
+ */
+export interface StoreEndpoint {
+  readonly store: Store;
+  /** How messages and results name target `name` of this store (`http://host:7373/name`). */
+  describe(name: string): string;
+  stat(name: string, options?: OpOptions): Promise<TargetType>;
+  /** The targets whose names start with `prefix`, sorted by name. */
+  list(prefix: string, options?: OpOptions): Promise<TargetInfo[]>;
+  /**
+   * A push to target `name`. The destination owns the endpoint: closing it closes this.
+   * `inPlace` asks a server to rewrite its large copy where it is (push --in-place); a
+   * store with no rebuilt copies refuses it.
+   */
+  destination(name: string, options?: { readonly delta?: boolean; readonly inPlace?: boolean }): PushDestination;
+  /**
+   * Checks the chunks of the named targets. Absent where the store cannot be checked from
+   * here yet (a server: its own verify is to come): verify then refuses the location.
+   */
+  readonly verify?: (names: readonly string[], options?: OpOptions) => Promise<VerifyReport>;
+  /** Requests tried again so far (after a broken connection); 0 for a store without a wire. */
+  readonly retriesMade: number;
+  close(): Promise<void>;
+}
+
+/**
+ * A kind of location. Adding a store to xfer is its store file in src/store/, one entry
+ * in the `schemes` table below (storeScheme), and one line running
+ * test/store-conformance.ts against the store.
+ */
+export interface Scheme {
+  /** The prefixes of its locations, lower case (`http://`, `mem:`); matched case-insensitively. */
+  readonly prefixes: readonly string[];
+  /** Its name in messages (`http`, `s3`). */
+  readonly name: string;
+  /**
+   * Whether its transfers cross a network: the wire's options (--bwlimit) apply. Those
+   * of a scheme without one are refused, as for local paths.
+   */
+  readonly wire: boolean;
+  /** Splits a location of this scheme (`text` starts with one of its prefixes); InvalidArgumentError if malformed. */
+  parse(text: string): { readonly where: string; readonly path: string; readonly trailingSlash: boolean };
+  /**
+   * Opens the store behind a parsed location, with the decorators its kind needs (retry
+   * with the store's own sorting of transient and permanent errors, timeouts, bandwidth
+   * and concurrency limits, caching), composed here, once: commands only ever see the result.
+   */
+  open(location: StoreLocation, options: OpenOptions): Promise<StoreEndpoint>;
+}
+
+/** Servers (`xfer serve`): `http://host:port/<remote-path>`, `https://...`. */
+const HTTP_SCHEME: Scheme = {
+  name: 'http',
+  prefixes: ['http://', 'https://'],
+  wire: true,
+  parse(text) {
+    const r = parseRemote(text);
+    return { where: r.base.origin, path: r.path, trailingSlash: r.trailingSlash };
+  },
+  async open(location, options) {
+    const { connectRemote, httpEndpoint } = await import('./http.js');
+    // The decorators of a server's store: retry (with HttpStore's own sorting of transient
+    // and permanent errors), answer timeouts and the bandwidth limit, all from `options`.
+    // They are inside HttpStore for now (HttpStoreOptions, via connectRemote); once they
+    // are decorators of their own (src/store/decorators/), they are wrapped around the
+    // store here, and nowhere else.
+    return httpEndpoint(await connectRemote(new URL(location.where), options));
+  },
+};
+
+/**
+ * The registered schemes, in the order locations are matched: the built-in ones, then
+ * those registerScheme adds. A new kind of store is one entry here, e.g. (once
+ * src/store/s3.ts exists):
+ *
+ *   storeScheme('s3', 's3://', async (bucket, o) => (await import('../store/s3.js')).S3Store.open(bucket, o), { wire: true }),
+ *
+ * Until a scheme is here, its locations are refused (refuseForeignRemote).
+ */
+const schemes: Scheme[] = [
+  HTTP_SCHEME,
+  // s3:// goes here.
+];
+
+/**
+ * Adds a kind of location, matched after the built-in ones (the `schemes` table): a
+ * library user or a test may add its own, in-process. A prefix already claimed is refused.
+ */
+export function registerScheme(scheme: Scheme): void {
+  for (const prefix of scheme.prefixes) {
+    if (prefix !== prefix.toLowerCase() || !/^[a-z][a-z0-9+.-]*:/.test(prefix)) throw new InvalidArgumentError(`scheme prefix ${JSON.stringify(prefix)}: expected a lower-case scheme and a colon, as in "s3://"`);
+    if (schemeOf(prefix)) throw new InvalidArgumentError(`locations starting ${prefix} are already registered`);
+  }
+  schemes.push(scheme);
+}
+
+/** Removes a scheme registerScheme added (for tests that register their own). */
+export function unregisterScheme(scheme: Scheme): void {
+  const i = schemes.indexOf(scheme);
+  if (i >= 0) schemes.splice(i, 1);
+}
+
+function schemeOf(text: string): Scheme | undefined {
+  const lower = text.toLowerCase();
+  return schemes.find((s) => s.prefixes.some((p) => lower.startsWith(p)));
+}
+
+/** What a location may be, for messages that refuse another kind: `local paths, http:// and https://`. */
+export function supportedLocations(): string {
+  const prefixes = schemes.flatMap((s) => s.prefixes);
+  const last = prefixes.pop();
+  return last === undefined ? 'local paths' : `local paths, ${prefixes.length ? `${prefixes.join(', ')} and ` : ''}${last}`;
+}
+
+/**
+ * Parses a location (`what` names its role in messages). A string of a registered scheme
+ * is that scheme's; anything else that reads as a remote location is refused
+ * (InvalidArgumentError) rather than taken as a local path: a push to `s3://bucket/x` or
+ * `host:/path` would otherwise create a directory named `s3:` or `host:`. rsync's rule
+ * tells them apart: a colon before any slash means remote (`host:path`, `scheme://`);
+ * `./a:b` or `/x/a:b` is a local path.
+ */
+export function parseLocation(spec: LocationSpec, what = 'a location'): Location {
+  if (typeof spec !== 'string') return givenStore(spec, what);
+  const scheme = schemeOf(spec);
+  if (scheme) return { kind: 'store', text: spec, scheme, ...scheme.parse(spec) };
+  refuseForeignRemote(spec);
+  return { kind: 'local', text: spec, path: spec };
+}
+
+/** Checks that `spec` is a local path (`what` names its role in the message): no location of a scheme, no `host:path`. */
+export function checkLocalPath(spec: string, what: string): void {
+  if (typeof spec !== 'string') throw new InvalidArgumentError(`${what} must be a local path (a string)`);
+  const scheme = schemeOf(spec);
+  if (scheme) throw new InvalidArgumentError(`${spec}: ${what} must be a local path, not ${scheme.wire ? 'a server URL' : `a ${scheme.name} location`}`);
+  refuseForeignRemote(spec);
+}
+
+function refuseForeignRemote(spec: string): void {
+  const colon = spec.indexOf(':');
+  if (colon < 0) return;
+  const slash = spec.indexOf('/');
+  if (slash >= 0 && slash < colon) return;
+  const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(spec);
+  if (scheme) throw new InvalidArgumentError(`${spec}: xfer does not support ${scheme[1]!.toLowerCase()}:// locations; it copies between ${supportedLocations()}`);
+  throw new InvalidArgumentError(
+    `${spec}: a colon before any slash means host:path, which xfer does not reach; it copies between ${supportedLocations()} (write ./${spec} for a local name with a colon)`,
+  );
+}
+
+/**
+ * A scheme for a kind of store whose locations are `<prefix><where>/<path>` (`s3://bucket/x`,
+ * `mem:name/x`): `open` opens the store named `where`; the endpoint is the generic one
+ * (endpoint/store.ts), which closes the store when done.
+ */
+export function storeScheme(name: string, prefix: string, open: (where: string, options: OpenOptions) => Promise<Store>, options: { readonly wire: boolean }): Scheme {
+  return {
+    name,
+    prefixes: [prefix],
+    wire: options.wire,
+    parse: (text) => parseStorePath(text, prefix),
+    async open(location, o) {
+      const store = await open(location.where, o);
+      const { storeEndpoint } = await import('./store.js');
+      return storeEndpoint(store, (target) => `${prefix}${location.where}/${target}`, true);
+    },
+  };
+}
+
+const STORE_METHODS = ['has', 'get', 'put', 'flush', 'close', 'putManifest', 'getManifest', 'listManifests'] as const;
+
+function isStore(value: unknown): value is Store {
+  return typeof value === 'object' && value !== null && STORE_METHODS.every((m) => typeof (value as Record<string, unknown>)[m] === 'function');
+}
+
+/** A store object, or `{ store, path }`, as a location. */
+function givenStore(spec: unknown, what: string): StoreLocation {
+  const wrapped = typeof spec === 'object' && spec !== null && 'store' in spec;
+  const store = wrapped ? (spec as { store: unknown }).store : spec;
+  const path = wrapped ? ((spec as { path?: unknown }).path ?? '') : '';
+  if (!isStore(store) || typeof path !== 'string') {
+    throw new InvalidArgumentError(`${what} must be a local path, a URL (${supportedLocations()}), a ChunkStore & ManifestStore, or { store, path }`);
+  }
+  const segments = path.split('/').filter((s) => s !== '');
+  return { kind: 'store', text: path === '' ? 'the given store' : `${path} in the given store`, where: '', path: segments.join('/'), trailingSlash: path === '' || path.endsWith('/'), given: store };
+}
+
+/**
+ * The parse of a store scheme's locations, `<prefix><where>/<path>` (`s3://bucket/dir/name`,
+ * `mem:name/dir/name`): `where` names the store, the rest is the path inside it.
+ */
+export function parseStorePath(text: string, prefix: string): { where: string; path: string; trailingSlash: boolean } {
+  const rest = text.slice(prefix.length);
+  const slash = rest.indexOf('/');
+  const where = slash < 0 ? rest : rest.slice(0, slash);
+  if (where === '') throw new InvalidArgumentError(`${text}: name the store after ${prefix}`);
+  const raw = slash < 0 ? '' : rest.slice(slash + 1);
+  return { where, path: raw.split('/').filter((s) => s !== '').join('/'), trailingSlash: raw === '' || raw.endsWith('/') };
+}
