@@ -14,6 +14,9 @@ import { destinationPathsIn, LocalDestination, localTargetOf, openLocalSource, r
 import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifest, openManifestFile } from './manifest/reader.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
+import { readSnapshot, SnapshotRecorder, snapshotConditions, stillAsRecorded, writeSnapshot, type SnapshotKey } from './reconstruct/snapshot.js';
+import { Staging } from './reconstruct/staging.js';
+import { manifestTag } from './manifest/tag.js';
 import { ScanPool } from './scan/pool.js';
 import type { ChunkStore, ManifestStore } from './store/store.js';
 import type { PushDestination } from './transfer/destination.js';
@@ -196,9 +199,17 @@ export async function pull(source: string, destination: string, options: PullOpt
   checkLocalPath(destination, 'the destination of a pull');
   let store: ChunkStore & ManifestStore & { close(): Promise<void> };
   let name: string;
+  /** With a snapshot of the target to write if the pull finds it unchanged (see pullFromSnapshot). */
+  let snapshot: { key: Omit<SnapshotKey, 'tag'>; recorder: SnapshotRecorder } | undefined;
   if (isRemote(source)) {
     const r = parseRemote(source);
     if (!r.path) throw new InvalidArgumentError(`${source}: name a remote path to pull`);
+    if (!options.checksum && !options.dryRun && !options.plan && !options.excludes) {
+      const key = { source: `${r.base.origin}/${r.path}`, conditions: snapshotConditions({ delete: options.delete === true, numericIds: options.numericIds === true }) };
+      const done = await pullFromSnapshot(r.base, r.path, source, destination, key, options);
+      if (done) return done;
+      snapshot = { key, recorder: new SnapshotRecorder() };
+    }
     const { connectRemote } = await import('./endpoint/http.js');
     store = await connectRemote(r.base, { ...options, signal });
     name = r.path;
@@ -248,14 +259,48 @@ export async function pull(source: string, destination: string, options: PullOpt
         : { targetDigest: reader.header.digest, previousFiles: await filesOf(await openManifestFile(manifestPath, { signal }), signal) };
     const result = await reconstruct(reader, store, target, {
       signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, deleteExtra: options.delete === true, protect: options.excludes,
-      attributes: { numericIds: options.numericIds === true }, ...quick,
+      attributes: { numericIds: options.numericIds === true }, unchangedRecord: snapshot?.recorder, ...quick,
     });
+    const tag = manifestTag(reader.header);
+    if (snapshot?.recorder.usable && tag !== undefined) {
+      await writeSnapshot(target, snapshot.recorder, { ...snapshot.key, tag }, { bytesTotal: result.bytesTotal, chunksTotal: result.chunksTotal, fileBytes: result.bytesReused, digest: result.digest });
+    }
     return { ...result, target, plan };
   } finally {
     await removeTempDir(tmp);
     if (ownPool) await pool.close();
     await store.close();
   }
+}
+
+/**
+ * A tree pull onto the target it already is, known without the manifest: the target's
+ * snapshot (reconstruct/snapshot.ts) was taken under the same conditions for the same
+ * source, every entry it records is still as recorded, and the server says the tree's tag
+ * is still current (endpoint/probe.ts). Undefined whenever any of that is not so: the pull
+ * then goes the full way, as if there were no snapshot.
+ */
+async function pullFromSnapshot(
+  base: URL, name: string, source: string, destination: string, key: Omit<SnapshotKey, 'tag'>, options: PullOptions,
+): Promise<(PullResult & { target: string }) | undefined> {
+  const started = performance.now();
+  // The target a tree from `source` goes to (as pull finds it once it knows the kind).
+  let target: string;
+  try {
+    target = endsWithSlash(source) ? destination.replace(/(?<=.)[/\\]+$/, '') : await resolveCopyTarget(posix.basename(name), destination);
+  } catch {
+    return undefined;
+  }
+  const snap = await readSnapshot(target);
+  if (!snap || snap.source !== key.source || snap.conditions !== key.conditions) return undefined;
+  // Leftovers of an interrupted pull beside the target: the full way takes them over.
+  if (await Staging.hasLeftovers(target)) return undefined;
+  if (!stillAsRecorded(target, snap)) return undefined;
+  const { manifestTagCurrent } = await import('./endpoint/probe.js');
+  if (!(await manifestTagCurrent(base, name, snap.tag, { token: options.token, caFile: options.caFile, insecure: options.insecure, signal: options.signal }))) return undefined;
+  const { bytesTotal, chunksTotal, fileBytes, digest } = snap.result;
+  options.onProgress?.({ bytesTotal, bytesDone: fileBytes, bytesReceived: 0, bytesReused: fileBytes });
+  return { kind: 'tree', bytesTotal, bytesReceived: 0, bytesReused: fileBytes, chunksTotal, seconds: (performance.now() - started) / 1000, digest, deleted: [], target };
 }
 
 /**
