@@ -14,8 +14,8 @@ import { destinationPathsIn, LocalDestination, localTargetOf, openLocalSource, r
 import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifest, openManifestFile } from './manifest/reader.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
-import { readSnapshot, SnapshotRecorder, snapshotConditions, stillAsRecorded, writeSnapshot, type SnapshotKey } from './reconstruct/snapshot.js';
-import { Staging } from './reconstruct/staging.js';
+import { SnapshotRecorder, writeSnapshot, type SnapshotKey } from './reconstruct/snapshot.js';
+import { pullFromSnapshot, snapshotApplies, snapshotKey, triedSnapshot } from './pull-snapshot.js';
 import { manifestTag } from './manifest/tag.js';
 import { ScanPool } from './scan/pool.js';
 import type { ChunkStore, ManifestStore } from './store/store.js';
@@ -204,11 +204,12 @@ export async function pull(source: string, destination: string, options: PullOpt
   if (isRemote(source)) {
     const r = parseRemote(source);
     if (!r.path) throw new InvalidArgumentError(`${source}: name a remote path to pull`);
-    if (!options.checksum && !options.dryRun && !options.plan && !options.excludes) {
-      const key = { source: `${r.base.origin}/${r.path}`, conditions: snapshotConditions({ delete: options.delete === true, numericIds: options.numericIds === true }) };
-      const done = await pullFromSnapshot(r.base, r.path, source, destination, key, options);
-      if (done) return done;
-      snapshot = { key, recorder: new SnapshotRecorder() };
+    if (snapshotApplies(source, options)) {
+      if (!triedSnapshot(options)) {
+        const done = await pullFromSnapshot(source, destination, options);
+        if (done) return done;
+      }
+      snapshot = { key: snapshotKey(r.base, r.path, options), recorder: new SnapshotRecorder() };
     }
     const { connectRemote } = await import('./endpoint/http.js');
     store = await connectRemote(r.base, { ...options, signal });
@@ -271,36 +272,6 @@ export async function pull(source: string, destination: string, options: PullOpt
     if (ownPool) await pool.close();
     await store.close();
   }
-}
-
-/**
- * A tree pull onto the target it already is, known without the manifest: the target's
- * snapshot (reconstruct/snapshot.ts) was taken under the same conditions for the same
- * source, every entry it records is still as recorded, and the server says the tree's tag
- * is still current (endpoint/probe.ts). Undefined whenever any of that is not so: the pull
- * then goes the full way, as if there were no snapshot.
- */
-async function pullFromSnapshot(
-  base: URL, name: string, source: string, destination: string, key: Omit<SnapshotKey, 'tag'>, options: PullOptions,
-): Promise<(PullResult & { target: string }) | undefined> {
-  const started = performance.now();
-  // The target a tree from `source` goes to (as pull finds it once it knows the kind).
-  let target: string;
-  try {
-    target = endsWithSlash(source) ? destination.replace(/(?<=.)[/\\]+$/, '') : await resolveCopyTarget(posix.basename(name), destination);
-  } catch {
-    return undefined;
-  }
-  const snap = await readSnapshot(target);
-  if (!snap || snap.source !== key.source || snap.conditions !== key.conditions) return undefined;
-  // Leftovers of an interrupted pull beside the target: the full way takes them over.
-  if (await Staging.hasLeftovers(target)) return undefined;
-  if (!stillAsRecorded(target, snap)) return undefined;
-  const { manifestTagCurrent } = await import('./endpoint/probe.js');
-  if (!(await manifestTagCurrent(base, name, snap.tag, { token: options.token, caFile: options.caFile, insecure: options.insecure, signal: options.signal }))) return undefined;
-  const { bytesTotal, chunksTotal, fileBytes, digest } = snap.result;
-  options.onProgress?.({ bytesTotal, bytesDone: fileBytes, bytesReceived: 0, bytesReused: fileBytes });
-  return { kind: 'tree', bytesTotal, bytesReceived: 0, bytesReused: fileBytes, chunksTotal, seconds: (performance.now() - started) / 1000, digest, deleted: [], target };
 }
 
 /**

@@ -20,6 +20,7 @@ import { pull, push } from '../src/api.js';
 import { listXattrs, setTimesNs, setXattr } from '../src/io/sys.js';
 import { RACY_MARGIN_NS } from '../src/reconstruct/snapshot.js';
 import { createServer, type XferServer } from '../src/server/server.js';
+import { runCli } from './helpers/cli.js';
 
 /** What the shortcut reports as bytesTotal once a test has marked the snapshot. */
 const MARK_BYTES = 12_345;
@@ -143,6 +144,16 @@ describe('a pull with a snapshot of its target', () => {
     assert.equal(await readFile(join(target, 'a', 'b', 'f.txt'), 'utf8'), 'deep\n');
   });
 
+  it('a leftover of an interrupted pull beside the target is taken over the full way; another new neighbour is no reason to', async () => {
+    const { dest, target, again } = await pulledAndMarked();
+    await writeFile(join(dest, 'neighbour.txt'), 'x\n');
+    assert.equal((await again()).bytesTotal, MARK_BYTES, 'the directory holding the target changed, but holds no leftover');
+    await mkdir(join(dest, '.xfer-tree.partial'));
+    await fullPull(again);
+    assert.deepEqual((await readdir(dest)).sort(), ['neighbour.txt', 'tree']);
+    assert.equal(await readFile(join(target, 'top.txt'), 'utf8'), 'top\n');
+  });
+
   it('a changed tree on the server (another tag) is pulled', async () => {
     const src = join(dir, 'src2', 'tree2');
     await mkdir(src, { recursive: true });
@@ -194,6 +205,25 @@ describe('a pull with a snapshot of its target', () => {
     const { dest } = await pulledAndMarked();
     assert.notEqual((await pull(`${server.url}/tree`, `${dest}/`, { delete: true })).bytesTotal, MARK_BYTES);
     assert.notEqual((await pull(`${server.url}/tree`, `${dest}/`, { checksum: true })).bytesTotal, MARK_BYTES);
+  });
+
+  it('xfer pull (the CLI) ends at the snapshot before loading the library, and otherwise pulls the full way', async () => {
+    const dest = join(dir, `d${++n}`);
+    await mkdir(dest);
+    // process.env (XDG_CACHE_HOME) goes to the child.
+    const cli = async () => {
+      const r = await runCli(['pull', `${server.url}/tree`, `${dest}/`, '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout) as { bytesTotal: number; bytesReceived: number };
+    };
+    await cli();
+    await cli();
+    const target = join(dest, 'tree');
+    await mark(target, { future: true });
+    assert.equal((await cli()).bytesTotal, MARK_BYTES);
+    await chmod(join(target, 'a'), 0o700);
+    assert.notEqual((await cli()).bytesTotal, MARK_BYTES);
+    assert.equal((await stat(join(target, 'a'))).mode & 0o7777, 0o750);
   });
 
   it('the server answers If-None-Match with the tree\'s tag by 304 and no body, another tag by the manifest', async () => {

@@ -28,7 +28,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { lstatSync, type BigIntStats } from 'node:fs';
 import { lstat, open, readdir, rename, rm, mkdir, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { isAbsolute, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
 
 /** A snapshot file larger than this is not read (about 100 bytes an entry: a million entries). */
 export const MAX_SNAPSHOT_BYTES = 128 * 1024 * 1024;
@@ -81,6 +81,8 @@ export interface Snapshot extends SnapshotKey {
   readonly paths: readonly string[];
   /** NUMS_PER_ENTRY numbers an entry. */
   readonly nums: readonly number[];
+  /** The same numbers of the directory holding the target, if it could be lstat'ed. */
+  readonly parent: readonly number[] | undefined;
 }
 
 /**
@@ -127,6 +129,8 @@ function snapshotFile(dir: string, target: string, root: BigIntStats): string {
 export class SnapshotRecorder {
   readonly paths: string[] = [];
   readonly nums: number[] = [];
+  /** The directory holding the target (see parentAsRecorded). */
+  parent: number[] | undefined;
   /** Wall-clock time before the first lstat, in ns: see RACY_MARGIN_NS. */
   takenNs = 0;
   root: BigIntStats | undefined;
@@ -137,6 +141,11 @@ export class SnapshotRecorder {
   /** Before the first lstat of the check. */
   start(target: string): void {
     this.takenNs = Date.now() * 1e6;
+    try {
+      this.parent = numbersOf(lstatSync(dirname(resolve(target)), { bigint: true }));
+    } catch {
+      this.parent = undefined;
+    }
     try {
       const st = lstatSync(target, { bigint: true });
       if (st.isDirectory()) {
@@ -164,12 +173,16 @@ export class SnapshotRecorder {
 
   private push(path: string, st: BigIntStats): void {
     this.paths.push(path);
-    this.nums.push(Number(st.ino), Number(st.size), Number(st.mtimeNs), Number(st.ctimeNs));
+    this.nums.push(...numbersOf(st));
   }
 
   get usable(): boolean {
     return this.done && !this.unusable && this.root !== undefined;
   }
+}
+
+function numbersOf(st: BigIntStats): number[] {
+  return [Number(st.ino), Number(st.size), Number(st.mtimeNs), Number(st.ctimeNs)];
 }
 
 /**
@@ -184,7 +197,7 @@ export async function writeSnapshot(target: string, recorder: SnapshotRecorder, 
   const root = recorder.root!;
   const body = JSON.stringify({
     format: FORMAT, target: abs, dev: Number(root.dev), ino: String(root.ino), source: key.source, tag: key.tag, conditions: key.conditions,
-    takenNs: recorder.takenNs, result, paths: recorder.paths, nums: recorder.nums,
+    takenNs: recorder.takenNs, result, paths: recorder.paths, nums: recorder.nums, parent: recorder.parent,
   });
   if (Buffer.byteLength(body) > MAX_SNAPSHOT_BYTES) return;
   const file = snapshotFile(dir, abs, root);
@@ -267,7 +280,8 @@ function parseSnapshot(text: string, target: string, root: BigIntStats): Snapsho
   if (paths[0] !== '') return undefined;
   for (let i = 1; i < paths.length; i++) if (BAD_PATH_RE.test(str(paths[i]))) return undefined;
   for (const n of nums) if (typeof n !== 'number') return undefined;
-  return { source: str(o.source), tag: str(o.tag), conditions: str(o.conditions), result, takenNs, dev: Number(root.dev), paths: paths as string[], nums: nums as number[] };
+  const parent = Array.isArray(o.parent) && o.parent.length === NUMS_PER_ENTRY && o.parent.every((n) => typeof n === 'number') ? (o.parent as number[]) : undefined;
+  return { source: str(o.source), tag: str(o.tag), conditions: str(o.conditions), result, takenNs, dev: Number(root.dev), paths: paths as string[], nums: nums as number[], parent };
 }
 
 /**
@@ -294,4 +308,21 @@ export function stillAsRecorded(target: string, snapshot: Snapshot): boolean {
     if (st === undefined || Number(st.ctimeNs) !== ctimeNs || Number(st.ino) !== nums[n] || Number(st.dev) !== snapshot.dev || Number(st.size) !== nums[n + 1] || Number(st.mtimeNs) !== nums[n + 2]) return false;
   }
   return true;
+}
+
+/**
+ * Whether the directory holding `target` is as the snapshot recorded it (and was not racily
+ * clean): then nothing was created in it since, no leftover of an interrupted pull beside
+ * the target (there was none when the snapshot was taken: see Staging.hasLeftovers and
+ * reconstruct). False says only "maybe": the caller looks for leftovers itself.
+ */
+export function parentAsRecorded(target: string, snapshot: Snapshot): boolean {
+  const p = snapshot.parent;
+  if (!p || !(p[3]! < snapshot.takenNs - RACY_MARGIN_NS)) return false;
+  try {
+    const st = lstatSync(dirname(resolve(target)), { bigint: true });
+    return numbersOf(st).every((n, i) => n === p[i]);
+  } catch {
+    return false;
+  }
 }
