@@ -16,6 +16,9 @@ import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifest, openManifestFile } from './manifest/reader.js';
 import { inPlaceKind, inPlaceRebuild } from './reconstruct/in-place.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
+import { SnapshotRecorder, writeSnapshot, type SnapshotKey } from './reconstruct/snapshot.js';
+import { pullFromSnapshot, snapshotApplies, snapshotKey, triedSnapshot } from './pull-snapshot.js';
+import { manifestTag } from './manifest/tag.js';
 import { ScanPool } from './scan/pool.js';
 import type { ChunkStore, ManifestStore } from './store/store.js';
 import type { PushDestination } from './transfer/destination.js';
@@ -219,10 +222,19 @@ export async function pull(source: LocationSpec, destination: string, options: P
   const location = parseLocation(source, 'the source of a pull');
   let store: ChunkStore & ManifestStore;
   let name: string;
+  /** With a snapshot of the target to write if the pull finds it unchanged (see pullFromSnapshot). */
+  let snapshot: { key: Omit<SnapshotKey, 'tag'>; recorder: SnapshotRecorder } | undefined;
   /** Closes the store (a store object the caller passed stays open). */
   let close: () => Promise<void>;
   if (location.kind === 'store') {
     if (!location.path) throw new InvalidArgumentError(`${location.text}: name a remote path to pull`);
+    if (typeof source === 'string' && snapshotApplies(source, options)) {
+      if (!triedSnapshot(options)) {
+        const done = await pullFromSnapshot(source, destination, options);
+        if (done) return done;
+      }
+      snapshot = { key: snapshotKey(new URL(location.where), location.path, options), recorder: new SnapshotRecorder() };
+    }
     const endpoint = await openStoreLocation(location, options);
     store = endpoint.store;
     name = location.path;
@@ -290,8 +302,12 @@ export async function pull(source: LocationSpec, destination: string, options: P
         : { targetDigest: reader.header.digest, previousFiles: await filesOf(await openManifestFile(manifestPath, { signal }), signal) };
     const result = await reconstruct(reader, store, target, {
       signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, deleteExtra: options.delete === true, protect: options.excludes,
-      attributes: { numericIds: options.numericIds === true }, ...quick,
+      attributes: { numericIds: options.numericIds === true }, unchangedRecord: snapshot?.recorder, ...quick,
     });
+    const tag = manifestTag(reader.header);
+    if (snapshot?.recorder.usable && tag !== undefined) {
+      await writeSnapshot(target, snapshot.recorder, { ...snapshot.key, tag }, { bytesTotal: result.bytesTotal, chunksTotal: result.chunksTotal, fileBytes: result.bytesReused, digest: result.digest });
+    }
     return { ...result, target, plan };
   } finally {
     await removeTempDir(tmp);

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
-import { pull } from '../api.js';
+import type { PullOptions } from '../api.js';
+import { tryPullFromSnapshot } from '../pull-snapshot.js';
 import { formatBytes } from '../core/sizes.js';
 import { posix } from 'node:path';
 import { filterFrom, numericIdsOption, remoteFrom, remoteOptions, syncOptions, type FilterArg, type RemoteFlags, type SyncFlags } from './options.js';
@@ -36,7 +37,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
     const dryRun = flags.dryRun === true;
     const listing = (flags.verbose || dryRun) && !flags.json;
     try {
-      const r = await pull(source, dest, {
+      const options: PullOptions = {
         dryRun,
         excludes,
         plan: flags.verbose === true || flags.stats === true,
@@ -53,7 +54,9 @@ export function registerPull(program: Command, signal: AbortSignal): void {
         },
         onProgress: (p) => progress.update(p.bytesDone, p.bytesTotal, `, ${formatBytes(p.bytesReused)} reused${p.bytesZero > 0 ? ` (${formatBytes(p.bytesZero)} zero, left as holes)` : ''}`),
         onRetry: (e) => progress.retrying(e),
-      });
+      };
+      // A no-op pull known from the target's snapshot ends before the library is loaded.
+      const r = (await tryPullFromSnapshot(source, dest, options)) ?? (await (await import('../api.js')).pull(source, dest, options));
       progress.done();
       const plan = r.plan;
       const transferred = (plan?.files ?? []).map((f) => ({ path: f.path === '' ? posix.basename(r.target) : f.path, size: f.size }));

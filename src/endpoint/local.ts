@@ -9,7 +9,10 @@ import { validateManifestName } from '../store/names.js';
 import type { HeldLock } from '../store/lock.js';
 import type { OpOptions } from '../store/store.js';
 import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
+import { resolveCopyTarget } from './copy-target.js';
 import { KnownFiles, previousVersion } from '../transfer/known.js';
+
+export { resolveCopyTarget };
 
 /** The directory, inside the one holding a target, where a local destination keeps chunks and manifests. */
 export const STORE_DIR_NAME = '.xfer';
@@ -28,21 +31,6 @@ export function localTargetOf(target: string): LocalTarget {
   if (name === STORE_DIR_NAME || name === '' || abs === sep) throw new InvalidArgumentError(`${target}: not a valid target name`);
   const dir = dirname(abs);
   return { target: abs, dir, name, storeDir: join(dir, STORE_DIR_NAME) };
-}
-
-/**
- * cp's rule for where a copy goes: into `dest` under the source's base name if `dest` is an
- * existing directory or ends with '/', else `dest` itself.
- */
-export async function resolveCopyTarget(sourceName: string, dest: string): Promise<string> {
-  if (dest.endsWith('/') || dest.endsWith(sep)) return join(dest, sourceName);
-  try {
-    const st = await stat(dest);
-    if (st.isDirectory()) return join(dest, sourceName);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(err, dest, 'stat');
-  }
-  return dest;
 }
 
 /**

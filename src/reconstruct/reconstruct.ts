@@ -19,6 +19,7 @@ import { SeedIndex } from './seeds.js';
 import { applyAttributes, attributePolicy, type AttributeOptions } from './attributes.js';
 import { sameFile, Staging, type StagedFile } from './staging.js';
 import { checkUnchanged } from './unchanged.js';
+import type { SnapshotRecorder } from './snapshot.js';
 
 /** The set-user-ID and set-group-ID permission bits (see ReconstructOptions.clearSetId). */
 export const SET_ID_BITS = 0o6000;
@@ -72,6 +73,8 @@ export interface ReconstructOptions {
    * built from this manifest, without reading the manifest twice to build it.
    */
   readonly previousIsManifest?: boolean;
+  /** Gathers the target's lstats when a tree is found unchanged, for a snapshot (snapshot.ts). */
+  readonly unchangedRecord?: SnapshotRecorder;
   /** Runs after everything is written and verified, just before the target is swapped in. */
   readonly beforeCommit?: () => Promise<void>;
   /**
@@ -214,7 +217,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     try {
       check = await checkUnchanged(events, target, {
         policy: attributePolicy(options.attributes), previousOf, diskMode, signal,
-        deletable: options.deleteExtra ? (path, isDir) => !protect?.(path, isDir) : undefined,
+        deletable: options.deleteExtra ? (path, isDir) => !protect?.(path, isDir) : undefined, record: options.unchangedRecord,
       });
     } catch (err) {
       await events.return(undefined).catch(() => {});

@@ -24,6 +24,7 @@ import { throwIfAborted } from '../core/abort.js';
 import type { EntryMeta, ManifestEvent } from '../manifest/types.js';
 import { hasAttributes, type AttributePolicy } from './attributes.js';
 import type { QuickCheckFile } from './reconstruct.js';
+import type { SnapshotRecorder } from './snapshot.js';
 import { deviceNumber } from './staging.js';
 
 /**
@@ -44,6 +45,8 @@ export interface UnchangedCheckOptions {
   readonly diskMode: (mode: number) => number;
   /** With --delete: which extras would go (Staging's mayDelete); undefined: extras are kept. */
   readonly deletable?: (path: string, isDir: boolean) => boolean;
+  /** Told every entry's lstat, for a snapshot of the target (snapshot.ts); done set if unchanged. */
+  readonly record?: SnapshotRecorder;
   readonly signal?: AbortSignal;
 }
 
@@ -73,13 +76,18 @@ export async function checkUnchanged(events: AsyncIterator<ManifestEvent>, targe
   // manifest/rules.ts), so appending them is what path.join would make, at a tenth of its cost.
   const root = join(target, '/');
   const pathOf = (rel: string) => (rel === '' ? target : root + rel);
+  const record = options.record;
   const stat = (rel: string): BigIntStats | undefined => {
     try {
-      return lstatSync(pathOf(rel), { bigint: true });
+      const st = lstatSync(pathOf(rel), { bigint: true });
+      record?.add(rel, st);
+      return st;
     } catch {
       return undefined;
     }
   };
+  // Before the first lstat: a snapshot's times are judged against this start (snapshot.ts).
+  record?.start(target);
   const parentOf = (rel: string) => {
     const slash = rel.lastIndexOf('/');
     return slash < 0 ? '' : rel.slice(0, slash);
@@ -162,5 +170,6 @@ export async function checkUnchanged(events: AsyncIterator<ManifestEvent>, targe
       }
     }
   }
+  if (record) record.done = true;
   return { unchanged: true, fileBytes };
 }

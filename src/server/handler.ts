@@ -13,6 +13,7 @@ import { AbortedError, HTTP_STATUS, InvalidArgumentError, isXferError, ManifestI
 import { DIGEST_BYTES, digestToHex, parseDigestAlgorithm, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { openManifest, openManifestFile, type ManifestReader } from '../manifest/reader.js';
 import type { EntryMeta, ManifestHeader } from '../manifest/types.js';
+import { manifestTag } from '../manifest/tag.js';
 import { applyAttributes, attributePolicy } from '../reconstruct/attributes.js';
 import { filesOf, reconstruct, SET_ID_BITS, type PreviousFile } from '../reconstruct/reconstruct.js';
 import type { LocalStore } from '../store/local.js';
@@ -107,7 +108,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     if (method === 'POST' && rest.startsWith('stage/')) return stageFile(req, res, remotePathToName(rest.slice('stage/'.length)), url, checksumParam(url));
     if (rest.startsWith('manifests/')) {
       const name = remotePathToName(rest.slice('manifests/'.length));
-      if (method === 'GET') return getManifest(res, name);
+      if (method === 'GET') return getManifest(req, res, name);
       if (method === 'PUT') return putManifest(req, res, name, checksumParam(url), flagParam(url, 'in-place'));
     }
     if (method === 'GET' && rest.startsWith('stat/')) return stat(res, remotePathToName(rest.slice('stat/'.length)));
@@ -366,7 +367,21 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     res.end();
   }
 
-  async function getManifest(res: Http2ServerResponse, name: string): Promise<void> {
+  async function getManifest(req: Http2ServerRequest, res: Http2ServerResponse, name: string): Promise<void> {
+    // A client holding a tree's tag (manifest/tag.ts) learns that it is still current from
+    // the header alone, without the body (docs/PROTOCOL.md).
+    const wanted = req.headers['if-none-match'];
+    if (typeof wanted === 'string') {
+      const tag = await storedHeader(name).then(manifestTag, (err: unknown) => {
+        if (isXferError(err, 'XFER_NOT_FOUND') || isXferError(err, 'XFER_ABORTED')) throw err;
+        return undefined; // a damaged header: the body goes, as to any GET
+      });
+      if (tag !== undefined && wanted.split(',').some((t) => t.trim().replace(/^W\//, '') === `"${tag}"`)) {
+        res.writeHead(304, { etag: `"${tag}"` });
+        res.end();
+        return;
+      }
+    }
     const body = await ctx.store.getManifest(name, { signal: ctx.signal });
     res.writeHead(200, { 'content-type': 'application/octet-stream' });
     for await (const piece of body) {
