@@ -14,10 +14,13 @@ import { openManifest, openManifestFile, type ManifestReader } from '../manifest
 import type { EntryMeta, ManifestHeader } from '../manifest/types.js';
 import { applyAttributes, attributePolicy } from '../reconstruct/attributes.js';
 import { filesOf, reconstruct, SET_ID_BITS, type PreviousFile } from '../reconstruct/reconstruct.js';
-import type { LocalStore } from '../store/local.js';
-import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES, sumsBytes } from '../store/delta.js';
+import type { ChunkStore, ManifestStore } from '../store/store.js';
+import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES, sumsBytes } from '../protocol/delta.js';
 import { validateManifestPrefix } from '../store/names.js';
-import { chunkerOfQuery } from '../store/stage-format.js';
+import { chunkerOfQuery } from '../protocol/stage-format.js';
+import { decodeDigests, encodeMissingBitmap, chunkRecordHead, peekChunkRecord, takeChunkRecord } from '../protocol/records.js';
+import { flagParam, intParam as intParamOf, PARAMS, type ServerInfo } from '../protocol/routes.js';
+import { limitedBody, readBody } from './body.js';
 import { BODY_TIMEOUT_MS, FETCH_READ_AHEAD, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_QUERY_DIGESTS, MAX_SMALL_BODY_BYTES, MAX_SUMS_ANSWER_BYTES } from './limits.js';
 import { silentLogger, type ServerLogger } from './log.js';
 import { materializedPath, remotePathToName } from './paths.js';
@@ -31,8 +34,11 @@ const MANIFEST_CHECK_BATCH = 4096;
 /** Missing digests named in a 409 answer, at most. */
 const MISSING_NAMED_MAX = 5;
 
+/** What the server serves from: any store (local today, S3 next), through its interfaces only. */
+export type ServerStore = ChunkStore & ManifestStore;
+
 export interface HandlerContext {
-  readonly store: LocalStore;
+  readonly store: ServerStore;
   /** `<root>/files`: where pushed files and trees are materialized. */
   readonly filesDir: string;
   readonly tmpDir: string;
@@ -93,7 +99,8 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         deltaBlockBytes: DELTA_BLOCK_BYTES,
         stage: true,
         stageTrees: true,
-      });
+        manifestStore: true,
+      } satisfies ServerInfo);
     }
     if (method === 'POST' && rest === 'chunks/missing') return missing(req, res, algorithmOf(url));
     if (method === 'POST' && rest === 'chunks') return upload(req, res, algorithmOf(url));
@@ -104,7 +111,9 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     if (rest.startsWith('manifests/')) {
       const name = remotePathToName(rest.slice('manifests/'.length));
       if (method === 'GET') return getManifest(res, name);
+      if (method === 'PUT' && flagParam(url.searchParams, PARAMS.raw)) return storeManifest(req, res, name);
       if (method === 'PUT') return putManifest(req, res, name, checksumParam(url));
+      if (method === 'DELETE') return deleteManifest(res, name);
     }
     if (method === 'GET' && rest.startsWith('stat/')) return stat(res, remotePathToName(rest.slice('stat/'.length)));
     if (method === 'GET' && rest === 'list') return list(res, url.searchParams.get('prefix') ?? '');
@@ -112,13 +121,10 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   }
 
   async function missing(req: Http2ServerRequest, res: Http2ServerResponse, algorithm: DigestAlgorithm): Promise<void> {
-    const body = await readBody(req, MAX_QUERY_DIGESTS * DIGEST_BYTES);
-    const ids = digestList(body, algorithm);
+    const ids = decodeDigests(await readBody(req, MAX_QUERY_DIGESTS * DIGEST_BYTES), algorithm, MAX_QUERY_DIGESTS);
     const present = await ctx.store.has(ids, { signal: ctx.signal });
-    const bitmap = Buffer.alloc(Math.ceil(ids.length / 8));
-    for (let i = 0; i < ids.length; i++) if (!present[i]) bitmap[i >> 3]! |= 1 << (i & 7);
     res.writeHead(200, { 'content-type': 'application/octet-stream' });
-    res.end(bitmap);
+    res.end(encodeMissingBitmap(present));
   }
 
   /**
@@ -133,16 +139,11 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     what: string,
     next: (queue: ByteQueue) => Promise<boolean> | undefined,
   ): Promise<void> {
-    const declared = Number(req.headers['content-length'] ?? NaN);
-    if (declared > MAX_BATCH_BYTES) throw new TooLargeError(`${what} of ${declared} bytes is over the limit of ${MAX_BATCH_BYTES}`);
     let stored = 0;
     let present = 0;
-    let total = 0;
     const queue = new ByteQueue();
-    for await (const piece of req) {
-      total += (piece as Buffer).length;
-      if (total > MAX_BATCH_BYTES) throw new TooLargeError(`${what} is over the limit of ${MAX_BATCH_BYTES} bytes`);
-      queue.push(piece as Buffer);
+    for await (const piece of limitedBody(req, MAX_BATCH_BYTES, what)) {
+      queue.push(piece);
       for (let record = next(queue); record !== undefined; record = next(queue)) {
         if (await record) stored++;
         else present++;
@@ -161,17 +162,15 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   async function upload(req: Http2ServerRequest, res: Http2ServerResponse, algorithm: DigestAlgorithm): Promise<void> {
     let scratch = Buffer.allocUnsafeSlow(0);
     await receiveRecords(req, res, 'chunk batch', (queue) => {
-      if (queue.length < 4 + DIGEST_BYTES) return undefined;
-      const len = queue.readUInt32LE(0);
-      if (len === 0 || len > MAX_CHUNK_BYTES) throw new InvalidArgumentError(`chunk record of ${len} bytes (a chunk has 1 to ${MAX_CHUNK_BYTES})`);
-      if (queue.length < 4 + DIGEST_BYTES + len) return undefined;
-      queue.take(4);
-      const digest = Buffer.from(queue.take(DIGEST_BYTES));
+      const head = peekChunkRecord(queue, MAX_CHUNK_BYTES, false, (message) => new InvalidArgumentError(message));
+      if (!head) return undefined;
+      const len = head.length!;
+      const digest = head.digest;
       // A chunk a stage waits for is assembled in a buffer of its own that the stage then
       // keeps: one copy of it instead of two (scratch, then the stage's).
-      const forStage = stages.active && stages.waitsFor(algorithm, digest);
+      const forStage = len > 0 && stages.active && stages.waitsFor(algorithm, digest);
       if (!forStage && scratch.length < len) scratch = Buffer.allocUnsafeSlow(Math.max(len, 2 * scratch.length));
-      const data = queue.take(len, forStage ? stages.buffer(len) : scratch);
+      const data = takeChunkRecord(queue, head, forStage ? stages.buffer(len) : scratch);
       // put() re-hashes the bytes (not trusted): a mismatch is ChunkCorruptError naming the digest.
       return handOn(algorithm, digest, data, forStage, ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal }));
     });
@@ -236,7 +235,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     }
   }
 
-  /** Block sums of base chunks, for delta uploads (store/delta.ts). A missing or damaged base is answered [0]. */
+  /** Block sums of base chunks, for delta uploads (protocol/delta.ts). A missing or damaged base is answered [0]. */
   async function blockSums(req: Http2ServerRequest, res: Http2ServerResponse, algorithm: DigestAlgorithm): Promise<void> {
     const body = await readBody(req, MAX_QUERY_DIGESTS * SUMS_REQUEST_RECORD_BYTES);
     if (body.length === 0 || body.length % SUMS_REQUEST_RECORD_BYTES !== 0) {
@@ -276,7 +275,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   }
 
   /**
-   * Delta records (store/delta.ts): each chunk is rebuilt from its base (read verified from
+   * Delta records (protocol/delta.ts): each chunk is rebuilt from its base (read verified from
    * the store) and its literal blocks, then stored like an upload, re-hashed: a chunk that
    * does not come out as its digest is 422 XFER_CHUNK_CORRUPT, a missing base 404
    * XFER_CHUNK_MISSING. Records before a failing one stay stored.
@@ -304,7 +303,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   }
 
   async function fetchChunks(req: Http2ServerRequest, res: Http2ServerResponse, algorithm: DigestAlgorithm): Promise<void> {
-    const ids = digestList(await readBody(req, MAX_QUERY_DIGESTS * DIGEST_BYTES), algorithm);
+    const ids = decodeDigests(await readBody(req, MAX_QUERY_DIGESTS * DIGEST_BYTES), algorithm, MAX_QUERY_DIGESTS);
     res.writeHead(200, { 'content-type': 'application/octet-stream' });
     const reads: Promise<Buffer | undefined>[] = [];
     const start = (i: number) => {
@@ -323,9 +322,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       const data = await reads[i]!;
       reads[i] = undefined as unknown as Promise<Buffer | undefined>;
       start(i + FETCH_READ_AHEAD);
-      const head = Buffer.allocUnsafe(4 + DIGEST_BYTES);
-      head.writeUInt32LE(data ? data.length : 0xffffffff, 0);
-      head.set(ids[i]!.digest, 4);
+      const head = chunkRecordHead(ids[i]!.digest, data?.length);
       // Two writes, not a concatenation: a copy of every chunk served cost ~0.4 s of CPU
       // and 2 GiB of garbage per 2 GiB pulled. The stream frames both the same way.
       let ok = res.write(head);
@@ -333,6 +330,27 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       if (!ok) await drained(res, sendTimeoutMs);
     }
     res.end();
+  }
+
+  /**
+   * PUT /v1/manifests/<path>?raw=1: the bytes stored as the manifest of `name`, as they are
+   * (a ManifestStore's put): atomically, within MAX_MANIFEST_BYTES, not validated, nothing
+   * committed or materialized. Waits for a commit of the same name in progress.
+   */
+  async function storeManifest(req: Http2ServerRequest, res: Http2ServerResponse, name: string): Promise<void> {
+    await commits.get(name)?.catch(() => {});
+    await ctx.store.putManifest(name, limitedBody(req, MAX_MANIFEST_BYTES, 'manifest'), { signal: ctx.signal });
+    sendJson(res, 200, {});
+  }
+
+  /**
+   * DELETE /v1/manifests/<path>: the manifest of `name` goes (404 if there is none); what
+   * a commit materialized under files/ stays. Waits for a commit of the same name in progress.
+   */
+  async function deleteManifest(res: Http2ServerResponse, name: string): Promise<void> {
+    await commits.get(name)?.catch(() => {});
+    await ctx.store.deleteManifest(name, { signal: ctx.signal });
+    sendJson(res, 200, {});
   }
 
   async function getManifest(res: Http2ServerResponse, name: string): Promise<void> {
@@ -353,23 +371,11 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
    */
   async function putManifest(req: Http2ServerRequest, res: Http2ServerResponse, name: string, checksum: boolean): Promise<void> {
     const target = await materializedPath(ctx.filesDir, name, ctx.store, ctx.signal);
-    const declared = Number(req.headers['content-length'] ?? NaN);
-    if (declared > MAX_MANIFEST_BYTES) throw new TooLargeError(`manifest of ${declared} bytes is over the limit of ${MAX_MANIFEST_BYTES}`);
+    const body = limitedBody(req, MAX_MANIFEST_BYTES, 'manifest');
     const tmp = await mkdtemp(join(ctx.tmpDir, 'manifest-'));
     try {
       const file = join(tmp, 'manifest');
-      let total = 0;
-      await pipeline(
-        req,
-        async function* (source: AsyncIterable<Buffer>) {
-          for await (const piece of source) {
-            total += piece.length;
-            if (total > MAX_MANIFEST_BYTES) throw new TooLargeError(`manifest is over the limit of ${MAX_MANIFEST_BYTES} bytes`);
-            yield piece;
-          }
-        },
-        createWriteStream(file),
-      );
+      await pipeline(body, createWriteStream(file));
       await checkChunksPresent(await openManifestFile(file, { signal: ctx.signal }));
       const previous = commits.get(name) ?? Promise.resolve();
       let staged = false;
@@ -560,10 +566,10 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         // One unreadable manifest does not hide the others: it is listed as damaged, saying why.
         if (!isXferError(err) || err.code === 'XFER_ABORTED') throw err;
         log.warn({ path: m.name, code: err.code, error: err.message }, 'a stored manifest is damaged');
-        entries.push({ path: m.name, kind: 'damaged', bytes: 0, mtimeMs: m.mtimeMs, digest: '', error: scrubIdentity(hidePaths(err.message)) });
+        entries.push({ path: m.name, kind: 'damaged', bytes: 0, manifestBytes: m.bytes, mtimeMs: m.mtimeMs, digest: '', error: scrubIdentity(hidePaths(err.message)) });
         continue;
       }
-      entries.push({ path: m.name, kind: h.kind, bytes: h.totalBytes, mtimeMs: m.mtimeMs, digest: digestToHex(h.digest) });
+      entries.push({ path: m.name, kind: h.kind, bytes: h.totalBytes, manifestBytes: m.bytes, mtimeMs: m.mtimeMs, digest: digestToHex(h.digest) });
     }
     sendJson(res, 200, { entries });
   }
@@ -575,41 +581,16 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
  * check) and re-hashes what it would otherwise keep. Absent or `0`: the quick check.
  */
 function checksumParam(url: URL): boolean {
-  const raw = url.searchParams.get('checksum');
-  if (raw !== null && raw !== '0' && raw !== '1') throw new InvalidArgumentError('query parameter checksum must be 0 or 1');
-  return raw === '1';
+  return flagParam(url.searchParams, PARAMS.checksum);
 }
 
 /** A required integer query parameter in [0, max]. */
 function intParam(url: URL, key: string, max: number): number {
-  const raw = url.searchParams.get(key);
-  const n = raw === null || !/^\d+$/.test(raw) ? NaN : Number(raw);
-  if (!Number.isSafeInteger(n) || n > max) throw new InvalidArgumentError(`query parameter ${key} must be an integer from 0 to ${max}`);
-  return n;
+  return intParamOf(url.searchParams, key, max);
 }
 
 function algorithmOf(url: URL): DigestAlgorithm {
   return parseDigestAlgorithm(url.searchParams.get('algorithm') ?? '');
-}
-
-function digestList(body: Buffer, algorithm: DigestAlgorithm): ChunkId[] {
-  if (body.length === 0 || body.length % DIGEST_BYTES !== 0) throw new InvalidArgumentError(`body must be a non-empty list of ${DIGEST_BYTES}-byte digests`);
-  const ids: ChunkId[] = [];
-  for (let o = 0; o < body.length; o += DIGEST_BYTES) ids.push({ algorithm, digest: body.subarray(o, o + DIGEST_BYTES) });
-  return ids;
-}
-
-async function readBody(req: Http2ServerRequest, limit: number = MAX_SMALL_BODY_BYTES): Promise<Buffer> {
-  const declared = Number(req.headers['content-length'] ?? NaN);
-  if (declared > limit) throw new TooLargeError(`request body of ${declared} bytes is over the limit of ${limit}`);
-  const pieces: Buffer[] = [];
-  let total = 0;
-  for await (const p of req) {
-    total += (p as Buffer).length;
-    if (total > limit) throw new TooLargeError(`request body is over the limit of ${limit} bytes`);
-    pieces.push(p as Buffer);
-  }
-  return Buffer.concat(pieces);
 }
 
 /**

@@ -27,8 +27,7 @@ import { FORMAT_VERSION } from '../manifest/format.js';
 import { openManifestBody, type ManifestReader } from '../manifest/reader.js';
 import type { ChunkRecord, EntryMeta, ManifestEvent, ManifestHeader } from '../manifest/types.js';
 import { reconstruct, type PreviousFile, type PullResult } from '../reconstruct/reconstruct.js';
-import type { LocalStore } from '../store/local.js';
-import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../store/stage-format.js';
+import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../protocol/stage-format.js';
 import type { ChunkStore, GetOptions, OpOptions, PutOptions } from '../store/store.js';
 import { MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, STAGE_IDLE_TIMEOUT_MS } from './limits.js';
 
@@ -60,7 +59,7 @@ interface StageCommon {
 }
 
 /**
- * A file's stage reads a chunk list (store/stage-format.ts); a tree's reads its manifest's
+ * A file's stage reads a chunk list (protocol/stage-format.ts); a tree's reads its manifest's
  * body as the client writes it, and links the committed files it repeats unchanged.
  */
 export type StageSpec =
@@ -78,7 +77,7 @@ export class StageHub {
   private readonly copies = new SlabAllocator(ARRIVAL_SLAB_BYTES);
 
   constructor(
-    private readonly store: LocalStore,
+    private readonly store: ChunkStore,
     /** See STAGE_HELD_RECORDS_MAX (tests make it small). */
     private readonly heldRecordsMax = STAGE_HELD_RECORDS_MAX,
     /** See STAGE_IDLE_TIMEOUT_MS; 0: none. */
@@ -455,7 +454,7 @@ class WaitingStore implements ChunkStore {
   private readonly waiting = new Set<(reason: unknown) => void>();
 
   constructor(
-    private readonly store: LocalStore,
+    private readonly store: ChunkStore,
     private readonly hub: StageHub,
     private readonly signal: AbortSignal,
     /** Called when a get() returns: the stage moved on. */
