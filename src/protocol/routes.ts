@@ -1,6 +1,6 @@
 /**
  * The protocol's routes (docs/PROTOCOL.md): request paths and query parameters, written by
- * the client (store/http/client.ts) and read by the server (server/router.ts) from these
+ * the client (store/http/client.ts) and read by the server (server/handler.ts) from these
  * same functions, so the two cannot drift apart.
  */
 import { InvalidArgumentError } from '../core/errors.js';

@@ -1,6 +1,6 @@
 /**
  * The body of POST /v1/stage/<path> (docs/PROTOCOL.md), shared by the client that writes
- * it (store/http/client.ts) and the server that reads it (server/stage.ts). Integers big-endian.
+ * it (endpoint/http-stage.ts, through store/http/client.ts) and the server that reads it (server/stage.ts). Integers big-endian.
  */
 import { DIGEST_BYTES, type ChunkerSpec, type DigestAlgorithm } from '../core/ids.js';
 import type { EntryMeta } from '../manifest/types.js';

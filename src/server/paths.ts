@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { AlreadyExistsError, fromSystemError, InvalidArgumentError, isXferError } from '../core/errors.js';
 import { byteLength, checkConfined, PATH_MAX_BYTES } from '../io/safe-path.js';
 import { maxStagingNameBytes } from '../reconstruct/staging.js';
-import { quoteName, validateManifestName } from '../store/names.js';
+import { quoteName } from '../store/names.js';
 import type { ManifestStore } from '../store/store.js';
 
 export { nameToRemotePath, remotePathToName } from '../protocol/routes.js';

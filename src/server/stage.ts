@@ -19,7 +19,7 @@
 import { setMaxListeners } from 'node:events';
 import { DEFAULT_CHUNKER } from '../chunker/params.js';
 import { untilAborted } from '../core/abort.js';
-import { AbortedError, InvalidArgumentError, isXferError, TimeoutError, TooLargeError } from '../core/errors.js';
+import { AbortedError, InvalidArgumentError, isXferError, TimeoutError } from '../core/errors.js';
 import { SlabAllocator } from '../core/bytes.js';
 import { chunkerSpecEquals, DIGEST_BYTES, digestKey, type ChunkerSpec, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
@@ -29,7 +29,7 @@ import type { ChunkRecord, EntryMeta, ManifestEvent, ManifestHeader } from '../m
 import { reconstruct, type PreviousFile, type PullResult } from '../reconstruct/reconstruct.js';
 import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../protocol/stage-format.js';
 import type { ChunkStore, GetOptions, OpOptions, PutOptions } from '../store/store.js';
-import { MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, STAGE_IDLE_TIMEOUT_MS } from './limits.js';
+import { MAX_CHUNK_BYTES, STAGE_IDLE_TIMEOUT_MS } from './limits.js';
 
 /** How long a finished stage waits for its manifest commit before it is discarded. */
 export const STAGE_HANDOVER_MS = 60_000;
@@ -118,8 +118,9 @@ export class StageHub {
   }
 
   /**
-   * Starts a stage for `spec` that reads its chunk list from `body`. A stage already
-   * running under the name (an earlier push of the same target) is discarded.
+   * Starts a stage for `spec` that reads its chunk list from `body`, which the caller
+   * bounds (server/body.ts). A stage already running under the name (an earlier push of
+   * the same target) is discarded.
    */
   begin(spec: StageSpec, body: AsyncIterable<Buffer>, signal: AbortSignal, previous?: ManifestReader): Stage {
     this.stages.get(spec.name)?.abort(new AbortedError('a newer push of the same target started'));
@@ -367,7 +368,7 @@ export class Stage {
       this.announced = { size: 0, digest };
       this.listEnded();
     };
-    const reader = await openManifestBody(limited(body), header, onEnd, { signal: this.controller.signal });
+    const reader = await openManifestBody(body, header, onEnd, { signal: this.controller.signal });
     yield* reader.events();
   }
 
@@ -377,11 +378,8 @@ export class Stage {
     let pending: Buffer = Buffer.alloc(0);
     let records: ChunkRecord[] = [];
     let total = 0;
-    let listBytes = 0;
     let ended = false;
     for await (const piece of body) {
-      listBytes += piece.length;
-      if (listBytes > MAX_MANIFEST_BYTES) throw new TooLargeError(`stage list is over the limit of ${MAX_MANIFEST_BYTES} bytes`);
       if (ended) throw new InvalidArgumentError('stage list has bytes after its end record');
       pending = pending.length ? Buffer.concat([pending, piece]) : piece;
       let at = 0;
@@ -428,16 +426,6 @@ export class UnchangedError extends AbortedError {
 
 async function* recordsOf(reader: ManifestReader): AsyncGenerator<ChunkRecord, void, undefined> {
   for await (const ev of reader.events()) if (ev.kind === 'chunks') yield* ev.records;
-}
-
-/** A stage's body, refused past MAX_MANIFEST_BYTES (a tree's is a manifest body). */
-async function* limited(body: AsyncIterable<Buffer>): AsyncGenerator<Buffer, void, undefined> {
-  let bytes = 0;
-  for await (const piece of body) {
-    bytes += piece.length;
-    if (bytes > MAX_MANIFEST_BYTES) throw new TooLargeError(`stage body is over the limit of ${MAX_MANIFEST_BYTES} bytes`);
-    yield piece;
-  }
 }
 
 /**

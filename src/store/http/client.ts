@@ -14,12 +14,13 @@
  */
 import { Client, H2CClient, type Dispatcher } from 'undici';
 import { abortedError, throwIfAborted } from '../../core/abort.js';
-import { InvalidArgumentError, ProtocolError, XferError, type ErrorCode } from '../../core/errors.js';
+import { InvalidArgumentError, ProtocolError, XferError } from '../../core/errors.js';
 import { ByteQueue, SlabAllocator } from '../../core/bytes.js';
 import { checkRate, paced, RateLimiter } from '../../core/rate.js';
 import { DEFAULT_RETRY_POLICY, retrying, type RetryEvent, type RetryPolicy } from '../../core/retry.js';
 import type { ChunkId, DigestAlgorithm } from '../../core/ids.js';
 import { MiB } from '../../core/sizes.js';
+import { readErrorAnswer, type ErrorAnswer } from '../../protocol/errors.js';
 import { decodeMissingBitmap, encodeDigests, peekChunkRecord, splitChunkRecords, takeChunkRecord } from '../../protocol/records.js';
 import { paths, pathOnly, PROTOCOL_VERSION, type ListEntry, type ServerInfo } from '../../protocol/routes.js';
 import { describeNetFailure, isNetworkFailure } from '../net-errors.js';
@@ -421,18 +422,18 @@ async function call(connection: Dispatcher, base: URL, opts: CallOptions): Promi
     throw transportError(err, base, opts.signal);
   }
   if (res.statusCode >= 200 && res.statusCode < 300) return res;
-  let body: { code?: string; message?: string } = {};
+  let body: ErrorAnswer | undefined;
   try {
-    body = (await res.body.json()) as typeof body;
+    body = readErrorAnswer(await res.body.json());
   } catch {
     /* not JSON: described by status below */
   }
-  if (typeof body.code === 'string' && typeof body.message === 'string') {
+  if (body) {
     // The server stopping aborts what it was doing: for this client, a passing failure.
     if (body.code === 'XFER_ABORTED') throw new TransientError(`${base.origin} stopped while answering ${opts.method} ${pathOnly(opts.path)}`);
     // At a limit (503 XFER_BUSY, with Retry-After): for now.
     if (res.statusCode === 503) throw new TransientError(`${base.origin}: ${body.message}`);
-    throw new XferError(body.code as ErrorCode, `${base.origin}: ${body.message}`);
+    throw new XferError(body.code, `${base.origin}: ${body.message}`);
   }
   const what = `${base.origin} answered ${opts.method} ${pathOnly(opts.path)} with status ${res.statusCode}`;
   if (res.statusCode === 502 || res.statusCode === 503 || res.statusCode === 504) throw new TransientError(what);
