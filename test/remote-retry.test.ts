@@ -102,7 +102,7 @@ describe('requests that fail for a passing reason are tried again', () => {
     commits = 0;
     const store = await HttpStore.connect(url, { answerTimeoutMs: SHORT_TIMEOUT_MS });
     try {
-      const answer = await store.commitManifest('slow.bin', () => Readable.from([Buffer.from('manifest bytes')]));
+      const answer = await store.client.commitManifest('slow.bin', () => Readable.from([Buffer.from('manifest bytes')]));
       assert.equal(answer.kind, 'file');
       assert.equal(commits, 1, 'sent once: no timeout, no retry');
       assert.equal(store.retriesMade, 0);

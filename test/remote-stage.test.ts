@@ -12,7 +12,7 @@ import { ManifestWriter } from '../src/manifest/writer.js';
 import { openManifestFile } from '../src/manifest/reader.js';
 import type { ChunkRecord, EntryMeta } from '../src/manifest/types.js';
 import { StageHub, UnchangedError } from '../src/server/stage.js';
-import { chunkerQuery, STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../src/store/stage-format.js';
+import { chunkerQuery, STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../src/protocol/stage-format.js';
 import { LocalStore } from '../src/store/local.js';
 import { cutAll } from './helpers/chunks.js';
 import { runCli } from './helpers/cli.js';

@@ -6,7 +6,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { describe, it } from 'node:test';
 import { IoError } from '../src/core/errors.js';
-import { DELTA_HEADER_BYTES } from '../src/store/delta.js';
+import { DELTA_HEADER_BYTES } from '../src/protocol/delta.js';
 import { sendErrorAnswer } from '../src/server/handler.js';
 import { createServer } from '../src/server/server.js';
 import { rawRequest } from './helpers/server.js';

@@ -7,7 +7,7 @@ import { digestOf } from '../src/hash/digest.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import { ManifestWriter } from '../src/manifest/writer.js';
 import { createServer } from '../src/server/server.js';
-import { STAGE_RECORD_BYTES } from '../src/store/stage-format.js';
+import { STAGE_RECORD_BYTES } from '../src/protocol/stage-format.js';
 import { isOneLineError, runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { rawRequest, useServer } from './helpers/server.js';
@@ -27,9 +27,13 @@ function errorOf(r: { status: number; body: Buffer }): { status: number; code: s
 describe('the server answers what clients get wrong with the documented 4xx', () => {
   const fx = useServer('xfer-status-');
 
-  it('an empty chunk record is 400, not an internal error', async () => {
-    const r = await rawRequest(fx.server.url, 'POST', '/v1/chunks?algorithm=blake3', Buffer.alloc(4 + 32));
-    assert.deepEqual([r.status, errorOf(r).code], [400, 'XFER_INVALID_ARGUMENT'], r.body.toString());
+  it('an empty chunk record is stored under the empty content\'s digest; under another it is 422, not an internal error', async () => {
+    const wrong = await rawRequest(fx.server.url, 'POST', '/v1/chunks?algorithm=blake3', Buffer.alloc(4 + 32));
+    assert.deepEqual([wrong.status, errorOf(wrong).code], [422, 'XFER_CHUNK_CORRUPT'], wrong.body.toString());
+    const empty = chunkRecord(Buffer.alloc(0));
+    const r = await rawRequest(fx.server.url, 'POST', '/v1/chunks?algorithm=blake3', empty);
+    assert.equal(r.status, 200, r.body.toString());
+    assert.deepEqual(JSON.parse(r.body.toString()), { stored: 1, present: 0 });
   });
 
   it('a stage list without its end record is answered 400 at once, even while it waits for a chunk', { timeout: 8000 }, async () => {

@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { describe, it } from 'node:test';
-import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, encodeDelta, type Shifts } from '../src/store/delta.js';
+import { applyDelta, baseBlockSums, DELTA_BLOCK_BYTES, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, encodeDelta, type Shifts } from '../src/protocol/delta.js';
 import { digestOf } from '../src/hash/digest.js';
 import { pseudoRandom } from './helpers/gen.js';
 

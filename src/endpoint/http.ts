@@ -3,7 +3,10 @@ import { readFile } from 'node:fs/promises';
 import { fromSystemError } from '../core/errors.js';
 import { DEFAULT_RETRY_POLICY, type RetryEvent } from '../core/retry.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
-import { HttpStore, type HttpStoreOptions, type StageUpload } from '../store/http.js';
+import { HttpStore, type HttpStoreOptions } from '../store/http/store.js';
+import { DeltaUploads } from './http-delta.js';
+import { openStage, type StageUpload } from './http-stage.js';
+import { validateManifestName } from '../store/names.js';
 import type { OpOptions } from '../store/store.js';
 import { KnownFiles, previousVersion } from '../transfer/known.js';
 import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
@@ -71,8 +74,10 @@ export function httpEndpoint(store: HttpStore): StoreEndpoint {
  */
 export class HttpDestination implements PushDestination {
   readonly description: string;
+  /** The store, with delta uploads unless the options turn them off. */
+  readonly chunks: HttpStore | DeltaUploads;
   constructor(
-    readonly chunks: HttpStore,
+    readonly store: HttpStore,
     private readonly name: string,
     /**
      * inPlace (push --in-place): the commit asks the server to rewrite a large file target
@@ -81,23 +86,25 @@ export class HttpDestination implements PushDestination {
      */
     private readonly options: { readonly delta?: boolean; readonly stage?: boolean; readonly inPlace?: boolean } = {},
   ) {
-    this.description = `${chunks.base.origin}/${name}`;
+    this.description = `${store.base.origin}/${name}`;
+    this.chunks = options.delta === false ? store : new DeltaUploads(store);
   }
 
   private known: KnownFiles | undefined;
 
   async begin(kind: ManifestKind, opts: BeginOptions = {}): Promise<PushSession> {
-    const store = this.chunks;
+    const store = this.store;
+    const client = store.client;
     const name = this.name;
     const algorithm = opts.digestAlgorithm ?? 'blake3';
     const checksum = opts.checksum === true;
     const inPlace = this.options.inPlace === true;
     const previous = await previousVersion(store, name, kind, opts);
-    if (this.options.delta !== false) store.useBases(previous);
+    if (this.chunks instanceof DeltaUploads) this.chunks.useBases(previous);
     this.known = KnownFiles.for(previous, store, opts);
     const staging = this.options.stage !== false && (kind === 'file' ? store.info.stage === true : store.info.stageTrees === true && opts.chunker !== undefined);
     // A tree is staged from the start: its stage reads the manifest's body as it is written.
-    const treeStage = staging && kind === 'tree' ? store.openStage(name, algorithm, { tree: opts.chunker! }, opts.signal, { checksum }) : undefined;
+    const treeStage = staging && kind === 'tree' ? openStage(client, name, algorithm, { tree: opts.chunker! }, opts.signal, { checksum }) : undefined;
     treeStage?.done.catch(() => {}); // awaited at commit; a failed stage only costs the server time
     let stage: StageUpload | undefined = treeStage;
     return {
@@ -106,7 +113,7 @@ export class HttpDestination implements PushDestination {
         // A stream's size is not known up front: it is rebuilt at commit. A known file the
         // server keeps as it is.
         if (!staging || kind !== 'file' || meta.type !== 'file' || meta.size < 0 || stage || o.known || inPlace) return undefined;
-        const s = store.openStage(name, algorithm, meta, opts.signal, { checksum });
+        const s = openStage(client, name, algorithm, meta, opts.signal, { checksum });
         s.done.catch(() => {}); // awaited at commit; a failed stage only costs the server time
         stage = s;
         return {
@@ -117,7 +124,7 @@ export class HttpDestination implements PushDestination {
       async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
         treeStage?.list.endBody();
         try {
-          await store.commitManifest(name, () => createReadStream(manifestPath), { ...opts, checksum, inPlace });
+          await client.commitManifest(name, () => createReadStream(manifestPath), { signal: opts.signal, checksum, inPlace });
         } finally {
           stage?.list.stop();
         }
@@ -135,7 +142,7 @@ export class HttpDestination implements PushDestination {
   }
 
   deltaStats(): { chunks: number; savedBytes: number } {
-    return this.chunks.deltaStats();
+    return this.chunks instanceof DeltaUploads ? this.chunks.deltaStats() : { chunks: 0, savedBytes: 0 };
   }
 
   previousFile(path: string): { readonly size: number; readonly digest: Uint8Array } | undefined {

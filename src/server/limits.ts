@@ -1,18 +1,14 @@
 import { readFileSync } from 'node:fs';
-import { KiB, MiB, GiB } from '../core/sizes.js';
+import { KiB, MiB } from '../core/sizes.js';
 
-/** Digests in one `chunks/missing` or `chunks/fetch` request, at most. */
-export const MAX_QUERY_DIGESTS = 65536;
-/** Bytes of one `POST /v1/chunks` body, at most (holds at least one largest chunk). */
-export const MAX_BATCH_BYTES = 32 * MiB;
-/** Bytes of one uploaded manifest, at most (a 1 TB file's manifest is about 0.6 GiB). */
-export const MAX_MANIFEST_BYTES = 4 * GiB;
-/** Largest chunk accepted (the largest any chunker spec can produce). */
-export const MAX_CHUNK_BYTES = 16 * MiB;
+/*
+ * The server's own limits. Those a client must know too (sizes of bodies and records) are
+ * part of the protocol: protocol/limits.ts, re-exported here.
+ */
+export { MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_QUERY_DIGESTS, MAX_SMALL_BODY_BYTES, MAX_SUMS_ANSWER_BYTES } from '../protocol/limits.js';
+
 /** Bytes of request headers, at most (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE). */
 export const MAX_HEADER_LIST_BYTES = 16 * KiB;
-/** Bytes of a JSON or small request body that is read whole. */
-export const MAX_SMALL_BODY_BYTES = 64 * KiB;
 /** HTTP/2 flow-control windows: large, so one connection can carry GB/s on loopback or a LAN. */
 export const STREAM_WINDOW_BYTES = 16 * MiB;
 export const SESSION_WINDOW_BYTES = 256 * MiB;
@@ -27,14 +23,6 @@ export const FETCH_READ_AHEAD = 64;
  * 16 MiB chunk by a client that took nothing held 1.5 GiB of the server's memory.
  */
 export const FETCH_READ_AHEAD_BYTES = 16 * MiB;
-/**
- * Bytes of one `chunks/sums` answer, at most: each record may ask for the sums of a chunk of
- * up to MAX_CHUNK_BYTES (8192 blocks x 16 bytes), so without a bound a 2.8 MiB request could
- * make a 512 GiB answer. This holds the sums of 256 largest chunks (the client asks for at
- * most 256 per request); a request asking for more is refused with 413.
- */
-export const MAX_SUMS_ANSWER_BYTES = 48 * MiB;
-
 /**
  * Connections served at once; beyond, requests are answered 503 (see MAX_BUSY_CONNECTIONS).
  * Idle and slow connections are shed by the timeouts; the cap stays far above what a crowd

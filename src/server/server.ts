@@ -15,7 +15,7 @@ import { join, resolve } from 'node:path';
 import { mkdir } from 'node:fs/promises';
 import { BusyError, fromSystemError, InvalidArgumentError, TimeoutError } from '../core/errors.js';
 import { LocalStore } from '../store/local.js';
-import { createHandler, failureOf, sendErrorAnswer } from './handler.js';
+import { createHandler, failureOf, sendErrorAnswer, type ServerStore } from './handler.js';
 import { clearServerTemp } from './paths.js';
 import { sweepDeadStagings } from './sweep.js';
 import {
@@ -36,8 +36,17 @@ import {
 import { silentLogger, type ServerLogger } from './log.js';
 
 export interface ServerOptions {
-  /** Directory holding the server's store (`<root>/store`) and materialized files (`<root>/files`). */
+  /**
+   * Directory holding the server's materialized files (`<root>/files`), its temporary
+   * files (`<root>/tmp`) and, unless `store` is given, its store (`<root>/store`).
+   */
   readonly root: string;
+  /**
+   * The store chunks and manifests are kept in: any ChunkStore & ManifestStore (local, S3,
+   * memory). The caller keeps it: the server does not close it. Default: a LocalStore at
+   * `<root>/store`, which the server opens and closes.
+   */
+  readonly store?: ServerStore;
   readonly host?: string;
   /** 0 picks a free port. */
   readonly port?: number;
@@ -106,7 +115,7 @@ function isNonNegativeInteger(n: unknown): n is number {
   return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
 }
 
-/** Starts `xfer serve`: a node:http2 server over a local store (docs/PROTOCOL.md). */
+/** Starts `xfer serve`: a node:http2 server over a store (ServerOptions.store; docs/PROTOCOL.md). */
 export async function createServer(options: ServerOptions): Promise<XferServer> {
   if ((options.tlsCertFile === undefined) !== (options.tlsKeyFile === undefined)) {
     throw new InvalidArgumentError('--tls-cert and --tls-key must be given together');
@@ -140,7 +149,8 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
     }
   }
   await clearServerTemp(tmpDir);
-  const store = await LocalStore.open(join(root, 'store'), { create: true });
+  const ownStore = options.store === undefined;
+  const store = options.store ?? (await LocalStore.open(join(root, 'store'), { create: true }));
   const controller = new AbortController();
   setMaxListeners(0, controller.signal); // every in-flight store operation listens on it
   const stats = { commits: 0, commitsStaged: 0 };
@@ -334,7 +344,8 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
         }
         sweepController.abort();
         await swept;
-        await store.close();
+        if (ownStore) await store.close();
+        else await store.flush().catch(() => {});
       })();
       return closing;
     },

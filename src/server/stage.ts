@@ -19,7 +19,7 @@
 import { setMaxListeners } from 'node:events';
 import { DEFAULT_CHUNKER } from '../chunker/params.js';
 import { untilAborted } from '../core/abort.js';
-import { AbortedError, InvalidArgumentError, isXferError, TimeoutError, TooLargeError } from '../core/errors.js';
+import { AbortedError, InvalidArgumentError, isXferError, TimeoutError } from '../core/errors.js';
 import { SlabAllocator } from '../core/bytes.js';
 import { chunkerSpecEquals, DIGEST_BYTES, digestKey, type ChunkerSpec, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
@@ -27,10 +27,9 @@ import { FORMAT_VERSION } from '../manifest/format.js';
 import { openManifestBody, type ManifestReader } from '../manifest/reader.js';
 import type { ChunkRecord, EntryMeta, ManifestEvent, ManifestHeader } from '../manifest/types.js';
 import { reconstruct, type PreviousFile, type PullResult } from '../reconstruct/reconstruct.js';
-import type { LocalStore } from '../store/local.js';
-import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../store/stage-format.js';
+import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../protocol/stage-format.js';
 import type { ChunkStore, GetOptions, OpOptions, PutOptions } from '../store/store.js';
-import { MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, STAGE_IDLE_TIMEOUT_MS } from './limits.js';
+import { MAX_CHUNK_BYTES, STAGE_IDLE_TIMEOUT_MS } from './limits.js';
 
 /** How long a finished stage waits for its manifest commit before it is discarded. */
 export const STAGE_HANDOVER_MS = 60_000;
@@ -60,7 +59,7 @@ interface StageCommon {
 }
 
 /**
- * A file's stage reads a chunk list (store/stage-format.ts); a tree's reads its manifest's
+ * A file's stage reads a chunk list (protocol/stage-format.ts); a tree's reads its manifest's
  * body as the client writes it, and links the committed files it repeats unchanged.
  */
 export type StageSpec =
@@ -78,7 +77,7 @@ export class StageHub {
   private readonly copies = new SlabAllocator(ARRIVAL_SLAB_BYTES);
 
   constructor(
-    private readonly store: LocalStore,
+    private readonly store: ChunkStore,
     /** See STAGE_HELD_RECORDS_MAX (tests make it small). */
     private readonly heldRecordsMax = STAGE_HELD_RECORDS_MAX,
     /** See STAGE_IDLE_TIMEOUT_MS; 0: none. */
@@ -119,8 +118,9 @@ export class StageHub {
   }
 
   /**
-   * Starts a stage for `spec` that reads its chunk list from `body`. A stage already
-   * running under the name (an earlier push of the same target) is discarded.
+   * Starts a stage for `spec` that reads its chunk list from `body`, which the caller
+   * bounds (server/body.ts). A stage already running under the name (an earlier push of
+   * the same target) is discarded.
    */
   begin(spec: StageSpec, body: AsyncIterable<Buffer>, signal: AbortSignal, previous?: ManifestReader): Stage {
     this.stages.get(spec.name)?.abort(new AbortedError('a newer push of the same target started'));
@@ -368,7 +368,7 @@ export class Stage {
       this.announced = { size: 0, digest };
       this.listEnded();
     };
-    const reader = await openManifestBody(limited(body), header, onEnd, { signal: this.controller.signal });
+    const reader = await openManifestBody(body, header, onEnd, { signal: this.controller.signal });
     yield* reader.events();
   }
 
@@ -378,11 +378,8 @@ export class Stage {
     let pending: Buffer = Buffer.alloc(0);
     let records: ChunkRecord[] = [];
     let total = 0;
-    let listBytes = 0;
     let ended = false;
     for await (const piece of body) {
-      listBytes += piece.length;
-      if (listBytes > MAX_MANIFEST_BYTES) throw new TooLargeError(`stage list is over the limit of ${MAX_MANIFEST_BYTES} bytes`);
       if (ended) throw new InvalidArgumentError('stage list has bytes after its end record');
       pending = pending.length ? Buffer.concat([pending, piece]) : piece;
       let at = 0;
@@ -431,16 +428,6 @@ async function* recordsOf(reader: ManifestReader): AsyncGenerator<ChunkRecord, v
   for await (const ev of reader.events()) if (ev.kind === 'chunks') yield* ev.records;
 }
 
-/** A stage's body, refused past MAX_MANIFEST_BYTES (a tree's is a manifest body). */
-async function* limited(body: AsyncIterable<Buffer>): AsyncGenerator<Buffer, void, undefined> {
-  let bytes = 0;
-  for await (const piece of body) {
-    bytes += piece.length;
-    if (bytes > MAX_MANIFEST_BYTES) throw new TooLargeError(`stage body is over the limit of ${MAX_MANIFEST_BYTES} bytes`);
-    yield piece;
-  }
-}
-
 /**
  * The store as a stage sees it: get() of a chunk that is not stored yet waits for the
  * upload that brings it (registered before the store is asked, so an upload landing in
@@ -455,7 +442,7 @@ class WaitingStore implements ChunkStore {
   private readonly waiting = new Set<(reason: unknown) => void>();
 
   constructor(
-    private readonly store: LocalStore,
+    private readonly store: ChunkStore,
     private readonly hub: StageHub,
     private readonly signal: AbortSignal,
     /** Called when a get() returns: the stage moved on. */

@@ -70,3 +70,24 @@ export function describeNetFailure(err: unknown, base: URL): NetFailure {
       return broke(code ?? e?.message ?? String(err));
   }
 }
+
+/**
+ * Codes of undici errors that say the request itself was wrong, never the network: a bug
+ * of the caller, which another attempt repeats.
+ */
+const CALLER_ERROR_CODES = new Set([
+  'UND_ERR_INVALID_ARG', 'UND_ERR_INVALID_RETURN_VALUE', 'UND_ERR_NOT_SUPPORTED', 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH',
+]);
+
+/**
+ * Whether `err` is a failure of the connection or of the server's end of it (a system
+ * error, an undici or HTTP/2 error, a TLS failure), as opposed to an error of our own
+ * code: only the former is described by describeNetFailure and may be retried. An error
+ * without such a code (a TypeError, a request body's source that threw) is not.
+ */
+export function isNetworkFailure(err: unknown): boolean {
+  const e = err as { code?: unknown; cause?: { code?: unknown } };
+  const code = typeof e?.code === 'string' ? e.code : typeof e?.cause?.code === 'string' ? e.cause.code : undefined;
+  if (code === undefined || CALLER_ERROR_CODES.has(code)) return false;
+  return /^(E[A-Z0-9_]+|UND_ERR_[A-Z_]+|ERR_HTTP2_[A-Z_]+|ERR_STREAM_PREMATURE_CLOSE|ERR_SSL_[A-Z0-9_]+|ERR_TLS_[A-Z_]+|CERT_[A-Z_]+)$/.test(code) || UNTRUSTED_CERT.has(code);
+}

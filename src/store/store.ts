@@ -13,8 +13,9 @@ export interface PutOptions extends OpOptions {
   readonly trusted?: boolean;
   /**
    * Where the chunk lies in what is being pushed: entry path ('' for a single file) and
-   * byte offset. A store that knows the target's previous version may send the chunk as a
-   * delta against the old chunk at that place (HttpStore); others ignore it.
+   * byte offset. A push destination that knows the target's previous version may send the
+   * chunk as a delta against the old chunk at that place (endpoint/http-delta.ts); stores
+   * ignore it.
    */
   readonly placement?: { readonly path: string; readonly offset: number };
 }
@@ -44,7 +45,8 @@ export interface GetOptions extends OpOptions {
  *   must not write to them.
  * - put: stores bytes under id unless already present. Verifies the bytes against the id
  *   unless `trusted`; a mismatch throws ChunkCorruptError and stores nothing. Idempotent:
- *   concurrent puts of the same id are safe. Returns true if this call wrote the chunk.
+ *   concurrent puts of the same id are safe. Returns true if this call wrote the chunk (a
+ *   store that buffers writes, HttpStore, answers when it queues them: see its comment).
  *   A chunk becomes visible to has/get only complete (never a partial file).
  * - flush: every put that has resolved before flush was called is durable (survives a
  *   crash) when flush resolves. Callers flush before committing a manifest that refers

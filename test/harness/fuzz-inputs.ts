@@ -7,8 +7,8 @@
 import xxhash from 'xxhash-wasm';
 import { digestOf } from '../../src/hash/digest.js';
 import type { ManifestEntry } from '../../src/manifest/index.js';
-import { baseBlockSums, encodeDelta } from '../../src/store/delta.js';
-import { chunkerQuery, STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../../src/store/stage-format.js';
+import { baseBlockSums, encodeDelta } from '../../src/protocol/delta.js';
+import { chunkerQuery, STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../../src/protocol/stage-format.js';
 import { CDC_DEFAULT, dirEntry, encode, FILE_BLAKE3, fileEntry, symlinkEntry } from '../manifest-helpers.js';
 import { mutate, randomBytes, type Field, type SeedInput } from './mutate.js';
 import type { Rng } from './rng.js';

@@ -19,7 +19,7 @@ import { mkdir, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { isXferError } from '../../src/core/errors.js';
 import { openManifest, openManifestFile } from '../../src/manifest/index.js';
-import { CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES } from '../../src/store/http.js';
+import { CONNECTION_WINDOW_BYTES, STREAM_WINDOW_BYTES } from '../../src/store/http/client.js';
 import { entriesOf, stagingNames } from './fs-state.js';
 import { buildWorld, DECODER_PARSERS, httpInput, HTTP_PARSERS, manifestInput, type DecoderParser, type FuzzRequest, type HttpParser, type World } from './fuzz-inputs.js';
 import { ServeProcess } from './procs.js';

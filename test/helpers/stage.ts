@@ -1,11 +1,11 @@
 import { DEFAULT_CHUNKER } from '../../src/chunker/params.js';
 import { digestOf } from '../../src/hash/digest.js';
-import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../../src/store/stage-format.js';
+import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../../src/protocol/stage-format.js';
 import { createChunker } from '../../src/chunker/index.js';
 import { cutAll } from './chunks.js';
 
 /**
- * The stage list of `data` as a push sends it (docs/PROTOCOL.md, store/stage-format.ts): a
+ * The stage list of `data` as a push sends it (docs/PROTOCOL.md, protocol/stage-format.ts): a
  * record per chunk of the default chunker, then the end record; `digest` overrides the end
  * record's whole-file digest.
  */

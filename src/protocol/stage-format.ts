@@ -1,8 +1,10 @@
 /**
  * The body of POST /v1/stage/<path> (docs/PROTOCOL.md), shared by the client that writes
- * it (store/http.ts) and the server that reads it (server/stage.ts). Integers big-endian.
+ * it (endpoint/http-stage.ts, through store/http/client.ts) and the server that reads it (server/stage.ts). Integers big-endian.
  */
-import { DIGEST_BYTES, type ChunkerSpec } from '../core/ids.js';
+import { DIGEST_BYTES, type ChunkerSpec, type DigestAlgorithm } from '../core/ids.js';
+import type { EntryMeta } from '../manifest/types.js';
+import { PARAMS } from './routes.js';
 
 /** One chunk of the list: u32 length (1..maxChunkBytes) + digest. */
 export const STAGE_RECORD_BYTES = 4 + DIGEST_BYTES;
@@ -31,4 +33,15 @@ export function chunkerOfQuery(params: URLSearchParams): ChunkerSpec | undefined
   if (algorithm !== 'fastcdc2020') return undefined;
   const [minBytes, avgBytes, maxBytes] = [int('min'), int('avg'), int('max')];
   return [minBytes, avgBytes, maxBytes].some(Number.isNaN) ? undefined : { algorithm, minBytes, avgBytes, maxBytes };
+}
+
+/**
+ * The query of a stage: a file's (`what`: its entry, whose mode, mtime and size the server
+ * checks against what it builds) or a tree's (its chunker); `checksum`: see PROTOCOL.md.
+ */
+export function stageQuery(algorithm: DigestAlgorithm, what: Pick<EntryMeta, 'mode' | 'mtimeMs' | 'size'> | { readonly tree: ChunkerSpec }, checksum: boolean): string {
+  const kind = 'tree' in what
+    ? `${PARAMS.kind}=tree&${chunkerQuery(what.tree)}`
+    : `${PARAMS.mode}=${what.mode}&${PARAMS.mtimeMs}=${what.mtimeMs}&${PARAMS.size}=${what.size}`;
+  return `${PARAMS.algorithm}=${algorithm}&${kind}${checksum ? `&${PARAMS.checksum}=1` : ''}`;
 }

@@ -1,0 +1,483 @@
+/**
+ * The client of the xfer protocol (docs/PROTOCOL.md): one method per endpoint, over
+ * undici (`Client` with allowH2 for https, `H2CClient` for http). It owns the transport:
+ * connections, TLS, the token, timeouts, the bandwidth limit, and the retry of requests
+ * that failed for a passing reason. It keeps no state about chunks: batching, and what a
+ * ChunkStore promises, are HttpStore's (store.ts); deltas and stages are the push's
+ * (endpoint/http*.ts).
+ *
+ * Errors: every method rejects with an XferError. A non-2xx answer is the error the server
+ * described (its stable code, the server's name in the message). A failure of the
+ * connection is a TransientError (isTransient) unless trying again cannot help (an
+ * untrusted certificate). Anything else, a bug of ours included, is passed on as it is and
+ * never retried as "the connection broke".
+ */
+import { Client, H2CClient, type Dispatcher } from 'undici';
+import { abortedError, throwIfAborted } from '../../core/abort.js';
+import { InvalidArgumentError, ProtocolError, XferError } from '../../core/errors.js';
+import { ByteQueue, SlabAllocator } from '../../core/bytes.js';
+import { checkRate, paced, RateLimiter } from '../../core/rate.js';
+import { DEFAULT_RETRY_POLICY, retrying, type RetryEvent, type RetryPolicy } from '../../core/retry.js';
+import type { ChunkId, DigestAlgorithm } from '../../core/ids.js';
+import { MiB } from '../../core/sizes.js';
+import { readErrorAnswer, type ErrorAnswer } from '../../protocol/errors.js';
+import { decodeMissingBitmap, encodeDigests, peekChunkRecord, splitChunkRecords, takeChunkRecord } from '../../protocol/records.js';
+import { paths, pathOnly, PROTOCOL_VERSION, type ListEntry, type ServerInfo } from '../../protocol/routes.js';
+import { describeNetFailure, isNetworkFailure } from '../net-errors.js';
+
+export interface ClientOptions {
+  /** Bearer token for a server started with --token. */
+  readonly token?: string;
+  /** PEM CA certificate(s) to trust (self-signed servers). */
+  readonly ca?: string | Buffer;
+  /** Accept any certificate (testing only). */
+  readonly insecure?: boolean;
+  /** Aborting it tears the connections down and fails every request at once. */
+  readonly signal?: AbortSignal;
+  /**
+   * How requests that fail for a passing reason (isTransient: the connection broke, the
+   * server stopped or restarted) are tried again: DEFAULT_RETRY_POLICY unless given. The
+   * first contact (connect) is never retried: a server that is not there at the start is
+   * most likely the wrong address.
+   */
+  readonly retry?: RetryPolicy;
+  /** Told before each retry waits (the library never prints; the CLI may). */
+  readonly onRetry?: (event: RetryEvent) => void;
+  /**
+   * Chunk data per second, at most, in each direction (uploads and fetches apart), like
+   * rsync's and rclone's --bwlimit; unlimited if not given. Queries, manifests and HTTP/2
+   * framing are not counted: they are a few bytes per chunk.
+   */
+  readonly bwlimitBytesPerSecond?: number;
+  /**
+   * How long a request waits for the server's answer, and for each next piece of it,
+   * before the connection counts as broken (and the request is retried): like rclone's
+   * --timeout. ANSWER_TIMEOUT_MS unless given. The manifest commit waits for its answer
+   * without limit: it comes once the server has rebuilt and verified the target, which
+   * takes as long as the data.
+   */
+  readonly answerTimeoutMs?: number;
+}
+
+/** The default of ClientOptions.answerTimeoutMs: undici's own, 5 minutes. */
+export const ANSWER_TIMEOUT_MS = 300_000;
+export const STREAM_WINDOW_BYTES = 16 * MiB;
+export const CONNECTION_WINDOW_BYTES = 256 * MiB;
+/** Streams undici opens at once on one connection (the server allows 128). */
+const MAX_STREAMS_PER_CONNECTION = 128;
+/** Pieces a rate-limited upload body is sent in, each waiting for the limiter. */
+const PACED_PIECE_BYTES = 64 * 1024;
+/**
+ * Under a rate limit the flow-control windows shrink to about what arrives in
+ * LIMITED_WINDOW_SECONDS, so that the server does not send far ahead of the limit into
+ * the client's memory; never below these.
+ */
+const LIMITED_WINDOW_SECONDS = 0.5;
+const MIN_LIMITED_STREAM_WINDOW_BYTES = 256 * 1024;
+const MIN_LIMITED_CONNECTION_WINDOW_BYTES = 1 * MiB;
+/** Slabs received chunks are carved from (see SlabAllocator). */
+const FETCH_SLAB_BYTES = 4 * MiB;
+
+/** What a manifest commit answers. */
+export interface CommitAnswer {
+  readonly kind: string;
+  readonly totalBytes: number;
+  readonly digest: string;
+}
+
+/** A request body: bytes (sent again on a retry), or a stream (sent once). */
+type Body = Dispatcher.DispatchOptions['body'];
+
+interface CallOptions {
+  method: Dispatcher.HttpMethod;
+  path: string;
+  body?: Body;
+  signal?: AbortSignal;
+  headers?: Record<string, string>;
+  headersTimeout?: number;
+  bodyTimeout?: number;
+}
+
+/**
+ * A failure another attempt may not meet: the connection broke, or the server was
+ * stopping or could not answer for now (502, 503, 504). Same code as any protocol error.
+ */
+export class TransientError extends ProtocolError {}
+
+/**
+ * The HTTP store's classification of errors (like restic's IsPermanentError, the other way
+ * round): true only for a TransientError, which this client makes of connection failures
+ * and of answers that say "for now". Errors the server described (a 4xx, 500), protocol
+ * violations, aborts and our own bugs are permanent.
+ */
+export function isTransient(err: unknown): boolean {
+  return err instanceof TransientError;
+}
+
+export class XferClient {
+  private readonly headers: Record<string, string>;
+  private retries = 0;
+  /** Rate limits of chunk data, uploads and fetches apart (ClientOptions.bwlimitBytesPerSecond). */
+  private readonly upLimit: RateLimiter | undefined;
+  private readonly downLimit: RateLimiter | undefined;
+  private readonly fetched = new SlabAllocator(FETCH_SLAB_BYTES);
+  /** The connection of stages (see stage), made on first use. */
+  private stageConnection: Dispatcher | undefined;
+  private readonly retryPolicy: RetryPolicy;
+  private readonly answerTimeoutMs: number;
+  private readonly signal: AbortSignal | undefined;
+  /** Stops listening to the client's signal (ClientOptions.signal). */
+  private readonly unlisten: () => void;
+
+  private constructor(
+    readonly base: URL,
+    private readonly connection: Dispatcher,
+    readonly info: ServerInfo,
+    private readonly options: ClientOptions,
+  ) {
+    this.headers = options.token ? { authorization: `Bearer ${options.token}` } : {};
+    if (options.bwlimitBytesPerSecond !== undefined) {
+      this.upLimit = new RateLimiter(options.bwlimitBytesPerSecond);
+      this.downLimit = new RateLimiter(options.bwlimitBytesPerSecond);
+    }
+    this.retryPolicy = options.retry ?? DEFAULT_RETRY_POLICY;
+    this.answerTimeoutMs = options.answerTimeoutMs ?? ANSWER_TIMEOUT_MS;
+    this.signal = options.signal;
+    // An abort of the client's signal tears its connections down at once, before undici
+    // resets its streams one by one (it listens later, per request): nothing is sent after
+    // an abort, so the connections have nothing left to finish. Resetting streams whose
+    // request bodies were being piped in (paced uploads under --bwlimit, as Readables then)
+    // sent Node's HTTP/2 session (v20.20) into an endless native loop
+    // (Http2Session::SendPendingData, gigabytes per second) that no signal handler could
+    // interrupt; streamed bodies are now async iterables as well (see upload).
+    const onAbort = () => this.destroy();
+    const signal = this.signal;
+    if (signal?.aborted) onAbort();
+    else signal?.addEventListener('abort', onAbort, { once: true });
+    this.unlisten = () => signal?.removeEventListener('abort', onAbort);
+  }
+
+  /** Connects and asks `GET /v1/info`; a server that is not there, or speaks another protocol, fails at once. */
+  static async connect(url: string | URL, options: ClientOptions = {}): Promise<XferClient> {
+    const base = new URL(url);
+    if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new InvalidArgumentError(`${url}: expected an http:// or https:// URL`);
+    if (options.bwlimitBytesPerSecond !== undefined) checkRate(options.bwlimitBytesPerSecond);
+    const connection = makeConnection(base, options);
+    const headers: Record<string, string> = options.token ? { authorization: `Bearer ${options.token}` } : {};
+    let info: ServerInfo;
+    try {
+      info = (await json(await call(connection, base, { method: 'GET', path: paths.info(), headers, signal: options.signal }))) as ServerInfo;
+    } catch (err) {
+      await connection.close().catch(() => {});
+      throw transportError(err, base, options.signal);
+    }
+    if (info.protocol !== PROTOCOL_VERSION) {
+      await connection.close().catch(() => {});
+      throw new ProtocolError(`${base.origin} speaks xfer protocol ${info.protocol}; this client speaks ${PROTOCOL_VERSION}`);
+    }
+    return new XferClient(base, connection, info, options);
+  }
+
+  /** Requests tried again so far: each one followed a broken connection or a stopping server. */
+  get retriesMade(): number {
+    return this.retries;
+  }
+
+  /** Whether the client's own signal was aborted (its connections are gone). */
+  get aborted(): boolean {
+    return this.signal?.aborted === true;
+  }
+
+  /** `POST /v1/chunks/missing`: which of `ids` (one algorithm, at most info.maxQueryDigests) the server stores. */
+  async missing(algorithm: DigestAlgorithm, ids: readonly ChunkId[], signal?: AbortSignal): Promise<boolean[]> {
+    const bitmap = await this.request({ method: 'POST', path: paths.missing(algorithm), body: encodeDigests(ids), signal }, bytesOf);
+    const present = decodeMissingBitmap(bitmap, ids.length);
+    if (!present) throw new ProtocolError('malformed chunks/missing answer');
+    return present;
+  }
+
+  /**
+   * `POST /v1/chunks`: a body of whole chunk records (protocol/records.ts). Tried again
+   * after a break, it first asks which of its chunks the server stored before the break:
+   * those are not sent twice. Resolves once the server has read and stored all of it (the
+   * body may be reused then).
+   */
+  async upload(algorithm: DigestAlgorithm, body: Buffer, signal?: AbortSignal): Promise<void> {
+    await this.retrying(async (attempt) => {
+      const rest = attempt === 0 ? body : await this.stillMissing(algorithm, body, signal);
+      if (rest.length === 0) return;
+      const limit = this.upLimit;
+      // Paced, the body is an async iterable, which undici writes piece by piece, waiting
+      // for each to drain; as a Readable it was piped into the HTTP/2 stream, and a reset
+      // of such a stream mid-body (an abort, a timeout) could spin Node's session (see the
+      // constructor).
+      const sent = limit ? (paced(rest, limit, PACED_PIECE_BYTES, signal) as unknown as Body) : rest;
+      await this.exchange({ method: 'POST', path: paths.upload(algorithm), body: sent, signal }, drain);
+    }, signal);
+  }
+
+  /** The records of an upload body whose chunks the server does not hold (a new body). */
+  private async stillMissing(algorithm: DigestAlgorithm, body: Buffer, signal: AbortSignal | undefined): Promise<Buffer> {
+    const records = splitChunkRecords(body);
+    const present: boolean[] = [];
+    for (let s = 0; s < records.length; s += this.info.maxQueryDigests) {
+      const part = records.slice(s, s + this.info.maxQueryDigests);
+      present.push(...(await this.missing(algorithm, part.map((r) => ({ algorithm, digest: r.digest })), signal)));
+    }
+    return Buffer.concat(records.filter((_, i) => !present[i]).map((r) => r.record));
+  }
+
+  /**
+   * `POST /v1/chunks/fetch`: the chunks of `digests`, handed to `onRecord` in order as each
+   * arrives (undefined: the server does not have it), not verified: the caller checks them.
+   * The data is carved from a slab (SlabAllocator). A break in the middle of the answer asks
+   * again for the chunks not yet received.
+   */
+  async fetch(algorithm: DigestAlgorithm, digests: readonly Uint8Array[], onRecord: (index: number, data: Buffer | undefined) => void, signal?: AbortSignal): Promise<void> {
+    let next = 0;
+    await this.retrying(async () => {
+      const first = next;
+      const ids = digests.slice(first).map((digest) => ({ algorithm, digest }));
+      await this.exchange({ method: 'POST', path: paths.fetch(algorithm), body: encodeDigests(ids), signal }, async (res) => {
+        const queue = new ByteQueue();
+        const malformed = (message: string) => new ProtocolError(`chunks/fetch answer: ${message}`);
+        for await (const piece of res.body) {
+          // Under a rate limit, reading slower holds the server back through flow control.
+          if (this.downLimit) await this.downLimit.take((piece as Buffer).length, signal);
+          queue.push(piece as Buffer);
+          for (let head = peekChunkRecord(queue, this.info.maxChunkBytes, true, malformed); head; head = peekChunkRecord(queue, this.info.maxChunkBytes, true, malformed)) {
+            if (next === digests.length) throw malformed('more records than digests asked for');
+            if (!head.digest.equals(digests[next]!)) throw new ProtocolError('chunks/fetch answered out of order');
+            const data = takeChunkRecord(queue, head, head.length ? this.fetched.alloc(head.length) : undefined);
+            onRecord(next++, head.length === undefined ? undefined : data);
+          }
+        }
+        if (queue.length) throw malformed('ends inside a record');
+      });
+    }, signal);
+    if (next !== digests.length) throw new ProtocolError('chunks/fetch answer ended early');
+  }
+
+  /** `POST /v1/chunks/sums` (protocol/delta.ts): the answer, unparsed. */
+  blockSums(algorithm: DigestAlgorithm, body: Buffer, signal?: AbortSignal): Promise<Buffer> {
+    return this.request({ method: 'POST', path: paths.sums(algorithm), body, signal }, bytesOf);
+  }
+
+  /** `POST /v1/chunks/delta` (protocol/delta.ts): delta records, stored once it resolves. */
+  async uploadDeltas(algorithm: DigestAlgorithm, body: Buffer, signal?: AbortSignal): Promise<void> {
+    await this.request({ method: 'POST', path: paths.delta(algorithm), body, signal }, drain);
+  }
+
+  /**
+   * `POST /v1/stage/<name>?<query>` (protocol/stage-format.ts): streams `body` and settles
+   * with the stage's answer, which comes after the commit however long the push takes
+   * (no timeout). On a connection of its own: undici sends nothing else on a connection
+   * while a streamed request body is open, and the uploads the stage describes must go
+   * meanwhile. Not retried: a lost stage only costs the server the ordinary rebuild.
+   */
+  async stage(name: string, query: string, body: AsyncIterable<Uint8Array>, signal?: AbortSignal): Promise<void> {
+    this.stageConnection ??= makeConnection(this.base, this.options);
+    const res = await call(this.stageConnection, this.base, {
+      headers: this.headers,
+      method: 'POST',
+      path: paths.stage(name, query),
+      body: body as unknown as Body, // an async iterable: see upload
+      signal,
+      headersTimeout: 0,
+      bodyTimeout: 0,
+    });
+    await res.body.dump();
+  }
+
+  /**
+   * `PUT /v1/manifests/<name>`: the commit point of a push. The server checks the manifest,
+   * rebuilds the target and answers with what it committed. Given as a function that opens
+   * it, the manifest is sent again after a break: the same manifest committed twice is
+   * harmless, should the first attempt have been committed and only its answer lost. A
+   * stream is sent once.
+   */
+  async commitManifest(name: string, source: AsyncIterable<Uint8Array> | (() => AsyncIterable<Uint8Array>), options: { readonly checksum?: boolean; readonly inPlace?: boolean; readonly signal?: AbortSignal } = {}): Promise<CommitAnswer> {
+    const body = typeof source === 'function' ? () => source() as Body : (source as Body);
+    // No limit on the wait for the answer: see ClientOptions.answerTimeoutMs.
+    const put = { method: 'PUT', path: paths.manifest(name, { checksum: options.checksum, inPlace: options.inPlace }), body, signal: options.signal, headersTimeout: 0 } as const;
+    return (await this.request(put, json)) as CommitAnswer;
+  }
+
+  /**
+   * `PUT /v1/manifests/<name>?raw=1`: stores the bytes as they are (a ManifestStore's put),
+   * atomically, without committing anything. Sent once (a stream).
+   */
+  async putManifest(name: string, source: AsyncIterable<Uint8Array>, signal?: AbortSignal): Promise<void> {
+    if (this.info.manifestStore !== true) throw new ProtocolError(`${this.base.origin} does not store manifests as given (an older server)`);
+    await this.request({ method: 'PUT', path: paths.manifest(name, { raw: true }), body: source as Body, signal }, drain);
+  }
+
+  /** `GET /v1/manifests/<name>`: the manifest, streamed; a break while it is read is an XferError too. */
+  async getManifest(name: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array>> {
+    const body = await this.request({ method: 'GET', path: paths.manifest(name), signal }, async (res) => res.body);
+    return mapErrors(body, this.base, signal ?? this.signal);
+  }
+
+  /** `DELETE /v1/manifests/<name>`. */
+  async deleteManifest(name: string, signal?: AbortSignal): Promise<void> {
+    if (this.info.manifestStore !== true) throw new ProtocolError(`${this.base.origin} does not delete manifests (an older server)`);
+    await this.request({ method: 'DELETE', path: paths.manifest(name), signal }, drain);
+  }
+
+  /** `GET /v1/list`: the manifests under `prefix` with kinds and digests; a damaged one is kind `damaged`, with its `error`. */
+  async list(prefix: string, signal?: AbortSignal): Promise<ListEntry[]> {
+    return ((await this.request({ method: 'GET', path: paths.list(prefix), signal }, json)) as { entries: ListEntry[] }).entries;
+  }
+
+  /** `GET /v1/stat/<name>`. */
+  async stat(name: string, signal?: AbortSignal): Promise<'file' | 'tree' | 'dir' | 'none'> {
+    return ((await this.request({ method: 'GET', path: paths.stat(name), signal }, json)) as { type: 'file' | 'tree' | 'dir' | 'none' }).type;
+  }
+
+  /** Closes the connections once their requests are done (at once if the client's signal was aborted). */
+  async close(): Promise<void> {
+    this.unlisten();
+    if (this.aborted) return this.destroy();
+    await this.connection.close().catch(() => {});
+    await this.stageConnection?.destroy().catch(() => {});
+  }
+
+  /** Drops the connections and whatever they carry; requests on them fail. */
+  destroy(): void {
+    void this.connection.destroy().catch(() => {});
+    void this.stageConnection?.destroy().catch(() => {});
+  }
+
+  /**
+   * One request and the reading of its answer by `read`, tried again while either fails
+   * transiently (isTransient), if its body can be sent again: none, bytes, or a function
+   * that opens it anew for each attempt.
+   */
+  private request<T>(opts: Omit<CallOptions, 'body'> & { body?: Body | (() => Body) }, read: (res: Dispatcher.ResponseData) => Promise<T>): Promise<T> {
+    const { body } = opts;
+    const once = () => this.exchange({ ...opts, body: typeof body === 'function' ? body() : body }, read);
+    if (body !== undefined && typeof body !== 'function' && !(body instanceof Uint8Array)) return once();
+    return this.retrying(once, opts.signal);
+  }
+
+  /** One request and the reading of its answer, once; see the top for what it rejects with. */
+  private async exchange<T>(opts: CallOptions, read: (res: Dispatcher.ResponseData) => Promise<T>): Promise<T> {
+    const signal = opts.signal ?? this.signal;
+    throwIfAborted(signal);
+    throwIfAborted(this.signal);
+    const res = await call(this.connection, this.base, {
+      headersTimeout: this.answerTimeoutMs,
+      bodyTimeout: this.answerTimeoutMs,
+      ...opts,
+      signal,
+      headers: { ...this.headers, ...opts.headers },
+    });
+    try {
+      return await read(res);
+    } catch (err) {
+      throw transportError(err, this.base, signal);
+    }
+  }
+
+  /** Runs `op` under the retry policy (core/retry.ts); an abort, of `signal` or of the client's own, is never retried. */
+  private retrying<T>(op: (attempt: number) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const onRetry = (event: RetryEvent) => {
+      this.retries++;
+      this.options.onRetry?.(event);
+    };
+    return retrying(op, { policy: this.retryPolicy, transient: (err) => isTransient(err) && !this.aborted, signal: signal ?? this.signal, onRetry, exhausted: gaveUp });
+  }
+}
+
+function makeConnection(base: URL, options: ClientOptions): Dispatcher {
+  const limit = options.bwlimitBytesPerSecond;
+  const windows = {
+    initialWindowSize: limit ? clamp(limit * LIMITED_WINDOW_SECONDS, MIN_LIMITED_STREAM_WINDOW_BYTES, STREAM_WINDOW_BYTES) : STREAM_WINDOW_BYTES,
+    connectionWindowSize: limit ? clamp(limit * LIMITED_WINDOW_SECONDS, MIN_LIMITED_CONNECTION_WINDOW_BYTES, CONNECTION_WINDOW_BYTES) : CONNECTION_WINDOW_BYTES,
+    maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION,
+  };
+  return base.protocol === 'https:'
+    ? new Client(base.origin, { allowH2: true, ...windows, connect: { ca: options.ca, rejectUnauthorized: !options.insecure, ALPNProtocols: ['h2'] } })
+    : new H2CClient(base.origin, { ...windows, pipelining: 100 } as ConstructorParameters<typeof H2CClient>[1]);
+}
+
+function clamp(n: number, min: number, max: number): number {
+  return Math.floor(Math.min(max, Math.max(min, n)));
+}
+
+/** The error of a request whose retries are spent: the last failure, saying so. */
+function gaveUp(err: unknown, retries: number): unknown {
+  if (!(err instanceof XferError)) return err;
+  return new ProtocolError(`${err.message} (gave up after ${retries} ${retries === 1 ? 'retry' : 'retries'})`, { cause: err });
+}
+
+/** One request; a non-2xx answer becomes the XferError the server described. */
+async function call(connection: Dispatcher, base: URL, opts: CallOptions): Promise<Dispatcher.ResponseData> {
+  let res: Dispatcher.ResponseData;
+  try {
+    res = await connection.request({
+      method: opts.method, path: opts.path, body: opts.body, headers: opts.headers, signal: opts.signal, headersTimeout: opts.headersTimeout, bodyTimeout: opts.bodyTimeout,
+    });
+  } catch (err) {
+    throw transportError(err, base, opts.signal);
+  }
+  if (res.statusCode >= 200 && res.statusCode < 300) return res;
+  let body: ErrorAnswer | undefined;
+  try {
+    body = readErrorAnswer(await res.body.json());
+  } catch {
+    /* not JSON: described by status below */
+  }
+  if (body) {
+    // The server stopping aborts what it was doing: for this client, a passing failure.
+    if (body.code === 'XFER_ABORTED') throw new TransientError(`${base.origin} stopped while answering ${opts.method} ${pathOnly(opts.path)}`);
+    // At a limit (503 XFER_BUSY, with Retry-After): for now.
+    if (res.statusCode === 503) throw new TransientError(`${base.origin}: ${body.message}`);
+    throw new XferError(body.code, `${base.origin}: ${body.message}`);
+  }
+  const what = `${base.origin} answered ${opts.method} ${pathOnly(opts.path)} with status ${res.statusCode}`;
+  if (res.statusCode === 502 || res.statusCode === 503 || res.statusCode === 504) throw new TransientError(what);
+  throw new ProtocolError(what);
+}
+
+/** A JSON answer; one that does not parse is a ProtocolError (a break while reading it is left to the caller). */
+async function json(res: Dispatcher.ResponseData): Promise<unknown> {
+  const text = await res.body.text();
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ProtocolError(`malformed JSON answer: ${(err as Error).message}`);
+  }
+}
+
+async function bytesOf(res: Dispatcher.ResponseData): Promise<Buffer> {
+  return Buffer.from(await res.body.arrayBuffer());
+}
+
+async function drain(res: Dispatcher.ResponseData): Promise<void> {
+  await res.body.dump();
+}
+
+/** A response body whose failures are XferErrors (see transportError). */
+async function* mapErrors(body: AsyncIterable<Uint8Array>, base: URL, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+  try {
+    yield* body;
+  } catch (err) {
+    throw transportError(err, base, signal);
+  }
+}
+
+/**
+ * A failed request as an error: an abort as AbortedError; a failure of the connection
+ * (isNetworkFailure) in words (net-errors.ts), a TransientError unless trying again
+ * cannot help (an untrusted certificate); any other error as it is: not a broken
+ * connection, and not to be retried as one.
+ */
+function transportError(err: unknown, base: URL, signal?: AbortSignal): unknown {
+  if (err instanceof XferError) return err;
+  if (signal?.aborted || (err as Error)?.name === 'AbortError') return abortedError(signal);
+  if (!isNetworkFailure(err)) return err;
+  const f = describeNetFailure(err, base);
+  const message = f.reaching ? `cannot reach ${base.origin}: ${f.text}` : `the connection to ${base.origin} broke: ${f.text}`;
+  return f.permanent ? new ProtocolError(message, { cause: err }) : new TransientError(message, { cause: err });
+}

@@ -1,0 +1,47 @@
+/**
+ * `createServer({ store })` serves from any ChunkStore & ManifestStore it is given, through
+ * the interfaces only: here a MemoryStore.
+ */
+import { strict as assert } from 'node:assert';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { pull, push } from '../src/api.js';
+import { createServer } from '../src/server/server.js';
+import { HttpStore } from '../src/store/http/store.js';
+import { MemoryStore } from '../src/store/memory.js';
+import { pseudoRandom } from './helpers/gen.js';
+import { runStoreConformance } from './store-conformance.js';
+
+runStoreConformance('HttpStore on a server over a MemoryStore', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'xfer-any-store-'));
+  const server = await createServer({ root: join(dir, 'root'), port: 0, store: new MemoryStore() });
+  const store = await HttpStore.connect(server.url);
+  return {
+    store,
+    cleanup: async () => {
+      await server.close();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+});
+
+describe('a server over a store it is given', () => {
+  it('commits a push into that store and answers a pull from it', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'xfer-any-store-'));
+    const memory = new MemoryStore();
+    const server = await createServer({ root: join(dir, 'root'), port: 0, store: memory });
+    try {
+      const data = pseudoRandom(3 * 1024 * 1024, 77);
+      await writeFile(join(dir, 'src.bin'), data);
+      await push(join(dir, 'src.bin'), `${server.url}/kept/src.bin`);
+      assert.deepEqual((await memory.listManifests('')).map((m) => m.name), ['kept/src.bin']);
+      await pull(`${server.url}/kept/src.bin`, join(dir, 'back.bin'));
+      assert.ok((await readFile(join(dir, 'back.bin'))).equals(data));
+    } finally {
+      await server.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
