@@ -24,6 +24,8 @@ const S3RVER_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
 /** moto accepts any credentials. */
 const MOTO_CREDENTIALS = { accessKeyId: 'testing', secretAccessKey: 'testing' };
 const HERE = dirname(fileURLToPath(import.meta.url));
+// As createS3Client does: no warning about the SDK's future Node versions in test output.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
 /** A running S3 service a test can open stores on. */
 export interface S3Service {

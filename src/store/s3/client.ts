@@ -32,6 +32,9 @@ export interface S3ClientOptions {
  * Content-MD5, which every S3 server checks.
  */
 export function createS3Client(options: S3ClientOptions): S3Client {
+  // Library code never prints: the SDK would warn on stderr, once per process, that its
+  // releases from 2027 need Node 22; this is its documented switch (an explicit setting wins).
+  process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const agent = { keepAlive: true, maxSockets: S3_MAX_REQUESTS_IN_FLIGHT };
   return new S3Client({
     ...(options.endpoint !== undefined ? { endpoint: options.endpoint } : {}),
