@@ -154,6 +154,7 @@ describe('S3Store through a faulty network', { skip: motoMissing() }, () => {
     setTimeout(() => controller.abort(), 50);
     await rejectsWith(store.get(c!.id, { signal: controller.signal }), 'XFER_ABORTED');
     proxy.fault = undefined;
+    proxy.releaseHanging();
     await store.close();
   });
 });

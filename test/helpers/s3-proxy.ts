@@ -11,8 +11,11 @@ export type S3Fault =
   | { readonly kind: 'status'; readonly status: number; readonly code: string }
   /** Close the connection without an answer; the request never reaches the server. */
   | { readonly kind: 'drop' }
-  /** Forward the request, then close the connection before the answer (the server did the work). */
-  | { readonly kind: 'drop-after' }
+  /**
+   * Forward the request, then close the connection before the answer (the server did the
+   * work); `then` runs first (a test kills its client there: a crash after the request).
+   */
+  | { readonly kind: 'drop-after'; readonly then?: () => void }
   /** Forward; pass the answer's headers and half its body, then close the connection. */
   | { readonly kind: 'truncate' }
   /** Forward; pass the answer with one body byte changed. */
@@ -71,8 +74,14 @@ export class S3FaultProxy {
     };
   }
 
+  /** Closes the connections of requests left hanging (their clients see them break). */
+  releaseHanging(): void {
+    for (const res of this.hanging) res.socket?.destroy();
+    this.hanging.clear();
+  }
+
   async close(): Promise<void> {
-    for (const res of this.hanging) res.destroy();
+    this.releaseHanging();
     this.server.closeAllConnections();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
@@ -127,6 +136,7 @@ export class S3FaultProxy {
     answer.on('end', () => {
       const body = Buffer.concat(pieces);
       if (fault.kind === 'drop-after') {
+        fault.then?.();
         res.socket?.destroy();
       } else if (fault.kind === 'truncate') {
         res.writeHead(answer.statusCode ?? 502, answer.headers);

@@ -34,8 +34,9 @@ import {
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { throwIfAborted, untilAborted } from '../../core/abort.js';
-import { ChunkCorruptError, ChunkMissingError, IoError, isXferError, NotFoundError } from '../../core/errors.js';
+import { ChunkCorruptError, ChunkMissingError, InvalidOptionError, IoError, isXferError, NotFoundError } from '../../core/errors.js';
 import { chunkIdKey, type ChunkId } from '../../core/ids.js';
+import { checkBoolean, checkPositiveInteger, checkSignal } from '../../core/options.js';
 import { DEFAULT_RETRY_POLICY, retrying, type RetryPolicy } from '../../core/retry.js';
 import { MiB } from '../../core/sizes.js';
 import { digestEquals, digestOf } from '../../hash/digest.js';
@@ -72,6 +73,8 @@ const MAX_U32 = 0xffff_ffff;
 export interface S3StoreOptions extends S3ClientOptions, OpOptions {
   /** How failed requests are retried (default: core/retry.ts's, ~8 s of waiting). */
   readonly retry?: RetryPolicy;
+  /** Bytes at which a pack is sealed and uploaded (default S3_PACK_TARGET_BYTES). */
+  readonly packTargetBytes?: number;
 }
 
 /**
@@ -81,7 +84,16 @@ export interface S3StoreOptions extends S3ClientOptions, OpOptions {
  */
 export async function openS3Store(url: string, options: S3StoreOptions = {}): Promise<S3Store> {
   const location = parseS3Location(url);
-  const store = new S3Store(location, createS3Client(options), options.retry ?? DEFAULT_RETRY_POLICY);
+  checkSignal(options);
+  checkPositiveInteger(options, 'packTargetBytes');
+  checkBoolean(options, 'forcePathStyle');
+  if (options.endpoint !== undefined && !/^https?:\/\/[^/]/.test(String(options.endpoint))) {
+    throw new InvalidOptionError('endpoint', 'an http:// or https:// URL');
+  }
+  const store = new S3Store(location, createS3Client(options), {
+    retry: options.retry ?? DEFAULT_RETRY_POLICY,
+    packTargetBytes: options.packTargetBytes ?? S3_PACK_TARGET_BYTES,
+  });
   try {
     await store.loadIndex(options.signal);
   } catch (err) {
@@ -127,7 +139,10 @@ export class S3Store implements ChunkStore, ManifestStore {
   constructor(
     readonly location: S3Location,
     private readonly client: S3Client,
-    private readonly retry: RetryPolicy = DEFAULT_RETRY_POLICY,
+    private readonly tuning: { readonly retry: RetryPolicy; readonly packTargetBytes: number } = {
+      retry: DEFAULT_RETRY_POLICY,
+      packTargetBytes: S3_PACK_TARGET_BYTES,
+    },
   ) {
     this.where = formatS3Location(location);
     this.reader = new CoalescingReader((pack, start, end) => this.fetchRange(pack, start, end));
@@ -203,7 +218,7 @@ export class S3Store implements ChunkStore, ManifestStore {
     const key = chunkIdKey(id);
     pack.keys.push(key);
     this.pending.set(key, { pack, data: copy });
-    if (pack.bytes >= S3_PACK_TARGET_BYTES) this.seal();
+    if (pack.bytes >= this.tuning.packTargetBytes) this.seal();
     return true;
   }
 
@@ -337,7 +352,7 @@ export class S3Store implements ChunkStore, ManifestStore {
       return await retrying(
         () => this.slots.run(() => op(combined), combined),
         {
-          policy: this.retry,
+          policy: this.tuning.retry,
           signal: combined,
           transient: (error) => !isPermanentS3Error(error),
           exhausted: (error, retries) => s3Failure(error, `${what} (failed ${retries + 1} times)`, combined),
