@@ -7,6 +7,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { after, before, beforeEach, describe, it } from 'node:test';
+import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
 import { digestToHex } from '../src/core/ids.js';
 import { MiB } from '../src/core/sizes.js';
 import { S3_PACK_TARGET_BYTES, type S3Store } from '../src/store/s3/index.js';
@@ -52,7 +53,7 @@ describe('S3Store through a faulty network', { skip: motoMissing() }, () => {
     ['a connection dropped before the request reached the server', { kind: 'drop' }],
     ['a connection dropped after the server stored the object', { kind: 'drop-after' }],
   ] as const) {
-    it(`retries a pack and an index upload that meet ${what}, and completes`, async () => {
+    it(`retries pack and index uploads that meet ${what}, and completes`, async () => {
       let packFaults = 2;
       let indexFaults = 2;
       proxy.fault = (r) => ((isPackPut(r) && packFaults-- > 0) || (isIndexPut(r) && indexFaults-- > 0) ? fault : undefined);
@@ -120,19 +121,34 @@ describe('S3Store through a faulty network', { skip: motoMissing() }, () => {
     await store.close();
   });
 
-  it('stores chunks in packs: one PUT per pack and one per index, packs of about 16 MiB', async () => {
+  it('stores chunks in packs: one PUT per pack of about 16 MiB, and one index object per flush', async () => {
     const chunkBytes = 1 * MiB;
     const count = 40;
     const chunks = await storeChunks(count, chunkBytes, 100);
     const packs = Math.ceil((count * chunkBytes) / S3_PACK_TARGET_BYTES);
     assert.equal(proxy.count('PUT', /\.pack$/), packs);
-    assert.equal(proxy.count('PUT', /\.idx$/), packs);
-    assert.equal(proxy.count('PUT'), 2 * packs);
+    assert.equal(proxy.count('PUT', /\.idx$/), 1);
+    assert.equal(proxy.count('PUT'), packs + 1);
     const keys = await listKeys(f.service, url);
     assert.equal(keys.filter((k) => /^packs\/[0-9a-z]+-[0-9a-f]{16}\.pack$/.test(k)).length, packs);
-    assert.equal(keys.filter((k) => /^index\/[0-9a-z]+-[0-9a-f]{16}\.idx$/.test(k)).length, packs);
+    assert.equal(keys.filter((k) => /^index\/[0-9a-z]+-[0-9a-f]{16}\.idx$/.test(k)).length, 1);
     const store = await open();
     assert.deepEqual(await store.has(chunks.map((c) => c.id)), chunks.map(() => true));
+    assert.deepEqual(store.damagedIndexes, []);
+    await store.close();
+  });
+
+  it('leaves out a damaged index object, naming it: its chunks count as missing and can be stored again', async () => {
+    const chunks = await storeChunks(3, 1000, 400);
+    const [indexKey] = (await listKeys(f.service, url)).filter((k) => k.startsWith('index/'));
+    const { bucket, prefix } = { bucket: url.slice(5, url.indexOf('/', 5)), prefix: url.slice(url.indexOf('/', 5) + 1) };
+    const damaged = Buffer.from(await (await f.service.client.send(new GetObjectCommand({ Bucket: bucket, Key: `${prefix}/${indexKey}` }))).Body!.transformToByteArray());
+    damaged[20] = damaged[20]! ^ 1;
+    await f.service.client.send(new PutObjectCommand({ Bucket: bucket, Key: `${prefix}/${indexKey}`, Body: damaged }));
+    const store = await open();
+    assert.deepEqual(store.damagedIndexes, [indexKey!.slice('index/'.length, -'.idx'.length)]);
+    assert.deepEqual(await store.has(chunks.map((c) => c.id)), [false, false, false]);
+    assert.equal(await store.put(chunks[0]!.id, chunks[0]!.data), true);
     await store.close();
   });
 

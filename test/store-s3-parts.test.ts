@@ -8,6 +8,8 @@ import { describe, it } from 'node:test';
 import { S3ServiceException } from '@aws-sdk/client-s3';
 import { ChunkCorruptError, IoError, isXferError } from '../src/core/errors.js';
 import { isPermanentS3Error, s3Failure } from '../src/store/s3/errors.js';
+import { decodeIndexObject, encodeIndexObject } from '../src/store/s3/index-object.js';
+import { newPackName } from '../src/store/pack.js';
 import { parseS3Location } from '../src/store/s3/location.js';
 import { coalesceReads, S3_COALESCE_GAP_BYTES, S3_MAX_COALESCED_READ_BYTES } from '../src/store/s3/reads.js';
 import { ChunkTable, TABLE_ENTRY_BYTES } from '../src/store/s3/table.js';
@@ -138,5 +140,32 @@ describe('coalesceReads', () => {
     const half = S3_MAX_COALESCED_READ_BYTES / 2;
     const reads = [0, 1, 2].map((i) => ({ pack: 'a', offset: i * half, length: half }));
     assert.deepEqual(coalesceReads(reads).map((g) => g.reads.length), [2, 1]);
+  });
+});
+
+describe('S3 index objects', () => {
+  const packs = [
+    { name: newPackName(), entries: [1, 2, 3].map((i) => ({ algorithm: 'blake3' as const, digest: pseudoRandom(32, i), offset: 8 + i * 100, length: 52 })) },
+    { name: newPackName(), entries: [] },
+    { name: newPackName(), entries: [{ algorithm: 'sha256' as const, digest: pseudoRandom(32, 9), offset: 56, length: 0 }] },
+  ];
+
+  it('round-trip any number of packs and their entries', () => {
+    const back = decodeIndexObject(encodeIndexObject(packs))!;
+    assert.deepEqual(
+      back.map((p) => [p.name, p.entries.map((e) => [e.algorithm, Buffer.from(e.digest).toString('hex'), e.offset, e.length])]),
+      packs.map((p) => [p.name, p.entries.map((e) => [e.algorithm, Buffer.from(e.digest).toString('hex'), e.offset, e.length])]),
+    );
+    assert.deepEqual(decodeIndexObject(encodeIndexObject([])), []);
+  });
+
+  it('are refused whole when damaged anywhere: a changed byte, a cut, another magic', () => {
+    const good = encodeIndexObject(packs);
+    for (let at = 0; at < good.length; at += 7) {
+      const bad = Buffer.from(good);
+      bad[at] = bad[at]! ^ 0x40;
+      assert.equal(decodeIndexObject(bad), undefined, `byte ${at} changed`);
+    }
+    for (const cut of [0, 4, 8, 12, good.length - 1]) assert.equal(decodeIndexObject(good.subarray(0, cut)), undefined, `cut at ${cut}`);
   });
 });

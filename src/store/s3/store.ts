@@ -3,16 +3,18 @@
  * under a key prefix. Layout (docs/FORMAT.md, "S3 layout"):
  *
  *   <prefix>packs/<name>.pack    chunks in the pack format of ../pack.ts, ~16 MiB each
- *   <prefix>index/<name>.idx     the pack's index records (IDX_MAGIC + records)
+ *   <prefix>index/<name>.idx     which chunks packs hold (index-object.ts)
  *   <prefix>manifests/<name>     manifests, by name
  *
  * Writes: put appends the chunk to an open pack held in memory; a pack of
- * S3_PACK_TARGET_BYTES is sealed and uploaded in the background, one PUT, then its index,
- * one PUT. A chunk counts as durable once its index object is stored: an index is only
- * written after its pack was, so every index record points to stored bytes, and a crash
- * leaves at worst a pack no index names (ignored). flush seals the open pack and waits for
- * every upload; putManifest flushes first, so no manifest is ever stored before the chunks
- * it refers to (a PUT is atomic: readers see the old or the new object).
+ * S3_PACK_TARGET_BYTES is sealed and uploaded in the background, one PUT. flush seals the
+ * open pack, waits for every pack upload, then writes one index object naming the packs
+ * stored since the last one (one PUT; also every S3_INDEX_EVERY_PACKS packs, so a long
+ * push that dies keeps most of what it stored). A chunk counts as durable once an index
+ * object names it: an index is only written after its packs were, so every index record
+ * points to stored bytes, and a crash leaves at worst packs no index names (ignored).
+ * putManifest flushes first, so no manifest is ever stored before the chunks it refers
+ * to (a PUT is atomic: readers see the old or the new object).
  *
  * Reads: the index objects are loaded when the store opens into a ChunkTable (45 bytes per
  * chunk); get reads a chunk by a ranged GET, coalescing reads of neighbouring chunks made
@@ -25,6 +27,7 @@
  * S3_MAX_PACKS_UPLOADING sealed packs wait in memory: puts wait for room.
  */
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import {
   DeleteObjectCommand,
   GetObjectCommand,
@@ -41,20 +44,11 @@ import { DEFAULT_RETRY_POLICY, retrying, type RetryPolicy } from '../../core/ret
 import { MiB } from '../../core/sizes.js';
 import { digestEquals, digestOf } from '../../hash/digest.js';
 import { checkChunkId, compareManifestNames, quoteName, validateManifestName, validateManifestPrefix } from '../names.js';
-import {
-  decodeIndexRecords,
-  encodeIndexRecords,
-  encodeRecordHeader,
-  IDX_MAGIC,
-  newPackName,
-  PACK_MAGIC,
-  PACK_NAME_RE,
-  PACK_RECORD_HEADER_BYTES,
-  type PackEntry,
-} from '../pack.js';
+import { encodeRecordHeader, newPackName, PACK_MAGIC, PACK_NAME_RE, PACK_RECORD_HEADER_BYTES, type PackEntry } from '../pack.js';
 import type { ChunkStore, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions } from '../store.js';
 import { createS3Client, S3_MAX_REQUESTS_IN_FLIGHT, type S3ClientOptions } from './client.js';
 import { isPermanentS3Error, s3Failure } from './errors.js';
+import { decodeIndexObject, encodeIndexObject, type PackIndex } from './index-object.js';
 import { Slots } from './limit.js';
 import { formatS3Location, parseS3Location, type S3Location } from './location.js';
 import { CoalescingReader } from './reads.js';
@@ -66,6 +60,8 @@ export const S3_PACK_TARGET_BYTES = 16 * MiB;
 export const S3_MAX_PACKS_UPLOADING = 2;
 /** An index object larger than this is refused (a 16 MiB pack of empty chunks needs ~19 MiB). */
 export const S3_MAX_INDEX_OBJECT_BYTES = 64 * MiB;
+/** Packs stored without an index object at most: one is then written without waiting for flush. */
+export const S3_INDEX_EVERY_PACKS = 64;
 /** Keys per listing request (S3's maximum). */
 const LIST_PAGE_KEYS = 1000;
 const MAX_U32 = 0xffff_ffff;
@@ -130,6 +126,12 @@ export class S3Store implements ChunkStore, ManifestStore {
   private readonly pending = new Map<string, PendingChunk>();
   private open: OutgoingPack | undefined;
   private readonly sealed = new Set<OutgoingPack>();
+  /** Packs stored that no index object names yet (their chunks are readable, not yet durable). */
+  private unindexed: PackIndex[] = [];
+  /** The index object being written, if one is. */
+  private indexWrite: Promise<void> | undefined;
+  /** Index objects found damaged when the store opened (left out: their chunks count as missing). */
+  readonly damagedIndexes: string[] = [];
   private readonly slots = new Slots(S3_MAX_REQUESTS_IN_FLIGHT);
   private readonly lifetime = new AbortController();
   private readonly reader: CoalescingReader;
@@ -145,6 +147,8 @@ export class S3Store implements ChunkStore, ManifestStore {
     },
   ) {
     this.where = formatS3Location(location);
+    // Every request in flight listens on it (up to S3_MAX_REQUESTS_IN_FLIGHT, and their waiters).
+    setMaxListeners(0, this.lifetime.signal);
     this.reader = new CoalescingReader((pack, start, end) => this.fetchRange(pack, start, end));
   }
 
@@ -223,9 +227,10 @@ export class S3Store implements ChunkStore, ManifestStore {
   }
 
   /**
-   * Seals the open pack and waits until every sealed pack and its index are stored; a pack
-   * whose upload failed is tried once more. Throws the upload's error if one still fails
-   * (its chunks stay pending, to be uploaded by the next flush).
+   * Seals the open pack, waits until every sealed pack is stored (a pack whose upload
+   * failed is tried once more), then writes the index object of the packs stored since
+   * the last one. Throws the upload's error if one still fails (its chunks stay pending,
+   * to be uploaded by the next flush).
    */
   async flush(options?: OpOptions): Promise<void> {
     const signal = options?.signal;
@@ -237,13 +242,36 @@ export class S3Store implements ChunkStore, ManifestStore {
     await untilAborted(Promise.all(waiting.map((pack) => pack.upload)), signal);
     const failed = waiting.find((pack) => !pack.done);
     if (failed !== undefined) throw s3Failure(failed.failure, `PUT ${this.where}${this.key('packs', failed.name)}`);
+    await this.writeIndex(signal);
+  }
+
+  /**
+   * Writes one index object naming the packs stored without one. Waits for an index write
+   * already under way first: flush returns only once an index names every pack stored
+   * before it was called. On failure the packs stay unindexed, for the next try.
+   */
+  private async writeIndex(signal: AbortSignal | undefined): Promise<void> {
+    while (this.indexWrite !== undefined) await untilAborted(this.indexWrite.catch(() => undefined), signal);
+    if (this.unindexed.length === 0) return;
+    const packs = this.unindexed;
+    this.unindexed = [];
+    const write = this.putObject(this.key('index', newPackName()), encodeIndexObject(packs))
+      .catch((error: unknown) => {
+        this.unindexed = [...packs, ...this.unindexed];
+        throw error;
+      })
+      .finally(() => {
+        this.indexWrite = undefined;
+      });
+    this.indexWrite = write;
+    await untilAborted(write, signal);
   }
 
   /** Flushes what was put (as LocalStore does), then releases the connections. */
   async close(): Promise<void> {
     if (this.closed) return;
     try {
-      if (this.sealed.size > 0 || (this.open?.entries.length ?? 0) > 0) await this.flush();
+      if (this.sealed.size > 0 || (this.open?.entries.length ?? 0) > 0 || this.unindexed.length > 0) await this.flush();
     } finally {
       this.closed = true;
       this.lifetime.abort();
@@ -301,6 +329,9 @@ export class S3Store implements ChunkStore, ManifestStore {
         pack.done = true;
         pack.body = undefined;
         this.sealed.delete(pack);
+        this.unindexed.push({ name: pack.name, entries: pack.entries });
+        // A failed write leaves the packs unindexed: the next flush writes them, or reports it.
+        if (this.unindexed.length >= S3_INDEX_EVERY_PACKS && this.indexWrite === undefined) this.writeIndex(undefined).catch(() => undefined);
         this.wakeRoomWaiters();
       },
       (error: unknown) => {
@@ -310,10 +341,8 @@ export class S3Store implements ChunkStore, ManifestStore {
     );
   }
 
-  /** The pack, then its index: an index never names bytes that are not stored. */
   private async uploadPack(pack: OutgoingPack): Promise<void> {
     await this.putObject(this.key('packs', pack.name), pack.body!);
-    await this.putObject(this.key('index', pack.name), Buffer.concat([IDX_MAGIC, encodeIndexRecords(pack.entries)]));
   }
 
   private async putObject(key: string, body: Buffer, signal?: AbortSignal): Promise<void> {
@@ -383,9 +412,9 @@ export class S3Store implements ChunkStore, ManifestStore {
   }
 
   /**
-   * Loads every index object into the table. Records that fail their checksum, and any
-   * after them, are left out (their chunks count as missing and are stored again), as are
-   * objects not named like an index or without IDX_MAGIC.
+   * Loads every index object into the table. A damaged one (see decodeIndexObject) is left
+   * out and named in damagedIndexes: its chunks count as missing and are stored again.
+   * Objects not named like an index are ignored.
    */
   async loadIndex(signal?: AbortSignal): Promise<void> {
     throwIfAborted(signal);
@@ -399,12 +428,18 @@ export class S3Store implements ChunkStore, ManifestStore {
       while (next < names.length) {
         const name = names[next++]!;
         const bytes = await this.getObject(this.key('index', name), signal);
-        if (bytes === undefined || !bytes.subarray(0, IDX_MAGIC.length).equals(IDX_MAGIC)) continue;
-        const { entries } = decodeIndexRecords(bytes.subarray(IDX_MAGIC.length));
-        const number = this.packNames.push(name) - 1;
-        for (const e of entries) {
-          if (e.offset + e.length > MAX_U32) continue;
-          this.table.add(e.algorithm, e.digest, { pack: number, offset: e.offset, length: e.length });
+        if (bytes === undefined) continue; // deleted since the listing
+        const packs = decodeIndexObject(bytes);
+        if (packs === undefined) {
+          this.damagedIndexes.push(name);
+          continue;
+        }
+        for (const pack of packs) {
+          const number = this.packNames.push(pack.name) - 1;
+          for (const e of pack.entries) {
+            if (e.offset + e.length > MAX_U32) continue;
+            this.table.add(e.algorithm, e.digest, { pack: number, offset: e.offset, length: e.length });
+          }
         }
       }
     };
