@@ -75,6 +75,15 @@ describe('S3Store through a faulty network', { skip: motoMissing() }, () => {
     await store.close();
   });
 
+  it('retries a ranged GET answered completely but with fewer bytes than asked for', async () => {
+    const [c] = await storeChunks(1, 200_000);
+    const store = await open();
+    proxy.failNext(isRangedGet, { kind: 'short' }, 1);
+    assert.ok((await store.get(c!.id)).equals(c!.data));
+    assert.equal(proxy.log.filter(isRangedGet).length, 2);
+    await store.close();
+  });
+
   it('retries a ranged GET answered by a dropped connection or a 503', async () => {
     const [c] = await storeChunks(1, 50_000);
     const store = await open();

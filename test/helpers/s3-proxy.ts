@@ -18,6 +18,8 @@ export type S3Fault =
   | { readonly kind: 'drop-after'; readonly then?: () => void }
   /** Forward; pass the answer's headers and half its body, then close the connection. */
   | { readonly kind: 'truncate' }
+  /** Forward; pass the answer's first half only, as a complete answer (Content-Length says so). */
+  | { readonly kind: 'short' }
   /** Forward; pass the answer with one body byte changed. */
   | { readonly kind: 'corrupt' }
   /** Never answer (until the client gives up or the proxy closes). */
@@ -141,6 +143,10 @@ export class S3FaultProxy {
       } else if (fault.kind === 'truncate') {
         res.writeHead(answer.statusCode ?? 502, answer.headers);
         res.write(body.subarray(0, body.length >> 1), () => res.socket?.destroy());
+      } else if (fault.kind === 'short') {
+        const half = body.subarray(0, body.length >> 1);
+        res.writeHead(answer.statusCode ?? 502, { ...answer.headers, 'content-length': String(half.length) });
+        res.end(half);
       } else if (fault.kind === 'corrupt') {
         if (body.length > 0) body[body.length >> 1] = body[body.length >> 1]! ^ 0x01;
         res.writeHead(answer.statusCode ?? 502, answer.headers);
