@@ -20,6 +20,8 @@ import { freshLocation, listKeys, motoMissing, openTestStore, useS3Service } fro
 const CHILD = join(dirname(fileURLToPath(import.meta.url)), 'helpers', 's3-crash-child.js');
 /** Two packs, the index object naming both, the manifest. */
 const PUTS_OF_A_PUSH = 4;
+/** A test that hangs (a child that never exits) fails instead. */
+const TEST_TIMEOUT_MS = 60_000;
 
 describe('S3Store: a crash at any point leaves no manifest whose chunks are missing', { skip: motoMissing() }, () => {
   const f = useS3Service('moto');
@@ -66,7 +68,7 @@ describe('S3Store: a crash at any point leaves no manifest whose chunks are miss
     }
   }
 
-  it(`a push without a crash makes ${PUTS_OF_A_PUSH} PUTs, the manifest last`, async () => {
+  it(`a push without a crash makes ${PUTS_OF_A_PUSH} PUTs, the manifest last`, { timeout: TEST_TIMEOUT_MS }, async () => {
     const url = freshLocation(f.service);
     const { puts } = await runChild(url, undefined);
     assert.equal(puts, PUTS_OF_A_PUSH);
@@ -75,7 +77,7 @@ describe('S3Store: a crash at any point leaves no manifest whose chunks are miss
   });
 
   for (let k = 1; k <= PUTS_OF_A_PUSH; k++) {
-    it(`killed right after PUT ${k} of ${PUTS_OF_A_PUSH}: ${k < PUTS_OF_A_PUSH ? 'no manifest' : 'the manifest and all its chunks'}`, async () => {
+    it(`killed right after PUT ${k} of ${PUTS_OF_A_PUSH}: ${k < PUTS_OF_A_PUSH ? 'no manifest' : 'the manifest and all its chunks'}`, { timeout: TEST_TIMEOUT_MS }, async () => {
       const url = freshLocation(f.service);
       const { signal } = await runChild(url, k);
       assert.equal(signal, 'SIGKILL');
@@ -86,7 +88,7 @@ describe('S3Store: a crash at any point leaves no manifest whose chunks are miss
     });
   }
 
-  it('a putManifest aborted while an index upload hangs stores no manifest', async () => {
+  it('a putManifest aborted while an index upload hangs stores no manifest', { timeout: TEST_TIMEOUT_MS }, async () => {
     const url = freshLocation(f.service);
     const store: S3Store = await openTestStore(f.service, url, { endpoint: proxy.endpoint });
     const chunks = [1, 2, 3].map((seed) => makeChunk('blake3', 10_000, seed));
