@@ -10,6 +10,7 @@ import { ChunkCorruptError, IoError, isXferError } from '../src/core/errors.js';
 import { isPermanentS3Error, s3Failure } from '../src/store/s3/errors.js';
 import { decodeIndexObject, encodeIndexObject } from '../src/store/s3/index-object.js';
 import { newPackName } from '../src/store/pack.js';
+import { s3From, s3Options, type S3Flags } from '../src/cli/options.js';
 import { parseS3Location } from '../src/store/s3/location.js';
 import { coalesceReads, S3_COALESCE_GAP_BYTES, S3_MAX_COALESCED_READ_BYTES } from '../src/store/s3/reads.js';
 import { ChunkTable, TABLE_ENTRY_BYTES } from '../src/store/s3/table.js';
@@ -167,5 +168,19 @@ describe('S3 index objects', () => {
       assert.equal(decodeIndexObject(bad), undefined, `byte ${at} changed`);
     }
     for (const cut of [0, 4, 8, 12, good.length - 1]) assert.equal(decodeIndexObject(good.subarray(0, cut)), undefined, `cut at ${cut}`);
+  });
+});
+
+describe('--s3-endpoint and --s3-path-style', () => {
+  it('map to the options endpoint and forcePathStyle; an endpoint that is not an http(s) URL is refused', async () => {
+    const { Command } = await import('commander');
+    const parse = (...args: string[]): S3Flags => {
+      const cmd = new Command().exitOverride();
+      for (const o of s3Options()) cmd.addOption(o);
+      return cmd.parse(args, { from: 'user' }).opts<S3Flags>();
+    };
+    assert.deepEqual(s3From(parse()), {});
+    assert.deepEqual(s3From(parse('--s3-endpoint', 'http://127.0.0.1:9000', '--s3-path-style')), { endpoint: 'http://127.0.0.1:9000', forcePathStyle: true });
+    assert.throws(() => s3From(parse('--s3-endpoint', 'minio:9000')), (err: unknown) => isXferError(err, 'XFER_INVALID_ARGUMENT') && err.message.startsWith('--s3-endpoint: '));
   });
 });
