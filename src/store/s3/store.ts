@@ -58,9 +58,17 @@ import { ChunkTable } from './table.js';
 export const S3_PACK_TARGET_BYTES = 16 * MiB;
 /** Sealed packs uploading (or failed, awaiting the next flush) at most; puts wait beyond. */
 export const S3_MAX_PACKS_UPLOADING = 2;
-/** An index object larger than this is refused (a 16 MiB pack of empty chunks needs ~19 MiB). */
+/**
+ * Index records one index object holds at most (56 MiB); more are split over several. A
+ * 16 MiB pack of empty chunks alone has ~350,000.
+ */
+export const S3_INDEX_MAX_RECORDS = 1 << 20;
+/** An index object larger than this is refused (left out, named in damagedIndexes). */
 export const S3_MAX_INDEX_OBJECT_BYTES = 64 * MiB;
-/** Packs stored without an index object at most: one is then written without waiting for flush. */
+/**
+ * Packs (or index records) stored without an index object at most: one is then written
+ * without waiting for flush, so a long push that dies keeps most of what it stored.
+ */
 export const S3_INDEX_EVERY_PACKS = 64;
 /** Keys per listing request (S3's maximum). */
 const LIST_PAGE_KEYS = 1000;
@@ -128,6 +136,8 @@ export class S3Store implements ChunkStore, ManifestStore {
   private readonly sealed = new Set<OutgoingPack>();
   /** Packs stored that no index object names yet (their chunks are readable, not yet durable). */
   private unindexed: PackIndex[] = [];
+  /** Records of the packs stored since the last periodic index write (a trigger, not exact). */
+  private unindexedRecords = 0;
   /** The index object being written, if one is. */
   private indexWrite: Promise<void> | undefined;
   /** Index objects found damaged when the store opened (left out: their chunks count as missing). */
@@ -255,14 +265,25 @@ export class S3Store implements ChunkStore, ManifestStore {
     if (this.unindexed.length === 0) return;
     const packs = this.unindexed;
     this.unindexed = [];
-    const write = this.putObject(this.key('index', newPackName()), encodeIndexObject(packs))
-      .catch((error: unknown) => {
-        this.unindexed = [...packs, ...this.unindexed];
+    const write = (async () => {
+      let from = 0;
+      try {
+        while (from < packs.length) {
+          // As many packs as S3_INDEX_MAX_RECORDS allows in one object (at least one).
+          let to = from;
+          let records = 0;
+          do records += packs[to++]!.entries.length;
+          while (to < packs.length && records + packs[to]!.entries.length <= S3_INDEX_MAX_RECORDS);
+          await this.putObject(this.key('index', newPackName()), encodeIndexObject(packs.slice(from, to)));
+          from = to;
+        }
+      } catch (error) {
+        this.unindexed = [...packs.slice(from), ...this.unindexed];
         throw error;
-      })
-      .finally(() => {
-        this.indexWrite = undefined;
-      });
+      }
+    })().finally(() => {
+      this.indexWrite = undefined;
+    });
     this.indexWrite = write;
     await untilAborted(write, signal);
   }
@@ -331,7 +352,11 @@ export class S3Store implements ChunkStore, ManifestStore {
         this.sealed.delete(pack);
         this.unindexed.push({ name: pack.name, entries: pack.entries });
         // A failed write leaves the packs unindexed: the next flush writes them, or reports it.
-        if (this.unindexed.length >= S3_INDEX_EVERY_PACKS && this.indexWrite === undefined) this.writeIndex(undefined).catch(() => undefined);
+        this.unindexedRecords += pack.entries.length;
+        if ((this.unindexed.length >= S3_INDEX_EVERY_PACKS || this.unindexedRecords >= S3_INDEX_MAX_RECORDS) && this.indexWrite === undefined) {
+          this.unindexedRecords = 0;
+          this.writeIndex(undefined).catch(() => undefined);
+        }
         this.wakeRoomWaiters();
       },
       (error: unknown) => {
@@ -419,10 +444,14 @@ export class S3Store implements ChunkStore, ManifestStore {
   async loadIndex(signal?: AbortSignal): Promise<void> {
     throwIfAborted(signal);
     const base = `${this.location.prefix}index/`;
-    const names = (await this.listKeys(base, signal))
-      .filter((k) => k.bytes <= S3_MAX_INDEX_OBJECT_BYTES)
-      .map((k) => k.key.slice(base.length).replace(/\.idx$/, ''))
-      .filter((name) => PACK_NAME_RE.test(name));
+    const names: string[] = [];
+    for (const k of await this.listKeys(base, signal)) {
+      if (!k.key.endsWith('.idx')) continue;
+      const name = k.key.slice(base.length, -'.idx'.length);
+      if (!PACK_NAME_RE.test(name)) continue;
+      if (k.bytes > S3_MAX_INDEX_OBJECT_BYTES) this.damagedIndexes.push(name);
+      else names.push(name);
+    }
     let next = 0;
     const worker = async (): Promise<void> => {
       while (next < names.length) {
