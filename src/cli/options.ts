@@ -87,6 +87,27 @@ export function remoteFrom(
   };
 }
 
+/** Options of commands that may reach an S3 store (s3://bucket/prefix); they map to openS3Store's by s3From. */
+export function s3Options(): Option[] {
+  return [
+    new Option('--s3-endpoint <url>', 'S3 service URL (MinIO, Ceph RGW, ...); by default AWS_ENDPOINT_URL, else AWS'),
+    new Option('--s3-path-style', 'address S3 buckets as <endpoint>/<bucket> (MinIO, Ceph and most self-hosted S3 need it)'),
+  ];
+}
+
+export interface S3Flags {
+  s3Endpoint?: string;
+  s3PathStyle?: boolean;
+}
+
+export function s3From(flags: S3Flags): { endpoint?: string; forcePathStyle?: boolean } {
+  const endpoint = flags.s3Endpoint;
+  if (endpoint !== undefined && !/^https?:\/\/[^/]/.test(endpoint)) {
+    throw new InvalidArgumentError(`--s3-endpoint: expected an http:// or https:// URL, got "${endpoint}"`);
+  }
+  return { ...(endpoint !== undefined ? { endpoint } : {}), ...(flags.s3PathStyle === true ? { forcePathStyle: true } : {}) };
+}
+
 /** --bwlimit: a rate like 10M or 1.5M; 0 means no limit, as in rsync. */
 function parseBwlimit(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;

@@ -1,0 +1,579 @@
+/**
+ * S3Store: chunks and manifests in an S3 bucket (AWS S3, MinIO, Ceph RGW, any S3 clone),
+ * under a key prefix. Layout (docs/FORMAT.md, "S3 layout"):
+ *
+ *   <prefix>packs/<name>.pack    chunks in the pack format of ../pack.ts, ~16 MiB each
+ *   <prefix>index/<name>.idx     which chunks packs hold (index-object.ts)
+ *   <prefix>manifests/<name>     manifests, by name
+ *
+ * Writes: put appends the chunk to an open pack held in memory; a pack of
+ * S3_PACK_TARGET_BYTES is sealed and uploaded in the background, one PUT. flush seals the
+ * open pack, waits for every pack upload, then writes one index object naming the packs
+ * stored since the last one (one PUT; also every S3_INDEX_EVERY_PACKS packs, so a long
+ * push that dies keeps most of what it stored). A chunk counts as durable once an index
+ * object names it: an index is only written after its packs were, so every index record
+ * points to stored bytes, and a crash leaves at worst packs no index names (ignored).
+ * putManifest flushes first, so no manifest is ever stored before the chunks it refers
+ * to (a PUT is atomic: readers see the old or the new object).
+ *
+ * Reads: the index objects are loaded when the store opens into a ChunkTable (45 bytes per
+ * chunk); get reads a chunk by a ranged GET, coalescing reads of neighbouring chunks made
+ * together, and re-hashes every chunk it returns. Chunks stored by other writers after the
+ * store opened are not seen until it is opened again.
+ *
+ * Every request is retried with backoff and jitter when errors.ts calls its failure
+ * transient (5xx, SlowDown, broken connections, short bodies), never on a 4xx that cannot
+ * succeed. At most S3_MAX_REQUESTS_IN_FLIGHT requests run at once, and at most
+ * S3_MAX_PACKS_UPLOADING sealed packs wait in memory: puts wait for room.
+ */
+import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
+import { throwIfAborted, untilAborted } from '../../core/abort.js';
+import { ChunkCorruptError, ChunkMissingError, InvalidOptionError, IoError, isXferError, NotFoundError } from '../../core/errors.js';
+import { chunkIdKey, type ChunkId } from '../../core/ids.js';
+import { checkBoolean, checkPositiveInteger, checkSignal } from '../../core/options.js';
+import { DEFAULT_RETRY_POLICY, retrying, type RetryPolicy } from '../../core/retry.js';
+import { MiB } from '../../core/sizes.js';
+import { digestEquals, digestOf } from '../../hash/digest.js';
+import { checkChunkId, compareManifestNames, quoteName, validateManifestName, validateManifestPrefix } from '../names.js';
+import { encodeRecordHeader, newPackName, PACK_MAGIC, PACK_NAME_RE, PACK_RECORD_HEADER_BYTES, type PackEntry } from '../pack.js';
+import type { ChunkStore, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions } from '../store.js';
+import { createS3Client, S3_MAX_REQUESTS_IN_FLIGHT, type S3ClientOptions } from './client.js';
+import { isPermanentS3Error, s3Failure } from './errors.js';
+import { decodeIndexObject, encodeIndexObject, type PackIndex } from './index-object.js';
+import { Slots } from './limit.js';
+import { formatS3Location, parseS3Location, type S3Location } from './location.js';
+import { CoalescingReader } from './reads.js';
+import { ChunkTable } from './table.js';
+
+/** A pack takes no more chunks once it is this large; it is then uploaded in one PUT. */
+export const S3_PACK_TARGET_BYTES = 16 * MiB;
+/** Sealed packs uploading (or failed, awaiting the next flush) at most; puts wait beyond. */
+export const S3_MAX_PACKS_UPLOADING = 2;
+/**
+ * Index records one index object holds at most (56 MiB); more are split over several. A
+ * 16 MiB pack of empty chunks alone has ~350,000.
+ */
+export const S3_INDEX_MAX_RECORDS = 1 << 20;
+/** An index object larger than this is refused (left out, named in damagedIndexes). */
+export const S3_MAX_INDEX_OBJECT_BYTES = 64 * MiB;
+/**
+ * Packs (or index records) stored without an index object at most: one is then written
+ * without waiting for flush, so a long push that dies keeps most of what it stored.
+ */
+export const S3_INDEX_EVERY_PACKS = 64;
+/** Keys per listing request (S3's maximum). */
+const LIST_PAGE_KEYS = 1000;
+const MAX_U32 = 0xffff_ffff;
+
+export interface S3StoreOptions extends S3ClientOptions, OpOptions {
+  /** How failed requests are retried (default: core/retry.ts's, ~8 s of waiting). */
+  readonly retry?: RetryPolicy;
+  /** Bytes at which a pack is sealed and uploaded (default S3_PACK_TARGET_BYTES). */
+  readonly packTargetBytes?: number;
+}
+
+/**
+ * Opens the store at `url` (s3://bucket/prefix) and loads its index. The bucket must
+ * exist (NotFoundError otherwise); an empty prefix is an empty store. Endpoint, region and
+ * credentials come from `options` or the AWS environment (see S3ClientOptions).
+ */
+export async function openS3Store(url: string, options: S3StoreOptions = {}): Promise<S3Store> {
+  const location = parseS3Location(url);
+  checkSignal(options);
+  checkPositiveInteger(options, 'packTargetBytes');
+  checkBoolean(options, 'forcePathStyle');
+  if (options.endpoint !== undefined && !/^https?:\/\/[^/]/.test(String(options.endpoint))) {
+    throw new InvalidOptionError('endpoint', 'an http:// or https:// URL');
+  }
+  const store = new S3Store(location, createS3Client(options), {
+    retry: options.retry ?? DEFAULT_RETRY_POLICY,
+    packTargetBytes: options.packTargetBytes ?? S3_PACK_TARGET_BYTES,
+  });
+  try {
+    await store.loadIndex(options.signal);
+  } catch (err) {
+    await store.close().catch(() => undefined);
+    throw err;
+  }
+  return store;
+}
+
+/** A pack being filled, or sealed and uploading (or failed, to upload again at flush). */
+class OutgoingPack {
+  readonly name = newPackName();
+  pieces: Buffer[] = [PACK_MAGIC];
+  bytes = PACK_MAGIC.length;
+  readonly entries: PackEntry[] = [];
+  readonly keys: string[] = [];
+  body: Buffer | undefined;
+  upload: Promise<void> | undefined;
+  done = false;
+  failure: unknown;
+}
+
+interface PendingChunk {
+  readonly pack: OutgoingPack;
+  data: Buffer;
+}
+
+export class S3Store implements ChunkStore, ManifestStore {
+  private readonly where: string;
+  private readonly table = new ChunkTable();
+  /** Pack names by pack number (ChunkTable entries hold the number). */
+  private readonly packNames: string[] = [];
+  /** Chunks put and not yet durable (in the open pack or a sealed one), by chunkIdKey. */
+  private readonly pending = new Map<string, PendingChunk>();
+  private open: OutgoingPack | undefined;
+  private readonly sealed = new Set<OutgoingPack>();
+  /** Packs stored that no index object names yet (their chunks are readable, not yet durable). */
+  private unindexed: PackIndex[] = [];
+  /** Records of the packs stored since the last periodic index write (a trigger, not exact). */
+  private unindexedRecords = 0;
+  /** The index object being written, if one is. */
+  private indexWrite: Promise<void> | undefined;
+  /** Index objects found damaged when the store opened (left out: their chunks count as missing). */
+  readonly damagedIndexes: string[] = [];
+  private readonly slots = new Slots(S3_MAX_REQUESTS_IN_FLIGHT);
+  private readonly lifetime = new AbortController();
+  private readonly reader: CoalescingReader;
+  private closed = false;
+  private roomWaiters: (() => void)[] = [];
+
+  constructor(
+    readonly location: S3Location,
+    private readonly client: S3Client,
+    private readonly tuning: { readonly retry: RetryPolicy; readonly packTargetBytes: number } = {
+      retry: DEFAULT_RETRY_POLICY,
+      packTargetBytes: S3_PACK_TARGET_BYTES,
+    },
+  ) {
+    this.where = formatS3Location(location);
+    // Every request in flight listens on it (up to S3_MAX_REQUESTS_IN_FLIGHT, and their waiters).
+    setMaxListeners(0, this.lifetime.signal);
+    this.reader = new CoalescingReader((pack, start, end) => this.fetchRange(pack, start, end));
+  }
+
+  /** Chunks the store knows as durable, and the bytes their table takes. */
+  get indexStats(): { readonly chunks: number; readonly tableBytes: number } {
+    return { chunks: this.table.size, tableBytes: this.table.tableBytes };
+  }
+
+  private key(kind: 'packs' | 'index' | 'manifests', name: string): string {
+    const suffix = kind === 'packs' ? '.pack' : kind === 'index' ? '.idx' : '';
+    return `${this.location.prefix}${kind}/${name}${suffix}`;
+  }
+
+  // ---- chunks ----
+
+  async has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]> {
+    throwIfAborted(options?.signal);
+    this.checkOpen();
+    return ids.map((id) => this.holds(id));
+  }
+
+  async get(id: ChunkId, options?: GetOptions): Promise<Buffer> {
+    const signal = options?.signal;
+    throwIfAborted(signal);
+    const hex = checkChunkId(id);
+    this.checkOpen();
+    let data: Buffer;
+    const pending = this.pending.get(chunkIdKey(id));
+    if (pending !== undefined) {
+      data = pending.data;
+    } else {
+      const place = this.table.find(id.algorithm, id.digest);
+      if (place === undefined) throw new ChunkMissingError(hex, this.where);
+      if (place.length === 0) {
+        data = Buffer.alloc(0);
+      } else {
+        try {
+          data = await untilAborted(this.reader.read(this.packNames[place.pack]!, place.offset, place.length), signal);
+        } catch (err) {
+          if (isXferError(err, 'XFER_NOT_FOUND')) throw new ChunkMissingError(hex, `${this.where} (its pack is gone)`);
+          throw err;
+        }
+      }
+    }
+    if (options?.unverified !== true && !digestEquals(digestOf(id.algorithm, data), id.digest)) {
+      throw new ChunkCorruptError(hex, `the bytes read from ${this.where} do not match it`);
+    }
+    return data;
+  }
+
+  async put(id: ChunkId, data: Uint8Array, options?: PutOptions): Promise<boolean> {
+    const signal = options?.signal;
+    throwIfAborted(signal);
+    const hex = checkChunkId(id);
+    this.checkOpen();
+    if (this.holds(id)) return false;
+    if (options?.trusted !== true && !digestEquals(digestOf(id.algorithm, data), id.digest)) {
+      throw new ChunkCorruptError(hex, 'the bytes to store do not hash to it');
+    }
+    if (data.length > MAX_U32) throw new IoError(`chunk ${hex} is too large for a pack (${data.length} bytes)`);
+    await this.roomForPut(signal);
+    // No await from here on: concurrent puts of one id cannot both pass this check.
+    if (this.holds(id)) return false;
+    const pack = (this.open ??= new OutgoingPack());
+    const copy = Buffer.from(data);
+    const header = encodeRecordHeader(id.algorithm, id.digest, copy.length);
+    const offset = pack.bytes + PACK_RECORD_HEADER_BYTES;
+    pack.pieces.push(header, copy);
+    pack.bytes = offset + copy.length;
+    pack.entries.push({ algorithm: id.algorithm, digest: Buffer.from(id.digest), offset, length: copy.length });
+    const key = chunkIdKey(id);
+    pack.keys.push(key);
+    this.pending.set(key, { pack, data: copy });
+    if (pack.bytes >= this.tuning.packTargetBytes) this.seal();
+    return true;
+  }
+
+  /**
+   * Seals the open pack, waits until every sealed pack is stored (a pack whose upload
+   * failed is tried once more), then writes the index object of the packs stored since
+   * the last one. Throws the upload's error if one still fails (its chunks stay pending,
+   * to be uploaded by the next flush).
+   */
+  async flush(options?: OpOptions): Promise<void> {
+    const signal = options?.signal;
+    throwIfAborted(signal);
+    this.checkOpen();
+    if (this.open !== undefined && this.open.entries.length > 0) this.seal();
+    const waiting = [...this.sealed];
+    for (const pack of waiting) if (pack.failure !== undefined) this.startUpload(pack);
+    await untilAborted(Promise.all(waiting.map((pack) => pack.upload)), signal);
+    const failed = waiting.find((pack) => !pack.done);
+    if (failed !== undefined) throw s3Failure(failed.failure, `PUT ${this.where}${this.key('packs', failed.name)}`);
+    await this.writeIndex(signal);
+  }
+
+  /**
+   * Writes one index object naming the packs stored without one. Waits for an index write
+   * already under way first: flush returns only once an index names every pack stored
+   * before it was called. On failure the packs stay unindexed, for the next try.
+   */
+  private async writeIndex(signal: AbortSignal | undefined): Promise<void> {
+    while (this.indexWrite !== undefined) await untilAborted(this.indexWrite.catch(() => undefined), signal);
+    if (this.unindexed.length === 0) return;
+    const packs = this.unindexed;
+    this.unindexed = [];
+    const write = (async () => {
+      let from = 0;
+      try {
+        while (from < packs.length) {
+          // As many packs as S3_INDEX_MAX_RECORDS allows in one object (at least one).
+          let to = from;
+          let records = 0;
+          do records += packs[to++]!.entries.length;
+          while (to < packs.length && records + packs[to]!.entries.length <= S3_INDEX_MAX_RECORDS);
+          await this.putObject(this.key('index', newPackName()), encodeIndexObject(packs.slice(from, to)));
+          from = to;
+        }
+      } catch (error) {
+        this.unindexed = [...packs.slice(from), ...this.unindexed];
+        throw error;
+      }
+    })().finally(() => {
+      this.indexWrite = undefined;
+    });
+    this.indexWrite = write;
+    await untilAborted(write, signal);
+  }
+
+  /** Flushes what was put (as LocalStore does), then releases the connections. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    try {
+      if (this.sealed.size > 0 || (this.open?.entries.length ?? 0) > 0 || this.unindexed.length > 0) await this.flush();
+    } finally {
+      this.closed = true;
+      this.lifetime.abort();
+      this.client.destroy();
+    }
+  }
+
+  private holds(id: ChunkId): boolean {
+    checkChunkId(id);
+    return this.pending.has(chunkIdKey(id)) || this.table.find(id.algorithm, id.digest) !== undefined;
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new IoError(`the store at ${this.where} is closed`);
+  }
+
+  /** Waits while S3_MAX_PACKS_UPLOADING packs are sealed; rethrows the failure of one. */
+  private async roomForPut(signal: AbortSignal | undefined): Promise<void> {
+    for (;;) {
+      const failed = [...this.sealed].find((pack) => pack.failure !== undefined);
+      if (failed !== undefined) throw s3Failure(failed.failure, `PUT ${this.where}${this.key('packs', failed.name)}`);
+      if (this.sealed.size < S3_MAX_PACKS_UPLOADING) return;
+      await untilAborted(new Promise<void>((resolve) => this.roomWaiters.push(resolve)), signal);
+    }
+  }
+
+  private wakeRoomWaiters(): void {
+    const woken = this.roomWaiters;
+    this.roomWaiters = [];
+    for (const wake of woken) wake();
+  }
+
+  private seal(): void {
+    const pack = this.open!;
+    this.open = undefined;
+    pack.body = Buffer.concat(pack.pieces);
+    pack.pieces = [];
+    // The chunks' copies now live in the body: point at it, so each is held once.
+    pack.entries.forEach((entry, i) => {
+      this.pending.get(pack.keys[i]!)!.data = pack.body!.subarray(entry.offset, entry.offset + entry.length);
+    });
+    this.sealed.add(pack);
+    this.startUpload(pack);
+  }
+
+  private startUpload(pack: OutgoingPack): void {
+    pack.failure = undefined;
+    pack.upload = this.uploadPack(pack).then(
+      () => {
+        const number = this.packNames.push(pack.name) - 1;
+        pack.entries.forEach((entry, i) => {
+          this.table.add(entry.algorithm, entry.digest, { pack: number, offset: entry.offset, length: entry.length });
+          this.pending.delete(pack.keys[i]!);
+        });
+        pack.done = true;
+        pack.body = undefined;
+        this.sealed.delete(pack);
+        this.unindexed.push({ name: pack.name, entries: pack.entries });
+        // A failed write leaves the packs unindexed: the next flush writes them, or reports it.
+        this.unindexedRecords += pack.entries.length;
+        if ((this.unindexed.length >= S3_INDEX_EVERY_PACKS || this.unindexedRecords >= S3_INDEX_MAX_RECORDS) && this.indexWrite === undefined) {
+          this.unindexedRecords = 0;
+          this.writeIndex(undefined).catch(() => undefined);
+        }
+        this.wakeRoomWaiters();
+      },
+      (error: unknown) => {
+        pack.failure = error ?? new IoError('upload failed');
+        this.wakeRoomWaiters();
+      },
+    );
+  }
+
+  private async uploadPack(pack: OutgoingPack): Promise<void> {
+    await this.putObject(this.key('packs', pack.name), pack.body!);
+  }
+
+  private async putObject(key: string, body: Buffer, signal?: AbortSignal): Promise<void> {
+    const md5 = createHash('md5').update(body).digest('base64');
+    await this.request(`PUT ${this.where}${key}`, signal, (abortSignal) =>
+      this.client.send(
+        new PutObjectCommand({ Bucket: this.location.bucket, Key: key, Body: body, ContentLength: body.length, ContentMD5: md5 }),
+        { abortSignal },
+      ),
+    );
+  }
+
+  /** Bytes [start, end) of a pack, exactly: a short body is a transient failure, retried. */
+  private async fetchRange(pack: string, start: number, end: number): Promise<Buffer> {
+    const key = this.key('packs', pack);
+    return this.request(`GET ${this.where}${key}`, undefined, async (abortSignal) => {
+      const out = await this.client.send(
+        new GetObjectCommand({ Bucket: this.location.bucket, Key: key, Range: `bytes=${start}-${end - 1}` }),
+        { abortSignal },
+      );
+      const bytes = await readBody(out.Body);
+      if (bytes.length !== end - start) {
+        throw new IoError(`GET ${this.where}${key}: ${bytes.length} bytes came of the ${end - start} asked for`);
+      }
+      return bytes;
+    });
+  }
+
+  /**
+   * Runs one S3 request under the concurrency limit, retried while its failures are
+   * transient, until `signal` or the store's close stops it; failures end as XferErrors.
+   */
+  private async request<T>(what: string, signal: AbortSignal | undefined, op: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const combined = signal === undefined ? this.lifetime.signal : AbortSignal.any([signal, this.lifetime.signal]);
+    try {
+      return await retrying(
+        () => this.slots.run(() => op(combined), combined),
+        {
+          policy: this.tuning.retry,
+          signal: combined,
+          transient: (error) => !isPermanentS3Error(error),
+          exhausted: (error, retries) => s3Failure(error, `${what} (failed ${retries + 1} times)`, combined),
+        },
+      );
+    } catch (err) {
+      throw s3Failure(err, what, combined);
+    }
+  }
+
+  /** Every key under `prefix`, in S3's order (by UTF-8 bytes), with sizes and times. */
+  private async listKeys(prefix: string, signal?: AbortSignal): Promise<{ key: string; bytes: number; mtimeMs: number }[]> {
+    const keys: { key: string; bytes: number; mtimeMs: number }[] = [];
+    let token: string | undefined;
+    do {
+      const page = await this.request(`LIST ${this.where}${prefix}`, signal, (abortSignal) =>
+        this.client.send(
+          new ListObjectsV2Command({ Bucket: this.location.bucket, Prefix: prefix, ContinuationToken: token, MaxKeys: LIST_PAGE_KEYS }),
+          { abortSignal },
+        ),
+      );
+      for (const item of page.Contents ?? []) {
+        if (item.Key !== undefined) keys.push({ key: item.Key, bytes: item.Size ?? 0, mtimeMs: item.LastModified?.getTime() ?? 0 });
+      }
+      token = page.IsTruncated === true ? page.NextContinuationToken : undefined;
+    } while (token !== undefined);
+    return keys;
+  }
+
+  /**
+   * Loads every index object into the table. A damaged one (see decodeIndexObject) is left
+   * out and named in damagedIndexes: its chunks count as missing and are stored again.
+   * Objects not named like an index are ignored.
+   */
+  async loadIndex(signal?: AbortSignal): Promise<void> {
+    throwIfAborted(signal);
+    const base = `${this.location.prefix}index/`;
+    const names: string[] = [];
+    for (const k of await this.listKeys(base, signal)) {
+      if (!k.key.endsWith('.idx')) continue;
+      const name = k.key.slice(base.length, -'.idx'.length);
+      if (!PACK_NAME_RE.test(name)) continue;
+      if (k.bytes > S3_MAX_INDEX_OBJECT_BYTES) this.damagedIndexes.push(name);
+      else names.push(name);
+    }
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < names.length) {
+        const name = names[next++]!;
+        const bytes = await this.getObject(this.key('index', name), signal);
+        if (bytes === undefined) continue; // deleted since the listing
+        const packs = decodeIndexObject(bytes);
+        if (packs === undefined) {
+          this.damagedIndexes.push(name);
+          continue;
+        }
+        for (const pack of packs) {
+          const number = this.packNames.push(pack.name) - 1;
+          for (const e of pack.entries) {
+            if (e.offset + e.length > MAX_U32) continue;
+            this.table.add(e.algorithm, e.digest, { pack: number, offset: e.offset, length: e.length });
+          }
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: S3_MAX_REQUESTS_IN_FLIGHT }, worker));
+  }
+
+  /** A whole object, or undefined if there is none under `key`. */
+  private async getObject(key: string, signal?: AbortSignal): Promise<Buffer | undefined> {
+    try {
+      return await this.request(`GET ${this.where}${key}`, signal, async (abortSignal) => {
+        const out = await this.client.send(new GetObjectCommand({ Bucket: this.location.bucket, Key: key }), { abortSignal });
+        const bytes = await readBody(out.Body);
+        if (out.ContentLength !== undefined && bytes.length !== out.ContentLength) {
+          throw new IoError(`GET ${this.where}${key}: ${bytes.length} bytes came of ${out.ContentLength}`);
+        }
+        return bytes;
+      });
+    } catch (err) {
+      if (isXferError(err, 'XFER_NOT_FOUND') && !/no such bucket/.test(err.message)) return undefined;
+      throw err;
+    }
+  }
+
+  // ---- manifests ----
+
+  async putManifest(name: string, source: AsyncIterable<Uint8Array>, options?: OpOptions): Promise<void> {
+    validateManifestName(name);
+    const signal = options?.signal;
+    throwIfAborted(signal);
+    this.checkOpen();
+    const pieces: Buffer[] = [];
+    for await (const piece of source) {
+      throwIfAborted(signal);
+      pieces.push(Buffer.from(piece));
+    }
+    // Chunks first: whatever the caller did, no manifest is stored before its chunks are.
+    await this.flush({ signal });
+    await this.putObject(this.key('manifests', name), Buffer.concat(pieces), signal);
+  }
+
+  async getManifest(name: string, options?: OpOptions): Promise<AsyncIterable<Uint8Array>> {
+    validateManifestName(name);
+    const signal = options?.signal;
+    throwIfAborted(signal);
+    this.checkOpen();
+    const bytes = await this.getObject(this.key('manifests', name), signal);
+    if (bytes === undefined) throw this.noManifest(name);
+    return streamOf(bytes, signal);
+  }
+
+  async listManifests(prefix: string, options?: OpOptions): Promise<ManifestInfo[]> {
+    validateManifestPrefix(prefix);
+    throwIfAborted(options?.signal);
+    this.checkOpen();
+    const base = this.key('manifests', '');
+    const infos: ManifestInfo[] = [];
+    for (const k of await this.listKeys(base + prefix, options?.signal)) {
+      const name = k.key.slice(base.length);
+      if (isValidName(name)) infos.push({ name, bytes: k.bytes, mtimeMs: k.mtimeMs });
+    }
+    return infos.sort((a, b) => compareManifestNames(a.name, b.name));
+  }
+
+  async deleteManifest(name: string, options?: OpOptions): Promise<void> {
+    validateManifestName(name);
+    const signal = options?.signal;
+    throwIfAborted(signal);
+    this.checkOpen();
+    const key = this.key('manifests', name);
+    // S3's DELETE succeeds on an absent key: ask first, so an absent manifest is reported.
+    try {
+      await this.request(`HEAD ${this.where}${key}`, signal, (abortSignal) =>
+        this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: key }), { abortSignal }),
+      );
+    } catch (err) {
+      if (isXferError(err, 'XFER_NOT_FOUND') && !/no such bucket/.test(err.message)) throw this.noManifest(name);
+      throw err;
+    }
+    await this.request(`DELETE ${this.where}${key}`, signal, (abortSignal) =>
+      this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: key }), { abortSignal }),
+    );
+  }
+
+  private noManifest(name: string): NotFoundError {
+    return new NotFoundError(`no manifest named ${quoteName(name)} in ${this.where}`);
+  }
+}
+
+function isValidName(name: string): boolean {
+  try {
+    validateManifestName(name);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The whole body of a GetObject answer. */
+async function readBody(body: { transformToByteArray(): Promise<Uint8Array> } | undefined): Promise<Buffer> {
+  if (body === undefined) return Buffer.alloc(0);
+  const bytes = await body.transformToByteArray();
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+async function* streamOf(bytes: Buffer, signal: AbortSignal | undefined): AsyncIterable<Uint8Array> {
+  throwIfAborted(signal);
+  yield bytes;
+}
