@@ -324,8 +324,11 @@ function checkRemoteOptions(options: Omit<RemoteOptions, 'signal'>): void {
   checkNonNegativeInteger(options, 'retries');
   checkPositiveNumber(options, 'bwlimitBytesPerSecond', MIN_RATE_BYTES_PER_SECOND);
   checkPositiveNumber(options, 'answerTimeoutMs');
-  for (const name of ['delta', 'insecure']) checkBoolean(options, name);
+  for (const name of ['delta', 'insecure', 's3PathStyle']) checkBoolean(options, name);
   checkFunction(options, 'onRetry');
+  if (options.s3Endpoint !== undefined && (typeof options.s3Endpoint !== 'string' || !/^https?:\/\/[^/]/.test(options.s3Endpoint))) {
+    throw new InvalidOptionError('s3Endpoint', 'an http:// or https:// URL');
+  }
 }
 
 const DELETE_IN_STORE = '--delete applies to pulls and to pushes into a local directory; a server\'s copy of a pushed tree always mirrors it';

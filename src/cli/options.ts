@@ -47,7 +47,7 @@ export function digestFrom(flags: ChunkerFlags): DigestAlgorithm {
   return parseDigestAlgorithm(flags.digest ?? 'blake3');
 }
 
-export interface RemoteFlags {
+export interface RemoteFlags extends S3Flags {
   token?: string;
   ca?: string;
   insecure?: boolean;
@@ -61,7 +61,7 @@ export function numericIdsOption(): Option {
   return new Option('--numeric-ids', 'owners and groups by their numbers, not mapped through user and group names (rsync --numeric-ids)');
 }
 
-/** Options of commands that may talk to an `xfer serve` server. */
+/** Options of commands that may talk to an `xfer serve` server or an S3 store. */
 export function remoteOptions(): Option[] {
   return [
     new Option('--token <token>', 'bearer token for the server').env('XFER_TOKEN'),
@@ -70,13 +70,17 @@ export function remoteOptions(): Option[] {
     new Option('--bwlimit <rate>', 'to or from a server: at most RATE bytes of chunk data per second each way (K/M/G suffixes, e.g. 10M or 1.5M; 0 for no limit)'),
     new Option('--timeout <seconds>', 'to or from a server: how long to wait for an answer before the connection counts as broken (a commit waits as long as the server works)').default('300'),
     new Option('--retries <n>', 'times a request is tried again after the connection broke or the server restarted, waiting 0.25 s, then twice as long each time').default(String(DEFAULT_RETRIES)),
+    ...s3Options(),
   ];
 }
 
 export function remoteFrom(
   flags: RemoteFlags, signal: AbortSignal,
-): { token?: string; caFile?: string; insecure?: boolean; retries?: number; bwlimitBytesPerSecond?: number; answerTimeoutMs?: number; signal: AbortSignal } {
+): { token?: string; caFile?: string; insecure?: boolean; retries?: number; bwlimitBytesPerSecond?: number; answerTimeoutMs?: number; s3Endpoint?: string; s3PathStyle?: boolean; signal: AbortSignal } {
+  const s3 = s3From(flags);
   return {
+    ...(s3.endpoint !== undefined ? { s3Endpoint: s3.endpoint } : {}),
+    ...(s3.forcePathStyle ? { s3PathStyle: true } : {}),
     token: flags.token,
     caFile: flags.ca,
     insecure: !!flags.insecure,

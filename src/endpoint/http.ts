@@ -27,6 +27,10 @@ export interface RemoteOptions {
   /** Path of a PEM CA file to trust. */
   readonly caFile?: string;
   readonly insecure?: boolean;
+  /** S3 service URL for s3:// locations (default: AWS_ENDPOINT_URL, else AWS itself). */
+  readonly s3Endpoint?: string;
+  /** Address S3 buckets as `<endpoint>/<bucket>` (MinIO, Ceph RGW). */
+  readonly s3PathStyle?: boolean;
   readonly signal?: AbortSignal;
 }
 

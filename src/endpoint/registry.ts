@@ -83,6 +83,8 @@ export interface OpenOptions {
   readonly answerTimeoutMs?: number;
   readonly caFile?: string;
   readonly insecure?: boolean;
+  readonly s3Endpoint?: string;
+  readonly s3PathStyle?: boolean;
 }
 
 /**
@@ -160,16 +162,17 @@ const HTTP_SCHEME: Scheme = {
 
 /**
  * The registered schemes, in the order locations are matched: the built-in ones, then
- * those registerScheme adds. A new kind of store is one entry here, e.g. (once
- * src/store/s3.ts exists):
- *
- *   storeScheme('s3', 's3://', async (bucket, o) => (await import('../store/s3.js')).S3Store.open(bucket, o), { wire: true }),
- *
- * Until a scheme is here, its locations are refused (refuseForeignRemote).
+ * those registerScheme adds. A new kind of store is one entry here (storeScheme, as s3://
+ * below), its store imported lazily so that commands not using it do not load it. Until a
+ * scheme is here, its locations are refused (refuseForeignRemote).
  */
 const schemes: Scheme[] = [
   HTTP_SCHEME,
-  // s3:// goes here.
+  // s3://bucket/path: the bucket is the store (packs, index and manifests at its root), the path a target in it.
+  storeScheme('s3', 's3://', async (bucket, o) => (await import('../store/s3/index.js')).openS3Store(`s3://${bucket}`, {
+    signal: o.signal, endpoint: o.s3Endpoint, forcePathStyle: o.s3PathStyle,
+    ...(o.retries !== undefined ? { retry: { ...(await import('../core/retry.js')).DEFAULT_RETRY_POLICY, retries: o.retries } } : {}),
+  }), { wire: false }),
 ];
 
 /**
