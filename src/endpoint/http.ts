@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fromSystemError } from '../core/errors.js';
-import { DEFAULT_RETRY_POLICY, type RetryEvent } from '../core/retry.js';
+import { DEFAULT_RETRY_POLICY } from '../core/retry.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { HttpStore, type HttpStoreOptions } from '../store/http/store.js';
 import { DeltaUploads } from './http-delta.js';
@@ -10,28 +10,12 @@ import { validateManifestName } from '../store/names.js';
 import type { OpOptions } from '../store/store.js';
 import { KnownFiles, previousVersion } from '../transfer/known.js';
 import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
-import type { StoreEndpoint } from './registry.js';
+import type { OpenOptions, StoreEndpoint } from './registry.js';
 
-export interface RemoteOptions {
-  readonly token?: string;
+/** The options of a transfer to or from a location (OpenOptions), and the push's own. */
+export interface RemoteOptions extends OpenOptions {
   /** Send a changed chunk as the blocks that differ from the old chunk at its place (default true). */
   readonly delta?: boolean;
-  /** Times a request is tried again after a passing failure (core/retry.ts); DEFAULT_RETRIES if not given. */
-  readonly retries?: number;
-  /** Told before each retry waits. */
-  readonly onRetry?: (event: RetryEvent) => void;
-  /** Chunk data per second, at most, each way (HttpStoreOptions.bwlimitBytesPerSecond). */
-  readonly bwlimitBytesPerSecond?: number;
-  /** How long to wait for an answer before the connection counts as broken (HttpStoreOptions.answerTimeoutMs). */
-  readonly answerTimeoutMs?: number;
-  /** Path of a PEM CA file to trust. */
-  readonly caFile?: string;
-  readonly insecure?: boolean;
-  /** S3 service URL for s3:// locations (default: AWS_ENDPOINT_URL, else AWS itself). */
-  readonly s3Endpoint?: string;
-  /** Address S3 buckets as `<endpoint>/<bucket>` (MinIO, Ceph RGW). */
-  readonly s3PathStyle?: boolean;
-  readonly signal?: AbortSignal;
 }
 
 export async function connectRemote(base: URL, options: RemoteOptions): Promise<HttpStore> {

@@ -76,14 +76,22 @@ export interface TargetInfo {
  */
 export interface OpenOptions {
   readonly signal?: AbortSignal;
+  /** Bearer token for a server started with --token. */
   readonly token?: string;
+  /** Times a request is tried again after a passing failure (core/retry.ts); DEFAULT_RETRIES if not given. */
   readonly retries?: number;
+  /** Told before each retry waits. */
   readonly onRetry?: (event: RetryEvent) => void;
+  /** Chunk data per second, at most, each way (HttpStoreOptions.bwlimitBytesPerSecond). */
   readonly bwlimitBytesPerSecond?: number;
+  /** How long to wait for an answer before the connection counts as broken (HttpStoreOptions.answerTimeoutMs). */
   readonly answerTimeoutMs?: number;
+  /** Path of a PEM CA file to trust. */
   readonly caFile?: string;
   readonly insecure?: boolean;
+  /** S3 service URL for s3:// locations (default: AWS_ENDPOINT_URL, else AWS itself). */
   readonly s3Endpoint?: string;
+  /** Address S3 buckets as `<endpoint>/<bucket>` (MinIO, Ceph RGW). */
   readonly s3PathStyle?: boolean;
 }
 
