@@ -16,7 +16,7 @@ import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifest, openManifestFile } from './manifest/reader.js';
 import { inPlaceKind, inPlaceRebuild } from './reconstruct/in-place.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
-import { SnapshotRecorder, writeSnapshot, type SnapshotKey } from './reconstruct/snapshot.js';
+import { recordPulledTree, SnapshotRecorder, writeSnapshot, type SnapshotKey } from './reconstruct/snapshot.js';
 import { pullFromSnapshot, snapshotApplies, snapshotKey, triedSnapshot } from './pull-snapshot.js';
 import { manifestTag } from './manifest/tag.js';
 import { ScanPool } from './scan/pool.js';
@@ -305,8 +305,22 @@ export async function pull(source: LocationSpec, destination: string, options: P
       attributes: { numericIds: options.numericIds === true }, unchangedRecord: snapshot?.recorder, ...quick,
     });
     const tag = manifestTag(reader.header);
-    if (snapshot?.recorder.usable && tag !== undefined) {
-      await writeSnapshot(target, snapshot.recorder, { ...snapshot.key, tag }, { bytesTotal: result.bytesTotal, chunksTotal: result.chunksTotal, fileBytes: result.bytesReused, digest: result.digest });
+    if (snapshot && tag !== undefined && result.kind === 'tree') {
+      let { recorder } = snapshot;
+      let fileBytes = result.bytesReused;
+      if (!recorder.usable) {
+        // The pull wrote the tree: recorded now, so that the next pull can be a no-op too.
+        recorder = new SnapshotRecorder();
+        const written = await openManifestFile(manifestPath, { signal });
+        try {
+          fileBytes = await recordPulledTree(target, written.events(), recorder, signal);
+        } finally {
+          await written.close();
+        }
+      }
+      if (recorder.usable) {
+        await writeSnapshot(target, recorder, { ...snapshot.key, tag }, { bytesTotal: result.bytesTotal, chunksTotal: result.chunksTotal, fileBytes, digest: result.digest });
+      }
     }
     return { ...result, target, plan };
   } finally {

@@ -72,13 +72,17 @@ describe('a pull with a snapshot of its target', () => {
     return (await readdir(d)).map((f) => join(d, f));
   }
 
-  /** Marks the snapshot of `target` (see the top); `future` also moves its start time on. */
-  async function mark(target: string, o: { future: boolean }): Promise<string> {
+  /**
+   * Marks the snapshot of `target` (see the top); `future` also moves its start time on;
+   * `racy` moves it back to 1 ms after the newest recorded ctime, as if taken right then.
+   */
+  async function mark(target: string, o: { future: boolean; racy?: boolean }): Promise<string> {
     for (const f of await snapshotFiles()) {
       const s = JSON.parse(await readFile(f, 'utf8'));
       if (s.target !== target) continue;
       s.result.bytesTotal = MARK_BYTES;
       if (o.future) s.takenNs += RACY_MARGIN_NS + 1e9;
+      if (o.racy) s.takenNs = Math.max(...(s.nums as number[]).filter((_, i) => i % 4 === 3)) + 1e6;
       await writeFile(f, JSON.stringify(s));
       return f;
     }
@@ -195,10 +199,20 @@ describe('a pull with a snapshot of its target', () => {
     await mkdir(dest);
     const again = () => pull(`${server.url}/tree`, `${dest}/`);
     const first = await again();
-    await again();
-    // Taken right after the first pull wrote every entry: all are racily clean.
-    await mark(first.target, { future: false });
+    // As if taken 1 ms after the newest entry was written: within any racy margin.
+    await mark(first.target, { future: false, racy: true });
     await fullPull(again);
+  });
+
+  it('a pull that wrote the tree records it: the very next pull is a no-op from the snapshot', async () => {
+    const dest = join(dir, `d${++n}`);
+    await mkdir(dest);
+    const again = () => pull(`${server.url}/tree`, `${dest}/`);
+    const first = await again();
+    assert.ok(first.bytesReceived > 0, 'the first pull wrote the tree');
+    // Marked as it is: its start time not moved, so the recording itself waited out the margin.
+    await mark(first.target, { future: false });
+    assert.equal((await again()).bytesTotal, MARK_BYTES, 'the second pull ends at the snapshot');
   });
 
   it('is not used under other options (--delete, --checksum)', async () => {

@@ -25,7 +25,8 @@
  * (whose mtimes are part of the conditions).
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { lstatSync, type BigIntStats } from 'node:fs';
+import { lstatSync, readlinkSync, statfsSync, type BigIntStats } from 'node:fs';
+import { mtimeNsOf, type ManifestEvent } from '../manifest/types.js';
 import { lstat, open, readdir, rename, rm, mkdir, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
@@ -38,11 +39,28 @@ export const MAX_SNAPSHOT_ENTRIES = 1_000_000;
 export const MAX_SNAPSHOTS = 64;
 /**
  * How close to the start of the snapshot's lstats a recorded ctime makes an entry racily
- * clean. Linux stamps ctime from a coarse clock (a tick of 1-10 ms behind the precise one);
- * 2 s also covers filesystems that keep times in 2 s steps (FAT) and small clock drift
- * between a network filesystem's server and this host.
+ * clean, on a file system not known to be local: 2 s covers file systems that keep times in
+ * 2 s steps (FAT) and small clock drift between a network file system's server and this host.
  */
 export const RACY_MARGIN_NS = 2e9;
+/**
+ * The same on a local Linux file system with nanosecond times (LOCAL_FS_TYPES): the kernel
+ * stamps ctime from a coarse clock at most one tick (1-10 ms) behind the precise one that
+ * takenNs is read from, so a change after an lstat gets a ctime at least takenNs - 11 ms;
+ * an entry recorded 20 ms before takenNs cannot have the ctime of a later change.
+ */
+export const LOCAL_RACY_MARGIN_NS = 20e6;
+/** statfs f_type of local file systems with nanosecond times: ext2/3/4, XFS, btrfs, tmpfs, overlayfs. */
+const LOCAL_FS_TYPES = new Set([0xef53, 0x58465342, 0x9123683e, 0x01021994, 0x794c7630]);
+
+/** The racy margin for entries under `path` (see RACY_MARGIN_NS and LOCAL_RACY_MARGIN_NS). */
+export function racyMarginNs(path: string): number {
+  try {
+    return LOCAL_FS_TYPES.has(statfsSync(path).type) ? LOCAL_RACY_MARGIN_NS : RACY_MARGIN_NS;
+  } catch {
+    return RACY_MARGIN_NS;
+  }
+}
 
 const FORMAT = 'xfer-snapshot-1';
 /**
@@ -181,6 +199,61 @@ export class SnapshotRecorder {
   }
 }
 
+/**
+ * Records, in `recorder`, the tree a pull has just written at `target` from the manifest
+ * whose events are `events`, so that the next pull of it can be a no-op without reading
+ * the manifest. Waits until every entry the pull wrote is past the racy margin (a few
+ * milliseconds on a local file system; on another, whose margin is 2 s, nothing is
+ * recorded: the wait would cost more than it saves), then lstats each entry in manifest
+ * order and checks it is what the pull made of it: its type, a file's size and mtime to the
+ * nanosecond, a symlink's target. Any difference (a change made since the commit) or a
+ * missing entry leaves the recorder not done, and no snapshot is written. Resolves with the
+ * bytes of the tree's files (the snapshot's fileBytes).
+ */
+export async function recordPulledTree(target: string, events: AsyncIterable<ManifestEvent>, recorder: SnapshotRecorder, signal?: AbortSignal): Promise<number> {
+  const margin = racyMarginNs(target);
+  if (margin > LOCAL_RACY_MARGIN_NS) return 0;
+  // Past the margin from now: every ctime the pull set is then older than the snapshot's start.
+  await new Promise((r) => setTimeout(r, Math.ceil(margin / 1e6) + 2));
+  signal?.throwIfAborted();
+  recorder.start(target);
+  const root = join(target, '/');
+  let fileBytes = 0;
+  for await (const ev of events) {
+    if (ev.kind !== 'entry' || ev.meta.path === '') continue;
+    const meta = ev.meta;
+    let st: BigIntStats | undefined;
+    try {
+      st = lstatSync(root + meta.path, { bigint: true, throwIfNoEntry: false });
+    } catch {
+      return 0;
+    }
+    // Device nodes and FIFOs are made only where the pull's policy allows: one not there is not recorded.
+    if (st === undefined && (meta.type === 'fifo' || meta.type === 'char' || meta.type === 'block')) continue;
+    if (st === undefined) return 0;
+    const same =
+      meta.type === 'dir' ? st.isDirectory()
+        : meta.type === 'file' ? st.isFile() && st.size === BigInt(meta.size) && st.mtimeNs === mtimeNsOf(meta)
+          : meta.type === 'hardlink' ? st.isFile()
+            : meta.type === 'symlink' ? st.isSymbolicLink() && readlinkOr(root + meta.path) === meta.linkTarget
+              : meta.type === 'fifo' ? st.isFIFO()
+                : meta.type === 'char' ? st.isCharacterDevice() : st.isBlockDevice();
+    if (!same) return 0;
+    if (meta.type === 'file') fileBytes += meta.size;
+    recorder.add(meta.path, st);
+  }
+  recorder.done = true;
+  return fileBytes;
+}
+
+function readlinkOr(path: string): string | undefined {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
 function numbersOf(st: BigIntStats): number[] {
   return [Number(st.ino), Number(st.size), Number(st.mtimeNs), Number(st.ctimeNs)];
 }
@@ -292,7 +365,7 @@ function parseSnapshot(text: string, target: string, root: BigIntStats): Snapsho
  * looked at).
  */
 export function stillAsRecorded(target: string, snapshot: Snapshot): boolean {
-  const racy = snapshot.takenNs - RACY_MARGIN_NS;
+  const racy = snapshot.takenNs - racyMarginNs(target);
   const base = resolve(target);
   const prefix = join(base, '/');
   const { paths, nums } = snapshot;
@@ -318,7 +391,7 @@ export function stillAsRecorded(target: string, snapshot: Snapshot): boolean {
  */
 export function parentAsRecorded(target: string, snapshot: Snapshot): boolean {
   const p = snapshot.parent;
-  if (!p || !(p[3]! < snapshot.takenNs - RACY_MARGIN_NS)) return false;
+  if (!p || !(p[3]! < snapshot.takenNs - racyMarginNs(dirname(resolve(target))))) return false;
   try {
     const st = lstatSync(dirname(resolve(target)), { bigint: true });
     return numbersOf(st).every((n, i) => n === p[i]);
