@@ -113,6 +113,13 @@ static void throw_errno(napi_env env, int no, const char *syscall, const char *p
   else napi_throw_error(env, name, msg);
 }
 
+/* throw_errno for a call on a descriptor: the error names it as "fd N". */
+static void throw_fd_errno(napi_env env, int no, const char *syscall, int fd) {
+  char path[32];
+  snprintf(path, sizeof path, "fd %d", fd);
+  throw_errno(env, no, syscall, path, NULL);
+}
+
 /* Throws a TypeError about the arguments and leaves the function through its cleanup. */
 #define FAIL_ARGS(what) do { napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", what); goto done; } while (0)
 
@@ -427,9 +434,7 @@ static napi_value seek_whence(napi_env env, napi_callback_info info, int whence,
   }
   if (at < 0 && errno == ENXIO) at = -1;
   else if (at < 0) {
-    char path[32];
-    snprintf(path, sizeof path, "fd %d", fd);
-    throw_errno(env, errno, "lseek", path, NULL);
+    throw_fd_errno(env, errno, "lseek", fd);
     return NULL;
   }
   napi_create_double(env, (double)at, &result);
@@ -450,9 +455,7 @@ static napi_value js_block_device_size(napi_env env, napi_callback_info info) {
   }
   uint64_t bytes = 0;
   if (ioctl(fd, BLKGETSIZE64, &bytes) != 0) {
-    char path[32];
-    snprintf(path, sizeof path, "fd %d", fd);
-    throw_errno(env, errno, "ioctl", path, NULL);
+    throw_fd_errno(env, errno, "ioctl", fd);
     return NULL;
   }
   napi_create_double(env, (double)bytes, &result);

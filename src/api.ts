@@ -1,6 +1,6 @@
 import { createWriteStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { basename, dirname, join, posix, resolve, sep } from 'node:path';
+import { basename, dirname, join, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { StreamSource } from './scan/scanner.js';
@@ -11,7 +11,8 @@ import { MIN_RATE_BYTES_PER_SECOND } from './core/rate.js';
 import type { RemoteOptions } from './endpoint/http.js';
 import { checkLocalPath, openStoreLocation, parseLocation, refuseWireOptions, type Location, type LocationSpec, type StoreLocation } from './endpoint/open.js';
 import { resolveStoreTarget } from './endpoint/store.js';
-import { destinationPathsIn, LocalDestination, localTargetOf, openLocalSource, resolveCopyTarget, resolvePushTarget, sourceBaseName, STORE_DIR_NAME } from './endpoint/local.js';
+import { pullTarget } from './endpoint/copy-target.js';
+import { destinationPathsIn, LocalDestination, localTargetOf, openLocalSource, resolvePushTarget, sourceBaseName, STORE_DIR_NAME } from './endpoint/local.js';
 import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifest, openManifestFile } from './manifest/reader.js';
 import { inPlaceKind, inPlaceRebuild } from './reconstruct/in-place.js';
@@ -265,7 +266,7 @@ export async function pull(source: LocationSpec, destination: string, options: P
     }
     // rsync's trailing '/' on a tree: its contents go to the destination itself.
     const contents = reader.header.kind === 'tree' && (location.kind === 'store' ? location.trailingSlash : endsWithSlash(location.path));
-    const target = contents ? destination.replace(/(?<=.)[/\\]+$/, '') : await resolveCopyTarget(posix.basename(name), destination);
+    const target = await pullTarget(name, contents, destination);
     const plan = options.dryRun || options.plan
       ? await planPull(await openManifestFile(manifestPath, { signal }), target, { signal, delete: options.delete, excludes: options.excludes })
       : undefined;

@@ -1,6 +1,6 @@
-import { posix, sep } from 'node:path';
+import { sep } from 'node:path';
 import type { PullOptions } from './api.js';
-import { resolveCopyTarget } from './endpoint/copy-target.js';
+import { pullTarget } from './endpoint/copy-target.js';
 import { checkLocalPath } from './endpoint/registry.js';
 import { parseRemote } from './endpoint/remote.js';
 import type { PullResult } from './reconstruct/reconstruct.js';
@@ -49,7 +49,7 @@ export async function pullFromSnapshot(source: string, destination: string, opti
     if (!r.path) return undefined;
     // Where a tree from `source` goes (as pull finds it once it knows the kind): rsync's
     // trailing '/', its contents to the destination itself; else cp's rule.
-    target = source.endsWith('/') || source.endsWith(sep) ? destination.replace(/(?<=.)[/\\]+$/, '') : await resolveCopyTarget(posix.basename(r.path), destination);
+    target = await pullTarget(r.path, source.endsWith('/') || source.endsWith(sep), destination);
   } catch {
     return undefined;
   }

@@ -22,6 +22,11 @@ const RETRY_JITTER = 0.2;
 
 export const DEFAULT_RETRY_POLICY: RetryPolicy = { retries: DEFAULT_RETRIES, firstDelayMs: RETRY_FIRST_DELAY_MS, maxDelayMs: RETRY_MAX_DELAY_MS };
 
+/** The default policy with `retries` (a user's --retries) in place of DEFAULT_RETRIES when given. */
+export function retryPolicy(retries: number | undefined): RetryPolicy {
+  return retries === undefined ? DEFAULT_RETRY_POLICY : { ...DEFAULT_RETRY_POLICY, retries };
+}
+
 /** What a retry is told before it waits. */
 export interface RetryEvent {
   /** 1 for the first retry. */

@@ -1,5 +1,5 @@
 import { stat } from 'node:fs/promises';
-import { join, sep } from 'node:path';
+import { join, posix, sep } from 'node:path';
 import { fromSystemError } from '../core/errors.js';
 
 /*
@@ -20,4 +20,12 @@ export async function resolveCopyTarget(sourceName: string, dest: string): Promi
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(err, dest, 'stat');
   }
   return dest;
+}
+
+/**
+ * Where a pull of target `name` to `dest` goes: with rsync's trailing '/' on a tree
+ * (`contents`), `dest` itself (less trailing separators); else cp's rule (resolveCopyTarget).
+ */
+export async function pullTarget(name: string, contents: boolean, dest: string): Promise<string> {
+  return contents ? dest.replace(/(?<=.)[/\\]+$/, '') : resolveCopyTarget(posix.basename(name), dest);
 }

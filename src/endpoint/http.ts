@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fromSystemError } from '../core/errors.js';
-import { DEFAULT_RETRY_POLICY } from '../core/retry.js';
+import { retryPolicy } from '../core/retry.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { HttpStore, type HttpStoreOptions } from '../store/http/store.js';
 import { DeltaUploads } from './http-delta.js';
@@ -27,7 +27,7 @@ export async function connectRemote(base: URL, options: RemoteOptions): Promise<
       throw fromSystemError(err, options.caFile, 'read CA file');
     }
   }
-  const retry = options.retries === undefined ? DEFAULT_RETRY_POLICY : { ...DEFAULT_RETRY_POLICY, retries: options.retries };
+  const retry = retryPolicy(options.retries);
   const o: HttpStoreOptions = { token: options.token, ca, insecure: options.insecure, signal: options.signal, retry, onRetry: options.onRetry, bwlimitBytesPerSecond: options.bwlimitBytesPerSecond,
     answerTimeoutMs: options.answerTimeoutMs,
   };

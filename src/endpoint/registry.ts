@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '../core/errors.js';
-import type { RetryEvent } from '../core/retry.js';
+import { retryPolicy, type RetryEvent } from '../core/retry.js';
 import type { ManifestKind } from '../manifest/types.js';
 import type { ChunkStore, ManifestStore, OpOptions } from '../store/store.js';
 import type { PushDestination } from '../transfer/destination.js';
@@ -178,8 +178,7 @@ const schemes: Scheme[] = [
   HTTP_SCHEME,
   // s3://bucket/path: the bucket is the store (packs, index and manifests at its root), the path a target in it.
   storeScheme('s3', 's3://', async (bucket, o) => (await import('../store/s3/index.js')).openS3Store(`s3://${bucket}`, {
-    signal: o.signal, endpoint: o.s3Endpoint, forcePathStyle: o.s3PathStyle,
-    ...(o.retries !== undefined ? { retry: { ...(await import('../core/retry.js')).DEFAULT_RETRY_POLICY, retries: o.retries } } : {}),
+    signal: o.signal, endpoint: o.s3Endpoint, forcePathStyle: o.s3PathStyle, retry: retryPolicy(o.retries),
   }), { wire: false }),
 ];
 
