@@ -1,6 +1,6 @@
 /**
  * `createServer({ store })` serves from any ChunkStore & ManifestStore it is given, through
- * the interfaces only: here a MemoryStore.
+ * the interfaces only: here a MemoryStore (its conformance through HttpStore: store-http.test.ts).
  */
 import { strict as assert } from 'node:assert';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -9,23 +9,8 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { pull, push } from '../src/api.js';
 import { createServer } from '../src/server/server.js';
-import { HttpStore } from '../src/store/http/store.js';
 import { MemoryStore } from '../src/store/memory.js';
 import { pseudoRandom } from './helpers/gen.js';
-import { runStoreConformance } from './store-conformance.js';
-
-runStoreConformance('HttpStore on a server over a MemoryStore', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'xfer-any-store-'));
-  const server = await createServer({ root: join(dir, 'root'), port: 0, store: new MemoryStore() });
-  const store = await HttpStore.connect(server.url);
-  return {
-    store,
-    cleanup: async () => {
-      await server.close();
-      await rm(dir, { recursive: true, force: true });
-    },
-  };
-});
 
 describe('a server over a store it is given', () => {
   it('commits a push into that store and answers a pull from it', async () => {
