@@ -1,7 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fromSystemError } from '../core/errors.js';
-import { retryPolicy } from '../core/retry.js';
+import { retryPolicy, type RetryPlan } from '../core/retry.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { HttpStore, type HttpStoreOptions } from '../store/http/store.js';
 import { DeltaUploads } from './http-delta.js';
@@ -18,7 +18,12 @@ export interface RemoteOptions extends OpenOptions {
   readonly delta?: boolean;
 }
 
-export async function connectRemote(base: URL, options: RemoteOptions): Promise<HttpStore> {
+/**
+ * Connects to the server at `base`. `retry`: the retries the registry composed (policy,
+ * classifier, listener; registry.ts, composition), which the protocol client applies per
+ * request; without it, the policy of `options.retries` with the client's own classifier.
+ */
+export async function connectRemote(base: URL, options: RemoteOptions, retry?: RetryPlan): Promise<HttpStore> {
   let ca: Buffer | undefined;
   if (options.caFile) {
     try {
@@ -27,9 +32,9 @@ export async function connectRemote(base: URL, options: RemoteOptions): Promise<
       throw fromSystemError(err, options.caFile, 'read CA file');
     }
   }
-  const retry = retryPolicy(options.retries);
-  const o: HttpStoreOptions = { token: options.token, ca, insecure: options.insecure, signal: options.signal, retry, onRetry: options.onRetry, bwlimitBytesPerSecond: options.bwlimitBytesPerSecond,
-    answerTimeoutMs: options.answerTimeoutMs,
+  const o: HttpStoreOptions = {
+    token: options.token, ca, insecure: options.insecure, signal: options.signal, bwlimitBytesPerSecond: options.bwlimitBytesPerSecond, answerTimeoutMs: options.answerTimeoutMs,
+    ...(retry ?? { retry: retryPolicy(options.retries), onRetry: options.onRetry }),
   };
   return HttpStore.connect(base, o);
 }

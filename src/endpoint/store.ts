@@ -20,13 +20,16 @@ import type { Store, StoreEndpoint, TargetInfo, TargetType } from './registry.js
 /**
  * The endpoint of `store`; `describe` names a target in messages and results. `owned`:
  * closing the endpoint closes the store (false for a store object the caller passed).
+ * `retriesMade` counts the retries of its operations (Composition.retriesMade; none if absent).
  */
-export function storeEndpoint(store: Store, describe: (name: string) => string, owned: boolean): StoreEndpoint {
+export function storeEndpoint(store: Store, describe: (name: string) => string, owned: boolean, retriesMade: () => number = () => 0): StoreEndpoint {
   let closed = false;
   const endpoint: StoreEndpoint = {
     store,
     describe,
-    retriesMade: 0,
+    get retriesMade() {
+      return retriesMade();
+    },
     stat: (name, options) => statTarget(store, name, options),
     list: (prefix, options) => listTargets(store, prefix, options),
     destination: (name, options = {}) => {

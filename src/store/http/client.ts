@@ -23,7 +23,7 @@ import { MiB } from '../../core/sizes.js';
 import { readErrorAnswer, type ErrorAnswer } from '../../protocol/errors.js';
 import { decodeMissingBitmap, encodeDigests, peekChunkRecord, splitChunkRecords, takeChunkRecord } from '../../protocol/records.js';
 import { paths, pathOnly, PROTOCOL_VERSION, type ListEntry, type ServerInfo } from '../../protocol/routes.js';
-import { describeNetFailure, isNetworkFailure } from '../net-errors.js';
+import { describeNetFailure, isNetworkFailure, isPermanentHttpError, TransientError } from '../net-errors.js';
 
 export interface ClientOptions {
   /** Bearer token for a server started with --token. */
@@ -41,6 +41,14 @@ export interface ClientOptions {
    * most likely the wrong address.
    */
   readonly retry?: RetryPolicy;
+  /**
+   * Which failures are never retried: isPermanentHttpError (net-errors.ts) unless given.
+   * The retries stay here, in the transport, because they resume what a break cut short
+   * (an upload sends only the chunks the server still lacks, a fetch asks only for those
+   * not yet received); their policy, classifier and listener come from the location
+   * registry's composition (a RetryPlan, endpoint/registry.ts) when opened through it.
+   */
+  readonly isPermanent?: (error: unknown) => boolean;
   /** Told before each retry waits (the library never prints; the CLI may). */
   readonly onRetry?: (event: RetryEvent) => void;
   /**
@@ -98,20 +106,11 @@ interface CallOptions {
   bodyTimeout?: number;
 }
 
-/**
- * A failure another attempt may not meet: the connection broke, or the server was
- * stopping or could not answer for now (502, 503, 504). Same code as any protocol error.
- */
-export class TransientError extends ProtocolError {}
+export { TransientError };
 
-/**
- * The HTTP store's classification of errors (like restic's IsPermanentError, the other way
- * round): true only for a TransientError, which this client makes of connection failures
- * and of answers that say "for now". Errors the server described (a 4xx, 500), protocol
- * violations, aborts and our own bugs are permanent.
- */
+/** Whether another attempt may succeed (isPermanentHttpError, the other way round). */
 export function isTransient(err: unknown): boolean {
-  return err instanceof TransientError;
+  return !isPermanentHttpError(err);
 }
 
 export class XferClient {
@@ -124,6 +123,7 @@ export class XferClient {
   /** The connection of stages (see stage), made on first use. */
   private stageConnection: Dispatcher | undefined;
   private readonly retryPolicy: RetryPolicy;
+  private readonly isPermanent: (error: unknown) => boolean;
   private readonly answerTimeoutMs: number;
   private readonly signal: AbortSignal | undefined;
   /** Stops listening to the client's signal (ClientOptions.signal). */
@@ -141,6 +141,7 @@ export class XferClient {
       this.downLimit = new RateLimiter(options.bwlimitBytesPerSecond);
     }
     this.retryPolicy = options.retry ?? DEFAULT_RETRY_POLICY;
+    this.isPermanent = options.isPermanent ?? isPermanentHttpError;
     this.answerTimeoutMs = options.answerTimeoutMs ?? ANSWER_TIMEOUT_MS;
     this.signal = options.signal;
     // An abort of the client's signal tears its connections down at once, before undici
@@ -350,7 +351,7 @@ export class XferClient {
 
   /**
    * One request and the reading of its answer by `read`, tried again while either fails
-   * transiently (isTransient), if its body can be sent again: none, bytes, or a function
+   * transiently (ClientOptions.isPermanent), if its body can be sent again: none, bytes, or a function
    * that opens it anew for each attempt.
    */
   private request<T>(opts: Omit<CallOptions, 'body'> & { body?: Body | (() => Body) }, read: (res: Dispatcher.ResponseData) => Promise<T>): Promise<T> {
@@ -385,7 +386,7 @@ export class XferClient {
       this.retries++;
       this.options.onRetry?.(event);
     };
-    return retrying(op, { policy: this.retryPolicy, transient: (err) => isTransient(err) && !this.aborted, signal: signal ?? this.signal, onRetry, exhausted: gaveUp });
+    return retrying(op, { policy: this.retryPolicy, transient: (err) => !this.isPermanent(err) && !this.aborted, signal: signal ?? this.signal, onRetry, exhausted: gaveUp });
   }
 }
 

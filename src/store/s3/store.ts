@@ -23,7 +23,7 @@
  *
  * Every request is retried with backoff and jitter when errors.ts calls its failure
  * transient (5xx, SlowDown, broken connections, short bodies), never on a 4xx that cannot
- * succeed. At most S3_MAX_REQUESTS_IN_FLIGHT requests run at once, and at most
+ * succeed (policy, classifier and listener as S3StoreOptions give them: the registry's). At most S3_MAX_REQUESTS_IN_FLIGHT requests run at once, and at most
  * S3_MAX_PACKS_UPLOADING sealed packs wait in memory: puts wait for room.
  */
 import { createHash } from 'node:crypto';
@@ -39,8 +39,8 @@ import {
 import { throwIfAborted, untilAborted } from '../../core/abort.js';
 import { ChunkCorruptError, ChunkMissingError, InvalidOptionError, IoError, isXferError, NotFoundError } from '../../core/errors.js';
 import { chunkIdKey, type ChunkId } from '../../core/ids.js';
-import { checkBoolean, checkPositiveInteger, checkSignal } from '../../core/options.js';
-import { DEFAULT_RETRY_POLICY, retrying, type RetryPolicy } from '../../core/retry.js';
+import { checkBoolean, checkFunction, checkPositiveInteger, checkSignal } from '../../core/options.js';
+import { DEFAULT_RETRY_POLICY, retrying, type RetryEvent, type RetryPolicy } from '../../core/retry.js';
 import { MiB } from '../../core/sizes.js';
 import { digestEquals, digestOf } from '../../hash/digest.js';
 import { checkChunkId, compareManifestNames, quoteName, validateManifestName, validateManifestPrefix } from '../names.js';
@@ -49,7 +49,7 @@ import type { ChunkStore, GetOptions, ManifestInfo, ManifestStore, OpOptions, Pu
 import { createS3Client, S3_MAX_REQUESTS_IN_FLIGHT, type S3ClientOptions } from './client.js';
 import { isPermanentS3Error, s3Failure } from './errors.js';
 import { decodeIndexObject, encodeIndexObject, type PackIndex } from './index-object.js';
-import { Slots } from './limit.js';
+import { Slots } from '../../core/window.js';
 import { formatS3Location, parseS3Location, type S3Location } from './location.js';
 import { CoalescingReader } from './reads.js';
 import { ChunkTable } from './table.js';
@@ -75,8 +75,18 @@ const LIST_PAGE_KEYS = 1000;
 const MAX_U32 = 0xffff_ffff;
 
 export interface S3StoreOptions extends S3ClientOptions, OpOptions {
-  /** How failed requests are retried (default: core/retry.ts's, ~8 s of waiting). */
+  /**
+   * How failed requests are retried (default: core/retry.ts's, ~8 s of waiting). The
+   * retries stay in the store, per request, because a request may be one of many a caller
+   * waits on (a pack upload in the background, a ranged read serving several gets); their
+   * policy, classifier and listener come from the location registry's composition (a
+   * RetryPlan, endpoint/registry.ts) when opened through it.
+   */
   readonly retry?: RetryPolicy;
+  /** Which failures are never retried: isPermanentS3Error (errors.ts) unless given. */
+  readonly isPermanent?: (error: unknown) => boolean;
+  /** Told before each retry waits. */
+  readonly onRetry?: (event: RetryEvent) => void;
   /** Bytes at which a pack is sealed and uploaded (default S3_PACK_TARGET_BYTES). */
   readonly packTargetBytes?: number;
 }
@@ -91,11 +101,15 @@ export async function openS3Store(url: string, options: S3StoreOptions = {}): Pr
   checkSignal(options);
   checkPositiveInteger(options, 'packTargetBytes');
   checkBoolean(options, 'forcePathStyle');
+  checkFunction(options, 'isPermanent');
+  checkFunction(options, 'onRetry');
   if (options.endpoint !== undefined && !/^https?:\/\/[^/]/.test(String(options.endpoint))) {
     throw new InvalidOptionError('endpoint', 'an http:// or https:// URL');
   }
   const store = new S3Store(location, createS3Client(options), {
     retry: options.retry ?? DEFAULT_RETRY_POLICY,
+    isPermanent: options.isPermanent,
+    onRetry: options.onRetry,
     packTargetBytes: options.packTargetBytes ?? S3_PACK_TARGET_BYTES,
   });
   try {
@@ -151,7 +165,12 @@ export class S3Store implements ChunkStore, ManifestStore {
   constructor(
     readonly location: S3Location,
     private readonly client: S3Client,
-    private readonly tuning: { readonly retry: RetryPolicy; readonly packTargetBytes: number } = {
+    private readonly tuning: {
+      readonly retry: RetryPolicy;
+      readonly isPermanent?: (error: unknown) => boolean;
+      readonly onRetry?: (event: RetryEvent) => void;
+      readonly packTargetBytes: number;
+    } = {
       retry: DEFAULT_RETRY_POLICY,
       packTargetBytes: S3_PACK_TARGET_BYTES,
     },
@@ -408,7 +427,8 @@ export class S3Store implements ChunkStore, ManifestStore {
         {
           policy: this.tuning.retry,
           signal: combined,
-          transient: (error) => !isPermanentS3Error(error),
+          transient: (error) => !(this.tuning.isPermanent ?? isPermanentS3Error)(error),
+          onRetry: this.tuning.onRetry,
           exhausted: (error, retries) => s3Failure(error, `${what} (failed ${retries + 1} times)`, combined),
         },
       );
