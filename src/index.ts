@@ -57,6 +57,8 @@ export {
   supportedLocations,
   type LocationSpec,
   type Scheme,
+  type Decorators,
+  type Composition,
   type Store,
   type StoreEndpoint,
   type StoreLocation,
@@ -73,4 +75,9 @@ export { reconstruct, type ReconstructOptions, type PullResult, type PullProgres
 export { LocalDestination, localTargetOf, resolveCopyTarget, openLocalSource, type LocalTarget } from './endpoint/local.js';
 export { HttpDestination, httpEndpoint } from './endpoint/http.js';
 export { HttpStore, type HttpStoreOptions } from './store/http.js';
+/** A passing failure of the HTTP store (a ProtocolError, XFER_PROTOCOL), thrown as it is when no retry is left (--retries 0). */
+export { TransientError } from './store/net-errors.js';
+export { RetryingStore } from './store/decorators/retry.js';
+export { LimitedStore } from './store/decorators/limit.js';
+export type { RetryPlan, RetryPolicy, RetryEvent } from './core/retry.js';
 export { createServer, type ServerOptions, type ServerStats, type XferServer } from './server/server.js';

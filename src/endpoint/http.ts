@@ -21,9 +21,9 @@ export interface RemoteOptions extends OpenOptions {
 /**
  * Connects to the server at `base`. `retry`: the retries the registry composed (policy,
  * classifier, listener; registry.ts, composition), which the protocol client applies per
- * request; without it, the policy of `options.retries` with the client's own classifier.
+ * request, in the transport (ClientOptions.isPermanent says why there).
  */
-export async function connectRemote(base: URL, options: RemoteOptions, retry?: RetryPlan): Promise<HttpStore> {
+export async function connectRemote(base: URL, options: RemoteOptions, retry: RetryPlan | undefined): Promise<HttpStore> {
   let ca: Buffer | undefined;
   if (options.caFile) {
     try {
@@ -34,7 +34,8 @@ export async function connectRemote(base: URL, options: RemoteOptions, retry?: R
   }
   const o: HttpStoreOptions = {
     token: options.token, ca, insecure: options.insecure, signal: options.signal, bwlimitBytesPerSecond: options.bwlimitBytesPerSecond, answerTimeoutMs: options.answerTimeoutMs,
-    ...(retry ?? { retry: retryPolicy(options.retries), onRetry: options.onRetry }),
+    // No plan: no retries (a scheme that declares no classifier).
+    ...(retry ?? { retry: retryPolicy(0) }),
   };
   return HttpStore.connect(base, o);
 }
