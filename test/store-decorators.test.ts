@@ -161,6 +161,19 @@ describe('the registry composes the decorators a scheme declares around its stor
     await endpoint.close();
   });
 
+  it('a scheme\'s decorators are checked when it is registered, with exact messages', () => {
+    const bad: [object, string][] = [
+      [{ maxInFlight: 0 }, 'options.decorators.maxInFlight must be a positive integer'],
+      [{ maxInFlight: 1.5 }, 'options.decorators.maxInFlight must be a positive integer'],
+      [{ isPermanent: true }, 'options.decorators.isPermanent must be a function'],
+      [{ retryIn: 'somewhere' }, 'options.decorators.retryIn must be one of "store", "transport"'],
+    ];
+    for (const [decorators, message] of bad) {
+      const scheme = storeScheme('odd', 'odd:', async () => new MemoryStore(), { wire: false, decorators: decorators as never });
+      assert.throws(() => registerScheme(scheme), (err) => isXferError(err, 'XFER_INVALID_OPTION') && err.message === message, message);
+    }
+  });
+
   it('an aborted waiter for a slot stops waiting, and takes no slot', async () => {
     const slots = new Slots(1);
     let release!: () => void;

@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from '../core/errors.js';
-import { checkPositiveInteger } from '../core/options.js';
+import { checkFunction, checkOneOf, checkPositiveInteger } from '../core/options.js';
 import { retryPolicy, type RetryEvent, type RetryPlan } from '../core/retry.js';
 import type { ManifestKind } from '../manifest/types.js';
 import { LimitedStore } from '../store/decorators/limit.js';
@@ -205,7 +205,6 @@ export interface Composition {
  */
 export function composition(decorators: Decorators | undefined, options: Pick<OpenOptions, 'retries' | 'onRetry'>): Composition {
   const d = decorators ?? {};
-  checkPositiveInteger(d, 'maxInFlight');
   let retries = 0;
   const retry: RetryPlan | undefined = d.isPermanent && {
     retry: retryPolicy(options.retries),
@@ -271,11 +270,25 @@ const schemes: Scheme[] = [
  * library user or a test may add its own, in-process. A prefix already claimed is refused.
  */
 export function registerScheme(scheme: Scheme): void {
+  checkDecorators(scheme.decorators);
   for (const prefix of scheme.prefixes) {
     if (prefix !== prefix.toLowerCase() || !/^[a-z][a-z0-9+.-]*:/.test(prefix)) throw new InvalidArgumentError(`scheme prefix ${JSON.stringify(prefix)}: expected a lower-case scheme and a colon, as in "s3://"`);
     if (schemeOf(prefix)) throw new InvalidArgumentError(`locations starting ${prefix} are already registered`);
   }
   schemes.push(scheme);
+}
+
+/**
+ * Checks a scheme's decorators where a library user hands them in (InvalidOptionError,
+ * `options.decorators.maxInFlight must be a positive integer`): a limit of 0 would start
+ * no operation and wait for ever.
+ */
+function checkDecorators(decorators: Decorators | undefined): void {
+  if (decorators === undefined) return;
+  const d = { 'decorators.isPermanent': decorators.isPermanent, 'decorators.retryIn': decorators.retryIn, 'decorators.maxInFlight': decorators.maxInFlight };
+  checkFunction(d, 'decorators.isPermanent');
+  checkOneOf(d, 'decorators.retryIn', ['store', 'transport']);
+  checkPositiveInteger(d, 'decorators.maxInFlight');
 }
 
 /** Removes a scheme registerScheme added (for tests that register their own). */
