@@ -78,8 +78,8 @@ export interface InPlaceResult extends PullResult {
   /** Chunks copied from another place in the target itself (moved within it). */
   readonly chunksMoved: number;
   /**
-   * Of the changed bytes, those that are zeros and were punched out of a regular file
-   * (fallocate PUNCH_HOLE) instead of written: the file stays sparse. Not in bytesWritten.
+   * Of bytesWritten, the zeros punched out of a regular file (fallocate PUNCH_HOLE)
+   * instead of written as data: the file stays sparse.
    */
   readonly bytesPunched?: number;
 }
@@ -303,9 +303,9 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
             for (const [from, to] of [...nonZeroRuns(data, at), [length, length] as [number, number]]) {
               if (from > next) bytesPunched += punch(fh, at + next, from - next, target);
               if (to > from) await writeAll(fh, data.subarray(from, to), at + from, target);
-              bytesWritten += to - from;
               next = to;
             }
+            bytesWritten += length;
           }
           bytesDone += length;
           progress();
