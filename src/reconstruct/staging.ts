@@ -902,6 +902,11 @@ class HandleStagedFile implements StagedFile {
     if (this.sharing.source) return;
     const source = await CloneSource.open(path);
     if (!source) return;
+    // A file system already found unable to share: comparing would only cost reads.
+    if (NO_CLONE_DEVICES.has(source.device)) {
+      await source.close();
+      return;
+    }
     this.sharing.source = source;
     this.owned = source;
   }
@@ -1043,6 +1048,11 @@ export class CloneSource {
     return this.fh.fd;
   }
 
+  /** The file system's device number (st_dev). */
+  get device(): bigint {
+    return this.opened.dev;
+  }
+
   /** The file system's block size: what a shared range is aligned to. */
   get blockBytes(): number {
     return Number(this.opened.blksize) || 4096;
@@ -1067,6 +1077,13 @@ export class CloneSource {
     await this.fh.close().catch(() => {});
   }
 }
+
+/**
+ * The file systems (st_dev) that refused to share blocks (ext4, tmpfs) in this process:
+ * a local push does not compare its writes with the old version there (shareWithOlder).
+ * A few entries at most (one per file system written to).
+ */
+const NO_CLONE_DEVICES = new Set<bigint>();
 
 /**
  * The sharing of one staged file's blocks with its clone source: `clone` reflinks the
@@ -1099,6 +1116,8 @@ class Sharing {
     } catch (err) {
       if (!cloneUnsupported(err)) throw err;
       this.refused = true;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EOPNOTSUPP' || code === 'ENOTSUP') NO_CLONE_DEVICES.add(source.device);
       return undefined;
     }
     this.bytes += to - from;
