@@ -79,9 +79,13 @@ for (const type of ['xfs', 'btrfs'] as const) {
       if (typeof fs !== 'string') server = await createServer({ root: join(fs.mnt, 'root'), port: 0 });
     });
     after(async () => {
-      await server?.close();
-      if (typeof fs !== 'string') unmountLoop(fs);
-      await rm(dir, { recursive: true, force: true });
+      try {
+        await server?.close();
+      } finally {
+        // Always detached, even when the server's close fails (a full file system).
+        if (typeof fs !== 'string') unmountLoop(fs);
+        await rm(dir, { recursive: true, force: true });
+      }
     });
 
     /** Runs `rebuild` (which rewrites `target`, on the mounted file system) and checks what it wrote. */
