@@ -197,6 +197,9 @@ export class LocalDestination implements PushDestination {
         else {
           const f: StagedFile = await staging.openFile(meta);
           const previous = known?.previousFile(meta.path);
+          // Blocks equal to the current copy's at the same offsets are shared with it (a
+          // reflink on XFS and btrfs) instead of written again.
+          if (previous) await f.shareWithOlder(current(meta.path));
           return {
             write: (data, position) => f.write(data, position),
             finish: async (size, digest) => {
