@@ -27,11 +27,11 @@ interface Listed {
 
 /**
  * Pushes CONTENTS one after the other to `target` (a location naming the target), then
- * checks the versions and pulls each back by id and by time (`<target>@<...>`, as the
+ * checks the versions (and that a listing of the store at `root` hides them) and pulls each back by id and by time (`<target>@<...>`, as the
  * library takes it). `xfer` runs the CLI with the location's options (ls --versions, and a
  * pull by time), `options` are the library's.
  */
-async function threeVersions(dir: string, target: string, options: { s3Endpoint?: string; s3PathStyle?: boolean }, xfer: (...args: string[]) => Promise<CliResult>): Promise<void> {
+async function threeVersions(dir: string, root: string, target: string, options: { s3Endpoint?: string; s3PathStyle?: boolean }, xfer: (...args: string[]) => Promise<CliResult>): Promise<void> {
   const source = join(dir, 'data.bin');
   const committedBy: number[] = [];
   for (const content of CONTENTS) {
@@ -48,9 +48,8 @@ async function threeVersions(dir: string, target: string, options: { s3Endpoint?
   assert.deepEqual(listed.versions.map((v) => v.current), [false, false, true]);
   for (const v of listed.versions) assert.match(v.id, new RegExp(`^${v.time.replace(/[.]/g, '\\.')}-${v.digest.slice(0, 8)}$`));
 
-  // The namespace is not a target: the listing of the location shows the target once.
-  const folder = target.slice(0, target.lastIndexOf('/') + 1);
-  assert.deepEqual((await list(folder, options)).map((e) => e.path.split('/').pop()), ['data.bin']);
+  // The namespace is not a target: the listing of the whole store shows the target once.
+  assert.deepEqual((await list(root, options)).map((e) => e.path.split('/').pop()), ['data.bin']);
 
   for (let i = 0; i < 3; i++) {
     const byId = join(dir, `by-id-${i}.bin`);
@@ -73,7 +72,7 @@ describe('versions on a local destination', () => {
   after(async () => rm(dir, { recursive: true, force: true }));
 
   it('three pushes keep three versions; each pulls back bit-identical by id and by time', async () => {
-    await threeVersions(dir, join(dir, 'dest', 'data.bin'), {}, (...args) => runCli(args));
+    await threeVersions(dir, join(dir, 'dest'), join(dir, 'dest', 'data.bin'), {}, (...args) => runCli(args));
   });
 });
 
@@ -81,7 +80,7 @@ describe('versions on a server', () => {
   const s = useServer('xfer-versions-server-');
 
   it('three pushes keep three versions; each pulls back bit-identical by id and by time', async () => {
-    await threeVersions(s.dir, `${s.server.url}/backups/data.bin`, {}, (...args) => runCli(args));
+    await threeVersions(s.dir, `${s.server.url}/`, `${s.server.url}/backups/data.bin`, {}, (...args) => runCli(args));
   });
 });
 
@@ -97,7 +96,7 @@ describe('versions on S3', { skip: motoMissing() }, () => {
     Object.assign(process.env, env);
     try {
       const xfer = (...args: string[]) => runCli([...args, '--s3-endpoint', f.service.endpoint!, '--s3-path-style'], { env });
-      await threeVersions(dir, `${f.service.base}versions/data.bin`, { s3Endpoint: f.service.endpoint!, s3PathStyle: true }, xfer);
+      await threeVersions(dir, f.service.base, `${f.service.base}versions/data.bin`, { s3Endpoint: f.service.endpoint!, s3PathStyle: true }, xfer);
     } finally {
       for (const [k, v] of Object.entries(saved)) {
         if (v === undefined) delete process.env[k];
