@@ -14,6 +14,7 @@ import { openStoreLocation, parseLocation, refuseWireOptions, type LocationSpec,
 import { listTargets } from './endpoint/store.js';
 import { openManifest, openManifestFile, type ManifestReader } from './manifest/reader.js';
 import { localManifests, type LocalStore } from './store/local.js';
+import { isReservedName } from './store/names.js';
 import { verifyManifests, type VerifyReport } from './transfer/verify.js';
 
 /** Options of list, verify and readManifest: the signal, and a server's (RemoteOptions). */
@@ -90,7 +91,8 @@ export async function verify(location: LocationSpec, options: VerifyOptions = {}
   try {
     names ??= (await store.listManifests('', { signal })).map((m) => m.name);
     // A local destination's targets are rebuilt beside its store: <dir>/<name>.
-    const targetOf = options.chunksOnly ? undefined : (name: string) => join(dir, ...name.split('/'));
+    // A version (store/versions.ts) has its chunks checked, and no rebuilt copy.
+    const targetOf = options.chunksOnly ? undefined : (name: string) => (isReservedName(name) ? undefined : join(dir, ...name.split('/')));
     return { ...(await verifyManifests(store, store, names, { signal, targetOf })), rebuilt: targetOf !== undefined };
   } finally {
     await store.close();
