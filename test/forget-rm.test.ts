@@ -76,7 +76,7 @@ describe('forget and rm on a local destination', () => {
     assert.equal(r.stdout, `removed ${join(dest, 'g.bin')} (2 versions)\n`);
     assert.ok(!(await exists(join(dest, 'g.bin'))));
     assert.ok(!(await exists(join(dest, '.xfer', 'manifests', 'g.bin'))));
-    assert.ok(!(await exists(join(dest, '.xfer', 'manifests', '.xfer', 'versions', 'g.bin'))));
+    assert.ok(!(await exists(join(dest, '.xfer', 'manifests', '.xfer', 'versions'))), 'no version is left (nor their folders)');
 
     r = await runCli(['rm', join(dest, 'mine.txt')]);
     assert.equal(r.code, 3);

@@ -3,6 +3,7 @@
  * selectors (`@<id or time>`) and the versions' namespace, as pure functions with fixed times.
  */
 import { strict as assert } from 'node:assert';
+import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import { applyPolicy, type RetentionPolicy } from '../src/store/retention.js';
 import { isReservedName, validateManifestName, validateManifestPrefix, validateTargetName } from '../src/store/names.js';
@@ -79,14 +80,17 @@ describe('version selectors and names', () => {
   });
 
   it('versions live in a reserved namespace that stores accept and target names never enter', () => {
+    // A target's key: the first 32 hex digits of the SHA-256 of its name (fixed length at any name's length).
+    const key = createHash('sha256').update('photos/2026').digest('hex').slice(0, 32);
     const v = versionName('photos/2026', '2026-12-06T15:04:05.123Z-1a2b3c4d');
-    assert.equal(v, '.xfer/versions/photos/2026/2026-12-06T15:04:05.123Z-1a2b3c4d');
+    assert.equal(v, `.xfer/versions/${key}/2026-12-06T15:04:05.123Z-1a2b3c4d`);
+    assert.equal(versionName('p'.repeat(255), '2026-12-06T15:04:05.123Z-1a2b3c4d').length, v.length);
     assert.equal(validateManifestName(v), v);
     assert.ok(isReservedName(v));
     assert.throws(() => validateTargetName(v), /reserved segment/);
-    assert.equal(validateManifestPrefix('.xfer/versions/photos/'), '.xfer/versions/photos/');
+    assert.equal(validateManifestPrefix(`.xfer/versions/${key}/`), `.xfer/versions/${key}/`);
     // Only exactly that form: anything else with a '.xfer' segment stays refused everywhere.
-    for (const bad of ['.xfer/x', '.xfer/versions/photos', '.xfer/versions/photos/not-an-id', '.xfer/versions/.xfer/2026-12-06T15:04:05.123Z-1a2b3c4d', 'a/.xfer/versions/b/2026-12-06T15:04:05.123Z-1a2b3c4d']) {
+    for (const bad of ['.xfer/x', `.xfer/versions/${key}`, `.xfer/versions/${key}/not-an-id`, '.xfer/versions/photos/2026-12-06T15:04:05.123Z-1a2b3c4d', `.xfer/versions/${key}/x/2026-12-06T15:04:05.123Z-1a2b3c4d`, `a/.xfer/versions/${key}/2026-12-06T15:04:05.123Z-1a2b3c4d`]) {
       assert.throws(() => validateManifestName(bad), /invalid manifest name/, bad);
     }
   });

@@ -15,11 +15,16 @@ const RESERVED_SEGMENT = '.xfer';
 
 /**
  * The store's own namespace for versions (store/versions.ts): the version `<id>` of target
- * `<name>` is the manifest `.xfer/versions/<name>/<id>`. The only names with a '.xfer'
- * segment a store accepts, and only in exactly this form: no target can be named so (its
- * names never contain '.xfer', validateTargetName), so a version never clashes with one.
+ * `<name>` is the manifest `.xfer/versions/<key>/<id>`, `<key>` a fixed-length hash of the
+ * name (VERSION_KEY_PATTERN): a version's name is never longer than the limits allow, even
+ * for a target whose own name is at them, and the versions of `a` never clash with those of
+ * `a/b`. The only names with a '.xfer' segment a store accepts, and only in exactly this
+ * form: no target can be named so (its names never contain '.xfer', validateTargetName).
  */
 export const VERSIONS_PREFIX = `${RESERVED_SEGMENT}/versions/`;
+
+/** A target's key in the versions' namespace: 32 hex digits (the first 128 bits of the SHA-256 of its UTF-8 name). */
+export const VERSION_KEY_PATTERN = /^[0-9a-f]{32}$/;
 
 /**
  * A version id: the commit's UTC time to the millisecond, then the first 8 hex digits of the
@@ -111,17 +116,15 @@ export function checkChunkId(id: ChunkId): string {
 
 /**
  * Why `name` is not a valid manifest name, or undefined. `versions`: names of the versions
- * namespace are valid (`.xfer/versions/<target>/<id>`); `partial`: a prefix's folder part,
+ * namespace are valid (`.xfer/versions/<key>/<id>`); `partial`: a prefix's folder part,
  * which may stop anywhere in that form.
  */
 function problemWith(name: string, versions: boolean, partial = false): string | undefined {
   if (typeof name !== 'string') return 'not a string';
   if (versions && name.startsWith(VERSIONS_PREFIX)) {
-    const rest = name.slice(VERSIONS_PREFIX.length);
-    const slash = rest.lastIndexOf('/');
-    if (partial) return rest === '' ? undefined : problemWith(rest, false);
-    if (slash < 0 || !VERSION_ID_PATTERN.test(rest.slice(slash + 1))) return 'not a version name (.xfer/versions/<target>/<version id>)';
-    return problemWith(rest.slice(0, slash), false);
+    const [key, id, ...more] = name.slice(VERSIONS_PREFIX.length).split('/');
+    if (VERSION_KEY_PATTERN.test(key!) && more.length === 0 && (partial ? id === undefined : VERSION_ID_PATTERN.test(id ?? ''))) return undefined;
+    return 'not a version name (.xfer/versions/<key>/<version id>)';
   }
   if (versions && partial && `${name}/` === VERSIONS_PREFIX) return undefined;
   if (name === '') return 'empty';

@@ -1,12 +1,13 @@
 /**
  * Versions of a target, on any ManifestStore (local, server, S3, memory): every commit
- * stores the new manifest twice, first as a version (`.xfer/versions/<name>/<id>`, see
+ * stores the new manifest twice, first as a version (`.xfer/versions/<key>/<id>`, see
  * VERSIONS_PREFIX in names.ts), then under the target's name. The newest version is so
  * always the current manifest, and a crash between the two puts leaves a version the
  * current name does not have yet, never a current manifest without its version. Versions
  * are ordinary manifests: `listManifests('')` lists them with the targets (gc keeps their
  * chunks), and listings for users hide them (isReservedName).
  */
+import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { InvalidArgumentError, isXferError, NotFoundError } from '../core/errors.js';
 import { digestToHex } from '../core/ids.js';
@@ -36,13 +37,17 @@ export interface VersionInfo {
 
 /** The manifest name of version `id` of target `name`. */
 export function versionName(name: string, id: string): string {
-  return `${VERSIONS_PREFIX}${validateTargetName(name)}/${id}`;
+  return `${versionsPrefix(name)}${id}`;
 }
 
-/** The prefix listing every version of target `name`. */
+/** The prefix listing every version of target `name`: `.xfer/versions/<key>/` (VERSION_KEY_PATTERN). */
 export function versionsPrefix(name: string): string {
-  return `${VERSIONS_PREFIX}${validateTargetName(name)}/`;
+  const key = createHash('sha256').update(validateTargetName(name), 'utf8').digest('hex').slice(0, VERSION_KEY_HEX_CHARS);
+  return `${VERSIONS_PREFIX}${key}/`;
 }
+
+/** Hex digits of a target's key in the versions' namespace. */
+const VERSION_KEY_HEX_CHARS = 32;
 
 /** The id of a version committed at `timeMs` with target digest `digest`. */
 export function versionId(timeMs: number, digest: Uint8Array): string {
@@ -82,7 +87,7 @@ export async function listVersions(list: HeaderLister, name: string, options: Op
   for (const e of await list(prefix, options)) {
     const id = e.path.slice(prefix.length);
     const timeMs = versionTimeMs(id);
-    if (id.includes('/') || Number.isNaN(timeMs)) continue; // a version of a target below this one
+    if (Number.isNaN(timeMs)) continue;
     out.push({ id, timeMs, manifest: e.path, kind: e.kind as VersionInfo['kind'], bytes: e.bytes, digest: e.digest, ...(e.error ? { error: e.error } : {}) });
   }
   return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));

@@ -43,7 +43,7 @@ export interface VerifyOptions {
    * manifest's whole-file digest, so a copy damaged on disk (even with its mtime kept) is
    * found. A target that is not there at all is reported as damage too.
    */
-  readonly targetOf?: (name: string) => string | undefined;
+  readonly targetOf?: (name: string) => string;
 }
 
 export const VERIFY_CONCURRENCY = 16;
