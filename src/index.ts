@@ -50,6 +50,9 @@ export { MemoryStore } from './store/memory.js';
 
 export { push, pull, type PushOptions, type PullOptions, type PushSource } from './api.js';
 export { list, verify, readManifest, type LocationOptions, type VerifyOptions } from './inspect.js';
+export { versions, forget, remove, type ForgetOptions, type ForgetResult, type RemoveOptions, type RemoveResult, type RetentionPolicy, type TargetVersion, type VersionInfo } from './targets.js';
+export { applyPolicy, type RetentionDecision } from './store/retention.js';
+export { parseVersionSelector, versionId, type VersionSelector } from './store/versions.js';
 export {
   registerScheme,
   unregisterScheme,

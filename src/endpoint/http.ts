@@ -6,7 +6,7 @@ import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.
 import { HttpStore, type HttpStoreOptions } from '../store/http/store.js';
 import { DeltaUploads } from './http-delta.js';
 import { openStage, type StageUpload } from './http-stage.js';
-import { validateManifestName } from '../store/names.js';
+import { isReservedName } from '../store/names.js';
 import type { OpOptions } from '../store/store.js';
 import { KnownFiles, previousVersion } from '../transfer/known.js';
 import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
@@ -51,7 +51,10 @@ export function httpEndpoint(store: HttpStore): StoreEndpoint {
     store,
     describe: (name) => `${store.base.origin}/${name}`,
     stat: (name, options) => store.stat(name, options),
-    list: (prefix, options) => store.list(prefix, options),
+    // The server lists every manifest, versions too (HttpStore.listManifests needs them all):
+    // the versions' namespace is left out here, as listTargets does, unless asked for.
+    list: async (prefix, options) => (await store.list(prefix, options)).filter((e) => !isReservedName(e.path) || isReservedName(prefix)),
+    remove: async (name, options) => (await store.client.removeTarget(name, options.recursive, options.signal)).removed,
     destination: (name, options = {}) => new HttpDestination(store, name, { delta: options.delta, inPlace: options.inPlace }),
     get retriesMade() {
       return store.retriesMade;

@@ -129,6 +129,13 @@ export interface StoreEndpoint {
    * here yet (a server: its own verify is to come): verify then refuses the location.
    */
   readonly verify?: (names: readonly string[], options?: OpOptions) => Promise<VerifyReport>;
+  /**
+   * Removes target `name` (with `recursive`, a folder of them): its versions, its manifest
+   * and the copy the location rebuilt of it (a server's files), in that order
+   * (store/versions.ts, removeTargetManifests). Absent where the store holds manifests only:
+   * `xfer rm` then removes them itself.
+   */
+  readonly remove?: (name: string, options: OpOptions & { readonly recursive: boolean }) => Promise<readonly { readonly path: string; readonly versions: number }[]>;
   /** Requests tried again so far (after a broken connection); 0 for a store without a wire. */
   readonly retriesMade: number;
   close(): Promise<void>;

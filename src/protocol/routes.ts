@@ -53,6 +53,7 @@ export const ENDPOINTS = {
   manifests: 'manifests/',
   stat: 'stat/',
   list: 'list',
+  targets: 'targets/',
 } as const;
 
 /** Query parameter names. */
@@ -62,6 +63,7 @@ export const PARAMS = {
   raw: 'raw',
   inPlace: 'in-place',
   prefix: 'prefix',
+  recursive: 'recursive',
   kind: 'kind',
   mode: 'mode',
   mtimeMs: 'mtimeMs',
@@ -85,7 +87,14 @@ export const paths = {
   },
   stat: (name: string): string => `${API_PREFIX}${ENDPOINTS.stat}${nameToRemotePath(name)}`,
   list: (prefix: string): string => `${API_PREFIX}${ENDPOINTS.list}?${PARAMS.prefix}=${encodeURIComponent(prefix)}`,
+  /** DELETE: removes a target, or with `recursive` a folder of them (xfer rm). */
+  target: (name: string, recursive: boolean): string => `${API_PREFIX}${ENDPOINTS.targets}${nameToRemotePath(name)}${recursive ? `?${PARAMS.recursive}=1` : ''}`,
 };
+
+/** What `DELETE /v1/targets/<path>` answers: each target removed, with how many of its versions went. */
+export interface RemoveAnswer {
+  readonly removed: readonly { readonly path: string; readonly versions: number }[];
+}
 
 /** A request path without its query, for messages (`POST /v1/chunks`). */
 export function pathOnly(path: string): string {

@@ -22,7 +22,7 @@ import type { ChunkId, DigestAlgorithm } from '../../core/ids.js';
 import { MiB } from '../../core/sizes.js';
 import { readErrorAnswer, type ErrorAnswer } from '../../protocol/errors.js';
 import { decodeMissingBitmap, encodeDigests, peekChunkRecord, splitChunkRecords, takeChunkRecord } from '../../protocol/records.js';
-import { paths, pathOnly, PROTOCOL_VERSION, type ListEntry, type ServerInfo } from '../../protocol/routes.js';
+import { paths, pathOnly, PROTOCOL_VERSION, type ListEntry, type RemoveAnswer, type ServerInfo } from '../../protocol/routes.js';
 import { describeNetFailure, isNetworkFailure, isPermanentHttpError, TransientError } from '../net-errors.js';
 
 export interface ClientOptions {
@@ -323,6 +323,11 @@ export class XferClient {
   async deleteManifest(name: string, signal?: AbortSignal): Promise<void> {
     if (this.info.manifestStore !== true) throw new ProtocolError(`${this.base.origin} does not delete manifests (an older server)`);
     await this.request({ method: 'DELETE', path: paths.manifest(name), signal }, drain);
+  }
+
+  /** `DELETE /v1/targets/<name>[?recursive=1]`: the target (or folder), its versions and the server's copy (xfer rm). */
+  async removeTarget(name: string, recursive: boolean, signal?: AbortSignal): Promise<RemoveAnswer> {
+    return (await this.request({ method: 'DELETE', path: paths.target(name, recursive), signal }, json)) as RemoveAnswer;
   }
 
   /** `GET /v1/list`: the manifests under `prefix` with kinds and digests; a damaged one is kind `damaged`, with its `error`. */
