@@ -9,6 +9,7 @@ import { openStage, type StageUpload } from './http-stage.js';
 import { validateManifestName } from '../store/names.js';
 import type { OpOptions } from '../store/store.js';
 import { KnownFiles, previousVersion } from '../transfer/known.js';
+import { formatReadDataSubset } from '../transfer/verify.js';
 import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
 import type { OpenOptions, StoreEndpoint } from './registry.js';
 
@@ -36,9 +37,9 @@ export async function connectRemote(base: URL, options: RemoteOptions): Promise<
 
 /**
  * A server as a location: its own stat and listing (the server reads its manifests'
- * headers), pushes staged and sent as deltas (HttpDestination). Verify is not offered:
- * checking a server's chunks from here would fetch them all (a server-side verify is to
- * come).
+ * headers), pushes staged and sent as deltas (HttpDestination), and its own verify (POST
+ * /v1/verify): checking a server's chunks from here would fetch them all, and its rebuilt
+ * files are not reachable from here at all.
  */
 export function httpEndpoint(store: HttpStore): StoreEndpoint {
   return {
@@ -47,6 +48,13 @@ export function httpEndpoint(store: HttpStore): StoreEndpoint {
     stat: (name, options) => store.stat(name, options),
     list: (prefix, options) => store.list(prefix, options),
     destination: (name, options = {}) => new HttpDestination(store, name, { delta: options.delta, inPlace: options.inPlace }),
+    verify: (path, options = {}) => store.client.verify(path, {
+      readData: options.readData,
+      subset: options.subset && formatReadDataSubset(options.subset),
+      chunksOnly: options.chunksOnly,
+      signal: options.signal,
+      onProgress: options.onProgress,
+    }),
     get retriesMade() {
       return store.retriesMade;
     },
