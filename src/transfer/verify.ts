@@ -234,8 +234,11 @@ export async function verifyManifests(
         if (data.length !== length) chunkDamage(p, 'corrupt', `chunk ${digestToHex(p.id.digest)} has ${data.length} bytes, the manifest says ${length}`);
       } catch (err) {
         if (isXferError(err, 'XFER_CHUNK_MISSING')) chunkDamage(p, 'missing', err.message);
-        else if (isXferError(err, 'XFER_CHUNK_CORRUPT')) chunkDamage(p, 'corrupt', err.message);
-        else throw err;
+        else if (isXferError(err, 'XFER_CHUNK_CORRUPT')) {
+          chunksRead++; // read, and found not to hash to its digest
+          bytesRead += length;
+          chunkDamage(p, 'corrupt', err.message);
+        } else throw err;
       }
       progress();
     });
