@@ -234,11 +234,11 @@ describe('a server runs one verify at a time, ends it when its client goes, and 
     const dir = await mkdtemp(join(tmpdir(), 'xfer-verify-busy-'));
     const store = new HeldStore();
     const server = await createServer({ root: join(dir, 'root'), port: 0, store, token: 'sesame' });
+    let release: (() => void) | undefined;
     try {
       await writeFile(join(dir, 'f.bin'), pseudoRandom(100 * KiB, 7));
       await push(join(dir, 'f.bin'), `${server.url}/f.bin`, { token: 'sesame' });
       store.entered = 0;
-      let release!: () => void;
       store.hold = new Promise<void>((r) => (release = r));
       const controller = new AbortController();
       const seen: VerifyProgress[] = [];
@@ -247,7 +247,7 @@ describe('a server runs one verify at a time, ends it when its client goes, and 
       while (store.entered === 0) await new Promise((r) => setTimeout(r, 10));
       await new Promise((r) => setTimeout(r, 1300));
       assert.ok(seen.length >= 1, 'a progress line while the job runs');
-      await assert.rejects(verify(server.url, { token: 'sesame', retries: 0 }), (err) => isXferError(err) && /already running/.test(err.message));
+      await assert.rejects(verify(server.url, { token: 'sesame', retries: 0, signal: AbortSignal.timeout(5000) }), (err) => isXferError(err) && /already running/.test(err.message));
       controller.abort();
       await assert.rejects(first, (err) => isXferError(err, 'XFER_ABORTED'));
       // The server saw its client go, ended that job, and takes the next one.
@@ -260,11 +260,11 @@ describe('a server runs one verify at a time, ends it when its client goes, and 
         });
       }
       assert.deepEqual(report?.damaged, []);
-      release();
       const denied = await runCli(['verify', server.url]);
       assert.equal(denied.code, 12, denied.stderr);
       assert.equal((await runCli(['verify', server.url, '--token', 'sesame'])).code, 0);
     } finally {
+      release?.();
       await server.close();
       await rm(dir, { recursive: true, force: true });
     }
