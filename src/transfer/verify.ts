@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { isZeroChunk } from '../chunker/zero.js';
 import { InvalidArgumentError, isXferError, NotFoundError } from '../core/errors.js';
-import { digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
+import { digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { createHasher } from '../hash/digest.js';
 import { readSequential } from '../io/direct.js';
 import { openManifest } from '../manifest/reader.js';
@@ -166,11 +166,6 @@ export const VERIFIED_CACHE_ENTRIES = 1 << 20;
 export const MAX_DAMAGE_REPORTED = 10_000;
 export const VERIFY_PROGRESS_INTERVAL_MS = 500;
 
-interface Pending {
-  readonly id: ChunkId;
-  readonly manifest: string;
-  readonly path: string;
-}
 
 /**
  * Verifies the named manifests of `manifests` against the chunks of `chunks` (see the top
@@ -203,35 +198,36 @@ export async function verifyManifests(
     lastProgress = now;
     onProgress({ manifestsDone, manifests: names.length, chunks: chunkCount, bytes, chunksRead, bytesRead, filesChecked, damaged: damageCount() });
   };
-  const chunkDamage = (p: Pending, kind: 'missing' | 'corrupt', message: string) => {
-    const hex = digestToHex(p.id.digest);
-    const key = `${p.id.algorithm}:${hex}`;
-    if (!bad.has(key) && bad.size < MAX_DAMAGE_REPORTED) bad.set(key, { digest: hex, algorithm: p.id.algorithm, kind, message, files: new Map() });
+  const chunkDamage = (id: ChunkId, kind: 'missing' | 'corrupt', message: string) => {
+    const hex = digestToHex(id.digest);
+    const key = `${id.algorithm}:${hex}`;
+    if (!bad.has(key) && bad.size < MAX_DAMAGE_REPORTED) bad.set(key, { digest: hex, algorithm: id.algorithm, kind, message, files: new Map() });
   };
   const other = (d: Damage) => {
     if (otherDamage.length < MAX_DAMAGE_REPORTED) otherDamage.push(d);
   };
 
-  let batch: Pending[] = [];
+  // Ids only: the files a missing chunk breaks are found by the second pass (findFilesOf).
+  let batch: ChunkId[] = [];
   const askBatch = async () => {
     if (batch.length === 0) return;
     const asked = batch;
     batch = [];
     await window.run(0, async () => {
-      const present = await chunks.has(asked.map((p) => p.id), { signal });
-      asked.forEach((p, i) => {
-        if (!present[i]) chunkDamage(p, 'missing', `chunk ${digestToHex(p.id.digest)} is missing`);
-      });
+      const present = await chunks.has(asked, { signal });
+      for (let i = 0; i < asked.length; i++) {
+        if (!present[i]) chunkDamage(asked[i]!, 'missing', `chunk ${digestToHex(asked[i]!.digest)} is missing`);
+      }
       progress();
     });
   };
-  const readChunk = async (p: Pending, length: number) => {
+  const readChunk = async (p: ChunkId, length: number) => {
     await window.run(length, async () => {
       try {
-        const data = await chunks.get(p.id, { signal });
+        const data = await chunks.get(p, { signal });
         chunksRead++;
         bytesRead += data.length;
-        if (data.length !== length) chunkDamage(p, 'corrupt', `chunk ${digestToHex(p.id.digest)} has ${data.length} bytes, the manifest says ${length}`);
+        if (data.length !== length) chunkDamage(p, 'corrupt', `chunk ${digestToHex(p.digest)} has ${data.length} bytes, the manifest says ${length}`);
       } catch (err) {
         if (isXferError(err, 'XFER_CHUNK_MISSING')) chunkDamage(p, 'missing', err.message);
         else if (isXferError(err, 'XFER_CHUNK_CORRUPT')) {
@@ -280,16 +276,17 @@ export async function verifyManifests(
           bytes += rec.length;
           // A zero chunk is in no store: its bytes are known (chunker/zero.ts).
           if (isZeroChunk(algorithm, rec.length, rec.digest)) continue;
-          const digest = Buffer.from(rec.digest); // the record's bytes may be reused by the reader
-          const key = algorithm + digest.toString('latin1');
-          if (seen.has(key)) continue;
-          if (seen.size >= VERIFIED_CACHE_ENTRIES) seen.clear();
-          seen.add(key);
-          const p: Pending = { id: { algorithm, digest }, manifest: name, path };
-          if (readData && (subset === undefined || inSubset(subset, digest))) {
-            await readChunk(p, rec.length);
+          // The reader gives each batch of records digests of their own: kept as they are.
+          const id: ChunkId = { algorithm, digest: rec.digest };
+          if (readData && (subset === undefined || inSubset(subset, rec.digest))) {
+            // A chunk used again is read once (an existence check costs less than the Set).
+            const key = digestKey(rec.digest);
+            if (seen.has(key)) continue;
+            if (seen.size >= VERIFIED_CACHE_ENTRIES) seen.clear();
+            seen.add(key);
+            await readChunk(id, rec.length);
           } else {
-            batch.push(p);
+            batch.push(id);
             if (batch.length >= HAS_BATCH_IDS) await askBatch();
           }
         }
