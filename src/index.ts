@@ -72,7 +72,7 @@ export {
 export { storeEndpoint } from './endpoint/store.js';
 export { push as pushToDestination, type PushResult, type PushProgress } from './transfer/push.js';
 export type { PushDestination, PushSession, FileSink } from './transfer/destination.js';
-export { verifyManifests, type VerifyReport, type Damage } from './transfer/verify.js';
+export { verifyManifests, parseReadDataSubset, type VerifyReport, type VerifyProgress, type Damage, type DamagedChunk, type ReadDataSubset } from './transfer/verify.js';
 export { reconstruct, type ReconstructOptions, type PullResult, type PullProgress } from './reconstruct/reconstruct.js';
 
 export { LocalDestination, localTargetOf, resolveCopyTarget, openLocalSource, type LocalTarget } from './endpoint/local.js';

@@ -72,7 +72,7 @@ describe('locations: a ChunkStore & ManifestStore object', () => {
       store.corruptChunk(id);
       break;
     }
-    const report = await verify({ store, path: 'f.bin' });
+    const report = await verify({ store, path: 'f.bin' }, { readData: true });
     assert.equal(report.damaged.length, 1);
     assert.equal(report.damaged[0]!.kind, 'corrupt');
   });

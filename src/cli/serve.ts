@@ -13,6 +13,9 @@ import {
 import { createServer, DEFAULT_PORT } from '../server/server.js';
 import { IN_PLACE_ABOVE_BYTES } from '../server/in-place.js';
 import { parseSize } from '../core/sizes.js';
+import { parseReadDataSubset } from '../transfer/verify.js';
+import type { VerifySchedule } from '../server/verify-job.js';
+import ms from 'ms';
 
 interface ServeFlags {
   root: string;
@@ -31,6 +34,8 @@ interface ServeFlags {
   logLevel: string;
   quiet?: boolean;
   inPlaceAbove: string;
+  verifyEvery?: string;
+  verifySubset?: string;
 }
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
@@ -54,10 +59,13 @@ export function registerServe(program: Command, signal: AbortSignal): void {
     .addOption(new Option('--log-format <format>', 'log lines on stderr: text or json').choices(['text', 'json']).default('text'))
     .addOption(new Option('--log-level <level>', 'least severe level logged').choices(LOG_LEVELS).default('info'))
     .addOption(new Option('--in-place-above <size>', 'a push with --in-place rewrites a file target larger than this where it is, only the changed chunks (smaller ones are rebuilt and swapped in atomically)').default(`${IN_PLACE_ABOVE_BYTES / 1024 ** 3}G`))
+    .option('--verify-every <duration>', 'verify every target in the background this long after start and after each verify (24h, 30m), results in the log')
+    .option('--verify-subset <n/t|p%>', 'with --verify-every: also read back and re-hash this part of the data (100% all; default: existence and rebuilt files\' size and mtime only)')
     .option('-q, --quiet', 'log warnings and errors only (same as --log-level warn)')
     .action(async (flags: ServeFlags) => {
       const port = Number(flags.port);
       if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidArgumentError(`invalid port "${flags.port}"`);
+      const verifySchedule = verifyScheduleOf(flags);
       const logger = serverLogger(flags.logFormat, flags.quiet ? 'warn' : flags.logLevel);
       // The last line of defence: a failure that escaped its request is logged, and the
       // server goes on serving its other clients (each request's state is its own).
@@ -79,6 +87,7 @@ export function registerServe(program: Command, signal: AbortSignal): void {
           maxStreams: countFlag(flags.maxStreams, '--max-streams'),
           logger,
           inPlaceAboveBytes: parseSize(flags.inPlaceAbove, '--in-place-above size'),
+          verifySchedule,
         });
         process.stdout.write(`listening on ${server.url}\n`);
         logger.info({ url: server.url }, 'listening');
@@ -93,6 +102,23 @@ export function registerServe(program: Command, signal: AbortSignal): void {
         logger.flush();
       }
     });
+}
+
+/** The least --verify-every: a verify is a job, not a poll. */
+export const MIN_VERIFY_EVERY_MS = 100;
+
+/** --verify-every and --verify-subset, checked. */
+function verifyScheduleOf(flags: ServeFlags): VerifySchedule | undefined {
+  if (flags.verifyEvery === undefined) {
+    if (flags.verifySubset !== undefined) throw new InvalidArgumentError('--verify-subset goes with --verify-every');
+    return undefined;
+  }
+  // A unit is required: ms's bare number would be milliseconds, a surprise for "24".
+  const everyMs = /^\d+(\.\d+)?\s*[a-z]+$/i.test(flags.verifyEvery) ? ms(flags.verifyEvery as ms.StringValue) : undefined;
+  if (everyMs === undefined || !Number.isFinite(everyMs) || everyMs < MIN_VERIFY_EVERY_MS || everyMs > 2 ** 31 - 1) {
+    throw new InvalidArgumentError(`--verify-every must be a duration with its unit (24h, 30m, 90s), from ${MIN_VERIFY_EVERY_MS} ms to 24 days, got "${flags.verifyEvery}"`);
+  }
+  return { everyMs, subset: flags.verifySubset === undefined ? undefined : parseReadDataSubset(flags.verifySubset) };
 }
 
 /** Seconds (decimals allowed) as whole milliseconds. */

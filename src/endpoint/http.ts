@@ -9,6 +9,7 @@ import { openStage, type StageUpload } from './http-stage.js';
 import { isReservedName } from '../store/names.js';
 import type { OpOptions } from '../store/store.js';
 import { KnownFiles, previousVersion } from '../transfer/known.js';
+import { formatReadDataSubset } from '../transfer/verify.js';
 import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
 import type { OpenOptions, StoreEndpoint } from './registry.js';
 
@@ -42,9 +43,9 @@ export async function connectRemote(base: URL, options: RemoteOptions, retry: Re
 
 /**
  * A server as a location: its own stat and listing (the server reads its manifests'
- * headers), pushes staged and sent as deltas (HttpDestination). Verify is not offered:
- * checking a server's chunks from here would fetch them all (a server-side verify is to
- * come).
+ * headers), pushes staged and sent as deltas (HttpDestination), and its own verify (POST
+ * /v1/verify): checking a server's chunks from here would fetch them all, and its rebuilt
+ * files are not reachable from here at all.
  */
 export function httpEndpoint(store: HttpStore): StoreEndpoint {
   return {
@@ -56,6 +57,13 @@ export function httpEndpoint(store: HttpStore): StoreEndpoint {
     list: async (prefix, options) => (await store.list(prefix, options)).filter((e) => !isReservedName(e.path) || isReservedName(prefix)),
     remove: async (name, options) => (await store.client.removeTarget(name, options.recursive, options.signal)).removed,
     destination: (name, options = {}) => new HttpDestination(store, name, { delta: options.delta, inPlace: options.inPlace }),
+    verify: (path, options = {}) => store.client.verify(path, {
+      readData: options.readData,
+      subset: options.subset && formatReadDataSubset(options.subset),
+      chunksOnly: options.chunksOnly,
+      signal: options.signal,
+      onProgress: options.onProgress,
+    }),
     get retriesMade() {
       return store.retriesMade;
     },

@@ -8,7 +8,7 @@ import { isPermanentHttpError } from '../store/net-errors.js';
 import { isPermanentS3Error } from '../store/s3/errors.js';
 import type { ChunkStore, ManifestStore, OpOptions } from '../store/store.js';
 import type { PushDestination } from '../transfer/destination.js';
-import type { VerifyReport } from '../transfer/verify.js';
+import type { VerifyOptions, VerifyReport } from '../transfer/verify.js';
 import { parseRemote } from './remote.js';
 
 /*
@@ -107,6 +107,12 @@ export interface OpenOptions {
 }
 
 /**
+ * What a verify of a location takes (transfer/verify.ts; where targets are rebuilt is the
+ * endpoint's own business). chunksOnly: check no rebuilt file.
+ */
+export type VerifyJobOptions = Omit<VerifyOptions, 'targetOf'> & { readonly chunksOnly?: boolean };
+
+/**
  * An opened store location: the store and what commands need of it. Generic over any
  * Store (endpoint/store.ts, storeEndpoint); a scheme whose store does some of this
  * itself (a server: stat, list, staged pushes) gives its own (endpoint/http.ts).
@@ -125,10 +131,11 @@ export interface StoreEndpoint {
    */
   destination(name: string, options?: { readonly delta?: boolean; readonly inPlace?: boolean }): PushDestination;
   /**
-   * Checks the chunks of the named targets. Absent where the store cannot be checked from
-   * here yet (a server: its own verify is to come): verify then refuses the location.
+   * Verifies the targets under `path` ('' all, a target, or a folder of them; NotFoundError
+   * if none): transfer/verify.ts. A store is checked from here; a server checks itself
+   * (POST /v1/verify), its rebuilt files too. Absent where a store cannot be verified.
    */
-  readonly verify?: (names: readonly string[], options?: OpOptions) => Promise<VerifyReport>;
+  readonly verify?: (path: string, options?: VerifyJobOptions) => Promise<VerifyReport>;
   /**
    * Removes target `name` (with `recursive`, a folder of them): its versions, its manifest
    * and the copy the location rebuilt of it (a server's files), in that order

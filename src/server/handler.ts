@@ -15,6 +15,7 @@ import { listingRoutes } from './routes/listing.js';
 import { manifestRoutes } from './routes/manifests.js';
 import { stageRoutes } from './routes/stages.js';
 import { targetRoutes } from './routes/targets.js';
+import { verifyRoutes } from './routes/verify.js';
 import { StageHub, type Stage } from './stage.js';
 
 export { PROTOCOL_VERSION } from '../protocol/routes.js';
@@ -43,6 +44,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   const manifests = manifestRoutes(rc);
   const listing = listingRoutes(rc);
   const targets = targetRoutes(rc);
+  const verifying = verifyRoutes(rc);
 
   return (req, res) => {
     handle(req, res).catch((err) => sendErrorAnswer(res, err, {}, hidePaths));
@@ -74,6 +76,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         stage: true,
         stageTrees: true,
         manifestStore: true,
+        verify: true,
       } satisfies ServerInfo);
     }
     if (method === 'POST' && rest === ENDPOINTS.missing) return chunks.missing(req, res, algorithmOf(url));
@@ -94,6 +97,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     if (method === 'GET' && rest.startsWith(ENDPOINTS.stat)) return listing.stat(res, remotePathToName(rest.slice(ENDPOINTS.stat.length)));
     if (method === 'DELETE' && rest.startsWith(ENDPOINTS.targets)) return targets.removeTarget(res, validateTargetName(remotePathToName(rest.slice(ENDPOINTS.targets.length))), flagParam(url.searchParams, PARAMS.recursive));
     if (method === 'GET' && rest === ENDPOINTS.list) return listing.list(res, url.searchParams.get(PARAMS.prefix) ?? '');
+    if (method === 'POST' && rest === ENDPOINTS.verify) return verifying.verify(req, res, url.searchParams);
     throw new NotFoundError(`no such endpoint: ${method} ${path}`);
   }
 }

@@ -34,6 +34,7 @@ import {
   STREAM_WINDOW_BYTES,
 } from './limits.js';
 import { silentLogger, type ServerLogger } from './log.js';
+import { scheduleVerify, type VerifySchedule } from './verify-job.js';
 
 export interface ServerOptions {
   /**
@@ -71,6 +72,8 @@ export interface ServerOptions {
   readonly logger?: ServerLogger;
   /** A push asking for it (in-place=1) rewrites a file target of more bytes than this in place (IN_PLACE_ABOVE_BYTES). */
   readonly inPlaceAboveBytes?: number;
+  /** Verify every target in the background on this schedule, each result in the log (server/verify-job.ts). */
+  readonly verifySchedule?: VerifySchedule;
 }
 
 export interface XferServer {
@@ -326,6 +329,7 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   // Staging copies that dead server processes left under files/ go in the background (server/sweep.ts).
   const sweepController = new AbortController();
   const swept = sweepDeadStagings(filesDir, { signal: sweepController.signal, log });
+  const verifier = options.verifySchedule ? scheduleVerify(store, filesDir, options.verifySchedule, log) : undefined;
   let closing: Promise<void> | undefined;
   return {
     url,
@@ -344,6 +348,7 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
         }
         sweepController.abort();
         await swept;
+        await verifier?.stop();
         if (ownStore) await store.close();
         else await store.flush().catch(() => {});
       })();

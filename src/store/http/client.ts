@@ -22,7 +22,8 @@ import type { ChunkId, DigestAlgorithm } from '../../core/ids.js';
 import { MiB } from '../../core/sizes.js';
 import { readErrorAnswer, type ErrorAnswer } from '../../protocol/errors.js';
 import { decodeMissingBitmap, encodeDigests, peekChunkRecord, splitChunkRecords, takeChunkRecord } from '../../protocol/records.js';
-import { paths, pathOnly, PROTOCOL_VERSION, type ListEntry, type RemoveAnswer, type ServerInfo } from '../../protocol/routes.js';
+import { MAX_VERIFY_LINE_BYTES, paths, pathOnly, PROTOCOL_VERSION, type ListEntry, type RemoveAnswer, type ServerInfo, type VerifyAnswerLine } from '../../protocol/routes.js';
+import type { VerifyProgress, VerifyReport } from '../../transfer/verify.js';
 import { describeNetFailure, isNetworkFailure, isPermanentHttpError, TransientError } from '../net-errors.js';
 
 export interface ClientOptions {
@@ -340,6 +341,35 @@ export class XferClient {
     return ((await this.request({ method: 'GET', path: paths.stat(name), signal }, json)) as { type: 'file' | 'tree' | 'dir' | 'none' }).type;
   }
 
+  /**
+   * `POST /v1/verify`: the server verifies the targets under `path` itself (its store and
+   * its rebuilt files) and streams progress lines, told to `onProgress`, then its report.
+   * Sent once, never retried: a verify is long, and a busy server (503, one verify at a
+   * time) is told to the caller rather than waited out.
+   */
+  async verify(
+    path: string,
+    options: { readonly readData?: boolean; readonly subset?: string; readonly chunksOnly?: boolean; readonly signal?: AbortSignal; readonly onProgress?: (progress: VerifyProgress) => void } = {},
+  ): Promise<VerifyReport> {
+    if (this.info.verify !== true) throw new ProtocolError(`${this.base.origin} does not verify itself (an older server)`);
+    const request = { method: 'POST', path: paths.verify(path, options), signal: options.signal } as const;
+    return this.exchange(request, async (res) => {
+      for await (const text of ndjsonLines(res.body, MAX_VERIFY_LINE_BYTES)) {
+        let line: VerifyAnswerLine;
+        try {
+          line = JSON.parse(text) as VerifyAnswerLine;
+        } catch (err) {
+          throw new ProtocolError(`${this.base.origin}: malformed verify answer line: ${(err as Error).message}`);
+        }
+        if ('report' in line && typeof line.report === 'object' && line.report !== null && Array.isArray(line.report.damaged)) return line.report;
+        const failed = 'error' in line ? readErrorAnswer(line.error) : undefined;
+        if (failed) throw new XferError(failed.code, `${this.base.origin}: ${failed.message}`);
+        if ('progress' in line) options.onProgress?.(line.progress);
+      }
+      throw new ProtocolError(`${this.base.origin} ended its verify answer without a report`);
+    });
+  }
+
   /** Closes the connections once their requests are done (at once if the client's signal was aborted). */
   async close(): Promise<void> {
     this.unlisten();
@@ -486,4 +516,26 @@ function transportError(err: unknown, base: URL, signal?: AbortSignal): unknown 
   const f = describeNetFailure(err, base);
   const message = f.reaching ? `cannot reach ${base.origin}: ${f.text}` : `the connection to ${base.origin} broke: ${f.text}`;
   return f.permanent ? new ProtocolError(message, { cause: err }) : new TransientError(message, { cause: err });
+}
+
+/** The lines of an NDJSON body; a line longer than `maxBytes` is a ProtocolError. */
+async function* ndjsonLines(body: AsyncIterable<Uint8Array>, maxBytes: number): AsyncGenerator<string> {
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  for await (const piece of body) {
+    let buf = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
+    let nl: number;
+    while ((nl = buf.indexOf(10)) >= 0) {
+      pending.push(buf.subarray(0, nl));
+      const text = Buffer.concat(pending).toString('utf8');
+      pending = [];
+      pendingBytes = 0;
+      if (text !== '') yield text;
+      buf = buf.subarray(nl + 1);
+    }
+    pendingBytes += buf.length;
+    if (pendingBytes > maxBytes) throw new ProtocolError(`an answer line is longer than ${maxBytes} bytes`);
+    if (buf.length > 0) pending.push(Buffer.from(buf));
+  }
+  if (pendingBytes > 0) yield Buffer.concat(pending).toString('utf8');
 }
