@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isOneLineError, runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
+import { S3FaultProxy } from './helpers/s3-proxy.js';
 import { freshLocation, listKeys, motoMissing, useS3Service } from './helpers/s3.js';
 import { startServeProcess } from './helpers/server.js';
 
@@ -121,6 +122,24 @@ describe('xfer serve --store s3://', { skip: motoMissing() }, () => {
       assert.ok((await readFile(back)).equals(data));
     } finally {
       assert.equal(await server.stop(), 0, server.stderr());
+    }
+  });
+
+  it("tells clients of a failure of the S3 store without naming the bucket (as a local store's path is hidden)", async () => {
+    const proxy = await S3FaultProxy.start(f.service.endpoint!);
+    const store = freshLocation(f.service);
+    const server = await startServeProcess(['--root', join(dir, 'root-hide'), '--port', '0', '--store', store, '--s3-endpoint', proxy.endpoint, '--s3-path-style'], env);
+    try {
+      proxy.failNext((r) => r.method === 'GET' && /list-type=2/.test(r.query), { kind: 'status', status: 403, code: 'AccessDenied' });
+      const ls = await runCli(['ls', `${server.url}/`]);
+      assert.notEqual(ls.code, 0);
+      assert.ok(isOneLineError(ls.stderr), ls.stderr);
+      assert.match(ls.stderr, /LIST the server's store\/.*manifests\/: access denied/);
+      const bucket = new URL(store.replace(/^s3:/, 'http:')).hostname;
+      assert.ok(!ls.stderr.includes(bucket), ls.stderr);
+    } finally {
+      assert.equal(await server.stop(), 0, server.stderr());
+      await proxy.close();
     }
   });
 

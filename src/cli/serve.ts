@@ -75,11 +75,12 @@ export function registerServe(program: Command, signal: AbortSignal): void {
       process.on('unhandledRejection', onUnhandled);
       // A store given by --store is ours to close, after the server (which only flushes it).
       let store: (ServerStore & { close(): Promise<void> }) | undefined;
+      let storeName: string | undefined;
       try {
-        if (flags.store !== undefined) store = await openServeStore(flags.store, s3, signal);
+        if (flags.store !== undefined) ({ store, name: storeName } = await openServeStore(flags.store, s3, signal));
         const server = await createServer({
           root: flags.root,
-          ...(store !== undefined ? { store } : {}),
+          ...(store !== undefined ? { store, storeName } : {}),
           host: flags.host,
           port,
           tlsCertFile: flags.tlsCert,
@@ -111,14 +112,17 @@ export function registerServe(program: Command, signal: AbortSignal): void {
 }
 
 /**
- * The store of --store: only s3://bucket/prefix (the prefix is the store's, not a target
- * in it: packs, index and manifests go under it). Opening loads its index; a missing
- * bucket or an unreachable endpoint fails the start with the store's own message.
+ * The store of --store, and how it names itself in messages (hidden from clients): only
+ * s3://bucket/prefix (the prefix is the store's, not a target in it: packs, index and
+ * manifests go under it). Opening loads its index; a missing bucket or an unreachable
+ * endpoint fails the start with the store's own message.
  */
 async function openServeStore(url: string, s3: { endpoint?: string; forcePathStyle?: boolean }, signal: AbortSignal) {
-  const { isS3Location, openS3Store } = await import('../store/s3/index.js');
+  const { formatS3Location, isS3Location, openS3Store } = await import('../store/s3/index.js');
   if (!isS3Location(url)) throw new InvalidArgumentError(`--store: expected s3://bucket/prefix, got "${url}" (without --store the store is <root>/store)`);
-  return openS3Store(url, { ...s3, signal });
+  const store = await openS3Store(url, { ...s3, signal });
+  // The bucket, as the store's messages begin: s3://bucket/<key>.
+  return { store, name: formatS3Location({ bucket: store.location.bucket, prefix: '' }).replace(/\/$/, '') };
 }
 
 /** Seconds (decimals allowed) as whole milliseconds. */
