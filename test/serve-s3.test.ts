@@ -5,7 +5,7 @@
  * fetches, listings, and a restart (or a kill) of the server loses nothing stored.
  */
 import { strict as assert } from 'node:assert';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -61,12 +61,14 @@ describe('xfer serve --store s3://', { skip: motoMissing() }, () => {
 
       // An edited version: deltas against chunks read back from S3, then an in-place commit.
       await writeFile(src, v2);
+      const ino = (await stat(join(root, 'files', 'imaging', 'volume.bin'))).ino;
       const p2 = await runCli(['push', src, `${server.url}/imaging/volume.bin`, '--json', '--in-place']);
       assert.equal(p2.code, 0, p2.stderr);
       const r2 = JSON.parse(p2.stdout);
       assert.ok(r2.chunksDelta > 0, `chunks went as deltas: ${p2.stdout}`);
       assert.ok(r2.bytesSent < v1.length / 4);
       assert.ok((await readFile(join(root, 'files', 'imaging', 'volume.bin'))).equals(v2));
+      assert.equal((await stat(join(root, 'files', 'imaging', 'volume.bin'))).ino, ino, 'rewritten in place');
 
       const ls = await runCli(['ls', `${server.url}/`, '--json']);
       assert.equal(ls.code, 0, ls.stderr);
