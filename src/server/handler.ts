@@ -37,7 +37,11 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
 
   // Messages name paths under the server's root: clients are not told where that is.
   const root = dirname(ctx.filesDir);
-  const hidePaths = (message: string) => message.split(join(root, 'store')).join("the server's store").split(root).join("the server's root");
+  const storeNames = [...(ctx.storeName ? [ctx.storeName] : []), join(root, 'store')];
+  const hidePaths = (message: string) => {
+    for (const name of storeNames) message = message.split(name).join("the server's store");
+    return message.split(root).join("the server's root");
+  };
   const rc: RouteContext = { ctx, stages, checksumStages, commits, log, sendTimeoutMs, hidePaths };
   const chunks = chunkRoutes(rc);
   const staging = stageRoutes(rc);

@@ -48,6 +48,11 @@ export interface ServerOptions {
    * `<root>/store`, which the server opens and closes.
    */
   readonly store?: ServerStore;
+  /**
+   * How `store` names itself in its messages (e.g. `s3://bucket/prefix`): replaced by "the
+   * server's store" in what clients are told, as the default store's path is.
+   */
+  readonly storeName?: string;
   readonly host?: string;
   /** 0 picks a free port. */
   readonly port?: number;
@@ -157,7 +162,7 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   const controller = new AbortController();
   setMaxListeners(0, controller.signal); // every in-flight store operation listens on it
   const stats = { commits: 0, commitsStaged: 0 };
-  const handler = createHandler({ store, filesDir, tmpDir, token: options.token, signal: controller.signal, stats, stageTimeoutMs, sendTimeoutMs: bodyTimeoutMs, log, inPlaceAboveBytes: options.inPlaceAboveBytes });
+  const handler = createHandler({ store, filesDir, tmpDir, token: options.token, signal: controller.signal, stats, stageTimeoutMs, sendTimeoutMs: bodyTimeoutMs, log, inPlaceAboveBytes: options.inPlaceAboveBytes, storeName: options.storeName });
   const settings = { initialWindowSize: STREAM_WINDOW_BYTES, maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: MAX_HEADER_LIST_BYTES };
 
   const connections = new Map<string, Connection>();

@@ -50,6 +50,7 @@ import { createS3Client, S3_MAX_REQUESTS_IN_FLIGHT, type S3ClientOptions } from 
 import { isPermanentS3Error, s3Failure } from './errors.js';
 import { decodeIndexObject, encodeIndexObject, type PackIndex } from './index-object.js';
 import { Slots } from '../../core/window.js';
+import { MultipartUpload, putInParts, S3_MIN_PART_BYTES, S3_MULTIPART_ABOVE_BYTES, S3_PART_BYTES, type MultipartContext } from './multipart.js';
 import { formatS3Location, parseS3Location, type S3Location } from './location.js';
 import { CoalescingReader } from './reads.js';
 import { ChunkTable } from './table.js';
@@ -89,6 +90,19 @@ export interface S3StoreOptions extends S3ClientOptions, OpOptions {
   readonly onRetry?: (event: RetryEvent) => void;
   /** Bytes at which a pack is sealed and uploaded (default S3_PACK_TARGET_BYTES). */
   readonly packTargetBytes?: number;
+  /** Objects (packs, index objects, manifests) of more bytes are uploaded in parts (default S3_MULTIPART_ABOVE_BYTES). */
+  readonly multipartAboveBytes?: number;
+  /** Bytes of each part of such an upload but the last (default S3_PART_BYTES; at least S3_MIN_PART_BYTES). */
+  readonly partBytes?: number;
+}
+
+interface S3Tuning {
+  readonly retry: RetryPolicy;
+  readonly isPermanent?: (error: unknown) => boolean;
+  readonly onRetry?: (event: RetryEvent) => void;
+  readonly packTargetBytes: number;
+  readonly multipartAboveBytes: number;
+  readonly partBytes: number;
 }
 
 /**
@@ -100,6 +114,11 @@ export async function openS3Store(url: string, options: S3StoreOptions = {}): Pr
   const location = parseS3Location(url);
   checkSignal(options);
   checkPositiveInteger(options, 'packTargetBytes');
+  checkPositiveInteger(options, 'multipartAboveBytes');
+  checkPositiveInteger(options, 'partBytes');
+  if (options.partBytes !== undefined && options.partBytes < S3_MIN_PART_BYTES) {
+    throw new InvalidOptionError('partBytes', `at least ${S3_MIN_PART_BYTES} (S3's least part)`);
+  }
   checkBoolean(options, 'forcePathStyle');
   checkFunction(options, 'isPermanent');
   checkFunction(options, 'onRetry');
@@ -111,6 +130,8 @@ export async function openS3Store(url: string, options: S3StoreOptions = {}): Pr
     isPermanent: options.isPermanent,
     onRetry: options.onRetry,
     packTargetBytes: options.packTargetBytes ?? S3_PACK_TARGET_BYTES,
+    multipartAboveBytes: options.multipartAboveBytes ?? S3_MULTIPART_ABOVE_BYTES,
+    partBytes: options.partBytes ?? S3_PART_BYTES,
   });
   try {
     await store.loadIndex(options.signal);
@@ -165,14 +186,11 @@ export class S3Store implements ChunkStore, ManifestStore {
   constructor(
     readonly location: S3Location,
     private readonly client: S3Client,
-    private readonly tuning: {
-      readonly retry: RetryPolicy;
-      readonly isPermanent?: (error: unknown) => boolean;
-      readonly onRetry?: (event: RetryEvent) => void;
-      readonly packTargetBytes: number;
-    } = {
+    private readonly tuning: S3Tuning = {
       retry: DEFAULT_RETRY_POLICY,
       packTargetBytes: S3_PACK_TARGET_BYTES,
+      multipartAboveBytes: S3_MULTIPART_ABOVE_BYTES,
+      partBytes: S3_PART_BYTES,
     },
   ) {
     this.where = formatS3Location(location);
@@ -389,7 +407,14 @@ export class S3Store implements ChunkStore, ManifestStore {
     await this.putObject(this.key('packs', pack.name), pack.body!);
   }
 
+  /** What multipart.ts needs to upload in parts through this store's requests. */
+  private get multipart(): MultipartContext {
+    return { client: this.client, bucket: this.location.bucket, where: this.where, request: (what, signal, op) => this.request(what, signal, op) };
+  }
+
+  /** One PUT, or an upload in parts when `body` is larger than the multipart bound. */
   private async putObject(key: string, body: Buffer, signal?: AbortSignal): Promise<void> {
+    if (body.length > this.tuning.multipartAboveBytes) return putInParts(this.multipart, key, body, this.tuning.partBytes, signal);
     const md5 = createHash('md5').update(body).digest('base64');
     await this.request(`PUT ${this.where}${key}`, signal, (abortSignal) =>
       this.client.send(
@@ -519,14 +544,36 @@ export class S3Store implements ChunkStore, ManifestStore {
     const signal = options?.signal;
     throwIfAborted(signal);
     this.checkOpen();
-    const pieces: Buffer[] = [];
-    for await (const piece of source) {
-      throwIfAborted(signal);
-      pieces.push(Buffer.from(piece));
+    const key = this.key('manifests', name);
+    // Held whole up to the multipart bound; a larger manifest goes up in parts as it is
+    // read, so at most a part and a piece of it are in memory.
+    let pieces: Buffer[] = [];
+    let held = 0;
+    let upload: MultipartUpload | undefined;
+    try {
+      for await (const piece of source) {
+        throwIfAborted(signal);
+        pieces.push(Buffer.from(piece));
+        held += piece.length;
+        if (upload === undefined && held <= this.tuning.multipartAboveBytes) continue;
+        upload ??= await MultipartUpload.start(this.multipart, key, signal);
+        while (held >= this.tuning.partBytes) {
+          const all = Buffer.concat(pieces);
+          await upload.addPart(all.subarray(0, this.tuning.partBytes), signal);
+          pieces = [all.subarray(this.tuning.partBytes)];
+          held = pieces[0]!.length;
+        }
+      }
+      // Chunks first: whatever the caller did, no manifest is stored before its chunks are
+      // (an upload in parts shows nothing before it is completed).
+      await this.flush({ signal });
+      if (upload === undefined) return await this.putObject(key, Buffer.concat(pieces), signal);
+      if (held > 0) await upload.addPart(Buffer.concat(pieces), signal);
+      await upload.complete(signal);
+    } catch (err) {
+      await upload?.abort();
+      throw err;
     }
-    // Chunks first: whatever the caller did, no manifest is stored before its chunks are.
-    await this.flush({ signal });
-    await this.putObject(this.key('manifests', name), Buffer.concat(pieces), signal);
   }
 
   async getManifest(name: string, options?: OpOptions): Promise<AsyncIterable<Uint8Array>> {
