@@ -18,6 +18,7 @@ const COMMANDS: Readonly<Record<string, () => Promise<Register>>> = {
   manifest: async () => (await import('./manifest.js')).registerManifest,
   serve: async () => (await import('./serve.js')).registerServe,
   ls: async () => (await import('./ls.js')).registerLs,
+  gc: async () => (await import('./gc.js')).registerGc,
 };
 
 /**
