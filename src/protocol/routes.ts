@@ -53,6 +53,7 @@ export const ENDPOINTS = {
   manifests: 'manifests/',
   stat: 'stat/',
   list: 'list',
+  gc: 'gc',
 } as const;
 
 /** Query parameter names. */
@@ -66,7 +67,13 @@ export const PARAMS = {
   mode: 'mode',
   mtimeMs: 'mtimeMs',
   size: 'size',
+  dryRun: 'dry-run',
+  maxUnused: 'max-unused',
+  graceMs: 'grace-ms',
 } as const;
+
+/** The longest grace a gc request may ask for (ten years, in ms): bounds the number. */
+export const MAX_GC_GRACE_MS = 10 * 366 * 24 * 3600 * 1000;
 
 /** Request paths, as the client writes them. */
 export const paths = {
@@ -85,6 +92,9 @@ export const paths = {
   },
   stat: (name: string): string => `${API_PREFIX}${ENDPOINTS.stat}${nameToRemotePath(name)}`,
   list: (prefix: string): string => `${API_PREFIX}${ENDPOINTS.list}?${PARAMS.prefix}=${encodeURIComponent(prefix)}`,
+  /** POST: the server collects its store's garbage and answers the report. */
+  gc: (o: { readonly dryRun: boolean; readonly maxUnusedPercent: number; readonly graceMs: number }): string =>
+    `${API_PREFIX}${ENDPOINTS.gc}?${PARAMS.dryRun}=${o.dryRun ? 1 : 0}&${PARAMS.maxUnused}=${o.maxUnusedPercent}&${PARAMS.graceMs}=${o.graceMs}`,
 };
 
 /** A request path without its query, for messages (`POST /v1/chunks`). */

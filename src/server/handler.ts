@@ -10,6 +10,7 @@ import { BODY_TIMEOUT_MS, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_QUERY_DIGESTS, M
 import { silentLogger } from './log.js';
 import { algorithmOf, checksumParam } from './params.js';
 import { chunkRoutes } from './routes/chunks.js';
+import { gcRoutes } from './routes/gc.js';
 import { listingRoutes } from './routes/listing.js';
 import { manifestRoutes } from './routes/manifests.js';
 import { stageRoutes } from './routes/stages.js';
@@ -40,6 +41,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   const staging = stageRoutes(rc);
   const manifests = manifestRoutes(rc);
   const listing = listingRoutes(rc);
+  const gc = gcRoutes(rc);
 
   return (req, res) => {
     handle(req, res).catch((err) => sendErrorAnswer(res, err, {}, hidePaths));
@@ -88,6 +90,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     }
     if (method === 'GET' && rest.startsWith(ENDPOINTS.stat)) return listing.stat(res, remotePathToName(rest.slice(ENDPOINTS.stat.length)));
     if (method === 'GET' && rest === ENDPOINTS.list) return listing.list(res, url.searchParams.get(PARAMS.prefix) ?? '');
+    if (method === 'POST' && rest === ENDPOINTS.gc) return gc.gc(req, res, url);
     throw new NotFoundError(`no such endpoint: ${method} ${path}`);
   }
 }

@@ -17,9 +17,10 @@ import path from 'node:path';
 import { throwIfAborted } from '../../core/abort.js';
 import { fromSystemError, IoError } from '../../core/errors.js';
 import { fsyncPath } from '../../io/sync.js';
-import { emptyGcReport, planPackGc, type PackFacts } from '../gc.js';
+import { DIRECT_ALIGN_BYTES } from '../../io/direct.js';
+import { emptyGcReport, packedBytes, planPackGc, type PackFacts } from '../gc.js';
 import { acquireLock } from '../lock.js';
-import { decodeIndexRecords, IDX_MAGIC, PACK_NAME_RE, type PackEntry } from '../pack.js';
+import { decodeIndexRecords, IDX_MAGIC, PACK_MAGIC, PACK_NAME_RE, type PackEntry } from '../pack.js';
 import type { ChunkStore, GcOptions, GcReport, ReferencedChunks } from '../store.js';
 import { isMissing, readDirNames, writeDurably } from './fs.js';
 import { newTempPath } from './temp.js';
@@ -102,6 +103,12 @@ export interface LocalGcAccess {
   refreshMarks(extra?: Iterable<string>): Promise<void>;
   /** A pack was deleted: close its file. */
   forgetPack(name: string): void;
+  /**
+   * Commits what is pending and makes the next put start a new pack, so that repacked
+   * chunks never go into a pack this gc judges; returns the packs still being written
+   * here (left alone).
+   */
+  rollOver(signal: AbortSignal | undefined): Promise<string[]>;
 }
 
 /** Reads what is known of every pack in the directory: size, time, index records, mark. */
@@ -151,8 +158,9 @@ export async function collectLocalGarbage(access: LocalGcAccess, referenced: Ref
   await mkdir(gcDir(access.dir), { recursive: true }).catch(() => undefined);
   const lock = dryRun ? undefined : await acquireLock(path.join(gcDir(access.dir), 'lock'), { signal });
   try {
+    const live = new Set(dryRun ? [] : await access.rollOver(signal));
     const marks = await readMarks(access.dir);
-    const packs = await packFacts(access.packDir, marks, signal);
+    const packs = (await packFacts(access.packDir, marks, signal)).filter((p) => !live.has(p.name));
     const plan = planPackGc(packs, referenced, options);
     const toMark = [...plan.mark, ...plan.repack.map((r) => r.pack)];
     // Marked now and deletable at once only with no grace at all (nothing may be running).
@@ -171,7 +179,9 @@ export async function collectLocalGarbage(access: LocalGcAccess, referenced: Ref
     report.waitingBytes = waiting.reduce((n, p) => n + p.bytes, 0);
     report.nextDeletableAtMs = waiting.length ? Math.min(...waiting.map((p) => (p.markedAtMs ?? now) + options.graceMs)) : 0;
     if (dryRun) {
-      report.storeBytes = packs.reduce((n, p) => n + p.bytes, 0) - report.freedBytes + (options.graceMs === 0 ? report.repackedBytes : 0);
+      // The new packs' size as a writer makes them: magic, records, the end aligned for O_DIRECT.
+      const repacked = plan.repack.length ? PACK_MAGIC.length + plan.repack.reduce((n, r) => n + r.keep.reduce((m, e) => m + packedBytes(e), 0), 0) : 0;
+      report.storeBytes = packs.reduce((n, p) => n + p.bytes, 0) - report.freedBytes + Math.ceil(repacked / DIRECT_ALIGN_BYTES) * DIRECT_ALIGN_BYTES;
       return report;
     }
     if (plan.recover.length) {

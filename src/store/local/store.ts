@@ -241,6 +241,11 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
         store: this,
         refreshMarks: (extra) => this.applyMarks(extra),
         forgetPack: (name) => this.reader.forget(this.packs.packNumber(name)),
+        rollOver: async (signal) => {
+          this.writers.rollOver();
+          await this.flush({ signal });
+          return this.writers.liveNames();
+        },
       },
       referenced,
       options,
