@@ -118,4 +118,32 @@ describe('gc of an S3 store (moto_server)', { skip: motoMissing() }, () => {
       await reopened.close();
     }
   });
+
+  it('a push after gc marked a pack stores its chunks again, so deleting the pack loses nothing', async () => {
+    const url = freshLocation(f.service);
+    const first = await openTestStore(f.service, url);
+    await push(join(dir, 'a.bin'), { store: first, path: 'a' }, { pool });
+    await first.deleteManifest('a');
+    await first.close();
+    const collecting = await openTestStore(f.service, url);
+    const now = Date.now() + 2 * HOUR_MS;
+    try {
+      assert.equal((await gc(collecting, { graceMs: HOUR_MS, nowMs: now })).markedPacks, 1);
+      const pushing = await openTestStore(f.service, url);
+      const again = await push(join(dir, 'a.bin'), { store: pushing, path: 'a' }, { pool });
+      await pushing.close();
+      assert.ok(again.chunksSent > 0, 'the marked chunks count as absent');
+      const late = await gc(collecting, { graceMs: HOUR_MS, nowMs: now + 2 * HOUR_MS });
+      assert.equal(late.deletedPacks, 1);
+    } finally {
+      await collecting.close();
+    }
+    const reopened = await openTestStore(f.service, url);
+    try {
+      await pull({ store: reopened, path: 'a' }, join(dir, 'a3.bin'), { pool });
+      assert.ok((await readFile(join(dir, 'a3.bin'))).equals(await readFile(join(dir, 'a.bin'))));
+    } finally {
+      await reopened.close();
+    }
+  });
 });
