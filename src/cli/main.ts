@@ -20,6 +20,7 @@ const COMMANDS: Readonly<Record<string, () => Promise<Register>>> = {
   ls: async () => (await import('./ls.js')).registerLs,
   forget: async () => (await import('./forget.js')).registerForget,
   rm: async () => (await import('./rm.js')).registerRm,
+  gc: async () => (await import('./gc.js')).registerGc,
 };
 
 /**

@@ -58,6 +58,7 @@ export const ENDPOINTS = {
   list: 'list',
   targets: 'targets/',
   verify: 'verify',
+  gc: 'gc',
 } as const;
 
 /** Query parameter names. */
@@ -75,7 +76,13 @@ export const PARAMS = {
   readData: 'read-data',
   subset: 'subset',
   chunksOnly: 'chunks-only',
+  dryRun: 'dry-run',
+  maxUnused: 'max-unused',
+  graceMs: 'grace-ms',
 } as const;
+
+/** The longest grace a gc request may ask for (ten years, in ms): bounds the number. */
+export const MAX_GC_GRACE_MS = 10 * 366 * 24 * 3600 * 1000;
 
 /** Request paths, as the client writes them. */
 export const paths = {
@@ -104,6 +111,9 @@ export const paths = {
     if (options.chunksOnly) query.push(`${PARAMS.chunksOnly}=1`);
     return `${API_PREFIX}${ENDPOINTS.verify}?${query.join('&')}`;
   },
+  /** POST: the server collects its store's garbage and answers the report. */
+  gc: (o: { readonly dryRun: boolean; readonly maxUnusedPercent: number; readonly graceMs: number }): string =>
+    `${API_PREFIX}${ENDPOINTS.gc}?${PARAMS.dryRun}=${o.dryRun ? 1 : 0}&${PARAMS.maxUnused}=${o.maxUnusedPercent}&${PARAMS.graceMs}=${o.graceMs}`,
 };
 
 /** What `DELETE /v1/targets/<path>` answers: each target removed, with how many of its versions went. */

@@ -11,6 +11,7 @@ import { silentLogger } from './log.js';
 import { validateTargetName } from '../store/names.js';
 import { algorithmOf, checksumParam } from './params.js';
 import { chunkRoutes } from './routes/chunks.js';
+import { gcRoutes } from './routes/gc.js';
 import { listingRoutes } from './routes/listing.js';
 import { manifestRoutes } from './routes/manifests.js';
 import { stageRoutes } from './routes/stages.js';
@@ -49,6 +50,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   const listing = listingRoutes(rc);
   const targets = targetRoutes(rc);
   const verifying = verifyRoutes(rc);
+  const gc = gcRoutes(rc);
 
   return (req, res) => {
     handle(req, res).catch((err) => sendErrorAnswer(res, err, {}, hidePaths));
@@ -102,6 +104,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     if (method === 'DELETE' && rest.startsWith(ENDPOINTS.targets)) return targets.removeTarget(res, validateTargetName(remotePathToName(rest.slice(ENDPOINTS.targets.length))), flagParam(url.searchParams, PARAMS.recursive));
     if (method === 'GET' && rest === ENDPOINTS.list) return listing.list(res, url.searchParams.get(PARAMS.prefix) ?? '');
     if (method === 'POST' && rest === ENDPOINTS.verify) return verifying.verify(req, res, url.searchParams);
+    if (method === 'POST' && rest === ENDPOINTS.gc) return gc.gc(req, res, url);
     throw new NotFoundError(`no such endpoint: ${method} ${path}`);
   }
 }

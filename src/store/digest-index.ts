@@ -8,7 +8,8 @@
  *
  * Open addressing with linear probing over `slots` (entry number + 1; 0 = empty). Digests
  * are cryptographic hashes, so their first four bytes are already a uniform hash.
- * Entries are never removed.
+ * Entries are never removed; an entry's place may be changed (relocate), which a pack
+ * store does when the pack it named is marked for deletion and another copy is found.
  */
 import { InvalidArgumentError } from '../core/errors.js';
 import { DIGEST_BYTES } from '../core/ids.js';
@@ -61,6 +62,13 @@ export class DigestIndex {
     this.lengths[e] = length;
     this.place(e);
     return e;
+  }
+
+  /** Points entry `entry` at another copy of its chunk. */
+  relocate(entry: number, pack: number, offset: number, length: number): void {
+    this.packs[entry] = pack;
+    this.offsets[entry] = offset;
+    this.lengths[entry] = length;
   }
 
   pack(entry: number): number {

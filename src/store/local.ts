@@ -15,6 +15,8 @@
  *                                     older than STALE_TEMP_AGE_MS: leftovers of a crash
  *   <dir>/locks/<name>                held while a push rebuilds and commits target
  *                                     <name> (lockTarget); a dead process's is broken
+ *   <dir>/gc/marks.json               packs a gc marked for deletion, and when (local/gc.ts)
+ *   <dir>/gc/lock                     held by a running gc
  *
  * Readers ignore other files. A version 1 store (chunk files only) opens as it is; its
  * store.json becomes version 2 when the first pack is written, so that an older xfer,

@@ -25,6 +25,7 @@ import { decodeMissingBitmap, encodeDigests, peekChunkRecord, splitChunkRecords,
 import { MAX_VERIFY_LINE_BYTES, paths, pathOnly, PROTOCOL_VERSION, type ListEntry, type RemoveAnswer, type ServerInfo, type VerifyAnswerLine } from '../../protocol/routes.js';
 import type { VerifyProgress, VerifyReport } from '../../transfer/verify.js';
 import { describeNetFailure, isNetworkFailure, isPermanentHttpError, TransientError } from '../net-errors.js';
+import type { GcOptions, GcRun } from '../store.js';
 
 export interface ClientOptions {
   /** Bearer token for a server started with --token. */
@@ -334,6 +335,12 @@ export class XferClient {
   /** `GET /v1/list`: the manifests under `prefix` with kinds and digests; a damaged one is kind `damaged`, with its `error`. */
   async list(prefix: string, signal?: AbortSignal): Promise<ListEntry[]> {
     return ((await this.request({ method: 'GET', path: paths.list(prefix), signal }, json)) as { entries: ListEntry[] }).entries;
+  }
+
+  /** `POST /v1/gc`: the server collects its store's garbage; the answer is its report. */
+  async gc(options: GcOptions): Promise<GcRun> {
+    const path = paths.gc({ dryRun: options.dryRun === true, maxUnusedPercent: options.maxUnusedPercent, graceMs: options.graceMs });
+    return (await this.request({ method: 'POST', path, signal: options.signal }, json)) as GcRun;
   }
 
   /** `GET /v1/stat/<name>`. */

@@ -2,6 +2,10 @@
  * What the local store knows is in its packs: the index of every pack, loaded at open into
  * a DigestIndex per algorithm (56 bytes per chunk in memory), and refreshed from the index
  * files other openers append to (only what was added since the last read).
+ *
+ * Packs a gc marked for deletion (or deleted) are dead (setDead): their chunks do not count
+ * as present (findLive), and an entry naming a dead pack moves to another copy of its
+ * chunk when one is found (add); setDead re-reads every index file to find such copies.
  */
 import path from 'node:path';
 import { fromSystemError } from '../../core/errors.js';
@@ -21,6 +25,8 @@ export class PackIndex {
   /** Packs this store wrote: their entries are added as they commit, never re-read. */
   private readonly ownPacks = new Set<string>();
   private refreshing: Promise<void> | undefined;
+  /** Packs marked for deletion or deleted, by number. */
+  private dead = new Set<number>();
 
   /** `packDir`: `<dir>/packs`, the pack and index files. */
   constructor(private readonly packDir: string) {}
@@ -28,6 +34,68 @@ export class PackIndex {
   /** The committed chunks of `algorithm`. */
   of(algorithm: DigestAlgorithm): DigestIndex {
     return this.index.get(algorithm)!;
+  }
+
+  /**
+   * Adds a committed chunk unless a live copy is known; an entry that names a dead pack is
+   * pointed at this copy instead.
+   */
+  add(algorithm: DigestAlgorithm, digest: Uint8Array, pack: number, offset: number, length: number): void {
+    const index = this.of(algorithm);
+    const e = index.find(digest);
+    if (e < 0) index.add(digest, pack, offset, length);
+    else if (this.dead.has(index.pack(e)) && !this.dead.has(pack)) index.relocate(e, pack, offset, length);
+  }
+
+  /** The entry of a chunk held by a pack that is not dead, or -1. */
+  findLive(algorithm: DigestAlgorithm, digest: Uint8Array): number {
+    const index = this.of(algorithm);
+    const e = index.find(digest);
+    return e >= 0 && !this.dead.has(index.pack(e)) ? e : -1;
+  }
+
+  isDead(pack: number): boolean {
+    return this.dead.has(pack);
+  }
+
+  /** The names of every pack seen so far. */
+  knownNames(): readonly string[] {
+    return this.packNames;
+  }
+
+  nameOf(pack: number): string {
+    return this.packNames[pack]!;
+  }
+
+  /**
+   * Makes exactly the packs `names` dead. When one more is dead than before, every index
+   * file is read again, so that entries naming it move to other copies of their chunks.
+   */
+  async setDead(names: Iterable<string>): Promise<void> {
+    const dead = new Set<number>();
+    for (const name of names) dead.add(this.packNumber(name));
+    const grew = [...dead].some((n) => !this.dead.has(n));
+    this.dead = dead;
+    if (!grew) return;
+    await this.refreshing?.catch(() => undefined);
+    for (const file of await readDirNames(this.packDir, undefined)) {
+      if (!file.endsWith('.idx')) continue;
+      const name = file.slice(0, -'.idx'.length);
+      if (!PACK_NAME_RE.test(name)) continue;
+      const pack = this.packNumber(name);
+      if (this.dead.has(pack)) continue;
+      let bytes: Buffer;
+      try {
+        bytes = await readFrom(path.join(this.packDir, file), 0);
+      } catch (err) {
+        if (isMissing(err)) continue;
+        throw fromSystemError(err, path.join(this.packDir, file), 'read pack index');
+      }
+      if (!bytes.subarray(0, IDX_MAGIC.length).equals(IDX_MAGIC)) continue;
+      const { entries, usedBytes } = decodeIndexRecords(bytes.subarray(IDX_MAGIC.length));
+      if (!this.ownPacks.has(name)) this.indexRead.set(name, Math.max(this.indexRead.get(name) ?? 0, IDX_MAGIC.length + usedBytes));
+      for (const e of entries) this.add(e.algorithm, e.digest, pack, e.offset, e.length);
+    }
   }
 
   /** Marks pack `name` as this store's own: refresh never reads its index file. */
@@ -78,7 +146,7 @@ export class PackIndex {
           const { entries, usedBytes } = decodeIndexRecords(bytes.subarray(skip));
           this.indexRead.set(name, Math.max(done, IDX_MAGIC.length) + usedBytes);
           const pack = this.packNumber(name);
-          for (const e of entries) this.of(e.algorithm).add(e.digest, pack, e.offset, e.length);
+          for (const e of entries) this.add(e.algorithm, e.digest, pack, e.offset, e.length);
         }
       } finally {
         this.refreshing = undefined;

@@ -11,8 +11,11 @@ import { digestEquals, digestOf } from '../../hash/digest.js';
 import { acquireLock, type HeldLock, type LockOptions } from '../lock.js';
 import { checkChunkId, validateManifestName } from '../names.js';
 import { PACK_TARGET_BYTES } from '../pack.js';
-import type { ChunkStore, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions } from '../store.js';
+import { GC_MARKS_RECHECK_MS } from '../gc.js';
+import type { ChunkStore, GarbageCollecting, GcOptions, GcReport, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions, ReferencedChunks } from '../store.js';
 import { CommitPipeline } from './commit.js';
+import { collectLocalGarbage, marksStamp, readMarks } from './gc.js';
+import { readDirNames } from './fs.js';
 import { createLayout, readStoreFile, STORE_VERSION, storePaths, writeStoreFile, type StorePaths } from './layout.js';
 import { LooseChunks } from './loose.js';
 import { LocalManifests } from './manifests.js';
@@ -43,7 +46,7 @@ export interface ChunkLocation {
  * A store in a local directory (layout and durability described in ../local.ts).
  * Several LocalStores, in one process or many, may share a directory.
  */
-export class LocalStore implements ChunkStore, ManifestStore {
+export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting {
   /** `<dir>/packs`: pack and index files. */
   readonly packDir: string;
   private readonly paths: StorePaths;
@@ -58,6 +61,10 @@ export class LocalStore implements ChunkStore, ManifestStore {
   /** Version 1 chunk files (set at open). */
   private loose!: LooseChunks;
   private closed = false;
+  /** When the gc marks were last looked at, what they were (marksStamp), and a look in progress. */
+  private marksCheckedMs = -Infinity;
+  private marksSeen = '';
+  private marksCheck: Promise<void> | undefined;
 
   private constructor(
     readonly dir: string,
@@ -95,6 +102,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
     throwIfAborted(options.signal);
     await removeStaleTempFiles(store.paths.tempDir, options.signal);
     await store.packs.refresh();
+    await store.checkMarks(true);
     store.loose = await LooseChunks.find(store.paths.chunkDir);
     return store;
   }
@@ -105,7 +113,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
     const p = this.pipeline.find(id);
     if (p) return { file: p.writer.packPath, offset: p.offset, length: p.length };
     const index = this.packs.of(id.algorithm);
-    const e = index.find(id.digest);
+    const e = this.packs.findLive(id.algorithm, id.digest);
     if (e >= 0) return { file: this.packs.packPath(index.pack(e)), offset: index.offset(e), length: index.length(e) };
     const size = await this.loose.size(id, hex);
     return size === undefined ? undefined : { file: this.loose.path(id.algorithm, hex), offset: 0, length: size };
@@ -114,12 +122,13 @@ export class LocalStore implements ChunkStore, ManifestStore {
   async has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]> {
     const signal = options?.signal;
     throwIfAborted(signal);
+    await this.checkMarks();
     const out = new Array<boolean>(ids.length);
     const loose: number[] = [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
       checkChunkId(id);
-      out[i] = this.pipeline.has(id) || this.packs.of(id.algorithm).find(id.digest) >= 0;
+      out[i] = this.pipeline.has(id) || this.packs.findLive(id.algorithm, id.digest) >= 0;
       if (!out[i] && this.loose.present) loose.push(i);
     }
     if (loose.length > 0) {
@@ -151,7 +160,8 @@ export class LocalStore implements ChunkStore, ManifestStore {
     throwIfAborted(signal);
     checkChunkId(id);
     if (this.closed) throw new IoError(`the store at ${this.dir} is closed`);
-    if (this.pipeline.has(id) || this.packs.of(id.algorithm).find(id.digest) >= 0) return false;
+    await this.checkMarks();
+    if (this.pipeline.has(id) || this.packs.findLive(id.algorithm, id.digest) >= 0) return false;
     if (this.loose.present && (await this.has([id], options))[0]) return false;
     if (options?.trusted !== true && !digestEquals(digestOf(id.algorithm, data), id.digest)) {
       throw new ChunkCorruptError(digestToHex(id.digest), 'the bytes to store do not hash to it');
@@ -208,6 +218,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
       const index = this.packs.of(alg);
       for (let e = 0; e < index.size; e++) {
         if (e % 4096 === 0) throwIfAborted(signal);
+        if (this.packs.isDead(index.pack(e))) continue;
         const digest = index.digest(e);
         if (listed.has(`${alg}:${digestKey(digest)}`)) continue;
         yield { algorithm: alg, digest };
@@ -215,9 +226,61 @@ export class LocalStore implements ChunkStore, ManifestStore {
     }
     for (const alg of algorithms) {
       const index = this.packs.of(alg);
-      const skip = (digest: Uint8Array): boolean => listed.has(`${alg}:${digestKey(digest)}`) || index.find(digest) >= 0;
+      const skip = (digest: Uint8Array): boolean => listed.has(`${alg}:${digestKey(digest)}`) || this.packs.findLive(alg, digest) >= 0;
       for await (const digest of this.loose.list(alg, skip, signal)) yield { algorithm: alg, digest };
     }
+  }
+
+  /** One gc run (local/gc.ts; the scheme: ../gc.ts). */
+  collectGarbage(referenced: ReferencedChunks, options: GcOptions): Promise<GcReport> {
+    return collectLocalGarbage(
+      {
+        dir: this.dir,
+        packDir: this.packDir,
+        tempDir: this.paths.tempDir,
+        store: this,
+        refreshMarks: (extra) => this.applyMarks(extra),
+        forgetPack: (name) => this.reader.forget(this.packs.packNumber(name)),
+        rollOver: async (signal) => {
+          this.writers.rollOver();
+          await this.flush({ signal });
+          return this.writers.liveNames();
+        },
+      },
+      referenced,
+      options,
+    );
+  }
+
+  /**
+   * Looks at the gc marks again if GC_MARKS_RECHECK_MS passed since the last look (or
+   * `force`), and applies them when they changed: has() and put() then see marked packs'
+   * chunks as absent within that time of a gc marking them (../gc.ts).
+   */
+  private async checkMarks(force = false): Promise<void> {
+    if (this.marksCheck !== undefined) return this.marksCheck;
+    if (!force && Date.now() - this.marksCheckedMs < GC_MARKS_RECHECK_MS) return;
+    this.marksCheck = (async () => {
+      try {
+        this.marksCheckedMs = Date.now();
+        const stamp = await marksStamp(this.dir);
+        if (stamp !== this.marksSeen) {
+          await this.applyMarks();
+          this.marksSeen = stamp;
+        }
+      } finally {
+        this.marksCheck = undefined;
+      }
+    })();
+    return this.marksCheck;
+  }
+
+  /** Makes dead the marked packs, those of our view a gc deleted (their .pack is gone), and `extra`. */
+  private async applyMarks(extra: Iterable<string> = []): Promise<void> {
+    const dead = new Set([...(await readMarks(this.dir)).keys(), ...extra]);
+    const present = new Set(await readDirNames(this.packDir, undefined));
+    for (const name of this.packs.knownNames()) if (!present.has(`${name}.pack`)) dead.add(name);
+    await this.packs.setDead(dead);
   }
 
   putManifest(name: string, source: AsyncIterable<Uint8Array>, options?: OpOptions): Promise<void> {
@@ -260,7 +323,13 @@ export class LocalStore implements ChunkStore, ManifestStore {
     if (e >= 0) {
       const pack = index.pack(e);
       const length = index.length(e);
-      const bytes = await this.reader.read(pack, index.offset(e), length);
+      let bytes: Buffer;
+      try {
+        bytes = await this.reader.read(pack, index.offset(e), length);
+      } catch (err) {
+        if (this.packs.isDead(pack)) return undefined; // a gc deleted it: no copy left here
+        throw err;
+      }
       if (bytes.length !== length) {
         throw new ChunkCorruptError(hex, `pack ${this.packs.packPath(pack)} ends before the chunk does (truncated)`);
       }

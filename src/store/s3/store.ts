@@ -45,7 +45,9 @@ import { MiB } from '../../core/sizes.js';
 import { digestEquals, digestOf } from '../../hash/digest.js';
 import { checkChunkId, compareManifestNames, quoteName, validateManifestName, validateManifestPrefix } from '../names.js';
 import { encodeRecordHeader, newPackName, PACK_MAGIC, PACK_NAME_RE, PACK_RECORD_HEADER_BYTES, type PackEntry } from '../pack.js';
-import type { ChunkStore, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions } from '../store.js';
+import { GC_MARKS_RECHECK_MS } from '../gc.js';
+import type { ChunkStore, GarbageCollecting, GcOptions, GcReport, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions, ReferencedChunks } from '../store.js';
+import { collectS3Garbage, listIndexObjects, readS3Marks, type S3GcAccess } from './gc.js';
 import { createS3Client, S3_MAX_REQUESTS_IN_FLIGHT, type S3ClientOptions } from './client.js';
 import { isPermanentS3Error, s3Failure } from './errors.js';
 import { decodeIndexObject, encodeIndexObject, type PackIndex } from './index-object.js';
@@ -53,7 +55,7 @@ import { Slots } from '../../core/window.js';
 import { MultipartUpload, putInParts, S3_MIN_PART_BYTES, S3_MULTIPART_ABOVE_BYTES, S3_PART_BYTES, type MultipartContext } from './multipart.js';
 import { formatS3Location, parseS3Location, type S3Location } from './location.js';
 import { CoalescingReader } from './reads.js';
-import { ChunkTable } from './table.js';
+import { ChunkTable, type ChunkPlace } from './table.js';
 
 /** A pack takes no more chunks once it is this large; it is then uploaded in one PUT. */
 export const S3_PACK_TARGET_BYTES = 16 * MiB;
@@ -160,7 +162,7 @@ interface PendingChunk {
   data: Buffer;
 }
 
-export class S3Store implements ChunkStore, ManifestStore {
+export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
   private readonly where: string;
   private readonly table = new ChunkTable();
   /** Pack names by pack number (ChunkTable entries hold the number). */
@@ -182,6 +184,13 @@ export class S3Store implements ChunkStore, ManifestStore {
   private readonly reader: CoalescingReader;
   private closed = false;
   private roomWaiters: (() => void)[] = [];
+  /** Pack numbers of packs a gc marked for deletion (or deleted): their chunks are not present. */
+  private deadPacks = new Set<number>();
+  /** Pack numbers by name (packNames' inverse). */
+  private readonly packNumbers = new Map<string, number>();
+  /** When the gc marks were last read, and a read in progress. */
+  private marksCheckedMs = -Infinity;
+  private marksCheck: Promise<void> | undefined;
 
   constructor(
     readonly location: S3Location,
@@ -204,7 +213,7 @@ export class S3Store implements ChunkStore, ManifestStore {
     return { chunks: this.table.size, tableBytes: this.table.tableBytes };
   }
 
-  private key(kind: 'packs' | 'index' | 'manifests', name: string): string {
+  private key(kind: 'packs' | 'index' | 'manifests' | 'gc', name: string): string {
     const suffix = kind === 'packs' ? '.pack' : kind === 'index' ? '.idx' : '';
     return `${this.location.prefix}${kind}/${name}${suffix}`;
   }
@@ -214,6 +223,7 @@ export class S3Store implements ChunkStore, ManifestStore {
   async has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]> {
     throwIfAborted(options?.signal);
     this.checkOpen();
+    await this.checkMarks(options?.signal);
     return ids.map((id) => this.holds(id));
   }
 
@@ -251,6 +261,7 @@ export class S3Store implements ChunkStore, ManifestStore {
     throwIfAborted(signal);
     const hex = checkChunkId(id);
     this.checkOpen();
+    await this.checkMarks(signal);
     if (this.holds(id)) return false;
     if (options?.trusted !== true && !digestEquals(digestOf(id.algorithm, data), id.digest)) {
       throw new ChunkCorruptError(hex, 'the bytes to store do not hash to it');
@@ -339,7 +350,9 @@ export class S3Store implements ChunkStore, ManifestStore {
 
   private holds(id: ChunkId): boolean {
     checkChunkId(id);
-    return this.pending.has(chunkIdKey(id)) || this.table.find(id.algorithm, id.digest) !== undefined;
+    if (this.pending.has(chunkIdKey(id))) return true;
+    const place = this.table.find(id.algorithm, id.digest);
+    return place !== undefined && !this.deadPacks.has(place.pack);
   }
 
   private checkOpen(): void {
@@ -379,9 +392,9 @@ export class S3Store implements ChunkStore, ManifestStore {
     pack.failure = undefined;
     pack.upload = this.uploadPack(pack).then(
       () => {
-        const number = this.packNames.push(pack.name) - 1;
+        const number = this.packNumber(pack.name);
         pack.entries.forEach((entry, i) => {
-          this.table.add(entry.algorithm, entry.digest, { pack: number, offset: entry.offset, length: entry.length });
+          this.addPlace(entry.algorithm, entry.digest, { pack: number, offset: entry.offset, length: entry.length });
           this.pending.delete(pack.keys[i]!);
         });
         pack.done = true;
@@ -509,15 +522,103 @@ export class S3Store implements ChunkStore, ManifestStore {
           continue;
         }
         for (const pack of packs) {
-          const number = this.packNames.push(pack.name) - 1;
+          const number = this.packNumber(pack.name);
           for (const e of pack.entries) {
             if (e.offset + e.length > MAX_U32) continue;
-            this.table.add(e.algorithm, e.digest, { pack: number, offset: e.offset, length: e.length });
+            this.addPlace(e.algorithm, e.digest, { pack: number, offset: e.offset, length: e.length });
           }
         }
       }
     };
+    await this.applyMarks((await readS3Marks(this.gcAccess(), signal)).keys());
     await Promise.all(Array.from({ length: S3_MAX_REQUESTS_IN_FLIGHT }, worker));
+  }
+
+  private packNumber(name: string): number {
+    let n = this.packNumbers.get(name);
+    if (n === undefined) {
+      n = this.packNames.push(name) - 1;
+      this.packNumbers.set(name, n);
+    }
+    return n;
+  }
+
+  /** Adds a chunk's place unless a live one is known; a place in a dead pack moves to this copy. */
+  private addPlace(algorithm: ChunkId['algorithm'], digest: Uint8Array, place: ChunkPlace): void {
+    const known = this.table.find(algorithm, digest);
+    if (known === undefined) this.table.add(algorithm, digest, place);
+    else if (this.deadPacks.has(known.pack) && !this.deadPacks.has(place.pack)) this.table.relocate(algorithm, digest, place);
+  }
+
+  /**
+   * Makes exactly the packs `names` dead. When one more is dead than before, the index
+   * objects are read again, so that places in it move to other copies of their chunks.
+   */
+  private async applyMarks(names: Iterable<string>, signal?: AbortSignal): Promise<void> {
+    const dead = new Set<number>();
+    for (const name of names) dead.add(this.packNumber(name));
+    const grew = [...dead].some((n) => !this.deadPacks.has(n));
+    this.deadPacks = dead;
+    if (!grew || this.table.size === 0) return;
+    for (const { packs } of await listIndexObjects(this.gcAccess(), signal)) {
+      for (const pack of packs) {
+        const number = this.packNumber(pack.name);
+        if (dead.has(number)) continue;
+        for (const e of pack.entries) if (e.offset + e.length <= MAX_U32) this.addPlace(e.algorithm, e.digest, { pack: number, offset: e.offset, length: e.length });
+      }
+    }
+  }
+
+  /** Reads the gc marks again if GC_MARKS_RECHECK_MS passed since the last read (../gc.ts). */
+  private async checkMarks(signal: AbortSignal | undefined): Promise<void> {
+    if (this.marksCheck !== undefined) return untilAborted(this.marksCheck, signal);
+    if (Date.now() - this.marksCheckedMs < GC_MARKS_RECHECK_MS) return;
+    this.marksCheckedMs = Date.now();
+    this.marksCheck = (async () => {
+      try {
+        const marks = await readS3Marks(this.gcAccess(), undefined);
+        // Packs this store knew that a gc deleted since stay dead: deleting a pack unmarks it.
+        const names = new Set(marks.keys());
+        for (const n of this.deadPacks) names.add(this.packNames[n]!);
+        const recovered = [...this.deadPacks].filter((n) => !marks.has(this.packNames[n]!));
+        if (recovered.length > 0) {
+          const existing = new Set((await this.listKeys(`${this.location.prefix}packs/`)).map((k) => k.key));
+          for (const n of recovered) if (existing.has(this.key('packs', this.packNames[n]!))) names.delete(this.packNames[n]!);
+        }
+        await this.applyMarks(names);
+      } finally {
+        this.marksCheck = undefined;
+      }
+    })();
+    return untilAborted(this.marksCheck, signal);
+  }
+
+  /** One gc run (s3/gc.ts; the scheme: ../gc.ts). */
+  async collectGarbage(referenced: ReferencedChunks, options: GcOptions): Promise<GcReport> {
+    this.checkOpen();
+    await this.flush({ signal: options.signal });
+    return collectS3Garbage(this.gcAccess(), referenced, options);
+  }
+
+  /** What s3/gc.ts needs of this store. */
+  private gcAccess(): S3GcAccess {
+    return {
+      where: this.where,
+      prefix: this.location.prefix,
+      key: (kind, name) => this.key(kind, name),
+      store: this,
+      listKeys: (prefix, signal) => this.listKeys(prefix, signal),
+      getObject: (key, signal) => this.getObject(key, signal),
+      putObject: (key, body, signal) => this.putObject(key, body, signal),
+      deleteObject: (key, signal) =>
+        this.request(`DELETE ${this.where}${key}`, signal, (abortSignal) =>
+          this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: key }), { abortSignal }),
+        ).then(() => undefined),
+      setDead: async (names) => {
+        this.marksCheckedMs = Date.now();
+        await this.applyMarks(names);
+      },
+    };
   }
 
   /** A whole object, or undefined if there is none under `key`. */
