@@ -11,6 +11,7 @@ import { pull, push } from '../src/api.js';
 import { gc } from '../src/gc.js';
 import { verify } from '../src/inspect.js';
 import { ScanPool } from '../src/scan/pool.js';
+import { remove } from '../src/targets.js';
 import type { S3Store } from '../src/store/s3/index.js';
 import type { ManifestStore } from '../src/store/store.js';
 import { writeRandomFile } from './helpers/cli.js';
@@ -41,7 +42,7 @@ describe('gc of an S3 store (moto_server)', { skip: motoMissing() }, () => {
     const store = await openTestStore(f.service, url);
     await push(join(dir, 'a.bin'), { store, path: 'a' }, { pool });
     await push(join(dir, 'b.bin'), { store, path: 'b' }, { pool });
-    await store.deleteManifest('a');
+    await remove({ store, path: 'a' });
     await store.close();
     const before = await listKeys(f.service, url);
     assert.equal(kinds(before, 'packs').length, 2);
@@ -72,7 +73,7 @@ describe('gc of an S3 store (moto_server)', { skip: motoMissing() }, () => {
     const url = freshLocation(f.service);
     const first = await openTestStore(f.service, url);
     await push(join(dir, 'a.bin'), { store: first, path: 'a' }, { pool });
-    await first.deleteManifest('a');
+    await remove({ store: first, path: 'a' });
     await first.close();
     const pushing = await openTestStore(f.service, url);
     let arrived!: () => void;
@@ -123,7 +124,7 @@ describe('gc of an S3 store (moto_server)', { skip: motoMissing() }, () => {
     const url = freshLocation(f.service);
     const first = await openTestStore(f.service, url);
     await push(join(dir, 'a.bin'), { store: first, path: 'a' }, { pool });
-    await first.deleteManifest('a');
+    await remove({ store: first, path: 'a' });
     await first.close();
     const collecting = await openTestStore(f.service, url);
     const now = Date.now() + 2 * HOUR_MS;
