@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -8,7 +8,7 @@ import { pull, push } from '../src/api.js';
 import { gc } from '../src/gc.js';
 import { verify } from '../src/inspect.js';
 import { ScanPool } from '../src/scan/pool.js';
-import { remove } from '../src/targets.js';
+import { remove, versions } from '../src/targets.js';
 import { LocalStore } from '../src/store/local.js';
 import type { ManifestStore } from '../src/store/store.js';
 import { BIN, runCli, sha256File, writeRandomFile } from './helpers/cli.js';
@@ -34,6 +34,17 @@ async function storeSnapshot(dest: string): Promise<string[]> {
     out.push(`${p} ${s.size} ${s.mtimeMs}`);
   }
   return out.sort();
+}
+
+/** SHA-256 of what writeRandomFile(path, size, seed) writes. */
+async function sha256Of(size: number, seed: number): Promise<string> {
+  const p = join(tmpdir(), `xfer-gc-ref-${process.pid}-${seed}`);
+  await writeRandomFile(p, size, seed);
+  try {
+    return await sha256File(p);
+  } finally {
+    await rm(p, { force: true });
+  }
 }
 
 /** Makes every pack of the store look written `ms` ago (time passing, for the "young pack" rule). */
@@ -124,6 +135,37 @@ describe('gc of a local store', () => {
     assert.ok(afterBytes < 4.6 * MiB && afterBytes > 3.9 * MiB, `the store holds about the half: ${afterBytes}`);
     await pull(`${dest}/half.bin`, join(dir, 'half1.bin'), { pool });
     assert.equal(await sha256File(join(dir, 'half1.bin')), await sha256File(half));
+    assert.deepEqual((await verify(dest)).damaged, []);
+  });
+
+  it('keeps the chunks only an older version refers to, and frees them once forget --keep-last 1 removed that version', async () => {
+    const dest = join(dir, 'd6');
+    const v = join(dir, 'v', 'img.bin');
+    await mkdir(join(dir, 'v'), { recursive: true });
+    await writeRandomFile(v, 4 * MiB, 5);
+    await push(v, `${dest}/`, { pool });
+    await writeRandomFile(v, 2 * MiB, 6); // a new version sharing no chunk with the first
+    await push(v, `${dest}/`, { pool });
+    const kept = await runCli(['gc', dest, '--grace', '0', '--json']);
+    assert.equal(kept.code, 0, kept.stderr);
+    const first = JSON.parse(kept.stdout) as { manifests: number; deletedPacks: number; repackedPacks: number };
+    assert.equal(first.manifests, 3, 'the current manifest and both versions');
+    assert.deepEqual([first.deletedPacks, first.repackedPacks], [0, 0], 'the first version still refers to its chunks');
+    await pull(`${dest}/img.bin@${(await versions(`${dest}/img.bin`)).versions[0]!.id}`, join(dir, 'img-v1.bin'), { pool });
+    assert.equal(await sha256File(join(dir, 'img-v1.bin')), await sha256Of(4 * MiB, 5));
+
+    const f = await runCli(['forget', `${dest}/img.bin`, '--keep-last', '1']);
+    assert.equal(f.code, 0, f.stderr);
+    const before = await packBytes(dest);
+    const r = await runCli(['gc', dest, '--grace', '0', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout) as { manifests: number; freedBytes: number };
+    assert.equal(report.manifests, 2);
+    const afterBytes = await packBytes(dest);
+    assert.ok(report.freedBytes >= 4 * MiB && before - afterBytes === report.freedBytes, `freed ${report.freedBytes}, store ${before} -> ${afterBytes}`);
+    assert.ok(afterBytes < 2.1 * MiB, `the store holds the last version only: ${afterBytes}`);
+    await pull(`${dest}/img.bin`, join(dir, 'img-v2.bin'), { pool });
+    assert.equal(await sha256File(join(dir, 'img-v2.bin')), await sha256File(v));
     assert.deepEqual((await verify(dest)).damaged, []);
   });
 
