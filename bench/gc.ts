@@ -1,16 +1,13 @@
 /**
  * Bench (issue 16): what gc leaves of a store after many versions. Ten successive edited
  * versions of a disk image (random data, each version `--edits` scattered 4 KiB writes
- * after the previous one) are pushed to one local store; all but the last are removed;
- * `xfer gc --grace 0` runs; the store's pack bytes are then compared with those of a fresh
+ * after the previous one) are pushed to ONE target `img` of a local store (each push a
+ * version of it); `xfer forget --keep-last 1` removes all but the last; `xfer gc --grace 0`
+ * runs; the store's pack bytes are then compared with those of a fresh
  * push of the last version alone (the issue's bar: within 5%). The last version is pulled
  * back and compared, and `xfer verify` must be clean. Not part of `npm test`.
  *
- *   npx tsc -p tsconfig.json && node dist/bench/gc.js [--size 1G] [--versions 10] [--edits 200] [--dir /var/tmp] [--forget]
- *
- * Until `xfer forget` exists the versions are pushed as targets img-1..img-N and the old
- * ones removed with deleteManifest (what forget does to a version's manifest); with
- * `--forget` they are pushed as one target `img` and `xfer forget --keep-last 1` removes them.
+ *   npx tsc -p tsconfig.json && node dist/bench/gc.js [--size 1G] [--versions 10] [--edits 200] [--dir /var/tmp]
  */
 import { spawnSync } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
@@ -18,7 +15,6 @@ import { mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { formatBytes, MiB, parseSize } from '../src/core/sizes.js';
-import { LocalStore } from '../src/store/local.js';
 
 const BIN = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
 
@@ -49,7 +45,6 @@ async function main(): Promise<void> {
   const size = parseSize(arg('--size', '1G'), '--size');
   const versions = Number(arg('--versions', '10'));
   const edits = Number(arg('--edits', '200'));
-  const useForget = process.argv.includes('--forget');
   const dir = await mkdtemp(join(arg('--dir', '/var/tmp'), 'xfer-gc-bench-'));
   try {
     const image = join(dir, 'img');
@@ -66,23 +61,19 @@ async function main(): Promise<void> {
         }
         await fh.sync();
       }
-      xfer(['push', image, useForget ? join(dest, 'img') : join(dest, `img-${v}`)]);
+      xfer(['push', image, join(dest, 'img')]);
     }
     await fh.close();
     const pushedMs = Date.now() - t0;
     const before = await packBytes(dest);
-    if (useForget) xfer(['forget', join(dest, 'img'), '--keep-last', '1']);
-    else {
-      const store = await LocalStore.open(join(dest, '.xfer'), { create: false });
-      for (let v = 1; v < versions; v++) await store.deleteManifest(`img-${v}`);
-      await store.close();
-    }
+    const forgotten = (JSON.parse(xfer(['forget', join(dest, 'img'), '--keep-last', '1', '--json'])) as { remove: unknown[] }).remove.length;
+    if (forgotten !== versions - 1) throw new Error(`forget removed ${forgotten} versions, not ${versions - 1}`);
     const t1 = Date.now();
     const report = JSON.parse(xfer(['gc', dest, '--grace', '0', '--json'])) as Record<string, number>;
     const gcMs = Date.now() - t1;
     const after = await packBytes(dest);
     const verifyOut = xfer(['verify', dest, '--chunks-only']);
-    const last = useForget ? join(dest, 'img') : join(dest, `img-${versions}`);
+    const last = join(dest, 'img');
     const pulled = join(dir, 'pulled');
     xfer(['pull', last, pulled]);
     const identical = digestOfFile(pulled) === digestOfFile(image);
@@ -92,7 +83,7 @@ async function main(): Promise<void> {
     const freshBytes = await packBytes(fresh);
     const ratio = after / freshBytes;
     const result = {
-      size, versions, editsPerVersion: edits, storeBytesBefore: before, storeBytesAfterGc: after, freshPushBytes: freshBytes,
+      size, versions, editsPerVersion: edits, versionsForgotten: forgotten, storeBytesBefore: before, storeBytesAfterGc: after, freshPushBytes: freshBytes,
       overFreshPercent: Number(((ratio - 1) * 100).toFixed(2)), withinFivePercent: ratio <= 1.05, lastVersionIdentical: identical,
       verify: verifyOut.trim(), pushSeconds: pushedMs / 1000, gcSeconds: gcMs / 1000, gc: report,
     };
