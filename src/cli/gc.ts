@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import ms from 'ms';
 import { InvalidArgumentError } from '../core/errors.js';
 import { formatBytes } from '../core/sizes.js';
 import { gc } from '../gc.js';
@@ -6,15 +7,16 @@ import { DEFAULT_GC_GRACE_MS, DEFAULT_MAX_UNUSED_PERCENT } from '../store/gc.js'
 import { remoteFrom, remoteOptions, type RemoteFlags } from './options.js';
 import { count, printJson } from './output.js';
 
-const DURATION_UNITS_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-
-/** `0`, or a number and a unit: `90s`, `30m`, `24h`, `7d`. */
+/** `0`, or a number and a unit as the ms package reads them: `90s`, `30m`, `1.5h`, `7d`, `2 days`. */
 export function parseGrace(text: string): number {
-  const m = /^(\d+(?:\.\d+)?)([smhd])?$/.exec(text.trim());
-  if (m === null || (m[2] === undefined && Number(m[1]) !== 0)) {
+  const t = text.trim();
+  if (/^0+(\.0+)?$/.test(t)) return 0;
+  // A unit is required: ms reads a bare number as milliseconds, a surprise for "24".
+  const v = /^\d+(\.\d+)?\s*[a-z]+$/i.test(t) ? ms(t as ms.StringValue) : undefined;
+  if (v === undefined || !Number.isFinite(v)) {
     throw new InvalidArgumentError(`--grace: expected 0 or a duration such as 90s, 30m, 24h or 7d, got "${text}"`);
   }
-  return Math.round(Number(m[1]) * (m[2] === undefined ? 0 : DURATION_UNITS_MS[m[2]]!));
+  return Math.round(v);
 }
 
 function parsePercent(text: string): number {
