@@ -29,7 +29,8 @@ const MARKS_VERSION = 1;
 
 /** What S3 gc needs of its S3Store. */
 export interface S3GcAccess {
-  readonly where: string;
+  /** The object under `key` (a whole key, prefix included) as s3://bucket/key, for messages. */
+  url(key: string): string;
   readonly prefix: string;
   key(kind: 'packs' | 'index' | 'gc', name: string): string;
   readonly store: ChunkStore;
@@ -51,10 +52,10 @@ export async function readS3Marks(access: S3GcAccess, signal: AbortSignal | unde
   try {
     parsed = JSON.parse(bytes.toString('utf8')) as typeof parsed;
   } catch {
-    throw new IoError(`${access.where}${key}: damaged gc marks (invalid JSON)`);
+    throw new IoError(`${access.url(key)}: damaged gc marks (invalid JSON)`);
   }
   if (parsed.format !== MARKS_FORMAT || parsed.version !== MARKS_VERSION || typeof parsed.packs !== 'object' || parsed.packs === null) {
-    throw new IoError(`${access.where}${key}: not gc marks of a version this xfer reads`);
+    throw new IoError(`${access.url(key)}: not gc marks of a version this xfer reads`);
   }
   for (const [name, at] of Object.entries(parsed.packs)) if (PACK_NAME_RE.test(name) && typeof at === 'number' && Number.isFinite(at)) marks.set(name, at);
   return marks;

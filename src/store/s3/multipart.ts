@@ -38,8 +38,8 @@ export const S3_MAX_PARTS = 10_000;
 export interface MultipartContext {
   readonly client: S3Client;
   readonly bucket: string;
-  /** s3://bucket/prefix, for messages. */
-  readonly where: string;
+  /** The object under `key` (a whole key, prefix included) as s3://bucket/key, for messages. */
+  url(key: string): string;
   /** Runs one request, retried while its failures are transient (S3Store.request). */
   request<T>(what: string, signal: AbortSignal | undefined, op: (signal: AbortSignal) => Promise<T>): Promise<T>;
 }
@@ -58,19 +58,19 @@ export class MultipartUpload {
   ) {}
 
   static async start(ctx: MultipartContext, key: string, signal?: AbortSignal): Promise<MultipartUpload> {
-    const out = await ctx.request(`POST ${ctx.where}${key}?uploads`, signal, (abortSignal) =>
+    const out = await ctx.request(`POST ${ctx.url(key)}?uploads`, signal, (abortSignal) =>
       ctx.client.send(new CreateMultipartUploadCommand({ Bucket: ctx.bucket, Key: key }), { abortSignal }),
     );
-    if (out.UploadId === undefined) throw new IoError(`POST ${ctx.where}${key}?uploads: the answer names no upload`);
+    if (out.UploadId === undefined) throw new IoError(`POST ${ctx.url(key)}?uploads: the answer names no upload`);
     return new MultipartUpload(ctx, key, out.UploadId);
   }
 
   /** Uploads the next part (at least S3_MIN_PART_BYTES unless it is the last). */
   async addPart(body: Buffer, signal?: AbortSignal): Promise<void> {
     const number = this.parts.length + 1;
-    if (number > S3_MAX_PARTS) throw new IoError(`${this.ctx.where}${this.key}: more than ${S3_MAX_PARTS} parts`);
+    if (number > S3_MAX_PARTS) throw new IoError(`${this.ctx.url(this.key)}: more than ${S3_MAX_PARTS} parts`);
     const md5 = createHash('md5').update(body).digest();
-    const out = await this.ctx.request(`PUT ${this.ctx.where}${this.key} part ${number}`, signal, (abortSignal) =>
+    const out = await this.ctx.request(`PUT ${this.ctx.url(this.key)} part ${number}`, signal, (abortSignal) =>
       this.ctx.client.send(
         new UploadPartCommand({
           Bucket: this.ctx.bucket, Key: this.key, UploadId: this.uploadId, PartNumber: number,
@@ -79,7 +79,7 @@ export class MultipartUpload {
         { abortSignal },
       ),
     );
-    if (out.ETag === undefined) throw new IoError(`PUT ${this.ctx.where}${this.key} part ${number}: the answer has no ETag`);
+    if (out.ETag === undefined) throw new IoError(`PUT ${this.ctx.url(this.key)} part ${number}: the answer has no ETag`);
     this.parts.push({ PartNumber: number, ETag: out.ETag });
     this.md5s.push(md5);
   }
@@ -90,7 +90,7 @@ export class MultipartUpload {
    * S3 gives an object of exactly these parts (the MD5 of their MD5s, '-', their count).
    */
   async complete(signal?: AbortSignal): Promise<void> {
-    const what = `POST ${this.ctx.where}${this.key}?uploadId`;
+    const what = `POST ${this.ctx.url(this.key)}?uploadId`;
     let attempts = 0;
     try {
       await this.ctx.request(what, signal, (abortSignal) => {
@@ -111,7 +111,7 @@ export class MultipartUpload {
     if (this.finished) return;
     this.finished = true;
     await this.ctx
-      .request(`DELETE ${this.ctx.where}${this.key}?uploadId`, undefined, (abortSignal) =>
+      .request(`DELETE ${this.ctx.url(this.key)}?uploadId`, undefined, (abortSignal) =>
         this.ctx.client.send(new AbortMultipartUploadCommand({ Bucket: this.ctx.bucket, Key: this.key, UploadId: this.uploadId }), { abortSignal }),
       )
       .catch(() => undefined);
@@ -120,7 +120,7 @@ export class MultipartUpload {
   private async storedAsWhole(signal: AbortSignal | undefined): Promise<boolean> {
     const expected = `"${createHash('md5').update(Buffer.concat(this.md5s)).digest('hex')}-${this.parts.length}"`;
     try {
-      const head = await this.ctx.request(`HEAD ${this.ctx.where}${this.key}`, signal, (abortSignal) =>
+      const head = await this.ctx.request(`HEAD ${this.ctx.url(this.key)}`, signal, (abortSignal) =>
         this.ctx.client.send(new HeadObjectCommand({ Bucket: this.ctx.bucket, Key: this.key }), { abortSignal }),
       );
       return head.ETag === expected;
