@@ -11,7 +11,9 @@
  * store flushes before completing). On any failure, and when the caller gives up, abort()
  * removes the parts stored so far, so no orphaned parts are billed. A process killed in
  * between leaves its parts behind: README "S3 storage" asks for a lifecycle rule
- * (AbortIncompleteMultipartUpload) on the bucket, which S3 applies to such leftovers.
+ * (AbortIncompleteMultipartUpload) on the bucket, which S3 applies to such leftovers, and
+ * a gc aborts those under the store's prefix once older than its grace (listUploads,
+ * abortUpload).
  */
 import { createHash } from 'node:crypto';
 import {
@@ -19,6 +21,7 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   UploadPartCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
@@ -140,5 +143,45 @@ export async function putInParts(ctx: MultipartContext, key: string, body: Buffe
   } catch (err) {
     await upload.abort();
     throw err;
+  }
+}
+
+/** An incomplete multipart upload: its key, its id, and when it was started (ms since epoch). */
+export interface PendingUpload {
+  readonly key: string;
+  readonly uploadId: string;
+  readonly initiatedMs: number;
+}
+
+/** Every incomplete multipart upload under `prefix` (S3 lists at most 1000 a page: all pages). */
+export async function listUploads(ctx: MultipartContext, prefix: string, signal?: AbortSignal): Promise<PendingUpload[]> {
+  const out: PendingUpload[] = [];
+  let keyMarker: string | undefined;
+  let uploadIdMarker: string | undefined;
+  for (;;) {
+    const page = await ctx.request(`LIST ${ctx.url(prefix)}?uploads`, signal, (abortSignal) =>
+      ctx.client.send(
+        new ListMultipartUploadsCommand({ Bucket: ctx.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+        { abortSignal },
+      ),
+    );
+    for (const u of page.Uploads ?? []) {
+      // An upload with no start time counts as new: never aborted on a guess.
+      if (u.Key !== undefined && u.UploadId !== undefined) out.push({ key: u.Key, uploadId: u.UploadId, initiatedMs: u.Initiated?.getTime() ?? Infinity });
+    }
+    if (page.IsTruncated !== true || (page.NextKeyMarker === undefined && page.NextUploadIdMarker === undefined)) return out;
+    keyMarker = page.NextKeyMarker;
+    uploadIdMarker = page.NextUploadIdMarker;
+  }
+}
+
+/** Aborts one incomplete upload (its parts are removed); an upload already gone is not an error. */
+export async function abortUpload(ctx: MultipartContext, upload: PendingUpload, signal?: AbortSignal): Promise<void> {
+  try {
+    await ctx.request(`DELETE ${ctx.url(upload.key)}?uploadId`, signal, (abortSignal) =>
+      ctx.client.send(new AbortMultipartUploadCommand({ Bucket: ctx.bucket, Key: upload.key, UploadId: upload.uploadId }), { abortSignal }),
+    );
+  } catch (err) {
+    if (!isXferError(err, 'XFER_NOT_FOUND')) throw err;
   }
 }

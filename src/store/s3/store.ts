@@ -52,7 +52,7 @@ import { createS3Client, S3_MAX_REQUESTS_IN_FLIGHT, type S3ClientOptions } from 
 import { isPermanentS3Error, s3Failure } from './errors.js';
 import { decodeIndexObject, encodeIndexObject, type PackIndex } from './index-object.js';
 import { Slots } from '../../core/window.js';
-import { MultipartUpload, putInParts, S3_MIN_PART_BYTES, S3_MULTIPART_ABOVE_BYTES, S3_PART_BYTES, type MultipartContext } from './multipart.js';
+import { abortUpload, listUploads, MultipartUpload, putInParts, S3_MIN_PART_BYTES, S3_MULTIPART_ABOVE_BYTES, S3_PART_BYTES, type MultipartContext } from './multipart.js';
 import { formatS3Location, formatS3Object, parseS3Location, type S3Location } from './location.js';
 import { CoalescingReader } from './reads.js';
 import { ChunkTable, type ChunkPlace } from './table.js';
@@ -619,6 +619,8 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
         this.request(`DELETE ${this.url(key)}`, signal, (abortSignal) =>
           this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: key }), { abortSignal }),
         ).then(() => undefined),
+      listUploads: (prefix, signal) => listUploads(this.multipart, prefix, signal),
+      abortUpload: (upload, signal) => abortUpload(this.multipart, upload, signal),
       setDead: async (names) => {
         this.marksCheckedMs = Date.now();
         await this.applyMarks(names);
