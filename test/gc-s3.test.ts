@@ -7,6 +7,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { CreateMultipartUploadCommand, ListMultipartUploadsCommand, UploadPartCommand } from '@aws-sdk/client-s3';
 import { pull, push } from '../src/api.js';
 import { gc } from '../src/gc.js';
 import { verify } from '../src/inspect.js';
@@ -145,6 +146,38 @@ describe('gc of an S3 store (moto_server)', { skip: motoMissing() }, () => {
       assert.ok((await readFile(join(dir, 'a3.bin'))).equals(await readFile(join(dir, 'a.bin'))));
     } finally {
       await reopened.close();
+    }
+  });
+
+  it('aborts the incomplete multipart uploads under its prefix once older than the grace, and only those', async () => {
+    const url = freshLocation(f.service);
+    const other = freshLocation(f.service);
+    const bucket = f.service.base.slice('s3://'.length, -1);
+    const keyOf = (location: string, rest: string) => `${location.slice(f.service.base.length)}/${rest}`;
+    const client = f.service.client;
+    const start = async (key: string) => {
+      const { UploadId } = await client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key }));
+      await client.send(new UploadPartCommand({ Bucket: bucket, Key: key, UploadId, PartNumber: 1, Body: Buffer.alloc(1024, 7) }));
+    };
+    await start(keyOf(url, 'manifests/big'));
+    await start(keyOf(other, 'manifests/big'));
+    const listed = async () => (await client.send(new ListMultipartUploadsCommand({ Bucket: bucket }))).Uploads ?? [];
+    const uploads = async () => (await listed()).map((u) => u.Key).sort();
+    const both = [keyOf(url, 'manifests/big'), keyOf(other, 'manifests/big')].sort();
+    // Times from the server's own clock (moto reports one fixed start time for every upload).
+    const started = Math.max(...(await listed()).map((u) => u.Initiated!.getTime()));
+    const store = await openTestStore(f.service, url);
+    try {
+      const young = await gc(store, { graceMs: HOUR_MS, nowMs: started + HOUR_MS - 1000 });
+      assert.equal(young.abortedUploads, 0, 'an upload younger than the grace may be a running one');
+      assert.deepEqual(await uploads(), both);
+      const later = started + 2 * HOUR_MS;
+      assert.equal((await gc(store, { graceMs: HOUR_MS, nowMs: later, dryRun: true })).abortedUploads, 1);
+      assert.deepEqual(await uploads(), both, 'a dry run aborts nothing');
+      assert.equal((await gc(store, { graceMs: HOUR_MS, nowMs: later })).abortedUploads, 1);
+      assert.deepEqual(await uploads(), [keyOf(other, 'manifests/big')], "another prefix's upload is not the store's");
+    } finally {
+      await store.close();
     }
   });
 });

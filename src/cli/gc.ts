@@ -53,6 +53,7 @@ export function registerGc(program: Command, signal: AbortSignal): void {
     if (r.waitingPacks) {
       out.write(`waiting: ${count(r.waitingPacks, 'pack')} (${formatBytes(r.waitingBytes)}), deletable by a gc from ${new Date(r.nextDeletableAtMs).toISOString()}\n`);
     }
+    if (r.abortedUploads) out.write(`${would}abort ${count(r.abortedUploads, 'incomplete upload')} older than the grace\n`);
     out.write(`store: ${formatBytes(r.storeBytes)}${r.dryRun ? ' after the run' : ''}\n`);
   });
 }

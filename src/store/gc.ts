@@ -128,7 +128,7 @@ export function emptyGcReport(dryRun: boolean, referenced: number): { -readonly 
   return {
     dryRun, referencedChunks: referenced, markedPacks: 0, markedBytes: 0, repackedPacks: 0, repackedBytes: 0, deletedPacks: 0,
     deletedChunks: 0, freedBytes: 0, orphanPacks: 0, recoveredPacks: 0, waitingPacks: 0, waitingBytes: 0, nextDeletableAtMs: 0,
-    mergedIndexes: 0, storeBytes: 0,
+    mergedIndexes: 0, abortedUploads: 0, storeBytes: 0,
   };
 }
 

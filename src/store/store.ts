@@ -125,6 +125,8 @@ export interface GcReport {
   readonly nextDeletableAtMs: number;
   /** Index objects merged into one (S3). */
   readonly mergedIndexes: number;
+  /** Incomplete multipart uploads under the store's prefix, started at least graceMs ago, aborted (S3). */
+  readonly abortedUploads: number;
   /** Bytes the store holds after the run (packs and chunk files, manifests aside). */
   readonly storeBytes: number;
 }

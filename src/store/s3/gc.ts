@@ -13,7 +13,9 @@
  * the packs (so no index ever names a deleted pack; a crash leaves at worst duplicate index
  * records, merged by the next gc, or packs no index names, collected as orphans). Index
  * objects written by pushes during the run were not read, so they are neither merged nor
- * deleted. One gc at a time per store (a server runs its own one at a time).
+ * deleted. Last, incomplete multipart uploads under the prefix started at least graceMs ago
+ * (left by killed processes; a running upload is younger) are aborted. One gc at a time per
+ * store (a server runs its own one at a time).
  */
 import { throwIfAborted } from '../../core/abort.js';
 import { IoError } from '../../core/errors.js';
@@ -21,6 +23,7 @@ import { emptyGcReport, planPackGc, type PackFacts } from '../gc.js';
 import { newPackName, PACK_NAME_RE } from '../pack.js';
 import type { ChunkStore, GcOptions, GcReport, ReferencedChunks } from '../store.js';
 import { decodeIndexObject, encodeIndexObject, type PackIndex } from './index-object.js';
+import type { PendingUpload } from './multipart.js';
 import { S3_INDEX_MAX_RECORDS } from './store.js';
 
 const MARKS_NAME = 'marks.json';
@@ -29,7 +32,8 @@ const MARKS_VERSION = 1;
 
 /** What S3 gc needs of its S3Store. */
 export interface S3GcAccess {
-  readonly where: string;
+  /** The object under `key` (a whole key, prefix included) as s3://bucket/key, for messages. */
+  url(key: string): string;
   readonly prefix: string;
   key(kind: 'packs' | 'index' | 'gc', name: string): string;
   readonly store: ChunkStore;
@@ -37,6 +41,9 @@ export interface S3GcAccess {
   getObject(key: string, signal?: AbortSignal): Promise<Buffer | undefined>;
   putObject(key: string, body: Buffer, signal?: AbortSignal): Promise<void>;
   deleteObject(key: string, signal?: AbortSignal): Promise<void>;
+  /** Incomplete multipart uploads under `prefix`, and aborting one (multipart.ts). */
+  listUploads(prefix: string, signal?: AbortSignal): Promise<PendingUpload[]>;
+  abortUpload(upload: PendingUpload, signal?: AbortSignal): Promise<void>;
   /** Makes exactly these packs dead in the store (has/put: absent). */
   setDead(names: Iterable<string>): Promise<void>;
 }
@@ -51,10 +58,10 @@ export async function readS3Marks(access: S3GcAccess, signal: AbortSignal | unde
   try {
     parsed = JSON.parse(bytes.toString('utf8')) as typeof parsed;
   } catch {
-    throw new IoError(`${access.where}${key}: damaged gc marks (invalid JSON)`);
+    throw new IoError(`${access.url(key)}: damaged gc marks (invalid JSON)`);
   }
   if (parsed.format !== MARKS_FORMAT || parsed.version !== MARKS_VERSION || typeof parsed.packs !== 'object' || parsed.packs === null) {
-    throw new IoError(`${access.where}${key}: not gc marks of a version this xfer reads`);
+    throw new IoError(`${access.url(key)}: not gc marks of a version this xfer reads`);
   }
   for (const [name, at] of Object.entries(parsed.packs)) if (PACK_NAME_RE.test(name) && typeof at === 'number' && Number.isFinite(at)) marks.set(name, at);
   return marks;
@@ -135,6 +142,8 @@ export async function collectS3Garbage(access: S3GcAccess, referenced: Reference
   report.waitingPacks = waiting.length;
   report.waitingBytes = waiting.reduce((n, p) => n + p.bytes, 0);
   report.nextDeletableAtMs = waiting.length ? Math.min(...waiting.map((p) => (p.markedAtMs ?? now) + options.graceMs)) : 0;
+  const staleUploads = (await access.listUploads(access.prefix, signal)).filter((u) => u.initiatedMs + options.graceMs <= now);
+  report.abortedUploads = staleUploads.length;
   if (dryRun) {
     report.storeBytes = facts.reduce((n, p) => n + p.bytes, 0) - report.freedBytes;
     return report;
@@ -174,6 +183,10 @@ export async function collectS3Garbage(access: S3GcAccess, referenced: Reference
     for (const p of removeNow) marks.delete(p.name);
     await writeS3Marks(access, marks, signal);
     await access.setDead([...marks.keys(), ...removed]);
+  }
+  for (const u of staleUploads) {
+    throwIfAborted(signal);
+    await access.abortUpload(u, signal);
   }
   report.storeBytes = (await access.listKeys(packBase, signal)).filter((k) => k.key.endsWith('.pack')).reduce((n, k) => n + k.bytes, 0);
   return report;

@@ -47,3 +47,8 @@ export function parseS3Location(text: string): S3Location {
 export function formatS3Location(location: S3Location): string {
   return `s3://${location.bucket}/${location.prefix}`;
 }
+
+/** One object of a bucket as a URL, for messages (`key` is the whole key, prefix included). */
+export function formatS3Object(bucket: string, key: string): string {
+  return `s3://${bucket}/${key}`;
+}

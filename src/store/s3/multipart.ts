@@ -11,7 +11,9 @@
  * store flushes before completing). On any failure, and when the caller gives up, abort()
  * removes the parts stored so far, so no orphaned parts are billed. A process killed in
  * between leaves its parts behind: README "S3 storage" asks for a lifecycle rule
- * (AbortIncompleteMultipartUpload) on the bucket, which S3 applies to such leftovers.
+ * (AbortIncompleteMultipartUpload) on the bucket, which S3 applies to such leftovers, and
+ * a gc aborts those under the store's prefix once older than its grace (listUploads,
+ * abortUpload).
  */
 import { createHash } from 'node:crypto';
 import {
@@ -19,6 +21,7 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   HeadObjectCommand,
+  ListMultipartUploadsCommand,
   UploadPartCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
@@ -38,8 +41,8 @@ export const S3_MAX_PARTS = 10_000;
 export interface MultipartContext {
   readonly client: S3Client;
   readonly bucket: string;
-  /** s3://bucket/prefix, for messages. */
-  readonly where: string;
+  /** The object under `key` (a whole key, prefix included) as s3://bucket/key, for messages. */
+  url(key: string): string;
   /** Runs one request, retried while its failures are transient (S3Store.request). */
   request<T>(what: string, signal: AbortSignal | undefined, op: (signal: AbortSignal) => Promise<T>): Promise<T>;
 }
@@ -58,19 +61,19 @@ export class MultipartUpload {
   ) {}
 
   static async start(ctx: MultipartContext, key: string, signal?: AbortSignal): Promise<MultipartUpload> {
-    const out = await ctx.request(`POST ${ctx.where}${key}?uploads`, signal, (abortSignal) =>
+    const out = await ctx.request(`POST ${ctx.url(key)}?uploads`, signal, (abortSignal) =>
       ctx.client.send(new CreateMultipartUploadCommand({ Bucket: ctx.bucket, Key: key }), { abortSignal }),
     );
-    if (out.UploadId === undefined) throw new IoError(`POST ${ctx.where}${key}?uploads: the answer names no upload`);
+    if (out.UploadId === undefined) throw new IoError(`POST ${ctx.url(key)}?uploads: the answer names no upload`);
     return new MultipartUpload(ctx, key, out.UploadId);
   }
 
   /** Uploads the next part (at least S3_MIN_PART_BYTES unless it is the last). */
   async addPart(body: Buffer, signal?: AbortSignal): Promise<void> {
     const number = this.parts.length + 1;
-    if (number > S3_MAX_PARTS) throw new IoError(`${this.ctx.where}${this.key}: more than ${S3_MAX_PARTS} parts`);
+    if (number > S3_MAX_PARTS) throw new IoError(`${this.ctx.url(this.key)}: more than ${S3_MAX_PARTS} parts`);
     const md5 = createHash('md5').update(body).digest();
-    const out = await this.ctx.request(`PUT ${this.ctx.where}${this.key} part ${number}`, signal, (abortSignal) =>
+    const out = await this.ctx.request(`PUT ${this.ctx.url(this.key)} part ${number}`, signal, (abortSignal) =>
       this.ctx.client.send(
         new UploadPartCommand({
           Bucket: this.ctx.bucket, Key: this.key, UploadId: this.uploadId, PartNumber: number,
@@ -79,7 +82,7 @@ export class MultipartUpload {
         { abortSignal },
       ),
     );
-    if (out.ETag === undefined) throw new IoError(`PUT ${this.ctx.where}${this.key} part ${number}: the answer has no ETag`);
+    if (out.ETag === undefined) throw new IoError(`PUT ${this.ctx.url(this.key)} part ${number}: the answer has no ETag`);
     this.parts.push({ PartNumber: number, ETag: out.ETag });
     this.md5s.push(md5);
   }
@@ -90,7 +93,7 @@ export class MultipartUpload {
    * S3 gives an object of exactly these parts (the MD5 of their MD5s, '-', their count).
    */
   async complete(signal?: AbortSignal): Promise<void> {
-    const what = `POST ${this.ctx.where}${this.key}?uploadId`;
+    const what = `POST ${this.ctx.url(this.key)}?uploadId`;
     let attempts = 0;
     try {
       await this.ctx.request(what, signal, (abortSignal) => {
@@ -111,7 +114,7 @@ export class MultipartUpload {
     if (this.finished) return;
     this.finished = true;
     await this.ctx
-      .request(`DELETE ${this.ctx.where}${this.key}?uploadId`, undefined, (abortSignal) =>
+      .request(`DELETE ${this.ctx.url(this.key)}?uploadId`, undefined, (abortSignal) =>
         this.ctx.client.send(new AbortMultipartUploadCommand({ Bucket: this.ctx.bucket, Key: this.key, UploadId: this.uploadId }), { abortSignal }),
       )
       .catch(() => undefined);
@@ -120,7 +123,7 @@ export class MultipartUpload {
   private async storedAsWhole(signal: AbortSignal | undefined): Promise<boolean> {
     const expected = `"${createHash('md5').update(Buffer.concat(this.md5s)).digest('hex')}-${this.parts.length}"`;
     try {
-      const head = await this.ctx.request(`HEAD ${this.ctx.where}${this.key}`, signal, (abortSignal) =>
+      const head = await this.ctx.request(`HEAD ${this.ctx.url(this.key)}`, signal, (abortSignal) =>
         this.ctx.client.send(new HeadObjectCommand({ Bucket: this.ctx.bucket, Key: this.key }), { abortSignal }),
       );
       return head.ETag === expected;
@@ -140,5 +143,45 @@ export async function putInParts(ctx: MultipartContext, key: string, body: Buffe
   } catch (err) {
     await upload.abort();
     throw err;
+  }
+}
+
+/** An incomplete multipart upload: its key, its id, and when it was started (ms since epoch). */
+export interface PendingUpload {
+  readonly key: string;
+  readonly uploadId: string;
+  readonly initiatedMs: number;
+}
+
+/** Every incomplete multipart upload under `prefix` (S3 lists at most 1000 a page: all pages). */
+export async function listUploads(ctx: MultipartContext, prefix: string, signal?: AbortSignal): Promise<PendingUpload[]> {
+  const out: PendingUpload[] = [];
+  let keyMarker: string | undefined;
+  let uploadIdMarker: string | undefined;
+  for (;;) {
+    const page = await ctx.request(`LIST ${ctx.url(prefix)}?uploads`, signal, (abortSignal) =>
+      ctx.client.send(
+        new ListMultipartUploadsCommand({ Bucket: ctx.bucket, Prefix: prefix, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker }),
+        { abortSignal },
+      ),
+    );
+    for (const u of page.Uploads ?? []) {
+      // An upload with no start time counts as new: never aborted on a guess.
+      if (u.Key !== undefined && u.UploadId !== undefined) out.push({ key: u.Key, uploadId: u.UploadId, initiatedMs: u.Initiated?.getTime() ?? Infinity });
+    }
+    if (page.IsTruncated !== true || (page.NextKeyMarker === undefined && page.NextUploadIdMarker === undefined)) return out;
+    keyMarker = page.NextKeyMarker;
+    uploadIdMarker = page.NextUploadIdMarker;
+  }
+}
+
+/** Aborts one incomplete upload (its parts are removed); an upload already gone is not an error. */
+export async function abortUpload(ctx: MultipartContext, upload: PendingUpload, signal?: AbortSignal): Promise<void> {
+  try {
+    await ctx.request(`DELETE ${ctx.url(upload.key)}?uploadId`, signal, (abortSignal) =>
+      ctx.client.send(new AbortMultipartUploadCommand({ Bucket: ctx.bucket, Key: upload.key, UploadId: upload.uploadId }), { abortSignal }),
+    );
+  } catch (err) {
+    if (!isXferError(err, 'XFER_NOT_FOUND')) throw err;
   }
 }

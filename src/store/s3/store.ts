@@ -52,8 +52,8 @@ import { createS3Client, S3_MAX_REQUESTS_IN_FLIGHT, type S3ClientOptions } from 
 import { isPermanentS3Error, s3Failure } from './errors.js';
 import { decodeIndexObject, encodeIndexObject, type PackIndex } from './index-object.js';
 import { Slots } from '../../core/window.js';
-import { MultipartUpload, putInParts, S3_MIN_PART_BYTES, S3_MULTIPART_ABOVE_BYTES, S3_PART_BYTES, type MultipartContext } from './multipart.js';
-import { formatS3Location, parseS3Location, type S3Location } from './location.js';
+import { abortUpload, listUploads, MultipartUpload, putInParts, S3_MIN_PART_BYTES, S3_MULTIPART_ABOVE_BYTES, S3_PART_BYTES, type MultipartContext } from './multipart.js';
+import { formatS3Location, formatS3Object, parseS3Location, type S3Location } from './location.js';
 import { CoalescingReader } from './reads.js';
 import { ChunkTable, type ChunkPlace } from './table.js';
 
@@ -213,6 +213,11 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
     return { chunks: this.table.size, tableBytes: this.table.tableBytes };
   }
 
+  /** The object under `key` (a whole key, prefix included) as a URL, for messages. */
+  private url(key: string): string {
+    return formatS3Object(this.location.bucket, key);
+  }
+
   private key(kind: 'packs' | 'index' | 'manifests' | 'gc', name: string): string {
     const suffix = kind === 'packs' ? '.pack' : kind === 'index' ? '.idx' : '';
     return `${this.location.prefix}${kind}/${name}${suffix}`;
@@ -299,7 +304,7 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
     for (const pack of waiting) if (pack.failure !== undefined) this.startUpload(pack);
     await untilAborted(Promise.all(waiting.map((pack) => pack.upload)), signal);
     const failed = waiting.find((pack) => !pack.done);
-    if (failed !== undefined) throw s3Failure(failed.failure, `PUT ${this.where}${this.key('packs', failed.name)}`);
+    if (failed !== undefined) throw s3Failure(failed.failure, `PUT ${this.url(this.key('packs', failed.name))}`);
     await this.writeIndex(signal);
   }
 
@@ -363,7 +368,7 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
   private async roomForPut(signal: AbortSignal | undefined): Promise<void> {
     for (;;) {
       const failed = [...this.sealed].find((pack) => pack.failure !== undefined);
-      if (failed !== undefined) throw s3Failure(failed.failure, `PUT ${this.where}${this.key('packs', failed.name)}`);
+      if (failed !== undefined) throw s3Failure(failed.failure, `PUT ${this.url(this.key('packs', failed.name))}`);
       if (this.sealed.size < S3_MAX_PACKS_UPLOADING) return;
       await untilAborted(new Promise<void>((resolve) => this.roomWaiters.push(resolve)), signal);
     }
@@ -422,14 +427,14 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
 
   /** What multipart.ts needs to upload in parts through this store's requests. */
   private get multipart(): MultipartContext {
-    return { client: this.client, bucket: this.location.bucket, where: this.where, request: (what, signal, op) => this.request(what, signal, op) };
+    return { client: this.client, bucket: this.location.bucket, url: (key) => this.url(key), request: (what, signal, op) => this.request(what, signal, op) };
   }
 
   /** One PUT, or an upload in parts when `body` is larger than the multipart bound. */
   private async putObject(key: string, body: Buffer, signal?: AbortSignal): Promise<void> {
     if (body.length > this.tuning.multipartAboveBytes) return putInParts(this.multipart, key, body, this.tuning.partBytes, signal);
     const md5 = createHash('md5').update(body).digest('base64');
-    await this.request(`PUT ${this.where}${key}`, signal, (abortSignal) =>
+    await this.request(`PUT ${this.url(key)}`, signal, (abortSignal) =>
       this.client.send(
         new PutObjectCommand({ Bucket: this.location.bucket, Key: key, Body: body, ContentLength: body.length, ContentMD5: md5 }),
         { abortSignal },
@@ -440,14 +445,14 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
   /** Bytes [start, end) of a pack, exactly: a short body is a transient failure, retried. */
   private async fetchRange(pack: string, start: number, end: number): Promise<Buffer> {
     const key = this.key('packs', pack);
-    return this.request(`GET ${this.where}${key}`, undefined, async (abortSignal) => {
+    return this.request(`GET ${this.url(key)}`, undefined, async (abortSignal) => {
       const out = await this.client.send(
         new GetObjectCommand({ Bucket: this.location.bucket, Key: key, Range: `bytes=${start}-${end - 1}` }),
         { abortSignal },
       );
       const bytes = await readBody(out.Body);
       if (bytes.length !== end - start) {
-        throw new IoError(`GET ${this.where}${key}: ${bytes.length} bytes came of the ${end - start} asked for`);
+        throw new IoError(`GET ${this.url(key)}: ${bytes.length} bytes came of the ${end - start} asked for`);
       }
       return bytes;
     });
@@ -480,7 +485,7 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
     const keys: { key: string; bytes: number; mtimeMs: number }[] = [];
     let token: string | undefined;
     do {
-      const page = await this.request(`LIST ${this.where}${prefix}`, signal, (abortSignal) =>
+      const page = await this.request(`LIST ${this.url(prefix)}`, signal, (abortSignal) =>
         this.client.send(
           new ListObjectsV2Command({ Bucket: this.location.bucket, Prefix: prefix, ContinuationToken: token, MaxKeys: LIST_PAGE_KEYS }),
           { abortSignal },
@@ -603,7 +608,7 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
   /** What s3/gc.ts needs of this store. */
   private gcAccess(): S3GcAccess {
     return {
-      where: this.where,
+      url: (key) => this.url(key),
       prefix: this.location.prefix,
       key: (kind, name) => this.key(kind, name),
       store: this,
@@ -611,9 +616,11 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
       getObject: (key, signal) => this.getObject(key, signal),
       putObject: (key, body, signal) => this.putObject(key, body, signal),
       deleteObject: (key, signal) =>
-        this.request(`DELETE ${this.where}${key}`, signal, (abortSignal) =>
+        this.request(`DELETE ${this.url(key)}`, signal, (abortSignal) =>
           this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: key }), { abortSignal }),
         ).then(() => undefined),
+      listUploads: (prefix, signal) => listUploads(this.multipart, prefix, signal),
+      abortUpload: (upload, signal) => abortUpload(this.multipart, upload, signal),
       setDead: async (names) => {
         this.marksCheckedMs = Date.now();
         await this.applyMarks(names);
@@ -624,11 +631,11 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
   /** A whole object, or undefined if there is none under `key`. */
   private async getObject(key: string, signal?: AbortSignal): Promise<Buffer | undefined> {
     try {
-      return await this.request(`GET ${this.where}${key}`, signal, async (abortSignal) => {
+      return await this.request(`GET ${this.url(key)}`, signal, async (abortSignal) => {
         const out = await this.client.send(new GetObjectCommand({ Bucket: this.location.bucket, Key: key }), { abortSignal });
         const bytes = await readBody(out.Body);
         if (out.ContentLength !== undefined && bytes.length !== out.ContentLength) {
-          throw new IoError(`GET ${this.where}${key}: ${bytes.length} bytes came of ${out.ContentLength}`);
+          throw new IoError(`GET ${this.url(key)}: ${bytes.length} bytes came of ${out.ContentLength}`);
         }
         return bytes;
       });
@@ -708,14 +715,14 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
     const key = this.key('manifests', name);
     // S3's DELETE succeeds on an absent key: ask first, so an absent manifest is reported.
     try {
-      await this.request(`HEAD ${this.where}${key}`, signal, (abortSignal) =>
+      await this.request(`HEAD ${this.url(key)}`, signal, (abortSignal) =>
         this.client.send(new HeadObjectCommand({ Bucket: this.location.bucket, Key: key }), { abortSignal }),
       );
     } catch (err) {
       if (isXferError(err, 'XFER_NOT_FOUND') && !/no such bucket/.test(err.message)) throw this.noManifest(name);
       throw err;
     }
-    await this.request(`DELETE ${this.where}${key}`, signal, (abortSignal) =>
+    await this.request(`DELETE ${this.url(key)}`, signal, (abortSignal) =>
       this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: key }), { abortSignal }),
     );
   }
