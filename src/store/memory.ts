@@ -29,6 +29,8 @@ interface StoredManifest {
 export class MemoryStore implements ChunkStore, ManifestStore {
   private readonly chunks = new Map<string, Buffer>();
   private readonly manifests = new Map<string, StoredManifest>();
+  /** Chunks set aside (found corrupt), their bytes as they were, by key; for inspection. */
+  readonly setAsideChunks = new Map<string, Buffer>();
 
   async has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]> {
     throwIfAborted(options?.signal);
@@ -40,7 +42,8 @@ export class MemoryStore implements ChunkStore, ManifestStore {
     const data = this.chunks.get(keyOf(id));
     if (data === undefined) throw new ChunkMissingError(digestToHex(id.digest), WHERE);
     if (!digestEquals(digestOf(id.algorithm, data), id.digest)) {
-      throw new ChunkCorruptError(digestToHex(id.digest), `the bytes held by ${WHERE} do not match it`);
+      await this.setAside(id);
+      throw new ChunkCorruptError(digestToHex(id.digest), `the bytes held by ${WHERE} do not match it (set aside)`);
     }
     return Buffer.from(data);
   }
@@ -55,6 +58,16 @@ export class MemoryStore implements ChunkStore, ManifestStore {
     // No await since the has() check above: concurrent puts of one id cannot both get here.
     this.chunks.set(key, Buffer.from(data));
     return true;
+  }
+
+  /** ChunkStore.setAside: the bytes move to setAsideChunks; has answers false, put stores anew. */
+  async setAside(id: ChunkId, options?: OpOptions): Promise<void> {
+    throwIfAborted(options?.signal);
+    const key = keyOf(id);
+    const data = this.chunks.get(key);
+    if (data === undefined) return;
+    this.chunks.delete(key);
+    this.setAsideChunks.set(key, data);
   }
 
   async flush(options?: OpOptions): Promise<void> {

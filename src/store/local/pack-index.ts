@@ -9,6 +9,7 @@ import { DIGEST_ALGORITHMS, type DigestAlgorithm } from '../../core/ids.js';
 import { DigestIndex } from '../digest-index.js';
 import { decodeIndexRecords, IDX_MAGIC, PACK_NAME_RE } from '../pack.js';
 import { isMissing, readDirNames, readFrom } from './fs.js';
+import { placeKey } from './set-aside.js';
 
 export class PackIndex {
   /** Committed chunks of every pack, per algorithm. */
@@ -21,6 +22,8 @@ export class PackIndex {
   /** Packs this store wrote: their entries are added as they commit, never re-read. */
   private readonly ownPacks = new Set<string>();
   private refreshing: Promise<void> | undefined;
+  /** Places set aside (placeKey: pack name and offset): index records there are not loaded. */
+  private readonly asidePlaces = new Set<string>();
 
   /** `packDir`: `<dir>/packs`, the pack and index files. */
   constructor(private readonly packDir: string) {}
@@ -44,6 +47,22 @@ export class PackIndex {
       this.packNumbers.set(name, n);
     }
     return n;
+  }
+
+  packName(pack: number): string {
+    return this.packNames[pack]!;
+  }
+
+  /**
+   * The chunk `digest` at `offset` of pack `packName` is set aside (set-aside.ts): it stops
+   * counting as present if that is where the index has it, and an index record of that
+   * place read later is skipped. A copy stored elsewhere is not affected.
+   */
+  setAside(algorithm: DigestAlgorithm, digest: Uint8Array, packName: string, offset: number): void {
+    this.asidePlaces.add(placeKey(packName, offset));
+    const index = this.of(algorithm);
+    const e = index.find(digest);
+    if (e >= 0 && this.packNames[index.pack(e)] === packName && index.offset(e) === offset) index.setAside(e);
   }
 
   packPath(pack: number): string {
@@ -78,7 +97,10 @@ export class PackIndex {
           const { entries, usedBytes } = decodeIndexRecords(bytes.subarray(skip));
           this.indexRead.set(name, Math.max(done, IDX_MAGIC.length) + usedBytes);
           const pack = this.packNumber(name);
-          for (const e of entries) this.of(e.algorithm).add(e.digest, pack, e.offset, e.length);
+          for (const e of entries) {
+            if (this.asidePlaces.size > 0 && this.asidePlaces.has(placeKey(name, e.offset))) continue;
+            this.of(e.algorithm).add(e.digest, pack, e.offset, e.length);
+          }
         }
       } finally {
         this.refreshing = undefined;

@@ -4,8 +4,8 @@
  */
 import path from 'node:path';
 import { throwIfAborted } from '../../core/abort.js';
-import { ChunkCorruptError, ChunkMissingError, InvalidArgumentError, IoError, NotFoundError } from '../../core/errors.js';
-import { DIGEST_ALGORITHMS, digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../../core/ids.js';
+import { ChunkCorruptError, ChunkMissingError, fromSystemError, InvalidArgumentError, IoError, NotFoundError } from '../../core/errors.js';
+import { DIGEST_ALGORITHMS, digestFromHex, digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../../core/ids.js';
 import { checkBoolean, checkPositiveInteger, checkSignal } from '../../core/options.js';
 import { digestEquals, digestOf } from '../../hash/digest.js';
 import { acquireLock, type HeldLock, type LockOptions } from '../lock.js';
@@ -18,6 +18,8 @@ import { LooseChunks } from './loose.js';
 import { LocalManifests } from './manifests.js';
 import { PackIndex } from './pack-index.js';
 import { PackReader } from './pack-reader.js';
+import { rename } from 'node:fs/promises';
+import { SetAsideList, type SetAsideRecord } from './set-aside.js';
 import { removeStaleTempFiles } from './temp.js';
 import { PackWriterPool } from './writer-pool.js';
 
@@ -30,6 +32,12 @@ export interface LocalStoreOpenOptions {
   /** Write and read packs with O_DIRECT where the filesystem allows; default true (see io/direct.ts). */
   readonly directIo?: boolean;
 }
+
+/**
+ * How often has() looks for chunks other openers set aside (one stat of `<dir>/set-aside`
+ * when nothing changed): a push started after a verify found damage never skips it.
+ */
+export const SET_ASIDE_RECHECK_MS = 100;
 
 /** Where a stored chunk is: for tests and tools that inspect the files. */
 export interface ChunkLocation {
@@ -58,6 +66,11 @@ export class LocalStore implements ChunkStore, ManifestStore {
   /** Version 1 chunk files (set at open). */
   private loose!: LooseChunks;
   private closed = false;
+  /** Chunks found corrupt (set-aside.ts), by any opener of the directory. */
+  private readonly aside: SetAsideList;
+  /** When the set-aside list was last looked at for other openers' records. */
+  private asideCheckedAt = 0;
+  private asideReading: Promise<void> | undefined;
 
   private constructor(
     readonly dir: string,
@@ -71,6 +84,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
     this.pipeline = new CommitPipeline(dir, this.writers, this.packs);
     this.reader = new PackReader(this.packs, directIo, (pack) => this.writers.settledBytes(pack));
     this.manifests = new LocalManifests(dir, this.paths.manifestDir, this.paths.tempDir, this.knownDirs);
+    this.aside = new SetAsideList(dir);
   }
 
   /**
@@ -94,6 +108,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
     } else store.version = version;
     throwIfAborted(options.signal);
     await removeStaleTempFiles(store.paths.tempDir, options.signal);
+    await store.readSetAside(); // first: index records of places set aside are then not loaded
     await store.packs.refresh();
     store.loose = await LooseChunks.find(store.paths.chunkDir);
     return store;
@@ -114,6 +129,8 @@ export class LocalStore implements ChunkStore, ManifestStore {
   async has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]> {
     const signal = options?.signal;
     throwIfAborted(signal);
+    // Another opener (a verify run, say) may have set chunks aside since: a push must not skip them.
+    if (performance.now() - this.asideCheckedAt >= SET_ASIDE_RECHECK_MS) await this.readSetAside();
     const out = new Array<boolean>(ids.length);
     const loose: number[] = [];
     for (let i = 0; i < ids.length; i++) {
@@ -141,9 +158,59 @@ export class LocalStore implements ChunkStore, ManifestStore {
     if (data === undefined) throw new ChunkMissingError(hex, this.dir);
     throwIfAborted(signal);
     if (options?.unverified !== true && !digestEquals(digestOf(id.algorithm, data.bytes), id.digest)) {
-      throw new ChunkCorruptError(hex, `the stored copy in ${data.file} does not hash to it`);
+      await this.setAsidePlace(id, hex, data);
+      throw new ChunkCorruptError(hex, `the stored copy in ${data.file} does not hash to it (set aside: the next push that has it stores it again)`);
     }
     return data.bytes;
+  }
+
+  /**
+   * Sets the chunk aside (ChunkStore.setAside): recorded in `<dir>/set-aside` (set-aside.ts)
+   * with the pack and offset of its bytes, which stay there; from then on has() answers
+   * false, get() throws ChunkMissingError, and put() stores it anew. A chunk that is not
+   * stored, or only pending in this opener, is left as it is.
+   */
+  async setAside(id: ChunkId, options?: OpOptions): Promise<void> {
+    throwIfAborted(options?.signal);
+    const hex = checkChunkId(id);
+    const index = this.packs.of(id.algorithm);
+    const e = index.find(id.digest);
+    if (e >= 0) return this.setAsidePlace(id, hex, { pack: index.pack(e), offset: index.offset(e), length: index.length(e) });
+    if (this.loose.present && (await this.loose.size(id, hex)) !== undefined) return this.setAsidePlace(id, hex, { file: this.loose.path(id.algorithm, hex) });
+  }
+
+  /** Sets aside the copy of `id` at `where` (a committed pack record, or a version 1 chunk file). */
+  private async setAsidePlace(id: ChunkId, hex: string, where: { pack?: number; offset?: number; length?: number; file?: string }): Promise<void> {
+    const at = new Date().toISOString();
+    if (where.pack !== undefined) {
+      const pack = this.packs.packName(where.pack);
+      await this.aside.append({ algorithm: id.algorithm, digest: hex, pack, offset: where.offset!, length: where.length!, at });
+      this.packs.setAside(id.algorithm, id.digest, pack, where.offset!);
+    } else if (where.file !== undefined && where.file === this.loose.path(id.algorithm, hex)) {
+      // A version 1 chunk file: renamed out of the way (loose.ts ignores the name), kept.
+      const file = `${where.file}.set-aside`;
+      try {
+        await rename(where.file, file);
+      } catch (err) {
+        throw fromSystemError(err, where.file, 'set aside a corrupt chunk');
+      }
+      await this.aside.append({ algorithm: id.algorithm, digest: hex, pack: '', offset: 0, length: 0, at, file });
+    }
+    // A pending chunk (this opener's, not committed) is not set aside: it was hashed as it came.
+  }
+
+  /** Applies what other openers appended to the set-aside list since the last look. */
+  private readSetAside(): Promise<void> {
+    this.asideReading ??= (async () => {
+      try {
+        const records: SetAsideRecord[] = await this.aside.readNew();
+        for (const r of records) if (r.pack !== '') this.packs.setAside(r.algorithm, digestFromHex(r.digest), r.pack, r.offset);
+        this.asideCheckedAt = performance.now();
+      } finally {
+        this.asideReading = undefined;
+      }
+    })();
+    return this.asideReading;
   }
 
   async put(id: ChunkId, data: Uint8Array, options?: PutOptions): Promise<boolean> {
@@ -208,6 +275,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
       const index = this.packs.of(alg);
       for (let e = 0; e < index.size; e++) {
         if (e % 4096 === 0) throwIfAborted(signal);
+        if (index.isAside(e)) continue;
         const digest = index.digest(e);
         if (listed.has(`${alg}:${digestKey(digest)}`)) continue;
         yield { algorithm: alg, digest };
@@ -248,8 +316,11 @@ export class LocalStore implements ChunkStore, ManifestStore {
     this.version = STORE_VERSION;
   }
 
-  /** The chunk's bytes (unverified) and where they came from, or undefined if not found. */
-  private async readChunk(id: ChunkId, hex: string): Promise<{ bytes: Buffer; file: string } | undefined> {
+  /**
+   * The chunk's bytes (unverified) and where they came from (pack number and offset of a
+   * committed record), or undefined if not found. A record its pack ends inside is set aside.
+   */
+  private async readChunk(id: ChunkId, hex: string): Promise<{ bytes: Buffer; file: string; pack?: number; offset?: number; length?: number } | undefined> {
     const p = this.pipeline.find(id);
     if (p) {
       const w = p.writer;
@@ -260,11 +331,13 @@ export class LocalStore implements ChunkStore, ManifestStore {
     if (e >= 0) {
       const pack = index.pack(e);
       const length = index.length(e);
-      const bytes = await this.reader.read(pack, index.offset(e), length);
+      const offset = index.offset(e);
+      const bytes = await this.reader.read(pack, offset, length);
       if (bytes.length !== length) {
-        throw new ChunkCorruptError(hex, `pack ${this.packs.packPath(pack)} ends before the chunk does (truncated)`);
+        await this.setAsidePlace(id, hex, { pack, offset, length });
+        throw new ChunkCorruptError(hex, `pack ${this.packs.packPath(pack)} ends before the chunk does (truncated; set aside)`);
       }
-      return { bytes, file: this.packs.packPath(pack) };
+      return { bytes, file: this.packs.packPath(pack), pack, offset, length };
     }
     return this.loose.read(id, hex);
   }

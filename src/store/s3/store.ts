@@ -5,6 +5,7 @@
  *   <prefix>packs/<name>.pack    chunks in the pack format of ../pack.ts, ~16 MiB each
  *   <prefix>index/<name>.idx     which chunks packs hold (index-object.ts)
  *   <prefix>manifests/<name>     manifests, by name
+ *   <prefix>aside/<name>.json    a chunk set aside (found corrupt): its pack and offset
  *
  * Writes: put appends the chunk to an open pack held in memory; a pack of
  * S3_PACK_TARGET_BYTES is sealed and uploaded in the background, one PUT. flush seals the
@@ -20,6 +21,12 @@
  * chunk); get reads a chunk by a ranged GET, coalescing reads of neighbouring chunks made
  * together, and re-hashes every chunk it returns. Chunks stored by other writers after the
  * store opened are not seen until it is opened again.
+ *
+ * Set aside (ChunkStore.setAside; get calls it when bytes do not hash to their digest):
+ * one small object per chunk names the pack and offset of the bad copy, which stays in its
+ * pack for inspection (packs are never rewritten). From then on, and for every store that
+ * opens later, that place no longer counts: has answers false, and the next put stores the
+ * chunk in a new pack, whose index record then locates it.
  *
  * Every request is retried with backoff and jitter when errors.ts calls its failure
  * transient (5xx, SlowDown, broken connections, short bodies), never on a 4xx that cannot
@@ -52,7 +59,7 @@ import { decodeIndexObject, encodeIndexObject, type PackIndex } from './index-ob
 import { Slots } from './limit.js';
 import { formatS3Location, parseS3Location, type S3Location } from './location.js';
 import { CoalescingReader } from './reads.js';
-import { ChunkTable } from './table.js';
+import { ChunkTable, type ChunkPlace } from './table.js';
 
 /** A pack takes no more chunks once it is this large; it is then uploaded in one PUT. */
 export const S3_PACK_TARGET_BYTES = 16 * MiB;
@@ -70,6 +77,8 @@ export const S3_MAX_INDEX_OBJECT_BYTES = 64 * MiB;
  * without waiting for flush, so a long push that dies keeps most of what it stored.
  */
 export const S3_INDEX_EVERY_PACKS = 64;
+/** A set-aside object larger than this is not one (ignored). */
+const MAX_ASIDE_OBJECT_BYTES = 64 * 1024;
 /** Keys per listing request (S3's maximum). */
 const LIST_PAGE_KEYS = 1000;
 const MAX_U32 = 0xffff_ffff;
@@ -146,6 +155,8 @@ export class S3Store implements ChunkStore, ManifestStore {
   private readonly lifetime = new AbortController();
   private readonly reader: CoalescingReader;
   private closed = false;
+  /** Places set aside, `<pack name>@<offset>`: the chunk there no longer counts as stored. */
+  private readonly asidePlaces = new Set<string>();
   private roomWaiters: (() => void)[] = [];
 
   constructor(
@@ -167,8 +178,8 @@ export class S3Store implements ChunkStore, ManifestStore {
     return { chunks: this.table.size, tableBytes: this.table.tableBytes };
   }
 
-  private key(kind: 'packs' | 'index' | 'manifests', name: string): string {
-    const suffix = kind === 'packs' ? '.pack' : kind === 'index' ? '.idx' : '';
+  private key(kind: 'packs' | 'index' | 'manifests' | 'aside', name: string): string {
+    const suffix = kind === 'packs' ? '.pack' : kind === 'index' ? '.idx' : kind === 'aside' ? '.json' : '';
     return `${this.location.prefix}${kind}/${name}${suffix}`;
   }
 
@@ -191,7 +202,7 @@ export class S3Store implements ChunkStore, ManifestStore {
       data = pending.data;
     } else {
       const place = this.table.find(id.algorithm, id.digest);
-      if (place === undefined) throw new ChunkMissingError(hex, this.where);
+      if (place === undefined || this.isAside(place)) throw new ChunkMissingError(hex, this.where);
       if (place.length === 0) {
         data = Buffer.alloc(0);
       } else {
@@ -204,9 +215,34 @@ export class S3Store implements ChunkStore, ManifestStore {
       }
     }
     if (options?.unverified !== true && !digestEquals(digestOf(id.algorithm, data), id.digest)) {
-      throw new ChunkCorruptError(hex, `the bytes read from ${this.where} do not match it`);
+      const place = pending === undefined ? this.table.find(id.algorithm, id.digest) : undefined;
+      if (place !== undefined) await this.setAsidePlace(id, hex, place, signal);
+      throw new ChunkCorruptError(hex, `the bytes read from ${this.where} do not match it${place !== undefined ? ' (set aside: the next push that has it stores it again)' : ''}`);
     }
     return data;
+  }
+
+  /** ChunkStore.setAside (see the head of this file); a chunk not stored, or pending, is left as it is. */
+  async setAside(id: ChunkId, options?: OpOptions): Promise<void> {
+    throwIfAborted(options?.signal);
+    const hex = checkChunkId(id);
+    this.checkOpen();
+    if (this.pending.has(chunkIdKey(id))) return;
+    const place = this.table.find(id.algorithm, id.digest);
+    if (place === undefined || this.isAside(place)) return;
+    await this.setAsidePlace(id, hex, place, options?.signal);
+  }
+
+  /** Records the copy of `id` at `place` as set aside (durably: an object of its own), then stops counting it. */
+  private async setAsidePlace(id: ChunkId, hex: string, place: ChunkPlace, signal: AbortSignal | undefined): Promise<void> {
+    const pack = this.packNames[place.pack]!;
+    const record = { algorithm: id.algorithm, digest: hex, pack, offset: place.offset, length: place.length, at: new Date().toISOString() };
+    await this.putObject(this.key('aside', newPackName()), Buffer.from(`${JSON.stringify(record)}\n`), signal);
+    this.asidePlaces.add(`${pack}@${place.offset}`);
+  }
+
+  private isAside(place: ChunkPlace): boolean {
+    return this.asidePlaces.size > 0 && this.asidePlaces.has(`${this.packNames[place.pack]!}@${place.offset}`);
   }
 
   async put(id: ChunkId, data: Uint8Array, options?: PutOptions): Promise<boolean> {
@@ -302,7 +338,9 @@ export class S3Store implements ChunkStore, ManifestStore {
 
   private holds(id: ChunkId): boolean {
     checkChunkId(id);
-    return this.pending.has(chunkIdKey(id)) || this.table.find(id.algorithm, id.digest) !== undefined;
+    if (this.pending.has(chunkIdKey(id))) return true;
+    const place = this.table.find(id.algorithm, id.digest);
+    return place !== undefined && !this.isAside(place);
   }
 
   private checkOpen(): void {
@@ -344,7 +382,11 @@ export class S3Store implements ChunkStore, ManifestStore {
       () => {
         const number = this.packNames.push(pack.name) - 1;
         pack.entries.forEach((entry, i) => {
-          this.table.add(entry.algorithm, entry.digest, { pack: number, offset: entry.offset, length: entry.length });
+          const place = { pack: number, offset: entry.offset, length: entry.length };
+          const old = this.table.find(entry.algorithm, entry.digest);
+          // A chunk stored anew after its old copy was set aside: located here from now on.
+          if (old !== undefined && this.isAside(old)) this.table.replace(entry.algorithm, entry.digest, place);
+          else this.table.add(entry.algorithm, entry.digest, place);
           this.pending.delete(pack.keys[i]!);
         });
         pack.done = true;
@@ -443,6 +485,7 @@ export class S3Store implements ChunkStore, ManifestStore {
    */
   async loadIndex(signal?: AbortSignal): Promise<void> {
     throwIfAborted(signal);
+    await this.loadSetAside(signal); // first: records at places set aside are then not loaded
     const base = `${this.location.prefix}index/`;
     const names: string[] = [];
     for (const k of await this.listKeys(base, signal)) {
@@ -467,12 +510,30 @@ export class S3Store implements ChunkStore, ManifestStore {
           const number = this.packNames.push(pack.name) - 1;
           for (const e of pack.entries) {
             if (e.offset + e.length > MAX_U32) continue;
+            if (this.asidePlaces.size > 0 && this.asidePlaces.has(`${pack.name}@${e.offset}`)) continue;
             this.table.add(e.algorithm, e.digest, { pack: number, offset: e.offset, length: e.length });
           }
         }
       }
     };
     await Promise.all(Array.from({ length: S3_MAX_REQUESTS_IN_FLIGHT }, worker));
+  }
+
+  /** Reads the set-aside objects (one per chunk set aside; a malformed one is ignored). */
+  private async loadSetAside(signal?: AbortSignal): Promise<void> {
+    const base = `${this.location.prefix}aside/`;
+    for (const k of await this.listKeys(base, signal)) {
+      if (!k.key.endsWith('.json') || k.bytes > MAX_ASIDE_OBJECT_BYTES) continue;
+      const bytes = await this.getObject(k.key, signal);
+      if (bytes === undefined || bytes.length > MAX_ASIDE_OBJECT_BYTES) continue;
+      let r: { pack?: unknown; offset?: unknown };
+      try {
+        r = JSON.parse(bytes.toString('utf8')) as { pack?: unknown; offset?: unknown };
+      } catch {
+        continue;
+      }
+      if (typeof r?.pack === 'string' && PACK_NAME_RE.test(r.pack) && Number.isSafeInteger(r.offset)) this.asidePlaces.add(`${r.pack}@${String(r.offset)}`);
+    }
   }
 
   /** A whole object, or undefined if there is none under `key`. */

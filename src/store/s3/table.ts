@@ -67,6 +67,33 @@ export class ChunkTable {
     if (this.recent.size >= Math.max(MERGE_MIN_ENTRIES, this.count >>> 3)) this.merge();
   }
 
+  /** Moves a chunk to `place` (a copy stored anew after the old one was set aside); adds it if absent. */
+  replace(algorithm: DigestAlgorithm, digest: Uint8Array, place: ChunkPlace): void {
+    if (place.offset > MAX_U32 || place.length > MAX_U32 || place.pack > MAX_U32) throw new RangeError('chunk place out of range');
+    const key = keyOf(algorithm, digest);
+    const k = key.toString('latin1');
+    if (this.recent.has(k)) {
+      this.recent.set(k, place);
+      return;
+    }
+    let lo = 0;
+    let hi = this.count - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const at = mid * TABLE_ENTRY_BYTES;
+      const c = this.table.compare(key, 0, KEY_BYTES, at, at + KEY_BYTES);
+      if (c === 0) {
+        this.table.writeUInt32LE(place.pack, at + KEY_BYTES);
+        this.table.writeUInt32LE(place.offset, at + KEY_BYTES + 4);
+        this.table.writeUInt32LE(place.length, at + KEY_BYTES + 8);
+        return;
+      }
+      if (c > 0) hi = mid - 1;
+      else lo = mid + 1;
+    }
+    this.add(algorithm, digest, place);
+  }
+
   private merge(): void {
     const added = [...this.recent.entries()].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
     const keys = added.map(([key]) => Buffer.from(key, 'latin1'));
