@@ -122,6 +122,12 @@ describe('repair: a flipped byte in a stored pack is found by verify, named, and
       assert.deepEqual(await verifyServer(fx.root, 'one'), [], 'the chunk is stored again: the first target is whole again too');
       assert.equal((await runCli(['pull', `${fx.server.url}/two`, join(fx.dir, 'back2'), '--quiet'])).code, 0);
       await assertTree(join(fx.dir, 'back2'), tree);
+
+      // The same with --checksum, which today's bug report names.
+      await damageStoredChunk(storeDir, await chunkOf(storeDir, await storedChunks(storeDir), tree), 200);
+      const checked = await runCli(['push', '--checksum', src, `${fx.server.url}/three`, '--quiet']);
+      assert.equal(checked.code, 0, checked.stderr);
+      assert.deepEqual(await verifyServer(fx.root, 'three'), []);
     });
   });
 
