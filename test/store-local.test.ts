@@ -87,7 +87,7 @@ describe('LocalStore', () => {
       await rejectsWith(store.get(id), 'XFER_CHUNK_CORRUPT', digestToHex(id.digest));
       // Set aside: no longer present, here and for any later opener; recorded with its place.
       assert.deepEqual(await store.has([id, other.id]), [false, true]);
-      await rejectsWith(store.get(id), 'XFER_CHUNK_MISSING', digestToHex(id.digest));
+      await rejectsWith(store.get(id), 'XFER_CHUNK_CORRUPT', digestToHex(id.digest)); // and says it was set aside
       const lines = (await readFile(path.join(dir, 'set-aside'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
       assert.equal(lines.length, 1);
       assert.deepEqual({ ...lines[0], at: undefined }, { algorithm: 'blake3', digest: digestToHex(id.digest), pack: path.basename(bad.file, '.pack'), offset: bad.offset, length: 65_536, at: undefined });

@@ -40,6 +40,9 @@ export class MemoryStore implements ChunkStore, ManifestStore {
   async get(id: ChunkId, options?: OpOptions): Promise<Buffer> {
     throwIfAborted(options?.signal);
     const data = this.chunks.get(keyOf(id));
+    if (data === undefined && this.setAsideChunks.has(keyOf(id))) {
+      throw new ChunkCorruptError(digestToHex(id.digest), `its copy in ${WHERE} was found damaged and set aside`);
+    }
     if (data === undefined) throw new ChunkMissingError(digestToHex(id.digest), WHERE);
     if (!digestEquals(digestOf(id.algorithm, data), id.digest)) {
       await this.setAside(id);

@@ -52,7 +52,7 @@ export interface GetOptions extends OpOptions {
  *   crash) when flush resolves. Callers flush before committing a manifest that refers
  *   to the chunks.
  * - setAside (optional): the chunk was found corrupt. It stops counting as present (has
- *   answers false, get throws ChunkMissingError) and its bytes are kept aside for
+ *   answers false, get throws ChunkCorruptError saying it was set aside) and its bytes are kept aside for
  *   inspection, never rewritten in place; the next put of the chunk stores it again, and
  *   gets then return that copy. A no-op for a chunk not stored. A store whose own get finds
  *   bytes that do not match calls it itself before throwing ChunkCorruptError, so callers

@@ -212,7 +212,8 @@ export function chunkRoutes(rc: RouteContext) {
           }
           return data;
         }, (err) => {
-          if (isXferError(err, 'XFER_CHUNK_MISSING')) return undefined;
+          // A chunk set aside as damaged (ChunkStore.setAside) is answered absent, as a missing one.
+          if (isXferError(err, 'XFER_CHUNK_MISSING') || isXferError(err, 'XFER_CHUNK_CORRUPT')) return undefined;
           throw err;
         });
         read.catch(() => {});

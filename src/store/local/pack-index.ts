@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { fromSystemError } from '../../core/errors.js';
-import { DIGEST_ALGORITHMS, type DigestAlgorithm } from '../../core/ids.js';
+import { DIGEST_ALGORITHMS, digestKey, type DigestAlgorithm } from '../../core/ids.js';
 import { DigestIndex } from '../digest-index.js';
 import { decodeIndexRecords, IDX_MAGIC, PACK_NAME_RE } from '../pack.js';
 import { isMissing, readDirNames, readFrom } from './fs.js';
@@ -24,6 +24,8 @@ export class PackIndex {
   private refreshing: Promise<void> | undefined;
   /** Places set aside (placeKey: pack name and offset): index records there are not loaded. */
   private readonly asidePlaces = new Set<string>();
+  /** Chunks set aside (`<algorithm>:<digest bytes>`): a get that misses them says why. */
+  private readonly asideChunks = new Set<string>();
 
   /** `packDir`: `<dir>/packs`, the pack and index files. */
   constructor(private readonly packDir: string) {}
@@ -60,9 +62,15 @@ export class PackIndex {
    */
   setAside(algorithm: DigestAlgorithm, digest: Uint8Array, packName: string, offset: number): void {
     this.asidePlaces.add(placeKey(packName, offset));
+    this.asideChunks.add(`${algorithm}:${digestKey(digest)}`);
     const index = this.of(algorithm);
     const e = index.find(digest);
     if (e >= 0 && this.packNames[index.pack(e)] === packName && index.offset(e) === offset) index.setAside(e);
+  }
+
+  /** Whether a copy of the chunk was set aside (it may have been stored again since). */
+  wasSetAside(algorithm: DigestAlgorithm, digest: Uint8Array): boolean {
+    return this.asideChunks.size > 0 && this.asideChunks.has(`${algorithm}:${digestKey(digest)}`);
   }
 
   packPath(pack: number): string {

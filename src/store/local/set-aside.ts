@@ -23,6 +23,8 @@ import { PACK_NAME_RE } from '../pack.js';
 import { isMissing, readFrom } from './fs.js';
 
 export const SET_ASIDE_FILE = 'set-aside';
+/** What error messages about a chunk set aside tell the user (every store says the same). */
+export const SET_ASIDE_HINT = 'the next push of a file that has it stores it again; pull --fallback <location> takes it from another store';
 
 export interface SetAsideRecord {
   readonly algorithm: DigestAlgorithm;

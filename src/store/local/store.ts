@@ -19,7 +19,7 @@ import { LocalManifests } from './manifests.js';
 import { PackIndex } from './pack-index.js';
 import { PackReader } from './pack-reader.js';
 import { rename } from 'node:fs/promises';
-import { SetAsideList, type SetAsideRecord } from './set-aside.js';
+import { SET_ASIDE_HINT, SetAsideList, type SetAsideRecord } from './set-aside.js';
 import { removeStaleTempFiles } from './temp.js';
 import { PackWriterPool } from './writer-pool.js';
 
@@ -155,11 +155,14 @@ export class LocalStore implements ChunkStore, ManifestStore {
       await this.packs.refresh(); // another opener may have committed it since
       data = await this.readChunk(id, hex);
     }
-    if (data === undefined) throw new ChunkMissingError(hex, this.dir);
+    if (data === undefined) {
+      if (this.packs.wasSetAside(id.algorithm, id.digest)) throw new ChunkCorruptError(hex, `its copy in ${this.dir} was found damaged and set aside (${SET_ASIDE_HINT})`);
+      throw new ChunkMissingError(hex, this.dir);
+    }
     throwIfAborted(signal);
     if (options?.unverified !== true && !digestEquals(digestOf(id.algorithm, data.bytes), id.digest)) {
       await this.setAsidePlace(id, hex, data);
-      throw new ChunkCorruptError(hex, `the stored copy in ${data.file} does not hash to it (set aside: the next push that has it stores it again)`);
+      throw new ChunkCorruptError(hex, `the stored copy in ${data.file} does not hash to it (set aside: ${SET_ASIDE_HINT})`);
     }
     return data.bytes;
   }
@@ -167,7 +170,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
   /**
    * Sets the chunk aside (ChunkStore.setAside): recorded in `<dir>/set-aside` (set-aside.ts)
    * with the pack and offset of its bytes, which stay there; from then on has() answers
-   * false, get() throws ChunkMissingError, and put() stores it anew. A chunk that is not
+   * false, get() throws ChunkCorruptError saying so, and put() stores it anew. A chunk that is not
    * stored, or only pending in this opener, is left as it is.
    */
   async setAside(id: ChunkId, options?: OpOptions): Promise<void> {

@@ -45,7 +45,8 @@ import {
 } from '@aws-sdk/client-s3';
 import { throwIfAborted, untilAborted } from '../../core/abort.js';
 import { ChunkCorruptError, ChunkMissingError, InvalidOptionError, IoError, isXferError, NotFoundError } from '../../core/errors.js';
-import { chunkIdKey, type ChunkId } from '../../core/ids.js';
+import { chunkIdKey, DIGEST_ALGORITHMS, digestFromHex, type ChunkId, type DigestAlgorithm } from '../../core/ids.js';
+import { SET_ASIDE_HINT } from '../local/set-aside.js';
 import { checkBoolean, checkPositiveInteger, checkSignal } from '../../core/options.js';
 import { DEFAULT_RETRY_POLICY, retrying, type RetryPolicy } from '../../core/retry.js';
 import { MiB } from '../../core/sizes.js';
@@ -157,6 +158,8 @@ export class S3Store implements ChunkStore, ManifestStore {
   private closed = false;
   /** Places set aside, `<pack name>@<offset>`: the chunk there no longer counts as stored. */
   private readonly asidePlaces = new Set<string>();
+  /** Chunks set aside (chunkIdKey): a get that misses them says why. */
+  private readonly asideChunks = new Set<string>();
   private roomWaiters: (() => void)[] = [];
 
   constructor(
@@ -202,6 +205,9 @@ export class S3Store implements ChunkStore, ManifestStore {
       data = pending.data;
     } else {
       const place = this.table.find(id.algorithm, id.digest);
+      if ((place === undefined || this.isAside(place)) && this.asideChunks.has(chunkIdKey(id))) {
+        throw new ChunkCorruptError(hex, `its copy in ${this.where} was found damaged and set aside (${SET_ASIDE_HINT})`);
+      }
       if (place === undefined || this.isAside(place)) throw new ChunkMissingError(hex, this.where);
       if (place.length === 0) {
         data = Buffer.alloc(0);
@@ -217,7 +223,7 @@ export class S3Store implements ChunkStore, ManifestStore {
     if (options?.unverified !== true && !digestEquals(digestOf(id.algorithm, data), id.digest)) {
       const place = pending === undefined ? this.table.find(id.algorithm, id.digest) : undefined;
       if (place !== undefined) await this.setAsidePlace(id, hex, place, signal);
-      throw new ChunkCorruptError(hex, `the bytes read from ${this.where} do not match it${place !== undefined ? ' (set aside: the next push that has it stores it again)' : ''}`);
+      throw new ChunkCorruptError(hex, `the bytes read from ${this.where} do not match it${place !== undefined ? ` (set aside: ${SET_ASIDE_HINT})` : ''}`);
     }
     return data;
   }
@@ -239,6 +245,7 @@ export class S3Store implements ChunkStore, ManifestStore {
     const record = { algorithm: id.algorithm, digest: hex, pack, offset: place.offset, length: place.length, at: new Date().toISOString() };
     await this.putObject(this.key('aside', newPackName()), Buffer.from(`${JSON.stringify(record)}\n`), signal);
     this.asidePlaces.add(`${pack}@${place.offset}`);
+    this.asideChunks.add(chunkIdKey(id));
   }
 
   private isAside(place: ChunkPlace): boolean {
@@ -526,13 +533,17 @@ export class S3Store implements ChunkStore, ManifestStore {
       if (!k.key.endsWith('.json') || k.bytes > MAX_ASIDE_OBJECT_BYTES) continue;
       const bytes = await this.getObject(k.key, signal);
       if (bytes === undefined || bytes.length > MAX_ASIDE_OBJECT_BYTES) continue;
-      let r: { pack?: unknown; offset?: unknown };
+      let r: { algorithm?: unknown; digest?: unknown; pack?: unknown; offset?: unknown };
       try {
-        r = JSON.parse(bytes.toString('utf8')) as { pack?: unknown; offset?: unknown };
+        r = JSON.parse(bytes.toString('utf8')) as typeof r;
       } catch {
         continue;
       }
-      if (typeof r?.pack === 'string' && PACK_NAME_RE.test(r.pack) && Number.isSafeInteger(r.offset)) this.asidePlaces.add(`${r.pack}@${String(r.offset)}`);
+      if (typeof r?.pack !== 'string' || !PACK_NAME_RE.test(r.pack) || !Number.isSafeInteger(r.offset)) continue;
+      this.asidePlaces.add(`${r.pack}@${String(r.offset)}`);
+      if (DIGEST_ALGORITHMS.includes(r.algorithm as DigestAlgorithm) && typeof r.digest === 'string' && /^[0-9a-f]{64}$/.test(r.digest)) {
+        this.asideChunks.add(chunkIdKey({ algorithm: r.algorithm as DigestAlgorithm, digest: digestFromHex(r.digest) }));
+      }
     }
   }
 
