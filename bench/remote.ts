@@ -3,7 +3,8 @@ import { copyFile, mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pseudoRandom } from '../test/helpers/gen.js';
 import { logRow, rsyncLiteral, startRsyncd, startServe, stop, summarize, XFER, type MacroRow, type Served } from './harness.js';
-import { timed, type Run } from './measure.js';
+import { median, timed, type Run } from './measure.js';
+import { threadCpuSeconds } from './thread-cpu.js';
 const EDITS = 200;
 const EDIT_BYTES = 4096;
 
@@ -52,11 +53,15 @@ export async function runRemote(o: RemoteOptions): Promise<MacroRow[]> {
   o.log('first copy over loopback (xfer serve, rsync daemon)');
   const xs: Sample[] = [];
   const rs: Sample[] = [];
+  /** The server's main-thread CPU seconds per GiB pushed (issue 17: at most 1). */
+  const serverBusy: number[] = [];
   for (let i = 0; i < o.runs; i++) {
     await rm(w('serve-root'), { recursive: true, force: true });
     const s = await startServe(w('serve-root'));
     warm();
+    const busyBefore = threadCpuSeconds(s.child.pid!);
     const r = await timed(process.execPath, [XFER, 'push', o.src, `${s.url}/first.bin`, '--json']);
+    serverBusy.push((threadCpuSeconds(s.child.pid!) - busyBefore) / (o.sizeBytes / 2 ** 30));
     xs.push({ run: r, sentBytes: JSON.parse(r.stdout).bytesSent });
     await stop(s.child);
     if (o.tools.has('rsync')) {
@@ -69,6 +74,7 @@ export async function runRemote(o: RemoteOptions): Promise<MacroRow[]> {
     }
   }
   rows.push(row('first copy (loopback)', 'xfer push -> xfer serve', xs, o.sizeBytes, o.log, 'chunk bytes sent'));
+  o.log(`  (xfer serve's main thread: ${median(serverBusy).toFixed(2)} CPU-s per GiB pushed, median; runs ${serverBusy.map((b) => b.toFixed(2)).join(', ')})`);
   if (rs.length) rows.push(row('first copy (loopback)', 'rsync -> rsync daemon', rs, o.sizeBytes, o.log, 'literal data'));
 
   // c. incremental: every run starts from a destination holding only the original (a

@@ -23,14 +23,29 @@
  *      `--only g --size 256M` is the 7,643-file tree of the issue 13 bar)
  * --local skips everything over loopback; --remote-only runs only the loopback part of b.
  * --scale SIZE runs only the streaming scale run (bench/scale.ts) on a generated source.
+ *
+ * --compare DIR: the no-slowdown check between two builds. DIR is another checkout of
+ * xfer, built (`npm ci && npx tsc -p tsconfig.json`; its dist/bench/run.js is used), e.g.
+ * the commit before a change:
+ *   git worktree add /tmp/xfer-before <commit> && (cd /tmp/xfer-before && npm ci && npx tsc -p tsconfig.json)
+ *   npm run bench -- --compare /tmp/xfer-before --only a,b,c,d --runs 5
+ * Runs the selected macro scenarios (--only, --size, --local, --remote-only, --work as
+ * usual) once per build per round, `--runs` rounds, the builds alternating (this, other;
+ * then other, this; ...) on the same inputs, so drift in the machine's state affects both
+ * alike; then prints, for every xfer row, the median wall time of each build and the
+ * change. Writes bench/results/compare/<timestamp>.json (outside the merged report; the
+ * per-round results files are removed).
  */
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { cpus, totalmem, release, tmpdir } from 'node:os';
-import { mkdir, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseSize } from '../src/core/sizes.js';
-import type { MacroRow } from './harness.js';
+import { summarize, type MacroRow } from './harness.js';
+import { median, type Run } from './measure.js';
 import { runMacro } from './macro.js';
 import { ensureTools } from './measure.js';
 import { runMicro, runMicroStorage } from './micro.js';
@@ -53,6 +68,7 @@ const { values } = parseArgs({
     work: { type: 'string', default: join(tmpdir(), 'xfer-bench') },
     scale: { type: 'string' },
     'scale-push': { type: 'boolean', default: false },
+    compare: { type: 'string' },
   },
 });
 const log = (s: string) => process.stdout.write(`${s}\n`);
@@ -65,6 +81,10 @@ const results: Record<string, unknown> = {
 };
 const work = values.work!;
 await mkdir(work, { recursive: true });
+if (values.compare !== undefined) {
+  await compareBuilds(values.compare);
+  process.exit(0);
+}
 if (values.scale) {
   results.scale = await runScale({ sizeBytes: parseSize(values.scale, '--scale'), push: values['scale-push']!, log });
 } else {
@@ -95,3 +115,74 @@ const file = join(dir, `${new Date().toISOString().replace(/[:.]/g, '-')}.json`)
 await writeFile(file, JSON.stringify(results, null, 2));
 log(`results written to ${file}`);
 log(`report written to ${await writeReport(file)}`);
+
+/**
+ * --compare: the selected macro rows of this build and of the build in `dir`, alternating
+ * round by round (see the top). Each round is one `run.js --macro --runs 1` child per build.
+ */
+async function compareBuilds(dir: string): Promise<void> {
+  const self = fileURLToPath(import.meta.url);
+  const other = [join(dir, 'dist', 'bench', 'run.js'), join(dir, 'bench', 'run.js')].map((p) => resolve(p)).find((p) => existsSync(p));
+  if (other === undefined) throw new Error(`--compare ${dir}: no dist/bench/run.js there (build it: npm ci && npx tsc -p tsconfig.json)`);
+  const rounds = Number(values.runs);
+  if (!Number.isSafeInteger(rounds) || rounds < 1) throw new Error(`--runs: expected a positive integer, got ${values.runs}`);
+  const args = ['--macro', '--only', values.only!, '--size', values.size!, '--runs', '1', '--work', work];
+  if (values.local) args.push('--local');
+  if (values['remote-only']) args.push('--remote-only');
+  const builds = [
+    { label: 'this', script: self, rows: [] as MacroRow[] },
+    { label: 'other', script: other, rows: [] as MacroRow[] },
+  ];
+  log(`comparing ${self} (this) with ${other} (other): ${rounds} rounds of ${args.join(' ')}`);
+  for (let round = 0; round < rounds; round++) {
+    for (const build of round % 2 === 0 ? builds : [...builds].reverse()) {
+      log(`round ${round + 1}/${rounds}: ${build.label}`);
+      build.rows.push(...(await runRound(build.script, args)));
+    }
+  }
+  const table: Record<string, unknown>[] = [];
+  log(`\n${'scenario'.padEnd(28)} ${'tool'.padEnd(28)} ${'other s'.padStart(9)} ${'this s'.padStart(9)}  change`);
+  const key = (r: MacroRow) => `${r.scenario}\u0000${r.tool}`;
+  const merged = builds.map((b) => {
+    const byRow = new Map<string, MacroRow[]>();
+    for (const r of b.rows) byRow.set(key(r), [...(byRow.get(key(r)) ?? []), r]);
+    return byRow;
+  });
+  for (const [k, mine] of merged[0]!) {
+    const theirs = merged[1]!.get(k);
+    if (!mine[0]!.tool.startsWith('xfer') || theirs === undefined) continue;
+    const a = median(theirs.map((r) => r.wallSeconds.median));
+    const b = median(mine.map((r) => r.wallSeconds.median));
+    const change = (b / a - 1) * 100;
+    table.push({ scenario: mine[0]!.scenario, tool: mine[0]!.tool, otherSeconds: a, thisSeconds: b, changePercent: change, rounds: mine.length });
+    log(`${mine[0]!.scenario.padEnd(28)} ${mine[0]!.tool.padEnd(28)} ${a.toFixed(2).padStart(9)} ${b.toFixed(2).padStart(9)}  ${change >= 0 ? '+' : ''}${change.toFixed(1)}%`);
+  }
+  const summary = (rows: MacroRow[]) => [...new Set(rows.map(key))].map((k) => {
+    const of = rows.filter((r) => key(r) === k);
+    const runs: Run[] = of.map((r) => ({ wallSeconds: r.wallSeconds.median, cpuSeconds: r.cpuSecondsMedian, maxRssMiB: r.maxRssMiB, stdout: '' }));
+    return summarize(of[0]!.scenario, of[0]!.tool, runs, of[0]!.inputBytes);
+  });
+  const out = fileURLToPath(new URL('../../bench/results/compare/', import.meta.url));
+  await mkdir(out, { recursive: true });
+  const file = join(out, `${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  await writeFile(file, JSON.stringify({ ...results, compare: { this: self, other, rounds, rows: table, thisRows: summary(builds[0]!.rows), otherRows: summary(builds[1]!.rows) } }, null, 2));
+  log(`comparison written to ${file}`);
+}
+
+/** One child `run.js` with `args`; its macro rows. Its results file and report are removed. */
+async function runRound(script: string, args: string[]): Promise<MacroRow[]> {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+    process.stdout.write(d);
+  });
+  const code = await new Promise<number | null>((r) => child.on('close', r));
+  const written = /results written to (\S+)/.exec(out)?.[1];
+  // Its results are what counts: a report that fails after them (rows of a tiny --size) does not void the round.
+  if (written === undefined) throw new Error(`${script} ${args.join(' ')} exited ${code} before writing its results`);
+  const rows = (JSON.parse(await readFile(written, 'utf8')) as { macro?: MacroRow[] }).macro ?? [];
+  const stem = join(dirname(written), basename(written, '.json'));
+  await Promise.all([rm(written, { force: true }), rm(`${stem}.md`, { force: true }), rm(stem, { recursive: true, force: true })]);
+  return rows;
+}

@@ -40,6 +40,19 @@
 #define BLKGETSIZE64 _IOR(0x12, 114, size_t) /* linux/fs.h */
 #endif
 
+#ifndef FICLONERANGE
+/* linux/fs.h: struct file_clone_range and its ioctl (Linux 4.5) */
+struct file_clone_range { int64_t src_fd; uint64_t src_offset; uint64_t src_length; uint64_t dest_offset; };
+#define FICLONERANGE _IOW(0x94, 13, struct file_clone_range)
+#endif
+
+#ifndef FALLOC_FL_KEEP_SIZE
+#define FALLOC_FL_KEEP_SIZE 0x01 /* linux/falloc.h */
+#endif
+#ifndef FALLOC_FL_PUNCH_HOLE
+#define FALLOC_FL_PUNCH_HOLE 0x02
+#endif
+
 #ifndef RENAME_EXCHANGE
 #define RENAME_EXCHANGE (1 << 1) /* linux/fs.h; glibc < 2.28 does not define it */
 #endif
@@ -462,12 +475,55 @@ static napi_value js_block_device_size(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * cloneRange(srcFd, destFd, offset, length): ioctl(destFd, FICLONERANGE) sharing the source's
+ * blocks of [offset, offset + length) at the same offset of the destination (a reflink: XFS,
+ * btrfs; nothing is copied or written). Offsets and length must be multiples of the file
+ * system's block size (EINVAL otherwise); EOPNOTSUPP where the file system cannot share
+ * blocks (ext4, tmpfs), EXDEV across file systems. Chosen over copy_file_range, which
+ * reflinks on XFS and btrfs too but silently copies where it cannot: a caller must know
+ * whether the blocks are shared, or it has written them twice.
+ */
+static napi_value js_clone_range(napi_env env, napi_callback_info info) {
+  napi_value argv[4];
+  int src, dest;
+  off_t offset, length;
+  if (!get_args(env, info, 4, argv, "cloneRange")) return NULL;
+  if (!get_fd(env, argv[0], &src) || !get_fd(env, argv[1], &dest) || !get_offset(env, argv[2], &offset) || !get_offset(env, argv[3], &length)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "cloneRange: descriptors, then a non-negative offset and length");
+    return NULL;
+  }
+  struct file_clone_range range = { .src_fd = src, .src_offset = (uint64_t)offset, .src_length = (uint64_t)length, .dest_offset = (uint64_t)offset };
+  if (ioctl(dest, FICLONERANGE, &range) != 0) throw_fd_errno(env, errno, "ioctl FICLONERANGE", dest);
+  return NULL;
+}
+
+/*
+ * punchHole(fd, offset, length): fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): the
+ * range reads as zeros afterwards and its whole blocks are freed (partial blocks at either
+ * end are zeroed by the file system); the size stays. EOPNOTSUPP where the file system
+ * cannot punch.
+ */
+static napi_value js_punch_hole(napi_env env, napi_callback_info info) {
+  napi_value argv[3];
+  int fd;
+  off_t offset, length;
+  if (!get_args(env, info, 3, argv, "punchHole")) return NULL;
+  if (!get_fd(env, argv[0], &fd) || !get_offset(env, argv[1], &offset) || !get_offset(env, argv[2], &length)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "punchHole: a descriptor, then a non-negative offset and length");
+    return NULL;
+  }
+  if (length > 0 && fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0) throw_fd_errno(env, errno, "fallocate", fd);
+  return NULL;
+}
+
 napi_status init_sys(napi_env env, napi_value exports) {
   static const struct { const char *name; napi_callback fn; } FNS[] = {
     { "listXattrs", js_list_xattrs }, { "setXattr", js_set_xattr }, { "removeXattr", js_remove_xattr },
     { "mknod", js_mknod }, { "lutimesNs", js_lutimes_ns }, { "exchange", js_exchange },
     { "userName", js_user_name }, { "groupName", js_group_name }, { "userId", js_user_id }, { "groupId", js_group_id },
     { "seekData", js_seek_data }, { "seekHole", js_seek_hole }, { "blockDeviceSize", js_block_device_size },
+    { "cloneRange", js_clone_range }, { "punchHole", js_punch_hole },
   };
   for (size_t i = 0; i < sizeof FNS / sizeof FNS[0]; i++) {
     napi_value fn;

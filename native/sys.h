@@ -8,8 +8,8 @@
 #include <node_api.h>
 
 /* Adds listXattrs, setXattr, removeXattr, mknod, lutimesNs, exchange, userName, groupName,
- * userId and groupId to `exports` (none on a platform other than Linux: the TypeScript
- * twin serves there). Returns napi_ok or the first failing status. */
+ * userId, groupId, seekData, seekHole, blockDeviceSize, cloneRange and punchHole to
+ * `exports` (none on a platform other than Linux: the TypeScript twin serves there). Returns napi_ok or the first failing status. */
 napi_status init_sys(napi_env env, napi_value exports);
 
 #endif

@@ -29,7 +29,8 @@ import { DryRunDestination, entryPaths, extrasOnDisk, planPull, type PullPlan } 
 import { previousVersion } from './transfer/known.js';
 import { excludedEntries, selectEntries, type CarriedEntry } from './transfer/select.js';
 import { LocalStore } from './store/local.js';
-import { validateManifestName } from './store/names.js';
+import { validateTargetName } from './store/names.js';
+import { manifestExists, parseVersionSelector, resolveVersion, splitVersion } from './store/versions.js';
 
 /** Runs of a push, at most, when a server restart lost chunks it had taken (see push). */
 const MAX_PUSH_ROUNDS = 3;
@@ -110,6 +111,13 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
    * source takes puts (reconstruct/fallback.ts); the result's `fallback` counts them.
    */
   readonly fallback?: readonly LocationSpec[];
+  /**
+   * Pull this version of the target instead of its current one: a version id (`xfer ls
+   * --versions`) or a UTC time (`2026-12-06`, `2026-12-06T15:04`, ...), which picks the
+   * newest version committed at or before it (store/versions.ts). The same as a source
+   * ending `@<version>`, without the rule that decides whether an '@' selects a version.
+   */
+  readonly version?: string;
 }
 
 /**
@@ -240,6 +248,8 @@ export async function pull(source: LocationSpec, destination: string, options: P
   checkSignal(options);
   for (const name of ['checksum', 'delete', 'dryRun', 'plan', 'inPlace']) checkBoolean(options, name);
   for (const name of ['onProgress', 'excludes', 'onInconsistent']) checkFunction(options, name);
+  const asked = options.version === undefined ? undefined : parseVersionSelector(typeof options.version === 'string' ? options.version : '');
+  if (options.version !== undefined && !asked) throw new InvalidOptionError('version', 'a version id or a UTC time (2026-12-06, 2026-12-06T15:04, 2026-12-06T15:04:05)');
   if (options.seeds !== undefined && !(Array.isArray(options.seeds) && options.seeds.every((s) => typeof s === 'string'))) {
     throw new InvalidOptionError('seeds', 'an array of paths');
   }
@@ -298,8 +308,15 @@ export async function pull(source: LocationSpec, destination: string, options: P
   try {
     // The manifest is fetched whole before any chunk: a manifest stream left half-read while
     // chunks are fetched on the same HTTP/2 connection could hold its flow-control window.
+    // `<name>@<version or time>`, or options.version: the version's manifest is read, the
+    // target keeps its name (where it goes). A pull of a version leaves no snapshot: the
+    // snapshot says the destination holds the current version.
+    const split = asked ? { name, selector: asked } : await splitVersion(name, (n) => manifestExists(store, n, { signal }));
+    name = split.name;
+    const manifestName = split.selector ? await resolveVersion(store, name, split.selector, { signal, describe: location.kind === 'store' ? location.text : location.path }) : name;
+    if (split.selector) snapshot = undefined;
     let manifestPath = join(tmp, 'manifest');
-    await pipeline(Readable.from(await store.getManifest(name, { signal })), createWriteStream(manifestPath), { signal });
+    await pipeline(Readable.from(await store.getManifest(manifestName, { signal })), createWriteStream(manifestPath), { signal });
     let reader = await openManifestFile(manifestPath, { signal });
     if (options.excludes && reader.header.kind === 'tree') {
       // The pushed manifest less the excluded entries: what is rebuilt and verified.
@@ -414,7 +431,7 @@ async function resolveContentsTarget(destination: string): Promise<string> {
 /** The target of a push of a tree's contents into a store: the location's path itself. */
 function contentsTarget(location: StoreLocation): string {
   if (location.path === '') throw new InvalidArgumentError(`${location.text}: name the target ${location.given ? 'as its path ({ store, path })' : 'in the URL'}; a source ending in / puts its contents at that path`);
-  return validateManifestName(location.path);
+  return validateTargetName(location.path);
 }
 
 /** A dry push (PushOptions.dryRun): the push itself, into a DryRunDestination. */

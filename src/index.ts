@@ -50,6 +50,9 @@ export { MemoryStore } from './store/memory.js';
 
 export { push, pull, type PushOptions, type PullOptions, type PushSource } from './api.js';
 export { list, verify, readManifest, type LocationOptions, type VerifyOptions } from './inspect.js';
+export { versions, forget, remove, type ForgetOptions, type ForgetResult, type RemoveOptions, type RemoveResult, type RetentionPolicy, type TargetVersion, type VersionInfo } from './targets.js';
+export { applyPolicy, type RetentionDecision } from './store/retention.js';
+export { parseVersionSelector, versionId, type VersionSelector } from './store/versions.js';
 export {
   registerScheme,
   unregisterScheme,
@@ -57,6 +60,8 @@ export {
   supportedLocations,
   type LocationSpec,
   type Scheme,
+  type Decorators,
+  type Composition,
   type Store,
   type StoreEndpoint,
   type StoreLocation,
@@ -67,10 +72,15 @@ export {
 export { storeEndpoint } from './endpoint/store.js';
 export { push as pushToDestination, type PushResult, type PushProgress } from './transfer/push.js';
 export type { PushDestination, PushSession, FileSink } from './transfer/destination.js';
-export { verifyManifests, type VerifyReport, type Damage } from './transfer/verify.js';
+export { verifyManifests, parseReadDataSubset, type VerifyReport, type VerifyProgress, type Damage, type DamagedChunk, type ReadDataSubset } from './transfer/verify.js';
 export { reconstruct, type ReconstructOptions, type PullResult, type PullProgress } from './reconstruct/reconstruct.js';
 
 export { LocalDestination, localTargetOf, resolveCopyTarget, openLocalSource, type LocalTarget } from './endpoint/local.js';
 export { HttpDestination, httpEndpoint } from './endpoint/http.js';
 export { HttpStore, type HttpStoreOptions } from './store/http.js';
+/** A passing failure of the HTTP store (a ProtocolError, XFER_PROTOCOL), thrown as it is when no retry is left (--retries 0). */
+export { TransientError } from './store/net-errors.js';
+export { RetryingStore } from './store/decorators/retry.js';
+export { LimitedStore } from './store/decorators/limit.js';
+export type { RetryPlan, RetryPolicy, RetryEvent } from './core/retry.js';
 export { createServer, type ServerOptions, type ServerStats, type XferServer } from './server/server.js';

@@ -22,7 +22,7 @@ const tried = new WeakSet<object>();
 
 /** Whether a pull with these options may use a snapshot, or leave one: not when it needs the manifest or reads everything. */
 export function snapshotApplies(source: string, options: PullOptions): boolean {
-  return !options.checksum && !options.dryRun && !options.plan && !options.excludes && /^https?:\/\//i.test(source);
+  return !options.checksum && !options.dryRun && !options.plan && !options.excludes && options.version === undefined && /^https?:\/\//i.test(source);
 }
 
 /** What a snapshot of a pull of `path` from `base` is valid for (but the tag). */

@@ -65,7 +65,7 @@ describe('a reader that closes the pipe early (| head -1)', () => {
       const size = (await stat(join(packs, name))).size;
       await writeFile(join(packs, name), Buffer.alloc(size));
     }
-    const r = await runIntoHead(['verify', '--chunks-only', damaged]);
+    const r = await runIntoHead(['verify', '--chunks-only', '--read-data', damaged]);
     assert.match(r.first, /^DAMAGED data/);
     assert.equal(r.stderr, '');
     assert.equal(r.code, 1);

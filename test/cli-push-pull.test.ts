@@ -257,10 +257,10 @@ describe('xfer push / pull / verify to a local directory', () => {
     const backup = join(dir, 'backup-flip.bin');
     const [victim] = await storedChunks(join(backup, '.xfer'));
     await damageStoredChunk(join(backup, '.xfer'), victim!, 1000);
-    const v = await runCli(['verify', backup]);
+    const v = await runCli(['verify', backup, '--read-data']);
     assert.equal(v.code, 1);
     assert.match(v.stdout, /DAMAGED flip\.bin: corrupt chunk [0-9a-f]{64}/);
-    const vj = await runCli(['verify', join(backup, 'flip.bin'), '--json']);
+    const vj = await runCli(['verify', join(backup, 'flip.bin'), '--json', '--read-data']);
     assert.equal(vj.code, 1);
     assert.equal(JSON.parse(vj.stdout).damaged[0].kind, 'corrupt');
     const out = join(dir, 'flip-out.bin');
@@ -271,7 +271,7 @@ describe('xfer push / pull / verify to a local directory', () => {
     await assert.rejects(stat(out), /ENOENT/, 'no partial destination is left');
   });
 
-  it('verify reads every rebuilt file: a byte flipped in the copy (mtime kept) or a deleted file of a tree is damage', async () => {
+  it('verify --read-data reads every rebuilt file: a byte flipped in the copy (mtime kept) or a deleted file of a tree is damage', async () => {
     const data = pseudoRandom(1 * MiB, 4321);
     await roundTrip('copyflip.bin', data);
     const backup = join(dir, 'backup-copyflip.bin');
@@ -281,12 +281,12 @@ describe('xfer push / pull / verify to a local directory', () => {
     await fh.write(Buffer.from([data[5000]! ^ 0xff]), 0, 1, 5000);
     await fh.close();
     await utimes(copy, before.atime, before.mtime);
-    const v = await runCli(['verify', backup]);
+    const v = await runCli(['verify', backup, '--read-data']);
     assert.equal(v.code, 1, v.stdout);
     assert.match(v.stdout, /DAMAGED copyflip\.bin: file: the rebuilt file's content differs from its manifest/);
     assert.match(v.stdout, /1 rebuilt file checked, 1 problem$/m);
     // The chunks themselves are intact: --chunks-only says ok.
-    assert.equal((await runCli(['verify', backup, '--chunks-only'])).code, 0);
+    assert.equal((await runCli(['verify', backup, '--chunks-only', '--read-data'])).code, 0);
 
     const tree = join(dir, 'src', 'vtree');
     await mkdir(join(tree, 'sub'), { recursive: true });

@@ -287,7 +287,9 @@ describe('rsync habits: a trailing / on a source directory means its contents', 
     const into = join(fx.dir, 't1', 'into');
     await mkdir(into);
     ok(await runCli(['push', src, into, '-q']));
-    assert.deepEqual(await names(into), ['.xfer', '.xfer/locks', '.xfer/manifests', '.xfer/manifests/dir', '.xfer/packs', ...(await names(join(into, '.xfer', 'packs'))).map((n) => `.xfer/packs/${n}`), '.xfer/store.json', '.xfer/tmp', 'dir', 'dir/a.txt', 'dir/sub', 'dir/sub/b.txt']);
+    // The store beside it holds the manifest of dir and its first version (issue 16).
+    const versions = (await names(join(into, '.xfer', 'manifests', '.xfer'))).map((n) => `.xfer/manifests/.xfer/${n}`);
+    assert.deepEqual(await names(into), ['.xfer', '.xfer/locks', '.xfer/manifests', '.xfer/manifests/.xfer', ...versions, '.xfer/manifests/dir', '.xfer/packs', ...(await names(join(into, '.xfer', 'packs'))).map((n) => `.xfer/packs/${n}`), '.xfer/store.json', '.xfer/tmp', 'dir', 'dir/a.txt', 'dir/sub', 'dir/sub/b.txt']);
     const refused = await runCli(['push', `${src}/`, into, '-q']);
     assert.notEqual(refused.code, 0, 'a directory holding pushed targets does not take a tree\'s contents');
     assert.match(refused.stderr, /^xfer: .*holds pushed targets/);

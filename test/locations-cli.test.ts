@@ -46,10 +46,13 @@ describe('locations through the CLI: ls, manifest show and verify', () => {
     assert.match(text.stdout, new RegExp(`${data.length}`));
   });
 
-  it('verify of a server is refused clearly (exit 2) until the server verifies itself', async () => {
-    const r = await runCli(['verify', `${fx.server.url}/docs/`]);
-    assert.equal(r.code, 2, r.stderr);
-    assert.ok(isOneLineError(r.stderr), r.stderr);
-    assert.match(r.stderr, /verify is not supported yet for http locations/);
+  it('verify of a server is done by the server (its chunks and rebuilt files); a missing target is a one-line error', async () => {
+    const r = await runCli(['verify', `${fx.server.url}/docs/`, '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout);
+    assert.deepEqual([report.manifests, report.files, report.filesChecked, report.damaged], [2, 2, 2, []]);
+    const none = await runCli(['verify', `${fx.server.url}/nothing`]);
+    assert.equal(none.code, 3, none.stderr);
+    assert.ok(isOneLineError(none.stderr), none.stderr);
   });
 });

@@ -72,7 +72,7 @@ describe('locations: a ChunkStore & ManifestStore object', () => {
       store.corruptChunk(id);
       break;
     }
-    const report = await verify({ store, path: 'f.bin' });
+    const report = await verify({ store, path: 'f.bin' }, { readData: true });
     assert.equal(report.damaged.length, 1);
     assert.equal(report.damaged[0]!.kind, 'corrupt');
   });
@@ -137,7 +137,8 @@ describe('locations: a scheme registered in-process (mem:)', () => {
     assert.equal(f.target, 'mem:a/backups/f.bin');
     const t = await push(join(dir, 'tree/'), 'mem:a/backups/t');
     assert.equal(t.target, 'mem:a/backups/t');
-    assert.deepEqual((await stores.get('a')!.listManifests('')).map((m) => m.name), ['backups/f.bin', 'backups/t']);
+    // Every manifest: the targets and, in the store's namespace, a version of each (issue 16).
+    assert.deepEqual((await stores.get('a')!.listManifests('')).map((m) => m.name.replace(/^\.xfer\/versions\/[0-9a-f]{32}\/[^/]+$/, '.xfer/versions/<key>/<id>')), ['.xfer/versions/<key>/<id>', '.xfer/versions/<key>/<id>', 'backups/f.bin', 'backups/t']);
 
     assert.deepEqual((await list('mem:a/backups/')).map((e) => [e.path, e.kind]), [['backups/f.bin', 'file'], ['backups/t', 'tree']]);
     assert.deepEqual((await verify('mem:a')).damaged, []);

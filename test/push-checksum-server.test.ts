@@ -33,7 +33,7 @@ async function damageKeepingMetadata(path: string, offset: number, length: numbe
 async function damagedOnServer(root: string, name: string): Promise<string[]> {
   const store = await LocalStore.open(join(root, 'store'), { create: false });
   try {
-    const r = await verifyManifests(store, store, [name], { targetOf: (n) => join(root, 'files', ...n.split('/')) });
+    const r = await verifyManifests(store, store, [name], { readData: true, targetOf: (n) => join(root, 'files', ...n.split('/')) });
     return r.damaged.map((d) => `${d.path || '(file)'}: ${d.kind}`);
   } finally {
     await store.close();

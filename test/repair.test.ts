@@ -68,14 +68,14 @@ describe('repair: a flipped byte in a stored pack is found by verify, named, and
     const chunk = await chunkBytes(storeDir, id);
     await damageStoredChunk(storeDir, id, 100);
 
-    let r = await runCli(['verify', dest, '--json']);
+    let r = await runCli(['verify', dest, '--json', '--read-data']);
     assert.equal(r.code, 1, r.stderr);
     const damaged = (JSON.parse(r.stdout) as { damaged: { path: string; kind: string; digest: string }[] }).damaged;
     assert.deepEqual(damaged.map((d) => [d.path, d.kind, d.digest]), [[fileHolding(tree, chunk), 'corrupt', digestToHex(id.digest)]]);
 
     r = await runCli(['push', src, `${dest}/`, '--quiet']);
     assert.equal(r.code, 0, r.stderr);
-    r = await runCli(['verify', dest]);
+    r = await runCli(['verify', dest, '--read-data']);
     assert.equal(r.code, 0, r.stdout + r.stderr);
     r = await runCli(['pull', join(dest, 'tree'), join(dir, 'local-back'), '--quiet']);
     assert.equal(r.code, 0, r.stderr);
@@ -174,13 +174,13 @@ describe('repair: a flipped byte in a stored pack is found by verify, named, and
       body[first + 100] ^= 0x10;
       await f.service.client.send(new PutObjectCommand({ Bucket: bucket, Key, Body: body }));
 
-      const r = await xfer('verify', base, '--json');
+      const r = await xfer('verify', base, '--json', '--read-data');
       assert.equal(r.code, 1, r.stderr);
       const damaged = (JSON.parse(r.stdout) as { damaged: { path: string; kind: string }[] }).damaged;
       assert.deepEqual(damaged.map((d) => [d.path, d.kind]), [[fileHolding(tree, chunk), 'corrupt']]);
 
       await push(src, base, s3);
-      assert.deepEqual((await verify(base, s3)).damaged, []);
+      assert.deepEqual((await verify(base, { ...s3, readData: true })).damaged, []);
       await pull(`${base}tree`, join(dir, 's3-back'), s3);
       await assertTree(join(dir, 's3-back'), tree);
     });
@@ -210,7 +210,7 @@ async function chunkOf(storeDir: string, ids: ChunkId[], tree: Map<string, Buffe
 async function verifyServer(root: string, name: string): Promise<string[]> {
   const store = await LocalStore.open(join(root, 'store'), { create: false });
   try {
-    const r = await verifyManifests(store, store, [name], { targetOf: (n) => join(root, 'files', ...n.split('/')) });
+    const r = await verifyManifests(store, store, [name], { readData: true, targetOf: (n) => join(root, 'files', ...n.split('/')) });
     return r.damaged.map((d) => `${d.path}: ${d.kind}${d.digest ? ` ${d.digest}` : ''}`);
   } finally {
     await store.close();

@@ -18,6 +18,9 @@ const COMMANDS: Readonly<Record<string, () => Promise<Register>>> = {
   manifest: async () => (await import('./manifest.js')).registerManifest,
   serve: async () => (await import('./serve.js')).registerServe,
   ls: async () => (await import('./ls.js')).registerLs,
+  forget: async () => (await import('./forget.js')).registerForget,
+  rm: async () => (await import('./rm.js')).registerRm,
+  gc: async () => (await import('./gc.js')).registerGc,
 };
 
 /**

@@ -23,7 +23,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
   const cmd = program
     .command('pull')
     .description('rebuild a pushed file or tree at a local path, reusing chunks already there')
-    .argument('<target>', 'a pushed target: <dest-dir>/<name> or http(s)://host:port/<remote-path>; a tree with a trailing / means its contents (rsync): they go to <path> itself')
+    .argument('<target>', 'a pushed target: <dest-dir>/<name> or http(s)://host:port/<remote-path>; a tree with a trailing / means its contents (rsync): they go to <path> itself; <target>@<version id or UTC time> pulls that version (see xfer ls --versions)')
     .argument('<path>', 'where to put it; an existing directory or a path ending in / means "inside it"')
     .option('--seed <file...>', 'local files whose chunks may be reused')
     .option(

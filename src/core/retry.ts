@@ -27,6 +27,23 @@ export function retryPolicy(retries: number | undefined): RetryPolicy {
   return retries === undefined ? DEFAULT_RETRY_POLICY : { ...DEFAULT_RETRY_POLICY, retries };
 }
 
+/**
+ * How one store's failed operations are tried again, as the location registry composes it
+ * (endpoint/registry.ts), once per opened store: the policy (a user's --retries), the
+ * store's own sorting of its errors (restic's IsPermanentError: each store exports its
+ * classifier), and who is told of each retry. The registry either wraps the store in the
+ * retry decorator (store/decorators/retry.ts) or, where retries must happen inside the
+ * store's transport (a request resumed mid-body), hands this plan to the transport; never
+ * both, so that retries do not multiply. Its fields have the names of the stores' options,
+ * so that it can be spread into them.
+ */
+export interface RetryPlan {
+  readonly retry: RetryPolicy;
+  /** True for an error that another attempt cannot mend: never retried. */
+  readonly isPermanent: (error: unknown) => boolean;
+  readonly onRetry?: (event: RetryEvent) => void;
+}
+
 /** What a retry is told before it waits. */
 export interface RetryEvent {
   /** 1 for the first retry. */

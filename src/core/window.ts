@@ -1,44 +1,108 @@
 /**
- * xfer's one bounded-concurrency primitive (mapBounded below is built on it).
+ * xfer's one bounded-concurrency primitive, Slots, and the two shapes built on it: Window
+ * (a producer starting jobs and moving on) and mapBounded (a list mapped). Every bound on
+ * work in flight in xfer is one of these three: no hand-written wait loops beside them.
  */
-import { throwIfAborted } from './abort.js';
+import { throwIfAborted, untilAborted } from './abort.js';
 import { InvalidArgumentError } from './errors.js';
 
 /**
- * Runs async jobs with at most `maxJobs` in flight and at most `maxBytes` of declared weight
- * in flight. run() resolves when the job has been STARTED (back-pressure for the producer);
- * the first failure is rethrown by the next run() or by drain(), and stops new jobs.
- * A job heavier than maxBytes still runs, alone.
+ * At most `maxJobs` holders at once, and at most `maxBytes` of declared weight between
+ * them (a holder heavier than maxBytes still gets in, alone). A waiter that is aborted
+ * stops waiting; every release wakes all waiters, which race for the room again, so an
+ * aborted waiter cannot swallow a wake-up meant for another.
  */
-export class Window {
+export class Slots {
   private active = 0;
   private activeBytes = 0;
-  private readonly waiters: (() => void)[] = [];
+  private waiters: (() => void)[] = [];
+
+  /** `maxJobs` must be a positive integer (0 would let nothing in and wait for ever), `maxBytes` above 0. */
+  constructor(private readonly maxJobs: number, private readonly maxBytes = Infinity) {
+    if (!Number.isSafeInteger(maxJobs) || maxJobs < 1) throw new InvalidArgumentError(`a limit of jobs in flight needs a positive integer of jobs, got ${maxJobs}`);
+    if (!(maxBytes > 0)) throw new InvalidArgumentError(`a limit of jobs in flight needs a positive weight limit, got ${maxBytes}`);
+  }
+
+  /** Holders now. */
+  get inFlight(): number {
+    return this.active;
+  }
+
+  /** Takes room for a holder of weight `bytes` if there is some now, without waiting. */
+  tryAcquire(bytes = 0): boolean {
+    if (!this.hasRoom(bytes)) return false;
+    this.active++;
+    this.activeBytes += bytes;
+    return true;
+  }
+
+  /** Waits for room for a holder of weight `bytes` and takes it; AbortedError if `signal` fires first. */
+  async acquire(bytes = 0, signal?: AbortSignal): Promise<void> {
+    while (!this.hasRoom(bytes)) {
+      await untilAborted(new Promise<void>((resolve) => this.waiters.push(resolve)), signal);
+    }
+    throwIfAborted(signal);
+    this.active++;
+    this.activeBytes += bytes;
+  }
+
+  /** Gives back what acquire(bytes) took. */
+  release(bytes = 0): void {
+    this.active--;
+    this.activeBytes -= bytes;
+    const woken = this.waiters;
+    this.waiters = [];
+    for (const wake of woken) wake();
+  }
+
+  /** Runs `job` holding a slot of weight `bytes`; resolves with its result once it ends. */
+  async run<T>(job: () => Promise<T>, signal?: AbortSignal, bytes = 0): Promise<T> {
+    await this.acquire(bytes, signal);
+    try {
+      return await job();
+    } finally {
+      this.release(bytes);
+    }
+  }
+
+  private hasRoom(bytes: number): boolean {
+    return this.active < this.maxJobs && (this.active === 0 || this.activeBytes + bytes <= this.maxBytes);
+  }
+}
+
+/**
+ * Runs async jobs with at most `maxJobs` in flight and at most `maxBytes` of declared weight
+ * in flight (Slots). run() resolves when the job has been STARTED (back-pressure for the
+ * producer); the first failure is rethrown by the next run() or by drain(), and stops new
+ * jobs. A job heavier than maxBytes still runs, alone.
+ */
+export class Window {
+  private readonly slots: Slots;
   private readonly running = new Set<Promise<void>>();
   private failure: { error: unknown } | undefined;
 
   /** `maxJobs` must be a positive integer (0 would start nothing and wait for ever), `maxBytes` above 0. */
-  constructor(private readonly maxJobs: number, private readonly maxBytes: number) {
-    if (!Number.isSafeInteger(maxJobs) || maxJobs < 1) throw new InvalidArgumentError(`a window of jobs needs a positive integer of jobs, got ${maxJobs}`);
-    if (!(maxBytes > 0)) throw new InvalidArgumentError(`a window of jobs needs a positive weight limit, got ${maxBytes}`);
+  constructor(maxJobs: number, maxBytes: number) {
+    this.slots = new Slots(maxJobs, maxBytes);
   }
 
   async run(bytes: number, job: () => Promise<void>): Promise<void> {
-    while (!this.failure && (this.active >= this.maxJobs || (this.active > 0 && this.activeBytes + bytes > this.maxBytes))) {
-      await new Promise<void>((resolve) => this.waiters.push(resolve));
-    }
     if (this.failure) throw this.failure.error;
-    this.active++;
-    this.activeBytes += bytes;
+    // Without a wait when there is room: a job starts in the same turn as before Slots.
+    if (!this.slots.tryAcquire(bytes)) await this.slots.acquire(bytes);
+    // A job that failed while this one waited released its slot: no more jobs start.
+    const failure = this.failure as { error: unknown } | undefined;
+    if (failure) {
+      this.slots.release(bytes);
+      throw failure.error;
+    }
     const p = job()
       .catch((error) => {
         this.failure ??= { error };
       })
       .finally(() => {
-        this.active--;
-        this.activeBytes -= bytes;
         this.running.delete(p);
-        this.waiters.shift()?.();
+        this.slots.release(bytes);
       });
     this.running.add(p);
   }

@@ -1,14 +1,15 @@
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fromSystemError } from '../core/errors.js';
-import { retryPolicy } from '../core/retry.js';
+import { retryPolicy, type RetryPlan } from '../core/retry.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { HttpStore, type HttpStoreOptions } from '../store/http/store.js';
 import { DeltaUploads } from './http-delta.js';
 import { openStage, type StageUpload } from './http-stage.js';
-import { validateManifestName } from '../store/names.js';
+import { isReservedName } from '../store/names.js';
 import type { OpOptions } from '../store/store.js';
 import { KnownFiles, previousVersion } from '../transfer/known.js';
+import { formatReadDataSubset } from '../transfer/verify.js';
 import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
 import type { OpenOptions, StoreEndpoint } from './registry.js';
 
@@ -18,7 +19,12 @@ export interface RemoteOptions extends OpenOptions {
   readonly delta?: boolean;
 }
 
-export async function connectRemote(base: URL, options: RemoteOptions): Promise<HttpStore> {
+/**
+ * Connects to the server at `base`. `retry`: the retries the registry composed (policy,
+ * classifier, listener; registry.ts, composition), which the protocol client applies per
+ * request, in the transport (ClientOptions.isPermanent says why there).
+ */
+export async function connectRemote(base: URL, options: RemoteOptions, retry: RetryPlan | undefined): Promise<HttpStore> {
   let ca: Buffer | undefined;
   if (options.caFile) {
     try {
@@ -27,26 +33,37 @@ export async function connectRemote(base: URL, options: RemoteOptions): Promise<
       throw fromSystemError(err, options.caFile, 'read CA file');
     }
   }
-  const retry = retryPolicy(options.retries);
-  const o: HttpStoreOptions = { token: options.token, ca, insecure: options.insecure, signal: options.signal, retry, onRetry: options.onRetry, bwlimitBytesPerSecond: options.bwlimitBytesPerSecond,
-    answerTimeoutMs: options.answerTimeoutMs,
+  const o: HttpStoreOptions = {
+    token: options.token, ca, insecure: options.insecure, signal: options.signal, bwlimitBytesPerSecond: options.bwlimitBytesPerSecond, answerTimeoutMs: options.answerTimeoutMs,
+    // No plan: no retries (a scheme that declares no classifier).
+    ...(retry ?? { retry: retryPolicy(0) }),
   };
   return HttpStore.connect(base, o);
 }
 
 /**
  * A server as a location: its own stat and listing (the server reads its manifests'
- * headers), pushes staged and sent as deltas (HttpDestination). Verify is not offered:
- * checking a server's chunks from here would fetch them all (a server-side verify is to
- * come).
+ * headers), pushes staged and sent as deltas (HttpDestination), and its own verify (POST
+ * /v1/verify): checking a server's chunks from here would fetch them all, and its rebuilt
+ * files are not reachable from here at all.
  */
 export function httpEndpoint(store: HttpStore): StoreEndpoint {
   return {
     store,
     describe: (name) => `${store.base.origin}/${name}`,
     stat: (name, options) => store.stat(name, options),
-    list: (prefix, options) => store.list(prefix, options),
+    // The server lists every manifest, versions too (HttpStore.listManifests needs them all):
+    // the versions' namespace is left out here, as listTargets does, unless asked for.
+    list: async (prefix, options) => (await store.list(prefix, options)).filter((e) => !isReservedName(e.path) || isReservedName(prefix)),
+    remove: async (name, options) => (await store.client.removeTarget(name, options.recursive, options.signal)).removed,
     destination: (name, options = {}) => new HttpDestination(store, name, { delta: options.delta, inPlace: options.inPlace }),
+    verify: (path, options = {}) => store.client.verify(path, {
+      readData: options.readData,
+      subset: options.subset && formatReadDataSubset(options.subset),
+      chunksOnly: options.chunksOnly,
+      signal: options.signal,
+      onProgress: options.onProgress,
+    }),
     get retriesMade() {
       return store.retriesMade;
     },

@@ -1,4 +1,3 @@
-import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { AlreadyExistsError, fromSystemError, InvalidArgumentError, isXferError, NotFoundError } from '../core/errors.js';
@@ -6,6 +5,7 @@ import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.
 import { sameFile, Staging, STAGING_PREFIX, type StagedFile } from '../reconstruct/staging.js';
 import { LocalStore, localManifests } from '../store/local.js';
 import { validateManifestName } from '../store/names.js';
+import { commitManifest } from '../store/versions.js';
 import type { HeldLock } from '../store/lock.js';
 import type { OpOptions } from '../store/store.js';
 import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
@@ -197,6 +197,9 @@ export class LocalDestination implements PushDestination {
         else {
           const f: StagedFile = await staging.openFile(meta);
           const previous = known?.previousFile(meta.path);
+          // Blocks equal to the current copy's at the same offsets are shared with it (a
+          // reflink on XFS and btrfs) instead of written again.
+          if (previous) await f.shareWithOlder(current(meta.path));
           return {
             write: (data, position) => f.write(data, position),
             finish: async (size, digest) => {
@@ -214,9 +217,9 @@ export class LocalDestination implements PushDestination {
         }
         return undefined;
       },
-      async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<{ deleted: readonly string[] }> {
+      async commit(manifestPath: string, header: ManifestHeader, opts: OpOptions = {}): Promise<{ deleted: readonly string[] }> {
         try {
-          await store.putManifest(name, createReadStream(manifestPath), opts);
+          await commitManifest(store, name, manifestPath, header, opts);
           return await staging.commit(opts);
         } finally {
           await lock.release();

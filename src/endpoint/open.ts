@@ -1,19 +1,21 @@
 import { InvalidArgumentError } from '../core/errors.js';
-import type { OpenOptions, StoreEndpoint, StoreLocation } from './registry.js';
+import { composition, type OpenOptions, type StoreEndpoint, type StoreLocation } from './registry.js';
 import { storeEndpoint } from './store.js';
 
-export { checkLocalPath, parseLocation, registerScheme, storeScheme, supportedLocations, unregisterScheme } from './registry.js';
-export type { Location, LocationSpec, LocalLocation, Scheme, Store, StoreEndpoint, StoreLocation, TargetInfo, TargetType } from './registry.js';
+export { checkLocalPath, composition, parseLocation, registerScheme, storeScheme, supportedLocations, unregisterScheme } from './registry.js';
+export type { Composition, Decorators, Location, LocationSpec, LocalLocation, Scheme, Store, StoreEndpoint, StoreLocation, TargetInfo, TargetType } from './registry.js';
 
 /**
  * Opens the store behind a store location: a store object the caller passed as it is
- * (never closed by xfer), anything else through its scheme (registry.ts), which composes
- * the store's decorators. Every command and the library open stores here.
+ * (never closed by xfer, and not decorated: it is the caller's to compose), anything else
+ * through its scheme, with the decorators its entry declares composed around it
+ * (registry.ts, composition). Every command and the library open stores here.
  */
 export async function openStoreLocation(location: StoreLocation, options: OpenOptions): Promise<StoreEndpoint> {
   refuseWireOptions(location, options);
   if (location.given) return storeEndpoint(location.given, (name) => name, false);
-  return location.scheme!.open(location, options);
+  const scheme = location.scheme!;
+  return scheme.open(location, options, composition(scheme.decorators, options));
 }
 
 /** A rate limit applies to a wire: a local path, a store object or a scheme without a network has none. */

@@ -1,9 +1,14 @@
 import { InvalidArgumentError } from '../core/errors.js';
-import { retryPolicy, type RetryEvent } from '../core/retry.js';
+import { checkFunction, checkOneOf, checkPositiveInteger } from '../core/options.js';
+import { retryPolicy, type RetryEvent, type RetryPlan } from '../core/retry.js';
 import type { ManifestKind } from '../manifest/types.js';
+import { LimitedStore } from '../store/decorators/limit.js';
+import { RetryingStore } from '../store/decorators/retry.js';
+import { isPermanentHttpError } from '../store/net-errors.js';
+import { isPermanentS3Error } from '../store/s3/errors.js';
 import type { ChunkStore, ManifestStore, OpOptions } from '../store/store.js';
 import type { PushDestination } from '../transfer/destination.js';
-import type { VerifyReport } from '../transfer/verify.js';
+import type { VerifyOptions, VerifyReport } from '../transfer/verify.js';
 import { parseRemote } from './remote.js';
 
 /*
@@ -14,8 +19,14 @@ import { parseRemote } from './remote.js';
  * library API go through parseLocation and openStoreLocation (open.ts), never through a
  * test of their own.
  *
- * This module holds the vocabulary and the table, and imports no store: a command that
- * touches no server never loads the HTTP client (about 90 ms of start-up).
+ * Cross-cutting behaviour is composed here, once, for every scheme alike (compose below,
+ * as restic's `retry.New(sema.NewBackend(be))`): each scheme's entry declares the
+ * decorators its stores take (Decorators: its sorting of errors for the retries, a limit
+ * of operations in flight), and every opened store gets exactly those.
+ *
+ * This module holds the vocabulary, the table and the composition, and imports no store
+ * (only the stores' error classifiers and the decorators, which load nothing heavy): a
+ * command that touches no server never loads the HTTP client (about 90 ms of start-up).
  */
 
 /** Anything that stores chunks and manifests: every store of src/store satisfies it. */
@@ -96,6 +107,12 @@ export interface OpenOptions {
 }
 
 /**
+ * What a verify of a location takes (transfer/verify.ts; where targets are rebuilt is the
+ * endpoint's own business). chunksOnly: check no rebuilt file.
+ */
+export type VerifyJobOptions = Omit<VerifyOptions, 'targetOf'> & { readonly chunksOnly?: boolean };
+
+/**
  * An opened store location: the store and what commands need of it. Generic over any
  * Store (endpoint/store.ts, storeEndpoint); a scheme whose store does some of this
  * itself (a server: stat, list, staged pushes) gives its own (endpoint/http.ts).
@@ -114,10 +131,18 @@ export interface StoreEndpoint {
    */
   destination(name: string, options?: { readonly delta?: boolean; readonly inPlace?: boolean }): PushDestination;
   /**
-   * Checks the chunks of the named targets. Absent where the store cannot be checked from
-   * here yet (a server: its own verify is to come): verify then refuses the location.
+   * Verifies the targets under `path` ('' all, a target, or a folder of them; NotFoundError
+   * if none): transfer/verify.ts. A store is checked from here; a server checks itself
+   * (POST /v1/verify), its rebuilt files too. Absent where a store cannot be verified.
    */
-  readonly verify?: (names: readonly string[], options?: OpOptions) => Promise<VerifyReport>;
+  readonly verify?: (path: string, options?: VerifyJobOptions) => Promise<VerifyReport>;
+  /**
+   * Removes target `name` (with `recursive`, a folder of them): its versions, its manifest
+   * and the copy the location rebuilt of it (a server's files), in that order
+   * (store/versions.ts, removeTargetManifests). Absent where the store holds manifests only:
+   * `xfer rm` then removes them itself.
+   */
+  readonly remove?: (name: string, options: OpOptions & { readonly recursive: boolean }) => Promise<readonly { readonly path: string; readonly versions: number }[]>;
   /** Requests tried again so far (after a broken connection); 0 for a store without a wire. */
   readonly retriesMade: number;
   close(): Promise<void>;
@@ -140,12 +165,81 @@ export interface Scheme {
   readonly wire: boolean;
   /** Splits a location of this scheme (`text` starts with one of its prefixes); InvalidArgumentError if malformed. */
   parse(text: string): { readonly where: string; readonly path: string; readonly trailingSlash: boolean };
+  /** The decorators its stores take (none if absent); composed by openStoreLocation, not by the scheme. */
+  readonly decorators?: Decorators;
   /**
-   * Opens the store behind a parsed location, with the decorators its kind needs (retry
-   * with the store's own sorting of transient and permanent errors, timeouts, bandwidth
-   * and concurrency limits, caching), composed here, once: commands only ever see the result.
+   * Opens the store behind a parsed location. `composed` is what the registry composed
+   * for it from `decorators` and `options` (composition): a scheme made by storeScheme
+   * wraps its store in it; one that retries in its transport passes `composed.retry` to it.
+   * Commands only ever see the result.
    */
-  open(location: StoreLocation, options: OpenOptions): Promise<StoreEndpoint>;
+  open(location: StoreLocation, options: OpenOptions, composed: Composition): Promise<StoreEndpoint>;
+}
+
+/**
+ * The decorators a scheme's stores take: the retry decorator with the store's own sorting
+ * of its errors, and a limit of operations in flight. Timeouts and the bandwidth limit
+ * belong to a wire (OpenOptions.answerTimeoutMs, bwlimitBytesPerSecond): the HTTP client
+ * applies them per request and per byte, where they can be applied.
+ */
+export interface Decorators {
+  /**
+   * The store's classification of its errors (restic's IsPermanentError; each store
+   * exports its own: isPermanentHttpError, isPermanentS3Error): true for a failure another
+   * attempt cannot mend. Without it nothing is retried.
+   */
+  readonly isPermanent?: (error: unknown) => boolean;
+  /**
+   * Where retries happen. 'store' (the default): every operation of the store, by the
+   * retry decorator (store/decorators/retry.ts). 'transport': inside the store, per
+   * request, where a retry can resume what a break cut short (an HTTP upload or fetch
+   * mid-body, an S3 pack upload in the background); the store takes the same RetryPlan
+   * (Composition.retry) and is not wrapped as well, so that retries never multiply.
+   */
+  readonly retryIn?: 'store' | 'transport';
+  /** Operations of the store in flight at most (store/decorators/limit.ts). */
+  readonly maxInFlight?: number;
+}
+
+/** What the registry composed for one opened store. */
+export interface Composition {
+  /** The retries: the user's policy (OpenOptions.retries), the scheme's classifier, a listener that counts. Undefined: no retries. */
+  readonly retry: RetryPlan | undefined;
+  /** Wraps `store` in the decorators of the scheme (compose). */
+  decorate(store: Store): Store;
+  /** Operations tried again so far, wherever the retries happened. */
+  readonly retriesMade: number;
+}
+
+/**
+ * The composition of a scheme's decorators for one store opened with `options`: the one
+ * place where cross-cutting behaviour is put around stores. Order, from the outside: retry,
+ * then the limit, then the store (restic's `retry.New(sema.NewBackend(be))`): an operation
+ * waiting to be tried again holds no slot.
+ */
+export function composition(decorators: Decorators | undefined, options: Pick<OpenOptions, 'retries' | 'onRetry'>): Composition {
+  const d = decorators ?? {};
+  let retries = 0;
+  const retry: RetryPlan | undefined = d.isPermanent && {
+    retry: retryPolicy(options.retries),
+    isPermanent: d.isPermanent,
+    onRetry: (event) => {
+      retries++;
+      options.onRetry?.(event);
+    },
+  };
+  return {
+    retry,
+    decorate(store) {
+      let s = store;
+      if (d.maxInFlight !== undefined) s = new LimitedStore(s, d.maxInFlight);
+      if (retry && (d.retryIn ?? 'store') === 'store') s = new RetryingStore(s, retry);
+      return s;
+    },
+    get retriesMade() {
+      return retries;
+    },
+  };
 }
 
 /** Servers (`xfer serve`): `http://host:port/<remote-path>`, `https://...`. */
@@ -157,14 +251,15 @@ const HTTP_SCHEME: Scheme = {
     const r = parseRemote(text);
     return { where: r.base.origin, path: r.path, trailingSlash: r.trailingSlash };
   },
-  async open(location, options) {
+  // Retries in the protocol client, which resumes an upload or a fetch cut mid-body; no
+  // limit of operations: HttpStore batches them into requests, bounded there.
+  decorators: { isPermanent: isPermanentHttpError, retryIn: 'transport' },
+  async open(location, options, composed) {
     const { connectRemote, httpEndpoint } = await import('./http.js');
-    // The decorators of a server's store: retry (with HttpStore's own sorting of transient
-    // and permanent errors), answer timeouts and the bandwidth limit, all from `options`.
-    // They are inside HttpStore for now (HttpStoreOptions, via connectRemote); once they
-    // are decorators of their own (src/store/decorators/), they are wrapped around the
-    // store here, and nowhere else.
-    return httpEndpoint(await connectRemote(new URL(location.where), options));
+    // Answer timeouts and the bandwidth limit are the wire's, applied by the client per
+    // request and per byte (OpenOptions); the endpoint needs HttpStore itself (its stat,
+    // listing, stages), which composed.decorate leaves as it is for these decorators.
+    return httpEndpoint(await connectRemote(new URL(location.where), options, composed.retry));
   },
 };
 
@@ -177,9 +272,11 @@ const HTTP_SCHEME: Scheme = {
 const schemes: Scheme[] = [
   HTTP_SCHEME,
   // s3://bucket/path: the bucket is the store (packs, index and manifests at its root), the path a target in it.
-  storeScheme('s3', 's3://', async (bucket, o) => (await import('../store/s3/index.js')).openS3Store(`s3://${bucket}`, {
-    signal: o.signal, endpoint: o.s3Endpoint, forcePathStyle: o.s3PathStyle, retry: retryPolicy(o.retries),
-  }), { wire: false }),
+  // Retries per request inside the store: one request may serve many callers (a pack upload
+  // in the background, a ranged read for several gets); S3Store bounds its requests itself.
+  storeScheme('s3', 's3://', async (bucket, o, composed) => (await import('../store/s3/index.js')).openS3Store(`s3://${bucket}`, {
+    signal: o.signal, endpoint: o.s3Endpoint, forcePathStyle: o.s3PathStyle, ...composed.retry,
+  }), { wire: false, decorators: { isPermanent: isPermanentS3Error, retryIn: 'transport' } }),
 ];
 
 /**
@@ -187,11 +284,25 @@ const schemes: Scheme[] = [
  * library user or a test may add its own, in-process. A prefix already claimed is refused.
  */
 export function registerScheme(scheme: Scheme): void {
+  checkDecorators(scheme.decorators);
   for (const prefix of scheme.prefixes) {
     if (prefix !== prefix.toLowerCase() || !/^[a-z][a-z0-9+.-]*:/.test(prefix)) throw new InvalidArgumentError(`scheme prefix ${JSON.stringify(prefix)}: expected a lower-case scheme and a colon, as in "s3://"`);
     if (schemeOf(prefix)) throw new InvalidArgumentError(`locations starting ${prefix} are already registered`);
   }
   schemes.push(scheme);
+}
+
+/**
+ * Checks a scheme's decorators where a library user hands them in (InvalidOptionError,
+ * `options.decorators.maxInFlight must be a positive integer`): a limit of 0 would start
+ * no operation and wait for ever.
+ */
+function checkDecorators(decorators: Decorators | undefined): void {
+  if (decorators === undefined) return;
+  const d = { 'decorators.isPermanent': decorators.isPermanent, 'decorators.retryIn': decorators.retryIn, 'decorators.maxInFlight': decorators.maxInFlight };
+  checkFunction(d, 'decorators.isPermanent');
+  checkOneOf(d, 'decorators.retryIn', ['store', 'transport']);
+  checkPositiveInteger(d, 'decorators.maxInFlight');
 }
 
 /** Removes a scheme registerScheme added (for tests that register their own). */
@@ -250,19 +361,26 @@ function refuseForeignRemote(spec: string): void {
 
 /**
  * A scheme for a kind of store whose locations are `<prefix><where>/<path>` (`s3://bucket/x`,
- * `mem:name/x`): `open` opens the store named `where`; the endpoint is the generic one
- * (endpoint/store.ts), which closes the store when done.
+ * `mem:name/x`): `open` opens the store named `where` (a store that retries in its
+ * transport takes `composed.retry`); the registry wraps it in the `decorators` given; the
+ * endpoint is the generic one (endpoint/store.ts), which closes the store when done.
  */
-export function storeScheme(name: string, prefix: string, open: (where: string, options: OpenOptions) => Promise<Store>, options: { readonly wire: boolean }): Scheme {
+export function storeScheme(
+  name: string,
+  prefix: string,
+  open: (where: string, options: OpenOptions, composed: Composition) => Promise<Store>,
+  options: { readonly wire: boolean; readonly decorators?: Decorators },
+): Scheme {
   return {
     name,
     prefixes: [prefix],
     wire: options.wire,
+    decorators: options.decorators,
     parse: (text) => parseStorePath(text, prefix),
-    async open(location, o) {
-      const store = await open(location.where, o);
+    async open(location, o, composed) {
+      const store = composed.decorate(await open(location.where, o, composed));
       const { storeEndpoint } = await import('./store.js');
-      return storeEndpoint(store, (target) => `${prefix}${location.where}/${target}`, true);
+      return storeEndpoint(store, (target) => `${prefix}${location.where}/${target}`, true, () => composed.retriesMade);
     },
   };
 }

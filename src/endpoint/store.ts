@@ -1,13 +1,13 @@
-import { createReadStream } from 'node:fs';
 import { AlreadyExistsError, InvalidArgumentError, isXferError } from '../core/errors.js';
 import { digestToHex } from '../core/ids.js';
 import { openManifest } from '../manifest/reader.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
-import { validateManifestName } from '../store/names.js';
+import { isReservedName, validateTargetName } from '../store/names.js';
+import { commitManifest } from '../store/versions.js';
 import type { ManifestStore, OpOptions } from '../store/store.js';
 import type { BeginOptions, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
 import { KnownFiles, previousVersion } from '../transfer/known.js';
-import { verifyManifests } from '../transfer/verify.js';
+import { manifestsAt, verifyManifests } from '../transfer/verify.js';
 import type { Store, StoreEndpoint, TargetInfo, TargetType } from './registry.js';
 
 /*
@@ -20,20 +20,23 @@ import type { Store, StoreEndpoint, TargetInfo, TargetType } from './registry.js
 /**
  * The endpoint of `store`; `describe` names a target in messages and results. `owned`:
  * closing the endpoint closes the store (false for a store object the caller passed).
+ * `retriesMade` counts the retries of its operations (Composition.retriesMade; none if absent).
  */
-export function storeEndpoint(store: Store, describe: (name: string) => string, owned: boolean): StoreEndpoint {
+export function storeEndpoint(store: Store, describe: (name: string) => string, owned: boolean, retriesMade: () => number = () => 0): StoreEndpoint {
   let closed = false;
   const endpoint: StoreEndpoint = {
     store,
     describe,
-    retriesMade: 0,
+    get retriesMade() {
+      return retriesMade();
+    },
     stat: (name, options) => statTarget(store, name, options),
     list: (prefix, options) => listTargets(store, prefix, options),
     destination: (name, options = {}) => {
       if (options.inPlace) throw new InvalidArgumentError('push --in-place applies to a push to a server; a store holds no rebuilt copy to rewrite');
       return new StoreDestination(endpoint, name);
     },
-    verify: (names, options) => verifyManifests(store, store, names, options),
+    verify: async (path, options = {}) => verifyManifests(store, store, await manifestsAt(store, path, { signal: options.signal, describe }), options),
     async close() {
       if (closed || !owned) return;
       closed = true;
@@ -45,7 +48,7 @@ export function storeEndpoint(store: Store, describe: (name: string) => string, 
 
 /** What `name` is in `store`: the kind of its manifest, a folder of targets, or nothing. */
 export async function statTarget(store: ManifestStore, name: string, options: OpOptions = {}): Promise<TargetType> {
-  validateManifestName(name);
+  validateTargetName(name);
   try {
     const reader = await openManifest(await store.getManifest(name, options), { signal: options.signal });
     await reader.close();
@@ -56,10 +59,15 @@ export async function statTarget(store: ManifestStore, name: string, options: Op
   return (await store.listManifests(`${name}/`, options)).length > 0 ? 'dir' : 'none';
 }
 
-/** The targets of `store` under `prefix`, each with its manifest's kind, size and digest (read from its header). */
+/**
+ * The targets of `store` under `prefix`, each with its manifest's kind, size and digest
+ * (read from its header). The store's own namespace (versions) is left out, unless the
+ * prefix is inside it (store/versions.ts lists versions so).
+ */
 export async function listTargets(store: ManifestStore, prefix: string, options: OpOptions = {}): Promise<TargetInfo[]> {
   const out: TargetInfo[] = [];
   for (const m of await store.listManifests(prefix, options)) {
+    if (isReservedName(m.name) && !isReservedName(prefix)) continue;
     let header: ManifestHeader;
     try {
       const reader = await openManifest(await store.getManifest(m.name, options), { signal: options.signal });
@@ -85,8 +93,8 @@ export async function listTargets(store: ManifestStore, prefix: string, options:
 export async function resolveStoreTarget(
   endpoint: StoreEndpoint, path: string, trailingSlash: boolean, sourceName: string, options: OpOptions & { readonly sourceIsTree?: boolean } = {},
 ): Promise<string> {
-  if (path === '') return validateManifestName(sourceName);
-  const type = await endpoint.stat(validateManifestName(path), options);
+  if (path === '') return validateTargetName(sourceName);
+  const type = await endpoint.stat(validateTargetName(path), options);
   if (type === 'tree' && options.sourceIsTree && !trailingSlash) return path;
   // A pushed tree cannot hold another pushed copy inside it (a server refuses the name at
   // commit). Say so before uploading anything.
@@ -94,7 +102,7 @@ export async function resolveStoreTarget(
     const where = endpoint.describe(path);
     throw new AlreadyExistsError(`${where} is a pushed tree: a copy cannot go inside it. To replace it, push a tree to ${where} (no trailing /), or push to a new path`);
   }
-  return type === 'dir' || trailingSlash ? validateManifestName(`${path}/${sourceName}`) : path;
+  return type === 'dir' || trailingSlash ? validateTargetName(`${path}/${sourceName}`) : path;
 }
 
 /**
@@ -122,8 +130,8 @@ class StoreDestination implements PushDestination {
     this.known = KnownFiles.for(await previousVersion(store, name, kind, options), store, options);
     return {
       entry: async () => undefined,
-      async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
-        await store.putManifest(name, createReadStream(manifestPath), opts);
+      async commit(manifestPath: string, header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
+        await commitManifest(store, name, manifestPath, header, opts);
       },
       abort: async () => {},
     };

@@ -102,7 +102,17 @@ interface Block {
    */
   length: number;
   filled: number;
+  /** Ranges [from, to) of the block (offsets in it) whose bytes an older file holds at the same offsets (see CloneRange). */
+  shared?: Array<[number, number]>;
 }
+
+/**
+ * Shares the bytes of [offset, offset + length) of the file (a range an older file holds
+ * identically at the same offsets) instead of writing them: a reflink. Returns the part it
+ * shared, as [from, to) file offsets (aligned to the file system's blocks, within the
+ * range), or undefined when it shared nothing; the writer writes the rest.
+ */
+export type CloneRange = (offset: number, length: number) => readonly [number, number] | undefined;
 
 /**
  * Writes a file of known size through O_DIRECT from positional writes that arrive in any
@@ -129,10 +139,15 @@ export class DirectBlockWriter {
      * not written, so zeros stay holes (a sparse result; the caller truncates to the size).
      */
     private readonly sparseFrom = Infinity,
+    /** Where set, ranges written as `shared` are reflinked from an older file, not written. */
+    private readonly clone?: CloneRange,
   ) {}
 
-  /** Copies `data` into its blocks; resolves once the blocks it completed are on disk. */
-  async write(data: Uint8Array, position: number): Promise<void> {
+  /**
+   * Copies `data` into its blocks; resolves once the blocks it completed are on disk.
+   * `shared`: an older file holds these bytes at the same offsets (see CloneRange).
+   */
+  async write(data: Uint8Array, position: number, shared = false): Promise<void> {
     if (position + data.length > this.sizeBytes) {
       throw new VerifyFailedError(`${data.length} bytes at offset ${position} are beyond the file's declared size ${this.sizeBytes}`);
     }
@@ -145,6 +160,10 @@ export class DirectBlockWriter {
       const n = Math.min(data.length - done, block.length - at);
       block.buf.set(data.subarray(done, done + n), at);
       block.filled += n;
+      if (shared && this.clone) {
+        block.shared ??= [];
+        block.shared.push([at, at + n]);
+      }
       done += n;
       if (block.filled === block.length) full.push(index);
     }
@@ -199,7 +218,18 @@ export class DirectBlockWriter {
     block.buf.fill(0, block.length, padded);
     const at = index * DIRECT_BLOCK_BYTES;
     // Runs start and end on 4 KiB file offsets (block starts are aligned): still O_DIRECT-aligned.
-    const runs: Array<[number, number]> = at >= this.sparseFrom ? nonZeroRuns(block.buf.subarray(0, padded), at) : [[0, padded]];
+    let runs: Array<[number, number]> = at >= this.sparseFrom ? nonZeroRuns(block.buf.subarray(0, padded), at) : [[0, padded]];
+    // What an older file holds at the same offsets is shared with it (one reflink per run of
+    // the block, not per chunk), and only the rest written. Shared ranges are file system
+    // blocks (multiples of 4 KiB): the rest stays O_DIRECT-aligned.
+    if (block.shared && this.clone) {
+      const cloned: Array<[number, number]> = [];
+      for (const [from, to] of mergeRanges(block.shared)) {
+        const got = this.clone(at + from, Math.min(to, block.length) - from);
+        if (got) cloned.push([got[0] - at, got[1] - at]);
+      }
+      runs = subtractRanges(runs, cloned);
+    }
     for (const [from, to] of runs) {
       for (let done = from; done < to; ) {
         const { bytesWritten } = await this.fh.write(block.buf, done, to - done, at + done);
@@ -209,6 +239,32 @@ export class DirectBlockWriter {
     }
     this.free.push(block.buf);
   }
+}
+
+/** Sorted, overlapping and touching ranges joined. */
+function mergeRanges(ranges: Array<[number, number]>): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const [from, to] of ranges.sort((a, b) => a[0] - b[0])) {
+    const last = out[out.length - 1];
+    if (last && from <= last[1]) last[1] = Math.max(last[1], to);
+    else out.push([from, to]);
+  }
+  return out;
+}
+
+/** `runs` (sorted, disjoint) less the sorted, disjoint `holes`. */
+function subtractRanges(runs: Array<[number, number]>, holes: Array<[number, number]>): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const [from, to] of runs) {
+    let at = from;
+    for (const [hf, ht] of holes) {
+      if (ht <= at || hf >= to) continue;
+      if (hf > at) out.push([at, hf]);
+      at = Math.max(at, ht);
+    }
+    if (at < to) out.push([at, to]);
+  }
+  return out;
 }
 
 /** Windows a DirectRangeReader keeps (the one being read, the next, and a few behind). */

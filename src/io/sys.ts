@@ -2,7 +2,8 @@
  * The system calls Node.js lacks and a faithful copy needs (rsync -aHAX): extended
  * attributes, device and FIFO nodes, nanosecond timestamps, an atomic exchange of two
  * paths, user/group name lookups, and for disk images: where a file's data and holes are
- * (SEEK_DATA/SEEK_HOLE) and a block device's size.
+ * (SEEK_DATA/SEEK_HOLE), a block device's size, blocks shared between files (reflink) and
+ * holes punched into a file.
  *
  * Contract: every function here has two implementations giving identical results, the
  * native addon's (native/sys.c, used when it is built) and a TypeScript twin (this file),
@@ -14,7 +15,7 @@
  * callers decide what is fatal.
  */
 import { execFileSync } from 'node:child_process';
-import { chmodSync, closeSync, constants, fstatSync, openSync, readFileSync, renameSync } from 'node:fs';
+import { chmodSync, closeSync, constants, fstatSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { getSystemErrorMap } from 'node:util';
 import { loadAddon } from '../native/addon.js';
 
@@ -50,6 +51,10 @@ export interface NativeSys {
   readonly seekHole?: (fd: number, offset: number) => number;
   /** ioctl(fd, BLKGETSIZE64): a block device's size in bytes. */
   readonly blockDeviceSize?: (fd: number) => number;
+  /** ioctl(destFd, FICLONERANGE) of [offset, offset + length) of srcFd to the same offset. */
+  readonly cloneRange?: (srcFd: number, destFd: number, offset: number, length: number) => void;
+  /** fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length). */
+  readonly punchHole?: (fd: number, offset: number, length: number) => void;
 }
 
 function native(): NativeSys | null {
@@ -330,4 +335,58 @@ export function seekHole(fd: number, offset: number): number {
   if (n?.seekHole) return n.seekHole(fd, offset);
   const size = readableSize(fd);
   return offset < size ? size : -1;
+}
+
+/**
+ * Makes [offset, offset + length) of `destFd` share the blocks of the same range of `srcFd`
+ * (a reflink, FICLONERANGE: XFS, btrfs; the data is neither read nor written). Offset and
+ * length must be multiples of the file system's block size (EINVAL otherwise). Throws
+ * EOPNOTSUPP/ENOTSUP where the file system cannot share blocks (ext4, tmpfs), EXDEV when
+ * the two files are on different file systems; the twin always throws ENOTSUP (no tool
+ * clones a range). Callers then write the bytes themselves (see cloneUnsupported).
+ */
+export function cloneRange(srcFd: number, destFd: number, offset: number, length: number): void {
+  const n = native();
+  if (n?.cloneRange) return n.cloneRange(srcFd, destFd, offset, length);
+  throw errnoError('ENOTSUP', 'ioctl FICLONERANGE', `fd ${destFd}`, 'the native addon is not built');
+}
+
+/**
+ * Whether an error of cloneRange or punchHole means "not here" (this file system, this
+ * pair of files, this alignment) rather than a failure of the disk: the caller writes the
+ * bytes instead.
+ */
+export function cloneUnsupported(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return code === 'ENOTSUP' || code === 'EOPNOTSUPP' || code === 'EXDEV' || code === 'EINVAL' || code === 'ENOTTY' || code === 'ENOSYS' || code === 'EBADF' || code === 'ETXTBSY' || code === 'EPERM';
+}
+
+/** Zeros, written by the twin (and where a file system cannot punch) one piece at a time. */
+const PUNCH_ZEROS_BYTES = 1024 * 1024;
+let punchZeros: Buffer | undefined;
+
+/**
+ * Makes [offset, offset + length) of the regular file open as `fd` read as zeros without
+ * holding data (fallocate PUNCH_HOLE | KEEP_SIZE: whole blocks freed, partial blocks at
+ * the ends zeroed; the size stays). Returns true when punched; false when the twin or a
+ * file system that cannot punch (EOPNOTSUPP) wrote the zeros instead: always correct, only
+ * not sparse.
+ */
+export function punchHole(fd: number, offset: number, length: number): boolean {
+  if (length <= 0) return true;
+  const n = native();
+  if (n?.punchHole) {
+    try {
+      n.punchHole(fd, offset, length);
+      return true;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code !== 'ENOTSUP' && code !== 'EOPNOTSUPP') throw err;
+    }
+  }
+  punchZeros ??= Buffer.alloc(PUNCH_ZEROS_BYTES);
+  for (let done = 0; done < length; ) {
+    done += writeSync(fd, punchZeros, 0, Math.min(punchZeros.length, length - done), offset + done);
+  }
+  return false;
 }

@@ -2,7 +2,8 @@
  * The native addon (native/, built by node-gyp at `npm install`): the FastCDC hot loop
  * (fastcdc.c), the one thing JavaScript cannot do for O_DIRECT I/O, telling a buffer's
  * alignment, and the system calls Node lacks (sys.c: xattrs, mknod, nanosecond times of
- * a symlink, RENAME_EXCHANGE, user/group names), whose contract and TypeScript twin are
+ * a symlink, RENAME_EXCHANGE, user/group names, SEEK_DATA/SEEK_HOLE, block device sizes,
+ * FICLONERANGE reflinks, hole punching), whose contract and TypeScript twin are
  * src/io/sys.ts (NativeSys). Loaded at most once; every user has a pure TypeScript
  * fallback for when it is absent.
  */

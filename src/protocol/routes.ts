@@ -6,6 +6,7 @@
 import { InvalidArgumentError } from '../core/errors.js';
 import type { DigestAlgorithm } from '../core/ids.js';
 import { validateManifestName } from '../store/names.js';
+import type { VerifyProgress, VerifyReport } from '../transfer/verify.js';
 
 export const PROTOCOL_VERSION = 1;
 /** Every route lies under this prefix; a change of protocol version gets a new one. */
@@ -26,6 +27,8 @@ export interface ServerInfo {
   readonly stageTrees?: boolean;
   /** Servers that store manifests as given (`PUT ...?raw=1`) and delete them (`DELETE`). */
   readonly manifestStore?: boolean;
+  /** Servers that verify themselves (POST /v1/verify). */
+  readonly verify?: boolean;
 }
 
 /** One entry of `GET /v1/list`. */
@@ -53,6 +56,9 @@ export const ENDPOINTS = {
   manifests: 'manifests/',
   stat: 'stat/',
   list: 'list',
+  targets: 'targets/',
+  verify: 'verify',
+  gc: 'gc',
 } as const;
 
 /** Query parameter names. */
@@ -62,11 +68,21 @@ export const PARAMS = {
   raw: 'raw',
   inPlace: 'in-place',
   prefix: 'prefix',
+  recursive: 'recursive',
   kind: 'kind',
   mode: 'mode',
   mtimeMs: 'mtimeMs',
   size: 'size',
+  readData: 'read-data',
+  subset: 'subset',
+  chunksOnly: 'chunks-only',
+  dryRun: 'dry-run',
+  maxUnused: 'max-unused',
+  graceMs: 'grace-ms',
 } as const;
+
+/** The longest grace a gc request may ask for (ten years, in ms): bounds the number. */
+export const MAX_GC_GRACE_MS = 10 * 366 * 24 * 3600 * 1000;
 
 /** Request paths, as the client writes them. */
 export const paths = {
@@ -85,7 +101,37 @@ export const paths = {
   },
   stat: (name: string): string => `${API_PREFIX}${ENDPOINTS.stat}${nameToRemotePath(name)}`,
   list: (prefix: string): string => `${API_PREFIX}${ENDPOINTS.list}?${PARAMS.prefix}=${encodeURIComponent(prefix)}`,
+  /** DELETE: removes a target, or with `recursive` a folder of them (xfer rm). */
+  target: (name: string, recursive: boolean): string => `${API_PREFIX}${ENDPOINTS.targets}${nameToRemotePath(name)}${recursive ? `?${PARAMS.recursive}=1` : ''}`,
+  /** `path`: '' (every target), a target or a folder of them; `subset` as the user wrote it (`1/5`, `10%`). */
+  verify: (path: string, options: { readonly readData?: boolean; readonly subset?: string; readonly chunksOnly?: boolean } = {}): string => {
+    const query = [`${PARAMS.prefix}=${encodeURIComponent(path)}`];
+    if (options.readData) query.push(`${PARAMS.readData}=1`);
+    if (options.subset !== undefined) query.push(`${PARAMS.subset}=${encodeURIComponent(options.subset)}`);
+    if (options.chunksOnly) query.push(`${PARAMS.chunksOnly}=1`);
+    return `${API_PREFIX}${ENDPOINTS.verify}?${query.join('&')}`;
+  },
+  /** POST: the server collects its store's garbage and answers the report. */
+  gc: (o: { readonly dryRun: boolean; readonly maxUnusedPercent: number; readonly graceMs: number }): string =>
+    `${API_PREFIX}${ENDPOINTS.gc}?${PARAMS.dryRun}=${o.dryRun ? 1 : 0}&${PARAMS.maxUnused}=${o.maxUnusedPercent}&${PARAMS.graceMs}=${o.graceMs}`,
 };
+
+/** What `DELETE /v1/targets/<path>` answers: each target removed, with how many of its versions went. */
+export interface RemoveAnswer {
+  readonly removed: readonly { readonly path: string; readonly versions: number }[];
+}
+
+/**
+ * One line of the answer to `POST /v1/verify` (NDJSON, docs/PROTOCOL.md): progress lines,
+ * then exactly one `report` (the job ended; damage is in it) or `error` (the job failed).
+ */
+export type VerifyAnswerLine =
+  | { readonly progress: VerifyProgress }
+  | { readonly report: VerifyReport }
+  | { readonly error: { readonly code: string; readonly message: string } };
+
+/** The longest line of a verify answer a client reads (a report of MAX_DAMAGE_REPORTED damages fits). */
+export const MAX_VERIFY_LINE_BYTES = 32 * 1024 * 1024;
 
 /** A request path without its query, for messages (`POST /v1/chunks`). */
 export function pathOnly(path: string): string {

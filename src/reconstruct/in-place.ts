@@ -15,7 +15,7 @@
  */
 import { constants } from 'node:fs';
 import { lstat, open, stat, type FileHandle } from 'node:fs/promises';
-import { isZeroChunk, zeroBytes } from '../chunker/zero.js';
+import { isZeroChunk, nonZeroRuns, zeroBytes } from '../chunker/zero.js';
 import { throwIfAborted } from '../core/abort.js';
 import { BusyError, fromSystemError, InvalidArgumentError, TooLargeError, VerifyFailedError } from '../core/errors.js';
 import { DIGEST_BYTES, digestKey, digestToHex, type ChunkerSpec, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
@@ -29,7 +29,7 @@ import { StreamScan } from '../scan/scanner.js';
 import type { ChunkStore } from '../store/store.js';
 import { applyAttributes, attributePolicy, type AttributeOptions } from './attributes.js';
 import { checkConfined, segmentsBelow } from '../io/safe-path.js';
-import { blockDeviceSize } from '../io/sys.js';
+import { blockDeviceSize, punchHole } from '../io/sys.js';
 import { DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES, SET_ID_BITS, type PullProgress, type PullResult } from './reconstruct.js';
 import { SeedIndex } from './seeds.js';
 import { sameFile } from './staging.js';
@@ -77,6 +77,11 @@ export interface InPlaceResult extends PullResult {
   readonly chunksWritten: number;
   /** Chunks copied from another place in the target itself (moved within it). */
   readonly chunksMoved: number;
+  /**
+   * Of bytesWritten, the zeros punched out of a regular file (fallocate PUNCH_HOLE)
+   * instead of written as data: the file stays sparse.
+   */
+  readonly bytesPunched?: number;
 }
 
 /** What kind of in-place target `path` is: a block device (followed, as the user named it), a regular file, or neither. */
@@ -253,6 +258,7 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
     }
 
     let bytesWritten = 0;
+    let bytesPunched = 0;
     let bytesReceived = 0;
     let bytesReused = total - changed.reduce((n, i) => n + wanted.lengths[i]!, 0);
     let bytesDone = bytesReused;
@@ -286,8 +292,21 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
             bytesReceived += length;
           }
           throwIfAborted(signal); // an aborted run starts no more writes (not even of chunks already fetched)
-          await writeAll(fh, data, wanted.offsets[i]!, target);
-          bytesWritten += length;
+          const at = wanted.offsets[i]!;
+          if (isDevice) {
+            await writeAll(fh, data, at, target);
+            bytesWritten += length;
+          } else {
+            // A file keeps holes where the new content is zeros: its zero pieces (4 KiB,
+            // at file offsets) are punched, only the rest written.
+            let next = 0;
+            for (const [from, to] of [...nonZeroRuns(data, at), [length, length] as [number, number]]) {
+              if (from > next) bytesPunched += punch(fh, at + next, from - next, target);
+              if (to > from) await writeAll(fh, data.subarray(from, to), at + from, target);
+              next = to;
+            }
+            bytesWritten += length;
+          }
           bytesDone += length;
           progress();
         });
@@ -319,7 +338,7 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
     return {
       kind: 'file', bytesTotal: total, bytesReceived, bytesReused, chunksTotal: header.chunkCount,
       seconds: (performance.now() - started) / 1000, digest: digestToHex(header.digest), deleted: [],
-      bytesWritten, chunksWritten: changed.length, chunksMoved, bytesZero, bytesAllocated,
+      bytesWritten, chunksWritten: changed.length, chunksMoved, bytesZero, bytesAllocated, bytesPunched,
     };
   } finally {
     await fh.close().catch(() => {});
@@ -378,6 +397,15 @@ async function readVerified(fh: FileHandle, position: number, length: number, di
   const buf = Buffer.allocUnsafe(length);
   const { bytesRead } = await fh.read(buf, 0, length, position).catch(() => ({ bytesRead: -1 }));
   return bytesRead === length && digestOf(algorithm, buf).equals(digest) ? buf : undefined;
+}
+
+/** Punches [position, position + length) of the file (see punchHole); the bytes punched, 0 where zeros were written instead. */
+function punch(fh: FileHandle, position: number, length: number, target: string): number {
+  try {
+    return punchHole(fh.fd, position, length) ? length : 0;
+  } catch (err) {
+    throw fromSystemError(err, target, 'punch a hole in place');
+  }
 }
 
 async function writeAll(fh: FileHandle, data: Uint8Array, position: number, target: string): Promise<void> {

@@ -17,7 +17,7 @@ import { Window } from '../core/window.js';
 import { RecentChunks } from './recent.js';
 import { SeedIndex } from './seeds.js';
 import { applyAttributes, attributePolicy, type AttributeOptions } from './attributes.js';
-import { sameFile, Staging, type StagedFile } from './staging.js';
+import { CloneSource, sameFile, Staging, type StagedFile } from './staging.js';
 import { checkUnchanged } from './unchanged.js';
 import type { SnapshotRecorder } from './snapshot.js';
 
@@ -160,6 +160,11 @@ export interface PullResult {
    * left as holes. Files kept or linked as they were count their size.
    */
   readonly bytesAllocated: number;
+  /**
+   * Of bytesReused, the bytes shared with the existing target's blocks (a reflink on XFS
+   * and btrfs) instead of written; 0 where the file system cannot (ext4).
+   */
+  readonly bytesShared?: number;
   readonly chunksTotal: number;
   readonly seconds: number;
   readonly digest: string;
@@ -247,6 +252,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   let bytesDone = 0;
   let bytesZero = 0;
   let bytesAllocated = 0;
+  let bytesShared = 0;
   const progress = () => options.onProgress?.({ bytesTotal: header.totalBytes, bytesDone, bytesReceived, bytesReused, bytesZero });
 
   // Files are pipelined: a file's chunks are fetched while earlier files are still being
@@ -282,11 +288,15 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
             // In place first (an interrupted run's partial, then the existing file at the
             // same offsets: cheap, and enough for overwrites); the existing file is chunked
             // as a content-defined seed only when a chunk is not found in place (insertions).
-            const inPlace = [
-              await InPlace.open(staging.previousPathOf(meta.path), staged, algorithm),
-              targetExists && (await realDirs.reaches(meta.path)) ? await InPlace.open(existing, staged, algorithm) : undefined,
-            ].filter((x): x is InPlace => x !== undefined);
-            return { staged, inPlace };
+            const reachable = targetExists && (await realDirs.reaches(meta.path));
+            const existingPlace = reachable ? await InPlace.open(existing, staged, algorithm) : undefined;
+            const inPlace = [await InPlace.open(staging.previousPathOf(meta.path), staged, algorithm), existingPlace].filter((x): x is InPlace => x !== undefined);
+            // The existing file's chunks found at their offsets are not written again where
+            // the file system can share its blocks (a reflink: XFS, btrfs): an edit of a few
+            // bytes costs a few blocks, not a new copy of the file.
+            const cloneSource = existingPlace ? await CloneSource.open(existing) : undefined;
+            if (cloneSource) staged.shareFrom(cloneSource);
+            return { staged, inPlace, existingPlace, cloneSource };
           })();
           const indexExisting = pool && options.reuseTarget !== false && targetExists
             ? async () => {
@@ -308,11 +318,13 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
           f.started();
           await window.run(rec.length, async () => {
             try {
-              const { staged, inPlace: places } = await f.ready;
+              const { staged, inPlace: places, existingPlace } = await f.ready;
               // 0. a zero chunk: synthesised, never fetched (chunker/zero.ts), written as a
               // hole; 1. already in place (an interrupted run), 2. a local seed, 3. the store.
               let data: Buffer | undefined;
               let inPlace = false;
+              /** Found at this offset of the existing target: its blocks may be shared. */
+              let shared = false;
               // Zero chunks count as reused: not received.
               if (isZeroChunk(algorithm, rec.length, rec.digest)) {
                 data = zeroBytes(rec.length);
@@ -322,6 +334,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
                   data = await p.match(rec, offset);
                   if (data) {
                     inPlace = p.isTarget;
+                    shared = p === existingPlace;
                     break;
                   }
                 }
@@ -336,7 +349,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
                 if (got.fetched) bytesReceived += rec.length;
                 else bytesReused += rec.length;
               }
-              await staged.write(data, offset, inPlace);
+              await staged.write(data, offset, inPlace, shared);
               bytesDone += rec.length;
               progress();
               // The job (and its window slot) lasts until its bytes are hashed: see completed().
@@ -363,6 +376,14 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
             throw new VerifyFailedError(`${f.describe()}: content digest ${digest.toString('hex')} does not match the manifest's ${digestToHex(end.digest)}`);
           }
           if (f.offset !== end.size) throw new VerifyFailedError(`${f.describe()}: ${f.offset} bytes written, manifest says ${end.size}`);
+          // Shared blocks were not written from the verified bytes but taken from the
+          // existing file: if it changed since (another writer), they are read back.
+          const { cloneSource } = await f.ready;
+          if (staged.bytesShared > 0 && cloneSource && (await cloneSource.changedSinceOpen())) {
+            const again = await digestOfStaged(staged, end.size, algorithm, signal);
+            if (!again.equals(end.digest)) throw new VerifyFailedError(`${f.describe()}: the existing file changed while its blocks were being shared; content digest ${again.toString('hex')} does not match the manifest's ${digestToHex(end.digest)}`);
+          }
+          bytesShared += staged.bytesShared;
           bytesAllocated += await staged.finish(end.size);
           open.delete(f);
           await f.closeSeeds();
@@ -438,11 +459,26 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     bytesReused,
     bytesZero,
     bytesAllocated,
+    bytesShared,
     chunksTotal: header.chunkCount,
     seconds: (performance.now() - started) / 1000,
     digest: digestToHex(header.digest),
     deleted,
   };
+}
+
+/** The whole-file digest of a staged file's first `size` bytes, read back. */
+async function digestOfStaged(staged: StagedFile, size: number, algorithm: DigestAlgorithm, signal?: AbortSignal): Promise<Buffer> {
+  const hasher = createHasher(algorithm);
+  const READ_BYTES = 4 * MiB;
+  for (let pos = 0; pos < size; ) {
+    throwIfAborted(signal);
+    const piece = await staged.readAt(Math.min(READ_BYTES, size - pos), pos);
+    if (piece.length === 0) break;
+    hasher.update(piece);
+    pos += piece.length;
+  }
+  return Buffer.from(hasher.digest());
 }
 
 /** `held` (events already read), then the rest of `events`; ending early closes `events`. */
@@ -535,7 +571,7 @@ class OpenFile {
     /** Where the file goes, for messages. */
     private readonly target: string,
     /** The staged file once open, and the in-place sources found for it. */
-    readonly ready: Promise<{ readonly staged: StagedFile; readonly inPlace: readonly InPlace[] }>,
+    readonly ready: Promise<{ readonly staged: StagedFile; readonly inPlace: readonly InPlace[]; readonly existingPlace?: InPlace; readonly cloneSource?: CloneSource }>,
     readonly hasher: Hasher,
     private readonly seeds: SeedIndex,
     private readonly indexExisting: (() => Promise<SeedIndex>) | undefined,
@@ -619,8 +655,9 @@ class OpenFile {
   /** Closes this file's own sources; the global seeds are shared and closed by reconstruct. */
   async closeSeeds(): Promise<void> {
     if (this.existing) await (await this.existing.catch(() => undefined))?.close();
-    const places = await this.ready.then((r) => r.inPlace, () => []);
-    for (const p of places) await p.close();
+    const ready = await this.ready.catch(() => undefined);
+    for (const p of ready?.inPlace ?? []) await p.close();
+    await ready?.cloneSource?.close();
   }
 }
 

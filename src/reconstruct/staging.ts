@@ -9,11 +9,11 @@ import { basename, dirname, join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { AlreadyExistsError, fromSystemError, InvalidArgumentError, SpecialFileError, VerifyFailedError } from '../core/errors.js';
 import { escapeRegExp } from '../core/regexp.js';
-import { DirectBlockWriter, DIRECT_MIN_FILE_BYTES, openDirect } from '../io/direct.js';
+import { DirectBlockWriter, DIRECT_MIN_FILE_BYTES, openDirect, type CloneRange } from '../io/direct.js';
 import { checkConfined, confinedParent, segmentsBelow, type CreatedDirs } from '../io/safe-path.js';
 import { OWNER_HOST, processAlive } from '../io/owner.js';
 import { fsyncPath, syncFilesystem } from '../io/sync.js';
-import { exchangePaths, listXattrs, makeNode, setTimesNs, setXattr } from '../io/sys.js';
+import { cloneRange, cloneUnsupported, exchangePaths, listXattrs, makeNode, setTimesNs, setXattr } from '../io/sys.js';
 import { mtimeNsOf, type EntryMeta, type ManifestKind } from '../manifest/types.js';
 import { applyAttributes, applyXattrs, attributePolicy, hasAttributes, localOwner, setTimes, utimeArg, type AttributeOptions, type AttributePolicy } from './attributes.js';
 
@@ -558,11 +558,12 @@ export class Staging {
     // Bulk data goes to disk through O_DIRECT (see io/direct.ts); small files and files of
     // unknown size (stdin) through the page cache.
     let direct: DirectBlockWriter | undefined;
+    const sharing = new Sharing(fh.fd);
     // A stream (size -1, unknown until it ends) may be any size: written directly too.
     if (meta.size >= DIRECT_MIN_FILE_BYTES || meta.size < 0) {
       try {
         const dfh = await openDirect(p, 'w');
-        if (dfh) direct = new DirectBlockWriter(dfh, meta.size < 0 ? Infinity : meta.size, sparseFrom);
+        if (dfh) direct = new DirectBlockWriter(dfh, meta.size < 0 ? Infinity : meta.size, sparseFrom, sharing.clone);
       } catch (err) {
         await fh.close().catch(() => {});
         throw fromSystemError(err, this.shown(meta.path), 'open file');
@@ -570,7 +571,7 @@ export class Staging {
     }
     const deferSync = this.kind === 'tree' ? (path: string) => void this.unsynced.push(path) : undefined;
     const resumed = this.resumable && this.kind === 'file';
-    const f: StagedFile = new HandleStagedFile(fh, p, this.shown(meta.path), meta, this.policy, direct, () => this.open.delete(f), deferSync, resumed, sparseFrom);
+    const f: StagedFile = new HandleStagedFile(fh, p, this.shown(meta.path), meta, this.policy, direct, () => this.open.delete(f), deferSync, resumed, sparseFrom, sharing);
     this.open.add(f);
     return f;
   }
@@ -723,7 +724,27 @@ export interface StagedFile {
   readonly path: string;
   /** Whether writes bypass the page cache (O_DIRECT). */
   readonly isDirect: boolean;
-  write(data: Uint8Array, position: number, inPlace?: boolean): Promise<void>;
+  /**
+   * `shared`: the bytes are the clone source's at the same offsets (see shareFrom): where
+   * the file system can, the file shares that file's blocks instead of writing them.
+   */
+  write(data: Uint8Array, position: number, inPlace?: boolean, shared?: boolean): Promise<void>;
+  /**
+   * Names the older version (the existing target) whose blocks writes marked `shared` may
+   * share (reflink); at most once, before the first write. A file that cannot (in memory,
+   * another file system, ext4) ignores it and writes.
+   */
+  shareFrom(source: CloneSource): void;
+  /**
+   * For a writer that does not know which bytes the older version `path` holds (a local
+   * push reads its source whole): opens it as the clone source, owned and closed by this
+   * file, and compares every write with it at the same offsets; equal ranges are shared.
+   * The comparing stops at the file system's first refusal to share (ext4: no reads
+   * wasted after the first).
+   */
+  shareWithOlder(path: string): Promise<void>;
+  /** Bytes shared with the clone source so far (not written). */
+  readonly bytesShared: number;
   /**
    * Sets the final size, mode and mtime, fsyncs (or defers that to the tree's commit) and
    * closes. Resolves with the disk space the file takes (st_blocks; its size if unknown).
@@ -755,6 +776,7 @@ const openFd = promisify(openCallback);
 
 class SmallStagedFile implements StagedFile {
   readonly isDirect = false;
+  readonly bytesShared = 0;
   private readonly data: Buffer;
 
   constructor(
@@ -804,6 +826,11 @@ class SmallStagedFile implements StagedFile {
     }
   }
 
+  /** Written whole at finish(), a few KiB: nothing worth sharing. */
+  shareFrom(): void {}
+
+  async shareWithOlder(): Promise<void> {}
+
   async size(): Promise<number> {
     return 0;
   }
@@ -816,6 +843,13 @@ class SmallStagedFile implements StagedFile {
     this.onClose();
   }
 }
+
+/**
+ * What a write compared with the older version (shareWithOlder) is cut into: a changed
+ * byte costs this much written instead of shared. Measured with a 4 KiB edit of 32 MiB on
+ * XFS: whole writes (the push's pieces of several MiB) wrote 8.5 MB, 64 KiB pieces 0.2 MB.
+ */
+const COMPARE_PIECE_BYTES = 64 * 1024;
 
 class HandleStagedFile implements StagedFile {
   readonly path: string;
@@ -838,7 +872,11 @@ class HandleStagedFile implements StagedFile {
   /** From this offset on the file is a hole: zeros written there are skipped (see write()). */
   private readonly sparseFrom: number;
 
-  constructor(fh: FileHandle, path: string, shown: string, meta: EntryMeta, policy: AttributePolicy, direct: DirectBlockWriter | undefined, onClose: () => void, deferSync?: (path: string) => void, resumed = true, sparseFrom = Infinity) {
+  /** The clone source of shared writes and what was shared (see shareFrom). */
+  private readonly sharing: Sharing;
+
+  constructor(fh: FileHandle, path: string, shown: string, meta: EntryMeta, policy: AttributePolicy, direct: DirectBlockWriter | undefined, onClose: () => void, deferSync?: (path: string) => void, resumed = true, sparseFrom = Infinity, sharing = new Sharing(fh.fd)) {
+    this.sharing = sharing;
     this.sparseFrom = sparseFrom;
     this.policy = policy;
     this.resumed = resumed;
@@ -856,10 +894,54 @@ class HandleStagedFile implements StagedFile {
     return this.direct !== undefined;
   }
 
-  async write(data: Uint8Array, position: number, inPlace = false): Promise<void> {
+  shareFrom(source: CloneSource): void {
+    this.sharing.source ??= source;
+  }
+
+  async shareWithOlder(path: string): Promise<void> {
+    if (this.sharing.source) return;
+    const source = await CloneSource.open(path);
+    if (!source) return;
+    // A file system already found unable to share: comparing would only cost reads.
+    if (NO_CLONE_DEVICES.has(source.device)) {
+      await source.close();
+      return;
+    }
+    this.sharing.source = source;
+    this.owned = source;
+  }
+
+  /** The clone source opened by shareWithOlder: compared with every write, closed with this file. */
+  private owned: CloneSource | undefined;
+
+  get bytesShared(): number {
+    return this.sharing.bytes;
+  }
+
+  async write(data: Uint8Array, position: number, inPlace = false, shared = false): Promise<void> {
+    if (!this.owned || shared || !this.sharing.active) return this.writeOnce(data, position, inPlace, shared);
+    // Compared piece by piece (a push writes pieces of several MiB): the pieces equal to
+    // the older version's are shared, the others written; neighbours of a kind go together.
+    const older = this.owned;
+    let from = 0;
+    let same: boolean | undefined;
+    for (let at = 0; at < data.length; ) {
+      const end = Math.min(data.length, at + COMPARE_PIECE_BYTES - ((position + at) % COMPARE_PIECE_BYTES));
+      const equal = await older.holds(data.subarray(at, end), position + at);
+      if (same !== undefined && equal !== same) {
+        await this.writeOnce(data.subarray(from, at), position + from, inPlace, same);
+        from = at;
+      }
+      same = equal;
+      at = end;
+    }
+    if (from < data.length) await this.writeOnce(data.subarray(from), position + from, inPlace, same ?? false);
+  }
+
+  private async writeOnce(data: Uint8Array, position: number, inPlace: boolean, shared: boolean): Promise<void> {
     if (this.direct) {
       try {
-        return await this.direct.write(data, position);
+        return await this.direct.write(data, position, shared);
       } catch (err) {
         throw fromSystemError(err, this.shown, 'write');
       }
@@ -867,8 +949,11 @@ class HandleStagedFile implements StagedFile {
     if (inPlace) return;
     // Where the file is still a hole, all-zero 4 KiB pieces are not written: they stay
     // holes (a sparse image lands sparse; finish() truncates to the size).
-    const runs: Array<[number, number]> = position >= this.sparseFrom ? nonZeroRuns(data, position) : [[0, data.length]];
+    let runs: Array<[number, number]> = position >= this.sparseFrom ? nonZeroRuns(data, position) : [[0, data.length]];
     try {
+      // The whole file system blocks of a shared chunk are shared; its edges are written.
+      const got = shared ? this.sharing.clone(position, data.length) : undefined;
+      if (got) runs = runs.flatMap(([from, to]): Array<[number, number]> => [[from, Math.min(to, got[0] - position)], [Math.max(from, got[1] - position), to]]).filter(([from, to]) => from < to);
       for (const [from, to] of runs) {
         for (let done = from; done < to; ) {
           const { bytesWritten } = await this.fh.write(data, done, to - done, position + done);
@@ -883,6 +968,10 @@ class HandleStagedFile implements StagedFile {
   /** Sets the final size, mode and mtime, fsyncs (or defers that to the tree's commit) and closes; resolves with st_blocks in bytes. */
   async finish(size: number): Promise<number> {
     try {
+      // Shared blocks were compared, not written: the older version must not have changed since.
+      if (this.owned && this.sharing.bytes > 0 && (await this.owned.changedSinceOpen())) {
+        throw new VerifyFailedError(`${this.shown}: the existing file changed while its blocks were being shared; nothing replaced, run again`);
+      }
       // Every byte below `size` was written or verified in place. A direct writer pads its
       // last block; a resumed partial of an older, longer version may have bytes beyond it;
       // a fresh buffered file is exactly `size` (no fstat per file for those).
@@ -920,9 +1009,120 @@ class HandleStagedFile implements StagedFile {
 
   async close(): Promise<void> {
     this.onClose();
+    await this.owned?.close();
     await this.direct?.close();
     await this.fh.close().catch(() => {});
   }
+}
+
+/**
+ * The older version of a file being staged (the existing target), open for sharing its
+ * blocks (CloneRange): opened without following a symlink, a regular file only. Its
+ * identity and change time are taken at open; a file changed after that (another writer
+ * while a pull runs) may have handed over blocks that are no longer what was verified, so
+ * the caller checks changedSinceOpen() and then reads the result back (reconstruct.ts).
+ */
+export class CloneSource {
+  private constructor(
+    private readonly fh: FileHandle,
+    private readonly opened: BigIntStats,
+  ) {}
+
+  /** `path` open for sharing, or undefined (not a regular file, not there, not readable). */
+  static async open(path: string): Promise<CloneSource | undefined> {
+    let fh: FileHandle;
+    try {
+      fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch {
+      return undefined;
+    }
+    const st = await fh.stat({ bigint: true }).catch(() => undefined);
+    if (!st?.isFile()) {
+      await fh.close().catch(() => {});
+      return undefined;
+    }
+    return new CloneSource(fh, st);
+  }
+
+  get fd(): number {
+    return this.fh.fd;
+  }
+
+  /** The file system's device number (st_dev). */
+  get device(): bigint {
+    return this.opened.dev;
+  }
+
+  /** The file system's block size: what a shared range is aligned to. */
+  get blockBytes(): number {
+    return Number(this.opened.blksize) || 4096;
+  }
+
+  /** Whether the file holds exactly `data` at `position` (read and compared). */
+  async holds(data: Uint8Array, position: number): Promise<boolean> {
+    if (position + data.length > Number(this.opened.size)) return false;
+    const buf = Buffer.allocUnsafe(data.length);
+    const { bytesRead } = await this.fh.read(buf, 0, data.length, position).catch(() => ({ bytesRead: -1 }));
+    return bytesRead === data.length && buf.equals(data);
+  }
+
+  /** Whether the file was written, truncated or replaced in place since it was opened. */
+  async changedSinceOpen(): Promise<boolean> {
+    const now = await this.fh.stat({ bigint: true }).catch(() => undefined);
+    const was = this.opened;
+    return !now || now.size !== was.size || now.mtimeNs !== was.mtimeNs || now.ctimeNs !== was.ctimeNs;
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close().catch(() => {});
+  }
+}
+
+/**
+ * The file systems (st_dev) that refused to share blocks (ext4, tmpfs) in this process:
+ * a local push does not compare its writes with the old version there (shareWithOlder).
+ * A few entries at most (one per file system written to).
+ */
+const NO_CLONE_DEVICES = new Set<bigint>();
+
+/**
+ * The sharing of one staged file's blocks with its clone source: `clone` reflinks the
+ * whole file system blocks of a range (CloneRange), and stops trying for good at the first
+ * refusal that means "not here" (ext4, tmpfs, another file system: cloneUnsupported); the
+ * caller writes what was not shared.
+ */
+class Sharing {
+  source: CloneSource | undefined;
+  /** Bytes shared so far. */
+  bytes = 0;
+  private refused = false;
+
+  constructor(private readonly destFd: number) {}
+
+  /** Whether sharing may still happen (a source, and no refusal yet). */
+  get active(): boolean {
+    return this.source !== undefined && !this.refused;
+  }
+
+  readonly clone: CloneRange = (offset, length) => {
+    const source = this.source;
+    if (!source || this.refused) return undefined;
+    const block = source.blockBytes;
+    const from = Math.ceil(offset / block) * block;
+    const to = Math.floor((offset + length) / block) * block;
+    if (to <= from) return undefined;
+    try {
+      cloneRange(source.fd, this.destFd, from, to - from);
+    } catch (err) {
+      if (!cloneUnsupported(err)) throw err;
+      this.refused = true;
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'EOPNOTSUPP' || code === 'ENOTSUP') NO_CLONE_DEVICES.add(source.device);
+      return undefined;
+    }
+    this.bytes += to - from;
+    return [from, to];
+  };
 }
 
 /**

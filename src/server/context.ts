@@ -33,6 +33,8 @@ export interface HandlerContext {
   /** An answer the client takes nothing of for this long is reset (BODY_TIMEOUT_MS). 0: none. */
   readonly sendTimeoutMs?: number;
   readonly log?: ServerLogger;
+  /** How the store names itself in messages (an s3:// URL), hidden from clients as its local path is (ServerOptions.storeName). */
+  readonly storeName?: string;
   /** See IN_PLACE_ABOVE_BYTES (server/in-place.ts). */
   readonly inPlaceAboveBytes?: number;
 }

@@ -8,11 +8,15 @@ import { sendErrorAnswer, sendJson } from './answer.js';
 import type { HandlerContext, RouteContext } from './context.js';
 import { BODY_TIMEOUT_MS, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_QUERY_DIGESTS, MAX_SUMS_ANSWER_BYTES } from './limits.js';
 import { silentLogger } from './log.js';
+import { validateTargetName } from '../store/names.js';
 import { algorithmOf, checksumParam } from './params.js';
 import { chunkRoutes } from './routes/chunks.js';
+import { gcRoutes } from './routes/gc.js';
 import { listingRoutes } from './routes/listing.js';
 import { manifestRoutes } from './routes/manifests.js';
 import { stageRoutes } from './routes/stages.js';
+import { targetRoutes } from './routes/targets.js';
+import { verifyRoutes } from './routes/verify.js';
 import { StageHub, type Stage } from './stage.js';
 
 export { PROTOCOL_VERSION } from '../protocol/routes.js';
@@ -34,12 +38,19 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
 
   // Messages name paths under the server's root: clients are not told where that is.
   const root = dirname(ctx.filesDir);
-  const hidePaths = (message: string) => message.split(join(root, 'store')).join("the server's store").split(root).join("the server's root");
+  const storeNames = [...(ctx.storeName ? [ctx.storeName] : []), join(root, 'store')];
+  const hidePaths = (message: string) => {
+    for (const name of storeNames) message = message.split(name).join("the server's store");
+    return message.split(root).join("the server's root");
+  };
   const rc: RouteContext = { ctx, stages, checksumStages, commits, log, sendTimeoutMs, hidePaths };
   const chunks = chunkRoutes(rc);
   const staging = stageRoutes(rc);
   const manifests = manifestRoutes(rc);
   const listing = listingRoutes(rc);
+  const targets = targetRoutes(rc);
+  const verifying = verifyRoutes(rc);
+  const gc = gcRoutes(rc);
 
   return (req, res) => {
     handle(req, res).catch((err) => sendErrorAnswer(res, err, {}, hidePaths));
@@ -71,6 +82,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         stage: true,
         stageTrees: true,
         manifestStore: true,
+        verify: true,
       } satisfies ServerInfo);
     }
     if (method === 'POST' && rest === ENDPOINTS.missing) return chunks.missing(req, res, algorithmOf(url));
@@ -78,16 +90,21 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     if (method === 'POST' && rest === ENDPOINTS.fetch) return chunks.fetchChunks(req, res, algorithmOf(url));
     if (method === 'POST' && rest === ENDPOINTS.sums) return chunks.blockSums(req, res, algorithmOf(url));
     if (method === 'POST' && rest === ENDPOINTS.delta) return chunks.uploadDeltas(req, res, algorithmOf(url));
-    if (method === 'POST' && rest.startsWith(ENDPOINTS.stage)) return staging.stageFile(req, res, remotePathToName(rest.slice(ENDPOINTS.stage.length)), url, checksumParam(url));
+    // A stage or a commit rebuilds files under the name: a target's name only, never one of
+    // the store's versions (which the manifest routes read, store raw and delete).
+    if (method === 'POST' && rest.startsWith(ENDPOINTS.stage)) return staging.stageFile(req, res, validateTargetName(remotePathToName(rest.slice(ENDPOINTS.stage.length))), url, checksumParam(url));
     if (rest.startsWith(ENDPOINTS.manifests)) {
       const name = remotePathToName(rest.slice(ENDPOINTS.manifests.length));
       if (method === 'GET') return manifests.getManifest(req, res, name);
       if (method === 'PUT' && flagParam(url.searchParams, PARAMS.raw)) return manifests.storeManifest(req, res, name);
-      if (method === 'PUT') return manifests.putManifest(req, res, name, checksumParam(url), flagParam(url.searchParams, 'in-place'));
+      if (method === 'PUT') return manifests.putManifest(req, res, validateTargetName(name), checksumParam(url), flagParam(url.searchParams, 'in-place'));
       if (method === 'DELETE') return manifests.deleteManifest(res, name);
     }
     if (method === 'GET' && rest.startsWith(ENDPOINTS.stat)) return listing.stat(res, remotePathToName(rest.slice(ENDPOINTS.stat.length)));
+    if (method === 'DELETE' && rest.startsWith(ENDPOINTS.targets)) return targets.removeTarget(res, validateTargetName(remotePathToName(rest.slice(ENDPOINTS.targets.length))), flagParam(url.searchParams, PARAMS.recursive));
     if (method === 'GET' && rest === ENDPOINTS.list) return listing.list(res, url.searchParams.get(PARAMS.prefix) ?? '');
+    if (method === 'POST' && rest === ENDPOINTS.verify) return verifying.verify(req, res, url.searchParams);
+    if (method === 'POST' && rest === ENDPOINTS.gc) return gc.gc(req, res, url);
     throw new NotFoundError(`no such endpoint: ${method} ${path}`);
   }
 }

@@ -34,6 +34,7 @@ import {
   STREAM_WINDOW_BYTES,
 } from './limits.js';
 import { silentLogger, type ServerLogger } from './log.js';
+import { scheduleVerify, type VerifySchedule } from './verify-job.js';
 
 export interface ServerOptions {
   /**
@@ -47,6 +48,11 @@ export interface ServerOptions {
    * `<root>/store`, which the server opens and closes.
    */
   readonly store?: ServerStore;
+  /**
+   * How `store` names itself in its messages (e.g. `s3://bucket/prefix`): replaced by "the
+   * server's store" in what clients are told, as the default store's path is.
+   */
+  readonly storeName?: string;
   readonly host?: string;
   /** 0 picks a free port. */
   readonly port?: number;
@@ -71,6 +77,8 @@ export interface ServerOptions {
   readonly logger?: ServerLogger;
   /** A push asking for it (in-place=1) rewrites a file target of more bytes than this in place (IN_PLACE_ABOVE_BYTES). */
   readonly inPlaceAboveBytes?: number;
+  /** Verify every target in the background on this schedule, each result in the log (server/verify-job.ts). */
+  readonly verifySchedule?: VerifySchedule;
 }
 
 export interface XferServer {
@@ -154,7 +162,7 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   const controller = new AbortController();
   setMaxListeners(0, controller.signal); // every in-flight store operation listens on it
   const stats = { commits: 0, commitsStaged: 0 };
-  const handler = createHandler({ store, filesDir, tmpDir, token: options.token, signal: controller.signal, stats, stageTimeoutMs, sendTimeoutMs: bodyTimeoutMs, log, inPlaceAboveBytes: options.inPlaceAboveBytes });
+  const handler = createHandler({ store, filesDir, tmpDir, token: options.token, signal: controller.signal, stats, stageTimeoutMs, sendTimeoutMs: bodyTimeoutMs, log, inPlaceAboveBytes: options.inPlaceAboveBytes, storeName: options.storeName });
   const settings = { initialWindowSize: STREAM_WINDOW_BYTES, maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: MAX_HEADER_LIST_BYTES };
 
   const connections = new Map<string, Connection>();
@@ -326,6 +334,7 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   // Staging copies that dead server processes left under files/ go in the background (server/sweep.ts).
   const sweepController = new AbortController();
   const swept = sweepDeadStagings(filesDir, { signal: sweepController.signal, log });
+  const verifier = options.verifySchedule ? scheduleVerify(store, filesDir, options.verifySchedule, log) : undefined;
   let closing: Promise<void> | undefined;
   return {
     url,
@@ -344,6 +353,7 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
         }
         sweepController.abort();
         await swept;
+        await verifier?.stop();
         if (ownStore) await store.close();
         else await store.flush().catch(() => {});
       })();

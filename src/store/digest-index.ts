@@ -8,8 +8,8 @@
  *
  * Open addressing with linear probing over `slots` (entry number + 1; 0 = empty). Digests
  * are cryptographic hashes, so their first four bytes are already a uniform hash.
- * Entries are never removed; an entry set aside (setAside: its chunk was found corrupt)
- * stays as a tombstone that find skips, so the digest can be added again at a new place.
+ * Entries are never removed; an entry's place may be changed (relocate), which a pack
+ * store does when the pack it named is marked for deletion and another copy is found.
  */
 import { InvalidArgumentError } from '../core/errors.js';
 import { DIGEST_BYTES } from '../core/ids.js';
@@ -17,8 +17,6 @@ import { DIGEST_BYTES } from '../core/ids.js';
 /** Entries an index holds at most (slots are a power of two >= twice the entries, in an Int32Array). */
 export const MAX_INDEX_ENTRIES = 2 ** 30;
 const INITIAL_CAPACITY = 1024;
-/** The pack number of an entry set aside (no pack has it: numbers count packs from 0). */
-const ASIDE_PACK = 0xffff_ffff;
 
 export class DigestIndex {
   private capacity = 0;
@@ -38,7 +36,7 @@ export class DigestIndex {
     return this.count;
   }
 
-  /** The entry number of `digest`, or -1 (also when its only entries were set aside). */
+  /** The entry number of `digest`, or -1. */
   find(digest: Uint8Array): number {
     const d = this.digests;
     for (let s = hashOf(digest) & this.mask; ; s = (s + 1) & this.mask) {
@@ -47,21 +45,8 @@ export class DigestIndex {
       const base = (e - 1) * DIGEST_BYTES;
       let i = 0;
       while (i < DIGEST_BYTES && d[base + i] === digest[i]) i++;
-      if (i === DIGEST_BYTES && this.packs[e - 1] !== ASIDE_PACK) return e - 1;
+      if (i === DIGEST_BYTES) return e - 1;
     }
-  }
-
-  /**
-   * Makes `entry` a tombstone: find no longer returns it, and add places the digest anew.
-   * Its pack, offset and length are forgotten (the caller recorded them).
-   */
-  setAside(entry: number): void {
-    this.packs[entry] = ASIDE_PACK;
-  }
-
-  /** Whether `entry` was set aside (listings skip it). */
-  isAside(entry: number): boolean {
-    return this.packs[entry] === ASIDE_PACK;
   }
 
   /** Adds `digest` unless present; returns its entry number either way. */
@@ -77,6 +62,13 @@ export class DigestIndex {
     this.lengths[e] = length;
     this.place(e);
     return e;
+  }
+
+  /** Points entry `entry` at another copy of its chunk. */
+  relocate(entry: number, pack: number, offset: number, length: number): void {
+    this.packs[entry] = pack;
+    this.offsets[entry] = offset;
+    this.lengths[entry] = length;
   }
 
   pack(entry: number): number {

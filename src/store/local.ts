@@ -19,6 +19,8 @@
  *                                     pack, offset): their bytes stay in the pack, the
  *                                     index records of those places no longer count, and
  *                                     the next put stores them anew (local/set-aside.ts)
+ *   <dir>/gc/marks.json               packs a gc marked for deletion, and when (local/gc.ts)
+ *   <dir>/gc/lock                     held by a running gc
  *
  * Readers ignore other files. A version 1 store (chunk files only) opens as it is; its
  * store.json becomes version 2 when the first pack is written, so that an older xfer,

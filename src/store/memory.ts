@@ -9,7 +9,8 @@ import {
   validateManifestName,
   validateManifestPrefix,
 } from './names.js';
-import type { ChunkStore, ManifestInfo, ManifestStore, OpOptions, PutOptions } from './store.js';
+import { emptyGcReport } from './gc.js';
+import type { ChunkStore, GarbageCollecting, GcOptions, GcReport, ManifestInfo, ManifestStore, OpOptions, PutOptions, ReferencedChunks } from './store.js';
 
 /** How the memory store names itself in error messages. */
 const WHERE = 'the memory store';
@@ -25,16 +26,26 @@ interface StoredManifest {
  * unless trusted, gets are verified, and stored bytes are private copies, so a caller
  * reusing its buffers cannot change what is stored. Nothing survives the process, so
  * flush has nothing to do.
+ *
+ * Garbage collection (the scheme: gc.ts) works per chunk, as if each were a pack of its
+ * own: an unreferenced chunk is marked (absent for has(); a put stores it again, which
+ * unmarks it), and deleted by a gc at least graceMs later unless a manifest refers to it
+ * by then (recovered).
  */
-export class MemoryStore implements ChunkStore, ManifestStore {
+export class MemoryStore implements ChunkStore, ManifestStore, GarbageCollecting {
   private readonly chunks = new Map<string, Buffer>();
+  /** Chunks a gc marked for deletion, and when. */
+  private readonly marked = new Map<string, number>();
   private readonly manifests = new Map<string, StoredManifest>();
   /** Chunks set aside (found corrupt), their bytes as they were, by key; for inspection. */
   readonly setAsideChunks = new Map<string, Buffer>();
 
   async has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]> {
     throwIfAborted(options?.signal);
-    return ids.map((id) => this.chunks.has(keyOf(id)));
+    return ids.map((id) => {
+      const key = keyOf(id);
+      return this.chunks.has(key) && !this.marked.has(key);
+    });
   }
 
   async get(id: ChunkId, options?: OpOptions): Promise<Buffer> {
@@ -54,12 +65,13 @@ export class MemoryStore implements ChunkStore, ManifestStore {
   async put(id: ChunkId, data: Uint8Array, options?: PutOptions): Promise<boolean> {
     throwIfAborted(options?.signal);
     const key = keyOf(id);
-    if (this.chunks.has(key)) return false;
+    if (this.chunks.has(key) && !this.marked.has(key)) return false;
     if (options?.trusted !== true && !digestEquals(digestOf(id.algorithm, data), id.digest)) {
       throw new ChunkCorruptError(digestToHex(id.digest), 'the bytes to store do not hash to it');
     }
     // No await since the has() check above: concurrent puts of one id cannot both get here.
     this.chunks.set(key, Buffer.from(data));
+    this.marked.delete(key); // stored again: whatever a gc marked is back
     return true;
   }
 
@@ -71,6 +83,51 @@ export class MemoryStore implements ChunkStore, ManifestStore {
     if (data === undefined) return;
     this.chunks.delete(key);
     this.setAsideChunks.set(key, data);
+    this.marked.delete(key); // a gc's mark is moot: the chunk is no longer here
+  }
+
+  /** One gc run over the chunks (see the class comment). */
+  async collectGarbage(referenced: ReferencedChunks, options: GcOptions): Promise<GcReport> {
+    throwIfAborted(options.signal);
+    const now = options.nowMs ?? Date.now();
+    const dryRun = options.dryRun === true;
+    const report = emptyGcReport(dryRun, referenced.size);
+    let storeBytes = 0;
+    for (const [key, data] of [...this.chunks]) {
+      const [algorithm, hex] = key.split(':') as [DigestAlgorithm, string];
+      const used = referenced.has(algorithm, digestFromHex(hex));
+      const markedAt = this.marked.get(key);
+      let remove = false;
+      if (used) {
+        if (markedAt !== undefined) {
+          report.recoveredPacks++;
+          if (!dryRun) this.marked.delete(key);
+        }
+      } else if (markedAt === undefined) {
+        report.markedPacks++;
+        report.markedBytes += data.length;
+        if (!dryRun) this.marked.set(key, now);
+        remove = options.graceMs === 0;
+      } else remove = markedAt + options.graceMs <= now;
+      if (remove) {
+        report.deletedChunks++;
+        report.freedBytes += data.length;
+        if (!dryRun) {
+          this.chunks.delete(key);
+          this.marked.delete(key);
+        }
+      } else {
+        storeBytes += data.length;
+        if (!used) {
+          const due = (markedAt ?? now) + options.graceMs;
+          report.waitingPacks++;
+          report.waitingBytes += data.length;
+          report.nextDeletableAtMs = report.nextDeletableAtMs === 0 ? due : Math.min(report.nextDeletableAtMs, due);
+        }
+      }
+    }
+    report.storeBytes = storeBytes;
+    return report;
   }
 
   async flush(options?: OpOptions): Promise<void> {
@@ -83,6 +140,7 @@ export class MemoryStore implements ChunkStore, ManifestStore {
   async *listChunks(algorithm?: DigestAlgorithm, options?: OpOptions): AsyncGenerator<ChunkId> {
     for (const key of [...this.chunks.keys()]) {
       throwIfAborted(options?.signal);
+      if (this.marked.has(key)) continue;
       const [chunkAlgorithm, hex] = key.split(':') as [DigestAlgorithm, string];
       if (algorithm === undefined || algorithm === chunkAlgorithm) {
         yield { algorithm: chunkAlgorithm, digest: digestFromHex(hex) };

@@ -13,6 +13,25 @@ export const MAX_MANIFEST_SEGMENT_BYTES = 255;
 /** Reserved segment: a store directory is `<backup-dir>/.xfer`, never a manifest. */
 const RESERVED_SEGMENT = '.xfer';
 
+/**
+ * The store's own namespace for versions (store/versions.ts): the version `<id>` of target
+ * `<name>` is the manifest `.xfer/versions/<key>/<id>`, `<key>` a fixed-length hash of the
+ * name (VERSION_KEY_PATTERN): a version's name is never longer than the limits allow, even
+ * for a target whose own name is at them, and the versions of `a` never clash with those of
+ * `a/b`. The only names with a '.xfer' segment a store accepts, and only in exactly this
+ * form: no target can be named so (its names never contain '.xfer', validateTargetName).
+ */
+export const VERSIONS_PREFIX = `${RESERVED_SEGMENT}/versions/`;
+
+/** A target's key in the versions' namespace: 32 hex digits (the first 128 bits of the SHA-256 of its UTF-8 name). */
+export const VERSION_KEY_PATTERN = /^[0-9a-f]{32}$/;
+
+/**
+ * A version id: the commit's UTC time to the millisecond, then the first 8 hex digits of the
+ * target's digest (`2026-12-06T15:04:05.123Z-1a2b3c4d`). Sorts as the commits were made.
+ */
+export const VERSION_ID_PATTERN = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z-[0-9a-f]{8}$/;
+
 /** How much of an offending name an error message quotes, in characters. */
 const QUOTED_NAME_MAX_CHARS = 200;
 
@@ -27,9 +46,25 @@ const QUOTED_NAME_MAX_CHARS = 200;
  * never escape a store's manifest directory or mean different things to different stores.
  */
 export function validateManifestName(name: string): string {
-  const reason = problemWith(name);
+  const reason = problemWith(name, true);
   if (reason !== undefined) throw new InvalidArgumentError(`invalid manifest name ${quoteName(name)}: ${reason}`);
   return name;
+}
+
+/**
+ * validateManifestName for the name of a target (what a user pushes, pulls, lists, removes):
+ * a manifest name outside the store's own namespace (VERSIONS_PREFIX). Refused names are
+ * refused with the same message as before the namespace existed ('.xfer' is reserved).
+ */
+export function validateTargetName(name: string): string {
+  const reason = problemWith(name, false);
+  if (reason !== undefined) throw new InvalidArgumentError(`invalid manifest name ${quoteName(name)}: ${reason}`);
+  return name;
+}
+
+/** Whether a (valid) manifest name lies in the store's own namespace: a version, never a target. */
+export function isReservedName(name: string): boolean {
+  return name.startsWith(`${RESERVED_SEGMENT}/`);
 }
 
 /** A manifest name in quotes with control characters escaped, so messages stay one line. */
@@ -53,7 +88,7 @@ export function validateManifestPrefix(prefix: string): string {
     prefix.includes('\0') || prefix.includes('\\')
       ? 'contains a NUL or backslash'
       : slash >= 0
-        ? problemWith(prefix.slice(0, slash))
+        ? problemWith(prefix.slice(0, slash), true, true)
         : undefined;
   if (reason !== undefined) throw new InvalidArgumentError(`invalid manifest prefix ${quoteName(prefix)}: ${reason}`);
   return prefix;
@@ -79,8 +114,19 @@ export function checkChunkId(id: ChunkId): string {
   return digestToHex(id.digest);
 }
 
-function problemWith(name: string): string | undefined {
+/**
+ * Why `name` is not a valid manifest name, or undefined. `versions`: names of the versions
+ * namespace are valid (`.xfer/versions/<key>/<id>`); `partial`: a prefix's folder part,
+ * which may stop anywhere in that form.
+ */
+function problemWith(name: string, versions: boolean, partial = false): string | undefined {
   if (typeof name !== 'string') return 'not a string';
+  if (versions && name.startsWith(VERSIONS_PREFIX)) {
+    const [key, id, ...more] = name.slice(VERSIONS_PREFIX.length).split('/');
+    if (VERSION_KEY_PATTERN.test(key!) && more.length === 0 && (partial ? id === undefined : VERSION_ID_PATTERN.test(id ?? ''))) return undefined;
+    return 'not a version name (.xfer/versions/<key>/<version id>)';
+  }
+  if (versions && partial && `${name}/` === VERSIONS_PREFIX) return undefined;
   if (name === '') return 'empty';
   const bytes = Buffer.byteLength(name, 'utf8');
   if (bytes > MAX_MANIFEST_NAME_BYTES) return `${bytes} bytes long, the limit is ${MAX_MANIFEST_NAME_BYTES}`;

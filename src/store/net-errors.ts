@@ -1,3 +1,5 @@
+import { ProtocolError } from '../core/errors.js';
+
 /*
  * Network and TLS failures in words. undici and Node report a failed or broken connection
  * by a raw code (ENOTFOUND, UND_ERR_SOCKET, DEPTH_ZERO_SELF_SIGNED_CERT); a user needs what
@@ -90,4 +92,22 @@ export function isNetworkFailure(err: unknown): boolean {
   const code = typeof e?.code === 'string' ? e.code : typeof e?.cause?.code === 'string' ? e.cause.code : undefined;
   if (code === undefined || CALLER_ERROR_CODES.has(code)) return false;
   return /^(E[A-Z0-9_]+|UND_ERR_[A-Z_]+|ERR_HTTP2_[A-Z_]+|ERR_STREAM_PREMATURE_CLOSE|ERR_SSL_[A-Z0-9_]+|ERR_TLS_[A-Z_]+|CERT_[A-Z_]+)$/.test(code) || UNTRUSTED_CERT.has(code);
+}
+
+/**
+ * A failure another attempt may not meet: the connection broke, or the server was
+ * stopping or could not answer for now (502, 503, 504). Same code as any protocol error
+ * (XFER_PROTOCOL): the class only tells the retry apart.
+ */
+export class TransientError extends ProtocolError {}
+
+/**
+ * The HTTP store's classification of its errors (restic's IsPermanentError): every error
+ * is permanent but a TransientError, which the protocol client (http/client.ts) makes of
+ * connection failures (isNetworkFailure, unless describeNetFailure calls them permanent)
+ * and of answers that say "for now". Errors the server described (a 4xx, 500), protocol
+ * violations, aborts and our own bugs are never retried as "the connection broke".
+ */
+export function isPermanentHttpError(err: unknown): boolean {
+  return !(err instanceof TransientError);
 }

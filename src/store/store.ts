@@ -87,3 +87,93 @@ export interface ManifestStore {
   listManifests(prefix: string, options?: OpOptions): Promise<ManifestInfo[]>;
   deleteManifest(name: string, options?: OpOptions): Promise<void>;
 }
+
+/** What a garbage collection is asked to do (store/gc.ts describes the scheme). */
+export interface GcOptions extends OpOptions {
+  /** Change nothing; report what would be marked, repacked and deleted. */
+  readonly dryRun?: boolean;
+  /**
+   * A pack whose bytes are more than this share (0-100) unused (chunks no manifest refers
+   * to, copies of chunks stored elsewhere, bytes no index names) is repacked: its used
+   * chunks are copied into new packs and it is marked for deletion.
+   */
+  readonly maxUnusedPercent: number;
+  /**
+   * How long a marked pack (or chunk) is kept before a gc may delete it, and how old a
+   * pack no index names must be to count as an orphan: longer than any push runs.
+   */
+  readonly graceMs: number;
+  /** The time gc takes as now (tests); Date.now() if not given. */
+  readonly nowMs?: number;
+}
+
+/** What a garbage collection did (or, with dryRun, would do). Sizes in bytes. */
+export interface GcReport {
+  readonly dryRun: boolean;
+  /** Distinct chunks the manifests refer to. */
+  readonly referencedChunks: number;
+  /** Marked for deletion by this run (deleted by a gc at least graceMs later). */
+  readonly markedPacks: number;
+  readonly markedBytes: number;
+  /** Packs rewritten: their used chunks copied into new packs, then marked. */
+  readonly repackedPacks: number;
+  readonly repackedBytes: number;
+  /** Deleted by this run: packs (or chunks) marked at least graceMs ago, and orphans. */
+  readonly deletedPacks: number;
+  readonly deletedChunks: number;
+  readonly freedBytes: number;
+  /** Of those, packs no index named (left by killed pushes). */
+  readonly orphanPacks: number;
+  /** Marked packs brought back because a manifest committed since refers to their chunks. */
+  readonly recoveredPacks: number;
+  /** Marked and not yet deletable: count, bytes, and when the first becomes deletable (ms since epoch; 0 if none). */
+  readonly waitingPacks: number;
+  readonly waitingBytes: number;
+  readonly nextDeletableAtMs: number;
+  /** Index objects merged into one (S3). */
+  readonly mergedIndexes: number;
+  /** Bytes the store holds after the run (packs and chunk files, manifests aside). */
+  readonly storeBytes: number;
+}
+
+/**
+ * A store that can collect its own garbage (each kind beside its store: local/gc.ts,
+ * s3/gc.ts, memory.ts). `referenced` holds every chunk any manifest refers to, computed by
+ * store/gc.ts from listManifests('') (current manifests and every version); the store
+ * deletes nothing it holds, and nothing marked less than graceMs ago. Contract, with the
+ * scheme (docs/RELIABILITY.md, "gc and concurrent pushes"): a chunk in a pack marked for
+ * deletion is not present for has() and put() from the moment the mark is seen (at most
+ * GC_MARKS_RECHECK_MS later for other openers), so a push stores it again rather than
+ * relying on it; a gc deletes a marked pack only after graceMs, and only if none of its
+ * chunks that a manifest refers to lacks another copy (else it is recovered).
+ */
+export interface GarbageCollecting {
+  collectGarbage(referenced: ReferencedChunks, options: GcOptions): Promise<GcReport>;
+}
+
+/** The chunks some manifest refers to (store/gc.ts). */
+export interface ReferencedChunks {
+  readonly size: number;
+  has(algorithm: ChunkId['algorithm'], digest: Uint8Array): boolean;
+}
+
+export function collectsGarbage(store: object): store is GarbageCollecting {
+  return typeof (store as Partial<GarbageCollecting>).collectGarbage === 'function';
+}
+
+/** A gc's report with the number of manifests whose chunks were kept. */
+export interface GcRun extends GcReport {
+  readonly manifests: number;
+}
+
+/**
+ * A store that runs a whole gc where its data is, references included: a server's
+ * (HttpStore asks the server, which collects its own store).
+ */
+export interface RemotelyCollecting {
+  collectAllGarbage(options: GcOptions): Promise<GcRun>;
+}
+
+export function collectsRemotely(store: object): store is RemotelyCollecting {
+  return typeof (store as Partial<RemotelyCollecting>).collectAllGarbage === 'function';
+}

@@ -10,6 +10,8 @@ const PACKAGE_OF: Readonly<Record<string, string>> = {
   mke2fs: 'e2fsprogs',
   debugfs: 'e2fsprogs',
   e2fsck: 'e2fsprogs',
+  'mkfs.xfs': 'xfsprogs',
+  'mkfs.btrfs': 'btrfs-progs',
 };
 
 /**

@@ -2,7 +2,7 @@
  * The manifest endpoints (docs/PROTOCOL.md): GET, the commit of a push (PUT), and a
  * manifest store's writes (PUT ?raw=1, DELETE).
  */
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { join } from 'node:path';
@@ -22,6 +22,7 @@ import type { RouteContext } from '../context.js';
 import { MAX_MANIFEST_BYTES } from '../limits.js';
 import { commitInPlace, IN_PLACE_ABOVE_BYTES } from '../in-place.js';
 import { materializedPath } from '../paths.js';
+import { commitManifest } from '../../store/versions.js';
 
 /** Digests checked per `has` call while validating an uploaded manifest. */
 const MANIFEST_CHECK_BATCH = 4096;
@@ -92,7 +93,9 @@ export function manifestRoutes(rc: RouteContext) {
     try {
       const file = join(tmp, 'manifest');
       await pipeline(body, createWriteStream(file));
-      await checkChunksPresent(await openManifestFile(file, { signal: ctx.signal }));
+      const uploaded = await openManifestFile(file, { signal: ctx.signal });
+      const header = uploaded.header;
+      await checkChunksPresent(uploaded);
       const previous = commits.get(name) ?? Promise.resolve();
       let staged = false;
       const run = previous.catch(() => {}).then(async () => {
@@ -105,7 +108,8 @@ export function manifestRoutes(rc: RouteContext) {
         flushed.catch(() => {});
         const beforeCommit = async () => {
           await flushed;
-          await ctx.store.putManifest(name, createReadStream(file), { signal: ctx.signal });
+          // Stored as a new version of the target too (store/versions.ts), version first.
+          await commitManifest(ctx.store, name, file, header, { signal: ctx.signal });
         };
         // in-place=1 (push --in-place): a large file target is rewritten where it is, only
         // the chunks that changed (server/in-place.ts); else the atomic rebuild below.

@@ -22,8 +22,10 @@ import type { ChunkId, DigestAlgorithm } from '../../core/ids.js';
 import { MiB } from '../../core/sizes.js';
 import { readErrorAnswer, type ErrorAnswer } from '../../protocol/errors.js';
 import { decodeMissingBitmap, encodeDigests, peekChunkRecord, splitChunkRecords, takeChunkRecord } from '../../protocol/records.js';
-import { paths, pathOnly, PROTOCOL_VERSION, type ListEntry, type ServerInfo } from '../../protocol/routes.js';
-import { describeNetFailure, isNetworkFailure } from '../net-errors.js';
+import { MAX_VERIFY_LINE_BYTES, paths, pathOnly, PROTOCOL_VERSION, type ListEntry, type RemoveAnswer, type ServerInfo, type VerifyAnswerLine } from '../../protocol/routes.js';
+import type { VerifyProgress, VerifyReport } from '../../transfer/verify.js';
+import { describeNetFailure, isNetworkFailure, isPermanentHttpError, TransientError } from '../net-errors.js';
+import type { GcOptions, GcRun } from '../store.js';
 
 export interface ClientOptions {
   /** Bearer token for a server started with --token. */
@@ -41,6 +43,14 @@ export interface ClientOptions {
    * most likely the wrong address.
    */
   readonly retry?: RetryPolicy;
+  /**
+   * Which failures are never retried: isPermanentHttpError (net-errors.ts) unless given.
+   * The retries stay here, in the transport, because they resume what a break cut short
+   * (an upload sends only the chunks the server still lacks, a fetch asks only for those
+   * not yet received); their policy, classifier and listener come from the location
+   * registry's composition (a RetryPlan, endpoint/registry.ts) when opened through it.
+   */
+  readonly isPermanent?: (error: unknown) => boolean;
   /** Told before each retry waits (the library never prints; the CLI may). */
   readonly onRetry?: (event: RetryEvent) => void;
   /**
@@ -98,20 +108,11 @@ interface CallOptions {
   bodyTimeout?: number;
 }
 
-/**
- * A failure another attempt may not meet: the connection broke, or the server was
- * stopping or could not answer for now (502, 503, 504). Same code as any protocol error.
- */
-export class TransientError extends ProtocolError {}
+export { TransientError };
 
-/**
- * The HTTP store's classification of errors (like restic's IsPermanentError, the other way
- * round): true only for a TransientError, which this client makes of connection failures
- * and of answers that say "for now". Errors the server described (a 4xx, 500), protocol
- * violations, aborts and our own bugs are permanent.
- */
+/** Whether another attempt may succeed (isPermanentHttpError, the other way round). */
 export function isTransient(err: unknown): boolean {
-  return err instanceof TransientError;
+  return !isPermanentHttpError(err);
 }
 
 export class XferClient {
@@ -124,6 +125,7 @@ export class XferClient {
   /** The connection of stages (see stage), made on first use. */
   private stageConnection: Dispatcher | undefined;
   private readonly retryPolicy: RetryPolicy;
+  private readonly isPermanent: (error: unknown) => boolean;
   private readonly answerTimeoutMs: number;
   private readonly signal: AbortSignal | undefined;
   /** Stops listening to the client's signal (ClientOptions.signal). */
@@ -141,6 +143,7 @@ export class XferClient {
       this.downLimit = new RateLimiter(options.bwlimitBytesPerSecond);
     }
     this.retryPolicy = options.retry ?? DEFAULT_RETRY_POLICY;
+    this.isPermanent = options.isPermanent ?? isPermanentHttpError;
     this.answerTimeoutMs = options.answerTimeoutMs ?? ANSWER_TIMEOUT_MS;
     this.signal = options.signal;
     // An abort of the client's signal tears its connections down at once, before undici
@@ -324,14 +327,54 @@ export class XferClient {
     await this.request({ method: 'DELETE', path: paths.manifest(name), signal }, drain);
   }
 
+  /** `DELETE /v1/targets/<name>[?recursive=1]`: the target (or folder), its versions and the server's copy (xfer rm). */
+  async removeTarget(name: string, recursive: boolean, signal?: AbortSignal): Promise<RemoveAnswer> {
+    return (await this.request({ method: 'DELETE', path: paths.target(name, recursive), signal }, json)) as RemoveAnswer;
+  }
+
   /** `GET /v1/list`: the manifests under `prefix` with kinds and digests; a damaged one is kind `damaged`, with its `error`. */
   async list(prefix: string, signal?: AbortSignal): Promise<ListEntry[]> {
     return ((await this.request({ method: 'GET', path: paths.list(prefix), signal }, json)) as { entries: ListEntry[] }).entries;
   }
 
+  /** `POST /v1/gc`: the server collects its store's garbage; the answer is its report. */
+  async gc(options: GcOptions): Promise<GcRun> {
+    const path = paths.gc({ dryRun: options.dryRun === true, maxUnusedPercent: options.maxUnusedPercent, graceMs: options.graceMs });
+    return (await this.request({ method: 'POST', path, signal: options.signal }, json)) as GcRun;
+  }
+
   /** `GET /v1/stat/<name>`. */
   async stat(name: string, signal?: AbortSignal): Promise<'file' | 'tree' | 'dir' | 'none'> {
     return ((await this.request({ method: 'GET', path: paths.stat(name), signal }, json)) as { type: 'file' | 'tree' | 'dir' | 'none' }).type;
+  }
+
+  /**
+   * `POST /v1/verify`: the server verifies the targets under `path` itself (its store and
+   * its rebuilt files) and streams progress lines, told to `onProgress`, then its report.
+   * Sent once, never retried: a verify is long, and a busy server (503, one verify at a
+   * time) is told to the caller rather than waited out.
+   */
+  async verify(
+    path: string,
+    options: { readonly readData?: boolean; readonly subset?: string; readonly chunksOnly?: boolean; readonly signal?: AbortSignal; readonly onProgress?: (progress: VerifyProgress) => void } = {},
+  ): Promise<VerifyReport> {
+    if (this.info.verify !== true) throw new ProtocolError(`${this.base.origin} does not verify itself (an older server)`);
+    const request = { method: 'POST', path: paths.verify(path, options), signal: options.signal } as const;
+    return this.exchange(request, async (res) => {
+      for await (const text of ndjsonLines(res.body, MAX_VERIFY_LINE_BYTES)) {
+        let line: VerifyAnswerLine;
+        try {
+          line = JSON.parse(text) as VerifyAnswerLine;
+        } catch (err) {
+          throw new ProtocolError(`${this.base.origin}: malformed verify answer line: ${(err as Error).message}`);
+        }
+        if ('report' in line && typeof line.report === 'object' && line.report !== null && Array.isArray(line.report.damaged)) return line.report;
+        const failed = 'error' in line ? readErrorAnswer(line.error) : undefined;
+        if (failed) throw new XferError(failed.code, `${this.base.origin}: ${failed.message}`);
+        if ('progress' in line) options.onProgress?.(line.progress);
+      }
+      throw new ProtocolError(`${this.base.origin} ended its verify answer without a report`);
+    });
   }
 
   /** Closes the connections once their requests are done (at once if the client's signal was aborted). */
@@ -350,7 +393,7 @@ export class XferClient {
 
   /**
    * One request and the reading of its answer by `read`, tried again while either fails
-   * transiently (isTransient), if its body can be sent again: none, bytes, or a function
+   * transiently (ClientOptions.isPermanent), if its body can be sent again: none, bytes, or a function
    * that opens it anew for each attempt.
    */
   private request<T>(opts: Omit<CallOptions, 'body'> & { body?: Body | (() => Body) }, read: (res: Dispatcher.ResponseData) => Promise<T>): Promise<T> {
@@ -385,7 +428,7 @@ export class XferClient {
       this.retries++;
       this.options.onRetry?.(event);
     };
-    return retrying(op, { policy: this.retryPolicy, transient: (err) => isTransient(err) && !this.aborted, signal: signal ?? this.signal, onRetry, exhausted: gaveUp });
+    return retrying(op, { policy: this.retryPolicy, transient: (err) => !this.isPermanent(err) && !this.aborted, signal: signal ?? this.signal, onRetry, exhausted: gaveUp });
   }
 }
 
@@ -480,4 +523,26 @@ function transportError(err: unknown, base: URL, signal?: AbortSignal): unknown 
   const f = describeNetFailure(err, base);
   const message = f.reaching ? `cannot reach ${base.origin}: ${f.text}` : `the connection to ${base.origin} broke: ${f.text}`;
   return f.permanent ? new ProtocolError(message, { cause: err }) : new TransientError(message, { cause: err });
+}
+
+/** The lines of an NDJSON body; a line longer than `maxBytes` is a ProtocolError. */
+async function* ndjsonLines(body: AsyncIterable<Uint8Array>, maxBytes: number): AsyncGenerator<string> {
+  let pending: Buffer[] = [];
+  let pendingBytes = 0;
+  for await (const piece of body) {
+    let buf = Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
+    let nl: number;
+    while ((nl = buf.indexOf(10)) >= 0) {
+      pending.push(buf.subarray(0, nl));
+      const text = Buffer.concat(pending).toString('utf8');
+      pending = [];
+      pendingBytes = 0;
+      if (text !== '') yield text;
+      buf = buf.subarray(nl + 1);
+    }
+    pendingBytes += buf.length;
+    if (pendingBytes > maxBytes) throw new ProtocolError(`an answer line is longer than ${maxBytes} bytes`);
+    if (buf.length > 0) pending.push(Buffer.from(buf));
+  }
+  if (pendingBytes > 0) yield Buffer.concat(pending).toString('utf8');
 }

@@ -6,7 +6,7 @@ import { digestOf } from '../../hash/digest.js';
 import { chunkRecordBytes, writeChunkRecord } from '../../protocol/records.js';
 import type { ListEntry, ServerInfo } from '../../protocol/routes.js';
 import { validateManifestName, validateManifestPrefix } from '../names.js';
-import type { ChunkStore, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions } from '../store.js';
+import type { ChunkStore, GcOptions, GcRun, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions, RemotelyCollecting } from '../store.js';
 import { XferClient, type ClientOptions } from './client.js';
 
 export type HttpStoreOptions = ClientOptions;
@@ -78,7 +78,7 @@ interface PendingGet {
  * Manifests are stored as given (`PUT ?raw=1`): putManifest stores, it does not commit a
  * push (see XferClient.commitManifest for that).
  */
-export class HttpStore implements ChunkStore, ManifestStore {
+export class HttpStore implements ChunkStore, ManifestStore, RemotelyCollecting {
   private readonly batches = new Map<DigestAlgorithm, UploadBatch>();
   private putTimer: NodeJS.Immediate | undefined;
   private readonly uploads = new Set<Promise<void>>();
@@ -94,6 +94,11 @@ export class HttpStore implements ChunkStore, ManifestStore {
   private readonly freeBodies: Buffer[] = [];
   /** Bytes of records per upload request: UPLOAD_BATCH_BYTES, within the server's limit. */
   readonly batchBytes: number;
+
+  /** The server collects its own store's garbage (`POST /v1/gc`): its manifests, its scheme. */
+  collectAllGarbage(options: GcOptions): Promise<GcRun> {
+    return this.client.gc(options);
+  }
 
   constructor(readonly client: XferClient) {
     const info = client.info;

@@ -179,7 +179,7 @@ export class CommitPipeline {
       }
       const pack = this.packs.packNumber(w.name);
       for (const e of entries) {
-        this.packs.of(e.algorithm).add(e.digest, pack, e.offset, e.length);
+        this.packs.add(e.algorithm, e.digest, pack, e.offset, e.length);
         const key = `${e.algorithm}:${digestKey(e.digest)}`;
         if (this.pending.get(key)?.writer === w) this.pending.delete(key);
       }

@@ -143,6 +143,18 @@ export class PackReader {
     }
   }
 
+  /** Closes pack `pack`'s file (once no read uses it) and drops what was read ahead of it: a gc deleted it. */
+  forget(pack: number): void {
+    const p = this.openPacks.get(pack);
+    if (p !== undefined) {
+      this.openPacks.delete(pack);
+      p.closing = true;
+      if (p.users === 0) void p.fh.close().catch(() => {});
+    }
+    for (let i = this.readAhead.length - 1; i >= 0; i--) if (this.readAhead[i]!.pack === pack) this.readAhead.splice(i, 1);
+    this.recentReadEnds.delete(pack);
+  }
+
   /** Closes every pack file (each once no read uses it). */
   async close(): Promise<void> {
     for (const p of this.openPacks.values()) {

@@ -11,8 +11,11 @@ import { digestEquals, digestOf } from '../../hash/digest.js';
 import { acquireLock, type HeldLock, type LockOptions } from '../lock.js';
 import { checkChunkId, validateManifestName } from '../names.js';
 import { PACK_TARGET_BYTES } from '../pack.js';
-import type { ChunkStore, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions } from '../store.js';
+import { GC_MARKS_RECHECK_MS } from '../gc.js';
+import type { ChunkStore, GarbageCollecting, GcOptions, GcReport, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions, ReferencedChunks } from '../store.js';
 import { CommitPipeline } from './commit.js';
+import { collectLocalGarbage, marksStamp, readMarks } from './gc.js';
+import { readDirNames } from './fs.js';
 import { createLayout, readStoreFile, STORE_VERSION, storePaths, writeStoreFile, type StorePaths } from './layout.js';
 import { LooseChunks } from './loose.js';
 import { LocalManifests } from './manifests.js';
@@ -51,7 +54,7 @@ export interface ChunkLocation {
  * A store in a local directory (layout and durability described in ../local.ts).
  * Several LocalStores, in one process or many, may share a directory.
  */
-export class LocalStore implements ChunkStore, ManifestStore {
+export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting {
   /** `<dir>/packs`: pack and index files. */
   readonly packDir: string;
   private readonly paths: StorePaths;
@@ -71,6 +74,10 @@ export class LocalStore implements ChunkStore, ManifestStore {
   /** When the set-aside list was last looked at for other openers' records. */
   private asideCheckedAt = 0;
   private asideReading: Promise<void> | undefined;
+  /** When the gc marks were last looked at, what they were (marksStamp), and a look in progress. */
+  private marksCheckedMs = -Infinity;
+  private marksSeen = '';
+  private marksCheck: Promise<void> | undefined;
 
   private constructor(
     readonly dir: string,
@@ -108,8 +115,9 @@ export class LocalStore implements ChunkStore, ManifestStore {
     } else store.version = version;
     throwIfAborted(options.signal);
     await removeStaleTempFiles(store.paths.tempDir, options.signal);
-    await store.readSetAside(); // first: index records of places set aside are then not loaded
+    await store.readSetAside(); // places set aside then do not count from the first index load
     await store.packs.refresh();
+    await store.checkMarks(true);
     store.loose = await LooseChunks.find(store.paths.chunkDir);
     return store;
   }
@@ -120,7 +128,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
     const p = this.pipeline.find(id);
     if (p) return { file: p.writer.packPath, offset: p.offset, length: p.length };
     const index = this.packs.of(id.algorithm);
-    const e = index.find(id.digest);
+    const e = this.packs.findLive(id.algorithm, id.digest);
     if (e >= 0) return { file: this.packs.packPath(index.pack(e)), offset: index.offset(e), length: index.length(e) };
     const size = await this.loose.size(id, hex);
     return size === undefined ? undefined : { file: this.loose.path(id.algorithm, hex), offset: 0, length: size };
@@ -131,12 +139,13 @@ export class LocalStore implements ChunkStore, ManifestStore {
     throwIfAborted(signal);
     // Another opener (a verify run, say) may have set chunks aside since: a push must not skip them.
     if (performance.now() - this.asideCheckedAt >= SET_ASIDE_RECHECK_MS) await this.readSetAside();
+    await this.checkMarks();
     const out = new Array<boolean>(ids.length);
     const loose: number[] = [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
       checkChunkId(id);
-      out[i] = this.pipeline.has(id) || this.packs.of(id.algorithm).find(id.digest) >= 0;
+      out[i] = this.pipeline.has(id) || this.packs.findLive(id.algorithm, id.digest) >= 0;
       if (!out[i] && this.loose.present) loose.push(i);
     }
     if (loose.length > 0) {
@@ -177,7 +186,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
     throwIfAborted(options?.signal);
     const hex = checkChunkId(id);
     const index = this.packs.of(id.algorithm);
-    const e = index.find(id.digest);
+    const e = this.packs.findLive(id.algorithm, id.digest);
     if (e >= 0) return this.setAsidePlace(id, hex, { pack: index.pack(e), offset: index.offset(e), length: index.length(e) });
     if (this.loose.present && (await this.loose.size(id, hex)) !== undefined) return this.setAsidePlace(id, hex, { file: this.loose.path(id.algorithm, hex) });
   }
@@ -186,7 +195,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
   private async setAsidePlace(id: ChunkId, hex: string, where: { pack?: number; offset?: number; length?: number; file?: string }): Promise<void> {
     const at = new Date().toISOString();
     if (where.pack !== undefined) {
-      const pack = this.packs.packName(where.pack);
+      const pack = this.packs.nameOf(where.pack);
       await this.aside.append({ algorithm: id.algorithm, digest: hex, pack, offset: where.offset!, length: where.length!, at });
       this.packs.setAside(id.algorithm, id.digest, pack, where.offset!);
     } else if (where.file !== undefined && where.file === this.loose.path(id.algorithm, hex)) {
@@ -221,7 +230,8 @@ export class LocalStore implements ChunkStore, ManifestStore {
     throwIfAborted(signal);
     checkChunkId(id);
     if (this.closed) throw new IoError(`the store at ${this.dir} is closed`);
-    if (this.pipeline.has(id) || this.packs.of(id.algorithm).find(id.digest) >= 0) return false;
+    await this.checkMarks();
+    if (this.pipeline.has(id) || this.packs.findLive(id.algorithm, id.digest) >= 0) return false;
     if (this.loose.present && (await this.has([id], options))[0]) return false;
     if (options?.trusted !== true && !digestEquals(digestOf(id.algorithm, data), id.digest)) {
       throw new ChunkCorruptError(digestToHex(id.digest), 'the bytes to store do not hash to it');
@@ -278,7 +288,7 @@ export class LocalStore implements ChunkStore, ManifestStore {
       const index = this.packs.of(alg);
       for (let e = 0; e < index.size; e++) {
         if (e % 4096 === 0) throwIfAborted(signal);
-        if (index.isAside(e)) continue;
+        if (!this.packs.isLive(alg, e)) continue;
         const digest = index.digest(e);
         if (listed.has(`${alg}:${digestKey(digest)}`)) continue;
         yield { algorithm: alg, digest };
@@ -286,9 +296,61 @@ export class LocalStore implements ChunkStore, ManifestStore {
     }
     for (const alg of algorithms) {
       const index = this.packs.of(alg);
-      const skip = (digest: Uint8Array): boolean => listed.has(`${alg}:${digestKey(digest)}`) || index.find(digest) >= 0;
+      const skip = (digest: Uint8Array): boolean => listed.has(`${alg}:${digestKey(digest)}`) || this.packs.findLive(alg, digest) >= 0;
       for await (const digest of this.loose.list(alg, skip, signal)) yield { algorithm: alg, digest };
     }
+  }
+
+  /** One gc run (local/gc.ts; the scheme: ../gc.ts). */
+  collectGarbage(referenced: ReferencedChunks, options: GcOptions): Promise<GcReport> {
+    return collectLocalGarbage(
+      {
+        dir: this.dir,
+        packDir: this.packDir,
+        tempDir: this.paths.tempDir,
+        store: this,
+        refreshMarks: (extra) => this.applyMarks(extra),
+        forgetPack: (name) => this.reader.forget(this.packs.packNumber(name)),
+        rollOver: async (signal) => {
+          this.writers.rollOver();
+          await this.flush({ signal });
+          return this.writers.liveNames();
+        },
+      },
+      referenced,
+      options,
+    );
+  }
+
+  /**
+   * Looks at the gc marks again if GC_MARKS_RECHECK_MS passed since the last look (or
+   * `force`), and applies them when they changed: has() and put() then see marked packs'
+   * chunks as absent within that time of a gc marking them (../gc.ts).
+   */
+  private async checkMarks(force = false): Promise<void> {
+    if (this.marksCheck !== undefined) return this.marksCheck;
+    if (!force && Date.now() - this.marksCheckedMs < GC_MARKS_RECHECK_MS) return;
+    this.marksCheck = (async () => {
+      try {
+        this.marksCheckedMs = Date.now();
+        const stamp = await marksStamp(this.dir);
+        if (stamp !== this.marksSeen) {
+          await this.applyMarks();
+          this.marksSeen = stamp;
+        }
+      } finally {
+        this.marksCheck = undefined;
+      }
+    })();
+    return this.marksCheck;
+  }
+
+  /** Makes dead the marked packs, those of our view a gc deleted (their .pack is gone), and `extra`. */
+  private async applyMarks(extra: Iterable<string> = []): Promise<void> {
+    const dead = new Set([...(await readMarks(this.dir)).keys(), ...extra]);
+    const present = new Set(await readDirNames(this.packDir, undefined));
+    for (const name of this.packs.knownNames()) if (!present.has(`${name}.pack`)) dead.add(name);
+    await this.packs.setDead(dead);
   }
 
   putManifest(name: string, source: AsyncIterable<Uint8Array>, options?: OpOptions): Promise<void> {
@@ -331,11 +393,17 @@ export class LocalStore implements ChunkStore, ManifestStore {
     }
     const index = this.packs.of(id.algorithm);
     const e = index.find(id.digest);
-    if (e >= 0) {
+    if (e >= 0 && !this.packs.isSetAside(id.algorithm, e)) {
       const pack = index.pack(e);
       const length = index.length(e);
       const offset = index.offset(e);
-      const bytes = await this.reader.read(pack, offset, length);
+      let bytes: Buffer;
+      try {
+        bytes = await this.reader.read(pack, offset, length);
+      } catch (err) {
+        if (this.packs.isDead(pack)) return undefined; // a gc deleted it: no copy left here
+        throw err;
+      }
       if (bytes.length !== length) {
         await this.setAsidePlace(id, hex, { pack, offset, length });
         throw new ChunkCorruptError(hex, `pack ${this.packs.packPath(pack)} ends before the chunk does (truncated; set aside)`);

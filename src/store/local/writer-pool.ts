@@ -62,6 +62,18 @@ export class PackWriterPool {
     return [...this.retired, ...(this.writer ? [this.writer] : [])];
   }
 
+  /** The next put starts a new pack (a gc is about to judge the current one, which then takes no more). */
+  rollOver(): void {
+    if (this.writer === undefined) return;
+    if (!this.writer.broken) this.retired.push(this.writer);
+    this.writer = undefined;
+  }
+
+  /** Names of the packs this pool's writers still write (or commit) to. */
+  liveNames(): string[] {
+    return this.withChunks().map((w) => w.name);
+  }
+
   /** Bytes of pack `pack` that never change again (see PackReader). */
   settledBytes(pack: number): number {
     return this.liveWriters.get(pack)?.settledBytes ?? Infinity;

@@ -30,7 +30,7 @@
  *
  * Every request is retried with backoff and jitter when errors.ts calls its failure
  * transient (5xx, SlowDown, broken connections, short bodies), never on a 4xx that cannot
- * succeed. At most S3_MAX_REQUESTS_IN_FLIGHT requests run at once, and at most
+ * succeed (policy, classifier and listener as S3StoreOptions give them: the registry's). At most S3_MAX_REQUESTS_IN_FLIGHT requests run at once, and at most
  * S3_MAX_PACKS_UPLOADING sealed packs wait in memory: puts wait for room.
  */
 import { createHash } from 'node:crypto';
@@ -47,17 +47,20 @@ import { throwIfAborted, untilAborted } from '../../core/abort.js';
 import { ChunkCorruptError, ChunkMissingError, InvalidOptionError, IoError, isXferError, NotFoundError } from '../../core/errors.js';
 import { chunkIdKey, DIGEST_ALGORITHMS, digestFromHex, type ChunkId, type DigestAlgorithm } from '../../core/ids.js';
 import { SET_ASIDE_HINT } from '../local/set-aside.js';
-import { checkBoolean, checkPositiveInteger, checkSignal } from '../../core/options.js';
-import { DEFAULT_RETRY_POLICY, retrying, type RetryPolicy } from '../../core/retry.js';
+import { checkBoolean, checkFunction, checkPositiveInteger, checkSignal } from '../../core/options.js';
+import { DEFAULT_RETRY_POLICY, retrying, type RetryEvent, type RetryPolicy } from '../../core/retry.js';
 import { MiB } from '../../core/sizes.js';
 import { digestEquals, digestOf } from '../../hash/digest.js';
 import { checkChunkId, compareManifestNames, quoteName, validateManifestName, validateManifestPrefix } from '../names.js';
 import { encodeRecordHeader, newPackName, PACK_MAGIC, PACK_NAME_RE, PACK_RECORD_HEADER_BYTES, type PackEntry } from '../pack.js';
-import type { ChunkStore, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions } from '../store.js';
+import { GC_MARKS_RECHECK_MS } from '../gc.js';
+import type { ChunkStore, GarbageCollecting, GcOptions, GcReport, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions, ReferencedChunks } from '../store.js';
+import { collectS3Garbage, listIndexObjects, readS3Marks, type S3GcAccess } from './gc.js';
 import { createS3Client, S3_MAX_REQUESTS_IN_FLIGHT, type S3ClientOptions } from './client.js';
 import { isPermanentS3Error, s3Failure } from './errors.js';
 import { decodeIndexObject, encodeIndexObject, type PackIndex } from './index-object.js';
-import { Slots } from './limit.js';
+import { Slots } from '../../core/window.js';
+import { MultipartUpload, putInParts, S3_MIN_PART_BYTES, S3_MULTIPART_ABOVE_BYTES, S3_PART_BYTES, type MultipartContext } from './multipart.js';
 import { formatS3Location, parseS3Location, type S3Location } from './location.js';
 import { CoalescingReader } from './reads.js';
 import { ChunkTable, type ChunkPlace } from './table.js';
@@ -85,10 +88,33 @@ const LIST_PAGE_KEYS = 1000;
 const MAX_U32 = 0xffff_ffff;
 
 export interface S3StoreOptions extends S3ClientOptions, OpOptions {
-  /** How failed requests are retried (default: core/retry.ts's, ~8 s of waiting). */
+  /**
+   * How failed requests are retried (default: core/retry.ts's, ~8 s of waiting). The
+   * retries stay in the store, per request, because a request may be one of many a caller
+   * waits on (a pack upload in the background, a ranged read serving several gets); their
+   * policy, classifier and listener come from the location registry's composition (a
+   * RetryPlan, endpoint/registry.ts) when opened through it.
+   */
   readonly retry?: RetryPolicy;
+  /** Which failures are never retried: isPermanentS3Error (errors.ts) unless given. */
+  readonly isPermanent?: (error: unknown) => boolean;
+  /** Told before each retry waits. */
+  readonly onRetry?: (event: RetryEvent) => void;
   /** Bytes at which a pack is sealed and uploaded (default S3_PACK_TARGET_BYTES). */
   readonly packTargetBytes?: number;
+  /** Objects (packs, index objects, manifests) of more bytes are uploaded in parts (default S3_MULTIPART_ABOVE_BYTES). */
+  readonly multipartAboveBytes?: number;
+  /** Bytes of each part of such an upload but the last (default S3_PART_BYTES; at least S3_MIN_PART_BYTES). */
+  readonly partBytes?: number;
+}
+
+interface S3Tuning {
+  readonly retry: RetryPolicy;
+  readonly isPermanent?: (error: unknown) => boolean;
+  readonly onRetry?: (event: RetryEvent) => void;
+  readonly packTargetBytes: number;
+  readonly multipartAboveBytes: number;
+  readonly partBytes: number;
 }
 
 /**
@@ -100,13 +126,24 @@ export async function openS3Store(url: string, options: S3StoreOptions = {}): Pr
   const location = parseS3Location(url);
   checkSignal(options);
   checkPositiveInteger(options, 'packTargetBytes');
+  checkPositiveInteger(options, 'multipartAboveBytes');
+  checkPositiveInteger(options, 'partBytes');
+  if (options.partBytes !== undefined && options.partBytes < S3_MIN_PART_BYTES) {
+    throw new InvalidOptionError('partBytes', `at least ${S3_MIN_PART_BYTES} (S3's least part)`);
+  }
   checkBoolean(options, 'forcePathStyle');
+  checkFunction(options, 'isPermanent');
+  checkFunction(options, 'onRetry');
   if (options.endpoint !== undefined && !/^https?:\/\/[^/]/.test(String(options.endpoint))) {
     throw new InvalidOptionError('endpoint', 'an http:// or https:// URL');
   }
   const store = new S3Store(location, createS3Client(options), {
     retry: options.retry ?? DEFAULT_RETRY_POLICY,
+    isPermanent: options.isPermanent,
+    onRetry: options.onRetry,
     packTargetBytes: options.packTargetBytes ?? S3_PACK_TARGET_BYTES,
+    multipartAboveBytes: options.multipartAboveBytes ?? S3_MULTIPART_ABOVE_BYTES,
+    partBytes: options.partBytes ?? S3_PART_BYTES,
   });
   try {
     await store.loadIndex(options.signal);
@@ -135,7 +172,7 @@ interface PendingChunk {
   data: Buffer;
 }
 
-export class S3Store implements ChunkStore, ManifestStore {
+export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
   private readonly where: string;
   private readonly table = new ChunkTable();
   /** Pack names by pack number (ChunkTable entries hold the number). */
@@ -161,13 +198,22 @@ export class S3Store implements ChunkStore, ManifestStore {
   /** Chunks set aside (chunkIdKey): a get that misses them says why. */
   private readonly asideChunks = new Set<string>();
   private roomWaiters: (() => void)[] = [];
+  /** Pack numbers of packs a gc marked for deletion (or deleted): their chunks are not present. */
+  private deadPacks = new Set<number>();
+  /** Pack numbers by name (packNames' inverse). */
+  private readonly packNumbers = new Map<string, number>();
+  /** When the gc marks were last read, and a read in progress. */
+  private marksCheckedMs = -Infinity;
+  private marksCheck: Promise<void> | undefined;
 
   constructor(
     readonly location: S3Location,
     private readonly client: S3Client,
-    private readonly tuning: { readonly retry: RetryPolicy; readonly packTargetBytes: number } = {
+    private readonly tuning: S3Tuning = {
       retry: DEFAULT_RETRY_POLICY,
       packTargetBytes: S3_PACK_TARGET_BYTES,
+      multipartAboveBytes: S3_MULTIPART_ABOVE_BYTES,
+      partBytes: S3_PART_BYTES,
     },
   ) {
     this.where = formatS3Location(location);
@@ -181,7 +227,7 @@ export class S3Store implements ChunkStore, ManifestStore {
     return { chunks: this.table.size, tableBytes: this.table.tableBytes };
   }
 
-  private key(kind: 'packs' | 'index' | 'manifests' | 'aside', name: string): string {
+  private key(kind: 'packs' | 'index' | 'manifests' | 'gc' | 'aside', name: string): string {
     const suffix = kind === 'packs' ? '.pack' : kind === 'index' ? '.idx' : kind === 'aside' ? '.json' : '';
     return `${this.location.prefix}${kind}/${name}${suffix}`;
   }
@@ -191,6 +237,7 @@ export class S3Store implements ChunkStore, ManifestStore {
   async has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]> {
     throwIfAborted(options?.signal);
     this.checkOpen();
+    await this.checkMarks(options?.signal);
     return ids.map((id) => this.holds(id));
   }
 
@@ -235,7 +282,7 @@ export class S3Store implements ChunkStore, ManifestStore {
     this.checkOpen();
     if (this.pending.has(chunkIdKey(id))) return;
     const place = this.table.find(id.algorithm, id.digest);
-    if (place === undefined || this.isAside(place)) return;
+    if (place === undefined || !this.counts(place)) return;
     await this.setAsidePlace(id, hex, place, options?.signal);
   }
 
@@ -257,6 +304,7 @@ export class S3Store implements ChunkStore, ManifestStore {
     throwIfAborted(signal);
     const hex = checkChunkId(id);
     this.checkOpen();
+    await this.checkMarks(signal);
     if (this.holds(id)) return false;
     if (options?.trusted !== true && !digestEquals(digestOf(id.algorithm, data), id.digest)) {
       throw new ChunkCorruptError(hex, 'the bytes to store do not hash to it');
@@ -347,7 +395,7 @@ export class S3Store implements ChunkStore, ManifestStore {
     checkChunkId(id);
     if (this.pending.has(chunkIdKey(id))) return true;
     const place = this.table.find(id.algorithm, id.digest);
-    return place !== undefined && !this.isAside(place);
+    return place !== undefined && this.counts(place);
   }
 
   private checkOpen(): void {
@@ -387,13 +435,9 @@ export class S3Store implements ChunkStore, ManifestStore {
     pack.failure = undefined;
     pack.upload = this.uploadPack(pack).then(
       () => {
-        const number = this.packNames.push(pack.name) - 1;
+        const number = this.packNumber(pack.name);
         pack.entries.forEach((entry, i) => {
-          const place = { pack: number, offset: entry.offset, length: entry.length };
-          const old = this.table.find(entry.algorithm, entry.digest);
-          // A chunk stored anew after its old copy was set aside: located here from now on.
-          if (old !== undefined && this.isAside(old)) this.table.replace(entry.algorithm, entry.digest, place);
-          else this.table.add(entry.algorithm, entry.digest, place);
+          this.addPlace(entry.algorithm, entry.digest, { pack: number, offset: entry.offset, length: entry.length });
           this.pending.delete(pack.keys[i]!);
         });
         pack.done = true;
@@ -419,7 +463,14 @@ export class S3Store implements ChunkStore, ManifestStore {
     await this.putObject(this.key('packs', pack.name), pack.body!);
   }
 
+  /** What multipart.ts needs to upload in parts through this store's requests. */
+  private get multipart(): MultipartContext {
+    return { client: this.client, bucket: this.location.bucket, where: this.where, request: (what, signal, op) => this.request(what, signal, op) };
+  }
+
+  /** One PUT, or an upload in parts when `body` is larger than the multipart bound. */
   private async putObject(key: string, body: Buffer, signal?: AbortSignal): Promise<void> {
+    if (body.length > this.tuning.multipartAboveBytes) return putInParts(this.multipart, key, body, this.tuning.partBytes, signal);
     const md5 = createHash('md5').update(body).digest('base64');
     await this.request(`PUT ${this.where}${key}`, signal, (abortSignal) =>
       this.client.send(
@@ -457,7 +508,8 @@ export class S3Store implements ChunkStore, ManifestStore {
         {
           policy: this.tuning.retry,
           signal: combined,
-          transient: (error) => !isPermanentS3Error(error),
+          transient: (error) => !(this.tuning.isPermanent ?? isPermanentS3Error)(error),
+          onRetry: this.tuning.onRetry,
           exhausted: (error, retries) => s3Failure(error, `${what} (failed ${retries + 1} times)`, combined),
         },
       );
@@ -492,7 +544,7 @@ export class S3Store implements ChunkStore, ManifestStore {
    */
   async loadIndex(signal?: AbortSignal): Promise<void> {
     throwIfAborted(signal);
-    await this.loadSetAside(signal); // first: records at places set aside are then not loaded
+    await this.loadSetAside(signal); // first: places set aside then never count as the records load
     const base = `${this.location.prefix}index/`;
     const names: string[] = [];
     for (const k of await this.listKeys(base, signal)) {
@@ -514,15 +566,15 @@ export class S3Store implements ChunkStore, ManifestStore {
           continue;
         }
         for (const pack of packs) {
-          const number = this.packNames.push(pack.name) - 1;
+          const number = this.packNumber(pack.name);
           for (const e of pack.entries) {
             if (e.offset + e.length > MAX_U32) continue;
-            if (this.asidePlaces.size > 0 && this.asidePlaces.has(`${pack.name}@${e.offset}`)) continue;
-            this.table.add(e.algorithm, e.digest, { pack: number, offset: e.offset, length: e.length });
+            this.addPlace(e.algorithm, e.digest, { pack: number, offset: e.offset, length: e.length });
           }
         }
       }
     };
+    await this.applyMarks((await readS3Marks(this.gcAccess(), signal)).keys());
     await Promise.all(Array.from({ length: S3_MAX_REQUESTS_IN_FLIGHT }, worker));
   }
 
@@ -545,6 +597,102 @@ export class S3Store implements ChunkStore, ManifestStore {
         this.asideChunks.add(chunkIdKey({ algorithm: r.algorithm as DigestAlgorithm, digest: digestFromHex(r.digest) }));
       }
     }
+  }
+
+  private packNumber(name: string): number {
+    let n = this.packNumbers.get(name);
+    if (n === undefined) {
+      n = this.packNames.push(name) - 1;
+      this.packNumbers.set(name, n);
+    }
+    return n;
+  }
+
+  /**
+   * Adds a chunk's place unless one that counts is known; a known place that does not count
+   * (in a dead pack, or set aside) moves to this copy if it counts. The one way a place moves:
+   * a copy stored anew, or found by applyMarks.
+   */
+  private addPlace(algorithm: ChunkId['algorithm'], digest: Uint8Array, place: ChunkPlace): void {
+    const known = this.table.find(algorithm, digest);
+    if (known === undefined) this.table.add(algorithm, digest, place);
+    else if (!this.counts(known) && this.counts(place)) this.table.relocate(algorithm, digest, place);
+  }
+
+  /** Whether the chunk at `place` counts as present: its pack is not dead and the place not set aside. */
+  private counts(place: ChunkPlace): boolean {
+    return !this.deadPacks.has(place.pack) && !this.isAside(place);
+  }
+
+  /**
+   * Makes exactly the packs `names` dead. When one more is dead than before, the index
+   * objects are read again, so that places in it move to other copies of their chunks.
+   */
+  private async applyMarks(names: Iterable<string>, signal?: AbortSignal): Promise<void> {
+    const dead = new Set<number>();
+    for (const name of names) dead.add(this.packNumber(name));
+    const grew = [...dead].some((n) => !this.deadPacks.has(n));
+    this.deadPacks = dead;
+    if (!grew || this.table.size === 0) return;
+    for (const { packs } of await listIndexObjects(this.gcAccess(), signal)) {
+      for (const pack of packs) {
+        const number = this.packNumber(pack.name);
+        if (dead.has(number)) continue;
+        for (const e of pack.entries) if (e.offset + e.length <= MAX_U32) this.addPlace(e.algorithm, e.digest, { pack: number, offset: e.offset, length: e.length });
+      }
+    }
+  }
+
+  /** Reads the gc marks again if GC_MARKS_RECHECK_MS passed since the last read (../gc.ts). */
+  private async checkMarks(signal: AbortSignal | undefined): Promise<void> {
+    if (this.marksCheck !== undefined) return untilAborted(this.marksCheck, signal);
+    if (Date.now() - this.marksCheckedMs < GC_MARKS_RECHECK_MS) return;
+    this.marksCheckedMs = Date.now();
+    this.marksCheck = (async () => {
+      try {
+        const marks = await readS3Marks(this.gcAccess(), undefined);
+        // Packs this store knew that a gc deleted since stay dead: deleting a pack unmarks it.
+        const names = new Set(marks.keys());
+        for (const n of this.deadPacks) names.add(this.packNames[n]!);
+        const recovered = [...this.deadPacks].filter((n) => !marks.has(this.packNames[n]!));
+        if (recovered.length > 0) {
+          const existing = new Set((await this.listKeys(`${this.location.prefix}packs/`)).map((k) => k.key));
+          for (const n of recovered) if (existing.has(this.key('packs', this.packNames[n]!))) names.delete(this.packNames[n]!);
+        }
+        await this.applyMarks(names);
+      } finally {
+        this.marksCheck = undefined;
+      }
+    })();
+    return untilAborted(this.marksCheck, signal);
+  }
+
+  /** One gc run (s3/gc.ts; the scheme: ../gc.ts). */
+  async collectGarbage(referenced: ReferencedChunks, options: GcOptions): Promise<GcReport> {
+    this.checkOpen();
+    await this.flush({ signal: options.signal });
+    return collectS3Garbage(this.gcAccess(), referenced, options);
+  }
+
+  /** What s3/gc.ts needs of this store. */
+  private gcAccess(): S3GcAccess {
+    return {
+      where: this.where,
+      prefix: this.location.prefix,
+      key: (kind, name) => this.key(kind, name),
+      store: this,
+      listKeys: (prefix, signal) => this.listKeys(prefix, signal),
+      getObject: (key, signal) => this.getObject(key, signal),
+      putObject: (key, body, signal) => this.putObject(key, body, signal),
+      deleteObject: (key, signal) =>
+        this.request(`DELETE ${this.where}${key}`, signal, (abortSignal) =>
+          this.client.send(new DeleteObjectCommand({ Bucket: this.location.bucket, Key: key }), { abortSignal }),
+        ).then(() => undefined),
+      setDead: async (names) => {
+        this.marksCheckedMs = Date.now();
+        await this.applyMarks(names);
+      },
+    };
   }
 
   /** A whole object, or undefined if there is none under `key`. */
@@ -571,14 +719,36 @@ export class S3Store implements ChunkStore, ManifestStore {
     const signal = options?.signal;
     throwIfAborted(signal);
     this.checkOpen();
-    const pieces: Buffer[] = [];
-    for await (const piece of source) {
-      throwIfAborted(signal);
-      pieces.push(Buffer.from(piece));
+    const key = this.key('manifests', name);
+    // Held whole up to the multipart bound; a larger manifest goes up in parts as it is
+    // read, so at most a part and a piece of it are in memory.
+    let pieces: Buffer[] = [];
+    let held = 0;
+    let upload: MultipartUpload | undefined;
+    try {
+      for await (const piece of source) {
+        throwIfAborted(signal);
+        pieces.push(Buffer.from(piece));
+        held += piece.length;
+        if (upload === undefined && held <= this.tuning.multipartAboveBytes) continue;
+        upload ??= await MultipartUpload.start(this.multipart, key, signal);
+        while (held >= this.tuning.partBytes) {
+          const all = Buffer.concat(pieces);
+          await upload.addPart(all.subarray(0, this.tuning.partBytes), signal);
+          pieces = [all.subarray(this.tuning.partBytes)];
+          held = pieces[0]!.length;
+        }
+      }
+      // Chunks first: whatever the caller did, no manifest is stored before its chunks are
+      // (an upload in parts shows nothing before it is completed).
+      await this.flush({ signal });
+      if (upload === undefined) return await this.putObject(key, Buffer.concat(pieces), signal);
+      if (held > 0) await upload.addPart(Buffer.concat(pieces), signal);
+      await upload.complete(signal);
+    } catch (err) {
+      await upload?.abort();
+      throw err;
     }
-    // Chunks first: whatever the caller did, no manifest is stored before its chunks are.
-    await this.flush({ signal });
-    await this.putObject(this.key('manifests', name), Buffer.concat(pieces), signal);
   }
 
   async getManifest(name: string, options?: OpOptions): Promise<AsyncIterable<Uint8Array>> {

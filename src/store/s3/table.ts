@@ -67,13 +67,13 @@ export class ChunkTable {
     if (this.recent.size >= Math.max(MERGE_MIN_ENTRIES, this.count >>> 3)) this.merge();
   }
 
-  /** Moves a chunk to `place` (a copy stored anew after the old one was set aside); adds it if absent. */
-  replace(algorithm: DigestAlgorithm, digest: Uint8Array, place: ChunkPlace): void {
+  /** Points a chunk already in the table at another place (a copy elsewhere: its pack was marked for deletion). */
+  relocate(algorithm: DigestAlgorithm, digest: Uint8Array, place: ChunkPlace): void {
     if (place.offset > MAX_U32 || place.length > MAX_U32 || place.pack > MAX_U32) throw new RangeError('chunk place out of range');
     const key = keyOf(algorithm, digest);
-    const k = key.toString('latin1');
-    if (this.recent.has(k)) {
-      this.recent.set(k, place);
+    const recentKey = key.toString('latin1');
+    if (this.recent.has(recentKey)) {
+      this.recent.set(recentKey, place);
       return;
     }
     let lo = 0;

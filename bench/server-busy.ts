@@ -1,0 +1,94 @@
+/**
+ * The server's main-thread cost of a push (issue 17): starts `xfer serve`, pushes one file
+ * (or the same file from `clients` processes at once, to different names), stops the
+ * server and reports wall time and the server's main-thread busy seconds per GiB pushed.
+ * Busy time is read two ways: the main thread's CPU time from /proc (works for any build)
+ * and the server's own 'stopped' log line (mainThreadBusyMs, from eventLoopUtilization).
+ * Builds are alternated run by run, medians reported: the machine may be shared.
+ *
+ *   node dist/bench/server-busy.js --file F [--runs 3] [--clients 1] [--bin A.js --bin B.js]
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { statSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { XFER } from './harness.js';
+import { median, timed } from './measure.js';
+import { threadCpuSeconds } from './thread-cpu.js';
+
+interface Served {
+  readonly child: ChildProcess;
+  readonly url: string;
+  log: string;
+}
+
+async function serve(bin: string, root: string): Promise<Served> {
+  const child = spawn(process.execPath, [bin, 'serve', '--root', root, '--port', '0', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const s = { child, url: '', log: '' };
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (s.log += d));
+  s.url = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+      out += d;
+      const m = /listening on (\S+)/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    child.on('exit', (c) => reject(new Error(`xfer serve exited ${c}`)));
+  });
+  return s;
+}
+
+async function stopServe(s: Served): Promise<void> {
+  const exited = new Promise((r) => s.child.once('exit', r));
+  s.child.kill('SIGTERM');
+  await exited;
+}
+
+interface Sample {
+  readonly wall: number[];
+  readonly cpuBusyPerGiB: number;
+  readonly eluBusyPerGiB: number | undefined;
+}
+
+async function once(bin: string, file: string, clients: number, work: string): Promise<Sample> {
+  const root = join(work, 'root');
+  await rm(root, { recursive: true, force: true });
+  const s = await serve(bin, root);
+  const before = threadCpuSeconds(s.child.pid!);
+  const runs = await Promise.all(Array.from({ length: clients }, (_, i) => timed(process.execPath, [bin, 'push', file, `${s.url}/f${i}.bin`, '--json'])));
+  const after = threadCpuSeconds(s.child.pid!);
+  await stopServe(s);
+  const gib = (statSync(file).size * clients) / 2 ** 30;
+  const stopped = s.log.split('\n').filter((l) => l.includes('"stopped"')).map((l) => JSON.parse(l) as { mainThreadBusyMs?: number }).at(-1);
+  await rm(root, { recursive: true, force: true });
+  return {
+    wall: runs.map((r) => r.wallSeconds),
+    cpuBusyPerGiB: (after - before) / gib,
+    eluBusyPerGiB: stopped?.mainThreadBusyMs === undefined ? undefined : stopped.mainThreadBusyMs / 1000 / gib,
+  };
+}
+
+const { values } = parseArgs({ options: { file: { type: 'string' }, runs: { type: 'string', default: '3' }, clients: { type: 'string', default: '1' }, bin: { type: 'string', multiple: true } } });
+if (!values.file) throw new Error('--file is required');
+const bins = values.bin?.length ? values.bin : [XFER];
+const runs = Number(values.runs);
+const clients = Number(values.clients);
+const work = join(tmpdir(), `xfer-server-busy-${process.pid}`);
+const samples = new Map<string, Sample[]>(bins.map((b) => [b, []]));
+for (let r = 0; r < runs; r++) {
+  for (const bin of bins) {
+    const x = await once(bin, values.file, clients, join(work, String(bins.indexOf(bin))));
+    samples.get(bin)!.push(x);
+    console.log(`run ${r + 1} ${bin}: wall ${x.wall.map((w) => w.toFixed(2)).join(' / ')} s, main thread ${x.cpuBusyPerGiB.toFixed(2)} CPU-s/GiB${x.eluBusyPerGiB === undefined ? '' : `, ELU busy ${x.eluBusyPerGiB.toFixed(2)} s/GiB`}`);
+  }
+}
+for (const [bin, xs] of samples) {
+  const elu = xs.map((x) => x.eluBusyPerGiB).filter((v): v is number => v !== undefined);
+  console.log(
+    `median ${bin} (${clients} client${clients > 1 ? 's' : ''}): wall ${Array.from({ length: clients }, (_, i) => median(xs.map((x) => x.wall[i]!)).toFixed(2)).join(' / ')} s, ` +
+      `main thread ${median(xs.map((x) => x.cpuBusyPerGiB)).toFixed(2)} CPU-s/GiB${elu.length ? `, ELU busy ${median(elu).toFixed(2)} s/GiB` : ''}`,
+  );
+}
+await rm(work, { recursive: true, force: true });
