@@ -179,7 +179,7 @@ describe('a server verifies itself (POST /v1/verify)', () => {
     assert.equal((await runCli(['push', tree, url, '-q'])).code, 0);
     let r = await runCli(['verify', fx.server.url, '--read-data']);
     assert.equal(r.code, 0, r.stdout + r.stderr);
-    assert.match(r.stdout, /^ok: 1 manifest, 3 files, .*3 rebuilt files checked$/m);
+    assert.match(r.stdout, /^ok: 1 manifest \(and 1 version\), 3 files, .*3 rebuilt files checked$/m);
 
     const shared = [...(await chunksOf(join(tree, 'a.bin')))][0]!;
     const storeDir = join(fx.root, 'store');
@@ -288,8 +288,10 @@ describe('xfer serve --verify-every runs verify in the background and reports in
       const [victim] = await storedChunks(join(root, 'store'));
       await damageStoredChunk(join(root, 'store'), victim!, 5);
       await waitFor(/scheduled verify: DAMAGE found/);
-      const warn = serve.stderr().split('\n').find((l) => l.includes('verify found damage'))!;
-      const record = JSON.parse(warn);
+      // The target, and its versions (every commit is one: they share the chunk) after it.
+      const warns = serve.stderr().split('\n').filter((l) => l.includes('verify found damage')).map((l) => JSON.parse(l) as { target: string; kind: string; digest: string });
+      const record = warns.find((w) => w.target === 'f.bin')!;
+      assert.ok(warns.some((w) => w.target.startsWith('f.bin@')), 'the version sharing the chunk is named too');
       assert.deepEqual([record.target, record.kind, record.digest], ['f.bin', 'corrupt', digestToHex(victim!.digest)]);
     } finally {
       assert.equal(await serve.stop(), 0);

@@ -48,7 +48,7 @@ export function registerVerify(program: Command, signal: AbortSignal, setExit: (
     const read = r.readData === 'none' ? '' : `, ${count(r.chunksRead, 'chunk')} read (${formatBytes(r.bytesRead)}${r.readData === 'all' ? '' : `, subset ${r.readData}`})`;
     const problems = r.damaged.length ? `, ${count(r.damaged.length, 'problem')}${r.damagedChunks.length ? ` (${count(r.damagedChunks.length, 'damaged chunk')})` : ''}` : '';
     process.stdout.write(
-      `${r.damaged.length ? 'FAILED' : 'ok'}: ${count(r.manifests, 'manifest')}, ${count(r.files, 'file')}, ${count(r.chunks, 'chunk reference')} (${formatBytes(r.bytes)})` +
+      `${r.damaged.length ? 'FAILED' : 'ok'}: ${count(r.manifests, 'manifest')}${r.versions ? ` (and ${count(r.versions, 'version')})` : ''}, ${count(r.files, 'file')}, ${count(r.chunks, 'chunk reference')} (${formatBytes(r.bytes)})` +
         `${read}${r.rebuilt ? `, ${count(r.filesChecked, 'rebuilt file')}` : ''} checked${problems}\n`,
     );
   });

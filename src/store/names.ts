@@ -105,13 +105,21 @@ export function compareManifestNames(a: string, b: string): number {
  * ids, so ids from outside (an untyped caller, a request) are checked before use.
  */
 export function checkChunkId(id: ChunkId): string {
+  validateChunkId(id);
+  return digestToHex(id.digest);
+}
+
+/**
+ * checkChunkId without the hex: for hot paths that need no name (has() of a million ids,
+ * where a hex string per id was made and thrown away).
+ */
+export function validateChunkId(id: ChunkId): void {
   if (!DIGEST_ALGORITHMS.includes(id.algorithm)) {
     throw new InvalidArgumentError(`invalid chunk id: unknown digest algorithm "${String(id.algorithm)}"`);
   }
   if (!(id.digest instanceof Uint8Array) || id.digest.length !== DIGEST_BYTES) {
     throw new InvalidArgumentError(`invalid chunk id: the digest must be ${DIGEST_BYTES} bytes`);
   }
-  return digestToHex(id.digest);
 }
 
 /**

@@ -1,5 +1,4 @@
 import { lstat } from 'node:fs/promises';
-import { isReservedName } from '../store/names.js';
 import { join } from 'node:path';
 import { throwIfAborted } from '../core/abort.js';
 import { isZeroChunk } from '../chunker/zero.js';
@@ -9,7 +8,9 @@ import { createHasher } from '../hash/digest.js';
 import { readSequential } from '../io/direct.js';
 import { openManifest } from '../manifest/reader.js';
 import type { EntryMeta } from '../manifest/types.js';
+import { isReservedName } from '../store/names.js';
 import type { ChunkStore, ManifestStore } from '../store/store.js';
+import { versionsPrefix } from '../store/versions.js';
 import { Window } from '../core/window.js';
 
 /*
@@ -61,7 +62,10 @@ export interface DamagedChunk {
 }
 
 export interface VerifyReport {
+  /** Targets' manifests checked, and older versions' (their chunks are checked too). */
   readonly manifests: number;
+  readonly versions: number;
+  /** Files of the targets (not counting their older versions'). */
   readonly files: number;
   /** Chunk references of the manifests, and their bytes (a chunk used twice counts twice). */
   readonly chunks: number;
@@ -253,7 +257,7 @@ export async function verifyManifests(
         if (ev.kind === 'entry') {
           meta = ev.meta;
           path = ev.meta.path;
-          if (ev.meta.type === 'file') files++;
+          if (ev.meta.type === 'file' && !isReservedName(name)) files++;
           continue;
         }
         if (ev.kind === 'entryEnd') {
@@ -305,14 +309,18 @@ export async function verifyManifests(
   if (bad.size > 0) await findFilesOf(manifests, names, bad, signal);
   progress(true);
 
-  const damagedChunks: DamagedChunk[] = [...bad.values()].map((c) => ({ digest: c.digest, algorithm: c.algorithm, kind: c.kind, message: c.message, files: [...c.files.values()] }));
+  // Damage in an older version is named as `xfer pull` takes it: <target>@<version id>.
+  const shown = versionDisplayNames(names);
+  const show = <T extends { readonly manifest: string }>(f: T): T => ({ ...f, manifest: shown.get(f.manifest) ?? f.manifest });
+  const damagedChunks: DamagedChunk[] = [...bad.values()].map((c) => ({ digest: c.digest, algorithm: c.algorithm, kind: c.kind, message: c.message, files: [...c.files.values()].map(show) }));
   const damaged: Damage[] = [];
   for (const c of damagedChunks) {
     for (const f of c.files) damaged.push({ manifest: f.manifest, path: f.path, kind: c.kind, digest: c.digest, message: c.message });
   }
-  damaged.push(...otherDamage);
+  damaged.push(...otherDamage.map(show));
   damaged.splice(MAX_DAMAGE_REPORTED);
-  return { manifests: names.length, files, chunks: chunkCount, bytes, chunksRead, bytesRead, readData: subset ? formatReadDataSubset(subset) : readData ? 'all' : 'none', rebuilt: options.targetOf !== undefined, filesChecked, filesRead, damaged, damagedChunks };
+  const versions = names.filter(isReservedName).length;
+  return { manifests: names.length - versions, versions, files, chunks: chunkCount, bytes, chunksRead, bytesRead, readData: subset ? formatReadDataSubset(subset) : readData ? 'all' : 'none', rebuilt: options.targetOf !== undefined, filesChecked, filesRead, damaged, damagedChunks };
 }
 
 /**
@@ -395,4 +403,20 @@ export async function manifestsAt(store: ManifestStore, path: string, options: {
  */
 export function hasRebuiltCopy(name: string): boolean {
   return !isReservedName(name);
+}
+
+/**
+ * `<target>@<version id>` for each version among `names` whose target is among them too
+ * (a version's name holds a hash of its target's name, store/versions.ts).
+ */
+function versionDisplayNames(names: readonly string[]): Map<string, string> {
+  const targetOfPrefix = new Map(names.filter((n) => !isReservedName(n)).map((n) => [versionsPrefix(n), n] as const));
+  const shown = new Map<string, string>();
+  for (const n of names) {
+    if (!isReservedName(n)) continue;
+    const cut = n.lastIndexOf('/') + 1;
+    const target = targetOfPrefix.get(n.slice(0, cut));
+    if (target !== undefined) shown.set(n, `${target}@${n.slice(cut)}`);
+  }
+  return shown;
 }

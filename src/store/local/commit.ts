@@ -67,7 +67,8 @@ export class CommitPipeline {
   }
 
   has(id: ChunkId): boolean {
-    return this.pending.has(pendingKey(id));
+    // Most asks come with nothing pending (a verify, a push's has() of a settled store): no key made.
+    return this.pending.size > 0 && this.pending.has(pendingKey(id));
   }
 
   /** Whether anything is left to commit or to report. */

@@ -63,23 +63,42 @@ export class PackReader {
       if (w.pack !== pack || w.start > offset || end > w.end) continue;
       const data = await w.data;
       if (data.length < end - w.start) break; // the pack ends early: the exact read below says so
+      // A read in order inside a whole window: the reader goes on through the pack, so the
+      // next window is read while this one is used (reading and hashing overlap).
+      if (inOrder && data.length === w.end - w.start) this.startWindow(pack, w.end);
       return data.subarray(offset - w.start, end - w.start);
     }
     // In order (the next record right after the last one read): read ahead in one big read.
     if (inOrder) {
       const start = offset - (offset % DIRECT_ALIGN_BYTES);
-      const settled = this.settledBytes(pack);
-      const windowEnd = Math.min(start + PACK_READ_AHEAD_BYTES, settled - (settled % DIRECT_ALIGN_BYTES));
-      if (windowEnd >= end) {
-        const w = { pack, start, end: windowEnd, data: this.readExactly(pack, start, windowEnd - start) };
-        w.data.catch(() => {}); // awaited below, and by any read it covers
-        this.readAhead.push(w);
-        if (this.readAhead.length > READ_AHEAD_WINDOWS) this.readAhead.shift();
+      const w = this.startWindow(pack, start);
+      if (w !== undefined && w.end >= end) {
         const data = await w.data;
         if (data.length >= end - start) return data.subarray(offset - start, end - start);
       }
     }
     return this.readExactly(pack, offset, length);
+  }
+
+  /**
+   * The read-ahead window of `pack` from `start` (aligned), started unless one is: up to
+   * PACK_READ_AHEAD_BYTES, never past the pack's settled bytes; undefined if none is left.
+   */
+  private startWindow(pack: number, start: number): { readonly end: number; readonly data: Promise<Buffer> } | undefined {
+    const have = this.readAhead.find((w) => w.pack === pack && w.start === start);
+    if (have) return have;
+    // A committed pack's settled bytes are Infinity (Infinity % n is NaN: kept apart, as a
+    // NaN end once turned every read ahead of a committed pack off). Its window may run past
+    // the pack's end: it comes back short, and reads past it are read exactly.
+    const settled = this.settledBytes(pack);
+    const limit = settled === Infinity ? Infinity : settled - (settled % DIRECT_ALIGN_BYTES);
+    const windowEnd = Math.min(start + PACK_READ_AHEAD_BYTES, limit);
+    if (windowEnd <= start) return undefined;
+    const w = { pack, start, end: windowEnd, data: this.readExactly(pack, start, windowEnd - start) };
+    w.data.catch(() => {}); // awaited by the reads it covers
+    this.readAhead.push(w);
+    if (this.readAhead.length > READ_AHEAD_WINDOWS) this.readAhead.shift();
+    return w;
   }
 
   /**

@@ -9,7 +9,7 @@ import { DIGEST_ALGORITHMS, digestFromHex, digestKey, digestToHex, type ChunkId,
 import { checkBoolean, checkPositiveInteger, checkSignal } from '../../core/options.js';
 import { digestEquals, digestOf } from '../../hash/digest.js';
 import { acquireLock, type HeldLock, type LockOptions } from '../lock.js';
-import { checkChunkId, validateManifestName } from '../names.js';
+import { checkChunkId, validateChunkId, validateManifestName } from '../names.js';
 import { PACK_TARGET_BYTES } from '../pack.js';
 import { GC_MARKS_RECHECK_MS } from '../gc.js';
 import type { ChunkStore, GarbageCollecting, GcOptions, GcReport, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions, ReferencedChunks } from '../store.js';
@@ -144,7 +144,7 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
     const loose: number[] = [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
-      checkChunkId(id);
+      validateChunkId(id);
       out[i] = this.pipeline.has(id) || this.packs.findLive(id.algorithm, id.digest) >= 0;
       if (!out[i] && this.loose.present) loose.push(i);
     }
