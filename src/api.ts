@@ -12,9 +12,10 @@ import type { RemoteOptions } from './endpoint/http.js';
 import { checkLocalPath, openStoreLocation, parseLocation, refuseWireOptions, type Location, type LocationSpec, type StoreLocation } from './endpoint/open.js';
 import { resolveStoreTarget } from './endpoint/store.js';
 import { pullTarget } from './endpoint/copy-target.js';
-import { destinationPathsIn, LocalDestination, localTargetOf, openLocalSource, resolvePushTarget, sourceBaseName, STORE_DIR_NAME } from './endpoint/local.js';
+import { destinationPathsIn, holdsStore, LocalDestination, localTargetOf, openLocalSource, openLocalStore, resolvePushTarget, sourceBaseName, STORE_DIR_NAME } from './endpoint/local.js';
 import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifest, openManifestFile } from './manifest/reader.js';
+import { FallbackChunks, type FallbackFigures } from './reconstruct/fallback.js';
 import { inPlaceKind, inPlaceRebuild } from './reconstruct/in-place.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
 import { recordPulledTree, SnapshotRecorder, writeSnapshot, type SnapshotKey } from './reconstruct/snapshot.js';
@@ -102,6 +103,14 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
   readonly inPlace?: boolean;
   /** Told, before the first in-place write, that the destination is inconsistent until the pull completes. */
   readonly onInconsistent?: (target: string) => void;
+  /**
+   * Stores to take a chunk from when the source lacks it or holds it damaged, tried in
+   * order (`pull --fallback`): any location (a destination directory, a target in one, a
+   * server or object store URL, a store object), of which the store is used. Each chunk so
+   * fetched is verified and put back into the source store, which heals it where the
+   * source takes puts (reconstruct/fallback.ts); the result's `fallback` counts them.
+   */
+  readonly fallback?: readonly LocationSpec[];
   /**
    * Pull this version of the target instead of its current one: a version id (`xfer ls
    * --versions`) or a UTC time (`2026-12-06`, `2026-12-06T15:04`, ...), which picks the
@@ -213,12 +222,28 @@ export async function push(source: PushSource, destination: LocationSpec, option
 }
 
 /**
+ * The store of a `--fallback` location (PullOptions.fallback): a destination directory's, a
+ * local target's (the store beside it), or a store location's whatever its path.
+ */
+async function openFallback(spec: LocationSpec, options: PullOptions): Promise<{ store: ChunkStore; close(): Promise<void> }> {
+  const location = parseLocation(spec, 'a fallback of a pull');
+  if (location.kind === 'store') {
+    const endpoint = await openStoreLocation(location, options);
+    return { store: endpoint.store, close: () => endpoint.close() };
+  }
+  refuseWireOptions(location, options);
+  const { signal } = options;
+  const store = (await holdsStore(location.path)) ? await openLocalStore(location.path, { signal }) : (await openLocalSource(location.path, { signal })).store;
+  return { store, close: () => store.close() };
+}
+
+/**
  * Rebuilds a pushed file or tree (`<dest-dir>/<name>`, `http(s)://host:port/<remote-path>`,
  * any LocationSpec naming a target) at a local path (cp semantics), reusing chunks already
  * there and in seeds, verifying everything, replacing atomically; an interrupted pull
  * resumes from its partial file.
  */
-export async function pull(source: LocationSpec, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string; plan?: PullPlan; bytesWritten?: number }> {
+export async function pull(source: LocationSpec, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string; plan?: PullPlan; bytesWritten?: number; fallback?: FallbackFigures }> {
   checkRemoteOptions(options);
   checkSignal(options);
   for (const name of ['checksum', 'delete', 'dryRun', 'plan', 'inPlace']) checkBoolean(options, name);
@@ -228,6 +253,7 @@ export async function pull(source: LocationSpec, destination: string, options: P
   if (options.seeds !== undefined && !(Array.isArray(options.seeds) && options.seeds.every((s) => typeof s === 'string'))) {
     throw new InvalidOptionError('seeds', 'an array of paths');
   }
+  if (options.fallback !== undefined && !Array.isArray(options.fallback)) throw new InvalidOptionError('fallback', 'an array of locations');
   const { signal } = options;
   checkLocalPath(destination, 'the destination of a pull');
   const location = parseLocation(source, 'the source of a pull');
@@ -257,6 +283,24 @@ export async function pull(source: LocationSpec, destination: string, options: P
     name = opened.name;
     close = () => opened.store.close();
   }
+  // Chunks the source cannot give come from the fallbacks (and heal the source).
+  const fallbacks: { store: ChunkStore; close(): Promise<void> }[] = [];
+  let fallbackChunks: FallbackChunks | undefined;
+  let chunks: ChunkStore = store;
+  try {
+    for (const spec of options.fallback ?? []) fallbacks.push(await openFallback(spec, options));
+  } catch (err) {
+    for (const f of fallbacks) await f.close().catch(() => undefined);
+    await close();
+    throw err;
+  }
+  if (fallbacks.length > 0) chunks = fallbackChunks = new FallbackChunks(store, fallbacks.map((f) => f.store));
+  /** The result's fallback figures, once the heals are durable. */
+  const withFallback = async <R extends object>(result: R): Promise<R & { fallback?: FallbackFigures }> => {
+    if (!fallbackChunks) return result;
+    await fallbackChunks.close();
+    return { ...result, fallback: fallbackChunks.figures() };
+  };
   const ownPool = !options.pool;
   // A pull scans only to reuse local chunks (seeds, a changed file at the target): often nothing.
   const pool = options.pool ?? new ScanPool({ startOnFirstTask: true });
@@ -301,11 +345,11 @@ export async function pull(source: LocationSpec, destination: string, options: P
     // Staging (SpecialFileError), as any special file is.
     const inPlace = reader.header.kind === 'file' ? await inPlaceKind(target) : undefined;
     if (inPlace === 'device' || (inPlace === 'file' && options.inPlace)) {
-      const result = await inPlaceRebuild(reader, store, target, {
+      const result = await inPlaceRebuild(reader, chunks, target, {
         signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, onInconsistent: options.onInconsistent,
         attributes: { numericIds: options.numericIds === true }, quickCheck: !options.checksum,
       });
-      return { ...result, target, plan };
+      return withFallback({ ...result, target, plan });
     }
     if (options.inPlace && reader.header.kind === 'tree') {
       await reader.close();
@@ -318,7 +362,7 @@ export async function pull(source: LocationSpec, destination: string, options: P
       : reader.header.kind === 'tree'
         ? { targetDigest: reader.header.digest, previousIsManifest: true }
         : { targetDigest: reader.header.digest, previousFiles: await filesOf(await openManifestFile(manifestPath, { signal }), signal) };
-    const result = await reconstruct(reader, store, target, {
+    const result = await reconstruct(reader, chunks, target, {
       signal, pool, seeds: options.seeds ?? [], onProgress: options.onProgress, deleteExtra: options.delete === true, protect: options.excludes,
       attributes: { numericIds: options.numericIds === true }, unchangedRecord: snapshot?.recorder, ...quick,
     });
@@ -340,10 +384,12 @@ export async function pull(source: LocationSpec, destination: string, options: P
         await writeSnapshot(target, recorder, { ...snapshot.key, tag }, { bytesTotal: result.bytesTotal, chunksTotal: result.chunksTotal, fileBytes, digest: result.digest });
       }
     }
-    return { ...result, target, plan };
+    return withFallback({ ...result, target, plan });
   } finally {
     await removeTempDir(tmp);
     if (ownPool) await pool.close();
+    await fallbackChunks?.close();
+    for (const f of fallbacks) await f.close().catch(() => undefined);
     await close();
   }
 }

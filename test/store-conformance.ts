@@ -81,6 +81,24 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreUn
         });
       }
 
+      it('a chunk set aside no longer counts as present, get says it is damaged, and the next put stores it again (stores with setAside)', async (t) => {
+        if (store.setAside === undefined) return t.skip('this store has no setAside');
+        const { id, data } = makeChunk('blake3', 20_000, 31);
+        const other = makeChunk('blake3', 20_000, 32);
+        await store.put(id, data);
+        await store.put(other.id, other.data);
+        await store.flush();
+        await store.setAside(id);
+        assert.deepEqual(await store.has([id, other.id]), [false, true]);
+        await rejectsWith(store.get(id), 'XFER_CHUNK_CORRUPT', digestToHex(id.digest));
+        assert.equal(await store.put(id, data), true);
+        await store.flush();
+        assert.deepEqual(await store.has([id]), [true]);
+        assert.ok((await store.get(id)).equals(data));
+        // A chunk not stored: nothing to do.
+        await store.setAside(makeChunk('blake3', 100, 33).id);
+      });
+
       it('keys chunks by algorithm and digest: the same digest under the other algorithm is absent', async () => {
         const { id, data } = makeChunk('blake3', 1000, 8);
         await store.put(id, data);

@@ -5,7 +5,7 @@ import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { digestToHex, type ChunkId } from '../src/core/ids.js';
 import { MiB } from '../src/core/sizes.js';
-import { COMMIT_BATCH_CHUNKS, LocalStore, STALE_TEMP_AGE_MS } from '../src/store/local.js';
+import { COMMIT_BATCH_CHUNKS, LocalStore, SET_ASIDE_RECHECK_MS, STALE_TEMP_AGE_MS } from '../src/store/local.js';
 import { PACK_BLOCK_BYTES } from '../src/store/pack.js';
 import { damageStoredChunk } from './helpers/damage.js';
 import { bytesSource, makeChunk, readAll, rejectsWith, runStoreConformance } from './store-conformance.js';
@@ -73,23 +73,59 @@ describe('LocalStore', () => {
   });
 
   for (const directIo of [true, false]) {
-    it(`reports a byte flipped in a packed chunk as ChunkCorruptError naming the digest (${directIo ? 'O_DIRECT' : 'buffered'})`, async () => {
+    it(`a byte flipped in a packed chunk: get reports ChunkCorruptError naming the digest and sets the chunk aside until a put stores it again (${directIo ? 'O_DIRECT' : 'buffered'})`, async () => {
       dir = freshDir();
       const store = await LocalStore.open(dir, { create: true, directIo });
       const { id, data } = makeChunk('blake3', 65_536, 2);
+      const other = makeChunk('blake3', 65_536, 3);
       await store.put(id, data);
+      await store.put(other.id, other.data);
       await store.flush();
+      const bad = (await store.chunkLocation(id))!;
+      const unchecked = await store.get(id, { unverified: true });
       await damageStoredChunk(dir, id, 1234);
       await rejectsWith(store.get(id), 'XFER_CHUNK_CORRUPT', digestToHex(id.digest));
-      const unchecked = await store.get(id, { unverified: true });
-      assert.equal(unchecked.length, data.length);
-      assert.ok(!unchecked.equals(data), 'unverified: the damaged bytes, as stored');
+      // Set aside: no longer present, here and for any later opener; recorded with its place.
+      assert.deepEqual(await store.has([id, other.id]), [false, true]);
+      await rejectsWith(store.get(id), 'XFER_CHUNK_CORRUPT', digestToHex(id.digest)); // and says it was set aside
+      const lines = (await readFile(path.join(dir, 'set-aside'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      assert.equal(lines.length, 1);
+      assert.deepEqual({ ...lines[0], at: undefined }, { algorithm: 'blake3', digest: digestToHex(id.digest), pack: path.basename(bad.file, '.pack'), offset: bad.offset, length: 65_536, at: undefined });
       const reopened = await LocalStore.open(dir, { create: false, directIo });
-      await rejectsWith(reopened.get(id), 'XFER_CHUNK_CORRUPT', digestToHex(id.digest));
+      assert.deepEqual(await reopened.has([id, other.id]), [false, true]);
+      await reopened.close();
+      // The damaged bytes stay where they were, for inspection.
+      const kept = (await readFile(bad.file)).subarray(bad.offset, bad.offset + bad.length);
+      assert.ok(!kept.equals(data) && kept.length === unchecked.length);
+      // The next put stores it again, in another place; every opener then finds it there.
+      assert.equal(await store.put(id, data), true);
+      await store.flush();
+      assert.ok((await store.get(id)).equals(data));
+      assert.notDeepEqual(await store.chunkLocation(id), bad);
+      await store.close();
+      const healed = await LocalStore.open(dir, { create: false, directIo });
+      assert.deepEqual(await healed.has([id]), [true]);
+      assert.ok((await healed.get(id)).equals(data));
+      await healed.close();
     });
   }
 
-  it('a pack cut short is reported as corrupt for the chunks it lost, not as missing', async () => {
+  it('a chunk another opener set aside stops counting as present here too (a push never skips it)', async () => {
+    dir = freshDir();
+    const store = await LocalStore.open(dir, { create: true });
+    const { id, data } = makeChunk('blake3', 65_536, 4);
+    await store.put(id, data);
+    await store.flush();
+    const verifier = await LocalStore.open(dir, { create: false });
+    await verifier.setAside(id);
+    await verifier.close();
+    await new Promise((r) => setTimeout(r, SET_ASIDE_RECHECK_MS + 10));
+    assert.deepEqual(await store.has([id]), [false]);
+    assert.equal(await store.put(id, data), true);
+    await store.close();
+  });
+
+  it('a pack cut short is reported as corrupt for the chunks it lost (and they are set aside), not as missing', async () => {
     dir = freshDir();
     const store = await LocalStore.open(dir, { create: true });
     const chunks = [1, 2].map((seed) => makeChunk('blake3', 50_000, 30 + seed));
@@ -104,6 +140,7 @@ describe('LocalStore', () => {
       assert.match(err.message, new RegExp(`chunk ${digestToHex(chunks[1]!.id.digest)} is corrupt: .*truncated`));
       return true;
     });
+    assert.deepEqual(await reopened.has(chunks.map((c) => c.id)), [true, false]);
   });
 
   it('chunks spanning pack blocks read back the same before, during and after their commit', async () => {

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import type { PullOptions } from '../api.js';
+import type { FallbackFigures } from '../reconstruct/fallback.js';
 import { tryPullFromSnapshot } from '../pull-snapshot.js';
 import { formatBytes } from '../core/sizes.js';
 import { posix } from 'node:path';
@@ -15,6 +16,7 @@ interface PullFlags extends RemoteFlags, SyncFlags {
   delete?: boolean;
   numericIds?: boolean;
   inPlace?: boolean;
+  fallback?: string[];
 }
 
 export function registerPull(program: Command, signal: AbortSignal): void {
@@ -24,6 +26,11 @@ export function registerPull(program: Command, signal: AbortSignal): void {
     .argument('<target>', 'a pushed target: <dest-dir>/<name> or http(s)://host:port/<remote-path>; a tree with a trailing / means its contents (rsync): they go to <path> itself; <target>@<version id or UTC time> pulls that version (see xfer ls --versions)')
     .argument('<path>', 'where to put it; an existing directory or a path ending in / means "inside it"')
     .option('--seed <file...>', 'local files whose chunks may be reused')
+    .option(
+      '--fallback <location>',
+      'a store to take a chunk from when the source lacks it or holds it damaged (verified, then put back into the source, which heals it); repeat to try several in order',
+      (value: string, previous: string[] = []) => [...previous, value],
+    )
     .option('-c, --checksum', 'read every file already at the destination, also those whose size, mtime and mode match the manifest (rsync --checksum)')
     .option('--delete', 'remove entries of an existing destination tree that the pulled tree lacks, except excluded ones (by default they are kept, as rsync keeps them)')
     .option('--in-place', 'rewrite an existing file where it is, only the ranges that differ, instead of replacing it atomically (a block device is always written so); it is inconsistent until the pull completes, and running the pull again completes it')
@@ -47,6 +54,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
         delete: flags.delete === true,
         numericIds: flags.numericIds === true,
         inPlace: flags.inPlace === true,
+        ...(flags.fallback ? { fallback: flags.fallback } : {}),
         // A warning, shown even with --quiet or --json: the user must know not to use the target.
         onInconsistent: (target) => {
           progress.done();
@@ -59,6 +67,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
       const r = (await tryPullFromSnapshot(source, dest, options)) ?? (await (await import('../api.js')).pull(source, dest, options));
       progress.done();
       const plan = r.plan;
+      const fb = 'fallback' in r ? (r.fallback as FallbackFigures | undefined) : undefined;
       const transferred = (plan?.files ?? []).map((f) => ({ path: f.path === '' ? posix.basename(r.target) : f.path, size: f.size }));
       if (listing) {
         for (const f of transferred) process.stdout.write(fileLine(f));
@@ -79,6 +88,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
           ...(r.bytesWritten !== undefined ? { bytesWritten: r.bytesWritten } : {}),
           ...(flags.verbose || dryRun ? { transferred } : {}),
           ...(stats ? { stats } : {}),
+          ...(fb ? { fallback: fb } : {}),
         });
       } else if (dryRun) {
         process.stdout.write(
@@ -92,6 +102,14 @@ export function registerPull(program: Command, signal: AbortSignal): void {
         );
       }
       if (stats && !flags.json) process.stdout.write(statsText(stats));
+
+      if (fb && fb.chunksFromFallback > 0 && !flags.json) {
+        // Shown even with --quiet: the source store is damaged or incomplete.
+        process.stderr.write(
+          `xfer: ${count(fb.chunksFromFallback, 'chunk')} missing or damaged in the source came from the fallback; ${fb.chunksHealed} put back into the source` +
+            `${fb.healFailures > 0 ? `, ${fb.healFailures} not (${fb.healError ?? 'refused'})` : ''}\n`,
+        );
+      }
     } finally {
       progress.done();
     }

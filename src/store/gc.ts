@@ -160,6 +160,28 @@ export interface PackPlan {
 }
 
 /** The bytes a chunk takes in a pack (its record header and data). */
+/**
+ * Copies the used chunks of packs being repacked into new packs: each is read verified and
+ * put back (the packs are already dead in `store`, so put stores it anew). A chunk whose
+ * copy is damaged, or was set aside before, is left out rather than failing the gc: the
+ * read has set it aside (ChunkStore.setAside), so it counts as missing and the next push
+ * that has it stores it again, as it would without a gc.
+ */
+export async function copyKeptChunks(store: ChunkStore, entries: readonly PackEntry[], signal: AbortSignal | undefined): Promise<void> {
+  for (const e of entries) {
+    throwIfAborted(signal);
+    const id = { algorithm: e.algorithm, digest: e.digest };
+    let data: Buffer;
+    try {
+      data = await store.get(id, { signal });
+    } catch (err) {
+      if (isXferError(err, 'XFER_CHUNK_CORRUPT')) continue;
+      throw err;
+    }
+    await store.put(id, data, { signal, trusted: true }); // get verified these very bytes
+  }
+}
+
 export function packedBytes(e: PackEntry): number {
   return PACK_RECORD_HEADER_BYTES + e.length;
 }

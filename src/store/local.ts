@@ -15,6 +15,10 @@
  *                                     older than STALE_TEMP_AGE_MS: leftovers of a crash
  *   <dir>/locks/<name>                held while a push rebuilds and commits target
  *                                     <name> (lockTarget); a dead process's is broken
+ *   <dir>/set-aside                   chunks found corrupt, one JSON line each (digest,
+ *                                     pack, offset): their bytes stay in the pack, the
+ *                                     index records of those places no longer count, and
+ *                                     the next put stores them anew (local/set-aside.ts)
  *   <dir>/gc/marks.json               packs a gc marked for deletion, and when (local/gc.ts)
  *   <dir>/gc/lock                     held by a running gc
  *
@@ -44,7 +48,8 @@
  * layout.ts (paths, store.json and versions), temp.ts (temp names, crash leftovers),
  * manifests.ts, commit.ts (the put/commit pipeline), writer-pool.ts (pack writers),
  * pack-file.ts (pack I/O with O_DIRECT), pack-reader.ts (open packs, read-ahead),
- * pack-index.ts (index loading and refresh), loose.ts (version 1 chunk files), fs.ts.
+ * pack-index.ts (index loading and refresh), loose.ts (version 1 chunk files),
+ * set-aside.ts (the list of chunks found corrupt), fs.ts.
  * The pack format itself is pack.ts, apart, for any backend to reuse.
  */
 import { resolve } from 'node:path';
@@ -52,7 +57,8 @@ import { storePaths } from './local/layout.js';
 import { LocalManifests } from './local/manifests.js';
 import type { ManifestStore } from './store.js';
 
-export { LocalStore, type ChunkLocation, type LocalStoreOpenOptions } from './local/store.js';
+export { LocalStore, SET_ASIDE_RECHECK_MS, type ChunkLocation, type LocalStoreOpenOptions } from './local/store.js';
+export { SET_ASIDE_FILE } from './local/set-aside.js';
 export { STORE_FORMAT, STORE_VERSION } from './local/layout.js';
 export { STALE_TEMP_AGE_MS } from './local/temp.js';
 export { COMMIT_BATCH_BYTES, COMMIT_BATCH_CHUNKS, MAX_UNCOMMITTED_AGE_MS } from './local/commit.js';

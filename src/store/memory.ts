@@ -37,6 +37,8 @@ export class MemoryStore implements ChunkStore, ManifestStore, GarbageCollecting
   /** Chunks a gc marked for deletion, and when. */
   private readonly marked = new Map<string, number>();
   private readonly manifests = new Map<string, StoredManifest>();
+  /** Chunks set aside (found corrupt), their bytes as they were, by key; for inspection. */
+  readonly setAsideChunks = new Map<string, Buffer>();
 
   async has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]> {
     throwIfAborted(options?.signal);
@@ -49,9 +51,13 @@ export class MemoryStore implements ChunkStore, ManifestStore, GarbageCollecting
   async get(id: ChunkId, options?: OpOptions): Promise<Buffer> {
     throwIfAborted(options?.signal);
     const data = this.chunks.get(keyOf(id));
+    if (data === undefined && this.setAsideChunks.has(keyOf(id))) {
+      throw new ChunkCorruptError(digestToHex(id.digest), `its copy in ${WHERE} was found damaged and set aside`);
+    }
     if (data === undefined) throw new ChunkMissingError(digestToHex(id.digest), WHERE);
     if (!digestEquals(digestOf(id.algorithm, data), id.digest)) {
-      throw new ChunkCorruptError(digestToHex(id.digest), `the bytes held by ${WHERE} do not match it`);
+      await this.setAside(id);
+      throw new ChunkCorruptError(digestToHex(id.digest), `the bytes held by ${WHERE} do not match it (set aside)`);
     }
     return Buffer.from(data);
   }
@@ -67,6 +73,17 @@ export class MemoryStore implements ChunkStore, ManifestStore, GarbageCollecting
     this.chunks.set(key, Buffer.from(data));
     this.marked.delete(key); // stored again: whatever a gc marked is back
     return true;
+  }
+
+  /** ChunkStore.setAside: the bytes move to setAsideChunks; has answers false, put stores anew. */
+  async setAside(id: ChunkId, options?: OpOptions): Promise<void> {
+    throwIfAborted(options?.signal);
+    const key = keyOf(id);
+    const data = this.chunks.get(key);
+    if (data === undefined) return;
+    this.chunks.delete(key);
+    this.setAsideChunks.set(key, data);
+    this.marked.delete(key); // a gc's mark is moot: the chunk is no longer here
   }
 
   /** One gc run over the chunks (see the class comment). */

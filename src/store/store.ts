@@ -51,6 +51,12 @@ export interface GetOptions extends OpOptions {
  * - flush: every put that has resolved before flush was called is durable (survives a
  *   crash) when flush resolves. Callers flush before committing a manifest that refers
  *   to the chunks.
+ * - setAside (optional): the chunk was found corrupt. It stops counting as present (has
+ *   answers false, get throws ChunkCorruptError saying it was set aside) and its bytes are kept aside for
+ *   inspection, never rewritten in place; the next put of the chunk stores it again, and
+ *   gets then return that copy. A no-op for a chunk not stored. A store whose own get finds
+ *   bytes that do not match calls it itself before throwing ChunkCorruptError, so callers
+ *   call it only for damage they found by other means.
  * - Every method rejects with AbortedError once its signal is aborted.
  */
 export interface ChunkStore {
@@ -59,6 +65,7 @@ export interface ChunkStore {
   put(id: ChunkId, data: Uint8Array, options?: PutOptions): Promise<boolean>;
   flush(options?: OpOptions): Promise<void>;
   close(): Promise<void>;
+  setAside?(id: ChunkId, options?: OpOptions): Promise<void>;
 }
 
 /** A stored manifest's name and facts, as listings report it. */

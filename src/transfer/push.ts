@@ -15,7 +15,8 @@ import type { ChunkRecord, EntryMeta, ManifestHeader, ManifestKind } from '../ma
 import { ScanPool } from '../scan/pool.js';
 import { chunkDigest, FileScan, scannableSize, StreamScan, type ChunkBatch, type StreamSource } from '../scan/scanner.js';
 import { entryMetaOf, walkTree, type SourceEntry, type WalkSkip } from '../scan/walk.js';
-import type { FileSink, KnownFile, PushDestination } from './destination.js';
+import type { FileSink, KnownFile, PushDestination, PushSession } from './destination.js';
+import { isRepairable, resendMissing } from './resend.js';
 import { RacyFiles } from './racy.js';
 import { Window } from '../core/window.js';
 import type { CarriedEntry } from './select.js';
@@ -375,7 +376,16 @@ export async function push(source: PushSource, destination: PushDestination, opt
     sender.report(); // every chunk is up: the figures before the commit, final unless it fails
     const header: ManifestHeader = await writer.finish();
     writer = undefined;
-    const committed = await session.commit(manifestPath, header, { signal });
+    let committed: Awaited<ReturnType<PushSession['commit']>>;
+    try {
+      committed = await session.commit(manifestPath, header, { signal });
+    } catch (err) {
+      // A stored chunk the destination found damaged (and set aside) or lost at the commit:
+      // sent again from the source, then one more commit (resend.ts). A stream cannot be read twice.
+      if (typeof source !== 'string' || !isRepairable(err) || signal?.aborted) throw err;
+      await resendMissing(manifestPath, source, destination.chunks, signal);
+      committed = await session.commit(manifestPath, header, { signal });
+    }
     const s = sender.stats();
     const delta = destination.deltaStats?.() ?? { chunks: 0, savedBytes: 0 };
     return {

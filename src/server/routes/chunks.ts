@@ -6,7 +6,7 @@
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
 import { ByteQueue } from '../../core/bytes.js';
 import { InvalidArgumentError, isXferError, TooLargeError } from '../../core/errors.js';
-import { DIGEST_BYTES, type DigestAlgorithm } from '../../core/ids.js';
+import { DIGEST_BYTES, type ChunkId, type DigestAlgorithm } from '../../core/ids.js';
 import { applyDelta, baseBlockSums, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES, sumsBytes } from '../../protocol/delta.js';
 import { chunkRecordHead, decodeDigests, encodeMissingBitmap, peekChunkRecord, takeChunkRecord } from '../../protocol/records.js';
 import { drained, sendJson } from '../answer.js';
@@ -82,9 +82,29 @@ export function chunkRoutes(rc: RouteContext) {
    * for it find it in the store.
    */
   async function handOn(algorithm: DigestAlgorithm, digest: Uint8Array, data: Buffer, owned: boolean, put: Promise<boolean>): Promise<boolean> {
-    const stored = await put;
+    let stored = await put;
+    // Uploaded though present: clients send what chunks/missing said is absent, so this is
+    // a concurrent push, or a client putting back a chunk it received damaged from here
+    // (pull --fallback; fetches are served unverified). The stored copy is read verified,
+    // which sets a damaged one aside (ChunkStore.setAside), and then replaced by this one,
+    // durably before the answer: no commit may follow to flush it (a pull heals, not a push).
+    if (!stored && (await damagedHere({ algorithm, digest }))) {
+      stored = await ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal });
+      await ctx.store.flush({ signal: ctx.signal });
+    }
     if (stored && stages.active) stages.arrived(algorithm, digest, data, owned);
     return stored;
+  }
+
+  /** Whether the stored copy of `id` is damaged (and now set aside) or gone. */
+  async function damagedHere(id: ChunkId): Promise<boolean> {
+    try {
+      await ctx.store.get(id, { signal: ctx.signal });
+      return false;
+    } catch (err) {
+      if (isXferError(err, 'XFER_CHUNK_CORRUPT') || isXferError(err, 'XFER_CHUNK_MISSING')) return true;
+      throw err;
+    }
   }
 
   /** Block sums of base chunks, for delta uploads (protocol/delta.ts). A missing or damaged base is answered [0]. */
@@ -192,7 +212,8 @@ export function chunkRoutes(rc: RouteContext) {
           }
           return data;
         }, (err) => {
-          if (isXferError(err, 'XFER_CHUNK_MISSING')) return undefined;
+          // A chunk set aside as damaged (ChunkStore.setAside) is answered absent, as a missing one.
+          if (isXferError(err, 'XFER_CHUNK_MISSING') || isXferError(err, 'XFER_CHUNK_CORRUPT')) return undefined;
           throw err;
         });
         read.catch(() => {});

@@ -18,7 +18,7 @@ import { throwIfAborted } from '../../core/abort.js';
 import { fromSystemError, IoError } from '../../core/errors.js';
 import { fsyncPath } from '../../io/sync.js';
 import { DIRECT_ALIGN_BYTES } from '../../io/direct.js';
-import { emptyGcReport, packedBytes, planPackGc, type PackFacts } from '../gc.js';
+import { copyKeptChunks, emptyGcReport, packedBytes, planPackGc, type PackFacts } from '../gc.js';
 import { acquireLock } from '../lock.js';
 import { decodeIndexRecords, IDX_MAGIC, PACK_MAGIC, PACK_NAME_RE, type PackEntry } from '../pack.js';
 import type { ChunkStore, GcOptions, GcReport, ReferencedChunks } from '../store.js';
@@ -192,14 +192,7 @@ export async function collectLocalGarbage(access: LocalGcAccess, referenced: Ref
     if (plan.repack.length) {
       // Dead in this store first, so that put() stores the used chunks again (in new packs).
       await access.refreshMarks(plan.repack.map((r) => r.pack.name));
-      for (const { keep } of plan.repack) {
-        for (const e of keep) {
-          throwIfAborted(signal);
-          const id = { algorithm: e.algorithm, digest: e.digest };
-          const data = await access.store.get(id, { signal });
-          await access.store.put(id, data, { signal, trusted: true }); // get verified these very bytes
-        }
-      }
+      for (const { keep } of plan.repack) await copyKeptChunks(access.store, keep, signal);
       await access.store.flush({ signal });
     }
     if (toMark.length) {

@@ -6,13 +6,16 @@
  * Packs a gc marked for deletion (or deleted) are dead (setDead): their chunks do not count
  * as present (findLive), and an entry naming a dead pack moves to another copy of its
  * chunk when one is found (add); setDead re-reads every index file to find such copies.
+ * A place set aside (setAside: its chunk was found corrupt) does not count either, and its
+ * entry moves the same way when the chunk is stored again.
  */
 import path from 'node:path';
 import { fromSystemError } from '../../core/errors.js';
-import { DIGEST_ALGORITHMS, type DigestAlgorithm } from '../../core/ids.js';
+import { DIGEST_ALGORITHMS, digestKey, type DigestAlgorithm } from '../../core/ids.js';
 import { DigestIndex } from '../digest-index.js';
 import { decodeIndexRecords, IDX_MAGIC, PACK_NAME_RE } from '../pack.js';
 import { isMissing, readDirNames, readFrom } from './fs.js';
+import { placeKey } from './set-aside.js';
 
 export class PackIndex {
   /** Committed chunks of every pack, per algorithm. */
@@ -27,6 +30,10 @@ export class PackIndex {
   private refreshing: Promise<void> | undefined;
   /** Packs marked for deletion or deleted, by number. */
   private dead = new Set<number>();
+  /** Places set aside (placeKey: pack name and offset): they do not count. */
+  private readonly asidePlaces = new Set<string>();
+  /** Chunks set aside (`<algorithm>:<digest bytes>`): a get that misses them says why. */
+  private readonly asideChunks = new Set<string>();
 
   /** `packDir`: `<dir>/packs`, the pack and index files. */
   constructor(private readonly packDir: string) {}
@@ -37,21 +44,40 @@ export class PackIndex {
   }
 
   /**
-   * Adds a committed chunk unless a live copy is known; an entry that names a dead pack is
-   * pointed at this copy instead.
+   * Adds a committed chunk unless a copy that counts is known; an entry whose place does
+   * not count (a dead pack, a place set aside) is pointed at this copy instead, if it counts.
+   * This is the one way an entry moves: a copy stored anew, or found by setDead.
    */
   add(algorithm: DigestAlgorithm, digest: Uint8Array, pack: number, offset: number, length: number): void {
     const index = this.of(algorithm);
     const e = index.find(digest);
     if (e < 0) index.add(digest, pack, offset, length);
-    else if (this.dead.has(index.pack(e)) && !this.dead.has(pack)) index.relocate(e, pack, offset, length);
+    else if (!this.counts(index.pack(e), index.offset(e)) && this.counts(pack, offset)) index.relocate(e, pack, offset, length);
   }
 
-  /** The entry of a chunk held by a pack that is not dead, or -1. */
+  /** The entry of a chunk whose place counts (its pack not dead, the place not set aside), or -1. */
   findLive(algorithm: DigestAlgorithm, digest: Uint8Array): number {
     const index = this.of(algorithm);
     const e = index.find(digest);
-    return e >= 0 && !this.dead.has(index.pack(e)) ? e : -1;
+    return e >= 0 && this.counts(index.pack(e), index.offset(e)) ? e : -1;
+  }
+
+  /** Whether entry `e` of `algorithm`'s index names a place that counts (listings skip the others). */
+  isLive(algorithm: DigestAlgorithm, e: number): boolean {
+    const index = this.of(algorithm);
+    return this.counts(index.pack(e), index.offset(e));
+  }
+
+  /** Whether entry `e` of `algorithm`'s index names a place set aside (its bytes are known bad: never read them). */
+  isSetAside(algorithm: DigestAlgorithm, e: number): boolean {
+    const index = this.of(algorithm);
+    return this.asidePlaces.size > 0 && this.asidePlaces.has(placeKey(this.packNames[index.pack(e)]!, index.offset(e)));
+  }
+
+  /** Whether a chunk at `offset` of pack number `pack` counts as present. */
+  private counts(pack: number, offset: number): boolean {
+    if (this.dead.has(pack)) return false;
+    return this.asidePlaces.size === 0 || !this.asidePlaces.has(placeKey(this.packNames[pack]!, offset));
   }
 
   isDead(pack: number): boolean {
@@ -112,6 +138,21 @@ export class PackIndex {
       this.packNumbers.set(name, n);
     }
     return n;
+  }
+
+  /**
+   * The chunk `digest` at `offset` of pack `packName` is set aside (set-aside.ts): that place
+   * stops counting, so the chunk is absent unless (or until) a copy elsewhere is added. A
+   * copy stored elsewhere is not affected.
+   */
+  setAside(algorithm: DigestAlgorithm, digest: Uint8Array, packName: string, offset: number): void {
+    this.asidePlaces.add(placeKey(packName, offset));
+    this.asideChunks.add(`${algorithm}:${digestKey(digest)}`);
+  }
+
+  /** Whether a copy of the chunk was set aside (it may have been stored again since). */
+  wasSetAside(algorithm: DigestAlgorithm, digest: Uint8Array): boolean {
+    return this.asideChunks.size > 0 && this.asideChunks.has(`${algorithm}:${digestKey(digest)}`);
   }
 
   packPath(pack: number): string {

@@ -4,8 +4,8 @@
  */
 import path from 'node:path';
 import { throwIfAborted } from '../../core/abort.js';
-import { ChunkCorruptError, ChunkMissingError, InvalidArgumentError, IoError, NotFoundError } from '../../core/errors.js';
-import { DIGEST_ALGORITHMS, digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../../core/ids.js';
+import { ChunkCorruptError, ChunkMissingError, fromSystemError, InvalidArgumentError, IoError, NotFoundError } from '../../core/errors.js';
+import { DIGEST_ALGORITHMS, digestFromHex, digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../../core/ids.js';
 import { checkBoolean, checkPositiveInteger, checkSignal } from '../../core/options.js';
 import { digestEquals, digestOf } from '../../hash/digest.js';
 import { acquireLock, type HeldLock, type LockOptions } from '../lock.js';
@@ -21,6 +21,8 @@ import { LooseChunks } from './loose.js';
 import { LocalManifests } from './manifests.js';
 import { PackIndex } from './pack-index.js';
 import { PackReader } from './pack-reader.js';
+import { rename } from 'node:fs/promises';
+import { SET_ASIDE_HINT, SetAsideList, type SetAsideRecord } from './set-aside.js';
 import { removeStaleTempFiles } from './temp.js';
 import { PackWriterPool } from './writer-pool.js';
 
@@ -33,6 +35,12 @@ export interface LocalStoreOpenOptions {
   /** Write and read packs with O_DIRECT where the filesystem allows; default true (see io/direct.ts). */
   readonly directIo?: boolean;
 }
+
+/**
+ * How often has() looks for chunks other openers set aside (one stat of `<dir>/set-aside`
+ * when nothing changed): a push started after a verify found damage never skips it.
+ */
+export const SET_ASIDE_RECHECK_MS = 100;
 
 /** Where a stored chunk is: for tests and tools that inspect the files. */
 export interface ChunkLocation {
@@ -61,6 +69,11 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
   /** Version 1 chunk files (set at open). */
   private loose!: LooseChunks;
   private closed = false;
+  /** Chunks found corrupt (set-aside.ts), by any opener of the directory. */
+  private readonly aside: SetAsideList;
+  /** When the set-aside list was last looked at for other openers' records. */
+  private asideCheckedAt = 0;
+  private asideReading: Promise<void> | undefined;
   /** When the gc marks were last looked at, what they were (marksStamp), and a look in progress. */
   private marksCheckedMs = -Infinity;
   private marksSeen = '';
@@ -78,6 +91,7 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
     this.pipeline = new CommitPipeline(dir, this.writers, this.packs);
     this.reader = new PackReader(this.packs, directIo, (pack) => this.writers.settledBytes(pack));
     this.manifests = new LocalManifests(dir, this.paths.manifestDir, this.paths.tempDir, this.knownDirs);
+    this.aside = new SetAsideList(dir);
   }
 
   /**
@@ -101,6 +115,7 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
     } else store.version = version;
     throwIfAborted(options.signal);
     await removeStaleTempFiles(store.paths.tempDir, options.signal);
+    await store.readSetAside(); // places set aside then do not count from the first index load
     await store.packs.refresh();
     await store.checkMarks(true);
     store.loose = await LooseChunks.find(store.paths.chunkDir);
@@ -122,6 +137,8 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
   async has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]> {
     const signal = options?.signal;
     throwIfAborted(signal);
+    // Another opener (a verify run, say) may have set chunks aside since: a push must not skip them.
+    if (performance.now() - this.asideCheckedAt >= SET_ASIDE_RECHECK_MS) await this.readSetAside();
     await this.checkMarks();
     const out = new Array<boolean>(ids.length);
     const loose: number[] = [];
@@ -147,12 +164,65 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
       await this.packs.refresh(); // another opener may have committed it since
       data = await this.readChunk(id, hex);
     }
-    if (data === undefined) throw new ChunkMissingError(hex, this.dir);
+    if (data === undefined) {
+      if (this.packs.wasSetAside(id.algorithm, id.digest)) throw new ChunkCorruptError(hex, `its copy in ${this.dir} was found damaged and set aside (${SET_ASIDE_HINT})`);
+      throw new ChunkMissingError(hex, this.dir);
+    }
     throwIfAborted(signal);
     if (options?.unverified !== true && !digestEquals(digestOf(id.algorithm, data.bytes), id.digest)) {
-      throw new ChunkCorruptError(hex, `the stored copy in ${data.file} does not hash to it`);
+      await this.setAsidePlace(id, hex, data);
+      throw new ChunkCorruptError(hex, `the stored copy in ${data.file} does not hash to it (set aside: ${SET_ASIDE_HINT})`);
     }
     return data.bytes;
+  }
+
+  /**
+   * Sets the chunk aside (ChunkStore.setAside): recorded in `<dir>/set-aside` (set-aside.ts)
+   * with the pack and offset of its bytes, which stay there; from then on has() answers
+   * false, get() throws ChunkCorruptError saying so, and put() stores it anew. A chunk that is not
+   * stored, or only pending in this opener, is left as it is.
+   */
+  async setAside(id: ChunkId, options?: OpOptions): Promise<void> {
+    throwIfAborted(options?.signal);
+    const hex = checkChunkId(id);
+    const index = this.packs.of(id.algorithm);
+    const e = this.packs.findLive(id.algorithm, id.digest);
+    if (e >= 0) return this.setAsidePlace(id, hex, { pack: index.pack(e), offset: index.offset(e), length: index.length(e) });
+    if (this.loose.present && (await this.loose.size(id, hex)) !== undefined) return this.setAsidePlace(id, hex, { file: this.loose.path(id.algorithm, hex) });
+  }
+
+  /** Sets aside the copy of `id` at `where` (a committed pack record, or a version 1 chunk file). */
+  private async setAsidePlace(id: ChunkId, hex: string, where: { pack?: number; offset?: number; length?: number; file?: string }): Promise<void> {
+    const at = new Date().toISOString();
+    if (where.pack !== undefined) {
+      const pack = this.packs.nameOf(where.pack);
+      await this.aside.append({ algorithm: id.algorithm, digest: hex, pack, offset: where.offset!, length: where.length!, at });
+      this.packs.setAside(id.algorithm, id.digest, pack, where.offset!);
+    } else if (where.file !== undefined && where.file === this.loose.path(id.algorithm, hex)) {
+      // A version 1 chunk file: renamed out of the way (loose.ts ignores the name), kept.
+      const file = `${where.file}.set-aside`;
+      try {
+        await rename(where.file, file);
+      } catch (err) {
+        throw fromSystemError(err, where.file, 'set aside a corrupt chunk');
+      }
+      await this.aside.append({ algorithm: id.algorithm, digest: hex, pack: '', offset: 0, length: 0, at, file });
+    }
+    // A pending chunk (this opener's, not committed) is not set aside: it was hashed as it came.
+  }
+
+  /** Applies what other openers appended to the set-aside list since the last look. */
+  private readSetAside(): Promise<void> {
+    this.asideReading ??= (async () => {
+      try {
+        const records: SetAsideRecord[] = await this.aside.readNew();
+        for (const r of records) if (r.pack !== '') this.packs.setAside(r.algorithm, digestFromHex(r.digest), r.pack, r.offset);
+        this.asideCheckedAt = performance.now();
+      } finally {
+        this.asideReading = undefined;
+      }
+    })();
+    return this.asideReading;
   }
 
   async put(id: ChunkId, data: Uint8Array, options?: PutOptions): Promise<boolean> {
@@ -218,7 +288,7 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
       const index = this.packs.of(alg);
       for (let e = 0; e < index.size; e++) {
         if (e % 4096 === 0) throwIfAborted(signal);
-        if (this.packs.isDead(index.pack(e))) continue;
+        if (!this.packs.isLive(alg, e)) continue;
         const digest = index.digest(e);
         if (listed.has(`${alg}:${digestKey(digest)}`)) continue;
         yield { algorithm: alg, digest };
@@ -311,8 +381,11 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
     this.version = STORE_VERSION;
   }
 
-  /** The chunk's bytes (unverified) and where they came from, or undefined if not found. */
-  private async readChunk(id: ChunkId, hex: string): Promise<{ bytes: Buffer; file: string } | undefined> {
+  /**
+   * The chunk's bytes (unverified) and where they came from (pack number and offset of a
+   * committed record), or undefined if not found. A record its pack ends inside is set aside.
+   */
+  private async readChunk(id: ChunkId, hex: string): Promise<{ bytes: Buffer; file: string; pack?: number; offset?: number; length?: number } | undefined> {
     const p = this.pipeline.find(id);
     if (p) {
       const w = p.writer;
@@ -320,20 +393,22 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
     }
     const index = this.packs.of(id.algorithm);
     const e = index.find(id.digest);
-    if (e >= 0) {
+    if (e >= 0 && !this.packs.isSetAside(id.algorithm, e)) {
       const pack = index.pack(e);
       const length = index.length(e);
+      const offset = index.offset(e);
       let bytes: Buffer;
       try {
-        bytes = await this.reader.read(pack, index.offset(e), length);
+        bytes = await this.reader.read(pack, offset, length);
       } catch (err) {
         if (this.packs.isDead(pack)) return undefined; // a gc deleted it: no copy left here
         throw err;
       }
       if (bytes.length !== length) {
-        throw new ChunkCorruptError(hex, `pack ${this.packs.packPath(pack)} ends before the chunk does (truncated)`);
+        await this.setAsidePlace(id, hex, { pack, offset, length });
+        throw new ChunkCorruptError(hex, `pack ${this.packs.packPath(pack)} ends before the chunk does (truncated; set aside)`);
       }
-      return { bytes, file: this.packs.packPath(pack) };
+      return { bytes, file: this.packs.packPath(pack), pack, offset, length };
     }
     return this.loose.read(id, hex);
   }

@@ -19,7 +19,7 @@
  */
 import { throwIfAborted } from '../../core/abort.js';
 import { IoError } from '../../core/errors.js';
-import { emptyGcReport, planPackGc, type PackFacts } from '../gc.js';
+import { copyKeptChunks, emptyGcReport, planPackGc, type PackFacts } from '../gc.js';
 import { newPackName, PACK_NAME_RE } from '../pack.js';
 import type { ChunkStore, GcOptions, GcReport, ReferencedChunks } from '../store.js';
 import { decodeIndexObject, encodeIndexObject, type PackIndex } from './index-object.js';
@@ -155,14 +155,7 @@ export async function collectS3Garbage(access: S3GcAccess, referenced: Reference
   }
   if (plan.repack.length) {
     await access.setDead([...marks.keys(), ...plan.repack.map((r) => r.pack.name)]);
-    for (const { keep } of plan.repack) {
-      for (const e of keep) {
-        throwIfAborted(signal);
-        const id = { algorithm: e.algorithm, digest: e.digest };
-        const data = await access.store.get(id, { signal });
-        await access.store.put(id, data, { signal, trusted: true }); // get verified these very bytes
-      }
-    }
+    for (const { keep } of plan.repack) await copyKeptChunks(access.store, keep, signal);
     await access.store.flush({ signal }); // the new packs, then their index object
   }
   if (toMark.length) {

@@ -5,6 +5,7 @@
  *   <prefix>packs/<name>.pack    chunks in the pack format of ../pack.ts, ~16 MiB each
  *   <prefix>index/<name>.idx     which chunks packs hold (index-object.ts)
  *   <prefix>manifests/<name>     manifests, by name
+ *   <prefix>aside/<name>.json    a chunk set aside (found corrupt): its pack and offset
  *
  * Writes: put appends the chunk to an open pack held in memory; a pack of
  * S3_PACK_TARGET_BYTES is sealed and uploaded in the background, one PUT. flush seals the
@@ -20,6 +21,12 @@
  * chunk); get reads a chunk by a ranged GET, coalescing reads of neighbouring chunks made
  * together, and re-hashes every chunk it returns. Chunks stored by other writers after the
  * store opened are not seen until it is opened again.
+ *
+ * Set aside (ChunkStore.setAside; get calls it when bytes do not hash to their digest):
+ * one small object per chunk names the pack and offset of the bad copy, which stays in its
+ * pack for inspection (packs are never rewritten). From then on, and for every store that
+ * opens later, that place no longer counts: has answers false, and the next put stores the
+ * chunk in a new pack, whose index record then locates it.
  *
  * Every request is retried with backoff and jitter when errors.ts calls its failure
  * transient (5xx, SlowDown, broken connections, short bodies), never on a 4xx that cannot
@@ -38,7 +45,8 @@ import {
 } from '@aws-sdk/client-s3';
 import { throwIfAborted, untilAborted } from '../../core/abort.js';
 import { ChunkCorruptError, ChunkMissingError, InvalidOptionError, IoError, isXferError, NotFoundError } from '../../core/errors.js';
-import { chunkIdKey, type ChunkId } from '../../core/ids.js';
+import { chunkIdKey, DIGEST_ALGORITHMS, digestFromHex, type ChunkId, type DigestAlgorithm } from '../../core/ids.js';
+import { SET_ASIDE_HINT } from '../local/set-aside.js';
 import { checkBoolean, checkFunction, checkPositiveInteger, checkSignal } from '../../core/options.js';
 import { DEFAULT_RETRY_POLICY, retrying, type RetryEvent, type RetryPolicy } from '../../core/retry.js';
 import { MiB } from '../../core/sizes.js';
@@ -73,6 +81,8 @@ export const S3_MAX_INDEX_OBJECT_BYTES = 64 * MiB;
  * without waiting for flush, so a long push that dies keeps most of what it stored.
  */
 export const S3_INDEX_EVERY_PACKS = 64;
+/** A set-aside object larger than this is not one (ignored). */
+const MAX_ASIDE_OBJECT_BYTES = 64 * 1024;
 /** Keys per listing request (S3's maximum). */
 const LIST_PAGE_KEYS = 1000;
 const MAX_U32 = 0xffff_ffff;
@@ -183,6 +193,10 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
   private readonly lifetime = new AbortController();
   private readonly reader: CoalescingReader;
   private closed = false;
+  /** Places set aside, `<pack name>@<offset>`: the chunk there no longer counts as stored. */
+  private readonly asidePlaces = new Set<string>();
+  /** Chunks set aside (chunkIdKey): a get that misses them says why. */
+  private readonly asideChunks = new Set<string>();
   private roomWaiters: (() => void)[] = [];
   /** Pack numbers of packs a gc marked for deletion (or deleted): their chunks are not present. */
   private deadPacks = new Set<number>();
@@ -218,8 +232,8 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
     return formatS3Object(this.location.bucket, key);
   }
 
-  private key(kind: 'packs' | 'index' | 'manifests' | 'gc', name: string): string {
-    const suffix = kind === 'packs' ? '.pack' : kind === 'index' ? '.idx' : '';
+  private key(kind: 'packs' | 'index' | 'manifests' | 'gc' | 'aside', name: string): string {
+    const suffix = kind === 'packs' ? '.pack' : kind === 'index' ? '.idx' : kind === 'aside' ? '.json' : '';
     return `${this.location.prefix}${kind}/${name}${suffix}`;
   }
 
@@ -243,7 +257,10 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
       data = pending.data;
     } else {
       const place = this.table.find(id.algorithm, id.digest);
-      if (place === undefined) throw new ChunkMissingError(hex, this.where);
+      if ((place === undefined || this.isAside(place)) && this.asideChunks.has(chunkIdKey(id))) {
+        throw new ChunkCorruptError(hex, `its copy in ${this.where} was found damaged and set aside (${SET_ASIDE_HINT})`);
+      }
+      if (place === undefined || this.isAside(place)) throw new ChunkMissingError(hex, this.where);
       if (place.length === 0) {
         data = Buffer.alloc(0);
       } else {
@@ -256,9 +273,35 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
       }
     }
     if (options?.unverified !== true && !digestEquals(digestOf(id.algorithm, data), id.digest)) {
-      throw new ChunkCorruptError(hex, `the bytes read from ${this.where} do not match it`);
+      const place = pending === undefined ? this.table.find(id.algorithm, id.digest) : undefined;
+      if (place !== undefined) await this.setAsidePlace(id, hex, place, signal);
+      throw new ChunkCorruptError(hex, `the bytes read from ${this.where} do not match it${place !== undefined ? ` (set aside: ${SET_ASIDE_HINT})` : ''}`);
     }
     return data;
+  }
+
+  /** ChunkStore.setAside (see the head of this file); a chunk not stored, or pending, is left as it is. */
+  async setAside(id: ChunkId, options?: OpOptions): Promise<void> {
+    throwIfAborted(options?.signal);
+    const hex = checkChunkId(id);
+    this.checkOpen();
+    if (this.pending.has(chunkIdKey(id))) return;
+    const place = this.table.find(id.algorithm, id.digest);
+    if (place === undefined || !this.counts(place)) return;
+    await this.setAsidePlace(id, hex, place, options?.signal);
+  }
+
+  /** Records the copy of `id` at `place` as set aside (durably: an object of its own), then stops counting it. */
+  private async setAsidePlace(id: ChunkId, hex: string, place: ChunkPlace, signal: AbortSignal | undefined): Promise<void> {
+    const pack = this.packNames[place.pack]!;
+    const record = { algorithm: id.algorithm, digest: hex, pack, offset: place.offset, length: place.length, at: new Date().toISOString() };
+    await this.putObject(this.key('aside', newPackName()), Buffer.from(`${JSON.stringify(record)}\n`), signal);
+    this.asidePlaces.add(`${pack}@${place.offset}`);
+    this.asideChunks.add(chunkIdKey(id));
+  }
+
+  private isAside(place: ChunkPlace): boolean {
+    return this.asidePlaces.size > 0 && this.asidePlaces.has(`${this.packNames[place.pack]!}@${place.offset}`);
   }
 
   async put(id: ChunkId, data: Uint8Array, options?: PutOptions): Promise<boolean> {
@@ -357,7 +400,7 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
     checkChunkId(id);
     if (this.pending.has(chunkIdKey(id))) return true;
     const place = this.table.find(id.algorithm, id.digest);
-    return place !== undefined && !this.deadPacks.has(place.pack);
+    return place !== undefined && this.counts(place);
   }
 
   private checkOpen(): void {
@@ -506,6 +549,7 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
    */
   async loadIndex(signal?: AbortSignal): Promise<void> {
     throwIfAborted(signal);
+    await this.loadSetAside(signal); // first: places set aside then never count as the records load
     const base = `${this.location.prefix}index/`;
     const names: string[] = [];
     for (const k of await this.listKeys(base, signal)) {
@@ -539,6 +583,27 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
     await Promise.all(Array.from({ length: S3_MAX_REQUESTS_IN_FLIGHT }, worker));
   }
 
+  /** Reads the set-aside objects (one per chunk set aside; a malformed one is ignored). */
+  private async loadSetAside(signal?: AbortSignal): Promise<void> {
+    const base = `${this.location.prefix}aside/`;
+    for (const k of await this.listKeys(base, signal)) {
+      if (!k.key.endsWith('.json') || k.bytes > MAX_ASIDE_OBJECT_BYTES) continue;
+      const bytes = await this.getObject(k.key, signal);
+      if (bytes === undefined || bytes.length > MAX_ASIDE_OBJECT_BYTES) continue;
+      let r: { algorithm?: unknown; digest?: unknown; pack?: unknown; offset?: unknown };
+      try {
+        r = JSON.parse(bytes.toString('utf8')) as typeof r;
+      } catch {
+        continue;
+      }
+      if (typeof r?.pack !== 'string' || !PACK_NAME_RE.test(r.pack) || !Number.isSafeInteger(r.offset)) continue;
+      this.asidePlaces.add(`${r.pack}@${String(r.offset)}`);
+      if (DIGEST_ALGORITHMS.includes(r.algorithm as DigestAlgorithm) && typeof r.digest === 'string' && /^[0-9a-f]{64}$/.test(r.digest)) {
+        this.asideChunks.add(chunkIdKey({ algorithm: r.algorithm as DigestAlgorithm, digest: digestFromHex(r.digest) }));
+      }
+    }
+  }
+
   private packNumber(name: string): number {
     let n = this.packNumbers.get(name);
     if (n === undefined) {
@@ -548,11 +613,20 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
     return n;
   }
 
-  /** Adds a chunk's place unless a live one is known; a place in a dead pack moves to this copy. */
+  /**
+   * Adds a chunk's place unless one that counts is known; a known place that does not count
+   * (in a dead pack, or set aside) moves to this copy if it counts. The one way a place moves:
+   * a copy stored anew, or found by applyMarks.
+   */
   private addPlace(algorithm: ChunkId['algorithm'], digest: Uint8Array, place: ChunkPlace): void {
     const known = this.table.find(algorithm, digest);
     if (known === undefined) this.table.add(algorithm, digest, place);
-    else if (this.deadPacks.has(known.pack) && !this.deadPacks.has(place.pack)) this.table.relocate(algorithm, digest, place);
+    else if (!this.counts(known) && this.counts(place)) this.table.relocate(algorithm, digest, place);
+  }
+
+  /** Whether the chunk at `place` counts as present: its pack is not dead and the place not set aside. */
+  private counts(place: ChunkPlace): boolean {
+    return !this.deadPacks.has(place.pack) && !this.isAside(place);
   }
 
   /**
