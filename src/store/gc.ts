@@ -159,7 +159,6 @@ export interface PackPlan {
   readonly repack: { readonly pack: PackFacts; readonly keep: PackEntry[] }[];
 }
 
-/** The bytes a chunk takes in a pack (its record header and data). */
 /**
  * Copies the used chunks of packs being repacked into new packs: each is read verified and
  * put back (the packs are already dead in `store`, so put stores it anew). A chunk whose
@@ -182,8 +181,33 @@ export async function copyKeptChunks(store: ChunkStore, entries: readonly PackEn
   }
 }
 
+/** The bytes a chunk takes in a pack (its record header and data). */
 export function packedBytes(e: PackEntry): number {
   return PACK_RECORD_HEADER_BYTES + e.length;
+}
+
+/**
+ * Fills in what `plan` does (the same for every pack store) and returns the packs a run
+ * marks now and those it deletes now: marked packs past the grace, and with no grace at
+ * all (nothing may be running) the ones it marks.
+ */
+export function reportPlan(report: ReturnType<typeof emptyGcReport>, plan: PackPlan, options: GcOptions, now: number): { toMark: PackFacts[]; removeNow: PackFacts[] } {
+  const toMark = [...plan.mark, ...plan.repack.map((r) => r.pack)];
+  const removeNow = [...plan.remove, ...(options.graceMs === 0 ? toMark : [])];
+  report.recoveredPacks = plan.recover.length;
+  report.markedPacks = toMark.length;
+  report.markedBytes = toMark.reduce((n, p) => n + p.bytes, 0);
+  report.repackedPacks = plan.repack.length;
+  report.repackedBytes = plan.repack.reduce((n, r) => n + r.keep.reduce((m, e) => m + e.length, 0), 0);
+  report.deletedPacks = removeNow.length;
+  report.deletedChunks = removeNow.reduce((n, p) => n + p.entries.length, 0);
+  report.freedBytes = removeNow.reduce((n, p) => n + p.bytes, 0);
+  report.orphanPacks = removeNow.filter((p) => p.entries.length === 0).length;
+  const waiting = options.graceMs === 0 ? plan.waiting : [...plan.waiting, ...toMark];
+  report.waitingPacks = waiting.length;
+  report.waitingBytes = waiting.reduce((n, p) => n + p.bytes, 0);
+  report.nextDeletableAtMs = waiting.length ? Math.min(...waiting.map((p) => (p.markedAtMs ?? now) + options.graceMs)) : 0;
+  return { toMark, removeNow };
 }
 
 /**

@@ -18,7 +18,7 @@ import { throwIfAborted } from '../../core/abort.js';
 import { fromSystemError, IoError } from '../../core/errors.js';
 import { fsyncPath } from '../../io/sync.js';
 import { DIRECT_ALIGN_BYTES } from '../../io/direct.js';
-import { copyKeptChunks, emptyGcReport, packedBytes, planPackGc, type PackFacts } from '../gc.js';
+import { copyKeptChunks, emptyGcReport, reportPlan, packedBytes, planPackGc, type PackFacts } from '../gc.js';
 import { acquireLock } from '../lock.js';
 import { decodeIndexRecords, IDX_MAGIC, PACK_MAGIC, PACK_NAME_RE, type PackEntry } from '../pack.js';
 import type { ChunkStore, GcOptions, GcReport, ReferencedChunks } from '../store.js';
@@ -162,22 +162,7 @@ export async function collectLocalGarbage(access: LocalGcAccess, referenced: Ref
     const marks = await readMarks(access.dir);
     const packs = (await packFacts(access.packDir, marks, signal)).filter((p) => !live.has(p.name));
     const plan = planPackGc(packs, referenced, options);
-    const toMark = [...plan.mark, ...plan.repack.map((r) => r.pack)];
-    // Marked now and deletable at once only with no grace at all (nothing may be running).
-    const removeNow = [...plan.remove, ...(options.graceMs === 0 ? toMark : [])];
-    report.recoveredPacks = plan.recover.length;
-    report.markedPacks = toMark.length;
-    report.markedBytes = toMark.reduce((n, p) => n + p.bytes, 0);
-    report.repackedPacks = plan.repack.length;
-    report.repackedBytes = plan.repack.reduce((n, r) => n + r.keep.reduce((m, e) => m + e.length, 0), 0);
-    report.deletedPacks = removeNow.length;
-    report.deletedChunks = removeNow.reduce((n, p) => n + p.entries.length, 0);
-    report.freedBytes = removeNow.reduce((n, p) => n + p.bytes, 0);
-    report.orphanPacks = removeNow.filter((p) => p.entries.length === 0).length;
-    const waiting = options.graceMs === 0 ? plan.waiting : [...plan.waiting, ...toMark];
-    report.waitingPacks = waiting.length;
-    report.waitingBytes = waiting.reduce((n, p) => n + p.bytes, 0);
-    report.nextDeletableAtMs = waiting.length ? Math.min(...waiting.map((p) => (p.markedAtMs ?? now) + options.graceMs)) : 0;
+    const { toMark, removeNow } = reportPlan(report, plan, options, now);
     if (dryRun) {
       // The new packs' size as a writer makes them: magic, records, the end aligned for O_DIRECT.
       const repacked = plan.repack.length ? PACK_MAGIC.length + plan.repack.reduce((n, r) => n + r.keep.reduce((m, e) => m + packedBytes(e), 0), 0) : 0;

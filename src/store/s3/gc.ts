@@ -19,7 +19,7 @@
  */
 import { throwIfAborted } from '../../core/abort.js';
 import { IoError } from '../../core/errors.js';
-import { copyKeptChunks, emptyGcReport, planPackGc, type PackFacts } from '../gc.js';
+import { copyKeptChunks, emptyGcReport, reportPlan, planPackGc, type PackFacts } from '../gc.js';
 import { newPackName, PACK_NAME_RE } from '../pack.js';
 import type { ChunkStore, GcOptions, GcReport, ReferencedChunks } from '../store.js';
 import { decodeIndexObject, encodeIndexObject, type PackIndex } from './index-object.js';
@@ -122,26 +122,12 @@ export async function collectS3Garbage(access: S3GcAccess, referenced: Reference
   }
   const stored = new Set(facts.map((p) => p.name));
   const plan = planPackGc(facts, referenced, options);
-  const toMark = [...plan.mark, ...plan.repack.map((r) => r.pack)];
-  const removeNow = [...plan.remove, ...(options.graceMs === 0 ? toMark : [])];
+  const { toMark, removeNow } = reportPlan(report, plan, options, now);
   const removed = new Set(removeNow.map((p) => p.name));
   // Index records of packs that are gone (or go now) are dropped by the merge.
   const mergedPacks = [...indexed.values()].filter((p) => stored.has(p.name) && !removed.has(p.name));
   const merge = indexes.length > 1 || mergedPacks.length !== indexed.size;
-  report.recoveredPacks = plan.recover.length;
-  report.markedPacks = toMark.length;
-  report.markedBytes = toMark.reduce((n, p) => n + p.bytes, 0);
-  report.repackedPacks = plan.repack.length;
-  report.repackedBytes = plan.repack.reduce((n, r) => n + r.keep.reduce((m, e) => m + e.length, 0), 0);
-  report.deletedPacks = removeNow.length;
-  report.deletedChunks = removeNow.reduce((n, p) => n + p.entries.length, 0);
-  report.freedBytes = removeNow.reduce((n, p) => n + p.bytes, 0);
-  report.orphanPacks = removeNow.filter((p) => p.entries.length === 0).length;
   report.mergedIndexes = merge ? indexes.length : 0;
-  const waiting = options.graceMs === 0 ? plan.waiting : [...plan.waiting, ...toMark];
-  report.waitingPacks = waiting.length;
-  report.waitingBytes = waiting.reduce((n, p) => n + p.bytes, 0);
-  report.nextDeletableAtMs = waiting.length ? Math.min(...waiting.map((p) => (p.markedAtMs ?? now) + options.graceMs)) : 0;
   const staleUploads = (await access.listUploads(access.prefix, signal)).filter((u) => u.initiatedMs + options.graceMs <= now);
   report.abortedUploads = staleUploads.length;
   if (dryRun) {

@@ -43,20 +43,25 @@ export class ChunkTable {
     const key = keyOf(algorithm, digest);
     const recent = this.recent.get(key.toString('latin1'));
     if (recent !== undefined) return recent;
+    const at = this.offsetOf(key);
+    if (at < 0) return undefined;
+    return { pack: this.table.readUInt32LE(at + KEY_BYTES), offset: this.table.readUInt32LE(at + KEY_BYTES + 4), length: this.table.readUInt32LE(at + KEY_BYTES + 8) };
+  }
+
+  /** The byte offset of `key`'s entry in the sorted table (binary search), -1 if absent. */
+  private offsetOf(key: Buffer): number {
     let lo = 0;
     let hi = this.count - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
       const at = mid * TABLE_ENTRY_BYTES;
       const c = this.table.compare(key, 0, KEY_BYTES, at, at + KEY_BYTES);
-      if (c === 0) {
-        return { pack: this.table.readUInt32LE(at + KEY_BYTES), offset: this.table.readUInt32LE(at + KEY_BYTES + 4), length: this.table.readUInt32LE(at + KEY_BYTES + 8) };
-      }
+      if (c === 0) return at;
       // c > 0: the entry sorts after the key.
       if (c > 0) hi = mid - 1;
       else lo = mid + 1;
     }
-    return undefined;
+    return -1;
   }
 
   /** Adds a chunk unless present (the first place found for a chunk stays its place). */
@@ -76,22 +81,11 @@ export class ChunkTable {
       this.recent.set(recentKey, place);
       return;
     }
-    let lo = 0;
-    let hi = this.count - 1;
-    while (lo <= hi) {
-      const mid = (lo + hi) >>> 1;
-      const at = mid * TABLE_ENTRY_BYTES;
-      const c = this.table.compare(key, 0, KEY_BYTES, at, at + KEY_BYTES);
-      if (c === 0) {
-        this.table.writeUInt32LE(place.pack, at + KEY_BYTES);
-        this.table.writeUInt32LE(place.offset, at + KEY_BYTES + 4);
-        this.table.writeUInt32LE(place.length, at + KEY_BYTES + 8);
-        return;
-      }
-      if (c > 0) hi = mid - 1;
-      else lo = mid + 1;
-    }
-    this.add(algorithm, digest, place);
+    const at = this.offsetOf(key);
+    if (at < 0) return this.add(algorithm, digest, place);
+    this.table.writeUInt32LE(place.pack, at + KEY_BYTES);
+    this.table.writeUInt32LE(place.offset, at + KEY_BYTES + 4);
+    this.table.writeUInt32LE(place.length, at + KEY_BYTES + 8);
   }
 
   private merge(): void {
