@@ -82,7 +82,9 @@ export function runStoreConformance(name: string, factory: () => Promise<StoreUn
       }
 
       it('a chunk set aside no longer counts as present, get says it is damaged, and the next put stores it again (stores with setAside)', async (t) => {
-        if (store.setAside === undefined) return t.skip('this store has no setAside');
+        // Not t.skip(): on Node 20 a test skipped from inside does not run afterEach, and the
+        // store's server would keep the process alive.
+        if (store.setAside === undefined) return t.diagnostic('this store has no setAside: nothing to check');
         const { id, data } = makeChunk('blake3', 20_000, 31);
         const other = makeChunk('blake3', 20_000, 32);
         await store.put(id, data);
