@@ -274,7 +274,13 @@ export class S3Store implements ChunkStore, ManifestStore, GarbageCollecting {
     }
     if (options?.unverified !== true && !digestEquals(digestOf(id.algorithm, data), id.digest)) {
       const place = pending === undefined ? this.table.find(id.algorithm, id.digest) : undefined;
-      if (place !== undefined) await this.setAsidePlace(id, hex, place, signal);
+      if (place !== undefined) {
+        // Bytes change on the way (a proxy, a bad link) as well as at rest: only a second
+        // read, alone, that does not match either shows the stored copy is damaged.
+        const again = await untilAborted(this.fetchRange(this.packNames[place.pack]!, place.offset, place.offset + place.length), signal);
+        if (digestEquals(digestOf(id.algorithm, again), id.digest)) return again;
+        await this.setAsidePlace(id, hex, place, signal);
+      }
       throw new ChunkCorruptError(hex, `the bytes read from ${this.where} do not match it${place !== undefined ? ` (set aside: ${SET_ASIDE_HINT})` : ''}`);
     }
     return data;
