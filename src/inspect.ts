@@ -166,7 +166,8 @@ function closingWith(reader: ManifestReader, done: () => Promise<void>): Manifes
 }
 
 /** A location's options: a server's, checked whatever the location (a bad value is the caller's bug). */
-function checkLocationOptions(options: LocationOptions): void {
+export function checkLocationOptions(options: LocationOptions): void {
+  if (typeof options !== 'object' || options === null) throw new InvalidOptionError('options', 'an object');
   checkSignal(options);
   checkNonNegativeInteger(options, 'retries');
   checkPositiveNumber(options, 'bwlimitBytesPerSecond', MIN_RATE_BYTES_PER_SECOND);

@@ -8,13 +8,12 @@
 import { randomBytes } from 'node:crypto';
 import { rename, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { fromSystemError, InvalidArgumentError, InvalidOptionError, NotFoundError } from './core/errors.js';
-import { checkBoolean, checkFunction, checkNonNegativeInteger, checkPositiveNumber, checkSignal } from './core/options.js';
-import { MIN_RATE_BYTES_PER_SECOND } from './core/rate.js';
+import { fromSystemError, InvalidArgumentError, NotFoundError } from './core/errors.js';
+import { checkBoolean, checkNonNegativeInteger } from './core/options.js';
 import { holdsStore, localTargetOf } from './endpoint/local.js';
 import { openStoreLocation, parseLocation, refuseWireOptions, type LocationSpec, type StoreEndpoint } from './endpoint/open.js';
 import { listTargets } from './endpoint/store.js';
-import type { LocationOptions } from './inspect.js';
+import { checkLocationOptions, type LocationOptions } from './inspect.js';
 import { acquireLock } from './store/lock.js';
 import { localManifests } from './store/local.js';
 import { validateTargetName } from './store/names.js';
@@ -132,7 +131,6 @@ interface OpenTarget {
 }
 
 async function withTarget<T>(location: LocationSpec, what: string, options: LocationOptions, run: (t: OpenTarget) => Promise<T>): Promise<T> {
-  const { signal } = options;
   const parsed = parseLocation(location, what);
   if (parsed.kind === 'store') {
     if (!parsed.path) throw new InvalidArgumentError(`${parsed.text}: name a target`);
@@ -197,12 +195,3 @@ async function currentVersionId(t: OpenTarget, list: readonly VersionInfo[], sig
   return undefined;
 }
 
-function checkLocationOptions(options: LocationOptions): void {
-  if (typeof options !== 'object' || options === null) throw new InvalidOptionError('options', 'an object');
-  checkSignal(options);
-  checkNonNegativeInteger(options, 'retries');
-  checkPositiveNumber(options, 'bwlimitBytesPerSecond', MIN_RATE_BYTES_PER_SECOND);
-  checkPositiveNumber(options, 'answerTimeoutMs');
-  checkBoolean(options, 'insecure');
-  checkFunction(options, 'onRetry');
-}
