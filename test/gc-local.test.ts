@@ -1,4 +1,5 @@
 import { strict as assert } from 'node:assert';
+import { pausedAtCommit } from './helpers/paused.js';
 import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -10,7 +11,6 @@ import { verify } from '../src/inspect.js';
 import { ScanPool } from '../src/scan/pool.js';
 import { remove, versions } from '../src/targets.js';
 import { LocalStore } from '../src/store/local.js';
-import type { ManifestStore } from '../src/store/store.js';
 import { BIN, runCli, sha256File, writeRandomFile } from './helpers/cli.js';
 
 const MiB = 1024 * 1024;
@@ -205,23 +205,7 @@ describe('gc of a local store', () => {
     // A push of the same content to "again" into the store, paused at its commit: it asked
     // has(), was told every chunk is present, and uploaded nothing.
     const pushing = await LocalStore.open(storeDir, { create: false });
-    let arrived!: () => void;
-    const atCommit = new Promise<void>((r) => (arrived = r));
-    let release!: () => void;
-    const released = new Promise<void>((r) => (release = r));
-    const paused = new Proxy(pushing, {
-      get(target, key, receiver) {
-        if (key === 'putManifest') {
-          return async (...args: Parameters<ManifestStore['putManifest']>) => {
-            arrived();
-            await released;
-            return target.putManifest(...args);
-          };
-        }
-        const v = Reflect.get(target, key, receiver) as unknown;
-        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-      },
-    });
+    const { store: paused, atCommit, release } = pausedAtCommit(pushing);
     const pushed = push(join(dir, 'a.bin'), { store: paused, path: 'again' }, { pool });
     await atCommit;
     const grace = { graceMs: HOUR_MS };

@@ -2,6 +2,7 @@
  * gc of an S3 store on moto_server (a real S3-protocol server on 127.0.0.1, started by the
  * test; skipped, with the reason, if moto_server is absent).
  */
+import { pausedAtCommit } from './helpers/paused.js';
 import { strict as assert } from 'node:assert';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -13,8 +14,6 @@ import { gc } from '../src/gc.js';
 import { verify } from '../src/inspect.js';
 import { ScanPool } from '../src/scan/pool.js';
 import { remove } from '../src/targets.js';
-import type { S3Store } from '../src/store/s3/index.js';
-import type { ManifestStore } from '../src/store/store.js';
 import { writeRandomFile } from './helpers/cli.js';
 import { freshLocation, listKeys, motoMissing, openTestStore, useS3Service } from './helpers/s3.js';
 
@@ -77,23 +76,7 @@ describe('gc of an S3 store (moto_server)', { skip: motoMissing() }, () => {
     await remove({ store: first, path: 'a' });
     await first.close();
     const pushing = await openTestStore(f.service, url);
-    let arrived!: () => void;
-    const atCommit = new Promise<void>((r) => (arrived = r));
-    let release!: () => void;
-    const released = new Promise<void>((r) => (release = r));
-    const paused = new Proxy(pushing, {
-      get(target, key, receiver) {
-        if (key === 'putManifest') {
-          return async (...args: Parameters<ManifestStore['putManifest']>) => {
-            arrived();
-            await released;
-            return target.putManifest(...args);
-          };
-        }
-        const v = Reflect.get(target, key, receiver) as unknown;
-        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
-      },
-    }) as S3Store;
+    const { store: paused, atCommit, release } = pausedAtCommit(pushing);
     const pushed = push(join(dir, 'a.bin'), { store: paused, path: 'again' }, { pool });
     await atCommit;
     const collecting = await openTestStore(f.service, url);
