@@ -1,3 +1,4 @@
+import type { ChunkCorruptError, ChunkMissingError } from '../core/errors.js';
 import type { ChunkId } from '../core/ids.js';
 
 export interface OpOptions {
@@ -57,6 +58,13 @@ export interface GetOptions extends OpOptions {
  *   gets then return that copy. A no-op for a chunk not stored. A store whose own get finds
  *   bytes that do not match calls it itself before throwing ChunkCorruptError, so callers
  *   call it only for damage they found by other means.
+ * - verifyChunks (optional, for a store that checks many chunks faster than one get() each:
+ *   the local store reads its packs in order): re-hashes every chunk of `ids` and tells
+ *   onChecked(i, check) once for each, in any order, before it resolves; the outcome for
+ *   each chunk is get()'s (a stored length, or ChunkMissingError / ChunkCorruptError, a
+ *   corrupt copy set aside the same way). Rejects on what get() would throw otherwise (an
+ *   unreadable pack, an abort), with some chunks told and others not. Callers without it
+ *   call get() per chunk (transfer/verify.ts).
  * - Every method rejects with AbortedError once its signal is aborted.
  */
 export interface ChunkStore {
@@ -66,7 +74,14 @@ export interface ChunkStore {
   flush(options?: OpOptions): Promise<void>;
   close(): Promise<void>;
   setAside?(id: ChunkId, options?: OpOptions): Promise<void>;
+  verifyChunks?(ids: readonly ChunkId[], onChecked: (i: number, check: ChunkCheck) => void, options?: OpOptions): Promise<void>;
 }
+
+/**
+ * What ChunkStore.verifyChunks found of one chunk: its stored length when its bytes hash to
+ * its digest, else the error get() would have thrown for it.
+ */
+export type ChunkCheck = number | ChunkMissingError | ChunkCorruptError;
 
 /** A stored manifest's name and facts, as listings report it. */
 export interface ManifestInfo {

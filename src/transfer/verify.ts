@@ -9,7 +9,7 @@ import { readSequential } from '../io/direct.js';
 import { openManifest } from '../manifest/reader.js';
 import type { EntryMeta } from '../manifest/types.js';
 import { isReservedName } from '../store/names.js';
-import type { ChunkStore, ManifestStore } from '../store/store.js';
+import type { ChunkCheck, ChunkStore, ManifestStore } from '../store/store.js';
 import { versionsPrefix } from '../store/versions.js';
 import { Window } from '../core/window.js';
 
@@ -21,8 +21,10 @@ import { Window } from '../core/window.js';
  *   with has(), in batches: answered from the store's index (local packs, S3 index
  *   objects), no chunk data is read.
  * - Data (readData): each chunk is read back with get(), which re-hashes it (the store's
- *   contract): a flipped byte is found. A subset reads a part of them (ReadDataSubset) and
- *   checks the rest for existence only.
+ *   contract): a flipped byte is found. A store that has verifyChunks (the local store:
+ *   it reads its packs in order) is handed them in batches of VERIFY_SORT_BATCH_CHUNKS
+ *   instead, with the same outcome per chunk. A subset reads a part of them
+ *   (ReadDataSubset) and checks the rest for existence only.
  * - Rebuilt files (targetOf): each file entry's copy where the target was rebuilt (a local
  *   destination, a server's files/) is checked as rsync's quick check does: present, a
  *   regular file, of the manifest's size and mtime (to the millisecond). With readData
@@ -163,6 +165,11 @@ export interface VerifyOptions {
 export const VERIFY_CONCURRENCY = 16;
 /** Bytes of chunks being read at once, at most. */
 export const VERIFY_WINDOW_BYTES = 64 * 1024 * 1024;
+/**
+ * Chunks handed to a store's verifyChunks at once: it sorts them by where they are stored,
+ * so more is more in order; bounded, as their ids are held until it is done.
+ */
+export const VERIFY_SORT_BATCH_CHUNKS = 1 << 18;
 /** Chunk ids asked of the store in one has() call. */
 export const HAS_BATCH_IDS = 8192;
 /** Digests already checked in this run (repeats are not asked again); bounded. */
@@ -226,23 +233,40 @@ export async function verifyManifests(
       progress();
     });
   };
+  /** What reading back chunk `p` (of `length` bytes, says the manifest) found. */
+  const checked = (p: ChunkId, length: number, check: ChunkCheck) => {
+    if (typeof check === 'number') {
+      chunksRead++;
+      bytesRead += check;
+      if (check !== length) chunkDamage(p, 'corrupt', `chunk ${digestToHex(p.digest)} has ${check} bytes, the manifest says ${length}`);
+    } else if (check.code === 'XFER_CHUNK_MISSING') chunkDamage(p, 'missing', check.message);
+    else {
+      chunksRead++; // read, and found not to hash to its digest
+      bytesRead += length;
+      chunkDamage(p, 'corrupt', check.message);
+    }
+    progress();
+  };
   const readChunk = async (p: ChunkId, length: number) => {
     await window.run(length, async () => {
+      let check: ChunkCheck;
       try {
-        const data = await chunks.get(p, { signal });
-        chunksRead++;
-        bytesRead += data.length;
-        if (data.length !== length) chunkDamage(p, 'corrupt', `chunk ${digestToHex(p.digest)} has ${data.length} bytes, the manifest says ${length}`);
+        check = (await chunks.get(p, { signal })).length;
       } catch (err) {
-        if (isXferError(err, 'XFER_CHUNK_MISSING')) chunkDamage(p, 'missing', err.message);
-        else if (isXferError(err, 'XFER_CHUNK_CORRUPT')) {
-          chunksRead++; // read, and found not to hash to its digest
-          bytesRead += length;
-          chunkDamage(p, 'corrupt', err.message);
-        } else throw err;
+        if (!isXferError(err, 'XFER_CHUNK_MISSING') && !isXferError(err, 'XFER_CHUNK_CORRUPT')) throw err;
+        check = err as ChunkCheck;
       }
-      progress();
+      checked(p, length, check);
     });
+  };
+  // The store's own way to check many chunks at once, if it has one.
+  const verifyChunks = chunks.verifyChunks?.bind(chunks);
+  let toRead: { id: ChunkId; length: number }[] = [];
+  const readBatch = async () => {
+    if (toRead.length === 0 || verifyChunks === undefined) return;
+    const asked = toRead;
+    toRead = [];
+    await verifyChunks(asked.map((a) => a.id), (i, check) => checked(asked[i]!.id, asked[i]!.length, check), { signal });
   };
 
   for (const name of names) {
@@ -289,7 +313,11 @@ export async function verifyManifests(
             if (seen.has(key)) continue;
             if (seen.size >= VERIFIED_CACHE_ENTRIES) seen.clear();
             seen.add(key);
-            await readChunk(id, rec.length);
+            if (verifyChunks === undefined) await readChunk(id, rec.length);
+            else {
+              toRead.push({ id, length: rec.length });
+              if (toRead.length >= VERIFY_SORT_BATCH_CHUNKS) await readBatch();
+            }
           } else {
             batch.push(id);
             if (batch.length >= HAS_BATCH_IDS) await askBatch();
@@ -305,6 +333,7 @@ export async function verifyManifests(
     progress();
   }
   await askBatch();
+  await readBatch();
   await window.drain();
   if (bad.size > 0) await findFilesOf(manifests, names, bad, signal);
   progress(true);

@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { throwIfAborted } from '../../core/abort.js';
-import { ChunkCorruptError, ChunkMissingError, fromSystemError, InvalidArgumentError, IoError, NotFoundError } from '../../core/errors.js';
+import { ChunkCorruptError, ChunkMissingError, fromSystemError, InvalidArgumentError, IoError, isXferError, NotFoundError } from '../../core/errors.js';
 import { DIGEST_ALGORITHMS, digestFromHex, digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../../core/ids.js';
 import { checkBoolean, checkPositiveInteger, checkSignal } from '../../core/options.js';
 import { digestEquals, digestOf } from '../../hash/digest.js';
@@ -12,7 +12,7 @@ import { acquireLock, type HeldLock, type LockOptions } from '../lock.js';
 import { checkChunkId, validateChunkId, validateManifestName } from '../names.js';
 import { PACK_TARGET_BYTES } from '../pack.js';
 import { GC_MARKS_RECHECK_MS } from '../gc.js';
-import type { ChunkStore, GarbageCollecting, GcOptions, GcReport, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions, ReferencedChunks } from '../store.js';
+import type { ChunkCheck, ChunkStore, GarbageCollecting, GcOptions, GcReport, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions, ReferencedChunks } from '../store.js';
 import { CommitPipeline } from './commit.js';
 import { collectLocalGarbage, marksStamp, readMarks } from './gc.js';
 import { readDirNames } from './fs.js';
@@ -24,7 +24,11 @@ import { PackReader } from './pack-reader.js';
 import { rename } from 'node:fs/promises';
 import { SET_ASIDE_HINT, SetAsideList, type SetAsideRecord } from './set-aside.js';
 import { removeStaleTempFiles } from './temp.js';
+import { readInPackOrder, type PackPlace } from './verify-chunks.js';
 import { PackWriterPool } from './writer-pool.js';
+
+/** Chunks verifyChunks reads through get() at once (those not in a committed pack record). */
+const VERIFY_GETS_IN_FLIGHT = 16;
 
 export interface LocalStoreOpenOptions {
   /** Create the store if `dir` holds none; otherwise a missing store is NotFoundError. */
@@ -174,6 +178,61 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
       throw new ChunkCorruptError(hex, `the stored copy in ${data.file} does not hash to it (set aside: ${SET_ASIDE_HINT})`);
     }
     return data.bytes;
+  }
+
+  /**
+   * ChunkStore.verifyChunks: every chunk in a committed pack record is read in pack order
+   * and hashed (verify-chunks.ts); the others (pending in this opener, version 1 chunk
+   * files, set aside, not in the index: maybe committed by another opener since) and those
+   * of packs a gc deleted meanwhile go through get(), which says what they are.
+   */
+  async verifyChunks(ids: readonly ChunkId[], onChecked: (i: number, check: ChunkCheck) => void, options?: OpOptions): Promise<void> {
+    const signal = options?.signal;
+    throwIfAborted(signal);
+    await this.checkMarks();
+    const places: PackPlace[] = [];
+    const viaGet: number[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      checkChunkId(id);
+      const index = this.packs.of(id.algorithm);
+      const e = this.pipeline.find(id) ? -1 : index.find(id.digest);
+      if (e < 0 || this.packs.isSetAside(id.algorithm, e)) viaGet.push(i);
+      else places.push({ i, pack: index.pack(e), offset: index.offset(e), length: index.length(e) });
+    }
+    await readInPackOrder(places, {
+      packPath: (pack) => this.packs.packPath(pack),
+      signal,
+      onRecord: (p, bytes) => {
+        const id = ids[p.i]!;
+        if (bytes !== undefined && digestEquals(digestOf(id.algorithm, bytes), id.digest)) return onChecked(p.i, bytes.length);
+        const hex = digestToHex(id.digest);
+        const file = this.packs.packPath(p.pack);
+        return this.setAsidePlace(id, hex, p).then(() => {
+          onChecked(p.i, new ChunkCorruptError(hex, bytes === undefined ? `pack ${file} ends before the chunk does (truncated; set aside)` : `the stored copy in ${file} does not hash to it (set aside: ${SET_ASIDE_HINT})`));
+        });
+      },
+      onUnreadable: (unread, err) => {
+        // A gc deleted the pack: get() finds another copy, or says the chunk is missing.
+        if (!this.packs.isDead(unread[0]!.pack)) throw fromSystemError(err, this.packs.packPath(unread[0]!.pack), 'read pack');
+        for (const p of unread) viaGet.push(p.i);
+      },
+    });
+    let next = 0;
+    const getter = async () => {
+      while (next < viaGet.length) {
+        const i = viaGet[next++]!;
+        let check: ChunkCheck;
+        try {
+          check = (await this.get(ids[i]!, { signal })).length;
+        } catch (err) {
+          if (!isXferError(err, 'XFER_CHUNK_MISSING') && !isXferError(err, 'XFER_CHUNK_CORRUPT')) throw err;
+          check = err as ChunkMissingError | ChunkCorruptError;
+        }
+        onChecked(i, check);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(VERIFY_GETS_IN_FLIGHT, viaGet.length) }, getter));
   }
 
   /**
