@@ -167,9 +167,10 @@ export const VERIFY_CONCURRENCY = 16;
 export const VERIFY_WINDOW_BYTES = 64 * 1024 * 1024;
 /**
  * Chunks handed to a store's verifyChunks at once: it sorts them by where they are stored,
- * so more is more in order; bounded, as their ids are held until it is done.
+ * so more is more in order (65,536 chunks of 64 KiB: 4 GiB); bounded, as their ids (about
+ * 250 bytes each with the store's sorting) are held until it is done.
  */
-export const VERIFY_SORT_BATCH_CHUNKS = 1 << 18;
+export const VERIFY_SORT_BATCH_CHUNKS = 1 << 16;
 /** Chunk ids asked of the store in one has() call. */
 export const HAS_BATCH_IDS = 8192;
 /** Digests already checked in this run (repeats are not asked again); bounded. */

@@ -194,9 +194,9 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
     const viaGet: number[] = [];
     for (let i = 0; i < ids.length; i++) {
       const id = ids[i]!;
-      checkChunkId(id);
+      validateChunkId(id);
       const index = this.packs.of(id.algorithm);
-      const e = this.pipeline.find(id) ? -1 : index.find(id.digest);
+      const e = this.pipeline.has(id) ? -1 : index.find(id.digest);
       if (e < 0 || this.packs.isSetAside(id.algorithm, e)) viaGet.push(i);
       else places.push({ i, pack: index.pack(e), offset: index.offset(e), length: index.length(e) });
     }

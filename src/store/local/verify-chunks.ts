@@ -16,7 +16,12 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { throwIfAborted } from '../../core/abort.js';
 import { KiB, MiB } from '../../core/sizes.js';
 
-/** Bytes read at once, at most (unless one chunk is larger: its window is the chunk). */
+/**
+ * Bytes read at once, at most (unless one chunk is larger: its window is the chunk). Small,
+ * so that the bytes a read copies are hashed while still in the CPU's caches: 2 GiB of 64
+ * KiB chunks in the page cache cost about 1.0 s of CPU (user and system) in 8 MiB windows,
+ * 0.7 s in 1 MiB ones (2 MiB of L2 per core here), reads and hashing included.
+ */
 export const PACK_CHECK_WINDOW_BYTES = 1 * MiB;
 /**
  * Two records at most this far apart are read in one window, the bytes between them read
