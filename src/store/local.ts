@@ -49,7 +49,8 @@
  * manifests.ts, commit.ts (the put/commit pipeline), writer-pool.ts (pack writers),
  * pack-file.ts (pack I/O with O_DIRECT), pack-reader.ts (open packs, read-ahead),
  * pack-index.ts (index loading and refresh), loose.ts (version 1 chunk files),
- * set-aside.ts (the list of chunks found corrupt), fs.ts.
+ * set-aside.ts (the list of chunks found corrupt), verify-chunks.ts (many chunks read
+ * back in pack order, for verify), fs.ts.
  * The pack format itself is pack.ts, apart, for any backend to reuse.
  */
 import { resolve } from 'node:path';
