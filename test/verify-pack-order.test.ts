@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { cp, mkdir, mkdtemp, readFile, rm, truncate, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isXferError, type XferError } from '../src/core/errors.js';
 import { digestToHex, type ChunkId } from '../src/core/ids.js';
@@ -154,22 +154,34 @@ describe('a local store checks many chunks in pack order (verifyChunks), with th
     }
   });
 
-  it('a pack that cannot be read (not one a gc deleted) rejects, as get() does; an aborted check rejects with AbortedError', async () => {
+  it('a pack that cannot be read rejects, as get() does, unless a gc deleted it (its chunks are then missing); an aborted check rejects with AbortedError', async () => {
     const storeDir = join(dir, 'unreadable');
     const w = await LocalStore.open(storeDir, { create: true });
     const data = pseudoRandom(50 * KiB, 3);
     await w.put(idOf(data), data);
     await w.close();
     const store = await LocalStore.open(storeDir, { create: false });
+    const loc = (await store.chunkLocation(idOf(data)))!;
     try {
       await assert.rejects(store.verifyChunks([idOf(data)], () => {}, { signal: AbortSignal.abort() }), (err) => isXferError(err, 'XFER_ABORTED'));
-      const loc = (await store.chunkLocation(idOf(data)))!;
       await unlink(loc.file);
       const viaGet = await store.get(idOf(data)).then(() => undefined, (err: XferError) => err);
       assert.ok(viaGet !== undefined);
       await assert.rejects(store.verifyChunks([idOf(data)], () => assert.fail('nothing to tell')), (err) => isXferError(err, viaGet.code) && err.message.includes(loc.file));
     } finally {
       await store.close();
+    }
+    // A gc marked it (and deleted it, its index left): a store opened after counts it dead.
+    const packName = basename(loc.file, '.pack');
+    await mkdir(join(storeDir, 'gc'), { recursive: true });
+    await writeFile(join(storeDir, 'gc', 'marks.json'), JSON.stringify({ format: 'xfer-gc-marks', version: 1, packs: { [packName]: 0 } }));
+    const later = await LocalStore.open(storeDir, { create: false });
+    try {
+      await assert.rejects(later.get(idOf(data)), (err) => isXferError(err, 'XFER_CHUNK_MISSING'));
+      const [check] = await checkAll(later, [idOf(data)]);
+      assert.ok(isXferError(check, 'XFER_CHUNK_MISSING'), String(check));
+    } finally {
+      await later.close();
     }
   });
 });

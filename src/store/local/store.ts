@@ -219,17 +219,22 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
       },
     });
     let next = 0;
+    let failed = false;
     const getter = async () => {
-      while (next < viaGet.length) {
+      // After one fails (and this rejects), the others start no more gets and tell nothing more.
+      while (next < viaGet.length && !failed) {
         const i = viaGet[next++]!;
         let check: ChunkCheck;
         try {
           check = (await this.get(ids[i]!, { signal })).length;
         } catch (err) {
-          if (!isXferError(err, 'XFER_CHUNK_MISSING') && !isXferError(err, 'XFER_CHUNK_CORRUPT')) throw err;
+          if (!isXferError(err, 'XFER_CHUNK_MISSING') && !isXferError(err, 'XFER_CHUNK_CORRUPT')) {
+            failed = true;
+            throw err;
+          }
           check = err as ChunkMissingError | ChunkCorruptError;
         }
-        onChecked(i, check);
+        if (!failed) onChecked(i, check);
       }
     };
     await Promise.all(Array.from({ length: Math.min(VERIFY_GETS_IN_FLIGHT, viaGet.length) }, getter));
