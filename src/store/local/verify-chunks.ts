@@ -10,7 +10,11 @@
  *
  * Why (issue 16's bar: 1 GB/s on 2 GiB, page cache warm): through get() one chunk at a time,
  * each read-ahead window a new 4 MiB Buffer, a 2 GiB verify cost 3.4 s of CPU, more than
- * half of it allocation and garbage collection; BLAKE3 itself is ~0.45 s of one core.
+ * half of it allocation and garbage collection; BLAKE3 itself is ~0.45 s of one core. This
+ * way the whole verify costs 1.0-1.2 s of CPU (the copies out of the page cache ~0.4 s of
+ * it, on libuv's threads). Hashing on worker threads as well (the bytes in shared
+ * buffers) measured no faster on 2 cores, for more CPU: reading and hashing already keep
+ * both busy.
  */
 import { open, type FileHandle } from 'node:fs/promises';
 import { throwIfAborted } from '../../core/abort.js';
@@ -20,7 +24,7 @@ import { KiB, MiB } from '../../core/sizes.js';
  * Bytes read at once, at most (unless one chunk is larger: its window is the chunk). Small,
  * so that the bytes a read copies are hashed while still in the CPU's caches: 2 GiB of 64
  * KiB chunks in the page cache cost about 1.0 s of CPU (user and system) in 8 MiB windows,
- * 0.7 s in 1 MiB ones (2 MiB of L2 per core here), reads and hashing included.
+ * 0.7 s in 1 MiB ones (1 MiB of L2 per core here), reads and hashing included.
  */
 export const PACK_CHECK_WINDOW_BYTES = 1 * MiB;
 /**
