@@ -59,7 +59,7 @@ export class KnownFiles {
  * delta uploads and the quick check's source). Best effort: undefined if there is none,
  * it is another kind, or it cannot be read.
  */
-export async function previousVersion(manifests: ManifestStore, name: string, kind: ManifestKind, options: OpOptions = {}): Promise<BaseIndex | undefined> {
+export async function previousVersion(manifests: Pick<ManifestStore, 'getManifest'>, name: string, kind: ManifestKind, options: OpOptions = {}): Promise<BaseIndex | undefined> {
   try {
     const reader = await openManifest(await manifests.getManifest(name, options), { signal: options.signal });
     if (reader.header.kind !== kind) {
