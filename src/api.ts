@@ -18,6 +18,7 @@ import { openManifest, openManifestFile } from './manifest/reader.js';
 import { FallbackChunks, type FallbackFigures } from './reconstruct/fallback.js';
 import { inPlaceKind, inPlaceRebuild } from './reconstruct/in-place.js';
 import { ReadAheadChunks } from './reconstruct/prefetch.js';
+import { Staging } from './reconstruct/staging.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
 import { recordPulledTree, SnapshotRecorder, writeSnapshot, type SnapshotKey } from './reconstruct/snapshot.js';
 import { pullFromSnapshot, snapshotApplies, snapshotKey, triedSnapshot } from './pull-snapshot.js';
@@ -379,10 +380,14 @@ export async function pull(source: LocationSpec, destination: string, options: P
       await reader.close();
       throw new InvalidArgumentError(`${source}: --in-place applies to a single file or a block device; this is a tree`);
     }
-    // A first copy of a tree (nothing at the target, no seeds): every chunk is fetched, so
-    // they are asked for ahead of the rebuild, which takes a few files at a time: a round
-    // trip per few files on a long link otherwise (reconstruct/prefetch.ts).
-    if (readAhead && reader.header.kind === 'tree' && (options.seeds ?? []).length === 0 && !(await lstat(target).then(() => true, () => false))) {
+    // A first copy of a tree (nothing at the target, no seeds, no partial tree of an
+    // interrupted pull to resume from): every chunk is fetched, so they are asked for ahead
+    // of the rebuild, which takes a few files at a time: a round trip per few files on a
+    // long link otherwise (reconstruct/prefetch.ts).
+    if (
+      readAhead && reader.header.kind === 'tree' && (options.seeds ?? []).length === 0 &&
+      !(await lstat(target).then(() => true, () => false)) && !(await Staging.hasLeftovers(target))
+    ) {
       chunks = readingAhead = new ReadAheadChunks(chunks, await openManifestFile(manifestPath, { signal }), signal);
     }
     // The quick check: the manifest's own files, as reconstruct's previous version (a tree's

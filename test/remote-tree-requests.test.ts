@@ -14,6 +14,7 @@ import { after, before, describe, it } from 'node:test';
 import { startWanRelay, type WanRelay } from '../bench/wan-relay.js';
 import { pull, push } from '../src/api.js';
 import { createServer, type XferServer } from '../src/server/server.js';
+import { pseudoRandom } from './helpers/gen.js';
 
 const FILES = 500;
 const DIRS = 10;
@@ -37,6 +38,8 @@ describe('a tree of many small files costs a handful of requests, not one per fi
   let url: string;
   /** The server's requests, as `METHOD /v1/<endpoint>` (names left out). */
   let requests: string[] = [];
+  /** Bytes the server answered to chunks/fetch requests. */
+  let fetchedBytes = 0;
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'xfer-tree-requests-'));
     const logger = {
@@ -47,8 +50,10 @@ describe('a tree of many small files costs a handful of requests, not one per fi
         if (f.path) requests.push(`${f.method} ${f.path}`);
       },
       info(fields: object, message?: string) {
-        const f = fields as { method: string; path: string };
-        if (message === 'request') requests.push(`${f.method} ${f.path.replace(/^\/v1\/(manifests|stage|stat)\/.*/, '/v1/$1/')}`);
+        const f = fields as { method: string; path: string; bytesOut: number };
+        if (message !== 'request') return;
+        requests.push(`${f.method} ${f.path.replace(/^\/v1\/(manifests|stage|stat)\/.*/, '/v1/$1/')}`);
+        if (f.path === '/v1/chunks/fetch') fetchedBytes += f.bytesOut;
       },
     };
     server = await createServer({ root: join(dir, 'root'), port: 0, logger });
@@ -65,6 +70,7 @@ describe('a tree of many small files costs a handful of requests, not one per fi
   /** The requests `op` made, once the server has logged them all (a stage is logged after its answer). */
   async function counted(op: () => Promise<unknown>): Promise<string[]> {
     requests = [];
+    fetchedBytes = 0;
     await op();
     await new Promise((r) => setTimeout(r, 50));
     return requests;
@@ -97,6 +103,29 @@ describe('a tree of many small files costs a handful of requests, not one per fi
         const rel = join(`d${d}`, `f${i}.txt`);
         assert.deepEqual(await readFile(join(out, rel)), await readFile(join(dir, 'tree', rel)), rel);
       }
+    }
+  });
+
+  it('a pull of a tree into a new directory that was cut short resumes from its partial tree, fetching only the rest', async (t) => {
+    const FILE_BYTES = 256 * 1024;
+    const big = join(dir, 'big');
+    await mkdir(big);
+    for (let i = 0; i < 40; i++) await writeFile(join(big, `part${String(i).padStart(2, '0')}.bin`), pseudoRandom(FILE_BYTES, 700 + i));
+    const total = 40 * FILE_BYTES;
+    await push(big, `${url}/big`);
+    const out = join(dir, 'big-out');
+    const cut = new AbortController();
+    await assert.rejects(
+      pull(`${url}/big`, out, { signal: cut.signal, onProgress: (p) => p.bytesDone >= total / 2 && cut.abort() }),
+      (err: Error & { code?: string }) => err.code === 'XFER_ABORTED',
+    );
+    // The partial tree is there to resume from: the second pull must not ask for what it holds.
+    await counted(() => pull(`${url}/big`, out));
+    t.diagnostic(`the resumed pull fetched ${fetchedBytes} of ${total} bytes`);
+    assert.ok(fetchedBytes < total * 0.75, `the resumed pull fetched ${fetchedBytes} of ${total} bytes`);
+    for (let i = 0; i < 40; i++) {
+      const name = `part${String(i).padStart(2, '0')}.bin`;
+      assert.deepEqual(await readFile(join(out, name)), await readFile(join(big, name)), name);
     }
   });
 });
