@@ -109,6 +109,7 @@ export class HttpDestination implements PushDestination {
     const previous = await previousVersion(this.options.previous ?? store, name, kind, opts);
     if (this.chunks instanceof DeltaUploads) this.chunks.useBases(previous);
     this.known = KnownFiles.for(previous, store, opts);
+    if (!checksum) this.known?.ask(opts);
     const staging = this.options.stage !== false && (kind === 'file' ? store.info.stage === true : store.info.stageTrees === true && opts.chunker !== undefined);
     // A tree is staged from the start: its stage reads the manifest's body as it is written.
     const treeStage = staging && kind === 'tree' ? openStage(client, name, algorithm, { tree: opts.chunker! }, opts.signal, { checksum }) : undefined;
