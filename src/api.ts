@@ -1,5 +1,5 @@
-import { createWriteStream } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { lstat, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -17,6 +17,8 @@ import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifest, openManifestFile } from './manifest/reader.js';
 import { FallbackChunks, type FallbackFigures } from './reconstruct/fallback.js';
 import { inPlaceKind, inPlaceRebuild } from './reconstruct/in-place.js';
+import { ReadAheadChunks } from './reconstruct/prefetch.js';
+import { Staging } from './reconstruct/staging.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
 import { recordPulledTree, SnapshotRecorder, writeSnapshot, type SnapshotKey } from './reconstruct/snapshot.js';
 import { pullFromSnapshot, snapshotApplies, snapshotKey, triedSnapshot } from './pull-snapshot.js';
@@ -148,17 +150,28 @@ export async function push(source: PushSource, destination: LocationSpec, option
   let carry: CarriedEntry[] | undefined;
   const location = parseLocation(destination, 'the destination of a push');
   if (options.dryRun) return dryPush(source, location, sourceName, sourceIsTree, contents, options);
+  /** The target's current manifest, fetched once (onceManifest), removed at the end. */
+  let current: OnceManifest | undefined;
   if (location.kind === 'store') {
     if (options.delete) throw new InvalidArgumentError(DELETE_IN_STORE);
     const endpoint = await openStoreLocation(location, options);
+    // A tree pushed to `<url>/<path>` most often goes to that path itself (a first copy, or
+    // the same push again): its manifest is asked for while the path's type is, one round
+    // trip instead of two; dropped if the push goes elsewhere (into a folder of targets).
+    const guessed = sourceIsTree && !contents && location.path !== '' && !location.trailingSlash ? onceManifest(endpoint.store, location.path, options.signal) : undefined;
+    guessed?.catch(() => {}); // awaited or dropped below
     try {
       const name = contents ? contentsTarget(location) : await resolveStoreTarget(endpoint, location.path, location.trailingSlash, sourceName, { signal: options.signal, sourceIsTree });
-      dest = endpoint.destination(name, { delta: options.delta, inPlace: options.inPlace });
+      // A tree's current manifest is read for its entries, the excluded ones and as the
+      // previous version (quick check, delta bases): one fetch for all of them.
+      if (guessed && name === location.path) current = await guessed;
+      else if (sourceIsTree) current = await onceManifest(endpoint.store, name, options.signal);
+      dest = endpoint.destination(name, { delta: options.delta, inPlace: options.inPlace, previous: current });
       // A store's copy (a server's tree, a stored manifest) mirrors the pushed tree: the
       // entries of its current version that the push lacks go at the commit. Listed (the
       // result's `deleted`) from that version's manifest.
-      if (sourceIsTree) {
-        const state = await remoteTree(endpoint.store, name, options.excludes, options.signal);
+      if (current) {
+        const state = await remoteTree(current, name, options.excludes, options.signal);
         if (state) {
           mirrored = { before: state.before, pushed: new Set() };
           carry = state.carry;
@@ -166,8 +179,14 @@ export async function push(source: PushSource, destination: LocationSpec, option
       }
       retriesMade = () => endpoint.retriesMade;
     } catch (err) {
+      await current?.remove();
       await endpoint.close();
       throw err;
+    } finally {
+      if (guessed) {
+        const g = await guessed.catch(() => undefined);
+        if (g !== current) await g?.remove();
+      }
     }
   } else {
     refuseWireOptions(location, options);
@@ -218,6 +237,7 @@ export async function push(source: PushSource, destination: LocationSpec, option
     }
   } finally {
     await dest.close();
+    await current?.remove();
   }
 }
 
@@ -263,6 +283,8 @@ export async function pull(source: LocationSpec, destination: string, options: P
   let snapshot: { key: Omit<SnapshotKey, 'tag'>; recorder: SnapshotRecorder } | undefined;
   /** Closes the store (a store object the caller passed stays open). */
   let close: () => Promise<void>;
+  /** The store batches gets: a first copy of a tree reads ahead (StoreEndpoint.readAhead). */
+  let readAhead = false;
   if (location.kind === 'store') {
     if (!location.path) throw new InvalidArgumentError(`${location.text}: name a remote path to pull`);
     if (typeof source === 'string' && snapshotApplies(source, options)) {
@@ -276,6 +298,7 @@ export async function pull(source: LocationSpec, destination: string, options: P
     store = endpoint.store;
     name = location.path;
     close = () => endpoint.close();
+    readAhead = endpoint.readAhead === true;
   } else {
     refuseWireOptions(location, options);
     const opened = await openLocalSource(location.path, { signal });
@@ -287,6 +310,8 @@ export async function pull(source: LocationSpec, destination: string, options: P
   const fallbacks: { store: ChunkStore; close(): Promise<void> }[] = [];
   let fallbackChunks: FallbackChunks | undefined;
   let chunks: ChunkStore = store;
+  /** A first copy of a tree from a store that batches gets reads ahead (see below). */
+  let readingAhead: ReadAheadChunks | undefined;
   try {
     for (const spec of options.fallback ?? []) fallbacks.push(await openFallback(spec, options));
   } catch (err) {
@@ -355,6 +380,16 @@ export async function pull(source: LocationSpec, destination: string, options: P
       await reader.close();
       throw new InvalidArgumentError(`${source}: --in-place applies to a single file or a block device; this is a tree`);
     }
+    // A first copy of a tree (nothing at the target, no seeds, no partial tree of an
+    // interrupted pull to resume from): every chunk is fetched, so they are asked for ahead
+    // of the rebuild, which takes a few files at a time: a round trip per few files on a
+    // long link otherwise (reconstruct/prefetch.ts).
+    if (
+      readAhead && reader.header.kind === 'tree' && (options.seeds ?? []).length === 0 &&
+      !(await lstat(target).then(() => true, () => false)) && !(await Staging.hasLeftovers(target))
+    ) {
+      chunks = readingAhead = new ReadAheadChunks(chunks, await openManifestFile(manifestPath, { signal }), signal);
+    }
     // The quick check: the manifest's own files, as reconstruct's previous version (a tree's
     // compared entry by entry as they are read, without a second reading of the manifest).
     const quick = options.checksum
@@ -386,6 +421,7 @@ export async function pull(source: LocationSpec, destination: string, options: P
     }
     return withFallback({ ...result, target, plan });
   } finally {
+    await readingAhead?.close();
     await removeTempDir(tmp);
     if (ownPool) await pool.close();
     await fallbackChunks?.close();
@@ -446,16 +482,19 @@ async function dryPush(
     if (options.delete) throw new InvalidArgumentError(DELETE_IN_STORE);
     const endpoint = await openStoreLocation(location, options);
     const store = endpoint.store;
+    let current: OnceManifest | undefined;
     try {
       const name = contents ? contentsTarget(location) : await resolveStoreTarget(endpoint, location.path, location.trailingSlash, sourceName, { signal, sourceIsTree });
-      const previous = await previousVersion(store, name, kind, { signal });
-      const state = sourceIsTree ? await remoteTree(store, name, options.excludes, signal) : undefined;
+      if (sourceIsTree) current = await onceManifest(store, name, signal);
+      const previous = await previousVersion(current ?? store, name, kind, { signal });
+      const state = current ? await remoteTree(current, name, options.excludes, signal) : undefined;
       const kept = new Set(state?.carry.map((c) => c.meta.path));
       // A store's copy mirrors the pushed tree: what its current version has and the push lacks
       // goes, but for the excluded entries the push carries over.
       const wouldDelete = async (paths: ReadonlyMap<string, boolean>) => [...(state?.before.keys() ?? [])].filter((p) => !paths.has(p) && !kept.has(p));
       return await go(new DryRunDestination({ description: endpoint.describe(name), has: (ids, o) => store.has(ids, o), previous, wouldDelete }));
     } finally {
+      await current?.remove();
       await endpoint.close();
     }
   }
@@ -488,7 +527,7 @@ async function dryPush(
  * a mirror of the pushed manifest, keeps them (rsync keeps excluded entries at the receiver).
  */
 async function remoteTree(
-  store: ManifestStore, name: string, excludes: ((path: string, isDir: boolean) => boolean) | undefined, signal?: AbortSignal,
+  store: Pick<ManifestStore, 'getManifest'>, name: string, excludes: ((path: string, isDir: boolean) => boolean) | undefined, signal?: AbortSignal,
 ): Promise<{ before: Map<string, boolean>; carry: CarriedEntry[] } | undefined> {
   const open = () => store.getManifest(name, { signal }).then(async (m) => openManifest(m, { signal }));
   let reader;
@@ -500,4 +539,37 @@ async function remoteTree(
   }
   const before = await entryPaths(reader, signal);
   return { before, carry: excludes && before.size > 0 ? await excludedEntries(await open(), excludes, signal, open) : [] };
+}
+
+/** A manifest read from a local copy (onceManifest); remove() deletes the copy. */
+type OnceManifest = Pick<ManifestStore, 'getManifest'> & { remove(): Promise<void> };
+
+/**
+ * The manifest `name` of `store`, fetched once into a temporary file and read from there
+ * as often as asked (getManifest of that name; of any other, the store's): a push of a tree
+ * reads its target's current manifest up to three times (remoteTree, twice with excludes;
+ * the destination's previous version), each a round trip and the whole manifest over the
+ * wire. A manifest the store lacks is NotFoundError each time, as the store said.
+ */
+async function onceManifest(store: ManifestStore, name: string, signal?: AbortSignal): Promise<OnceManifest> {
+  const dir = await makeTempDir('xfer-push-');
+  const path = join(dir, 'current');
+  let missing: unknown;
+  try {
+    await pipeline(Readable.from(await store.getManifest(name, { signal })), createWriteStream(path), { signal });
+  } catch (err) {
+    if (!isXferError(err, 'XFER_NOT_FOUND')) {
+      await removeTempDir(dir);
+      throw err;
+    }
+    missing = err;
+  }
+  return {
+    getManifest: async (n, o) => {
+      if (n !== name) return store.getManifest(n, o);
+      if (missing !== undefined) throw missing;
+      return createReadStream(path);
+    },
+    remove: () => removeTempDir(dir),
+  };
 }

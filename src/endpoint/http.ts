@@ -7,7 +7,7 @@ import { HttpStore, type HttpStoreOptions } from '../store/http/store.js';
 import { DeltaUploads } from './http-delta.js';
 import { openStage, type StageUpload } from './http-stage.js';
 import { isReservedName } from '../store/names.js';
-import type { OpOptions } from '../store/store.js';
+import type { ManifestStore, OpOptions } from '../store/store.js';
 import { KnownFiles, previousVersion } from '../transfer/known.js';
 import { formatReadDataSubset } from '../transfer/verify.js';
 import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
@@ -56,7 +56,7 @@ export function httpEndpoint(store: HttpStore): StoreEndpoint {
     // the versions' namespace is left out here, as listTargets does, unless asked for.
     list: async (prefix, options) => (await store.list(prefix, options)).filter((e) => !isReservedName(e.path) || isReservedName(prefix)),
     remove: async (name, options) => (await store.client.removeTarget(name, options.recursive, options.signal)).removed,
-    destination: (name, options = {}) => new HttpDestination(store, name, { delta: options.delta, inPlace: options.inPlace }),
+    destination: (name, options = {}) => new HttpDestination(store, name, { delta: options.delta, inPlace: options.inPlace, previous: options.previous }),
     verify: (path, options = {}) => store.client.verify(path, {
       readData: options.readData,
       subset: options.subset && formatReadDataSubset(options.subset),
@@ -67,6 +67,7 @@ export function httpEndpoint(store: HttpStore): StoreEndpoint {
     get retriesMade() {
       return store.retriesMade;
     },
+    readAhead: true,
     close: () => store.close(),
   };
 }
@@ -89,7 +90,7 @@ export class HttpDestination implements PushDestination {
      * in place (in-place=1, server/in-place.ts); no stage is opened for a file, which would
      * rebuild it whole beside the target while the chunks arrive.
      */
-    private readonly options: { readonly delta?: boolean; readonly stage?: boolean; readonly inPlace?: boolean } = {},
+    private readonly options: { readonly delta?: boolean; readonly stage?: boolean; readonly inPlace?: boolean; readonly previous?: Pick<ManifestStore, 'getManifest'> } = {},
   ) {
     this.description = `${store.base.origin}/${name}`;
     this.chunks = options.delta === false ? store : new DeltaUploads(store);
@@ -104,9 +105,11 @@ export class HttpDestination implements PushDestination {
     const algorithm = opts.digestAlgorithm ?? 'blake3';
     const checksum = opts.checksum === true;
     const inPlace = this.options.inPlace === true;
-    const previous = await previousVersion(store, name, kind, opts);
+    // The caller's copy of the current manifest, if it fetched one: one GET per push.
+    const previous = await previousVersion(this.options.previous ?? store, name, kind, opts);
     if (this.chunks instanceof DeltaUploads) this.chunks.useBases(previous);
     this.known = KnownFiles.for(previous, store, opts);
+    if (!checksum) this.known?.ask(opts);
     const staging = this.options.stage !== false && (kind === 'file' ? store.info.stage === true : store.info.stageTrees === true && opts.chunker !== undefined);
     // A tree is staged from the start: its stage reads the manifest's body as it is written.
     const treeStage = staging && kind === 'tree' ? openStage(client, name, algorithm, { tree: opts.chunker! }, opts.signal, { checksum }) : undefined;

@@ -127,9 +127,11 @@ export interface StoreEndpoint {
   /**
    * A push to target `name`. The destination owns the endpoint: closing it closes this.
    * `inPlace` asks a server to rewrite its large copy where it is (push --in-place); a
-   * store with no rebuilt copies refuses it.
+   * store with no rebuilt copies refuses it. `previous`: where the target's current
+   * manifest is read from (a copy the caller fetched already, so that a push reads it
+   * once; see api.ts onceManifest); the store by default.
    */
-  destination(name: string, options?: { readonly delta?: boolean; readonly inPlace?: boolean }): PushDestination;
+  destination(name: string, options?: { readonly delta?: boolean; readonly inPlace?: boolean; readonly previous?: Pick<ManifestStore, 'getManifest'> }): PushDestination;
   /**
    * Verifies the targets under `path` ('' all, a target, or a folder of them; NotFoundError
    * if none): transfer/verify.ts. A store is checked from here; a server checks itself
@@ -145,6 +147,11 @@ export interface StoreEndpoint {
   readonly remove?: (name: string, options: OpOptions & { readonly recursive: boolean }) => Promise<readonly { readonly path: string; readonly versions: number }[]>;
   /** Requests tried again so far (after a broken connection); 0 for a store without a wire. */
   readonly retriesMade: number;
+  /**
+   * Its store gathers gets into batched requests (HttpStore), so that a pull may ask for
+   * chunks far ahead of the rebuild (reconstruct/prefetch.ts) at the cost of a few requests.
+   */
+  readonly readAhead?: boolean;
   close(): Promise<void>;
 }
 

@@ -34,7 +34,7 @@ export function storeEndpoint(store: Store, describe: (name: string) => string, 
     list: (prefix, options) => listTargets(store, prefix, options),
     destination: (name, options = {}) => {
       if (options.inPlace) throw new InvalidArgumentError('push --in-place applies to a push to a server; a store holds no rebuilt copy to rewrite');
-      return new StoreDestination(endpoint, name);
+      return new StoreDestination(endpoint, name, options.previous);
     },
     verify: async (path, options = {}) => verifyManifests(store, store, await manifestsAt(store, path, { signal: options.signal, describe }), options),
     async close() {
@@ -119,6 +119,8 @@ class StoreDestination implements PushDestination {
   constructor(
     private readonly endpoint: StoreEndpoint,
     private readonly name: string,
+    /** Where the current manifest is read from (StoreEndpoint.destination's `previous`). */
+    private readonly previous: Pick<ManifestStore, 'getManifest'> = endpoint.store,
   ) {
     this.chunks = endpoint.store;
     this.description = endpoint.describe(name);
@@ -127,7 +129,7 @@ class StoreDestination implements PushDestination {
   async begin(kind: ManifestKind, options: BeginOptions = {}): Promise<PushSession> {
     const store = this.chunks;
     const name = this.name;
-    this.known = KnownFiles.for(await previousVersion(store, name, kind, options), store, options);
+    this.known = KnownFiles.for(await previousVersion(this.previous, name, kind, options), store, options);
     return {
       entry: async () => undefined,
       async commit(manifestPath: string, header: ManifestHeader, opts: OpOptions = {}): Promise<void> {

@@ -34,6 +34,16 @@ export class KnownFiles {
     return this.previous.file(path);
   }
 
+  /**
+   * Asks the store now which of the previous version's chunks it lacks (the one query
+   * find() waits for), instead of on the first candidate: over a long link its answer is
+   * then on its way while the push starts (pool, stage, walk). A failure is find()'s.
+   */
+  ask(options: OpOptions = {}): void {
+    this.missing ??= this.missingChunks(options);
+    this.missing.catch(() => {}); // find() awaits it and sees the failure
+  }
+
   /** The previous version's file `meta.path` if it had meta's size and mtime and all its chunks are stored. */
   async find(meta: EntryMeta, options: OpOptions = {}): Promise<KnownFile | undefined> {
     const f = meta.type === 'file' ? this.previous.file(meta.path) : undefined;
@@ -59,7 +69,7 @@ export class KnownFiles {
  * delta uploads and the quick check's source). Best effort: undefined if there is none,
  * it is another kind, or it cannot be read.
  */
-export async function previousVersion(manifests: ManifestStore, name: string, kind: ManifestKind, options: OpOptions = {}): Promise<BaseIndex | undefined> {
+export async function previousVersion(manifests: Pick<ManifestStore, 'getManifest'>, name: string, kind: ManifestKind, options: OpOptions = {}): Promise<BaseIndex | undefined> {
   try {
     const reader = await openManifest(await manifests.getManifest(name, options), { signal: options.signal });
     if (reader.header.kind !== kind) {

@@ -147,7 +147,20 @@ export const SEEN_CACHE_ENTRIES = 1 << 17;
 export const FINISHES_IN_FLIGHT = 16;
 /** Digests per coalesced `has` query, at most (the server's limit is MAX_QUERY_DIGESTS). */
 export const MAX_HAS_QUERY_IDS = 4096;
-/** Bytes of scanned batches waiting for a `has` answer beyond which send() waits. */
+/**
+ * `has` queries in flight at once, at most. One at a time, a query asked after the uploads
+ * its predecessor's answer started waited behind them on the connection (megabytes on a
+ * long link) and the link went idle until its answer came: queries go ahead of the
+ * uploads instead, pipelined.
+ */
+export const MAX_HAS_QUERIES_IN_FLIGHT = 4;
+/**
+ * Digests queued that start another query while one is in flight. Fewer wait for the
+ * running queries' answers and then go in one query: a tree of thousands of small files
+ * (a batch each) still costs a handful of queries, not one per file.
+ */
+export const PIPELINED_QUERY_IDS = 1024;
+/** Bytes of scanned batches queued or waiting for a `has` answer beyond which send() waits. */
 export const QUEUED_BATCH_BYTES = 16 * MiB;
 
 /** A source to push: a path (file or directory) or a stream (stdin). */
@@ -448,12 +461,16 @@ interface Queued {
 
 /**
  * Sends the chunks of each batch that the destination lacks. `has` queries are coalesced
- * across batches and files: one query is in flight at a time, and the batches queued
- * meanwhile (a tree's small files, typically one batch each) share the next one, up to
- * MAX_HAS_QUERY_IDS. Without that, a tree of thousands of small files costs one round trip
- * per file. Puts then run with bounded concurrency and bytes in flight. send() returns once
- * its batch is queued (waiting only when QUEUED_BATCH_BYTES are already queued), so
- * scanning overlaps with querying and uploading; drain() waits for the rest.
+ * across batches and files: a query takes every batch queued when it starts, up to
+ * MAX_HAS_QUERY_IDS, so a tree of thousands of small files (typically one batch each)
+ * costs a handful of queries, not one round trip per file. Queries are pipelined: another
+ * starts while some are in flight (at most MAX_HAS_QUERIES_IN_FLIGHT) once
+ * PIPELINED_QUERY_IDS digests or half of QUEUED_BATCH_BYTES wait, so that queries travel
+ * ahead of the uploads their answers start rather than behind them. The puts of each
+ * answer start in query order, with bounded concurrency and bytes in flight. send()
+ * returns once its batch is queued (waiting only while QUEUED_BATCH_BYTES are queued or
+ * waiting for answers), so scanning overlaps with querying and uploading; drain() waits
+ * for the rest.
  */
 class ChunkSender {
   private readonly window: Window;
@@ -463,9 +480,16 @@ class ChunkSender {
   private bytesScanned = 0;
   private bytesZero = 0;
   private queue: Queued[] = [];
+  /** Digests and batch bytes queued, not yet in a query. */
+  private queuedIds = 0;
   private queuedBytes = 0;
-  /** The running query-and-put loop, if any. */
-  private querying: Promise<void> | undefined;
+  /** Batch bytes queued or in a query whose puts have not all started (the send() bound). */
+  private heldBytes = 0;
+  /** The queries in flight; each settles (never rejects) once its puts have started. */
+  private readonly running = new Set<Promise<void>>();
+  /** Settles once the puts of every answered query so far have started (their order). */
+  private putsStarted: Promise<void> = Promise.resolve();
+  private startScheduled = false;
   private failure: { error: unknown } | undefined;
 
   constructor(
@@ -498,64 +522,95 @@ class ChunkSender {
     if (ids.length > 0) {
       lease.take();
       this.queue.push({ batch, lease, path, ids, index });
+      this.queuedIds += ids.length;
       this.queuedBytes += batch.data.length;
-      this.startQuerying();
-      if (this.queuedBytes >= QUEUED_BATCH_BYTES) await this.querying;
+      this.heldBytes += batch.data.length;
+      this.scheduleQueries();
+      while (this.heldBytes >= QUEUED_BATCH_BYTES && !this.failure) {
+        this.startQueries();
+        if (this.running.size === 0) break;
+        await Promise.race(this.running);
+      }
     }
     this.bytesScanned += batch.data.length;
     this.report();
   }
 
-  /**
-   * Runs queryLoop unless it is running. A batch queued after the loop saw an empty queue
-   * but before its promise settled would be stranded, so a settled loop restarts itself
-   * while anything is queued.
-   */
-  private startQuerying(): void {
-    if (this.querying) return;
-    this.querying = this.queryLoop().finally(() => {
-      this.querying = undefined;
-      if (this.queue.length > 0 && !this.failure) this.startQuerying();
+  /** Starts queries once the current send() has returned, so that batches produced meanwhile join. */
+  private scheduleQueries(): void {
+    if (this.startScheduled) return;
+    this.startScheduled = true;
+    queueMicrotask(() => {
+      this.startScheduled = false;
+      this.startQueries();
     });
   }
 
-  /** Queries and starts the puts of queued batches until the queue is empty. */
-  private async queryLoop(): Promise<void> {
-    const signal = this.options.signal;
-    try {
-      // Let the current send() return first, so that batches produced meanwhile join.
-      await Promise.resolve();
-      while (this.queue.length > 0) {
-        const group: Queued[] = [];
-        let n = 0;
-        while (this.queue.length > 0 && (group.length === 0 || n + this.queue[0]!.ids.length <= MAX_HAS_QUERY_IDS)) {
-          const q = this.queue.shift()!;
-          group.push(q);
-          n += q.ids.length;
-          this.queuedBytes -= q.batch.data.length;
-        }
-        let present: boolean[];
-        try {
-          present = await this.destination.chunks.has(group.flatMap((q) => q.ids), { signal });
-        } catch (error) {
-          for (const q of group) q.lease.drop(); // their buffers go back to the pool
-          throw error;
-        }
-        let k = 0;
-        for (const q of group) {
-          try {
-            await this.startPuts(q, present, k);
-          } finally {
-            q.lease.drop();
-          }
-          k += q.ids.length;
-        }
+  /** Starts the queries the rules of the class comment allow now. */
+  private startQueries(): void {
+    while (
+      this.queue.length > 0 &&
+      !this.failure &&
+      this.running.size < MAX_HAS_QUERIES_IN_FLIGHT &&
+      (this.running.size === 0 || this.queuedIds >= PIPELINED_QUERY_IDS || this.queuedBytes >= QUEUED_BATCH_BYTES / 2)
+    ) {
+      const group: Queued[] = [];
+      let n = 0;
+      while (this.queue.length > 0 && (group.length === 0 || n + this.queue[0]!.ids.length <= MAX_HAS_QUERY_IDS)) {
+        const q = this.queue.shift()!;
+        group.push(q);
+        n += q.ids.length;
+        this.queuedIds -= q.ids.length;
+        this.queuedBytes -= q.batch.data.length;
       }
-    } catch (error) {
-      this.failure ??= { error };
-      for (const q of this.queue) q.lease.drop();
-      this.queue = [];
+      const query = this.query(group);
+      this.running.add(query);
+      void query.finally(() => {
+        this.running.delete(query);
+        this.startQueries();
+      });
     }
+  }
+
+  /** One `has` query for `group`, then its puts, started after those of earlier queries. Never rejects: a failure is kept. */
+  private async query(group: Queued[]): Promise<void> {
+    const signal = this.options.signal;
+    let present: boolean[] | undefined;
+    try {
+      present = await this.destination.chunks.has(group.flatMap((q) => q.ids), { signal });
+    } catch (error) {
+      this.fail(error);
+    }
+    const earlier = this.putsStarted;
+    const started = (async () => {
+      await earlier;
+      let k = 0;
+      for (const q of group) {
+        try {
+          if (present && !this.failure) await this.startPuts(q, present, k);
+        } catch (error) {
+          this.fail(error);
+        } finally {
+          q.lease.drop(); // its buffer goes back to the pool once its puts are done
+          this.heldBytes -= q.batch.data.length;
+        }
+        k += q.ids.length;
+      }
+    })();
+    this.putsStarted = started;
+    await started;
+  }
+
+  /** Keeps the first failure; the batches still queued are dropped (their buffers go back). */
+  private fail(error: unknown): void {
+    this.failure ??= { error };
+    for (const q of this.queue) {
+      q.lease.drop();
+      this.heldBytes -= q.batch.data.length;
+    }
+    this.queue = [];
+    this.queuedIds = 0;
+    this.queuedBytes = 0;
   }
 
   private async startPuts(q: Queued, present: boolean[], first: number): Promise<void> {
@@ -603,7 +658,12 @@ class ChunkSender {
   }
 
   async drain(): Promise<void> {
-    while (this.querying) await this.querying;
+    for (;;) {
+      this.startQueries();
+      if (this.running.size === 0) break;
+      await Promise.all([...this.running]);
+    }
+    await this.putsStarted;
     await this.window.drain();
     if (this.failure) throw this.failure.error;
   }
