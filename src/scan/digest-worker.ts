@@ -1,0 +1,31 @@
+/**
+ * The thread of a DigestThread (digest-thread.ts): hashes what it is sent, in order, into
+ * one whole-content digest. Loaded with `new Worker` as an ES module (not through piscina).
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { zeroBytes, MAX_ZERO_CHUNK_BYTES } from '../chunker/zero.js';
+import type { DigestAlgorithm } from '../core/ids.js';
+import { createHasher } from '../hash/digest.js';
+
+/** To the thread: bytes (transferred), a count of zero bytes, or the end. */
+export type DigestThreadMessage = { readonly data: Uint8Array } | { readonly zeros: number } | { readonly end: true };
+/** From the thread, one per message: data bytes hashed (for the queue bound; 0 for zeros), the hex digest, or a failure. */
+export type DigestThreadReply = { readonly hashed: number } | { readonly digest: string } | { readonly error: string };
+
+const port = parentPort!;
+const hasher = createHasher((workerData as { algorithm: DigestAlgorithm }).algorithm);
+
+port.on('message', (m: DigestThreadMessage) => {
+  try {
+    if ('data' in m) {
+      hasher.update(m.data);
+      port.postMessage({ hashed: m.data.length } satisfies DigestThreadReply);
+    } else if ('zeros' in m) {
+      // Zeros in large pieces: the hasher runs fastest on long inputs (whole subtrees at once).
+      for (let left = m.zeros; left > 0; left -= MAX_ZERO_CHUNK_BYTES) hasher.update(zeroBytes(Math.min(left, MAX_ZERO_CHUNK_BYTES)));
+      port.postMessage({ hashed: 0 } satisfies DigestThreadReply);
+    } else port.postMessage({ digest: hasher.digest().toString('hex') } satisfies DigestThreadReply);
+  } catch (err) {
+    port.postMessage({ error: err instanceof Error ? err.message : String(err) } satisfies DigestThreadReply);
+  }
+});
