@@ -48,6 +48,9 @@ describe('an ext2/3/4 image is chunked with the image chunker (4/16/64 KiB) unle
     const elsewhere = Buffer.alloc(2 * KiB);
     elsewhere.writeUInt16LE(0xef53, EXT_MAGIC_OFFSET + 2);
     assert.ok(!isExtImage(elsewhere));
+    const other = Buffer.alloc(2 * KiB);
+    other.writeUInt16LE(0xef54, EXT_MAGIC_OFFSET);
+    assert.ok(!isExtImage(other), 'another value there');
   });
 
   it('xfer chunk: the image gets chunks of at most 64 KiB; the same bytes without the magic, and the image with --max 256K, get the default 256 KiB zero runs', async () => {

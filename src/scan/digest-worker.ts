@@ -3,7 +3,7 @@
  * one whole-content digest. Loaded with `new Worker` as an ES module (not through piscina).
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { zeroBytes, MAX_ZERO_CHUNK_BYTES } from '../chunker/zero.js';
+import { zeroBytes } from '../chunker/zero.js';
 import type { DigestAlgorithm } from '../core/ids.js';
 import { createHasher } from '../hash/digest.js';
 
@@ -11,6 +11,9 @@ import { createHasher } from '../hash/digest.js';
 export type DigestThreadMessage = { readonly data: Uint8Array } | { readonly zeros: number } | { readonly end: true };
 /** From the thread, one per message: data bytes hashed (for the queue bound; 0 for zeros), the hex digest, or a failure. */
 export type DigestThreadReply = { readonly hashed: number } | { readonly digest: string } | { readonly error: string };
+
+/** Zeros are hashed from a view of this many bytes of zeroBytes() (only those pages are touched). */
+const ZERO_PIECE_BYTES = 1024 * 1024;
 
 const port = parentPort!;
 const hasher = createHasher((workerData as { algorithm: DigestAlgorithm }).algorithm);
@@ -21,8 +24,8 @@ port.on('message', (m: DigestThreadMessage) => {
       hasher.update(m.data);
       port.postMessage({ hashed: m.data.length } satisfies DigestThreadReply);
     } else if ('zeros' in m) {
-      // Zeros in large pieces: the hasher runs fastest on long inputs (whole subtrees at once).
-      for (let left = m.zeros; left > 0; left -= MAX_ZERO_CHUNK_BYTES) hasher.update(zeroBytes(Math.min(left, MAX_ZERO_CHUNK_BYTES)));
+      // In pieces of ZERO_PIECE_BYTES: larger ones measured no faster, and would be resident.
+      for (let left = m.zeros; left > 0; left -= ZERO_PIECE_BYTES) hasher.update(zeroBytes(Math.min(left, ZERO_PIECE_BYTES)));
       port.postMessage({ hashed: 0 } satisfies DigestThreadReply);
     } else port.postMessage({ digest: hasher.digest().toString('hex') } satisfies DigestThreadReply);
   } catch (err) {
