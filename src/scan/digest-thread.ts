@@ -17,6 +17,10 @@ export const DIGEST_THREAD_MIN_BYTES = 64 * MiB;
  */
 const DIGEST_THREAD_QUEUE_BYTES = 16 * MiB;
 
+/** Bytes are copied to the thread in buffers of this size, kept for reuse (at most SPARE_BUFFERS idle). */
+const COPY_BUFFER_BYTES = 4 * MiB;
+const SPARE_BUFFERS = 5;
+
 /** The thread's V8 young generation, in MiB (as the scan pool's workers, pool.ts). */
 const DIGEST_THREAD_YOUNG_GENERATION_MB = 4;
 
@@ -45,6 +49,10 @@ export class DigestThread {
   private queuedBytes = 0;
   /** Messages posted and not yet answered: the thread holds the process only while this is not 0. */
   private outstanding = 0;
+  /** The copy buffer being filled (see bytes()), its bytes so far, and buffers the thread gave back. */
+  private fill: Uint8Array | undefined;
+  private filled = 0;
+  private readonly spare: ArrayBuffer[] = [];
   /** Zero bytes fed and not yet posted (runs of zero chunks go as one message). */
   private pendingZeros = 0;
   private failure: Error | undefined;
@@ -63,7 +71,10 @@ export class DigestThread {
     this.worker.unref();
     this.worker.on('message', (m: DigestThreadReply) => {
       if (--this.outstanding === 0) this.worker.unref();
-      if ('hashed' in m) this.queuedBytes -= m.hashed;
+      if ('hashed' in m) {
+        this.queuedBytes -= m.hashed;
+        if (m.buffer && this.spare.length < SPARE_BUFFERS) this.spare.push(m.buffer);
+      }
       else if ('digest' in m) this.result?.(Buffer.from(m.digest, 'hex'));
       else this.fail(new XferError('XFER_INTERNAL', `digest thread: ${m.error}`));
       this.wakeAll();
@@ -126,16 +137,35 @@ export class DigestThread {
     await this.worker.terminate();
   }
 
+  /**
+   * Copies `data` into copy buffers (never transferring the caller's memory), which go to
+   * the thread when full and come back to be reused: small pieces (a rebuild's chunks) go
+   * as few messages, and the copies' memory stays bounded instead of waiting for the
+   * thread's garbage collector.
+   */
   private bytes(data: Uint8Array): void {
-    this.postZeros();
-    // A copy of its own to transfer (Buffer#slice would be a view: never transfer the caller's memory).
-    const copy = new Uint8Array(data.length);
-    copy.set(data);
-    this.queuedBytes += copy.length;
-    this.post({ data: copy }, [copy.buffer as ArrayBuffer]);
+    if (this.pendingZeros > 0) this.postZeros();
+    for (let done = 0; done < data.length; ) {
+      this.fill ??= new Uint8Array(this.spare.pop() ?? new ArrayBuffer(COPY_BUFFER_BYTES));
+      const n = Math.min(data.length - done, this.fill.length - this.filled);
+      this.fill.set(data.subarray(done, done + n), this.filled);
+      this.filled += n;
+      done += n;
+      if (this.filled === this.fill.length) this.postFill();
+    }
+  }
+
+  private postFill(): void {
+    if (!this.fill || this.filled === 0) return;
+    const data = this.fill.subarray(0, this.filled);
+    this.fill = undefined;
+    this.filled = 0;
+    this.queuedBytes += data.length;
+    this.post({ data }, [data.buffer as ArrayBuffer]);
   }
 
   private postZeros(): void {
+    this.postFill(); // the bytes before the zeros go first
     if (this.pendingZeros === 0) return;
     const zeros = this.pendingZeros;
     this.pendingZeros = 0;

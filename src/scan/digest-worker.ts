@@ -10,7 +10,7 @@ import { createHasher } from '../hash/digest.js';
 /** To the thread: bytes (transferred), a count of zero bytes, or the end. */
 export type DigestThreadMessage = { readonly data: Uint8Array } | { readonly zeros: number } | { readonly end: true };
 /** From the thread, one per message: data bytes hashed (for the queue bound; 0 for zeros), the hex digest, or a failure. */
-export type DigestThreadReply = { readonly hashed: number } | { readonly digest: string } | { readonly error: string };
+export type DigestThreadReply = { readonly hashed: number; readonly buffer?: ArrayBuffer } | { readonly digest: string } | { readonly error: string };
 
 /** Zeros are hashed from a view of this many bytes of zeroBytes() (only those pages are touched). */
 const ZERO_PIECE_BYTES = 1024 * 1024;
@@ -22,7 +22,8 @@ port.on('message', (m: DigestThreadMessage) => {
   try {
     if ('data' in m) {
       hasher.update(m.data);
-      port.postMessage({ hashed: m.data.length } satisfies DigestThreadReply);
+      // The copy buffer goes back to be filled again.
+      port.postMessage({ hashed: m.data.length, buffer: m.data.buffer as ArrayBuffer } satisfies DigestThreadReply, [m.data.buffer as ArrayBuffer]);
     } else if ('zeros' in m) {
       // In pieces of ZERO_PIECE_BYTES: larger ones measured no faster, and would be resident.
       for (let left = m.zeros; left > 0; left -= ZERO_PIECE_BYTES) hasher.update(zeroBytes(Math.min(left, ZERO_PIECE_BYTES)));
