@@ -4,7 +4,7 @@
  *
  *   npx tsc -p tsconfig.json
  *   node dist/bench/disk-bars.js sparse  [--size 64G] [--data 512M] [--extents 64] [--rounds 2] [--dir /var/tmp]
- *   node dist/bench/disk-bars.js ext4    [--size 1G] [--files 100] [--file-size 64K] [--fixed 4K] [--dir /var/tmp]
+ *   node dist/bench/disk-bars.js ext4    [--size 1G] [--files 100] [--file-size 64K] [--chunkings default,fixed:4K,cdc:4K/16K/64K] [--dir /var/tmp]
  *   node dist/bench/disk-bars.js reflink [--fs xfs|btrfs] [--size 1G] [--bin dist/src/cli/bin.js] [--dir /var/tmp]
  *   node dist/bench/disk-bars.js zeros   [--size 4G]
  *
@@ -20,9 +20,10 @@
  * to a server and copied with rsync; then `debugfs -w` writes --files new files of
  * --file-size into the image, and the image is pushed again and rsynced again
  * (`rsync --no-whole-file --inplace --ignore-times --stats`: rsync skips a file of the
- * same size and mtime second otherwise): xfer's bytes sent against rsync's "Literal data", both
- * with CDC (the default) and with --fixed; `e2fsck -fn` on the server's copy, a pull of it
- * and rsync's copy.
+ * same size and mtime second otherwise): xfer's bytes sent against rsync's "Literal data", for
+ * each of --chunkings (a fresh image and edit each); also the manifest's size (it goes up
+ * whole with every push) and rsync's total bytes sent and received (its checksums too);
+ * `e2fsck -fn` on the server's copy, a pull of it and rsync's copy.
  *
  * reflink: a --size file of random bytes on a loop-mounted XFS or btrfs image is pulled
  * from a local store onto its old version after a 4 KiB edit (an atomic rebuild): bytes the
@@ -180,24 +181,43 @@ async function makeTree(dir: string, count: number, bytes: number): Promise<void
   }
 }
 
+/**
+ * --chunkings: a comma-separated list of `default` (no chunker flag: what a user gets),
+ * `fixed:SIZE` (--fixed SIZE) or `cdc:MIN/AVG/MAX` (--min --avg --max).
+ */
+function chunkingsFrom(text: string): Array<{ label: string; flags: string[] }> {
+  return text.split(',').map((c) => {
+    const [kind, sizes] = c.split(':');
+    if (kind === 'default') return { label: 'default', flags: [] };
+    if (kind === 'fixed' && sizes) return { label: `--fixed ${sizes}`, flags: ['--fixed', sizes] };
+    const [min, avg, max] = (sizes ?? '').split('/');
+    if (kind === 'cdc' && min && avg && max) return { label: `--min ${min} --avg ${avg} --max ${max}`, flags: ['--min', min, '--avg', avg, '--max', max] };
+    throw new Error(`--chunkings: "${c}" is not default, fixed:SIZE or cdc:MIN/AVG/MAX`);
+  });
+}
+
+/** rsync --stats' figure named `what` ("Literal data", "Total bytes sent", ...). */
+function rsyncStat(stats: string, what: string): number {
+  return Number(new RegExp(`${what}: ([\\d,]+)`).exec(stats)?.[1]?.replace(/,/g, '') ?? NaN);
+}
+
 async function ext4Bars(): Promise<void> {
   const size = arg('--size', '1G');
   const files = Number(arg('--files', '100'));
   const fileBytes = parseSize(arg('--file-size', '64K'), '--file-size');
-  const fixed = arg('--fixed', '4K');
+  const chunkings = chunkingsFrom(arg('--chunkings', 'default,fixed:4K'));
   const bin = arg('--bin', DEFAULT_BIN);
   const dir = await mkdtemp(join(arg('--dir', '/var/tmp'), 'xfer-ext4-bars-'));
   const server = await serve(bin, join(dir, 'root'));
   try {
     const tree = join(dir, 'tree');
     await makeTree(tree, 400, 48 * KiB);
-    for (const chunking of [[], ['--fixed', fixed]]) {
-      const label = chunking.length ? `--fixed ${fixed}` : 'CDC (default)';
+    for (const [n, chunking] of chunkings.entries()) {
       const img = join(dir, 'image.img');
       await rm(img, { force: true });
       run('mke2fs', ['-q', '-F', '-t', 'ext4', '-d', tree, img, size]);
-      const name = chunking.length ? 'fixed.img' : 'cdc.img';
-      run(process.execPath, [bin, 'push', '-q', ...chunking, img, `${server.url}/${name}`]);
+      const name = `${n}.img`;
+      run(process.execPath, [bin, 'push', '-q', ...chunking.flags, img, `${server.url}/${name}`]);
       const rs = join(dir, `rsync-${name}`);
       run('rsync', ['-S', img, rs]);
       // The edit: a filesystem's own writes, 100 new files through debugfs.
@@ -210,15 +230,20 @@ async function ext4Bars(): Promise<void> {
       }
       await writeFile(join(dir, 'cmds'), cmds.join('\n') + '\n');
       run('debugfs', ['-w', '-f', join(dir, 'cmds'), img]);
-      const pushed = JSON.parse(run(process.execPath, [bin, 'push', '--json', ...chunking, img, `${server.url}/${name}`])) as { bytesSent: number; seconds: number };
+      const pushed = JSON.parse(run(process.execPath, [bin, 'push', '--json', ...chunking.flags, img, `${server.url}/${name}`])) as { bytesSent: number; chunksTotal: number; seconds: number };
       const stats = run('rsync', ['--no-whole-file', '--inplace', '--ignore-times', '--stats', img, rs]);
-      const literal = Number(/Literal data: ([\d,]+)/.exec(stats)?.[1]?.replace(/,/g, '') ?? NaN);
+      const literal = rsyncStat(stats, 'Literal data');
+      const rsyncWire = rsyncStat(stats, 'Total bytes sent') + rsyncStat(stats, 'Total bytes received');
       const pulled = join(dir, `pulled-${name}`);
       run(process.execPath, [bin, 'pull', '-q', `${server.url}/${name}`, pulled]);
       const clean = (p: string) => (spawnSync('e2fsck', ['-fn', p], { stdio: 'ignore' }).status === 0 ? 'clean' : 'NOT CLEAN');
-      console.log(`${label}: ${files} files of ${fmt(fileBytes)} written with debugfs into a ${size} ext4 image`);
+      // The manifest goes up whole with every push: 36 bytes a chunk record (docs/FORMAT.md).
+      const manifestBytes = pushed.chunksTotal * 36;
+      console.log(`${chunking.label}: ${files} files of ${fmt(fileBytes)} written with debugfs into a ${size} ext4 image`);
       console.log(`  xfer bytes sent ${pushed.bytesSent} (${fmt(pushed.bytesSent)}) in ${pushed.seconds.toFixed(2)} s; rsync literal data ${literal} (${fmt(literal)}); ratio ${(pushed.bytesSent / literal).toFixed(2)}`);
+      console.log(`  xfer manifest ${pushed.chunksTotal} chunks, ~${fmt(manifestBytes)}; rsync total bytes sent+received ${fmt(rsyncWire)}`);
       console.log(`  e2fsck -fn: server copy ${clean(join(dir, 'root', 'files', name))}, pulled ${clean(pulled)}, rsync ${clean(rs)}; server copy equals image: ${spawnSync('cmp', ['-s', img, join(dir, 'root', 'files', name)]).status === 0}`);
+      for (const p of [rs, pulled]) await rm(p, { force: true });
     }
   } finally {
     await server.stop();

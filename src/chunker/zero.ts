@@ -40,6 +40,15 @@ export function zeroBytes(length: number): Buffer {
   return zeros.subarray(0, length);
 }
 
+/**
+ * Whether `data` is a view of the buffer zeroBytes() hands out: zeros known as such, which a
+ * writer may leave as a hole without looking at them (a rebuilt zero chunk, a zero run of a
+ * scanned file). Any other bytes, zeros or not, answer false.
+ */
+export function isZeroBytesView(data: Uint8Array): boolean {
+  return zeros !== undefined && data.length > 0 && data.buffer === zeros.buffer;
+}
+
 /** Whether a chunk of this length can be a zero chunk at all (cheap: no hashing). */
 export function mayBeZeroChunk(length: number): boolean {
   return length > 0 && length % ZERO_CHUNK_ALIGN_BYTES === 0 && length <= MAX_ZERO_CHUNK_BYTES;

@@ -4,7 +4,7 @@ import { digestToHex } from '../core/ids.js';
 import { formatBytes } from '../core/sizes.js';
 import { checkLocalPath } from '../endpoint/registry.js';
 import { analyze } from '../scan/analyze.js';
-import { chunkerOptions, chunkerSpecFrom, digestFrom, type ChunkerFlags } from './options.js';
+import { chunkerOptions, chunkerSpecFor, digestFrom, type ChunkerFlags } from './options.js';
 import { count, rate } from './output.js';
 
 interface ChunkFlags extends ChunkerFlags {
@@ -22,7 +22,8 @@ export function registerChunk(program: Command): void {
   for (const o of chunkerOptions()) cmd.addOption(o);
   cmd.action(async (path: string, flags: ChunkFlags) => {
     if (path !== '-') checkLocalPath(path, 'what chunk reads');
-    const chunker = chunkerSpecFrom(flags, (n) => cmd.getOptionValueSource(n) === 'cli');
+    // An ext2/3/4 image gets the image chunker unless a chunker option says otherwise, as in push.
+    const chunker = await chunkerSpecFor(path === '-' ? undefined : path, flags, (n) => cmd.getOptionValueSource(n) === 'cli');
     const digestAlgorithm = digestFrom(flags);
     const out = process.stdout;
     let first = true;

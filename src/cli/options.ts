@@ -1,6 +1,8 @@
 import { Option } from 'commander';
 import { DEFAULT_AVG_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MIN_BYTES, validateChunkerSpec } from '../chunker/params.js';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
+import { chunkerForImage } from '../chunker/image.js';
+import { scannableSize } from '../scan/scanner.js';
 import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
 import { parseRuleFile, PathFilter, type FilterRule } from '../scan/filter.js';
 import { checkRate } from '../core/rate.js';
@@ -19,9 +21,9 @@ export interface ChunkerFlags {
 
 export function chunkerOptions(): Option[] {
   return [
-    new Option('--min <size>', 'minimum chunk size (bytes, or K/M/G)').default('16K'),
-    new Option('--avg <size>', 'average chunk size').default('64K'),
-    new Option('--max <size>', 'maximum chunk size').default('256K'),
+    new Option('--min <size>', 'minimum chunk size (bytes, or K/M/G); an ext2/3/4 image: 4K unless a size option is given').default('16K'),
+    new Option('--avg <size>', 'average chunk size; an ext2/3/4 image: 16K').default('64K'),
+    new Option('--max <size>', 'maximum chunk size; an ext2/3/4 image: 64K').default('256K'),
     new Option('--fixed <size>', 'fixed-size chunks instead of FastCDC (disk images), e.g. 64K'),
     new Option('--digest <algorithm>', 'chunk digest: blake3 or sha256').default('blake3'),
   ];
@@ -41,6 +43,20 @@ export function chunkerSpecFrom(flags: ChunkerFlags, explicit: (name: string) =>
     avgBytes: flags.avg ? parseSize(flags.avg, '--avg size') : DEFAULT_AVG_BYTES,
     maxBytes: flags.max ? parseSize(flags.max, '--max size') : DEFAULT_MAX_BYTES,
   });
+}
+
+/**
+ * The chunker of a push or chunk of `source` (undefined: standard input): the options'
+ * (chunkerSpecFrom); or, when no chunker option was given and the source is a regular file
+ * or block device holding an ext2/3/4 file system, the image chunker (chunker/image.ts).
+ */
+export async function chunkerSpecFor(source: string | undefined, flags: ChunkerFlags, explicit: (name: string) => boolean): Promise<ChunkerSpec> {
+  const spec = chunkerSpecFrom(flags, explicit);
+  if (source === undefined || flags.fixed !== undefined || ['min', 'avg', 'max'].some(explicit)) return spec;
+  const st = await stat(source).catch(() => undefined);
+  if (!st || !(st.isFile() || st.isBlockDevice())) return spec;
+  const size = await scannableSize(source, st).catch(() => 0);
+  return chunkerForImage(source, size, spec);
 }
 
 export function digestFrom(flags: ChunkerFlags): DigestAlgorithm {

@@ -5,7 +5,7 @@ import { push } from '../api.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { formatBytes, MiB } from '../core/sizes.js';
 import { basename } from 'node:path';
-import { chunkerOptions, chunkerSpecFrom, digestFrom, filterFrom, numericIdsOption, remoteFrom, remoteOptions, syncOptions, type ChunkerFlags, type FilterArg, type RemoteFlags, type SyncFlags } from './options.js';
+import { chunkerOptions, chunkerSpecFor, digestFrom, filterFrom, numericIdsOption, remoteFrom, remoteOptions, syncOptions, type ChunkerFlags, type FilterArg, type RemoteFlags, type SyncFlags } from './options.js';
 import { count, EXIT_PARTIAL, printJson, Progress, rate } from './output.js';
 import { deletedLine, fileLine, makeStats, statsText, type ItemFile } from './report.js';
 
@@ -35,9 +35,10 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
   for (const o of [...syncOptions(filterArgs), numericIdsOption(), ...chunkerOptions(), ...remoteOptions()]) cmd.addOption(o);
   cmd.action(async (source: string, dest: string, flags: PushFlags) => {
     const excludes = await filterFrom(filterArgs);
-    const chunker = chunkerSpecFrom(flags, (n) => cmd.getOptionValueSource(n) === 'cli');
-    const digestAlgorithm = digestFrom(flags);
     const isStdin = source === '-';
+    // An ext2/3/4 image gets the image chunker unless a chunker option says otherwise.
+    const chunker = await chunkerSpecFor(isStdin ? undefined : source, flags, (n) => cmd.getOptionValueSource(n) === 'cli');
+    const digestAlgorithm = digestFrom(flags);
     if (isStdin && dest.endsWith('/')) throw new InvalidArgumentError('pushing standard input needs a destination file name, not a directory');
     const progress = Progress.for(flags);
     const dryRun = flags.dryRun === true;

@@ -14,7 +14,7 @@
  * filesystem that refuses O_DIRECT (tmpfs), or with XFER_NO_DIRECT_IO=1, callers fall back
  * to ordinary buffered writes: same results, slower to make durable.
  */
-import { nonZeroRuns } from '../chunker/zero.js';
+import { isZeroBytesView, nonZeroRuns } from '../chunker/zero.js';
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { VerifyFailedError, XferError } from '../core/errors.js';
@@ -104,6 +104,10 @@ interface Block {
   filled: number;
   /** Ranges [from, to) of the block (offsets in it) whose bytes an older file holds at the same offsets (see CloneRange). */
   shared?: Array<[number, number]>;
+  /** Ranges [from, to) of the block written as known zeros (isZeroBytesView): not copied into buf. */
+  zeros?: Array<[number, number]>;
+  /** Bytes of the block in `zeros`. */
+  zeroBytes: number;
 }
 
 /**
@@ -146,11 +150,14 @@ export class DirectBlockWriter {
   /**
    * Copies `data` into its blocks; resolves once the blocks it completed are on disk.
    * `shared`: an older file holds these bytes at the same offsets (see CloneRange).
+   * Known zeros (a view of zeroBytes(), see isZeroBytesView) are not copied, only noted: a
+   * block that is nothing else is not written at all where the file is a hole (sparseFrom).
    */
   async write(data: Uint8Array, position: number, shared = false): Promise<void> {
     if (position + data.length > this.sizeBytes) {
       throw new VerifyFailedError(`${data.length} bytes at offset ${position} are beyond the file's declared size ${this.sizeBytes}`);
     }
+    const knownZeros = isZeroBytesView(data);
     const full: number[] = [];
     for (let done = 0; done < data.length; ) {
       const pos = position + done;
@@ -158,7 +165,10 @@ export class DirectBlockWriter {
       const block = this.blockAt(index);
       const at = pos - index * DIRECT_BLOCK_BYTES;
       const n = Math.min(data.length - done, block.length - at);
-      block.buf.set(data.subarray(done, done + n), at);
+      if (knownZeros) {
+        (block.zeros ??= []).push([at, at + n]);
+        block.zeroBytes += n;
+      } else block.buf.set(data.subarray(done, done + n), at);
       block.filled += n;
       if (shared && this.clone) {
         block.shared ??= [];
@@ -205,7 +215,7 @@ export class DirectBlockWriter {
     let block = this.blocks.get(index);
     if (!block) {
       const length = Math.min(DIRECT_BLOCK_BYTES, this.sizeBytes - index * DIRECT_BLOCK_BYTES);
-      block = { buf: this.free.pop() ?? alignedBuffer(DIRECT_BLOCK_BYTES), length, filled: 0 };
+      block = { buf: this.free.pop() ?? alignedBuffer(DIRECT_BLOCK_BYTES), length, filled: 0, zeroBytes: 0 };
       this.blocks.set(index, block);
     }
     return block;
@@ -214,9 +224,16 @@ export class DirectBlockWriter {
   private async flush(index: number): Promise<void> {
     const block = this.blocks.get(index)!;
     this.blocks.delete(index);
+    const at = index * DIRECT_BLOCK_BYTES;
+    // Nothing but known zeros where the file is a hole: it stays one (the caller truncates
+    // the file to its size), without filling or comparing the buffer.
+    if (block.zeroBytes === block.length && at >= this.sparseFrom) {
+      this.free.push(block.buf);
+      return;
+    }
+    for (const [from, to] of block.zeros ?? []) block.buf.fill(0, from, to);
     const padded = alignUp(block.length);
     block.buf.fill(0, block.length, padded);
-    const at = index * DIRECT_BLOCK_BYTES;
     // Runs start and end on 4 KiB file offsets (block starts are aligned): still O_DIRECT-aligned.
     let runs: Array<[number, number]> = at >= this.sparseFrom ? nonZeroRuns(block.buf.subarray(0, padded), at) : [[0, padded]];
     // What an older file holds at the same offsets is shared with it (one reflink per run of

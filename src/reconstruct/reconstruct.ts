@@ -7,6 +7,7 @@ import type { ChunkId, DigestAlgorithm } from '../core/ids.js';
 import { digestToHex } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import { createHasher, digestOf, type Hasher } from '../hash/digest.js';
+import { DIGEST_THREAD_MIN_BYTES, DigestThread } from '../scan/digest-thread.js';
 import { DIRECT_MIN_FILE_BYTES, DirectRangeReader, readSequential } from '../io/direct.js';
 import { checkConfined, RealDirs, segmentsBelow } from '../io/safe-path.js';
 import type { ManifestReader } from '../manifest/reader.js';
@@ -305,7 +306,9 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
                 return local;
               }
             : undefined;
-          file = new OpenFile(meta, existing, ready, createHasher(algorithm), globalSeeds, indexExisting);
+          // A large file's digest is computed on a thread of its own, alongside the writes.
+          const hasher = meta.size >= DIGEST_THREAD_MIN_BYTES ? new DigestThread(algorithm) : createHasher(algorithm);
+          file = new OpenFile(meta, existing, ready, hasher, globalSeeds, indexExisting);
           open.add(file);
         }
       } else if (ev.kind === 'chunks') {
@@ -354,6 +357,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
               progress();
               // The job (and its window slot) lasts until its bytes are hashed: see completed().
               await f.completed(seq, data);
+              if (f.hasher instanceof DigestThread) await f.hasher.ready();
             } catch (err) {
               f.abandon();
               throw err;
@@ -371,7 +375,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
           await f.idle();
           // A chunk job of this file failed: the window reports it; only close here.
           if (f.nextSeq !== f.hashedCount()) return;
-          const digest = f.hasher.digest();
+          const digest = await f.hasher.digest();
           if (!digest.equals(end.digest)) {
             throw new VerifyFailedError(`${f.describe()}: content digest ${digest.toString('hex')} does not match the manifest's ${digestToHex(end.digest)}`);
           }
@@ -572,7 +576,8 @@ class OpenFile {
     private readonly target: string,
     /** The staged file once open, and the in-place sources found for it. */
     readonly ready: Promise<{ readonly staged: StagedFile; readonly inPlace: readonly InPlace[]; readonly existingPlace?: InPlace; readonly cloneSource?: CloneSource }>,
-    readonly hasher: Hasher,
+    /** Fed in order by completed(); a DigestThread is closed by closeSeeds(). */
+    readonly hasher: Hasher | DigestThread,
     private readonly seeds: SeedIndex,
     private readonly indexExisting: (() => Promise<SeedIndex>) | undefined,
   ) {
@@ -652,8 +657,9 @@ class OpenFile {
     this.done.clear();
   }
 
-  /** Closes this file's own sources; the global seeds are shared and closed by reconstruct. */
+  /** Closes this file's own sources and its digest thread; the global seeds are shared and closed by reconstruct. */
   async closeSeeds(): Promise<void> {
+    if (this.hasher instanceof DigestThread) await this.hasher.close();
     if (this.existing) await (await this.existing.catch(() => undefined))?.close();
     const ready = await this.ready.catch(() => undefined);
     for (const p of ready?.inPlace ?? []) await p.close();

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { nonZeroRuns } from '../chunker/zero.js';
+import { isZeroBytesView, nonZeroRuns } from '../chunker/zero.js';
 import { closeSync, constants, fchmodSync, fchownSync, futimesSync, open as openCallback, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 import type { FileHandle } from 'node:fs/promises';
@@ -948,7 +948,9 @@ class HandleStagedFile implements StagedFile {
     }
     if (inPlace) return;
     // Where the file is still a hole, all-zero 4 KiB pieces are not written: they stay
-    // holes (a sparse image lands sparse; finish() truncates to the size).
+    // holes (a sparse image lands sparse; finish() truncates to the size). Known zeros
+    // (a view of zeroBytes(): zero chunks) are not even looked at.
+    if (position >= this.sparseFrom && isZeroBytesView(data)) return;
     let runs: Array<[number, number]> = position >= this.sparseFrom ? nonZeroRuns(data, position) : [[0, data.length]];
     try {
       // The whole file system blocks of a shared chunk are shared; its edges are written.

@@ -7,8 +7,9 @@ import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
 import { DIGEST_BYTES, maxChunkBytes } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import type { Chunker } from '../chunker/chunker.js';
-import { createHasher, digestOf, type Hasher } from '../hash/digest.js';
+import { createHasher, digestOf } from '../hash/digest.js';
 import { blockDeviceSize } from '../io/sys.js';
+import { DIGEST_THREAD_MIN_BYTES, DigestThread } from './digest-thread.js';
 import type { ScanPool } from './pool.js';
 import { chunkerFor, ChunkColumns, cutAndHash, type BytesSegmentTask, type SegmentResult } from './segment.js';
 
@@ -84,8 +85,11 @@ class Stitcher {
   constructor(
     private readonly chunker: Chunker,
     private readonly algorithm: DigestAlgorithm,
-    /** Fed every stitched byte in order, when the caller needs the whole-content digest. */
-    private readonly hasher: Hasher | undefined,
+    /**
+     * Fed every stitched batch in order (its bytes, chunk count, lengths and digests), when
+     * the caller needs the whole-content digest.
+     */
+    private readonly feed: ((data: Uint8Array, count: number, lengths: Uint32Array, digests: Uint8Array) => void) | undefined,
     /** Takes back a segment buffer once its batch is released (or has no chunks). */
     private readonly recycle: (buffer: ArrayBuffer) => void,
   ) {}
@@ -122,7 +126,7 @@ class Stitcher {
     let batchEnd = batchStart;
     for (let i = 0; i < lengths.length; i++) batchEnd += lengths[i]!;
     const data = r.data.subarray(batchStart - start, batchEnd - start);
-    this.hasher?.update(data);
+    this.feed?.(data, lengths.length, lengths, digests);
     this.pos = batchEnd;
     this.chunkCount += lengths.length;
     const buffer = r.data.buffer as ArrayBuffer;
@@ -218,27 +222,37 @@ export class FileScan {
       return;
     }
     const chunker = chunkerFor(this.options.chunker, this.options.implementation ?? 'auto');
-    // One segment: the worker hashed the whole file; more: hash it here, in order.
-    const hasher = this.segmentCount > 1 ? createHasher(algorithm) : undefined;
-    const stitcher = new Stitcher(chunker, algorithm, hasher, (b) => this.pool.recycle(b));
+    // One segment: the worker hashed the whole file; more: hash it in order, here or, for a
+    // large file, on a thread of its own alongside the scan (DigestThread).
+    const thread = this.segmentCount > 1 && this.size >= DIGEST_THREAD_MIN_BYTES ? new DigestThread(algorithm) : undefined;
+    const hasher = this.segmentCount > 1 && !thread ? createHasher(algorithm) : undefined;
+    const feed = thread ? thread.feed.bind(thread) : hasher ? (data: Uint8Array) => hasher.update(data) : undefined;
+    const stitcher = new Stitcher(chunker, algorithm, feed, (b) => this.pool.recycle(b));
     let fileDigest: Uint8Array | undefined;
     let dataBytes = 0;
-    for (let k = 0; k < this.segmentCount; k++) {
-      throwIfAborted(signal);
-      const r = await this.pending[k]!;
-      this.pending[k] = undefined;
-      this.consumed = k + 1;
-      this.dispatch();
-      const start = k * this.segmentBytes;
-      const end = Math.min(this.size, start + this.segmentBytes);
-      if (this.segmentCount === 1) fileDigest = r.fileDigest;
-      dataBytes += r.dataBytes;
-      const batch = stitcher.stitch(r, start, end, start + r.data.length === this.size);
-      if (batch) yield batch;
+    try {
+      for (let k = 0; k < this.segmentCount; k++) {
+        throwIfAborted(signal);
+        const r = await this.pending[k]!;
+        this.pending[k] = undefined;
+        this.consumed = k + 1;
+        this.dispatch();
+        const start = k * this.segmentBytes;
+        const end = Math.min(this.size, start + this.segmentBytes);
+        if (this.segmentCount === 1) fileDigest = r.fileDigest;
+        dataBytes += r.dataBytes;
+        const batch = stitcher.stitch(r, start, end, start + r.data.length === this.size);
+        await thread?.ready();
+        if (batch) yield batch;
+      }
+      if (stitcher.pos !== this.size) throw new XferError('XFER_INTERNAL', `${this.path}: scan ended at ${stitcher.pos} of ${this.size} bytes`);
+      if (this.segmentCount > 1) await this.checkUnchanged();
+      if (thread) fileDigest = await thread.digest();
+      else if (hasher) fileDigest = hasher.digest();
+    } finally {
+      await thread?.close();
     }
-    if (stitcher.pos !== this.size) throw new XferError('XFER_INTERNAL', `${this.path}: scan ended at ${stitcher.pos} of ${this.size} bytes`);
-    if (this.segmentCount > 1) await this.checkUnchanged();
-    this.outcome = { size: this.size, chunkCount: stitcher.chunkCount, digest: hasher ? hasher.digest() : fileDigest!, dataBytes };
+    this.outcome = { size: this.size, chunkCount: stitcher.chunkCount, digest: fileDigest!, dataBytes };
   }
 
   /** A file that changed while it was read would produce a manifest of no real version of it. */
@@ -339,7 +353,7 @@ export class StreamScan {
     const segmentBytes = Math.max(this.options.segmentBytes ?? SEGMENT_BYTES, 4 * max);
     const capacity = segmentBytes + max;
     const hasher = createHasher(algorithm);
-    const stitcher = new Stitcher(chunker, algorithm, hasher, (b) => pool?.recycle(b));
+    const stitcher = new Stitcher(chunker, algorithm, (data) => hasher.update(data), (b) => pool?.recycle(b));
     const reader = new PieceReader(this.source, signal);
     const ahead = pool ? pool.threads + 1 : 1;
     /** Dispatched segments, in stream order; the head leaves once its result has settled. */

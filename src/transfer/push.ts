@@ -2,7 +2,7 @@ import type { Stats } from 'node:fs';
 import { realpath, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DEFAULT_CHUNKER, validateChunkerSpec } from '../chunker/params.js';
-import { isZeroChunk } from '../chunker/zero.js';
+import { isZeroChunk, MAX_ZERO_CHUNK_BYTES, zeroBytes } from '../chunker/zero.js';
 import { throwIfAborted } from '../core/abort.js';
 import { fromSystemError, InvalidArgumentError, InvalidOptionError } from '../core/errors.js';
 import type { ChunkerSpec, ChunkId, DigestAlgorithm } from '../core/ids.js';
@@ -139,6 +139,38 @@ export const MAX_INFLIGHT_BYTES = 32 * MiB;
 export const LOOKAHEAD_FILES = 64;
 export const LOOKAHEAD_BYTES = 64 * MiB;
 /**
+ * Writes a scanned batch to a sink that copies the bytes (a local target). Runs of zero
+ * chunks go as views of the shared zeros (zeroBytes), which the writer leaves as holes
+ * without copying or comparing them (isZeroBytesView): a sparse image's holes cost no
+ * work at the target. The rest goes as the batch's own bytes, a run at a time, in order.
+ */
+async function writeScanned(write: (data: Uint8Array, position: number) => Promise<void>, batch: ChunkBatch, algorithm: DigestAlgorithm): Promise<void> {
+  /** The run being gathered: batch bytes [from, at), zero chunks or not. */
+  let from = 0;
+  let at = 0;
+  let zeroRun = false;
+  const flush = async () => {
+    if (zeroRun) {
+      for (let p = from; p < at; ) {
+        const n = Math.min(at - p, MAX_ZERO_CHUNK_BYTES);
+        await write(zeroBytes(n), batch.offset + p);
+        p += n;
+      }
+    } else if (at > from) await write(batch.data.subarray(from, at), batch.offset + from);
+    from = at;
+  };
+  for (let i = 0; i < batch.count; i++) {
+    const zero = isZeroChunk(algorithm, batch.lengths[i]!, chunkDigest(batch, i));
+    if (zero !== zeroRun) {
+      await flush();
+      zeroRun = zero;
+    }
+    at += batch.lengths[i]!;
+  }
+  await flush();
+}
+
+/**
  * Digests known present in this push, so repeats (zero blocks, duplicated files) cost no
  * round trip. Bounded: cleared when full, which only costs extra `has` queries.
  */
@@ -254,7 +286,7 @@ export async function push(source: PushSource, destination: PushDestination, opt
         const lease = new Lease(() => batch.release());
         const list = records(batch);
         sink?.chunks?.(list); // before the chunks go: a server stage then waits for them
-        await Promise.all([sender.send(batch, lease, meta.path), sink?.write?.(batch.data, batch.offset)]);
+        await Promise.all([sender.send(batch, lease, meta.path), sink?.write && writeScanned(sink.write.bind(sink), batch, algorithm)]);
         lease.drop();
         await writer!.addChunks(list);
       }
