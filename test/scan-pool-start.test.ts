@@ -48,3 +48,24 @@ it('a scan pool otherwise starts its threads when made, to boot while its caller
     await pool.close();
   }
 });
+
+it('a scan thread does not load node:child_process (with net and dgram) or node:util\'s module facade: only io/sys.ts\'s twin and its errors need them', async () => {
+  // A thread of its own, as the pool's: the modules a worker imports, and what Node loads for them.
+  const worker = new URL('../src/scan/worker.js', import.meta.url).href;
+  const w = new Worker(
+    `import(${JSON.stringify(worker)}).then(() => require('node:worker_threads').parentPort.postMessage(process.moduleLoadList));`,
+    { eval: true },
+  );
+  try {
+    const loaded = await new Promise<string[]>((resolve, reject) => {
+      w.once('message', resolve);
+      w.once('error', reject);
+    });
+    for (const m of ['NativeModule child_process', 'NativeModule net', 'NativeModule dgram', 'NativeModule internal/util/parse_args/parse_args']) {
+      assert.ok(!loaded.includes(m), `${m} loaded by a scan thread`);
+    }
+    assert.ok(loaded.some((m) => m.includes('worker_threads')), 'the list is the thread\'s modules');
+  } finally {
+    await w.terminate();
+  }
+});

@@ -14,9 +14,7 @@
  * Errors are Node-style (err.code = 'ENOENT', 'ENOTSUP', 'EPERM', ...), thrown as is;
  * callers decide what is fatal.
  */
-import { execFileSync } from 'node:child_process';
 import { chmodSync, closeSync, constants, fstatSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
-import { getSystemErrorMap } from 'node:util';
 import { loadAddon } from '../native/addon.js';
 
 /** One extended attribute: its full name (with namespace, e.g. 'user.mime') and raw value. */
@@ -67,12 +65,23 @@ export function sysIsNative(): boolean {
   return typeof native()?.listXattrs === 'function';
 }
 
+/**
+ * node:child_process and node:util are loaded when first needed (the twin's tools, an
+ * error's wording), not with this module: every scan worker imports it for seekData and
+ * seekHole alone, and child_process (which loads net and dgram) with util cost each worker
+ * about 17 more of Node's internal modules and 8 ms of CPU at start, before its first segment.
+ */
+let systemErrors: Map<string, readonly [number, string]> | undefined;
+
 /** errno name -> [negative errno, libuv's message], the wording of Node's own fs errors. */
-const SYSTEM_ERRORS = new Map([...getSystemErrorMap()].map(([no, [name, message]]) => [name, [no, message] as const]));
+function systemError(code: string): readonly [number, string] | undefined {
+  systemErrors ??= new Map([...process.getBuiltinModule('node:util').getSystemErrorMap()].map(([no, [name, message]]) => [name, [no, message] as const]));
+  return systemErrors.get(code);
+}
 
 /** A Node-shaped system error (as fs throws, and as the native addon throws): code, errno, syscall, path. */
 function errnoError(code: string, syscall: string, path: string, detail?: string): NodeJS.ErrnoException {
-  const known = SYSTEM_ERRORS.get(code);
+  const known = systemError(code);
   const err = new Error(`${code}: ${known?.[1] ?? 'unknown error'}, ${syscall} '${path}'${detail ? ` (${detail})` : ''}`) as NodeJS.ErrnoException;
   err.code = code;
   if (known) err.errno = known[0];
@@ -97,7 +106,7 @@ const TOOL_MESSAGES: ReadonlyArray<readonly [RegExp, string]> = [
  */
 function run(tool: string, args: readonly string[], path: string, syscall: string): Buffer {
   try {
-    return execFileSync(tool, args, { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
+    return process.getBuiltinModule('node:child_process').execFileSync(tool, args, { stdio: ['ignore', 'pipe', 'pipe'], maxBuffer: 64 * 1024 * 1024 });
   } catch (err) {
     const e = err as NodeJS.ErrnoException & { stderr?: Buffer };
     // A path with a NUL byte: the same TypeError (ERR_INVALID_ARG_VALUE) the native call throws.
