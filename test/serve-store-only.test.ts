@@ -1,4 +1,5 @@
 import { strict as assert } from 'node:assert';
+import { spawn } from 'node:child_process';
 import { lstat, mkdir, mkdtemp, readdir, readFile, rm, unlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,13 +7,41 @@ import { after, before, describe, it } from 'node:test';
 import { pull, push } from '../src/api.js';
 import { remove } from '../src/targets.js';
 import { createServer, type XferServer } from '../src/server/server.js';
-import { isOneLineError, runCli } from './helpers/cli.js';
+import { BIN, isOneLineError, runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { rawRequest } from './helpers/server.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
 const MTIME_S = 1_700_000_000;
+const SERVE_REFUSAL_WAIT_MS = 10_000;
+
+/** Asserts that a server on these options refuses to start with a message matching `why` (one that starts is closed, not left to hold the test open). */
+async function assertRefused(options: Parameters<typeof createServer>[0], why: RegExp): Promise<void> {
+  let started: XferServer | undefined;
+  try {
+    started = await createServer(options);
+  } catch (err) {
+    assert.match((err as Error).message, why);
+    return;
+  }
+  await started.close();
+  assert.fail(`the server started on ${options.root}; expected a refusal matching ${why}`);
+}
+
+/**
+ * `xfer serve` with `args`, expected to refuse to start: its exit code and stderr. One that
+ * starts instead is stopped after SERVE_REFUSAL_WAIT_MS (code -1), not left to hang the test.
+ */
+async function serveRefusal(args: string[]): Promise<{ code: number; stderr: string }> {
+  const child = spawn(process.execPath, [BIN, 'serve', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill('SIGKILL'), SERVE_REFUSAL_WAIT_MS);
+  const code = await new Promise<number>((r) => child.on('close', (c) => r(c ?? -1)));
+  clearTimeout(timer);
+  return { code, stderr };
+}
 
 /** Apparent bytes of every file under `dir` (du --apparent-size). */
 async function apparentBytes(dir: string): Promise<number> {
@@ -128,8 +157,8 @@ describe('xfer serve --no-files: a store-only server keeps chunks, manifests and
     await server!.close();
     server = undefined;
     assert.equal((await readFile(join(root, 'mode'), 'utf8')).trim(), 'store-only');
-    await assert.rejects(createServer({ root, port: 0 }), (err: Error) => /store-only root .*serve it with --no-files/.test(err.message));
-    const cli = await runCli(['serve', '--root', root, '--port', '0']);
+    await assertRefused({ root, port: 0 }, /store-only root .*serve it with --no-files/);
+    const cli = await serveRefusal(['--root', root, '--port', '0']);
     assert.equal(cli.code, 2, cli.stderr);
     assert.ok(isOneLineError(cli.stderr), cli.stderr);
     assert.match(cli.stderr, /^xfer: .*--no-files/);
@@ -145,15 +174,15 @@ describe('xfer serve --no-files: a store-only server keeps chunks, manifests and
     const filesRoot = join(dir, 'files-root');
     const s = await createServer({ root: filesRoot, port: 0 });
     await s.close();
-    await assert.rejects(createServer({ root: filesRoot, port: 0, storeOnly: true }), (err: Error) => /holds rebuilt files .*serve it without --no-files/.test(err.message));
+    await assertRefused({ root: filesRoot, port: 0, storeOnly: true }, /holds rebuilt files .*serve it without --no-files/);
     await unlink(join(filesRoot, 'mode')); // a root from before the mode was recorded
-    const cli = await runCli(['serve', '--root', filesRoot, '--port', '0', '--no-files']);
+    const cli = await serveRefusal(['--root', filesRoot, '--port', '0', '--no-files']);
     assert.equal(cli.code, 2, cli.stderr);
     assert.ok(isOneLineError(cli.stderr), cli.stderr);
     assert.match(cli.stderr, /^xfer: .*holds rebuilt files/);
 
     const fresh = join(dir, 'fresh-root');
-    const r = await runCli(['serve', '--root', fresh, '--port', '0', '--no-files', '--in-place-above', '1G']);
+    const r = await serveRefusal(['--root', fresh, '--port', '0', '--no-files', '--in-place-above', '1G']);
     assert.equal(r.code, 2, r.stderr);
     assert.ok(isOneLineError(r.stderr), r.stderr);
     assert.match(r.stderr, /^xfer: --in-place-above .*--no-files/);
