@@ -170,6 +170,16 @@ describe('xfer serve --no-files: a store-only server keeps chunks, manifests and
     assert.ok((await readFile(join(out, 'sub', 'b.bin'))).equals(await readFile(join(tree, 'sub', 'b.bin'))));
   });
 
+  it('two servers starting at once on a new root in different modes: the first record made wins, the other start is refused', async () => {
+    const race = join(dir, 'race-root');
+    const starts = await Promise.allSettled([createServer({ root: race, port: 0 }), createServer({ root: race, port: 0, storeOnly: true })]);
+    for (const s of starts) if (s.status === 'fulfilled') await s.value.close();
+    assert.equal(starts.filter((s) => s.status === 'fulfilled').length, 1, 'exactly one started');
+    const refused = starts.find((s) => s.status === 'rejected') as PromiseRejectedResult;
+    const recorded = (await readFile(join(race, 'mode'), 'utf8')).trim();
+    assert.match((refused.reason as Error).message, recorded === 'files' ? /holds rebuilt files/ : /store-only root/);
+  });
+
   it('a root served with files (recorded, or from before the record: files/ there) is refused --no-files; --in-place-above with --no-files is refused', async () => {
     const filesRoot = join(dir, 'files-root');
     const s = await createServer({ root: filesRoot, port: 0 });

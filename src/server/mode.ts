@@ -10,11 +10,12 @@
  * served store-only would leave `files/` stale at the first push.
  *
  * Contract: the record is `<root>/mode`, one line (`files` or `store-only`), written once
- * atomically (temp file, fsync, rename, fsync of the root) before the server listens. A
+ * atomically (temp file, fsync, link, fsync of the root: never replaced) before the server listens. A
  * root without it that has `files/` was served before the mode was recorded: `files`. A
  * record of anything else is refused (never guessed).
  */
-import { open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { link, open, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
 import { fsyncPath } from '../io/sync.js';
@@ -58,24 +59,36 @@ export async function claimMode(root: string, mode: ServeMode): Promise<void> {
   if (recorded === 'files') {
     throw new InvalidArgumentError(`${root} holds rebuilt files under files/ (first served without --no-files): serve it without --no-files, or use a new --root for a store-only server`);
   }
-  await writeMode(root, mode);
+  // Two servers starting on a new root at once: the first record made wins, the other
+  // start is checked against it as any later start is.
+  if (!(await writeMode(root, mode))) return claimMode(root, mode);
 }
 
-async function writeMode(root: string, mode: ServeMode): Promise<void> {
+/** Records `mode` unless a record exists (then false): link(2) of a durable temp file, never a replace. */
+async function writeMode(root: string, mode: ServeMode): Promise<boolean> {
   const file = join(root, MODE_FILE);
-  const tmp = `${file}.${process.pid}.tmp`;
+  // A name of its own ('wx': never an existing file), or a second writer in this process
+  // would rewrite the inode the first one linked as the record.
+  const tmp = `${file}.${process.pid}-${randomBytes(6).toString('hex')}.tmp`;
   try {
-    const fh = await open(tmp, 'w', 0o644);
+    const fh = await open(tmp, 'wx', 0o644);
     try {
       await fh.writeFile(`${mode}\n`);
       await fh.sync();
     } finally {
       await fh.close();
     }
-    await rename(tmp, file);
+    try {
+      await link(tmp, file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw err;
+    }
     await fsyncPath(root);
+    return true;
   } catch (err) {
-    await rm(tmp, { force: true });
     throw fromSystemError(err, file, 'write');
+  } finally {
+    await rm(tmp, { force: true });
   }
 }
