@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { copyFile, mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pseudoRandom } from '../test/helpers/gen.js';
-import { logRow, rsyncLiteral, startRsyncd, startServe, stop, summarize, XFER, type MacroRow, type Served } from './harness.js';
+import { duBytes, logRow, rsyncLiteral, startRsyncd, startServe, stop, summarize, XFER, type MacroRow, type Served } from './harness.js';
 import { median, timed, type Run } from './measure.js';
 import { threadCpuSeconds } from './thread-cpu.js';
 const EDITS = 200;
@@ -55,6 +55,8 @@ export async function runRemote(o: RemoteOptions): Promise<MacroRow[]> {
   const rs: Sample[] = [];
   /** The server's main-thread CPU seconds per GiB pushed (issue 17: at most 1). */
   const serverBusy: number[] = [];
+  /** The server root's bytes (du -sb) over the data's, after the push (issue 17: at most 1.05). */
+  const serverDisk: number[] = [];
   for (let i = 0; i < o.runs; i++) {
     await rm(w('serve-root'), { recursive: true, force: true });
     const s = await startServe(w('serve-root'));
@@ -64,6 +66,7 @@ export async function runRemote(o: RemoteOptions): Promise<MacroRow[]> {
     serverBusy.push((threadCpuSeconds(s.child.pid!) - busyBefore) / (o.sizeBytes / 2 ** 30));
     xs.push({ run: r, sentBytes: JSON.parse(r.stdout).bytesSent });
     await stop(s.child);
+    serverDisk.push(duBytes(w('serve-root')) / o.sizeBytes);
     if (o.tools.has('rsync')) {
       await rm(w('rsyncd'), { recursive: true, force: true });
       const d = await startRsyncd(w('rsyncd'));
@@ -75,6 +78,7 @@ export async function runRemote(o: RemoteOptions): Promise<MacroRow[]> {
   }
   rows.push(row('first copy (loopback)', 'xfer push -> xfer serve', xs, o.sizeBytes, o.log, 'chunk bytes sent'));
   o.log(`  (xfer serve's main thread: ${median(serverBusy).toFixed(2)} CPU-s per GiB pushed, median; runs ${serverBusy.map((b) => b.toFixed(2)).join(', ')})`);
+  o.log(`  (xfer serve's root after the push, du -sb: ${median(serverDisk).toFixed(3)}x the data, median; runs ${serverDisk.map((b) => b.toFixed(3)).join(', ')})`);
   if (rs.length) rows.push(row('first copy (loopback)', 'rsync -> rsync daemon', rs, o.sizeBytes, o.log, 'literal data'));
 
   // c. incremental: every run starts from a destination holding only the original (a

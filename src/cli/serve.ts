@@ -36,7 +36,9 @@ interface ServeFlags extends S3Flags {
   logFormat: string;
   logLevel: string;
   quiet?: boolean;
-  inPlaceAbove: string;
+  inPlaceAbove?: string;
+  /** commander's negation of `--no-files`: false when it is given. */
+  files: boolean;
   verifyEvery?: string;
   verifySubset?: string;
 }
@@ -48,7 +50,8 @@ export function registerServe(program: Command, signal: AbortSignal): void {
     .command('serve')
     .description('serve a chunk store over HTTP/2 for push, pull and ls')
     .requiredOption('--root <dir>', 'directory for the store (<root>/store) and pushed files (<root>/files)')
-    .option('--store <s3://bucket/prefix>', 'keep chunks and manifests in this S3 store instead of <root>/store (pushed files are still rebuilt under <root>/files)')
+    .option('--no-files', 'store-only (backup targets, like restic): keep chunks, manifests and versions, rebuild no file under <root>/files (pulls rebuild at the client); recorded in the root at its first start, and a later start in the other mode is refused')
+    .option('--store <s3://bucket/prefix>', 'keep chunks and manifests in this S3 store instead of <root>/store (pushed files are still rebuilt under <root>/files, unless --no-files)')
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .option('--port <port>', 'port (0 picks a free one)', String(DEFAULT_PORT))
     .option('--tls-cert <file>', 'PEM certificate: serve TLS with ALPN h2')
@@ -62,7 +65,7 @@ export function registerServe(program: Command, signal: AbortSignal): void {
     .addOption(new Option('--max-streams <n>', 'requests in progress on the whole server; beyond, 503 with Retry-After').default(String(MAX_STREAMS_TOTAL)))
     .addOption(new Option('--log-format <format>', 'log lines on stderr: text or json').choices(['text', 'json']).default('text'))
     .addOption(new Option('--log-level <level>', 'least severe level logged').choices(LOG_LEVELS).default('info'))
-    .addOption(new Option('--in-place-above <size>', 'a push with --in-place rewrites a file target larger than this where it is, only the changed chunks (smaller ones are rebuilt and swapped in atomically)').default(`${IN_PLACE_ABOVE_BYTES / 1024 ** 3}G`))
+    .addOption(new Option('--in-place-above <size>', `a push with --in-place rewrites a file target larger than this where it is, only the changed chunks (smaller ones are rebuilt and swapped in atomically; default ${IN_PLACE_ABOVE_BYTES / 1024 ** 3}G; not with --no-files)`))
     .option('--verify-every <duration>', 'verify every target in the background this long after start and after each verify (24h, 30m), results in the log')
     .option('--verify-subset <n/t|p%>', 'with --verify-every: also read back and re-hash this part of the data (100% all; default: existence and rebuilt files\' size and mtime only)')
     .option('-q, --quiet', 'log warnings and errors only (same as --log-level warn)')
@@ -101,7 +104,8 @@ export function registerServe(program: Command, signal: AbortSignal): void {
           maxConnections: flags.maxConnections === undefined ? undefined : countFlag(flags.maxConnections, '--max-connections'),
           maxStreams: countFlag(flags.maxStreams, '--max-streams'),
           logger,
-          inPlaceAboveBytes: parseSize(flags.inPlaceAbove, '--in-place-above size'),
+          inPlaceAboveBytes: flags.inPlaceAbove === undefined ? undefined : parseSize(flags.inPlaceAbove, '--in-place-above size'),
+          storeOnly: !flags.files,
           verifySchedule,
         });
         process.stdout.write(`listening on ${server.url}\n`);

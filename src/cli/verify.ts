@@ -49,7 +49,7 @@ export function registerVerify(program: Command, signal: AbortSignal, setExit: (
     const problems = r.damaged.length ? `, ${count(r.damaged.length, 'problem')}${r.damagedChunks.length ? ` (${count(r.damagedChunks.length, 'damaged chunk')})` : ''}` : '';
     process.stdout.write(
       `${r.damaged.length ? 'FAILED' : 'ok'}: ${count(r.manifests, 'manifest')}${r.versions ? ` (and ${count(r.versions, 'version')})` : ''}, ${count(r.files, 'file')}, ${count(r.chunks, 'chunk reference')} (${formatBytes(r.bytes)})` +
-        `${read}${r.rebuilt ? `, ${count(r.filesChecked, 'rebuilt file')}` : ''} checked${problems}\n`,
+        `${read}${r.rebuilt ? `, ${count(r.filesChecked, 'rebuilt file')}` : ''} checked${problems}${r.rebuiltSkipped ? `; rebuilt files not checked: ${r.rebuiltSkipped}` : ''}\n`,
     );
   });
 }

@@ -21,8 +21,10 @@ export function hasChunkSizes(store: ServerStore): store is ServerStore & ChunkS
 
 export interface HandlerContext {
   readonly store: ServerStore;
-  /** `<root>/files`: where pushed files and trees are materialized. */
+  /** `<root>/files`: where pushed files and trees are materialized (none when storeOnly). */
   readonly filesDir: string;
+  /** `xfer serve --no-files`: nothing is materialized; commits store manifests only (ServerOptions.storeOnly). */
+  readonly storeOnly?: boolean;
   readonly tmpDir: string;
   readonly token?: string;
   readonly signal: AbortSignal;

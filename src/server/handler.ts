@@ -79,8 +79,9 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         maxChunkBytes: MAX_CHUNK_BYTES,
         maxSumsAnswerBytes: MAX_SUMS_ANSWER_BYTES,
         deltaBlockBytes: DELTA_BLOCK_BYTES,
-        stage: true,
-        stageTrees: true,
+        // A store-only server rebuilds nothing, so it takes no stages: pushes send chunks and commit.
+        stage: !ctx.storeOnly,
+        stageTrees: !ctx.storeOnly,
         manifestStore: true,
         verify: true,
       } satisfies ServerInfo);

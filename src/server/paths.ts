@@ -33,14 +33,23 @@ export async function materializedPath(filesDir: string, name: string, manifests
     const limit = byteLength(name) - (onDisk - (PATH_MAX_BYTES - 1));
     throw new InvalidArgumentError(`remote path of ${byteLength(name)} bytes is too long for this server (at most ${limit} bytes with this last segment)`);
   }
+  await checkNotInsideTarget(name, manifests, signal);
+  await checkConfined(filesDir, segments);
+  return join(filesDir, ...segments);
+}
+
+/**
+ * AlreadyExistsError if `name` lies inside another committed target (see materializedPath):
+ * checked by a store-only server too, which materializes nothing but keeps the same names.
+ */
+export async function checkNotInsideTarget(name: string, manifests: Pick<ManifestStore, 'getManifest'>, signal?: AbortSignal): Promise<void> {
+  const segments = name.split('/');
   for (let i = 1; i < segments.length; i++) {
     const outer = segments.slice(0, i).join('/');
     if (await isCommitted(manifests, outer, signal)) {
       throw new AlreadyExistsError(`${quoteName(name)} lies inside the pushed target ${quoteName(outer)}: push ${quoteName(outer)} itself to change it`);
     }
   }
-  await checkConfined(filesDir, segments);
-  return join(filesDir, ...segments);
 }
 
 async function isCommitted(manifests: Pick<ManifestStore, 'getManifest'>, name: string, signal?: AbortSignal): Promise<boolean> {

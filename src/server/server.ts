@@ -16,6 +16,7 @@ import { mkdir } from 'node:fs/promises';
 import { BusyError, fromSystemError, InvalidArgumentError, TimeoutError } from '../core/errors.js';
 import { LocalStore } from '../store/local.js';
 import { createHandler, failureOf, sendErrorAnswer, type ServerStore } from './handler.js';
+import { claimMode } from './mode.js';
 import { clearServerTemp } from './paths.js';
 import { sweepDeadStagings } from './sweep.js';
 import {
@@ -79,6 +80,13 @@ export interface ServerOptions {
   readonly inPlaceAboveBytes?: number;
   /** Verify every target in the background on this schedule, each result in the log (server/verify-job.ts). */
   readonly verifySchedule?: VerifySchedule;
+  /**
+   * Store-only (`xfer serve --no-files`, restic-like): pushes store chunks, manifests and
+   * versions only, nothing is rebuilt under `<root>/files/`; pulls rebuild at the client.
+   * The mode is recorded in the root at its first start, and a start in the other mode is
+   * refused (server/mode.ts). inPlaceAboveBytes must then not be given.
+   */
+  readonly storeOnly?: boolean;
 }
 
 export interface XferServer {
@@ -143,13 +151,23 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
     if (!isNonNegativeInteger(v) || v < 1) throw new InvalidArgumentError(`${name} must be a positive integer`);
   }
   if (options.inPlaceAboveBytes !== undefined && !isNonNegativeInteger(options.inPlaceAboveBytes)) throw new InvalidArgumentError('inPlaceAboveBytes must be a non-negative integer of bytes');
+  const storeOnly = options.storeOnly === true;
+  if (storeOnly && options.inPlaceAboveBytes !== undefined) throw new InvalidArgumentError('--in-place-above applies to rebuilt files, and a --no-files server rebuilds none: leave it out');
   const log = options.logger ?? silentLogger;
   // Absolute, so that messages naming paths under it are recognized and hidden (handler.ts),
   // whatever the working directory.
   const root = resolve(options.root);
   const filesDir = join(root, 'files');
   const tmpDir = join(root, 'tmp');
-  for (const d of [root, filesDir, tmpDir]) {
+  try {
+    await mkdir(root, { recursive: true });
+  } catch (err) {
+    throw fromSystemError(err, root, 'create directory');
+  }
+  // Before files/ is made: a root without a record but with files/ is a files root (mode.ts).
+  await claimMode(root, storeOnly ? 'store-only' : 'files');
+  // A store-only root has no files/: nothing is rebuilt, so nothing there could go stale.
+  for (const d of storeOnly ? [tmpDir] : [filesDir, tmpDir]) {
     try {
       await mkdir(d, { recursive: true });
     } catch (err) {
@@ -162,7 +180,7 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   const controller = new AbortController();
   setMaxListeners(0, controller.signal); // every in-flight store operation listens on it
   const stats = { commits: 0, commitsStaged: 0 };
-  const handler = createHandler({ store, filesDir, tmpDir, token: options.token, signal: controller.signal, stats, stageTimeoutMs, sendTimeoutMs: bodyTimeoutMs, log, inPlaceAboveBytes: options.inPlaceAboveBytes, storeName: options.storeName });
+  const handler = createHandler({ store, filesDir, tmpDir, token: options.token, signal: controller.signal, stats, stageTimeoutMs, sendTimeoutMs: bodyTimeoutMs, log, inPlaceAboveBytes: options.inPlaceAboveBytes, storeName: options.storeName, storeOnly });
   const settings = { initialWindowSize: STREAM_WINDOW_BYTES, maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: MAX_HEADER_LIST_BYTES };
 
   const connections = new Map<string, Connection>();
@@ -333,8 +351,8 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   const url = `${tls ? 'https' : 'http'}://${host.includes(':') ? `[${host}]` : host}:${port}`;
   // Staging copies that dead server processes left under files/ go in the background (server/sweep.ts).
   const sweepController = new AbortController();
-  const swept = sweepDeadStagings(filesDir, { signal: sweepController.signal, log });
-  const verifier = options.verifySchedule ? scheduleVerify(store, filesDir, options.verifySchedule, log) : undefined;
+  const swept = storeOnly ? undefined : sweepDeadStagings(filesDir, { signal: sweepController.signal, log });
+  const verifier = options.verifySchedule ? scheduleVerify(store, storeOnly ? undefined : filesDir, options.verifySchedule, log) : undefined;
   let closing: Promise<void> | undefined;
   return {
     url,

@@ -10,13 +10,16 @@ import { formatReadDataSubset, hasRebuiltCopy, manifestsAt, verifyManifests, typ
 import type { ServerStore } from './context.js';
 import type { ServerLogger } from './log.js';
 
+/** What a store-only server's verify report says of rebuilt files (VerifyReport.rebuiltSkipped). */
+export const STORE_ONLY_NO_FILES = 'the server stores chunks and manifests only (xfer serve --no-files) and rebuilds no files';
+
 /** Stores a verify job runs on now: a second one is refused (BusyError), not queued. */
 const busy = new WeakSet<ServerStore>();
 
 export interface VerifyJob {
   readonly store: ServerStore;
-  /** `<root>/files`, where targets are rebuilt. */
-  readonly filesDir: string;
+  /** `<root>/files`, where targets are rebuilt; undefined on a store-only server (nothing rebuilt: the report says so). */
+  readonly filesDir: string | undefined;
   /** '' (every target), a target or a folder of them. */
   readonly path: string;
   readonly readData?: boolean;
@@ -40,8 +43,11 @@ export async function runVerifyJob(job: VerifyJob): Promise<VerifyReport> {
   try {
     const names = await manifestsAt(job.store, job.path, { signal: job.signal });
     job.onStart?.();
-    const targetOf = job.chunksOnly ? undefined : (name: string) => (hasRebuiltCopy(name) ? join(job.filesDir, ...name.split('/')) : undefined);
-    return await verifyManifests(job.store, job.store, names, { signal: job.signal, readData: job.readData, subset: job.subset, targetOf, onProgress: job.onProgress });
+    const filesDir = job.filesDir;
+    const targetOf = job.chunksOnly || filesDir === undefined ? undefined : (name: string) => (hasRebuiltCopy(name) ? join(filesDir, ...name.split('/')) : undefined);
+    const report = await verifyManifests(job.store, job.store, names, { signal: job.signal, readData: job.readData, subset: job.subset, targetOf, onProgress: job.onProgress });
+    // Asked for or not (--chunks-only), a store-only server has no rebuilt file to check: said, not left to guess.
+    return filesDir === undefined ? { ...report, rebuiltSkipped: STORE_ONLY_NO_FILES } : report;
   } finally {
     busy.delete(job.store);
   }
@@ -65,7 +71,7 @@ export interface VerifySchedule {
  * this one skip its turn. stop() ends the schedule and aborts a verify in progress.
  */
 export function scheduleVerify(
-  store: ServerStore, filesDir: string, schedule: VerifySchedule, log: ServerLogger,
+  store: ServerStore, filesDir: string | undefined, schedule: VerifySchedule, log: ServerLogger,
 ): { stop(): Promise<void> } {
   const controller = new AbortController();
   let running: Promise<void> | undefined;
@@ -101,6 +107,7 @@ export function scheduleVerify(
       chunksRead: report.chunksRead,
       bytesRead: report.bytesRead,
       filesChecked: report.filesChecked,
+      ...(report.rebuiltSkipped ? { rebuiltSkipped: report.rebuiltSkipped } : {}),
       ms: Math.round(performance.now() - started),
     };
     if (report.damaged.length === 0) return log.info(fields, 'scheduled verify: all intact');

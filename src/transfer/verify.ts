@@ -79,6 +79,8 @@ export interface VerifyReport {
   readonly readData: string;
   /** Whether rebuilt files were checked (VerifyOptions.targetOf). */
   readonly rebuilt: boolean;
+  /** Why no rebuilt file was checked where a caller could expect it (a store-only server: `xfer serve --no-files`). */
+  readonly rebuiltSkipped?: string;
   /** Rebuilt files checked (0 unless targets were given), and of those read and re-hashed. */
   readonly filesChecked: number;
   readonly filesRead: number;

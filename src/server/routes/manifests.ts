@@ -21,7 +21,7 @@ import { committedOf } from '../committed.js';
 import type { RouteContext } from '../context.js';
 import { MAX_MANIFEST_BYTES } from '../limits.js';
 import { commitInPlace, IN_PLACE_ABOVE_BYTES } from '../in-place.js';
-import { materializedPath } from '../paths.js';
+import { checkNotInsideTarget, materializedPath } from '../paths.js';
 import { commitManifest } from '../../store/versions.js';
 
 /** Digests checked per `has` call while validating an uploaded manifest. */
@@ -87,7 +87,9 @@ export function manifestRoutes(rc: RouteContext) {
    * and rewritten where they differ: a copy damaged on disk behind its metadata is repaired.
    */
   async function putManifest(req: Http2ServerRequest, res: Http2ServerResponse, name: string, checksum: boolean, inPlace: boolean): Promise<void> {
-    const target = await materializedPath(ctx.filesDir, name, ctx.store, ctx.signal);
+    // A store-only server materializes nothing: only the name's place among targets is checked.
+    const target = ctx.storeOnly ? undefined : await materializedPath(ctx.filesDir, name, ctx.store, ctx.signal);
+    if (target === undefined) await checkNotInsideTarget(name, ctx.store, ctx.signal);
     const body = limitedBody(req, MAX_MANIFEST_BYTES, 'manifest');
     const tmp = await mkdtemp(join(ctx.tmpDir, 'manifest-'));
     try {
@@ -111,6 +113,14 @@ export function manifestRoutes(rc: RouteContext) {
           // Stored as a new version of the target too (store/versions.ts), version first.
           await commitManifest(ctx.store, name, file, header, { signal: ctx.signal });
         };
+        // Store-only (xfer serve --no-files): the chunks are all here and durable, the
+        // manifest is stored; nothing is rebuilt, so the whole-file digests are checked
+        // where the target is rebuilt next (a pull, which verifies every file). in-place=1
+        // and checksum=1 concern a rebuilt copy: there is none.
+        if (target === undefined) {
+          await beforeCommit();
+          return { kind: header.kind, bytesTotal: header.totalBytes, digest: digestToHex(header.digest) };
+        }
         // in-place=1 (push --in-place): a large file target is rewritten where it is, only
         // the chunks that changed (server/in-place.ts); else the atomic rebuild below.
         if (inPlace) {

@@ -31,6 +31,8 @@ export function stageRoutes(rc: RouteContext) {
    * whole; an unchanged list leaves the target to the commit, which re-hashes it.
    */
   async function stageFile(req: Http2ServerRequest, res: Http2ServerResponse, name: string, url: URL, checksum: boolean): Promise<void> {
+    // GET /v1/info says stage: false on such a server; a client that stages anyway is told why.
+    if (ctx.storeOnly) throw new InvalidArgumentError('this server stores chunks and manifests only (xfer serve --no-files): it rebuilds no files, so it takes no stages');
     const algorithm = algorithmOf(url);
     const target = await materializedPath(ctx.filesDir, name, ctx.store, ctx.signal);
     const kind = url.searchParams.get(PARAMS.kind) ?? 'file';

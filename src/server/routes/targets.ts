@@ -45,8 +45,12 @@ export function targetRoutes(rc: RouteContext) {
     sendJson(res, 200, { removed } satisfies RemoveAnswer);
   }
 
-  /** Moves `<files>/<name>` aside into tmp/ and deletes it there; removes folders left empty above it. Never follows a symlink. */
+  /**
+   * Moves `<files>/<name>` aside into tmp/ and deletes it there; removes folders left empty
+   * above it. Never follows a symlink. A store-only server has no copy to remove.
+   */
   async function removeCopy(name: string): Promise<void> {
+    if (ctx.storeOnly) return; // nothing was materialized (xfer serve --no-files)
     const segments = name.split('/');
     await checkConfined(ctx.filesDir, segments);
     const path = join(ctx.filesDir, ...segments);

@@ -41,7 +41,7 @@ export function verifyRoutes(rc: RouteContext) {
     const line = (value: VerifyAnswerLine) => `${JSON.stringify(value)}\n`;
     try {
       const report = await runVerifyJob({
-        store: ctx.store, filesDir: ctx.filesDir, path, readData, subset, chunksOnly, signal,
+        store: ctx.store, filesDir: ctx.storeOnly ? undefined : ctx.filesDir, path, readData, subset, chunksOnly, signal,
         onProgress: (p) => (latest = p),
         onStart: () => {
           res.writeHead(200, { 'content-type': 'application/x-ndjson' });
