@@ -229,11 +229,15 @@ describe('files written again right after a push read them (racily clean) are ca
       const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
       // Once every chunk is on the server, the file has been read: write it again, same size,
       // with an mtime in the same millisecond (a write within the same clock tick).
-      for (let i = 0; i < 300; i++) {
+      let uploaded = false;
+      for (let i = 0; i < 300 && !uploaded; i++) {
         const r = await rawRequest(fx.server.url, 'POST', '/v1/chunks/missing?algorithm=blake3', Buffer.concat(digests));
-        if (r.body.every((b) => b === 0)) break;
-        await new Promise((res) => setTimeout(res, 10));
+        uploaded = r.body.every((b) => b === 0);
+        if (!uploaded) await new Promise((res) => setTimeout(res, 10));
       }
+      // Not a silent give-up: without the upload seen, the rewrite below could not land in the
+      // push's wait and the test would prove nothing.
+      assert.ok(uploaded, `the push uploaded every chunk within the wait (${stderr})`);
       const v2 = pseudoRandom(2 * MiB, 52);
       await writeFile(src, v2);
       await utimes(src, (mtimeMs + laterMs) / 1000, (mtimeMs + laterMs) / 1000);
