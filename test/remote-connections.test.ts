@@ -5,7 +5,10 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { startWanRelay } from '../bench/wan-relay.js';
 import { push } from '../src/api.js';
+import { H2CClient } from 'undici';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { XferClient } from '../src/store/http/client.js';
+import { Connections } from '../src/store/http/connections.js';
 import { isOneLineError, runCli, sha256File, writeRandomFile } from './helpers/cli.js';
 import { useServer } from './helpers/server.js';
 
@@ -207,6 +210,41 @@ describe('several connections per transfer (--connections)', () => {
     }
     for (const connections of [0, Number.NaN, 9, 1.5]) {
       await assert.rejects(push('/etc/hostname', `${f.server.url}/h`, { connections }), { name: 'InvalidOptionError', message: 'options.connections must be an integer from 1 to 8' });
+    }
+  });
+});
+
+describe('the automatic count of connections', () => {
+  it('doubles only on a long round trip, with more data waiting than the link holds, below the rate limit', async () => {
+    // Real undici clients that are never asked for anything (so never connect): the policy alone.
+    const made: H2CClient[] = [];
+    const make = () => {
+      const c = new H2CClient('http://127.0.0.1:9');
+      made.push(c);
+      return c;
+    };
+    const MB = 1e6;
+    const cases = {
+      long: { rttMs: 100, waiting: 8 * MB, delivered: 1 * MB, limit: undefined, expect: 2 },
+      short: { rttMs: 2, waiting: 8 * MB, delivered: 1 * MB, limit: undefined, expect: 1 },
+      // 64 KB waiting against 10 MB/s x 100 ms: the transfer waits for its own data.
+      noBacklog: { rttMs: 100, waiting: 64 * 1024, delivered: 10 * MB, limit: undefined, expect: 1 },
+      // 1 MB in the one-second sample against a limit of 1 MB/s.
+      atLimit: { rttMs: 100, waiting: 8 * MB, delivered: 1 * MB, limit: 1 * MB, expect: 1 },
+    };
+    const pools = Object.entries(cases).map(([name, c]) => {
+      const pool = new Connections(make, { limitBytesPerSecond: c.limit });
+      pool.roundTrip(c.rttMs);
+      pool.begin(pool.pick(), c.waiting); // starts the first sample (MIN_SAMPLE_MS: 1 s)
+      pool.delivered(c.delivered);
+      return { name, pool, expect: c.expect };
+    });
+    try {
+      await sleep(1300);
+      assert.deepEqual(Object.fromEntries(pools.map((p) => [p.name, p.pool.count])), Object.fromEntries(pools.map((p) => [p.name, p.expect])));
+    } finally {
+      for (const p of pools) p.pool.destroy();
+      await Promise.all(made.map((c) => c.destroy().catch(() => {})));
     }
   });
 });
