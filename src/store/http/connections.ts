@@ -64,8 +64,13 @@ export class Connections {
   private sampleStartMs = 0;
   /** Chunk bytes delivered in this sample. */
   private sampleBytes = 0;
-  /** Samples to let pass before the next judgement (set after connections were added). */
-  private settling = 0;
+  /**
+   * Samples to let pass before the next judgement: the first (the first connection's
+   * window is still growing: more connections then seem to help wherever they do not, and
+   * on a link one connection fills, more only queue on it and idle between requests,
+   * starting small again each time), and the one after connections were added.
+   */
+  private settling = 1;
   private sampler: NodeJS.Timeout | undefined;
   /** The rate of the sample before the connections were last added (bytes per second). */
   private rateBeforeGrowth: number | undefined;
