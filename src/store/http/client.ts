@@ -56,8 +56,9 @@ export interface ClientOptions {
   readonly onRetry?: (event: RetryEvent) => void;
   /**
    * Chunk data per second, at most, in each direction (uploads and fetches apart), like
-   * rsync's and rclone's --bwlimit; unlimited if not given. Queries, manifests and HTTP/2
-   * framing are not counted: they are a few bytes per chunk.
+   * rsync's and rclone's --bwlimit; unlimited if not given: one total over all the client's
+   * connections. Queries, manifests and HTTP/2 framing are not counted: they are a few
+   * bytes per chunk.
    */
   readonly bwlimitBytesPerSecond?: number;
   /**
