@@ -177,8 +177,9 @@ describe('several connections per transfer (--connections)', () => {
 
   it('automatic: more connections on a long link whose window holds one connection back, one on loopback', async () => {
     const src = join(f.dir, 'auto.bin');
-    await writeRandomFile(src, 8 * MiB, 34);
-    // 60 ms round trip; a window of 128 KiB carries about 2 MiB/s per connection.
+    await writeRandomFile(src, 10 * MiB, 34);
+    // 60 ms round trip; a window of 128 KiB carries about 2 MiB/s per connection: the push
+    // lasts past the third sample (the first growth, about 3 s in).
     const wan = await startWanRelay(Number(new URL(f.server.url).port), { rttMs: 60, rateBitsPerSecond: 400_000_000, windowBytes: 128 * 1024, slowStart: false });
     const local = await startBreakingRelay(f.server.url);
     try {
@@ -235,14 +236,16 @@ describe('the automatic count of connections', () => {
     const pools = Object.entries(cases).map(([name, c]) => {
       const pool = new Connections(make, { limitBytesPerSecond: c.limit });
       pool.roundTrip(c.rttMs);
-      pool.begin(pool.pick(), c.waiting); // starts the first sample (MIN_SAMPLE_MS: 1 s), let pass
+      pool.begin(pool.pick(), c.waiting); // starts the first sample (MIN_SAMPLE_MS: 1 s); two are let pass
       pool.delivered(c.delivered);
       return { name, pool, expect: c.expect };
     });
     try {
       await sleep(1300);
-      for (const p of pools) p.pool.delivered(cases[p.name as keyof typeof cases].delivered); // the second sample's
-      await sleep(1000);
+      for (let sample = 2; sample <= 3; sample++) {
+        for (const p of pools) p.pool.delivered(cases[p.name as keyof typeof cases].delivered);
+        await sleep(1000);
+      }
       assert.deepEqual(Object.fromEntries(pools.map((p) => [p.name, p.pool.count])), Object.fromEntries(pools.map((p) => [p.name, p.expect])));
     } finally {
       for (const p of pools) p.pool.destroy();
