@@ -1,6 +1,6 @@
 /**
  * `npm run build && node dist/bench/wan.js [--file-size 1G] [--tree-size 128M] [--only file,tree]
- *   [--rtt 173] [--rate 100M] [--window 3M] [--no-slow-start] [--runs 1] [--work DIR] [--json]`
+ *   [--rtt 173] [--rate 100M] [--window 3M] [--no-slow-start] [--connections auto|N] [--runs 1] [--work DIR] [--json]`
  *
  * Issue 17's WAN scenario: xfer (push -> xfer serve) and rsync (-> rsync daemon), each
  * through its own delaying relay (bench/wan-relay.ts: a round trip, a rate cap each way,
@@ -10,8 +10,10 @@
  * 4 KiB edits (the file: ten overwrites spread over it; the tree: one in each of ten files).
  * Each row: wall time, the client's CPU, the bytes the relay carried each way, and link
  * utilisation = the busier direction's bytes / wall time / the rate. Runs alternate
- * (xfer, rsync, xfer, ...); medians of --runs. Every run starts from a fresh server root
- * and daemon module. Never part of npm test (the relay's unit test is).
+ * (xfer, rsync, xfer, ...); medians of --runs. --connections is passed to xfer push
+ * (default auto); "conns" counts every connection through the relay, the stage's too.
+ * Every run starts from a fresh server root and daemon module. Never part of npm test
+ * (the relay's unit test is).
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { cp, mkdir, open, readdir, rm, stat, utimes } from 'node:fs/promises';
@@ -62,6 +64,7 @@ const { values } = parseArgs({
     rate: { type: 'string', default: String(WAN_RATE_BITS_PER_SECOND / 1e6) + 'M' },
     window: { type: 'string', default: String(WAN_WINDOW_BYTES) },
     'no-slow-start': { type: 'boolean', default: false },
+    connections: { type: 'string', default: 'auto' },
     runs: { type: 'string', default: '1' },
     work: { type: 'string', default: '/tmp/xfer-bench-wan' },
     json: { type: 'boolean', default: false },
@@ -178,7 +181,7 @@ async function runTool(tool: 'xfer' | 'rsync', input: { first: string; edited: s
       let run: Run;
       let sent: number;
       if (tool === 'xfer') {
-        run = await timed(process.execPath, [XFER, 'push', source, `http://127.0.0.1:${relay.port}/target`, '--json']);
+        run = await timed(process.execPath, [XFER, 'push', source, `http://127.0.0.1:${relay.port}/target`, '--json', '--connections', values.connections!]);
         sent = (JSON.parse(run.stdout) as { bytesSent: number }).bytesSent;
       } else {
         const args = ['-a', '--stats', ...(resync ? ['--no-whole-file'] : []), isDir ? `${source}/` : source, `rsync://127.0.0.1:${relay.port}/m/target${isDir ? '/' : ''}`];
@@ -227,7 +230,7 @@ await rm(work, { recursive: true, force: true });
 await mkdir(work, { recursive: true });
 try {
   const ins = await inputs();
-  log(`WAN: ${link.rttMs} ms round trip, ${link.rateBitsPerSecond / 1e6} Mbit/s, window ${link.windowBytes} B per connection, slow start ${link.slowStart ? 'on' : 'off'}; ${runs} run(s), alternating`);
+  log(`WAN: ${link.rttMs} ms round trip, ${link.rateBitsPerSecond / 1e6} Mbit/s, window ${link.windowBytes} B per connection, slow start ${link.slowStart ? 'on' : 'off'}; xfer --connections ${values.connections}; ${runs} run(s), alternating`);
   const rows: WanRow[] = [];
   for (const [label, input, isDir] of [['file', ins.file, false], ['tree', ins.tree, true]] as const) {
     if (input === undefined) continue;

@@ -6,8 +6,9 @@ import { pipeline } from 'node:stream/promises';
 import type { StreamSource } from './scan/scanner.js';
 import type { EntryMeta } from './manifest/types.js';
 import { AlreadyExistsError, InvalidArgumentError, InvalidOptionError, isXferError } from './core/errors.js';
-import { checkBoolean, checkFunction, checkNonNegativeInteger, checkPositiveNumber, checkSignal } from './core/options.js';
+import { checkBoolean, checkFunction, checkIntegerInRange, checkNonNegativeInteger, checkPositiveNumber, checkSignal } from './core/options.js';
 import { MIN_RATE_BYTES_PER_SECOND } from './core/rate.js';
+import { MAX_CONNECTIONS } from './store/http/connections.js';
 import type { RemoteOptions } from './endpoint/http.js';
 import { checkLocalPath, openStoreLocation, parseLocation, refuseWireOptions, type Location, type LocationSpec, type StoreLocation } from './endpoint/open.js';
 import { resolveStoreTarget } from './endpoint/store.js';
@@ -438,6 +439,7 @@ function checkRemoteOptions(options: Omit<RemoteOptions, 'signal'>): void {
   checkNonNegativeInteger(options, 'retries');
   checkPositiveNumber(options, 'bwlimitBytesPerSecond', MIN_RATE_BYTES_PER_SECOND);
   checkPositiveNumber(options, 'answerTimeoutMs');
+  checkIntegerInRange(options, 'connections', 1, MAX_CONNECTIONS);
   for (const name of ['delta', 'insecure', 's3PathStyle']) checkBoolean(options, name);
   checkFunction(options, 'onRetry');
   if (options.s3Endpoint !== undefined && (typeof options.s3Endpoint !== 'string' || !/^https?:\/\/[^/]/.test(options.s3Endpoint))) {

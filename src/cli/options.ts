@@ -6,6 +6,7 @@ import { scannableSize } from '../scan/scanner.js';
 import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
 import { parseRuleFile, PathFilter, type FilterRule } from '../scan/filter.js';
 import { checkRate } from '../core/rate.js';
+import { MAX_CONNECTIONS } from '../store/http/connections.js';
 import { DEFAULT_RETRIES } from '../core/retry.js';
 import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
 import { parseDigestAlgorithm } from '../core/ids.js';
@@ -70,11 +71,20 @@ export interface RemoteFlags extends S3Flags {
   retries?: string;
   bwlimit?: string;
   timeout?: string;
+  connections?: string;
 }
 
 /** rsync's --numeric-ids, for push and pull: owners and groups by number, never mapped by name. */
 export function numericIdsOption(): Option {
   return new Option('--numeric-ids', 'owners and groups by their numbers, not mapped through user and group names (rsync --numeric-ids)');
+}
+
+/** --connections, for push and pull: how many connections a transfer to or from a server uses. */
+export function connectionsOption(): Option {
+  return new Option(
+    '--connections <n>',
+    `to or from a server: connections to spread the transfer over, 1 to ${MAX_CONNECTIONS}, or auto: one, and more while the measured round trip and rate say one connection's window holds the transfer back (a long fat link)`,
+  ).default('auto');
 }
 
 /** Options of commands that may talk to an `xfer serve` server or an S3 store. */
@@ -92,7 +102,7 @@ export function remoteOptions(): Option[] {
 
 export function remoteFrom(
   flags: RemoteFlags, signal: AbortSignal,
-): { token?: string; caFile?: string; insecure?: boolean; retries?: number; bwlimitBytesPerSecond?: number; answerTimeoutMs?: number; s3Endpoint?: string; s3PathStyle?: boolean; signal: AbortSignal } {
+): { token?: string; caFile?: string; insecure?: boolean; retries?: number; bwlimitBytesPerSecond?: number; answerTimeoutMs?: number; connections?: number; s3Endpoint?: string; s3PathStyle?: boolean; signal: AbortSignal } {
   const s3 = s3From(flags);
   return {
     ...(s3.endpoint !== undefined ? { s3Endpoint: s3.endpoint } : {}),
@@ -103,6 +113,7 @@ export function remoteFrom(
     retries: flags.retries === undefined ? undefined : parseCount(flags.retries, '--retries'),
     bwlimitBytesPerSecond: parseBwlimit(flags.bwlimit),
     answerTimeoutMs: flags.timeout === undefined ? undefined : parseSeconds(flags.timeout, '--timeout') * 1000,
+    ...(flags.connections === undefined || flags.connections === 'auto' ? {} : { connections: parseConnections(flags.connections) }),
     signal,
   };
 }
@@ -133,6 +144,15 @@ function parseBwlimit(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   const bytesPerSecond = parseSize(text, '--bwlimit rate');
   return bytesPerSecond === 0 ? undefined : checkRate(bytesPerSecond);
+}
+
+/** --connections: a whole number from 1 to MAX_CONNECTIONS ('auto' is left out by the caller). */
+function parseConnections(text: string): number {
+  const n = Number(text.trim());
+  if (!/^\d{1,3}$/.test(text.trim()) || n < 1 || n > MAX_CONNECTIONS) {
+    throw new InvalidArgumentError(`--connections: expected a whole number from 1 to ${MAX_CONNECTIONS}, or auto, got "${text}"`);
+  }
+  return n;
 }
 
 function parseCount(text: string, what: string): number {

@@ -4,7 +4,7 @@ import type { FallbackFigures } from '../reconstruct/fallback.js';
 import { tryPullFromSnapshot } from '../pull-snapshot.js';
 import { formatBytes } from '../core/sizes.js';
 import { posix } from 'node:path';
-import { filterFrom, numericIdsOption, remoteFrom, remoteOptions, syncOptions, type FilterArg, type RemoteFlags, type SyncFlags } from './options.js';
+import { connectionsOption, filterFrom, numericIdsOption, remoteFrom, remoteOptions, syncOptions, type FilterArg, type RemoteFlags, type SyncFlags } from './options.js';
 import { count, printJson, Progress, rate } from './output.js';
 import { deletedLine, fileLine, makeStats, statsText } from './report.js';
 
@@ -37,7 +37,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
     .option('--json', 'print the result as one JSON object')
     .option('-q, --quiet', 'no progress display');
   const filterArgs: FilterArg[] = [];
-  for (const o of [...syncOptions(filterArgs), numericIdsOption(), ...remoteOptions()]) cmd.addOption(o);
+  for (const o of [...syncOptions(filterArgs), numericIdsOption(), ...remoteOptions(), connectionsOption()]) cmd.addOption(o);
   cmd.action(async (source: string, dest: string, flags: PullFlags) => {
     const excludes = await filterFrom(filterArgs);
     const progress = Progress.for(flags);

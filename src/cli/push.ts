@@ -5,7 +5,7 @@ import { push } from '../api.js';
 import { InvalidArgumentError } from '../core/errors.js';
 import { formatBytes, MiB } from '../core/sizes.js';
 import { basename } from 'node:path';
-import { chunkerOptions, chunkerSpecFor, digestFrom, filterFrom, numericIdsOption, remoteFrom, remoteOptions, syncOptions, type ChunkerFlags, type FilterArg, type RemoteFlags, type SyncFlags } from './options.js';
+import { chunkerOptions, chunkerSpecFor, connectionsOption, digestFrom, filterFrom, numericIdsOption, remoteFrom, remoteOptions, syncOptions, type ChunkerFlags, type FilterArg, type RemoteFlags, type SyncFlags } from './options.js';
 import { count, EXIT_PARTIAL, printJson, Progress, rate } from './output.js';
 import { deletedLine, fileLine, makeStats, statsText, type ItemFile } from './report.js';
 
@@ -32,7 +32,7 @@ export function registerPush(program: Command, signal: AbortSignal, setExitCode:
     .option('-c, --checksum', 'read every file, also those whose size and mtime are unchanged since the last push to the target (rsync --checksum)')
     .option('--in-place', "to a server: have it rewrite a file target larger than its --in-place-above threshold where it is, only the changed chunks, instead of rebuilding it whole and swapping it in (the server's copy is inconsistent until the push completes)");
   const filterArgs: FilterArg[] = [];
-  for (const o of [...syncOptions(filterArgs), numericIdsOption(), ...chunkerOptions(), ...remoteOptions()]) cmd.addOption(o);
+  for (const o of [...syncOptions(filterArgs), numericIdsOption(), ...chunkerOptions(), ...remoteOptions(), connectionsOption()]) cmd.addOption(o);
   cmd.action(async (source: string, dest: string, flags: PushFlags) => {
     const excludes = await filterFrom(filterArgs);
     const isStdin = source === '-';

@@ -13,6 +13,12 @@ export function checkPositiveInteger(options: object, name: string): void {
   if (v !== undefined && !(Number.isSafeInteger(v) && (v as number) >= 1)) throw new InvalidOptionError(name, 'a positive integer');
 }
 
+/** A whole number from `min` to `max` (a count with a bound: connections). */
+export function checkIntegerInRange(options: object, name: string, min: number, max: number): void {
+  const v = (options as Record<string, unknown>)[name];
+  if (v !== undefined && !(Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max)) throw new InvalidOptionError(name, `an integer from ${min} to ${max}`);
+}
+
 /** A whole number of at least 0 (retries: 0 tries once). */
 export function checkNonNegativeInteger(options: object, name: string): void {
   const v = (options as Record<string, unknown>)[name];

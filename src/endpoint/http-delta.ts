@@ -11,7 +11,7 @@ import { DIGEST_BYTES, digestToHex, type ChunkId, type DigestAlgorithm } from '.
 import { digestOf } from '../hash/digest.js';
 import type { BaseChunk, BaseIndex } from '../manifest/bases.js';
 import { DELTA_BLOCK_BYTES, encodeDelta, SUMS_REQUEST_RECORD_BYTES, sumsBytes, type Shifts } from '../protocol/delta.js';
-import { MAX_UPLOADS_IN_FLIGHT, type HttpStore } from '../store/http/store.js';
+import type { HttpStore } from '../store/http/store.js';
 import type { ChunkStore, GetOptions, OpOptions, PutOptions } from '../store/store.js';
 
 /** Chunks smaller than this are always sent whole (a delta's sums and header would not pay). */
@@ -94,7 +94,7 @@ export class DeltaUploads implements ChunkStore {
     this.deltaBytes += data.length;
     if (this.deltas.length >= DELTA_BATCH_CHUNKS || this.deltaBytes >= this.store.batchBytes) this.sendDeltas(options.signal);
     else this.putTimer ??= setImmediate(() => this.sendDeltas(options.signal));
-    while (this.runs.size >= MAX_UPLOADS_IN_FLIGHT) await Promise.race(this.runs);
+    while (this.runs.size >= this.store.uploadsInFlight) await Promise.race(this.runs);
     this.throwFailure();
     return true;
   }

@@ -35,6 +35,7 @@ export async function connectRemote(base: URL, options: RemoteOptions, retry: Re
   }
   const o: HttpStoreOptions = {
     token: options.token, ca, insecure: options.insecure, signal: options.signal, bwlimitBytesPerSecond: options.bwlimitBytesPerSecond, answerTimeoutMs: options.answerTimeoutMs,
+    connections: options.connections,
     // No plan: no retries (a scheme that declares no classifier).
     ...(retry ?? { retry: retryPolicy(0) }),
   };

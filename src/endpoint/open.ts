@@ -19,8 +19,12 @@ export async function openStoreLocation(location: StoreLocation, options: OpenOp
 }
 
 /** A rate limit applies to a wire: a local path, a store object or a scheme without a network has none. */
-export function refuseWireOptions(location: { readonly kind: string; readonly scheme?: { readonly wire: boolean } }, options: { readonly bwlimitBytesPerSecond?: number }): void {
-  if (options.bwlimitBytesPerSecond !== undefined && !(location.kind === 'store' && location.scheme?.wire)) {
+export function refuseWireOptions(location: { readonly kind: string; readonly scheme?: { readonly wire: boolean } }, options: { readonly bwlimitBytesPerSecond?: number; readonly connections?: number }): void {
+  const wire = location.kind === 'store' && location.scheme?.wire === true;
+  if (options.bwlimitBytesPerSecond !== undefined && !wire) {
     throw new InvalidArgumentError('--bwlimit applies to transfers to or from a server (http:// or https://)');
+  }
+  if (options.connections !== undefined && !wire) {
+    throw new InvalidArgumentError('--connections applies to transfers to or from a server (http:// or https://)');
   }
 }

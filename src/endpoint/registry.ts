@@ -97,6 +97,8 @@ export interface OpenOptions {
   readonly bwlimitBytesPerSecond?: number;
   /** How long to wait for an answer before the connection counts as broken (HttpStoreOptions.answerTimeoutMs). */
   readonly answerTimeoutMs?: number;
+  /** Connections to a server, 1 to MAX_CONNECTIONS; automatic if not given (HttpStoreOptions.connections). */
+  readonly connections?: number;
   /** Path of a PEM CA file to trust. */
   readonly caFile?: string;
   readonly insecure?: boolean;

@@ -25,6 +25,7 @@ import { decodeMissingBitmap, encodeDigests, peekChunkRecord, splitChunkRecords,
 import { MAX_VERIFY_LINE_BYTES, paths, pathOnly, PROTOCOL_VERSION, type ListEntry, type RemoveAnswer, type ServerInfo, type VerifyAnswerLine } from '../../protocol/routes.js';
 import type { VerifyProgress, VerifyReport } from '../../transfer/verify.js';
 import { describeNetFailure, isNetworkFailure, isPermanentHttpError, TransientError } from '../net-errors.js';
+import { Connections, MAX_CONNECTIONS } from './connections.js';
 import type { GcOptions, GcRun } from '../store.js';
 
 export interface ClientOptions {
@@ -55,8 +56,9 @@ export interface ClientOptions {
   readonly onRetry?: (event: RetryEvent) => void;
   /**
    * Chunk data per second, at most, in each direction (uploads and fetches apart), like
-   * rsync's and rclone's --bwlimit; unlimited if not given. Queries, manifests and HTTP/2
-   * framing are not counted: they are a few bytes per chunk.
+   * rsync's and rclone's --bwlimit; unlimited if not given: one total over all the client's
+   * connections. Queries, manifests and HTTP/2 framing are not counted: they are a few
+   * bytes per chunk.
    */
   readonly bwlimitBytesPerSecond?: number;
   /**
@@ -67,6 +69,13 @@ export interface ClientOptions {
    * takes as long as the data.
    */
   readonly answerTimeoutMs?: number;
+  /**
+   * Connections to the server that requests spread over (connections.ts), 1 to
+   * MAX_CONNECTIONS; if not given, automatic: one, and more while the measured round trip
+   * and rate say one connection's window is what holds the transfer back. A stage (see
+   * stage) has a connection of its own besides.
+   */
+  readonly connections?: number;
 }
 
 /** The default of ClientOptions.answerTimeoutMs: undici's own, 5 minutes. */
@@ -87,6 +96,15 @@ const MIN_LIMITED_STREAM_WINDOW_BYTES = 256 * 1024;
 const MIN_LIMITED_CONNECTION_WINDOW_BYTES = 1 * MiB;
 /** Slabs received chunks are carved from (see SlabAllocator). */
 const FETCH_SLAB_BYTES = 4 * MiB;
+/**
+ * What a fetch is expected to bring per chunk asked for (the default average chunk), for
+ * the spread of requests over connections: sizes are not known before the answer.
+ */
+const FETCH_CHUNK_ESTIMATE_BYTES = 64 * 1024;
+/** A request with at most this much body times a round trip by its answer (Connections.roundTrip). */
+const ROUND_TRIP_PROBE_BYTES = 64 * 1024;
+
+export { MAX_CONNECTIONS };
 
 /** What a manifest commit answers. */
 export interface CommitAnswer {
@@ -106,6 +124,8 @@ interface CallOptions {
   headers?: Record<string, string>;
   headersTimeout?: number;
   bodyTimeout?: number;
+  /** Bytes the request moves, sent and expected back: its weight in the spread over connections. */
+  weight?: number;
 }
 
 export { TransientError };
@@ -130,13 +150,16 @@ export class XferClient {
   private readonly signal: AbortSignal | undefined;
   /** Stops listening to the client's signal (ClientOptions.signal). */
   private readonly unlisten: () => void;
+  /** The connections requests spread over (connections.ts). */
+  private readonly connections: Connections;
 
   private constructor(
     readonly base: URL,
-    private readonly connection: Dispatcher,
+    connections: Connections,
     readonly info: ServerInfo,
     private readonly options: ClientOptions,
   ) {
+    this.connections = connections;
     this.headers = options.token ? { authorization: `Bearer ${options.token}` } : {};
     if (options.bwlimitBytesPerSecond !== undefined) {
       this.upLimit = new RateLimiter(options.bwlimitBytesPerSecond);
@@ -165,25 +188,36 @@ export class XferClient {
     const base = new URL(url);
     if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new InvalidArgumentError(`${url}: expected an http:// or https:// URL`);
     if (options.bwlimitBytesPerSecond !== undefined) checkRate(options.bwlimitBytesPerSecond);
-    const connection = makeConnection(base, options);
+    checkConnections(options.connections);
+    const connections = new Connections(() => makeConnection(base, options), { count: options.connections, limitBytesPerSecond: options.bwlimitBytesPerSecond });
     const headers: Record<string, string> = options.token ? { authorization: `Bearer ${options.token}` } : {};
     let info: ServerInfo;
     try {
-      info = (await json(await call(connection, base, { method: 'GET', path: paths.info(), headers, signal: options.signal }))) as ServerInfo;
+      info = (await json(await call(connections.pick().dispatcher, base, { method: 'GET', path: paths.info(), headers, signal: options.signal }))) as ServerInfo;
     } catch (err) {
-      await connection.close().catch(() => {});
+      await connections.close();
       throw transportError(err, base, options.signal);
     }
     if (info.protocol !== PROTOCOL_VERSION) {
-      await connection.close().catch(() => {});
+      await connections.close();
       throw new ProtocolError(`${base.origin} speaks xfer protocol ${info.protocol}; this client speaks ${PROTOCOL_VERSION}`);
     }
-    return new XferClient(base, connection, info, options);
+    return new XferClient(base, connections, info, options);
   }
 
   /** Requests tried again so far: each one followed a broken connection or a stopping server. */
   get retriesMade(): number {
     return this.retries;
+  }
+
+  /** Connections requests spread over now (the stage's apart). */
+  get connectionCount(): number {
+    return this.connections.count;
+  }
+
+  /** Connections replaced so far because they broke or stopped answering. */
+  get connectionsReplaced(): number {
+    return this.connections.replacements;
   }
 
   /** Whether the client's own signal was aborted (its connections are gone). */
@@ -215,7 +249,8 @@ export class XferClient {
       // of such a stream mid-body (an abort, a timeout) could spin Node's session (see the
       // constructor).
       const sent = limit ? (paced(rest, limit, PACED_PIECE_BYTES, signal) as unknown as Body) : rest;
-      await this.exchange({ method: 'POST', path: paths.upload(algorithm), body: sent, signal }, drain);
+      await this.exchange({ method: 'POST', path: paths.upload(algorithm), body: sent, signal, weight: rest.length }, drain);
+      this.connections.delivered(rest.length);
     }, signal);
   }
 
@@ -241,12 +276,14 @@ export class XferClient {
     await this.retrying(async () => {
       const first = next;
       const ids = digests.slice(first).map((digest) => ({ algorithm, digest }));
-      await this.exchange({ method: 'POST', path: paths.fetch(algorithm), body: encodeDigests(ids), signal }, async (res) => {
+      const weight = ids.length * FETCH_CHUNK_ESTIMATE_BYTES;
+      await this.exchange({ method: 'POST', path: paths.fetch(algorithm), body: encodeDigests(ids), signal, weight }, async (res) => {
         const queue = new ByteQueue();
         const malformed = (message: string) => new ProtocolError(`chunks/fetch answer: ${message}`);
         for await (const piece of res.body) {
           // Under a rate limit, reading slower holds the server back through flow control.
           if (this.downLimit) await this.downLimit.take((piece as Buffer).length, signal);
+          this.connections.delivered((piece as Buffer).length);
           queue.push(piece as Buffer);
           for (let head = peekChunkRecord(queue, this.info.maxChunkBytes, true, malformed); head; head = peekChunkRecord(queue, this.info.maxChunkBytes, true, malformed)) {
             if (next === digests.length) throw malformed('more records than digests asked for');
@@ -381,13 +418,13 @@ export class XferClient {
   async close(): Promise<void> {
     this.unlisten();
     if (this.aborted) return this.destroy();
-    await this.connection.close().catch(() => {});
+    await this.connections.close();
     await this.stageConnection?.destroy().catch(() => {});
   }
 
   /** Drops the connections and whatever they carry; requests on them fail. */
   destroy(): void {
-    void this.connection.destroy().catch(() => {});
+    this.connections.destroy();
     void this.stageConnection?.destroy().catch(() => {});
   }
 
@@ -403,22 +440,43 @@ export class XferClient {
     return this.retrying(once, opts.signal);
   }
 
-  /** One request and the reading of its answer, once; see the top for what it rejects with. */
+  /**
+   * One request and the reading of its answer, once, on the connection with the fewest
+   * bytes outstanding; see the top for what it rejects with. A failure of the connection
+   * itself (it broke, or an answer did not come in time) replaces it (Connections.replace).
+   */
   private async exchange<T>(opts: CallOptions, read: (res: Dispatcher.ResponseData) => Promise<T>): Promise<T> {
     const signal = opts.signal ?? this.signal;
     throwIfAborted(signal);
     throwIfAborted(this.signal);
-    const res = await call(this.connection, this.base, {
-      headersTimeout: this.answerTimeoutMs,
-      bodyTimeout: this.answerTimeoutMs,
-      ...opts,
-      signal,
-      headers: { ...this.headers, ...opts.headers },
-    });
+    const lane = this.connections.pick();
+    const dispatcher = lane.dispatcher;
+    const bodyBytes = opts.body instanceof Uint8Array ? opts.body.length : undefined;
+    const weight = opts.weight ?? bodyBytes ?? 0;
+    // A small request on an idle connection, answered at once (not a commit): a round trip.
+    const small = opts.body === undefined || (bodyBytes !== undefined && bodyBytes <= ROUND_TRIP_PROBE_BYTES);
+    const probe = small && lane.outstandingBytes === 0 && opts.headersTimeout !== 0;
+    this.connections.begin(lane, weight);
     try {
-      return await read(res);
+      const started = performance.now();
+      const res = await call(dispatcher, this.base, {
+        headersTimeout: this.answerTimeoutMs,
+        bodyTimeout: this.answerTimeoutMs,
+        ...opts,
+        signal,
+        headers: { ...this.headers, ...opts.headers },
+      });
+      if (probe) this.connections.roundTrip(performance.now() - started);
+      try {
+        return await read(res);
+      } catch (err) {
+        throw transportError(err, this.base, signal);
+      }
     } catch (err) {
-      throw transportError(err, this.base, signal);
+      if (brokeConnection(err)) this.connections.replace(lane, dispatcher);
+      throw err;
+    } finally {
+      this.connections.end(lane, weight);
     }
   }
 
@@ -432,6 +490,23 @@ export class XferClient {
   }
 }
 
+/** ClientOptions.connections: a whole number from 1 to MAX_CONNECTIONS, or not given (automatic). */
+function checkConnections(n: number | undefined): void {
+  if (n !== undefined && !(Number.isSafeInteger(n) && n >= 1 && n <= MAX_CONNECTIONS)) {
+    throw new InvalidArgumentError(`connections must be a whole number from 1 to ${MAX_CONNECTIONS}, got ${String(n)}`);
+  }
+}
+
+/**
+ * Whether a request failed because its connection did (it broke, or an answer did not
+ * come within the timeout), not because of what the server answered: a TransientError made
+ * of a network failure (transportError), as opposed to one made of a 503.
+ */
+function brokeConnection(err: unknown): boolean {
+  return err instanceof TransientError && isNetworkFailure(err.cause);
+}
+
+/** A connection to the server: HTTP/2 over TLS (ALPN h2) for https, h2c for http. */
 function makeConnection(base: URL, options: ClientOptions): Dispatcher {
   const limit = options.bwlimitBytesPerSecond;
   const windows = {
@@ -440,8 +515,8 @@ function makeConnection(base: URL, options: ClientOptions): Dispatcher {
     maxConcurrentStreams: MAX_STREAMS_PER_CONNECTION,
   };
   return base.protocol === 'https:'
-    ? new Client(base.origin, { allowH2: true, ...windows, connect: { ca: options.ca, rejectUnauthorized: !options.insecure, ALPNProtocols: ['h2'] } })
-    : new H2CClient(base.origin, { ...windows, pipelining: 100 } as ConstructorParameters<typeof H2CClient>[1]);
+    ? new Client(base.origin, { allowH2: true, ...windows, pipelining: MAX_STREAMS_PER_CONNECTION, connect: { ca: options.ca, rejectUnauthorized: !options.insecure, ALPNProtocols: ['h2'] } })
+    : new H2CClient(base.origin, { ...windows, pipelining: MAX_STREAMS_PER_CONNECTION } as ConstructorParameters<typeof H2CClient>[1]);
 }
 
 function clamp(n: number, min: number, max: number): number {
@@ -460,6 +535,13 @@ async function call(connection: Dispatcher, base: URL, opts: CallOptions): Promi
   try {
     res = await connection.request({
       method: opts.method, path: opts.path, body: opts.body, headers: opts.headers, signal: opts.signal, headersTimeout: opts.headersTimeout, bodyTimeout: opts.bodyTimeout,
+      // Every request of the protocol may be sent again (the retries here do), so none has
+      // to wait for the others: undici holds a request it takes for non-idempotent (any
+      // POST, PUT or DELETE by default) until nothing else runs on its connection, which
+      // made the uploads and fetches of a transfer go one at a time, each a round trip
+      // apart (a 64 MiB push at 173 ms: 36% of the link). A streamed body still waits
+      // (undici's own rule), which is why a stage has a connection of its own.
+      idempotent: true,
     });
   } catch (err) {
     throw transportError(err, base, opts.signal);

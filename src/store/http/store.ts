@@ -7,7 +7,7 @@ import { chunkRecordBytes, writeChunkRecord } from '../../protocol/records.js';
 import type { ListEntry, ServerInfo } from '../../protocol/routes.js';
 import { validateManifestName, validateManifestPrefix } from '../names.js';
 import type { ChunkStore, GcOptions, GcRun, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions, RemotelyCollecting } from '../store.js';
-import { XferClient, type ClientOptions } from './client.js';
+import { MAX_CONNECTIONS, XferClient, type ClientOptions } from './client.js';
 
 export type HttpStoreOptions = ClientOptions;
 
@@ -20,15 +20,16 @@ export const UPLOAD_BATCH_BYTES = 4 * MiB;
  * pack in order; two in flight hide the round trip between batches on real networks.
  */
 export const FETCH_BATCH_CHUNKS = 256;
+/** Fetch requests in flight per connection (XferClient.connectionCount). */
 export const MAX_FETCHES_IN_FLIGHT = 2;
-/** Upload requests in flight at once. */
+/** Upload requests in flight at once on one connection; each further connection adds one. */
 export const MAX_UPLOADS_IN_FLIGHT = 6;
 /**
  * Upload bodies kept for reuse. Allocating a fresh 4 MiB body per request cost the client
  * about 1.1 s of GC and allocation per 2 GiB pushed (measured: 6.17 s -> 5.03 s for a 2 GiB
  * push to a server that discards chunks).
  */
-const FREE_UPLOAD_BODIES = MAX_UPLOADS_IN_FLIGHT + 1;
+const FREE_UPLOAD_BODIES = MAX_UPLOADS_IN_FLIGHT + MAX_CONNECTIONS;
 /**
  * Ids this store uploaded and the server took, remembered so that a later put of one
  * answers false without a round trip, until has() hears from the server that it lacks one
@@ -59,7 +60,7 @@ interface PendingGet {
  *
  * Buffered writes. put() verifies the bytes (unless `trusted`), copies them into an upload
  * batch and resolves once they are queued, not once the server has them: batches go out
- * when full or on the next turn of the event loop, MAX_UPLOADS_IN_FLIGHT at a time (a put
+ * when full or on the next turn of the event loop, uploadsInFlight at a time (a put
  * waits while that many are running: back-pressure). What put() returns is decided when it
  * queues: true if this store had neither a pending upload of the id nor seen the server
  * take it (REMEMBERED_PUT_IDS, until has() finds it missing), false otherwise; so of concurrent puts of one id exactly
@@ -71,8 +72,8 @@ interface PendingGet {
  * (it re-hashes each chunk and stores it); the server makes chunks durable before it
  * commits a manifest that refers to them (its commit, not a ManifestStore put, does that).
  *
- * Reads. get() calls are gathered into batched fetches (FETCH_BATCH_CHUNKS per request,
- * MAX_FETCHES_IN_FLIGHT at a time), and every chunk received is verified against its
+ * Reads. get() calls are gathered into batched fetches (FETCH_BATCH_CHUNKS per request at
+ * most, MAX_FETCHES_IN_FLIGHT per connection at a time), and every chunk received is verified against its
  * digest: the server is not trusted (GetOptions.unverified is ignored).
  *
  * Manifests are stored as given (`PUT ?raw=1`): putManifest stores, it does not commit a
@@ -168,7 +169,7 @@ export class HttpStore implements ChunkStore, ManifestStore, RemotelyCollecting 
     const key = keyOf(id);
     if (this.pending.has(key) || this.stored.has(key)) return false;
     this.queue(id, key, data, options.signal);
-    while (this.uploads.size >= MAX_UPLOADS_IN_FLIGHT) await Promise.race(this.uploads);
+    while (this.uploads.size >= this.uploadsInFlight) await Promise.race(this.uploads);
     this.throwUploadFailure();
     return true;
   }
@@ -191,6 +192,11 @@ export class HttpStore implements ChunkStore, ManifestStore, RemotelyCollecting 
     this.pending.set(key, batch);
     if (batch.used >= this.batchBytes) this.sendBatch(id.algorithm, signal);
     else this.putTimer ??= setImmediate(() => this.sendAll(signal));
+  }
+
+  /** Upload requests in flight at most: enough for every connection to carry some. */
+  get uploadsInFlight(): number {
+    return MAX_UPLOADS_IN_FLIGHT + this.client.connectionCount - 1;
   }
 
   private throwUploadFailure(): void {
@@ -256,8 +262,13 @@ export class HttpStore implements ChunkStore, ManifestStore, RemotelyCollecting 
   }
 
   private pumpGets(signal?: AbortSignal): void {
-    while (this.fetchesInFlight < MAX_FETCHES_IN_FLIGHT && this.gets.length > 0) {
-      const batch = this.gets.splice(0, FETCH_BATCH_CHUNKS);
+    const connections = this.client.connectionCount;
+    const slots = MAX_FETCHES_IN_FLIGHT * connections;
+    while (this.fetchesInFlight < slots && this.gets.length > 0) {
+      // Over several connections, what waits is shared among the free slots, so that each
+      // connection carries some of it (one connection keeps whole FETCH_BATCH_CHUNKS batches).
+      const share = connections > 1 ? Math.ceil(this.gets.length / (slots - this.fetchesInFlight)) : FETCH_BATCH_CHUNKS;
+      const batch = this.gets.splice(0, Math.min(FETCH_BATCH_CHUNKS, share));
       const byAlgorithm = new Map<DigestAlgorithm, PendingGet[]>();
       for (const g of batch) {
         const list = byAlgorithm.get(g.id.algorithm);
