@@ -123,9 +123,12 @@ export interface Served {
   readonly child: ChildProcess;
 }
 
-/** Starts `xfer serve --root root --port 0` as a child and waits for its `listening on` line. */
-export async function startServe(root: string): Promise<Served> {
-  const child = spawn(process.execPath, [XFER, 'serve', '--root', root, '--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+/**
+ * Starts `xfer serve --root root --port 0` as a child, with any further `args` (e.g.
+ * `--quiet`: the default log writes a line per request), and waits for its `listening on` line.
+ */
+export async function startServe(root: string, args: readonly string[] = []): Promise<Served> {
+  const child = spawn(process.execPath, [XFER, 'serve', '--root', root, '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';
     child.stdout!.setEncoding('utf8').on('data', (d) => {

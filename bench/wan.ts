@@ -15,7 +15,7 @@
  * Every run starts from a fresh server root and daemon module. Never part of npm test
  * (the relay's unit test is).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { cp, mkdir, open, readdir, rm, stat, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -23,7 +23,7 @@ import { writeTree } from '../fixtures/index.js';
 import { parseSize } from '../src/core/sizes.js';
 import { writeRandomFile } from '../test/helpers/cli.js';
 import { pseudoRandom } from '../test/helpers/gen.js';
-import { rsyncLiteral, startRsyncd, stop, XFER, type Served } from './harness.js';
+import { rsyncLiteral, startRsyncd, startServe, stop, XFER } from './harness.js';
 import { have, median, timed, type Run } from './measure.js';
 import { startWanRelay, WAN_RATE_BITS_PER_SECOND, WAN_RTT_MS, WAN_WINDOW_BYTES, type WanLinkOptions } from './wan-relay.js';
 
@@ -148,21 +148,6 @@ async function inputs(): Promise<{ file?: { first: string; edited: string; bytes
   return out;
 }
 
-/** `xfer serve` on a free port, logging warnings only (harness.startServe logs every request). */
-async function startServe(root: string): Promise<Served> {
-  const child = spawn(process.execPath, [XFER, 'serve', '--root', root, '--port', '0', '--quiet'], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      const m = /listening on (\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.on('exit', (c) => reject(new Error(`xfer serve exited ${c}`)));
-  });
-  return { url, child };
-}
-
 function warm(path: string): void {
   spawnSync('sh', ['-c', `find '${path}' -type f -exec cat {} + > /dev/null`]);
 }
@@ -171,7 +156,7 @@ function warm(path: string): void {
 async function runTool(tool: 'xfer' | 'rsync', input: { first: string; edited: string }, isDir: boolean): Promise<[Measured, Measured]> {
   const dir = join(work, 'dest', tool);
   await rm(dir, { recursive: true, force: true });
-  const served = tool === 'xfer' ? await startServe(join(dir, 'root')) : await startRsyncd(dir);
+  const served = tool === 'xfer' ? await startServe(join(dir, 'root'), ['--quiet']) : await startRsyncd(dir);
   const port = Number(new URL(served.url.replace(/^rsync:/, 'http:')).port);
   const relay = await startWanRelay(port, link);
   try {
