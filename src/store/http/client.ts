@@ -16,6 +16,7 @@ import { Client, H2CClient, type Dispatcher } from 'undici';
 import { abortedError, throwIfAborted } from '../../core/abort.js';
 import { InvalidArgumentError, ProtocolError, XferError } from '../../core/errors.js';
 import { ByteQueue, SlabAllocator } from '../../core/bytes.js';
+import { checkIntegerInRange } from '../../core/options.js';
 import { checkRate, paced, RateLimiter } from '../../core/rate.js';
 import { DEFAULT_RETRY_POLICY, retrying, type RetryEvent, type RetryPolicy } from '../../core/retry.js';
 import type { ChunkId, DigestAlgorithm } from '../../core/ids.js';
@@ -188,7 +189,8 @@ export class XferClient {
     const base = new URL(url);
     if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new InvalidArgumentError(`${url}: expected an http:// or https:// URL`);
     if (options.bwlimitBytesPerSecond !== undefined) checkRate(options.bwlimitBytesPerSecond);
-    checkConnections(options.connections);
+    // Not given: automatic (connections.ts).
+    checkIntegerInRange(options, 'connections', 1, MAX_CONNECTIONS);
     const connections = new Connections(() => makeConnection(base, options), { count: options.connections, limitBytesPerSecond: options.bwlimitBytesPerSecond });
     const headers: Record<string, string> = options.token ? { authorization: `Bearer ${options.token}` } : {};
     let info: ServerInfo;
@@ -487,13 +489,6 @@ export class XferClient {
       this.options.onRetry?.(event);
     };
     return retrying(op, { policy: this.retryPolicy, transient: (err) => !this.isPermanent(err) && !this.aborted, signal: signal ?? this.signal, onRetry, exhausted: gaveUp });
-  }
-}
-
-/** ClientOptions.connections: a whole number from 1 to MAX_CONNECTIONS, or not given (automatic). */
-function checkConnections(n: number | undefined): void {
-  if (n !== undefined && !(Number.isSafeInteger(n) && n >= 1 && n <= MAX_CONNECTIONS)) {
-    throw new InvalidArgumentError(`connections must be a whole number from 1 to ${MAX_CONNECTIONS}, got ${String(n)}`);
   }
 }
 
