@@ -7,6 +7,7 @@ import { throwIfAborted } from '../../core/abort.js';
 import { ChunkCorruptError, ChunkMissingError, fromSystemError, InvalidArgumentError, IoError, isXferError, NotFoundError } from '../../core/errors.js';
 import { DIGEST_ALGORITHMS, digestFromHex, digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../../core/ids.js';
 import { checkBoolean, checkPositiveInteger, checkSignal } from '../../core/options.js';
+import { mapBounded } from '../../core/window.js';
 import { digestEquals, digestOf } from '../../hash/digest.js';
 import { acquireLock, type HeldLock, type LockOptions } from '../lock.js';
 import { checkChunkId, validateChunkId, validateManifestName } from '../names.js';
@@ -26,6 +27,16 @@ import { SET_ASIDE_HINT, SetAsideList, type SetAsideRecord } from './set-aside.j
 import { removeStaleTempFiles } from './temp.js';
 import { readInPackOrder, type PackPlace } from './verify-chunks.js';
 import { PackWriterPool } from './writer-pool.js';
+
+/** A chunk whose stored copy in `file` does not hash to its digest (it was set aside). */
+function corruptCopy(hex: string, file: string): ChunkCorruptError {
+  return new ChunkCorruptError(hex, `the stored copy in ${file} does not hash to it (set aside: ${SET_ASIDE_HINT})`);
+}
+
+/** A chunk whose pack `file` ends before its record does (it was set aside). */
+function truncatedPack(hex: string, file: string): ChunkCorruptError {
+  return new ChunkCorruptError(hex, `pack ${file} ends before the chunk does (truncated; set aside)`);
+}
 
 /** Chunks verifyChunks reads through get() at once (those not in a committed pack record). */
 const VERIFY_GETS_IN_FLIGHT = 16;
@@ -175,7 +186,7 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
     throwIfAborted(signal);
     if (options?.unverified !== true && !digestEquals(digestOf(id.algorithm, data.bytes), id.digest)) {
       await this.setAsidePlace(id, hex, data);
-      throw new ChunkCorruptError(hex, `the stored copy in ${data.file} does not hash to it (set aside: ${SET_ASIDE_HINT})`);
+      throw corruptCopy(hex, data.file);
     }
     return data.bytes;
   }
@@ -209,7 +220,7 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
         const hex = digestToHex(id.digest);
         const file = this.packs.packPath(p.pack);
         return this.setAsidePlace(id, hex, p).then(() => {
-          onChecked(p.i, new ChunkCorruptError(hex, bytes === undefined ? `pack ${file} ends before the chunk does (truncated; set aside)` : `the stored copy in ${file} does not hash to it (set aside: ${SET_ASIDE_HINT})`));
+          onChecked(p.i, bytes === undefined ? truncatedPack(hex, file) : corruptCopy(hex, file));
         });
       },
       onUnreadable: (unread, err) => {
@@ -218,26 +229,21 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
         for (const p of unread) viaGet.push(p.i);
       },
     });
-    let next = 0;
+    // After one fails (and this rejects), no more gets start and the others tell nothing more.
     let failed = false;
-    const getter = async () => {
-      // After one fails (and this rejects), the others start no more gets and tell nothing more.
-      while (next < viaGet.length && !failed) {
-        const i = viaGet[next++]!;
-        let check: ChunkCheck;
-        try {
-          check = (await this.get(ids[i]!, { signal })).length;
-        } catch (err) {
-          if (!isXferError(err, 'XFER_CHUNK_MISSING') && !isXferError(err, 'XFER_CHUNK_CORRUPT')) {
-            failed = true;
-            throw err;
-          }
-          check = err as ChunkMissingError | ChunkCorruptError;
+    await mapBounded(viaGet, VERIFY_GETS_IN_FLIGHT, signal, async (i) => {
+      let check: ChunkCheck;
+      try {
+        check = (await this.get(ids[i]!, { signal })).length;
+      } catch (err) {
+        if (!isXferError(err, 'XFER_CHUNK_MISSING') && !isXferError(err, 'XFER_CHUNK_CORRUPT')) {
+          failed = true;
+          throw err;
         }
-        if (!failed) onChecked(i, check);
+        check = err as ChunkMissingError | ChunkCorruptError;
       }
-    };
-    await Promise.all(Array.from({ length: Math.min(VERIFY_GETS_IN_FLIGHT, viaGet.length) }, getter));
+      if (!failed) onChecked(i, check);
+    });
   }
 
   /**
@@ -470,7 +476,7 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
       }
       if (bytes.length !== length) {
         await this.setAsidePlace(id, hex, { pack, offset, length });
-        throw new ChunkCorruptError(hex, `pack ${this.packs.packPath(pack)} ends before the chunk does (truncated; set aside)`);
+        throw truncatedPack(hex, this.packs.packPath(pack));
       }
       return { bytes, file: this.packs.packPath(pack), pack, offset, length };
     }
