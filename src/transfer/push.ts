@@ -320,14 +320,16 @@ export async function push(source: PushSource, destination: PushDestination, opt
       const s = st!;
       // Its attributes as a tree entry has them (owner, xattrs, mtime to the ns), of the file itself.
       const device = s.isBlockDevice();
-      const meta: EntryMeta = { ...entryMetaOf(await realpath(source), await stat(source, { bigint: true }), '', 'file', undefined, options.numericIds), size: bytesTotal };
+      const exact = await stat(source, { bigint: true });
+      const meta: EntryMeta = { ...entryMetaOf(await realpath(source), exact, '', 'file', undefined, options.numericIds), size: bytesTotal };
       // A device's mtime does not change when its content does: no quick check, no racy check.
       const file = device ? undefined : await known(meta);
       if (file) {
         await session.entry(meta, { signal, known: file });
         await reuseKnown(meta, file);
       } else {
-        const from = device ? undefined : { path: source, mtimeExactMs: s.mtimeMs, atMs: Date.now() };
+        // The mtime in the walk's form (nanoseconds / 1e6), as RacyFiles compares it.
+        const from = device ? undefined : { path: source, mtimeExactMs: Number(exact.mtimeNs) / 1e6, atMs: Date.now() };
         await handleFile(meta, new FileScan(source, bytesTotal, s.mtimeMs, pool, scanOpts), undefined, from);
       }
     } else {
