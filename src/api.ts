@@ -25,6 +25,8 @@ import { recordPulledTree, SnapshotRecorder, writeSnapshot, type SnapshotKey } f
 import { pullFromSnapshot, snapshotApplies, snapshotKey, triedSnapshot } from './pull-snapshot.js';
 import { manifestTag } from './manifest/tag.js';
 import { ScanPool } from './scan/pool.js';
+import { chunkerForSource } from './scan/image-source.js';
+import { DEFAULT_CHUNKER } from './chunker/params.js';
 import type { ChunkStore, ManifestStore } from './store/store.js';
 import type { PushDestination } from './transfer/destination.js';
 import { checkPushOptions, push as pushToDestination, statSource, type PushOptions as TransferPushOptions, type PushProgress, type PushResult } from './transfer/push.js';
@@ -197,6 +199,9 @@ export async function push(source: PushSource, destination: LocationSpec, option
     if (sourceIsTree) exclude = destinationPathsIn(source as string, t);
     dest = await LocalDestination.open(t, { signal: options.signal, onLockWait: options.onLockWait, deleteExtra: options.delete === true, protect: options.excludes, numericIds: options.numericIds === true });
   }
+  // A file or block device holding a file system gets the image chunker unless the caller
+  // named a chunker (scan/image-source.ts: the CLI's rule too).
+  const chunker = options.chunker ?? (typeof source === 'string' && !sourceIsTree ? await chunkerForSource(source, DEFAULT_CHUNKER) : undefined);
   const started = performance.now();
   // What earlier runs sent (see below), as their last progress reports said.
   let earlier = { bytesSent: 0, chunksSent: 0 };
@@ -214,7 +219,7 @@ export async function push(source: PushSource, destination: LocationSpec, option
           mirrored?.pushed.add(meta.path);
           options.onEntry?.(meta);
         };
-        const result = await pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, { ...options, exclude, onProgress, onEntry, carry });
+        const result = await pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, { ...options, chunker, exclude, onProgress, onEntry, carry });
         const m = mirrored;
         return {
           ...result,

@@ -5,6 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { EXT_MAGIC_OFFSET, IMAGE_CHUNKER, isExtImage } from '../src/chunker/image.js';
+import { push } from '../src/index.js';
+import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import { runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
 
@@ -69,5 +71,21 @@ describe('an ext2/3/4 image is chunked with the image chunker (4/16/64 KiB) unle
     assert.equal(m.code, 0, m.stderr);
     const header = JSON.parse(m.stdout) as { chunker: unknown };
     assert.deepEqual(header.chunker, IMAGE_CHUNKER);
+  });
+
+  it('the library push() applies the same rule: the image gets the image chunker, a chunker option wins, other files get the default', async () => {
+    const chunkerOf = async (dest: string, name: string) => {
+      const m = await runCli(['manifest', 'show', join(dest, name), '--json']);
+      assert.equal(m.code, 0, m.stderr);
+      return (JSON.parse(m.stdout) as { chunker: unknown }).chunker;
+    };
+    const dest = join(dir, 'lib');
+    await push(image, `${dest}/`);
+    assert.deepEqual(await chunkerOf(dest, 'ext4.img'), IMAGE_CHUNKER);
+    await push(plain, `${dest}/`);
+    assert.deepEqual(await chunkerOf(dest, 'plain.img'), DEFAULT_CHUNKER);
+    const fixed = { algorithm: 'fixed', sizeBytes: 16 * KiB } as const;
+    await push(image, join(dest, 'fixed.img'), { chunker: fixed });
+    assert.deepEqual(await chunkerOf(dest, 'fixed.img'), fixed);
   });
 });

@@ -1,8 +1,7 @@
 import { Option } from 'commander';
 import { DEFAULT_AVG_BYTES, DEFAULT_MAX_BYTES, DEFAULT_MIN_BYTES, validateChunkerSpec } from '../chunker/params.js';
-import { readFile, stat } from 'node:fs/promises';
-import { chunkerForImage } from '../chunker/image.js';
-import { scannableSize } from '../scan/scanner.js';
+import { readFile } from 'node:fs/promises';
+import { chunkerForSource } from '../scan/image-source.js';
 import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
 import { parseRuleFile, PathFilter, type FilterRule } from '../scan/filter.js';
 import { checkRate } from '../core/rate.js';
@@ -54,10 +53,7 @@ export function chunkerSpecFrom(flags: ChunkerFlags, explicit: (name: string) =>
 export async function chunkerSpecFor(source: string | undefined, flags: ChunkerFlags, explicit: (name: string) => boolean): Promise<ChunkerSpec> {
   const spec = chunkerSpecFrom(flags, explicit);
   if (source === undefined || flags.fixed !== undefined || ['min', 'avg', 'max'].some(explicit)) return spec;
-  const st = await stat(source).catch(() => undefined);
-  if (!st || !(st.isFile() || st.isBlockDevice())) return spec;
-  const size = await scannableSize(source, st).catch(() => 0);
-  return chunkerForImage(source, size, spec);
+  return chunkerForSource(source, spec);
 }
 
 export function digestFrom(flags: ChunkerFlags): DigestAlgorithm {
