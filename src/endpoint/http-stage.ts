@@ -96,9 +96,22 @@ export class StageList {
     this.wake?.();
   }
 
+  /**
+   * The body: what was queued since the last piece, in one piece. A tree's manifest body
+   * comes a few dozen bytes at a time (an entry's begin, chunks and end are each a write),
+   * and a piece each cost the push's main thread an HTTP/2 stream write: 23,000 for a
+   * 7,643-file tree.
+   */
   async *body(): AsyncGenerator<Buffer> {
     for (;;) {
-      while (this.queue.length) yield this.queue.shift()!;
+      if (this.queue.length) {
+        // What the rest of this turn of the event loop queues goes along.
+        if (!this.ended && !this.stopped) await new Promise<void>((resolve) => setImmediate(resolve));
+        if (this.stopped) return;
+        const pieces = this.queue.splice(0);
+        yield pieces.length === 1 ? pieces[0]! : Buffer.concat(pieces);
+        continue;
+      }
       if (this.stopped) return;
       if (this.ended) return;
       await new Promise<void>((resolve) => (this.wake = resolve));

@@ -27,3 +27,80 @@ export async function readBody(req: Http2ServerRequest, limitBytes: number, what
   for await (const piece of limitedBody(req, limitBytes, what)) pieces.push(piece);
   return Buffer.concat(pieces);
 }
+
+/**
+ * Hands the body's pieces to `take` in order as they arrive, at most `limitBytes` in all
+ * (as limitedBody), without an async iteration per piece: node:http2 delivers a body in
+ * DATA frames of at most 16 KiB whatever the peer's SETTINGS allow (65,536 per GiB), and
+ * each `for await` step through limitedBody cost two promise round trips per frame on the
+ * server's main thread. `take` is never called while a promise it returned is pending: the
+ * body is paused meanwhile, so its buffer fills and HTTP/2 flow control holds the client.
+ * Resolves once the body has ended and `take`'s last promise has settled. Rejects with the
+ * first failure (`take`'s, the limit's, a body cut short) and destroys the request then,
+ * as an abandoned `for await` does.
+ */
+export function consumeBody(req: Http2ServerRequest, limitBytes: number, what: string, take: (piece: Buffer) => Promise<void> | undefined): Promise<void> {
+  const declared = Number(req.headers['content-length'] ?? NaN);
+  if (declared > limitBytes) return Promise.reject(new TooLargeError(`${what} of ${declared} bytes is over the limit of ${limitBytes}`));
+  return new Promise<void>((resolve, reject) => {
+    let total = 0;
+    let settled = false;
+    let ended = false;
+    let pending = false;
+    /** Pieces that came while a promise of `take` was pending (pause() is not always in time). */
+    const backlog: Buffer[] = [];
+    const settle = (err?: unknown): void => {
+      if (settled) return;
+      settled = true;
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', settle);
+      req.off('close', onClose);
+      if (err === undefined) return resolve();
+      req.destroy();
+      reject(err);
+    };
+    /** Feeds `piece`, then the backlog, until a promise is pending or nothing is left. */
+    const feed = (piece: Buffer | undefined): void => {
+      while (piece !== undefined && !settled) {
+        let waiting: Promise<void> | undefined;
+        try {
+          waiting = take(piece);
+        } catch (err) {
+          return settle(err);
+        }
+        if (waiting) {
+          pending = true;
+          req.pause();
+          waiting.then(() => {
+            pending = false;
+            feed(backlog.shift());
+            if (settled || pending) return;
+            if (ended) settle();
+            else req.resume();
+          }, settle);
+          return;
+        }
+        piece = backlog.shift();
+      }
+    };
+    const onData = (piece: Buffer): void => {
+      total += piece.length;
+      if (total > limitBytes) return settle(new TooLargeError(`${what} is over the limit of ${limitBytes} bytes`));
+      if (pending) backlog.push(piece);
+      else feed(piece);
+    };
+    const onEnd = (): void => {
+      ended = true;
+      if (!pending) settle();
+    };
+    // Closed before its end: the client reset the stream or the connection broke.
+    const onClose = (): void => {
+      if (!ended) settle(Object.assign(new Error('the request body was cut short'), { code: 'ERR_STREAM_PREMATURE_CLOSE' }));
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', settle);
+    req.on('close', onClose);
+  });
+}

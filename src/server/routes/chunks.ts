@@ -10,7 +10,7 @@ import { DIGEST_BYTES, type ChunkId, type DigestAlgorithm } from '../../core/ids
 import { applyDelta, baseBlockSums, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES, sumsBytes } from '../../protocol/delta.js';
 import { chunkRecordHead, decodeDigests, encodeMissingBitmap, peekChunkRecord, takeChunkRecord } from '../../protocol/records.js';
 import { drained, sendJson } from '../answer.js';
-import { limitedBody, readBody } from '../body.js';
+import { consumeBody, readBody } from '../body.js';
 import { hasChunkSizes, type RouteContext } from '../context.js';
 import { FETCH_READ_AHEAD, FETCH_READ_AHEAD_BYTES, MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_QUERY_DIGESTS, MAX_SUMS_ANSWER_BYTES } from '../limits.js';
 
@@ -41,13 +41,21 @@ export function chunkRoutes(rc: RouteContext) {
     let stored = 0;
     let present = 0;
     const queue = new ByteQueue();
-    for await (const piece of limitedBody(req, MAX_BATCH_BYTES, what)) {
-      queue.push(piece);
-      for (let record = next(queue); record !== undefined; record = next(queue)) {
-        if (await record) stored++;
+    // The records complete in the queue, one at a time (each put settles before the next
+    // record is taken); a promise while one is pending, which holds the body (consumeBody).
+    const drain = (): Promise<void> | undefined => {
+      const record = next(queue);
+      if (record === undefined) return undefined;
+      return record.then((s) => {
+        if (s) stored++;
         else present++;
-      }
-    }
+        return drain();
+      });
+    };
+    await consumeBody(req, MAX_BATCH_BYTES, what, (piece) => {
+      queue.push(piece);
+      return drain();
+    });
     if (queue.length) throw new InvalidArgumentError(`${what} ends inside a record`);
     sendJson(res, 200, { stored, present });
   }
