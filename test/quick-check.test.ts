@@ -8,6 +8,7 @@ import { createChunker } from '../src/chunker/index.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import { digestOf } from '../src/hash/digest.js';
 import { setTimesNs } from '../src/io/sys.js';
+import { push } from '../src/index.js';
 import { RACY_COARSE_WINDOW_MS, RacyFiles } from '../src/transfer/racy.js';
 import { cutAll } from './helpers/chunks.js';
 import { BIN, isOneLineError, runCli } from './helpers/cli.js';
@@ -277,5 +278,31 @@ describe('a racily clean file that did not change passes the check again (RacyFi
       await racy.settle();
     }
     await rm(dir, { recursive: true, force: true });
+  });
+});
+
+describe('a single file pushed right after it was written passes its racy check when unchanged', () => {
+  it('with an mtime whose stat().mtimeMs differs from nanoseconds / 1e6: its check compares the walk\'s form, as a tree\'s files do', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'xfer-racy-single-'));
+    try {
+      const file = join(dir, 'fresh.bin');
+      const data = pseudoRandom(64 * 1024, 78);
+      await writeFile(file, data);
+      // An mtime just ahead of the clock (so the push notes the file as racily clean and
+      // checks it again before the commit) on which the two forms differ in the last bit.
+      const aheadNs = (BigInt(Date.now()) + 200n) * 1_000_000n;
+      let differs = false;
+      for (let k = 0; k < 40 && !differs; k++) {
+        const ns = aheadNs + BigInt(123_457 + k * 7_654_321);
+        setTimesNs(file, ns, ns);
+        differs = (await stat(file)).mtimeMs !== Number((await stat(file, { bigint: true })).mtimeNs) / 1e6;
+      }
+      assert.ok(differs, 'an mtime on which stat().mtimeMs and nanoseconds / 1e6 differ');
+      const r = await push(file, join(dir, 'out') + '/');
+      assert.equal(r.bytesTotal, data.length);
+      assert.ok((await readFile(join(dir, 'out', 'fresh.bin'))).equals(data));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
