@@ -10,11 +10,12 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after, before } from 'node:test';
+import { after, before, beforeEach } from 'node:test';
 import { CreateBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { openS3Store, type S3Store, type S3StoreOptions } from '../../src/store/s3/index.js';
 import type { RetryPolicy } from '../../src/core/retry.js';
 import { MOTO_CREDENTIALS, START_TIMEOUT_MS, startMoto, stopChild, waitUntilAnswers } from './moto.js';
+import { S3FaultProxy } from './s3-proxy.js';
 
 export { motoMissing } from './moto.js';
 
@@ -102,6 +103,28 @@ export function useS3Service(kind: 'moto' | 's3rver' | 'outside'): { service: S3
     f.service?.client.destroy();
     await stopChild(child);
     if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+  return f;
+}
+
+/**
+ * For a describe() after useS3Service(`s`): a fault-injecting proxy (helpers/s3-proxy.ts)
+ * in front of the service, started before its tests and closed after them. Before each
+ * test its fault and log are cleared and `url` is a fresh location (freshLocation). Open
+ * stores on `url` with `endpoint: proxy.endpoint` to go through it.
+ */
+export function useS3FaultProxy(s: { readonly service: S3Service }): { readonly proxy: S3FaultProxy; readonly url: string } {
+  const f = {} as { proxy: S3FaultProxy; url: string };
+  before(async () => {
+    f.proxy = await S3FaultProxy.start(s.service.endpoint!);
+  });
+  after(async () => {
+    await f.proxy?.close();
+  });
+  beforeEach(() => {
+    f.url = freshLocation(s.service);
+    f.proxy.fault = undefined;
+    f.proxy.log.length = 0;
   });
   return f;
 }
