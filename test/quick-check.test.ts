@@ -3,7 +3,6 @@ import { chmod, mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'no
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { tmpdir } from 'node:os';
-import { spawn } from 'node:child_process';
 import { createChunker } from '../src/chunker/index.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import { digestOf } from '../src/hash/digest.js';
@@ -11,7 +10,7 @@ import { setTimesNs } from '../src/io/sys.js';
 import { push } from '../src/index.js';
 import { RACY_COARSE_WINDOW_MS, RacyFiles } from '../src/transfer/racy.js';
 import { cutAll } from './helpers/chunks.js';
-import { BIN, isOneLineError, runCli } from './helpers/cli.js';
+import { isOneLineError, runCli, startCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { rawRequest, useServer } from './helpers/server.js';
 
@@ -226,10 +225,7 @@ describe('files written again right after a push read them (racily clean) are ca
         digests.push(digestOf('blake3', v1.subarray(o, o + len)));
         o += len;
       }
-      const child = spawn(process.execPath, [BIN, 'push', src, `${fx.server.url}/${name}`], { stdio: ['ignore', 'ignore', 'pipe'] });
-      let stderr = '';
-      child.stderr!.setEncoding('utf8').on('data', (d) => (stderr += d));
-      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      const pushing = startCli(['push', src, `${fx.server.url}/${name}`]);
       // Once every chunk is on the server, the file has been read: write it again, same size,
       // with an mtime in the same millisecond (a write within the same clock tick).
       let uploaded = false;
@@ -240,11 +236,12 @@ describe('files written again right after a push read them (racily clean) are ca
       }
       // Not a silent give-up: without the upload seen, the rewrite below could not land in the
       // push's wait and the test would prove nothing.
-      assert.ok(uploaded, `the push uploaded every chunk within the wait (${stderr})`);
+      assert.ok(uploaded, `the push uploaded every chunk within the wait (${pushing.stderr()})`);
       const v2 = pseudoRandom(2 * MiB, 52);
       await writeFile(src, v2);
       await utimes(src, (mtimeMs + laterMs) / 1000, (mtimeMs + laterMs) / 1000);
-      const code = await exited;
+      const code = await pushing.exit;
+      const stderr = pushing.stderr();
       assert.equal(code, 10, `the push fails with XFER_SOURCE_CHANGED's exit code: ${stderr}`);
       assert.ok(isOneLineError(stderr) && /changed right after it was read; run again/.test(stderr), stderr);
       await assert.rejects(stat(join(fx.root, 'files', name)), { code: 'ENOENT' }, 'nothing was committed');
