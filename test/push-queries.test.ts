@@ -7,7 +7,7 @@ import type { ChunkId } from '../src/core/ids.js';
 import { MemoryStore } from '../src/store/memory.js';
 import type { OpOptions } from '../src/store/store.js';
 import type { PushDestination } from '../src/transfer/destination.js';
-import { push, QUEUED_BATCH_BYTES } from '../src/transfer/push.js';
+import { MAX_HAS_QUERIES_IN_FLIGHT, push, QUEUED_BATCH_BYTES } from '../src/transfer/push.js';
 import { writeRandomFile } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
 
@@ -97,6 +97,43 @@ describe('push scans ahead of the answers to its queries by a bounded amount', (
     assert.ok(scannedUnanswered > 0, 'the first batch was scanned');
     assert.equal(scanned, SIZE);
     assert.ok(r.chunksTotal > 0);
+    assert.equal(r.chunksSent, r.chunksTotal);
+  });
+});
+
+describe('push has a bounded number of queries in flight', () => {
+  let dir: string;
+  const FILES = 12;
+  /** Small chunks: a file of 512 KiB has over PIPELINED_QUERY_IDS of them, so each starts another query. */
+  const SMALL_CHUNKS = { algorithm: 'fastcdc2020', minBytes: 64, avgBytes: 256, maxBytes: 1024 } as const;
+  const HOLD_MS = 1000;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xfer-queries-'));
+    await mkdir(join(dir, 'tree'));
+    for (let i = 0; i < FILES; i++) await writeFile(join(dir, 'tree', `f${i}.bin`), pseudoRandom(512 * 1024, 100 + i));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('while none is answered, at most MAX_HAS_QUERIES_IN_FLIGHT are asked; the rest follow the answers', async () => {
+    let answer!: () => void;
+    const answered = new Promise<void>((r) => (answer = r));
+    let open = 0;
+    let most = 0;
+    const { destination, queries } = countingDestination(async () => {
+      most = Math.max(most, ++open);
+      await answered;
+      open--;
+    });
+    const pushed = push(join(dir, 'tree'), destination, { chunker: SMALL_CHUNKS });
+    pushed.catch(() => {}); // awaited below
+    for (const until = Date.now() + HOLD_MS; Date.now() < until && most <= MAX_HAS_QUERIES_IN_FLIGHT; ) await new Promise((r) => setTimeout(r, 20));
+    const mostUnanswered = most;
+    answer();
+    const r = await pushed;
+    assert.equal(mostUnanswered, MAX_HAS_QUERIES_IN_FLIGHT, `${mostUnanswered} queries asked with none answered`);
+    assert.ok(queries.length > MAX_HAS_QUERIES_IN_FLIGHT, `${queries.length} queries in all`);
     assert.equal(r.chunksSent, r.chunksTotal);
   });
 });

@@ -527,6 +527,8 @@ class ChunkSender {
   private readonly failed = new AbortController();
   /** The queries in flight; each settles (never rejects) once its puts have started. */
   private readonly running = new Set<Promise<void>>();
+  /** Room for the queries in flight: MAX_HAS_QUERIES_IN_FLIGHT. */
+  private readonly querySlots = new Slots(MAX_HAS_QUERIES_IN_FLIGHT);
   /** Settles once the puts of every answered query so far have started (their order). */
   private putsStarted: Promise<void> = Promise.resolve();
   private startScheduled = false;
@@ -592,8 +594,8 @@ class ChunkSender {
     while (
       this.queue.length > 0 &&
       !this.failure &&
-      this.running.size < MAX_HAS_QUERIES_IN_FLIGHT &&
-      (this.running.size === 0 || this.queuedIds >= PIPELINED_QUERY_IDS || this.queuedBytes >= QUEUED_BATCH_BYTES / 2)
+      (this.running.size === 0 || this.queuedIds >= PIPELINED_QUERY_IDS || this.queuedBytes >= QUEUED_BATCH_BYTES / 2) &&
+      this.querySlots.tryAcquire()
     ) {
       const group: Queued[] = [];
       let n = 0;
@@ -608,6 +610,7 @@ class ChunkSender {
       this.running.add(query);
       void query.finally(() => {
         this.running.delete(query);
+        this.querySlots.release();
         this.startQueries();
       });
     }
