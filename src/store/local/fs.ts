@@ -54,9 +54,9 @@ export async function isDirectory(p: string): Promise<boolean> {
 
 /**
  * Writes `source` to a new file at `filePath` (never an existing one: 'wx', created with
- * permission bits `mode` less the umask) and fsyncs it: xfer's one way to make a file that
- * is then linked or renamed into place. Errors of `source` pass through as they are;
- * AbortedError once `signal` fires.
+ * permission bits `mode` less the umask) and fsyncs it, for a file then linked or renamed
+ * into place (manifests, store records, lock drafts, the serve mode record). Errors of
+ * `source` pass through as they are; AbortedError once `signal` fires.
  */
 export async function writeDurably(
   filePath: string,
