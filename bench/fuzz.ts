@@ -15,7 +15,7 @@
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { flagValue, hasFlag, intFlag } from '../test/harness/args.js';
+import { flagValue, hasFlag, intFlag, runMain } from '../test/harness/args.js';
 import { runFuzz } from '../test/harness/fuzz.js';
 import { DECODER_PARSERS, HTTP_PARSERS } from '../test/harness/fuzz-inputs.js';
 import { seedFrom } from '../test/harness/rng.js';
@@ -46,10 +46,4 @@ async function main(argv: string[]): Promise<number> {
   return summary.report(json);
 }
 
-main(process.argv.slice(2)).then(
-  (code) => (process.exitCode = code),
-  (err) => {
-    console.error(`fuzz: ${(err as Error).stack ?? err}`);
-    process.exitCode = 2;
-  },
-);
+runMain('fuzz', main);

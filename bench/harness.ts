@@ -123,12 +123,20 @@ export interface Served {
   readonly child: ChildProcess;
 }
 
+/** How startServe runs the server. */
+export interface ServeOptions {
+  /** The CLI to run (another build's dist/src/cli/bin.js, to compare builds); this build's by default. */
+  readonly bin?: string;
+  /** Where its stderr (the log) goes: this process's (default), child.stderr ('pipe'), or nowhere. */
+  readonly stderr?: 'inherit' | 'pipe' | 'ignore';
+}
+
 /**
  * Starts `xfer serve --root root --port 0` as a child, with any further `args` (e.g.
  * `--quiet`: the default log writes a line per request), and waits for its `listening on` line.
  */
-export async function startServe(root: string, args: readonly string[] = []): Promise<Served> {
-  const child = spawn(process.execPath, [XFER, 'serve', '--root', root, '--port', '0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+export async function startServe(root: string, args: readonly string[] = [], options: ServeOptions = {}): Promise<Served> {
+  const child = spawn(process.execPath, [options.bin ?? XFER, 'serve', '--root', root, '--port', '0', ...args], { stdio: ['ignore', 'pipe', options.stderr ?? 'inherit'] });
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';
     child.stdout!.setEncoding('utf8').on('data', (d) => {

@@ -8,15 +8,14 @@
  * and counts every PUT the proxy saw (packs, index objects, manifest, parts). Prints one
  * line of figures and exits 1 if the bar is missed. Never part of npm test.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { parseSize } from '../src/core/sizes.js';
 import { writeRandomFile } from '../test/helpers/cli.js';
+import { MOTO_CREDENTIALS, motoMissing, startMoto, stopChild } from '../test/helpers/moto.js';
 import { S3FaultProxy } from '../test/helpers/s3-proxy.js';
 import { XFER } from './harness.js';
 import { timed } from './measure.js';
@@ -24,7 +23,6 @@ import { timed } from './measure.js';
 /** The bar: chunks per PUT request at least. */
 const CHUNKS_PER_PUT = 100;
 const BUCKET = 'xfer-bench-puts';
-const CREDENTIALS = { accessKeyId: 'testing', secretAccessKey: 'testing' };
 
 const { values } = parseArgs({
   options: {
@@ -37,29 +35,8 @@ const log = (s: string) => process.stdout.write(`${s}\n`);
 // As createS3Client does for the CLI: no warning about the SDK's future Node versions.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
 
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-async function startMoto(): Promise<{ endpoint: string; child: ChildProcess }> {
-  const port = await freePort();
-  const child = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
-  const endpoint = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    try {
-      await fetch(endpoint, { signal: AbortSignal.timeout(1000) });
-      return { endpoint, child };
-    } catch {
-      if (i > 300 || child.exitCode !== null) throw new Error('moto_server did not start (is it on PATH?)');
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
-
+const missing = motoMissing();
+if (missing !== undefined) throw new Error(missing);
 const sizeBytes = parseSize(values.size!, '--size');
 const work = values.work!;
 await mkdir(work, { recursive: true });
@@ -69,10 +46,10 @@ await writeRandomFile(source, sizeBytes, 16);
 const moto = await startMoto();
 const proxy = await S3FaultProxy.start(moto.endpoint);
 try {
-  const admin = new S3Client({ endpoint: moto.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: CREDENTIALS });
+  const admin = new S3Client({ endpoint: moto.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: MOTO_CREDENTIALS });
   await admin.send(new CreateBucketCommand({ Bucket: BUCKET }));
   admin.destroy();
-  const env = { AWS_ACCESS_KEY_ID: CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey, AWS_REGION: 'us-east-1' };
+  const env = { AWS_ACCESS_KEY_ID: MOTO_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: MOTO_CREDENTIALS.secretAccessKey, AWS_REGION: 'us-east-1' };
   log(`xfer push to s3://${BUCKET}/source.bin through the counting proxy (moto at ${moto.endpoint})`);
   const run = await timed(process.execPath, [XFER, 'push', source, `s3://${BUCKET}/source.bin`, '--avg', values.avg!, '--s3-endpoint', proxy.endpoint, '--s3-path-style', '--json'], env);
   const result = JSON.parse(run.stdout) as { chunksTotal: number; chunksSent: number };
@@ -90,6 +67,6 @@ try {
   process.exitCode = puts <= bar ? 0 : 1;
 } finally {
   await proxy.close();
-  moto.child.kill('SIGTERM');
+  await stopChild(moto.child);
   await rm(work, { recursive: true, force: true });
 }

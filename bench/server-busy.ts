@@ -8,42 +8,24 @@
  *
  *   node dist/bench/server-busy.js --file F [--runs 3] [--clients 1] [--bin A.js --bin B.js]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { XFER } from './harness.js';
+import { startServe, stop, XFER, type Served } from './harness.js';
 import { median, timed } from './measure.js';
 import { threadCpuSeconds } from './thread-cpu.js';
 
-interface Served {
-  readonly child: ChildProcess;
-  readonly url: string;
+/** A server and its log so far (stderr: JSON lines). */
+interface Logged extends Served {
   log: string;
 }
 
-async function serve(bin: string, root: string): Promise<Served> {
-  const child = spawn(process.execPath, [bin, 'serve', '--root', root, '--port', '0', '--log-format', 'json'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const s = { child, url: '', log: '' };
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (s.log += d));
-  s.url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      const m = /listening on (\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.on('exit', (c) => reject(new Error(`xfer serve exited ${c}`)));
-  });
+async function serve(bin: string, root: string): Promise<Logged> {
+  const s = { ...(await startServe(root, ['--log-format', 'json'], { bin, stderr: 'pipe' })), log: '' };
+  s.child.stderr!.setEncoding('utf8').on('data', (d: string) => (s.log += d));
   return s;
-}
-
-async function stopServe(s: Served): Promise<void> {
-  const exited = new Promise((r) => s.child.once('exit', r));
-  s.child.kill('SIGTERM');
-  await exited;
 }
 
 interface Sample {
@@ -59,7 +41,7 @@ async function once(bin: string, file: string, clients: number, work: string): P
   const before = threadCpuSeconds(s.child.pid!);
   const runs = await Promise.all(Array.from({ length: clients }, (_, i) => timed(process.execPath, [bin, 'push', file, `${s.url}/f${i}.bin`, '--json'])));
   const after = threadCpuSeconds(s.child.pid!);
-  await stopServe(s);
+  await stop(s.child);
   const gib = (statSync(file).size * clients) / 2 ** 30;
   const stopped = s.log.split('\n').filter((l) => l.includes('"stopped"')).map((l) => JSON.parse(l) as { mainThreadBusyMs?: number }).at(-1);
   await rm(root, { recursive: true, force: true });

@@ -12,17 +12,15 @@
  *   npm run siege -- [--idle 1000] [--slow 200] [--push-mib 100] [--deadline-s 120]
  *                    [--out FILE] [-- <extra xfer serve flags>]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { connect as h2connect, type ClientHttp2Session } from 'node:http2';
 import { connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { startServe, XFER } from './harness.js';
 
-const HERE = dirname(fileURLToPath(import.meta.url));
-const BIN = join(HERE, '..', 'src', 'cli', 'bin.js');
 
 interface Args {
   idle: number;
@@ -62,25 +60,10 @@ interface Tracked {
   how?: string;
 }
 
-async function startServer(root: string, extra: string[]): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--root', root, '--port', '0', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stderr!.resume();
-  const url = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      const m = /listening on (\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.once('exit', (code) => reject(new Error(`server exited with ${code} before listening`)));
-  });
-  return { child, url };
-}
-
 function runCli(args: string[]): Promise<{ code: number | null; stderr: string; ms: number }> {
   const t0 = performance.now();
   return new Promise((resolve) => {
-    const c = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const c = spawn(process.execPath, [XFER, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     c.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     c.on('exit', (code) => resolve({ code, stderr, ms: performance.now() - t0 }));
@@ -90,7 +73,7 @@ function runCli(args: string[]): Promise<{ code: number | null; stderr: string; 
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const work = await mkdtemp(join(tmpdir(), 'xfer-siege-'));
-  const { child, url } = await startServer(join(work, 'root'), args.serverArgs);
+  const { child, url } = await startServe(join(work, 'root'), args.serverArgs, { stderr: 'ignore' });
   const pid = child.pid;
   let serverExited: number | null | undefined;
   child.once('exit', (code) => (serverExited = code));

@@ -12,7 +12,7 @@
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { flagValue, hasFlag, intFlag } from '../test/harness/args.js';
+import { flagValue, hasFlag, intFlag, runMain } from '../test/harness/args.js';
 import { seedFrom } from '../test/harness/rng.js';
 import { runSoak } from '../test/harness/soak.js';
 
@@ -34,10 +34,4 @@ async function main(argv: string[]): Promise<number> {
   return summary.report(json);
 }
 
-main(process.argv.slice(2)).then(
-  (code) => (process.exitCode = code),
-  (err) => {
-    console.error(`soak: ${(err as Error).stack ?? err}`);
-    process.exitCode = 2;
-  },
-);
+runMain('soak', main);

@@ -3,14 +3,14 @@ import { chmod, mkdir, mkdtemp, readFile, rm, stat, utimes, writeFile } from 'no
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { tmpdir } from 'node:os';
-import { spawn } from 'node:child_process';
 import { createChunker } from '../src/chunker/index.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import { digestOf } from '../src/hash/digest.js';
 import { setTimesNs } from '../src/io/sys.js';
+import { push } from '../src/index.js';
 import { RACY_COARSE_WINDOW_MS, RacyFiles } from '../src/transfer/racy.js';
 import { cutAll } from './helpers/chunks.js';
-import { BIN, isOneLineError, runCli } from './helpers/cli.js';
+import { isOneLineError, runCli, startCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { rawRequest, useServer } from './helpers/server.js';
 
@@ -225,10 +225,7 @@ describe('files written again right after a push read them (racily clean) are ca
         digests.push(digestOf('blake3', v1.subarray(o, o + len)));
         o += len;
       }
-      const child = spawn(process.execPath, [BIN, 'push', src, `${fx.server.url}/${name}`], { stdio: ['ignore', 'ignore', 'pipe'] });
-      let stderr = '';
-      child.stderr!.setEncoding('utf8').on('data', (d) => (stderr += d));
-      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      const pushing = startCli(['push', src, `${fx.server.url}/${name}`]);
       // Once every chunk is on the server, the file has been read: write it again, same size,
       // with an mtime in the same millisecond (a write within the same clock tick).
       let uploaded = false;
@@ -239,11 +236,12 @@ describe('files written again right after a push read them (racily clean) are ca
       }
       // Not a silent give-up: without the upload seen, the rewrite below could not land in the
       // push's wait and the test would prove nothing.
-      assert.ok(uploaded, `the push uploaded every chunk within the wait (${stderr})`);
+      assert.ok(uploaded, `the push uploaded every chunk within the wait (${pushing.stderr()})`);
       const v2 = pseudoRandom(2 * MiB, 52);
       await writeFile(src, v2);
       await utimes(src, (mtimeMs + laterMs) / 1000, (mtimeMs + laterMs) / 1000);
-      const code = await exited;
+      const code = await pushing.exit;
+      const stderr = pushing.stderr();
       assert.equal(code, 10, `the push fails with XFER_SOURCE_CHANGED's exit code: ${stderr}`);
       assert.ok(isOneLineError(stderr) && /changed right after it was read; run again/.test(stderr), stderr);
       await assert.rejects(stat(join(fx.root, 'files', name)), { code: 'ENOENT' }, 'nothing was committed');
@@ -277,5 +275,31 @@ describe('a racily clean file that did not change passes the check again (RacyFi
       await racy.settle();
     }
     await rm(dir, { recursive: true, force: true });
+  });
+});
+
+describe('a single file pushed right after it was written passes its racy check when unchanged', () => {
+  it('with an mtime whose stat().mtimeMs differs from nanoseconds / 1e6: its check compares the walk\'s form, as a tree\'s files do', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'xfer-racy-single-'));
+    try {
+      const file = join(dir, 'fresh.bin');
+      const data = pseudoRandom(64 * 1024, 78);
+      await writeFile(file, data);
+      // An mtime just ahead of the clock (so the push notes the file as racily clean and
+      // checks it again before the commit) on which the two forms differ in the last bit.
+      const aheadNs = (BigInt(Date.now()) + 200n) * 1_000_000n;
+      let differs = false;
+      for (let k = 0; k < 40 && !differs; k++) {
+        const ns = aheadNs + BigInt(123_457 + k * 7_654_321);
+        setTimesNs(file, ns, ns);
+        differs = (await stat(file)).mtimeMs !== Number((await stat(file, { bigint: true })).mtimeNs) / 1e6;
+      }
+      assert.ok(differs, 'an mtime on which stat().mtimeMs and nanoseconds / 1e6 differ');
+      const r = await push(file, join(dir, 'out') + '/');
+      assert.equal(r.bytesTotal, data.length);
+      assert.ok((await readFile(join(dir, 'out', 'fresh.bin'))).equals(data));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

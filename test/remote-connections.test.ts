@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { createServer as createH2Server, type Http2Server, type ServerHttp2Stream } from 'node:http2';
-import { createServer as createNetServer, connect as netConnect, type AddressInfo, type Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { startWanRelay } from '../bench/wan-relay.js';
@@ -10,71 +10,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { XferClient } from '../src/store/http/client.js';
 import { Connections } from '../src/store/http/connections.js';
 import { isOneLineError, runCli, sha256File, writeRandomFile } from './helpers/cli.js';
-import { useServer } from './helpers/server.js';
+import { startRelay, useServer } from './helpers/server.js';
 
 const MiB = 1024 * 1024;
-
-/**
- * A TCP relay to `target` that counts the connections clients open through it and can
- * break one of them, the first to have carried `afterBytes` towards the server: `kill`
- * destroys it (a reset), `freeze` stops passing its bytes either way without closing it
- * (a connection that silently stopped: a NAT that forgot it, a dead path).
- */
-async function startBreakingRelay(target: string): Promise<{
-  url: string; connections: () => number; broken: () => number; breakOne: (how: 'kill' | 'freeze', afterBytes: number) => void; close: () => Promise<void>;
-}> {
-  const port = Number(new URL(target).port);
-  const sockets = new Set<Socket>();
-  let connections = 0;
-  let broken = 0;
-  let plan: { how: 'kill' | 'freeze'; afterBytes: number } | undefined;
-  const relay = createNetServer((inbound) => {
-    connections++;
-    const outbound = netConnect(port, '127.0.0.1');
-    let up = 0;
-    let frozen = false;
-    for (const s of [inbound, outbound]) {
-      sockets.add(s);
-      s.on('error', () => {});
-      s.on('close', () => {
-        sockets.delete(s);
-        inbound.destroy();
-        outbound.destroy();
-      });
-    }
-    inbound.on('data', (d: Buffer) => {
-      up += d.length;
-      if (plan && up >= plan.afterBytes) {
-        broken++;
-        if (plan.how === 'kill') {
-          plan = undefined;
-          inbound.destroy();
-          outbound.destroy();
-          return;
-        }
-        plan = undefined;
-        frozen = true;
-      }
-      if (!frozen) outbound.write(d);
-    });
-    outbound.on('data', (d: Buffer) => {
-      if (!frozen) inbound.write(d);
-    });
-  });
-  await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()));
-  return {
-    url: `http://127.0.0.1:${(relay.address() as AddressInfo).port}`,
-    connections: () => connections,
-    broken: () => broken,
-    breakOne: (how, afterBytes) => {
-      plan = { how, afterBytes };
-    },
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => relay.close(() => r()));
-    },
-  };
-}
 
 describe('several connections per transfer (--connections)', () => {
   const f = useServer('xfer-connections-');
@@ -118,7 +56,7 @@ describe('several connections per transfer (--connections)', () => {
   it('--connections N: a push and a pull spread their requests over N connections', async () => {
     const src = join(f.dir, 'spread.bin');
     await writeRandomFile(src, 12 * MiB, 31);
-    const relay = await startBreakingRelay(f.server.url);
+    const relay = await startRelay(f.server.url);
     try {
       const up = await runCli(['push', src, `${relay.url}/spread.bin`, '--json', '--connections', '3']);
       assert.equal(up.code, 0, up.stderr);
@@ -137,7 +75,7 @@ describe('several connections per transfer (--connections)', () => {
   it('--bwlimit is one total over all the connections, each way', async () => {
     const src = join(f.dir, 'limited.bin');
     await writeRandomFile(src, 16 * MiB, 32);
-    const relay = await startBreakingRelay(f.server.url);
+    const relay = await startRelay(f.server.url);
     try {
       // 16 MiB at 8 MiB/s, less the burst (2 MiB): at least 1.75 s however many connections.
       const up = await runCli(['push', src, `${relay.url}/limited.bin`, '--json', '--bwlimit', '8M', '--connections', '4']);
@@ -160,7 +98,7 @@ describe('several connections per transfer (--connections)', () => {
     it(`a connection that ${how === 'kill' ? 'breaks' : 'stops answering'} mid-transfer is replaced, and the transfer completes`, async () => {
       const src = join(f.dir, `${how}.bin`);
       await writeRandomFile(src, 16 * MiB, how === 'kill' ? 35 : 36);
-      const relay = await startBreakingRelay(f.server.url);
+      const relay = await startRelay(f.server.url);
       try {
         relay.breakOne(how, 3 * MiB);
         const up = await runCli(['push', src, `${relay.url}/${how}.bin`, '--json', '--connections', '2', '--timeout', '2']);
@@ -181,7 +119,7 @@ describe('several connections per transfer (--connections)', () => {
     // 60 ms round trip; a window of 128 KiB carries about 2 MiB/s per connection: the push
     // lasts past the third sample (the first growth, about 3 s in).
     const wan = await startWanRelay(Number(new URL(f.server.url).port), { rttMs: 60, rateBitsPerSecond: 400_000_000, windowBytes: 128 * 1024, slowStart: false });
-    const local = await startBreakingRelay(f.server.url);
+    const local = await startRelay(f.server.url);
     try {
       const far = await runCli(['push', src, `http://127.0.0.1:${wan.port}/auto-far.bin`, '--json']);
       assert.equal(far.code, 0, far.stderr);

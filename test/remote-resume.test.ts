@@ -1,5 +1,4 @@
 import { strict as assert } from 'node:assert';
-import { spawn } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -9,7 +8,7 @@ import { DEFAULT_CHUNKER, DEFAULT_MAX_BYTES } from '../src/chunker/params.js';
 import { analyze } from '../src/scan/analyze.js';
 import { createServer, type XferServer } from '../src/server/server.js';
 import { MAX_UPLOADS_IN_FLIGHT } from '../src/store/http/store.js';
-import { BIN, isOneLineError, runCli, sha256File, writeRandomFile } from './helpers/cli.js';
+import { isOneLineError, runCli, sha256File, startCli, writeRandomFile } from './helpers/cli.js';
 import { rawRequest, startRelay, startServeProcess } from './helpers/server.js';
 
 const MiB = 1024 * 1024;
@@ -41,11 +40,8 @@ async function presentBytes(url: string, chunks: { digest: Buffer; length: numbe
  */
 async function killWhen(args: string[], tmp: string, ready: () => Promise<boolean>): Promise<{ killed: boolean }> {
   await mkdir(tmp, { recursive: true });
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: 'ignore', env: { ...process.env, TMPDIR: tmp } });
-  const exited = new Promise<void>((r) => child.on('exit', () => r()));
-  let done = false;
-  void exited.then(() => (done = true));
-  for (let i = 0; i < 600 && !done; i++) {
+  const { child, exit: exited, running } = startCli(args, { env: { TMPDIR: tmp } });
+  for (let i = 0; i < 600 && running(); i++) {
     if (await ready()) {
       child.kill('SIGKILL');
       await exited;
@@ -55,19 +51,6 @@ async function killWhen(args: string[], tmp: string, ready: () => Promise<boolea
   }
   await exited;
   return { killed: false };
-}
-
-/** Starts a CLI child in the test's TMPDIR, collecting its stderr. */
-function startCli(args: string[], tmp: string): { exit: Promise<number | null>; running: () => boolean; stderr: () => string; stdout: () => string } {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: tmp } });
-  let out = '';
-  let err = '';
-  let running = true;
-  child.stdout!.setEncoding('utf8').on('data', (d) => (out += d));
-  child.stderr!.setEncoding('utf8').on('data', (d) => (err += d));
-  const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
-  void exit.then(() => (running = false));
-  return { exit, running: () => running, stderr: () => err, stdout: () => out };
 }
 
 /** How long a test waits for a transfer to reach the point where it is interrupted. */
@@ -138,7 +121,7 @@ describe('interrupted transfers resume and send only what is missing', () => {
       const relay = await startRelay(server.url);
       await mkdir(join(dir, 'tmp'), { recursive: true });
       try {
-        const push = startCli(['push', cutSrc, `${relay.url}/cut.bin`, '--json'], join(dir, 'tmp'));
+        const push = startCli(['push', cutSrc, `${relay.url}/cut.bin`, '--json'], { env: { TMPDIR: join(dir, 'tmp') } });
         await waitUntil('a quarter of the file went up', push, () => relay.bytesUp() >= size / 4);
         const connectionsBefore = relay.connections();
         assert.ok(relay.cut() > 0, 'the cut broke open connections');
@@ -215,7 +198,7 @@ describe('interrupted transfers resume and send only what is missing', () => {
     let srv = await startServeProcess(['--root', root, '--port', '0']);
     const port = new URL(srv.url).port;
     await mkdir(join(dir, 'tmp'), { recursive: true });
-    const push = startCli(['push', src, `${srv.url}/again.bin`, '--json'], join(dir, 'tmp'));
+    const push = startCli(['push', src, `${srv.url}/again.bin`, '--json'], { env: { TMPDIR: join(dir, 'tmp') } });
     await storedAtLeast(srv.url, 4 * MiB, push);
     await srv.stop('SIGKILL');
     await sleep(300); // the client meets a refused connection before the server is back
@@ -238,7 +221,7 @@ describe('interrupted transfers resume and send only what is missing', () => {
     let srv = await startServeProcess(['--root', root, '--port', '0']);
     const port = new URL(srv.url).port;
     await mkdir(join(dir, 'tmp'), { recursive: true });
-    const push = startCli(['push', src, `${srv.url}/term-again.bin`, '--json'], join(dir, 'tmp'));
+    const push = startCli(['push', src, `${srv.url}/term-again.bin`, '--json'], { env: { TMPDIR: join(dir, 'tmp') } });
     await storedAtLeast(srv.url, 4 * MiB, push);
     assert.equal(await srv.stop('SIGTERM'), 0, 'the server stops cleanly');
     srv = await startServeProcess(['--root', root, '--port', port]);
@@ -256,7 +239,7 @@ describe('interrupted transfers resume and send only what is missing', () => {
     let srv = await startServeProcess(['--root', root, '--port', '0']);
     const port = new URL(srv.url).port;
     await mkdir(join(dir, 'tmp'), { recursive: true });
-    const push = startCli(['push', src, `${srv.url}/again.bin`, '--retries', '0'], join(dir, 'tmp'));
+    const push = startCli(['push', src, `${srv.url}/again.bin`, '--retries', '0'], { env: { TMPDIR: join(dir, 'tmp') } });
     await storedAtLeast(srv.url, 4 * MiB, push);
     await srv.stop('SIGKILL');
     const code = await push.exit;
@@ -279,7 +262,7 @@ describe('interrupted transfers resume and send only what is missing', () => {
     assert.equal((await runCli(['push', src, `${srv.url}/big.bin`])).code, 0);
     const out = join(dir, 'pulled-restart.bin');
     const partial = join(dir, '.xfer-pulled-restart.bin.partial');
-    const pull = startCli(['pull', `${srv.url}/big.bin`, out, '--json'], join(dir, 'tmp'));
+    const pull = startCli(['pull', `${srv.url}/big.bin`, out, '--json'], { env: { TMPDIR: join(dir, 'tmp') } });
     await waitUntil('16 MiB were pulled', pull, async () => ((await stat(partial).catch(() => undefined))?.size ?? 0) >= 16 * MiB);
     await srv.stop('SIGKILL');
     await sleep(300);
@@ -298,7 +281,7 @@ describe('interrupted transfers resume and send only what is missing', () => {
     const root = join(dir, 'term-root');
     const srv = await startServeProcess(['--root', root, '--port', '0']);
     await mkdir(join(dir, 'tmp'), { recursive: true });
-    const push = startCli(['push', src, `${srv.url}/term.bin`], join(dir, 'tmp'));
+    const push = startCli(['push', src, `${srv.url}/term.bin`], { env: { TMPDIR: join(dir, 'tmp') } });
     // The server builds the file in a staging copy while chunks arrive: stop it then.
     const staging = async () => (await readdir(join(root, 'files'))).filter((n) => n.startsWith('.xfer-'));
     await waitUntil('the server made its staging copy', push, async () => (await staging()).length > 0);

@@ -187,6 +187,25 @@ describe('the registry composes the decorators a scheme declares around its stor
     assert.equal(slots.inFlight, 0);
     assert.equal(await slots.run(async () => 'next'), 'next');
   });
+
+  it('weight admitted without waiting counts at once; untilRoom waits for a release and takes nothing', async () => {
+    const slots = new Slots(Number.MAX_SAFE_INTEGER, 10);
+    slots.admit(8);
+    slots.admit(8); // over the limit: admitted all the same
+    assert.equal(slots.tryAcquire(1), false);
+    let roomAt = -1;
+    const room = slots.untilRoom(3).then(() => (roomAt = slots.inFlight));
+    slots.release(8);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(roomAt, -1, 'still 8 of 10 bytes held: no room for 3');
+    const aborted = new AbortController();
+    const stopped = slots.untilRoom(3, aborted.signal);
+    aborted.abort();
+    await assert.rejects(stopped, (err) => isXferError(err, 'XFER_ABORTED'));
+    slots.release(8);
+    await room;
+    assert.equal(roomAt, 0, 'untilRoom took no slot');
+  });
 });
 
 describe('the same composition reaches a server\'s store, retried in its transport (http://)', () => {

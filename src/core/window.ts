@@ -38,12 +38,26 @@ export class Slots {
 
   /** Waits for room for a holder of weight `bytes` and takes it; AbortedError if `signal` fires first. */
   async acquire(bytes = 0, signal?: AbortSignal): Promise<void> {
-    while (!this.hasRoom(bytes)) {
-      await untilAborted(new Promise<void>((resolve) => this.waiters.push(resolve)), signal);
-    }
+    while (!this.hasRoom(bytes)) await this.nextRelease(signal);
     throwIfAborted(signal);
     this.active++;
     this.activeBytes += bytes;
+  }
+
+  /**
+   * Counts a holder of weight `bytes` at once, room or not: work that is under way before
+   * anyone waits for it (a producer's queued batch), whose weight later holders and
+   * untilRoom() wait behind. Given back with release(bytes).
+   */
+  admit(bytes = 0): void {
+    this.active++;
+    this.activeBytes += bytes;
+  }
+
+  /** Waits until a holder of weight `bytes` would get in, without taking room; AbortedError if `signal` fires first. */
+  async untilRoom(bytes = 0, signal?: AbortSignal): Promise<void> {
+    while (!this.hasRoom(bytes)) await this.nextRelease(signal);
+    throwIfAborted(signal);
   }
 
   /** Gives back what acquire(bytes) took. */
@@ -65,7 +79,13 @@ export class Slots {
     }
   }
 
-  private hasRoom(bytes: number): boolean {
+  /** Resolves at the next release(); AbortedError if `signal` fires first. */
+  private nextRelease(signal: AbortSignal | undefined): Promise<void> {
+    return untilAborted(new Promise<void>((resolve) => this.waiters.push(resolve)), signal);
+  }
+
+  /** Whether a holder of weight `bytes` would get in now. */
+  hasRoom(bytes = 0): boolean {
     return this.active < this.maxJobs && (this.active === 0 || this.activeBytes + bytes <= this.maxBytes);
   }
 }

@@ -15,10 +15,11 @@
  * record of anything else is refused (never guessed).
  */
 import { randomBytes } from 'node:crypto';
-import { link, open, readFile, rm, stat } from 'node:fs/promises';
+import { link, readFile, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fromSystemError, InvalidArgumentError } from '../core/errors.js';
 import { fsyncPath } from '../io/sync.js';
+import { writeDurably } from '../store/local/fs.js';
 
 export type ServeMode = 'files' | 'store-only';
 
@@ -71,13 +72,7 @@ async function writeMode(root: string, mode: ServeMode): Promise<boolean> {
   // would rewrite the inode the first one linked as the record.
   const tmp = `${file}.${process.pid}-${randomBytes(6).toString('hex')}.tmp`;
   try {
-    const fh = await open(tmp, 'wx', 0o644);
-    try {
-      await fh.writeFile(`${mode}\n`);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await writeDurably(tmp, [Buffer.from(`${mode}\n`)], undefined, 0o644);
     try {
       await link(tmp, file);
     } catch (err) {

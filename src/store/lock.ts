@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { sleepUnlessAborted, throwIfAborted } from '../core/abort.js';
 import { fromSystemError } from '../core/errors.js';
 import { OWNER_TAG, ownerGone } from '../io/owner.js';
+import { writeDurably } from './local/fs.js';
 
 /** The first wait between attempts to take a held lock; doubled each time up to LOCK_MAX_POLL_MS. */
 const LOCK_FIRST_POLL_MS = 20;
@@ -90,18 +91,15 @@ async function removeDeadDrafts(file: string): Promise<void> {
   }
 }
 
+/**
+ * The draft, in the lock's directory (made if missing), written durably: a lock linked from
+ * it is never found empty after a power loss (no owner to judge dead, waited on for ever).
+ */
 async function writeDraft(draft: string, content: string): Promise<void> {
-  try {
-    await writeFile(draft, content, { flag: 'wx' });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw fromSystemError(err, draft, 'create lock');
-    await mkdir(dirname(draft), { recursive: true }).catch((e: unknown) => {
-      throw fromSystemError(e, dirname(draft), 'create lock directory');
-    });
-    await writeFile(draft, content, { flag: 'wx' }).catch((e: unknown) => {
-      throw fromSystemError(e, draft, 'create lock');
-    });
-  }
+  await mkdir(dirname(draft), { recursive: true }).catch((e: unknown) => {
+    throw fromSystemError(e, dirname(draft), 'create lock directory');
+  });
+  await writeDurably(draft, [Buffer.from(content)], undefined);
 }
 
 /** The lock's content and its owner tag; undefined if there is no lock. */

@@ -18,7 +18,7 @@ import { entryMetaOf, walkTree, type SourceEntry, type WalkSkip } from '../scan/
 import type { FileSink, KnownFile, PushDestination, PushSession } from './destination.js';
 import { isRepairable, resendMissing } from './resend.js';
 import { RacyFiles } from './racy.js';
-import { Window } from '../core/window.js';
+import { Slots, Window } from '../core/window.js';
 import type { CarriedEntry } from './select.js';
 import { comparePaths } from '../manifest/rules.js';
 
@@ -517,10 +517,18 @@ class ChunkSender {
   /** Digests and batch bytes queued, not yet in a query. */
   private queuedIds = 0;
   private queuedBytes = 0;
-  /** Batch bytes queued or in a query whose puts have not all started (the send() bound). */
-  private heldBytes = 0;
+  /**
+   * Batch bytes queued or in a query whose puts have not all started: the send() bound. A
+   * batch is admitted at once, room or not (it joins the queue, and a query may take it,
+   * while its send() waits); send() then waits while QUEUED_BATCH_BYTES or more are held.
+   */
+  private readonly held = new Slots(Number.MAX_SAFE_INTEGER, QUEUED_BATCH_BYTES);
+  /** Fires at the first failure: a send() waiting for room returns; the next send() or drain() throws it. */
+  private readonly failed = new AbortController();
   /** The queries in flight; each settles (never rejects) once its puts have started. */
   private readonly running = new Set<Promise<void>>();
+  /** Room for the queries in flight: MAX_HAS_QUERIES_IN_FLIGHT. */
+  private readonly querySlots = new Slots(MAX_HAS_QUERIES_IN_FLIGHT);
   /** Settles once the puts of every answered query so far have started (their order). */
   private putsStarted: Promise<void> = Promise.resolve();
   private startScheduled = false;
@@ -558,12 +566,13 @@ class ChunkSender {
       this.queue.push({ batch, lease, path, ids, index });
       this.queuedIds += ids.length;
       this.queuedBytes += batch.data.length;
-      this.heldBytes += batch.data.length;
+      this.held.admit(batch.data.length);
       this.scheduleQueries();
-      while (this.heldBytes >= QUEUED_BATCH_BYTES && !this.failure) {
+      // Room for one more byte: fewer than QUEUED_BATCH_BYTES held. The queries whose
+      // answers free it start now rather than at the scheduled turn.
+      if (!this.held.hasRoom(1)) {
         this.startQueries();
-        if (this.running.size === 0) break;
-        await Promise.race(this.running);
+        await this.held.untilRoom(1, this.failed.signal).catch(() => {});
       }
     }
     this.bytesScanned += batch.data.length;
@@ -585,8 +594,8 @@ class ChunkSender {
     while (
       this.queue.length > 0 &&
       !this.failure &&
-      this.running.size < MAX_HAS_QUERIES_IN_FLIGHT &&
-      (this.running.size === 0 || this.queuedIds >= PIPELINED_QUERY_IDS || this.queuedBytes >= QUEUED_BATCH_BYTES / 2)
+      (this.running.size === 0 || this.queuedIds >= PIPELINED_QUERY_IDS || this.queuedBytes >= QUEUED_BATCH_BYTES / 2) &&
+      this.querySlots.tryAcquire()
     ) {
       const group: Queued[] = [];
       let n = 0;
@@ -601,6 +610,7 @@ class ChunkSender {
       this.running.add(query);
       void query.finally(() => {
         this.running.delete(query);
+        this.querySlots.release();
         this.startQueries();
       });
     }
@@ -626,7 +636,7 @@ class ChunkSender {
           this.fail(error);
         } finally {
           q.lease.drop(); // its buffer goes back to the pool once its puts are done
-          this.heldBytes -= q.batch.data.length;
+          this.held.release(q.batch.data.length);
         }
         k += q.ids.length;
       }
@@ -638,9 +648,10 @@ class ChunkSender {
   /** Keeps the first failure; the batches still queued are dropped (their buffers go back). */
   private fail(error: unknown): void {
     this.failure ??= { error };
+    this.failed.abort();
     for (const q of this.queue) {
       q.lease.drop();
-      this.heldBytes -= q.batch.data.length;
+      this.held.release(q.batch.data.length);
     }
     this.queue = [];
     this.queuedIds = 0;

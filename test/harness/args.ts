@@ -21,3 +21,17 @@ export function intFlag(argv: readonly string[], name: string, env: string | und
   if (!Number.isSafeInteger(n) || n < 0) throw new Error(`--${name} must be a non-negative integer, got "${v}"`);
   return n;
 }
+
+/**
+ * Runs a harness command's `main` on this process's arguments: what it resolves to is the
+ * exit code; a failure prints `<name>: <stack>` and exits 2.
+ */
+export function runMain(name: string, main: (argv: string[]) => Promise<number>): void {
+  main(process.argv.slice(2)).then(
+    (code) => (process.exitCode = code),
+    (err) => {
+      console.error(`${name}: ${(err as Error).stack ?? err}`);
+      process.exitCode = 2;
+    },
+  );
+}

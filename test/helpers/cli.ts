@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { open } from 'node:fs/promises';
@@ -42,6 +42,32 @@ export async function sha256File(path: string): Promise<string> {
   const h = createHash('sha256');
   for await (const b of createReadStream(path)) h.update(b as Buffer);
   return h.digest('hex');
+}
+
+/** A CLI run started in a child process (startCli): its exit, and what it wrote so far. */
+export interface StartedCli {
+  readonly child: ChildProcess;
+  /** Its exit code; null if a signal ended it. */
+  readonly exit: Promise<number | null>;
+  running(): boolean;
+  stdout(): string;
+  stderr(): string;
+}
+
+/**
+ * Starts the CLI in a child process (standard input closed) without waiting for it: for a
+ * test that signals, kills or watches it meanwhile. `env` is added to this process's.
+ */
+export function startCli(args: string[], options: { env?: NodeJS.ProcessEnv } = {}): StartedCli {
+  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
+  let out = '';
+  let err = '';
+  let running = true;
+  child.stdout!.setEncoding('utf8').on('data', (d) => (out += d));
+  child.stderr!.setEncoding('utf8').on('data', (d) => (err += d));
+  const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  void exit.then(() => (running = false));
+  return { child, exit, running: () => running, stdout: () => out, stderr: () => err };
 }
 
 /**

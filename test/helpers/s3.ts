@@ -4,25 +4,25 @@
  * XFER_TEST_S3_URL is set, an outside S3 service (MinIO, Ceph RGW, AWS): see README
  * "S3 storage". No mock of the SDK: every store under test speaks HTTP to a server.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { after, before } from 'node:test';
+import { after, before, beforeEach } from 'node:test';
 import { CreateBucketCommand, DeleteObjectsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { openS3Store, type S3Store, type S3StoreOptions } from '../../src/store/s3/index.js';
 import type { RetryPolicy } from '../../src/core/retry.js';
+import { MOTO_CREDENTIALS, START_TIMEOUT_MS, startMoto, stopChild, waitUntilAnswers } from './moto.js';
+import { S3FaultProxy } from './s3-proxy.js';
+
+export { motoMissing } from './moto.js';
 
 /** Retries for tests: quick, so that a test of retries takes milliseconds. */
 export const TEST_RETRY_POLICY: RetryPolicy = { retries: 5, firstDelayMs: 10, maxDelayMs: 50 };
-const START_TIMEOUT_MS = 30_000;
 /** s3rver's built-in account. */
 const S3RVER_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
-/** moto accepts any credentials. */
-const MOTO_CREDENTIALS = { accessKeyId: 'testing', secretAccessKey: 'testing' };
 const HERE = dirname(fileURLToPath(import.meta.url));
 // As createS3Client does: no warning about the SDK's future Node versions in test output.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
@@ -36,43 +36,6 @@ export interface S3Service {
   readonly options: S3StoreOptions;
   /** An admin client (creating buckets, listing keys). */
   readonly client: S3Client;
-}
-
-/** Why the service cannot be started here, or undefined if it can. */
-export function motoMissing(): string | undefined {
-  const found = spawnSync('sh', ['-c', 'command -v moto_server'], { encoding: 'utf8' });
-  return found.status === 0 ? undefined : 'moto_server is not on PATH (pip install "moto[server]")';
-}
-
-async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
-
-async function waitUntilAnswers(url: string, child: ChildProcess, output: () => string): Promise<void> {
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`the S3 server exited (${child.exitCode}): ${output()}`);
-    try {
-      await fetch(url, { signal: AbortSignal.timeout(1000) });
-      return;
-    } catch {
-      if (Date.now() > deadline) throw new Error(`the S3 server at ${url} did not answer within ${START_TIMEOUT_MS} ms: ${output()}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-}
-
-async function stopChild(child: ChildProcess | undefined): Promise<void> {
-  if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise((resolve) => child.once('exit', resolve));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-  await exited;
-  clearTimeout(timer);
 }
 
 function adminClient(endpoint: string | undefined, options: S3StoreOptions): S3Client {
@@ -105,31 +68,31 @@ export function useS3Service(kind: 'moto' | 's3rver' | 'outside'): { service: S3
       f.service = { name: `outside (${url})`, endpoint, base, options, client: adminClient(endpoint, options) };
       return;
     }
-    let output = '';
-    let endpoint: string;
+    let endpoint = '';
     let credentials: S3StoreOptions['credentials'];
     if (kind === 'moto') {
-      const port = await freePort();
-      child = spawn('moto_server', ['-H', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
-      endpoint = `http://127.0.0.1:${port}`;
+      const moto = await startMoto();
+      child = moto.child;
+      endpoint = moto.endpoint;
       credentials = MOTO_CREDENTIALS;
     } else {
       dir = await mkdtemp(join(tmpdir(), 'xfer-s3rver-'));
-      child = spawn(process.execPath, ['--openssl-legacy-provider', join(HERE, 's3rver-child.js'), dir], { stdio: ['ignore', 'pipe', 'pipe'] });
-      endpoint = '';
+      const s3rver = spawn(process.execPath, ['--openssl-legacy-provider', join(HERE, 's3rver-child.js'), dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+      child = s3rver;
       credentials = S3RVER_CREDENTIALS;
+      let output = '';
+      s3rver.stdout!.setEncoding('utf8').on('data', (d: string) => (output += d));
+      s3rver.stderr!.setEncoding('utf8').on('data', (d: string) => (output += d));
+      const started = Date.now();
+      while (endpoint === '') {
+        const m = /listening (\d+)/.exec(output);
+        if (m) endpoint = `http://127.0.0.1:${m[1]}`;
+        else if (s3rver.exitCode !== null) throw new Error(`s3rver exited (${s3rver.exitCode}): ${output}`);
+        else if (Date.now() - started > START_TIMEOUT_MS) throw new Error(`s3rver did not start: ${output}`);
+        else await new Promise((r) => setTimeout(r, 50));
+      }
+      await waitUntilAnswers(endpoint, s3rver, () => output);
     }
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => (output += d));
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => (output += d));
-    const started = Date.now();
-    while (kind === 's3rver' && endpoint === '') {
-      const m = /listening (\d+)/.exec(output);
-      if (m) endpoint = `http://127.0.0.1:${m[1]}`;
-      else if (child.exitCode !== null) throw new Error(`s3rver exited (${child.exitCode}): ${output}`);
-      else if (Date.now() - started > START_TIMEOUT_MS) throw new Error(`s3rver did not start: ${output}`);
-      else await new Promise((r) => setTimeout(r, 50));
-    }
-    await waitUntilAnswers(endpoint, child, () => output);
     const options: S3StoreOptions = { endpoint, forcePathStyle: true, region: 'us-east-1', credentials };
     const client = adminClient(endpoint, options);
     const bucket = `xfer-test-${randomBytes(4).toString('hex')}`;
@@ -140,6 +103,28 @@ export function useS3Service(kind: 'moto' | 's3rver' | 'outside'): { service: S3
     f.service?.client.destroy();
     await stopChild(child);
     if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+  });
+  return f;
+}
+
+/**
+ * For a describe() after useS3Service(`s`): a fault-injecting proxy (helpers/s3-proxy.ts)
+ * in front of the service, started before its tests and closed after them. Before each
+ * test its fault and log are cleared and `url` is a fresh location (freshLocation). Open
+ * stores on `url` with `endpoint: proxy.endpoint` to go through it.
+ */
+export function useS3FaultProxy(s: { readonly service: S3Service }): { readonly proxy: S3FaultProxy; readonly url: string } {
+  const f = {} as { proxy: S3FaultProxy; url: string };
+  before(async () => {
+    f.proxy = await S3FaultProxy.start(s.service.endpoint!);
+  });
+  after(async () => {
+    await f.proxy?.close();
+  });
+  beforeEach(() => {
+    f.url = freshLocation(s.service);
+    f.proxy.fault = undefined;
+    f.proxy.log.length = 0;
   });
   return f;
 }

@@ -78,17 +78,39 @@ export async function rawRequest(
   }
 }
 
+/** A TCP relay startRelay made. */
+export interface Relay {
+  readonly url: string;
+  /** Bytes clients sent through it, all connections. */
+  bytesUp(): number;
+  /** Connections clients opened through it. */
+  connections(): number;
+  /** Cuts every connection it carries at once (a network break; the server lives on); says how many client connections it broke. */
+  cut(): number;
+  /**
+   * Breaks one connection, the first to have carried `afterBytes` towards the server (the
+   * piece that reaches it is not passed on): `kill` destroys it (a reset), `freeze` stops
+   * passing its bytes either way without closing it (a connection that silently stopped:
+   * a NAT that forgot it, a dead path).
+   */
+  breakOne(how: 'kill' | 'freeze', afterBytes: number): void;
+  /** Connections broken by breakOne. */
+  broken(): number;
+  close(): Promise<void>;
+}
+
 /**
  * A TCP relay to a server on 127.0.0.1 that counts the bytes clients send through it and
- * the connections they open, and can cut every connection it carries at once (a network
- * break; the server lives on): cut() says how many client connections it broke.
+ * the connections they open, and can break them (Relay: cut, breakOne).
  */
-export async function startRelay(target: string): Promise<{ url: string; bytesUp: () => number; connections: () => number; cut: () => number; close: () => Promise<void> }> {
+export async function startRelay(target: string): Promise<Relay> {
   const port = Number(new URL(target).port);
   const sockets = new Set<Socket>();
   const inbounds = new Set<Socket>();
   let up = 0;
   let connections = 0;
+  let broken = 0;
+  let plan: { how: 'kill' | 'freeze'; afterBytes: number } | undefined;
   const relay = createNetServer((inbound) => {
     connections++;
     inbounds.add(inbound);
@@ -103,9 +125,37 @@ export async function startRelay(target: string): Promise<{ url: string; bytesUp
         outbound.destroy();
       });
     }
-    inbound.on('data', (d: Buffer) => (up += d.length));
-    inbound.pipe(outbound);
-    outbound.pipe(inbound);
+    let connectionUp = 0;
+    let frozen = false;
+    /** Whether `d`, read from the client, is passed on; false once this connection is broken. */
+    const onwards = (d: Buffer): boolean => {
+      up += d.length;
+      connectionUp += d.length;
+      if (plan && connectionUp >= plan.afterBytes) {
+        broken++;
+        if (plan.how === 'kill') {
+          inbound.destroy();
+          outbound.destroy();
+        } else {
+          frozen = true;
+          // Read on and drop, either way: nothing waits for a drain that will not come.
+          inbound.resume();
+          outbound.resume();
+        }
+        plan = undefined;
+      }
+      return !frozen && !inbound.destroyed;
+    };
+    // As pipe() does (back-pressure, end), but each piece goes through `pass` first.
+    const carry = (from: Socket, to: Socket, pass: (d: Buffer) => boolean) => {
+      from.on('data', (d: Buffer) => {
+        if (pass(d) && !to.write(d)) from.pause();
+      });
+      to.on('drain', () => from.resume());
+      from.on('end', () => to.end());
+    };
+    carry(inbound, outbound, onwards);
+    carry(outbound, inbound, () => !frozen);
   });
   await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()));
   return {
@@ -113,10 +163,14 @@ export async function startRelay(target: string): Promise<{ url: string; bytesUp
     bytesUp: () => up,
     connections: () => connections,
     cut: () => {
-      const broken = inbounds.size;
+      const n = inbounds.size;
       for (const s of sockets) s.destroy();
-      return broken;
+      return n;
     },
+    breakOne: (how, afterBytes) => {
+      plan = { how, afterBytes };
+    },
+    broken: () => broken,
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => relay.close(() => r()));

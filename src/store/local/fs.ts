@@ -53,17 +53,20 @@ export async function isDirectory(p: string): Promise<boolean> {
 }
 
 /**
- * Writes `source` to a new file at `filePath` and fsyncs it. Errors of `source` pass
- * through as they are; AbortedError once `signal` fires.
+ * Writes `source` to a new file at `filePath` (never an existing one: 'wx', created with
+ * permission bits `mode` less the umask) and fsyncs it, for a file then linked or renamed
+ * into place (manifests, store records, lock drafts, the serve mode record). Errors of
+ * `source` pass through as they are; AbortedError once `signal` fires.
  */
 export async function writeDurably(
   filePath: string,
   source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
   signal: AbortSignal | undefined,
+  mode = 0o666,
 ): Promise<void> {
   let file: FileHandle;
   try {
-    file = await open(filePath, 'wx');
+    file = await open(filePath, 'wx', mode);
   } catch (err) {
     throw fromSystemError(err, filePath, 'create file');
   }
