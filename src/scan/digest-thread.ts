@@ -3,6 +3,7 @@ import { isZeroBytesView, isZeroChunk } from '../chunker/zero.js';
 import { XferError } from '../core/errors.js';
 import type { DigestAlgorithm } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
+import { TreeHasher, treeBinding } from '../hash/tree.js';
 import type { DigestThreadMessage, DigestThreadReply } from './digest-worker.js';
 
 /**
@@ -193,4 +194,17 @@ export class DigestThread {
     this.failure ??= err;
     this.wakeAll();
   }
+}
+
+/** The whole-content hasher of a large file being rebuilt: fed in order, hashing alongside the writes. */
+export type LargeFileHasher = Pick<DigestThread, 'update' | 'ready' | 'digest' | 'close'>;
+
+/**
+ * BLAKE3 with the native addon: a TreeHasher (aligned spans hashed on libuv's threads,
+ * merged in order; no thread of its own, zeros hashed without a buffer). Otherwise (no
+ * addon, or SHA-256, sequential by nature) a DigestThread. The same digest either way.
+ */
+export function largeFileHasher(algorithm: DigestAlgorithm): LargeFileHasher {
+  const tree = algorithm === 'blake3' ? treeBinding() : null;
+  return tree ? new TreeHasher(tree, isZeroBytesView) : new DigestThread(algorithm);
 }

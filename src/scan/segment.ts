@@ -1,11 +1,12 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import type { Chunker } from '../chunker/chunker.js';
 import { createChunker } from '../chunker/index.js';
-import { fromSystemError, SourceChangedError } from '../core/errors.js';
+import { fromSystemError, SourceChangedError, XferError } from '../core/errors.js';
 import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
 import { DIGEST_BYTES } from '../core/ids.js';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { digestOf } from '../hash/digest.js';
+import { nativeTree, spanCv } from '../hash/tree.js';
 import { seekData, seekHole } from '../io/sys.js';
 
 /** What every segment task shares: how to chunk and hash. */
@@ -35,6 +36,14 @@ export interface FileSegmentTask extends SegmentTaskBase {
   readonly expectMtimeMs?: number;
   /** A recycled buffer to read into (transferred with the task), if large enough. */
   readonly buffer?: ArrayBuffer;
+  /**
+   * Also return the BLAKE3 chaining value of [start, end) as a subtree of the file's
+   * digest (hash/tree.ts; start must be a multiple of the segment size, a power of two
+   * number of 1 KiB chunks): computed here, while the bytes are in cache, so the scan
+   * merges CVs instead of hashing the whole file again in order. A segment that is all
+   * hole is hashed without its bytes.
+   */
+  readonly segmentCv?: boolean;
 }
 
 /**
@@ -63,6 +72,8 @@ export interface SegmentResult {
   /** The segment's bytes from its start on: file bytes [start, start + data.length), or the task's bytes. */
   readonly data: Uint8Array;
   readonly fileDigest?: Uint8Array;
+  /** File tasks with segmentCv: the segment's BLAKE3 subtree CV (32 bytes). */
+  readonly segmentCv?: Uint8Array;
   /**
    * File tasks: the bytes of [start, end) that were read, not holes (see readSegment);
    * bytes tasks: the task's startLimit (a stream has no holes).
@@ -239,6 +250,7 @@ export function scanSegment(task: SegmentTask): SegmentResult {
   let startLimit: number;
   let wholeFile = false;
   let dataBytes: number;
+  let segmentCv: Uint8Array | undefined;
   if (task.kind === 'bytes') {
     data = new Uint8Array(task.bytes, 0, task.length);
     eof = task.eof;
@@ -253,12 +265,19 @@ export function scanSegment(task: SegmentTask): SegmentResult {
   }
   const cols = new ChunkColumns();
   cutAndHash(chunker, task.digestAlgorithm, data, 0, data.length, eof, startLimit, cols);
+  if (task.kind === 'file' && task.segmentCv) {
+    const tree = nativeTree();
+    if (!tree) throw new XferError('XFER_INTERNAL', 'segment CV asked of a scan worker without the native addon');
+    // All hole: the zero routine (no input read); else the bytes just chunked (holes zeroed).
+    segmentCv = spanCv(tree, dataBytes === 0 ? null : data, startLimit, task.start);
+  }
   return {
     count: cols.count,
     lengths: cols.lengths,
     digests: cols.digests,
     data,
     fileDigest: wholeFile ? digestOf(task.digestAlgorithm, data) : undefined,
+    ...(segmentCv ? { segmentCv } : {}),
     dataBytes,
   };
 }
