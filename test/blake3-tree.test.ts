@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { isZeroBytesView, zeroBytes } from '../src/chunker/zero.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
-import { CvStack, spanCv, treeBinding, TreeHasher, TREE_SPAN_BYTES, type TreeBinding } from '../src/hash/tree.js';
+import { CvStack, rememberZeroCv, spanCv, treeBinding, TreeHasher, TREE_SPAN_BYTES, type TreeBinding } from '../src/hash/tree.js';
 import { pull, push } from '../src/index.js';
 import { DIGEST_THREAD_MIN_BYTES } from '../src/scan/digest-thread.js';
 import { ScanPool } from '../src/scan/pool.js';
@@ -131,6 +131,29 @@ describe('the BLAKE3 digest merged from subtree CVs is the one-shot digest', () 
     } finally {
       await h.close();
     }
+  });
+
+  it('TreeHasher takes a zero span\'s CV remembered by a scan of the same holes instead of hashing it again', async (t) => {
+    if (!tree) return t.diagnostic('no native addon');
+    const offset = 5 * TREE_SPAN_BYTES;
+    const truth = spanCv(b, null, TREE_SPAN_BYTES, offset);
+    const feed = async (): Promise<string> => {
+      const h = new TreeHasher(b, isZeroBytesView);
+      try {
+        for (let at = 0; at < 6 * TREE_SPAN_BYTES; at += 256 * KiB) h.update(zeroBytes(256 * KiB));
+        h.update(Buffer.from([1]));
+        return (await h.digest()).toString('hex');
+      } finally {
+        await h.close();
+      }
+    };
+    try {
+      rememberZeroCv(offset, TREE_SPAN_BYTES, new Uint8Array(32).fill(7)); // not the zeros' CV: seen in the digest if used
+      assert.notEqual(await feed(), oneShot(Buffer.concat([new Uint8Array(6 * TREE_SPAN_BYTES), Buffer.from([1])])));
+    } finally {
+      rememberZeroCv(offset, TREE_SPAN_BYTES, truth);
+    }
+    assert.equal(await feed(), oneShot(Buffer.concat([new Uint8Array(6 * TREE_SPAN_BYTES), Buffer.from([1])])));
   });
 
   it('TreeHasher: a file of zeros only, several spans, is hashed without buffers', async (t) => {

@@ -113,6 +113,27 @@ export class CvStack {
   }
 }
 
+/**
+ * Zero spans' CVs remembered, at most (32 bytes each: 4096 cover 32 GiB of 8 MiB holes).
+ * The oldest goes first: the rebuild that may reuse them trails the scan by a window.
+ */
+const ZERO_CV_MEMO_ENTRIES = 4096;
+const zeroCvMemo = new Map<string, Uint8Array>();
+
+/**
+ * Remembers the CV of `length` zero bytes at `offset`, or returns it. A pure function of
+ * the two numbers (whatever file they belong to), so a process that scans a sparse file
+ * and rebuilds it (a local push) hashes each hole once, not twice.
+ */
+export function rememberZeroCv(offset: number, length: number, cv: Uint8Array): void {
+  if (zeroCvMemo.size >= ZERO_CV_MEMO_ENTRIES) zeroCvMemo.delete(zeroCvMemo.keys().next().value!);
+  zeroCvMemo.set(`${offset}:${length}`, cv);
+}
+
+function rememberedZeroCv(offset: number, length: number): Uint8Array | undefined {
+  return zeroCvMemo.get(`${offset}:${length}`);
+}
+
 /** Spans of a rebuilt file hashed at once on libuv's threads, at most (bounds the memory held). */
 const TREE_SPANS_IN_FLIGHT = 3;
 /** The span size TreeHasher hashes in (the scan's segment size: one subtree of 8192 chunks). */
@@ -126,7 +147,7 @@ export const TREE_SPAN_BYTES = 8 * 1024 * KiB;
  *
  * Contract: update() copies the bytes into the current span's buffer (the caller keeps
  * its own), except views of zeroBytes() (chunker/zero.ts), counted instead; a span that
- * is all such zeros is hashed with no buffer at all. A span goes to the pool once the
+ * is all such zeros is hashed with no buffer at all (or not at all: rememberZeroCv). A span goes to the pool once the
  * next byte after it arrives (the last span may be the root). ready() waits while
  * TREE_SPANS_IN_FLIGHT spans are being hashed; digest() once at the end; close() always.
  */
@@ -199,9 +220,10 @@ export class TreeHasher {
   }
 
   private dispatch(): void {
-    const cv = new Uint8Array(CV_BYTES);
     const buffer = this.span;
-    const hashed = this.b.blake3CvAsync(buffer ?? null, this.filled, this.offset / BLAKE3_CHUNK_BYTES, cv);
+    const known = buffer ? undefined : rememberedZeroCv(this.offset, this.filled);
+    const cv = known ?? new Uint8Array(CV_BYTES);
+    const hashed = known ? Promise.resolve() : this.b.blake3CvAsync(buffer ?? null, this.filled, this.offset / BLAKE3_CHUNK_BYTES, cv);
     const entry = {
       merged: Promise.all([this.lastMerged, hashed]).then(() => {
         this.inFlight.shift();

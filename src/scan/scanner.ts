@@ -8,7 +8,7 @@ import { DIGEST_BYTES, maxChunkBytes } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import type { Chunker } from '../chunker/chunker.js';
 import { createHasher, digestOf } from '../hash/digest.js';
-import { CvStack, isTreeSpan, treeBinding, type TreeBinding } from '../hash/tree.js';
+import { CvStack, isTreeSpan, rememberZeroCv, treeBinding, type TreeBinding } from '../hash/tree.js';
 import { blockDeviceSize } from '../io/sys.js';
 import { DIGEST_THREAD_MIN_BYTES, DigestThread } from './digest-thread.js';
 import type { ScanPool } from './pool.js';
@@ -113,7 +113,7 @@ class Stitcher {
     let pos = this.pos;
     if (!advanceTo(pos)) {
       const stopAt = r.count > 0 ? (p: number) => advanceTo(p + start) : undefined;
-      pos = start + cutAndHash(this.chunker, this.algorithm, r.data, pos - start, r.data.length, eof, end - start, fix, stopAt);
+      pos = start + cutAndHash(this.chunker, this.algorithm, r.data, pos - start, r.data.length, eof, end - start, fix, stopAt, r.zeroPrefix);
       if (!advanceTo(pos)) j = r.count; // passed the segment end without meeting the worker's chain
     }
     let lengths = r.lengths.subarray(j, r.count);
@@ -256,6 +256,9 @@ export class FileScan {
         if (cvs) {
           if (!r.segmentCv) throw new XferError('XFER_INTERNAL', `${this.path}: segment ${k} came back without its CV`);
           cvs.push(r.segmentCv);
+          // All hole: its CV is that of zeros at this offset, which a rebuild in this
+          // process (a local push) then need not compute again.
+          if (r.dataBytes === 0) rememberZeroCv(start, end - start, r.segmentCv);
         }
         dataBytes += r.dataBytes;
         const batch = stitcher.stitch(r, start, end, start + r.data.length === this.size);
