@@ -135,7 +135,7 @@ function rememberedZeroCv(offset: number, length: number): Uint8Array | undefine
 }
 
 /** Spans of a rebuilt file hashed at once on libuv's threads, at most (bounds the memory held). */
-const TREE_SPANS_IN_FLIGHT = 3;
+const TREE_SPANS_IN_FLIGHT = 2;
 /** The span size TreeHasher hashes in (the scan's segment size: one subtree of 8192 chunks). */
 export const TREE_SPAN_BYTES = 8 * 1024 * KiB;
 
