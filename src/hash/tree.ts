@@ -121,9 +121,10 @@ const ZERO_CV_MEMO_ENTRIES = 4096;
 const zeroCvMemo = new Map<string, Uint8Array>();
 
 /**
- * Remembers the CV of `length` zero bytes at `offset`, or returns it. A pure function of
- * the two numbers (whatever file they belong to), so a process that scans a sparse file
- * and rebuilds it (a local push) hashes each hole once, not twice.
+ * Remembers the CV of `length` zero bytes at `offset` (TreeHasher looks it up before
+ * hashing a span of known zeros). A pure function of the two numbers, whatever file they
+ * belong to, so a process that scans a sparse file and rebuilds it (a local push) hashes
+ * each hole once, not twice.
  */
 export function rememberZeroCv(offset: number, length: number, cv: Uint8Array): void {
   if (zeroCvMemo.size >= ZERO_CV_MEMO_ENTRIES) zeroCvMemo.delete(zeroCvMemo.keys().next().value!);
@@ -147,9 +148,10 @@ export const TREE_SPAN_BYTES = 8 * 1024 * KiB;
  *
  * Contract: update() copies the bytes into the current span's buffer (the caller keeps
  * its own), except views of zeroBytes() (chunker/zero.ts), counted instead; a span that
- * is all such zeros is hashed with no buffer at all (or not at all: rememberZeroCv). A span goes to the pool once the
- * next byte after it arrives (the last span may be the root). ready() waits while
- * TREE_SPANS_IN_FLIGHT spans are being hashed; digest() once at the end; close() always.
+ * is all such zeros is hashed with no buffer at all (or not at all: rememberZeroCv). A
+ * span goes to the pool once the next byte after it arrives (the last span may be the
+ * root). ready() waits while TREE_SPANS_IN_FLIGHT spans are being hashed; digest() once
+ * at the end; close() always.
  */
 export class TreeHasher {
   /** CVs of the spans hashed so far, in order. */

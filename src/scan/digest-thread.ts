@@ -7,8 +7,10 @@ import { TreeHasher, treeBinding } from '../hash/tree.js';
 import type { DigestThreadMessage, DigestThreadReply } from './digest-worker.js';
 
 /**
- * Files at least this large get their whole-content digest from a DigestThread. Below it
- * the thread's start (tens of ms) costs more than hashing on the scan's own thread saves.
+ * Files at least this large get their whole-content digest from a largeFileHasher() when
+ * they are rebuilt, and from a DigestThread when a scan cannot merge its segments' BLAKE3
+ * CVs (SHA-256, no addon). Below it the thread's start (tens of ms) costs more than
+ * hashing on the scan's own thread saves.
  */
 export const DIGEST_THREAD_MIN_BYTES = 64 * MiB;
 
