@@ -13,6 +13,7 @@
 #include <node_api.h>
 #include "gear.h"
 #include "sys.h"
+#include "blake3_tree.h"
 
 static const uint64_t MASKS[26] = {
   0, 0, 0, 0, 0,
@@ -145,5 +146,6 @@ NAPI_MODULE_INIT(/* napi_env env, napi_value exports */) {
   if (napi_create_function(env, "addressMod", NAPI_AUTO_LENGTH, js_address_mod, NULL, &fn) != napi_ok) return NULL;
   if (napi_set_named_property(env, exports, "addressMod", fn) != napi_ok) return NULL;
   if (init_sys(env, exports) != napi_ok) return NULL;
+  if (init_blake3_tree(env, exports) != napi_ok) return NULL;
   return exports;
 }

@@ -1,8 +1,10 @@
 /**
  * The native addon (native/, built by node-gyp at `npm install`): the FastCDC hot loop
  * (fastcdc.c), the one thing JavaScript cannot do for O_DIRECT I/O, telling a buffer's
- * alignment, and the system calls Node lacks (sys.c: xattrs, mknod, nanosecond times of
- * a symlink, RENAME_EXCHANGE, user/group names, SEEK_DATA/SEEK_HOLE, block device sizes,
+ * alignment, BLAKE3 subtrees for computing a whole-file digest in parallel pieces
+ * (blake3_tree.c over the vendored BLAKE3 C code; contract in src/hash/tree.ts), and the
+ * system calls Node lacks (sys.c: xattrs, mknod, nanosecond times of a symlink,
+ * RENAME_EXCHANGE, user/group names, SEEK_DATA/SEEK_HOLE, block device sizes,
  * FICLONERANGE reflinks, hole punching), whose contract and TypeScript twin are
  * src/io/sys.ts (NativeSys). Loaded at most once; every user has a pure TypeScript
  * fallback for when it is absent.
@@ -18,6 +20,10 @@ export interface NativeAddon {
   readonly cut: NativeCut;
   /** The address of buf[0] modulo `align` (a power of two). */
   readonly addressMod?: (buf: Uint8Array, align: number) => number;
+  /** BLAKE3 subtrees and parents (native/blake3_tree.c); contract in src/hash/tree.ts. */
+  readonly blake3Cv?: (data: Uint8Array | null, length: number, chunkCounter: number, out: Uint8Array) => void;
+  readonly blake3CvAsync?: (data: Uint8Array | null, length: number, chunkCounter: number, out: Uint8Array) => Promise<void>;
+  readonly blake3Parent?: (left: Uint8Array, right: Uint8Array, root: boolean, out: Uint8Array) => void;
 }
 
 let addon: NativeAddon | null | undefined;

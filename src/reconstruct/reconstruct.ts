@@ -7,7 +7,7 @@ import type { ChunkId, DigestAlgorithm } from '../core/ids.js';
 import { digestToHex } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import { createHasher, digestOf, type Hasher } from '../hash/digest.js';
-import { DIGEST_THREAD_MIN_BYTES, DigestThread } from '../scan/digest-thread.js';
+import { DIGEST_THREAD_MIN_BYTES, largeFileHasher, type LargeFileHasher } from '../scan/digest-thread.js';
 import { DIRECT_MIN_FILE_BYTES, DirectRangeReader, readSequential } from '../io/direct.js';
 import { checkConfined, RealDirs, segmentsBelow } from '../io/safe-path.js';
 import type { ManifestReader } from '../manifest/reader.js';
@@ -306,8 +306,8 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
                 return local;
               }
             : undefined;
-          // A large file's digest is computed on a thread of its own, alongside the writes.
-          const hasher = meta.size >= DIGEST_THREAD_MIN_BYTES ? new DigestThread(algorithm) : createHasher(algorithm);
+          // A large file's digest is computed alongside the writes, on other threads.
+          const hasher = meta.size >= DIGEST_THREAD_MIN_BYTES ? largeFileHasher(algorithm) : createHasher(algorithm);
           file = new OpenFile(meta, existing, ready, hasher, globalSeeds, indexExisting);
           open.add(file);
         }
@@ -357,7 +357,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
               progress();
               // The job (and its window slot) lasts until its bytes are hashed: see completed().
               await f.completed(seq, data);
-              if (f.hasher instanceof DigestThread) await f.hasher.ready();
+              if (isLarge(f.hasher)) await f.hasher.ready();
             } catch (err) {
               f.abandon();
               throw err;
@@ -553,6 +553,10 @@ async function keepUnchanged(reader: ManifestReader, target: string, options: Re
   };
 }
 
+function isLarge(h: Hasher | LargeFileHasher): h is LargeFileHasher {
+  return 'close' in h;
+}
+
 /**
  * A file being rebuilt. Chunks complete out of order; the whole-file hasher must see them
  * in order, so completions wait in `done` until their predecessors are hashed (bounded
@@ -576,8 +580,8 @@ class OpenFile {
     private readonly target: string,
     /** The staged file once open, and the in-place sources found for it. */
     readonly ready: Promise<{ readonly staged: StagedFile; readonly inPlace: readonly InPlace[]; readonly existingPlace?: InPlace; readonly cloneSource?: CloneSource }>,
-    /** Fed in order by completed(); a DigestThread is closed by closeSeeds(). */
-    readonly hasher: Hasher | DigestThread,
+    /** Fed in order by completed(); a large file's hasher is closed by closeSeeds(). */
+    readonly hasher: Hasher | LargeFileHasher,
     private readonly seeds: SeedIndex,
     private readonly indexExisting: (() => Promise<SeedIndex>) | undefined,
   ) {
@@ -659,7 +663,7 @@ class OpenFile {
 
   /** Closes this file's own sources and its digest thread; the global seeds are shared and closed by reconstruct. */
   async closeSeeds(): Promise<void> {
-    if (this.hasher instanceof DigestThread) await this.hasher.close();
+    if (isLarge(this.hasher)) await this.hasher.close();
     if (this.existing) await (await this.existing.catch(() => undefined))?.close();
     const ready = await this.ready.catch(() => undefined);
     for (const p of ready?.inPlace ?? []) await p.close();

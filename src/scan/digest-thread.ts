@@ -3,11 +3,14 @@ import { isZeroBytesView, isZeroChunk } from '../chunker/zero.js';
 import { XferError } from '../core/errors.js';
 import type { DigestAlgorithm } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
+import { TreeHasher, treeBinding } from '../hash/tree.js';
 import type { DigestThreadMessage, DigestThreadReply } from './digest-worker.js';
 
 /**
- * Files at least this large get their whole-content digest from a DigestThread. Below it
- * the thread's start (tens of ms) costs more than hashing on the scan's own thread saves.
+ * Files at least this large get their whole-content digest from a largeFileHasher() when
+ * they are rebuilt, and from a DigestThread when a scan cannot merge its segments' BLAKE3
+ * CVs (SHA-256, no addon). Below it the thread's start (tens of ms) costs more than
+ * hashing on the scan's own thread saves.
  */
 export const DIGEST_THREAD_MIN_BYTES = 64 * MiB;
 
@@ -193,4 +196,17 @@ export class DigestThread {
     this.failure ??= err;
     this.wakeAll();
   }
+}
+
+/** The whole-content hasher of a large file being rebuilt: fed in order, hashing alongside the writes. */
+export type LargeFileHasher = Pick<DigestThread, 'update' | 'ready' | 'digest' | 'close'>;
+
+/**
+ * BLAKE3 with the native addon: a TreeHasher (aligned spans hashed on libuv's threads,
+ * merged in order; no thread of its own, zeros hashed without a buffer). Otherwise (no
+ * addon, or SHA-256, sequential by nature) a DigestThread. The same digest either way.
+ */
+export function largeFileHasher(algorithm: DigestAlgorithm): LargeFileHasher {
+  const tree = algorithm === 'blake3' ? treeBinding() : null;
+  return tree ? new TreeHasher(tree, isZeroBytesView) : new DigestThread(algorithm);
 }

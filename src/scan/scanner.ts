@@ -8,6 +8,7 @@ import { DIGEST_BYTES, maxChunkBytes } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import type { Chunker } from '../chunker/chunker.js';
 import { createHasher, digestOf } from '../hash/digest.js';
+import { CvStack, isTreeSpan, rememberZeroCv, treeBinding, type TreeBinding } from '../hash/tree.js';
 import { blockDeviceSize } from '../io/sys.js';
 import { DIGEST_THREAD_MIN_BYTES, DigestThread } from './digest-thread.js';
 import type { ScanPool } from './pool.js';
@@ -112,7 +113,7 @@ class Stitcher {
     let pos = this.pos;
     if (!advanceTo(pos)) {
       const stopAt = r.count > 0 ? (p: number) => advanceTo(p + start) : undefined;
-      pos = start + cutAndHash(this.chunker, this.algorithm, r.data, pos - start, r.data.length, eof, end - start, fix, stopAt);
+      pos = start + cutAndHash(this.chunker, this.algorithm, r.data, pos - start, r.data.length, eof, end - start, fix, stopAt, r.zeroPrefix);
       if (!advanceTo(pos)) j = r.count; // passed the segment end without meeting the worker's chain
     }
     let lengths = r.lengths.subarray(j, r.count);
@@ -165,6 +166,13 @@ export class FileScan {
   private readonly ahead: number;
   private nextToDispatch = 0;
   private outcome?: FileScanResult;
+  /**
+   * The whole-file BLAKE3 digest is merged from the workers' segment CVs (hash/tree.ts):
+   * set for a file of several segments of a power of two 1 KiB chunks when the native
+   * addon is there. Otherwise (SHA-256, no addon, a test's odd segment size) it is one
+   * sequential hash, here or on a DigestThread: the same digest.
+   */
+  private readonly tree: TreeBinding | null;
 
   constructor(path: string, size: number, mtimeMs: number, pool: ScanPool, options: ScanOptions) {
     this.path = path;
@@ -176,6 +184,7 @@ export class FileScan {
     this.segmentBytes = Math.max(options.segmentBytes ?? SEGMENT_BYTES, 4 * max);
     this.segmentCount = Math.max(1, Math.ceil(size / this.segmentBytes));
     this.ahead = pool.threads + 1;
+    this.tree = options.digestAlgorithm === 'blake3' && this.segmentCount > 1 && isTreeSpan(this.segmentBytes) ? treeBinding() : null;
     if (size > 0) this.dispatch();
   }
 
@@ -201,6 +210,7 @@ export class FileScan {
           implementation: this.options.implementation ?? 'auto',
           digestAlgorithm: this.options.digestAlgorithm,
           wholeFile: this.segmentCount === 1,
+          ...(this.tree ? { segmentCv: true } : {}),
           // One segment: the worker checks, with the file still open, that it did not change.
           ...(this.segmentCount === 1 ? { expectMtimeMs: this.mtimeMs } : {}),
         },
@@ -222,10 +232,13 @@ export class FileScan {
       return;
     }
     const chunker = chunkerFor(this.options.chunker, this.options.implementation ?? 'auto');
-    // One segment: the worker hashed the whole file; more: hash it in order, here or, for a
-    // large file, on a thread of its own alongside the scan (DigestThread).
-    const thread = this.segmentCount > 1 && this.size >= DIGEST_THREAD_MIN_BYTES ? new DigestThread(algorithm) : undefined;
-    const hasher = this.segmentCount > 1 && !thread ? createHasher(algorithm) : undefined;
+    // One segment: the worker hashed the whole file; more: merge the workers' segment CVs
+    // (tree), or hash the file in order, here or, for a large file, on a thread of its own
+    // alongside the scan (DigestThread).
+    const cvs = this.tree ? new CvStack(this.tree) : undefined;
+    const sequential = this.segmentCount > 1 && !cvs;
+    const thread = sequential && this.size >= DIGEST_THREAD_MIN_BYTES ? new DigestThread(algorithm) : undefined;
+    const hasher = sequential && !thread ? createHasher(algorithm) : undefined;
     const feed = thread ? thread.feed.bind(thread) : hasher ? (data: Uint8Array) => hasher.update(data) : undefined;
     const stitcher = new Stitcher(chunker, algorithm, feed, (b) => this.pool.recycle(b));
     let fileDigest: Uint8Array | undefined;
@@ -240,6 +253,13 @@ export class FileScan {
         const start = k * this.segmentBytes;
         const end = Math.min(this.size, start + this.segmentBytes);
         if (this.segmentCount === 1) fileDigest = r.fileDigest;
+        if (cvs) {
+          if (!r.segmentCv) throw new XferError('XFER_INTERNAL', `${this.path}: segment ${k} came back without its CV`);
+          cvs.push(r.segmentCv);
+          // All hole: its CV is that of zeros at this offset, which a rebuild in this
+          // process (a local push) then need not compute again.
+          if (r.dataBytes === 0) rememberZeroCv(start, end - start, r.segmentCv);
+        }
         dataBytes += r.dataBytes;
         const batch = stitcher.stitch(r, start, end, start + r.data.length === this.size);
         await thread?.ready();
@@ -247,7 +267,8 @@ export class FileScan {
       }
       if (stitcher.pos !== this.size) throw new XferError('XFER_INTERNAL', `${this.path}: scan ended at ${stitcher.pos} of ${this.size} bytes`);
       if (this.segmentCount > 1) await this.checkUnchanged();
-      if (thread) fileDigest = await thread.digest();
+      if (cvs) fileDigest = cvs.digest();
+      else if (thread) fileDigest = await thread.digest();
       else if (hasher) fileDigest = hasher.digest();
     } finally {
       await thread?.close();

@@ -1,0 +1,243 @@
+/**
+ * The BLAKE3 digest of a large file computed in pieces (native/blake3_tree.c).
+ *
+ * BLAKE3 hashes 1 KiB chunks into a binary tree. A span of at most 2^k chunks that starts
+ * at a chunk index divisible by 2^k is one subtree: its chaining value (CV) depends only on
+ * its bytes and its position, so spans can be hashed on any thread, in any order, and
+ * their CVs merged in file order into the same digest a sequential hasher gives (b3sum's).
+ * The merge is the hasher's CV-stack rule; only the last parent node gets the ROOT flag.
+ *
+ * Used where the file is already cut into aligned spans: the scan's segments (each worker
+ * returns its segment's CV, computed in the pass that chunks it) and a rebuilt file's
+ * bytes (TreeHasher, on libuv's threads). Runs of zeros (holes) are hashed without input:
+ * the native routine reads one static zero chunk, so no zero buffer is filled or moved.
+ *
+ * Needs the native addon; without it (not built, or XFER_NO_NATIVE=1) treeBinding() is
+ * null and callers use the sequential hashers of hash/digest.ts (same digests).
+ */
+import { loadAddon, type NativeAddon } from '../native/addon.js';
+import { XferError } from '../core/errors.js';
+import { KiB } from '../core/sizes.js';
+import { digestOf } from './digest.js';
+
+/** BLAKE3's chunk: spans are multiples of it, and their positions are counted in it. */
+export const BLAKE3_CHUNK_BYTES = KiB;
+const CV_BYTES = 32;
+
+export type TreeBinding = Required<Pick<NativeAddon, 'blake3Cv' | 'blake3CvAsync' | 'blake3Parent'>>;
+
+/** The native subtree functions, or null without the addon (or with XFER_NO_NATIVE=1). */
+export function treeBinding(): TreeBinding | null {
+  return process.env.XFER_NO_NATIVE === '1' ? null : nativeTree();
+}
+
+/**
+ * The native subtree functions whatever XFER_NO_NATIVE says: for a scan worker asked for
+ * a CV by a scan that chose the tree (its environment is a copy taken when it started).
+ */
+export function nativeTree(): TreeBinding | null {
+  const a = loadAddon();
+  return a?.blake3Cv && a.blake3CvAsync && a.blake3Parent ? (a as TreeBinding) : null;
+}
+
+/**
+ * Whether spans of `spanBytes` can be hashed as subtrees: a power of two number of
+ * BLAKE3 chunks (so every span starts at a chunk index divisible by its size).
+ */
+export function isTreeSpan(spanBytes: number): boolean {
+  const chunks = spanBytes / BLAKE3_CHUNK_BYTES;
+  return Number.isInteger(chunks) && chunks >= 1 && (chunks & (chunks - 1)) === 0;
+}
+
+/**
+ * The non-root CV of the span at byte `offset` holding data[0, length), or `length` zero
+ * bytes when data is null. `offset` must be a multiple of the span's size rounded up to a
+ * power of two chunks (the native side checks).
+ */
+export function spanCv(b: TreeBinding, data: Uint8Array | null, length: number, offset: number): Uint8Array {
+  const out = new Uint8Array(CV_BYTES);
+  b.blake3Cv(data, length, offset / BLAKE3_CHUNK_BYTES, out);
+  return out;
+}
+
+function popcount(n: number): number {
+  let c = 0;
+  for (; n > 0; n = Math.floor(n / 2)) c += n % 2;
+  return c;
+}
+
+/**
+ * Merges the CVs of consecutive equal spans (the last may be shorter), pushed in file
+ * order, into the digest of their concatenation. At least two spans: the digest of one
+ * span is its ordinary hash (the caller has it).
+ */
+export class CvStack {
+  private readonly stack: Uint8Array[] = [];
+  private count = 0;
+
+  constructor(private readonly b: TreeBinding) {}
+
+  /** The CV of the next span. */
+  push(cv: Uint8Array): void {
+    // Lazy merging (blake3.c hasher_merge_cv_stack): complete subtrees merge only once a
+    // later span shows they are not the right edge of the tree.
+    const keep = popcount(this.count);
+    while (this.stack.length > keep) {
+      const right = this.stack.pop()!;
+      const left = this.stack.pop()!;
+      this.stack.push(this.parent(left, right, false));
+    }
+    this.stack.push(cv);
+    this.count++;
+  }
+
+  get spans(): number {
+    return this.count;
+  }
+
+  /** The digest: the right edge rolled up, the last parent with the ROOT flag. */
+  digest(): Buffer {
+    if (this.count < 2) throw new XferError('XFER_INTERNAL', `BLAKE3 tree digest of ${this.count} span(s): at least 2 expected`);
+    let right = this.stack.pop()!;
+    while (this.stack.length > 0) {
+      const left = this.stack.pop()!;
+      right = this.parent(left, right, this.stack.length === 0);
+    }
+    return Buffer.from(right.buffer, right.byteOffset, CV_BYTES);
+  }
+
+  private parent(left: Uint8Array, right: Uint8Array, root: boolean): Uint8Array {
+    const out = new Uint8Array(CV_BYTES);
+    this.b.blake3Parent(left, right, root, out);
+    return out;
+  }
+}
+
+/**
+ * Zero spans' CVs remembered, at most (32 bytes each: 4096 cover 32 GiB of 8 MiB holes).
+ * The oldest goes first: the rebuild that may reuse them trails the scan by a window.
+ */
+const ZERO_CV_MEMO_ENTRIES = 4096;
+const zeroCvMemo = new Map<string, Uint8Array>();
+
+/**
+ * Remembers the CV of `length` zero bytes at `offset` (TreeHasher looks it up before
+ * hashing a span of known zeros). A pure function of the two numbers, whatever file they
+ * belong to, so a process that scans a sparse file and rebuilds it (a local push) hashes
+ * each hole once, not twice.
+ */
+export function rememberZeroCv(offset: number, length: number, cv: Uint8Array): void {
+  if (zeroCvMemo.size >= ZERO_CV_MEMO_ENTRIES) zeroCvMemo.delete(zeroCvMemo.keys().next().value!);
+  zeroCvMemo.set(`${offset}:${length}`, cv);
+}
+
+function rememberedZeroCv(offset: number, length: number): Uint8Array | undefined {
+  return zeroCvMemo.get(`${offset}:${length}`);
+}
+
+/** Spans of a rebuilt file hashed at once on libuv's threads, at most (bounds the memory held). */
+const TREE_SPANS_IN_FLIGHT = 2;
+/** The span size TreeHasher hashes in (the scan's segment size: one subtree of 8192 chunks). */
+export const TREE_SPAN_BYTES = 8 * 1024 * KiB;
+
+/**
+ * The BLAKE3 digest of bytes fed in order (a rebuilt file's chunks), hashed in spans of
+ * TREE_SPAN_BYTES on libuv's thread pool while the caller goes on: the same interface as
+ * scan/digest-thread.ts's DigestThread (update, ready, digest, close), without a thread
+ * of its own, its messages or a second pass.
+ *
+ * Contract: update() copies the bytes into the current span's buffer (the caller keeps
+ * its own), except views of zeroBytes() (chunker/zero.ts), counted instead; a span that
+ * is all such zeros is hashed with no buffer at all (or not at all: rememberZeroCv). A
+ * span goes to the pool once the next byte after it arrives (the last span may be the
+ * root). ready() waits while TREE_SPANS_IN_FLIGHT spans are being hashed; digest() once
+ * at the end; close() always.
+ */
+export class TreeHasher {
+  /** CVs of the spans hashed so far, in order. */
+  private readonly stack: CvStack;
+  /**
+   * Spans handed to the pool, oldest first. Each leaves, its CV pushed on the stack, when
+   * it and every span before it are hashed (`merged`: chained, so CVs go in file order
+   * however many callers wait).
+   */
+  private readonly inFlight: { readonly merged: Promise<void> }[] = [];
+  private lastMerged: Promise<void> = Promise.resolve();
+  private readonly spare: Uint8Array[] = [];
+  /** The current span: its buffer (none while it holds only known zeros) and its bytes so far. */
+  private span: Uint8Array | undefined;
+  private filled = 0;
+  /** Bytes of the spans before the current one. */
+  private offset = 0;
+
+  constructor(private readonly b: TreeBinding, private readonly isKnownZeros: (data: Uint8Array) => boolean) {
+    this.stack = new CvStack(b);
+  }
+
+  update(data: Uint8Array): void {
+    const zeros = this.isKnownZeros(data);
+    for (let done = 0; done < data.length; ) {
+      if (this.filled === TREE_SPAN_BYTES) this.dispatch();
+      const n = Math.min(data.length - done, TREE_SPAN_BYTES - this.filled);
+      if (zeros && !this.span) {
+        // Zeros into a span with no data yet: only counted.
+      } else {
+        const span = this.buffer();
+        if (zeros) span.fill(0, this.filled, this.filled + n);
+        else span.set(data.subarray(done, done + n), this.filled);
+      }
+      this.filled += n;
+      done += n;
+    }
+  }
+
+  /** Resolves once fewer than TREE_SPANS_IN_FLIGHT spans are being hashed. */
+  async ready(): Promise<void> {
+    while (this.inFlight.length >= TREE_SPANS_IN_FLIGHT) await this.inFlight[0]!.merged;
+  }
+
+  /** The digest of everything fed; once. */
+  async digest(): Promise<Buffer> {
+    if (this.offset === 0) {
+      // One span at most: its ordinary hash is the digest (a CV is never a root).
+      return digestOf('blake3', this.span ? this.span.subarray(0, this.filled) : new Uint8Array(this.filled));
+    }
+    if (this.filled > 0) this.dispatch();
+    await this.lastMerged;
+    return this.stack.digest();
+  }
+
+  async close(): Promise<void> {
+    // Spans in flight hold their buffers until hashed; nothing to end here but the wait.
+    await this.lastMerged.catch(() => {});
+    this.spare.length = 0;
+  }
+
+  /** The current span's buffer: zeros counted so far are written first (a reused buffer is dirty). */
+  private buffer(): Uint8Array {
+    if (this.span) return this.span;
+    const span = this.spare.pop() ?? new Uint8Array(TREE_SPAN_BYTES);
+    span.fill(0, 0, this.filled);
+    return (this.span = span);
+  }
+
+  private dispatch(): void {
+    const buffer = this.span;
+    const known = buffer ? undefined : rememberedZeroCv(this.offset, this.filled);
+    const cv = known ?? new Uint8Array(CV_BYTES);
+    const hashed = known ? Promise.resolve() : this.b.blake3CvAsync(buffer ?? null, this.filled, this.offset / BLAKE3_CHUNK_BYTES, cv);
+    const entry = {
+      merged: Promise.all([this.lastMerged, hashed]).then(() => {
+        this.inFlight.shift();
+        this.stack.push(cv);
+        if (buffer) this.spare.push(buffer);
+      }),
+    };
+    entry.merged.catch(() => {}); // reported by ready() and digest(), which await it
+    this.inFlight.push(entry);
+    this.lastMerged = entry.merged;
+    this.offset += this.filled;
+    this.span = undefined;
+    this.filled = 0;
+  }
+}

@@ -1,0 +1,284 @@
+import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { isZeroBytesView, zeroBytes } from '../src/chunker/zero.js';
+import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
+import { CvStack, rememberZeroCv, spanCv, treeBinding, TreeHasher, TREE_SPAN_BYTES, type TreeBinding } from '../src/hash/tree.js';
+import { pull, push } from '../src/index.js';
+import { DIGEST_THREAD_MIN_BYTES } from '../src/scan/digest-thread.js';
+import { ScanPool } from '../src/scan/pool.js';
+import { scanFile, SEGMENT_BYTES } from '../src/scan/scanner.js';
+import { pseudoRandom } from './helpers/gen.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** The one-shot BLAKE3 digest (@napi-rs/blake-hash), hex. */
+function oneShot(data: Uint8Array): string {
+  const h = new Blake3Hasher();
+  h.update(Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  return h.digest('hex');
+}
+
+/** A deterministic generator for layouts. */
+function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>> 0) / 2 ** 32;
+  };
+}
+
+/** `size` bytes of data and zero runs in a random layout (about half zeros, runs of up to 3 MiB). */
+function layout(size: number, seed: number): Buffer {
+  const r = rng(seed);
+  const out = Buffer.alloc(size);
+  for (let at = 0; at < size; ) {
+    const run = Math.min(size - at, 1 + Math.floor(r() * r() * 3 * MiB));
+    if (r() < 0.5) pseudoRandom(run, seed + at).copy(out, at);
+    at += run;
+  }
+  return out;
+}
+
+const SIZES = [1, 1023, 1024, 1025, 8 * MiB - 1, 8 * MiB, 8 * MiB + 1, 3 * 8 * MiB + 5];
+
+describe('the BLAKE3 digest merged from subtree CVs is the one-shot digest', () => {
+  const tree = treeBinding();
+  let b: TreeBinding;
+  before(() => {
+    if (tree) b = tree;
+  });
+
+  it('the native subtree functions are built (CI requires the addon)', (t) => {
+    if (!tree && process.env.XFER_REQUIRE_NATIVE !== '1') return t.diagnostic('native addon not built: the TypeScript path is used');
+    assert.ok(tree, 'blake3Cv, blake3CvAsync and blake3Parent are exported by the addon');
+  });
+
+  it('spans of 1, 4 and 64 KiB merged in order give the digest, for sizes around chunk and span edges', (t) => {
+    if (!tree) return t.diagnostic('no native addon');
+    for (const span of [KiB, 4 * KiB, 64 * KiB]) {
+      for (const size of [span + 1, 2 * span - 1, 2 * span, 2 * span + 1, 3 * span + 5, 7 * span, 8 * span, 9 * span + 1023, 33 * span + 1]) {
+        const data = layout(size, size + span);
+        const stack = new CvStack(b);
+        for (let at = 0; at < size; at += span) {
+          const piece = data.subarray(at, Math.min(size, at + span));
+          const zeros = piece.every((x) => x === 0);
+          stack.push(spanCv(b, zeros ? null : piece, piece.length, at));
+        }
+        assert.equal(stack.digest().toString('hex'), oneShot(data), `size ${size} in spans of ${span}`);
+      }
+    }
+  });
+
+  it('a run of zeros hashed without input has the CV of the same zero bytes hashed as data', (t) => {
+    if (!tree) return t.diagnostic('no native addon');
+    const zeros = new Uint8Array(8 * MiB);
+    for (const [length, counter] of [[1, 0], [1000, 7], [1024, 3], [1025, 2], [64 * KiB, 64], [5 * MiB + 3, 8192], [8 * MiB, 8192 * 5]] as const) {
+      const a = spanCv(b, null, length, counter * KiB);
+      const d = spanCv(b, zeros, length, counter * KiB);
+      assert.equal(Buffer.from(a).toString('hex'), Buffer.from(d).toString('hex'), `${length} zero bytes at chunk ${counter}`);
+    }
+  });
+
+  it('a span that is not a subtree (misaligned position) is refused', (t) => {
+    if (!tree) return t.diagnostic('no native addon');
+    assert.throws(() => spanCv(b, null, 2 * KiB, KiB), /not a subtree/);
+    assert.throws(() => spanCv(b, new Uint8Array(10), 11, 0), /exceeds the data/);
+  });
+
+  for (const size of [0, ...SIZES]) {
+    it(`TreeHasher fed pieces of data and known zeros gives the digest (${size} bytes)`, async (t) => {
+      if (!tree) return t.diagnostic('no native addon');
+      const data = layout(size, size + 1);
+      const h = new TreeHasher(b, isZeroBytesView);
+      try {
+        const r = rng(size + 2);
+        for (let at = 0; at < size; ) {
+          const n = Math.min(size - at, 1 + Math.floor(r() * 300 * KiB));
+          const piece = data.subarray(at, at + n);
+          // Zero pieces as the rebuild hands them over: views of zeroBytes().
+          h.update(piece.every((x) => x === 0) ? zeroBytes(n) : piece);
+          await h.ready();
+          at += n;
+        }
+        assert.equal((await h.digest()).toString('hex'), oneShot(data));
+      } finally {
+        await h.close();
+      }
+    });
+  }
+
+  it('TreeHasher: callers waiting in ready() at once merge the spans in file order', async (t) => {
+    if (!tree) return t.diagnostic('no native addon');
+    const data = layout(6 * TREE_SPAN_BYTES + 77, 5);
+    const h = new TreeHasher(b, isZeroBytesView);
+    try {
+      const waits: Promise<void>[] = [];
+      // As a rebuild's chunk jobs do: each feeds its bytes, then waits for room.
+      for (let at = 0; at < data.length; at += 2 * MiB) {
+        h.update(data.subarray(at, Math.min(data.length, at + 2 * MiB)));
+        waits.push(h.ready());
+      }
+      await Promise.all(waits);
+      assert.equal((await h.digest()).toString('hex'), oneShot(data));
+    } finally {
+      await h.close();
+    }
+  });
+
+  it('TreeHasher takes a zero span\'s CV remembered by a scan of the same holes instead of hashing it again', async (t) => {
+    if (!tree) return t.diagnostic('no native addon');
+    const offset = 5 * TREE_SPAN_BYTES;
+    const truth = spanCv(b, null, TREE_SPAN_BYTES, offset);
+    const feed = async (): Promise<string> => {
+      const h = new TreeHasher(b, isZeroBytesView);
+      try {
+        for (let at = 0; at < 6 * TREE_SPAN_BYTES; at += 256 * KiB) h.update(zeroBytes(256 * KiB));
+        h.update(Buffer.from([1]));
+        return (await h.digest()).toString('hex');
+      } finally {
+        await h.close();
+      }
+    };
+    try {
+      rememberZeroCv(offset, TREE_SPAN_BYTES, new Uint8Array(32).fill(7)); // not the zeros' CV: seen in the digest if used
+      assert.notEqual(await feed(), oneShot(Buffer.concat([new Uint8Array(6 * TREE_SPAN_BYTES), Buffer.from([1])])));
+    } finally {
+      rememberZeroCv(offset, TREE_SPAN_BYTES, truth);
+    }
+    assert.equal(await feed(), oneShot(Buffer.concat([new Uint8Array(6 * TREE_SPAN_BYTES), Buffer.from([1])])));
+  });
+
+  it('TreeHasher: a file of zeros only, several spans, is hashed without buffers', async (t) => {
+    if (!tree) return t.diagnostic('no native addon');
+    const size = 3 * TREE_SPAN_BYTES + 4097;
+    const h = new TreeHasher(b, isZeroBytesView);
+    try {
+      for (let at = 0; at < size; at += 256 * KiB) h.update(zeroBytes(Math.min(256 * KiB, size - at)));
+      assert.equal((await h.digest()).toString('hex'), oneShot(new Uint8Array(size)));
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+/** A sparse file: holes, data at odd offsets and across segment edges, zeros written as data. */
+async function sparseFile(path: string, size: number, seed: number): Promise<void> {
+  const fh = await open(path, 'w');
+  try {
+    await fh.truncate(size);
+    const r = rng(seed);
+    for (let k = 0; k < 6; k++) {
+      const at = Math.floor(r() * size);
+      const n = Math.min(size - at, 1 + Math.floor(r() * 2 * MiB));
+      await fh.write(k === 3 ? Buffer.alloc(n) : pseudoRandom(n, seed + k), 0, n, at);
+    }
+    await fh.write(pseudoRandom(3, seed), 0, 3, size - 3); // data up to the end
+  } finally {
+    await fh.close();
+  }
+}
+
+/** b3sum of a file (its logical content), or the one-shot digest where b3sum is not installed. */
+async function fileDigest(path: string): Promise<string> {
+  try {
+    return execFileSync('b3sum', ['--no-names', path], { encoding: 'utf8' }).trim();
+  } catch {
+    const fh = await open(path, 'r');
+    try {
+      const h = new Blake3Hasher();
+      const buf = Buffer.alloc(8 * MiB);
+      for (let pos = 0; ; ) {
+        const { bytesRead } = await fh.read(buf, 0, buf.length, pos);
+        if (bytesRead === 0) break;
+        h.update(buf.subarray(0, bytesRead));
+        pos += bytesRead;
+      }
+      return h.digest('hex');
+    } finally {
+      await fh.close();
+    }
+  }
+}
+
+/** Runs fn with XFER_NO_NATIVE=1 when `native` is false (the TypeScript path), then restores it. */
+async function withNative<T>(native: boolean, fn: () => Promise<T>): Promise<T> {
+  const saved = process.env.XFER_NO_NATIVE;
+  if (!native) process.env.XFER_NO_NATIVE = '1';
+  try {
+    return await fn();
+  } finally {
+    if (saved === undefined) delete process.env.XFER_NO_NATIVE;
+    else process.env.XFER_NO_NATIVE = saved;
+  }
+}
+
+describe('a scan of several segments merges the workers\' segment CVs into the file digest', () => {
+  let dir: string;
+  let pool: ScanPool;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xfer-b3tree-'));
+    pool = new ScanPool({ threads: 2 });
+  });
+  after(async () => {
+    await pool.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const cases = [
+    { name: 'one byte over a segment', size: SEGMENT_BYTES + 1 },
+    { name: '3 segments and 5 bytes', size: 3 * SEGMENT_BYTES + 5 },
+    { name: 'whole holes between data', size: 6 * SEGMENT_BYTES + 12345 },
+  ];
+  for (const c of cases) {
+    for (const native of [true, false]) {
+      it(`${c.name}: the digest is b3sum's, ${native ? 'with the addon' : 'TypeScript path (XFER_NO_NATIVE=1)'}`, async (t) => {
+        if (native && !treeBinding()) return t.diagnostic('no native addon');
+        const file = join(dir, `f-${c.size}.img`);
+        await sparseFile(file, c.size, c.size);
+        const digest = await withNative(native, async () => {
+          const scan = await scanFile(file, pool, { chunker: DEFAULT_CHUNKER, digestAlgorithm: 'blake3', implementation: 'typescript' });
+          for await (const batch of scan.batches()) batch.release();
+          return Buffer.from(scan.result.digest).toString('hex');
+        });
+        const expected = await fileDigest(file);
+        assert.equal(digest, expected);
+      });
+    }
+  }
+});
+
+describe('a large rebuilt file is verified against its digest computed in spans', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xfer-b3tree-rebuild-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  // Over the size where the rebuild hashes alongside its writes; holes, data and odd edges.
+  const SIZE = DIGEST_THREAD_MIN_BYTES + 3 * SEGMENT_BYTES + 5;
+  for (const native of [true, false]) {
+    it(`a local push and a pull of a sparse image rebuild it exactly, ${native ? 'with the addon' : 'TypeScript path (XFER_NO_NATIVE=1)'}`, async (t) => {
+      if (native && !treeBinding()) return t.diagnostic('no native addon');
+      const src = join(dir, `image-${native}.img`);
+      await sparseFile(src, SIZE, native ? 11 : 12);
+      const expected = await fileDigest(src);
+      const pushed = await withNative(native, () => push(src, join(dir, `store-${native}`) + '/'));
+      assert.equal(Buffer.from(pushed.digest, 'hex').toString('hex'), expected, 'the scan\'s digest');
+      const copy = join(dir, `store-${native}`, `image-${native}.img`);
+      assert.equal(await fileDigest(copy), expected, 'the pushed copy');
+      const back = join(dir, `back-${native}.img`);
+      await withNative(native, () => pull(copy, back));
+      assert.equal(await fileDigest(back), expected, 'the pulled copy');
+    });
+  }
+});
