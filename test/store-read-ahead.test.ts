@@ -118,4 +118,31 @@ describe('a local store reads a committed pack ahead for readers that go through
       await rm(dir, { recursive: true, force: true });
     }
   });
+
+  it('scattered chunks of such an interleaved pack (the bases of a delta push) are read one by one, not a window each', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'xfer-read-ahead-'));
+    try {
+      const BATCHES = 6;
+      const PER_BATCH = 64;
+      const data = Array.from({ length: BATCHES * PER_BATCH }, () => randomBytes(CHUNK_BYTES));
+      const ids: ChunkId[] = data.map((d) => ({ algorithm: 'blake3', digest: digestOf('blake3', d) }));
+      const writer = await LocalStore.open(dir, { create: true });
+      for (let k = 0; k < PER_BATCH; k++) for (let b = 0; b < BATCHES; b++) await writer.put(ids[b * PER_BATCH + k]!, data[b * PER_BATCH + k]!);
+      await writer.close();
+      const store = await LocalStore.open(dir, { create: false });
+      try {
+        // Every seventh chunk in the file's order, each read twice (its block sums, then its delta).
+        const wanted = Array.from({ length: Math.ceil(data.length / 7) }, (_, k) => 7 * k);
+        const before = bytesReadByProcess();
+        for (const i of wanted) for (let twice = 0; twice < 2; twice++) assert.deepEqual(await store.get(ids[i]!), data[i], `chunk ${i}`);
+        const read = bytesReadByProcess() - before;
+        const served = 2 * wanted.length * CHUNK_BYTES;
+        assert.ok(read < served * 1.5, `read ${read} bytes to serve ${served}`);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -29,16 +29,18 @@ const READ_STREAMS = 16;
 /** A read this close after the previous one's end still counts as in order (a record header). */
 const READ_AHEAD_GAP_BYTES = PACK_RECORD_HEADER_BYTES;
 /**
- * A grid cell of a pack from which this many of the last DENSE_RECENT_READS reads made
- * one by one came is read whole from then on: its records are wanted, though not in the
- * pack's order. So it is when uploads side by side interleaved their records (a pack of a
- * push over HTTP/2): the file's chunks lie a few records apart, and a pull reading them
- * in the file's order made one small read each (measured: 1,000 reads and 540 MB read to
- * serve 268 MB, against 64 reads of 4 MiB for a pack in the file's order). A reader of a
- * few scattered chunks seldom takes three from one 4 MiB cell in its last 32 reads.
+ * A read that starts at most this far past where one of the last NEAR_STREAMS reads of the
+ * pack ended, though not right after it, also reads the rest of its grid cell ahead: the
+ * reader goes forward through records interleaved with others'. So a pack is when uploads
+ * side by side interleaved their records (a push over HTTP/2, six 4 MiB batches at once):
+ * the file's chunks lie five records apart, and a pull reading them in the file's order
+ * made one small read each (measured: 1,000 reads and 458 MB read to serve 268 MB,
+ * against 64 reads of 4 MiB for a pack in the file's order). Only the latest few ends
+ * count: a reader of scattered chunks (the bases of a delta push) seldom lands this close
+ * after its own last read, and a window read for one chunk costs 4 MiB.
  */
-const DENSE_CELL_READS = 3;
-const DENSE_RECENT_READS = 32;
+const NEAR_GAP_BYTES = 512 * 1024;
+const NEAR_STREAMS = 4;
 /** Packs kept open for reading at once (least recently used ones are closed). */
 const MAX_OPEN_PACKS = 64;
 
@@ -62,8 +64,6 @@ export class PackReader {
   private readonly openPacks = new Map<number, OpenPack>();
   /** Windows read ahead, least recently used first. */
   private readonly readAhead: Window[] = [];
-  /** The grid cells of the last reads made one by one (denseCell), oldest first. */
-  private readonly recentCells: { readonly pack: number; readonly cell: number }[] = [];
   /** Where the latest reads of each pack ended (oldest first), to tell reads in order. */
   private readonly recentReadEnds = new Map<number, number[]>();
 
@@ -86,7 +86,8 @@ export class PackReader {
    */
   async read(pack: number, offset: number, length: number): Promise<Buffer> {
     const end = offset + length;
-    const inOrder = this.followsRecentRead(pack, offset, end);
+    const follows = this.followsRecentRead(pack, offset, end);
+    const inOrder = follows === 'next';
     const i = this.readAhead.findIndex((w) => w.pack === pack && w.start <= offset && end <= w.end);
     if (i >= 0) {
       const w = this.readAhead[i]!;
@@ -111,11 +112,10 @@ export class PackReader {
         // a pack read in order was read twice (measured: 555 MB read to serve 268 MB).
         if (inOrder) this.startWindow(pack, cell + PACK_READ_AHEAD_BYTES);
       } else {
-        // In order (the next record right after the last one read): read ahead from here in
-        // one big read. Many reads from this cell one by one: read the rest of it whole.
-        const dense = !inOrder && this.denseCell(pack, cell);
-        if (inOrder || dense) {
-          const w = this.startWindow(pack, inOrder ? offset - (offset % DIRECT_ALIGN_BYTES) : cell);
+        // In order (the next record right after the last one read), or a little past it:
+        // read the rest of the cell ahead from here in one big read.
+        if (follows !== undefined) {
+          const w = this.startWindow(pack, offset - (offset % DIRECT_ALIGN_BYTES));
           if (w !== undefined && w.start <= offset && end <= w.end) {
             const data = await w.data;
             if (data.length >= end - w.start) return data.subarray(offset - w.start, end - w.start);
@@ -154,34 +154,32 @@ export class PackReader {
   }
 
   /**
-   * Notes a read made one by one from the cell of `pack` at `cell`, and says whether
-   * DENSE_CELL_READS of the last DENSE_RECENT_READS such reads came from that cell.
-   */
-  private denseCell(pack: number, cell: number): boolean {
-    let same = 1;
-    for (const r of this.recentCells) if (r.pack === pack && r.cell === cell) same++;
-    this.recentCells.push({ pack, cell });
-    if (this.recentCells.length > DENSE_RECENT_READS) this.recentCells.shift();
-    return same >= DENSE_CELL_READS;
-  }
-
-  /**
    * Whether [offset, end) starts where a recent read of the pack ended (give or take a
-   * record header), remembering where this one ends. Several readers may go through a
-   * pack in order at once (a pull's concurrent fetch batches), so READ_STREAMS ends are
-   * kept per pack.
+   * record header: 'next'), or a little past where one of the latest did (NEAR_GAP_BYTES:
+   * 'near'), remembering where this one ends. Several readers may go through a pack in
+   * order at once (a pull's concurrent fetch batches), so READ_STREAMS ends are kept per
+   * pack, the latest last.
    */
-  private followsRecentRead(pack: number, offset: number, end: number): boolean {
+  private followsRecentRead(pack: number, offset: number, end: number): 'next' | 'near' | undefined {
     let ends = this.recentReadEnds.get(pack);
     if (ends === undefined) {
       ends = [];
       this.recentReadEnds.set(pack, ends);
     }
-    const i = ends.findIndex((e) => offset >= e && offset - e <= READ_AHEAD_GAP_BYTES);
+    let follows: 'next' | 'near' | undefined;
+    let i = ends.findIndex((e) => offset >= e && offset - e <= READ_AHEAD_GAP_BYTES);
+    if (i >= 0) follows = 'next';
+    else {
+      for (let k = Math.max(0, ends.length - NEAR_STREAMS); k < ends.length; k++) {
+        const gap = offset - ends[k]!;
+        if (gap >= 0 && gap <= NEAR_GAP_BYTES && (i < 0 || gap < offset - ends[i]!)) i = k;
+      }
+      if (i >= 0) follows = 'near';
+    }
     if (i >= 0) ends.splice(i, 1);
     else if (ends.length >= READ_STREAMS) ends.shift();
     ends.push(end);
-    return i >= 0;
+    return follows;
   }
 
   private async readExactly(pack: number, offset: number, length: number): Promise<Buffer> {
@@ -235,7 +233,6 @@ export class PackReader {
       if (p.users === 0) void p.fh.close().catch(() => {});
     }
     for (let i = this.readAhead.length - 1; i >= 0; i--) if (this.readAhead[i]!.pack === pack) this.readAhead.splice(i, 1);
-    for (let i = this.recentCells.length - 1; i >= 0; i--) if (this.recentCells[i]!.pack === pack) this.recentCells.splice(i, 1);
     this.recentReadEnds.delete(pack);
   }
 
