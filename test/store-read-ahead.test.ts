@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import type { ChunkId } from '../src/core/ids.js';
+import { mapBounded } from '../src/core/window.js';
 import { digestOf } from '../src/hash/digest.js';
 import { LocalStore } from '../src/store/local.js';
 
@@ -15,6 +16,11 @@ const CHUNK_BYTES = 64 * 1024;
 /** Bytes this process has read through read(2) and friends so far (/proc/self/io rchar). */
 function bytesReadByProcess(): number {
   return Number(/^rchar: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
+}
+
+/** Read system calls this process has made so far (/proc/self/io syscr). */
+function readCallsByProcess(): number {
+  return Number(/^syscr: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
 }
 
 describe('a local store reads a committed pack ahead for readers that go through it in order', () => {
@@ -71,6 +77,67 @@ describe('a local store reads a committed pack ahead for readers that go through
         const read = bytesReadByProcess() - before;
         // Once, plus the window read ahead past the last record and the records across window ends (twice: 2x).
         assert.ok(read < stored * 1.5, `read ${read} bytes to serve ${stored}`);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a pack whose records of several batches are interleaved (uploads side by side) is read about once, in few large reads, by readers going through it batch by batch', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'xfer-read-ahead-'));
+    try {
+      // Six batches of 64 chunks stored as six uploads side by side leave them so: one
+      // record of each in turn (24 MiB). A pull asks for them in the file's order, batch by
+      // batch, in two fetches side by side, each with reads in flight (as chunks/fetch).
+      const BATCHES = 6;
+      const PER_BATCH = 64;
+      const data = Array.from({ length: BATCHES * PER_BATCH }, () => randomBytes(CHUNK_BYTES));
+      const ids: ChunkId[] = data.map((d) => ({ algorithm: 'blake3', digest: digestOf('blake3', d) }));
+      const writer = await LocalStore.open(dir, { create: true });
+      for (let k = 0; k < PER_BATCH; k++) for (let b = 0; b < BATCHES; b++) await writer.put(ids[b * PER_BATCH + k]!, data[b * PER_BATCH + k]!);
+      await writer.close();
+      const store = await LocalStore.open(dir, { create: false });
+      try {
+        const stored = data.length * CHUNK_BYTES;
+        const bytesBefore = bytesReadByProcess();
+        const callsBefore = readCallsByProcess();
+        const half = data.length / 2;
+        const fetch = (from: number, to: number) =>
+          mapBounded(Array.from({ length: to - from }, (_, k) => from + k), 16, undefined, async (i) => assert.deepEqual(await store.get(ids[i]!), data[i], `chunk ${i}`));
+        await Promise.all([fetch(0, half), fetch(half, data.length)]);
+        const read = bytesReadByProcess() - bytesBefore;
+        const calls = readCallsByProcess() - callsBefore;
+        assert.ok(read < stored * 1.25, `read ${read} bytes to serve ${stored}`);
+        assert.ok(calls < data.length / 4, `${calls} reads to serve ${data.length} chunks`);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('scattered chunks of such an interleaved pack (the bases of a delta push) are read one by one, not a window each', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'xfer-read-ahead-'));
+    try {
+      const BATCHES = 6;
+      const PER_BATCH = 64;
+      const data = Array.from({ length: BATCHES * PER_BATCH }, () => randomBytes(CHUNK_BYTES));
+      const ids: ChunkId[] = data.map((d) => ({ algorithm: 'blake3', digest: digestOf('blake3', d) }));
+      const writer = await LocalStore.open(dir, { create: true });
+      for (let k = 0; k < PER_BATCH; k++) for (let b = 0; b < BATCHES; b++) await writer.put(ids[b * PER_BATCH + k]!, data[b * PER_BATCH + k]!);
+      await writer.close();
+      const store = await LocalStore.open(dir, { create: false });
+      try {
+        // Every seventh chunk in the file's order, each read twice (its block sums, then its delta).
+        const wanted = Array.from({ length: Math.ceil(data.length / 7) }, (_, k) => 7 * k);
+        const before = bytesReadByProcess();
+        for (const i of wanted) for (let twice = 0; twice < 2; twice++) assert.deepEqual(await store.get(ids[i]!), data[i], `chunk ${i}`);
+        const read = bytesReadByProcess() - before;
+        const served = 2 * wanted.length * CHUNK_BYTES;
+        assert.ok(read < served * 1.5, `read ${read} bytes to serve ${served}`);
       } finally {
         await store.close();
       }
