@@ -249,7 +249,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       const bytes = await this.readPlace(p);
       // Always re-hashed (GetOptions.unverified aside): these bytes are outside the store's control.
       if (bytes && digestEquals(digestOf(id.algorithm, bytes), id.digest)) return bytes;
-      this.drop(p.file, `chunk ${digestToHex(id.digest)} at offset ${p.offset} does not hash to its digest`);
+      this.dropPlace(id, p);
       damaged = p.file;
     }
     try {
@@ -279,7 +279,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
 
   /** Damage found elsewhere: the files holding the chunk are dropped for this process, the store's copy set aside. */
   async setAside(id: ChunkId, options?: OpOptions): Promise<void> {
-    for (const p of [...(this.chunks.get(chunkKey(id.algorithm, id.digest))?.places ?? [])]) this.drop(p.file, `chunk ${digestToHex(id.digest)} was found damaged`);
+    for (const p of [...(this.chunks.get(chunkKey(id.algorithm, id.digest))?.places ?? [])]) this.dropPlace(id, p);
     await this.inner.setAside(id, options);
   }
 
@@ -346,9 +346,13 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
           if (await this.verifiedHeld(c)) unused.add(chunkKey(c.id.algorithm, c.id.digest));
         });
       }
+      // A chunk whose held copy was dropped since it was re-hashed (its file changed) is used again.
       const filtered: ReferencedChunks = {
         size: referenced.size,
-        has: (algorithm, digest) => referenced.has(algorithm, digest) && !unused.has(chunkKey(algorithm, digest)),
+        has: (algorithm, digest) => {
+          const k = chunkKey(algorithm, digest);
+          return referenced.has(algorithm, digest) && !(unused.has(k) && this.chunks.has(k));
+        },
       };
       return this.inner.collectGarbage(filtered, options);
     })();
@@ -395,6 +399,8 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     if (!(await this.usable(file))) return;
     const mine = [...new Set(file.keys)].filter((k) => !keep?.has(k)).map((k) => this.chunks.get(k)!).filter((c) => c !== undefined);
     let unflushed = 0;
+    // Apart from the uploads of this push, which the new copy holds: their packs are released (step 8).
+    if (mine.length > 0) await this.inner.startNewPack({ signal });
     for (let i = 0; i < mine.length; i += HELD_BATCH_CHUNKS) {
       const batch = mine.slice(i, i + HELD_BATCH_CHUNKS);
       const inPacks = await this.inner.has(batch.map((c) => c.id), { signal });
@@ -405,6 +411,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
         if (!p) continue;
         const bytes = await this.readPlace(p);
         if (!bytes || !digestEquals(digestOf(c.id.algorithm, bytes), c.id.digest)) {
+          this.dropPlace(c.id, p);
           this.options.log.warn({ target: file.target, chunk: digestToHex(c.id.digest) }, 'held chunk damaged: not moved into the store, older versions that need it are damaged');
           continue;
         }
@@ -568,6 +575,21 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     void this.closeFile(file);
   }
 
+  /**
+   * A held copy that does not hash right (its file's identity unchanged): that place no
+   * longer counts, for this process, as a set-aside chunk does (logged); the file's other
+   * chunks, each re-hashed when read, still do.
+   */
+  private dropPlace(id: ChunkId, place: Place): void {
+    const k = chunkKey(id.algorithm, id.digest);
+    const c = this.chunks.get(k);
+    const i = c?.places.indexOf(place) ?? -1;
+    if (!c || i < 0) return;
+    c.places.splice(i, 1);
+    if (c.places.length === 0) this.chunks.delete(k);
+    this.options.log.warn({ target: place.file.target, path: place.file.path, chunk: digestToHex(id.digest), offset: place.offset }, 'held chunk does not hash to its digest: set aside (missing until pushed again)');
+  }
+
   private unmap(file: HeldFile): void {
     for (const k of file.keys) {
       const c = this.chunks.get(k);
@@ -616,7 +638,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       if (!(await this.usable(p.file, true))) continue;
       const bytes = await this.readPlace(p);
       if (bytes && digestEquals(digestOf(c.id.algorithm, bytes), c.id.digest)) return true;
-      this.drop(p.file, `chunk ${digestToHex(c.id.digest)} at offset ${p.offset} does not hash to its digest`);
+      this.dropPlace(c.id, p);
     }
     return false;
   }
@@ -835,4 +857,29 @@ export class HeldCommit {
       this.held.endCommit();
     }
   }
+}
+
+/**
+ * Where the held chunks of the server root `root` lie, as its records and their manifests
+ * say (nothing checked, nothing changed): for tests and tools that inspect the files, as
+ * LocalStore.chunkLocation is.
+ */
+export async function heldChunkPlaces(root: string, manifests: Pick<ManifestStore, 'getManifest'>): Promise<{ id: ChunkId; file: string; offset: number; length: number }[]> {
+  const dir = join(root, HELD_DIR);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const out: { id: ChunkId; file: string; offset: number; length: number }[] = [];
+  for (const n of names) {
+    if (!n.endsWith('.held') || n.endsWith('.staged.held')) continue;
+    const record = parseRecord(await readFile(join(dir, n), 'utf8').catch(() => ''));
+    const f = record?.files[0];
+    const segments = f === undefined ? undefined : segmentsOf(f.path);
+    if (!record || !f || !segments) continue;
+    try {
+      const reader = await openManifest(await manifests.getManifest(record.manifest), {});
+      for await (const p of placesOf(reader)) out.push({ id: p.id, file: join(root, 'files', ...segments), offset: p.offset, length: p.length });
+    } catch {
+      // A record whose manifest is gone holds nothing.
+    }
+  }
+  return out;
 }

@@ -388,6 +388,16 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
     return releaseHeldPacks(this.gcAccess(), own, held, options?.signal);
   }
 
+  /**
+   * Commits what is pending and makes the next put start a new pack: what is put next does
+   * not share a pack with what was put before (a server's evacuated chunks, kept, apart
+   * from a push's uploads, released once a rebuilt file holds them: server/held.ts).
+   */
+  async startNewPack(options?: OpOptions): Promise<void> {
+    await this.flush(options);
+    this.writers.rollOver();
+  }
+
   private gcAccess(): LocalGcAccess {
     return {
       dir: this.dir,
