@@ -11,7 +11,8 @@
  * mtime in ns): chunk offsets are the running sums of the manifest's chunk lengths.
  *
  * Trust: held bytes lie outside the store's control (a local user may edit a rebuilt
- * file). Every get re-hashes them; a file whose identity no longer matches its record, or
+ * file). Every get re-hashes them (but for a caller that re-hashes them itself,
+ * GetOptions.unverified: a fetch's client, a rebuild's whole-file digests); a file whose identity no longer matches its record, or
  * whose bytes do not hash right, is dropped for this process (its chunks count as missing,
  * as set-aside ones do: verify names them, the next push uploads them into packs). Wrong
  * bytes are never served. Files are opened below `files/` without following a symlink
@@ -247,8 +248,10 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     for (const p of [...(this.chunks.get(chunkKey(id.algorithm, id.digest))?.places ?? [])]) {
       if (!(await this.usable(p.file))) continue;
       const bytes = await this.readPlace(p);
-      // Always re-hashed (GetOptions.unverified aside): these bytes are outside the store's control.
-      if (bytes && digestEquals(digestOf(id.algorithm, bytes), id.digest)) return bytes;
+      // Re-hashed (these bytes are outside the store's control) unless the caller re-hashes
+      // them downstream (GetOptions.unverified: a fetch, whose client re-hashes what it
+      // receives; the server's own rebuild, whose whole-file digests are checked).
+      if (bytes && (options?.unverified === true || digestEquals(digestOf(id.algorithm, bytes), id.digest))) return bytes;
       this.dropPlace(id, p);
       damaged = p.file;
     }

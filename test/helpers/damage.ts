@@ -1,8 +1,10 @@
 import { open, stat } from 'node:fs/promises';
-import { basename, dirname } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import type { ChunkId } from '../../src/core/ids.js';
 import { setTimesNs } from '../../src/io/sys.js';
-import { heldChunkPlaces } from '../../src/server/held.js';
+import { HELD_DIR, heldChunkPlaces, HeldStore } from '../../src/server/held.js';
+import { silentLogger } from '../../src/server/log.js';
+import type { ChunkStore, ManifestStore } from '../../src/store/store.js';
 import { LocalStore } from '../../src/store/local.js';
 
 /** The chunks a server's rebuilt files hold (server/held.ts), when `storeDir` is a server root's `store`. */
@@ -67,4 +69,16 @@ export async function storedChunks(storeDir: string): Promise<ChunkId[]> {
     await store.close();
   }
   return ids;
+}
+
+/**
+ * The store at `storeDir` as its server sees it: for a server root's `store`, with the
+ * chunks the root's rebuilt files hold (server/held.ts); else the LocalStore alone.
+ * For a root no server is committing to. The caller closes it.
+ */
+export async function openServedStore(storeDir: string): Promise<ChunkStore & ManifestStore> {
+  const store = await LocalStore.open(storeDir, { create: false });
+  const root = dirname(storeDir);
+  if (basename(storeDir) !== 'store' || !(await stat(join(root, HELD_DIR)).then(() => true, () => false))) return store;
+  return HeldStore.open(store, { root, filesDir: join(root, 'files'), log: silentLogger });
 }
