@@ -504,9 +504,18 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     }
   }
 
-  /** @internal Releases the packs this opener wrote whose chunks are all in `chunks` (step 8). */
-  releasePacks(chunks: ReadonlySet<string>, signal: AbortSignal | undefined): Promise<{ packs: number; bytes: number }> {
-    return this.inner.releasePacks((algorithm, digest) => chunks.has(chunkKey(algorithm, digest)), { signal });
+  /**
+   * @internal Releases the packs this opener wrote whose chunks are all in `chunks` (step
+   * 8). The commit is complete without it: a failure is logged, and gc releases them later.
+   */
+  async releasePacks(chunks: ReadonlySet<string>, signal: AbortSignal | undefined): Promise<void> {
+    try {
+      const r = await this.inner.releasePacks((algorithm, digest) => chunks.has(chunkKey(algorithm, digest)), { signal });
+      if (r.packs > 0) this.options.log.debug(r, 'packs released: a rebuilt file holds their chunks');
+    } catch (err) {
+      if (isXferError(err, 'XFER_ABORTED')) throw err;
+      this.options.log.warn({ error: (err as Error).message }, 'packs a rebuilt file holds not released (gc will)');
+    }
   }
 
   /** @internal Opens `<files>/<path>` confined (no symlink on the way or at the end), a regular file only. */
