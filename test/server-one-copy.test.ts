@@ -256,6 +256,28 @@ describe('xfer serve: a crash between two commit steps of the held index', () =>
   before(async () => (dir = await mkdtemp(join(tmpdir(), 'xfer-one-copy-crash-'))));
   after(async () => rm(dir, { recursive: true, force: true }));
 
+  it('a first push killed after its swap (step 6): the staged record is promoted and loaded at the next start, and a gc then keeps one copy', async () => {
+    const root = join(dir, 'root-first-6');
+    const src = join(dir, 'first-6.bin');
+    const data = pseudoRandom(4 * MiB, 66);
+    await writeFile(src, data);
+    let serve = await startServeProcess(['--root', root, '--port', '0', '--quiet'], { [HELD_CRASH_ENV]: '6' });
+    try {
+      await assert.rejects(push(src, `${serve.url}/f.bin`, { retries: 0 }));
+      assert.equal(await serve.stop(), null, 'the server was killed at the step');
+      serve = await startServeProcess(['--root', root, '--port', '0', '--quiet']);
+      assert.deepEqual((await readdir(join(root, 'held'))).filter((n) => n.endsWith('.held')).length, 1, 'one record, promoted');
+      // The upload packs were never released (step 8): their chunks count as unused once held.
+      await gc(`${serve.url}/`, { graceMs: 0, maxUnusedPercent: 0 });
+      const used = await apparentBytes(root);
+      assert.ok(used <= data.length * 1.02, `one copy after gc: ${used} bytes for ${data.length}`);
+      const back = await pulled(`${serve.url}/f.bin`, dir, 'first-6');
+      assert.ok(Buffer.isBuffer(back) && back.equals(data), 'the file pulls bit-identical');
+    } finally {
+      await serve.stop();
+    }
+  });
+
   // After step n (docs/FORMAT.md; 71: the record of step 7 written, the staged one not yet removed).
   for (const step of [3, 4, 5, 6, 7, 71]) {
     it(`killed after step ${step}: the restarted server follows the start-up rules, every committed version pulls bit-identical, the next push and verify are clean`, async () => {

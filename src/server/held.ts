@@ -138,6 +138,7 @@ function segmentsOf(path: string): string[] | undefined {
 /** One held file: a current target's rebuilt copy. */
 class HeldFile {
   fd: FileHandle | undefined;
+  opening: Promise<FileHandle | undefined> | undefined;
   dropped = false;
   /** A commit is swapping this target: its path is not checked (the fd still reads this file). */
   swapping = false;
@@ -554,7 +555,16 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     if (file.dropped) return false;
     const t = performance.now();
     if (!now && t - file.checkedAtMs < HELD_IDENTITY_RECHECK_MS) return true;
-    file.fd ??= await this.openConfined(file.path, file.segments);
+    if (file.fd === undefined) {
+      // Opened once, however many callers ask at the same time.
+      file.opening ??= this.openConfined(file.path, file.segments);
+      const fd = await file.opening;
+      if (file.dropped) {
+        if (file.fd === undefined) await fd?.close().catch(() => undefined);
+        return false;
+      }
+      file.fd ??= fd;
+    }
     if (!file.fd) {
       this.drop(file, 'it is gone or not a regular file');
       return false;
@@ -684,6 +694,10 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       }
       await this.removeRecord(n);
     }
+    // Again: a promotion above may have written a record there was none of (a first push).
+    names = await readdir(this.dir).catch((err: unknown) => {
+      throw fromSystemError(err, this.dir, 'list');
+    });
     for (const n of names.filter((x) => x.endsWith('.held') && !x.endsWith('.staged.held'))) {
       const record = await this.readRecordFile(n);
       if (!record || heldKey(record.target) !== n.slice(0, -'.held'.length)) {
