@@ -267,9 +267,11 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   }
 
   /** A chunk a current file holds is present: nothing is stored (the client's bytes are dropped unread). */
-  async put(id: ChunkId, data: Uint8Array, options?: PutOptions): Promise<boolean> {
-    if (await this.heldPlace(id)) return false;
-    return this.inner.put(id, data, options);
+  put(id: ChunkId, data: Uint8Array, options?: PutOptions): Promise<boolean> {
+    // A chunk no file holds goes to the store in this very turn, as a direct put would: the
+    // upload route relies on a put being pending (has() true) as soon as it is made.
+    if (!this.chunks.has(chunkKey(id.algorithm, id.digest))) return this.inner.put(id, data, options);
+    return this.heldPlace(id).then((p) => (p ? false : this.inner.put(id, data, options)));
   }
 
   flush(options?: OpOptions): Promise<void> {
