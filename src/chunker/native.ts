@@ -1,5 +1,5 @@
 import type { ChunkerSpec } from '../core/ids.js';
-import { addonLoadError, loadAddon, type NativeAddon, type NativeCut } from '../native/addon.js';
+import { usableAddon, usableAddonError, type NativeAddon, type NativeCut } from '../native/addon.js';
 import type { Chunker } from './chunker.js';
 
 type NativeBinding = Pick<NativeAddon, 'cut'>;
@@ -9,12 +9,12 @@ type NativeBinding = Pick<NativeAddon, 'cut'>;
  * callers then use FastCdcTs.
  */
 export function loadNativeBinding(): NativeBinding | null {
-  return process.env.XFER_NO_NATIVE === '1' ? null : loadAddon();
+  return usableAddon();
 }
 
 /** Why the native chunker is unavailable, if it is. */
 export function nativeLoadError(): string | undefined {
-  return process.env.XFER_NO_NATIVE === '1' ? 'disabled by XFER_NO_NATIVE=1' : addonLoadError();
+  return usableAddonError();
 }
 
 export class FastCdcNative implements Chunker {

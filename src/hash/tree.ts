@@ -15,7 +15,7 @@
  * Needs the native addon; without it (not built, or XFER_NO_NATIVE=1) treeBinding() is
  * null and callers use the sequential hashers of hash/digest.ts (same digests).
  */
-import { loadAddon, type NativeAddon } from '../native/addon.js';
+import { loadAddon, usableAddon, type NativeAddon } from '../native/addon.js';
 import { XferError } from '../core/errors.js';
 import { KiB } from '../core/sizes.js';
 import { digestOf } from './digest.js';
@@ -28,7 +28,7 @@ export type TreeBinding = Required<Pick<NativeAddon, 'blake3Cv' | 'blake3CvAsync
 
 /** The native subtree functions, or null without the addon (or with XFER_NO_NATIVE=1). */
 export function treeBinding(): TreeBinding | null {
-  return process.env.XFER_NO_NATIVE === '1' ? null : nativeTree();
+  return treeOf(usableAddon());
 }
 
 /**
@@ -36,7 +36,10 @@ export function treeBinding(): TreeBinding | null {
  * a CV by a scan that chose the tree (its environment is a copy taken when it started).
  */
 export function nativeTree(): TreeBinding | null {
-  const a = loadAddon();
+  return treeOf(loadAddon());
+}
+
+function treeOf(a: NativeAddon | null): TreeBinding | null {
   return a?.blake3Cv && a.blake3CvAsync && a.blake3Parent ? (a as TreeBinding) : null;
 }
 

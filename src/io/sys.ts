@@ -15,7 +15,7 @@
  * callers decide what is fatal.
  */
 import { chmodSync, closeSync, constants, fstatSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
-import { loadAddon } from '../native/addon.js';
+import { usableAddon } from '../native/addon.js';
 
 /** One extended attribute: its full name (with namespace, e.g. 'user.mime') and raw value. */
 export interface Xattr {
@@ -56,8 +56,7 @@ export interface NativeSys {
 }
 
 function native(): NativeSys | null {
-  if (process.env.XFER_NO_NATIVE === '1') return null;
-  return loadAddon() as NativeSys | null;
+  return usableAddon() as NativeSys | null;
 }
 
 /** Whether the native implementation of these calls is in use (for `--json` reports and tests). */

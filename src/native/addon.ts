@@ -46,3 +46,17 @@ export function addonLoadError(): string | undefined {
   loadAddon();
   return loadError;
 }
+
+/**
+ * The addon as the native implementations use it: null when it was not built or when
+ * XFER_NO_NATIVE=1 forces the TypeScript twins (tests compare the two). The one place that
+ * reads XFER_NO_NATIVE.
+ */
+export function usableAddon(): NativeAddon | null {
+  return process.env.XFER_NO_NATIVE === '1' ? null : loadAddon();
+}
+
+/** Why usableAddon() is null, if it is. */
+export function usableAddonError(): string | undefined {
+  return process.env.XFER_NO_NATIVE === '1' ? 'disabled by XFER_NO_NATIVE=1' : addonLoadError();
+}
