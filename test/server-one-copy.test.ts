@@ -7,6 +7,7 @@
  * gc lose nothing a manifest needs.
  */
 import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
 import { lstat, mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -185,6 +186,31 @@ describe('xfer serve (default mode): one copy on disk', () => {
     }
   });
 
+  it('a held chunk found damaged (its file\'s identity unchanged) stays dropped after a restart: verify without --read-data names it, the next push (without --checksum) sends it again and rebuilds the file', async () => {
+    const root = join(dir, 'damage-kept');
+    const src = join(dir, 'damage-kept.bin');
+    const data = pseudoRandom(4 * MiB, 31);
+    let server = await createServer({ root, port: 0 });
+    try {
+      await writeFile(src, data);
+      await push(src, `${server.url}/k.bin`);
+      await damageKeepingIdentity(join(root, 'files', 'k.bin'), 1 * MiB + 3);
+      assert.equal((await verify(`${server.url}/`, { readData: true })).damagedChunks.length, 1, 'verify --read-data finds the damaged chunk');
+    } finally {
+      await server.close();
+    }
+    server = await createServer({ root, port: 0 });
+    try {
+      const report = await verify(`${server.url}/`, { readData: false });
+      assert.equal(report.damagedChunks.length, 1, `after a restart the chunk is still missing: ${JSON.stringify(report.damagedChunks)}`);
+      const r = await push(src, `${server.url}/k.bin`);
+      assert.ok(r.bytesSent > 0 && r.bytesSent <= 1 * MiB, `the next push sends the damaged chunk again, not the file: ${r.bytesSent} bytes`);
+      assert.deepEqual((await verify(`${server.url}/`, { readData: true })).damaged, [], 'verify --read-data is clean again');
+    } finally {
+      await server.close();
+    }
+  });
+
   it('rm of a file target whose chunks an older version of a tree target shares (found held, never sent): that version still pulls bit-identical', async () => {
     const root = join(dir, 'rm');
     const server = await createServer({ root, port: 0 });
@@ -312,4 +338,114 @@ describe('xfer serve: a crash between two commit steps of the held index', () =>
       }
     });
   }
+});
+
+/** Inode of `path` (to check that a copy really has new identities). */
+async function inodeOf(path: string): Promise<bigint> {
+  return (await stat(path, { bigint: true })).ino;
+}
+
+/** The inode a held record of `root` names for its file (one record expected). */
+async function recordedInode(root: string): Promise<bigint> {
+  const names = (await readdir(join(root, 'held'))).filter((n) => n.endsWith('.held') && !n.endsWith('.staged.held'));
+  assert.equal(names.length, 1, `one held record: ${names.join(', ')}`);
+  const line = (await readFile(join(root, 'held', names[0]!), 'utf8')).split('\n')[1]!;
+  return BigInt((JSON.parse(line) as { ino: string }).ino);
+}
+
+describe('xfer serve: a server root copied (cp -a) or moved (mv) to a new place', () => {
+  let dir: string;
+  before(async () => (dir = await mkdtemp(join(tmpdir(), 'xfer-one-copy-moved-'))));
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  it('copied with cp -a (new inodes): every version pulls bit-identical, verify is clean, the held file is re-adopted durably, an incremental push sends only the changed chunks; then moved with mv: the same', async () => {
+    const root = join(dir, 'orig');
+    const src = join(dir, 'moved.bin');
+    const v1 = pseudoRandom(4 * MiB, 71);
+    const v2 = edited(v1, 72, 4);
+    const v3 = edited(v2, 73, 2);
+    let server = await createServer({ root, port: 0 });
+    try {
+      await writeFile(src, v1);
+      await push(src, `${server.url}/m.bin`);
+      await writeFile(src, v2);
+      await push(src, `${server.url}/m.bin`); // v1's own chunks go into a pack
+    } finally {
+      await server.close();
+    }
+    const copy = join(dir, 'copy');
+    execFileSync('cp', ['-a', root, copy]);
+    assert.notEqual(await inodeOf(join(copy, 'files', 'm.bin')), await inodeOf(join(root, 'files', 'm.bin')), 'cp -a gave the rebuilt file a new inode');
+    await rm(root, { recursive: true, force: true });
+    server = await createServer({ root: copy, port: 0 });
+    try {
+      const listed = (await versions(`${server.url}/m.bin`)).versions;
+      assert.equal(listed.length, 2);
+      for (const [i, v] of listed.entries()) {
+        const back = await pulled(`${server.url}/m.bin@${v.id}`, dir, `cp${i}`);
+        assert.ok(Buffer.isBuffer(back) && back.equals([v1, v2][i]!), `version ${i} pulls bit-identical from the copy: ${Buffer.isBuffer(back) ? 'other bytes' : back}`);
+      }
+      assert.deepEqual((await verify(`${server.url}/`, { readData: true })).damaged, [], 'verify --read-data of the copy is clean');
+      assert.equal(await recordedInode(copy), await inodeOf(join(copy, 'files', 'm.bin')), 'the record names the copy\'s inode now (re-adopted durably)');
+      // Only v3's edits travel (not the whole file, as if nothing were held).
+      await writeFile(src, v3);
+      const r = await push(src, `${server.url}/m.bin`);
+      const changed = uniqueOldBytes([v3], v2);
+      assert.ok(r.bytesSent <= changed, `an incremental push after the copy sent ${r.bytesSent} bytes; v3's chunks that v2 lacks: ${changed}`);
+    } finally {
+      await server.close();
+    }
+    const moved = join(dir, 'elsewhere', 'root');
+    await mkdir(join(dir, 'elsewhere'));
+    execFileSync('mv', [copy, moved]);
+    server = await createServer({ root: moved, port: 0 });
+    try {
+      const listed = (await versions(`${server.url}/m.bin`)).versions;
+      assert.equal(listed.length, 3);
+      for (const [i, v] of listed.entries()) {
+        const back = await pulled(`${server.url}/m.bin@${v.id}`, dir, `mv${i}`);
+        assert.ok(Buffer.isBuffer(back) && back.equals([v1, v2, v3][i]!), `version ${i} pulls bit-identical after mv: ${Buffer.isBuffer(back) ? 'other bytes' : back}`);
+      }
+      assert.deepEqual((await verify(`${server.url}/`, { readData: true })).damaged, [], 'verify --read-data after mv is clean');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('copied with cp -a and a byte of the copy changed (mtime kept): only that chunk is dropped, the rest re-adopted; it stays dropped after a restart; the next push repairs', async () => {
+    const root = join(dir, 'dmg');
+    const src = join(dir, 'dmg.bin');
+    const data = pseudoRandom(4 * MiB, 74);
+    let server = await createServer({ root, port: 0 });
+    try {
+      await writeFile(src, data);
+      await push(src, `${server.url}/d.bin`);
+    } finally {
+      await server.close();
+    }
+    const copy = join(dir, 'dmg-copy');
+    execFileSync('cp', ['-a', root, copy]);
+    await damageKeepingIdentity(join(copy, 'files', 'd.bin'), 3 * MiB + 5);
+    for (const round of ['first start', 'restart']) {
+      server = await createServer({ root: copy, port: 0 });
+      try {
+        // Existence only (no --read-data): the damaged chunk is known missing, not re-found by reading.
+        const report = await verify(`${server.url}/`, { readData: false });
+        assert.equal(report.damagedChunks.length, 1, `${round}: verify names the one damaged chunk: ${JSON.stringify(report.damagedChunks)}`);
+        assert.equal(await recordedInode(copy), await inodeOf(join(copy, 'files', 'd.bin')), `${round}: the rest of the file is re-adopted`);
+      } finally {
+        await server.close();
+      }
+    }
+    server = await createServer({ root: copy, port: 0 });
+    try {
+      const r = await push(src, `${server.url}/d.bin`);
+      assert.ok(r.bytesSent > 0 && r.bytesSent <= 1 * MiB, `the push sends the damaged chunk again, not the file: ${r.bytesSent} bytes`);
+      const back = await pulled(`${server.url}/d.bin`, dir, 'dmg');
+      assert.ok(Buffer.isBuffer(back) && back.equals(data), 'the file pulls bit-identical after the push');
+      assert.deepEqual((await verify(`${server.url}/`, { readData: true })).damaged, [], 'verify --read-data is clean again');
+    } finally {
+      await server.close();
+    }
+  });
 });

@@ -51,6 +51,11 @@ export const HELD_IDENTITY_RECHECK_MS = 100;
 const HELD_READS_IN_FLIGHT = 8;
 /** Chunks asked of the store at once while evacuating or checking pack copies. */
 const HELD_BATCH_CHUNKS = 4096;
+/**
+ * Damaged chunks a record lists at most (a file with more is not re-adopted: it is
+ * dropped, as one changed behind the server's back is).
+ */
+export const MAX_DAMAGED_RECORDED = 10_000;
 /** Bytes of evacuated chunks between two flushes of the store. */
 const EVACUATE_FLUSH_BYTES = 256 * 1024 * 1024;
 
@@ -73,11 +78,19 @@ interface Identity {
   readonly mtimeNs: bigint;
 }
 
+interface HeldFileLine {
+  readonly entry: string;
+  readonly path: string;
+  readonly identity: Identity;
+  /** Offsets of chunks found not to hash right in the file: they are not held (missing until pushed again), across restarts. */
+  readonly damaged?: readonly number[];
+}
+
 interface HeldRecord {
   readonly target: string;
   /** The version's manifest name (.xfer/versions/...), which describes the file. */
   readonly manifest: string;
-  readonly files: readonly { readonly entry: string; readonly path: string; readonly identity: Identity }[];
+  readonly files: readonly HeldFileLine[];
 }
 
 /** The key of target `name` in held/: the first 32 hex digits of SHA-256 of the name (as versions' keys). */
@@ -98,7 +111,8 @@ function encodeRecord(r: HeldRecord): string {
   const lines = [JSON.stringify({ format: HELD_FORMAT, version: HELD_VERSION, target: r.target, manifest: r.manifest })];
   for (const f of r.files) {
     const i = f.identity;
-    lines.push(JSON.stringify({ entry: f.entry, path: f.path, dev: String(i.dev), ino: String(i.ino), size: String(i.size), mtimeNs: String(i.mtimeNs) }));
+    const damaged = f.damaged !== undefined && f.damaged.length > 0 ? { damaged: f.damaged.map(String) } : {};
+    lines.push(JSON.stringify({ entry: f.entry, path: f.path, dev: String(i.dev), ino: String(i.ino), size: String(i.size), mtimeNs: String(i.mtimeNs), ...damaged }));
   }
   lines.push(JSON.stringify({ end: lines.length }));
   return `${lines.join('\n')}\n`;
@@ -121,12 +135,23 @@ function parseRecord(text: string): HeldRecord | undefined {
       const nums = [f.dev, f.ino, f.size, f.mtimeNs];
       if (typeof f.entry !== 'string' || typeof f.path !== 'string' || !nums.every((n) => typeof n === 'string' && DECIMAL_RE.test(n))) return undefined;
       const [dev, ino, size, mtimeNs] = nums.map((n) => BigInt(n as string)) as [bigint, bigint, bigint, bigint];
-      files.push({ entry: f.entry, path: f.path, identity: { dev, ino, size, mtimeNs } });
+      let damaged: number[] | undefined;
+      if (f.damaged !== undefined) {
+        if (!Array.isArray(f.damaged) || f.damaged.length > MAX_DAMAGED_RECORDED) return undefined;
+        damaged = f.damaged.map((d) => (typeof d === 'string' && DECIMAL_RE.test(d) ? Number(d) : NaN));
+        if (!damaged.every((d) => Number.isSafeInteger(d))) return undefined;
+      }
+      files.push({ entry: f.entry, path: f.path, identity: { dev, ino, size, mtimeNs }, ...(damaged ? { damaged } : {}) });
     }
     return { target: head.target, manifest: head.manifest, files };
   } catch {
     return undefined;
   }
+}
+
+/** The record of a loaded held file: its identity now and its damaged offsets. */
+function recordOf(file: HeldFile): HeldRecord {
+  return { target: file.target, manifest: file.manifest, files: [{ entry: '', path: file.path, identity: file.identity, damaged: [...file.damaged].sort((a, b) => a - b) }] };
 }
 
 /** A path below files/ as its segments, if it is one a target may have (no '', '.', '..'). */
@@ -145,6 +170,14 @@ class HeldFile {
   checkedAtMs = -Infinity;
   /** The chunk keys it holds (to take them out of the map again). */
   readonly keys: string[] = [];
+  /**
+   * Found at start with another dev and ino than recorded but the same size and mtime (a
+   * copied, restored or moved root): not usable until re-hashed (HeldStore.readopt).
+   */
+  unadopted = false;
+  readopting: Promise<void> | undefined;
+  /** A rewrite of its record with its damaged offsets is queued (HeldStore.persistDamage). */
+  damagePending = false;
 
   constructor(
     readonly key: string,
@@ -152,7 +185,9 @@ class HeldFile {
     readonly manifest: string,
     readonly path: string,
     readonly segments: readonly string[],
-    readonly identity: Identity,
+    public identity: Identity,
+    /** Offsets of its chunks that do not hash right: not held (its record lists them). */
+    readonly damaged: Set<number>,
   ) {}
 }
 
@@ -205,7 +240,13 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   /** Commits (and rms) in their held steps; a gc waits for none, and they wait for a gc. */
   private active = 0;
   private idle: (() => void)[] = [];
-  private gcRun: Promise<unknown> | undefined;
+  /** Runs that no commit's held steps may overlap (a gc, a record rewrite for damage found): commits wait for them. */
+  private readonly exclusive = new Set<Promise<unknown>>();
+  /** The re-adoptions begun at open, one file at a time (readoptAll). */
+  private readoptions: Promise<void> = Promise.resolve();
+  private closed = false;
+  /** Record rewrites begun by persistDamage, awaited by close(). */
+  private readonly pending = new Set<Promise<unknown>>();
 
   private constructor(readonly inner: LocalStore, private readonly options: HeldStoreOptions) {
     this.dir = join(options.root, HELD_DIR);
@@ -253,7 +294,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       // them downstream (GetOptions.unverified: a fetch, whose client re-hashes what it
       // receives; the server's own rebuild, whose whole-file digests are checked).
       if (bytes && (options?.unverified === true || digestEquals(digestOf(id.algorithm, bytes), id.digest))) return bytes;
-      this.dropPlace(id, p);
+      this.dropPlace(id, p, true);
       damaged = p.file;
     }
     try {
@@ -279,6 +320,10 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   }
 
   async close(): Promise<void> {
+    // A re-adoption in progress stops at its next chunk and records nothing.
+    this.closed = true;
+    await this.readoptions;
+    await Promise.allSettled([...this.pending]);
     for (const f of this.files.values()) await this.closeFile(f);
     await this.inner.close();
   }
@@ -362,11 +407,16 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       };
       return this.inner.collectGarbage(filtered, options);
     })();
-    this.gcRun = run;
+    return this.runExclusive(run);
+  }
+
+  /** Keeps commits from beginning their held steps until `run` settles. */
+  private async runExclusive<T>(run: Promise<T>): Promise<T> {
+    this.exclusive.add(run);
     try {
       return await run;
     } finally {
-      if (this.gcRun === run) this.gcRun = undefined;
+      this.exclusive.delete(run);
     }
   }
 
@@ -377,7 +427,8 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
    * and keeps the next from starting until the HeldCommit ends.
    */
   async beginCommit(name: string): Promise<HeldCommit> {
-    while (this.gcRun) await this.gcRun.catch(() => undefined);
+    // No await between the last check and the count: a run added later sees this commit active.
+    while (this.exclusive.size > 0) await Promise.allSettled([...this.exclusive]);
     this.active++;
     return new HeldCommit(this, name);
   }
@@ -389,6 +440,14 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
 
   private whenIdle(): Promise<void> {
     return this.active === 0 ? Promise.resolve() : new Promise((resolve) => this.idle.push(resolve));
+  }
+
+  /**
+   * Whether target `name`'s held file has chunks found not to hash right (its record lists
+   * them): a commit must then not keep that file on its size and mtime (manifests route).
+   */
+  hasDamage(name: string): boolean {
+    return (this.fileOf(name)?.damaged.size ?? 0) > 0;
   }
 
   /** @internal The held file of target `name`, if any is loaded (dropped or not). */
@@ -476,11 +535,23 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
    * manifest's chunks mapped. A file that is not there as recorded is left out (its
    * chunks are missing; logged), and so is one whose manifest cannot be read.
    */
-  async load(record: HeldRecord, signal?: AbortSignal): Promise<HeldFile | undefined> {
+  async load(record: HeldRecord, signal?: AbortSignal, mayReadopt = false): Promise<HeldFile | undefined> {
     const f = record.files[0];
     const segments = f === undefined ? undefined : segmentsOf(f.path);
     if (f === undefined || segments === undefined || record.files.length !== 1 || f.entry !== '') return undefined;
-    const file = new HeldFile(heldKey(record.target), record.target, record.manifest, f.path, segments, f.identity);
+    const file = new HeldFile(heldKey(record.target), record.target, record.manifest, f.path, segments, f.identity, new Set(f.damaged));
+    if (mayReadopt) {
+      // A copy of the root (cp -a, a restore from backup, a move to another disk) gives
+      // every file a new dev and ino and keeps its size and mtime: such a file is held
+      // again only once its bytes hash to its manifest (readopt), never on its metadata.
+      const fh = await this.openConfined(file.path, file.segments);
+      const st = fh ? identityOf(await fh.stat({ bigint: true })) : undefined;
+      if (fh && st && !sameIdentity(st, file.identity) && st.size === file.identity.size && st.mtimeNs === file.identity.mtimeNs) {
+        file.identity = st;
+        file.unadopted = true;
+        file.fd = fh;
+      } else await fh?.close();
+    }
     if (!(await this.usable(file, true))) {
       await this.closeFile(file);
       return undefined;
@@ -497,7 +568,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       const old = this.files.get(file.key);
       if (old && old !== file) await this.unload(old);
       this.files.set(file.key, file);
-      for (const p of placed) this.place(file, p.id, p.offset, p.length);
+      for (const p of placed) if (!file.damaged.has(p.offset)) this.place(file, p.id, p.offset, p.length);
       return file;
     } catch (err) {
       if (isXferError(err, 'XFER_ABORTED')) throw err;
@@ -555,6 +626,10 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
    */
   private async usable(file: HeldFile, now = false): Promise<boolean> {
     if (file.dropped) return false;
+    if (file.unadopted && file.keys.length > 0) {
+      await this.readopt(file);
+      if (file.dropped) return false;
+    }
     const t = performance.now();
     if (!now && t - file.checkedAtMs < HELD_IDENTITY_RECHECK_MS) return true;
     if (file.fd === undefined) {
@@ -601,10 +676,11 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
 
   /**
    * A held copy that does not hash right (its file's identity unchanged): that place no
-   * longer counts, for this process, as a set-aside chunk does (logged); the file's other
-   * chunks, each re-hashed when read, still do.
+   * longer counts, as a set-aside chunk does (logged); the file's other chunks, each
+   * re-hashed when read, still do. With `persist` its offset is added to the file's record
+   * (persistDamage), so that it stays dropped after a restart.
    */
-  private dropPlace(id: ChunkId, place: Place): void {
+  private dropPlace(id: ChunkId, place: Place, persist = false): void {
     const k = chunkKey(id.algorithm, id.digest);
     const c = this.chunks.get(k);
     const i = c?.places.indexOf(place) ?? -1;
@@ -612,6 +688,31 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     c.places.splice(i, 1);
     if (c.places.length === 0) this.chunks.delete(k);
     this.options.log.warn({ target: place.file.target, path: place.file.path, chunk: digestToHex(id.digest), offset: place.offset }, 'held chunk does not hash to its digest: set aside (missing until pushed again)');
+    if (persist) {
+      place.file.damaged.add(place.offset);
+      this.persistDamage(place.file);
+    }
+  }
+
+  /**
+   * Rewrites `file`'s record with its damaged offsets, in the background, once no commit is
+   * in its held steps (and none begins meanwhile: a commit's record of a newer copy is
+   * never overwritten). A file replaced or dropped meanwhile needs nothing; a failure is
+   * logged (the damage is then found again after a restart, by a re-hash).
+   */
+  private persistDamage(file: HeldFile): void {
+    if (file.damagePending) return;
+    file.damagePending = true;
+    const run = (async () => {
+      await this.whenIdle();
+      file.damagePending = false;
+      if (this.closed || file.dropped || file.unadopted || this.files.get(file.key) !== file) return;
+      await this.writeRecord(`${file.key}.held`, recordOf(file));
+    })().catch((err: unknown) => {
+      this.options.log.warn({ target: file.target, error: (err as Error).message }, 'held record not rewritten with a damaged chunk (found again after a restart)');
+    });
+    this.pending.add(run);
+    void this.runExclusive(run).finally(() => this.pending.delete(run));
   }
 
   private unmap(file: HeldFile): void {
@@ -662,7 +763,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       if (!(await this.usable(p.file, true))) continue;
       const bytes = await this.readPlace(p);
       if (bytes && digestEquals(digestOf(c.id.algorithm, bytes), c.id.digest)) return true;
-      this.dropPlace(c.id, p);
+      this.dropPlace(c.id, p, true);
     }
     return false;
   }
@@ -716,9 +817,73 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
         await this.removeRecord(n);
         continue;
       }
-      const file = await this.load(record, signal);
+      const file = await this.load(record, signal, true);
       if (!file) this.options.log.warn({ target: record.target }, 'held file not as recorded: its chunks are missing until pushed again');
     }
+    this.readoptions = this.readoptAll();
+  }
+
+  /**
+   * Re-adopts, in the background, one at a time, the files load found moved (the server
+   * listens meanwhile): a use of such a file first waits for (or starts) its own
+   * re-adoption, so the first request for it pays at most one read of that file, and once
+   * its record is rewritten no later start pays again.
+   */
+  private async readoptAll(): Promise<void> {
+    for (const f of [...this.files.values()]) {
+      if (this.closed) return;
+      if (f.unadopted) await this.readopt(f);
+    }
+  }
+
+  /** Re-adopts `file` once, however many ask (see readoptOnce). */
+  private readopt(file: HeldFile): Promise<void> {
+    file.readopting ??= this.readoptOnce(file).catch((err: unknown) => {
+      this.drop(file, `its re-hash failed: ${(err as Error).message}`);
+    });
+    return file.readopting;
+  }
+
+  /**
+   * A moved file (HeldFile.unadopted): every chunk it holds is read and re-hashed, in
+   * file order. Those that hash right are held again, those that do not are dropped (as
+   * a damaged held chunk is) and listed in the record; the record is rewritten, durably,
+   * with the file's identity now. A file that cannot be read through is dropped for this
+   * process (its record is left: the next start tries again). Stopped by close().
+   */
+  private async readoptOnce(file: HeldFile): Promise<void> {
+    const signal = this.options.signal;
+    const places: { id: ChunkId; place: Place }[] = [];
+    for (const k of new Set(file.keys)) {
+      const c = this.chunks.get(k);
+      const p = c?.places.find((q) => q.file === file);
+      if (c && p) places.push({ id: c.id, place: p });
+    }
+    places.sort((a, b) => a.place.offset - b.place.offset);
+    const bad: { id: ChunkId; place: Place }[] = [];
+    let bytes = 0;
+    for (const x of places) {
+      if (this.closed || signal?.aborted || file.dropped) return;
+      const data = await this.readPlace(x.place);
+      if (this.closed || signal?.aborted || file.dropped) return;
+      if (!data) throw new Error(`files/${file.path} could not be read at offset ${x.place.offset}`);
+      if (!digestEquals(digestOf(x.id.algorithm, data), x.id.digest)) bad.push(x);
+      bytes += data.length;
+    }
+    if (bad.length > MAX_DAMAGED_RECORDED) throw new Error(`${bad.length} of its chunks do not hash right`);
+    for (const x of bad) {
+      this.dropPlace(x.id, x.place);
+      file.damaged.add(x.place.offset);
+    }
+    file.unadopted = false;
+    if (this.files.get(file.key) === file) {
+      // The commits of this target wait for this (their use of the file does), so no
+      // record of theirs is overwritten.
+      await this.writeRecord(`${file.key}.held`, recordOf(file)).catch((err: unknown) => {
+        this.options.log.warn({ target: file.target, error: (err as Error).message }, 'held record of a re-adopted file not rewritten (the next start re-hashes the file again)');
+      });
+    }
+    this.options.log.info({ target: file.target, path: file.path, bytes, chunks: places.length, damaged: bad.length }, 'held file re-adopted: its identity changed (a copied or moved root) but its chunks hash to its manifest');
   }
 
   private async readRecordFile(n: string): Promise<HeldRecord | undefined> {
@@ -844,7 +1009,10 @@ export class HeldCommit {
       if (current) await this.held.unload(current);
       return;
     }
-    const record: HeldRecord = { target: this.name, manifest: next.version, files: [{ entry: '', path: this.name, identity: identityOf(st) }] };
+    // A target kept as it is (no staging copy) keeps the damaged chunks its record lists.
+    const kept = next.staged === undefined && current !== undefined && current.identity.dev === st.dev && current.identity.ino === st.ino;
+    const damaged = kept ? [...current.damaged] : [];
+    const record: HeldRecord = { target: this.name, manifest: next.version, files: [{ entry: '', path: this.name, identity: identityOf(st), damaged }] };
     await this.held.writeRecord(`${this.key}.held`, record);
     crashPoint(7);
     await this.held.removeRecord(`${this.key}.staged.held`);
@@ -904,7 +1072,8 @@ export async function heldChunkPlaces(root: string, manifests: Pick<ManifestStor
     if (!record || !f || !segments) continue;
     try {
       const reader = await openManifest(await manifests.getManifest(record.manifest), {});
-      for await (const p of placesOf(reader)) out.push({ id: p.id, file: join(root, 'files', ...segments), offset: p.offset, length: p.length });
+      const damaged = new Set(f.damaged);
+      for await (const p of placesOf(reader)) if (!damaged.has(p.offset)) out.push({ id: p.id, file: join(root, 'files', ...segments), offset: p.offset, length: p.length });
     } catch {
       // A record whose manifest is gone holds nothing.
     }

@@ -188,7 +188,8 @@ export function manifestRoutes(rc: RouteContext) {
         // Without what is committed, reconstruct trusts no size or mtime: a file target is
         // read through and kept only if it hashes to the manifest's digest, a tree's files
         // are rebuilt, each chunk taken from the old file in place only if it hashes right.
-        const committed = checksum ? undefined : await committedVersion(name);
+        // Nor does it trust them for a file whose held chunks were found damaged (server/held.ts).
+        const committed = checksum || ctx.held?.hasDamage(name) === true ? undefined : await committedVersion(name);
         const rebuild = async (verifyStoreChunks: boolean) =>
           reconstruct(await openManifestFile(file, { signal: ctx.signal }), ctx.store, target, {
             signal: ctx.signal,
