@@ -449,3 +449,44 @@ describe('xfer serve: a server root copied (cp -a) or moved (mv) to a new place'
     }
   });
 });
+
+/** Every file under `<root>/held` with its bytes (to check that nothing there changed). */
+async function heldDir(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const n of (await readdir(join(root, 'held'))).sort()) out[n] = await readFile(join(root, 'held', n), 'utf8');
+  return out;
+}
+
+describe('xfer verify <root> or <root>/store on the server\'s machine (no server)', () => {
+  let dir: string;
+  before(async () => (dir = await mkdtemp(join(tmpdir(), 'xfer-one-copy-local-verify-'))));
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  it('checks the root as its server would: held chunks count, --read-data re-hashes them and names a damaged one, a copied root verifies clean; nothing under held/ is written', async () => {
+    const root = join(dir, 'root');
+    const src = join(dir, 'lv.bin');
+    const v1 = pseudoRandom(3 * MiB, 81);
+    const v2 = edited(v1, 82, 3);
+    const server = await createServer({ root, port: 0 });
+    try {
+      await writeFile(src, v1);
+      await push(src, `${server.url}/lv.bin`);
+      await writeFile(src, v2);
+      await push(src, `${server.url}/lv.bin`);
+    } finally {
+      await server.close();
+    }
+    const copy = join(dir, 'copy');
+    execFileSync('cp', ['-a', root, copy]);
+    const heldBefore = await heldDir(copy);
+    for (const at of [join(root, 'store'), root, join(copy, 'store')]) {
+      const report = await verify(at, { readData: true });
+      assert.deepEqual(report.damaged, [], `verify --read-data ${at} is clean`);
+      assert.ok(report.chunksRead > 0 && report.versions === 2 && report.filesChecked === 1, `${at}: chunks read, both versions and the rebuilt file checked: ${JSON.stringify({ ...report, damaged: undefined })}`);
+    }
+    assert.deepEqual(await heldDir(copy), heldBefore, 'the copy\'s held records are as they were (read-only)');
+    await damageKeepingIdentity(join(root, 'files', 'lv.bin'), 1 * MiB + 9);
+    const report = await verify(join(root, 'store'), { readData: true });
+    assert.equal(report.damagedChunks.length, 1, `verify --read-data names the damaged held chunk: ${JSON.stringify(report.damagedChunks)}`);
+  });
+});

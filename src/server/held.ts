@@ -209,6 +209,12 @@ export interface HeldStoreOptions {
   readonly filesDir: string;
   readonly log: ServerLogger;
   readonly signal?: AbortSignal;
+  /**
+   * Writes nothing under `held/` (an offline verify of a root, server/root.ts): the
+   * start-up rules and re-adoptions apply in memory only, damage found is not recorded.
+   * The other calls that change the index (commits, gc) are not for such a store.
+   */
+  readonly readOnly?: boolean;
 }
 
 function chunkKey(algorithm: DigestAlgorithm, digest: Uint8Array): string {
@@ -260,9 +266,11 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
    */
   static async open(inner: LocalStore, options: HeldStoreOptions): Promise<HeldStore> {
     const s = new HeldStore(inner, options);
-    await mkdir(s.dir, { recursive: true }).catch((err: unknown) => {
-      throw fromSystemError(err, s.dir, 'create directory');
-    });
+    if (options.readOnly !== true) {
+      await mkdir(s.dir, { recursive: true }).catch((err: unknown) => {
+        throw fromSystemError(err, s.dir, 'create directory');
+      });
+    }
     await s.recover();
     return s;
   }
@@ -701,7 +709,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
    * logged (the damage is then found again after a restart, by a re-hash).
    */
   private persistDamage(file: HeldFile): void {
-    if (file.damagePending) return;
+    if (file.damagePending || this.options.readOnly === true) return;
     file.damagePending = true;
     const run = (async () => {
       await this.whenIdle();
@@ -771,16 +779,21 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   /** The start-up rules (docs/FORMAT.md), then every record loaded. */
   private async recover(): Promise<void> {
     const signal = this.options.signal;
+    const readOnly = this.options.readOnly === true;
     let names: string[];
     try {
       names = await readdir(this.dir);
     } catch (err) {
+      // A root never served with files has no held/ (read-only: not made).
+      if (readOnly && (err as NodeJS.ErrnoException).code === 'ENOENT') return;
       throw fromSystemError(err, this.dir, 'list');
     }
     for (const n of names) {
       // A temp file of a record write a crash cut short: never read.
-      if (n.startsWith('.') && n.endsWith('.tmp')) await unlink(join(this.dir, n)).catch(() => undefined);
+      if (n.startsWith('.') && n.endsWith('.tmp') && !readOnly) await unlink(join(this.dir, n)).catch(() => undefined);
     }
+    /** Read-only: the records promoted in memory, by file name. */
+    const promoted = new Map<string, HeldRecord>();
     for (const n of names.filter((x) => x.endsWith('.staged.held'))) {
       const key = n.slice(0, -'.staged.held'.length);
       const staged = await this.readRecordFile(n);
@@ -791,21 +804,24 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
         if (fh) {
           const identity = identityOf(await fh.stat({ bigint: true }));
           await fh.close();
-          await this.writeRecord(`${key}.held`, { ...staged, files: [{ ...f, identity }] });
+          const record = { ...staged, files: [{ ...f, identity }] };
+          if (readOnly) promoted.set(`${key}.held`, record);
+          else await this.writeRecord(`${key}.held`, record);
           this.options.log.info({ target: staged.target }, 'held record of a commit cut short after its swap: promoted');
         }
       }
-      await this.removeRecord(n);
+      if (!readOnly) await this.removeRecord(n);
     }
     // Again: a promotion above may have written a record there was none of (a first push).
     names = await readdir(this.dir).catch((err: unknown) => {
       throw fromSystemError(err, this.dir, 'list');
     });
-    for (const n of names.filter((x) => x.endsWith('.held') && !x.endsWith('.staged.held'))) {
-      const record = await this.readRecordFile(n);
+    const records = new Set([...names.filter((x) => x.endsWith('.held') && !x.endsWith('.staged.held')), ...promoted.keys()]);
+    for (const n of records) {
+      const record = promoted.get(n) ?? (await this.readRecordFile(n));
       if (!record || heldKey(record.target) !== n.slice(0, -'.held'.length)) {
         this.options.log.warn({ record: n }, 'held record damaged or misnamed: removed (its chunks are missing)');
-        await this.removeRecord(n);
+        if (!readOnly) await this.removeRecord(n);
         continue;
       }
       // rm cut short after the manifests went: the record names a manifest that is gone.
@@ -814,7 +830,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
         return true;
       }, () => false);
       if (!exists) {
-        await this.removeRecord(n);
+        if (!readOnly) await this.removeRecord(n);
         continue;
       }
       const file = await this.load(record, signal, true);
@@ -876,7 +892,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       file.damaged.add(x.place.offset);
     }
     file.unadopted = false;
-    if (this.files.get(file.key) === file) {
+    if (this.files.get(file.key) === file && this.options.readOnly !== true) {
       // The commits of this target wait for this (their use of the file does), so no
       // record of theirs is overwritten.
       await this.writeRecord(`${file.key}.held`, recordOf(file)).catch((err: unknown) => {
