@@ -251,11 +251,15 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   /** The re-adoptions begun at open, one file at a time (readoptAll). */
   private readoptions: Promise<void> = Promise.resolve();
   private closed = false;
+  /** Settles when close() begins (what waits for no commit to be active must not outlive the store). */
+  private readonly closing: Promise<void>;
+  private startClosing!: () => void;
   /** Record rewrites begun by persistDamage, awaited by close(). */
   private readonly pending = new Set<Promise<unknown>>();
 
   private constructor(readonly inner: LocalStore, private readonly options: HeldStoreOptions) {
     this.dir = join(options.root, HELD_DIR);
+    this.closing = new Promise((resolve) => (this.startClosing = resolve));
   }
 
   /**
@@ -330,6 +334,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   async close(): Promise<void> {
     // A re-adoption in progress stops at its next chunk and records nothing.
     this.closed = true;
+    this.startClosing();
     await this.readoptions;
     await Promise.allSettled([...this.pending]);
     for (const f of this.files.values()) await this.closeFile(f);
@@ -710,9 +715,13 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
    */
   private persistDamage(file: HeldFile): void {
     if (file.damagePending || this.options.readOnly === true) return;
+    if (file.damaged.size > MAX_DAMAGED_RECORDED) {
+      this.options.log.warn({ target: file.target, damaged: file.damaged.size }, 'held file has too many damaged chunks to record: they are found again after a restart');
+      return;
+    }
     file.damagePending = true;
     const run = (async () => {
-      await this.whenIdle();
+      await Promise.race([this.whenIdle(), this.closing]);
       file.damagePending = false;
       if (this.closed || file.dropped || file.unadopted || this.files.get(file.key) !== file) return;
       await this.writeRecord(`${file.key}.held`, recordOf(file));
@@ -1027,7 +1036,7 @@ export class HeldCommit {
     }
     // A target kept as it is (no staging copy) keeps the damaged chunks its record lists.
     const kept = next.staged === undefined && current !== undefined && current.identity.dev === st.dev && current.identity.ino === st.ino;
-    const damaged = kept ? [...current.damaged] : [];
+    const damaged = kept && current.damaged.size <= MAX_DAMAGED_RECORDED ? [...current.damaged] : [];
     const record: HeldRecord = { target: this.name, manifest: next.version, files: [{ entry: '', path: this.name, identity: identityOf(st), damaged }] };
     await this.held.writeRecord(`${this.key}.held`, record);
     crashPoint(7);
