@@ -4,38 +4,15 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { createChunker } from '../src/chunker/index.js';
-import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import { digestOf } from '../src/hash/digest.js';
 import { damageStoredChunk, storedChunks } from './helpers/damage.js';
 import { createServer, type XferServer } from '../src/server/server.js';
-import { cutAll } from './helpers/chunks.js';
 import { isOneLineError, runCli, sha256File } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { rawRequest } from './helpers/server.js';
+import { chunksOf, withServer } from './helpers/server-root.js';
 
 const MiB = 1024 * 1024;
-
-/** Chunk digests (hex) and lengths of a buffer, as push would cut it. */
-function chunksOf(data: Buffer): Map<string, number> {
-  const m = new Map<string, number>();
-  let o = 0;
-  for (const len of cutAll(createChunker(DEFAULT_CHUNKER), data)) {
-    m.set(digestOf('blake3', data.subarray(o, o + len)).toString('hex'), len);
-    o += len;
-  }
-  return m;
-}
-
-/** Runs `fn` with a server of its own on `root`, started for it and closed after (a fresh one: no cached reads). */
-async function withServer<T>(root: string, fn: (url: string) => Promise<T>): Promise<T> {
-  const srv = await createServer({ root, port: 0 });
-  try {
-    return await fn(srv.url);
-  } finally {
-    await srv.close();
-  }
-}
 
 describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
   let dir: string;

@@ -8,7 +8,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { lstat, mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -17,36 +17,12 @@ import { forget, pull, push, remove, verify, versions } from '../src/index.js';
 import { setTimesNs } from '../src/io/sys.js';
 import { HELD_CRASH_ENV } from '../src/server/held.js';
 import { createServer, type XferServer } from '../src/server/server.js';
-import { createChunker } from '../src/chunker/index.js';
-import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
-import { digestOf } from '../src/hash/digest.js';
-import { cutAll } from './helpers/chunks.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { startServeProcess } from './helpers/server.js';
+import { apparentBytes, chunksOf, withServer } from './helpers/server-root.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-
-/** Bytes of every file under `dir` (du -sb: apparent sizes). */
-async function apparentBytes(dir: string): Promise<number> {
-  let n = 0;
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    n += e.isDirectory() ? await apparentBytes(p) : (await lstat(p)).size;
-  }
-  return n;
-}
-
-/** Chunk digests (hex) and lengths of a buffer, as push cuts it. */
-function chunksOf(data: Buffer): Map<string, number> {
-  const m = new Map<string, number>();
-  let o = 0;
-  for (const len of cutAll(createChunker(DEFAULT_CHUNKER), data)) {
-    m.set(digestOf('blake3', data.subarray(o, o + len)).toString('hex'), len);
-    o += len;
-  }
-  return m;
-}
 
 /** Bytes of the distinct chunks of `old` versions that `current` does not have. */
 function uniqueOldBytes(old: readonly Buffer[], current: Buffer): number {
@@ -190,25 +166,19 @@ describe('xfer serve (default mode): one copy on disk', () => {
     const root = join(dir, 'damage-kept');
     const src = join(dir, 'damage-kept.bin');
     const data = pseudoRandom(4 * MiB, 31);
-    let server = await createServer({ root, port: 0 });
-    try {
+    await withServer(root, async (url) => {
       await writeFile(src, data);
-      await push(src, `${server.url}/k.bin`);
+      await push(src, `${url}/k.bin`);
       await damageKeepingIdentity(join(root, 'files', 'k.bin'), 1 * MiB + 3);
-      assert.equal((await verify(`${server.url}/`, { readData: true })).damagedChunks.length, 1, 'verify --read-data finds the damaged chunk');
-    } finally {
-      await server.close();
-    }
-    server = await createServer({ root, port: 0 });
-    try {
-      const report = await verify(`${server.url}/`, { readData: false });
+      assert.equal((await verify(`${url}/`, { readData: true })).damagedChunks.length, 1, 'verify --read-data finds the damaged chunk');
+    });
+    await withServer(root, async (url) => {
+      const report = await verify(`${url}/`, { readData: false });
       assert.equal(report.damagedChunks.length, 1, `after a restart the chunk is still missing: ${JSON.stringify(report.damagedChunks)}`);
-      const r = await push(src, `${server.url}/k.bin`);
+      const r = await push(src, `${url}/k.bin`);
       assert.ok(r.bytesSent > 0 && r.bytesSent <= 1 * MiB, `the next push sends the damaged chunk again, not the file: ${r.bytesSent} bytes`);
-      assert.deepEqual((await verify(`${server.url}/`, { readData: true })).damaged, [], 'verify --read-data is clean again');
-    } finally {
-      await server.close();
-    }
+      assert.deepEqual((await verify(`${url}/`, { readData: true })).damaged, [], 'verify --read-data is clean again');
+    });
   });
 
   it('rm of a file target whose chunks an older version of a tree target shares (found held, never sent): that version still pulls bit-identical', async () => {
@@ -364,89 +334,71 @@ describe('xfer serve: a server root copied (cp -a) or moved (mv) to a new place'
     const v1 = pseudoRandom(4 * MiB, 71);
     const v2 = edited(v1, 72, 4);
     const v3 = edited(v2, 73, 2);
-    let server = await createServer({ root, port: 0 });
-    try {
+    await withServer(root, async (url) => {
       await writeFile(src, v1);
-      await push(src, `${server.url}/m.bin`);
+      await push(src, `${url}/m.bin`);
       await writeFile(src, v2);
-      await push(src, `${server.url}/m.bin`); // v1's own chunks go into a pack
-    } finally {
-      await server.close();
-    }
+      await push(src, `${url}/m.bin`); // v1's own chunks go into a pack
+    });
     const copy = join(dir, 'copy');
     execFileSync('cp', ['-a', root, copy]);
     assert.notEqual(await inodeOf(join(copy, 'files', 'm.bin')), await inodeOf(join(root, 'files', 'm.bin')), 'cp -a gave the rebuilt file a new inode');
     await rm(root, { recursive: true, force: true });
-    server = await createServer({ root: copy, port: 0 });
-    try {
-      const listed = (await versions(`${server.url}/m.bin`)).versions;
+    await withServer(copy, async (url) => {
+      const listed = (await versions(`${url}/m.bin`)).versions;
       assert.equal(listed.length, 2);
       for (const [i, v] of listed.entries()) {
-        const back = await pulled(`${server.url}/m.bin@${v.id}`, dir, `cp${i}`);
+        const back = await pulled(`${url}/m.bin@${v.id}`, dir, `cp${i}`);
         assert.ok(Buffer.isBuffer(back) && back.equals([v1, v2][i]!), `version ${i} pulls bit-identical from the copy: ${Buffer.isBuffer(back) ? 'other bytes' : back}`);
       }
-      assert.deepEqual((await verify(`${server.url}/`, { readData: true })).damaged, [], 'verify --read-data of the copy is clean');
+      assert.deepEqual((await verify(`${url}/`, { readData: true })).damaged, [], 'verify --read-data of the copy is clean');
       assert.equal(await recordedInode(copy), await inodeOf(join(copy, 'files', 'm.bin')), 'the record names the copy\'s inode now (re-adopted durably)');
       // Only v3's edits travel (not the whole file, as if nothing were held).
       await writeFile(src, v3);
-      const r = await push(src, `${server.url}/m.bin`);
+      const r = await push(src, `${url}/m.bin`);
       const changed = uniqueOldBytes([v3], v2);
       assert.ok(r.bytesSent <= changed, `an incremental push after the copy sent ${r.bytesSent} bytes; v3's chunks that v2 lacks: ${changed}`);
-    } finally {
-      await server.close();
-    }
+    });
     const moved = join(dir, 'elsewhere', 'root');
     await mkdir(join(dir, 'elsewhere'));
     execFileSync('mv', [copy, moved]);
-    server = await createServer({ root: moved, port: 0 });
-    try {
-      const listed = (await versions(`${server.url}/m.bin`)).versions;
+    await withServer(moved, async (url) => {
+      const listed = (await versions(`${url}/m.bin`)).versions;
       assert.equal(listed.length, 3);
       for (const [i, v] of listed.entries()) {
-        const back = await pulled(`${server.url}/m.bin@${v.id}`, dir, `mv${i}`);
+        const back = await pulled(`${url}/m.bin@${v.id}`, dir, `mv${i}`);
         assert.ok(Buffer.isBuffer(back) && back.equals([v1, v2, v3][i]!), `version ${i} pulls bit-identical after mv: ${Buffer.isBuffer(back) ? 'other bytes' : back}`);
       }
-      assert.deepEqual((await verify(`${server.url}/`, { readData: true })).damaged, [], 'verify --read-data after mv is clean');
-    } finally {
-      await server.close();
-    }
+      assert.deepEqual((await verify(`${url}/`, { readData: true })).damaged, [], 'verify --read-data after mv is clean');
+    });
   });
 
   it('copied with cp -a and a byte of the copy changed (mtime kept): only that chunk is dropped, the rest re-adopted; it stays dropped after a restart; the next push repairs', async () => {
     const root = join(dir, 'dmg');
     const src = join(dir, 'dmg.bin');
     const data = pseudoRandom(4 * MiB, 74);
-    let server = await createServer({ root, port: 0 });
-    try {
+    await withServer(root, async (url) => {
       await writeFile(src, data);
-      await push(src, `${server.url}/d.bin`);
-    } finally {
-      await server.close();
-    }
+      await push(src, `${url}/d.bin`);
+    });
     const copy = join(dir, 'dmg-copy');
     execFileSync('cp', ['-a', root, copy]);
     await damageKeepingIdentity(join(copy, 'files', 'd.bin'), 3 * MiB + 5);
     for (const round of ['first start', 'restart']) {
-      server = await createServer({ root: copy, port: 0 });
-      try {
+      await withServer(copy, async (url) => {
         // Existence only (no --read-data): the damaged chunk is known missing, not re-found by reading.
-        const report = await verify(`${server.url}/`, { readData: false });
+        const report = await verify(`${url}/`, { readData: false });
         assert.equal(report.damagedChunks.length, 1, `${round}: verify names the one damaged chunk: ${JSON.stringify(report.damagedChunks)}`);
         assert.equal(await recordedInode(copy), await inodeOf(join(copy, 'files', 'd.bin')), `${round}: the rest of the file is re-adopted`);
-      } finally {
-        await server.close();
-      }
+      });
     }
-    server = await createServer({ root: copy, port: 0 });
-    try {
-      const r = await push(src, `${server.url}/d.bin`);
+    await withServer(copy, async (url) => {
+      const r = await push(src, `${url}/d.bin`);
       assert.ok(r.bytesSent > 0 && r.bytesSent <= 1 * MiB, `the push sends the damaged chunk again, not the file: ${r.bytesSent} bytes`);
-      const back = await pulled(`${server.url}/d.bin`, dir, 'dmg');
+      const back = await pulled(`${url}/d.bin`, dir, 'dmg');
       assert.ok(Buffer.isBuffer(back) && back.equals(data), 'the file pulls bit-identical after the push');
-      assert.deepEqual((await verify(`${server.url}/`, { readData: true })).damaged, [], 'verify --read-data is clean again');
-    } finally {
-      await server.close();
-    }
+      assert.deepEqual((await verify(`${url}/`, { readData: true })).damaged, [], 'verify --read-data is clean again');
+    });
   });
 });
 
@@ -467,15 +419,12 @@ describe('xfer verify <root> or <root>/store on the server\'s machine (no server
     const src = join(dir, 'lv.bin');
     const v1 = pseudoRandom(3 * MiB, 81);
     const v2 = edited(v1, 82, 3);
-    const server = await createServer({ root, port: 0 });
-    try {
+    await withServer(root, async (url) => {
       await writeFile(src, v1);
-      await push(src, `${server.url}/lv.bin`);
+      await push(src, `${url}/lv.bin`);
       await writeFile(src, v2);
-      await push(src, `${server.url}/lv.bin`);
-    } finally {
-      await server.close();
-    }
+      await push(src, `${url}/lv.bin`);
+    });
     const copy = join(dir, 'copy');
     execFileSync('cp', ['-a', root, copy]);
     const heldBefore = await heldDir(copy);
