@@ -559,11 +559,11 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       // again only once its bytes hash to its manifest (readopt), never on its metadata.
       const fh = await this.openConfined(file.path, file.segments);
       const st = fh ? identityOf(await fh.stat({ bigint: true })) : undefined;
-      if (fh && st && !sameIdentity(st, file.identity) && st.size === file.identity.size && st.mtimeNs === file.identity.mtimeNs) {
+      if (st && !sameIdentity(st, file.identity) && st.size === file.identity.size && st.mtimeNs === file.identity.mtimeNs) {
         file.identity = st;
         file.unadopted = true;
-        file.fd = fh;
-      } else await fh?.close();
+      }
+      file.fd = fh; // usable() below checks it against the identity (a mismatch drops the file)
     }
     if (!(await this.usable(file, true))) {
       await this.closeFile(file);
