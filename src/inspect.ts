@@ -4,6 +4,7 @@
  * destination or a store object. Apart so that `xfer ls`, `verify` and `manifest show`
  * do not load the scanner, the push and the rebuild (about 35 ms of CPU at start-up).
  */
+import { stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { InvalidArgumentError, InvalidOptionError } from './core/errors.js';
 import { checkBoolean, checkFunction, checkNonNegativeInteger, checkPositiveNumber, checkSignal } from './core/options.js';
@@ -15,6 +16,7 @@ import { listTargets } from './endpoint/store.js';
 import { openManifest, openManifestFile, type ManifestReader } from './manifest/reader.js';
 import { localManifests, type LocalStore } from './store/local.js';
 import { isReservedName } from './store/names.js';
+import { serverRootOf, verifyServerRoot } from './server/root.js';
 import { hasRebuiltCopy, parseReadDataSubset, verifyManifests, type VerifyProgress, type VerifyReport } from './transfer/verify.js';
 
 /** Options of list, verify and readManifest: the signal, and a server's (RemoteOptions). */
@@ -62,8 +64,10 @@ export interface VerifyOptions extends LocationOptions {
  * (from the store's index), with readData that it is intact (read and re-hashed), and,
  * unless chunksOnly, that every rebuilt file of a local destination or a server is still
  * its manifest's file. A local destination directory (it holds `.xfer/`) is checked whole,
- * any other local path as a target; a store location's path names a target or a folder of
- * them ('' all). A server verifies itself (POST /v1/verify). Damage is reported, never thrown.
+ * any other local path as a target; a server root or its `store/` directory (server/root.ts)
+ * whole, as its server would, the chunks its rebuilt files hold included; a store
+ * location's path names a target or a folder of them ('' all). A server verifies itself
+ * (POST /v1/verify). Damage is reported, never thrown.
  */
 export async function verify(location: LocationSpec, options: VerifyOptions = {}): Promise<VerifyReport> {
   checkLocationOptions(options);
@@ -85,6 +89,9 @@ export async function verify(location: LocationSpec, options: VerifyOptions = {}
     }
   }
   refuseWireOptions(parsed, options);
+  // A server root, or its store/, read where it lies: held chunks (server/held.ts) count.
+  const serverRoot = (await stat(join(parsed.path, STORE_DIR_NAME)).then(() => true, () => false)) ? undefined : await serverRootOf(parsed.path);
+  if (serverRoot !== undefined) return verifyServerRoot(serverRoot, { ...job, chunksOnly: options.chunksOnly });
   let store: LocalStore;
   let names: string[];
   let dir: string;

@@ -8,10 +8,9 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { LocalStore } from '../src/store/local.js';
 import { verifyManifests } from '../src/transfer/verify.js';
 import { runCli } from './helpers/cli.js';
-import { damageStoredChunk, storedChunks } from './helpers/damage.js';
+import { damageStoredChunk, openServedStore, storedChunks } from './helpers/damage.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { useServer } from './helpers/server.js';
 
@@ -19,7 +18,7 @@ const FILE_BYTES = 300 * 1024;
 
 /** The damage a verify of the store in `storeDir` finds (chunks only), as `<path>: <kind>`. */
 async function damageIn(storeDir: string): Promise<string[]> {
-  const store = await LocalStore.open(storeDir, { create: false });
+  const store = await openServedStore(storeDir);
   try {
     const names = (await store.listManifests('')).map((m) => m.name);
     return (await verifyManifests(store, store, names)).damaged.map((d) => `${d.manifest}/${d.path}: ${d.kind}`);

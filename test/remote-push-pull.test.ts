@@ -4,38 +4,15 @@ import { mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { createChunker } from '../src/chunker/index.js';
-import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import { digestOf } from '../src/hash/digest.js';
 import { damageStoredChunk, storedChunks } from './helpers/damage.js';
 import { createServer, type XferServer } from '../src/server/server.js';
-import { cutAll } from './helpers/chunks.js';
 import { isOneLineError, runCli, sha256File } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { rawRequest } from './helpers/server.js';
+import { chunksOf, withServer } from './helpers/server-root.js';
 
 const MiB = 1024 * 1024;
-
-/** Chunk digests (hex) and lengths of a buffer, as push would cut it. */
-function chunksOf(data: Buffer): Map<string, number> {
-  const m = new Map<string, number>();
-  let o = 0;
-  for (const len of cutAll(createChunker(DEFAULT_CHUNKER), data)) {
-    m.set(digestOf('blake3', data.subarray(o, o + len)).toString('hex'), len);
-    o += len;
-  }
-  return m;
-}
-
-/** Runs `fn` with a server of its own on `root`, started for it and closed after (a fresh one: no cached reads). */
-async function withServer<T>(root: string, fn: (url: string) => Promise<T>): Promise<T> {
-  const srv = await createServer({ root, port: 0 });
-  try {
-    return await fn(srv.url);
-  } finally {
-    await srv.close();
-  }
-}
 
 describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
   let dir: string;
@@ -182,7 +159,12 @@ describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
       const p = await runCli(['push', src, `${url}/two.bin`]);
       assert.equal(p.code, 0, p.stderr);
       assert.ok((await readFile(join(ownRoot, 'files', 'two.bin'))).equals(data));
-      assert.ok((await readFile(join(ownRoot, 'files', 'one.bin'))).equals(data), 'the committed file is untouched');
+      // The committed file is untouched, but for the damaged byte when it is the damaged copy
+      // (one copy on disk: a rebuilt file holds its chunks, server/held.ts).
+      const one = await readFile(join(ownRoot, 'files', 'one.bin'));
+      let differing = 0;
+      for (let i = 0; i < one.length; i++) if (one[i] !== data[i]) differing++;
+      assert.ok(one.length === data.length && differing <= 1, `the committed file is untouched (${differing} bytes differ)`);
     });
   });
 

@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { spawn } from 'node:child_process';
-import { lstat, mkdir, mkdtemp, readdir, readFile, rm, unlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, unlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -10,6 +10,7 @@ import { createServer, type XferServer } from '../src/server/server.js';
 import { BIN, isOneLineError, runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { rawRequest } from './helpers/server.js';
+import { apparentBytes } from './helpers/server-root.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -41,16 +42,6 @@ async function serveRefusal(args: string[]): Promise<{ code: number; stderr: str
   const code = await new Promise<number>((r) => child.on('close', (c) => r(c ?? -1)));
   clearTimeout(timer);
   return { code, stderr };
-}
-
-/** Apparent bytes of every file under `dir` (du --apparent-size). */
-async function apparentBytes(dir: string): Promise<number> {
-  let n = 0;
-  for (const e of await readdir(dir, { withFileTypes: true })) {
-    const p = join(dir, e.name);
-    n += e.isDirectory() ? await apparentBytes(p) : (await lstat(p)).size;
-  }
-  return n;
 }
 
 /** Regular files under `dir`, by path relative to it. */

@@ -76,8 +76,11 @@ export interface ReconstructOptions {
   readonly previousIsManifest?: boolean;
   /** Gathers the target's lstats when a tree is found unchanged, for a snapshot (snapshot.ts). */
   readonly unchangedRecord?: SnapshotRecorder;
-  /** Runs after everything is written and verified, just before the target is swapped in. */
-  readonly beforeCommit?: () => Promise<void>;
+  /**
+   * Runs after everything is written and verified, just before the target is swapped in;
+   * given the staging copy about to be swapped in (undefined when the target is kept as it is).
+   */
+  readonly beforeCommit?: (staged?: string) => Promise<void>;
   /**
    * A directory the target lies below and must be reached in without following any symlink
    * (the server's `<root>/files`, see Staging and io/safe-path.ts). Refused with
@@ -442,7 +445,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     for (const events of relink) for (const ev of events) await handle(ev);
     await window.drain();
     await finishes.drain();
-    await options.beforeCommit?.();
+    await options.beforeCommit?.(staging.path);
     ({ deleted } = await staging.commit({ signal }));
   } catch (err) {
     await window.drain().catch(() => {});

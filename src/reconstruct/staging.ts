@@ -259,6 +259,11 @@ export class Staging {
    * `protect`: extras that --delete keeps all the same (rsync's protection of excluded
    * entries), asked with the path in the tree; a protected directory is kept whole.
    */
+  /** Where the staging copy is (a file's, or a tree's directory) until it is swapped in. */
+  get path(): string {
+    return this.root;
+  }
+
   static async create(
     target: string, kind: ManifestKind,
     options: { signal?: AbortSignal; resumable?: boolean; confineTo?: string; deleteExtra?: boolean; protect?: (path: string, isDir: boolean) => boolean; attributes?: AttributeOptions } = {},

@@ -1,5 +1,6 @@
 import type { ChunkId } from '../core/ids.js';
 import type { ChunkStore, ManifestStore } from '../store/store.js';
+import type { HeldStore } from './held.js';
 import type { ServerLogger } from './log.js';
 import type { Stage, StageHub } from './stage.js';
 
@@ -39,6 +40,8 @@ export interface HandlerContext {
   readonly storeName?: string;
   /** See IN_PLACE_ABOVE_BYTES (server/in-place.ts). */
   readonly inPlaceAboveBytes?: number;
+  /** The held index of the default store with files (server/held.ts): `store` itself. Commits and rm drive it. */
+  readonly held?: HeldStore;
 }
 
 /** What the routes (server/routes/) share: the handler's context and its state. */

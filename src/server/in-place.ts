@@ -29,6 +29,8 @@ export interface InPlaceCommitOptions {
   readonly aboveBytes: number;
   /** Stores the manifest (after the chunks are durable): run once the copy is verified. */
   readonly beforeCommit: () => Promise<void>;
+  /** Runs once the in-place write applies, before anything of the target is written (the held index lets go of it, server/held.ts). */
+  readonly beforeWrite?: () => Promise<void>;
   /**
    * The digest of the manifest committed at the target now (none with checksum=1). The same
    * as the new one: not applicable; the atomic path's quick check keeps an unchanged copy
@@ -51,6 +53,12 @@ export async function commitInPlace(manifestFile: string, store: ChunkStore, tar
   if (reader.header.kind !== 'file' || !st?.isFile() || st.size <= options.aboveBytes || same) {
     await reader.close();
     return undefined;
+  }
+  try {
+    await options.beforeWrite?.();
+  } catch (err) {
+    await reader.close();
+    throw err;
   }
   const pool = new ScanPool({ startOnFirstTask: true });
   try {

@@ -16,6 +16,7 @@ import { mkdir } from 'node:fs/promises';
 import { BusyError, fromSystemError, InvalidArgumentError, TimeoutError } from '../core/errors.js';
 import { LocalStore } from '../store/local.js';
 import { createHandler, failureOf, sendErrorAnswer, type ServerStore } from './handler.js';
+import { HeldStore } from './held.js';
 import { claimMode } from './mode.js';
 import { clearServerTemp } from './paths.js';
 import { sweepDeadStagings } from './sweep.js';
@@ -176,11 +177,23 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   }
   await clearServerTemp(tmpDir);
   const ownStore = options.store === undefined;
-  const store = options.store ?? (await LocalStore.open(join(root, 'store'), { create: true }));
+  // The default store with files: chunks of the current files are held by them, one copy
+  // on disk (server/held.ts); its start-up rules run before the staging sweep below.
+  let held: HeldStore | undefined;
+  if (ownStore && !storeOnly) {
+    const local = await LocalStore.open(join(root, 'store'), { create: true });
+    try {
+      held = await HeldStore.open(local, { root, filesDir, log });
+    } catch (err) {
+      await local.close();
+      throw err;
+    }
+  }
+  const store: ServerStore = held ?? options.store ?? (await LocalStore.open(join(root, 'store'), { create: true }));
   const controller = new AbortController();
   setMaxListeners(0, controller.signal); // every in-flight store operation listens on it
   const stats = { commits: 0, commitsStaged: 0 };
-  const handler = createHandler({ store, filesDir, tmpDir, token: options.token, signal: controller.signal, stats, stageTimeoutMs, sendTimeoutMs: bodyTimeoutMs, log, inPlaceAboveBytes: options.inPlaceAboveBytes, storeName: options.storeName, storeOnly });
+  const handler = createHandler({ store, filesDir, tmpDir, token: options.token, signal: controller.signal, stats, stageTimeoutMs, sendTimeoutMs: bodyTimeoutMs, log, inPlaceAboveBytes: options.inPlaceAboveBytes, storeName: options.storeName, storeOnly, held });
   const settings = { initialWindowSize: STREAM_WINDOW_BYTES, maxConcurrentStreams: MAX_CONCURRENT_STREAMS, maxHeaderListSize: MAX_HEADER_LIST_BYTES };
 
   const connections = new Map<string, Connection>();

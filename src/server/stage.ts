@@ -44,8 +44,8 @@ export const STAGE_HELD_RECORDS_MAX = 1 << 18;
 /** Records handed to the rebuild per event. */
 const STAGE_BATCH_RECORDS = 1024;
 
-/** What the commit of a manifest hands a matching stage: run before the swap. */
-export type BeforeSwap = () => Promise<void>;
+/** What the commit of a manifest hands a matching stage: run before the swap, given the staged copy's path. */
+export type BeforeSwap = (staged?: string) => Promise<void>;
 
 interface StageCommon {
   readonly name: string;
@@ -245,12 +245,12 @@ export class Stage {
       // Chunks from the store were verified when they arrived and those from uploads just
       // now; the whole-file digest checks what was read back (as in the ordinary rebuild).
       verifyStoreChunks: false,
-      beforeCommit: async () => {
+      beforeCommit: async (staged) => {
         this.stopIdleTimer(); // from here on, STAGE_HANDOVER_MS bounds the wait
         this.handoverTimer = setTimeout(() => this.abort(new AbortedError('no manifest commit came for the staged copy')), STAGE_HANDOVER_MS);
         const run = await untilAborted(this.swap, signal);
         clearTimeout(this.handoverTimer);
-        await run();
+        await run(staged);
       },
     });
     // An abort surfaces inside the rebuild as a plain AbortedError; a stage aborted for a

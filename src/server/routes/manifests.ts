@@ -22,7 +22,8 @@ import type { RouteContext } from '../context.js';
 import { MAX_MANIFEST_BYTES } from '../limits.js';
 import { commitInPlace, IN_PLACE_ABOVE_BYTES } from '../in-place.js';
 import { checkNotInsideTarget, materializedPath } from '../paths.js';
-import { commitManifest } from '../../store/versions.js';
+import { commitManifest, versionId, versionName } from '../../store/versions.js';
+import { crashPoint, type HeldCommit } from '../held.js';
 
 /** Digests checked per `has` call while validating an uploaded manifest. */
 const MANIFEST_CHECK_BATCH = 4096;
@@ -108,10 +109,25 @@ export function manifestRoutes(rc: RouteContext) {
         // Awaited later (beforeCommit, or the finally below), perhaps only after a stage's
         // list ends: a failure meanwhile must not count as unhandled, which exits the process.
         flushed.catch(() => {});
-        const beforeCommit = async () => {
-          await flushed;
+        // One copy on disk (server/held.ts, docs/FORMAT.md): the held steps of this commit,
+        // begun once the new copy is verified (a gc may run during the rebuild, not during
+        // these steps).
+        let held: HeldCommit | undefined;
+        const beginHeld = async () => (held ??= ctx.held && target !== undefined ? await ctx.held.beginCommit(name) : undefined);
+        const storeManifest = async (nowMs: number) => {
           // Stored as a new version of the target too (store/versions.ts), version first.
-          await commitManifest(ctx.store, name, file, header, { signal: ctx.signal });
+          await commitManifest(ctx.store, name, file, header, { signal: ctx.signal, nowMs });
+          crashPoint(5);
+        };
+        // `staged`: the copy about to be swapped in (undefined: the target is kept as it
+        // is). Chunks durable (1), the copy rebuilt and verified (2): the current file's
+        // chunks the new one lacks are moved into packs and the staged record written (3,
+        // 4), the manifest stored (5); the caller swaps (6), then held.finish (7, 8).
+        const beforeCommit = async (staged?: string) => {
+          await flushed;
+          const nowMs = Date.now();
+          await (await beginHeld())?.prepare({ manifestFile: file, version: versionName(name, versionId(nowMs, header.digest)), staged }, ctx.signal);
+          await storeManifest(nowMs);
         };
         // Store-only (xfer serve --no-files): the chunks are all here and durable, the
         // manifest is stored; nothing is rebuilt, so the whole-file digests are checked
@@ -126,10 +142,21 @@ export function manifestRoutes(rc: RouteContext) {
         if (inPlace) {
           const current = checksum ? undefined : await openCommitted(name);
           await current?.close();
-          const r = await commitInPlace(file, ctx.store, target, {
-            signal: ctx.signal, confineTo: ctx.filesDir, aboveBytes: ctx.inPlaceAboveBytes ?? IN_PLACE_ABOVE_BYTES, beforeCommit, committedDigest: current?.header.digest,
-          });
-          if (r) return r;
+          try {
+            const r = await commitInPlace(file, ctx.store, target, {
+              signal: ctx.signal, confineTo: ctx.filesDir, aboveBytes: ctx.inPlaceAboveBytes ?? IN_PLACE_ABOVE_BYTES, committedDigest: current?.header.digest,
+              // An in-place target is never held: what its file holds goes into packs before it is written.
+              beforeWrite: async () => (await beginHeld())?.prepare(undefined, ctx.signal),
+              beforeCommit: async () => {
+                await flushed;
+                await storeManifest(Date.now());
+              },
+            });
+            if (r) return r;
+          } finally {
+            await held?.end();
+            held = undefined;
+          }
         }
         // A stage that built this very file while the chunks arrived: swap it in. Any
         // failure of the stage leaves the target as it was, and the rebuild below runs.
@@ -146,18 +173,23 @@ export function manifestRoutes(rc: RouteContext) {
               if (entry && header.kind === 'file') {
                 await applyAttributes(target, { ...entry, mode: entry.mode & ~SET_ID_BITS }, attributePolicy({ untrusted: true }), name, { existing: true });
               }
+              await held?.finish(ctx.signal);
               if (ctx.stats) ctx.stats.commitsStaged++;
               staged = true;
               return r;
             } catch (err) {
               if (ctx.signal.aborted) throw err;
+            } finally {
+              await held?.end();
+              held = undefined;
             }
           } else stage.abort(new AbortedError('the committed manifest is not the staged file'));
         }
         // Without what is committed, reconstruct trusts no size or mtime: a file target is
         // read through and kept only if it hashes to the manifest's digest, a tree's files
         // are rebuilt, each chunk taken from the old file in place only if it hashes right.
-        const committed = checksum ? undefined : await committedVersion(name);
+        // Nor does it trust them for a file whose held chunks were found damaged (server/held.ts).
+        const committed = checksum || ctx.held?.hasDamage(name) === true ? undefined : await committedVersion(name);
         const rebuild = async (verifyStoreChunks: boolean) =>
           reconstruct(await openManifestFile(file, { signal: ctx.signal }), ctx.store, target, {
             signal: ctx.signal,
@@ -179,13 +211,17 @@ export function manifestRoutes(rc: RouteContext) {
           // arrived: the rebuilt files' digests (always checked) prove the chunks read back.
           // Measured: a 2 GiB commit 3.6-4.1 s -> 3.1-3.2 s. If a digest fails, a stored
           // chunk is damaged: the second, verifying run names it (ChunkCorruptError).
+          let r;
           try {
-            return await rebuild(false);
+            r = await rebuild(false);
           } catch (err) {
             if (!isXferError(err, 'XFER_VERIFY_FAILED')) throw err;
-            return await rebuild(true);
+            r = await rebuild(true);
           }
+          await held?.finish(ctx.signal);
+          return r;
         } finally {
+          await held?.end();
           await flushed.catch(() => {});
         }
       });

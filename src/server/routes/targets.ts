@@ -29,9 +29,18 @@ export function targetRoutes(rc: RouteContext) {
     const removed: { path: string; versions: number }[] = [];
     for (const n of names) {
       const run = (commits.get(n) ?? Promise.resolve()).catch(() => {}).then(async () => {
-        const versions = await removeTargetManifests(ctx.store, n, { signal });
-        await removeCopy(n);
-        return versions;
+        // One copy on disk (server/held.ts): what the copy holds goes into packs first, then
+        // the manifests, the held record, the copy.
+        const held = ctx.held && !ctx.storeOnly ? await ctx.held.beginCommit(n) : undefined;
+        try {
+          await held?.evacuateAll(signal);
+          const versions = await removeTargetManifests(ctx.store, n, { signal });
+          await held?.dropRecord();
+          await removeCopy(n);
+          return versions;
+        } finally {
+          await held?.end();
+        }
       });
       commits.set(n, run);
       try {

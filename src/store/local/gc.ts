@@ -119,28 +119,35 @@ async function packFacts(packDir: string, marks: ReadonlyMap<string, number>, si
     const name = file.slice(0, -'.pack'.length);
     if (!PACK_NAME_RE.test(name)) continue;
     throwIfAborted(signal);
-    let s;
-    try {
-      s = await lstat(path.join(packDir, file));
-    } catch (err) {
-      if (isMissing(err)) continue;
-      throw fromSystemError(err, path.join(packDir, file), 'read pack');
-    }
-    if (!s.isFile()) continue;
-    let entries: PackEntry[] = [];
-    let modifiedMs = s.mtimeMs;
-    const idxFile = path.join(packDir, `${name}.idx`);
-    try {
-      const bytes = await readFile(idxFile);
-      modifiedMs = Math.max(modifiedMs, (await stat(idxFile)).mtimeMs);
-      if (bytes.subarray(0, IDX_MAGIC.length).equals(IDX_MAGIC)) entries = decodeIndexRecords(bytes.subarray(IDX_MAGIC.length)).entries;
-    } catch (err) {
-      if (!isMissing(err)) throw fromSystemError(err, idxFile, 'read pack index');
-    }
-    const markedAtMs = marks.get(name);
-    out.push({ name, bytes: s.size, entries, modifiedMs, ...(markedAtMs === undefined ? {} : { markedAtMs }) });
+    const facts = await onePackFacts(packDir, name, marks);
+    if (facts) out.push(facts);
   }
   return out;
+}
+
+/** What is known of pack `name`: size, time, index records, mark; undefined if it is not a regular file (or gone). */
+async function onePackFacts(packDir: string, name: string, marks: ReadonlyMap<string, number>): Promise<PackFacts | undefined> {
+  const file = path.join(packDir, `${name}.pack`);
+  let s;
+  try {
+    s = await lstat(file);
+  } catch (err) {
+    if (isMissing(err)) return undefined;
+    throw fromSystemError(err, file, 'read pack');
+  }
+  if (!s.isFile()) return undefined;
+  let entries: PackEntry[] = [];
+  let modifiedMs = s.mtimeMs;
+  const idxFile = path.join(packDir, `${name}.idx`);
+  try {
+    const bytes = await readFile(idxFile);
+    modifiedMs = Math.max(modifiedMs, (await stat(idxFile)).mtimeMs);
+    if (bytes.subarray(0, IDX_MAGIC.length).equals(IDX_MAGIC)) entries = decodeIndexRecords(bytes.subarray(IDX_MAGIC.length)).entries;
+  } catch (err) {
+    if (!isMissing(err)) throw fromSystemError(err, idxFile, 'read pack index');
+  }
+  const markedAtMs = marks.get(name);
+  return { name, bytes: s.size, entries, modifiedMs, ...(markedAtMs === undefined ? {} : { markedAtMs }) };
 }
 
 async function removeIfThere(file: string): Promise<void> {
@@ -202,5 +209,42 @@ export async function collectLocalGarbage(access: LocalGcAccess, referenced: Ref
     return report;
   } finally {
     await lock?.release();
+  }
+}
+
+/**
+ * Deletes those of `own` (packs this opener wrote) whose every indexed chunk `held` says is
+ * kept elsewhere, verified (a server's rebuilt file that holds it: server/held.ts), at once
+ * and without a mark: nothing is lost, as no chunk of theirs lacks another copy. Under the
+ * gc lock (no gc judges them meanwhile); the packs still being written are rolled over
+ * first and left alone; marked packs are left to gc. Their .idx goes before their .pack, as
+ * in a gc. Returns how many packs and bytes went.
+ */
+export async function releaseHeldPacks(
+  access: LocalGcAccess, own: readonly string[], held: (algorithm: PackEntry['algorithm'], digest: Uint8Array) => boolean, signal: AbortSignal | undefined,
+): Promise<{ packs: number; bytes: number }> {
+  await mkdir(gcDir(access.dir), { recursive: true }).catch(() => undefined);
+  const lock = await acquireLock(path.join(gcDir(access.dir), 'lock'), { signal });
+  try {
+    const live = new Set(await access.rollOver(signal));
+    const marks = await readMarks(access.dir);
+    const gone: PackFacts[] = [];
+    for (const name of own) {
+      if (live.has(name) || marks.has(name)) continue;
+      throwIfAborted(signal);
+      const facts = await onePackFacts(access.packDir, name, marks);
+      if (!facts || facts.entries.length === 0 || !facts.entries.every((e) => held(e.algorithm, e.digest))) continue;
+      await removeIfThere(path.join(access.packDir, `${name}.idx`));
+      await removeIfThere(path.join(access.packDir, `${name}.pack`));
+      access.forgetPack(name);
+      gone.push(facts);
+    }
+    if (gone.length) {
+      await fsyncPath(access.packDir);
+      await access.refreshMarks(gone.map((p) => p.name));
+    }
+    return { packs: gone.length, bytes: gone.reduce((n, p) => n + p.bytes, 0) };
+  } finally {
+    await lock.release();
   }
 }

@@ -129,6 +129,11 @@ export class PackIndex {
     this.ownPacks.add(name);
   }
 
+  /** The packs this store wrote (addOwnPack), dead or not. */
+  ownNames(): readonly string[] {
+    return [...this.ownPacks];
+  }
+
   /** The number of pack `name` (what the index stores), given on first sight. */
   packNumber(name: string): number {
     let n = this.packNumbers.get(name);

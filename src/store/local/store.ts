@@ -15,7 +15,7 @@ import { PACK_TARGET_BYTES } from '../pack.js';
 import { GC_MARKS_RECHECK_MS } from '../gc.js';
 import type { ChunkCheck, ChunkStore, GarbageCollecting, GcOptions, GcReport, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions, ReferencedChunks } from '../store.js';
 import { CommitPipeline } from './commit.js';
-import { collectLocalGarbage, marksStamp, readMarks } from './gc.js';
+import { collectLocalGarbage, marksStamp, readMarks, releaseHeldPacks, type LocalGcAccess } from './gc.js';
 import { readDirNames } from './fs.js';
 import { createLayout, readStoreFile, STORE_VERSION, storePaths, writeStoreFile, type StorePaths } from './layout.js';
 import { LooseChunks } from './loose.js';
@@ -373,23 +373,45 @@ export class LocalStore implements ChunkStore, ManifestStore, GarbageCollecting 
 
   /** One gc run (local/gc.ts; the scheme: ../gc.ts). */
   collectGarbage(referenced: ReferencedChunks, options: GcOptions): Promise<GcReport> {
-    return collectLocalGarbage(
-      {
-        dir: this.dir,
-        packDir: this.packDir,
-        tempDir: this.paths.tempDir,
-        store: this,
-        refreshMarks: (extra) => this.applyMarks(extra),
-        forgetPack: (name) => this.reader.forget(this.packs.packNumber(name)),
-        rollOver: async (signal) => {
-          this.writers.rollOver();
-          await this.flush({ signal });
-          return this.writers.liveNames();
-        },
+    return collectLocalGarbage(this.gcAccess(), referenced, options);
+  }
+
+  /**
+   * Deletes the packs this opener wrote whose every chunk `held` vouches for: a copy kept
+   * elsewhere, and verified, by the caller (a server's rebuilt files, server/held.ts). The
+   * pack being written is rolled over first; marked packs are left to gc (local/gc.ts
+   * releaseHeldPacks). Returns how many packs and bytes went.
+   */
+  releasePacks(held: (algorithm: DigestAlgorithm, digest: Uint8Array) => boolean, options?: OpOptions): Promise<{ packs: number; bytes: number }> {
+    throwIfAborted(options?.signal);
+    const own = this.packs.ownNames().filter((name) => !this.packs.isDead(this.packs.packNumber(name)));
+    return releaseHeldPacks(this.gcAccess(), own, held, options?.signal);
+  }
+
+  /**
+   * Commits what is pending and makes the next put start a new pack: what is put next does
+   * not share a pack with what was put before (a server's evacuated chunks, kept, apart
+   * from a push's uploads, released once a rebuilt file holds them: server/held.ts).
+   */
+  async startNewPack(options?: OpOptions): Promise<void> {
+    await this.flush(options);
+    this.writers.rollOver();
+  }
+
+  private gcAccess(): LocalGcAccess {
+    return {
+      dir: this.dir,
+      packDir: this.packDir,
+      tempDir: this.paths.tempDir,
+      store: this,
+      refreshMarks: (extra) => this.applyMarks(extra),
+      forgetPack: (name) => this.reader.forget(this.packs.packNumber(name)),
+      rollOver: async (signal) => {
+        this.writers.rollOver();
+        await this.flush({ signal });
+        return this.writers.liveNames();
       },
-      referenced,
-      options,
-    );
+    };
   }
 
   /**

@@ -1,0 +1,1107 @@
+/**
+ * One copy on disk at the server (issue 17 item 5; the design and its crash argument:
+ * docs/FORMAT.md, "Server root: one copy on disk"). A chunk of a current file target's
+ * rebuilt copy is *held* by that file: the store finds it there (file, offset, length)
+ * instead of keeping it in a pack, and packs keep only what no current file holds.
+ *
+ * HeldStore is a ChunkStore decorator over the server's LocalStore (`<root>/store`): it
+ * answers has/get of held chunks from the files under `<root>/files` and passes the rest
+ * on. Its records, `<root>/held/<key>.held` (and `<key>.staged.held` during a commit), say
+ * which version's manifest describes which file, and the file's identity (dev, ino, size,
+ * mtime in ns): chunk offsets are the running sums of the manifest's chunk lengths.
+ *
+ * Trust: held bytes lie outside the store's control (a local user may edit a rebuilt
+ * file). Every get re-hashes them (but for a caller that re-hashes them itself,
+ * GetOptions.unverified: a fetch's client, a rebuild's whole-file digests); a file whose identity no longer matches its record, or
+ * whose bytes do not hash right, is dropped for this process (its chunks count as missing,
+ * as set-aside ones do: verify names them, the next push uploads them into packs). Wrong
+ * bytes are never served. Files are opened below `files/` without following a symlink
+ * (io/safe-path.ts, O_NOFOLLOW), never a FIFO or device (O_NONBLOCK, then fstat).
+ *
+ * Held: single-file targets rebuilt atomically. Never held: trees (their chunks stay in
+ * packs), in-place targets (an in-place write overwrites the chunks it replaces, so they
+ * could not be moved out first), zero chunks (never stored, chunker/zero.ts).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { constants as fsc } from 'node:fs';
+import { lstat, mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { isZeroChunk } from '../chunker/zero.js';
+import { throwIfAborted } from '../core/abort.js';
+import { ChunkCorruptError, fromSystemError, isXferError, type ChunkMissingError } from '../core/errors.js';
+import { digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
+import { mapBounded } from '../core/window.js';
+import { digestEquals, digestOf } from '../hash/digest.js';
+import { checkConfined } from '../io/safe-path.js';
+import { fsyncPath } from '../io/sync.js';
+import { openManifest, openManifestFile, type ManifestReader } from '../manifest/reader.js';
+import type { LocalStore } from '../store/local.js';
+import type {
+  ChunkCheck, ChunkStore, GarbageCollecting, GcOptions, GcReport, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions, ReferencedChunks,
+} from '../store/store.js';
+import type { ServerLogger } from './log.js';
+
+/** The held index's directory under the server's root. */
+export const HELD_DIR = 'held';
+export const HELD_FORMAT = 'xfer-held';
+export const HELD_VERSION = 1;
+/** How long an identity check of a held file (fstat of its fd, lstat of its path) is trusted before it is made again. */
+export const HELD_IDENTITY_RECHECK_MS = 100;
+/** Held chunks re-hashed at once by verifyChunks and gc. */
+const HELD_READS_IN_FLIGHT = 8;
+/** Chunks asked of the store at once while evacuating or checking pack copies. */
+const HELD_BATCH_CHUNKS = 4096;
+/**
+ * Damaged chunks a record lists at most (a file with more is not re-adopted: it is
+ * dropped, as one changed behind the server's back is).
+ */
+export const MAX_DAMAGED_RECORDED = 10_000;
+/** Bytes of evacuated chunks between two flushes of the store. */
+const EVACUATE_FLUSH_BYTES = 256 * 1024 * 1024;
+
+/**
+ * For tests only: `XFER_TEST_HELD_CRASH_STEP=<n>` kills the server (SIGKILL, no cleanup)
+ * right after commit step n (docs/FORMAT.md's numbering; 71 is after the record of step 7,
+ * before the staged one goes), so that a test can restart it and check the start-up rules.
+ */
+export const HELD_CRASH_ENV = 'XFER_TEST_HELD_CRASH_STEP';
+
+export function crashPoint(step: number): void {
+  if (process.env[HELD_CRASH_ENV] === String(step)) process.kill(process.pid, 'SIGKILL');
+}
+
+/** What identifies a file: lstat's dev, ino, size and mtime in nanoseconds. */
+interface Identity {
+  readonly dev: bigint;
+  readonly ino: bigint;
+  readonly size: bigint;
+  readonly mtimeNs: bigint;
+}
+
+interface HeldFileLine {
+  readonly entry: string;
+  readonly path: string;
+  readonly identity: Identity;
+  /** Offsets of chunks found not to hash right in the file: they are not held (missing until pushed again), across restarts. */
+  readonly damaged?: readonly number[];
+}
+
+interface HeldRecord {
+  readonly target: string;
+  /** The version's manifest name (.xfer/versions/...), which describes the file. */
+  readonly manifest: string;
+  readonly files: readonly HeldFileLine[];
+}
+
+/** The key of target `name` in held/: the first 32 hex digits of SHA-256 of the name (as versions' keys). */
+export function heldKey(name: string): string {
+  return createHash('sha256').update(name, 'utf8').digest('hex').slice(0, 32);
+}
+
+function identityOf(st: { dev: bigint; ino: bigint; size: bigint; mtimeNs: bigint }): Identity {
+  return { dev: st.dev, ino: st.ino, size: st.size, mtimeNs: st.mtimeNs };
+}
+
+function sameIdentity(a: Identity, b: Identity): boolean {
+  return a.dev === b.dev && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs;
+}
+
+/** JSON lines: a header, one line per file, and `{"end":<lines before it>}` (a record without it is absent). */
+function encodeRecord(r: HeldRecord): string {
+  const lines = [JSON.stringify({ format: HELD_FORMAT, version: HELD_VERSION, target: r.target, manifest: r.manifest })];
+  for (const f of r.files) {
+    const i = f.identity;
+    const damaged = f.damaged !== undefined && f.damaged.length > 0 ? { damaged: f.damaged.map(String) } : {};
+    lines.push(JSON.stringify({ entry: f.entry, path: f.path, dev: String(i.dev), ino: String(i.ino), size: String(i.size), mtimeNs: String(i.mtimeNs), ...damaged }));
+  }
+  lines.push(JSON.stringify({ end: lines.length }));
+  return `${lines.join('\n')}\n`;
+}
+
+const DECIMAL_RE = /^\d{1,30}$/;
+
+/** The record in `text`, or undefined if it is not a whole one of this version (then it counts as absent). */
+function parseRecord(text: string): HeldRecord | undefined {
+  try {
+    const lines = text.split('\n');
+    if (lines.pop() !== '') return undefined;
+    const end = JSON.parse(lines.pop() ?? '') as { end?: unknown };
+    if (end.end !== lines.length || lines.length < 1) return undefined;
+    const head = JSON.parse(lines[0]!) as Record<string, unknown>;
+    if (head.format !== HELD_FORMAT || head.version !== HELD_VERSION || typeof head.target !== 'string' || typeof head.manifest !== 'string') return undefined;
+    const files: HeldRecord['files'][number][] = [];
+    for (const line of lines.slice(1)) {
+      const f = JSON.parse(line) as Record<string, unknown>;
+      const nums = [f.dev, f.ino, f.size, f.mtimeNs];
+      if (typeof f.entry !== 'string' || typeof f.path !== 'string' || !nums.every((n) => typeof n === 'string' && DECIMAL_RE.test(n))) return undefined;
+      const [dev, ino, size, mtimeNs] = nums.map((n) => BigInt(n as string)) as [bigint, bigint, bigint, bigint];
+      let damaged: number[] | undefined;
+      if (f.damaged !== undefined) {
+        if (!Array.isArray(f.damaged) || f.damaged.length > MAX_DAMAGED_RECORDED) return undefined;
+        damaged = f.damaged.map((d) => (typeof d === 'string' && DECIMAL_RE.test(d) ? Number(d) : NaN));
+        if (!damaged.every((d) => Number.isSafeInteger(d))) return undefined;
+      }
+      files.push({ entry: f.entry, path: f.path, identity: { dev, ino, size, mtimeNs }, ...(damaged ? { damaged } : {}) });
+    }
+    return { target: head.target, manifest: head.manifest, files };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The record of a loaded held file: its identity now and its damaged offsets. */
+function recordOf(file: HeldFile): HeldRecord {
+  return { target: file.target, manifest: file.manifest, files: [{ entry: '', path: file.path, identity: file.identity, damaged: [...file.damaged].sort((a, b) => a - b) }] };
+}
+
+/** A path below files/ as its segments, if it is one a target may have (no '', '.', '..'). */
+function segmentsOf(path: string): string[] | undefined {
+  const segments = path.split('/');
+  return segments.every((s) => s !== '' && s !== '.' && s !== '..') ? segments : undefined;
+}
+
+/** One held file: a current target's rebuilt copy. */
+class HeldFile {
+  fd: FileHandle | undefined;
+  opening: Promise<FileHandle | undefined> | undefined;
+  dropped = false;
+  /** A commit is swapping this target: its path is not checked (the fd still reads this file). */
+  swapping = false;
+  checkedAtMs = -Infinity;
+  /** The chunk keys it holds (to take them out of the map again). */
+  readonly keys: string[] = [];
+  /**
+   * Found at start with another dev and ino than recorded but the same size and mtime (a
+   * copied, restored or moved root): not usable until re-hashed (HeldStore.readopt).
+   */
+  unadopted = false;
+  readopting: Promise<void> | undefined;
+  /** A rewrite of its record with its damaged offsets is queued (HeldStore.persistDamage). */
+  damagePending = false;
+
+  constructor(
+    readonly key: string,
+    readonly target: string,
+    readonly manifest: string,
+    readonly path: string,
+    readonly segments: readonly string[],
+    public identity: Identity,
+    /** Offsets of its chunks that do not hash right: not held (its record lists them). */
+    readonly damaged: Set<number>,
+  ) {}
+}
+
+interface Place {
+  readonly file: HeldFile;
+  readonly offset: number;
+  readonly length: number;
+}
+
+interface HeldChunk {
+  readonly id: ChunkId;
+  readonly places: Place[];
+}
+
+export interface HeldStoreOptions {
+  /** The server's root: records are in `<root>/held`. */
+  readonly root: string;
+  /** `<root>/files`. */
+  readonly filesDir: string;
+  readonly log: ServerLogger;
+  readonly signal?: AbortSignal;
+  /**
+   * Writes nothing under `held/` (an offline verify of a root, server/root.ts): the
+   * start-up rules and re-adoptions apply in memory only, damage found is not recorded.
+   * The other calls that change the index (commits, gc) are not for such a store.
+   */
+  readonly readOnly?: boolean;
+}
+
+function chunkKey(algorithm: DigestAlgorithm, digest: Uint8Array): string {
+  return `${algorithm}:${digestKey(digest)}`;
+}
+
+/** The chunks of a file manifest with their offsets in the file (zero chunks left out). */
+async function* placesOf(reader: ManifestReader): AsyncGenerator<{ id: ChunkId; offset: number; length: number }> {
+  const algorithm = reader.header.digestAlgorithm;
+  let offset = 0;
+  for await (const ev of reader.events()) {
+    if (ev.kind !== 'chunks') continue;
+    for (const r of ev.records) {
+      if (!isZeroChunk(algorithm, r.length, r.digest)) yield { id: { algorithm, digest: r.digest }, offset, length: r.length };
+      offset += r.length;
+    }
+  }
+}
+
+/**
+ * The server's store with held chunks (see the top of this file). Every ChunkStore call
+ * answers for held chunks first and passes the rest on to the LocalStore; the commit path
+ * (server/routes/) drives a HeldCommit per commit or rm of a target.
+ */
+export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
+  private readonly files = new Map<string, HeldFile>();
+  private readonly chunks = new Map<string, HeldChunk>();
+  private readonly dir: string;
+  /** Commits (and rms) in their held steps; a gc waits for none, and they wait for a gc. */
+  private active = 0;
+  private idle: (() => void)[] = [];
+  /** Runs that no commit's held steps may overlap (a gc, a record rewrite for damage found): commits wait for them. */
+  private readonly exclusive = new Set<Promise<unknown>>();
+  /** The re-adoptions begun at open, one file at a time (readoptAll). */
+  private readoptions: Promise<void> = Promise.resolve();
+  private closed = false;
+  /** Settles when close() begins (what waits for no commit to be active must not outlive the store). */
+  private readonly closing: Promise<void>;
+  private startClosing!: () => void;
+  /** Record rewrites begun by persistDamage, awaited by close(). */
+  private readonly pending = new Set<Promise<unknown>>();
+
+  private constructor(readonly inner: LocalStore, private readonly options: HeldStoreOptions) {
+    this.dir = join(options.root, HELD_DIR);
+    this.closing = new Promise((resolve) => (this.startClosing = resolve));
+  }
+
+  /**
+   * Opens the held index: applies the start-up rules to staged records (docs/FORMAT.md:
+   * promoted if the target's current manifest is theirs and the target is their file,
+   * else dropped), then loads every record whose file still has its identity. Run before
+   * the staging sweep.
+   */
+  static async open(inner: LocalStore, options: HeldStoreOptions): Promise<HeldStore> {
+    const s = new HeldStore(inner, options);
+    if (options.readOnly !== true) {
+      await mkdir(s.dir, { recursive: true }).catch((err: unknown) => {
+        throw fromSystemError(err, s.dir, 'create directory');
+      });
+    }
+    await s.recover();
+    return s;
+  }
+
+  // --- ChunkStore -------------------------------------------------------------------------
+
+  async has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]> {
+    throwIfAborted(options?.signal);
+    const out = new Array<boolean>(ids.length).fill(false);
+    const rest: number[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      if (await this.heldPlace(ids[i]!)) out[i] = true;
+      else rest.push(i);
+    }
+    if (rest.length > 0) {
+      const found = await this.inner.has(rest.map((i) => ids[i]!), options);
+      rest.forEach((i, k) => (out[i] = found[k]!));
+    }
+    return out;
+  }
+
+  async get(id: ChunkId, options?: GetOptions): Promise<Buffer> {
+    throwIfAborted(options?.signal);
+    let damaged: HeldFile | undefined;
+    for (const p of [...(this.chunks.get(chunkKey(id.algorithm, id.digest))?.places ?? [])]) {
+      if (!(await this.usable(p.file))) continue;
+      const bytes = await this.readPlace(p);
+      // Re-hashed (these bytes are outside the store's control) unless the caller re-hashes
+      // them downstream (GetOptions.unverified: a fetch, whose client re-hashes what it
+      // receives; the server's own rebuild, whose whole-file digests are checked).
+      if (bytes && (options?.unverified === true || digestEquals(digestOf(id.algorithm, bytes), id.digest))) return bytes;
+      this.dropPlace(id, p, true);
+      damaged = p.file;
+    }
+    try {
+      return await this.inner.get(id, options);
+    } catch (err) {
+      if (damaged && isXferError(err, 'XFER_CHUNK_MISSING')) {
+        throw new ChunkCorruptError(digestToHex(id.digest), `its copy in the rebuilt file files/${damaged.path} was changed behind the server's back (no other copy; the next push stores it again)`);
+      }
+      throw err;
+    }
+  }
+
+  /** A chunk a current file holds is present: nothing is stored (the client's bytes are dropped unread). */
+  put(id: ChunkId, data: Uint8Array, options?: PutOptions): Promise<boolean> {
+    // A chunk no file holds goes to the store in this very turn, as a direct put would: the
+    // upload route relies on a put being pending (has() true) as soon as it is made.
+    if (!this.chunks.has(chunkKey(id.algorithm, id.digest))) return this.inner.put(id, data, options);
+    return this.heldPlace(id).then((p) => (p ? false : this.inner.put(id, data, options)));
+  }
+
+  flush(options?: OpOptions): Promise<void> {
+    return this.inner.flush(options);
+  }
+
+  async close(): Promise<void> {
+    // A re-adoption in progress stops at its next chunk and records nothing.
+    this.closed = true;
+    this.startClosing();
+    await this.readoptions;
+    await Promise.allSettled([...this.pending]);
+    for (const f of this.files.values()) await this.closeFile(f);
+    await this.inner.close();
+  }
+
+  /** Damage found elsewhere: the files holding the chunk are dropped for this process, the store's copy set aside. */
+  async setAside(id: ChunkId, options?: OpOptions): Promise<void> {
+    for (const p of [...(this.chunks.get(chunkKey(id.algorithm, id.digest))?.places ?? [])]) this.dropPlace(id, p);
+    await this.inner.setAside(id, options);
+  }
+
+  /** Held chunks are re-hashed from their files (get); the rest by the LocalStore, in pack order. */
+  async verifyChunks(ids: readonly ChunkId[], onChecked: (i: number, check: ChunkCheck) => void, options?: OpOptions): Promise<void> {
+    const signal = options?.signal;
+    const held: number[] = [];
+    const rest: number[] = [];
+    for (let i = 0; i < ids.length; i++) ((await this.heldPlace(ids[i]!)) ? held : rest).push(i);
+    await mapBounded(held, HELD_READS_IN_FLIGHT, signal, async (i) => {
+      let check: ChunkCheck;
+      try {
+        check = (await this.get(ids[i]!, { signal })).length;
+      } catch (err) {
+        if (!isXferError(err, 'XFER_CHUNK_MISSING') && !isXferError(err, 'XFER_CHUNK_CORRUPT')) throw err;
+        check = err as ChunkMissingError | ChunkCorruptError;
+      }
+      onChecked(i, check);
+    });
+    if (rest.length > 0) await this.inner.verifyChunks(rest.map((i) => ids[i]!), (k, check) => onChecked(rest[k]!, check), options);
+  }
+
+  /** Where a chunk is, for fetch read-ahead (server/context.ts ChunkSizes): its length. */
+  async chunkLocation(id: ChunkId): Promise<{ readonly length: number } | undefined> {
+    const p = await this.heldPlace(id);
+    return p ? { length: p.length } : this.inner.chunkLocation(id);
+  }
+
+  // --- ManifestStore: the LocalStore's -----------------------------------------------------
+
+  putManifest(name: string, source: AsyncIterable<Uint8Array>, options?: OpOptions): Promise<void> {
+    return this.inner.putManifest(name, source, options);
+  }
+
+  getManifest(name: string, options?: OpOptions): Promise<AsyncIterable<Uint8Array>> {
+    return this.inner.getManifest(name, options);
+  }
+
+  listManifests(prefix: string, options?: OpOptions): Promise<ManifestInfo[]> {
+    return this.inner.listManifests(prefix, options);
+  }
+
+  deleteManifest(name: string, options?: OpOptions): Promise<void> {
+    return this.inner.deleteManifest(name, options);
+  }
+
+  // --- gc ----------------------------------------------------------------------------------
+
+  /**
+   * A gc of the LocalStore in which a pack copy of a chunk a current file holds counts as
+   * unused, once the held copy is re-hashed (a file changed behind an unchanged mtime must
+   * not cost the only copy). Runs while no commit is in its held steps (an evacuation
+   * relies on pack copies being live), and commits wait for it.
+   */
+  async collectGarbage(referenced: ReferencedChunks, options: GcOptions): Promise<GcReport> {
+    const run = (async () => {
+      await this.whenIdle();
+      const unused = new Set<string>();
+      const held = [...this.chunks.values()];
+      for (let i = 0; i < held.length; i += HELD_BATCH_CHUNKS) {
+        const batch = held.slice(i, i + HELD_BATCH_CHUNKS);
+        const inPacks = await this.inner.has(batch.map((c) => c.id), options);
+        await mapBounded(batch.filter((_, k) => inPacks[k]), HELD_READS_IN_FLIGHT, options.signal, async (c) => {
+          if (await this.verifiedHeld(c)) unused.add(chunkKey(c.id.algorithm, c.id.digest));
+        });
+      }
+      // A chunk whose held copy was dropped since it was re-hashed (its file changed) is used again.
+      const filtered: ReferencedChunks = {
+        size: referenced.size,
+        has: (algorithm, digest) => {
+          const k = chunkKey(algorithm, digest);
+          return referenced.has(algorithm, digest) && !(unused.has(k) && this.chunks.has(k));
+        },
+      };
+      return this.inner.collectGarbage(filtered, options);
+    })();
+    return this.runExclusive(run);
+  }
+
+  /** Keeps commits from beginning their held steps until `run` settles. */
+  private async runExclusive<T>(run: Promise<T>): Promise<T> {
+    this.exclusive.add(run);
+    try {
+      return await run;
+    } finally {
+      this.exclusive.delete(run);
+    }
+  }
+
+  // --- commits -----------------------------------------------------------------------------
+
+  /**
+   * Starts the held part of a commit (or rm) of target `name`: waits for a gc in progress,
+   * and keeps the next from starting until the HeldCommit ends.
+   */
+  async beginCommit(name: string): Promise<HeldCommit> {
+    // No await between the last check and the count: a run added later sees this commit active.
+    while (this.exclusive.size > 0) await Promise.allSettled([...this.exclusive]);
+    this.active++;
+    return new HeldCommit(this, name);
+  }
+
+  /** @internal HeldCommit's end. */
+  endCommit(): void {
+    if (--this.active === 0) for (const wake of this.idle.splice(0)) wake();
+  }
+
+  private whenIdle(): Promise<void> {
+    return this.active === 0 ? Promise.resolve() : new Promise((resolve) => this.idle.push(resolve));
+  }
+
+  /**
+   * Whether target `name`'s held file has chunks found not to hash right (its record lists
+   * them): a commit must then not keep that file on its size and mtime (manifests route).
+   */
+  hasDamage(name: string): boolean {
+    return (this.fileOf(name)?.damaged.size ?? 0) > 0;
+  }
+
+  /** @internal The held file of target `name`, if any is loaded (dropped or not). */
+  fileOf(name: string): HeldFile | undefined {
+    return this.files.get(heldKey(name));
+  }
+
+  /**
+   * @internal Step 3: every chunk `file` holds that `keep` does not have is appended to a
+   * pack (read from the file, re-hashed) and made durable. A chunk whose held copy is
+   * damaged is lost to the versions that need it (the price, docs/FORMAT.md): logged.
+   */
+  async evacuate(file: HeldFile, keep: ReadonlySet<string> | undefined, signal: AbortSignal | undefined): Promise<void> {
+    if (!(await this.usable(file))) return;
+    const mine = [...new Set(file.keys)].filter((k) => !keep?.has(k)).map((k) => this.chunks.get(k)!).filter((c) => c !== undefined);
+    let unflushed = 0;
+    // Apart from the uploads of this push, which the new copy holds: their packs are released (step 8).
+    if (mine.length > 0) await this.inner.startNewPack({ signal });
+    for (let i = 0; i < mine.length; i += HELD_BATCH_CHUNKS) {
+      const batch = mine.slice(i, i + HELD_BATCH_CHUNKS);
+      const inPacks = await this.inner.has(batch.map((c) => c.id), { signal });
+      for (let k = 0; k < batch.length; k++) {
+        if (inPacks[k]) continue;
+        const c = batch[k]!;
+        const p = c.places.find((q) => q.file === file);
+        if (!p) continue;
+        const bytes = await this.readPlace(p);
+        if (!bytes || !digestEquals(digestOf(c.id.algorithm, bytes), c.id.digest)) {
+          this.dropPlace(c.id, p);
+          this.options.log.warn({ target: file.target, chunk: digestToHex(c.id.digest) }, 'held chunk damaged: not moved into the store, older versions that need it are damaged');
+          continue;
+        }
+        await this.inner.put(c.id, bytes, { signal, trusted: true });
+        unflushed += bytes.length;
+        if (unflushed >= EVACUATE_FLUSH_BYTES) {
+          await this.inner.flush({ signal });
+          unflushed = 0;
+        }
+      }
+    }
+    await this.inner.flush({ signal });
+  }
+
+  /** @internal Writes a record durably: temp file, fsync, rename, fsync of held/. */
+  async writeRecord(file: string, record: HeldRecord): Promise<void> {
+    const path = join(this.dir, file);
+    const tmp = join(this.dir, `.${file}.${randomBytes(6).toString('hex')}.tmp`);
+    try {
+      const fh = await open(tmp, 'wx', 0o600);
+      try {
+        await fh.writeFile(encodeRecord(record));
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, path);
+      await fsyncPath(this.dir);
+    } catch (err) {
+      await unlink(tmp).catch(() => undefined);
+      throw fromSystemError(err, path, 'write held record');
+    }
+  }
+
+  /** @internal Removes a record durably (absent already: nothing to do). */
+  async removeRecord(file: string): Promise<void> {
+    const path = join(this.dir, file);
+    try {
+      await unlink(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw fromSystemError(err, path, 'remove held record');
+    }
+    await fsyncPath(this.dir);
+  }
+
+  /** @internal Takes `file` out of the index (its record is the caller's) and closes it. */
+  async unload(file: HeldFile): Promise<void> {
+    this.unmap(file);
+    if (this.files.get(file.key) === file) this.files.delete(file.key);
+    await this.closeFile(file);
+  }
+
+  /**
+   * @internal Loads a record's file: opened and checked against its identity, then its
+   * manifest's chunks mapped. A file that is not there as recorded is left out (its
+   * chunks are missing; logged), and so is one whose manifest cannot be read.
+   */
+  async load(record: HeldRecord, signal?: AbortSignal, mayReadopt = false): Promise<HeldFile | undefined> {
+    const f = record.files[0];
+    const segments = f === undefined ? undefined : segmentsOf(f.path);
+    if (f === undefined || segments === undefined || record.files.length !== 1 || f.entry !== '') return undefined;
+    const file = new HeldFile(heldKey(record.target), record.target, record.manifest, f.path, segments, f.identity, new Set(f.damaged));
+    if (mayReadopt) {
+      // A copy of the root (cp -a, a restore from backup, a move to another disk) gives
+      // every file a new dev and ino and keeps its size and mtime: such a file is held
+      // again only once its bytes hash to its manifest (readopt), never on its metadata.
+      const fh = await this.openConfined(file.path, file.segments);
+      const st = fh ? identityOf(await fh.stat({ bigint: true })) : undefined;
+      if (st && !sameIdentity(st, file.identity) && st.size === file.identity.size && st.mtimeNs === file.identity.mtimeNs) {
+        file.identity = st;
+        file.unadopted = true;
+      }
+      file.fd = fh; // usable() below checks it against the identity (a mismatch drops the file)
+    }
+    if (!(await this.usable(file, true))) {
+      await this.closeFile(file);
+      return undefined;
+    }
+    let reader: ManifestReader;
+    try {
+      reader = await openManifest(await this.inner.getManifest(record.manifest, { signal }), { signal });
+      if (reader.header.kind !== 'file') {
+        await reader.close();
+        throw new Error('not a file manifest');
+      }
+      const placed: { id: ChunkId; offset: number; length: number }[] = [];
+      for await (const p of placesOf(reader)) placed.push(p);
+      const old = this.files.get(file.key);
+      if (old && old !== file) await this.unload(old);
+      this.files.set(file.key, file);
+      for (const p of placed) if (!file.damaged.has(p.offset)) this.place(file, p.id, p.offset, p.length);
+      return file;
+    } catch (err) {
+      if (isXferError(err, 'XFER_ABORTED')) throw err;
+      this.options.log.warn({ target: record.target, manifest: record.manifest, error: (err as Error).message }, 'held record names a manifest that cannot be read: its file holds nothing');
+      await this.closeFile(file);
+      return undefined;
+    }
+  }
+
+  /**
+   * @internal Releases the packs this opener wrote whose chunks are all in `chunks` (step
+   * 8). The commit is complete without it: a failure is logged, and gc releases them later.
+   */
+  async releasePacks(chunks: ReadonlySet<string>, signal: AbortSignal | undefined): Promise<void> {
+    try {
+      const r = await this.inner.releasePacks((algorithm, digest) => chunks.has(chunkKey(algorithm, digest)), { signal });
+      if (r.packs > 0) this.options.log.debug(r, 'packs released: a rebuilt file holds their chunks');
+    } catch (err) {
+      if (isXferError(err, 'XFER_ABORTED')) throw err;
+      this.options.log.warn({ error: (err as Error).message }, 'packs a rebuilt file holds not released (gc will)');
+    }
+  }
+
+  /** @internal Opens `<files>/<path>` confined (no symlink on the way or at the end), a regular file only. */
+  async openConfined(path: string, segments: readonly string[]): Promise<FileHandle | undefined> {
+    try {
+      await checkConfined(this.options.filesDir, segments);
+      const fh = await open(join(this.options.filesDir, ...segments), fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+      if (!(await fh.stat()).isFile()) {
+        await fh.close();
+        return undefined;
+      }
+      return fh;
+    } catch (err) {
+      if (isXferError(err, 'XFER_ABORTED')) throw err;
+      this.options.log.debug({ path, error: (err as Error).message }, 'held file not opened');
+      return undefined;
+    }
+  }
+
+  // --- internals ---------------------------------------------------------------------------
+
+  /** A usable place of `id` in a held file, if any. */
+  private async heldPlace(id: ChunkId): Promise<Place | undefined> {
+    const c = this.chunks.get(chunkKey(id.algorithm, id.digest));
+    if (!c) return undefined;
+    for (const p of [...c.places]) if (await this.usable(p.file)) return p;
+    return undefined;
+  }
+
+  /**
+   * Whether `file` may be read: not dropped, and (checked at most every
+   * HELD_IDENTITY_RECHECK_MS, or always with `now`) its open file and its path still have
+   * the recorded identity. A file that does not is dropped.
+   */
+  private async usable(file: HeldFile, now = false): Promise<boolean> {
+    if (file.dropped) return false;
+    if (file.unadopted && file.keys.length > 0) {
+      await this.readopt(file);
+      if (file.dropped) return false;
+    }
+    const t = performance.now();
+    if (!now && t - file.checkedAtMs < HELD_IDENTITY_RECHECK_MS) return true;
+    if (file.fd === undefined) {
+      // Opened once, however many callers ask at the same time.
+      file.opening ??= this.openConfined(file.path, file.segments);
+      const fd = await file.opening;
+      if (file.dropped) {
+        if (file.fd === undefined) await fd?.close().catch(() => undefined);
+        return false;
+      }
+      file.fd ??= fd;
+    }
+    if (!file.fd) {
+      this.drop(file, 'it is gone or not a regular file');
+      return false;
+    }
+    try {
+      const st = identityOf(await file.fd.stat({ bigint: true }));
+      let same = sameIdentity(st, file.identity);
+      if (same && !file.swapping) {
+        const at = await lstat(join(this.options.filesDir, ...file.segments), { bigint: true }).catch(() => undefined);
+        same = at !== undefined && at.dev === st.dev && at.ino === st.ino;
+      }
+      if (!same) {
+        this.drop(file, 'it was changed or replaced behind the server\'s back');
+        return false;
+      }
+    } catch (err) {
+      this.drop(file, (err as Error).message);
+      return false;
+    }
+    file.checkedAtMs = performance.now();
+    return true;
+  }
+
+  /** Drops a file for this process: its chunks count as missing (logged, as a set-aside is). */
+  private drop(file: HeldFile, why: string): void {
+    if (file.dropped) return;
+    file.dropped = true;
+    this.unmap(file);
+    this.options.log.warn({ target: file.target, path: file.path, chunks: file.keys.length, why }, 'held file dropped: its chunks count as missing until pushed again');
+    void this.closeFile(file);
+  }
+
+  /**
+   * A held copy that does not hash right (its file's identity unchanged): that place no
+   * longer counts, as a set-aside chunk does (logged); the file's other chunks, each
+   * re-hashed when read, still do. With `persist` its offset is added to the file's record
+   * (persistDamage), so that it stays dropped after a restart.
+   */
+  private dropPlace(id: ChunkId, place: Place, persist = false): void {
+    const k = chunkKey(id.algorithm, id.digest);
+    const c = this.chunks.get(k);
+    const i = c?.places.indexOf(place) ?? -1;
+    if (!c || i < 0) return;
+    c.places.splice(i, 1);
+    if (c.places.length === 0) this.chunks.delete(k);
+    this.options.log.warn({ target: place.file.target, path: place.file.path, chunk: digestToHex(id.digest), offset: place.offset }, 'held chunk does not hash to its digest: set aside (missing until pushed again)');
+    if (persist) {
+      place.file.damaged.add(place.offset);
+      this.persistDamage(place.file);
+    }
+  }
+
+  /**
+   * Rewrites `file`'s record with its damaged offsets, in the background, once no commit is
+   * in its held steps (and none begins meanwhile: a commit's record of a newer copy is
+   * never overwritten). A file replaced or dropped meanwhile needs nothing; a failure is
+   * logged (the damage is then found again after a restart, by a re-hash).
+   */
+  private persistDamage(file: HeldFile): void {
+    if (file.damagePending || this.options.readOnly === true) return;
+    if (file.damaged.size > MAX_DAMAGED_RECORDED) {
+      this.options.log.warn({ target: file.target, damaged: file.damaged.size }, 'held file has too many damaged chunks to record: they are found again after a restart');
+      return;
+    }
+    file.damagePending = true;
+    const run = (async () => {
+      await Promise.race([this.whenIdle(), this.closing]);
+      file.damagePending = false;
+      if (this.closed || file.dropped || file.unadopted || this.files.get(file.key) !== file) return;
+      await this.writeRecord(`${file.key}.held`, recordOf(file));
+    })().catch((err: unknown) => {
+      this.options.log.warn({ target: file.target, error: (err as Error).message }, 'held record not rewritten with a damaged chunk (found again after a restart)');
+    });
+    this.pending.add(run);
+    void this.runExclusive(run).finally(() => this.pending.delete(run));
+  }
+
+  private unmap(file: HeldFile): void {
+    for (const k of file.keys) {
+      const c = this.chunks.get(k);
+      if (!c) continue;
+      const rest = c.places.filter((p) => p.file !== file);
+      if (rest.length === 0) this.chunks.delete(k);
+      else c.places.splice(0, c.places.length, ...rest);
+    }
+  }
+
+  private place(file: HeldFile, id: ChunkId, offset: number, length: number): void {
+    const k = chunkKey(id.algorithm, id.digest);
+    let c = this.chunks.get(k);
+    if (!c) this.chunks.set(k, (c = { id, places: [] }));
+    if (c.places.some((p) => p.file === file)) return; // a repeat in the same file: its first place serves
+    c.places.push({ file, offset, length });
+    file.keys.push(k);
+  }
+
+  private async closeFile(file: HeldFile): Promise<void> {
+    const fd = file.fd;
+    file.fd = undefined;
+    await fd?.close().catch(() => undefined);
+  }
+
+  private async readPlace(p: Place): Promise<Buffer | undefined> {
+    const fd = p.file.fd;
+    if (!fd) return undefined;
+    const buf = Buffer.allocUnsafe(p.length);
+    let done = 0;
+    try {
+      while (done < p.length) {
+        const { bytesRead } = await fd.read(buf, done, p.length - done, p.offset + done);
+        if (bytesRead === 0) return undefined; // shorter than recorded: damaged
+        done += bytesRead;
+      }
+    } catch {
+      return undefined;
+    }
+    return buf;
+  }
+
+  /** Whether a held copy of `c` reads back right (a damaged one drops its file). */
+  private async verifiedHeld(c: HeldChunk): Promise<boolean> {
+    for (const p of [...c.places]) {
+      if (!(await this.usable(p.file, true))) continue;
+      const bytes = await this.readPlace(p);
+      if (bytes && digestEquals(digestOf(c.id.algorithm, bytes), c.id.digest)) return true;
+      this.dropPlace(c.id, p, true);
+    }
+    return false;
+  }
+
+  /** The start-up rules (docs/FORMAT.md), then every record loaded. */
+  private async recover(): Promise<void> {
+    const signal = this.options.signal;
+    const readOnly = this.options.readOnly === true;
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch (err) {
+      // A root never served with files has no held/ (read-only: not made).
+      if (readOnly && (err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw fromSystemError(err, this.dir, 'list');
+    }
+    for (const n of names) {
+      // A temp file of a record write a crash cut short: never read.
+      if (n.startsWith('.') && n.endsWith('.tmp') && !readOnly) await unlink(join(this.dir, n)).catch(() => undefined);
+    }
+    /** Read-only: the records promoted in memory, by file name. */
+    const promoted = new Map<string, HeldRecord>();
+    for (const n of names.filter((x) => x.endsWith('.staged.held'))) {
+      const key = n.slice(0, -'.staged.held'.length);
+      const staged = await this.readRecordFile(n);
+      if (staged && heldKey(staged.target) === key && (await this.promotable(staged))) {
+        // Crash between steps 6 and 7: the target is the staged copy; step 7 redone.
+        const f = staged.files[0]!;
+        const fh = await this.openConfined(f.path, segmentsOf(f.path)!);
+        if (fh) {
+          const identity = identityOf(await fh.stat({ bigint: true }));
+          await fh.close();
+          const record = { ...staged, files: [{ ...f, identity }] };
+          if (readOnly) promoted.set(`${key}.held`, record);
+          else await this.writeRecord(`${key}.held`, record);
+          this.options.log.info({ target: staged.target }, 'held record of a commit cut short after its swap: promoted');
+        }
+      }
+      if (!readOnly) await this.removeRecord(n);
+    }
+    // Again: a promotion above may have written a record there was none of (a first push).
+    names = await readdir(this.dir).catch((err: unknown) => {
+      throw fromSystemError(err, this.dir, 'list');
+    });
+    const records = new Set([...names.filter((x) => x.endsWith('.held') && !x.endsWith('.staged.held')), ...promoted.keys()]);
+    for (const n of records) {
+      const record = promoted.get(n) ?? (await this.readRecordFile(n));
+      if (!record || heldKey(record.target) !== n.slice(0, -'.held'.length)) {
+        this.options.log.warn({ record: n }, 'held record damaged or misnamed: removed (its chunks are missing)');
+        if (!readOnly) await this.removeRecord(n);
+        continue;
+      }
+      // rm cut short after the manifests went: the record names a manifest that is gone.
+      const exists = await this.inner.getManifest(record.manifest, { signal }).then(async (body) => {
+        for await (const _ of body) break;
+        return true;
+      }, () => false);
+      if (!exists) {
+        if (!readOnly) await this.removeRecord(n);
+        continue;
+      }
+      const file = await this.load(record, signal, true);
+      if (!file) this.options.log.warn({ target: record.target }, 'held file not as recorded: its chunks are missing until pushed again');
+    }
+    this.readoptions = this.readoptAll();
+  }
+
+  /**
+   * Re-adopts, in the background, one at a time, the files load found moved (the server
+   * listens meanwhile): a use of such a file first waits for (or starts) its own
+   * re-adoption, so the first request for it pays at most one read of that file, and once
+   * its record is rewritten no later start pays again.
+   */
+  private async readoptAll(): Promise<void> {
+    for (const f of [...this.files.values()]) {
+      if (this.closed) return;
+      if (f.unadopted) await this.readopt(f);
+    }
+  }
+
+  /** Re-adopts `file` once, however many ask (see readoptOnce). */
+  private readopt(file: HeldFile): Promise<void> {
+    file.readopting ??= this.readoptOnce(file).catch((err: unknown) => {
+      this.drop(file, `its re-hash failed: ${(err as Error).message}`);
+    });
+    return file.readopting;
+  }
+
+  /**
+   * A moved file (HeldFile.unadopted): every chunk it holds is read and re-hashed, in
+   * file order. Those that hash right are held again, those that do not are dropped (as
+   * a damaged held chunk is) and listed in the record; the record is rewritten, durably,
+   * with the file's identity now. A file that cannot be read through is dropped for this
+   * process (its record is left: the next start tries again). Stopped by close().
+   */
+  private async readoptOnce(file: HeldFile): Promise<void> {
+    const signal = this.options.signal;
+    const places: { id: ChunkId; place: Place }[] = [];
+    for (const k of new Set(file.keys)) {
+      const c = this.chunks.get(k);
+      const p = c?.places.find((q) => q.file === file);
+      if (c && p) places.push({ id: c.id, place: p });
+    }
+    places.sort((a, b) => a.place.offset - b.place.offset);
+    const bad: { id: ChunkId; place: Place }[] = [];
+    let bytes = 0;
+    for (const x of places) {
+      if (this.closed || signal?.aborted || file.dropped) return;
+      const data = await this.readPlace(x.place);
+      if (this.closed || signal?.aborted || file.dropped) return;
+      if (!data) throw new Error(`files/${file.path} could not be read at offset ${x.place.offset}`);
+      if (!digestEquals(digestOf(x.id.algorithm, data), x.id.digest)) bad.push(x);
+      bytes += data.length;
+    }
+    if (bad.length > MAX_DAMAGED_RECORDED) throw new Error(`${bad.length} of its chunks do not hash right`);
+    for (const x of bad) {
+      this.dropPlace(x.id, x.place);
+      file.damaged.add(x.place.offset);
+    }
+    file.unadopted = false;
+    if (this.files.get(file.key) === file && this.options.readOnly !== true) {
+      // The commits of this target wait for this (their use of the file does), so no
+      // record of theirs is overwritten.
+      await this.writeRecord(`${file.key}.held`, recordOf(file)).catch((err: unknown) => {
+        this.options.log.warn({ target: file.target, error: (err as Error).message }, 'held record of a re-adopted file not rewritten (the next start re-hashes the file again)');
+      });
+    }
+    this.options.log.info({ target: file.target, path: file.path, bytes, chunks: places.length, damaged: bad.length }, 'held file re-adopted: its identity changed (a copied or moved root) but its chunks hash to its manifest');
+  }
+
+  private async readRecordFile(n: string): Promise<HeldRecord | undefined> {
+    const text = await readFile(join(this.dir, n), 'utf8').catch(() => undefined);
+    return text === undefined ? undefined : parseRecord(text);
+  }
+
+  /**
+   * Whether a staged record is to be promoted: the target's current manifest is the one it
+   * names (step 5 done) and the target path holds its file (step 6 done: same dev, ino and
+   * size; the mtime may have been set by the attributes applied after the swap).
+   */
+  private async promotable(staged: HeldRecord): Promise<boolean> {
+    const f = staged.files[0];
+    const segments = f === undefined ? undefined : segmentsOf(f.path);
+    if (!f || !segments || staged.files.length !== 1) return false;
+    const [current, version] = await Promise.all([this.manifestDigest(staged.target), this.manifestDigest(staged.manifest)]);
+    if (current === undefined || version === undefined || current !== version) return false;
+    const fh = await this.openConfined(f.path, segments);
+    if (!fh) return false;
+    try {
+      const st = await fh.stat({ bigint: true });
+      return st.dev === f.identity.dev && st.ino === f.identity.ino && st.size === f.identity.size;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /** SHA-256 of a stored manifest's bytes, or undefined if it cannot be read. */
+  private async manifestDigest(name: string): Promise<string | undefined> {
+    try {
+      const h = createHash('sha256');
+      for await (const piece of await this.inner.getManifest(name, { signal: this.options.signal })) h.update(piece);
+      return h.digest('hex');
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** What the next copy of a commit holds. */
+export interface NextCopy {
+  /** The new version's manifest (a local file) and its version name (.xfer/versions/...). */
+  readonly manifestFile: string;
+  readonly version: string;
+  /** The staging copy about to be swapped in; undefined when the target is kept as it is. */
+  readonly staged: string | undefined;
+}
+
+/**
+ * The held steps of one commit (or rm) of a target, in docs/FORMAT.md's order. The caller
+ * runs: prepare (steps 3 and 4, before the manifest is stored), the swap, finish (7, 8);
+ * end() in every case. An rm runs evacuateAll, removes the manifests, then dropRecord.
+ */
+export class HeldCommit {
+  private readonly key: string;
+  private next: (NextCopy & { chunks: Set<string>; identity?: Identity }) | undefined;
+  private ended = false;
+
+  constructor(private readonly held: HeldStore, private readonly name: string) {
+    this.key = heldKey(name);
+  }
+
+  /**
+   * Steps 3 and 4 before the manifest of the new version is stored. `next`: the copy that
+   * will be held (a single file rebuilt atomically), or undefined when the new copy holds
+   * nothing (a tree, an in-place write, store-only): then every chunk the current file
+   * holds is evacuated and its record removed before the copy changes.
+   */
+  async prepare(next: NextCopy | undefined, signal: AbortSignal | undefined): Promise<void> {
+    const current = this.held.fileOf(this.name);
+    let chunks: Set<string> | undefined;
+    if (next) {
+      chunks = new Set();
+      const reader = await openManifestFile(next.manifestFile, { signal });
+      if (reader.header.kind === 'file') {
+        for await (const p of placesOf(reader)) chunks.add(chunkKey(p.id.algorithm, p.id.digest));
+      } else {
+        await reader.close();
+        next = undefined;
+        chunks = undefined;
+      }
+    }
+    if (current) {
+      current.swapping = true;
+      await this.held.evacuate(current, chunks, signal);
+    }
+    crashPoint(3);
+    if (!next || !chunks) {
+      await this.held.removeRecord(`${this.key}.held`);
+      if (current) await this.held.unload(current);
+      return;
+    }
+    this.next = { ...next, chunks };
+    if (next.staged !== undefined) {
+      const st = await lstat(next.staged, { bigint: true });
+      const identity = identityOf(st);
+      this.next.identity = identity;
+      await this.held.writeRecord(`${this.key}.staged.held`, { target: this.name, manifest: next.version, files: [{ entry: '', path: this.name, identity }] });
+    }
+    crashPoint(4);
+  }
+
+  /**
+   * Steps 7 and 8, after the swap (and the attributes applied to the target): the record
+   * is written anew for the file now at the target, the staged one removed; the packs
+   * whose chunks the new copy all holds are released. A target that is not the staged file
+   * (replaced meanwhile) is not held.
+   */
+  async finish(signal: AbortSignal | undefined): Promise<void> {
+    crashPoint(6);
+    const next = this.next;
+    if (!next) return;
+    const segments = this.name.split('/');
+    const fh = await this.held.openConfined(this.name, segments);
+    const st = fh ? await fh.stat({ bigint: true }) : undefined;
+    await fh?.close();
+    const same = st !== undefined && (next.identity === undefined || (st.dev === next.identity.dev && st.ino === next.identity.ino));
+    const current = this.held.fileOf(this.name);
+    if (!same) {
+      await this.held.removeRecord(`${this.key}.held`);
+      await this.held.removeRecord(`${this.key}.staged.held`);
+      if (current) await this.held.unload(current);
+      return;
+    }
+    // A target kept as it is (no staging copy) keeps the damaged chunks its record lists.
+    const kept = next.staged === undefined && current !== undefined && current.identity.dev === st.dev && current.identity.ino === st.ino;
+    const damaged = kept && current.damaged.size <= MAX_DAMAGED_RECORDED ? [...current.damaged] : [];
+    const record: HeldRecord = { target: this.name, manifest: next.version, files: [{ entry: '', path: this.name, identity: identityOf(st), damaged }] };
+    await this.held.writeRecord(`${this.key}.held`, record);
+    crashPoint(7);
+    await this.held.removeRecord(`${this.key}.staged.held`);
+    crashPoint(71);
+    if (current) await this.held.unload(current);
+    const loaded = await this.held.load(record, signal);
+    // Only a copy rebuilt and verified by this commit vouches for its chunks' pack copies.
+    if (loaded && next.staged !== undefined) await this.held.releasePacks(next.chunks, signal);
+    crashPoint(8);
+  }
+
+  /** rm, first step: every chunk the target's file holds is moved into the store (step 3 for an rm). */
+  async evacuateAll(signal: AbortSignal | undefined): Promise<void> {
+    const current = this.held.fileOf(this.name);
+    if (current) {
+      current.swapping = true;
+      await this.held.evacuate(current, undefined, signal);
+    }
+  }
+
+  /** rm, after the manifests went: the record goes, then the caller removes the copy. */
+  async dropRecord(): Promise<void> {
+    await this.held.removeRecord(`${this.key}.held`);
+    await this.held.removeRecord(`${this.key}.staged.held`);
+    const current = this.held.fileOf(this.name);
+    if (current) await this.held.unload(current);
+  }
+
+  /** Ends the commit's held part (once; a failed commit leaves at worst a staged record, dropped at the next start). */
+  async end(): Promise<void> {
+    if (this.ended) return;
+    this.ended = true;
+    try {
+      const current = this.held.fileOf(this.name);
+      if (current) current.swapping = false;
+      if (this.next) await this.held.removeRecord(`${this.key}.staged.held`).catch(() => undefined);
+    } finally {
+      this.held.endCommit();
+    }
+  }
+}
+
+/**
+ * Where the held chunks of the server root `root` lie, as its records and their manifests
+ * say (nothing checked, nothing changed): for tests and tools that inspect the files, as
+ * LocalStore.chunkLocation is.
+ */
+export async function heldChunkPlaces(root: string, manifests: Pick<ManifestStore, 'getManifest'>): Promise<{ id: ChunkId; file: string; offset: number; length: number }[]> {
+  const dir = join(root, HELD_DIR);
+  const names = await readdir(dir).catch(() => [] as string[]);
+  const out: { id: ChunkId; file: string; offset: number; length: number }[] = [];
+  for (const n of names) {
+    if (!n.endsWith('.held') || n.endsWith('.staged.held')) continue;
+    const record = parseRecord(await readFile(join(dir, n), 'utf8').catch(() => ''));
+    const f = record?.files[0];
+    const segments = f === undefined ? undefined : segmentsOf(f.path);
+    if (!record || !f || !segments) continue;
+    try {
+      const reader = await openManifest(await manifests.getManifest(record.manifest), {});
+      const damaged = new Set(f.damaged);
+      for await (const p of placesOf(reader)) if (!damaged.has(p.offset)) out.push({ id: p.id, file: join(root, 'files', ...segments), offset: p.offset, length: p.length });
+    } catch {
+      // A record whose manifest is gone holds nothing.
+    }
+  }
+  return out;
+}

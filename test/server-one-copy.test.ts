@@ -1,0 +1,441 @@
+/**
+ * One copy on disk at the server (issue 17 item 5; docs/FORMAT.md, "Server root: one copy
+ * on disk"): a file target's rebuilt copy holds its chunks (server/held.ts), packs keep only
+ * what no current file holds, and every guarantee stays: pulls of every version are
+ * bit-identical, damage behind the server's back is never served and is named by verify,
+ * a crash between any two commit steps leaves every committed version readable, rm and
+ * gc lose nothing a manifest needs.
+ */
+import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { gc } from '../src/gc.js';
+import { forget, pull, push, remove, verify, versions } from '../src/index.js';
+import { setTimesNs } from '../src/io/sys.js';
+import { HELD_CRASH_ENV } from '../src/server/held.js';
+import { createServer, type XferServer } from '../src/server/server.js';
+import { pseudoRandom } from './helpers/gen.js';
+import { startServeProcess } from './helpers/server.js';
+import { apparentBytes, chunksOf, withServer } from './helpers/server-root.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** Bytes of the distinct chunks of `old` versions that `current` does not have. */
+function uniqueOldBytes(old: readonly Buffer[], current: Buffer): number {
+  const now = chunksOf(current);
+  const unique = new Map<string, number>();
+  for (const v of old) for (const [d, len] of chunksOf(v)) if (!now.has(d)) unique.set(d, len);
+  return [...unique.values()].reduce((a, b) => a + b, 0);
+}
+
+/** `data` with `count` edits of 4 KiB of fresh bytes, spread over it (seeded). */
+function edited(data: Buffer, seed: number, count = 3): Buffer {
+  const out = Buffer.from(data);
+  for (let k = 0; k < count; k++) {
+    const at = Math.floor(((seed * 7919 + k * 104_729) % 1000) / 1000 * (data.length - 4 * KiB));
+    pseudoRandom(4 * KiB, seed * 100 + k).copy(out, at);
+  }
+  return out;
+}
+
+/** Flips a byte of `file` at `offset` and puts its mtime back to the nanosecond: damage its identity does not show. */
+async function damageKeepingIdentity(file: string, offset: number): Promise<void> {
+  const before = await stat(file, { bigint: true });
+  const fh = await open(file, 'r+');
+  try {
+    const one = Buffer.alloc(1);
+    await fh.read(one, 0, 1, offset);
+    one[0] ^= 0x5a;
+    await fh.write(one, 0, 1, offset);
+  } finally {
+    await fh.close();
+  }
+  setTimesNs(file, before.atimeNs, before.mtimeNs);
+}
+
+/** Pulls `location` into a new file under `dir` and returns its bytes, or the error's message. */
+async function pulled(location: string, dir: string, tag: string): Promise<Buffer | string> {
+  const out = join(dir, `pulled-${tag}-${Math.random().toString(36).slice(2)}`);
+  try {
+    await pull(location, out);
+    return await readFile(out);
+  } catch (err) {
+    return (err as Error).message;
+  } finally {
+    await rm(out, { recursive: true, force: true });
+  }
+}
+
+describe('xfer serve (default mode): one copy on disk', () => {
+  let dir: string;
+  before(async () => (dir = await mkdtemp(join(tmpdir(), 'xfer-one-copy-'))));
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  it('a first push of a 64 MiB file takes about 1.0x its size at the server (not 2x): the rebuilt file holds the chunks, the upload packs are released', async () => {
+    const root = join(dir, 'first');
+    const server = await createServer({ root, port: 0 });
+    try {
+      const data = pseudoRandom(64 * MiB, 1);
+      const src = join(dir, 'first.bin');
+      await writeFile(src, data);
+      await push(src, `${server.url}/big.bin`);
+      const used = await apparentBytes(root);
+      assert.ok(used <= data.length * 1.01, `the root holds ${used} bytes for a ${data.length}-byte file (${(used / data.length).toFixed(3)}x)`);
+      const back = await pulled(`${server.url}/big.bin`, dir, 'first');
+      assert.ok(Buffer.isBuffer(back) && back.equals(data), 'the file pulls bit-identical');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('ten edited versions: the root holds the file and the old versions\' unique chunks; after forget and gc every version left pulls bit-identical, also after a restart', async () => {
+    const root = join(dir, 'ten');
+    const src = join(dir, 'ten.bin');
+    let server: XferServer = await createServer({ root, port: 0 });
+    const contents: Buffer[] = [];
+    try {
+      let data = pseudoRandom(2 * MiB, 2);
+      for (let v = 0; v < 10; v++) {
+        if (v > 0) data = edited(data, v);
+        contents.push(data);
+        await writeFile(src, data);
+        await push(src, `${server.url}/vol.bin`);
+      }
+      // The file, and the old versions' unique chunks (moved into packs as each version was
+      // replaced), within 5% (pack headers and index records, their 4 KiB alignment,
+      // manifests and versions).
+      const used = await apparentBytes(root);
+      const expected = data.length + uniqueOldBytes(contents.slice(0, -1), data);
+      assert.ok(used <= expected * 1.05, `the root holds ${used} bytes, ${(used / expected).toFixed(3)}x the file and the old versions' unique chunks (${expected})`);
+      await gc(`${server.url}/`, { graceMs: 0, maxUnusedPercent: 0 });
+      const listed = (await versions(`${server.url}/vol.bin`)).versions;
+      assert.equal(listed.length, 10);
+      for (const [i, v] of listed.entries()) {
+        const back = await pulled(`${server.url}/vol.bin@${v.id}`, dir, `v${i}`);
+        assert.ok(Buffer.isBuffer(back) && back.equals(contents[i]!), `version ${i} pulls bit-identical after gc: ${Buffer.isBuffer(back) ? 'other bytes' : back}`);
+      }
+      // forget all but the last three, gc: the others' unique chunks go, the rest stays whole.
+      await forget(`${server.url}/vol.bin`, { last: 3 });
+      await gc(`${server.url}/`, { graceMs: 0, maxUnusedPercent: 0 });
+      await server.close();
+      server = await createServer({ root, port: 0 });
+      const kept = (await versions(`${server.url}/vol.bin`)).versions;
+      assert.equal(kept.length, 3);
+      for (const [i, v] of kept.entries()) {
+        const back = await pulled(`${server.url}/vol.bin@${v.id}`, dir, `k${i}`);
+        assert.ok(Buffer.isBuffer(back) && back.equals(contents[7 + i]!), `kept version ${i} pulls bit-identical after forget, gc and a restart`);
+      }
+      const report = await verify(`${server.url}/`, { readData: true });
+      assert.deepEqual(report.damaged, [], 'verify --read-data is clean');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('a rebuilt file edited behind the server\'s back: get never serves the wrong bytes, verify names the damaged chunks, the next push repairs', async () => {
+    const root = join(dir, 'edited');
+    const src = join(dir, 'edited.bin');
+    const server = await createServer({ root, port: 0 });
+    try {
+      const data = pseudoRandom(4 * MiB, 3);
+      await writeFile(src, data);
+      await push(src, `${server.url}/e.bin`);
+      // Damage its identity does not show (the mtime put back): only the re-hash finds it.
+      await damageKeepingIdentity(join(root, 'files', 'e.bin'), 2 * MiB + 17);
+      const back = await pulled(`${server.url}/e.bin`, dir, 'edited');
+      assert.ok(typeof back === 'string' || back.equals(data), 'a pull fails or gets the right bytes, never the damaged ones');
+      const report = await verify(`${server.url}/`, { readData: true });
+      assert.ok(report.damagedChunks.length >= 1, 'verify names the damaged chunk');
+      assert.ok(report.damaged.some((d) => d.manifest.includes('e.bin') || d.path === ''), JSON.stringify(report.damaged));
+      // The next push of the same file stores the chunk again (into a pack) and rebuilds the copy.
+      await push(src, `${server.url}/e.bin`, { checksum: true });
+      assert.ok((await readFile(join(root, 'files', 'e.bin'))).equals(data), 'the rebuilt copy is whole again');
+      const again = await pulled(`${server.url}/e.bin`, dir, 'repaired');
+      assert.ok(Buffer.isBuffer(again) && again.equals(data), 'and pulls bit-identical');
+      assert.deepEqual((await verify(`${server.url}/`, { readData: true })).damaged, [], 'verify is clean again');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('a held chunk found damaged (its file\'s identity unchanged) stays dropped after a restart: verify without --read-data names it, the next push (without --checksum) sends it again and rebuilds the file', async () => {
+    const root = join(dir, 'damage-kept');
+    const src = join(dir, 'damage-kept.bin');
+    const data = pseudoRandom(4 * MiB, 31);
+    await withServer(root, async (url) => {
+      await writeFile(src, data);
+      await push(src, `${url}/k.bin`);
+      await damageKeepingIdentity(join(root, 'files', 'k.bin'), 1 * MiB + 3);
+      assert.equal((await verify(`${url}/`, { readData: true })).damagedChunks.length, 1, 'verify --read-data finds the damaged chunk');
+    });
+    await withServer(root, async (url) => {
+      const report = await verify(`${url}/`, { readData: false });
+      assert.equal(report.damagedChunks.length, 1, `after a restart the chunk is still missing: ${JSON.stringify(report.damagedChunks)}`);
+      const r = await push(src, `${url}/k.bin`);
+      assert.ok(r.bytesSent > 0 && r.bytesSent <= 1 * MiB, `the next push sends the damaged chunk again, not the file: ${r.bytesSent} bytes`);
+      assert.deepEqual((await verify(`${url}/`, { readData: true })).damaged, [], 'verify --read-data is clean again');
+    });
+  });
+
+  it('rm of a file target whose chunks an older version of a tree target shares (found held, never sent): that version still pulls bit-identical', async () => {
+    const root = join(dir, 'rm');
+    const server = await createServer({ root, port: 0 });
+    try {
+      const x = pseudoRandom(3 * MiB, 4);
+      const y = pseudoRandom(3 * MiB, 5);
+      const fileX = join(dir, 'x.bin');
+      await writeFile(fileX, x);
+      await push(fileX, `${server.url}/b.bin`);
+      // A tree (trees hold nothing) with the same bytes: its chunks are found held by b.bin, not sent.
+      const tree = join(dir, 'tree');
+      await mkdir(tree, { recursive: true });
+      await writeFile(join(tree, 'copy.bin'), x);
+      await push(tree, `${server.url}/t`);
+      // The tree's next version has other bytes: its older one relies on b.bin's chunks.
+      await writeFile(join(tree, 'copy.bin'), y);
+      await push(tree, `${server.url}/t`);
+      await remove(`${server.url}/b.bin`);
+      const old = (await versions(`${server.url}/t`)).versions[0]!;
+      const out = join(dir, 'tree-back');
+      await pull(`${server.url}/t@${old.id}`, out);
+      assert.ok((await readFile(join(out, 'copy.bin'))).equals(x), 'the tree\'s older version pulls bit-identical');
+      assert.deepEqual((await verify(`${server.url}/`, { readData: true })).damaged, [], 'verify --read-data is clean');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('gc with held chunks: a pack copy of a chunk a current file holds goes, unless the held copy does not re-hash right', async () => {
+    const root = join(dir, 'gc');
+    const src = join(dir, 'gc.bin');
+    const x = pseudoRandom(4 * MiB, 6);
+    const y = edited(x, 11, 8);
+    let server = await createServer({ root, port: 0 });
+    try {
+      await writeFile(src, x);
+      await push(src, `${server.url}/g.bin`);
+      await writeFile(src, y);
+      await push(src, `${server.url}/g.bin`); // x's own chunks go into a pack
+      await server.close();
+      // A new server process: its packs are not its own, so a commit releases none of them.
+      server = await createServer({ root, port: 0 });
+      await writeFile(src, x);
+      await push(src, `${server.url}/g.bin`); // x's chunks are held again, and still in that pack
+      const packsBefore = await apparentBytes(join(root, 'store', 'packs'));
+      // Damage, keeping the identity, a chunk of x's that y replaced (edited() put y's first
+      // edit at 10.9% of the file): gc must keep its pack copy.
+      await damageKeepingIdentity(join(root, 'files', 'g.bin'), Math.floor(0.109 * (x.length - 4 * KiB)) + 100);
+      await gc(`${server.url}/`, { graceMs: 0, maxUnusedPercent: 0 });
+      const packsAfter = await apparentBytes(join(root, 'store', 'packs'));
+      // What stays in packs: y's own chunks (no current file holds them) and the damaged
+      // chunk's pack copy (its held copy failed gc's re-hash), at most 256 KiB.
+      const yOwn = uniqueOldBytes([y], x);
+      assert.ok(packsBefore >= yOwn + uniqueOldBytes([x], y), `before gc, packs hold x's and y's own chunks: ${packsBefore} bytes`);
+      assert.ok(packsAfter <= yOwn + 256 * KiB + 64 * KiB, `the pack copies of held chunks went: ${packsBefore} -> ${packsAfter} bytes (y's own: ${yOwn})`);
+      const listed = (await versions(`${server.url}/g.bin`)).versions;
+      for (const [i, v] of listed.entries()) {
+        const back = await pulled(`${server.url}/g.bin@${v.id}`, dir, `g${i}`);
+        assert.ok(Buffer.isBuffer(back) && back.equals([x, y, x][i]!), `version ${i} pulls bit-identical: ${Buffer.isBuffer(back) ? 'other bytes' : back}`);
+      }
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('xfer serve: a crash between two commit steps of the held index', () => {
+  let dir: string;
+  before(async () => (dir = await mkdtemp(join(tmpdir(), 'xfer-one-copy-crash-'))));
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  it('a first push killed after its swap (step 6): the staged record is promoted and loaded at the next start, and a gc then keeps one copy', async () => {
+    const root = join(dir, 'root-first-6');
+    const src = join(dir, 'first-6.bin');
+    const data = pseudoRandom(4 * MiB, 66);
+    await writeFile(src, data);
+    let serve = await startServeProcess(['--root', root, '--port', '0', '--quiet'], { [HELD_CRASH_ENV]: '6' });
+    try {
+      await assert.rejects(push(src, `${serve.url}/f.bin`, { retries: 0 }));
+      assert.equal(await serve.stop(), null, 'the server was killed at the step');
+      serve = await startServeProcess(['--root', root, '--port', '0', '--quiet']);
+      assert.deepEqual((await readdir(join(root, 'held'))).filter((n) => n.endsWith('.held')).length, 1, 'one record, promoted');
+      // The upload packs were never released (step 8): their chunks count as unused once held.
+      await gc(`${serve.url}/`, { graceMs: 0, maxUnusedPercent: 0 });
+      const used = await apparentBytes(root);
+      assert.ok(used <= data.length * 1.02, `one copy after gc: ${used} bytes for ${data.length}`);
+      const back = await pulled(`${serve.url}/f.bin`, dir, 'first-6');
+      assert.ok(Buffer.isBuffer(back) && back.equals(data), 'the file pulls bit-identical');
+    } finally {
+      await serve.stop();
+    }
+  });
+
+  // After step n (docs/FORMAT.md; 71: the record of step 7 written, the staged one not yet removed).
+  for (const step of [3, 4, 5, 6, 7, 71]) {
+    it(`killed after step ${step}: the restarted server follows the start-up rules, every committed version pulls bit-identical, the next push and verify are clean`, async () => {
+      const root = join(dir, `root-${step}`);
+      const src = join(dir, `crash-${step}.bin`);
+      const v1 = pseudoRandom(2 * MiB, 20 + step);
+      const v2 = edited(v1, step, 4);
+      let serve = await startServeProcess(['--root', root, '--port', '0', '--quiet']);
+      try {
+        await writeFile(src, v1);
+        await push(src, `${serve.url}/c.bin`);
+        await serve.stop();
+        serve = await startServeProcess(['--root', root, '--port', '0', '--quiet'], { [HELD_CRASH_ENV]: String(step) });
+        await writeFile(src, v2);
+        await assert.rejects(push(src, `${serve.url}/c.bin`, { retries: 0 }));
+        assert.equal(await serve.stop(), null, 'the server was killed at the step');
+        serve = await startServeProcess(['--root', root, '--port', '0', '--quiet']);
+        const held = await readdir(join(root, 'held'));
+        assert.ok(!held.some((n) => n.endsWith('.staged.held')), `no staged record after the start: ${held.join(', ')}`);
+        const listed = (await versions(`${serve.url}/c.bin`)).versions;
+        assert.equal(listed.length, step >= 5 ? 2 : 1, 'the new version is committed from step 5 on');
+        for (const [i, v] of listed.entries()) {
+          const back = await pulled(`${serve.url}/c.bin@${v.id}`, dir, `s${step}-${i}`);
+          assert.ok(Buffer.isBuffer(back) && back.equals([v1, v2][i]!), `version ${i} pulls bit-identical: ${Buffer.isBuffer(back) ? 'other bytes' : back}`);
+        }
+        await push(src, `${serve.url}/c.bin`, { checksum: true });
+        assert.ok((await readFile(join(root, 'files', 'c.bin'))).equals(v2));
+        const report = await verify(`${serve.url}/`, { readData: true });
+        assert.deepEqual(report.damaged, [], 'verify --read-data is clean');
+      } finally {
+        await serve.stop();
+      }
+    });
+  }
+});
+
+/** Inode of `path` (to check that a copy really has new identities). */
+async function inodeOf(path: string): Promise<bigint> {
+  return (await stat(path, { bigint: true })).ino;
+}
+
+/** The inode a held record of `root` names for its file (one record expected). */
+async function recordedInode(root: string): Promise<bigint> {
+  const names = (await readdir(join(root, 'held'))).filter((n) => n.endsWith('.held') && !n.endsWith('.staged.held'));
+  assert.equal(names.length, 1, `one held record: ${names.join(', ')}`);
+  const line = (await readFile(join(root, 'held', names[0]!), 'utf8')).split('\n')[1]!;
+  return BigInt((JSON.parse(line) as { ino: string }).ino);
+}
+
+describe('xfer serve: a server root copied (cp -a) or moved (mv) to a new place', () => {
+  let dir: string;
+  before(async () => (dir = await mkdtemp(join(tmpdir(), 'xfer-one-copy-moved-'))));
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  it('copied with cp -a (new inodes): every version pulls bit-identical, verify is clean, the held file is re-adopted durably, an incremental push sends only the changed chunks; then moved with mv: the same', async () => {
+    const root = join(dir, 'orig');
+    const src = join(dir, 'moved.bin');
+    const v1 = pseudoRandom(4 * MiB, 71);
+    const v2 = edited(v1, 72, 4);
+    const v3 = edited(v2, 73, 2);
+    await withServer(root, async (url) => {
+      await writeFile(src, v1);
+      await push(src, `${url}/m.bin`);
+      await writeFile(src, v2);
+      await push(src, `${url}/m.bin`); // v1's own chunks go into a pack
+    });
+    const copy = join(dir, 'copy');
+    execFileSync('cp', ['-a', root, copy]);
+    assert.notEqual(await inodeOf(join(copy, 'files', 'm.bin')), await inodeOf(join(root, 'files', 'm.bin')), 'cp -a gave the rebuilt file a new inode');
+    await rm(root, { recursive: true, force: true });
+    await withServer(copy, async (url) => {
+      const listed = (await versions(`${url}/m.bin`)).versions;
+      assert.equal(listed.length, 2);
+      for (const [i, v] of listed.entries()) {
+        const back = await pulled(`${url}/m.bin@${v.id}`, dir, `cp${i}`);
+        assert.ok(Buffer.isBuffer(back) && back.equals([v1, v2][i]!), `version ${i} pulls bit-identical from the copy: ${Buffer.isBuffer(back) ? 'other bytes' : back}`);
+      }
+      assert.deepEqual((await verify(`${url}/`, { readData: true })).damaged, [], 'verify --read-data of the copy is clean');
+      assert.equal(await recordedInode(copy), await inodeOf(join(copy, 'files', 'm.bin')), 'the record names the copy\'s inode now (re-adopted durably)');
+      // Only v3's edits travel (not the whole file, as if nothing were held).
+      await writeFile(src, v3);
+      const r = await push(src, `${url}/m.bin`);
+      const changed = uniqueOldBytes([v3], v2);
+      assert.ok(r.bytesSent <= changed, `an incremental push after the copy sent ${r.bytesSent} bytes; v3's chunks that v2 lacks: ${changed}`);
+    });
+    const moved = join(dir, 'elsewhere', 'root');
+    await mkdir(join(dir, 'elsewhere'));
+    execFileSync('mv', [copy, moved]);
+    await withServer(moved, async (url) => {
+      const listed = (await versions(`${url}/m.bin`)).versions;
+      assert.equal(listed.length, 3);
+      for (const [i, v] of listed.entries()) {
+        const back = await pulled(`${url}/m.bin@${v.id}`, dir, `mv${i}`);
+        assert.ok(Buffer.isBuffer(back) && back.equals([v1, v2, v3][i]!), `version ${i} pulls bit-identical after mv: ${Buffer.isBuffer(back) ? 'other bytes' : back}`);
+      }
+      assert.deepEqual((await verify(`${url}/`, { readData: true })).damaged, [], 'verify --read-data after mv is clean');
+    });
+  });
+
+  it('copied with cp -a and a byte of the copy changed (mtime kept): only that chunk is dropped, the rest re-adopted; it stays dropped after a restart; the next push repairs', async () => {
+    const root = join(dir, 'dmg');
+    const src = join(dir, 'dmg.bin');
+    const data = pseudoRandom(4 * MiB, 74);
+    await withServer(root, async (url) => {
+      await writeFile(src, data);
+      await push(src, `${url}/d.bin`);
+    });
+    const copy = join(dir, 'dmg-copy');
+    execFileSync('cp', ['-a', root, copy]);
+    await damageKeepingIdentity(join(copy, 'files', 'd.bin'), 3 * MiB + 5);
+    for (const round of ['first start', 'restart']) {
+      await withServer(copy, async (url) => {
+        // Existence only (no --read-data): the damaged chunk is known missing, not re-found by reading.
+        const report = await verify(`${url}/`, { readData: false });
+        assert.equal(report.damagedChunks.length, 1, `${round}: verify names the one damaged chunk: ${JSON.stringify(report.damagedChunks)}`);
+        assert.equal(await recordedInode(copy), await inodeOf(join(copy, 'files', 'd.bin')), `${round}: the rest of the file is re-adopted`);
+      });
+    }
+    await withServer(copy, async (url) => {
+      const r = await push(src, `${url}/d.bin`);
+      assert.ok(r.bytesSent > 0 && r.bytesSent <= 1 * MiB, `the push sends the damaged chunk again, not the file: ${r.bytesSent} bytes`);
+      const back = await pulled(`${url}/d.bin`, dir, 'dmg');
+      assert.ok(Buffer.isBuffer(back) && back.equals(data), 'the file pulls bit-identical after the push');
+      assert.deepEqual((await verify(`${url}/`, { readData: true })).damaged, [], 'verify --read-data is clean again');
+    });
+  });
+});
+
+/** Every file under `<root>/held` with its bytes (to check that nothing there changed). */
+async function heldDir(root: string): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const n of (await readdir(join(root, 'held'))).sort()) out[n] = await readFile(join(root, 'held', n), 'utf8');
+  return out;
+}
+
+describe('xfer verify <root> or <root>/store on the server\'s machine (no server)', () => {
+  let dir: string;
+  before(async () => (dir = await mkdtemp(join(tmpdir(), 'xfer-one-copy-local-verify-'))));
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  it('checks the root as its server would: held chunks count, --read-data re-hashes them and names a damaged one, a copied root verifies clean; nothing under held/ is written', async () => {
+    const root = join(dir, 'root');
+    const src = join(dir, 'lv.bin');
+    const v1 = pseudoRandom(3 * MiB, 81);
+    const v2 = edited(v1, 82, 3);
+    await withServer(root, async (url) => {
+      await writeFile(src, v1);
+      await push(src, `${url}/lv.bin`);
+      await writeFile(src, v2);
+      await push(src, `${url}/lv.bin`);
+    });
+    const copy = join(dir, 'copy');
+    execFileSync('cp', ['-a', root, copy]);
+    const heldBefore = await heldDir(copy);
+    for (const at of [join(root, 'store'), root, join(copy, 'store')]) {
+      const report = await verify(at, { readData: true });
+      assert.deepEqual(report.damaged, [], `verify --read-data ${at} is clean`);
+      assert.ok(report.chunksRead > 0 && report.versions === 2 && report.filesChecked === 1, `${at}: chunks read, both versions and the rebuilt file checked: ${JSON.stringify({ ...report, damaged: undefined })}`);
+    }
+    assert.deepEqual(await heldDir(copy), heldBefore, 'the copy\'s held records are as they were (read-only)');
+    await damageKeepingIdentity(join(root, 'files', 'lv.bin'), 1 * MiB + 9);
+    const report = await verify(join(root, 'store'), { readData: true });
+    assert.equal(report.damagedChunks.length, 1, `verify --read-data names the damaged held chunk: ${JSON.stringify(report.damagedChunks)}`);
+  });
+});
