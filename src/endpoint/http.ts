@@ -1,6 +1,7 @@
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fromSystemError } from '../core/errors.js';
+import type { ChunkId } from '../core/ids.js';
 import { retryPolicy, type RetryPlan } from '../core/retry.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { HttpStore, type HttpStoreOptions } from '../store/http/store.js';
@@ -148,6 +149,10 @@ export class HttpDestination implements PushDestination {
 
   knownFile(meta: EntryMeta, opts: OpOptions = {}): Promise<KnownFile | undefined> {
     return this.known?.find(meta, opts) ?? Promise.resolve(undefined);
+  }
+
+  storedChunks(opts: OpOptions = {}): Promise<((id: ChunkId) => boolean) | undefined> {
+    return this.known?.storedChunks(opts) ?? Promise.resolve(undefined);
   }
 
   deltaStats(): { chunks: number; savedBytes: number } {

@@ -533,6 +533,10 @@ class ChunkSender {
   private putsStarted: Promise<void> = Promise.resolve();
   private startScheduled = false;
   private failure: { error: unknown } | undefined;
+  /** The chunks the destination is known to store (PushDestination.storedChunks), asked once. */
+  private stored: Promise<((id: ChunkId) => boolean) | undefined> | undefined;
+  /** drain() was called: no batch will join the queue, so its queries start at once. */
+  private draining = false;
 
   constructor(
     private readonly destination: PushDestination,
@@ -594,7 +598,7 @@ class ChunkSender {
     while (
       this.queue.length > 0 &&
       !this.failure &&
-      (this.running.size === 0 || this.queuedIds >= PIPELINED_QUERY_IDS || this.queuedBytes >= QUEUED_BATCH_BYTES / 2) &&
+      (this.running.size === 0 || this.draining || this.queuedIds >= PIPELINED_QUERY_IDS || this.queuedBytes >= QUEUED_BATCH_BYTES / 2) &&
       this.querySlots.tryAcquire()
     ) {
       const group: Queued[] = [];
@@ -621,7 +625,7 @@ class ChunkSender {
     const signal = this.options.signal;
     let present: boolean[] | undefined;
     try {
-      present = await this.destination.chunks.has(group.flatMap((q) => q.ids), { signal });
+      present = await this.present(group.flatMap((q) => q.ids));
     } catch (error) {
       this.fail(error);
     }
@@ -643,6 +647,28 @@ class ChunkSender {
     })();
     this.putsStarted = started;
     await started;
+  }
+
+  /**
+   * Which of `ids` the destination has: those it is known to store (storedChunks, asked
+   * once) without a query, the rest asked in one `has` (none if every id is known).
+   */
+  private async present(ids: ChunkId[]): Promise<boolean[]> {
+    const signal = this.options.signal;
+    const stored = await (this.stored ??= this.destination.storedChunks?.({ signal }) ?? Promise.resolve(undefined));
+    if (!stored) return this.destination.chunks.has(ids, { signal });
+    const present = new Array<boolean>(ids.length);
+    const ask: ChunkId[] = [];
+    const at: number[] = [];
+    for (let i = 0; i < ids.length; i++) {
+      if (stored(ids[i]!)) present[i] = true;
+      else {
+        ask.push(ids[i]!);
+        at.push(i);
+      }
+    }
+    if (ask.length > 0) (await this.destination.chunks.has(ask, { signal })).forEach((p, j) => (present[at[j]!] = p));
+    return present;
   }
 
   /** Keeps the first failure; the batches still queued are dropped (their buffers go back). */
@@ -703,6 +729,9 @@ class ChunkSender {
   }
 
   async drain(): Promise<void> {
+    // Waiting for the running queries' answers gathers no more digests now: the last
+    // batches' query goes at once, a round trip earlier.
+    this.draining = true;
     for (;;) {
       this.startQueries();
       if (this.running.size === 0) break;
