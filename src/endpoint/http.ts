@@ -155,6 +155,10 @@ export class HttpDestination implements PushDestination {
     return this.known?.storedChunks(opts) ?? Promise.resolve(undefined);
   }
 
+  replacesChunk(id: ChunkId, length: number, placement: { readonly path: string; readonly offset: number }): boolean {
+    return this.chunks instanceof DeltaUploads && this.chunks.replaces(id, length, placement);
+  }
+
   deltaStats(): { chunks: number; savedBytes: number } {
     return this.chunks instanceof DeltaUploads ? this.chunks.deltaStats() : { chunks: 0, savedBytes: 0 };
   }

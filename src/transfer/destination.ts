@@ -39,6 +39,13 @@ export interface PushDestination {
    */
   storedChunks?(options?: OpOptions): Promise<((id: ChunkId) => boolean) | undefined>;
   /**
+   * Whether chunk `id` of `length` bytes at `placement` takes the place of another chunk of
+   * the current version (the same file, the same offset, other content: it will go as a
+   * delta against that one). Such a chunk is new content: the push sends it without asking
+   * (UNASKED_CHANGED_BYTES); a destination that has it keeps one copy.
+   */
+  replacesChunk?(id: ChunkId, length: number, placement: { readonly path: string; readonly offset: number }): boolean;
+  /**
    * Destinations that send changed chunks as deltas (HttpDestination): how many went so,
    * and how many chunk bytes did not travel thanks to them.
    */
