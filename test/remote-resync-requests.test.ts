@@ -7,7 +7,7 @@
  * behind a relay that adds a round trip of RTT_MS.
  */
 import { strict as assert } from 'node:assert';
-import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -36,18 +36,20 @@ describe('a re-sync after small edits asks about its changed chunks only, in few
   let server: XferServer;
   let relay: WanRelay;
   let url: string;
-  /** The server's requests: `METHOD /v1/<endpoint>` (names left out) and when each began. */
-  let requests: { what: string; startMs: number }[] = [];
+  /** The server's requests: `METHOD /v1/<endpoint>` (names left out), their status and when each began. */
+  let requests: { what: string; status: number; startMs: number }[] = [];
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'xfer-resync-requests-'));
+    // The manifests kept from pushes (endpoint/pushed.ts) go to this test's own cache.
+    process.env.XDG_CACHE_HOME = join(dir, 'cache');
     const logger = {
       debug() {},
       warn() {},
       error() {},
       info(fields: object, message?: string) {
-        const f = fields as { method: string; path: string; ms: number };
+        const f = fields as { method: string; path: string; status: number; ms: number };
         if (message !== 'request') return;
-        requests.push({ what: `${f.method} ${f.path.replace(/^\/v1\/(manifests|stage|stat)\/.*/, '/v1/$1/')}`, startMs: performance.now() - f.ms });
+        requests.push({ what: `${f.method} ${f.path.replace(/^\/v1\/(manifests|stage|stat)\/.*/, '/v1/$1/')}`, status: f.status, startMs: performance.now() - f.ms });
       },
     };
     server = await createServer({ root: join(dir, 'root'), port: 0, logger });
@@ -60,7 +62,7 @@ describe('a re-sync after small edits asks about its changed chunks only, in few
     await rm(dir, { recursive: true, force: true });
   });
 
-  async function counted(op: () => Promise<unknown>): Promise<{ what: string; startMs: number }[]> {
+  async function counted(op: () => Promise<unknown>): Promise<{ what: string; status: number; startMs: number }[]> {
     requests = [];
     await op();
     await new Promise((r) => setTimeout(r, 50)); // a stage is logged after its answer
@@ -99,8 +101,44 @@ describe('a re-sync after small edits asks about its changed chunks only, in few
     t.diagnostic(made.map((r) => r.what).join(', '));
     assert.equal(count(made, 'POST /v1/chunks/missing'), 1, 'has queries');
     assert.equal(count(made, 'GET /v1/manifests/'), 1);
+    // The tree's current manifest is the one this push kept from the last: it did not travel.
+    assert.deepEqual(made.filter((r) => r.what === 'GET /v1/manifests/').map((r) => r.status), [304]);
     const back = join(dir, 'tree.out');
     await pull(`${url}/tree`, back);
     for (let d = 0; d < 4; d++) assert.deepEqual(await readFile(join(back, `d${d}`, 'big.bin')), await readFile(join(tree, `d${d}`, 'big.bin')));
+  });
+
+  it('a kept manifest that is damaged, or no longer the server\'s current one, is not used: the push fetches the manifest', async (t) => {
+    const tree = join(dir, 'tree2');
+    await mkdir(tree, { recursive: true });
+    for (let i = 0; i < 20; i++) await writeFile(join(tree, `f${i}.txt`), `file ${i}\n`);
+    await push(tree, `${url}/tree2`);
+    // Damaged: one byte of the kept copy flipped (it no longer reads through).
+    const keptDir = join(dir, 'cache', 'xfer', 'pushed');
+    const kept = (await readdir(keptDir)).filter((n) => n.endsWith('.manifest'));
+    for (const name of kept) {
+      const bytes = await readFile(join(keptDir, name));
+      bytes[bytes.length - 20]! ^= 0xff;
+      await writeFile(join(keptDir, name), bytes);
+    }
+    await writeFile(join(tree, 'f3.txt'), 'changed once\n');
+    let made = await counted(() => push(tree, `${url}/tree2`));
+    t.diagnostic(made.map((r) => `${r.what} ${r.status}`).join(', '));
+    assert.deepEqual(made.filter((r) => r.what === 'GET /v1/manifests/').map((r) => r.status), [200]);
+    // No longer current: the target pushed from elsewhere (another user's cache) since.
+    await writeFile(join(tree, 'f4.txt'), 'changed elsewhere\n');
+    process.env.XDG_CACHE_HOME = join(dir, 'other-cache');
+    try {
+      await push(tree, `${url}/tree2`);
+    } finally {
+      process.env.XDG_CACHE_HOME = join(dir, 'cache');
+    }
+    await writeFile(join(tree, 'f5.txt'), 'changed here\n');
+    made = await counted(() => push(tree, `${url}/tree2`));
+    t.diagnostic(made.map((r) => `${r.what} ${r.status}`).join(', '));
+    assert.deepEqual(made.filter((r) => r.what === 'GET /v1/manifests/').map((r) => r.status), [200]);
+    const back = join(dir, 'tree2.out');
+    await pull(`${url}/tree2`, back);
+    for (let i = 0; i < 20; i++) assert.deepEqual(await readFile(join(back, `f${i}.txt`)), await readFile(join(tree, `f${i}.txt`)), `f${i}.txt`);
   });
 });

@@ -7,6 +7,7 @@ import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.
 import { HttpStore, type HttpStoreOptions } from '../store/http/store.js';
 import { DeltaUploads } from './http-delta.js';
 import { openStage, type StageUpload } from './http-stage.js';
+import { currentManifest, rememberPushed } from './pushed.js';
 import { isReservedName } from '../store/names.js';
 import type { ManifestStore, OpOptions } from '../store/store.js';
 import { KnownFiles, previousVersion } from '../transfer/known.js';
@@ -66,6 +67,7 @@ export function httpEndpoint(store: HttpStore): StoreEndpoint {
       signal: options.signal,
       onProgress: options.onProgress,
     }),
+    currentManifest: (name, options) => currentManifest(store, name, options),
     get retriesMade() {
       return store.retriesMade;
     },
@@ -131,13 +133,15 @@ export class HttpDestination implements PushDestination {
           finish: async (size, digest) => s.list.end(size, digest),
         };
       },
-      async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
+      async commit(manifestPath: string, header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
         treeStage?.list.endBody();
         try {
           await client.commitManifest(name, () => createReadStream(manifestPath), { signal: opts.signal, checksum, inPlace });
         } finally {
           stage?.list.stop();
         }
+        // The next push of this tree reads it from here if it is still current (pushed.ts).
+        if (header.kind === 'tree') await rememberPushed(store.base, name, manifestPath);
         await stage?.done.catch(() => {});
       },
       abort: async () => {
