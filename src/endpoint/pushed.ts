@@ -13,7 +13,7 @@ import { createHash } from 'node:crypto';
 import { copyFile, mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { isXferError } from '../core/errors.js';
-import { openManifest } from '../manifest/reader.js';
+import { openManifest, type ManifestReader } from '../manifest/reader.js';
 import { manifestTag } from '../manifest/tag.js';
 import type { HttpStore } from '../store/http/store.js';
 import { validateManifestName } from '../store/names.js';
@@ -62,11 +62,12 @@ async function prune(dir: string): Promise<void> {
 }
 
 /**
- * The kept manifest at `file`, opened, with its tag, if it reads through intact (else it is
- * removed). Read through the returned handle: a push that keeps another meanwhile replaces
- * the name, not what this handle reads.
+ * The kept manifest at `file`, opened, with its header read and its tag; undefined if there
+ * is none (or it is a file's, or its header is unreadable: then it is removed). Read through
+ * the returned handle: a push that keeps another meanwhile replaces the name, not what this
+ * handle reads.
  */
-async function openIntact(file: string, options: OpOptions): Promise<{ fh: FileHandle; tag: string } | undefined> {
+async function openKept(file: string, options: OpOptions): Promise<{ fh: FileHandle; reader: ManifestReader; tag: string } | undefined> {
   let fh: FileHandle;
   try {
     fh = await open(file, 'r');
@@ -76,9 +77,8 @@ async function openIntact(file: string, options: OpOptions): Promise<{ fh: FileH
   try {
     const reader = await openManifest(fh.createReadStream({ start: 0, autoClose: false }), { signal: options.signal });
     const tag = manifestTag(reader.header);
-    if (tag === undefined) await reader.close();
-    else for await (const _ of reader.events());
-    if (tag !== undefined) return { fh, tag };
+    if (tag !== undefined) return { fh, reader, tag };
+    await reader.close();
   } catch (err) {
     if (isXferError(err, 'XFER_ABORTED')) {
       await fh.close();
@@ -90,24 +90,43 @@ async function openIntact(file: string, options: OpOptions): Promise<{ fh: FileH
   return undefined;
 }
 
+/** Whether `reader`'s body reads through intact (checksum, digest); an abort is thrown. */
+async function readsThrough(reader: ManifestReader): Promise<boolean> {
+  try {
+    for await (const _ of reader.events());
+    return true;
+  } catch (err) {
+    if (isXferError(err, 'XFER_ABORTED')) throw err;
+    return false;
+  }
+}
+
 /**
  * The current manifest of target `name` on `store`'s server, as getManifest gives it: read
- * from the kept copy when the server says that is still its current one, else fetched.
+ * from the kept copy when the server says that is still its current one and the copy reads
+ * through intact, else fetched. The server is asked while the copy is read through.
  */
 export async function currentManifest(store: HttpStore, name: string, options: OpOptions = {}): Promise<AsyncIterable<Uint8Array>> {
   const dir = pushedDir();
-  const kept = dir ? await openIntact(pushedFile(dir, store.base, name), options) : undefined;
-  if (!kept) return store.getManifest(name, options);
+  const file = dir && pushedFile(dir, store.base, name);
+  const kept = file ? await openKept(file, options) : undefined;
+  if (!file || !kept) return store.getManifest(name, options);
+  const intact = readsThrough(kept.reader);
+  intact.catch(() => {}); // awaited below, whatever the server answers
   let body: AsyncIterable<Uint8Array> | undefined;
+  let ok: boolean;
   try {
     body = await store.client.getManifestUnlessTag(validateManifestName(name), kept.tag, options.signal);
+    ok = await intact;
   } catch (err) {
+    await intact.catch(() => {});
     await kept.fh.close();
     throw err;
   }
-  if (body) {
+  if (!ok) await rm(file, { force: true }).catch(() => {});
+  if (body || !ok) {
     await kept.fh.close();
-    return body;
+    return body ?? store.getManifest(name, options);
   }
   return kept.fh.createReadStream({ start: 0, autoClose: true });
 }
