@@ -125,9 +125,12 @@ async function inputs(): Promise<{ file?: { first: string; edited: string; bytes
     await writeRandomFile(first, bytes, 17);
     spawnSync('cp', [first, edited]);
     await editFile(edited, bytes, 5000);
-    // A later mtime, so rsync's quick check cannot take the edited file for the first.
-    const later = new Date(Date.now() + 86_400_000);
-    await utimes(edited, later, later);
+    // An earlier mtime for the first version, so rsync's quick check cannot take the edited
+    // file for it. Not a later one for the edit: a file stamped in the future is one xfer
+    // checks again before its commit (transfer/racy.ts: a wait and a second read), which
+    // an edit made now never is.
+    const earlier = new Date(Date.now() - 86_400_000);
+    await utimes(first, earlier, earlier);
     out.file = { first, edited, bytes };
   }
   if (only.has('tree')) {
@@ -137,7 +140,9 @@ async function inputs(): Promise<{ file?: { first: string; edited: string; bytes
     log(`writing a ${values['tree-size']} tree (fixtures/tree.ts) and its edited copy`);
     const t = await writeTree(first, { sizeBytes, seed: TREE_SEED });
     await mkdir(join(work, 'in', 'tree-edited'), { recursive: true });
-    await cp(first, edited, { recursive: true, preserveTimestamps: true });
+    // cp -a keeps mtimes to the nanosecond (fs.cp's preserveTimestamps keeps milliseconds,
+    // which changes every file's mtime and makes the re-sync read and compare every file).
+    spawnSync('cp', ['-a', first, join(work, 'in', 'tree-edited')]);
     const candidates = (await filesUnder(edited)).filter((f) => f.bytes >= 2 * EDIT_BYTES);
     for (let i = 0; i < EDITS; i++) {
       const f = candidates[Math.floor(((i + 0.5) / EDITS) * candidates.length)]!;

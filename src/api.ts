@@ -27,7 +27,7 @@ import { manifestTag } from './manifest/tag.js';
 import { ScanPool } from './scan/pool.js';
 import { chunkerForSource } from './scan/image-source.js';
 import { DEFAULT_CHUNKER } from './chunker/params.js';
-import type { ChunkStore, ManifestStore } from './store/store.js';
+import type { ChunkStore, ManifestStore, OpOptions } from './store/store.js';
 import type { PushDestination } from './transfer/destination.js';
 import { checkPushOptions, push as pushToDestination, statSource, type PushOptions as TransferPushOptions, type PushProgress, type PushResult } from './transfer/push.js';
 import { DryRunDestination, entryPaths, extrasOnDisk, planPull, type PullPlan } from './transfer/dry-run.js';
@@ -158,22 +158,23 @@ export async function push(source: PushSource, destination: LocationSpec, option
   if (location.kind === 'store') {
     if (options.delete) throw new InvalidArgumentError(DELETE_IN_STORE);
     const endpoint = await openStoreLocation(location, options);
-    // A tree pushed to `<url>/<path>` most often goes to that path itself (a first copy, or
-    // the same push again): its manifest is asked for while the path's type is, one round
-    // trip instead of two; dropped if the push goes elsewhere (into a folder of targets).
-    const guessed = sourceIsTree && !contents && location.path !== '' && !location.trailingSlash ? onceManifest(endpoint.store, location.path, options.signal) : undefined;
+    // A file or tree pushed to `<url>/<path>` most often goes to that path itself (a first
+    // copy, or the same push again): its manifest is asked for while the path's type is, one
+    // round trip instead of two; dropped if the push goes elsewhere (into a folder of targets).
+    const guessed = !contents && location.path !== '' && !location.trailingSlash ? onceManifest(endpoint.store, location.path, options.signal, endpoint.currentManifest) : undefined;
     guessed?.catch(() => {}); // awaited or dropped below
     try {
       const name = contents ? contentsTarget(location) : await resolveStoreTarget(endpoint, location.path, location.trailingSlash, sourceName, { signal: options.signal, sourceIsTree });
       // A tree's current manifest is read for its entries, the excluded ones and as the
-      // previous version (quick check, delta bases): one fetch for all of them.
+      // previous version (quick check, delta bases): one fetch for all of them. A file's
+      // only as its previous version, by the destination, if not guessed right.
       if (guessed && name === location.path) current = await guessed;
-      else if (sourceIsTree) current = await onceManifest(endpoint.store, name, options.signal);
+      else if (sourceIsTree) current = await onceManifest(endpoint.store, name, options.signal, endpoint.currentManifest);
       dest = endpoint.destination(name, { delta: options.delta, inPlace: options.inPlace, previous: current });
       // A store's copy (a server's tree, a stored manifest) mirrors the pushed tree: the
       // entries of its current version that the push lacks go at the commit. Listed (the
       // result's `deleted`) from that version's manifest.
-      if (current) {
+      if (current && sourceIsTree) {
         const state = await remoteTree(current, name, options.excludes, options.signal);
         if (state) {
           mirrored = { before: state.before, pushed: new Set() };
@@ -558,12 +559,17 @@ type OnceManifest = Pick<ManifestStore, 'getManifest'> & { remove(): Promise<voi
  * the destination's previous version), each a round trip and the whole manifest over the
  * wire. A manifest the store lacks is NotFoundError each time, as the store said.
  */
-async function onceManifest(store: ManifestStore, name: string, signal?: AbortSignal): Promise<OnceManifest> {
+async function onceManifest(
+  store: ManifestStore, name: string, signal?: AbortSignal,
+  /** Where a push reads the current manifest from (StoreEndpoint.currentManifest), if not the store. */
+  currentManifest?: (name: string, options?: OpOptions) => Promise<AsyncIterable<Uint8Array>>,
+): Promise<OnceManifest> {
   const dir = await makeTempDir('xfer-push-');
   const path = join(dir, 'current');
   let missing: unknown;
   try {
-    await pipeline(Readable.from(await store.getManifest(name, { signal })), createWriteStream(path), { signal });
+    const current = currentManifest ? currentManifest(name, { signal }) : store.getManifest(name, { signal });
+    await pipeline(Readable.from(await current), createWriteStream(path), { signal });
   } catch (err) {
     if (!isXferError(err, 'XFER_NOT_FOUND')) {
       await removeTempDir(dir);

@@ -113,6 +113,11 @@ export class DeltaUploads implements ChunkStore {
     await this.store.close();
   }
 
+  /** Whether a put of `id` at `placement` would go as a delta against a chunk of the previous version. */
+  replaces(id: ChunkId, length: number, placement: PutOptions['placement']): boolean {
+    return this.baseFor(id, length, placement) !== undefined;
+  }
+
   private throwFailure(): void {
     if (this.failure) throw this.failure.error;
   }

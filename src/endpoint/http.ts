@@ -1,11 +1,13 @@
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { fromSystemError } from '../core/errors.js';
+import type { ChunkId } from '../core/ids.js';
 import { retryPolicy, type RetryPlan } from '../core/retry.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import { HttpStore, type HttpStoreOptions } from '../store/http/store.js';
 import { DeltaUploads } from './http-delta.js';
 import { openStage, type StageUpload } from './http-stage.js';
+import { currentManifest, rememberPushed } from './pushed.js';
 import { isReservedName } from '../store/names.js';
 import type { ManifestStore, OpOptions } from '../store/store.js';
 import { KnownFiles, previousVersion } from '../transfer/known.js';
@@ -65,6 +67,7 @@ export function httpEndpoint(store: HttpStore): StoreEndpoint {
       signal: options.signal,
       onProgress: options.onProgress,
     }),
+    currentManifest: (name, options) => currentManifest(store, name, options),
     get retriesMade() {
       return store.retriesMade;
     },
@@ -130,13 +133,15 @@ export class HttpDestination implements PushDestination {
           finish: async (size, digest) => s.list.end(size, digest),
         };
       },
-      async commit(manifestPath: string, _header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
+      async commit(manifestPath: string, header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
         treeStage?.list.endBody();
         try {
           await client.commitManifest(name, () => createReadStream(manifestPath), { signal: opts.signal, checksum, inPlace });
         } finally {
           stage?.list.stop();
         }
+        // The next push of this tree reads it from here if it is still current (pushed.ts).
+        if (header.kind === 'tree') await rememberPushed(store.base, name, manifestPath);
         await stage?.done.catch(() => {});
       },
       abort: async () => {
@@ -148,6 +153,14 @@ export class HttpDestination implements PushDestination {
 
   knownFile(meta: EntryMeta, opts: OpOptions = {}): Promise<KnownFile | undefined> {
     return this.known?.find(meta, opts) ?? Promise.resolve(undefined);
+  }
+
+  storedChunks(opts: OpOptions = {}): Promise<((id: ChunkId) => boolean) | undefined> {
+    return this.known?.storedChunks(opts) ?? Promise.resolve(undefined);
+  }
+
+  replacesChunk(id: ChunkId, length: number, placement: { readonly path: string; readonly offset: number }): boolean {
+    return this.chunks instanceof DeltaUploads && this.chunks.replaces(id, length, placement);
   }
 
   deltaStats(): { chunks: number; savedBytes: number } {

@@ -147,6 +147,12 @@ export interface StoreEndpoint {
    * `xfer rm` then removes them itself.
    */
   readonly remove?: (name: string, options: OpOptions & { readonly recursive: boolean }) => Promise<readonly { readonly path: string; readonly versions: number }[]>;
+  /**
+   * Target `name`'s current manifest for a push to it, as store.getManifest gives it, from
+   * where it is cheapest: a server's from this user's copy of the last push when the server
+   * says it is still current (endpoint/pushed.ts). Absent: the store's getManifest.
+   */
+  readonly currentManifest?: (name: string, options?: OpOptions) => Promise<AsyncIterable<Uint8Array>>;
   /** Requests tried again so far (after a broken connection); 0 for a store without a wire. */
   readonly retriesMade: number;
   /**

@@ -36,8 +36,9 @@ const LONE_SURROGATE_RE = /\p{Cs}/u;
  * every segment non-empty and neither '.' nor '..', no NUL, no backslash.
  */
 export function pathProblem(path: string): string | null {
-  const q = JSON.stringify(path);
   if (path === '') return 'entry path is empty';
+  // Messages are built only for a problem: a tree manifest's parse checks every path.
+  const q = { toString: () => JSON.stringify(path) };
   if (LONE_SURROGATE_RE.test(path)) return `entry path ${q} is not valid Unicode`;
   if (Buffer.byteLength(path, 'utf8') > MAX_PATH_BYTES) return `entry path ${q} is longer than ${MAX_PATH_BYTES} bytes`;
   if (path.includes('\0')) return `entry path ${q} contains a NUL byte`;
@@ -87,18 +88,17 @@ function nameProblem(s: unknown, max: number): string | null {
 const isU32 = (v: unknown): boolean => Number.isInteger(v) && (v as number) >= 0 && (v as number) <= 0xffff_ffff;
 
 /** Problems of the version 2 attributes of an entry (all optional). */
-function attributeProblem(meta: EntryMeta, what: string): string | null {
+function attributeProblem(meta: EntryMeta, what: { toString(): string }): string | null {
   const { type, mtimeExtraNs, uid, gid, owner, group, devMajor, devMinor, xattrs } = meta;
   if (mtimeExtraNs !== undefined && !(Number.isInteger(mtimeExtraNs) && mtimeExtraNs >= 0 && mtimeExtraNs <= MAX_MTIME_EXTRA_NS)) {
     return `${what} has mtime nanoseconds ${mtimeExtraNs} outside 0..${MAX_MTIME_EXTRA_NS}`;
   }
-  for (const [field, id] of [['uid', uid], ['gid', gid]] as const) {
-    if (id !== undefined && !(isU32(id) && id !== NO_ID)) return `${what} has ${field} ${id} outside 0..${NO_ID - 1}`;
-  }
-  for (const [field, name] of [['owner', owner], ['group', group]] as const) {
-    const p = name === undefined ? null : nameProblem(name, MAX_OWNER_NAME_BYTES);
-    if (p !== null) return `${what} has an ${field} name that ${p}`;
-  }
+  if (uid !== undefined && !(isU32(uid) && uid !== NO_ID)) return `${what} has uid ${uid} outside 0..${NO_ID - 1}`;
+  if (gid !== undefined && !(isU32(gid) && gid !== NO_ID)) return `${what} has gid ${gid} outside 0..${NO_ID - 1}`;
+  const ownerProblem = owner === undefined ? null : nameProblem(owner, MAX_OWNER_NAME_BYTES);
+  if (ownerProblem !== null) return `${what} has an owner name that ${ownerProblem}`;
+  const groupProblem = group === undefined ? null : nameProblem(group, MAX_OWNER_NAME_BYTES);
+  if (groupProblem !== null) return `${what} has an group name that ${groupProblem}`;
   if (isDevice(type)) {
     if (!isU32(devMajor) || !isU32(devMinor)) return `${what} is a ${type} device without a valid device number`;
   } else if (devMajor !== undefined || devMinor !== undefined) {
@@ -133,7 +133,8 @@ export function metaProblem(meta: EntryMeta, kind: ManifestKind, version = FORMA
   const { type, path, mode, mtimeMs, size, linkTarget } = meta;
   if (!(version === FORMAT_VERSION_1 ? V1_TYPES : V2_TYPES).has(type)) return `unknown entry type ${JSON.stringify(type)}`;
   if (typeof path !== 'string') return 'entry path must be a string';
-  const what = describeEntry(path);
+  // Described only in a message: every entry of a manifest read or written is checked.
+  const what = { toString: () => describeEntry(path) };
   if (kind === 'file') {
     if (type !== 'file') return `the entry of a file manifest must be a file, not a ${type}`;
     if (path !== '') return `the entry of a file manifest must have the path "", not ${JSON.stringify(path)}`;

@@ -817,7 +817,9 @@ class SmallStagedFile implements StagedFile {
         const { uid, gid } = localOwner(this.meta, this.policy);
         if (uid !== -1 || gid !== -1) fchownSync(fd, uid, gid);
         fchmodSync(fd, this.meta.mode);
-        futimesSync(fd, utimeArg(this.meta.mtimeMs), utimeArg(this.meta.mtimeMs));
+        // An mtime with nanoseconds is set once, to the nanosecond, by finishAttributes below
+        // (setTimes): a millisecond one here first would be one more system call per file.
+        if ((this.meta.mtimeExtraNs ?? 0) === 0) futimesSync(fd, utimeArg(this.meta.mtimeMs), utimeArg(this.meta.mtimeMs));
       } catch (err) {
         throw fromSystemError(err, this.shown, 'write');
       } finally {

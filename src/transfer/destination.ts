@@ -1,4 +1,4 @@
-import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
+import type { ChunkerSpec, ChunkId, DigestAlgorithm } from '../core/ids.js';
 import type { ChunkRecord, ManifestHeader, ManifestKind, EntryMeta } from '../manifest/types.js';
 import type { ChunkStore, OpOptions } from '../store/store.js';
 
@@ -32,6 +32,19 @@ export interface PushDestination {
    * file is read.
    */
   knownFile?(meta: EntryMeta, options?: OpOptions): Promise<KnownFile | undefined>;
+  /**
+   * Chunks the destination is known to store (after begin): those of its current version
+   * that it said it has, answered once for the quick check (KnownFiles.storedChunks). The
+   * push does not ask `chunks.has` about them. Undefined when nothing is known.
+   */
+  storedChunks?(options?: OpOptions): Promise<((id: ChunkId) => boolean) | undefined>;
+  /**
+   * Whether chunk `id` of `length` bytes at `placement` takes the place of another chunk of
+   * the current version (the same file, the same offset, other content: it will go as a
+   * delta against that one). Such a chunk is new content: the push sends it without asking
+   * (UNASKED_CHANGED_BYTES); a destination that has it keeps one copy.
+   */
+  replacesChunk?(id: ChunkId, length: number, placement: { readonly path: string; readonly offset: number }): boolean;
   /**
    * Destinations that send changed chunks as deltas (HttpDestination): how many went so,
    * and how many chunk bytes did not travel thanks to them.

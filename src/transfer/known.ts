@@ -5,7 +5,7 @@
  */
 import { isZeroChunk } from '../chunker/zero.js';
 import { isXferError } from '../core/errors.js';
-import { chunkerSpecEquals, digestKey } from '../core/ids.js';
+import { chunkerSpecEquals, digestKey, type ChunkId } from '../core/ids.js';
 import { BaseIndex } from '../manifest/bases.js';
 import { openManifest } from '../manifest/reader.js';
 import type { EntryMeta, ManifestKind } from '../manifest/types.js';
@@ -14,6 +14,7 @@ import type { BeginOptions, KnownFile } from './destination.js';
 
 export class KnownFiles {
   private missing: Promise<Set<string>> | undefined;
+  private stored: Promise<((id: ChunkId) => boolean) | undefined> | undefined;
 
   private constructor(
     private readonly previous: BaseIndex,
@@ -53,6 +54,31 @@ export class KnownFiles {
     // Zero chunks are in no store (chunker/zero.ts): never missing.
     const algorithm = this.previous.algorithm;
     return f.records.some((r) => !isZeroChunk(algorithm, r.length, r.digest) && missing.has(digestKey(r.digest))) ? undefined : f;
+  }
+
+  /**
+   * The chunks of the previous version that the store did not say it lacks, in the answer
+   * to the query of ask() (asked now if it was not): a push need not ask about them again.
+   * Over a long link that is a round trip per query saved, and a re-sync after small edits
+   * then asks only about its changed chunks. As current as any `has` answer: the commit
+   * checks that every chunk is there (a repair round sends what is not, asking the store
+   * itself). Undefined if the query failed (the push then asks about every chunk).
+   */
+  storedChunks(options: OpOptions = {}): Promise<((id: ChunkId) => boolean) | undefined> {
+    this.missing ??= this.missingChunks(options);
+    this.stored ??= this.missing.then(
+      (missing) => {
+        const algorithm = this.previous.algorithm;
+        const present = new Set<string>();
+        for (const d of this.previous.distinctDigests()) {
+          const k = digestKey(d);
+          if (!missing.has(k)) present.add(k);
+        }
+        return (id: ChunkId) => id.algorithm === algorithm && present.has(digestKey(id.digest));
+      },
+      () => undefined,
+    );
+    return this.stored;
   }
 
   /** One `has` query for every chunk of the previous version (a damaged store may lack some). */

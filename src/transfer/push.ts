@@ -192,6 +192,14 @@ export const MAX_HAS_QUERIES_IN_FLIGHT = 4;
  * (a batch each) still costs a handful of queries, not one per file.
  */
 export const PIPELINED_QUERY_IDS = 1024;
+/**
+ * Bytes of changed chunks (PushDestination.replacesChunk) a push sends without asking the
+ * destination whether it has them, at most: a chunk that took the place of another at its
+ * offset is new content, nearly always missing, and asking first cost a round trip before
+ * its delta could start (a re-sync after small edits over a long link). Bounded because a
+ * push run again after a cut finds the chunks that arrived by asking: beyond this, it asks.
+ */
+export const UNASKED_CHANGED_BYTES = 2 * MiB;
 /** Bytes of scanned batches queued or waiting for a `has` answer beyond which send() waits. */
 export const QUEUED_BATCH_BYTES = 16 * MiB;
 
@@ -476,6 +484,16 @@ class Lease {
   }
 }
 
+/** Each chunk's offset in `batch`'s data. */
+function batchOffsets(batch: ChunkBatch): Float64Array {
+  const offsets = new Float64Array(batch.count);
+  for (let i = 0, o = 0; i < batch.count; i++) {
+    offsets[i] = o;
+    o += batch.lengths[i]!;
+  }
+  return offsets;
+}
+
 function records(batch: ChunkBatch): ChunkRecord[] {
   const out: ChunkRecord[] = new Array(batch.count);
   for (let i = 0; i < batch.count; i++) out[i] = { length: batch.lengths[i]!, digest: chunkDigest(batch, i) };
@@ -533,6 +551,12 @@ class ChunkSender {
   private putsStarted: Promise<void> = Promise.resolve();
   private startScheduled = false;
   private failure: { error: unknown } | undefined;
+  /** The chunks the destination is known to store (PushDestination.storedChunks), asked once. */
+  private stored: Promise<((id: ChunkId) => boolean) | undefined> | undefined;
+  /** Bytes of changed chunks still to be sent without asking (UNASKED_CHANGED_BYTES). */
+  private unaskedBytes = UNASKED_CHANGED_BYTES;
+  /** drain() was called: no batch will join the queue, so its queries start at once. */
+  private draining = false;
 
   constructor(
     private readonly destination: PushDestination,
@@ -594,7 +618,7 @@ class ChunkSender {
     while (
       this.queue.length > 0 &&
       !this.failure &&
-      (this.running.size === 0 || this.queuedIds >= PIPELINED_QUERY_IDS || this.queuedBytes >= QUEUED_BATCH_BYTES / 2) &&
+      (this.running.size === 0 || this.draining || this.queuedIds >= PIPELINED_QUERY_IDS || this.queuedBytes >= QUEUED_BATCH_BYTES / 2) &&
       this.querySlots.tryAcquire()
     ) {
       const group: Queued[] = [];
@@ -621,7 +645,7 @@ class ChunkSender {
     const signal = this.options.signal;
     let present: boolean[] | undefined;
     try {
-      present = await this.destination.chunks.has(group.flatMap((q) => q.ids), { signal });
+      present = await this.present(group);
     } catch (error) {
       this.fail(error);
     }
@@ -645,6 +669,40 @@ class ChunkSender {
     await started;
   }
 
+  /**
+   * Which of the group's ids the destination has, in order: those it is known to store
+   * (storedChunks, asked once) are present and a changed chunk (replacesChunk) missing,
+   * without a query, while UNASKED_CHANGED_BYTES last; the rest are asked in one `has`
+   * (none if every id is decided).
+   */
+  private async present(group: readonly Queued[]): Promise<boolean[]> {
+    const signal = this.options.signal;
+    const stored = await (this.stored ??= this.destination.storedChunks?.({ signal }) ?? Promise.resolve(undefined));
+    const replaces = this.destination.replacesChunk?.bind(this.destination);
+    const present: boolean[] = [];
+    const ask: ChunkId[] = [];
+    const at: number[] = [];
+    for (const q of group) {
+      const offsets = replaces && this.unaskedBytes > 0 ? batchOffsets(q.batch) : undefined;
+      for (let j = 0; j < q.ids.length; j++) {
+        const id = q.ids[j]!;
+        const i = q.index[j]!;
+        const length = q.batch.lengths[i]!;
+        if (stored?.(id)) present.push(true);
+        else if (offsets && this.unaskedBytes >= length && replaces!(id, length, { path: q.path, offset: q.batch.offset + offsets[i]! })) {
+          this.unaskedBytes -= length;
+          present.push(false);
+        } else {
+          at.push(present.length);
+          present.push(false);
+          ask.push(id);
+        }
+      }
+    }
+    if (ask.length > 0) (await this.destination.chunks.has(ask, { signal })).forEach((p, j) => (present[at[j]!] = p));
+    return present;
+  }
+
   /** Keeps the first failure; the batches still queued are dropped (their buffers go back). */
   private fail(error: unknown): void {
     this.failure ??= { error };
@@ -661,11 +719,7 @@ class ChunkSender {
   private async startPuts(q: Queued, present: boolean[], first: number): Promise<void> {
     const signal = this.options.signal;
     const { batch } = q;
-    const offsets = new Float64Array(batch.count);
-    for (let i = 0, o = 0; i < batch.count; i++) {
-      offsets[i] = o;
-      o += batch.lengths[i]!;
-    }
+    const offsets = batchOffsets(batch);
     for (let j = 0; j < q.ids.length; j++) {
       if (present[first + j]) continue;
       const i = q.index[j]!;
@@ -703,6 +757,9 @@ class ChunkSender {
   }
 
   async drain(): Promise<void> {
+    // Waiting for the running queries' answers gathers no more digests now: the last
+    // batches' query goes at once, a round trip earlier.
+    this.draining = true;
     for (;;) {
       this.startQueries();
       if (this.running.size === 0) break;

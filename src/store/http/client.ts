@@ -360,6 +360,22 @@ export class XferClient {
     return mapErrors(body, this.base, signal ?? this.signal);
   }
 
+  /**
+   * `GET /v1/manifests/<name>` with `If-None-Match` naming tree tag `tag`
+   * (docs/PROTOCOL.md): undefined when the server's manifest is still that one (304), else
+   * its manifest, as getManifest.
+   */
+  async getManifestUnlessTag(name: string, tag: string, signal?: AbortSignal): Promise<AsyncIterable<Uint8Array> | undefined> {
+    const quoted = `"${tag}"`;
+    const body = await this.request({ method: 'GET', path: paths.manifest(name), headers: { 'if-none-match': quoted }, signal }, async (res) => {
+      if (res.statusCode !== 304) return res.body;
+      await res.body.dump();
+      if (res.headers.etag !== quoted) throw new ProtocolError(`${this.base.origin} answered 304 for ${name} without its tag`);
+      return undefined;
+    });
+    return body && mapErrors(body, this.base, signal ?? this.signal);
+  }
+
   /** `DELETE /v1/manifests/<name>`. */
   async deleteManifest(name: string, signal?: AbortSignal): Promise<void> {
     if (this.info.manifestStore !== true) throw new ProtocolError(`${this.base.origin} does not delete manifests (an older server)`);
@@ -542,6 +558,8 @@ async function call(connection: Dispatcher, base: URL, opts: CallOptions): Promi
     throw transportError(err, base, opts.signal);
   }
   if (res.statusCode >= 200 && res.statusCode < 300) return res;
+  // Not Modified, to a request that asked whether it was (getManifestUnlessTag).
+  if (res.statusCode === 304 && opts.headers?.['if-none-match'] !== undefined) return res;
   let body: ErrorAnswer | undefined;
   try {
     body = readErrorAnswer(await res.body.json());
