@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { isZeroBytesView, zeroBytes } from '../src/chunker/zero.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
-import { CvStack, rememberZeroCv, spanCv, treeBinding, TreeHasher, TREE_SPAN_BYTES, type TreeBinding } from '../src/hash/tree.js';
+import { CvStack, rememberZeroCv, spanCv, treeBinding, TreeHasher, TREE_SPAN_BYTES, TREE_SPANS_IN_FLIGHT, type TreeBinding } from '../src/hash/tree.js';
 import { pull, push } from '../src/index.js';
 import { DIGEST_THREAD_MIN_BYTES } from '../src/scan/digest-thread.js';
 import { ScanPool } from '../src/scan/pool.js';
@@ -131,6 +131,38 @@ describe('the BLAKE3 digest merged from subtree CVs is the one-shot digest', () 
     } finally {
       await h.close();
     }
+  });
+
+  it('TreeHasher: a feeder that waits in ready() never has more than TREE_SPANS_IN_FLIGHT spans being hashed', async (t) => {
+    if (!tree) return t.diagnostic('no native addon');
+    // The real subtree functions, each hash held a little longer so that spans would pile
+    // up if ready() let the feeder run ahead of them.
+    let hashing = 0;
+    let most = 0;
+    const slow: TreeBinding = {
+      ...b,
+      blake3CvAsync: async (...args: Parameters<TreeBinding['blake3CvAsync']>) => {
+        most = Math.max(most, ++hashing);
+        try {
+          await b.blake3CvAsync(...args);
+          await new Promise((r) => setTimeout(r, 20));
+        } finally {
+          hashing--;
+        }
+      },
+    };
+    const data = layout(8 * TREE_SPAN_BYTES + 5, 9);
+    const h = new TreeHasher(slow, isZeroBytesView);
+    try {
+      for (let at = 0; at < data.length; at += MiB) {
+        h.update(data.subarray(at, Math.min(data.length, at + MiB)));
+        await h.ready();
+      }
+      assert.equal((await h.digest()).toString('hex'), oneShot(data));
+    } finally {
+      await h.close();
+    }
+    assert.equal(most, TREE_SPANS_IN_FLIGHT, 'spans hashed at once');
   });
 
   it('TreeHasher takes a zero span\'s CV remembered by a scan of the same holes instead of hashing it again', async (t) => {

@@ -18,6 +18,7 @@
 import { loadAddon, usableAddon, type NativeAddon } from '../native/addon.js';
 import { XferError } from '../core/errors.js';
 import { KiB } from '../core/sizes.js';
+import { Slots } from '../core/window.js';
 import { digestOf } from './digest.js';
 
 /** BLAKE3's chunk: spans are multiples of it, and their positions are counted in it. */
@@ -139,7 +140,7 @@ function rememberedZeroCv(offset: number, length: number): Uint8Array | undefine
 }
 
 /** Spans of a rebuilt file hashed at once on libuv's threads, at most (bounds the memory held). */
-const TREE_SPANS_IN_FLIGHT = 2;
+export const TREE_SPANS_IN_FLIGHT = 2;
 /** The span size TreeHasher hashes in (the scan's segment size: one subtree of 8192 chunks). */
 export const TREE_SPAN_BYTES = 8 * 1024 * KiB;
 
@@ -160,12 +161,18 @@ export class TreeHasher {
   /** CVs of the spans hashed so far, in order. */
   private readonly stack: CvStack;
   /**
-   * Spans handed to the pool, oldest first. Each leaves, its CV pushed on the stack, when
-   * it and every span before it are hashed (`merged`: chained, so CVs go in file order
-   * however many callers wait).
+   * The spans handed to the pool and not yet merged: each holds a slot from dispatch()
+   * (admitted at once: update() cannot wait) until its CV is pushed on the stack, which
+   * happens in file order (`lastMerged` chains them) however many callers wait in ready().
    */
-  private readonly inFlight: { readonly merged: Promise<void> }[] = [];
+  private readonly slots = new Slots(TREE_SPANS_IN_FLIGHT);
   private lastMerged: Promise<void> = Promise.resolve();
+  /** The first span that failed to hash: ready() and digest() report it. */
+  private failure: { readonly error: unknown } | undefined;
+  /**
+   * A merged span's buffer, for the next span: one is enough for the steady state (a span
+   * filling while the others hash); more would only be held, not used.
+   */
   private readonly spare: Uint8Array[] = [];
   /** The current span: its buffer (none while it holds only known zeros) and its bytes so far. */
   private span: Uint8Array | undefined;
@@ -194,9 +201,10 @@ export class TreeHasher {
     }
   }
 
-  /** Resolves once fewer than TREE_SPANS_IN_FLIGHT spans are being hashed. */
+  /** Resolves once fewer than TREE_SPANS_IN_FLIGHT spans are being hashed; rejects once one failed. */
   async ready(): Promise<void> {
-    while (this.inFlight.length >= TREE_SPANS_IN_FLIGHT) await this.inFlight[0]!.merged;
+    await this.slots.untilRoom();
+    if (this.failure) throw this.failure.error;
   }
 
   /** The digest of everything fed; once. */
@@ -228,17 +236,22 @@ export class TreeHasher {
     const buffer = this.span;
     const known = buffer ? undefined : rememberedZeroCv(this.offset, this.filled);
     const cv = known ?? new Uint8Array(CV_BYTES);
+    this.slots.admit();
     const hashed = known ? Promise.resolve() : this.b.blake3CvAsync(buffer ?? null, this.filled, this.offset / BLAKE3_CHUNK_BYTES, cv);
-    const entry = {
-      merged: Promise.all([this.lastMerged, hashed]).then(() => {
-        this.inFlight.shift();
-        this.stack.push(cv);
-        if (buffer) this.spare.push(buffer);
-      }),
-    };
-    entry.merged.catch(() => {}); // reported by ready() and digest(), which await it
-    this.inFlight.push(entry);
-    this.lastMerged = entry.merged;
+    const merged = Promise.all([this.lastMerged, hashed]).then(() => {
+      this.stack.push(cv);
+      if (buffer && this.spare.length === 0) this.spare.push(buffer);
+    });
+    // The slot is given back once this span and every one before it are merged (or one
+    // failed): a caller woken in ready() then sees the failure.
+    merged.then(
+      () => this.slots.release(),
+      (error: unknown) => {
+        this.failure ??= { error };
+        this.slots.release();
+      },
+    );
+    this.lastMerged = merged;
     this.offset += this.filled;
     this.span = undefined;
     this.filled = 0;
