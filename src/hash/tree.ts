@@ -64,6 +64,62 @@ export function spanCv(b: TreeBinding, data: Uint8Array | null, length: number, 
   return out;
 }
 
+/**
+ * How [from, to) meets `holes` (sorted, disjoint [from, to) pairs, flat; adjacent holes
+ * reported as one range, as a reader that seeks them does): inside one hole, clear of
+ * them all, or partly in one.
+ */
+export function holeCover(holes: readonly number[], from: number, to: number): 'hole' | 'data' | 'mixed' {
+  // The first hole that ends after `from` (binary search over the pairs).
+  let lo = 0;
+  let hi = holes.length / 2;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (holes[2 * mid + 1]! <= from) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo === holes.length / 2 || holes[2 * lo]! >= to) return 'data';
+  return holes[2 * lo]! <= from && holes[2 * lo + 1]! >= to ? 'hole' : 'mixed';
+}
+
+/** A copy of data[from, to) with the parts in `holes` zeroed (one BLAKE3 chunk at most: cheap). */
+function zeroedCopy(data: Uint8Array, from: number, to: number, holes: readonly number[]): Uint8Array {
+  const copy = data.slice(from, to);
+  for (let k = 0; k < holes.length; k += 2) {
+    const a = Math.max(from, holes[k]!);
+    const z = Math.min(to, holes[k + 1]!);
+    if (a < z) copy.fill(0, a - from, z - from);
+  }
+  return copy;
+}
+
+/** BLAKE3's left subtree of `bytes` (> 1 chunk): the largest power of two chunks that leaves at least one byte (blake3.c left_subtree_len). */
+function leftSubtreeBytes(bytes: number): number {
+  const fullChunks = Math.floor((bytes - 1) / BLAKE3_CHUNK_BYTES);
+  return 2 ** Math.floor(Math.log2(fullChunks)) * BLAKE3_CHUNK_BYTES;
+}
+
+/**
+ * spanCv of data[0, length) at byte `offset`, where `holes` (as holeCover's, relative to
+ * data) are known zeros: every subtree of the span's BLAKE3 tree that lies inside a hole
+ * is hashed by the zero routine, without reading its bytes in data; the rest from data.
+ * The same CV as spanCv of the bytes with the holes zeroed, wherever the holes start and
+ * end: a BLAKE3 chunk that is partly hole is hashed from a copy with its hole part zeroed.
+ */
+export function spanCvWithHoles(b: TreeBinding, data: Uint8Array, length: number, offset: number, holes: readonly number[]): Uint8Array {
+  const cv = (from: number, bytes: number): Uint8Array => {
+    const cover = holeCover(holes, from, from + bytes);
+    if (cover === 'hole') return spanCv(b, null, bytes, offset + from);
+    if (cover === 'data') return spanCv(b, data.subarray(from, from + bytes), bytes, offset + from);
+    if (bytes <= BLAKE3_CHUNK_BYTES) return spanCv(b, zeroedCopy(data, from, from + bytes, holes), bytes, offset + from);
+    const left = leftSubtreeBytes(bytes);
+    const out = new Uint8Array(CV_BYTES);
+    b.blake3Parent(cv(from, left), cv(from + left, bytes - left), false, out);
+    return out;
+  };
+  return cv(0, length);
+}
+
 function popcount(n: number): number {
   let c = 0;
   for (; n > 0; n = Math.floor(n / 2)) c += n % 2;
