@@ -7,7 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { isZeroBytesView, zeroBytes } from '../src/chunker/zero.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
-import { CvStack, rememberZeroCv, spanCv, treeBinding, TreeHasher, TREE_SPAN_BYTES, type TreeBinding } from '../src/hash/tree.js';
+import { CvStack, holeCover, rememberZeroCv, spanCv, spanCvWithHoles, treeBinding, TreeHasher, TREE_SPAN_BYTES, TREE_SPANS_IN_FLIGHT, type TreeBinding } from '../src/hash/tree.js';
+import { ChunkColumns, chunkerFor, cutAndHash, scanSegment } from '../src/scan/segment.js';
 import { pull, push } from '../src/index.js';
 import { DIGEST_THREAD_MIN_BYTES } from '../src/scan/digest-thread.js';
 import { ScanPool } from '../src/scan/pool.js';
@@ -87,6 +88,43 @@ describe('the BLAKE3 digest merged from subtree CVs is the one-shot digest', () 
     }
   });
 
+  it('holeCover tells a range inside a hole, clear of the holes, or partly in one', () => {
+    const holes = [0, 100, 300, 400, 1000, 4096];
+    assert.deepEqual(
+      [[0, 100], [10, 50], [100, 300], [150, 200], [99, 101], [250, 350], [300, 400], [400, 1000], [1000, 4096], [4095, 4097], [5000, 6000], [200, 2000]].map(([a, b]) => holeCover(holes, a!, b!)),
+      ['hole', 'hole', 'data', 'data', 'mixed', 'mixed', 'hole', 'data', 'hole', 'mixed', 'data', 'mixed'],
+    );
+    assert.equal(holeCover([], 0, 10), 'data');
+  });
+
+  it('a span\'s holes, wherever they start and end, are hashed without their bytes: the CV of the bytes with the holes zeroed', (t) => {
+    if (!tree) return t.diagnostic('no native addon');
+    const span = 8 * MiB;
+    const layouts: number[][] = [
+      [3 * MiB + 512, span], // from mid-span (mid-chunk) to the end
+      [0, 5 * MiB], // a head hole ending mid-span
+      [KiB, 2 * KiB, 4 * MiB + 100, 4 * MiB + 9000, 6 * MiB, 7 * MiB + 4096], // small, mid-chunk, aligned
+      [0, span], // all hole
+      [4096, span - 4096], // all but the edges
+    ];
+    for (const [i, holes] of layouts.entries()) {
+      for (const length of [span, 5 * MiB + 77]) {
+        const clipped: number[] = [];
+        for (let k = 0; k < holes.length; k += 2) if (holes[k]! < length) clipped.push(holes[k]!, Math.min(length, holes[k + 1]!));
+        // The holes' bytes here are NOT zero: were they read, the CV would differ.
+        const dirty = pseudoRandom(length, 70 + i);
+        const zeroed = Buffer.from(dirty);
+        for (let k = 0; k < clipped.length; k += 2) zeroed.fill(0, clipped[k]!, clipped[k + 1]!);
+        const offset = 3 * span;
+        assert.equal(
+          Buffer.from(spanCvWithHoles(b, dirty, length, offset, clipped)).toString('hex'),
+          Buffer.from(spanCv(b, zeroed, length, offset)).toString('hex'),
+          `layout ${i}, ${length} bytes`,
+        );
+      }
+    }
+  });
+
   it('a span that is not a subtree (misaligned position) is refused', (t) => {
     if (!tree) return t.diagnostic('no native addon');
     assert.throws(() => spanCv(b, null, 2 * KiB, KiB), /not a subtree/);
@@ -133,6 +171,38 @@ describe('the BLAKE3 digest merged from subtree CVs is the one-shot digest', () 
     }
   });
 
+  it('TreeHasher: a feeder that waits in ready() never has more than TREE_SPANS_IN_FLIGHT spans being hashed', async (t) => {
+    if (!tree) return t.diagnostic('no native addon');
+    // The real subtree functions, each hash held a little longer so that spans would pile
+    // up if ready() let the feeder run ahead of them.
+    let hashing = 0;
+    let most = 0;
+    const slow: TreeBinding = {
+      ...b,
+      blake3CvAsync: async (...args: Parameters<TreeBinding['blake3CvAsync']>) => {
+        most = Math.max(most, ++hashing);
+        try {
+          await b.blake3CvAsync(...args);
+          await new Promise((r) => setTimeout(r, 20));
+        } finally {
+          hashing--;
+        }
+      },
+    };
+    const data = layout(8 * TREE_SPAN_BYTES + 5, 9);
+    const h = new TreeHasher(slow, isZeroBytesView);
+    try {
+      for (let at = 0; at < data.length; at += MiB) {
+        h.update(data.subarray(at, Math.min(data.length, at + MiB)));
+        await h.ready();
+      }
+      assert.equal((await h.digest()).toString('hex'), oneShot(data));
+    } finally {
+      await h.close();
+    }
+    assert.equal(most, TREE_SPANS_IN_FLIGHT, 'spans hashed at once');
+  });
+
   it('TreeHasher takes a zero span\'s CV remembered by a scan of the same holes instead of hashing it again', async (t) => {
     if (!tree) return t.diagnostic('no native addon');
     const offset = 5 * TREE_SPAN_BYTES;
@@ -168,6 +238,107 @@ describe('the BLAKE3 digest merged from subtree CVs is the one-shot digest', () 
     }
   });
 });
+
+describe('holes anywhere in a segment are neither compared nor hashed from memory', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xfer-b3holes-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('cutAndHash takes windows inside the reported holes as zeros without looking at their bytes', () => {
+    const chunker = chunkerFor(DEFAULT_CHUNKER, 'typescript');
+    const size = 6 * MiB;
+    const holes = [MiB + 3000, 3 * MiB + 5, 4 * MiB, 5 * MiB + 1];
+    const max = chunker.maxChunkBytes;
+    const zeroed = pseudoRandom(size, 80);
+    for (let k = 0; k < holes.length; k += 2) zeroed.fill(0, holes[k]!, holes[k + 1]!);
+    // The reader zeroes holes, and cuts near their edges read those zeros (a chunk that starts
+    // before a hole or ends after it); a window inside one is not looked at: here its bytes
+    // are NOT zero, more than a chunk's length from the hole's edges.
+    const dirty = Buffer.from(zeroed);
+    for (let k = 0; k < holes.length; k += 2) dirty.fill(0xa5, holes[k]! + max, holes[k + 1]! - max);
+    const cut = (data: Uint8Array, known?: number[]) => {
+      const cols = new ChunkColumns();
+      cutAndHash(chunker, 'blake3', data, 0, size, true, size, cols, undefined, known);
+      return { lengths: [...cols.lengths.subarray(0, cols.count)], digests: Buffer.from(cols.digests.subarray(0, cols.count * 32)).toString('hex') };
+    };
+    // With the holes reported, the chunks are those of the file with its holes read as zeros.
+    assert.deepEqual(cut(dirty, holes), cut(zeroed));
+  });
+
+  it('a scan of a file whose holes start and end mid-segment: the chunks of its dense copy, b3sum\'s digest, and the holes reported by its segments', async (t) => {
+    if (!treeBinding()) return t.diagnostic('no native addon');
+    const size = 4 * SEGMENT_BYTES;
+    // Data and holes that start and end inside segments (none on a segment edge).
+    const extents = [[SEGMENT_BYTES / 2 + 1000, MiB], [SEGMENT_BYTES - 2 * MiB, MiB], [SEGMENT_BYTES + 3 * MiB, 10 * MiB], [3 * SEGMENT_BYTES + 5 * MiB + 7, 4097]] as const;
+    const sparse = join(dir, 'mid.img');
+    const dense = join(dir, 'mid-dense.img');
+    const fh = await open(sparse, 'w');
+    try {
+      await fh.truncate(size);
+      for (const [i, [at, n]] of extents.entries()) await fh.write(pseudoRandom(n, 90 + i), 0, n, at);
+    } finally {
+      await fh.close();
+    }
+    execFileSync('cp', ['--sparse=never', sparse, dense]);
+    const pool = new ScanPool({ threads: 2 });
+    try {
+      const scanOf = async (path: string) => {
+        const scan = await scanFile(path, pool, { chunker: DEFAULT_CHUNKER, digestAlgorithm: 'blake3', implementation: 'typescript' });
+        const chunks: string[] = [];
+        for await (const batch of scan.batches()) {
+          for (let i = 0; i < batch.count; i++) chunks.push(`${batch.lengths[i]}:${Buffer.from(batch.digests.subarray(i * 32, i * 32 + 32)).toString('hex')}`);
+          batch.release();
+        }
+        return { chunks, digest: Buffer.from(scan.result.digest).toString('hex'), dataBytes: scan.result.dataBytes };
+      };
+      const a = await scanOf(sparse);
+      const d = await scanOf(dense);
+      assert.deepEqual(a.chunks, d.chunks, 'the same chunks as the dense copy');
+      assert.equal(a.digest, await fileDigest(sparse));
+      assert.equal(a.digest, d.digest);
+      assert.ok(a.dataBytes < 13 * MiB, `dataBytes ${a.dataBytes}: the extents, not the holes`);
+    } finally {
+      await pool.close();
+    }
+    // Segment 1 (8-16 MiB) of the sparse file: a hole up to 11 MiB, then data; its CV is
+    // that of its bytes, its hole reported (as the data's, not from the segment's start only).
+    const r = scanSegment({
+      kind: 'file', path: sparse, start: SEGMENT_BYTES, end: 2 * SEGMENT_BYTES, fileSize: size, chunker: DEFAULT_CHUNKER,
+      implementation: 'typescript', digestAlgorithm: 'blake3', wholeFile: false, segmentCv: true,
+    });
+    assert.deepEqual(r.holes?.slice(0, 2), [0, 3 * MiB], 'the head hole');
+    const s0 = scanSegment({
+      kind: 'file', path: sparse, start: 0, end: SEGMENT_BYTES, fileSize: size, chunker: DEFAULT_CHUNKER,
+      implementation: 'typescript', digestAlgorithm: 'blake3', wholeFile: false, segmentCv: true,
+    });
+    // Segment 0 (and the next segment's head it reads): hole, data, hole, data, hole. The
+    // file system keeps extents in blocks: edges within 4 KiB of where the data was written.
+    const holes = s0.holes ?? [];
+    const near = (got: number | undefined, want: number) => got !== undefined && Math.abs(got - want) < 4 * KiB;
+    assert.equal(holes.length, 6, `three holes: ${holes}`);
+    assert.ok(holes[0] === 0 && near(holes[1], SEGMENT_BYTES / 2 + 1000), `the head hole: ${holes}`);
+    assert.ok(near(holes[2], SEGMENT_BYTES / 2 + 1000 + MiB) && near(holes[3], SEGMENT_BYTES - 2 * MiB), `the hole between the data extents: ${holes}`);
+    assert.ok(near(holes[4], SEGMENT_BYTES - MiB), `the tail hole: ${holes}`);
+    const bytes = Buffer.alloc(SEGMENT_BYTES);
+    const rfh = await open(sparse, 'r');
+    try {
+      await rfh.read(bytes, 0, SEGMENT_BYTES, 0);
+    } finally {
+      await rfh.close();
+    }
+    assert.equal(Buffer.from(s0.segmentCv!).toString('hex'), Buffer.from(spanCv(b3(), bytes, SEGMENT_BYTES, 0)).toString('hex'));
+  });
+});
+
+function b3(): TreeBinding {
+  const t = treeBinding();
+  if (!t) throw new Error('no native addon');
+  return t;
+}
 
 /** A sparse file: holes, data at odd offsets and across segment edges, zeros written as data. */
 async function sparseFile(path: string, size: number, seed: number): Promise<void> {

@@ -7,7 +7,8 @@ import { RecentChunks } from '../src/reconstruct/recent.js';
 import { runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
 
-const MiB = 1024 * 1024;
+const KiB = 1024;
+const MiB = 1024 * KiB;
 
 describe('a chunk that occurs several times is fetched once', () => {
   let dir: string;
@@ -57,5 +58,29 @@ describe('a chunk that occurs several times is fetched once', () => {
     assert.equal((await cache.get(d(2), fetch(4))).fetched, true);
     await assert.rejects(cache.get(d(9), async () => { throw new Error('boom'); }), /boom/);
     assert.equal((await cache.get(d(9), fetch(1))).fetched, true, 'a failed fetch is not remembered');
+  });
+
+  it('RecentChunks keeps at most its capacity alive, counting the buffers its chunks are views of', async () => {
+    const capacity = 32 * MiB;
+    const cache = new RecentChunks(capacity);
+    // As a local store returns them: 64 KiB chunks that are views of 4 MiB read-ahead
+    // windows, sixteen chunks from each window, 64 windows (256 MiB of windows in all).
+    let n = 0;
+    for (let w = 0; w < 64; w++) {
+      const window = Buffer.alloc(4 * MiB, w);
+      for (let i = 0; i < 16; i++) {
+        const chunk = window.subarray(i * 64 * KiB, (i + 1) * 64 * KiB);
+        await cache.get(new Uint8Array([w, i]), async () => chunk);
+        n++;
+        assert.ok(cache.heldBytes <= capacity, `after ${n} chunks: ${cache.heldBytes} bytes held`);
+      }
+    }
+    // The most recent windows' chunks are still served from memory.
+    assert.equal((await cache.get(new Uint8Array([63, 15]), async () => Buffer.alloc(64 * KiB))).fetched, false);
+    // A view of a buffer much larger than the capacity's share is remembered as a copy.
+    const huge = Buffer.alloc(16 * MiB);
+    await cache.get(new Uint8Array([200]), async () => huge.subarray(0, 64 * KiB));
+    assert.ok(cache.heldBytes <= capacity, `${cache.heldBytes} bytes held`);
+    assert.equal((await cache.get(new Uint8Array([200]), async () => Buffer.alloc(1))).fetched, false);
   });
 });

@@ -18,6 +18,7 @@
 import { loadAddon, usableAddon, type NativeAddon } from '../native/addon.js';
 import { XferError } from '../core/errors.js';
 import { KiB } from '../core/sizes.js';
+import { Slots } from '../core/window.js';
 import { digestOf } from './digest.js';
 
 /** BLAKE3's chunk: spans are multiples of it, and their positions are counted in it. */
@@ -61,6 +62,62 @@ export function spanCv(b: TreeBinding, data: Uint8Array | null, length: number, 
   const out = new Uint8Array(CV_BYTES);
   b.blake3Cv(data, length, offset / BLAKE3_CHUNK_BYTES, out);
   return out;
+}
+
+/**
+ * How [from, to) meets `holes` (sorted, disjoint [from, to) pairs, flat; adjacent holes
+ * reported as one range, as a reader that seeks them does): inside one hole, clear of
+ * them all, or partly in one.
+ */
+export function holeCover(holes: readonly number[], from: number, to: number): 'hole' | 'data' | 'mixed' {
+  // The first hole that ends after `from` (binary search over the pairs).
+  let lo = 0;
+  let hi = holes.length / 2;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (holes[2 * mid + 1]! <= from) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo === holes.length / 2 || holes[2 * lo]! >= to) return 'data';
+  return holes[2 * lo]! <= from && holes[2 * lo + 1]! >= to ? 'hole' : 'mixed';
+}
+
+/** A copy of data[from, to) with the parts in `holes` zeroed (one BLAKE3 chunk at most: cheap). */
+function zeroedCopy(data: Uint8Array, from: number, to: number, holes: readonly number[]): Uint8Array {
+  const copy = data.slice(from, to);
+  for (let k = 0; k < holes.length; k += 2) {
+    const a = Math.max(from, holes[k]!);
+    const z = Math.min(to, holes[k + 1]!);
+    if (a < z) copy.fill(0, a - from, z - from);
+  }
+  return copy;
+}
+
+/** BLAKE3's left subtree of `bytes` (> 1 chunk): the largest power of two chunks that leaves at least one byte (blake3.c left_subtree_len). */
+function leftSubtreeBytes(bytes: number): number {
+  const fullChunks = Math.floor((bytes - 1) / BLAKE3_CHUNK_BYTES);
+  return 2 ** Math.floor(Math.log2(fullChunks)) * BLAKE3_CHUNK_BYTES;
+}
+
+/**
+ * spanCv of data[0, length) at byte `offset`, where `holes` (as holeCover's, relative to
+ * data) are known zeros: every subtree of the span's BLAKE3 tree that lies inside a hole
+ * is hashed by the zero routine, without reading its bytes in data; the rest from data.
+ * The same CV as spanCv of the bytes with the holes zeroed, wherever the holes start and
+ * end: a BLAKE3 chunk that is partly hole is hashed from a copy with its hole part zeroed.
+ */
+export function spanCvWithHoles(b: TreeBinding, data: Uint8Array, length: number, offset: number, holes: readonly number[]): Uint8Array {
+  const cv = (from: number, bytes: number): Uint8Array => {
+    const cover = holeCover(holes, from, from + bytes);
+    if (cover === 'hole') return spanCv(b, null, bytes, offset + from);
+    if (cover === 'data') return spanCv(b, data.subarray(from, from + bytes), bytes, offset + from);
+    if (bytes <= BLAKE3_CHUNK_BYTES) return spanCv(b, zeroedCopy(data, from, from + bytes, holes), bytes, offset + from);
+    const left = leftSubtreeBytes(bytes);
+    const out = new Uint8Array(CV_BYTES);
+    b.blake3Parent(cv(from, left), cv(from + left, bytes - left), false, out);
+    return out;
+  };
+  return cv(0, length);
 }
 
 function popcount(n: number): number {
@@ -139,7 +196,7 @@ function rememberedZeroCv(offset: number, length: number): Uint8Array | undefine
 }
 
 /** Spans of a rebuilt file hashed at once on libuv's threads, at most (bounds the memory held). */
-const TREE_SPANS_IN_FLIGHT = 2;
+export const TREE_SPANS_IN_FLIGHT = 2;
 /** The span size TreeHasher hashes in (the scan's segment size: one subtree of 8192 chunks). */
 export const TREE_SPAN_BYTES = 8 * 1024 * KiB;
 
@@ -160,12 +217,18 @@ export class TreeHasher {
   /** CVs of the spans hashed so far, in order. */
   private readonly stack: CvStack;
   /**
-   * Spans handed to the pool, oldest first. Each leaves, its CV pushed on the stack, when
-   * it and every span before it are hashed (`merged`: chained, so CVs go in file order
-   * however many callers wait).
+   * The spans handed to the pool and not yet merged: each holds a slot from dispatch()
+   * (admitted at once: update() cannot wait) until its CV is pushed on the stack, which
+   * happens in file order (`lastMerged` chains them) however many callers wait in ready().
    */
-  private readonly inFlight: { readonly merged: Promise<void> }[] = [];
+  private readonly slots = new Slots(TREE_SPANS_IN_FLIGHT);
   private lastMerged: Promise<void> = Promise.resolve();
+  /** The first span that failed to hash: ready() and digest() report it. */
+  private failure: { readonly error: unknown } | undefined;
+  /**
+   * A merged span's buffer, for the next span: one is enough for the steady state (a span
+   * filling while the others hash); more would only be held, not used.
+   */
   private readonly spare: Uint8Array[] = [];
   /** The current span: its buffer (none while it holds only known zeros) and its bytes so far. */
   private span: Uint8Array | undefined;
@@ -194,9 +257,10 @@ export class TreeHasher {
     }
   }
 
-  /** Resolves once fewer than TREE_SPANS_IN_FLIGHT spans are being hashed. */
+  /** Resolves once fewer than TREE_SPANS_IN_FLIGHT spans are being hashed; rejects once one failed. */
   async ready(): Promise<void> {
-    while (this.inFlight.length >= TREE_SPANS_IN_FLIGHT) await this.inFlight[0]!.merged;
+    await this.slots.untilRoom();
+    if (this.failure) throw this.failure.error;
   }
 
   /** The digest of everything fed; once. */
@@ -228,17 +292,22 @@ export class TreeHasher {
     const buffer = this.span;
     const known = buffer ? undefined : rememberedZeroCv(this.offset, this.filled);
     const cv = known ?? new Uint8Array(CV_BYTES);
+    this.slots.admit();
     const hashed = known ? Promise.resolve() : this.b.blake3CvAsync(buffer ?? null, this.filled, this.offset / BLAKE3_CHUNK_BYTES, cv);
-    const entry = {
-      merged: Promise.all([this.lastMerged, hashed]).then(() => {
-        this.inFlight.shift();
-        this.stack.push(cv);
-        if (buffer) this.spare.push(buffer);
-      }),
-    };
-    entry.merged.catch(() => {}); // reported by ready() and digest(), which await it
-    this.inFlight.push(entry);
-    this.lastMerged = entry.merged;
+    const merged = Promise.all([this.lastMerged, hashed]).then(() => {
+      this.stack.push(cv);
+      if (buffer && this.spare.length === 0) this.spare.push(buffer);
+    });
+    // The slot is given back once this span and every one before it are merged (or one
+    // failed): a caller woken in ready() then sees the failure.
+    merged.then(
+      () => this.slots.release(),
+      (error: unknown) => {
+        this.failure ??= { error };
+        this.slots.release();
+      },
+    );
+    this.lastMerged = merged;
     this.offset += this.filled;
     this.span = undefined;
     this.filled = 0;

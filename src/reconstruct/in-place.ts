@@ -21,7 +21,8 @@ import { BusyError, fromSystemError, InvalidArgumentError, TooLargeError, Verify
 import { DIGEST_BYTES, digestKey, digestToHex, type ChunkerSpec, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { formatBytes, MiB } from '../core/sizes.js';
 import { Window } from '../core/window.js';
-import { createHasher, digestOf } from '../hash/digest.js';
+import { digestOf } from '../hash/digest.js';
+import { digestOfOpenFile } from '../scan/file-digest.js';
 import type { ManifestReader } from '../manifest/reader.js';
 import type { EntryMeta } from '../manifest/types.js';
 import type { ScanPool } from '../scan/pool.js';
@@ -325,7 +326,7 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
       throw fromSystemError(err, target, 'fsync');
     });
     // Read back: the target's first `total` bytes must be the manifest's file.
-    const digest = await digestOfRange(fh, total, algorithm, signal);
+    const digest = await digestOfOpenFile(fh, total, algorithm, signal);
     if (!digest.equals(header.digest)) {
       throw new VerifyFailedError(`${target}: content digest after writing in place ${digest.toString('hex')} does not match the manifest's ${digestToHex(header.digest)}`);
     }
@@ -377,19 +378,6 @@ async function* readRange(fh: FileHandle, bytes: number, signal?: AbortSignal): 
     yield buf.subarray(0, bytesRead);
     pos += bytesRead;
   }
-}
-
-async function digestOfRange(fh: FileHandle, bytes: number, algorithm: DigestAlgorithm, signal?: AbortSignal): Promise<Buffer> {
-  const hasher = createHasher(algorithm);
-  const buf = Buffer.allocUnsafe(IN_PLACE_READ_BYTES);
-  for (let pos = 0; pos < bytes; ) {
-    throwIfAborted(signal);
-    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, bytes - pos), pos);
-    if (bytesRead === 0) break;
-    hasher.update(buf.subarray(0, bytesRead));
-    pos += bytesRead;
-  }
-  return Buffer.from(hasher.digest());
 }
 
 /** `length` bytes at `position` if they hash to `digest`; undefined if not (changed, or short). */

@@ -11,12 +11,37 @@ import { MiB } from '../core/sizes.js';
 /** Memory for recently fetched chunks: repeats in disk images are mostly near or frequent. */
 export const RECENT_CHUNK_CACHE_BYTES = 32 * MiB;
 
+/**
+ * A chunk that is a view of a buffer larger than this share of the capacity is remembered
+ * as a copy of its own: kept as a view, it would hold all of that buffer.
+ */
+const VIEW_COPY_SHARE = 8;
+
+/**
+ * Contract on memory: what the remembered chunks keep alive is at most the capacity,
+ * counted as the buffers they are views of (each once, however many chunks share it), not
+ * as the chunks' own lengths. A chunk read from a local store is a view of a 4 MiB
+ * read-ahead window; counted by its length, 32 MiB of 64 KiB chunks could hold hundreds
+ * of windows (a server's rebuild of a disk image held them until evicted).
+ */
 export class RecentChunks {
   private readonly inFlight = new Map<string, Promise<Buffer>>();
   private readonly recent = new Map<string, Buffer>();
+  /** Remembered chunks per buffer they are views of: a buffer counts once in `bytes`. */
+  private readonly users = new Map<ArrayBufferLike, number>();
+  /** Bytes of the buffers the remembered chunks keep alive. */
   private bytes = 0;
 
   constructor(private readonly capacityBytes = RECENT_CHUNK_CACHE_BYTES) {}
+
+  /** Bytes of memory the remembered chunks keep alive (their buffers, each once). */
+  get heldBytes(): number {
+    const buffers = new Set<ArrayBufferLike>();
+    for (const data of this.recent.values()) buffers.add(data.buffer);
+    let n = 0;
+    for (const b of buffers) n += b.byteLength;
+    return n;
+  }
 
   /**
    * The chunk's bytes from an earlier or ongoing fetch, or from `fetch()` (then remembered).
@@ -30,8 +55,8 @@ export class RecentChunks {
       // recurring may stay for long, and the buffer it came in may be a view of a slab
       // (SlabAllocator) that it would keep alive.
       const own = hit.byteLength === hit.buffer.byteLength ? hit : Buffer.from(hit);
-      this.recent.delete(key);
-      this.recent.set(key, own);
+      this.forget(key, hit);
+      this.remember(key, own);
       return { data: own, fetched: false };
     }
     const pending = this.inFlight.get(key);
@@ -40,7 +65,8 @@ export class RecentChunks {
     this.inFlight.set(key, p);
     try {
       const data = await p;
-      this.remember(key, data);
+      const large = data.buffer.byteLength > this.capacityBytes / VIEW_COPY_SHARE && data.byteLength < data.buffer.byteLength;
+      this.remember(key, large ? Buffer.from(data) : data);
       return { data, fetched: true };
     } finally {
       this.inFlight.delete(key);
@@ -48,13 +74,25 @@ export class RecentChunks {
   }
 
   private remember(key: string, data: Buffer): void {
-    if (data.length > this.capacityBytes) return;
+    const users = this.users.get(data.buffer) ?? 0;
+    const cost = users === 0 ? data.buffer.byteLength : 0;
+    if (cost > this.capacityBytes) return;
     this.recent.set(key, data);
-    this.bytes += data.length;
+    this.users.set(data.buffer, users + 1);
+    this.bytes += cost;
     for (const [k, v] of this.recent) {
       if (this.bytes <= this.capacityBytes) break;
-      this.recent.delete(k);
-      this.bytes -= v.length;
+      this.forget(k, v);
+    }
+  }
+
+  private forget(key: string, data: Buffer): void {
+    this.recent.delete(key);
+    const users = this.users.get(data.buffer)! - 1;
+    if (users > 0) this.users.set(data.buffer, users);
+    else {
+      this.users.delete(data.buffer);
+      this.bytes -= data.buffer.byteLength;
     }
   }
 }

@@ -113,7 +113,7 @@ class Stitcher {
     let pos = this.pos;
     if (!advanceTo(pos)) {
       const stopAt = r.count > 0 ? (p: number) => advanceTo(p + start) : undefined;
-      pos = start + cutAndHash(this.chunker, this.algorithm, r.data, pos - start, r.data.length, eof, end - start, fix, stopAt, r.zeroPrefix);
+      pos = start + cutAndHash(this.chunker, this.algorithm, r.data, pos - start, r.data.length, eof, end - start, fix, stopAt, r.holes);
       if (!advanceTo(pos)) j = r.count; // passed the segment end without meeting the worker's chain
     }
     let lengths = r.lengths.subarray(j, r.count);

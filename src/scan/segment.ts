@@ -6,7 +6,7 @@ import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
 import { DIGEST_BYTES } from '../core/ids.js';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { digestOf } from '../hash/digest.js';
-import { nativeTree, spanCv } from '../hash/tree.js';
+import { holeCover, nativeTree, spanCvWithHoles } from '../hash/tree.js';
 import { seekData, seekHole } from '../io/sys.js';
 
 /** What every segment task shares: how to chunk and hash. */
@@ -40,8 +40,8 @@ export interface FileSegmentTask extends SegmentTaskBase {
    * Also return the BLAKE3 chaining value of [start, end) as a subtree of the file's
    * digest (hash/tree.ts; start must be a multiple of the segment size, a power of two
    * number of 1 KiB chunks): computed here, while the bytes are in cache, so the scan
-   * merges CVs instead of hashing the whole file again in order. A segment that is all
-   * hole is hashed without its bytes.
+   * merges CVs instead of hashing the whole file again in order. Its holes, wherever they
+   * lie in it, are hashed without their bytes (spanCvWithHoles).
    */
   readonly segmentCv?: boolean;
 }
@@ -73,11 +73,12 @@ export interface SegmentResult {
   readonly data: Uint8Array;
   readonly fileDigest?: Uint8Array;
   /**
-   * data[0, zeroPrefix) is a hole of the file, zeroed by the reader (not read): the
-   * stitcher's cuts there need not look at it (cutAndHash's knownZeroBefore). 0 when
+   * The holes of the file in data, wherever they lie: sorted, disjoint [from, to) pairs
+   * relative to data, flat. Zeroed by the reader, not read; the stitcher's cuts there need
+   * not look at them (cutAndHash's `holes`). Absent when there are none or they are
    * unknown (a stream, no SEEK_DATA).
    */
-  readonly zeroPrefix?: number;
+  readonly holes?: readonly number[];
   /** File tasks with segmentCv: the segment's BLAKE3 subtree CV (32 bytes). */
   readonly segmentCv?: Uint8Array;
   /**
@@ -183,20 +184,21 @@ function digestInto(algorithm: DigestAlgorithm, bytes: Uint8Array, out: Uint8Arr
  * maxChunkBytes bytes are all zero is cut and hashed exactly like that many zero bytes,
  * computed once per chunker (see zeroChunkOf). Checking costs a memcmp instead of a gear
  * scan and a hash. It matters most in the stitcher, where chains that started at
- * different offsets inside a zero run never meet until it ends. Where the caller knows
- * data[0, knownZeroBefore) is zero (a hole it zeroed), not even the memcmp is done there.
+ * different offsets inside a zero run never meet until it ends. Where the caller knows a
+ * range is zero (`holes`: holes of the file it zeroed, as SegmentResult.holes), a window
+ * inside one is taken as zeros without even the memcmp: its bytes are not looked at.
  */
 export function cutAndHash(
   chunker: Chunker, algorithm: DigestAlgorithm, data: Uint8Array, pos: number, end: number, eof: boolean,
-  startLimit: number, cols: ChunkColumns, stopAt?: (pos: number) => boolean, knownZeroBefore = 0,
+  startLimit: number, cols: ChunkColumns, stopAt?: (pos: number) => boolean, holes?: readonly number[],
 ): number {
   const out = new Uint32Array(stopAt ? 1 : CUT_BATCH);
   const max = chunker.maxChunkBytes;
   const zero = zeroChunkOf(chunker, algorithm);
   const bytes = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  // data[0, knownZeroBefore) is a hole the reader zeroed: a window inside it is zero unread
-  // (a 64 GiB sparse image is not compared byte by byte, on the workers or the stitcher).
-  const zeroWindowAt = (p: number) => end - p >= max && (p + max <= knownZeroBefore || isZero(bytes, p, max, zero.window));
+  // A window inside a hole the reader zeroed is zero unread (a 64 GiB sparse image is not
+  // compared byte by byte, on the workers or the stitcher).
+  const zeroWindowAt = (p: number) => end - p >= max && ((holes !== undefined && holeCover(holes, p, p + max) === 'hole') || isZero(bytes, p, max, zero.window));
   while (pos < startLimit) {
     if (zeroWindowAt(pos)) {
       cols.push(zero.length, zero.digest);
@@ -260,7 +262,7 @@ export function scanSegment(task: SegmentTask): SegmentResult {
   let wholeFile = false;
   let dataBytes: number;
   let segmentCv: Uint8Array | undefined;
-  let zeroPrefix = 0;
+  let holes: number[] | undefined;
   if (task.kind === 'bytes') {
     data = new Uint8Array(task.bytes, 0, task.length);
     eof = task.eof;
@@ -268,18 +270,18 @@ export function scanSegment(task: SegmentTask): SegmentResult {
     dataBytes = Math.min(task.length, task.startLimit);
   } else {
     const readEnd = Math.min(task.fileSize, task.end + chunker.maxChunkBytes);
-    ({ data, dataBytes, zeroPrefix } = readSegment(task, readEnd - task.start));
+    ({ data, dataBytes, holes } = readSegment(task, readEnd - task.start));
     eof = readEnd === task.fileSize;
     startLimit = task.end - task.start;
     wholeFile = task.wholeFile;
   }
   const cols = new ChunkColumns();
-  cutAndHash(chunker, task.digestAlgorithm, data, 0, data.length, eof, startLimit, cols, undefined, zeroPrefix);
+  cutAndHash(chunker, task.digestAlgorithm, data, 0, data.length, eof, startLimit, cols, undefined, holes);
   if (task.kind === 'file' && task.segmentCv) {
     const tree = nativeTree();
     if (!tree) throw new XferError('XFER_INTERNAL', 'segment CV asked of a scan worker without the native addon');
-    // All hole: the zero routine (no input read); else the bytes just chunked (holes zeroed).
-    segmentCv = spanCv(tree, dataBytes === 0 ? null : data, startLimit, task.start);
+    // The bytes just chunked; its holes (all of it, or parts anywhere) by the zero routine.
+    segmentCv = spanCvWithHoles(tree, data, startLimit, task.start, holes ?? []);
   }
   return {
     count: cols.count,
@@ -288,7 +290,7 @@ export function scanSegment(task: SegmentTask): SegmentResult {
     data,
     fileDigest: wholeFile ? digestOf(task.digestAlgorithm, data) : undefined,
     ...(segmentCv ? { segmentCv } : {}),
-    ...(zeroPrefix > 0 ? { zeroPrefix } : {}),
+    ...(holes && holes.length > 0 ? { holes } : {}),
     dataBytes,
   };
 }
@@ -299,7 +301,7 @@ export function scanSegment(task: SegmentTask): SegmentResult {
  * the buffer, which is what reading them would give. A 20 GiB disk image holding 100 MB
  * is read as 100 MB. Also returns how many bytes of [start, end) were read, not holes.
  */
-function readSegment(task: FileSegmentTask, need: number): { data: Uint8Array; dataBytes: number; zeroPrefix: number } {
+function readSegment(task: FileSegmentTask, need: number): { data: Uint8Array; dataBytes: number; holes: number[] } {
   const data = task.buffer && task.buffer.byteLength >= need ? new Uint8Array(task.buffer, 0, need) : new Uint8Array(new ArrayBuffer(need));
   let fd: number;
   try {
@@ -308,9 +310,9 @@ function readSegment(task: FileSegmentTask, need: number): { data: Uint8Array; d
     throw fromSystemError(err, task.path, 'open');
   }
   let dataBytes = 0;
-  let zeroPrefix = 0;
+  let holes: number[] = [];
   try {
-    ({ read: dataBytes, zeroPrefix } = readData(fd, data, task.start, task.end, task.path));
+    ({ read: dataBytes, holes } = readData(fd, data, task.start, task.end, task.path));
     if (task.expectMtimeMs !== undefined) {
       const st = fstatSync(fd);
       // A block device has no size or mtime of its content to check (st_size is 0).
@@ -324,34 +326,37 @@ function readSegment(task: FileSegmentTask, need: number): { data: Uint8Array; d
   } finally {
     closeSync(fd);
   }
-  return { data, dataBytes, zeroPrefix };
+  return { data, dataBytes, holes };
 }
 
 /**
  * Fills `data` with file bytes from `position` on: the data extents are read, the holes
  * between them zeroed. Returns the bytes read below `countEnd` (the segment's own part),
- * and how many bytes from the start are a hole (zeroed, not read).
+ * and the holes (zeroed, not read) as sorted [from, to) pairs relative to data, flat.
  * A file that shrank meanwhile reads as a hole here; the size and mtime checks after the
  * scan (expectMtimeMs, FileScan.checkUnchanged) report it.
  */
-function readData(fd: number, data: Uint8Array, position: number, countEnd: number, path: string): { read: number; zeroPrefix: number } {
+function readData(fd: number, data: Uint8Array, position: number, countEnd: number, path: string): { read: number; holes: number[] } {
   const end = position + data.length;
   let pos = position;
   let read = 0;
-  let zeroPrefix: number | undefined;
+  const holes: number[] = [];
   while (pos < end) {
     const at = seekData(fd, pos);
     if (at < 0 || at >= end) {
       data.fill(0, pos - position);
+      holes.push(pos - position, data.length);
       break;
     }
-    zeroPrefix ??= at - position;
-    if (at > pos) data.fill(0, pos - position, at - position);
+    if (at > pos) {
+      data.fill(0, pos - position, at - position);
+      holes.push(pos - position, at - position);
+    }
     const hole = seekHole(fd, at);
     const stop = hole < 0 ? end : Math.min(hole, end);
     readFully(fd, data.subarray(at - position, stop - position), at, path);
     read += Math.max(0, Math.min(stop, countEnd) - at);
     pos = stop;
   }
-  return { read, zeroPrefix: zeroPrefix ?? data.length };
+  return { read, holes };
 }

@@ -4,8 +4,7 @@ import { throwIfAborted } from '../core/abort.js';
 import { isZeroChunk } from '../chunker/zero.js';
 import { InvalidArgumentError, isXferError, NotFoundError } from '../core/errors.js';
 import { digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
-import { createHasher } from '../hash/digest.js';
-import { readSequential } from '../io/direct.js';
+import { digestOfFile } from '../scan/file-digest.js';
 import { openManifest } from '../manifest/reader.js';
 import type { EntryMeta } from '../manifest/types.js';
 import { isReservedName } from '../store/names.js';
@@ -404,17 +403,14 @@ async function rebuiltFileProblem(
   if (digest === undefined) {
     return Math.floor(st.mtimeMs) === expected.mtimeMs ? undefined : `the rebuilt file was modified: mtime ${new Date(st.mtimeMs).toISOString()}, the manifest says ${new Date(expected.mtimeMs).toISOString()}`;
   }
-  const hasher = createHasher(algorithm);
+  let got: Buffer;
   try {
-    for await (const piece of readSequential(path, size)) {
-      throwIfAborted(signal);
-      hasher.update(piece);
-    }
+    // Holes are not read, and a large file is hashed in parallel spans (digestOfFile).
+    got = await digestOfFile(path, size, algorithm, signal);
   } catch (err) {
     if (isXferError(err, 'XFER_ABORTED')) throw err;
     return `the rebuilt file cannot be read (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
   }
-  const got = hasher.digest();
   return got.equals(digest) ? undefined : `the rebuilt file's content differs from its manifest (digest ${digestToHex(got)}, expected ${digestToHex(digest)})`;
 }
 

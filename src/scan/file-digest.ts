@@ -1,0 +1,79 @@
+import { open, type FileHandle } from 'node:fs/promises';
+import { zeroBytes } from '../chunker/zero.js';
+import { throwIfAborted } from '../core/abort.js';
+import type { DigestAlgorithm } from '../core/ids.js';
+import { MiB } from '../core/sizes.js';
+import { createHasher } from '../hash/digest.js';
+import { alignedBuffer, alignUp, DIRECT_ALIGN_BYTES, openDirect } from '../io/direct.js';
+import { seekData, seekHole } from '../io/sys.js';
+import { DIGEST_THREAD_MIN_BYTES, largeFileHasher } from './digest-thread.js';
+
+/** Bytes read per read(2) of a file's data extents. */
+const FILE_DIGEST_READ_BYTES = 4 * MiB;
+/** Holes are fed to the hasher in known-zero pieces of this size (zeroBytes() views). */
+const FILE_DIGEST_ZERO_PIECE_BYTES = MiB;
+
+/**
+ * The whole-content digest (b3sum / sha256sum) of [0, bytes) of an open file, read in order
+ * once. Holes (SEEK_DATA/SEEK_HOLE, io/sys.ts; without the addon all of the file is data)
+ * are not read: they go to the hasher as known zeros (views of zeroBytes()), which a
+ * TreeHasher hashes without input. A file of DIGEST_THREAD_MIN_BYTES or more is hashed by
+ * largeFileHasher() (BLAKE3 with the addon: spans on libuv's threads; else a DigestThread),
+ * a smaller one on this thread: the same digest either way. A regular file shorter than
+ * `bytes` is hashed to its end only (its digest then differs: a missing tail is not taken
+ * for a hole). `direct`: `fh` was
+ * opened with O_DIRECT (openDirect): reads are then aligned (io/direct.ts).
+ */
+export async function digestOfOpenFile(fh: FileHandle, bytes: number, algorithm: DigestAlgorithm, signal?: AbortSignal, direct = false): Promise<Buffer> {
+  const large = bytes >= DIGEST_THREAD_MIN_BYTES ? largeFileHasher(algorithm) : undefined;
+  const small = large ? undefined : createHasher(algorithm);
+  const update = (data: Uint8Array) => (large ?? small!).update(data);
+  const buf = direct ? alignedBuffer(FILE_DIGEST_READ_BYTES) : Buffer.allocUnsafe(Math.min(FILE_DIGEST_READ_BYTES, Math.max(1, bytes)));
+  try {
+    // SEEK_DATA cannot tell a hole at the end from the end: the size does (a device has none).
+    const st = await fh.stat();
+    const readable = st.isFile() ? Math.min(bytes, st.size) : bytes;
+    for (let pos = 0; pos < readable; ) {
+      throwIfAborted(signal);
+      const at = seekData(fh.fd, pos);
+      const dataAt = at < 0 ? readable : Math.min(at, readable);
+      if (dataAt > pos) {
+        // A hole: known zeros, not read.
+        const n = Math.min(dataAt - pos, FILE_DIGEST_ZERO_PIECE_BYTES);
+        update(zeroBytes(n));
+        pos += n;
+      } else {
+        const hole = seekHole(fh.fd, pos);
+        const end = hole < 0 ? readable : Math.min(hole, readable);
+        // O_DIRECT reads start and end on DIRECT_ALIGN_BYTES: from the aligned offset at or
+        // before pos (bytes before pos are skipped), at most the buffer.
+        const from = direct ? pos - (pos % DIRECT_ALIGN_BYTES) : pos;
+        const want = Math.min(end - from, buf.length);
+        const { bytesRead } = await fh.read(buf, 0, direct ? Math.min(buf.length, alignUp(want)) : want, from);
+        const got = Math.min(bytesRead, end - from) - (pos - from);
+        if (got <= 0) break;
+        // The hashers copy what they keep (or hash it now): the buffer is reused.
+        update(buf.subarray(pos - from, pos - from + got));
+        pos += got;
+      }
+      await large?.ready();
+    }
+    return Buffer.from(large ? await large.digest() : small!.digest());
+  } finally {
+    await large?.close();
+  }
+}
+
+/**
+ * digestOfOpenFile of the file at `path`, opened with O_DIRECT where it can be (a file to
+ * verify is usually not in the page cache: 3x faster cold, see io/direct.ts openDirect).
+ */
+export async function digestOfFile(path: string, bytes: number, algorithm: DigestAlgorithm, signal?: AbortSignal): Promise<Buffer> {
+  const direct = await openDirect(path, 'r');
+  const fh = direct ?? (await open(path, 'r'));
+  try {
+    return await digestOfOpenFile(fh, bytes, algorithm, signal, direct !== undefined);
+  } finally {
+    await fh.close();
+  }
+}

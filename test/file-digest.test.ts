@@ -1,0 +1,90 @@
+import { strict as assert } from 'node:assert';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, open, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { sysIsNative } from '../src/io/sys.js';
+import { DIGEST_THREAD_MIN_BYTES } from '../src/scan/digest-thread.js';
+import { digestOfFile } from '../src/scan/file-digest.js';
+import { pseudoRandom } from './helpers/gen.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+/** Bytes this process has read through read(2) and friends so far (holes skipped do not count). */
+function bytesReadByProcess(): number {
+  return Number(/^rchar: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
+}
+
+/** Runs fn with XFER_NO_NATIVE=1 when `native` is false (the TypeScript twins), then restores it. */
+async function withNative<T>(native: boolean, fn: () => Promise<T>): Promise<T> {
+  const saved = process.env.XFER_NO_NATIVE;
+  if (!native) process.env.XFER_NO_NATIVE = '1';
+  try {
+    return await fn();
+  } finally {
+    if (saved === undefined) delete process.env.XFER_NO_NATIVE;
+    else process.env.XFER_NO_NATIVE = saved;
+  }
+}
+
+describe('a whole file hashed to check it (verify --read-data, an in-place pull, an unchanged target): holes not read, the digest b3sum\'s and sha256sum\'s', () => {
+  let dir: string;
+  let large: string;
+  let small: string;
+  /** Data extents of the large file: holes start and end mid-span, one reaches the end. */
+  const LARGE_BYTES = DIGEST_THREAD_MIN_BYTES + 9 * MiB + 5;
+  const EXTENTS = [[3 * MiB + 4096, MiB + 77], [20 * MiB + 12345, 3 * MiB], [LARGE_BYTES - 70000, 70000]] as const;
+  const DATA_BYTES = EXTENTS.reduce((n, [, len]) => n + len, 0);
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xfer-file-digest-'));
+    large = join(dir, 'large.img');
+    small = join(dir, 'small.img');
+    for (const [path, size, extents] of [[large, LARGE_BYTES, EXTENTS], [small, 5 * MiB + 3, [[MiB + 1, 1000]]]] as const) {
+      const fh = await open(path, 'w');
+      try {
+        await fh.truncate(size);
+        for (const [i, [at, n]] of extents.entries()) await fh.write(pseudoRandom(n, 300 + i), 0, n, at);
+      } finally {
+        await fh.close();
+      }
+    }
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  for (const native of [true, false]) {
+    for (const algorithm of ['blake3', 'sha256'] as const) {
+      it(`${algorithm}, ${native ? 'with the addon' : 'TypeScript twins (XFER_NO_NATIVE=1)'}: the digest of the logical content, large and small`, async (t) => {
+        if (native && !sysIsNative()) return t.diagnostic('native addon not built');
+        const tool = algorithm === 'blake3' ? ['b3sum', '--no-names'] : ['sha256sum'];
+        for (const [path, size] of [[large, LARGE_BYTES], [small, 5 * MiB + 3]] as const) {
+          const expected = execFileSync(tool[0]!, [...tool.slice(1), path], { encoding: 'utf8' }).trim().split(' ')[0];
+          const got = await withNative(native, () => digestOfFile(path, size, algorithm));
+          assert.equal(got.toString('hex'), expected, `${path}`);
+        }
+      });
+    }
+  }
+
+  it('the holes of a large sparse file are not read', async (t) => {
+    if (!sysIsNative()) return t.diagnostic('native addon not built: SEEK_DATA unknown, all of the file is data');
+    const before = bytesReadByProcess();
+    await digestOfFile(large, LARGE_BYTES, 'blake3');
+    const read = bytesReadByProcess() - before;
+    // Reading the holes would be LARGE_BYTES (73 MiB); the extents and the blocks around them are 4 MiB.
+    assert.ok(read < DATA_BYTES + 2 * MiB, `read ${read} bytes of a ${LARGE_BYTES}-byte file holding ${DATA_BYTES}`);
+  });
+
+  it('a file shorter than the size asked is hashed to its end: its missing tail is not taken for a hole', async () => {
+    // Its last MiB would read as a hole (SEEK_DATA finds no more data): it is not taken for one.
+    const got = await digestOfFile(small, 6 * MiB, 'blake3');
+    const padded = Buffer.concat([readFileSync(small), Buffer.alloc(6 * MiB - (5 * MiB + 3))]);
+    const paddedDigest = execFileSync('b3sum', ['--no-names'], { input: padded, encoding: 'utf8', maxBuffer: 1024 }).trim();
+    assert.notEqual(got.toString('hex'), paddedDigest);
+    assert.equal(got.toString('hex'), execFileSync('b3sum', ['--no-names', small], { encoding: 'utf8' }).trim(), 'the digest of what there is');
+  });
+});
