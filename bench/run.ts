@@ -38,8 +38,9 @@
  * then other, other then this, ...: each goes first in half the rounds, so drift and
  * whatever the first of a pair leaves behind land on both alike), and every timed run
  * starts with `sync` (bench/measure.ts). Prints, for every row, the median wall time of
- * each build, the change of the medians, and the median of the per-round changes (each
- * round's pair ran minutes apart at most, so load from elsewhere mostly cancels in it).
+ * each build, the change of the medians, the median of the per-round changes (each
+ * round's pair ran minutes apart at most, so load from elsewhere mostly cancels in it),
+ * and the same for the timed client's CPU seconds (load-insensitive; no server CPU).
  * Writes bench/results/compare/<timestamp>.json (outside the merged report; the
  * per-round results files are removed).
  */
@@ -154,7 +155,7 @@ async function compareBuilds(dir: string): Promise<void> {
   }
   const table: Record<string, unknown>[] = [];
   const pct = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(1)}%`;
-  log(`\n${'scenario'.padEnd(28)} ${'tool'.padEnd(38)} ${'other s'.padStart(8)} ${'this s'.padStart(8)} ${'change'.padStart(7)} ${'paired'.padStart(7)}  per round (this/other - 1)`);
+  log(`\n${'scenario'.padEnd(28)} ${'tool'.padEnd(38)} ${'other s'.padStart(8)} ${'this s'.padStart(8)} ${'change'.padStart(7)} ${'paired'.padStart(7)} ${'cpu'.padStart(7)}  per round (this/other - 1)`);
   const key = (r: MacroRow) => `${r.scenario}\u0000${r.tool}`;
   const merged = builds.map((b) => {
     const byRow = new Map<string, MacroRow[]>();
@@ -172,8 +173,13 @@ async function compareBuilds(dir: string): Promise<void> {
     // Round i of each build ran back to back: their ratio is the paired change of round i.
     const perRound = thisWalls.slice(0, otherWalls.length).map((t, i) => (t / otherWalls[i]! - 1) * 100);
     const paired = median(perRound);
-    table.push({ scenario: mine[0]!.scenario, tool: mine[0]!.tool, otherSeconds: a, thisSeconds: b, changePercent: change, pairedChangePercent: paired, perRoundChangePercent: perRound, otherWalls, thisWalls, rounds: mine.length });
-    log(`${mine[0]!.scenario.padEnd(28)} ${mine[0]!.tool.padEnd(38)} ${a.toFixed(2).padStart(8)} ${b.toFixed(2).padStart(8)} ${pct(change).padStart(7)} ${pct(paired).padStart(7)}  ${perRound.map((p) => pct(p)).join(' ')}`);
+    // The timed client's CPU seconds (user + sys, its threads included; a server is not in
+    // it): far less sensitive than wall time to load from other processes, so a change in
+    // wall time that the CPU does not show is more likely the machine than the code.
+    const cpuPerRound = mine.slice(0, theirs.length).map((r, i) => (r.cpuSecondsMedian / theirs[i]!.cpuSecondsMedian - 1) * 100);
+    const cpu = median(cpuPerRound);
+    table.push({ scenario: mine[0]!.scenario, tool: mine[0]!.tool, otherSeconds: a, thisSeconds: b, changePercent: change, pairedChangePercent: paired, perRoundChangePercent: perRound, cpuPairedChangePercent: cpu, otherWalls, thisWalls, rounds: mine.length });
+    log(`${mine[0]!.scenario.padEnd(28)} ${mine[0]!.tool.padEnd(38)} ${a.toFixed(2).padStart(8)} ${b.toFixed(2).padStart(8)} ${pct(change).padStart(7)} ${pct(paired).padStart(7)} ${pct(cpu).padStart(7)}  ${perRound.map((p) => pct(p)).join(' ')}`);
   }
   const summary = (rows: MacroRow[]) => [...new Set(rows.map(key))].map((k) => {
     const of = rows.filter((r) => key(r) === k);
