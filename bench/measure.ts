@@ -50,9 +50,10 @@ export function have(cmd: string): boolean {
 /**
  * The peers and tools of the macro benchmark come from Debian packages; install what is
  * missing (needs root and apt). Returns the commands that are available afterwards.
+ * Without `peers`, only GNU time (what timed() needs), and no peer.
  */
-export function ensureTools(log: (s: string) => void): Set<string> {
-  const wanted: Record<string, string> = { casync: 'casync', restic: 'restic', borg: 'borgbackup', b3sum: 'b3sum', rsync: 'rsync' };
+export function ensureTools(log: (s: string) => void, peers = true): Set<string> {
+  const wanted: Record<string, string> = peers ? { casync: 'casync', restic: 'restic', borg: 'borgbackup', b3sum: 'b3sum', rsync: 'rsync' } : {};
   const missing = Object.entries(wanted).filter(([c]) => !have(c));
   if (!have(TIME)) missing.push(['time', 'time']);
   if (missing.length && process.getuid?.() === 0 && have('apt-get')) {

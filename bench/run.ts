@@ -41,8 +41,8 @@
  * each build, the change of the medians, the median of the per-round changes (each
  * round's pair ran minutes apart at most, so load from elsewhere mostly cancels in it),
  * and the same for the timed client's CPU seconds (load-insensitive; no server CPU).
- * Writes bench/results/compare/<timestamp>.json (outside the merged report; the
- * per-round results files are removed).
+ * (The arithmetic is bench/compare.ts.) Writes bench/results/compare/<timestamp>.json
+ * (outside the merged report; the per-round results files are removed).
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -52,8 +52,9 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseSize } from '../src/core/sizes.js';
+import { compareRows, formatCompareTable, roundOrder } from './compare.js';
 import { summarize, type MacroRow } from './harness.js';
-import { median, type Run } from './measure.js';
+import type { Run } from './measure.js';
 import { runMacro } from './macro.js';
 import { ensureTools } from './measure.js';
 import { runMicro, runMicroStorage } from './micro.js';
@@ -104,7 +105,7 @@ if (values.scale) {
   }
   if (values.macro || both) {
     // --xfer-only: no peers (what --compare runs: their rows are not compared, and their writes and time only add noise).
-    const tools = values['xfer-only'] ? (ensureTools(log), new Set<string>()) : ensureTools(log);
+    const tools = ensureTools(log, !values['xfer-only']);
     const o = { work, sizeBytes: parseSize(values.size!, '--size'), runs: Number(values.runs), tools, log };
     log(`macro benchmarks (${values.size}, ${values.runs} runs each, alternating; peers: ${[...tools].join(', ') || 'none'})`);
     const rows: MacroRow[] = [];
@@ -141,46 +142,19 @@ async function compareBuilds(dir: string): Promise<void> {
   const args = ['--macro', '--xfer-only', '--only', values.only!, '--size', values.size!, '--runs', '1', '--work', work];
   if (values.local) args.push('--local');
   if (values['remote-only']) args.push('--remote-only');
-  const builds = [
-    { label: 'this', cli: ownCli, rows: [] as MacroRow[] },
-    { label: 'other', cli: otherCli, rows: [] as MacroRow[] },
-  ];
+  const builds = { this: { cli: ownCli, rows: [] as MacroRow[] }, other: { cli: otherCli, rows: [] as MacroRow[] } };
   log(`comparing ${ownCli} (this) with ${otherCli} (other), both under ${self}: ${rounds} rounds of ${args.join(' ')}`);
   log('order: odd rounds this then other, even rounds other then this; every timed run starts after a sync; xfer rows only');
   for (let round = 0; round < rounds; round++) {
-    for (const build of round % 2 === 0 ? builds : [...builds].reverse()) {
-      log(`round ${round + 1}/${rounds}: ${build.label}`);
-      build.rows.push(...(await runRound(self, args, build.cli)));
+    for (const label of roundOrder(round)) {
+      log(`round ${round + 1}/${rounds}: ${label}`);
+      builds[label].rows.push(...(await runRound(self, args, builds[label].cli)));
     }
   }
-  const table: Record<string, unknown>[] = [];
-  const pct = (x: number) => `${x >= 0 ? '+' : ''}${x.toFixed(1)}%`;
-  log(`\n${'scenario'.padEnd(28)} ${'tool'.padEnd(38)} ${'other s'.padStart(8)} ${'this s'.padStart(8)} ${'change'.padStart(7)} ${'paired'.padStart(7)} ${'cpu'.padStart(7)}  per round (this/other - 1)`);
+  const table = compareRows(builds.this.rows, builds.other.rows);
+  log('');
+  for (const line of formatCompareTable(table)) log(line);
   const key = (r: MacroRow) => `${r.scenario}\u0000${r.tool}`;
-  const merged = builds.map((b) => {
-    const byRow = new Map<string, MacroRow[]>();
-    for (const r of b.rows) byRow.set(key(r), [...(byRow.get(key(r)) ?? []), r]);
-    return byRow;
-  });
-  for (const [k, mine] of merged[0]!) {
-    const theirs = merged[1]!.get(k);
-    if (!mine[0]!.tool.startsWith('xfer') || theirs === undefined) continue;
-    const otherWalls = theirs.map((r) => r.wallSeconds.median);
-    const thisWalls = mine.map((r) => r.wallSeconds.median);
-    const a = median(otherWalls);
-    const b = median(thisWalls);
-    const change = (b / a - 1) * 100;
-    // Round i of each build ran back to back: their ratio is the paired change of round i.
-    const perRound = thisWalls.slice(0, otherWalls.length).map((t, i) => (t / otherWalls[i]! - 1) * 100);
-    const paired = median(perRound);
-    // The timed client's CPU seconds (user + sys, its threads included; a server is not in
-    // it): far less sensitive than wall time to load from other processes, so a change in
-    // wall time that the CPU does not show is more likely the machine than the code.
-    const cpuPerRound = mine.slice(0, theirs.length).map((r, i) => (r.cpuSecondsMedian / theirs[i]!.cpuSecondsMedian - 1) * 100);
-    const cpu = median(cpuPerRound);
-    table.push({ scenario: mine[0]!.scenario, tool: mine[0]!.tool, otherSeconds: a, thisSeconds: b, changePercent: change, pairedChangePercent: paired, perRoundChangePercent: perRound, cpuPairedChangePercent: cpu, otherWalls, thisWalls, rounds: mine.length });
-    log(`${mine[0]!.scenario.padEnd(28)} ${mine[0]!.tool.padEnd(38)} ${a.toFixed(2).padStart(8)} ${b.toFixed(2).padStart(8)} ${pct(change).padStart(7)} ${pct(paired).padStart(7)} ${pct(cpu).padStart(7)}  ${perRound.map((p) => pct(p)).join(' ')}`);
-  }
   const summary = (rows: MacroRow[]) => [...new Set(rows.map(key))].map((k) => {
     const of = rows.filter((r) => key(r) === k);
     const runs: Run[] = of.map((r) => ({ wallSeconds: r.wallSeconds.median, cpuSeconds: r.cpuSecondsMedian, maxRssMiB: r.maxRssMiB, stdout: '' }));
@@ -190,7 +164,7 @@ async function compareBuilds(dir: string): Promise<void> {
   await mkdir(out, { recursive: true });
   const file = join(out, `${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
   const method = 'one harness (this build) for both CLIs; rounds alternate this-first and other-first; sync before every timed run; xfer rows only';
-  await writeFile(file, JSON.stringify({ ...results, compare: { this: ownCli, other: otherCli, harness: self, method, rounds, rows: table, thisRows: summary(builds[0]!.rows), otherRows: summary(builds[1]!.rows) } }, null, 2));
+  await writeFile(file, JSON.stringify({ ...results, compare: { this: ownCli, other: otherCli, harness: self, method, rounds, rows: table, thisRows: summary(builds.this.rows), otherRows: summary(builds.other.rows) } }, null, 2));
   log(`comparison written to ${file}`);
 }
 
