@@ -9,8 +9,13 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { median, timed, type Run } from './measure.js';
 
-/** The CLI under test (compiled). */
-export const XFER = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
+/**
+ * The CLI under test: this build's (compiled), or the one named by XFER_BENCH_CLI. `--compare`
+ * sets it to time another build's CLI with this build's harness: both builds then get the
+ * same inputs, preparation, syncs and measurement (running the other build's own bench/
+ * would compare two harnesses as well as two CLIs).
+ */
+export const XFER = process.env.XFER_BENCH_CLI ?? fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
 
 /**
  * One measured (scenario, tool) pair. `inputBytes` is the logical size the scenario moves

@@ -13,8 +13,15 @@ export interface Run {
 
 const TIME = '/usr/bin/time';
 
-/** Runs `cmd args` under GNU time (installed by ensureTools) and returns what it measured. */
+/**
+ * Runs `cmd args` under GNU time (installed by ensureTools) and returns what it measured.
+ * Dirty pages are flushed first (`sync`, untimed): what earlier runs or setups wrote (a
+ * 256 MiB server root, a peer's store) would otherwise be written back by the kernel's
+ * flusher during this run (dirty_expire_centisecs: 30 s later), and land on whichever
+ * run comes next, and fsyncs in it wait behind them.
+ */
 export async function timed(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  spawnSync('sync');
   const out = join(tmpdir(), `xfer-bench-time-${process.pid}-${Math.random().toString(36).slice(2)}`);
   const stdout = await new Promise<string>((resolve, reject) => {
     const child = spawn(TIME, ['-f', '%e %U %S %M', '-o', out, cmd, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -43,9 +50,10 @@ export function have(cmd: string): boolean {
 /**
  * The peers and tools of the macro benchmark come from Debian packages; install what is
  * missing (needs root and apt). Returns the commands that are available afterwards.
+ * Without `peers`, only GNU time (what timed() needs), and no peer.
  */
-export function ensureTools(log: (s: string) => void): Set<string> {
-  const wanted: Record<string, string> = { casync: 'casync', restic: 'restic', borg: 'borgbackup', b3sum: 'b3sum', rsync: 'rsync' };
+export function ensureTools(log: (s: string) => void, peers = true): Set<string> {
+  const wanted: Record<string, string> = peers ? { casync: 'casync', restic: 'restic', borg: 'borgbackup', b3sum: 'b3sum', rsync: 'rsync' } : {};
   const missing = Object.entries(wanted).filter(([c]) => !have(c));
   if (!have(TIME)) missing.push(['time', 'time']);
   if (missing.length && process.getuid?.() === 0 && have('apt-get')) {

@@ -24,17 +24,25 @@
  * --local skips everything over loopback; --remote-only runs only the loopback part of b.
  * --scale SIZE runs only the streaming scale run (bench/scale.ts) on a generated source.
  *
+ * --xfer-only: no peers (casync, restic, borg, b3sum, rsync rows), xfer's rows only.
+ *
  * --compare DIR: the no-slowdown check between two builds. DIR is another checkout of
- * xfer, built (`npm ci && npx tsc -p tsconfig.json`; its dist/bench/run.js is used), e.g.
+ * xfer, built (`npm ci && npx tsc -p tsconfig.json`; its dist/src/cli/bin.js is timed), e.g.
  * the commit before a change:
  *   git worktree add /tmp/xfer-before <commit> && (cd /tmp/xfer-before && npm ci && npx tsc -p tsconfig.json)
- *   npm run bench -- --compare /tmp/xfer-before --only a,b,c,d --runs 5
+ *   npm run bench -- --compare /tmp/xfer-before --only a,b,c,d --runs 7
  * Runs the selected macro scenarios (--only, --size, --local, --remote-only, --work as
- * usual) once per build per round, `--runs` rounds, the builds alternating (this, other;
- * then other, this; ...) on the same inputs, so drift in the machine's state affects both
- * alike; then prints, for every xfer row, the median wall time of each build and the
- * change. Writes bench/results/compare/<timestamp>.json (outside the merged report; the
- * per-round results files are removed).
+ * usual; xfer rows only) once per build per round, `--runs` rounds, on the same inputs.
+ * Both builds run under THIS build's harness (XFER_BENCH_CLI names the CLI timed), so they
+ * differ only in the CLI and server measured. The order alternates round by round (this
+ * then other, other then this, ...: each goes first in half the rounds, so drift and
+ * whatever the first of a pair leaves behind land on both alike), and every timed run
+ * starts with `sync` (bench/measure.ts). Prints, for every row, the median wall time of
+ * each build, the change of the medians, the median of the per-round changes (each
+ * round's pair ran minutes apart at most, so load from elsewhere mostly cancels in it),
+ * and the same for the timed client's CPU seconds (load-insensitive; no server CPU).
+ * (The arithmetic is bench/compare.ts.) Writes bench/results/compare/<timestamp>.json
+ * (outside the merged report; the per-round results files are removed).
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -44,8 +52,9 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { parseSize } from '../src/core/sizes.js';
+import { compareRows, formatCompareTable, roundOrder } from './compare.js';
 import { summarize, type MacroRow } from './harness.js';
-import { median, type Run } from './measure.js';
+import type { Run } from './measure.js';
 import { runMacro } from './macro.js';
 import { ensureTools } from './measure.js';
 import { runMicro, runMicroStorage } from './micro.js';
@@ -69,6 +78,7 @@ const { values } = parseArgs({
     scale: { type: 'string' },
     'scale-push': { type: 'boolean', default: false },
     compare: { type: 'string' },
+    'xfer-only': { type: 'boolean', default: false },
   },
 });
 const log = (s: string) => process.stdout.write(`${s}\n`);
@@ -94,7 +104,8 @@ if (values.scale) {
     results.micro = [...(await runMicro(log)), ...(await runMicroStorage(log))];
   }
   if (values.macro || both) {
-    const tools = ensureTools(log);
+    // --xfer-only: no peers (what --compare runs: their rows are not compared, and their writes and time only add noise).
+    const tools = ensureTools(log, !values['xfer-only']);
     const o = { work, sizeBytes: parseSize(values.size!, '--size'), runs: Number(values.runs), tools, log };
     log(`macro benchmarks (${values.size}, ${values.runs} runs each, alternating; peers: ${[...tools].join(', ') || 'none'})`);
     const rows: MacroRow[] = [];
@@ -117,46 +128,33 @@ log(`results written to ${file}`);
 log(`report written to ${await writeReport(file)}`);
 
 /**
- * --compare: the selected macro rows of this build and of the build in `dir`, alternating
- * round by round (see the top). Each round is one `run.js --macro --runs 1` child per build.
+ * --compare: the selected macro rows of this build's CLI and of the CLI in `dir`, under this
+ * build's harness, alternating round by round (see the top). Each round is one
+ * `run.js --macro --xfer-only --runs 1` child per build, with XFER_BENCH_CLI set to its CLI.
  */
 async function compareBuilds(dir: string): Promise<void> {
   const self = fileURLToPath(import.meta.url);
-  const other = [join(dir, 'dist', 'bench', 'run.js'), join(dir, 'bench', 'run.js')].map((p) => resolve(p)).find((p) => existsSync(p));
-  if (other === undefined) throw new Error(`--compare ${dir}: no dist/bench/run.js there (build it: npm ci && npx tsc -p tsconfig.json)`);
+  const ownCli = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
+  const otherCli = resolve(dir, 'dist', 'src', 'cli', 'bin.js');
+  if (!existsSync(otherCli)) throw new Error(`--compare ${dir}: no dist/src/cli/bin.js there (build it: npm ci && npx tsc -p tsconfig.json)`);
   const rounds = Number(values.runs);
   if (!Number.isSafeInteger(rounds) || rounds < 1) throw new Error(`--runs: expected a positive integer, got ${values.runs}`);
-  const args = ['--macro', '--only', values.only!, '--size', values.size!, '--runs', '1', '--work', work];
+  const args = ['--macro', '--xfer-only', '--only', values.only!, '--size', values.size!, '--runs', '1', '--work', work];
   if (values.local) args.push('--local');
   if (values['remote-only']) args.push('--remote-only');
-  const builds = [
-    { label: 'this', script: self, rows: [] as MacroRow[] },
-    { label: 'other', script: other, rows: [] as MacroRow[] },
-  ];
-  log(`comparing ${self} (this) with ${other} (other): ${rounds} rounds of ${args.join(' ')}`);
+  const builds = { this: { cli: ownCli, rows: [] as MacroRow[] }, other: { cli: otherCli, rows: [] as MacroRow[] } };
+  log(`comparing ${ownCli} (this) with ${otherCli} (other), both under ${self}: ${rounds} rounds of ${args.join(' ')}`);
+  log('order: odd rounds this then other, even rounds other then this; every timed run starts after a sync; xfer rows only');
   for (let round = 0; round < rounds; round++) {
-    for (const build of round % 2 === 0 ? builds : [...builds].reverse()) {
-      log(`round ${round + 1}/${rounds}: ${build.label}`);
-      build.rows.push(...(await runRound(build.script, args)));
+    for (const label of roundOrder(round)) {
+      log(`round ${round + 1}/${rounds}: ${label}`);
+      builds[label].rows.push(...(await runRound(self, args, builds[label].cli)));
     }
   }
-  const table: Record<string, unknown>[] = [];
-  log(`\n${'scenario'.padEnd(28)} ${'tool'.padEnd(28)} ${'other s'.padStart(9)} ${'this s'.padStart(9)}  change`);
+  const table = compareRows(builds.this.rows, builds.other.rows);
+  log('');
+  for (const line of formatCompareTable(table)) log(line);
   const key = (r: MacroRow) => `${r.scenario}\u0000${r.tool}`;
-  const merged = builds.map((b) => {
-    const byRow = new Map<string, MacroRow[]>();
-    for (const r of b.rows) byRow.set(key(r), [...(byRow.get(key(r)) ?? []), r]);
-    return byRow;
-  });
-  for (const [k, mine] of merged[0]!) {
-    const theirs = merged[1]!.get(k);
-    if (!mine[0]!.tool.startsWith('xfer') || theirs === undefined) continue;
-    const a = median(theirs.map((r) => r.wallSeconds.median));
-    const b = median(mine.map((r) => r.wallSeconds.median));
-    const change = (b / a - 1) * 100;
-    table.push({ scenario: mine[0]!.scenario, tool: mine[0]!.tool, otherSeconds: a, thisSeconds: b, changePercent: change, rounds: mine.length });
-    log(`${mine[0]!.scenario.padEnd(28)} ${mine[0]!.tool.padEnd(28)} ${a.toFixed(2).padStart(9)} ${b.toFixed(2).padStart(9)}  ${change >= 0 ? '+' : ''}${change.toFixed(1)}%`);
-  }
   const summary = (rows: MacroRow[]) => [...new Set(rows.map(key))].map((k) => {
     const of = rows.filter((r) => key(r) === k);
     const runs: Run[] = of.map((r) => ({ wallSeconds: r.wallSeconds.median, cpuSeconds: r.cpuSecondsMedian, maxRssMiB: r.maxRssMiB, stdout: '' }));
@@ -165,13 +163,14 @@ async function compareBuilds(dir: string): Promise<void> {
   const out = fileURLToPath(new URL('../../bench/results/compare/', import.meta.url));
   await mkdir(out, { recursive: true });
   const file = join(out, `${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  await writeFile(file, JSON.stringify({ ...results, compare: { this: self, other, rounds, rows: table, thisRows: summary(builds[0]!.rows), otherRows: summary(builds[1]!.rows) } }, null, 2));
+  const method = 'one harness (this build) for both CLIs; rounds alternate this-first and other-first; sync before every timed run; xfer rows only';
+  await writeFile(file, JSON.stringify({ ...results, compare: { this: ownCli, other: otherCli, harness: self, method, rounds, rows: table, thisRows: summary(builds.this.rows), otherRows: summary(builds.other.rows) } }, null, 2));
   log(`comparison written to ${file}`);
 }
 
-/** One child `run.js` with `args`; its macro rows. Its results file and report are removed. */
-async function runRound(script: string, args: string[]): Promise<MacroRow[]> {
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+/** One child `run.js` with `args`, timing the CLI `cli`; its macro rows. Its results file and report are removed. */
+async function runRound(script: string, args: string[], cli: string): Promise<MacroRow[]> {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, XFER_BENCH_CLI: cli } });
   let out = '';
   child.stdout!.setEncoding('utf8').on('data', (d: string) => {
     out += d;
@@ -180,7 +179,7 @@ async function runRound(script: string, args: string[]): Promise<MacroRow[]> {
   const code = await new Promise<number | null>((r) => child.on('close', r));
   const written = /results written to (\S+)/.exec(out)?.[1];
   // Its results are what counts: a report that fails after them (rows of a tiny --size) does not void the round.
-  if (written === undefined) throw new Error(`${script} ${args.join(' ')} exited ${code} before writing its results`);
+  if (written === undefined) throw new Error(`${script} ${args.join(' ')} (XFER_BENCH_CLI=${cli}) exited ${code} before writing its results`);
   const rows = (JSON.parse(await readFile(written, 'utf8')) as { macro?: MacroRow[] }).macro ?? [];
   const stem = join(dirname(written), basename(written, '.json'));
   await Promise.all([rm(written, { force: true }), rm(`${stem}.md`, { force: true }), rm(stem, { recursive: true, force: true })]);
