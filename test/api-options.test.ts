@@ -1,11 +1,13 @@
 import { strict as assert } from 'node:assert';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import * as errors from '../src/core/errors.js';
 import { mapBounded, Window } from '../src/core/window.js';
 import { untilAborted } from '../src/core/abort.js';
+import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
+import { ScanPool } from '../src/scan/pool.js';
 import * as xfer from '../src/index.js';
 import { InvalidOptionError, pull, push, pushToDestination } from '../src/index.js';
 
@@ -159,6 +161,22 @@ describe('the one concurrency primitive and the one abort race', () => {
     await assert.rejects(untilAborted(Promise.reject(new Error('own')), s.signal), /own/);
     assert.equal(added, 2);
     assert.equal(removed, 2);
+  });
+
+  it('work stopped by a signal says why, whichever layer noticed it (a file system call, a scan thread)', async () => {
+    const c = new AbortController();
+    c.abort(new Error('interrupted'));
+    const fsError = await readFile('/proc/self/status', { signal: c.signal }).catch((e: unknown) => e);
+    assert.equal(errors.fromSystemError(fsError, 'status', 'read').message, 'aborted: interrupted');
+    const pool = new ScanPool({ threads: 1 });
+    try {
+      const bytes = { kind: 'bytes', bytes: new ArrayBuffer(1024), length: 1024, startLimit: 1024, eof: true, chunker: DEFAULT_CHUNKER, implementation: 'typescript', digestAlgorithm: 'blake3' } as const;
+      await assert.rejects(pool.run(bytes, c.signal), { code: 'XFER_ABORTED', message: 'aborted: interrupted' });
+      const small = { kind: 'file', path: '/proc/self/status', start: 0, end: 10, fileSize: 10, wholeFile: true, chunker: DEFAULT_CHUNKER, implementation: 'typescript', digestAlgorithm: 'blake3' } as const;
+      await assert.rejects(pool.run(small, c.signal), { code: 'XFER_ABORTED', message: 'aborted: interrupted' });
+    } finally {
+      await pool.close();
+    }
   });
 });
 

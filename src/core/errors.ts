@@ -279,8 +279,11 @@ export function fromSystemError(err: unknown, path: string, action: string): Xfe
       return new InvalidArgumentError(`${path}: file name too long (${action})`);
     case 'ENOSPC':
       return new IoError(`${path}: no space left on device (${action})`, { cause: err });
-    case 'ABORT_ERR':
-      return new AbortedError();
+    case 'ABORT_ERR': {
+      // Node's AbortError carries the signal's reason as its cause ("aborted: interrupted").
+      const cause = (err as { cause?: unknown }).cause;
+      return cause instanceof Error && cause.name !== 'AbortError' ? new AbortedError(`aborted: ${cause.message}`) : new AbortedError();
+    }
     default:
       return new IoError(`${path}: ${action} failed: ${e?.message ?? String(err)}`, { cause: err });
   }

@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
-import { AbortedError, XferError, type ErrorCode } from '../core/errors.js';
+import { abortedError } from '../core/abort.js';
+import { XferError, type ErrorCode } from '../core/errors.js';
 import type { FileSegmentTask, SegmentResult, SegmentTask } from './segment.js';
 import type { FilesTask, WorkerReply } from './worker.js';
 
@@ -109,7 +110,7 @@ export class ScanPool {
     try {
       reply = (await this.piscina.run(buffer ? { ...task, buffer } : task, { signal, transferList })) as WorkerReply;
     } catch (err) {
-      if (signal?.aborted || (err as Error)?.name === 'AbortError') throw new AbortedError();
+      if (signal?.aborted || (err as Error)?.name === 'AbortError') throw abortedError(signal);
       throw err;
     } finally {
       this.running--;
@@ -132,7 +133,7 @@ export class ScanPool {
    * (or the pool is idle again) and fewer than `threads` groups are out.
    */
   private runGrouped(task: FileSegmentTask, signal: AbortSignal | undefined): Promise<SegmentResult> {
-    if (signal?.aborted) return Promise.reject(new AbortedError());
+    if (signal?.aborted) return Promise.reject(abortedError(signal));
     if (this.closed) return Promise.reject(new XferError('XFER_INTERNAL', 'the scan pool is closed'));
     return new Promise<SegmentResult>((resolve, reject) => {
       this.waiting.push({ task, signal, resolve, reject });
@@ -159,11 +160,11 @@ export class ScanPool {
           (replies: WorkerReply[]) =>
             group.forEach((g, i) => {
               const r = replies[i]!;
-              if (g.signal?.aborted) g.reject(new AbortedError());
+              if (g.signal?.aborted) g.reject(abortedError(g.signal));
               else if (r.ok) g.resolve(r.result);
               else g.reject(new XferError(r.code as ErrorCode, r.message));
             }),
-          (err: unknown) => group.forEach((g) => g.reject(g.signal?.aborted ? new AbortedError() : err)),
+          (err: unknown) => group.forEach((g) => g.reject(g.signal?.aborted ? abortedError(g.signal) : err)),
         )
         .finally(() => {
           this.groupsOut--;

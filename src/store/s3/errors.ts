@@ -5,8 +5,8 @@
  * what a user is told about each. Kept apart from the store so the table is the one place
  * to read, and testable without a server.
  */
+import { abortedError } from '../../core/abort.js';
 import {
-  AbortedError,
   InvalidArgumentError,
   IoError,
   isXferError,
@@ -75,7 +75,7 @@ export function isPermanentS3Error(err: unknown): boolean {
 export function s3Failure(err: unknown, what: string, signal?: AbortSignal): XferError {
   if (isXferError(err)) return err;
   const e = err as SdkErrorShape | undefined;
-  if (signal?.aborted || e?.name === 'AbortError') return new AbortedError();
+  if (signal?.aborted || e?.name === 'AbortError') return abortedError(signal);
   const status = s3StatusOf(err);
   const code = s3CodeOf(err);
   const message = firstLine(e?.message ?? String(err));
