@@ -43,6 +43,7 @@ import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { createHasher } from '../src/hash/digest.js';
+import { startServe } from './harness.js';
 import { formatBytes, GiB, KiB, MiB, parseSize } from '../src/core/sizes.js';
 
 const DEFAULT_BIN = fileURLToPath(new URL('../src/cli/bin.js', import.meta.url));
@@ -103,18 +104,12 @@ async function sparseFile(path: string, size: number, data: number, extents: num
   }
 }
 
-/** Starts `xfer serve <root>`; resolves with its URL, pid and a stop function. */
+/**
+ * Starts `xfer serve <root>` (harness.startServe) with its log discarded: a log piped and
+ * never read fills the pipe, and the server then blocks on a write and never exits at SIGTERM.
+ */
 async function serve(bin: string, root: string): Promise<{ url: string; pid: number; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, [bin, 'serve', '--root', root, '--port', '0'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-      out += d;
-      const m = /listening on (\S+)/.exec(out);
-      if (m) resolve(m[1]!);
-    });
-    child.on('exit', (code) => reject(new Error(`xfer serve exited ${code}`)));
-  });
+  const { url, child } = await startServe(root, ['--quiet'], { bin, stderr: 'ignore' });
   const exited = new Promise<void>((r) => child.on('exit', () => r()));
   return { url, pid: child.pid!, stop: async () => { child.kill('SIGTERM'); await exited; } };
 }
