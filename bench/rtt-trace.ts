@@ -8,7 +8,7 @@
  * tool for issue 17 item 4; never part of npm test.
  */
 import { spawnSync } from 'node:child_process';
-import { cp, mkdir, open, readdir, rm, stat, utimes } from 'node:fs/promises';
+import { cp, mkdir, rm, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeTree } from '../fixtures/index.js';
@@ -16,7 +16,7 @@ import { parseSize } from '../src/core/sizes.js';
 import { push } from '../src/api.js';
 import { createServer } from '../src/server/server.js';
 import { writeRandomFile } from '../test/helpers/cli.js';
-import { pseudoRandom } from '../test/helpers/gen.js';
+import { editFile, filesUnder } from './edits.js';
 import { startWanRelay } from './wan-relay.js';
 
 const { values } = parseArgs({
@@ -32,23 +32,6 @@ const rtt = Number(values.rtt);
 const work = values.work!;
 const log = (s: string) => process.stdout.write(`${s}\n`);
 
-async function edit(path: string, size: number, seed: number, edits: number): Promise<void> {
-  const fh = await open(path, 'r+');
-  try {
-    for (let i = 0; i < edits; i++) await fh.write(pseudoRandom(4096, seed + i), 0, 4096, Math.floor(((i + 0.5) / edits) * (size - 4096)));
-  } finally {
-    await fh.close();
-  }
-}
-async function files(dir: string, base = ''): Promise<{ path: string; bytes: number }[]> {
-  const out: { path: string; bytes: number }[] = [];
-  for (const e of (await readdir(join(dir, base), { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-    const rel = join(base, e.name);
-    if (e.isDirectory()) out.push(...(await files(dir, rel)));
-    else if (e.isFile()) out.push({ path: rel, bytes: (await stat(join(dir, rel))).size });
-  }
-  return out;
-}
 
 await rm(work, { recursive: true, force: true });
 await mkdir(work, { recursive: true });
@@ -88,7 +71,7 @@ try {
     await mkdir(join(work, 'b'));
     await writeRandomFile(join(work, 'a', 'big.bin'), size, 17);
     await cp(join(work, 'a', 'big.bin'), join(work, 'b', 'big.bin'));
-    await edit(join(work, 'b', 'big.bin'), size, 5000, 10);
+    await editFile(join(work, 'b', 'big.bin'), size, 5000, 10);
     const earlier = new Date(Date.now() - 86_400_000);
     await utimes(join(work, 'a', 'big.bin'), earlier, earlier);
     await run('file first copy', join(work, 'a', 'big.bin'), 'big.bin');
@@ -98,10 +81,10 @@ try {
     await writeTree(join(work, 'ta', 'tree'), { sizeBytes: parseSize(values['tree-size']!, '--tree-size'), seed: 2026 });
     await mkdir(join(work, 'tb'));
     spawnSync('cp', ['-a', join(work, 'ta', 'tree'), join(work, 'tb')]);
-    const c = (await files(join(work, 'tb', 'tree'))).filter((f) => f.bytes >= 8192);
+    const c = (await filesUnder(join(work, 'tb', 'tree'))).filter((f) => f.bytes >= 8192);
     for (let i = 0; i < 10; i++) {
       const f = c[Math.floor(((i + 0.5) / 10) * c.length)]!;
-      await edit(join(work, 'tb', 'tree', f.path), f.bytes, 6000 + i, 1);
+      await editFile(join(work, 'tb', 'tree', f.path), f.bytes, 6000 + i, 1);
     }
     await run('tree first copy', join(work, 'ta', 'tree'), 'tree');
     await run('tree re-sync', join(work, 'tb', 'tree'), 'tree');

@@ -16,20 +16,19 @@
  * (the relay's unit test is).
  */
 import { spawnSync } from 'node:child_process';
-import { cp, mkdir, open, readdir, rm, stat, utimes } from 'node:fs/promises';
+import { cp, mkdir, rm, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { writeTree } from '../fixtures/index.js';
 import { parseSize } from '../src/core/sizes.js';
 import { writeRandomFile } from '../test/helpers/cli.js';
-import { pseudoRandom } from '../test/helpers/gen.js';
 import { rsyncLiteral, startRsyncd, startServe, stop, XFER } from './harness.js';
 import { have, median, timed, type Run } from './measure.js';
+import { EDIT_BYTES, editFile, filesUnder } from './edits.js';
 import { startWanRelay, WAN_RATE_BITS_PER_SECOND, WAN_RTT_MS, WAN_WINDOW_BYTES, type WanLinkOptions } from './wan-relay.js';
 
 /** Ten edits of 4 KiB: the re-sync's change. */
 const EDITS = 10;
-const EDIT_BYTES = 4096;
 const TREE_SEED = 2026;
 
 interface WanRow {
@@ -88,31 +87,6 @@ const work = values.work!;
 const only = new Set(values.only!.split(','));
 if (!have('rsync')) throw new Error('rsync is not installed (apt-get install rsync)');
 
-/** Ten 4 KiB overwrites spread evenly over a file of `size` bytes. */
-async function editFile(path: string, size: number, seed: number, edits = EDITS): Promise<void> {
-  const fh = await open(path, 'r+');
-  try {
-    for (let i = 0; i < edits; i++) {
-      const at = Math.floor(((i + 0.5) / edits) * (size - EDIT_BYTES));
-      await fh.write(pseudoRandom(EDIT_BYTES, seed + i), 0, EDIT_BYTES, at);
-    }
-  } finally {
-    await fh.close();
-  }
-}
-
-/** Every regular file under `dir` with its size, sorted by path. */
-async function filesUnder(dir: string, base = ''): Promise<{ path: string; bytes: number }[]> {
-  const out: { path: string; bytes: number }[] = [];
-  for (const e of (await readdir(join(dir, base), { withFileTypes: true })).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-    const rel = join(base, e.name);
-    if (e.isDirectory()) out.push(...(await filesUnder(dir, rel)));
-    else if (e.isFile()) out.push({ path: rel, bytes: (await stat(join(dir, rel))).size });
-  }
-  return out;
-}
-
-/** The inputs: a first version and an edited one, at their own paths with the same base name. */
 async function inputs(): Promise<{ file?: { first: string; edited: string; bytes: number }; tree?: { first: string; edited: string; bytes: number } }> {
   const out: Awaited<ReturnType<typeof inputs>> = {};
   if (only.has('file')) {
@@ -124,7 +98,7 @@ async function inputs(): Promise<{ file?: { first: string; edited: string; bytes
     log(`writing a ${values['file-size']} file and its edited copy`);
     await writeRandomFile(first, bytes, 17);
     spawnSync('cp', [first, edited]);
-    await editFile(edited, bytes, 5000);
+    await editFile(edited, bytes, 5000, EDITS);
     // An earlier mtime for the first version, so rsync's quick check cannot take the edited
     // file for it. Not a later one for the edit: a file stamped in the future is one xfer
     // checks again before its commit (transfer/racy.ts: a wait and a second read), which
