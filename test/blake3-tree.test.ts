@@ -14,6 +14,7 @@ import { DIGEST_THREAD_MIN_BYTES } from '../src/scan/digest-thread.js';
 import { ScanPool } from '../src/scan/pool.js';
 import { scanFile, SEGMENT_BYTES } from '../src/scan/scanner.js';
 import { pseudoRandom } from './helpers/gen.js';
+import { withNative } from './helpers/native.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -379,17 +380,6 @@ async function fileDigest(path: string): Promise<string> {
   }
 }
 
-/** Runs fn with XFER_NO_NATIVE=1 when `native` is false (the TypeScript path), then restores it. */
-async function withNative<T>(native: boolean, fn: () => Promise<T>): Promise<T> {
-  const saved = process.env.XFER_NO_NATIVE;
-  if (!native) process.env.XFER_NO_NATIVE = '1';
-  try {
-    return await fn();
-  } finally {
-    if (saved === undefined) delete process.env.XFER_NO_NATIVE;
-    else process.env.XFER_NO_NATIVE = saved;
-  }
-}
 
 describe('a scan of several segments merges the workers\' segment CVs into the file digest', () => {
   let dir: string;

@@ -9,6 +9,7 @@ import { sysIsNative } from '../src/io/sys.js';
 import { DIGEST_THREAD_MIN_BYTES } from '../src/scan/digest-thread.js';
 import { digestOfFile } from '../src/scan/file-digest.js';
 import { pseudoRandom } from './helpers/gen.js';
+import { withNative } from './helpers/native.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -18,17 +19,6 @@ function bytesReadByProcess(): number {
   return Number(/^rchar: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
 }
 
-/** Runs fn with XFER_NO_NATIVE=1 when `native` is false (the TypeScript twins), then restores it. */
-async function withNative<T>(native: boolean, fn: () => Promise<T>): Promise<T> {
-  const saved = process.env.XFER_NO_NATIVE;
-  if (!native) process.env.XFER_NO_NATIVE = '1';
-  try {
-    return await fn();
-  } finally {
-    if (saved === undefined) delete process.env.XFER_NO_NATIVE;
-    else process.env.XFER_NO_NATIVE = saved;
-  }
-}
 
 describe('a whole file hashed to check it (verify --read-data, an in-place pull, an unchanged target): holes not read, the digest b3sum\'s and sha256sum\'s', () => {
   let dir: string;

@@ -14,18 +14,8 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { MiB } from '../src/core/sizes.js';
 import { cloneRange, cloneUnsupported, punchHole, sysIsNative } from '../src/io/sys.js';
+import { withTwin } from './helpers/native.js';
 
-/** Runs `f` with the TypeScript twin forced (XFER_NO_NATIVE=1). */
-function withTwin<T>(f: () => T): T {
-  const was = process.env.XFER_NO_NATIVE;
-  process.env.XFER_NO_NATIVE = '1';
-  try {
-    return f();
-  } finally {
-    if (was === undefined) delete process.env.XFER_NO_NATIVE;
-    else process.env.XFER_NO_NATIVE = was;
-  }
-}
 
 describe('punchHole and cloneRange', () => {
   let dir = '';

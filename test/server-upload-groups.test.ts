@@ -13,6 +13,7 @@ import { MAX_CHUNK_BYTES } from '../src/server/limits.js';
 import { digestOf, digestsOfAsync } from '../src/hash/digest.js';
 import { usableAddon } from '../src/native/addon.js';
 import { pseudoRandom } from './helpers/gen.js';
+import { withTwin } from './helpers/native.js';
 import { rawRequest, useServer } from './helpers/server.js';
 
 const KiB = 1024;
@@ -43,14 +44,7 @@ describe('digestsOfAsync', () => {
     const list = SIZES.map((n, i) => slab.subarray(3 * i + 1, 3 * i + 1 + n));
     const expected = list.map((d) => digestOf('blake3', d).toString('hex'));
     if (usableAddon()?.blake3HashManyAsync) assert.deepEqual((await digestsOfAsync('blake3', list)).map((d) => d.toString('hex')), expected);
-    const was = process.env.XFER_NO_NATIVE;
-    process.env.XFER_NO_NATIVE = '1';
-    try {
-      assert.deepEqual((await digestsOfAsync('blake3', list)).map((d) => d.toString('hex')), expected);
-    } finally {
-      if (was === undefined) delete process.env.XFER_NO_NATIVE;
-      else process.env.XFER_NO_NATIVE = was;
-    }
+    assert.deepEqual(await withTwin(async () => (await digestsOfAsync('blake3', list)).map((d) => d.toString('hex'))), expected);
     assert.deepEqual((await digestsOfAsync('sha256', list)).map((d) => d.toString('hex')), list.map((d) => digestOf('sha256', d).toString('hex')));
     assert.deepEqual(await digestsOfAsync('blake3', []), []);
   });
