@@ -8,7 +8,7 @@ import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import { digestOf } from '../src/hash/digest.js';
 import { setTimesNs } from '../src/io/sys.js';
 import { push } from '../src/index.js';
-import { RACY_COARSE_WINDOW_MS, RacyFiles } from '../src/transfer/racy.js';
+import { RacyFiles } from '../src/transfer/racy.js';
 import { cutAll } from './helpers/chunks.js';
 import { isOneLineError, runCli, startCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
@@ -204,6 +204,8 @@ describe('pulls keep files whose size, mtime and mode are the manifest\'s (the q
 
 describe('files written again right after a push read them (racily clean) are caught before the commit', () => {
   const fx = useServer('xfer-racy-');
+  /** How far ahead of the clock the test stamps its file: the push must reach its wait before then. */
+  const RACY_MTIME_LEAD_MS = 30_000;
 
   // Within the same millisecond (another sub-millisecond mtime), or within the same clock
   // tick (Linux stamps files from a clock that moves once per jiffy: the very same mtime).
@@ -213,11 +215,13 @@ describe('files written again right after a push read them (racily clean) are ca
       const src = join(fx.dir, name);
       const v1 = pseudoRandom(2 * MiB, 51 + laterMs * 10);
       await writeFile(src, v1);
-      // An mtime just ahead of the clock (as a file written while it is read has): the push
-      // must wait until the clock has left it, then look at the file again. As far ahead as
-      // the push waits at most, less 50 ms: the test's rewrite below must land in that wait,
-      // after the push's start, read and upload (1.5 s ahead was once too short in CI).
-      const mtimeMs = Date.now() + RACY_COARSE_WINDOW_MS - 50 + 0.25;
+      // An mtime ahead of the clock (as a file written while it is read has, or one stamped
+      // by a clock ahead of ours): the push must wait before it looks at the file again, at
+      // most RACY_COARSE_WINDOW_MS once every chunk is up. Far enough ahead that the push is
+      // still before it when it gets there, however slowly a loaded machine starts, reads and
+      // uploads (a lead of just under the wait was too short at load 10): the test's rewrite
+      // below then always lands within the push's full wait.
+      const mtimeMs = Date.now() + RACY_MTIME_LEAD_MS + 0.25;
       await utimes(src, mtimeMs / 1000, mtimeMs / 1000);
       const digests: Buffer[] = [];
       let o = 0;
@@ -229,7 +233,7 @@ describe('files written again right after a push read them (racily clean) are ca
       // Once every chunk is on the server, the file has been read: write it again, same size,
       // with an mtime in the same millisecond (a write within the same clock tick).
       let uploaded = false;
-      for (let i = 0; i < 300 && !uploaded; i++) {
+      for (const until = Date.now() + RACY_MTIME_LEAD_MS; Date.now() < until && !uploaded && pushing.child.exitCode === null; ) {
         const r = await rawRequest(fx.server.url, 'POST', '/v1/chunks/missing?algorithm=blake3', Buffer.concat(digests));
         uploaded = r.body.every((b) => b === 0);
         if (!uploaded) await new Promise((res) => setTimeout(res, 10));
