@@ -11,19 +11,15 @@ import { MIN_RATE_BYTES_PER_SECOND } from './core/rate.js';
 import { MAX_CONNECTIONS } from './store/http/connections.js';
 import type { RemoteOptions } from './endpoint/http.js';
 import { checkLocalPath, openStoreLocation, parseLocation, refuseWireOptions, type Location, type LocationSpec, type StoreLocation } from './endpoint/open.js';
-import { resolveStoreTarget } from './endpoint/store.js';
 import { pullTarget } from './endpoint/copy-target.js';
 import { destinationPathsIn, holdsStore, LocalDestination, localTargetOf, openLocalSource, openLocalStore, resolvePushTarget, sourceBaseName, STORE_DIR_NAME } from './endpoint/local.js';
 import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifest, openManifestFile } from './manifest/reader.js';
-import { FallbackChunks, type FallbackFigures } from './reconstruct/fallback.js';
-import { inPlaceKind, inPlaceRebuild } from './reconstruct/in-place.js';
-import { ReadAheadChunks } from './reconstruct/prefetch.js';
+import type { FallbackChunks, FallbackFigures } from './reconstruct/fallback.js';
+import type { ReadAheadChunks } from './reconstruct/prefetch.js';
 import { Staging } from './reconstruct/staging.js';
 import { filesOf, reconstruct, type PullProgress, type PullResult } from './reconstruct/reconstruct.js';
-import { recordPulledTree, SnapshotRecorder, writeSnapshot, type SnapshotKey } from './reconstruct/snapshot.js';
-import { pullFromSnapshot, snapshotApplies, snapshotKey, triedSnapshot } from './pull-snapshot.js';
-import { manifestTag } from './manifest/tag.js';
+import type { SnapshotKey, SnapshotRecorder } from './reconstruct/snapshot.js';
 import { ScanPool } from './scan/pool.js';
 import { chunkerForSource } from './scan/image-source.js';
 import { DEFAULT_CHUNKER } from './chunker/params.js';
@@ -164,7 +160,7 @@ export async function push(source: PushSource, destination: LocationSpec, option
     const guessed = !contents && location.path !== '' && !location.trailingSlash ? onceManifest(endpoint.store, location.path, options.signal, endpoint.currentManifest) : undefined;
     guessed?.catch(() => {}); // awaited or dropped below
     try {
-      const name = contents ? contentsTarget(location) : await resolveStoreTarget(endpoint, location.path, location.trailingSlash, sourceName, { signal: options.signal, sourceIsTree });
+      const name = contents ? contentsTarget(location) : await (await import('./endpoint/store.js')).resolveStoreTarget(endpoint, location.path, location.trailingSlash, sourceName, { signal: options.signal, sourceIsTree });
       // A tree's current manifest is read for its entries, the excluded ones and as the
       // previous version (quick check, delta bases): one fetch for all of them. A file's
       // only as its previous version, by the destination, if not guessed right.
@@ -284,6 +280,16 @@ export async function pull(source: LocationSpec, destination: string, options: P
   const { signal } = options;
   checkLocalPath(destination, 'the destination of a pull');
   const location = parseLocation(source, 'the source of a pull');
+  // What only a pull uses is loaded by the pull, not with this module: a push (and the
+  // CLI's push, which imports this module) does not pay for loading it (issue 15).
+  const [{ FallbackChunks }, { inPlaceKind, inPlaceRebuild }, { ReadAheadChunks }, { recordPulledTree, SnapshotRecorder, writeSnapshot }, { pullFromSnapshot, snapshotApplies, snapshotKey, triedSnapshot }, { manifestTag }] = await Promise.all([
+    import('./reconstruct/fallback.js'),
+    import('./reconstruct/in-place.js'),
+    import('./reconstruct/prefetch.js'),
+    import('./reconstruct/snapshot.js'),
+    import('./pull-snapshot.js'),
+    import('./manifest/tag.js'),
+  ]);
   let store: ChunkStore & ManifestStore;
   let name: string;
   /** With a snapshot of the target to write if the pull finds it unchanged (see pullFromSnapshot). */
@@ -492,7 +498,7 @@ async function dryPush(
     const store = endpoint.store;
     let current: OnceManifest | undefined;
     try {
-      const name = contents ? contentsTarget(location) : await resolveStoreTarget(endpoint, location.path, location.trailingSlash, sourceName, { signal, sourceIsTree });
+      const name = contents ? contentsTarget(location) : await (await import('./endpoint/store.js')).resolveStoreTarget(endpoint, location.path, location.trailingSlash, sourceName, { signal, sourceIsTree });
       if (sourceIsTree) current = await onceManifest(store, name, signal);
       const previous = await previousVersion(current ?? store, name, kind, { signal });
       const state = current ? await remoteTree(current, name, options.excludes, signal) : undefined;

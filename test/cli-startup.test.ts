@@ -7,6 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { BIN, runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
+import { usableAddon, usableAddonError } from '../src/native/addon.js';
 
 /**
  * Module resolution hooks (node:module register) that append every module URL the process
@@ -21,12 +22,21 @@ export async function resolve(specifier, context, next) {
 `;
 
 /**
- * Preloaded with the hooks: every worker thread the process starts (through
- * worker_threads.Worker, as the scan pool's Piscina does) adds a line `worker-thread` to
- * the same log, when it is made (a thread ended before it ran anything still counts).
+ * Preloaded with the hooks, in every thread: every worker thread the process starts
+ * (through worker_threads.Worker, as the scan pool's Piscina does) adds a line
+ * `worker-thread` to the same log, when it is made (a thread ended before it ran anything
+ * still counts); every require() adds `require[<threadId>]:<request>` (CommonJS loads
+ * that the resolve hook does not see, as hash/digest.ts's of @napi-rs/blake-hash; the
+ * main thread is 0).
  */
 const COUNT_THREADS = `import { appendFileSync } from 'node:fs';
+import Module from 'node:module';
 import threads from 'node:worker_threads';
+const load = Module._load;
+Module._load = function (request, ...rest) {
+  appendFileSync(process.env.XFER_TEST_MODULE_LOG, 'require[' + threads.threadId + ']:' + request + '\\n');
+  return load.call(this, request, ...rest);
+};
 const Worker = threads.Worker;
 threads.Worker = class extends Worker {
   constructor(...args) {
@@ -81,6 +91,22 @@ describe('the CLI loads only what its command line needs', () => {
     assert.equal(JSON.parse(again.stdout).bytesReceived, 0);
     assert.ok(again.modules.some((u) => u.endsWith('/dist/src/api.js')), 'the hooks saw the pull');
     assert.deepEqual(again.modules.filter((u) => u === 'worker-thread'), [], 'no worker thread was started');
+  });
+
+  it('a local push loads none of the pull\'s, the server\'s, the HTTP or S3 client\'s modules, and its main thread does not load @napi-rs/blake-hash (the scan workers hash; issue 15)', async (t) => {
+    const file = join(dir, 'small.bin');
+    await writeFile(file, pseudoRandom(100_000, 71));
+    const r = await loaded(['push', '-q', file, `${join(dir, 'pushed')}/`]);
+    assert.equal(r.code, 0);
+    assert.ok(r.modules.some((u) => u.endsWith('/dist/src/transfer/push.js')), 'the hooks saw the push');
+    const notNeeded = /\/node_modules\/(undici|pino|@aws-sdk)\/|\/dist\/src\/(server|store\/s3\/index|store\/http\/store|reconstruct\/(fallback|in-place|prefetch|snapshot)|pull-snapshot|transfer\/verify|endpoint\/(store|http))\.?/;
+    assert.deepEqual(r.modules.filter((u) => notNeeded.test(u)), []);
+    if (!usableAddon()) {
+      t.diagnostic(`no native addon (${usableAddonError()}): the main thread may hash with @napi-rs/blake-hash, not checked`);
+      return;
+    }
+    assert.ok(r.modules.some((u) => /^require\[[1-9]\d*\]:@napi-rs\/blake-hash$/.test(u)), `the hooks saw a scan worker load @napi-rs/blake-hash: ${r.modules.filter((u) => u.startsWith('require')).join(' ')}`);
+    assert.deepEqual(r.modules.filter((u) => u.startsWith('require[0]:@napi-rs/blake-hash')), []);
   });
 
   it('xfer pull loads neither the server nor its logger, nor other commands\' modules', async () => {

@@ -7,7 +7,6 @@ import { commitManifest } from '../store/versions.js';
 import type { ManifestStore, OpOptions } from '../store/store.js';
 import type { BeginOptions, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
 import { KnownFiles, previousVersion } from '../transfer/known.js';
-import { manifestsAt, verifyManifests } from '../transfer/verify.js';
 import type { Store, StoreEndpoint, TargetInfo, TargetType } from './registry.js';
 
 /*
@@ -36,7 +35,11 @@ export function storeEndpoint(store: Store, describe: (name: string) => string, 
       if (options.inPlace) throw new InvalidArgumentError('push --in-place applies to a push to a server; a store holds no rebuilt copy to rewrite');
       return new StoreDestination(endpoint, name, options.previous);
     },
-    verify: async (path, options = {}) => verifyManifests(store, store, await manifestsAt(store, path, { signal: options.signal, describe }), options),
+    // transfer/verify.ts is loaded by the first verify, not with this module: a push or pull does not need it.
+    verify: async (path, options = {}) => {
+      const { manifestsAt, verifyManifests } = await import('../transfer/verify.js');
+      return verifyManifests(store, store, await manifestsAt(store, path, { signal: options.signal, describe }), options);
+    },
     async close() {
       if (closed || !owned) return;
       closed = true;

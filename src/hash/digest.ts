@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
+import { createRequire } from 'node:module';
+import type { Blake3Hasher } from '@napi-rs/blake-hash';
 import type { DigestAlgorithm } from '../core/ids.js';
 import { usableAddon } from '../native/addon.js';
 
@@ -8,13 +9,28 @@ function asBuffer(data: Uint8Array): Buffer {
   return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }
 
+let blake3Class: typeof Blake3Hasher | undefined;
+
 /**
- * One reused BLAKE3 hasher, reset per digest. The binding's Buffer results (`blake3()`,
+ * A new BLAKE3 hasher of @napi-rs/blake-hash, whose binding is loaded on the first call,
+ * not with this module: loading it costs 5-40 ms of CPU in every thread that does (its
+ * loader's musl check calls process.report.getReport()), and most threads that import
+ * this module never hash here (the digest thread hashes in the native addon; a local
+ * push's main thread digests nothing itself). Synchronous, as digestOf is: the package is
+ * CommonJS, so require() loads it.
+ */
+export function newBlake3Hasher(): Blake3Hasher {
+  blake3Class ??= (createRequire(import.meta.url)('@napi-rs/blake-hash') as typeof import('@napi-rs/blake-hash')).Blake3Hasher;
+  return new blake3Class();
+}
+
+/**
+ * One reused BLAKE3 hasher, reset per digest (made on first use, see newBlake3Hasher). The binding's Buffer results (`blake3()`,
  * `digestBuffer()`) leak about 330 bytes of native memory each in @napi-rs/blake-hash
  * 1.3.4 (gc() does not reclaim it: about 5 MiB per GiB of 64 KiB chunks); its hex digest
  * does not, so digests travel as hex and are decoded here. (scan/segment.ts does the same.)
  */
-const oneShot = new Blake3Hasher();
+let oneShot: Blake3Hasher | undefined;
 
 function blake3Digest(h: Blake3Hasher): Buffer {
   return Buffer.from(h.digest('hex'), 'hex');
@@ -23,9 +39,10 @@ function blake3Digest(h: Blake3Hasher): Buffer {
 /** One-shot digest of `data` (32 bytes). */
 export function digestOf(algorithm: DigestAlgorithm, data: Uint8Array): Buffer {
   if (algorithm === 'blake3') {
-    oneShot.reset();
-    oneShot.update(asBuffer(data));
-    return blake3Digest(oneShot);
+    const h = (oneShot ??= newBlake3Hasher());
+    h.reset();
+    h.update(asBuffer(data));
+    return blake3Digest(h);
   }
   return createHash('sha256').update(data).digest();
 }
@@ -58,7 +75,7 @@ export interface Hasher {
 
 export function createHasher(algorithm: DigestAlgorithm): Hasher {
   if (algorithm === 'blake3') {
-    const h = new Blake3Hasher();
+    const h = newBlake3Hasher();
     return {
       update(data) {
         h.update(asBuffer(data));

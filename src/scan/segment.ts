@@ -4,8 +4,8 @@ import { createChunker } from '../chunker/index.js';
 import { fromSystemError, SourceChangedError, XferError } from '../core/errors.js';
 import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
 import { DIGEST_BYTES } from '../core/ids.js';
-import { Blake3Hasher } from '@napi-rs/blake-hash';
-import { digestOf } from '../hash/digest.js';
+import type { Blake3Hasher } from '@napi-rs/blake-hash';
+import { digestOf, newBlake3Hasher } from '../hash/digest.js';
 import { holeCover, nativeTree, spanCvWithHoles } from '../hash/tree.js';
 import { seekData, seekHole } from '../io/sys.js';
 
@@ -166,7 +166,7 @@ function digestInto(algorithm: DigestAlgorithm, bytes: Uint8Array, out: Uint8Arr
     out.set(digestOf(algorithm, bytes), offset);
     return;
   }
-  const h = (blake3Hasher ??= new Blake3Hasher());
+  const h = (blake3Hasher ??= newBlake3Hasher());
   h.reset();
   h.update(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
   const target = Buffer.from(out.buffer, out.byteOffset, out.byteLength);
