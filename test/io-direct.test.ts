@@ -4,7 +4,7 @@ import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { alignedBuffer, DIRECT_ALIGN_BYTES, DIRECT_BLOCK_BYTES, DIRECT_MIN_FILE_BYTES, DirectBlockWriter, directIoAvailable, DirectRangeReader, openDirect, readSequential } from '../src/io/direct.js';
+import { alignedBuffer, DIRECT_ALIGN_BYTES, DIRECT_BLOCK_BYTES, DIRECT_MIN_FILE_BYTES, DirectBlockWriter, directIoAvailable, DirectRangeReader, openDirect } from '../src/io/direct.js';
 import { addonLoadError, loadAddon } from '../src/native/addon.js';
 import { Staging } from '../src/reconstruct/staging.js';
 import type { EntryMeta } from '../src/manifest/types.js';
@@ -149,27 +149,6 @@ describe('direct I/O (O_DIRECT block writes)', () => {
     }
     assert.ok(results[0]!.equals(data));
     assert.ok(results[1]!.equals(data));
-  });
-
-  it('readSequential yields exactly the first `size` bytes of a file, directly or buffered', async () => {
-    const data = pseudoRandom(2 * DIRECT_BLOCK_BYTES + 777, 12);
-    const p = join(dir, 'read.bin');
-    await writeFile(p, data);
-    for (const disable of ['0', '1']) {
-      process.env.XFER_NO_DIRECT_IO = disable;
-      try {
-        for (const size of [0, 1, DIRECT_ALIGN_BYTES - 1, DIRECT_ALIGN_BYTES, DIRECT_BLOCK_BYTES, DIRECT_BLOCK_BYTES + 1, data.length]) {
-          const pieces: Buffer[] = [];
-          for await (const piece of readSequential(p, size)) pieces.push(Buffer.from(piece)); // a piece is valid until the next one
-          assert.ok(Buffer.concat(pieces).equals(data.subarray(0, size)), `size ${size}, XFER_NO_DIRECT_IO=${disable}`);
-        }
-      } finally {
-        delete process.env.XFER_NO_DIRECT_IO;
-      }
-    }
-    const shorter = [];
-    for await (const piece of readSequential(p, data.length + 10)) shorter.push(piece.length);
-    assert.equal(shorter.reduce((a, b) => a + b, 0), data.length, 'a file shorter than size ends early');
   });
 
   it('DirectRangeReader reads any range, in order, out of order and concurrently, directly or buffered', async () => {

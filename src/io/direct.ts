@@ -68,32 +68,6 @@ export async function openDirect(path: string, mode: 'r' | 'w'): Promise<FileHan
   }
 }
 
-/**
- * Reads a whole file sequentially in DIRECT_BLOCK_BYTES pieces, the next read in flight
- * while the caller consumes the current piece (valid until the next iteration). O_DIRECT
- * when available (see openDirect), buffered otherwise. Yields nothing past `size`.
- */
-export async function* readSequential(path: string, size: number): AsyncGenerator<Uint8Array> {
-  const direct = await openDirect(path, 'r');
-  const fh = direct ?? (await open(path, 'r'));
-  const bufs = direct ? [alignedBuffer(DIRECT_BLOCK_BYTES), alignedBuffer(DIRECT_BLOCK_BYTES)] : [Buffer.allocUnsafe(DIRECT_BLOCK_BYTES), Buffer.allocUnsafe(DIRECT_BLOCK_BYTES)];
-  const readAt = (i: number, pos: number) => fh.read(bufs[i]!, 0, DIRECT_BLOCK_BYTES, pos).then((r) => r.bytesRead);
-  try {
-    let next = size > 0 ? readAt(0, 0) : undefined;
-    for (let start = 0, i = 0; next; i ^= 1) {
-      const n = await next;
-      if (n === 0) return;
-      const take = Math.min(n, size - start);
-      start += n;
-      // A short read ends the file; otherwise the next block is read while this one is used.
-      next = start < size && n === DIRECT_BLOCK_BYTES ? readAt(i ^ 1, start) : undefined;
-      yield bufs[i]!.subarray(0, take);
-    }
-  } finally {
-    await fh.close().catch(() => {});
-  }
-}
-
 interface Block {
   readonly buf: Buffer;
   /**
