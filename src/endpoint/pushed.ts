@@ -10,7 +10,7 @@
  * fetched as usual.
  */
 import { createHash } from 'node:crypto';
-import { copyFile, mkdir, open, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { copyFile, mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { isXferError } from '../core/errors.js';
 import { openManifest, type ManifestReader } from '../manifest/reader.js';
@@ -18,7 +18,7 @@ import { manifestTag } from '../manifest/tag.js';
 import type { HttpStore } from '../store/http/store.js';
 import { validateManifestName } from '../store/names.js';
 import type { OpOptions } from '../store/store.js';
-import { snapshotDir } from '../reconstruct/snapshot.js';
+import { keepNewest, snapshotDir } from '../reconstruct/snapshot.js';
 
 /** Kept manifests at most; the oldest (by when they were kept) go first. */
 export const MAX_PUSHED_MANIFESTS = 64;
@@ -52,13 +52,9 @@ export async function rememberPushed(base: URL, name: string, manifestPath: stri
   }
 }
 
-/** Removes the oldest kept manifests beyond MAX_PUSHED_MANIFESTS (and leftover temporaries). */
-async function prune(dir: string): Promise<void> {
-  const names = await readdir(dir);
-  if (names.length <= MAX_PUSHED_MANIFESTS) return;
-  const kept = await Promise.all(names.map(async (n) => ({ n, ms: await stat(join(dir, n)).then((st) => st.mtimeMs, () => 0) })));
-  kept.sort((a, b) => b.ms - a.ms);
-  for (const { n } of kept.slice(MAX_PUSHED_MANIFESTS)) await rm(join(dir, n), { force: true });
+/** Removes the oldest kept manifests beyond MAX_PUSHED_MANIFESTS (and leftover temporaries of ours). */
+function prune(dir: string): Promise<void> {
+  return keepNewest(dir, /^[0-9a-f]{32}\.manifest(\.\d+\.tmp)?$/, MAX_PUSHED_MANIFESTS);
 }
 
 /**

@@ -286,12 +286,20 @@ export async function writeSnapshot(target: string, recorder: SnapshotRecorder, 
 }
 
 /** Keeps the MAX_SNAPSHOTS most recently written snapshots (and leaves others' files alone). */
-async function prune(dir: string): Promise<void> {
-  const names = (await readdir(dir)).filter((n) => /^[0-9a-f]{32}\.json$/.test(n));
-  if (names.length <= MAX_SNAPSHOTS) return;
+function prune(dir: string): Promise<void> {
+  return keepNewest(dir, /^[0-9a-f]{32}\.json$/, MAX_SNAPSHOTS);
+}
+
+/**
+ * Keeps the `keep` most recently written files of `dir` whose names match `ours` and
+ * removes the rest of them; other files are left alone. For the user's cache directories.
+ */
+export async function keepNewest(dir: string, ours: RegExp, keep: number): Promise<void> {
+  const names = (await readdir(dir)).filter((n) => ours.test(n));
+  if (names.length <= keep) return;
   const dated = await Promise.all(names.map(async (n) => ({ n, t: (await lstat(join(dir, n)).catch(() => undefined))?.mtimeMs ?? 0 })));
   dated.sort((a, b) => b.t - a.t);
-  for (const { n } of dated.slice(MAX_SNAPSHOTS)) await rm(join(dir, n), { force: true });
+  for (const { n } of dated.slice(keep)) await rm(join(dir, n), { force: true });
 }
 
 /**
