@@ -53,6 +53,8 @@ export interface NativeSys {
   readonly cloneRange?: (srcFd: number, destFd: number, offset: number, length: number) => void;
   /** fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length). */
   readonly punchHole?: (fd: number, offset: number, length: number) => void;
+  /** mincore over a shared read-only mapping: bytes of [offset, offset + length) in the page cache. */
+  readonly residentBytes?: (fd: number, offset: number, length: number) => number;
 }
 
 function native(): NativeSys | null {
@@ -397,4 +399,20 @@ export function punchHole(fd: number, offset: number, length: number): boolean {
     done += writeSync(fd, punchZeros, 0, Math.min(punchZeros.length, length - done), offset + done);
   }
   return false;
+}
+
+/**
+ * How many bytes of [offset, offset + length) of the file open as `fd` are in the page
+ * cache (whole pages; cut at the file's end), or undefined where that cannot be known:
+ * without the addon (no tool tells it for a range) or where mincore fails. Advice only,
+ * for choosing buffered reads over O_DIRECT (io/direct.ts), which needs the addon too.
+ */
+export function residentBytes(fd: number, offset: number, length: number): number | undefined {
+  const n = native();
+  if (!n?.residentBytes) return undefined;
+  try {
+    return n.residentBytes(fd, offset, length);
+  } catch {
+    return undefined;
+  }
 }
