@@ -85,11 +85,20 @@ export function chunkRoutes(rc: RouteContext) {
 
   /**
    * Passes a chunk a put() just stored to the stages waiting for it (`owned`: `data` is
-   * not reused after, so they may keep it). Only a chunk this put stored was re-hashed:
-   * one already present is not (put returns false without reading it), and stages waiting
-   * for it find it in the store.
+   * not reused after, so they may keep it; a buffer of stages.buffer() is released here
+   * once handed on). Only a chunk this put stored was re-hashed: one already present is
+   * not (put returns false without reading it), and stages waiting for it find it in the
+   * store.
    */
   async function handOn(algorithm: DigestAlgorithm, digest: Uint8Array, data: Buffer, owned: boolean, put: Promise<boolean>): Promise<boolean> {
+    try {
+      return await storedAndHandedOn(algorithm, digest, data, owned, put);
+    } finally {
+      if (owned) stages.release(data);
+    }
+  }
+
+  async function storedAndHandedOn(algorithm: DigestAlgorithm, digest: Uint8Array, data: Buffer, owned: boolean, put: Promise<boolean>): Promise<boolean> {
     let stored = await put;
     // Uploaded though present: clients send what chunks/missing said is absent, so this is
     // a concurrent push, or a client putting back a chunk it received damaged from here
