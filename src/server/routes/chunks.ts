@@ -92,25 +92,21 @@ export function chunkRoutes(rc: RouteContext) {
    */
   async function handOn(algorithm: DigestAlgorithm, digest: Uint8Array, data: Buffer, owned: boolean, put: Promise<boolean>): Promise<boolean> {
     try {
-      return await storedAndHandedOn(algorithm, digest, data, owned, put);
+      let stored = await put;
+      // Uploaded though present: clients send what chunks/missing said is absent, so this is
+      // a concurrent push, or a client putting back a chunk it received damaged from here
+      // (pull --fallback; fetches are served unverified). The stored copy is read verified,
+      // which sets a damaged one aside (ChunkStore.setAside), and then replaced by this one,
+      // durably before the answer: no commit may follow to flush it (a pull heals, not a push).
+      if (!stored && (await damagedHere({ algorithm, digest }))) {
+        stored = await ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal });
+        await ctx.store.flush({ signal: ctx.signal });
+      }
+      if (stored && stages.active) stages.arrived(algorithm, digest, data, owned);
+      return stored;
     } finally {
       if (owned) stages.release(data);
     }
-  }
-
-  async function storedAndHandedOn(algorithm: DigestAlgorithm, digest: Uint8Array, data: Buffer, owned: boolean, put: Promise<boolean>): Promise<boolean> {
-    let stored = await put;
-    // Uploaded though present: clients send what chunks/missing said is absent, so this is
-    // a concurrent push, or a client putting back a chunk it received damaged from here
-    // (pull --fallback; fetches are served unverified). The stored copy is read verified,
-    // which sets a damaged one aside (ChunkStore.setAside), and then replaced by this one,
-    // durably before the answer: no commit may follow to flush it (a pull heals, not a push).
-    if (!stored && (await damagedHere({ algorithm, digest }))) {
-      stored = await ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal });
-      await ctx.store.flush({ signal: ctx.signal });
-    }
-    if (stored && stages.active) stages.arrived(algorithm, digest, data, owned);
-    return stored;
   }
 
   /** Whether the stored copy of `id` is damaged (and now set aside) or gone. */
