@@ -1,8 +1,19 @@
 import { strict as assert } from 'node:assert';
-import { readFile, utimes, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { createChunker } from '../src/chunker/index.js';
+import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
+import type { ChunkId } from '../src/core/ids.js';
+import { digestOf } from '../src/hash/digest.js';
+import { openManifestFile } from '../src/manifest/reader.js';
+import type { ChunkRecord } from '../src/manifest/types.js';
+import { ManifestWriter } from '../src/manifest/writer.js';
+import { reconstruct } from '../src/reconstruct/reconstruct.js';
 import { RecentChunks } from '../src/reconstruct/recent.js';
+import type { ChunkStore, GetOptions, OpOptions, PutOptions } from '../src/store/store.js';
+import { cutAll } from './helpers/chunks.js';
 import { ArrivalSlabs } from '../src/server/arrivals.js';
 import { StageHub } from '../src/server/stage.js';
 import { MemoryStore } from '../src/store/memory.js';
@@ -91,6 +102,60 @@ describe('a chunk handed to the stages waiting for it', () => {
     for (let i = 0; i < 64; i++) hub.release(hub.buffer(16 * KiB).fill(i));
     assert.ok(got[1]!.equals(Buffer.alloc(4 * KiB, 0xcc)), 'the second waiter saw its chunk carved over');
     hub.release(got[1]!);
+  });
+});
+
+/** A store whose get() answers with buffers `slabs` lends (as the stages' WaitingStore does). */
+class LendingStore implements ChunkStore {
+  constructor(private readonly store: ChunkStore, private readonly slabs: ArrivalSlabs) {}
+  has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]> {
+    return this.store.has(ids, options);
+  }
+  async get(id: ChunkId, options?: GetOptions): Promise<Buffer> {
+    const data = await this.store.get(id, options);
+    const lent = this.slabs.take(data.length);
+    lent.set(data);
+    return lent;
+  }
+  put(id: ChunkId, data: Uint8Array, options?: PutOptions): Promise<boolean> {
+    return this.store.put(id, data, options);
+  }
+  flush(options?: OpOptions): Promise<void> {
+    return this.store.flush(options);
+  }
+  async close(): Promise<void> {}
+}
+
+describe('a rebuild from lent chunks', () => {
+  it('releases every chunk it was lent once written and hashed, repeats and all', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'xfer-lent-'));
+    try {
+      const part = pseudoRandom(3 * MiB, 17);
+      const data = Buffer.concat([part, part, pseudoRandom(2 * MiB, 18), part.subarray(0, MiB)]);
+      const store = new MemoryStore();
+      const records: ChunkRecord[] = [];
+      let o = 0;
+      for (const len of cutAll(createChunker(DEFAULT_CHUNKER), data)) {
+        const digest = digestOf('blake3', data.subarray(o, o + len));
+        await store.put({ algorithm: 'blake3', digest }, data.subarray(o, o + len));
+        records.push({ length: len, digest });
+        o += len;
+      }
+      const manifest = join(dir, 'manifest');
+      const w = await ManifestWriter.create(manifest, { kind: 'file', digestAlgorithm: 'blake3', chunker: DEFAULT_CHUNKER });
+      await w.beginEntry({ type: 'file', path: '', mode: 0o644, mtimeMs: 1_700_000_000_000, size: data.length });
+      await w.addChunks(records);
+      await w.endEntry(data.length, digestOf('blake3', data));
+      await w.finish();
+      const slabs = new ArrivalSlabs(MiB, 2);
+      const target = join(dir, 'out.bin');
+      await reconstruct(await openManifestFile(manifest), new LendingStore(store, slabs), target, { lender: slabs, reuseTarget: false, resumable: false });
+      assert.ok((await readFile(target)).equals(data));
+      assert.equal(slabs.heldChunks, 0, 'chunks still held after the rebuild');
+      assert.ok(slabs.freeSlabs > 0, 'no slab came back');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -36,11 +36,18 @@ export class ArrivalSlabs implements Lender {
   private readonly slabs = new WeakMap<ArrayBufferLike, Slab>();
   private readonly free: Slab[] = [];
   private current: Slab | undefined;
+  /** Holds not yet released, over all slabs (a leak shows here). */
+  private holds = 0;
 
   constructor(
     private readonly slabBytes = ARRIVAL_SLAB_BYTES,
     private readonly freeSlabsMax = ARRIVAL_FREE_SLABS_MAX,
   ) {}
+
+  /** Chunks taken or held and not yet released (for tests: 0 once every holder is done). */
+  get heldChunks(): number {
+    return this.holds;
+  }
 
   /** Released slabs waiting to be carved again (for tests and memory accounting). */
   get freeSlabs(): number {
@@ -67,6 +74,7 @@ export class ArrivalSlabs implements Lender {
     const out = s.bytes.subarray(s.used, s.used + n);
     s.used += (n + 7) & ~7; // keep 8-byte alignment
     s.holders++;
+    this.holds++;
     return out;
   }
 
@@ -74,12 +82,14 @@ export class ArrivalSlabs implements Lender {
     const s = this.slabs.get(data.buffer);
     if (!s) return false;
     s.holders++;
+    this.holds++;
     return true;
   }
 
   release(data: Uint8Array): void {
     const s = this.slabs.get(data.buffer);
     if (!s) return;
+    this.holds--;
     // More releases than holds would let a slab be carved under a holder's feet: such a
     // slab is dropped from the pool for good instead (a bug elsewhere costs speed only).
     if (--s.holders < 0) {
