@@ -22,6 +22,9 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pwd.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -582,6 +585,31 @@ static napi_value js_resident_bytes(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/*
+ * mallocMmapThreshold(bytes): mallopt(M_MMAP_THRESHOLD, bytes) where the C library is glibc:
+ * every allocation of at least `bytes` gets a mapping of its own, unmapped when freed, and
+ * glibc's sliding threshold is off. Returns whether it was set (false elsewhere: musl has
+ * no mallopt). Why: glibc raises the threshold to the size of each mapped block freed (up
+ * to 32 MiB), so after the first 4 MiB Buffer is freed every later one comes from the
+ * heap, and a heap keeps the pages of freed blocks that are not at its top.
+ */
+static napi_value js_malloc_mmap_threshold(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int64_t bytes;
+  if (!get_args(env, info, 1, argv, "mallocMmapThreshold")) return NULL;
+  if (napi_get_value_int64(env, argv[0], &bytes) != napi_ok || bytes <= 0 || bytes > INT_MAX) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "mallocMmapThreshold: a positive number of bytes");
+    return NULL;
+  }
+  bool set = false;
+#ifdef __GLIBC__
+  set = mallopt(M_MMAP_THRESHOLD, (int)bytes) == 1;
+#endif
+  napi_value out;
+  napi_get_boolean(env, set, &out);
+  return out;
+}
+
 napi_status init_sys(napi_env env, napi_value exports) {
   static const struct { const char *name; napi_callback fn; } FNS[] = {
     { "listXattrs", js_list_xattrs }, { "setXattr", js_set_xattr }, { "removeXattr", js_remove_xattr },
@@ -589,6 +617,7 @@ napi_status init_sys(napi_env env, napi_value exports) {
     { "userName", js_user_name }, { "groupName", js_group_name }, { "userId", js_user_id }, { "groupId", js_group_id },
     { "seekData", js_seek_data }, { "seekHole", js_seek_hole }, { "blockDeviceSize", js_block_device_size },
     { "cloneRange", js_clone_range }, { "punchHole", js_punch_hole }, { "residentBytes", js_resident_bytes },
+    { "mallocMmapThreshold", js_malloc_mmap_threshold },
   };
   for (size_t i = 0; i < sizeof FNS / sizeof FNS[0]; i++) {
     napi_value fn;

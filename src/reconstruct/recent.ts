@@ -21,6 +21,18 @@ export const RECENT_CHUNK_CACHE_BYTES = 32 * MiB;
 const VIEW_COPY_SHARE = 4;
 
 /**
+ * The owner of lent buffers (a pool that carves them again once released, such as the
+ * server's arrivals: server/arrivals.ts). A lent buffer is used only between hold() and
+ * release(); buffers the lender did not lend are ignored by both.
+ */
+export interface Lender {
+  /** Counts one more holder of `data` if it is lent; whether it is. */
+  hold(data: Uint8Array): boolean;
+  /** One holder of `data` is done with it (nothing if `data` is not lent). */
+  release(data: Uint8Array): void;
+}
+
+/**
  * Contract on memory: what the remembered chunks keep alive is at most the capacity,
  * counted as the buffers they are views of (each once, however many chunks share it), not
  * as the chunks' own lengths. A chunk read from a local store is a view of a 4 MiB
@@ -35,7 +47,14 @@ export class RecentChunks {
   /** Bytes of the buffers the remembered chunks keep alive. */
   private bytes = 0;
 
-  constructor(private readonly capacityBytes = RECENT_CHUNK_CACHE_BYTES) {}
+  constructor(
+    private readonly capacityBytes = RECENT_CHUNK_CACHE_BYTES,
+    /**
+     * Lends the buffers fetch() may return: a remembered chunk holds its buffer until
+     * forgotten, so its slab is not carved again while it is here.
+     */
+    private readonly lender?: Lender,
+  ) {}
 
   /** Bytes of memory the remembered chunks keep alive (their buffers, each once). */
   get heldBytes(): number {
@@ -48,7 +67,9 @@ export class RecentChunks {
 
   /**
    * The chunk's bytes from an earlier or ongoing fetch, or from `fetch()` (then remembered).
-   * `fetched` tells whether this call did the fetching (for byte counts).
+   * `fetched` tells whether this call did the fetching (for byte counts). With a lender,
+   * the caller holds the bytes returned once (fetch()'s buffer is taken as held once, by
+   * the fetching call) and releases them when done with them.
    */
   async get(digest: Uint8Array, fetch: () => Promise<Buffer>): Promise<{ data: Buffer; fetched: boolean }> {
     const key = digestKey(digest);
@@ -58,12 +79,18 @@ export class RecentChunks {
       // recurring may stay for long, and the buffer it came in may be a view of a slab
       // (SlabAllocator) that it would keep alive.
       const own = hit.byteLength === hit.buffer.byteLength ? hit : Buffer.from(hit);
+      if (own === hit) this.lender?.hold(own); // the caller's (forget releases this cache's)
       this.forget(key, hit);
       this.remember(key, own);
       return { data: own, fetched: false };
     }
     const pending = this.inFlight.get(key);
-    if (pending) return { data: await pending, fetched: false };
+    if (pending) {
+      const data = await pending;
+      // Held for this caller before anything else can run (the fetching call still holds it).
+      this.lender?.hold(data);
+      return { data, fetched: false };
+    }
     const p = fetch();
     this.inFlight.set(key, p);
     try {
@@ -80,11 +107,12 @@ export class RecentChunks {
     const users = this.users.get(data.buffer) ?? 0;
     const cost = users === 0 ? data.buffer.byteLength : 0;
     if (cost > this.capacityBytes) return;
+    this.lender?.hold(data);
     this.recent.set(key, data);
     this.users.set(data.buffer, users + 1);
     this.bytes += cost;
-    // Only when over: starting an iteration walks the map's deleted entries first (one
-    // per chunk forgotten since it was last compacted), which showed in a server's profile.
+    // Iterated only when over (a Map walked from its start passes over its deleted
+    // entries: once per chunk, that was measurable on a server's main thread).
     if (this.bytes <= this.capacityBytes) return;
     for (const [k, v] of this.recent) {
       if (this.bytes <= this.capacityBytes) break;
@@ -92,8 +120,14 @@ export class RecentChunks {
     }
   }
 
+  /** Forgets every chunk (releasing what it holds of a lender's). */
+  clear(): void {
+    for (const [k, v] of this.recent) this.forget(k, v);
+  }
+
   private forget(key: string, data: Buffer): void {
     this.recent.delete(key);
+    this.lender?.release(data);
     const users = this.users.get(data.buffer)! - 1;
     if (users > 0) this.users.set(data.buffer, users);
     else {
