@@ -25,6 +25,8 @@ export interface ServerInfo {
   readonly stage?: boolean;
   /** Servers that take stages of trees too (kind=tree). */
   readonly stageTrees?: boolean;
+  /** Servers that take a tree's commit as its manifest's header and trailer, the body being its stage's (`PUT ...?staged=1`). */
+  readonly commitStaged?: boolean;
   /** Servers that store manifests as given (`PUT ...?raw=1`) and delete them (`DELETE`). */
   readonly manifestStore?: boolean;
   /** Servers that verify themselves (POST /v1/verify). */
@@ -67,6 +69,7 @@ export const PARAMS = {
   checksum: 'checksum',
   raw: 'raw',
   inPlace: 'in-place',
+  staged: 'staged',
   prefix: 'prefix',
   recursive: 'recursive',
   kind: 'kind',
@@ -94,9 +97,11 @@ export const paths = {
   delta: (algorithm: DigestAlgorithm): string => `${API_PREFIX}${ENDPOINTS.delta}?${PARAMS.algorithm}=${algorithm}`,
   /** `query`: see stageQuery. */
   stage: (name: string, query: string): string => `${API_PREFIX}${ENDPOINTS.stage}${nameToRemotePath(name)}?${query}`,
-  /** GET and DELETE; PUT with `checksum` (a commit) or `raw` (stored as given). */
-  manifest: (name: string, options: { readonly checksum?: boolean; readonly raw?: boolean; readonly inPlace?: boolean } = {}): string => {
-    const query = options.raw ? [`${PARAMS.raw}=1`] : [options.checksum ? `${PARAMS.checksum}=1` : '', options.inPlace ? `${PARAMS.inPlace}=1` : ''].filter((q) => q !== '');
+  /** GET and DELETE; PUT with `checksum`, `inPlace`, `staged` (a commit) or `raw` (stored as given). */
+  manifest: (name: string, options: { readonly checksum?: boolean; readonly raw?: boolean; readonly inPlace?: boolean; readonly staged?: boolean } = {}): string => {
+    const query = options.raw
+      ? [`${PARAMS.raw}=1`]
+      : [options.checksum ? `${PARAMS.checksum}=1` : '', options.inPlace ? `${PARAMS.inPlace}=1` : '', options.staged ? `${PARAMS.staged}=1` : ''].filter((q) => q !== '');
     return `${API_PREFIX}${ENDPOINTS.manifests}${nameToRemotePath(name)}${query.length > 0 ? `?${query.join('&')}` : ''}`;
   },
   stat: (name: string): string => `${API_PREFIX}${ENDPOINTS.stat}${nameToRemotePath(name)}`,

@@ -336,12 +336,13 @@ export class XferClient {
    * rebuilds the target and answers with what it committed. Given as a function that opens
    * it, the manifest is sent again after a break: the same manifest committed twice is
    * harmless, should the first attempt have been committed and only its answer lost. A
-   * stream is sent once.
+   * stream is sent once. `staged`: the source is the manifest's header and trailer only, its
+   * body being the one this push's tree stage sent (`?staged=1`; 404 if the server has none).
    */
-  async commitManifest(name: string, source: AsyncIterable<Uint8Array> | (() => AsyncIterable<Uint8Array>), options: { readonly checksum?: boolean; readonly inPlace?: boolean; readonly signal?: AbortSignal } = {}): Promise<CommitAnswer> {
+  async commitManifest(name: string, source: AsyncIterable<Uint8Array> | (() => AsyncIterable<Uint8Array>), options: { readonly checksum?: boolean; readonly inPlace?: boolean; readonly staged?: boolean; readonly signal?: AbortSignal } = {}): Promise<CommitAnswer> {
     const body = typeof source === 'function' ? () => source() as Body : (source as Body);
     // No limit on the wait for the answer: see ClientOptions.answerTimeoutMs.
-    const put = { method: 'PUT', path: paths.manifest(name, { checksum: options.checksum, inPlace: options.inPlace }), body, signal: options.signal, headersTimeout: 0 } as const;
+    const put = { method: 'PUT', path: paths.manifest(name, { checksum: options.checksum, inPlace: options.inPlace, staged: options.staged }), body, signal: options.signal, headersTimeout: 0 } as const;
     return (await this.request(put, json)) as CommitAnswer;
   }
 
