@@ -49,7 +49,7 @@ describe('a re-sync after small edits asks about its changed chunks only, in few
       info(fields: object, message?: string) {
         const f = fields as { method: string; path: string; status: number; ms: number; bytesIn: number };
         if (message !== 'request') return;
-        requests.push({ what: `${f.method} ${f.path.replace(/^\/v1\/(manifests|stage|stat)\/.*/, '/v1/$1/')}`, status: f.status, startMs: performance.now() - f.ms, bytesIn: f.bytesIn });
+        requests.push({ what: `${f.method} ${f.path.replace(/^\/v1\/(manifests|stage|stat|chunks\/missing-of)\/.*/, '/v1/$1/')}`, status: f.status, startMs: performance.now() - f.ms, bytesIn: f.bytesIn });
       },
     };
     server = await createServer({ root: join(dir, 'root'), port: 0, logger });
@@ -88,7 +88,7 @@ describe('a re-sync after small edits asks about its changed chunks only, in few
     assert.deepEqual(await readFile(back), await readFile(file));
   });
 
-  it('a tree re-sync with three files edited asks one has query', async (t) => {
+  it('a tree re-sync with three files edited asks one has query, naming its current version instead of listing its chunks', async (t) => {
     const tree = join(dir, 'tree');
     for (let d = 0; d < 4; d++) {
       await mkdir(join(tree, `d${d}`), { recursive: true });
@@ -98,8 +98,12 @@ describe('a re-sync after small edits asks about its changed chunks only, in few
     await push(tree, `${url}/tree`);
     for (let d = 0; d < 3; d++) await edit(join(tree, `d${d}`, 'big.bin'), [256 * 1024], 200 + d);
     const made = await counted(() => push(tree, `${url}/tree`));
-    t.diagnostic(made.map((r) => r.what).join(', '));
-    assert.equal(count(made, 'POST /v1/chunks/missing'), 1, 'has queries');
+    t.diagnostic(made.map((r) => `${r.what} ${r.bytesIn}`).join(', '));
+    // The current version's chunks: asked by its tag, no digest sent (chunks/missing-of);
+    // the edited chunks went as deltas, unasked.
+    assert.equal(count(made, 'POST /v1/chunks/missing-of/'), 1, 'queries by the manifest');
+    assert.equal(made.find((r) => r.what === 'POST /v1/chunks/missing-of/')!.bytesIn, 0);
+    assert.equal(count(made, 'POST /v1/chunks/missing'), 0, 'has queries by digest');
     assert.equal(count(made, 'GET /v1/manifests/'), 1);
     // The tree's current manifest is the one this push kept from the last: it did not travel.
     assert.deepEqual(made.filter((r) => r.what === 'GET /v1/manifests/').map((r) => r.status), [304]);

@@ -2,6 +2,7 @@ import { createReadStream } from 'node:fs';
 import { open, readFile } from 'node:fs/promises';
 import { fromSystemError, isXferError, ManifestCorruptError } from '../core/errors.js';
 import { HEADER_BYTES, TRAILER_BYTES } from '../manifest/format.js';
+import { manifestTag } from '../manifest/tag.js';
 import type { ChunkId } from '../core/ids.js';
 import { retryPolicy, type RetryPlan } from '../core/retry.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
@@ -112,9 +113,13 @@ export class HttpDestination implements PushDestination {
     const checksum = opts.checksum === true;
     const inPlace = this.options.inPlace === true;
     // The caller's copy of the current manifest, if it fetched one: one GET per push.
-    const previous = await previousVersion(this.options.previous ?? store, name, kind, opts);
+    // A tree's tag names it to the server, which then says which of its chunks it lacks
+    // without the push listing them (chunks/missing-of).
+    let tag: string | undefined;
+    const previous = await previousVersion(this.options.previous ?? store, name, kind, { ...opts, header: (h) => (tag = manifestTag(h)) });
     if (this.chunks instanceof DeltaUploads) this.chunks.useBases(previous);
-    this.known = KnownFiles.for(previous, store, opts);
+    const named = tag;
+    this.known = KnownFiles.for(previous, store, opts, named === undefined ? undefined : (o) => client.missingOf(name, named, o.signal));
     if (!checksum) this.known?.ask(opts);
     const staging = this.options.stage !== false && (kind === 'file' ? store.info.stage === true : store.info.stageTrees === true && opts.chunker !== undefined);
     // A tree is staged from the start: its stage reads the manifest's body as it is written.

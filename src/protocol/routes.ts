@@ -27,6 +27,8 @@ export interface ServerInfo {
   readonly stageTrees?: boolean;
   /** Servers that take a tree's commit as its manifest's header and trailer, the body being its stage's (`PUT ...?staged=1`). */
   readonly commitStaged?: boolean;
+  /** Servers that answer which chunks of a committed tree they lack, named by its tag (`POST /v1/chunks/missing-of/<path>`). */
+  readonly missingOf?: boolean;
   /** Servers that store manifests as given (`PUT ...?raw=1`) and delete them (`DELETE`). */
   readonly manifestStore?: boolean;
   /** Servers that verify themselves (POST /v1/verify). */
@@ -50,6 +52,7 @@ export interface ListEntry {
 export const ENDPOINTS = {
   info: 'info',
   missing: 'chunks/missing',
+  missingOf: 'chunks/missing-of/',
   chunks: 'chunks',
   fetch: 'chunks/fetch',
   sums: 'chunks/sums',
@@ -91,6 +94,8 @@ export const MAX_GC_GRACE_MS = 10 * 366 * 24 * 3600 * 1000;
 export const paths = {
   info: (): string => `${API_PREFIX}${ENDPOINTS.info}`,
   missing: (algorithm: DigestAlgorithm): string => `${API_PREFIX}${ENDPOINTS.missing}?${PARAMS.algorithm}=${algorithm}`,
+  /** POST with `If-Match: "<tree tag>"`: the chunks of the tree committed at `name` the server lacks. */
+  missingOf: (name: string): string => `${API_PREFIX}${ENDPOINTS.missingOf}${nameToRemotePath(name)}`,
   upload: (algorithm: DigestAlgorithm): string => `${API_PREFIX}${ENDPOINTS.chunks}?${PARAMS.algorithm}=${algorithm}`,
   fetch: (algorithm: DigestAlgorithm): string => `${API_PREFIX}${ENDPOINTS.fetch}?${PARAMS.algorithm}=${algorithm}`,
   sums: (algorithm: DigestAlgorithm): string => `${API_PREFIX}${ENDPOINTS.sums}?${PARAMS.algorithm}=${algorithm}`,

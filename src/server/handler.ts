@@ -15,6 +15,7 @@ import { gcRoutes } from './routes/gc.js';
 import { listingRoutes } from './routes/listing.js';
 import { manifestRoutes } from './routes/manifests.js';
 import { stageRoutes } from './routes/stages.js';
+import { knownRoutes } from './routes/known.js';
 import { targetRoutes } from './routes/targets.js';
 import { verifyRoutes } from './routes/verify.js';
 import { StageHub, type Stage } from './stage.js';
@@ -47,6 +48,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
   const rc: RouteContext = { ctx, stages, checksumStages, stageBodies: new StageBodies(ctx.tmpDir), commits, log, sendTimeoutMs, hidePaths };
   const chunks = chunkRoutes(rc);
   const staging = stageRoutes(rc);
+  const known = knownRoutes(rc);
   const manifests = manifestRoutes(rc);
   const listing = listingRoutes(rc);
   const targets = targetRoutes(rc);
@@ -84,11 +86,13 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         stage: !ctx.storeOnly,
         stageTrees: !ctx.storeOnly,
         commitStaged: !ctx.storeOnly,
+        missingOf: true,
         manifestStore: true,
         verify: true,
       } satisfies ServerInfo);
     }
     if (method === 'POST' && rest === ENDPOINTS.missing) return chunks.missing(req, res, algorithmOf(url));
+    if (method === 'POST' && rest.startsWith(ENDPOINTS.missingOf)) return known.missingOf(req, res, remotePathToName(rest.slice(ENDPOINTS.missingOf.length)));
     if (method === 'POST' && rest === ENDPOINTS.chunks) return chunks.upload(req, res, algorithmOf(url));
     if (method === 'POST' && rest === ENDPOINTS.fetch) return chunks.fetchChunks(req, res, algorithmOf(url));
     if (method === 'POST' && rest === ENDPOINTS.sums) return chunks.blockSums(req, res, algorithmOf(url));

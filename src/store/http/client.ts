@@ -19,7 +19,7 @@ import { ByteQueue, SlabAllocator } from '../../core/bytes.js';
 import { checkIntegerInRange } from '../../core/options.js';
 import { checkRate, paced, RateLimiter } from '../../core/rate.js';
 import { DEFAULT_RETRY_POLICY, retrying, type RetryEvent, type RetryPolicy } from '../../core/retry.js';
-import type { ChunkId, DigestAlgorithm } from '../../core/ids.js';
+import { DIGEST_BYTES, type ChunkId, type DigestAlgorithm } from '../../core/ids.js';
 import { MiB } from '../../core/sizes.js';
 import { readErrorAnswer, type ErrorAnswer } from '../../protocol/errors.js';
 import { decodeMissingBitmap, encodeDigests, peekChunkRecord, splitChunkRecords, takeChunkRecord } from '../../protocol/records.js';
@@ -233,6 +233,24 @@ export class XferClient {
     const present = decodeMissingBitmap(bitmap, ids.length);
     if (!present) throw new ProtocolError('malformed chunks/missing answer');
     return present;
+  }
+
+  /**
+   * `POST /v1/chunks/missing-of/<name>` with `If-Match` naming tree tag `tag`: the digests of
+   * the chunks of that tree the server lacks. Undefined if the server cannot answer by the
+   * tree (an older server, another manifest committed there now, too many missing): the
+   * caller asks by digest.
+   */
+  async missingOf(name: string, tag: string, signal?: AbortSignal): Promise<Uint8Array[] | undefined> {
+    if (this.info.missingOf !== true) return undefined;
+    try {
+      const body = await this.request({ method: 'POST', path: paths.missingOf(name), headers: { 'if-match': `"${tag}"` }, signal }, bytesOf);
+      if (body.length % DIGEST_BYTES !== 0) throw new ProtocolError('malformed chunks/missing-of answer');
+      return Array.from({ length: body.length / DIGEST_BYTES }, (_, i) => body.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES));
+    } catch (err) {
+      if (err instanceof XferError && (err.code === 'XFER_NOT_FOUND' || err.code === 'XFER_TOO_LARGE')) return undefined;
+      throw err;
+    }
   }
 
   /**
