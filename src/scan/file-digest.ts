@@ -28,70 +28,40 @@ export async function digestOfOpenFile(fh: FileHandle, bytes: number, algorithm:
   const large = bytes >= DIGEST_THREAD_MIN_BYTES ? largeFileHasher(algorithm) : undefined;
   const small = large ? undefined : createHasher(algorithm);
   const update = (data: Uint8Array) => (large ?? small!).update(data);
-  const bufferBytes = direct ? FILE_DIGEST_READ_BYTES : Math.min(FILE_DIGEST_READ_BYTES, Math.max(1, bytes));
-  // Two buffers, the second made when a second read is: one is hashed while the next read
-  // of the same data extent fills the other (one read ahead, as a disk wants a queue).
-  const bufs: Buffer[] = [];
-  const bufferFor = (i: number) => (bufs[i] ??= direct ? alignedBuffer(FILE_DIGEST_READ_BYTES) : Buffer.allocUnsafe(bufferBytes));
-  let reads = 0;
-  /** A read of the data extent [pos, end) into the next buffer, from the aligned offset at or before pos under O_DIRECT. */
-  const startRead = (pos: number, end: number): PendingRead => {
-    const buf = bufferFor(reads++ % 2);
-    // O_DIRECT reads start and end on DIRECT_ALIGN_BYTES: from the aligned offset at or
-    // before pos (bytes before pos are skipped), at most the buffer.
-    const from = direct ? pos - (pos % DIRECT_ALIGN_BYTES) : pos;
-    const want = Math.min(end - from, buf.length);
-    return { pos, end, from, buf, read: fh.read(buf, 0, direct ? Math.min(buf.length, alignUp(want)) : want, from).then((r) => r.bytesRead) };
-  };
-  let ahead: PendingRead | undefined;
+  const buf = direct ? alignedBuffer(FILE_DIGEST_READ_BYTES) : Buffer.allocUnsafe(Math.min(FILE_DIGEST_READ_BYTES, Math.max(1, bytes)));
   try {
     // SEEK_DATA cannot tell a hole at the end from the end: the size does (a device has none).
     const st = await fh.stat();
     const readable = st.isFile() ? Math.min(bytes, st.size) : bytes;
     for (let pos = 0; pos < readable; ) {
       throwIfAborted(signal);
-      let r = ahead;
-      ahead = undefined;
-      if (r === undefined) {
-        const at = seekData(fh.fd, pos);
-        const dataAt = at < 0 ? readable : Math.min(at, readable);
-        if (dataAt > pos) {
-          // A hole: known zeros, not read.
-          const n = Math.min(dataAt - pos, FILE_DIGEST_ZERO_PIECE_BYTES);
-          update(zeroBytes(n));
-          pos += n;
-          await large?.ready();
-          continue;
-        }
+      const at = seekData(fh.fd, pos);
+      const dataAt = at < 0 ? readable : Math.min(at, readable);
+      if (dataAt > pos) {
+        // A hole: known zeros, not read.
+        const n = Math.min(dataAt - pos, FILE_DIGEST_ZERO_PIECE_BYTES);
+        update(zeroBytes(n));
+        pos += n;
+      } else {
         const hole = seekHole(fh.fd, pos);
-        r = startRead(pos, hole < 0 ? readable : Math.min(hole, readable));
+        const end = hole < 0 ? readable : Math.min(hole, readable);
+        // O_DIRECT reads start and end on DIRECT_ALIGN_BYTES: from the aligned offset at or
+        // before pos (bytes before pos are skipped), at most the buffer.
+        const from = direct ? pos - (pos % DIRECT_ALIGN_BYTES) : pos;
+        const want = Math.min(end - from, buf.length);
+        const { bytesRead } = await fh.read(buf, 0, direct ? Math.min(buf.length, alignUp(want)) : want, from);
+        const got = Math.min(bytesRead, end - from) - (pos - from);
+        if (got <= 0) break;
+        // The hashers copy what they keep (or hash it now): the buffer is reused.
+        update(buf.subarray(pos - from, pos - from + got));
+        pos += got;
       }
-      const bytesRead = await r.read;
-      const got = Math.min(bytesRead, r.end - r.from) - (r.pos - r.from);
-      if (got <= 0) break;
-      pos += got;
-      // The rest of the extent: its next piece is read while this one is hashed. A short
-      // read (the file shrank) leaves that piece past the end: it reads nothing and ends.
-      if (pos < r.end) ahead = startRead(pos, r.end);
-      // The hashers copy what they keep (or hash it now): the buffer is reused.
-      update(r.buf.subarray(r.pos - r.from, r.pos - r.from + got));
       await large?.ready();
     }
     return Buffer.from(large ? await large.digest() : small!.digest());
   } finally {
-    // Neither the file nor its buffers go while a read into them is in flight.
-    await ahead?.read.catch(() => {});
     await large?.close();
   }
-}
-
-/** A read digestOfOpenFile started: of [pos, end) of a data extent, into `buf` from file offset `from`. */
-interface PendingRead {
-  readonly pos: number;
-  readonly end: number;
-  readonly from: number;
-  readonly buf: Buffer;
-  readonly read: Promise<number>;
 }
 
 /**
