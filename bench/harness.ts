@@ -141,7 +141,7 @@ export interface ServeOptions {
  * `--quiet`: the default log writes a line per request), and waits for its `listening on` line.
  */
 export async function startServe(root: string, args: readonly string[] = [], options: ServeOptions = {}): Promise<Served> {
-  const child = spawn(process.execPath, [options.bin ?? XFER, 'serve', '--root', root, '--port', '0', ...args], { stdio: ['ignore', 'pipe', options.stderr ?? 'inherit'] });
+  const child = started(spawn(process.execPath, [options.bin ?? XFER, 'serve', '--root', root, '--port', '0', ...args], { stdio: ['ignore', 'pipe', options.stderr ?? 'inherit'] }));
   const url = await new Promise<string>((resolve, reject) => {
     let out = '';
     child.stdout!.setEncoding('utf8').on('data', (d) => {
@@ -160,7 +160,7 @@ export async function startRsyncd(dir: string): Promise<Served> {
   const conf = join(dir, 'rsyncd.conf');
   await mkdir(join(dir, 'module'), { recursive: true });
   await writeFile(conf, `use chroot = no\nuid = root\ngid = root\n[m]\npath = ${join(dir, 'module')}\nread only = no\n`);
-  const child = spawn('rsync', ['--daemon', '--no-detach', `--config=${conf}`, `--port=${port}`, '--address=127.0.0.1'], { stdio: 'ignore' });
+  const child = started(spawn('rsync', ['--daemon', '--no-detach', `--config=${conf}`, `--port=${port}`, '--address=127.0.0.1'], { stdio: 'ignore' }));
   for (let i = 0; i < 100; i++) {
     if (spawnSync('rsync', [`rsync://127.0.0.1:${port}/`], { stdio: 'ignore' }).status === 0) break;
     await new Promise((r) => setTimeout(r, 50));
@@ -170,10 +170,44 @@ export async function startRsyncd(dir: string): Promise<Served> {
 
 /** Stops a server child (SIGTERM) and waits for it to exit. */
 export async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return;
+  if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise((r) => child.on('exit', r));
   child.kill('SIGTERM');
   await exited;
+}
+
+/**
+ * The servers startServe and startRsyncd started that have not exited yet. A row that
+ * throws between a server's start and its stop would leave it running (and listening, and
+ * holding its root) after the bench: stoppingServers stops them as the error passes, and
+ * the process's exit (an error that ends the bench) kills what is left.
+ */
+const running = new Set<ChildProcess>();
+
+function started(child: ChildProcess): ChildProcess {
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+  child.once('error', () => running.delete(child));
+  return child;
+}
+
+process.once('exit', () => {
+  // Synchronous here: nothing can be awaited at exit. SIGTERM lets them end cleanly.
+  for (const child of running) child.kill('SIGTERM');
+});
+
+/**
+ * Runs `fn`, then stops every server started meanwhile (startServe, startRsyncd) that still
+ * runs, whether `fn` returned or threw; servers started before are left alone, so scopes
+ * nest. Scenario entry points run their rows in one.
+ */
+export async function stoppingServers<T>(fn: () => Promise<T>): Promise<T> {
+  const before = new Set(running);
+  try {
+    return await fn();
+  } finally {
+    for (const child of [...running]) if (!before.has(child)) await stop(child);
+  }
 }
 
 /** Environment for restic and borg runs (no encryption prompts). */

@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { copyFile, mkdir, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pseudoRandom } from '../test/helpers/gen.js';
-import { duBytes, logRow, rsyncLiteral, startRsyncd, startServe, stop, summarize, XFER, type MacroRow, type Served } from './harness.js';
+import { duBytes, logRow, rsyncLiteral, startRsyncd, startServe, stop, stoppingServers, summarize, XFER, type MacroRow, type Served } from './harness.js';
 import { median, timed, type Run } from './measure.js';
 import { threadCpuSeconds } from './thread-cpu.js';
 const EDITS = 200;
@@ -42,7 +42,11 @@ async function makeEdited(src: string, dst: string, size: number): Promise<void>
   await fh.close();
 }
 
-export async function runRemote(o: RemoteOptions): Promise<MacroRow[]> {
+export function runRemote(o: RemoteOptions): Promise<MacroRow[]> {
+  return stoppingServers(() => remoteRows(o));
+}
+
+async function remoteRows(o: RemoteOptions): Promise<MacroRow[]> {
   const rows: MacroRow[] = [];
   const w = (n: string) => join(o.work, n);
   const edited = w('edited.bin');

@@ -34,6 +34,7 @@ import {
   rsyncLiteral,
   startRsyncd,
   startServe,
+  stoppingServers,
   stop,
   warm,
   XFER,
@@ -512,7 +513,11 @@ async function startRestoreServers(b: Bench): Promise<{ xfer?: string; rsync?: s
 // ---------------------------------------------------------------------------------------
 
 /** Scenarios c (`incremental`) and d (`restore`) on disk-image versions; one row per (scenario, tool). */
-export async function runDisk(o: DiskScenarioOptions): Promise<MacroRow[]> {
+export function runDisk(o: DiskScenarioOptions): Promise<MacroRow[]> {
+  return stoppingServers(() => diskRows(o));
+}
+
+async function diskRows(o: DiskScenarioOptions): Promise<MacroRow[]> {
   const versions: DiskImageVersion[] = ['base', ...(o.incremental ? EDITS.map((e) => e.version) : []), ...(o.restore && !o.incremental ? [RESTORED] : [])];
   const inputs: Inputs = {};
   for (const v of versions) inputs[v] = await writeVersion(o, v);

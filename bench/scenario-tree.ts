@@ -27,6 +27,7 @@ import {
   rsyncLiteral,
   startRsyncd,
   startServe,
+  stoppingServers,
   stop,
   warm,
   XFER,
@@ -262,7 +263,11 @@ class Lane {
  * (version, tool): `<label>: <step>`. The destinations live in `destDir`, which is removed
  * at the end, also on failure.
  */
-export async function copyVersions(o: VersionScenarioOptions, input: VersionedInput, destDir: string): Promise<MacroRow[]> {
+export function copyVersions(o: VersionScenarioOptions, input: VersionedInput, destDir: string): Promise<MacroRow[]> {
+  return stoppingServers(() => copyEachVersion(o, input, destDir));
+}
+
+async function copyEachVersion(o: VersionScenarioOptions, input: VersionedInput, destDir: string): Promise<MacroRow[]> {
   const lanes = toolsFor(o).map((t) => new Lane(t, join(destDir, t.slug)));
   const rows: MacroRow[] = [];
   const step = async (version: InputVersion, from: Template): Promise<void> => {
@@ -377,7 +382,11 @@ function replaced(before: Map<string, string>, after: Map<string, string>): stri
  * wall time. Every xfer run is checked: one that receives bytes or replaces an entry
  * throws, naming what it replaced, since its time would not be that of a no-op.
  */
-export async function runTreePullUnchanged(o: ScenarioOptions): Promise<MacroRow[]> {
+export function runTreePullUnchanged(o: ScenarioOptions): Promise<MacroRow[]> {
+  return stoppingServers(() => pullUnchanged(o));
+}
+
+async function pullUnchanged(o: ScenarioOptions): Promise<MacroRow[]> {
   const input = (await treeInputs(o))('base');
   const dir = join(o.work, 'tree', 'pull-unchanged');
   await rm(dir, { recursive: true, force: true });

@@ -38,10 +38,14 @@ async function once(bin: string, file: string, clients: number, work: string): P
   const root = join(work, 'root');
   await rm(root, { recursive: true, force: true });
   const s = await serve(bin, root);
-  const before = threadCpuSeconds(s.child.pid!);
-  const runs = await Promise.all(Array.from({ length: clients }, (_, i) => timed(process.execPath, [bin, 'push', file, `${s.url}/f${i}.bin`, '--json'])));
-  const after = threadCpuSeconds(s.child.pid!);
-  await stop(s.child);
+  let before: number, runs: Awaited<ReturnType<typeof timed>>[], after: number;
+  try {
+    before = threadCpuSeconds(s.child.pid!);
+    runs = await Promise.all(Array.from({ length: clients }, (_, i) => timed(process.execPath, [bin, 'push', file, `${s.url}/f${i}.bin`, '--json'])));
+    after = threadCpuSeconds(s.child.pid!);
+  } finally {
+    await stop(s.child);
+  }
   const gib = (statSync(file).size * clients) / 2 ** 30;
   const stopped = s.log.split('\n').filter((l) => l.includes('"stopped"')).map((l) => JSON.parse(l) as { mainThreadBusyMs?: number }).at(-1);
   await rm(root, { recursive: true, force: true });

@@ -22,7 +22,7 @@ import { parseArgs } from 'node:util';
 import { writeTree } from '../fixtures/index.js';
 import { parseSize } from '../src/core/sizes.js';
 import { writeRandomFile } from '../test/helpers/cli.js';
-import { rsyncLiteral, startRsyncd, startServe, stop, XFER } from './harness.js';
+import { rsyncLiteral, startRsyncd, startServe, stop, stoppingServers, XFER } from './harness.js';
 import { have, median, timed, type Run } from './measure.js';
 import { EDIT_BYTES, editFile, filesUnder } from './edits.js';
 import { startWanRelay, WAN_RATE_BITS_PER_SECOND, WAN_RTT_MS, WAN_WINDOW_BYTES, type WanLinkOptions } from './wan-relay.js';
@@ -132,7 +132,11 @@ function warm(path: string): void {
 }
 
 /** One run of one tool: the first copy, then the re-sync onto it, each through a fresh relay. */
-async function runTool(tool: 'xfer' | 'rsync', input: { first: string; edited: string }, isDir: boolean): Promise<[Measured, Measured]> {
+function runTool(tool: 'xfer' | 'rsync', input: { first: string; edited: string }, isDir: boolean): Promise<[Measured, Measured]> {
+  return stoppingServers(() => runToolOnce(tool, input, isDir));
+}
+
+async function runToolOnce(tool: 'xfer' | 'rsync', input: { first: string; edited: string }, isDir: boolean): Promise<[Measured, Measured]> {
   const dir = join(work, 'dest', tool);
   await rm(dir, { recursive: true, force: true });
   const served = tool === 'xfer' ? await startServe(join(dir, 'root'), ['--quiet']) : await startRsyncd(dir);

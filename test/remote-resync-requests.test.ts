@@ -37,7 +37,7 @@ describe('a re-sync after small edits asks about its changed chunks only, in few
   let relay: WanRelay;
   let url: string;
   /** The server's requests: `METHOD /v1/<endpoint>` (names left out), their status and when each began. */
-  let requests: { what: string; status: number; startMs: number }[] = [];
+  let requests: { what: string; status: number; startMs: number; bytesIn: number }[] = [];
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'xfer-resync-requests-'));
     // The manifests kept from pushes (endpoint/pushed.ts) go to this test's own cache.
@@ -47,9 +47,9 @@ describe('a re-sync after small edits asks about its changed chunks only, in few
       warn() {},
       error() {},
       info(fields: object, message?: string) {
-        const f = fields as { method: string; path: string; status: number; ms: number };
+        const f = fields as { method: string; path: string; status: number; ms: number; bytesIn: number };
         if (message !== 'request') return;
-        requests.push({ what: `${f.method} ${f.path.replace(/^\/v1\/(manifests|stage|stat)\/.*/, '/v1/$1/')}`, status: f.status, startMs: performance.now() - f.ms });
+        requests.push({ what: `${f.method} ${f.path.replace(/^\/v1\/(manifests|stage|stat|chunks\/missing-of)\/.*/, '/v1/$1/')}`, status: f.status, startMs: performance.now() - f.ms, bytesIn: f.bytesIn });
       },
     };
     server = await createServer({ root: join(dir, 'root'), port: 0, logger });
@@ -62,7 +62,7 @@ describe('a re-sync after small edits asks about its changed chunks only, in few
     await rm(dir, { recursive: true, force: true });
   });
 
-  async function counted(op: () => Promise<unknown>): Promise<{ what: string; status: number; startMs: number }[]> {
+  async function counted(op: () => Promise<unknown>): Promise<{ what: string; status: number; startMs: number; bytesIn: number }[]> {
     requests = [];
     await op();
     await new Promise((r) => setTimeout(r, 50)); // a stage is logged after its answer
@@ -88,7 +88,7 @@ describe('a re-sync after small edits asks about its changed chunks only, in few
     assert.deepEqual(await readFile(back), await readFile(file));
   });
 
-  it('a tree re-sync with three files edited asks one has query', async (t) => {
+  it('a tree re-sync with three files edited asks one has query, naming its current version instead of listing its chunks', async (t) => {
     const tree = join(dir, 'tree');
     for (let d = 0; d < 4; d++) {
       await mkdir(join(tree, `d${d}`), { recursive: true });
@@ -98,8 +98,12 @@ describe('a re-sync after small edits asks about its changed chunks only, in few
     await push(tree, `${url}/tree`);
     for (let d = 0; d < 3; d++) await edit(join(tree, `d${d}`, 'big.bin'), [256 * 1024], 200 + d);
     const made = await counted(() => push(tree, `${url}/tree`));
-    t.diagnostic(made.map((r) => r.what).join(', '));
-    assert.equal(count(made, 'POST /v1/chunks/missing'), 1, 'has queries');
+    t.diagnostic(made.map((r) => `${r.what} ${r.bytesIn}`).join(', '));
+    // The current version's chunks: asked by its tag, no digest sent (chunks/missing-of);
+    // the edited chunks went as deltas, unasked.
+    assert.equal(count(made, 'POST /v1/chunks/missing-of/'), 1, 'queries by the manifest');
+    assert.equal(made.find((r) => r.what === 'POST /v1/chunks/missing-of/')!.bytesIn, 0);
+    assert.equal(count(made, 'POST /v1/chunks/missing'), 0, 'has queries by digest');
     assert.equal(count(made, 'GET /v1/manifests/'), 1);
     // The tree's current manifest is the one this push kept from the last: it did not travel.
     assert.deepEqual(made.filter((r) => r.what === 'GET /v1/manifests/').map((r) => r.status), [304]);
@@ -141,5 +145,25 @@ describe('a re-sync after small edits asks about its changed chunks only, in few
     const back = join(dir, 'tree2.out');
     await pull(`${url}/tree2`, back);
     for (let i = 0; i < 20; i++) assert.deepEqual(await readFile(join(back, `f${i}.txt`)), await readFile(join(tree, `f${i}.txt`)), `f${i}.txt`);
+  });
+
+  it('a tree re-sync commits by naming the body its stage sent: the manifest goes up once', async (t) => {
+    const tree = join(dir, 'tree3');
+    await mkdir(tree, { recursive: true });
+    for (let i = 0; i < 400; i++) await writeFile(join(tree, `file-with-a-longer-name-${i}.txt`), `file ${i}\n`);
+    await push(tree, `${url}/tree3`);
+    await writeFile(join(tree, 'file-with-a-longer-name-7.txt'), 'changed\n');
+    const made = await counted(() => push(tree, `${url}/tree3`));
+    t.diagnostic(made.map((r) => `${r.what} ${r.status} ${r.bytesIn}`).join(', '));
+    const stage = made.filter((r) => r.what === 'POST /v1/stage/');
+    const commits = made.filter((r) => r.what === 'PUT /v1/manifests/');
+    assert.equal(stage.length, 1);
+    assert.ok(stage[0]!.bytesIn > 40_000, `the stage read the manifest's body (${stage[0]!.bytesIn} bytes)`);
+    // The header and trailer (105 bytes), not the body again.
+    assert.deepEqual(commits.map((r) => r.status), [200]);
+    assert.ok(commits[0]!.bytesIn <= 1024, `the commit sent ${commits[0]!.bytesIn} bytes`);
+    const back = join(dir, 'tree3.out');
+    await pull(`${url}/tree3`, back);
+    for (const i of [0, 7, 399]) assert.deepEqual(await readFile(join(back, `file-with-a-longer-name-${i}.txt`)), await readFile(join(tree, `file-with-a-longer-name-${i}.txt`)));
   });
 });

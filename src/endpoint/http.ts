@@ -1,6 +1,8 @@
 import { createReadStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { fromSystemError } from '../core/errors.js';
+import { open, readFile } from 'node:fs/promises';
+import { fromSystemError, isXferError, ManifestCorruptError } from '../core/errors.js';
+import { HEADER_BYTES, TRAILER_BYTES } from '../manifest/format.js';
+import { manifestTag } from '../manifest/tag.js';
 import type { ChunkId } from '../core/ids.js';
 import { retryPolicy, type RetryPlan } from '../core/retry.js';
 import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
@@ -14,6 +16,7 @@ import { KnownFiles, previousVersion } from '../transfer/known.js';
 import { formatReadDataSubset } from '../transfer/verify.js';
 import type { BeginOptions, EntryOptions, FileSink, KnownFile, PushDestination, PushSession } from '../transfer/destination.js';
 import type { OpenOptions, StoreEndpoint } from './registry.js';
+import type { XferClient } from '../store/http/client.js';
 
 /** The options of a transfer to or from a location (OpenOptions), and the push's own. */
 export interface RemoteOptions extends OpenOptions {
@@ -110,14 +113,20 @@ export class HttpDestination implements PushDestination {
     const checksum = opts.checksum === true;
     const inPlace = this.options.inPlace === true;
     // The caller's copy of the current manifest, if it fetched one: one GET per push.
-    const previous = await previousVersion(this.options.previous ?? store, name, kind, opts);
+    // A tree's tag names it to the server, which then says which of its chunks it lacks
+    // without the push listing them (chunks/missing-of).
+    let tag: string | undefined;
+    const previous = await previousVersion(this.options.previous ?? store, name, kind, { ...opts, header: (h) => (tag = manifestTag(h)) });
     if (this.chunks instanceof DeltaUploads) this.chunks.useBases(previous);
-    this.known = KnownFiles.for(previous, store, opts);
+    const named = tag;
+    this.known = KnownFiles.for(previous, store, opts, named === undefined ? undefined : (o) => client.missingOf(name, named, o.signal));
     if (!checksum) this.known?.ask(opts);
     const staging = this.options.stage !== false && (kind === 'file' ? store.info.stage === true : store.info.stageTrees === true && opts.chunker !== undefined);
     // A tree is staged from the start: its stage reads the manifest's body as it is written.
     const treeStage = staging && kind === 'tree' ? openStage(client, name, algorithm, { tree: opts.chunker! }, opts.signal, { checksum }) : undefined;
-    treeStage?.done.catch(() => {}); // awaited at commit; a failed stage only costs the server time
+    // Awaited at commit; a failed stage only costs the server time (and the commit sends the whole manifest).
+    let treeStageFailed = false;
+    treeStage?.done.catch(() => (treeStageFailed = true));
     let stage: StageUpload | undefined = treeStage;
     return {
       manifestBody: treeStage ? (bytes) => treeStage.list.addBytes(bytes) : undefined,
@@ -136,7 +145,9 @@ export class HttpDestination implements PushDestination {
       async commit(manifestPath: string, header: ManifestHeader, opts: OpOptions = {}): Promise<void> {
         treeStage?.list.endBody();
         try {
-          await client.commitManifest(name, () => createReadStream(manifestPath), { signal: opts.signal, checksum, inPlace });
+          // The server has the tree's body from its stage: only the header and trailer go.
+          const staged = treeStage !== undefined && !treeStageFailed && store.info.commitStaged === true && (await commitStaged(client, name, manifestPath, { signal: opts.signal, checksum }));
+          if (!staged) await client.commitManifest(name, () => createReadStream(manifestPath), { signal: opts.signal, checksum, inPlace });
         } finally {
           stage?.list.stop();
         }
@@ -173,5 +184,42 @@ export class HttpDestination implements PushDestination {
 
   async close(): Promise<void> {
     await this.chunks.close();
+  }
+}
+
+/**
+ * Commits the tree manifest at `manifestPath` by naming the body its stage sent
+ * (docs/PROTOCOL.md, `staged=1`): the header and trailer go, the body does not travel
+ * twice. False if the server holds no such body (404: the stage failed or is gone); the
+ * caller then sends the whole manifest.
+ */
+async function commitStaged(client: XferClient, name: string, manifestPath: string, options: { readonly signal?: AbortSignal; readonly checksum: boolean }): Promise<boolean> {
+  const ends = await manifestEnds(manifestPath);
+  try {
+    await client.commitManifest(name, async function* () {
+      yield ends;
+    }, { signal: options.signal, checksum: options.checksum, staged: true });
+    return true;
+  } catch (err) {
+    if (isXferError(err, 'XFER_NOT_FOUND')) return false;
+    throw err;
+  }
+}
+
+/** The manifest's header and trailer, one after the other. */
+async function manifestEnds(path: string): Promise<Buffer> {
+  let fh;
+  try {
+    fh = await open(path, 'r');
+    const { size } = await fh.stat();
+    const out = Buffer.alloc(HEADER_BYTES + TRAILER_BYTES);
+    if (size < out.length) throw new ManifestCorruptError(`${path}: manifest of ${size} bytes is shorter than its header and trailer`);
+    await fh.read(out, 0, HEADER_BYTES, 0);
+    await fh.read(out, HEADER_BYTES, TRAILER_BYTES, size - TRAILER_BYTES);
+    return out;
+  } catch (err) {
+    throw isXferError(err) ? err : fromSystemError(err, path, 'read manifest');
+  } finally {
+    await fh?.close();
   }
 }

@@ -25,6 +25,10 @@ export interface ServerInfo {
   readonly stage?: boolean;
   /** Servers that take stages of trees too (kind=tree). */
   readonly stageTrees?: boolean;
+  /** Servers that take a tree's commit as its manifest's header and trailer, the body being its stage's (`PUT ...?staged=1`). */
+  readonly commitStaged?: boolean;
+  /** Servers that answer which chunks of a committed tree they lack, named by its tag (`POST /v1/chunks/missing-of/<path>`). */
+  readonly missingOf?: boolean;
   /** Servers that store manifests as given (`PUT ...?raw=1`) and delete them (`DELETE`). */
   readonly manifestStore?: boolean;
   /** Servers that verify themselves (POST /v1/verify). */
@@ -48,6 +52,7 @@ export interface ListEntry {
 export const ENDPOINTS = {
   info: 'info',
   missing: 'chunks/missing',
+  missingOf: 'chunks/missing-of/',
   chunks: 'chunks',
   fetch: 'chunks/fetch',
   sums: 'chunks/sums',
@@ -67,6 +72,7 @@ export const PARAMS = {
   checksum: 'checksum',
   raw: 'raw',
   inPlace: 'in-place',
+  staged: 'staged',
   prefix: 'prefix',
   recursive: 'recursive',
   kind: 'kind',
@@ -88,15 +94,19 @@ export const MAX_GC_GRACE_MS = 10 * 366 * 24 * 3600 * 1000;
 export const paths = {
   info: (): string => `${API_PREFIX}${ENDPOINTS.info}`,
   missing: (algorithm: DigestAlgorithm): string => `${API_PREFIX}${ENDPOINTS.missing}?${PARAMS.algorithm}=${algorithm}`,
+  /** POST with `If-Match: "<tree tag>"`: the chunks of the tree committed at `name` the server lacks. */
+  missingOf: (name: string): string => `${API_PREFIX}${ENDPOINTS.missingOf}${nameToRemotePath(name)}`,
   upload: (algorithm: DigestAlgorithm): string => `${API_PREFIX}${ENDPOINTS.chunks}?${PARAMS.algorithm}=${algorithm}`,
   fetch: (algorithm: DigestAlgorithm): string => `${API_PREFIX}${ENDPOINTS.fetch}?${PARAMS.algorithm}=${algorithm}`,
   sums: (algorithm: DigestAlgorithm): string => `${API_PREFIX}${ENDPOINTS.sums}?${PARAMS.algorithm}=${algorithm}`,
   delta: (algorithm: DigestAlgorithm): string => `${API_PREFIX}${ENDPOINTS.delta}?${PARAMS.algorithm}=${algorithm}`,
   /** `query`: see stageQuery. */
   stage: (name: string, query: string): string => `${API_PREFIX}${ENDPOINTS.stage}${nameToRemotePath(name)}?${query}`,
-  /** GET and DELETE; PUT with `checksum` (a commit) or `raw` (stored as given). */
-  manifest: (name: string, options: { readonly checksum?: boolean; readonly raw?: boolean; readonly inPlace?: boolean } = {}): string => {
-    const query = options.raw ? [`${PARAMS.raw}=1`] : [options.checksum ? `${PARAMS.checksum}=1` : '', options.inPlace ? `${PARAMS.inPlace}=1` : ''].filter((q) => q !== '');
+  /** GET and DELETE; PUT with `checksum`, `inPlace`, `staged` (a commit) or `raw` (stored as given). */
+  manifest: (name: string, options: { readonly checksum?: boolean; readonly raw?: boolean; readonly inPlace?: boolean; readonly staged?: boolean } = {}): string => {
+    const query = options.raw
+      ? [`${PARAMS.raw}=1`]
+      : [options.checksum ? `${PARAMS.checksum}=1` : '', options.inPlace ? `${PARAMS.inPlace}=1` : '', options.staged ? `${PARAMS.staged}=1` : ''].filter((q) => q !== '');
     return `${API_PREFIX}${ENDPOINTS.manifests}${nameToRemotePath(name)}${query.length > 0 ? `?${query.join('&')}` : ''}`;
   },
   stat: (name: string): string => `${API_PREFIX}${ENDPOINTS.stat}${nameToRemotePath(name)}`,

@@ -3,6 +3,7 @@ import type { ChunkStore, ManifestStore } from '../store/store.js';
 import type { HeldStore } from './held.js';
 import type { ServerLogger } from './log.js';
 import type { Stage, StageHub } from './stage.js';
+import type { StageBodies } from './stage-body.js';
 
 /** What the server serves from: any store (local today, S3 next), through its interfaces only. */
 export type ServerStore = ChunkStore & ManifestStore;
@@ -50,6 +51,8 @@ export interface RouteContext {
   readonly stages: StageHub;
   /** Stages opened with checksum=1: the only ones a commit with checksum=1 swaps in. */
   readonly checksumStages: WeakSet<Stage>;
+  /** The bodies tree stages read, which a staged commit names instead of sending them again. */
+  readonly stageBodies: StageBodies;
   /** Commits in progress, by name: commits (and manifest writes) to one name are serialized. */
   readonly commits: Map<string, Promise<unknown>>;
   readonly log: ServerLogger;

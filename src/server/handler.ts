@@ -15,9 +15,11 @@ import { gcRoutes } from './routes/gc.js';
 import { listingRoutes } from './routes/listing.js';
 import { manifestRoutes } from './routes/manifests.js';
 import { stageRoutes } from './routes/stages.js';
+import { knownRoutes } from './routes/known.js';
 import { targetRoutes } from './routes/targets.js';
 import { verifyRoutes } from './routes/verify.js';
 import { StageHub, type Stage } from './stage.js';
+import { StageBodies } from './stage-body.js';
 
 export { PROTOCOL_VERSION } from '../protocol/routes.js';
 export type { HandlerContext, ServerStore } from './context.js';
@@ -43,9 +45,10 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
     for (const name of storeNames) message = message.split(name).join("the server's store");
     return message.split(root).join("the server's root");
   };
-  const rc: RouteContext = { ctx, stages, checksumStages, commits, log, sendTimeoutMs, hidePaths };
+  const rc: RouteContext = { ctx, stages, checksumStages, stageBodies: new StageBodies(ctx.tmpDir), commits, log, sendTimeoutMs, hidePaths };
   const chunks = chunkRoutes(rc);
   const staging = stageRoutes(rc);
+  const known = knownRoutes(rc);
   const manifests = manifestRoutes(rc);
   const listing = listingRoutes(rc);
   const targets = targetRoutes(rc);
@@ -82,11 +85,14 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
         // A store-only server rebuilds nothing, so it takes no stages: pushes send chunks and commit.
         stage: !ctx.storeOnly,
         stageTrees: !ctx.storeOnly,
+        commitStaged: !ctx.storeOnly,
+        missingOf: true,
         manifestStore: true,
         verify: true,
       } satisfies ServerInfo);
     }
     if (method === 'POST' && rest === ENDPOINTS.missing) return chunks.missing(req, res, algorithmOf(url));
+    if (method === 'POST' && rest.startsWith(ENDPOINTS.missingOf)) return known.missingOf(req, res, remotePathToName(rest.slice(ENDPOINTS.missingOf.length)));
     if (method === 'POST' && rest === ENDPOINTS.chunks) return chunks.upload(req, res, algorithmOf(url));
     if (method === 'POST' && rest === ENDPOINTS.fetch) return chunks.fetchChunks(req, res, algorithmOf(url));
     if (method === 'POST' && rest === ENDPOINTS.sums) return chunks.blockSums(req, res, algorithmOf(url));
@@ -98,7 +104,7 @@ export function createHandler(ctx: HandlerContext): (req: Http2ServerRequest, re
       const name = remotePathToName(rest.slice(ENDPOINTS.manifests.length));
       if (method === 'GET') return manifests.getManifest(req, res, name);
       if (method === 'PUT' && flagParam(url.searchParams, PARAMS.raw)) return manifests.storeManifest(req, res, name);
-      if (method === 'PUT') return manifests.putManifest(req, res, validateTargetName(name), checksumParam(url), flagParam(url.searchParams, 'in-place'));
+      if (method === 'PUT') return manifests.putManifest(req, res, validateTargetName(name), checksumParam(url), flagParam(url.searchParams, 'in-place'), flagParam(url.searchParams, PARAMS.staged));
       if (method === 'DELETE') return manifests.deleteManifest(res, name);
     }
     if (method === 'GET' && rest.startsWith(ENDPOINTS.stat)) return listing.stat(res, remotePathToName(rest.slice(ENDPOINTS.stat.length)));

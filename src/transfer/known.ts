@@ -8,9 +8,16 @@ import { isXferError } from '../core/errors.js';
 import { chunkerSpecEquals, digestKey, type ChunkId } from '../core/ids.js';
 import { BaseIndex } from '../manifest/bases.js';
 import { openManifest } from '../manifest/reader.js';
-import type { EntryMeta, ManifestKind } from '../manifest/types.js';
+import type { EntryMeta, ManifestHeader, ManifestKind } from '../manifest/types.js';
 import type { ChunkStore, ManifestStore, OpOptions } from '../store/store.js';
 import type { BeginOptions, KnownFile } from './destination.js';
+
+/**
+ * Which chunks of the previous version the store lacks, asked by naming that version (a
+ * server has its manifest: docs/PROTOCOL.md, chunks/missing-of) rather than by listing its
+ * digests; undefined when the store cannot answer so.
+ */
+export type MissingOf = (options: OpOptions) => Promise<readonly Uint8Array[] | undefined>;
 
 export class KnownFiles {
   private missing: Promise<Set<string>> | undefined;
@@ -19,15 +26,16 @@ export class KnownFiles {
   private constructor(
     private readonly previous: BaseIndex,
     private readonly chunks: ChunkStore,
+    private readonly missingOf?: MissingOf,
   ) {}
 
   /**
    * Known files come as the previous version cut and hashed them: usable only by a push
    * that cuts and hashes the same way (undefined otherwise, or without a previous version).
    */
-  static for(previous: BaseIndex | undefined, chunks: ChunkStore, push: BeginOptions): KnownFiles | undefined {
+  static for(previous: BaseIndex | undefined, chunks: ChunkStore, push: BeginOptions, missingOf?: MissingOf): KnownFiles | undefined {
     if (!previous || previous.algorithm !== (push.digestAlgorithm ?? 'blake3') || !push.chunker || !chunkerSpecEquals(previous.chunker, push.chunker)) return undefined;
-    return new KnownFiles(previous, chunks);
+    return new KnownFiles(previous, chunks, missingOf);
   }
 
   /** The previous version's file entry `path`, whatever its size and mtime. */
@@ -81,8 +89,13 @@ export class KnownFiles {
     return this.stored;
   }
 
-  /** One `has` query for every chunk of the previous version (a damaged store may lack some). */
+  /**
+   * The previous version's chunks the store lacks (a damaged store may lack some): asked by
+   * the manifest where the destination can (missingOf), else one `has` query for them all.
+   */
   private async missingChunks(options: OpOptions): Promise<Set<string>> {
+    const named = await this.missingOf?.(options);
+    if (named) return new Set(named.map(digestKey));
     const digests = this.previous.distinctDigests();
     const algorithm = this.previous.algorithm;
     const present = await this.chunks.has(digests.map((digest) => ({ algorithm, digest })), options);
@@ -93,15 +106,18 @@ export class KnownFiles {
 /**
  * The version committed under `name`, if it is a `kind`, as a BaseIndex (the bases of
  * delta uploads and the quick check's source). Best effort: undefined if there is none,
- * it is another kind, or it cannot be read.
+ * it is another kind, or it cannot be read. `header` is given the header of the version read.
  */
-export async function previousVersion(manifests: Pick<ManifestStore, 'getManifest'>, name: string, kind: ManifestKind, options: OpOptions = {}): Promise<BaseIndex | undefined> {
+export async function previousVersion(
+  manifests: Pick<ManifestStore, 'getManifest'>, name: string, kind: ManifestKind, options: OpOptions & { readonly header?: (header: ManifestHeader) => void } = {},
+): Promise<BaseIndex | undefined> {
   try {
     const reader = await openManifest(await manifests.getManifest(name, options), { signal: options.signal });
     if (reader.header.kind !== kind) {
       await reader.close();
       return undefined;
     }
+    options.header?.(reader.header);
     return await BaseIndex.load(reader, { signal: options.signal });
   } catch (err) {
     if (isXferError(err, 'XFER_ABORTED')) throw err;

@@ -32,7 +32,7 @@ const MISSING_NAMED_MAX = 5;
 
 /** The manifest endpoints over `rc`. */
 export function manifestRoutes(rc: RouteContext) {
-  const { ctx, stages, checksumStages, commits, log, sendTimeoutMs } = rc;
+  const { ctx, stages, checksumStages, stageBodies, commits, log, sendTimeoutMs } = rc;
   const { committedVersion, openCommitted, storedHeader } = committedOf(ctx);
   return { storeManifest, deleteManifest, getManifest, putManifest };
 
@@ -86,16 +86,19 @@ export function manifestRoutes(rc: RouteContext) {
    * Commits to the same name are serialized. With `checksum` (checksumParam) the target's
    * files are read and re-hashed instead of being kept or linked by their size and mtime,
    * and rewritten where they differ: a copy damaged on disk behind its metadata is repaired.
+   * With `bodyStaged` (`staged=1`: a tree pushed with a stage) the request carries the manifest's header and
+   * trailer only, its body is the one the stage read (server/stage-body.ts); the manifest so
+   * made is committed with every check an uploaded one gets.
    */
-  async function putManifest(req: Http2ServerRequest, res: Http2ServerResponse, name: string, checksum: boolean, inPlace: boolean): Promise<void> {
+  async function putManifest(req: Http2ServerRequest, res: Http2ServerResponse, name: string, checksum: boolean, inPlace: boolean, bodyStaged = false): Promise<void> {
     // A store-only server materializes nothing: only the name's place among targets is checked.
     const target = ctx.storeOnly ? undefined : await materializedPath(ctx.filesDir, name, ctx.store, ctx.signal);
     if (target === undefined) await checkNotInsideTarget(name, ctx.store, ctx.signal);
-    const body = limitedBody(req, MAX_MANIFEST_BYTES, 'manifest');
     const tmp = await mkdtemp(join(ctx.tmpDir, 'manifest-'));
     try {
       const file = join(tmp, 'manifest');
-      await pipeline(body, createWriteStream(file));
+      if (bodyStaged) await stageBodies.manifest(req, name, file, ctx.signal);
+      else await pipeline(limitedBody(req, MAX_MANIFEST_BYTES, 'manifest'), createWriteStream(file));
       const uploaded = await openManifestFile(file, { signal: ctx.signal });
       const header = uploaded.header;
       await checkChunksPresent(uploaded);

@@ -16,7 +16,7 @@ import { UnchangedError, type Stage } from '../stage.js';
 
 /** The stage endpoint over `rc`. */
 export function stageRoutes(rc: RouteContext) {
-  const { ctx, stages, checksumStages } = rc;
+  const { ctx, stages, checksumStages, stageBodies } = rc;
   const { committedFile, committedVersion } = committedOf(ctx);
   return { stageFile };
 
@@ -39,12 +39,17 @@ export function stageRoutes(rc: RouteContext) {
     // A tree's body is a manifest body, a file's list is smaller than its manifest.
     const body = limitedBody(req, MAX_MANIFEST_BYTES, 'stage body');
     let stage: Stage;
+    let release = async () => {};
     if (kind === 'tree') {
       const chunker = chunkerOfQuery(url.searchParams);
       if (!chunker) throw new InvalidArgumentError('a tree stage needs chunker=fastcdc2020&min=&avg=&max= or chunker=fixed&size=');
       validateChunkerSpec(chunker);
       const committed = checksum ? undefined : await committedVersion(name);
-      stage = stages.begin({ kind, name, algorithm, target, confineTo: ctx.filesDir, chunker, targetDigest: committed?.digest, previousFiles: committed?.files }, body, ctx.signal);
+      // Kept for the commit, which then names it instead of sending it again (server/stage-body.ts).
+      const kept = await stageBodies.keep(name, body);
+      release = kept.release;
+      stage = stages.begin({ kind, name, algorithm, target, confineTo: ctx.filesDir, chunker, targetDigest: committed?.digest, previousFiles: committed?.files }, kept.body, ctx.signal);
+      kept.attach(stage);
     } else if (kind === 'file') {
       const meta: EntryMeta = {
         type: 'file',
@@ -68,6 +73,7 @@ export function stageRoutes(rc: RouteContext) {
       sendJson(res, 200, r ? { digest: r.digest } : { unchanged: true });
     } finally {
       settled = true;
+      await release();
     }
   }
 }

@@ -19,7 +19,7 @@ import { ByteQueue, SlabAllocator } from '../../core/bytes.js';
 import { checkIntegerInRange } from '../../core/options.js';
 import { checkRate, paced, RateLimiter } from '../../core/rate.js';
 import { DEFAULT_RETRY_POLICY, retrying, type RetryEvent, type RetryPolicy } from '../../core/retry.js';
-import type { ChunkId, DigestAlgorithm } from '../../core/ids.js';
+import { DIGEST_BYTES, type ChunkId, type DigestAlgorithm } from '../../core/ids.js';
 import { MiB } from '../../core/sizes.js';
 import { readErrorAnswer, type ErrorAnswer } from '../../protocol/errors.js';
 import { decodeMissingBitmap, encodeDigests, peekChunkRecord, splitChunkRecords, takeChunkRecord } from '../../protocol/records.js';
@@ -236,6 +236,24 @@ export class XferClient {
   }
 
   /**
+   * `POST /v1/chunks/missing-of/<name>` with `If-Match` naming tree tag `tag`: the digests of
+   * the chunks of that tree the server lacks. Undefined if the server cannot answer by the
+   * tree (an older server, another manifest committed there now, too many missing): the
+   * caller asks by digest.
+   */
+  async missingOf(name: string, tag: string, signal?: AbortSignal): Promise<Uint8Array[] | undefined> {
+    if (this.info.missingOf !== true) return undefined;
+    try {
+      const body = await this.request({ method: 'POST', path: paths.missingOf(name), headers: { 'if-match': `"${tag}"` }, signal }, bytesOf);
+      if (body.length % DIGEST_BYTES !== 0) throw new ProtocolError('malformed chunks/missing-of answer');
+      return Array.from({ length: body.length / DIGEST_BYTES }, (_, i) => body.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES));
+    } catch (err) {
+      if (err instanceof XferError && (err.code === 'XFER_NOT_FOUND' || err.code === 'XFER_TOO_LARGE')) return undefined;
+      throw err;
+    }
+  }
+
+  /**
    * `POST /v1/chunks`: a body of whole chunk records (protocol/records.ts). Tried again
    * after a break, it first asks which of its chunks the server stored before the break:
    * those are not sent twice. Resolves once the server has read and stored all of it (the
@@ -336,12 +354,13 @@ export class XferClient {
    * rebuilds the target and answers with what it committed. Given as a function that opens
    * it, the manifest is sent again after a break: the same manifest committed twice is
    * harmless, should the first attempt have been committed and only its answer lost. A
-   * stream is sent once.
+   * stream is sent once. `staged`: the source is the manifest's header and trailer only, its
+   * body being the one this push's tree stage sent (`?staged=1`; 404 if the server has none).
    */
-  async commitManifest(name: string, source: AsyncIterable<Uint8Array> | (() => AsyncIterable<Uint8Array>), options: { readonly checksum?: boolean; readonly inPlace?: boolean; readonly signal?: AbortSignal } = {}): Promise<CommitAnswer> {
+  async commitManifest(name: string, source: AsyncIterable<Uint8Array> | (() => AsyncIterable<Uint8Array>), options: { readonly checksum?: boolean; readonly inPlace?: boolean; readonly staged?: boolean; readonly signal?: AbortSignal } = {}): Promise<CommitAnswer> {
     const body = typeof source === 'function' ? () => source() as Body : (source as Body);
     // No limit on the wait for the answer: see ClientOptions.answerTimeoutMs.
-    const put = { method: 'PUT', path: paths.manifest(name, { checksum: options.checksum, inPlace: options.inPlace }), body, signal: options.signal, headersTimeout: 0 } as const;
+    const put = { method: 'PUT', path: paths.manifest(name, { checksum: options.checksum, inPlace: options.inPlace, staged: options.staged }), body, signal: options.signal, headersTimeout: 0 } as const;
     return (await this.request(put, json)) as CommitAnswer;
   }
 
