@@ -96,6 +96,13 @@ export interface Relay {
   breakOne(how: 'kill' | 'freeze', afterBytes: number): void;
   /** Connections broken by breakOne. */
   broken(): number;
+  /**
+   * Holds the connections clients open from now on: accepted, but not carried to the
+   * server until release() (a network that is down for a while), so a test can look at the
+   * server between a cut and the client's next attempt.
+   */
+  hold(): void;
+  release(): void;
   close(): Promise<void>;
 }
 
@@ -111,7 +118,17 @@ export async function startRelay(target: string): Promise<Relay> {
   let connections = 0;
   let broken = 0;
   let plan: { how: 'kill' | 'freeze'; afterBytes: number } | undefined;
+  /** Connections accepted while held: carried once released. */
+  let held: (() => void)[] | undefined;
   const relay = createNetServer((inbound) => {
+    if (held) {
+      inbound.pause();
+      held.push(() => carryConnection(inbound));
+      return;
+    }
+    carryConnection(inbound);
+  });
+  const carryConnection = (inbound: Socket) => {
     connections++;
     inbounds.add(inbound);
     inbound.on('close', () => inbounds.delete(inbound));
@@ -156,7 +173,8 @@ export async function startRelay(target: string): Promise<Relay> {
     };
     carry(inbound, outbound, onwards);
     carry(outbound, inbound, () => !frozen);
-  });
+    inbound.resume();
+  };
   await new Promise<void>((r) => relay.listen(0, '127.0.0.1', () => r()));
   return {
     url: `http://127.0.0.1:${(relay.address() as AddressInfo).port}`,
@@ -171,6 +189,14 @@ export async function startRelay(target: string): Promise<Relay> {
       plan = { how, afterBytes };
     },
     broken: () => broken,
+    hold: () => {
+      held ??= [];
+    },
+    release: () => {
+      const waiting = held ?? [];
+      held = undefined;
+      for (const carryOn of waiting) carryOn();
+    },
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise<void>((r) => relay.close(() => r()));
