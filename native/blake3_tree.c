@@ -15,6 +15,11 @@
  *   blake3CvAsync(...same...) -> Promise<void>      the same on libuv's thread pool
  *   blake3Parent(left, right, root, out)            a parent node's CV, or with root the
  *                                                   digest (the first 32 output bytes)
+ *   blake3HashManyAsync(list, out) -> Promise<void> the ordinary digest (b3sum's) of each
+ *                                                   Uint8Array of `list` into out[32 i, 32 i + 32),
+ *                                                   on libuv's thread pool, one task for the
+ *                                                   list: a server re-hashes received chunks
+ *                                                   there (src/hash/digest.ts digestsOfAsync)
  *
  * A CV is never a root: the ROOT flag is only ever set by blake3Parent(..., true) (and
  * a file of one chunk is hashed whole by the caller).
@@ -250,6 +255,104 @@ static napi_value js_cv_async(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* blake3HashManyAsync: the digests of a list of buffers, computed on libuv's thread pool. */
+typedef struct {
+  size_t n;
+  const uint8_t **data; /* n pointers, and n lengths */
+  size_t *len;
+  uint8_t *out;         /* n * 32 bytes */
+  napi_ref list_ref;    /* the list keeps its buffers alive while the work runs; the caller must not write them */
+  napi_ref out_ref;
+  napi_deferred deferred;
+  napi_async_work work;
+} hash_work;
+
+static void hash_execute(napi_env env, void *p) {
+  (void)env;
+  hash_work *w = (hash_work *)p;
+  for (size_t i = 0; i < w->n; i++) {
+    blake3_hasher h;
+    blake3_hasher_init(&h);
+    blake3_hasher_update(&h, w->data[i], w->len[i]);
+    blake3_hasher_finalize(&h, w->out + i * BLAKE3_OUT_LEN, BLAKE3_OUT_LEN);
+  }
+}
+
+static void hash_free(napi_env env, hash_work *w) {
+  if (w->list_ref) napi_delete_reference(env, w->list_ref);
+  if (w->out_ref) napi_delete_reference(env, w->out_ref);
+  free(w->data);
+  free(w->len);
+  free(w);
+}
+
+static void hash_complete(napi_env env, napi_status status, void *p) {
+  hash_work *w = (hash_work *)p;
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  if (status == napi_ok) napi_resolve_deferred(env, w->deferred, undefined);
+  else {
+    napi_value msg, err;
+    napi_create_string_utf8(env, "blake3HashManyAsync: cancelled", NAPI_AUTO_LENGTH, &msg);
+    napi_create_error(env, NULL, msg, &err);
+    napi_reject_deferred(env, w->deferred, err);
+  }
+  napi_delete_async_work(env, w->work);
+  hash_free(env, w);
+}
+
+static napi_value js_hash_many_async(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 2) {
+    napi_throw_type_error(env, NULL, "blake3HashManyAsync expects 2 arguments");
+    return NULL;
+  }
+  bool is_array = false;
+  uint32_t n = 0;
+  if (napi_is_array(env, argv[0], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[0], &n) != napi_ok) {
+    napi_throw_type_error(env, NULL, "blake3HashManyAsync: list must be an array of Uint8Arrays");
+    return NULL;
+  }
+  uint8_t *out;
+  size_t out_len;
+  if (!bytes_of(env, argv[1], 0, &out, &out_len, "blake3HashManyAsync: out must be a Uint8Array")) return NULL;
+  if (out_len < (size_t)n * BLAKE3_OUT_LEN) {
+    napi_throw_range_error(env, NULL, "blake3HashManyAsync: out must hold 32 bytes per buffer");
+    return NULL;
+  }
+  hash_work *w = (hash_work *)calloc(1, sizeof *w);
+  if (!w || !(w->data = (const uint8_t **)calloc(n ? n : 1, sizeof *w->data)) || !(w->len = (size_t *)calloc(n ? n : 1, sizeof *w->len))) {
+    if (w) hash_free(env, w);
+    napi_throw_error(env, NULL, "blake3HashManyAsync: out of memory");
+    return NULL;
+  }
+  w->n = n;
+  w->out = out;
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value item;
+    uint8_t *d;
+    if (napi_get_element(env, argv[0], i, &item) != napi_ok || !bytes_of(env, item, 0, &d, &w->len[i], "blake3HashManyAsync: list must be an array of Uint8Arrays")) {
+      hash_free(env, w);
+      return NULL;
+    }
+    w->data[i] = d;
+  }
+  napi_value promise, name;
+  if (napi_create_reference(env, argv[0], 1, &w->list_ref) != napi_ok ||
+      napi_create_reference(env, argv[1], 1, &w->out_ref) != napi_ok ||
+      napi_create_promise(env, &w->deferred, &promise) != napi_ok ||
+      napi_create_string_utf8(env, "xfer:blake3HashMany", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_async_work(env, NULL, name, hash_execute, hash_complete, w, &w->work) != napi_ok ||
+      napi_queue_async_work(env, w->work) != napi_ok) {
+    /* Only reachable when N-API itself fails (out of memory): leak rather than guess what to free. */
+    napi_throw_error(env, NULL, "blake3HashManyAsync: N-API call failed");
+    return NULL;
+  }
+  return promise;
+}
+
 static napi_value js_parent(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -282,7 +385,7 @@ napi_status init_blake3_tree(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"blake3Cv", js_cv}, {"blake3CvAsync", js_cv_async}, {"blake3Parent", js_parent}};
+  } fns[] = {{"blake3Cv", js_cv}, {"blake3CvAsync", js_cv_async}, {"blake3Parent", js_parent}, {"blake3HashManyAsync", js_hash_many_async}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value fn;
     napi_status s = napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &fn);

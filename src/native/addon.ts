@@ -24,6 +24,8 @@ export interface NativeAddon {
   readonly blake3Cv?: (data: Uint8Array | null, length: number, chunkCounter: number, out: Uint8Array) => void;
   readonly blake3CvAsync?: (data: Uint8Array | null, length: number, chunkCounter: number, out: Uint8Array) => Promise<void>;
   readonly blake3Parent?: (left: Uint8Array, right: Uint8Array, root: boolean, out: Uint8Array) => void;
+  /** The digest of each of `list` into out[32 i, 32 i + 32), on libuv's thread pool (hash/digest.ts digestsOfAsync). */
+  readonly blake3HashManyAsync?: (list: readonly Uint8Array[], out: Uint8Array) => Promise<void>;
 }
 
 let addon: NativeAddon | null | undefined;
