@@ -33,13 +33,16 @@ export async function readBody(req: Http2ServerRequest, limitBytes: number, what
  * (as limitedBody), without an async iteration per piece: node:http2 delivers a body in
  * DATA frames of at most 16 KiB whatever the peer's SETTINGS allow (65,536 per GiB), and
  * each `for await` step through limitedBody cost two promise round trips per frame on the
- * server's main thread. `take` is never called while a promise it returned is pending: the
- * body is paused meanwhile, so its buffer fills and HTTP/2 flow control holds the client.
- * Resolves once the body has ended and `take`'s last promise has settled. Rejects with the
- * first failure (`take`'s, the limit's, a body cut short) and destroys the request then,
- * as an abandoned `for await` does.
+ * server's main thread. `take` gets one piece as it arrives, or, after a promise it
+ * returned settles, every piece that came meanwhile in one call: the caller then works on
+ * all of them at once (an upload hashes the records they complete as one group). `take`
+ * is never called while a promise it returned is pending: the body is paused meanwhile,
+ * so its buffer fills and HTTP/2 flow control holds the client. Resolves once the body
+ * has ended and `take`'s last promise has settled. Rejects with the first failure
+ * (`take`'s, the limit's, a body cut short) and destroys the request then, as an
+ * abandoned `for await` does.
  */
-export function consumeBody(req: Http2ServerRequest, limitBytes: number, what: string, take: (piece: Buffer) => Promise<void> | undefined): Promise<void> {
+export function consumeBody(req: Http2ServerRequest, limitBytes: number, what: string, take: (pieces: readonly Buffer[]) => Promise<void> | undefined): Promise<void> {
   const declared = Number(req.headers['content-length'] ?? NaN);
   if (declared > limitBytes) return Promise.reject(new TooLargeError(`${what} of ${declared} bytes is over the limit of ${limitBytes}`));
   return new Promise<void>((resolve, reject) => {
@@ -48,7 +51,7 @@ export function consumeBody(req: Http2ServerRequest, limitBytes: number, what: s
     let ended = false;
     let pending = false;
     /** Pieces that came while a promise of `take` was pending (pause() is not always in time). */
-    const backlog: Buffer[] = [];
+    let backlog: Buffer[] = [];
     const settle = (err?: unknown): void => {
       if (settled) return;
       settled = true;
@@ -60,35 +63,35 @@ export function consumeBody(req: Http2ServerRequest, limitBytes: number, what: s
       req.destroy();
       reject(err);
     };
-    /** Feeds `piece`, then the backlog, until a promise is pending or nothing is left. */
-    const feed = (piece: Buffer | undefined): void => {
-      while (piece !== undefined && !settled) {
-        let waiting: Promise<void> | undefined;
-        try {
-          waiting = take(piece);
-        } catch (err) {
-          return settle(err);
-        }
-        if (waiting) {
-          pending = true;
-          req.pause();
-          waiting.then(() => {
-            pending = false;
-            feed(backlog.shift());
-            if (settled || pending) return;
-            if (ended) settle();
-            else req.resume();
-          }, settle);
-          return;
-        }
-        piece = backlog.shift();
+    /** Hands `pieces` on; once a promise it returned settles, the backlog, and so on. */
+    const feed = (pieces: Buffer[]): void => {
+      if (settled) return;
+      let waiting: Promise<void> | undefined;
+      try {
+        waiting = take(pieces);
+      } catch (err) {
+        return settle(err);
       }
+      if (!waiting) return;
+      pending = true;
+      req.pause();
+      waiting.then(() => {
+        pending = false;
+        if (backlog.length > 0) {
+          const next = backlog;
+          backlog = [];
+          feed(next);
+        }
+        if (settled || pending) return;
+        if (ended) settle();
+        else req.resume();
+      }, settle);
     };
     const onData = (piece: Buffer): void => {
       total += piece.length;
       if (total > limitBytes) return settle(new TooLargeError(`${what} is over the limit of ${limitBytes} bytes`));
       if (pending) backlog.push(piece);
-      else feed(piece);
+      else feed([piece]);
     };
     const onEnd = (): void => {
       ended = true;

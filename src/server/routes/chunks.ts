@@ -63,8 +63,8 @@ export function chunkRoutes(rc: RouteContext) {
         return drain();
       });
     };
-    await consumeBody(req, MAX_BATCH_BYTES, what, (piece) => {
-      queue.push(piece);
+    await consumeBody(req, MAX_BATCH_BYTES, what, (pieces) => {
+      for (const piece of pieces) queue.push(piece);
       return drain();
     });
     if (queue.length) throw new InvalidArgumentError(`${what} ends inside a record`);
