@@ -5,6 +5,13 @@
  */
 import type { Http2ServerRequest } from 'node:http2';
 import { TooLargeError } from '../core/errors.js';
+import { MiB } from '../core/sizes.js';
+
+/**
+ * What consumeBody keeps of a body while its consumer is busy before it pauses the body:
+ * about one group of an upload's records (routes/chunks.ts UPLOAD_HASH_GROUP_BYTES).
+ */
+export const BODY_BACKLOG_BYTES = 1 * MiB;
 
 /**
  * The body's pieces as they arrive, at most `limitBytes` in all; `what` names the body in
@@ -36,11 +43,14 @@ export async function readBody(req: Http2ServerRequest, limitBytes: number, what
  * server's main thread. `take` gets one piece as it arrives, or, after a promise it
  * returned settles, every piece that came meanwhile in one call: the caller then works on
  * all of them at once (an upload hashes the records they complete as one group). `take`
- * is never called while a promise it returned is pending: the body is paused meanwhile,
- * so its buffer fills and HTTP/2 flow control holds the client. Resolves once the body
- * has ended and `take`'s last promise has settled. Rejects with the first failure
- * (`take`'s, the limit's, a body cut short) and destroys the request then, as an
- * abandoned `for await` does.
+ * is never called while a promise it returned is pending; the pieces arriving meanwhile
+ * are kept, up to BODY_BACKLOG_BYTES, beyond which the body is paused, so that its buffer
+ * fills and HTTP/2 flow control holds the client. (Paused at once, the body would hand
+ * over one piece per resume: a stream in flow emits its buffered pieces one by one and
+ * stops at the first that makes `take` wait.) Resolves once the body has ended and
+ * `take`'s last promise has settled. Rejects with the first failure (`take`'s, the
+ * limit's, a body cut short) and destroys the request then, as an abandoned `for await`
+ * does.
  */
 export function consumeBody(req: Http2ServerRequest, limitBytes: number, what: string, take: (pieces: readonly Buffer[]) => Promise<void> | undefined): Promise<void> {
   const declared = Number(req.headers['content-length'] ?? NaN);
@@ -50,8 +60,9 @@ export function consumeBody(req: Http2ServerRequest, limitBytes: number, what: s
     let settled = false;
     let ended = false;
     let pending = false;
-    /** Pieces that came while a promise of `take` was pending (pause() is not always in time). */
+    /** Pieces that came while a promise of `take` was pending, and their bytes. */
     let backlog: Buffer[] = [];
+    let backlogBytes = 0;
     const settle = (err?: unknown): void => {
       if (settled) return;
       settled = true;
@@ -74,12 +85,12 @@ export function consumeBody(req: Http2ServerRequest, limitBytes: number, what: s
       }
       if (!waiting) return;
       pending = true;
-      req.pause();
       waiting.then(() => {
         pending = false;
         if (backlog.length > 0) {
           const next = backlog;
           backlog = [];
+          backlogBytes = 0;
           feed(next);
         }
         if (settled || pending) return;
@@ -90,8 +101,10 @@ export function consumeBody(req: Http2ServerRequest, limitBytes: number, what: s
     const onData = (piece: Buffer): void => {
       total += piece.length;
       if (total > limitBytes) return settle(new TooLargeError(`${what} is over the limit of ${limitBytes} bytes`));
-      if (pending) backlog.push(piece);
-      else feed([piece]);
+      if (!pending) return feed([piece]);
+      backlog.push(piece);
+      backlogBytes += piece.length;
+      if (backlogBytes > BODY_BACKLOG_BYTES) req.pause();
     };
     const onEnd = (): void => {
       ended = true;
