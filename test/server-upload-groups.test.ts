@@ -5,7 +5,10 @@
  * outcome: records before a bad one stored, the bad one and those after it not.
  */
 import { strict as assert } from 'node:assert';
+import { connect, createServer, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { describe, it } from 'node:test';
+import { BODY_BACKLOG_BYTES, consumeBody } from '../src/server/body.js';
 import { MAX_CHUNK_BYTES } from '../src/server/limits.js';
 import { digestOf, digestsOfAsync } from '../src/hash/digest.js';
 import { usableAddon } from '../src/native/addon.js';
@@ -92,6 +95,44 @@ describe('uploads re-hashed in groups', () => {
       const got = await rawRequest(f.server.url, 'POST', '/v1/chunks/fetch?algorithm=blake3', digests[i]!);
       assert.equal(got.status, 200);
       assert.ok(got.body.subarray(36).equals(chunks[i]!), `chunk ${i}`);
+    }
+  });
+});
+
+describe('consumeBody', () => {
+  it('hands the pieces that came while its consumer was busy over in one call, whole and in order, and holds no more than about BODY_BACKLOG_BYTES', async () => {
+    const body = pseudoRandom(4 * MiB, 500);
+    const calls: number[] = [];
+    const got: Buffer[] = [];
+    let maxBytesPerCall = 0;
+    const server = createServer((req: Http2ServerRequest, res: Http2ServerResponse) => {
+      // A consumer that is busy 5 ms after every call: the frames arriving meanwhile queue up.
+      consumeBody(req, 8 * MiB, 'test body', (pieces) => {
+        calls.push(pieces.length);
+        got.push(...pieces);
+        maxBytesPerCall = Math.max(maxBytesPerCall, pieces.reduce((n, p) => n + p.length, 0));
+        return new Promise((r) => setTimeout(r, 5));
+      }).then(() => res.end('ok'), (err: Error) => res.end(err.message));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const session = connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`);
+    try {
+      const answer = await new Promise<string>((resolve, reject) => {
+        const req = session.request({ ':method': 'POST', ':path': '/' });
+        let text = '';
+        req.setEncoding('utf8').on('data', (d: string) => (text += d));
+        req.on('end', () => resolve(text));
+        req.on('error', reject);
+        req.end(body);
+      });
+      assert.equal(answer, 'ok');
+      assert.ok(Buffer.concat(got).equals(body), 'every byte, in order');
+      assert.ok(Math.max(...calls) > 1, `some call got several pieces (calls: ${calls.length}, most pieces in one: ${Math.max(...calls)})`);
+      // Pausing takes effect by the next piece of at most one 16 KiB frame... or a socket read's worth.
+      assert.ok(maxBytesPerCall <= BODY_BACKLOG_BYTES + 256 * KiB, `at most about BODY_BACKLOG_BYTES in one call (${maxBytesPerCall})`);
+    } finally {
+      session.close();
+      await new Promise((r) => server.close(r));
     }
   });
 });
