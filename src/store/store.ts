@@ -8,8 +8,11 @@ export interface OpOptions {
 export interface PutOptions extends OpOptions {
   /**
    * The caller hashed exactly these bytes itself, in this process, and vouches for the
-   * digest. Only the scanner's own output may set this; anything received from outside
-   * (network, another process) is re-hashed by the store.
+   * digest. Only the scanner's own output may set this, or a caller that has just
+   * re-hashed received bytes itself and compared them with the digest (the server's
+   * uploads: in groups off the main thread, server/routes/chunks.ts; gc's moves, after a
+   * verified get); anything else received from outside (network, another process) is
+   * re-hashed by the store.
    */
   readonly trusted?: boolean;
   /**
