@@ -18,9 +18,10 @@
  * bytes are never served. Files are opened below `files/` without following a symlink
  * (io/safe-path.ts, O_NOFOLLOW), never a FIFO or device (O_NONBLOCK, then fstat).
  *
- * Held: single-file targets rebuilt atomically. Never held: trees (their chunks stay in
- * packs), in-place targets (an in-place write overwrites the chunks it replaces, so they
- * could not be moved out first), zero chunks (never stored, chunker/zero.ts).
+ * Held: single-file targets rebuilt atomically, and every file of a tree target of at
+ * least HELD_TREE_FILE_MIN_BYTES (one record per tree, a line per file). Never held:
+ * in-place targets (an in-place write overwrites the chunks it replaces, so they could not
+ * be moved out first), zero chunks (never stored, chunker/zero.ts).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
@@ -56,6 +57,16 @@ const HELD_BATCH_CHUNKS = 4096;
  * dropped, as one changed behind the server's back is).
  */
 export const MAX_DAMAGED_RECORDED = 10_000;
+/**
+ * A tree's files of at least this size are held; smaller ones (empty files: nothing to
+ * hold) keep their chunks in packs. No higher threshold: a push's upload packs mix the
+ * chunks of every file of the tree in arrival order, and a pack is released (step 8) only
+ * when a rebuilt file holds every chunk in it, so leaving the small files' chunks in packs
+ * would keep nearly every upload pack, i.e. the whole tree twice. What holding a small file
+ * costs instead is one record line (about 200 bytes) and one open descriptor while loaded:
+ * about what its pack index record and header cost.
+ */
+export const HELD_TREE_FILE_MIN_BYTES = 1;
 /** Bytes of evacuated chunks between two flushes of the store. */
 const EVACUATE_FLUSH_BYTES = 256 * 1024 * 1024;
 
@@ -91,6 +102,13 @@ interface HeldRecord {
   /** The version's manifest name (.xfer/versions/...), which describes the file. */
   readonly manifest: string;
   readonly files: readonly HeldFileLine[];
+  /**
+   * A staged record of a tree: dev and ino of the staged tree's root directory. The swap
+   * (an exchange of names) keeps it, so after a crash it tells whether the target is the
+   * staged tree (step 6 done): its files alone cannot, as an unchanged file is the same
+   * inode, linked, in both trees.
+   */
+  readonly dir?: { readonly dev: bigint; readonly ino: bigint };
 }
 
 /** The key of target `name` in held/: the first 32 hex digits of SHA-256 of the name (as versions' keys). */
@@ -108,7 +126,8 @@ function sameIdentity(a: Identity, b: Identity): boolean {
 
 /** JSON lines: a header, one line per file, and `{"end":<lines before it>}` (a record without it is absent). */
 function encodeRecord(r: HeldRecord): string {
-  const lines = [JSON.stringify({ format: HELD_FORMAT, version: HELD_VERSION, target: r.target, manifest: r.manifest })];
+  const dir = r.dir ? { dir: { dev: String(r.dir.dev), ino: String(r.dir.ino) } } : {};
+  const lines = [JSON.stringify({ format: HELD_FORMAT, version: HELD_VERSION, target: r.target, manifest: r.manifest, ...dir })];
   for (const f of r.files) {
     const i = f.identity;
     const damaged = f.damaged !== undefined && f.damaged.length > 0 ? { damaged: f.damaged.map(String) } : {};
@@ -129,6 +148,12 @@ function parseRecord(text: string): HeldRecord | undefined {
     if (end.end !== lines.length || lines.length < 1) return undefined;
     const head = JSON.parse(lines[0]!) as Record<string, unknown>;
     if (head.format !== HELD_FORMAT || head.version !== HELD_VERSION || typeof head.target !== 'string' || typeof head.manifest !== 'string') return undefined;
+    let dir: HeldRecord['dir'];
+    if (head.dir !== undefined) {
+      const d = head.dir as Record<string, unknown>;
+      if (typeof d.dev !== 'string' || typeof d.ino !== 'string' || !DECIMAL_RE.test(d.dev) || !DECIMAL_RE.test(d.ino)) return undefined;
+      dir = { dev: BigInt(d.dev), ino: BigInt(d.ino) };
+    }
     const files: HeldRecord['files'][number][] = [];
     for (const line of lines.slice(1)) {
       const f = JSON.parse(line) as Record<string, unknown>;
@@ -143,15 +168,28 @@ function parseRecord(text: string): HeldRecord | undefined {
       }
       files.push({ entry: f.entry, path: f.path, identity: { dev, ino, size, mtimeNs }, ...(damaged ? { damaged } : {}) });
     }
-    return { target: head.target, manifest: head.manifest, files };
+    return { target: head.target, manifest: head.manifest, files, ...(dir ? { dir } : {}) };
   } catch {
     return undefined;
   }
 }
 
-/** The record of a loaded held file: its identity now and its damaged offsets. */
-function recordOf(file: HeldFile): HeldRecord {
-  return { target: file.target, manifest: file.manifest, files: [{ entry: '', path: file.path, identity: file.identity, damaged: [...file.damaged].sort((a, b) => a - b) }] };
+/**
+ * The record of a target's loaded held files: each one's identity now (as recorded while
+ * not yet re-adopted: only a re-hash vouches for a new one) and its damaged offsets.
+ */
+function recordOf(files: readonly HeldFile[]): HeldRecord {
+  const first = files[0]!;
+  return {
+    target: first.target,
+    manifest: first.manifest,
+    files: files.map((f) => ({ entry: f.entry, path: f.path, identity: f.unadopted ? f.recorded : f.identity, damaged: [...f.damaged].sort((a, b) => a - b) })),
+  };
+}
+
+/** The path under files/ of entry `entry` of target `target` ('' : a file target's own). */
+function entryPath(target: string, entry: string): string {
+  return entry === '' ? target : `${target}/${entry}`;
 }
 
 /** A path below files/ as its segments, if it is one a target may have (no '', '.', '..'). */
@@ -179,16 +217,23 @@ class HeldFile {
   /** A rewrite of its record with its damaged offsets is queued (HeldStore.persistDamage). */
   damagePending = false;
 
+  /** Its identity as its record gives it (HeldFile.identity is the file's now, once re-adopted). */
+  readonly recorded: Identity;
+
   constructor(
     readonly key: string,
     readonly target: string,
     readonly manifest: string,
+    /** Its path in the target ('' for a file target). */
+    readonly entry: string,
     readonly path: string,
     readonly segments: readonly string[],
     public identity: Identity,
     /** Offsets of its chunks that do not hash right: not held (its record lists them). */
     readonly damaged: Set<number>,
-  ) {}
+  ) {
+    this.recorded = identity;
+  }
 }
 
 interface Place {
@@ -221,17 +266,41 @@ function chunkKey(algorithm: DigestAlgorithm, digest: Uint8Array): string {
   return `${algorithm}:${digestKey(digest)}`;
 }
 
-/** The chunks of a file manifest with their offsets in the file (zero chunks left out). */
-async function* placesOf(reader: ManifestReader): AsyncGenerator<{ id: ChunkId; offset: number; length: number }> {
+/**
+ * The chunks of the files a manifest's copy holds, with their entry (its path in the target,
+ * '' for a file manifest's) and offsets in its file: a file manifest's one file, a tree's
+ * files of at least HELD_TREE_FILE_MIN_BYTES (zero chunks left out).
+ */
+async function* placesOf(reader: ManifestReader): AsyncGenerator<{ entry: string; id: ChunkId; offset: number; length: number }> {
   const algorithm = reader.header.digestAlgorithm;
+  const tree = reader.header.kind === 'tree';
+  let entry: string | undefined;
   let offset = 0;
   for await (const ev of reader.events()) {
-    if (ev.kind !== 'chunks') continue;
+    if (ev.kind === 'entry') {
+      entry = ev.meta.type === 'file' && (!tree || ev.meta.size >= HELD_TREE_FILE_MIN_BYTES) ? (tree ? ev.meta.path : '') : undefined;
+      offset = 0;
+      continue;
+    }
+    if (ev.kind !== 'chunks' || entry === undefined) continue;
     for (const r of ev.records) {
-      if (!isZeroChunk(algorithm, r.length, r.digest)) yield { id: { algorithm, digest: r.digest }, offset, length: r.length };
+      if (!isZeroChunk(algorithm, r.length, r.digest)) yield { entry, id: { algorithm, digest: r.digest }, offset, length: r.length };
       offset += r.length;
     }
   }
+}
+
+/** The files a manifest's copy holds (see placesOf): entry paths, in manifest order. */
+async function heldEntriesOf(reader: ManifestReader): Promise<{ entries: string[]; chunks: Set<string> }> {
+  const entries: string[] = [];
+  const chunks = new Set<string>();
+  for await (const p of placesOf(reader)) {
+    if (entries[entries.length - 1] !== p.entry) entries.push(p.entry);
+    chunks.add(chunkKey(p.id.algorithm, p.id.digest));
+  }
+  // A file target is held even if it has no stored chunk (all zeros): its record says so.
+  if (reader.header.kind === 'file' && entries.length === 0) entries.push('');
+  return { entries, chunks };
 }
 
 /**
@@ -240,7 +309,8 @@ async function* placesOf(reader: ManifestReader): AsyncGenerator<{ id: ChunkId; 
  * (server/routes/) drives a HeldCommit per commit or rm of a target.
  */
 export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
-  private readonly files = new Map<string, HeldFile>();
+  /** The held files of each target, by heldKey (one for a file target, a tree's in manifest order). */
+  private readonly targets = new Map<string, HeldFile[]>();
   private readonly chunks = new Map<string, HeldChunk>();
   private readonly dir: string;
   /** Commits (and rms) in their held steps; a gc waits for none, and they wait for a gc. */
@@ -277,6 +347,11 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     }
     await s.recover();
     return s;
+  }
+
+  /** `<root>/files`, where the held files lie. */
+  get filesDir(): string {
+    return this.options.filesDir;
   }
 
   // --- ChunkStore -------------------------------------------------------------------------
@@ -337,7 +412,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     this.startClosing();
     await this.readoptions;
     await Promise.allSettled([...this.pending]);
-    for (const f of this.files.values()) await this.closeFile(f);
+    for (const list of this.targets.values()) for (const f of list) await this.closeFile(f);
     await this.inner.close();
   }
 
@@ -460,33 +535,51 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
    * them): a commit must then not keep that file on its size and mtime (manifests route).
    */
   hasDamage(name: string): boolean {
-    return (this.fileOf(name)?.damaged.size ?? 0) > 0;
+    return this.filesOf(name).some((f) => f.damaged.size > 0);
   }
 
-  /** @internal The held file of target `name`, if any is loaded (dropped or not). */
-  fileOf(name: string): HeldFile | undefined {
-    return this.files.get(heldKey(name));
+  /** @internal The held files of target `name` that are loaded (dropped or not); none: []. */
+  filesOf(name: string): readonly HeldFile[] {
+    return this.targets.get(heldKey(name)) ?? [];
+  }
+
+  /** Whether `file` is one of its target's loaded files (not replaced by a commit since). */
+  private isLoaded(file: HeldFile): boolean {
+    return this.targets.get(file.key)?.includes(file) === true;
   }
 
   /**
-   * @internal Step 3: every chunk `file` holds that `keep` does not have is appended to a
-   * pack (read from the file, re-hashed) and made durable. A chunk whose held copy is
-   * damaged is lost to the versions that need it (the price, docs/FORMAT.md): logged.
+   * @internal Step 3: every chunk `files` (a target's) hold that `keep` does not have is
+   * appended to a pack (read from its file, re-hashed) and made durable. A chunk whose held
+   * copy is damaged is lost to the versions that need it (the price, docs/FORMAT.md): logged.
    */
-  async evacuate(file: HeldFile, keep: ReadonlySet<string> | undefined, signal: AbortSignal | undefined): Promise<void> {
-    if (!(await this.usable(file))) return;
-    const mine = [...new Set(file.keys)].filter((k) => !keep?.has(k)).map((k) => this.chunks.get(k)!).filter((c) => c !== undefined);
+  async evacuate(files: readonly HeldFile[], keep: ReadonlySet<string> | undefined, signal: AbortSignal | undefined): Promise<void> {
+    /** Each chunk once, at its place in the first of `files` that holds it. */
+    const mine = new Map<string, { c: HeldChunk; p: Place }>();
+    for (const file of files) {
+      if (!(await this.usable(file))) continue;
+      for (const k of file.keys) {
+        if (keep?.has(k) || mine.has(k)) continue;
+        const c = this.chunks.get(k);
+        const p = c?.places.find((q) => q.file === file);
+        if (c && p) mine.set(k, { c, p });
+      }
+    }
+    const todo = [...mine.values()];
     let unflushed = 0;
     // Apart from the uploads of this push, which the new copy holds: their packs are released (step 8).
-    if (mine.length > 0) await this.inner.startNewPack({ signal });
-    for (let i = 0; i < mine.length; i += HELD_BATCH_CHUNKS) {
-      const batch = mine.slice(i, i + HELD_BATCH_CHUNKS);
-      const inPacks = await this.inner.has(batch.map((c) => c.id), { signal });
+    if (todo.length > 0) await this.inner.startNewPack({ signal });
+    for (let i = 0; i < todo.length; i += HELD_BATCH_CHUNKS) {
+      const batch = todo.slice(i, i + HELD_BATCH_CHUNKS);
+      const inPacks = await this.inner.has(batch.map((x) => x.c.id), { signal });
       for (let k = 0; k < batch.length; k++) {
         if (inPacks[k]) continue;
-        const c = batch[k]!;
-        const p = c.places.find((q) => q.file === file);
-        if (!p) continue;
+        const { c, p } = batch[k]!;
+        const file = p.file;
+        if (!(await this.usable(file))) {
+          this.options.log.warn({ target: file.target, path: file.path, chunk: digestToHex(c.id.digest) }, 'held file changed before its chunk was moved into the store: older versions that need it are damaged');
+          continue;
+        }
         const bytes = await this.readPlace(p);
         if (!bytes || !digestEquals(digestOf(c.id.algorithm, bytes), c.id.digest)) {
           this.dropPlace(c.id, p);
@@ -536,59 +629,80 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     await fsyncPath(this.dir);
   }
 
-  /** @internal Takes `file` out of the index (its record is the caller's) and closes it. */
-  async unload(file: HeldFile): Promise<void> {
-    this.unmap(file);
-    if (this.files.get(file.key) === file) this.files.delete(file.key);
-    await this.closeFile(file);
+  /** @internal Takes `files` (a target's) out of the index (their record is the caller's) and closes them. */
+  async unload(files: readonly HeldFile[]): Promise<void> {
+    for (const file of files) {
+      this.unmap(file);
+      const list = this.targets.get(file.key);
+      if (list?.includes(file)) {
+        const rest = list.filter((f) => f !== file);
+        if (rest.length > 0) this.targets.set(file.key, rest);
+        else this.targets.delete(file.key);
+      }
+      await this.closeFile(file);
+    }
   }
 
   /**
-   * @internal Loads a record's file: opened and checked against its identity, then its
-   * manifest's chunks mapped. A file that is not there as recorded is left out (its
-   * chunks are missing; logged), and so is one whose manifest cannot be read.
+   * @internal Loads a record's files: each opened and checked against its identity, then
+   * the manifest's chunks mapped to them. A file that is not there as recorded is loaded
+   * dropped (its chunks are missing; logged; its line stays in the record, so it stays
+   * dropped after a restart). Resolves with the files, or undefined (nothing loaded) if the
+   * record does not fit its manifest or the manifest cannot be read.
    */
-  async load(record: HeldRecord, signal?: AbortSignal, mayReadopt = false): Promise<HeldFile | undefined> {
-    const f = record.files[0];
-    const segments = f === undefined ? undefined : segmentsOf(f.path);
-    if (f === undefined || segments === undefined || record.files.length !== 1 || f.entry !== '') return undefined;
-    const file = new HeldFile(heldKey(record.target), record.target, record.manifest, f.path, segments, f.identity, new Set(f.damaged));
-    if (mayReadopt) {
-      // A copy of the root (cp -a, a restore from backup, a move to another disk) gives
-      // every file a new dev and ino and keeps its size and mtime: such a file is held
-      // again only once its bytes hash to its manifest (readopt), never on its metadata.
-      const fh = await this.openConfined(file.path, file.segments);
-      const st = fh ? identityOf(await fh.stat({ bigint: true })) : undefined;
-      if (st && !sameIdentity(st, file.identity) && st.size === file.identity.size && st.mtimeNs === file.identity.mtimeNs) {
-        file.identity = st;
-        file.unadopted = true;
-      }
-      file.fd = fh; // usable() below checks it against the identity (a mismatch drops the file)
-    }
-    if (!(await this.usable(file, true))) {
-      await this.closeFile(file);
-      return undefined;
-    }
+  async load(record: HeldRecord, signal?: AbortSignal, mayReadopt = false): Promise<HeldFile[] | undefined> {
+    const key = heldKey(record.target);
     let reader: ManifestReader;
+    const placed = new Map<string, { id: ChunkId; offset: number; length: number }[]>();
     try {
       reader = await openManifest(await this.inner.getManifest(record.manifest, { signal }), { signal });
-      if (reader.header.kind !== 'file') {
+      // A file manifest's record has one line, its entry ''; a tree's a line per file
+      // below the target, by its entry path.
+      const fits = reader.header.kind === 'file'
+        ? record.files.length === 1 && record.files[0]!.entry === ''
+        : record.files.every((f) => f.entry !== '' && f.path === entryPath(record.target, f.entry));
+      if (!fits || !record.files.every((f) => segmentsOf(f.path) !== undefined)) {
         await reader.close();
-        throw new Error('not a file manifest');
+        throw new Error('its lines do not fit the manifest');
       }
-      const placed: { id: ChunkId; offset: number; length: number }[] = [];
-      for await (const p of placesOf(reader)) placed.push(p);
-      const old = this.files.get(file.key);
-      if (old && old !== file) await this.unload(old);
-      this.files.set(file.key, file);
-      for (const p of placed) if (!file.damaged.has(p.offset)) this.place(file, p.id, p.offset, p.length);
-      return file;
+      const wanted = new Set(record.files.map((f) => f.entry));
+      for await (const p of placesOf(reader)) {
+        if (!wanted.has(p.entry)) continue;
+        let list = placed.get(p.entry);
+        if (!list) placed.set(p.entry, (list = []));
+        list.push(p);
+      }
     } catch (err) {
       if (isXferError(err, 'XFER_ABORTED')) throw err;
-      this.options.log.warn({ target: record.target, manifest: record.manifest, error: (err as Error).message }, 'held record names a manifest that cannot be read: its file holds nothing');
-      await this.closeFile(file);
+      this.options.log.warn({ target: record.target, manifest: record.manifest, error: (err as Error).message }, 'held record names a manifest that cannot be read: its files hold nothing');
       return undefined;
     }
+    const files: HeldFile[] = [];
+    for (const f of record.files) {
+      const file = new HeldFile(key, record.target, record.manifest, f.entry, f.path, segmentsOf(f.path)!, f.identity, new Set(f.damaged));
+      files.push(file);
+      if (mayReadopt) {
+        // A copy of the root (cp -a, a restore from backup, a move to another disk) gives
+        // every file a new dev and ino and keeps its size and mtime: such a file is held
+        // again only once its bytes hash to its manifest (readopt), never on its metadata.
+        const fh = await this.openConfined(file.path, file.segments);
+        const st = fh ? identityOf(await fh.stat({ bigint: true })) : undefined;
+        if (st && !sameIdentity(st, file.identity) && st.size === file.identity.size && st.mtimeNs === file.identity.mtimeNs) {
+          file.identity = st;
+          file.unadopted = true;
+        }
+        file.fd = fh; // usable() below checks it against the identity (a mismatch drops the file)
+      }
+      if (!(await this.usable(file, true))) await this.closeFile(file);
+    }
+    const old = this.targets.get(key);
+    if (old) await this.unload(old);
+    this.targets.set(key, files);
+    for (const file of files) {
+      if (file.dropped) continue;
+      for (const p of placed.get(file.entry) ?? []) if (!file.damaged.has(p.offset)) this.place(file, p.id, p.offset, p.length);
+    }
+    return files;
   }
 
   /**
@@ -708,7 +822,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   }
 
   /**
-   * Rewrites `file`'s record with its damaged offsets, in the background, once no commit is
+   * Rewrites the record of `file`'s target with its damaged offsets, in the background, once no commit is
    * in its held steps (and none begins meanwhile: a commit's record of a newer copy is
    * never overwritten). A file replaced or dropped meanwhile needs nothing; a failure is
    * logged (the damage is then found again after a restart, by a re-hash).
@@ -723,8 +837,8 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     const run = (async () => {
       await Promise.race([this.whenIdle(), this.closing]);
       file.damagePending = false;
-      if (this.closed || file.dropped || file.unadopted || this.files.get(file.key) !== file) return;
-      await this.writeRecord(`${file.key}.held`, recordOf(file));
+      if (this.closed || file.dropped || file.unadopted || !this.isLoaded(file)) return;
+      await this.writeRecord(`${file.key}.held`, recordOf(this.targets.get(file.key)!));
     })().catch((err: unknown) => {
       this.options.log.warn({ target: file.target, error: (err as Error).message }, 'held record not rewritten with a damaged chunk (found again after a restart)');
     });
@@ -806,18 +920,12 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     for (const n of names.filter((x) => x.endsWith('.staged.held'))) {
       const key = n.slice(0, -'.staged.held'.length);
       const staged = await this.readRecordFile(n);
-      if (staged && heldKey(staged.target) === key && (await this.promotable(staged))) {
+      const record = staged && heldKey(staged.target) === key ? await this.promoted(staged) : undefined;
+      if (record) {
         // Crash between steps 6 and 7: the target is the staged copy; step 7 redone.
-        const f = staged.files[0]!;
-        const fh = await this.openConfined(f.path, segmentsOf(f.path)!);
-        if (fh) {
-          const identity = identityOf(await fh.stat({ bigint: true }));
-          await fh.close();
-          const record = { ...staged, files: [{ ...f, identity }] };
-          if (readOnly) promoted.set(`${key}.held`, record);
-          else await this.writeRecord(`${key}.held`, record);
-          this.options.log.info({ target: staged.target }, 'held record of a commit cut short after its swap: promoted');
-        }
+        if (readOnly) promoted.set(`${key}.held`, record);
+        else await this.writeRecord(`${key}.held`, record);
+        this.options.log.info({ target: record.target, files: record.files.length }, 'held record of a commit cut short after its swap: promoted');
       }
       if (!readOnly) await this.removeRecord(n);
     }
@@ -842,8 +950,8 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
         if (!readOnly) await this.removeRecord(n);
         continue;
       }
-      const file = await this.load(record, signal, true);
-      if (!file) this.options.log.warn({ target: record.target }, 'held file not as recorded: its chunks are missing until pushed again');
+      // A file not as recorded is loaded dropped (logged): its chunks are missing until pushed again.
+      await this.load(record, signal, true);
     }
     this.readoptions = this.readoptAll();
   }
@@ -855,9 +963,9 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
    * its record is rewritten no later start pays again.
    */
   private async readoptAll(): Promise<void> {
-    for (const f of [...this.files.values()]) {
+    for (const f of [...this.targets.values()].flat()) {
       if (this.closed) return;
-      if (f.unadopted) await this.readopt(f);
+      if (f.unadopted && !f.dropped) await this.readopt(f);
     }
   }
 
@@ -873,8 +981,9 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
    * A moved file (HeldFile.unadopted): every chunk it holds is read and re-hashed, in
    * file order. Those that hash right are held again, those that do not are dropped (as
    * a damaged held chunk is) and listed in the record; the record is rewritten, durably,
-   * with the file's identity now. A file that cannot be read through is dropped for this
-   * process (its record is left: the next start tries again). Stopped by close().
+   * with the file's identity now, once no other file of its target (a tree's) waits for
+   * its own re-adoption. A file that cannot be read through is dropped for this process
+   * (its line is left as it was: the next start tries again). Stopped by close().
    */
   private async readoptOnce(file: HeldFile): Promise<void> {
     const signal = this.options.signal;
@@ -901,10 +1010,11 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       file.damaged.add(x.place.offset);
     }
     file.unadopted = false;
-    if (this.files.get(file.key) === file && this.options.readOnly !== true) {
-      // The commits of this target wait for this (their use of the file does), so no
+    const target = this.targets.get(file.key);
+    if (target?.includes(file) && target.every((f) => !f.unadopted || f.dropped) && this.options.readOnly !== true) {
+      // The commits of this target wait for this (their use of its files does), so no
       // record of theirs is overwritten.
-      await this.writeRecord(`${file.key}.held`, recordOf(file)).catch((err: unknown) => {
+      await this.writeRecord(`${file.key}.held`, recordOf(target)).catch((err: unknown) => {
         this.options.log.warn({ target: file.target, error: (err as Error).message }, 'held record of a re-adopted file not rewritten (the next start re-hashes the file again)');
       });
     }
@@ -917,24 +1027,43 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   }
 
   /**
-   * Whether a staged record is to be promoted: the target's current manifest is the one it
-   * names (step 5 done) and the target path holds its file (step 6 done: same dev, ino and
-   * size; the mtime may have been set by the attributes applied after the swap).
+   * The record a staged one is promoted to, or undefined if it is not to be: the target's
+   * current manifest is the one it names (step 5 done) and the target path is its copy
+   * (step 6 done). For a file: the file at the target has its dev, ino and size (the mtime
+   * may have been set by the attributes applied after the swap). For a tree: the directory
+   * at the target is the staged tree's root (dev and ino: see HeldRecord.dir); then each
+   * of its lines whose file is there with its dev, ino and size is kept. The lines get the
+   * files' identities now (step 7 redone).
    */
-  private async promotable(staged: HeldRecord): Promise<boolean> {
-    const f = staged.files[0];
-    const segments = f === undefined ? undefined : segmentsOf(f.path);
-    if (!f || !segments || staged.files.length !== 1) return false;
+  private async promoted(staged: HeldRecord): Promise<HeldRecord | undefined> {
+    const targetSegments = segmentsOf(staged.target);
+    if (staged.files.length === 0 || !targetSegments || !staged.files.every((f) => segmentsOf(f.path) !== undefined)) return undefined;
+    if (staged.dir === undefined && staged.files.length !== 1) return undefined;
     const [current, version] = await Promise.all([this.manifestDigest(staged.target), this.manifestDigest(staged.manifest)]);
-    if (current === undefined || version === undefined || current !== version) return false;
-    const fh = await this.openConfined(f.path, segments);
-    if (!fh) return false;
-    try {
-      const st = await fh.stat({ bigint: true });
-      return st.dev === f.identity.dev && st.ino === f.identity.ino && st.size === f.identity.size;
-    } finally {
-      await fh.close();
+    if (current === undefined || version === undefined || current !== version) return undefined;
+    if (staged.dir !== undefined) {
+      try {
+        await checkConfined(this.options.filesDir, targetSegments);
+        const st = await lstat(join(this.options.filesDir, ...targetSegments), { bigint: true });
+        if (!st.isDirectory() || st.dev !== staged.dir.dev || st.ino !== staged.dir.ino) return undefined;
+      } catch (err) {
+        if (isXferError(err, 'XFER_ABORTED')) throw err;
+        return undefined;
+      }
     }
+    const files: HeldFileLine[] = [];
+    for (const f of staged.files) {
+      const fh = await this.openConfined(f.path, segmentsOf(f.path)!);
+      if (!fh) continue;
+      try {
+        const st = await fh.stat({ bigint: true });
+        if (st.dev === f.identity.dev && st.ino === f.identity.ino && st.size === f.identity.size) files.push({ entry: f.entry, path: f.path, identity: identityOf(st) });
+      } finally {
+        await fh.close();
+      }
+    }
+    if (files.length === 0) return undefined;
+    return { target: staged.target, manifest: staged.manifest, files };
   }
 
   /** SHA-256 of a stored manifest's bytes, or undefined if it cannot be read. */
@@ -958,14 +1087,23 @@ export interface NextCopy {
   readonly staged: string | undefined;
 }
 
+/** A file the next copy holds: its entry, its path under files/, its identity when staged (step 4). */
+interface NextLine {
+  readonly entry: string;
+  readonly path: string;
+  identity?: Identity;
+}
+
 /**
  * The held steps of one commit (or rm) of a target, in docs/FORMAT.md's order. The caller
  * runs: prepare (steps 3 and 4, before the manifest is stored), the swap, finish (7, 8);
  * end() in every case. An rm runs evacuateAll, removes the manifests, then dropRecord.
+ * A tree's files go through the same steps together: one evacuation, one staged record,
+ * one record (a line per file).
  */
 export class HeldCommit {
   private readonly key: string;
-  private next: (NextCopy & { chunks: Set<string>; identity?: Identity }) | undefined;
+  private next: (NextCopy & { chunks: Set<string>; lines: NextLine[] }) | undefined;
   private ended = false;
 
   constructor(private readonly held: HeldStore, private readonly name: string) {
@@ -974,96 +1112,112 @@ export class HeldCommit {
 
   /**
    * Steps 3 and 4 before the manifest of the new version is stored. `next`: the copy that
-   * will be held (a single file rebuilt atomically), or undefined when the new copy holds
-   * nothing (a tree, an in-place write, store-only): then every chunk the current file
-   * holds is evacuated and its record removed before the copy changes.
+   * will be held (a file rebuilt atomically, or a tree: its files of at least
+   * HELD_TREE_FILE_MIN_BYTES), or undefined when the new copy holds nothing (an in-place
+   * write, store-only): then every chunk the current files hold is evacuated and the
+   * record removed before the copy changes.
    */
   async prepare(next: NextCopy | undefined, signal: AbortSignal | undefined): Promise<void> {
-    const current = this.held.fileOf(this.name);
-    let chunks: Set<string> | undefined;
+    const current = this.held.filesOf(this.name);
+    let wanted: { entries: string[]; chunks: Set<string>; tree: boolean } | undefined;
     if (next) {
-      chunks = new Set();
       const reader = await openManifestFile(next.manifestFile, { signal });
-      if (reader.header.kind === 'file') {
-        for await (const p of placesOf(reader)) chunks.add(chunkKey(p.id.algorithm, p.id.digest));
-      } else {
-        await reader.close();
-        next = undefined;
-        chunks = undefined;
-      }
+      const tree = reader.header.kind === 'tree';
+      wanted = { ...(await heldEntriesOf(reader)), tree };
     }
-    if (current) {
-      current.swapping = true;
-      await this.held.evacuate(current, chunks, signal);
-    }
+    for (const f of current) f.swapping = true;
+    if (current.length > 0) await this.held.evacuate(current, wanted?.chunks, signal);
     crashPoint(3);
-    if (!next || !chunks) {
+    if (!next || !wanted || wanted.entries.length === 0) {
       await this.held.removeRecord(`${this.key}.held`);
-      if (current) await this.held.unload(current);
+      await this.held.unload(current);
       return;
     }
-    this.next = { ...next, chunks };
+    const lines: NextLine[] = wanted.entries.map((entry) => ({ entry, path: entryPath(this.name, entry) }));
+    this.next = { ...next, chunks: wanted.chunks, lines };
     if (next.staged !== undefined) {
-      const st = await lstat(next.staged, { bigint: true });
-      const identity = identityOf(st);
-      this.next.identity = identity;
-      await this.held.writeRecord(`${this.key}.staged.held`, { target: this.name, manifest: next.version, files: [{ entry: '', path: this.name, identity }] });
+      let dir: HeldRecord['dir'];
+      if (!wanted.tree) lines[0]!.identity = identityOf(await lstat(next.staged, { bigint: true }));
+      else {
+        // A tree's file is in the staged tree, or (an unchanged file whose link into it
+        // waits: reconstruct/staging.ts linkFile) at the target, the same inode.
+        for (const l of lines) {
+          const segments = l.entry.split('/');
+          const st = (await lstat(join(next.staged, ...segments), { bigint: true }).catch(() => undefined))
+            ?? (await lstat(join(this.held.filesDir, ...l.path.split('/')), { bigint: true }).catch(() => undefined));
+          if (st?.isFile()) l.identity = identityOf(st);
+        }
+        const root = await lstat(next.staged, { bigint: true });
+        dir = { dev: root.dev, ino: root.ino };
+      }
+      const files = lines.filter((l) => l.identity !== undefined).map((l) => ({ entry: l.entry, path: l.path, identity: l.identity! }));
+      await this.held.writeRecord(`${this.key}.staged.held`, { target: this.name, manifest: next.version, files, ...(dir ? { dir } : {}) });
     }
     crashPoint(4);
   }
 
   /**
    * Steps 7 and 8, after the swap (and the attributes applied to the target): the record
-   * is written anew for the file now at the target, the staged one removed; the packs
-   * whose chunks the new copy all holds are released. A target that is not the staged file
-   * (replaced meanwhile) is not held.
+   * is written anew for the files now at the target, the staged one removed; the packs
+   * whose chunks the files this commit rebuilt all hold are released. A file that is not
+   * the staged one (replaced meanwhile) is not held.
    */
   async finish(signal: AbortSignal | undefined): Promise<void> {
     crashPoint(6);
     const next = this.next;
     if (!next) return;
-    const segments = this.name.split('/');
-    const fh = await this.held.openConfined(this.name, segments);
-    const st = fh ? await fh.stat({ bigint: true }) : undefined;
-    await fh?.close();
-    const same = st !== undefined && (next.identity === undefined || (st.dev === next.identity.dev && st.ino === next.identity.ino));
-    const current = this.held.fileOf(this.name);
-    if (!same) {
+    const current = this.held.filesOf(this.name);
+    const previous = new Map(current.map((f) => [f.entry, f]));
+    const files: HeldFileLine[] = [];
+    /** Entries whose file is new (not the previous copy's inode): rebuilt and verified by this commit. */
+    const rebuilt = new Set<string>();
+    for (const l of next.lines) {
+      const fh = await this.held.openConfined(l.path, l.path.split('/'));
+      const st = fh ? await fh.stat({ bigint: true }) : undefined;
+      await fh?.close();
+      if (!st) continue;
+      if (next.staged !== undefined && (l.identity === undefined || st.dev !== l.identity.dev || st.ino !== l.identity.ino)) continue;
+      // A file kept as it is (the same inode as before) keeps the damaged chunks its line lists.
+      const old = previous.get(l.entry);
+      const kept = old !== undefined && old.identity.dev === st.dev && old.identity.ino === st.ino;
+      const damaged = kept && old.damaged.size <= MAX_DAMAGED_RECORDED ? [...old.damaged] : [];
+      files.push({ entry: l.entry, path: l.path, identity: identityOf(st), damaged });
+      if (!kept) rebuilt.add(l.entry);
+    }
+    if (files.length === 0) {
       await this.held.removeRecord(`${this.key}.held`);
       await this.held.removeRecord(`${this.key}.staged.held`);
-      if (current) await this.held.unload(current);
+      await this.held.unload(current);
       return;
     }
-    // A target kept as it is (no staging copy) keeps the damaged chunks its record lists.
-    const kept = next.staged === undefined && current !== undefined && current.identity.dev === st.dev && current.identity.ino === st.ino;
-    const damaged = kept && current.damaged.size <= MAX_DAMAGED_RECORDED ? [...current.damaged] : [];
-    const record: HeldRecord = { target: this.name, manifest: next.version, files: [{ entry: '', path: this.name, identity: identityOf(st), damaged }] };
+    const record: HeldRecord = { target: this.name, manifest: next.version, files };
     await this.held.writeRecord(`${this.key}.held`, record);
     crashPoint(7);
     await this.held.removeRecord(`${this.key}.staged.held`);
     crashPoint(71);
-    if (current) await this.held.unload(current);
+    await this.held.unload(current);
     const loaded = await this.held.load(record, signal);
     // Only a copy rebuilt and verified by this commit vouches for its chunks' pack copies.
-    if (loaded && next.staged !== undefined) await this.held.releasePacks(next.chunks, signal);
+    if (loaded && next.staged !== undefined) {
+      const vouched = new Set<string>();
+      for (const f of loaded) if (!f.dropped && rebuilt.has(f.entry)) for (const k of f.keys) vouched.add(k);
+      if (vouched.size > 0) await this.held.releasePacks(vouched, signal);
+    }
     crashPoint(8);
   }
 
-  /** rm, first step: every chunk the target's file holds is moved into the store (step 3 for an rm). */
+  /** rm, first step: every chunk the target's files hold is moved into the store (step 3 for an rm). */
   async evacuateAll(signal: AbortSignal | undefined): Promise<void> {
-    const current = this.held.fileOf(this.name);
-    if (current) {
-      current.swapping = true;
-      await this.held.evacuate(current, undefined, signal);
-    }
+    const current = this.held.filesOf(this.name);
+    for (const f of current) f.swapping = true;
+    if (current.length > 0) await this.held.evacuate(current, undefined, signal);
   }
 
   /** rm, after the manifests went: the record goes, then the caller removes the copy. */
   async dropRecord(): Promise<void> {
     await this.held.removeRecord(`${this.key}.held`);
     await this.held.removeRecord(`${this.key}.staged.held`);
-    const current = this.held.fileOf(this.name);
-    if (current) await this.held.unload(current);
+    await this.held.unload(this.held.filesOf(this.name));
   }
 
   /** Ends the commit's held part (once; a failed commit leaves at worst a staged record, dropped at the next start). */
@@ -1071,8 +1225,7 @@ export class HeldCommit {
     if (this.ended) return;
     this.ended = true;
     try {
-      const current = this.held.fileOf(this.name);
-      if (current) current.swapping = false;
+      for (const f of this.held.filesOf(this.name)) f.swapping = false;
       if (this.next) await this.held.removeRecord(`${this.key}.staged.held`).catch(() => undefined);
     } finally {
       this.held.endCommit();
@@ -1092,13 +1245,14 @@ export async function heldChunkPlaces(root: string, manifests: Pick<ManifestStor
   for (const n of names) {
     if (!n.endsWith('.held') || n.endsWith('.staged.held')) continue;
     const record = parseRecord(await readFile(join(dir, n), 'utf8').catch(() => ''));
-    const f = record?.files[0];
-    const segments = f === undefined ? undefined : segmentsOf(f.path);
-    if (!record || !f || !segments) continue;
+    if (!record) continue;
+    const lines = new Map(record.files.filter((f) => segmentsOf(f.path) !== undefined).map((f) => [f.entry, f]));
     try {
       const reader = await openManifest(await manifests.getManifest(record.manifest), {});
-      const damaged = new Set(f.damaged);
-      for await (const p of placesOf(reader)) if (!damaged.has(p.offset)) out.push({ id: p.id, file: join(root, 'files', ...segments), offset: p.offset, length: p.length });
+      for await (const p of placesOf(reader)) {
+        const f = lines.get(p.entry);
+        if (f && !(f.damaged ?? []).includes(p.offset)) out.push({ id: p.id, file: join(root, 'files', ...f.path.split('/')), offset: p.offset, length: p.length });
+      }
     } catch {
       // A record whose manifest is gone holds nothing.
     }
