@@ -1,6 +1,6 @@
 /**
  * One copy on disk at the server (issue 17 item 5; docs/FORMAT.md, "Server root: one copy
- * on disk"): a file target's rebuilt copy holds its chunks (server/held.ts), packs keep only
+ * on disk"): a file target's rebuilt copy (a tree's files) holds its chunks (server/held.ts), packs keep only
  * what no current file holds, and every guarantee stays: pulls of every version are
  * bit-identical, damage behind the server's back is never served and is named by verify,
  * a crash between any two commit steps leaves every committed version readable, rm and
@@ -190,7 +190,7 @@ describe('xfer serve (default mode): one copy on disk', () => {
       const fileX = join(dir, 'x.bin');
       await writeFile(fileX, x);
       await push(fileX, `${server.url}/b.bin`);
-      // A tree (trees hold nothing) with the same bytes: its chunks are found held by b.bin, not sent.
+      // A tree with the same bytes: its chunks are found held by b.bin, not sent.
       const tree = join(dir, 'tree');
       await mkdir(tree, { recursive: true });
       await writeFile(join(tree, 'copy.bin'), x);
