@@ -8,14 +8,17 @@
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gc } from '../src/gc.js';
 import { forget, pull, push, remove, verify, versions } from '../src/index.js';
 import { setTimesNs } from '../src/io/sys.js';
-import { HELD_CRASH_ENV } from '../src/server/held.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { HELD_CRASH_ENV, HELD_IDENTITY_RECHECK_MS, heldChunkPlaces, HeldStore } from '../src/server/held.js';
+import { silentLogger } from '../src/server/log.js';
+import { LocalStore } from '../src/store/local.js';
 import { createServer, type XferServer } from '../src/server/server.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { startServeProcess } from './helpers/server.js';
@@ -562,7 +565,9 @@ describe('xfer serve (default mode): one copy on disk for a tree target', () => 
       const fh = await open(join(root, 'files', 't', 'a.bin'), 'r+');
       await fh.write(Buffer.from('behind the server'), 0, 17, 2 * MiB);
       await fh.close();
-      // Existence only: a.bin's identity changed, so its chunks count as missing without a read.
+      // Existence only: a.bin's identity changed, so its chunks count as missing without a
+      // read, once the server checks it again (at most HELD_IDENTITY_RECHECK_MS after the last check: gc's).
+      await sleep(HELD_IDENTITY_RECHECK_MS * 2);
       const quick = await verify(`${url}/`, { readData: false });
       assert.ok(quick.damagedChunks.length >= 1, `verify without --read-data names a.bin's chunks missing: ${JSON.stringify(quick.damagedChunks)}`);
       const back = await pulledTree(`${url}/t`, dir, 'edited');
@@ -611,6 +616,51 @@ describe('xfer serve (default mode): one copy on disk for a tree target', () => 
       const changed = uniqueOldTreeBytes([v3], v2);
       assert.ok(r.bytesSent <= changed, `the next version after the copy sent ${r.bytesSent} bytes; its chunks the last one lacks: ${changed}`);
     });
+  });
+});
+
+/** Descriptors this process has open on files under `dir`. */
+async function openUnder(dir: string): Promise<number> {
+  let n = 0;
+  for (const fd of await readdir('/proc/self/fd')) {
+    const to = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+    if (to.startsWith(`${dir}/`)) n++;
+  }
+  return n;
+}
+
+describe('the held index of a tree: open descriptors are bounded', () => {
+  let dir: string;
+  before(async () => (dir = await mkdtemp(join(tmpdir(), 'xfer-one-copy-fds-'))));
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  it('a tree of more held files than the descriptor budget: every held chunk reads back right, never more than the budget of its files open', async () => {
+    const root = join(dir, 'root');
+    const src = join(dir, 'src');
+    const tree = await writeTree(src, 1, 500);
+    await withServer(root, async (url) => {
+      await push(src, `${url}/t`);
+    });
+    const budget = 3;
+    const local = await LocalStore.open(join(root, 'store'), { create: false });
+    const held = await HeldStore.open(local, { root, filesDir: join(root, 'files'), log: silentLogger, readOnly: true, maxOpenFiles: budget });
+    try {
+      const places = await heldChunkPlaces(root, local);
+      assert.ok(new Set(places.map((p) => p.file)).size > budget * 4, `the tree has more held files than the budget: ${new Set(places.map((p) => p.file)).size}`);
+      let most = await openUnder(join(root, 'files'));
+      // Round after round over every file: each read after the first of a file reopens it.
+      for (let round = 0; round < 2; round++) {
+        for (const p of places) {
+          const bytes = await held.get(p.id);
+          const expected = tree.get(p.file.slice(join(root, 'files', 't').length + 1))!.subarray(p.offset, p.offset + p.length);
+          assert.ok(bytes.equals(expected), `${p.file} at ${p.offset} reads back right`);
+          most = Math.max(most, await openUnder(join(root, 'files')));
+        }
+      }
+      assert.ok(most <= budget, `at most ${budget} held files open at once: ${most}`);
+    } finally {
+      await held.close();
+    }
   });
 });
 

@@ -48,6 +48,13 @@ export const HELD_FORMAT = 'xfer-held';
 export const HELD_VERSION = 1;
 /** How long an identity check of a held file (fstat of its fd, lstat of its path) is trusted before it is made again. */
 export const HELD_IDENTITY_RECHECK_MS = 100;
+/**
+ * Held files whose descriptors stay open at most; the least recently used beyond it are
+ * closed and reopened (identity checked again) when used. A tree holds a file per file, and
+ * a client may push one of any number of files: without a bound they would take every
+ * descriptor of the process (20,000 here) and every other open would fail.
+ */
+export const MAX_HELD_OPEN_FILES = 1024;
 /** Held chunks re-hashed at once by verifyChunks and gc. */
 const HELD_READS_IN_FLIGHT = 8;
 /** Chunks asked of the store at once while evacuating or checking pack copies. */
@@ -206,6 +213,8 @@ class HeldFile {
   /** A commit is swapping this target: its path is not checked (the fd still reads this file). */
   swapping = false;
   checkedAtMs = -Infinity;
+  /** Calls using its descriptor now: it is not evicted meanwhile (HeldStore.touch). */
+  busy = 0;
   /** The chunk keys it holds (to take them out of the map again). */
   readonly keys: string[] = [];
   /**
@@ -260,6 +269,8 @@ export interface HeldStoreOptions {
    * The other calls that change the index (commits, gc) are not for such a store.
    */
   readonly readOnly?: boolean;
+  /** Descriptors of held files kept open at most (default MAX_HELD_OPEN_FILES; tests set fewer). */
+  readonly maxOpenFiles?: number;
 }
 
 function chunkKey(algorithm: DigestAlgorithm, digest: Uint8Array): string {
@@ -324,11 +335,15 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   /** Settles when close() begins (what waits for no commit to be active must not outlive the store). */
   private readonly closing: Promise<void>;
   private startClosing!: () => void;
+  /** The held files with an open descriptor, least recently used first (touch). */
+  private readonly open = new Set<HeldFile>();
+  private readonly maxOpenFiles: number;
   /** Record rewrites begun by persistDamage, awaited by close(). */
   private readonly pending = new Set<Promise<unknown>>();
 
   private constructor(readonly inner: LocalStore, private readonly options: HeldStoreOptions) {
     this.dir = join(options.root, HELD_DIR);
+    this.maxOpenFiles = options.maxOpenFiles ?? MAX_HELD_OPEN_FILES;
     this.closing = new Promise((resolve) => (this.startClosing = resolve));
   }
 
@@ -692,6 +707,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
           file.unadopted = true;
         }
         file.fd = fh; // usable() below checks it against the identity (a mismatch drops the file)
+        this.touch(file);
       }
       if (!(await this.usable(file, true))) await this.closeFile(file);
     }
@@ -757,17 +773,42 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       await this.readopt(file);
       if (file.dropped) return false;
     }
+    return this.checkIdentity(file, now);
+  }
+
+  /**
+   * usable() without the re-adoption: (re)opens `file` if it has no descriptor (never
+   * evicted meanwhile: HeldFile.busy) and checks its identity.
+   */
+  private async checkIdentity(file: HeldFile, now: boolean): Promise<boolean> {
+    if (file.dropped) return false;
     const t = performance.now();
-    if (!now && t - file.checkedAtMs < HELD_IDENTITY_RECHECK_MS) return true;
+    if (!now && file.fd !== undefined && t - file.checkedAtMs < HELD_IDENTITY_RECHECK_MS) {
+      this.touch(file);
+      return true;
+    }
+    file.busy++;
+    try {
+      return await this.checkIdentityBusy(file);
+    } finally {
+      file.busy--;
+    }
+  }
+
+  private async checkIdentityBusy(file: HeldFile): Promise<boolean> {
     if (file.fd === undefined) {
       // Opened once, however many callers ask at the same time.
       file.opening ??= this.openConfined(file.path, file.segments);
       const fd = await file.opening;
+      file.opening = undefined;
       if (file.dropped) {
-        if (file.fd === undefined) await fd?.close().catch(() => undefined);
+        if (file.fd !== fd) await fd?.close().catch(() => undefined);
         return false;
       }
-      file.fd ??= fd;
+      if (file.fd === undefined && fd) {
+        file.fd = fd;
+        this.touch(file);
+      } else if (file.fd !== fd) await fd?.close().catch(() => undefined);
     }
     if (!file.fd) {
       this.drop(file, 'it is gone or not a regular file');
@@ -789,7 +830,26 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       return false;
     }
     file.checkedAtMs = performance.now();
+    this.touch(file);
     return true;
+  }
+
+  /**
+   * Marks `file`'s descriptor the most recently used and closes the least recently used
+   * ones beyond MAX_HELD_OPEN_FILES (a tree of many files must not take every descriptor
+   * of the process): those not in use (HeldFile.busy); an evicted file is reopened, and its
+   * identity checked again, at its next use.
+   */
+  private touch(file: HeldFile): void {
+    if (file.fd === undefined) return;
+    this.open.delete(file);
+    this.open.add(file);
+    if (this.open.size <= this.maxOpenFiles) return;
+    for (const f of this.open) {
+      if (this.open.size <= this.maxOpenFiles) break;
+      if (f === file || f.busy > 0 || f.opening !== undefined) continue;
+      void this.closeFile(f);
+    }
   }
 
   /** Drops a file for this process: its chunks count as missing (logged, as a set-aside is). */
@@ -868,24 +928,34 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   private async closeFile(file: HeldFile): Promise<void> {
     const fd = file.fd;
     file.fd = undefined;
+    file.checkedAtMs = -Infinity;
+    this.open.delete(file);
     await fd?.close().catch(() => undefined);
   }
 
+  /** The bytes of a place, or undefined if they cannot be read whole (its file reopened first if its descriptor was evicted). */
   private async readPlace(p: Place): Promise<Buffer | undefined> {
-    const fd = p.file.fd;
-    if (!fd) return undefined;
-    const buf = Buffer.allocUnsafe(p.length);
-    let done = 0;
+    const file = p.file;
+    file.busy++;
     try {
-      while (done < p.length) {
-        const { bytesRead } = await fd.read(buf, done, p.length - done, p.offset + done);
-        if (bytesRead === 0) return undefined; // shorter than recorded: damaged
-        done += bytesRead;
+      if (file.fd === undefined && !(await this.checkIdentityBusy(file))) return undefined;
+      const fd = file.fd;
+      if (!fd) return undefined;
+      const buf = Buffer.allocUnsafe(p.length);
+      let done = 0;
+      try {
+        while (done < p.length) {
+          const { bytesRead } = await fd.read(buf, done, p.length - done, p.offset + done);
+          if (bytesRead === 0) return undefined; // shorter than recorded: damaged
+          done += bytesRead;
+        }
+      } catch {
+        return undefined;
       }
-    } catch {
-      return undefined;
+      return buf;
+    } finally {
+      file.busy--;
     }
-    return buf;
   }
 
   /** Whether a held copy of `c` reads back right (a damaged one drops its file). */
