@@ -646,14 +646,14 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
 
   /** @internal Takes `files` (a target's) out of the index (their record is the caller's) and closes them. */
   async unload(files: readonly HeldFile[]): Promise<void> {
+    const going = new Set(files);
+    for (const key of new Set(files.map((f) => f.key))) {
+      const rest = (this.targets.get(key) ?? []).filter((f) => !going.has(f));
+      if (rest.length > 0) this.targets.set(key, rest);
+      else this.targets.delete(key);
+    }
     for (const file of files) {
       this.unmap(file);
-      const list = this.targets.get(file.key);
-      if (list?.includes(file)) {
-        const rest = list.filter((f) => f !== file);
-        if (rest.length > 0) this.targets.set(file.key, rest);
-        else this.targets.delete(file.key);
-      }
       await this.closeFile(file);
     }
   }
