@@ -22,6 +22,9 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <pwd.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -29,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -517,13 +521,103 @@ static napi_value js_punch_hole(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * residentBytes(fd, offset, length): how many bytes of [offset, offset + length) of the
+ * file open as fd are in the page cache (mincore over a read-only shared mapping, whole
+ * pages counted; the range is cut at the file's end). Advice for choosing buffered reads
+ * over O_DIRECT, never for correctness. Throws the errno of mmap/mincore.
+ */
+#define RESIDENT_MAP_BYTES ((size_t)1 << 30)
+static napi_value js_resident_bytes(napi_env env, napi_callback_info info) {
+  napi_value argv[3], result = NULL;
+  int fd;
+  off_t offset, length;
+  if (!get_args(env, info, 3, argv, "residentBytes")) return NULL;
+  if (!get_fd(env, argv[0], &fd) || !get_offset(env, argv[1], &offset) || !get_offset(env, argv[2], &length)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "residentBytes: a descriptor, then a non-negative offset and length");
+    return NULL;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    throw_fd_errno(env, errno, "fstat", fd);
+    return NULL;
+  }
+  const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  off_t end = offset + length;
+  if (end > st.st_size) end = st.st_size;
+  off_t at = offset - (off_t)((size_t)offset % page);
+  unsigned char *vec = NULL;
+  double resident = 0;
+  while (at < end) {
+    size_t len = (size_t)(end - at) < RESIDENT_MAP_BYTES ? (size_t)(end - at) : RESIDENT_MAP_BYTES;
+    size_t pages = (len + page - 1) / page;
+    if (!vec) vec = malloc(RESIDENT_MAP_BYTES / page);
+    if (!vec) {
+      throw_fd_errno(env, ENOMEM, "residentBytes", fd);
+      return NULL;
+    }
+    void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, at);
+    if (map == MAP_FAILED) {
+      int e = errno;
+      free(vec);
+      throw_fd_errno(env, e, "mmap", fd);
+      return NULL;
+    }
+    int ok = mincore(map, len, vec);
+    int e = errno;
+    munmap(map, len);
+    if (ok != 0) {
+      free(vec);
+      throw_fd_errno(env, e, "mincore", fd);
+      return NULL;
+    }
+    for (size_t i = 0; i < pages; i++) {
+      if (!(vec[i] & 1)) continue;
+      off_t from = at + (off_t)(i * page), to = from + (off_t)page;
+      if (from < offset) from = offset;
+      if (to > end) to = end;
+      resident += (double)(to - from);
+    }
+    at += (off_t)len;
+  }
+  free(vec);
+  napi_create_double(env, resident, &result);
+  return result;
+}
+
+/*
+ * mallocMmapThreshold(bytes): mallopt(M_MMAP_THRESHOLD, bytes) where the C library is glibc:
+ * every allocation of at least `bytes` gets a mapping of its own, unmapped when freed, and
+ * glibc's sliding threshold is off. Returns whether it was set (false elsewhere: musl has
+ * no mallopt). Why: glibc raises the threshold to the size of each mapped block freed (up
+ * to 32 MiB), so after the first 4 MiB Buffer is freed every later one comes from the
+ * heap, and a heap keeps the pages of freed blocks that are not at its top.
+ */
+static napi_value js_malloc_mmap_threshold(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  int64_t bytes;
+  if (!get_args(env, info, 1, argv, "mallocMmapThreshold")) return NULL;
+  if (napi_get_value_int64(env, argv[0], &bytes) != napi_ok || bytes <= 0 || bytes > INT_MAX) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "mallocMmapThreshold: a positive number of bytes");
+    return NULL;
+  }
+  bool set = false;
+#ifdef __GLIBC__
+  set = mallopt(M_MMAP_THRESHOLD, (int)bytes) == 1;
+#endif
+  napi_value out;
+  napi_get_boolean(env, set, &out);
+  return out;
+}
+
 napi_status init_sys(napi_env env, napi_value exports) {
   static const struct { const char *name; napi_callback fn; } FNS[] = {
     { "listXattrs", js_list_xattrs }, { "setXattr", js_set_xattr }, { "removeXattr", js_remove_xattr },
     { "mknod", js_mknod }, { "lutimesNs", js_lutimes_ns }, { "exchange", js_exchange },
     { "userName", js_user_name }, { "groupName", js_group_name }, { "userId", js_user_id }, { "groupId", js_group_id },
     { "seekData", js_seek_data }, { "seekHole", js_seek_hole }, { "blockDeviceSize", js_block_device_size },
-    { "cloneRange", js_clone_range }, { "punchHole", js_punch_hole },
+    { "cloneRange", js_clone_range }, { "punchHole", js_punch_hole }, { "residentBytes", js_resident_bytes },
+    { "mallocMmapThreshold", js_malloc_mmap_threshold },
   };
   for (size_t i = 0; i < sizeof FNS / sizeof FNS[0]; i++) {
     napi_value fn;

@@ -7,7 +7,7 @@ import { after, before, describe, it } from 'node:test';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { isZeroBytesView, zeroBytes } from '../src/chunker/zero.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
-import { CvStack, holeCover, rememberZeroCv, spanCv, spanCvWithHoles, treeBinding, TreeHasher, TREE_SPAN_BYTES, TREE_SPANS_IN_FLIGHT, type TreeBinding } from '../src/hash/tree.js';
+import { CvStack, holeCover, rememberZeroCv, spanCv, spanCvWithHoles, treeBinding, TreeHasher, TREE_SPAN_BYTES, TREE_SPANS_IN_FLIGHT, TREE_SPARE_SPANS, type TreeBinding } from '../src/hash/tree.js';
 import { ChunkColumns, chunkerFor, cutAndHash, scanSegment } from '../src/scan/segment.js';
 import { pull, push } from '../src/index.js';
 import { DIGEST_THREAD_MIN_BYTES } from '../src/scan/digest-thread.js';
@@ -202,6 +202,36 @@ describe('the BLAKE3 digest merged from subtree CVs is the one-shot digest', () 
       await h.close();
     }
     assert.equal(most, TREE_SPANS_IN_FLIGHT, 'spans hashed at once');
+  });
+
+  it('TreeHasher reuses the buffers of hashed spans when fed in bursts', async (t) => {
+    if (!tree) return t.diagnostic('no native addon');
+    // A fresh 8 MiB span is page-faulted in as it fills. A rebuild feeds spans in bursts
+    // (chunks queued behind a slow fetch complete at once): the buffers of a burst's spans
+    // serve the next burst instead of new ones.
+    const buffers = new Set<Uint8Array>();
+    const counting: TreeBinding = {
+      ...b,
+      blake3CvAsync: async (...args: Parameters<TreeBinding['blake3CvAsync']>) => {
+        if (args[0]) buffers.add(args[0]);
+        await b.blake3CvAsync(...args);
+      },
+    };
+    const bursts = 6;
+    const burst = 3 * TREE_SPAN_BYTES;
+    const data = layout(bursts * burst + 5, 9);
+    const h = new TreeHasher(counting, isZeroBytesView);
+    try {
+      for (let at = 0; at < data.length; at += burst) {
+        for (let p = at; p < Math.min(data.length, at + burst); p += MiB) h.update(data.subarray(p, Math.min(data.length, p + MiB, at + burst)));
+        await h.ready();
+        await new Promise((r) => setTimeout(r, 50)); // every span of the burst hashed
+      }
+      assert.equal((await h.digest()).toString('hex'), oneShot(data));
+    } finally {
+      await h.close();
+    }
+    assert.ok(buffers.size <= TREE_SPARE_SPANS + 1, `${buffers.size} span buffers for ${bursts * 3 + 1} spans`);
   });
 
   it('TreeHasher takes a zero span\'s CV remembered by a scan of the same holes instead of hashing it again', async (t) => {

@@ -1,7 +1,7 @@
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -19,6 +19,10 @@ function bytesReadByProcess(): number {
   return Number(/^rchar: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
 }
 
+/** Bytes this process has had read from storage (page cache hits do not count; O_DIRECT reads do). */
+function bytesReadFromStorage(): number {
+  return Number(/^read_bytes: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
+}
 
 describe('a whole file hashed to check it (verify --read-data, an in-place pull, an unchanged target): holes not read, the digest b3sum\'s and sha256sum\'s', () => {
   let dir: string;
@@ -67,6 +71,19 @@ describe('a whole file hashed to check it (verify --read-data, an in-place pull,
     const read = bytesReadByProcess() - before;
     // Reading the holes would be LARGE_BYTES (73 MiB); the extents and the blocks around them are 4 MiB.
     assert.ok(read < DATA_BYTES + 2 * MiB, `read ${read} bytes of a ${LARGE_BYTES}-byte file holding ${DATA_BYTES}`);
+  });
+
+  it('a large file in the page cache is read from it, not with O_DIRECT from the disk', async (t) => {
+    if (!sysIsNative()) return t.diagnostic('native addon not built: no O_DIRECT, reads always go through the page cache');
+    // Just written, so cached (an unchanged target checked right after a pull wrote it).
+    const path = join(dir, 'cached.bin');
+    const data = pseudoRandom(DIGEST_THREAD_MIN_BYTES + 3 * MiB, 77);
+    await writeFile(path, data);
+    const before = bytesReadFromStorage();
+    const got = await digestOfFile(path, data.length, 'blake3');
+    const read = bytesReadFromStorage() - before;
+    assert.equal(got.toString('hex'), execFileSync('b3sum', ['--no-names', path], { encoding: 'utf8' }).trim());
+    assert.ok(read < data.length / 4, `${read} bytes read from storage for a cached file of ${data.length}`);
   });
 
   it('a file shorter than the size asked is hashed to its end: its missing tail is not taken for a hole', async () => {

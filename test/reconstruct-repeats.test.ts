@@ -77,6 +77,12 @@ describe('a chunk that occurs several times is fetched once', () => {
     }
     // The most recent windows' chunks are still served from memory.
     assert.equal((await cache.get(new Uint8Array([63, 15]), async () => Buffer.alloc(64 * KiB))).fetched, false);
+    // A chunk of a local store's read-ahead window (4 MiB and an alignment block) is kept as
+    // a view, not copied: a copy per chunk fetched is a copy of every byte a restore writes.
+    const fresh = new RecentChunks(capacity);
+    const window = Buffer.alloc(4 * MiB + 4 * KiB);
+    await fresh.get(new Uint8Array([100]), async () => window.subarray(0, 64 * KiB));
+    assert.equal(fresh.heldBytes, window.buffer.byteLength, 'the chunk is a view of its window');
     // A view of a buffer much larger than the capacity's share is remembered as a copy.
     const huge = Buffer.alloc(16 * MiB);
     await cache.get(new Uint8Array([200]), async () => huge.subarray(0, 64 * KiB));

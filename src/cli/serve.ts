@@ -6,11 +6,13 @@ import {
   BODY_TIMEOUT_MS,
   HEADERS_TIMEOUT_MS,
   IDLE_TIMEOUT_MS,
+  MALLOC_MMAP_THRESHOLD_BYTES,
   MAX_CONNECTIONS,
   MAX_STREAMS_TOTAL,
   STAGE_IDLE_TIMEOUT_MS,
 } from '../server/limits.js';
 import { createServer, DEFAULT_PORT } from '../server/server.js';
+import { mallocMmapThreshold } from '../io/sys.js';
 import { IN_PLACE_ABOVE_BYTES } from '../server/in-place.js';
 import { parseSize } from '../core/sizes.js';
 import { parseReadDataSubset } from '../transfer/verify.js';
@@ -80,6 +82,8 @@ export function registerServe(program: Command, signal: AbortSignal): void {
         throw new InvalidArgumentError('--s3-endpoint and --s3-path-style apply to an S3 store: give --store s3://bucket/prefix');
       }
       const logger = serverLogger(flags.logFormat, flags.quiet ? 'warn' : flags.logLevel);
+      // This process is the server: freed Buffers of a MiB or more go back to the system.
+      mallocMmapThreshold(MALLOC_MMAP_THRESHOLD_BYTES);
       // The last line of defence: a failure that escaped its request is logged, and the
       // server goes on serving its other clients (each request's state is its own).
       const onUnhandled = (err: unknown) => logger.error({ code: isXferError(err) ? err.code : 'XFER_INTERNAL', error: (err as Error)?.message ?? String(err) }, 'unhandled rejection (kept serving)');

@@ -197,6 +197,14 @@ function rememberedZeroCv(offset: number, length: number): Uint8Array | undefine
 
 /** Spans of a rebuilt file hashed at once on libuv's threads, at most (bounds the memory held). */
 export const TREE_SPANS_IN_FLIGHT = 2;
+/**
+ * Buffers of hashed spans TreeHasher keeps for the next ones. More than one: update()
+ * cannot wait, and a rebuild's chunk jobs complete in bursts (a slow fetch releases the
+ * chunks queued behind it), so spans are dispatched several at a time, and each fresh
+ * 8 MiB buffer is page-faulted in again as it fills. With one, 20 of a 256 MiB restore's
+ * 32 spans were fresh buffers (about 180 ms of its main thread); with four, 5.
+ */
+export const TREE_SPARE_SPANS = 4;
 /** The span size TreeHasher hashes in (the scan's segment size: one subtree of 8192 chunks). */
 export const TREE_SPAN_BYTES = 8 * 1024 * KiB;
 
@@ -225,10 +233,7 @@ export class TreeHasher {
   private lastMerged: Promise<void> = Promise.resolve();
   /** The first span that failed to hash: ready() and digest() report it. */
   private failure: { readonly error: unknown } | undefined;
-  /**
-   * A merged span's buffer, for the next span: one is enough for the steady state (a span
-   * filling while the others hash); more would only be held, not used.
-   */
+  /** Merged spans' buffers, for the next spans (at most TREE_SPARE_SPANS). */
   private readonly spare: Uint8Array[] = [];
   /** The current span: its buffer (none while it holds only known zeros) and its bytes so far. */
   private span: Uint8Array | undefined;
@@ -296,7 +301,7 @@ export class TreeHasher {
     const hashed = known ? Promise.resolve() : this.b.blake3CvAsync(buffer ?? null, this.filled, this.offset / BLAKE3_CHUNK_BYTES, cv);
     const merged = Promise.all([this.lastMerged, hashed]).then(() => {
       this.stack.push(cv);
-      if (buffer && this.spare.length === 0) this.spare.push(buffer);
+      if (buffer && this.spare.length < TREE_SPARE_SPANS) this.spare.push(buffer);
     });
     // The slot is given back once this span and every one before it are merged (or one
     // failed): a caller woken in ready() then sees the failure.

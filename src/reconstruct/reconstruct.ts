@@ -16,7 +16,7 @@ import type { ChunkRecord, EntryMeta, ManifestEvent, ManifestKind } from '../man
 import type { ScanPool } from '../scan/pool.js';
 import type { ChunkStore } from '../store/store.js';
 import { Window } from '../core/window.js';
-import { RecentChunks } from './recent.js';
+import { RecentChunks, type Lender } from './recent.js';
 import { SeedIndex } from './seeds.js';
 import { applyAttributes, attributePolicy, type AttributeOptions } from './attributes.js';
 import { CloneSource, sameFile, Staging, type StagedFile } from './staging.js';
@@ -41,6 +41,12 @@ export interface ReconstructOptions {
   readonly verifyStoreChunks?: boolean;
   /** Chunk fetches in flight. */
   readonly concurrency?: number;
+  /**
+   * Lends the buffers the store's get() returns (the server's stages: chunks uploaded a
+   * moment ago, server/arrivals.ts): each is held once for the rebuild, which releases it
+   * once written and hashed (RecentChunks holds what it remembers).
+   */
+  readonly lender?: Lender;
   /** Needed to index seeds (chunking them); without one, seeds and target reuse are skipped. */
   readonly pool?: ScanPool;
   /**
@@ -251,7 +257,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   const globalSeeds = new SeedIndex(header.chunker, algorithm);
   if (pool) for (const s of options.seeds ?? []) await globalSeeds.add(s, pool, signal);
   const window = new Window(options.concurrency ?? DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES);
-  const recent = new RecentChunks();
+  const recent = new RecentChunks(undefined, options.lender);
   let bytesReceived = 0;
   let bytesReused = 0;
   let bytesDone = 0;
@@ -324,6 +330,8 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
           const id: ChunkId = { algorithm, digest: rec.digest };
           f.started();
           await window.run(rec.length, async () => {
+            /** Bytes from the store, held for this job (options.lender) until it settles. */
+            let lent: Buffer | undefined;
             try {
               const { staged, inPlace: places, existingPlace } = await f.ready;
               // 0. a zero chunk: synthesised, never fetched (chunker/zero.ts), written as a
@@ -351,7 +359,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
               else {
                 // 3. the store, once per distinct chunk (repeats come from RecentChunks)
                 const got = await recent.get(rec.digest, () => store.get(id, { signal, unverified: options.verifyStoreChunks === false }));
-                data = got.data;
+                data = lent = got.data;
                 if (data.length !== rec.length) throw new VerifyFailedError(`chunk ${digestToHex(rec.digest)} has ${data.length} bytes, manifest says ${rec.length}`);
                 if (got.fetched) bytesReceived += rec.length;
                 else bytesReused += rec.length;
@@ -366,6 +374,8 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
               f.abandon();
               throw err;
             } finally {
+              // Written (the write has settled) and hashed (hashers copy what they keep), or failed.
+              if (lent) options.lender?.release(lent);
               f.settled();
             }
           });
@@ -458,6 +468,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
     await staging.abort();
     throw err;
   } finally {
+    recent.clear();
     await globalSeeds.close();
   }
   return {

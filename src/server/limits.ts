@@ -12,6 +12,14 @@ export const MAX_HEADER_LIST_BYTES = 16 * KiB;
 /** HTTP/2 flow-control windows: large, so one connection can carry GB/s on loopback or a LAN. */
 export const STREAM_WINDOW_BYTES = 16 * MiB;
 export const SESSION_WINDOW_BYTES = 256 * MiB;
+/**
+ * Allocations of at least this size get a mapping of their own, returned to the system when
+ * freed (io/sys.ts mallocMmapThreshold, set by `xfer serve`): the server's Buffers of a few
+ * MiB (stage slabs, pack blocks, read-ahead windows) come and go by the hundred per GiB,
+ * and from glibc's heap their freed pages stayed resident. Above the 16 KiB frames and 256
+ * KiB reads that come and go fastest, for which a mapping each would cost a system call.
+ */
+export const MALLOC_MMAP_THRESHOLD_BYTES = 1 * MiB;
 /** Concurrent streams a client may open on one connection. */
 export const MAX_CONCURRENT_STREAMS = 128;
 /** Chunks read ahead of the response writer in `chunks/fetch` (64 measured ~5% faster than 16). */

@@ -20,21 +20,19 @@ import { setMaxListeners } from 'node:events';
 import { DEFAULT_CHUNKER } from '../chunker/params.js';
 import { untilAborted } from '../core/abort.js';
 import { AbortedError, InvalidArgumentError, isXferError, TimeoutError } from '../core/errors.js';
-import { SlabAllocator } from '../core/bytes.js';
 import { chunkerSpecEquals, DIGEST_BYTES, digestKey, type ChunkerSpec, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
-import { MiB } from '../core/sizes.js';
 import { FORMAT_VERSION } from '../manifest/format.js';
 import { openManifestBody, type ManifestReader } from '../manifest/reader.js';
 import type { ChunkRecord, EntryMeta, ManifestEvent, ManifestHeader } from '../manifest/types.js';
 import { reconstruct, type PreviousFile, type PullResult } from '../reconstruct/reconstruct.js';
+import type { Lender } from '../reconstruct/recent.js';
 import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../protocol/stage-format.js';
 import type { ChunkStore, GetOptions, OpOptions, PutOptions } from '../store/store.js';
+import { ArrivalSlabs } from './arrivals.js';
 import { MAX_CHUNK_BYTES, STAGE_IDLE_TIMEOUT_MS } from './limits.js';
 
 /** How long a finished stage waits for its manifest commit before it is discarded. */
 export const STAGE_HANDOVER_MS = 60_000;
-/** Slabs the copies of arrived chunks are carved from. */
-const ARRIVAL_SLAB_BYTES = 4 * MiB;
 /**
  * Records a stage holds back while its list repeats the committed one (see
  * deferWhileUnchanged): about 100 bytes each, the first 16 GiB of a file at the default
@@ -68,13 +66,12 @@ export type StageSpec =
 
 /**
  * The stages in progress (one per name) and the chunks they wait for. Uploads report
- * every chunk they store through arrived(); a stage waiting for it gets a copy.
+ * every chunk they store through arrived(); a stage waiting for it gets it, held for it
+ * (see server/arrivals.ts: the stage's rebuild releases it once written and hashed).
  */
 export class StageHub {
   private readonly stages = new Map<string, Stage>();
   private readonly waiting = new Map<string, Set<(data: Buffer) => void>>();
-  /** Copies of arrived chunks are carved from slabs: one allocation per chunk cost GC time. */
-  private readonly copies = new SlabAllocator(ARRIVAL_SLAB_BYTES);
 
   constructor(
     private readonly store: ChunkStore,
@@ -82,6 +79,11 @@ export class StageHub {
     private readonly heldRecordsMax = STAGE_HELD_RECORDS_MAX,
     /** See STAGE_IDLE_TIMEOUT_MS; 0: none. */
     private readonly idleTimeoutMs = STAGE_IDLE_TIMEOUT_MS,
+    /**
+     * The buffers arrived chunks are kept in, reused once released: one allocation per
+     * chunk cost GC time, and fresh slabs page faults.
+     */
+    readonly arrivals = new ArrivalSlabs(),
   ) {}
 
   /** Whether any stage waits for chunks (uploads skip the lookup otherwise). */
@@ -94,15 +96,24 @@ export class StageHub {
     return this.waiting.has(waitKey(algorithm, digest));
   }
 
-  /** A buffer for a chunk that stages will keep (see arrived, `owned`). */
+  /**
+   * A buffer for a chunk that stages will keep (see arrived, `owned`), held once by the
+   * caller, who releases it (release()) once done with it, after arrived().
+   */
   buffer(bytes: number): Buffer {
-    return this.copies.alloc(bytes);
+    return this.arrivals.take(bytes);
+  }
+
+  /** The caller of buffer() is done with it. */
+  release(data: Buffer): void {
+    this.arrivals.release(data);
   }
 
   /**
    * A put() just stored this chunk (so it was re-hashed): hand it to the stages waiting for
    * it. Chunks that were already stored are not reported; waiters find those in the store.
-   * The stages keep `data` if `owned` (nothing reuses it after), or else a copy.
+   * The stages keep `data` if `owned` (the caller does not write into it again: a buffer
+   * of buffer(), which each waiter now holds too), or else a copy.
    */
   arrived(algorithm: DigestAlgorithm, digest: Uint8Array, data: Buffer, owned: boolean): void {
     const key = waitKey(algorithm, digest);
@@ -111,10 +122,14 @@ export class StageHub {
     this.waiting.delete(key);
     let kept = data;
     if (!owned) {
-      kept = this.copies.alloc(data.length);
+      kept = this.arrivals.take(data.length);
       kept.set(data);
     }
-    for (const w of waiters) w(kept);
+    for (const w of waiters) {
+      this.arrivals.hold(kept);
+      w(kept);
+    }
+    if (!owned) this.arrivals.release(kept);
   }
 
   /**
@@ -128,7 +143,7 @@ export class StageHub {
       if (this.stages.get(spec.name) === stage) this.stages.delete(spec.name);
     }, this.idleTimeoutMs);
     this.stages.set(spec.name, stage);
-    stage.run(body, new WaitingStore(this.store, this, stage.signal, () => stage.progress()), previous);
+    stage.run(body, new WaitingStore(this.store, this, stage.signal, () => stage.progress()), previous, this.arrivals);
     return stage;
   }
 
@@ -139,7 +154,7 @@ export class StageHub {
     return s;
   }
 
-  /** Registers a waiter; returns its cancel. Called by WaitingStore only. */
+  /** Registers a waiter, which holds what it is given (see arrived); returns its cancel. Called by WaitingStore only. */
   wait(algorithm: DigestAlgorithm, digest: Uint8Array, deliver: (data: Buffer) => void): () => void {
     const key = waitKey(algorithm, digest);
     let set = this.waiting.get(key);
@@ -204,7 +219,8 @@ export class Stage {
     this.idleTimer = undefined;
   }
 
-  run(listBody: AsyncIterable<Buffer>, store: ChunkStore, previous?: ManifestReader): void {
+  /** `lender`: what lends the chunks `store` returns (the hub's arrivals). */
+  run(listBody: AsyncIterable<Buffer>, store: ChunkStore, previous?: ManifestReader, lender?: Lender): void {
     const signal = this.controller.signal;
     const spec = this.spec;
     if (this.idleTimeoutMs > 0) {
@@ -245,6 +261,7 @@ export class Stage {
       // Chunks from the store were verified when they arrived and those from uploads just
       // now; the whole-file digest checks what was read back (as in the ordinary rebuild).
       verifyStoreChunks: false,
+      lender,
       beforeCommit: async (staged) => {
         this.stopIdleTimer(); // from here on, STAGE_HANDOVER_MS bounds the wait
         this.handoverTimer = setTimeout(() => this.abort(new AbortedError('no manifest commit came for the staged copy')), STAGE_HANDOVER_MS);
@@ -457,11 +474,18 @@ class WaitingStore implements ChunkStore {
     return this.store.has(ids, options);
   }
 
+  /** The chunk, held once for the caller if it is an arrival (see StageHub.arrived). */
   async get(id: ChunkId, options?: GetOptions): Promise<Buffer> {
     let cancel: () => void = () => {};
     let fail: (reason: unknown) => void = () => {};
+    /** An arrival delivered here, held for this get: released if it is not what get returns. */
+    let delivered: Buffer | undefined;
+    let data: Buffer | undefined;
     const arrival = new Promise<Buffer>((resolve, reject) => {
-      cancel = this.hub.wait(id.algorithm, id.digest, resolve);
+      cancel = this.hub.wait(id.algorithm, id.digest, (d) => {
+        delivered = d;
+        resolve(d);
+      });
       fail = reject;
       if (this.signal.aborted) reject(this.signal.reason ?? new AbortedError());
       else this.waiting.add(reject);
@@ -470,12 +494,14 @@ class WaitingStore implements ChunkStore {
     // running and nothing awaits it yet: handled here, or the process would exit.
     arrival.catch(() => {});
     try {
-      const data = (await this.store.has([id], options))[0] ? await this.store.get(id, options) : await arrival;
+      data = (await this.store.has([id], options))[0] ? await this.store.get(id, options) : await arrival;
       this.onProgress();
       return data;
     } finally {
       cancel();
       this.waiting.delete(fail);
+      // Also delivered while the store was read (it was stored in between), or aborted.
+      if (delivered && delivered !== data) this.hub.release(delivered);
     }
   }
 

@@ -85,23 +85,28 @@ export function chunkRoutes(rc: RouteContext) {
 
   /**
    * Passes a chunk a put() just stored to the stages waiting for it (`owned`: `data` is
-   * not reused after, so they may keep it). Only a chunk this put stored was re-hashed:
-   * one already present is not (put returns false without reading it), and stages waiting
-   * for it find it in the store.
+   * not reused after, so they may keep it; a buffer of stages.buffer() is released here
+   * once handed on). Only a chunk this put stored was re-hashed: one already present is
+   * not (put returns false without reading it), and stages waiting for it find it in the
+   * store.
    */
   async function handOn(algorithm: DigestAlgorithm, digest: Uint8Array, data: Buffer, owned: boolean, put: Promise<boolean>): Promise<boolean> {
-    let stored = await put;
-    // Uploaded though present: clients send what chunks/missing said is absent, so this is
-    // a concurrent push, or a client putting back a chunk it received damaged from here
-    // (pull --fallback; fetches are served unverified). The stored copy is read verified,
-    // which sets a damaged one aside (ChunkStore.setAside), and then replaced by this one,
-    // durably before the answer: no commit may follow to flush it (a pull heals, not a push).
-    if (!stored && (await damagedHere({ algorithm, digest }))) {
-      stored = await ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal });
-      await ctx.store.flush({ signal: ctx.signal });
+    try {
+      let stored = await put;
+      // Uploaded though present: clients send what chunks/missing said is absent, so this is
+      // a concurrent push, or a client putting back a chunk it received damaged from here
+      // (pull --fallback; fetches are served unverified). The stored copy is read verified,
+      // which sets a damaged one aside (ChunkStore.setAside), and then replaced by this one,
+      // durably before the answer: no commit may follow to flush it (a pull heals, not a push).
+      if (!stored && (await damagedHere({ algorithm, digest }))) {
+        stored = await ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal });
+        await ctx.store.flush({ signal: ctx.signal });
+      }
+      if (stored && stages.active) stages.arrived(algorithm, digest, data, owned);
+      return stored;
+    } finally {
+      if (owned) stages.release(data);
     }
-    if (stored && stages.active) stages.arrived(algorithm, digest, data, owned);
-    return stored;
   }
 
   /** Whether the stored copy of `id` is damaged (and now set aside) or gone. */
