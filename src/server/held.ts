@@ -25,18 +25,18 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { lstat, mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, mkdir, open, readdir, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { isZeroChunk } from '../chunker/zero.js';
 import { throwIfAborted } from '../core/abort.js';
 import { ChunkCorruptError, fromSystemError, isXferError, type ChunkMissingError } from '../core/errors.js';
-import { digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
+import { DIGEST_ALGORITHMS, digestFromHex, digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { mapBounded } from '../core/window.js';
 import { digestEquals, digestOf } from '../hash/digest.js';
 import { checkConfined } from '../io/safe-path.js';
 import { fsyncPath } from '../io/sync.js';
 import { openManifest, openManifestFile, type ManifestReader } from '../manifest/reader.js';
-import type { LocalStore } from '../store/local.js';
+import { SET_ASIDE_RECHECK_MS, type LocalStore } from '../store/local.js';
 import type {
   ChunkCheck, ChunkStore, GarbageCollecting, GcOptions, GcReport, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions, ReferencedChunks,
 } from '../store/store.js';
@@ -74,6 +74,110 @@ export const MAX_DAMAGED_RECORDED = 10_000;
  * about what its pack index record and header cost.
  */
 export const HELD_TREE_FILE_MIN_BYTES = 1;
+/**
+ * The list of held chunks found damaged by another process (`xfer verify <root>`, which
+ * opens the index read-only), `<root>/held/damaged`: without it a running server would
+ * keep answering has() for them until restarted, and a plain push would not repair them.
+ * One JSON object per line, appended (O_APPEND, then fdatasync) by the verify:
+ *
+ *   {"target":"<name>","entry":"<path in the target, '' for a file target>","dev":"N","ino":"N","offset":N,"algorithm":"blake3","digest":"<hex>","at":"<ISO time>"}
+ *
+ * A server reads what was appended since its last look at most every SET_ASIDE_RECHECK_MS
+ * (one stat when nothing changed, as the store's set-aside list) and drops each place named
+ * whose file still has that dev and ino (a line about a file a commit has since replaced is
+ * ignored), recording it in the record's `damaged` once no commit is active. A line that
+ * does not parse (a torn append) is ignored. The list only grows, by damage found.
+ */
+export const HELD_DAMAGE_FILE = 'damaged';
+
+interface DamageLine {
+  readonly target: string;
+  readonly entry: string;
+  readonly dev: bigint;
+  readonly ino: bigint;
+  readonly offset: number;
+  readonly id: ChunkId;
+}
+
+function parseDamageLine(line: string): DamageLine | undefined {
+  if (line.trim() === '') return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  const r = v as Record<string, unknown> | null;
+  if (r === null || typeof r !== 'object') return undefined;
+  if (typeof r.target !== 'string' || typeof r.entry !== 'string') return undefined;
+  if (typeof r.dev !== 'string' || !DECIMAL_RE.test(r.dev) || typeof r.ino !== 'string' || !DECIMAL_RE.test(r.ino)) return undefined;
+  if (!Number.isSafeInteger(r.offset) || (r.offset as number) < 0) return undefined;
+  if (!DIGEST_ALGORITHMS.includes(r.algorithm as DigestAlgorithm) || typeof r.digest !== 'string' || !/^(?:[0-9a-f]{2})+$/.test(r.digest)) return undefined;
+  return {
+    target: r.target, entry: r.entry, dev: BigInt(r.dev), ino: BigInt(r.ino), offset: r.offset as number,
+    id: { algorithm: r.algorithm as DigestAlgorithm, digest: digestFromHex(r.digest) },
+  };
+}
+
+/** `<root>/held/damaged` (HELD_DAMAGE_FILE): read from where the last read ended, appended durably. */
+class HeldDamageList {
+  /** Bytes of the file read so far (only what was appended since is read again). */
+  private read = 0;
+
+  constructor(readonly file: string) {}
+
+  /** The lines appended since the last call (all of them the first time); one stat when nothing changed. */
+  async readNew(): Promise<DamageLine[]> {
+    let size: number;
+    try {
+      size = (await stat(this.file)).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw fromSystemError(err, this.file, 'read the held damage list');
+    }
+    if (size <= this.read) return [];
+    let bytes: Buffer;
+    const fh = await open(this.file, 'r').catch((err: unknown) => {
+      throw fromSystemError(err, this.file, 'read the held damage list');
+    });
+    try {
+      bytes = Buffer.alloc(size - this.read);
+      const { bytesRead } = await fh.read(bytes, 0, bytes.length, this.read);
+      bytes = bytes.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
+    }
+    // Only whole lines: an append under way is read next time.
+    const end = bytes.lastIndexOf(0x0a) + 1;
+    this.read += end;
+    const out: DamageLine[] = [];
+    for (const line of bytes.subarray(0, end).toString('utf8').split('\n')) {
+      const d = parseDamageLine(line);
+      if (d) out.push(d);
+    }
+    return out;
+  }
+
+  /** Appends `file`'s damaged chunk `id` at `offset`, durably (the file, then held/ itself, which may have gained it). */
+  async append(file: HeldFile, id: ChunkId, offset: number): Promise<void> {
+    const line = {
+      target: file.target, entry: file.entry, dev: String(file.identity.dev), ino: String(file.identity.ino), offset,
+      algorithm: id.algorithm, digest: digestToHex(id.digest), at: new Date().toISOString(),
+    };
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(this.file, 'a', 0o644);
+      await fh.write(`${JSON.stringify(line)}\n`);
+      await fh.datasync();
+    } catch (err) {
+      throw fromSystemError(err, this.file, 'write the held damage list');
+    } finally {
+      await fh?.close().catch(() => undefined);
+    }
+    await fsyncPath(dirname(this.file));
+  }
+}
+
 /** Bytes of evacuated chunks between two flushes of the store. */
 const EVACUATE_FLUSH_BYTES = 256 * 1024 * 1024;
 
@@ -264,9 +368,12 @@ export interface HeldStoreOptions {
   readonly log: ServerLogger;
   readonly signal?: AbortSignal;
   /**
-   * Writes nothing under `held/` (an offline verify of a root, server/root.ts): the
-   * start-up rules and re-adoptions apply in memory only, damage found is not recorded.
-   * The other calls that change the index (commits, gc) are not for such a store.
+   * Writes nothing under `held/` but lines appended to its damage list (an offline verify
+   * of a root, server/root.ts): the start-up rules and re-adoptions apply in memory only;
+   * a held chunk found damaged is appended to HELD_DAMAGE_FILE (not to its record, which
+   * only the server writes), so that a running server stops counting it present and the
+   * next push repairs it. The other calls that change the index (commits, gc) are not for
+   * such a store.
    */
   readonly readOnly?: boolean;
   /** Descriptors of held files kept open at most (default MAX_HELD_OPEN_FILES; tests set fewer). */
@@ -338,11 +445,16 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   /** The held files with an open descriptor, least recently used first (touch). */
   private readonly open = new Set<HeldFile>();
   private readonly maxOpenFiles: number;
-  /** Record rewrites begun by persistDamage, awaited by close(). */
+  /** Record rewrites begun by persistDamage (and a read-only store's appends to the damage list), awaited by close(). */
   private readonly pending = new Set<Promise<unknown>>();
+  /** Damage found by another process (HELD_DAMAGE_FILE). */
+  private readonly damageList: HeldDamageList;
+  private damageCheckedAtMs = -Infinity;
+  private damageReading: Promise<void> | undefined;
 
   private constructor(readonly inner: LocalStore, private readonly options: HeldStoreOptions) {
     this.dir = join(options.root, HELD_DIR);
+    this.damageList = new HeldDamageList(join(this.dir, HELD_DAMAGE_FILE));
     this.maxOpenFiles = options.maxOpenFiles ?? MAX_HELD_OPEN_FILES;
     this.closing = new Promise((resolve) => (this.startClosing = resolve));
   }
@@ -361,6 +473,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       });
     }
     await s.recover();
+    await s.checkDamageList(true);
     return s;
   }
 
@@ -373,6 +486,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
 
   async has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]> {
     throwIfAborted(options?.signal);
+    await this.checkDamageList();
     const out = new Array<boolean>(ids.length).fill(false);
     const rest: number[] = [];
     for (let i = 0; i < ids.length; i++) {
@@ -388,6 +502,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
 
   async get(id: ChunkId, options?: GetOptions): Promise<Buffer> {
     throwIfAborted(options?.signal);
+    await this.checkDamageList();
     let damaged: HeldFile | undefined;
     for (const p of [...(this.chunks.get(chunkKey(id.algorithm, id.digest))?.places ?? [])]) {
       if (!(await this.usable(p.file))) continue;
@@ -868,6 +983,15 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
    * (persistDamage), so that it stays dropped after a restart.
    */
   private dropPlace(id: ChunkId, place: Place, persist = false): void {
+    if (persist && this.options.readOnly === true) {
+      // Another process (a verify of the root) found it: the running server learns it from the damage list.
+      const run = this.damageList.append(place.file, id, place.offset).catch((err: unknown) => {
+        this.options.log.warn({ target: place.file.target, error: (err as Error).message }, 'held damage not written to the damage list (a running server finds it when it reads the chunk)');
+      });
+      this.pending.add(run);
+      void run.finally(() => this.pending.delete(run));
+      persist = false;
+    }
     const k = chunkKey(id.algorithm, id.digest);
     const c = this.chunks.get(k);
     const i = c?.places.indexOf(place) ?? -1;
@@ -904,6 +1028,34 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     });
     this.pending.add(run);
     void this.runExclusive(run).finally(() => this.pending.delete(run));
+  }
+
+  /**
+   * Drops the places the damage list (HELD_DAMAGE_FILE) names that were appended since the
+   * last look, at most every SET_ASIDE_RECHECK_MS (or `now`): a file's place only while the
+   * file has the dev and ino of the line. A server records them (persistDamage); a
+   * read-only store drops them in memory. A list that cannot be read is logged, not fatal.
+   */
+  private async checkDamageList(now = false): Promise<void> {
+    const t = performance.now();
+    if (!now && t - this.damageCheckedAtMs < SET_ASIDE_RECHECK_MS) return;
+    this.damageCheckedAtMs = t;
+    this.damageReading ??= (async () => {
+      let lines: DamageLine[];
+      try {
+        lines = await this.damageList.readNew();
+      } catch (err) {
+        this.options.log.warn({ error: (err as Error).message }, 'held damage list not read (tried again later)');
+        return;
+      }
+      for (const d of lines) {
+        const file = this.targets.get(heldKey(d.target))?.find((f) => f.entry === d.entry && !f.dropped && f.identity.dev === d.dev && f.identity.ino === d.ino);
+        if (!file) continue;
+        const place = this.chunks.get(chunkKey(d.id.algorithm, d.id.digest))?.places.find((p) => p.file === file && p.offset === d.offset);
+        if (place) this.dropPlace(d.id, place, this.options.readOnly !== true);
+      }
+    })().finally(() => (this.damageReading = undefined));
+    await this.damageReading;
   }
 
   private unmap(file: HeldFile): void {
