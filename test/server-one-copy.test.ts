@@ -16,7 +16,7 @@ import { gc } from '../src/gc.js';
 import { forget, pull, push, remove, verify, versions } from '../src/index.js';
 import { setTimesNs } from '../src/io/sys.js';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { HELD_CRASH_ENV, HELD_IDENTITY_RECHECK_MS, heldChunkPlaces, HeldStore } from '../src/server/held.js';
+import { HELD_CRASH_ENV, HELD_DAMAGE_FILE, HELD_IDENTITY_RECHECK_MS, heldChunkPlaces, HeldStore } from '../src/server/held.js';
 import { silentLogger } from '../src/server/log.js';
 import { LocalStore } from '../src/store/local.js';
 import { createServer, type XferServer } from '../src/server/server.js';
@@ -417,7 +417,7 @@ describe('xfer verify <root> or <root>/store on the server\'s machine (no server
   before(async () => (dir = await mkdtemp(join(tmpdir(), 'xfer-one-copy-local-verify-'))));
   after(async () => rm(dir, { recursive: true, force: true }));
 
-  it('checks the root as its server would: held chunks count, --read-data re-hashes them and names a damaged one, a copied root verifies clean; nothing under held/ is written', async () => {
+  it('checks the root as its server would: held chunks count, --read-data re-hashes them and names a damaged one, a copied root verifies clean; under held/ only the damage list is written', async () => {
     const root = join(dir, 'root');
     const src = join(dir, 'lv.bin');
     const v1 = pseudoRandom(3 * MiB, 81);
@@ -438,8 +438,14 @@ describe('xfer verify <root> or <root>/store on the server\'s machine (no server
     }
     assert.deepEqual(await heldDir(copy), heldBefore, 'the copy\'s held records are as they were (read-only)');
     await damageKeepingIdentity(join(root, 'files', 'lv.bin'), 1 * MiB + 9);
+    const records = await heldDir(root);
     const report = await verify(join(root, 'store'), { readData: true });
     assert.equal(report.damagedChunks.length, 1, `verify --read-data names the damaged held chunk: ${JSON.stringify(report.damagedChunks)}`);
+    // The damage goes to held/damaged, for a running server to read (HELD_DAMAGE_FILE); the records are untouched.
+    const { [HELD_DAMAGE_FILE]: list, ...after } = await heldDir(root);
+    assert.deepEqual(after, records, 'the held records are as they were');
+    const lines = (list ?? '').trim().split('\n').map((l) => JSON.parse(l) as { target: string; entry: string; digest: string });
+    assert.deepEqual(lines.map((l) => [l.target, l.entry, l.digest]), [['lv.bin', '', report.damagedChunks[0]!.digest]]);
   });
 });
 
