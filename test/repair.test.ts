@@ -1,11 +1,13 @@
 /*
- * Repair (issue 16, item 6), the measured bar: one flipped byte in a stored pack, on each
- * store kind (a local destination's store, a server's, an S3 store on moto), is found by
- * verify, named with the file it breaks, and healed by the next push of the tree (the
- * damaged chunk is set aside by the verify's read, so the push stores it again): verify
- * is clean afterwards and a pull is bit-identical. And a push to a server that needs a
- * chunk the server holds damaged, unknown to anyone, succeeds: the server finds it at the
- * commit, sets it aside, and the client sends it again from its source.
+ * Repair (issue 16, item 6), the measured bar: one flipped byte where a store keeps a
+ * chunk, on each store kind (a local destination's pack, a server's rebuilt file, which
+ * holds its current tree's chunks (server/held.ts), a store-only server's pack, an S3
+ * store's pack on moto), is found by verify, named with the file it breaks, and healed by
+ * the next push of the tree (the verify's read sets the damaged chunk aside, or lists it in
+ * the server root's held/damaged, so the push stores it again): verify is clean afterwards
+ * and a pull is bit-identical. And a push to a server that needs a chunk the server holds
+ * damaged, unknown to anyone, succeeds: the server finds it at the commit, sets it aside,
+ * and the client sends it again from its source.
  */
 import { strict as assert } from 'node:assert';
 import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
@@ -19,6 +21,7 @@ import { verify } from '../src/inspect.js';
 import { LocalStore, SET_ASIDE_RECHECK_MS } from '../src/store/local.js';
 import { PACK_MAGIC, PACK_RECORD_HEADER_BYTES } from '../src/store/pack.js';
 import { heldChunkPlaces } from '../src/server/held.js';
+import { createServer, type XferServer } from '../src/server/server.js';
 import { runCli } from './helpers/cli.js';
 import { damageStoredChunk, storedChunks } from './helpers/damage.js';
 import { pseudoRandom } from './helpers/gen.js';
@@ -138,6 +141,37 @@ describe('repair: a flipped byte in a stored pack is found by verify, named, and
       const checked = await runCli(['push', '--checksum', src, `${fx.server.url}/three`, '--quiet']);
       assert.equal(checked.code, 0, checked.stderr);
       assert.deepEqual(await verifyRoot(fx.root, 'three'), []);
+    });
+  });
+
+  describe('a store-only server (--no-files): its packs hold every chunk', () => {
+    let root = '';
+    let server: XferServer | undefined;
+    before(async () => {
+      root = join(dir, 'store-only-root');
+      server = await createServer({ root, port: 0, storeOnly: true });
+    });
+    after(async () => {
+      await server?.close();
+    });
+
+    it('pack damage found by xfer verify <root> (another process, the server running) is healed by the next push: the server reads the set-aside list', async () => {
+      const src = join(dir, 'store-only-src', 'tree');
+      const tree = await makeTree(src, 300);
+      const url = `${server!.url}/tree`;
+      assert.equal((await runCli(['push', src, url, '--quiet'])).code, 0);
+      const storeDir = join(root, 'store');
+      const id = (await storedChunks(storeDir))[0]!;
+      const chunk = await chunkBytes(storeDir, id);
+      await damageStoredChunk(storeDir, id, 100);
+
+      assert.deepEqual(await verifyRoot(root, 'tree'), [`${fileHolding(tree, chunk)}: corrupt ${digestToHex(id.digest)}`]);
+      await new Promise((resolve) => setTimeout(resolve, SET_ASIDE_RECHECK_MS + 10)); // the server looks at the set-aside list this often
+
+      assert.equal((await runCli(['push', src, url, '--quiet'])).code, 0);
+      assert.deepEqual(await verifyRoot(root, 'tree'), []);
+      assert.equal((await runCli(['pull', url, join(dir, 'store-only-back'), '--quiet'])).code, 0);
+      await assertTree(join(dir, 'store-only-back'), tree);
     });
   });
 
