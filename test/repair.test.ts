@@ -1,14 +1,16 @@
 /*
- * Repair (issue 16, item 6), the measured bar: one flipped byte in a stored pack, on each
- * store kind (a local destination's store, a server's, an S3 store on moto), is found by
- * verify, named with the file it breaks, and healed by the next push of the tree (the
- * damaged chunk is set aside by the verify's read, so the push stores it again): verify
- * is clean afterwards and a pull is bit-identical. And a push to a server that needs a
- * chunk the server holds damaged, unknown to anyone, succeeds: the server finds it at the
- * commit, sets it aside, and the client sends it again from its source.
+ * Repair (issue 16, item 6), the measured bar: one flipped byte where a store keeps a
+ * chunk, on each store kind (a local destination's pack, a server's rebuilt file, which
+ * holds its current tree's chunks (server/held.ts), a store-only server's pack, an S3
+ * store's pack on moto), is found by verify, named with the file it breaks, and healed by
+ * the next push of the tree (the verify's read sets the damaged chunk aside, or lists it in
+ * the server root's held/damaged, so the push stores it again): verify is clean afterwards
+ * and a pull is bit-identical. And a push to a server that needs a chunk the server holds
+ * damaged, unknown to anyone, succeeds: the server finds it at the commit, sets it aside,
+ * and the client sends it again from its source.
  */
 import { strict as assert } from 'node:assert';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -18,7 +20,8 @@ import { digestToHex, type ChunkId } from '../src/core/ids.js';
 import { verify } from '../src/inspect.js';
 import { LocalStore, SET_ASIDE_RECHECK_MS } from '../src/store/local.js';
 import { PACK_MAGIC, PACK_RECORD_HEADER_BYTES } from '../src/store/pack.js';
-import { verifyManifests } from '../src/transfer/verify.js';
+import { heldChunkPlaces } from '../src/server/held.js';
+import { createServer, type XferServer } from '../src/server/server.js';
 import { runCli } from './helpers/cli.js';
 import { damageStoredChunk, storedChunks } from './helpers/damage.js';
 import { pseudoRandom } from './helpers/gen.js';
@@ -28,10 +31,10 @@ import { useServer } from './helpers/server.js';
 const FILES = ['a.bin', 'b.bin', 'c.bin'];
 const FILE_BYTES = 200 * 1024;
 
-/** A tree of FILES, distinct random content each. */
-async function makeTree(dir: string): Promise<Map<string, Buffer>> {
+/** A tree of FILES, distinct random content each (another `seed`: content no other such tree has). */
+async function makeTree(dir: string, seed = 100): Promise<Map<string, Buffer>> {
   await mkdir(dir, { recursive: true });
-  const data = new Map(FILES.map((n, i) => [n, pseudoRandom(FILE_BYTES, 100 + i)]));
+  const data = new Map(FILES.map((n, i) => [n, pseudoRandom(FILE_BYTES, seed + i)]));
   for (const [n, d] of data) await writeFile(join(dir, n), d);
   return data;
 }
@@ -85,49 +88,90 @@ describe('repair: a flipped byte in a stored pack is found by verify, named, and
   describe('a server', () => {
     const fx = useServer('xfer-repair-server-');
 
-    it('damage found by a verify of its store (another process) is healed by the next push', async () => {
+    it('damage in a rebuilt file (its mtime kept) found by xfer verify <root> (another process, the server running) is healed by the next plain push', async () => {
       const src = join(fx.dir, 'src', 'tree');
       const tree = await makeTree(src);
       const url = `${fx.server.url}/tree`;
       assert.equal((await runCli(['push', src, url, '--quiet'])).code, 0);
       const storeDir = join(fx.root, 'store');
-      const id = (await storedChunks(storeDir))[0]!;
-      const chunk = await chunkBytes(storeDir, id);
+      // The tree's files hold its chunks (one copy on disk, server/held.ts): the damage is in one of them.
+      const { id, bytes: chunk } = await heldChunk(fx.root);
       await damageStoredChunk(storeDir, id, 100);
 
-      const damaged = await verifyServer(fx.root, 'tree');
-      assert.deepEqual(damaged, [`${fileHolding(tree, chunk)}: corrupt ${digestToHex(id.digest)}`]);
-      await new Promise((resolve) => setTimeout(resolve, SET_ASIDE_RECHECK_MS + 10)); // the server looks at the set-aside list this often
+      const name = fileHolding(tree, chunk);
+      // The chunk, and the rebuilt file it lies in (its whole-file digest).
+      assert.deepEqual(await verifyRoot(fx.root, 'tree'), [`${name}: corrupt ${digestToHex(id.digest)}`, `${name}: file`]);
+      // The verify appended it to held/damaged, which the server looks at this often.
+      await new Promise((resolve) => setTimeout(resolve, SET_ASIDE_RECHECK_MS + 10));
 
       const r = await runCli(['push', src, url, '--quiet']);
       assert.equal(r.code, 0, r.stderr);
-      assert.deepEqual(await verifyServer(fx.root, 'tree'), []);
+      const v = await runCli(['verify', `${fx.server.url}/`, '--read-data']);
+      assert.equal(v.code, 0, `the server's own verify is clean: ${v.stdout}${v.stderr}`);
+      assert.deepEqual(await verifyRoot(fx.root, 'tree'), []);
       assert.equal((await runCli(['pull', url, join(fx.dir, 'back'), '--quiet'])).code, 0);
       await assertTree(join(fx.dir, 'back'), tree);
     });
 
     it('a push needing a chunk the server holds damaged, found by nobody yet, succeeds: sent again at the commit', async () => {
       const src = join(fx.dir, 'src2', 'tree');
-      const tree = await makeTree(src);
+      // Content no other target has: only the first target's files hold it.
+      const tree = await makeTree(src, 200);
       assert.equal((await runCli(['push', src, `${fx.server.url}/one`, '--quiet'])).code, 0);
       const storeDir = join(fx.root, 'store');
-      // Damage a chunk of this tree, then push the same tree under another name: every
-      // chunk is "present", so only the server's rebuild at the commit reads the bad one.
-      const id = await chunkOf(storeDir, await storedChunks(storeDir), tree);
+      // Damage a chunk of this tree where it lies (a rebuilt file of 'one', its mtime kept),
+      // then push the same tree under another name: every chunk is "present", so only the
+      // server's rebuild at the commit reads the bad one.
+      const { id, bytes } = await heldChunk(fx.root, tree);
       await damageStoredChunk(storeDir, id, 100);
 
       const r = await runCli(['push', src, `${fx.server.url}/two`, '--quiet']);
       assert.equal(r.code, 0, r.stderr);
-      assert.deepEqual(await verifyServer(fx.root, 'two'), []);
-      assert.deepEqual(await verifyServer(fx.root, 'one'), [], 'the chunk is stored again: the first target is whole again too');
+      assert.deepEqual(await verifyRoot(fx.root, 'two'), []);
+      // The chunk is stored again (the second target's file holds it): every chunk of the
+      // first target is whole again; its own rebuilt file stays damaged until it is pushed.
+      assert.deepEqual(await verifyRoot(fx.root, 'one'), [`${fileHolding(tree, bytes)}: file`]);
+      assert.equal((await runCli(['push', src, `${fx.server.url}/one`, '--quiet'])).code, 0);
+      assert.deepEqual(await verifyRoot(fx.root, 'one'), [], 'the first target is whole again after its next push');
       assert.equal((await runCli(['pull', `${fx.server.url}/two`, join(fx.dir, 'back2'), '--quiet'])).code, 0);
       await assertTree(join(fx.dir, 'back2'), tree);
 
       // The same with --checksum, which today's bug report names.
-      await damageStoredChunk(storeDir, await chunkOf(storeDir, await storedChunks(storeDir), tree), 200);
+      await damageStoredChunk(storeDir, await chunkOf(fx.root, tree), 200);
       const checked = await runCli(['push', '--checksum', src, `${fx.server.url}/three`, '--quiet']);
       assert.equal(checked.code, 0, checked.stderr);
-      assert.deepEqual(await verifyServer(fx.root, 'three'), []);
+      assert.deepEqual(await verifyRoot(fx.root, 'three'), []);
+    });
+  });
+
+  describe('a store-only server (--no-files): its packs hold every chunk', () => {
+    let root = '';
+    let server: XferServer | undefined;
+    before(async () => {
+      root = join(dir, 'store-only-root');
+      server = await createServer({ root, port: 0, storeOnly: true });
+    });
+    after(async () => {
+      await server?.close();
+    });
+
+    it('pack damage found by xfer verify <root> (another process, the server running) is healed by the next push: the server reads the set-aside list', async () => {
+      const src = join(dir, 'store-only-src', 'tree');
+      const tree = await makeTree(src, 300);
+      const url = `${server!.url}/tree`;
+      assert.equal((await runCli(['push', src, url, '--quiet'])).code, 0);
+      const storeDir = join(root, 'store');
+      const id = (await storedChunks(storeDir))[0]!;
+      const chunk = await chunkBytes(storeDir, id);
+      await damageStoredChunk(storeDir, id, 100);
+
+      assert.deepEqual(await verifyRoot(root, 'tree'), [`${fileHolding(tree, chunk)}: corrupt ${digestToHex(id.digest)}`]);
+      await new Promise((resolve) => setTimeout(resolve, SET_ASIDE_RECHECK_MS + 10)); // the server looks at the set-aside list this often
+
+      assert.equal((await runCli(['push', src, url, '--quiet'])).code, 0);
+      assert.deepEqual(await verifyRoot(root, 'tree'), []);
+      assert.equal((await runCli(['pull', url, join(dir, 'store-only-back'), '--quiet'])).code, 0);
+      await assertTree(join(dir, 'store-only-back'), tree);
     });
   });
 
@@ -197,22 +241,35 @@ async function chunkBytes(storeDir: string, id: ChunkId): Promise<Buffer> {
   }
 }
 
-/** One of `ids` whose bytes are part of `tree`. */
-async function chunkOf(storeDir: string, ids: ChunkId[], tree: Map<string, Buffer>): Promise<ChunkId> {
-  for (const id of ids) {
-    const bytes = await chunkBytes(storeDir, id);
-    if ([...tree.values()].some((d) => d.includes(bytes))) return id;
-  }
-  throw new Error('no stored chunk of the tree');
-}
-
-/** The damage a verify of the server's store and files finds in target `name` (`<path>: <kind> <digest>`). */
-async function verifyServer(root: string, name: string): Promise<string[]> {
+/** A chunk a rebuilt file of the server root `root` holds (server/held.ts), with its bytes (read before any damage). */
+async function heldChunk(root: string, tree?: Map<string, Buffer>): Promise<{ id: ChunkId; bytes: Buffer }> {
   const store = await LocalStore.open(join(root, 'store'), { create: false });
   try {
-    const r = await verifyManifests(store, store, [name], { readData: true, targetOf: (n) => join(root, 'files', ...n.split('/')) });
-    return r.damaged.map((d) => `${d.path}: ${d.kind}${d.digest ? ` ${d.digest}` : ''}`);
+    for (const p of await heldChunkPlaces(root, store)) {
+      const fh = await open(p.file, 'r');
+      const bytes = Buffer.alloc(p.length);
+      try {
+        await fh.read(bytes, 0, p.length, p.offset);
+      } finally {
+        await fh.close();
+      }
+      if (!tree || [...tree.values()].some((d) => d.includes(bytes))) return { id: p.id, bytes };
+    }
   } finally {
     await store.close();
   }
+  throw new Error('no held chunk of the tree');
+}
+
+/** A chunk of `tree` a rebuilt file of the server root `root` holds. */
+async function chunkOf(root: string, tree: Map<string, Buffer>): Promise<ChunkId> {
+  return (await heldChunk(root, tree)).id;
+}
+
+/** The damage `xfer verify <root> --read-data` (another process) finds in target `name` (`<path>: <kind> <digest>`). */
+async function verifyRoot(root: string, name: string): Promise<string[]> {
+  const r = await runCli(['verify', root, '--read-data', '--json']);
+  const report = JSON.parse(r.stdout) as { damaged: { manifest: string; path: string; kind: string; digest?: string }[] };
+  assert.equal(r.code, report.damaged.length > 0 ? 1 : 0, r.stderr);
+  return report.damaged.filter((d) => d.manifest === name).map((d) => `${d.path}: ${d.kind}${d.digest ? ` ${d.digest}` : ''}`);
 }

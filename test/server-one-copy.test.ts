@@ -1,6 +1,6 @@
 /**
  * One copy on disk at the server (issue 17 item 5; docs/FORMAT.md, "Server root: one copy
- * on disk"): a file target's rebuilt copy holds its chunks (server/held.ts), packs keep only
+ * on disk"): a file target's rebuilt copy (a tree's files) holds its chunks (server/held.ts), packs keep only
  * what no current file holds, and every guarantee stays: pulls of every version are
  * bit-identical, damage behind the server's back is never served and is named by verify,
  * a crash between any two commit steps leaves every committed version readable, rm and
@@ -8,14 +8,17 @@
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, open, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { gc } from '../src/gc.js';
 import { forget, pull, push, remove, verify, versions } from '../src/index.js';
 import { setTimesNs } from '../src/io/sys.js';
-import { HELD_CRASH_ENV } from '../src/server/held.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { HELD_CRASH_ENV, HELD_DAMAGE_FILE, HELD_IDENTITY_RECHECK_MS, heldChunkPlaces, HeldStore } from '../src/server/held.js';
+import { silentLogger } from '../src/server/log.js';
+import { LocalStore } from '../src/store/local.js';
 import { createServer, type XferServer } from '../src/server/server.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { startServeProcess } from './helpers/server.js';
@@ -190,7 +193,7 @@ describe('xfer serve (default mode): one copy on disk', () => {
       const fileX = join(dir, 'x.bin');
       await writeFile(fileX, x);
       await push(fileX, `${server.url}/b.bin`);
-      // A tree (trees hold nothing) with the same bytes: its chunks are found held by b.bin, not sent.
+      // A tree with the same bytes: its chunks are found held by b.bin, not sent.
       const tree = join(dir, 'tree');
       await mkdir(tree, { recursive: true });
       await writeFile(join(tree, 'copy.bin'), x);
@@ -414,7 +417,7 @@ describe('xfer verify <root> or <root>/store on the server\'s machine (no server
   before(async () => (dir = await mkdtemp(join(tmpdir(), 'xfer-one-copy-local-verify-'))));
   after(async () => rm(dir, { recursive: true, force: true }));
 
-  it('checks the root as its server would: held chunks count, --read-data re-hashes them and names a damaged one, a copied root verifies clean; nothing under held/ is written', async () => {
+  it('checks the root as its server would: held chunks count, --read-data re-hashes them and names a damaged one, a copied root verifies clean; under held/ only the damage list is written', async () => {
     const root = join(dir, 'root');
     const src = join(dir, 'lv.bin');
     const v1 = pseudoRandom(3 * MiB, 81);
@@ -435,7 +438,271 @@ describe('xfer verify <root> or <root>/store on the server\'s machine (no server
     }
     assert.deepEqual(await heldDir(copy), heldBefore, 'the copy\'s held records are as they were (read-only)');
     await damageKeepingIdentity(join(root, 'files', 'lv.bin'), 1 * MiB + 9);
+    const records = await heldDir(root);
     const report = await verify(join(root, 'store'), { readData: true });
     assert.equal(report.damagedChunks.length, 1, `verify --read-data names the damaged held chunk: ${JSON.stringify(report.damagedChunks)}`);
+    // The damage goes to held/damaged, for a running server to read (HELD_DAMAGE_FILE); the records are untouched.
+    const { [HELD_DAMAGE_FILE]: list, ...after } = await heldDir(root);
+    assert.deepEqual(after, records, 'the held records are as they were');
+    const lines = (list ?? '').trim().split('\n').map((l) => JSON.parse(l) as { target: string; entry: string; digest: string });
+    assert.deepEqual(lines.map((l) => [l.target, l.entry, l.digest]), [['lv.bin', '', report.damagedChunks[0]!.digest]]);
   });
+});
+
+/** Every regular file under `dir` by its path in it (POSIX separators), with its bytes. */
+async function treeFiles(dir: string, rel = ''): Promise<Map<string, Buffer>> {
+  const out = new Map<string, Buffer>();
+  for (const e of await readdir(join(dir, rel), { withFileTypes: true })) {
+    const p = rel === '' ? e.name : `${rel}/${e.name}`;
+    if (e.isDirectory()) for (const [k, v] of await treeFiles(dir, p)) out.set(k, v);
+    else if (e.isFile()) out.set(p, await readFile(join(dir, p)));
+  }
+  return out;
+}
+
+/** Whether two trees' files are the same paths with the same bytes (the first difference, or ''). */
+function treeDifference(a: Map<string, Buffer>, b: Map<string, Buffer>): string {
+  for (const [k, v] of a) if (!b.get(k)?.equals(v)) return `${k} differs`;
+  for (const k of b.keys()) if (!a.has(k)) return `${k} is extra`;
+  return '';
+}
+
+/**
+ * A tree of mixed files: two large ones, a dozen small ones in a subdirectory, an empty one
+ * (about 5.1 MiB). `version` 2 edits a.bin in four places, rewrites small/s3.txt, removes
+ * b.bin and adds c.bin; 3 edits a.bin again.
+ */
+async function writeTree(dir: string, version: 1 | 2 | 3, seed: number): Promise<Map<string, Buffer>> {
+  await mkdir(join(dir, 'small'), { recursive: true });
+  const files = new Map<string, Buffer>();
+  let a = pseudoRandom(3 * MiB, seed);
+  if (version >= 2) a = edited(a, seed + 1, 4);
+  if (version >= 3) a = edited(a, seed + 2, 2);
+  files.set('a.bin', a);
+  if (version === 1) files.set('b.bin', pseudoRandom(2 * MiB, seed + 3));
+  else files.set('c.bin', pseudoRandom(1 * MiB, seed + 4));
+  for (let i = 0; i < 12; i++) files.set(`small/s${i}.txt`, pseudoRandom(1 * KiB + i * 700, seed + 10 + i + (version >= 2 && i === 3 ? 100 : 0)));
+  files.set('empty', Buffer.alloc(0));
+  // Only what changed is written (the others keep their mtimes, as a user's unchanged files
+  // do: the server keeps them, linked, by their size and mtime).
+  for (const [p, data] of files) {
+    const now = await readFile(join(dir, p)).catch(() => undefined);
+    if (!now?.equals(data)) await writeFile(join(dir, p), data);
+  }
+  for (const p of (await treeFiles(dir)).keys()) if (!files.has(p)) await rm(join(dir, p));
+  return files;
+}
+
+/** Pulls `location` (a tree) into a new directory under `dir`: its files, or the error's message. */
+async function pulledTree(location: string, dir: string, tag: string): Promise<Map<string, Buffer> | string> {
+  const out = join(dir, `pulled-${tag}-${Math.random().toString(36).slice(2)}`);
+  try {
+    await pull(location, out);
+    return await treeFiles(out);
+  } catch (err) {
+    return (err as Error).message;
+  } finally {
+    await rm(out, { recursive: true, force: true });
+  }
+}
+
+/** Bytes of the distinct chunks of the files of `old` trees that no file of `current` has. */
+function uniqueOldTreeBytes(old: readonly Map<string, Buffer>[], current: Map<string, Buffer>): number {
+  const now = new Set<string>();
+  for (const data of current.values()) for (const d of chunksOf(data).keys()) now.add(d);
+  const unique = new Map<string, number>();
+  for (const t of old) for (const data of t.values()) for (const [d, len] of chunksOf(data)) if (!now.has(d)) unique.set(d, len);
+  return [...unique.values()].reduce((x, y) => x + y, 0);
+}
+
+function treeBytes(t: Map<string, Buffer>): number {
+  return [...t.values()].reduce((n, b) => n + b.length, 0);
+}
+
+/** The lines of the (one) held record of `root`: entry and inode. */
+async function recordedTreeLines(root: string): Promise<{ entry: string; ino: bigint }[]> {
+  const names = (await readdir(join(root, 'held'))).filter((n) => n.endsWith('.held') && !n.endsWith('.staged.held'));
+  assert.equal(names.length, 1, `one held record: ${names.join(', ')}`);
+  const lines = (await readFile(join(root, 'held', names[0]!), 'utf8')).trim().split('\n').slice(1, -1);
+  return lines.map((l) => JSON.parse(l) as { entry: string; ino: string }).map((l) => ({ entry: l.entry, ino: BigInt(l.ino) }));
+}
+
+describe('xfer serve (default mode): one copy on disk for a tree target', () => {
+  let dir: string;
+  before(async () => (dir = await mkdtemp(join(tmpdir(), 'xfer-one-copy-tree-'))));
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  it('a tree pushed twice with changes: its files hold their chunks (about one copy at the server after each push), both versions pull bit-identical, verify of the URL and of the root are clean', async () => {
+    const root = join(dir, 'twice');
+    const src = join(dir, 'twice-src');
+    await withServer(root, async (url) => {
+      const v1 = await writeTree(src, 1, 100);
+      await push(src, `${url}/t`);
+      const first = await apparentBytes(root);
+      assert.ok(first <= treeBytes(v1) * 1.05, `after a first push the root holds ${first} bytes for a ${treeBytes(v1)}-byte tree (${(first / treeBytes(v1)).toFixed(3)}x)`);
+      const v2 = await writeTree(src, 2, 100);
+      await push(src, `${url}/t`);
+      const expected = treeBytes(v2) + uniqueOldTreeBytes([v1], v2);
+      const second = await apparentBytes(root);
+      assert.ok(second <= expected * 1.05, `after a second version the root holds ${second} bytes, ${(second / expected).toFixed(3)}x the tree and the old version's unique chunks (${expected})`);
+      const listed = (await versions(`${url}/t`)).versions;
+      assert.equal(listed.length, 2);
+      for (const [i, v] of listed.entries()) {
+        const back = await pulledTree(`${url}/t@${v.id}`, dir, `twice${i}`);
+        assert.equal(typeof back === 'string' ? back : treeDifference([v1, v2][i]!, back), '', `version ${i} pulls bit-identical`);
+      }
+      assert.deepEqual((await verify(`${url}/`, { readData: true })).damaged, [], 'verify --read-data of the URL is clean');
+    });
+    const report = await verify(root, { readData: true });
+    assert.deepEqual(report.damaged, [], 'verify --read-data of the root is clean');
+    assert.equal(report.versions, 2);
+  });
+
+  it('a held file of a tree edited behind the server\'s back is never served wrong: a pull fails or gets the right bytes, verify names it, the next push sends its chunks again and both versions pull bit-identical', async () => {
+    const root = join(dir, 'edited');
+    const src = join(dir, 'edited-src');
+    await withServer(root, async (url) => {
+      const v1 = await writeTree(src, 1, 200);
+      await push(src, `${url}/t`);
+      // Pack copies of held chunks a commit did not release (gc's to judge): gone, so the files are the only copy.
+      await gc(`${url}/`, { graceMs: 0, maxUnusedPercent: 0 });
+      // b.bin: changed, its mtime put back (only a re-hash finds it); a.bin: changed plainly.
+      await damageKeepingIdentity(join(root, 'files', 't', 'b.bin'), 1 * MiB + 11);
+      const fh = await open(join(root, 'files', 't', 'a.bin'), 'r+');
+      await fh.write(Buffer.from('behind the server'), 0, 17, 2 * MiB);
+      await fh.close();
+      // Existence only: a.bin's identity changed, so its chunks count as missing without a
+      // read, once the server checks it again (at most HELD_IDENTITY_RECHECK_MS after the last check: gc's).
+      await sleep(HELD_IDENTITY_RECHECK_MS * 2);
+      const quick = await verify(`${url}/`, { readData: false });
+      assert.ok(quick.damagedChunks.length >= 1, `verify without --read-data names a.bin's chunks missing: ${JSON.stringify(quick.damagedChunks)}`);
+      const back = await pulledTree(`${url}/t`, dir, 'edited');
+      assert.ok(typeof back === 'string' || treeDifference(v1, back) === '', 'a pull fails or gets the right bytes, never the changed ones');
+      const report = await verify(`${url}/`, { readData: true });
+      assert.ok(report.damagedChunks.length > quick.damagedChunks.length, `verify --read-data also names b.bin's changed chunk: ${report.damagedChunks.length} against ${quick.damagedChunks.length}`);
+      const r = await push(src, `${url}/t`);
+      assert.ok(r.bytesSent > 0 && r.bytesSent < treeBytes(v1), `the push sends what was changed again: ${r.bytesSent} bytes`);
+      const v2 = await writeTree(src, 2, 200);
+      await push(src, `${url}/t`);
+      const listed = (await versions(`${url}/t`)).versions;
+      for (const [i, v] of listed.entries()) {
+        const again = await pulledTree(`${url}/t@${v.id}`, dir, `edited${i}`);
+        assert.equal(typeof again === 'string' ? again : treeDifference([v1, v1, v2][i]!, again), '', `version ${i} pulls bit-identical`);
+      }
+      assert.deepEqual((await verify(`${url}/`, { readData: true })).damaged, [], 'verify --read-data is clean again');
+    });
+  });
+
+  it('a root with a tree copied with cp -a: every file re-adopted (the record names the copy\'s inodes), both versions pull bit-identical, verify is clean, the next version sends only its changed chunks', async () => {
+    const root = join(dir, 'orig');
+    const src = join(dir, 'cp-src');
+    const v1 = await writeTree(src, 1, 300);
+    await withServer(root, async (url) => {
+      await push(src, `${url}/t`);
+      await writeTree(src, 2, 300);
+      await push(src, `${url}/t`);
+    });
+    const v2 = await treeFiles(src);
+    const copy = join(dir, 'copy');
+    execFileSync('cp', ['-a', root, copy]);
+    await rm(root, { recursive: true, force: true });
+    await withServer(copy, async (url) => {
+      const listed = (await versions(`${url}/t`)).versions;
+      assert.equal(listed.length, 2);
+      for (const [i, v] of listed.entries()) {
+        const back = await pulledTree(`${url}/t@${v.id}`, dir, `cp${i}`);
+        assert.equal(typeof back === 'string' ? back : treeDifference([v1, v2][i]!, back), '', `version ${i} pulls bit-identical from the copy`);
+      }
+      assert.deepEqual((await verify(`${url}/`, { readData: true })).damaged, [], 'verify --read-data of the copy is clean');
+      const lines = await recordedTreeLines(copy);
+      assert.equal(lines.length, 14, `a line per non-empty file: ${lines.map((l) => l.entry).join(', ')}`);
+      for (const l of lines) assert.equal(l.ino, await inodeOf(join(copy, 'files', 't', l.entry)), `${l.entry}: the record names the copy's inode (re-adopted durably)`);
+      const v3 = await writeTree(src, 3, 300);
+      const r = await push(src, `${url}/t`);
+      const changed = uniqueOldTreeBytes([v3], v2);
+      assert.ok(r.bytesSent <= changed, `the next version after the copy sent ${r.bytesSent} bytes; its chunks the last one lacks: ${changed}`);
+    });
+  });
+});
+
+/** Descriptors this process has open on files under `dir`. */
+async function openUnder(dir: string): Promise<number> {
+  let n = 0;
+  for (const fd of await readdir('/proc/self/fd')) {
+    const to = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+    if (to.startsWith(`${dir}/`)) n++;
+  }
+  return n;
+}
+
+describe('the held index of a tree: open descriptors are bounded', () => {
+  let dir: string;
+  before(async () => (dir = await mkdtemp(join(tmpdir(), 'xfer-one-copy-fds-'))));
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  it('a tree of more held files than the descriptor budget: every held chunk reads back right, never more than the budget of its files open', async () => {
+    const root = join(dir, 'root');
+    const src = join(dir, 'src');
+    const tree = await writeTree(src, 1, 500);
+    await withServer(root, async (url) => {
+      await push(src, `${url}/t`);
+    });
+    const budget = 3;
+    const local = await LocalStore.open(join(root, 'store'), { create: false });
+    const held = await HeldStore.open(local, { root, filesDir: join(root, 'files'), log: silentLogger, readOnly: true, maxOpenFiles: budget });
+    try {
+      const places = await heldChunkPlaces(root, local);
+      assert.ok(new Set(places.map((p) => p.file)).size > budget * 4, `the tree has more held files than the budget: ${new Set(places.map((p) => p.file)).size}`);
+      let most = await openUnder(join(root, 'files'));
+      // Round after round over every file: each read after the first of a file reopens it.
+      for (let round = 0; round < 2; round++) {
+        for (const p of places) {
+          const bytes = await held.get(p.id);
+          const expected = tree.get(p.file.slice(join(root, 'files', 't').length + 1))!.subarray(p.offset, p.offset + p.length);
+          assert.ok(bytes.equals(expected), `${p.file} at ${p.offset} reads back right`);
+          most = Math.max(most, await openUnder(join(root, 'files')));
+        }
+      }
+      assert.ok(most <= budget, `at most ${budget} held files open at once: ${most}`);
+    } finally {
+      await held.close();
+    }
+  });
+});
+
+describe('xfer serve: a crash between two commit steps of a tree target\'s held record', () => {
+  let dir: string;
+  before(async () => (dir = await mkdtemp(join(tmpdir(), 'xfer-one-copy-tree-crash-'))));
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  for (const step of [3, 4, 5, 6, 7, 71]) {
+    it(`killed after step ${step}: the restarted server serves every committed version of the tree bit-identical, the next push and verify are clean`, async () => {
+      const root = join(dir, `root-${step}`);
+      const src = join(dir, `src-${step}`);
+      const v1 = await writeTree(src, 1, 400 + step);
+      let serve = await startServeProcess(['--root', root, '--port', '0', '--quiet']);
+      try {
+        await push(src, `${serve.url}/t`);
+        await serve.stop();
+        serve = await startServeProcess(['--root', root, '--port', '0', '--quiet'], { [HELD_CRASH_ENV]: String(step) });
+        const v2 = await writeTree(src, 2, 400 + step);
+        await assert.rejects(push(src, `${serve.url}/t`, { retries: 0 }));
+        assert.equal(await serve.stop(), null, 'the server was killed at the step');
+        serve = await startServeProcess(['--root', root, '--port', '0', '--quiet']);
+        const held = await readdir(join(root, 'held'));
+        assert.ok(!held.some((n) => n.endsWith('.staged.held')), `no staged record after the start: ${held.join(', ')}`);
+        const listed = (await versions(`${serve.url}/t`)).versions;
+        assert.equal(listed.length, step >= 5 ? 2 : 1, 'the new version is committed from step 5 on');
+        for (const [i, v] of listed.entries()) {
+          const back = await pulledTree(`${serve.url}/t@${v.id}`, dir, `s${step}-${i}`);
+          assert.equal(typeof back === 'string' ? back : treeDifference([v1, v2][i]!, back), '', `version ${i} pulls bit-identical`);
+        }
+        await push(src, `${serve.url}/t`, { checksum: true });
+        assert.equal(treeDifference(v2, await treeFiles(join(root, 'files', 't'))), '');
+        assert.deepEqual((await verify(`${serve.url}/`, { readData: true })).damaged, [], 'verify --read-data is clean');
+      } finally {
+        await serve.stop();
+      }
+    });
+  }
 });

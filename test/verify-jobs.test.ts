@@ -1,11 +1,14 @@
 import { strict as assert } from 'node:assert';
-import { mkdir, mkdtemp, open, readdir, rm, unlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { digestToHex, type ChunkId } from '../src/core/ids.js';
 import { isXferError, MemoryStore, push, verify, type VerifyProgress } from '../src/index.js';
+import { setTimesNs } from '../src/io/sys.js';
+import { heldChunkPlaces } from '../src/server/held.js';
 import { createServer } from '../src/server/server.js';
+import { LocalStore } from '../src/store/local.js';
 import type { OpOptions } from '../src/store/store.js';
 import { isOneLineError, runCli } from './helpers/cli.js';
 import { damageStoredChunk, storedChunks } from './helpers/damage.js';
@@ -21,6 +24,35 @@ interface JsonReport {
   readonly filesChecked: number;
   readonly damaged: { manifest: string; path: string; kind: string; digest?: string; message: string }[];
   readonly damagedChunks: { digest: string; kind: string; files: { manifest: string; path: string }[] }[];
+}
+
+/**
+ * Flips a byte `at` bytes into every copy of chunk `digest` (hex) the rebuilt files of the
+ * server root `root` hold, their mtimes put back to the nanosecond (damage their identity
+ * does not show).
+ */
+async function damageEveryHeldCopy(root: string, digest: string, at: number): Promise<void> {
+  const store = await LocalStore.open(join(root, 'store'), { create: false });
+  let places;
+  try {
+    places = (await heldChunkPlaces(root, store)).filter((p) => digestToHex(p.id.digest) === digest);
+  } finally {
+    await store.close();
+  }
+  assert.ok(places.length > 0, `no rebuilt file holds ${digest}`);
+  for (const p of places) {
+    const times = await stat(p.file, { bigint: true });
+    const fh = await open(p.file, 'r+');
+    try {
+      const one = Buffer.alloc(1);
+      await fh.read(one, 0, 1, p.offset + at);
+      one[0] ^= 0x10;
+      await fh.write(one, 0, 1, p.offset + at);
+    } finally {
+      await fh.close();
+    }
+    setTimesNs(p.file, times.atimeNs, times.mtimeNs);
+  }
 }
 
 /** A tree of three files, two of them the same bytes (their chunks shared), mtimes fixed. */
@@ -183,9 +215,9 @@ describe('a server verifies itself (POST /v1/verify)', () => {
     assert.match(r.stdout, /^ok: 1 manifest \(and 1 version\), 3 files, .*3 rebuilt files checked$/m);
 
     const shared = [...(await chunksOf(join(tree, 'a.bin')))][0]!;
-    const storeDir = join(fx.root, 'store');
-    const victim = (await storedChunks(storeDir)).find((id) => digestToHex(id.digest) === shared)!;
-    await damageStoredChunk(storeDir, victim, 50);
+    // Damaged where it lies: in both rebuilt files that hold it (one copy on disk,
+    // server/held.ts), their mtimes kept (only a read finds it).
+    await damageEveryHeldCopy(fx.root, shared, 50);
     assert.equal((await runCli(['verify', `${fx.server.url}/backups/tree`])).code, 0, 'existence only: the chunk is there');
     r = await runCli(['verify', `${fx.server.url}/backups/tree`, '--read-data', '--json']);
     assert.equal(r.code, 1, r.stderr);
@@ -200,9 +232,11 @@ describe('a server verifies itself (POST /v1/verify)', () => {
     r = await runCli(['verify', `${fx.server.url}/backups/`, '--json']);
     assert.equal(r.code, 1);
     // The chunk the read found corrupt was set aside by it: absent until a push stores it again.
-    assert.deepEqual((JSON.parse(r.stdout) as JsonReport).damaged.map((d) => [d.path, d.kind]), [
+    // The changed file no longer holds its chunks (server/held.ts): they are missing too.
+    assert.deepEqual([...new Set((JSON.parse(r.stdout) as JsonReport).damaged.map((d) => `${d.path} ${d.kind}`))].map((x) => x.split(' ')), [
       ['a.bin', 'missing'],
       ['sub/twin.bin', 'missing'],
+      ['other.bin', 'missing'],
       ['other.bin', 'file'],
     ]);
     assert.equal((await runCli(['push', tree, url, '-q'])).code, 0);

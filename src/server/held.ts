@@ -18,24 +18,25 @@
  * bytes are never served. Files are opened below `files/` without following a symlink
  * (io/safe-path.ts, O_NOFOLLOW), never a FIFO or device (O_NONBLOCK, then fstat).
  *
- * Held: single-file targets rebuilt atomically. Never held: trees (their chunks stay in
- * packs), in-place targets (an in-place write overwrites the chunks it replaces, so they
- * could not be moved out first), zero chunks (never stored, chunker/zero.ts).
+ * Held: single-file targets rebuilt atomically, and every file of a tree target of at
+ * least HELD_TREE_FILE_MIN_BYTES (one record per tree, a line per file). Never held:
+ * in-place targets (an in-place write overwrites the chunks it replaces, so they could not
+ * be moved out first), zero chunks (never stored, chunker/zero.ts).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { lstat, mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { join } from 'node:path';
+import { lstat, mkdir, open, readdir, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { isZeroChunk } from '../chunker/zero.js';
 import { throwIfAborted } from '../core/abort.js';
 import { ChunkCorruptError, fromSystemError, isXferError, type ChunkMissingError } from '../core/errors.js';
-import { digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
+import { DIGEST_ALGORITHMS, digestFromHex, digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { mapBounded } from '../core/window.js';
 import { digestEquals, digestOf } from '../hash/digest.js';
 import { checkConfined } from '../io/safe-path.js';
 import { fsyncPath } from '../io/sync.js';
 import { openManifest, openManifestFile, type ManifestReader } from '../manifest/reader.js';
-import type { LocalStore } from '../store/local.js';
+import { SET_ASIDE_RECHECK_MS, type LocalStore } from '../store/local.js';
 import type {
   ChunkCheck, ChunkStore, GarbageCollecting, GcOptions, GcReport, GetOptions, ManifestInfo, ManifestStore, OpOptions, PutOptions, ReferencedChunks,
 } from '../store/store.js';
@@ -47,6 +48,13 @@ export const HELD_FORMAT = 'xfer-held';
 export const HELD_VERSION = 1;
 /** How long an identity check of a held file (fstat of its fd, lstat of its path) is trusted before it is made again. */
 export const HELD_IDENTITY_RECHECK_MS = 100;
+/**
+ * Held files whose descriptors stay open at most; the least recently used beyond it are
+ * closed and reopened (identity checked again) when used. A tree holds a file per file, and
+ * a client may push one of any number of files: without a bound they would take every
+ * descriptor of the process (20,000 here) and every other open would fail.
+ */
+export const MAX_HELD_OPEN_FILES = 1024;
 /** Held chunks re-hashed at once by verifyChunks and gc. */
 const HELD_READS_IN_FLIGHT = 8;
 /** Chunks asked of the store at once while evacuating or checking pack copies. */
@@ -56,6 +64,120 @@ const HELD_BATCH_CHUNKS = 4096;
  * dropped, as one changed behind the server's back is).
  */
 export const MAX_DAMAGED_RECORDED = 10_000;
+/**
+ * A tree's files of at least this size are held; smaller ones (empty files: nothing to
+ * hold) keep their chunks in packs. No higher threshold: a push's upload packs mix the
+ * chunks of every file of the tree in arrival order, and a pack is released (step 8) only
+ * when a rebuilt file holds every chunk in it, so leaving the small files' chunks in packs
+ * would keep nearly every upload pack, i.e. the whole tree twice. What holding a small file
+ * costs instead is one record line (about 200 bytes) and one open descriptor while loaded:
+ * about what its pack index record and header cost.
+ */
+export const HELD_TREE_FILE_MIN_BYTES = 1;
+/**
+ * The list of held chunks found damaged by another process (`xfer verify <root>`, which
+ * opens the index read-only), `<root>/held/damaged`: without it a running server would
+ * keep answering has() for them until restarted, and a plain push would not repair them.
+ * One JSON object per line, appended (O_APPEND, then fdatasync) by the verify:
+ *
+ *   {"target":"<name>","entry":"<path in the target, '' for a file target>","dev":"N","ino":"N","offset":N,"algorithm":"blake3","digest":"<hex>","at":"<ISO time>"}
+ *
+ * A server reads what was appended since its last look at most every SET_ASIDE_RECHECK_MS
+ * (one stat when nothing changed, as the store's set-aside list) and drops each place named
+ * whose file still has that dev and ino (a line about a file a commit has since replaced is
+ * ignored), recording it in the record's `damaged` once no commit is active. A line that
+ * does not parse (a torn append) is ignored. The list only grows, by damage found.
+ */
+export const HELD_DAMAGE_FILE = 'damaged';
+
+interface DamageLine {
+  readonly target: string;
+  readonly entry: string;
+  readonly dev: bigint;
+  readonly ino: bigint;
+  readonly offset: number;
+  readonly id: ChunkId;
+}
+
+function parseDamageLine(line: string): DamageLine | undefined {
+  if (line.trim() === '') return undefined;
+  let v: unknown;
+  try {
+    v = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  const r = v as Record<string, unknown> | null;
+  if (r === null || typeof r !== 'object') return undefined;
+  if (typeof r.target !== 'string' || typeof r.entry !== 'string') return undefined;
+  if (typeof r.dev !== 'string' || !DECIMAL_RE.test(r.dev) || typeof r.ino !== 'string' || !DECIMAL_RE.test(r.ino)) return undefined;
+  if (!Number.isSafeInteger(r.offset) || (r.offset as number) < 0) return undefined;
+  if (!DIGEST_ALGORITHMS.includes(r.algorithm as DigestAlgorithm) || typeof r.digest !== 'string' || !/^(?:[0-9a-f]{2})+$/.test(r.digest)) return undefined;
+  return {
+    target: r.target, entry: r.entry, dev: BigInt(r.dev), ino: BigInt(r.ino), offset: r.offset as number,
+    id: { algorithm: r.algorithm as DigestAlgorithm, digest: digestFromHex(r.digest) },
+  };
+}
+
+/** `<root>/held/damaged` (HELD_DAMAGE_FILE): read from where the last read ended, appended durably. */
+class HeldDamageList {
+  /** Bytes of the file read so far (only what was appended since is read again). */
+  private read = 0;
+
+  constructor(readonly file: string) {}
+
+  /** The lines appended since the last call (all of them the first time); one stat when nothing changed. */
+  async readNew(): Promise<DamageLine[]> {
+    let size: number;
+    try {
+      size = (await stat(this.file)).size;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw fromSystemError(err, this.file, 'read the held damage list');
+    }
+    if (size <= this.read) return [];
+    let bytes: Buffer;
+    const fh = await open(this.file, 'r').catch((err: unknown) => {
+      throw fromSystemError(err, this.file, 'read the held damage list');
+    });
+    try {
+      bytes = Buffer.alloc(size - this.read);
+      const { bytesRead } = await fh.read(bytes, 0, bytes.length, this.read);
+      bytes = bytes.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
+    }
+    // Only whole lines: an append under way is read next time.
+    const end = bytes.lastIndexOf(0x0a) + 1;
+    this.read += end;
+    const out: DamageLine[] = [];
+    for (const line of bytes.subarray(0, end).toString('utf8').split('\n')) {
+      const d = parseDamageLine(line);
+      if (d) out.push(d);
+    }
+    return out;
+  }
+
+  /** Appends `file`'s damaged chunk `id` at `offset`, durably (the file, then held/ itself, which may have gained it). */
+  async append(file: HeldFile, id: ChunkId, offset: number): Promise<void> {
+    const line = {
+      target: file.target, entry: file.entry, dev: String(file.identity.dev), ino: String(file.identity.ino), offset,
+      algorithm: id.algorithm, digest: digestToHex(id.digest), at: new Date().toISOString(),
+    };
+    let fh: FileHandle | undefined;
+    try {
+      fh = await open(this.file, 'a', 0o644);
+      await fh.write(`${JSON.stringify(line)}\n`);
+      await fh.datasync();
+    } catch (err) {
+      throw fromSystemError(err, this.file, 'write the held damage list');
+    } finally {
+      await fh?.close().catch(() => undefined);
+    }
+    await fsyncPath(dirname(this.file));
+  }
+}
+
 /** Bytes of evacuated chunks between two flushes of the store. */
 const EVACUATE_FLUSH_BYTES = 256 * 1024 * 1024;
 
@@ -91,6 +213,13 @@ interface HeldRecord {
   /** The version's manifest name (.xfer/versions/...), which describes the file. */
   readonly manifest: string;
   readonly files: readonly HeldFileLine[];
+  /**
+   * A staged record of a tree: dev and ino of the staged tree's root directory. The swap
+   * (an exchange of names) keeps it, so after a crash it tells whether the target is the
+   * staged tree (step 6 done): its files alone cannot, as an unchanged file is the same
+   * inode, linked, in both trees.
+   */
+  readonly dir?: { readonly dev: bigint; readonly ino: bigint };
 }
 
 /** The key of target `name` in held/: the first 32 hex digits of SHA-256 of the name (as versions' keys). */
@@ -108,7 +237,8 @@ function sameIdentity(a: Identity, b: Identity): boolean {
 
 /** JSON lines: a header, one line per file, and `{"end":<lines before it>}` (a record without it is absent). */
 function encodeRecord(r: HeldRecord): string {
-  const lines = [JSON.stringify({ format: HELD_FORMAT, version: HELD_VERSION, target: r.target, manifest: r.manifest })];
+  const dir = r.dir ? { dir: { dev: String(r.dir.dev), ino: String(r.dir.ino) } } : {};
+  const lines = [JSON.stringify({ format: HELD_FORMAT, version: HELD_VERSION, target: r.target, manifest: r.manifest, ...dir })];
   for (const f of r.files) {
     const i = f.identity;
     const damaged = f.damaged !== undefined && f.damaged.length > 0 ? { damaged: f.damaged.map(String) } : {};
@@ -129,6 +259,12 @@ function parseRecord(text: string): HeldRecord | undefined {
     if (end.end !== lines.length || lines.length < 1) return undefined;
     const head = JSON.parse(lines[0]!) as Record<string, unknown>;
     if (head.format !== HELD_FORMAT || head.version !== HELD_VERSION || typeof head.target !== 'string' || typeof head.manifest !== 'string') return undefined;
+    let dir: HeldRecord['dir'];
+    if (head.dir !== undefined) {
+      const d = head.dir as Record<string, unknown>;
+      if (typeof d.dev !== 'string' || typeof d.ino !== 'string' || !DECIMAL_RE.test(d.dev) || !DECIMAL_RE.test(d.ino)) return undefined;
+      dir = { dev: BigInt(d.dev), ino: BigInt(d.ino) };
+    }
     const files: HeldRecord['files'][number][] = [];
     for (const line of lines.slice(1)) {
       const f = JSON.parse(line) as Record<string, unknown>;
@@ -143,15 +279,28 @@ function parseRecord(text: string): HeldRecord | undefined {
       }
       files.push({ entry: f.entry, path: f.path, identity: { dev, ino, size, mtimeNs }, ...(damaged ? { damaged } : {}) });
     }
-    return { target: head.target, manifest: head.manifest, files };
+    return { target: head.target, manifest: head.manifest, files, ...(dir ? { dir } : {}) };
   } catch {
     return undefined;
   }
 }
 
-/** The record of a loaded held file: its identity now and its damaged offsets. */
-function recordOf(file: HeldFile): HeldRecord {
-  return { target: file.target, manifest: file.manifest, files: [{ entry: '', path: file.path, identity: file.identity, damaged: [...file.damaged].sort((a, b) => a - b) }] };
+/**
+ * The record of a target's loaded held files: each one's identity now (as recorded while
+ * not yet re-adopted: only a re-hash vouches for a new one) and its damaged offsets.
+ */
+function recordOf(files: readonly HeldFile[]): HeldRecord {
+  const first = files[0]!;
+  return {
+    target: first.target,
+    manifest: first.manifest,
+    files: files.map((f) => ({ entry: f.entry, path: f.path, identity: f.unadopted ? f.recorded : f.identity, damaged: [...f.damaged].sort((a, b) => a - b) })),
+  };
+}
+
+/** The path under files/ of entry `entry` of target `target` ('' : a file target's own). */
+function entryPath(target: string, entry: string): string {
+  return entry === '' ? target : `${target}/${entry}`;
 }
 
 /** A path below files/ as its segments, if it is one a target may have (no '', '.', '..'). */
@@ -168,6 +317,8 @@ class HeldFile {
   /** A commit is swapping this target: its path is not checked (the fd still reads this file). */
   swapping = false;
   checkedAtMs = -Infinity;
+  /** Calls using its descriptor now: it is not evicted meanwhile (HeldStore.touch). */
+  busy = 0;
   /** The chunk keys it holds (to take them out of the map again). */
   readonly keys: string[] = [];
   /**
@@ -179,16 +330,23 @@ class HeldFile {
   /** A rewrite of its record with its damaged offsets is queued (HeldStore.persistDamage). */
   damagePending = false;
 
+  /** Its identity as its record gives it (HeldFile.identity is the file's now, once re-adopted). */
+  readonly recorded: Identity;
+
   constructor(
     readonly key: string,
     readonly target: string,
     readonly manifest: string,
+    /** Its path in the target ('' for a file target). */
+    readonly entry: string,
     readonly path: string,
     readonly segments: readonly string[],
     public identity: Identity,
     /** Offsets of its chunks that do not hash right: not held (its record lists them). */
     readonly damaged: Set<number>,
-  ) {}
+  ) {
+    this.recorded = identity;
+  }
 }
 
 interface Place {
@@ -210,35 +368,73 @@ export interface HeldStoreOptions {
   readonly log: ServerLogger;
   readonly signal?: AbortSignal;
   /**
-   * Writes nothing under `held/` (an offline verify of a root, server/root.ts): the
-   * start-up rules and re-adoptions apply in memory only, damage found is not recorded.
-   * The other calls that change the index (commits, gc) are not for such a store.
+   * Writes nothing under `held/` but lines appended to its damage list (an offline verify
+   * of a root, server/root.ts): the start-up rules and re-adoptions apply in memory only;
+   * a held chunk found damaged is appended to HELD_DAMAGE_FILE (not to its record, which
+   * only the server writes), so that a running server stops counting it present and the
+   * next push repairs it. The other calls that change the index (commits, gc) are not for
+   * such a store.
    */
   readonly readOnly?: boolean;
+  /** Descriptors of held files kept open at most (default MAX_HELD_OPEN_FILES; tests set fewer). */
+  readonly maxOpenFiles?: number;
 }
 
 function chunkKey(algorithm: DigestAlgorithm, digest: Uint8Array): string {
   return `${algorithm}:${digestKey(digest)}`;
 }
 
-/** A chunk of a file manifest and where it lies in the file. */
-interface ChunkPlace {
+/**
+ * The chunks of the files a manifest's copy holds, with their entry (its path in the target,
+ * '' for a file manifest's) and offsets in its file: a file manifest's one file, a tree's
+ * files of at least HELD_TREE_FILE_MIN_BYTES (zero chunks left out).
+ */
+async function* placesOf(reader: ManifestReader): AsyncGenerator<{ entry: string; id: ChunkId; offset: number; length: number }> {
+  const algorithm = reader.header.digestAlgorithm;
+  const tree = reader.header.kind === 'tree';
+  let entry: string | undefined;
+  let offset = 0;
+  for await (const ev of reader.events()) {
+    if (ev.kind === 'entry') {
+      entry = ev.meta.type === 'file' && (!tree || ev.meta.size >= HELD_TREE_FILE_MIN_BYTES) ? (tree ? ev.meta.path : '') : undefined;
+      offset = 0;
+      continue;
+    }
+    if (ev.kind !== 'chunks' || entry === undefined) continue;
+    for (const r of ev.records) {
+      if (!isZeroChunk(algorithm, r.length, r.digest)) yield { entry, id: { algorithm, digest: r.digest }, offset, length: r.length };
+      offset += r.length;
+    }
+  }
+}
+
+/** A chunk's place in a held file: its offset and length there. */
+interface EntryPlace {
   readonly id: ChunkId;
   readonly offset: number;
   readonly length: number;
 }
 
-/** The chunks of a file manifest with their offsets in the file (zero chunks left out). */
-async function* placesOf(reader: ManifestReader): AsyncGenerator<ChunkPlace> {
-  const algorithm = reader.header.digestAlgorithm;
-  let offset = 0;
-  for await (const ev of reader.events()) {
-    if (ev.kind !== 'chunks') continue;
-    for (const r of ev.records) {
-      if (!isZeroChunk(algorithm, r.length, r.digest)) yield { id: { algorithm, digest: r.digest }, offset, length: r.length };
-      offset += r.length;
+/**
+ * The files a manifest's copy holds (see placesOf): entry paths, in manifest order, and
+ * each one's chunk places (a commit's load then needs no second read of the manifest).
+ */
+async function heldEntriesOf(reader: ManifestReader): Promise<{ entries: string[]; chunks: Set<string>; places: Map<string, EntryPlace[]> }> {
+  const entries: string[] = [];
+  const chunks = new Set<string>();
+  const places = new Map<string, EntryPlace[]>();
+  let list: EntryPlace[] = [];
+  for await (const p of placesOf(reader)) {
+    if (entries[entries.length - 1] !== p.entry) {
+      entries.push(p.entry);
+      places.set(p.entry, (list = []));
     }
+    list.push({ id: p.id, offset: p.offset, length: p.length });
+    chunks.add(chunkKey(p.id.algorithm, p.id.digest));
   }
+  // A file target is held even if it has no stored chunk (all zeros): its record says so.
+  if (reader.header.kind === 'file' && entries.length === 0) entries.push('');
+  return { entries, chunks, places };
 }
 
 /**
@@ -247,7 +443,8 @@ async function* placesOf(reader: ManifestReader): AsyncGenerator<ChunkPlace> {
  * (server/routes/) drives a HeldCommit per commit or rm of a target.
  */
 export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
-  private readonly files = new Map<string, HeldFile>();
+  /** The held files of each target, by heldKey (one for a file target, a tree's in manifest order). */
+  private readonly targets = new Map<string, HeldFile[]>();
   private readonly chunks = new Map<string, HeldChunk>();
   private readonly dir: string;
   /** Commits (and rms) in their held steps; a gc waits for none, and they wait for a gc. */
@@ -261,11 +458,20 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   /** Settles when close() begins (what waits for no commit to be active must not outlive the store). */
   private readonly closing: Promise<void>;
   private startClosing!: () => void;
-  /** Record rewrites begun by persistDamage, awaited by close(). */
+  /** The held files with an open descriptor, least recently used first (touch). */
+  private readonly open = new Set<HeldFile>();
+  private readonly maxOpenFiles: number;
+  /** Record rewrites begun by persistDamage (and a read-only store's appends to the damage list), awaited by close(). */
   private readonly pending = new Set<Promise<unknown>>();
+  /** Damage found by another process (HELD_DAMAGE_FILE). */
+  private readonly damageList: HeldDamageList;
+  private damageCheckedAtMs = -Infinity;
+  private damageReading: Promise<void> | undefined;
 
   private constructor(readonly inner: LocalStore, private readonly options: HeldStoreOptions) {
     this.dir = join(options.root, HELD_DIR);
+    this.damageList = new HeldDamageList(join(this.dir, HELD_DAMAGE_FILE));
+    this.maxOpenFiles = options.maxOpenFiles ?? MAX_HELD_OPEN_FILES;
     this.closing = new Promise((resolve) => (this.startClosing = resolve));
   }
 
@@ -283,13 +489,20 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       });
     }
     await s.recover();
+    await s.checkDamageList(true);
     return s;
+  }
+
+  /** `<root>/files`, where the held files lie. */
+  get filesDir(): string {
+    return this.options.filesDir;
   }
 
   // --- ChunkStore -------------------------------------------------------------------------
 
   async has(ids: readonly ChunkId[], options?: OpOptions): Promise<boolean[]> {
     throwIfAborted(options?.signal);
+    await this.checkDamageList();
     const out = new Array<boolean>(ids.length).fill(false);
     const rest: number[] = [];
     for (let i = 0; i < ids.length; i++) {
@@ -305,6 +518,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
 
   async get(id: ChunkId, options?: GetOptions): Promise<Buffer> {
     throwIfAborted(options?.signal);
+    await this.checkDamageList();
     let damaged: HeldFile | undefined;
     for (const p of [...(this.chunks.get(chunkKey(id.algorithm, id.digest))?.places ?? [])]) {
       if (!(await this.usable(p.file))) continue;
@@ -344,7 +558,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     this.startClosing();
     await this.readoptions;
     await Promise.allSettled([...this.pending]);
-    for (const f of this.files.values()) await this.closeFile(f);
+    for (const list of this.targets.values()) for (const f of list) await this.closeFile(f);
     await this.inner.close();
   }
 
@@ -467,33 +681,51 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
    * them): a commit must then not keep that file on its size and mtime (manifests route).
    */
   hasDamage(name: string): boolean {
-    return (this.fileOf(name)?.damaged.size ?? 0) > 0;
+    return this.filesOf(name).some((f) => f.damaged.size > 0);
   }
 
-  /** @internal The held file of target `name`, if any is loaded (dropped or not). */
-  fileOf(name: string): HeldFile | undefined {
-    return this.files.get(heldKey(name));
+  /** @internal The held files of target `name` that are loaded (dropped or not); none: []. */
+  filesOf(name: string): readonly HeldFile[] {
+    return this.targets.get(heldKey(name)) ?? [];
+  }
+
+  /** Whether `file` is one of its target's loaded files (not replaced by a commit since). */
+  private isLoaded(file: HeldFile): boolean {
+    return this.targets.get(file.key)?.includes(file) === true;
   }
 
   /**
-   * @internal Step 3: every chunk `file` holds that `keep` does not have is appended to a
-   * pack (read from the file, re-hashed) and made durable. A chunk whose held copy is
-   * damaged is lost to the versions that need it (the price, docs/FORMAT.md): logged.
+   * @internal Step 3: every chunk `files` (a target's) hold that `keep` does not have is
+   * appended to a pack (read from its file, re-hashed) and made durable. A chunk whose held
+   * copy is damaged is lost to the versions that need it (the price, docs/FORMAT.md): logged.
    */
-  async evacuate(file: HeldFile, keep: ReadonlySet<string> | undefined, signal: AbortSignal | undefined): Promise<void> {
-    if (!(await this.usable(file))) return;
-    const mine = [...new Set(file.keys)].filter((k) => !keep?.has(k)).map((k) => this.chunks.get(k)!).filter((c) => c !== undefined);
+  async evacuate(files: readonly HeldFile[], keep: ReadonlySet<string> | undefined, signal: AbortSignal | undefined): Promise<void> {
+    /** Each chunk once, at its place in the first of `files` that holds it. */
+    const mine = new Map<string, { c: HeldChunk; p: Place }>();
+    for (const file of files) {
+      if (!(await this.usable(file))) continue;
+      for (const k of file.keys) {
+        if (keep?.has(k) || mine.has(k)) continue;
+        const c = this.chunks.get(k);
+        const p = c?.places.find((q) => q.file === file);
+        if (c && p) mine.set(k, { c, p });
+      }
+    }
+    const todo = [...mine.values()];
     let unflushed = 0;
     // Apart from the uploads of this push, which the new copy holds: their packs are released (step 8).
-    if (mine.length > 0) await this.inner.startNewPack({ signal });
-    for (let i = 0; i < mine.length; i += HELD_BATCH_CHUNKS) {
-      const batch = mine.slice(i, i + HELD_BATCH_CHUNKS);
-      const inPacks = await this.inner.has(batch.map((c) => c.id), { signal });
+    if (todo.length > 0) await this.inner.startNewPack({ signal });
+    for (let i = 0; i < todo.length; i += HELD_BATCH_CHUNKS) {
+      const batch = todo.slice(i, i + HELD_BATCH_CHUNKS);
+      const inPacks = await this.inner.has(batch.map((x) => x.c.id), { signal });
       for (let k = 0; k < batch.length; k++) {
         if (inPacks[k]) continue;
-        const c = batch[k]!;
-        const p = c.places.find((q) => q.file === file);
-        if (!p) continue;
+        const { c, p } = batch[k]!;
+        const file = p.file;
+        if (!(await this.usable(file))) {
+          this.options.log.warn({ target: file.target, path: file.path, chunk: digestToHex(c.id.digest) }, 'held file changed before its chunk was moved into the store: older versions that need it are damaged');
+          continue;
+        }
         const bytes = await this.readPlace(p);
         if (!bytes || !digestEquals(digestOf(c.id.algorithm, bytes), c.id.digest)) {
           this.dropPlace(c.id, p);
@@ -543,63 +775,89 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     await fsyncPath(this.dir);
   }
 
-  /** @internal Takes `file` out of the index (its record is the caller's) and closes it. */
-  async unload(file: HeldFile): Promise<void> {
-    this.unmap(file);
-    if (this.files.get(file.key) === file) this.files.delete(file.key);
-    await this.closeFile(file);
+  /** @internal Takes `files` (a target's) out of the index (their record is the caller's) and closes them. */
+  async unload(files: readonly HeldFile[]): Promise<void> {
+    const going = new Set(files);
+    for (const key of new Set(files.map((f) => f.key))) {
+      const rest = (this.targets.get(key) ?? []).filter((f) => !going.has(f));
+      if (rest.length > 0) this.targets.set(key, rest);
+      else this.targets.delete(key);
+    }
+    for (const file of files) {
+      this.unmap(file);
+      await this.closeFile(file);
+    }
   }
 
   /**
-   * @internal Loads a record's file: opened and checked against its identity, then its
-   * manifest's chunks mapped. A file that is not there as recorded is left out (its
-   * chunks are missing; logged), and so is one whose manifest cannot be read.
+   * @internal Loads a record's files: each opened and checked against its identity, then
+   * the manifest's chunks mapped to them. A file that is not there as recorded is loaded
+   * dropped (its chunks are missing; logged; its line stays in the record, so it stays
+   * dropped after a restart). Resolves with the files, or undefined (nothing loaded) if the
+   * record does not fit its manifest or the manifest cannot be read. `known`: the places of
+   * each entry, as the commit that wrote the record read them from its manifest (then the
+   * manifest is not read again: 50-250 ms per commit of a 256 MiB file).
    */
-  async load(record: HeldRecord, signal?: AbortSignal, mayReadopt = false, known?: readonly ChunkPlace[]): Promise<HeldFile | undefined> {
-    const f = record.files[0];
-    const segments = f === undefined ? undefined : segmentsOf(f.path);
-    if (f === undefined || segments === undefined || record.files.length !== 1 || f.entry !== '') return undefined;
-    const file = new HeldFile(heldKey(record.target), record.target, record.manifest, f.path, segments, f.identity, new Set(f.damaged));
-    if (mayReadopt) {
-      // A copy of the root (cp -a, a restore from backup, a move to another disk) gives
-      // every file a new dev and ino and keeps its size and mtime: such a file is held
-      // again only once its bytes hash to its manifest (readopt), never on its metadata.
-      const fh = await this.openConfined(file.path, file.segments);
-      const st = fh ? identityOf(await fh.stat({ bigint: true })) : undefined;
-      if (st && !sameIdentity(st, file.identity) && st.size === file.identity.size && st.mtimeNs === file.identity.mtimeNs) {
-        file.identity = st;
-        file.unadopted = true;
-      }
-      file.fd = fh; // usable() below checks it against the identity (a mismatch drops the file)
-    }
-    if (!(await this.usable(file, true))) {
-      await this.closeFile(file);
-      return undefined;
-    }
-    try {
-      let placed: readonly ChunkPlace[];
-      if (known) placed = known;
-      else {
-        const reader = await openManifest(await this.inner.getManifest(record.manifest, { signal }), { signal });
-        if (reader.header.kind !== 'file') {
-          await reader.close();
-          throw new Error('not a file manifest');
+  async load(record: HeldRecord, signal?: AbortSignal, mayReadopt = false, known?: ReadonlyMap<string, readonly EntryPlace[]>): Promise<HeldFile[] | undefined> {
+    const key = heldKey(record.target);
+    const placed = known ?? (await this.placesInManifest(record, signal));
+    if (!placed) return undefined;
+    const files: HeldFile[] = [];
+    for (const f of record.files) {
+      const file = new HeldFile(key, record.target, record.manifest, f.entry, f.path, segmentsOf(f.path)!, f.identity, new Set(f.damaged));
+      files.push(file);
+      if (mayReadopt) {
+        // A copy of the root (cp -a, a restore from backup, a move to another disk) gives
+        // every file a new dev and ino and keeps its size and mtime: such a file is held
+        // again only once its bytes hash to its manifest (readopt), never on its metadata.
+        const fh = await this.openConfined(file.path, file.segments);
+        const st = fh ? identityOf(await fh.stat({ bigint: true })) : undefined;
+        if (st && !sameIdentity(st, file.identity) && st.size === file.identity.size && st.mtimeNs === file.identity.mtimeNs) {
+          file.identity = st;
+          file.unadopted = true;
         }
-        const read: ChunkPlace[] = [];
-        for await (const p of placesOf(reader)) read.push(p);
-        placed = read;
+        file.fd = fh; // usable() below checks it against the identity (a mismatch drops the file)
+        this.touch(file);
       }
-      const old = this.files.get(file.key);
-      if (old && old !== file) await this.unload(old);
-      this.files.set(file.key, file);
-      for (const p of placed) if (!file.damaged.has(p.offset)) this.place(file, p.id, p.offset, p.length);
-      return file;
+      if (!(await this.usable(file, true))) await this.closeFile(file);
+    }
+    const old = this.targets.get(key);
+    if (old) await this.unload(old);
+    this.targets.set(key, files);
+    for (const file of files) {
+      if (file.dropped) continue;
+      for (const p of placed.get(file.entry) ?? []) if (!file.damaged.has(p.offset)) this.place(file, p.id, p.offset, p.length);
+    }
+    return files;
+  }
+
+  /** The places of each of `record`'s entries, as its manifest gives them; undefined (logged) if the record does not fit it or it cannot be read. */
+  private async placesInManifest(record: HeldRecord, signal: AbortSignal | undefined): Promise<Map<string, EntryPlace[]> | undefined> {
+    const placed = new Map<string, EntryPlace[]>();
+    try {
+      const reader = await openManifest(await this.inner.getManifest(record.manifest, { signal }), { signal });
+      // A file manifest's record has one line, its entry ''; a tree's a line per file
+      // below the target, by its entry path.
+      const fits = reader.header.kind === 'file'
+        ? record.files.length === 1 && record.files[0]!.entry === ''
+        : record.files.every((f) => f.entry !== '' && f.path === entryPath(record.target, f.entry));
+      if (!fits || !record.files.every((f) => segmentsOf(f.path) !== undefined)) {
+        await reader.close();
+        throw new Error('its lines do not fit the manifest');
+      }
+      const wanted = new Set(record.files.map((f) => f.entry));
+      for await (const p of placesOf(reader)) {
+        if (!wanted.has(p.entry)) continue;
+        let list = placed.get(p.entry);
+        if (!list) placed.set(p.entry, (list = []));
+        list.push(p);
+      }
     } catch (err) {
       if (isXferError(err, 'XFER_ABORTED')) throw err;
-      this.options.log.warn({ target: record.target, manifest: record.manifest, error: (err as Error).message }, 'held record names a manifest that cannot be read: its file holds nothing');
-      await this.closeFile(file);
+      this.options.log.warn({ target: record.target, manifest: record.manifest, error: (err as Error).message }, 'held record names a manifest that cannot be read: its files hold nothing');
       return undefined;
     }
+    return placed;
   }
 
   /**
@@ -654,17 +912,42 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       await this.readopt(file);
       if (file.dropped) return false;
     }
+    return this.checkIdentity(file, now);
+  }
+
+  /**
+   * usable() without the re-adoption: (re)opens `file` if it has no descriptor (never
+   * evicted meanwhile: HeldFile.busy) and checks its identity.
+   */
+  private async checkIdentity(file: HeldFile, now: boolean): Promise<boolean> {
+    if (file.dropped) return false;
     const t = performance.now();
-    if (!now && t - file.checkedAtMs < HELD_IDENTITY_RECHECK_MS) return true;
+    if (!now && file.fd !== undefined && t - file.checkedAtMs < HELD_IDENTITY_RECHECK_MS) {
+      this.touch(file);
+      return true;
+    }
+    file.busy++;
+    try {
+      return await this.checkIdentityBusy(file);
+    } finally {
+      file.busy--;
+    }
+  }
+
+  private async checkIdentityBusy(file: HeldFile): Promise<boolean> {
     if (file.fd === undefined) {
       // Opened once, however many callers ask at the same time.
       file.opening ??= this.openConfined(file.path, file.segments);
       const fd = await file.opening;
+      file.opening = undefined;
       if (file.dropped) {
-        if (file.fd === undefined) await fd?.close().catch(() => undefined);
+        if (file.fd !== fd) await fd?.close().catch(() => undefined);
         return false;
       }
-      file.fd ??= fd;
+      if (file.fd === undefined && fd) {
+        file.fd = fd;
+        this.touch(file);
+      } else if (file.fd !== fd) await fd?.close().catch(() => undefined);
     }
     if (!file.fd) {
       this.drop(file, 'it is gone or not a regular file');
@@ -686,7 +969,26 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       return false;
     }
     file.checkedAtMs = performance.now();
+    this.touch(file);
     return true;
+  }
+
+  /**
+   * Marks `file`'s descriptor the most recently used and closes the least recently used
+   * ones beyond MAX_HELD_OPEN_FILES (a tree of many files must not take every descriptor
+   * of the process): those not in use (HeldFile.busy); an evicted file is reopened, and its
+   * identity checked again, at its next use.
+   */
+  private touch(file: HeldFile): void {
+    if (file.fd === undefined) return;
+    this.open.delete(file);
+    this.open.add(file);
+    if (this.open.size <= this.maxOpenFiles) return;
+    for (const f of this.open) {
+      if (this.open.size <= this.maxOpenFiles) break;
+      if (f === file || f.busy > 0 || f.opening !== undefined) continue;
+      void this.closeFile(f);
+    }
   }
 
   /** Drops a file for this process: its chunks count as missing (logged, as a set-aside is). */
@@ -705,6 +1007,15 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
    * (persistDamage), so that it stays dropped after a restart.
    */
   private dropPlace(id: ChunkId, place: Place, persist = false): void {
+    if (persist && this.options.readOnly === true) {
+      // Another process (a verify of the root) found it: the running server learns it from the damage list.
+      const run = this.damageList.append(place.file, id, place.offset).catch((err: unknown) => {
+        this.options.log.warn({ target: place.file.target, error: (err as Error).message }, 'held damage not written to the damage list (a running server finds it when it reads the chunk)');
+      });
+      this.pending.add(run);
+      void run.finally(() => this.pending.delete(run));
+      persist = false;
+    }
     const k = chunkKey(id.algorithm, id.digest);
     const c = this.chunks.get(k);
     const i = c?.places.indexOf(place) ?? -1;
@@ -719,7 +1030,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   }
 
   /**
-   * Rewrites `file`'s record with its damaged offsets, in the background, once no commit is
+   * Rewrites the record of `file`'s target with its damaged offsets, in the background, once no commit is
    * in its held steps (and none begins meanwhile: a commit's record of a newer copy is
    * never overwritten). A file replaced or dropped meanwhile needs nothing; a failure is
    * logged (the damage is then found again after a restart, by a re-hash).
@@ -734,13 +1045,41 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     const run = (async () => {
       await Promise.race([this.whenIdle(), this.closing]);
       file.damagePending = false;
-      if (this.closed || file.dropped || file.unadopted || this.files.get(file.key) !== file) return;
-      await this.writeRecord(`${file.key}.held`, recordOf(file));
+      if (this.closed || file.dropped || file.unadopted || !this.isLoaded(file)) return;
+      await this.writeRecord(`${file.key}.held`, recordOf(this.targets.get(file.key)!));
     })().catch((err: unknown) => {
       this.options.log.warn({ target: file.target, error: (err as Error).message }, 'held record not rewritten with a damaged chunk (found again after a restart)');
     });
     this.pending.add(run);
     void this.runExclusive(run).finally(() => this.pending.delete(run));
+  }
+
+  /**
+   * Drops the places the damage list (HELD_DAMAGE_FILE) names that were appended since the
+   * last look, at most every SET_ASIDE_RECHECK_MS (or `now`): a file's place only while the
+   * file has the dev and ino of the line. A server records them (persistDamage); a
+   * read-only store drops them in memory. A list that cannot be read is logged, not fatal.
+   */
+  private async checkDamageList(now = false): Promise<void> {
+    const t = performance.now();
+    if (!now && t - this.damageCheckedAtMs < SET_ASIDE_RECHECK_MS) return;
+    this.damageCheckedAtMs = t;
+    this.damageReading ??= (async () => {
+      let lines: DamageLine[];
+      try {
+        lines = await this.damageList.readNew();
+      } catch (err) {
+        this.options.log.warn({ error: (err as Error).message }, 'held damage list not read (tried again later)');
+        return;
+      }
+      for (const d of lines) {
+        const file = this.targets.get(heldKey(d.target))?.find((f) => f.entry === d.entry && !f.dropped && f.identity.dev === d.dev && f.identity.ino === d.ino);
+        if (!file) continue;
+        const place = this.chunks.get(chunkKey(d.id.algorithm, d.id.digest))?.places.find((p) => p.file === file && p.offset === d.offset);
+        if (place) this.dropPlace(d.id, place, this.options.readOnly !== true);
+      }
+    })().finally(() => (this.damageReading = undefined));
+    await this.damageReading;
   }
 
   private unmap(file: HeldFile): void {
@@ -765,24 +1104,34 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   private async closeFile(file: HeldFile): Promise<void> {
     const fd = file.fd;
     file.fd = undefined;
+    file.checkedAtMs = -Infinity;
+    this.open.delete(file);
     await fd?.close().catch(() => undefined);
   }
 
+  /** The bytes of a place, or undefined if they cannot be read whole (its file reopened first if its descriptor was evicted). */
   private async readPlace(p: Place): Promise<Buffer | undefined> {
-    const fd = p.file.fd;
-    if (!fd) return undefined;
-    const buf = Buffer.allocUnsafe(p.length);
-    let done = 0;
+    const file = p.file;
+    file.busy++;
     try {
-      while (done < p.length) {
-        const { bytesRead } = await fd.read(buf, done, p.length - done, p.offset + done);
-        if (bytesRead === 0) return undefined; // shorter than recorded: damaged
-        done += bytesRead;
+      if (file.fd === undefined && !(await this.checkIdentityBusy(file))) return undefined;
+      const fd = file.fd;
+      if (!fd) return undefined;
+      const buf = Buffer.allocUnsafe(p.length);
+      let done = 0;
+      try {
+        while (done < p.length) {
+          const { bytesRead } = await fd.read(buf, done, p.length - done, p.offset + done);
+          if (bytesRead === 0) return undefined; // shorter than recorded: damaged
+          done += bytesRead;
+        }
+      } catch {
+        return undefined;
       }
-    } catch {
-      return undefined;
+      return buf;
+    } finally {
+      file.busy--;
     }
-    return buf;
   }
 
   /** Whether a held copy of `c` reads back right (a damaged one drops its file). */
@@ -817,18 +1166,12 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     for (const n of names.filter((x) => x.endsWith('.staged.held'))) {
       const key = n.slice(0, -'.staged.held'.length);
       const staged = await this.readRecordFile(n);
-      if (staged && heldKey(staged.target) === key && (await this.promotable(staged))) {
+      const record = staged && heldKey(staged.target) === key ? await this.promoted(staged) : undefined;
+      if (record) {
         // Crash between steps 6 and 7: the target is the staged copy; step 7 redone.
-        const f = staged.files[0]!;
-        const fh = await this.openConfined(f.path, segmentsOf(f.path)!);
-        if (fh) {
-          const identity = identityOf(await fh.stat({ bigint: true }));
-          await fh.close();
-          const record = { ...staged, files: [{ ...f, identity }] };
-          if (readOnly) promoted.set(`${key}.held`, record);
-          else await this.writeRecord(`${key}.held`, record);
-          this.options.log.info({ target: staged.target }, 'held record of a commit cut short after its swap: promoted');
-        }
+        if (readOnly) promoted.set(`${key}.held`, record);
+        else await this.writeRecord(`${key}.held`, record);
+        this.options.log.info({ target: record.target, files: record.files.length }, 'held record of a commit cut short after its swap: promoted');
       }
       if (!readOnly) await this.removeRecord(n);
     }
@@ -853,8 +1196,8 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
         if (!readOnly) await this.removeRecord(n);
         continue;
       }
-      const file = await this.load(record, signal, true);
-      if (!file) this.options.log.warn({ target: record.target }, 'held file not as recorded: its chunks are missing until pushed again');
+      // A file not as recorded is loaded dropped (logged): its chunks are missing until pushed again.
+      await this.load(record, signal, true);
     }
     this.readoptions = this.readoptAll();
   }
@@ -866,9 +1209,9 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
    * its record is rewritten no later start pays again.
    */
   private async readoptAll(): Promise<void> {
-    for (const f of [...this.files.values()]) {
+    for (const f of [...this.targets.values()].flat()) {
       if (this.closed) return;
-      if (f.unadopted) await this.readopt(f);
+      if (f.unadopted && !f.dropped) await this.readopt(f);
     }
   }
 
@@ -884,8 +1227,9 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
    * A moved file (HeldFile.unadopted): every chunk it holds is read and re-hashed, in
    * file order. Those that hash right are held again, those that do not are dropped (as
    * a damaged held chunk is) and listed in the record; the record is rewritten, durably,
-   * with the file's identity now. A file that cannot be read through is dropped for this
-   * process (its record is left: the next start tries again). Stopped by close().
+   * with the file's identity now, once no other file of its target (a tree's) waits for
+   * its own re-adoption. A file that cannot be read through is dropped for this process
+   * (its line is left as it was: the next start tries again). Stopped by close().
    */
   private async readoptOnce(file: HeldFile): Promise<void> {
     const signal = this.options.signal;
@@ -912,10 +1256,11 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       file.damaged.add(x.place.offset);
     }
     file.unadopted = false;
-    if (this.files.get(file.key) === file && this.options.readOnly !== true) {
-      // The commits of this target wait for this (their use of the file does), so no
+    const target = this.targets.get(file.key);
+    if (target?.includes(file) && target.every((f) => !f.unadopted || f.dropped) && this.options.readOnly !== true) {
+      // The commits of this target wait for this (their use of its files does), so no
       // record of theirs is overwritten.
-      await this.writeRecord(`${file.key}.held`, recordOf(file)).catch((err: unknown) => {
+      await this.writeRecord(`${file.key}.held`, recordOf(target)).catch((err: unknown) => {
         this.options.log.warn({ target: file.target, error: (err as Error).message }, 'held record of a re-adopted file not rewritten (the next start re-hashes the file again)');
       });
     }
@@ -928,24 +1273,43 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   }
 
   /**
-   * Whether a staged record is to be promoted: the target's current manifest is the one it
-   * names (step 5 done) and the target path holds its file (step 6 done: same dev, ino and
-   * size; the mtime may have been set by the attributes applied after the swap).
+   * The record a staged one is promoted to, or undefined if it is not to be: the target's
+   * current manifest is the one it names (step 5 done) and the target path is its copy
+   * (step 6 done). For a file: the file at the target has its dev, ino and size (the mtime
+   * may have been set by the attributes applied after the swap). For a tree: the directory
+   * at the target is the staged tree's root (dev and ino: see HeldRecord.dir); then each
+   * of its lines whose file is there with its dev, ino and size is kept. The lines get the
+   * files' identities now (step 7 redone).
    */
-  private async promotable(staged: HeldRecord): Promise<boolean> {
-    const f = staged.files[0];
-    const segments = f === undefined ? undefined : segmentsOf(f.path);
-    if (!f || !segments || staged.files.length !== 1) return false;
+  private async promoted(staged: HeldRecord): Promise<HeldRecord | undefined> {
+    const targetSegments = segmentsOf(staged.target);
+    if (staged.files.length === 0 || !targetSegments || !staged.files.every((f) => segmentsOf(f.path) !== undefined)) return undefined;
+    if (staged.dir === undefined && staged.files.length !== 1) return undefined;
     const [current, version] = await Promise.all([this.manifestDigest(staged.target), this.manifestDigest(staged.manifest)]);
-    if (current === undefined || version === undefined || current !== version) return false;
-    const fh = await this.openConfined(f.path, segments);
-    if (!fh) return false;
-    try {
-      const st = await fh.stat({ bigint: true });
-      return st.dev === f.identity.dev && st.ino === f.identity.ino && st.size === f.identity.size;
-    } finally {
-      await fh.close();
+    if (current === undefined || version === undefined || current !== version) return undefined;
+    if (staged.dir !== undefined) {
+      try {
+        await checkConfined(this.options.filesDir, targetSegments);
+        const st = await lstat(join(this.options.filesDir, ...targetSegments), { bigint: true });
+        if (!st.isDirectory() || st.dev !== staged.dir.dev || st.ino !== staged.dir.ino) return undefined;
+      } catch (err) {
+        if (isXferError(err, 'XFER_ABORTED')) throw err;
+        return undefined;
+      }
     }
+    const files: HeldFileLine[] = [];
+    for (const f of staged.files) {
+      const fh = await this.openConfined(f.path, segmentsOf(f.path)!);
+      if (!fh) continue;
+      try {
+        const st = await fh.stat({ bigint: true });
+        if (st.dev === f.identity.dev && st.ino === f.identity.ino && st.size === f.identity.size) files.push({ entry: f.entry, path: f.path, identity: identityOf(st) });
+      } finally {
+        await fh.close();
+      }
+    }
+    if (files.length === 0) return undefined;
+    return { target: staged.target, manifest: staged.manifest, files };
   }
 
   /** SHA-256 of a stored manifest's bytes, or undefined if it cannot be read. */
@@ -969,14 +1333,24 @@ export interface NextCopy {
   readonly staged: string | undefined;
 }
 
+/** A file the next copy holds: its entry, its path under files/, its identity when staged (step 4). */
+interface NextLine {
+  readonly entry: string;
+  readonly path: string;
+  identity?: Identity;
+}
+
 /**
  * The held steps of one commit (or rm) of a target, in docs/FORMAT.md's order. The caller
  * runs: prepare (steps 3 and 4, before the manifest is stored), the swap, finish (7, 8);
  * end() in every case. An rm runs evacuateAll, removes the manifests, then dropRecord.
+ * A tree's files go through the same steps together: one evacuation, one staged record,
+ * one record (a line per file).
  */
 export class HeldCommit {
   private readonly key: string;
-  private next: (NextCopy & { chunks: Set<string>; places: ChunkPlace[]; identity?: Identity }) | undefined;
+  /** The new copy: its chunks, its files' lines, and each file's chunk places (for load in finish). */
+  private next: (NextCopy & { chunks: Set<string>; lines: NextLine[]; places: Map<string, EntryPlace[]> }) | undefined;
   private ended = false;
 
   constructor(private readonly held: HeldStore, private readonly name: string) {
@@ -985,102 +1359,113 @@ export class HeldCommit {
 
   /**
    * Steps 3 and 4 before the manifest of the new version is stored. `next`: the copy that
-   * will be held (a single file rebuilt atomically), or undefined when the new copy holds
-   * nothing (a tree, an in-place write, store-only): then every chunk the current file
-   * holds is evacuated and its record removed before the copy changes.
+   * will be held (a file rebuilt atomically, or a tree: its files of at least
+   * HELD_TREE_FILE_MIN_BYTES), or undefined when the new copy holds nothing (an in-place
+   * write, store-only): then every chunk the current files hold is evacuated and the
+   * record removed before the copy changes.
    */
   async prepare(next: NextCopy | undefined, signal: AbortSignal | undefined): Promise<void> {
-    const current = this.held.fileOf(this.name);
-    let chunks: Set<string> | undefined;
-    // The new copy's chunks with their offsets, read once here: step 7 maps them (loading
-    // the record would read and parse the manifest again: 50-250 ms for a 256 MiB file).
-    const places: ChunkPlace[] = [];
+    const current = this.held.filesOf(this.name);
+    let wanted: { entries: string[]; chunks: Set<string>; places: Map<string, EntryPlace[]>; tree: boolean } | undefined;
     if (next) {
-      chunks = new Set();
       const reader = await openManifestFile(next.manifestFile, { signal });
-      if (reader.header.kind === 'file') {
-        for await (const p of placesOf(reader)) {
-          chunks.add(chunkKey(p.id.algorithm, p.id.digest));
-          places.push(p);
-        }
-      } else {
-        await reader.close();
-        next = undefined;
-        chunks = undefined;
-      }
+      const tree = reader.header.kind === 'tree';
+      wanted = { ...(await heldEntriesOf(reader)), tree };
     }
-    if (current) {
-      current.swapping = true;
-      await this.held.evacuate(current, chunks, signal);
-    }
+    for (const f of current) f.swapping = true;
+    if (current.length > 0) await this.held.evacuate(current, wanted?.chunks, signal);
     crashPoint(3);
-    if (!next || !chunks) {
+    if (!next || !wanted || wanted.entries.length === 0) {
       await this.held.removeRecord(`${this.key}.held`);
-      if (current) await this.held.unload(current);
+      await this.held.unload(current);
       return;
     }
-    this.next = { ...next, chunks, places };
+    const lines: NextLine[] = wanted.entries.map((entry) => ({ entry, path: entryPath(this.name, entry) }));
+    this.next = { ...next, chunks: wanted.chunks, lines, places: wanted.places };
     if (next.staged !== undefined) {
-      const st = await lstat(next.staged, { bigint: true });
-      const identity = identityOf(st);
-      this.next.identity = identity;
-      await this.held.writeRecord(`${this.key}.staged.held`, { target: this.name, manifest: next.version, files: [{ entry: '', path: this.name, identity }] });
+      let dir: HeldRecord['dir'];
+      if (!wanted.tree) lines[0]!.identity = identityOf(await lstat(next.staged, { bigint: true }));
+      else {
+        // A tree's file is in the staged tree, or (an unchanged file whose link into it
+        // waits: reconstruct/staging.ts linkFile) at the target, the same inode.
+        for (const l of lines) {
+          const segments = l.entry.split('/');
+          const st = (await lstat(join(next.staged, ...segments), { bigint: true }).catch(() => undefined))
+            ?? (await lstat(join(this.held.filesDir, ...l.path.split('/')), { bigint: true }).catch(() => undefined));
+          if (st?.isFile()) l.identity = identityOf(st);
+        }
+        const root = await lstat(next.staged, { bigint: true });
+        dir = { dev: root.dev, ino: root.ino };
+      }
+      const files = lines.filter((l) => l.identity !== undefined).map((l) => ({ entry: l.entry, path: l.path, identity: l.identity! }));
+      await this.held.writeRecord(`${this.key}.staged.held`, { target: this.name, manifest: next.version, files, ...(dir ? { dir } : {}) });
     }
     crashPoint(4);
   }
 
   /**
    * Steps 7 and 8, after the swap (and the attributes applied to the target): the record
-   * is written anew for the file now at the target, the staged one removed; the packs
-   * whose chunks the new copy all holds are released. A target that is not the staged file
-   * (replaced meanwhile) is not held.
+   * is written anew for the files now at the target, the staged one removed; the packs
+   * whose chunks the files this commit rebuilt all hold are released. A file that is not
+   * the staged one (replaced meanwhile) is not held.
    */
   async finish(signal: AbortSignal | undefined): Promise<void> {
     crashPoint(6);
     const next = this.next;
     if (!next) return;
-    const segments = this.name.split('/');
-    const fh = await this.held.openConfined(this.name, segments);
-    const st = fh ? await fh.stat({ bigint: true }) : undefined;
-    await fh?.close();
-    const same = st !== undefined && (next.identity === undefined || (st.dev === next.identity.dev && st.ino === next.identity.ino));
-    const current = this.held.fileOf(this.name);
-    if (!same) {
+    const current = this.held.filesOf(this.name);
+    const previous = new Map(current.map((f) => [f.entry, f]));
+    const files: HeldFileLine[] = [];
+    /** Entries whose file is new (not the previous copy's inode): rebuilt and verified by this commit. */
+    const rebuilt = new Set<string>();
+    for (const l of next.lines) {
+      const fh = await this.held.openConfined(l.path, l.path.split('/'));
+      const st = fh ? await fh.stat({ bigint: true }) : undefined;
+      await fh?.close();
+      if (!st) continue;
+      if (next.staged !== undefined && (l.identity === undefined || st.dev !== l.identity.dev || st.ino !== l.identity.ino)) continue;
+      // A file kept as it is (the same inode as before) keeps the damaged chunks its line lists.
+      const old = previous.get(l.entry);
+      const kept = old !== undefined && old.identity.dev === st.dev && old.identity.ino === st.ino;
+      const damaged = kept && old.damaged.size <= MAX_DAMAGED_RECORDED ? [...old.damaged] : [];
+      files.push({ entry: l.entry, path: l.path, identity: identityOf(st), damaged });
+      if (!kept) rebuilt.add(l.entry);
+    }
+    if (files.length === 0) {
       await this.held.removeRecord(`${this.key}.held`);
       await this.held.removeRecord(`${this.key}.staged.held`);
-      if (current) await this.held.unload(current);
+      await this.held.unload(current);
       return;
     }
-    // A target kept as it is (no staging copy) keeps the damaged chunks its record lists.
-    const kept = next.staged === undefined && current !== undefined && current.identity.dev === st.dev && current.identity.ino === st.ino;
-    const damaged = kept && current.damaged.size <= MAX_DAMAGED_RECORDED ? [...current.damaged] : [];
-    const record: HeldRecord = { target: this.name, manifest: next.version, files: [{ entry: '', path: this.name, identity: identityOf(st), damaged }] };
+    const record: HeldRecord = { target: this.name, manifest: next.version, files };
     await this.held.writeRecord(`${this.key}.held`, record);
     crashPoint(7);
     await this.held.removeRecord(`${this.key}.staged.held`);
     crashPoint(71);
-    if (current) await this.held.unload(current);
+    await this.held.unload(current);
+    // The places prepare read from this very manifest: not read and parsed again.
     const loaded = await this.held.load(record, signal, false, next.places);
     // Only a copy rebuilt and verified by this commit vouches for its chunks' pack copies.
-    if (loaded && next.staged !== undefined) await this.held.releasePacks(next.chunks, signal);
+    if (loaded && next.staged !== undefined) {
+      const vouched = new Set<string>();
+      for (const f of loaded) if (!f.dropped && rebuilt.has(f.entry)) for (const k of f.keys) vouched.add(k);
+      if (vouched.size > 0) await this.held.releasePacks(vouched, signal);
+    }
     crashPoint(8);
   }
 
-  /** rm, first step: every chunk the target's file holds is moved into the store (step 3 for an rm). */
+  /** rm, first step: every chunk the target's files hold is moved into the store (step 3 for an rm). */
   async evacuateAll(signal: AbortSignal | undefined): Promise<void> {
-    const current = this.held.fileOf(this.name);
-    if (current) {
-      current.swapping = true;
-      await this.held.evacuate(current, undefined, signal);
-    }
+    const current = this.held.filesOf(this.name);
+    for (const f of current) f.swapping = true;
+    if (current.length > 0) await this.held.evacuate(current, undefined, signal);
   }
 
   /** rm, after the manifests went: the record goes, then the caller removes the copy. */
   async dropRecord(): Promise<void> {
     await this.held.removeRecord(`${this.key}.held`);
     await this.held.removeRecord(`${this.key}.staged.held`);
-    const current = this.held.fileOf(this.name);
-    if (current) await this.held.unload(current);
+    await this.held.unload(this.held.filesOf(this.name));
   }
 
   /** Ends the commit's held part (once; a failed commit leaves at worst a staged record, dropped at the next start). */
@@ -1088,8 +1473,7 @@ export class HeldCommit {
     if (this.ended) return;
     this.ended = true;
     try {
-      const current = this.held.fileOf(this.name);
-      if (current) current.swapping = false;
+      for (const f of this.held.filesOf(this.name)) f.swapping = false;
       if (this.next) await this.held.removeRecord(`${this.key}.staged.held`).catch(() => undefined);
     } finally {
       this.held.endCommit();
@@ -1109,13 +1493,14 @@ export async function heldChunkPlaces(root: string, manifests: Pick<ManifestStor
   for (const n of names) {
     if (!n.endsWith('.held') || n.endsWith('.staged.held')) continue;
     const record = parseRecord(await readFile(join(dir, n), 'utf8').catch(() => ''));
-    const f = record?.files[0];
-    const segments = f === undefined ? undefined : segmentsOf(f.path);
-    if (!record || !f || !segments) continue;
+    if (!record) continue;
+    const lines = new Map(record.files.filter((f) => segmentsOf(f.path) !== undefined).map((f) => [f.entry, f]));
     try {
       const reader = await openManifest(await manifests.getManifest(record.manifest), {});
-      const damaged = new Set(f.damaged);
-      for await (const p of placesOf(reader)) if (!damaged.has(p.offset)) out.push({ id: p.id, file: join(root, 'files', ...segments), offset: p.offset, length: p.length });
+      for await (const p of placesOf(reader)) {
+        const f = lines.get(p.entry);
+        if (f && !(f.damaged ?? []).includes(p.offset)) out.push({ id: p.id, file: join(root, 'files', ...f.path.split('/')), offset: p.offset, length: p.length });
+      }
     } catch {
       // A record whose manifest is gone holds nothing.
     }

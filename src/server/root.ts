@@ -6,10 +6,13 @@
  * (server/held.ts) in read-only mode: the current files' chunks lie in `<root>/files`, not in
  * packs, and a check of `store/` alone would call every one of them missing.
  *
- * Contract: nothing under the root is written (the held index's start-up rules and the
- * re-adoption of a copied root's files apply in memory only; the LocalStore opens as a
- * local verify opens any store). Best run while no server writes the root; on a running
- * server, `xfer verify http://host:port/` asks the server itself.
+ * Contract: the held index's start-up rules and the re-adoption of a copied root's files
+ * apply in memory only, and no record under `held/` is written; the LocalStore opens as a
+ * local verify opens any store (a corrupt pack chunk goes to its set-aside list). A held
+ * chunk found damaged is appended to `held/damaged` (server/held.ts HELD_DAMAGE_FILE), the
+ * one write under `held/`: a running server reads it and stops counting the chunk present,
+ * so that its next push sends it again (records are the server's alone to rewrite). On a
+ * running server, `xfer verify http://host:port/` asks the server itself.
  */
 import { stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';

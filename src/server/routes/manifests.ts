@@ -164,9 +164,12 @@ export function manifestRoutes(rc: RouteContext) {
         // A stage that built this very file while the chunks arrived: swap it in. Any
         // failure of the stage leaves the target as it was, and the rebuild below runs.
         const stage = stages.take(name);
-        // A tree's stage opened without checksum=1 may have linked files by their metadata.
-        if (stage && checksum && stage.spec.kind === 'tree' && !checksumStages.has(stage)) stage.abort(new AbortedError('the commit reads every file (checksum=1), the stage did not'));
-        else if (stage) {
+        // A tree's stage opened without checksum=1 may have linked files by their metadata:
+        // not for a commit that trusts none (checksum=1, or held chunks of the target found
+        // damaged: such a file keeps its size and mtime, server/held.ts).
+        if (stage && (checksum || ctx.held?.hasDamage(name) === true) && stage.spec.kind === 'tree' && !checksumStages.has(stage)) {
+          stage.abort(new AbortedError('the commit reads every file (checksum=1, or held chunks found damaged), the stage did not'));
+        } else if (stage) {
           const { header, entry } = await firstEntry(file);
           if (await stage.matches(header, entry)) {
             try {
