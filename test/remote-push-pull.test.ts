@@ -121,6 +121,26 @@ describe('push and pull over HTTP/2 (h2c) with an in-process server', () => {
     assert.ok((await readFile(out)).equals(v2));
   });
 
+  it('an edit inside a disk image\'s empty space goes as a delta against the zero chunk it replaces', async () => {
+    // A zero chunk is in no store (chunker/zero.ts): both sides take it as zeros.
+    const src = join(dir, 'sparse-edit.img');
+    const v1 = Buffer.alloc(16 * MiB);
+    pseudoRandom(4 * MiB, 61).copy(v1, 0);
+    await writeFile(src, v1);
+    assert.equal((await runCli(['push', src, `${server.url}/vm/sparse-edit.img`])).code, 0);
+    const edits = [6 * MiB + 4096, 9 * MiB + 77, 13 * MiB + 8192];
+    const v2 = Buffer.from(v1);
+    for (const off of edits) pseudoRandom(4096, off).copy(v2, off);
+    await writeFile(src, v2);
+    const p = await runCli(['push', src, `${server.url}/vm/sparse-edit.img`, '--json']);
+    assert.equal(p.code, 0, p.stderr);
+    const r = JSON.parse(p.stdout);
+    assert.ok(r.chunksSent >= edits.length && r.chunksDelta === r.chunksSent, `${r.chunksDelta} of ${r.chunksSent} chunks sent as deltas`);
+    // Each edit's blocks (at most three 2 KiB blocks per chunk it touches), not whole chunks.
+    assert.ok(r.bytesSent <= edits.length * 2 * (3 * 2048 + 120), `sent ${r.bytesSent} bytes`);
+    assert.ok((await readFile(join(root, 'files', 'vm', 'sparse-edit.img'))).equals(v2), 'rebuilt bit-identically');
+  });
+
   it('a tree pushed again after its files changed in place sends deltas, per file', async () => {
     const tree = join(dir, 'series-delta');
     await mkdir(tree, { recursive: true });

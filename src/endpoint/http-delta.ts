@@ -4,13 +4,13 @@
  * the blocks that differ from it, when that saves bytes. A decorator of the HttpStore a
  * push writes to: the store itself only stores chunks.
  */
-import { isZeroChunk } from '../chunker/zero.js';
+import { isZeroChunk, zeroBytes } from '../chunker/zero.js';
 import { throwIfAborted } from '../core/abort.js';
 import { ChunkCorruptError, ProtocolError, XferError } from '../core/errors.js';
 import { DIGEST_BYTES, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { digestOf } from '../hash/digest.js';
 import type { BaseChunk, BaseIndex } from '../manifest/bases.js';
-import { DELTA_BLOCK_BYTES, encodeDelta, SUMS_REQUEST_RECORD_BYTES, sumsBytes, type Shifts } from '../protocol/delta.js';
+import { baseBlockSums, DELTA_BLOCK_BYTES, encodeDelta, SUMS_REQUEST_RECORD_BYTES, sumsBytes, type Shifts } from '../protocol/delta.js';
 import type { HttpStore } from '../store/http/store.js';
 import type { ChunkStore, GetOptions, OpOptions, PutOptions } from '../store/store.js';
 
@@ -126,8 +126,6 @@ export class DeltaUploads implements ChunkStore {
     if (!this.bases || !placement || id.algorithm !== this.bases.algorithm || length < MIN_DELTA_CHUNK_BYTES) return undefined;
     const base = this.bases.find(placement.path, placement.offset);
     if (!base || Buffer.compare(base.digest, id.digest) === 0) return undefined;
-    // A zero chunk is in no store (chunker/zero.ts): the server could not read it as a base.
-    if (isZeroChunk(id.algorithm, base.length, base.digest)) return undefined;
     // Same file offset, and the chunks' ends aligned (protocol/delta.ts).
     const shifts = [placement.offset - base.start, base.length - length] as const;
     return Math.abs(shifts[0]) > this.store.info.maxChunkBytes ? undefined : { base, shifts };
@@ -167,9 +165,15 @@ export class DeltaUploads implements ChunkStore {
       else byAlgorithm.set(c.id.algorithm, [c]);
     }
     const whole: DeltaCandidate[] = [];
-    for (const [algorithm, cands] of byAlgorithm) {
-      const ask = Buffer.alloc(cands.length * SUMS_REQUEST_RECORD_BYTES);
-      cands.forEach((c, i) => {
+    for (const [algorithm, all] of byAlgorithm) {
+      // A zero chunk is in no store (chunker/zero.ts), but both sides know its bytes: the
+      // sums of a zero base are made here (the server takes it as zeros, routes/chunks.ts),
+      // so an edit inside an image's empty space goes as its changed blocks, unasked.
+      const zero = (c: DeltaCandidate) => isZeroChunk(algorithm, c.base.length, c.base.digest);
+      const cands = [...all.filter((c) => !zero(c)), ...all.filter(zero)];
+      const asked = all.length - all.filter(zero).length;
+      const ask = Buffer.alloc(asked * SUMS_REQUEST_RECORD_BYTES);
+      cands.slice(0, asked).forEach((c, i) => {
         const o = i * SUMS_REQUEST_RECORD_BYTES;
         ask.set(c.base.digest, o);
         ask.writeInt32LE(c.shifts[0], o + DIGEST_BYTES);
@@ -178,7 +182,9 @@ export class DeltaUploads implements ChunkStore {
       });
       let sums: Buffer;
       try {
-        sums = await client.blockSums(algorithm, ask, signal);
+        const answered = asked > 0 ? await client.blockSums(algorithm, ask, signal) : Buffer.alloc(0);
+        const local = cands.slice(asked).map((c) => Buffer.concat([Buffer.from([1]), baseBlockSums(algorithm, zeroBytes(c.base.length), c.shifts, c.data.length)]));
+        sums = local.length > 0 ? Buffer.concat([answered, ...local]) : answered;
       } catch (err) {
         if (!refused(err)) throw err;
         whole.push(...cands);

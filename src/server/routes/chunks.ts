@@ -5,6 +5,7 @@
  * in groups off the main thread; deltas by the store).
  */
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import { isZeroChunk, zeroBytes } from '../../chunker/zero.js';
 import { ByteQueue } from '../../core/bytes.js';
 import { ChunkCorruptError, InvalidArgumentError, isXferError, TooLargeError } from '../../core/errors.js';
 import { DIGEST_BYTES, digestToHex, type ChunkId, type DigestAlgorithm } from '../../core/ids.js';
@@ -203,7 +204,7 @@ export function chunkRoutes(rc: RouteContext) {
       const length = body.readUInt32LE(o + DIGEST_BYTES + 8);
       let base: Buffer | undefined;
       try {
-        base = await ctx.store.get({ algorithm, digest }, { signal: ctx.signal });
+        base = zeroBase(algorithm, digest, length + shifts[1]) ?? (await ctx.store.get({ algorithm, digest }, { signal: ctx.signal }));
       } catch (err) {
         // A damaged base is no base: answered as missing (the client sends the chunk whole),
         // since the answer has started and a status can no longer say so.
@@ -237,7 +238,8 @@ export function chunkRoutes(rc: RouteContext) {
       const literals = literalBytes > 0 ? Buffer.from(queue.take(literalBytes)) : Buffer.alloc(0);
       return (async () => {
         const digest = header.subarray(0, DIGEST_BYTES);
-        const base = await ctx.store.get({ algorithm, digest: header.subarray(DIGEST_BYTES, 2 * DIGEST_BYTES) }, { signal: ctx.signal });
+        const baseDigest = header.subarray(DIGEST_BYTES, 2 * DIGEST_BYTES);
+        const base = zeroBase(algorithm, baseDigest, length + shifts[1]) ?? (await ctx.store.get({ algorithm, digest: baseDigest }, { signal: ctx.signal }));
         const data = applyDelta(base, shifts, length, map, literals);
         // put() re-hashes (not trusted): a wrong rebuild is ChunkCorruptError naming the digest.
         return [await handOn(algorithm, digest, data, true, ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal }))];
@@ -311,4 +313,13 @@ export function chunkRoutes(rc: RouteContext) {
     }
     res.end();
   }
+}
+
+/**
+ * A delta's base that is a zero chunk: zeros of its length (shifts[1] is the base's length
+ * less the chunk's, protocol/delta.ts), which no store holds (chunker/zero.ts) and both
+ * sides know. Undefined for any other base.
+ */
+function zeroBase(algorithm: DigestAlgorithm, digest: Uint8Array, baseLength: number): Buffer | undefined {
+  return isZeroChunk(algorithm, baseLength, digest) ? zeroBytes(baseLength) : undefined;
 }
