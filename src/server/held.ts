@@ -25,14 +25,15 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { lstat, mkdir, open, readdir, readFile, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { lstat, mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
 import { isZeroChunk } from '../chunker/zero.js';
 import { throwIfAborted } from '../core/abort.js';
 import { ChunkCorruptError, fromSystemError, isXferError, type ChunkMissingError } from '../core/errors.js';
 import { DIGEST_ALGORITHMS, digestFromHex, digestKey, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { mapBounded } from '../core/window.js';
 import { digestEquals, digestOf } from '../hash/digest.js';
+import { JsonLines } from '../io/json-lines.js';
 import { checkConfined } from '../io/safe-path.js';
 import { fsyncPath } from '../io/sync.js';
 import { openManifest, openManifestFile, type ManifestReader } from '../manifest/reader.js';
@@ -99,16 +100,7 @@ interface DamageLine {
   readonly id: ChunkId;
 }
 
-function parseDamageLine(line: string): DamageLine | undefined {
-  if (line.trim() === '') return undefined;
-  let v: unknown;
-  try {
-    v = JSON.parse(line);
-  } catch {
-    return undefined;
-  }
-  const r = v as Record<string, unknown> | null;
-  if (r === null || typeof r !== 'object') return undefined;
+function parseDamageLine(r: Record<string, unknown>): DamageLine | undefined {
   if (typeof r.target !== 'string' || typeof r.entry !== 'string') return undefined;
   if (typeof r.dev !== 'string' || !DECIMAL_RE.test(r.dev) || typeof r.ino !== 'string' || !DECIMAL_RE.test(r.ino)) return undefined;
   if (!Number.isSafeInteger(r.offset) || (r.offset as number) < 0) return undefined;
@@ -119,62 +111,25 @@ function parseDamageLine(line: string): DamageLine | undefined {
   };
 }
 
-/** `<root>/held/damaged` (HELD_DAMAGE_FILE): read from where the last read ended, appended durably. */
+/** `<root>/held/damaged` (HELD_DAMAGE_FILE): read from where the last read ended, appended durably (io/json-lines.ts). */
 class HeldDamageList {
-  /** Bytes of the file read so far (only what was appended since is read again). */
-  private read = 0;
+  private readonly lines: JsonLines<DamageLine>;
 
-  constructor(readonly file: string) {}
-
-  /** The lines appended since the last call (all of them the first time); one stat when nothing changed. */
-  async readNew(): Promise<DamageLine[]> {
-    let size: number;
-    try {
-      size = (await stat(this.file)).size;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw fromSystemError(err, this.file, 'read the held damage list');
-    }
-    if (size <= this.read) return [];
-    let bytes: Buffer;
-    const fh = await open(this.file, 'r').catch((err: unknown) => {
-      throw fromSystemError(err, this.file, 'read the held damage list');
-    });
-    try {
-      bytes = Buffer.alloc(size - this.read);
-      const { bytesRead } = await fh.read(bytes, 0, bytes.length, this.read);
-      bytes = bytes.subarray(0, bytesRead);
-    } finally {
-      await fh.close();
-    }
-    // Only whole lines: an append under way is read next time.
-    const end = bytes.lastIndexOf(0x0a) + 1;
-    this.read += end;
-    const out: DamageLine[] = [];
-    for (const line of bytes.subarray(0, end).toString('utf8').split('\n')) {
-      const d = parseDamageLine(line);
-      if (d) out.push(d);
-    }
-    return out;
+  constructor(file: string) {
+    this.lines = new JsonLines(file, 'held damage list', parseDamageLine);
   }
 
-  /** Appends `file`'s damaged chunk `id` at `offset`, durably (the file, then held/ itself, which may have gained it). */
-  async append(file: HeldFile, id: ChunkId, offset: number): Promise<void> {
-    const line = {
+  /** The lines appended since the last call (all of them the first time); one stat when nothing changed. */
+  readNew(): Promise<DamageLine[]> {
+    return this.lines.readNew();
+  }
+
+  /** Appends `file`'s damaged chunk `id` at `offset`, durably. */
+  append(file: HeldFile, id: ChunkId, offset: number): Promise<void> {
+    return this.lines.append({
       target: file.target, entry: file.entry, dev: String(file.identity.dev), ino: String(file.identity.ino), offset,
       algorithm: id.algorithm, digest: digestToHex(id.digest), at: new Date().toISOString(),
-    };
-    let fh: FileHandle | undefined;
-    try {
-      fh = await open(this.file, 'a', 0o644);
-      await fh.write(`${JSON.stringify(line)}\n`);
-      await fh.datasync();
-    } catch (err) {
-      throw fromSystemError(err, this.file, 'write the held damage list');
-    } finally {
-      await fh?.close().catch(() => undefined);
-    }
-    await fsyncPath(dirname(this.file));
+    });
   }
 }
 

@@ -15,12 +15,10 @@
  * a place this list names is not loaded, so the chunk counts as present again only once it
  * is stored at another place.
  */
-import { open, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { fromSystemError } from '../../core/errors.js';
 import { DIGEST_ALGORITHMS, type DigestAlgorithm } from '../../core/ids.js';
+import { JsonLines } from '../../io/json-lines.js';
 import { PACK_NAME_RE } from '../pack.js';
-import { isMissing, readFrom } from './fs.js';
 
 export const SET_ASIDE_FILE = 'set-aside';
 /** What error messages about a chunk set aside tell the user (every store says the same). */
@@ -45,71 +43,34 @@ export function placeKey(pack: string, offset: number): string {
   return `${pack}@${offset}`;
 }
 
+/** `<dir>/set-aside`: read from where the last read ended, appended durably (io/json-lines.ts). */
 export class SetAsideList {
-  readonly file: string;
-  /** Bytes of the file read so far (only what was appended since is read again). */
-  private read = 0;
+  private readonly lines: JsonLines<SetAsideRecord>;
 
   constructor(dir: string) {
-    this.file = path.join(dir, SET_ASIDE_FILE);
+    this.lines = new JsonLines(path.join(dir, SET_ASIDE_FILE), 'set-aside list', parseRecord);
+  }
+
+  get file(): string {
+    return this.lines.file;
   }
 
   /**
    * The records appended since the last call (all of them the first time). A caller that
    * calls this often pays one stat when nothing changed.
    */
-  async readNew(): Promise<SetAsideRecord[]> {
-    let size: number;
-    try {
-      size = (await stat(this.file)).size;
-    } catch (err) {
-      if (isMissing(err)) return [];
-      throw fromSystemError(err, this.file, 'read the set-aside list');
-    }
-    if (size <= this.read) return [];
-    let bytes: Buffer;
-    try {
-      bytes = await readFrom(this.file, this.read);
-    } catch (err) {
-      if (isMissing(err)) return [];
-      throw fromSystemError(err, this.file, 'read the set-aside list');
-    }
-    // Only whole lines: an append under way is read next time.
-    const end = bytes.lastIndexOf(0x0a) + 1;
-    this.read += end;
-    const records: SetAsideRecord[] = [];
-    for (const line of bytes.subarray(0, end).toString('utf8').split('\n')) {
-      const r = parseRecord(line);
-      if (r) records.push(r);
-    }
-    return records;
+  readNew(): Promise<SetAsideRecord[]> {
+    return this.lines.readNew();
   }
 
   /** Appends `record`, durably, before the caller acts on it. */
-  async append(record: SetAsideRecord): Promise<void> {
-    let fh;
-    try {
-      fh = await open(this.file, 'a', 0o644);
-      await fh.write(`${JSON.stringify(record)}\n`);
-      await fh.datasync();
-    } catch (err) {
-      throw fromSystemError(err, this.file, 'write the set-aside list');
-    } finally {
-      await fh?.close().catch(() => undefined);
-    }
+  append(record: SetAsideRecord): Promise<void> {
+    return this.lines.append(record);
   }
 }
 
-function parseRecord(line: string): SetAsideRecord | undefined {
-  if (line.trim() === '') return undefined;
-  let v: unknown;
-  try {
-    v = JSON.parse(line);
-  } catch {
-    return undefined;
-  }
-  const r = v as Partial<SetAsideRecord> | null;
-  if (r === null || typeof r !== 'object') return undefined;
+function parseRecord(v: Record<string, unknown>): SetAsideRecord | undefined {
+  const r = v as Partial<SetAsideRecord>;
   if (!DIGEST_ALGORITHMS.includes(r.algorithm as DigestAlgorithm) || typeof r.digest !== 'string' || !/^[0-9a-f]{64}$/.test(r.digest)) return undefined;
   if (typeof r.pack !== 'string' || (r.pack !== '' && !PACK_NAME_RE.test(r.pack))) return undefined;
   if (!Number.isSafeInteger(r.offset) || r.offset! < 0 || !Number.isSafeInteger(r.length) || r.length! < 0) return undefined;
