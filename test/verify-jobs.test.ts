@@ -1,17 +1,16 @@
 import { strict as assert } from 'node:assert';
-import { mkdir, mkdtemp, open, readdir, rm, stat, unlink, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readdir, rm, unlink, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { digestToHex, type ChunkId } from '../src/core/ids.js';
 import { isXferError, MemoryStore, push, verify, type VerifyProgress } from '../src/index.js';
-import { setTimesNs } from '../src/io/sys.js';
 import { heldChunkPlaces } from '../src/server/held.js';
 import { createServer } from '../src/server/server.js';
 import { LocalStore } from '../src/store/local.js';
 import type { OpOptions } from '../src/store/store.js';
 import { isOneLineError, runCli } from './helpers/cli.js';
-import { damageStoredChunk, storedChunks } from './helpers/damage.js';
+import { damageStoredChunk, flipByte, storedChunks } from './helpers/damage.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { rawRequest, startServeProcess, useServer } from './helpers/server.js';
 
@@ -40,19 +39,7 @@ async function damageEveryHeldCopy(root: string, digest: string, at: number): Pr
     await store.close();
   }
   assert.ok(places.length > 0, `no rebuilt file holds ${digest}`);
-  for (const p of places) {
-    const times = await stat(p.file, { bigint: true });
-    const fh = await open(p.file, 'r+');
-    try {
-      const one = Buffer.alloc(1);
-      await fh.read(one, 0, 1, p.offset + at);
-      one[0] ^= 0x10;
-      await fh.write(one, 0, 1, p.offset + at);
-    } finally {
-      await fh.close();
-    }
-    setTimesNs(p.file, times.atimeNs, times.mtimeNs);
-  }
+  for (const p of places) await flipByte(p.file, p.offset + at, true);
 }
 
 /** A tree of three files, two of them the same bytes (their chunks shared), mtimes fixed. */

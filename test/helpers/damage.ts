@@ -36,17 +36,25 @@ export async function damageStoredChunk(storeDir: string, id: ChunkId, at = 1): 
     await store.close();
   }
   if (!loc) throw new Error(`${storeDir} does not hold the chunk to damage`);
-  const times = held ? await stat(loc.file, { bigint: true }) : undefined;
-  const fh = await open(loc.file, 'r+');
+  await flipByte(loc.file, loc.offset + at, held);
+}
+
+/**
+ * Flips one bit of the byte at `offset` of `file`; with `keepTimes`, its atime and mtime are
+ * set back (silent damage: a held file's identity still matches its record).
+ */
+export async function flipByte(file: string, offset: number, keepTimes: boolean): Promise<void> {
+  const times = keepTimes ? await stat(file, { bigint: true }) : undefined;
+  const fh = await open(file, 'r+');
   try {
     const one = Buffer.alloc(1);
-    await fh.read(one, 0, 1, loc.offset + at);
+    await fh.read(one, 0, 1, offset);
     one[0] ^= 0x10;
-    await fh.write(one, 0, 1, loc.offset + at);
+    await fh.write(one, 0, 1, offset);
   } finally {
     await fh.close();
   }
-  if (times) setTimesNs(loc.file, times.atimeNs, times.mtimeNs);
+  if (times) setTimesNs(file, times.atimeNs, times.mtimeNs);
 }
 
 /** The chunks a local store holds (and, for a server root's store, its rebuilt files hold), in no particular order. */
