@@ -169,9 +169,9 @@ export class DeltaUploads implements ChunkStore {
       // A zero chunk is in no store (chunker/zero.ts), but both sides know its bytes: the
       // sums of a zero base are made here (the server takes it as zeros, routes/chunks.ts),
       // so an edit inside an image's empty space goes as its changed blocks, unasked.
-      const zero = (c: DeltaCandidate) => isZeroChunk(algorithm, c.base.length, c.base.digest);
-      const cands = [...all.filter((c) => !zero(c)), ...all.filter(zero)];
-      const asked = all.length - all.filter(zero).length;
+      const zeroBased = new Set(all.filter((c) => isZeroChunk(algorithm, c.base.length, c.base.digest)));
+      const asked = all.length - zeroBased.size;
+      const cands = [...all.filter((c) => !zeroBased.has(c)), ...zeroBased];
       const ask = Buffer.alloc(asked * SUMS_REQUEST_RECORD_BYTES);
       cands.slice(0, asked).forEach((c, i) => {
         const o = i * SUMS_REQUEST_RECORD_BYTES;
