@@ -208,9 +208,22 @@ export const TREE_SPARE_SPANS = 4;
 /** The span size TreeHasher hashes in (the scan's segment size: one subtree of 8192 chunks). */
 export const TREE_SPAN_BYTES = 8 * 1024 * KiB;
 
+export interface TreeHasherOptions {
+  /**
+   * Bytes per span (a power of two BLAKE3 chunks; default TREE_SPAN_BYTES, the scan's
+   * segment, so a rebuild finds the scan's remembered zero CVs). A reader that fills spans
+   * itself (room()) does better with smaller ones: fewer fresh pages to fault in.
+   */
+  readonly spanBytes?: number;
+  /** Spans hashed at once, at most (default TREE_SPANS_IN_FLIGHT). */
+  readonly spansInFlight?: number;
+  /** Makes span buffers: a caller that reads into room() with O_DIRECT passes an aligned allocator (io/direct.ts alignedBuffer). */
+  readonly allocate?: (bytes: number) => Uint8Array;
+}
+
 /**
  * The BLAKE3 digest of bytes fed in order (a rebuilt file's chunks), hashed in spans of
- * TREE_SPAN_BYTES on libuv's thread pool while the caller goes on: the same interface as
+ * TREE_SPAN_BYTES (or options.spanBytes) on libuv's thread pool while the caller goes on: the same interface as
  * scan/digest-thread.ts's DigestThread (update, ready, digest, close), without a thread
  * of its own, its messages or a second pass.
  *
@@ -218,7 +231,7 @@ export const TREE_SPAN_BYTES = 8 * 1024 * KiB;
  * its own), except views of zeroBytes() (chunker/zero.ts), counted instead; a span that
  * is all such zeros is hashed with no buffer at all (or not at all: rememberZeroCv). A
  * span goes to the pool once the next byte after it arrives (the last span may be the
- * root). ready() waits while TREE_SPANS_IN_FLIGHT spans are being hashed; digest() once
+ * root). ready() waits while TREE_SPANS_IN_FLIGHT (options.spansInFlight) spans are being hashed; digest() once
  * at the end; close() always.
  */
 export class TreeHasher {
@@ -229,7 +242,7 @@ export class TreeHasher {
    * (admitted at once: update() cannot wait) until its CV is pushed on the stack, which
    * happens in file order (`lastMerged` chains them) however many callers wait in ready().
    */
-  private readonly slots = new Slots(TREE_SPANS_IN_FLIGHT);
+  private readonly slots: Slots;
   private lastMerged: Promise<void> = Promise.resolve();
   /** The first span that failed to hash: ready() and digest() report it. */
   private failure: { readonly error: unknown } | undefined;
@@ -241,15 +254,43 @@ export class TreeHasher {
   /** Bytes of the spans before the current one. */
   private offset = 0;
 
-  constructor(private readonly b: TreeBinding, private readonly isKnownZeros: (data: Uint8Array) => boolean) {
+  private readonly spanBytes: number;
+  private readonly allocate: (bytes: number) => Uint8Array;
+
+  constructor(
+    private readonly b: TreeBinding,
+    private readonly isKnownZeros: (data: Uint8Array) => boolean,
+    options: TreeHasherOptions = {},
+  ) {
+    this.spanBytes = options.spanBytes ?? TREE_SPAN_BYTES;
+    if (!isTreeSpan(this.spanBytes)) throw new XferError('XFER_INTERNAL', `TreeHasher span of ${this.spanBytes} bytes: not a power of two BLAKE3 chunks`);
+    this.slots = new Slots(options.spansInFlight ?? TREE_SPANS_IN_FLIGHT);
+    this.allocate = options.allocate ?? ((bytes) => new Uint8Array(bytes));
     this.stack = new CvStack(b);
+  }
+
+  /**
+   * The rest of the current span's buffer, for a caller that reads the next bytes itself:
+   * it writes them at its start and then calls advance() with their count. Saves update()'s
+   * copy (a whole-file check of a cached 256 MiB file spent as long copying into spans as
+   * hashing them). Never empty; its start is the next byte's offset within the span.
+   */
+  room(): Uint8Array {
+    if (this.filled === this.spanBytes) this.dispatch();
+    return this.buffer().subarray(this.filled);
+  }
+
+  /** `n` bytes were written at the start of the last room(). */
+  advance(n: number): void {
+    if (!this.span || n < 0 || this.filled + n > this.spanBytes) throw new XferError('XFER_INTERNAL', `TreeHasher.advance(${n}) past its room`);
+    this.filled += n;
   }
 
   update(data: Uint8Array): void {
     const zeros = this.isKnownZeros(data);
     for (let done = 0; done < data.length; ) {
-      if (this.filled === TREE_SPAN_BYTES) this.dispatch();
-      const n = Math.min(data.length - done, TREE_SPAN_BYTES - this.filled);
+      if (this.filled === this.spanBytes) this.dispatch();
+      const n = Math.min(data.length - done, this.spanBytes - this.filled);
       if (zeros && !this.span) {
         // Zeros into a span with no data yet: only counted.
       } else {
@@ -262,7 +303,7 @@ export class TreeHasher {
     }
   }
 
-  /** Resolves once fewer than TREE_SPANS_IN_FLIGHT spans are being hashed; rejects once one failed. */
+  /** Resolves once fewer than spansInFlight spans are being hashed; rejects once one failed. */
   async ready(): Promise<void> {
     await this.slots.untilRoom();
     if (this.failure) throw this.failure.error;
@@ -288,7 +329,7 @@ export class TreeHasher {
   /** The current span's buffer: zeros counted so far are written first (a reused buffer is dirty). */
   private buffer(): Uint8Array {
     if (this.span) return this.span;
-    const span = this.spare.pop() ?? new Uint8Array(TREE_SPAN_BYTES);
+    const span = this.spare.pop() ?? this.allocate(this.spanBytes);
     span.fill(0, 0, this.filled);
     return (this.span = span);
   }

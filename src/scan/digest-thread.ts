@@ -3,7 +3,7 @@ import { isZeroBytesView, isZeroChunk } from '../chunker/zero.js';
 import { XferError } from '../core/errors.js';
 import type { DigestAlgorithm } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
-import { TreeHasher, treeBinding } from '../hash/tree.js';
+import { TreeHasher, treeBinding, type TreeHasherOptions } from '../hash/tree.js';
 import type { DigestThreadMessage, DigestThreadReply } from './digest-worker.js';
 
 /**
@@ -205,8 +205,9 @@ export type LargeFileHasher = Pick<DigestThread, 'update' | 'ready' | 'digest' |
  * BLAKE3 with the native addon: a TreeHasher (aligned spans hashed on libuv's threads,
  * merged in order; no thread of its own, zeros hashed without a buffer). Otherwise (no
  * addon, or SHA-256, sequential by nature) a DigestThread. The same digest either way.
+ * `spans`: a TreeHasher's span size and buffers (scan/file-digest.ts reads into them).
  */
-export function largeFileHasher(algorithm: DigestAlgorithm): LargeFileHasher {
+export function largeFileHasher(algorithm: DigestAlgorithm, spans?: TreeHasherOptions): LargeFileHasher | TreeHasher {
   const tree = algorithm === 'blake3' ? treeBinding() : null;
-  return tree ? new TreeHasher(tree, isZeroBytesView) : new DigestThread(algorithm);
+  return tree ? new TreeHasher(tree, isZeroBytesView, spans) : new DigestThread(algorithm);
 }
