@@ -610,6 +610,71 @@ static napi_value js_malloc_mmap_threshold(napi_env env, napi_callback_info info
   return out;
 }
 
+/*
+ * hugeBuffer(bytes): an ArrayBuffer of `bytes` over an anonymous mapping of its own that
+ * starts on a 2 MiB boundary, advised for transparent huge pages (MADV_HUGEPAGE: asked
+ * for, the kernel may still give small pages), unmapped when the ArrayBuffer is collected.
+ * Why: a fresh page of a mapping costs a fault when first written, and on a virtual
+ * machine a 4 KiB fault is dear: 256 MiB of fresh 8 MiB buffers took 750-980 ms to fill
+ * here with 4 KiB pages and 30-37 ms with 2 MiB ones (THP in "madvise" mode). The start
+ * is aligned for O_DIRECT too. Throws the errno of mmap.
+ */
+#define HUGE_PAGE_BYTES ((size_t)2 << 20)
+struct huge_mapping {
+  void *at;
+  size_t length;
+};
+static void huge_buffer_free(napi_env env, void *data, void *hint) {
+  (void)data;
+  struct huge_mapping *m = hint;
+  int64_t adjusted;
+  munmap(m->at, m->length);
+  napi_adjust_external_memory(env, -(int64_t)m->length, &adjusted);
+  free(m);
+}
+static napi_value js_huge_buffer(napi_env env, napi_callback_info info) {
+  napi_value argv[1], out = NULL;
+  int64_t bytes;
+  if (!get_args(env, info, 1, argv, "hugeBuffer")) return NULL;
+  if (napi_get_value_int64(env, argv[0], &bytes) != napi_ok || bytes <= 0 || bytes > ((int64_t)1 << 40)) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "hugeBuffer: a positive number of bytes");
+    return NULL;
+  }
+  const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  const size_t length = ((size_t)bytes + page - 1) / page * page;
+  // Map a huge page more than asked, then give back the head before the first 2 MiB
+  // boundary and whatever is left after the buffer.
+  char *raw = mmap(NULL, length + HUGE_PAGE_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) {
+    throw_errno(env, errno, "mmap", NULL, NULL);
+    return NULL;
+  }
+  char *at = (char *)(((uintptr_t)raw + HUGE_PAGE_BYTES - 1) & ~(uintptr_t)(HUGE_PAGE_BYTES - 1));
+  if (at > raw) munmap(raw, (size_t)(at - raw));
+  size_t tail = (size_t)(raw + length + HUGE_PAGE_BYTES - (at + length));
+  if (tail > 0) munmap(at + length, tail);
+#ifdef MADV_HUGEPAGE
+  (void)madvise(at, length, MADV_HUGEPAGE); // advice: refused (no THP) leaves small pages
+#endif
+  struct huge_mapping *m = malloc(sizeof *m);
+  if (!m) {
+    munmap(at, length);
+    throw_errno(env, ENOMEM, "hugeBuffer", NULL, NULL);
+    return NULL;
+  }
+  m->at = at;
+  m->length = length;
+  if (napi_create_external_arraybuffer(env, at, (size_t)bytes, huge_buffer_free, m, &out) != napi_ok) {
+    munmap(at, length);
+    free(m);
+    napi_throw_error(env, "ERR_NATIVE", "hugeBuffer: napi_create_external_arraybuffer failed");
+    return NULL;
+  }
+  int64_t adjusted;
+  napi_adjust_external_memory(env, (int64_t)length, &adjusted);
+  return out;
+}
+
 napi_status init_sys(napi_env env, napi_value exports) {
   static const struct { const char *name; napi_callback fn; } FNS[] = {
     { "listXattrs", js_list_xattrs }, { "setXattr", js_set_xattr }, { "removeXattr", js_remove_xattr },
@@ -617,7 +682,7 @@ napi_status init_sys(napi_env env, napi_value exports) {
     { "userName", js_user_name }, { "groupName", js_group_name }, { "userId", js_user_id }, { "groupId", js_group_id },
     { "seekData", js_seek_data }, { "seekHole", js_seek_hole }, { "blockDeviceSize", js_block_device_size },
     { "cloneRange", js_clone_range }, { "punchHole", js_punch_hole }, { "residentBytes", js_resident_bytes },
-    { "mallocMmapThreshold", js_malloc_mmap_threshold },
+    { "mallocMmapThreshold", js_malloc_mmap_threshold }, { "hugeBuffer", js_huge_buffer },
   };
   for (size_t i = 0; i < sizeof FNS / sizeof FNS[0]; i++) {
     napi_value fn;

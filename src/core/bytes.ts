@@ -90,13 +90,17 @@ export class SlabAllocator {
   private slab = Buffer.allocUnsafeSlow(0);
   private used = 0;
 
-  constructor(private readonly slabBytes: number) {}
+  /** `allocate` makes slabs and large buffers (io/sys.ts largeBuffer, whose fresh pages cost less to fault in). */
+  constructor(
+    private readonly slabBytes: number,
+    private readonly allocate: (bytes: number) => Buffer<ArrayBuffer> = (bytes) => Buffer.allocUnsafeSlow(bytes),
+  ) {}
 
   alloc(n: number): Buffer {
     // Large requests get their own buffer: they would waste most of a slab.
-    if (n > this.slabBytes / 4) return Buffer.allocUnsafeSlow(n);
+    if (n > this.slabBytes / 4) return this.allocate(n);
     if (this.used + n > this.slab.length) {
-      this.slab = Buffer.allocUnsafeSlow(this.slabBytes);
+      this.slab = this.allocate(this.slabBytes);
       this.used = 0;
     }
     const out = this.slab.subarray(this.used, this.used + n);

@@ -19,6 +19,7 @@ import { loadAddon, usableAddon, type NativeAddon } from '../native/addon.js';
 import { XferError } from '../core/errors.js';
 import { KiB } from '../core/sizes.js';
 import { Slots } from '../core/window.js';
+import { largeBuffer } from '../io/sys.js';
 import { digestOf } from './digest.js';
 
 /** BLAKE3's chunk: spans are multiples of it, and their positions are counted in it. */
@@ -265,7 +266,7 @@ export class TreeHasher {
     this.spanBytes = options.spanBytes ?? TREE_SPAN_BYTES;
     if (!isTreeSpan(this.spanBytes)) throw new XferError('XFER_INTERNAL', `TreeHasher span of ${this.spanBytes} bytes: not a power of two BLAKE3 chunks`);
     this.slots = new Slots(options.spansInFlight ?? TREE_SPANS_IN_FLIGHT);
-    this.allocate = options.allocate ?? ((bytes) => new Uint8Array(bytes));
+    this.allocate = options.allocate ?? largeBuffer;
     this.stack = new CvStack(b);
   }
 

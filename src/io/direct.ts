@@ -20,6 +20,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { VerifyFailedError, XferError } from '../core/errors.js';
 import { MiB } from '../core/sizes.js';
 import { loadAddon } from '../native/addon.js';
+import { LARGE_BUFFER_MIN_BYTES, largeBuffer } from './sys.js';
 
 /** Alignment of O_DIRECT buffers, offsets and lengths. */
 export const DIRECT_ALIGN_BYTES = 4096;
@@ -42,10 +43,16 @@ export function alignUp(n: number): number {
   return Math.ceil(n / DIRECT_ALIGN_BYTES) * DIRECT_ALIGN_BYTES;
 }
 
-/** A Buffer of `bytes` (a multiple of DIRECT_ALIGN_BYTES) whose first byte is aligned. */
+/**
+ * A Buffer of `bytes` (a multiple of DIRECT_ALIGN_BYTES) whose first byte is aligned. One
+ * of LARGE_BUFFER_MIN_BYTES or more is a huge-page mapping of its own (io/sys.ts
+ * largeBuffer: fresh pages cost far less to fault in), which starts on a 2 MiB boundary.
+ */
 export function alignedBuffer(bytes: number): Buffer {
-  const addressMod = loadAddon()?.addressMod;
+  const addon = loadAddon();
+  const addressMod = addon?.addressMod;
   if (!addressMod) throw new XferError('XFER_INTERNAL', 'alignedBuffer needs the native addon');
+  if (bytes >= LARGE_BUFFER_MIN_BYTES && addon.hugeBuffer) return Buffer.from(addon.hugeBuffer(bytes));
   const raw = Buffer.allocUnsafeSlow(bytes + DIRECT_ALIGN_BYTES);
   const mod = addressMod(raw, DIRECT_ALIGN_BYTES);
   const start = mod === 0 ? 0 : DIRECT_ALIGN_BYTES - mod;
@@ -288,7 +295,18 @@ export class DirectRangeReader {
     private readonly fh: FileHandle,
     private readonly direct: boolean,
     readonly size: number,
+    /** close() closes fh: it was opened by open(). */
+    private readonly owned = true,
   ) {}
+
+  /**
+   * Reads through `fh` (not opened with O_DIRECT), which stays the caller's: close() ends
+   * the reader, not the descriptor. For a file the caller opened with checks of its own (a
+   * server's held file: no symlink followed, identity checked).
+   */
+  static over(fh: FileHandle, size: number): DirectRangeReader {
+    return new DirectRangeReader(fh, false, size, false);
+  }
 
   /** Opens `path` (a regular file; its size is taken now). Errors are thrown as they are. */
   static async open(path: string, size: number): Promise<DirectRangeReader> {
@@ -337,13 +355,13 @@ export class DirectRangeReader {
     await Promise.allSettled([...this.windows.values()].map((w) => w.data));
     this.windows.clear();
     this.free.length = 0;
-    await this.fh.close().catch(() => {});
+    if (this.owned) await this.fh.close().catch(() => {});
   }
 
   private window(w: number): RangeWindow {
     const known = this.windows.get(w);
     if (known) return known;
-    const buf = this.free.pop() ?? (this.direct ? alignedBuffer(DIRECT_BLOCK_BYTES) : Buffer.allocUnsafe(DIRECT_BLOCK_BYTES));
+    const buf = this.free.pop() ?? (this.direct ? alignedBuffer(DIRECT_BLOCK_BYTES) : largeBuffer(DIRECT_BLOCK_BYTES));
     const data = (async () => {
       let got = 0;
       while (got < DIRECT_BLOCK_BYTES) {

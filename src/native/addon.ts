@@ -20,6 +20,8 @@ export interface NativeAddon {
   readonly cut: NativeCut;
   /** The address of buf[0] modulo `align` (a power of two). */
   readonly addressMod?: (buf: Uint8Array, align: number) => number;
+  /** native/sys.c: an ArrayBuffer over a 2 MiB-aligned mapping of its own advised for huge pages (io/sys.ts largeBuffer). */
+  readonly hugeBuffer?: (bytes: number) => ArrayBuffer;
   /** BLAKE3 subtrees and parents (native/blake3_tree.c); contract in src/hash/tree.ts. */
   readonly blake3Cv?: (data: Uint8Array | null, length: number, chunkCounter: number, out: Uint8Array) => void;
   readonly blake3CvAsync?: (data: Uint8Array | null, length: number, chunkCounter: number, out: Uint8Array) => Promise<void>;

@@ -12,6 +12,7 @@
  * costs speed, never correctness.
  */
 import { MiB } from '../core/sizes.js';
+import { largeBuffer } from '../io/sys.js';
 import type { Lender } from '../reconstruct/recent.js';
 
 /** Slabs the chunks are carved from. */
@@ -59,7 +60,7 @@ export class ArrivalSlabs implements Lender {
    * a buffer of its own, not lent (it would waste most of a slab): hold and release ignore it.
    */
   take(n: number): Buffer {
-    if (n > this.slabBytes / 4) return Buffer.allocUnsafeSlow(n);
+    if (n > this.slabBytes / 4) return largeBuffer(n);
     let s = this.current;
     if (!s || s.used + n > s.bytes.length) {
       if (s) {
@@ -100,7 +101,7 @@ export class ArrivalSlabs implements Lender {
   }
 
   private newSlab(): Slab {
-    const s: Slab = { bytes: Buffer.allocUnsafeSlow(this.slabBytes), used: 0, holders: 0, carving: false };
+    const s: Slab = { bytes: largeBuffer(this.slabBytes), used: 0, holders: 0, carving: false };
     this.slabs.set(s.bytes.buffer, s);
     return s;
   }

@@ -13,6 +13,7 @@ import { MiB } from '../../core/sizes.js';
 import { digestEquals, digestsOfAsync } from '../../hash/digest.js';
 import { applyDelta, baseBlockSums, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES, sumsBytes } from '../../protocol/delta.js';
 import { chunkRecordHead, decodeDigests, encodeMissingBitmap, peekChunkRecord, takeChunkRecord } from '../../protocol/records.js';
+import { largeBuffer } from '../../io/sys.js';
 import { drained, sendJson } from '../answer.js';
 import { consumeBody, readBody } from '../body.js';
 import { hasChunkSizes, type RouteContext } from '../context.js';
@@ -114,7 +115,7 @@ export function chunkRoutes(rc: RouteContext) {
         else if (len > 0) {
           if (scratch.length - used < len) {
             // Only the group's first record gets here with bytes in use: none are yet.
-            if (used === 0) scratch = Buffer.allocUnsafeSlow(Math.max(len, UPLOAD_HASH_GROUP_BYTES));
+            if (used === 0) scratch = largeBuffer(Math.max(len, UPLOAD_HASH_GROUP_BYTES));
             else break;
           }
           into = scratch.subarray(used);

@@ -16,6 +16,7 @@ import { Client, H2CClient, type Dispatcher } from 'undici';
 import { abortedError, throwIfAborted } from '../../core/abort.js';
 import { InvalidArgumentError, ProtocolError, XferError } from '../../core/errors.js';
 import { ByteQueue, SlabAllocator } from '../../core/bytes.js';
+import { largeBuffer } from '../../io/sys.js';
 import { checkIntegerInRange } from '../../core/options.js';
 import { checkRate, paced, RateLimiter } from '../../core/rate.js';
 import { DEFAULT_RETRY_POLICY, retrying, type RetryEvent, type RetryPolicy } from '../../core/retry.js';
@@ -142,7 +143,7 @@ export class XferClient {
   /** Rate limits of chunk data, uploads and fetches apart (ClientOptions.bwlimitBytesPerSecond). */
   private readonly upLimit: RateLimiter | undefined;
   private readonly downLimit: RateLimiter | undefined;
-  private readonly fetched = new SlabAllocator(FETCH_SLAB_BYTES);
+  private readonly fetched = new SlabAllocator(FETCH_SLAB_BYTES, largeBuffer);
   /** The connection of stages (see stage), made on first use. */
   private stageConnection: Dispatcher | undefined;
   private readonly retryPolicy: RetryPolicy;

@@ -9,6 +9,7 @@ import { fromSystemError, IoError } from '../../core/errors.js';
 import type { DigestAlgorithm } from '../../core/ids.js';
 import { alignedBuffer, alignUp, DIRECT_ALIGN_BYTES, openDirect } from '../../io/direct.js';
 import { fsyncPath } from '../../io/sync.js';
+import { LARGE_BUFFER_MIN_BYTES, largeBuffer } from '../../io/sys.js';
 import { encodeIndexRecords, encodeRecordHeader, IDX_MAGIC, newPackName, PACK_BLOCK_BYTES, PACK_MAGIC, type PackEntry } from '../pack.js';
 
 /** Full blocks being written at once per pack; appends wait beyond it (the disk is behind). */
@@ -30,7 +31,7 @@ async function writeFully(fh: FileHandle, buf: Buffer, length: number, position:
  */
 export async function readPackRange(fh: FileHandle, direct: boolean, offset: number, length: number): Promise<Buffer> {
   if (!direct) {
-    const out = Buffer.allocUnsafe(length);
+    const out = length >= LARGE_BUFFER_MIN_BYTES ? largeBuffer(length) : Buffer.allocUnsafe(length);
     let got = 0;
     while (got < length) {
       const { bytesRead } = await fh.read(out, got, length - got, offset + got);
@@ -295,7 +296,7 @@ export class PackWriter {
   }
 
   private newBlock(): Buffer {
-    return this.free.pop() ?? (this.direct ? alignedBuffer(PACK_BLOCK_BYTES) : Buffer.allocUnsafeSlow(PACK_BLOCK_BYTES));
+    return this.free.pop() ?? (this.direct ? alignedBuffer(PACK_BLOCK_BYTES) : largeBuffer(PACK_BLOCK_BYTES));
   }
 
   private fail(err: unknown): void {

@@ -19,6 +19,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { throwIfAborted } from '../../core/abort.js';
 import { KiB, MiB } from '../../core/sizes.js';
+import { largeBuffer } from '../../io/sys.js';
 
 /**
  * Bytes read at once, at most (unless one chunk is larger: its window is the chunk). Small,
@@ -90,7 +91,7 @@ export async function readInPackOrder(places: PackPlace[], options: PackOrderOpt
   if (windows.length === 0) return;
   let bufferBytes = 0;
   for (const w of windows) bufferBytes = Math.max(bufferBytes, w.end - w.start);
-  const buffers = [Buffer.allocUnsafeSlow(bufferBytes), Buffer.allocUnsafeSlow(bufferBytes)];
+  const buffers = [largeBuffer(bufferBytes), largeBuffer(bufferBytes)];
   /** Open packs: at most the one being checked and the one being read ahead. */
   const files = new Map<number, Promise<FileHandle>>();
   const close = async (pack: number) => {

@@ -1,0 +1,73 @@
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { it } from 'node:test';
+import { largeBuffer, LARGE_BUFFER_MIN_BYTES, sysIsNative } from '../src/io/sys.js';
+import { loadAddon } from '../src/native/addon.js';
+import { withNative } from './helpers/native.js';
+
+const SYS = fileURLToPath(new URL('../src/io/sys.js', import.meta.url));
+const MiB = 1024 * 1024;
+
+/** Transparent huge pages as this kernel offers them: 'always', 'madvise' or 'never' (undefined: no THP). */
+function thpMode(): string | undefined {
+  try {
+    return /\[(\w+)\]/.exec(readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Run in a child with --expose-gc: fills 16 large Buffers of 8 MiB, prints the resident
+ * size and the huge-page part of it, drops them, collects, and prints the resident size
+ * again (bytes).
+ */
+const CHILD = `
+import { readFileSync } from 'node:fs';
+const { largeBuffer } = await import(${JSON.stringify(SYS)});
+const rollup = (name) => Number(new RegExp('^' + name + ':\\\\s+(\\\\d+) kB', 'm').exec(readFileSync('/proc/self/smaps_rollup', 'utf8'))[1]) * 1024;
+const settle = async () => { for (let i = 0; i < 3; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 50)); } };
+await settle();
+const hugeBefore = rollup('AnonHugePages');
+let big = [];
+for (let i = 0; i < 16; i++) big.push(largeBuffer(8 << 20).fill(i + 1));
+const ok = big.every((b, i) => b.length === 8 << 20 && b[0] === i + 1 && b[b.length - 1] === i + 1);
+const high = rollup('Rss');
+const huge = rollup('AnonHugePages') - hugeBefore;
+big = undefined;
+await settle();
+console.log(JSON.stringify({ ok, high, huge, low: rollup('Rss') }));
+`;
+
+function child(): { ok: boolean; high: number; huge: number; low: number } {
+  const r = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', CHILD], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return JSON.parse(r.stdout) as { ok: boolean; high: number; huge: number; low: number };
+}
+
+it('largeBuffer: a mapping of its own, 2 MiB-aligned, in huge pages where the kernel gives them, unmapped once collected (native addon)', (t) => {
+  if (!sysIsNative()) return t.diagnostic('the native addon is not built: largeBuffer is Buffer.allocUnsafeSlow');
+  const b = largeBuffer(4 * MiB + 4096);
+  assert.equal(b.length, 4 * MiB + 4096);
+  assert.equal(loadAddon()!.addressMod!(b, 2 * MiB), 0, 'starts on a 2 MiB boundary (so on an O_DIRECT one too)');
+  const r = child();
+  assert.ok(r.ok, 'the buffers hold what was written');
+  // 128 MiB were filled and dropped: the finalizer unmaps them (at most a quarter may stay).
+  assert.ok(r.high - r.low > 96 * MiB, `resident ${(r.high / MiB).toFixed(0)} MiB with the buffers, ${(r.low / MiB).toFixed(0)} MiB after they were collected`);
+  const mode = thpMode();
+  if (mode !== 'always' && mode !== 'madvise') return t.diagnostic(`transparent huge pages are '${mode ?? 'absent'}' here: small pages are all there is`);
+  // Advised, a filled 8 MiB mapping is mostly 2 MiB pages (the kernel may fall back when
+  // it has none free: at least half of the 128 MiB is asked).
+  assert.ok(r.huge >= 64 * MiB, `${(r.huge / MiB).toFixed(0)} MiB of the 128 MiB filled came in huge pages`);
+});
+
+it('largeBuffer below LARGE_BUFFER_MIN_BYTES, and the twin (XFER_NO_NATIVE=1), are ordinary Buffers of the size asked', async () => {
+  const small = largeBuffer(LARGE_BUFFER_MIN_BYTES - 1);
+  assert.equal(small.length, LARGE_BUFFER_MIN_BYTES - 1);
+  const twin = await withNative(false, async () => largeBuffer(8 * MiB));
+  assert.equal(twin.length, 8 * MiB);
+  twin.fill(7);
+  assert.equal(twin[8 * MiB - 1], 7);
+});
