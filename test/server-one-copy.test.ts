@@ -8,6 +8,7 @@
  */
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdir, mkdtemp, open, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -664,6 +665,53 @@ describe('the held index of a tree: open descriptors are bounded', () => {
         }
       }
       assert.ok(most <= budget, `at most ${budget} held files open at once: ${most}`);
+    } finally {
+      await held.close();
+    }
+  });
+});
+
+/** read(2) calls this process has made so far, and the bytes they read (/proc/self/io syscr, rchar). */
+function readCalls(): { calls: number; bytes: number } {
+  const io = readFileSync('/proc/self/io', 'utf8');
+  return { calls: Number(/^syscr: (\d+)$/m.exec(io)![1]), bytes: Number(/^rchar: (\d+)$/m.exec(io)![1]) };
+}
+
+describe('xfer serve: reads of a large held file', () => {
+  let dir: string;
+  before(async () => (dir = await mkdtemp(join(tmpdir(), 'xfer-one-copy-windows-'))));
+  after(async () => rm(dir, { recursive: true, force: true }));
+
+  it('its chunks asked in order come from a few read-ahead windows, not a read each; asked out of order, each is read exactly; every one reads back right', async () => {
+    const root = join(dir, 'root');
+    const data = pseudoRandom(32 * MiB, 41);
+    const src = join(dir, 'big.bin');
+    await writeFile(src, data);
+    await withServer(root, async (url) => {
+      await push(src, `${url}/big.bin`);
+    });
+    const local = await LocalStore.open(join(root, 'store'), { create: false });
+    const held = await HeldStore.open(local, { root, filesDir: join(root, 'files'), log: silentLogger, readOnly: true });
+    try {
+      const places = (await heldChunkPlaces(root, local)).sort((a, b) => a.offset - b.offset);
+      assert.ok(places.length > 200, `the file holds ${places.length} chunks`);
+      const readAll = async (order: typeof places) => {
+        const before = readCalls();
+        for (const p of order) {
+          const bytes = await held.get(p.id);
+          assert.ok(bytes.equals(data.subarray(p.offset, p.offset + p.length)), `the chunk at ${p.offset} reads back right`);
+        }
+        const now = readCalls();
+        return { calls: now.calls - before.calls, bytes: now.bytes - before.bytes };
+      };
+      const inOrder = await readAll(places);
+      // 32 MiB in 4 MiB windows: 8 reads and a few more (the identity checks' own).
+      assert.ok(inOrder.calls <= 40, `${inOrder.calls} read calls for ${places.length} chunks asked in order`);
+      // Each next chunk far from the last (97 chunks on, wrapping): read exactly, one read each.
+      const scattered = places.map((_, i) => places[(i * 97) % places.length]!).slice(0, 100);
+      const outOfOrder = await readAll(scattered);
+      const asked = scattered.reduce((n, p) => n + p.length, 0);
+      assert.ok(outOfOrder.bytes < asked + 4 * MiB, `${outOfOrder.bytes} bytes read for ${asked} bytes of chunks asked far apart: each read exactly, not a 4 MiB window each`);
     } finally {
       await held.close();
     }

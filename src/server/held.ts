@@ -27,6 +27,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
 import { lstat, mkdir, open, readdir, readFile, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DIRECT_MIN_FILE_BYTES, DirectRangeReader } from '../io/direct.js';
 import { isZeroChunk } from '../chunker/zero.js';
 import { throwIfAborted } from '../core/abort.js';
 import { ChunkCorruptError, fromSystemError, isXferError, type ChunkMissingError } from '../core/errors.js';
@@ -56,6 +57,14 @@ export const HELD_IDENTITY_RECHECK_MS = 100;
  * descriptor of the process (20,000 here) and every other open would fail.
  */
 export const MAX_HELD_OPEN_FILES = 1024;
+/**
+ * Held files of at least this size are read in read-ahead windows (io/direct.ts
+ * DirectRangeReader over the held descriptor), smaller ones a chunk per read: a window
+ * each would cost a tree of small files far more than it saves.
+ */
+const HELD_WINDOWED_FILE_MIN_BYTES = DIRECT_MIN_FILE_BYTES;
+/** A read this close to where the last one ended counts as in order (concurrent fetches of a batch finish out of order). */
+const HELD_WINDOW_REORDER_BYTES = 1024 * 1024;
 /** Held chunks re-hashed at once by verifyChunks and gc. */
 const HELD_READS_IN_FLIGHT = 8;
 /** Chunks asked of the store at once while evacuating or checking pack copies. */
@@ -274,6 +283,14 @@ class HeldFile {
   checkedAtMs = -Infinity;
   /** Calls using its descriptor now: it is not evicted meanwhile (HeldStore.touch). */
   busy = 0;
+  /**
+   * Reads of a large file through fd in read-ahead windows (HeldStore.readPlace); dropped
+   * with the descriptor. A window read ahead may still be in flight when the descriptor is
+   * closed: FileHandle.close waits for it, and nobody reads that window any more.
+   */
+  reader: DirectRangeReader | undefined;
+  /** Where the last read of its chunks ended (HeldStore.readPlace: in order or not). */
+  readEnd = 0;
   /** The chunk keys it holds (to take them out of the map again). */
   readonly keys: string[] = [];
   /**
@@ -1059,6 +1076,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   private async closeFile(file: HeldFile): Promise<void> {
     const fd = file.fd;
     file.fd = undefined;
+    file.reader = undefined;
     file.checkedAtMs = -Infinity;
     this.open.delete(file);
     await fd?.close().catch(() => undefined);
@@ -1072,6 +1090,18 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
       if (file.fd === undefined && !(await this.checkIdentityBusy(file))) return undefined;
       const fd = file.fd;
       if (!fd) return undefined;
+      const size = Number(file.identity.size);
+      // A fetch or a rebuild reads a held file's chunks in order: 4 MiB windows read ahead,
+      // and views of them, instead of a read(2) and a Buffer per chunk (a restore of 256 MiB
+      // spent 0.47 s of the server's main thread on 3,365 reads). Reads far from the last
+      // one (an evacuation's scattered chunks) would cost a window each: read exactly.
+      const near = p.offset >= file.readEnd - HELD_WINDOW_REORDER_BYTES && p.offset <= file.readEnd + HELD_WINDOW_REORDER_BYTES;
+      file.readEnd = p.offset + p.length;
+      if (size >= HELD_WINDOWED_FILE_MIN_BYTES && near) {
+        file.reader ??= DirectRangeReader.over(fd, size);
+        const data = await file.reader.read(p.length, p.offset).catch(() => undefined);
+        return data?.length === p.length ? data : undefined; // shorter than recorded: damaged
+      }
       const buf = Buffer.allocUnsafe(p.length);
       let done = 0;
       try {
