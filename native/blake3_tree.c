@@ -381,11 +381,40 @@ static napi_value js_parent(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * blake3Hash(data, out): the BLAKE3 digest of data (32 bytes into out), on this thread.
+ * hash/digest.ts digestOf uses it where the addon is loaded, so a process that hashes a
+ * few chunks on its main thread does not load @napi-rs/blake-hash (whose loader costs
+ * 20-40 ms: its musl check builds a process report).
+ */
+static napi_value js_hash(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 2) {
+    napi_throw_type_error(env, NULL, "blake3Hash expects 2 arguments");
+    return NULL;
+  }
+  uint8_t *data, *out;
+  size_t len, out_len;
+  if (!bytes_of(env, argv[0], 0, &data, &len, "blake3Hash: data must be a Uint8Array")) return NULL;
+  if (!bytes_of(env, argv[1], 0, &out, &out_len, "blake3Hash: out must be a Uint8Array")) return NULL;
+  if (out_len < BLAKE3_OUT_LEN) {
+    napi_throw_range_error(env, NULL, "blake3Hash: out must hold 32 bytes");
+    return NULL;
+  }
+  blake3_hasher h;
+  blake3_hasher_init(&h);
+  blake3_hasher_update(&h, data, len);
+  blake3_hasher_finalize(&h, out, BLAKE3_OUT_LEN);
+  return NULL;
+}
+
 napi_status init_blake3_tree(napi_env env, napi_value exports) {
   static const struct {
     const char *name;
     napi_callback fn;
-  } fns[] = {{"blake3Cv", js_cv}, {"blake3CvAsync", js_cv_async}, {"blake3Parent", js_parent}, {"blake3HashManyAsync", js_hash_many_async}};
+  } fns[] = {{"blake3Cv", js_cv}, {"blake3CvAsync", js_cv_async}, {"blake3Parent", js_parent}, {"blake3HashManyAsync", js_hash_many_async}, {"blake3Hash", js_hash}};
   for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
     napi_value fn;
     napi_status s = napi_create_function(env, fns[i].name, NAPI_AUTO_LENGTH, fns[i].fn, NULL, &fn);

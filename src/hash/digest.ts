@@ -39,6 +39,14 @@ function blake3Digest(h: Blake3Hasher): Buffer {
 /** One-shot digest of `data` (32 bytes). */
 export function digestOf(algorithm: DigestAlgorithm, data: Uint8Array): Buffer {
   if (algorithm === 'blake3') {
+    // The addon's own BLAKE3 where it is loaded (the same digest, without loading the
+    // package's binding in this thread: see newBlake3Hasher); the package's otherwise.
+    const native = usableAddon()?.blake3Hash;
+    if (native) {
+      const out = Buffer.allocUnsafe(32);
+      native(data, out);
+      return out;
+    }
     const h = (oneShot ??= newBlake3Hasher());
     h.reset();
     h.update(asBuffer(data));
