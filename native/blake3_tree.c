@@ -26,6 +26,7 @@
  */
 #include "blake3/blake3.c"
 
+#include <stdio.h>
 #include <math.h>
 #include <node_api.h>
 #include <stdlib.h>
@@ -114,6 +115,25 @@ static void subtree_cv(const uint8_t *input, size_t len, uint64_t counter, uint8
     }                                                                  \
   } while (0)
 
+/*
+ * The call's arguments into argv: exactly n of them, or a TypeError naming the function
+ * ("<name> expects <n> arguments") and 0.
+ */
+static int args_of(napi_env env, napi_callback_info info, size_t n, napi_value *argv, const char *name) {
+  size_t argc = n;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok) {
+    napi_throw_error(env, NULL, "blake3 tree: N-API call failed");
+    return 0;
+  }
+  if (argc != n) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "%s expects %zu arguments", name, n);
+    napi_throw_type_error(env, NULL, msg);
+    return 0;
+  }
+  return 1;
+}
+
 /* The bytes of a Uint8Array argument (NULL, length 0 for null/undefined when allowed). */
 static int bytes_of(napi_env env, napi_value v, int allow_null, uint8_t **data, size_t *len, const char *what) {
   napi_valuetype t;
@@ -180,13 +200,8 @@ static int cv_args_of(napi_env env, napi_value *argv, cv_args *a) {
 }
 
 static napi_value js_cv(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 4) {
-    napi_throw_type_error(env, NULL, "blake3Cv expects 4 arguments");
-    return NULL;
-  }
+  if (!args_of(env, info, 4, argv, "blake3Cv")) return NULL;
   cv_args a;
   if (!cv_args_of(env, argv, &a)) return NULL;
   subtree_cv(a.data, a.len, a.counter, a.out);
@@ -225,13 +240,8 @@ static void cv_complete(napi_env env, napi_status status, void *p) {
 }
 
 static napi_value js_cv_async(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 4) {
-    napi_throw_type_error(env, NULL, "blake3CvAsync expects 4 arguments");
-    return NULL;
-  }
+  if (!args_of(env, info, 4, argv, "blake3CvAsync")) return NULL;
   cv_work *w = (cv_work *)calloc(1, sizeof *w);
   if (!w) {
     napi_throw_error(env, NULL, "blake3CvAsync: out of memory");
@@ -302,13 +312,8 @@ static void hash_complete(napi_env env, napi_status status, void *p) {
 }
 
 static napi_value js_hash_many_async(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 2) {
-    napi_throw_type_error(env, NULL, "blake3HashManyAsync expects 2 arguments");
-    return NULL;
-  }
+  if (!args_of(env, info, 2, argv, "blake3HashManyAsync")) return NULL;
   bool is_array = false;
   uint32_t n = 0;
   if (napi_is_array(env, argv[0], &is_array) != napi_ok || !is_array || napi_get_array_length(env, argv[0], &n) != napi_ok) {
@@ -354,13 +359,8 @@ static napi_value js_hash_many_async(napi_env env, napi_callback_info info) {
 }
 
 static napi_value js_parent(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
   napi_value argv[4];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 4) {
-    napi_throw_type_error(env, NULL, "blake3Parent expects 4 arguments");
-    return NULL;
-  }
+  if (!args_of(env, info, 4, argv, "blake3Parent")) return NULL;
   uint8_t *left, *right, *out;
   size_t left_len, right_len, out_len;
   bool root;
@@ -388,13 +388,8 @@ static napi_value js_parent(napi_env env, napi_callback_info info) {
  * 20-40 ms: its musl check builds a process report).
  */
 static napi_value js_hash(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 2) {
-    napi_throw_type_error(env, NULL, "blake3Hash expects 2 arguments");
-    return NULL;
-  }
+  if (!args_of(env, info, 2, argv, "blake3Hash")) return NULL;
   uint8_t *data, *out;
   size_t len, out_len;
   if (!bytes_of(env, argv[0], 0, &data, &len, "blake3Hash: data must be a Uint8Array")) return NULL;

@@ -8,7 +8,7 @@ import { seedFrom } from './harness/rng.js';
 import { runSoak } from './harness/soak.js';
 
 const MiB = 1024 * 1024;
-const KILL_POINTS = 20;
+const KILL_POINTS = 12;
 const PROXY_RUNS = 4;
 
 /** Known failures of this short run on the current code (see test/harness/known.ts). */
