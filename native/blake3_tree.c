@@ -5,7 +5,7 @@
  * index that is a multiple of 2^k is one subtree, whose chaining value (CV) depends only
  * on its bytes and its first chunk's index. So the digest of a file can be computed in
  * pieces, on several threads, and merged in order (parents, the last with the ROOT flag).
- * This file adds three things to the vendored BLAKE3 1.8.6 C implementation (blake3/,
+ * This file adds these to the vendored BLAKE3 1.8.6 C implementation (blake3/,
  * unmodified; included here, not compiled on its own, to reach its static helpers):
  *
  *   blake3Cv(data, length, chunkCounter, out)       CV of data[0, length) as that subtree
@@ -20,6 +20,8 @@
  *                                                   on libuv's thread pool, one task for the
  *                                                   list: a server re-hashes received chunks
  *                                                   there (src/hash/digest.ts digestsOfAsync)
+ *   blake3Hash(data, out)                           the ordinary digest of data, on this thread
+ *                                                   (src/hash/digest.ts digestOf)
  *
  * A CV is never a root: the ROOT flag is only ever set by blake3Parent(..., true) (and
  * a file of one chunk is hashed whole by the caller).
@@ -134,6 +136,30 @@ static int args_of(napi_env env, napi_callback_info info, size_t n, napi_value *
   return 1;
 }
 
+/* The ordinary BLAKE3 digest (b3sum's) of data[0, len) into out[0, 32). */
+static void digest_of(const uint8_t *data, size_t len, uint8_t *out) {
+  blake3_hasher h;
+  blake3_hasher_init(&h);
+  blake3_hasher_update(&h, data, len);
+  blake3_hasher_finalize(&h, out, BLAKE3_OUT_LEN);
+}
+
+/* Resolves `deferred` with undefined when the async work ran, else rejects it ("<name>: cancelled"). */
+static void settle_work(napi_env env, napi_deferred deferred, napi_status status, const char *name) {
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  if (status == napi_ok) {
+    napi_resolve_deferred(env, deferred, undefined);
+    return;
+  }
+  char text[96];
+  snprintf(text, sizeof text, "%s: cancelled", name);
+  napi_value msg, err;
+  napi_create_string_utf8(env, text, NAPI_AUTO_LENGTH, &msg);
+  napi_create_error(env, NULL, msg, &err);
+  napi_reject_deferred(env, deferred, err);
+}
+
 /* The bytes of a Uint8Array argument (NULL, length 0 for null/undefined when allowed). */
 static int bytes_of(napi_env env, napi_value v, int allow_null, uint8_t **data, size_t *len, const char *what) {
   napi_valuetype t;
@@ -224,15 +250,7 @@ static void cv_execute(napi_env env, void *p) {
 
 static void cv_complete(napi_env env, napi_status status, void *p) {
   cv_work *w = (cv_work *)p;
-  napi_value undefined;
-  napi_get_undefined(env, &undefined);
-  if (status == napi_ok) napi_resolve_deferred(env, w->deferred, undefined);
-  else {
-    napi_value msg, err;
-    napi_create_string_utf8(env, "blake3CvAsync: cancelled", NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &err);
-    napi_reject_deferred(env, w->deferred, err);
-  }
+  settle_work(env, w->deferred, status, "blake3CvAsync");
   if (w->data_ref) napi_delete_reference(env, w->data_ref);
   napi_delete_reference(env, w->out_ref);
   napi_delete_async_work(env, w->work);
@@ -280,12 +298,7 @@ typedef struct {
 static void hash_execute(napi_env env, void *p) {
   (void)env;
   hash_work *w = (hash_work *)p;
-  for (size_t i = 0; i < w->n; i++) {
-    blake3_hasher h;
-    blake3_hasher_init(&h);
-    blake3_hasher_update(&h, w->data[i], w->len[i]);
-    blake3_hasher_finalize(&h, w->out + i * BLAKE3_OUT_LEN, BLAKE3_OUT_LEN);
-  }
+  for (size_t i = 0; i < w->n; i++) digest_of(w->data[i], w->len[i], w->out + i * BLAKE3_OUT_LEN);
 }
 
 static void hash_free(napi_env env, hash_work *w) {
@@ -298,15 +311,7 @@ static void hash_free(napi_env env, hash_work *w) {
 
 static void hash_complete(napi_env env, napi_status status, void *p) {
   hash_work *w = (hash_work *)p;
-  napi_value undefined;
-  napi_get_undefined(env, &undefined);
-  if (status == napi_ok) napi_resolve_deferred(env, w->deferred, undefined);
-  else {
-    napi_value msg, err;
-    napi_create_string_utf8(env, "blake3HashManyAsync: cancelled", NAPI_AUTO_LENGTH, &msg);
-    napi_create_error(env, NULL, msg, &err);
-    napi_reject_deferred(env, w->deferred, err);
-  }
+  settle_work(env, w->deferred, status, "blake3HashManyAsync");
   napi_delete_async_work(env, w->work);
   hash_free(env, w);
 }
@@ -398,10 +403,7 @@ static napi_value js_hash(napi_env env, napi_callback_info info) {
     napi_throw_range_error(env, NULL, "blake3Hash: out must hold 32 bytes");
     return NULL;
   }
-  blake3_hasher h;
-  blake3_hasher_init(&h);
-  blake3_hasher_update(&h, data, len);
-  blake3_hasher_finalize(&h, out, BLAKE3_OUT_LEN);
+  digest_of(data, len, out);
   return NULL;
 }
 

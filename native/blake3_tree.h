@@ -7,7 +7,7 @@
 
 #include <node_api.h>
 
-/* Adds blake3Cv, blake3CvAsync, blake3Parent and blake3HashManyAsync to `exports`. Returns napi_ok or the first failing status. */
+/* Adds blake3Cv, blake3CvAsync, blake3Parent, blake3HashManyAsync and blake3Hash to `exports`. Returns napi_ok or the first failing status. */
 napi_status init_blake3_tree(napi_env env, napi_value exports);
 
 #endif

@@ -615,8 +615,9 @@ static napi_value js_malloc_mmap_threshold(napi_env env, napi_callback_info info
  * starts on a 2 MiB boundary, advised for transparent huge pages (MADV_HUGEPAGE: asked
  * for, the kernel may still give small pages), unmapped when the ArrayBuffer is collected.
  * Why: a fresh page of a mapping costs a fault when first written, and on a virtual
- * machine a 4 KiB fault is dear: 256 MiB of fresh 8 MiB buffers took 750-980 ms to fill
- * here with 4 KiB pages and 30-37 ms with 2 MiB ones (THP in "madvise" mode). The start
+ * machine a 4 KiB fault is dear: filling 256 MiB of fresh 8 MiB Buffers took 720-790 ms
+ * on the project's 2-core VM with 4 KiB pages, 60-160 ms this way (THP in "madvise" mode;
+ * io/sys.ts largeBuffer). The start
  * is aligned for O_DIRECT too. Throws the errno of mmap.
  */
 #define HUGE_PAGE_BYTES ((size_t)2 << 20)

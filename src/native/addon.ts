@@ -27,9 +27,9 @@ export interface NativeAddon {
   readonly blake3CvAsync?: (data: Uint8Array | null, length: number, chunkCounter: number, out: Uint8Array) => Promise<void>;
   readonly blake3Parent?: (left: Uint8Array, right: Uint8Array, root: boolean, out: Uint8Array) => void;
   /** The digest of each of `list` into out[32 i, 32 i + 32), on libuv's thread pool (hash/digest.ts digestsOfAsync). */
-  /** native/blake3_tree.c: the BLAKE3 digest of data into out (32 bytes), synchronously. */
-  readonly blake3Hash?: (data: Uint8Array, out: Uint8Array) => void;
   readonly blake3HashManyAsync?: (list: readonly Uint8Array[], out: Uint8Array) => Promise<void>;
+  /** The digest of data into out (32 bytes), on this thread (hash/digest.ts digestOf). */
+  readonly blake3Hash?: (data: Uint8Array, out: Uint8Array) => void;
 }
 
 let addon: NativeAddon | null | undefined;
