@@ -433,6 +433,13 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   /** The held files with an open descriptor, least recently used first (touch). */
   private readonly open = new Set<HeldFile>();
   private readonly maxOpenFiles: number;
+  /**
+   * Descriptors of held files being opened (reserved by reserveOpen) or closed (closeFile,
+   * until close(2) returns): they count against maxOpenFiles with `open`, so the bound holds
+   * at every moment, not only once the closes behind an eviction have run.
+   */
+  private opensInFlight = 0;
+  private closesInFlight = 0;
   /** Record rewrites begun by persistDamage (and a read-only store's appends to the damage list), awaited by close(). */
   private readonly pending = new Set<Promise<unknown>>();
   /** Damage found by another process (HELD_DAMAGE_FILE). */
@@ -782,13 +789,14 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
         // A copy of the root (cp -a, a restore from backup, a move to another disk) gives
         // every file a new dev and ino and keeps its size and mtime: such a file is held
         // again only once its bytes hash to its manifest (readopt), never on its metadata.
-        const fh = await this.openConfined(file.path, file.segments);
+        // Its descriptor is the file's (openHeld): usable() below checks it against the
+        // identity (a mismatch drops the file).
+        const fh = await this.openHeld(file);
         const st = fh ? identityOf(await fh.stat({ bigint: true })) : undefined;
         if (st && !sameIdentity(st, file.identity) && st.size === file.identity.size && st.mtimeNs === file.identity.mtimeNs) {
           file.identity = st;
           file.unadopted = true;
         }
-        file.fd = fh; // usable() below checks it against the identity (a mismatch drops the file)
         this.touch(file);
       }
       if (!(await this.usable(file, true))) await this.closeFile(file);
@@ -909,17 +917,15 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
   private async checkIdentityBusy(file: HeldFile): Promise<boolean> {
     if (file.fd === undefined) {
       // Opened once, however many callers ask at the same time.
-      file.opening ??= this.openConfined(file.path, file.segments);
+      file.opening ??= this.openHeld(file);
       const fd = await file.opening;
       file.opening = undefined;
       if (file.dropped) {
         if (file.fd !== fd) await fd?.close().catch(() => undefined);
         return false;
       }
-      if (file.fd === undefined && fd) {
-        file.fd = fd;
-        this.touch(file);
-      } else if (file.fd !== fd) await fd?.close().catch(() => undefined);
+      if (file.fd === fd) this.touch(file);
+      else await fd?.close().catch(() => undefined);
     }
     if (!file.fd) {
       this.drop(file, 'it is gone or not a regular file');
@@ -943,6 +949,45 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     file.checkedAtMs = performance.now();
     this.touch(file);
     return true;
+  }
+
+  /**
+   * Opens `file` (confined) within the descriptor budget: room is made first (reserveOpen),
+   * and the descriptor is its file's and counted in `open` before the reservation ends.
+   */
+  private async openHeld(file: HeldFile): Promise<FileHandle | undefined> {
+    await this.reserveOpen();
+    try {
+      const fd = await this.openConfined(file.path, file.segments);
+      if (fd && !file.dropped && file.fd === undefined) {
+        file.fd = fd;
+        this.open.add(file);
+      }
+      return fd;
+    } finally {
+      this.opensInFlight--;
+    }
+  }
+
+  /**
+   * Reserves a descriptor of the budget: closes the least recently used held files not in
+   * use, and waits for their close(2), until one is free. If every open one is in use the
+   * open goes ahead over the budget (waiting could deadlock a read that holds one).
+   */
+  private async reserveOpen(): Promise<void> {
+    for (;;) {
+      if (this.open.size + this.opensInFlight + this.closesInFlight < this.maxOpenFiles) break;
+      let victim: HeldFile | undefined;
+      for (const f of this.open) {
+        if (f.busy === 0 && f.opening === undefined) {
+          victim = f;
+          break;
+        }
+      }
+      if (!victim) break;
+      await this.closeFile(victim);
+    }
+    this.opensInFlight++;
   }
 
   /**
@@ -1079,7 +1124,13 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
     file.reader = undefined;
     file.checkedAtMs = -Infinity;
     this.open.delete(file);
-    await fd?.close().catch(() => undefined);
+    if (!fd) return;
+    this.closesInFlight++;
+    try {
+      await fd.close().catch(() => undefined);
+    } finally {
+      this.closesInFlight--;
+    }
   }
 
   /** The bytes of a place, or undefined if they cannot be read whole (its file reopened first if its descriptor was evicted). */
