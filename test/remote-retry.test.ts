@@ -1,5 +1,5 @@
 import { strict as assert } from 'node:assert';
-import { createServer, type Http2Server, type ServerHttp2Stream } from 'node:http2';
+import { constants as h2constants, createServer, type Http2Server, type ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
@@ -13,7 +13,7 @@ const ENTRY = { path: 'study/series', kind: 'tree', bytes: 1234, mtimeMs: Date.U
  * A stand-in server whose `GET /v1/list` misbehaves as told for its first answers, then
  * answers properly: what retries are for, made to happen on cue.
  */
-type Misstep = 'break-after-headers' | 'reset' | '503' | '404' | 'slow';
+type Misstep = 'break-after-headers' | 'reset' | 'refuse' | '503' | '404' | 'slow';
 
 /** How long a 'slow' answer, and every manifest commit, takes: longer than SHORT_TIMEOUT_MS. */
 const SLOW_MS = 600;
@@ -25,9 +25,11 @@ describe('requests that fail for a passing reason are tried again', () => {
   let plan: Misstep[] = [];
   let listRequests = 0;
   let commits = 0;
+  let sessions = 0;
 
   before(async () => {
     server = createServer();
+    server.on('session', () => sessions++);
     server.on('stream', (stream: ServerHttp2Stream, headers) => {
       stream.on('error', () => {}); // the resets and breaks this server makes itself
       const path = String(headers[':path']);
@@ -46,6 +48,8 @@ describe('requests that fail for a passing reason are tried again', () => {
         stream.write('{"entries":[');
         setTimeout(() => stream.session?.destroy(), 20);
       } else if (step === 'reset') stream.close(0x2);
+      // As Node's server refuses a stream over its limit (CanAddStream).
+      else if (step === 'refuse') stream.close(h2constants.NGHTTP2_ENHANCE_YOUR_CALM);
       else if (step === '503') {
         stream.respond({ ':status': 503 });
         stream.end('busy');
@@ -93,6 +97,24 @@ describe('requests that fail for a passing reason are tried again', () => {
       assert.deepEqual(await store.list(''), [ENTRY]);
       assert.equal(listRequests, 2);
       assert.equal(store.retriesMade, 1);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a request the server refuses (stream reset) is tried again on the same connection; the request beside it goes on', async () => {
+    plan = ['slow', 'refuse'];
+    listRequests = 0;
+    const store = await HttpStore.connect(url);
+    try {
+      const before = sessions;
+      const slow = store.list('');
+      await new Promise((r) => setTimeout(r, 50)); // the slow one is in progress
+      assert.deepEqual(await store.list(''), [ENTRY]);
+      assert.deepEqual(await slow, [ENTRY]);
+      assert.equal(listRequests, 3, 'the slow request once, the refused one twice');
+      assert.equal(store.retriesMade, 1);
+      assert.equal(sessions, before, 'no new connection: the refusal was not taken for a broken connection');
     } finally {
       await store.close();
     }

@@ -95,6 +95,26 @@ export function isNetworkFailure(err: unknown): boolean {
 }
 
 /**
+ * Whether `err` is an HTTP/2 stream reset (RST_STREAM: the peer refused or dropped one
+ * request, e.g. ENHANCE_YOUR_CALM from a Node server at its stream limit), which leaves
+ * the connection and its other requests as they were.
+ */
+export function isStreamReset(err: unknown): boolean {
+  const e = err as { code?: unknown; cause?: { code?: unknown } };
+  return e?.code === 'ERR_HTTP2_STREAM_ERROR' || e?.cause?.code === 'ERR_HTTP2_STREAM_ERROR';
+}
+
+/** The reset's HTTP/2 error code, as Node names it ("NGHTTP2_REFUSED_STREAM"), if the error says. */
+export function streamResetCode(err: unknown): string | undefined {
+  const e = err as { message?: unknown; cause?: { message?: unknown } };
+  for (const m of [e?.message, e?.cause?.message]) {
+    const found = typeof m === 'string' ? /\bNGHTTP2_[A-Z_]+/.exec(m) : null;
+    if (found) return found[0];
+  }
+  return undefined;
+}
+
+/**
  * A failure another attempt may not meet: the connection broke, or the server was
  * stopping or could not answer for now (502, 503, 504). Same code as any protocol error
  * (XFER_PROTOCOL): the class only tells the retry apart.

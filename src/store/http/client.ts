@@ -26,7 +26,7 @@ import { readErrorAnswer, type ErrorAnswer } from '../../protocol/errors.js';
 import { decodeMissingBitmap, encodeDigests, peekChunkRecord, splitChunkRecords, takeChunkRecord } from '../../protocol/records.js';
 import { MAX_VERIFY_LINE_BYTES, paths, pathOnly, PROTOCOL_VERSION, type ListEntry, type RemoveAnswer, type ServerInfo, type VerifyAnswerLine } from '../../protocol/routes.js';
 import type { VerifyProgress, VerifyReport } from '../../transfer/verify.js';
-import { describeNetFailure, isNetworkFailure, isPermanentHttpError, TransientError } from '../net-errors.js';
+import { describeNetFailure, isNetworkFailure, isPermanentHttpError, isStreamReset, streamResetCode, TransientError } from '../net-errors.js';
 import { Connections, MAX_CONNECTIONS } from './connections.js';
 import type { GcOptions, GcRun } from '../store.js';
 
@@ -531,10 +531,14 @@ export class XferClient {
 /**
  * Whether a request failed because its connection did (it broke, or an answer did not
  * come within the timeout), not because of what the server answered: a TransientError made
- * of a network failure (transportError), as opposed to one made of a 503.
+ * of a network failure (transportError), as opposed to one made of a 503. A stream reset
+ * (RST_STREAM: the server refused or dropped that one request) is the request's failure,
+ * not the connection's: it is tried again on the same connection, and the requests in
+ * flight beside it go on. Replacing the connection for it failed them all, and uploads
+ * among them sent their bodies again.
  */
 function brokeConnection(err: unknown): boolean {
-  return err instanceof TransientError && isNetworkFailure(err.cause);
+  return err instanceof TransientError && isNetworkFailure(err.cause) && !isStreamReset(err.cause);
 }
 
 /** A connection to the server: HTTP/2 over TLS (ALPN h2) for https, h2c for http. */
@@ -635,6 +639,7 @@ function transportError(err: unknown, base: URL, signal?: AbortSignal): unknown 
   if (err instanceof XferError) return err;
   if (signal?.aborted || (err as Error)?.name === 'AbortError') return abortedError(signal);
   if (!isNetworkFailure(err)) return err;
+  if (isStreamReset(err)) return new TransientError(`${base.origin} reset the request (${streamResetCode(err) ?? 'HTTP/2 stream error'})`, { cause: err });
   const f = describeNetFailure(err, base);
   const message = f.reaching ? `cannot reach ${base.origin}: ${f.text}` : `the connection to ${base.origin} broke: ${f.text}`;
   return f.permanent ? new ProtocolError(message, { cause: err }) : new TransientError(message, { cause: err });
