@@ -57,7 +57,7 @@ describe('parallel segment scanning gives exactly the boundaries of one sequenti
   let pool: ScanPool;
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'xfer-scan-'));
-    pool = new ScanPool({ threads: 2 });
+    pool = new ScanPool({ threads: 2, inlineBytes: 0 }); // every segment to the workers: what these tests are about
   });
   after(async () => {
     await pool.close();

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { it } from 'node:test';
 import { Worker } from 'node:worker_threads';
 import type { ChunkerSpec } from '../src/core/ids.js';
-import { ScanPool } from '../src/scan/pool.js';
+import { INLINE_SCAN_BYTES, ScanPool } from '../src/scan/pool.js';
 import { scanFile } from '../src/scan/scanner.js';
 import { pseudoRandom } from './helpers/gen.js';
 
@@ -21,7 +21,7 @@ async function nextThreadId(): Promise<number> {
 
 it('a scan pool made to start on its first task (a pull\'s, which often scans nothing) starts no thread before it', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'xfer-pool-start-'));
-  const pool = new ScanPool({ threads: 2, startOnFirstTask: true });
+  const pool = new ScanPool({ threads: 2, startOnFirstTask: true, inlineBytes: 0 });
   try {
     const first = await nextThreadId();
     assert.equal(await nextThreadId(), first + 1, 'no thread started while the pool had no task');
@@ -39,11 +39,65 @@ it('a scan pool made to start on its first task (a pull\'s, which often scans no
   }
 });
 
-it('a scan pool otherwise starts its threads when made, to boot while its caller walks the source', async () => {
+it('a scan pool that scans nothing inline starts its threads when made, to boot while its caller walks the source', async () => {
   const first = await nextThreadId();
-  const pool = new ScanPool({ threads: 2 });
+  const pool = new ScanPool({ threads: 2, inlineBytes: 0 });
   try {
     assert.ok((await nextThreadId()) >= first + 1 + 2, 'the two threads started with the pool');
+  } finally {
+    await pool.close();
+  }
+});
+
+it('a scan pool scans its first INLINE_SCAN_BYTES on the caller\'s thread, starting no thread, with the results the threads give; the first task beyond starts them', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'xfer-pool-inline-'));
+  const pool = new ScanPool({ threads: 2 });
+  const threaded = new ScanPool({ threads: 2, inlineBytes: 0 });
+  const scanAll = async (path: string, p: ScanPool) => {
+    const scan = await scanFile(path, p, { chunker: SMALL, digestAlgorithm: 'blake3' });
+    const lengths: number[] = [];
+    const digests: string[] = [];
+    for await (const b of scan.batches()) {
+      for (let i = 0; i < b.count; i++) {
+        lengths.push(b.lengths[i]!);
+        digests.push(Buffer.from(b.digests.subarray(i * 32, i * 32 + 32)).toString('hex'));
+      }
+      b.release();
+    }
+    return { lengths, digests, fileDigest: Buffer.from(scan.result.digest).toString('hex') };
+  };
+  try {
+    // Files that together stay within the budget: a small one and one of several segments.
+    const small = join(dir, 'small.bin');
+    const medium = join(dir, 'medium.bin');
+    await writeFile(small, pseudoRandom(100_000, 7));
+    await writeFile(medium, pseudoRandom(INLINE_SCAN_BYTES / 2, 8));
+    const first = await nextThreadId();
+    for (const path of [small, medium]) assert.deepEqual(await scanAll(path, pool), await scanAll(path, threaded), `${path}: the same chunks and digests inline`);
+    const after = await nextThreadId();
+    assert.ok(!pool.started, 'the pool started no thread');
+    // The threaded pool's two threads started before `first`; only the probes' threads since.
+    assert.ok(after <= first + 2, `threads started while scanning within the budget: ${after - first - 1}`);
+    // Beyond the budget: the threads start, and the results are still the same.
+    const large = join(dir, 'large.bin');
+    await writeFile(large, pseudoRandom(INLINE_SCAN_BYTES, 9));
+    assert.deepEqual(await scanAll(large, pool), await scanAll(large, threaded));
+    assert.ok(pool.started, 'a task beyond the budget started the threads');
+  } finally {
+    await Promise.all([pool.close(), threaded.close()]);
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+it('a scan pool told to expect more than it scans inline (a push of a large file) starts its threads at once', async () => {
+  const pool = new ScanPool({ threads: 2 });
+  try {
+    pool.expect(INLINE_SCAN_BYTES);
+    assert.ok(!pool.started, 'what fits in the budget starts nothing');
+    const first = await nextThreadId();
+    pool.expect(INLINE_SCAN_BYTES + 1);
+    assert.ok(pool.started);
+    assert.ok((await nextThreadId()) >= first + 1 + 2, 'the two threads started');
   } finally {
     await pool.close();
   }

@@ -79,7 +79,7 @@ describe('stream scanning gives exactly the chunks of a sequential pass and of a
   let pool: ScanPool;
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'xfer-scan-stream-'));
-    pool = new ScanPool({ threads: 2 });
+    pool = new ScanPool({ threads: 2, inlineBytes: 0 }); // every segment to the workers: what these tests are about
   });
   after(async () => {
     await pool.close();
@@ -239,7 +239,7 @@ describe('stream scanning gives exactly the chunks of a sequential pass and of a
 describe('stream scanning stops cleanly', () => {
   let pool: ScanPool;
   before(() => {
-    pool = new ScanPool({ threads: 2 });
+    pool = new ScanPool({ threads: 2, inlineBytes: 0 }); // every segment to the workers: what these tests are about
   });
   after(async () => {
     await pool.close();

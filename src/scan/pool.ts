@@ -3,7 +3,7 @@ import { Piscina } from 'piscina';
 import { abortedError } from '../core/abort.js';
 import { XferError, type ErrorCode } from '../core/errors.js';
 import type { FileSegmentTask, SegmentResult, SegmentTask } from './segment.js';
-import type { FilesTask, WorkerReply } from './worker.js';
+import { scanOne, type FilesTask, type WorkerReply } from './worker.js';
 
 /** Recycled segment buffers kept per worker thread (plus two), for reuse by later segments. */
 const FREE_BUFFERS_PER_THREAD = 2;
@@ -17,6 +17,16 @@ const FREE_BUFFERS_PER_THREAD = 2;
  * for about the same CPU time.
  */
 const WORKER_YOUNG_GENERATION_MB = 6;
+
+/**
+ * Bytes a pool scans on its caller's thread before it starts its worker threads (see
+ * ScanPoolOptions.inlineBytes). Booting a thread costs about 180 ms of CPU here (Node's
+ * bootstrap, piscina, our modules): a push of a 100 KB file spent 0.55 CPU-s, most of it
+ * booting two threads it then used for 1 ms, and waited 180 ms for them. 8 MiB takes the
+ * caller about 10 ms to chunk and hash with the addon (about 80 ms with the TypeScript
+ * twin), less than one thread's boot either way.
+ */
+export const INLINE_SCAN_BYTES = 8 * 1024 * 1024;
 
 /** Whole files up to this size are scanned in groups (see runGrouped). */
 export const SMALL_FILE_BYTES = 1024 * 1024;
@@ -49,6 +59,14 @@ export interface ScanPoolOptions {
    * that will scan (a push) starts them now, so they boot while it walks its source.
    */
   readonly startOnFirstTask?: boolean;
+  /**
+   * Bytes scanned on the caller's thread, synchronously, before the threads are started
+   * (INLINE_SCAN_BYTES unless given; 0: none). Tasks run inline while they fit in what is
+   * left of it and no thread has started; the first that does not starts the threads, and
+   * it and every later task go to them. A caller that knows it will scan more (a push of a
+   * large file) says so with expect(), so that the threads boot while it does other work.
+   */
+  readonly inlineBytes?: number;
 }
 
 /**
@@ -68,11 +86,42 @@ export class ScanPool {
   private waitingBytes = 0;
   private groupsOut = 0;
 
+  /** What is left of ScanPoolOptions.inlineBytes. */
+  private inlineLeft: number;
+
   constructor(options: ScanPoolOptions = {}) {
     const threads = options.threads ?? availableParallelism();
     if (!Number.isInteger(threads) || threads < 1) throw new XferError('XFER_INVALID_ARGUMENT', 'threads must be a positive integer');
     this.threads = threads;
-    if (!options.startOnFirstTask) void this.piscina;
+    const inline = options.inlineBytes ?? INLINE_SCAN_BYTES;
+    if (!Number.isSafeInteger(inline) || inline < 0) throw new XferError('XFER_INVALID_ARGUMENT', 'inlineBytes must be a non-negative integer');
+    this.inlineLeft = inline;
+    if (!options.startOnFirstTask && inline === 0) void this.piscina;
+  }
+
+  /** Whether the worker threads have been started. */
+  get started(): boolean {
+    return this.workers !== undefined;
+  }
+
+  /**
+   * The caller will scan about `bytes` (a file's size): if that is more than the pool may
+   * scan inline, the threads start now, to boot while the caller prepares (connects, reads
+   * the previous manifest) instead of when the first segment comes.
+   */
+  expect(bytes: number): void {
+    if (!this.closed && !this.workers && bytes > this.inlineLeft) void this.piscina;
+  }
+
+  /**
+   * Whether `bytes` of a task are scanned on the caller's thread: while no thread has
+   * started and they fit in what is left of the inline budget (taken from it). The first
+   * task that does not fit starts the threads.
+   */
+  private inline(bytes: number): boolean {
+    if (this.workers || this.closed || bytes > this.inlineLeft) return false;
+    this.inlineLeft -= bytes;
+    return true;
   }
 
   /** The worker threads, started on first use; throws once the pool is closed. */
@@ -102,6 +151,11 @@ export class ScanPool {
    * into it instead of allocating.
    */
   async run(task: SegmentTask, signal?: AbortSignal, bufferBytes = 0): Promise<SegmentResult> {
+    if (this.inline(task.kind === 'file' ? task.end - task.start : task.length)) {
+      if (signal?.aborted) throw abortedError(signal);
+      const buffer = task.kind === 'file' ? this.takeBuffer(bufferBytes) : undefined;
+      return resultOf(scanOne(task.kind === 'file' && buffer ? { ...task, buffer } : task)); // failing as a worker's task does
+    }
     if (task.kind === 'file' && task.wholeFile && task.fileSize <= SMALL_FILE_BYTES) return this.runGrouped(task, signal);
     let reply: WorkerReply;
     const buffer = task.kind === 'file' ? this.takeBuffer(bufferBytes) : undefined;
@@ -115,8 +169,7 @@ export class ScanPool {
     } finally {
       this.running--;
     }
-    if (!reply.ok) throw new XferError(reply.code as ErrorCode, reply.message);
-    return reply.result;
+    return resultOf(reply);
   }
 
   /** Tasks started by run() that have not settled yet (queued or running), over all scans. */
@@ -206,4 +259,9 @@ export class ScanPool {
     this.closed = true;
     await this.workers?.destroy();
   }
+}
+
+function resultOf(reply: WorkerReply): SegmentResult {
+  if (!reply.ok) throw new XferError(reply.code as ErrorCode, reply.message);
+  return reply.result;
 }

@@ -17,7 +17,8 @@ export interface FilesTask {
   readonly tasks: readonly FileSegmentTask[];
 }
 
-function scanOne(task: SegmentTask): WorkerReply {
+/** Scans one task here, its error reduced to a reply (also what ScanPool runs inline). */
+export function scanOne(task: SegmentTask): WorkerReply {
   try {
     return { ok: true, result: scanSegment(task) };
   } catch (err) {

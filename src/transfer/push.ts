@@ -263,6 +263,9 @@ export async function push(source: PushSource, destination: PushDestination, opt
 
   const ownPool = !options.pool;
   const pool = options.pool ?? new ScanPool();
+  // A file larger than the pool scans inline: its threads boot while the destination is
+  // opened (a tree's start when its files add up to that much).
+  if (kind === 'file') pool.expect(bytesTotal); // 0 for a stream: its size is not known
   const tmp = await makeTempDir('xfer-push-');
   const manifestPath = join(tmp, 'manifest');
   const session = await destination.begin(kind, { signal, digestAlgorithm: algorithm, chunker, checksum: options.checksum });
