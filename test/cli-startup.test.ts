@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { BIN, runCli } from './helpers/cli.js';
+import { INLINE_SCAN_BYTES } from '../src/scan/pool.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { usableAddon, usableAddonError } from '../src/native/addon.js';
 
@@ -93,7 +94,7 @@ describe('the CLI loads only what its command line needs', () => {
     assert.deepEqual(again.modules.filter((u) => u === 'worker-thread'), [], 'no worker thread was started');
   });
 
-  it('a local push loads none of the pull\'s, the server\'s, the HTTP or S3 client\'s modules, and its main thread does not load @napi-rs/blake-hash (the scan workers hash; issue 15)', async (t) => {
+  it('a local push loads none of the pull\'s, the server\'s, the HTTP or S3 client\'s modules; a small one starts no thread, and no thread loads @napi-rs/blake-hash (the addon hashes; issue 15)', async (t) => {
     const file = join(dir, 'small.bin');
     await writeFile(file, pseudoRandom(100_000, 71));
     const r = await loaded(['push', '-q', file, `${join(dir, 'pushed')}/`]);
@@ -101,12 +102,20 @@ describe('the CLI loads only what its command line needs', () => {
     assert.ok(r.modules.some((u) => u.endsWith('/dist/src/transfer/push.js')), 'the hooks saw the push');
     const notNeeded = /\/node_modules\/(undici|pino|@aws-sdk)\/|\/dist\/src\/(server|store\/s3\/index|store\/http\/store|reconstruct\/(fallback|in-place|prefetch|snapshot)|pull-snapshot|transfer\/verify|endpoint\/(store|http))\.?/;
     assert.deepEqual(r.modules.filter((u) => notNeeded.test(u)), []);
+    // Within the scan pool's inline budget: scanned on the main thread, no thread booted.
+    assert.deepEqual(r.modules.filter((u) => u === 'worker-thread'), [], 'no worker thread was started');
+    // Beyond it, the scan threads start (the hooks see them) and hash with the addon too.
+    const large = join(dir, 'large.bin');
+    await writeFile(large, pseudoRandom(INLINE_SCAN_BYTES + 1024 * 1024, 72));
+    const big = await loaded(['push', '-q', large, `${join(dir, 'pushed')}/`]);
+    assert.equal(big.code, 0);
+    assert.ok(big.modules.includes('worker-thread'), 'the hooks saw the scan threads start');
+    assert.ok(big.modules.some((u) => /^require\[[1-9]\d*\]:/.test(u)), 'the hooks saw what the threads require');
     if (!usableAddon()) {
-      t.diagnostic(`no native addon (${usableAddonError()}): the main thread may hash with @napi-rs/blake-hash, not checked`);
+      t.diagnostic(`no native addon (${usableAddonError()}): the threads may hash with @napi-rs/blake-hash, not checked`);
       return;
     }
-    assert.ok(r.modules.some((u) => /^require\[[1-9]\d*\]:@napi-rs\/blake-hash$/.test(u)), `the hooks saw a scan worker load @napi-rs/blake-hash: ${r.modules.filter((u) => u.startsWith('require')).join(' ')}`);
-    assert.deepEqual(r.modules.filter((u) => u.startsWith('require[0]:@napi-rs/blake-hash')), []);
+    for (const m of [r.modules, big.modules]) assert.deepEqual(m.filter((u) => /^require\[\d+\]:@napi-rs\/blake-hash$/.test(u)), []);
   });
 
   it('xfer pull loads neither the server nor its logger, nor other commands\' modules', async () => {
