@@ -78,7 +78,11 @@ export async function analyze(source: string | Readable, options: AnalyzeOptions
       } catch (err) {
         throw fromSystemError(err, source, 'stat');
       }
-      if (st.isFile() || st.isBlockDevice()) digest = await consume(source, new FileScan(source, await scannableSize(source, st), st.mtimeMs, pool, scanOpts));
+      if (st.isFile() || st.isBlockDevice()) {
+        const bytes = await scannableSize(source, st);
+        pool.expect(bytes); // more than the pool scans inline: its threads start now
+        digest = await consume(source, new FileScan(source, bytes, st.mtimeMs, pool, scanOpts));
+      }
       else if (st.isDirectory()) {
         const tree = createHasher(digestAlgorithm);
         for await (const e of walkTree(source, { signal: options.signal })) {
