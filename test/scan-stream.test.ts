@@ -8,7 +8,7 @@ import { createChunker } from '../src/chunker/index.js';
 import type { ChunkerSpec, DigestAlgorithm } from '../src/core/ids.js';
 import { MiB } from '../src/core/sizes.js';
 import { digestOf } from '../src/hash/digest.js';
-import { ScanPool } from '../src/scan/pool.js';
+import { INLINE_SCAN_BYTES, ScanPool } from '../src/scan/pool.js';
 import { chunkDigest, scanFile, StreamScan, type ChunkBatch, type StreamSource } from '../src/scan/scanner.js';
 import { cutAll } from './helpers/chunks.js';
 import { generate, pseudoRandom } from './helpers/gen.js';
@@ -101,10 +101,17 @@ describe('stream scanning gives exactly the chunks of a sequential pass and of a
     const fromFile = await collect(file.batches(), data);
     assert.deepEqual(fromFile.lengths, expected.lengths, `${name}: file scan lengths`);
 
-    for (const withPool of [true, false]) {
-      const label = `${name}, ${withPool ? 'parallel' : 'sequential'} stream`;
-      const scan = new StreamScan(source(), { ...opts, pool: withPool ? pool : undefined });
+    // A pool of its own that scans within its inline budget (ScanPool.inlineBytes): on this thread.
+    const inline = new ScanPool({ threads: 2 });
+    for (const mode of ['parallel', 'inline', 'sequential'] as const) {
+      const label = `${name}, ${mode} stream`;
+      const scan = new StreamScan(source(), { ...opts, pool: mode === 'parallel' ? pool : mode === 'inline' ? inline : undefined });
       const got = await collect(scan.batches(), data);
+      if (mode === 'inline') {
+        // Well within the budget (a stream's segments overlap by up to a chunk): no thread.
+        if (data.length <= INLINE_SCAN_BYTES / 2) assert.ok(!inline.started, `${label}: no thread started`);
+        await inline.close();
+      }
       assert.deepEqual(got.lengths, expected.lengths, `${label}: lengths`);
       assert.deepEqual(got.digests, expected.digests, `${label}: digests`);
       assert.deepEqual(got.digests, fromFile.digests, `${label}: same as the file scan`);
