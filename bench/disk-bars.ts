@@ -13,8 +13,9 @@
  * server (`xfer serve`, started once), pull from the server, is run on both files and
  * `rsync -S` makes the same copy locally (rsync has no server here: the local copy is its
  * best case), alternating, --rounds times. Reports wall time, the allocated size of every
- * result (st_blocks x 512) and peak RSS (the xfer client from /usr/bin/time; the server's
- * VmHWM from /proc at the end).
+ * result (st_blocks x 512) and peak RSS: the xfer client's from /usr/bin/time, the server's
+ * during each command to it (its VmHWM from /proc, reset before the command through
+ * /proc/PID/clear_refs), and the server's highest over the sparse file's commands and over all.
  *
  * ext4: `mke2fs -t ext4 -d <tree> image.img --size` (a tree of small random files), pushed
  * to a server and copied with rsync; then `debugfs -w` writes --files new files of
@@ -119,6 +120,14 @@ async function peakRss(pid: number): Promise<number> {
   return m ? Number(m[1]) * 1024 : NaN;
 }
 
+/**
+ * Resets `pid`'s peak RSS (VmHWM) to its current RSS (proc(5), clear_refs "5"), so that
+ * the next peakRss is the peak of what runs in between. Needs root or the same user.
+ */
+async function resetPeakRss(pid: number): Promise<void> {
+  await writeFile(`/proc/${pid}/clear_refs`, '5').catch(() => {});
+}
+
 const fmt = (n: number) => (Number.isFinite(n) ? formatBytes(n) : '?');
 
 async function sparseBars(): Promise<void> {
@@ -136,8 +145,17 @@ async function sparseBars(): Promise<void> {
     await sparseFile(dense, data, data, 1, 'dense');
     console.log(`sparse: ${fmt(size)} with ${fmt(await allocated(sparse))} allocated in ${extents} extents; dense: ${fmt(data)}`);
     const rows: string[] = [];
-    const row = (round: number, what: string, file: string, t: Timed, result: number) =>
-      rows.push(`${round}\t${what}\t${basename(file)}\t${t.seconds.toFixed(2)} s\t${fmt(result)} allocated\t${fmt(t.rssBytes)} RSS`);
+    const row = (round: number, what: string, file: string, t: Timed, result: number, serverPeak?: number) =>
+      rows.push(`${round}\t${what}\t${basename(file)}\t${t.seconds.toFixed(2)} s\t${fmt(result)} allocated\t${fmt(t.rssBytes)} RSS${serverPeak === undefined ? '' : `\t${fmt(serverPeak)} RSS`}`);
+    /** The server's peak during `run`, and the highest so far per file. */
+    const serverPeaks = new Map<string, number>();
+    const atServer = async (file: string, run: () => Timed): Promise<{ t: Timed; peak: number }> => {
+      await resetPeakRss(server.pid);
+      const t = run();
+      const peak = await peakRss(server.pid);
+      serverPeaks.set(file, Math.max(serverPeaks.get(file) ?? 0, peak));
+      return { t, peak };
+    };
     for (let round = 1; round <= rounds; round++) {
       for (const file of [sparse, dense]) {
         const name = basename(file);
@@ -150,16 +168,17 @@ async function sparseBars(): Promise<void> {
         t = timed('rsync', ['-S', file, `${rs}/`]);
         row(round, 'rsync -S local', file, t, await allocated(join(rs, name)));
         const remoteName = `${round}-${name}`;
-        t = timed(process.execPath, [bin, 'push', '-q', file, `${server.url}/${remoteName}`]);
-        row(round, 'xfer push server', file, t, await allocated(join(dir, 'root', 'files', remoteName)));
+        const pushed = await atServer(file, () => timed(process.execPath, [bin, 'push', '-q', file, `${server.url}/${remoteName}`]));
+        row(round, 'xfer push server', file, pushed.t, await allocated(join(dir, 'root', 'files', remoteName)), pushed.peak);
         const pulled = join(dir, `pulled-${round}-${name}`);
-        t = timed(process.execPath, [bin, 'pull', '-q', `${server.url}/${remoteName}`, pulled]);
-        row(round, 'xfer pull server', file, t, await allocated(pulled));
+        const fetched = await atServer(file, () => timed(process.execPath, [bin, 'pull', '-q', `${server.url}/${remoteName}`, pulled]));
+        row(round, 'xfer pull server', file, fetched.t, await allocated(pulled), fetched.peak);
         for (const p of [local, rs, pulled]) await rm(p, { recursive: true, force: true });
       }
     }
-    console.log(['round\tcommand\tfile\twall\tresult\tpeak RSS (client)', ...rows].join('\n'));
-    console.log(`server peak RSS (VmHWM): ${fmt(await peakRss(server.pid))}`);
+    console.log(['round\tcommand\tfile\twall\tresult\tpeak RSS (client)\tpeak RSS (server, during the command)', ...rows].join('\n'));
+    for (const [file, peak] of serverPeaks) console.log(`server peak RSS over the commands on ${basename(file)}: ${fmt(peak)}`);
+    console.log(`server peak RSS over all: ${fmt(Math.max(...serverPeaks.values()))}`);
   } finally {
     await server.stop();
     await rm(dir, { recursive: true, force: true });
