@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type { Blake3Hasher } from '@napi-rs/blake-hash';
-import type { DigestAlgorithm } from '../core/ids.js';
+import { DIGEST_BYTES, type DigestAlgorithm } from '../core/ids.js';
 import { usableAddon } from '../native/addon.js';
 
 /** A Buffer view of the same memory (no copy): the BLAKE3 binding's typings ask for Buffers. */
@@ -27,8 +27,8 @@ export function newBlake3Hasher(): Blake3Hasher {
 /**
  * One reused BLAKE3 hasher, reset per digest (made on first use, see newBlake3Hasher). The binding's Buffer results (`blake3()`,
  * `digestBuffer()`) leak about 330 bytes of native memory each in @napi-rs/blake-hash
- * 1.3.4 (gc() does not reclaim it: about 5 MiB per GiB of 64 KiB chunks); its hex digest
- * does not, so digests travel as hex and are decoded here. (scan/segment.ts does the same.)
+ * 1.3.4 (gc() does not reclaim it: about 5 MiB per GiB of 64 KiB chunks, 5 GB over a 1 TB
+ * stream); its hex digest does not, so digests travel as hex and are decoded here.
  */
 let oneShot: Blake3Hasher | undefined;
 
@@ -38,21 +38,33 @@ function blake3Digest(h: Blake3Hasher): Buffer {
 
 /** One-shot digest of `data` (32 bytes). */
 export function digestOf(algorithm: DigestAlgorithm, data: Uint8Array): Buffer {
-  if (algorithm === 'blake3') {
-    // The addon's own BLAKE3 where it is loaded (the same digest, without loading the
-    // package's binding in this thread: see newBlake3Hasher); the package's otherwise.
-    const native = usableAddon()?.blake3Hash;
-    if (native) {
-      const out = Buffer.allocUnsafe(32);
-      native(data, out);
-      return out;
-    }
-    const h = (oneShot ??= newBlake3Hasher());
-    h.reset();
-    h.update(asBuffer(data));
-    return blake3Digest(h);
+  if (algorithm !== 'blake3') return createHash('sha256').update(data).digest();
+  const out = Buffer.allocUnsafe(DIGEST_BYTES);
+  digestInto(algorithm, data, out, 0);
+  return out;
+}
+
+/**
+ * Writes the digest of `data` into out[offset, offset + DIGEST_BYTES): digestOf without a
+ * Buffer per digest (a scan's digest column). BLAKE3 with the addon's own (native
+ * blake3Hash, the vendored BLAKE3 C) where it is loaded, in place: a thread that hashes
+ * only that way never loads @napi-rs/blake-hash (see newBlake3Hasher); the package's
+ * reused hasher and hex digest otherwise (see oneShot).
+ */
+export function digestInto(algorithm: DigestAlgorithm, data: Uint8Array, out: Uint8Array, offset: number): void {
+  if (algorithm !== 'blake3') {
+    out.set(createHash('sha256').update(data).digest(), offset);
+    return;
   }
-  return createHash('sha256').update(data).digest();
+  const native = usableAddon()?.blake3Hash;
+  if (native) {
+    native(data, offset === 0 ? out : out.subarray(offset, offset + DIGEST_BYTES));
+    return;
+  }
+  const h = (oneShot ??= newBlake3Hasher());
+  h.reset();
+  h.update(asBuffer(data));
+  if (asBuffer(out).write(h.digest('hex'), offset, DIGEST_BYTES, 'hex') !== DIGEST_BYTES) throw new Error('BLAKE3 digest of unexpected length');
 }
 
 /**

@@ -4,11 +4,9 @@ import { createChunker } from '../chunker/index.js';
 import { fromSystemError, SourceChangedError, XferError } from '../core/errors.js';
 import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
 import { DIGEST_BYTES } from '../core/ids.js';
-import type { Blake3Hasher } from '@napi-rs/blake-hash';
-import { digestOf, newBlake3Hasher } from '../hash/digest.js';
+import { digestInto, digestOf } from '../hash/digest.js';
 import { holeCover, nativeTree, spanCvWithHoles } from '../hash/tree.js';
 import { seekData, seekHole } from '../io/sys.js';
-import { usableAddon } from '../native/addon.js';
 
 /** What every segment task shares: how to chunk and hash. */
 interface SegmentTaskBase {
@@ -148,38 +146,6 @@ export class ChunkColumns {
     d.set(this.digests);
     this.digests = d;
   }
-}
-
-/** One BLAKE3 hasher per thread, reset for every chunk (see digestInto). */
-let blake3Hasher: Blake3Hasher | undefined;
-
-/**
- * Writes the digest of `bytes` into out[offset, offset + DIGEST_BYTES).
- *
- * BLAKE3 with the addon's own (native blake3Hash, the vendored BLAKE3 C) where it is loaded:
- * it writes the digest in place, and a thread that uses it never loads @napi-rs/blake-hash
- * (its binding's load, a musl check that builds a process report, cost every scan thread
- * and a push's main thread 10-20 ms). The package otherwise, not through digestOf():
- * @napi-rs/blake-hash 1.3.4 leaks about 330 bytes of native memory for every Buffer it
- * returns (blake3(), digestBuffer(); explicit gc() does not reclaim them), which at 64 KiB
- * chunks is about 5 MiB per GiB scanned: 5 GB over a 1 TB stream. Its hex digest does not
- * leak, so BLAKE3 goes through a reused hasher and a 64-character string.
- */
-function digestInto(algorithm: DigestAlgorithm, bytes: Uint8Array, out: Uint8Array, offset: number): void {
-  if (algorithm !== 'blake3') {
-    out.set(digestOf(algorithm, bytes), offset);
-    return;
-  }
-  const native = usableAddon()?.blake3Hash;
-  if (native) {
-    native(bytes, out.subarray(offset, offset + DIGEST_BYTES));
-    return;
-  }
-  const h = (blake3Hasher ??= newBlake3Hasher());
-  h.reset();
-  h.update(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength));
-  const target = Buffer.from(out.buffer, out.byteOffset, out.byteLength);
-  if (target.write(h.digest('hex'), offset, DIGEST_BYTES, 'hex') !== DIGEST_BYTES) throw new Error('BLAKE3 digest of unexpected length');
 }
 
 /**
