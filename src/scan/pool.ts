@@ -1,6 +1,6 @@
 import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
-import { abortedError } from '../core/abort.js';
+import { abortedError, throwIfAborted } from '../core/abort.js';
 import { XferError, type ErrorCode } from '../core/errors.js';
 import type { FileSegmentTask, SegmentResult, SegmentTask } from './segment.js';
 import { scanOne, type FilesTask, type WorkerReply } from './worker.js';
@@ -151,14 +151,14 @@ export class ScanPool {
    * into it instead of allocating.
    */
   async run(task: SegmentTask, signal?: AbortSignal, bufferBytes = 0): Promise<SegmentResult> {
-    if (this.inline(task.kind === 'file' ? task.end - task.start : task.length)) {
-      if (signal?.aborted) throw abortedError(signal);
-      const buffer = task.kind === 'file' ? this.takeBuffer(bufferBytes) : undefined;
+    const inline = this.inline(task.kind === 'file' ? task.end - task.start : task.length);
+    if (!inline && task.kind === 'file' && task.wholeFile && task.fileSize <= SMALL_FILE_BYTES) return this.runGrouped(task, signal);
+    const buffer = task.kind === 'file' ? this.takeBuffer(bufferBytes) : undefined;
+    if (inline) {
+      throwIfAborted(signal);
       return resultOf(scanOne(task.kind === 'file' && buffer ? { ...task, buffer } : task)); // failing as a worker's task does
     }
-    if (task.kind === 'file' && task.wholeFile && task.fileSize <= SMALL_FILE_BYTES) return this.runGrouped(task, signal);
     let reply: WorkerReply;
-    const buffer = task.kind === 'file' ? this.takeBuffer(bufferBytes) : undefined;
     const transferList = task.kind === 'bytes' ? [task.bytes] : buffer ? [buffer] : undefined;
     this.running++;
     try {
