@@ -51,7 +51,10 @@ describe('in-place updates punch holes where the new content is zeros', () => {
     const dest = join(dir, 'dest.img');
     await pull(join(dir, 'store', 'img'), dest);
     const ino = (await stat(dest)).ino;
-    assert.equal(await allocated(dest), FILE_BYTES, 'dense to begin with');
+    // Dense: no hole. st_blocks also counts the filesystem's own blocks for the file (an
+    // ext4 extent index block once it has more than 4 extents, as under concurrent writes).
+    const before = await allocated(dest);
+    assert.ok(before >= FILE_BYTES && before <= FILE_BYTES + SLACK_BYTES, `dense to begin with: ${before} bytes allocated for ${FILE_BYTES}`);
     await zeroRange(src);
     await push(src, `${join(dir, 'store')}/`);
     const r = await pull(join(dir, 'store', 'img'), dest, { inPlace: true });
