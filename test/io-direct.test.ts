@@ -4,7 +4,7 @@ import { mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { alignedBuffer, DIRECT_ALIGN_BYTES, DIRECT_BLOCK_BYTES, DIRECT_MIN_FILE_BYTES, DirectBlockWriter, directIoAvailable, DirectRangeReader, openDirect } from '../src/io/direct.js';
+import { alignedBuffer, DIRECT_ALIGN_BYTES, DIRECT_BLOCK_BYTES, DIRECT_MIN_FILE_BYTES, DirectBlockWriter, directIoAvailable, DirectRangeReader, openDirect, windowViews } from '../src/io/direct.js';
 import { addonLoadError, loadAddon } from '../src/native/addon.js';
 import { Staging } from '../src/reconstruct/staging.js';
 import type { EntryMeta } from '../src/manifest/types.js';
@@ -183,5 +183,36 @@ describe('direct I/O (O_DIRECT block writes)', () => {
         delete process.env.XFER_NO_DIRECT_IO;
       }
     }
+  });
+
+  it('DirectRangeReader: a window whose views were all given back (windowViews.release) is read into again; a view not given back keeps its window and its bytes', async () => {
+    const windows = 16;
+    const data = pseudoRandom(windows * DIRECT_BLOCK_BYTES, 14);
+    const p = join(dir, 'views.bin');
+    await writeFile(p, data);
+    const CHUNK = 64 * 1024;
+    const buffersUsed = async (giveBack: boolean) => {
+      const reader = await DirectRangeReader.open(p, data.length);
+      const seen = new Set<ArrayBufferLike>();
+      let kept: { view: Buffer; at: number } | undefined;
+      for (let pos = 0; pos < data.length; pos += CHUNK) {
+        const view = await reader.read(CHUNK, pos);
+        assert.ok(view.equals(data.subarray(pos, pos + CHUNK)), `at ${pos}`);
+        seen.add(view.buffer);
+        if (pos === 3 * DIRECT_BLOCK_BYTES) kept = { view, at: pos }; // never given back
+        else if (giveBack) {
+          assert.ok(windowViews.hold(view), 'a window view is known as lent');
+          windowViews.release(view); // the hold just taken
+          windowViews.release(view); // read()'s
+        }
+      }
+      assert.ok(kept!.view.equals(data.subarray(kept!.at, kept!.at + CHUNK)), 'a view kept is never read into');
+      await reader.close();
+      return seen.size;
+    };
+    assert.equal(await buffersUsed(false), windows, 'views kept: a buffer per window');
+    const reused = await buffersUsed(true);
+    assert.ok(reused <= 9, `views given back: ${reused} buffers for ${windows} windows`);
+    assert.equal(windowViews.hold(Buffer.alloc(10)), false, 'other buffers are not lent');
   });
 });

@@ -20,13 +20,14 @@ function thpMode(): string | undefined {
 }
 
 /**
- * Run in a child with --expose-gc: fills 16 large Buffers of 8 MiB, prints the resident
- * size and the huge-page part of it, drops them, collects, and prints the resident size
- * again (bytes).
+ * Run in a child with --expose-gc: fills 16 large Buffers of 8 MiB (128 MiB), drops them and
+ * collects (their mappings go to the addon's pool, at most 64 MiB of them), takes 8 of that
+ * length again, gives one back by recycleLargeBuffer (twice) and takes two more, then drops
+ * everything and trims. Prints resident sizes (bytes) and the addon's counters along the way.
  */
 const CHILD = `
 import { readFileSync } from 'node:fs';
-const { largeBuffer } = await import(${JSON.stringify(SYS)});
+const { largeBuffer, largeBufferStats, recycleLargeBuffer, trimLargeBuffers } = await import(${JSON.stringify(SYS)});
 const rollup = (name) => Number(new RegExp('^' + name + ':\\\\s+(\\\\d+) kB', 'm').exec(readFileSync('/proc/self/smaps_rollup', 'utf8'))[1]) * 1024;
 const settle = async () => { for (let i = 0; i < 3; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 50)); } };
 await settle();
@@ -38,24 +39,51 @@ const high = rollup('Rss');
 const huge = rollup('AnonHugePages') - hugeBefore;
 big = undefined;
 await settle();
-console.log(JSON.stringify({ ok, high, huge, low: rollup('Rss') }));
+const collected = largeBufferStats();
+const mid = rollup('Rss');
+let again = [];
+for (let i = 0; i < 8; i++) again.push(largeBuffer(8 << 20));
+const retaken = largeBufferStats();
+const given = again.pop();
+recycleLargeBuffer(given);
+recycleLargeBuffer(given); // a second time: ignored
+recycleLargeBuffer(given.subarray(4096)); // a view of part: ignored
+const first = largeBuffer(8 << 20);
+const second = largeBuffer(8 << 20);
+const recycledSame = first.buffer === given.buffer && second.buffer !== given.buffer;
+again = undefined;
+await settle();
+trimLargeBuffers(0);
+console.log(JSON.stringify({ ok, high, huge, mid, collected, retaken, recycledSame, low: rollup('Rss'), trimmed: largeBufferStats() }));
 `;
 
-function child(): { ok: boolean; high: number; huge: number; low: number } {
+interface Stats { mapped: number; reused: number; unmapped: number; pooledBytes: number; liveBytes: number }
+interface ChildReport { ok: boolean; high: number; huge: number; mid: number; collected: Stats; retaken: Stats; recycledSame: boolean; low: number; trimmed: Stats }
+
+function child(): ChildReport {
   const r = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', CHILD], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
-  return JSON.parse(r.stdout) as { ok: boolean; high: number; huge: number; low: number };
+  return JSON.parse(r.stdout) as ChildReport;
 }
 
-it('largeBuffer: a mapping of its own, 2 MiB-aligned, in huge pages where the kernel gives them, unmapped once collected (native addon)', (t) => {
+it('largeBuffer: a mapping of its own, 2 MiB-aligned, in huge pages where the kernel gives them; collected, its mapping is reused (at most 64 MiB kept), given back it is the next one, trimmed it is unmapped (native addon)', (t) => {
   if (!sysIsNative()) return t.diagnostic('the native addon is not built: largeBuffer is Buffer.allocUnsafeSlow');
   const b = largeBuffer(4 * MiB + 4096);
   assert.equal(b.length, 4 * MiB + 4096);
   assert.equal(loadAddon()!.addressMod!(b, 2 * MiB), 0, 'starts on a 2 MiB boundary (so on an O_DIRECT one too)');
   const r = child();
   assert.ok(r.ok, 'the buffers hold what was written');
-  // 128 MiB were filled and dropped: the finalizer unmaps them (at most a quarter may stay).
-  assert.ok(r.high - r.low > 96 * MiB, `resident ${(r.high / MiB).toFixed(0)} MiB with the buffers, ${(r.low / MiB).toFixed(0)} MiB after they were collected`);
+  // 128 MiB were filled and dropped: 64 MiB of mappings kept for reuse, the rest unmapped.
+  assert.equal(r.collected.pooledBytes, 64 * MiB, `pooled after collection: ${r.collected.pooledBytes}`);
+  assert.ok(r.collected.unmapped >= 8, `unmapped after collection: ${r.collected.unmapped}`);
+  assert.ok(r.high - r.mid > 48 * MiB, `resident ${(r.high / MiB).toFixed(0)} MiB with the buffers, ${(r.mid / MiB).toFixed(0)} MiB after they were collected`);
+  // The next 8 of that length are the pooled mappings, not fresh ones.
+  assert.equal(r.retaken.reused - r.collected.reused, 8, 'taken from the pool');
+  assert.equal(r.retaken.mapped, r.collected.mapped, 'no fresh mapping while the pool has one');
+  assert.ok(r.recycledSame, 'a buffer given back is the next of its length, once');
+  // Trimmed, nothing stays pooled, and the 128 MiB are given back (at most a quarter may stay).
+  assert.equal(r.trimmed.pooledBytes, 0);
+  assert.ok(r.high - r.low > 96 * MiB, `resident ${(r.high / MiB).toFixed(0)} MiB with the buffers, ${(r.low / MiB).toFixed(0)} MiB after the trim`);
   const mode = thpMode();
   if (mode !== 'always' && mode !== 'madvise') return t.diagnostic(`transparent huge pages are '${mode ?? 'absent'}' here: small pages are all there is`);
   // Advised, a filled 8 MiB mapping is mostly 2 MiB pages (the kernel may fall back when

@@ -19,7 +19,7 @@ import { loadAddon, usableAddon, type NativeAddon } from '../native/addon.js';
 import { XferError } from '../core/errors.js';
 import { KiB } from '../core/sizes.js';
 import { Slots } from '../core/window.js';
-import { largeBuffer } from '../io/sys.js';
+import { largeBuffer, recycleLargeBuffer } from '../io/sys.js';
 import { digestOf } from './digest.js';
 
 /** BLAKE3's chunk: spans are multiples of it, and their positions are counted in it. */
@@ -324,7 +324,7 @@ export class TreeHasher {
   async close(): Promise<void> {
     // Spans in flight hold their buffers until hashed; nothing to end here but the wait.
     await this.lastMerged.catch(() => {});
-    this.spare.length = 0;
+    for (const b of this.spare.splice(0)) recycleLargeBuffer(b);
   }
 
   /** The current span's buffer: zeros counted so far are written first (a reused buffer is dirty). */

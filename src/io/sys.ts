@@ -57,8 +57,26 @@ export interface NativeSys {
   readonly residentBytes?: (fd: number, offset: number, length: number) => number;
   /** mallopt(M_MMAP_THRESHOLD, bytes) under glibc; false where it was not set. */
   readonly mallocMmapThreshold?: (bytes: number) => boolean;
-  /** An ArrayBuffer over a 2 MiB-aligned anonymous mapping of its own advised for huge pages. */
+  /**
+   * An ArrayBuffer over a 2 MiB-aligned anonymous mapping advised for huge pages: a pooled
+   * one of the same length (a collected buffer's) or a fresh one.
+   */
   readonly hugeBuffer?: (bytes: number) => ArrayBuffer;
+  /** Unmaps the pooled mappings that waited `ms` or longer; returns the bytes still pooled or alive. */
+  readonly hugeBufferTrim?: (ms: number) => number;
+  readonly hugeBufferStats?: () => LargeBufferStats;
+}
+
+/** The addon's large-buffer counters since the process started (largeBufferStats). */
+export interface LargeBufferStats {
+  /** Fresh mappings made. */
+  readonly mapped: number;
+  /** Buffers served from the pool of collected ones' mappings. */
+  readonly reused: number;
+  /** Mappings given back to the system (the pool full, or trimmed). */
+  readonly unmapped: number;
+  readonly pooledBytes: number;
+  readonly liveBytes: number;
 }
 
 function native(): NativeSys | null {
@@ -423,19 +441,122 @@ export function residentBytes(fd: number, offset: number, length: number): numbe
 
 /** Buffers of at least this many bytes are what largeBuffer maps on its own. */
 export const LARGE_BUFFER_MIN_BYTES = 1024 * 1024;
+/**
+ * A collected large buffer's mapping waits this long in the addon's pool for a buffer of
+ * its length before it is given back: a server between two pushes gives back what the
+ * first one used (its resident size falls back), a push's or pull's next windows, blocks
+ * and spans reuse what its last ones left.
+ */
+export const LARGE_BUFFER_IDLE_MS = 3000;
 
 /**
  * A Buffer of `bytes` for bulk data (spans, windows, slabs, O_DIRECT blocks), contents
  * unspecified (as Buffer.allocUnsafeSlow's). From LARGE_BUFFER_MIN_BYTES on, with the addon,
- * it is a mapping of its own advised for transparent huge pages (native/sys.c hugeBuffer),
- * unmapped when collected: each 4 KiB page of fresh memory costs a fault when first
- * written, and on a virtual machine that is dear. Measured here (2-core VM, THP in
- * "madvise" mode): filling 256 MiB of fresh 8 MiB Buffers took 720-790 ms with 4 KiB pages
- * and 60-160 ms with this. The twin (no addon, XFER_NO_NATIVE=1) is allocUnsafeSlow.
+ * it is a mapping of its own advised for transparent huge pages (native/sys.c hugeBuffer):
+ * each 4 KiB page of fresh memory costs a fault when first written, and on a virtual
+ * machine that is dear. Measured here (2-core VM, THP in "madvise" mode): filling 256 MiB
+ * of fresh 8 MiB Buffers took 720-790 ms with 4 KiB pages and 60-160 ms with this. When
+ * collected, its mapping goes to the addon's pool (at most 64 MiB), and the next buffer of
+ * that length reuses it without faulting fresh pages in (whose zeroing was 13-24% of a
+ * server's CPU serving a pull or an incremental push); pooled mappings are unmapped after
+ * LARGE_BUFFER_IDLE_MS. The twin (no addon, XFER_NO_NATIVE=1) is allocUnsafeSlow.
  */
 export function largeBuffer(bytes: number): Buffer<ArrayBuffer> {
-  const huge = bytes >= LARGE_BUFFER_MIN_BYTES ? native()?.hugeBuffer : undefined;
-  return huge ? Buffer.from(huge(bytes)) : Buffer.allocUnsafeSlow(bytes);
+  const huge = bytes >= LARGE_BUFFER_MIN_BYTES ? hugeMapping(bytes, native()) : undefined;
+  return huge ?? Buffer.allocUnsafeSlow(bytes);
+}
+
+/** Bytes of large buffers given back by their owners (recycleLargeBuffer) that are kept for reuse. */
+export const LARGE_BUFFER_RECYCLE_BYTES = 64 * 1024 * 1024;
+
+/** Buffers hugeMapping made: the only ones recycleLargeBuffer takes (aligned, of their own memory). */
+const mappedByUs = new WeakSet<ArrayBufferLike>();
+/** Given back and not taken again, by length; `recycledNow` guards against a buffer given back twice. */
+const recycled = new Map<number, Buffer<ArrayBuffer>[]>();
+const recycledNow = new WeakSet<ArrayBufferLike>();
+let recycledBytes = 0;
+let lastUseMs = 0;
+
+/**
+ * largeBuffer's mapping from `addon` (io/direct.ts passes the one it loaded), or undefined
+ * without it: one given back of that length, else the addon's (pooled or fresh).
+ */
+export function hugeMapping(bytes: number, addon: Pick<NativeSys, 'hugeBuffer' | 'hugeBufferTrim'> | null): Buffer<ArrayBuffer> | undefined {
+  if (!addon?.hugeBuffer) return undefined;
+  lastUseMs = Date.now();
+  if (addon.hugeBufferTrim) armTrim(addon.hugeBufferTrim);
+  const again = recycled.get(bytes)?.pop();
+  if (again) {
+    recycledNow.delete(again.buffer);
+    recycledBytes -= bytes;
+    return again;
+  }
+  const b = Buffer.from(addon.hugeBuffer(bytes));
+  mappedByUs.add(b.buffer);
+  return b;
+}
+
+/**
+ * The owner of a largeBuffer (or an O_DIRECT alignedBuffer of LARGE_BUFFER_MIN_BYTES or
+ * more) is done with it: the next buffer of its length is this one, with its pages already
+ * in, instead of a fresh mapping, whose pages the kernel zeroes as they are first touched
+ * (a collected buffer's mapping is reused too, but only after a garbage collection finds
+ * it). Contract: no view of `buf` is used after this call, by anyone; given back twice, the
+ * second is ignored. Other buffers (the twin's, views of part of a buffer) are ignored, and
+ * so are buffers over LARGE_BUFFER_RECYCLE_BYTES in all; what is kept goes after
+ * LARGE_BUFFER_IDLE_MS without use.
+ */
+export function recycleLargeBuffer(buf: Uint8Array): void {
+  const ab = buf.buffer;
+  if (!mappedByUs.has(ab) || recycledNow.has(ab) || buf.byteOffset !== 0 || buf.byteLength !== ab.byteLength) return;
+  if (recycledBytes + buf.byteLength > LARGE_BUFFER_RECYCLE_BYTES) return;
+  const list = recycled.get(buf.byteLength) ?? [];
+  list.push(Buffer.from(ab as ArrayBuffer));
+  recycled.set(buf.byteLength, list);
+  recycledNow.add(ab);
+  recycledBytes += buf.byteLength;
+  lastUseMs = Date.now();
+}
+
+/**
+ * One timer per thread gives back what waits for reuse once idle LARGE_BUFFER_IDLE_MS:
+ * the buffers recycled here (dropped: collected, their mappings go to the addon's pool),
+ * and the addon's pooled mappings that waited that long (unmapped). It runs while there
+ * are pooled or live large buffers (a collection may pool them at any time); unref'd, it
+ * never keeps a process alive.
+ */
+let trimTimer: NodeJS.Timeout | undefined;
+function armTrim(trim: (ms: number) => number): void {
+  if (trimTimer) return;
+  trimTimer = setTimeout(() => {
+    trimTimer = undefined;
+    if (trimWith(trim, LARGE_BUFFER_IDLE_MS) > 0) armTrim(trim);
+  }, LARGE_BUFFER_IDLE_MS);
+  trimTimer.unref();
+}
+
+/** The trim timer's work, for `idleMs`; returns the bytes a later trim could still give back. */
+function trimWith(trim: (ms: number) => number, idleMs: number): number {
+  if (Date.now() - lastUseMs >= idleMs) {
+    recycled.clear();
+    recycledBytes = 0;
+  }
+  return trim(idleMs) + recycledBytes;
+}
+
+/**
+ * What the idle timer does, now, for buffers idle `idleMs` or longer (0: all): drops the
+ * recycled buffers if none was taken or given back for that long, unmaps the addon's pooled
+ * mappings that waited that long. For tests and benchmarks; a no-op without the addon.
+ */
+export function trimLargeBuffers(idleMs = LARGE_BUFFER_IDLE_MS): void {
+  const trim = native()?.hugeBufferTrim;
+  if (trim) trimWith(trim, idleMs);
+}
+
+/** The addon's large-buffer counters (mappings made, reused, unmapped; bytes pooled and alive); undefined without it. */
+export function largeBufferStats(): LargeBufferStats | undefined {
+  return native()?.hugeBufferStats?.();
 }
 
 /**

@@ -33,6 +33,19 @@ export interface Lender {
 }
 
 /**
+ * One Lender over several whose buffers are disjoint (the server's arrival slabs and the
+ * read-ahead windows of held files): each ignores the buffers it did not lend.
+ */
+export function lenders(...all: readonly Lender[]): Lender {
+  return {
+    hold: (data) => all.some((l) => l.hold(data)),
+    release: (data) => {
+      for (const l of all) l.release(data);
+    },
+  };
+}
+
+/**
  * Contract on memory: what the remembered chunks keep alive is at most the capacity,
  * counted as the buffers they are views of (each once, however many chunks share it), not
  * as the chunks' own lengths. A chunk read from a local store is a view of a 4 MiB

@@ -8,7 +8,7 @@ import { digestToHex } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import { createHasher, digestOf, type Hasher } from '../hash/digest.js';
 import { DIGEST_THREAD_MIN_BYTES, largeFileHasher, type LargeFileHasher } from '../scan/digest-thread.js';
-import { DIRECT_MIN_FILE_BYTES, DirectRangeReader } from '../io/direct.js';
+import { DIRECT_MIN_FILE_BYTES, DirectRangeReader, windowViews } from '../io/direct.js';
 import { digestOfFile } from '../scan/file-digest.js';
 import { checkConfined, RealDirs, segmentsBelow } from '../io/safe-path.js';
 import type { ManifestReader } from '../manifest/reader.js';
@@ -332,6 +332,8 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
           await window.run(rec.length, async () => {
             /** Bytes from the store, held for this job (options.lender) until it settles. */
             let lent: Buffer | undefined;
+            /** Bytes read from a place (a view of a read-ahead window), given back when it settles. */
+            let placed: Buffer | undefined;
             try {
               const { staged, inPlace: places, existingPlace } = await f.ready;
               // 0. a zero chunk: synthesised, never fetched (chunker/zero.ts), written as a
@@ -346,7 +348,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
                 bytesZero += rec.length;
               } else {
                 for (const p of places) {
-                  data = await p.match(rec, offset);
+                  data = placed = await p.match(rec, offset);
                   if (data) {
                     inPlace = p.isTarget;
                     shared = p === existingPlace;
@@ -376,6 +378,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
             } finally {
               // Written (the write has settled) and hashed (hashers copy what they keep), or failed.
               if (lent) options.lender?.release(lent);
+              if (placed) windowViews.release(placed);
               f.settled();
             }
           });
@@ -728,11 +731,16 @@ class InPlace {
     return new InPlace(false, st.size, read, algorithm, () => fh.close());
   }
 
-  /** The chunk's bytes if they are at `offset`; undefined if not there or unreadable. */
+  /**
+   * The chunk's bytes if they are at `offset`; undefined if not there or unreadable. The
+   * caller gives the bytes back (windowViews.release) when done with them.
+   */
   async match(rec: ChunkRecord, offset: number): Promise<Buffer | undefined> {
     if (offset + rec.length > this.sizeBytes) return undefined;
     const data = await this.read(rec.length, offset).catch(() => undefined);
-    return data && data.length === rec.length && digestOf(this.algorithm, data).equals(rec.digest) ? data : undefined;
+    if (data && data.length === rec.length && digestOf(this.algorithm, data).equals(rec.digest)) return data;
+    if (data) windowViews.release(data);
+    return undefined;
   }
 
   async close(): Promise<void> {

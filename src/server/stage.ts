@@ -25,7 +25,8 @@ import { FORMAT_VERSION } from '../manifest/format.js';
 import { openManifestBody, type ManifestReader } from '../manifest/reader.js';
 import type { ChunkRecord, EntryMeta, ManifestEvent, ManifestHeader } from '../manifest/types.js';
 import { reconstruct, type PreviousFile, type PullResult } from '../reconstruct/reconstruct.js';
-import type { Lender } from '../reconstruct/recent.js';
+import { lenders, type Lender } from '../reconstruct/recent.js';
+import { windowViews } from '../io/direct.js';
 import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../protocol/stage-format.js';
 import type { ChunkStore, GetOptions, OpOptions, PutOptions } from '../store/store.js';
 import { ArrivalSlabs } from './arrivals.js';
@@ -86,6 +87,12 @@ export class StageHub {
     readonly arrivals = new ArrivalSlabs(),
   ) {}
 
+  /** What lends the chunks a stage's rebuild gets: arrivals, and held files' read-ahead windows. */
+  private get lender(): Lender {
+    return (this.lenderOf ??= lenders(this.arrivals, windowViews));
+  }
+  private lenderOf: Lender | undefined;
+
   /** Whether any stage waits for chunks (uploads skip the lookup otherwise). */
   get active(): boolean {
     return this.waiting.size > 0;
@@ -143,7 +150,7 @@ export class StageHub {
       if (this.stages.get(spec.name) === stage) this.stages.delete(spec.name);
     }, this.idleTimeoutMs);
     this.stages.set(spec.name, stage);
-    stage.run(body, new WaitingStore(this.store, this, stage.signal, () => stage.progress()), previous, this.arrivals);
+    stage.run(body, new WaitingStore(this.store, this, stage.signal, () => stage.progress()), previous, this.lender);
     return stage;
   }
 

@@ -13,6 +13,7 @@ import { MiB } from '../../core/sizes.js';
 import { digestEquals, digestsOfAsync } from '../../hash/digest.js';
 import { applyDelta, baseBlockSums, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES, sumsBytes } from '../../protocol/delta.js';
 import { chunkRecordHead, decodeDigests, encodeMissingBitmap, peekChunkRecord, takeChunkRecord } from '../../protocol/records.js';
+import { windowViews } from '../../io/direct.js';
 import { largeBuffer } from '../../io/sys.js';
 import { drained, sendJson } from '../answer.js';
 import { consumeBody, readBody } from '../body.js';
@@ -214,6 +215,7 @@ export function chunkRoutes(rc: RouteContext) {
       }
       // Streamed record by record: at most one record's sums are held at a time.
       const ok = res.write(base ? Buffer.concat([Buffer.from([1]), baseBlockSums(algorithm, base, shifts, length)]) : Buffer.from([0]));
+      if (base) windowViews.release(base); // summed: a held file's read-ahead window may be read into again
       if (!ok) await drained(res, sendTimeoutMs);
     }
     res.end();
@@ -241,7 +243,8 @@ export function chunkRoutes(rc: RouteContext) {
         const digest = header.subarray(0, DIGEST_BYTES);
         const baseDigest = header.subarray(DIGEST_BYTES, 2 * DIGEST_BYTES);
         const base = zeroBase(algorithm, baseDigest, length + shifts[1]) ?? (await ctx.store.get({ algorithm, digest: baseDigest }, { signal: ctx.signal }));
-        const data = applyDelta(base, shifts, length, map, literals);
+        const data = applyDelta(base, shifts, length, map, literals); // a new buffer
+        windowViews.release(base); // a held file's chunk: its read-ahead window may be read into again
         // put() re-hashes (not trusted): a wrong rebuild is ChunkCorruptError naming the digest.
         return [await handOn(algorithm, digest, data, true, ctx.store.put({ algorithm, digest }, data, { signal: ctx.signal }))];
       })();
@@ -309,7 +312,11 @@ export function chunkRoutes(rc: RouteContext) {
       // Two writes, not a concatenation: a copy of every chunk served cost ~0.4 s of CPU
       // and 2 GiB of garbage per 2 GiB pulled. The stream frames both the same way.
       let ok = res.write(head);
-      if (data) ok = res.write(data);
+      // A held file's chunk is a view of a read-ahead window: given back once written out
+      // (the write's callback: the stream is done with the bytes), so the window is read
+      // into again instead of a fresh buffer. Not called back if the stream is destroyed
+      // first: the window is then collected with the view.
+      if (data) ok = res.write(data, () => windowViews.release(data));
       if (!ok) await drained(res, sendTimeoutMs);
     }
     res.end();

@@ -24,6 +24,7 @@ import { commitInPlace, IN_PLACE_ABOVE_BYTES } from '../in-place.js';
 import { checkNotInsideTarget, materializedPath } from '../paths.js';
 import { commitManifest, versionId, versionName } from '../../store/versions.js';
 import { crashPoint, type HeldCommit } from '../held.js';
+import { windowViews } from '../../io/direct.js';
 
 /** Digests checked per `has` call while validating an uploaded manifest. */
 const MANIFEST_CHECK_BATCH = 4096;
@@ -211,6 +212,8 @@ export function manifestRoutes(rc: RouteContext) {
             previousFiles: committed?.files,
             verifyStoreChunks,
             beforeCommit,
+            // Chunks of held files come as views of read-ahead windows: given back once written and hashed.
+            lender: windowViews,
           });
         try {
           // The store is this server's own and every chunk in it was verified when it

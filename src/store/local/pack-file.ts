@@ -9,7 +9,7 @@ import { fromSystemError, IoError } from '../../core/errors.js';
 import type { DigestAlgorithm } from '../../core/ids.js';
 import { alignedBuffer, alignUp, DIRECT_ALIGN_BYTES, openDirect } from '../../io/direct.js';
 import { fsyncPath } from '../../io/sync.js';
-import { LARGE_BUFFER_MIN_BYTES, largeBuffer } from '../../io/sys.js';
+import { LARGE_BUFFER_MIN_BYTES, largeBuffer, recycleLargeBuffer } from '../../io/sys.js';
 import { encodeIndexRecords, encodeRecordHeader, IDX_MAGIC, newPackName, PACK_BLOCK_BYTES, PACK_MAGIC, type PackEntry } from '../pack.js';
 
 /** Full blocks being written at once per pack; appends wait beyond it (the disk is behind). */
@@ -246,6 +246,9 @@ export class PackWriter {
     await Promise.allSettled([...this.writing.values()].map((w) => w.done));
     await this.tailWrite?.done.catch(() => {});
     this.failure ??= { error: new IoError(`pack ${this.packPath} is closed`) };
+    // Written blocks are read from disk now, never from these (read() looks only at the
+    // current block and those being written).
+    for (const b of this.free.splice(0)) recycleLargeBuffer(b);
     await this.fh.close().catch(() => {});
     await this.indexFh.close().catch(() => {});
   }
