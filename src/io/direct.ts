@@ -76,6 +76,35 @@ export async function openDirect(path: string, mode: 'r' | 'w'): Promise<FileHan
   }
 }
 
+/**
+ * Reads [offset, offset + length) of a file through `fh` into a new Buffer; with O_DIRECT
+ * (`direct`: fh was opened with it), through an aligned buffer covering the range, of which
+ * the bytes asked are a view. Returns fewer bytes if the file ends first.
+ */
+export async function readRange(fh: FileHandle, direct: boolean, offset: number, length: number): Promise<Buffer> {
+  if (!direct) {
+    const out = length >= LARGE_BUFFER_MIN_BYTES ? largeBuffer(length) : Buffer.allocUnsafe(length);
+    let got = 0;
+    while (got < length) {
+      const { bytesRead } = await fh.read(out, got, length - got, offset + got);
+      if (bytesRead === 0) break;
+      got += bytesRead;
+    }
+    return out.subarray(0, got);
+  }
+  const start = offset - (offset % DIRECT_ALIGN_BYTES);
+  const span = alignUp(offset + length) - start;
+  const buf = alignedBuffer(span);
+  let got = 0;
+  while (got < span) {
+    const { bytesRead } = await fh.read(buf, got, span - got, start + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  const skip = offset - start;
+  return buf.subarray(skip, Math.max(skip, Math.min(got, skip + length)));
+}
+
 interface Block {
   readonly buf: Buffer;
   /**
@@ -335,12 +364,12 @@ export class DirectRangeReader {
   ) {}
 
   /**
-   * Reads through `fh` (not opened with O_DIRECT), which stays the caller's: close() ends
-   * the reader, not the descriptor. For a file the caller opened with checks of its own (a
-   * server's held file: no symlink followed, identity checked).
+   * Reads through `fh`, which stays the caller's: close() ends the reader, not the
+   * descriptor. For a file the caller opened with checks of its own (a server's held file:
+   * no symlink followed, identity checked); `direct`: fh was opened with O_DIRECT.
    */
-  static over(fh: FileHandle, size: number): DirectRangeReader {
-    return new DirectRangeReader(fh, false, size, false);
+  static over(fh: FileHandle, size: number, direct = false): DirectRangeReader {
+    return new DirectRangeReader(fh, direct, size, false);
   }
 
   /** Opens `path` (a regular file; its size is taken now). Errors are thrown as they are. */

@@ -24,35 +24,6 @@ async function writeFully(fh: FileHandle, buf: Buffer, length: number, position:
   }
 }
 
-/**
- * Reads [offset, offset + length) of a pack through `fh` into a new Buffer; with O_DIRECT
- * (`direct`), through an aligned buffer covering the range. Returns fewer bytes if the
- * file ends first.
- */
-export async function readPackRange(fh: FileHandle, direct: boolean, offset: number, length: number): Promise<Buffer> {
-  if (!direct) {
-    const out = length >= LARGE_BUFFER_MIN_BYTES ? largeBuffer(length) : Buffer.allocUnsafe(length);
-    let got = 0;
-    while (got < length) {
-      const { bytesRead } = await fh.read(out, got, length - got, offset + got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
-    return out.subarray(0, got);
-  }
-  const start = offset - (offset % DIRECT_ALIGN_BYTES);
-  const span = alignUp(offset + length) - start;
-  const buf = alignedBuffer(span);
-  let got = 0;
-  while (got < span) {
-    const { bytesRead } = await fh.read(buf, got, span - got, start + got);
-    if (bytesRead === 0) break;
-    got += bytesRead;
-  }
-  const skip = offset - start;
-  return buf.subarray(skip, Math.max(skip, Math.min(got, skip + length)));
-}
-
 /** Opens a pack for reading, with O_DIRECT where possible (see io/direct.ts). */
 export async function openPackForReading(file: string, directIo = true): Promise<{ fh: FileHandle; direct: boolean }> {
   const direct = directIo ? await openDirect(file, 'r') : undefined;

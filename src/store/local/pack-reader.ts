@@ -7,7 +7,8 @@ import { fromSystemError } from '../../core/errors.js';
 import { MiB } from '../../core/sizes.js';
 import { DIRECT_ALIGN_BYTES } from '../../io/direct.js';
 import { PACK_RECORD_HEADER_BYTES } from '../pack.js';
-import { openPackForReading, readPackRange } from './pack-file.js';
+import { readRange } from '../../io/direct.js';
+import { openPackForReading } from './pack-file.js';
 import type { PackIndex } from './pack-index.js';
 
 /**
@@ -206,7 +207,7 @@ export class PackReader {
     }
     p.users++;
     try {
-      return await readPackRange(p.fh, p.direct, offset, length);
+      return await readRange(p.fh, p.direct, offset, length);
     } catch (err) {
       throw fromSystemError(err, this.packs.packPath(pack), 'read pack');
     } finally {
