@@ -85,13 +85,12 @@ export class StageHub {
      * chunk cost GC time, and fresh slabs page faults.
      */
     readonly arrivals = new ArrivalSlabs(),
-  ) {}
+  ) {
+    this.lender = lenders(arrivals, windowViews);
+  }
 
   /** What lends the chunks a stage's rebuild gets: arrivals, and held files' read-ahead windows. */
-  private get lender(): Lender {
-    return (this.lenderOf ??= lenders(this.arrivals, windowViews));
-  }
-  private lenderOf: Lender | undefined;
+  private readonly lender: Lender;
 
   /** Whether any stage waits for chunks (uploads skip the lookup otherwise). */
   get active(): boolean {
