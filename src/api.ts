@@ -12,7 +12,6 @@ import { MAX_CONNECTIONS } from './store/http/connections.js';
 import type { RemoteOptions } from './endpoint/http.js';
 import { checkLocalPath, openStoreLocation, parseLocation, refuseWireOptions, type Location, type LocationSpec, type StoreLocation } from './endpoint/open.js';
 import { pullTarget } from './endpoint/copy-target.js';
-import { destinationPathsIn, holdsStore, LocalDestination, localTargetOf, openLocalSource, openLocalStore, resolvePushTarget, sourceBaseName, STORE_DIR_NAME } from './endpoint/local.js';
 import { makeTempDir, removeTempDir } from './io/temp.js';
 import { openManifest, openManifestFile } from './manifest/reader.js';
 import type { FallbackChunks, FallbackFigures } from './reconstruct/fallback.js';
@@ -25,12 +24,19 @@ import { chunkerForSource } from './scan/image-source.js';
 import { DEFAULT_CHUNKER } from './chunker/params.js';
 import type { ChunkStore, ManifestStore, OpOptions } from './store/store.js';
 import type { PushDestination } from './transfer/destination.js';
-import { checkPushOptions, push as pushToDestination, statSource, type PushOptions as TransferPushOptions, type PushProgress, type PushResult } from './transfer/push.js';
-import { DryRunDestination, entryPaths, extrasOnDisk, planPull, type PullPlan } from './transfer/dry-run.js';
+import type { PushOptions as TransferPushOptions, PushProgress, PushResult } from './transfer/push.js';
+import type { DryRunDestination, PullPlan } from './transfer/dry-run.js';
 import { previousVersion } from './transfer/known.js';
 import { excludedEntries, selectEntries, type CarriedEntry } from './transfer/select.js';
-import { LocalStore } from './store/local.js';
 import { validateTargetName } from './store/names.js';
+
+/*
+ * Loaded where first needed, not with this module: a pull from a server needs none of them
+ * (with them, 28 more modules, about 25 ms of a no-op pull's start-up).
+ */
+const localEndpoint = () => import('./endpoint/local.js');
+const transferPush = () => import('./transfer/push.js');
+const dryRunModule = () => import('./transfer/dry-run.js');
 import { manifestExists, parseVersionSelector, resolveVersion, splitVersion } from './store/versions.js';
 
 /** Runs of a push, at most, when a server restart lost chunks it had taken (see push). */
@@ -129,6 +135,7 @@ export interface PullOptions extends Omit<RemoteOptions, 'signal'> {
  * Resolves with the figures of the push and the target it wrote.
  */
 export async function push(source: PushSource, destination: LocationSpec, options: PushOptions = {}): Promise<PushResult & { target: string }> {
+  const [{ checkPushOptions, push: pushToDestination, statSource }, { destinationPathsIn, LocalDestination, localTargetOf, resolvePushTarget, sourceBaseName }] = await Promise.all([transferPush(), localEndpoint()]);
   checkPushOptions(options);
   checkRemoteOptions(options);
   for (const name of ['delete', 'dryRun', 'inPlace']) checkBoolean(options, name);
@@ -256,6 +263,7 @@ async function openFallback(spec: LocationSpec, options: PullOptions): Promise<{
   }
   refuseWireOptions(location, options);
   const { signal } = options;
+  const { holdsStore, openLocalSource, openLocalStore } = await localEndpoint();
   const store = (await holdsStore(location.path)) ? await openLocalStore(location.path, { signal }) : (await openLocalSource(location.path, { signal })).store;
   return { store, close: () => store.close() };
 }
@@ -314,7 +322,7 @@ export async function pull(source: LocationSpec, destination: string, options: P
     readAhead = endpoint.readAhead === true;
   } else {
     refuseWireOptions(location, options);
-    const opened = await openLocalSource(location.path, { signal });
+    const opened = await (await localEndpoint()).openLocalSource(location.path, { signal });
     store = opened.store;
     name = opened.name;
     close = () => opened.store.close();
@@ -367,7 +375,7 @@ export async function pull(source: LocationSpec, destination: string, options: P
     const contents = reader.header.kind === 'tree' && (location.kind === 'store' ? location.trailingSlash : endsWithSlash(location.path));
     const target = await pullTarget(name, contents, destination);
     const plan = options.dryRun || options.plan
-      ? await planPull(await openManifestFile(manifestPath, { signal }), target, { signal, delete: options.delete, excludes: options.excludes })
+      ? await (await dryRunModule()).planPull(await openManifestFile(manifestPath, { signal }), target, { signal, delete: options.delete, excludes: options.excludes })
       : undefined;
     if (options.dryRun) {
       await reader.close();
@@ -471,6 +479,7 @@ function endsWithSlash(spec: string): boolean {
  * own .xfer/ store): their names would become entries of the tree, for --delete to remove.
  */
 async function resolveContentsTarget(destination: string): Promise<string> {
+  const { resolvePushTarget, STORE_DIR_NAME } = await localEndpoint();
   const abs = resolve(destination);
   if (await stat(join(abs, STORE_DIR_NAME)).then(() => true, () => false)) {
     throw new AlreadyExistsError(`${destination} holds pushed targets (${STORE_DIR_NAME}/): a tree's contents cannot go into it; push to a new directory, or without the trailing / on the source`);
@@ -489,6 +498,9 @@ async function dryPush(
   source: PushSource, location: Location, sourceName: string, sourceIsTree: boolean, contents: boolean, options: PushOptions,
 ): Promise<PushResult & { target: string }> {
   const { signal } = options;
+  const [{ push: pushToDestination }, { DryRunDestination, extrasOnDisk }, { destinationPathsIn, localTargetOf, resolvePushTarget }, { LocalStore }] = await Promise.all([
+    transferPush(), dryRunModule(), localEndpoint(), import('./store/local.js'),
+  ]);
   const kind = sourceIsTree ? 'tree' : 'file';
   const go = (dest: DryRunDestination, exclude?: (absPath: string) => boolean) =>
     pushToDestination(typeof source === 'string' ? source : { stream: source.stream }, dest, { ...options, exclude }).then((r) => ({ ...r, target: dest.description }));
@@ -551,7 +563,7 @@ async function remoteTree(
     if (isXferError(err, 'XFER_NOT_FOUND')) return undefined;
     throw err;
   }
-  const before = await entryPaths(reader, signal);
+  const before = await (await dryRunModule()).entryPaths(reader, signal);
   return { before, carry: excludes && before.size > 0 ? await excludedEntries(await open(), excludes, signal, open) : [] };
 }
 

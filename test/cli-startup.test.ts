@@ -9,6 +9,7 @@ import { BIN, runCli } from './helpers/cli.js';
 import { INLINE_SCAN_BYTES } from '../src/scan/pool.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { usableAddon, usableAddonError } from '../src/native/addon.js';
+import { startServeProcess } from './helpers/server.js';
 
 /**
  * Module resolution hooks (node:module register) that append every module URL the process
@@ -116,6 +117,22 @@ describe('the CLI loads only what its command line needs', () => {
       return;
     }
     for (const m of [r.modules, big.modules]) assert.deepEqual(m.filter((u) => /^require\[\d+\]:@napi-rs\/blake-hash$/.test(u)), []);
+  });
+
+  it('a pull from a server loads neither the local store nor the push side (28 modules, about 25 ms of a no-op pull\'s start-up; issue 15)', async () => {
+    const file = join(dir, 'served.bin');
+    await writeFile(file, pseudoRandom(200_000, 73));
+    const server = await startServeProcess(['--root', join(dir, 'serve-root'), '--port', '0', '--quiet']);
+    try {
+      assert.equal((await runCli(['push', '-q', file, `${server.url}/served.bin`])).code, 0);
+      const r = await loaded(['pull', `${server.url}/served.bin`, join(dir, 'pulled.bin'), '--json']);
+      assert.equal(r.code, 0);
+      assert.ok(r.modules.some((u) => u.endsWith('/dist/src/reconstruct/reconstruct.js')), 'the hooks saw the pull');
+      const notNeeded = /\/dist\/src\/(store\/local|endpoint\/local|transfer\/(push|dry-run))[./]/;
+      assert.deepEqual(r.modules.filter((u) => notNeeded.test(u)), []);
+    } finally {
+      await server.stop();
+    }
   });
 
   it('xfer pull loads neither the server nor its logger, nor other commands\' modules', async () => {
