@@ -206,6 +206,27 @@ describe('the registry composes the decorators a scheme declares around its stor
     await room;
     assert.equal(roomAt, 0, 'untilRoom took no slot');
   });
+
+  it('a limit given as a function is read at every check (uploads in flight per connection open)', async () => {
+    let limit = 1;
+    const slots = new Slots(() => limit);
+    slots.admit();
+    assert.equal(slots.tryAcquire(), false, 'one of 1 held');
+    limit = 3;
+    assert.equal(slots.tryAcquire(), true, 'the limit grew: room for more');
+    assert.equal(slots.inFlight, 2);
+    limit = 2;
+    let waited = false;
+    const room = slots.untilRoom().then(() => (waited = true));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(waited, false, 'two of 2 held: no room');
+    slots.release();
+    await room;
+    limit = 0;
+    assert.equal(slots.hasRoom(), false, 'one held, a limit under 1 counts as 1');
+    slots.release();
+    assert.equal(slots.hasRoom(), true);
+  });
 });
 
 describe('the same composition reaches a server\'s store, retried in its transport (http://)', () => {

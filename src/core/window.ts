@@ -17,9 +17,14 @@ export class Slots {
   private activeBytes = 0;
   private waiters: (() => void)[] = [];
 
-  /** `maxJobs` must be a positive integer (0 would let nothing in and wait for ever), `maxBytes` above 0. */
-  constructor(private readonly maxJobs: number, private readonly maxBytes = Infinity) {
-    if (!Number.isSafeInteger(maxJobs) || maxJobs < 1) throw new InvalidArgumentError(`a limit of jobs in flight needs a positive integer of jobs, got ${maxJobs}`);
+  /**
+   * `maxJobs` must be a positive integer (0 would let nothing in and wait for ever), or a
+   * function giving the limit now (one that moves: uploads in flight per connection open,
+   * store/http/store.ts), read at every check and taken as at least 1; `maxBytes` above 0.
+   * A limit that grows wakes no waiter by itself: they wait for the next release.
+   */
+  constructor(private readonly maxJobs: number | (() => number), private readonly maxBytes = Infinity) {
+    if (typeof maxJobs === 'number' && (!Number.isSafeInteger(maxJobs) || maxJobs < 1)) throw new InvalidArgumentError(`a limit of jobs in flight needs a positive integer of jobs, got ${maxJobs}`);
     if (!(maxBytes > 0)) throw new InvalidArgumentError(`a limit of jobs in flight needs a positive weight limit, got ${maxBytes}`);
   }
 
@@ -86,7 +91,8 @@ export class Slots {
 
   /** Whether a holder of weight `bytes` would get in now. */
   hasRoom(bytes = 0): boolean {
-    return this.active < this.maxJobs && (this.active === 0 || this.activeBytes + bytes <= this.maxBytes);
+    const maxJobs = typeof this.maxJobs === 'number' ? this.maxJobs : Math.max(1, this.maxJobs());
+    return this.active < maxJobs && (this.active === 0 || this.activeBytes + bytes <= this.maxBytes);
   }
 }
 

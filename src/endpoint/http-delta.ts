@@ -6,6 +6,7 @@
  */
 import { isZeroChunk, zeroBytes } from '../chunker/zero.js';
 import { throwIfAborted } from '../core/abort.js';
+import { Slots } from '../core/window.js';
 import { ChunkCorruptError, ProtocolError, XferError } from '../core/errors.js';
 import { DIGEST_BYTES, digestToHex, type ChunkId, type DigestAlgorithm } from '../core/ids.js';
 import { digestOf } from '../hash/digest.js';
@@ -47,6 +48,8 @@ export class DeltaUploads implements ChunkStore {
   /** Candidates queued or in flight, by key. */
   private readonly pending = new Map<string, Promise<void> | undefined>();
   private readonly runs = new Set<Promise<void>>();
+  /** Bounds the delta batches in flight, as the store bounds its uploads (uploadsInFlight): put() waits for room. */
+  private readonly runSlots = new Slots(() => this.store.uploadsInFlight);
   private failure: { error: unknown } | undefined;
   private deltaChunks = 0;
   private deltaSavedBytes = 0;
@@ -98,7 +101,7 @@ export class DeltaUploads implements ChunkStore {
     this.deltaBytes += data.length;
     if (this.deltas.length >= DELTA_BATCH_CHUNKS || this.deltaBytes >= this.store.batchBytes) this.sendDeltas(options.signal);
     else this.putTimer ??= setImmediate(() => this.sendDeltas(options.signal));
-    while (this.runs.size >= this.store.uploadsInFlight) await Promise.race(this.runs);
+    await this.runSlots.untilRoom();
     this.throwFailure();
     return true;
   }
@@ -150,8 +153,10 @@ export class DeltaUploads implements ChunkStore {
     );
     for (const c of list) this.pending.set(keyOf(c.id), run);
     this.runs.add(run);
+    this.runSlots.admit();
     void run.finally(() => {
       this.runs.delete(run);
+      this.runSlots.release();
       for (const c of list) this.pending.delete(keyOf(c.id));
     });
   }

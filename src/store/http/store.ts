@@ -2,6 +2,7 @@ import { throwIfAborted } from '../../core/abort.js';
 import { ChunkCorruptError, ChunkMissingError, InvalidArgumentError } from '../../core/errors.js';
 import { digestToHex, type ChunkId, type DigestAlgorithm } from '../../core/ids.js';
 import { MiB } from '../../core/sizes.js';
+import { Slots } from '../../core/window.js';
 import { digestOf } from '../../hash/digest.js';
 import { chunkRecordBytes, writeChunkRecord } from '../../protocol/records.js';
 import type { ListEntry, ServerInfo } from '../../protocol/routes.js';
@@ -83,6 +84,8 @@ export class HttpStore implements ChunkStore, ManifestStore, RemotelyCollecting 
   private readonly batches = new Map<DigestAlgorithm, UploadBatch>();
   private putTimer: NodeJS.Immediate | undefined;
   private readonly uploads = new Set<Promise<void>>();
+  /** Bounds the uploads in flight (uploadsInFlight, which grows with the connections): put() waits for room. */
+  private readonly uploadSlots = new Slots(() => this.uploadsInFlight);
   private uploadFailure: { error: unknown } | undefined;
   /** Ids queued or in flight, by key (keyOf), with the batch that carries them. */
   private readonly pending = new Map<string, UploadBatch>();
@@ -169,7 +172,7 @@ export class HttpStore implements ChunkStore, ManifestStore, RemotelyCollecting 
     const key = keyOf(id);
     if (this.pending.has(key) || this.stored.has(key)) return false;
     this.queue(id, key, data, options.signal);
-    while (this.uploads.size >= this.uploadsInFlight) await Promise.race(this.uploads);
+    await this.uploadSlots.untilRoom();
     this.throwUploadFailure();
     return true;
   }
@@ -229,7 +232,11 @@ export class HttpStore implements ChunkStore, ManifestStore, RemotelyCollecting 
     );
     batch.sent = upload;
     this.uploads.add(upload);
-    void upload.finally(() => this.uploads.delete(upload));
+    this.uploadSlots.admit();
+    void upload.finally(() => {
+      this.uploads.delete(upload);
+      this.uploadSlots.release();
+    });
   }
 
   private remember(key: string): void {
