@@ -777,6 +777,25 @@ static napi_value js_huge_buffer_trim(napi_env env, napi_callback_info info) {
   return out;
 }
 
+/*
+ * hugeBufferDiscard(arrayBuffer): gives the pages of a hugeBuffer back to the system
+ * (madvise MADV_DONTNEED) while the mapping stays: its next use faults in fresh zeroed
+ * pages. Only for a buffer nobody uses (io/sys.ts: recycled buffers that waited idle).
+ */
+static napi_value js_huge_buffer_discard(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  void *data = NULL;
+  size_t length = 0;
+  if (!get_args(env, info, 1, argv, "hugeBufferDiscard")) return NULL;
+  if (napi_get_arraybuffer_info(env, argv[0], &data, &length) != napi_ok || data == NULL) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "hugeBufferDiscard: an ArrayBuffer of hugeBuffer");
+    return NULL;
+  }
+  const size_t page = (size_t)sysconf(_SC_PAGESIZE);
+  if ((uintptr_t)data % page == 0) (void)madvise(data, (length + page - 1) / page * page, MADV_DONTNEED);
+  return NULL;
+}
+
 /* hugeBufferStats(): { mapped, reused, unmapped, pooledBytes, liveBytes } since the process started. */
 static napi_value js_huge_buffer_stats(napi_env env, napi_callback_info info) {
   (void)info;
@@ -802,6 +821,7 @@ napi_status init_sys(napi_env env, napi_value exports) {
     { "cloneRange", js_clone_range }, { "punchHole", js_punch_hole }, { "residentBytes", js_resident_bytes },
     { "mallocMmapThreshold", js_malloc_mmap_threshold }, { "hugeBuffer", js_huge_buffer },
     { "hugeBufferTrim", js_huge_buffer_trim }, { "hugeBufferStats", js_huge_buffer_stats },
+    { "hugeBufferDiscard", js_huge_buffer_discard },
   };
   for (size_t i = 0; i < sizeof FNS / sizeof FNS[0]; i++) {
     napi_value fn;

@@ -469,7 +469,12 @@ export class DirectRangeReader {
     win.evicted = false; // recycled once
     void win.data.then(
       () => {
-        if (win.users === 0 && win.lent === 0 && !this.closed) this.free.push(win.buf);
+        if (win.users !== 0 || win.lent !== 0) return;
+        // To the process's recycled buffers, which any reader or writer takes next and the
+        // idle trim gives back (a server's held files keep their readers); else this
+        // reader's own free list (the twin's buffers).
+        windowsByBuffer.delete(win.buf.buffer);
+        if (!recycleLargeBuffer(win.buf) && !this.closed) this.free.push(win.buf);
       },
       () => {},
     );

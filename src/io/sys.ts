@@ -65,6 +65,8 @@ export interface NativeSys {
   /** Unmaps the pooled mappings that waited `ms` or longer; returns the bytes still pooled or alive. */
   readonly hugeBufferTrim?: (ms: number) => number;
   readonly hugeBufferStats?: () => LargeBufferStats;
+  /** madvise(MADV_DONTNEED) over a hugeBuffer's pages: given back, the mapping kept. */
+  readonly hugeBufferDiscard?: (buffer: ArrayBuffer) => void;
 }
 
 /** The addon's large-buffer counters since the process started (largeBufferStats). */
@@ -504,18 +506,20 @@ export function hugeMapping(bytes: number, addon: Pick<NativeSys, 'hugeBuffer' |
  * it). Contract: no view of `buf` is used after this call, by anyone; given back twice, the
  * second is ignored. Other buffers (the twin's, views of part of a buffer) are ignored, and
  * so are buffers over LARGE_BUFFER_RECYCLE_BYTES in all; what is kept goes after
- * LARGE_BUFFER_IDLE_MS without use.
+ * LARGE_BUFFER_IDLE_MS without use (its pages given back at once). Returns whether it was
+ * kept (else the caller may keep it itself, or drop it).
  */
-export function recycleLargeBuffer(buf: Uint8Array): void {
+export function recycleLargeBuffer(buf: Uint8Array): boolean {
   const ab = buf.buffer;
-  if (!mappedByUs.has(ab) || recycledNow.has(ab) || buf.byteOffset !== 0 || buf.byteLength !== ab.byteLength) return;
-  if (recycledBytes + buf.byteLength > LARGE_BUFFER_RECYCLE_BYTES) return;
+  if (!mappedByUs.has(ab) || recycledNow.has(ab) || buf.byteOffset !== 0 || buf.byteLength !== ab.byteLength) return false;
+  if (recycledBytes + buf.byteLength > LARGE_BUFFER_RECYCLE_BYTES) return false;
   const list = recycled.get(buf.byteLength) ?? [];
   list.push(Buffer.from(ab as ArrayBuffer));
   recycled.set(buf.byteLength, list);
   recycledNow.add(ab);
   recycledBytes += buf.byteLength;
   lastUseMs = Date.now();
+  return true;
 }
 
 /**
@@ -538,6 +542,10 @@ function armTrim(trim: (ms: number) => number): void {
 /** The trim timer's work, for `idleMs`; returns the bytes a later trim could still give back. */
 function trimWith(trim: (ms: number) => number, idleMs: number): number {
   if (Date.now() - lastUseMs >= idleMs) {
+    // Nobody uses them (recycleLargeBuffer's contract): their pages go back now, not once a
+    // collection finds them (an idle server may not collect for a long time).
+    const discard = native()?.hugeBufferDiscard;
+    for (const list of recycled.values()) for (const b of list) discard?.(b.buffer);
     recycled.clear();
     recycledBytes = 0;
   }
