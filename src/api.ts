@@ -29,6 +29,7 @@ import type { DryRunDestination, PullPlan } from './transfer/dry-run.js';
 import { previousVersion } from './transfer/known.js';
 import { excludedEntries, selectEntries, type CarriedEntry } from './transfer/select.js';
 import { validateTargetName } from './store/names.js';
+import { manifestExists, parseVersionSelector, resolveVersion, splitVersion } from './store/versions.js';
 
 /*
  * Loaded where first needed, not with this module: a pull from a server needs none of them
@@ -37,7 +38,6 @@ import { validateTargetName } from './store/names.js';
 const localEndpoint = () => import('./endpoint/local.js');
 const transferPush = () => import('./transfer/push.js');
 const dryRunModule = () => import('./transfer/dry-run.js');
-import { manifestExists, parseVersionSelector, resolveVersion, splitVersion } from './store/versions.js';
 
 /** Runs of a push, at most, when a server restart lost chunks it had taken (see push). */
 const MAX_PUSH_ROUNDS = 3;

@@ -77,6 +77,20 @@ export async function openDirect(path: string, mode: 'r' | 'w'): Promise<FileHan
 }
 
 /**
+ * Reads into buf[0, length) from file offset `position` until it is full or the file ends;
+ * returns the bytes read (fewer than `length` only at the end of the file).
+ */
+export async function readUpTo(fh: FileHandle, buf: Uint8Array, length: number, position: number): Promise<number> {
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(buf, got, length - got, position + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got;
+}
+
+/**
  * Reads [offset, offset + length) of a file through `fh` into a new Buffer; with O_DIRECT
  * (`direct`: fh was opened with it), through an aligned buffer covering the range, of which
  * the bytes asked are a view. Returns fewer bytes if the file ends first.
@@ -84,23 +98,12 @@ export async function openDirect(path: string, mode: 'r' | 'w'): Promise<FileHan
 export async function readRange(fh: FileHandle, direct: boolean, offset: number, length: number): Promise<Buffer> {
   if (!direct) {
     const out = length >= LARGE_BUFFER_MIN_BYTES ? largeBuffer(length) : Buffer.allocUnsafe(length);
-    let got = 0;
-    while (got < length) {
-      const { bytesRead } = await fh.read(out, got, length - got, offset + got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
-    return out.subarray(0, got);
+    return out.subarray(0, await readUpTo(fh, out, length, offset));
   }
   const start = offset - (offset % DIRECT_ALIGN_BYTES);
   const span = alignUp(offset + length) - start;
   const buf = alignedBuffer(span);
-  let got = 0;
-  while (got < span) {
-    const { bytesRead } = await fh.read(buf, got, span - got, start + got);
-    if (bytesRead === 0) break;
-    got += bytesRead;
-  }
+  const got = await readUpTo(fh, buf, span, start);
   const skip = offset - start;
   return buf.subarray(skip, Math.max(skip, Math.min(got, skip + length)));
 }
@@ -436,15 +439,7 @@ export class DirectRangeReader {
     const known = this.windows.get(w);
     if (known) return known;
     const buf = this.free.pop() ?? (this.direct ? alignedBuffer(DIRECT_BLOCK_BYTES) : largeBuffer(DIRECT_BLOCK_BYTES));
-    const data = (async () => {
-      let got = 0;
-      while (got < DIRECT_BLOCK_BYTES) {
-        const { bytesRead } = await this.fh.read(buf, got, DIRECT_BLOCK_BYTES - got, w * DIRECT_BLOCK_BYTES + got);
-        if (bytesRead === 0) break;
-        got += bytesRead;
-      }
-      return buf.subarray(0, got);
-    })();
+    const data = readUpTo(this.fh, buf, DIRECT_BLOCK_BYTES, w * DIRECT_BLOCK_BYTES).then((got) => buf.subarray(0, got));
     data.catch(() => {}); // the reader that needs it sees the error
     const win: RangeWindow = { buf, data, users: 0, evicted: false, lent: 0, reader: this };
     windowsByBuffer.set(buf.buffer, win);

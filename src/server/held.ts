@@ -720,7 +720,7 @@ export class HeldStore implements ChunkStore, ManifestStore, GarbageCollecting {
           continue;
         }
         const before = todo[i + k - 1]?.p;
-        const dense = before !== undefined && before.file === file && p.offset - (before.offset + before.length) <= EVACUATE_WINDOW_GAP_BYTES && p.offset >= before.offset;
+        const dense = before !== undefined && before.file === file && p.offset - (before.offset + before.length) <= EVACUATE_WINDOW_GAP_BYTES;
         const bytes = await this.readPlace(p, !dense);
         if (!bytes || !digestEquals(digestOf(c.id.algorithm, bytes), c.id.digest)) {
           this.dropPlace(c.id, p);

@@ -6,6 +6,7 @@ import type { ReadStream } from 'node:fs';
 import { lstat, open, readdir, readFile, type FileHandle } from 'node:fs/promises';
 import { throwIfAborted } from '../../core/abort.js';
 import { fromSystemError } from '../../core/errors.js';
+import { readUpTo } from '../../io/direct.js';
 
 /** Stats and unlinks in flight while listing or cleaning up. */
 export const FS_CONCURRENCY = 16;
@@ -17,13 +18,7 @@ export async function readFrom(file: string, position: number): Promise<Buffer> 
   try {
     const size = (await fh.stat()).size;
     const out = Buffer.allocUnsafe(Math.max(0, size - position));
-    let got = 0;
-    while (got < out.length) {
-      const { bytesRead } = await fh.read(out, got, out.length - got, position + got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
-    return out.subarray(0, got);
+    return out.subarray(0, await readUpTo(fh, out, out.length, position));
   } finally {
     await fh.close();
   }

@@ -7,9 +7,9 @@ import { open, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { fromSystemError, IoError } from '../../core/errors.js';
 import type { DigestAlgorithm } from '../../core/ids.js';
-import { alignedBuffer, alignUp, DIRECT_ALIGN_BYTES, openDirect } from '../../io/direct.js';
+import { alignedBuffer, alignUp, openDirect } from '../../io/direct.js';
 import { fsyncPath } from '../../io/sync.js';
-import { LARGE_BUFFER_MIN_BYTES, largeBuffer, recycleLargeBuffer } from '../../io/sys.js';
+import { largeBuffer, recycleLargeBuffer } from '../../io/sys.js';
 import { encodeIndexRecords, encodeRecordHeader, IDX_MAGIC, newPackName, PACK_BLOCK_BYTES, PACK_MAGIC, type PackEntry } from '../pack.js';
 
 /** Full blocks being written at once per pack; appends wait beyond it (the disk is behind). */

@@ -20,6 +20,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { throwIfAborted } from '../../core/abort.js';
 import { KiB, MiB } from '../../core/sizes.js';
 import { largeBuffer } from '../../io/sys.js';
+import { readUpTo } from '../../io/direct.js';
 
 /**
  * Bytes read at once, at most (unless one chunk is larger: its window is the chunk). Small,
@@ -105,15 +106,7 @@ export async function readInPackOrder(places: PackPlace[], options: PackOrderOpt
       f = open(options.packPath(w.pack), 'r');
       files.set(w.pack, f);
     }
-    const fh = await f;
-    const span = w.end - w.start;
-    let got = 0;
-    while (got < span) {
-      const { bytesRead } = await fh.read(buf, got, span - got, w.start + got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
-    return got;
+    return readUpTo(await f, buf, w.end - w.start, w.start);
   };
   /** The read in flight of each window (settled: bytes read, or the error). */
   const reading = (k: number) => read(windows[k]!, buffers[k % 2]!).then((n) => ({ n }), (err: unknown) => ({ err }));
