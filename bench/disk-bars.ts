@@ -9,7 +9,9 @@
  *   node dist/bench/disk-bars.js zeros   [--size 4G]
  *
  * sparse: a file of --size holding --data of random bytes in --extents extents (the rest
- * holes), and a dense file of --data bytes. Each of: push to a local directory, push to a
+ * holes), and a dense file of --data bytes. Every xfer it runs shares a fresh user cache
+ * (XDG_CACHE_HOME): round 1 hashes the holes' zeros (the first sparse push computes the
+ * zero spans' CVs, and its server and pull find them kept), later rounds find them. Each of: push to a local directory, push to a
  * server (`xfer serve`, started once), pull from the server, is run on both files and
  * `rsync -S` makes the same copy locally (rsync has no server here: the local copy is its
  * best case), alternating, --rounds times. Reports wall time, the allocated size of every
@@ -137,6 +139,9 @@ async function sparseBars(): Promise<void> {
   const rounds = Number(arg('--rounds', '2'));
   const bin = arg('--bin', DEFAULT_BIN);
   const dir = await mkdtemp(join(arg('--dir', '/var/tmp'), 'xfer-disk-bars-'));
+  // A cache of its own for every xfer this runs (the server too): round 1 finds no zero
+  // span's CV kept (hash/zero-cvs.ts) and computes them, later rounds find them.
+  process.env.XDG_CACHE_HOME = join(dir, 'cache');
   const server = await serve(bin, join(dir, 'root'));
   try {
     const sparse = join(dir, 'sparse.img');

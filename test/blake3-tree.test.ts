@@ -7,7 +7,8 @@ import { after, before, describe, it } from 'node:test';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { isZeroBytesView, zeroBytes } from '../src/chunker/zero.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
-import { CvStack, holeCover, rememberZeroCv, spanCv, spanCvWithHoles, treeBinding, TreeHasher, TREE_SPAN_BYTES, TREE_SPANS_IN_FLIGHT, TREE_SPARE_SPANS, type TreeBinding } from '../src/hash/tree.js';
+import { CvStack, holeCover, spanCv, spanCvWithHoles, treeBinding, TreeHasher, TREE_SPAN_BYTES, TREE_SPANS_IN_FLIGHT, TREE_SPARE_SPANS, type TreeBinding } from '../src/hash/tree.js';
+import { rememberZeroCv, setZeroCvCacheDir } from '../src/hash/zero-cvs.js';
 import { ChunkColumns, chunkerFor, cutAndHash, scanSegment } from '../src/scan/segment.js';
 import { pull, push } from '../src/index.js';
 import { DIGEST_THREAD_MIN_BYTES } from '../src/scan/digest-thread.js';
@@ -18,6 +19,10 @@ import { withNative } from './helpers/native.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
+
+// The hashing itself is what is tested here: no zero CVs from the user's cache
+// (zero-cv-cache.test.ts tests those), and none planted into it.
+setZeroCvCacheDir(null);
 
 /** The one-shot BLAKE3 digest (@napi-rs/blake-hash), hex. */
 function oneShot(data: Uint8Array): string {

@@ -11,22 +11,23 @@
  */
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, open, rename, rm, type FileHandle } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { isXferError } from '../core/errors.js';
 import { openManifest, type ManifestReader } from '../manifest/reader.js';
 import { manifestTag } from '../manifest/tag.js';
 import type { HttpStore } from '../store/http/store.js';
 import { validateManifestName } from '../store/names.js';
 import type { OpOptions } from '../store/store.js';
-import { keepNewest, snapshotDir } from '../reconstruct/snapshot.js';
+import { keepNewest } from '../reconstruct/snapshot.js';
+import { userCacheDir } from '../core/cache-dir.js';
 
 /** Kept manifests at most; the oldest (by when they were kept) go first. */
 export const MAX_PUSHED_MANIFESTS = 64;
 
 /** The cache's directory; undefined where there is no cache directory to use. */
 export function pushedDir(env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const snapshots = snapshotDir(env);
-  return snapshots && join(dirname(snapshots), 'pushed');
+  const cache = userCacheDir(env);
+  return cache && join(cache, 'pushed');
 }
 
 function pushedFile(dir: string, base: URL, name: string): string {

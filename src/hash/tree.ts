@@ -21,6 +21,7 @@ import { KiB } from '../core/sizes.js';
 import { Slots } from '../core/window.js';
 import { largeBuffer, recycleLargeBuffer } from '../io/sys.js';
 import { digestOf } from './digest.js';
+import { knownZeroCv, rememberZeroCv } from './zero-cvs.js';
 
 /** BLAKE3's chunk: spans are multiples of it, and their positions are counted in it. */
 export const BLAKE3_CHUNK_BYTES = KiB;
@@ -174,28 +175,6 @@ export class CvStack {
   }
 }
 
-/**
- * Zero spans' CVs remembered, at most (32 bytes each: 4096 cover 32 GiB of 8 MiB holes).
- * The oldest goes first: the rebuild that may reuse them trails the scan by a window.
- */
-const ZERO_CV_MEMO_ENTRIES = 4096;
-const zeroCvMemo = new Map<string, Uint8Array>();
-
-/**
- * Remembers the CV of `length` zero bytes at `offset` (TreeHasher looks it up before
- * hashing a span of known zeros). A pure function of the two numbers, whatever file they
- * belong to, so a process that scans a sparse file and rebuilds it (a local push) hashes
- * each hole once, not twice.
- */
-export function rememberZeroCv(offset: number, length: number, cv: Uint8Array): void {
-  if (zeroCvMemo.size >= ZERO_CV_MEMO_ENTRIES) zeroCvMemo.delete(zeroCvMemo.keys().next().value!);
-  zeroCvMemo.set(`${offset}:${length}`, cv);
-}
-
-function rememberedZeroCv(offset: number, length: number): Uint8Array | undefined {
-  return zeroCvMemo.get(`${offset}:${length}`);
-}
-
 /** Spans of a rebuilt file hashed at once on libuv's threads, at most (bounds the memory held). */
 export const TREE_SPANS_IN_FLIGHT = 2;
 /**
@@ -337,11 +316,14 @@ export class TreeHasher {
 
   private dispatch(): void {
     const buffer = this.span;
-    const known = buffer ? undefined : rememberedZeroCv(this.offset, this.filled);
+    const offset = this.offset;
+    const length = this.filled;
+    const known = buffer ? undefined : knownZeroCv(offset, length);
     const cv = known ?? new Uint8Array(CV_BYTES);
     this.slots.admit();
-    const hashed = known ? Promise.resolve() : this.b.blake3CvAsync(buffer ?? null, this.filled, this.offset / BLAKE3_CHUNK_BYTES, cv);
+    const hashed = known ? Promise.resolve() : this.b.blake3CvAsync(buffer ?? null, length, offset / BLAKE3_CHUNK_BYTES, cv);
     const merged = Promise.all([this.lastMerged, hashed]).then(() => {
+      if (!buffer && !known) rememberZeroCv(offset, length, cv);
       this.stack.push(cv);
       if (buffer && this.spare.length < TREE_SPARE_SPANS) this.spare.push(buffer);
     });

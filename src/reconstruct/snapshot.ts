@@ -28,8 +28,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { lstatSync, readlinkSync, statfsSync, type BigIntStats } from 'node:fs';
 import { mtimeNsOf, type ManifestEvent } from '../manifest/types.js';
 import { lstat, open, readdir, rename, rm, mkdir, writeFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { userCacheDir } from '../core/cache-dir.js';
 
 /** A snapshot file larger than this is not read (about 100 bytes an entry: a million entries). */
 export const MAX_SNAPSHOT_BYTES = 128 * 1024 * 1024;
@@ -123,15 +123,8 @@ export function snapshotConditions(options: { readonly delete: boolean; readonly
 
 /** The directory snapshots go to; undefined where there is no cache directory to use. */
 export function snapshotDir(env: NodeJS.ProcessEnv = process.env): string | undefined {
-  const xdg = env.XDG_CACHE_HOME;
-  if (xdg && isAbsolute(xdg)) return join(xdg, 'xfer', 'snapshots');
-  let home: string;
-  try {
-    home = env.HOME || homedir();
-  } catch {
-    return undefined;
-  }
-  return home && isAbsolute(home) ? join(home, '.cache', 'xfer', 'snapshots') : undefined;
+  const cache = userCacheDir(env);
+  return cache && join(cache, 'snapshots');
 }
 
 function snapshotFile(dir: string, target: string, root: BigIntStats): string {

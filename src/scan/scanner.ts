@@ -8,7 +8,8 @@ import { DIGEST_BYTES, maxChunkBytes } from '../core/ids.js';
 import { MiB } from '../core/sizes.js';
 import type { Chunker } from '../chunker/chunker.js';
 import { createHasher, digestOf } from '../hash/digest.js';
-import { CvStack, isTreeSpan, rememberZeroCv, treeBinding, type TreeBinding } from '../hash/tree.js';
+import { CvStack, isTreeSpan, treeBinding, type TreeBinding } from '../hash/tree.js';
+import { knownZeroCv, rememberZeroCv } from '../hash/zero-cvs.js';
 import { blockDeviceSize } from '../io/sys.js';
 import { DIGEST_THREAD_MIN_BYTES, DigestThread } from './digest-thread.js';
 import type { ScanPool } from './pool.js';
@@ -199,6 +200,7 @@ export class FileScan {
       const k = this.nextToDispatch++;
       const start = k * this.segmentBytes;
       const end = Math.min(this.size, start + this.segmentBytes);
+      const zeroCv = this.tree ? knownZeroCv(start, end - start) : undefined;
       const p = this.pool.run(
         {
           kind: 'file',
@@ -211,6 +213,7 @@ export class FileScan {
           digestAlgorithm: this.options.digestAlgorithm,
           wholeFile: this.segmentCount === 1,
           ...(this.tree ? { segmentCv: true } : {}),
+          ...(zeroCv ? { zeroCv } : {}),
           // One segment: the worker checks, with the file still open, that it did not change.
           ...(this.segmentCount === 1 ? { expectMtimeMs: this.mtimeMs } : {}),
         },
@@ -257,7 +260,7 @@ export class FileScan {
           if (!r.segmentCv) throw new XferError('XFER_INTERNAL', `${this.path}: segment ${k} came back without its CV`);
           cvs.push(r.segmentCv);
           // All hole: its CV is that of zeros at this offset, which a rebuild in this
-          // process (a local push) then need not compute again.
+          // process (a local push) and later processes then need not compute again.
           if (r.dataBytes === 0) rememberZeroCv(start, end - start, r.segmentCv);
         }
         dataBytes += r.dataBytes;

@@ -43,6 +43,12 @@ export interface FileSegmentTask extends SegmentTaskBase {
    * lie in it, are hashed without their bytes (spanCvWithHoles).
    */
   readonly segmentCv?: boolean;
+  /**
+   * With segmentCv: the CV of [start, end) if it is all zeros, when the caller knows it
+   * (hash/zero-cvs.ts). Returned as the segment's CV if the segment is all hole, instead of
+   * hashing 8 MiB of zeros.
+   */
+  readonly zeroCv?: Uint8Array;
 }
 
 /**
@@ -256,7 +262,7 @@ export function scanSegment(task: SegmentTask): SegmentResult {
     const tree = nativeTree();
     if (!tree) throw new XferError('XFER_INTERNAL', 'segment CV asked of a scan worker without the native addon');
     // The bytes just chunked; its holes (all of it, or parts anywhere) by the zero routine.
-    segmentCv = spanCvWithHoles(tree, data, startLimit, task.start, holes ?? []);
+    segmentCv = task.zeroCv && dataBytes === 0 ? task.zeroCv : spanCvWithHoles(tree, data, startLimit, task.start, holes ?? []);
   }
   return {
     count: cols.count,
