@@ -49,6 +49,14 @@ export function isZeroBytesView(data: Uint8Array): boolean {
   return zeros !== undefined && data.length > 0 && data.buffer === zeros.buffer;
 }
 
+/**
+ * Whether `buffer` is the one zeroBytes() views: a holder of views that gives buffers back
+ * for reuse (ScanPool.recycle) must never give this one, which others read as zeros.
+ */
+export function isSharedZeros(buffer: ArrayBufferLike): boolean {
+  return zeros !== undefined && buffer === zeros.buffer;
+}
+
 /** Whether a chunk of this length can be a zero chunk at all (cheap: no hashing). */
 export function mayBeZeroChunk(length: number): boolean {
   return length > 0 && length % ZERO_CHUNK_ALIGN_BYTES === 0 && length <= MAX_ZERO_CHUNK_BYTES;

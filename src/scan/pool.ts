@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os';
 import { Piscina } from 'piscina';
 import { abortedError, throwIfAborted } from '../core/abort.js';
 import { XferError, type ErrorCode } from '../core/errors.js';
+import { isSharedZeros } from '../chunker/zero.js';
 import type { FileSegmentTask, SegmentResult, SegmentTask } from './segment.js';
 import { scanOne, type FilesTask, type WorkerReply } from './worker.js';
 
@@ -232,7 +233,8 @@ export class ScanPool {
    * any view of it again: it is transferred to a worker (and detached here) on next use.
    */
   recycle(buffer: ArrayBuffer): void {
-    if (buffer.byteLength === 0) return;
+    // The shared zeros stand for a hole segment's bytes (FileScan): read by others, never filled.
+    if (buffer.byteLength === 0 || isSharedZeros(buffer)) return;
     if (this.free.length < this.threads * FREE_BUFFERS_PER_THREAD + 2) {
       this.free.push(buffer);
       return;
