@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { Blake3Hasher } from '@napi-rs/blake-hash';
-import { isZeroChunk, nonZeroRuns, zeroDigest } from '../src/chunker/zero.js';
+import { isZeroChunk, MAX_ZERO_CHUNK_BYTES, nonZeroRuns, zeroDigest } from '../src/chunker/zero.js';
+import { pull, type PullProgress } from '../src/index.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import type { ChunkId } from '../src/core/ids.js';
 import { digestOf } from '../src/hash/digest.js';
@@ -182,6 +183,22 @@ describe('disk images: holes are not read, zero chunks are not stored or sent, c
     assert.equal(pj.bytesAllocated, await allocated(pulled));
     assert.ok((await allocated(pulled)) < DATA_BYTES + SPARSE_SLACK_BYTES, `pulled copy takes ${await allocated(pulled)} bytes`);
     assert.equal(await b3sum(pulled), imageDigest);
+  });
+
+  it('a rebuild takes each run of zero chunks as one piece of work: a progress step per run, not per chunk', async () => {
+    const dest = join(dir, 'runs');
+    const r = await runCli(['push', image, `${dest}/`]);
+    assert.equal(r.code, 0, r.stderr);
+    const steps: PullProgress[] = [];
+    const pulled = join(dir, 'pulled-runs.img');
+    const result = await pull(join(dest, 'disk.img'), pulled, { onProgress: (p) => steps.push(p) });
+    assert.equal(await b3sum(pulled), imageDigest);
+    assert.ok(result.bytesZero > IMAGE_BYTES - DATA_BYTES - MiB);
+    // The data chunks (about 32: 64 KiB on average) and a few zero runs (pieces of at most
+    // MAX_ZERO_CHUNK_BYTES), against some 250 zero chunks of 256 KiB taken one by one.
+    const runs = Math.ceil((IMAGE_BYTES - DATA_BYTES) / MAX_ZERO_CHUNK_BYTES) + EXTENTS.length + 1;
+    assert.ok(steps.length <= 64 + runs, `${steps.length} progress steps`);
+    assert.equal(steps.at(-1)!.bytesDone, IMAGE_BYTES);
   });
 
   describe('with a server', () => {
