@@ -631,9 +631,12 @@ static napi_value js_malloc_mmap_threshold(napi_env env, napi_callback_info info
  * served from read-ahead windows spent 13% of the server's CPU in the kernel's clear_page
  * on fresh 2 MiB pages, an incremental push 24%). Pooled mappings stay resident until
  * taken or trimmed: hugeBufferTrim(ms) unmaps those pooled longer than `ms`, which
- * io/sys.ts calls once its callers have been idle that long.
+ * io/sys.ts calls once its callers have been idle that long. 16 MiB: most buffers are
+ * given back by their owners (io/sys.ts recycleLargeBuffer) before any collection, and
+ * what is pooled here is resident memory nobody uses; 64 MiB (with 64 MiB given back
+ * besides) put a server's peak over 300 MiB during a 64 GiB sparse push, with no less CPU.
  */
-#define HUGE_POOL_MAX_BYTES ((size_t)64 << 20)
+#define HUGE_POOL_MAX_BYTES ((size_t)16 << 20)
 #define HUGE_POOL_SLOTS 64
 struct huge_mapping {
   void *at;
@@ -796,14 +799,14 @@ static napi_value js_huge_buffer_discard(napi_env env, napi_callback_info info) 
   return NULL;
 }
 
-/* hugeBufferStats(): { mapped, reused, unmapped, pooledBytes, liveBytes } since the process started. */
+/* hugeBufferStats(): { mapped, reused, unmapped, pooledBytes, liveBytes } since the process started, and poolMaxBytes. */
 static napi_value js_huge_buffer_stats(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value out, v;
   pthread_mutex_lock(&huge_pool_lock);
-  const double fields[] = { (double)huge_mapped, (double)huge_reused, (double)huge_unmapped, (double)huge_pool_bytes, (double)huge_live_bytes };
+  const double fields[] = { (double)huge_mapped, (double)huge_reused, (double)huge_unmapped, (double)huge_pool_bytes, (double)huge_live_bytes, (double)HUGE_POOL_MAX_BYTES };
   pthread_mutex_unlock(&huge_pool_lock);
-  static const char *const NAMES[] = { "mapped", "reused", "unmapped", "pooledBytes", "liveBytes" };
+  static const char *const NAMES[] = { "mapped", "reused", "unmapped", "pooledBytes", "liveBytes", "poolMaxBytes" };
   napi_create_object(env, &out);
   for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
     napi_create_double(env, fields[i], &v);

@@ -79,6 +79,8 @@ export interface LargeBufferStats {
   readonly unmapped: number;
   readonly pooledBytes: number;
   readonly liveBytes: number;
+  /** The most the addon pools (native/sys.c HUGE_POOL_MAX_BYTES). */
+  readonly poolMaxBytes: number;
 }
 
 function native(): NativeSys | null {
@@ -458,7 +460,7 @@ export const LARGE_BUFFER_IDLE_MS = 3000;
  * each 4 KiB page of fresh memory costs a fault when first written, and on a virtual
  * machine that is dear. Measured here (2-core VM, THP in "madvise" mode): filling 256 MiB
  * of fresh 8 MiB Buffers took 720-790 ms with 4 KiB pages and 60-160 ms with this. When
- * collected, its mapping goes to the addon's pool (at most 64 MiB), and the next buffer of
+ * collected, its mapping goes to the addon's pool (at most 16 MiB), and the next buffer of
  * that length reuses it without faulting fresh pages in (whose zeroing was 13-24% of a
  * server's CPU serving a pull or an incremental push); pooled mappings are unmapped after
  * LARGE_BUFFER_IDLE_MS. The twin (no addon, XFER_NO_NATIVE=1) is allocUnsafeSlow.
@@ -468,8 +470,13 @@ export function largeBuffer(bytes: number): Buffer<ArrayBuffer> {
   return huge ?? Buffer.allocUnsafeSlow(bytes);
 }
 
-/** Bytes of large buffers given back by their owners (recycleLargeBuffer) that are kept for reuse. */
-export const LARGE_BUFFER_RECYCLE_BYTES = 64 * 1024 * 1024;
+/**
+ * Bytes of large buffers given back by their owners (recycleLargeBuffer) that are kept for
+ * reuse: resident memory nobody uses until it is taken again, so a bound on a server's
+ * peak (with 64 MiB here and 64 MiB in the addon's pool, a 64 GiB sparse push peaked at
+ * 310-365 MiB; with 32 and 16, under 300, and no more CPU in the push and pull rows).
+ */
+export const LARGE_BUFFER_RECYCLE_BYTES = 32 * 1024 * 1024;
 
 /** Buffers hugeMapping made: the only ones recycleLargeBuffer takes (aligned, of their own memory). */
 const mappedByUs = new WeakSet<ArrayBufferLike>();

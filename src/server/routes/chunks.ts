@@ -14,7 +14,7 @@ import { digestEquals, digestsOfAsync } from '../../hash/digest.js';
 import { applyDelta, baseBlockSums, DELTA_HEADER_BYTES, deltaHeader, deltaLiteralBytes, deltaMapBytes, SUMS_REQUEST_RECORD_BYTES, sumsBytes } from '../../protocol/delta.js';
 import { chunkRecordHead, decodeDigests, encodeMissingBitmap, peekChunkRecord, takeChunkRecord } from '../../protocol/records.js';
 import { windowViews } from '../../io/direct.js';
-import { largeBuffer } from '../../io/sys.js';
+import { largeBuffer, recycleLargeBuffer } from '../../io/sys.js';
 import { drained, sendJson } from '../answer.js';
 import { consumeBody, readBody } from '../body.js';
 import { hasChunkSizes, type RouteContext } from '../context.js';
@@ -129,6 +129,8 @@ export function chunkRoutes(rc: RouteContext) {
       if (group.length === 0) return undefined;
       return storeGroup(algorithm, group);
     });
+    // Every group stored (put() copied the bytes): the next request's scratch is this one.
+    recycleLargeBuffer(scratch);
   }
 
   /** Hashes a group of received chunk records at once, then stores them in order (see upload). */
