@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { isZeroBytesView, zeroBytes } from '../src/chunker/zero.js';
 import { DIRECT_BLOCK_BYTES, DirectBlockWriter, directIoAvailable, openDirect } from '../src/io/direct.js';
+import { largeBufferStats } from '../src/io/sys.js';
 import { pseudoRandom } from './helpers/gen.js';
 
 const KiB = 1024;
@@ -55,5 +56,31 @@ describe('known zeros (views of zeroBytes) are written without being copied or c
     // Block 0, and of block 1 its data's 4 KiB pieces: block 2 and the zeros between are holes.
     const allocated = (await stat(p)).blocks * 512;
     assert.ok(allocated <= DIRECT_BLOCK_BYTES + head.length + tail.length + 8 * KiB, `allocated ${allocated}`);
+  });
+
+  it('the direct writer takes no buffer for blocks written with known zeros only, however many wait at once', async (t) => {
+    if (!directIoAvailable() || !largeBufferStats()) {
+      t.diagnostic('direct I/O or the addon unavailable');
+      return;
+    }
+    // 64 blocks of zeros, each missing its last 4 KiB (data that comes last, as a sparse
+    // image's data comes after the runs of zeros rebuilt ahead of it).
+    const blocks = 64;
+    const size = blocks * DIRECT_BLOCK_BYTES;
+    const p = join(dir, 'waiting.bin');
+    await writeFile(p, '');
+    const w = new DirectBlockWriter((await openDirect(p, 'w'))!, size, 0);
+    const before = largeBufferStats()!;
+    for (let b = 0; b < blocks; b++) await w.write(zeroBytes(DIRECT_BLOCK_BYTES - 4 * KiB), b * DIRECT_BLOCK_BYTES);
+    const waiting = largeBufferStats()!;
+    assert.equal(waiting.liveBytes - before.liveBytes, 0, `${(waiting.liveBytes - before.liveBytes) / DIRECT_BLOCK_BYTES} blocks' buffers held for zeros`);
+    const data = pseudoRandom(4 * KiB, 14);
+    for (let b = 0; b < blocks; b++) await w.write(data, (b + 1) * DIRECT_BLOCK_BYTES - 4 * KiB);
+    await w.finish();
+    const content = await readFile(p);
+    for (let b = 0; b < blocks; b++) {
+      const end = (b + 1) * DIRECT_BLOCK_BYTES;
+      assert.ok(content.subarray(end - 4 * KiB, end).equals(data) && content.subarray(end - 8 * KiB, end - 4 * KiB).every((x) => x === 0), `block ${b}`);
+    }
   });
 });

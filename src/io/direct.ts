@@ -109,7 +109,12 @@ export async function readRange(fh: FileHandle, direct: boolean, offset: number,
 }
 
 interface Block {
-  readonly buf: Buffer;
+  /**
+   * Its bytes, taken at the first write of anything but known zeros: a block written with
+   * known zeros only needs none (a sparse image's holes, rebuilt as runs of zero chunks
+   * far ahead of its data, would otherwise hold a 4 MiB buffer each while they wait).
+   */
+  buf?: Buffer;
   /**
    * Bytes of the block that belong to the file (DIRECT_BLOCK_BYTES but for the last one;
    * of a file of unknown size, set when finish() learns it).
@@ -182,7 +187,7 @@ export class DirectBlockWriter {
       if (knownZeros) {
         (block.zeros ??= []).push([at, at + n]);
         block.zeroBytes += n;
-      } else block.buf.set(data.subarray(done, done + n), at);
+      } else this.bufferOf(block).set(data.subarray(done, done + n), at);
       block.filled += n;
       if (shared && this.clone) {
         block.shared ??= [];
@@ -230,7 +235,7 @@ export class DirectBlockWriter {
     let block = this.blocks.get(index);
     if (!block) {
       const length = Math.min(DIRECT_BLOCK_BYTES, this.sizeBytes - index * DIRECT_BLOCK_BYTES);
-      block = { buf: this.free.pop() ?? alignedBuffer(DIRECT_BLOCK_BYTES), length, filled: 0, zeroBytes: 0 };
+      block = { length, filled: 0, zeroBytes: 0 };
       this.blocks.set(index, block);
     }
     return block;
@@ -243,14 +248,15 @@ export class DirectBlockWriter {
     // Nothing but known zeros where the file is a hole: it stays one (the caller truncates
     // the file to its size), without filling or comparing the buffer.
     if (block.zeroBytes === block.length && at >= this.sparseFrom) {
-      this.free.push(block.buf);
+      if (block.buf) this.free.push(block.buf);
       return;
     }
-    for (const [from, to] of block.zeros ?? []) block.buf.fill(0, from, to);
+    const buf = this.bufferOf(block);
+    for (const [from, to] of block.zeros ?? []) buf.fill(0, from, to);
     const padded = alignUp(block.length);
-    block.buf.fill(0, block.length, padded);
+    buf.fill(0, block.length, padded);
     // Runs start and end on 4 KiB file offsets (block starts are aligned): still O_DIRECT-aligned.
-    let runs: Array<[number, number]> = at >= this.sparseFrom ? nonZeroRuns(block.buf.subarray(0, padded), at) : [[0, padded]];
+    let runs: Array<[number, number]> = at >= this.sparseFrom ? nonZeroRuns(buf.subarray(0, padded), at) : [[0, padded]];
     // What an older file holds at the same offsets is shared with it (one reflink per run of
     // the block, not per chunk), and only the rest written. Shared ranges are file system
     // blocks (multiples of 4 KiB): the rest stays O_DIRECT-aligned.
@@ -264,12 +270,16 @@ export class DirectBlockWriter {
     }
     for (const [from, to] of runs) {
       for (let done = from; done < to; ) {
-        const { bytesWritten } = await this.fh.write(block.buf, done, to - done, at + done);
+        const { bytesWritten } = await this.fh.write(buf, done, to - done, at + done);
         if (bytesWritten === 0) throw new XferError('XFER_IO', `direct write made no progress at ${at + done}`);
         done += bytesWritten;
       }
     }
-    this.free.push(block.buf);
+    this.free.push(buf);
+  }
+
+  private bufferOf(block: Block): Buffer {
+    return (block.buf ??= this.free.pop() ?? alignedBuffer(DIRECT_BLOCK_BYTES));
   }
 }
 
