@@ -70,7 +70,13 @@ describe('progress display on a terminal', () => {
       assert.equal(r.code, 0, r.output);
       const notices = r.output.split(ERASE_LINE).filter((l) => l.includes('retry'));
       assert.ok(notices.length > 0, JSON.stringify(r.output.slice(-500)));
-      assert.match(notices[0]!, /^the connection to http:\/\/127\.0\.0\.1:\d+ broke: [^;]+; retry 1 in [\d.]+ s$/);
+      // The cut shows as such. A request the server refused around the reconnect (Node's
+      // server sometimes resets one with ENHANCE_YOUR_CALM on a loaded machine: session 16's
+      // note) may show before it, in its own words; nothing else may.
+      const broke = /^the connection to http:\/\/127\.0\.0\.1:\d+ broke: [^;]+; retry \d+ in [\d.]+ s$/;
+      const reset = /^http:\/\/127\.0\.0\.1:\d+ reset the request \(NGHTTP2_[A-Z_]+\); retry \d+ in [\d.]+ s$/;
+      assert.ok(notices.some((n) => broke.test(n)), JSON.stringify(notices));
+      for (const n of notices) assert.ok(broke.test(n) || reset.test(n), n);
       assert.match(r.output, /pushed http:\/\/127\.0\.0\.1:\d+\/big\.bin: 160\.00 MiB/);
     } finally {
       await relay.close();
