@@ -20,7 +20,7 @@ import { open, type FileHandle } from 'node:fs/promises';
 import { VerifyFailedError, XferError } from '../core/errors.js';
 import { MiB } from '../core/sizes.js';
 import { loadAddon } from '../native/addon.js';
-import { hugeMapping, LARGE_BUFFER_MIN_BYTES, largeBuffer, recycleLargeBuffer } from './sys.js';
+import { hugeMapping, keepsLargeBuffers, LARGE_BUFFER_MIN_BYTES, largeBuffer, recycleLargeBuffer, type KeepsLargeBuffers } from './sys.js';
 
 /** Alignment of O_DIRECT buffers, offsets and lengths. */
 export const DIRECT_ALIGN_BYTES = 4096;
@@ -363,7 +363,7 @@ export const windowViews = {
  * views of it (see read()). Window buffers no view was taken of are recycled. Out-of-order
  * reads work too, at the cost of a window each.
  */
-export class DirectRangeReader {
+export class DirectRangeReader implements KeepsLargeBuffers {
   private readonly windows = new Map<number, RangeWindow>();
   private readonly free: Buffer[] = [];
   private closed = false;
@@ -374,7 +374,20 @@ export class DirectRangeReader {
     readonly size: number,
     /** close() closes fh: it was opened by open(). */
     private readonly owned = true,
-  ) {}
+  ) {
+    // A server's held files keep their readers between commands: idle, the windows go.
+    keepsLargeBuffers(this);
+  }
+
+  /** Lets go of the windows kept for reads to come; those in use go once given back. */
+  relinquish(): void {
+    for (const [k, win] of this.windows) {
+      this.windows.delete(k);
+      win.evicted = true;
+      this.recycle(win);
+    }
+    for (const b of this.free.splice(0)) recycleLargeBuffer(b);
+  }
 
   /**
    * Reads through `fh`, which stays the caller's: close() ends the reader, not the

@@ -12,7 +12,7 @@
  * costs speed, never correctness.
  */
 import { MiB } from '../core/sizes.js';
-import { largeBuffer, recycleLargeBuffer } from '../io/sys.js';
+import { keepsLargeBuffers, largeBuffer, recycleLargeBuffer, type KeepsLargeBuffers } from '../io/sys.js';
 import type { Lender } from '../reconstruct/recent.js';
 
 /** Slabs the chunks are carved from. */
@@ -34,7 +34,7 @@ interface Slab {
   carving: boolean;
 }
 
-export class ArrivalSlabs implements Lender {
+export class ArrivalSlabs implements Lender, KeepsLargeBuffers {
   private readonly slabs = new WeakMap<ArrayBufferLike, Slab>();
   private readonly free: Slab[] = [];
   private current: Slab | undefined;
@@ -44,7 +44,26 @@ export class ArrivalSlabs implements Lender {
   constructor(
     private readonly slabBytes = ARRIVAL_SLAB_BYTES,
     private readonly freeSlabsMax = ARRIVAL_FREE_SLABS_MAX,
-  ) {}
+  ) {
+    keepsLargeBuffers(this);
+  }
+
+  /**
+   * Idle: the free slabs, and the one being carved if nothing holds a part of it, go back
+   * to the process's pool (a server between commands keeps none).
+   */
+  relinquish(): void {
+    const s = this.current;
+    if (s && s.holders === 0) {
+      this.current = undefined;
+      s.carving = false;
+      this.free.push(s);
+    }
+    for (const f of this.free.splice(0)) {
+      this.slabs.delete(f.bytes.buffer);
+      recycleLargeBuffer(f.bytes);
+    }
+  }
 
   /** Chunks taken or held and not yet released (for tests: 0 once every holder is done). */
   get heldChunks(): number {

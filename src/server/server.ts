@@ -13,6 +13,7 @@ import {
 import type { AddressInfo, Socket } from 'node:net';
 import { join, resolve } from 'node:path';
 import { mkdir } from 'node:fs/promises';
+import { collectWhenIdle } from '../io/sys.js';
 import { BusyError, fromSystemError, InvalidArgumentError, TimeoutError } from '../core/errors.js';
 import { LocalStore } from '../store/local.js';
 import { createHandler, failureOf, sendErrorAnswer, type ServerStore } from './handler.js';
@@ -366,6 +367,8 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
   const sweepController = new AbortController();
   const swept = storeOnly ? undefined : sweepDeadStagings(filesDir, { signal: sweepController.signal, log });
   const verifier = options.verifySchedule ? scheduleVerify(store, storeOnly ? undefined : filesDir, options.verifySchedule, log) : undefined;
+  // Between commands, what the last one dropped is collected (see collectWhenIdle).
+  const stopCollecting = collectWhenIdle();
   let closing: Promise<void> | undefined;
   return {
     url,
@@ -382,6 +385,7 @@ export async function createServer(options: ServerOptions): Promise<XferServer> 
           for (const s of sessions) s.destroy();
           await closed;
         }
+        stopCollecting();
         sweepController.abort();
         await swept;
         await verifier?.stop();

@@ -1,0 +1,89 @@
+import { strict as assert } from 'node:assert';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, it } from 'node:test';
+import { DirectRangeReader, windowViews } from '../src/io/direct.js';
+import { sysIsNative, trimLargeBuffers } from '../src/io/sys.js';
+import { ArrivalSlabs } from '../src/server/arrivals.js';
+import { pseudoRandom } from './helpers/gen.js';
+
+const MiB = 1024 * 1024;
+const SYS = fileURLToPath(new URL('../src/io/sys.js', import.meta.url));
+
+/** Bytes this process has read (rchar: from the page cache or storage). */
+function bytesRead(): number {
+  return Number(/^rchar: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
+}
+
+describe('an idle process gives back the large buffers kept for later', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'xfer-idle-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('a server\'s free slabs go, and a held file\'s reader forgets its windows (the next read reads the file again)', async (t) => {
+    if (!sysIsNative()) return t.diagnostic('the native addon is not built: buffers are not pooled');
+    const slabs = new ArrivalSlabs();
+    for (let i = 0; i < 3; i++) slabs.release(slabs.take(MiB));
+    const chunks = Array.from({ length: 8 }, () => slabs.take(MiB));
+    for (const c of chunks) slabs.release(c);
+    assert.ok(slabs.freeSlabs > 0, 'slabs kept for the next chunks');
+
+    const file = join(dir, 'held.bin');
+    const content = pseudoRandom(12 * MiB, 5);
+    await writeFile(file, content);
+    const reader = await DirectRangeReader.open(file, content.length);
+    try {
+      const readOnce = async () => {
+        const view = await reader.read(64 * 1024, 4 * MiB + 100);
+        assert.ok(view.equals(content.subarray(4 * MiB + 100, 4 * MiB + 100 + 64 * 1024)));
+        windowViews.release(view);
+      };
+      await readOnce();
+      let before = bytesRead();
+      await readOnce();
+      assert.ok(bytesRead() - before < 4096, 'served from the window it keeps (reading /proc/self/io counts a little)');
+      trimLargeBuffers(0);
+      assert.equal(slabs.freeSlabs, 0, 'free slabs given back');
+      before = bytesRead();
+      await readOnce();
+      assert.ok(bytesRead() - before >= 64 * 1024, 'the window was let go: read again');
+      // Taken again after: slabs work as before.
+      slabs.release(slabs.take(MiB));
+    } finally {
+      await reader.close();
+    }
+  });
+
+  it('a server collects once when idle: large buffers its last command dropped are unmapped without waiting for V8', (t) => {
+    if (!sysIsNative()) return t.diagnostic('the native addon is not built');
+    // In children without --expose-gc: 32 MiB dropped stay mapped through an idle trim,
+    // unless the process asked for the idle collection.
+    const liveAfterTrim = (ask: boolean): number => {
+      const child = `
+        const { collectWhenIdle, largeBuffer, largeBufferStats, trimLargeBuffers } = await import(${JSON.stringify(SYS)});
+        const stop = ${ask} ? collectWhenIdle() : () => {};
+        let b = Array.from({ length: 4 }, () => largeBuffer(8 << 20).fill(1));
+        b = undefined;
+        trimLargeBuffers(0);
+        await new Promise((r) => setTimeout(r, 100));
+        stop();
+        console.log(largeBufferStats().liveBytes);
+      `;
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', child], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      return Number(r.stdout.trim());
+    };
+    const without = liveAfterTrim(false);
+    assert.ok(without >= 32 * MiB, `${without / MiB} MiB mapped without the idle collection`);
+    const collected = liveAfterTrim(true);
+    assert.equal(collected, 0, `${collected / MiB} MiB still mapped after the idle collection`);
+  });
+});
