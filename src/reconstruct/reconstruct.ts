@@ -265,6 +265,17 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   let bytesAllocated = 0;
   let bytesShared = 0;
   const progress = () => options.onProgress?.({ bytesTotal: header.totalBytes, bytesDone, bytesReceived, bytesReused, bytesZero });
+  /**
+   * A chunk job's end: its bytes written at their offset, then hashed into the file's digest
+   * in order. The job (and its window slot) lasts until they are hashed: see completed().
+   */
+  const place = async (f: OpenFile, staged: StagedFile, seq: number, data: Uint8Array, offset: number, inPlace: boolean, shared: boolean): Promise<void> => {
+    await staged.write(data, offset, inPlace, shared);
+    bytesDone += data.length;
+    progress();
+    await f.completed(seq, data);
+    if (isLarge(f.hasher)) await f.hasher.ready();
+  };
 
   // Files are pipelined: a file's chunks are fetched while earlier files are still being
   // verified and closed (FILES_IN_FLIGHT at once), and the next file is opened without
@@ -342,14 +353,9 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
             await window.run(0, async () => {
               try {
                 const { staged } = await f.ready;
-                const data = zeroBytes(length);
                 bytesZero += length;
                 bytesReused += length;
-                await staged.write(data, offset, false, false);
-                bytesDone += length;
-                progress();
-                await f.completed(seq, data);
-                if (isLarge(f.hasher)) await f.hasher.ready();
+                await place(f, staged, seq, zeroBytes(length), offset, false, false);
               } catch (err) {
                 f.abandon();
                 throw err;
@@ -395,12 +401,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
                 if (got.fetched) bytesReceived += rec.length;
                 else bytesReused += rec.length;
               }
-              await staged.write(data, offset, inPlace, shared);
-              bytesDone += rec.length;
-              progress();
-              // The job (and its window slot) lasts until its bytes are hashed: see completed().
-              await f.completed(seq, data);
-              if (isLarge(f.hasher)) await f.hasher.ready();
+              await place(f, staged, seq, data, offset, inPlace, shared);
             } catch (err) {
               f.abandon();
               throw err;
