@@ -43,11 +43,11 @@ export class RateLimiter {
   }
 }
 
-/** `data` as pieces of at most `pieceBytes`, each let through by `limiter` (if any) before it is yielded. */
-export async function* paced(data: Uint8Array, limiter: RateLimiter | undefined, pieceBytes: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
+/** `data` as pieces of at most `pieceBytes`, each let through by `limiter` before it is yielded. */
+export async function* paced(data: Uint8Array, limiter: RateLimiter, pieceBytes: number, signal?: AbortSignal): AsyncGenerator<Uint8Array> {
   for (let o = 0; o < data.length; o += pieceBytes) {
     const piece = data.subarray(o, Math.min(data.length, o + pieceBytes));
-    await limiter?.take(piece.length, signal);
+    await limiter.take(piece.length, signal);
     yield piece;
   }
 }

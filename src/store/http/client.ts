@@ -89,16 +89,6 @@ const MAX_STREAMS_PER_CONNECTION = 128;
 /** Pieces a rate-limited upload body is sent in, each waiting for the limiter. */
 const PACED_PIECE_BYTES = 64 * 1024;
 /**
- * Pieces any other upload body is handed to undici in, one at a time (each waits for the
- * last to drain). Handed whole, a 4 MiB body sat in Node's queue of the HTTP/2 stream until
- * the server's window let it go, and Node counts queued bytes against the session's memory,
- * 10 MB by default, which undici does not let us raise: with a few uploads queued, the
- * session refused the next response's headers (`AddHeader` finds no memory) and reset that
- * request with ENHANCE_YOUR_CALM (NODE_DEBUG_NATIVE=http2: the server had answered it with
- * code 0). 32 uploads at once now queue at most 4 MiB.
- */
-const UPLOAD_PIECE_BYTES = 128 * 1024;
-/**
  * Under a rate limit the flow-control windows shrink to about what arrives in
  * LIMITED_WINDOW_SECONDS, so that the server does not send far ahead of the limit into
  * the client's memory; never below these.
@@ -275,11 +265,11 @@ export class XferClient {
       const rest = attempt === 0 ? body : await this.stillMissing(algorithm, body, signal);
       if (rest.length === 0) return;
       const limit = this.upLimit;
-      // The body is an async iterable, which undici writes piece by piece, waiting for each
-      // to drain (paced by the limiter, if any; see UPLOAD_PIECE_BYTES otherwise); as a
-      // Readable it was piped into the HTTP/2 stream, and a reset of such a stream mid-body
-      // (an abort, a timeout) could spin Node's session (see the constructor).
-      const sent = paced(rest, limit, limit ? PACED_PIECE_BYTES : UPLOAD_PIECE_BYTES, signal) as unknown as Body;
+      // Paced, the body is an async iterable, which undici writes piece by piece, waiting
+      // for each to drain; as a Readable it was piped into the HTTP/2 stream, and a reset
+      // of such a stream mid-body (an abort, a timeout) could spin Node's session (see the
+      // constructor).
+      const sent = limit ? (paced(rest, limit, PACED_PIECE_BYTES, signal) as unknown as Body) : rest;
       await this.exchange({ method: 'POST', path: paths.upload(algorithm), body: sent, signal, weight: rest.length }, drain);
       this.connections.delivered(rest.length);
     }, signal);
