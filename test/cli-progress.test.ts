@@ -70,9 +70,9 @@ describe('progress display on a terminal', () => {
       assert.equal(r.code, 0, r.output);
       const notices = r.output.split(ERASE_LINE).filter((l) => l.includes('retry'));
       assert.ok(notices.length > 0, JSON.stringify(r.output.slice(-500)));
-      // The cut shows as such. A request the server refused around the reconnect (Node's
-      // server sometimes resets one with ENHANCE_YOUR_CALM on a loaded machine: session 16's
-      // note) may show before it, in its own words; nothing else may.
+      // The cut shows as such. A request reset around the reconnect may show beside it, in
+      // its own words (upload-session-memory: the client's own session used to refuse answers
+      // with ENHANCE_YOUR_CALM here); nothing else may.
       const broke = /^the connection to http:\/\/127\.0\.0\.1:\d+ broke: [^;]+; retry \d+ in [\d.]+ s$/;
       const reset = /^http:\/\/127\.0\.0\.1:\d+ reset the request \(NGHTTP2_[A-Z_]+\); retry \d+ in [\d.]+ s$/;
       assert.ok(notices.some((n) => broke.test(n)), JSON.stringify(notices));

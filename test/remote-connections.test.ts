@@ -8,7 +8,7 @@ import { push } from '../src/api.js';
 import { H2CClient } from 'undici';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { XferClient } from '../src/store/http/client.js';
-import { Connections } from '../src/store/http/connections.js';
+import { Connections, MAX_QUEUED_BODY_BYTES } from '../src/store/http/connections.js';
 import { isOneLineError, runCli, sha256File, writeRandomFile } from './helpers/cli.js';
 import { startRelay, useServer } from './helpers/server.js';
 
@@ -47,6 +47,52 @@ describe('several connections per transfer (--connections)', () => {
       await Promise.all([1, 2, 3, 4].map((i) => client.upload('blake3', Buffer.alloc(1000, i))));
       assert.equal(sessions, 1);
       assert.equal(most, 4, 'four uploads were open at once on the one connection');
+    } finally {
+      await client.close();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
+  it('the bodies a connection holds unanswered stay within MAX_QUEUED_BODY_BYTES; a request waiting for room can be aborted', async () => {
+    // Node counts bytes queued on a client's streams against its session memory (10 MB),
+    // and over it refuses answers (upload-session-memory). The stand-in server holds each
+    // upload's answer, counting those open at once.
+    const info = { protocol: 1, maxBatchBytes: 64 << 20, maxQueryDigests: 65536, maxChunkBytes: 4 << 20 };
+    let open = 0;
+    let most = 0;
+    const server: Http2Server = createH2Server();
+    server.on('stream', (stream: ServerHttp2Stream, headers) => {
+      stream.on('error', () => {});
+      if (String(headers[':path']) === '/v1/info') {
+        stream.respond({ ':status': 200, 'content-type': 'application/json' });
+        return stream.end(JSON.stringify(info));
+      }
+      open++;
+      most = Math.max(most, open);
+      stream.resume();
+      stream.on('end', () => setTimeout(() => {
+        open--;
+        stream.respond({ ':status': 200 });
+        stream.end();
+      }, 150));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+    const client = await XferClient.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, { connections: 1 });
+    try {
+      const body = Math.floor(MAX_QUEUED_BODY_BYTES / 2.5); // two fit, a third does not
+      await Promise.all([1, 2, 3, 4].map((i) => client.upload('blake3', Buffer.alloc(body, i))));
+      assert.equal(most, 2, 'two uploads at most were open at once');
+      // One waiting for room, aborted: it fails as an abort, and holds no room afterwards.
+      most = 0;
+      const first = client.upload('blake3', Buffer.alloc(body, 5));
+      const second = client.upload('blake3', Buffer.alloc(body, 6));
+      const stop = new AbortController();
+      const third = client.upload('blake3', Buffer.alloc(body, 7), stop.signal);
+      stop.abort();
+      await assert.rejects(third, (err: Error & { code?: string }) => err.code === 'XFER_ABORTED');
+      await Promise.all([first, second]);
+      await Promise.all([8, 9].map((i) => client.upload('blake3', Buffer.alloc(body, i))));
+      assert.equal(most, 2);
     } finally {
       await client.close();
       await new Promise<void>((r) => server.close(() => r()));

@@ -488,22 +488,34 @@ export class XferClient {
     throwIfAborted(signal);
     throwIfAborted(this.signal);
     const lane = this.connections.pick();
-    const dispatcher = lane.dispatcher;
+    let dispatcher = lane.dispatcher;
     const bodyBytes = opts.body instanceof Uint8Array ? opts.body.length : undefined;
     const weight = opts.weight ?? bodyBytes ?? 0;
     // A small request on an idle connection, answered at once (not a commit): a round trip.
     const small = opts.body === undefined || (bodyBytes !== undefined && bodyBytes <= ROUND_TRIP_PROBE_BYTES);
     const probe = small && lane.outstandingBytes === 0 && opts.headersTimeout !== 0;
     this.connections.begin(lane, weight);
+    // Bodies of bytes (uploads above all) wait for room among those the connection holds
+    // unanswered (MAX_QUEUED_BODY_BYTES); streamed bodies are written as they drain.
+    const queued = bodyBytes ?? 0;
     try {
+      if (queued > 0) {
+        await lane.admit(queued, signal);
+        dispatcher = lane.dispatcher; // replaced meanwhile, if its connection broke
+      }
       const started = performance.now();
-      const res = await call(dispatcher, this.base, {
-        headersTimeout: this.answerTimeoutMs,
-        bodyTimeout: this.answerTimeoutMs,
-        ...opts,
-        signal,
-        headers: { ...this.headers, ...opts.headers },
-      });
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await call(dispatcher, this.base, {
+          headersTimeout: this.answerTimeoutMs,
+          bodyTimeout: this.answerTimeoutMs,
+          ...opts,
+          signal,
+          headers: { ...this.headers, ...opts.headers },
+        });
+      } finally {
+        if (queued > 0) lane.release(queued);
+      }
       if (probe) this.connections.roundTrip(performance.now() - started);
       try {
         return await read(res);

@@ -10,6 +10,7 @@
  * The bandwidth limit stays the client's, one total however many connections there are.
  */
 import type { Dispatcher } from 'undici';
+import { abortedError, throwIfAborted } from '../../core/abort.js';
 import { KiB } from '../../core/sizes.js';
 
 /** Connections of one client to its server, at most (ClientOptions.connections). */
@@ -44,11 +45,63 @@ const NEAR_LIMIT = 0.8;
 /** Requests moving at least this much count as bulk: the samples start with the first. */
 const BULK_REQUEST_BYTES = 64 * KiB;
 
+/**
+ * Request body bytes handed to one connection and not yet answered, at most (unless one
+ * body alone is larger). Node counts the bytes queued on a client's HTTP/2 streams against
+ * the session's memory (10 MB by default, which undici gives no way to raise): over it, the
+ * session refuses the headers of an answer, resetting that request with ENHANCE_YOUR_CALM
+ * though the server answered it, and the request (an upload: 4 MiB) is sent again. That
+ * happened when the uploads cut by a break all went again at once on a new connection,
+ * whose windows start small. An answer comes after its body was read, so counting bodies
+ * until their answer bounds what can be queued.
+ */
+export const MAX_QUEUED_BODY_BYTES = 8 * 1024 * KiB;
+
 /** One connection and the requests on it. */
 export class Lane {
   /** Bytes of the requests on it not yet answered, sent and expected back (the spread's measure). */
   outstandingBytes = 0;
+  /** Body bytes of its requests not yet answered (MAX_QUEUED_BODY_BYTES). */
+  private bodyBytes = 0;
+  private readonly waiting: Array<() => void> = [];
   constructor(public dispatcher: Dispatcher) {}
+
+  /**
+   * Resolves once a body of `bytes` may be handed to this connection: at once while the
+   * bodies not yet answered and it fit in MAX_QUEUED_BODY_BYTES, or none is outstanding.
+   * Rejects if `signal` aborts first. Each admit that resolves is paired with one
+   * release(bytes).
+   */
+  async admit(bytes: number, signal?: AbortSignal): Promise<void> {
+    while (this.bodyBytes > 0 && this.bodyBytes + bytes > MAX_QUEUED_BODY_BYTES) {
+      throwIfAborted(signal);
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = () => {
+          const i = this.waiting.indexOf(wake);
+          if (i >= 0) this.waiting.splice(i, 1);
+          reject(abortedError(signal));
+        };
+        const wake = () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        };
+        this.waiting.push(wake);
+        signal?.addEventListener('abort', onAbort, { once: true });
+      });
+    }
+    this.bodyBytes += bytes;
+  }
+
+  /** A body admitted was answered (or its request failed): the waiting re-check. */
+  release(bytes: number): void {
+    this.bodyBytes -= bytes;
+    for (const wake of this.waiting.splice(0)) wake();
+  }
+
+  /** Body bytes handed to this connection and not yet answered. */
+  get queuedBodyBytes(): number {
+    return this.bodyBytes;
+  }
 }
 
 export interface ConnectionsOptions {
