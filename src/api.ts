@@ -274,7 +274,7 @@ async function openFallback(spec: LocationSpec, options: PullOptions): Promise<{
  * there and in seeds, verifying everything, replacing atomically; an interrupted pull
  * resumes from its partial file.
  */
-export async function pull(source: LocationSpec, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string; plan?: PullPlan; bytesWritten?: number; fallback?: FallbackFigures }> {
+export async function pull(source: LocationSpec, destination: string, options: PullOptions = {}): Promise<PullResult & { target: string; plan?: PullPlan; bytesWritten?: number; bytesReadBack?: number; fallback?: FallbackFigures }> {
   checkRemoteOptions(options);
   checkSignal(options);
   for (const name of ['checksum', 'delete', 'dryRun', 'plan', 'inPlace']) checkBoolean(options, name);

@@ -15,7 +15,7 @@ import { parentAsRecorded, readSnapshot, snapshotConditions, stillAsRecorded, ty
  */
 
 /** What api.ts's pull resolves with (no plan: a pull with one never uses a snapshot). */
-export type SnapshotPull = PullResult & { target: string; plan?: PullPlan; bytesWritten?: number };
+export type SnapshotPull = PullResult & { target: string; plan?: PullPlan; bytesWritten?: number; bytesReadBack?: number };
 
 /** Options objects whose pull the CLI already tried from the snapshot (see tryPullFromSnapshot). */
 const tried = new WeakSet<object>();

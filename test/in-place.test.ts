@@ -15,9 +15,12 @@ import { EXIT_CODES } from '../src/core/errors.js';
 import { KiB, MiB } from '../src/core/sizes.js';
 import { createServer, type XferServer } from '../src/server/server.js';
 import { setTimesNs } from '../src/io/sys.js';
+import { treeBinding } from '../src/hash/tree.js';
 import { isOneLineError, runCli } from './helpers/cli.js';
 
 const FIXED_4K = { algorithm: 'fixed', sizeBytes: 4 * KiB } as const;
+/** With the addon's BLAKE3 subtree functions, a scan keeps segment CVs (scan/scanner.ts). */
+const hasNativeTree = treeBinding() !== null;
 
 describe('pull --in-place onto a regular file', () => {
   let dir = '';
@@ -94,6 +97,31 @@ describe('pull --in-place onto a regular file', () => {
       const r = await pull(source, dest, { inPlace: true });
       assert.ok((await readFile(dest)).equals(content), `${name}: content is the pushed file`);
       assert.ok(r.bytesWritten! < content.length, `${name}: not rewritten whole (${r.bytesWritten} bytes written)`);
+    }
+  });
+
+  it('the check after the writes reads back only the segments written, and catches a size change at the end', async () => {
+    // 40 MiB: five segments of 8 MiB (scan/scanner.ts SEGMENT_BYTES). The digest is merged
+    // from the chunking pass's segment CVs where nothing was written, so a segment left
+    // out of the read-back that did change fails the pull's final check.
+    const SEGMENT = 8 * MiB;
+    const base = randomBytes(5 * SEGMENT);
+    const edited = Buffer.from(base);
+    randomBytes(4 * KiB).copy(edited, 2 * SEGMENT + 100 * KiB);
+    const shorter = base.subarray(0, 4 * SEGMENT + 300 * KiB);
+    const longer = Buffer.concat([base, randomBytes(SEGMENT + 5 * KiB)]);
+    // Cut at a block boundary, in fixed 4 KiB blocks, nothing is written: the last
+    // segment is read back because it is shorter now.
+    for (const [content, name, most, fixed] of [[edited, 'edit', 2, false], [shorter, 'shrink', 1, true], [longer, 'grow', 3, false]] as const) {
+      const source = await pushed(content, fixed ? { chunker: FIXED_4K } : {});
+      const dest = join(dir, `dest-segments-${name}.img`);
+      await writeFile(dest, base);
+      const r = await pull(source, dest, { inPlace: true, checksum: true });
+      assert.ok((await readFile(dest)).equals(content), `${name}: content is the pushed file`);
+      if (fixed) assert.equal(r.bytesWritten, 0, `${name}: nothing written`);
+      if (hasNativeTree) {
+        assert.ok(r.bytesReadBack! > 0 && r.bytesReadBack! <= most * SEGMENT, `${name}: ${r.bytesReadBack} bytes read back`);
+      } else assert.equal(r.bytesReadBack, content.length, `${name}: all of it read back without the addon's tree hashing`);
     }
   });
 

@@ -86,6 +86,7 @@ export function registerPull(program: Command, signal: AbortSignal): void {
           bytesTotal: r.bytesTotal, bytesReceived: r.bytesReceived, bytesReused: r.bytesReused,
           bytesZero: r.bytesZero, bytesAllocated: r.bytesAllocated, seconds: r.seconds, deleted: r.deleted,
           ...(r.bytesWritten !== undefined ? { bytesWritten: r.bytesWritten } : {}),
+          ...(r.bytesReadBack !== undefined ? { bytesReadBack: r.bytesReadBack } : {}),
           ...(flags.verbose || dryRun ? { transferred } : {}),
           ...(stats ? { stats } : {}),
           ...(fb ? { fallback: fb } : {}),

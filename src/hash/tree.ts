@@ -25,7 +25,8 @@ import { knownZeroCv, rememberZeroCv } from './zero-cvs.js';
 
 /** BLAKE3's chunk: spans are multiples of it, and their positions are counted in it. */
 export const BLAKE3_CHUNK_BYTES = KiB;
-const CV_BYTES = 32;
+/** Bytes of a BLAKE3 chaining value. */
+export const CV_BYTES = 32;
 
 export type TreeBinding = Required<Pick<NativeAddon, 'blake3Cv' | 'blake3CvAsync' | 'blake3Parent'>>;
 

@@ -9,12 +9,18 @@
  * inPlaceRebuild resolves, and the caller is told so (onInconsistent) before that first
  * write. A run that is interrupted leaves it so; running again completes it, because every
  * run compares the target as it is now with the manifest (it is idempotent). On success the
- * target's first totalBytes bytes are the manifest's file, read back and checked against
- * the whole-file digest after an fsync. A device smaller than the content is refused before
- * anything is written; a larger one keeps its bytes past the content.
+ * target's first totalBytes bytes are the manifest's file, checked against the whole-file
+ * digest after an fsync: the segments this run wrote (or whose extent the new size changed)
+ * are read back, and the others' CVs are those the chunking pass computed from the bytes it
+ * read there, where every chunk matched the manifest's (as rsync checks an in-place file
+ * with the bytes it read of the basis). A write landing outside its range would so go
+ * unseen outside the segments written; the device is held exclusively meanwhile. Without
+ * segment CVs (SHA-256, no addon) or when more than MAX_READ_BACK_SHARE was written, all of
+ * it is read back. A device smaller than the content is refused before anything is
+ * written; a larger one keeps its bytes past the content.
  */
 import { constants } from 'node:fs';
-import { lstat, open, stat, type FileHandle } from 'node:fs/promises';
+import { access, lstat, open, stat, type FileHandle } from 'node:fs/promises';
 import { isZeroChunk, nonZeroRuns, zeroBytes } from '../chunker/zero.js';
 import { throwIfAborted } from '../core/abort.js';
 import { BusyError, fromSystemError, InvalidArgumentError, TooLargeError, VerifyFailedError } from '../core/errors.js';
@@ -22,11 +28,12 @@ import { DIGEST_BYTES, digestKey, digestToHex, type ChunkerSpec, type ChunkId, t
 import { formatBytes, MiB } from '../core/sizes.js';
 import { Window } from '../core/window.js';
 import { digestOf } from '../hash/digest.js';
+import { BLAKE3_CHUNK_BYTES, CV_BYTES, CvStack, treeBinding, type TreeBinding } from '../hash/tree.js';
 import { digestOfOpenFile } from '../scan/file-digest.js';
 import type { ManifestReader } from '../manifest/reader.js';
 import type { EntryMeta } from '../manifest/types.js';
 import type { ScanPool } from '../scan/pool.js';
-import { StreamScan } from '../scan/scanner.js';
+import { FileScan, StreamScan, type FileScanResult } from '../scan/scanner.js';
 import type { ChunkStore } from '../store/store.js';
 import { applyAttributes, attributePolicy, type AttributeOptions } from './attributes.js';
 import { checkConfined, segmentsBelow } from '../io/safe-path.js';
@@ -41,8 +48,13 @@ import { sameFile } from './staging.js';
  * from the store (which holds every chunk of the manifest) instead.
  */
 export const MAX_IN_PLACE_STAGED_BYTES = 256 * MiB;
-/** The read size of the target's chunking and read-back passes. */
+/** The read size of the target's chunking pass where it is read on this thread (no /proc). */
 const IN_PLACE_READ_BYTES = 4 * MiB;
+/**
+ * The check after the writes reads back only the segments written while they are at most
+ * this share of the content; past it, all of it (one pass in order, hashed in parallel).
+ */
+const MAX_READ_BACK_SHARE = 0.5;
 
 export interface InPlaceOptions {
   readonly signal?: AbortSignal;
@@ -78,6 +90,11 @@ export interface InPlaceResult extends PullResult {
   readonly chunksWritten: number;
   /** Chunks copied from another place in the target itself (moved within it). */
   readonly chunksMoved: number;
+  /**
+   * Bytes read back after the fsync for the final check: the segments written (their
+   * neighbours' CVs come from the chunking pass), or the whole content (see MAX_READ_BACK_SHARE).
+   */
+  readonly bytesReadBack: number;
   /**
    * Of bytesWritten, the zeros punched out of a regular file (fallocate PUNCH_HOLE)
    * instead of written as data: the file stays sparse.
@@ -186,7 +203,7 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
     if (!isDevice && options.quickCheck && meta && (await sameFile(target, { size: total, mtimeMs: meta.mtimeMs, mtimeExtraNs: meta.mtimeExtraNs, mode: options.clearSetId ? meta.mode & ~SET_ID_BITS : meta.mode }))) {
       return {
         kind: 'file', bytesTotal: total, bytesReceived: 0, bytesReused: total, chunksTotal: header.chunkCount,
-        seconds: (performance.now() - started) / 1000, digest: digestToHex(header.digest), deleted: [], bytesWritten: 0, chunksWritten: 0, chunksMoved: 0,
+        seconds: (performance.now() - started) / 1000, digest: digestToHex(header.digest), deleted: [], bytesWritten: 0, chunksWritten: 0, chunksMoved: 0, bytesReadBack: 0,
         bytesZero: 0, bytesAllocated: st2.blocks * 512,
       };
     }
@@ -196,7 +213,8 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
     }
     // The target as it is, chunked with the manifest's own parameters (a device only as far
     // as the content reaches: what lies beyond is neither compared nor written).
-    const have = await chunkTarget(fh, isDevice ? Math.min(targetBytes, total) : targetBytes, header.chunker, algorithm, pool, signal);
+    const scannedBytes = isDevice ? Math.min(targetBytes, total) : targetBytes;
+    const { chunks: have, segmentCvs } = await chunkTarget(fh, scannedBytes, st2.mtimeMs, header.chunker, algorithm, pool, signal);
     for (const s of options.seeds ?? []) await seeds.add(s, pool, signal);
 
     // Unchanged: the target has a chunk of the same digest at the same offset (both lists
@@ -325,8 +343,16 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
     await fh.sync().catch((err: unknown) => {
       throw fromSystemError(err, target, 'fsync');
     });
-    // Read back: the target's first `total` bytes must be the manifest's file.
-    const digest = await digestOfOpenFile(fh, total, algorithm, signal);
+    // Read back: the target's first `total` bytes must be the manifest's file. The segments
+    // this run wrote are read again; the others' CVs are those of the chunking pass, whose
+    // chunks there matched the manifest's (see the module comment).
+    const written = segmentCvs ? segmentsWritten(segmentCvs.segmentBytes, changed.map((i) => [wanted.offsets[i]!, wanted.lengths[i]!]), scannedBytes, total) : undefined;
+    const tree = treeBinding();
+    const reused = tree && written && segmentCvs && total > segmentCvs.segmentBytes && written.size * segmentCvs.segmentBytes <= total * MAX_READ_BACK_SHARE
+      ? await digestReusingSegments(tree, fh, total, segmentCvs, written, signal)
+      : undefined;
+    const bytesReadBack = reused ? reused.bytesRead : total;
+    const digest = reused?.digest ?? (await digestOfOpenFile(fh, total, algorithm, signal));
     if (!digest.equals(header.digest)) {
       throw new VerifyFailedError(`${target}: content digest after writing in place ${digest.toString('hex')} does not match the manifest's ${digestToHex(header.digest)}`);
     }
@@ -339,7 +365,7 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
     return {
       kind: 'file', bytesTotal: total, bytesReceived, bytesReused, chunksTotal: header.chunkCount,
       seconds: (performance.now() - started) / 1000, digest: digestToHex(header.digest), deleted: [],
-      bytesWritten, chunksWritten: changed.length, chunksMoved, bytesZero, bytesAllocated, bytesPunched,
+      bytesWritten, chunksWritten: changed.length, chunksMoved, bytesZero, bytesAllocated, bytesPunched, bytesReadBack,
     };
   } finally {
     await fh.close().catch(() => {});
@@ -351,21 +377,86 @@ function equalDigests(a: ChunkColumns, i: number, b: ChunkColumns, j: number): b
   return Buffer.compare(a.digest(i), b.digest(j)) === 0;
 }
 
-/** The target's first `bytes` bytes cut into chunks with the manifest's chunker (in the pool's workers). */
-async function chunkTarget(fh: FileHandle, bytes: number, chunker: ChunkerSpec, algorithm: DigestAlgorithm, pool: ScanPool, signal?: AbortSignal): Promise<ChunkColumns> {
-  const out = new ChunkColumns();
-  if (bytes === 0) return out;
-  const scan = new StreamScan(readRange(fh, bytes, signal), { chunker, digestAlgorithm: algorithm, pool, signal });
+/**
+ * The target's first `bytes` bytes cut into chunks with the manifest's chunker, and the CVs
+ * of its segments where the scan merged its digest from them (BLAKE3 with the addon). The
+ * pool's workers read the target themselves, in parallel, through /proc/self/fd: the file
+ * or device this process opened, whatever its name now leads to. Without /proc, this thread
+ * reads it in order for them (no segment CVs then).
+ */
+async function chunkTarget(
+  fh: FileHandle, bytes: number, mtimeMs: number, chunker: ChunkerSpec, algorithm: DigestAlgorithm, pool: ScanPool, signal?: AbortSignal,
+): Promise<{ chunks: ChunkColumns; segmentCvs?: FileScanResult['segmentCvs'] }> {
+  const chunks = new ChunkColumns();
+  if (bytes === 0) return { chunks };
+  const self = `/proc/self/fd/${fh.fd}`;
+  const byFd = await access(self).then(() => true, () => false);
+  const scan = byFd
+    ? new FileScan(self, bytes, mtimeMs, pool, { chunker, digestAlgorithm: algorithm, signal, keepSegmentCvs: true })
+    : new StreamScan(readRange(fh, bytes, signal), { chunker, digestAlgorithm: algorithm, pool, signal });
   for await (const b of scan.batches()) {
     let o = b.offset;
     for (let i = 0; i < b.count; i++) {
       const len = b.lengths[i]!;
-      out.push(o, len, b.digests.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES));
+      chunks.push(o, len, b.digests.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES));
       o += len;
     }
     b.release();
   }
+  return { chunks, segmentCvs: scan instanceof FileScan ? scan.result.segmentCvs : undefined };
+}
+
+/**
+ * The segments (indexes, of `segmentBytes`) whose bytes in [0, total) may differ from what
+ * the chunking pass read of [0, scannedBytes): those a write (`writes`: [offset, length]
+ * pairs) touched, and those whose extent changed with the size (cut or extended).
+ */
+export function segmentsWritten(segmentBytes: number, writes: readonly (readonly [number, number])[], scannedBytes: number, total: number): Set<number> {
+  const out = new Set<number>();
+  for (const [offset, length] of writes) {
+    if (length === 0) continue;
+    for (let k = Math.floor(offset / segmentBytes); k <= Math.floor((offset + length - 1) / segmentBytes); k++) out.add(k);
+  }
+  if (scannedBytes !== total) {
+    // The segment the shorter length ends in, and every one after, up to the new end.
+    const last = Math.ceil(total / segmentBytes) - 1;
+    for (let k = Math.floor(Math.min(scannedBytes, total) / segmentBytes); k <= last; k++) out.add(k);
+  }
   return out;
+}
+
+/**
+ * The BLAKE3 digest of the target's [0, total) (at least two segments): the segments in `written` read (after the
+ * fsync) and hashed on libuv's threads, the others' CVs taken from the chunking pass.
+ */
+async function digestReusingSegments(
+  tree: TreeBinding, fh: FileHandle, total: number, kept: NonNullable<FileScanResult['segmentCvs']>, written: ReadonlySet<number>, signal?: AbortSignal,
+): Promise<{ digest: Buffer; bytesRead: number }> {
+  const { segmentBytes, cvs } = kept;
+  const count = Math.ceil(total / segmentBytes);
+  const stack = new CvStack(tree);
+  let buf: Buffer | undefined;
+  let bytesRead = 0;
+  for (let k = 0; k < count; k++) {
+    throwIfAborted(signal);
+    const start = k * segmentBytes;
+    const length = Math.min(segmentBytes, total - start);
+    if (!written.has(k)) {
+      stack.push(cvs.subarray(k * CV_BYTES, (k + 1) * CV_BYTES));
+      continue;
+    }
+    buf ??= Buffer.allocUnsafe(segmentBytes);
+    for (let done = 0; done < length; ) {
+      const { bytesRead } = await fh.read(buf, done, length - done, start + done);
+      if (bytesRead === 0) throw new VerifyFailedError(`target ended at ${start + done} bytes while being read back, expected ${total}`);
+      done += bytesRead;
+    }
+    bytesRead += length;
+    const cv = new Uint8Array(CV_BYTES);
+    await tree.blake3CvAsync(buf, length, start / BLAKE3_CHUNK_BYTES, cv);
+    stack.push(cv);
+  }
+  return { digest: stack.digest(), bytesRead };
 }
 
 /** [0, bytes) of an open file, in reads of IN_PLACE_READ_BYTES (each piece a fresh buffer: the scan keeps them). */

@@ -9,12 +9,12 @@ import { MiB } from '../core/sizes.js';
 import type { Chunker } from '../chunker/chunker.js';
 import { createHasher, digestOf } from '../hash/digest.js';
 import { MAX_ZERO_CHUNK_BYTES, zeroBytes } from '../chunker/zero.js';
-import { BLAKE3_CHUNK_BYTES, CvStack, isTreeSpan, treeBinding, type TreeBinding } from '../hash/tree.js';
+import { BLAKE3_CHUNK_BYTES, CV_BYTES, CvStack, isTreeSpan, treeBinding, type TreeBinding } from '../hash/tree.js';
 import { knownZeroCv, rememberZeroCv } from '../hash/zero-cvs.js';
 import { blockDeviceSize, seekData, seekHole } from '../io/sys.js';
 import { DIGEST_THREAD_MIN_BYTES, DigestThread } from './digest-thread.js';
 import type { ScanPool } from './pool.js';
-import { chunkerFor, ChunkColumns, cutAndHash, type BytesSegmentTask, type SegmentResult } from './segment.js';
+import { chunkerFor, ChunkColumns, cutAndHash, SEGMENT_ALIGN_SLACK_BYTES, type BytesSegmentTask, type SegmentResult } from './segment.js';
 
 /** Segments are at least this large, and at least 4x the largest chunk (see stitch()). */
 export const SEGMENT_BYTES = 8 * MiB;
@@ -31,6 +31,11 @@ export interface ScanOptions {
    * scanned on the calling thread. (FileScan always takes its pool as an argument.)
    */
   readonly pool?: ScanPool;
+  /**
+   * FileScan only: keep each segment's BLAKE3 CV in the result (FileScanResult.segmentCvs),
+   * for a caller that later rehashes only the segments it changed (reconstruct/in-place.ts).
+   */
+  readonly keepSegmentCvs?: boolean;
 }
 
 /**
@@ -56,6 +61,12 @@ export interface FileScanResult {
   readonly digest: Uint8Array;
   /** Bytes read: the size less the holes skipped (see segment.ts readSegment); a stream's size. */
   readonly dataBytes: number;
+  /**
+   * With ScanOptions.keepSegmentCvs, when the digest was merged from segment CVs: segment k
+   * is [k * segmentBytes, min(size, (k + 1) * segmentBytes)) and its CV (hash/tree.ts
+   * spanCv, non-root) is cvs[32k, 32k + 32).
+   */
+  readonly segmentCvs?: { readonly segmentBytes: number; readonly cvs: Uint8Array };
 }
 
 export function chunkDigest(batch: ChunkBatch, i: number): Uint8Array {
@@ -252,7 +263,7 @@ export class FileScan {
     if (!this.tree) return Promise.resolve(result());
     const known = knownZeroCv(start, end - start);
     if (known) return Promise.resolve(result(known));
-    const cv = new Uint8Array(32);
+    const cv = new Uint8Array(CV_BYTES);
     return this.tree.blake3CvAsync(null, end - start, start / BLAKE3_CHUNK_BYTES, cv).then(() => result(cv));
   }
 
@@ -286,7 +297,7 @@ export class FileScan {
           ...(this.segmentCount === 1 ? { expectMtimeMs: this.mtimeMs } : {}),
         },
         this.options.signal,
-        readEnd - start,
+        readEnd - start + SEGMENT_ALIGN_SLACK_BYTES,
       );
       p.catch(() => {}); // observed when awaited in order; avoid unhandled rejections meanwhile
       this.pending[k] = p;
@@ -314,6 +325,7 @@ export class FileScan {
     const stitcher = new Stitcher(chunker, algorithm, feed, (b) => this.pool.recycle(b));
     let fileDigest: Uint8Array | undefined;
     let dataBytes = 0;
+    const kept = cvs && this.options.keepSegmentCvs ? new Uint8Array(this.segmentCount * CV_BYTES) : undefined;
     try {
       for (let k = 0; k < this.segmentCount; k++) {
         throwIfAborted(signal);
@@ -327,6 +339,7 @@ export class FileScan {
         if (cvs) {
           if (!r.segmentCv) throw new XferError('XFER_INTERNAL', `${this.path}: segment ${k} came back without its CV`);
           cvs.push(r.segmentCv);
+          kept?.set(r.segmentCv, k * CV_BYTES);
           // All hole: its CV is that of zeros at this offset, which a rebuild in this
           // process (a local push) and later processes then need not compute again.
           if (r.dataBytes === 0) rememberZeroCv(start, end - start, r.segmentCv);
@@ -344,7 +357,7 @@ export class FileScan {
     } finally {
       await thread?.close();
     }
-    this.outcome = { size: this.size, chunkCount: stitcher.chunkCount, digest: fileDigest!, dataBytes };
+    this.outcome = { size: this.size, chunkCount: stitcher.chunkCount, digest: fileDigest!, dataBytes, ...(kept ? { segmentCvs: { segmentBytes: this.segmentBytes, cvs: kept } } : {}) };
   }
 
   /** A file that changed while it was read would produce a manifest of no real version of it. */

@@ -1,4 +1,4 @@
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import type { Chunker } from '../chunker/chunker.js';
 import { createChunker } from '../chunker/index.js';
 import { fromSystemError, SourceChangedError, XferError } from '../core/errors.js';
@@ -7,6 +7,11 @@ import { DIGEST_BYTES } from '../core/ids.js';
 import { digestInto, digestOf } from '../hash/digest.js';
 import { holeCover, nativeTree, spanCvWithHoles } from '../hash/tree.js';
 import { seekData, seekHole } from '../io/sys.js';
+import { DIRECT_ALIGN_BYTES } from '../io/direct.js';
+import { loadAddon } from '../native/addon.js';
+
+/** Room past a segment's bytes that a scan's buffers leave, for readDevice to align them. */
+export const SEGMENT_ALIGN_SLACK_BYTES = DIRECT_ALIGN_BYTES;
 
 /** What every segment task shares: how to chunk and hash. */
 interface SegmentTaskBase {
@@ -281,23 +286,31 @@ export function scanSegment(task: SegmentTask): SegmentResult {
  * enough. Holes (SEEK_DATA/SEEK_HOLE, io/sys.ts) are not read: their bytes are zeroed in
  * the buffer, which is what reading them would give. A 20 GiB disk image holding 100 MB
  * is read as 100 MB. Also returns how many bytes of [start, end) were read, not holes.
+ * A block device is read with O_DIRECT where it can be (readDevice).
  */
 function readSegment(task: FileSegmentTask, need: number): { data: Uint8Array; dataBytes: number; holes: number[] } {
-  const data = task.buffer && task.buffer.byteLength >= need ? new Uint8Array(task.buffer, 0, need) : new Uint8Array(new ArrayBuffer(need));
   let fd: number;
   try {
     fd = openSync(task.path, 'r');
   } catch (err) {
     throw fromSystemError(err, task.path, 'open');
   }
+  let data: Uint8Array | undefined;
   let dataBytes = 0;
   let holes: number[] = [];
   try {
-    ({ read: dataBytes, holes } = readData(fd, data, task.start, task.end, task.path));
+    const st = fstatSync(fd);
+    if (st.isBlockDevice()) {
+      data = readDevice(task, need, fd);
+      dataBytes = Math.max(0, Math.min(task.start + need, task.end) - task.start);
+    } else {
+      data = task.buffer && task.buffer.byteLength >= need ? new Uint8Array(task.buffer, 0, need) : new Uint8Array(new ArrayBuffer(need));
+      ({ read: dataBytes, holes } = readData(fd, data, task.start, task.end, task.path));
+    }
     if (task.expectMtimeMs !== undefined) {
-      const st = fstatSync(fd);
       // A block device has no size or mtime of its content to check (st_size is 0).
-      if (!st.isBlockDevice() && st.size !== task.fileSize || Math.trunc(st.mtimeMs) !== Math.trunc(task.expectMtimeMs)) {
+      const now = fstatSync(fd);
+      if (!now.isBlockDevice() && now.size !== task.fileSize || Math.trunc(now.mtimeMs) !== Math.trunc(task.expectMtimeMs)) {
         throw new SourceChangedError(`${task.path}: file changed while it was being read; run again`);
       }
     }
@@ -308,6 +321,47 @@ function readSegment(task: FileSegmentTask, need: number): { data: Uint8Array; d
     closeSync(fd);
   }
   return { data, dataBytes, holes };
+}
+
+/**
+ * A block device's bytes [start, start + need), which has no holes: no SEEK_DATA (it cost
+ * a quarter of the reads' time on a loop device). Read with O_DIRECT into an aligned view
+ * of the buffer (SEGMENT_ALIGN_SLACK_BYTES: the scan's buffers have room for it), the
+ * unaligned tail through `fd`. Why: the page cache of a block device is dropped at its
+ * last close, and a cold buffered read of a loop device goes through it in small requests:
+ * 4 GiB of /dev/loop0 took 4.6 s buffered and 0.33 s with O_DIRECT (dd bs=8M). Where
+ * O_DIRECT is refused or the addon is missing, everything goes through `fd`.
+ */
+function readDevice(task: FileSegmentTask, need: number, fd: number): Uint8Array {
+  const addressMod = loadAddon()?.addressMod;
+  const direct = addressMod && task.start % DIRECT_ALIGN_BYTES === 0 && need >= DIRECT_ALIGN_BYTES ? openDirectSync(task.path) : undefined;
+  if (direct === undefined) {
+    const data = task.buffer && task.buffer.byteLength >= need ? new Uint8Array(task.buffer, 0, need) : new Uint8Array(new ArrayBuffer(need));
+    readFully(fd, data, task.start, task.path);
+    return data;
+  }
+  try {
+    const room = need + SEGMENT_ALIGN_SLACK_BYTES;
+    const buffer = task.buffer && task.buffer.byteLength >= room ? task.buffer : new ArrayBuffer(room);
+    const mod = addressMod!(new Uint8Array(buffer, 0, 1), DIRECT_ALIGN_BYTES);
+    const data = new Uint8Array(buffer, mod === 0 ? 0 : DIRECT_ALIGN_BYTES - mod, need);
+    const aligned = need - (need % DIRECT_ALIGN_BYTES);
+    readFully(direct, data.subarray(0, aligned), task.start, task.path);
+    if (aligned < need) readFully(fd, data.subarray(aligned), task.start + aligned, task.path);
+    return data;
+  } finally {
+    closeSync(direct);
+  }
+}
+
+/** `path` opened read-only with O_DIRECT; undefined where that is refused (EINVAL) or unknown. */
+function openDirectSync(path: string): number | undefined {
+  if (constants.O_DIRECT === undefined || process.env.XFER_NO_DIRECT_IO === '1') return undefined;
+  try {
+    return openSync(path, constants.O_RDONLY | constants.O_DIRECT);
+  } catch {
+    return undefined; // the buffered read that follows reports a real failure
+  }
 }
 
 /**
