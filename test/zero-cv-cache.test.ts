@@ -9,7 +9,7 @@ import { Blake3Hasher } from '@napi-rs/blake-hash';
 import { isZeroBytesView, zeroBytes } from '../src/chunker/zero.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import { spanCv, treeBinding, TreeHasher } from '../src/hash/tree.js';
-import { cachedZeroCv, keepZeroCv, knownZeroCv, setZeroCvCacheDir, ZERO_CV_SPAN_BYTES } from '../src/hash/zero-cvs.js';
+import { cachedZeroCv, keepZeroCv, knownZeroCv, setZeroCvCacheDir, shippedZeroCv, useShippedZeroCvs, ZERO_CV_SPAN_BYTES, ZERO_CV_TABLE_ENTRIES } from '../src/hash/zero-cvs.js';
 import { ScanPool } from '../src/scan/pool.js';
 import { scanFile, SEGMENT_BYTES } from '../src/scan/scanner.js';
 import { pseudoRandom } from './helpers/gen.js';
@@ -55,10 +55,41 @@ describe('zero spans\' BLAKE3 CVs are kept in the user\'s cache across processes
   before(async () => {
     assert.equal(SPAN, SEGMENT_BYTES, 'the cache holds the scan\'s segments');
     dir = await mkdtemp(join(tmpdir(), 'xfer-zero-cv-'));
+    // The cases below are about the user's cache: the shipped table would answer first.
+    useShippedZeroCvs(false);
   });
   after(async () => {
     setZeroCvCacheDir(null);
+    useShippedZeroCvs(true);
     await rm(dir, { recursive: true, force: true });
+  });
+
+  it('the package ships the CVs of the spans of the first 256 GiB: they are BLAKE3\'s, and a scan takes them', async (t) => {
+    if (!tree) return t.diagnostic('no native addon');
+    useShippedZeroCvs(true);
+    try {
+      for (const k of [0, 1, 2, 1000, 8191, ZERO_CV_TABLE_ENTRIES - 1]) {
+        assert.deepEqual(shippedZeroCv(k * SPAN, SPAN), spanCv(tree, null, SPAN, k * SPAN), `span ${k}`);
+      }
+      assert.equal(shippedZeroCv(ZERO_CV_TABLE_ENTRIES * SPAN, SPAN), undefined, 'past the table');
+      assert.equal(shippedZeroCv(SPAN, SPAN / 2), undefined, 'not a whole span');
+      // A first scan with an empty user cache finds the hole's CV in the table: it computes
+      // none, so it keeps none.
+      const file = join(dir, 'shipped.img');
+      const content = await sparseImage(file);
+      const d = freshCache();
+      const pool = new ScanPool({ threads: 2, inlineBytes: 0 });
+      try {
+        const scan = await scanFile(file, pool, { chunker: DEFAULT_CHUNKER, digestAlgorithm: 'blake3' });
+        for await (const batch of scan.batches()) batch.release();
+        assert.equal(Buffer.from(scan.result.digest).toString('hex'), oneShot(content));
+      } finally {
+        await pool.close();
+      }
+      await assert.rejects(stat(join(d, FILE_NAME)), { code: 'ENOENT' }, 'nothing computed, nothing kept');
+    } finally {
+      useShippedZeroCvs(false);
+    }
   });
 
   it('a CV kept for an aligned span is found by a later process; other spans are not kept', async (t) => {
@@ -145,7 +176,7 @@ describe('zero spans\' BLAKE3 CVs are kept in the user\'s cache across processes
     const file = join(dir, 'cli.img');
     const content = await sparseImage(file);
     const xdg = join(dir, 'xdg');
-    const env: NodeJS.ProcessEnv = { ...process.env, XDG_CACHE_HOME: xdg };
+    const env: NodeJS.ProcessEnv = { ...process.env, XDG_CACHE_HOME: xdg, XFER_NO_ZERO_CV_TABLE: '1' };
     delete env.XFER_NO_NATIVE;
     const show = (dest: string): string => {
       execFileSync(process.execPath, [BIN, 'push', '-q', file, `${dest}/`], { env });

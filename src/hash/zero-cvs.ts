@@ -17,12 +17,15 @@
  * the process. Two processes writing an entry write the same bytes.
  *
  * In front of the file, a memo of the process's own (any span, not only aligned 8 MiB ones):
- * a local push scans and rebuilds the same holes in one process.
+ * a local push scans and rebuilds the same holes in one process. Behind it, the table the
+ * package ships (native/blake3-zero-cv-8MiB.bin, made by native/gen-zero-cv-table.mjs):
+ * the spans of the first 256 GiB, so that even a first scan of a sparse image on a new
+ * machine hashes its data only. It is used only if its digest is ZERO_CV_TABLE_DIGEST.
  *
  * Used on the main thread (synchronous 64-byte reads and writes: a scan looks up one per
  * 8 MiB segment); scan workers get a span's CV in their task.
  */
-import { closeSync, constants, mkdirSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, constants, mkdirSync, openSync, readFileSync, readSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { userCacheDir } from '../core/cache-dir.js';
 import { GiB, MiB } from '../core/sizes.js';
@@ -34,6 +37,11 @@ export const ZERO_CV_SPAN_BYTES = 8 * MiB;
 export const ZERO_CV_CACHE_MAX_OFFSET_BYTES = 16 * 1024 * GiB;
 const CV_BYTES = 32;
 const ENTRY_BYTES = 2 * CV_BYTES;
+/** Spans the shipped table holds: offsets below 256 GiB (1 MiB of CVs). */
+export const ZERO_CV_TABLE_ENTRIES = 32768;
+/** BLAKE3 of the shipped table: anything else (damaged, another version's) is not used. */
+const ZERO_CV_TABLE_DIGEST = '288917423816728da3991126491b7d7fd186dda67f73950489f86340d8c37fd9';
+const ZERO_CV_TABLE_URL = new URL('../../../native/blake3-zero-cv-8MiB.bin', import.meta.url);
 const TAG_LABEL = Buffer.from('xfer blake3 zero-span CV v1\0');
 /** The file's name says its format and span, so another version's file is never read. */
 const FILE_NAME = 'blake3-zero-cv-8MiB-v1.bin';
@@ -71,14 +79,41 @@ export function rememberZeroCv(offset: number, length: number, cv: Uint8Array): 
   if (!had || !Buffer.from(had).equals(cv)) keepZeroCv(offset, length, cv);
 }
 
-/** The CV of `length` zero bytes at `offset` if this process or the user's cache has it. */
+/** The CV of `length` zero bytes at `offset` if this process, the user's cache or the shipped table has it. */
 export function knownZeroCv(offset: number, length: number): Uint8Array | undefined {
   const key = `${offset}:${length}`;
   const remembered = memo.get(key);
   if (remembered) return remembered;
-  const cached = cachedZeroCv(offset, length);
-  if (cached) memoize(key, cached);
-  return cached;
+  const found = cachedZeroCv(offset, length) ?? shippedZeroCv(offset, length);
+  if (found) memoize(key, found);
+  return found;
+}
+
+/** undefined: not read yet; null: missing, damaged, or turned off. */
+let table: Uint8Array | null | undefined;
+
+/** The CV of `length` zero bytes at `offset` from the table the package ships, if it holds it. */
+export function shippedZeroCv(offset: number, length: number): Uint8Array | undefined {
+  const index = indexOf(offset, length);
+  if (index < 0 || index >= ZERO_CV_TABLE_ENTRIES) return undefined;
+  if (table === undefined) {
+    table = null;
+    if (process.env.XFER_NO_ZERO_CV_TABLE !== '1') {
+      try {
+        const bytes = readFileSync(ZERO_CV_TABLE_URL);
+        if (bytes.length === ZERO_CV_TABLE_ENTRIES * CV_BYTES && digestOf('blake3', bytes).toString('hex') === ZERO_CV_TABLE_DIGEST) table = bytes;
+      } catch {
+        // not shipped (a partial install): every span is hashed, as before
+      }
+    }
+  }
+  return table ? Uint8Array.from(table.subarray(index * CV_BYTES, (index + 1) * CV_BYTES)) : undefined;
+}
+
+/** Turns the shipped table off (false) or lets it be read again (true) in this process. For tests. */
+export function useShippedZeroCvs(on: boolean): void {
+  table = on ? undefined : null;
+  memo.clear();
 }
 
 /**
