@@ -95,6 +95,24 @@ describe('parallel segment scanning gives exactly the boundaries of one sequenti
     }
   }
 
+  it('segment buffers released by the consumer are reused by later segments', async () => {
+    // 40 segments through a pool of its own. A buffer a worker had to make is the size the
+    // scan asks for (with the alignment slack of scan/segment.ts): one of only the bytes
+    // read fit no later request, and every segment took a fresh buffer.
+    const data = pseudoRandom(40 * 64 * 1024, 11);
+    const path = join(dir, 'reuse.bin');
+    await writeFile(path, data);
+    const own = new ScanPool({ threads: 2, inlineBytes: 0 });
+    try {
+      const scan = await scanFile(path, own, { chunker: SMALL, digestAlgorithm: 'blake3', segmentBytes: 64 * 1024 });
+      for await (const batch of scan.batches()) batch.release();
+      // The first few, dispatched before any came back, make their own.
+      assert.ok(own.fileTasksUnbuffered <= 6, `${own.fileTasksUnbuffered} of 40 segments found no buffer to reuse`);
+    } finally {
+      await own.close();
+    }
+  });
+
   it('segment edges at every offset inside a would-be chunk', async () => {
     const data = pseudoRandom(400_000, 99);
     const expected = sequential(SMALL, data);

@@ -145,6 +145,9 @@ export class ScanPool {
     return this.workers;
   }
 
+  /** File segment tasks that found no recycled buffer to read into (their worker made one). */
+  fileTasksUnbuffered = 0;
+
   /**
    * Runs a segment task. A bytes task's buffer is transferred to the worker (detached
    * here; it comes back as the result's data). For a file task, if the pool holds a
@@ -155,6 +158,7 @@ export class ScanPool {
     const inline = this.inline(task.kind === 'file' ? task.end - task.start : task.length);
     if (!inline && task.kind === 'file' && task.wholeFile && task.fileSize <= SMALL_FILE_BYTES) return this.runGrouped(task, signal);
     const buffer = task.kind === 'file' ? this.takeBuffer(bufferBytes) : undefined;
+    if (task.kind === 'file' && !buffer) this.fileTasksUnbuffered++;
     if (inline) {
       throwIfAborted(signal);
       return resultOf(scanOne(task.kind === 'file' && buffer ? { ...task, buffer } : task)); // failing as a worker's task does
