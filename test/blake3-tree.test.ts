@@ -159,6 +159,98 @@ describe('the BLAKE3 digest merged from subtree CVs is the one-shot digest', () 
     });
   }
 
+  it('TreeHasher: zero runs that fill, start inside, end inside or cross the 8 MiB zero grid, between data, give the digest', async (t) => {
+    // Zeros with no buffer grow into one 8 MiB subtree where they start on the grid, and
+    // are cut into 2 MiB spans where data comes first (TreeHasherOptions.zeroSpanBytes).
+    if (!tree) return t.diagnostic('no native addon');
+    const grid = 8 * MiB;
+    for (let seed = 1; seed <= 6; seed++) {
+      const r = rng(seed * 31);
+      const parts: Uint8Array[] = [];
+      let size = 0;
+      for (let i = 0; i < 8; i++) {
+        const zeros = Math.floor(r() * 3 * grid) + (r() < 0.3 ? grid - (size % grid) : 0);
+        parts.push(new Uint8Array(zeros));
+        size += zeros;
+        const data = r() < 0.2 ? 0 : 1 + Math.floor(r() * 3 * MiB);
+        const piece = new Uint8Array(data).map((_, k) => (k * 7 + seed) | 1);
+        parts.push(piece);
+        size += data;
+      }
+      const h = new TreeHasher(b, isZeroBytesView);
+      try {
+        for (const part of parts) {
+          const zero = part.length > 0 && part[0] === 0;
+          for (let at = 0; at < part.length; ) {
+            const n = Math.min(part.length - at, MiB);
+            h.update(zero ? zeroBytes(n) : part.subarray(at, at + n));
+            await h.ready();
+            at += n;
+          }
+        }
+        const all = new Uint8Array(size);
+        let at = 0;
+        for (const part of parts) {
+          all.set(part, at);
+          at += part.length;
+        }
+        assert.equal((await h.digest()).toString('hex'), oneShot(all), `seed ${seed}, ${size} bytes`);
+      } finally {
+        await h.close();
+      }
+    }
+  });
+
+  it('TreeHasher: zeros that follow data take the 8 MiB grid\'s CVs again (no buffer for them)', async (t) => {
+    if (!tree) return t.diagnostic('no native addon');
+    const grid = 8 * MiB;
+    const content = new Uint8Array(300_000 + 24 * MiB + 1000);
+    content.fill(3, 0, 300_000);
+    content.fill(5, 300_000 + 24 * MiB);
+    const feed = async (): Promise<string> => {
+      const h = new TreeHasher(b, isZeroBytesView);
+      try {
+        h.update(content.subarray(0, 300_000));
+        for (let at = 0; at < 24 * MiB; at += MiB) h.update(zeroBytes(MiB));
+        h.update(content.subarray(300_000 + 24 * MiB));
+        return (await h.digest()).toString('hex');
+      } finally {
+        await h.close();
+      }
+    };
+    const truth = spanCv(b, null, grid, 2 * grid);
+    try {
+      rememberZeroCv(2 * grid, grid, new Uint8Array(32).fill(9)); // not the zeros' CV: seen in the digest if used
+      assert.notEqual(await feed(), oneShot(content), 'the grid span [16, 24) MiB was looked up');
+    } finally {
+      rememberZeroCv(2 * grid, grid, truth);
+    }
+    assert.equal(await feed(), oneShot(content));
+  });
+
+  it('CvStack: a subtree pushed whole equals its spans pushed one by one', (t) => {
+    if (!tree) return t.diagnostic('no native addon');
+    const cvs = Array.from({ length: 16 }, (_, i) => spanCv(b, null, KiB, i * KiB));
+    const parent = (l: Uint8Array, r: Uint8Array) => {
+      const out = new Uint8Array(32);
+      b.blake3Parent(l, r, false, out);
+      return out;
+    };
+    const four = (i: number) => parent(parent(cvs[i]!, cvs[i + 1]!), parent(cvs[i + 2]!, cvs[i + 3]!));
+    const one = new CvStack(b);
+    for (const cv of cvs.slice(0, 13)) one.push(cv);
+    const mixed = new CvStack(b);
+    for (const cv of cvs.slice(0, 3)) mixed.push(cv);
+    mixed.push(cvs[3]!);
+    mixed.pushSubtree(four(4), 4);
+    mixed.pushSubtree(four(8), 4);
+    mixed.push(cvs[12]!);
+    assert.equal(mixed.digest().toString('hex'), one.digest().toString('hex'));
+    const misplaced = new CvStack(b);
+    misplaced.push(cvs[0]!);
+    assert.throws(() => misplaced.pushSubtree(four(1), 4), /subtree of 4 spans after 1/);
+  });
+
   it('TreeHasher: callers waiting in ready() at once merge the spans in file order', async (t) => {
     if (!tree) return t.diagnostic('no native addon');
     const data = layout(6 * TREE_SPAN_BYTES + 77, 5);

@@ -21,7 +21,7 @@ import { KiB } from '../core/sizes.js';
 import { Slots } from '../core/window.js';
 import { largeBuffer, recycleLargeBuffer } from '../io/sys.js';
 import { digestOf } from './digest.js';
-import { knownZeroCv, rememberZeroCv } from './zero-cvs.js';
+import { knownZeroCv, rememberZeroCv, ZERO_CV_SPAN_BYTES } from './zero-cvs.js';
 
 /** BLAKE3's chunk: spans are multiples of it, and their positions are counted in it. */
 export const BLAKE3_CHUNK_BYTES = KiB;
@@ -142,6 +142,15 @@ export class CvStack {
 
   /** The CV of the next span. */
   push(cv: Uint8Array): void {
+    this.pushSubtree(cv, 1);
+  }
+
+  /**
+   * The CV of the next `spans` spans, one subtree (a power of two spans, starting at a
+   * multiple of it: the span count so far is one). Equal to pushing their CVs one by one.
+   */
+  pushSubtree(cv: Uint8Array, spans: number): void {
+    if ((spans & (spans - 1)) !== 0 || this.count % spans !== 0) throw new XferError('XFER_INTERNAL', `BLAKE3 subtree of ${spans} spans after ${this.count}`);
     // Lazy merging (blake3.c hasher_merge_cv_stack): complete subtrees merge only once a
     // later span shows they are not the right edge of the tree.
     const keep = popcount(this.count);
@@ -151,7 +160,7 @@ export class CvStack {
       this.stack.push(this.parent(left, right, false));
     }
     this.stack.push(cv);
-    this.count++;
+    this.count += spans;
   }
 
   get spans(): number {
@@ -160,7 +169,7 @@ export class CvStack {
 
   /** The digest: the right edge rolled up, the last parent with the ROOT flag. */
   digest(): Buffer {
-    if (this.count < 2) throw new XferError('XFER_INTERNAL', `BLAKE3 tree digest of ${this.count} span(s): at least 2 expected`);
+    if (this.stack.length < 2) throw new XferError('XFER_INTERNAL', `BLAKE3 tree digest of ${this.count} span(s) in one subtree: at least 2 subtrees expected`);
     let right = this.stack.pop()!;
     while (this.stack.length > 0) {
       const left = this.stack.pop()!;
@@ -177,28 +186,33 @@ export class CvStack {
 }
 
 /** Spans of a rebuilt file hashed at once on libuv's threads, at most (bounds the memory held). */
-export const TREE_SPANS_IN_FLIGHT = 2;
+export const TREE_SPANS_IN_FLIGHT = 4;
 /**
  * Buffers of hashed spans TreeHasher keeps for the next ones; the others go back to the
  * process's pool (recycleLargeBuffer), where the next span of a burst finds them too. More
  * than one: update() cannot wait, and a rebuild's chunk jobs complete in bursts (a slow
  * fetch releases the chunks queued behind it), so spans are dispatched several at a time,
- * and each fresh 8 MiB buffer is page-faulted in again as it fills. With one (and none
- * given back), 20 of a 256 MiB restore's 32 spans were fresh buffers (about 180 ms of its
- * main thread); with four, 5. Two and the pool: a server keeps less idle (its peak during a
- * 64 GiB sparse push stayed under 300 MiB), for the same CPU in the push and pull rows.
+ * and each fresh buffer is page-faulted in again as it fills.
  */
-export const TREE_SPARE_SPANS = 2;
-/** The span size TreeHasher hashes in (the scan's segment size: one subtree of 8192 chunks). */
-export const TREE_SPAN_BYTES = 8 * 1024 * KiB;
+export const TREE_SPARE_SPANS = 4;
+/**
+ * The span size TreeHasher hashes data in: 2048 BLAKE3 chunks. It was the scan's 8 MiB
+ * segment; with spans of 2 MiB a server's check of a rebuild holds a quarter of the buffers
+ * (its spans were 48 of the server's ~300 MiB peak during a 512 MiB push). Zeros still go
+ * in the zero-CV cache's 8 MiB spans where they fill one (TreeHasherOptions.zeroSpanBytes).
+ */
+export const TREE_SPAN_BYTES = 2 * 1024 * KiB;
 
 export interface TreeHasherOptions {
-  /**
-   * Bytes per span (a power of two BLAKE3 chunks; default TREE_SPAN_BYTES, the scan's
-   * segment, so a rebuild finds the scan's remembered zero CVs). A reader that fills spans
-   * itself (room()) does better with smaller ones: fewer fresh pages to fault in.
-   */
+  /** Bytes per span (a power of two BLAKE3 chunks; default TREE_SPAN_BYTES). */
   readonly spanBytes?: number;
+  /**
+   * A span of known zeros only (no buffer) that starts at a multiple of this grows to this
+   * size, one subtree whose CV the zero-CV cache holds (hash/zero-cvs.ts; default
+   * ZERO_CV_SPAN_BYTES): a 64 GiB hole is 8,192 lookups, not 32,768 spans hashed. A
+   * multiple of spanBytes by a power of two.
+   */
+  readonly zeroSpanBytes?: number;
   /** Spans hashed at once, at most (default TREE_SPANS_IN_FLIGHT). */
   readonly spansInFlight?: number;
   /** Makes span buffers: a caller that reads into room() with O_DIRECT passes an aligned allocator (io/direct.ts alignedBuffer). */
@@ -213,10 +227,11 @@ export interface TreeHasherOptions {
  *
  * Contract: update() copies the bytes into the current span's buffer (the caller keeps
  * its own), except views of zeroBytes() (chunker/zero.ts), counted instead; a span that
- * is all such zeros is hashed with no buffer at all (or not at all: rememberZeroCv). A
- * span goes to the pool once the next byte after it arrives (the last span may be the
- * root). ready() waits while TREE_SPANS_IN_FLIGHT (options.spansInFlight) spans are being hashed; digest() once
- * at the end; close() always.
+ * is all such zeros is hashed with no buffer at all (or not at all: knownZeroCv), and
+ * grows to zeroSpanBytes where it starts on a multiple of it. A span goes to the pool once
+ * the next byte after it arrives (the last span may be the root). ready() waits while
+ * TREE_SPANS_IN_FLIGHT (options.spansInFlight) spans are being hashed; digest() once at
+ * the end; close() always.
  */
 export class TreeHasher {
   /** CVs of the spans hashed so far, in order. */
@@ -239,6 +254,7 @@ export class TreeHasher {
   private offset = 0;
 
   private readonly spanBytes: number;
+  private readonly zeroSpanBytes: number;
   private readonly allocate: (bytes: number) => Uint8Array;
 
   constructor(
@@ -248,6 +264,8 @@ export class TreeHasher {
   ) {
     this.spanBytes = options.spanBytes ?? TREE_SPAN_BYTES;
     if (!isTreeSpan(this.spanBytes)) throw new XferError('XFER_INTERNAL', `TreeHasher span of ${this.spanBytes} bytes: not a power of two BLAKE3 chunks`);
+    this.zeroSpanBytes = Math.max(this.spanBytes, options.zeroSpanBytes ?? ZERO_CV_SPAN_BYTES);
+    if (!isTreeSpan(this.zeroSpanBytes)) throw new XferError('XFER_INTERNAL', `TreeHasher zero span of ${this.zeroSpanBytes} bytes: not a power of two BLAKE3 chunks`);
     this.slots = new Slots(options.spansInFlight ?? TREE_SPANS_IN_FLIGHT);
     this.allocate = options.allocate ?? largeBuffer;
     this.stack = new CvStack(b);
@@ -260,7 +278,7 @@ export class TreeHasher {
    * hashing them). Never empty; its start is the next byte's offset within the span.
    */
   room(): Uint8Array {
-    if (this.filled === this.spanBytes) this.dispatch();
+    this.makeRoom();
     return this.buffer().subarray(this.filled);
   }
 
@@ -273,18 +291,37 @@ export class TreeHasher {
   update(data: Uint8Array): void {
     const zeros = this.isKnownZeros(data);
     for (let done = 0; done < data.length; ) {
-      if (this.filled === this.spanBytes) this.dispatch();
-      const n = Math.min(data.length - done, this.spanBytes - this.filled);
+      if (this.filled === this.limit()) this.dispatch();
       if (zeros && !this.span) {
-        // Zeros into a span with no data yet: only counted.
-      } else {
-        const span = this.buffer();
-        if (zeros) span.fill(0, this.filled, this.filled + n);
-        else span.set(data.subarray(done, done + n), this.filled);
+        // Zeros into a span with no data yet: only counted, up to the zero span's size.
+        const n = Math.min(data.length - done, this.limit() - this.filled);
+        this.filled += n;
+        done += n;
+        continue;
       }
+      this.makeRoom();
+      const n = Math.min(data.length - done, this.spanBytes - this.filled);
+      const span = this.buffer();
+      if (zeros) span.fill(0, this.filled, this.filled + n);
+      else span.set(data.subarray(done, done + n), this.filled);
       this.filled += n;
       done += n;
     }
+  }
+
+  /** What the current span may grow to: a zero span (no buffer) starting on the zero grid may grow to zeroSpanBytes. */
+  private limit(): number {
+    return !this.span && this.offset % this.zeroSpanBytes === 0 ? this.zeroSpanBytes : this.spanBytes;
+  }
+
+  /**
+   * Makes the current span able to take data: a full one is dispatched; zeros counted past
+   * spanBytes (a zero span cut short of the grid by data) go out in spans of spanBytes,
+   * the rest staying in the current span.
+   */
+  private makeRoom(): void {
+    if (this.filled === this.limit()) this.dispatch();
+    while (!this.span && this.filled >= this.spanBytes) this.dispatch(this.spanBytes);
   }
 
   /** Resolves once fewer than spansInFlight spans are being hashed; rejects once one failed. */
@@ -299,6 +336,8 @@ export class TreeHasher {
       // One span at most: its ordinary hash is the digest (a CV is never a root).
       return digestOf('blake3', this.span ? this.span.subarray(0, this.filled) : new Uint8Array(this.filled));
     }
+    // Zeros at the end: one subtree if they fill the zero span, else spans and a rest.
+    if (this.filled !== this.limit()) while (!this.span && this.filled > this.spanBytes) this.dispatch(this.spanBytes);
     if (this.filled > 0) this.dispatch();
     await this.lastMerged;
     return this.stack.digest();
@@ -318,17 +357,23 @@ export class TreeHasher {
     return (this.span = span);
   }
 
-  private dispatch(): void {
+  /**
+   * Hands the current span to the pool: all of it, or (a zero span with no buffer) its
+   * first `part` bytes, a whole span, the rest staying current.
+   */
+  private dispatch(part?: number): void {
     const buffer = this.span;
     const offset = this.offset;
-    const length = this.filled;
+    const length = part ?? this.filled;
+    // A zero span of the grid's size is one subtree of that many spans.
+    const spans = !buffer && length === this.zeroSpanBytes ? this.zeroSpanBytes / this.spanBytes : 1;
     const known = buffer ? undefined : knownZeroCv(offset, length);
     const cv = known ?? new Uint8Array(CV_BYTES);
     this.slots.admit();
     const hashed = known ? Promise.resolve() : this.b.blake3CvAsync(buffer ?? null, length, offset / BLAKE3_CHUNK_BYTES, cv);
     const merged = Promise.all([this.lastMerged, hashed]).then(() => {
       if (!buffer && !known) rememberZeroCv(offset, length, cv);
-      this.stack.push(cv);
+      this.stack.pushSubtree(cv, spans);
       if (buffer && this.spare.length < TREE_SPARE_SPANS) this.spare.push(buffer);
       else if (buffer) recycleLargeBuffer(buffer);
     });
@@ -342,8 +387,8 @@ export class TreeHasher {
       },
     );
     this.lastMerged = merged;
-    this.offset += this.filled;
-    this.span = undefined;
-    this.filled = 0;
+    this.offset += length;
+    this.filled -= length;
+    if (buffer) this.span = undefined;
   }
 }

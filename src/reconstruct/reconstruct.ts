@@ -47,6 +47,11 @@ export interface ReconstructOptions {
    * once written and hashed (RecentChunks holds what it remembers).
    */
   readonly lender?: Lender;
+  /**
+   * Bytes of recently seen chunks kept for repeats later in the file (RecentChunks;
+   * default RECENT_CHUNK_CACHE_BYTES). A server passes less (SERVER_RECENT_CHUNK_BYTES).
+   */
+  readonly recentChunkBytes?: number;
   /** Needed to index seeds (chunking them); without one, seeds and target reuse are skipped. */
   readonly pool?: ScanPool;
   /**
@@ -257,7 +262,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   const globalSeeds = new SeedIndex(header.chunker, algorithm);
   if (pool) for (const s of options.seeds ?? []) await globalSeeds.add(s, pool, signal);
   const window = new Window(options.concurrency ?? DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES);
-  const recent = new RecentChunks(undefined, options.lender);
+  const recent = new RecentChunks(options.recentChunkBytes, options.lender);
   let bytesReceived = 0;
   let bytesReused = 0;
   let bytesDone = 0;

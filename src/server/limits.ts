@@ -89,3 +89,12 @@ export function defaultMaxConnections(limitsText?: string): number {
   if (!m || m[1] === 'unlimited') return MAX_CONNECTIONS;
   return Math.max(16, Math.min(MAX_CONNECTIONS, Number(m[1]) - RESERVED_DESCRIPTORS - MAX_BUSY_CONNECTIONS));
 }
+
+/**
+ * Bytes of recent chunks a server's rebuild keeps for repeats later in the file
+ * (ReconstructOptions.recentChunkBytes; a client keeps 32 MiB). Uploaded chunks are views
+ * of the arrival slabs (server/arrivals.ts), so what it keeps holds whole slabs: at 32
+ * MiB, they were 36 of the server's ~270 MiB peak during a 512 MiB push (issue 14's bar
+ * is 300 MiB). A repeat it no longer has is read back from the store.
+ */
+export const SERVER_RECENT_CHUNK_BYTES = 8 * MiB;
