@@ -4,7 +4,7 @@
  * bytes the kernel wrote to the device (/sys/block/loopN/stat field 7, sectors x 512) and
  * the wall time. Needs root, losetup and rsync; not part of `npm test`.
  *
- *   npx tsc -p tsconfig.json && node dist/bench/in-place.js [--size 4G] [--dir /var/tmp] [--drop-caches]
+ *   npx tsc -p tsconfig.json && node dist/bench/in-place.js [--size 4G] [--rounds N] [--dir /var/tmp] [--drop-caches]
  *
  * The image is random data (so nothing deduplicates by accident); the device and the
  * backing file are removed afterwards. Both tools start from the same old content on the
@@ -84,8 +84,20 @@ async function main(): Promise<void> {
       run('cmp', ['-n', String(size), img, device!]);
       rows.push(`${label.padEnd(44)} ${String(bytes).padStart(12)} B (${formatBytes(bytes)})  ${seconds.toFixed(2)} s`);
     };
-    await measure('xfer pull (device: in place)', process.execPath, [BIN, 'pull', join(dir, 'store', 'img'), device, '-q']);
-    await measure('rsync --inplace --no-whole-file', 'rsync', ['--inplace', '--no-whole-file', '--copy-devices', '--write-devices', img, device]);
+    const xfer = () => measure('xfer pull (device: in place)', process.execPath, [BIN, 'pull', join(dir, 'store', 'img'), device!, '-q']);
+    const rsync = () => measure('rsync --inplace --no-whole-file', 'rsync', ['--inplace', '--no-whole-file', '--copy-devices', '--write-devices', img, device!]);
+    // --rounds N: N of each, alternating which goes first (the first after the setup meets
+    // a page cache full of the setup's files).
+    const rounds = Number(arg('--rounds', '1'));
+    for (let round = 0; round < rounds; round++) {
+      if (round % 2 === 0) {
+        await xfer();
+        await rsync();
+      } else {
+        await rsync();
+        await xfer();
+      }
+    }
     process.stdout.write(`4 KiB edit in a ${formatBytes(size)} image on ${device}: bytes written to the device, wall time\n${rows.join('\n')}\n`);
   } finally {
     if (device) spawnSync('losetup', ['-d', device]);

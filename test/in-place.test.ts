@@ -100,7 +100,7 @@ describe('pull --in-place onto a regular file', () => {
     }
   });
 
-  it('the check after the writes reads back only the segments written, and catches a size change at the end', async () => {
+  it('the check after the writes reads back only the segments written, whatever the size did', async () => {
     // 40 MiB: five segments of 8 MiB (scan/scanner.ts SEGMENT_BYTES). The digest is merged
     // from the chunking pass's segment CVs where nothing was written, so a segment left
     // out of the read-back that did change fails the pull's final check.
@@ -110,9 +110,9 @@ describe('pull --in-place onto a regular file', () => {
     randomBytes(4 * KiB).copy(edited, 2 * SEGMENT + 100 * KiB);
     const shorter = base.subarray(0, 4 * SEGMENT + 300 * KiB);
     const longer = Buffer.concat([base, randomBytes(SEGMENT + 5 * KiB)]);
-    // Cut at a block boundary, in fixed 4 KiB blocks, nothing is written: the last
-    // segment is read back because it is shorter now.
-    for (const [content, name, most, fixed] of [[edited, 'edit', 2, false], [shorter, 'shrink', 1, true], [longer, 'grow', 3, false]] as const) {
+    // Cut at a block boundary, in fixed 4 KiB blocks, nothing is written and nothing read
+    // back: the comparison hashed the target only as far as the content reaches.
+    for (const [content, name, most, fixed] of [[edited, 'edit', 2, false], [shorter, 'shrink', 0, true], [longer, 'grow', 3, false]] as const) {
       const source = await pushed(content, fixed ? { chunker: FIXED_4K } : {});
       const dest = join(dir, `dest-segments-${name}.img`);
       await writeFile(dest, base);
@@ -120,7 +120,7 @@ describe('pull --in-place onto a regular file', () => {
       assert.ok((await readFile(dest)).equals(content), `${name}: content is the pushed file`);
       if (fixed) assert.equal(r.bytesWritten, 0, `${name}: nothing written`);
       if (hasNativeTree) {
-        assert.ok(r.bytesReadBack! > 0 && r.bytesReadBack! <= most * SEGMENT, `${name}: ${r.bytesReadBack} bytes read back`);
+        assert.ok((most === 0 || r.bytesReadBack! > 0) && r.bytesReadBack! <= most * SEGMENT, `${name}: ${r.bytesReadBack} bytes read back`);
       } else assert.equal(r.bytesReadBack, content.length, `${name}: all of it read back without the addon's tree hashing`);
     }
   });

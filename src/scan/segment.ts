@@ -54,6 +54,13 @@ export interface FileSegmentTask extends SegmentTaskBase {
    * hashing 8 MiB of zeros.
    */
   readonly zeroCv?: Uint8Array;
+  /**
+   * Given boundaries instead of cutting: the lengths of the chunks that start in
+   * [start, end), in order from `start` (the last may reach past `end`, within fileSize).
+   * They are only hashed (reconstruct/in-place.ts compares a target with a manifest at the
+   * manifest's own boundaries). The result's lengths are these.
+   */
+  readonly cuts?: Uint32Array;
 }
 
 /**
@@ -255,14 +262,18 @@ export function scanSegment(task: SegmentTask): SegmentResult {
     startLimit = task.startLimit;
     dataBytes = Math.min(task.length, task.startLimit);
   } else {
-    const readEnd = Math.min(task.fileSize, task.end + chunker.maxChunkBytes);
+    let cutsBytes = 0;
+    for (const n of task.cuts ?? []) cutsBytes += n;
+    const readEnd = task.cuts ? Math.min(task.fileSize, Math.max(task.end, task.start + cutsBytes)) : Math.min(task.fileSize, task.end + chunker.maxChunkBytes);
+    if (task.cuts && task.start + cutsBytes > readEnd) throw new XferError('XFER_INTERNAL', `segment at ${task.start}: given chunks end past ${readEnd}`);
     ({ data, dataBytes, holes } = readSegment(task, readEnd - task.start));
     eof = readEnd === task.fileSize;
     startLimit = task.end - task.start;
     wholeFile = task.wholeFile;
   }
   const cols = new ChunkColumns();
-  cutAndHash(chunker, task.digestAlgorithm, data, 0, data.length, eof, startLimit, cols, undefined, holes);
+  if (task.kind === 'file' && task.cuts) hashGivenChunks(task.digestAlgorithm, data, task.cuts, cols, holes);
+  else cutAndHash(chunker, task.digestAlgorithm, data, 0, data.length, eof, startLimit, cols, undefined, holes);
   if (task.kind === 'file' && task.segmentCv) {
     const tree = nativeTree();
     if (!tree) throw new XferError('XFER_INTERNAL', 'segment CV asked of a scan worker without the native addon');
@@ -279,6 +290,33 @@ export function scanSegment(task: SegmentTask): SegmentResult {
     ...(holes && holes.length > 0 ? { holes } : {}),
     dataBytes,
   };
+}
+
+/**
+ * Hashes the chunks of `lengths` laid end to end from data[0]; one that lies in a hole the
+ * reader zeroed gets the digest of that many zeros, hashed once per length, unread.
+ */
+function hashGivenChunks(algorithm: DigestAlgorithm, data: Uint8Array, lengths: Uint32Array, cols: ChunkColumns, holes: readonly number[] | undefined): void {
+  let pos = 0;
+  for (const n of lengths) {
+    if (holes && holes.length > 0 && holeCover(holes, pos, pos + n) === 'hole') cols.push(n, zeroDigest(algorithm, n));
+    else cols.pushHashed(algorithm, data.subarray(pos, pos + n));
+    pos += n;
+  }
+}
+
+const zeroDigests = new Map<string, Uint8Array>();
+
+/** The digest of `n` zero bytes (memoized: a sparse target repeats a few lengths). */
+function zeroDigest(algorithm: DigestAlgorithm, n: number): Uint8Array {
+  const key = `${algorithm}:${n}`;
+  let d = zeroDigests.get(key);
+  if (!d) {
+    if (zeroDigests.size >= 64) zeroDigests.clear();
+    d = digestOf(algorithm, new Uint8Array(n));
+    zeroDigests.set(key, d);
+  }
+  return d;
 }
 
 /**
