@@ -164,12 +164,12 @@ describe('the BLAKE3 digest merged from subtree CVs is the one-shot digest', () 
     // are cut into 2 MiB spans where data comes first (TreeHasherOptions.zeroSpanBytes).
     if (!tree) return t.diagnostic('no native addon');
     const grid = 8 * MiB;
-    for (let seed = 1; seed <= 6; seed++) {
+    for (let seed = 1; seed <= 3; seed++) {
       const r = rng(seed * 31);
       const parts: Uint8Array[] = [];
       let size = 0;
-      for (let i = 0; i < 8; i++) {
-        const zeros = Math.floor(r() * 3 * grid) + (r() < 0.3 ? grid - (size % grid) : 0);
+      for (let i = 0; i < 6; i++) {
+        const zeros = Math.floor(r() * 2 * grid) + (r() < 0.3 ? grid - (size % grid) : 0);
         parts.push(new Uint8Array(zeros));
         size += zeros;
         const data = r() < 0.2 ? 0 : 1 + Math.floor(r() * 3 * MiB);

@@ -28,7 +28,7 @@ describe('uploads queued on a connection do not exhaust the client\'s HTTP/2 ses
     // an answer's headers, resetting that request with ENHANCE_YOUR_CALM (the server had
     // answered it). Such a reset is one more retry, and its body is sent again.
     const src = join(dir, 'src.bin');
-    await writeRandomFile(src, 160 * MiB, 91);
+    await writeRandomFile(src, 128 * MiB, 91);
     const relay = await startRelay(server.url);
     const retries: string[] = [];
     try {
