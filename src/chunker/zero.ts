@@ -62,8 +62,12 @@ export function mayBeZeroChunk(length: number): boolean {
   return length > 0 && length % ZERO_CHUNK_ALIGN_BYTES === 0 && length <= MAX_ZERO_CHUNK_BYTES;
 }
 
+/** The last digest zeroDigest gave: a sparse image asks for the same one 262,144 times per 64 GiB. */
+let last: { algorithm: DigestAlgorithm; length: number; digest: Buffer } | undefined;
+
 /** The digest of `length` zero bytes (length as mayBeZeroChunk allows). */
 export function zeroDigest(algorithm: DigestAlgorithm, length: number): Buffer {
+  if (last !== undefined && last.length === length && last.algorithm === algorithm) return last.digest;
   const key = `${algorithm}:${length}`;
   let d = digests.get(key);
   if (!d) {
@@ -71,6 +75,7 @@ export function zeroDigest(algorithm: DigestAlgorithm, length: number): Buffer {
     d = digestOf(algorithm, zeroBytes(length));
     digests.set(key, d);
   }
+  last = { algorithm, length, digest: d };
   return d;
 }
 

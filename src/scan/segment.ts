@@ -1,5 +1,6 @@
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import type { Chunker } from '../chunker/chunker.js';
+import { MAX_ZERO_CHUNK_BYTES, zeroDigest } from '../chunker/zero.js';
 import { createChunker } from '../chunker/index.js';
 import { fromSystemError, SourceChangedError, XferError } from '../core/errors.js';
 import type { ChunkerSpec, DigestAlgorithm } from '../core/ids.js';
@@ -294,29 +295,15 @@ export function scanSegment(task: SegmentTask): SegmentResult {
 
 /**
  * Hashes the chunks of `lengths` laid end to end from data[0]; one that lies in a hole the
- * reader zeroed gets the digest of that many zeros, hashed once per length, unread.
+ * reader zeroed gets the digest of that many zeros (chunker/zero.ts), unread.
  */
 function hashGivenChunks(algorithm: DigestAlgorithm, data: Uint8Array, lengths: Uint32Array, cols: ChunkColumns, holes: readonly number[] | undefined): void {
   let pos = 0;
   for (const n of lengths) {
-    if (holes && holes.length > 0 && holeCover(holes, pos, pos + n) === 'hole') cols.push(n, zeroDigest(algorithm, n));
+    if (n <= MAX_ZERO_CHUNK_BYTES && holes && holes.length > 0 && holeCover(holes, pos, pos + n) === 'hole') cols.push(n, zeroDigest(algorithm, n));
     else cols.pushHashed(algorithm, data.subarray(pos, pos + n));
     pos += n;
   }
-}
-
-const zeroDigests = new Map<string, Uint8Array>();
-
-/** The digest of `n` zero bytes (memoized: a sparse target repeats a few lengths). */
-function zeroDigest(algorithm: DigestAlgorithm, n: number): Uint8Array {
-  const key = `${algorithm}:${n}`;
-  let d = zeroDigests.get(key);
-  if (!d) {
-    if (zeroDigests.size >= 64) zeroDigests.clear();
-    d = digestOf(algorithm, new Uint8Array(n));
-    zeroDigests.set(key, d);
-  }
-  return d;
 }
 
 /**
