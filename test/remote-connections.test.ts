@@ -17,50 +17,18 @@ const MiB = 1024 * 1024;
 describe('several connections per transfer (--connections)', () => {
   const f = useServer('xfer-connections-');
 
-  it('requests run side by side on one connection: uploads do not wait for each other', async () => {
-    // A stand-in server that answers each upload after a pause and counts those open at once.
+  /**
+   * A stand-in server that answers /v1/info, and every other request 150 ms after its body
+   * ended, counting the requests open at once (`most`, which the caller may reset) and the
+   * sessions.
+   */
+  async function standIn(): Promise<{ url: string; most: () => number; reset: () => void; sessions: () => number; close: () => Promise<void> }> {
     const info = { protocol: 1, maxBatchBytes: 64 << 20, maxQueryDigests: 65536, maxChunkBytes: 4 << 20 };
     let open = 0;
     let most = 0;
     let sessions = 0;
     const server: Http2Server = createH2Server();
     server.on('session', () => sessions++);
-    server.on('stream', (stream: ServerHttp2Stream, headers) => {
-      stream.on('error', () => {});
-      const path = String(headers[':path']);
-      if (path === '/v1/info') {
-        stream.respond({ ':status': 200, 'content-type': 'application/json' });
-        return stream.end(JSON.stringify(info));
-      }
-      open++;
-      most = Math.max(most, open);
-      stream.resume();
-      stream.on('end', () => setTimeout(() => {
-        open--;
-        stream.respond({ ':status': 200 });
-        stream.end();
-      }, 150));
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    const client = await XferClient.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, { connections: 1 });
-    try {
-      await Promise.all([1, 2, 3, 4].map((i) => client.upload('blake3', Buffer.alloc(1000, i))));
-      assert.equal(sessions, 1);
-      assert.equal(most, 4, 'four uploads were open at once on the one connection');
-    } finally {
-      await client.close();
-      await new Promise<void>((r) => server.close(() => r()));
-    }
-  });
-
-  it('the bodies a connection holds unanswered stay within MAX_QUEUED_BODY_BYTES; a request waiting for room can be aborted', async () => {
-    // Node counts bytes queued on a client's streams against its session memory (10 MB),
-    // and over it refuses answers (upload-session-memory). The stand-in server holds each
-    // upload's answer, counting those open at once.
-    const info = { protocol: 1, maxBatchBytes: 64 << 20, maxQueryDigests: 65536, maxChunkBytes: 4 << 20 };
-    let open = 0;
-    let most = 0;
-    const server: Http2Server = createH2Server();
     server.on('stream', (stream: ServerHttp2Stream, headers) => {
       stream.on('error', () => {});
       if (String(headers[':path']) === '/v1/info') {
@@ -77,13 +45,41 @@ describe('several connections per transfer (--connections)', () => {
       }, 150));
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-    const client = await XferClient.connect(`http://127.0.0.1:${(server.address() as AddressInfo).port}`, { connections: 1 });
+    return {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      most: () => most,
+      reset: () => {
+        most = 0;
+      },
+      sessions: () => sessions,
+      close: () => new Promise<void>((r) => server.close(() => r())),
+    };
+  }
+
+  it('requests run side by side on one connection: uploads do not wait for each other', async () => {
+    const server = await standIn();
+    const client = await XferClient.connect(server.url, { connections: 1 });
+    try {
+      await Promise.all([1, 2, 3, 4].map((i) => client.upload('blake3', Buffer.alloc(1000, i))));
+      assert.equal(server.sessions(), 1);
+      assert.equal(server.most(), 4, 'four uploads were open at once on the one connection');
+    } finally {
+      await client.close();
+      await server.close();
+    }
+  });
+
+  it('the bodies a connection holds unanswered stay within MAX_QUEUED_BODY_BYTES; a request waiting for room can be aborted', async () => {
+    // Node counts bytes queued on a client's streams against its session memory (10 MB),
+    // and over it refuses answers (upload-session-memory).
+    const server = await standIn();
+    const client = await XferClient.connect(server.url, { connections: 1 });
     try {
       const body = Math.floor(MAX_QUEUED_BODY_BYTES / 2.5); // two fit, a third does not
       await Promise.all([1, 2, 3, 4].map((i) => client.upload('blake3', Buffer.alloc(body, i))));
-      assert.equal(most, 2, 'two uploads at most were open at once');
+      assert.equal(server.most(), 2, 'two uploads at most were open at once');
       // One waiting for room, aborted: it fails as an abort, and holds no room afterwards.
-      most = 0;
+      server.reset();
       const first = client.upload('blake3', Buffer.alloc(body, 5));
       const second = client.upload('blake3', Buffer.alloc(body, 6));
       const stop = new AbortController();
@@ -92,10 +88,10 @@ describe('several connections per transfer (--connections)', () => {
       await assert.rejects(third, (err: Error & { code?: string }) => err.code === 'XFER_ABORTED');
       await Promise.all([first, second]);
       await Promise.all([8, 9].map((i) => client.upload('blake3', Buffer.alloc(body, i))));
-      assert.equal(most, 2);
+      assert.equal(server.most(), 2);
     } finally {
       await client.close();
-      await new Promise<void>((r) => server.close(() => r()));
+      await server.close();
     }
   });
 
