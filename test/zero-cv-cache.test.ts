@@ -100,6 +100,7 @@ describe('zero spans\' BLAKE3 CVs are kept in the user\'s cache across processes
     keepZeroCv(3 * SPAN, SPAN, truth);
     keepZeroCv(5 * SPAN + 1024, SPAN, truth); // not aligned
     keepZeroCv(6 * SPAN, SPAN / 2, truth); // not a whole span
+    assert.deepEqual(cachedZeroCv(3 * SPAN, SPAN), truth, 'the file the keep made is read, though it was missing before');
     setZeroCvCacheDir(d); // a new process: no memo, the file opened again
     assert.deepEqual(cachedZeroCv(3 * SPAN, SPAN), truth);
     assert.deepEqual(knownZeroCv(3 * SPAN, SPAN), truth);
