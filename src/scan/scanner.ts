@@ -279,7 +279,10 @@ export class FileScan {
         this.pending[k] = hole;
         continue;
       }
-      const zeroCv = this.tree ? knownZeroCv(start, end - start) : undefined;
+      // A segment the last probe shows data in needs no zero CV: asked only where [start,
+      // end) may be all hole (its lookahead holding the data) or the probe cannot tell.
+      const probed = this.probedAt >= 0 && start >= this.probedAt && start < this.holeAt;
+      const zeroCv = this.tree && !(probed && this.dataAt < end) ? knownZeroCv(start, end - start) : undefined;
       const p = this.pool.run(
         {
           kind: 'file',
