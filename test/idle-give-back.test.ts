@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { DirectRangeReader, windowViews } from '../src/io/direct.js';
-import { sysIsNative, trimLargeBuffers } from '../src/io/sys.js';
+import { largeBufferKeepers, sysIsNative, trimLargeBuffers } from '../src/io/sys.js';
 import { ArrivalSlabs } from '../src/server/arrivals.js';
 import { pseudoRandom } from './helpers/gen.js';
 
@@ -60,6 +60,16 @@ describe('an idle process gives back the large buffers kept for later', () => {
     } finally {
       await reader.close();
     }
+  });
+
+  it('a reader closed is no longer among the owners told to give back (a busy server never idle gathers none)', async () => {
+    const file = join(dir, 'keepers.bin');
+    await writeFile(file, pseudoRandom(64 * 1024, 6));
+    const before = largeBufferKeepers();
+    const readers = await Promise.all([1, 2, 3].map(() => DirectRangeReader.open(file, 64 * 1024)));
+    assert.equal(largeBufferKeepers(), before + 3);
+    for (const r of readers) await r.close();
+    assert.equal(largeBufferKeepers(), before);
   });
 
   it('a server collects once when idle: large buffers its last command dropped are unmapped without waiting for V8', (t) => {

@@ -376,8 +376,11 @@ export class DirectRangeReader implements KeepsLargeBuffers {
     private readonly owned = true,
   ) {
     // A server's held files keep their readers between commands: idle, the windows go.
-    keepsLargeBuffers(this);
+    this.unkeep = keepsLargeBuffers(this);
   }
+
+  /** Ends the registration with keepsLargeBuffers (at close). */
+  private readonly unkeep: () => void;
 
   /** Lets go of the windows kept for reads to come; those in use go once given back. */
   relinquish(): void {
@@ -455,6 +458,7 @@ export class DirectRangeReader implements KeepsLargeBuffers {
     this.windows.clear();
     // Windows still in the map may be lent: only the free ones are given back.
     for (const b of this.free.splice(0)) recycleLargeBuffer(b);
+    this.unkeep();
     if (this.owned) await this.fh.close().catch(() => {});
   }
 

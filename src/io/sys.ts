@@ -564,10 +564,21 @@ let fullCollection: (() => void) | null | undefined;
  * `owner` is told to give back what it keeps (relinquish) each time the process's large
  * buffers fall idle (LARGE_BUFFER_IDLE_MS without one taken or given back), before the
  * buffers waiting for reuse are given back: an idle server then holds none for its next
- * command. Held weakly: an owner collected is forgotten.
+ * command. Held weakly: an owner collected is forgotten at the next idle spell; one that
+ * ends (a reader closed) calls the function returned, so that a busy process never idle
+ * does not gather the references of readers long gone.
  */
-export function keepsLargeBuffers(owner: KeepsLargeBuffers): void {
-  keepers.add(new WeakRef(owner));
+export function keepsLargeBuffers(owner: KeepsLargeBuffers): () => void {
+  const ref = new WeakRef(owner);
+  keepers.add(ref);
+  return () => {
+    keepers.delete(ref);
+  };
+}
+
+/** Owners registered with keepsLargeBuffers and not forgotten (for tests). */
+export function largeBufferKeepers(): number {
+  return keepers.size;
 }
 
 /**
