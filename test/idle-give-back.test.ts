@@ -7,7 +7,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { DirectRangeReader, windowViews } from '../src/io/direct.js';
-import { largeBufferKeepers, sysIsNative, trimLargeBuffers } from '../src/io/sys.js';
+import { keepsLargeBuffers, largeBufferKeepers, sysIsNative, trimLargeBuffers } from '../src/io/sys.js';
+import { push } from '../src/api.js';
+import { createServer } from '../src/server/server.js';
 import { ArrivalSlabs } from '../src/server/arrivals.js';
 import { pseudoRandom } from './helpers/gen.js';
 
@@ -70,6 +72,30 @@ describe('an idle process gives back the large buffers kept for later', () => {
     assert.equal(largeBufferKeepers(), before + 3);
     for (const r of readers) await r.close();
     assert.equal(largeBufferKeepers(), before);
+  });
+
+  it('a server gives back what it keeps as soon as its last client\'s session closes, without waiting for an idle spell', async (t) => {
+    if (!sysIsNative()) return t.diagnostic('the native addon is not built: nothing is kept to give back');
+    // Owners of kept buffers are told to give them back (relinquish) at the trim. The idle
+    // timer would run LARGE_BUFFER_IDLE_MS (3 s) after the last use; the server runs it
+    // LAST_SESSION_TRIM_DELAY_MS after its last session closed.
+    const server = await createServer({ root: join(dir, 'root-last-session'), port: 0 });
+    let told = 0;
+    const owner = { relinquish: () => void told++ };
+    const forget = keepsLargeBuffers(owner);
+    try {
+      const src = join(dir, 'last-session.bin');
+      await writeFile(src, pseudoRandom(4 * MiB, 8));
+      trimLargeBuffers(0); // an idle spell of earlier cases is over: none is due during the push
+      const before = told;
+      await push(src, `${server.url}/f.bin`);
+      const pushed = Date.now();
+      while (told === before && Date.now() - pushed < 1500) await new Promise((r) => setTimeout(r, 20));
+      assert.ok(told > before, `not told to give back within ${Date.now() - pushed} ms of the push's end`);
+    } finally {
+      forget();
+      await server.close();
+    }
   });
 
   it('a server collects once when idle: large buffers its last command dropped are unmapped without waiting for V8', (t) => {

@@ -98,3 +98,9 @@ export function defaultMaxConnections(limitsText?: string): number {
  * is 300 MiB). A repeat it no longer has is read back from the store.
  */
 export const SERVER_RECENT_CHUNK_BYTES = 8 * MiB;
+
+/**
+ * After the last client's session closes, the server gives back the large buffers it kept
+ * for reuse (io/sys.ts trimLargeBuffers) once this much later, if no session came meanwhile.
+ */
+export const LAST_SESSION_TRIM_DELAY_MS = 50;
