@@ -10,9 +10,8 @@
  * write. A run that is interrupted leaves it so; running again completes it, because every
  * run compares the target as it is now with the manifest (it is idempotent). On success the
  * target's first totalBytes bytes are the manifest's file, checked against the whole-file
- * digest after an fsync: the segments this run wrote
- * are read back, and the others' CVs are those the comparison computed from the bytes it
- * read there, where every chunk matched the manifest's (as rsync checks an in-place file
+ * digest after an fsync: the segments this run wrote are read back, and the others' CVs
+ * are those the comparison computed from the bytes it read there, where every chunk matched the manifest's (as rsync checks an in-place file
  * with the bytes it read of the basis). A write landing outside its range would so go
  * unseen outside the segments written; the device is held exclusively meanwhile. Without
  * segment CVs (SHA-256, no addon) or when more than MAX_READ_BACK_SHARE was written, all of
@@ -33,11 +32,12 @@ import { digestOfOpenFile } from '../scan/file-digest.js';
 import type { ManifestReader } from '../manifest/reader.js';
 import type { EntryMeta } from '../manifest/types.js';
 import type { ScanPool } from '../scan/pool.js';
-import { hashAtBoundaries } from '../scan/ranges.js';
-import { StreamScan, type FileScanResult } from '../scan/scanner.js';
+import { hashAtBoundaries, type RangeHashes } from '../scan/ranges.js';
+import { StreamScan } from '../scan/scanner.js';
 import type { ChunkStore } from '../store/store.js';
 import { applyAttributes, attributePolicy, type AttributeOptions } from './attributes.js';
 import { checkConfined, segmentsBelow } from '../io/safe-path.js';
+import { readUpTo } from '../io/direct.js';
 import { blockDeviceSize, punchHole } from '../io/sys.js';
 import { DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES, SET_ID_BITS, type PullProgress, type PullResult } from './reconstruct.js';
 import { SeedIndex } from './seeds.js';
@@ -212,8 +212,6 @@ export async function inPlaceRebuild(reader: ManifestReader, store: ChunkStore, 
     if (isDevice && targetBytes < total) {
       throw new TooLargeError(`${target}: device holds ${targetBytes} bytes (${formatBytes(targetBytes)}), the content is ${total} bytes (${formatBytes(total)}); nothing written`);
     }
-    // The target as it is, chunked with the manifest's own parameters (a device only as far
-    // as the content reaches: what lies beyond is neither compared nor written).
     // The target compared with the manifest at the manifest's own boundaries (a device only
     // as far as the content reaches: what lies beyond is neither compared nor written).
     const scannedBytes = Math.min(targetBytes, total);
@@ -389,7 +387,7 @@ function equalDigests(a: ChunkColumns, i: number, b: ChunkColumns, j: number): b
  */
 async function compareTarget(
   fh: FileHandle, scannedBytes: number, targetBytes: number, wanted: ChunkColumns, chunker: ChunkerSpec, algorithm: DigestAlgorithm, pool: ScanPool, signal?: AbortSignal,
-): Promise<{ changed: number[]; have: ChunkColumns; segmentCvs?: FileScanResult['segmentCvs'] }> {
+): Promise<{ changed: number[]; have: ChunkColumns; segmentCvs?: RangeHashes['segmentCvs'] }> {
   const self = `/proc/self/fd/${fh.fd}`;
   const byFd = scannedBytes > 0 && (await access(self).then(() => true, () => false));
   const changed: number[] = [];
@@ -469,7 +467,7 @@ export function segmentsWritten(segmentBytes: number, writes: readonly (readonly
  * fsync) and hashed on libuv's threads, the others' CVs taken from the comparison.
  */
 async function digestReusingSegments(
-  tree: TreeBinding, fh: FileHandle, total: number, kept: NonNullable<FileScanResult['segmentCvs']>, written: ReadonlySet<number>, signal?: AbortSignal,
+  tree: TreeBinding, fh: FileHandle, total: number, kept: NonNullable<RangeHashes['segmentCvs']>, written: ReadonlySet<number>, signal?: AbortSignal,
 ): Promise<{ digest: Buffer; bytesRead: number }> {
   const { segmentBytes, cvs } = kept;
   const count = Math.ceil(total / segmentBytes);
@@ -485,11 +483,8 @@ async function digestReusingSegments(
       continue;
     }
     buf ??= Buffer.allocUnsafe(segmentBytes);
-    for (let done = 0; done < length; ) {
-      const { bytesRead } = await fh.read(buf, done, length - done, start + done);
-      if (bytesRead === 0) throw new VerifyFailedError(`target ended at ${start + done} bytes while being read back, expected ${total}`);
-      done += bytesRead;
-    }
+    const got = await readUpTo(fh, buf, length, start);
+    if (got < length) throw new VerifyFailedError(`target ended at ${start + got} bytes while being read back, expected ${total}`);
     bytesRead += length;
     const cv = new Uint8Array(CV_BYTES);
     await tree.blake3CvAsync(buf, length, start / BLAKE3_CHUNK_BYTES, cv);

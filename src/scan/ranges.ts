@@ -24,7 +24,10 @@ export interface RangeHashes {
   /** Digests of the chunks that end within the bytes hashed (the first `hashed` of the layout), DIGEST_BYTES each. */
   readonly digests: Uint8Array;
   readonly hashed: number;
-  /** As FileScanResult.segmentCvs: the CVs of the segments of [0, bytes), when BLAKE3 with the addon. */
+  /**
+   * With BLAKE3 and the addon: segment k is [k * segmentBytes, min(bytes, (k + 1) * segmentBytes))
+   * and its CV (hash/tree.ts spanCv, non-root) is cvs[32k, 32k + 32).
+   */
   readonly segmentCvs?: { readonly segmentBytes: number; readonly cvs: Uint8Array };
 }
 

@@ -31,11 +31,6 @@ export interface ScanOptions {
    * scanned on the calling thread. (FileScan always takes its pool as an argument.)
    */
   readonly pool?: ScanPool;
-  /**
-   * FileScan only: keep each segment's BLAKE3 CV in the result (FileScanResult.segmentCvs),
-   * for a caller that later rehashes only the segments it changed (reconstruct/in-place.ts).
-   */
-  readonly keepSegmentCvs?: boolean;
 }
 
 /**
@@ -61,12 +56,6 @@ export interface FileScanResult {
   readonly digest: Uint8Array;
   /** Bytes read: the size less the holes skipped (see segment.ts readSegment); a stream's size. */
   readonly dataBytes: number;
-  /**
-   * With ScanOptions.keepSegmentCvs, when the digest was merged from segment CVs: segment k
-   * is [k * segmentBytes, min(size, (k + 1) * segmentBytes)) and its CV (hash/tree.ts
-   * spanCv, non-root) is cvs[32k, 32k + 32).
-   */
-  readonly segmentCvs?: { readonly segmentBytes: number; readonly cvs: Uint8Array };
 }
 
 export function chunkDigest(batch: ChunkBatch, i: number): Uint8Array {
@@ -328,7 +317,6 @@ export class FileScan {
     const stitcher = new Stitcher(chunker, algorithm, feed, (b) => this.pool.recycle(b));
     let fileDigest: Uint8Array | undefined;
     let dataBytes = 0;
-    const kept = cvs && this.options.keepSegmentCvs ? new Uint8Array(this.segmentCount * CV_BYTES) : undefined;
     try {
       for (let k = 0; k < this.segmentCount; k++) {
         throwIfAborted(signal);
@@ -342,7 +330,6 @@ export class FileScan {
         if (cvs) {
           if (!r.segmentCv) throw new XferError('XFER_INTERNAL', `${this.path}: segment ${k} came back without its CV`);
           cvs.push(r.segmentCv);
-          kept?.set(r.segmentCv, k * CV_BYTES);
           // All hole: its CV is that of zeros at this offset, which a rebuild in this
           // process (a local push) and later processes then need not compute again.
           if (r.dataBytes === 0) rememberZeroCv(start, end - start, r.segmentCv);
@@ -360,7 +347,7 @@ export class FileScan {
     } finally {
       await thread?.close();
     }
-    this.outcome = { size: this.size, chunkCount: stitcher.chunkCount, digest: fileDigest!, dataBytes, ...(kept ? { segmentCvs: { segmentBytes: this.segmentBytes, cvs: kept } } : {}) };
+    this.outcome = { size: this.size, chunkCount: stitcher.chunkCount, digest: fileDigest!, dataBytes };
   }
 
   /** A file that changed while it was read would produce a manifest of no real version of it. */

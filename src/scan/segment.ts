@@ -8,7 +8,7 @@ import { DIGEST_BYTES } from '../core/ids.js';
 import { digestInto, digestOf } from '../hash/digest.js';
 import { holeCover, nativeTree, spanCvWithHoles } from '../hash/tree.js';
 import { seekData, seekHole } from '../io/sys.js';
-import { DIRECT_ALIGN_BYTES } from '../io/direct.js';
+import { DIRECT_ALIGN_BYTES, directIoAvailable } from '../io/direct.js';
 import { loadAddon } from '../native/addon.js';
 
 /** Room past a segment's bytes that a scan's buffers leave, for readDevice to align them. */
@@ -391,7 +391,7 @@ function segmentBuffer(task: FileSegmentTask, need: number): ArrayBuffer {
 
 /** `path` opened read-only with O_DIRECT; undefined where that is refused (EINVAL) or unknown. */
 function openDirectSync(path: string): number | undefined {
-  if (constants.O_DIRECT === undefined || process.env.XFER_NO_DIRECT_IO === '1') return undefined;
+  if (!directIoAvailable()) return undefined;
   try {
     return openSync(path, constants.O_RDONLY | constants.O_DIRECT);
   } catch {
