@@ -500,7 +500,7 @@ export class XferClient {
     const queued = bodyBytes ?? 0;
     try {
       if (queued > 0) {
-        await lane.admit(queued, signal);
+        await lane.bodies.acquire(queued, signal);
         dispatcher = lane.dispatcher; // replaced meanwhile, if its connection broke
       }
       const started = performance.now();
@@ -514,7 +514,7 @@ export class XferClient {
           headers: { ...this.headers, ...opts.headers },
         });
       } finally {
-        if (queued > 0) lane.release(queued);
+        if (queued > 0) lane.bodies.release(queued);
       }
       if (probe) this.connections.roundTrip(performance.now() - started);
       try {

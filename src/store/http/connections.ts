@@ -10,8 +10,8 @@
  * The bandwidth limit stays the client's, one total however many connections there are.
  */
 import type { Dispatcher } from 'undici';
-import { abortedError, throwIfAborted } from '../../core/abort.js';
 import { KiB } from '../../core/sizes.js';
+import { Slots } from '../../core/window.js';
 
 /** Connections of one client to its server, at most (ClientOptions.connections). */
 export const MAX_CONNECTIONS = 8;
@@ -61,47 +61,13 @@ export const MAX_QUEUED_BODY_BYTES = 8 * 1024 * KiB;
 export class Lane {
   /** Bytes of the requests on it not yet answered, sent and expected back (the spread's measure). */
   outstandingBytes = 0;
-  /** Body bytes of its requests not yet answered (MAX_QUEUED_BODY_BYTES). */
-  private bodyBytes = 0;
-  private readonly waiting: Array<() => void> = [];
-  constructor(public dispatcher: Dispatcher) {}
-
   /**
-   * Resolves once a body of `bytes` may be handed to this connection: at once while the
-   * bodies not yet answered and it fit in MAX_QUEUED_BODY_BYTES, or none is outstanding.
-   * Rejects if `signal` aborts first. Each admit that resolves is paired with one
-   * release(bytes).
+   * Body bytes of its requests not yet answered (MAX_QUEUED_BODY_BYTES): a request with a
+   * body of bytes acquires its length before it is sent and releases it at the answer. As
+   * many requests as fit, and one larger than the bound alone.
    */
-  async admit(bytes: number, signal?: AbortSignal): Promise<void> {
-    while (this.bodyBytes > 0 && this.bodyBytes + bytes > MAX_QUEUED_BODY_BYTES) {
-      throwIfAborted(signal);
-      await new Promise<void>((resolve, reject) => {
-        const onAbort = () => {
-          const i = this.waiting.indexOf(wake);
-          if (i >= 0) this.waiting.splice(i, 1);
-          reject(abortedError(signal));
-        };
-        const wake = () => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve();
-        };
-        this.waiting.push(wake);
-        signal?.addEventListener('abort', onAbort, { once: true });
-      });
-    }
-    this.bodyBytes += bytes;
-  }
-
-  /** A body admitted was answered (or its request failed): the waiting re-check. */
-  release(bytes: number): void {
-    this.bodyBytes -= bytes;
-    for (const wake of this.waiting.splice(0)) wake();
-  }
-
-  /** Body bytes handed to this connection and not yet answered. */
-  get queuedBodyBytes(): number {
-    return this.bodyBytes;
-  }
+  readonly bodies = new Slots(Number.MAX_SAFE_INTEGER, MAX_QUEUED_BODY_BYTES);
+  constructor(public dispatcher: Dispatcher) {}
 }
 
 export interface ConnectionsOptions {
