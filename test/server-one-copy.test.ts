@@ -132,7 +132,7 @@ describe('xfer serve (default mode): one copy on disk', () => {
       assert.equal(kept.length, 3);
       for (const [i, v] of kept.entries()) {
         const back = await pulled(`${server.url}/vol.bin@${v.id}`, dir, `k${i}`);
-        assert.ok(Buffer.isBuffer(back) && back.equals(contents[7 + i]!), `kept version ${i} pulls bit-identical after forget, gc and a restart`);
+        assert.ok(Buffer.isBuffer(back) && back.equals(contents[7 + i]!), `kept version ${i} pulls bit-identical after forget, gc and a restart: ${Buffer.isBuffer(back) ? 'other bytes' : back}`);
       }
       const report = await verify(`${server.url}/`, { readData: true });
       assert.deepEqual(report.damaged, [], 'verify --read-data is clean');
