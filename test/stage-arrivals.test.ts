@@ -159,6 +159,66 @@ describe('a rebuild from lent chunks', () => {
   });
 });
 
+describe('a rebuild\'s chunks in flight', () => {
+  it('are at most inFlightBytes read and not yet written and hashed (one chunk alone may pass it)', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'xfer-inflight-'));
+    try {
+      const data = pseudoRandom(24 * MiB, 19);
+      const store = new MemoryStore();
+      const records: ChunkRecord[] = [];
+      let o = 0;
+      for (const len of cutAll(createChunker(DEFAULT_CHUNKER), data)) {
+        const digest = digestOf('blake3', data.subarray(o, o + len));
+        await store.put({ algorithm: 'blake3', digest }, data.subarray(o, o + len));
+        records.push({ length: len, digest });
+        o += len;
+      }
+      const manifest = join(dir, 'manifest');
+      const w = await ManifestWriter.create(manifest, { kind: 'file', digestAlgorithm: 'blake3', chunker: DEFAULT_CHUNKER });
+      await w.beginEntry({ type: 'file', path: '', mode: 0o644, mtimeMs: 1_700_000_000_000, size: data.length });
+      await w.addChunks(records);
+      await w.endEntry(data.length, digestOf('blake3', data));
+      await w.finish();
+      // Every chunk the store gives is lent and counted until the rebuild releases it; the
+      // first chunk's read is held back a while, so that the reads behind it pile up as far
+      // as the bound lets them.
+      const lent = new Set<Uint8Array>();
+      let lentBytes = 0;
+      let peak = 0;
+      const lender = {
+        hold: (b: Uint8Array) => lent.has(b),
+        release(b: Uint8Array) {
+          if (lent.delete(b)) lentBytes -= b.length;
+        },
+      };
+      let first = true;
+      const counting: ChunkStore = {
+        has: (ids, options) => store.has(ids, options),
+        async get(id, options) {
+          const wait = first;
+          first = false;
+          if (wait) await new Promise((r) => setTimeout(r, 200));
+          const b = Buffer.from(await store.get(id, options));
+          lent.add(b);
+          lentBytes += b.length;
+          peak = Math.max(peak, lentBytes);
+          return b;
+        },
+        put: (id, bytes, options) => store.put(id, bytes, options),
+        flush: (options) => store.flush(options),
+        close: async () => {},
+      };
+      const target = join(dir, 'out.bin');
+      await reconstruct(await openManifestFile(manifest), counting, target, { lender, inFlightBytes: 2 * MiB, recentChunkBytes: 0, reuseTarget: false, resumable: false });
+      assert.ok((await readFile(target)).equals(data));
+      assert.ok(peak <= 2 * MiB + Math.max(...records.map((r) => r.length)), `${peak} bytes read and not yet written and hashed`);
+      assert.ok(peak >= MiB, `the reads piled up behind the first as far as the bound: ${peak} bytes`);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe('a staged push whose chunks repeat', () => {
   const fx = useServer('xfer-arrivals-');
 

@@ -42,6 +42,13 @@ export interface ReconstructOptions {
   /** Chunk fetches in flight. */
   readonly concurrency?: number;
   /**
+   * Bytes of chunks fetched and not yet written and hashed, at most (default
+   * MAX_FETCH_INFLIGHT_BYTES, sized for a remote store's latency). A store on local disk
+   * needs far less, and each of these bytes is memory held (with a lender, the window each
+   * chunk was read into).
+   */
+  readonly inFlightBytes?: number;
+  /**
    * Lends the buffers the store's get() returns (the server's stages: chunks uploaded a
    * moment ago, server/arrivals.ts): each is held once for the rebuild, which releases it
    * once written and hashed (RecentChunks holds what it remembers).
@@ -261,7 +268,7 @@ export async function reconstruct(reader: ManifestReader, store: ChunkStore, tar
   });
   const globalSeeds = new SeedIndex(header.chunker, algorithm);
   if (pool) for (const s of options.seeds ?? []) await globalSeeds.add(s, pool, signal);
-  const window = new Window(options.concurrency ?? DEFAULT_FETCH_CONCURRENCY, MAX_FETCH_INFLIGHT_BYTES);
+  const window = new Window(options.concurrency ?? DEFAULT_FETCH_CONCURRENCY, options.inFlightBytes ?? MAX_FETCH_INFLIGHT_BYTES);
   const recent = new RecentChunks(options.recentChunkBytes, options.lender);
   let bytesReceived = 0;
   let bytesReused = 0;

@@ -30,7 +30,7 @@ import { windowViews } from '../io/direct.js';
 import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../protocol/stage-format.js';
 import type { ChunkStore, GetOptions, OpOptions, PutOptions } from '../store/store.js';
 import { ArrivalSlabs } from './arrivals.js';
-import { MAX_CHUNK_BYTES, SERVER_RECENT_CHUNK_BYTES, STAGE_IDLE_TIMEOUT_MS } from './limits.js';
+import { MAX_CHUNK_BYTES, SERVER_REBUILD_INFLIGHT_BYTES, SERVER_RECENT_CHUNK_BYTES, STAGE_IDLE_TIMEOUT_MS } from './limits.js';
 
 /** How long a finished stage waits for its manifest commit before it is discarded. */
 export const STAGE_HANDOVER_MS = 60_000;
@@ -269,6 +269,7 @@ export class Stage {
       verifyStoreChunks: false,
       lender,
       recentChunkBytes: SERVER_RECENT_CHUNK_BYTES,
+      inFlightBytes: SERVER_REBUILD_INFLIGHT_BYTES,
       beforeCommit: async (staged) => {
         this.stopIdleTimer(); // from here on, STAGE_HANDOVER_MS bounds the wait
         this.handoverTimer = setTimeout(() => this.abort(new AbortedError('no manifest commit came for the staged copy')), STAGE_HANDOVER_MS);

@@ -19,7 +19,7 @@ import { drained, sendJson } from '../answer.js';
 import { limitedBody } from '../body.js';
 import { committedOf } from '../committed.js';
 import type { RouteContext } from '../context.js';
-import { MAX_MANIFEST_BYTES, SERVER_RECENT_CHUNK_BYTES } from '../limits.js';
+import { MAX_MANIFEST_BYTES, SERVER_REBUILD_INFLIGHT_BYTES, SERVER_RECENT_CHUNK_BYTES } from '../limits.js';
 import { commitInPlace, IN_PLACE_ABOVE_BYTES } from '../in-place.js';
 import { checkNotInsideTarget, materializedPath } from '../paths.js';
 import { commitManifest, versionId, versionName } from '../../store/versions.js';
@@ -215,6 +215,7 @@ export function manifestRoutes(rc: RouteContext) {
             // Chunks of held files come as views of read-ahead windows: given back once written and hashed.
             lender: windowViews,
             recentChunkBytes: SERVER_RECENT_CHUNK_BYTES,
+            inFlightBytes: SERVER_REBUILD_INFLIGHT_BYTES,
           });
         try {
           // The store is this server's own and every chunk in it was verified when it
