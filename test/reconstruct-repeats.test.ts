@@ -83,8 +83,13 @@ describe('a chunk that occurs several times is fetched once', () => {
     const window = Buffer.alloc(4 * MiB + 4 * KiB);
     await fresh.get(new Uint8Array([100]), async () => window.subarray(0, 64 * KiB));
     assert.equal(fresh.heldBytes, window.buffer.byteLength, 'the chunk is a view of its window');
-    // A view of a buffer much larger than the capacity's share is remembered as a copy.
-    const huge = Buffer.alloc(16 * MiB);
+    // So is one in a server's smaller cache (8 MiB, server/limits.ts), as are its arrival
+    // slabs' chunks (4 MiB slabs).
+    const server = new RecentChunks(8 * MiB);
+    await server.get(new Uint8Array([101]), async () => window.subarray(64 * KiB, 128 * KiB));
+    assert.equal(server.heldBytes, window.buffer.byteLength, 'the chunk is a view of its window in a server\'s cache');
+    // A view of a buffer larger than the capacity is remembered as a copy.
+    const huge = Buffer.alloc(48 * MiB);
     await cache.get(new Uint8Array([200]), async () => huge.subarray(0, 64 * KiB));
     assert.ok(cache.heldBytes <= capacity, `${cache.heldBytes} bytes held`);
     assert.equal((await cache.get(new Uint8Array([200]), async () => Buffer.alloc(1))).fetched, false);

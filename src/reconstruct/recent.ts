@@ -11,14 +11,6 @@ import { MiB } from '../core/sizes.js';
 /** Memory for recently fetched chunks: repeats in disk images are mostly near or frequent. */
 export const RECENT_CHUNK_CACHE_BYTES = 32 * MiB;
 
-/**
- * A chunk that is a view of a buffer larger than this share of the capacity is remembered
- * as a copy of its own: kept as a view, it would hold all of that buffer. A local store's
- * read-ahead window (4 MiB and one alignment block, 4,198,400 bytes) stays under it: its
- * chunks are kept as views, for a copy here is a copy of every byte a restore fetches
- * (with a share of 8 the window was just over it: 158 ms of a 256 MiB restore's 1.4 s of CPU).
- */
-const VIEW_COPY_SHARE = 4;
 
 /**
  * The owner of lent buffers (a pool that carves them again once released, such as the
@@ -108,7 +100,13 @@ export class RecentChunks {
     this.inFlight.set(key, p);
     try {
       const data = await p;
-      const large = data.buffer.byteLength > this.capacityBytes / VIEW_COPY_SHARE && data.byteLength < data.buffer.byteLength;
+      // Remembered as a view (its buffer costs its whole length, once: see the class), unless
+      // that buffer alone is over the capacity: then as a copy of its own. A local store's
+      // read-ahead windows, a server's arrival slabs and a client's fetch slabs (4 MiB each)
+      // stay views: a copy here is a copy of every byte fetched. (Copied once their buffer
+      // was over a quarter of the capacity, a server's rebuild, with its 8 MiB, copied every
+      // chunk: 275 ms of its main thread per 512 MiB pushed, and as much garbage.)
+      const large = data.buffer.byteLength > this.capacityBytes && data.byteLength < data.buffer.byteLength;
       this.remember(key, large ? Buffer.from(data) : data);
       return { data, fetched: true };
     } finally {
