@@ -4,17 +4,16 @@ import { chmod, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, symlink, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { createChunker } from '../src/chunker/index.js';
 import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import { digestOf } from '../src/hash/digest.js';
 import { HEADER_BYTES, TRAILER_BYTES } from '../src/manifest/format.js';
 import { ManifestWriter } from '../src/manifest/writer.js';
 import { openManifestFile } from '../src/manifest/reader.js';
-import type { ChunkRecord, EntryMeta } from '../src/manifest/types.js';
+import type { EntryMeta } from '../src/manifest/types.js';
 import { StageHub, UnchangedError } from '../src/server/stage.js';
 import { chunkerQuery, STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../src/protocol/stage-format.js';
 import { LocalStore } from '../src/store/local.js';
-import { cutAll } from './helpers/chunks.js';
+import { putChunksOf } from './helpers/chunks.js';
 import { runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { rawRequest, useServer } from './helpers/server.js';
@@ -358,14 +357,7 @@ describe('StageHub: holding back while the list repeats the committed one', () =
   /** A committed file of `data` (store + manifest) and a stage of the same list, holding back at most `max` records. */
   async function stageSameAs(dir: string, data: Buffer, max: number) {
     const store = await LocalStore.open(join(dir, 'store'), { create: true });
-    const records: ChunkRecord[] = [];
-    let o = 0;
-    for (const len of cutAll(createChunker(DEFAULT_CHUNKER), data)) {
-      const digest = digestOf('blake3', data.subarray(o, o + len));
-      await store.put({ algorithm: 'blake3', digest }, data.subarray(o, o + len));
-      records.push({ length: len, digest });
-      o += len;
-    }
+    const records = await putChunksOf(store, data);
     await store.flush();
     const manifest = join(dir, 'manifest');
     const w = await ManifestWriter.create(manifest, { kind: 'file', digestAlgorithm: 'blake3', chunker: DEFAULT_CHUNKER });

@@ -3,17 +3,12 @@ import { mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
-import { createChunker } from '../src/chunker/index.js';
-import { DEFAULT_CHUNKER } from '../src/chunker/params.js';
 import type { ChunkId } from '../src/core/ids.js';
-import { digestOf } from '../src/hash/digest.js';
 import { openManifestFile } from '../src/manifest/reader.js';
-import type { ChunkRecord } from '../src/manifest/types.js';
-import { ManifestWriter } from '../src/manifest/writer.js';
 import { reconstruct } from '../src/reconstruct/reconstruct.js';
 import { RecentChunks } from '../src/reconstruct/recent.js';
 import type { ChunkStore, GetOptions, OpOptions, PutOptions } from '../src/store/store.js';
-import { cutAll } from './helpers/chunks.js';
+import { putChunksOf, writeFileManifest } from './helpers/chunks.js';
 import { ArrivalSlabs } from '../src/server/arrivals.js';
 import { StageHub } from '../src/server/stage.js';
 import { MemoryStore } from '../src/store/memory.js';
@@ -133,20 +128,9 @@ describe('a rebuild from lent chunks', () => {
       const part = pseudoRandom(3 * MiB, 17);
       const data = Buffer.concat([part, part, pseudoRandom(2 * MiB, 18), part.subarray(0, MiB)]);
       const store = new MemoryStore();
-      const records: ChunkRecord[] = [];
-      let o = 0;
-      for (const len of cutAll(createChunker(DEFAULT_CHUNKER), data)) {
-        const digest = digestOf('blake3', data.subarray(o, o + len));
-        await store.put({ algorithm: 'blake3', digest }, data.subarray(o, o + len));
-        records.push({ length: len, digest });
-        o += len;
-      }
+      const records = await putChunksOf(store, data);
       const manifest = join(dir, 'manifest');
-      const w = await ManifestWriter.create(manifest, { kind: 'file', digestAlgorithm: 'blake3', chunker: DEFAULT_CHUNKER });
-      await w.beginEntry({ type: 'file', path: '', mode: 0o644, mtimeMs: 1_700_000_000_000, size: data.length });
-      await w.addChunks(records);
-      await w.endEntry(data.length, digestOf('blake3', data));
-      await w.finish();
+      await writeFileManifest(manifest, data, records);
       const slabs = new ArrivalSlabs(MiB, 2);
       const target = join(dir, 'out.bin');
       await reconstruct(await openManifestFile(manifest), new LendingStore(store, slabs), target, { lender: slabs, reuseTarget: false, resumable: false });
@@ -165,20 +149,9 @@ describe('a rebuild\'s chunks in flight', () => {
     try {
       const data = pseudoRandom(24 * MiB, 19);
       const store = new MemoryStore();
-      const records: ChunkRecord[] = [];
-      let o = 0;
-      for (const len of cutAll(createChunker(DEFAULT_CHUNKER), data)) {
-        const digest = digestOf('blake3', data.subarray(o, o + len));
-        await store.put({ algorithm: 'blake3', digest }, data.subarray(o, o + len));
-        records.push({ length: len, digest });
-        o += len;
-      }
+      const records = await putChunksOf(store, data);
       const manifest = join(dir, 'manifest');
-      const w = await ManifestWriter.create(manifest, { kind: 'file', digestAlgorithm: 'blake3', chunker: DEFAULT_CHUNKER });
-      await w.beginEntry({ type: 'file', path: '', mode: 0o644, mtimeMs: 1_700_000_000_000, size: data.length });
-      await w.addChunks(records);
-      await w.endEntry(data.length, digestOf('blake3', data));
-      await w.finish();
+      await writeFileManifest(manifest, data, records);
       // Every chunk the store gives is lent and counted until the rebuild releases it; the
       // first chunk's read is held back a while, so that the reads behind it pile up as far
       // as the bound lets them.
