@@ -11,11 +11,11 @@
  * run compares the target as it is now with the manifest (it is idempotent). On success the
  * target's first totalBytes bytes are the manifest's file, checked against the whole-file
  * digest after an fsync: the segments this run wrote are read back, and the others' CVs
- * are those the comparison computed from the bytes it read there, where every chunk matched the manifest's (as rsync checks an in-place file
- * with the bytes it read of the basis). A write landing outside its range would so go
- * unseen outside the segments written; the device is held exclusively meanwhile. Without
- * segment CVs (SHA-256, no addon) or when more than MAX_READ_BACK_SHARE was written, all of
- * it is read back. A device smaller than the content is refused before anything is
+ * are those the comparison computed from the bytes it read there, where every chunk
+ * matched the manifest's (as rsync checks an in-place file with the bytes it read of the
+ * basis). A write landing outside its range would so go unseen outside the segments
+ * written; the device is held exclusively meanwhile. Without segment CVs (SHA-256, no
+ * addon) or when more than MAX_READ_BACK_SHARE was written, all of it is read back. A device smaller than the content is refused before anything is
  * written; a larger one keeps its bytes past the content.
  */
 import { constants } from 'node:fs';

@@ -11,7 +11,6 @@ import { MiB } from '../core/sizes.js';
 /** Memory for recently fetched chunks: repeats in disk images are mostly near or frequent. */
 export const RECENT_CHUNK_CACHE_BYTES = 32 * MiB;
 
-
 /**
  * The owner of lent buffers (a pool that carves them again once released, such as the
  * server's arrivals: server/arrivals.ts). A lent buffer is used only between hold() and

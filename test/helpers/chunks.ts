@@ -3,7 +3,7 @@ import type { Chunker } from '../../src/chunker/chunker.js';
 import { createChunker } from '../../src/chunker/index.js';
 import { DEFAULT_CHUNKER } from '../../src/chunker/params.js';
 import { digestOf } from '../../src/hash/digest.js';
-import type { ChunkRecord } from '../../src/manifest/types.js';
+import type { ChunkRecord, EntryMeta } from '../../src/manifest/types.js';
 import { ManifestWriter } from '../../src/manifest/writer.js';
 import type { ChunkStore } from '../../src/store/store.js';
 
@@ -39,11 +39,13 @@ export async function putChunksOf(store: Pick<ChunkStore, 'put'>, data: Buffer):
   return records;
 }
 
-/** Writes at `path` the manifest of a file target holding `data`, whose chunks are `records`. */
-export async function writeFileManifest(path: string, data: Buffer, records: readonly ChunkRecord[]): Promise<void> {
+/** Writes at `path` the manifest of a file target holding `data`, whose chunks are `records`; returns its entry. */
+export async function writeFileManifest(path: string, data: Buffer, records: readonly ChunkRecord[]): Promise<EntryMeta> {
   const w = await ManifestWriter.create(path, { kind: 'file', digestAlgorithm: 'blake3', chunker: DEFAULT_CHUNKER });
-  await w.beginEntry({ type: 'file', path: '', mode: 0o644, mtimeMs: 1_700_000_000_000, size: data.length });
+  const meta: EntryMeta = { type: 'file', path: '', mode: 0o644, mtimeMs: 1_700_000_000_000, size: data.length };
+  await w.beginEntry(meta);
   await w.addChunks(records);
   await w.endEntry(data.length, digestOf('blake3', data));
   await w.finish();
+  return meta;
 }
