@@ -8,7 +8,9 @@ import { describe, it } from 'node:test';
 import type { ChunkId } from '../src/core/ids.js';
 import { mapBounded } from '../src/core/window.js';
 import { digestOf } from '../src/hash/digest.js';
+import { sysIsNative, trimLargeBuffers } from '../src/io/sys.js';
 import { LocalStore } from '../src/store/local.js';
+import { PACK_WINDOW_IDLE_MS } from '../src/store/local/pack-reader.js';
 
 const CHUNKS = 16;
 const CHUNK_BYTES = 64 * 1024;
@@ -138,6 +140,59 @@ describe('a local store reads a committed pack ahead for readers that go through
         const read = bytesReadByProcess() - before;
         const served = 2 * wanted.length * CHUNK_BYTES;
         assert.ok(read < served * 1.5, `read ${read} bytes to serve ${served}`);
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  /**
+   * A committed pack of CHUNKS chunks, opened again; chunks 0 and 1 read in order (the rest
+   * of the pack is read ahead then), chunk 10 damaged on disk afterwards: served from a
+   * window kept, it comes back intact; read again from the disk, it is found corrupt.
+   */
+  async function storeReadAheadOverDamage(dir: string): Promise<{ store: LocalStore; ids: ChunkId[]; data: Buffer[] }> {
+    const data = Array.from({ length: CHUNKS }, () => randomBytes(CHUNK_BYTES));
+    const ids: ChunkId[] = data.map((d) => ({ algorithm: 'blake3', digest: digestOf('blake3', d) }));
+    const writer = await LocalStore.open(dir, { create: true });
+    for (let i = 0; i < CHUNKS; i++) await writer.put(ids[i]!, data[i]!);
+    await writer.close();
+    const store = await LocalStore.open(dir, { create: false });
+    assert.deepEqual(await store.get(ids[0]!), data[0]);
+    assert.deepEqual(await store.get(ids[1]!), data[1]);
+    const where = (await store.chunkLocation(ids[10]!))!;
+    const fh = await open(where.file, 'r+');
+    await fh.write(Buffer.alloc(where.length), 0, where.length, where.offset);
+    await fh.close();
+    return { store, ids, data };
+  }
+
+  it(`a window nobody read from for PACK_WINDOW_IDLE_MS (${PACK_WINDOW_IDLE_MS} ms) is let go: a later read goes to the disk`, async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'xfer-read-ahead-'));
+    try {
+      const { store, ids, data } = await storeReadAheadOverDamage(dir);
+      try {
+        assert.deepEqual(await store.get(ids[2]!), data[2], 'from the window, within the idle time');
+        await new Promise((r) => setTimeout(r, PACK_WINDOW_IDLE_MS + 100));
+        await assert.rejects(store.get(ids[10]!), { code: 'XFER_CHUNK_CORRUPT' });
+      } finally {
+        await store.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('an idle process lets the windows go at once (the keepers of large buffers are told to give them back)', async (t) => {
+    if (!sysIsNative()) return t.diagnostic('the native addon is not built: no idle give-back');
+    const dir = await mkdtemp(join(tmpdir(), 'xfer-read-ahead-'));
+    try {
+      const { store, ids } = await storeReadAheadOverDamage(dir);
+      try {
+        trimLargeBuffers(0);
+        await assert.rejects(store.get(ids[10]!), { code: 'XFER_CHUNK_CORRUPT' });
       } finally {
         await store.close();
       }

@@ -5,9 +5,9 @@
 import type { FileHandle } from 'node:fs/promises';
 import { fromSystemError } from '../../core/errors.js';
 import { MiB } from '../../core/sizes.js';
-import { DIRECT_ALIGN_BYTES } from '../../io/direct.js';
+import { DIRECT_ALIGN_BYTES, readRange } from '../../io/direct.js';
+import { keepsLargeBuffers, type KeepsLargeBuffers } from '../../io/sys.js';
 import { PACK_RECORD_HEADER_BYTES } from '../pack.js';
-import { readRange } from '../../io/direct.js';
 import { openPackForReading } from './pack-file.js';
 import type { PackIndex } from './pack-index.js';
 
@@ -25,6 +25,14 @@ const PACK_READ_AHEAD_BYTES = 4 * MiB;
  * by default, more over several connections) while two fetches go through it.
  */
 const READ_AHEAD_WINDOWS = 16;
+/**
+ * A window not read from for this long is dropped, though fewer than READ_AHEAD_WINDOWS are
+ * kept: a reader going through it reads it within milliseconds, so it is one read ahead
+ * for a reader that stopped, or for a few scattered reads (a server's stage taking chunks
+ * uploaded ahead of it read 17 MB from a first push's packs and kept 57 MiB of windows,
+ * up to 64 MiB while idle, when only their count bounded them).
+ */
+export const PACK_WINDOW_IDLE_MS = 1000;
 /** Readers going through one pack in order at once that are told apart. */
 const READ_STREAMS = 16;
 /** A read this close after the previous one's end still counts as in order (a record header). */
@@ -51,6 +59,8 @@ interface Window {
   readonly start: number;
   readonly end: number;
   readonly data: Promise<Buffer>;
+  /** When it was started or last read from (Date.now()). */
+  usedMs: number;
 }
 
 /** A pack open for reading. */
@@ -61,7 +71,7 @@ interface OpenPack {
   closing: boolean;
 }
 
-export class PackReader {
+export class PackReader implements KeepsLargeBuffers {
   private readonly openPacks = new Map<number, OpenPack>();
   /** Windows read ahead, least recently used first. */
   private readonly readAhead: Window[] = [];
@@ -76,7 +86,28 @@ export class PackReader {
      * of this store still appends to it, else Infinity): reads ahead stop there.
      */
     private readonly settledBytes: (pack: number) => number,
-  ) {}
+  ) {
+    this.unkeep = keepsLargeBuffers(this);
+  }
+
+  private readonly unkeep: () => void;
+
+  /** The process's large buffers fell idle: the windows read ahead go (a later read reads again). */
+  relinquish(): void {
+    this.readAhead.length = 0;
+  }
+
+  /** Bytes of the windows read ahead and kept (for tests and memory accounting). */
+  get windowBytes(): number {
+    return this.readAhead.reduce((n, w) => n + (w.end - w.start), 0);
+  }
+
+  /** Drops the windows unused for PACK_WINDOW_IDLE_MS (readAhead is in order of use, oldest first). */
+  private dropIdleWindows(now: number): void {
+    let n = 0;
+    while (n < this.readAhead.length && now - this.readAhead[n]!.usedMs >= PACK_WINDOW_IDLE_MS) n++;
+    if (n > 0) this.readAhead.splice(0, n);
+  }
 
   /**
    * Reads from a committed pack through a cached read handle. A read inside a read-ahead
@@ -87,6 +118,8 @@ export class PackReader {
    */
   async read(pack: number, offset: number, length: number): Promise<Buffer> {
     const end = offset + length;
+    const now = Date.now();
+    this.dropIdleWindows(now);
     const follows = this.followsRecentRead(pack, offset, end);
     const inOrder = follows === 'next';
     const i = this.readAhead.findIndex((w) => w.pack === pack && w.start <= offset && end <= w.end);
@@ -95,6 +128,7 @@ export class PackReader {
       // Most recently used last.
       this.readAhead.splice(i, 1);
       this.readAhead.push(w);
+      w.usedMs = now;
       const data = await w.data;
       if (data.length >= end - w.start) {
         // A read in order inside a whole window: the reader goes on through the pack, so the
@@ -147,7 +181,7 @@ export class PackReader {
     const limit = settled === Infinity ? Infinity : settled - (settled % DIRECT_ALIGN_BYTES);
     const windowEnd = Math.min(end, limit);
     if (windowEnd <= start) return undefined;
-    const w = { pack, start, end: windowEnd, data: this.readExactly(pack, start, windowEnd - start) };
+    const w: Window = { pack, start, end: windowEnd, data: this.readExactly(pack, start, windowEnd - start), usedMs: Date.now() };
     w.data.catch(() => {}); // awaited by the reads it covers
     this.readAhead.push(w);
     if (this.readAhead.length > READ_AHEAD_WINDOWS) this.readAhead.shift();
@@ -239,6 +273,8 @@ export class PackReader {
 
   /** Closes every pack file (each once no read uses it). */
   async close(): Promise<void> {
+    this.unkeep();
+    this.readAhead.length = 0;
     for (const p of this.openPacks.values()) {
       p.closing = true;
       if (p.users === 0) await p.fh.close().catch(() => {});
