@@ -11,7 +11,7 @@ import { STAGE_END_BYTES, STAGE_RECORD_BYTES } from '../src/protocol/stage-forma
 import { createServer, type ServerOptions, type XferServer } from '../src/server/server.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { rawRequest } from './helpers/server.js';
-import { defaultMaxConnections, MAX_BUSY_CONNECTIONS, MAX_CONNECTIONS, RESERVED_DESCRIPTORS } from '../src/server/limits.js';
+import { defaultMaxConnections, MAX_BUSY_CONNECTIONS, MAX_CONNECTIONS, RESERVED_DESCRIPTORS, SESSION_WINDOW_BYTES, STREAM_WINDOW_BYTES } from '../src/server/limits.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -209,6 +209,30 @@ describe('answers are bounded by their requests', () => {
     const r = await rawRequest(fx.server.url, 'POST', '/v1/chunks/sums?algorithm=blake3', body);
     assert.equal(r.status, 413, `${r.status}, ${r.body.length} bytes`);
     assert.equal(JSON.parse(r.body.toString()).code, 'XFER_TOO_LARGE');
+  });
+});
+
+describe('what a client may send ahead of the server', () => {
+  const fx = useLimitedServer({});
+
+  it('is at most 4 MiB per stream and 32 MiB per connection (HTTP/2 flow control): data the server has not processed yet is held in its memory', async () => {
+    const session = connect(fx.server.url);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        session.once('remoteSettings', () => resolve());
+        session.once('error', reject);
+      });
+      // A ping's answer comes after the connection's WINDOW_UPDATE the server sent with its settings.
+      await new Promise<void>((resolve, reject) => session.ping((err) => (err ? reject(err) : resolve())));
+      const stream = session.remoteSettings.initialWindowSize!;
+      const connection = session.state.remoteWindowSize!;
+      assert.equal(stream, STREAM_WINDOW_BYTES);
+      assert.equal(connection, SESSION_WINDOW_BYTES);
+      assert.ok(stream <= 4 * 1024 * 1024 && stream >= 1024 * 1024, `stream window ${stream}`);
+      assert.ok(connection <= 32 * 1024 * 1024 && connection >= 4 * stream, `connection window ${connection}`);
+    } finally {
+      session.close();
+    }
   });
 });
 

@@ -9,9 +9,17 @@ export { MAX_BATCH_BYTES, MAX_CHUNK_BYTES, MAX_MANIFEST_BYTES, MAX_QUERY_DIGESTS
 
 /** Bytes of request headers, at most (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE). */
 export const MAX_HEADER_LIST_BYTES = 16 * KiB;
-/** HTTP/2 flow-control windows: large, so one connection can carry GB/s on loopback or a LAN. */
-export const STREAM_WINDOW_BYTES = 16 * MiB;
-export const SESSION_WINDOW_BYTES = 256 * MiB;
+/**
+ * HTTP/2 flow-control windows: what a client may send ahead of the server's processing,
+ * which the server holds in memory meanwhile (its frames in the C library's heap). Per
+ * stream, room for a stream to fill 1 Gbit/s over a 30 ms round trip, and a connection for
+ * eight such streams side by side (uploads go six at once; longer links get more
+ * connections, --connections). They were 16 and 256 MiB: a 64 GiB sparse image's first
+ * push to a fresh server peaked at 262-266 MiB with those and 247-271 MiB with these, and
+ * a 2 GiB push took the same time (bench/server-busy.ts: 10.83 s against 10.96 s).
+ */
+export const STREAM_WINDOW_BYTES = 4 * MiB;
+export const SESSION_WINDOW_BYTES = 32 * MiB;
 /**
  * Allocations of at least this size get a mapping of their own, returned to the system when
  * freed (io/sys.ts mallocMmapThreshold, set by `xfer serve`): the server's Buffers of a few
