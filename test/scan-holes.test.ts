@@ -10,6 +10,7 @@ import { digestOf } from '../src/hash/digest.js';
 import { setZeroCvCacheDir } from '../src/hash/zero-cvs.js';
 import { ScanPool } from '../src/scan/pool.js';
 import { chunkDigest, scanFile, SEGMENT_BYTES } from '../src/scan/scanner.js';
+import { sysIsNative } from '../src/io/sys.js';
 import { cutAll } from './helpers/chunks.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { withNative } from './helpers/native.js';
@@ -107,6 +108,52 @@ describe('segments that are all hole are scanned without a worker task', () => {
         for await (const batch of scan.batches()) batch.release();
       }
       assert.ok(zeroBytes(MAX_ZERO_CHUNK_BYTES).every((b) => b === 0), 'the shared zeros are still zeros');
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('data segments with more all-hole segments between them than the workers take at once are still scanned side by side', async (t) => {
+    if (!sysIsNative()) return t.diagnostic('the native addon is not built: no SEEK_DATA, every segment is a task');
+    // Segments of 1 MiB; 8 extents of 256 KiB, 16 segments apart, each inside one segment
+    // (512 KiB into it: no neighbour's lookahead reaches it), so 8 worker tasks and 120
+    // hole segments. Counted together in one window of threads + 1 segments, one task ran
+    // at a time.
+    const SEGMENT = MiB;
+    const file = join(dir, 'far-apart.img');
+    const whole = Buffer.alloc(8 * 16 * SEGMENT);
+    const fh = await open(file, 'w');
+    try {
+      for (let e = 0; e < 8; e++) {
+        const at = e * 16 * SEGMENT + SEGMENT / 2;
+        const data = pseudoRandom(256 * 1024, 40 + e);
+        whole.set(data, at);
+        await fh.write(data, 0, data.length, at);
+      }
+      await fh.truncate(whole.length);
+    } finally {
+      await fh.close();
+    }
+    const pool = new ScanPool({ threads: 2, inlineBytes: 0 });
+    let tasks = 0;
+    let running = 0;
+    let mostRunning = 0;
+    const run = pool.run.bind(pool);
+    pool.run = async (...args: Parameters<ScanPool['run']>) => {
+      tasks++;
+      mostRunning = Math.max(mostRunning, ++running);
+      try {
+        return await run(...args);
+      } finally {
+        running--;
+      }
+    };
+    try {
+      const scan = await scanFile(file, pool, { chunker: DEFAULT_CHUNKER, digestAlgorithm: 'blake3', segmentBytes: SEGMENT });
+      for await (const batch of scan.batches()) batch.release();
+      assert.equal(Buffer.from(scan.result.digest).toString('hex'), digestOf('blake3', whole).toString('hex'));
+      assert.equal(tasks, 8, 'a task per extent');
+      assert.ok(mostRunning >= 2, `at most ${mostRunning} segment task(s) at once`);
     } finally {
       await pool.close();
     }

@@ -18,6 +18,15 @@ import { chunkerFor, ChunkColumns, cutAndHash, SEGMENT_ALIGN_SLACK_BYTES, type B
 
 /** Segments are at least this large, and at least 4x the largest chunk (see stitch()). */
 export const SEGMENT_BYTES = 8 * MiB;
+/**
+ * Segments a file scan may have dispatched ahead of its consumer, at most, counting the
+ * all-hole ones it makes itself (8 GiB of a sparse image at SEGMENT_BYTES): the workers'
+ * segments alone are bounded by `ahead`. Counted together, a sparse image's data extents
+ * lying more than `ahead` segments apart were scanned one at a time, by one worker (a
+ * 64 GiB image with 512 MiB of data in extents 1 GiB apart: 1.67 s against 1.0 s for the
+ * same data dense, the other worker idle).
+ */
+export const MAX_SEGMENTS_AHEAD = 1024;
 
 export interface ScanOptions {
   readonly chunker: ChunkerSpec;
@@ -165,8 +174,11 @@ export class FileScan {
   private readonly segmentBytes: number;
   private readonly segmentCount: number;
   private readonly pending: (Promise<SegmentResult> | undefined)[] = [];
+  /** Worker segments dispatched and not yet consumed, at most (see MAX_SEGMENTS_AHEAD). */
   private readonly ahead: number;
   private nextToDispatch = 0;
+  /** The segments in [consumed, nextToDispatch) that went to a worker. */
+  private readonly inWorkers = new Set<number>();
   private outcome?: FileScanResult;
   /**
    * The whole-file BLAKE3 digest is merged from the workers' segment CVs (hash/tree.ts):
@@ -257,7 +269,7 @@ export class FileScan {
   }
 
   private dispatch(): void {
-    while (this.nextToDispatch < this.segmentCount && this.nextToDispatch < this.consumed + this.ahead) {
+    while (this.nextToDispatch < this.segmentCount && this.inWorkers.size < this.ahead && this.nextToDispatch < this.consumed + MAX_SEGMENTS_AHEAD) {
       const k = this.nextToDispatch++;
       const start = k * this.segmentBytes;
       const end = Math.min(this.size, start + this.segmentBytes);
@@ -293,6 +305,7 @@ export class FileScan {
       );
       p.catch(() => {}); // observed when awaited in order; avoid unhandled rejections meanwhile
       this.pending[k] = p;
+      this.inWorkers.add(k);
     }
   }
 
@@ -323,6 +336,7 @@ export class FileScan {
         const r = await this.pending[k]!;
         this.pending[k] = undefined;
         this.consumed = k + 1;
+        this.inWorkers.delete(k);
         this.dispatch();
         const start = k * this.segmentBytes;
         const end = Math.min(this.size, start + this.segmentBytes);
