@@ -3,15 +3,19 @@
  * is found by a get, which sets it aside itself: has answers false from then on (also for
  * stores opened later), its bytes stay where they were, and the next put stores it again.
  * The local store's case is in store-local.test.ts; here the S3 store (on moto) and the
- * memory store, and a gc that meets a damaged chunk as it repacks (it is set aside).
+ * memory store, and a gc that meets a damaged chunk as it repacks (it is set aside); and
+ * a local pack whose chunks are all damaged, set aside by a verify in few durable writes.
  */
 import { strict as assert } from 'node:assert';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import { GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
-import { digestToHex } from '../src/core/ids.js';
+import { digestToHex, type ChunkId } from '../src/core/ids.js';
+import { JsonLines } from '../src/io/json-lines.js';
+import type { ChunkCheck } from '../src/store/store.js';
 import { ReferencedSet } from '../src/store/gc.js';
 import { LocalStore } from '../src/store/local.js';
 import { MemoryStore } from '../src/store/memory.js';
@@ -129,4 +133,62 @@ it('LocalStore gc: a used chunk found damaged while its pack is repacked is set 
   } finally {
     await rm(root, { recursive: true, force: true });
   }
+});
+
+/** Write system calls this process has made so far (/proc/self/io syscw). */
+function writeCalls(): number {
+  return Number(/^syscw: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
+}
+
+describe('many chunks set aside at once', () => {
+  it('appends made while one is being written go together in the next write, each resolved once it is durable', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-lines-'));
+    try {
+      const lines = new JsonLines<{ n: number }>(path.join(dir, 'list'), 'test list', (v) => (typeof v.n === 'number' ? { n: v.n } : undefined));
+      const before = writeCalls();
+      await Promise.all(Array.from({ length: 500 }, (_, n) => lines.append({ n })));
+      const writes = writeCalls() - before;
+      assert.deepEqual((await lines.readNew()).map((r) => r.n).sort((a, b) => a - b), Array.from({ length: 500 }, (_, n) => n));
+      assert.ok(writes < 50, `${writes} writes for 500 lines`);
+      await lines.append({ n: 500 });
+      assert.deepEqual(await lines.readNew(), [{ n: 500 }], 'an append after them is written on its own');
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a verify of a local pack whose 2,000 chunks are all damaged sets every one aside, in few writes of the list', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-aside-many-'));
+    try {
+      const chunks = Array.from({ length: 2000 }, (_, i) => makeChunk('blake3', 300, i + 1));
+      const writer = await LocalStore.open(dir, { create: true });
+      for (const c of chunks) await writer.put(c.id, c.data);
+      await writer.close();
+      const packs = path.join(dir, 'packs');
+      for (const name of (await readdir(packs)).filter((n) => n.endsWith('.pack'))) {
+        await writeFile(path.join(packs, name), Buffer.alloc((await stat(path.join(packs, name))).size));
+      }
+      const store = await LocalStore.open(dir, { create: false });
+      try {
+        const ids: ChunkId[] = chunks.map((c) => c.id);
+        const checks: ChunkCheck[] = [];
+        const before = writeCalls();
+        await store.verifyChunks(ids, (i, check) => (checks[i] = check));
+        const writes = writeCalls() - before;
+        assert.equal(checks.filter((c) => typeof c !== 'number' && c.code === 'XFER_CHUNK_CORRUPT').length, chunks.length);
+        assert.ok(writes < 200, `${writes} writes to set ${chunks.length} chunks aside`);
+        assert.deepEqual(await store.has(ids.slice(0, 3)), [false, false, false], 'set aside: no longer present');
+      } finally {
+        await store.close();
+      }
+      const again = await LocalStore.open(dir, { create: false });
+      try {
+        assert.ok((await again.has(chunks.map((c) => c.id))).every((p) => !p), 'every one set aside for later openers too');
+      } finally {
+        await again.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 });

@@ -59,12 +59,43 @@ export class JsonLines<T> {
     return out;
   }
 
-  /** Appends `value` as one line, durably (the file, then its directory, which may have gained it), before the caller acts on it. */
-  async append(value: unknown): Promise<void> {
+  /** Lines appended while a write was under way, for the next one, with their callers' settlers. */
+  private queued: { readonly line: string; readonly resolve: () => void; readonly reject: (err: unknown) => void }[] = [];
+  private writing = false;
+
+  /**
+   * Appends `value` as one line, durably (the file, then its directory, which may have
+   * gained it), before the caller acts on it: resolves once it is. Appends made while a
+   * write is under way go together in the next one, with one sync for all (a verify of a
+   * pack whose 6,843 chunks were all damaged made a sync each: 5.6 s).
+   */
+  append(value: unknown): Promise<void> {
+    const line = `${JSON.stringify(value)}\n`;
+    return new Promise<void>((resolve, reject) => {
+      this.queued.push({ line, resolve, reject });
+      if (!this.writing) void this.writeQueued();
+    });
+  }
+
+  private async writeQueued(): Promise<void> {
+    this.writing = true;
+    while (this.queued.length > 0) {
+      const batch = this.queued.splice(0);
+      try {
+        await this.writeDurably(batch.map((b) => b.line).join(''));
+        for (const b of batch) b.resolve();
+      } catch (err) {
+        for (const b of batch) b.reject(err);
+      }
+    }
+    this.writing = false;
+  }
+
+  private async writeDurably(text: string): Promise<void> {
     let fh: FileHandle | undefined;
     try {
       fh = await open(this.file, 'a', 0o644);
-      await fh.write(`${JSON.stringify(value)}\n`);
+      await fh.write(text);
       await fh.datasync();
     } catch (err) {
       throw fromSystemError(err, this.file, `write the ${this.what}`);

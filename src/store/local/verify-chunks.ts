@@ -63,6 +63,13 @@ export interface PackOrderOptions {
   readonly onUnreadable: (places: readonly PackPlace[], err: unknown) => void | Promise<void>;
 }
 
+/** Waits for every promise to settle, then throws the first rejection (Promise.all would throw while others still run). */
+async function settleAll(promises: readonly Promise<void>[]): Promise<void> {
+  const outcomes = await Promise.allSettled(promises);
+  const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
 /** Cuts the places (sorted here, in place) into windows. */
 function windowsOf(places: PackPlace[]): Window[] {
   places.sort((a, b) => a.pack - b.pack || a.offset - b.offset);
@@ -121,11 +128,16 @@ export async function readInPackOrder(places: PackPlace[], options: PackOrderOpt
       if ('err' in got) await options.onUnreadable(w.places, got.err);
       else {
         const buf = buffers[k % 2]!;
+        // The window's records are told at once and their promises awaited together (the
+        // buffer is read into again only two windows on): a damaged pack's chunks are set
+        // aside with one durable append, not one each.
+        const told: Promise<void>[] = [];
         for (const p of w.places) {
           const rel = p.offset - w.start;
           const r = options.onRecord(p, rel + p.length <= got.n ? buf.subarray(rel, rel + p.length) : undefined);
-          if (r !== undefined) await r;
+          if (r !== undefined) told.push(r);
         }
+        await settleAll(told);
       }
       if (k + 1 === windows.length || windows[k + 1]!.pack !== w.pack) await close(w.pack);
     }
