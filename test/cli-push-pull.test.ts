@@ -5,6 +5,7 @@ import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { digestOf } from '../src/hash/digest.js';
+import { PACK_TARGET_BYTES } from '../src/store/pack.js';
 import { damageStoredChunk, storedChunks } from './helpers/damage.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { isOneLineError, runCli, sha256File, writeRandomFile } from './helpers/cli.js';
@@ -64,18 +65,21 @@ describe('xfer push / pull / verify to a local directory', () => {
     });
   }
 
-  it('round-trips a 1 GiB file and removes it afterwards', async () => {
+  // Over a pack's target size (its chunks go to two packs), and not a whole number of segments.
+  const LARGE_BYTES = PACK_TARGET_BYTES + 128 * MiB + 12345;
+  it(`round-trips a file larger than a pack (${LARGE_BYTES} bytes) and removes it afterwards`, async () => {
     const big = join(dir, 'big');
     await mkdir(big);
     try {
-      const src = join(big, 'one-gib.bin');
-      await writeRandomFile(src, 1024 * MiB, 42);
+      const src = join(big, 'large.bin');
+      await writeRandomFile(src, LARGE_BYTES, 42);
       const want = await sha256File(src);
       const p = await runCli(['push', src, join(big, 'backup/'), '--json']);
       assert.equal(p.code, 0, p.stderr);
-      assert.equal(JSON.parse(p.stdout).bytesTotal, 1024 * MiB);
-      assert.equal(await sha256File(join(big, 'backup', 'one-gib.bin')), want);
-      const q = await runCli(['pull', join(big, 'backup', 'one-gib.bin'), join(big, 'pulled.bin'), '--json']);
+      assert.equal(JSON.parse(p.stdout).bytesTotal, LARGE_BYTES);
+      assert.equal(await sha256File(join(big, 'backup', 'large.bin')), want);
+      assert.ok((await readdir(join(big, 'backup', '.xfer', 'packs'))).filter((n) => n.endsWith('.pack')).length >= 2, 'its chunks fill more than one pack');
+      const q = await runCli(['pull', join(big, 'backup', 'large.bin'), join(big, 'pulled.bin'), '--json']);
       assert.equal(q.code, 0, q.stderr);
       assert.equal(await sha256File(join(big, 'pulled.bin')), want);
     } finally {
