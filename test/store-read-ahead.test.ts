@@ -25,27 +25,34 @@ function readCallsByProcess(): number {
   return Number(/^syscr: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
 }
 
+/**
+ * A committed pack of CHUNKS chunks, opened again; chunks 0 and 1 read in order (the rest
+ * of the pack is read ahead then), chunk 10 damaged on disk afterwards: served from a
+ * window kept, it comes back intact; read again from the disk, it is found corrupt.
+ */
+async function storeReadAheadOverDamage(dir: string): Promise<{ store: LocalStore; ids: ChunkId[]; data: Buffer[] }> {
+  const data = Array.from({ length: CHUNKS }, () => randomBytes(CHUNK_BYTES));
+  const ids: ChunkId[] = data.map((d) => ({ algorithm: 'blake3', digest: digestOf('blake3', d) }));
+  const writer = await LocalStore.open(dir, { create: true });
+  for (let i = 0; i < CHUNKS; i++) await writer.put(ids[i]!, data[i]!);
+  await writer.close();
+  const store = await LocalStore.open(dir, { create: false });
+  assert.deepEqual(await store.get(ids[0]!), data[0]);
+  assert.deepEqual(await store.get(ids[1]!), data[1]);
+  const where = (await store.chunkLocation(ids[10]!))!;
+  const fh = await open(where.file, 'r+');
+  await fh.write(Buffer.alloc(where.length), 0, where.length, where.offset);
+  await fh.close();
+  return { store, ids, data };
+}
+
 describe('a local store reads a committed pack ahead for readers that go through it in order', () => {
   it('after two chunks read in order, the following ones come from one read made then, not one read each', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'xfer-read-ahead-'));
     try {
-      const data = Array.from({ length: CHUNKS }, () => randomBytes(CHUNK_BYTES));
-      const ids: ChunkId[] = data.map((d) => ({ algorithm: 'blake3', digest: digestOf('blake3', d) }));
-      const writer = await LocalStore.open(dir, { create: true });
-      for (let i = 0; i < CHUNKS; i++) await writer.put(ids[i]!, data[i]!);
-      await writer.close();
-
-      // Opened again: the pack is committed (no writer of this store appends to it).
-      const store = await LocalStore.open(dir, { create: false });
+      // Chunk 10 is damaged on disk after the reads of 0 and 1: the window read then has it intact.
+      const { store, ids, data } = await storeReadAheadOverDamage(dir);
       try {
-        assert.deepEqual(await store.get(ids[0]!), data[0]);
-        assert.deepEqual(await store.get(ids[1]!), data[1]);
-        // Damage a later chunk on disk: a reader that reads chunk by chunk would see it.
-        const later = 10;
-        const where = (await store.chunkLocation(ids[later]!))!;
-        const fh = await open(where.file, 'r+');
-        await fh.write(Buffer.alloc(where.length), 0, where.length, where.offset);
-        await fh.close();
         for (let i = 2; i < CHUNKS; i++) assert.deepEqual(await store.get(ids[i]!), data[i], `chunk ${i}, from the window read ahead`);
       } finally {
         await store.close();
@@ -147,27 +154,6 @@ describe('a local store reads a committed pack ahead for readers that go through
       await rm(dir, { recursive: true, force: true });
     }
   });
-
-  /**
-   * A committed pack of CHUNKS chunks, opened again; chunks 0 and 1 read in order (the rest
-   * of the pack is read ahead then), chunk 10 damaged on disk afterwards: served from a
-   * window kept, it comes back intact; read again from the disk, it is found corrupt.
-   */
-  async function storeReadAheadOverDamage(dir: string): Promise<{ store: LocalStore; ids: ChunkId[]; data: Buffer[] }> {
-    const data = Array.from({ length: CHUNKS }, () => randomBytes(CHUNK_BYTES));
-    const ids: ChunkId[] = data.map((d) => ({ algorithm: 'blake3', digest: digestOf('blake3', d) }));
-    const writer = await LocalStore.open(dir, { create: true });
-    for (let i = 0; i < CHUNKS; i++) await writer.put(ids[i]!, data[i]!);
-    await writer.close();
-    const store = await LocalStore.open(dir, { create: false });
-    assert.deepEqual(await store.get(ids[0]!), data[0]);
-    assert.deepEqual(await store.get(ids[1]!), data[1]);
-    const where = (await store.chunkLocation(ids[10]!))!;
-    const fh = await open(where.file, 'r+');
-    await fh.write(Buffer.alloc(where.length), 0, where.length, where.offset);
-    await fh.close();
-    return { store, ids, data };
-  }
 
   it(`a window nobody read from for PACK_WINDOW_IDLE_MS (${PACK_WINDOW_IDLE_MS} ms) is let go: a later read goes to the disk`, async () => {
     const dir = await mkdtemp(join(tmpdir(), 'xfer-read-ahead-'));
