@@ -97,11 +97,6 @@ export class PackReader implements KeepsLargeBuffers {
     this.readAhead.length = 0;
   }
 
-  /** Bytes of the windows read ahead and kept (for tests and memory accounting). */
-  get windowBytes(): number {
-    return this.readAhead.reduce((n, w) => n + (w.end - w.start), 0);
-  }
-
   /** Drops the windows unused for PACK_WINDOW_IDLE_MS (readAhead is in order of use, oldest first). */
   private dropIdleWindows(now: number): void {
     let n = 0;
