@@ -15,8 +15,9 @@
  * matched the manifest's (as rsync checks an in-place file with the bytes it read of the
  * basis). A write landing outside its range would so go unseen outside the segments
  * written; the device is held exclusively meanwhile. Without segment CVs (SHA-256, no
- * addon) or when more than MAX_READ_BACK_SHARE was written, all of it is read back. A device smaller than the content is refused before anything is
- * written; a larger one keeps its bytes past the content.
+ * addon) or when more than MAX_READ_BACK_SHARE was written, all of it is read back. A
+ * device smaller than the content is refused before anything is written; a larger one
+ * keeps its bytes past the content.
  */
 import { constants } from 'node:fs';
 import { access, lstat, open, stat, type FileHandle } from 'node:fs/promises';
