@@ -11,19 +11,10 @@ import { DIGEST_THREAD_MIN_BYTES } from '../src/scan/digest-thread.js';
 import { digestOfFile } from '../src/scan/file-digest.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { withNative } from './helpers/native.js';
+import { processIo } from './helpers/proc-io.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-
-/** Bytes this process has read through read(2) and friends so far (holes skipped do not count). */
-function bytesReadByProcess(): number {
-  return Number(/^rchar: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
-}
-
-/** Bytes this process has had read from storage (page cache hits do not count; O_DIRECT reads do). */
-function bytesReadFromStorage(): number {
-  return Number(/^read_bytes: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
-}
 
 describe('a whole file hashed to check it (verify --read-data, an in-place pull, an unchanged target): holes not read, the digest b3sum\'s and sha256sum\'s', () => {
   let dir: string;
@@ -67,9 +58,9 @@ describe('a whole file hashed to check it (verify --read-data, an in-place pull,
 
   it('the holes of a large sparse file are not read', async (t) => {
     if (!sysIsNative()) return t.diagnostic('native addon not built: SEEK_DATA unknown, all of the file is data');
-    const before = bytesReadByProcess();
+    const before = processIo('rchar');
     await digestOfFile(large, LARGE_BYTES, 'blake3');
-    const read = bytesReadByProcess() - before;
+    const read = processIo('rchar') - before;
     // Reading the holes would be LARGE_BYTES (73 MiB); the extents and the blocks around them are 4 MiB.
     assert.ok(read < DATA_BYTES + 2 * MiB, `read ${read} bytes of a ${LARGE_BYTES}-byte file holding ${DATA_BYTES}`);
   });
@@ -80,9 +71,9 @@ describe('a whole file hashed to check it (verify --read-data, an in-place pull,
     const path = join(dir, 'cached.bin');
     const data = pseudoRandom(DIGEST_THREAD_MIN_BYTES + 3 * MiB, 77);
     await writeFile(path, data);
-    const before = bytesReadFromStorage();
+    const before = processIo('read_bytes');
     const got = await digestOfFile(path, data.length, 'blake3');
-    const read = bytesReadFromStorage() - before;
+    const read = processIo('read_bytes') - before;
     assert.equal(got.toString('hex'), execFileSync('b3sum', ['--no-names', path], { encoding: 'utf8' }).trim());
     assert.ok(read < data.length / 4, `${read} bytes read from storage for a cached file of ${data.length}`);
   });
@@ -108,9 +99,9 @@ describe('a whole file hashed to check it (verify --read-data, an in-place pull,
       await direct.close();
     }
     await truncate(path, size); // the last aligned write ran past it
-    const before = bytesReadFromStorage();
+    const before = processIo('read_bytes');
     const got = await digestOfFile(path, size, 'blake3');
-    const read = bytesReadFromStorage() - before;
+    const read = processIo('read_bytes') - before;
     assert.equal(got.toString('hex'), execFileSync('b3sum', ['--no-names', path], { encoding: 'utf8' }).trim());
     assert.ok(read >= 12 * MiB, `${read} bytes read from storage: the data extents were not read direct`);
   });

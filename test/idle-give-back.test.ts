@@ -1,6 +1,5 @@
 import { strict as assert } from 'node:assert';
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,14 +11,10 @@ import { push } from '../src/api.js';
 import { createServer } from '../src/server/server.js';
 import { ArrivalSlabs } from '../src/server/arrivals.js';
 import { pseudoRandom } from './helpers/gen.js';
+import { processIo } from './helpers/proc-io.js';
 
 const MiB = 1024 * 1024;
 const SYS = fileURLToPath(new URL('../src/io/sys.js', import.meta.url));
-
-/** Bytes this process has read (rchar: from the page cache or storage). */
-function bytesRead(): number {
-  return Number(/^rchar: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
-}
 
 describe('an idle process gives back the large buffers kept for later', () => {
   let dir: string;
@@ -49,14 +44,14 @@ describe('an idle process gives back the large buffers kept for later', () => {
         windowViews.release(view);
       };
       await readOnce();
-      let before = bytesRead();
+      let before = processIo('rchar');
       await readOnce();
-      assert.ok(bytesRead() - before < 4096, 'served from the window it keeps (reading /proc/self/io counts a little)');
+      assert.ok(processIo('rchar') - before < 4096, 'served from the window it keeps (reading /proc/self/io counts a little)');
       trimLargeBuffers(0);
       assert.equal(slabs.freeSlabs, 0, 'free slabs given back');
-      before = bytesRead();
+      before = processIo('rchar');
       await readOnce();
-      assert.ok(bytesRead() - before >= 64 * 1024, 'the window was let go: read again');
+      assert.ok(processIo('rchar') - before >= 64 * 1024, 'the window was let go: read again');
       // Taken again after: slabs work as before.
       slabs.release(slabs.take(MiB));
     } finally {

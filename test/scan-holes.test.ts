@@ -42,6 +42,23 @@ async function sparseFile(path: string): Promise<Buffer> {
   return whole;
 }
 
+/** Counts the segment tasks `pool` is given, and the most running at once. */
+function watchTasks(pool: ScanPool): { tasks: number; mostRunning: number } {
+  const watched = { tasks: 0, mostRunning: 0 };
+  let running = 0;
+  const run = pool.run.bind(pool);
+  pool.run = async (...args: Parameters<ScanPool['run']>) => {
+    watched.tasks++;
+    watched.mostRunning = Math.max(watched.mostRunning, ++running);
+    try {
+      return await run(...args);
+    } finally {
+      running--;
+    }
+  };
+  return watched;
+}
+
 describe('segments that are all hole are scanned without a worker task', () => {
   let dir: string;
   before(async () => {
@@ -57,12 +74,7 @@ describe('segments that are all hole are scanned without a worker task', () => {
       const whole = await sparseFile(file);
       await withNative(native, async () => {
         const pool = new ScanPool({ threads: 2, inlineBytes: 0 });
-        let tasks = 0;
-        const run = pool.run.bind(pool);
-        pool.run = (...args: Parameters<ScanPool['run']>) => {
-          tasks++;
-          return run(...args);
-        };
+        const watched = watchTasks(pool);
         try {
           const scan = await scanFile(file, pool, { chunker: DEFAULT_CHUNKER, digestAlgorithm: 'blake3' });
           const lengths: number[] = [];
@@ -85,7 +97,7 @@ describe('segments that are all hole are scanned without a worker task', () => {
           assert.equal(Buffer.from(scan.result.digest).toString('hex'), digestOf('blake3', whole).toString('hex'));
           // The twins have no SEEK_DATA: they read the holes (allowed), a task per segment.
           assert.equal(scan.result.dataBytes, native ? 2 * MiB : 6 * SEG);
-          assert.equal(tasks, native ? 3 : 6, 'segments 0, 4 and 5');
+          assert.equal(watched.tasks, native ? 3 : 6, 'segments 0, 4 and 5');
         } finally {
           await pool.close();
         }
@@ -135,25 +147,13 @@ describe('segments that are all hole are scanned without a worker task', () => {
       await fh.close();
     }
     const pool = new ScanPool({ threads: 2, inlineBytes: 0 });
-    let tasks = 0;
-    let running = 0;
-    let mostRunning = 0;
-    const run = pool.run.bind(pool);
-    pool.run = async (...args: Parameters<ScanPool['run']>) => {
-      tasks++;
-      mostRunning = Math.max(mostRunning, ++running);
-      try {
-        return await run(...args);
-      } finally {
-        running--;
-      }
-    };
+    const watched = watchTasks(pool);
     try {
       const scan = await scanFile(file, pool, { chunker: DEFAULT_CHUNKER, digestAlgorithm: 'blake3', segmentBytes: SEGMENT });
       for await (const batch of scan.batches()) batch.release();
       assert.equal(Buffer.from(scan.result.digest).toString('hex'), digestOf('blake3', whole).toString('hex'));
-      assert.equal(tasks, 8, 'a task per extent');
-      assert.ok(mostRunning >= 2, `at most ${mostRunning} segment task(s) at once`);
+      assert.equal(watched.tasks, 8, 'a task per extent');
+      assert.ok(watched.mostRunning >= 2, `at most ${watched.mostRunning} segment task(s) at once`);
     } finally {
       await pool.close();
     }

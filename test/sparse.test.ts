@@ -1,6 +1,6 @@
 import { strict as assert } from 'node:assert';
 import { execFileSync } from 'node:child_process';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { mkdtemp, open, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,7 @@ import { createServer, type XferServer } from '../src/server/server.js';
 import { runCli } from './helpers/cli.js';
 import { pseudoRandom } from './helpers/gen.js';
 import { storedChunks } from './helpers/damage.js';
+import { processIo } from './helpers/proc-io.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -66,12 +67,6 @@ function isZeroChunkOfTheseTests(id: ChunkId): boolean {
 /** Disk space the file takes (st_blocks). */
 async function allocated(path: string): Promise<number> {
   return (await stat(path)).blocks * 512;
-}
-
-/** Bytes this process has read through read(2) and friends so far (holes skipped do not count). */
-function bytesReadByProcess(): number {
-  const m = /^rchar: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'));
-  return Number(m![1]);
 }
 
 /** Every file below `dir` (recursively), with its size. */
@@ -140,14 +135,14 @@ describe('disk images: holes are not read, zero chunks are not stored or sent, c
   it('a scan reads the data extents only, and its digest is that of the logical content', { skip: !sysIsNative() && 'the native addon is not built' }, async () => {
     const pool = new ScanPool();
     try {
-      const before = bytesReadByProcess();
+      const before = processIo('rchar');
       const scan = await scanFile(image, pool, { chunker: DEFAULT_CHUNKER, digestAlgorithm: 'blake3' });
       let chunks = 0;
       for await (const b of scan.batches()) {
         chunks += b.count;
         b.release();
       }
-      const read = bytesReadByProcess() - before;
+      const read = processIo('rchar') - before;
       // Reading the holes would be IMAGE_BYTES; the extents (and the odd page around them) are 2 MiB.
       assert.ok(read < DATA_BYTES + 8 * MiB, `read ${read} bytes of a ${IMAGE_BYTES}-byte file holding ${DATA_BYTES}`);
       assert.equal(scan.result.dataBytes < DATA_BYTES + 2 * MiB, true, `dataBytes ${scan.result.dataBytes}`);

@@ -1,6 +1,5 @@
 import { strict as assert } from 'node:assert';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,19 +10,10 @@ import { digestOf } from '../src/hash/digest.js';
 import { sysIsNative, trimLargeBuffers } from '../src/io/sys.js';
 import { LocalStore } from '../src/store/local.js';
 import { PACK_WINDOW_IDLE_MS } from '../src/store/local/pack-reader.js';
+import { processIo } from './helpers/proc-io.js';
 
 const CHUNKS = 16;
 const CHUNK_BYTES = 64 * 1024;
-
-/** Bytes this process has read through read(2) and friends so far (/proc/self/io rchar). */
-function bytesReadByProcess(): number {
-  return Number(/^rchar: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
-}
-
-/** Read system calls this process has made so far (/proc/self/io syscr). */
-function readCallsByProcess(): number {
-  return Number(/^syscr: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
-}
 
 /**
  * A committed pack of CHUNKS chunks, opened again; chunks 0 and 1 read in order (the rest
@@ -81,9 +71,9 @@ describe('a local store reads a committed pack ahead for readers that go through
       const store = await LocalStore.open(dir, { create: false });
       try {
         const stored = data.reduce((n, d) => n + d.length, 0);
-        const before = bytesReadByProcess();
+        const before = processIo('rchar');
         for (let i = 0; i < data.length; i++) assert.deepEqual(await store.get(ids[i]!), data[i], `chunk ${i}`);
-        const read = bytesReadByProcess() - before;
+        const read = processIo('rchar') - before;
         // Once, plus the window read ahead past the last record and the records across window ends (twice: 2x).
         assert.ok(read < stored * 1.5, `read ${read} bytes to serve ${stored}`);
       } finally {
@@ -110,14 +100,14 @@ describe('a local store reads a committed pack ahead for readers that go through
       const store = await LocalStore.open(dir, { create: false });
       try {
         const stored = data.length * CHUNK_BYTES;
-        const bytesBefore = bytesReadByProcess();
-        const callsBefore = readCallsByProcess();
+        const bytesBefore = processIo('rchar');
+        const callsBefore = processIo('syscr');
         const half = data.length / 2;
         const fetch = (from: number, to: number) =>
           mapBounded(Array.from({ length: to - from }, (_, k) => from + k), 16, undefined, async (i) => assert.deepEqual(await store.get(ids[i]!), data[i], `chunk ${i}`));
         await Promise.all([fetch(0, half), fetch(half, data.length)]);
-        const read = bytesReadByProcess() - bytesBefore;
-        const calls = readCallsByProcess() - callsBefore;
+        const read = processIo('rchar') - bytesBefore;
+        const calls = processIo('syscr') - callsBefore;
         assert.ok(read < stored * 1.25, `read ${read} bytes to serve ${stored}`);
         assert.ok(calls < data.length / 4, `${calls} reads to serve ${data.length} chunks`);
       } finally {
@@ -142,9 +132,9 @@ describe('a local store reads a committed pack ahead for readers that go through
       try {
         // Every seventh chunk in the file's order, each read twice (its block sums, then its delta).
         const wanted = Array.from({ length: Math.ceil(data.length / 7) }, (_, k) => 7 * k);
-        const before = bytesReadByProcess();
+        const before = processIo('rchar');
         for (const i of wanted) for (let twice = 0; twice < 2; twice++) assert.deepEqual(await store.get(ids[i]!), data[i], `chunk ${i}`);
-        const read = bytesReadByProcess() - before;
+        const read = processIo('rchar') - before;
         const served = 2 * wanted.length * CHUNK_BYTES;
         assert.ok(read < served * 1.5, `read ${read} bytes to serve ${served}`);
       } finally {

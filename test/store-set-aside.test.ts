@@ -7,7 +7,6 @@
  * a local pack whose chunks are all damaged, set aside by a verify in few durable writes.
  */
 import { strict as assert } from 'node:assert';
-import { readFileSync } from 'node:fs';
 import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -23,6 +22,7 @@ import { PACK_MAGIC, PACK_RECORD_HEADER_BYTES } from '../src/store/pack.js';
 import { freshLocation, listKeys, motoMissing, openTestStore, useS3Service, type S3Service } from './helpers/s3.js';
 import { damageStoredChunk } from './helpers/damage.js';
 import { makeChunk, rejectsWith } from './store-conformance.js';
+import { processIo } from './helpers/proc-io.js';
 
 /** Flips one bit of byte `at` of the object `key` (a key under `url`), as damage at rest would. */
 async function flipObjectByte(service: S3Service, url: string, key: string, at: number): Promise<void> {
@@ -135,19 +135,14 @@ it('LocalStore gc: a used chunk found damaged while its pack is repacked is set 
   }
 });
 
-/** Write system calls this process has made so far (/proc/self/io syscw). */
-function writeCalls(): number {
-  return Number(/^syscw: (\d+)$/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
-}
-
 describe('many chunks set aside at once', () => {
   it('appends made while one is being written go together in the next write, each resolved once it is durable', async () => {
     const dir = await mkdtemp(path.join(os.tmpdir(), 'xfer-lines-'));
     try {
       const lines = new JsonLines<{ n: number }>(path.join(dir, 'list'), 'test list', (v) => (typeof v.n === 'number' ? { n: v.n } : undefined));
-      const before = writeCalls();
+      const before = processIo('syscw');
       await Promise.all(Array.from({ length: 500 }, (_, n) => lines.append({ n })));
-      const writes = writeCalls() - before;
+      const writes = processIo('syscw') - before;
       assert.deepEqual((await lines.readNew()).map((r) => r.n).sort((a, b) => a - b), Array.from({ length: 500 }, (_, n) => n));
       assert.ok(writes < 50, `${writes} writes for 500 lines`);
       await lines.append({ n: 500 });
@@ -172,9 +167,9 @@ describe('many chunks set aside at once', () => {
       try {
         const ids: ChunkId[] = chunks.map((c) => c.id);
         const checks: ChunkCheck[] = [];
-        const before = writeCalls();
+        const before = processIo('syscw');
         await store.verifyChunks(ids, (i, check) => (checks[i] = check));
-        const writes = writeCalls() - before;
+        const writes = processIo('syscw') - before;
         assert.equal(checks.filter((c) => typeof c !== 'number' && c.code === 'XFER_CHUNK_CORRUPT').length, chunks.length);
         assert.ok(writes < 200, `${writes} writes to set ${chunks.length} chunks aside`);
         assert.deepEqual(await store.has(ids.slice(0, 3)), [false, false, false], 'set aside: no longer present');
